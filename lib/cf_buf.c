@@ -1,0 +1,179 @@
+#include "cf_buf.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+void cf_buf_init(cf_buf *b) { memset(b, 0, sizeof *b); }
+
+void cf_buf_free(cf_buf *b)
+{
+    if (!b)
+        return;
+    free(b->data);
+    memset(b, 0, sizeof *b);
+}
+
+void cf_buf_reset(cf_buf *b)
+{
+    b->len = 0;
+    b->oom = false;
+}
+
+int cf_buf_reserve(cf_buf *b, size_t extra)
+{
+    if (b->oom)
+        return -ENOMEM;
+    if (extra <= b->cap - b->len)
+        return 0;
+    if (extra > SIZE_MAX / 2 - b->len) {
+        b->oom = true;
+        return -ENOMEM;
+    }
+    size_t want = b->len + extra;
+    size_t cap = b->cap ? b->cap : 64;
+    while (cap < want)
+        cap *= 2;
+    uint8_t *p = realloc(b->data, cap);
+    if (!p) {
+        b->oom = true;
+        return -ENOMEM;
+    }
+    b->data = p;
+    b->cap = cap;
+    return 0;
+}
+
+void cf_buf_put(cf_buf *b, const void *p, size_t n)
+{
+    if (n == 0 || cf_buf_reserve(b, n) < 0)
+        return;
+    memcpy(b->data + b->len, p, n);
+    b->len += n;
+}
+
+static void put_le(cf_buf *b, uint64_t v, size_t width)
+{
+    uint8_t tmp[8];
+    for (size_t i = 0; i < width; i++)
+        tmp[i] = (uint8_t)(v >> (8 * i));
+    cf_buf_put(b, tmp, width);
+}
+
+void cf_buf_put_u8(cf_buf *b, uint8_t v) { put_le(b, v, 1); }
+void cf_buf_put_u16(cf_buf *b, uint16_t v) { put_le(b, v, 2); }
+void cf_buf_put_u32(cf_buf *b, uint32_t v) { put_le(b, v, 4); }
+void cf_buf_put_u64(cf_buf *b, uint64_t v) { put_le(b, v, 8); }
+void cf_buf_put_i64(cf_buf *b, int64_t v) { put_le(b, (uint64_t)v, 8); }
+
+void cf_buf_put_f64(cf_buf *b, double v)
+{
+    uint64_t bits;
+    memcpy(&bits, &v, sizeof bits);
+    put_le(b, bits, 8);
+}
+
+void cf_buf_put_str(cf_buf *b, const char *s, size_t n)
+{
+    if (n > UINT32_MAX) {
+        b->oom = true;
+        return;
+    }
+    cf_buf_put_u32(b, (uint32_t)n);
+    cf_buf_put(b, s, n);
+}
+
+void cf_reader_init(cf_reader *r, const void *data, size_t len)
+{
+    r->p = data;
+    r->left = len;
+    r->bad = false;
+}
+
+bool cf_get(cf_reader *r, void *out, size_t n)
+{
+    if (r->bad || n > r->left) {
+        r->bad = true;
+        return false;
+    }
+    if (n)
+        memcpy(out, r->p, n);
+    r->p += n;
+    r->left -= n;
+    return true;
+}
+
+static bool get_le(cf_reader *r, uint64_t *v, size_t width)
+{
+    uint8_t tmp[8];
+    if (!cf_get(r, tmp, width))
+        return false;
+    uint64_t x = 0;
+    for (size_t i = 0; i < width; i++)
+        x |= (uint64_t)tmp[i] << (8 * i);
+    *v = x;
+    return true;
+}
+
+bool cf_get_u8(cf_reader *r, uint8_t *v)
+{
+    uint64_t x;
+    if (!get_le(r, &x, 1))
+        return false;
+    *v = (uint8_t)x;
+    return true;
+}
+
+bool cf_get_u16(cf_reader *r, uint16_t *v)
+{
+    uint64_t x;
+    if (!get_le(r, &x, 2))
+        return false;
+    *v = (uint16_t)x;
+    return true;
+}
+
+bool cf_get_u32(cf_reader *r, uint32_t *v)
+{
+    uint64_t x;
+    if (!get_le(r, &x, 4))
+        return false;
+    *v = (uint32_t)x;
+    return true;
+}
+
+bool cf_get_u64(cf_reader *r, uint64_t *v) { return get_le(r, v, 8); }
+
+bool cf_get_i64(cf_reader *r, int64_t *v)
+{
+    uint64_t x;
+    if (!get_le(r, &x, 8))
+        return false;
+    *v = (int64_t)x;
+    return true;
+}
+
+bool cf_get_f64(cf_reader *r, double *v)
+{
+    uint64_t x;
+    if (!get_le(r, &x, 8))
+        return false;
+    memcpy(v, &x, sizeof *v);
+    return true;
+}
+
+bool cf_get_str(cf_reader *r, const char **ret_s, size_t *ret_n)
+{
+    uint32_t n;
+    if (!cf_get_u32(r, &n))
+        return false;
+    if (n > r->left) {
+        r->bad = true;
+        return false;
+    }
+    *ret_s = (const char *)r->p;
+    *ret_n = n;
+    r->p += n;
+    r->left -= n;
+    return true;
+}

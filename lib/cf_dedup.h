@@ -1,0 +1,35 @@
+/* cf_dedup: idempotency by event_id (SPEC section 6). An id seen at event
+ * time ts is a duplicate while the event-time clock C < ts + ttl; after that
+ * it is forgotten (memory bounded) and accepted again. Deterministic; not
+ * thread-safe. */
+#ifndef CF_DEDUP_H
+#define CF_DEDUP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cf_buf.h"
+
+typedef struct cf_dedup cf_dedup;
+
+/* ttl_ms > 0; max_ids bounds memory (0 = no bound): when full, the id that
+ * expires soonest is forgotten early and counted in cf_dedup_evictions(). */
+cf_dedup *cf_dedup_new(int64_t ttl_ms, size_t max_ids);
+void cf_dedup_free(cf_dedup *d);
+
+/* Checks id (len bytes) at clock C (CF_TIME_NONE allowed). First expires ids
+ * with C >= first_ts + ttl. Returns 1 and records (id, ts) if the id is new,
+ * 0 if it is a duplicate, -ENOMEM. O(1) amortized. */
+int cf_dedup_check(cf_dedup *d, const char *id, size_t len, int64_t ts, int64_t clock);
+
+/* Drops every id with clock >= first_ts + ttl. */
+void cf_dedup_expire(cf_dedup *d, int64_t clock);
+
+size_t cf_dedup_count(const cf_dedup *d);
+uint64_t cf_dedup_evictions(const cf_dedup *d);
+size_t cf_dedup_memory(const cf_dedup *d);
+
+int cf_dedup_save(const cf_dedup *d, cf_buf *out);
+cf_dedup *cf_dedup_load(int64_t ttl_ms, size_t max_ids, cf_reader *in);
+
+#endif

@@ -1,0 +1,70 @@
+/* cf_event: a click event (SPEC section 2): validation from parsed JSON and a
+ * compact binary form used for shard queue messages and WAL records. */
+#ifndef CF_EVENT_H
+#define CF_EVENT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cjson/cJSON.h>
+
+#include "cf_buf.h"
+
+#define CF_USER_ID_MAX 256
+#define CF_PAGE_URL_MAX 2048
+#define CF_ELEMENT_MAX 256
+#define CF_EVENT_ID_MAX 128
+
+/* A validated event. The string fields borrow memory from whatever they were
+ * parsed from (the cJSON tree or the packed bytes) and are valid only as long
+ * as that is; they are NOT NUL-terminated. Optional fields absent: ptr NULL,
+ * len 0. `properties` is compact JSON text of the properties object, or NULL. */
+typedef struct cf_event {
+    int64_t ts;                 /* event time, epoch ms */
+    const char *user_id;
+    size_t user_id_len;
+    const char *page_url;
+    size_t page_url_len;
+    const char *element;
+    size_t element_len;
+    const char *event_id;
+    size_t event_id_len;
+    const char *properties;     /* JSON text or NULL */
+    size_t properties_len;
+} cf_event;
+
+typedef struct cf_event_limits {
+    int64_t max_future_ms;      /* SPEC --max-future, default 60000 */
+} cf_event_limits;
+
+/* Validates one JSON value as a click event per SPEC section 2.
+ * - `now_ms` is the receive time: used when `timestamp` is absent, and for the
+ *   max-future check (ts > now_ms + max_future_ms is rejected).
+ * - `timestamp` may be an RFC 3339 string or an integral JSON number of epoch
+ *   ms (checked with valuedouble: integral, |v| <= 2^53).
+ * - Strings must be valid UTF-8 (no overlongs, no surrogates) within limits;
+ *   user_id and page_url non-empty. Unknown fields are ignored.
+ * - `properties`, when present, must be an object; it is printed compactly
+ *   into `scratch` (appended; ret->properties points into scratch->data, so do
+ *   not append to scratch again before you are done with *ret).
+ * On success returns 0 and fills *ret (strings borrow from `obj`). On
+ * rejection returns -EINVAL and sets *ret_reason to a static human-readable
+ * string ("user_id is required", "timestamp is too far in the future", ...);
+ * *ret is then unspecified. Thread-safe (uses no cJSON global state). */
+int cf_event_from_json(const cJSON *obj, const cf_event_limits *lim, int64_t now_ms,
+                       cf_buf *scratch, cf_event *ret, const char **ret_reason);
+
+/* True if s[0..n) is valid UTF-8 (RFC 3629). */
+bool cf_utf8_valid(const char *s, size_t n);
+
+/* Appends the compact binary form of ev to out (fixed little-endian header
+ * with lengths, then the bytes). Returns the number of bytes appended, or
+ * -ENOMEM (out->oom). */
+int cf_event_pack(const cf_event *ev, cf_buf *out);
+
+/* Reads one packed event from r; the strings of *ret point into the reader's
+ * input. Returns 0, or -EINVAL if the bytes are truncated or malformed. */
+int cf_event_unpack(cf_reader *r, cf_event *ret);
+
+#endif

@@ -1,0 +1,53 @@
+/* cf_trending: exponentially decayed click counts per page (SPEC section 7):
+ *   score(page, T) = sum over clicks of 2^(-(T - ts) / half_life)
+ * kept relative to a reference time that is moved forward (rescaling every
+ * score) before any value could overflow, so it stays exact to 1e-6 relative
+ * over days of event time and never goes negative or infinite. A top-N from
+ * several partial tables (one per shard, disjoint pages) merges exactly.
+ * Deterministic; not thread-safe. */
+#ifndef CF_TRENDING_H
+#define CF_TRENDING_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cf_buf.h"
+
+typedef struct cf_trending cf_trending;
+
+/* One ranked page. page_url is borrowed from the table: valid until the
+ * table is next modified (add/prune/free). */
+typedef struct cf_trend_item {
+    const char *page_url;
+    size_t page_url_len;
+    double score;
+} cf_trend_item;
+
+cf_trending *cf_trending_new(int64_t half_life_ms);
+void cf_trending_free(cf_trending *t);
+
+/* One click on page at event time ts. Returns 0 or -ENOMEM. O(1) amortized. */
+int cf_trending_add(cf_trending *t, const char *page, size_t len, int64_t ts);
+
+/* Removes pages whose score at time T is below min_score (SPEC: 0.01). */
+void cf_trending_prune(cf_trending *t, int64_t T, double min_score);
+
+/* Writes the n best pages at time T into items (caller-sized >= n), sorted by
+ * score descending, ties by page_url ascending (bytewise). Returns how many.
+ * O(pages * log n). */
+size_t cf_trending_top(const cf_trending *t, int64_t T, size_t n, cf_trend_item *items);
+
+/* Merges k sorted partial top lists (each from cf_trending_top at the same
+ * T) into the global top n, written to out (size >= n). Returns how many. */
+size_t cf_trending_merge(const cf_trend_item *const *lists, const size_t *lens, size_t k,
+                         size_t n, cf_trend_item *out);
+
+/* Score of one page at T (0 if absent). */
+double cf_trending_score(const cf_trending *t, const char *page, size_t len, int64_t T);
+size_t cf_trending_count(const cf_trending *t);
+size_t cf_trending_memory(const cf_trending *t);
+
+int cf_trending_save(const cf_trending *t, cf_buf *out);
+cf_trending *cf_trending_load(int64_t half_life_ms, cf_reader *in);
+
+#endif

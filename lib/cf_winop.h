@@ -1,0 +1,88 @@
+/* cf_winop: the event-time window operator for page aggregations (SPEC
+ * section 4), one instance per window type per shard. Keyed by page_url;
+ * each (window, page) holds a count and a distinct-user sketch (exact below
+ * 100 users, HyperLogLog above, mergeable).
+ *
+ * Firing is driven only by the watermark passed to cf_winop_advance(): a
+ * window [start, end) fires (final result, revision 0) when W >= end - 1, is
+ * kept until W >= end - 1 + allowed_lateness, and an event reaching a fired
+ * but kept window updates it and re-fires it at once with revision + 1 (as
+ * Flink's EventTimeTrigger does for late elements). Deterministic: the same
+ * calls in the same order give the same emissions. Not thread-safe (one
+ * shard owns it). */
+#ifndef CF_WINOP_H
+#define CF_WINOP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cf_buf.h"
+
+typedef enum cf_window_type {
+    CF_WINDOW_TUMBLING = 0,
+    CF_WINDOW_SLIDING = 1,
+} cf_window_type;
+
+typedef struct cf_winop_config {
+    cf_window_type type;
+    int64_t size_ms;            /* > 0 */
+    int64_t slide_ms;           /* tumbling: == size_ms; sliding: size % slide == 0 */
+    int64_t allowed_lateness_ms;/* >= 0 */
+} cf_winop_config;
+
+/* One window result (REST and WebSocket share this shape). page_url is
+ * borrowed and valid only during the callback. */
+typedef struct cf_window_result {
+    cf_window_type type;
+    int64_t start;
+    int64_t end;                /* exclusive */
+    const char *page_url;
+    size_t page_url_len;
+    uint64_t count;
+    uint64_t unique_users;
+    uint32_t revision;          /* 0 on the first firing */
+    bool final;                 /* false for interim results of open windows */
+} cf_window_result;
+
+typedef void (*cf_window_emit_fn)(void *ctx, const cf_window_result *r);
+
+typedef struct cf_winop cf_winop;
+
+/* Returns NULL on OOM or an invalid config. */
+cf_winop *cf_winop_new(const cf_winop_config *cfg);
+void cf_winop_free(cf_winop *op);
+
+/* Adds one click on page (len bytes) by the user whose cf_hash64 is
+ * user_hash, at event time ts, judged against the operator's current
+ * watermark (the last advance()). Windows already past end-1+lateness are
+ * skipped; fired-but-kept windows are updated and re-emitted through emit
+ * (final=true, revision+1). Returns the number of windows the event was
+ * added to (0 means late-dropped for this window type), or -ENOMEM. */
+int cf_winop_add(cf_winop *op, const char *page, size_t len, uint64_t user_hash,
+                 int64_t ts, cf_window_emit_fn emit, void *ctx);
+
+/* Moves the watermark to wm (ignored if lower than the current one): emits
+ * the final result of every window with wm >= end - 1 that has not fired, in
+ * order of (end, page_url), then purges windows with
+ * wm >= end - 1 + allowed_lateness. */
+void cf_winop_advance(cf_winop *op, int64_t wm, cf_window_emit_fn emit, void *ctx);
+
+/* Emits the interim result (final=false) of every window that has not fired
+ * yet, in order of (end, page_url). O(open windows). */
+void cf_winop_foreach_open(const cf_winop *op, cf_window_emit_fn emit, void *ctx);
+
+/* Windows (window, page pairs) held: not yet fired / fired and kept. */
+size_t cf_winop_open_count(const cf_winop *op);
+size_t cf_winop_kept_count(const cf_winop *op);
+/* Approximate heap bytes used by the state. */
+size_t cf_winop_memory(const cf_winop *op);
+
+/* Snapshot support: appends the whole state (incl. watermark) to out;
+ * load() rebuilds an operator with the same config from those bytes, or
+ * returns NULL if they are malformed. A loaded operator behaves exactly as
+ * the saved one would. */
+int cf_winop_save(const cf_winop *op, cf_buf *out);
+cf_winop *cf_winop_load(const cf_winop_config *cfg, cf_reader *in);
+
+#endif
