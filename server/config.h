@@ -1,0 +1,77 @@
+/* config: the daemon's settings (SPEC section 11). Every option is a long
+ * command-line option and a CLICKFLOW_<OPTION> environment variable
+ * (upper-case, '-' -> '_'); the command line wins. Durations accept ms, s, m,
+ * h. Defaults are embedded, so `clickflow` runs with no configuration. */
+#ifndef CF_CONFIG_H
+#define CF_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+typedef enum cf_fsync_policy {
+    CF_FSYNC_ALWAYS = 0,
+    CF_FSYNC_BATCH = 1,   /* default: fsync at least every 10 ms */
+    CF_FSYNC_OFF = 2,
+} cf_fsync_policy;
+
+#define CF_MAX_ORIGINS 16
+
+typedef struct cf_config {
+    /* network */
+    char bind[64];                  /* --bind 127.0.0.1 */
+    uint16_t http_port;             /* --http-port 8080 */
+    uint16_t ws_port;               /* --ws-port 8081 */
+    unsigned shards;                /* --shards = online cores */
+    unsigned http_threads;          /* --http-threads = online cores */
+    /* event time (SPEC 1, 2) */
+    int64_t out_of_orderness_ms;    /* --out-of-orderness 5s */
+    int64_t idle_timeout_ms;        /* --idle-timeout 10s; 0 = replay mode */
+    int64_t allowed_lateness_ms;    /* --allowed-lateness 60s */
+    int64_t max_future_ms;          /* --max-future 60s */
+    /* windows, sessions, dedup, trending (SPEC 4-7) */
+    int64_t window_ms;              /* --window 60s */
+    int64_t slide_size_ms;          /* --slide-size 5m */
+    int64_t slide_ms;               /* --slide 1m */
+    int64_t session_gap_ms;         /* --session-gap 30m */
+    int64_t dedup_ttl_ms;           /* --dedup-ttl 10m */
+    int64_t half_life_ms;           /* --half-life 60s */
+    size_t retain_results;          /* --retain-results 100000 (per type) */
+    size_t max_keys;                /* --max-keys 10000000: bound per state store */
+    /* ingest (SPEC 3) */
+    size_t max_batch;               /* --max-batch 10000 */
+    size_t max_body;                /* --max-body 4MiB (bytes; accepts k/M suffix) */
+    size_t queue_capacity;          /* --queue-capacity 1024 messages per shard */
+    /* push (SPEC 9) */
+    int64_t push_interval_ms;       /* --push-interval 500ms */
+    size_t ws_max_clients;          /* --ws-max-clients 1000 */
+    size_t ws_queue;                /* --ws-queue 256 messages per client */
+    /* durability (SPEC 10) */
+    char data_dir[512];             /* --data-dir ./data */
+    cf_fsync_policy fsync;          /* --fsync batch */
+    int64_t snapshot_interval_ms;   /* --snapshot-interval 60s */
+    size_t segment_bytes;           /* --segment-size 64MiB */
+    /* security and connection hygiene */
+    char ingest_token[256];         /* --ingest-token (empty = open) */
+    char read_token[256];           /* --read-token (empty = open) */
+    char cors_origins[CF_MAX_ORIGINS][256]; /* --cors-origin, comma separated; "*" allowed */
+    size_t n_cors_origins;
+    int64_t connection_timeout_ms;  /* --connection-timeout 30s (inactivity) */
+    int64_t request_deadline_ms;    /* --request-deadline 60s (absolute) */
+    unsigned max_connections;       /* --max-connections 4096 */
+    unsigned max_connections_per_ip;/* --max-connections-per-ip 256 */
+} cf_config;
+
+/* Fills cfg with the embedded defaults. */
+void cf_config_defaults(cf_config *cfg);
+
+/* Applies CLICKFLOW_* variables from envp (NULL-terminated, may be NULL),
+ * then argv. Returns 0 to run, 1 when --help or --version was printed to
+ * out (exit 0), or -1 after printing a clear message to err (exit 2). */
+int cf_config_load(cf_config *cfg, int argc, char **argv, char **envp, FILE *out, FILE *err);
+
+/* One line describing the effective settings, for the start-up log. */
+void cf_config_describe(const cf_config *cfg, char *buf, size_t cap);
+
+#endif

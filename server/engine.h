@@ -1,0 +1,77 @@
+/* engine: the processing core of the daemon. A sequencer (one short critical
+ * section per request) deduplicates by event_id, advances the event-time
+ * clock, appends to the write-ahead log and hands events to `shards` worker
+ * threads through bounded single-producer queues, keyed like Flink's keyBy:
+ * user_id -> sessions, page_url -> windows and trending. Watermark markers
+ * travel through the same queues, so every shard fires at the same W.
+ *
+ * Queries are answered by the shards themselves, after every message that was
+ * enqueued before the query (read-your-writes), so REST answers reflect every
+ * accepted event; shards are never locked by readers. */
+#ifndef CF_ENGINE_H
+#define CF_ENGINE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cjson/cJSON.h>
+
+#include "cf_buf.h"
+#include "cf_event.h"
+#include "config.h"
+
+typedef struct cf_engine cf_engine;
+typedef struct cf_push cf_push;     /* server/push.h */
+
+/* Creates the engine (no threads yet). cfg is copied. NULL on OOM. */
+cf_engine *cf_engine_new(const cf_config *cfg);
+/* Optional: results go to the WebSocket hub as well. Call before start. */
+void cf_engine_set_push(cf_engine *e, cf_push *push);
+/* Recovers from cfg->data_dir (snapshot + log replay), then starts the shard
+ * threads and the clock ticker. Returns 0 or a negative errno. */
+int cf_engine_start(cf_engine *e);
+/* Ready once recovery is done (GET /readyz). */
+bool cf_engine_ready(const cf_engine *e);
+/* Stops taking events (submit -> -ESHUTDOWN), drains the queues, joins the
+ * threads. Idempotent. */
+void cf_engine_stop(cf_engine *e);
+void cf_engine_free(cf_engine *e);
+
+typedef struct cf_submit_result {
+    size_t accepted;    /* new events handed to the shards */
+    size_t duplicates;  /* event_id seen within the dedup TTL */
+} cf_submit_result;
+
+/* Submits n validated events, all or nothing. ret_is_dup (n bytes, may be
+ * NULL) gets 1 for each duplicate. Returns 0 once the events are accepted
+ * (durable per --fsync), -EAGAIN when the queues cannot take the whole
+ * request (nothing accepted; answer 503), -ESHUTDOWN while stopping, -EIO
+ * after a log failure. Thread-safe. */
+int cf_engine_submit(cf_engine *e, const cf_event *evs, size_t n, uint8_t *ret_is_dup,
+                     cf_submit_result *ret);
+
+/* POST /api/v1/watermark: raises W to at least wm (never lowers it).
+ * Returns the watermark in force afterwards via *ret_wm. 0 or -errno. */
+int cf_engine_raise_watermark(cf_engine *e, int64_t wm, int64_t *ret_wm);
+
+/* Queries. Each returns a new cJSON (caller frees with cJSON_Delete), the
+ * JSON shape of SPEC section 8, or NULL on OOM / shutdown. */
+typedef struct cf_window_query {
+    int type;               /* CF_WINDOW_TUMBLING, CF_WINDOW_SLIDING, or -1 for both */
+    const char *page_url;   /* NUL-terminated filter, or NULL for all pages */
+    int state;              /* 0 open, 1 closed, -1 both */
+    size_t limit;           /* 1..100000 */
+} cf_window_query;
+
+cJSON *cf_engine_trending(cf_engine *e, size_t n);                 /* {"as_of","half_life_ms","items"} */
+cJSON *cf_engine_windows(cf_engine *e, const cf_window_query *q);  /* {"items": [...]} newest first */
+cJSON *cf_engine_late(cf_engine *e, size_t limit);                 /* {"items": [...]} newest first */
+cJSON *cf_engine_sessions(cf_engine *e, size_t limit);             /* {"items": [...]} closed, newest first */
+/* Open sessions of one user: {"user_id": u, "items": [...]}; items empty when none. */
+cJSON *cf_engine_user_sessions(cf_engine *e, const char *user_id, size_t len);
+cJSON *cf_engine_stats(cf_engine *e);
+/* Appends the Prometheus text exposition (names prefixed clickflow_). */
+void cf_engine_metrics(cf_engine *e, cf_buf *out);
+
+#endif

@@ -1,0 +1,43 @@
+/* push: the WebSocket hub (SPEC section 9), built on libwebsockets with its
+ * own service thread. Other threads publish complete JSON messages; each
+ * client has a bounded queue, and a slow client loses interim messages first
+ * (counted), so publishing never blocks and one client never slows another
+ * or ingest. */
+#ifndef CF_PUSH_H
+#define CF_PUSH_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+
+typedef struct cf_push cf_push;
+
+/* Topics a client may subscribe to ({"subscribe": [...]}; default all). */
+typedef enum cf_topic {
+    CF_TOPIC_WINDOWS = 0,
+    CF_TOPIC_TRENDING,
+    CF_TOPIC_SESSIONS,   /* messages of type "session_end" */
+    CF_TOPIC_STATS,
+    CF_TOPIC_LATE,
+    CF_TOPIC_COUNT
+} cf_topic;
+
+/* Listens on cfg->bind:cfg->ws_port and starts the service thread. Checks
+ * Origin against cfg->cors_origins and, when cfg->read_token is set, requires
+ * it (?token= or Authorization: Bearer). NULL with *ret_err set on failure. */
+cf_push *cf_push_start(const cf_config *cfg, const char **ret_err);
+/* Closes every client and joins the thread. Accepts NULL. */
+void cf_push_stop(cf_push *p);
+
+/* Queues msg (a complete {"type":...,"data":...} text, copied) for every
+ * client subscribed to topic. interim messages are the first dropped when a
+ * client's queue is full. Thread-safe, O(clients), never blocks on I/O. */
+void cf_push_publish(cf_push *p, cf_topic topic, const char *msg, size_t len, bool interim);
+
+size_t cf_push_clients(const cf_push *p);
+uint64_t cf_push_dropped(const cf_push *p);   /* messages dropped for slow clients */
+uint64_t cf_push_sent(const cf_push *p);
+
+#endif
