@@ -1,0 +1,30 @@
+#include "log.h"
+
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <time.h>
+
+#include "cf_time.h"
+
+static _Atomic int min_level = CF_LOG_INFO;
+
+void cf_log_set_level(cf_log_level min) { atomic_store(&min_level, (int)min); }
+
+void cf_log(cf_log_level level, const char *fmt, ...)
+{
+    if ((int)level < atomic_load(&min_level))
+        return;
+    static const char *const names[] = {"debug", "info", "warn", "error"};
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    char ts[32];
+    if (cf_rfc3339_format((int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000, ts, sizeof ts) < 0)
+        ts[0] = '\0';
+    char msg[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "%s %s: %s\n", ts, names[level], msg);
+}

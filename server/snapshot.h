@@ -1,0 +1,22 @@
+/* snapshot: consistent-cut state files in --data-dir (SPEC section 10).
+ * A file holds a versioned header (magic, format version, the log position
+ * it covers, payload length, CRC32C) and an opaque payload built by the
+ * engine. Written to a temp file, fsynced, renamed, directory fsynced. */
+#ifndef CF_SNAPSHOT_H
+#define CF_SNAPSHOT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cf_buf.h"
+
+/* Writes payload as the snapshot covering log records <= lsn, then removes
+ * older snapshots except the newest previous one (the fallback). 0 or -errno. */
+int cf_snapshot_write(const char *dir, int64_t lsn, const void *payload, size_t len);
+
+/* Loads the newest snapshot that passes its checks into ret_payload (reset
+ * first) and sets *ret_lsn; a snapshot that fails them is logged and skipped
+ * for the previous one. Returns 0, -ENOENT when there is none, or -errno. */
+int cf_snapshot_load(const char *dir, int64_t *ret_lsn, cf_buf *ret_payload);
+
+#endif
