@@ -122,7 +122,8 @@ static int list_snapshots(int dirfd, bool remove_tmp, int64_t **ret, size_t *ret
         free(v);
         return r;
     }
-    qsort(v, n, sizeof *v, cmp_desc);
+    if (n > 1)
+        qsort(v, n, sizeof *v, cmp_desc);
     *ret = v;
     *ret_n = n;
     return 0;
