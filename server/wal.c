@@ -684,6 +684,15 @@ int64_t cf_wal_append(cf_wal *w, uint8_t type, const void *payload, size_t len)
     }
     if (len > REC_MAX)
         return -EMSGSIZE;
+    /* Appends are serialized by the caller, so next_lsn cannot change under
+     * us: the header and CRC are built before taking mu, which committers
+     * and the flusher contend for. */
+    int64_t lsn = atomic_load(&w->next_lsn);
+    uint8_t h[REC_HDR];
+    wr32(h, (uint32_t)len);
+    h[8] = type;
+    wr64(h + 9, (uint64_t)lsn);
+    wr32(h + 4, cf_crc32c(cf_crc32c(0, h + 8, 9), payload, len));
     pthread_mutex_lock(&w->mu);
     if (w->err) {
         int e = w->err;
@@ -695,14 +704,9 @@ int64_t cf_wal_append(cf_wal *w, uint8_t type, const void *payload, size_t len)
         pthread_mutex_unlock(&w->mu);
         return -ENOMEM;
     }
-    int64_t lsn = atomic_load(&w->next_lsn);
-    uint8_t *h = w->pending.data + w->pending.len;
-    wr32(h, (uint32_t)len);
-    h[8] = type;
-    wr64(h + 9, (uint64_t)lsn);
+    memcpy(w->pending.data + w->pending.len, h, REC_HDR);
     if (len)
-        memcpy(h + REC_HDR, payload, len);
-    wr32(h + 4, cf_crc32c(0, h + 8, 9 + len));
+        memcpy(w->pending.data + w->pending.len + REC_HDR, payload, len);
     w->pending.len += REC_HDR + len;
     atomic_store(&w->next_lsn, lsn + 1);
     pthread_mutex_unlock(&w->mu);
