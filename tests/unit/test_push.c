@@ -71,6 +71,19 @@ static cf_push *start(const cf_config *cfg)
 }
 
 /* Waits until the hub counts n clients. */
+/* The sent counter moves after lws_write returns, which may be after the
+ * client already read the frame: wait for it instead of racing it. */
+static void wait_sent(cf_push *p, uint64_t n)
+{
+    int64_t end = now_ms() + DEADLINE_MS;
+    while (cf_push_sent(p) < n) {
+        if (now_ms() > end)
+            fail_msg("expected %llu sent, have %llu", (unsigned long long)n,
+                     (unsigned long long)cf_push_sent(p));
+        poll(NULL, 0, 1);   /* yield while polling a condition */
+    }
+}
+
 static void wait_clients(cf_push *p, size_t n)
 {
     int64_t end = now_ms() + DEADLINE_MS;
@@ -298,6 +311,7 @@ static void delivers_to_every_client(void **state)
     expect_text(b, msg);
     expect_text(a, "{\"type\":\"stats\",\"data\":1}");
     expect_text(b, "{\"type\":\"stats\",\"data\":1}");
+    wait_sent(p, 4);
     assert_int_equal(cf_push_sent(p), 4);
     assert_int_equal(cf_push_dropped(p), 0);
 
