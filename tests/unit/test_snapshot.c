@@ -19,16 +19,6 @@
 #include "crc32c.h"
 #include "snapshot.h"
 
-/* See test_wal.c: a weak stand-in for lib's timestamp formatter. */
-__attribute__((weak)) int cf_rfc3339_format(int64_t ms, char *buf, size_t cap);
-__attribute__((weak)) int cf_rfc3339_format(int64_t ms, char *buf, size_t cap)
-{
-    (void)ms;
-    if (cap)
-        buf[0] = '\0';
-    return 0;
-}
-
 static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
 {
     (void)st; (void)flag; (void)ftw;

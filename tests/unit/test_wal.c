@@ -23,18 +23,6 @@
 #include "crc32c.h"
 #include "wal.h"
 
-/* server/log.c formats its timestamps with lib's cf_rfc3339_format; until
- * the time module is linked in, a weak stand-in keeps this test linkable
- * (a real definition wins over it). */
-__attribute__((weak)) int cf_rfc3339_format(int64_t ms, char *buf, size_t cap);
-__attribute__((weak)) int cf_rfc3339_format(int64_t ms, char *buf, size_t cap)
-{
-    (void)ms;
-    if (cap)
-        buf[0] = '\0';
-    return 0;
-}
-
 /* ---- fixtures ------------------------------------------------------------- */
 
 static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
