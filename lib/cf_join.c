@@ -275,6 +275,8 @@ int cf_join_interval_push(cf_join_interval *j, cf_join_side side, const void *ke
         size_t nc = j->heap_cap ? j->heap_cap * 2 : 64;
         if (nc > j->max_buffered)
             nc = j->max_buffered;
+        if (nc > SIZE_MAX / sizeof(rec *))
+            return -ENOMEM;
         rec **nh = realloc(j->heap, nc * sizeof *nh);
         if (!nh)
             return -ENOMEM;

@@ -225,15 +225,18 @@ static void rescale(cf_trending *t, int64_t new_ref)
 /* Finds or inserts the page; returns its slot or NULL on -ENOMEM. */
 static slot *upsert(cf_trending *t, const char *page, size_t len, uint32_t h)
 {
+    /* Look first: a click on a known page must never allocate (or fail). */
+    if (t->cap) {
+        slot *s = &t->slots[find_slot(t, page, len, h)];
+        if (s->key)
+            return s;
+    }
     if (t->cap == 0 || (t->count + 1) * 4 > t->cap * 3) {
         size_t nc = t->cap ? t->cap * 2 : MIN_CAP;
         if (nc < t->cap || nc > SIZE_MAX / sizeof(slot) || rehash(t, nc) < 0)
             return NULL;
     }
-    size_t i = find_slot(t, page, len, h);
-    slot *s = &t->slots[i];
-    if (s->key)
-        return s;
+    slot *s = &t->slots[find_slot(t, page, len, h)];
     char *k = malloc(len + 1);
     if (!k)
         return NULL;

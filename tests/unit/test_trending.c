@@ -516,15 +516,19 @@ static void out_of_order_clicks(void **state)
 static void existing_pages_do_not_grow_memory(void **state)
 {
     (void)state;
-    cf_trending *t = cf_trending_new(60000);
-    for (int p = 0; p < 100; p++)
-        assert_int_equal(add_click(t, p, 1000), 0);
-    size_t mem = cf_trending_memory(t);
-    for (int i = 0; i < 100000; i++)
-        assert_int_equal(add_click(t, i % 100, 1000 + i), 0);
-    assert_int_equal(cf_trending_memory(t), mem);
-    assert_int_equal(cf_trending_count(t), 100);
-    cf_trending_free(t);
+    /* Every page count, including those that fill the table exactly to its
+     * growth threshold (12 of 16, 24 of 32, 48 of 64, 96 of 128). */
+    for (int pages = 1; pages <= 200; pages++) {
+        cf_trending *t = cf_trending_new(60000);
+        for (int p = 0; p < pages; p++)
+            assert_int_equal(add_click(t, p, 1000), 0);
+        size_t mem = cf_trending_memory(t);
+        for (int i = 0; i < 2000; i++)
+            assert_int_equal(add_click(t, i % pages, 1000 + i), 0);
+        assert_int_equal(cf_trending_memory(t), mem);
+        assert_int_equal(cf_trending_count(t), (size_t)pages);
+        cf_trending_free(t);
+    }
 }
 
 static void assert_same_top(const cf_trending *a, const cf_trending *b, int64_t T)
