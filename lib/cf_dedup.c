@@ -56,17 +56,17 @@ void cf_dedup_expire(cf_dedup *d, int64_t clock)
 int cf_dedup_check(cf_dedup *d, const char *id, size_t len, int64_t ts, int64_t clock)
 {
     cf_dedup_expire(d, clock);
-    if (cf_kv_get(d->kv, id, len, NULL))
-        return 0;
     int64_t exp = expiry_of(ts, d->ttl);
     /* An id that would already be forgotten at this clock is new, and
      * recording it would only evict a live id. */
     if (clock != CF_TIME_NONE && exp <= clock)
-        return 1;
+        return cf_kv_get(d->kv, id, len, NULL) ? 0 : 1;
+    /* One probe sequence: put finds an existing id (duplicate, nothing
+     * changes) or records a new one. */
     int r = cf_kv_put(d->kv, id, len, exp, NULL, NULL, NULL);
     if (r == -EINVAL)
         return 1; /* longer than any store key: cannot be remembered */
-    return r < 0 ? r : 1;
+    return r;
 }
 
 size_t cf_dedup_count(const cf_dedup *d)

@@ -248,7 +248,7 @@ static void arena_compact(cf_kv *kv)
 
 /* Removes the entry in slot i: heap first, then backward-shift deletion so no
  * tombstones are needed and probe sequences stay short. */
-static void remove_slot(cf_kv *kv, uint32_t i)
+static void remove_slot(cf_kv *kv, uint32_t i, bool may_compact)
 {
     struct kv_slot *s = slot_at(kv, i);
     uint32_t pos = s->heap_pos;
@@ -275,7 +275,7 @@ static void remove_slot(cf_kv *kv, uint32_t i)
         }
     }
     slot_at(kv, i)->heap_pos = KV_EMPTY;
-    if (kv->arena_garbage > 4096 && kv->arena_garbage * 2 > kv->arena_len)
+    if (may_compact && kv->arena_garbage > 4096 && kv->arena_garbage * 2 > kv->arena_len)
         arena_compact(kv);
 }
 
@@ -300,9 +300,11 @@ static int arena_reserve(cf_kv *kv, size_t extra)
         return -ENOMEM;
     if (kv->arena_len + extra <= kv->arena_cap)
         return 0;
-    size_t ncap = kv->arena_cap ? kv->arena_cap * 2 : 256;
-    while (ncap < kv->arena_len + extra)
-        ncap *= 2;
+    /* 1.5x growth: the arena is the largest part for long keys, so its
+     * slack is what counts in bytes per key. */
+    size_t ncap = kv->arena_cap ? kv->arena_cap + kv->arena_cap / 2 : 256;
+    if (ncap < kv->arena_len + extra)
+        ncap = kv->arena_len + extra;
     uint8_t *na = realloc(kv->arena, ncap);
     if (!na)
         return -ENOMEM;
@@ -339,6 +341,10 @@ int cf_kv_put(cf_kv *kv, const void *key, size_t key_len, int64_t expiry,
             *ret_value = slot_value(slot_at(kv, i));
         return 0;
     }
+    /* Garbage left by evictions is compacted here, before the arena room
+     * for this key is reserved (so the eviction below cannot undo it). */
+    if (kv->arena_garbage > 4096 && kv->arena_garbage * 2 > kv->arena_len)
+        arena_compact(kv);
     /* Reserve everything that can fail before evicting, so a failed put
      * leaves the store unchanged. */
     if (heap_reserve(kv, kv->count + 1) < 0)
@@ -352,11 +358,9 @@ int cf_kv_put(cf_kv *kv, const void *key, size_t key_len, int64_t expiry,
         struct kv_slot *m = slot_at(kv, kv->heap[0]);
         if (on_evict)
             on_evict(ctx, slot_key(kv, m), m->klen, slot_value(m), m->expiry);
-        remove_slot(kv, kv->heap[0]);
+        /* No compaction here: the arena room reserved above must stay. */
+        remove_slot(kv, kv->heap[0], false);
         kv->evictions++;
-        /* Compaction may have shrunk the arena. */
-        if (key_len > KV_INLINE_KEY && arena_reserve(kv, key_len) < 0)
-            return -ENOMEM;
     }
     i = find_empty(kv, h);
     struct kv_slot *s = slot_at(kv, i);
@@ -405,7 +409,7 @@ int cf_kv_delete(cf_kv *kv, const void *key, size_t key_len)
     uint32_t i = find(kv, h, key, key_len);
     if (i == KV_EMPTY)
         return -ENOENT;
-    remove_slot(kv, i);
+    remove_slot(kv, i, true);
     return 0;
 }
 
@@ -418,7 +422,7 @@ size_t cf_kv_expire(cf_kv *kv, int64_t now, cf_kv_entry_fn fn, void *ctx)
             break;
         if (fn)
             fn(ctx, slot_key(kv, m), m->klen, slot_value(m), m->expiry);
-        remove_slot(kv, kv->heap[0]);
+        remove_slot(kv, kv->heap[0], true);
         n++;
     }
     return n;

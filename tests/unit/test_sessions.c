@@ -488,6 +488,8 @@ struct m_sess {
 struct model {
     int64_t gap, lat, wm;
     bool has_wm;
+    size_t max_users;
+    uint64_t evictions;
     struct m_sess s[M_MAX_SESS];
 };
 
@@ -539,6 +541,69 @@ static void m_emit(const struct m_sess *x, bool final, struct log *l)
     c->final = final;
 }
 
+static int64_t m_action(const struct model *m, const struct m_sess *x)
+{
+    return m_last(x) + m->gap - 1 + (x->fired ? m->lat : 0);
+}
+
+/* Early close of the user whose next session action is the soonest. */
+static void m_evict(struct model *m, struct log *l)
+{
+    int best = -1;
+    for (int i = 0; i < M_MAX_SESS; i++) {
+        const struct m_sess *x = &m->s[i];
+        if (!x->alive)
+            continue;
+        if (best < 0) {
+            best = i;
+            continue;
+        }
+        const struct m_sess *b = &m->s[best];
+        int c = strcmp(x->user, b->user);
+        if (m_action(m, x) < m_action(m, b) ||
+            (m_action(m, x) == m_action(m, b) && (c < 0 || (c == 0 && m_first(x) < m_first(b)))))
+            best = i;
+    }
+    char user[8];
+    strcpy(user, m->s[best].user);
+    for (;;) {
+        int o = -1;
+        for (int i = 0; i < M_MAX_SESS; i++)
+            if (m->s[i].alive && strcmp(m->s[i].user, user) == 0 &&
+                (o < 0 || m_first(&m->s[i]) < m_first(&m->s[o])))
+                o = i;
+        if (o < 0)
+            break;
+        if (!m->s[o].fired)
+            m_emit(&m->s[o], true, l);
+        m->s[o].alive = false;
+    }
+    m->evictions++;
+}
+
+static bool m_has_user(const struct model *m, const char *user)
+{
+    for (int i = 0; i < M_MAX_SESS; i++)
+        if (m->s[i].alive && strcmp(m->s[i].user, user) == 0)
+            return true;
+    return false;
+}
+
+static size_t m_users(const struct model *m)
+{
+    size_t n = 0;
+    for (int i = 0; i < M_MAX_SESS; i++) {
+        if (!m->s[i].alive)
+            continue;
+        bool dup = false;
+        for (int k = 0; k < i; k++)
+            if (m->s[k].alive && strcmp(m->s[k].user, m->s[i].user) == 0)
+                dup = true;
+        n += !dup;
+    }
+    return n;
+}
+
 static int m_add(struct model *m, const char *user, int page, int64_t ts, struct log *l)
 {
     int hit[M_MAX_SESS], nh = 0;
@@ -551,6 +616,8 @@ static int m_add(struct model *m, const char *user, int page, int64_t ts, struct
     if (nh == 0) {
         if (m->has_wm && ts + m->gap - 1 + m->lat <= m->wm)
             return 0;
+        if (m->max_users && !m_has_user(m, user) && m_users(m) >= m->max_users)
+            m_evict(m, l);
         for (int i = 0; i < M_MAX_SESS; i++) {
             struct m_sess *x = &m->s[i];
             if (x->alive)
@@ -653,13 +720,13 @@ static uint64_t rnd(void)
     return rng * 0x2545f4914f6cdd1dULL;
 }
 
-static cf_sessions *reload(cf_sessions *s, int64_t gap, int64_t lat)
+static cf_sessions *reload(cf_sessions *s, int64_t gap, int64_t lat, size_t max_users)
 {
     cf_buf b = {0};
     assert_int_equal(cf_sessions_save(s, &b), 0);
     cf_reader r;
     cf_reader_init(&r, b.data, b.len);
-    cf_sessions *c = cf_sessions_load(gap, lat, 0, &r);
+    cf_sessions *c = cf_sessions_load(gap, lat, max_users, &r);
     assert_non_null(c);
     assert_int_equal(r.left, 0);
     cf_buf_free(&b);
@@ -673,6 +740,7 @@ static void randomized_trace_matches_model(void **state)
     struct model *m = calloc(1, sizeof *m);
     struct log *la = new_log(), *lb = new_log();
     assert_non_null(m);
+    uint64_t total_evictions = 0;
     for (uint64_t seed = 1; seed <= 40; seed++) {
         rng = seed * 0x9e3779b97f4a7c15ULL;
         int64_t gap = 1 + (int64_t)(rnd() % 12);
@@ -680,7 +748,9 @@ static void randomized_trace_matches_model(void **state)
         memset(m, 0, sizeof *m);
         m->gap = gap;
         m->lat = lat;
-        cf_sessions *s = cf_sessions_new(gap, lat, 0);
+        /* half the seeds bound the users, so evictions happen */
+        m->max_users = seed % 2 ? 0 : 1 + (size_t)(rnd() % 4);
+        cf_sessions *s = cf_sessions_new(gap, lat, m->max_users);
         int64_t t = (int64_t)(rnd() % 1000) - 500;
         int n_users = 1 + (int)(rnd() % 6);
         for (int step = 0; step < 1500; step++) {
@@ -728,7 +798,7 @@ static void randomized_trace_matches_model(void **state)
                     m_emit(&m->s[best], false, lb);
                 }
             } else {
-                s = reload(s, gap, lat);
+                s = reload(s, gap, lat, m->max_users);
             }
             assert_int_equal(la->n, lb->n);
             for (size_t k = 0; k < la->n; k++) {
@@ -746,9 +816,12 @@ static void randomized_trace_matches_model(void **state)
                 }
             }
             assert_int_equal(cf_sessions_open_count(s), m_open(m));
+            assert_int_equal(cf_sessions_evictions(s), m->evictions);
         }
+        total_evictions += m->evictions;
         cf_sessions_free(s);
     }
+    assert_true(total_evictions > 100);
     free(m);
     free(la);
     free(lb);
