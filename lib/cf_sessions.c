@@ -19,7 +19,24 @@
  *   first_ts), where the action is firing (at last_ts + gap - 1) for an open
  *   session and purging (at that + allowed_lateness) for a fired one. The
  *   order is total, so what fires or gets evicted next depends only on the
- *   state, never on history: a loaded instance behaves like the saved one. */
+ *   state, never on history: a loaded instance behaves like the saved one.
+ *
+ * Semantics the header leaves open, decided here:
+ * - A fired session stays fired: an event that joins it (or merges it with
+ *   others) re-emits it at once as final with revision + 1, even when the
+ *   new last_ts moves its fire point past the watermark again; it is not
+ *   listed by get_open and not counted as open. Its purge point follows the
+ *   new last_ts.
+ * - A merge of open sessions only is an open session (revision 0), fired at
+ *   once if already due.
+ * - max_users: when a new user arrives and the bound is reached, the user of
+ *   the heap minimum (the session whose next action, fire or purge, comes
+ *   first) is evicted: its open sessions are emitted as final (oldest first)
+ *   and all its sessions are dropped; one eviction is counted per user.
+ *   Late-dropped events never evict.
+ * - Times saturate at INT64_MAX (no signed overflow): a session whose
+ *   last_ts + gap - 1 exceeds INT64_MAX fires at W = INT64_MAX.
+ * - page_views saturates at 2^32 - 1 per session. */
 
 #define USER_SEED 0x757365725f696473ULL /* "user_ids" */
 #define PAGE_SEED 0x706167655f75726cULL /* "page_url" */
@@ -193,7 +210,7 @@ static struct user *user_find(const cf_sessions *s, const char *id, size_t len, 
     uint32_t mask = s->users.cap - 1;
     for (uint32_t i = h & mask; s->users.slot[i]; i = (i + 1) & mask) {
         struct user *u = s->users.slot[i];
-        if (u->len == len && memcmp(u->id, id, len) == 0)
+        if (u->len == len && (len == 0 || memcmp(u->id, id, len) == 0))
             return u;
     }
     return NULL;
@@ -217,7 +234,7 @@ static struct page *page_ref(cf_sessions *s, const char *p, size_t len, uint64_t
         uint32_t mask = s->pages.cap - 1;
         for (uint32_t i = (uint32_t)h & mask; s->pages.slot[i]; i = (i + 1) & mask) {
             struct page *pg = s->pages.slot[i];
-            if (pg->hash == h && pg->len == len && memcmp(pg->s, p, len) == 0) {
+            if (pg->hash == h && pg->len == len && (len == 0 || memcmp(pg->s, p, len) == 0)) {
                 pg->refs++;
                 return pg;
             }
