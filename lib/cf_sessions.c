@@ -43,6 +43,7 @@
 #define SESS_MAGIC 0x53534643u          /* "CFSS" */
 #define SESS_VERSION 1u
 #define INLINE_PAGES 4u
+#define LIST_HEAD (INLINE_PAGES - 1)
 
 struct page {
     uint64_t hash;
@@ -70,12 +71,16 @@ struct sess {
     struct page *entry;
     struct page *exit;
     struct sess *next;          /* the user's next session (larger first_ts) */
-    union {
+    union {                     /* distinct page hashes, see set_reserve */
         uint64_t inl[INLINE_PAGES];
-        uint64_t *tab;          /* open addressing, 0 = empty slot */
+        struct {
+            uint64_t head[LIST_HEAD]; /* the pointer takes the last slot */
+            uint64_t *more;
+        } list;
+        uint64_t *tab;
     } pages;
     uint32_t n_pages;
-    uint32_t pages_cap;         /* 0 while inline */
+    uint32_t pages_cap;         /* 0 while inline; see set_reserve */
     uint32_t views;             /* saturates at UINT32_MAX */
     uint32_t revision;
     uint32_t heap_pos;
@@ -266,17 +271,60 @@ static void page_unref(cf_sessions *s, struct page *pg)
 
 /* ---- distinct page set ---------------------------------------------------- */
 
+/* Three forms, by pages_cap:
+ * - 0: up to INLINE_PAGES hashes inline;
+ * - odd values <= OVF_MAX: a list, LIST_HEAD hashes inline and the rest in a
+ *   malloc'd overflow array of pages_cap slots (odd capacities fill a malloc
+ *   chunk exactly), scanned linearly;
+ * - powers of two >= TABLE_MIN: an open-addressing table at load <= 1/2
+ *   (0 marks an empty slot, so hashes are never 0).
+ * Most sessions have a handful of distinct pages: a session with 5..7 of
+ * them costs one 32-byte chunk more than one with 4. */
+#define OVF_MAX 29u
+#define TABLE_MIN 64u
+
+static inline bool set_is_table(const struct sess *x)
+{
+    return x->pages_cap > OVF_MAX;
+}
+
+/* The hashes as up to two arrays (a table has zero slots too). */
+static void set_spans(const struct sess *x, const uint64_t **a1, uint32_t *n1,
+                      const uint64_t **a2, uint32_t *n2)
+{
+    *a2 = NULL;
+    *n2 = 0;
+    if (!x->pages_cap) {
+        *a1 = x->pages.inl;
+        *n1 = x->n_pages;
+    } else if (set_is_table(x)) {
+        *a1 = x->pages.tab;
+        *n1 = x->pages_cap;
+    } else {
+        *a1 = x->pages.list.head;
+        *n1 = x->n_pages < LIST_HEAD ? x->n_pages : LIST_HEAD;
+        *a2 = x->pages.list.more;
+        *n2 = x->n_pages - *n1;
+    }
+}
+
 static bool set_has(const struct sess *x, uint64_t h)
 {
-    if (!x->pages_cap) {
-        for (uint32_t i = 0; i < x->n_pages; i++)
-            if (x->pages.inl[i] == h)
+    if (set_is_table(x)) {
+        uint32_t mask = x->pages_cap - 1;
+        for (uint32_t i = (uint32_t)h & mask; x->pages.tab[i]; i = (i + 1) & mask)
+            if (x->pages.tab[i] == h)
                 return true;
         return false;
     }
-    uint32_t mask = x->pages_cap - 1;
-    for (uint32_t i = (uint32_t)h & mask; x->pages.tab[i]; i = (i + 1) & mask)
-        if (x->pages.tab[i] == h)
+    const uint64_t *a1, *a2;
+    uint32_t n1, n2;
+    set_spans(x, &a1, &n1, &a2, &n2);
+    for (uint32_t i = 0; i < n1; i++)
+        if (a1[i] == h)
+            return true;
+    for (uint32_t i = 0; i < n2; i++)
+        if (a2[i] == h)
             return true;
     return false;
 }
@@ -288,47 +336,82 @@ static void set_add(struct sess *x, uint64_t h)
         return;
     if (!x->pages_cap) {
         x->pages.inl[x->n_pages++] = h;
-        return;
+    } else if (!set_is_table(x)) {
+        if (x->n_pages < LIST_HEAD)
+            x->pages.list.head[x->n_pages++] = h;
+        else
+            x->pages.list.more[x->n_pages++ - LIST_HEAD] = h;
+    } else {
+        uint32_t mask = x->pages_cap - 1;
+        uint32_t i = (uint32_t)h & mask;
+        while (x->pages.tab[i])
+            i = (i + 1) & mask;
+        x->pages.tab[i] = h;
+        x->n_pages++;
     }
-    uint32_t mask = x->pages_cap - 1;
-    uint32_t i = (uint32_t)h & mask;
-    while (x->pages.tab[i])
-        i = (i + 1) & mask;
-    x->pages.tab[i] = h;
-    x->n_pages++;
 }
 
-/* Makes room for n distinct hashes in x (load <= 1/2). 0 or -ENOMEM. */
+/* Makes room for n distinct hashes in x. 0 or -ENOMEM (x unchanged).
+ * Amortized O(1) per added hash (capacities grow geometrically). */
 static int set_reserve(cf_sessions *s, struct sess *x, uint64_t n)
 {
     if (!x->pages_cap && n <= INLINE_PAGES)
         return 0;
-    if (x->pages_cap && n * 2 <= x->pages_cap)
+    if (x->pages_cap && !set_is_table(x) && n <= LIST_HEAD + x->pages_cap)
         return 0;
-    uint64_t ncap = 8;
-    while (ncap < n * 2)
-        ncap *= 2;
-    if (ncap > (1ull << 31))
+    if (set_is_table(x) && n * 2 <= x->pages_cap)
+        return 0;
+    uint64_t ncap;
+    if (n <= LIST_HEAD + OVF_MAX) {
+        ncap = x->pages_cap + x->pages_cap / 2;
+        if (ncap < n - LIST_HEAD)
+            ncap = n - LIST_HEAD;
+        ncap |= 1;
+        if (ncap > OVF_MAX)
+            ncap = OVF_MAX;
+    } else {
+        ncap = TABLE_MIN;
+        while (ncap < n * 2)
+            ncap *= 2;
+        if (ncap > (1ull << 31))
+            return -ENOMEM;
+    }
+    uint64_t *arr = calloc((size_t)ncap, sizeof *arr);
+    if (!arr)
         return -ENOMEM;
-    uint64_t *tab = calloc((size_t)ncap, sizeof *tab);
-    if (!tab)
-        return -ENOMEM;
-    struct sess tmp = *x;
-    x->pages.tab = tab;
+    struct sess old = *x;
+    const uint64_t *a1, *a2;
+    uint32_t n1, n2;
+    set_spans(&old, &a1, &n1, &a2, &n2);
+    memset(&x->pages, 0, sizeof x->pages);
+    if (ncap > OVF_MAX)
+        x->pages.tab = arr;
+    else
+        x->pages.list.more = arr;
     x->pages_cap = (uint32_t)ncap;
     x->n_pages = 0;
-    if (!tmp.pages_cap) {
-        for (uint32_t i = 0; i < tmp.n_pages; i++)
-            set_add(x, tmp.pages.inl[i]);
-    } else {
-        for (uint32_t i = 0; i < tmp.pages_cap; i++)
-            if (tmp.pages.tab[i])
-                set_add(x, tmp.pages.tab[i]);
-        free(tmp.pages.tab);
-        s->alloc_bytes -= chunk((size_t)tmp.pages_cap * sizeof *tab);
+    for (uint32_t i = 0; i < n1; i++)
+        if (a1[i])
+            set_add(x, a1[i]);
+    for (uint32_t i = 0; i < n2; i++)
+        set_add(x, a2[i]);
+    s->alloc_bytes += chunk((size_t)ncap * sizeof *arr);
+    if (old.pages_cap) {
+        free(set_is_table(&old) ? old.pages.tab : old.pages.list.more);
+        s->alloc_bytes -= chunk((size_t)old.pages_cap * sizeof *arr);
     }
-    s->alloc_bytes += chunk((size_t)ncap * sizeof *tab);
     return 0;
+}
+
+/* Frees the set's storage (the session keeps no hashes). */
+static void set_release(cf_sessions *s, struct sess *x)
+{
+    if (!x->pages_cap)
+        return;
+    free(set_is_table(x) ? x->pages.tab : x->pages.list.more);
+    s->alloc_bytes -= chunk((size_t)x->pages_cap * sizeof(uint64_t));
+    x->pages_cap = 0;
+    x->n_pages = 0;
 }
 
 /* ---- heap ------------------------------------------------------------------ */
@@ -458,10 +541,7 @@ static void sess_free(cf_sessions *s, struct sess *x)
         s->n_open--;
     page_unref(s, x->entry);
     page_unref(s, x->exit);
-    if (x->pages_cap) {
-        free(x->pages.tab);
-        s->alloc_bytes -= chunk((size_t)x->pages_cap * sizeof(uint64_t));
-    }
+    set_release(s, x);
     s->alloc_bytes -= chunk(sizeof *x);
     free(x);
 }
@@ -543,8 +623,7 @@ void cf_sessions_free(cf_sessions *s)
         return;
     for (uint32_t i = 0; i < s->heap_n; i++) {
         struct sess *x = s->heap[i];
-        if (x->pages_cap)
-            free(x->pages.tab);
+        set_release(s, x);
         free(x);
     }
     for (uint32_t i = 0; i < s->users.cap; i++)
@@ -674,14 +753,14 @@ int cf_sessions_add(cf_sessions *s, const char *user, size_t user_len,
         if (o->revision > max_rev)
             max_rev = o->revision;
         a->views = o->views > UINT32_MAX - a->views ? UINT32_MAX : a->views + o->views;
-        if (!o->pages_cap) {
-            for (uint32_t i = 0; i < o->n_pages; i++)
-                set_add(a, o->pages.inl[i]);
-        } else {
-            for (uint32_t i = 0; i < o->pages_cap; i++)
-                if (o->pages.tab[i])
-                    set_add(a, o->pages.tab[i]);
-        }
+        const uint64_t *a1, *a2;
+        uint32_t n1, n2;
+        set_spans(o, &a1, &n1, &a2, &n2);
+        for (uint32_t i = 0; i < n1; i++)
+            if (a1[i])
+                set_add(a, a1[i]);
+        for (uint32_t i = 0; i < n2; i++)
+            set_add(a, a2[i]);
         a->last_ts = o->last_ts;
         o->exit->refs++;
         page_unref(s, a->exit);
@@ -799,14 +878,14 @@ int cf_sessions_save(const cf_sessions *s, cf_buf *out)
             cf_buf_put_str(out, x->entry->s, x->entry->len);
             cf_buf_put_str(out, x->exit->s, x->exit->len);
             cf_buf_put_u32(out, x->n_pages);
-            if (!x->pages_cap) {
-                for (uint32_t k = 0; k < x->n_pages; k++)
-                    cf_buf_put_u64(out, x->pages.inl[k]);
-            } else {
-                for (uint32_t k = 0; k < x->pages_cap; k++)
-                    if (x->pages.tab[k])
-                        cf_buf_put_u64(out, x->pages.tab[k]);
-            }
+            const uint64_t *a1, *a2;
+            uint32_t n1, n2;
+            set_spans(x, &a1, &n1, &a2, &n2);
+            for (uint32_t k = 0; k < n1; k++)
+                if (a1[k])
+                    cf_buf_put_u64(out, a1[k]);
+            for (uint32_t k = 0; k < n2; k++)
+                cf_buf_put_u64(out, a2[k]);
         }
     }
     return out->oom ? -ENOMEM : 0;

@@ -342,6 +342,45 @@ static void many_distinct_pages_exact(void **state)
     free(l);
 }
 
+static void distinct_pages_every_size(void **state)
+{
+    (void)state;
+    /* every size through the inline, list and table forms (and their growth),
+     * each checked live, after a merge and after save/load */
+    struct log *l = new_log();
+    char page[16];
+    for (int n = 1; n <= 80; n++) {
+        cf_sessions *s = cf_sessions_new(100, 0, 0);
+        for (int i = 0; i < n; i++) {
+            int len = snprintf(page, sizeof page, "/d%d", i);
+            /* each page twice; the second session starts at 1000 */
+            assert_int_equal(cf_sessions_add(s, "u", 1, page, (size_t)len, i % 50, capture, l), 1);
+            assert_int_equal(cf_sessions_add(s, "u", 1, page, (size_t)len, 1000 + i % 50, capture, l), 1);
+        }
+        l->n = 0;
+        assert_int_equal(cf_sessions_get_open(s, "u", 1, capture, l), 2);
+        assert_int_equal(l->r[0].distinct, n);
+        assert_int_equal(l->r[1].distinct, n);
+        cf_buf b = {0};
+        assert_int_equal(cf_sessions_save(s, &b), 0);
+        cf_reader r;
+        cf_reader_init(&r, b.data, b.len);
+        cf_sessions *c = cf_sessions_load(100, 0, 0, &r);
+        assert_non_null(c);
+        cf_buf_free(&b);
+        cf_sessions_free(s);
+        /* bridge the two sessions in steps of exactly gap */
+        for (int64_t ts = 100; ts < 1000; ts += 100)
+            assert_int_equal(cf_sessions_add(c, "u", 1, "/bridge", 7, ts, capture, l), 1);
+        l->n = 0;
+        assert_int_equal(cf_sessions_get_open(c, "u", 1, capture, l), 1);
+        assert_int_equal(l->r[0].distinct, n + 1);
+        assert_int_equal(l->r[0].views, 2 * n + 9);
+        cf_sessions_free(c);
+    }
+    free(l);
+}
+
 static void extreme_times_do_not_overflow(void **state)
 {
     (void)state;
@@ -876,6 +915,7 @@ int main(void)
         cmocka_unit_test(fire_order_by_end_then_user),
         cmocka_unit_test(entry_exit_ties),
         cmocka_unit_test(many_distinct_pages_exact),
+        cmocka_unit_test(distinct_pages_every_size),
         cmocka_unit_test(extreme_times_do_not_overflow),
         cmocka_unit_test(max_users_evicts_soonest_closing),
         cmocka_unit_test(save_load_mid_trace),
