@@ -7,22 +7,26 @@
 #include "cf_hash.h"
 
 #define KV_SEED 0x6b765f73746f7265ULL /* "kv_store" */
-#define KV_INLINE_KEY 12u
+#define KV_INLINE_KEY 17u
 #define KV_EMPTY UINT32_MAX
 #define KV_MIN_CAP 16u
 #define KV_MAGIC 0x564b4643u /* "CFKV" */
 #define KV_VERSION 1u
 
 /* Slot header; the value (value_size bytes, rounded up to 8) follows it. */
+/* The full hash is not stored: an 8-bit tag filters probes, and the home
+ * slot is recomputed from the key when an entry moves (growth, backward
+ * shift), which buys 17 inline key bytes (most event ids and user ids). */
 struct kv_slot {
-    uint32_t hash;      /* low 32 bits of cf_hash64; home slot = hash & mask */
-    uint32_t klen;
     int64_t expiry;
     uint32_t heap_pos;  /* KV_EMPTY marks an empty slot */
+    uint16_t klen;
+    uint8_t tag;        /* top 8 bits of cf_hash64 */
     uint8_t key[KV_INLINE_KEY]; /* the key, or its arena offset (u32) */
 };
 
 _Static_assert(sizeof(struct kv_slot) == 32, "slot header is 32 bytes");
+_Static_assert(CF_KV_MAX_KEY <= UINT16_MAX, "klen is 16 bits");
 
 struct cf_kv {
     uint8_t *slots;
@@ -33,7 +37,7 @@ struct cf_kv {
     size_t max_keys;
     uint64_t evictions;
 
-    uint32_t *heap;         /* slot indices, min-heap by (expiry, hash, key) */
+    uint32_t *heap;         /* slot indices, min-heap by (expiry, key) */
     uint32_t heap_cap;
 
     uint8_t *arena;         /* keys longer than KV_INLINE_KEY */
@@ -105,14 +109,12 @@ void cf_kv_free(cf_kv *kv)
 
 /* ---- heap ---------------------------------------------------------------- */
 
-/* True if slot a orders before slot b: (expiry, hash, key bytes, length). */
+/* True if slot a orders before slot b: (expiry, key bytes, length). */
 static bool slot_less(const cf_kv *kv, uint32_t a, uint32_t b)
 {
     const struct kv_slot *x = slot_at(kv, a), *y = slot_at(kv, b);
     if (x->expiry != y->expiry)
         return x->expiry < y->expiry;
-    if (x->hash != y->hash)
-        return x->hash < y->hash;
     size_t n = x->klen < y->klen ? x->klen : y->klen;
     int c = n ? memcmp(slot_key(kv, x), slot_key(kv, y), n) : 0;
     if (c != 0)
@@ -167,30 +169,47 @@ static void heap_fix(cf_kv *kv, uint32_t pos)
 
 /* ---- probing ------------------------------------------------------------- */
 
-static bool slot_matches(const cf_kv *kv, const struct kv_slot *s, uint32_t h,
+static inline uint64_t key_hash(const void *key, size_t len)
+{
+    return cf_hash64(key, len, KV_SEED);
+}
+
+static inline uint8_t tag_of(uint64_t h)
+{
+    return (uint8_t)(h >> 56);
+}
+
+/* Home slot of an entry already in the table (recomputed from its key). */
+static inline uint32_t slot_home(const cf_kv *kv, const struct kv_slot *s)
+{
+    return (uint32_t)key_hash(slot_key(kv, s), s->klen) & (kv->cap - 1);
+}
+
+static bool slot_matches(const cf_kv *kv, const struct kv_slot *s, uint8_t tag,
                          const void *key, size_t len)
 {
-    return s->hash == h && s->klen == len &&
+    return s->tag == tag && s->klen == len &&
            (len == 0 || memcmp(slot_key(kv, s), key, len) == 0);
 }
 
 /* Index of the key's slot, or KV_EMPTY. */
-static uint32_t find(const cf_kv *kv, uint32_t h, const void *key, size_t len)
+static uint32_t find(const cf_kv *kv, uint64_t h, const void *key, size_t len)
 {
     uint32_t mask = kv->cap - 1;
-    for (uint32_t i = h & mask;; i = (i + 1) & mask) {
+    uint8_t tag = tag_of(h);
+    for (uint32_t i = (uint32_t)h & mask;; i = (i + 1) & mask) {
         const struct kv_slot *s = slot_at(kv, i);
         if (s->heap_pos == KV_EMPTY)
             return KV_EMPTY;
-        if (slot_matches(kv, s, h, key, len))
+        if (slot_matches(kv, s, tag, key, len))
             return i;
     }
 }
 
-static uint32_t find_empty(const cf_kv *kv, uint32_t h)
+static uint32_t find_empty(const cf_kv *kv, uint64_t h)
 {
     uint32_t mask = kv->cap - 1;
-    uint32_t i = h & mask;
+    uint32_t i = (uint32_t)h & mask;
     while (slot_at(kv, i)->heap_pos != KV_EMPTY)
         i = (i + 1) & mask;
     return i;
@@ -213,7 +232,7 @@ static int grow(cf_kv *kv)
         const struct kv_slot *s = (const struct kv_slot *)(const void *)(old + (size_t)i * kv->slot_size);
         if (s->heap_pos == KV_EMPTY)
             continue;
-        uint32_t j = find_empty(kv, s->hash);
+        uint32_t j = find_empty(kv, key_hash(slot_key(kv, s), s->klen));
         memcpy(slot_at(kv, j), s, kv->slot_size);
         kv->heap[s->heap_pos] = j;
     }
@@ -267,7 +286,7 @@ static void remove_slot(cf_kv *kv, uint32_t i, bool may_compact)
         struct kv_slot *t = slot_at(kv, j);
         if (t->heap_pos == KV_EMPTY)
             break;
-        uint32_t home = t->hash & mask;
+        uint32_t home = slot_home(kv, t);
         if (((j - home) & mask) >= ((j - i) & mask)) {
             memcpy(slot_at(kv, i), t, kv->slot_size);
             kv->heap[t->heap_pos] = i;
@@ -319,7 +338,7 @@ void *cf_kv_get(const cf_kv *kv, const void *key, size_t key_len, int64_t *ret_e
 {
     if (key_len > CF_KV_MAX_KEY)
         return NULL;
-    uint32_t h = (uint32_t)cf_hash64(key, key_len, KV_SEED);
+    uint64_t h = key_hash(key, key_len);
     uint32_t i = find(kv, h, key, key_len);
     if (i == KV_EMPTY)
         return NULL;
@@ -334,7 +353,7 @@ int cf_kv_put(cf_kv *kv, const void *key, size_t key_len, int64_t expiry,
 {
     if (key_len > CF_KV_MAX_KEY)
         return -EINVAL;
-    uint32_t h = (uint32_t)cf_hash64(key, key_len, KV_SEED);
+    uint64_t h = key_hash(key, key_len);
     uint32_t i = find(kv, h, key, key_len);
     if (i != KV_EMPTY) {
         if (ret_value)
@@ -364,8 +383,8 @@ int cf_kv_put(cf_kv *kv, const void *key, size_t key_len, int64_t expiry,
     }
     i = find_empty(kv, h);
     struct kv_slot *s = slot_at(kv, i);
-    s->hash = h;
-    s->klen = (uint32_t)key_len;
+    s->tag = tag_of(h);
+    s->klen = (uint16_t)key_len;
     s->expiry = expiry;
     memset(s->key, 0, sizeof s->key);
     if (key_len <= KV_INLINE_KEY) {
@@ -391,7 +410,7 @@ int cf_kv_set_expiry(cf_kv *kv, const void *key, size_t key_len, int64_t expiry)
 {
     if (key_len > CF_KV_MAX_KEY)
         return -ENOENT;
-    uint32_t h = (uint32_t)cf_hash64(key, key_len, KV_SEED);
+    uint64_t h = key_hash(key, key_len);
     uint32_t i = find(kv, h, key, key_len);
     if (i == KV_EMPTY)
         return -ENOENT;
@@ -405,7 +424,7 @@ int cf_kv_delete(cf_kv *kv, const void *key, size_t key_len)
 {
     if (key_len > CF_KV_MAX_KEY)
         return -ENOENT;
-    uint32_t h = (uint32_t)cf_hash64(key, key_len, KV_SEED);
+    uint64_t h = key_hash(key, key_len);
     uint32_t i = find(kv, h, key, key_len);
     if (i == KV_EMPTY)
         return -ENOENT;

@@ -2,12 +2,12 @@
  * backward-shift deletion) from byte-string keys to fixed-size values, with
  * an event-time expiry per entry and a bound on the number of keys.
  *
- * Layout: every table slot holds a 32-byte header (hash, key length, expiry,
- * heap position, and the key itself when it is <= 12 bytes) followed by the
+ * Layout: every table slot holds a 32-byte header (expiry, heap position, key
+ * length, an 8-bit hash tag, and the key itself when it is <= 17 bytes) then the
  * value bytes, so a lookup is one probe sequence with no pointer chase to the
  * value. Longer keys live in one shared arena (no malloc per key), which is
  * compacted when half of it is garbage. A binary min-heap of slot indices
- * orders the entries by (expiry, hash, key bytes): a total order, so expiry
+ * orders the entries by (expiry, key bytes): a total order, so expiry
  * and eviction order depend on the contents only, never on the history, and
  * a loaded store behaves exactly like the saved one.
  *
@@ -64,7 +64,7 @@ int cf_kv_set_expiry(cf_kv *kv, const void *key, size_t key_len, int64_t expiry)
 /* Removes a key: 0, or -ENOENT. O(log n) amortized. */
 int cf_kv_delete(cf_kv *kv, const void *key, size_t key_len);
 
-/* Removes every entry with expiry <= now, in (expiry, hash, key) order,
+/* Removes every entry with expiry <= now, in (expiry, key) order,
  * calling fn (may be NULL) on each before removal. Returns how many.
  * O(removed log n). */
 size_t cf_kv_expire(cf_kv *kv, int64_t now, cf_kv_entry_fn fn, void *ctx);

@@ -60,14 +60,15 @@ static void put_get_delete(void **state)
     assert_true(exp == 100); /* put on an existing key keeps its expiry */
     assert_null(cf_kv_get(kv, "abd", 3, NULL));
     assert_null(cf_kv_get(kv, "ab", 2, NULL));
-    /* empty key and the 12/13-byte inline/arena boundary */
+    /* empty key and the 17/18-byte inline/arena boundary */
     assert_int_equal(cf_kv_put(kv, "", 0, 1, NULL, NULL, NULL), 1);
-    assert_int_equal(cf_kv_put(kv, "123456789012", 12, 2, NULL, NULL, NULL), 1);
-    assert_int_equal(cf_kv_put(kv, "1234567890123", 13, 3, NULL, NULL, NULL), 1);
+    assert_int_equal(cf_kv_put(kv, "12345678901234567", 17, 2, NULL, NULL, NULL), 1);
+    assert_int_equal(cf_kv_put(kv, "123456789012345678", 18, 3, NULL, NULL, NULL), 1);
     assert_non_null(cf_kv_get(kv, "", 0, NULL));
-    assert_non_null(cf_kv_get(kv, "123456789012", 12, NULL));
-    assert_non_null(cf_kv_get(kv, "1234567890123", 13, NULL));
-    assert_null(cf_kv_get(kv, "1234567890124", 13, NULL));
+    assert_non_null(cf_kv_get(kv, "12345678901234567", 17, NULL));
+    assert_non_null(cf_kv_get(kv, "123456789012345678", 18, NULL));
+    assert_null(cf_kv_get(kv, "123456789012345679", 18, NULL));
+    assert_null(cf_kv_get(kv, "12345678901234568", 17, NULL));
     assert_int_equal(cf_kv_count(kv), 4);
     assert_int_equal(cf_kv_set_expiry(kv, "abc", 3, 5), 0);
     assert_non_null(cf_kv_get(kv, "abc", 3, &exp));
