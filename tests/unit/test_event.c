@@ -523,6 +523,29 @@ static void pack_max_lengths_round_trip(void **state)
     cf_buf_free(&b);
 }
 
+/* The packed form is stored in WAL files: its bytes must not change by
+ * accident. */
+static void pack_layout_is_stable(void **state)
+{
+    (void)state;
+    cf_event ev = {.ts = 0x0102030405060708, .user_id = "u", .user_id_len = 1,
+                   .page_url = "/p", .page_url_len = 2, .element = "e", .element_len = 1,
+                   .properties = "{}", .properties_len = 2};
+    static const uint8_t want[] = {
+        0x08, 0x07, 0x06, 0x05, 0x04, 0x03, 0x02, 0x01, /* ts */
+        0x05,                                           /* flags: element | properties */
+        0x01, 0x00, 0x02, 0x00, 0x01, 0x00, 0x00, 0x00, /* user, page, element, event_id */
+        0x02, 0x00, 0x00, 0x00,                         /* properties */
+        'u', '/', 'p', 'e', '{', '}'};
+    cf_buf b = {0};
+    cf_buf_put_u8(&b, 0xee); /* appends after existing content */
+    assert_int_equal(cf_event_pack(&ev, &b), sizeof want);
+    assert_int_equal(b.len, 1 + sizeof want);
+    assert_int_equal(b.data[0], 0xee);
+    assert_memory_equal(b.data + 1, want, sizeof want);
+    cf_buf_free(&b);
+}
+
 static void pack_rejects_invalid_events(void **state)
 {
     (void)state;
@@ -673,6 +696,7 @@ int main(void)
         T(utf8_validation),
         T(pack_round_trip),
         T(pack_max_lengths_round_trip),
+        T(pack_layout_is_stable),
         T(pack_rejects_invalid_events),
         T(unpack_rejects_truncated),
         T(unpack_rejects_malformed),
