@@ -237,6 +237,17 @@ int cf_event_from_json(const cJSON *obj, const cf_event_limits *lim, int64_t now
         if (slot && !*slot)
             *slot = c;
     }
+    /* An optional field set to null means "absent", as JSON producers often
+     * write it (JavaScript's undefined-to-null, ORMs); required fields must
+     * still be strings. */
+    if (f_elem && cJSON_IsNull(f_elem))
+        f_elem = NULL;
+    if (f_id && cJSON_IsNull(f_id))
+        f_id = NULL;
+    if (f_ts && cJSON_IsNull(f_ts))
+        f_ts = NULL;
+    if (f_props && cJSON_IsNull(f_props))
+        f_props = NULL;
 
     cf_event ev = {0};
     if (!f_user) {
