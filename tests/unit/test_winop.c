@@ -503,6 +503,8 @@ typedef struct mevent {
     int page;
     int user;
     int64_t w_arrival;  /* watermark when it arrived */
+    int nw;             /* its windows, by brute force */
+    int64_t starts[8];
 } mevent;
 
 typedef struct model {
@@ -575,9 +577,11 @@ static uint32_t *model_rev(model *m, int64_t start, int page)
 static int model_add(model *m, int page, int u, int64_t ts)
 {
     m->ev = realloc(m->ev, (m->n + 1) * sizeof *m->ev);
-    m->ev[m->n++] = (mevent){ts, page, u, m->wm};
-    int64_t starts[16];
-    int nw = windows_of(m, ts, starts), added = 0;
+    mevent *ne = &m->ev[m->n++];
+    *ne = (mevent){.ts = ts, .page = page, .user = u, .w_arrival = m->wm};
+    ne->nw = windows_of(m, ts, ne->starts);
+    const int64_t *starts = ne->starts;
+    int nw = ne->nw, added = 0;
     for (int k = 0; k < nw; k++) {
         if (!held(m, &m->ev[m->n - 1], starts[k]))
             continue;
@@ -601,7 +605,9 @@ static int cmp_mkey(const void *a, const void *b)
     const mkey *x = a, *y = b;
     if (x->start != y->start)
         return x->start < y->start ? -1 : 1;
-    return strcmp(model_pages[x->page], model_pages[y->page]);
+    /* model_pages is in bytewise order (checked in the test), so the index
+     * orders pages as strcmp does. */
+    return (x->page > y->page) - (x->page < y->page);
 }
 
 /* Keys with at least one held event, selected by pred on their end. */
@@ -611,9 +617,8 @@ static size_t model_keys(const model *m, mkey **ret, bool (*pred)(const model *,
     size_t n = 0, cap = 256;
     mkey *k = malloc(cap * sizeof *k);
     for (size_t i = 0; i < m->n; i++) {
-        int64_t starts[16];
-        int nw = windows_of(m, m->ev[i].ts, starts);
-        for (int j = 0; j < nw; j++) {
+        const int64_t *starts = m->ev[i].starts;
+        for (int j = 0; j < m->ev[i].nw; j++) {
             if (!held(m, &m->ev[i], starts[j]) || !pred(m, starts[j] + m->c.size_ms, arg))
                 continue;
             if (n == cap)
@@ -787,17 +792,19 @@ static void randomized_trace_matches_model(void **state)
         {CF_WINDOW_SLIDING, 3000, 1000, 0},
     };
     const int64_t t0s[] = {1764000000000, -20000};
+    for (int i = 1; i < NPAGES; i++)
+        assert_true(strcmp(model_pages[i - 1], model_pages[i]) < 0);
     for (size_t ci = 0; ci < 3; ci++)
-        for (size_t ti = 0; ti < 2; ti++)
-            for (uint64_t seed = 1; seed <= 2; seed++) {
-                sink a = {0}, b = {0};
-                run_trace(&cfgs[ci], seed, t0s[ti], 3000, SIZE_MAX, &a);
-                /* Save and load mid-trace: the rest must be identical. */
-                run_trace(&cfgs[ci], seed, t0s[ti], 3000, 1500, &b);
-                compare(&b, &a);
-                sink_free(&a);
-                sink_free(&b);
-            }
+        for (size_t ti = 0; ti < 2; ti++) {
+            uint64_t seed = 1 + ci * 2 + ti;
+            sink a = {0}, b = {0};
+            run_trace(&cfgs[ci], seed, t0s[ti], 2000, SIZE_MAX, &a);
+            /* Save and load mid-trace: the rest must be identical. */
+            run_trace(&cfgs[ci], seed, t0s[ti], 2000, 1000, &b);
+            compare(&b, &a);
+            sink_free(&a);
+            sink_free(&b);
+        }
 }
 
 int main(void)
