@@ -49,7 +49,10 @@ typedef struct entry {
     uint64_t count;
     union {
         uint64_t inl[INLINE_USERS];
-        cf_hll *hll;
+        struct {
+            cf_hll *hll;
+            size_t mem; /* cf_hll_memory(hll) as last accounted */
+        } s;
     } users;
     uint32_t revision;
     uint32_t idx;       /* own index; while free, the next free index */
@@ -472,7 +475,7 @@ static entry *entry_create(cf_winop *op, window *w, page *pg)
 
 static uint64_t entry_users(const entry *e)
 {
-    return e->nusers == USERS_IN_HLL ? cf_hll_count(e->users.hll) : e->nusers;
+    return e->nusers == USERS_IN_HLL ? cf_hll_count(e->users.s.hll) : e->nusers;
 }
 
 /* Adds one user hash: inline while at most INLINE_USERS distinct, then a
@@ -480,11 +483,15 @@ static uint64_t entry_users(const entry *e)
 static int entry_add_user(cf_winop *op, entry *e, uint64_t user)
 {
     if (e->nusers == USERS_IN_HLL) {
-        size_t before = cf_hll_memory(e->users.hll);
-        int rc = cf_hll_add(e->users.hll, user);
+        int rc = cf_hll_add(e->users.s.hll, user);
         if (rc < 0)
             return rc;
-        op->hll_bytes += cf_hll_memory(e->users.hll) - before;
+        /* Storage can only have grown if the sketch changed. */
+        if (rc > 0) {
+            size_t m = cf_hll_memory(e->users.s.hll);
+            op->hll_bytes += m - e->users.s.mem;
+            e->users.s.mem = m;
+        }
         return 0;
     }
     for (uint8_t i = 0; i < e->nusers; i++)
@@ -502,9 +509,10 @@ static int entry_add_user(cf_winop *op, entry *e, uint64_t user)
             goto oom;
     if (cf_hll_add(h, user) < 0)
         goto oom;
-    e->users.hll = h;
+    e->users.s.hll = h;
+    e->users.s.mem = cf_hll_memory(h);
     e->nusers = USERS_IN_HLL;
-    op->hll_bytes += cf_hll_memory(h);
+    op->hll_bytes += e->users.s.mem;
     return 0;
 oom:
     cf_hll_free(h);
@@ -515,8 +523,8 @@ static void entry_destroy(cf_winop *op, entry *e)
 {
     map_remove(op, &op->emap, entry_hash(e->start, e->pg), e->idx, entry_hash_of);
     if (e->nusers == USERS_IN_HLL) {
-        op->hll_bytes -= cf_hll_memory(e->users.hll);
-        cf_hll_free(e->users.hll);
+        op->hll_bytes -= e->users.s.mem;
+        cf_hll_free(e->users.s.hll);
     }
     if (--e->pg->refs == 0)
         page_release(op, e->pg);
@@ -632,7 +640,7 @@ void cf_winop_free(cf_winop *op)
         for (uint32_t i = 0; i < ENTRY_CHUNK; i++) {
             entry *e = &op->chunks[c][i];
             if (e->pg && e->nusers == USERS_IN_HLL)
-                cf_hll_free(e->users.hll);
+                cf_hll_free(e->users.s.hll);
         }
         free(op->chunks[c]);
     }
@@ -837,7 +845,7 @@ int cf_winop_save(const cf_winop *op, cf_buf *out)
             cf_buf_put_u32(out, e->revision);
             cf_buf_put_u8(out, e->nusers);
             if (e->nusers == USERS_IN_HLL)
-                cf_hll_save(e->users.hll, out);
+                cf_hll_save(e->users.s.hll, out);
             else
                 for (uint8_t u = 0; u < e->nusers; u++)
                     cf_buf_put_u64(out, e->users.inl[u]);
@@ -880,9 +888,10 @@ static int load_entry(cf_winop *op, window *w, cf_reader *in)
         cf_hll *h = cf_hll_load(in);
         if (!h)
             return -EINVAL;
-        e->users.hll = h;
+        e->users.s.hll = h;
+        e->users.s.mem = cf_hll_memory(h);
         e->nusers = USERS_IN_HLL;
-        op->hll_bytes += cf_hll_memory(h);
+        op->hll_bytes += e->users.s.mem;
         return 0;
     }
     for (uint8_t u = 0; u < nu; u++) {
