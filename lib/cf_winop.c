@@ -688,10 +688,10 @@ int cf_winop_add(cf_winop *op, const char *page_url, size_t len, uint64_t user_h
             continue;
         bool fired = fire_due(op, iv->end);
         entry *e = pg ? entry_find(op, iv->start, pg) : NULL;
-        if (e) {
-            if (fired)
-                e->revision++;
-        } else {
+        /* A pair already in a fired window fires again with revision + 1; a
+         * pair new to it fires for the first time (revision 0). */
+        bool refire = e && fired;
+        if (!e) {
             if (!pg && !(pg = page_intern(op, ph, page_url, len)))
                 return -ENOMEM;
             uint32_t widx;
@@ -701,9 +701,12 @@ int cf_winop_add(cf_winop *op, const char *page_url, size_t len, uint64_t user_h
             if (!(e = entry_create(op, w, pg)))
                 goto oom;
         }
+        /* Cannot fail for a new pair (its first user is stored inline). */
         if (entry_add_user(op, e, user_hash) < 0)
             goto oom;
         e->count++;
+        if (refire)
+            e->revision++;
         added++;
         if (fired)
             emit_entry(op, e, true, emit, ctx);
@@ -812,20 +815,25 @@ int cf_winop_save(const cf_winop *op, cf_buf *out)
     cf_buf_put_i64(out, op->cfg.slide_ms);
     cf_buf_put_i64(out, op->cfg.allowed_lateness_ms);
     cf_buf_put_i64(out, op->wm);
-    uint32_t nw = op->wmap.used;
+    /* A window left empty by an allocation failure in add() holds nothing
+     * worth saving, and load() rejects empty windows. */
+    uint32_t nw = 0, maxn = 0;
+    for (uint32_t i = 0; i < op->wins_cap; i++)
+        if (op->wins[i].used && op->wins[i].n > 0) {
+            nw++;
+            if (op->wins[i].n > maxn)
+                maxn = op->wins[i].n;
+        }
     cf_buf_put_u32(out, nw);
     if (nw == 0)
         return out->oom ? -ENOMEM : 0;
     const window **ws = malloc((size_t)nw * sizeof *ws);
     if (!ws)
         return -ENOMEM;
-    uint32_t k = 0, maxn = 0;
+    uint32_t k = 0;
     for (uint32_t i = 0; i < op->wins_cap; i++)
-        if (op->wins[i].used) {
+        if (op->wins[i].used && op->wins[i].n > 0)
             ws[k++] = &op->wins[i];
-            if (op->wins[i].n > maxn)
-                maxn = op->wins[i].n;
-        }
     qsort(ws, nw, sizeof *ws, cmp_window_start);
     entry **es = malloc((size_t)maxn * sizeof *es);
     if (!es) {
@@ -931,9 +939,8 @@ cf_winop *cf_winop_load(const cf_winop_config *cfg, cf_reader *in)
             goto fail;
         /* Windows come strictly ascending, aligned to the slide, fitting in
          * int64, and not yet due for purging (a saved operator holds none). */
-        if ((have_prev && start <= prev) || cf_floor_div(start, op->cfg.slide_ms) *
-            op->cfg.slide_ms != start || __builtin_add_overflow(start, op->cfg.size_ms, &end) ||
-            purge_due(op, end))
+        if ((have_prev && start <= prev) || start % op->cfg.slide_ms != 0 ||
+            __builtin_add_overflow(start, op->cfg.size_ms, &end) || purge_due(op, end))
             goto fail;
         have_prev = true;
         prev = start;

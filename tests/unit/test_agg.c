@@ -122,6 +122,16 @@ static void double_sum_avg(void **state)
     assert_int_equal(cf_agg_sum_f64.add(s, &bad), -EINVAL);
     assert_int_equal(cf_agg_avg_f64.add(a, &wrong), -EINVAL);
     assert_true(res(&cf_agg_sum_f64, s).v.f == 2.0);
+    /* Merging carries the compensation too. */
+    void *p1 = mk(&cf_agg_sum_f64), *p2 = mk(&cf_agg_sum_f64);
+    add_ok(&cf_agg_sum_f64, p1, F(1e16));
+    add_ok(&cf_agg_sum_f64, p1, F(1.0));
+    add_ok(&cf_agg_sum_f64, p1, F(1.0));
+    add_ok(&cf_agg_sum_f64, p2, F(-1e16));
+    assert_int_equal(cf_agg_sum_f64.merge(p2, p1), 0);
+    assert_true(res(&cf_agg_sum_f64, p2).v.f == 2.0);
+    rm(&cf_agg_sum_f64, p1);
+    rm(&cf_agg_sum_f64, p2);
     cf_agg_avg_f64.reset(a);
     assert_int_equal(cf_agg_avg_f64.result(a, &r), -ENODATA);
     rm(&cf_agg_sum_f64, s);

@@ -373,6 +373,17 @@ static void extreme_times_do_not_overflow(void **state)
     sink_free(&s);
     cf_winop_free(op);
 
+    /* W - lateness below INT64_MIN: a fired window stays kept. */
+    op = tumbling(1000, INT64_MAX);
+    assert_int_equal(add(op, "/p", 1, -3000, &s), 1);
+    cf_winop_advance(op, -2, collect, &s);
+    assert_int_equal(s.n, 1);
+    assert_int_equal(cf_winop_kept_count(op), 1);
+    assert_int_equal(add(op, "/p", 1, -3000, &s), 1);
+    expect(&s.e[1], -3000, -2000, "/p", 2, 1, 1, true);
+    sink_free(&s);
+    cf_winop_free(op);
+
     op = tumbling(1000, 1000);
     /* INT64_MAX = ...775807: the window ...775000 would end past it. */
     assert_int_equal(add(op, "/p", 1, INT64_MAX - 500, &s), 0);
@@ -482,6 +493,15 @@ static void load_rejects_bad_input(void **state)
     cf_reader_init(&r, b.data, b.len);
     assert_null(cf_winop_load(&c, &r));
     b.data[41] ^= 1;
+    /* A start of INT64_MIN (not a multiple of 1000) is rejected without
+     * overflowing. */
+    uint8_t saved[8];
+    memcpy(saved, &b.data[41], 8);
+    memset(&b.data[41], 0, 7);
+    b.data[48] = 0x80;
+    cf_reader_init(&r, b.data, b.len);
+    assert_null(cf_winop_load(&c, &r));
+    memcpy(&b.data[41], saved, 8);
     cf_reader_init(&r, b.data, b.len);
     cf_winop *ok = cf_winop_load(&c, &r);
     assert_non_null(ok);
