@@ -12,11 +12,17 @@
 
 enum { FORM_SPARSE = 0, FORM_DENSE = 1 };
 
+/* The sparse set is an open-addressing hash table of the hashes (0 marks an
+ * empty slot, so hash 0 itself is a flag), kept at most 3/4 full: O(1)
+ * lookups on the hot path, at most 1024 slots (8 KiB, half the dense form)
+ * at the sparse limit. */
 struct cf_hll {
     uint8_t form;
-    uint32_t n;         /* sparse: hashes held */
-    uint32_t cap;       /* sparse: slots allocated */
-    uint64_t *set;      /* sparse: sorted, distinct; NULL while cap == 0 */
+    bool has_zero;      /* sparse: hash 0 is in the set */
+    uint8_t shift;      /* sparse: 64 - log2(cap) */
+    uint32_t n;         /* sparse: distinct hashes held, including 0 */
+    uint32_t cap;       /* sparse: table slots, 0 or a power of two */
+    uint64_t *set;      /* sparse: the table; NULL while cap == 0 */
     uint8_t *regs;      /* dense: CF_HLL_REGISTERS registers */
 };
 
@@ -51,21 +57,87 @@ static inline void dense_add(uint8_t *regs, uint64_t hash)
         regs[idx] = rho;
 }
 
-/* Index of the first element >= v in the sorted set. Branch-free (the
- * comparison becomes a conditional move): on random hashes a branchy search
- * mispredicts about every other step. */
-static uint32_t lower_bound(const uint64_t *a, uint32_t n, uint64_t v)
+/* Fibonacci hashing spreads even non-random inputs over the table. */
+static inline uint32_t slot_of(uint64_t v, uint8_t shift)
 {
-    if (n == 0)
-        return 0;
-    const uint64_t *b = a;
-    uint32_t len = n;
-    while (len > 1) {
-        uint32_t half = len / 2;
-        b += (b[half - 1] < v) ? half : 0;
-        len -= half;
-    }
-    return (uint32_t)(b - a) + (*b < v);
+    return (uint32_t)((v * 0x9e3779b97f4a7c15ULL) >> shift);
+}
+
+/* Slot holding v (non-zero), or the empty slot where it would go. */
+static inline uint32_t set_probe(const uint64_t *tab, uint32_t cap, uint8_t shift, uint64_t v)
+{
+    uint32_t i = slot_of(v, shift);
+    while (tab[i] != 0 && tab[i] != v)
+        i = (i + 1) & (cap - 1);
+    return i;
+}
+
+static bool set_contains(const cf_hll *h, uint64_t v)
+{
+    if (v == 0)
+        return h->has_zero;
+    return h->cap && h->set[set_probe(h->set, h->cap, h->shift, v)] == v;
+}
+
+/* Load factor bound 3/4: linear probing stays short on random hashes, and
+ * the table is never more than 2.7x the bytes of a packed array. */
+static inline bool too_full(uint32_t elems, uint32_t cap)
+{
+    return (uint64_t)elems * 4 > (uint64_t)cap * 3;
+}
+
+/* Table capacity for `elems` non-zero hashes. */
+static uint32_t cap_for(uint32_t elems)
+{
+    uint32_t cap = 4;
+    while (too_full(elems, cap))
+        cap *= 2;
+    return cap;
+}
+
+/* Rehashes into a table of ncap slots. 0 or -ENOMEM (h unchanged). */
+static int set_resize(cf_hll *h, uint32_t ncap)
+{
+    uint64_t *t = calloc(ncap, sizeof *t);
+    if (!t)
+        return -ENOMEM;
+    uint8_t shift = (uint8_t)(64 - __builtin_ctz(ncap));
+    for (uint32_t i = 0; i < h->cap; i++)
+        if (h->set[i])
+            t[set_probe(t, ncap, shift, h->set[i])] = h->set[i];
+    free(h->set);
+    h->set = t;
+    h->cap = ncap;
+    h->shift = shift;
+    return 0;
+}
+
+/* Inserts non-zero v known to be absent; the table must have room. */
+static void set_put(cf_hll *h, uint64_t v)
+{
+    h->set[set_probe(h->set, h->cap, h->shift, v)] = v;
+    h->n++;
+}
+
+/* Feeds every hash of a sparse sketch into dense registers. */
+static void sparse_into_dense(const cf_hll *h, uint8_t *regs)
+{
+    if (h->has_zero)
+        dense_add(regs, 0);
+    for (uint32_t i = 0; i < h->cap; i++)
+        if (h->set[i])
+            dense_add(regs, h->set[i]);
+}
+
+/* Replaces the sparse set by dense registers regs (owned). */
+static void become_dense(cf_hll *h, uint8_t *regs)
+{
+    free(h->set);
+    h->set = NULL;
+    h->n = h->cap = 0;
+    h->has_zero = false;
+    h->regs = regs;
+    h->form = FORM_DENSE;
 }
 
 /* Switches a sparse sketch to dense form, carrying its hashes over. */
@@ -74,13 +146,8 @@ static int to_dense(cf_hll *h)
     uint8_t *regs = calloc(CF_HLL_REGISTERS, 1);
     if (!regs)
         return -ENOMEM;
-    for (uint32_t i = 0; i < h->n; i++)
-        dense_add(regs, h->set[i]);
-    free(h->set);
-    h->set = NULL;
-    h->n = h->cap = 0;
-    h->regs = regs;
-    h->form = FORM_DENSE;
+    sparse_into_dense(h, regs);
+    become_dense(h, regs);
     return 0;
 }
 
@@ -92,8 +159,7 @@ int cf_hll_add(cf_hll *h, uint64_t hash)
         dense_add(h->regs, hash);
         return *r != before;
     }
-    uint32_t pos = lower_bound(h->set, h->n, hash);
-    if (pos < h->n && h->set[pos] == hash)
+    if (set_contains(h, hash))
         return 0;
     if (h->n == CF_HLL_SPARSE_MAX) {
         int rc = to_dense(h);
@@ -102,19 +168,18 @@ int cf_hll_add(cf_hll *h, uint64_t hash)
         dense_add(h->regs, hash);
         return 1;
     }
-    if (h->n == h->cap) {
-        uint32_t cap = h->cap ? h->cap * 2 : 4;
-        if (cap > CF_HLL_SPARSE_MAX)
-            cap = CF_HLL_SPARSE_MAX;
-        uint64_t *p = realloc(h->set, cap * sizeof *p);
-        if (!p)
-            return -ENOMEM;
-        h->set = p;
-        h->cap = cap;
+    if (hash == 0) {
+        h->has_zero = true;
+        h->n++;
+        return 1;
     }
-    memmove(&h->set[pos + 1], &h->set[pos], (h->n - pos) * sizeof *h->set);
-    h->set[pos] = hash;
-    h->n++;
+    uint32_t elems = h->n - h->has_zero + 1;
+    if (too_full(elems, h->cap)) {
+        int rc = set_resize(h, cap_for(elems));
+        if (rc < 0)
+            return rc;
+    }
+    set_put(h, hash);
     return 1;
 }
 
@@ -192,48 +257,38 @@ int cf_hll_merge(cf_hll *dst, const cf_hll *src)
         return 0;
     }
     if (dst->form == FORM_DENSE) {
-        for (uint32_t i = 0; i < src->n; i++)
-            dense_add(dst->regs, src->set[i]);
+        sparse_into_dense(src, dst->regs);
         return 0;
     }
-    /* Both sparse: a sorted union; dense if it outgrows the sparse limit. */
-    uint32_t cap = dst->n + src->n;
-    if (cap == 0)
+    /* Both sparse: the union, dense if it outgrows the sparse limit. */
+    uint32_t extra = (src->has_zero && !dst->has_zero) ? 1 : 0;
+    for (uint32_t i = 0; i < src->cap; i++)
+        if (src->set[i] && !set_contains(dst, src->set[i]))
+            extra++;
+    if (extra == 0)
         return 0;
-    uint64_t *u = malloc((size_t)cap * sizeof *u);
-    if (!u)
-        return -ENOMEM;
-    uint32_t i = 0, j = 0, n = 0;
-    while (i < dst->n || j < src->n) {
-        if (j == src->n || (i < dst->n && dst->set[i] < src->set[j]))
-            u[n++] = dst->set[i++];
-        else if (i == dst->n || src->set[j] < dst->set[i])
-            u[n++] = src->set[j++];
-        else {
-            u[n++] = dst->set[i++];
-            j++;
-        }
-    }
-    if (n > CF_HLL_SPARSE_MAX) {
+    if (dst->n + extra > CF_HLL_SPARSE_MAX) {
         uint8_t *regs = calloc(CF_HLL_REGISTERS, 1);
-        if (!regs) {
-            free(u);
+        if (!regs)
             return -ENOMEM;
-        }
-        for (uint32_t k = 0; k < n; k++)
-            dense_add(regs, u[k]);
-        free(u);
-        free(dst->set);
-        dst->set = NULL;
-        dst->n = dst->cap = 0;
-        dst->regs = regs;
-        dst->form = FORM_DENSE;
+        sparse_into_dense(dst, regs);
+        sparse_into_dense(src, regs);
+        become_dense(dst, regs);
         return 0;
     }
-    free(dst->set);
-    dst->set = u;
-    dst->n = n;
-    dst->cap = cap;
+    uint32_t elems = dst->n + extra - (dst->has_zero || src->has_zero);
+    if (too_full(elems, dst->cap)) {
+        int rc = set_resize(dst, cap_for(elems));
+        if (rc < 0)
+            return rc;
+    }
+    if (src->has_zero && !dst->has_zero) {
+        dst->has_zero = true;
+        dst->n++;
+    }
+    for (uint32_t i = 0; i < src->cap; i++)
+        if (src->set[i] && !set_contains(dst, src->set[i]))
+            set_put(dst, src->set[i]);
     return 0;
 }
 
@@ -255,7 +310,12 @@ bool cf_hll_equal(const cf_hll *a, const cf_hll *b)
         return false;
     if (a->form == FORM_DENSE)
         return memcmp(a->regs, b->regs, CF_HLL_REGISTERS) == 0;
-    return a->n == b->n && (a->n == 0 || memcmp(a->set, b->set, a->n * sizeof *a->set) == 0);
+    if (a->n != b->n || a->has_zero != b->has_zero)
+        return false;
+    for (uint32_t i = 0; i < a->cap; i++)
+        if (a->set[i] && !set_contains(b, a->set[i]))
+            return false;
+    return true;
 }
 
 size_t cf_hll_memory(const cf_hll *h)
@@ -268,6 +328,12 @@ size_t cf_hll_memory(const cf_hll *h)
     return m;
 }
 
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return (x > y) - (x < y);
+}
+
 /* Encoding: u8 form; sparse: u32 n, n x u64 ascending; dense: 16384 bytes. */
 int cf_hll_save(const cf_hll *h, cf_buf *out)
 {
@@ -275,9 +341,18 @@ int cf_hll_save(const cf_hll *h, cf_buf *out)
     if (h->form == FORM_DENSE) {
         cf_buf_put(out, h->regs, CF_HLL_REGISTERS);
     } else {
-        cf_buf_put_u32(out, h->n);
-        for (uint32_t i = 0; i < h->n; i++)
-            cf_buf_put_u64(out, h->set[i]);
+        /* Ascending, so that equal sets give equal bytes. */
+        uint64_t sorted[CF_HLL_SPARSE_MAX];
+        uint32_t k = 0;
+        if (h->has_zero)
+            sorted[k++] = 0;
+        for (uint32_t i = 0; i < h->cap; i++)
+            if (h->set[i])
+                sorted[k++] = h->set[i];
+        qsort(sorted, k, sizeof *sorted, cmp_u64);
+        cf_buf_put_u32(out, k);
+        for (uint32_t i = 0; i < k; i++)
+            cf_buf_put_u64(out, sorted[i]);
     }
     return out->oom ? -ENOMEM : 0;
 }
@@ -305,16 +380,12 @@ cf_hll *cf_hll_load(cf_reader *in)
      * malformed; requiring ascending order keeps the set canonical. */
     if (!cf_get_u32(in, &n) || n > CF_HLL_SPARSE_MAX)
         goto fail;
-    if (n) {
-        h->set = malloc((size_t)n * sizeof *h->set);
-        if (!h->set)
-            goto fail;
-        h->cap = n;
-    }
+    uint64_t prev = 0;
     for (uint32_t i = 0; i < n; i++) {
-        if (!cf_get_u64(in, &h->set[i]) || (i > 0 && h->set[i] <= h->set[i - 1]))
+        uint64_t v;
+        if (!cf_get_u64(in, &v) || (i > 0 && v <= prev) || cf_hll_add(h, v) != 1)
             goto fail;
-        h->n = i + 1;
+        prev = v;
     }
     return h;
 fail:

@@ -2,8 +2,9 @@
  * counted key), used for unique users per window (SPEC section 4).
  *
  * Two forms behind one opaque type:
- * - sparse: the exact set of distinct hashes, a sorted array, while it holds
- *   at most CF_HLL_SPARSE_MAX of them. Counts are exact there.
+ * - sparse: the exact set of distinct hashes (a small open-addressing
+ *   table, at most 3/4 full) while it holds at most CF_HLL_SPARSE_MAX of
+ *   them. Counts are exact there.
  * - dense: HyperLogLog with p = 14 (16384 one-byte registers, 16 KiB),
  *   entered for good once the set outgrows the sparse limit. Standard error
  *   about 0.81%; the estimator is Ertl's improved raw estimator, which
@@ -38,8 +39,8 @@ void cf_hll_free(cf_hll *h);
 void cf_hll_reset(cf_hll *h);
 
 /* Adds one hash. Returns 1 if the sketch changed, 0 if not, -ENOMEM (the
- * sketch is then unchanged). Sparse: O(log n) search plus an O(n) insert on a
- * new value; dense: O(1). */
+ * sketch is then unchanged). O(1) (amortized over table growth in sparse
+ * form; the switch to dense form is O(CF_HLL_SPARSE_MAX + 16384) once). */
 int cf_hll_add(cf_hll *h, uint64_t hash);
 
 /* Distinct count: exact in sparse form, estimated in dense form. O(1)
