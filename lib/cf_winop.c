@@ -663,9 +663,11 @@ void cf_winop_free(cf_winop *op)
 
 /* Hot path. Per window of the event: one map probe; a new (window, page)
  * pair interns the page (once per page) and may allocate; an existing pair
- * allocates nothing unless its user set grows. A timestamp whose windows do
- * not fit in int64 ms is in no window and returns 0. On -ENOMEM the event
- * may have been added to some of its windows already. */
+ * allocates nothing unless its user set grows. Re-fired results are emitted
+ * in ascending window order; emit must not call back into the operator. A
+ * timestamp whose windows do not fit in int64 ms is in no window and
+ * returns 0; a page longer than MAX_PAGE_LEN gives -EINVAL. On -ENOMEM the
+ * event may have been added to some of its windows already. */
 int cf_winop_add(cf_winop *op, const char *page_url, size_t len, uint64_t user_hash, int64_t ts,
                  cf_window_emit_fn emit, void *ctx)
 {
