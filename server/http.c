@@ -430,11 +430,56 @@ static enum MHD_Result handle_metrics(request *rq, struct MHD_Connection *c)
     return send_response(rq, c, MHD_HTTP_OK, resp, "text/plain; version=0.0.4; charset=utf-8", NULL, 0);
 }
 
+/* Parses a port number 1..65535 of n bytes; 0 when invalid. */
+static unsigned parse_port(const char *s, size_t n)
+{
+    unsigned v = 0;
+    if (n == 0 || n > 5)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return 0;
+        v = v * 10 + (unsigned)(s[i] - '0');
+    }
+    return v <= 65535 ? v : 0;
+}
+
+/* Where the dashboard should open its WebSocket. Directly: our --ws-port,
+ * path "/". Behind a reverse proxy that says so with X-Forwarded-Proto (see
+ * deploy/nginx.conf.example), the proxy's own port and "/ws", so one origin
+ * serves everything. The headers only change what this client is told. */
+static void ws_endpoint(request *rq, struct MHD_Connection *c, unsigned *ret_port, const char **ret_path)
+{
+    *ret_port = rq->h->cfg.ws_port;
+    *ret_path = "/";
+    const char *proto = header(c, "X-Forwarded-Proto");
+    if (!proto)
+        return;
+    bool https = strncasecmp(proto, "https", 5) == 0;
+    unsigned port = 0;
+    const char *fp = header(c, "X-Forwarded-Port");
+    if (fp)
+        port = parse_port(fp, strlen(fp));
+    if (!port) {
+        const char *host = header(c, "X-Forwarded-Host");
+        if (!host)
+            host = header(c, MHD_HTTP_HEADER_HOST);
+        const char *colon = host ? strrchr(host, ':') : NULL;
+        if (colon && !strchr(colon, ']'))
+            port = parse_port(colon + 1, strlen(colon + 1));
+    }
+    *ret_port = port ? port : (https ? 443u : 80u);
+    *ret_path = "/ws";
+}
+
 static enum MHD_Result handle_info(request *rq, struct MHD_Connection *c)
 {
+    unsigned ws_port;
+    const char *ws_path;
+    ws_endpoint(rq, c, &ws_port, &ws_path);
     cJSON *o = cJSON_CreateObject();
     if (!o || !cJSON_AddStringToObject(o, "version", CF_VERSION) ||
-        !cJSON_AddNumberToObject(o, "ws_port", rq->h->cfg.ws_port) || !cJSON_AddStringToObject(o, "ws_path", "/") ||
+        !cJSON_AddNumberToObject(o, "ws_port", ws_port) || !cJSON_AddStringToObject(o, "ws_path", ws_path) ||
         !cJSON_AddBoolToObject(o, "read_token_required", rq->h->cfg.read_token[0] != '\0') ||
         !cJSON_AddBoolToObject(o, "ingest_token_required", rq->h->cfg.ingest_token[0] != '\0')) {
         cJSON_Delete(o);

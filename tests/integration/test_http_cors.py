@@ -73,6 +73,23 @@ def test_probes_info_dashboard_metrics():
         assert b"clickflow_" in data, data[:200]
 
 
+def test_info_behind_a_proxy_points_at_its_ws_location():
+    with Server() as srv:
+        st, body = srv.request("GET", "/api/v1/info", headers={"X-Forwarded-Proto": "https", "Host": "a.example"})
+        assert (body["ws_port"], body["ws_path"]) == (443, "/ws"), body
+        st, body = srv.request("GET", "/api/v1/info", headers={"X-Forwarded-Proto": "https", "X-Forwarded-Port": "8443"})
+        assert (body["ws_port"], body["ws_path"]) == (8443, "/ws"), body
+        st, body = srv.request("GET", "/api/v1/info", headers={"X-Forwarded-Proto": "http",
+                                                               "X-Forwarded-Host": "a.example:8000"})
+        assert (body["ws_port"], body["ws_path"]) == (8000, "/ws"), body
+        st, body = srv.request("GET", "/api/v1/info", headers={"X-Forwarded-Proto": "http", "Host": "a.example"})
+        assert (body["ws_port"], body["ws_path"]) == (80, "/ws"), body
+        st, body = srv.request("GET", "/api/v1/info", headers={"X-Forwarded-Proto": "https", "Host": "a.example:9443"})
+        assert (body["ws_port"], body["ws_path"]) == (9443, "/ws"), body
+        st, body = srv.request("GET", "/api/v1/info")   # direct
+        assert (body["ws_port"], body["ws_path"]) == (srv.ws_port, "/"), body
+
+
 def test_sessions_user_id_is_url_decoded():
     with Server() as srv:
         st, body = srv.request("GET", "/api/v1/sessions/u%2F1%20x")
@@ -81,4 +98,5 @@ def test_sessions_user_id_is_url_decoded():
 
 if __name__ == "__main__":
     run_tests([test_preflight_for_allowed_origin, test_other_origins_get_no_cors_headers, test_wildcard_origin,
-               test_probes_info_dashboard_metrics, test_sessions_user_id_is_url_decoded])
+               test_probes_info_dashboard_metrics, test_info_behind_a_proxy_points_at_its_ws_location,
+               test_sessions_user_id_is_url_decoded])
