@@ -225,15 +225,18 @@ static void rescale(cf_trending *t, int64_t new_ref)
 /* Finds or inserts the page; returns its slot or NULL on -ENOMEM. */
 static slot *upsert(cf_trending *t, const char *page, size_t len, uint32_t h)
 {
+    /* Look first: a click on a known page must never allocate (or fail). */
+    if (t->cap) {
+        slot *s = &t->slots[find_slot(t, page, len, h)];
+        if (s->key)
+            return s;
+    }
     if (t->cap == 0 || (t->count + 1) * 4 > t->cap * 3) {
         size_t nc = t->cap ? t->cap * 2 : MIN_CAP;
         if (nc < t->cap || nc > SIZE_MAX / sizeof(slot) || rehash(t, nc) < 0)
             return NULL;
     }
-    size_t i = find_slot(t, page, len, h);
-    slot *s = &t->slots[i];
-    if (s->key)
-        return s;
+    slot *s = &t->slots[find_slot(t, page, len, h)];
     char *k = malloc(len + 1);
     if (!k)
         return NULL;
@@ -417,38 +420,51 @@ size_t cf_trending_top(const cf_trending *t, int64_t T, size_t n, cf_trend_item 
     return k;
 }
 
-/* k-way merge by repeatedly taking the best head: O(n * k), no allocation
- * (k is the shard count, small). Lists must be sorted as cf_trending_top
- * returns them and hold disjoint pages; entries are copied (page_url stays
- * borrowed from the tables). */
+/* Index of the first item of a sorted list that ranks after `last`:
+ * O(log len) binary search. */
+static size_t rank_after(const cf_trend_item *list, size_t len, const cf_trend_item *last)
+{
+    size_t lo = 0, hi = len;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (item_cmp(&list[mid], last) <= 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+/* k-way merge by repeatedly taking the best head. Lists must be sorted as
+ * cf_trending_top returns them and hold disjoint pages; entries are copied
+ * (page_url stays borrowed from the tables). Never allocates: for up to
+ * MERGE_STACK lists (the shard count) the heads are tracked on the stack,
+ * O(n * k); beyond that each head is found again by binary search after
+ * the last item taken, O(n * k * log n). */
+#define MERGE_STACK 64
 size_t cf_trending_merge(const cf_trend_item *const *lists, const size_t *lens, size_t k,
                          size_t n, cf_trend_item *out)
 {
-    size_t pos_stack[64];
-    size_t *pos = pos_stack;
+    size_t pos[MERGE_STACK] = {0};
+    bool tracked = k <= MERGE_STACK;
     size_t got = 0;
-    /* Positions per list; beyond 64 lists fall back to a heap array. */
-    if (k > 64) {
-        pos = calloc(k, sizeof *pos);
-        if (!pos)
-            return 0;
-    } else {
-        memset(pos_stack, 0, sizeof pos_stack);
-    }
     while (got < n) {
-        size_t best = k;
+        size_t best = k, best_pos = 0;
         for (size_t i = 0; i < k; i++) {
-            if (pos[i] >= lens[i])
+            size_t p = tracked ? pos[i] : got ? rank_after(lists[i], lens[i], &out[got - 1]) : 0;
+            if (p >= lens[i])
                 continue;
-            if (best == k || item_cmp(&lists[i][pos[i]], &lists[best][pos[best]]) < 0)
+            if (best == k || item_cmp(&lists[i][p], &lists[best][best_pos]) < 0) {
                 best = i;
+                best_pos = p;
+            }
         }
         if (best == k)
             break;
-        out[got++] = lists[best][pos[best]++];
+        out[got++] = lists[best][best_pos];
+        if (tracked)
+            pos[best]++;
     }
-    if (pos != pos_stack)
-        free(pos);
     return got;
 }
 

@@ -412,6 +412,27 @@ static void merge_edge_cases(void **state)
     assert_string_equal(out[1].page_url, "/b");
     assert_int_equal(cf_trending_merge(lists, lens, 0, 8, out), 0);
     assert_int_equal(cf_trending_merge(lists, lens, 3, 0, out), 0);
+
+    /* More lists than the merge tracks on its stack (100 > 64): page i in
+     * list i % 100 with score 1000 - i / 3 (ties of three, by name). */
+    static cf_trend_item many[100][4];
+    static char names[400][8];
+    const cf_trend_item *mlists[100];
+    size_t mlens[100];
+    for (int l = 0; l < 100; l++) {
+        mlens[l] = 4;
+        mlists[l] = many[l];
+    }
+    for (int i = 0; i < 400; i++) {
+        snprintf(names[i], sizeof names[i], "/%03d", i);
+        many[i % 100][i / 100] = (cf_trend_item){names[i], 4, 1000.0 - i / 3};
+    }
+    cf_trend_item mout[400];
+    assert_int_equal(cf_trending_merge(mlists, mlens, 100, 400, mout), 400);
+    for (int i = 0; i < 400; i++)
+        assert_string_equal(mout[i].page_url, names[i]);
+    assert_int_equal(cf_trending_merge(mlists, mlens, 100, 7, mout), 7);
+    assert_string_equal(mout[6].page_url, names[6]);
 }
 
 static void prune_threshold_boundary(void **state)
@@ -516,15 +537,19 @@ static void out_of_order_clicks(void **state)
 static void existing_pages_do_not_grow_memory(void **state)
 {
     (void)state;
-    cf_trending *t = cf_trending_new(60000);
-    for (int p = 0; p < 100; p++)
-        assert_int_equal(add_click(t, p, 1000), 0);
-    size_t mem = cf_trending_memory(t);
-    for (int i = 0; i < 100000; i++)
-        assert_int_equal(add_click(t, i % 100, 1000 + i), 0);
-    assert_int_equal(cf_trending_memory(t), mem);
-    assert_int_equal(cf_trending_count(t), 100);
-    cf_trending_free(t);
+    /* Every page count, including those that fill the table exactly to its
+     * growth threshold (12 of 16, 24 of 32, 48 of 64, 96 of 128). */
+    for (int pages = 1; pages <= 200; pages++) {
+        cf_trending *t = cf_trending_new(60000);
+        for (int p = 0; p < pages; p++)
+            assert_int_equal(add_click(t, p, 1000), 0);
+        size_t mem = cf_trending_memory(t);
+        for (int i = 0; i < 2000; i++)
+            assert_int_equal(add_click(t, i % pages, 1000 + i), 0);
+        assert_int_equal(cf_trending_memory(t), mem);
+        assert_int_equal(cf_trending_count(t), (size_t)pages);
+        cf_trending_free(t);
+    }
 }
 
 static void assert_same_top(const cf_trending *a, const cf_trending *b, int64_t T)
