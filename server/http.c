@@ -17,6 +17,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <strings.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -44,10 +46,36 @@
  * past that the connection is just closed. */
 #define DISCARD_MAX ((size_t)16 << 20)
 
+/* The reaper enforces the absolute request deadline even while MHD is
+ * still collecting headers (when our handler is not called at all): every
+ * connection is registered with a deadline, and a thread shuts down the
+ * socket of any connection past it; MHD then sees the hang-up and closes the
+ * connection itself. Entries leave the list in MHD's CLOSED notification,
+ * which comes before MHD closes the fd, so the reaper never touches a reused
+ * descriptor (both hold reaper_mu). */
+#define REAPER_PERIOD_MS 200
+
+typedef struct conn_entry {
+    struct conn_entry *prev, *next;
+    int fd;
+    _Atomic int64_t deadline_ms;    /* monotonic; 0 = none (a request is being answered) */
+    bool cut;
+} conn_entry;
+
 struct cf_http {
     cf_config cfg;
     cf_engine *engine;
     struct MHD_Daemon *daemon;
+    /* Request bodies held in memory by all connections together; bounded so
+     * that many slow uploads cannot exhaust memory (503 beyond). */
+    _Atomic size_t inflight_bytes;
+    size_t inflight_limit;
+    pthread_mutex_t reaper_mu;
+    pthread_cond_t reaper_cv;
+    conn_entry *conns;
+    bool reaper_stop;
+    bool reaper_started;
+    pthread_t reaper;
 };
 
 typedef enum route {
@@ -78,7 +106,22 @@ typedef struct request {
     bool reading_body;      /* an accepted POST: upload chunks are ours */
     bool too_big;
     size_t discarded;
+    size_t reserved;        /* bytes of h->inflight_bytes held by this request */
+    bool over_budget;       /* the body did not fit in the global budget: 503 */
+    conn_entry *conn;       /* the connection's reaper entry, or NULL */
 } request;
+
+/* Takes n bytes of the global body budget. */
+static bool budget_take(cf_http *h, request *rq, size_t n)
+{
+    size_t before = atomic_fetch_add(&h->inflight_bytes, n);
+    if (before + n > h->inflight_limit || before + n < before) {
+        atomic_fetch_sub(&h->inflight_bytes, n);
+        return false;
+    }
+    rq->reserved += n;
+    return true;
+}
 
 static int64_t mono_ms(void)
 {
@@ -599,8 +642,14 @@ static enum MHD_Result begin_post(request *rq, struct MHD_Connection *c)
             return send_error(rq, c, MHD_HTTP_CONTENT_TOO_LARGE,
                               rq->rt == R_EVENTS ? "request body is larger than --max-body"
                                                  : "request body is too large");
-        if (errno == 0 && end != cl && v > 0 && cf_buf_reserve(&rq->body, (size_t)v + 1) < 0)
-            return send_unavailable(rq, c, "out of memory");
+        if (errno == 0 && end != cl && v > 0) {
+            if (!budget_take(rq->h, rq, (size_t)v))
+                return send_unavailable(rq, c, "server busy: too many request bodies in flight, retry later");
+            /* Preallocate, but not more than a slow client has earned. */
+            size_t pre = (size_t)v + 1 < ((size_t)1 << 20) ? (size_t)v + 1 : ((size_t)1 << 20);
+            if (cf_buf_reserve(&rq->body, pre) < 0)
+                return send_unavailable(rq, c, "out of memory");
+        }
     }
     return MHD_YES;
 }
@@ -772,6 +821,8 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *c, const
             *upload_size = 0;
             return MHD_YES;
         }
+        if (rq->conn)
+            atomic_store(&rq->conn->deadline_ms, 0);
         return handle_request(rq, c, url, method);
     }
 
@@ -786,7 +837,10 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *c, const
         *upload_size = 0;
         if (!rq->too_big && rq->body.len + n > rq->body_limit)
             rq->too_big = true;
-        if (rq->too_big) {
+        if (!rq->too_big && !rq->over_budget && rq->body.len + n > rq->reserved &&
+            !budget_take(h, rq, rq->body.len + n - rq->reserved))
+            rq->over_budget = true;
+        if (rq->too_big || rq->over_budget) {
             rq->discarded += n;
             return rq->discarded > DISCARD_MAX ? MHD_NO : MHD_YES;
         }
@@ -794,7 +848,11 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *c, const
         return rq->body.oom ? MHD_NO : MHD_YES;
     }
 
-    /* The whole body is in. */
+    /* The whole body is in; from here on the answer is ours to make. */
+    if (rq->conn)
+        atomic_store(&rq->conn->deadline_ms, 0);
+    if (rq->over_budget && !rq->too_big)
+        return send_unavailable(rq, c, "server busy: too many request bodies in flight, retry later");
     if (rq->too_big)
         return send_error(rq, c, MHD_HTTP_CONTENT_TOO_LARGE,
                           rq->rt == R_EVENTS ? "request body is larger than --max-body" : "request body is too large");
@@ -811,7 +869,6 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *c, const
 
 static void *uri_logger(void *cls, const char *uri, struct MHD_Connection *c)
 {
-    (void)c;
     request *rq = calloc(1, sizeof *rq);
     if (!rq)
         return NULL;
@@ -820,8 +877,13 @@ static void *uri_logger(void *cls, const char *uri, struct MHD_Connection *c)
         free(rq);
         return NULL;
     }
-    rq->h = cls;
+    cf_http *h = cls;
+    rq->h = h;
     rq->start_ms = mono_ms();
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    rq->conn = ci ? ci->socket_context : NULL;
+    if (rq->conn)
+        atomic_store(&rq->conn->deadline_ms, rq->start_ms + h->cfg.request_deadline_ms);
     return rq;
 }
 
@@ -832,6 +894,12 @@ static void request_completed(void *cls, struct MHD_Connection *c, void **con_cl
     request *rq = *con_cls;
     *con_cls = NULL;
     if (rq) {
+        if (rq->reserved)
+            atomic_fetch_sub(&h->inflight_bytes, rq->reserved);
+        /* Until the next request line: the idle timeout, then a deadline. */
+        if (rq->conn)
+            atomic_store(&rq->conn->deadline_ms,
+                         mono_ms() + h->cfg.connection_timeout_ms + h->cfg.request_deadline_ms);
         cf_buf_free(&rq->body);
         free(rq->raw_uri);
         free(rq);
@@ -841,6 +909,71 @@ static void request_completed(void *cls, struct MHD_Connection *c, void **con_cl
     if (toe == MHD_REQUEST_TERMINATED_COMPLETED_OK)
         MHD_set_connection_option(c, MHD_CONNECTION_OPTION_TIMEOUT,
                                   (unsigned)((h->cfg.connection_timeout_ms + 999) / 1000));
+}
+
+static void notify_connection(void *cls, struct MHD_Connection *c, void **socket_context,
+                              enum MHD_ConnectionNotificationCode code)
+{
+    cf_http *h = cls;
+    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+        const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+        conn_entry *e = ci ? calloc(1, sizeof *e) : NULL;
+        if (!e)
+            return;   /* not watched: MHD's inactivity timeout still applies */
+        e->fd = ci->connect_fd;
+        /* The first request line must come within the idle timeout, and the
+         * request be complete a deadline later. */
+        atomic_store(&e->deadline_ms, mono_ms() + h->cfg.connection_timeout_ms + h->cfg.request_deadline_ms);
+        pthread_mutex_lock(&h->reaper_mu);
+        e->next = h->conns;
+        if (h->conns)
+            h->conns->prev = e;
+        h->conns = e;
+        pthread_mutex_unlock(&h->reaper_mu);
+        *socket_context = e;
+    } else if (code == MHD_CONNECTION_NOTIFY_CLOSED) {
+        conn_entry *e = *socket_context;
+        if (!e)
+            return;
+        pthread_mutex_lock(&h->reaper_mu);
+        if (e->prev)
+            e->prev->next = e->next;
+        else
+            h->conns = e->next;
+        if (e->next)
+            e->next->prev = e->prev;
+        pthread_mutex_unlock(&h->reaper_mu);
+        free(e);
+        *socket_context = NULL;
+    }
+}
+
+/* Every REAPER_PERIOD_MS: hang up on connections past their deadline.
+ * O(connections) per pass. */
+static void *reaper_main(void *arg)
+{
+    cf_http *h = arg;
+    pthread_mutex_lock(&h->reaper_mu);
+    while (!h->reaper_stop) {
+        int64_t now = mono_ms();
+        for (conn_entry *e = h->conns; e; e = e->next) {
+            int64_t d = atomic_load(&e->deadline_ms);
+            if (d != 0 && now >= d && !e->cut) {
+                e->cut = true;
+                shutdown(e->fd, SHUT_RDWR);
+            }
+        }
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        ts.tv_nsec += REAPER_PERIOD_MS * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&h->reaper_cv, &h->reaper_mu, &ts);
+    }
+    pthread_mutex_unlock(&h->reaper_mu);
+    return NULL;
 }
 
 static void mhd_logger(void *cls, const char *fmt, va_list ap)
@@ -863,6 +996,13 @@ cf_http *cf_http_start(const cf_config *cfg, cf_engine *engine, const char **ret
     }
     h->cfg = *cfg;
     h->engine = engine;
+    h->inflight_limit = cfg->max_body * 4 > ((size_t)256 << 20) ? cfg->max_body * 4 : ((size_t)256 << 20);
+    pthread_mutex_init(&h->reaper_mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&h->reaper_cv, &ca);
+    pthread_condattr_destroy(&ca);
 
     struct sockaddr_in sin;
     struct sockaddr_in6 sin6;
@@ -880,7 +1020,7 @@ cf_http *cf_http_start(const cf_config *cfg, cf_engine *engine, const char **ret
         sa = (const struct sockaddr *)&sin6;
         flags |= MHD_USE_IPv6;
     } else {
-        free(h);
+        cf_http_stop(h);
         *ret_err = "--bind is not an IP address";
         return NULL;
     }
@@ -896,12 +1036,21 @@ cf_http *cf_http_start(const cf_config *cfg, cf_engine *engine, const char **ret
         MHD_OPTION_PER_IP_CONNECTION_LIMIT, cfg->max_connections_per_ip,
         MHD_OPTION_URI_LOG_CALLBACK, uri_logger, h,
         MHD_OPTION_NOTIFY_COMPLETED, request_completed, h,
+        MHD_OPTION_NOTIFY_CONNECTION, notify_connection, h,
         MHD_OPTION_END);
     if (!h->daemon) {
-        free(h);
+        int saved = errno;
+        cf_http_stop(h);
+        errno = saved;
         *ret_err = "cannot start the HTTP server (is the port in use?)";
         return NULL;
     }
+    if (pthread_create(&h->reaper, NULL, reaper_main, h) != 0) {
+        cf_http_stop(h);
+        *ret_err = "cannot start the request deadline thread";
+        return NULL;
+    }
+    h->reaper_started = true;
     return h;
 }
 
@@ -910,6 +1059,15 @@ void cf_http_stop(cf_http *h)
     if (!h)
         return;
     if (h->daemon)
-        MHD_stop_daemon(h->daemon);
+        MHD_stop_daemon(h->daemon);   /* every CLOSED notification has run */
+    if (h->reaper_started) {
+        pthread_mutex_lock(&h->reaper_mu);
+        h->reaper_stop = true;
+        pthread_cond_signal(&h->reaper_cv);
+        pthread_mutex_unlock(&h->reaper_mu);
+        pthread_join(h->reaper, NULL);
+    }
+    pthread_cond_destroy(&h->reaper_cv);
+    pthread_mutex_destroy(&h->reaper_mu);
     free(h);
 }
