@@ -677,7 +677,12 @@ static enum MHD_Result finish_events(request *rq, struct MHD_Connection *c, char
     }
     cf_submit_result res = {0, 0};
     if (ig.n_events > 0) {
-        r = cf_engine_submit(rq->h->engine, ig.events, ig.n_events, NULL, &res);
+        r = cf_engine_ready(rq->h->engine) ? cf_engine_submit(rq->h->engine, ig.events, ig.n_events, NULL, &res)
+                                           : -EINPROGRESS;
+        if (r == -EINPROGRESS) {
+            ret = send_unavailable(rq, c, "not ready: recovery in progress, retry later");
+            goto out;
+        }
         if (r == -EAGAIN) {
             ret = send_unavailable(rq, c, "server busy: ingest queues are full, retry later");
             goto out;
@@ -703,8 +708,6 @@ static enum MHD_Result finish_events(request *rq, struct MHD_Connection *c, char
         ok = e && cJSON_AddItemToArray(errs, e) &&
              cJSON_AddNumberToObject(e, "index", (double)ig.errors[i].index) &&
              cJSON_AddStringToObject(e, "error", ig.errors[i].reason);
-        if (!ok && e && !errs->child)
-            cJSON_Delete(e);
     }
     if (!ok) {
         /* The events are accepted; only the report failed. */
