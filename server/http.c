@@ -535,6 +535,10 @@ static enum MHD_Result handle_get(request *rq, struct MHD_Connection *c)
 {
     cf_engine *e = rq->h->engine;
     size_t limit;
+    /* The engine answers queries once recovery is done (the shards run). */
+    bool asks_engine = rq->rt != R_HEALTHZ && rq->rt != R_READYZ && rq->rt != R_INFO;
+    if (asks_engine && !cf_engine_ready(e))
+        return send_unavailable(rq, c, "not ready: recovery in progress, retry later");
     switch (rq->rt) {
     case R_TRENDING:
         return handle_trending(rq, c);
