@@ -76,7 +76,15 @@ struct cf_http {
     bool reaper_stop;
     bool reaper_started;
     pthread_t reaper;
+    /* Responses by status code, for /metrics. */
+    _Atomic uint64_t responses[12];   /* N_COUNTED + 1 */
 };
+
+/* The status codes counted one by one; anything else is "other". */
+static const unsigned counted_status[] = {200, 202, 204, 400, 401, 404, 405, 408, 413, 415, 503};
+#define N_COUNTED (sizeof counted_status / sizeof counted_status[0])
+_Static_assert(sizeof ((cf_http *)0)->responses / sizeof ((cf_http *)0)->responses[0] == N_COUNTED + 1,
+               "one counter per counted status plus other");
 
 typedef enum route {
     R_NONE = 0,     /* not an API path: dashboard asset or 404 */
@@ -187,6 +195,12 @@ static enum MHD_Result send_response(request *rq, struct MHD_Connection *c, unsi
     }
     for (size_t i = 0; i < n_extra; i++)
         MHD_add_response_header(resp, extra[i].name, extra[i].value);
+    if (rq) {
+        size_t k = 0;
+        while (k < N_COUNTED && counted_status[k] != status)
+            k++;
+        atomic_fetch_add_explicit(&rq->h->responses[k], 1, memory_order_relaxed);
+    }
     enum MHD_Result r = MHD_queue_response(c, status, resp);
     MHD_destroy_response(resp);
     return r;
@@ -452,11 +466,37 @@ static enum MHD_Result handle_user_sessions(request *rq, struct MHD_Connection *
     return r;
 }
 
+static void put_str(cf_buf *b, const char *s) { cf_buf_put(b, s, strlen(s)); }
+
+/* Our own series after the engine's, in the same text format. */
+static void append_http_metrics(cf_http *h, cf_buf *out)
+{
+    char line[256];
+    put_str(out, "# HELP clickflow_http_responses_total HTTP responses sent, by status code.\n"
+                 "# TYPE clickflow_http_responses_total counter\n");
+    for (size_t k = 0; k <= N_COUNTED; k++) {
+        uint64_t v = atomic_load_explicit(&h->responses[k], memory_order_relaxed);
+        if (k < N_COUNTED)
+            snprintf(line, sizeof line, "clickflow_http_responses_total{code=\"%u\"} %" PRIu64 "\n",
+                     counted_status[k], v);
+        else
+            snprintf(line, sizeof line, "clickflow_http_responses_total{code=\"other\"} %" PRIu64 "\n", v);
+        put_str(out, line);
+    }
+    snprintf(line, sizeof line,
+             "# HELP clickflow_http_body_bytes_in_flight Request body bytes held in memory.\n"
+             "# TYPE clickflow_http_body_bytes_in_flight gauge\n"
+             "clickflow_http_body_bytes_in_flight %zu\n",
+             atomic_load(&h->inflight_bytes));
+    put_str(out, line);
+}
+
 static enum MHD_Result handle_metrics(request *rq, struct MHD_Connection *c)
 {
     cf_buf out;
     cf_buf_init(&out);
     cf_engine_metrics(rq->h->engine, &out);
+    append_http_metrics(rq->h, &out);
     if (out.oom) {
         cf_buf_free(&out);
         return send_unavailable(rq, c, "out of memory");

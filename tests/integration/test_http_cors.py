@@ -71,6 +71,13 @@ def test_probes_info_dashboard_metrics():
         st, hdrs, data = srv.raw_request("GET", "/metrics")
         assert st == 200 and hdrs["content-type"].startswith("text/plain; version=0.0.4"), hdrs
         assert b"clickflow_" in data, data[:200]
+        text = data.decode()
+        assert 'clickflow_http_responses_total{code="200"} ' in text, text
+        assert "clickflow_http_body_bytes_in_flight 0" in text, text
+        srv.raw_request("GET", "/nope")
+        srv.raw_request("GET", "/nope")
+        text = srv.raw_request("GET", "/metrics")[2].decode()
+        assert 'clickflow_http_responses_total{code="404"} 2\n' in text, text
 
 
 def test_info_behind_a_proxy_points_at_its_ws_location():
