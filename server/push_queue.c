@@ -1,0 +1,126 @@
+/* push_queue: bounded per-client queue with the interim-first drop policy
+ * described in push_queue.h. A ring of message pointers. */
+#include "push_queue.h"
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct cf_push_queue {
+    size_t cap;
+    size_t head;        /* index of the oldest message */
+    size_t len;
+    size_t n_interim;
+    cf_push_msg *ring[];
+};
+
+cf_push_msg *cf_push_msg_new(const char *data, size_t len, size_t headroom, bool interim)
+{
+    if (len > SIZE_MAX - sizeof(cf_push_msg) - headroom - 1)
+        return NULL;
+    cf_push_msg *m = malloc(sizeof *m + headroom + len + 1);
+    if (!m)
+        return NULL;
+    atomic_init(&m->refs, 1);
+    m->interim = interim;
+    m->len = len;
+    m->headroom = headroom;
+    if (len)
+        memcpy(m->buf + headroom, data, len);
+    m->buf[headroom + len] = '\0';
+    return m;
+}
+
+void cf_push_msg_ref(cf_push_msg *m)
+{
+    atomic_fetch_add_explicit(&m->refs, 1, memory_order_relaxed);
+}
+
+void cf_push_msg_unref(cf_push_msg *m)
+{
+    if (m && atomic_fetch_sub_explicit(&m->refs, 1, memory_order_acq_rel) == 1)
+        free(m);
+}
+
+cf_push_queue *cf_push_queue_new(size_t cap)
+{
+    if (cap == 0 || cap > (SIZE_MAX - sizeof(cf_push_queue)) / sizeof(cf_push_msg *))
+        return NULL;
+    cf_push_queue *q = calloc(1, sizeof *q + cap * sizeof(cf_push_msg *));
+    if (q)
+        q->cap = cap;
+    return q;
+}
+
+void cf_push_queue_free(cf_push_queue *q)
+{
+    if (!q)
+        return;
+    cf_push_msg *m;
+    while ((m = cf_push_queue_pop(q)))
+        cf_push_msg_unref(m);
+    free(q);
+}
+
+static size_t slot(const cf_push_queue *q, size_t i) { return (q->head + i) % q->cap; }
+
+/* Removes the message at logical position i (0 = oldest), unrefs it and
+ * closes the gap by moving the older ones up one place. O(i). */
+static void remove_at(cf_push_queue *q, size_t i)
+{
+    cf_push_msg *m = q->ring[slot(q, i)];
+    for (size_t k = i; k > 0; k--)
+        q->ring[slot(q, k)] = q->ring[slot(q, k - 1)];
+    q->ring[q->head] = NULL;
+    q->head = (q->head + 1) % q->cap;
+    q->len--;
+    if (m->interim)
+        q->n_interim--;
+    cf_push_msg_unref(m);
+}
+
+/* Logical position of the oldest interim message; call only when n_interim > 0. */
+static size_t oldest_interim(const cf_push_queue *q)
+{
+    size_t i = 0;
+    while (!q->ring[slot(q, i)]->interim)
+        i++;
+    return i;
+}
+
+size_t cf_push_queue_offer(cf_push_queue *q, cf_push_msg *m)
+{
+    size_t dropped = 0;
+    if (q->len == q->cap) {
+        if (q->n_interim > 0)
+            remove_at(q, oldest_interim(q));
+        else if (m->interim)
+            return 1;   /* only final messages queued: refuse the new interim one */
+        else
+            remove_at(q, 0);
+        dropped = 1;
+    }
+    cf_push_msg_ref(m);
+    q->ring[slot(q, q->len)] = m;
+    q->len++;
+    if (m->interim)
+        q->n_interim++;
+    return dropped;
+}
+
+cf_push_msg *cf_push_queue_pop(cf_push_queue *q)
+{
+    if (q->len == 0)
+        return NULL;
+    cf_push_msg *m = q->ring[q->head];
+    q->ring[q->head] = NULL;
+    q->head = (q->head + 1) % q->cap;
+    q->len--;
+    if (m->interim)
+        q->n_interim--;
+    return m;
+}
+
+size_t cf_push_queue_len(const cf_push_queue *q) { return q->len; }
+
+size_t cf_push_queue_interim(const cf_push_queue *q) { return q->n_interim; }

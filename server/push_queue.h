@@ -1,0 +1,61 @@
+/* push_queue: the per-client bounded message queue of the WebSocket hub
+ * (server/push.c), kept apart so its drop policy can be tested exactly.
+ *
+ * A message is published once and shared by every client queue that holds
+ * it (reference counted); its bytes sit after `headroom` spare bytes, which
+ * libwebsockets needs in front of the payload (LWS_PRE) to write the frame
+ * header in place.
+ *
+ * Drop policy when a queue is full (SPEC 9: a slow client loses interim
+ * updates first, and the drops are counted):
+ *   - an interim message evicts the oldest interim message queued; when none
+ *     is queued, the new interim message itself is refused;
+ *   - a non-interim (final) message evicts the oldest interim message, or,
+ *     when none is queued, the oldest message.
+ * Each eviction or refusal counts as one drop. The queue is not thread-safe:
+ * push.c guards it with the hub mutex. */
+#ifndef CF_PUSH_QUEUE_H
+#define CF_PUSH_QUEUE_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+typedef struct cf_push_msg {
+    atomic_uint refs;
+    bool interim;
+    size_t len;             /* payload bytes, not counting headroom or the NUL */
+    size_t headroom;
+    unsigned char buf[];    /* headroom spare bytes, then len payload bytes, then a NUL */
+} cf_push_msg;
+
+/* Copies data (len bytes) into a new message holding one reference. NULL on
+ * OOM or when the size overflows. O(len). */
+cf_push_msg *cf_push_msg_new(const char *data, size_t len, size_t headroom, bool interim);
+/* The payload, with msg->headroom writable bytes before it. */
+static inline unsigned char *cf_push_msg_payload(cf_push_msg *m) { return m->buf + m->headroom; }
+void cf_push_msg_ref(cf_push_msg *m);
+/* Drops one reference; frees the message with the last one. Accepts NULL.
+ * Safe from any thread. */
+void cf_push_msg_unref(cf_push_msg *m);
+
+typedef struct cf_push_queue cf_push_queue;
+
+/* A queue of at most cap messages (cap >= 1). NULL on OOM or cap == 0. */
+cf_push_queue *cf_push_queue_new(size_t cap);
+/* Unrefs every queued message. Accepts NULL. */
+void cf_push_queue_free(cf_push_queue *q);
+
+/* Offers m under the drop policy above. When m is queued the queue takes a
+ * reference of its own (the caller keeps its reference either way). Returns
+ * the number of messages dropped by this call (0 or 1; a refused m counts).
+ * O(cap) in the worst case (eviction from the middle), O(1) otherwise. */
+size_t cf_push_queue_offer(cf_push_queue *q, cf_push_msg *m);
+/* Removes the oldest message and hands its reference to the caller; NULL
+ * when empty. O(1). */
+cf_push_msg *cf_push_queue_pop(cf_push_queue *q);
+size_t cf_push_queue_len(const cf_push_queue *q);
+/* Number of interim messages queued. O(1). */
+size_t cf_push_queue_interim(const cf_push_queue *q);
+
+#endif

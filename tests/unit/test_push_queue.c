@@ -1,0 +1,197 @@
+/* Unit tests for push_queue: the per-client bounded queue of the WebSocket hub
+ * and its drop policy (interim first, then refuse interim; a final message
+ * evicts the oldest interim or else the oldest message). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "push_queue.h"
+
+/* A message whose payload is its name ("f1", "i2", ...): 'i' = interim. */
+static cf_push_msg *mk(const char *name)
+{
+    cf_push_msg *m = cf_push_msg_new(name, strlen(name), 16, name[0] == 'i');
+    assert_non_null(m);
+    return m;
+}
+
+/* Offers a fresh message and drops the caller's reference. */
+static size_t offer(cf_push_queue *q, const char *name)
+{
+    cf_push_msg *m = mk(name);
+    size_t d = cf_push_queue_offer(q, m);
+    cf_push_msg_unref(m);
+    return d;
+}
+
+/* Pops everything and compares the names, space separated, with want. */
+static void expect_contents(cf_push_queue *q, const char *want)
+{
+    char got[256] = "";
+    cf_push_msg *m;
+    while ((m = cf_push_queue_pop(q))) {
+        if (got[0])
+            strcat(got, " ");
+        strcat(got, (const char *)cf_push_msg_payload(m));
+        cf_push_msg_unref(m);
+    }
+    assert_string_equal(got, want);
+    assert_int_equal(cf_push_queue_len(q), 0);
+    assert_int_equal(cf_push_queue_interim(q), 0);
+}
+
+static void message_copy_and_headroom(void **state)
+{
+    (void)state;
+    char src[] = "hello";
+    cf_push_msg *m = cf_push_msg_new(src, 5, 16, true);
+    assert_non_null(m);
+    src[0] = 'X';   /* the message holds its own copy */
+    assert_int_equal(m->len, 5);
+    assert_true(m->interim);
+    assert_ptr_equal(cf_push_msg_payload(m), m->buf + 16);
+    assert_string_equal((const char *)cf_push_msg_payload(m), "hello");
+    memset(m->buf, 0xAA, 16);   /* headroom is writable */
+    cf_push_msg_unref(m);
+    cf_push_msg_unref(NULL);
+}
+
+static void fifo_below_capacity(void **state)
+{
+    (void)state;
+    cf_push_queue *q = cf_push_queue_new(3);
+    assert_non_null(q);
+    assert_null(cf_push_queue_pop(q));
+    assert_int_equal(offer(q, "f1"), 0);
+    assert_int_equal(offer(q, "i2"), 0);
+    assert_int_equal(offer(q, "f3"), 0);    /* exactly full: nothing dropped */
+    assert_int_equal(cf_push_queue_len(q), 3);
+    assert_int_equal(cf_push_queue_interim(q), 1);
+    expect_contents(q, "f1 i2 f3");
+    cf_push_queue_free(q);
+}
+
+static void interim_evicts_oldest_interim(void **state)
+{
+    (void)state;
+    cf_push_queue *q = cf_push_queue_new(4);
+    offer(q, "f1");
+    offer(q, "i2");
+    offer(q, "f3");
+    offer(q, "i4");
+    assert_int_equal(offer(q, "i5"), 1);
+    assert_int_equal(cf_push_queue_len(q), 4);
+    expect_contents(q, "f1 f3 i4 i5");
+    cf_push_queue_free(q);
+}
+
+static void interim_refused_when_only_finals(void **state)
+{
+    (void)state;
+    cf_push_queue *q = cf_push_queue_new(2);
+    offer(q, "f1");
+    offer(q, "f2");
+    assert_int_equal(offer(q, "i3"), 1);
+    expect_contents(q, "f1 f2");
+    cf_push_queue_free(q);
+}
+
+static void final_evicts_oldest_interim(void **state)
+{
+    (void)state;
+    cf_push_queue *q = cf_push_queue_new(3);
+    offer(q, "f1");
+    offer(q, "i2");
+    offer(q, "i3");
+    assert_int_equal(offer(q, "f4"), 1);
+    assert_int_equal(cf_push_queue_interim(q), 1);
+    expect_contents(q, "f1 i3 f4");
+    cf_push_queue_free(q);
+}
+
+static void final_evicts_oldest_when_no_interim(void **state)
+{
+    (void)state;
+    cf_push_queue *q = cf_push_queue_new(3);
+    offer(q, "f1");
+    offer(q, "f2");
+    offer(q, "f3");
+    assert_int_equal(offer(q, "f4"), 1);
+    expect_contents(q, "f2 f3 f4");
+    cf_push_queue_free(q);
+}
+
+static void capacity_one(void **state)
+{
+    (void)state;
+    cf_push_queue *q = cf_push_queue_new(1);
+    assert_int_equal(offer(q, "i1"), 0);
+    assert_int_equal(offer(q, "i2"), 1);    /* replaces i1 */
+    assert_int_equal(offer(q, "f3"), 1);    /* replaces i2 */
+    assert_int_equal(offer(q, "i4"), 1);    /* refused */
+    assert_int_equal(offer(q, "f5"), 1);    /* replaces f3 */
+    expect_contents(q, "f5");
+    cf_push_queue_free(q);
+    assert_null(cf_push_queue_new(0));
+}
+
+/* Evictions from the middle keep order while the ring wraps around. */
+static void wraparound_keeps_order(void **state)
+{
+    (void)state;
+    cf_push_queue *q = cf_push_queue_new(4);
+    char name[8];
+    size_t drops = 0;
+    for (int i = 0; i < 50; i++) {
+        snprintf(name, sizeof name, "%c%d", i % 3 == 0 ? 'f' : 'i', i);
+        drops += offer(q, name);
+        if (i % 7 == 6)
+            cf_push_msg_unref(cf_push_queue_pop(q));   /* a slow reader */
+        assert_true(cf_push_queue_len(q) <= 4);
+    }
+    /* 50 offered, 7 popped, 4 left: the rest were dropped. */
+    assert_int_equal(drops, 50 - 7 - 4);
+    /* Older interim messages went first; the last pop (after f48) took f39,
+     * which left room for the newest interim one. */
+    expect_contents(q, "f42 f45 f48 i49");
+    cf_push_queue_free(q);
+}
+
+/* A message shared by two queues lives until both let go of it. */
+static void shared_reference_counting(void **state)
+{
+    (void)state;
+    cf_push_queue *a = cf_push_queue_new(2), *b = cf_push_queue_new(2);
+    cf_push_msg *m = mk("f1");
+    cf_push_queue_offer(a, m);
+    cf_push_queue_offer(b, m);
+    assert_int_equal(atomic_load(&m->refs), 3);
+    cf_push_msg_unref(m);
+    cf_push_msg *x = cf_push_queue_pop(a);
+    assert_ptr_equal(x, m);
+    assert_int_equal(atomic_load(&x->refs), 2);
+    cf_push_msg_unref(x);
+    cf_push_queue_free(a);
+    cf_push_queue_free(b);  /* frees the message (ASan reports a leak otherwise) */
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(message_copy_and_headroom),
+        cmocka_unit_test(fifo_below_capacity),
+        cmocka_unit_test(interim_evicts_oldest_interim),
+        cmocka_unit_test(interim_refused_when_only_finals),
+        cmocka_unit_test(final_evicts_oldest_interim),
+        cmocka_unit_test(final_evicts_oldest_when_no_interim),
+        cmocka_unit_test(capacity_one),
+        cmocka_unit_test(wraparound_keeps_order),
+        cmocka_unit_test(shared_reference_counting),
+    };
+    return cmocka_run_group_tests_name("push_queue", tests, NULL, NULL);
+}
