@@ -71,6 +71,8 @@ cJSON *cf_engine_sessions(cf_engine *e, size_t limit);             /* {"items": 
 /* Open sessions of one user: {"user_id": u, "items": [...]}; items empty when none. */
 cJSON *cf_engine_user_sessions(cf_engine *e, const char *user_id, size_t len);
 cJSON *cf_engine_stats(cf_engine *e);
+/* The HTTP layer counts invalid events here (stats "rejected"). Thread-safe. */
+void cf_engine_count_rejected(cf_engine *e, size_t n);
 /* Appends the Prometheus text exposition (names prefixed clickflow_). */
 void cf_engine_metrics(cf_engine *e, cf_buf *out);
 
