@@ -18,6 +18,7 @@
  * sequencer critical section, in one total order that the WAL records, so a
  * replay through the same path reproduces the same results. */
 #include "engine.h"
+#include "engine_test.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -1562,4 +1563,13 @@ void cf_engine_free(cf_engine *e)
     pthread_mutex_destroy(&e->tick_mu);
     pthread_cond_destroy(&e->tick_cond);
     free(e);
+}
+
+/* ---- test seams (engine_test.h) ---------------------------------------- */
+
+void cf_engine_test_hold(cf_engine *e, bool hold)
+{
+    for (unsigned s = 0; s < e->n_shards; s++)
+        if (e->shards[s])
+            cf_shard_hold(e->shards[s], hold);
 }

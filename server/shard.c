@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -48,6 +49,7 @@ struct cf_shard {
     pthread_t thread;
     bool started, joined;
     atomic_int stop;
+    atomic_int held;
 
     /* Control list: posted by query threads, drained by the shard. */
     pthread_mutex_t ctl_mu;
@@ -130,6 +132,7 @@ cf_shard *cf_shard_new(const cf_config *cfg, unsigned index, size_t queue_slots,
     s->push = push;
     s->inflight = inflight;
     atomic_init(&s->stop, 0);
+    atomic_init(&s->held, 0);
     atomic_init(&s->ctl_waiting, 0);
     pthread_mutex_init(&s->ctl_mu, NULL);
     s->ctl_tail = &s->ctl_head;
@@ -188,6 +191,12 @@ void cf_shard_free(cf_shard *s)
 }
 
 cf_queue *cf_shard_queue(cf_shard *s) { return s->q; }
+
+void cf_shard_hold(cf_shard *s, bool hold)
+{
+    atomic_store(&s->held, hold);
+    cf_queue_kick(s->q);
+}
 
 /* ---- event processing -------------------------------------------------- */
 
@@ -618,7 +627,7 @@ static void *shard_main(void *arg)
 {
     cf_shard *s = arg;
     for (;;) {
-        cf_msg *m = cf_queue_pop(s->q);
+        cf_msg *m = atomic_load(&s->held) && !atomic_load(&s->stop) ? NULL : cf_queue_pop(s->q);
         if (m) {
             handle_msg(s, m);
             free_msg(s, m);
@@ -628,6 +637,10 @@ static void *shard_main(void *arg)
             continue;
         }
         run_ctls(s, false);
+        if (atomic_load(&s->held) && !atomic_load(&s->stop)) {
+            sched_yield();  /* test seam only: the queue is not empty */
+            continue;
+        }
         if (atomic_load(&s->stop)) {
             /* The producer stopped before setting stop, so the queue stays
              * empty: answer whatever is left and refuse new posts. */

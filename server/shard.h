@@ -123,6 +123,9 @@ void cf_shard_stop(cf_shard *s);
 void cf_shard_free(cf_shard *s);
 
 cf_queue *cf_shard_queue(cf_shard *s);
+/* Test seam: while held, the shard takes no message from its queue (it
+ * still answers queries whose messages it has processed). */
+void cf_shard_hold(cf_shard *s, bool hold);
 /* Bytes accounted for a message (what inflight counts). */
 size_t cf_msg_bytes(const cf_msg *m);
 
