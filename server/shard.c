@@ -456,7 +456,8 @@ static void q_windows(cf_shard *s, cf_shard_query *q)
     if (owned.oom || all.oom) {
         q->err = -ENOMEM;
     } else {
-        qsort(all.v, all.n, sizeof *all.v, cf_wres_cmp);
+        if (all.n > 1)
+            qsort(all.v, all.n, sizeof *all.v, cf_wres_cmp);
         /* Keep only the newest firing of each (type, window, page): the
          * order puts the highest revision first. */
         size_t k = 0;
@@ -494,7 +495,8 @@ static void q_sessions(cf_shard *s, cf_shard_query *q)
     if (v.oom) {
         q->err = -ENOMEM;
     } else {
-        qsort(v.v, v.n, sizeof *v.v, cf_sres_cmp);
+        if (v.n > 1)
+            qsort(v.v, v.n, sizeof *v.v, cf_sres_cmp);
         take(q, v.v, v.n, dup_s);
     }
     free(v.v);
