@@ -90,7 +90,8 @@ struct cf_engine {
     uint64_t next_seq;              /* global arrival number of accepted events */
     cf_buf scratch;                 /* WAL payloads */
     bool stopping;
-    bool started;
+    bool started;                   /* shard threads run (queries work) */
+    bool accepting;                 /* recovery done: submissions allowed */
     cf_snapjob *job;                /* snapshot in progress (ticker-owned) */
     int64_t snap_due;               /* wall time of the next snapshot */
 
@@ -173,6 +174,8 @@ cf_engine *cf_engine_new(const cf_config *cfg)
 void cf_engine_set_push(cf_engine *e, cf_push *push) { e->push = push; }
 
 bool cf_engine_ready(const cf_engine *e) { return atomic_load(&((cf_engine *)e)->ready); }
+
+bool cf_engine_failed(const cf_engine *e) { return atomic_load(&((cf_engine *)e)->failed) != 0; }
 
 void cf_engine_count_rejected(cf_engine *e, size_t n) { atomic_fetch_add(&e->rejected, n); }
 
@@ -457,10 +460,12 @@ int cf_engine_submit(cf_engine *e, const cf_event *evs, size_t n, uint8_t *ret_i
     size_t accepted = 0;
     int64_t lsn = 0, mlsn = 0;
     pthread_mutex_lock(&e->mu);
-    if (e->stopping || !e->started) {
+    if (e->stopping) {
         rc = -ESHUTDOWN;
     } else if (atomic_load(&e->failed)) {
         rc = -EIO;
+    } else if (!e->accepting) {
+        rc = -EAGAIN;   /* still recovering: the log must be replayed first */
     } else if (!has_room_locked(e, &p)) {
         rc = -EAGAIN;   /* nothing accepted, nothing changed */
     } else {
@@ -495,10 +500,12 @@ int cf_engine_raise_watermark(cf_engine *e, int64_t wm, int64_t *ret_wm)
     int rc = 0;
     int64_t lsn = 0, w = CF_TIME_NONE;
     pthread_mutex_lock(&e->mu);
-    if (e->stopping || !e->started) {
+    if (e->stopping) {
         rc = -ESHUTDOWN;
     } else if (atomic_load(&e->failed)) {
         rc = -EIO;
+    } else if (!e->accepting) {
+        rc = -EAGAIN;
     } else {
         cf_watermark_raise(e->wm, wm);
         lsn = maybe_mark_locked(e, wall_ms());
@@ -816,8 +823,11 @@ static int snapshot_finish(cf_engine *e)
         rc = -EIO;
     if (!rc)
         rc = cf_snapshot_write(e->cfg.data_dir, job->lsn, out.data, out.len);
-    if (!rc && job->lsn > 0)
-        rc = cf_wal_drop_through(e->wal, job->lsn);
+    /* cf_snapshot_load falls back to the previous snapshot when the newest
+     * is damaged, so the log is kept from that one on: drop only what the
+     * previous snapshot covers. */
+    if (!rc && e->snapshot_lsn > 0)
+        rc = cf_wal_drop_through(e->wal, e->snapshot_lsn);
     if (rc) {
         atomic_fetch_add(&e->snapshot_failures, 1);
         cf_warn("snapshot at LSN %" PRId64 " failed: %s", job->lsn, strerror(-rc));
@@ -835,8 +845,10 @@ static int snapshot_finish(cf_engine *e)
 
 /* Posts qs (one per shard, or only shard `only` when only >= 0) after
  * noting every queue's produced count under the sequencer lock, so the
- * answer reflects every request acknowledged before. *ret_clock gets C. */
-static int query_shards(cf_engine *e, cf_shard_query *qs, int only, int64_t *ret_clock)
+ * answer reflects every request acknowledged before (sync; otherwise each
+ * shard answers after its current message). *ret_clock gets C. */
+static int query_shards(cf_engine *e, cf_shard_query *qs, int only, bool sync,
+                        int64_t *ret_clock)
 {
     uint64_t *targets = calloc(e->n_shards, sizeof *targets);
     if (!targets)
@@ -844,7 +856,10 @@ static int query_shards(cf_engine *e, cf_shard_query *qs, int only, int64_t *ret
     pthread_mutex_lock(&e->mu);
     bool down = e->stopping || !e->started;
     int64_t c = cf_watermark_clock(e->wm, wall_ms());
-    for (unsigned s = 0; s < e->n_shards && !down; s++)
+    /* The ticker's pushes do not need read-your-writes: target 0 lets a
+     * busy shard answer right after its current message instead of after
+     * its whole backlog. */
+    for (unsigned s = 0; s < e->n_shards && !down && sync; s++)
         targets[s] = cf_queue_produced(cf_shard_queue(e->shards[s]));
     pthread_mutex_unlock(&e->mu);
     int rc = -ESHUTDOWN;
@@ -908,7 +923,7 @@ static int trend_cmp(const void *pa, const void *pb)
     return a->page_url_len < b->page_url_len ? -1 : a->page_url_len > b->page_url_len;
 }
 
-cJSON *cf_engine_trending(cf_engine *e, size_t n)
+static cJSON *trending(cf_engine *e, size_t n, bool sync)
 {
     if (n < 1)
         n = 1;
@@ -930,7 +945,7 @@ cJSON *cf_engine_trending(cf_engine *e, size_t n)
         qs[s].limit = n;
     }
     /* T is fixed before posting so every shard scores at the same time. */
-    if (query_shards(e, qs, -1, NULL) < 0)
+    if (query_shards(e, qs, -1, sync, NULL) < 0)
         goto done;
     for (unsigned s = 0; s < e->n_shards; s++) {
         lists[s] = qs[s].trend;
@@ -969,6 +984,8 @@ done:
     free(top);
     return out;
 }
+
+cJSON *cf_engine_trending(cf_engine *e, size_t n) { return trending(e, n, true); }
 
 /* Merges per-shard partial lists (each in query order) into {"items": [...]}
  * of at most limit records, sorted with cmp and formatted with fmt. */
@@ -1024,7 +1041,7 @@ static size_t clamp_limit(size_t limit)
     return limit > MAX_QUERY_LIMIT ? MAX_QUERY_LIMIT : limit;
 }
 
-cJSON *cf_engine_windows(cf_engine *e, const cf_window_query *q)
+static cJSON *windows(cf_engine *e, const cf_window_query *q, bool sync)
 {
     cf_shard_query *qs = new_queries(e, CF_Q_WINDOWS);
     if (!qs)
@@ -1040,11 +1057,13 @@ cJSON *cf_engine_windows(cf_engine *e, const cf_window_query *q)
         qs[s].page_len = q->page_url ? strlen(q->page_url) : 0;
     }
     cJSON *out = NULL;
-    if (query_shards(e, qs, only, NULL) == 0)
+    if (query_shards(e, qs, only, sync, NULL) == 0)
         out = merge_items(e, qs, only >= 0 ? 1 : e->n_shards, limit, cf_wres_cmp, fmt_w, NULL);
     free_queries(e, qs);
     return out;
 }
+
+cJSON *cf_engine_windows(cf_engine *e, const cf_window_query *q) { return windows(e, q, true); }
 
 cJSON *cf_engine_late(cf_engine *e, size_t limit)
 {
@@ -1055,7 +1074,7 @@ cJSON *cf_engine_late(cf_engine *e, size_t limit)
     for (unsigned s = 0; s < e->n_shards; s++)
         qs[s].limit = limit;
     cJSON *out = NULL;
-    if (query_shards(e, qs, -1, NULL) == 0)
+    if (query_shards(e, qs, -1, true, NULL) == 0)
         out = merge_items(e, qs, e->n_shards, limit, cf_lres_cmp, fmt_l, NULL);
     free_queries(e, qs);
     return out;
@@ -1070,7 +1089,7 @@ cJSON *cf_engine_sessions(cf_engine *e, size_t limit)
     for (unsigned s = 0; s < e->n_shards; s++)
         qs[s].limit = limit;
     cJSON *out = NULL;
-    if (query_shards(e, qs, -1, NULL) == 0)
+    if (query_shards(e, qs, -1, true, NULL) == 0)
         out = merge_items(e, qs, e->n_shards, limit, cf_sres_cmp, fmt_s, NULL);
     free_queries(e, qs);
     return out;
@@ -1088,7 +1107,7 @@ cJSON *cf_engine_user_sessions(cf_engine *e, const char *user_id, size_t len)
     int only = (int)shard_of(e, user_id, len);
     qs[0].user = user_id;
     qs[0].user_len = len;
-    if (query_shards(e, qs, only, NULL) == 0)
+    if (query_shards(e, qs, only, true, NULL) == 0)
         out = merge_items(e, qs, 1, SIZE_MAX, NULL, fmt_s, user);   /* oldest first */
 done:
     free_queries(e, qs);
@@ -1110,9 +1129,14 @@ typedef struct engine_stats {
     int64_t wal_lsn;
 } engine_stats;
 
-static int gather(cf_engine *e, engine_stats *st)
+static int gather(cf_engine *e, engine_stats *st, bool sync)
 {
     memset(st, 0, sizeof *st);
+    pthread_mutex_lock(&e->mu);
+    bool up = e->started && !e->stopping;
+    pthread_mutex_unlock(&e->mu);
+    if (!up)
+        return -ESHUTDOWN;
     st->depth = calloc(e->n_shards, sizeof *st->depth);
     cf_shard_query *qs = new_queries(e, CF_Q_STATS);
     if (!st->depth || !qs) {
@@ -1121,7 +1145,7 @@ static int gather(cf_engine *e, engine_stats *st)
     }
     for (unsigned s = 0; s < e->n_shards; s++)
         st->depth[s] = cf_queue_depth(cf_shard_queue(e->shards[s]));
-    int rc = query_shards(e, qs, -1, NULL);
+    int rc = query_shards(e, qs, -1, sync, NULL);
     if (rc == 0) {
         for (unsigned s = 0; s < e->n_shards; s++) {
             const cf_shard_stats *x = &qs[s].stats;
@@ -1164,10 +1188,10 @@ static int gather(cf_engine *e, engine_stats *st)
     return rc;
 }
 
-cJSON *cf_engine_stats(cf_engine *e)
+static cJSON *stats(cf_engine *e, bool sync)
 {
     engine_stats st;
-    if (gather(e, &st) < 0)
+    if (gather(e, &st, sync) < 0)
         return NULL;
     cJSON *o = cJSON_CreateObject();
     cJSON *depth = cJSON_CreateArray();
@@ -1207,6 +1231,8 @@ cJSON *cf_engine_stats(cf_engine *e)
     return o;
 }
 
+cJSON *cf_engine_stats(cf_engine *e) { return stats(e, true); }
+
 /* Appends one metric with its HELP/TYPE header. */
 static void metric(cf_buf *out, const char *name, const char *type, const char *help,
                    double value)
@@ -1221,7 +1247,7 @@ static void metric(cf_buf *out, const char *name, const char *type, const char *
 void cf_engine_metrics(cf_engine *e, cf_buf *out)
 {
     engine_stats st;
-    if (gather(e, &st) < 0)
+    if (gather(e, &st, true) < 0)
         return;
     metric(out, "events_accepted_total", "counter", "Events accepted.", (double)st.accepted);
     metric(out, "events_rejected_total", "counter", "Events rejected as invalid.",
@@ -1318,7 +1344,7 @@ static void publish(cf_engine *e, cf_topic topic, const char *type, cJSON *data,
 static void push_interim(cf_engine *e)
 {
     cf_window_query q = {.type = -1, .page_url = NULL, .state = 0, .limit = INTERIM_LIMIT};
-    cJSON *res = cf_engine_windows(e, &q);
+    cJSON *res = windows(e, &q, false);
     if (!res)
         return;
     cJSON *items = cJSON_DetachItemFromObjectCaseSensitive(res, "items");
@@ -1331,7 +1357,7 @@ static void push_interim(cf_engine *e)
 
 static void push_trending(cf_engine *e)
 {
-    cJSON *t = cf_engine_trending(e, 10);
+    cJSON *t = trending(e, 10, false);
     if (!t)
         return;
     /* "When it changed": compare the ranked items, not as_of. */
@@ -1395,7 +1421,7 @@ static void *ticker_main(void *arg)
         }
         if (e->push && mono >= next_stats) {
             next_stats = mono + 1000;
-            cJSON *st = cf_engine_stats(e);
+            cJSON *st = stats(e, false);
             if (st)
                 publish(e, CF_TOPIC_STATS, "stats", st, true);
         }
@@ -1495,6 +1521,7 @@ int cf_engine_start(cf_engine *e)
     /* W after recovery (or at start) from today's wall clock. */
     pthread_mutex_lock(&e->mu);
     int64_t mlsn = maybe_mark_locked(e, wall_ms());
+    e->accepting = mlsn >= 0;
     pthread_mutex_unlock(&e->mu);
     if (mlsn < 0)
         return -EIO;

@@ -33,6 +33,9 @@ void cf_engine_set_push(cf_engine *e, cf_push *push);
 int cf_engine_start(cf_engine *e);
 /* Ready once recovery is done (GET /readyz). */
 bool cf_engine_ready(const cf_engine *e);
+/* True once a WAL write or fsync failed: the engine acknowledges nothing
+ * more (submit returns -EIO); the daemon should log and exit non-zero. */
+bool cf_engine_failed(const cf_engine *e);
 /* Stops taking events (submit -> -ESHUTDOWN), drains the queues, joins the
  * threads. Idempotent. */
 void cf_engine_stop(cf_engine *e);

@@ -571,6 +571,25 @@ static void windows_filters_and_limit(void **state)
     free(t.ev);
 }
 
+/* Before start (and during recovery) nothing is accepted: the log must be
+ * replayed before new records are appended. */
+static void nothing_accepted_before_start(void **state)
+{
+    (void)state;
+    cf_config c;
+    test_config(&c, 2, NULL);
+    cf_engine *e = cf_engine_new(&c);
+    assert_non_null(e);
+    cf_event ev = {.ts = BASE, .user_id = "u", .user_id_len = 1, .page_url = "/p",
+                   .page_url_len = 2};
+    assert_int_equal(cf_engine_submit(e, &ev, 1, NULL, NULL), -EAGAIN);
+    assert_int_equal(cf_engine_raise_watermark(e, BASE, NULL), -EAGAIN);
+    assert_null(cf_engine_stats(e));
+    assert_false(cf_engine_ready(e));
+    assert_false(cf_engine_failed(e));
+    cf_engine_free(e);      /* never started: stop and free are fine */
+}
+
 static void full_queue_accepts_nothing(void **state)
 {
     (void)state;
@@ -675,6 +694,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(trace_matches_expectations_and_shard_count_does_not_matter),
         cmocka_unit_test(windows_filters_and_limit),
+        cmocka_unit_test(nothing_accepted_before_start),
         cmocka_unit_test(full_queue_accepts_nothing),
         cmocka_unit_test(recovery_gives_the_same_answers),
     };
