@@ -1409,10 +1409,16 @@ static void *ticker_main(void *arg)
         /* Idle progress (SPEC 1): the wall-clock term of C moves W; also
          * sends a marker that a full queue held back. Windows still fire
          * only through markers. */
+        int64_t mlsn = 0;
         pthread_mutex_lock(&e->mu);
         if (!e->stopping && !atomic_load(&e->failed))
-            (void)maybe_mark_locked(e, now);
+            mlsn = maybe_mark_locked(e, now);
         pthread_mutex_unlock(&e->mu);
+        /* The log only writes on commit: commit the marker so an idle
+         * server's log buffer does not grow (and a failure is noticed). */
+        if (e->wal && mlsn > 0 && cf_wal_commit(e->wal, mlsn) < 0 &&
+            !atomic_exchange(&e->failed, 1))
+            cf_error("write-ahead log commit failed: no longer acknowledging events");
         sample_rate(e, mono);
         if (e->push && e->cfg.push_interval_ms > 0 && mono >= next_push) {
             next_push = mono + e->cfg.push_interval_ms;

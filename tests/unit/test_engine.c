@@ -16,6 +16,7 @@
 #include <cmocka.h>
 #include <errno.h>
 #include <math.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cf_time.h"
@@ -689,6 +690,79 @@ static void recovery_gives_the_same_answers(void **state)
     free(t.ev);
 }
 
+static int64_t wall_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Polls a metric until it reaches at least want, or fails after 10 s. This
+ * waits for the ticker; it asserts nothing about how long that takes. */
+static void await_metric(cf_engine *e, const char *name, double want)
+{
+    for (int i = 0; i < 1000; i++) {
+        cf_buf m = {0};
+        cf_engine_metrics(e, &m);
+        cf_buf_put_u8(&m, 0);
+        char key[128];
+        snprintf(key, sizeof key, "\n%s ", name);
+        const char *at = strstr((const char *)m.data, key);
+        double v = at ? strtod(at + strlen(key), NULL) : -1;
+        cf_buf_free(&m);
+        if (v >= want)
+            return;
+        struct timespec ts = {0, 10 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    fail_msg("%s never reached %g", name, want);
+}
+
+/* With --idle-timeout > 0 the ticker moves W with the wall clock, so a
+ * window fires with no further events; and it takes periodic snapshots
+ * that a restart loads. */
+static void idle_clock_fires_and_snapshots_are_periodic(void **state)
+{
+    (void)state;
+    char *dir = make_dir();
+    cf_config c;
+    test_config(&c, 2, dir);
+    c.idle_timeout_ms = 1;
+    c.out_of_orderness_ms = 0;
+    c.window_ms = 1000;
+    c.slide_size_ms = 2000;
+    c.slide_ms = 1000;
+    c.snapshot_interval_ms = 200;
+    cf_engine *e = cf_engine_new(&c);
+    assert_int_equal(cf_engine_start(e), 0);
+    cf_event ev = {.ts = wall_now(), .user_id = "u", .user_id_len = 1, .page_url = "/p",
+                   .page_url_len = 2};
+    cf_submit_result r;
+    assert_int_equal(cf_engine_submit(e, &ev, 1, NULL, &r), 0);
+    assert_int_equal(r.accepted, 1);
+    /* The tumbling window of ev ends after now: open until the clock moves. */
+    await_metric(e, "clickflow_windows_fired_total", 3);  /* 1 tumbling + 2 sliding */
+    cf_window_query q = {.type = CF_WINDOW_TUMBLING, .state = 1, .limit = 10};
+    char *before = print(cf_engine_windows(e, &q));
+    assert_non_null(strstr(before, "\"count\":1"));
+    await_metric(e, "clickflow_snapshots_total", 1);
+    cf_engine_free(e);
+    e = cf_engine_new(&c);
+    assert_int_equal(cf_engine_start(e), 0);
+    char *after = print(cf_engine_windows(e, &q));
+    assert_string_equal(before, after);
+    cf_buf m = {0};
+    cf_engine_metrics(e, &m);
+    cf_buf_put_u8(&m, 0);
+    /* The stop-time snapshot covers the whole log. */
+    assert_non_null(strstr((const char *)m.data, "\nclickflow_recovery_records 0\n"));
+    cf_buf_free(&m);
+    cJSON_free(before);
+    cJSON_free(after);
+    cf_engine_free(e);
+    remove_dir(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -697,6 +771,7 @@ int main(void)
         cmocka_unit_test(nothing_accepted_before_start),
         cmocka_unit_test(full_queue_accepts_nothing),
         cmocka_unit_test(recovery_gives_the_same_answers),
+        cmocka_unit_test(idle_clock_fires_and_snapshots_are_periodic),
     };
     return cmocka_run_group_tests_name("engine", tests, NULL, NULL);
 }
