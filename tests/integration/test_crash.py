@@ -134,11 +134,17 @@ class Killer(threading.Thread):
         self.done = False
         self.error = None
         self.restart_times = []
+        self.inflight = threading.Event()  # set by the client while a POST is out
 
     def run(self):
         try:
-            for _ in range(self.kills):
+            for k in range(self.kills):
                 time.sleep(self.rng.uniform(self.lo, self.hi))  # a random kill moment
+                if k % 2 == 0:
+                    # Every other kill lands while a request is in flight, at a
+                    # random point of it (parse, sequencer, log write, reply).
+                    self.inflight.wait(2.0)
+                    time.sleep(self.rng.uniform(0, 0.0003))
                 with self.lock:
                     self.srv.stop(sig=signal.SIGKILL)
                     t0 = time.monotonic()
@@ -160,7 +166,8 @@ def crash_loop(kills, seed, batch=20, lo=0.2, hi=1.0, fsync="batch", log=print):
     rng = random.Random(seed)
     kill_rng = random.Random(seed + 1)
     log("crash loop: seed %d, %d kills, fsync %s" % (seed, kills, fsync))
-    args = SERVER_ARGS + ["--snapshot-interval", "1s", "--fsync", fsync]
+    # Snapshots more often than kills, so most restarts load one.
+    args = SERVER_ARGS + ["--snapshot-interval", "200ms", "--fsync", fsync]
     root = tempfile.mkdtemp(prefix="clickflow-crash-")
     srv = Server(args, data_dir=root, ready_path="/readyz").start()
     killer = Killer(srv, kill_rng, kills, lo, hi)
@@ -178,7 +185,11 @@ def crash_loop(kills, seed, batch=20, lo=0.2, hi=1.0, fsync="batch", log=print):
             evs = make_events(rng, next_id, batch, state)
             next_id += batch
             while True:
+                with killer.lock:
+                    gen = killer.generation
+                killer.inflight.set()
                 status, body = post_events(srv, evs)
+                killer.inflight.clear()
                 if status == 202:
                     assert body["rejected"] == 0, body
                     assert body["accepted"] + body["duplicates"] == len(evs), body
@@ -188,14 +199,14 @@ def crash_loop(kills, seed, batch=20, lo=0.2, hi=1.0, fsync="batch", log=print):
                 assert status in (None, 503), (status, body)
                 retries += 1
                 with killer.lock:
-                    # Wait for the restart (or give up if the killer died).
-                    gen = killer.generation
+                    # Wait for the restart that follows the kill this request
+                    # ran into (or give up if the killer is done or failed).
                     while killer.generation == gen and not killer.done:
                         killer.lock.wait(0.05)
                     if killer.error:
                         raise killer.error
                 wait_up(srv)
-            time.sleep(0.002)  # a steady stream, not a flood
+            time.sleep(0.001)  # a steady stream, not a flood
         killer.join()
         if killer.error:
             raise killer.error
@@ -211,6 +222,9 @@ def crash_loop(kills, seed, batch=20, lo=0.2, hi=1.0, fsync="batch", log=print):
         log("server log kept in " + root)
         raise
 
+    if os.environ.get("CRASH_VERBOSE"):
+        log("".join(l + "\n" for l in log_text.splitlines()
+                    if "recovery" in l or "wal:" in l or "snapshot" in l))
     total = sum(len(b) for b in acked)
     log("crash run: %d events in %d acknowledged batches, %d retried requests, "
         "%d duplicates reported, restarts %.2fs max" % (
