@@ -97,8 +97,9 @@ def snapshot_results(srv):
     return out
 
 
-STAT_KEYS_EQUAL = ("accepted", "rejected", "late_dropped", "late_updates", "watermark",
-                   "event_clock", "open_windows", "open_sessions")
+STAT_KEYS_EQUAL = ("accepted", "rejected", "late_dropped", "late_updates",
+                   "session_late_dropped", "session_late_updates", "watermark",
+                   "event_clock", "open_windows", "kept_windows", "open_sessions")
 
 
 def assert_same_results(got, want, what):
