@@ -2,7 +2,8 @@
 # Recovery time: writes a log of N events (default 10 million) straight into
 # a fresh data dir with tests/bench/wal_gen.c (the engine's own record
 # format, no HTTP), starts clickflow on it and reports how long it takes to
-# become ready (GET /readyz), plus the server's own recovery log line.
+# become ready (GET /readyz), plus the server's own recovery log line and
+# the time the log's replay takes without the engine.
 #   tests/bench/recovery_bench.sh [BUILD_DIR=build] [N=10000000]
 # Needs a configured build dir (meson setup build && meson compile -C build).
 set -euo pipefail
@@ -16,11 +17,15 @@ trap 'kill "$pid" 2>/dev/null || true; rm -rf "$work"' EXIT
 pid=
 # The generator links the server's static libraries (not a meson target, so
 # the bench directory's meson.build stays the bench owner's).
-cc -O2 -std=c17 -D_GNU_SOURCE -Ilib -Iserver -o "$work/wal_gen" tests/bench/wal_gen.c \
-  "$build/server/libclickflow_server.a" "$build/lib/libclickflow.a" \
-  $(pkg-config --cflags --libs libcjson) -lpthread -lm
+for tool in wal_gen wal_replay; do
+  cc -O2 -std=c17 -D_GNU_SOURCE -Ilib -Iserver -o "$work/$tool" "tests/bench/$tool.c" \
+    "$build/server/libclickflow_server.a" "$build/lib/libclickflow.a" \
+    $(pkg-config --cflags --libs libcjson) -lpthread -lm
+done
 "$work/wal_gen" "$work/data" "$n"
 du -sh "$work/data" | sed 's/^/log on disk: /'
+# The log's own share: read + CRC + sequence checks, no engine (page cache warm).
+"$work/wal_replay" "$work/data" 2>/dev/null
 
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 wsport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
