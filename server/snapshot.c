@@ -27,6 +27,10 @@
 /* "snapshot-" + 20 digits + ".cfs" + NUL */
 #define SNAP_NAME_LEN 34
 #define SNAP_TMP_SUFFIX ".tmp"
+/* A snapshot that fails its checks is renamed to <name>.corrupt: kept for
+ * inspection, but no longer loaded or counted among the kept two (so the
+ * next snapshot's fallback is a good one). */
+#define SNAP_BAD_SUFFIX ".corrupt"
 /* Snapshots kept: the newest and the one before it (the fallback). */
 #define SNAP_KEEP 2
 
@@ -73,6 +77,19 @@ static bool parse_snap_name(const char *name, int64_t *ret_lsn)
     return true;
 }
 
+/* True for "<snapshot name>.corrupt"; sets *ret_lsn. */
+static bool parse_bad_name(const char *name, int64_t *ret_lsn)
+{
+    char base[SNAP_NAME_LEN];
+    size_t n = strlen(name);
+    if (n != SNAP_NAME_LEN - 1 + strlen(SNAP_BAD_SUFFIX) ||
+        strcmp(name + SNAP_NAME_LEN - 1, SNAP_BAD_SUFFIX) != 0)
+        return false;
+    memcpy(base, name, SNAP_NAME_LEN - 1);
+    base[SNAP_NAME_LEN - 1] = '\0';
+    return parse_snap_name(base, ret_lsn);
+}
+
 static int cmp_desc(const void *a, const void *b)
 {
     int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
@@ -80,8 +97,9 @@ static int cmp_desc(const void *a, const void *b)
 }
 
 /* The LSNs of dir's snapshot files, newest first, into *ret (malloc'd).
- * With remove_tmp, stray temp files are deleted on the way. */
-static int list_snapshots(int dirfd, bool remove_tmp, int64_t **ret, size_t *ret_n)
+ * With remove_below >= 0 (after a write), stray temp files and quarantined
+ * snapshots older than remove_below are deleted on the way. */
+static int list_snapshots(int dirfd, int64_t remove_below, int64_t **ret, size_t *ret_n)
 {
     int fd = dup(dirfd);
     if (fd < 0)
@@ -92,6 +110,8 @@ static int list_snapshots(int dirfd, bool remove_tmp, int64_t **ret, size_t *ret
         close(fd);
         return e;
     }
+    /* The dup shares its file offset with dirfd: start from the top. */
+    rewinddir(d);
     int64_t *v = NULL;
     size_t n = 0, cap = 0;
     int r = 0;
@@ -99,9 +119,14 @@ static int list_snapshots(int dirfd, bool remove_tmp, int64_t **ret, size_t *ret
     while ((de = readdir(d)) != NULL) {
         int64_t lsn;
         size_t nl = strlen(de->d_name);
-        if (remove_tmp && strncmp(de->d_name, "snapshot-", 9) == 0 && nl > 4 &&
+        if (remove_below >= 0 && strncmp(de->d_name, "snapshot-", 9) == 0 && nl > 4 &&
             strcmp(de->d_name + nl - 4, SNAP_TMP_SUFFIX) == 0) {
             (void)unlinkat(dirfd, de->d_name, 0);
+            continue;
+        }
+        if (parse_bad_name(de->d_name, &lsn)) {
+            if (lsn < remove_below)
+                (void)unlinkat(dirfd, de->d_name, 0);
             continue;
         }
         if (!parse_snap_name(de->d_name, &lsn))
@@ -195,19 +220,21 @@ int cf_snapshot_write(const char *dir, int64_t lsn, const void *payload, size_t 
         goto out;
     }
 
+    /* Two passes: the first finds the oldest snapshot kept, the second
+     * (inside list_snapshots) drops quarantined files older than it. */
     int64_t *lsns;
     size_t n;
-    if (list_snapshots(dirfd, true, &lsns, &n) == 0) {
-        bool removed = false;
+    if (list_snapshots(dirfd, -1, &lsns, &n) == 0) {
+        int64_t oldest_kept = n == 0 ? lsn : lsns[(n < SNAP_KEEP ? n : SNAP_KEEP) - 1];
         for (size_t i = SNAP_KEEP; i < n; i++) {
             char old[SNAP_NAME_LEN];
             snap_name(old, lsns[i]);
-            if (unlinkat(dirfd, old, 0) == 0)
-                removed = true;
+            (void)unlinkat(dirfd, old, 0);
         }
         free(lsns);
-        if (removed)
-            (void)fsync(dirfd);
+        if (list_snapshots(dirfd, oldest_kept, &lsns, &n) == 0)
+            free(lsns);
+        (void)fsync(dirfd);
     }
     goto out;
 
@@ -298,8 +325,9 @@ out:
     return r;
 }
 
-/* Tries snapshots newest first; each one that fails a check is logged and
- * skipped. ret_payload is reset first and holds the accepted payload.
+/* Tries snapshots newest first; each one that fails a check is logged,
+ * renamed to <name>.corrupt and skipped. ret_payload is reset first and holds
+ * the accepted payload.
  * O(size of the snapshots tried). */
 int cf_snapshot_load(const char *dir, int64_t *ret_lsn, cf_buf *ret_payload)
 {
@@ -308,7 +336,7 @@ int cf_snapshot_load(const char *dir, int64_t *ret_lsn, cf_buf *ret_payload)
         return errno == ENOENT ? -ENOENT : -errno;
     int64_t *lsns;
     size_t n;
-    int r = list_snapshots(dirfd, false, &lsns, &n);
+    int r = list_snapshots(dirfd, -1, &lsns, &n);
     if (r < 0) {
         close(dirfd);
         return r;
@@ -323,10 +351,16 @@ int cf_snapshot_load(const char *dir, int64_t *ret_lsn, cf_buf *ret_payload)
             r = 0;
             break;
         }
-        char name[SNAP_NAME_LEN];
+        char name[SNAP_NAME_LEN], bad[SNAP_NAME_LEN + sizeof SNAP_BAD_SUFFIX];
         snap_name(name, lsns[i]);
-        cf_warn("snapshot: %s/%s: %s (%s); skipping it%s", dir, name, why, strerror(-e),
-                i + 1 < n ? " for the previous one" : "");
+        snprintf(bad, sizeof bad, "%s%s", name, SNAP_BAD_SUFFIX);
+        /* Only a file that failed a check is moved aside; an I/O error may
+         * be passing. */
+        bool moved = e == -EBADMSG && renameat(dirfd, name, dirfd, bad) == 0 &&
+                     fsync(dirfd) == 0;
+        cf_warn("snapshot: %s/%s: %s (%s); skipping it%s%s%s", dir, name, why, strerror(-e),
+                i + 1 < n ? " for the previous one" : "", moved ? "; moved aside as " : "",
+                moved ? bad : "");
         cf_buf_reset(ret_payload);
         if (e == -ENOMEM) {
             r = e;

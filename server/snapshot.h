@@ -15,8 +15,9 @@
 int cf_snapshot_write(const char *dir, int64_t lsn, const void *payload, size_t len);
 
 /* Loads the newest snapshot that passes its checks into ret_payload (reset
- * first) and sets *ret_lsn; a snapshot that fails them is logged and skipped
- * for the previous one. Returns 0, -ENOENT when there is none, or -errno. */
+ * first) and sets *ret_lsn; a snapshot that fails them is logged, renamed to
+ * <name>.corrupt (no longer loaded or kept as a fallback) and skipped for the
+ * previous one. Returns 0, -ENOENT when there is none, or -errno. */
 int cf_snapshot_load(const char *dir, int64_t *ret_lsn, cf_buf *ret_payload);
 
 #endif

@@ -136,15 +136,20 @@ static void test_truncated_newest_falls_back(void **state)
 {
     const char *dir = *state;
     write_snap(dir, 10, 5000);
-    write_snap(dir, 20, 5000);
-    char p[512];
+    char p[512], bad[600];
     snap_path(dir, 20, p, sizeof p);
-    assert_int_equal(truncate(p, 36 + 4999), 0); /* one payload byte short */
-    expect_load(dir, 10, 5000);
-    assert_int_equal(truncate(p, 20), 0); /* inside the header */
-    expect_load(dir, 10, 5000);
-    assert_int_equal(truncate(p, 0), 0);
-    expect_load(dir, 10, 5000);
+    snprintf(bad, sizeof bad, "%s.corrupt", p);
+    /* One payload byte short, inside the header, empty. */
+    static const off_t cuts[] = {36 + 4999, 20, 0};
+    for (size_t i = 0; i < sizeof cuts / sizeof *cuts; i++) {
+        write_snap(dir, 20, 5000);
+        assert_int_equal(truncate(p, cuts[i]), 0);
+        expect_load(dir, 10, 5000);
+        /* Moved aside: kept for inspection, never loaded again. */
+        assert_false(exists(p));
+        assert_true(exists(bad));
+        expect_load(dir, 10, 5000);
+    }
 }
 
 static void test_crc_mismatch_skipped(void **state)
@@ -156,8 +161,8 @@ static void test_crc_mismatch_skipped(void **state)
     snap_path(dir, 20, p, sizeof p);
     flip(p, 36 + 299); /* last payload byte */
     expect_load(dir, 10, 300);
-    flip(p, 36 + 299);
-    expect_load(dir, 20, 300);
+    write_snap(dir, 30, 300);
+    snap_path(dir, 30, p, sizeof p);
     flip(p, 14); /* a header byte (the LSN): header CRC */
     expect_load(dir, 10, 300);
 }
@@ -182,6 +187,8 @@ static void test_wrong_version_skipped(void **state)
     patch(p, 32, cb, 4);
     expect_load(dir, 10, 50);
     /* Bad magic, too. */
+    write_snap(dir, 30, 50);
+    snap_path(dir, 30, p, sizeof p);
     patch(p, 0, "XXSNAP01", 8);
     expect_load(dir, 10, 50);
 }
@@ -197,12 +204,39 @@ static void test_trailing_bytes_and_renamed_file_skipped(void **state)
     /* A file whose name claims lsn 30 but whose header says 20. */
     assert_int_equal(rename(p20, p30), 0);
     expect_load(dir, 10, 50);
-    assert_int_equal(rename(p30, p20), 0);
+    write_snap(dir, 20, 50);
     FILE *f = fopen(p20, "a");
     assert_non_null(f);
     fputc('x', f);
     fclose(f);
     expect_load(dir, 10, 50);
+}
+
+/* A quarantined snapshot does not take one of the two kept places: after a
+ * new snapshot the fallback is the good one, and .corrupt files older than
+ * every kept snapshot are removed. */
+static void test_quarantined_snapshot_is_not_a_fallback(void **state)
+{
+    const char *dir = *state;
+    write_snap(dir, 10, 40);
+    write_snap(dir, 20, 40);
+    char p10[512], p20[512], p30[512], bad20[600];
+    snap_path(dir, 10, p10, sizeof p10);
+    snap_path(dir, 20, p20, sizeof p20);
+    snap_path(dir, 30, p30, sizeof p30);
+    snprintf(bad20, sizeof bad20, "%s.corrupt", p20);
+    flip(p20, 40);
+    expect_load(dir, 10, 40);
+    write_snap(dir, 30, 40);
+    assert_true(exists(p10)); /* the fallback of 30 is 10, not the bad 20 */
+    assert_true(exists(bad20));
+    assert_int_equal(truncate(p30, 3), 0);
+    expect_load(dir, 10, 40);
+    write_snap(dir, 40, 40);
+    write_snap(dir, 50, 40);
+    assert_false(exists(p10));
+    assert_false(exists(bad20)); /* older than every kept snapshot */
+    expect_load(dir, 50, 40);
 }
 
 static void test_none_is_enoent(void **state)
@@ -251,6 +285,7 @@ int main(void)
         T(test_crc_mismatch_skipped),
         T(test_wrong_version_skipped),
         T(test_trailing_bytes_and_renamed_file_skipped),
+        T(test_quarantined_snapshot_is_not_a_fallback),
         T(test_none_is_enoent),
         T(test_stray_temp_file_ignored_and_removed),
     };
