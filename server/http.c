@@ -741,7 +741,7 @@ static enum MHD_Result finish_events(request *rq, struct MHD_Connection *c, char
             goto out;
         }
     }
-    /* Counted only with a 202, so a retried request is not counted twice. */
+    /* Counted only with the 202: a refused request (503) is retried whole. */
     if (ig.rejected > 0)
         cf_engine_count_rejected(rq->h->engine, ig.rejected);
     cJSON *o = cJSON_CreateObject();
