@@ -135,10 +135,10 @@
       width: chartWidth('chart-rate'),
       height: 220,
       cursor: { drag: { x: false, y: false } },
-      legend: { show: true },
+      legend: { show: false },
       scales: { x: { time: true }, y: { range: (u, min, max) => [0, Math.max(10, max * 1.15)] } },
       series: [
-        { value: (u, v) => (v == null ? '–' : fmtClock(v * 1000)) },
+        {},
         {
           label: 'events / s',
           stroke: '#4fb3ff',
@@ -149,7 +149,12 @@
         },
       ],
       axes: [
-        Object.assign({}, axisStyle),
+        Object.assign({}, axisStyle, {
+          space: 80,
+          // Whole seconds, UTC like the rest of the page.
+          incrs: [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600],
+          values: (u, vals) => vals.map((v) => fmtClock(v * 1000)),
+        }),
         Object.assign({}, axisStyle, { size: 56, values: (u, vals) => vals.map((v) => nf.format(v)) }),
       ],
     }, [[], []], $('chart-rate'));
