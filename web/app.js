@@ -340,6 +340,7 @@
     setText('lag', isTime(s.watermark) ? fmtDuration(s.lag_ms) : '–');
     setText('rejected', fmtCount(s.rejected));
     setText('late-updates', fmtCount(s.late_updates));
+    setText('ws-dropped', fmtCount(s.ws_dropped));
     renderShards(Array.isArray(s.queue_depth) ? s.queue_depth : []);
   }
 
