@@ -2,7 +2,10 @@
 # Installs what clickflow needs on Debian 12 and is not there yet (run as root).
 #   deploy/install-deps.sh          build and run dependencies
 #   deploy/install-deps.sh --test   also what the test suites need
-#                                   (python3, node + npm, Debian's chromium)
+#                                   (python3, node + npm, Debian's chromium,
+#                                   and the benchmark baselines for the smoke run)
+#   deploy/install-deps.sh --bench  build deps + the benchmark baselines
+#                                   (wrk, nginx-light, goaccess, python3)
 # Idempotent: packages already installed are skipped, `apt-get update` runs
 # only when something is missing, and npm packages come from lock files.
 set -euo pipefail
@@ -15,6 +18,9 @@ with_tests=0
 if [ "$with_tests" = 1 ]; then
   want+=(python3 chromium)
   command -v npm >/dev/null 2>&1 || want+=(nodejs npm)
+fi
+if [ "$with_tests" = 1 ] || [ "${1:-}" = "--bench" ]; then
+  want+=(python3 wrk nginx-light goaccess)
 fi
 
 missing=()

@@ -42,7 +42,8 @@ typedef struct cf_event_limits {
  * - `now_ms` is the receive time: used when `timestamp` is absent, and for the
  *   max-future check (ts > now_ms + max_future_ms is rejected).
  * - `timestamp` may be an RFC 3339 string or an integral JSON number of epoch
- *   ms (checked with valuedouble: integral, |v| <= 2^53).
+ *   ms (checked with valuedouble: integral, 0 <= v <= 253402300799999); either
+ *   form must fall in 1970-01-01T00:00:00Z .. 9999-12-31T23:59:59.999Z.
  * - Strings must be valid UTF-8 (no overlongs, no surrogates) within limits;
  *   user_id and page_url non-empty. Unknown fields are ignored.
  * - `properties`, when present, must be an object; it is printed compactly
@@ -59,12 +60,15 @@ int cf_event_from_json(const cJSON *obj, const cf_event_limits *lim, int64_t now
 bool cf_utf8_valid(const char *s, size_t n);
 
 /* Appends the compact binary form of ev to out (fixed little-endian header
- * with lengths, then the bytes). Returns the number of bytes appended, or
- * -ENOMEM (out->oom). */
+ * with lengths, then the bytes). Returns the number of bytes appended,
+ * -EINVAL if ev breaks the limits above (empty user_id/page_url, a field too
+ * long, an empty event_id), or -ENOMEM (out->oom). No allocation beyond out. */
 int cf_event_pack(const cf_event *ev, cf_buf *out);
 
 /* Reads one packed event from r; the strings of *ret point into the reader's
- * input. Returns 0, or -EINVAL if the bytes are truncated or malformed. */
+ * input. Returns 0, or -EINVAL if the bytes are truncated or malformed
+ * (framing and length limits are checked, UTF-8 content is not); *ret is
+ * untouched on failure. */
 int cf_event_unpack(cf_reader *r, cf_event *ret);
 
 #endif

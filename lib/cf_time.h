@@ -25,7 +25,9 @@ int cf_duration_parse(const char *s, int64_t *ret_ms);
 int cf_rfc3339_parse(const char *s, size_t n, int64_t *ret_ms);
 
 /* Formats ms as "YYYY-MM-DDTHH:MM:SS.mmmZ" into buf (cap >= 25 recommended).
- * Returns the length written (excluding NUL), or -ENOSPC if cap is too small. */
+ * Returns the length written (excluding NUL, always 24), -ENOSPC if cap is too
+ * small (< 25), or -ERANGE if ms is outside 0000-01-01 .. 9999-12-31 (the
+ * years a 4-digit RFC 3339 date can hold, e.g. CF_TIME_NONE). */
 int cf_rfc3339_format(int64_t ms, char *buf, size_t cap);
 
 /* floor(a / b) for b > 0, correct for negative a (window starts). */

@@ -13,7 +13,7 @@
 
 typedef struct cf_watermark cf_watermark;
 
-/* Returns NULL on OOM. Both durations >= 0. */
+/* Returns NULL on OOM or if a duration is negative. Both durations >= 0. */
 cf_watermark *cf_watermark_new(int64_t out_of_orderness_ms, int64_t idle_timeout_ms);
 void cf_watermark_free(cf_watermark *w);
 

@@ -1,0 +1,384 @@
+/* cf_event: validation of click events (SPEC section 2) and their compact
+ * binary form.
+ *
+ * Both run on the ingest hot path (once per event, next to cJSON's parse),
+ * so neither allocates: validation borrows strings from the cJSON tree and
+ * prints `properties` into the caller's scratch buffer, pack appends to the
+ * caller's cf_buf, unpack points into the input. */
+#include "cf_event.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <string.h>
+
+#include "cf_time.h"
+
+/* Accepted timestamps: 1970-01-01T00:00:00.000Z .. 9999-12-31T23:59:59.999Z.
+ * Below 0 nothing real happens in a click stream; the upper bound is the
+ * largest a 4-digit RFC 3339 year can say, and keeps every value exact in a
+ * double (< 2^53) and far from int64 overflow in window arithmetic. */
+#define TS_MIN INT64_C(0)
+#define TS_MAX INT64_C(253402300799999)
+
+#define DEFAULT_MAX_FUTURE_MS INT64_C(60000)
+
+/* Pack flags: which optional fields are present (an empty `element` is kept
+ * distinct from an absent one). */
+#define F_ELEMENT 0x01u
+#define F_EVENT_ID 0x02u
+#define F_PROPERTIES 0x04u
+#define F_ALL (F_ELEMENT | F_EVENT_ID | F_PROPERTIES)
+
+/* ts(8) flags(1) 4 x u16 lengths, u32 properties length. */
+#define PACK_HEADER 21u
+
+/* ---- UTF-8 --------------------------------------------------------------- */
+
+/* RFC 3629 table 4 (well-formed byte sequences), checked byte by byte for
+ * non-ASCII input; ASCII runs are skipped 8 bytes at a time, since almost
+ * every id and URL is pure ASCII. O(n). */
+bool cf_utf8_valid(const char *str, size_t n)
+{
+    const unsigned char *s = (const unsigned char *)str;
+    size_t i = 0;
+    while (i < n) {
+        while (n - i >= 8) {
+            uint64_t w;
+            memcpy(&w, s + i, 8);
+            if (w & UINT64_C(0x8080808080808080))
+                break;
+            i += 8;
+        }
+        if (i >= n)
+            break;
+        unsigned char c = s[i];
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        size_t len;
+        unsigned char lo = 0x80, hi = 0xbf; /* allowed range of the 2nd byte */
+        if (c >= 0xc2 && c <= 0xdf) {
+            len = 2;
+        } else if (c >= 0xe0 && c <= 0xef) {
+            len = 3;
+            if (c == 0xe0)
+                lo = 0xa0;      /* overlong */
+            else if (c == 0xed)
+                hi = 0x9f;      /* surrogates U+D800..U+DFFF */
+        } else if (c >= 0xf0 && c <= 0xf4) {
+            len = 4;
+            if (c == 0xf0)
+                lo = 0x90;      /* overlong */
+            else if (c == 0xf4)
+                hi = 0x8f;      /* above U+10FFFF */
+        } else {
+            return false;       /* 0x80..0xc1 (continuation, overlong), 0xf5.. */
+        }
+        if (n - i < len)
+            return false;
+        if (s[i + 1] < lo || s[i + 1] > hi)
+            return false;
+        for (size_t k = 2; k < len; k++)
+            if ((s[i + k] & 0xc0) != 0x80)
+                return false;
+        i += len;
+    }
+    return true;
+}
+
+/* ---- validation ---------------------------------------------------------- */
+
+/* Checks a string field: a JSON string of min..max bytes of valid UTF-8. */
+static bool string_field(const cJSON *item, size_t min, size_t max, const char **ret_s,
+                         size_t *ret_n)
+{
+    if (!cJSON_IsString(item) || !item->valuestring)
+        return false;
+    const char *s = item->valuestring;
+    /* strnlen: stop early on absurd lengths instead of scanning them all. */
+    size_t n = strnlen(s, max + 1);
+    if (n < min || n > max || !cf_utf8_valid(s, n))
+        return false;
+    *ret_s = s;
+    *ret_n = n;
+    return true;
+}
+
+static int parse_timestamp(const cJSON *item, int64_t *ret_ts, const char **ret_reason)
+{
+    int64_t ts;
+    if (cJSON_IsString(item) && item->valuestring) {
+        const char *s = item->valuestring;
+        /* The longest sensible RFC 3339 text is short; a fraction of any
+         * length is allowed, so only bound the scan (fields <= 64 KiB). */
+        size_t n = strnlen(s, 65536);
+        if (cf_rfc3339_parse(s, n, &ts) < 0) {
+            *ret_reason = "timestamp must be an RFC 3339 date-time or integer epoch milliseconds";
+            return -EINVAL;
+        }
+    } else if (cJSON_IsNumber(item)) {
+        /* valueint saturates at INT_MAX; the double is exact up to 2^53,
+         * which covers the whole accepted range. */
+        double v = item->valuedouble;
+        if (!(v >= (double)TS_MIN && v <= (double)TS_MAX)) {  /* also NaN */
+            *ret_reason = "timestamp is out of range (1970-01-01 to 9999-12-31)";
+            return -EINVAL;
+        }
+        if (v != floor(v)) {
+            *ret_reason = "timestamp in epoch milliseconds must be an integer";
+            return -EINVAL;
+        }
+        ts = (int64_t)v;
+    } else {
+        *ret_reason = "timestamp must be an RFC 3339 date-time or integer epoch milliseconds";
+        return -EINVAL;
+    }
+    if (ts < TS_MIN || ts > TS_MAX) {
+        *ret_reason = "timestamp is out of range (1970-01-01 to 9999-12-31)";
+        return -EINVAL;
+    }
+    *ret_ts = ts;
+    return 0;
+}
+
+/* Prints obj compactly at the end of scratch without cJSON allocating:
+ * cJSON_PrintPreallocated fails when the space is too small, so grow and
+ * retry (amortised: the scratch buffer keeps its capacity across events).
+ * Returns 0 or -ENOMEM. */
+static int print_properties(const cJSON *obj, cf_buf *scratch, const char **ret_s,
+                            size_t *ret_n)
+{
+    /* cJSON's docs: it may misjudge by up to 5 bytes; never tell it about
+     * the last few bytes we own. */
+    const size_t slack = 8;
+    size_t want = 256;
+    for (;;) {
+        size_t avail = scratch->cap - scratch->len;
+        if (avail < want + slack) {
+            if (cf_buf_reserve(scratch, want + slack) < 0)
+                return -ENOMEM;
+            avail = scratch->cap - scratch->len;
+        }
+        size_t give = avail - slack;
+        if (give > INT_MAX)
+            give = INT_MAX;
+        char *dst = (char *)scratch->data + scratch->len;
+        /* cJSON's prototype is not const-correct; printing does not modify. */
+        if (cJSON_PrintPreallocated((cJSON *)obj, dst, (int)give, 0)) {
+            size_t n = strlen(dst);
+            scratch->len += n;
+            *ret_s = dst;
+            *ret_n = n;
+            return 0;
+        }
+        if (give >= INT_MAX || avail > SIZE_MAX / 4)
+            return -ENOMEM;
+        want = avail * 2;
+    }
+}
+
+/* One pass over the object's members instead of one
+ * cJSON_GetObjectItemCaseSensitive() per field (each a linear scan): same
+ * result (keys compared case-sensitively, the first of duplicate keys wins),
+ * a sixth of the string compares on the hot path. */
+int cf_event_from_json(const cJSON *obj, const cf_event_limits *lim, int64_t now_ms,
+                       cf_buf *scratch, cf_event *ret, const char **ret_reason)
+{
+    const char *unused_reason;
+    if (!ret_reason)
+        ret_reason = &unused_reason;
+    if (!ret || !scratch) {
+        *ret_reason = "internal error";
+        return -EINVAL;
+    }
+    if (!cJSON_IsObject(obj)) {
+        *ret_reason = "event must be a JSON object";
+        return -EINVAL;
+    }
+
+    const cJSON *f_user = NULL, *f_page = NULL, *f_elem = NULL, *f_ts = NULL, *f_id = NULL,
+                *f_props = NULL;
+    for (const cJSON *c = obj->child; c; c = c->next) {
+        const char *k = c->string;
+        if (!k)
+            continue;
+        const cJSON **slot = NULL;
+        switch (k[0]) {
+        case 'u': if (strcmp(k, "user_id") == 0) slot = &f_user; break;
+        case 'p':
+            if (strcmp(k, "page_url") == 0)
+                slot = &f_page;
+            else if (strcmp(k, "properties") == 0)
+                slot = &f_props;
+            break;
+        case 'e':
+            if (strcmp(k, "element") == 0)
+                slot = &f_elem;
+            else if (strcmp(k, "event_id") == 0)
+                slot = &f_id;
+            break;
+        case 't': if (strcmp(k, "timestamp") == 0) slot = &f_ts; break;
+        default: break;
+        }
+        if (slot && !*slot)
+            *slot = c;
+    }
+
+    cf_event ev = {0};
+    if (!f_user) {
+        *ret_reason = "user_id is required";
+        return -EINVAL;
+    }
+    if (!string_field(f_user, 1, CF_USER_ID_MAX, &ev.user_id, &ev.user_id_len)) {
+        *ret_reason = "user_id must be a string of 1 to 256 bytes of valid UTF-8";
+        return -EINVAL;
+    }
+    if (!f_page) {
+        *ret_reason = "page_url is required";
+        return -EINVAL;
+    }
+    if (!string_field(f_page, 1, CF_PAGE_URL_MAX, &ev.page_url, &ev.page_url_len)) {
+        *ret_reason = "page_url must be a string of 1 to 2048 bytes of valid UTF-8";
+        return -EINVAL;
+    }
+    if (f_elem && !string_field(f_elem, 0, CF_ELEMENT_MAX, &ev.element, &ev.element_len)) {
+        *ret_reason = "element must be a string of at most 256 bytes of valid UTF-8";
+        return -EINVAL;
+    }
+    if (f_id && !string_field(f_id, 1, CF_EVENT_ID_MAX, &ev.event_id, &ev.event_id_len)) {
+        *ret_reason = "event_id must be a string of 1 to 128 bytes of valid UTF-8";
+        return -EINVAL;
+    }
+
+    if (f_ts) {
+        if (parse_timestamp(f_ts, &ev.ts, ret_reason) < 0)
+            return -EINVAL;
+        int64_t max_future = lim ? lim->max_future_ms : DEFAULT_MAX_FUTURE_MS;
+        if (max_future < 0)
+            max_future = 0;
+        /* now_ms + max_future saturates instead of overflowing. */
+        int64_t limit = now_ms > INT64_MAX - max_future ? INT64_MAX : now_ms + max_future;
+        if (ev.ts > limit) {
+            *ret_reason = "timestamp is too far in the future";
+            return -EINVAL;
+        }
+    } else {
+        ev.ts = now_ms;
+    }
+
+    if (f_props) {
+        if (!cJSON_IsObject(f_props)) {
+            *ret_reason = "properties must be an object";
+            return -EINVAL;
+        }
+        if (print_properties(f_props, scratch, &ev.properties, &ev.properties_len) < 0) {
+            *ret_reason = "out of memory";
+            return -ENOMEM;
+        }
+    }
+
+    *ret = ev;
+    return 0;
+}
+
+/* ---- binary form --------------------------------------------------------- */
+
+/* Layout (little-endian):
+ *   i64 ts | u8 flags | u16 user_id_len | u16 page_url_len | u16 element_len
+ *   | u16 event_id_len | u32 properties_len | the bytes, in that order.
+ * O(size of the event); one reserve, then plain appends. */
+int cf_event_pack(const cf_event *ev, cf_buf *out)
+{
+    if (!ev || !out)
+        return -EINVAL;
+    if (ev->user_id_len < 1 || ev->user_id_len > CF_USER_ID_MAX || !ev->user_id ||
+        ev->page_url_len < 1 || ev->page_url_len > CF_PAGE_URL_MAX || !ev->page_url ||
+        ev->element_len > CF_ELEMENT_MAX || (ev->element_len && !ev->element) ||
+        ev->event_id_len > CF_EVENT_ID_MAX || (ev->event_id && ev->event_id_len == 0) ||
+        (ev->event_id_len && !ev->event_id) ||
+        ev->properties_len > UINT32_MAX || (ev->properties_len && !ev->properties))
+        return -EINVAL;
+    size_t total = PACK_HEADER + ev->user_id_len + ev->page_url_len + ev->element_len +
+                   ev->event_id_len + ev->properties_len;
+    if (total > INT_MAX)
+        return -EINVAL;
+    if (cf_buf_reserve(out, total) < 0)
+        return -ENOMEM;
+
+    uint8_t flags = (uint8_t)((ev->element ? F_ELEMENT : 0) | (ev->event_id ? F_EVENT_ID : 0) |
+                              (ev->properties ? F_PROPERTIES : 0));
+    cf_buf_put_i64(out, ev->ts);
+    cf_buf_put_u8(out, flags);
+    cf_buf_put_u16(out, (uint16_t)ev->user_id_len);
+    cf_buf_put_u16(out, (uint16_t)ev->page_url_len);
+    cf_buf_put_u16(out, (uint16_t)ev->element_len);
+    cf_buf_put_u16(out, (uint16_t)ev->event_id_len);
+    cf_buf_put_u32(out, (uint32_t)ev->properties_len);
+    cf_buf_put(out, ev->user_id, ev->user_id_len);
+    cf_buf_put(out, ev->page_url, ev->page_url_len);
+    cf_buf_put(out, ev->element, ev->element_len);
+    cf_buf_put(out, ev->event_id, ev->event_id_len);
+    cf_buf_put(out, ev->properties, ev->properties_len);
+    if (out->oom)
+        return -ENOMEM;
+    return (int)total;
+}
+
+static bool take(cf_reader *r, size_t n, const char **ret)
+{
+    if (r->bad || n > r->left) {
+        r->bad = true;
+        return false;
+    }
+    *ret = (const char *)r->p;
+    r->p += n;
+    r->left -= n;
+    return true;
+}
+
+/* Checks framing and the limits pack enforces (so a corrupt length can
+ * never make a consumer read past the record), not the UTF-8 content: the
+ * bytes were validated before they were packed, and WAL records carry their
+ * own checksum. O(1) plus nothing copied. */
+int cf_event_unpack(cf_reader *r, cf_event *ret)
+{
+    if (!r || !ret)
+        return -EINVAL;
+    cf_event ev = {0};
+    uint8_t flags;
+    uint16_t ul, pl, el, il;
+    uint32_t prl;
+    if (!cf_get_i64(r, &ev.ts) || !cf_get_u8(r, &flags) || !cf_get_u16(r, &ul) ||
+        !cf_get_u16(r, &pl) || !cf_get_u16(r, &el) || !cf_get_u16(r, &il) ||
+        !cf_get_u32(r, &prl))
+        return -EINVAL;
+    if ((flags & ~F_ALL) || ul < 1 || ul > CF_USER_ID_MAX || pl < 1 || pl > CF_PAGE_URL_MAX ||
+        el > CF_ELEMENT_MAX || il > CF_EVENT_ID_MAX || (el && !(flags & F_ELEMENT)) ||
+        (!il != !(flags & F_EVENT_ID)) || (prl && !(flags & F_PROPERTIES))) {
+        r->bad = true;
+        return -EINVAL;
+    }
+    if (!take(r, ul, &ev.user_id) || !take(r, pl, &ev.page_url))
+        return -EINVAL;
+    ev.user_id_len = ul;
+    ev.page_url_len = pl;
+    if (flags & F_ELEMENT) {
+        if (!take(r, el, &ev.element))
+            return -EINVAL;
+        ev.element_len = el;
+    }
+    if (flags & F_EVENT_ID) {
+        if (!take(r, il, &ev.event_id))
+            return -EINVAL;
+        ev.event_id_len = il;
+    }
+    if (flags & F_PROPERTIES) {
+        if (!take(r, prl, &ev.properties))
+            return -EINVAL;
+        ev.properties_len = prl;
+    }
+    *ret = ev;
+    return 0;
+}

@@ -1,0 +1,339 @@
+/* snapshot: versioned, CRC-checked state files (format in docs/FORMATS.md).
+ *
+ * A snapshot becomes visible only by rename(2) after its bytes are fsynced,
+ * and the rename is made durable by fsyncing the directory, so a crash leaves
+ * either the old set of snapshots or the new one, plus at most a stray
+ * temp file that the next write removes. */
+#include "snapshot.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "crc32c.h"
+#include "log.h"
+
+#define SNAP_MAGIC "CFSNAP01"
+#define SNAP_VERSION 1u
+/* magic 8, version 4, lsn 8, payload length 8, payload CRC 4, header CRC 4 */
+#define SNAP_HDR 36u
+/* "snapshot-" + 20 digits + ".cfs" + NUL */
+#define SNAP_NAME_LEN 34
+#define SNAP_TMP_SUFFIX ".tmp"
+/* Snapshots kept: the newest and the one before it (the fallback). */
+#define SNAP_KEEP 2
+
+static void wr32(uint8_t *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static void wr64(uint8_t *p, uint64_t v)
+{
+    wr32(p, (uint32_t)v);
+    wr32(p + 4, (uint32_t)(v >> 32));
+}
+
+static uint32_t rd32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static uint64_t rd64(const uint8_t *p) { return (uint64_t)rd32(p) | (uint64_t)rd32(p + 4) << 32; }
+
+static void snap_name(char out[SNAP_NAME_LEN], int64_t lsn)
+{
+    snprintf(out, SNAP_NAME_LEN, "snapshot-%020" PRId64 ".cfs", lsn);
+}
+
+/* Parses "snapshot-<20 digits>.cfs"; false for anything else (temp files
+ * included). */
+static bool parse_snap_name(const char *name, int64_t *ret_lsn)
+{
+    if (strlen(name) != SNAP_NAME_LEN - 1 || strncmp(name, "snapshot-", 9) != 0 ||
+        strcmp(name + 29, ".cfs") != 0)
+        return false;
+    uint64_t v = 0;
+    for (int i = 9; i < 29; i++) {
+        if (name[i] < '0' || name[i] > '9' || v > (uint64_t)INT64_MAX / 10)
+            return false;
+        v = v * 10 + (uint64_t)(name[i] - '0');
+    }
+    if (v > (uint64_t)INT64_MAX)
+        return false;
+    *ret_lsn = (int64_t)v;
+    return true;
+}
+
+static int cmp_desc(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x < y) - (x > y);
+}
+
+/* The LSNs of dir's snapshot files, newest first, into *ret (malloc'd).
+ * With remove_tmp, stray temp files are deleted on the way. */
+static int list_snapshots(int dirfd, bool remove_tmp, int64_t **ret, size_t *ret_n)
+{
+    int fd = dup(dirfd);
+    if (fd < 0)
+        return -errno;
+    DIR *d = fdopendir(fd);
+    if (!d) {
+        int e = -errno;
+        close(fd);
+        return e;
+    }
+    int64_t *v = NULL;
+    size_t n = 0, cap = 0;
+    int r = 0;
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        int64_t lsn;
+        size_t nl = strlen(de->d_name);
+        if (remove_tmp && strncmp(de->d_name, "snapshot-", 9) == 0 && nl > 4 &&
+            strcmp(de->d_name + nl - 4, SNAP_TMP_SUFFIX) == 0) {
+            (void)unlinkat(dirfd, de->d_name, 0);
+            continue;
+        }
+        if (!parse_snap_name(de->d_name, &lsn))
+            continue;
+        if (n == cap) {
+            cap = cap ? cap * 2 : 8;
+            int64_t *p = realloc(v, cap * sizeof *p);
+            if (!p) {
+                r = -ENOMEM;
+                break;
+            }
+            v = p;
+        }
+        v[n++] = lsn;
+    }
+    closedir(d);
+    if (r < 0) {
+        free(v);
+        return r;
+    }
+    if (n > 1)
+        qsort(v, n, sizeof *v, cmp_desc);
+    *ret = v;
+    *ret_n = n;
+    return 0;
+}
+
+static int write_all(int fd, const uint8_t *p, size_t n)
+{
+    while (n > 0) {
+        ssize_t k = write(fd, p, n);
+        if (k < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        p += k;
+        n -= (size_t)k;
+    }
+    return 0;
+}
+
+/* Writes <name>.tmp, fsyncs it, renames it over <name>, fsyncs the
+ * directory, then deletes all but the SNAP_KEEP newest snapshots. The
+ * payload is not kept. O(len) I/O. */
+int cf_snapshot_write(const char *dir, int64_t lsn, const void *payload, size_t len)
+{
+    if (lsn < 0 || (len > 0 && !payload))
+        return -EINVAL;
+    if (mkdir(dir, 0755) < 0 && errno != EEXIST)
+        return -errno;
+    int dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dirfd < 0)
+        return -errno;
+
+    uint8_t h[SNAP_HDR];
+    memcpy(h, SNAP_MAGIC, 8);
+    wr32(h + 8, SNAP_VERSION);
+    wr64(h + 12, (uint64_t)lsn);
+    wr64(h + 20, (uint64_t)len);
+    wr32(h + 28, cf_crc32c(0, payload, len));
+    wr32(h + 32, cf_crc32c(0, h, 32));
+
+    char name[SNAP_NAME_LEN], tmp[SNAP_NAME_LEN + sizeof SNAP_TMP_SUFFIX];
+    snap_name(name, lsn);
+    snprintf(tmp, sizeof tmp, "%s%s", name, SNAP_TMP_SUFFIX);
+    int r = 0;
+    int fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        r = -errno;
+        goto out;
+    }
+    if ((r = write_all(fd, h, SNAP_HDR)) < 0 || (r = write_all(fd, payload, len)) < 0)
+        goto out_tmp;
+    if (fsync(fd) < 0) {
+        r = -errno;
+        goto out_tmp;
+    }
+    if (close(fd) < 0) {
+        fd = -1;
+        r = -errno;
+        goto out_tmp;
+    }
+    fd = -1;
+    if (renameat(dirfd, tmp, dirfd, name) < 0) {
+        r = -errno;
+        goto out_tmp;
+    }
+    if (fsync(dirfd) < 0) {
+        r = -errno;
+        goto out;
+    }
+
+    int64_t *lsns;
+    size_t n;
+    if (list_snapshots(dirfd, true, &lsns, &n) == 0) {
+        bool removed = false;
+        for (size_t i = SNAP_KEEP; i < n; i++) {
+            char old[SNAP_NAME_LEN];
+            snap_name(old, lsns[i]);
+            if (unlinkat(dirfd, old, 0) == 0)
+                removed = true;
+        }
+        free(lsns);
+        if (removed)
+            (void)fsync(dirfd);
+    }
+    goto out;
+
+out_tmp:
+    if (fd >= 0)
+        close(fd);
+    (void)unlinkat(dirfd, tmp, 0);
+out:
+    close(dirfd);
+    return r;
+}
+
+/* Reads and checks one snapshot file. Returns 0, or a negative errno with a
+ * reason in *why for a file that fails a check. */
+static int load_one(int dirfd, int64_t lsn, cf_buf *out, const char **why)
+{
+    char name[SNAP_NAME_LEN];
+    snap_name(name, lsn);
+    int fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        *why = "cannot open";
+        return -errno;
+    }
+    int r = -EBADMSG;
+    struct stat st;
+    uint8_t h[SNAP_HDR];
+    if (fstat(fd, &st) < 0) {
+        *why = "cannot stat";
+        r = -errno;
+        goto out;
+    }
+    if (st.st_size < (off_t)SNAP_HDR || pread(fd, h, SNAP_HDR, 0) != (ssize_t)SNAP_HDR) {
+        *why = "truncated header";
+        goto out;
+    }
+    if (memcmp(h, SNAP_MAGIC, 8) != 0) {
+        *why = "bad magic";
+        goto out;
+    }
+    if (cf_crc32c(0, h, 32) != rd32(h + 32)) {
+        *why = "header CRC mismatch";
+        goto out;
+    }
+    if (rd32(h + 8) != SNAP_VERSION) {
+        *why = "unsupported format version";
+        goto out;
+    }
+    if ((int64_t)rd64(h + 12) != lsn) {
+        *why = "LSN in header differs from the file name";
+        goto out;
+    }
+    uint64_t len = rd64(h + 20);
+    if ((uint64_t)st.st_size - SNAP_HDR != len) {
+        *why = (uint64_t)st.st_size - SNAP_HDR < len ? "truncated payload" : "trailing bytes";
+        goto out;
+    }
+    if (len > SIZE_MAX / 2) {
+        *why = "payload too large";
+        goto out;
+    }
+    cf_buf_reset(out);
+    if (cf_buf_reserve(out, (size_t)len) < 0) {
+        out->oom = false;
+        *why = "out of memory";
+        r = -ENOMEM;
+        goto out;
+    }
+    size_t got = 0;
+    while (got < len) {
+        ssize_t k = pread(fd, out->data + got, (size_t)len - got, (off_t)(SNAP_HDR + got));
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k <= 0) {
+            *why = k < 0 ? "read error" : "truncated payload";
+            r = k < 0 ? -errno : -EBADMSG;
+            goto out;
+        }
+        got += (size_t)k;
+    }
+    if (cf_crc32c(0, out->data, (size_t)len) != rd32(h + 28)) {
+        *why = "payload CRC mismatch";
+        goto out;
+    }
+    out->len = (size_t)len;
+    r = 0;
+out:
+    close(fd);
+    return r;
+}
+
+/* Tries snapshots newest first; each one that fails a check is logged and
+ * skipped. ret_payload is reset first and holds the accepted payload.
+ * O(size of the snapshots tried). */
+int cf_snapshot_load(const char *dir, int64_t *ret_lsn, cf_buf *ret_payload)
+{
+    int dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dirfd < 0)
+        return errno == ENOENT ? -ENOENT : -errno;
+    int64_t *lsns;
+    size_t n;
+    int r = list_snapshots(dirfd, false, &lsns, &n);
+    if (r < 0) {
+        close(dirfd);
+        return r;
+    }
+    cf_buf_reset(ret_payload);
+    r = -ENOENT;
+    for (size_t i = 0; i < n; i++) {
+        const char *why = "";
+        int e = load_one(dirfd, lsns[i], ret_payload, &why);
+        if (e == 0) {
+            *ret_lsn = lsns[i];
+            r = 0;
+            break;
+        }
+        char name[SNAP_NAME_LEN];
+        snap_name(name, lsns[i]);
+        cf_warn("snapshot: %s/%s: %s (%s); skipping it%s", dir, name, why, strerror(-e),
+                i + 1 < n ? " for the previous one" : "");
+        cf_buf_reset(ret_payload);
+        if (e == -ENOMEM) {
+            r = e;
+            break;
+        }
+    }
+    free(lsns);
+    close(dirfd);
+    return r;
+}

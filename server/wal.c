@@ -1,0 +1,783 @@
+/* wal: segment files of CRC-checked records with group commit. The on-disk
+ * format is described in docs/FORMATS.md.
+ *
+ * Threads and locks. One mutex (mu) guards the in-memory state: the pending
+ * buffer that appends copy into, the LSN counters, the writer flag, the
+ * sticky error and the segment list. The actual I/O happens outside mu by
+ * exactly one "writer" at a time: a committing thread that finds no writer
+ * running takes the pending buffer (swapping in an empty one, so appends go
+ * on meanwhile), writes it, fsyncs it under --fsync always, and wakes every
+ * committer whose record is now covered. Under --fsync batch a flusher thread
+ * fdatasyncs the current segment shortly after new bytes were written.
+ *
+ * Only the writer touches fd/seg_size, except that it swaps fd under mu at a
+ * rotation so the flusher can dup() a stable descriptor under mu. */
+#include "wal.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cf_buf.h"
+#include "crc32c.h"
+#include "log.h"
+
+/* u32 payload length, u32 CRC32C, u8 type, u64 lsn. */
+#define REC_HDR 17u
+/* A record larger than this is rejected by append and treated as corrupt by
+ * replay, so a torn length field cannot make replay allocate gigabytes. */
+#define REC_MAX (256u << 20)
+/* Under --fsync batch the flusher waits this long after the first unsynced
+ * write before it fsyncs, to gather writes into one fsync; with the fsync
+ * itself it stays within the 10 ms the contract promises on a healthy disk. */
+#define FLUSH_DELAY_NS 4000000L
+#define DEFAULT_SEGMENT_BYTES ((size_t)64 << 20)
+/* "wal-" + 20 digits + ".log" + NUL */
+#define SEG_NAME_LEN 29
+
+struct cf_wal {
+    char *dir;
+    int dirfd;
+    cf_fsync_policy policy;
+    size_t segment_bytes;
+
+    pthread_mutex_t mu;
+    pthread_cond_t done_cv;  /* committers: written/synced advanced, or error */
+    pthread_cond_t flush_cv; /* flusher: unsynced bytes, or stopping */
+    cf_buf pending;          /* appended, not yet taken by a writer */
+    cf_buf spare;            /* the writer's batch (swapped with pending) */
+    _Atomic int64_t next_lsn;
+    int64_t written_lsn;     /* records <= this are in the file */
+    int64_t synced_lsn;      /* records <= this are fdatasynced */
+    bool writing;
+    bool replayed;
+    bool stopping;
+    int err;                 /* sticky -EIO */
+    struct timespec unsynced_since; /* monotonic; valid while written > synced */
+
+    /* Segment first-LSNs, ascending; the last one is the newest segment. */
+    int64_t *segs;
+    size_t nsegs, segcap;
+
+    /* Writer-owned (fd is also swapped under mu, see above). */
+    int fd;                  /* current segment, -1 = create at next write */
+    uint64_t seg_size;
+
+    bool has_flusher;
+    pthread_t flusher;
+    _Atomic uint64_t fsyncs;
+    _Atomic uint64_t bytes;
+};
+
+/* ---- small helpers -------------------------------------------------------- */
+
+static uint32_t rd32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static uint64_t rd64(const uint8_t *p) { return (uint64_t)rd32(p) | (uint64_t)rd32(p + 4) << 32; }
+
+static void wr32(uint8_t *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static void wr64(uint8_t *p, uint64_t v)
+{
+    wr32(p, (uint32_t)v);
+    wr32(p + 4, (uint32_t)(v >> 32));
+}
+
+static void seg_name(char out[SEG_NAME_LEN], int64_t first_lsn)
+{
+    snprintf(out, SEG_NAME_LEN, "wal-%020" PRId64 ".log", first_lsn);
+}
+
+/* Parses "wal-<20 digits>.log"; false for any other name. */
+static bool parse_seg_name(const char *name, int64_t *ret_lsn)
+{
+    if (strlen(name) != SEG_NAME_LEN - 1 || strncmp(name, "wal-", 4) != 0 ||
+        strcmp(name + 24, ".log") != 0)
+        return false;
+    uint64_t v = 0;
+    for (int i = 4; i < 24; i++) {
+        if (name[i] < '0' || name[i] > '9')
+            return false;
+        if (v > (uint64_t)INT64_MAX / 10)
+            return false;
+        v = v * 10 + (uint64_t)(name[i] - '0');
+    }
+    if (v > (uint64_t)INT64_MAX || v == 0)
+        return false;
+    *ret_lsn = (int64_t)v;
+    return true;
+}
+
+static int cmp_i64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* Writes all n bytes (retrying short writes and EINTR). 0 or -errno. */
+static int write_all(int fd, const uint8_t *p, size_t n)
+{
+    while (n > 0) {
+        ssize_t k = write(fd, p, n);
+        if (k < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        p += k;
+        n -= (size_t)k;
+    }
+    return 0;
+}
+
+static int mkdir_p(const char *dir)
+{
+    char tmp[1024];
+    size_t n = strlen(dir);
+    if (n == 0 || n >= sizeof tmp)
+        return -ENAMETOOLONG;
+    memcpy(tmp, dir, n + 1);
+    for (size_t i = 1; i <= n; i++) {
+        if (tmp[i] != '/' && tmp[i] != '\0')
+            continue;
+        char c = tmp[i];
+        tmp[i] = '\0';
+        if (mkdir(tmp, 0755) < 0 && errno != EEXIST)
+            return -errno;
+        tmp[i] = c;
+    }
+    return 0;
+}
+
+static void add_ns(struct timespec *t, long ns)
+{
+    t->tv_nsec += ns;
+    while (t->tv_nsec >= 1000000000L) {
+        t->tv_nsec -= 1000000000L;
+        t->tv_sec++;
+    }
+}
+
+static bool ts_before(const struct timespec *a, const struct timespec *b)
+{
+    return a->tv_sec < b->tv_sec || (a->tv_sec == b->tv_sec && a->tv_nsec < b->tv_nsec);
+}
+
+static int segs_push(cf_wal *w, int64_t first)
+{
+    if (w->nsegs == w->segcap) {
+        size_t cap = w->segcap ? w->segcap * 2 : 16;
+        int64_t *p = realloc(w->segs, cap * sizeof *p);
+        if (!p)
+            return -ENOMEM;
+        w->segs = p;
+        w->segcap = cap;
+    }
+    w->segs[w->nsegs++] = first;
+    return 0;
+}
+
+/* Called with mu held: records the first failure and wakes everyone. */
+static void set_failed(cf_wal *w, const char *what, int err)
+{
+    if (!w->err)
+        cf_error("wal: %s failed: %s; no more records will be acknowledged", what,
+                 strerror(-err));
+    w->err = -EIO;
+    pthread_cond_broadcast(&w->done_cv);
+    pthread_cond_broadcast(&w->flush_cv);
+}
+
+/* ---- writing -------------------------------------------------------------- */
+
+/* Creates the segment file for first_lsn and makes its directory entry
+ * durable. Writer only. */
+static int open_new_segment(cf_wal *w, int64_t first_lsn)
+{
+    char name[SEG_NAME_LEN];
+    seg_name(name, first_lsn);
+    int fd = openat(w->dirfd, name, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return -errno;
+    if (fsync(w->dirfd) < 0) {
+        int e = -errno;
+        close(fd);
+        return e;
+    }
+    pthread_mutex_lock(&w->mu);
+    int r = segs_push(w, first_lsn);
+    if (r == 0)
+        w->fd = fd;
+    pthread_mutex_unlock(&w->mu);
+    if (r < 0) {
+        close(fd);
+        return r;
+    }
+    w->seg_size = 0;
+    return 0;
+}
+
+/* Closes the full current segment, fsyncing it first (except under
+ * --fsync off) so that a later segment never survives an earlier one's lost
+ * tail; the flusher then only ever needs to sync the current segment. */
+static int rotate(cf_wal *w)
+{
+    if (w->policy != CF_FSYNC_OFF) {
+        if (fdatasync(w->fd) < 0)
+            return -errno;
+        atomic_fetch_add(&w->fsyncs, 1);
+    }
+    pthread_mutex_lock(&w->mu);
+    int old = w->fd;
+    w->fd = -1;
+    pthread_mutex_unlock(&w->mu);
+    close(old);
+    return 0;
+}
+
+/* Writes a batch of whole records, rotating at record boundaries once a
+ * segment reaches segment_bytes. Writer only. 0 or -errno. */
+static int write_records(cf_wal *w, const uint8_t *p, size_t n)
+{
+    while (n > 0) {
+        if (w->fd < 0) {
+            int r = open_new_segment(w, (int64_t)rd64(p + 9));
+            if (r < 0)
+                return r;
+        }
+        size_t chunk = 0;
+        while (chunk < n) {
+            chunk += REC_HDR + rd32(p + chunk);
+            if (w->seg_size + chunk >= w->segment_bytes)
+                break;
+        }
+        int r = write_all(w->fd, p, chunk);
+        if (r < 0)
+            return r;
+        w->seg_size += chunk;
+        atomic_fetch_add(&w->bytes, chunk);
+        p += chunk;
+        n -= chunk;
+        if (w->seg_size >= w->segment_bytes && (r = rotate(w)) < 0)
+            return r;
+    }
+    return 0;
+}
+
+/* One group-commit round. Called with mu held and no writer running;
+ * returns with mu held. Takes everything appended so far. */
+static void writer_round(cf_wal *w)
+{
+    w->writing = true;
+    cf_buf batch = w->pending;
+    w->pending = w->spare;
+    w->spare = batch;
+    int64_t upto = atomic_load(&w->next_lsn) - 1;
+    pthread_mutex_unlock(&w->mu);
+
+    int r = write_records(w, w->spare.data, w->spare.len);
+    const char *what = "write";
+    if (r == 0 && w->policy == CF_FSYNC_ALWAYS && w->fd >= 0) {
+        what = "fdatasync";
+        if (fdatasync(w->fd) < 0)
+            r = -errno;
+        else
+            atomic_fetch_add(&w->fsyncs, 1);
+    }
+    cf_buf_reset(&w->spare);
+
+    pthread_mutex_lock(&w->mu);
+    w->writing = false;
+    if (r < 0) {
+        set_failed(w, what, r);
+        return;
+    }
+    if (w->written_lsn < upto) {
+        if (w->written_lsn <= w->synced_lsn)
+            clock_gettime(CLOCK_MONOTONIC, &w->unsynced_since);
+        w->written_lsn = upto;
+    }
+    if (w->policy == CF_FSYNC_ALWAYS)
+        w->synced_lsn = upto;
+    else if (w->policy == CF_FSYNC_BATCH)
+        pthread_cond_signal(&w->flush_cv);
+    pthread_cond_broadcast(&w->done_cv);
+}
+
+/* --fsync batch: fdatasyncs the current segment FLUSH_DELAY_NS after the
+ * first unsynced write (at once when stopping). It syncs a dup() of the
+ * descriptor taken under mu, so a concurrent rotation cannot pull the file
+ * away; segments closed by a rotation were synced by it. */
+static void *flusher_main(void *arg)
+{
+    cf_wal *w = arg;
+    pthread_mutex_lock(&w->mu);
+    for (;;) {
+        if (w->err)
+            break;
+        if (w->written_lsn <= w->synced_lsn) {
+            if (w->stopping)
+                break;
+            pthread_cond_wait(&w->flush_cv, &w->mu);
+            continue;
+        }
+        if (!w->stopping) {
+            struct timespec due = w->unsynced_since, now;
+            add_ns(&due, FLUSH_DELAY_NS);
+            clock_gettime(CLOCK_MONOTONIC, &now);
+            if (ts_before(&now, &due)) {
+                pthread_cond_timedwait(&w->flush_cv, &w->mu, &due);
+                continue;
+            }
+        }
+        int64_t target = w->written_lsn;
+        int fd = w->fd >= 0 ? dup(w->fd) : -2;
+        int e = fd == -1 ? -errno : 0;
+        pthread_mutex_unlock(&w->mu);
+        if (fd >= 0) {
+            if (fdatasync(fd) < 0)
+                e = -errno;
+            else
+                atomic_fetch_add(&w->fsyncs, 1);
+            close(fd);
+        }
+        pthread_mutex_lock(&w->mu);
+        if (e < 0) {
+            set_failed(w, "fdatasync", e);
+            break;
+        }
+        if (w->synced_lsn < target)
+            w->synced_lsn = target;
+        if (w->written_lsn > w->synced_lsn)
+            clock_gettime(CLOCK_MONOTONIC, &w->unsynced_since);
+        pthread_cond_broadcast(&w->done_cv);
+    }
+    pthread_mutex_unlock(&w->mu);
+    return NULL;
+}
+
+/* ---- open / close --------------------------------------------------------- */
+
+static int list_segments(cf_wal *w)
+{
+    int fd = dup(w->dirfd);
+    if (fd < 0)
+        return -errno;
+    DIR *d = fdopendir(fd);
+    if (!d) {
+        int e = -errno;
+        close(fd);
+        return e;
+    }
+    rewinddir(d);
+    struct dirent *de;
+    int r = 0;
+    while ((de = readdir(d)) != NULL) {
+        int64_t lsn;
+        if (parse_seg_name(de->d_name, &lsn) && (r = segs_push(w, lsn)) < 0)
+            break;
+    }
+    closedir(d);
+    if (r == 0 && w->nsegs > 1)
+        qsort(w->segs, w->nsegs, sizeof *w->segs, cmp_i64);
+    return r;
+}
+
+cf_wal *cf_wal_open(const char *dir, cf_fsync_policy policy, size_t segment_bytes, char *err,
+                    size_t errcap)
+{
+    cf_wal *w = calloc(1, sizeof *w);
+    const char *what = "out of memory";
+    int e = -ENOMEM;
+    if (!w)
+        goto fail;
+    w->dirfd = -1;
+    w->fd = -1;
+    w->policy = policy;
+    w->segment_bytes = segment_bytes ? segment_bytes : DEFAULT_SEGMENT_BYTES;
+    atomic_store(&w->next_lsn, 1);
+    pthread_mutex_init(&w->mu, NULL);
+    pthread_cond_init(&w->done_cv, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&w->flush_cv, &ca);
+    pthread_condattr_destroy(&ca);
+    if (!(w->dir = strdup(dir)))
+        goto fail;
+
+    what = "cannot create the directory";
+    if ((e = mkdir_p(dir)) < 0)
+        goto fail;
+    what = "cannot open the directory";
+    w->dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (w->dirfd < 0) {
+        e = -errno;
+        goto fail;
+    }
+    what = "cannot list the directory";
+    if ((e = list_segments(w)) < 0)
+        goto fail;
+    if (policy == CF_FSYNC_BATCH) {
+        what = "cannot start the flusher thread";
+        if ((e = -pthread_create(&w->flusher, NULL, flusher_main, w)) < 0)
+            goto fail;
+        w->has_flusher = true;
+    }
+    return w;
+
+fail:
+    if (err && errcap)
+        snprintf(err, errcap, "wal: %s: %s: %s", dir, what, strerror(-e));
+    cf_wal_close(w);
+    return NULL;
+}
+
+void cf_wal_close(cf_wal *w)
+{
+    if (!w)
+        return;
+    /* Write out whatever was appended and not yet committed. */
+    int64_t last = atomic_load(&w->next_lsn) - 1;
+    if (last > 0 && w->dirfd >= 0)
+        (void)cf_wal_commit(w, last);
+    if (w->has_flusher) {
+        pthread_mutex_lock(&w->mu);
+        w->stopping = true;
+        pthread_cond_signal(&w->flush_cv);
+        pthread_mutex_unlock(&w->mu);
+        pthread_join(w->flusher, NULL);
+    }
+    if (w->fd >= 0) {
+        if (w->policy != CF_FSYNC_OFF && !w->err && fdatasync(w->fd) == 0)
+            atomic_fetch_add(&w->fsyncs, 1);
+        close(w->fd);
+    }
+    if (w->dirfd >= 0)
+        close(w->dirfd);
+    pthread_cond_destroy(&w->flush_cv);
+    pthread_cond_destroy(&w->done_cv);
+    pthread_mutex_destroy(&w->mu);
+    cf_buf_free(&w->pending);
+    cf_buf_free(&w->spare);
+    free(w->segs);
+    free(w->dir);
+    free(w);
+}
+
+/* ---- replay --------------------------------------------------------------- */
+
+/* Reads a whole segment into *ret (malloc'd; caller frees). */
+static int read_segment(cf_wal *w, const char *name, uint8_t **ret, size_t *ret_len)
+{
+    int fd = openat(w->dirfd, name, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    struct stat st;
+    if (fstat(fd, &st) < 0) {
+        int e = -errno;
+        close(fd);
+        return e;
+    }
+    size_t n = (size_t)st.st_size;
+    uint8_t *p = malloc(n ? n : 1);
+    if (!p) {
+        close(fd);
+        return -ENOMEM;
+    }
+    size_t got = 0;
+    while (got < n) {
+        ssize_t k = read(fd, p + got, n - got);
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k <= 0)
+            break;
+        got += (size_t)k;
+    }
+    close(fd);
+    *ret = p;
+    *ret_len = got;
+    return 0;
+}
+
+/* Cuts segment segs[i] at byte off and deletes every later segment, so the
+ * log ends with the last whole, valid record. */
+static int cut_tail(cf_wal *w, size_t i, size_t off, size_t size, const char *why)
+{
+    char name[SEG_NAME_LEN];
+    seg_name(name, w->segs[i]);
+    cf_warn("wal: %s/%s: %s at byte %zu; cutting the log there (%zu bytes dropped)", w->dir,
+            name, why, off, size - off);
+    int fd = openat(w->dirfd, name, O_WRONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    int r = 0;
+    if (ftruncate(fd, (off_t)off) < 0 || fsync(fd) < 0)
+        r = -errno;
+    close(fd);
+    if (r < 0)
+        return r;
+    for (size_t j = i + 1; j < w->nsegs; j++) {
+        seg_name(name, w->segs[j]);
+        cf_warn("wal: %s/%s: after the cut; deleting the segment", w->dir, name);
+        if (unlinkat(w->dirfd, name, 0) < 0 && errno != ENOENT)
+            return -errno;
+    }
+    w->nsegs = i + 1;
+    if (fsync(w->dirfd) < 0)
+        return -errno;
+    return 0;
+}
+
+/* Opens the newest segment for appending when the next LSN continues it;
+ * otherwise the next write starts a segment named after the next LSN (an
+ * empty newest segment is removed first). */
+static int position_appends(cf_wal *w, int64_t last_in_log, bool last_seg_empty, size_t last_size)
+{
+    if (w->nsegs == 0)
+        return 0;
+    char name[SEG_NAME_LEN];
+    seg_name(name, w->segs[w->nsegs - 1]);
+    if (last_seg_empty) {
+        if (unlinkat(w->dirfd, name, 0) < 0 && errno != ENOENT)
+            return -errno;
+        w->nsegs--;
+        return 0;
+    }
+    if (last_in_log != atomic_load(&w->next_lsn) - 1 || last_size >= w->segment_bytes)
+        return 0;
+    int fd = openat(w->dirfd, name, O_WRONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    if (lseek(fd, (off_t)last_size, SEEK_SET) < 0) {
+        int e = -errno;
+        close(fd);
+        return e;
+    }
+    w->fd = fd;
+    w->seg_size = last_size;
+    return 0;
+}
+
+/* Validates every segment in order (length, CRC, LSN continuity), calls fn
+ * for records with lsn > after, cuts the log at the first torn or corrupt
+ * record and positions appends after max(last good lsn, after): a snapshot
+ * may cover records that never reached the log. A missing range of LSNs that
+ * the snapshot does not cover (a deleted segment) is -ENODATA: replaying
+ * past it would silently lose acknowledged events. O(log size) I/O; holds
+ * one segment in memory at a time. */
+int64_t cf_wal_replay(cf_wal *w, int64_t after, cf_wal_record_fn fn, void *ctx)
+{
+    if (w->replayed)
+        return -EALREADY;
+    if (after < 0)
+        after = 0;
+    int64_t last = 0, count = 0;
+    bool last_seg_empty = false;
+    size_t last_size = 0;
+    for (size_t i = 0; i < w->nsegs; i++) {
+        int64_t first = w->segs[i];
+        int64_t covered = last > after ? last : after;
+        char name[SEG_NAME_LEN];
+        seg_name(name, first);
+        if (first > covered + 1) {
+            cf_error("wal: %s/%s: records %" PRId64 "..%" PRId64
+                     " are missing from the log and not covered by the snapshot",
+                     w->dir, name, covered + 1, first - 1);
+            return -ENODATA;
+        }
+        uint8_t *data = NULL;
+        size_t size = 0;
+        int r = read_segment(w, name, &data, &size);
+        if (r < 0)
+            return r;
+        size_t off = 0;
+        const char *why = NULL;
+        int64_t expect = first;
+        if (last > 0 && first <= last)
+            why = "segment overlaps the previous one";
+        while (!why && off < size) {
+            if (size - off < REC_HDR) {
+                why = "torn record header";
+                break;
+            }
+            const uint8_t *h = data + off;
+            uint32_t len = rd32(h);
+            if (len > REC_MAX || size - off - REC_HDR < len) {
+                why = "torn record";
+                break;
+            }
+            if (cf_crc32c(0, h + 8, 9 + (size_t)len) != rd32(h + 4)) {
+                why = "CRC mismatch";
+                break;
+            }
+            int64_t lsn = (int64_t)rd64(h + 9);
+            if (lsn != expect) {
+                why = "LSN out of sequence";
+                break;
+            }
+            if (lsn > after && fn) {
+                int fr = fn(ctx, lsn, h[8], h + REC_HDR, len);
+                if (fr < 0) {
+                    free(data);
+                    return fr;
+                }
+            }
+            if (lsn > after)
+                count++;
+            last = lsn;
+            expect = lsn + 1;
+            off += REC_HDR + len;
+        }
+        free(data);
+        if (why) {
+            if ((r = cut_tail(w, i, off, size, why)) < 0)
+                return r;
+            size = off;
+        }
+        last_seg_empty = off == 0;
+        last_size = size;
+        if (why)
+            break;
+    }
+    atomic_store(&w->next_lsn, (last > after ? last : after) + 1);
+    int r = position_appends(w, last, last_seg_empty, last_size);
+    if (r < 0)
+        return r;
+    pthread_mutex_lock(&w->mu);
+    w->written_lsn = w->synced_lsn = atomic_load(&w->next_lsn) - 1;
+    w->replayed = true;
+    pthread_mutex_unlock(&w->mu);
+    if (last > 0 || count > 0)
+        cf_info("wal: %s: replayed %" PRId64 " records after lsn %" PRId64
+                "; next lsn %" PRId64, w->dir, count, after, atomic_load(&w->next_lsn));
+    return count;
+}
+
+/* ---- append / commit ------------------------------------------------------ */
+
+int64_t cf_wal_append(cf_wal *w, uint8_t type, const void *payload, size_t len)
+{
+    if (!w->replayed) {
+        /* Defensive: a caller that skipped replay still gets consistent
+         * LSNs and a clean tail. */
+        int64_t r = cf_wal_replay(w, 0, NULL, NULL);
+        if (r < 0)
+            return r;
+    }
+    if (len > REC_MAX)
+        return -EMSGSIZE;
+    pthread_mutex_lock(&w->mu);
+    if (w->err) {
+        int e = w->err;
+        pthread_mutex_unlock(&w->mu);
+        return e;
+    }
+    if (cf_buf_reserve(&w->pending, REC_HDR + len) < 0) {
+        w->pending.oom = false; /* the buffered records are intact */
+        pthread_mutex_unlock(&w->mu);
+        return -ENOMEM;
+    }
+    int64_t lsn = atomic_load(&w->next_lsn);
+    uint8_t *h = w->pending.data + w->pending.len;
+    wr32(h, (uint32_t)len);
+    h[8] = type;
+    wr64(h + 9, (uint64_t)lsn);
+    if (len)
+        memcpy(h + REC_HDR, payload, len);
+    wr32(h + 4, cf_crc32c(0, h + 8, 9 + len));
+    w->pending.len += REC_HDR + len;
+    atomic_store(&w->next_lsn, lsn + 1);
+    pthread_mutex_unlock(&w->mu);
+    return lsn;
+}
+
+/* Group commit: the first committer that finds no writer running becomes the
+ * writer for everything appended so far; the others wait for it (and, if
+ * their record came after its batch, one of them runs the next round). */
+int cf_wal_commit(cf_wal *w, int64_t lsn)
+{
+    int r;
+    pthread_mutex_lock(&w->mu);
+    for (;;) {
+        if (w->err) {
+            r = w->err;
+            break;
+        }
+        int64_t have = w->policy == CF_FSYNC_ALWAYS ? w->synced_lsn : w->written_lsn;
+        if (have >= lsn) {
+            r = 0;
+            break;
+        }
+        if (lsn >= atomic_load(&w->next_lsn)) {
+            r = -EINVAL; /* never appended */
+            break;
+        }
+        if (!w->writing)
+            writer_round(w);
+        else
+            pthread_cond_wait(&w->done_cv, &w->mu);
+    }
+    pthread_mutex_unlock(&w->mu);
+    return r;
+}
+
+/* ---- maintenance ---------------------------------------------------------- */
+
+/* A segment's records are all below the next segment's first LSN, so segment
+ * i may go when segs[i + 1] - 1 <= lsn. The newest segment always stays: it
+ * anchors the LSN sequence (and may be open for writing). The list is
+ * shortened under mu; the unlinks happen outside it. */
+int cf_wal_drop_through(cf_wal *w, int64_t lsn)
+{
+    pthread_mutex_lock(&w->mu);
+    size_t k = 0;
+    while (k + 1 < w->nsegs && w->segs[k + 1] - 1 <= lsn)
+        k++;
+    int64_t *gone = NULL;
+    if (k > 0) {
+        gone = malloc(k * sizeof *gone);
+        if (!gone) {
+            pthread_mutex_unlock(&w->mu);
+            return -ENOMEM;
+        }
+        memcpy(gone, w->segs, k * sizeof *gone);
+        memmove(w->segs, w->segs + k, (w->nsegs - k) * sizeof *w->segs);
+        w->nsegs -= k;
+    }
+    pthread_mutex_unlock(&w->mu);
+    int r = 0;
+    for (size_t i = 0; i < k; i++) {
+        char name[SEG_NAME_LEN];
+        seg_name(name, gone[i]);
+        if (unlinkat(w->dirfd, name, 0) < 0 && errno != ENOENT && r == 0)
+            r = -errno;
+    }
+    free(gone);
+    if (k > 0 && fsync(w->dirfd) < 0 && r == 0)
+        r = -errno;
+    return r;
+}
+
+int64_t cf_wal_last_lsn(const cf_wal *w) { return atomic_load(&w->next_lsn) - 1; }
+
+uint64_t cf_wal_fsyncs(const cf_wal *w) { return atomic_load(&w->fsyncs); }
+
+uint64_t cf_wal_bytes(const cf_wal *w) { return atomic_load(&w->bytes); }

@@ -1,0 +1,66 @@
+#!/usr/bin/env python3
+"""Generates the benchmark workloads, deterministically from a seed:
+  single.json      one click event (S1)
+  batch-K.json     K JSON arrays of `--batch` events each (S2..S6), with
+                   Zipf-skewed pages, `--users` users and unique event_ids
+                   of the form "<nonce>-<K>-<i>", where <nonce> is the
+                   literal NONCE_XXXXXXXX that wrk_post.lua replaces per
+                   request so every request carries fresh ids
+  access.log       the same events as combined-format access-log lines,
+                   for GoAccess (S2 baseline)
+"""
+import argparse
+import bisect
+import json
+import os
+import random
+import time
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--bodies", type=int, default=16)
+    ap.add_argument("--batch", type=int, default=1000)
+    ap.add_argument("--users", type=int, default=100000)
+    ap.add_argument("--pages", type=int, default=10000)
+    ap.add_argument("--log-lines", type=int, default=1000000)
+    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--distinct-users", action="store_true",
+                    help="every event a new user (user_id carries the request nonce)")
+    a = ap.parse_args()
+    rnd = random.Random(a.seed)
+    os.makedirs(a.out, exist_ok=True)
+    cdf, total = [], 0.0
+    for p in range(a.pages):
+        total += 1.0 / (p + 1)
+        cdf.append(total)
+
+    def page():
+        return "/products/%d" % bisect.bisect_left(cdf, rnd.random() * total)
+
+    now_ms = int(time.time() * 1000)
+    with open(os.path.join(a.out, "single.json"), "w") as f:
+        json.dump({"user_id": "u1", "page_url": "/products/1", "element": "buy"}, f)
+    for k in range(a.bodies):
+        events = []
+        for i in range(a.batch):
+            events.append({
+                "user_id": ("NONCE_XXXXXXXX-%d-%d" % (k, i)) if a.distinct_users
+                else "u%d" % rnd.randrange(a.users),
+                "page_url": page(),
+                "element": "link",
+                "event_id": "NONCE_XXXXXXXX-%d-%d" % (k, i),
+            })
+        with open(os.path.join(a.out, "batch-%d.json" % k), "w") as f:
+            json.dump(events, f, separators=(",", ":"))
+    with open(os.path.join(a.out, "access.log"), "w") as f:
+        for i in range(a.log_lines):
+            ts = time.gmtime((now_ms - (a.log_lines - i)) / 1000)
+            f.write('10.0.%d.%d - - [%s +0000] "GET %s HTTP/1.1" 200 512 "-" "Mozilla/5.0 u%d"\n' % (
+                (i >> 8) & 255, i & 255, time.strftime("%d/%b/%Y:%H:%M:%S", ts), page(),
+                rnd.randrange(a.users)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,359 @@
+#!/usr/bin/env python3
+"""The benchmark suite (issue 7): runs each scenario against clickflow and its
+baseline in the same run on this machine and prints a markdown table.
+
+  run.py --bin build-release/server/clickflow --tools build-release/tests/bench
+         [--smoke] [--out BENCHMARKS.md]
+
+--smoke runs every scenario for about a second with small key counts (the
+test suite does this so the script cannot rot); the figures are then
+meaningless and nothing is written. Traffic goes to 127.0.0.1 only and every
+loop is bounded in time.
+"""
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "integration"))
+sys.path.insert(0, HERE)
+from harness import Server, free_port  # noqa: E402
+from wsprobe import WsClient  # noqa: E402
+
+ROWS = []
+
+
+def row(scenario, workload, metric, value, baseline_name, baseline, target, ratio=None):
+    if ratio is None and baseline not in (None, 0) and isinstance(value, (int, float)):
+        ratio = value / baseline
+    ROWS.append((scenario, workload, metric, value, baseline_name, baseline, ratio, target))
+    print("%s | %s | %s = %s | %s = %s | ratio %s" % (
+        scenario, workload, metric, fmt(value), baseline_name, fmt(baseline),
+        "-" if ratio is None else "%.2fx" % ratio), flush=True)
+
+
+def fmt(v):
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return "{:,.0f}".format(v) if v >= 100 else "%.2f" % v
+    if isinstance(v, int):
+        return "{:,}".format(v)
+    return str(v)
+
+
+def parse_bench(out):
+    m = re.search(r"BENCH (.*)", out)
+    if not m:
+        raise RuntimeError("no BENCH line in:\n" + out)
+    return {k: float(v) for k, v in (kv.split("=") for kv in m.group(1).split())}
+
+
+def run(cmd, env=None, timeout=600):
+    p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+    if p.returncode != 0:
+        raise RuntimeError("%s failed (%d):\n%s%s" % (cmd[0], p.returncode, p.stdout, p.stderr))
+    return p.stdout
+
+
+def rss_kib(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+class Bench:
+    def __init__(self, a):
+        self.a = a
+        self.d = a.seconds
+        self.tmp = tempfile.mkdtemp(prefix="clickflow-bench-")
+        self.client = os.path.join(a.tools, "bench_client")
+        self.gen = os.path.join(self.tmp, "gen")
+        n_log = 20000 if a.smoke else 1000000
+        run([sys.executable, os.path.join(HERE, "gen.py"), "--out", self.gen, "--bodies", "16",
+             "--log-lines", str(n_log)])
+        self.batches = [os.path.join(self.gen, "batch-%d.json" % k) for k in range(16)]
+        self.single = os.path.join(self.gen, "single.json")
+        self.n_log = n_log
+
+    def server(self, *args):
+        env = {"CLICKFLOW_BIN": self.a.bin}
+        os.environ.update(env)
+        s = Server(["--idle-timeout", "10s"] + list(args), ready_path="/readyz")
+        s.bin = self.a.bin
+        return s.start()
+
+    def client_run(self, port, bodies, conns, seconds, rate=0, per_body=1, path="/api/v1/events"):
+        cmd = [self.client, "--port", str(port), "--conns", str(conns), "--duration", str(seconds),
+               "--events-per-body", str(per_body), "--path", path]
+        if rate:
+            cmd += ["--rate", str(rate)]
+        return parse_bench(run(cmd + bodies))
+
+    def wrk(self, port, body, seconds, conns=64):
+        env = dict(os.environ, BODIES=body)
+        out = run(["wrk", "-t2", "-c%d" % conns, "-d%ds" % max(1, int(seconds)), "-s",
+                   os.path.join(HERE, "wrk_post.lua"), "http://127.0.0.1:%d/api/v1/events" % port],
+                  env=env)
+        b = parse_bench(out)
+        b["rps"] = b["requests"] / (b["duration_us"] / 1e6)
+        return b
+
+    # S1 ----------------------------------------------------------------------
+    def s1(self):
+        nginx_dir = os.path.join(self.tmp, "nginx")
+        os.makedirs(nginx_dir, exist_ok=True)
+        port = free_port()
+        conf = open(os.path.join(HERE, "nginx.conf.in")).read()
+        conf = conf.replace("@DIR@", nginx_dir).replace("@PORT@", str(port)).replace(
+            "@WORKERS@", str(os.cpu_count() or 2))
+        with open(os.path.join(nginx_dir, "nginx.conf"), "w") as f:
+            f.write(conf)
+        ngx = subprocess.Popen(["nginx", "-c", os.path.join(nginx_dir, "nginx.conf"), "-p", nginx_dir],
+                               stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                try:
+                    import socket
+                    socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                    break
+                except OSError:
+                    time.sleep(0.05)
+            base = self.wrk(port, self.single, self.d)
+        finally:
+            ngx.send_signal(signal.SIGQUIT)
+            ngx.wait(10)
+        with self.server() as srv:
+            cf = self.wrk(srv.http_port, self.single, self.d)
+        row("S1", "single-event POSTs, wrk 2 threads x 64 keep-alive conns", "requests/s",
+            cf["rps"], "nginx return 204", base["rps"], ">= 0.8x")
+        row("S1", "same, latency", "p99 ms", cf["p99_us"] / 1000, "nginx p99 ms", base["p99_us"] / 1000, "-",
+            ratio=None)
+        self.s1_off = None
+        return cf["rps"]
+
+    # S2 ----------------------------------------------------------------------
+    def s2_rate(self, *args, seconds=None):
+        with self.server(*args) as srv:
+            b = self.client_run(srv.http_port, self.batches, 4, seconds or self.d, per_body=1000)
+            return b, srv
+
+    def s2(self):
+        b, _ = self.s2_rate()
+        self.s2_peak = b["events_per_s"]
+        cj = parse_bench(run([os.path.join(self.a.tools, "cjson_baseline"), "--seconds", str(self.d)]
+                             + self.batches))
+        row("S2", "1000-event JSON arrays, 4 conns, all analytics on", "events/s", b["events_per_s"],
+            "raw cJSON parse, 1 core (limit)", cj["events_per_s"], ">= 1,000,000 events/s")
+        goaccess = shutil.which("goaccess")
+        if goaccess:
+            log = os.path.join(self.gen, "access.log")
+            t0 = time.monotonic()
+            run([goaccess, log, "--log-format=COMBINED", "-o", os.path.join(self.tmp, "report.json"),
+                 "--no-global-config"])
+            ga = self.n_log / (time.monotonic() - t0)
+            row("S2", "same events as access-log lines", "events/s", b["events_per_s"],
+                "GoAccess (Debian) log parse", ga, ">= 15x")
+        return b
+
+    # S3 ----------------------------------------------------------------------
+    def s3(self):
+        rate_events = max(1000.0, self.s2_peak / 2)
+        with self.server("--push-interval", "500ms") as srv:
+            result = {}
+
+            def load():
+                result["b"] = self.client_run(srv.http_port, self.batches, 4, self.d,
+                                              rate=rate_events / 1000, per_body=1000)
+
+            t = threading.Thread(target=load)
+            t.start()
+            delays = self.push_probe(srv, self.d)
+            t.join()
+        b = result["b"]
+        row("S3", "ingest at half of S2 peak (%s events/s)" % fmt(rate_events), "ingest p50 ms",
+            b["p50_us"] / 1000, None, None, "-")
+        row("S3", "same", "ingest p99 ms", b["p99_us"] / 1000, None, None, "< 5 ms")
+        if delays:
+            delays.sort()
+            row("S3", "POST -> count in a WebSocket push (push interval 500 ms)", "push p50 ms",
+                delays[len(delays) // 2], None, None, "-")
+            row("S3", "same", "push p99 ms", delays[min(len(delays) - 1, int(len(delays) * 0.99))],
+                None, None, "< 550 ms")
+
+    def push_probe(self, srv, seconds):
+        """Posts a uniquely named page every 100 ms and times its first push."""
+        ws = WsClient("127.0.0.1", srv.ws_port)
+        ws.send_text(json.dumps({"subscribe": ["windows"]}))
+        pending, delays = {}, []
+        stop = time.monotonic() + seconds
+        lock = threading.Lock()
+
+        def reader():
+            while True:
+                try:
+                    m = ws.recv_message()
+                except (OSError, ConnectionError, ValueError):
+                    return
+                now = time.monotonic()
+                if m.get("type") != "windows":
+                    continue
+                for r in m.get("data", []):
+                    with lock:
+                        t0 = pending.pop(r.get("page_url"), None)
+                    if t0 is not None:
+                        delays.append((now - t0) * 1000)
+
+        rt = threading.Thread(target=reader, daemon=True)
+        rt.start()
+        n = 0
+        while time.monotonic() < stop:
+            page = "/probe/%d" % n
+            n += 1
+            with lock:
+                pending[page] = time.monotonic()
+            srv.request("POST", "/api/v1/events", {"user_id": "probe", "page_url": page})
+            time.sleep(0.1)  # probe pacing, not an assertion
+        deadline = time.monotonic() + 2
+        while pending and time.monotonic() < deadline:
+            time.sleep(0.05)
+        ws.close()
+        return delays
+
+    # S4 ----------------------------------------------------------------------
+    def s4(self):
+        steps = [10000, 100000] if self.a.smoke else [10000, 100000, 1000000, 10000000]
+        bodies = os.path.join(self.tmp, "distinct")
+        run([sys.executable, os.path.join(HERE, "gen.py"), "--out", bodies, "--bodies", "8",
+             "--log-lines", "1", "--pages", "100000", "--distinct-users"])
+        files = [os.path.join(bodies, "batch-%d.json" % k) for k in range(8)]
+        with self.server("--snapshot-interval", "1h") as srv:
+            base_rss = rss_kib(srv.proc.pid)
+            sent, first_rate = 0, None
+            for target in steps:
+                todo = target - sent
+                t0 = time.monotonic()
+                self.send_events(srv, files, todo)
+                rate = todo / (time.monotonic() - t0)
+                sent = target
+                _, stats = srv.request("GET", "/api/v1/stats")
+                sessions = stats.get("open_sessions", 0)
+                rss = rss_kib(srv.proc.pid)
+                per = (rss - base_rss) * 1024 / sessions if sessions else 0
+                first_rate = first_rate or rate
+                row("S4", "%s distinct users (open sessions), 100k pages" % fmt(target), "events/s",
+                    rate, "events/s at 10k users", first_rate, "within 2x")
+                row("S4", "same", "RSS MiB", rss / 1024, None, None, "-")
+                row("S4", "same", "bytes per open session", per, None, None, "< 200")
+
+    def send_events(self, srv, files, n_events):
+        """Sends n_events (1000 per request) as fast as the server takes them."""
+        requests = max(1, n_events // 1000)
+        out = run([self.client, "--port", str(srv.http_port), "--conns", "4", "--duration", "600",
+                   "--events-per-body", "1000", "--requests", str(requests)] + files)
+        return parse_bench(out)
+
+    # S5 ----------------------------------------------------------------------
+    def s5(self):
+        n_clients = 50 if self.a.smoke else 500
+        with self.server("--ws-max-clients", str(n_clients + 10)) as srv:
+            clients = [WsClient("127.0.0.1", srv.ws_port) for _ in range(n_clients)]
+            stop = threading.Event()
+
+            def drain(c):
+                c.sock.settimeout(1.0)
+                while not stop.is_set():
+                    try:
+                        c.recv_message()
+                    except Exception:  # noqa: BLE001 - timeouts and closes end the reader
+                        if stop.is_set():
+                            return
+
+            threads = [threading.Thread(target=drain, args=(c,), daemon=True) for c in clients]
+            for t in threads:
+                t.start()
+            b = self.client_run(srv.http_port, self.batches, 4, self.d, per_body=1000)
+            stop.set()
+            for c in clients:
+                c.close()
+        row("S5", "S2 ingest with %d WebSocket clients on all topics" % n_clients, "events/s",
+            b["events_per_s"], "S2 without clients", self.s2_peak, ">= 0.9x")
+
+    # S6 ----------------------------------------------------------------------
+    def s6(self):
+        res = {}
+        for pol in ("off", "batch", "always"):
+            b, _ = self.s2_rate("--fsync", pol)
+            res[pol] = b["events_per_s"]
+        row("S6", "S2 with --fsync batch", "events/s", res["batch"], "--fsync off", res["off"], ">= 0.9x")
+        row("S6", "S2 with --fsync always", "events/s", res["always"], "--fsync off", res["off"], ">= 0.8x")
+        single = {}
+        for pol in ("off", "always"):
+            with self.server("--fsync", pol) as srv:
+                single[pol] = self.wrk(srv.http_port, self.single, self.d)["rps"]
+        row("S6", "S1 with --fsync always (group commit)", "requests/s", single["always"],
+            "S1 with --fsync off", single["off"], ">= 0.5x")
+
+    def table(self):
+        lines = ["| scenario | workload | metric | clickflow | baseline | baseline value | ratio | target |",
+                 "|---|---|---|---|---|---|---|---|"]
+        for s, w, m, v, bn, b, r, t in ROWS:
+            lines.append("| %s | %s | %s | %s | %s | %s | %s | %s |" % (
+                s, w, m, fmt(v), bn or "-", fmt(b), "-" if r is None else "%.2fx" % r, t))
+        return "\n".join(lines)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bin", required=True)
+    ap.add_argument("--tools", required=True)
+    ap.add_argument("--smoke", action="store_true")
+    ap.add_argument("--out")
+    ap.add_argument("--only", default="S1,S2,S3,S4,S5,S6")
+    a = ap.parse_args()
+    a.seconds = 1 if a.smoke else 10
+    b = Bench(a)
+    b.s2_peak = 0
+    only = set(a.only.split(","))
+    try:
+        for name in ("S1", "S2", "S3", "S4", "S5", "S6"):
+            if name in only:
+                if name == "S3" and not b.s2_peak:
+                    b.s2_peak = b.s2_rate()[0]["events_per_s"]
+                getattr(b, name.lower())()
+    finally:
+        shutil.rmtree(b.tmp, ignore_errors=True)
+    table = b.table()
+    print()
+    print(table)
+    if a.out and not a.smoke:
+        cpu = "unknown"
+        try:
+            with open("/proc/cpuinfo") as f:
+                cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+        except (OSError, StopIteration):
+            pass
+        with open(a.out, "w") as f:
+            f.write("# Benchmarks\n\nLatest run of `tests/bench/run.sh` on %s: %s, %d cores, %s, %s.\n"
+                    "Each ratio compares figures measured in the same run.\n\n%s\n" % (
+                        time.strftime("%Y-%m-%d"), cpu, os.cpu_count() or 0, platform.platform(),
+                        "Python %s" % platform.python_version(), table))
+    if any(r[3] is None for r in ROWS):
+        sys.exit(1)
+    print("bench: %d passed, 0 failed" % len(ROWS))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,268 @@
+/* Unit tests of server/snapshot.c: round trip, retention of the newest two,
+ * fallback past a truncated, corrupt or foreign-version newest snapshot, and
+ * -ENOENT when there is nothing usable. */
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "crc32c.h"
+#include "snapshot.h"
+
+/* See test_wal.c: a weak stand-in for lib's timestamp formatter. */
+__attribute__((weak)) int cf_rfc3339_format(int64_t ms, char *buf, size_t cap);
+__attribute__((weak)) int cf_rfc3339_format(int64_t ms, char *buf, size_t cap)
+{
+    (void)ms;
+    if (cap)
+        buf[0] = '\0';
+    return 0;
+}
+
+static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st; (void)flag; (void)ftw;
+    return remove(path);
+}
+
+static int setup_dir(void **state)
+{
+    char *dir = strdup("/tmp/cf-test-snap-XXXXXX");
+    if (!dir || !mkdtemp(dir))
+        return -1;
+    *state = dir;
+    return 0;
+}
+
+static int teardown_dir(void **state)
+{
+    nftw(*state, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+    free(*state);
+    return 0;
+}
+
+static void snap_path(const char *dir, int64_t lsn, char *out, size_t cap)
+{
+    snprintf(out, cap, "%s/snapshot-%020lld.cfs", dir, (long long)lsn);
+}
+
+static bool exists(const char *path) { return access(path, F_OK) == 0; }
+
+/* Payload of `n` bytes derived from seed. */
+static void fill(uint8_t *p, size_t n, int seed)
+{
+    for (size_t i = 0; i < n; i++)
+        p[i] = (uint8_t)(seed * 17 + (int)i * 5);
+}
+
+static void write_snap(const char *dir, int64_t lsn, size_t n)
+{
+    uint8_t *p = malloc(n ? n : 1);
+    assert_non_null(p);
+    fill(p, n, (int)lsn);
+    assert_int_equal(cf_snapshot_write(dir, lsn, p, n), 0);
+    free(p);
+}
+
+static void expect_load(const char *dir, int64_t lsn, size_t n)
+{
+    cf_buf b = {0};
+    cf_buf_put(&b, "stale", 5); /* load resets the buffer first */
+    int64_t got = -1;
+    assert_int_equal(cf_snapshot_load(dir, &got, &b), 0);
+    assert_int_equal(got, lsn);
+    assert_int_equal(b.len, n);
+    uint8_t *want = malloc(n ? n : 1);
+    assert_non_null(want);
+    fill(want, n, (int)lsn);
+    assert_memory_equal(b.data ? b.data : want, want, n);
+    free(want);
+    cf_buf_free(&b);
+}
+
+static void patch(const char *path, off_t off, const void *bytes, size_t n)
+{
+    int fd = open(path, O_RDWR);
+    assert_true(fd >= 0);
+    assert_int_equal(pwrite(fd, bytes, n, off), (ssize_t)n);
+    close(fd);
+}
+
+static void flip(const char *path, off_t off)
+{
+    int fd = open(path, O_RDWR);
+    assert_true(fd >= 0);
+    uint8_t b;
+    assert_int_equal(pread(fd, &b, 1, off), 1);
+    b ^= 0x01;
+    assert_int_equal(pwrite(fd, &b, 1, off), 1);
+    close(fd);
+}
+
+static void test_round_trip(void **state)
+{
+    const char *dir = *state;
+    write_snap(dir, 42, 100000);
+    expect_load(dir, 42, 100000);
+    char p[512];
+    snap_path(dir, 42, p, sizeof p);
+    struct stat st;
+    assert_int_equal(stat(p, &st), 0);
+    assert_int_equal(st.st_size, 36 + 100000); /* 36-byte header */
+}
+
+static void test_empty_payload_and_lsn_zero(void **state)
+{
+    const char *dir = *state;
+    assert_int_equal(cf_snapshot_write(dir, 0, NULL, 0), 0);
+    expect_load(dir, 0, 0);
+    assert_int_equal(cf_snapshot_write(dir, -1, NULL, 0), -EINVAL);
+}
+
+static void test_keeps_newest_two(void **state)
+{
+    const char *dir = *state;
+    char p[512];
+    for (int64_t l = 5; l <= 8; l++)
+        write_snap(dir, l, 64);
+    for (int64_t l = 5; l <= 8; l++) {
+        snap_path(dir, l, p, sizeof p);
+        assert_int_equal(exists(p), l >= 7);
+    }
+    expect_load(dir, 8, 64);
+}
+
+static void test_truncated_newest_falls_back(void **state)
+{
+    const char *dir = *state;
+    write_snap(dir, 10, 5000);
+    write_snap(dir, 20, 5000);
+    char p[512];
+    snap_path(dir, 20, p, sizeof p);
+    assert_int_equal(truncate(p, 36 + 4999), 0); /* one payload byte short */
+    expect_load(dir, 10, 5000);
+    assert_int_equal(truncate(p, 20), 0); /* inside the header */
+    expect_load(dir, 10, 5000);
+    assert_int_equal(truncate(p, 0), 0);
+    expect_load(dir, 10, 5000);
+}
+
+static void test_crc_mismatch_skipped(void **state)
+{
+    const char *dir = *state;
+    write_snap(dir, 10, 300);
+    write_snap(dir, 20, 300);
+    char p[512];
+    snap_path(dir, 20, p, sizeof p);
+    flip(p, 36 + 299); /* last payload byte */
+    expect_load(dir, 10, 300);
+    flip(p, 36 + 299);
+    expect_load(dir, 20, 300);
+    flip(p, 14); /* a header byte (the LSN): header CRC */
+    expect_load(dir, 10, 300);
+}
+
+static void test_wrong_version_skipped(void **state)
+{
+    const char *dir = *state;
+    write_snap(dir, 10, 50);
+    write_snap(dir, 20, 50);
+    char p[512];
+    snap_path(dir, 20, p, sizeof p);
+    /* Version 2 with a correct header CRC: a file from a newer release. */
+    uint8_t h[36];
+    int fd = open(p, O_RDONLY);
+    assert_true(fd >= 0);
+    assert_int_equal(read(fd, h, 36), 36);
+    close(fd);
+    h[8] = 2;
+    uint32_t c = cf_crc32c(0, h, 32);
+    uint8_t cb[4] = {(uint8_t)c, (uint8_t)(c >> 8), (uint8_t)(c >> 16), (uint8_t)(c >> 24)};
+    patch(p, 8, h + 8, 1);
+    patch(p, 32, cb, 4);
+    expect_load(dir, 10, 50);
+    /* Bad magic, too. */
+    patch(p, 0, "XXSNAP01", 8);
+    expect_load(dir, 10, 50);
+}
+
+static void test_trailing_bytes_and_renamed_file_skipped(void **state)
+{
+    const char *dir = *state;
+    write_snap(dir, 10, 50);
+    write_snap(dir, 20, 50);
+    char p20[512], p30[512];
+    snap_path(dir, 20, p20, sizeof p20);
+    snap_path(dir, 30, p30, sizeof p30);
+    /* A file whose name claims lsn 30 but whose header says 20. */
+    assert_int_equal(rename(p20, p30), 0);
+    expect_load(dir, 10, 50);
+    assert_int_equal(rename(p30, p20), 0);
+    FILE *f = fopen(p20, "a");
+    assert_non_null(f);
+    fputc('x', f);
+    fclose(f);
+    expect_load(dir, 10, 50);
+}
+
+static void test_none_is_enoent(void **state)
+{
+    const char *dir = *state;
+    cf_buf b = {0};
+    int64_t lsn = 7;
+    assert_int_equal(cf_snapshot_load(dir, &lsn, &b), -ENOENT);
+    char missing[512];
+    snprintf(missing, sizeof missing, "%s/nope", dir);
+    assert_int_equal(cf_snapshot_load(missing, &lsn, &b), -ENOENT);
+    /* Only bad snapshots: -ENOENT too, and ret_lsn untouched. */
+    write_snap(dir, 10, 10);
+    char p[512];
+    snap_path(dir, 10, p, sizeof p);
+    flip(p, 36);
+    assert_int_equal(cf_snapshot_load(dir, &lsn, &b), -ENOENT);
+    assert_int_equal(lsn, 7);
+    assert_int_equal(b.len, 0);
+    cf_buf_free(&b);
+}
+
+static void test_stray_temp_file_ignored_and_removed(void **state)
+{
+    const char *dir = *state;
+    char tmp[600];
+    snprintf(tmp, sizeof tmp, "%s/snapshot-%020d.cfs.tmp", dir, 99);
+    FILE *f = fopen(tmp, "w");
+    assert_non_null(f);
+    fputs("half-written", f);
+    fclose(f);
+    write_snap(dir, 10, 10);
+    assert_false(exists(tmp));
+    expect_load(dir, 10, 10);
+}
+
+#define T(fn) cmocka_unit_test_setup_teardown(fn, setup_dir, teardown_dir)
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        T(test_round_trip),
+        T(test_empty_payload_and_lsn_zero),
+        T(test_keeps_newest_two),
+        T(test_truncated_newest_falls_back),
+        T(test_crc_mismatch_skipped),
+        T(test_wrong_version_skipped),
+        T(test_trailing_bytes_and_renamed_file_skipped),
+        T(test_none_is_enoent),
+        T(test_stray_temp_file_ignored_and_removed),
+    };
+    return cmocka_run_group_tests_name("snapshot", tests, NULL, NULL);
+}
