@@ -222,11 +222,15 @@
     if (!s || typeof s !== 'object') return;
     state.stats = s;
     const now = Date.now();
-    let rate = s.ingest_rate;
-    if (!isNum(rate) && isNum(s.accepted)) {
-      if (state.lastAccepted !== null && now > state.lastAcceptedAt) {
-        rate = Math.max(0, (s.accepted - state.lastAccepted) * 1000 / (now - state.lastAcceptedAt));
-      }
+    // Events per second as this page sees them: the change of `accepted`
+    // between two stats messages about a second apart. The server's own
+    // ingest_rate is the fallback (first sample, after a gap).
+    let rate = null;
+    const dt = now - state.lastAcceptedAt;
+    if (isNum(s.accepted) && state.lastAccepted !== null && dt >= 300 && dt <= 5000) {
+      rate = Math.max(0, (s.accepted - state.lastAccepted) * 1000 / dt);
+    } else if (isNum(s.ingest_rate)) {
+      rate = s.ingest_rate;
     }
     if (isNum(s.accepted)) {
       state.lastAccepted = s.accepted;
@@ -568,6 +572,7 @@
     sock.onopen = () => {
       opened = true;
       backoff = BACKOFF_MIN_MS;
+      state.lastAccepted = null;   // the server may have restarted
       setStatus('connected', '');
       sock.send(JSON.stringify({ subscribe: ['windows', 'trending', 'sessions', 'stats', 'late'] }));
       if (everConnected) seed();   // catch up on what happened while we were away
@@ -584,7 +589,10 @@
       switch (msg.type) {
         case 'windows': onWindows(msg.data); break;
         case 'trending': onTrending(msg.data); break;
-        case 'session_end': onSessionEnd(msg.data, true); break;
+        case 'session_end':
+          // One record, or a batch of them.
+          for (const rec of Array.isArray(msg.data) ? msg.data : [msg.data]) onSessionEnd(rec, true);
+          break;
         case 'stats': onStats(msg.data); break;
         case 'late': onLate(msg.data); break;
         default: return;   // e.g. "subscribed"

@@ -58,7 +58,7 @@ async function until(what, fn, timeoutMs = 10000) {
 }
 
 class Server {
-  async start() {
+  async start(extraArgs = []) {
     this.http = await freePort();
     this.ws = await freePort();
     this.dir = mkdtempSync(join(tmpdir(), 'clickflow-browser-'));
@@ -67,6 +67,7 @@ class Server {
     this.proc = spawn(BIN, [
       '--bind', '127.0.0.1', '--http-port', String(this.http), '--ws-port', String(this.ws),
       '--idle-timeout', '0', '--push-interval', '200ms', '--data-dir', join(this.dir, 'data'),
+      ...extraArgs,
     ], { stdio: ['ignore', log, log] });
     closeSync(log);
     this.exited = new Promise((res) => this.proc.on('exit', (code, sig) => res(code ?? sig)));
@@ -197,31 +198,66 @@ test('seeds trending and windows from REST on a fresh load', async () => {
 
 if (UPDATE_SCREENSHOT) {
   test('screenshot (UPDATE_SCREENSHOT=1)', async () => {
-    // Realistic-looking traffic: Zipf pages, sessions, a few seconds of rate.
-    const pages = ['/', '/pricing', '/products/7', '/products/12', '/blog/launch', '/docs/getting-started',
-      '/cart', '/checkout', '/search?q=shoes', '/about', '/signup', '/products/3'];
-    let seq = 0;
-    const t = Date.now();
-    for (let round = 0; round < 6; round++) {
-      const batch = [];
-      const n = 300 + round * 120;
-      for (let i = 0; i < n; i++) {
-        const r = Math.random();
-        const k = Math.min(pages.length - 1, Math.floor(Math.pow(r, 2.2) * pages.length));
-        batch.push({ user_id: 'u' + ((seq * 7919) % 400), page_url: pages[k],
-          timestamp: t + round * 1000 + Math.floor(i * 1000 / n), event_id: 'shot-' + seq++ });
+    // A server of its own, fed a few minutes of realistic traffic in event
+    // time: Zipf-skewed pages, users with sessions, a closed and an open
+    // tumbling window, some resent and some late events.
+    const shot = await new Server().start(['--session-gap', '20s']);
+    const p = await context.newPage();
+    try {
+      await p.setViewportSize({ width: 1400, height: 1000 });
+      await p.goto(shot.base + '/');
+      await p.waitForSelector('#conn-status[data-state="connected"]', { timeout: 10000 });
+      const pages = ['/', '/pricing', '/products/7', '/products/12', '/blog/launch-week',
+        '/docs/getting-started', '/cart', '/checkout', '/search?q=running+shoes', '/about',
+        '/signup', '/products/3', '/careers', '/docs/api'];
+      const zipf = pages.map((_, k) => 1 / Math.pow(k + 1, 1.05));
+      const zsum = zipf.reduce((a, b) => a + b, 0);
+      let seed = 42;
+      const rnd = () => ((seed = (seed * 1103515245 + 12345) % 2147483648) / 2147483648);
+      const pick = () => {
+        let r = rnd() * zsum;
+        for (let k = 0; k < pages.length; k++) if ((r -= zipf[k]) <= 0) return pages[k];
+        return pages[0];
+      };
+      const m0 = Math.floor(Date.now() / 60000) * 60000 - 120000;
+      let seq = 0;
+      const sent = [];
+      // Window A: [m0, m0+60s), users 0..299; window B: users 150..449 from m0+60s.
+      for (let round = 0; round < 9; round++) {
+        const batch = [];
+        const n = 260 + 90 * (round % 4);
+        const inB = round >= 4;
+        for (let i = 0; i < n; i++) {
+          const ts = inB ? m0 + 60000 + (round - 4) * 8000 + Math.floor(rnd() * 8000)
+            : m0 + round * 15000 + Math.floor(rnd() * 15000);
+          const user = (inB ? 150 : 0) + Math.floor(rnd() * 300);
+          const ev = { user_id: 'user-' + user, page_url: pick(), timestamp: ts, event_id: 'shot-' + seq++ };
+          batch.push(ev);
+          sent.push(ev);
+        }
+        if (round >= 5) batch.push(...sent.slice(-12));   // resent: duplicates
+        if (round === 7) {
+          for (let i = 0; i < 3; i++) {
+            batch.push({ user_id: 'user-' + (900 + i), page_url: pages[i + 2], timestamp: m0 - 600000 + i * 1000 });
+          }
+        }
+        await shot.post(batch);
+        const before = await p.textContent('#kpi-accepted');
+        await p.waitForFunction((b) => document.getElementById('kpi-accepted').textContent !== b,
+          before, { timeout: 5000 });
       }
-      await srv.post(batch);
-      const before = await page.textContent('#kpi-accepted');
-      await page.waitForFunction((b) => document.getElementById('kpi-accepted').textContent !== b,
-        before, { timeout: 5000 });
+      await p.waitForFunction(() => document.querySelectorAll('#sessions-table tbody tr:not(.empty)').length >= 5 &&
+        document.querySelectorAll('#late-table tbody tr:not(.empty)').length >= 1 &&
+        document.querySelectorAll('#pages-table tbody tr').length >= 8, null, { timeout: 10000 });
+      const out = join(repo, 'docs', 'dashboard.png');
+      mkdirSync(dirname(out), { recursive: true });
+      await p.screenshot({ path: out, fullPage: true });
+      console.log('wrote ' + out);
+    } finally {
+      await p.close();
+      await shot.stop();
+      shot.cleanup();
     }
-    await page.waitForFunction(() => document.querySelectorAll('#pages-table tbody tr').length >= 8,
-      null, { timeout: 5000 });
-    const out = join(repo, 'docs', 'dashboard.png');
-    mkdirSync(dirname(out), { recursive: true });
-    await page.screenshot({ path: out, fullPage: true });
-    console.log('wrote ' + out);
   });
 }
 

@@ -42,7 +42,9 @@ def key(r):
 
 
 def test_final_windows_equal_rest():
-    with Server(["--idle-timeout", "0", "--push-interval", "100ms"]) as srv:
+    # Events arrive out of order across two requests; the lateness allowance
+    # keeps them all, so some windows fire again (revision 1).
+    with Server(["--idle-timeout", "0", "--push-interval", "100ms", "--allowed-lateness", "1h"]) as srv:
         path = info_ws(srv)
         with WsClient(srv.ws_port, path) as ws:
             assert subscribe(ws, ["windows"]) == ["windows"]
@@ -62,6 +64,8 @@ def test_final_windows_equal_rest():
             # Fire every window: tumbling ones end by 10:03, sliding (5m) by 10:07.
             status, body = srv.request("POST", "/api/v1/watermark", {"watermark": BASE + 20 * MIN})
             assert status == 200, (status, body)
+            status, stats = srv.request("GET", "/api/v1/stats")
+            assert stats["accepted"] == 600 and stats["late_dropped"] == 0, stats
 
             status, rest = srv.request("GET", "/api/v1/windows?state=closed&limit=100000")
             assert status == 200, (status, rest)
@@ -71,9 +75,11 @@ def test_final_windows_equal_rest():
             assert len(tumbling) == 3 * len(pages), sorted(tumbling)
             assert sum(want[k]["count"] for k in tumbling) == 600
 
+            # The newest final result per window and page, in arrival order,
+            # must end up equal to REST's (revisions included).
             got = {}
             deadline = time.monotonic() + 20
-            while set(want) - set(got) and time.monotonic() < deadline:
+            while any(got.get(k) != r for k, r in want.items()) and time.monotonic() < deadline:
                 msg = ws.recv_json(timeout=max(0.1, deadline - time.monotonic()))
                 assert msg["type"] == "windows", msg["type"]
                 assert isinstance(msg["data"], list)
@@ -123,7 +129,9 @@ def test_subscribe_filters_and_handshake_checks():
 
 
 def test_slow_client_does_not_stop_stats():
-    with Server(["--idle-timeout", "0", "--ws-queue", "16"]) as srv:
+    # A short push interval makes many interim window messages, so the
+    # client that never reads is overrun (and its drops counted) quickly.
+    with Server(["--idle-timeout", "0", "--ws-queue", "16", "--push-interval", "50ms"]) as srv:
         path = info_ws(srv)
         # Subscribed to everything and never reading, with a tiny receive buffer.
         stuck = WsClient(srv.ws_port, path, rcvbuf=4096)
@@ -136,7 +144,7 @@ def test_slow_client_does_not_stop_stats():
                 nonlocal accepted_seen
                 while time.monotonic() < until:
                     try:
-                        msg = reader.recv_json(timeout=max(0.05, until - time.monotonic()))
+                        msg = reader.recv_json(timeout=max(0.01, until - time.monotonic()))
                     except TimeoutError:
                         return
                     assert msg["type"] == "stats", msg["type"]
@@ -144,7 +152,7 @@ def test_slow_client_does_not_stop_stats():
                     accepted_seen = max(accepted_seen, msg["data"]["accepted"])
 
             total = 100000
-            batch = 5000
+            batch = 2000
             pages = ["/p/%d" % i for i in range(500)]
             t0 = time.monotonic()
             for b in range(total // batch):
@@ -152,27 +160,31 @@ def test_slow_client_does_not_stop_stats():
                            "timestamp": BASE + i * 10, "event_id": "s%d" % i}
                           for i in range(b * batch, (b + 1) * batch)]
                 body = json.dumps(events)
-                for attempt in range(200):
+                for _ in range(200):
                     status, answer = srv.request("POST", "/api/v1/events", body,
                                                  headers={"Content-Type": "application/json"})
                     if status != 503:
                         break
                     read_stats(time.monotonic() + 0.05)  # back off while reading
                 assert status == 202 and answer["accepted"] == batch, (status, answer)
-                read_stats(time.monotonic())            # drain what is there
-            ingest_s = time.monotonic() - t0
-            # Keep reading until the stats show every event, and two more seconds.
+                # Spread the ingest over a few seconds, reading stats meanwhile.
+                read_stats(time.monotonic() + 0.06)
+            t1 = time.monotonic()
+            # Keep reading until the stats show every event, and a bit more.
             deadline = time.monotonic() + 30
             while accepted_seen < total and time.monotonic() < deadline:
                 read_stats(time.monotonic() + 0.5)
-            read_stats(time.monotonic() + 2.0)
+            read_stats(time.monotonic() + 1.5)
             assert accepted_seen == total, accepted_seen
-            assert len(stamps) >= 3, stamps
+            during = [t for t in stamps if t0 <= t <= t1]
+            assert len(during) >= int(t1 - t0) - 1 and len(during) >= 2, (len(during), t1 - t0)
             gaps = [b - a for a, b in zip(stamps, stamps[1:])]
             # Stats every second: no gap close to a stall, even while ingesting.
-            assert max(gaps) < 2.5, (max(gaps), ingest_s)
+            assert max(gaps) < 2.5, (max(gaps), t1 - t0)
             status, stats = srv.request("GET", "/api/v1/stats")
             assert status == 200 and stats["ws_clients"] == 2, stats
+            # The stuck client really was overrun: messages were dropped for it.
+            assert stats["ws_dropped"] > 0, stats
         stuck.sock.close()
 
 
