@@ -58,10 +58,14 @@ async function until(what, fn, timeoutMs = 10000) {
 }
 
 class Server {
+  // Starts the binary; a second start() after stop() reuses the ports and
+  // the data directory (a restart).
   async start(extraArgs = []) {
-    this.http = await freePort();
-    this.ws = await freePort();
-    this.dir = mkdtempSync(join(tmpdir(), 'clickflow-browser-'));
+    if (!this.dir) {
+      this.http = await freePort();
+      this.ws = await freePort();
+      this.dir = mkdtempSync(join(tmpdir(), 'clickflow-browser-'));
+    }
     this.logPath = join(this.dir, 'server.log');
     const log = openSync(this.logPath, 'a');
     this.proc = spawn(BIN, [
@@ -266,6 +270,15 @@ test('shows "disconnected" when the server stops', async () => {
   await page.waitForSelector('#conn-status[data-state="disconnected"]', { timeout: 10000 });
   assert.equal(await page.textContent('#conn-status'), 'disconnected');
   assert.ok(await page.locator('#conn-status').isVisible());
+});
+
+test('reconnects by itself when the server is back', async () => {
+  await srv.start();
+  await page.waitForSelector('#conn-status[data-state="connected"]', { timeout: 30000 });
+  // Live again: new events reach the page through the new connection.
+  await srv.post([{ user_id: 'back', page_url: '/after-restart', timestamp: now + 20 }]);
+  await page.waitForFunction(() => [...document.querySelectorAll('#trending-table tbody td.page')]
+    .some((td) => td.textContent === '/after-restart'), null, { timeout: 3000 });
 });
 
 let passed = 0;
