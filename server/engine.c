@@ -154,7 +154,13 @@ cf_engine *cf_engine_new(const cf_config *cfg)
     e->inflight_cap = 16 * body * 3 > ((size_t)256 << 20) ? 16 * body * 3 : ((size_t)256 << 20);
     pthread_mutex_init(&e->mu, NULL);
     pthread_mutex_init(&e->tick_mu, NULL);
-    pthread_cond_init(&e->tick_cond, NULL);
+    /* The ticker waits with CLOCK_MONOTONIC deadlines: the condition must
+     * use that clock too, or every wait returns at once and spins. */
+    pthread_condattr_t tick_attr;
+    pthread_condattr_init(&tick_attr);
+    pthread_condattr_setclock(&tick_attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&e->tick_cond, &tick_attr);
+    pthread_condattr_destroy(&tick_attr);
     atomic_init(&e->inflight, 0);
     atomic_init(&e->failed, 0);
     atomic_init(&e->ready, false);
