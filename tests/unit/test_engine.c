@@ -16,6 +16,10 @@
 #include <cmocka.h>
 #include <errno.h>
 #include <math.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -24,6 +28,7 @@
 #include "config.h"
 #include "engine.h"
 #include "engine_test.h"
+#include "push.h"
 
 /* ---- the trace --------------------------------------------------------- */
 
@@ -763,6 +768,168 @@ static void idle_clock_fires_and_snapshots_are_periodic(void **state)
     remove_dir(dir);
 }
 
+/* ---- push: a minimal WebSocket client ---------------------------------- */
+
+static uint16_t free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+    socklen_t len = sizeof a;
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+    close(fd);
+    return ntohs(a.sin_port);
+}
+
+static bool read_n(int fd, void *buf, size_t n)
+{
+    size_t have = 0;
+    while (have < n) {
+        ssize_t r = recv(fd, (char *)buf + have, n - have, 0);
+        if (r <= 0)
+            return false;
+        have += (size_t)r;
+    }
+    return true;
+}
+
+static int ws_open(uint16_t port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    struct timeval tv = {.tv_sec = 10};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+    char req[512];
+    int n = snprintf(req, sizeof req,
+                     "GET / HTTP/1.1\r\nHost: 127.0.0.1:%u\r\nUpgrade: websocket\r\n"
+                     "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                     "Sec-WebSocket-Version: 13\r\n\r\n", port);
+    assert_int_equal(send(fd, req, (size_t)n, MSG_NOSIGNAL), n);
+    /* Read the answer's header byte by byte up to the blank line. */
+    char hdr[2048];
+    size_t h = 0;
+    while (h < 4 || memcmp(hdr + h - 4, "\r\n\r\n", 4) != 0) {
+        assert_true(h < sizeof hdr - 1);
+        assert_true(read_n(fd, hdr + h, 1));
+        h++;
+    }
+    hdr[h] = '\0';
+    assert_non_null(strstr(hdr, " 101 "));
+    return fd;
+}
+
+/* The payload (NUL-terminated) of the next unfragmented data frame the
+ * server sends, skipping control frames (pings); NULL on EOF. */
+static char *ws_read(int fd)
+{
+    uint8_t h[2];
+    if (!read_n(fd, h, 2))
+        return NULL;
+    uint64_t n = h[1] & 0x7f;
+    if (n == 126) {
+        uint8_t x[2];
+        assert_true(read_n(fd, x, 2));
+        n = ((uint64_t)x[0] << 8) | x[1];
+    } else if (n == 127) {
+        uint8_t x[8];
+        assert_true(read_n(fd, x, 8));
+        n = 0;
+        for (int i = 0; i < 8; i++)
+            n = (n << 8) | x[i];
+    }
+    assert_true(n < (1u << 26));
+    char *p = malloc(n + 1);
+    assert_non_null(p);
+    assert_true(read_n(fd, p, n));
+    p[n] = '\0';
+    if ((h[0] & 0x0f) >= 8) {   /* control frame: ping, pong, close */
+        free(p);
+        return (h[0] & 0x0f) == 8 ? NULL : ws_read(fd);
+    }
+    return p;
+}
+
+/* With a push hub, results reach a WebSocket client as {"type", "data"}
+ * messages of every kind: windows (final and interim), trending, stats,
+ * session_end and late. */
+static void results_are_pushed(void **state)
+{
+    (void)state;
+    cf_config c;
+    test_config(&c, 2, NULL);
+    snprintf(c.bind, sizeof c.bind, "127.0.0.1");
+    c.ws_port = free_port();
+    c.ws_queue = 100000;
+    c.ws_max_clients = 10;
+    c.push_interval_ms = 20;
+    const char *err = NULL;
+    cf_push *p = cf_push_start(&c, &err);
+    if (!p)
+        fail_msg("cf_push_start: %s", err);
+    int fd = ws_open(c.ws_port);
+    for (int i = 0; i < 1000 && cf_push_clients(p) < 1; i++) {
+        struct timespec ts = {0, 10 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    assert_int_equal(cf_push_clients(p), 1);
+    cf_engine *e = cf_engine_new(&c);
+    cf_engine_set_push(e, p);
+    assert_int_equal(cf_engine_start(e), 0);
+    trace t;
+    make_trace(&t, 99);
+    submit_trace(e, &t);
+    /* Open windows: the ticker pushes their interim results. The raise then
+     * fires them all (final results, session_end records). */
+    const char *kinds[] = {"windows", "trending", "stats", "session_end", "late"};
+    bool seen[5] = {false}, interim = false, final = false, raised = false;
+    int missing = 5;
+    for (int i = 0; i < 100000 && (missing > 0 || !interim || !final); i++) {
+        if (interim && !raised) {
+            int64_t w;
+            assert_int_equal(cf_engine_raise_watermark(e, BASE + 36000000, &w), 0);
+            raised = true;
+        }
+        char *msg = ws_read(fd);
+        if (!msg)
+            fail_msg("no more messages; %d types missing, interim %d final %d", missing,
+                     interim, final);
+        cJSON *j = cJSON_Parse(msg);
+        assert_non_null(j);
+        const char *type = str(j, "type");
+        const cJSON *data = cJSON_GetObjectItemCaseSensitive(j, "data");
+        assert_non_null(data);
+        for (int k = 0; k < 5; k++)
+            if (!seen[k] && strcmp(type, kinds[k]) == 0) {
+                seen[k] = true;
+                missing--;
+            }
+        if (strcmp(type, "windows") == 0) {
+            const cJSON *first = cJSON_GetArrayItem(data, 0);
+            assert_non_null(first);
+            if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(first, "final")))
+                final = true;
+            else
+                interim = true;
+        }
+        if (strcmp(type, "session_end") == 0)
+            assert_non_null(str(cJSON_GetArrayItem(data, 0), "user_id"));
+        if (strcmp(type, "trending") == 0)
+            assert_true(cJSON_IsArray(cJSON_GetObjectItemCaseSensitive(data, "items")));
+        cJSON_Delete(j);
+        free(msg);
+    }
+    assert_int_equal(missing, 0);
+    assert_true(interim && final);
+    close(fd);
+    cf_engine_free(e);
+    cf_push_stop(p);
+    free(t.ev);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -772,6 +939,7 @@ int main(void)
         cmocka_unit_test(full_queue_accepts_nothing),
         cmocka_unit_test(recovery_gives_the_same_answers),
         cmocka_unit_test(idle_clock_fires_and_snapshots_are_periodic),
+        cmocka_unit_test(results_are_pushed),
     };
     return cmocka_run_group_tests_name("engine", tests, NULL, NULL);
 }
