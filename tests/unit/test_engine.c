@@ -22,6 +22,8 @@
 #include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
+#include <pthread.h>
+#include <sched.h>
 
 #include "cf_time.h"
 #include "cf_winop.h"
@@ -768,6 +770,90 @@ static void idle_clock_fires_and_snapshots_are_periodic(void **state)
     remove_dir(dir);
 }
 
+/* ---- concurrency ------------------------------------------------------- */
+
+enum { WRITERS = 4, ROUNDS = 150, PER = 20 };
+
+typedef struct writer {
+    cf_engine *e;
+    int index;
+    int failures;
+} writer;
+
+/* Each writer submits its own user's events and, after every request,
+ * reads that user's open session back: read-your-writes means every event
+ * acknowledged so far is in it, whatever the other writers do. */
+static void *writer_main(void *arg)
+{
+    writer *w = arg;
+    char user[16], ids[PER][32];
+    snprintf(user, sizeof user, "writer%d", w->index);
+    cf_event evs[PER];
+    for (int r = 0; r < ROUNDS; r++) {
+        for (int k = 0; k < PER; k++) {
+            snprintf(ids[k], sizeof ids[k], "w%d-%d-%d", w->index, r, k);
+            evs[k] = (cf_event){.ts = BASE + (r * PER + k) % 1000, .user_id = user,
+                                .user_id_len = strlen(user), .page_url = "/same",
+                                .page_url_len = 5, .event_id = ids[k],
+                                .event_id_len = strlen(ids[k])};
+        }
+        cf_submit_result res;
+        int rc;
+        while ((rc = cf_engine_submit(w->e, evs, PER, NULL, &res)) == -EAGAIN)
+            sched_yield();
+        if (rc != 0 || res.accepted != PER) {
+            w->failures++;
+            continue;
+        }
+        cJSON *j = cf_engine_user_sessions(w->e, user, strlen(user));
+        const cJSON *it = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(j, "items"), 0);
+        const cJSON *views = cJSON_GetObjectItemCaseSensitive(it, "page_views");
+        if (!cJSON_IsNumber(views) || views->valuedouble != (double)((r + 1) * PER))
+            w->failures++;
+        cJSON_Delete(j);
+    }
+    return NULL;
+}
+
+static void concurrent_writers_read_their_writes(void **state)
+{
+    (void)state;
+    cf_config c;
+    test_config(&c, 3, NULL);
+    c.queue_capacity = 4;   /* small: writers also hit -EAGAIN and retry */
+    cf_engine *e = cf_engine_new(&c);
+    assert_int_equal(cf_engine_start(e), 0);
+    pthread_t th[WRITERS];
+    writer w[WRITERS];
+    for (int i = 0; i < WRITERS; i++) {
+        w[i] = (writer){.e = e, .index = i};
+        assert_int_equal(pthread_create(&th[i], NULL, writer_main, &w[i]), 0);
+    }
+    /* Meanwhile, queries from this thread. */
+    for (int i = 0; i < 50; i++) {
+        cJSON *s = cf_engine_stats(e);
+        assert_non_null(s);
+        cJSON_Delete(s);
+        cJSON *t = cf_engine_trending(e, 5);
+        assert_non_null(t);
+        cJSON_Delete(t);
+    }
+    for (int i = 0; i < WRITERS; i++) {
+        assert_int_equal(pthread_join(th[i], NULL), 0);
+        assert_int_equal(w[i].failures, 0);
+    }
+    int64_t wm;
+    assert_int_equal(cf_engine_raise_watermark(e, BASE + 36000000, &wm), 0);
+    cf_window_query q = {.type = CF_WINDOW_TUMBLING, .state = 1, .limit = 10};
+    cJSON *j = cf_engine_windows(e, &q);
+    const cJSON *items = cJSON_GetObjectItemCaseSensitive(j, "items");
+    assert_int_equal(cJSON_GetArraySize(items), 1);
+    assert_int_equal((int)num(cJSON_GetArrayItem(items, 0), "count"), WRITERS * ROUNDS * PER);
+    assert_int_equal((int)num(cJSON_GetArrayItem(items, 0), "unique_users"), WRITERS);
+    cJSON_Delete(j);
+    cf_engine_free(e);
+}
+
 /* ---- push: a minimal WebSocket client ---------------------------------- */
 
 static uint16_t free_port(void)
@@ -940,6 +1026,7 @@ int main(void)
         cmocka_unit_test(recovery_gives_the_same_answers),
         cmocka_unit_test(idle_clock_fires_and_snapshots_are_periodic),
         cmocka_unit_test(results_are_pushed),
+        cmocka_unit_test(concurrent_writers_read_their_writes),
     };
     return cmocka_run_group_tests_name("engine", tests, NULL, NULL);
 }
