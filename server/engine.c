@@ -101,8 +101,8 @@ struct cf_engine {
     _Atomic uint64_t rate_x1000;    /* events/s over the last second, x1000 */
 
     cf_wal *wal;                    /* NULL: durability off */
-    int64_t recovery_ms;
-    int64_t replayed;
+    _Atomic int64_t recovery_ms;    /* atomics: metrics may be read during recovery */
+    _Atomic int64_t replayed;
     int64_t snapshot_lsn;
     _Atomic uint64_t snapshots, snapshot_failures;
 
@@ -1310,9 +1310,9 @@ void cf_engine_metrics(cf_engine *e, cf_buf *out)
            e->push ? (double)cf_push_sent(e->push) : 0);
     metric(out, "ready", "gauge", "1 once recovery is done.", cf_engine_ready(e) ? 1 : 0);
     metric(out, "recovery_seconds", "gauge", "Time the last recovery took.",
-           (double)e->recovery_ms / 1000.0);
+           (double)atomic_load(&e->recovery_ms) / 1000.0);
     metric(out, "recovery_records", "gauge", "WAL records replayed by the last recovery.",
-           (double)e->replayed);
+           (double)atomic_load(&e->replayed));
     metric(out, "snapshots_total", "counter", "Snapshots written.",
            (double)atomic_load(&e->snapshots));
     metric(out, "snapshot_failures_total", "counter", "Snapshots that failed.",
@@ -1490,10 +1490,11 @@ static int recover(cf_engine *e)
         cf_error("recovery: replaying the write-ahead log failed: %s", strerror((int)-n));
         return (int)n;
     }
-    e->replayed = n;
-    e->recovery_ms = mono_ms() - t0;
+    int64_t took = mono_ms() - t0;
+    atomic_store(&e->replayed, n);
+    atomic_store(&e->recovery_ms, took);
     cf_info("recovery: %" PRId64 " WAL records replayed after LSN %" PRId64 " in %" PRId64
-            " ms; %" PRIu64 " events accepted so far", n, lsn, e->recovery_ms,
+            " ms; %" PRIu64 " events accepted so far", n, lsn, took,
             (uint64_t)atomic_load(&e->accepted));
     return 0;
 }
