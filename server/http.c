@@ -741,6 +741,9 @@ static enum MHD_Result finish_events(request *rq, struct MHD_Connection *c, char
             goto out;
         }
     }
+    /* Counted only with the 202: a refused request (503) is retried whole. */
+    if (ig.rejected > 0)
+        cf_engine_count_rejected(rq->h->engine, ig.rejected);
     cJSON *o = cJSON_CreateObject();
     cJSON *errs = NULL;
     bool ok = o && cJSON_AddNumberToObject(o, "accepted", (double)res.accepted) &&
