@@ -154,7 +154,13 @@ cf_engine *cf_engine_new(const cf_config *cfg)
     e->inflight_cap = 16 * body * 3 > ((size_t)256 << 20) ? 16 * body * 3 : ((size_t)256 << 20);
     pthread_mutex_init(&e->mu, NULL);
     pthread_mutex_init(&e->tick_mu, NULL);
-    pthread_cond_init(&e->tick_cond, NULL);
+    /* The ticker waits with CLOCK_MONOTONIC deadlines: the condition
+     * variable must use that clock (the default is CLOCK_REALTIME). */
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&e->tick_cond, &ca);
+    pthread_condattr_destroy(&ca);
     atomic_init(&e->inflight, 0);
     atomic_init(&e->failed, 0);
     atomic_init(&e->ready, false);

@@ -741,6 +741,7 @@ static void idle_clock_fires_and_snapshots_are_periodic(void **state)
     c.slide_ms = 1000;
     c.snapshot_interval_ms = 200;
     cf_engine *e = cf_engine_new(&c);
+    int64_t t0 = wall_now();
     assert_int_equal(cf_engine_start(e), 0);
     cf_event ev = {.ts = wall_now(), .user_id = "u", .user_id_len = 1, .page_url = "/p",
                    .page_url_len = 2};
@@ -753,6 +754,20 @@ static void idle_clock_fires_and_snapshots_are_periodic(void **state)
     char *before = print(cf_engine_windows(e, &q));
     assert_non_null(strstr(before, "\"count\":1"));
     await_metric(e, "clickflow_snapshots_total", 1);
+    /* The ticker wakes every 100 ms, so it logs at most ~10 watermark
+     * records a second (an upper bound only: a loaded machine gives fewer).
+     * A ticker that spins would log thousands. */
+    cf_buf m0 = {0};
+    cf_engine_metrics(e, &m0);
+    int64_t elapsed = wall_now() - t0;
+    cf_buf_put_u8(&m0, 0);
+    const char *lsn_at = strstr((const char *)m0.data, "\nclickflow_wal_lsn ");
+    assert_non_null(lsn_at);
+    double lsn = strtod(lsn_at + strlen("\nclickflow_wal_lsn "), NULL);
+    if (lsn > 10 + 3.0 * (double)elapsed / 100.0)
+        fail_msg("%g WAL records in %lld ms: the ticker runs too often", lsn,
+                 (long long)elapsed);
+    cf_buf_free(&m0);
     cf_engine_free(e);
     e = cf_engine_new(&c);
     assert_int_equal(cf_engine_start(e), 0);
