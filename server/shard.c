@@ -295,7 +295,8 @@ static void handle_events(cf_shard *s, const cf_msg *m)
             s->st.errors++;
             return;
         }
-        s->st.events++;
+        if (role)
+            s->st.events++;     /* role 0: a duplicate the sequencer blanked out */
         if (role & CF_ROLE_PAGE)
             page_event(s, &ev, seq);
         if (role & CF_ROLE_USER)
