@@ -17,13 +17,6 @@
 
 extern char **environ;
 
-/* Placeholder until the engine reports storage failures (cf_engine_failed). */
-static bool engine_failed(const cf_engine *engine)
-{
-    (void)engine;
-    return false;
-}
-
 static int stop_pipe[2] = {-1, -1};
 
 /* Async-signal-safe: only write(2) to a pipe the main thread waits on. */
@@ -66,7 +59,7 @@ static int wait_for_stop(cf_engine *engine)
             if (read(stop_pipe[0], &b, 1) == 1)
                 return b;
         }
-        if (engine_failed(engine))
+        if (cf_engine_failed(engine))
             return 0;
     }
 }
@@ -102,17 +95,20 @@ int main(int argc, char **argv)
         return 1;
     }
     cf_engine_set_push(engine, push);
-    r = cf_engine_start(engine);
-    if (r < 0) {
-        cf_error("cannot start the engine with data directory %s: %s", cfg.data_dir, strerror(-r));
+    /* HTTP first: during recovery /healthz answers and /readyz says 503 (as
+     * do ingest and queries), so orchestrators can tell "alive, replaying"
+     * from "dead". */
+    cf_http *http = cf_http_start(&cfg, engine, &err);
+    if (!http) {
+        cf_error("cannot listen for HTTP on %s:%u: %s", cfg.bind, (unsigned)cfg.http_port, err);
         cf_push_stop(push);
         cf_engine_free(engine);
         return 1;
     }
-    cf_http *http = cf_http_start(&cfg, engine, &err);
-    if (!http) {
-        cf_error("cannot listen for HTTP on %s:%u: %s", cfg.bind, (unsigned)cfg.http_port, err);
-        cf_engine_stop(engine);
+    r = cf_engine_start(engine);
+    if (r < 0) {
+        cf_error("cannot start the engine with data directory %s: %s", cfg.data_dir, strerror(-r));
+        cf_http_stop(http);
         cf_push_stop(push);
         cf_engine_free(engine);
         return 1;
