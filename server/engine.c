@@ -464,7 +464,7 @@ int cf_engine_submit(cf_engine *e, const cf_event *evs, size_t n, uint8_t *ret_i
         return rc;
     }
     size_t accepted = 0;
-    int64_t lsn = 0, mlsn = 0;
+    int64_t lsn = 0, mlsn = 0, seen = 0;
     pthread_mutex_lock(&e->mu);
     if (e->stopping) {
         rc = -ESHUTDOWN;
@@ -480,6 +480,12 @@ int cf_engine_submit(cf_engine *e, const cf_event *evs, size_t n, uint8_t *ret_i
             mlsn = maybe_mark_locked(e, wall_ms());
         if (lsn < 0 || mlsn < 0)
             rc = -EIO;
+        /* A duplicate's first copy may still be in flight (appended by a
+         * request whose commit has not returned): wait for every record
+         * logged so far, so a 202 that reports a duplicate is never sent
+         * before the original is durable. */
+        if (e->wal)
+            seen = cf_wal_last_lsn(e->wal);
     }
     pthread_mutex_unlock(&e->mu);
     prepared_free(e, &p);
@@ -489,6 +495,8 @@ int cf_engine_submit(cf_engine *e, const cf_event *evs, size_t n, uint8_t *ret_i
     /* Group commit: wait outside the lock, so concurrent requests share one
      * write/fsync. */
     int64_t upto = mlsn > lsn ? mlsn : lsn;
+    if (seen > upto)
+        upto = seen;
     if (e->wal && upto > 0 && cf_wal_commit(e->wal, upto) < 0) {
         if (!atomic_exchange(&e->failed, 1))
             cf_error("write-ahead log commit failed: no longer acknowledging events");

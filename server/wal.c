@@ -31,6 +31,7 @@
 #include "cf_buf.h"
 #include "crc32c.h"
 #include "log.h"
+#include "wal_test.h"
 
 /* u32 payload length, u32 CRC32C, u8 type, u64 lsn. */
 #define REC_HDR 17u
@@ -205,6 +206,39 @@ static void set_failed(cf_wal *w, const char *what, int err)
     pthread_cond_broadcast(&w->flush_cv);
 }
 
+/* ---- test seams (wal_test.h) ---------------------------------------------- */
+
+/* Process-wide by design: tests reach logs owned by the engine this way. In
+ * the daemon the hold is never set and costs one relaxed load per write. */
+static atomic_bool test_hold_on;
+static atomic_uint test_held, test_waiting;
+static pthread_mutex_t test_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t test_cv = PTHREAD_COND_INITIALIZER;
+
+void cf_wal_test_hold(bool hold)
+{
+    pthread_mutex_lock(&test_mu);
+    atomic_store(&test_hold_on, hold);
+    pthread_cond_broadcast(&test_cv);
+    pthread_mutex_unlock(&test_mu);
+}
+
+unsigned cf_wal_test_held(void) { return atomic_load(&test_held); }
+
+unsigned cf_wal_test_waiting(void) { return atomic_load(&test_waiting); }
+
+static void test_hold_point(void)
+{
+    if (!atomic_load_explicit(&test_hold_on, memory_order_relaxed))
+        return;
+    pthread_mutex_lock(&test_mu);
+    atomic_fetch_add(&test_held, 1);
+    while (atomic_load(&test_hold_on))
+        pthread_cond_wait(&test_cv, &test_mu);
+    atomic_fetch_sub(&test_held, 1);
+    pthread_mutex_unlock(&test_mu);
+}
+
 /* ---- writing -------------------------------------------------------------- */
 
 /* Creates the segment file for first_lsn and makes its directory entry
@@ -291,6 +325,7 @@ static void writer_round(cf_wal *w)
     w->spare = batch;
     int64_t upto = atomic_load(&w->next_lsn) - 1;
     pthread_mutex_unlock(&w->mu);
+    test_hold_point();
 
     int r = write_records(w, w->spare.data, w->spare.len);
     const char *what = "write";
@@ -734,10 +769,13 @@ int cf_wal_commit(cf_wal *w, int64_t lsn)
             r = -EINVAL; /* never appended */
             break;
         }
-        if (!w->writing)
+        if (!w->writing) {
             writer_round(w);
-        else
+        } else {
+            atomic_fetch_add(&test_waiting, 1);
             pthread_cond_wait(&w->done_cv, &w->mu);
+            atomic_fetch_sub(&test_waiting, 1);
+        }
     }
     pthread_mutex_unlock(&w->mu);
     return r;

@@ -1,0 +1,15 @@
+/* wal_test: seams for unit tests only (not part of the daemon's API). */
+#ifndef CF_WAL_TEST_H
+#define CF_WAL_TEST_H
+
+#include <stdbool.h>
+
+/* hold = true: every log's writer stops before its write() until released,
+ * so a test can keep records appended but unwritten. Process-wide. */
+void cf_wal_test_hold(bool hold);
+/* Writers stopped by the hold right now. */
+unsigned cf_wal_test_held(void);
+/* Committers waiting for another thread's write or fsync right now. */
+unsigned cf_wal_test_waiting(void);
+
+#endif
