@@ -18,12 +18,14 @@ enum { FORM_SPARSE = 0, FORM_DENSE = 1 };
  * at the sparse limit. */
 struct cf_hll {
     uint8_t form;
+    bool keep;          /* cf_hll_clear was called: storage is never freed */
     bool has_zero;      /* sparse: hash 0 is in the set */
     uint8_t shift;      /* sparse: 64 - log2(cap) */
     uint32_t n;         /* sparse: distinct hashes held, including 0 */
     uint32_t cap;       /* sparse: table slots, 0 or a power of two */
     uint64_t *set;      /* sparse: the table; NULL while cap == 0 */
-    uint8_t *regs;      /* dense: CF_HLL_REGISTERS registers */
+    uint8_t *regs;      /* dense: CF_HLL_REGISTERS registers; with keep,
+                         * also kept (unused) in sparse form */
 };
 
 cf_hll *cf_hll_new(void)
@@ -36,6 +38,16 @@ void cf_hll_reset(cf_hll *h)
     free(h->set);
     free(h->regs);
     memset(h, 0, sizeof *h);
+}
+
+void cf_hll_clear(cf_hll *h)
+{
+    h->form = FORM_SPARSE;
+    h->keep = true;
+    h->has_zero = false;
+    h->n = 0;
+    if (h->set)
+        memset(h->set, 0, (size_t)h->cap * sizeof *h->set);
 }
 
 void cf_hll_free(cf_hll *h)
@@ -132,18 +144,35 @@ static void sparse_into_dense(const cf_hll *h, uint8_t *regs)
 /* Replaces the sparse set by dense registers regs (owned). */
 static void become_dense(cf_hll *h, uint8_t *regs)
 {
-    free(h->set);
-    h->set = NULL;
-    h->n = h->cap = 0;
+    if (h->keep) {
+        if (h->set)
+            memset(h->set, 0, (size_t)h->cap * sizeof *h->set);
+        h->n = 0;
+    } else {
+        free(h->set);
+        h->set = NULL;
+        h->n = h->cap = 0;
+    }
     h->has_zero = false;
     h->regs = regs;
     h->form = FORM_DENSE;
 }
 
+/* Zeroed registers for h to switch to dense form: its kept buffer if it
+ * has one, else a new one; NULL on OOM. */
+static uint8_t *fresh_regs(cf_hll *h)
+{
+    if (h->regs) {
+        memset(h->regs, 0, CF_HLL_REGISTERS);
+        return h->regs;
+    }
+    return calloc(CF_HLL_REGISTERS, 1);
+}
+
 /* Switches a sparse sketch to dense form, carrying its hashes over. */
 static int to_dense(cf_hll *h)
 {
-    uint8_t *regs = calloc(CF_HLL_REGISTERS, 1);
+    uint8_t *regs = fresh_regs(h);
     if (!regs)
         return -ENOMEM;
     sparse_into_dense(h, regs);
@@ -268,7 +297,7 @@ int cf_hll_merge(cf_hll *dst, const cf_hll *src)
     if (extra == 0)
         return 0;
     if (dst->n + extra > CF_HLL_SPARSE_MAX) {
-        uint8_t *regs = calloc(CF_HLL_REGISTERS, 1);
+        uint8_t *regs = fresh_regs(dst);
         if (!regs)
             return -ENOMEM;
         sparse_into_dense(dst, regs);
@@ -320,11 +349,9 @@ bool cf_hll_equal(const cf_hll *a, const cf_hll *b)
 
 size_t cf_hll_memory(const cf_hll *h)
 {
-    size_t m = sizeof *h;
-    if (h->form == FORM_DENSE)
+    size_t m = sizeof *h + (size_t)h->cap * sizeof *h->set;
+    if (h->regs)
         m += CF_HLL_REGISTERS;
-    else
-        m += (size_t)h->cap * sizeof *h->set;
     return m;
 }
 
