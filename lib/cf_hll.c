@@ -188,6 +188,17 @@ int cf_hll_add(cf_hll *h, uint64_t hash)
         dense_add(h->regs, hash);
         return *r != before;
     }
+    /* Common case: one probe finds the hash or the free slot it goes to. */
+    if (hash != 0 && h->cap) {
+        uint32_t i = set_probe(h->set, h->cap, h->shift, hash);
+        if (h->set[i] == hash)
+            return 0;
+        if (h->n < CF_HLL_SPARSE_MAX && !too_full(h->n - h->has_zero + 1, h->cap)) {
+            h->set[i] = hash;
+            h->n++;
+            return 1;
+        }
+    }
     if (set_contains(h, hash))
         return 0;
     if (h->n == CF_HLL_SPARSE_MAX) {
