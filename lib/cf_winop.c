@@ -839,15 +839,17 @@ static void count_open_pairs(cf_winop *op, const page *pg, int64_t p, int64_t fi
     bool have_left = false, have_right = false;
     int64_t left = 0, right = 0;
     if (pg->refs > 0) {
-        for (int64_t q = p - s; q >= gopen && !have_left; q -= s)
-            if (data_find(op, q, pg)) {
+        /* Stepping by index: q never leaves [gopen, p + span], which fits. */
+        int64_t nl = (p - gopen) / s;
+        for (int64_t d = 1; d <= nl && !have_left; d++)
+            if (data_find(op, p - d * s, pg)) {
                 have_left = true;
-                left = q;
+                left = p - d * s;
             }
-        for (int64_t q = p + s; q <= p + span && !have_right; q += s)
-            if (data_find(op, q, pg)) {
+        for (int64_t d = 1; d < (int64_t)op->k && !have_right; d++)
+            if (data_find(op, p + d * s, pg)) {
                 have_right = true;
-                right = q;
+                right = p + d * s;
             }
     }
     for (uint32_t j = nf; j < op->k; j++) {
@@ -961,7 +963,7 @@ int cf_winop_add(cf_winop *op, const char *page_url, size_t len, uint64_t user_h
 
 /* Fires every window that became due, ascending by start (= end), each
  * window's pages in bytewise order, then purges the slots of windows past
- * their lateness. O(slots) plus the merging of each fired window's panes;
+ * their lateness. emit must not call back into the operator. O(slots) plus the merging of each fired window's panes;
  * O(1) when nothing is due. */
 void cf_winop_advance(cf_winop *op, int64_t wm, cf_window_emit_fn emit, void *ctx)
 {
@@ -999,6 +1001,10 @@ void cf_winop_advance(cf_winop *op, int64_t wm, cf_window_emit_fn emit, void *ct
     }
 }
 
+/* Interim results of the open windows, ascending by start, pages in
+ * bytewise order. Uses the operator's merge scratch: emit must not call
+ * back into the operator (as for add() and advance()). O(cells of the open
+ * windows' panes + pages log pages). */
 void cf_winop_foreach_open(const cf_winop *op, cf_window_emit_fn emit, void *ctx)
 {
     if (!emit)

@@ -1067,6 +1067,28 @@ static void load_rejects_bad_pane_state(void **state)
     cf_winop_free(op);
 }
 
+/* A first event in a pane whose earliest window starts near INT64_MIN
+ * looks at neighbouring panes without stepping out of int64. */
+static void pane_neighbours_near_int64_min(void **state)
+{
+    (void)state;
+    cf_winop *op = sliding_op(3000, 1000, 0);
+    sink s = {0};
+    const int64_t first = -9223372036854775807LL - 1 + 808; /* smallest multiple of 1000 */
+    const int64_t p = first + 2000;
+    assert_int_equal(add(op, "/q", 1, p - 1000, &s), 0);    /* its first window would not fit */
+    assert_int_equal(add(op, "/q", 1, p + 1005, &s), 3);
+    assert_int_equal(add(op, "/q", 2, p + 5, &s), 3);
+    assert_int_equal(cf_winop_open_count(op), 4);
+    cf_winop_foreach_open(op, collect, &s);
+    assert_int_equal(s.n, 4);
+    expect(&s.e[0], first, first + 3000, "/q", 1, 1, 0, false);
+    expect(&s.e[1], first + 1000, first + 4000, "/q", 2, 2, 0, false);
+    expect(&s.e[3], first + 3000, first + 6000, "/q", 1, 1, 0, false);
+    sink_free(&s);
+    cf_winop_free(op);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1087,6 +1109,7 @@ int main(void)
         cmocka_unit_test(pane_purge_shared_by_windows),
         cmocka_unit_test(pane_page_in_some_panes_only),
         cmocka_unit_test(load_rejects_bad_pane_state),
+        cmocka_unit_test(pane_neighbours_near_int64_min),
     };
     return cmocka_run_group_tests_name("winop", tests, NULL, NULL);
 }
