@@ -50,6 +50,8 @@
 /* Bounds on what a snapshot may claim, so a corrupt one cannot make load()
  * allocate without limit before the input runs out. */
 #define MAX_PAGE_LEN (1u << 20)
+/* Pages ahead whose sketches emit_window() prefetches. */
+#define PREFETCH_AHEAD 3
 
 typedef struct page {
     uint64_t hash;
@@ -718,6 +720,13 @@ static void emit_window(const cf_winop *op, uint32_t wi, bool final, cf_window_e
     if (np >= 0) {
         for (int i = 0; i < np; i++) {
             const page *pg = op->gpages[i];
+            /* The sketches are cold and visited in page order, i.e. at
+             * random: ask for the handles of a later page ahead of time. */
+            if (i + PREFETCH_AHEAD < np)
+                for (uint32_t x = op->gpages[i + PREFETCH_AHEAD]->ghead; x != NIL;
+                     x = op->gnext[x])
+                    if (op->gcell[x]->nusers == USERS_IN_HLL)
+                        __builtin_prefetch(op->gcell[x]->users.s.hll);
             merger mg = {0};
             for (uint32_t x = pg->ghead; x != NIL; x = op->gnext[x])
                 merge_cell(op, &mg, op->gcell[x]);
