@@ -22,13 +22,23 @@
  *   state, never on history: a loaded instance behaves like the saved one.
  *
  * Semantics the header leaves open, decided here:
- * - A fired session stays fired: an event that joins it (or merges it with
- *   others) re-emits it at once as final with revision + 1, even when the
- *   new last_ts moves its fire point past the watermark again; it is not
- *   listed by get_open and not counted as open. Its purge point follows the
- *   new last_ts.
- * - A merge of open sessions only is an open session (revision 0), fired at
- *   once if already due.
+ * - Revisions, as in Flink's EventTimeTrigger with allowed lateness (a late
+ *   element merged into a kept window fires it at once only if the merged
+ *   window's end is already behind the watermark, onElement: maxTimestamp
+ *   <= watermark -> FIRE; otherwise the window waits for the watermark
+ *   again). An event that joins (maybe merges) sessions gives the result
+ *   the revision max over the parts of (revision + fired): one past the
+ *   highest revision any part has emitted, or the revision a part still
+ *   has pending. So joining a fired session bumps the revision, joining an
+ *   open one (never fired, or re-opened and not emitted since) does not,
+ *   and a merge of never-fired sessions stays at 0. The result is then
+ *   treated like any open session: fired at once (final, that revision) if
+ *   W >= last_ts + gap - 1, otherwise open again (counted as open, listed
+ *   by get_open with its pending revision, in the heap at its fire point)
+ *   until advance() reaches the new fire point.
+ * - A fired session's purge point follows its last_ts; an event that joins
+ *   a kept session is never late (lateness is judged on the merged
+ *   session, whose purge point is at least the kept one's).
  * - max_users: when a new user arrives and the bound is reached, the user of
  *   the heap minimum (the session whose next action, fire or purge, comes
  *   first) is evicted: its open sessions are emitted as final (oldest first)
@@ -36,7 +46,7 @@
  *   Late-dropped events never evict.
  * - Times saturate at INT64_MAX (no signed overflow): a session whose
  *   last_ts + gap - 1 exceeds INT64_MAX fires at W = INT64_MAX.
- * - page_views saturates at 2^32 - 1 per session. */
+ * - page_views and revision saturate at 2^32 - 1 per session. */
 
 #define USER_SEED 0x757365725f696473ULL /* "user_ids" */
 #define PAGE_SEED 0x706167655f75726cULL /* "page_url" */
@@ -648,6 +658,13 @@ static uint64_t page_hash(const char *page, size_t len)
     return h ? h : 1; /* 0 marks an empty set slot */
 }
 
+/* The revision x would be emitted with next: its pending one while open,
+ * one past the one it emitted once fired. */
+static inline uint64_t next_revision(const struct sess *x)
+{
+    return (uint64_t)x->revision + x->fired;
+}
+
 /* A new session of one event. Returns 1, 0 (late) or -ENOMEM. */
 static int start_session(cf_sessions *s, struct user *u, const char *user, size_t user_len,
                          uint32_t uh, const char *page, size_t page_len, uint64_t ph, int64_t ts,
@@ -745,13 +762,11 @@ int cf_sessions_add(cf_sessions *s, const char *user, size_t user_len,
     /* a's heap key changes below: take it out so the heap stays valid
      * while the merged sessions are removed. */
     heap_remove(s, a);
-    bool any_fired = a->fired;
-    uint32_t max_rev = a->revision;
+    uint64_t rev = next_revision(a);
     for (bool done = a == z; !done;) {
         struct sess *o = a->next;
-        any_fired |= o->fired;
-        if (o->revision > max_rev)
-            max_rev = o->revision;
+        if (next_revision(o) > rev)
+            rev = next_revision(o);
         a->views = o->views > UINT32_MAX - a->views ? UINT32_MAX : a->views + o->views;
         const uint64_t *a1, *a2;
         uint32_t n1, n2;
@@ -785,13 +800,15 @@ int cf_sessions_add(cf_sessions *s, const char *user, size_t user_len,
         page_unref(s, a->exit);
         a->exit = pg;
     }
-    if (any_fired) {
-        /* joining (or merging into) a kept session: re-fire at once */
-        a->revision = max_rev + 1;
-        fire(s, a, emit, ctx);
-    } else if (reached(s, fire_at(s, a->last_ts))) {
-        fire(s, a, emit, ctx);
+    /* The result is open with the next revision; it fires at once only if
+     * its (maybe moved) fire point is already behind the watermark. */
+    a->revision = rev > UINT32_MAX ? UINT32_MAX : (uint32_t)rev;
+    if (a->fired) {
+        a->fired = 0;
+        s->n_open++;
     }
+    if (reached(s, fire_at(s, a->last_ts)))
+        fire(s, a, emit, ctx);
     heap_push(s, a);
     return 1;
 }
@@ -850,7 +867,10 @@ size_t cf_sessions_memory(const cf_sessions *s)
 /* Format (little-endian, cf_buf): magic, version, gap, lateness, wm,
  * evictions, user count; per user its id, session count and sessions in
  * first_ts order; per session first_ts, last_ts, views, revision, fired,
- * entry and exit pages, distinct page hashes. */
+ * entry and exit pages, distinct page hashes. fired = 0 with revision > 0 is
+ * a session re-opened by a late event, waiting to fire with that revision;
+ * fired = 1 is the revision already emitted. Both are valid for any
+ * revision, so a load needs no extra check. */
 int cf_sessions_save(const cf_sessions *s, cf_buf *out)
 {
     cf_buf_put_u32(out, SESS_MAGIC);

@@ -33,6 +33,9 @@ void cf_engine_set_push(cf_engine *e, cf_push *push);
 int cf_engine_start(cf_engine *e);
 /* Ready once recovery is done (GET /readyz). */
 bool cf_engine_ready(const cf_engine *e);
+/* True once a WAL write or fsync failed: the engine acknowledges nothing
+ * more (submit returns -EIO); the daemon should log and exit non-zero. */
+bool cf_engine_failed(const cf_engine *e);
 /* Stops taking events (submit -> -ESHUTDOWN), drains the queues, joins the
  * threads. Idempotent. */
 void cf_engine_stop(cf_engine *e);
@@ -46,7 +49,7 @@ typedef struct cf_submit_result {
 /* Submits n validated events, all or nothing. ret_is_dup (n bytes, may be
  * NULL) gets 1 for each duplicate. Returns 0 once the events are accepted
  * (durable per --fsync), -EAGAIN when the queues cannot take the whole
- * request (nothing accepted; answer 503), -ESHUTDOWN while stopping, -EIO
+ * request or recovery is not finished (nothing accepted; answer 503), -ESHUTDOWN while stopping, -EIO
  * after a log failure. Thread-safe. */
 int cf_engine_submit(cf_engine *e, const cf_event *evs, size_t n, uint8_t *ret_is_dup,
                      cf_submit_result *ret);
@@ -71,6 +74,8 @@ cJSON *cf_engine_sessions(cf_engine *e, size_t limit);             /* {"items": 
 /* Open sessions of one user: {"user_id": u, "items": [...]}; items empty when none. */
 cJSON *cf_engine_user_sessions(cf_engine *e, const char *user_id, size_t len);
 cJSON *cf_engine_stats(cf_engine *e);
+/* The HTTP layer counts invalid events here (stats "rejected"). Thread-safe. */
+void cf_engine_count_rejected(cf_engine *e, size_t n);
 /* Appends the Prometheus text exposition (names prefixed clickflow_). */
 void cf_engine_metrics(cf_engine *e, cf_buf *out);
 
