@@ -50,7 +50,7 @@
 /* Bounds on what a snapshot may claim, so a corrupt one cannot make load()
  * allocate without limit before the input runs out. */
 #define MAX_PAGE_LEN (1u << 20)
-/* Pages ahead whose sketches emit_window() prefetches. */
+/* Pages ahead whose sketches are prefetched when emitting results. */
 #define PREFETCH_AHEAD 3
 
 typedef struct page {
@@ -635,25 +635,25 @@ static int cmp_page(const void *a, const void *b)
 
 /* Cells (data) in the panes of the window at slot index wi: walks slots
  * while they are inside the window. */
-static uint32_t window_data_cells(const cf_winop *op, uint32_t wi)
+static uint32_t range_cells(const cf_winop *op, uint32_t wi, int64_t end)
 {
-    int64_t end = op->slots[wi].start + op->cfg.size_ms;
     uint32_t n = 0;
     for (uint32_t i = wi; i < op->nslots && op->slots[i].start < end; i++)
         n += op->slots[i].ncells;
     return n;
 }
 
-/* Collects the distinct pages with data in the window at slot index wi
- * into op->gpages, sorted, each with the chain of its cells (page.ghead,
- * op->gnext). Writes through the operator's scratch only. Returns the
- * number of pages, or -ENOMEM. O(cells + pages log pages). */
-static int gather(const cf_winop *cop, uint32_t wi)
+/* Collects the distinct pages with data in the panes from slot index wi up
+ * to (excluding) start `end` into op->gpages, sorted, each with the chain
+ * of its cells (page.ghead, op->gnext). Writes through the operator's
+ * scratch only. Returns the number of pages, or -ENOMEM. O(cells + pages
+ * log pages). */
+static int gather_range(const cf_winop *cop, uint32_t wi, int64_t end)
 {
     /* The scratch members are the operator's own working memory; a const
      * operator is otherwise left as it is. */
     cf_winop *op = (cf_winop *)cop;
-    uint32_t total = window_data_cells(op, wi);
+    uint32_t total = range_cells(op, wi, end);
     if (total > op->gcap) {
         uint32_t ncap = op->gcap ? op->gcap : 64;
         while (ncap < total)
@@ -685,7 +685,6 @@ static int gather(const cf_winop *cop, uint32_t wi)
                 op->pages[i]->mark = 0;
         op->stamp = 1;
     }
-    int64_t end = op->slots[wi].start + op->cfg.size_ms;
     uint32_t n = 0, np = 0;
     for (uint32_t i = wi; i < op->nslots && op->slots[i].start < end; i++)
         for (uint32_t ci = op->slots[i].head; ci != NIL;) {
@@ -707,6 +706,21 @@ static int gather(const cf_winop *cop, uint32_t wi)
     return (int)np;
 }
 
+/* gather_range over the panes of the window at slot index wi. */
+static int gather(const cf_winop *op, uint32_t wi)
+{
+    return gather_range(op, wi, op->slots[wi].start + op->cfg.size_ms);
+}
+
+/* Asks for the sketch handles of a gathered page ahead of use: sketches
+ * are cold and visited in page order, i.e. at random. */
+static void prefetch_page(const cf_winop *op, const page *pg)
+{
+    for (uint32_t x = pg->ghead; x != NIL; x = op->gnext[x])
+        if (op->gcell[x]->nusers == USERS_IN_HLL)
+            __builtin_prefetch(op->gcell[x]->users.s.hll);
+}
+
 /* Emits every pair of the window at slot index wi, in page order, with
  * revision 0 (first firing or interim results). Without memory for the
  * sort it still emits them all, in no particular order. */
@@ -720,13 +734,8 @@ static void emit_window(const cf_winop *op, uint32_t wi, bool final, cf_window_e
     if (np >= 0) {
         for (int i = 0; i < np; i++) {
             const page *pg = op->gpages[i];
-            /* The sketches are cold and visited in page order, i.e. at
-             * random: ask for the handles of a later page ahead of time. */
             if (i + PREFETCH_AHEAD < np)
-                for (uint32_t x = op->gpages[i + PREFETCH_AHEAD]->ghead; x != NIL;
-                     x = op->gnext[x])
-                    if (op->gcell[x]->nusers == USERS_IN_HLL)
-                        __builtin_prefetch(op->gcell[x]->users.s.hll);
+                prefetch_page(op, op->gpages[i + PREFETCH_AHEAD]);
             merger mg = {0};
             for (uint32_t x = pg->ghead; x != NIL; x = op->gnext[x])
                 merge_cell(op, &mg, op->gcell[x]);
@@ -1010,6 +1019,69 @@ void cf_winop_advance(cf_winop *op, int64_t wm, cf_window_emit_fn emit, void *ct
     }
 }
 
+/* Interim results of every open window, computed page by page (all open
+ * windows of one page in a row, while its pane sketches are in cache: a
+ * page's panes are shared by up to k open windows), then emitted window by
+ * window. Returns 0, or -ENOMEM / -E2BIG (nothing emitted: the caller goes
+ * window by window instead). */
+static int emit_open_page_major(const cf_winop *op, cf_window_emit_fn emit, void *ctx)
+{
+    if (op->nslots == 0)
+        return 0;
+    uint32_t *wslot = malloc((size_t)op->nslots * sizeof *wslot), nw = 0;
+    if (!wslot)
+        return -ENOMEM;
+    for (uint32_t i = 0; i < op->nslots; i++)
+        if (op->slots[i].npairs > 0 && !fire_due(op, op->slots[i].start + op->cfg.size_ms))
+            wslot[nw++] = i;
+    if (nw == 0) {
+        free(wslot);
+        return 0;
+    }
+    uint32_t first = wslot[0];
+    int64_t end = op->slots[wslot[nw - 1]].start + op->cfg.size_ms;
+    int np = gather_range(op, first, end);
+    /* A results table of windows x pages: bounded, else window by window. */
+    if (np < 0 || (uint64_t)nw * (uint64_t)np > (1u << 22)) {
+        free(wslot);
+        return np < 0 ? np : -E2BIG;
+    }
+    size_t cells = (size_t)nw * (size_t)np;
+    uint64_t *res = malloc((cells ? cells : 1) * 2 * sizeof *res);
+    if (!res) {
+        free(wslot);
+        return -ENOMEM;
+    }
+    for (int pi = 0; pi < np; pi++) {
+        const page *pg = op->gpages[pi];
+        if (pi + PREFETCH_AHEAD < np)
+            prefetch_page(op, op->gpages[pi + PREFETCH_AHEAD]);
+        for (uint32_t w = 0; w < nw; w++) {
+            int64_t g = op->slots[wslot[w]].start, gend = g + op->cfg.size_ms;
+            merger mg = {0};
+            for (uint32_t x = pg->ghead; x != NIL; x = op->gnext[x]) {
+                const cell *c = op->gcell[x];
+                if (c->start >= g && c->start < gend)
+                    merge_cell(op, &mg, c);
+            }
+            uint64_t *r = &res[((size_t)w * (size_t)np + (size_t)pi) * 2];
+            r[0] = mg.count;
+            r[1] = mg.n ? merge_users(op, &mg) : 0;
+        }
+    }
+    for (uint32_t w = 0; w < nw; w++) {
+        int64_t g = op->slots[wslot[w]].start;
+        for (int pi = 0; pi < np; pi++) {
+            const uint64_t *r = &res[((size_t)w * (size_t)np + (size_t)pi) * 2];
+            if (r[0])
+                emit_result(op, g, op->gpages[pi], r[0], r[1], 0, false, emit, ctx);
+        }
+    }
+    free(res);
+    free(wslot);
+    return 0;
+}
+
 /* Interim results of the open windows, ascending by start, pages in
  * bytewise order. Uses the operator's merge scratch: emit must not call
  * back into the operator (as for add() and advance()). O(cells of the open
@@ -1017,6 +1089,8 @@ void cf_winop_advance(cf_winop *op, int64_t wm, cf_window_emit_fn emit, void *ct
 void cf_winop_foreach_open(const cf_winop *op, cf_window_emit_fn emit, void *ctx)
 {
     if (!emit)
+        return;
+    if (emit_open_page_major(op, emit, ctx) == 0)
         return;
     for (uint32_t i = 0; i < op->nslots; i++)
         if (op->slots[i].npairs > 0 && !fire_due(op, op->slots[i].start + op->cfg.size_ms))
