@@ -49,7 +49,7 @@
 #define TICK_MS 100
 #define MAX_QUERY_LIMIT 100000
 #define SNAP_MAGIC 0x50414e53464355ull   /* "UCFSNAP" */
-#define SNAP_VERSION 1u
+#define SNAP_VERSION 2u   /* 2: pane-based window state (cf_winop CFW2) */
 #define INTERIM_LIMIT 2000              /* open windows per interim push */
 #define RATE_SAMPLES 11                 /* 1 s of 100 ms ticks, plus one */
 
