@@ -1426,12 +1426,15 @@ static void *ticker_main(void *arg)
             !atomic_exchange(&e->failed, 1))
             cf_error("write-ahead log commit failed: no longer acknowledging events");
         sample_rate(e, mono);
-        if (e->push && e->cfg.push_interval_ms > 0 && mono >= next_push) {
+        /* Interim results cost the shards a pass over every open window:
+         * only when someone listens. */
+        bool listened = e->push && cf_push_clients(e->push) > 0;
+        if (listened && e->cfg.push_interval_ms > 0 && mono >= next_push) {
             next_push = mono + e->cfg.push_interval_ms;
             push_interim(e);
             push_trending(e);
         }
-        if (e->push && mono >= next_stats) {
+        if (listened && mono >= next_stats) {
             next_stats = mono + 1000;
             cJSON *st = stats(e, false);
             if (st)
