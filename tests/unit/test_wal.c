@@ -489,6 +489,33 @@ static void test_random_damage_yields_a_prefix(void **state)
     free(buf);
 }
 
+/* A newest segment that is exactly full when the log is reopened is not
+ * appended to: the next record starts a segment named after its LSN. */
+static void test_reopen_with_full_newest_segment(void **state)
+{
+    const char *dir = *state;
+    int64_t k = 1;
+    while (record_offset(1, k + 1) < 1024)
+        k++;
+    cf_wal *w = open_wal(dir, CF_FSYNC_OFF, 1024);
+    append_range(w, 1, k);
+    cf_wal_close(w);
+    int64_t segs[4];
+    assert_int_equal(list_segs(dir, segs, 4), 1);
+    w = open_wal(dir, CF_FSYNC_OFF, 1024);
+    replay_all(w, 0, k);
+    append_range(w, k + 1, k + 1);
+    cf_wal_close(w);
+    assert_int_equal(list_segs(dir, segs, 4), 2);
+    assert_int_equal(segs[1], k + 1);
+    char p[512];
+    seg_path(dir, 1, p, sizeof p);
+    assert_int_equal(file_size(p), record_offset(1, k + 1));
+    w = open_wal(dir, CF_FSYNC_OFF, 1024);
+    replay_all(w, 0, k + 1);
+    cf_wal_close(w);
+}
+
 static void test_drop_through(void **state)
 {
     const char *dir = *state;
@@ -714,6 +741,7 @@ int main(void)
         T(test_corrupt_header_in_earlier_segment_drops_later_ones),
         T(test_truncated_tail),
         T(test_random_damage_yields_a_prefix),
+        T(test_reopen_with_full_newest_segment),
         T(test_drop_through),
         T(test_snapshot_ahead_of_log),
         T(test_write_failure_is_sticky),
