@@ -367,7 +367,58 @@ def test_truncated_newest_snapshot_falls_back_and_is_logged():
     shutil.rmtree(root, ignore_errors=True)
 
 
+def test_log_write_failure_stops_acknowledging():
+    """A failed log write (here: the file size limit, EFBIG) makes the server
+    answer 503 and exit instead of acknowledging more; after a restart
+    without the limit every acknowledged event is there, exactly once."""
+    rng, state = random.Random(13), {"ts": BASE_TS}
+    root = tempfile.mkdtemp(prefix="clickflow-eio-")
+    limited = os.path.join(root, "limited.sh")
+    with open(limited, "w") as f:
+        # SIGXFSZ ignored (inherited across exec), so write() fails with EFBIG;
+        # ulimit -f counts 512-byte blocks in dash.
+        f.write('#!/bin/sh\ntrap "" XFSZ\nulimit -f 256\nexec "%s" "$@"\n'
+                % os.environ.get("CLICKFLOW_BIN", "build/server/clickflow"))
+    os.chmod(limited, 0o755)
+    args = SERVER_ARGS + ["--snapshot-interval", "1h", "--fsync", "always",
+                          "--segment-size", "64M"]
+    srv = Server(args, data_dir=root, ready_path="/readyz")
+    real_bin, srv.bin = srv.bin, limited
+    srv.start()
+    acked, refused, next_id = [], None, 0
+    for _ in range(5000):
+        evs = make_events(rng, next_id, 50, state)
+        next_id += 50
+        st, body = post_events(srv, evs)
+        if st != 202:
+            refused = (st, body)
+            break
+        acked.append(evs)
+    assert refused is not None, "the size limit was never hit"
+    assert refused[0] in (503, None), refused
+    if refused[0] == 503:
+        assert "storage" in refused[1]["error"], refused
+    assert srv.proc.wait(timeout=20) != 0  # stopped by itself
+    log_text = srv.read_log()
+    assert "no more records will be acknowledged" in log_text, log_text
+    srv.stop()
+    srv.bin = real_bin
+    srv.start()
+    total = sum(len(b) for b in acked)
+    st, stats = srv.request("GET", "/api/v1/stats")
+    assert stats["accepted"] == total, (stats["accepted"], total)
+    dups = 0
+    for evs in acked:
+        st, body = post_events(srv, evs)
+        assert st == 202, (st, body)
+        dups += body["duplicates"]
+    assert dups == total, (dups, total)
+    srv.stop()
+    shutil.rmtree(root, ignore_errors=True)
+
+
 if __name__ == "__main__":
     run_tests([test_sigkill_loop_loses_nothing_counts_nothing_twice,
                test_corrupt_byte_in_last_segment_is_cut_and_logged,
-               test_truncated_newest_snapshot_falls_back_and_is_logged])
+               test_truncated_newest_snapshot_falls_back_and_is_logged,
+               test_log_write_failure_stops_acknowledging])
