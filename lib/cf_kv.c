@@ -373,12 +373,30 @@ void *cf_kv_get(const cf_kv *kv, const void *key, size_t key_len, int64_t *ret_e
     return slot_value(s);
 }
 
+uint64_t cf_kv_hash(const void *key, size_t key_len)
+{
+    return key_hash(key, key_len);
+}
+
+void cf_kv_prefetch(const cf_kv *kv, uint64_t h)
+{
+    __builtin_prefetch(slot_at(kv, (uint32_t)h & (kv->cap - 1)));
+}
+
 int cf_kv_put(cf_kv *kv, const void *key, size_t key_len, int64_t expiry,
               cf_kv_entry_fn on_evict, void *ctx, void **ret_value)
 {
     if (key_len > CF_KV_MAX_KEY)
         return -EINVAL;
-    uint64_t h = key_hash(key, key_len);
+    return cf_kv_put_hashed(kv, key, key_len, key_hash(key, key_len), expiry, on_evict, ctx,
+                            ret_value);
+}
+
+int cf_kv_put_hashed(cf_kv *kv, const void *key, size_t key_len, uint64_t h, int64_t expiry,
+                     cf_kv_entry_fn on_evict, void *ctx, void **ret_value)
+{
+    if (key_len > CF_KV_MAX_KEY)
+        return -EINVAL;
     uint32_t i = find(kv, h, key, key_len);
     if (i != KV_EMPTY) {
         if (ret_value)
