@@ -3,8 +3,8 @@
  * an event-time expiry per entry and a bound on the number of keys.
  *
  * Layout: every table slot holds a 32-byte header (expiry, heap position, key
- * length, an 8-bit hash tag, and the key itself when it is <= 17 bytes) then the
- * value bytes, so a lookup is one probe sequence with no pointer chase to the
+ * length, an 8-bit hash tag, and the key itself when it is <= 17 bytes, else its
+ * arena offset and the low 32 bits of its hash) then the value bytes, so a lookup is one probe sequence with no pointer chase to the
  * value. Longer keys live in one shared arena (no malloc per key), which is
  * compacted when half of it is garbage. A binary min-heap of slot indices
  * orders the entries by (expiry, key bytes): a total order, so expiry
