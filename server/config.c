@@ -49,7 +49,7 @@ static const opt_def options[] = {
     {"http-port", OPT_PORT, OFF(http_port), 0, 1, 65535, "8080", "HTTP port (REST API, dashboard, /metrics)"},
     {"ws-port", OPT_PORT, OFF(ws_port), 0, 1, 65535, "8081", "WebSocket port (live push)"},
     {"shards", OPT_UNSIGNED, OFF(shards), 0, 1, 1024, "online cores", "worker shard threads"},
-    {"http-threads", OPT_UNSIGNED, OFF(http_threads), 0, 1, 1024, "online cores (x8, at least 16, with --fsync always)",
+    {"http-threads", OPT_UNSIGNED, OFF(http_threads), 0, 1, 1024, "online cores (x32, at least 64, with --fsync always)",
      "HTTP worker threads (a request waiting for its fsync holds one)"},
     {"out-of-orderness", OPT_DURATION, OFF(out_of_orderness_ms), 0, 0, YEAR_MS, "5s",
      "watermark = event clock - this"},
@@ -500,7 +500,7 @@ int cf_config_load(cf_config *cfg, int argc, char **argv, char **envp, FILE *out
         unsigned cores = online_cores();
         cfg->http_threads = cores;
         if (cfg->fsync == CF_FSYNC_ALWAYS)
-            cfg->http_threads = cores * 8 > 16 ? cores * 8 : 16;
+            cfg->http_threads = cores * 32 > 64 ? cores * 32 : 64;
     }
     return validate(cfg, err);
 }

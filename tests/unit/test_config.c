@@ -66,7 +66,7 @@ static void http_threads_follow_fsync_policy(void **state)
 {
     (void)state;
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
-    unsigned want = cores * 8 > 16 ? (unsigned)cores * 8 : 16;
+    unsigned want = cores * 32 > 64 ? (unsigned)cores * 32 : 64;
     run r = load("--fsync", "always", NULL);
     assert_int_equal(r.rc, 0);
     assert_int_equal(r.cfg.http_threads, want);
