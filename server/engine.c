@@ -50,7 +50,7 @@
 #define MAX_QUERY_LIMIT 100000
 #define SNAP_MAGIC 0x50414e53464355ull   /* "UCFSNAP" */
 #define SNAP_VERSION 2u   /* 2: pane-based window state (cf_winop CFW2) */
-#define INTERIM_LIMIT 2000              /* open windows per interim push */
+#define INTERIM_PER_TYPE 100           /* busiest open windows per type per interim push */
 #define RATE_SAMPLES 11                 /* 1 s of 100 ms ticks, plus one */
 #define DEDUP_PREFETCH 8                /* ids ahead whose dedup slot is prefetched */
 
@@ -1071,7 +1071,16 @@ static size_t clamp_limit(size_t limit)
     return limit > MAX_QUERY_LIMIT ? MAX_QUERY_LIMIT : limit;
 }
 
+static cJSON *windows_ordered(cf_engine *e, const cf_window_query *q, bool sync, bool by_count);
+
 static cJSON *windows(cf_engine *e, const cf_window_query *q, bool sync)
+{
+    return windows_ordered(e, q, sync, false);
+}
+
+/* by_count: the busiest windows first instead of the newest (interim
+ * pushes keep the top of each window type). */
+static cJSON *windows_ordered(cf_engine *e, const cf_window_query *q, bool sync, bool by_count)
 {
     cf_shard_query *qs = new_queries(e, CF_Q_WINDOWS);
     if (!qs)
@@ -1085,10 +1094,12 @@ static cJSON *windows(cf_engine *e, const cf_window_query *q, bool sync)
         qs[s].state = q->state;
         qs[s].page = q->page_url;
         qs[s].page_len = q->page_url ? strlen(q->page_url) : 0;
+        qs[s].by_count = by_count;
     }
     cJSON *out = NULL;
     if (query_shards(e, qs, only, sync, NULL) == 0)
-        out = merge_items(e, qs, only >= 0 ? 1 : e->n_shards, limit, cf_wres_cmp, fmt_w, NULL);
+        out = merge_items(e, qs, only >= 0 ? 1 : e->n_shards, limit,
+                          by_count ? cf_wres_cmp_count : cf_wres_cmp, fmt_w, NULL);
     free_queries(e, qs);
     return out;
 }
@@ -1194,6 +1205,7 @@ static int gather(cf_engine *e, engine_stats *st, bool sync)
             y->open_sessions += x->open_sessions;
             y->trending_pages += x->trending_pages;
             y->memory += x->memory;
+            y->session_memory += x->session_memory;
         }
     }
     free_queries(e, qs);
@@ -1251,6 +1263,8 @@ static cJSON *stats(cf_engine *e, bool sync)
     cJSON_AddNumberToObject(o, "open_windows", (double)st.sum.open_windows);
     cJSON_AddNumberToObject(o, "kept_windows", (double)st.sum.kept_windows);
     cJSON_AddNumberToObject(o, "open_sessions", (double)st.sum.open_sessions);
+    cJSON_AddNumberToObject(o, "state_bytes", (double)st.sum.memory);
+    cJSON_AddNumberToObject(o, "session_state_bytes", (double)st.sum.session_memory);
     cJSON_AddNumberToObject(o, "trending_pages", (double)st.sum.trending_pages);
     cJSON_AddNumberToObject(o, "ws_clients", e->push ? (double)cf_push_clients(e->push) : 0);
     cJSON_AddNumberToObject(o, "ws_dropped", e->push ? (double)cf_push_dropped(e->push) : 0);
@@ -1312,6 +1326,10 @@ void cf_engine_metrics(cf_engine *e, cf_buf *out)
            (double)st.sum.kept_windows);
     metric(out, "open_sessions", "gauge", "Sessions not yet closed.",
            (double)st.sum.open_sessions);
+    metric(out, "state_bytes", "gauge", "Approximate bytes of window, session and trending state.",
+           (double)st.sum.memory);
+    metric(out, "session_state_bytes", "gauge", "Approximate bytes of session state.",
+           (double)st.sum.session_memory);
     metric(out, "trending_pages", "gauge", "Pages in the trending tables.",
            (double)st.sum.trending_pages);
     metric(out, "dedup_ids", "gauge", "event_ids remembered for deduplication.",
@@ -1371,18 +1389,33 @@ static void publish(cf_engine *e, cf_topic topic, const char *type, cJSON *data,
 }
 
 /* Interim results of open windows (final=false), newest first. */
+/* Interim results of the busiest open windows of each type. A push goes to
+ * every client every --push-interval, so it is kept small (a dashboard shows
+ * the top pages): all open windows would be megabytes per second per client
+ * under load. Final results are never capped. */
 static void push_interim(cf_engine *e)
 {
-    cf_window_query q = {.type = -1, .page_url = NULL, .state = 0, .limit = INTERIM_LIMIT};
-    cJSON *res = windows(e, &q, false);
-    if (!res)
-        return;
-    cJSON *items = cJSON_DetachItemFromObjectCaseSensitive(res, "items");
-    cJSON_Delete(res);
-    if (items && cJSON_GetArraySize(items) > 0)
-        publish(e, CF_TOPIC_WINDOWS, "windows", items, true);
-    else
+    cJSON *all = NULL;
+    for (int t = CF_WINDOW_TUMBLING; t <= CF_WINDOW_SLIDING; t++) {
+        cf_window_query q = {.type = t, .page_url = NULL, .state = 0, .limit = INTERIM_PER_TYPE};
+        cJSON *res = windows_ordered(e, &q, false, true);
+        cJSON *items = res ? cJSON_DetachItemFromObjectCaseSensitive(res, "items") : NULL;
+        cJSON_Delete(res);
+        if (!items)
+            continue;
+        if (!all) {
+            all = items;
+            continue;
+        }
+        cJSON *it;
+        while ((it = cJSON_DetachItemFromArray(items, 0)) != NULL)
+            cJSON_AddItemToArray(all, it);
         cJSON_Delete(items);
+    }
+    if (all && cJSON_GetArraySize(all) > 0)
+        publish(e, CF_TOPIC_WINDOWS, "windows", all, true);
+    else
+        cJSON_Delete(all);
 }
 
 static void push_trending(cf_engine *e)

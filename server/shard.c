@@ -488,6 +488,8 @@ static void q_windows(cf_shard *s, cf_shard_query *q)
         for (size_t i = 0; i < all.n; i++)
             if (k == 0 || !cf_wres_same_window(all.v[k - 1], all.v[i]))
                 all.v[k++] = all.v[i];
+        if (q->by_count && k > 1)
+            qsort(all.v, k, sizeof *all.v, cf_wres_cmp_count);
         take(q, all.v, k, dup_w);
     }
     for (size_t i = 0; i < owned.n; i++)
@@ -592,8 +594,9 @@ static void q_stats(cf_shard *s, cf_shard_query *q)
     q->stats.open_sessions = cf_sessions_open_count(s->sessions);
     q->stats.session_evictions = cf_sessions_evictions(s->sessions);
     q->stats.trending_pages = cf_trending_count(s->trending);
+    q->stats.session_memory = cf_sessions_memory(s->sessions);
     q->stats.memory = cf_winop_memory(s->tumbling) + cf_winop_memory(s->sliding) +
-                      cf_sessions_memory(s->sessions) + cf_trending_memory(s->trending);
+                      q->stats.session_memory + cf_trending_memory(s->trending);
     q->stats.queue_depth = cf_queue_depth(s->q);
 }
 
