@@ -1106,9 +1106,12 @@ static cJSON *windows_ordered(cf_engine *e, const cf_window_query *q, bool sync,
 
 cJSON *cf_engine_windows(cf_engine *e, const cf_window_query *q) { return windows(e, q, true); }
 
-cJSON *cf_engine_late(cf_engine *e, size_t limit)
+/* A newest-first list kept in every shard's ring (late events, closed
+ * sessions): each shard gives its newest `limit`, the merge keeps `limit`. */
+static cJSON *ring_query(cf_engine *e, cf_qkind kind, size_t limit,
+                         int (*cmp)(const void *, const void *), cJSON *(*fmt)(const void *))
 {
-    cf_shard_query *qs = new_queries(e, CF_Q_LATE);
+    cf_shard_query *qs = new_queries(e, kind);
     if (!qs)
         return NULL;
     limit = clamp_limit(limit);
@@ -1116,24 +1119,19 @@ cJSON *cf_engine_late(cf_engine *e, size_t limit)
         qs[s].limit = limit;
     cJSON *out = NULL;
     if (query_shards(e, qs, -1, true, NULL) == 0)
-        out = merge_items(e, qs, e->n_shards, limit, cf_lres_cmp, fmt_l, NULL);
+        out = merge_items(e, qs, e->n_shards, limit, cmp, fmt, NULL);
     free_queries(e, qs);
     return out;
 }
 
+cJSON *cf_engine_late(cf_engine *e, size_t limit)
+{
+    return ring_query(e, CF_Q_LATE, limit, cf_lres_cmp, fmt_l);
+}
+
 cJSON *cf_engine_sessions(cf_engine *e, size_t limit)
 {
-    cf_shard_query *qs = new_queries(e, CF_Q_SESSIONS);
-    if (!qs)
-        return NULL;
-    limit = clamp_limit(limit);
-    for (unsigned s = 0; s < e->n_shards; s++)
-        qs[s].limit = limit;
-    cJSON *out = NULL;
-    if (query_shards(e, qs, -1, true, NULL) == 0)
-        out = merge_items(e, qs, e->n_shards, limit, cf_sres_cmp, fmt_s, NULL);
-    free_queries(e, qs);
-    return out;
+    return ring_query(e, CF_Q_SESSIONS, limit, cf_sres_cmp, fmt_s);
 }
 
 cJSON *cf_engine_user_sessions(cf_engine *e, const char *user_id, size_t len)
