@@ -1,0 +1,477 @@
+"""Event-time semantics of the real daemon against the reference model
+(tests/integration/reference.py): windows, late updates and drops, sessions,
+dedup, trending and the counters, for a seeded out-of-order trace, with
+--shards 1 and --shards 4, which must also agree with each other.
+
+Replay mode (--idle-timeout 0) makes every result a function of the data,
+and small windows keep the trace short. Nothing here waits on time: every
+query is read-your-writes (SPEC 8 answers reflect every accepted event).
+"""
+import datetime
+import json
+import os
+import random
+
+from harness import Server, run_tests
+from reference import Reference, Settings
+
+SEED = int(os.environ.get("CLICKFLOW_SEED", "20261124"))
+T0 = 1_700_000_000_000          # a fixed past instant (not in the future: SPEC 2)
+
+SETTINGS = Settings(window_ms=10_000, slide_size_ms=30_000, slide_ms=10_000,
+                    session_gap_ms=20_000, allowed_lateness_ms=15_000,
+                    out_of_orderness_ms=2_000, half_life_ms=10_000, dedup_ttl_ms=30_000)
+
+
+def server_args(settings, shards):
+    return ["--idle-timeout", "0", "--shards", str(shards),
+            "--window", "%dms" % settings.window_ms,
+            "--slide-size", "%dms" % settings.slide_size_ms,
+            "--slide", "%dms" % settings.slide_ms,
+            "--session-gap", "%dms" % settings.session_gap_ms,
+            "--allowed-lateness", "%dms" % settings.allowed_lateness_ms,
+            "--out-of-orderness", "%dms" % settings.out_of_orderness_ms,
+            "--half-life", "%dms" % settings.half_life_ms,
+            "--dedup-ttl", "%dms" % settings.dedup_ttl_ms]
+
+
+# ---- the trace ----------------------------------------------------------------
+
+def rfc3339(ms, offset_min=0):
+    """ms as an RFC 3339 string with milliseconds, in the given UTC offset."""
+    tz = datetime.timezone(datetime.timedelta(minutes=offset_min))
+    d = datetime.datetime.fromtimestamp(ms / 1000, tz=tz)
+    d = d.replace(microsecond=(ms % 1000) * 1000)
+    s = d.strftime("%Y-%m-%dT%H:%M:%S.") + "%03d" % (ms % 1000)
+    if offset_min == 0:
+        return s + "Z"
+    sign = "+" if offset_min > 0 else "-"
+    return s + "%s%02d:%02d" % (sign, abs(offset_min) // 60, abs(offset_min) % 60)
+
+
+def wire(ev, rng):
+    """The JSON object a client sends for a reference event."""
+    if ev.get("invalid"):
+        return {"page_url": ev["page_url"], "timestamp": ev["ts"]}   # no user_id
+    o = {"user_id": ev["user_id"], "page_url": ev["page_url"]}
+    r = rng.random()
+    if r < 0.15:
+        o["timestamp"] = rfc3339(ev["ts"])
+    elif r < 0.2:
+        o["timestamp"] = rfc3339(ev["ts"], rng.choice([120, -330]))
+    else:
+        o["timestamp"] = ev["ts"]
+    if ev.get("event_id") is not None:
+        o["event_id"] = ev["event_id"]
+    if rng.random() < 0.3:
+        o["element"] = rng.choice(["buy", "nav", "", "img"])
+    if rng.random() < 0.1:
+        o["properties"] = {"k": rng.randint(0, 9)}
+    if rng.random() < 0.05:
+        o["unknown_field"] = [1, 2]
+    return o
+
+
+def make_trace(seed, n_events=3000, n_users=20):
+    """A list of steps: ("events", [event], fmt) and ("watermark", ms_offset)
+    and ("check", None). Event times: a true time t advancing ~80 ms per
+    event, ts = t - delay with mostly bounded disorder, some events late
+    within allowed lateness and some beyond it; users with bursts of activity
+    and idle gaps longer than the session gap; some duplicate event_ids
+    (within and beyond the dedup TTL); a few invalid events."""
+    rng = random.Random(seed)
+    pages = ["/p/%d" % i for i in range(12)] + ["/", "/produkt/\u00fc", "/p/1/x"]
+    weights = [1.0 / (1 + 0.3 * i) for i in range(len(pages))]
+    users = ["u%02d" % i for i in range(n_users)]
+    # Per-user activity: alternating active and idle spans (ms from T0).
+    span_end = n_events * 100 + 60_000
+    active = {}
+    for u in users:
+        spans, t = [], rng.randint(0, 30_000)
+        while t < span_end:
+            on = rng.randint(5_000, 40_000)
+            spans.append((t, t + on))
+            t += on + rng.randint(10_000, 60_000)
+        active[u] = spans
+    t = T0 + 5_000
+    events, sent = [], []
+    n_id = 0
+    for i in range(n_events):
+        t += int(rng.expovariate(1 / 80.0)) + 1
+        if sent and rng.random() < 0.04:
+            # A client retry of an earlier event: same id and content. Mostly
+            # recent (a duplicate), sometimes beyond the TTL (accepted again).
+            back = rng.randint(1, 40) if rng.random() < 0.8 else rng.randint(300, 900)
+            prev = sent[max(0, len(sent) - back)]
+            events.append(dict(prev))
+            continue
+        rel = t - T0
+        now_active = [u for u in users
+                      if any(a <= rel < b for a, b in active[u])]
+        user = rng.choice(now_active or users)
+        r = rng.random()
+        if r < 0.85:
+            delay = rng.randint(0, 1_800)
+        elif r < 0.95:
+            delay = rng.randint(2_000, 16_000)
+        elif r < 0.98:
+            delay = rng.randint(20_000, 45_000)
+        else:
+            delay = rng.randint(50_000, 90_000)
+        ev = {"user_id": user, "page_url": rng.choices(pages, weights)[0],
+              "ts": max(T0, t - delay)}
+        if rng.random() < 0.7:
+            n_id += 1
+            ev["event_id"] = "e%05d" % n_id
+            sent.append(ev)
+        if rng.random() < 0.01:
+            ev["invalid"] = True
+        events.append(ev)
+
+    steps, i = [], 0
+    while i < len(events):
+        r = rng.random()
+        if r < 0.15:
+            size = 1
+        elif r < 0.65:
+            size = rng.randint(2, 20)
+        elif r < 0.95:
+            size = rng.randint(20, 100)
+        else:
+            size = rng.randint(100, 400)
+        batch = events[i:i + size]
+        i += size
+        f = rng.random()
+        fmt = "ndjson" if f < 0.2 else "text" if f < 0.3 else "json"
+        if fmt == "json" and len(batch) == 1 and rng.random() < 0.5:
+            fmt = "object"
+        steps.append(("events", batch, fmt))
+        r = rng.random()
+        if r < 0.02:
+            steps.append(("watermark", rng.randint(500, 4_000)))    # above W: moves it
+        elif r < 0.03:
+            steps.append(("watermark", -rng.randint(1_000, 50_000)))  # below W: no effect
+        if rng.random() < 0.05:
+            steps.append(("check", None))
+    return steps
+
+
+# ---- talking to the server ------------------------------------------------------
+
+def post_events(srv, batch, fmt, rng):
+    objs = [wire(ev, rng) for ev in batch]
+    if fmt == "ndjson":
+        body = "".join(json.dumps(o) + "\n" for o in objs)
+        headers = {"Content-Type": "application/x-ndjson"}
+    elif fmt == "text":
+        body = json.dumps(objs)
+        headers = {"Content-Type": "text/plain;charset=UTF-8"}
+    elif fmt == "object":
+        body = json.dumps(objs[0])
+        headers = {"Content-Type": "application/json"}
+    else:
+        body = json.dumps(objs)
+        headers = {"Content-Type": "application/json"}
+    status, resp = srv.request("POST", "/api/v1/events", body.encode(), headers)
+    assert status == 202, (status, resp)
+    return resp
+
+
+def get(srv, path):
+    status, body = srv.request("GET", path)
+    assert status == 200, (path, status, body)
+    return body
+
+
+def quote(s):
+    import urllib.parse
+    return urllib.parse.quote(s, safe="")
+
+
+STAT_KEYS = ["accepted", "rejected", "duplicates", "late_dropped", "late_updates",
+             "session_late_dropped", "session_late_updates", "watermark", "event_clock",
+             "open_windows", "kept_windows", "open_sessions"]
+
+
+def snapshot(srv, users, pages):
+    """Every deterministic answer of the server, as one dict."""
+    out = {}
+    for t in ("tumbling", "sliding"):
+        for st in ("open", "closed"):
+            out["windows %s %s" % (t, st)] = get(
+                srv, "/api/v1/windows?type=%s&state=%s&limit=100000" % (t, st))["items"]
+    out["windows all"] = get(srv, "/api/v1/windows?limit=100000")["items"]
+    out["windows default limit"] = get(srv, "/api/v1/windows")["items"]
+    out["windows page"] = get(srv, "/api/v1/windows?state=closed&limit=100000&page_url=%s"
+                              % quote(pages[1]))["items"]
+    out["sessions"] = get(srv, "/api/v1/sessions?limit=100000")["items"]
+    out["sessions limit 7"] = get(srv, "/api/v1/sessions?limit=7")["items"]
+    for u in users:
+        out["user " + u] = get(srv, "/api/v1/sessions/" + quote(u))
+    out["late"] = get(srv, "/api/v1/late?limit=100000")["items"]
+    out["trending"] = get(srv, "/api/v1/trending?n=1000")
+    out["trending 3"] = get(srv, "/api/v1/trending?n=3")
+    stats = get(srv, "/api/v1/stats")
+    out["stats"] = {k: stats.get(k) for k in STAT_KEYS}
+    return out
+
+
+def expected(ref, users, pages):
+    out = {}
+    for t in ("tumbling", "sliding"):
+        for st in ("open", "closed"):
+            out["windows %s %s" % (t, st)] = ref.windows(t, st, limit=100000)["items"]
+    out["windows all"] = ref.windows(limit=100000)["items"]
+    out["windows default limit"] = ref.windows(limit=100)["items"]
+    out["windows page"] = ref.windows(state="closed", page_url=pages[1], limit=100000)["items"]
+    out["sessions"] = ref.sessions(100000)["items"]
+    out["sessions limit 7"] = ref.sessions(7)["items"]
+    for u in users:
+        out["user " + u] = ref.user_sessions(u)
+    out["late"] = ref.late(100000)["items"]
+    out["trending"] = ref.trending(1000)
+    out["trending 3"] = ref.trending(3)
+    out["stats"] = ref.stats()
+    return out
+
+
+def trending_diff(got, want):
+    """Differences between two trending answers: as_of and half_life exact,
+    the same pages, scores within 1e-6 relative, and the server's order
+    sorted by its scores (desc) then page_url (asc)."""
+    diffs = []
+    for k in ("as_of", "half_life_ms"):
+        if got.get(k) != want.get(k):
+            diffs.append("%s: got %r want %r" % (k, got.get(k), want.get(k)))
+    g = {it["page_url"]: it["score"] for it in got["items"]}
+    w = {it["page_url"]: it["score"] for it in want["items"]}
+    if len(got["items"]) != len(want["items"]):
+        diffs.append("items: got %d want %d" % (len(got["items"]), len(want["items"])))
+    for p in sorted(set(g) | set(w)):
+        if p not in g or p not in w:
+            diffs.append("page %r only in %s" % (p, "server" if p in g else "reference"))
+        elif abs(g[p] - w[p]) > 1e-6 * abs(w[p]):
+            diffs.append("page %r: score %r want %r" % (p, g[p], w[p]))
+    order = [(-it["score"], it["page_url"].encode()) for it in got["items"]]
+    if order != sorted(order):
+        diffs.append("items not sorted by score desc, page_url asc")
+    # Where the reference's scores are clearly apart, the order must match.
+    wl = [it["page_url"] for it in want["items"]]
+    gl = [it["page_url"] for it in got["items"]]
+    clear = all(abs(a["score"] - b["score"]) > 1e-5 * a["score"]
+                for a, b in zip(want["items"], want["items"][1:]))
+    if clear and gl != wl:
+        diffs.append("order: got %r want %r" % (gl[:10], wl[:10]))
+    return diffs
+
+
+def list_diff(name, got, want, limit=6):
+    if got == want:
+        return []
+    diffs = ["%s: %d items, want %d" % (name, len(got), len(want))]
+    shown = 0
+    for i in range(max(len(got), len(want))):
+        a = got[i] if i < len(got) else None
+        b = want[i] if i < len(want) else None
+        if a != b:
+            diffs.append("  [%d] got  %s\n       want %s" % (i, json.dumps(a), json.dumps(b)))
+            shown += 1
+            if shown >= limit:
+                break
+    return diffs
+
+
+def compare(got, want):
+    diffs = []
+    for k in want:
+        if k.startswith("trending"):
+            diffs += ["%s: %s" % (k, d) for d in trending_diff(got[k], want[k])]
+        elif isinstance(want[k], list):
+            diffs += list_diff(k, got[k], want[k])
+        elif got[k] != want[k]:
+            diffs.append("%s:\n  got  %s\n  want %s" % (k, json.dumps(got[k], sort_keys=True),
+                                                        json.dumps(want[k], sort_keys=True)))
+    return diffs
+
+
+def run_trace(servers, steps, settings, users, pages):
+    """Sends the trace to every server, checks each response and, at the
+    check points and at the end, every answer against the reference.
+    Returns (reference, final answers per server)."""
+    ref = Reference(settings)
+    rngs = [random.Random(SEED + 7) for _ in servers]     # same wire forms for all
+    checks = 0
+    for step in steps:
+        if step[0] == "events":
+            _, batch, fmt = step
+            want = ref.request(batch)
+            for srv, rng in zip(servers, rngs):
+                resp = post_events(srv, batch, fmt, rng)
+                got = (resp["accepted"], resp["duplicates"], resp["rejected"])
+                assert got == want, "request %r: got %r want %r" % (
+                    [e.get("event_id") for e in batch][:5], got, want)
+        elif step[0] == "watermark":
+            base = ref.w if ref.w is not None else T0
+            wm = base + step[1]
+            want_w = ref.raise_watermark(wm)
+            for srv in servers:
+                status, body = srv.request("POST", "/api/v1/watermark", {"watermark": wm})
+                assert status == 200 and body["watermark"] == want_w, (status, body, want_w)
+        else:
+            checks += 1
+            want = expected(ref, users, pages)
+            for srv in servers:
+                diffs = compare(snapshot(srv, users, pages), want)
+                assert not diffs, "mid-trace check %d (shards %s):\n%s" % (
+                    checks, srv.args[srv.args.index("--shards") + 1], "\n".join(diffs[:40]))
+    assert checks >= 2, "the trace should hold mid-trace checks"
+    # Far watermark: every window and session fires and is purged.
+    far = ref.max_ts + 10 * 86_400_000
+    want_w = ref.raise_watermark(far)
+    for srv in servers:
+        status, body = srv.request("POST", "/api/v1/watermark", {"watermark": far})
+        assert status == 200 and body["watermark"] == want_w, (status, body)
+    want = expected(ref, users, pages)
+    finals = []
+    for srv in servers:
+        got = snapshot(srv, users, pages)
+        diffs = compare(got, want)
+        assert not diffs, "final check (shards %s):\n%s" % (
+            srv.args[srv.args.index("--shards") + 1], "\n".join(diffs[:60]))
+        finals.append(got)
+    return ref, finals
+
+
+# ---- tests ----------------------------------------------------------------------
+
+def test_trace_is_meaningful():
+    """The generated trace exercises what it should (guards the generator
+    and keeps the comparison exact: trending never drops a page)."""
+    steps = make_trace(SEED)
+    ref = Reference(SETTINGS)
+    for step in steps:
+        if step[0] == "events":
+            ref.request(step[1])
+        elif step[0] == "watermark":
+            ref.raise_watermark((ref.w if ref.w is not None else T0) + step[1])
+    ref.raise_watermark(ref.max_ts + 10 * 86_400_000)
+    st = ref.stats()
+    assert st["accepted"] > 2500, st
+    assert st["duplicates"] > 20, st
+    assert st["rejected"] > 5, st
+    assert st["late_dropped"] > 10, st
+    assert st["late_updates"] > 50, st
+    assert st["session_late_dropped"] > 5, st
+    assert st["session_late_updates"] > 5, st
+    assert sum(1 for r in ref.session_emissions if r["revision"] == 0) > 60
+    assert sum(1 for s in steps if s[0] == "watermark") >= 3
+    assert ref.reaccepted_ids > 3, ref.reaccepted_ids   # ids past the dedup TTL
+    assert ref.min_trending_score > 0.01, ref.min_trending_score
+
+
+def with_servers(shard_counts, fn):
+    servers = []
+    try:
+        for n in shard_counts:
+            servers.append(Server(server_args(SETTINGS, n)).start())
+        return fn(servers)
+    except Exception:
+        for srv in servers:
+            print("---- server log (%s):\n%s" % (" ".join(srv.args), srv.read_log()[-3000:]))
+        raise
+    finally:
+        for srv in servers:
+            srv.stop()
+
+
+def test_trace_matches_reference_1_and_4_shards():
+    steps = make_trace(SEED)
+    users = ["u%02d" % i for i in range(20)] + ["nobody"]
+    pages = ["/p/%d" % i for i in range(12)] + ["/", "/produkt/\u00fc", "/p/1/x"]
+
+    def body(servers):
+        _, finals = run_trace(servers, steps, SETTINGS, users, pages)
+        # --shards 4 answers exactly like --shards 1 (trending up to 1e-6).
+        a, b = finals
+        for k in a:
+            if k.startswith("trending"):
+                assert not trending_diff(b[k], a[k]), (k, trending_diff(b[k], a[k]))
+            else:
+                assert a[k] == b[k], "shards 1 vs 4 differ in %s" % k
+    with_servers([1, 4], body)
+
+
+def test_hand_checked_examples():
+    """Small cases computed by hand: they check the reference model itself
+    as much as the server (both must give these numbers)."""
+    s = SETTINGS
+    t = T0 + 100_000      # a multiple of 10 s
+    # Request 1: two clicks in window [t, t+10s), one in the next.
+    r1 = [{"user_id": "a", "page_url": "/x", "ts": t + 1_000, "event_id": "k1"},
+          {"user_id": "b", "page_url": "/x", "ts": t + 2_000},
+          {"user_id": "a", "page_url": "/x", "ts": t + 12_000}]
+    # Request 2: a duplicate of k1, and C moves to t+12s+... : W = t+13s-2s.
+    r2 = [{"user_id": "a", "page_url": "/x", "ts": t + 1_000, "event_id": "k1"},
+          {"user_id": "c", "page_url": "/x", "ts": t + 13_000}]
+    # Request 3: late for [t, t+10s) (W = t+11s >= end-1) but within
+    # lateness: re-fires with revision 1 and 3 users.
+    r3 = [{"user_id": "c", "page_url": "/x", "ts": t + 5_000}]
+    # Request 4: far beyond lateness for every window: late-dropped.
+    r4 = [{"user_id": "d", "page_url": "/x", "ts": t - 60_000, "event_id": "old"},
+          {"user_id": "d", "page_url": "/x", "ts": t + 14_000}]
+
+    def body(servers):
+        srv = servers[0]
+        ref = Reference(s)
+        for batch, want in ((r1, (3, 0, 0)), (r2, (1, 1, 0)), (r3, (1, 0, 0)),
+                            (r4, (2, 0, 0))):
+            assert ref.request(batch) == want, (batch, ref.request)
+            resp = post_events(srv, batch, "json", random.Random(1))
+            assert (resp["accepted"], resp["duplicates"], resp["rejected"]) == want, resp
+        # By hand: W = t+14s-2s = t+12s; tumbling [t, t+10s) fired at
+        # request 2 (W = t+11s) with count 2, users {a, b}; request 3 made
+        # revision 1 with count 3, users {a, b, c}.
+        closed = get(srv, "/api/v1/windows?type=tumbling&state=closed")["items"]
+        want = [{"type": "tumbling", "start": t, "end": t + 10_000, "page_url": "/x",
+                 "count": 3, "unique_users": 3, "revision": 1, "final": True}]
+        assert closed == want, closed
+        assert ref.windows("tumbling", "closed")["items"] == want
+        opened = get(srv, "/api/v1/windows?type=tumbling&state=open")["items"]
+        want_open = [{"type": "tumbling", "start": t + 10_000, "end": t + 20_000,
+                      "page_url": "/x", "count": 3, "unique_users": 3, "revision": 0,
+                      "final": False}]
+        assert opened == want_open, opened
+        assert ref.windows("tumbling", "open")["items"] == want_open
+        late = get(srv, "/api/v1/late")["items"]
+        want_late = [{"page_url": "/x", "user_id": "d", "timestamp": t - 60_000,
+                      "event_id": "old",
+                      "reason": "all windows of the event are past allowed lateness"}]
+        assert late == want_late, late
+        assert ref.late()["items"] == want_late
+        # Sessions (gap 20 s): user a has one open session t+1s..t+12s.
+        a = get(srv, "/api/v1/sessions/a")
+        want_a = {"user_id": "a", "items": [{
+            "user_id": "a", "start": t + 1_000, "end": t + 12_000, "duration_ms": 11_000,
+            "page_views": 2, "distinct_pages": 1, "entry_page": "/x", "exit_page": "/x",
+            "revision": 0, "final": False}]}
+        assert a == want_a, a
+        assert ref.user_sessions("a") == want_a
+        # Trending at T = C = t+14s, half-life 10 s.
+        tr = get(srv, "/api/v1/trending")
+        ts = [1_000, 2_000, 12_000, 13_000, 5_000, -60_000, 14_000]
+        score = sum(2.0 ** (-(14_000 - x) / 10_000) for x in ts)
+        assert tr["as_of"] == t + 14_000 and tr["half_life_ms"] == 10_000, tr
+        assert abs(tr["items"][0]["score"] - score) <= 1e-6 * score, (tr, score)
+        assert abs(ref.trending()["items"][0]["score"] - score) <= 1e-9 * score
+        st = get(srv, "/api/v1/stats")
+        assert st["accepted"] == 7 and st["duplicates"] == 1 and st["late_dropped"] == 1, st
+        # Request 3 re-fired tumbling [t, t+10s) and sliding [t-20s, t+10s).
+        assert st["late_updates"] == 2 and st["watermark"] == t + 12_000, st
+        assert st["event_clock"] == t + 14_000, st
+        assert {k: st[k] for k in STAT_KEYS} == ref.stats(), (st, ref.stats())
+    with_servers([1], body)
+
+
+if __name__ == "__main__":
+    run_tests([test_trace_is_meaningful, test_hand_checked_examples,
+               test_trace_matches_reference_1_and_4_shards])
