@@ -130,7 +130,7 @@ int cf_rfc3339_parse(const char *s, size_t n, int64_t *ret_ms)
     if (!s || !ret_ms)
         return -EINVAL;
     size_t p = 0;
-    int year, mon, day, hour, min, sec;
+    int year = 0, mon = 0, day = 0, hour = 0, min = 0, sec = 0;
     if (!get_digits(s, n, &p, 4, &year) || !expect(s, n, &p, '-') ||
         !get_digits(s, n, &p, 2, &mon) || !expect(s, n, &p, '-') ||
         !get_digits(s, n, &p, 2, &day))

@@ -1,0 +1,546 @@
+#include "cf_kv.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cf_hash.h"
+
+#define KV_SEED 0x6b765f73746f7265ULL /* "kv_store" */
+#define KV_INLINE_KEY 17u
+#define KV_EMPTY UINT32_MAX
+#define KV_MIN_CAP 16u
+#define KV_MAGIC 0x564b4643u /* "CFKV" */
+#define KV_VERSION 1u
+
+/* Slot header; the value (value_size bytes, rounded up to 8) follows it. */
+/* The full hash is not stored: an 8-bit tag filters probes, and the home
+ * slot is recomputed from the key when an entry moves (growth, backward
+ * shift), which buys 17 inline key bytes (most event ids and user ids). */
+struct kv_slot {
+    int64_t expiry;
+    uint32_t heap_pos;  /* KV_EMPTY marks an empty slot */
+    uint16_t klen;
+    uint8_t tag;        /* top 8 bits of cf_hash64 */
+    uint8_t key[KV_INLINE_KEY]; /* the key, or its arena offset (u32) */
+};
+
+_Static_assert(sizeof(struct kv_slot) == 32, "slot header is 32 bytes");
+_Static_assert(CF_KV_MAX_KEY <= UINT16_MAX, "klen is 16 bits");
+
+struct cf_kv {
+    uint8_t *slots;
+    uint32_t cap;           /* power of two */
+    uint32_t count;
+    size_t slot_size;
+    size_t value_size;
+    size_t max_keys;
+    uint64_t evictions;
+
+    uint32_t *heap;         /* slot indices, min-heap by (expiry, key) */
+    uint32_t heap_cap;
+
+    uint8_t *arena;         /* keys longer than KV_INLINE_KEY */
+    size_t arena_len;
+    size_t arena_cap;
+    size_t arena_garbage;   /* bytes of deleted keys still in the arena */
+};
+
+static inline struct kv_slot *slot_at(const cf_kv *kv, uint32_t i)
+{
+    return (struct kv_slot *)(void *)(kv->slots + (size_t)i * kv->slot_size);
+}
+
+static inline void *slot_value(struct kv_slot *s)
+{
+    return (uint8_t *)s + sizeof(struct kv_slot);
+}
+
+static inline uint32_t arena_off(const struct kv_slot *s)
+{
+    uint32_t off;
+    memcpy(&off, s->key, sizeof off);
+    return off;
+}
+
+static inline const uint8_t *slot_key(const cf_kv *kv, const struct kv_slot *s)
+{
+    return s->klen <= KV_INLINE_KEY ? s->key : kv->arena + arena_off(s);
+}
+
+static uint8_t *alloc_slots(uint32_t cap, size_t slot_size)
+{
+    uint8_t *p = malloc((size_t)cap * slot_size);
+    if (!p)
+        return NULL;
+    for (uint32_t i = 0; i < cap; i++)
+        ((struct kv_slot *)(void *)(p + (size_t)i * slot_size))->heap_pos = KV_EMPTY;
+    return p;
+}
+
+cf_kv *cf_kv_new(size_t value_size, size_t max_keys)
+{
+    if (value_size > (1u << 20))
+        return NULL;
+    cf_kv *kv = calloc(1, sizeof *kv);
+    if (!kv)
+        return NULL;
+    kv->value_size = value_size;
+    kv->slot_size = sizeof(struct kv_slot) + ((value_size + 7) & ~(size_t)7);
+    kv->max_keys = max_keys;
+    kv->cap = KV_MIN_CAP;
+    kv->slots = alloc_slots(kv->cap, kv->slot_size);
+    if (!kv->slots) {
+        free(kv);
+        return NULL;
+    }
+    return kv;
+}
+
+void cf_kv_free(cf_kv *kv)
+{
+    if (!kv)
+        return;
+    free(kv->slots);
+    free(kv->heap);
+    free(kv->arena);
+    free(kv);
+}
+
+/* ---- heap ---------------------------------------------------------------- */
+
+/* True if slot a orders before slot b: (expiry, key bytes, length). */
+static bool slot_less(const cf_kv *kv, uint32_t a, uint32_t b)
+{
+    const struct kv_slot *x = slot_at(kv, a), *y = slot_at(kv, b);
+    if (x->expiry != y->expiry)
+        return x->expiry < y->expiry;
+    size_t n = x->klen < y->klen ? x->klen : y->klen;
+    int c = n ? memcmp(slot_key(kv, x), slot_key(kv, y), n) : 0;
+    if (c != 0)
+        return c < 0;
+    return x->klen < y->klen;
+}
+
+static inline void heap_set(cf_kv *kv, uint32_t pos, uint32_t idx)
+{
+    kv->heap[pos] = idx;
+    slot_at(kv, idx)->heap_pos = pos;
+}
+
+static void heap_up(cf_kv *kv, uint32_t pos)
+{
+    uint32_t idx = kv->heap[pos];
+    while (pos > 0) {
+        uint32_t parent = (pos - 1) / 2;
+        if (!slot_less(kv, idx, kv->heap[parent]))
+            break;
+        heap_set(kv, pos, kv->heap[parent]);
+        pos = parent;
+    }
+    heap_set(kv, pos, idx);
+}
+
+static void heap_down(cf_kv *kv, uint32_t pos)
+{
+    uint32_t n = kv->count;
+    uint32_t idx = kv->heap[pos];
+    for (;;) {
+        uint32_t c = 2 * pos + 1;
+        if (c >= n)
+            break;
+        if (c + 1 < n && slot_less(kv, kv->heap[c + 1], kv->heap[c]))
+            c++;
+        if (!slot_less(kv, kv->heap[c], idx))
+            break;
+        heap_set(kv, pos, kv->heap[c]);
+        pos = c;
+    }
+    heap_set(kv, pos, idx);
+}
+
+static void heap_fix(cf_kv *kv, uint32_t pos)
+{
+    if (pos > 0 && slot_less(kv, kv->heap[pos], kv->heap[(pos - 1) / 2]))
+        heap_up(kv, pos);
+    else
+        heap_down(kv, pos);
+}
+
+/* ---- probing ------------------------------------------------------------- */
+
+static inline uint64_t key_hash(const void *key, size_t len)
+{
+    return cf_hash64(key, len, KV_SEED);
+}
+
+static inline uint8_t tag_of(uint64_t h)
+{
+    return (uint8_t)(h >> 56);
+}
+
+/* Home slot of an entry already in the table (recomputed from its key). */
+static inline uint32_t slot_home(const cf_kv *kv, const struct kv_slot *s)
+{
+    return (uint32_t)key_hash(slot_key(kv, s), s->klen) & (kv->cap - 1);
+}
+
+static bool slot_matches(const cf_kv *kv, const struct kv_slot *s, uint8_t tag,
+                         const void *key, size_t len)
+{
+    return s->tag == tag && s->klen == len &&
+           (len == 0 || memcmp(slot_key(kv, s), key, len) == 0);
+}
+
+/* Index of the key's slot, or KV_EMPTY. */
+static uint32_t find(const cf_kv *kv, uint64_t h, const void *key, size_t len)
+{
+    uint32_t mask = kv->cap - 1;
+    uint8_t tag = tag_of(h);
+    for (uint32_t i = (uint32_t)h & mask;; i = (i + 1) & mask) {
+        const struct kv_slot *s = slot_at(kv, i);
+        if (s->heap_pos == KV_EMPTY)
+            return KV_EMPTY;
+        if (slot_matches(kv, s, tag, key, len))
+            return i;
+    }
+}
+
+static uint32_t find_empty(const cf_kv *kv, uint64_t h)
+{
+    uint32_t mask = kv->cap - 1;
+    uint32_t i = (uint32_t)h & mask;
+    while (slot_at(kv, i)->heap_pos != KV_EMPTY)
+        i = (i + 1) & mask;
+    return i;
+}
+
+/* Doubles the table; heap entries follow their slots. */
+static int grow(cf_kv *kv)
+{
+    if (kv->cap > (UINT32_MAX >> 2))
+        return -ENOMEM;
+    uint32_t ncap = kv->cap * 2;
+    uint8_t *nslots = alloc_slots(ncap, kv->slot_size);
+    if (!nslots)
+        return -ENOMEM;
+    uint8_t *old = kv->slots;
+    uint32_t ocap = kv->cap;
+    kv->slots = nslots;
+    kv->cap = ncap;
+    for (uint32_t i = 0; i < ocap; i++) {
+        const struct kv_slot *s = (const struct kv_slot *)(const void *)(old + (size_t)i * kv->slot_size);
+        if (s->heap_pos == KV_EMPTY)
+            continue;
+        uint32_t j = find_empty(kv, key_hash(slot_key(kv, s), s->klen));
+        memcpy(slot_at(kv, j), s, kv->slot_size);
+        kv->heap[s->heap_pos] = j;
+    }
+    free(old);
+    return 0;
+}
+
+/* Rewrites the arena without the garbage. Amortized O(1) per deleted byte:
+ * it runs only once garbage exceeds the live bytes. */
+static void arena_compact(cf_kv *kv)
+{
+    size_t live = kv->arena_len - kv->arena_garbage;
+    uint8_t *na = live ? malloc(live) : NULL;
+    if (live && !na)
+        return; /* keep the garbage; correctness does not depend on compaction */
+    size_t len = 0;
+    for (uint32_t i = 0; i < kv->cap; i++) {
+        struct kv_slot *s = slot_at(kv, i);
+        if (s->heap_pos == KV_EMPTY || s->klen <= KV_INLINE_KEY)
+            continue;
+        memcpy(na + len, kv->arena + arena_off(s), s->klen);
+        uint32_t off = (uint32_t)len;
+        memcpy(s->key, &off, sizeof off);
+        len += s->klen;
+    }
+    free(kv->arena);
+    kv->arena = na;
+    kv->arena_len = len;
+    kv->arena_cap = live;
+    kv->arena_garbage = 0;
+}
+
+/* Removes the entry in slot i: heap first, then backward-shift deletion so no
+ * tombstones are needed and probe sequences stay short. */
+static void remove_slot(cf_kv *kv, uint32_t i, bool may_compact)
+{
+    struct kv_slot *s = slot_at(kv, i);
+    uint32_t pos = s->heap_pos;
+    if (s->klen > KV_INLINE_KEY)
+        kv->arena_garbage += s->klen;
+    kv->count--;
+    if (pos != kv->count) {
+        heap_set(kv, pos, kv->heap[kv->count]);
+        s->heap_pos = KV_EMPTY; /* no longer reachable from the heap */
+        heap_fix(kv, pos);
+    }
+    uint32_t mask = kv->cap - 1;
+    uint32_t j = i;
+    for (;;) {
+        j = (j + 1) & mask;
+        struct kv_slot *t = slot_at(kv, j);
+        if (t->heap_pos == KV_EMPTY)
+            break;
+        uint32_t home = slot_home(kv, t);
+        if (((j - home) & mask) >= ((j - i) & mask)) {
+            memcpy(slot_at(kv, i), t, kv->slot_size);
+            kv->heap[t->heap_pos] = i;
+            i = j;
+        }
+    }
+    slot_at(kv, i)->heap_pos = KV_EMPTY;
+    if (may_compact && kv->arena_garbage > 4096 && kv->arena_garbage * 2 > kv->arena_len)
+        arena_compact(kv);
+}
+
+static int heap_reserve(cf_kv *kv, uint32_t need)
+{
+    if (need <= kv->heap_cap)
+        return 0;
+    uint32_t ncap = kv->heap_cap ? kv->heap_cap : 16;
+    while (ncap < need)
+        ncap *= 2;
+    uint32_t *nh = realloc(kv->heap, (size_t)ncap * sizeof *nh);
+    if (!nh)
+        return -ENOMEM;
+    kv->heap = nh;
+    kv->heap_cap = ncap;
+    return 0;
+}
+
+static int arena_reserve(cf_kv *kv, size_t extra)
+{
+    if (kv->arena_len + extra > UINT32_MAX)
+        return -ENOMEM;
+    if (kv->arena_len + extra <= kv->arena_cap)
+        return 0;
+    /* 1.5x growth: the arena is the largest part for long keys, so its
+     * slack is what counts in bytes per key. */
+    size_t ncap = kv->arena_cap ? kv->arena_cap + kv->arena_cap / 2 : 256;
+    if (ncap < kv->arena_len + extra)
+        ncap = kv->arena_len + extra;
+    uint8_t *na = realloc(kv->arena, ncap);
+    if (!na)
+        return -ENOMEM;
+    kv->arena = na;
+    kv->arena_cap = ncap;
+    return 0;
+}
+
+/* ---- public -------------------------------------------------------------- */
+
+void *cf_kv_get(const cf_kv *kv, const void *key, size_t key_len, int64_t *ret_expiry)
+{
+    if (key_len > CF_KV_MAX_KEY)
+        return NULL;
+    uint64_t h = key_hash(key, key_len);
+    uint32_t i = find(kv, h, key, key_len);
+    if (i == KV_EMPTY)
+        return NULL;
+    struct kv_slot *s = slot_at(kv, i);
+    if (ret_expiry)
+        *ret_expiry = s->expiry;
+    return slot_value(s);
+}
+
+int cf_kv_put(cf_kv *kv, const void *key, size_t key_len, int64_t expiry,
+              cf_kv_entry_fn on_evict, void *ctx, void **ret_value)
+{
+    if (key_len > CF_KV_MAX_KEY)
+        return -EINVAL;
+    uint64_t h = key_hash(key, key_len);
+    uint32_t i = find(kv, h, key, key_len);
+    if (i != KV_EMPTY) {
+        if (ret_value)
+            *ret_value = slot_value(slot_at(kv, i));
+        return 0;
+    }
+    /* Garbage left by evictions is compacted here, before the arena room
+     * for this key is reserved (so the eviction below cannot undo it). */
+    if (kv->arena_garbage > 4096 && kv->arena_garbage * 2 > kv->arena_len)
+        arena_compact(kv);
+    /* Reserve everything that can fail before evicting, so a failed put
+     * leaves the store unchanged. */
+    if (heap_reserve(kv, kv->count + 1) < 0)
+        return -ENOMEM;
+    if (key_len > KV_INLINE_KEY && arena_reserve(kv, key_len) < 0)
+        return -ENOMEM;
+    bool evict = kv->max_keys && kv->count >= kv->max_keys;
+    if (!evict && (uint64_t)(kv->count + 1) * 4 > (uint64_t)kv->cap * 3 && grow(kv) < 0)
+        return -ENOMEM;
+    if (evict) {
+        struct kv_slot *m = slot_at(kv, kv->heap[0]);
+        if (on_evict)
+            on_evict(ctx, slot_key(kv, m), m->klen, slot_value(m), m->expiry);
+        /* No compaction here: the arena room reserved above must stay. */
+        remove_slot(kv, kv->heap[0], false);
+        kv->evictions++;
+    }
+    i = find_empty(kv, h);
+    struct kv_slot *s = slot_at(kv, i);
+    s->tag = tag_of(h);
+    s->klen = (uint16_t)key_len;
+    s->expiry = expiry;
+    memset(s->key, 0, sizeof s->key);
+    if (key_len <= KV_INLINE_KEY) {
+        if (key_len)
+            memcpy(s->key, key, key_len);
+    } else {
+        uint32_t off = (uint32_t)kv->arena_len;
+        memcpy(kv->arena + off, key, key_len);
+        kv->arena_len += key_len;
+        memcpy(s->key, &off, sizeof off);
+    }
+    memset(slot_value(s), 0, kv->slot_size - sizeof(struct kv_slot));
+    kv->heap[kv->count] = i;
+    s->heap_pos = kv->count;
+    kv->count++;
+    heap_up(kv, s->heap_pos);
+    if (ret_value)
+        *ret_value = slot_value(slot_at(kv, i));
+    return 1;
+}
+
+int cf_kv_set_expiry(cf_kv *kv, const void *key, size_t key_len, int64_t expiry)
+{
+    if (key_len > CF_KV_MAX_KEY)
+        return -ENOENT;
+    uint64_t h = key_hash(key, key_len);
+    uint32_t i = find(kv, h, key, key_len);
+    if (i == KV_EMPTY)
+        return -ENOENT;
+    struct kv_slot *s = slot_at(kv, i);
+    s->expiry = expiry;
+    heap_fix(kv, s->heap_pos);
+    return 0;
+}
+
+int cf_kv_delete(cf_kv *kv, const void *key, size_t key_len)
+{
+    if (key_len > CF_KV_MAX_KEY)
+        return -ENOENT;
+    uint64_t h = key_hash(key, key_len);
+    uint32_t i = find(kv, h, key, key_len);
+    if (i == KV_EMPTY)
+        return -ENOENT;
+    remove_slot(kv, i, true);
+    return 0;
+}
+
+size_t cf_kv_expire(cf_kv *kv, int64_t now, cf_kv_entry_fn fn, void *ctx)
+{
+    size_t n = 0;
+    while (kv->count > 0) {
+        struct kv_slot *m = slot_at(kv, kv->heap[0]);
+        if (m->expiry > now)
+            break;
+        if (fn)
+            fn(ctx, slot_key(kv, m), m->klen, slot_value(m), m->expiry);
+        remove_slot(kv, kv->heap[0], true);
+        n++;
+    }
+    return n;
+}
+
+int64_t cf_kv_next_expiry(const cf_kv *kv)
+{
+    return kv->count ? slot_at(kv, kv->heap[0])->expiry : INT64_MAX;
+}
+
+void cf_kv_foreach(const cf_kv *kv, cf_kv_entry_fn fn, void *ctx)
+{
+    for (uint32_t i = 0; i < kv->cap; i++) {
+        struct kv_slot *s = slot_at(kv, i);
+        if (s->heap_pos != KV_EMPTY)
+            fn(ctx, slot_key(kv, s), s->klen, slot_value(s), s->expiry);
+    }
+}
+
+size_t cf_kv_count(const cf_kv *kv)
+{
+    return kv->count;
+}
+
+uint64_t cf_kv_evictions(const cf_kv *kv)
+{
+    return kv->evictions;
+}
+
+size_t cf_kv_memory(const cf_kv *kv)
+{
+    return sizeof *kv + (size_t)kv->cap * kv->slot_size +
+           (size_t)kv->heap_cap * sizeof *kv->heap + kv->arena_cap;
+}
+
+struct save_ctx {
+    cf_buf *out;
+    size_t value_size;
+};
+
+static void save_entry(void *ctx, const void *key, size_t key_len, void *value, int64_t expiry)
+{
+    struct save_ctx *sc = ctx;
+    cf_buf_put_str(sc->out, key, key_len);
+    cf_buf_put_i64(sc->out, expiry);
+    cf_buf_put(sc->out, value, sc->value_size);
+}
+
+int cf_kv_save(const cf_kv *kv, cf_buf *out)
+{
+    cf_buf_put_u32(out, KV_MAGIC);
+    cf_buf_put_u32(out, KV_VERSION);
+    cf_buf_put_u32(out, (uint32_t)kv->value_size);
+    cf_buf_put_u64(out, kv->evictions);
+    cf_buf_put_u32(out, kv->count);
+    struct save_ctx sc = { out, kv->value_size };
+    cf_kv_foreach(kv, save_entry, &sc);
+    return out->oom ? -ENOMEM : 0;
+}
+
+cf_kv *cf_kv_load(size_t value_size, size_t max_keys, cf_reader *in)
+{
+    uint32_t magic, version, vsize, count;
+    uint64_t evictions;
+    if (!cf_get_u32(in, &magic) || !cf_get_u32(in, &version) || !cf_get_u32(in, &vsize) ||
+        !cf_get_u64(in, &evictions) || !cf_get_u32(in, &count))
+        return NULL;
+    if (magic != KV_MAGIC || version != KV_VERSION || vsize != value_size)
+        return NULL;
+    cf_kv *kv = cf_kv_new(value_size, max_keys);
+    if (!kv)
+        return NULL;
+    for (uint32_t k = 0; k < count; k++) {
+        const char *key;
+        size_t klen;
+        int64_t expiry;
+        const uint8_t *val = NULL;
+        if (!cf_get_str(in, &key, &klen) || !cf_get_i64(in, &expiry))
+            goto fail;
+        if (value_size) {
+            if (in->left < value_size) {
+                in->bad = true;
+                goto fail;
+            }
+            val = in->p;
+            in->p += value_size;
+            in->left -= value_size;
+        }
+        void *v;
+        int r = cf_kv_put(kv, key, klen, expiry, NULL, NULL, &v);
+        if (r != 1)
+            goto fail; /* OOM, bad key, or a duplicate key: malformed */
+        if (value_size)
+            memcpy(v, val, value_size);
+    }
+    /* Evictions made while loading into a smaller bound are counted too. */
+    kv->evictions += evictions;
+    return kv;
+fail:
+    cf_kv_free(kv);
+    return NULL;
+}

@@ -1,0 +1,89 @@
+/* cf_kv: a keyed state store. An open-addressing hash map (linear probing,
+ * backward-shift deletion) from byte-string keys to fixed-size values, with
+ * an event-time expiry per entry and a bound on the number of keys.
+ *
+ * Layout: every table slot holds a 32-byte header (expiry, heap position, key
+ * length, an 8-bit hash tag, and the key itself when it is <= 17 bytes) then the
+ * value bytes, so a lookup is one probe sequence with no pointer chase to the
+ * value. Longer keys live in one shared arena (no malloc per key), which is
+ * compacted when half of it is garbage. A binary min-heap of slot indices
+ * orders the entries by (expiry, key bytes): a total order, so expiry
+ * and eviction order depend on the contents only, never on the history, and
+ * a loaded store behaves exactly like the saved one.
+ *
+ * Eviction policy: when the store holds max_keys keys and a new key is put,
+ * the entry that expires soonest (the heap minimum) is removed first and
+ * counted in cf_kv_evictions().
+ *
+ * Pointers: any put, delete, expire or load may move entries, so a value
+ * pointer returned by get/put is valid only until the next modifying call.
+ * Values are plain bytes, saved as they are in memory (they must not hold
+ * pointers). Deterministic; not thread-safe. */
+#ifndef CF_KV_H
+#define CF_KV_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cf_buf.h"
+
+typedef struct cf_kv cf_kv;
+
+/* Longest key accepted (bytes); longer keys are -EINVAL. */
+#define CF_KV_MAX_KEY 65535u
+
+/* Per-entry callback (expiry, eviction, iteration). key and value point into
+ * the store and are valid during the call only; the callback must not modify
+ * the store. */
+typedef void (*cf_kv_entry_fn)(void *ctx, const void *key, size_t key_len, void *value,
+                               int64_t expiry);
+
+/* value_size may be 0 (a set with expiry). max_keys 0 = no bound. Returns
+ * NULL on OOM. */
+cf_kv *cf_kv_new(size_t value_size, size_t max_keys);
+void cf_kv_free(cf_kv *kv);
+
+/* Looks a key up. Returns a pointer to its value (non-NULL even when
+ * value_size is 0) and sets *ret_expiry (if not NULL), or NULL if absent.
+ * O(1) expected. */
+void *cf_kv_get(const cf_kv *kv, const void *key, size_t key_len, int64_t *ret_expiry);
+
+/* Finds or inserts a key. A new key gets the given expiry and a zeroed value
+ * and the call returns 1; an existing key keeps its expiry and value and the
+ * call returns 0. If the store is full, the soonest-expiring entry is evicted
+ * first (on_evict, may be NULL, sees it before removal). Sets *ret_value (if
+ * not NULL) to the value. Returns -EINVAL (key longer than CF_KV_MAX_KEY) or
+ * -ENOMEM, with the store unchanged. O(1) amortized + O(log n) heap. */
+int cf_kv_put(cf_kv *kv, const void *key, size_t key_len, int64_t expiry,
+              cf_kv_entry_fn on_evict, void *ctx, void **ret_value);
+
+/* Changes the expiry of a present key: 0, or -ENOENT. O(log n). */
+int cf_kv_set_expiry(cf_kv *kv, const void *key, size_t key_len, int64_t expiry);
+
+/* Removes a key: 0, or -ENOENT. O(log n) amortized. */
+int cf_kv_delete(cf_kv *kv, const void *key, size_t key_len);
+
+/* Removes every entry with expiry <= now, in (expiry, key) order,
+ * calling fn (may be NULL) on each before removal. Returns how many.
+ * O(removed log n). */
+size_t cf_kv_expire(cf_kv *kv, int64_t now, cf_kv_entry_fn fn, void *ctx);
+
+/* The smallest expiry in the store, or INT64_MAX when it is empty. O(1). */
+int64_t cf_kv_next_expiry(const cf_kv *kv);
+
+/* Calls fn on every entry, in table order (unspecified). O(capacity). */
+void cf_kv_foreach(const cf_kv *kv, cf_kv_entry_fn fn, void *ctx);
+
+size_t cf_kv_count(const cf_kv *kv);
+uint64_t cf_kv_evictions(const cf_kv *kv);
+/* Bytes allocated by the store (table, heap, key arena, the struct). */
+size_t cf_kv_memory(const cf_kv *kv);
+
+/* Appends the store (entries, eviction counter) to out. 0 or -ENOMEM. */
+int cf_kv_save(const cf_kv *kv, cf_buf *out);
+/* Reads what cf_kv_save wrote; value_size must match the saved one. Returns
+ * NULL on malformed input or OOM. */
+cf_kv *cf_kv_load(size_t value_size, size_t max_keys, cf_reader *in);
+
+#endif

@@ -1,0 +1,173 @@
+/* Unit tests for cf_dedup: idempotency by event_id (SPEC section 6). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "cf_dedup.h"
+#include "cf_time.h"
+
+static void duplicate_until_exactly_ttl(void **state)
+{
+    (void)state;
+    cf_dedup *d = cf_dedup_new(600, 0);
+    assert_non_null(d);
+    assert_int_equal(cf_dedup_check(d, "e1", 2, 1000, 1000), 1);
+    assert_int_equal(cf_dedup_check(d, "e1", 2, 1000, 1000), 0);
+    /* the duplicate's own ts does not matter, only the first one's */
+    assert_int_equal(cf_dedup_check(d, "e1", 2, 5000, 1599), 0); /* C = ts + ttl - 1 */
+    assert_int_equal(cf_dedup_count(d), 1);
+    assert_int_equal(cf_dedup_check(d, "e1", 2, 1600, 1600), 1); /* C = ts + ttl */
+    /* recorded again with the new first_ts = 1600 */
+    assert_int_equal(cf_dedup_check(d, "e1", 2, 1600, 2199), 0);
+    assert_int_equal(cf_dedup_check(d, "e1", 2, 1600, 2200), 1);
+    cf_dedup_free(d);
+    cf_dedup_free(NULL);
+}
+
+static void distinct_ids_and_prefixes(void **state)
+{
+    (void)state;
+    cf_dedup *d = cf_dedup_new(100, 0);
+    assert_int_equal(cf_dedup_check(d, "abc", 3, 0, 0), 1);
+    assert_int_equal(cf_dedup_check(d, "ab", 2, 0, 0), 1);
+    assert_int_equal(cf_dedup_check(d, "abcd", 4, 0, 0), 1);
+    assert_int_equal(cf_dedup_check(d, "b3c1d2e4-0000-4000-8000-000000000001", 36, 0, 0), 1);
+    assert_int_equal(cf_dedup_check(d, "b3c1d2e4-0000-4000-8000-000000000002", 36, 0, 0), 1);
+    assert_int_equal(cf_dedup_check(d, "b3c1d2e4-0000-4000-8000-000000000001", 36, 0, 0), 0);
+    assert_int_equal(cf_dedup_count(d), 5);
+    cf_dedup_free(d);
+}
+
+static void no_clock_yet(void **state)
+{
+    (void)state;
+    cf_dedup *d = cf_dedup_new(100, 0);
+    /* CF_TIME_NONE: nothing expires, the id is still recorded */
+    assert_int_equal(cf_dedup_check(d, "x", 1, INT64_MIN, CF_TIME_NONE), 1);
+    assert_int_equal(cf_dedup_check(d, "x", 1, 0, CF_TIME_NONE), 0);
+    cf_dedup_expire(d, CF_TIME_NONE);
+    assert_int_equal(cf_dedup_count(d), 1);
+    /* first_ts = INT64_MIN: expiry INT64_MIN + 100, reached without overflow */
+    cf_dedup_expire(d, INT64_MIN + 99);
+    assert_int_equal(cf_dedup_count(d), 1);
+    cf_dedup_expire(d, INT64_MIN + 100);
+    assert_int_equal(cf_dedup_count(d), 0);
+    /* ts near INT64_MAX saturates instead of overflowing */
+    assert_int_equal(cf_dedup_check(d, "y", 1, INT64_MAX - 5, 0), 1);
+    assert_int_equal(cf_dedup_check(d, "y", 1, 0, INT64_MAX - 1), 0);
+    cf_dedup_free(d);
+}
+
+static void old_event_is_not_recorded(void **state)
+{
+    (void)state;
+    cf_dedup *d = cf_dedup_new(100, 0);
+    /* ts + ttl <= C: it would already be forgotten, so it is new every time */
+    assert_int_equal(cf_dedup_check(d, "old", 3, 900, 1000), 1);
+    assert_int_equal(cf_dedup_check(d, "old", 3, 900, 1000), 1);
+    assert_int_equal(cf_dedup_count(d), 0);
+    assert_int_equal(cf_dedup_check(d, "old2", 4, 901, 1000), 1); /* ts + ttl = C + 1 */
+    assert_int_equal(cf_dedup_check(d, "old2", 4, 901, 1000), 0);
+    cf_dedup_free(d);
+}
+
+static void expire_drops_count(void **state)
+{
+    (void)state;
+    cf_dedup *d = cf_dedup_new(10, 0);
+    char id[8];
+    for (int i = 0; i < 100; i++) {
+        id[0] = 'i';
+        id[1] = (char)('0' + i / 10);
+        id[2] = (char)('0' + i % 10);
+        assert_int_equal(cf_dedup_check(d, id, 3, i, CF_TIME_NONE), 1);
+    }
+    assert_int_equal(cf_dedup_count(d), 100);
+    size_t mem_full = cf_dedup_memory(d);
+    assert_true(mem_full > 0);
+    cf_dedup_expire(d, 9); /* expiries are 10..109 */
+    assert_int_equal(cf_dedup_count(d), 100);
+    cf_dedup_expire(d, 10);
+    assert_int_equal(cf_dedup_count(d), 99);
+    cf_dedup_expire(d, 59);
+    assert_int_equal(cf_dedup_count(d), 50);
+    /* checking also expires first */
+    assert_int_equal(cf_dedup_check(d, "new", 3, 100, 109), 1);
+    assert_int_equal(cf_dedup_count(d), 1);
+    assert_int_equal(cf_dedup_evictions(d), 0);
+    cf_dedup_free(d);
+}
+
+static void bounded_with_evictions(void **state)
+{
+    (void)state;
+    cf_dedup *d = cf_dedup_new(1000, 10);
+    char id[8];
+    for (int i = 0; i < 100; i++) {
+        id[0] = 'i';
+        id[1] = (char)('0' + i / 10);
+        id[2] = (char)('0' + i % 10);
+        assert_int_equal(cf_dedup_check(d, id, 3, i, 0), 1);
+        assert_true(cf_dedup_count(d) <= 10);
+    }
+    assert_int_equal(cf_dedup_count(d), 10);
+    assert_int_equal(cf_dedup_evictions(d), 90);
+    /* the soonest-expiring ids were forgotten: i89 is gone, i90 remembered */
+    assert_int_equal(cf_dedup_check(d, "i90", 3, 0, 0), 0);
+    assert_int_equal(cf_dedup_check(d, "i89", 3, 0, 0), 1);
+    assert_int_equal(cf_dedup_evictions(d), 91);
+    cf_dedup_free(d);
+}
+
+static void save_load(void **state)
+{
+    (void)state;
+    cf_dedup *d = cf_dedup_new(100, 5);
+    assert_int_equal(cf_dedup_check(d, "a", 1, 10, 10), 1);
+    assert_int_equal(cf_dedup_check(d, "bbbbbbbbbbbbbbbbbbbbbbb", 23, 20, 20), 1);
+    for (int i = 0; i < 6; i++) {
+        char id[2] = { (char)('p' + i), 0 };
+        assert_int_equal(cf_dedup_check(d, id, 1, 30 + i, 30), 1);
+    }
+    cf_buf b = {0};
+    assert_int_equal(cf_dedup_save(d, &b), 0);
+    cf_reader r;
+    cf_reader_init(&r, b.data, b.len);
+    cf_dedup *c = cf_dedup_load(100, 5, &r);
+    assert_non_null(c);
+    assert_int_equal(r.left, 0);
+    assert_int_equal(cf_dedup_count(c), cf_dedup_count(d));
+    assert_int_equal(cf_dedup_evictions(c), cf_dedup_evictions(d));
+    /* identical future behaviour */
+    const char *probe[] = { "a", "bbbbbbbbbbbbbbbbbbbbbbb", "p", "q", "r", "s", "t", "u", "z" };
+    for (int clock = 100; clock <= 140; clock += 5)
+        for (size_t i = 0; i < sizeof probe / sizeof probe[0]; i++)
+            assert_int_equal(cf_dedup_check(c, probe[i], strlen(probe[i]), clock, clock),
+                             cf_dedup_check(d, probe[i], strlen(probe[i]), clock, clock));
+    assert_int_equal(cf_dedup_count(c), cf_dedup_count(d));
+    /* truncated input */
+    cf_reader_init(&r, b.data, b.len - 1);
+    assert_null(cf_dedup_load(100, 5, &r));
+    cf_buf_free(&b);
+    cf_dedup_free(d);
+    cf_dedup_free(c);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(duplicate_until_exactly_ttl),
+        cmocka_unit_test(distinct_ids_and_prefixes),
+        cmocka_unit_test(no_clock_yet),
+        cmocka_unit_test(old_event_is_not_recorded),
+        cmocka_unit_test(expire_drops_count),
+        cmocka_unit_test(bounded_with_evictions),
+        cmocka_unit_test(save_load),
+    };
+    return cmocka_run_group_tests_name("dedup", tests, NULL, NULL);
+}

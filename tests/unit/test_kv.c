@@ -1,0 +1,453 @@
+/* Unit tests for cf_kv: the keyed state store (lookup, growth, backward-shift
+ * deletion, key arena, TTL expiry order and boundaries, the key bound and its
+ * eviction policy, save/load). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <errno.h>
+
+#include <cmocka.h>
+
+#include "cf_kv.h"
+
+static uint64_t rng_state;
+
+static uint64_t rnd(void)
+{
+    /* xorshift64*: deterministic, seeded per test */
+    rng_state ^= rng_state >> 12;
+    rng_state ^= rng_state << 25;
+    rng_state ^= rng_state >> 27;
+    return rng_state * 0x2545f4914f6cdd1dULL;
+}
+
+static size_t make_key(char *buf, uint64_t i, size_t pad)
+{
+    /* "k<i>" plus `pad` filler bytes, to exercise inline and arena keys */
+    size_t n = 0;
+    buf[n++] = 'k';
+    char tmp[24];
+    size_t t = 0;
+    do {
+        tmp[t++] = (char)('0' + i % 10);
+        i /= 10;
+    } while (i);
+    while (t)
+        buf[n++] = tmp[--t];
+    for (size_t p = 0; p < pad; p++)
+        buf[n++] = (char)('a' + p % 26);
+    return n;
+}
+
+static void put_get_delete(void **state)
+{
+    (void)state;
+    cf_kv *kv = cf_kv_new(sizeof(uint64_t), 0);
+    assert_non_null(kv);
+    void *v;
+    assert_int_equal(cf_kv_put(kv, "abc", 3, 100, NULL, NULL, &v), 1);
+    assert_true(*(uint64_t *)v == 0); /* new values are zeroed */
+    *(uint64_t *)v = 42;
+    assert_int_equal(cf_kv_put(kv, "abc", 3, 999, NULL, NULL, &v), 0);
+    assert_true(*(uint64_t *)v == 42);
+    int64_t exp = 0;
+    v = cf_kv_get(kv, "abc", 3, &exp);
+    assert_non_null(v);
+    assert_true(exp == 100); /* put on an existing key keeps its expiry */
+    assert_null(cf_kv_get(kv, "abd", 3, NULL));
+    assert_null(cf_kv_get(kv, "ab", 2, NULL));
+    /* empty key and the 17/18-byte inline/arena boundary */
+    assert_int_equal(cf_kv_put(kv, "", 0, 1, NULL, NULL, NULL), 1);
+    assert_int_equal(cf_kv_put(kv, "12345678901234567", 17, 2, NULL, NULL, NULL), 1);
+    assert_int_equal(cf_kv_put(kv, "123456789012345678", 18, 3, NULL, NULL, NULL), 1);
+    assert_non_null(cf_kv_get(kv, "", 0, NULL));
+    assert_non_null(cf_kv_get(kv, "12345678901234567", 17, NULL));
+    assert_non_null(cf_kv_get(kv, "123456789012345678", 18, NULL));
+    assert_null(cf_kv_get(kv, "123456789012345679", 18, NULL));
+    assert_null(cf_kv_get(kv, "12345678901234568", 17, NULL));
+    assert_int_equal(cf_kv_count(kv), 4);
+    assert_int_equal(cf_kv_set_expiry(kv, "abc", 3, 5), 0);
+    assert_non_null(cf_kv_get(kv, "abc", 3, &exp));
+    assert_true(exp == 5);
+    assert_int_equal(cf_kv_set_expiry(kv, "zzz", 3, 5), -ENOENT);
+    assert_int_equal(cf_kv_delete(kv, "abc", 3), 0);
+    assert_int_equal(cf_kv_delete(kv, "abc", 3), -ENOENT);
+    assert_null(cf_kv_get(kv, "abc", 3, NULL));
+    assert_int_equal(cf_kv_count(kv), 3);
+    assert_true(cf_kv_next_expiry(kv) == 1);
+    cf_kv_free(kv);
+    cf_kv_free(NULL);
+}
+
+static void rejects_overlong_key(void **state)
+{
+    (void)state;
+    cf_kv *kv = cf_kv_new(0, 0);
+    size_t n = CF_KV_MAX_KEY + 1;
+    char *big = calloc(1, n);
+    assert_non_null(big);
+    assert_int_equal(cf_kv_put(kv, big, n, 1, NULL, NULL, NULL), -EINVAL);
+    assert_int_equal(cf_kv_put(kv, big, n - 1, 1, NULL, NULL, NULL), 1);
+    assert_non_null(cf_kv_get(kv, big, n - 1, NULL));
+    assert_int_equal(cf_kv_count(kv), 1);
+    free(big);
+    cf_kv_free(kv);
+}
+
+struct seen {
+    int64_t exp[64];
+    char key[64][32];
+    size_t n;
+};
+
+static void record(void *ctx, const void *key, size_t key_len, void *value, int64_t expiry)
+{
+    (void)value;
+    struct seen *s = ctx;
+    if (s->n < 64) {
+        s->exp[s->n] = expiry;
+        memcpy(s->key[s->n], key, key_len < 31 ? key_len : 31);
+        s->key[s->n][key_len < 31 ? key_len : 31] = 0;
+    }
+    s->n++;
+}
+
+static void expiry_boundaries_and_order(void **state)
+{
+    (void)state;
+    cf_kv *kv = cf_kv_new(0, 0);
+    assert_int_equal(cf_kv_put(kv, "c", 1, 100, NULL, NULL, NULL), 1);
+    assert_int_equal(cf_kv_put(kv, "a", 1, 100, NULL, NULL, NULL), 1);
+    assert_int_equal(cf_kv_put(kv, "b", 1, 50, NULL, NULL, NULL), 1);
+    assert_int_equal(cf_kv_put(kv, "d", 1, 101, NULL, NULL, NULL), 1);
+    assert_int_equal(cf_kv_put(kv, "min", 3, INT64_MIN, NULL, NULL, NULL), 1);
+    struct seen s = {0};
+    assert_int_equal(cf_kv_expire(kv, INT64_MIN, record, &s), 1);
+    assert_string_equal(s.key[0], "min");
+    s.n = 0;
+    assert_int_equal(cf_kv_expire(kv, 49, record, &s), 0);
+    assert_int_equal(cf_kv_expire(kv, 50, record, &s), 1); /* due at exactly expiry */
+    assert_int_equal(cf_kv_expire(kv, 99, record, &s), 0);
+    assert_int_equal(cf_kv_expire(kv, 100, record, &s), 2);
+    assert_int_equal(s.n, 3);
+    assert_true(s.exp[0] == 50 && s.exp[1] == 100 && s.exp[2] == 100);
+    assert_int_equal(cf_kv_count(kv), 1);
+    assert_non_null(cf_kv_get(kv, "d", 1, NULL));
+    assert_int_equal(cf_kv_expire(kv, INT64_MAX, NULL, NULL), 1);
+    assert_int_equal(cf_kv_count(kv), 0);
+    assert_true(cf_kv_next_expiry(kv) == INT64_MAX);
+    cf_kv_free(kv);
+}
+
+static void expiry_order_is_independent_of_history(void **state)
+{
+    (void)state;
+    /* Equal expiries: the order comes from (hash, key), so two stores built in
+     * opposite orders expire identically. */
+    cf_kv *a = cf_kv_new(0, 0), *b = cf_kv_new(0, 0);
+    char k[32];
+    for (int i = 0; i < 40; i++) {
+        size_t n = make_key(k, (uint64_t)i, 0);
+        cf_kv_put(a, k, n, 7, NULL, NULL, NULL);
+        n = make_key(k, (uint64_t)(39 - i), 0);
+        cf_kv_put(b, k, n, 7, NULL, NULL, NULL);
+    }
+    struct seen sa = {0}, sb = {0};
+    cf_kv_expire(a, 7, record, &sa);
+    cf_kv_expire(b, 7, record, &sb);
+    assert_int_equal(sa.n, 40);
+    assert_int_equal(sb.n, 40);
+    for (int i = 0; i < 40; i++)
+        assert_string_equal(sa.key[i], sb.key[i]);
+    cf_kv_free(a);
+    cf_kv_free(b);
+}
+
+struct evict_log {
+    int64_t last_exp;
+    size_t n;
+    bool order_ok;
+};
+
+static void on_evict(void *ctx, const void *key, size_t key_len, void *value, int64_t expiry)
+{
+    (void)key; (void)key_len; (void)value;
+    struct evict_log *e = ctx;
+    if (e->n && expiry < e->last_exp)
+        e->order_ok = false;
+    e->last_exp = expiry;
+    e->n++;
+}
+
+static void honours_key_limit_under_10x(void **state)
+{
+    (void)state;
+    const size_t max = 1000;
+    cf_kv *kv = cf_kv_new(8, max);
+    char k[64];
+    struct evict_log e = { 0, 0, true };
+    size_t mem_at_full = 0;
+    for (uint64_t i = 0; i < 10 * max; i++) {
+        size_t n = make_key(k, i, i % 2 ? 20 : 0); /* half arena keys */
+        /* increasing expiry: the oldest key is always the one evicted */
+        int r = cf_kv_put(kv, k, n, (int64_t)i, on_evict, &e, NULL);
+        assert_int_equal(r, 1);
+        assert_true(cf_kv_count(kv) <= max);
+        if (i == max - 1)
+            mem_at_full = cf_kv_memory(kv);
+    }
+    assert_int_equal(cf_kv_count(kv), max);
+    assert_int_equal(cf_kv_evictions(kv), 9 * max);
+    assert_int_equal(e.n, 9 * max);
+    assert_true(e.order_ok);
+    /* memory does not grow with the flood (arena garbage is compacted) */
+    assert_true(cf_kv_memory(kv) <= mem_at_full * 2);
+    for (uint64_t i = 0; i < 10 * max; i++) {
+        size_t n = make_key(k, i, i % 2 ? 20 : 0);
+        if (i < 9 * max)
+            assert_null(cf_kv_get(kv, k, n, NULL));
+        else
+            assert_non_null(cf_kv_get(kv, k, n, NULL));
+    }
+    /* an existing key never evicts */
+    size_t n = make_key(k, 9999, 20);
+    assert_int_equal(cf_kv_put(kv, k, n, 0, on_evict, &e, NULL), 0);
+    assert_int_equal(cf_kv_evictions(kv), 9 * max);
+    /* a new key whose expiry is the smallest still goes in; the old min goes */
+    assert_int_equal(cf_kv_put(kv, "new", 3, -5, on_evict, &e, NULL), 1);
+    assert_null(cf_kv_get(kv, "k9000", 5, NULL));
+    assert_non_null(cf_kv_get(kv, "new", 3, NULL));
+    cf_kv_free(kv);
+}
+
+static void growth_rehash_many_keys(void **state)
+{
+    (void)state;
+    const uint64_t N = 100000;
+    cf_kv *kv = cf_kv_new(sizeof(uint64_t), 0);
+    char k[64];
+    for (uint64_t i = 0; i < N; i++) {
+        size_t n = make_key(k, i, i % 3 == 0 ? 15 : 0);
+        void *v;
+        assert_int_equal(cf_kv_put(kv, k, n, (int64_t)(i * 7919 % N), NULL, NULL, &v), 1);
+        memcpy(v, &i, 8);
+    }
+    assert_int_equal(cf_kv_count(kv), N);
+    for (uint64_t i = 0; i < N; i++) {
+        size_t n = make_key(k, i, i % 3 == 0 ? 15 : 0);
+        int64_t exp;
+        uint64_t *v = cf_kv_get(kv, k, n, &exp);
+        assert_non_null(v);
+        assert_true(*v == i);
+        assert_true(exp == (int64_t)(i * 7919 % N));
+    }
+    /* delete the odd keys; the even ones survive backward shifts */
+    for (uint64_t i = 1; i < N; i += 2) {
+        size_t n = make_key(k, i, i % 3 == 0 ? 15 : 0);
+        assert_int_equal(cf_kv_delete(kv, k, n), 0);
+    }
+    assert_int_equal(cf_kv_count(kv), N / 2);
+    for (uint64_t i = 0; i < N; i++) {
+        size_t n = make_key(k, i, i % 3 == 0 ? 15 : 0);
+        uint64_t *v = cf_kv_get(kv, k, n, NULL);
+        if (i % 2) {
+            assert_null(v);
+        } else {
+            assert_non_null(v);
+            assert_true(*v == i);
+        }
+    }
+    /* expiry through the heap after all the moves: ascending, complete */
+    struct evict_log e = { 0, 0, true };
+    size_t expired = cf_kv_expire(kv, (int64_t)N / 2 - 1, on_evict, &e);
+    assert_int_equal(expired, e.n);
+    assert_true(expired > N / 8);
+    assert_true(e.order_ok);
+    assert_int_equal(cf_kv_count(kv) + e.n, N / 2);
+    assert_true(cf_kv_next_expiry(kv) >= (int64_t)N / 2);
+    cf_kv_free(kv);
+}
+
+/* A brute-force model: arrays of (key id, expiry, value). */
+#define MODEL_KEYS 300
+struct model {
+    bool present[MODEL_KEYS];
+    int64_t exp[MODEL_KEYS];
+    uint64_t val[MODEL_KEYS];
+};
+
+static void randomized_against_model(void **state)
+{
+    (void)state;
+    rng_state = 0x1234567ULL;
+    struct model m;
+    memset(&m, 0, sizeof m);
+    cf_kv *kv = cf_kv_new(sizeof(uint64_t), 0);
+    char k[64];
+    int64_t now = 0;
+    for (int step = 0; step < 50000; step++) {
+        uint64_t id = rnd() % MODEL_KEYS;
+        size_t n = make_key(k, id, id % 4 == 0 ? 14 : 0);
+        switch (rnd() % 5) {
+        case 0:
+        case 1: {
+            int64_t exp = now + (int64_t)(rnd() % 100);
+            void *v;
+            int r = cf_kv_put(kv, k, n, exp, NULL, NULL, &v);
+            assert_int_equal(r, m.present[id] ? 0 : 1);
+            if (r == 1) {
+                m.present[id] = true;
+                m.exp[id] = exp;
+                m.val[id] = rnd();
+                memcpy(v, &m.val[id], 8);
+            }
+            break;
+        }
+        case 2:
+            assert_int_equal(cf_kv_delete(kv, k, n), m.present[id] ? 0 : -ENOENT);
+            m.present[id] = false;
+            break;
+        case 3: {
+            int64_t exp = now + (int64_t)(rnd() % 100);
+            assert_int_equal(cf_kv_set_expiry(kv, k, n, exp), m.present[id] ? 0 : -ENOENT);
+            if (m.present[id])
+                m.exp[id] = exp;
+            break;
+        }
+        default: {
+            now += (int64_t)(rnd() % 5);
+            size_t want = 0;
+            for (int i = 0; i < MODEL_KEYS; i++)
+                if (m.present[i] && m.exp[i] <= now) {
+                    m.present[i] = false;
+                    want++;
+                }
+            assert_int_equal(cf_kv_expire(kv, now, NULL, NULL), want);
+            break;
+        }
+        }
+        if (step % 997 == 0) {
+            size_t cnt = 0;
+            for (uint64_t i = 0; i < MODEL_KEYS; i++) {
+                size_t kn = make_key(k, i, i % 4 == 0 ? 14 : 0);
+                int64_t exp;
+                uint64_t *v = cf_kv_get(kv, k, kn, &exp);
+                assert_true((v != NULL) == m.present[i]);
+                if (v) {
+                    cnt++;
+                    assert_true(*v == m.val[i]);
+                    assert_true(exp == m.exp[i]);
+                }
+            }
+            assert_int_equal(cf_kv_count(kv), cnt);
+        }
+    }
+    cf_kv_free(kv);
+}
+
+static void save_load_roundtrip(void **state)
+{
+    (void)state;
+    cf_kv *kv = cf_kv_new(sizeof(uint64_t), 50);
+    char k[64];
+    for (uint64_t i = 0; i < 80; i++) {
+        size_t n = make_key(k, i, i % 2 ? 16 : 0);
+        void *v;
+        assert_int_equal(cf_kv_put(kv, k, n, (int64_t)(i % 10), NULL, NULL, &v), 1);
+        memcpy(v, &i, 8);
+    }
+    assert_int_equal(cf_kv_evictions(kv), 30);
+    cf_buf b = {0};
+    assert_int_equal(cf_kv_save(kv, &b), 0);
+    cf_reader r;
+    cf_reader_init(&r, b.data, b.len);
+    cf_kv *c = cf_kv_load(sizeof(uint64_t), 50, &r);
+    assert_non_null(c);
+    assert_int_equal(r.left, 0);
+    assert_int_equal(cf_kv_count(c), 50);
+    assert_int_equal(cf_kv_evictions(c), 30);
+    for (uint64_t i = 0; i < 80; i++) {
+        size_t n = make_key(k, i, i % 2 ? 16 : 0);
+        int64_t e1 = 0, e2 = 0;
+        uint64_t *v1 = cf_kv_get(kv, k, n, &e1), *v2 = cf_kv_get(c, k, n, &e2);
+        assert_true((v1 == NULL) == (v2 == NULL));
+        if (v1) {
+            assert_true(*v1 == *v2);
+            assert_true(e1 == e2);
+        }
+    }
+    /* identical future: the same expiry order */
+    struct seen s1 = {0}, s2 = {0};
+    cf_kv_expire(kv, 5, record, &s1);
+    cf_kv_expire(c, 5, record, &s2);
+    assert_int_equal(s1.n, s2.n);
+    for (size_t i = 0; i < s1.n && i < 64; i++)
+        assert_string_equal(s1.key[i], s2.key[i]);
+    /* wrong value size, truncation and garbage are rejected */
+    cf_reader_init(&r, b.data, b.len);
+    assert_null(cf_kv_load(4, 50, &r));
+    for (size_t cut = 0; cut < b.len; cut += 7) {
+        cf_reader_init(&r, b.data, cut);
+        assert_null(cf_kv_load(sizeof(uint64_t), 50, &r));
+    }
+    cf_buf_free(&b);
+    cf_kv_free(kv);
+    cf_kv_free(c);
+}
+
+/* Reports the bytes of overhead per key beyond key + value (table slack,
+ * heap, arena) at a few sizes, and asserts it stays under 100 on average
+ * over growth. */
+static void overhead_per_key(void **state)
+{
+    (void)state;
+    char k[64];
+    const size_t vsizes[2] = { 0, 8 };
+    const size_t pads[2] = { 0, 30 };
+    for (int vi = 0; vi < 2; vi++) {
+        for (int pi = 0; pi < 2; pi++) {
+            cf_kv *kv = cf_kv_new(vsizes[vi], 0);
+            double worst = 0, sum = 0;
+            int samples = 0;
+            size_t keybytes = 0;
+            for (uint64_t i = 0; i < 200000; i++) {
+                size_t n = make_key(k, i, pads[pi]);
+                keybytes += n;
+                assert_int_equal(cf_kv_put(kv, k, n, 0, NULL, NULL, NULL), 1);
+                if ((i + 1) % 10000 == 0) {
+                    size_t cnt = i + 1;
+                    double ov = ((double)cf_kv_memory(kv) - (double)keybytes -
+                                 (double)(cnt * vsizes[vi])) / (double)cnt;
+                    if (ov > worst)
+                        worst = ov;
+                    sum += ov;
+                    samples++;
+                }
+            }
+            print_message("kv overhead: value %zu B, key ~%zu B: mean %.1f, worst %.1f bytes/key\n",
+                          vsizes[vi], keybytes / 200000, sum / samples, worst);
+            assert_true(sum / samples < 100.0);
+            cf_kv_free(kv);
+        }
+    }
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(put_get_delete),
+        cmocka_unit_test(rejects_overlong_key),
+        cmocka_unit_test(expiry_boundaries_and_order),
+        cmocka_unit_test(expiry_order_is_independent_of_history),
+        cmocka_unit_test(honours_key_limit_under_10x),
+        cmocka_unit_test(growth_rehash_many_keys),
+        cmocka_unit_test(randomized_against_model),
+        cmocka_unit_test(save_load_roundtrip),
+        cmocka_unit_test(overhead_per_key),
+    };
+    return cmocka_run_group_tests_name("kv", tests, NULL, NULL);
+}

@@ -1,0 +1,926 @@
+/* Unit tests for cf_sessions: per-user session windows (SPEC section 5), their
+ * boundaries, merges, lateness and revisions, eviction, save/load, and a
+ * seeded out-of-order trace checked against a brute-force model. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <malloc.h>
+
+#include <cmocka.h>
+
+#include "cf_sessions.h"
+#include "cf_time.h"
+
+/* ---- captured emissions ---------------------------------------------------- */
+
+struct rec {
+    char user[32];
+    int64_t start, end, duration;
+    uint64_t views, distinct;
+    char entry[32], exit[32];
+    uint32_t revision;
+    bool final;
+};
+
+#define MAX_RECS 4096
+struct log {
+    struct rec r[MAX_RECS];
+    size_t n;
+};
+
+static void copy_str(char *dst, const char *s, size_t n)
+{
+    if (n > 31)
+        n = 31;
+    memcpy(dst, s, n);
+    dst[n] = 0;
+}
+
+static void capture(void *ctx, const cf_session_record *r)
+{
+    struct log *l = ctx;
+    assert_true(l->n < MAX_RECS);
+    struct rec *c = &l->r[l->n++];
+    memset(c, 0, sizeof *c);
+    copy_str(c->user, r->user_id, r->user_id_len);
+    c->start = r->start;
+    c->end = r->end;
+    c->duration = r->duration_ms;
+    c->views = r->page_views;
+    c->distinct = r->distinct_pages;
+    copy_str(c->entry, r->entry_page, r->entry_page_len);
+    copy_str(c->exit, r->exit_page, r->exit_page_len);
+    c->revision = r->revision;
+    c->final = r->final;
+}
+
+static struct log *new_log(void)
+{
+    struct log *l = calloc(1, sizeof *l);
+    assert_non_null(l);
+    return l;
+}
+
+static int add(cf_sessions *s, const char *user, const char *page, int64_t ts, struct log *l)
+{
+    return cf_sessions_add(s, user, strlen(user), page, strlen(page), ts, capture, l);
+}
+
+static void expect(const struct rec *r, const char *user, int64_t start, int64_t end,
+                   uint64_t views, uint64_t distinct, const char *entry, const char *exit,
+                   uint32_t revision, bool final)
+{
+    assert_string_equal(r->user, user);
+    assert_true(r->start == start);
+    assert_true(r->end == end);
+    assert_true(r->duration == end - start);
+    assert_int_equal(r->views, views);
+    assert_int_equal(r->distinct, distinct);
+    assert_string_equal(r->entry, entry);
+    assert_string_equal(r->exit, exit);
+    assert_int_equal(r->revision, revision);
+    assert_int_equal(r->final, final);
+}
+
+/* ---- rules ----------------------------------------------------------------- */
+
+static void exactly_gap_apart_is_one_session(void **state)
+{
+    (void)state;
+    struct log *l = new_log();
+    cf_sessions *s = cf_sessions_new(10, 0, 0);
+    assert_int_equal(add(s, "u", "/a", 0, l), 1);
+    assert_int_equal(add(s, "u", "/b", 10, l), 1);
+    assert_int_equal(cf_sessions_open_count(s), 1);
+    assert_int_equal(cf_sessions_get_open(s, "u", 1, capture, l), 1);
+    expect(&l->r[0], "u", 0, 10, 2, 2, "/a", "/b", 0, false);
+    l->n = 0;
+    /* closes at W = last_ts + gap - 1 = 19 exactly, not at 18 */
+    cf_sessions_advance(s, 18, capture, l);
+    assert_int_equal(l->n, 0);
+    cf_sessions_advance(s, 19, capture, l);
+    assert_int_equal(l->n, 1);
+    expect(&l->r[0], "u", 0, 10, 2, 2, "/a", "/b", 0, true);
+    assert_int_equal(cf_sessions_open_count(s), 0);
+    assert_int_equal(cf_sessions_get_open(s, "u", 1, capture, l), 0);
+    cf_sessions_free(s);
+    cf_sessions_free(NULL);
+    free(l);
+}
+
+static void gap_plus_one_is_two_sessions(void **state)
+{
+    (void)state;
+    struct log *l = new_log();
+    cf_sessions *s = cf_sessions_new(10, 0, 0);
+    assert_int_equal(add(s, "u", "/b", 11, l), 1);
+    assert_int_equal(add(s, "u", "/a", 0, l), 1);
+    assert_int_equal(cf_sessions_open_count(s), 2);
+    /* oldest first */
+    assert_int_equal(cf_sessions_get_open(s, "u", 1, capture, l), 2);
+    expect(&l->r[0], "u", 0, 0, 1, 1, "/a", "/a", 0, false);
+    expect(&l->r[1], "u", 11, 11, 1, 1, "/b", "/b", 0, false);
+    l->n = 0;
+    cf_sessions_advance(s, 9, capture, l);
+    assert_int_equal(l->n, 1);
+    expect(&l->r[0], "u", 0, 0, 1, 1, "/a", "/a", 0, true);
+    cf_sessions_advance(s, 20, capture, l);
+    assert_int_equal(l->n, 2);
+    expect(&l->r[1], "u", 11, 11, 1, 1, "/b", "/b", 0, true);
+    cf_sessions_free(s);
+    free(l);
+}
+
+static void bridging_event_merges(void **state)
+{
+    (void)state;
+    struct log *l = new_log();
+    cf_sessions *s = cf_sessions_new(10, 0, 0);
+    assert_int_equal(add(s, "u", "/a", 0, l), 1);
+    assert_int_equal(add(s, "u", "/x", 2, l), 1);
+    assert_int_equal(add(s, "u", "/b", 20, l), 1);
+    assert_int_equal(add(s, "u", "/x", 22, l), 1);
+    assert_int_equal(add(s, "u", "/y", 21, l), 1);
+    assert_int_equal(cf_sessions_open_count(s), 2);
+    /* 12 is within gap of 2 and of 20: one session [0, 22] */
+    assert_int_equal(add(s, "u", "/c", 12, l), 1);
+    assert_int_equal(l->n, 0);
+    assert_int_equal(cf_sessions_open_count(s), 1);
+    assert_int_equal(cf_sessions_get_open(s, "u", 1, capture, l), 1);
+    /* views add, distinct pages are a union (/x in both), entry of the
+     * smallest ts, exit of the largest */
+    expect(&l->r[0], "u", 0, 22, 6, 5, "/a", "/x", 0, false);
+    cf_sessions_free(s);
+    free(l);
+}
+
+static void merge_of_fired_sessions_takes_max_revision(void **state)
+{
+    (void)state;
+    struct log *l = new_log();
+    cf_sessions *s = cf_sessions_new(10, 100, 0);
+    assert_int_equal(add(s, "u", "/a", 0, l), 1);
+    assert_int_equal(add(s, "u", "/b", 20, l), 1);
+    cf_sessions_advance(s, 9, capture, l);
+    assert_int_equal(l->n, 1);
+    assert_int_equal(add(s, "u", "/a2", 1, l), 1); /* rev 1 */
+    assert_int_equal(add(s, "u", "/a3", 1, l), 1); /* rev 2 */
+    cf_sessions_advance(s, 29, capture, l);       /* [20] fires rev 0 */
+    assert_int_equal(l->n, 4);
+    expect(&l->r[2], "u", 0, 1, 3, 3, "/a", "/a3", 2, true);
+    expect(&l->r[3], "u", 20, 20, 1, 1, "/b", "/b", 0, true);
+    /* 10 touches [0,1] (1 + 10 >= 10? no: 10 <= 1 + 10) and [20] (10 + 10 >= 20) */
+    assert_int_equal(add(s, "u", "/m", 10, l), 1);
+    assert_int_equal(l->n, 5);
+    expect(&l->r[4], "u", 0, 20, 5, 5, "/a", "/b", 3, true);
+    assert_int_equal(cf_sessions_open_count(s), 0);
+    cf_sessions_free(s);
+    free(l);
+}
+
+static void merge_of_open_and_fired(void **state)
+{
+    (void)state;
+    struct log *l = new_log();
+    cf_sessions *s = cf_sessions_new(10, 100, 0);
+    assert_int_equal(add(s, "u", "/a", 0, l), 1);
+    cf_sessions_advance(s, 9, capture, l);
+    assert_int_equal(add(s, "u", "/b", 20, l), 1); /* open */
+    assert_int_equal(cf_sessions_open_count(s), 1);
+    assert_int_equal(add(s, "u", "/m", 10, l), 1);
+    assert_int_equal(l->n, 2);
+    expect(&l->r[1], "u", 0, 20, 3, 3, "/a", "/b", 1, true);
+    /* the merged session counts as fired (it was re-emitted as final) */
+    assert_int_equal(cf_sessions_open_count(s), 0);
+    cf_sessions_advance(s, 29, capture, l);
+    assert_int_equal(l->n, 2);
+    cf_sessions_free(s);
+    free(l);
+}
+
+static void revision_on_late_join(void **state)
+{
+    (void)state;
+    struct log *l = new_log();
+    cf_sessions *s = cf_sessions_new(10, 5, 0);
+    assert_int_equal(add(s, "u", "/a", 100, l), 1);
+    cf_sessions_advance(s, 109, capture, l); /* fires; kept until W >= 114 */
+    assert_int_equal(l->n, 1);
+    expect(&l->r[0], "u", 100, 100, 1, 1, "/a", "/a", 0, true);
+    /* own purge point 90 + 9 + 5 = 104 <= W, but it joins a kept session */
+    cf_sessions_advance(s, 110, capture, l);
+    assert_int_equal(add(s, "u", "/e", 90, l), 1);
+    assert_int_equal(l->n, 2);
+    expect(&l->r[1], "u", 90, 100, 2, 2, "/e", "/a", 1, true);
+    assert_int_equal(add(s, "u", "/f", 105, l), 1);
+    assert_int_equal(l->n, 3);
+    expect(&l->r[2], "u", 90, 105, 3, 3, "/e", "/f", 2, true);
+    /* now kept until W >= 105 + 9 + 5 = 119 */
+    cf_sessions_advance(s, 118, capture, l);
+    assert_int_equal(add(s, "u", "/g", 115, l), 1);
+    assert_int_equal(l->n, 4);
+    expect(&l->r[3], "u", 90, 115, 4, 4, "/e", "/g", 3, true);
+    /* purge at W = 115 + 14 = 129: an event at 125 would have joined */
+    cf_sessions_advance(s, 129, capture, l);
+    assert_int_equal(add(s, "u", "/h", 115, l), 0);
+    assert_int_equal(l->n, 4);
+    cf_sessions_free(s);
+    free(l);
+}
+
+static void late_drop_boundary(void **state)
+{
+    (void)state;
+    struct log *l = new_log();
+    cf_sessions *s = cf_sessions_new(10, 5, 0);
+    cf_sessions_advance(s, 100, capture, l);
+    /* new session: dropped iff ts + gap - 1 + lateness <= W, i.e. ts <= 86 */
+    assert_int_equal(add(s, "a", "/p", 86, l), 0);
+    assert_int_equal(l->n, 0);
+    assert_int_equal(add(s, "b", "/p", 87, l), 1); /* due: fires at once, rev 0 */
+    assert_int_equal(l->n, 1);
+    expect(&l->r[0], "b", 87, 87, 1, 1, "/p", "/p", 0, true);
+    assert_int_equal(add(s, "c", "/p", 91, l), 1); /* fire point 100 = W: due */
+    assert_int_equal(l->n, 2);
+    expect(&l->r[1], "c", 91, 91, 1, 1, "/p", "/p", 0, true);
+    assert_int_equal(add(s, "d", "/p", 92, l), 1); /* fire point 101: open */
+    assert_int_equal(l->n, 2);
+    assert_int_equal(cf_sessions_open_count(s), 1);
+    /* the watermark never goes back */
+    cf_sessions_advance(s, 50, capture, l);
+    assert_int_equal(add(s, "e", "/p", 86, l), 0);
+    cf_sessions_free(s);
+    free(l);
+}
+
+static void user_who_never_returns_is_closed(void **state)
+{
+    (void)state;
+    struct log *l = new_log();
+    cf_sessions *s = cf_sessions_new(1800000, 60000, 0);
+    assert_int_equal(add(s, "u42", "/home", 1000, l), 1);
+    assert_int_equal(add(s, "u42", "/products/7", 2000, l), 1);
+    cf_sessions_advance(s, CF_TIME_NONE, capture, l);
+    assert_int_equal(l->n, 0);
+    cf_sessions_advance(s, 10000000, capture, l);
+    assert_int_equal(l->n, 1);
+    expect(&l->r[0], "u42", 1000, 2000, 2, 2, "/home", "/products/7", 0, true);
+    assert_int_equal(cf_sessions_open_count(s), 0);
+    /* purged: the user's state is gone, a late event is dropped */
+    assert_int_equal(add(s, "u42", "/x", 2000, l), 0);
+    cf_sessions_free(s);
+    free(l);
+}
+
+static void fire_order_by_end_then_user(void **state)
+{
+    (void)state;
+    struct log *l = new_log();
+    cf_sessions *s = cf_sessions_new(10, 0, 0);
+    assert_int_equal(add(s, "b", "/p", 5, l), 1);
+    assert_int_equal(add(s, "ab", "/p", 5, l), 1);
+    assert_int_equal(add(s, "a", "/p", 5, l), 1);
+    assert_int_equal(add(s, "c", "/p", 3, l), 1);
+    assert_int_equal(add(s, "a", "/p", 30, l), 1); /* a's second session */
+    assert_int_equal(add(s, "\xff", "/p", 4, l), 1);
+    cf_sessions_advance(s, 100, capture, l);
+    assert_int_equal(l->n, 6);
+    assert_string_equal(l->r[0].user, "c");
+    assert_string_equal(l->r[1].user, "\xff");
+    assert_string_equal(l->r[2].user, "a");
+    assert_string_equal(l->r[3].user, "ab");
+    assert_string_equal(l->r[4].user, "b");
+    assert_string_equal(l->r[5].user, "a");
+    assert_true(l->r[5].start == 30);
+    cf_sessions_free(s);
+    free(l);
+}
+
+static void entry_exit_ties(void **state)
+{
+    (void)state;
+    struct log *l = new_log();
+    cf_sessions *s = cf_sessions_new(10, 0, 0);
+    assert_int_equal(add(s, "u", "/first", 5, l), 1);
+    assert_int_equal(add(s, "u", "/second", 5, l), 1);
+    assert_int_equal(add(s, "u", "/third", 5, l), 1);
+    assert_int_equal(cf_sessions_get_open(s, "u", 1, capture, l), 1);
+    expect(&l->r[0], "u", 5, 5, 3, 3, "/first", "/third", 0, false);
+    assert_int_equal(add(s, "u", "/early", 4, l), 1);
+    assert_int_equal(add(s, "u", "/early2", 4, l), 1);
+    assert_int_equal(add(s, "u", "/first", 5, l), 1); /* repeat page: not distinct */
+    assert_int_equal(cf_sessions_get_open(s, "u", 1, capture, l), 1);
+    expect(&l->r[1], "u", 4, 5, 6, 5, "/early", "/first", 0, false);
+    cf_sessions_free(s);
+    free(l);
+}
+
+static void many_distinct_pages_exact(void **state)
+{
+    (void)state;
+    struct log *l = new_log();
+    cf_sessions *s = cf_sessions_new(1000, 0, 0);
+    char page[16];
+    for (int i = 0; i < 300; i++) {
+        int n = snprintf(page, sizeof page, "/p%d", i % 150);
+        assert_int_equal(cf_sessions_add(s, "u", 1, page, (size_t)n, i, capture, l), 1);
+    }
+    /* a second session far away with pages 100..249, then a bridge */
+    for (int i = 0; i < 150; i++) {
+        int n = snprintf(page, sizeof page, "/p%d", 100 + i);
+        assert_int_equal(cf_sessions_add(s, "u", 1, page, (size_t)n, 2000 + i, capture, l), 1);
+    }
+    assert_int_equal(cf_sessions_open_count(s), 2);
+    assert_int_equal(add(s, "u", "/p0", 1200, l), 1);
+    assert_int_equal(cf_sessions_get_open(s, "u", 1, capture, l), 1);
+    expect(&l->r[0], "u", 0, 2149, 451, 250, "/p0", "/p249", 0, false);
+    cf_sessions_free(s);
+    free(l);
+}
+
+static void distinct_pages_every_size(void **state)
+{
+    (void)state;
+    /* every size through the inline, list and table forms (and their growth),
+     * each checked live, after a merge and after save/load */
+    struct log *l = new_log();
+    char page[16];
+    for (int n = 1; n <= 80; n++) {
+        cf_sessions *s = cf_sessions_new(100, 0, 0);
+        for (int i = 0; i < n; i++) {
+            int len = snprintf(page, sizeof page, "/d%d", i);
+            /* each page twice; the second session starts at 1000 */
+            assert_int_equal(cf_sessions_add(s, "u", 1, page, (size_t)len, i % 50, capture, l), 1);
+            assert_int_equal(cf_sessions_add(s, "u", 1, page, (size_t)len, 1000 + i % 50, capture, l), 1);
+        }
+        l->n = 0;
+        assert_int_equal(cf_sessions_get_open(s, "u", 1, capture, l), 2);
+        assert_int_equal(l->r[0].distinct, n);
+        assert_int_equal(l->r[1].distinct, n);
+        cf_buf b = {0};
+        assert_int_equal(cf_sessions_save(s, &b), 0);
+        cf_reader r;
+        cf_reader_init(&r, b.data, b.len);
+        cf_sessions *c = cf_sessions_load(100, 0, 0, &r);
+        assert_non_null(c);
+        cf_buf_free(&b);
+        cf_sessions_free(s);
+        /* bridge the two sessions in steps of exactly gap */
+        for (int64_t ts = 100; ts < 1000; ts += 100)
+            assert_int_equal(cf_sessions_add(c, "u", 1, "/bridge", 7, ts, capture, l), 1);
+        l->n = 0;
+        assert_int_equal(cf_sessions_get_open(c, "u", 1, capture, l), 1);
+        assert_int_equal(l->r[0].distinct, n + 1);
+        assert_int_equal(l->r[0].views, 2 * n + 9);
+        cf_sessions_free(c);
+    }
+    free(l);
+}
+
+static void extreme_times_do_not_overflow(void **state)
+{
+    (void)state;
+    struct log *l = new_log();
+    cf_sessions *s = cf_sessions_new(INT64_MAX, INT64_MAX, 0);
+    assert_int_equal(add(s, "z", "/p", INT64_MIN, l), 1);
+    assert_int_equal(add(s, "m", "/p", INT64_MIN, l), 1);
+    assert_int_equal(add(s, "m", "/q", -1, l), 1);        /* exactly gap apart */
+    assert_int_equal(add(s, "a", "/p", 0, l), 1);
+    assert_int_equal(add(s, "a", "/q", INT64_MAX, l), 1); /* exactly gap apart */
+    assert_int_equal(cf_sessions_open_count(s), 3);
+    cf_sessions_advance(s, CF_TIME_NONE, capture, l);
+    cf_sessions_advance(s, -3, capture, l);
+    assert_int_equal(l->n, 0);
+    cf_sessions_advance(s, -2, capture, l); /* z: INT64_MIN + gap - 1 */
+    assert_int_equal(l->n, 1);
+    assert_true(l->r[0].start == INT64_MIN && l->r[0].duration == 0);
+    cf_sessions_advance(s, INT64_MAX - 3, capture, l);
+    assert_int_equal(l->n, 1);
+    cf_sessions_advance(s, INT64_MAX - 2, capture, l); /* m: -1 + gap - 1 */
+    assert_int_equal(l->n, 2);
+    assert_true(l->r[1].start == INT64_MIN && l->r[1].end == -1 &&
+                l->r[1].duration == INT64_MAX);
+    cf_sessions_advance(s, INT64_MAX - 1, capture, l);
+    assert_int_equal(l->n, 2);
+    /* a's fire point saturates at INT64_MAX */
+    cf_sessions_advance(s, INT64_MAX, capture, l);
+    assert_int_equal(l->n, 3);
+    assert_true(l->r[2].start == 0 && l->r[2].end == INT64_MAX);
+    cf_sessions_free(s);
+
+    /* W = INT64_MIN + 2: a real watermark at the bottom of the range */
+    l->n = 0;
+    s = cf_sessions_new(2, 1, 0);
+    cf_sessions_advance(s, INT64_MIN + 2, capture, l);
+    assert_int_equal(add(s, "b", "/p", INT64_MIN, l), 0);     /* purge point MIN + 2 */
+    assert_int_equal(add(s, "b", "/p", INT64_MIN + 1, l), 1); /* due at once */
+    assert_int_equal(l->n, 1);
+    assert_int_equal(l->r[0].revision, 0);
+    cf_sessions_free(s);
+    assert_null(cf_sessions_new(0, 0, 0));
+    assert_null(cf_sessions_new(1, -1, 0));
+    free(l);
+}
+
+static void max_users_evicts_soonest_closing(void **state)
+{
+    (void)state;
+    struct log *l = new_log();
+    cf_sessions *s = cf_sessions_new(10, 0, 2);
+    assert_int_equal(add(s, "b", "/p", 5, l), 1);
+    assert_int_equal(add(s, "a", "/p", 0, l), 1);
+    assert_int_equal(add(s, "a", "/q", 30, l), 1); /* same user: no eviction */
+    assert_int_equal(cf_sessions_evictions(s), 0);
+    assert_int_equal(add(s, "c", "/p", 7, l), 1);
+    /* a closes soonest (fire point 9): both its sessions are closed early */
+    assert_int_equal(cf_sessions_evictions(s), 1);
+    assert_int_equal(l->n, 2);
+    expect(&l->r[0], "a", 0, 0, 1, 1, "/p", "/p", 0, true);
+    expect(&l->r[1], "a", 30, 30, 1, 1, "/q", "/q", 0, true);
+    assert_int_equal(cf_sessions_get_open(s, "a", 1, capture, l), 0);
+    assert_int_equal(cf_sessions_open_count(s), 2);
+    for (int i = 0; i < 100; i++) {
+        char u[8];
+        int n = snprintf(u, sizeof u, "x%d", i);
+        assert_int_equal(cf_sessions_add(s, u, (size_t)n, "/p", 2, 100 + i, capture, l), 1);
+        assert_true(cf_sessions_open_count(s) <= 2);
+    }
+    assert_int_equal(cf_sessions_evictions(s), 101);
+    cf_sessions_free(s);
+    free(l);
+}
+
+static void save_load_mid_trace(void **state)
+{
+    (void)state;
+    struct log *l1 = new_log(), *l2 = new_log();
+    cf_sessions *s = cf_sessions_new(10, 20, 3);
+    add(s, "u1", "/a", 0, l1);
+    add(s, "u1", "/b", 40, l1);
+    add(s, "u2", "/c", 5, l1);
+    cf_sessions_advance(s, 15, capture, l1);
+    add(s, "u1", "/d", 3, l1); /* late join, rev 1 */
+    char page[16];
+    for (int i = 0; i < 5; i++) {
+        int n = snprintf(page, sizeof page, "/many%d", i);
+        cf_sessions_add(s, "u3", 2, page, (size_t)n, 41 + i, capture, l1);
+    }
+    l1->n = 0;
+    cf_buf b = {0};
+    assert_int_equal(cf_sessions_save(s, &b), 0);
+    cf_reader r;
+    cf_reader_init(&r, b.data, b.len);
+    cf_sessions *c = cf_sessions_load(10, 20, 3, &r);
+    assert_non_null(c);
+    assert_int_equal(r.left, 0);
+    assert_int_equal(cf_sessions_open_count(c), cf_sessions_open_count(s));
+    assert_int_equal(cf_sessions_evictions(c), cf_sessions_evictions(s));
+    cf_sessions *both[2] = { s, c };
+    struct log *logs[2] = { l1, l2 };
+    for (int k = 0; k < 2; k++) {
+        cf_sessions *t = both[k];
+        struct log *l = logs[k];
+        cf_sessions_get_open(t, "u1", 2, capture, l);
+        cf_sessions_get_open(t, "u3", 2, capture, l);
+        add(t, "u1", "/e", 8, l);
+        add(t, "u4", "/f", 50, l); /* evicts */
+        cf_sessions_advance(t, 30, capture, l);
+        add(t, "u1", "/g", 45, l);
+        cf_sessions_advance(t, 100, capture, l);
+        add(t, "u3", "/late", 2, l);
+    }
+    assert_int_equal(l1->n, l2->n);
+    assert_true(l1->n >= 5);
+    assert_memory_equal(l1->r, l2->r, l1->n * sizeof l1->r[0]);
+    assert_int_equal(cf_sessions_evictions(c), cf_sessions_evictions(s));
+    /* truncated input is rejected without leaks */
+    for (size_t cut = 0; cut < b.len; cut += 5) {
+        cf_reader_init(&r, b.data, cut);
+        assert_null(cf_sessions_load(10, 20, 3, &r));
+    }
+    cf_buf_free(&b);
+    cf_sessions_free(s);
+    cf_sessions_free(c);
+    free(l1);
+    free(l2);
+}
+
+/* ---- brute-force model ----------------------------------------------------- */
+
+#define M_MAX_SESS 512
+#define M_MAX_EV 256
+
+struct m_sess {
+    bool alive;
+    char user[8];
+    int64_t ts[M_MAX_EV];
+    int page[M_MAX_EV];
+    int n;
+    bool fired;
+    uint32_t rev;
+};
+
+struct model {
+    int64_t gap, lat, wm;
+    bool has_wm;
+    size_t max_users;
+    uint64_t evictions;
+    struct m_sess s[M_MAX_SESS];
+};
+
+static int64_t m_first(const struct m_sess *x)
+{
+    int64_t v = x->ts[0];
+    for (int i = 1; i < x->n; i++)
+        if (x->ts[i] < v)
+            v = x->ts[i];
+    return v;
+}
+
+static int64_t m_last(const struct m_sess *x)
+{
+    int64_t v = x->ts[0];
+    for (int i = 1; i < x->n; i++)
+        if (x->ts[i] > v)
+            v = x->ts[i];
+    return v;
+}
+
+static void m_emit(const struct m_sess *x, bool final, struct log *l)
+{
+    assert_true(l->n < MAX_RECS);
+    struct rec *c = &l->r[l->n++];
+    memset(c, 0, sizeof *c);
+    strcpy(c->user, x->user);
+    c->start = m_first(x);
+    c->end = m_last(x);
+    c->duration = c->end - c->start;
+    c->views = (uint64_t)x->n;
+    bool seen[64] = { false };
+    for (int i = 0; i < x->n; i++)
+        if (!seen[x->page[i]]) {
+            seen[x->page[i]] = true;
+            c->distinct++;
+        }
+    /* events are stored in order added: entry = first with min ts, exit = last with max ts */
+    int e = 0, z = 0;
+    for (int i = 0; i < x->n; i++) {
+        if (x->ts[i] < x->ts[e])
+            e = i;
+        if (x->ts[i] >= x->ts[z])
+            z = i;
+    }
+    snprintf(c->entry, sizeof c->entry, "/page-%d", x->page[e]);
+    snprintf(c->exit, sizeof c->exit, "/page-%d", x->page[z]);
+    c->revision = x->rev;
+    c->final = final;
+}
+
+static int64_t m_action(const struct model *m, const struct m_sess *x)
+{
+    return m_last(x) + m->gap - 1 + (x->fired ? m->lat : 0);
+}
+
+/* Early close of the user whose next session action is the soonest. */
+static void m_evict(struct model *m, struct log *l)
+{
+    int best = -1;
+    for (int i = 0; i < M_MAX_SESS; i++) {
+        const struct m_sess *x = &m->s[i];
+        if (!x->alive)
+            continue;
+        if (best < 0) {
+            best = i;
+            continue;
+        }
+        const struct m_sess *b = &m->s[best];
+        int c = strcmp(x->user, b->user);
+        if (m_action(m, x) < m_action(m, b) ||
+            (m_action(m, x) == m_action(m, b) && (c < 0 || (c == 0 && m_first(x) < m_first(b)))))
+            best = i;
+    }
+    char user[8];
+    strcpy(user, m->s[best].user);
+    for (;;) {
+        int o = -1;
+        for (int i = 0; i < M_MAX_SESS; i++)
+            if (m->s[i].alive && strcmp(m->s[i].user, user) == 0 &&
+                (o < 0 || m_first(&m->s[i]) < m_first(&m->s[o])))
+                o = i;
+        if (o < 0)
+            break;
+        if (!m->s[o].fired)
+            m_emit(&m->s[o], true, l);
+        m->s[o].alive = false;
+    }
+    m->evictions++;
+}
+
+static bool m_has_user(const struct model *m, const char *user)
+{
+    for (int i = 0; i < M_MAX_SESS; i++)
+        if (m->s[i].alive && strcmp(m->s[i].user, user) == 0)
+            return true;
+    return false;
+}
+
+static size_t m_users(const struct model *m)
+{
+    size_t n = 0;
+    for (int i = 0; i < M_MAX_SESS; i++) {
+        if (!m->s[i].alive)
+            continue;
+        bool dup = false;
+        for (int k = 0; k < i; k++)
+            if (m->s[k].alive && strcmp(m->s[k].user, m->s[i].user) == 0)
+                dup = true;
+        n += !dup;
+    }
+    return n;
+}
+
+static int m_add(struct model *m, const char *user, int page, int64_t ts, struct log *l)
+{
+    int hit[M_MAX_SESS], nh = 0;
+    for (int i = 0; i < M_MAX_SESS; i++) {
+        struct m_sess *x = &m->s[i];
+        if (x->alive && strcmp(x->user, user) == 0 && ts + m->gap >= m_first(x) &&
+            ts <= m_last(x) + m->gap)
+            hit[nh++] = i;
+    }
+    if (nh == 0) {
+        if (m->has_wm && ts + m->gap - 1 + m->lat <= m->wm)
+            return 0;
+        if (m->max_users && !m_has_user(m, user) && m_users(m) >= m->max_users)
+            m_evict(m, l);
+        for (int i = 0; i < M_MAX_SESS; i++) {
+            struct m_sess *x = &m->s[i];
+            if (x->alive)
+                continue;
+            memset(x, 0, sizeof *x);
+            x->alive = true;
+            strcpy(x->user, user);
+            x->ts[0] = ts;
+            x->page[0] = page;
+            x->n = 1;
+            if (m->has_wm && ts + m->gap - 1 <= m->wm) {
+                x->fired = true;
+                m_emit(x, true, l);
+            }
+            return 1;
+        }
+        fail_msg("model full");
+    }
+    /* merge in order added: events of all hit sessions keep their relative
+     * order only within a session, so order them by (session first added) —
+     * ties across sessions are impossible (disjoint ts ranges). */
+    struct m_sess *a = &m->s[hit[0]];
+    bool any_fired = false;
+    uint32_t max_rev = 0;
+    for (int k = 0; k < nh; k++) {
+        struct m_sess *x = &m->s[hit[k]];
+        any_fired |= x->fired;
+        if (x->rev > max_rev)
+            max_rev = x->rev;
+    }
+    for (int k = 1; k < nh; k++) {
+        struct m_sess *x = &m->s[hit[k]];
+        for (int i = 0; i < x->n; i++) {
+            assert_true(a->n < M_MAX_EV);
+            a->ts[a->n] = x->ts[i];
+            a->page[a->n] = x->page[i];
+            a->n++;
+        }
+        x->alive = false;
+    }
+    assert_true(a->n < M_MAX_EV);
+    a->ts[a->n] = ts;
+    a->page[a->n] = page;
+    a->n++;
+    if (any_fired) {
+        a->fired = true;
+        a->rev = max_rev + 1;
+        m_emit(a, true, l);
+    } else if (m->has_wm && m_last(a) + m->gap - 1 <= m->wm) {
+        a->fired = true;
+        m_emit(a, true, l);
+    }
+    return 1;
+}
+
+static void m_advance(struct model *m, int64_t wm, struct log *l)
+{
+    if (m->has_wm && wm <= m->wm)
+        return;
+    m->has_wm = true;
+    m->wm = wm;
+    for (;;) {
+        /* the open due session with the smallest (fire point, user) */
+        int best = -1;
+        for (int i = 0; i < M_MAX_SESS; i++) {
+            struct m_sess *x = &m->s[i];
+            if (!x->alive || x->fired || m_last(x) + m->gap - 1 > wm)
+                continue;
+            if (best < 0 || m_last(x) < m_last(&m->s[best]) ||
+                (m_last(x) == m_last(&m->s[best]) && strcmp(x->user, m->s[best].user) < 0))
+                best = i;
+        }
+        if (best < 0)
+            break;
+        m->s[best].fired = true;
+        m_emit(&m->s[best], true, l);
+    }
+    for (int i = 0; i < M_MAX_SESS; i++) {
+        struct m_sess *x = &m->s[i];
+        if (x->alive && x->fired && m_last(x) + m->gap - 1 + m->lat <= wm)
+            x->alive = false;
+    }
+}
+
+static size_t m_open(const struct model *m)
+{
+    size_t n = 0;
+    for (int i = 0; i < M_MAX_SESS; i++)
+        n += m->s[i].alive && !m->s[i].fired;
+    return n;
+}
+
+static uint64_t rng;
+
+static uint64_t rnd(void)
+{
+    rng ^= rng >> 12;
+    rng ^= rng << 25;
+    rng ^= rng >> 27;
+    return rng * 0x2545f4914f6cdd1dULL;
+}
+
+static cf_sessions *reload(cf_sessions *s, int64_t gap, int64_t lat, size_t max_users)
+{
+    cf_buf b = {0};
+    assert_int_equal(cf_sessions_save(s, &b), 0);
+    cf_reader r;
+    cf_reader_init(&r, b.data, b.len);
+    cf_sessions *c = cf_sessions_load(gap, lat, max_users, &r);
+    assert_non_null(c);
+    assert_int_equal(r.left, 0);
+    cf_buf_free(&b);
+    cf_sessions_free(s);
+    return c;
+}
+
+static void randomized_trace_matches_model(void **state)
+{
+    (void)state;
+    struct model *m = calloc(1, sizeof *m);
+    struct log *la = new_log(), *lb = new_log();
+    assert_non_null(m);
+    uint64_t total_evictions = 0;
+    for (uint64_t seed = 1; seed <= 40; seed++) {
+        rng = seed * 0x9e3779b97f4a7c15ULL;
+        int64_t gap = 1 + (int64_t)(rnd() % 12);
+        int64_t lat = (int64_t)(rnd() % 3) * (int64_t)(rnd() % 15);
+        memset(m, 0, sizeof *m);
+        m->gap = gap;
+        m->lat = lat;
+        /* half the seeds bound the users, so evictions happen */
+        m->max_users = seed % 2 ? 0 : 1 + (size_t)(rnd() % 4);
+        cf_sessions *s = cf_sessions_new(gap, lat, m->max_users);
+        int64_t t = (int64_t)(rnd() % 1000) - 500;
+        int n_users = 1 + (int)(rnd() % 6);
+        for (int step = 0; step < 1500; step++) {
+            la->n = lb->n = 0;
+            uint64_t op = rnd() % 20;
+            if (op < 14) {
+                char user[8];
+                snprintf(user, sizeof user, "u%d", (int)(rnd() % (uint64_t)n_users));
+                int page = (int)(rnd() % 9);
+                char pstr[16];
+                snprintf(pstr, sizeof pstr, "/page-%d", page);
+                int64_t ts = t - (int64_t)(rnd() % (uint64_t)(3 * gap + lat + 5));
+                if (rnd() % 8 == 0)
+                    ts = t + (int64_t)(rnd() % 5);
+                int ra = cf_sessions_add(s, user, strlen(user), pstr, strlen(pstr), ts, capture, la);
+                int rb = m_add(m, user, page, ts, lb);
+                assert_int_equal(ra, rb);
+            } else if (op < 18) {
+                t += (int64_t)(rnd() % (uint64_t)(gap + 2));
+                int64_t wm = t - (int64_t)(rnd() % (uint64_t)(2 * gap + 3));
+                cf_sessions_advance(s, wm, capture, la);
+                m_advance(m, wm, lb);
+            } else if (op < 19) {
+                char user[8];
+                snprintf(user, sizeof user, "u%d", (int)(rnd() % (uint64_t)n_users));
+                cf_sessions_get_open(s, user, strlen(user), capture, la);
+                /* model: open sessions of user, oldest first */
+                for (;;) {
+                    int best = -1;
+                    for (int i = 0; i < M_MAX_SESS; i++) {
+                        struct m_sess *x = &m->s[i];
+                        if (!x->alive || x->fired || strcmp(x->user, user) != 0)
+                            continue;
+                        bool done = false;
+                        for (size_t k = 0; k < lb->n; k++)
+                            if (lb->r[k].start == m_first(x))
+                                done = true;
+                        if (done)
+                            continue;
+                        if (best < 0 || m_first(x) < m_first(&m->s[best]))
+                            best = i;
+                    }
+                    if (best < 0)
+                        break;
+                    m_emit(&m->s[best], false, lb);
+                }
+            } else {
+                s = reload(s, gap, lat, m->max_users);
+            }
+            assert_int_equal(la->n, lb->n);
+            for (size_t k = 0; k < la->n; k++) {
+                const struct rec *x = &la->r[k], *y = &lb->r[k];
+                if (memcmp(x, y, sizeof *x) != 0) {
+                    print_error("seed %llu step %d rec %zu: impl %s [%lld,%lld] v%llu d%llu %s %s r%u f%d"
+                                " / model %s [%lld,%lld] v%llu d%llu %s %s r%u f%d\n",
+                                (unsigned long long)seed, step, k, x->user, (long long)x->start,
+                                (long long)x->end, (unsigned long long)x->views,
+                                (unsigned long long)x->distinct, x->entry, x->exit, x->revision,
+                                x->final, y->user, (long long)y->start, (long long)y->end,
+                                (unsigned long long)y->views, (unsigned long long)y->distinct,
+                                y->entry, y->exit, y->revision, y->final);
+                    fail();
+                }
+            }
+            assert_int_equal(cf_sessions_open_count(s), m_open(m));
+            assert_int_equal(cf_sessions_evictions(s), m->evictions);
+        }
+        total_evictions += m->evictions;
+        cf_sessions_free(s);
+    }
+    assert_true(total_evictions > 100);
+    free(m);
+    free(la);
+    free(lb);
+}
+
+/* ---- memory ---------------------------------------------------------------- */
+
+static void noop_emit(void *ctx, const cf_session_record *r)
+{
+    (void)ctx;
+    (void)r;
+}
+
+/* Bytes per open session for users with one session of 3 page views, user ids
+ * of 10 bytes and urls of ~20 bytes from a shared set of 200 pages. */
+static void memory_per_open_session(void **state)
+{
+    (void)state;
+    const int N = 50000;
+    struct mallinfo2 before = mallinfo2();
+    cf_sessions *s = cf_sessions_new(1800000, 60000, 0);
+    char user[16], page[32];
+    for (int i = 0; i < N; i++) {
+        snprintf(user, sizeof user, "user-%05d", i);
+        for (int k = 0; k < 3; k++) {
+            int pn = snprintf(page, sizeof page, "/products/item-%05d", (i * 7 + k * 13) % 200);
+            assert_int_equal(cf_sessions_add(s, user, 10, page, (size_t)pn, 1000000 + i + k,
+                                             noop_emit, NULL), 1);
+        }
+    }
+    struct mallinfo2 after = mallinfo2();
+    assert_int_equal(cf_sessions_open_count(s), (size_t)N);
+    double est = (double)cf_sessions_memory(s) / N;
+    double real = (double)(after.uordblks - before.uordblks) / N;
+    print_message("sessions: %.1f bytes/open session (cf_sessions_memory), %.1f (malloc in use)\n",
+                  est, real);
+    assert_true(est < 200.0);
+    cf_sessions_free(s);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(exactly_gap_apart_is_one_session),
+        cmocka_unit_test(gap_plus_one_is_two_sessions),
+        cmocka_unit_test(bridging_event_merges),
+        cmocka_unit_test(merge_of_fired_sessions_takes_max_revision),
+        cmocka_unit_test(merge_of_open_and_fired),
+        cmocka_unit_test(revision_on_late_join),
+        cmocka_unit_test(late_drop_boundary),
+        cmocka_unit_test(user_who_never_returns_is_closed),
+        cmocka_unit_test(fire_order_by_end_then_user),
+        cmocka_unit_test(entry_exit_ties),
+        cmocka_unit_test(many_distinct_pages_exact),
+        cmocka_unit_test(distinct_pages_every_size),
+        cmocka_unit_test(extreme_times_do_not_overflow),
+        cmocka_unit_test(max_users_evicts_soonest_closing),
+        cmocka_unit_test(save_load_mid_trace),
+        cmocka_unit_test(randomized_trace_matches_model),
+        cmocka_unit_test(memory_per_open_session),
+    };
+    return cmocka_run_group_tests_name("sessions", tests, NULL, NULL);
+}
