@@ -22,13 +22,17 @@
  *   state, never on history: a loaded instance behaves like the saved one.
  *
  * Semantics the header leaves open, decided here:
- * - A fired session stays fired: an event that joins it (or merges it with
- *   others) re-emits it at once as final with revision + 1, even when the
- *   new last_ts moves its fire point past the watermark again; it is not
- *   listed by get_open and not counted as open. Its purge point follows the
- *   new last_ts.
- * - A merge of open sessions only is an open session (revision 0), fired at
- *   once if already due.
+ * - An event that joins a fired session (or merges it with others) is a
+ *   late update: the merged session gets revision + 1 (one more than the
+ *   highest revision any part emitted). If it is still due
+ *   (W >= last_ts + gap - 1) it is re-emitted at once as final; if the event
+ *   moved its fire point past the watermark, the session is open again (SPEC
+ *   5 "re-opens"; SPEC 4: final only when W >= end - 1), listed by get_open
+ *   with that pending revision, and fires with it when W gets there, as a
+ *   merged Flink session window fires on its new end timer.
+ * - An open session carries the revision it will fire with: 0, or the
+ *   pending revision of a re-opened session; a merge of open sessions only
+ *   keeps the highest, fired at once if already due.
  * - max_users: when a new user arrives and the bound is reached, the user of
  *   the heap minimum (the session whose next action, fire or purge, comes
  *   first) is evicted: its open sessions are emitted as final (oldest first)
@@ -636,6 +640,13 @@ void cf_sessions_free(cf_sessions *s)
     free(s);
 }
 
+/* The revision x's next emission carries: a fired session emitted its
+ * revision already, an open one has not emitted its own yet. */
+static inline uint32_t next_revision(const struct sess *x)
+{
+    return x->fired && x->revision < UINT32_MAX ? x->revision + 1 : x->revision;
+}
+
 static inline bool joins(const cf_sessions *s, const struct sess *x, int64_t ts)
 {
     /* windows [ts, ts+gap) and [first, last+gap) overlap or touch */
@@ -745,13 +756,14 @@ int cf_sessions_add(cf_sessions *s, const char *user, size_t user_len,
     /* a's heap key changes below: take it out so the heap stays valid
      * while the merged sessions are removed. */
     heap_remove(s, a);
-    bool any_fired = a->fired;
-    uint32_t max_rev = a->revision;
+    /* The revision the merged session fires with: one more than a fired
+     * part emitted, or an open part's pending revision, whichever is
+     * highest (saturating). */
+    uint32_t rev = next_revision(a);
     for (bool done = a == z; !done;) {
         struct sess *o = a->next;
-        any_fired |= o->fired;
-        if (o->revision > max_rev)
-            max_rev = o->revision;
+        if (next_revision(o) > rev)
+            rev = next_revision(o);
         a->views = o->views > UINT32_MAX - a->views ? UINT32_MAX : a->views + o->views;
         const uint64_t *a1, *a2;
         uint32_t n1, n2;
@@ -785,12 +797,13 @@ int cf_sessions_add(cf_sessions *s, const char *user, size_t user_len,
         page_unref(s, a->exit);
         a->exit = pg;
     }
-    if (any_fired) {
-        /* joining (or merging into) a kept session: re-fire at once */
-        a->revision = max_rev + 1;
+    a->revision = rev;
+    if (reached(s, fire_at(s, a->last_ts))) {
         fire(s, a, emit, ctx);
-    } else if (reached(s, fire_at(s, a->last_ts))) {
-        fire(s, a, emit, ctx);
+    } else if (a->fired) {
+        /* A late event moved a fired session's end past W: open again. */
+        a->fired = 0;
+        s->n_open++;
     }
     heap_push(s, a);
     return 1;

@@ -4,7 +4,9 @@
  * out-of-order event can merge two sessions. A session fires (session_end,
  * revision 0) when W >= last_ts + gap - 1, is kept until
  * W >= last_ts + gap - 1 + allowed_lateness, and an event that joins a kept
- * session updates (maybe merges) it and re-fires it at once with revision+1.
+ * session updates (maybe merges) it and re-fires it with revision+1: at once
+ * if it is still due, else (its end moved past W) it is open again and fires
+ * when W reaches the new end.
  * Lateness is judged on the merged session. Deterministic; not thread-safe. */
 #ifndef CF_SESSIONS_H
 #define CF_SESSIONS_H

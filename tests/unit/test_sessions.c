@@ -167,13 +167,16 @@ static void merge_of_fired_sessions_takes_max_revision(void **state)
     assert_int_equal(add(s, "u", "/b", 20, l), 1);
     cf_sessions_advance(s, 9, capture, l);
     assert_int_equal(l->n, 1);
-    assert_int_equal(add(s, "u", "/a2", 1, l), 1); /* rev 1 */
-    assert_int_equal(add(s, "u", "/a3", 1, l), 1); /* rev 2 */
+    /* joins that keep [0] due (end stays 0) re-fire at once */
+    assert_int_equal(add(s, "u", "/a2", 0, l), 1); /* rev 1 */
+    assert_int_equal(add(s, "u", "/a3", 0, l), 1); /* rev 2 */
+    assert_int_equal(l->n, 3);
     cf_sessions_advance(s, 29, capture, l);       /* [20] fires rev 0 */
     assert_int_equal(l->n, 4);
-    expect(&l->r[2], "u", 0, 1, 3, 3, "/a", "/a3", 2, true);
+    expect(&l->r[2], "u", 0, 0, 3, 3, "/a", "/a3", 2, true);
     expect(&l->r[3], "u", 20, 20, 1, 1, "/b", "/b", 0, true);
-    /* 10 touches [0,1] (1 + 10 >= 10? no: 10 <= 1 + 10) and [20] (10 + 10 >= 20) */
+    /* 10 touches [0] (10 <= 0 + 10) and [20] (10 + 10 >= 20); the merge
+     * [0, 20] is still due at W = 29 */
     assert_int_equal(add(s, "u", "/m", 10, l), 1);
     assert_int_equal(l->n, 5);
     expect(&l->r[4], "u", 0, 20, 5, 5, "/a", "/b", 3, true);
@@ -191,13 +194,19 @@ static void merge_of_open_and_fired(void **state)
     cf_sessions_advance(s, 9, capture, l);
     assert_int_equal(add(s, "u", "/b", 20, l), 1); /* open */
     assert_int_equal(cf_sessions_open_count(s), 1);
+    /* the merge [0, 20] ends past W = 9: open again, nothing emitted yet,
+     * listed as open with the revision it will fire with */
     assert_int_equal(add(s, "u", "/m", 10, l), 1);
+    assert_int_equal(l->n, 1);
+    assert_int_equal(cf_sessions_open_count(s), 1);
+    assert_int_equal(cf_sessions_get_open(s, "u", 1, capture, l), 1);
+    expect(&l->r[1], "u", 0, 20, 3, 3, "/a", "/b", 1, false);
+    cf_sessions_advance(s, 28, capture, l);
     assert_int_equal(l->n, 2);
-    expect(&l->r[1], "u", 0, 20, 3, 3, "/a", "/b", 1, true);
-    /* the merged session counts as fired (it was re-emitted as final) */
+    cf_sessions_advance(s, 29, capture, l);     /* 20 + 10 - 1 */
+    assert_int_equal(l->n, 3);
+    expect(&l->r[2], "u", 0, 20, 3, 3, "/a", "/b", 1, true);
     assert_int_equal(cf_sessions_open_count(s), 0);
-    cf_sessions_advance(s, 29, capture, l);
-    assert_int_equal(l->n, 2);
     cf_sessions_free(s);
     free(l);
 }
@@ -216,17 +225,25 @@ static void revision_on_late_join(void **state)
     assert_int_equal(add(s, "u", "/e", 90, l), 1);
     assert_int_equal(l->n, 2);
     expect(&l->r[1], "u", 90, 100, 2, 2, "/e", "/a", 1, true);
+    /* 105 moves the end to 105: fire point 114 > W = 110, so the session is
+     * open again and fires with revision 2 when W reaches 114 */
     assert_int_equal(add(s, "u", "/f", 105, l), 1);
+    assert_int_equal(l->n, 2);
+    assert_int_equal(cf_sessions_open_count(s), 1);
+    cf_sessions_advance(s, 113, capture, l);
+    assert_int_equal(l->n, 2);
+    cf_sessions_advance(s, 114, capture, l);
     assert_int_equal(l->n, 3);
     expect(&l->r[2], "u", 90, 105, 3, 3, "/e", "/f", 2, true);
-    /* now kept until W >= 105 + 9 + 5 = 119 */
+    /* now kept until W >= 105 + 9 + 5 = 119; a join that keeps it due
+     * re-fires at once */
     cf_sessions_advance(s, 118, capture, l);
-    assert_int_equal(add(s, "u", "/g", 115, l), 1);
+    assert_int_equal(add(s, "u", "/g", 95, l), 1);
     assert_int_equal(l->n, 4);
-    expect(&l->r[3], "u", 90, 115, 4, 4, "/e", "/g", 3, true);
-    /* purge at W = 115 + 14 = 129: an event at 125 would have joined */
-    cf_sessions_advance(s, 129, capture, l);
-    assert_int_equal(add(s, "u", "/h", 115, l), 0);
+    expect(&l->r[3], "u", 90, 105, 4, 4, "/e", "/f", 3, true);
+    /* W = 119 purges the session; an event at 100 is late on its own */
+    cf_sessions_advance(s, 119, capture, l);
+    assert_int_equal(add(s, "u", "/h", 100, l), 0);
     assert_int_equal(l->n, 4);
     cf_sessions_free(s);
     free(l);
@@ -679,13 +696,14 @@ static int m_add(struct model *m, const char *user, int page, int64_t ts, struct
      * order only within a session, so order them by (session first added) —
      * ties across sessions are impossible (disjoint ts ranges). */
     struct m_sess *a = &m->s[hit[0]];
-    bool any_fired = false;
-    uint32_t max_rev = 0;
+    /* the revision of the next emission: a fired part emitted its own, an
+     * open (maybe re-opened) part still carries the one it will fire with */
+    uint32_t rev = 0;
     for (int k = 0; k < nh; k++) {
         struct m_sess *x = &m->s[hit[k]];
-        any_fired |= x->fired;
-        if (x->rev > max_rev)
-            max_rev = x->rev;
+        uint32_t next = x->fired ? x->rev + 1 : x->rev;
+        if (next > rev)
+            rev = next;
     }
     for (int k = 1; k < nh; k++) {
         struct m_sess *x = &m->s[hit[k]];
@@ -701,14 +719,11 @@ static int m_add(struct model *m, const char *user, int page, int64_t ts, struct
     a->ts[a->n] = ts;
     a->page[a->n] = page;
     a->n++;
-    if (any_fired) {
-        a->fired = true;
-        a->rev = max_rev + 1;
+    a->rev = rev;
+    /* final only once W reaches the (new) end; else open (again) */
+    a->fired = m->has_wm && m_last(a) + m->gap - 1 <= m->wm;
+    if (a->fired)
         m_emit(a, true, l);
-    } else if (m->has_wm && m_last(a) + m->gap - 1 <= m->wm) {
-        a->fired = true;
-        m_emit(a, true, l);
-    }
     return 1;
 }
 
