@@ -72,13 +72,19 @@ def wire(ev, rng):
     return o
 
 
-def make_trace(seed, n_events=3000, n_users=20):
-    """A list of steps: ("events", [event], fmt) and ("watermark", ms_offset)
-    and ("check", None). Event times: a true time t advancing ~80 ms per
+GRID_OFFSETS = [0, 1, 999, 1_000, 1_999, 2_000, 5_000, 6_999, 7_000, 9_999]
+
+
+def make_trace(seed, n_events=3000, n_users=20, grid=False):
+    """A list of steps: ("events", [event], fmt), ("watermark", spec) (see
+    watermark_value) and ("check", None). Event times: a true time t advancing ~80 ms per
     event, ts = t - delay with mostly bounded disorder, some events late
     within allowed lateness and some beyond it; users with bursts of activity
     and idle gaps longer than the session gap; some duplicate event_ids
-    (within and beyond the dedup TTL); a few invalid events."""
+    (within and beyond the dedup TTL); a few invalid events. grid: every
+    timestamp is one of a few offsets in each 10 s, so that the boundary
+    cases (W == end - 1, W == end - 1 + lateness, C == first_ts + ttl, two
+    clicks exactly one gap apart) happen often."""
     rng = random.Random(seed)
     pages = ["/p/%d" % i for i in range(12)] + ["/", "/produkt/\u00fc", "/p/1/x"]
     weights = [1.0 / (1 + 0.3 * i) for i in range(len(pages))]
@@ -118,8 +124,14 @@ def make_trace(seed, n_events=3000, n_users=20):
             delay = rng.randint(20_000, 45_000)
         else:
             delay = rng.randint(50_000, 90_000)
-        ev = {"user_id": user, "page_url": rng.choices(pages, weights)[0],
-              "ts": max(T0, t - delay)}
+        ts = max(T0, t - delay)
+        if grid:
+            # Snap to a few offsets in each 10 s: W = C - 2 s then often
+            # lands exactly on end - 1 (C at x1999) or on end - 1 + 15 s
+            # (C at x6999), and many clicks share a timestamp (tie rules).
+            off = min(GRID_OFFSETS, key=lambda o: abs(ts % 10_000 - o))
+            ts = max(T0, ts - ts % 10_000 + off)
+        ev = {"user_id": user, "page_url": rng.choices(pages, weights)[0], "ts": ts}
         if rng.random() < 0.7:
             n_id += 1
             ev["event_id"] = "e%05d" % n_id
@@ -146,12 +158,18 @@ def make_trace(seed, n_events=3000, n_users=20):
         if fmt == "json" and len(batch) == 1 and rng.random() < 0.5:
             fmt = "object"
         steps.append(("events", batch, fmt))
+        n_req = sum(1 for st in steps if st[0] == "events")
         r = rng.random()
-        if r < 0.02:
-            steps.append(("watermark", rng.randint(500, 4_000)))    # above W: moves it
-        elif r < 0.03:
+        if r < 0.03 or n_req % 25 == 12:
+            up = rng.randint(500, 4_000)                            # above W: moves it
+            steps.append(("watermark", up - up % 1000 if grid else up))
+        elif r < 0.045:
             steps.append(("watermark", -rng.randint(1_000, 50_000)))  # below W: no effect
-        if rng.random() < 0.05:
+        elif grid and r < 0.15:
+            # Exactly onto a firing (x9999) or purge (x4999 = x9999 + 15 s)
+            # point of the 10 s windows and the 20 s-gap sessions.
+            steps.append(("watermark", ("mod", rng.choice([9_999, 4_999]))))
+        if rng.random() < 0.04 or n_req % 20 == 10:
             steps.append(("check", None))
     return steps
 
@@ -294,6 +312,16 @@ def compare(got, want):
     return diffs
 
 
+def watermark_value(ref, spec):
+    """The watermark a ("watermark", spec) step posts: an offset from the
+    current W, or ("mod", r): the next value above W that is r mod 10 s."""
+    base = ref.w if ref.w is not None else T0
+    if isinstance(spec, tuple):
+        v = base + 1
+        return v + (spec[1] - v) % 10_000
+    return base + spec
+
+
 def run_trace(servers, steps, settings, users, pages):
     """Sends the trace to every server, checks each response and, at the
     check points and at the end, every answer against the reference.
@@ -311,8 +339,7 @@ def run_trace(servers, steps, settings, users, pages):
                 assert got == want, "request %r: got %r want %r" % (
                     [e.get("event_id") for e in batch][:5], got, want)
         elif step[0] == "watermark":
-            base = ref.w if ref.w is not None else T0
-            wm = base + step[1]
+            wm = watermark_value(ref, step[1])
             want_w = ref.raise_watermark(wm)
             for srv in servers:
                 status, body = srv.request("POST", "/api/v1/watermark", {"watermark": wm})
@@ -347,13 +374,18 @@ def run_trace(servers, steps, settings, users, pages):
 def test_trace_is_meaningful():
     """The generated trace exercises what it should (guards the generator
     and keeps the comparison exact: trending never drops a page)."""
-    steps = make_trace(SEED)
+    for seed in (SEED, SEED + 1, SEED + 2):
+        trace_is_meaningful(seed)
+
+
+def trace_is_meaningful(seed):
+    steps = make_trace(seed)
     ref = Reference(SETTINGS)
     for step in steps:
         if step[0] == "events":
             ref.request(step[1])
         elif step[0] == "watermark":
-            ref.raise_watermark((ref.w if ref.w is not None else T0) + step[1])
+            ref.raise_watermark(watermark_value(ref, step[1]))
     ref.raise_watermark(ref.max_ts + 10 * 86_400_000)
     st = ref.stats()
     assert st["accepted"] > 2500, st
@@ -384,8 +416,8 @@ def with_servers(shard_counts, fn):
             srv.stop()
 
 
-def test_trace_matches_reference_1_and_4_shards():
-    steps = make_trace(SEED)
+def check_seed(seed, grid=False):
+    steps = make_trace(seed, grid=grid)
     users = ["u%02d" % i for i in range(20)] + ["nobody"]
     pages = ["/p/%d" % i for i in range(12)] + ["/", "/produkt/\u00fc", "/p/1/x"]
 
@@ -399,6 +431,41 @@ def test_trace_matches_reference_1_and_4_shards():
             else:
                 assert a[k] == b[k], "shards 1 vs 4 differ in %s" % k
     with_servers([1, 4], body)
+
+
+def test_trace_matches_reference_1_and_4_shards():
+    check_seed(SEED)
+
+
+def test_more_seeds():
+    """Two more traces (about 3 s each): other batch splits, other races
+    between late events and watermark moves."""
+    for seed in (SEED + 1, SEED + 2):
+        try:
+            check_seed(seed)
+        except AssertionError as e:
+            raise AssertionError("seed %d: %s" % (seed, e)) from None
+
+
+def test_grid_trace_boundaries():
+    """Timestamps on a grid of a few offsets per 10 s: the exact
+    boundaries of firing, purging, dedup expiry and session gaps occur
+    hundreds of times; the reference counts them to prove it."""
+    steps = make_trace(SEED, grid=True)
+    ref = Reference(SETTINGS)
+    hits = {"fire": 0, "purge": 0}
+    for step in steps:
+        if step[0] == "events":
+            for ev in step[1]:
+                if ref.op_w is not None and not ev.get("invalid"):
+                    for _, _, end in ref.windows_of(ev["ts"]):
+                        hits["fire"] += ref.op_w == end - 1
+                        hits["purge"] += ref.op_w == end - 1 + SETTINGS.allowed_lateness_ms
+            ref.request(step[1])
+        elif step[0] == "watermark":
+            ref.raise_watermark(watermark_value(ref, step[1]))
+    assert hits["fire"] > 100 and hits["purge"] > 10, hits
+    check_seed(SEED, grid=True)
 
 
 def test_hand_checked_examples():
@@ -474,4 +541,5 @@ def test_hand_checked_examples():
 
 if __name__ == "__main__":
     run_tests([test_trace_is_meaningful, test_hand_checked_examples,
-               test_trace_matches_reference_1_and_4_shards])
+               test_trace_matches_reference_1_and_4_shards, test_more_seeds,
+               test_grid_trace_boundaries])
