@@ -22,17 +22,23 @@
  *   state, never on history: a loaded instance behaves like the saved one.
  *
  * Semantics the header leaves open, decided here:
- * - An event that joins a fired session (or merges it with others) is a
- *   late update: the merged session gets revision + 1 (one more than the
- *   highest revision any part emitted). If it is still due
- *   (W >= last_ts + gap - 1) it is re-emitted at once as final; if the event
- *   moved its fire point past the watermark, the session is open again (SPEC
- *   5 "re-opens"; SPEC 4: final only when W >= end - 1), listed by get_open
- *   with that pending revision, and fires with it when W gets there, as a
- *   merged Flink session window fires on its new end timer.
- * - An open session carries the revision it will fire with: 0, or the
- *   pending revision of a re-opened session; a merge of open sessions only
- *   keeps the highest, fired at once if already due.
+ * - Revisions, as in Flink's EventTimeTrigger with allowed lateness (a late
+ *   element merged into a kept window fires it at once only if the merged
+ *   window's end is already behind the watermark, onElement: maxTimestamp
+ *   <= watermark -> FIRE; otherwise the window waits for the watermark
+ *   again). An event that joins (maybe merges) sessions gives the result
+ *   the revision max over the parts of (revision + fired): one past the
+ *   highest revision any part has emitted, or the revision a part still
+ *   has pending. So joining a fired session bumps the revision, joining an
+ *   open one (never fired, or re-opened and not emitted since) does not,
+ *   and a merge of never-fired sessions stays at 0. The result is then
+ *   treated like any open session: fired at once (final, that revision) if
+ *   W >= last_ts + gap - 1, otherwise open again (counted as open, listed
+ *   by get_open with its pending revision, in the heap at its fire point)
+ *   until advance() reaches the new fire point.
+ * - A fired session's purge point follows its last_ts; an event that joins
+ *   a kept session is never late (lateness is judged on the merged
+ *   session, whose purge point is at least the kept one's).
  * - max_users: when a new user arrives and the bound is reached, the user of
  *   the heap minimum (the session whose next action, fire or purge, comes
  *   first) is evicted: its open sessions are emitted as final (oldest first)
@@ -40,7 +46,7 @@
  *   Late-dropped events never evict.
  * - Times saturate at INT64_MAX (no signed overflow): a session whose
  *   last_ts + gap - 1 exceeds INT64_MAX fires at W = INT64_MAX.
- * - page_views saturates at 2^32 - 1 per session. */
+ * - page_views and revision saturate at 2^32 - 1 per session. */
 
 #define USER_SEED 0x757365725f696473ULL /* "user_ids" */
 #define PAGE_SEED 0x706167655f75726cULL /* "page_url" */
@@ -640,13 +646,6 @@ void cf_sessions_free(cf_sessions *s)
     free(s);
 }
 
-/* The revision x's next emission carries: a fired session emitted its
- * revision already, an open one has not emitted its own yet. */
-static inline uint32_t next_revision(const struct sess *x)
-{
-    return x->fired && x->revision < UINT32_MAX ? x->revision + 1 : x->revision;
-}
-
 static inline bool joins(const cf_sessions *s, const struct sess *x, int64_t ts)
 {
     /* windows [ts, ts+gap) and [first, last+gap) overlap or touch */
@@ -657,6 +656,13 @@ static uint64_t page_hash(const char *page, size_t len)
 {
     uint64_t h = cf_hash64(page, len, PAGE_SEED);
     return h ? h : 1; /* 0 marks an empty set slot */
+}
+
+/* The revision x would be emitted with next: its pending one while open,
+ * one past the one it emitted once fired. */
+static inline uint64_t next_revision(const struct sess *x)
+{
+    return (uint64_t)x->revision + x->fired;
 }
 
 /* A new session of one event. Returns 1, 0 (late) or -ENOMEM. */
@@ -756,10 +762,7 @@ int cf_sessions_add(cf_sessions *s, const char *user, size_t user_len,
     /* a's heap key changes below: take it out so the heap stays valid
      * while the merged sessions are removed. */
     heap_remove(s, a);
-    /* The revision the merged session fires with: one more than a fired
-     * part emitted, or an open part's pending revision, whichever is
-     * highest (saturating). */
-    uint32_t rev = next_revision(a);
+    uint64_t rev = next_revision(a);
     for (bool done = a == z; !done;) {
         struct sess *o = a->next;
         if (next_revision(o) > rev)
@@ -797,14 +800,15 @@ int cf_sessions_add(cf_sessions *s, const char *user, size_t user_len,
         page_unref(s, a->exit);
         a->exit = pg;
     }
-    a->revision = rev;
-    if (reached(s, fire_at(s, a->last_ts))) {
-        fire(s, a, emit, ctx);
-    } else if (a->fired) {
-        /* A late event moved a fired session's end past W: open again. */
+    /* The result is open with the next revision; it fires at once only if
+     * its (maybe moved) fire point is already behind the watermark. */
+    a->revision = rev > UINT32_MAX ? UINT32_MAX : (uint32_t)rev;
+    if (a->fired) {
         a->fired = 0;
         s->n_open++;
     }
+    if (reached(s, fire_at(s, a->last_ts)))
+        fire(s, a, emit, ctx);
     heap_push(s, a);
     return 1;
 }
@@ -863,7 +867,10 @@ size_t cf_sessions_memory(const cf_sessions *s)
 /* Format (little-endian, cf_buf): magic, version, gap, lateness, wm,
  * evictions, user count; per user its id, session count and sessions in
  * first_ts order; per session first_ts, last_ts, views, revision, fired,
- * entry and exit pages, distinct page hashes. */
+ * entry and exit pages, distinct page hashes. fired = 0 with revision > 0 is
+ * a session re-opened by a late event, waiting to fire with that revision;
+ * fired = 1 is the revision already emitted. Both are valid for any
+ * revision, so a load needs no extra check. */
 int cf_sessions_save(const cf_sessions *s, cf_buf *out)
 {
     cf_buf_put_u32(out, SESS_MAGIC);

@@ -5,9 +5,9 @@
  * revision 0) when W >= last_ts + gap - 1, is kept until
  * W >= last_ts + gap - 1 + allowed_lateness, and an event that joins a kept
  * session updates (maybe merges) it and re-fires it with revision+1: at once
- * if it is still due, else (its end moved past W) it is open again and fires
- * when W reaches the new end.
- * Lateness is judged on the merged session. Deterministic; not thread-safe. */
+ * if its new fire point is already behind the watermark, else it is open
+ * again until the watermark reaches that point (as Flink does). Lateness is
+ * judged on the merged session. Deterministic; not thread-safe. */
 #ifndef CF_SESSIONS_H
 #define CF_SESSIONS_H
 
@@ -55,8 +55,9 @@ int cf_sessions_add(cf_sessions *s, const char *user, size_t user_len,
  * purges those past lateness. */
 void cf_sessions_advance(cf_sessions *s, int64_t wm, cf_session_emit_fn emit, void *ctx);
 
-/* Emits the open (not yet fired) sessions of one user, final=false, oldest
- * first. Returns how many. */
+/* Emits the open sessions of one user (not fired yet, or re-opened by a late
+ * event and not fired since; revision is the one they will fire with),
+ * final=false, oldest first. Returns how many. */
 size_t cf_sessions_get_open(const cf_sessions *s, const char *user, size_t user_len,
                             cf_session_emit_fn emit, void *ctx);
 

@@ -33,6 +33,9 @@ void cf_engine_set_push(cf_engine *e, cf_push *push);
 int cf_engine_start(cf_engine *e);
 /* Ready once recovery is done (GET /readyz). */
 bool cf_engine_ready(const cf_engine *e);
+/* True once a WAL write or fsync failed: the engine acknowledges nothing
+ * more (submit returns -EIO); the daemon should log and exit non-zero. */
+bool cf_engine_failed(const cf_engine *e);
 /* Stops taking events (submit -> -ESHUTDOWN), drains the queues, joins the
  * threads. Idempotent. */
 void cf_engine_stop(cf_engine *e);
@@ -71,6 +74,8 @@ cJSON *cf_engine_sessions(cf_engine *e, size_t limit);             /* {"items": 
 /* Open sessions of one user: {"user_id": u, "items": [...]}; items empty when none. */
 cJSON *cf_engine_user_sessions(cf_engine *e, const char *user_id, size_t len);
 cJSON *cf_engine_stats(cf_engine *e);
+/* The HTTP layer counts invalid events here (stats "rejected"). Thread-safe. */
+void cf_engine_count_rejected(cf_engine *e, size_t n);
 /* Appends the Prometheus text exposition (names prefixed clickflow_). */
 void cf_engine_metrics(cf_engine *e, cf_buf *out);
 

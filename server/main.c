@@ -1,54 +1,136 @@
-/* clickflow daemon entry point (placeholder until the server lands): serves
- * GET /healthz on --http-port so the README run command can be checked. */
+/* clickflow daemon entry point: configuration, then the engine (recovery and
+ * shard threads), the WebSocket hub and the HTTP server; SIGINT/SIGTERM stop
+ * them in the reverse order, so every accepted event is drained first. */
 #include <errno.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-#include <microhttpd.h>
+#include "config.h"
+#include "engine.h"
+#include "http.h"
+#include "log.h"
+#include "push.h"
 
-static volatile sig_atomic_t stop_requested;
+extern char **environ;
 
-static void on_signal(int sig) { (void)sig; stop_requested = 1; }
-
-static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char *url,
-                              const char *method, const char *version, const char *upload,
-                              size_t *upload_size, void **con_cls)
+/* Placeholder until the engine reports storage failures (cf_engine_failed). */
+static bool engine_failed(const cf_engine *engine)
 {
-    (void)cls; (void)version; (void)upload; (void)upload_size; (void)con_cls;
-    int status = MHD_HTTP_NOT_FOUND;
-    const char *body = "{\"error\":\"not found\"}";
-    if (strcmp(url, "/healthz") == 0 && strcmp(method, "GET") == 0) {
-        status = MHD_HTTP_OK;
-        body = "{\"status\":\"ok\"}";
+    (void)engine;
+    return false;
+}
+
+static int stop_pipe[2] = {-1, -1};
+
+/* Async-signal-safe: only write(2) to a pipe the main thread waits on. */
+static void on_signal(int sig)
+{
+    int saved = errno;
+    unsigned char b = (unsigned char)sig;
+    ssize_t r = write(stop_pipe[1], &b, 1);
+    (void)r;
+    errno = saved;
+}
+
+static int install_signals(void)
+{
+    if (pipe(stop_pipe) < 0)
+        return -errno;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    if (sigaction(SIGINT, &sa, NULL) < 0 || sigaction(SIGTERM, &sa, NULL) < 0)
+        return -errno;
+    /* A client that hangs up mid-response must not kill the daemon. */
+    signal(SIGPIPE, SIG_IGN);
+    return 0;
+}
+
+/* Waits for SIGINT/SIGTERM; returns the signal number, or 0 when the
+ * engine failed (a log write or fsync error: SPEC 10 says stop rather than
+ * acknowledge more), checked every 200 ms. */
+static int wait_for_stop(cf_engine *engine)
+{
+    struct pollfd pfd = {.fd = stop_pipe[0], .events = POLLIN};
+    for (;;) {
+        int n = poll(&pfd, 1, 200);
+        if (n < 0 && errno != EINTR)
+            return -1;
+        if (n > 0) {
+            unsigned char b = 0;
+            if (read(stop_pipe[0], &b, 1) == 1)
+                return b;
+        }
+        if (engine_failed(engine))
+            return 0;
     }
-    struct MHD_Response *r = MHD_create_response_from_buffer(strlen(body), (void *)body,
-                                                             MHD_RESPMEM_PERSISTENT);
-    MHD_add_response_header(r, "Content-Type", "application/json");
-    enum MHD_Result ret = MHD_queue_response(conn, (unsigned)status, r);
-    MHD_destroy_response(r);
-    return ret;
 }
 
 int main(int argc, char **argv)
 {
-    unsigned port = 8080;
-    for (int i = 1; i < argc; i++)
-        if (strcmp(argv[i], "--http-port") == 0 && i + 1 < argc)
-            port = (unsigned)strtoul(argv[++i], NULL, 10);
-    signal(SIGINT, on_signal);
-    signal(SIGTERM, on_signal);
-    struct MHD_Daemon *d = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD, (uint16_t)port, NULL,
-                                            NULL, handle, NULL, MHD_OPTION_END);
-    if (!d) {
-        fprintf(stderr, "clickflow: cannot listen on port %u: %s\n", port, strerror(errno));
+    cf_config cfg;
+    int r = cf_config_load(&cfg, argc, argv, environ, stdout, stderr);
+    if (r == 1)
+        return 0;
+    if (r < 0)
+        return 2;
+    if (install_signals() < 0) {
+        cf_error("cannot install signal handlers: %s", strerror(errno));
         return 1;
     }
-    fprintf(stderr, "clickflow: listening on http://127.0.0.1:%u/\n", port);
-    while (!stop_requested)
-        pause();
-    MHD_stop_daemon(d);
-    return 0;
+
+    static char desc[4096];
+    cf_config_describe(&cfg, desc, sizeof desc);
+    cf_info("clickflow starting: %s", desc);
+
+    cf_engine *engine = cf_engine_new(&cfg);
+    if (!engine) {
+        cf_error("out of memory creating the engine");
+        return 1;
+    }
+    const char *err = NULL;
+    cf_push *push = cf_push_start(&cfg, &err);
+    if (!push) {
+        cf_error("cannot start the WebSocket server on %s:%u: %s", cfg.bind, (unsigned)cfg.ws_port,
+                 err ? err : "unknown error");
+        cf_engine_free(engine);
+        return 1;
+    }
+    cf_engine_set_push(engine, push);
+    r = cf_engine_start(engine);
+    if (r < 0) {
+        cf_error("cannot start the engine with data directory %s: %s", cfg.data_dir, strerror(-r));
+        cf_push_stop(push);
+        cf_engine_free(engine);
+        return 1;
+    }
+    cf_http *http = cf_http_start(&cfg, engine, &err);
+    if (!http) {
+        cf_error("cannot listen for HTTP on %s:%u: %s", cfg.bind, (unsigned)cfg.http_port, err);
+        cf_engine_stop(engine);
+        cf_push_stop(push);
+        cf_engine_free(engine);
+        return 1;
+    }
+    /* IPv6 literals need brackets in a URL. */
+    bool v6 = strchr(cfg.bind, ':') != NULL;
+    cf_info("dashboard: http://%s%s%s:%u/  websocket: ws://%s%s%s:%u/", v6 ? "[" : "", cfg.bind, v6 ? "]" : "",
+            (unsigned)cfg.http_port, v6 ? "[" : "", cfg.bind, v6 ? "]" : "", (unsigned)cfg.ws_port);
+
+    int sig = wait_for_stop(engine);
+    if (sig > 0)
+        cf_info("signal %d: shutting down", sig);
+    else
+        cf_error("storage failure: the write-ahead log cannot be written; stopping without acknowledging more");
+    cf_http_stop(http);       /* no new requests; in-flight ones finish */
+    cf_engine_stop(engine);   /* drains the shard queues */
+    cf_push_stop(push);
+    cf_engine_free(engine);
+    cf_info("clickflow stopped");
+    return sig > 0 ? 0 : 1;
 }

@@ -92,7 +92,7 @@ class Bench:
         os.environ.update(env)
         s = Server(["--idle-timeout", "10s"] + list(args), ready_path="/readyz")
         s.bin = self.a.bin
-        return s.start()
+        return s  # started by the with-statement
 
     def client_run(self, port, bodies, conns, seconds, rate=0, per_body=1, path="/api/v1/events"):
         cmd = [self.client, "--port", str(port), "--conns", str(conns), "--duration", str(seconds),

@@ -167,16 +167,15 @@ static void merge_of_fired_sessions_takes_max_revision(void **state)
     assert_int_equal(add(s, "u", "/b", 20, l), 1);
     cf_sessions_advance(s, 9, capture, l);
     assert_int_equal(l->n, 1);
-    /* joins that keep [0] due (end stays 0) re-fire at once */
+    /* joins that keep the fire point (9) behind W re-fire at once */
     assert_int_equal(add(s, "u", "/a2", 0, l), 1); /* rev 1 */
     assert_int_equal(add(s, "u", "/a3", 0, l), 1); /* rev 2 */
-    assert_int_equal(l->n, 3);
     cf_sessions_advance(s, 29, capture, l);       /* [20] fires rev 0 */
     assert_int_equal(l->n, 4);
     expect(&l->r[2], "u", 0, 0, 3, 3, "/a", "/a3", 2, true);
     expect(&l->r[3], "u", 20, 20, 1, 1, "/b", "/b", 0, true);
-    /* 10 touches [0] (10 <= 0 + 10) and [20] (10 + 10 >= 20); the merge
-     * [0, 20] is still due at W = 29 */
+    /* 10 touches [0,0] (10 <= 0 + 10) and [20] (10 + 10 >= 20); the merged
+     * fire point 29 is reached: fires at once with max(2, 0) + 1 */
     assert_int_equal(add(s, "u", "/m", 10, l), 1);
     assert_int_equal(l->n, 5);
     expect(&l->r[4], "u", 0, 20, 5, 5, "/a", "/b", 3, true);
@@ -194,8 +193,8 @@ static void merge_of_open_and_fired(void **state)
     cf_sessions_advance(s, 9, capture, l);
     assert_int_equal(add(s, "u", "/b", 20, l), 1); /* open */
     assert_int_equal(cf_sessions_open_count(s), 1);
-    /* the merge [0, 20] ends past W = 9: open again, nothing emitted yet,
-     * listed as open with the revision it will fire with */
+    /* merged [0, 20]: fire point 29 is past W = 9, so (as Flink) it is open
+     * again with the pending revision 1 and nothing is emitted yet */
     assert_int_equal(add(s, "u", "/m", 10, l), 1);
     assert_int_equal(l->n, 1);
     assert_int_equal(cf_sessions_open_count(s), 1);
@@ -203,10 +202,12 @@ static void merge_of_open_and_fired(void **state)
     expect(&l->r[1], "u", 0, 20, 3, 3, "/a", "/b", 1, false);
     cf_sessions_advance(s, 28, capture, l);
     assert_int_equal(l->n, 2);
-    cf_sessions_advance(s, 29, capture, l);     /* 20 + 10 - 1 */
+    cf_sessions_advance(s, 29, capture, l);
     assert_int_equal(l->n, 3);
     expect(&l->r[2], "u", 0, 20, 3, 3, "/a", "/b", 1, true);
     assert_int_equal(cf_sessions_open_count(s), 0);
+    cf_sessions_advance(s, 1000, capture, l);
+    assert_int_equal(l->n, 3);
     cf_sessions_free(s);
     free(l);
 }
@@ -225,8 +226,7 @@ static void revision_on_late_join(void **state)
     assert_int_equal(add(s, "u", "/e", 90, l), 1);
     assert_int_equal(l->n, 2);
     expect(&l->r[1], "u", 90, 100, 2, 2, "/e", "/a", 1, true);
-    /* 105 moves the end to 105: fire point 114 > W = 110, so the session is
-     * open again and fires with revision 2 when W reaches 114 */
+    /* fire point 105 + 9 = 114 > W: re-opened, revision 2 pending */
     assert_int_equal(add(s, "u", "/f", 105, l), 1);
     assert_int_equal(l->n, 2);
     assert_int_equal(cf_sessions_open_count(s), 1);
@@ -235,16 +235,175 @@ static void revision_on_late_join(void **state)
     cf_sessions_advance(s, 114, capture, l);
     assert_int_equal(l->n, 3);
     expect(&l->r[2], "u", 90, 105, 3, 3, "/e", "/f", 2, true);
-    /* now kept until W >= 105 + 9 + 5 = 119; a join that keeps it due
-     * re-fires at once */
+    /* now kept until W >= 105 + 9 + 5 = 119 */
     cf_sessions_advance(s, 118, capture, l);
-    assert_int_equal(add(s, "u", "/g", 95, l), 1);
+    assert_int_equal(add(s, "u", "/g", 115, l), 1); /* re-opened, rev 3 pending */
+    assert_int_equal(add(s, "u", "/h", 116, l), 1); /* still rev 3: not emitted since */
+    assert_int_equal(l->n, 3);
+    cf_sessions_advance(s, 125, capture, l);       /* fire point 116 + 9 */
     assert_int_equal(l->n, 4);
-    expect(&l->r[3], "u", 90, 105, 4, 4, "/e", "/f", 3, true);
-    /* W = 119 purges the session; an event at 100 is late on its own */
-    cf_sessions_advance(s, 119, capture, l);
-    assert_int_equal(add(s, "u", "/h", 100, l), 0);
+    expect(&l->r[3], "u", 90, 116, 5, 5, "/e", "/h", 3, true);
+    /* kept until W >= 116 + 14 = 130; a join that leaves the fire point
+     * behind W re-fires at once */
+    cf_sessions_advance(s, 129, capture, l);
+    assert_int_equal(add(s, "u", "/i", 100, l), 1);
+    assert_int_equal(l->n, 5);
+    expect(&l->r[4], "u", 90, 116, 6, 6, "/e", "/h", 4, true);
+    /* purged at W = 130: an event at 116 would have joined */
+    cf_sessions_advance(s, 130, capture, l);
+    assert_int_equal(add(s, "u", "/j", 116, l), 0);
+    assert_int_equal(l->n, 5);
+    cf_sessions_free(s);
+    free(l);
+}
+
+/* The Flink rule: a late event that moves a fired session's fire point past
+ * the watermark re-opens it instead of re-emitting it at once. */
+static void late_join_past_watermark_reopens(void **state)
+{
+    (void)state;
+    struct log *l = new_log();
+    cf_sessions *s = cf_sessions_new(10, 50, 0);
+    assert_int_equal(add(s, "u", "/a", 0, l), 1);
+    cf_sessions_advance(s, 9, capture, l);
+    assert_int_equal(l->n, 1);
+    expect(&l->r[0], "u", 0, 0, 1, 1, "/a", "/a", 0, true);
+    assert_int_equal(cf_sessions_open_count(s), 0);
+    /* last_ts 5: fire point 14 > W = 9: no emission, open again */
+    assert_int_equal(add(s, "u", "/b", 5, l), 1);
+    assert_int_equal(l->n, 1);
+    assert_int_equal(cf_sessions_open_count(s), 1);
+    assert_int_equal(cf_sessions_get_open(s, "u", 1, capture, l), 1);
+    expect(&l->r[1], "u", 0, 5, 2, 2, "/a", "/b", 1, false);
+    /* another event while re-opened: same pending revision */
+    assert_int_equal(add(s, "u", "/c", 3, l), 1);
+    assert_int_equal(l->n, 2);
+    assert_int_equal(cf_sessions_get_open(s, "u", 1, capture, l), 1);
+    expect(&l->r[2], "u", 0, 5, 3, 3, "/a", "/b", 1, false);
+    l->n = 0;
+    cf_sessions_advance(s, 13, capture, l);
+    assert_int_equal(l->n, 0);
+    cf_sessions_advance(s, 14, capture, l);
+    assert_int_equal(l->n, 1);
+    expect(&l->r[0], "u", 0, 5, 3, 3, "/a", "/b", 1, true);
+    assert_int_equal(cf_sessions_open_count(s), 0);
+    assert_int_equal(cf_sessions_get_open(s, "u", 1, capture, l), 0);
+    cf_sessions_advance(s, 40, capture, l);
+    assert_int_equal(l->n, 1);
+    /* a join whose fire point (14) is behind W fires at once, revision 2 */
+    assert_int_equal(add(s, "u", "/d", 2, l), 1);
+    assert_int_equal(l->n, 2);
+    expect(&l->r[1], "u", 0, 5, 4, 4, "/a", "/b", 2, true);
+    assert_int_equal(cf_sessions_open_count(s), 0);
+    /* moving last_ts to 15 keeps the fire point 24 behind W = 40: at once */
+    assert_int_equal(add(s, "u", "/e", 15, l), 1);
+    assert_int_equal(l->n, 3);
+    expect(&l->r[2], "u", 0, 15, 5, 5, "/a", "/e", 3, true);
+    assert_int_equal(cf_sessions_open_count(s), 0);
+    cf_sessions_free(s);
+    free(l);
+}
+
+/* A re-opened session (revision r pending, r - 1 emitted) merged with a fired
+ * one (revision q emitted) gets max(r, q + 1): one past every revision
+ * emitted, none skipped. */
+static void merge_of_reopened_and_fired(void **state)
+{
+    (void)state;
+    struct log *l = new_log();
+    cf_sessions *s = cf_sessions_new(10, 100, 0);
+    assert_int_equal(add(s, "u", "/b", -20, l), 1);
+    assert_int_equal(add(s, "u", "/a", 0, l), 1);
+    cf_sessions_advance(s, 9, capture, l);          /* both fire, rev 0 */
+    assert_int_equal(add(s, "u", "/a1", 0, l), 1);  /* rev 1 at once */
+    assert_int_equal(add(s, "u", "/a2", 0, l), 1);  /* rev 2 at once */
     assert_int_equal(l->n, 4);
+    assert_int_equal(add(s, "u", "/a3", 5, l), 1);  /* re-opened, rev 3 pending */
+    assert_int_equal(l->n, 4);
+    assert_int_equal(cf_sessions_open_count(s), 1);
+    /* -10 touches [-20] and [0, 5] */
+    assert_int_equal(add(s, "u", "/m", -10, l), 1);
+    assert_int_equal(l->n, 4);
+    assert_int_equal(cf_sessions_open_count(s), 1);
+    assert_int_equal(cf_sessions_get_open(s, "u", 1, capture, l), 1);
+    expect(&l->r[4], "u", -20, 5, 6, 6, "/b", "/a3", 3, false);
+    cf_sessions_advance(s, 14, capture, l);
+    assert_int_equal(l->n, 6);
+    expect(&l->r[5], "u", -20, 5, 6, 6, "/b", "/a3", 3, true);
+    cf_sessions_free(s);
+
+    /* two open sessions, one re-opened with revision 1 pending: the merge
+     * keeps 1 (neither has emitted it) and fires at once when due */
+    l->n = 0;
+    s = cf_sessions_new(10, 100, 0);
+    assert_int_equal(add(s, "u", "/a", 0, l), 1);
+    cf_sessions_advance(s, 9, capture, l);
+    assert_int_equal(add(s, "u", "/b", 5, l), 1);   /* re-opened, rev 1 */
+    assert_int_equal(add(s, "u", "/c", 25, l), 1);  /* open, rev 0 */
+    assert_int_equal(cf_sessions_open_count(s), 2);
+    assert_int_equal(add(s, "u", "/d", 15, l), 1);  /* merges both */
+    assert_int_equal(cf_sessions_open_count(s), 1);
+    assert_int_equal(l->n, 1);
+    cf_sessions_advance(s, 34, capture, l);
+    assert_int_equal(l->n, 2);
+    expect(&l->r[1], "u", 0, 25, 4, 4, "/a", "/c", 1, true);
+    cf_sessions_free(s);
+    free(l);
+}
+
+/* Revisions saturate at 2^32 - 1, and a saved re-opened session (fired = 0,
+ * revision > 0) loads and fires with its pending revision. */
+static void revision_saturates_and_reopened_loads(void **state)
+{
+    (void)state;
+    struct log *l = new_log();
+    cf_buf b = {0};
+    cf_buf_put_u32(&b, 0x53534643u); /* "CFSS" */
+    cf_buf_put_u32(&b, 1);
+    cf_buf_put_i64(&b, 10);  /* gap */
+    cf_buf_put_i64(&b, 100); /* lateness */
+    cf_buf_put_i64(&b, 9);   /* wm */
+    cf_buf_put_u64(&b, 0);   /* evictions */
+    cf_buf_put_u32(&b, 1);   /* users */
+    cf_buf_put_str(&b, "u", 1);
+    cf_buf_put_u32(&b, 2);
+    /* [0, 0] fired with the largest revision */
+    cf_buf_put_i64(&b, 0);
+    cf_buf_put_i64(&b, 0);
+    cf_buf_put_u32(&b, 1);
+    cf_buf_put_u32(&b, UINT32_MAX);
+    cf_buf_put_u8(&b, 1);
+    cf_buf_put_str(&b, "/a", 2);
+    cf_buf_put_str(&b, "/a", 2);
+    cf_buf_put_u32(&b, 1);
+    cf_buf_put_u64(&b, 0x1111);
+    /* [100, 100] re-opened, revision 7 pending */
+    cf_buf_put_i64(&b, 100);
+    cf_buf_put_i64(&b, 100);
+    cf_buf_put_u32(&b, 1);
+    cf_buf_put_u32(&b, 7);
+    cf_buf_put_u8(&b, 0);
+    cf_buf_put_str(&b, "/b", 2);
+    cf_buf_put_str(&b, "/b", 2);
+    cf_buf_put_u32(&b, 1);
+    cf_buf_put_u64(&b, 0x2222);
+    cf_reader r;
+    cf_reader_init(&r, b.data, b.len);
+    cf_sessions *s = cf_sessions_load(10, 100, 0, &r);
+    assert_non_null(s);
+    assert_int_equal(r.left, 0);
+    cf_buf_free(&b);
+    assert_int_equal(cf_sessions_open_count(s), 1);
+    assert_int_equal(cf_sessions_get_open(s, "u", 1, capture, l), 1);
+    expect(&l->r[0], "u", 100, 100, 1, 1, "/b", "/b", 7, false);
+    /* a join of the fired one: revision stays at the top, never wraps to 0 */
+    assert_int_equal(add(s, "u", "/c", 0, l), 1);
+    assert_int_equal(l->n, 2);
+    expect(&l->r[1], "u", 0, 0, 2, 2, "/a", "/c", UINT32_MAX, true);
+    cf_sessions_advance(s, 109, capture, l);
+    assert_int_equal(l->n, 3);
+    expect(&l->r[2], "u", 100, 100, 1, 1, "/b", "/b", 7, true);
+    assert_int_equal(cf_sessions_open_count(s), 0);
     cf_sessions_free(s);
     free(l);
 }
@@ -480,7 +639,8 @@ static void save_load_mid_trace(void **state)
     add(s, "u1", "/b", 40, l1);
     add(s, "u2", "/c", 5, l1);
     cf_sessions_advance(s, 15, capture, l1);
-    add(s, "u1", "/d", 3, l1); /* late join, rev 1 */
+    add(s, "u1", "/d", 3, l1); /* late join, fire point 12 <= 15: rev 1 at once */
+    add(s, "u2", "/x", 8, l1); /* late join, fire point 17 > 15: re-opened, rev 1 */
     char page[16];
     for (int i = 0; i < 5; i++) {
         int n = snprintf(page, sizeof page, "/many%d", i);
@@ -502,6 +662,7 @@ static void save_load_mid_trace(void **state)
         cf_sessions *t = both[k];
         struct log *l = logs[k];
         cf_sessions_get_open(t, "u1", 2, capture, l);
+        cf_sessions_get_open(t, "u2", 2, capture, l);
         cf_sessions_get_open(t, "u3", 2, capture, l);
         add(t, "u1", "/e", 8, l);
         add(t, "u4", "/f", 50, l); /* evicts */
@@ -512,6 +673,8 @@ static void save_load_mid_trace(void **state)
     }
     assert_int_equal(l1->n, l2->n);
     assert_true(l1->n >= 5);
+    /* u2's re-opened session is listed with its pending revision */
+    expect(&l1->r[1], "u2", 5, 8, 2, 2, "/c", "/x", 1, false);
     assert_memory_equal(l1->r, l2->r, l1->n * sizeof l1->r[0]);
     assert_int_equal(cf_sessions_evictions(c), cf_sessions_evictions(s));
     /* truncated input is rejected without leaks */
@@ -546,6 +709,7 @@ struct model {
     bool has_wm;
     size_t max_users;
     uint64_t evictions;
+    uint64_t reopens;   /* fired sessions a late event made open again */
     struct m_sess s[M_MAX_SESS];
 };
 
@@ -696,14 +860,13 @@ static int m_add(struct model *m, const char *user, int page, int64_t ts, struct
      * order only within a session, so order them by (session first added) —
      * ties across sessions are impossible (disjoint ts ranges). */
     struct m_sess *a = &m->s[hit[0]];
-    /* the revision of the next emission: a fired part emitted its own, an
-     * open (maybe re-opened) part still carries the one it will fire with */
-    uint32_t rev = 0;
+    bool any_fired = false;
+    uint32_t rev = 0; /* one past every emitted revision, or a pending one */
     for (int k = 0; k < nh; k++) {
         struct m_sess *x = &m->s[hit[k]];
-        uint32_t next = x->fired ? x->rev + 1 : x->rev;
-        if (next > rev)
-            rev = next;
+        any_fired |= x->fired;
+        if (x->rev + x->fired > rev)
+            rev = x->rev + x->fired;
     }
     for (int k = 1; k < nh; k++) {
         struct m_sess *x = &m->s[hit[k]];
@@ -719,11 +882,16 @@ static int m_add(struct model *m, const char *user, int page, int64_t ts, struct
     a->ts[a->n] = ts;
     a->page[a->n] = page;
     a->n++;
+    /* Flink: the merged session fires at once only if its end is already
+     * behind the watermark; otherwise it is open until advance reaches it */
     a->rev = rev;
-    /* final only once W reaches the (new) end; else open (again) */
-    a->fired = m->has_wm && m_last(a) + m->gap - 1 <= m->wm;
-    if (a->fired)
+    a->fired = false;
+    if (m->has_wm && m_last(a) + m->gap - 1 <= m->wm) {
+        a->fired = true;
         m_emit(a, true, l);
+    } else if (any_fired) {
+        m->reopens++;
+    }
     return 1;
 }
 
@@ -794,7 +962,7 @@ static void randomized_trace_matches_model(void **state)
     struct model *m = calloc(1, sizeof *m);
     struct log *la = new_log(), *lb = new_log();
     assert_non_null(m);
-    uint64_t total_evictions = 0;
+    uint64_t total_evictions = 0, total_reopens = 0;
     for (uint64_t seed = 1; seed <= 40; seed++) {
         rng = seed * 0x9e3779b97f4a7c15ULL;
         int64_t gap = 1 + (int64_t)(rnd() % 12);
@@ -873,9 +1041,13 @@ static void randomized_trace_matches_model(void **state)
             assert_int_equal(cf_sessions_evictions(s), m->evictions);
         }
         total_evictions += m->evictions;
+        total_reopens += m->reopens;
         cf_sessions_free(s);
     }
     assert_true(total_evictions > 100);
+    print_message("sessions model: %llu evictions, %llu re-opened sessions\n",
+                  (unsigned long long)total_evictions, (unsigned long long)total_reopens);
+    assert_true(total_reopens > 100);
     free(m);
     free(la);
     free(lb);
@@ -925,6 +1097,9 @@ int main(void)
         cmocka_unit_test(merge_of_fired_sessions_takes_max_revision),
         cmocka_unit_test(merge_of_open_and_fired),
         cmocka_unit_test(revision_on_late_join),
+        cmocka_unit_test(late_join_past_watermark_reopens),
+        cmocka_unit_test(merge_of_reopened_and_fired),
+        cmocka_unit_test(revision_saturates_and_reopened_loads),
         cmocka_unit_test(late_drop_boundary),
         cmocka_unit_test(user_who_never_returns_is_closed),
         cmocka_unit_test(fire_order_by_end_then_user),

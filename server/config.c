@@ -1,0 +1,538 @@
+/* config: defaults, CLICKFLOW_* environment variables and long options
+ * (SPEC section 11). One table describes every option, so --help, the
+ * environment names, parsing and the defaults cannot drift apart. */
+#include "config.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cf_time.h"
+#include "cf_version.h"
+
+typedef enum opt_kind {
+    OPT_STRING,     /* char[cap] */
+    OPT_ADDRESS,    /* char[64], an IPv4 or IPv6 literal */
+    OPT_PORT,       /* uint16_t, 1..65535 */
+    OPT_UNSIGNED,   /* unsigned, min..max */
+    OPT_COUNT,      /* size_t, min..max, no suffix */
+    OPT_BYTES,      /* size_t, min..max, optional k/M/G suffix (powers of 1024) */
+    OPT_DURATION,   /* int64_t ms, min..max */
+    OPT_FSYNC,      /* cf_fsync_policy */
+    OPT_ORIGINS,    /* cors_origins[] + n_cors_origins */
+    OPT_TOKEN,      /* char[256], printed as set/unset */
+} opt_kind;
+
+typedef struct opt_def {
+    const char *name;       /* long option without the dashes */
+    opt_kind kind;
+    size_t offset;          /* into cf_config */
+    size_t cap;             /* string capacity incl. NUL */
+    int64_t min, max;       /* numeric range, inclusive */
+    const char *def;        /* default, as shown by --help */
+    const char *help;
+} opt_def;
+
+#define OFF(f) offsetof(cf_config, f)
+#define SZ(f) sizeof(((cf_config *)0)->f)
+#define DAY_MS ((int64_t)86400000)
+#define YEAR_MS ((int64_t)366 * DAY_MS)
+
+static const opt_def options[] = {
+    {"bind", OPT_ADDRESS, OFF(bind), SZ(bind), 0, 0, "127.0.0.1",
+     "IP address the HTTP and WebSocket listeners bind to (0.0.0.0 or :: for all)"},
+    {"http-port", OPT_PORT, OFF(http_port), 0, 1, 65535, "8080", "HTTP port (REST API, dashboard, /metrics)"},
+    {"ws-port", OPT_PORT, OFF(ws_port), 0, 1, 65535, "8081", "WebSocket port (live push)"},
+    {"shards", OPT_UNSIGNED, OFF(shards), 0, 1, 1024, "online cores", "worker shard threads"},
+    {"http-threads", OPT_UNSIGNED, OFF(http_threads), 0, 1, 1024, "online cores", "HTTP worker threads"},
+    {"out-of-orderness", OPT_DURATION, OFF(out_of_orderness_ms), 0, 0, YEAR_MS, "5s",
+     "watermark = event clock - this"},
+    {"idle-timeout", OPT_DURATION, OFF(idle_timeout_ms), 0, 0, YEAR_MS, "10s",
+     "event clock follows wall clock - this when idle; 0 = replay mode"},
+    {"allowed-lateness", OPT_DURATION, OFF(allowed_lateness_ms), 0, 0, YEAR_MS, "60s",
+     "how long fired windows and closed sessions still accept late events"},
+    {"max-future", OPT_DURATION, OFF(max_future_ms), 0, 0, YEAR_MS, "60s",
+     "events further ahead of the wall clock are rejected"},
+    {"window", OPT_DURATION, OFF(window_ms), 0, 1, YEAR_MS, "60s", "tumbling window size"},
+    {"slide-size", OPT_DURATION, OFF(slide_size_ms), 0, 1, YEAR_MS, "5m",
+     "sliding window size (a multiple of --slide)"},
+    {"slide", OPT_DURATION, OFF(slide_ms), 0, 1, YEAR_MS, "1m", "sliding window step"},
+    {"session-gap", OPT_DURATION, OFF(session_gap_ms), 0, 1, YEAR_MS, "30m", "session inactivity gap"},
+    {"dedup-ttl", OPT_DURATION, OFF(dedup_ttl_ms), 0, 0, YEAR_MS, "10m",
+     "how long an event_id is remembered (event time)"},
+    {"half-life", OPT_DURATION, OFF(half_life_ms), 0, 1, YEAR_MS, "60s", "trending score half-life"},
+    {"retain-results", OPT_COUNT, OFF(retain_results), 0, 1, 100000000, "100000",
+     "closed window results kept for queries, per type"},
+    {"max-keys", OPT_COUNT, OFF(max_keys), 0, 1, INT64_C(1000000000), "10000000",
+     "bound on the entries of each state store"},
+    {"max-batch", OPT_COUNT, OFF(max_batch), 0, 1, 10000000, "10000", "events per ingest request"},
+    {"max-body", OPT_BYTES, OFF(max_body), 0, 1, INT64_C(1) << 30, "4M",
+     "bytes per ingest request body (k, M, G suffixes)"},
+    {"queue-capacity", OPT_COUNT, OFF(queue_capacity), 0, 1, 10000000, "1024",
+     "messages per shard queue"},
+    {"push-interval", OPT_DURATION, OFF(push_interval_ms), 0, 1, DAY_MS, "500ms",
+     "interval of interim WebSocket updates"},
+    {"ws-max-clients", OPT_COUNT, OFF(ws_max_clients), 0, 1, 1000000, "1000", "WebSocket clients at most"},
+    {"ws-queue", OPT_COUNT, OFF(ws_queue), 0, 1, 1000000, "256", "queued messages per WebSocket client"},
+    {"data-dir", OPT_STRING, OFF(data_dir), SZ(data_dir), 0, 0, "./data",
+     "directory of the write-ahead log and snapshots"},
+    {"fsync", OPT_FSYNC, OFF(fsync), 0, 0, 0, "batch", "what a 202 waits for: always, batch or off"},
+    {"snapshot-interval", OPT_DURATION, OFF(snapshot_interval_ms), 0, 1, YEAR_MS, "60s",
+     "interval between state snapshots"},
+    {"segment-size", OPT_BYTES, OFF(segment_bytes), 0, 4096, INT64_C(1) << 40, "64M",
+     "write-ahead log segment size (k, M, G suffixes)"},
+    {"ingest-token", OPT_TOKEN, OFF(ingest_token), SZ(ingest_token), 0, 0, "",
+     "if set, POSTs need Authorization: Bearer <token>"},
+    {"read-token", OPT_TOKEN, OFF(read_token), SZ(read_token), 0, 0, "",
+     "if set, GET /api/v1/*, /metrics and the WebSocket need this bearer token"},
+    {"cors-origin", OPT_ORIGINS, 0, 0, 0, 0, "",
+     "comma-separated origins allowed by CORS and on the WebSocket, or *"},
+    {"connection-timeout", OPT_DURATION, OFF(connection_timeout_ms), 0, 1000, DAY_MS, "30s",
+     "close HTTP connections idle this long (whole seconds)"},
+    {"request-deadline", OPT_DURATION, OFF(request_deadline_ms), 0, 1000, DAY_MS, "60s",
+     "absolute time limit of one HTTP request"},
+    {"max-connections", OPT_UNSIGNED, OFF(max_connections), 0, 1, 1000000, "4096",
+     "concurrent HTTP connections at most"},
+    {"max-connections-per-ip", OPT_UNSIGNED, OFF(max_connections_per_ip), 0, 1, 1000000, "256",
+     "concurrent HTTP connections per client IP at most"},
+};
+
+#define N_OPTIONS (sizeof options / sizeof options[0])
+
+static unsigned online_cores(void)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    if (n < 1)
+        return 1;
+    return n > 1024 ? 1024u : (unsigned)n;
+}
+
+void cf_config_defaults(cf_config *cfg)
+{
+    memset(cfg, 0, sizeof *cfg);
+    strcpy(cfg->bind, "127.0.0.1");
+    cfg->http_port = 8080;
+    cfg->ws_port = 8081;
+    cfg->shards = online_cores();
+    cfg->http_threads = online_cores();
+    cfg->out_of_orderness_ms = 5000;
+    cfg->idle_timeout_ms = 10000;
+    cfg->allowed_lateness_ms = 60000;
+    cfg->max_future_ms = 60000;
+    cfg->window_ms = 60000;
+    cfg->slide_size_ms = 300000;
+    cfg->slide_ms = 60000;
+    cfg->session_gap_ms = 1800000;
+    cfg->dedup_ttl_ms = 600000;
+    cfg->half_life_ms = 60000;
+    cfg->retain_results = 100000;
+    cfg->max_keys = 10000000;
+    cfg->max_batch = 10000;
+    cfg->max_body = (size_t)4 << 20;
+    cfg->queue_capacity = 1024;
+    cfg->push_interval_ms = 500;
+    cfg->ws_max_clients = 1000;
+    cfg->ws_queue = 256;
+    strcpy(cfg->data_dir, "./data");
+    cfg->fsync = CF_FSYNC_BATCH;
+    cfg->snapshot_interval_ms = 60000;
+    cfg->segment_bytes = (size_t)64 << 20;
+    cfg->connection_timeout_ms = 30000;
+    cfg->request_deadline_ms = 60000;
+    cfg->max_connections = 4096;
+    cfg->max_connections_per_ip = 256;
+}
+
+/* Where a value came from, for error messages: "--window" or
+ * "CLICKFLOW_WINDOW". */
+static void source_name(const opt_def *o, bool from_env, char *buf, size_t cap)
+{
+    if (!from_env) {
+        snprintf(buf, cap, "--%s", o->name);
+        return;
+    }
+    size_t i = 0;
+    int n = snprintf(buf, cap, "CLICKFLOW_");
+    if (n < 0 || (size_t)n >= cap)
+        return;
+    i = (size_t)n;
+    for (const char *p = o->name; *p && i + 1 < cap; p++)
+        buf[i++] = *p == '-' ? '_' : (char)(*p >= 'a' && *p <= 'z' ? *p - 'a' + 'A' : *p);
+    buf[i] = '\0';
+}
+
+__attribute__((format(printf, 4, 5)))
+static int bad_value(FILE *err, const opt_def *o, bool from_env, const char *fmt, ...)
+{
+    char src[64];
+    source_name(o, from_env, src, sizeof src);
+    char why[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(why, sizeof why, fmt, ap);
+    va_end(ap);
+    if (err)
+        fprintf(err, "clickflow: invalid value for %s: %s (see --help)\n", src, why);
+    return -1;
+}
+
+/* Parses a non-negative decimal integer, all of s. */
+static int parse_u64(const char *s, uint64_t *ret)
+{
+    if (*s < '0' || *s > '9')
+        return -EINVAL;
+    uint64_t v = 0;
+    for (; *s >= '0' && *s <= '9'; s++) {
+        unsigned d = (unsigned)(*s - '0');
+        if (v > (UINT64_MAX - d) / 10)
+            return -ERANGE;
+        v = v * 10 + d;
+    }
+    if (*s != '\0')
+        return -EINVAL;
+    *ret = v;
+    return 0;
+}
+
+/* "4M" -> 4194304. Suffixes k/K, m/M, g/G (powers of 1024), optional "B"
+ * or "iB" after them ("64MiB"). */
+static int parse_bytes(const char *s, uint64_t *ret)
+{
+    char digits[32];
+    size_t n = 0;
+    while (s[n] >= '0' && s[n] <= '9')
+        n++;
+    if (n == 0 || n >= sizeof digits)
+        return n == 0 ? -EINVAL : -ERANGE;
+    memcpy(digits, s, n);
+    digits[n] = '\0';
+    uint64_t v;
+    int r = parse_u64(digits, &v);
+    if (r < 0)
+        return r;
+    const char *suf = s + n;
+    unsigned shift = 0;
+    switch (*suf) {
+    case '\0': break;
+    case 'k': case 'K': shift = 10; suf++; break;
+    case 'm': case 'M': shift = 20; suf++; break;
+    case 'g': case 'G': shift = 30; suf++; break;
+    case 'b': case 'B': break;
+    default: return -EINVAL;
+    }
+    if (shift && (strcmp(suf, "iB") == 0 || strcmp(suf, "B") == 0))
+        suf += strlen(suf);
+    else if (!shift && strcmp(suf, "B") == 0)
+        suf++;
+    if (*suf != '\0')
+        return -EINVAL;
+    if (shift && v > (UINT64_MAX >> shift))
+        return -ERANGE;
+    *ret = v << shift;
+    return 0;
+}
+
+static int set_origins(cf_config *cfg, const opt_def *o, bool from_env, const char *val, FILE *err)
+{
+    char origins[CF_MAX_ORIGINS][256];
+    size_t n = 0;
+    const char *p = val;
+    while (*p) {
+        const char *end = strchr(p, ',');
+        if (!end)
+            end = p + strlen(p);
+        const char *a = p, *b = end;
+        while (a < b && (*a == ' ' || *a == '\t'))
+            a++;
+        while (b > a && (b[-1] == ' ' || b[-1] == '\t' || b[-1] == '/'))
+            b--;
+        if (a < b) {
+            if (n == CF_MAX_ORIGINS)
+                return bad_value(err, o, from_env, "more than %d origins", CF_MAX_ORIGINS);
+            size_t len = (size_t)(b - a);
+            if (len >= sizeof origins[0])
+                return bad_value(err, o, from_env, "an origin is longer than %zu bytes",
+                                 sizeof origins[0] - 1);
+            /* An origin is "*" or scheme://host[:port]; anything else would
+             * never match a browser's Origin header. */
+            bool star = len == 1 && *a == '*';
+            if (!star && (memmem(a, len, "://", 3) == NULL))
+                return bad_value(err, o, from_env, "'%.*s' is not an origin like https://example.com",
+                                 (int)len, a);
+            memcpy(origins[n], a, len);
+            origins[n][len] = '\0';
+            n++;
+        }
+        p = *end ? end + 1 : end;
+    }
+    memcpy(cfg->cors_origins, origins, sizeof origins);
+    cfg->n_cors_origins = n;
+    return 0;
+}
+
+/* Parses val into the field of o. Returns 0 or -1 after printing. */
+static int set_option(cf_config *cfg, const opt_def *o, bool from_env, const char *val, FILE *err)
+{
+    char *field = (char *)cfg + o->offset;
+    uint64_t u;
+    int r;
+    switch (o->kind) {
+    case OPT_STRING:
+    case OPT_TOKEN:
+    case OPT_ADDRESS: {
+        size_t len = strlen(val);
+        if (len >= o->cap)
+            return bad_value(err, o, from_env, "longer than %zu bytes", o->cap - 1);
+        if (o->kind == OPT_STRING && len == 0)
+            return bad_value(err, o, from_env, "must not be empty");
+        if (o->kind == OPT_TOKEN) {
+            /* Tokens travel in an HTTP header: printable ASCII, no spaces. */
+            for (const char *p = val; *p; p++)
+                if (*p <= ' ' || *p > '~')
+                    return bad_value(err, o, from_env, "tokens must be printable ASCII without spaces");
+        }
+        if (o->kind == OPT_ADDRESS) {
+            unsigned char addr[16];
+            if (inet_pton(AF_INET, val, addr) != 1 && inet_pton(AF_INET6, val, addr) != 1)
+                return bad_value(err, o, from_env, "'%s' is not an IPv4 or IPv6 address", val);
+        }
+        memcpy(field, val, len + 1);
+        return 0;
+    }
+    case OPT_PORT:
+    case OPT_UNSIGNED:
+    case OPT_COUNT:
+    case OPT_BYTES:
+        r = o->kind == OPT_BYTES ? parse_bytes(val, &u) : parse_u64(val, &u);
+        if (r == -EINVAL)
+            return bad_value(err, o, from_env, "'%s' is not %s", val,
+                             o->kind == OPT_BYTES ? "a size like 4096, 512k, 4M or 1G"
+                                                  : "a non-negative integer");
+        if (r < 0 || u < (uint64_t)o->min || u > (uint64_t)o->max)
+            return bad_value(err, o, from_env, "'%s' is out of range %" PRId64 "..%" PRId64, val,
+                             o->min, o->max);
+        if (o->kind == OPT_PORT)
+            *(uint16_t *)(void *)field = (uint16_t)u;
+        else if (o->kind == OPT_UNSIGNED)
+            *(unsigned *)(void *)field = (unsigned)u;
+        else
+            *(size_t *)(void *)field = (size_t)u;
+        return 0;
+    case OPT_DURATION: {
+        int64_t ms;
+        r = cf_duration_parse(val, &ms);
+        if (r == -EINVAL)
+            return bad_value(err, o, from_env, "'%s' is not a duration like 500ms, 5s, 10m or 2h", val);
+        if (r < 0 || ms < o->min || ms > o->max)
+            return bad_value(err, o, from_env, "'%s' is out of range %" PRId64 "ms..%" PRId64 "ms", val,
+                             o->min, o->max);
+        *(int64_t *)(void *)field = ms;
+        return 0;
+    }
+    case OPT_FSYNC:
+        if (strcmp(val, "always") == 0)
+            cfg->fsync = CF_FSYNC_ALWAYS;
+        else if (strcmp(val, "batch") == 0)
+            cfg->fsync = CF_FSYNC_BATCH;
+        else if (strcmp(val, "off") == 0)
+            cfg->fsync = CF_FSYNC_OFF;
+        else
+            return bad_value(err, o, from_env, "'%s' is not one of always, batch, off", val);
+        return 0;
+    case OPT_ORIGINS:
+        return set_origins(cfg, o, from_env, val, err);
+    }
+    return -1;
+}
+
+static const opt_def *find_option(const char *name, size_t len)
+{
+    for (size_t i = 0; i < N_OPTIONS; i++)
+        if (strlen(options[i].name) == len && memcmp(options[i].name, name, len) == 0)
+            return &options[i];
+    return NULL;
+}
+
+/* Looks up CLICKFLOW_<NAME>=value in envp; other CLICKFLOW_* variables (such
+ * as CLICKFLOW_BIN of the test harness) are not ours and are ignored. */
+static const char *env_value(char **envp, const opt_def *o)
+{
+    if (!envp)
+        return NULL;
+    char key[64];
+    source_name(o, true, key, sizeof key);
+    size_t klen = strlen(key);
+    for (char **e = envp; *e; e++)
+        if (strncmp(*e, key, klen) == 0 && (*e)[klen] == '=')
+            return *e + klen + 1;
+    return NULL;
+}
+
+static void print_help(FILE *out)
+{
+    fprintf(out,
+            "Usage: clickflow [OPTION]...\n"
+            "Real-time click analytics: POST events to /api/v1/events, open the dashboard at /.\n"
+            "\n"
+            "Every option can also be set with the environment variable shown;\n"
+            "the command line wins. Durations take ms, s, m or h (\"500ms\", \"5s\", \"2h\").\n"
+            "\n");
+    for (size_t i = 0; i < N_OPTIONS; i++) {
+        const opt_def *o = &options[i];
+        char env[64];
+        source_name(o, true, env, sizeof env);
+        const char *arg = "VALUE";
+        switch (o->kind) {
+        case OPT_DURATION: arg = "DURATION"; break;
+        case OPT_BYTES: arg = "SIZE"; break;
+        case OPT_PORT: arg = "PORT"; break;
+        case OPT_ADDRESS: arg = "ADDR"; break;
+        case OPT_STRING: arg = "PATH"; break;
+        case OPT_TOKEN: arg = "TOKEN"; break;
+        case OPT_ORIGINS: arg = "ORIGINS"; break;
+        case OPT_FSYNC: arg = "POLICY"; break;
+        case OPT_UNSIGNED: case OPT_COUNT: arg = "N"; break;
+        }
+        char left[64];
+        snprintf(left, sizeof left, "--%s %s", o->name, arg);
+        fprintf(out, "  %-34s %s\n  %-34s [default: %s] [env: %s]\n", left, o->help, "",
+                o->def[0] ? o->def : "none", env);
+    }
+    fprintf(out, "  %-34s %s\n  %-34s %s\n", "-h, --help", "print this help and exit", "-V, --version",
+            "print the version and exit");
+}
+
+/* Cross-field rules, checked after everything was applied. */
+static int validate(const cf_config *cfg, FILE *err)
+{
+    if (cfg->slide_size_ms % cfg->slide_ms != 0) {
+        if (err)
+            fprintf(err,
+                    "clickflow: invalid value for --slide-size: %" PRId64 "ms is not a multiple of "
+                    "--slide %" PRId64 "ms (see --help)\n",
+                    cfg->slide_size_ms, cfg->slide_ms);
+        return -1;
+    }
+    if (cfg->http_port == cfg->ws_port) {
+        if (err)
+            fprintf(err, "clickflow: invalid value for --ws-port: %u is also --http-port (see --help)\n",
+                    (unsigned)cfg->ws_port);
+        return -1;
+    }
+    if (cfg->max_connections_per_ip > cfg->max_connections) {
+        if (err)
+            fprintf(err,
+                    "clickflow: invalid value for --max-connections-per-ip: %u is above "
+                    "--max-connections %u (see --help)\n",
+                    cfg->max_connections_per_ip, cfg->max_connections);
+        return -1;
+    }
+    return 0;
+}
+
+int cf_config_load(cf_config *cfg, int argc, char **argv, char **envp, FILE *out, FILE *err)
+{
+    cf_config_defaults(cfg);
+
+    /* --help and --version win over everything else, even bad values. */
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--") == 0)
+            break;
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            print_help(out);
+            return 1;
+        }
+        if (strcmp(argv[i], "--version") == 0 || strcmp(argv[i], "-V") == 0) {
+            fprintf(out, "clickflow %s\n", CF_VERSION);
+            return 1;
+        }
+    }
+
+    for (size_t i = 0; i < N_OPTIONS; i++) {
+        const char *v = env_value(envp, &options[i]);
+        /* An empty variable counts as unset: `CLICKFLOW_X=` in an env file
+         * should not make the daemon refuse to start. */
+        if (v && *v && set_option(cfg, &options[i], true, v, err) < 0)
+            return -1;
+    }
+
+    for (int i = 1; i < argc; i++) {
+        const char *arg = argv[i];
+        if (strncmp(arg, "--", 2) != 0 || arg[2] == '\0') {
+            if (err)
+                fprintf(err, "clickflow: unexpected argument '%s' (see --help)\n", arg);
+            return -1;
+        }
+        const char *name = arg + 2;
+        const char *eq = strchr(name, '=');
+        size_t nlen = eq ? (size_t)(eq - name) : strlen(name);
+        const opt_def *o = find_option(name, nlen);
+        if (!o) {
+            if (err)
+                fprintf(err, "clickflow: unknown option '--%.*s' (see --help)\n", (int)nlen, name);
+            return -1;
+        }
+        const char *val;
+        if (eq) {
+            val = eq + 1;
+        } else if (i + 1 < argc) {
+            val = argv[++i];
+        } else {
+            if (err)
+                fprintf(err, "clickflow: option '--%s' needs a value (see --help)\n", o->name);
+            return -1;
+        }
+        if (set_option(cfg, o, false, val, err) < 0)
+            return -1;
+    }
+    return validate(cfg, err);
+}
+
+static const char *fsync_name(cf_fsync_policy p)
+{
+    switch (p) {
+    case CF_FSYNC_ALWAYS: return "always";
+    case CF_FSYNC_OFF: return "off";
+    case CF_FSYNC_BATCH: break;
+    }
+    return "batch";
+}
+
+void cf_config_describe(const cf_config *cfg, char *buf, size_t cap)
+{
+    if (cap == 0)
+        return;
+    char origins[CF_MAX_ORIGINS * 257 + 1];
+    size_t o = 0;
+    origins[0] = '\0';
+    for (size_t i = 0; i < cfg->n_cors_origins; i++) {
+        int n = snprintf(origins + o, sizeof origins - o, "%s%s", i ? "," : "", cfg->cors_origins[i]);
+        if (n < 0 || (size_t)n >= sizeof origins - o)
+            break;
+        o += (size_t)n;
+    }
+    /* Tokens are secrets: say only whether they are set. */
+    snprintf(buf, cap,
+             "bind=%s http-port=%u ws-port=%u shards=%u http-threads=%u out-of-orderness=%" PRId64
+             "ms idle-timeout=%" PRId64 "ms allowed-lateness=%" PRId64 "ms max-future=%" PRId64
+             "ms window=%" PRId64 "ms slide-size=%" PRId64 "ms slide=%" PRId64 "ms session-gap=%" PRId64
+             "ms dedup-ttl=%" PRId64 "ms half-life=%" PRId64 "ms retain-results=%zu max-keys=%zu "
+             "max-batch=%zu max-body=%zu queue-capacity=%zu push-interval=%" PRId64
+             "ms ws-max-clients=%zu ws-queue=%zu data-dir=%s fsync=%s snapshot-interval=%" PRId64
+             "ms segment-size=%zu ingest-token=%s read-token=%s cors-origin=%s connection-timeout=%" PRId64
+             "ms request-deadline=%" PRId64 "ms max-connections=%u max-connections-per-ip=%u",
+             cfg->bind, (unsigned)cfg->http_port, (unsigned)cfg->ws_port, cfg->shards, cfg->http_threads,
+             cfg->out_of_orderness_ms, cfg->idle_timeout_ms, cfg->allowed_lateness_ms, cfg->max_future_ms,
+             cfg->window_ms, cfg->slide_size_ms, cfg->slide_ms, cfg->session_gap_ms, cfg->dedup_ttl_ms,
+             cfg->half_life_ms, cfg->retain_results, cfg->max_keys, cfg->max_batch, cfg->max_body,
+             cfg->queue_capacity, cfg->push_interval_ms, cfg->ws_max_clients, cfg->ws_queue, cfg->data_dir,
+             fsync_name(cfg->fsync), cfg->snapshot_interval_ms, cfg->segment_bytes,
+             cfg->ingest_token[0] ? "set" : "unset", cfg->read_token[0] ? "set" : "unset",
+             cfg->n_cors_origins ? origins : "none", cfg->connection_timeout_ms, cfg->request_deadline_ms,
+             cfg->max_connections, cfg->max_connections_per_ip);
+}

@@ -1,0 +1,1123 @@
+/* http: routing, auth, CORS and body handling on top of libmicrohttpd.
+ *
+ * A request's life: MHD parses the request line and calls uri_logger(),
+ * which allocates our per-request state (so the absolute deadline starts
+ * there, and the raw, still percent-encoded URI is kept); then access()
+ * runs once with the headers, once per upload chunk and once at the end;
+ * request_completed() frees the state. Every response goes through
+ * send_response(), which adds the headers every answer carries. */
+#include "http.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#include <microhttpd.h>
+
+#include "assets.h"
+#include "cf_event.h"
+#include "cf_version.h"
+#include "cf_winop.h"
+#include "ingest.h"
+#include "log.h"
+
+/* A watermark request body is tiny; a larger one is refused early. */
+#define WATERMARK_MAX_BODY 4096
+/* Listing queries: SPEC 8. */
+#define QUERY_LIMIT_DEFAULT 100
+#define QUERY_LIMIT_MAX 100000
+#define TRENDING_N_DEFAULT 10
+#define TRENDING_N_MAX 1000
+/* CORS preflight answers may be cached this long by the browser. */
+#define CORS_MAX_AGE "600"
+/* After an over-limit body (no Content-Length, e.g. chunked) we keep
+ * discarding so that the 413 can be sent, but only this many more bytes;
+ * past that the connection is just closed. */
+#define DISCARD_MAX ((size_t)16 << 20)
+
+/* The reaper enforces the absolute request deadline even while MHD is
+ * still collecting headers (when our handler is not called at all): every
+ * connection is registered with a deadline, and a thread shuts down the
+ * socket of any connection past it; MHD then sees the hang-up and closes the
+ * connection itself. Entries leave the list in MHD's CLOSED notification,
+ * which comes before MHD closes the fd, so the reaper never touches a reused
+ * descriptor (both hold reaper_mu). */
+#define REAPER_PERIOD_MS 200
+
+typedef struct conn_entry {
+    struct conn_entry *prev, *next;
+    int fd;
+    _Atomic int64_t deadline_ms;    /* monotonic; 0 = none (a request is being answered) */
+    bool cut;
+} conn_entry;
+
+struct cf_http {
+    cf_config cfg;
+    cf_engine *engine;
+    struct MHD_Daemon *daemon;
+    /* Request bodies held in memory by all connections together; bounded so
+     * that many slow uploads cannot exhaust memory (503 beyond). */
+    _Atomic size_t inflight_bytes;
+    size_t inflight_limit;
+    pthread_mutex_t reaper_mu;
+    pthread_cond_t reaper_cv;
+    conn_entry *conns;
+    bool reaper_stop;
+    bool reaper_started;
+    pthread_t reaper;
+    /* Responses by status code, for /metrics. */
+    _Atomic uint64_t responses[12];   /* N_COUNTED + 1 */
+};
+
+/* The status codes counted one by one; anything else is "other". */
+static const unsigned counted_status[] = {200, 202, 204, 400, 401, 404, 405, 408, 413, 415, 503};
+#define N_COUNTED (sizeof counted_status / sizeof counted_status[0])
+_Static_assert(sizeof ((cf_http *)0)->responses / sizeof ((cf_http *)0)->responses[0] == N_COUNTED + 1,
+               "one counter per counted status plus other");
+
+typedef enum route {
+    R_NONE = 0,     /* not an API path: dashboard asset or 404 */
+    R_EVENTS,
+    R_WATERMARK,
+    R_TRENDING,
+    R_WINDOWS,
+    R_LATE,
+    R_SESSIONS,
+    R_USER_SESSIONS,
+    R_STATS,
+    R_INFO,
+    R_METRICS,
+    R_HEALTHZ,
+    R_READYZ,
+} route;
+
+typedef struct request {
+    cf_http *h;
+    int64_t start_ms;       /* monotonic; the absolute deadline counts from here */
+    char *raw_uri;          /* as sent, percent-encoding intact */
+    bool headers_done;      /* access() saw the headers */
+    route rt;
+    cf_body_format fmt;
+    size_t body_limit;
+    cf_buf body;
+    bool reading_body;      /* an accepted POST: upload chunks are ours */
+    bool too_big;
+    size_t discarded;
+    size_t reserved;        /* bytes of h->inflight_bytes held by this request */
+    bool over_budget;       /* the body did not fit in the global budget: 503 */
+    conn_entry *conn;       /* the connection's reaper entry, or NULL */
+} request;
+
+/* Takes n bytes of the global body budget. */
+static bool budget_take(cf_http *h, request *rq, size_t n)
+{
+    size_t before = atomic_fetch_add(&h->inflight_bytes, n);
+    if (before + n > h->inflight_limit || before + n < before) {
+        atomic_fetch_sub(&h->inflight_bytes, n);
+        return false;
+    }
+    rq->reserved += n;
+    return true;
+}
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ---- responses ---------------------------------------------------------- */
+
+static const char *header(struct MHD_Connection *c, const char *name)
+{
+    return MHD_lookup_connection_value(c, MHD_HEADER_KIND, name);
+}
+
+/* The Access-Control-Allow-Origin value for this request's Origin, or NULL
+ * when the origin is not allowed (or there is none). */
+static const char *cors_allow(const cf_http *h, struct MHD_Connection *c)
+{
+    const char *origin = header(c, "Origin");
+    if (!origin)
+        return NULL;
+    for (size_t i = 0; i < h->cfg.n_cors_origins; i++) {
+        if (strcmp(h->cfg.cors_origins[i], "*") == 0)
+            return "*";
+        if (strcasecmp(h->cfg.cors_origins[i], origin) == 0)
+            return origin;
+    }
+    return NULL;
+}
+
+typedef struct extra_header {
+    const char *name, *value;
+} extra_header;
+
+/* Queues resp with the headers every answer carries, then drops our
+ * reference. Takes ownership of resp (may be NULL after an allocation
+ * failure: the connection is then closed). */
+static enum MHD_Result send_response(request *rq, struct MHD_Connection *c, unsigned status,
+                                     struct MHD_Response *resp, const char *ctype,
+                                     const extra_header *extra, size_t n_extra)
+{
+    if (!resp)
+        return MHD_NO;
+    if (ctype)
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
+    MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff");
+    if (rq && rq->h->cfg.n_cors_origins > 0) {
+        const char *allow = cors_allow(rq->h, c);
+        if (allow) {
+            MHD_add_response_header(resp, "Access-Control-Allow-Origin", allow);
+            MHD_add_response_header(resp, "Access-Control-Expose-Headers", "Retry-After");
+        }
+        /* The answer depends on Origin: caches must keep them apart. */
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_VARY, "Origin");
+    }
+    for (size_t i = 0; i < n_extra; i++)
+        MHD_add_response_header(resp, extra[i].name, extra[i].value);
+    if (rq) {
+        size_t k = 0;
+        while (k < N_COUNTED && counted_status[k] != status)
+            k++;
+        atomic_fetch_add_explicit(&rq->h->responses[k], 1, memory_order_relaxed);
+    }
+    enum MHD_Result r = MHD_queue_response(c, status, resp);
+    MHD_destroy_response(resp);
+    return r;
+}
+
+static void free_cb(void *p) { free(p); }
+
+/* Sends a cJSON document (consumed) as application/json. NULL json means
+ * the engine could not answer (stopping or out of memory): 503. */
+static enum MHD_Result send_json(request *rq, struct MHD_Connection *c, unsigned status, cJSON *json,
+                                 const extra_header *extra, size_t n_extra);
+
+static enum MHD_Result send_error_h(request *rq, struct MHD_Connection *c, unsigned status, const char *msg,
+                                    const extra_header *extra, size_t n_extra)
+{
+    cJSON *o = cJSON_CreateObject();
+    if (o && !cJSON_AddStringToObject(o, "error", msg)) {
+        cJSON_Delete(o);
+        o = NULL;
+    }
+    if (!o)
+        return MHD_NO;
+    return send_json(rq, c, status, o, extra, n_extra);
+}
+
+static enum MHD_Result send_error(request *rq, struct MHD_Connection *c, unsigned status, const char *msg)
+{
+    return send_error_h(rq, c, status, msg, NULL, 0);
+}
+
+static enum MHD_Result send_unavailable(request *rq, struct MHD_Connection *c, const char *msg)
+{
+    static const extra_header retry[] = {{MHD_HTTP_HEADER_RETRY_AFTER, "1"}};
+    return send_error_h(rq, c, MHD_HTTP_SERVICE_UNAVAILABLE, msg, retry, 1);
+}
+
+static enum MHD_Result send_json(request *rq, struct MHD_Connection *c, unsigned status, cJSON *json,
+                                 const extra_header *extra, size_t n_extra)
+{
+    if (!json)
+        return send_unavailable(rq, c, "the engine cannot answer now (shutting down or out of memory)");
+    char *text = cJSON_PrintUnformatted(json);
+    cJSON_Delete(json);
+    if (!text)
+        return MHD_NO;
+    struct MHD_Response *resp = MHD_create_response_from_buffer_with_free_callback(strlen(text), text, free_cb);
+    if (!resp) {
+        free(text);
+        return MHD_NO;
+    }
+    return send_response(rq, c, status, resp, "application/json", extra, n_extra);
+}
+
+static enum MHD_Result send_static(request *rq, struct MHD_Connection *c, unsigned status, const char *ctype,
+                                   const void *data, size_t len, const extra_header *extra, size_t n_extra)
+{
+    struct MHD_Response *resp = MHD_create_response_from_buffer(len, (void *)data, MHD_RESPMEM_PERSISTENT);
+    return send_response(rq, c, status, resp, ctype, extra, n_extra);
+}
+
+/* ---- routing ------------------------------------------------------------ */
+
+#define SESSIONS_PREFIX "/api/v1/sessions/"
+
+/* Routes on the raw path (before '?'), so an encoded slash cannot reach a
+ * different handler than the one its bytes name. */
+static route find_route(const char *path, size_t n)
+{
+    static const struct {
+        const char *path;
+        route rt;
+    } table[] = {
+        {"/api/v1/events", R_EVENTS},   {"/api/v1/watermark", R_WATERMARK},
+        {"/api/v1/trending", R_TRENDING}, {"/api/v1/windows", R_WINDOWS},
+        {"/api/v1/late", R_LATE},       {"/api/v1/sessions", R_SESSIONS},
+        {"/api/v1/stats", R_STATS},     {"/api/v1/info", R_INFO},
+        {"/metrics", R_METRICS},        {"/healthz", R_HEALTHZ},
+        {"/readyz", R_READYZ},
+    };
+    for (size_t i = 0; i < sizeof table / sizeof table[0]; i++)
+        if (strlen(table[i].path) == n && memcmp(table[i].path, path, n) == 0)
+            return table[i].rt;
+    size_t pl = strlen(SESSIONS_PREFIX);
+    if (n > pl && memcmp(path, SESSIONS_PREFIX, pl) == 0 && memchr(path + pl, '/', n - pl) == NULL)
+        return R_USER_SESSIONS;
+    return R_NONE;
+}
+
+static bool route_is_post(route rt) { return rt == R_EVENTS || rt == R_WATERMARK; }
+
+static const char *route_allow(route rt)
+{
+    return route_is_post(rt) ? "POST, OPTIONS" : "GET, HEAD, OPTIONS";
+}
+
+/* Read-protected routes: the API and /metrics; probes stay open. */
+static bool route_needs_read_token(route rt)
+{
+    return rt != R_NONE && rt != R_HEALTHZ && rt != R_READYZ && !route_is_post(rt);
+}
+
+/* Constant-time comparison, so the token cannot be guessed byte by byte
+ * from response times. */
+static bool token_equal(const char *a, size_t an, const char *b, size_t bn)
+{
+    unsigned char diff = (unsigned char)(an != bn);
+    size_t n = an < bn ? an : bn;
+    for (size_t i = 0; i < n; i++)
+        diff |= (unsigned char)(a[i] ^ b[i]);
+    return diff == 0;
+}
+
+static bool authorized(struct MHD_Connection *c, const char *token)
+{
+    if (!token[0])
+        return true;
+    const char *auth = header(c, MHD_HTTP_HEADER_AUTHORIZATION);
+    if (!auth || strncasecmp(auth, "Bearer ", 7) != 0)
+        return false;
+    const char *t = auth + 7;
+    while (*t == ' ')
+        t++;
+    size_t tn = strlen(t);
+    while (tn > 0 && (t[tn - 1] == ' ' || t[tn - 1] == '\t'))
+        tn--;
+    return token_equal(t, tn, token, strlen(token));
+}
+
+static enum MHD_Result send_unauthorized(request *rq, struct MHD_Connection *c, bool had_header)
+{
+    const extra_header h[] = {{MHD_HTTP_HEADER_WWW_AUTHENTICATE,
+                               had_header ? "Bearer realm=\"clickflow\", error=\"invalid_token\""
+                                          : "Bearer realm=\"clickflow\""}};
+    return send_error_h(rq, c, MHD_HTTP_UNAUTHORIZED,
+                        had_header ? "invalid bearer token" : "missing bearer token", h, 1);
+}
+
+/* ---- query parameters --------------------------------------------------- */
+
+/* Parses query parameter `name` as an integer in lo..hi (digits only).
+ * Absent: *ret = def. Returns false when present but invalid. */
+static bool query_uint(struct MHD_Connection *c, const char *name, size_t lo, size_t hi, size_t def,
+                       size_t *ret)
+{
+    const char *v = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, name);
+    if (!v) {
+        *ret = def;
+        return true;
+    }
+    if (*v == '\0')
+        return false;
+    size_t x = 0;
+    for (const char *p = v; *p; p++) {
+        if (*p < '0' || *p > '9')
+            return false;
+        if (x > hi)
+            return false;   /* stop before overflow; already out of range */
+        x = x * 10 + (size_t)(*p - '0');
+    }
+    if (x < lo || x > hi)
+        return false;
+    *ret = x;
+    return true;
+}
+
+static int hexval(char ch)
+{
+    if (ch >= '0' && ch <= '9')
+        return ch - '0';
+    if (ch >= 'a' && ch <= 'f')
+        return ch - 'a' + 10;
+    if (ch >= 'A' && ch <= 'F')
+        return ch - 'A' + 10;
+    return -1;
+}
+
+/* Percent-decodes s[0..n) into out (cap >= n); '+' stays '+' in a path.
+ * Returns the decoded length or -1 on a malformed escape. */
+static long percent_decode(const char *s, size_t n, char *out)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] == '%') {
+            if (i + 2 >= n)
+                return -1;
+            int hi = hexval(s[i + 1]), lo = hexval(s[i + 2]);
+            if (hi < 0 || lo < 0)
+                return -1;
+            out[o++] = (char)(hi * 16 + lo);
+            i += 2;
+        } else {
+            out[o++] = s[i];
+        }
+    }
+    return (long)o;
+}
+
+/* ---- handlers ----------------------------------------------------------- */
+
+static enum MHD_Result handle_trending(request *rq, struct MHD_Connection *c)
+{
+    size_t n;
+    if (!query_uint(c, "n", 1, TRENDING_N_MAX, TRENDING_N_DEFAULT, &n))
+        return send_error(rq, c, MHD_HTTP_BAD_REQUEST, "n must be an integer from 1 to 1000");
+    return send_json(rq, c, MHD_HTTP_OK, cf_engine_trending(rq->h->engine, n), NULL, 0);
+}
+
+static bool query_limit(struct MHD_Connection *c, size_t *ret)
+{
+    return query_uint(c, "limit", 1, QUERY_LIMIT_MAX, QUERY_LIMIT_DEFAULT, ret);
+}
+
+#define LIMIT_ERROR "limit must be an integer from 1 to 100000"
+
+static enum MHD_Result handle_windows(request *rq, struct MHD_Connection *c)
+{
+    cf_window_query q = {.type = -1, .page_url = NULL, .state = -1, .limit = QUERY_LIMIT_DEFAULT};
+    const char *type = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "type");
+    if (type) {
+        if (strcmp(type, "tumbling") == 0)
+            q.type = CF_WINDOW_TUMBLING;
+        else if (strcmp(type, "sliding") == 0)
+            q.type = CF_WINDOW_SLIDING;
+        else
+            return send_error(rq, c, MHD_HTTP_BAD_REQUEST, "type must be tumbling or sliding");
+    }
+    const char *state = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "state");
+    if (state) {
+        if (strcmp(state, "open") == 0)
+            q.state = 0;
+        else if (strcmp(state, "closed") == 0)
+            q.state = 1;
+        else
+            return send_error(rq, c, MHD_HTTP_BAD_REQUEST, "state must be open or closed");
+    }
+    const char *page = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "page_url");
+    if (page) {
+        size_t pn = strlen(page);
+        if (pn == 0 || pn > CF_PAGE_URL_MAX || !cf_utf8_valid(page, pn))
+            return send_error(rq, c, MHD_HTTP_BAD_REQUEST,
+                              "page_url must be 1 to 2048 bytes of valid UTF-8");
+        q.page_url = page;
+    }
+    if (!query_limit(c, &q.limit))
+        return send_error(rq, c, MHD_HTTP_BAD_REQUEST, LIMIT_ERROR);
+    return send_json(rq, c, MHD_HTTP_OK, cf_engine_windows(rq->h->engine, &q), NULL, 0);
+}
+
+static enum MHD_Result handle_user_sessions(request *rq, struct MHD_Connection *c)
+{
+    const char *p = rq->raw_uri + strlen(SESSIONS_PREFIX);
+    size_t n = strcspn(p, "?#");
+    char *user = malloc(n + 1);
+    if (!user)
+        return MHD_NO;
+    long un = percent_decode(p, n, user);
+    enum MHD_Result r;
+    if (un <= 0 || (size_t)un > CF_USER_ID_MAX || !cf_utf8_valid(user, (size_t)un))
+        r = send_error(rq, c, MHD_HTTP_BAD_REQUEST, "user_id must be 1 to 256 bytes of valid UTF-8");
+    else
+        r = send_json(rq, c, MHD_HTTP_OK, cf_engine_user_sessions(rq->h->engine, user, (size_t)un), NULL, 0);
+    free(user);
+    return r;
+}
+
+static void put_str(cf_buf *b, const char *s) { cf_buf_put(b, s, strlen(s)); }
+
+/* Our own series after the engine's, in the same text format. */
+static void append_http_metrics(cf_http *h, cf_buf *out)
+{
+    char line[256];
+    put_str(out, "# HELP clickflow_http_responses_total HTTP responses sent, by status code.\n"
+                 "# TYPE clickflow_http_responses_total counter\n");
+    for (size_t k = 0; k <= N_COUNTED; k++) {
+        uint64_t v = atomic_load_explicit(&h->responses[k], memory_order_relaxed);
+        if (k < N_COUNTED)
+            snprintf(line, sizeof line, "clickflow_http_responses_total{code=\"%u\"} %" PRIu64 "\n",
+                     counted_status[k], v);
+        else
+            snprintf(line, sizeof line, "clickflow_http_responses_total{code=\"other\"} %" PRIu64 "\n", v);
+        put_str(out, line);
+    }
+    snprintf(line, sizeof line,
+             "# HELP clickflow_http_body_bytes_in_flight Request body bytes held in memory.\n"
+             "# TYPE clickflow_http_body_bytes_in_flight gauge\n"
+             "clickflow_http_body_bytes_in_flight %zu\n",
+             atomic_load(&h->inflight_bytes));
+    put_str(out, line);
+}
+
+static enum MHD_Result handle_metrics(request *rq, struct MHD_Connection *c)
+{
+    cf_buf out;
+    cf_buf_init(&out);
+    cf_engine_metrics(rq->h->engine, &out);
+    append_http_metrics(rq->h, &out);
+    if (out.oom) {
+        cf_buf_free(&out);
+        return send_unavailable(rq, c, "out of memory");
+    }
+    struct MHD_Response *resp;
+    if (out.len == 0) {
+        cf_buf_free(&out);
+        resp = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
+    } else {
+        resp = MHD_create_response_from_buffer_with_free_callback(out.len, out.data, free_cb);
+        if (!resp)
+            cf_buf_free(&out);
+    }
+    return send_response(rq, c, MHD_HTTP_OK, resp, "text/plain; version=0.0.4; charset=utf-8", NULL, 0);
+}
+
+/* Parses a port number 1..65535 of n bytes; 0 when invalid. */
+static unsigned parse_port(const char *s, size_t n)
+{
+    unsigned v = 0;
+    if (n == 0 || n > 5)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return 0;
+        v = v * 10 + (unsigned)(s[i] - '0');
+    }
+    return v <= 65535 ? v : 0;
+}
+
+/* Where the dashboard should open its WebSocket. Directly: our --ws-port,
+ * path "/". Behind a reverse proxy that says so with X-Forwarded-Proto (see
+ * deploy/nginx.conf.example), the proxy's own port and "/ws", so one origin
+ * serves everything. The headers only change what this client is told. */
+static void ws_endpoint(request *rq, struct MHD_Connection *c, unsigned *ret_port, const char **ret_path)
+{
+    *ret_port = rq->h->cfg.ws_port;
+    *ret_path = "/";
+    const char *proto = header(c, "X-Forwarded-Proto");
+    if (!proto)
+        return;
+    bool https = strncasecmp(proto, "https", 5) == 0;
+    unsigned port = 0;
+    const char *fp = header(c, "X-Forwarded-Port");
+    if (fp)
+        port = parse_port(fp, strlen(fp));
+    if (!port) {
+        const char *host = header(c, "X-Forwarded-Host");
+        if (!host)
+            host = header(c, MHD_HTTP_HEADER_HOST);
+        const char *colon = host ? strrchr(host, ':') : NULL;
+        if (colon && !strchr(colon, ']'))
+            port = parse_port(colon + 1, strlen(colon + 1));
+    }
+    *ret_port = port ? port : (https ? 443u : 80u);
+    *ret_path = "/ws";
+}
+
+static enum MHD_Result handle_info(request *rq, struct MHD_Connection *c)
+{
+    unsigned ws_port;
+    const char *ws_path;
+    ws_endpoint(rq, c, &ws_port, &ws_path);
+    cJSON *o = cJSON_CreateObject();
+    if (!o || !cJSON_AddStringToObject(o, "version", CF_VERSION) ||
+        !cJSON_AddNumberToObject(o, "ws_port", ws_port) || !cJSON_AddStringToObject(o, "ws_path", ws_path) ||
+        !cJSON_AddBoolToObject(o, "read_token_required", rq->h->cfg.read_token[0] != '\0') ||
+        !cJSON_AddBoolToObject(o, "ingest_token_required", rq->h->cfg.ingest_token[0] != '\0')) {
+        cJSON_Delete(o);
+        return MHD_NO;
+    }
+    return send_json(rq, c, MHD_HTTP_OK, o, NULL, 0);
+}
+
+static enum MHD_Result handle_get(request *rq, struct MHD_Connection *c)
+{
+    cf_engine *e = rq->h->engine;
+    size_t limit;
+    /* The engine answers queries once recovery is done (the shards run). */
+    bool asks_engine = rq->rt != R_HEALTHZ && rq->rt != R_READYZ && rq->rt != R_INFO;
+    if (asks_engine && !cf_engine_ready(e))
+        return send_unavailable(rq, c, "not ready: recovery in progress, retry later");
+    switch (rq->rt) {
+    case R_TRENDING:
+        return handle_trending(rq, c);
+    case R_WINDOWS:
+        return handle_windows(rq, c);
+    case R_LATE:
+        if (!query_limit(c, &limit))
+            return send_error(rq, c, MHD_HTTP_BAD_REQUEST, LIMIT_ERROR);
+        return send_json(rq, c, MHD_HTTP_OK, cf_engine_late(e, limit), NULL, 0);
+    case R_SESSIONS:
+        if (!query_limit(c, &limit))
+            return send_error(rq, c, MHD_HTTP_BAD_REQUEST, LIMIT_ERROR);
+        return send_json(rq, c, MHD_HTTP_OK, cf_engine_sessions(e, limit), NULL, 0);
+    case R_USER_SESSIONS:
+        return handle_user_sessions(rq, c);
+    case R_STATS:
+        return send_json(rq, c, MHD_HTTP_OK, cf_engine_stats(e), NULL, 0);
+    case R_INFO:
+        return handle_info(rq, c);
+    case R_METRICS:
+        return handle_metrics(rq, c);
+    case R_HEALTHZ: {
+        static const char ok[] = "{\"status\":\"ok\"}";
+        return send_static(rq, c, MHD_HTTP_OK, "application/json", ok, sizeof ok - 1, NULL, 0);
+    }
+    case R_READYZ: {
+        static const char ready[] = "{\"status\":\"ready\"}";
+        if (cf_engine_ready(e))
+            return send_static(rq, c, MHD_HTTP_OK, "application/json", ready, sizeof ready - 1, NULL, 0);
+        return send_unavailable(rq, c, "not ready: recovery in progress");
+    }
+    default:
+        break;
+    }
+    return send_error(rq, c, MHD_HTTP_NOT_FOUND, "not found");
+}
+
+static bool asset_exists(const char *url)
+{
+    const unsigned char *data;
+    size_t len;
+    const char *ctype;
+    return strncmp(url, "/api/", 5) != 0 && cf_asset_find(url, &data, &len, &ctype);
+}
+
+static enum MHD_Result handle_asset(request *rq, struct MHD_Connection *c, const char *url, const char *method)
+{
+    const unsigned char *data;
+    size_t len;
+    const char *ctype;
+    bool api = strncmp(url, "/api/", 5) == 0 || strcmp(url, "/api") == 0;
+    if (api || !cf_asset_find(url, &data, &len, &ctype))
+        return send_error(rq, c, MHD_HTTP_NOT_FOUND, "not found");
+    bool is_get = strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
+    if (!is_get) {
+        static const extra_header allow[] = {{MHD_HTTP_HEADER_ALLOW, "GET, HEAD"}};
+        return send_error_h(rq, c, MHD_HTTP_METHOD_NOT_ALLOWED, "method not allowed", allow, 1);
+    }
+    /* The file names are not content-hashed: revalidate the page itself,
+     * cache the rest briefly. */
+    bool page = strcmp(url, "/") == 0 || strcmp(url, "/index.html") == 0;
+    const extra_header h[] = {
+        {MHD_HTTP_HEADER_CACHE_CONTROL, page ? "no-cache" : "public, max-age=300"},
+        {"Referrer-Policy", "no-referrer"},
+    };
+    return send_static(rq, c, MHD_HTTP_OK, ctype, data, len, h, 2);
+}
+
+static enum MHD_Result handle_options(request *rq, struct MHD_Connection *c)
+{
+    const char *allow = route_allow(rq->rt);
+    extra_header h[5];
+    size_t n = 0;
+    h[n++] = (extra_header){MHD_HTTP_HEADER_ALLOW, allow};
+    if (cors_allow(rq->h, c) && header(c, "Access-Control-Request-Method")) {
+        h[n++] = (extra_header){"Access-Control-Allow-Methods", allow};
+        h[n++] = (extra_header){"Access-Control-Allow-Headers", "Content-Type, Authorization"};
+        h[n++] = (extra_header){"Access-Control-Max-Age", CORS_MAX_AGE};
+    }
+    return send_static(rq, c, MHD_HTTP_NO_CONTENT, NULL, "", 0, h, n);
+}
+
+/* Checks made when the headers of a POST are in, before any body byte is
+ * read: auth, media type and Content-Length. Queues the refusal, or returns
+ * MHD_YES with nothing queued when the body should be read. */
+static enum MHD_Result begin_post(request *rq, struct MHD_Connection *c)
+{
+    const cf_config *cfg = &rq->h->cfg;
+    if (!authorized(c, cfg->ingest_token))
+        return send_unauthorized(rq, c, header(c, MHD_HTTP_HEADER_AUTHORIZATION) != NULL);
+    if (rq->rt == R_EVENTS) {
+        if (cf_ingest_content_type(header(c, MHD_HTTP_HEADER_CONTENT_TYPE), &rq->fmt) < 0)
+            return send_error(rq, c, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE,
+                              "Content-Type must be application/json, text/plain or application/x-ndjson");
+        rq->body_limit = cfg->max_body;
+    } else {
+        rq->body_limit = WATERMARK_MAX_BODY;
+    }
+    const char *cl = header(c, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    if (cl) {
+        char *end;
+        errno = 0;
+        unsigned long long v = strtoull(cl, &end, 10);
+        if (errno == 0 && end != cl && v > rq->body_limit)
+            return send_error(rq, c, MHD_HTTP_CONTENT_TOO_LARGE,
+                              rq->rt == R_EVENTS ? "request body is larger than --max-body"
+                                                 : "request body is too large");
+        if (errno == 0 && end != cl && v > 0) {
+            if (!budget_take(rq->h, rq, (size_t)v))
+                return send_unavailable(rq, c, "server busy: too many request bodies in flight, retry later");
+            /* Preallocate, but not more than a slow client has earned. */
+            size_t pre = (size_t)v + 1 < ((size_t)1 << 20) ? (size_t)v + 1 : ((size_t)1 << 20);
+            if (cf_buf_reserve(&rq->body, pre) < 0)
+                return send_unavailable(rq, c, "out of memory");
+        }
+    }
+    return MHD_YES;
+}
+
+static enum MHD_Result finish_events(request *rq, struct MHD_Connection *c, char *body, size_t len)
+{
+    const cf_config *cfg = &rq->h->cfg;
+    cf_ingest ig;
+    memset(&ig, 0, sizeof ig);
+    cf_event_limits lim = {.max_future_ms = cfg->max_future_ms};
+    const char *why = NULL;
+    int r = cf_ingest_parse(&ig, rq->fmt, body, len, cfg->max_batch, &lim, wall_ms(), &why);
+    enum MHD_Result ret;
+    if (r == -EBADMSG) {
+        ret = send_error(rq, c, MHD_HTTP_BAD_REQUEST, why);
+        goto out;
+    }
+    if (r == -E2BIG) {
+        ret = send_error(rq, c, MHD_HTTP_CONTENT_TOO_LARGE, why);
+        goto out;
+    }
+    if (r < 0) {
+        ret = send_unavailable(rq, c, "out of memory");
+        goto out;
+    }
+    cf_submit_result res = {0, 0};
+    if (ig.n_events > 0) {
+        r = cf_engine_ready(rq->h->engine) ? cf_engine_submit(rq->h->engine, ig.events, ig.n_events, NULL, &res)
+                                           : -EINPROGRESS;
+        if (r == -EINPROGRESS) {
+            ret = send_unavailable(rq, c, "not ready: recovery in progress, retry later");
+            goto out;
+        }
+        if (r == -EAGAIN) {
+            ret = send_unavailable(rq, c, "server busy: ingest queues are full, retry later");
+            goto out;
+        }
+        if (r == -ESHUTDOWN) {
+            ret = send_unavailable(rq, c, "server is shutting down");
+            goto out;
+        }
+        if (r < 0) {
+            ret = send_unavailable(rq, c, r == -EIO ? "storage failure: events not accepted"
+                                                   : "events not accepted");
+            goto out;
+        }
+    }
+    /* Counted only with the 202: a refused request (503) is retried whole. */
+    if (ig.rejected > 0)
+        cf_engine_count_rejected(rq->h->engine, ig.rejected);
+    cJSON *o = cJSON_CreateObject();
+    cJSON *errs = NULL;
+    bool ok = o && cJSON_AddNumberToObject(o, "accepted", (double)res.accepted) &&
+              cJSON_AddNumberToObject(o, "duplicates", (double)res.duplicates) &&
+              cJSON_AddNumberToObject(o, "rejected", (double)ig.rejected) &&
+              (errs = cJSON_AddArrayToObject(o, "errors")) != NULL;
+    for (size_t i = 0; ok && i < ig.n_errors; i++) {
+        cJSON *e = cJSON_CreateObject();
+        ok = e && cJSON_AddItemToArray(errs, e) &&
+             cJSON_AddNumberToObject(e, "index", (double)ig.errors[i].index) &&
+             cJSON_AddStringToObject(e, "error", ig.errors[i].reason);
+    }
+    if (!ok) {
+        /* The events are accepted; only the report failed. */
+        cJSON_Delete(o);
+        ret = MHD_NO;
+        goto out;
+    }
+    ret = send_json(rq, c, MHD_HTTP_ACCEPTED, o, NULL, 0);
+out:
+    cf_ingest_free(&ig);
+    return ret;
+}
+
+static enum MHD_Result finish_watermark(request *rq, struct MHD_Connection *c, char *body, size_t len)
+{
+    const char *end = NULL;
+    cJSON *root = cJSON_ParseWithLengthOpts(body, len + 1, &end, 1);
+    if (!root || end != body + len) {
+        cJSON_Delete(root);
+        return send_error(rq, c, MHD_HTTP_BAD_REQUEST, "body is not valid JSON");
+    }
+    const cJSON *w = cJSON_IsObject(root) ? cJSON_GetObjectItemCaseSensitive(root, "watermark") : NULL;
+    /* valueint saturates at INT_MAX: check the double instead (exact up to
+     * 2^53). */
+    double d = w && cJSON_IsNumber(w) ? w->valuedouble : NAN;
+    cJSON_Delete(root);
+    if (!(fabs(d) <= 9007199254740992.0) || d != floor(d))
+        return send_error(rq, c, MHD_HTTP_BAD_REQUEST,
+                          "body must be {\"watermark\": <integer epoch milliseconds>}");
+    int64_t wm = 0;
+    int r = cf_engine_raise_watermark(rq->h->engine, (int64_t)d, &wm);
+    if (r == -ESHUTDOWN)
+        return send_unavailable(rq, c, "server is shutting down");
+    if (r == -EAGAIN)
+        return send_unavailable(rq, c, "server busy, retry later");
+    if (r < 0)
+        return send_unavailable(rq, c, r == -EIO ? "storage failure: watermark not raised" : "watermark not raised");
+    cJSON *o = cJSON_CreateObject();
+    if (!o || !cJSON_AddNumberToObject(o, "watermark", (double)wm)) {
+        cJSON_Delete(o);
+        return MHD_NO;
+    }
+    return send_json(rq, c, MHD_HTTP_OK, o, NULL, 0);
+}
+
+/* Caps MHD's inactivity timeout by what is left of the request deadline,
+ * so a client that trickles bytes cannot outlive the deadline by much. */
+static void apply_deadline(request *rq, struct MHD_Connection *c, int64_t left_ms)
+{
+    int64_t t = rq->h->cfg.connection_timeout_ms;
+    if (left_ms < t)
+        t = left_ms;
+    unsigned secs = (unsigned)((t + 999) / 1000);
+    if (secs == 0)
+        secs = 1;
+    MHD_set_connection_option(c, MHD_CONNECTION_OPTION_TIMEOUT, secs);
+}
+
+/* Answers every request but an accepted POST, once it is complete. */
+static enum MHD_Result handle_request(request *rq, struct MHD_Connection *c, const char *url, const char *method)
+{
+    cf_http *h = rq->h;
+    if (strcmp(method, "OPTIONS") == 0 && rq->rt != R_NONE)
+        return handle_options(rq, c);
+    if (rq->rt == R_NONE) {
+        if (strcmp(method, "OPTIONS") == 0 && asset_exists(url)) {
+            static const extra_header allow[] = {{MHD_HTTP_HEADER_ALLOW, "GET, HEAD, OPTIONS"}};
+            return send_static(rq, c, MHD_HTTP_NO_CONTENT, NULL, "", 0, allow, 1);
+        }
+        return handle_asset(rq, c, url, method);
+    }
+    bool is_get = strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
+    if (route_is_post(rq->rt) || !is_get) {
+        const extra_header allow[] = {{MHD_HTTP_HEADER_ALLOW, route_allow(rq->rt)}};
+        return send_error_h(rq, c, MHD_HTTP_METHOD_NOT_ALLOWED, "method not allowed", allow, 1);
+    }
+    if (route_needs_read_token(rq->rt) && !authorized(c, h->cfg.read_token))
+        return send_unauthorized(rq, c, header(c, MHD_HTTP_HEADER_AUTHORIZATION) != NULL);
+    return handle_get(rq, c);
+}
+
+static enum MHD_Result access_handler(void *cls, struct MHD_Connection *c, const char *url, const char *method,
+                                      const char *version, const char *upload, size_t *upload_size,
+                                      void **con_cls)
+{
+    (void)cls;
+    (void)version;
+    request *rq = *con_cls;
+    if (!rq)
+        return MHD_NO;   /* uri_logger ran out of memory */
+    cf_http *h = rq->h;
+    int64_t left = h->cfg.request_deadline_ms - (mono_ms() - rq->start_ms);
+
+    if (!rq->headers_done) {
+        /* Headers are in. Only a POST is answered right away, when it is
+         * refused (auth, type, size): MHD then skips its body and closes the
+         * connection. Everything else is answered on the next call, once the
+         * request is complete, so the connection can be kept alive. */
+        rq->headers_done = true;
+        if (left <= 0)
+            return send_error(rq, c, MHD_HTTP_REQUEST_TIMEOUT, "request deadline exceeded");
+        apply_deadline(rq, c, left);
+        rq->rt = find_route(rq->raw_uri, strcspn(rq->raw_uri, "?#"));
+        if (route_is_post(rq->rt) && strcmp(method, "POST") == 0) {
+            rq->reading_body = true;
+            return begin_post(rq, c);
+        }
+        return MHD_YES;
+    }
+
+    if (!rq->reading_body) {
+        /* A body sent with anything but an accepted POST is ignored. */
+        if (*upload_size > 0) {
+            *upload_size = 0;
+            return MHD_YES;
+        }
+        if (rq->conn)
+            atomic_store(&rq->conn->deadline_ms, 0);
+        return handle_request(rq, c, url, method);
+    }
+
+    if (*upload_size > 0) {
+        /* A response cannot be queued while upload data is passed in: an
+         * over-limit body is discarded up to a bound and answered at the
+         * end; an expired deadline closes the connection. */
+        if (left <= 0)
+            return MHD_NO;
+        apply_deadline(rq, c, left);
+        size_t n = *upload_size;
+        *upload_size = 0;
+        if (!rq->too_big && rq->body.len + n > rq->body_limit)
+            rq->too_big = true;
+        if (!rq->too_big && !rq->over_budget && rq->body.len + n > rq->reserved &&
+            !budget_take(h, rq, rq->body.len + n - rq->reserved))
+            rq->over_budget = true;
+        if (rq->too_big || rq->over_budget) {
+            rq->discarded += n;
+            return rq->discarded > DISCARD_MAX ? MHD_NO : MHD_YES;
+        }
+        cf_buf_put(&rq->body, upload, n);
+        return rq->body.oom ? MHD_NO : MHD_YES;
+    }
+
+    /* The whole body is in; from here on the answer is ours to make. */
+    if (rq->conn)
+        atomic_store(&rq->conn->deadline_ms, 0);
+    if (rq->over_budget && !rq->too_big)
+        return send_unavailable(rq, c, "server busy: too many request bodies in flight, retry later");
+    if (rq->too_big)
+        return send_error(rq, c, MHD_HTTP_CONTENT_TOO_LARGE,
+                          rq->rt == R_EVENTS ? "request body is larger than --max-body" : "request body is too large");
+    cf_buf_put_u8(&rq->body, 0);
+    if (rq->body.oom)
+        return send_unavailable(rq, c, "out of memory");
+    rq->body.len--;
+    char *body = (char *)rq->body.data;
+    size_t len = rq->body.len;
+    if (rq->rt == R_EVENTS)
+        return finish_events(rq, c, body, len);
+    return finish_watermark(rq, c, body, len);
+}
+
+static void *uri_logger(void *cls, const char *uri, struct MHD_Connection *c)
+{
+    request *rq = calloc(1, sizeof *rq);
+    if (!rq)
+        return NULL;
+    rq->raw_uri = strdup(uri);
+    if (!rq->raw_uri) {
+        free(rq);
+        return NULL;
+    }
+    cf_http *h = cls;
+    rq->h = h;
+    rq->start_ms = mono_ms();
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    rq->conn = ci ? ci->socket_context : NULL;
+    if (rq->conn)
+        atomic_store(&rq->conn->deadline_ms, rq->start_ms + h->cfg.request_deadline_ms);
+    return rq;
+}
+
+static void request_completed(void *cls, struct MHD_Connection *c, void **con_cls,
+                              enum MHD_RequestTerminationCode toe)
+{
+    cf_http *h = cls;
+    request *rq = *con_cls;
+    *con_cls = NULL;
+    if (rq) {
+        if (rq->reserved)
+            atomic_fetch_sub(&h->inflight_bytes, rq->reserved);
+        /* Until the next request line: the idle timeout, then a deadline. */
+        if (rq->conn)
+            atomic_store(&rq->conn->deadline_ms,
+                         mono_ms() + h->cfg.connection_timeout_ms + h->cfg.request_deadline_ms);
+        cf_buf_free(&rq->body);
+        free(rq->raw_uri);
+        free(rq);
+    }
+    /* A kept-alive connection waits for its next request with the full
+     * inactivity timeout again. */
+    if (toe == MHD_REQUEST_TERMINATED_COMPLETED_OK)
+        MHD_set_connection_option(c, MHD_CONNECTION_OPTION_TIMEOUT,
+                                  (unsigned)((h->cfg.connection_timeout_ms + 999) / 1000));
+}
+
+static void notify_connection(void *cls, struct MHD_Connection *c, void **socket_context,
+                              enum MHD_ConnectionNotificationCode code)
+{
+    cf_http *h = cls;
+    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+        const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+        conn_entry *e = ci ? calloc(1, sizeof *e) : NULL;
+        if (!e)
+            return;   /* not watched: MHD's inactivity timeout still applies */
+        e->fd = ci->connect_fd;
+        /* The first request line must come within the idle timeout, and the
+         * request be complete a deadline later. */
+        atomic_store(&e->deadline_ms, mono_ms() + h->cfg.connection_timeout_ms + h->cfg.request_deadline_ms);
+        pthread_mutex_lock(&h->reaper_mu);
+        e->next = h->conns;
+        if (h->conns)
+            h->conns->prev = e;
+        h->conns = e;
+        pthread_mutex_unlock(&h->reaper_mu);
+        *socket_context = e;
+    } else if (code == MHD_CONNECTION_NOTIFY_CLOSED) {
+        conn_entry *e = *socket_context;
+        if (!e)
+            return;
+        pthread_mutex_lock(&h->reaper_mu);
+        if (e->prev)
+            e->prev->next = e->next;
+        else
+            h->conns = e->next;
+        if (e->next)
+            e->next->prev = e->prev;
+        pthread_mutex_unlock(&h->reaper_mu);
+        free(e);
+        *socket_context = NULL;
+    }
+}
+
+/* Every REAPER_PERIOD_MS: hang up on connections past their deadline.
+ * O(connections) per pass. */
+static void *reaper_main(void *arg)
+{
+    cf_http *h = arg;
+    pthread_mutex_lock(&h->reaper_mu);
+    while (!h->reaper_stop) {
+        int64_t now = mono_ms();
+        for (conn_entry *e = h->conns; e; e = e->next) {
+            int64_t d = atomic_load(&e->deadline_ms);
+            if (d != 0 && now >= d && !e->cut) {
+                e->cut = true;
+                shutdown(e->fd, SHUT_RDWR);
+            }
+        }
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        ts.tv_nsec += REAPER_PERIOD_MS * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&h->reaper_cv, &h->reaper_mu, &ts);
+    }
+    pthread_mutex_unlock(&h->reaper_mu);
+    return NULL;
+}
+
+static void mhd_logger(void *cls, const char *fmt, va_list ap)
+{
+    (void)cls;
+    char msg[512];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    size_t n = strlen(msg);
+    while (n > 0 && msg[n - 1] == '\n')
+        msg[--n] = '\0';
+    cf_warn("http: %s", msg);
+}
+
+cf_http *cf_http_start(const cf_config *cfg, cf_engine *engine, const char **ret_err)
+{
+    cf_http *h = calloc(1, sizeof *h);
+    if (!h) {
+        *ret_err = "out of memory";
+        return NULL;
+    }
+    h->cfg = *cfg;
+    h->engine = engine;
+    h->inflight_limit = cfg->max_body * 4 > ((size_t)256 << 20) ? cfg->max_body * 4 : ((size_t)256 << 20);
+    pthread_mutex_init(&h->reaper_mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&h->reaper_cv, &ca);
+    pthread_condattr_destroy(&ca);
+
+    struct sockaddr_in sin;
+    struct sockaddr_in6 sin6;
+    const struct sockaddr *sa;
+    unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ERROR_LOG | MHD_USE_TURBO;
+    memset(&sin, 0, sizeof sin);
+    memset(&sin6, 0, sizeof sin6);
+    if (inet_pton(AF_INET, cfg->bind, &sin.sin_addr) == 1) {
+        sin.sin_family = AF_INET;
+        sin.sin_port = htons(cfg->http_port);
+        sa = (const struct sockaddr *)&sin;
+    } else if (inet_pton(AF_INET6, cfg->bind, &sin6.sin6_addr) == 1) {
+        sin6.sin6_family = AF_INET6;
+        sin6.sin6_port = htons(cfg->http_port);
+        sa = (const struct sockaddr *)&sin6;
+        flags |= MHD_USE_IPv6;
+    } else {
+        cf_http_stop(h);
+        *ret_err = "--bind is not an IP address";
+        return NULL;
+    }
+    unsigned timeout_s = (unsigned)((cfg->connection_timeout_ms + 999) / 1000);
+    errno = 0;
+    h->daemon = MHD_start_daemon(
+        flags, cfg->http_port, NULL, NULL, access_handler, h,
+        MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, NULL,
+        MHD_OPTION_SOCK_ADDR, sa,
+        MHD_OPTION_THREAD_POOL_SIZE, (unsigned)(cfg->http_threads > 1 ? cfg->http_threads : 0),
+        MHD_OPTION_CONNECTION_TIMEOUT, timeout_s,
+        MHD_OPTION_CONNECTION_LIMIT, cfg->max_connections,
+        MHD_OPTION_PER_IP_CONNECTION_LIMIT, cfg->max_connections_per_ip,
+        MHD_OPTION_URI_LOG_CALLBACK, uri_logger, h,
+        MHD_OPTION_NOTIFY_COMPLETED, request_completed, h,
+        MHD_OPTION_NOTIFY_CONNECTION, notify_connection, h,
+        MHD_OPTION_END);
+    if (!h->daemon) {
+        int saved = errno;
+        cf_http_stop(h);
+        errno = saved;
+        *ret_err = "cannot start the HTTP server (is the port in use?)";
+        return NULL;
+    }
+    if (pthread_create(&h->reaper, NULL, reaper_main, h) != 0) {
+        cf_http_stop(h);
+        *ret_err = "cannot start the request deadline thread";
+        return NULL;
+    }
+    h->reaper_started = true;
+    return h;
+}
+
+void cf_http_stop(cf_http *h)
+{
+    if (!h)
+        return;
+    if (h->daemon)
+        MHD_stop_daemon(h->daemon);   /* every CLOSED notification has run */
+    if (h->reaper_started) {
+        pthread_mutex_lock(&h->reaper_mu);
+        h->reaper_stop = true;
+        pthread_cond_signal(&h->reaper_cv);
+        pthread_mutex_unlock(&h->reaper_mu);
+        pthread_join(h->reaper, NULL);
+    }
+    pthread_cond_destroy(&h->reaper_cv);
+    pthread_mutex_destroy(&h->reaper_mu);
+    free(h);
+}

@@ -1,0 +1,75 @@
+/* ingest: turns the body of POST /api/v1/events into validated events and
+ * per-event errors (SPEC section 3). No I/O: the HTTP layer reads the body
+ * into its own bounded buffer, this module parses it, the engine takes the
+ * events. Kept apart from http.c so the rules are unit-testable and fuzzable.
+ *
+ * Body rules (docs/API.md):
+ * - CF_BODY_JSON (application/json, text/plain): one JSON object, or an array
+ *   whose elements are each one event. Anything that is not JSON, has
+ *   trailing bytes, or is a JSON scalar at the top level fails the whole
+ *   request (400).
+ * - CF_BODY_NDJSON (application/x-ndjson): one JSON value per line; '\n' or
+ *   "\r\n" ends a line; blank lines are skipped and do not count as events. A
+ *   line that is not JSON is a per-event error, unless no line is JSON at all
+ *   (400).
+ * - An empty body (nothing but whitespace) is 400.
+ * - More than max_batch events is 413, whatever their validity. */
+#ifndef CF_INGEST_H
+#define CF_INGEST_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cjson/cJSON.h>
+
+#include "cf_buf.h"
+#include "cf_event.h"
+
+typedef enum cf_body_format {
+    CF_BODY_JSON = 0,
+    CF_BODY_NDJSON = 1,
+} cf_body_format;
+
+/* Errors listed in a response at most (SPEC 3); the rest are only counted. */
+#define CF_INGEST_MAX_ERRORS 100
+
+/* Maps a Content-Type header value to a body format. Media types compare
+ * case-insensitively and parameters (";charset=UTF-8") are ignored. Returns 0
+ * and sets *ret, or -EPROTONOSUPPORT for any other or a missing (NULL) type
+ * (answer 415). */
+int cf_ingest_content_type(const char *content_type, cf_body_format *ret);
+
+typedef struct cf_ingest_error {
+    size_t index;           /* 0-based event index (NDJSON: among non-blank lines) */
+    const char *reason;     /* static text */
+} cf_ingest_error;
+
+typedef struct cf_ingest {
+    cf_event *events;       /* the valid events, in body order */
+    size_t n_events;
+    size_t *event_index;    /* body index of each valid event */
+    size_t rejected;        /* invalid events, listed or not */
+    cf_ingest_error errors[CF_INGEST_MAX_ERRORS];
+    size_t n_errors;        /* min(rejected, CF_INGEST_MAX_ERRORS) */
+    /* Owned storage the events borrow from. */
+    cJSON **trees;
+    size_t n_trees;
+    cf_buf scratch;         /* properties text */
+} cf_ingest;
+
+/* A zeroed cf_ingest is valid and empty; free releases everything the events
+ * borrow from (accepts NULL). */
+void cf_ingest_free(cf_ingest *ig);
+
+/* Parses and validates body[0..len) (body[len] must be '\0'; NDJSON parsing
+ * writes NULs into body, so the caller's buffer is modified). now_ms is the
+ * receive time for events without a timestamp. Returns:
+ *   0        ig holds the valid events and the errors
+ *   -EBADMSG the body is not JSON (*ret_error says why; answer 400)
+ *   -E2BIG   more than max_batch events (answer 413)
+ *   -ENOMEM
+ * ig must be zeroed (or freed) before the call. O(len). */
+int cf_ingest_parse(cf_ingest *ig, cf_body_format fmt, char *body, size_t len, size_t max_batch,
+                    const cf_event_limits *lim, int64_t now_ms, const char **ret_error);
+
+#endif

@@ -1,0 +1,148 @@
+/* queue: bounded SPSC ring with a sleep/wake protocol (see queue.h).
+ *
+ * head and tail are free-running 64-bit counters (they never wrap in
+ * practice); slot i lives at i % capacity, so any capacity works. The
+ * producer publishes a slot with a release store of tail, the consumer frees
+ * one with a release store of head.
+ *
+ * Lost wake-ups are avoided with the classic Dekker pattern on sequentially
+ * consistent atomics: the consumer stores sleeping = 1 and then re-reads
+ * tail/kicked; the producer stores tail (or kicked) and then reads sleeping.
+ * At least one of them sees the other's store. The consumer re-checks under
+ * the mutex before waiting and the producer signals under the mutex, so the
+ * signal cannot fall between the consumer's check and its wait. */
+#include "queue.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+
+struct cf_queue {
+    size_t cap;
+    /* Consumer-owned line. */
+    _Alignas(64) _Atomic uint64_t head;
+    /* Producer-owned line. */
+    _Alignas(64) _Atomic uint64_t tail;
+    _Alignas(64) atomic_int sleeping;
+    atomic_int kicked;
+    pthread_mutex_t mu;
+    pthread_cond_t cond;
+    void *_Atomic *slots;
+};
+
+cf_queue *cf_queue_new(size_t capacity)
+{
+    if (capacity == 0)
+        return NULL;
+    cf_queue *q = calloc(1, sizeof *q);
+    if (!q)
+        return NULL;
+    q->slots = calloc(capacity, sizeof *q->slots);
+    if (!q->slots) {
+        free(q);
+        return NULL;
+    }
+    q->cap = capacity;
+    atomic_init(&q->head, 0);
+    atomic_init(&q->tail, 0);
+    atomic_init(&q->sleeping, 0);
+    atomic_init(&q->kicked, 0);
+    pthread_mutex_init(&q->mu, NULL);
+    pthread_cond_init(&q->cond, NULL);
+    return q;
+}
+
+void cf_queue_free(cf_queue *q)
+{
+    if (!q)
+        return;
+    pthread_mutex_destroy(&q->mu);
+    pthread_cond_destroy(&q->cond);
+    free((void *)q->slots);
+    free(q);
+}
+
+size_t cf_queue_capacity(const cf_queue *q) { return q->cap; }
+
+size_t cf_queue_space(const cf_queue *q)
+{
+    uint64_t tail = atomic_load_explicit(&q->tail, memory_order_relaxed);
+    uint64_t head = atomic_load_explicit(&q->head, memory_order_acquire);
+    return q->cap - (size_t)(tail - head);
+}
+
+/* Wakes the consumer if it announced that it sleeps. Called after a seq_cst
+ * store of tail or kicked (see the file comment). */
+static void wake(cf_queue *q)
+{
+    if (atomic_load(&q->sleeping)) {
+        pthread_mutex_lock(&q->mu);
+        pthread_cond_signal(&q->cond);
+        pthread_mutex_unlock(&q->mu);
+    }
+}
+
+bool cf_queue_push(cf_queue *q, void *msg)
+{
+    uint64_t tail = atomic_load_explicit(&q->tail, memory_order_relaxed);
+    uint64_t head = atomic_load_explicit(&q->head, memory_order_acquire);
+    if (tail - head >= q->cap)
+        return false;
+    atomic_store_explicit(&q->slots[tail % q->cap], msg, memory_order_relaxed);
+    atomic_store(&q->tail, tail + 1);   /* seq_cst: release + Dekker */
+    wake(q);
+    return true;
+}
+
+uint64_t cf_queue_produced(const cf_queue *q)
+{
+    return atomic_load_explicit(&q->tail, memory_order_acquire);
+}
+
+void *cf_queue_pop(cf_queue *q)
+{
+    uint64_t head = atomic_load_explicit(&q->head, memory_order_relaxed);
+    uint64_t tail = atomic_load_explicit(&q->tail, memory_order_acquire);
+    if (head == tail)
+        return NULL;
+    void *msg = atomic_load_explicit(&q->slots[head % q->cap], memory_order_relaxed);
+    atomic_store_explicit(&q->head, head + 1, memory_order_release);
+    return msg;
+}
+
+/* True when the consumer has something to do. */
+static bool ready(cf_queue *q)
+{
+    return atomic_load(&q->tail) != atomic_load_explicit(&q->head, memory_order_relaxed) ||
+           atomic_load(&q->kicked);
+}
+
+void cf_queue_wait(cf_queue *q)
+{
+    if (!ready(q)) {
+        atomic_store(&q->sleeping, 1);
+        if (!ready(q)) {
+            pthread_mutex_lock(&q->mu);
+            while (!ready(q))
+                pthread_cond_wait(&q->cond, &q->mu);
+            pthread_mutex_unlock(&q->mu);
+        }
+        atomic_store(&q->sleeping, 0);
+    }
+    /* Consume the kick: whoever kicked posted its work before kicking, so
+     * the caller sees that work when it looks after we return. */
+    atomic_store(&q->kicked, 0);
+}
+
+void cf_queue_kick(cf_queue *q)
+{
+    atomic_store(&q->kicked, 1);
+    wake(q);
+}
+
+size_t cf_queue_depth(const cf_queue *q)
+{
+    uint64_t head = atomic_load_explicit(&q->head, memory_order_acquire);
+    uint64_t tail = atomic_load_explicit(&q->tail, memory_order_acquire);
+    return tail >= head ? (size_t)(tail - head) : 0;
+}

@@ -1,0 +1,884 @@
+/* shard: the worker thread, its keyed state and its query answers. See
+ * shard.h for the model and docs/DESIGN.md for the whole pipeline. */
+#include "shard.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cf_event.h"
+#include "cf_hash.h"
+#include "cf_sessions.h"
+#include "cf_time.h"
+#include "cf_winop.h"
+#include "log.h"
+#include "push.h"
+#include "results_json.h"
+#include "retain.h"
+
+#define SHARD_MAGIC 0x48534643u     /* "CFSH" */
+#define SHARD_VERSION 1u
+#define LATE_KEEP 10000             /* SPEC 8: at least the last 10,000 late events */
+#define SESSIONS_KEEP 100000        /* SPEC 5: at least the last 100,000 sessions */
+#define PRUNE_EVERY_MARKS 64        /* trending prune cadence, in markers */
+#define TRENDING_MIN_SCORE 0.01     /* SPEC 7 */
+
+/* A control request: one query part waiting for its target. */
+typedef struct cf_ctl {
+    struct cf_ctl *next;
+    uint64_t target;
+    cf_shard_query *q;
+    struct cf_done *done;
+} cf_ctl;
+
+/* Completion of a multi-shard query. */
+typedef struct cf_done {
+    pthread_mutex_t mu;
+    pthread_cond_t cond;
+    size_t remaining;
+} cf_done;
+
+struct cf_shard {
+    unsigned index;
+    cf_config cfg;
+    cf_push *push;
+    atomic_size_t *inflight;
+    cf_queue *q;
+    pthread_t thread;
+    bool started, joined;
+    atomic_int stop;
+    atomic_int held;
+
+    /* Control list: posted by query threads, drained by the shard. */
+    pthread_mutex_t ctl_mu;
+    cf_ctl *ctl_head;
+    cf_ctl **ctl_tail;
+    bool ctl_closed;
+    atomic_int ctl_waiting;
+
+    /* State owned by the shard thread (and by the loader before start). */
+    uint64_t processed;             /* messages fully handled */
+    uint64_t marks;
+    cf_winop *tumbling;
+    cf_winop *sliding;
+    cf_sessions *sessions;
+    cf_trending *trending;
+    cf_retain *closed[2];           /* by cf_window_type */
+    cf_retain *closed_sessions;
+    cf_retain *late;
+    cf_shard_stats st;
+
+    /* Push batches of the message being handled (NULL without a hub). */
+    cJSON *batch_windows;
+    cJSON *batch_sessions;
+    cJSON *batch_late;
+};
+
+cf_msg *cf_msg_new(cf_msg_kind kind, size_t len)
+{
+    cf_msg *m = malloc(sizeof *m + len);
+    if (!m)
+        return NULL;
+    memset(m, 0, sizeof *m);
+    m->kind = (uint8_t)kind;
+    m->len = len;
+    return m;
+}
+
+size_t cf_msg_bytes(const cf_msg *m) { return sizeof *m + m->len; }
+
+void cf_shard_query_clear(cf_shard_query *q)
+{
+    for (size_t i = 0; i < q->n_items; i++)
+        free(q->items[i]);
+    free(q->items);
+    q->items = NULL;
+    q->n_items = 0;
+    for (size_t i = 0; i < q->n_trend; i++)
+        free((void *)q->trend[i].page_url);
+    free(q->trend);
+    q->trend = NULL;
+    q->n_trend = 0;
+}
+
+/* ---- construction ------------------------------------------------------ */
+
+static cf_winop_config winop_config(const cf_config *cfg, cf_window_type type)
+{
+    cf_winop_config wc = {
+        .type = type,
+        .size_ms = type == CF_WINDOW_TUMBLING ? cfg->window_ms : cfg->slide_size_ms,
+        .slide_ms = type == CF_WINDOW_TUMBLING ? cfg->window_ms : cfg->slide_ms,
+        .allowed_lateness_ms = cfg->allowed_lateness_ms,
+    };
+    return wc;
+}
+
+static size_t sessions_keep(const cf_config *cfg)
+{
+    return cfg->retain_results > SESSIONS_KEEP ? cfg->retain_results : SESSIONS_KEEP;
+}
+
+cf_shard *cf_shard_new(const cf_config *cfg, unsigned index, size_t queue_slots, cf_push *push,
+                       atomic_size_t *inflight)
+{
+    cf_shard *s = calloc(1, sizeof *s);
+    if (!s)
+        return NULL;
+    s->index = index;
+    s->cfg = *cfg;
+    s->push = push;
+    s->inflight = inflight;
+    atomic_init(&s->stop, 0);
+    atomic_init(&s->held, 0);
+    atomic_init(&s->ctl_waiting, 0);
+    pthread_mutex_init(&s->ctl_mu, NULL);
+    s->ctl_tail = &s->ctl_head;
+    s->st.watermark = CF_TIME_NONE;
+    cf_winop_config tc = winop_config(cfg, CF_WINDOW_TUMBLING);
+    cf_winop_config sc = winop_config(cfg, CF_WINDOW_SLIDING);
+    size_t keep = cfg->retain_results ? cfg->retain_results : 1;
+    s->q = cf_queue_new(queue_slots);
+    s->tumbling = cf_winop_new(&tc);
+    s->sliding = cf_winop_new(&sc);
+    s->sessions = cf_sessions_new(cfg->session_gap_ms, cfg->allowed_lateness_ms, cfg->max_keys);
+    s->trending = cf_trending_new(cfg->half_life_ms);
+    s->closed[CF_WINDOW_TUMBLING] = cf_retain_new(keep, free);
+    s->closed[CF_WINDOW_SLIDING] = cf_retain_new(keep, free);
+    s->closed_sessions = cf_retain_new(sessions_keep(cfg), free);
+    s->late = cf_retain_new(LATE_KEEP, free);
+    if (!s->q || !s->tumbling || !s->sliding || !s->sessions || !s->trending ||
+        !s->closed[0] || !s->closed[1] || !s->closed_sessions || !s->late) {
+        cf_shard_free(s);
+        return NULL;
+    }
+    return s;
+}
+
+static void free_msg(cf_shard *s, cf_msg *m)
+{
+    if (s->inflight)
+        atomic_fetch_sub(s->inflight, cf_msg_bytes(m));
+    free(m);
+}
+
+void cf_shard_free(cf_shard *s)
+{
+    if (!s)
+        return;
+    cf_shard_stop(s);
+    if (s->q) {
+        cf_msg *m;
+        while ((m = cf_queue_pop(s->q)) != NULL)
+            free_msg(s, m);
+    }
+    cf_queue_free(s->q);
+    cf_winop_free(s->tumbling);
+    cf_winop_free(s->sliding);
+    cf_sessions_free(s->sessions);
+    cf_trending_free(s->trending);
+    cf_retain_free(s->closed[0]);
+    cf_retain_free(s->closed[1]);
+    cf_retain_free(s->closed_sessions);
+    cf_retain_free(s->late);
+    cJSON_Delete(s->batch_windows);
+    cJSON_Delete(s->batch_sessions);
+    cJSON_Delete(s->batch_late);
+    pthread_mutex_destroy(&s->ctl_mu);
+    free(s);
+}
+
+cf_queue *cf_shard_queue(cf_shard *s) { return s->q; }
+
+void cf_shard_hold(cf_shard *s, bool hold)
+{
+    atomic_store(&s->held, hold);
+    cf_queue_kick(s->q);
+}
+
+/* ---- event processing -------------------------------------------------- */
+
+/* Appends a copy of a record's JSON to a push batch (created lazily). */
+static void batch_add(cJSON **batch, cJSON *item)
+{
+    if (!item)
+        return;
+    if (!*batch && !(*batch = cJSON_CreateArray())) {
+        cJSON_Delete(item);
+        return;
+    }
+    cJSON_AddItemToArray(*batch, item);
+}
+
+static void on_window(void *ctx, const cf_window_result *r)
+{
+    cf_shard *s = ctx;
+    s->st.windows_fired++;
+    if (r->revision > 0)
+        s->st.late_updates++;
+    cf_wres *w = cf_wres_new(r);
+    if (!w) {
+        s->st.errors++;
+        return;
+    }
+    if (s->push)
+        batch_add(&s->batch_windows, cf_wres_json(w));
+    cf_retain_push(s->closed[r->type == CF_WINDOW_SLIDING], w);
+}
+
+static void on_session(void *ctx, const cf_session_record *r)
+{
+    cf_shard *s = ctx;
+    s->st.sessions_closed++;
+    if (r->revision > 0)
+        s->st.session_late_updates++;
+    cf_sres *rec = cf_sres_new(r);
+    if (!rec) {
+        s->st.errors++;
+        return;
+    }
+    if (s->push)
+        batch_add(&s->batch_sessions, cf_sres_json(rec));
+    cf_retain_push(s->closed_sessions, rec);
+}
+
+static void page_event(cf_shard *s, const cf_event *ev, uint64_t seq)
+{
+    uint64_t uh = cf_hash64(ev->user_id, ev->user_id_len, 0);
+    int a = cf_winop_add(s->tumbling, ev->page_url, ev->page_url_len, uh, ev->ts, on_window, s);
+    int b = cf_winop_add(s->sliding, ev->page_url, ev->page_url_len, uh, ev->ts, on_window, s);
+    if (a < 0 || b < 0)
+        s->st.errors++;
+    else if (a == 0 && b == 0) {
+        s->st.late_dropped++;
+        cf_lres *l = cf_lres_new(ev->page_url, ev->page_url_len, ev->user_id, ev->user_id_len,
+                                 ev->event_id, ev->event_id_len, ev->ts, seq,
+                                 cf_late_reason_windows());
+        if (l) {
+            if (s->push)
+                batch_add(&s->batch_late, cf_lres_json(l));
+            cf_retain_push(s->late, l);
+        } else {
+            s->st.errors++;
+        }
+    }
+    /* Trending counts late events too (SPEC 4): they are already decayed. */
+    if (cf_trending_add(s->trending, ev->page_url, ev->page_url_len, ev->ts) < 0)
+        s->st.errors++;
+}
+
+static void user_event(cf_shard *s, const cf_event *ev)
+{
+    int r = cf_sessions_add(s->sessions, ev->user_id, ev->user_id_len, ev->page_url,
+                            ev->page_url_len, ev->ts, on_session, s);
+    if (r < 0)
+        s->st.errors++;
+    else if (r == 0)
+        s->st.session_late_dropped++;
+}
+
+static void handle_events(cf_shard *s, const cf_msg *m)
+{
+    cf_reader r;
+    cf_reader_init(&r, m->data, m->len);
+    for (uint32_t i = 0; i < m->n; i++) {
+        uint8_t role = 0;
+        uint64_t seq = 0;
+        cf_event ev;
+        cf_get_u8(&r, &role);
+        cf_get_u64(&r, &seq);
+        if (r.bad || cf_event_unpack(&r, &ev) < 0) {
+            /* The sequencer built this message; a bad one is a bug. */
+            cf_error("shard %u: malformed events message (entry %u of %u)", s->index, i, m->n);
+            s->st.errors++;
+            return;
+        }
+        s->st.events++;
+        if (role & CF_ROLE_PAGE)
+            page_event(s, &ev, seq);
+        if (role & CF_ROLE_USER)
+            user_event(s, &ev);
+    }
+}
+
+static void handle_mark(cf_shard *s, const cf_msg *m)
+{
+    cf_winop_advance(s->tumbling, m->wm, on_window, s);
+    cf_winop_advance(s->sliding, m->wm, on_window, s);
+    cf_sessions_advance(s->sessions, m->wm, on_session, s);
+    s->st.watermark = m->wm;
+    /* Every shard sees the same markers, so pruning happens at the same
+     * points whatever the shard count (deterministic results). */
+    if (++s->marks % PRUNE_EVERY_MARKS == 0 && m->clock != CF_TIME_NONE)
+        cf_trending_prune(s->trending, m->clock, TRENDING_MIN_SCORE);
+}
+
+static int shard_save(const cf_shard *s, cf_buf *out);
+
+static void handle_barrier(cf_shard *s, const cf_msg *m)
+{
+    cf_snapjob *job = m->snap;
+    cf_buf *part = &job->parts[s->index];
+    cf_buf_reset(part);
+    if (shard_save(s, part) < 0)
+        atomic_store(&job->failed, 1);
+    atomic_fetch_sub_explicit(&job->remaining, 1, memory_order_release);
+}
+
+static void publish_batch(cf_shard *s, cJSON **batch, cf_topic topic, const char *type)
+{
+    if (!*batch)
+        return;
+    size_t len = 0;
+    char *text = cf_push_message(type, *batch, &len);
+    *batch = NULL;
+    if (text) {
+        cf_push_publish(s->push, topic, text, len, false);
+        cJSON_free(text);
+    }
+}
+
+static void handle_msg(cf_shard *s, cf_msg *m)
+{
+    switch (m->kind) {
+    case CF_MSG_EVENTS: handle_events(s, m); break;
+    case CF_MSG_MARK: handle_mark(s, m); break;
+    case CF_MSG_BARRIER: handle_barrier(s, m); break;
+    default: cf_error("shard %u: unknown message kind %u", s->index, m->kind); break;
+    }
+    if (s->push) {
+        publish_batch(s, &s->batch_windows, CF_TOPIC_WINDOWS, "windows");
+        publish_batch(s, &s->batch_sessions, CF_TOPIC_SESSIONS, "session_end");
+        publish_batch(s, &s->batch_late, CF_TOPIC_LATE, "late");
+    }
+}
+
+/* ---- queries (run on the shard thread) --------------------------------- */
+
+/* A growable array of pointers. */
+typedef struct ptrvec {
+    void **v;
+    size_t n, cap;
+    bool oom;
+} ptrvec;
+
+static void pv_push(ptrvec *p, void *x)
+{
+    if (p->oom)
+        return;
+    if (p->n == p->cap) {
+        size_t cap = p->cap ? p->cap * 2 : 64;
+        void **v = realloc(p->v, cap * sizeof *v);
+        if (!v) {
+            p->oom = true;
+            return;
+        }
+        p->v = v;
+        p->cap = cap;
+    }
+    p->v[p->n++] = x;
+}
+
+static bool page_matches(const cf_shard_query *q, const char *page, size_t len)
+{
+    return !q->page || (q->page_len == len && memcmp(q->page, page, len) == 0);
+}
+
+typedef struct open_ctx {
+    const cf_shard_query *q;
+    ptrvec *owned;
+} open_ctx;
+
+static void collect_open(void *ctx, const cf_window_result *r)
+{
+    open_ctx *c = ctx;
+    if (!page_matches(c->q, r->page_url, r->page_url_len))
+        return;
+    cf_wres *w = cf_wres_new(r);
+    if (!w) {
+        c->owned->oom = true;
+        return;
+    }
+    w->final = false;
+    pv_push(c->owned, w);
+    if (c->owned->oom)
+        free(w);
+}
+
+/* Copies the first min(n, limit) records of v into q->items with dup. */
+static void take(cf_shard_query *q, void **v, size_t n, void *(*dup)(const void *))
+{
+    size_t k = n < q->limit ? n : q->limit;
+    if (k == 0)
+        return;
+    q->items = calloc(k, sizeof *q->items);
+    if (!q->items) {
+        q->err = -ENOMEM;
+        return;
+    }
+    for (size_t i = 0; i < k; i++) {
+        q->items[i] = dup(v[i]);
+        if (!q->items[i]) {
+            q->err = -ENOMEM;
+            return;
+        }
+        q->n_items = i + 1;
+    }
+}
+
+static void *dup_w(const void *p) { return cf_wres_dup(p); }
+static void *dup_s(const void *p) { return cf_sres_dup(p); }
+static void *dup_l(const void *p) { return cf_lres_dup(p); }
+
+static void q_windows(cf_shard *s, cf_shard_query *q)
+{
+    ptrvec owned = {0}, all = {0};
+    open_ctx oc = {.q = q, .owned = &owned};
+    for (int t = CF_WINDOW_TUMBLING; t <= CF_WINDOW_SLIDING; t++) {
+        if (q->wtype >= 0 && q->wtype != t)
+            continue;
+        if (q->state != 1)
+            cf_winop_foreach_open(t == CF_WINDOW_TUMBLING ? s->tumbling : s->sliding,
+                                  collect_open, &oc);
+        if (q->state != 0) {
+            const cf_retain *ring = s->closed[t];
+            for (size_t i = 0, n = cf_retain_len(ring); i < n; i++) {
+                cf_wres *w = cf_retain_at(ring, i);
+                if (page_matches(q, w->page, w->page_len))
+                    pv_push(&all, w);
+            }
+        }
+    }
+    for (size_t i = 0; i < owned.n; i++)
+        pv_push(&all, owned.v[i]);
+    if (owned.oom || all.oom) {
+        q->err = -ENOMEM;
+    } else {
+        if (all.n > 1)
+            qsort(all.v, all.n, sizeof *all.v, cf_wres_cmp);
+        /* Keep only the newest firing of each (type, window, page): the
+         * order puts the highest revision first. */
+        size_t k = 0;
+        for (size_t i = 0; i < all.n; i++)
+            if (k == 0 || !cf_wres_same_window(all.v[k - 1], all.v[i]))
+                all.v[k++] = all.v[i];
+        take(q, all.v, k, dup_w);
+    }
+    for (size_t i = 0; i < owned.n; i++)
+        free(owned.v[i]);
+    free(owned.v);
+    free(all.v);
+}
+
+static void q_late(cf_shard *s, cf_shard_query *q)
+{
+    /* The ring is in arrival order, so the newest are at its end. */
+    size_t n = cf_retain_len(s->late);
+    size_t k = n < q->limit ? n : q->limit;
+    ptrvec v = {0};
+    for (size_t i = 0; i < k; i++)
+        pv_push(&v, cf_retain_at(s->late, n - 1 - i));
+    if (v.oom)
+        q->err = -ENOMEM;
+    else
+        take(q, v.v, v.n, dup_l);
+    free(v.v);
+}
+
+static void q_sessions(cf_shard *s, cf_shard_query *q)
+{
+    ptrvec v = {0};
+    for (size_t i = 0, n = cf_retain_len(s->closed_sessions); i < n; i++)
+        pv_push(&v, cf_retain_at(s->closed_sessions, i));
+    if (v.oom) {
+        q->err = -ENOMEM;
+    } else {
+        if (v.n > 1)
+            qsort(v.v, v.n, sizeof *v.v, cf_sres_cmp);
+        take(q, v.v, v.n, dup_s);
+    }
+    free(v.v);
+}
+
+static void collect_session(void *ctx, const cf_session_record *r)
+{
+    ptrvec *v = ctx;
+    cf_sres *rec = cf_sres_new(r);
+    if (!rec) {
+        v->oom = true;
+        return;
+    }
+    rec->final = false;
+    pv_push(v, rec);
+    if (v->oom)
+        free(rec);
+}
+
+static void q_user_sessions(cf_shard *s, cf_shard_query *q)
+{
+    ptrvec v = {0};
+    cf_sessions_get_open(s->sessions, q->user, q->user_len, collect_session, &v);
+    if (v.oom) {
+        q->err = -ENOMEM;
+        for (size_t i = 0; i < v.n; i++)
+            free(v.v[i]);
+        free(v.v);
+        return;
+    }
+    q->items = v.v;     /* already owned copies, oldest first */
+    q->n_items = v.n;
+}
+
+static void q_trending(cf_shard *s, cf_shard_query *q)
+{
+    if (q->limit == 0 || q->T == CF_TIME_NONE)
+        return;
+    cf_trend_item *items = calloc(q->limit, sizeof *items);
+    if (!items) {
+        q->err = -ENOMEM;
+        return;
+    }
+    size_t n = cf_trending_top(s->trending, q->T, q->limit, items);
+    /* The page strings are borrowed from the table, which the shard will
+     * modify after we return: copy them. */
+    for (size_t i = 0; i < n; i++) {
+        char *p = malloc(items[i].page_url_len + 1);
+        if (!p) {
+            q->err = -ENOMEM;
+            for (size_t j = 0; j < i; j++)
+                free((void *)items[j].page_url);
+            free(items);
+            return;
+        }
+        memcpy(p, items[i].page_url, items[i].page_url_len);
+        p[items[i].page_url_len] = '\0';
+        items[i].page_url = p;
+    }
+    q->trend = items;
+    q->n_trend = n;
+}
+
+static void q_stats(cf_shard *s, cf_shard_query *q)
+{
+    q->stats = s->st;
+    q->stats.open_windows = cf_winop_open_count(s->tumbling) + cf_winop_open_count(s->sliding);
+    q->stats.kept_windows = cf_winop_kept_count(s->tumbling) + cf_winop_kept_count(s->sliding);
+    q->stats.open_sessions = cf_sessions_open_count(s->sessions);
+    q->stats.session_evictions = cf_sessions_evictions(s->sessions);
+    q->stats.trending_pages = cf_trending_count(s->trending);
+    q->stats.memory = cf_winop_memory(s->tumbling) + cf_winop_memory(s->sliding) +
+                      cf_sessions_memory(s->sessions) + cf_trending_memory(s->trending);
+    q->stats.queue_depth = cf_queue_depth(s->q);
+}
+
+static void run_query(cf_shard *s, cf_shard_query *q)
+{
+    switch (q->kind) {
+    case CF_Q_TRENDING: q_trending(s, q); break;
+    case CF_Q_WINDOWS: q_windows(s, q); break;
+    case CF_Q_LATE: q_late(s, q); break;
+    case CF_Q_SESSIONS: q_sessions(s, q); break;
+    case CF_Q_USER_SESSIONS: q_user_sessions(s, q); break;
+    case CF_Q_STATS: q_stats(s, q); break;
+    }
+}
+
+static void finish(cf_ctl *c)
+{
+    cf_done *d = c->done;
+    pthread_mutex_lock(&d->mu);
+    if (--d->remaining == 0)
+        pthread_cond_broadcast(&d->cond);
+    pthread_mutex_unlock(&d->mu);
+}
+
+/* Runs the control requests whose target has been reached (all of them
+ * when closing, which also refuses later posts). */
+static void run_ctls(cf_shard *s, bool closing)
+{
+    cf_ctl *ready = NULL, **ready_tail = &ready;
+    pthread_mutex_lock(&s->ctl_mu);
+    cf_ctl **pp = &s->ctl_head;
+    while (*pp) {
+        cf_ctl *c = *pp;
+        if (closing || c->target <= s->processed) {
+            *pp = c->next;
+            c->next = NULL;
+            *ready_tail = c;
+            ready_tail = &c->next;
+        } else {
+            pp = &c->next;
+        }
+    }
+    s->ctl_tail = pp;
+    if (closing)
+        s->ctl_closed = true;
+    atomic_store(&s->ctl_waiting, s->ctl_head != NULL);
+    pthread_mutex_unlock(&s->ctl_mu);
+    while (ready) {
+        cf_ctl *next = ready->next;   /* read before finish(): the poster frees c */
+        run_query(s, ready->q);
+        finish(ready);
+        ready = next;
+    }
+}
+
+static void *shard_main(void *arg)
+{
+    cf_shard *s = arg;
+    for (;;) {
+        cf_msg *m = atomic_load(&s->held) && !atomic_load(&s->stop) ? NULL : cf_queue_pop(s->q);
+        if (m) {
+            handle_msg(s, m);
+            free_msg(s, m);
+            s->processed++;
+            if (atomic_load_explicit(&s->ctl_waiting, memory_order_relaxed))
+                run_ctls(s, false);
+            continue;
+        }
+        run_ctls(s, false);
+        if (atomic_load(&s->held) && !atomic_load(&s->stop)) {
+            sched_yield();  /* test seam only: the queue is not empty */
+            continue;
+        }
+        if (atomic_load(&s->stop)) {
+            /* The producer stopped before setting stop, so the queue stays
+             * empty: answer whatever is left and refuse new posts. */
+            run_ctls(s, true);
+            break;
+        }
+        cf_queue_wait(s->q);
+    }
+    return NULL;
+}
+
+int cf_shard_start(cf_shard *s)
+{
+    int rc = pthread_create(&s->thread, NULL, shard_main, s);
+    if (rc)
+        return -rc;
+    s->started = true;
+    return 0;
+}
+
+void cf_shard_stop(cf_shard *s)
+{
+    if (!s->started || s->joined)
+        return;
+    atomic_store(&s->stop, 1);
+    cf_queue_kick(s->q);
+    pthread_join(s->thread, NULL);
+    s->joined = true;
+}
+
+int cf_shards_query(cf_shard *const *shards, size_t n, cf_shard_query *qs,
+                    const uint64_t *targets)
+{
+    cf_ctl *ctls = calloc(n ? n : 1, sizeof *ctls);
+    if (!ctls)
+        return -ENOMEM;
+    cf_done done = {.remaining = 0};
+    pthread_mutex_init(&done.mu, NULL);
+    pthread_cond_init(&done.cond, NULL);
+    int rc = 0;
+    for (size_t i = 0; i < n; i++) {
+        cf_shard *s = shards[i];
+        qs[i].err = 0;
+        ctls[i] = (cf_ctl){.target = targets[i], .q = &qs[i], .done = &done};
+        pthread_mutex_lock(&s->ctl_mu);
+        bool closed = s->ctl_closed || !s->started;
+        if (!closed) {
+            *s->ctl_tail = &ctls[i];
+            s->ctl_tail = &ctls[i].next;
+            atomic_store(&s->ctl_waiting, 1);
+            pthread_mutex_lock(&done.mu);
+            done.remaining++;
+            pthread_mutex_unlock(&done.mu);
+        }
+        pthread_mutex_unlock(&s->ctl_mu);
+        if (closed)
+            qs[i].err = -ESHUTDOWN;
+        else
+            cf_queue_kick(s->q);
+    }
+    pthread_mutex_lock(&done.mu);
+    while (done.remaining > 0)
+        pthread_cond_wait(&done.cond, &done.mu);
+    pthread_mutex_unlock(&done.mu);
+    pthread_mutex_destroy(&done.mu);
+    pthread_cond_destroy(&done.cond);
+    free(ctls);
+    for (size_t i = 0; i < n && rc == 0; i++)
+        rc = qs[i].err;
+    return rc;
+}
+
+/* ---- snapshots --------------------------------------------------------- */
+
+/* Saves one operator into out as a length-prefixed blob, so loading does
+ * not depend on the operator reading exactly its own bytes. */
+static int put_blob(cf_buf *out, int (*save)(const void *, cf_buf *), const void *obj)
+{
+    cf_buf tmp = {0};
+    int rc = save(obj, &tmp);
+    if (rc >= 0 && tmp.oom)
+        rc = -ENOMEM;
+    if (rc >= 0)
+        cf_buf_put_str(out, (const char *)tmp.data, tmp.len);
+    cf_buf_free(&tmp);
+    return rc < 0 ? rc : 0;
+}
+
+static int save_tumb(const void *o, cf_buf *b) { return cf_winop_save(o, b); }
+static int save_sess(const void *o, cf_buf *b) { return cf_sessions_save(o, b); }
+static int save_trend(const void *o, cf_buf *b) { return cf_trending_save(o, b); }
+
+static void save_stats(const cf_shard_stats *st, cf_buf *out)
+{
+    cf_buf_put_u64(out, st->events);
+    cf_buf_put_u64(out, st->late_dropped);
+    cf_buf_put_u64(out, st->late_updates);
+    cf_buf_put_u64(out, st->session_late_dropped);
+    cf_buf_put_u64(out, st->session_late_updates);
+    cf_buf_put_u64(out, st->windows_fired);
+    cf_buf_put_u64(out, st->sessions_closed);
+    cf_buf_put_u64(out, st->errors);
+    cf_buf_put_i64(out, st->watermark);
+}
+
+static void load_stats(cf_shard_stats *st, cf_reader *in)
+{
+    cf_get_u64(in, &st->events);
+    cf_get_u64(in, &st->late_dropped);
+    cf_get_u64(in, &st->late_updates);
+    cf_get_u64(in, &st->session_late_dropped);
+    cf_get_u64(in, &st->session_late_updates);
+    cf_get_u64(in, &st->windows_fired);
+    cf_get_u64(in, &st->sessions_closed);
+    cf_get_u64(in, &st->errors);
+    cf_get_i64(in, &st->watermark);
+}
+
+/* Layout: magic, version, stats, marks, 4 operator blobs, 4 rings (count +
+ * records, oldest first). */
+static int shard_save(const cf_shard *s, cf_buf *out)
+{
+    cf_buf_put_u32(out, SHARD_MAGIC);
+    cf_buf_put_u32(out, SHARD_VERSION);
+    save_stats(&s->st, out);
+    cf_buf_put_u64(out, s->marks);
+    int rc = put_blob(out, save_tumb, s->tumbling);
+    if (!rc)
+        rc = put_blob(out, save_tumb, s->sliding);
+    if (!rc)
+        rc = put_blob(out, save_sess, s->sessions);
+    if (!rc)
+        rc = put_blob(out, save_trend, s->trending);
+    if (rc)
+        return rc;
+    for (int t = 0; t < 2; t++) {
+        size_t n = cf_retain_len(s->closed[t]);
+        cf_buf_put_u64(out, n);
+        for (size_t i = 0; i < n; i++)
+            cf_wres_save(cf_retain_at(s->closed[t], i), out);
+    }
+    size_t n = cf_retain_len(s->closed_sessions);
+    cf_buf_put_u64(out, n);
+    for (size_t i = 0; i < n; i++)
+        cf_sres_save(cf_retain_at(s->closed_sessions, i), out);
+    n = cf_retain_len(s->late);
+    cf_buf_put_u64(out, n);
+    for (size_t i = 0; i < n; i++)
+        cf_lres_save(cf_retain_at(s->late, i), out);
+    return out->oom ? -ENOMEM : 0;
+}
+
+static bool get_blob(cf_reader *in, cf_reader *ret)
+{
+    const char *p = NULL;
+    size_t n = 0;
+    if (!cf_get_str(in, &p, &n))
+        return false;
+    cf_reader_init(ret, p, n);
+    return true;
+}
+
+static bool load_ring(cf_retain *ring, cf_reader *in, void *(*load)(cf_reader *))
+{
+    uint64_t n = 0;
+    if (!cf_get_u64(in, &n))
+        return false;
+    for (uint64_t i = 0; i < n; i++) {
+        void *rec = load(in);
+        if (!rec)
+            return false;
+        cf_retain_push(ring, rec);
+    }
+    return true;
+}
+
+static void *load_w(cf_reader *in) { return cf_wres_load(in); }
+static void *load_s(cf_reader *in) { return cf_sres_load(in); }
+static void *load_l(cf_reader *in) { return cf_lres_load(in); }
+
+int cf_shard_load(cf_shard *s, cf_reader *in)
+{
+    uint32_t magic = 0, version = 0;
+    cf_get_u32(in, &magic);
+    cf_get_u32(in, &version);
+    if (in->bad || magic != SHARD_MAGIC || version != SHARD_VERSION)
+        return -EINVAL;
+    cf_shard_stats st = {0};
+    load_stats(&st, in);
+    uint64_t marks = 0;
+    cf_get_u64(in, &marks);
+    cf_reader rt, rs, rss, rtr;
+    if (!get_blob(in, &rt) || !get_blob(in, &rs) || !get_blob(in, &rss) || !get_blob(in, &rtr))
+        return -EINVAL;
+    cf_winop_config tc = winop_config(&s->cfg, CF_WINDOW_TUMBLING);
+    cf_winop_config sc = winop_config(&s->cfg, CF_WINDOW_SLIDING);
+    cf_winop *t = cf_winop_load(&tc, &rt);
+    cf_winop *sl = cf_winop_load(&sc, &rs);
+    cf_sessions *ss = cf_sessions_load(s->cfg.session_gap_ms, s->cfg.allowed_lateness_ms,
+                                       s->cfg.max_keys, &rss);
+    cf_trending *tr = cf_trending_load(s->cfg.half_life_ms, &rtr);
+    size_t keep = s->cfg.retain_results ? s->cfg.retain_results : 1;
+    cf_retain *c0 = cf_retain_new(keep, free), *c1 = cf_retain_new(keep, free);
+    cf_retain *cs = cf_retain_new(sessions_keep(&s->cfg), free);
+    cf_retain *late = cf_retain_new(LATE_KEEP, free);
+    bool ok = t && sl && ss && tr && c0 && c1 && cs && late && load_ring(c0, in, load_w) &&
+              load_ring(c1, in, load_w) && load_ring(cs, in, load_s) &&
+              load_ring(late, in, load_l) && !in->bad;
+    if (!ok) {
+        cf_winop_free(t);
+        cf_winop_free(sl);
+        cf_sessions_free(ss);
+        cf_trending_free(tr);
+        cf_retain_free(c0);
+        cf_retain_free(c1);
+        cf_retain_free(cs);
+        cf_retain_free(late);
+        return -EINVAL;
+    }
+    cf_winop_free(s->tumbling);
+    cf_winop_free(s->sliding);
+    cf_sessions_free(s->sessions);
+    cf_trending_free(s->trending);
+    cf_retain_free(s->closed[0]);
+    cf_retain_free(s->closed[1]);
+    cf_retain_free(s->closed_sessions);
+    cf_retain_free(s->late);
+    s->tumbling = t;
+    s->sliding = sl;
+    s->sessions = ss;
+    s->trending = tr;
+    s->closed[0] = c0;
+    s->closed[1] = c1;
+    s->closed_sessions = cs;
+    s->late = late;
+    s->st = st;
+    s->marks = marks;
+    return 0;
+}

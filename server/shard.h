@@ -1,0 +1,138 @@
+/* shard: one worker thread and the keyed state it alone owns (Flink's
+ * keyBy): the tumbling and sliding window operators and the trending table
+ * for the pages routed to it, the session table for the users routed to it,
+ * and bounded rings of its closed results and late events.
+ *
+ * Input is one bounded SPSC queue of messages (events, watermark markers,
+ * snapshot barriers) filled by the engine's sequencer. Queries travel on a
+ * separate small mutex-protected control list, so a full data queue never
+ * blocks them; a query carries the number of messages the producer had
+ * enqueued when it was posted and runs on the shard thread once the shard
+ * has processed that many (read-your-writes without locking the state). */
+#ifndef CF_SHARD_H
+#define CF_SHARD_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cf_buf.h"
+#include "cf_trending.h"
+#include "config.h"
+#include "queue.h"
+
+typedef struct cf_push cf_push;
+typedef struct cf_shard cf_shard;
+
+/* Roles of an event in an EVENTS message: windows + trending (keyed by
+ * page_url) and/or sessions (keyed by user_id). */
+#define CF_ROLE_PAGE 1u
+#define CF_ROLE_USER 2u
+
+typedef enum cf_msg_kind {
+    CF_MSG_EVENTS = 1,   /* data: n x (u8 role, u64 seq, cf_event_pack bytes) */
+    CF_MSG_MARK = 2,     /* watermark marker: wm, clock */
+    CF_MSG_BARRIER = 3,  /* snapshot barrier: save state into snap->parts[index] */
+} cf_msg_kind;
+
+/* A snapshot in progress: every shard fills its part, then decrements
+ * remaining (release); the engine's ticker collects when it reaches 0. */
+typedef struct cf_snapjob {
+    cf_buf *parts;
+    atomic_uint remaining;
+    atomic_int failed;
+    int64_t lsn;
+} cf_snapjob;
+
+typedef struct cf_msg {
+    uint8_t kind;
+    uint32_t n;
+    int64_t wm;
+    int64_t clock;
+    cf_snapjob *snap;
+    size_t len;
+    uint8_t data[];
+} cf_msg;
+
+/* A message with len data bytes (uninitialized), or NULL. Free with free(). */
+cf_msg *cf_msg_new(cf_msg_kind kind, size_t len);
+
+/* Counters and gauges of one shard. */
+typedef struct cf_shard_stats {
+    uint64_t events;                /* event entries processed (page + user roles) */
+    uint64_t late_dropped;          /* events late-dropped for windows */
+    uint64_t late_updates;          /* window re-firings (revision > 0) */
+    uint64_t session_late_dropped;
+    uint64_t session_late_updates;  /* session re-firings (revision > 0) */
+    uint64_t windows_fired;         /* final window results emitted */
+    uint64_t sessions_closed;       /* session_end records emitted */
+    uint64_t session_evictions;
+    uint64_t errors;                /* operator calls that failed (OOM) */
+    size_t open_windows;            /* not yet fired, both types */
+    size_t kept_windows;            /* fired, kept for lateness */
+    size_t open_sessions;
+    size_t trending_pages;
+    size_t memory;                  /* approximate state bytes */
+    size_t queue_depth;
+    int64_t watermark;              /* the last marker processed */
+} cf_shard_stats;
+
+typedef enum cf_qkind {
+    CF_Q_TRENDING,
+    CF_Q_WINDOWS,
+    CF_Q_LATE,
+    CF_Q_SESSIONS,
+    CF_Q_USER_SESSIONS,
+    CF_Q_STATS,
+} cf_qkind;
+
+/* One shard's part of a query: parameters in, partial answer out. */
+typedef struct cf_shard_query {
+    cf_qkind kind;
+    int64_t T;                  /* trending: score time */
+    size_t limit;               /* n for trending */
+    int wtype;                  /* windows: type or -1 */
+    int state;                  /* windows: 0 open, 1 closed, -1 both */
+    const char *page;           /* windows: page_url filter or NULL */
+    size_t page_len;
+    const char *user;           /* user sessions */
+    size_t user_len;
+    /* Answer, owned by the query (cf_shard_query_clear frees it). */
+    void **items;               /* cf_wres* / cf_lres* / cf_sres*, in query order */
+    size_t n_items;
+    cf_trend_item *trend;       /* page_url strings owned */
+    size_t n_trend;
+    cf_shard_stats stats;
+    int err;                    /* 0, -ENOMEM, -ESHUTDOWN */
+} cf_shard_query;
+
+void cf_shard_query_clear(cf_shard_query *q);
+
+/* A shard with a queue of queue_slots messages; inflight (may be NULL) is
+ * decremented by the byte size of every message it frees. push may be NULL.
+ * NULL on OOM or a config the operators refuse. */
+cf_shard *cf_shard_new(const cf_config *cfg, unsigned index, size_t queue_slots, cf_push *push,
+                       atomic_size_t *inflight);
+/* Replaces the state with a snapshot part (before start). 0 or -EINVAL. */
+int cf_shard_load(cf_shard *s, cf_reader *in);
+int cf_shard_start(cf_shard *s);
+/* Call once the producer has stopped: processes every queued message,
+ * answers pending queries, joins the thread. Idempotent. */
+void cf_shard_stop(cf_shard *s);
+void cf_shard_free(cf_shard *s);
+
+cf_queue *cf_shard_queue(cf_shard *s);
+/* Test seam: while held, the shard takes no message from its queue (it
+ * still answers queries whose messages it has processed). */
+void cf_shard_hold(cf_shard *s, bool hold);
+/* Bytes accounted for a message (what inflight counts). */
+size_t cf_msg_bytes(const cf_msg *m);
+
+/* Runs qs[i] on shards[i] after it has processed targets[i] messages, all
+ * shards in parallel, and waits for every answer. Returns 0, or the first
+ * error of a part (-ESHUTDOWN when a shard has stopped). */
+int cf_shards_query(cf_shard *const *shards, size_t n, cf_shard_query *qs,
+                    const uint64_t *targets);
+
+#endif

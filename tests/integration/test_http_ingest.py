@@ -1,0 +1,116 @@
+"""POST /api/v1/events: the body formats, per-event errors and the exact
+response body (SPEC section 3, docs/API.md)."""
+import json
+
+from harness import Server, run_tests
+
+EV = {"user_id": "u1", "page_url": "/a"}
+JSON = {"Content-Type": "application/json"}
+
+
+def post(srv, body, ctype="application/json", headers=None):
+    h = {"Content-Type": ctype}
+    h.update(headers or {})
+    if not isinstance(body, (bytes, str)):
+        body = json.dumps(body)
+    return srv.raw_request("POST", "/api/v1/events", body, h)
+
+
+def body_of(data):
+    return json.loads(data)
+
+
+def test_single_object_array_and_exact_body():
+    with Server(["--idle-timeout", "0"]) as srv:
+        st, hdrs, data = post(srv, EV)
+        assert st == 202, (st, data)
+        assert hdrs["content-type"] == "application/json", hdrs
+        assert hdrs["x-content-type-options"] == "nosniff", hdrs
+        assert body_of(data) == {"accepted": 1, "duplicates": 0, "rejected": 0, "errors": []}, data
+
+        st, _, data = post(srv, [dict(EV, event_id="e1"), 42, dict(EV, page_url="/b")])
+        assert st == 202, (st, data)
+        assert body_of(data) == {"accepted": 2, "duplicates": 0, "rejected": 1,
+                                 "errors": [{"index": 1, "error": "event must be a JSON object"}]}, data
+
+        # The same event_id again is a duplicate, counted nowhere else.
+        st, _, data = post(srv, [dict(EV, event_id="e1")])
+        assert st == 202
+        assert body_of(data) == {"accepted": 0, "duplicates": 1, "rejected": 0, "errors": []}, data
+
+        st, _, data = post(srv, [])
+        assert st == 202
+        assert body_of(data) == {"accepted": 0, "duplicates": 0, "rejected": 0, "errors": []}, data
+
+        st, stats = srv.request("GET", "/api/v1/stats")
+        assert st == 200 and stats["accepted"] == 3, stats
+        assert stats["rejected"] == 1 and stats["duplicates"] == 1, stats
+
+
+def test_invalid_event_reasons_are_listed_with_index():
+    with Server() as srv:
+        st, _, data = post(srv, [{"page_url": "/x"}, EV, {"user_id": "", "page_url": "/y"}])
+        assert st == 202, (st, data)
+        b = body_of(data)
+        assert (b["accepted"], b["rejected"]) == (1, 2), b
+        assert [e["index"] for e in b["errors"]] == [0, 2], b
+        assert all(isinstance(e["error"], str) and e["error"] for e in b["errors"]), b
+
+
+def test_text_plain_and_charset_parameters():
+    with Server() as srv:
+        # navigator.sendBeacon(url, string) sends text/plain;charset=UTF-8.
+        st, _, data = post(srv, json.dumps([EV, EV]), "text/plain;charset=UTF-8")
+        assert st == 202, (st, data)
+        assert body_of(data)["accepted"] == 2, data
+        st, _, data = post(srv, json.dumps(EV), "Application/JSON; charset=utf-8")
+        assert st == 202, (st, data)
+
+
+def test_ndjson_lines_and_per_line_errors():
+    with Server() as srv:
+        body = "\n".join([json.dumps(EV), "", "not json", "[1,2]", json.dumps(dict(EV, user_id="u2"))]) + "\r\n"
+        st, _, data = post(srv, body, "application/x-ndjson")
+        assert st == 202, (st, data)
+        assert body_of(data) == {"accepted": 2, "duplicates": 0, "rejected": 2, "errors": [
+            {"index": 1, "error": "line is not valid JSON"},
+            {"index": 2, "error": "event must be a JSON object"}]}, data
+        # No line parses at all: the body is not JSON, 400, nothing accepted.
+        st, _, data = post(srv, "a\nb\n", "application/x-ndjson")
+        assert st == 400, (st, data)
+        assert "error" in body_of(data)
+
+
+def test_not_json_is_400_and_nothing_is_accepted():
+    with Server() as srv:
+        for bad in ["nope", '{"user_id": "u"', json.dumps(EV) + " trailing", "", "42", '[{"user_id":"u","page_url":"/a"},]']:
+            st, hdrs, data = post(srv, bad)
+            assert st == 400, (bad, st, data)
+            assert hdrs["content-type"] == "application/json"
+            assert isinstance(body_of(data)["error"], str), data
+        st, stats = srv.request("GET", "/api/v1/stats")
+        assert stats["accepted"] == 0, stats
+
+
+def test_errors_list_is_capped_at_100():
+    with Server() as srv:
+        st, _, data = post(srv, [1] * 150)
+        assert st == 202, (st, data)
+        b = body_of(data)
+        assert b["rejected"] == 150 and len(b["errors"]) == 100, (b["rejected"], len(b["errors"]))
+        assert b["errors"][-1]["index"] == 99
+
+
+def test_untrusted_text_is_escaped_in_json():
+    with Server() as srv:
+        st, _, data = post(srv, EV, headers={})
+        st, hdrs, data = srv.raw_request("GET", '/api/v1/sessions/%22%3C%2Fscript%3E%5C')
+        assert st == 200, (st, data)
+        assert body_of(data)["user_id"] == '"</script>\\', data
+
+
+if __name__ == "__main__":
+    run_tests([test_single_object_array_and_exact_body, test_invalid_event_reasons_are_listed_with_index,
+               test_text_plain_and_charset_parameters, test_ndjson_lines_and_per_line_errors,
+               test_not_json_is_400_and_nothing_is_accepted, test_errors_list_is_capped_at_100,
+               test_untrusted_text_is_escaped_in_json])

@@ -1,0 +1,150 @@
+"""Connection hygiene: the absolute request deadline closes a client that
+trickles its body, and the per-IP connection limit holds."""
+import socket
+import time
+
+from harness import Server, run_tests
+
+
+def closed_by_server(s, budget):
+    """Sends one body byte at a time, every 0.2 s (each resets an
+    inactivity timer), until the server closes; returns True if it did
+    within `budget` seconds (a bound, not a timing measurement)."""
+    end = time.monotonic() + budget
+    s.settimeout(0.2)
+    while time.monotonic() < end:
+        try:
+            s.sendall(b" ")
+        except OSError:
+            return True
+        try:
+            if s.recv(4096) == b"":
+                return True
+        except socket.timeout:
+            pass
+        except OSError:
+            return True
+    return False
+
+
+def test_request_deadline_closes_a_trickling_upload():
+    with Server(["--request-deadline", "1s", "--connection-timeout", "5s"]) as srv:
+        s = socket.create_connection(("127.0.0.1", srv.http_port))
+        try:
+            s.sendall(b"POST /api/v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                      b"Content-Length: 100000\r\n\r\n")
+            # Without the deadline the 5 s inactivity timeout never fires.
+            assert closed_by_server(s, 20.0), "connection still open long after the deadline"
+        finally:
+            s.close()
+        assert srv.request("GET", "/healthz")[0] == 200
+
+
+def test_request_deadline_closes_trickling_headers():
+    """While headers trickle in, the HTTP library does not call the handler
+    at all: the deadline must still hold."""
+    with Server(["--request-deadline", "1s", "--connection-timeout", "5s"]) as srv:
+        s = socket.create_connection(("127.0.0.1", srv.http_port))
+        try:
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+            assert closed_by_server(s, 20.0), "connection still open long after the deadline"
+        finally:
+            s.close()
+
+
+def test_deadline_does_not_cut_idle_keep_alive_or_normal_requests():
+    with Server(["--request-deadline", "1s", "--connection-timeout", "30s"]) as srv:
+        s = socket.create_connection(("127.0.0.1", srv.http_port))
+        s.settimeout(10.0)
+        try:
+            for _ in range(3):
+                s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                assert s.recv(4096).startswith(b"HTTP/1.1 200")
+                time.sleep(1.5)   # idle longer than the request deadline, shorter than the idle timeout
+        finally:
+            s.close()
+
+
+def test_bodies_in_flight_are_bounded():
+    """Declared bodies are budgeted across connections (4 x --max-body, at
+    least 256 MiB): beyond it a POST gets 503 before its body is read."""
+    with Server(["--max-body", "100M"]) as srv:
+        head = (b"POST /api/v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"Content-Length: 104857600\r\nExpect: 100-continue\r\n\r\n")
+        held = []
+        try:
+            for _ in range(4):
+                s = socket.create_connection(("127.0.0.1", srv.http_port))
+                s.settimeout(10.0)
+                s.sendall(head)
+                assert s.recv(4096).startswith(b"HTTP/1.1 100"), "headers not accepted"
+                held.append(s)
+            s = socket.create_connection(("127.0.0.1", srv.http_port))
+            s.settimeout(10.0)
+            s.sendall(head)
+            reply = s.recv(4096)
+            s.close()
+            assert reply.startswith(b"HTTP/1.1 503"), reply
+            assert b"Retry-After: 1" in reply, reply
+        finally:
+            for s in held:
+                s.close()
+        # The budget is given back when those requests end.
+        for _ in range(200):
+            s = socket.create_connection(("127.0.0.1", srv.http_port))
+            s.settimeout(10.0)
+            s.sendall(head)
+            reply = s.recv(4096)
+            s.close()
+            if reply.startswith(b"HTTP/1.1 100"):
+                break
+            time.sleep(0.05)   # waiting for the server to notice the closes
+        else:
+            raise AssertionError("budget not released")
+
+
+def test_per_ip_connection_limit():
+    with Server(["--max-connections-per-ip", "2", "--max-connections", "10", "--http-threads", "1"]) as srv:
+        held = []
+        try:
+            # Two connections the server has served (and so counted); the
+            # harness's own probes may not be reaped yet, hence the retries.
+            for _ in range(200):
+                if len(held) == 2:
+                    break
+                s = socket.create_connection(("127.0.0.1", srv.http_port))
+                s.settimeout(5.0)
+                try:
+                    s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                    if s.recv(4096).startswith(b"HTTP/1.1 200"):
+                        held.append(s)
+                        continue
+                except OSError:
+                    pass
+                s.close()
+                time.sleep(0.05)   # waiting for the server to reap closed probes
+            assert len(held) == 2
+            refused = False
+            try:
+                st, _ = srv.request("GET", "/healthz", timeout=5.0)
+            except OSError:
+                refused = True
+            assert refused, "a third connection from one IP was served"
+        finally:
+            for s in held:
+                s.close()
+        # Once they are gone, new connections are served again.
+        for _ in range(200):
+            try:
+                if srv.request("GET", "/healthz", timeout=5.0)[0] == 200:
+                    break
+            except OSError:
+                time.sleep(0.05)   # waiting for the server to notice the closes
+        else:
+            raise AssertionError("server did not accept connections again")
+
+
+if __name__ == "__main__":
+    run_tests([test_request_deadline_closes_a_trickling_upload, test_request_deadline_closes_trickling_headers,
+               test_deadline_does_not_cut_idle_keep_alive_or_normal_requests, test_bodies_in_flight_are_bounded,
+               test_per_ip_connection_limit])

@@ -1,0 +1,457 @@
+/* config: defaults, environment, command line, validation, --help. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "cf_version.h"
+#include "config.h"
+
+/* Captured output of one cf_config_load call. */
+typedef struct run {
+    int rc;
+    cf_config cfg;
+    char *out;
+    char *err;
+} run;
+
+static run load_env(char **envp, int argc, char **argv)
+{
+    run r;
+    size_t on = 0, en = 0;
+    r.out = NULL;
+    r.err = NULL;
+    FILE *out = open_memstream(&r.out, &on);
+    FILE *err = open_memstream(&r.err, &en);
+    assert_non_null(out);
+    assert_non_null(err);
+    r.rc = cf_config_load(&r.cfg, argc, argv, envp, out, err);
+    fclose(out);
+    fclose(err);
+    return r;
+}
+
+/* load("--a", "1", NULL) */
+static run load(const char *first, ...)
+{
+    char *argv[64];
+    int argc = 0;
+    argv[argc++] = (char *)"clickflow";
+    va_list ap;
+    va_start(ap, first);
+    for (const char *a = first; a; a = va_arg(ap, const char *)) {
+        assert_true(argc < 63);
+        argv[argc++] = (char *)a;
+    }
+    va_end(ap);
+    argv[argc] = NULL;
+    return load_env(NULL, argc, argv);
+}
+
+static void run_free(run *r)
+{
+    free(r->out);
+    free(r->err);
+}
+
+static void defaults_follow_spec(void **state)
+{
+    (void)state;
+    run r = load(NULL);
+    assert_int_equal(r.rc, 0);
+    assert_string_equal(r.err, "");
+    const cf_config *c = &r.cfg;
+    assert_string_equal(c->bind, "127.0.0.1");
+    assert_int_equal(c->http_port, 8080);
+    assert_int_equal(c->ws_port, 8081);
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    assert_int_equal(c->shards, cores < 1 ? 1 : cores);
+    assert_int_equal(c->http_threads, cores < 1 ? 1 : cores);
+    assert_int_equal(c->out_of_orderness_ms, 5000);
+    assert_int_equal(c->idle_timeout_ms, 10000);
+    assert_int_equal(c->allowed_lateness_ms, 60000);
+    assert_int_equal(c->max_future_ms, 60000);
+    assert_int_equal(c->window_ms, 60000);
+    assert_int_equal(c->slide_size_ms, 300000);
+    assert_int_equal(c->slide_ms, 60000);
+    assert_int_equal(c->session_gap_ms, 1800000);
+    assert_int_equal(c->dedup_ttl_ms, 600000);
+    assert_int_equal(c->half_life_ms, 60000);
+    assert_int_equal(c->retain_results, 100000);
+    assert_int_equal(c->max_batch, 10000);
+    assert_int_equal(c->max_body, 4u << 20);
+    assert_int_equal(c->push_interval_ms, 500);
+    assert_string_equal(c->data_dir, "./data");
+    assert_int_equal(c->fsync, CF_FSYNC_BATCH);
+    assert_int_equal(c->snapshot_interval_ms, 60000);
+    assert_string_equal(c->ingest_token, "");
+    assert_string_equal(c->read_token, "");
+    assert_int_equal(c->n_cors_origins, 0);
+    run_free(&r);
+}
+
+static void help_lists_every_option_with_env_and_default(void **state)
+{
+    (void)state;
+    run r = load("--window", "bogus", "--help", NULL);
+    assert_int_equal(r.rc, 1);   /* --help wins over a bad value */
+    static const char *const names[] = {
+        "bind", "http-port", "ws-port", "shards", "http-threads", "out-of-orderness", "idle-timeout",
+        "allowed-lateness", "max-future", "window", "slide-size", "slide", "session-gap", "dedup-ttl",
+        "half-life", "retain-results", "max-keys", "max-batch", "max-body", "queue-capacity",
+        "push-interval", "ws-max-clients", "ws-queue", "data-dir", "fsync", "snapshot-interval",
+        "segment-size", "ingest-token", "read-token", "cors-origin", "connection-timeout",
+        "request-deadline", "max-connections", "max-connections-per-ip"};
+    size_t n_env = 0;
+    for (const char *p = r.out; (p = strstr(p, "[env: CLICKFLOW_")) != NULL; p++)
+        n_env++;
+    assert_int_equal(n_env, sizeof names / sizeof names[0]);
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        char opt[64], env[80];
+        snprintf(opt, sizeof opt, "--%s ", names[i]);
+        snprintf(env, sizeof env, "[env: CLICKFLOW_");
+        size_t k = strlen(env);
+        for (const char *q = names[i]; *q; q++)
+            env[k++] = *q == '-' ? '_' : (char)(*q - 'a' + 'A');
+        env[k++] = ']';
+        env[k] = '\0';
+        assert_non_null(strstr(r.out, opt));
+        assert_non_null(strstr(r.out, env));
+    }
+    assert_non_null(strstr(r.out, "[default: 5s]"));
+    assert_non_null(strstr(r.out, "--version"));
+    run_free(&r);
+}
+
+/* Every default printed by --help, fed back as a value, gives the built-in
+ * default: the help text cannot lie. */
+static void help_defaults_round_trip(void **state)
+{
+    (void)state;
+    run h = load("--help", NULL);
+    run d = load(NULL);
+    size_t checked = 0;
+    char *line = h.out;
+    char name[64] = "";
+    while (line && *line) {
+        char *nl = strchr(line, '\n');
+        if (nl)
+            *nl = '\0';
+        if (strncmp(line, "  --", 4) == 0)
+            sscanf(line + 4, "%63s", name);
+        char *def = strstr(line, "[default: ");
+        if (def) {
+            def += strlen("[default: ");
+            char *end = strchr(def, ']');
+            assert_non_null(end);
+            *end = '\0';
+            if (strcmp(def, "none") != 0 && strcmp(def, "online cores") != 0) {
+                char opt[80];
+                snprintf(opt, sizeof opt, "--%s", name);
+                run r = load(opt, def, NULL);
+                if (r.rc != 0 || memcmp(&r.cfg, &d.cfg, sizeof d.cfg) != 0)
+                    fail_msg("%s %s does not give the default (%s)", opt, def, r.err);
+                run_free(&r);
+                checked++;
+            }
+        }
+        line = nl ? nl + 1 : NULL;
+    }
+    assert_int_equal(checked, 29);   /* all but shards, http-threads, two tokens, cors-origin */
+    run_free(&h);
+    run_free(&d);
+}
+
+static void version_prints_version(void **state)
+{
+    (void)state;
+    run r = load("--version", NULL);
+    assert_int_equal(r.rc, 1);
+    assert_string_equal(r.out, "clickflow " CF_VERSION "\n");
+    run_free(&r);
+    r = load("-V", NULL);
+    assert_int_equal(r.rc, 1);
+    run_free(&r);
+}
+
+static void durations_and_forms(void **state)
+{
+    (void)state;
+    run r = load("--window", "1500ms", "--slide-size=2h", "--slide", "30m", "--idle-timeout", "0", NULL);
+    assert_int_equal(r.rc, 0);
+    assert_int_equal(r.cfg.window_ms, 1500);
+    assert_int_equal(r.cfg.slide_size_ms, 7200000);
+    assert_int_equal(r.cfg.slide_ms, 1800000);
+    assert_int_equal(r.cfg.idle_timeout_ms, 0);
+    run_free(&r);
+}
+
+static void bad_duration_names_the_option(void **state)
+{
+    (void)state;
+    run r = load("--window", "5x", NULL);
+    assert_int_equal(r.rc, -1);
+    assert_non_null(strstr(r.err, "--window"));
+    assert_non_null(strstr(r.err, "5x"));
+    char *nl = strchr(r.err, '\n');   /* one line */
+    assert_non_null(nl);
+    assert_int_equal(nl[1], '\0');
+    run_free(&r);
+    r = load("--window", "0", NULL);   /* a window must be positive */
+    assert_int_equal(r.rc, -1);
+    assert_non_null(strstr(r.err, "--window"));
+    run_free(&r);
+}
+
+static void environment_applies_and_command_line_wins(void **state)
+{
+    (void)state;
+    char *envp[] = {"PATH=/bin", "CLICKFLOW_WINDOW=2m", "CLICKFLOW_HTTP_PORT=9000",
+                    "CLICKFLOW_BIN=/x/clickflow", "CLICKFLOW_DATA_DIR=", NULL};
+    char *argv[] = {"clickflow", "--http-port", "9100", NULL};
+    run r = load_env(envp, 3, argv);
+    assert_int_equal(r.rc, 0);
+    assert_int_equal(r.cfg.window_ms, 120000);
+    assert_int_equal(r.cfg.http_port, 9100);
+    assert_string_equal(r.cfg.data_dir, "./data");   /* empty = unset; CLICKFLOW_BIN ignored */
+    run_free(&r);
+
+    char *bad[] = {"CLICKFLOW_HALF_LIFE=soon", NULL};
+    char *argv1[] = {"clickflow", NULL};
+    r = load_env(bad, 1, argv1);
+    assert_int_equal(r.rc, -1);
+    assert_non_null(strstr(r.err, "CLICKFLOW_HALF_LIFE"));
+    run_free(&r);
+}
+
+static void unknown_and_malformed_arguments(void **state)
+{
+    (void)state;
+    run r = load("--windw", "5s", NULL);
+    assert_int_equal(r.rc, -1);
+    assert_non_null(strstr(r.err, "--windw"));
+    run_free(&r);
+    r = load("--window", NULL);
+    assert_int_equal(r.rc, -1);
+    assert_non_null(strstr(r.err, "--window"));
+    run_free(&r);
+    r = load("extra", NULL);
+    assert_int_equal(r.rc, -1);
+    run_free(&r);
+    r = load("-w", NULL);
+    assert_int_equal(r.rc, -1);
+    run_free(&r);
+}
+
+static void sizes_take_suffixes(void **state)
+{
+    (void)state;
+    run r = load("--max-body", "512k", "--segment-size", "64MiB", NULL);
+    assert_int_equal(r.rc, 0);
+    assert_int_equal(r.cfg.max_body, 512 * 1024);
+    assert_int_equal(r.cfg.segment_bytes, 64u << 20);
+    run_free(&r);
+    r = load("--max-body", "1G", NULL);
+    assert_int_equal(r.rc, 0);
+    assert_int_equal(r.cfg.max_body, 1u << 30);
+    run_free(&r);
+    r = load("--max-body", "1025M", NULL);   /* above the 1 GiB cap */
+    assert_int_equal(r.rc, -1);
+    run_free(&r);
+    const char *bad[] = {"0", "4X", "-1", "", "k", "4 M", "99999999999999999999999"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        r = load("--max-body", bad[i], NULL);
+        if (r.rc != -1)
+            fail_msg("--max-body '%s' accepted", bad[i]);
+        assert_non_null(strstr(r.err, "--max-body"));
+        run_free(&r);
+    }
+    r = load("--max-batch", "1", NULL);
+    assert_int_equal(r.rc, 0);
+    assert_int_equal(r.cfg.max_batch, 1);
+    run_free(&r);
+    r = load("--max-batch", "0", NULL);
+    assert_int_equal(r.rc, -1);
+    run_free(&r);
+}
+
+static void port_boundaries(void **state)
+{
+    (void)state;
+    run r = load("--http-port", "65535", "--ws-port", "1", NULL);
+    assert_int_equal(r.rc, 0);
+    assert_int_equal(r.cfg.http_port, 65535);
+    assert_int_equal(r.cfg.ws_port, 1);
+    run_free(&r);
+    r = load("--http-port", "0", NULL);
+    assert_int_equal(r.rc, -1);
+    run_free(&r);
+    r = load("--http-port", "65536", NULL);
+    assert_int_equal(r.rc, -1);
+    run_free(&r);
+    r = load("--http-port", "8081", NULL);   /* same as the WebSocket port */
+    assert_int_equal(r.rc, -1);
+    assert_non_null(strstr(r.err, "--ws-port"));
+    run_free(&r);
+}
+
+static void slide_size_must_be_a_multiple(void **state)
+{
+    (void)state;
+    run r = load("--slide-size", "90s", "--slide", "1m", NULL);
+    assert_int_equal(r.rc, -1);
+    assert_non_null(strstr(r.err, "--slide-size"));
+    run_free(&r);
+    r = load("--slide-size", "3m", "--slide", "1m", NULL);
+    assert_int_equal(r.rc, 0);
+    run_free(&r);
+    r = load("--slide-size", "1m", "--slide", "1m", NULL);
+    assert_int_equal(r.rc, 0);
+    run_free(&r);
+}
+
+static void fsync_policies(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *v;
+        cf_fsync_policy p;
+    } ok[] = {{"always", CF_FSYNC_ALWAYS}, {"batch", CF_FSYNC_BATCH}, {"off", CF_FSYNC_OFF}};
+    for (size_t i = 0; i < 3; i++) {
+        run r = load("--fsync", ok[i].v, NULL);
+        assert_int_equal(r.rc, 0);
+        assert_int_equal(r.cfg.fsync, ok[i].p);
+        run_free(&r);
+    }
+    run r = load("--fsync", "sometimes", NULL);
+    assert_int_equal(r.rc, -1);
+    assert_non_null(strstr(r.err, "--fsync"));
+    run_free(&r);
+}
+
+static void cors_origins(void **state)
+{
+    (void)state;
+    run r = load("--cors-origin", " https://a.example, http://b.example:8000/ ,", NULL);
+    assert_int_equal(r.rc, 0);
+    assert_int_equal(r.cfg.n_cors_origins, 2);
+    assert_string_equal(r.cfg.cors_origins[0], "https://a.example");
+    assert_string_equal(r.cfg.cors_origins[1], "http://b.example:8000");
+    run_free(&r);
+    r = load("--cors-origin", "*", NULL);
+    assert_int_equal(r.rc, 0);
+    assert_int_equal(r.cfg.n_cors_origins, 1);
+    assert_string_equal(r.cfg.cors_origins[0], "*");
+    run_free(&r);
+    r = load("--cors-origin", "example.com", NULL);
+    assert_int_equal(r.rc, -1);
+    assert_non_null(strstr(r.err, "--cors-origin"));
+    run_free(&r);
+    char many[17 * 20 + 1] = "";
+    for (int i = 0; i < CF_MAX_ORIGINS; i++)
+        snprintf(many + strlen(many), sizeof many - strlen(many), "http://h%d,", i);
+    r = load("--cors-origin", many, NULL);
+    assert_int_equal(r.rc, 0);
+    assert_int_equal(r.cfg.n_cors_origins, CF_MAX_ORIGINS);
+    run_free(&r);
+    strcat(many, "http://one-more");
+    r = load("--cors-origin", many, NULL);
+    assert_int_equal(r.rc, -1);
+    run_free(&r);
+}
+
+static void bind_tokens_and_strings(void **state)
+{
+    (void)state;
+    run r = load("--bind", "::", "--ingest-token", "s3cr3t", NULL);
+    assert_int_equal(r.rc, 0);
+    assert_string_equal(r.cfg.bind, "::");
+    assert_string_equal(r.cfg.ingest_token, "s3cr3t");
+    run_free(&r);
+    r = load("--bind", "localhost", NULL);
+    assert_int_equal(r.rc, -1);
+    assert_non_null(strstr(r.err, "--bind"));
+    run_free(&r);
+    r = load("--read-token", "two words", NULL);
+    assert_int_equal(r.rc, -1);
+    run_free(&r);
+    char longtok[300];
+    memset(longtok, 'a', sizeof longtok - 1);
+    longtok[sizeof longtok - 1] = '\0';
+    r = load("--read-token", longtok, NULL);
+    assert_int_equal(r.rc, -1);
+    run_free(&r);
+    longtok[255] = '\0';   /* 255 bytes fit */
+    r = load("--read-token", longtok, NULL);
+    assert_int_equal(r.rc, 0);
+    run_free(&r);
+    r = load("--data-dir", "", NULL);
+    assert_int_equal(r.rc, -1);
+    run_free(&r);
+}
+
+static void connection_limits(void **state)
+{
+    (void)state;
+    run r = load("--max-connections", "10", "--max-connections-per-ip", "11", NULL);
+    assert_int_equal(r.rc, -1);
+    run_free(&r);
+    r = load("--max-connections", "10", "--max-connections-per-ip", "10", "--connection-timeout", "1s", NULL);
+    assert_int_equal(r.rc, 0);
+    assert_int_equal(r.cfg.connection_timeout_ms, 1000);
+    run_free(&r);
+    r = load("--connection-timeout", "999ms", NULL);   /* MHD counts whole seconds */
+    assert_int_equal(r.rc, -1);
+    run_free(&r);
+    r = load("--shards", "0", NULL);
+    assert_int_equal(r.rc, -1);
+    run_free(&r);
+}
+
+static void describe_hides_tokens(void **state)
+{
+    (void)state;
+    run r = load("--ingest-token", "hunter2", "--http-port", "9999", "--cors-origin", "https://x.example", NULL);
+    assert_int_equal(r.rc, 0);
+    char buf[4096];
+    cf_config_describe(&r.cfg, buf, sizeof buf);
+    assert_non_null(strstr(buf, "http-port=9999"));
+    assert_non_null(strstr(buf, "ingest-token=set"));
+    assert_non_null(strstr(buf, "read-token=unset"));
+    assert_non_null(strstr(buf, "cors-origin=https://x.example"));
+    assert_null(strstr(buf, "hunter2"));
+    assert_null(strchr(buf, '\n'));
+    char small[16];
+    cf_config_describe(&r.cfg, small, sizeof small);   /* truncates, stays terminated */
+    assert_int_equal(strlen(small), sizeof small - 1);
+    run_free(&r);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(defaults_follow_spec),
+        cmocka_unit_test(help_lists_every_option_with_env_and_default),
+        cmocka_unit_test(help_defaults_round_trip),
+        cmocka_unit_test(version_prints_version),
+        cmocka_unit_test(durations_and_forms),
+        cmocka_unit_test(bad_duration_names_the_option),
+        cmocka_unit_test(environment_applies_and_command_line_wins),
+        cmocka_unit_test(unknown_and_malformed_arguments),
+        cmocka_unit_test(sizes_take_suffixes),
+        cmocka_unit_test(port_boundaries),
+        cmocka_unit_test(slide_size_must_be_a_multiple),
+        cmocka_unit_test(fsync_policies),
+        cmocka_unit_test(cors_origins),
+        cmocka_unit_test(bind_tokens_and_strings),
+        cmocka_unit_test(connection_limits),
+        cmocka_unit_test(describe_hides_tokens),
+    };
+    return cmocka_run_group_tests_name("config", tests, NULL, NULL);
+}

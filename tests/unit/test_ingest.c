@@ -1,0 +1,313 @@
+/* ingest: body formats, per-event errors, limits (SPEC section 3). */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "ingest.h"
+
+#define NOW 1795000000000LL
+#define EV "{\"user_id\":\"u\",\"page_url\":\"/p\"}"
+
+static const cf_event_limits lim = {.max_future_ms = 60000};
+
+/* Parses a copy of text (the parser writes into its buffer). */
+static int parse(cf_ingest *ig, cf_body_format fmt, const char *text, size_t len, size_t max_batch,
+                 const char **why)
+{
+    char *copy = malloc(len + 1);
+    assert_non_null(copy);
+    memcpy(copy, text, len);
+    copy[len] = '\0';
+    memset(ig, 0, sizeof *ig);
+    int r = cf_ingest_parse(ig, fmt, copy, len, max_batch, &lim, NOW, why);
+    /* Events may borrow from the trees but never from the body: free it
+     * before the caller looks at them (ASan catches a mistake). */
+    free(copy);
+    return r;
+}
+
+static int parse_s(cf_ingest *ig, cf_body_format fmt, const char *text, size_t max_batch)
+{
+    const char *why;
+    return parse(ig, fmt, text, strlen(text), max_batch, &why);
+}
+
+static void content_types(void **state)
+{
+    (void)state;
+    cf_body_format f = CF_BODY_NDJSON;
+    assert_int_equal(cf_ingest_content_type("application/json", &f), 0);
+    assert_int_equal(f, CF_BODY_JSON);
+    f = CF_BODY_NDJSON;
+    assert_int_equal(cf_ingest_content_type("Application/JSON; charset=utf-8", &f), 0);
+    assert_int_equal(f, CF_BODY_JSON);
+    f = CF_BODY_NDJSON;
+    assert_int_equal(cf_ingest_content_type("text/plain;charset=UTF-8", &f), 0);
+    assert_int_equal(f, CF_BODY_JSON);
+    assert_int_equal(cf_ingest_content_type(" application/x-ndjson ", &f), 0);
+    assert_int_equal(f, CF_BODY_NDJSON);
+    const char *bad[] = {"application/jsonx", "text/html", "", "application/x-www-form-urlencoded",
+                         "multipart/form-data; boundary=x", "json", "application/json5"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        assert_int_equal(cf_ingest_content_type(bad[i], &f), -EPROTONOSUPPORT);
+    assert_int_equal(cf_ingest_content_type(NULL, &f), -EPROTONOSUPPORT);
+}
+
+static void single_object(void **state)
+{
+    (void)state;
+    cf_ingest ig;
+    assert_int_equal(parse_s(&ig, CF_BODY_JSON, "  " EV "\n", 10), 0);
+    assert_int_equal(ig.n_events, 1);
+    assert_int_equal(ig.rejected, 0);
+    assert_int_equal(ig.events[0].user_id_len, 1);
+    assert_memory_equal(ig.events[0].user_id, "u", 1);
+    assert_int_equal(ig.events[0].ts, NOW);   /* no timestamp: receive time */
+    cf_ingest_free(&ig);
+    cf_ingest_free(&ig);   /* idempotent */
+    cf_ingest_free(NULL);
+}
+
+static void array_with_invalid_elements(void **state)
+{
+    (void)state;
+    cf_ingest ig;
+    assert_int_equal(parse_s(&ig, CF_BODY_JSON, "[" EV ", 42, {\"user_id\":\"u\"}, " EV "]", 10), 0);
+    assert_int_equal(ig.n_events, 2);
+    assert_int_equal(ig.event_index[0], 0);
+    assert_int_equal(ig.event_index[1], 3);
+    assert_int_equal(ig.rejected, 2);
+    assert_int_equal(ig.n_errors, 2);
+    assert_int_equal(ig.errors[0].index, 1);
+    assert_string_equal(ig.errors[0].reason, "event must be a JSON object");
+    assert_int_equal(ig.errors[1].index, 2);
+    assert_non_null(ig.errors[1].reason);
+    cf_ingest_free(&ig);
+
+    assert_int_equal(parse_s(&ig, CF_BODY_JSON, "[]", 10), 0);
+    assert_int_equal(ig.n_events, 0);
+    assert_int_equal(ig.rejected, 0);
+    cf_ingest_free(&ig);
+}
+
+static void not_json_is_refused_whole(void **state)
+{
+    (void)state;
+    const char *bad[] = {"", "   \n", "nope", "{\"user_id\":", EV " x", EV EV, "42", "\"str\"", "null",
+                         "[" EV ",]"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        cf_ingest ig;
+        const char *why = NULL;
+        int r = parse(&ig, CF_BODY_JSON, bad[i], strlen(bad[i]), 10, &why);
+        if (r != -EBADMSG)
+            fail_msg("'%s' gave %d", bad[i], r);
+        assert_non_null(why);
+        cf_ingest_free(&ig);
+    }
+    /* An embedded NUL must not hide trailing garbage. */
+    static const char nul[] = EV "\0garbage";
+    cf_ingest ig;
+    const char *why;
+    assert_int_equal(parse(&ig, CF_BODY_JSON, nul, sizeof nul - 1, 10, &why), -EBADMSG);
+    cf_ingest_free(&ig);
+}
+
+static char *repeat_array(size_t n, const char *elem)
+{
+    size_t el = strlen(elem);
+    char *s = malloc(2 + n * (el + 1) + 1);
+    assert_non_null(s);
+    size_t o = 0;
+    s[o++] = '[';
+    for (size_t i = 0; i < n; i++) {
+        if (i)
+            s[o++] = ',';
+        memcpy(s + o, elem, el);
+        o += el;
+    }
+    s[o++] = ']';
+    s[o] = '\0';
+    return s;
+}
+
+static void batch_limit_is_exact(void **state)
+{
+    (void)state;
+    cf_ingest ig;
+    char *a = repeat_array(5, EV);
+    assert_int_equal(parse_s(&ig, CF_BODY_JSON, a, 5), 0);
+    assert_int_equal(ig.n_events, 5);
+    cf_ingest_free(&ig);
+    assert_int_equal(parse_s(&ig, CF_BODY_JSON, a, 4), -E2BIG);
+    cf_ingest_free(&ig);
+    free(a);
+    /* Invalid elements count toward the limit too. */
+    a = repeat_array(5, "1");
+    assert_int_equal(parse_s(&ig, CF_BODY_JSON, a, 4), -E2BIG);
+    cf_ingest_free(&ig);
+    free(a);
+    assert_int_equal(parse_s(&ig, CF_BODY_NDJSON, EV "\n" EV "\n\n" EV, 3), 0);
+    assert_int_equal(ig.n_events, 3);
+    cf_ingest_free(&ig);
+    assert_int_equal(parse_s(&ig, CF_BODY_NDJSON, EV "\n" EV "\nx\n" EV, 3), -E2BIG);
+    cf_ingest_free(&ig);
+}
+
+static void ndjson_lines(void **state)
+{
+    (void)state;
+    cf_ingest ig;
+    const char *body = "\n" EV "\r\n  \nnot json\n[1]\n\t" EV "\t\n";
+    assert_int_equal(parse_s(&ig, CF_BODY_NDJSON, body, 10), 0);
+    assert_int_equal(ig.n_events, 2);
+    assert_int_equal(ig.event_index[0], 0);
+    assert_int_equal(ig.event_index[1], 3);   /* blank lines do not count */
+    assert_int_equal(ig.rejected, 2);
+    assert_int_equal(ig.errors[0].index, 1);
+    assert_string_equal(ig.errors[0].reason, "line is not valid JSON");
+    assert_int_equal(ig.errors[1].index, 2);
+    assert_string_equal(ig.errors[1].reason, "event must be a JSON object");
+    cf_ingest_free(&ig);
+
+    /* No line is JSON: the whole body is refused. */
+    const char *why;
+    assert_int_equal(parse(&ig, CF_BODY_NDJSON, "a\nb\n", 4, 10, &why), -EBADMSG);
+    assert_non_null(why);
+    cf_ingest_free(&ig);
+    /* One JSON line that is not an event is not "not JSON": 202 material. */
+    assert_int_equal(parse_s(&ig, CF_BODY_NDJSON, "a\n7\n", 10), 0);
+    assert_int_equal(ig.n_events, 0);
+    assert_int_equal(ig.rejected, 2);
+    cf_ingest_free(&ig);
+    /* A JSON array body sent as NDJSON is one line, one (invalid) event. */
+    assert_int_equal(parse_s(&ig, CF_BODY_NDJSON, "[" EV "," EV "]", 10), 0);
+    assert_int_equal(ig.n_events, 0);
+    assert_int_equal(ig.rejected, 1);
+    cf_ingest_free(&ig);
+}
+
+static void errors_are_capped(void **state)
+{
+    (void)state;
+    cf_ingest ig;
+    char *a = repeat_array(150, "{}");
+    assert_int_equal(parse_s(&ig, CF_BODY_JSON, a, 1000), 0);
+    assert_int_equal(ig.rejected, 150);
+    assert_int_equal(ig.n_errors, CF_INGEST_MAX_ERRORS);
+    assert_int_equal(ig.errors[CF_INGEST_MAX_ERRORS - 1].index, CF_INGEST_MAX_ERRORS - 1);
+    cf_ingest_free(&ig);
+    free(a);
+}
+
+static void properties_survive_buffer_growth(void **state)
+{
+    (void)state;
+    enum { N = 300 };
+    char *body = malloc(N * 96);
+    assert_non_null(body);
+    size_t o = 0;
+    for (int i = 0; i < N; i++)
+        o += (size_t)sprintf(body + o, "{\"user_id\":\"u\",\"page_url\":\"/p\",\"properties\":{\"i\":%d}}\n", i);
+    cf_ingest ig;
+    assert_int_equal(parse_s(&ig, CF_BODY_NDJSON, body, N), 0);
+    assert_int_equal(ig.n_events, N);
+    for (int i = 0; i < N; i++) {
+        char want[32];
+        int n = sprintf(want, "{\"i\":%d}", i);
+        assert_int_equal(ig.events[i].properties_len, (size_t)n);
+        assert_memory_equal(ig.events[i].properties, want, (size_t)n);
+    }
+    cf_ingest_free(&ig);
+    free(body);
+}
+
+/* xorshift64*: deterministic, so a failure reproduces. */
+static uint64_t rnd(uint64_t *st)
+{
+    *st ^= *st >> 12;
+    *st ^= *st << 25;
+    *st ^= *st >> 27;
+    return *st * 2685821657736338717ULL;
+}
+
+/* Mutated bodies (bytes flipped, inserted, deleted, lines cut) never crash
+ * the parser (run under ASan/UBSan in CI) and always give a coherent result. */
+static void random_mutations_are_handled(void **state)
+{
+    (void)state;
+    static const char *const seeds[] = {
+        "[" EV ",{\"user_id\":\"u2\",\"page_url\":\"/q\",\"element\":\"b\",\"event_id\":\"e\","
+        "\"timestamp\":\"2026-11-24T10:00:00.123Z\",\"properties\":{\"a\":[1,{\"b\":null}]}}]",
+        EV "\n" EV "\r\n{\"user_id\":\"\\u00e9\",\"page_url\":\"/\\ud83d\\ude00\",\"timestamp\":1795000000000}\n",
+    };
+    uint64_t st = 0x9e3779b97f4a7c15ULL;
+    char buf[512];
+    size_t with_events = 0, refused = 0;
+    for (int iter = 0; iter < 20000; iter++) {
+        const char *seed = seeds[iter % 2];
+        size_t n = strlen(seed);
+        memcpy(buf, seed, n);
+        int edits = 1 + (int)(rnd(&st) % 4);
+        for (int k = 0; k < edits && n > 0; k++) {
+            size_t at = (size_t)(rnd(&st) % n);
+            switch (rnd(&st) % 4) {
+            case 0: buf[at] = (char)rnd(&st); break;
+            case 1: memmove(buf + at, buf + at + 1, n - at - 1); n--; break;
+            case 2:
+                if (n + 1 < sizeof buf) {
+                    memmove(buf + at + 1, buf + at, n - at);
+                    buf[at] = "{}[],:\"\\\n0-eu"[rnd(&st) % 15];
+                    n++;
+                }
+                break;
+            default: n = at; break;
+            }
+        }
+        cf_ingest ig;
+        const char *why = NULL;
+        cf_body_format fmt = (cf_body_format)(iter / 2 % 2);
+        size_t max_batch = 1 + (size_t)(rnd(&st) % 4);
+        int r = parse(&ig, fmt, buf, n, max_batch, &why);
+        assert_true(r == 0 || r == -EBADMSG || r == -E2BIG);
+        with_events += r == 0 && ig.n_events > 0;
+        refused += r == -EBADMSG;
+        if (r == 0) {
+            assert_true(ig.n_events + ig.rejected <= max_batch);
+            assert_true(ig.n_errors <= ig.rejected);
+            for (size_t i = 0; i < ig.n_events; i++) {
+                assert_true(ig.events[i].user_id_len >= 1 && ig.events[i].page_url_len >= 1);
+                if (ig.events[i].properties)
+                    assert_int_equal(ig.events[i].properties[0], '{');
+            }
+        } else {
+            assert_non_null(why);
+        }
+        cf_ingest_free(&ig);
+    }
+    /* Both paths were exercised, not just the refusal. */
+    assert_true(with_events > 1000);
+    assert_true(refused > 1000);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(content_types),
+        cmocka_unit_test(single_object),
+        cmocka_unit_test(array_with_invalid_elements),
+        cmocka_unit_test(not_json_is_refused_whole),
+        cmocka_unit_test(batch_limit_is_exact),
+        cmocka_unit_test(ndjson_lines),
+        cmocka_unit_test(errors_are_capped),
+        cmocka_unit_test(properties_survive_buffer_growth),
+        cmocka_unit_test(random_mutations_are_handled),
+    };
+    return cmocka_run_group_tests_name("ingest", tests, NULL, NULL);
+}

@@ -1,0 +1,152 @@
+/* Unit tests for server/queue: the bounded SPSC ring and its sleep/wake
+ * protocol. Thread tests never sleep for timing: they join and compare. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include <cmocka.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+
+#include "queue.h"
+
+static void *tok(uintptr_t i) { return (void *)(i + 1); }   /* never NULL */
+static uintptr_t untok(void *p) { return (uintptr_t)p - 1; }
+
+static void bounds_exact(void **state)
+{
+    (void)state;
+    assert_null(cf_queue_new(0));
+    cf_queue *q = cf_queue_new(3);
+    assert_non_null(q);
+    assert_int_equal(cf_queue_capacity(q), 3);
+    assert_int_equal(cf_queue_space(q), 3);
+    assert_null(cf_queue_pop(q));
+    for (uintptr_t i = 0; i < 3; i++)
+        assert_true(cf_queue_push(q, tok(i)));
+    assert_int_equal(cf_queue_space(q), 0);
+    assert_int_equal(cf_queue_depth(q), 3);
+    assert_false(cf_queue_push(q, tok(99)));        /* full: refused, nothing changed */
+    assert_int_equal(cf_queue_produced(q), 3);
+    assert_int_equal(untok(cf_queue_pop(q)), 0);
+    assert_int_equal(cf_queue_space(q), 1);
+    assert_true(cf_queue_push(q, tok(3)));          /* wraps around */
+    for (uintptr_t i = 1; i < 4; i++)
+        assert_int_equal(untok(cf_queue_pop(q)), i);
+    assert_null(cf_queue_pop(q));
+    assert_int_equal(cf_queue_depth(q), 0);
+    assert_int_equal(cf_queue_produced(q), 4);
+    cf_queue_free(q);
+    cf_queue_free(NULL);
+}
+
+static void kick_makes_wait_return(void **state)
+{
+    (void)state;
+    cf_queue *q = cf_queue_new(4);
+    cf_queue_kick(q);
+    cf_queue_wait(q);   /* would block forever without the kick */
+    assert_true(cf_queue_push(q, tok(0)));
+    cf_queue_wait(q);   /* non-empty: returns at once */
+    assert_int_equal(untok(cf_queue_pop(q)), 0);
+    cf_queue_free(q);
+}
+
+enum { N_MSGS = 200000 };
+
+typedef struct consumer_ctx {
+    cf_queue *q;
+    uintptr_t *got;
+    size_t n;
+} consumer_ctx;
+
+static void *consumer(void *arg)
+{
+    consumer_ctx *c = arg;
+    while (c->n < N_MSGS) {
+        void *m = cf_queue_pop(c->q);
+        if (!m) {
+            cf_queue_wait(c->q);
+            continue;
+        }
+        c->got[c->n++] = untok(m);
+    }
+    return NULL;
+}
+
+/* Two threads, a tiny ring so the producer hits "full" and the consumer
+ * sleeps often: every message arrives once, in order. */
+static void two_threads_in_order(void **state)
+{
+    (void)state;
+    cf_queue *q = cf_queue_new(7);
+    consumer_ctx c = {.q = q, .got = calloc(N_MSGS, sizeof(uintptr_t)), .n = 0};
+    assert_non_null(c.got);
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, consumer, &c), 0);
+    size_t full = 0;
+    for (uintptr_t i = 0; i < N_MSGS; i++) {
+        while (!cf_queue_push(q, tok(i))) {
+            full++;
+            sched_yield();
+        }
+    }
+    assert_int_equal(pthread_join(t, NULL), 0);
+    assert_int_equal(c.n, N_MSGS);
+    for (uintptr_t i = 0; i < N_MSGS; i++)
+        if (c.got[i] != i)
+            fail_msg("message %zu arrived as %zu", (size_t)i, (size_t)c.got[i]);
+    assert_int_equal(cf_queue_depth(q), 0);
+    free(c.got);
+    cf_queue_free(q);
+}
+
+typedef struct kick_ctx {
+    cf_queue *q;
+    atomic_int *flag;
+    int rounds;
+} kick_ctx;
+
+static void *kick_waiter(void *arg)
+{
+    kick_ctx *k = arg;
+    int seen = 0;
+    while (seen < k->rounds) {
+        cf_queue_wait(k->q);
+        seen = atomic_load(k->flag);
+    }
+    return NULL;
+}
+
+/* A consumer waiting only on kicks (no messages) never misses one. */
+static void kicks_from_another_thread(void **state)
+{
+    (void)state;
+    cf_queue *q = cf_queue_new(1);
+    atomic_int flag;
+    atomic_init(&flag, 0);
+    kick_ctx k = {.q = q, .flag = &flag, .rounds = 20000};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, kick_waiter, &k), 0);
+    for (int i = 1; i <= k.rounds; i++) {
+        atomic_store(&flag, i);
+        cf_queue_kick(q);
+    }
+    assert_int_equal(pthread_join(t, NULL), 0);
+    cf_queue_free(q);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(bounds_exact),
+        cmocka_unit_test(kick_makes_wait_return),
+        cmocka_unit_test(two_threads_in_order),
+        cmocka_unit_test(kicks_from_another_thread),
+    };
+    return cmocka_run_group_tests_name("queue", tests, NULL, NULL);
+}
