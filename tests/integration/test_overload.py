@@ -98,14 +98,14 @@ def test_full_queue_503_takes_nothing_and_recovers():
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             with lock:
-                if res["busy"] >= 20 and res["ok"] >= 5:
+                if res["busy"] >= 10 and res["ok"] >= 5:
                     break
             time.sleep(0.05)
         stop.set()
         for t in threads:
             t.join(60)
         assert not res["other"], res["other"][:5]
-        assert res["busy"] >= 20, "no overload reached: %r" % res
+        assert res["busy"] >= 10, "no overload reached: %r" % res
         assert res["ok"] >= 5, res
         # Every 503 carries Retry-After (delta-seconds) and a JSON error.
         assert None not in res["retry_after"], res["retry_after"]
