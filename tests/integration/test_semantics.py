@@ -11,6 +11,7 @@ import datetime
 import json
 import os
 import random
+import time
 
 from harness import Server, run_tests
 from reference import Reference, Settings
@@ -51,6 +52,12 @@ def rfc3339(ms, offset_min=0):
 
 def wire(ev, rng):
     """The JSON object a client sends for a reference event."""
+    if ev.get("invalid") == "future":
+        # Rejected (more than --max-future ahead of the wall clock): must
+        # neither move the clock nor enter dedup (its event_id is the one
+        # the next valid event carries).
+        return {"user_id": ev["user_id"], "page_url": ev["page_url"],
+                "timestamp": int(time.time() * 1000) + 600_000, "event_id": ev["event_id"]}
     if ev.get("invalid"):
         return {"page_url": ev["page_url"], "timestamp": ev["ts"]}   # no user_id
     o = {"user_id": ev["user_id"], "page_url": ev["page_url"]}
@@ -72,10 +79,15 @@ def wire(ev, rng):
     return o
 
 
+# Users and pages of the traces; some need percent-encoding in a path and
+# sort differently by bytes than by ASCII digits.
+USERS = ["u%02d" % i for i in range(18)] + ["\u00fcser 1", "a/b?c%"]
+PAGES = ["/p/%d" % i for i in range(12)] + ["/", "/produkt/\u00fc", "/p/1/x"]
+
 GRID_OFFSETS = [0, 1, 999, 1_000, 1_999, 2_000, 5_000, 6_999, 7_000, 9_999]
 
 
-def make_trace(seed, n_events=3000, n_users=20, grid=False):
+def make_trace(seed, n_events=3000, grid=False):
     """A list of steps: ("events", [event], fmt), ("watermark", spec) (see
     watermark_value) and ("check", None). Event times: a true time t advancing ~80 ms per
     event, ts = t - delay with mostly bounded disorder, some events late
@@ -86,9 +98,8 @@ def make_trace(seed, n_events=3000, n_users=20, grid=False):
     cases (W == end - 1, W == end - 1 + lateness, C == first_ts + ttl, two
     clicks exactly one gap apart) happen often."""
     rng = random.Random(seed)
-    pages = ["/p/%d" % i for i in range(12)] + ["/", "/produkt/\u00fc", "/p/1/x"]
+    pages, users = PAGES, USERS
     weights = [1.0 / (1 + 0.3 * i) for i in range(len(pages))]
-    users = ["u%02d" % i for i in range(n_users)]
     # Per-user activity: alternating active and idle spans (ms from T0).
     span_end = n_events * 100 + 60_000
     active = {}
@@ -132,12 +143,16 @@ def make_trace(seed, n_events=3000, n_users=20, grid=False):
             off = min(GRID_OFFSETS, key=lambda o: abs(ts % 10_000 - o))
             ts = max(T0, ts - ts % 10_000 + off)
         ev = {"user_id": user, "page_url": rng.choices(pages, weights)[0], "ts": ts}
-        if rng.random() < 0.7:
+        r = rng.random()
+        if r < 0.005:
+            ev["invalid"] = "future"
+            ev["event_id"] = "e%05d" % (n_id + 1)
+        elif r < 0.012:
+            ev["invalid"] = "no user_id"
+        elif rng.random() < 0.7:
             n_id += 1
             ev["event_id"] = "e%05d" % n_id
             sent.append(ev)
-        if rng.random() < 0.01:
-            ev["invalid"] = True
         events.append(ev)
 
     steps, i = [], 0
@@ -418,8 +433,7 @@ def with_servers(shard_counts, fn):
 
 def check_seed(seed, grid=False):
     steps = make_trace(seed, grid=grid)
-    users = ["u%02d" % i for i in range(20)] + ["nobody"]
-    pages = ["/p/%d" % i for i in range(12)] + ["/", "/produkt/\u00fc", "/p/1/x"]
+    users, pages = USERS + ["nobody"], PAGES
 
     def body(servers):
         _, finals = run_trace(servers, steps, SETTINGS, users, pages)
@@ -490,6 +504,13 @@ def test_hand_checked_examples():
     def body(servers):
         srv = servers[0]
         ref = Reference(s)
+        # Before any event: no clock, no watermark, nothing anywhere.
+        assert get(srv, "/api/v1/trending") == ref.trending() == {
+            "as_of": None, "half_life_ms": 10_000, "items": []}
+        st = get(srv, "/api/v1/stats")
+        assert {k: st[k] for k in STAT_KEYS} == ref.stats(), (st, ref.stats())
+        assert st["watermark"] is None and st["event_clock"] is None, st
+        assert get(srv, "/api/v1/windows")["items"] == [] == ref.windows()["items"]
         for batch, want in ((r1, (3, 0, 0)), (r2, (1, 1, 0)), (r3, (1, 0, 0)),
                             (r4, (2, 0, 0))):
             assert ref.request(batch) == want, (batch, ref.request)
@@ -539,7 +560,44 @@ def test_hand_checked_examples():
     with_servers([1], body)
 
 
+def test_unique_users_exact_below_100_and_within_2_percent():
+    """SPEC 4: unique_users exact below 100 distinct users, relative error
+    <= 2% above; the count stays exact. One page per size, in one open
+    tumbling window and its sliding windows; some users click twice."""
+    sizes_exact = [1, 2, 3, 4, 17, 64, 99]
+    sizes_approx = [100, 1000, 5000, 20000]
+    t = T0 + 200_000
+
+    def body(servers):
+        srv = servers[0]
+        want = {}
+        for n in sizes_exact + sizes_approx:
+            page = "/hll/%d" % n
+            evs = [{"user_id": "user-%d-%d" % (n, i), "page_url": page, "timestamp": t + i % 9_000}
+                   for i in range(n)]
+            evs += evs[: n // 3]          # repeat visits: counted, not distinct
+            want[page] = (len(evs), n)
+            for k in range(0, len(evs), 5_000):
+                status, resp = srv.request("POST", "/api/v1/events", evs[k:k + 5_000])
+                assert status == 202 and resp["accepted"] == len(evs[k:k + 5_000]), resp
+        for wtype in ("tumbling", "sliding"):
+            items = get(srv, "/api/v1/windows?type=%s&state=open&limit=100000" % wtype)["items"]
+            seen = 0
+            for it in items:
+                count, n = want[it["page_url"]]
+                assert it["count"] == count, it
+                if n < 100:
+                    assert it["unique_users"] == n, (it, n)
+                else:
+                    assert abs(it["unique_users"] - n) <= 0.02 * n, (it, n)
+                seen += 1
+            # one tumbling window per page; three sliding ones per page
+            assert seen == len(want) * (1 if wtype == "tumbling" else 3), (wtype, seen)
+    with_servers([2], body)
+
+
 if __name__ == "__main__":
     run_tests([test_trace_is_meaningful, test_hand_checked_examples,
                test_trace_matches_reference_1_and_4_shards, test_more_seeds,
-               test_grid_trace_boundaries])
+               test_grid_trace_boundaries,
+               test_unique_users_exact_below_100_and_within_2_percent])
