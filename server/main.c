@@ -17,13 +17,6 @@
 
 extern char **environ;
 
-/* Placeholder until the engine reports storage failures (cf_engine_failed). */
-static bool engine_failed(const cf_engine *engine)
-{
-    (void)engine;
-    return false;
-}
-
 static int stop_pipe[2] = {-1, -1};
 
 /* Async-signal-safe: only write(2) to a pipe the main thread waits on. */
@@ -66,7 +59,7 @@ static int wait_for_stop(cf_engine *engine)
             if (read(stop_pipe[0], &b, 1) == 1)
                 return b;
         }
-        if (engine_failed(engine))
+        if (cf_engine_failed(engine))
             return 0;
     }
 }

@@ -96,6 +96,7 @@ struct cf_push {
 
     pthread_mutex_t mu;
     client *clients;            /* (mu) */
+    bool closing;               /* (mu) set by cf_push_stop: publishing ends */
 
     atomic_size_t n_clients;
     atomic_uint_fast64_t dropped;
@@ -619,6 +620,10 @@ void cf_push_stop(cf_push *p)
     if (!p)
         return;
     atomic_store(&p->stopping, true);
+    /* After this no publisher touches the context (see cf_push_publish). */
+    pthread_mutex_lock(&p->mu);
+    p->closing = true;
+    pthread_mutex_unlock(&p->mu);
     if (p->thread_started) {
         lws_cancel_service(p->ctx);
         pthread_join(p->thread, NULL);
@@ -650,18 +655,22 @@ void cf_push_publish(cf_push *p, cf_topic topic, const char *msg, size_t len, bo
     unsigned bit = 1u << topic;
     size_t queued = 0, dropped = 0;
     pthread_mutex_lock(&p->mu);
-    for (client *c = p->clients; c; c = c->next) {
-        if (!(c->topics & bit))
-            continue;
-        dropped += cf_push_queue_offer(c->q, m);
-        queued++;
+    if (!p->closing) {
+        for (client *c = p->clients; c; c = c->next) {
+            if (!(c->topics & bit))
+                continue;
+            dropped += cf_push_queue_offer(c->q, m);
+            queued++;
+        }
+        /* Under mu, so cf_push_stop() cannot destroy the context meanwhile;
+         * it only writes a byte to lws's wake-up pipe. */
+        if (queued)
+            lws_cancel_service(p->ctx);
     }
     pthread_mutex_unlock(&p->mu);
     cf_push_msg_unref(m);
     if (dropped)
         atomic_fetch_add(&p->dropped, dropped);
-    if (queued)
-        lws_cancel_service(p->ctx);
 }
 
 size_t cf_push_clients(const cf_push *p)

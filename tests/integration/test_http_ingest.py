@@ -89,7 +89,7 @@ def test_not_json_is_400_and_nothing_is_accepted():
             assert hdrs["content-type"] == "application/json"
             assert isinstance(body_of(data)["error"], str), data
         st, stats = srv.request("GET", "/api/v1/stats")
-        assert stats["accepted"] == 0, stats
+        assert stats["accepted"] == 0 and stats["rejected"] == 0, stats
 
 
 def test_errors_list_is_capped_at_100():

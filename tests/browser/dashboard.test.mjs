@@ -1,0 +1,303 @@
+// Browser tests of the bundled dashboard: the real clickflow binary on free
+// loopback ports, Debian's headless Chromium driven by playwright-core (which
+// downloads no browser). Run with node; prints "N passed, M failed".
+//
+//   CLICKFLOW_BIN=build/server/clickflow node tests/browser/dashboard.test.mjs
+//   UPDATE_SCREENSHOT=1 ...   also writes docs/dashboard.png
+//
+// Waits are for conditions (selectors, page state) with deadlines, never sleeps.
+import { spawn } from 'node:child_process';
+import { mkdtempSync, mkdirSync, rmSync, openSync, readFileSync, closeSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import assert from 'node:assert/strict';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const repo = resolve(here, '..', '..');
+const BIN = process.env.CLICKFLOW_BIN || join(repo, 'build', 'server', 'clickflow');
+const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+const UPDATE_SCREENSHOT = process.env.UPDATE_SCREENSHOT === '1';
+const XSS = '<img src=x onerror=alert(1)>';
+
+let chromium;
+try {
+  ({ chromium } = await import('playwright-core'));
+} catch (e) {
+  console.error('playwright-core is missing: run `npm ci` in tests/browser (deploy/install-deps.sh --test does it)');
+  console.log('0 passed, 1 failed');
+  process.exit(1);
+}
+
+function freePort() {
+  return new Promise((res, rej) => {
+    const s = createServer();
+    s.unref();
+    s.on('error', rej);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address();
+      s.close(() => res(port));
+    });
+  });
+}
+
+async function until(what, fn, timeoutMs = 10000) {
+  const end = Date.now() + timeoutMs;
+  let last;
+  for (;;) {
+    try {
+      const v = await fn();
+      if (v) return v;
+    } catch (e) {
+      last = e;
+    }
+    if (Date.now() > end) throw new Error('timed out waiting for ' + what + (last ? ': ' + last.message : ''));
+    await new Promise((r) => setTimeout(r, 25));   // polling a condition
+  }
+}
+
+class Server {
+  // Starts the binary; a second start() after stop() reuses the ports and
+  // the data directory (a restart).
+  async start(extraArgs = []) {
+    if (!this.dir) {
+      this.http = await freePort();
+      this.ws = await freePort();
+      this.dir = mkdtempSync(join(tmpdir(), 'clickflow-browser-'));
+    }
+    this.logPath = join(this.dir, 'server.log');
+    const log = openSync(this.logPath, 'a');
+    this.proc = spawn(BIN, [
+      '--bind', '127.0.0.1', '--http-port', String(this.http), '--ws-port', String(this.ws),
+      '--idle-timeout', '0', '--push-interval', '200ms', '--data-dir', join(this.dir, 'data'),
+      ...extraArgs,
+    ], { stdio: ['ignore', log, log] });
+    closeSync(log);
+    this.exited = new Promise((res) => this.proc.on('exit', (code, sig) => res(code ?? sig)));
+    this.base = `http://127.0.0.1:${this.http}`;
+    await until('the server to be ready', async () => {
+      if (this.proc.exitCode !== null) throw new Error('clickflow exited:\n' + this.log());
+      const r = await fetch(this.base + '/healthz');
+      return r.status === 200;
+    }, 20000);
+    return this;
+  }
+
+  log() {
+    try { return readFileSync(this.logPath, 'utf8'); } catch (e) { return ''; }
+  }
+
+  async post(events) {
+    const r = await fetch(this.base + '/api/v1/events', {
+      method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(events),
+    });
+    const body = await r.json();
+    assert.equal(r.status, 202, JSON.stringify(body));
+    assert.equal(body.rejected, 0, JSON.stringify(body));
+    return body;
+  }
+
+  async stop() {
+    if (!this.proc || this.proc.exitCode !== null) return;
+    this.proc.kill('SIGTERM');
+    const t = setTimeout(() => this.proc.kill('SIGKILL'), 15000);
+    await this.exited;
+    clearTimeout(t);
+  }
+
+  cleanup() {
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+/* ---- the tests (they share one server and one page, in order) ---------- */
+
+const srv = await new Server().start();
+const profile = mkdtempSync(join(tmpdir(), 'clickflow-chromium-'));
+const context = await chromium.launchPersistentContext(profile, {
+  executablePath: CHROMIUM,
+  headless: true,
+  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
+    '--disable-component-update', '--disable-sync', '--no-first-run'],
+  viewport: { width: 1400, height: 1000 },
+});
+const page = context.pages()[0] || await context.newPage();
+const consoleErrors = [];
+const dialogs = [];
+page.on('console', (m) => { if (m.type() === 'error') consoleErrors.push(m.text()); });
+page.on('pageerror', (e) => consoleErrors.push('pageerror: ' + e.message));
+page.on('dialog', (d) => { dialogs.push(d.message()); d.dismiss().catch(() => {}); });
+
+const now = Date.now();
+const tests = [];
+const test = (name, fn) => tests.push({ name, fn });
+
+test('loads with no console errors and connects', async () => {
+  const resp = await page.goto(srv.base + '/');
+  assert.equal(resp.status(), 200);
+  assert.match(await page.title(), /clickflow/);
+  await page.waitForSelector('#conn-status[data-state="connected"]', { timeout: 10000 });
+  assert.equal(await page.textContent('#conn-status'), 'connected');
+  // Both charts are uPlot canvases, served from the binary (no CDN).
+  await page.waitForSelector('#chart-rate canvas', { state: 'attached' });
+  await page.waitForSelector('#chart-pages canvas', { state: 'attached' });
+  assert.equal(await page.evaluate(() => typeof uPlot), 'function');
+  // Stats arrive every second: the accepted counter becomes a number.
+  await page.waitForFunction(() => /^\d/.test(document.getElementById('kpi-accepted').textContent),
+    null, { timeout: 5000 });
+  assert.deepEqual(consoleErrors, []);
+});
+
+test('posted events show in trending and the window chart within two seconds', async () => {
+  const events = [];
+  for (let i = 0; i < 7; i++) events.push({ user_id: 'u' + i, page_url: '/products/42', timestamp: now + i });
+  for (let i = 0; i < 3; i++) events.push({ user_id: 'u' + i, page_url: '/cart', timestamp: now + i });
+  await srv.post(events);
+  const t0 = Date.now();
+  await page.waitForFunction(() => [...document.querySelectorAll('#trending-table tbody td.page')]
+    .some((td) => td.textContent === '/products/42'), null, { timeout: 2000 });
+  await page.waitForFunction(() => [...document.querySelectorAll('#pages-table tbody tr')]
+    .some((tr) => tr.cells[0].textContent === '/products/42' && tr.cells[1].textContent === '7'),
+  null, { timeout: Math.max(100, 2000 - (Date.now() - t0)) });
+  // Trending is ordered by score: 7 clicks before 3.
+  const order = await page.$$eval('#trending-table tbody td.page', (tds) => tds.map((t) => t.textContent));
+  assert.ok(order.indexOf('/products/42') < order.indexOf('/cart'), order.join(','));
+  // The bar chart holds the same pages (uPlot draws on canvas; its data is the table's).
+  const bars = await page.$$eval('#pages-table tbody tr', (trs) => trs.map((tr) => tr.cells[0].textContent));
+  assert.deepEqual(bars.slice(0, 2), ['/products/42', '/cart']);
+});
+
+test('a page_url with HTML in it is shown as text', async () => {
+  await srv.post([{ user_id: 'attacker', page_url: XSS, timestamp: now + 10 },
+    { user_id: 'attacker', page_url: XSS, timestamp: now + 11 }]);
+  await page.waitForFunction((x) => [...document.querySelectorAll('#trending-table tbody td.page')]
+    .some((td) => td.textContent === x), XSS, { timeout: 2000 });
+  await page.waitForFunction((x) => [...document.querySelectorAll('#pages-table tbody td.page')]
+    .some((td) => td.textContent === x), XSS, { timeout: 2000 });
+  // Visible as text, never turned into an element, no script ran.
+  const cell = page.locator('#trending-table tbody td.page', { hasText: XSS }).first();
+  assert.ok(await cell.isVisible());
+  assert.equal(await page.locator('img[src="x"]').count(), 0);
+  assert.equal(await page.evaluate(() => document.querySelectorAll('img').length), 0);
+  assert.deepEqual(dialogs, []);
+  assert.deepEqual(consoleErrors, []);
+});
+
+test('seeds trending and windows from REST on a fresh load', async () => {
+  const fresh = await context.newPage();
+  try {
+    // Offline WebSocket on purpose: the tables must come from REST alone.
+    await fresh.goto(srv.base + '/?ws=' + encodeURIComponent('ws://127.0.0.1:1/'));
+    await fresh.waitForFunction(() => [...document.querySelectorAll('#trending-table tbody td.page')]
+      .some((td) => td.textContent === '/products/42'), null, { timeout: 5000 });
+    await fresh.waitForFunction(() => [...document.querySelectorAll('#pages-table tbody tr')]
+      .some((tr) => tr.cells[0].textContent === '/products/42' && tr.cells[1].textContent === '7'),
+    null, { timeout: 5000 });
+    await fresh.waitForSelector('#conn-status[data-state="disconnected"]', { timeout: 10000 });
+  } finally {
+    await fresh.close();
+  }
+});
+
+if (UPDATE_SCREENSHOT) {
+  test('screenshot (UPDATE_SCREENSHOT=1)', async () => {
+    // A server of its own, fed a few minutes of realistic traffic in event
+    // time: Zipf-skewed pages, users with sessions, a closed and an open
+    // tumbling window, some resent and some late events.
+    const shot = await new Server().start(['--session-gap', '20s']);
+    const p = await context.newPage();
+    try {
+      await p.setViewportSize({ width: 1400, height: 1000 });
+      await p.goto(shot.base + '/');
+      await p.waitForSelector('#conn-status[data-state="connected"]', { timeout: 10000 });
+      const pages = ['/', '/pricing', '/products/7', '/products/12', '/blog/launch-week',
+        '/docs/getting-started', '/cart', '/checkout', '/search?q=running+shoes', '/about',
+        '/signup', '/products/3', '/careers', '/docs/api'];
+      const zipf = pages.map((_, k) => 1 / Math.pow(k + 1, 1.05));
+      const zsum = zipf.reduce((a, b) => a + b, 0);
+      let seed = 42;
+      const rnd = () => ((seed = (seed * 1103515245 + 12345) % 2147483648) / 2147483648);
+      const pick = () => {
+        let r = rnd() * zsum;
+        for (let k = 0; k < pages.length; k++) if ((r -= zipf[k]) <= 0) return pages[k];
+        return pages[0];
+      };
+      const m0 = Math.floor(Date.now() / 60000) * 60000 - 120000;
+      let seq = 0;
+      const sent = [];
+      // Window A: [m0, m0+60s), users 0..299; window B: users 150..449 from m0+60s.
+      for (let round = 0; round < 9; round++) {
+        const batch = [];
+        const n = 260 + 90 * (round % 4);
+        const inB = round >= 4;
+        for (let i = 0; i < n; i++) {
+          const ts = inB ? m0 + 60000 + (round - 4) * 8000 + Math.floor(rnd() * 8000)
+            : m0 + round * 15000 + Math.floor(rnd() * 15000);
+          const user = (inB ? 150 : 0) + Math.floor(rnd() * 300);
+          const ev = { user_id: 'user-' + user, page_url: pick(), timestamp: ts, event_id: 'shot-' + seq++ };
+          batch.push(ev);
+          sent.push(ev);
+        }
+        if (round >= 5) batch.push(...sent.slice(-12));   // resent: duplicates
+        if (round === 7) {
+          for (let i = 0; i < 3; i++) {
+            batch.push({ user_id: 'user-' + (900 + i), page_url: pages[i + 2], timestamp: m0 - 600000 + i * 1000 });
+          }
+        }
+        await shot.post(batch);
+        const before = await p.textContent('#kpi-accepted');
+        await p.waitForFunction((b) => document.getElementById('kpi-accepted').textContent !== b,
+          before, { timeout: 5000 });
+      }
+      await p.waitForFunction(() => document.querySelectorAll('#sessions-table tbody tr:not(.empty)').length >= 5 &&
+        document.querySelectorAll('#late-table tbody tr:not(.empty)').length >= 1 &&
+        document.querySelectorAll('#pages-table tbody tr').length >= 8, null, { timeout: 10000 });
+      const out = join(repo, 'docs', 'dashboard.png');
+      mkdirSync(dirname(out), { recursive: true });
+      await p.screenshot({ path: out, fullPage: true });
+      console.log('wrote ' + out);
+    } finally {
+      await p.close();
+      await shot.stop();
+      shot.cleanup();
+    }
+  });
+}
+
+test('shows "disconnected" when the server stops', async () => {
+  await srv.stop();
+  await page.waitForSelector('#conn-status[data-state="disconnected"]', { timeout: 10000 });
+  assert.equal(await page.textContent('#conn-status'), 'disconnected');
+  assert.ok(await page.locator('#conn-status').isVisible());
+});
+
+test('reconnects by itself when the server is back', async () => {
+  await srv.start();
+  await page.waitForSelector('#conn-status[data-state="connected"]', { timeout: 30000 });
+  // Live again: new events reach the page through the new connection.
+  await srv.post([{ user_id: 'back', page_url: '/after-restart', timestamp: now + 20 }]);
+  await page.waitForFunction(() => [...document.querySelectorAll('#trending-table tbody td.page')]
+    .some((td) => td.textContent === '/after-restart'), null, { timeout: 3000 });
+});
+
+let passed = 0;
+let failed = 0;
+for (const t of tests) {
+  try {
+    await t.fn();
+    passed++;
+    console.log('ok   ' + t.name);
+  } catch (e) {
+    failed++;
+    console.log('FAIL ' + t.name);
+    console.log(String(e && e.stack ? e.stack : e).split('\n').map((l) => '     ' + l).join('\n'));
+  }
+}
+await context.close().catch(() => {});
+await srv.stop();
+if (failed) console.log('--- server log ---\n' + srv.log());
+srv.cleanup();
+rmSync(profile, { recursive: true, force: true });
+console.log(`${passed} passed, ${failed} failed`);
+process.exit(failed ? 1 : 0);

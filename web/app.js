@@ -1,0 +1,616 @@
+/* clickflow dashboard.
+ *
+ * Finds the WebSocket endpoint by itself (GET /api/v1/info -> ws_port and
+ * ws_path, on this page's host; a ?ws=<url> query parameter overrides it),
+ * seeds its tables from REST, then follows the live push messages
+ * {"type": "windows"|"trending"|"session_end"|"stats"|"late", "data": ...}.
+ * Reconnects with exponential backoff and shows "disconnected" meanwhile.
+ * A ?token=<t> query parameter is sent as a Bearer token to REST and as
+ * ?token= to the WebSocket (for servers started with --read-token).
+ *
+ * Every string that comes from the server (page URLs, user ids, reasons) is
+ * put on the page with textContent, never parsed as HTML. */
+'use strict';
+
+(function () {
+  const params = new URLSearchParams(window.location.search);
+  const token = params.get('token') || '';
+  const wsOverride = params.get('ws') || '';
+
+  const RATE_POINTS = 180;          // seconds of history in the rate chart
+  const TOP_PAGES = 10;             // bars in the page chart
+  const KEEP_WINDOWS = 6;           // tumbling windows remembered
+  const KEEP_SESSIONS = 12;         // session rows shown
+  const MEAN_OVER = 200;            // sessions averaged for the mean duration
+  const KEEP_LATE = 12;             // late rows shown
+  const BACKOFF_MIN_MS = 500;
+  const BACKOFF_MAX_MS = 15000;
+
+  const $ = (id) => document.getElementById(id);
+  const nf = new Intl.NumberFormat('en-US');
+  const nf1 = new Intl.NumberFormat('en-US', { maximumFractionDigits: 1 });
+  const nf2 = new Intl.NumberFormat('en-US', { minimumFractionDigits: 2, maximumFractionDigits: 2 });
+
+  /* ---- state ----------------------------------------------------------- */
+
+  const state = {
+    rateX: [],                      // unix seconds
+    rateY: [],                      // events per second
+    lastAccepted: null,             // for a rate when stats carry none
+    lastAcceptedAt: 0,
+    windows: new Map(),             // tumbling start -> {start, end, closed, pages: Map}
+    trending: null,
+    sessions: [],                   // newest first
+    sessionsEnded: 0,
+    durations: [],                  // newest last, at most MEAN_OVER
+    late: [],                       // newest first
+    stats: null,
+  };
+
+  /* ---- formatting ------------------------------------------------------ */
+
+  const isNum = (v) => typeof v === 'number' && Number.isFinite(v);
+  // Epoch-ms values far outside any real clock mean "no time yet".
+  const isTime = (v) => isNum(v) && v > 0 && v < 8.64e15;
+
+  function fmtCount(v) { return isNum(v) ? nf.format(v) : '–'; }
+
+  function fmtDuration(ms) {
+    if (!isNum(ms)) return '–';
+    const neg = ms < 0;
+    ms = Math.abs(ms);
+    let out;
+    if (ms < 1000) out = Math.round(ms) + ' ms';
+    else if (ms < 60000) out = nf1.format(ms / 1000) + ' s';
+    else if (ms < 3600000) out = Math.floor(ms / 60000) + 'm ' + Math.round((ms % 60000) / 1000) + 's';
+    else out = Math.floor(ms / 3600000) + 'h ' + Math.round((ms % 3600000) / 60000) + 'm';
+    return neg ? '−' + out : out;
+  }
+
+  function fmtTime(ms) {
+    if (!isTime(ms)) return '–';
+    return new Date(ms).toISOString().replace('T', ' ').replace('Z', ' UTC');
+  }
+
+  function fmtClock(ms) {
+    if (!isTime(ms)) return '–';
+    return new Date(ms).toISOString().slice(11, 19);
+  }
+
+  /* ---- DOM helpers (text only) ---------------------------------------- */
+
+  function el(tag, cls, text) {
+    const e = document.createElement(tag);
+    if (cls) e.className = cls;
+    if (text !== undefined && text !== null) e.textContent = String(text);
+    return e;
+  }
+
+  function cell(text, cls, title) {
+    const td = el('td', cls, text);
+    if (title !== undefined) td.title = String(title);
+    return td;
+  }
+
+  function setText(id, text) {
+    const e = $(id);
+    if (e && e.textContent !== text) e.textContent = text;
+  }
+
+  function fillTable(tableId, rows, emptyText, columns) {
+    const tbody = $(tableId).tBodies[0];
+    const frag = document.createDocumentFragment();
+    if (rows.length === 0) {
+      const tr = el('tr', 'empty');
+      const td = cell(emptyText);
+      td.colSpan = columns;
+      tr.appendChild(td);
+      frag.appendChild(tr);
+    } else {
+      for (const r of rows) frag.appendChild(r);
+    }
+    tbody.replaceChildren(frag);
+  }
+
+  /* ---- charts ---------------------------------------------------------- */
+
+  const axisStyle = {
+    stroke: '#8c97ad',
+    grid: { stroke: 'rgba(140,151,173,0.12)', width: 1 },
+    ticks: { stroke: 'rgba(140,151,173,0.25)', width: 1 },
+    font: '12px system-ui, sans-serif',
+  };
+
+  function chartWidth(id) {
+    return Math.max(280, $(id).clientWidth || 600);
+  }
+
+  let rateChart = null;
+  let pagesChart = null;
+  let pageLabels = [];
+
+  function makeCharts() {
+    if (typeof uPlot !== 'function') return;   // charts are optional; tables still work
+    rateChart = new uPlot({
+      width: chartWidth('chart-rate'),
+      height: 220,
+      cursor: { drag: { x: false, y: false } },
+      legend: { show: false },
+      scales: { x: { time: true }, y: { range: (u, min, max) => [0, Math.max(10, max * 1.15)] } },
+      series: [
+        {},
+        {
+          label: 'events / s',
+          stroke: '#4fb3ff',
+          width: 2,
+          fill: 'rgba(79,179,255,0.12)',
+          points: { show: false },
+          value: (u, v) => (v == null ? '–' : nf1.format(v)),
+        },
+      ],
+      axes: [
+        Object.assign({}, axisStyle, {
+          space: 80,
+          // Whole seconds, UTC like the rest of the page.
+          incrs: [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600],
+          values: (u, vals) => vals.map((v) => fmtClock(v * 1000)),
+        }),
+        Object.assign({}, axisStyle, { size: 56, values: (u, vals) => vals.map((v) => nf.format(v)) }),
+      ],
+    }, [[], []], $('chart-rate'));
+
+    const bars = uPlot.paths && uPlot.paths.bars;
+    pagesChart = new uPlot({
+      width: chartWidth('chart-pages'),
+      height: 240,
+      cursor: { show: false },
+      legend: { show: true, live: false },
+      scales: {
+        x: { time: false, range: (u) => [-0.6, Math.max(0, u.data[0].length - 1) + 0.6] },
+        y: { range: (u, min, max) => [0, Math.max(5, max * 1.15)] },
+      },
+      series: [
+        {},
+        {
+          label: 'current window',
+          stroke: '#4fb3ff',
+          fill: 'rgba(79,179,255,0.75)',
+          width: 0,
+          points: { show: false },
+          paths: bars ? bars({ size: [0.36, 60], align: -1 }) : undefined,
+        },
+        {
+          label: 'last closed window',
+          stroke: '#b48cff',
+          fill: 'rgba(180,140,255,0.55)',
+          width: 0,
+          points: { show: false },
+          paths: bars ? bars({ size: [0.36, 60], align: 1 }) : undefined,
+        },
+      ],
+      axes: [
+        Object.assign({}, axisStyle, {
+          grid: { show: false },
+          size: 64,
+          rotate: -20,
+          splits: (u) => u.data[0].map((_, i) => i),
+          values: (u, splits) => splits.map((i) => shortLabel(pageLabels[i])),
+        }),
+        Object.assign({}, axisStyle, { size: 56, values: (u, vals) => vals.map((v) => nf.format(v)) }),
+      ],
+    }, [[], [], []], $('chart-pages'));
+
+    if (typeof ResizeObserver === 'function') {
+      const ro = new ResizeObserver(() => {
+        rateChart.setSize({ width: chartWidth('chart-rate'), height: 220 });
+        pagesChart.setSize({ width: chartWidth('chart-pages'), height: 240 });
+      });
+      ro.observe($('chart-rate'));
+      ro.observe($('chart-pages'));
+    }
+  }
+
+  function shortLabel(s) {
+    if (s === undefined || s === null) return '';
+    s = String(s);
+    return s.length > 22 ? s.slice(0, 21) + '…' : s;
+  }
+
+  /* ---- model updates --------------------------------------------------- */
+
+  function onStats(s) {
+    if (!s || typeof s !== 'object') return;
+    state.stats = s;
+    const now = Date.now();
+    // Events per second as this page sees them: the change of `accepted`
+    // between two stats messages about a second apart. The server's own
+    // ingest_rate is the fallback (first sample, after a gap).
+    let rate = null;
+    const dt = now - state.lastAcceptedAt;
+    if (isNum(s.accepted) && state.lastAccepted !== null && dt >= 300 && dt <= 5000) {
+      rate = Math.max(0, (s.accepted - state.lastAccepted) * 1000 / dt);
+    } else if (isNum(s.ingest_rate)) {
+      rate = s.ingest_rate;
+    }
+    if (isNum(s.accepted)) {
+      state.lastAccepted = s.accepted;
+      state.lastAcceptedAt = now;
+    }
+    if (isNum(rate)) {
+      state.rateX.push(now / 1000);
+      state.rateY.push(rate);
+      if (state.rateX.length > RATE_POINTS) {
+        state.rateX.shift();
+        state.rateY.shift();
+      }
+    }
+  }
+
+  function onWindows(list) {
+    if (!Array.isArray(list)) return;
+    for (const r of list) {
+      if (!r || r.type !== 'tumbling' || !isNum(r.start) || typeof r.page_url !== 'string') continue;
+      let w = state.windows.get(r.start);
+      if (!w) {
+        w = { start: r.start, end: r.end, closed: false, pages: new Map() };
+        state.windows.set(r.start, w);
+      }
+      const old = w.pages.get(r.page_url);
+      const rev = isNum(r.revision) ? r.revision : 0;
+      const next = {
+        count: isNum(r.count) ? r.count : 0,
+        users: isNum(r.unique_users) ? r.unique_users : 0,
+        revision: rev,
+        final: r.final === true,
+      };
+      // Newer revisions win; within one revision interim counts only grow, so
+      // a REST answer older than a live update does not move a count back.
+      if (!old || rev > old.revision || (rev === old.revision &&
+          (next.final || (!old.final && next.count >= old.count)))) {
+        w.pages.set(r.page_url, next);
+      }
+      if (r.final === true) w.closed = true;
+    }
+    // Remember the newest few windows only.
+    if (state.windows.size > KEEP_WINDOWS) {
+      const starts = [...state.windows.keys()].sort((a, b) => a - b);
+      for (const s of starts.slice(0, starts.length - KEEP_WINDOWS)) state.windows.delete(s);
+    }
+  }
+
+  function onTrending(t) {
+    if (t && Array.isArray(t.items)) state.trending = t;
+  }
+
+  function sessionKey(s) { return s.user_id + '\u0000' + s.start; }
+
+  function onSessionEnd(s, countIt) {
+    if (!s || typeof s !== 'object') return;
+    const key = sessionKey(s);
+    const i = state.sessions.findIndex((x) => sessionKey(x) === key);
+    if (i >= 0) state.sessions.splice(i, 1);   // a revision replaces the earlier firing
+    state.sessions.unshift(s);
+    if (state.sessions.length > KEEP_SESSIONS) state.sessions.length = KEEP_SESSIONS;
+    if (isNum(s.duration_ms)) {
+      state.durations.push(s.duration_ms);
+      if (state.durations.length > MEAN_OVER) state.durations.shift();
+    }
+    if (countIt) state.sessionsEnded++;
+  }
+
+  function onLate(list) {
+    if (!Array.isArray(list)) return;
+    for (const e of list) if (e && typeof e === 'object') state.late.unshift(e);
+    if (state.late.length > KEEP_LATE) state.late.length = KEEP_LATE;
+  }
+
+  /* ---- rendering (coalesced to one pass per animation frame) ---------- */
+
+  let renderQueued = false;
+  function scheduleRender() {
+    if (renderQueued) return;
+    renderQueued = true;
+    requestAnimationFrame(() => {
+      renderQueued = false;
+      render();
+    });
+  }
+
+  function render() {
+    renderStats();
+    renderWindows();
+    renderTrending();
+    renderSessions();
+    renderLate();
+    setText('updated', new Date().toLocaleTimeString());
+  }
+
+  function renderStats() {
+    const s = state.stats;
+    if (rateChart) rateChart.setData([state.rateX, state.rateY]);
+    const lastRate = state.rateY.length ? state.rateY[state.rateY.length - 1] : null;
+    setText('kpi-rate', isNum(lastRate) ? nf1.format(lastRate) : '–');
+    if (!s) return;
+    setText('kpi-accepted', fmtCount(s.accepted));
+    setText('kpi-sessions', fmtCount(s.open_sessions));
+    setText('sess-open', fmtCount(s.open_sessions));
+    setText('kpi-windows', fmtCount(s.open_windows));
+    setText('kpi-duplicates', fmtCount(s.duplicates));
+    setText('kpi-late', fmtCount(s.late_dropped));
+    setText('kpi-lag', isTime(s.watermark) ? fmtDuration(s.lag_ms) : '–');
+    setText('kpi-clients', fmtCount(s.ws_clients));
+    setText('wm', fmtTime(s.watermark));
+    setText('clock', fmtTime(s.event_clock));
+    setText('lag', isTime(s.watermark) ? fmtDuration(s.lag_ms) : '–');
+    setText('rejected', fmtCount(s.rejected));
+    setText('late-updates', fmtCount(s.late_updates));
+    setText('ws-dropped', fmtCount(s.ws_dropped));
+    renderShards(Array.isArray(s.queue_depth) ? s.queue_depth : []);
+  }
+
+  function renderShards(depths) {
+    const box = $('shards');
+    if (depths.length === 0) {
+      box.replaceChildren(el('span', 'muted', '–'));
+      return;
+    }
+    const max = Math.max(64, ...depths.filter(isNum));
+    const frag = document.createDocumentFragment();
+    depths.forEach((d, i) => {
+      const row = el('div', 'shard');
+      row.appendChild(el('span', 'muted', 'shard ' + i));
+      const track = el('div', 'track');
+      const fill = el('div', 'fill');
+      const frac = isNum(d) ? Math.min(1, d / max) : 0;
+      fill.style.width = (frac * 100).toFixed(1) + '%';
+      if (frac > 0.5) fill.classList.add('hot');
+      track.appendChild(fill);
+      row.appendChild(track);
+      row.appendChild(el('span', 'n', fmtCount(d)));
+      frag.appendChild(row);
+    });
+    box.replaceChildren(frag);
+  }
+
+  /* The current window is the newest one still open; the last closed one is
+   * the newest fired window before it. */
+  function pickWindows() {
+    const ws = [...state.windows.values()].sort((a, b) => b.start - a.start);
+    const current = ws.find((w) => !w.closed) || null;
+    const closed = ws.find((w) => w.closed && (!current || w.start < current.start)) || null;
+    return { current, closed };
+  }
+
+  function renderWindows() {
+    const { current, closed } = pickWindows();
+    const cur = current ? current.pages : new Map();
+    const last = closed ? closed.pages : new Map();
+    const pages = new Map();
+    for (const [p, v] of cur) pages.set(p, { cur: v.count, users: v.users, last: 0 });
+    for (const [p, v] of last) {
+      const e = pages.get(p);
+      if (e) e.last = v.count;
+      else pages.set(p, { cur: 0, users: 0, last: v.count });
+    }
+    const top = [...pages.entries()]
+      .sort((a, b) => b[1].cur - a[1].cur || b[1].last - a[1].last || (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0))
+      .slice(0, TOP_PAGES);
+
+    let note = 'tumbling windows: waiting for data';
+    if (current || closed) {
+      const parts = [];
+      if (current) parts.push('current ' + fmtClock(current.start) + '–' + fmtClock(current.end));
+      if (closed) parts.push('last closed ' + fmtClock(closed.start) + '–' + fmtClock(closed.end));
+      note = 'tumbling windows (UTC): ' + parts.join(' · ');
+    }
+    setText('window-note', note);
+
+    pageLabels = top.map(([p]) => p);
+    if (pagesChart) {
+      pagesChart.setData([
+        top.map((_, i) => i),
+        top.map(([, v]) => v.cur),
+        top.map(([, v]) => v.last),
+      ]);
+    }
+    const rows = top.map(([p, v]) => {
+      const tr = el('tr');
+      tr.appendChild(cell(p, 'page', p));
+      tr.appendChild(cell(fmtCount(v.cur), 'num'));
+      tr.appendChild(cell(current ? fmtCount(v.users) : '–', 'num'));
+      tr.appendChild(cell(closed ? fmtCount(v.last) : '–', 'num'));
+      return tr;
+    });
+    fillTable('pages-table', rows, 'no clicks in the current or last window', 4);
+  }
+
+  function renderTrending() {
+    const t = state.trending;
+    const items = t ? t.items.filter((x) => x && typeof x.page_url === 'string') : [];
+    const max = items.reduce((m, x) => Math.max(m, isNum(x.score) ? x.score : 0), 0) || 1;
+    const rows = items.map((x, i) => {
+      const tr = el('tr');
+      tr.appendChild(cell(i + 1, 'num'));
+      tr.appendChild(cell(x.page_url, 'page', x.page_url));
+      tr.appendChild(cell(isNum(x.score) ? nf2.format(x.score) : '–', 'num'));
+      const barTd = el('td', 'barcol');
+      const bar = el('div', 'bar');
+      bar.style.width = ((isNum(x.score) ? x.score / max : 0) * 100).toFixed(1) + '%';
+      barTd.appendChild(bar);
+      tr.appendChild(barTd);
+      return tr;
+    });
+    fillTable('trending-table', rows, 'no clicks yet', 4);
+    if (t && isNum(t.half_life_ms)) {
+      setText('trending-note', 'decayed click score · half-life ' + fmtDuration(t.half_life_ms) +
+        (isTime(t.as_of) ? ' · as of ' + fmtClock(t.as_of) : ''));
+    }
+  }
+
+  function renderSessions() {
+    setText('sess-ended', fmtCount(state.sessionsEnded));
+    const d = state.durations;
+    setText('sess-mean', d.length ? fmtDuration(d.reduce((a, b) => a + b, 0) / d.length) : '–');
+    const rows = state.sessions.map((s) => {
+      const tr = el('tr');
+      tr.appendChild(cell(s.user_id, 'page', s.user_id));
+      tr.appendChild(cell(fmtDuration(s.duration_ms), 'num'));
+      tr.appendChild(cell(fmtCount(s.page_views), 'num'));
+      const path = String(s.entry_page ?? '') + ' → ' + String(s.exit_page ?? '');
+      tr.appendChild(cell(path, 'page', path));
+      return tr;
+    });
+    fillTable('sessions-table', rows, 'no session has ended yet', 4);
+  }
+
+  function renderLate() {
+    const rows = state.late.map((e) => {
+      const tr = el('tr');
+      tr.appendChild(cell(fmtClock(e.timestamp), null, fmtTime(e.timestamp)));
+      tr.appendChild(cell(e.page_url, 'page', e.page_url));
+      tr.appendChild(cell(e.user_id, 'page', e.user_id));
+      tr.appendChild(cell(e.reason, null, e.reason));
+      return tr;
+    });
+    fillTable('late-table', rows, 'none', 4);
+  }
+
+  /* ---- REST ------------------------------------------------------------ */
+
+  async function getJSON(path) {
+    const headers = token ? { Authorization: 'Bearer ' + token } : {};
+    const r = await fetch(path, { headers, cache: 'no-store' });
+    if (!r.ok) throw new Error(path + ': HTTP ' + r.status);
+    return r.json();
+  }
+
+  /* Seeds the panels from REST so a fresh page is not empty until the next
+   * push. Each part is independent: one failing leaves the others. */
+  async function seed() {
+    const jobs = [
+      getJSON('/api/v1/stats').then(onStats),
+      getJSON('/api/v1/trending?n=10').then(onTrending),
+      getJSON('/api/v1/windows?type=tumbling&state=closed&limit=2000').then((j) => onWindows(j.items)),
+      getJSON('/api/v1/windows?type=tumbling&state=open&limit=2000').then((j) => onWindows(j.items)),
+      getJSON('/api/v1/sessions?limit=' + KEEP_SESSIONS).then((j) => {
+        if (Array.isArray(j.items)) j.items.slice().reverse().forEach((s) => onSessionEnd(s, false));
+      }),
+      getJSON('/api/v1/late?limit=' + KEEP_LATE).then((j) => {
+        if (Array.isArray(j.items)) onLate(j.items.slice().reverse());
+      }),
+    ];
+    const results = await Promise.allSettled(jobs);
+    for (const r of results) if (r.status === 'rejected') console.warn('clickflow: seeding failed:', r.reason);
+    scheduleRender();
+  }
+
+  /* ---- WebSocket ------------------------------------------------------- */
+
+  let ws = null;
+  let everConnected = false;
+  let backoff = BACKOFF_MIN_MS;
+  let retryTimer = null;
+
+  function setStatus(kind, detail) {
+    const s = $('conn-status');
+    s.dataset.state = kind;
+    s.textContent = kind === 'connecting' ? 'connecting…' : kind;
+    setText('conn-detail', detail || '');
+    document.body.classList.toggle('offline', kind === 'disconnected');
+  }
+
+  async function wsUrl() {
+    let url;
+    if (wsOverride) {
+      url = new URL(wsOverride, window.location.href);
+    } else {
+      const info = await getJSON('/api/v1/info');
+      const port = Number(info.ws_port);
+      if (!Number.isInteger(port) || port <= 0 || port > 65535) throw new Error('bad ws_port in /api/v1/info');
+      const path = typeof info.ws_path === 'string' && info.ws_path.startsWith('/') ? info.ws_path : '/';
+      const scheme = window.location.protocol === 'https:' ? 'wss:' : 'ws:';
+      const host = window.location.hostname.includes(':') ? '[' + window.location.hostname + ']'
+        : window.location.hostname;
+      url = new URL(scheme + '//' + host + ':' + port + path);
+    }
+    if (token) url.searchParams.set('token', token);
+    return url;
+  }
+
+  function scheduleReconnect(reason) {
+    if (retryTimer) return;
+    const delay = Math.round(backoff * (0.8 + Math.random() * 0.4));
+    backoff = Math.min(BACKOFF_MAX_MS, backoff * 2);
+    setStatus('disconnected', (reason ? reason + ' · ' : '') + 'retrying in ' + fmtDuration(delay));
+    retryTimer = setTimeout(() => {
+      retryTimer = null;
+      connect();
+    }, delay);
+  }
+
+  async function connect() {
+    setStatus('connecting', '');
+    let url;
+    try {
+      url = await wsUrl();
+    } catch (e) {
+      scheduleReconnect('server unreachable');
+      return;
+    }
+    const shown = new URL(url.href);
+    if (shown.searchParams.has('token')) shown.searchParams.set('token', '…');
+    setText('footer-ws', 'live updates from ' + shown.href);
+    let sock;
+    try {
+      sock = new WebSocket(url.href);
+    } catch (e) {
+      scheduleReconnect('bad WebSocket URL');
+      return;
+    }
+    ws = sock;
+    let opened = false;
+    sock.onopen = () => {
+      opened = true;
+      backoff = BACKOFF_MIN_MS;
+      state.lastAccepted = null;   // the server may have restarted
+      setStatus('connected', '');
+      sock.send(JSON.stringify({ subscribe: ['windows', 'trending', 'sessions', 'stats', 'late'] }));
+      if (everConnected) seed();   // catch up on what happened while we were away
+      everConnected = true;
+    };
+    sock.onmessage = (ev) => {
+      let msg;
+      try {
+        msg = JSON.parse(ev.data);
+      } catch (e) {
+        return;
+      }
+      if (!msg || typeof msg !== 'object') return;
+      switch (msg.type) {
+        case 'windows': onWindows(msg.data); break;
+        case 'trending': onTrending(msg.data); break;
+        case 'session_end':
+          // One record, or a batch of them.
+          for (const rec of Array.isArray(msg.data) ? msg.data : [msg.data]) onSessionEnd(rec, true);
+          break;
+        case 'stats': onStats(msg.data); break;
+        case 'late': onLate(msg.data); break;
+        default: return;   // e.g. "subscribed"
+      }
+      scheduleRender();
+    };
+    sock.onclose = (ev) => {
+      if (ws !== sock) return;
+      ws = null;
+      scheduleReconnect(opened ? 'connection closed' + (ev.code ? ' (' + ev.code + ')' : '') : 'cannot connect');
+    };
+    sock.onerror = () => { /* onclose follows and reconnects */ };
+  }
+
+  /* ---- start ----------------------------------------------------------- */
+
+  makeCharts();
+  render();
+  seed();
+  connect();
+})();
