@@ -11,6 +11,9 @@ import datetime
 import json
 import os
 import random
+import shutil
+import signal
+import tempfile
 import time
 
 from harness import Server, run_tests
@@ -226,7 +229,7 @@ STAT_KEYS = ["accepted", "rejected", "duplicates", "late_dropped", "late_updates
              "open_windows", "kept_windows", "open_sessions"]
 
 
-def snapshot(srv, users, pages):
+def snapshot(srv, users, pages, crashed=False):
     """Every deterministic answer of the server, as one dict."""
     out = {}
     for t in ("tumbling", "sliding"):
@@ -245,11 +248,15 @@ def snapshot(srv, users, pages):
     out["trending"] = get(srv, "/api/v1/trending?n=1000")
     out["trending 3"] = get(srv, "/api/v1/trending?n=3")
     stats = get(srv, "/api/v1/stats")
-    out["stats"] = {k: stats.get(k) for k in STAT_KEYS}
+    out["stats"] = {k: stats.get(k) for k in stat_keys(crashed)}
     return out
 
 
-def expected(ref, users, pages):
+def stat_keys(crashed):
+    return [k for k in STAT_KEYS if not (crashed and k in ("duplicates", "rejected"))]
+
+
+def expected(ref, users, pages, crashed=False):
     out = {}
     for t in ("tumbling", "sliding"):
         for st in ("open", "closed"):
@@ -264,7 +271,8 @@ def expected(ref, users, pages):
     out["late"] = ref.late(100000)["items"]
     out["trending"] = ref.trending(1000)
     out["trending 3"] = ref.trending(3)
-    out["stats"] = ref.stats()
+    st = ref.stats()
+    out["stats"] = {k: st[k] for k in stat_keys(crashed)}
     return out
 
 
@@ -337,14 +345,29 @@ def watermark_value(ref, spec):
     return base + spec
 
 
-def run_trace(servers, steps, settings, users, pages):
+def restart(servers, sig):
+    """Stops every server with sig and starts it again on its data dir
+    (recovery: snapshot + WAL replay). Replaces the list's entries."""
+    for k, srv in enumerate(servers):
+        srv.stop(sig)
+        servers[k] = Server(srv.args, data_dir=srv.data_dir).start()
+
+
+def run_trace(servers, steps, settings, users, pages, restarts=None):
     """Sends the trace to every server, checks each response and, at the
     check points and at the end, every answer against the reference.
-    Returns (reference, final answers per server)."""
+    restarts: {step index: signal} to stop and restart the servers before
+    that step. Returns (reference, final answers per server)."""
     ref = Reference(settings)
     rngs = [random.Random(SEED + 7) for _ in servers]     # same wire forms for all
     checks = 0
-    for step in steps:
+    crashed = False
+    for i, step in enumerate(steps):
+        if restarts and i in restarts:
+            restart(servers, restarts[i])
+            # Duplicate and rejected counts are not in the log (docs/DESIGN.md):
+            # after a kill they come back from the last snapshot only.
+            crashed |= restarts[i] == signal.SIGKILL
         if step[0] == "events":
             _, batch, fmt = step
             want = ref.request(batch)
@@ -361,9 +384,9 @@ def run_trace(servers, steps, settings, users, pages):
                 assert status == 200 and body["watermark"] == want_w, (status, body, want_w)
         else:
             checks += 1
-            want = expected(ref, users, pages)
+            want = expected(ref, users, pages, crashed)
             for srv in servers:
-                diffs = compare(snapshot(srv, users, pages), want)
+                diffs = compare(snapshot(srv, users, pages, crashed), want)
                 assert not diffs, "mid-trace check %d (shards %s):\n%s" % (
                     checks, srv.args[srv.args.index("--shards") + 1], "\n".join(diffs[:40]))
     assert checks >= 2, "the trace should hold mid-trace checks"
@@ -373,10 +396,10 @@ def run_trace(servers, steps, settings, users, pages):
     for srv in servers:
         status, body = srv.request("POST", "/api/v1/watermark", {"watermark": far})
         assert status == 200 and body["watermark"] == want_w, (status, body)
-    want = expected(ref, users, pages)
+    want = expected(ref, users, pages, crashed)
     finals = []
     for srv in servers:
-        got = snapshot(srv, users, pages)
+        got = snapshot(srv, users, pages, crashed)
         diffs = compare(got, want)
         assert not diffs, "final check (shards %s):\n%s" % (
             srv.args[srv.args.index("--shards") + 1], "\n".join(diffs[:60]))
@@ -596,8 +619,34 @@ def test_unique_users_exact_below_100_and_within_2_percent():
     with_servers([2], body)
 
 
+def test_restarts_mid_trace_change_nothing():
+    """SPEC 10 with the reference: a SIGKILL at a third of the trace and a
+    SIGTERM at two thirds (each followed by a restart on the same data dir,
+    --fsync batch) leave every answer equal to the reference, i.e. to a run
+    without a crash (duplicates/rejected counters aside after the kill)."""
+    steps = make_trace(SEED + 3)
+    n = len(steps)
+    dirs = [tempfile.mkdtemp(prefix="clickflow-it-") for _ in range(2)]
+    servers = []
+    try:
+        for d, shards in zip(dirs, (1, 4)):
+            servers.append(Server(server_args(SETTINGS, shards), data_dir=d).start())
+        run_trace(servers, steps, SETTINGS, USERS, PAGES,
+                  restarts={n // 3: signal.SIGKILL, 2 * n // 3: signal.SIGTERM})
+    except Exception:
+        for srv in servers:
+            print("---- server log (%s):\n%s" % (" ".join(srv.args), srv.read_log()[-3000:]))
+        raise
+    finally:
+        for srv in servers:
+            srv.stop()
+        for d in dirs:
+            shutil.rmtree(d, ignore_errors=True)
+
+
 if __name__ == "__main__":
     run_tests([test_trace_is_meaningful, test_hand_checked_examples,
                test_trace_matches_reference_1_and_4_shards, test_more_seeds,
                test_grid_trace_boundaries,
-               test_unique_users_exact_below_100_and_within_2_percent])
+               test_unique_users_exact_below_100_and_within_2_percent,
+               test_restarts_mid_trace_change_nothing])
