@@ -644,9 +644,60 @@ def test_restarts_mid_trace_change_nothing():
             shutil.rmtree(d, ignore_errors=True)
 
 
+def test_live_clock_moves_with_the_wall_clock():
+    """SPEC 1 outside replay mode: C = max(max ts, wall_now - idle_timeout),
+    so W advances with no events and windows fire by themselves; an event
+    older than W minus the lateness is late at once (even the first one)."""
+    args = ["--idle-timeout", "2s", "--out-of-orderness", "1s", "--window", "10s",
+            "--slide-size", "30s", "--slide", "10s", "--allowed-lateness", "0",
+            "--session-gap", "5s", "--shards", "2"]
+    with Server(args) as srv:
+        now = int(time.time() * 1000)
+        old = {"user_id": "u", "page_url": "/old", "timestamp": now - 120_000, "event_id": "x1"}
+        status, resp = srv.request("POST", "/api/v1/events", old)
+        assert status == 202 and resp["accepted"] == 1, resp
+        late = get(srv, "/api/v1/late")["items"]
+        assert [(it["page_url"], it["timestamp"]) for it in late] == [("/old", now - 120_000)], late
+        st = get(srv, "/api/v1/stats")
+        wall = int(time.time() * 1000)
+        # W = C - 1 s with C >= wall - 2 s (read before `wall`).
+        assert now - 3_000 <= st["watermark"] <= wall - 3_000, (st, now, wall)
+        assert st["watermark"] + 1_000 <= st["event_clock"] <= wall - 2_000, (st, wall)
+        assert st["lag_ms"] >= 3_000, st
+        # A fresh event: its tumbling window fires once the wall clock (not
+        # another event) moves W past its end; poll with a deadline.
+        ts = int(time.time() * 1000)
+        status, resp = srv.request("POST", "/api/v1/events",
+                                   {"user_id": "u", "page_url": "/now", "timestamp": ts})
+        assert status == 202 and resp["accepted"] == 1, resp
+        end = ts - ts % 10_000 + 10_000
+        deadline = time.monotonic() + 30
+        while True:
+            closed = get(srv, "/api/v1/windows?type=tumbling&state=closed&page_url=/now")["items"]
+            if closed:
+                break
+            assert time.monotonic() < deadline, get(srv, "/api/v1/stats")
+            time.sleep(0.1)     # polling, not a timing assertion
+        assert closed == [{"type": "tumbling", "start": end - 10_000, "end": end,
+                           "page_url": "/now", "count": 1, "unique_users": 1,
+                           "revision": 0, "final": True}], closed
+        assert int(time.time() * 1000) >= end - 1 + 3_000      # not before W could get there
+        st = get(srv, "/api/v1/stats")
+        assert st["watermark"] >= end - 1, st
+        # The session of u (gap 5 s) closed the same way.
+        deadline = time.monotonic() + 30
+        while not get(srv, "/api/v1/sessions")["items"]:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        sess = get(srv, "/api/v1/sessions")["items"]
+        assert [(x["user_id"], x["start"], x["end"], x["page_views"]) for x in sess] == [
+            ("u", ts, ts, 1)], sess
+
+
 if __name__ == "__main__":
     run_tests([test_trace_is_meaningful, test_hand_checked_examples,
                test_trace_matches_reference_1_and_4_shards, test_more_seeds,
                test_grid_trace_boundaries,
                test_unique_users_exact_below_100_and_within_2_percent,
-               test_restarts_mid_trace_change_nothing])
+               test_restarts_mid_trace_change_nothing,
+               test_live_clock_moves_with_the_wall_clock])
