@@ -648,9 +648,9 @@ def test_live_clock_moves_with_the_wall_clock():
     """SPEC 1 outside replay mode: C = max(max ts, wall_now - idle_timeout),
     so W advances with no events and windows fire by themselves; an event
     older than W minus the lateness is late at once (even the first one)."""
-    args = ["--idle-timeout", "2s", "--out-of-orderness", "1s", "--window", "10s",
-            "--slide-size", "30s", "--slide", "10s", "--allowed-lateness", "0",
-            "--session-gap", "5s", "--shards", "2"]
+    args = ["--idle-timeout", "2s", "--out-of-orderness", "1s", "--window", "1s",
+            "--slide-size", "2s", "--slide", "1s", "--allowed-lateness", "0",
+            "--session-gap", "1s", "--shards", "2"]
     with Server(args) as srv:
         now = int(time.time() * 1000)
         old = {"user_id": "u", "page_url": "/old", "timestamp": now - 120_000, "event_id": "x1"}
@@ -670,7 +670,7 @@ def test_live_clock_moves_with_the_wall_clock():
         status, resp = srv.request("POST", "/api/v1/events",
                                    {"user_id": "u", "page_url": "/now", "timestamp": ts})
         assert status == 202 and resp["accepted"] == 1, resp
-        end = ts - ts % 10_000 + 10_000
+        end = ts - ts % 1_000 + 1_000
         deadline = time.monotonic() + 30
         while True:
             closed = get(srv, "/api/v1/windows?type=tumbling&state=closed&page_url=/now")["items"]
@@ -678,13 +678,13 @@ def test_live_clock_moves_with_the_wall_clock():
                 break
             assert time.monotonic() < deadline, get(srv, "/api/v1/stats")
             time.sleep(0.1)     # polling, not a timing assertion
-        assert closed == [{"type": "tumbling", "start": end - 10_000, "end": end,
+        assert closed == [{"type": "tumbling", "start": end - 1_000, "end": end,
                            "page_url": "/now", "count": 1, "unique_users": 1,
                            "revision": 0, "final": True}], closed
         assert int(time.time() * 1000) >= end - 1 + 3_000      # not before W could get there
         st = get(srv, "/api/v1/stats")
         assert st["watermark"] >= end - 1, st
-        # The session of u (gap 5 s) closed the same way.
+        # The session of u (gap 1 s) closed the same way.
         deadline = time.monotonic() + 30
         while not get(srv, "/api/v1/sessions")["items"]:
             assert time.monotonic() < deadline
