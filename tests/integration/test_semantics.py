@@ -680,6 +680,41 @@ def test_retention_counts_windows_not_firings():
     with_servers([1], body, extra=["--retain-results", "100"])
 
 
+def test_trending_exact_over_30_days():
+    """SPEC 7 over a long span (the server rescales its decayed scores): 30
+    days of clicks every 10-50 minutes on five pages, half-life 1 h, checked
+    against the reference every 3 days at T = C, within 1e-6 relative. Every
+    page is clicked often enough that no score falls below 0.01 (no page may
+    be dropped)."""
+    settings = Settings(half_life_ms=3_600_000)
+    args = ["--idle-timeout", "0", "--half-life", "1h", "--shards", "2"]
+    rng = random.Random(SEED)
+    pages = ["/a", "/b", "/c", "/d", "/e"]
+    ref = Reference(settings)
+    with Server(args) as srv:
+        t = T0
+        for day in range(30):
+            batch = []
+            for page in pages:
+                pt = t
+                while pt < t + 86_400_000:
+                    batch.append({"user_id": "u%d" % rng.randint(0, 9), "page_url": page,
+                                  "ts": pt})
+                    pt += rng.randint(600_000, 3_000_000)
+            rng.shuffle(batch)
+            t += 86_400_000
+            ref.request(batch)
+            status, resp = srv.request("POST", "/api/v1/events", [
+                {"user_id": e["user_id"], "page_url": e["page_url"], "timestamp": e["ts"]}
+                for e in batch])
+            assert status == 202 and resp["accepted"] == len(batch), resp
+            if day % 3 == 2:
+                got = get(srv, "/api/v1/trending?n=10")
+                diffs = trending_diff(got, ref.trending(10))
+                assert not diffs, (day, diffs)
+        assert ref.min_trending_score > 0.01, ref.min_trending_score
+
+
 def test_live_clock_moves_with_the_wall_clock():
     """SPEC 1 outside replay mode: C = max(max ts, wall_now - idle_timeout),
     so W advances with no events and windows fire by themselves; an event
@@ -737,4 +772,5 @@ if __name__ == "__main__":
                test_unique_users_exact_below_100_and_within_2_percent,
                test_restarts_mid_trace_change_nothing,
                test_live_clock_moves_with_the_wall_clock,
-               test_retention_counts_windows_not_firings])
+               test_retention_counts_windows_not_firings,
+               test_trending_exact_over_30_days])
