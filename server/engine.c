@@ -101,8 +101,8 @@ struct cf_engine {
     _Atomic uint64_t rate_x1000;    /* events/s over the last second, x1000 */
 
     cf_wal *wal;                    /* NULL: durability off */
-    int64_t recovery_ms;
-    int64_t replayed;
+    _Atomic int64_t recovery_ms;    /* atomics: metrics may be read during recovery */
+    _Atomic int64_t replayed;
     int64_t snapshot_lsn;
     _Atomic uint64_t snapshots, snapshot_failures;
 
@@ -154,7 +154,13 @@ cf_engine *cf_engine_new(const cf_config *cfg)
     e->inflight_cap = 16 * body * 3 > ((size_t)256 << 20) ? 16 * body * 3 : ((size_t)256 << 20);
     pthread_mutex_init(&e->mu, NULL);
     pthread_mutex_init(&e->tick_mu, NULL);
-    pthread_cond_init(&e->tick_cond, NULL);
+    /* The ticker waits with CLOCK_MONOTONIC deadlines: the condition
+     * variable must use that clock (the default is CLOCK_REALTIME). */
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&e->tick_cond, &ca);
+    pthread_condattr_destroy(&ca);
     atomic_init(&e->inflight, 0);
     atomic_init(&e->failed, 0);
     atomic_init(&e->ready, false);
@@ -1310,9 +1316,9 @@ void cf_engine_metrics(cf_engine *e, cf_buf *out)
            e->push ? (double)cf_push_sent(e->push) : 0);
     metric(out, "ready", "gauge", "1 once recovery is done.", cf_engine_ready(e) ? 1 : 0);
     metric(out, "recovery_seconds", "gauge", "Time the last recovery took.",
-           (double)e->recovery_ms / 1000.0);
+           (double)atomic_load(&e->recovery_ms) / 1000.0);
     metric(out, "recovery_records", "gauge", "WAL records replayed by the last recovery.",
-           (double)e->replayed);
+           (double)atomic_load(&e->replayed));
     metric(out, "snapshots_total", "counter", "Snapshots written.",
            (double)atomic_load(&e->snapshots));
     metric(out, "snapshot_failures_total", "counter", "Snapshots that failed.",
@@ -1490,10 +1496,11 @@ static int recover(cf_engine *e)
         cf_error("recovery: replaying the write-ahead log failed: %s", strerror((int)-n));
         return (int)n;
     }
-    e->replayed = n;
-    e->recovery_ms = mono_ms() - t0;
+    int64_t took = mono_ms() - t0;
+    atomic_store(&e->replayed, n);
+    atomic_store(&e->recovery_ms, took);
     cf_info("recovery: %" PRId64 " WAL records replayed after LSN %" PRId64 " in %" PRId64
-            " ms; %" PRIu64 " events accepted so far", n, lsn, e->recovery_ms,
+            " ms; %" PRIu64 " events accepted so far", n, lsn, took,
             (uint64_t)atomic_load(&e->accepted));
     return 0;
 }

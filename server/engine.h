@@ -49,7 +49,7 @@ typedef struct cf_submit_result {
 /* Submits n validated events, all or nothing. ret_is_dup (n bytes, may be
  * NULL) gets 1 for each duplicate. Returns 0 once the events are accepted
  * (durable per --fsync), -EAGAIN when the queues cannot take the whole
- * request (nothing accepted; answer 503), -ESHUTDOWN while stopping, -EIO
+ * request or recovery is not finished (nothing accepted; answer 503), -ESHUTDOWN while stopping, -EIO
  * after a log failure. Thread-safe. */
 int cf_engine_submit(cf_engine *e, const cf_event *evs, size_t n, uint8_t *ret_is_dup,
                      cf_submit_result *ret);

@@ -95,17 +95,20 @@ int main(int argc, char **argv)
         return 1;
     }
     cf_engine_set_push(engine, push);
-    r = cf_engine_start(engine);
-    if (r < 0) {
-        cf_error("cannot start the engine with data directory %s: %s", cfg.data_dir, strerror(-r));
+    /* HTTP first: during recovery /healthz answers and /readyz says 503 (as
+     * do ingest and queries), so orchestrators can tell "alive, replaying"
+     * from "dead". */
+    cf_http *http = cf_http_start(&cfg, engine, &err);
+    if (!http) {
+        cf_error("cannot listen for HTTP on %s:%u: %s", cfg.bind, (unsigned)cfg.http_port, err);
         cf_push_stop(push);
         cf_engine_free(engine);
         return 1;
     }
-    cf_http *http = cf_http_start(&cfg, engine, &err);
-    if (!http) {
-        cf_error("cannot listen for HTTP on %s:%u: %s", cfg.bind, (unsigned)cfg.http_port, err);
-        cf_engine_stop(engine);
+    r = cf_engine_start(engine);
+    if (r < 0) {
+        cf_error("cannot start the engine with data directory %s: %s", cfg.data_dir, strerror(-r));
+        cf_http_stop(http);
         cf_push_stop(push);
         cf_engine_free(engine);
         return 1;

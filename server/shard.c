@@ -304,7 +304,7 @@ static void on_window(void *ctx, const cf_window_result *r)
         s->st.errors++;
         return;
     }
-    if (s->push)
+    if (s->push && cf_push_clients(s->push) > 0) /* format only for listeners */
         batch_add(&s->batch_windows, cf_wres_json(w));
     retain_window(s, w);
 }
@@ -320,7 +320,7 @@ static void on_session(void *ctx, const cf_session_record *r)
         s->st.errors++;
         return;
     }
-    if (s->push)
+    if (s->push && cf_push_clients(s->push) > 0) /* format only for listeners */
         batch_add(&s->batch_sessions, cf_sres_json(rec));
     cf_retain_push(s->closed_sessions, rec);
 }
@@ -338,7 +338,7 @@ static void page_event(cf_shard *s, const cf_event *ev, uint64_t seq)
                                  ev->event_id, ev->event_id_len, ev->ts, seq,
                                  cf_late_reason_windows());
         if (l) {
-            if (s->push)
+            if (s->push && cf_push_clients(s->push) > 0)
                 batch_add(&s->batch_late, cf_lres_json(l));
             cf_retain_push(s->late, l);
         } else {
@@ -376,7 +376,8 @@ static void handle_events(cf_shard *s, const cf_msg *m)
             s->st.errors++;
             return;
         }
-        s->st.events++;
+        if (role)
+            s->st.events++;     /* role 0: a duplicate the sequencer blanked out */
         if (role & CF_ROLE_PAGE)
             page_event(s, &ev, seq);
         if (role & CF_ROLE_USER)
@@ -408,17 +409,40 @@ static void handle_barrier(cf_shard *s, const cf_msg *m)
     atomic_fetch_sub_explicit(&job->remaining, 1, memory_order_release);
 }
 
-static void publish_batch(cf_shard *s, cJSON **batch, cf_topic topic, const char *type)
+/* Publishes data (consumed) as one {"type","data"} message. */
+static void publish_one(cf_shard *s, cJSON *data, cf_topic topic, const char *type)
 {
-    if (!*batch)
-        return;
     size_t len = 0;
-    char *text = cf_push_message(type, *batch, &len);
-    *batch = NULL;
+    char *text = cf_push_message(type, data, &len);
     if (text) {
         cf_push_publish(s->push, topic, text, len, false);
         cJSON_free(text);
     }
+}
+
+/* Publishes and clears a batch of results: as one message (windows, late:
+ * their data is an array), or one message per record (session_end, whose
+ * data is one session record, SPEC 9). Nothing is formatted when no client
+ * is connected. */
+static void publish_batch(cf_shard *s, cJSON **batch, cf_topic topic, const char *type,
+                          bool one_per_record)
+{
+    cJSON *b = *batch;
+    *batch = NULL;
+    if (!b)
+        return;
+    if (cf_push_clients(s->push) == 0) {
+        cJSON_Delete(b);
+        return;
+    }
+    if (!one_per_record) {
+        publish_one(s, b, topic, type);
+        return;
+    }
+    cJSON *item;
+    while ((item = cJSON_DetachItemFromArray(b, 0)) != NULL)
+        publish_one(s, item, topic, type);
+    cJSON_Delete(b);
 }
 
 static void handle_msg(cf_shard *s, cf_msg *m)
@@ -430,9 +454,9 @@ static void handle_msg(cf_shard *s, cf_msg *m)
     default: cf_error("shard %u: unknown message kind %u", s->index, m->kind); break;
     }
     if (s->push) {
-        publish_batch(s, &s->batch_windows, CF_TOPIC_WINDOWS, "windows");
-        publish_batch(s, &s->batch_sessions, CF_TOPIC_SESSIONS, "session_end");
-        publish_batch(s, &s->batch_late, CF_TOPIC_LATE, "late");
+        publish_batch(s, &s->batch_windows, CF_TOPIC_WINDOWS, "windows", false);
+        publish_batch(s, &s->batch_sessions, CF_TOPIC_SESSIONS, "session_end", true);
+        publish_batch(s, &s->batch_late, CF_TOPIC_LATE, "late", false);
     }
 }
 

@@ -238,5 +238,17 @@ int main(int argc, char **argv)
            lat_n, (double)lat_n / secs, (double)ok * (double)events_per_body / secs,
            (unsigned long long)ok, (unsigned long long)other, (long long)PCT(0.50),
            (long long)PCT(0.90), (long long)PCT(0.99), (long long)(lat_n ? lat[lat_n - 1] / 1000 : 0));
+    for (int k = 0; k < nconns; k++) {
+        close(conns[k].fd);
+        free(conns[k].req);
+    }
+    for (int k = 0; k < nbodies; k++) {
+        free(bodies[k].data);
+        free(bodies[k].nonce_at);
+    }
+    free(bodies);
+    free(conns);
+    free(lat);
+    close(ep);
     return 0;
 }

@@ -24,7 +24,7 @@ def free_port():
 
 
 class Server:
-    def __init__(self, args=(), env=None, data_dir=None, ready_path="/healthz"):
+    def __init__(self, args=(), env=None, data_dir=None, ready_path="/readyz"):
         self.bin = os.environ.get("CLICKFLOW_BIN", "build/server/clickflow")
         self.http_port = free_port()
         self.ws_port = free_port()

@@ -16,14 +16,21 @@
 #include <cmocka.h>
 #include <errno.h>
 #include <math.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
+#include <pthread.h>
+#include <sched.h>
 
 #include "cf_time.h"
 #include "cf_winop.h"
 #include "config.h"
 #include "engine.h"
 #include "engine_test.h"
+#include "push.h"
 
 /* ---- the trace --------------------------------------------------------- */
 
@@ -734,6 +741,7 @@ static void idle_clock_fires_and_snapshots_are_periodic(void **state)
     c.slide_ms = 1000;
     c.snapshot_interval_ms = 200;
     cf_engine *e = cf_engine_new(&c);
+    int64_t t0 = wall_now();
     assert_int_equal(cf_engine_start(e), 0);
     cf_event ev = {.ts = wall_now(), .user_id = "u", .user_id_len = 1, .page_url = "/p",
                    .page_url_len = 2};
@@ -746,6 +754,20 @@ static void idle_clock_fires_and_snapshots_are_periodic(void **state)
     char *before = print(cf_engine_windows(e, &q));
     assert_non_null(strstr(before, "\"count\":1"));
     await_metric(e, "clickflow_snapshots_total", 1);
+    /* The ticker wakes every 100 ms, so it logs at most ~10 watermark
+     * records a second (an upper bound only: a loaded machine gives fewer).
+     * A ticker that spins would log thousands. */
+    cf_buf m0 = {0};
+    cf_engine_metrics(e, &m0);
+    int64_t elapsed = wall_now() - t0;
+    cf_buf_put_u8(&m0, 0);
+    const char *lsn_at = strstr((const char *)m0.data, "\nclickflow_wal_lsn ");
+    assert_non_null(lsn_at);
+    double lsn = strtod(lsn_at + strlen("\nclickflow_wal_lsn "), NULL);
+    if (lsn > 10 + 3.0 * (double)elapsed / 100.0)
+        fail_msg("%g WAL records in %lld ms: the ticker runs too often", lsn,
+                 (long long)elapsed);
+    cf_buf_free(&m0);
     cf_engine_free(e);
     e = cf_engine_new(&c);
     assert_int_equal(cf_engine_start(e), 0);
@@ -763,6 +785,252 @@ static void idle_clock_fires_and_snapshots_are_periodic(void **state)
     remove_dir(dir);
 }
 
+/* ---- concurrency ------------------------------------------------------- */
+
+enum { WRITERS = 4, ROUNDS = 150, PER = 20 };
+
+typedef struct writer {
+    cf_engine *e;
+    int index;
+    int failures;
+} writer;
+
+/* Each writer submits its own user's events and, after every request,
+ * reads that user's open session back: read-your-writes means every event
+ * acknowledged so far is in it, whatever the other writers do. */
+static void *writer_main(void *arg)
+{
+    writer *w = arg;
+    char user[16], ids[PER][32];
+    snprintf(user, sizeof user, "writer%d", w->index);
+    cf_event evs[PER];
+    for (int r = 0; r < ROUNDS; r++) {
+        for (int k = 0; k < PER; k++) {
+            snprintf(ids[k], sizeof ids[k], "w%d-%d-%d", w->index, r, k);
+            evs[k] = (cf_event){.ts = BASE + (r * PER + k) % 1000, .user_id = user,
+                                .user_id_len = strlen(user), .page_url = "/same",
+                                .page_url_len = 5, .event_id = ids[k],
+                                .event_id_len = strlen(ids[k])};
+        }
+        cf_submit_result res;
+        int rc;
+        while ((rc = cf_engine_submit(w->e, evs, PER, NULL, &res)) == -EAGAIN)
+            sched_yield();
+        if (rc != 0 || res.accepted != PER) {
+            w->failures++;
+            continue;
+        }
+        cJSON *j = cf_engine_user_sessions(w->e, user, strlen(user));
+        const cJSON *it = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(j, "items"), 0);
+        const cJSON *views = cJSON_GetObjectItemCaseSensitive(it, "page_views");
+        if (!cJSON_IsNumber(views) || views->valuedouble != (double)((r + 1) * PER))
+            w->failures++;
+        cJSON_Delete(j);
+    }
+    return NULL;
+}
+
+static void concurrent_writers_read_their_writes(void **state)
+{
+    (void)state;
+    cf_config c;
+    test_config(&c, 3, NULL);
+    c.queue_capacity = 4;   /* small: writers also hit -EAGAIN and retry */
+    cf_engine *e = cf_engine_new(&c);
+    assert_int_equal(cf_engine_start(e), 0);
+    pthread_t th[WRITERS];
+    writer w[WRITERS];
+    for (int i = 0; i < WRITERS; i++) {
+        w[i] = (writer){.e = e, .index = i};
+        assert_int_equal(pthread_create(&th[i], NULL, writer_main, &w[i]), 0);
+    }
+    /* Meanwhile, queries from this thread. */
+    for (int i = 0; i < 50; i++) {
+        cJSON *s = cf_engine_stats(e);
+        assert_non_null(s);
+        cJSON_Delete(s);
+        cJSON *t = cf_engine_trending(e, 5);
+        assert_non_null(t);
+        cJSON_Delete(t);
+    }
+    for (int i = 0; i < WRITERS; i++) {
+        assert_int_equal(pthread_join(th[i], NULL), 0);
+        assert_int_equal(w[i].failures, 0);
+    }
+    int64_t wm;
+    assert_int_equal(cf_engine_raise_watermark(e, BASE + 36000000, &wm), 0);
+    cf_window_query q = {.type = CF_WINDOW_TUMBLING, .state = 1, .limit = 10};
+    cJSON *j = cf_engine_windows(e, &q);
+    const cJSON *items = cJSON_GetObjectItemCaseSensitive(j, "items");
+    assert_int_equal(cJSON_GetArraySize(items), 1);
+    assert_int_equal((int)num(cJSON_GetArrayItem(items, 0), "count"), WRITERS * ROUNDS * PER);
+    assert_int_equal((int)num(cJSON_GetArrayItem(items, 0), "unique_users"), WRITERS);
+    cJSON_Delete(j);
+    cf_engine_free(e);
+}
+
+/* ---- push: a minimal WebSocket client ---------------------------------- */
+
+static uint16_t free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+    socklen_t len = sizeof a;
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+    close(fd);
+    return ntohs(a.sin_port);
+}
+
+static bool read_n(int fd, void *buf, size_t n)
+{
+    size_t have = 0;
+    while (have < n) {
+        ssize_t r = recv(fd, (char *)buf + have, n - have, 0);
+        if (r <= 0)
+            return false;
+        have += (size_t)r;
+    }
+    return true;
+}
+
+static int ws_open(uint16_t port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    struct timeval tv = {.tv_sec = 10};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+    char req[512];
+    int n = snprintf(req, sizeof req,
+                     "GET / HTTP/1.1\r\nHost: 127.0.0.1:%u\r\nUpgrade: websocket\r\n"
+                     "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                     "Sec-WebSocket-Version: 13\r\n\r\n", port);
+    assert_int_equal(send(fd, req, (size_t)n, MSG_NOSIGNAL), n);
+    /* Read the answer's header byte by byte up to the blank line. */
+    char hdr[2048];
+    size_t h = 0;
+    while (h < 4 || memcmp(hdr + h - 4, "\r\n\r\n", 4) != 0) {
+        assert_true(h < sizeof hdr - 1);
+        assert_true(read_n(fd, hdr + h, 1));
+        h++;
+    }
+    hdr[h] = '\0';
+    assert_non_null(strstr(hdr, " 101 "));
+    return fd;
+}
+
+/* The payload (NUL-terminated) of the next unfragmented data frame the
+ * server sends, skipping control frames (pings); NULL on EOF. */
+static char *ws_read(int fd)
+{
+    uint8_t h[2];
+    if (!read_n(fd, h, 2))
+        return NULL;
+    uint64_t n = h[1] & 0x7f;
+    if (n == 126) {
+        uint8_t x[2];
+        assert_true(read_n(fd, x, 2));
+        n = ((uint64_t)x[0] << 8) | x[1];
+    } else if (n == 127) {
+        uint8_t x[8];
+        assert_true(read_n(fd, x, 8));
+        n = 0;
+        for (int i = 0; i < 8; i++)
+            n = (n << 8) | x[i];
+    }
+    assert_true(n < (1u << 26));
+    char *p = malloc(n + 1);
+    assert_non_null(p);
+    assert_true(read_n(fd, p, n));
+    p[n] = '\0';
+    if ((h[0] & 0x0f) >= 8) {   /* control frame: ping, pong, close */
+        free(p);
+        return (h[0] & 0x0f) == 8 ? NULL : ws_read(fd);
+    }
+    return p;
+}
+
+/* With a push hub, results reach a WebSocket client as {"type", "data"}
+ * messages of every kind: windows (final and interim), trending, stats,
+ * session_end and late. */
+static void results_are_pushed(void **state)
+{
+    (void)state;
+    cf_config c;
+    test_config(&c, 2, NULL);
+    snprintf(c.bind, sizeof c.bind, "127.0.0.1");
+    c.ws_port = free_port();
+    c.ws_queue = 100000;
+    c.ws_max_clients = 10;
+    c.push_interval_ms = 20;
+    const char *err = NULL;
+    cf_push *p = cf_push_start(&c, &err);
+    if (!p)
+        fail_msg("cf_push_start: %s", err);
+    int fd = ws_open(c.ws_port);
+    for (int i = 0; i < 1000 && cf_push_clients(p) < 1; i++) {
+        struct timespec ts = {0, 10 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    assert_int_equal(cf_push_clients(p), 1);
+    cf_engine *e = cf_engine_new(&c);
+    cf_engine_set_push(e, p);
+    assert_int_equal(cf_engine_start(e), 0);
+    trace t;
+    make_trace(&t, 99);
+    submit_trace(e, &t);
+    /* Open windows: the ticker pushes their interim results. The raise then
+     * fires them all (final results, session_end records). */
+    const char *kinds[] = {"windows", "trending", "stats", "session_end", "late"};
+    bool seen[5] = {false}, interim = false, final = false, raised = false;
+    int missing = 5;
+    for (int i = 0; i < 100000 && (missing > 0 || !interim || !final); i++) {
+        if (interim && !raised) {
+            int64_t w;
+            assert_int_equal(cf_engine_raise_watermark(e, BASE + 36000000, &w), 0);
+            raised = true;
+        }
+        char *msg = ws_read(fd);
+        if (!msg)
+            fail_msg("no more messages; %d types missing, interim %d final %d", missing,
+                     interim, final);
+        cJSON *j = cJSON_Parse(msg);
+        assert_non_null(j);
+        const char *type = str(j, "type");
+        const cJSON *data = cJSON_GetObjectItemCaseSensitive(j, "data");
+        assert_non_null(data);
+        for (int k = 0; k < 5; k++)
+            if (!seen[k] && strcmp(type, kinds[k]) == 0) {
+                seen[k] = true;
+                missing--;
+            }
+        if (strcmp(type, "windows") == 0) {
+            const cJSON *first = cJSON_GetArrayItem(data, 0);
+            assert_non_null(first);
+            if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(first, "final")))
+                final = true;
+            else
+                interim = true;
+        }
+        if (strcmp(type, "session_end") == 0) /* one session record per message */
+            assert_non_null(str(data, "user_id"));
+        if (strcmp(type, "trending") == 0)
+            assert_true(cJSON_IsArray(cJSON_GetObjectItemCaseSensitive(data, "items")));
+        cJSON_Delete(j);
+        free(msg);
+    }
+    assert_int_equal(missing, 0);
+    assert_true(interim && final);
+    close(fd);
+    cf_engine_free(e);
+    cf_push_stop(p);
+    free(t.ev);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -772,6 +1040,8 @@ int main(void)
         cmocka_unit_test(full_queue_accepts_nothing),
         cmocka_unit_test(recovery_gives_the_same_answers),
         cmocka_unit_test(idle_clock_fires_and_snapshots_are_periodic),
+        cmocka_unit_test(results_are_pushed),
+        cmocka_unit_test(concurrent_writers_read_their_writes),
     };
     return cmocka_run_group_tests_name("engine", tests, NULL, NULL);
 }

@@ -56,7 +56,7 @@ static void kick_makes_wait_return(void **state)
     cf_queue_free(q);
 }
 
-enum { N_MSGS = 200000 };
+enum { N_MSGS = 50000 };
 
 typedef struct consumer_ctx {
     cf_queue *q;
