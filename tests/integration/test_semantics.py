@@ -14,6 +14,7 @@ import random
 import shutil
 import signal
 import tempfile
+import threading
 import time
 
 from harness import Server, run_tests
@@ -715,6 +716,82 @@ def test_trending_exact_over_30_days():
         assert ref.min_trending_score > 0.01, ref.min_trending_score
 
 
+def test_push_matches_reference():
+    """SPEC 4/5/9: what a WebSocket client receives during the trace is
+    every firing of the reference: each final window result (first firings
+    and every late re-firing, revision by revision), each session_end
+    (re-firings included) and each late-dropped event; interim results
+    (final: false) only for windows that had not fired yet."""
+    from ws_client import WsClient
+    steps = make_trace(SEED + 4)
+    ref_box = {}
+
+    def body(servers):
+        srv = servers[0]
+        status, info = srv.request("GET", "/api/v1/info")
+        assert status == 200, info
+        ws = WsClient(srv.ws_port, info["ws_path"])
+        ws.send_json({"subscribe": ["windows", "sessions", "late"]})
+        got = {"windows": [], "session_end": [], "late": [], "other": []}
+        stop = threading.Event()
+
+        def reader():
+            while not stop.is_set():
+                try:
+                    msg = ws.recv_json(timeout=0.2)
+                except TimeoutError:
+                    continue
+                except Exception as e:  # noqa: BLE001 - reported below
+                    got["other"].append(repr(e))
+                    return
+                if msg.get("type") in got:
+                    # session_end carries one record, the others an array.
+                    data = msg["data"]
+                    got[msg["type"]].extend(data if isinstance(data, list) else [data])
+                elif msg.get("type") != "subscribed":
+                    got["other"].append(msg.get("type"))
+        th = threading.Thread(target=reader)
+        th.start()
+        try:
+            ref, _ = run_trace(servers, steps, SETTINGS, USERS + ["nobody"], PAGES)
+            ref_box["ref"] = ref
+            want_w = sorted(json.dumps(r, sort_keys=True) for r in ref.window_emissions)
+            want_s = sorted(json.dumps(r, sort_keys=True) for r in ref.session_emissions)
+            want_l = sorted(json.dumps(r, sort_keys=True) for r in ref.late_events)
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                finals = [r for r in got["windows"] if r["final"]]
+                if (len(finals) >= len(want_w) and len(got["session_end"]) >= len(want_s)
+                        and len(got["late"]) >= len(want_l)):
+                    break
+                time.sleep(0.05)    # polling for the push, not a timing assertion
+        finally:
+            stop.set()
+            th.join(5)
+            ws.close()
+        stats = get(srv, "/api/v1/stats")
+        assert stats["ws_dropped"] == 0, stats     # else the comparison would be moot
+        assert not got["other"], got["other"][:5]
+        finals = sorted(json.dumps(r, sort_keys=True) for r in got["windows"] if r["final"])
+        assert finals == want_w, list_diff("pushed final windows", finals, want_w)
+        sess = sorted(json.dumps(r, sort_keys=True) for r in got["session_end"])
+        assert sess == want_s, list_diff("pushed session_end", sess, want_s)
+        late = sorted(json.dumps(r, sort_keys=True) for r in got["late"])
+        assert late == want_l, list_diff("pushed late", late, want_l)
+        # Interim results: only of windows that had not fired (revision 0),
+        # never above the window's final count.
+        final_count = {}
+        for r in ref.window_emissions:
+            k = (r["type"], r["start"], r["page_url"])
+            final_count[k] = max(final_count.get(k, 0), r["count"])
+        interim = [r for r in got["windows"] if not r["final"]]
+        assert interim, "no interim results pushed"
+        for r in interim:
+            k = (r["type"], r["start"], r["page_url"])
+            assert r["revision"] == 0 and 1 <= r["count"] <= final_count[k], r
+    with_servers([4], body, extra=["--push-interval", "100ms"])
+
+
 def test_live_clock_moves_with_the_wall_clock():
     """SPEC 1 outside replay mode: C = max(max ts, wall_now - idle_timeout),
     so W advances with no events and windows fire by themselves; an event
@@ -773,4 +850,5 @@ if __name__ == "__main__":
                test_restarts_mid_trace_change_nothing,
                test_live_clock_moves_with_the_wall_clock,
                test_retention_counts_windows_not_firings,
-               test_trending_exact_over_30_days])
+               test_trending_exact_over_30_days,
+               test_push_matches_reference])
