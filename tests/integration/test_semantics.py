@@ -7,6 +7,7 @@ Replay mode (--idle-timeout 0) makes every result a function of the data,
 and small windows keep the trace short. Nothing here waits on time: every
 query is read-your-writes (SPEC 8 answers reflect every accepted event).
 """
+import dataclasses
 import datetime
 import json
 import os
@@ -485,6 +486,37 @@ def test_more_seeds():
             raise AssertionError("seed %d: %s" % (seed, e)) from None
 
 
+def test_setting_variants():
+    """The same comparison under other settings: no lateness and no
+    out-of-orderness; sliding == tumbling, a 1 ms session gap and dedup TTL;
+    windows that do not divide each other with a long lateness; 1 ms
+    windows. Random and grid traces, 1 and 3 shards."""
+    variants = [
+        dict(allowed_lateness_ms=0, out_of_orderness_ms=0),
+        dict(slide_size_ms=10_000, slide_ms=10_000, session_gap_ms=1, dedup_ttl_ms=1),
+        dict(window_ms=7_000, slide_size_ms=21_000, slide_ms=3_000, session_gap_ms=45_000,
+             allowed_lateness_ms=100_000, half_life_ms=5_000),
+        dict(window_ms=1, slide_size_ms=2, slide_ms=1, allowed_lateness_ms=1,
+             out_of_orderness_ms=1),
+    ]
+    for k, v in enumerate(variants):
+        settings = dataclasses.replace(SETTINGS, **v)
+        steps = make_trace(SEED + 10 + k, n_events=1500, grid=k % 2 == 1)
+
+        def body(servers):
+            run_trace(servers, steps, settings, USERS, PAGES)
+        servers = []
+        try:
+            for n in (1, 3):
+                servers.append(Server(server_args(settings, n)).start())
+            body(servers)
+        except AssertionError as e:
+            raise AssertionError("settings %r: %s" % (v, e)) from None
+        finally:
+            for srv in servers:
+                srv.stop()
+
+
 def test_grid_trace_boundaries():
     """Timestamps on a grid of a few offsets per 10 s: the exact
     boundaries of firing, purging, dedup expiry and session gaps occur
@@ -851,4 +883,4 @@ if __name__ == "__main__":
                test_live_clock_moves_with_the_wall_clock,
                test_retention_counts_windows_not_firings,
                test_trending_exact_over_30_days,
-               test_push_matches_reference])
+               test_push_matches_reference, test_setting_variants])
