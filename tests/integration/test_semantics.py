@@ -844,6 +844,14 @@ def test_live_clock_moves_with_the_wall_clock():
         assert now - 3_000 <= st["watermark"] <= wall - 3_000, (st, now, wall)
         assert st["watermark"] + 1_000 <= st["event_clock"] <= wall - 2_000, (st, wall)
         assert st["lag_ms"] >= 3_000, st
+        # Trending scores at T = C, which here is the wall clock's term.
+        before = int(time.time() * 1000)
+        tr = get(srv, "/api/v1/trending")
+        after = int(time.time() * 1000)
+        assert before - 2_000 <= tr["as_of"] <= after - 2_000, (tr, before, after)
+        score = 2.0 ** (-(tr["as_of"] - (now - 120_000)) / 60_000)
+        assert len(tr["items"]) == 1 and tr["items"][0]["page_url"] == "/old", tr
+        assert abs(tr["items"][0]["score"] - score) <= 1e-6 * score, (tr, score)
         # A fresh event: its tumbling window fires once the wall clock (not
         # another event) moves W past its end; poll with a deadline.
         ts = int(time.time() * 1000)
