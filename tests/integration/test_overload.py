@@ -17,11 +17,15 @@ from harness import Server, run_tests
 T0 = 1_700_000_000_000
 
 
-def batch_body(n, tag, pages=50, users=200):
-    """n distinct-ish events (no event_id: a resend is a new event) inside
-    one 60 s window, as compact JSON bytes."""
+def batch_body(n, tag, pages=50, users=200, ids=None):
+    """n events inside one 60 s window, as compact JSON bytes. Without ids
+    a resend is a new event; with ids (a prefix) each event has an
+    event_id, so a resend is a duplicate."""
     evs = [{"user_id": "%s-u%d" % (tag, i % users), "page_url": "/%s/p%d" % (tag, i % pages),
             "timestamp": T0 + (i * 7) % 50_000, "element": "e"} for i in range(n)]
+    if ids is not None:
+        for i, e in enumerate(evs):
+            e["event_id"] = "%s-%d" % (ids, i)
     return json.dumps(evs, separators=(",", ":")).encode()
 
 
@@ -63,16 +67,20 @@ def test_full_queue_503_takes_nothing_and_recovers():
             "--http-threads", "4", "--fsync", "off"]
     n_threads, batch = 12, 4000
     with Server(args) as srv:
-        bodies = [batch_body(batch, "t%d" % i) for i in range(n_threads)]
         lock = threading.Lock()
         res = {"accepted": 0, "ok": 0, "busy": 0, "other": [], "retry_after": set(),
-               "busy_errors": set()}
+               "busy_errors": set(), "retried": 0}
         stop = threading.Event()
 
         def flood(i):
+            # Every event has an event_id; a 503 request is sent again as
+            # it was until it gets its 202, which must then accept all of
+            # it: a 503 left no trace in dedup either.
+            seq, refused = 0, False
+            body_bytes = batch_body(batch, "t%d" % i, ids="t%d-%d" % (i, seq))
             while not stop.is_set():
                 try:
-                    status, hdrs, body = post(srv.http_port, bodies[i])
+                    status, hdrs, body = post(srv.http_port, body_bytes)
                 except Exception as e:  # noqa: BLE001 - every failure is reported
                     with lock:
                         res["other"].append(repr(e))
@@ -81,7 +89,7 @@ def test_full_queue_503_takes_nothing_and_recovers():
                     if status == 202:
                         res["ok"] += 1
                         res["accepted"] += body["accepted"]
-                        if body["accepted"] != batch:
+                        if body["accepted"] != batch or body["duplicates"] != 0:
                             res["other"].append(("partial", body))
                     elif status == 503:
                         res["busy"] += 1
@@ -89,6 +97,14 @@ def test_full_queue_503_takes_nothing_and_recovers():
                         res["busy_errors"].add(body.get("error") if body else None)
                     else:
                         res["other"].append((status, body))
+                if status == 503:
+                    refused = True
+                elif status == 202:
+                    if refused:
+                        with lock:
+                            res["retried"] += 1
+                    seq, refused = seq + 1, False
+                    body_bytes = batch_body(batch, "t%d" % i, ids="t%d-%d" % (i, seq))
 
         threads = [threading.Thread(target=flood, args=(i,)) for i in range(n_threads)]
         for t in threads:
@@ -98,7 +114,7 @@ def test_full_queue_503_takes_nothing_and_recovers():
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             with lock:
-                if res["busy"] >= 10 and res["ok"] >= 5:
+                if res["busy"] >= 10 and res["ok"] >= 5 and res["retried"] >= 1:
                     break
             time.sleep(0.05)
         stop.set()
@@ -106,7 +122,7 @@ def test_full_queue_503_takes_nothing_and_recovers():
             t.join(60)
         assert not res["other"], res["other"][:5]
         assert res["busy"] >= 10, "no overload reached: %r" % res
-        assert res["ok"] >= 5, res
+        assert res["ok"] >= 5 and res["retried"] >= 1, res
         # Every 503 carries Retry-After (delta-seconds) and a JSON error.
         assert None not in res["retry_after"], res["retry_after"]
         assert all(v.isdigit() and int(v) >= 1 for v in res["retry_after"]), res["retry_after"]
