@@ -47,14 +47,6 @@ class Settings:
     out_of_orderness_ms: int = 5_000
     half_life_ms: int = 60_000
     dedup_ttl_ms: int = 600_000
-    # How a late event that joins an already fired session is emitted.
-    # "flink" (SPEC 5 read with SPEC 4 and Flink's EventTimeTrigger): the
-    # merged session fires again at once with revision + 1 if it is still
-    # due (W >= last_ts + gap - 1); if the event moved its end past W, the
-    # session is open again and fires with revision + 1 when W gets there.
-    # "immediate": it re-fires at once as final whatever its new end (what
-    # lib/cf_sessions.c documents); kept to diagnose differences.
-    session_refire: str = "flink"
 
 
 def utf8_key(s):
@@ -221,7 +213,6 @@ class Reference:
         # Merge every joined session and the event into the earliest one.
         joined.sort(key=lambda y: y.first)
         a, z = joined[0], joined[-1]
-        any_fired = any(x.fired for x in joined)
         emitted = [x.emitted for x in joined if x.emitted is not None]
         m = _Session(a.first, a.entry)
         m.last, m.exit = z.last, z.exit
@@ -236,12 +227,12 @@ class Reference:
             sessions.remove(x)
         sessions.append(m)
         sessions.sort(key=lambda y: y.first)
-        still_due = w is not None and w >= m.last + g - 1
-        if self.s.session_refire == "immediate" and any_fired:
-            # lib/cf_sessions.c: max revision + 1 at once, stays fired.
-            m.emitted = max(x.emitted if x.emitted is not None else 0 for x in joined)
-            self._session_fire(user, m)
-        elif still_due:
+        # A late event that joins a fired session (SPEC 5 read with SPEC 4 and
+        # Flink's EventTimeTrigger): the merged session fires again at once
+        # with revision + 1 if it is still due (W >= last_ts + gap - 1); if
+        # the event moved its end past W, it is open again and fires with
+        # revision + 1 when W gets there.
+        if w is not None and w >= m.last + g - 1:
             self._session_fire(user, m)
 
     def _sessions_advance(self, w):
