@@ -824,6 +824,32 @@ def test_push_matches_reference():
     with_servers([4], body, extra=["--push-interval", "100ms"])
 
 
+def test_trending_ties_by_page_url():
+    """SPEC 7: equal scores are ordered by page_url ascending (bytewise),
+    also when the tied pages live on different shards."""
+    pages = ["/b", "/a", "/\u00e9", "/c", "/a/"]
+    t = T0 + 300_000
+    evs = [{"user_id": "u", "page_url": p, "timestamp": t + k * 1_000}
+           for k in range(3) for p in pages]
+    evs.append({"user_id": "u", "page_url": "/z", "timestamp": t + 2_000})
+    evs += [{"user_id": "v", "page_url": "/z", "timestamp": t + k * 1_000} for k in range(3)]
+
+    def body(servers):
+        answers = []
+        for srv in servers:
+            status, resp = srv.request("POST", "/api/v1/events", evs)
+            assert status == 202 and resp["accepted"] == len(evs), resp
+            tr = get(srv, "/api/v1/trending?n=4")
+            assert [it["page_url"] for it in tr["items"]] == ["/z", "/a", "/a/", "/b"], tr
+            scores = [it["score"] for it in tr["items"]]
+            assert scores[1] == scores[2] == scores[3] < scores[0], tr
+            answers.append(get(srv, "/api/v1/trending?n=10"))
+        assert [it["page_url"] for it in answers[0]["items"]] == [
+            "/z", "/a", "/a/", "/b", "/c", "/\u00e9"], answers[0]
+        assert answers[0] == answers[1], answers
+    with_servers([1, 4], body)
+
+
 def test_live_clock_moves_with_the_wall_clock():
     """SPEC 1 outside replay mode: C = max(max ts, wall_now - idle_timeout),
     so W advances with no events and windows fire by themselves; an event
@@ -891,4 +917,5 @@ if __name__ == "__main__":
                test_live_clock_moves_with_the_wall_clock,
                test_retention_counts_windows_not_firings,
                test_trending_exact_over_30_days,
-               test_push_matches_reference, test_setting_variants])
+               test_push_matches_reference, test_setting_variants,
+               test_trending_ties_by_page_url])
