@@ -850,6 +850,69 @@ def test_trending_ties_by_page_url():
     with_servers([1, 4], body)
 
 
+def test_concurrent_clients_same_results():
+    """Eight clients post at once to a 4-shard server. Every timestamp lies
+    within the out-of-orderness of every other, so no window or session can
+    fire before the final watermark and the arrival order cannot matter:
+    the answers must equal the reference fed the same requests in any
+    order. Retries of one event (same event_id and content) are spread over
+    the clients, so which copy wins the race does not matter either."""
+    rng = random.Random(SEED)
+    t = T0 + 400_000
+    # Distinct timestamps per user (all within 2 s): a session's entry and
+    # exit pages break ties by arrival, which is what a race decides.
+    slots = iter(rng.sample(range(len(USERS) * 2_000), 10_000))
+
+    def fresh_event():
+        k = next(slots)
+        return {"user_id": USERS[k % len(USERS)], "page_url": rng.choice(PAGES),
+                "ts": t + k // len(USERS)}
+    pool = [dict(fresh_event(), event_id="c%d" % i) for i in range(3000)]
+    per_client = []
+    for c in range(8):
+        reqs = []
+        for _ in range(40):
+            reqs.append([dict(rng.choice(pool)) if rng.random() < 0.5 else fresh_event()
+                         for _ in range(rng.randint(1, 40))])
+        per_client.append(reqs)
+    ref = Reference(SETTINGS)
+    for reqs in per_client:
+        for batch in reqs:
+            ref.request(batch)
+
+    def body(servers):
+        srv = servers[0]
+        totals = {"accepted": 0, "duplicates": 0}
+        errors = []
+        lock = threading.Lock()
+
+        def client(reqs, seed):
+            wrng = random.Random(seed)
+            try:
+                for batch in reqs:
+                    resp = post_events(srv, batch, "json", wrng)
+                    with lock:
+                        totals["accepted"] += resp["accepted"]
+                        totals["duplicates"] += resp["duplicates"]
+            except Exception as e:  # noqa: BLE001 - reported below
+                errors.append(repr(e))
+        threads = [threading.Thread(target=client, args=(reqs, k))
+                   for k, reqs in enumerate(per_client)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join(120)
+        assert not errors, errors[:3]
+        assert totals == {"accepted": ref.accepted, "duplicates": ref.duplicates}, totals
+        far = ref.max_ts + 86_400_000
+        ref.raise_watermark(far)
+        status, _ = srv.request("POST", "/api/v1/watermark", {"watermark": far})
+        assert status == 200
+        diffs = compare(snapshot(srv, USERS, PAGES), expected(ref, USERS, PAGES))
+        assert not diffs, "\n".join(diffs[:40])
+    with_servers([4], body, extra=["--http-threads", "4"])
+
+
 def test_live_clock_moves_with_the_wall_clock():
     """SPEC 1 outside replay mode: C = max(max ts, wall_now - idle_timeout),
     so W advances with no events and windows fire by themselves; an event
@@ -918,4 +981,4 @@ if __name__ == "__main__":
                test_retention_counts_windows_not_firings,
                test_trending_exact_over_30_days,
                test_push_matches_reference, test_setting_variants,
-               test_trending_ties_by_page_url])
+               test_trending_ties_by_page_url, test_concurrent_clients_same_results])
