@@ -352,7 +352,9 @@ def restart(servers, sig):
     (recovery: snapshot + WAL replay). Replaces the list's entries."""
     for k, srv in enumerate(servers):
         srv.stop(sig)
-        servers[k] = Server(srv.args, data_dir=srv.data_dir).start()
+        new = Server(srv.args, data_dir=srv.data_dir)
+        new.own_dir = srv.own_dir       # still ours to delete
+        servers[k] = new.start()
 
 
 def run_trace(servers, steps, settings, users, pages, restarts=None):
@@ -441,19 +443,27 @@ def trace_is_meaningful(seed):
     assert ref.min_trending_score > 0.01, ref.min_trending_score
 
 
-def with_servers(shard_counts, fn, extra=()):
+def with_servers(shard_counts, fn, extra=(), settings=SETTINGS):
+    """Starts one server per shard count, runs fn(servers), stops them and
+    deletes their data dirs (kept, with the log printed, on failure)."""
     servers = []
+    ok = False
     try:
         for n in shard_counts:
-            servers.append(Server(server_args(SETTINGS, n) + list(extra)).start())
-        return fn(servers)
+            servers.append(Server(server_args(settings, n) + list(extra)).start())
+        result = fn(servers)
+        ok = True
+        return result
     except Exception:
         for srv in servers:
-            print("---- server log (%s):\n%s" % (" ".join(srv.args), srv.read_log()[-3000:]))
+            print("---- server log (%s, %s):\n%s" % (" ".join(srv.args), srv.data_dir,
+                                                  srv.read_log()[-3000:]))
         raise
     finally:
         for srv in servers:
             srv.stop()
+            if ok and srv.own_dir:
+                shutil.rmtree(srv.data_dir, ignore_errors=True)
 
 
 def check_seed(seed, grid=False):
@@ -505,16 +515,10 @@ def test_setting_variants():
 
         def body(servers):
             run_trace(servers, steps, settings, USERS, PAGES)
-        servers = []
         try:
-            for n in (1, 3):
-                servers.append(Server(server_args(settings, n)).start())
-            body(servers)
+            with_servers([1, 3], body, settings=settings)
         except AssertionError as e:
             raise AssertionError("settings %r: %s" % (v, e)) from None
-        finally:
-            for srv in servers:
-                srv.stop()
 
 
 def test_grid_trace_boundaries():
@@ -695,9 +699,13 @@ def test_retention_counts_windows_not_firings():
     assert ref.stats()["late_updates"] > 500, ref.stats()
 
     def body(servers):
-        srv = servers[0]
         rng = random.Random(SEED + 7)
         for i, step in enumerate(steps):
+            # A kill (WAL replay) and a clean stop (snapshot load) on the way:
+            # the rebuilt ring index must keep updating records in place.
+            if i in (len(steps) // 3, 2 * len(steps) // 3):
+                restart(servers, signal.SIGKILL if i < len(steps) // 2 else signal.SIGTERM)
+            srv = servers[0]
             if step[0] == "events":
                 post_events(srv, step[1], step[2], rng)
             elif step[0] == "watermark":
@@ -913,6 +921,38 @@ def test_concurrent_clients_same_results():
     with_servers([4], body, extra=["--http-threads", "4"])
 
 
+def test_retention_by_window_survives_restarts():
+    """--retain-results 20, one page: 21 windows fire (the first one drops
+    out), then 19 late re-firings of the newest window. Every re-firing
+    must update its record in place, also after a restart from a snapshot
+    (SIGTERM) and from the log alone (SIGKILL): 20 windows stay queryable,
+    the newest with revision 19."""
+    args = ["--idle-timeout", "0", "--shards", "1", "--retain-results", "20",
+            "--window", "10s", "--slide-size", "10s", "--slide", "10s",
+            "--allowed-lateness", "1h", "--out-of-orderness", "0"]
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        d = tempfile.mkdtemp(prefix="clickflow-it-")
+        srv = Server(args, data_dir=d).start()
+        try:
+            evs = [{"user_id": "u", "page_url": "/a", "timestamp": T0 + i * 10_000}
+                   for i in range(22)]
+            status, resp = srv.request("POST", "/api/v1/events", evs)
+            assert status == 202 and resp["accepted"] == 22, resp
+            srv.stop(sig)
+            srv = Server(args, data_dir=d).start()
+            late = {"user_id": "u", "page_url": "/a", "timestamp": T0 + 20 * 10_000 + 5}
+            for _ in range(19):
+                status, resp = srv.request("POST", "/api/v1/events", late)
+                assert status == 202 and resp["accepted"] == 1, resp
+            items = get(srv, "/api/v1/windows?type=tumbling&state=closed&limit=1000")["items"]
+            assert [(it["start"] - T0, it["revision"], it["count"]) for it in items] == (
+                [(200_000, 19, 20)] + [(k * 10_000, 0, 1) for k in range(19, 0, -1)]), (
+                    sig, items)
+        finally:
+            srv.stop()
+            shutil.rmtree(d, ignore_errors=True)
+
+
 def test_live_clock_moves_with_the_wall_clock():
     """SPEC 1 outside replay mode: C = max(max ts, wall_now - idle_timeout),
     so W advances with no events and windows fire by themselves; an event
@@ -981,4 +1021,5 @@ if __name__ == "__main__":
                test_retention_counts_windows_not_firings,
                test_trending_exact_over_30_days,
                test_push_matches_reference, test_setting_variants,
-               test_trending_ties_by_page_url, test_concurrent_clients_same_results])
+               test_trending_ties_by_page_url, test_concurrent_clients_same_results,
+               test_retention_by_window_survives_restarts])
