@@ -198,11 +198,11 @@ def is_asan(pid):
 def test_sustained_overload_keeps_rss_bounded():
     """10x overload or more for 30 s: 24 client connections send 1000-event
     batches as fast as they can to a server made slow on purpose (one shard,
-    240 sliding windows per event); VmRSS is sampled every 0.5 s and the
+    600 sliding windows per event); VmRSS is sampled every 0.5 s and the
     peak (and VmHWM) must stay under rss_bound()."""
     shards, capacity, http_threads, n_threads = 1, 64, 2, 24
     args = ["--idle-timeout", "0", "--shards", str(shards), "--queue-capacity", str(capacity),
-            "--slide-size", "60s", "--slide", "250ms",
+            "--slide-size", "60s", "--slide", "100ms",
             "--http-threads", str(http_threads), "--fsync", "off"]
     duration = float(os.environ.get("CLICKFLOW_OVERLOAD_SECONDS", "30"))
     with Server(args) as srv:
@@ -271,11 +271,11 @@ def test_sustained_overload_keeps_rss_bounded():
                   " ".join("%.0f" % (v / 2**20) for v in samples[::10])))
         assert not counts["other"], counts["other"][:5]
         assert counts["ok"] > 0, counts
-        # Overloaded: far more offered than taken (about 25x on the 2-core
-        # reference machine; 5x is the floor that still means overload).
-        # Under ASan the HTTP side slows down as much as the shard: only ask
-        # for an overload there (the RSS bound is not checked either).
-        assert ratio >= (1.2 if asan else 5), counts
+        # Overloaded: at least 10x more offered than taken (about 25x on the
+        # 2-core reference machine, also with other tests running). Under
+        # ASan the HTTP side slows down as much as the shard: only ask for an
+        # overload there (the RSS bound is not checked either).
+        assert ratio >= (1.2 if asan else 10), counts
         if not asan:
             assert peak <= bound, "peak RSS %d > bound %d" % (peak, bound)
         # Still exact after the storm: every 202 counted once. A request
