@@ -829,7 +829,9 @@ def test_push_matches_reference():
         for r in interim:
             k = (r["type"], r["start"], r["page_url"])
             assert r["revision"] == 0 and 1 <= r["count"] <= final_count[k], r
-    with_servers([4], body, extra=["--push-interval", "100ms"])
+    # A deep client queue: a reader starved by the posting thread must not
+    # lose finals (the slow-client policy is tested in test_ws_push).
+    with_servers([4], body, extra=["--push-interval", "100ms", "--ws-queue", "65536"])
 
 
 def test_trending_ties_by_page_url():
