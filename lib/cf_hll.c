@@ -18,12 +18,15 @@ enum { FORM_SPARSE = 0, FORM_DENSE = 1 };
  * at the sparse limit. */
 struct cf_hll {
     uint8_t form;
+    bool keep;          /* cf_hll_clear was called: storage is never freed */
     bool has_zero;      /* sparse: hash 0 is in the set */
     uint8_t shift;      /* sparse: 64 - log2(cap) */
     uint32_t n;         /* sparse: distinct hashes held, including 0 */
-    uint32_t cap;       /* sparse: table slots, 0 or a power of two */
-    uint64_t *set;      /* sparse: the table; NULL while cap == 0 */
-    uint8_t *regs;      /* dense: CF_HLL_REGISTERS registers */
+    uint32_t cap;       /* sparse: table slots in use, 0 or a power of two */
+    uint32_t alloc;     /* slots allocated for set (>= cap; > cap only with keep) */
+    uint64_t *set;      /* sparse: the table; NULL while alloc == 0 */
+    uint8_t *regs;      /* dense: CF_HLL_REGISTERS registers; with keep,
+                         * also kept (unused) in sparse form */
 };
 
 cf_hll *cf_hll_new(void)
@@ -36,6 +39,26 @@ void cf_hll_reset(cf_hll *h)
     free(h->set);
     free(h->regs);
     memset(h, 0, sizeof *h);
+}
+
+/* With keep, an emptied table restarts small inside its buffer, so that
+ * emptying costs O(1) however large the buffer grew. */
+static void set_empty_kept(cf_hll *h)
+{
+    h->n = 0;
+    h->has_zero = false;
+    if (h->set) {
+        h->cap = 4;
+        h->shift = 62;
+        memset(h->set, 0, 4 * sizeof *h->set);
+    }
+}
+
+void cf_hll_clear(cf_hll *h)
+{
+    h->form = FORM_SPARSE;
+    h->keep = true;
+    set_empty_kept(h);
 }
 
 void cf_hll_free(cf_hll *h)
@@ -95,9 +118,24 @@ static uint32_t cap_for(uint32_t elems)
     return cap;
 }
 
-/* Rehashes into a table of ncap slots. 0 or -ENOMEM (h unchanged). */
+/* Rehashes into a table of ncap slots (> cap): in place when the buffer
+ * is large enough (kept storage), else into a new one. 0 or -ENOMEM (h
+ * unchanged). */
 static int set_resize(cf_hll *h, uint32_t ncap)
 {
+    if (ncap <= h->alloc) {
+        uint64_t tmp[CF_HLL_SPARSE_MAX];
+        uint32_t k = 0;
+        for (uint32_t i = 0; i < h->cap; i++)
+            if (h->set[i])
+                tmp[k++] = h->set[i];
+        memset(h->set, 0, (size_t)ncap * sizeof *h->set);
+        h->cap = ncap;
+        h->shift = (uint8_t)(64 - __builtin_ctz(ncap));
+        for (uint32_t i = 0; i < k; i++)
+            h->set[set_probe(h->set, ncap, h->shift, tmp[i])] = tmp[i];
+        return 0;
+    }
     uint64_t *t = calloc(ncap, sizeof *t);
     if (!t)
         return -ENOMEM;
@@ -107,7 +145,7 @@ static int set_resize(cf_hll *h, uint32_t ncap)
             t[set_probe(t, ncap, shift, h->set[i])] = h->set[i];
     free(h->set);
     h->set = t;
-    h->cap = ncap;
+    h->cap = h->alloc = ncap;
     h->shift = shift;
     return 0;
 }
@@ -132,18 +170,33 @@ static void sparse_into_dense(const cf_hll *h, uint8_t *regs)
 /* Replaces the sparse set by dense registers regs (owned). */
 static void become_dense(cf_hll *h, uint8_t *regs)
 {
-    free(h->set);
-    h->set = NULL;
-    h->n = h->cap = 0;
+    if (h->keep) {
+        set_empty_kept(h);
+    } else {
+        free(h->set);
+        h->set = NULL;
+        h->n = h->cap = h->alloc = 0;
+    }
     h->has_zero = false;
     h->regs = regs;
     h->form = FORM_DENSE;
 }
 
+/* Zeroed registers for h to switch to dense form: its kept buffer if it
+ * has one, else a new one; NULL on OOM. */
+static uint8_t *fresh_regs(cf_hll *h)
+{
+    if (h->regs) {
+        memset(h->regs, 0, CF_HLL_REGISTERS);
+        return h->regs;
+    }
+    return calloc(CF_HLL_REGISTERS, 1);
+}
+
 /* Switches a sparse sketch to dense form, carrying its hashes over. */
 static int to_dense(cf_hll *h)
 {
-    uint8_t *regs = calloc(CF_HLL_REGISTERS, 1);
+    uint8_t *regs = fresh_regs(h);
     if (!regs)
         return -ENOMEM;
     sparse_into_dense(h, regs);
@@ -158,6 +211,17 @@ int cf_hll_add(cf_hll *h, uint64_t hash)
         uint8_t before = *r;
         dense_add(h->regs, hash);
         return *r != before;
+    }
+    /* Common case: one probe finds the hash or the free slot it goes to. */
+    if (hash != 0 && h->cap) {
+        uint32_t i = set_probe(h->set, h->cap, h->shift, hash);
+        if (h->set[i] == hash)
+            return 0;
+        if (h->n < CF_HLL_SPARSE_MAX && !too_full(h->n - h->has_zero + 1, h->cap)) {
+            h->set[i] = hash;
+            h->n++;
+            return 1;
+        }
     }
     if (set_contains(h, hash))
         return 0;
@@ -251,16 +315,44 @@ int cf_hll_merge(cf_hll *dst, const cf_hll *src)
             if (rc < 0)
                 return rc;
         }
-        for (uint32_t i = 0; i < CF_HLL_REGISTERS; i++)
-            if (src->regs[i] > dst->regs[i])
-                dst->regs[i] = src->regs[i];
+        /* Branch-free, so that the compiler vectorizes it (pmaxub). */
+        for (uint32_t i = 0; i < CF_HLL_REGISTERS; i++) {
+            uint8_t a = dst->regs[i], b = src->regs[i];
+            dst->regs[i] = a > b ? a : b;
+        }
         return 0;
     }
     if (dst->form == FORM_DENSE) {
         sparse_into_dense(src, dst->regs);
         return 0;
     }
-    /* Both sparse: the union, dense if it outgrows the sparse limit. */
+    /* Both sparse. When the table has room for every hash of src (always
+     * so for a kept buffer, which grows in place), one pass inserts the
+     * new ones and nothing can fail. */
+    uint32_t worst = dst->n + src->n;
+    if (worst <= CF_HLL_SPARSE_MAX) {
+        uint32_t wcap = cap_for(worst);
+        if (dst->cap >= wcap || (dst->keep && wcap <= dst->alloc)) {
+            if (dst->cap < wcap)
+                (void)set_resize(dst, wcap); /* in place: cannot fail */
+            if (src->has_zero && !dst->has_zero) {
+                dst->has_zero = true;
+                dst->n++;
+            }
+            for (uint32_t i = 0; i < src->cap; i++) {
+                uint64_t v = src->set[i];
+                if (!v)
+                    continue;
+                uint32_t at = set_probe(dst->set, dst->cap, dst->shift, v);
+                if (dst->set[at] != v) {
+                    dst->set[at] = v;
+                    dst->n++;
+                }
+            }
+            return 0;
+        }
+    }
+    /* The union, dense if it outgrows the sparse limit. */
     uint32_t extra = (src->has_zero && !dst->has_zero) ? 1 : 0;
     for (uint32_t i = 0; i < src->cap; i++)
         if (src->set[i] && !set_contains(dst, src->set[i]))
@@ -268,7 +360,7 @@ int cf_hll_merge(cf_hll *dst, const cf_hll *src)
     if (extra == 0)
         return 0;
     if (dst->n + extra > CF_HLL_SPARSE_MAX) {
-        uint8_t *regs = calloc(CF_HLL_REGISTERS, 1);
+        uint8_t *regs = fresh_regs(dst);
         if (!regs)
             return -ENOMEM;
         sparse_into_dense(dst, regs);
@@ -320,11 +412,9 @@ bool cf_hll_equal(const cf_hll *a, const cf_hll *b)
 
 size_t cf_hll_memory(const cf_hll *h)
 {
-    size_t m = sizeof *h;
-    if (h->form == FORM_DENSE)
+    size_t m = sizeof *h + (size_t)h->alloc * sizeof *h->set;
+    if (h->regs)
         m += CF_HLL_REGISTERS;
-    else
-        m += (size_t)h->cap * sizeof *h->set;
     return m;
 }
 

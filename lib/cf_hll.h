@@ -38,6 +38,13 @@ void cf_hll_free(cf_hll *h);
 /* Forgets everything; frees the register/set storage. */
 void cf_hll_reset(cf_hll *h);
 
+/* Forgets everything like cf_hll_reset, but keeps the storage it has (and,
+ * from then on, all it ever grows to, in both forms) for reuse: a scratch
+ * sketch that is cleared and merged into again and again stops allocating,
+ * and so cannot fail, once it has held the largest set and the dense form.
+ * cf_hll_memory counts the kept storage. O(storage). */
+void cf_hll_clear(cf_hll *h);
+
 /* Adds one hash. Returns 1 if the sketch changed, 0 if not, -ENOMEM (the
  * sketch is then unchanged). O(1) (amortized over table growth in sparse
  * form; the switch to dense form is O(CF_HLL_SPARSE_MAX + 16384) once). */

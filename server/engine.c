@@ -49,7 +49,7 @@
 #define TICK_MS 100
 #define MAX_QUERY_LIMIT 100000
 #define SNAP_MAGIC 0x50414e53464355ull   /* "UCFSNAP" */
-#define SNAP_VERSION 1u
+#define SNAP_VERSION 2u   /* 2: pane-based window state (cf_winop CFW2) */
 #define INTERIM_LIMIT 2000              /* open windows per interim push */
 #define RATE_SAMPLES 11                 /* 1 s of 100 ms ticks, plus one */
 
@@ -1426,12 +1426,15 @@ static void *ticker_main(void *arg)
             !atomic_exchange(&e->failed, 1))
             cf_error("write-ahead log commit failed: no longer acknowledging events");
         sample_rate(e, mono);
-        if (e->push && e->cfg.push_interval_ms > 0 && mono >= next_push) {
+        /* Interim results cost the shards a pass over every open window:
+         * only when someone listens. */
+        bool listened = e->push && cf_push_clients(e->push) > 0;
+        if (listened && e->cfg.push_interval_ms > 0 && mono >= next_push) {
             next_push = mono + e->cfg.push_interval_ms;
             push_interim(e);
             push_trending(e);
         }
-        if (e->push && mono >= next_stats) {
+        if (listened && mono >= next_stats) {
             next_stats = mono + 1000;
             cJSON *st = stats(e, false);
             if (st)

@@ -327,6 +327,52 @@ static void memory_accounting(void **state)
     cf_hll_free(h);
 }
 
+/* cf_hll_clear empties the sketch but keeps its storage, in both forms:
+ * once grown, a cleared scratch sketch reused for merges keeps the same
+ * memory, and every result equals that of a fresh sketch. */
+static void clear_keeps_storage(void **state)
+{
+    (void)state;
+    cf_hll *h = cf_hll_new();
+    size_t empty = cf_hll_memory(h);
+    add_range(h, 0, 300, 3);
+    cf_hll_clear(h);
+    assert_int_equal(cf_hll_count(h), 0);
+    assert_false(cf_hll_is_dense(h));
+    assert_int_equal(cf_hll_memory(h), empty + 512 * 8);
+    add_range(h, 0, 600, 3);           /* dense now; the table is kept */
+    assert_true(cf_hll_is_dense(h));
+    size_t full = cf_hll_memory(h);
+    assert_int_equal(full, empty + 1024 * 8 + CF_HLL_REGISTERS);
+    cf_hll_clear(h);
+    assert_int_equal(cf_hll_count(h), 0);
+    assert_false(cf_hll_is_dense(h));
+    assert_int_equal(cf_hll_memory(h), full);
+    /* Reuse in both forms, by adds and by merges: same results as fresh
+     * sketches, no growth. */
+    for (int round = 0; round < 3; round++) {
+        cf_hll *small = build(0, 40), *big = build(100, 900), *u = build(0, 40);
+        add_range(u, 100, 900, 5);
+        cf_hll_clear(h);
+        assert_int_equal(cf_hll_merge(h, small), 0);
+        assert_true(cf_hll_equal(h, small));
+        assert_int_equal(cf_hll_count(h), 40);
+        assert_int_equal(cf_hll_merge(h, big), 0);
+        assert_true(cf_hll_equal(h, u));
+        assert_int_equal(cf_hll_count(h), cf_hll_count(u));
+        cf_hll_clear(h);
+        add_range(h, 0, 40, 5);
+        assert_true(cf_hll_equal(h, small));
+        assert_int_equal(cf_hll_memory(h), full);
+        cf_hll_free(small);
+        cf_hll_free(big);
+        cf_hll_free(u);
+    }
+    cf_hll_reset(h);
+    assert_int_equal(cf_hll_memory(h), empty);
+    cf_hll_free(h);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -340,6 +386,7 @@ int main(void)
         cmocka_unit_test(save_load_roundtrip),
         cmocka_unit_test(load_rejects_malformed),
         cmocka_unit_test(memory_accounting),
+        cmocka_unit_test(clear_keeps_storage),
     };
     return cmocka_run_group_tests_name("hll", tests, NULL, NULL);
 }

@@ -16,6 +16,7 @@
 
 #include "cf_buf.h"
 #include "cf_hash.h"
+#include "cf_hll.h"
 #include "cf_time.h"
 #include "cf_winop.h"
 
@@ -810,11 +811,13 @@ static void randomized_trace_matches_model(void **state)
         {CF_WINDOW_TUMBLING, 1000, 1000, 2500},
         {CF_WINDOW_SLIDING, 5000, 1000, 2000},
         {CF_WINDOW_SLIDING, 3000, 1000, 0},
+        /* Long lateness: many kept windows share panes with open ones. */
+        {CF_WINDOW_SLIDING, 4000, 1000, 3500},
     };
     const int64_t t0s[] = {1764000000000, -20000};
     for (int i = 1; i < NPAGES; i++)
         assert_true(strcmp(model_pages[i - 1], model_pages[i]) < 0);
-    for (size_t ci = 0; ci < 3; ci++)
+    for (size_t ci = 0; ci < sizeof cfgs / sizeof cfgs[0]; ci++)
         for (size_t ti = 0; ti < 2; ti++) {
             uint64_t seed = 1 + ci * 2 + ti;
             sink a = {0}, b = {0};
@@ -825,6 +828,265 @@ static void randomized_trace_matches_model(void **state)
             sink_free(&a);
             sink_free(&b);
         }
+}
+
+
+/* ---- panes ---------------------------------------------------------------- */
+
+static cf_winop *sliding_op(int64_t size, int64_t slide, int64_t late)
+{
+    cf_winop_config c = {CF_WINDOW_SLIDING, size, slide, late};
+    cf_winop *op = cf_winop_new(&c);
+    assert_non_null(op);
+    return op;
+}
+
+/* A late event re-fires every fired, kept window of its pane, each with its
+ * own revision; a page new to fired windows starts at revision 0 there; the
+ * revisions survive save/load. */
+static void pane_late_event_refires_with_own_revisions(void **state)
+{
+    (void)state;
+    cf_winop_config c = {CF_WINDOW_SLIDING, 4000, 1000, 3000};
+    cf_winop *op = cf_winop_new(&c);
+    assert_non_null(op);
+    sink s = {0};
+    assert_int_equal(add(op, "/p", 1, 3500, &s), 4);    /* windows 0..3000 */
+    cf_winop_advance(op, 4999, collect, &s);            /* fires 0 and 1000 */
+    assert_int_equal(s.n, 2);
+    expect(&s.e[0], 0, 4000, "/p", 1, 1, 0, true);
+    expect(&s.e[1], 1000, 5000, "/p", 1, 1, 0, true);
+    assert_int_equal(add(op, "/p", 2, 3200, &s), 4);
+    assert_int_equal(s.n, 4);
+    expect(&s.e[2], 0, 4000, "/p", 2, 2, 1, true);
+    expect(&s.e[3], 1000, 5000, "/p", 2, 2, 1, true);
+    cf_winop_advance(op, 5999, collect, &s);            /* fires 2000 */
+    assert_int_equal(s.n, 5);
+    expect(&s.e[4], 2000, 6000, "/p", 2, 2, 0, true);
+    /* Pane 1000: windows -2000 and -1000 are purged (1999 + 3000 and
+     * 2999 + 3000 <= 5999), 0 and 1000 are kept. */
+    assert_int_equal(add(op, "/p", 3, 1500, &s), 2);
+    assert_int_equal(s.n, 7);
+    expect(&s.e[5], 0, 4000, "/p", 3, 3, 2, true);
+    expect(&s.e[6], 1000, 5000, "/p", 3, 3, 2, true);
+    /* Save and load: the revisions carry over. */
+    cf_buf b = {0};
+    assert_int_equal(cf_winop_save(op, &b), 0);
+    cf_reader r;
+    cf_reader_init(&r, b.data, b.len);
+    cf_winop *l = cf_winop_load(&c, &r);
+    assert_non_null(l);
+    cf_buf_free(&b);
+    cf_winop_free(op);
+    op = l;
+    assert_int_equal(cf_winop_open_count(op), 1);       /* 3000 */
+    assert_int_equal(cf_winop_kept_count(op), 3);
+    /* Pane 3000: 0, 1000, 2000 re-fire (revisions 3, 3, 1); 3000 is open. */
+    assert_int_equal(add(op, "/p", 3, 3900, &s), 4);
+    assert_int_equal(s.n, 10);
+    expect(&s.e[7], 0, 4000, "/p", 4, 3, 3, true);
+    expect(&s.e[8], 1000, 5000, "/p", 4, 3, 3, true);
+    expect(&s.e[9], 2000, 6000, "/p", 3, 3, 1, true);
+    /* A page new to three fired windows: revision 0 in each, new pairs. */
+    assert_int_equal(add(op, "/q", 9, 3100, &s), 4);
+    assert_int_equal(s.n, 13);
+    expect(&s.e[10], 0, 4000, "/q", 1, 1, 0, true);
+    expect(&s.e[11], 1000, 5000, "/q", 1, 1, 0, true);
+    expect(&s.e[12], 2000, 6000, "/q", 1, 1, 0, true);
+    assert_int_equal(cf_winop_kept_count(op), 6);
+    assert_int_equal(cf_winop_open_count(op), 2);
+    /* Again, from another pane: now revision 1 in both kept windows. */
+    assert_int_equal(add(op, "/q", 8, 1200, &s), 2);
+    assert_int_equal(s.n, 15);
+    expect(&s.e[13], 0, 4000, "/q", 2, 2, 1, true);
+    expect(&s.e[14], 1000, 5000, "/q", 2, 2, 1, true);
+    assert_int_equal(cf_winop_kept_count(op), 6);
+    /* 3000 fires with both pages, at revision 0. */
+    cf_winop_advance(op, 6999, collect, &s);
+    assert_int_equal(s.n, 17);
+    expect(&s.e[15], 3000, 7000, "/p", 3, 3, 0, true);
+    expect(&s.e[16], 3000, 7000, "/q", 1, 1, 0, true);
+    assert_int_equal(cf_winop_open_count(op), 0);
+    /* 3000 adds 2 kept pairs, 0 (purged at 6999) takes 2 away. */
+    assert_int_equal(cf_winop_kept_count(op), 6);
+    sink_free(&s);
+    cf_winop_free(op);
+}
+
+/* A pane is shared by k windows and freed only with the last of them: a
+ * window still kept sees the data of its panes after older windows that
+ * shared them are purged. */
+static void pane_purge_shared_by_windows(void **state)
+{
+    (void)state;
+    cf_winop *op = sliding_op(3000, 1000, 1000);
+    sink s = {0};
+    size_t base = cf_winop_memory(op);
+    add(op, "/p", 1, 500, &s);      /* pane 0 */
+    add(op, "/p", 2, 1500, &s);     /* pane 1000 */
+    add(op, "/p", 3, 2500, &s);     /* pane 2000 */
+    add(op, "/p", 4, 2600, &s);
+    assert_int_equal(cf_winop_open_count(op), 5);       /* -2000 .. 2000 */
+    cf_winop_advance(op, 3999, collect, &s);
+    /* Fired: -2000, -1000, 0, 1000 (3999 >= 3999); purged: -2000, -1000,
+     * 0 (2999 + 1000 <= 3999); pane 0 is gone, panes 1000, 2000 stay. */
+    assert_int_equal(s.n, 4);
+    expect(&s.e[2], 0, 3000, "/p", 4, 4, 0, true);
+    expect(&s.e[3], 1000, 4000, "/p", 3, 3, 0, true);
+    assert_int_equal(cf_winop_kept_count(op), 1);
+    assert_int_equal(cf_winop_open_count(op), 1);
+    /* Pane 1000 is only in window 1000 now. */
+    assert_int_equal(add(op, "/p", 5, 1700, &s), 1);
+    expect(&s.e[4], 1000, 4000, "/p", 4, 4, 1, true);
+    /* Pane 0 is in no live window. */
+    assert_int_equal(add(op, "/p", 5, 700, &s), 0);
+    cf_winop_advance(op, 4999, collect, &s);            /* fires 2000, purges 1000 */
+    assert_int_equal(s.n, 6);
+    expect(&s.e[5], 2000, 5000, "/p", 2, 2, 0, true);
+    assert_int_equal(add(op, "/p", 6, 1999, &s), 0);
+    assert_int_equal(add(op, "/p", 6, 2999, &s), 1);
+    expect(&s.e[6], 2000, 5000, "/p", 3, 3, 1, true);
+    cf_winop_advance(op, 5999, collect, &s);
+    assert_int_equal(cf_winop_kept_count(op), 0);
+    assert_int_equal(cf_winop_open_count(op), 0);
+    assert_int_equal(add(op, "/p", 6, 2999, &s), 0);
+    assert_int_equal(s.n, 7);
+    /* Cells are recycled: the same load later does not grow the state. */
+    size_t after = cf_winop_memory(op);
+    assert_true(after > base);
+    add(op, "/p", 1, 10500, &s);
+    add(op, "/p", 2, 11500, &s);
+    add(op, "/p", 3, 12500, &s);
+    cf_winop_advance(op, 100000, collect, &s);
+    assert_int_equal(cf_winop_memory(op), after);
+    sink_free(&s);
+    cf_winop_free(op);
+}
+
+/* Pages present in some panes of a window only; unique users merged over
+ * panes exactly (sparse) and as the very sketch of the union (dense). */
+static void pane_page_in_some_panes_only(void **state)
+{
+    (void)state;
+    cf_winop *op = sliding_op(3000, 1000, 0);
+    sink s = {0};
+    add(op, "/a", 1, 100, &s);      /* pane 0 */
+    add(op, "/a", 1, 2100, &s);     /* pane 2000 */
+    add(op, "/a", 2, 2200, &s);
+    add(op, "/b", 1, 1100, &s);     /* pane 1000 */
+    /* /a: windows -2000 .. 2000 (5); /b: -1000 .. 1000 (3). */
+    assert_int_equal(cf_winop_open_count(op), 8);
+    cf_winop_foreach_open(op, collect, &s);
+    assert_int_equal(s.n, 8);
+    expect(&s.e[0], -2000, 1000, "/a", 1, 1, 0, false);
+    expect(&s.e[1], -1000, 2000, "/a", 1, 1, 0, false);
+    expect(&s.e[2], -1000, 2000, "/b", 1, 1, 0, false);
+    expect(&s.e[3], 0, 3000, "/a", 3, 2, 0, false);
+    expect(&s.e[4], 0, 3000, "/b", 1, 1, 0, false);
+    expect(&s.e[5], 1000, 4000, "/a", 2, 2, 0, false);
+    expect(&s.e[6], 1000, 4000, "/b", 1, 1, 0, false);
+    expect(&s.e[7], 2000, 5000, "/a", 2, 2, 0, false);
+    /* /b in pane 2000 too: no new pair for 0 and 1000, one for 2000. */
+    add(op, "/b", 3, 2300, &s);
+    assert_int_equal(cf_winop_open_count(op), 9);
+    sink_reset(&s);
+    /* Sparse sets over panes: users 0..199 in pane 0, 100..299 in pane
+     * 2000: 300 exactly in window 0. */
+    for (int u = 0; u < 200; u++)
+        add(op, "/c", u, 10, &s);
+    for (int u = 100; u < 300; u++)
+        add(op, "/c", u, 2010, &s);
+    /* Dense: 700 users in pane 0, 700 overlapping by 300 in pane 1000. */
+    cf_hll *want = cf_hll_new();
+    assert_non_null(want);
+    for (int u = 1000; u < 1700; u++) {
+        add(op, "/d", u, 20, &s);
+        assert_true(cf_hll_add(want, user(u)) >= 0);
+    }
+    for (int u = 1400; u < 2100; u++) {
+        add(op, "/d", u, 1020, &s);
+        assert_true(cf_hll_add(want, user(u)) >= 0);
+    }
+    cf_winop_foreach_open(op, collect, &s);
+    bool seen_c = false, seen_d = false;
+    for (size_t i = 0; i < s.n; i++) {
+        if (s.e[i].start == 0 && strcmp(s.e[i].page, "/c") == 0) {
+            expect(&s.e[i], 0, 3000, "/c", 400, 300, 0, false);
+            seen_c = true;
+        }
+        if (s.e[i].start == 0 && strcmp(s.e[i].page, "/d") == 0) {
+            assert_int_equal(s.e[i].count, 1400);
+            assert_int_equal(s.e[i].unique, cf_hll_count(want));
+            seen_d = true;
+        }
+    }
+    assert_true(seen_c && seen_d);
+    cf_hll_free(want);
+    /* Final results equal the interim ones; all go at lateness 0. */
+    sink_reset(&s);
+    cf_winop_advance(op, INT64_MAX, collect, &s);
+    assert_int_equal(cf_winop_open_count(op), 0);
+    assert_int_equal(cf_winop_kept_count(op), 0);
+    sink_free(&s);
+    cf_winop_free(op);
+}
+
+static void load_rejects_bad_pane_state(void **state)
+{
+    (void)state;
+    cf_winop_config c = {CF_WINDOW_SLIDING, 2000, 1000, 5000};
+    cf_winop *op = cf_winop_new(&c);
+    sink s = {0};
+    add(op, "/p", 1, 10, &s);
+    cf_winop_advance(op, 1999, collect, &s);    /* fires -1000 and 0 */
+    add(op, "/p", 2, 20, &s);                   /* records at -1000 and 0 */
+    cf_buf b = {0};
+    assert_int_equal(cf_winop_save(op, &b), 0);
+    cf_reader r;
+    /* Layout after the 41-byte header: slot -1000 (i64, u32 = 1 cell):
+     * str "/p" (u32 len + 2), u64 count 0, u8 rec 1, u32 revision 1, ... */
+    size_t rec_at = 41 + 12 + 6 + 8;
+    assert_int_equal(b.data[rec_at], 1);
+    /* A record dropped leaves a cell with neither data nor record. */
+    b.data[rec_at] = 0;
+    cf_reader_init(&r, b.data, b.len);
+    assert_null(cf_winop_load(&c, &r));
+    b.data[rec_at] = 1;
+    /* A prior page cannot be back at revision 0. */
+    b.data[rec_at + 1] = 0;
+    cf_reader_init(&r, b.data, b.len);
+    assert_null(cf_winop_load(&c, &r));
+    b.data[rec_at + 1] = 1;
+    cf_reader_init(&r, b.data, b.len);
+    cf_winop *ok = cf_winop_load(&c, &r);
+    assert_non_null(ok);
+    assert_int_equal(cf_winop_kept_count(ok), 2);
+    cf_winop_free(ok);
+    cf_buf_free(&b);
+    sink_free(&s);
+    cf_winop_free(op);
+}
+
+/* A first event in a pane whose earliest window starts near INT64_MIN
+ * looks at neighbouring panes without stepping out of int64. */
+static void pane_neighbours_near_int64_min(void **state)
+{
+    (void)state;
+    cf_winop *op = sliding_op(3000, 1000, 0);
+    sink s = {0};
+    const int64_t first = -9223372036854775807LL - 1 + 808; /* smallest multiple of 1000 */
+    const int64_t p = first + 2000;
+    assert_int_equal(add(op, "/q", 1, p - 1000, &s), 0);    /* its first window would not fit */
+    assert_int_equal(add(op, "/q", 1, p + 1005, &s), 3);
+    assert_int_equal(add(op, "/q", 2, p + 5, &s), 3);
+    assert_int_equal(cf_winop_open_count(op), 4);
+    cf_winop_foreach_open(op, collect, &s);
+    assert_int_equal(s.n, 4);
+    expect(&s.e[0], first, first + 3000, "/q", 1, 1, 0, false);
+    expect(&s.e[1], first + 1000, first + 4000, "/q", 2, 2, 0, false);
+    expect(&s.e[3], first + 3000, first + 6000, "/q", 1, 1, 0, false);
+    sink_free(&s);
+    cf_winop_free(op);
 }
 
 int main(void)
@@ -843,6 +1105,11 @@ int main(void)
         cmocka_unit_test(purge_releases_memory),
         cmocka_unit_test(load_rejects_bad_input),
         cmocka_unit_test(randomized_trace_matches_model),
+        cmocka_unit_test(pane_late_event_refires_with_own_revisions),
+        cmocka_unit_test(pane_purge_shared_by_windows),
+        cmocka_unit_test(pane_page_in_some_panes_only),
+        cmocka_unit_test(load_rejects_bad_pane_state),
+        cmocka_unit_test(pane_neighbours_near_int64_min),
     };
     return cmocka_run_group_tests_name("winop", tests, NULL, NULL);
 }
