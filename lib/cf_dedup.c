@@ -55,6 +55,22 @@ void cf_dedup_expire(cf_dedup *d, int64_t clock)
 
 int cf_dedup_check(cf_dedup *d, const char *id, size_t len, int64_t ts, int64_t clock)
 {
+    return cf_dedup_check_hashed(d, id, len, cf_kv_hash(id, len), ts, clock);
+}
+
+uint64_t cf_dedup_hash(const char *id, size_t len)
+{
+    return cf_kv_hash(id, len);
+}
+
+void cf_dedup_prefetch(const cf_dedup *d, uint64_t h)
+{
+    cf_kv_prefetch(d->kv, h);
+}
+
+int cf_dedup_check_hashed(cf_dedup *d, const char *id, size_t len, uint64_t h, int64_t ts,
+                          int64_t clock)
+{
     cf_dedup_expire(d, clock);
     int64_t exp = expiry_of(ts, d->ttl);
     /* An id that would already be forgotten at this clock is new, and
@@ -63,7 +79,7 @@ int cf_dedup_check(cf_dedup *d, const char *id, size_t len, int64_t ts, int64_t 
         return cf_kv_get(d->kv, id, len, NULL) ? 0 : 1;
     /* One probe sequence: put finds an existing id (duplicate, nothing
      * changes) or records a new one. */
-    int r = cf_kv_put(d->kv, id, len, exp, NULL, NULL, NULL);
+    int r = cf_kv_put_hashed(d->kv, id, len, h, exp, NULL, NULL, NULL);
     if (r == -EINVAL)
         return 1; /* longer than any store key: cannot be remembered */
     return r;

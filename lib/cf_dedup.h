@@ -22,6 +22,15 @@ void cf_dedup_free(cf_dedup *d);
  * 0 if it is a duplicate, -ENOMEM. O(1) amortized. */
 int cf_dedup_check(cf_dedup *d, const char *id, size_t len, int64_t ts, int64_t clock);
 
+/* For batches: hash an id once (outside a lock, say), prefetch its slot a
+ * few ids ahead, then check it; cf_dedup_check_hashed(d, id, len,
+ * cf_dedup_hash(id, len), ts, clock) is exactly cf_dedup_check(d, id, len,
+ * ts, clock). */
+uint64_t cf_dedup_hash(const char *id, size_t len);
+void cf_dedup_prefetch(const cf_dedup *d, uint64_t h);
+int cf_dedup_check_hashed(cf_dedup *d, const char *id, size_t len, uint64_t h, int64_t ts,
+                          int64_t clock);
+
 /* Drops every id with clock >= first_ts + ttl. */
 void cf_dedup_expire(cf_dedup *d, int64_t clock);
 

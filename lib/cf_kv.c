@@ -14,19 +14,24 @@
 #define KV_VERSION 1u
 
 /* Slot header; the value (value_size bytes, rounded up to 8) follows it. */
-/* The full hash is not stored: an 8-bit tag filters probes, and the home
- * slot is recomputed from the key when an entry moves (growth, backward
- * shift), which buys 17 inline key bytes (most event ids and user ids). */
+/* The full hash is not stored for inline keys: an 8-bit tag filters probes,
+ * and the home slot is recomputed from the key when an entry moves (growth,
+ * backward shift), which buys 17 inline key bytes (most user ids). An arena
+ * key needs only 4 of those bytes for its offset, so the low 32 bits of its
+ * hash ride in the next 4 for free: moving it then neither rehashes it nor
+ * reads the arena (a cache miss per entry when a large store grows). */
 struct kv_slot {
     int64_t expiry;
     uint32_t heap_pos;  /* KV_EMPTY marks an empty slot */
     uint16_t klen;
     uint8_t tag;        /* top 8 bits of cf_hash64 */
-    uint8_t key[KV_INLINE_KEY]; /* the key, or its arena offset (u32) */
+    uint8_t key[KV_INLINE_KEY]; /* the key, or its arena offset (u32) and
+                                 * the low 32 bits of its hash (u32) */
 };
 
 _Static_assert(sizeof(struct kv_slot) == 32, "slot header is 32 bytes");
 _Static_assert(CF_KV_MAX_KEY <= UINT16_MAX, "klen is 16 bits");
+_Static_assert(KV_INLINE_KEY >= 2 * sizeof(uint32_t), "arena offset and hash fit inline");
 
 struct cf_kv {
     uint8_t *slots;
@@ -179,29 +184,49 @@ static inline uint8_t tag_of(uint64_t h)
     return (uint8_t)(h >> 56);
 }
 
-/* Home slot of an entry already in the table (recomputed from its key). */
-static inline uint32_t slot_home(const cf_kv *kv, const struct kv_slot *s)
+static inline uint32_t arena_hash(const struct kv_slot *s)
 {
-    return (uint32_t)key_hash(slot_key(kv, s), s->klen) & (kv->cap - 1);
+    uint32_t h;
+    memcpy(&h, s->key + sizeof(uint32_t), sizeof h);
+    return h;
 }
 
-static bool slot_matches(const cf_kv *kv, const struct kv_slot *s, uint8_t tag,
+/* The low 32 bits of the hash of an entry in the table (the home slot's
+ * bits): stored for arena keys, recomputed from the inline bytes otherwise. */
+static inline uint32_t slot_hash_lo(const cf_kv *kv, const struct kv_slot *s)
+{
+    if (s->klen > KV_INLINE_KEY)
+        return arena_hash(s);
+    return (uint32_t)key_hash(slot_key(kv, s), s->klen);
+}
+
+/* Home slot of an entry already in the table. */
+static inline uint32_t slot_home(const cf_kv *kv, const struct kv_slot *s)
+{
+    return slot_hash_lo(kv, s) & (kv->cap - 1);
+}
+
+static bool slot_matches(const cf_kv *kv, const struct kv_slot *s, uint64_t h,
                          const void *key, size_t len)
 {
-    return s->tag == tag && s->klen == len &&
-           (len == 0 || memcmp(slot_key(kv, s), key, len) == 0);
+    if (s->tag != tag_of(h) || s->klen != len)
+        return false;
+    /* An arena key's stored hash bits reject most tag collisions without
+     * reading the arena. */
+    if (len > KV_INLINE_KEY && arena_hash(s) != (uint32_t)h)
+        return false;
+    return len == 0 || memcmp(slot_key(kv, s), key, len) == 0;
 }
 
 /* Index of the key's slot, or KV_EMPTY. */
 static uint32_t find(const cf_kv *kv, uint64_t h, const void *key, size_t len)
 {
     uint32_t mask = kv->cap - 1;
-    uint8_t tag = tag_of(h);
     for (uint32_t i = (uint32_t)h & mask;; i = (i + 1) & mask) {
         const struct kv_slot *s = slot_at(kv, i);
         if (s->heap_pos == KV_EMPTY)
             return KV_EMPTY;
-        if (slot_matches(kv, s, tag, key, len))
+        if (slot_matches(kv, s, h, key, len))
             return i;
     }
 }
@@ -232,7 +257,7 @@ static int grow(cf_kv *kv)
         const struct kv_slot *s = (const struct kv_slot *)(const void *)(old + (size_t)i * kv->slot_size);
         if (s->heap_pos == KV_EMPTY)
             continue;
-        uint32_t j = find_empty(kv, key_hash(slot_key(kv, s), s->klen));
+        uint32_t j = find_empty(kv, slot_hash_lo(kv, s));
         memcpy(slot_at(kv, j), s, kv->slot_size);
         kv->heap[s->heap_pos] = j;
     }
@@ -348,12 +373,30 @@ void *cf_kv_get(const cf_kv *kv, const void *key, size_t key_len, int64_t *ret_e
     return slot_value(s);
 }
 
+uint64_t cf_kv_hash(const void *key, size_t key_len)
+{
+    return key_hash(key, key_len);
+}
+
+void cf_kv_prefetch(const cf_kv *kv, uint64_t h)
+{
+    __builtin_prefetch(slot_at(kv, (uint32_t)h & (kv->cap - 1)));
+}
+
 int cf_kv_put(cf_kv *kv, const void *key, size_t key_len, int64_t expiry,
               cf_kv_entry_fn on_evict, void *ctx, void **ret_value)
 {
     if (key_len > CF_KV_MAX_KEY)
         return -EINVAL;
-    uint64_t h = key_hash(key, key_len);
+    return cf_kv_put_hashed(kv, key, key_len, key_hash(key, key_len), expiry, on_evict, ctx,
+                            ret_value);
+}
+
+int cf_kv_put_hashed(cf_kv *kv, const void *key, size_t key_len, uint64_t h, int64_t expiry,
+                     cf_kv_entry_fn on_evict, void *ctx, void **ret_value)
+{
+    if (key_len > CF_KV_MAX_KEY)
+        return -EINVAL;
     uint32_t i = find(kv, h, key, key_len);
     if (i != KV_EMPTY) {
         if (ret_value)
@@ -395,6 +438,8 @@ int cf_kv_put(cf_kv *kv, const void *key, size_t key_len, int64_t expiry,
         memcpy(kv->arena + off, key, key_len);
         kv->arena_len += key_len;
         memcpy(s->key, &off, sizeof off);
+        uint32_t lo = (uint32_t)h;
+        memcpy(s->key + sizeof off, &lo, sizeof lo);
     }
     memset(slot_value(s), 0, kv->slot_size - sizeof(struct kv_slot));
     kv->heap[kv->count] = i;

@@ -3,8 +3,8 @@
  * an event-time expiry per entry and a bound on the number of keys.
  *
  * Layout: every table slot holds a 32-byte header (expiry, heap position, key
- * length, an 8-bit hash tag, and the key itself when it is <= 17 bytes) then the
- * value bytes, so a lookup is one probe sequence with no pointer chase to the
+ * length, an 8-bit hash tag, and the key itself when it is <= 17 bytes, else its
+ * arena offset and the low 32 bits of its hash) then the value bytes, so a lookup is one probe sequence with no pointer chase to the
  * value. Longer keys live in one shared arena (no malloc per key), which is
  * compacted when half of it is garbage. A binary min-heap of slot indices
  * orders the entries by (expiry, key bytes): a total order, so expiry
@@ -57,6 +57,21 @@ void *cf_kv_get(const cf_kv *kv, const void *key, size_t key_len, int64_t *ret_e
  * -ENOMEM, with the store unchanged. O(1) amortized + O(log n) heap. */
 int cf_kv_put(cf_kv *kv, const void *key, size_t key_len, int64_t expiry,
               cf_kv_entry_fn on_evict, void *ctx, void **ret_value);
+
+/* The hash cf_kv uses for a key, for the two calls below: a caller can hash
+ * its keys ahead (outside a lock, say) and prefetch their slots. O(len). */
+uint64_t cf_kv_hash(const void *key, size_t key_len);
+
+/* Asks the CPU to start loading the slot where the probe for hash h begins,
+ * so that a put or get of that key a little later does not wait for memory.
+ * Only a hint: the store is not changed and any later call stays correct
+ * (even if the table grew meanwhile). O(1). */
+void cf_kv_prefetch(const cf_kv *kv, uint64_t h);
+
+/* cf_kv_put with h = cf_kv_hash(key, key_len) computed by the caller (any
+ * other h breaks the store). Same results. */
+int cf_kv_put_hashed(cf_kv *kv, const void *key, size_t key_len, uint64_t h, int64_t expiry,
+                     cf_kv_entry_fn on_evict, void *ctx, void **ret_value);
 
 /* Changes the expiry of a present key: 0, or -ENOENT. O(log n). */
 int cf_kv_set_expiry(cf_kv *kv, const void *key, size_t key_len, int64_t expiry);

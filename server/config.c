@@ -49,7 +49,8 @@ static const opt_def options[] = {
     {"http-port", OPT_PORT, OFF(http_port), 0, 1, 65535, "8080", "HTTP port (REST API, dashboard, /metrics)"},
     {"ws-port", OPT_PORT, OFF(ws_port), 0, 1, 65535, "8081", "WebSocket port (live push)"},
     {"shards", OPT_UNSIGNED, OFF(shards), 0, 1, 1024, "online cores", "worker shard threads"},
-    {"http-threads", OPT_UNSIGNED, OFF(http_threads), 0, 1, 1024, "online cores", "HTTP worker threads"},
+    {"http-threads", OPT_UNSIGNED, OFF(http_threads), 0, 1, 1024, "online cores (x32, at least 64, with --fsync always)",
+     "HTTP worker threads (a request waiting for its fsync holds one)"},
     {"out-of-orderness", OPT_DURATION, OFF(out_of_orderness_ms), 0, 0, YEAR_MS, "5s",
      "watermark = event clock - this"},
     {"idle-timeout", OPT_DURATION, OFF(idle_timeout_ms), 0, 0, YEAR_MS, "10s",
@@ -453,6 +454,8 @@ int cf_config_load(cf_config *cfg, int argc, char **argv, char **envp, FILE *out
         }
     }
 
+    /* 0 = not set: resolved after parsing, when --fsync is known. */
+    cfg->http_threads = 0;
     for (size_t i = 0; i < N_OPTIONS; i++) {
         const char *v = env_value(envp, &options[i]);
         /* An empty variable counts as unset: `CLICKFLOW_X=` in an env file
@@ -489,6 +492,15 @@ int cf_config_load(cf_config *cfg, int argc, char **argv, char **envp, FILE *out
         }
         if (set_option(cfg, o, false, val, err) < 0)
             return -1;
+    }
+    if (cfg->http_threads == 0) {
+        /* With --fsync always a request blocks its HTTP thread until its
+         * fsync: group commit can only batch as many requests as there are
+         * threads waiting, so give it many (they sleep, not spin). */
+        unsigned cores = online_cores();
+        cfg->http_threads = cores;
+        if (cfg->fsync == CF_FSYNC_ALWAYS)
+            cfg->http_threads = cores * 32 > 64 ? cores * 32 : 64;
     }
     return validate(cfg, err);
 }

@@ -6,6 +6,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include "json_arena.h"
+
 int cf_ingest_content_type(const char *ct, cf_body_format *ret)
 {
     if (!ct)
@@ -36,8 +38,11 @@ void cf_ingest_free(cf_ingest *ig)
 {
     if (!ig)
         return;
-    for (size_t i = 0; i < ig->n_trees; i++)
-        cJSON_Delete(ig->trees[i]);
+    if (ig->arena)
+        cf_json_arena_reset();  /* every tree at once, no walk */
+    else
+        for (size_t i = 0; i < ig->n_trees; i++)
+            cJSON_Delete(ig->trees[i]);
     free(ig->trees);
     free(ig->events);
     free(ig->event_index);
@@ -235,8 +240,13 @@ int cf_ingest_parse(cf_ingest *ig, cf_body_format fmt, char *body, size_t len, s
         *ret_error = "body is empty";
         return -EBADMSG;
     }
+    /* Only cJSON's allocations go to the arena, and only during the parse:
+     * the events borrow strings from the trees until cf_ingest_free. */
+    ig->arena = cf_json_arena_begin();
     int r = fmt == CF_BODY_NDJSON ? parse_ndjson(ig, body, len, max_batch, lim, now_ms, ret_error)
                                   : parse_json(ig, body, len, max_batch, lim, now_ms, ret_error);
+    if (ig->arena)
+        cf_json_arena_end();
     if (r == -ENOMEM && !*ret_error)
         *ret_error = "out of memory";
     if (r == -E2BIG)

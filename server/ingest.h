@@ -17,6 +17,7 @@
 #ifndef CF_INGEST_H
 #define CF_INGEST_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -55,10 +56,12 @@ typedef struct cf_ingest {
     cJSON **trees;
     size_t n_trees;
     cf_buf scratch;         /* properties text */
+    bool arena;             /* the trees live in this thread's JSON arena */
 } cf_ingest;
 
 /* A zeroed cf_ingest is valid and empty; free releases everything the events
- * borrow from (accepts NULL). */
+ * borrow from (accepts NULL). If the parse used the thread's JSON arena
+ * (ig->arena), free must run on the parsing thread: it resets that arena. */
 void cf_ingest_free(cf_ingest *ig);
 
 /* Parses and validates body[0..len) (body[len] must be '\0'; NDJSON parsing
@@ -68,7 +71,12 @@ void cf_ingest_free(cf_ingest *ig);
  *   -EBADMSG the body is not JSON (*ret_error says why; answer 400)
  *   -E2BIG   more than max_batch events (answer 413)
  *   -ENOMEM
- * ig must be zeroed (or freed) before the call. O(len). */
+ * ig must be zeroed (or freed) before the call. O(len).
+ * When the cJSON hooks of json_arena.h are installed and the calling thread's
+ * arena is free, the trees are allocated there (ig->arena), which makes the
+ * parse and cf_ingest_free cheaper; cf_ingest_free then resets the arena, so
+ * call it on the same thread and before the next parse of that thread that
+ * should use the arena. */
 int cf_ingest_parse(cf_ingest *ig, cf_body_format fmt, char *body, size_t len, size_t max_batch,
                     const cf_event_limits *lim, int64_t now_ms, const char **ret_error);
 

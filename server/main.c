@@ -12,6 +12,7 @@
 #include "config.h"
 #include "engine.h"
 #include "http.h"
+#include "json_arena.h"
 #include "log.h"
 #include "push.h"
 
@@ -72,6 +73,10 @@ int main(int argc, char **argv)
         return 0;
     if (r < 0)
         return 2;
+    /* Before any thread uses cJSON: the hooks are process-global. Without
+     * them (OOM) ingest parses with malloc, just slower. */
+    if (cf_json_arena_install() < 0)
+        cf_warn("cannot install the JSON arena; parsing with malloc");
     if (install_signals() < 0) {
         cf_error("cannot install signal handlers: %s", strerror(errno));
         return 1;

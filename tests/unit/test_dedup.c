@@ -158,6 +158,32 @@ static void save_load(void **state)
     cf_dedup_free(c);
 }
 
+/* The batch path (hash first, prefetch, check with the hash) decides exactly
+ * like cf_dedup_check, including the not-recorded and expiry cases. */
+static void hashed_matches_plain(void **state)
+{
+    (void)state;
+    cf_dedup *a = cf_dedup_new(100, 50);
+    cf_dedup *b = cf_dedup_new(100, 50);
+    assert_non_null(a);
+    assert_non_null(b);
+    char id[48];
+    for (int i = 0; i < 400; i++) {
+        /* Short and long ids, repeats, and a clock that moves. */
+        int n = snprintf(id, sizeof id, i % 3 ? "id-%d" : "a-much-longer-event-id-%d", (i * 7) % 90);
+        int64_t ts = 1000 + i, clock = 1000 + i / 2 - (i % 5 == 0 ? 200 : 0);
+        uint64_t h = cf_dedup_hash(id, (size_t)n);
+        cf_dedup_prefetch(b, h);
+        int ra = cf_dedup_check(a, id, (size_t)n, ts, clock);
+        int rb = cf_dedup_check_hashed(b, id, (size_t)n, h, ts, clock);
+        assert_int_equal(ra, rb);
+    }
+    assert_int_equal(cf_dedup_count(a), cf_dedup_count(b));
+    assert_int_equal(cf_dedup_evictions(a), cf_dedup_evictions(b));
+    cf_dedup_free(a);
+    cf_dedup_free(b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -168,6 +194,7 @@ int main(void)
         cmocka_unit_test(expire_drops_count),
         cmocka_unit_test(bounded_with_evictions),
         cmocka_unit_test(save_load),
+        cmocka_unit_test(hashed_matches_plain),
     };
     return cmocka_run_group_tests_name("dedup", tests, NULL, NULL);
 }

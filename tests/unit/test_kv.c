@@ -436,6 +436,32 @@ static void overhead_per_key(void **state)
     }
 }
 
+/* put_hashed with cf_kv_hash is put; a prefetch changes nothing, even of a
+ * slot that is then moved by growth. */
+static void hashed_put_and_prefetch(void **state)
+{
+    (void)state;
+    cf_kv *kv = cf_kv_new(0, 0);
+    char k[64];
+    for (uint64_t i = 0; i < 5000; i++) {
+        size_t n = make_key(k, i % 3000, i % 2 ? 30 : 0);
+        uint64_t h = cf_kv_hash(k, n);
+        cf_kv_prefetch(kv, h);
+        int r = cf_kv_put_hashed(kv, k, n, h, (int64_t)i, NULL, NULL, NULL);
+        assert_int_equal(r, i >= 3000 ? 0 : 1);
+    }
+    assert_int_equal(cf_kv_count(kv), 3000);
+    for (uint64_t i = 0; i < 3000; i++) {
+        size_t n = make_key(k, i, (i % 2) ? 30 : 0);
+        int64_t exp = -1;
+        assert_non_null(cf_kv_get(kv, k, n, &exp));
+        assert_int_equal(exp, (int64_t)i);
+        assert_int_equal(cf_kv_put(kv, k, n, 0, NULL, NULL, NULL), 0);
+    }
+    assert_int_equal(cf_kv_put_hashed(kv, k, CF_KV_MAX_KEY + 1, 0, 0, NULL, NULL, NULL), -EINVAL);
+    cf_kv_free(kv);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -447,6 +473,7 @@ int main(void)
         cmocka_unit_test(growth_rehash_many_keys),
         cmocka_unit_test(randomized_against_model),
         cmocka_unit_test(save_load_roundtrip),
+        cmocka_unit_test(hashed_put_and_prefetch),
         cmocka_unit_test(overhead_per_key),
     };
     return cmocka_run_group_tests_name("kv", tests, NULL, NULL);
