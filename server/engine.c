@@ -1186,6 +1186,7 @@ static int gather(cf_engine *e, engine_stats *st, bool sync)
             y->open_sessions += x->open_sessions;
             y->trending_pages += x->trending_pages;
             y->memory += x->memory;
+            y->session_memory += x->session_memory;
         }
     }
     free_queries(e, qs);
@@ -1243,6 +1244,8 @@ static cJSON *stats(cf_engine *e, bool sync)
     cJSON_AddNumberToObject(o, "open_windows", (double)st.sum.open_windows);
     cJSON_AddNumberToObject(o, "kept_windows", (double)st.sum.kept_windows);
     cJSON_AddNumberToObject(o, "open_sessions", (double)st.sum.open_sessions);
+    cJSON_AddNumberToObject(o, "state_bytes", (double)st.sum.memory);
+    cJSON_AddNumberToObject(o, "session_state_bytes", (double)st.sum.session_memory);
     cJSON_AddNumberToObject(o, "trending_pages", (double)st.sum.trending_pages);
     cJSON_AddNumberToObject(o, "ws_clients", e->push ? (double)cf_push_clients(e->push) : 0);
     cJSON_AddNumberToObject(o, "ws_dropped", e->push ? (double)cf_push_dropped(e->push) : 0);
@@ -1304,6 +1307,10 @@ void cf_engine_metrics(cf_engine *e, cf_buf *out)
            (double)st.sum.kept_windows);
     metric(out, "open_sessions", "gauge", "Sessions not yet closed.",
            (double)st.sum.open_sessions);
+    metric(out, "state_bytes", "gauge", "Approximate bytes of window, session and trending state.",
+           (double)st.sum.memory);
+    metric(out, "session_state_bytes", "gauge", "Approximate bytes of session state.",
+           (double)st.sum.session_memory);
     metric(out, "trending_pages", "gauge", "Pages in the trending tables.",
            (double)st.sum.trending_pages);
     metric(out, "dedup_ids", "gauge", "event_ids remembered for deduplication.",

@@ -673,8 +673,9 @@ static void q_stats(cf_shard *s, cf_shard_query *q)
     q->stats.open_sessions = cf_sessions_open_count(s->sessions);
     q->stats.session_evictions = cf_sessions_evictions(s->sessions);
     q->stats.trending_pages = cf_trending_count(s->trending);
+    q->stats.session_memory = cf_sessions_memory(s->sessions);
     q->stats.memory = cf_winop_memory(s->tumbling) + cf_winop_memory(s->sliding) +
-                      cf_sessions_memory(s->sessions) + cf_trending_memory(s->trending) +
+                      q->stats.session_memory + cf_trending_memory(s->trending) +
                       cf_kv_memory(s->closed_idx[0]) + cf_kv_memory(s->closed_idx[1]);
     q->stats.queue_depth = cf_queue_depth(s->q);
 }

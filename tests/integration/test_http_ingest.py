@@ -45,6 +45,9 @@ def test_single_object_array_and_exact_body():
         st, stats = srv.request("GET", "/api/v1/stats")
         assert st == 200 and stats["accepted"] == 3, stats
         assert stats["rejected"] == 1 and stats["duplicates"] == 1, stats
+        # State accounting: one user's open session is part of all state.
+        assert stats["open_sessions"] == 1, stats
+        assert 0 < stats["session_state_bytes"] <= stats["state_bytes"], stats
 
 
 def test_invalid_event_reasons_are_listed_with_index():

@@ -476,6 +476,117 @@ static void fire_order_by_end_then_user(void **state)
     free(l);
 }
 
+/* The heap keeps a session whose fire point moved later at its old place
+ * (lazy re-keying): it must fire at its new point, never at the stale one,
+ * in (fire time, user_id) order with the others, be passed over by eviction
+ * while its true fire point is later, and survive save/load the same way. */
+static void extended_session_fires_at_new_point(void **state)
+{
+    (void)state;
+    struct log *l = new_log();
+    cf_sessions *s = cf_sessions_new(10, 0, 0);
+    assert_int_equal(add(s, "c", "/p", 0, l), 1);   /* placed at 9 */
+    assert_int_equal(add(s, "b", "/p", 3, l), 1);   /* 12 */
+    assert_int_equal(add(s, "a", "/p", 1, l), 1);   /* placed at 10 */
+    assert_int_equal(add(s, "d", "/p", 0, l), 1);   /* placed at 9 */
+    assert_int_equal(add(s, "c", "/q", 3, l), 1);   /* now 12 */
+    assert_int_equal(add(s, "a", "/q", 3, l), 1);   /* now 12 */
+    assert_int_equal(add(s, "d", "/q", 2, l), 1);   /* now 11 */
+    /* the stale points 9 and 10 are reached: nothing fires early */
+    cf_sessions_advance(s, 10, capture, l);
+    assert_int_equal(l->n, 0);
+    assert_int_equal(cf_sessions_open_count(s), 4);
+    assert_int_equal(add(s, "d", "/r", 3, l), 1);   /* now 12 too */
+    cf_sessions_advance(s, 11, capture, l);
+    assert_int_equal(l->n, 0);
+    cf_sessions_advance(s, 12, capture, l);
+    assert_int_equal(l->n, 4);
+    expect(&l->r[0], "a", 1, 3, 2, 2, "/p", "/q", 0, true);
+    expect(&l->r[1], "b", 3, 3, 1, 1, "/p", "/p", 0, true);
+    expect(&l->r[2], "c", 0, 3, 2, 2, "/p", "/q", 0, true);
+    expect(&l->r[3], "d", 0, 3, 3, 3, "/p", "/r", 0, true);
+    cf_sessions_free(s);
+
+    /* eviction picks the true soonest: x was placed at 9 but now fires at
+     * 17, so y (12) goes */
+    l->n = 0;
+    s = cf_sessions_new(10, 0, 2);
+    assert_int_equal(add(s, "x", "/p", 0, l), 1);
+    assert_int_equal(add(s, "y", "/p", 3, l), 1);
+    assert_int_equal(add(s, "x", "/q", 8, l), 1);
+    assert_int_equal(add(s, "z", "/p", 8, l), 1);
+    assert_int_equal(l->n, 1);
+    expect(&l->r[0], "y", 3, 3, 1, 1, "/p", "/p", 0, true);
+    cf_sessions_free(s);
+
+    /* a move later than 2^32 ms does not fit the lag: re-placed at once, so
+     * v (placed behind it) still fires on time */
+    l->n = 0;
+    const int64_t big = INT64_C(1) << 33;
+    s = cf_sessions_new(big, 0, 0);
+    assert_int_equal(add(s, "u", "/p", 0, l), 1);          /* big - 1 */
+    assert_int_equal(add(s, "v", "/p", 100, l), 1);        /* big + 99 */
+    assert_int_equal(add(s, "u", "/q", big, l), 1);        /* 2 big - 1 */
+    cf_sessions_advance(s, big + 98, capture, l);
+    assert_int_equal(l->n, 0);
+    cf_sessions_advance(s, big + 99, capture, l);
+    assert_int_equal(l->n, 1);
+    expect(&l->r[0], "v", 100, 100, 1, 1, "/p", "/p", 0, true);
+    cf_sessions_advance(s, 2 * big - 2, capture, l);
+    assert_int_equal(l->n, 1);
+    cf_sessions_advance(s, 2 * big - 1, capture, l);
+    assert_int_equal(l->n, 2);
+    expect(&l->r[1], "u", 0, big, 2, 2, "/p", "/q", 0, true);
+    cf_sessions_free(s);
+
+    /* a re-opened session's key moves earlier (purge 109 -> fire 12): it
+     * fires at 12 */
+    l->n = 0;
+    s = cf_sessions_new(10, 100, 0);
+    assert_int_equal(add(s, "u", "/p", 0, l), 1);
+    cf_sessions_advance(s, 9, capture, l);
+    assert_int_equal(l->n, 1);
+    assert_int_equal(add(s, "v", "/p", 5, l), 1);          /* 14 */
+    assert_int_equal(add(s, "u", "/q", 3, l), 1);          /* open, rev 1, 12 */
+    assert_int_equal(l->n, 1);
+    cf_sessions_advance(s, 11, capture, l);
+    assert_int_equal(l->n, 1);
+    cf_sessions_advance(s, 12, capture, l);
+    assert_int_equal(l->n, 2);
+    expect(&l->r[1], "u", 0, 3, 2, 2, "/p", "/q", 1, true);
+
+    /* save/load with stale keys in the heap: both copies go on alike */
+    assert_int_equal(add(s, "v", "/q", 9, l), 1);          /* 18, placed 14 */
+    assert_int_equal(add(s, "w", "/p", 7, l), 1);          /* 16 */
+    cf_buf b = {0};
+    assert_int_equal(cf_sessions_save(s, &b), 0);
+    cf_reader r;
+    cf_reader_init(&r, b.data, b.len);
+    cf_sessions *c = cf_sessions_load(10, 100, 0, &r);
+    assert_non_null(c);
+    struct log *l2 = new_log();
+    l->n = 0;
+    cf_sessions *both[2] = { s, c };
+    struct log *logs[2] = { l, l2 };
+    for (int k = 0; k < 2; k++) {
+        cf_sessions_advance(both[k], 14, capture, logs[k]);
+        assert_int_equal(logs[k]->n, 0);
+        cf_sessions_advance(both[k], 17, capture, logs[k]);
+        add(both[k], "v", "/r", 10, logs[k]);              /* 19 */
+        cf_sessions_advance(both[k], 200, capture, logs[k]);
+    }
+    assert_int_equal(l->n, 2);
+    expect(&l->r[0], "w", 7, 7, 1, 1, "/p", "/p", 0, true);
+    expect(&l->r[1], "v", 5, 10, 3, 3, "/p", "/r", 0, true);
+    assert_int_equal(l2->n, l->n);
+    assert_memory_equal(l->r, l2->r, l->n * sizeof l->r[0]);
+    cf_buf_free(&b);
+    cf_sessions_free(c);
+    cf_sessions_free(s);
+    free(l2);
+    free(l);
+}
+
 static void entry_exit_ties(void **state)
 {
     (void)state;
@@ -1103,6 +1214,7 @@ int main(void)
         cmocka_unit_test(late_drop_boundary),
         cmocka_unit_test(user_who_never_returns_is_closed),
         cmocka_unit_test(fire_order_by_end_then_user),
+        cmocka_unit_test(extended_session_fires_at_new_point),
         cmocka_unit_test(entry_exit_ties),
         cmocka_unit_test(many_distinct_pages_exact),
         cmocka_unit_test(distinct_pages_every_size),
