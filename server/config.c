@@ -74,8 +74,8 @@ static const opt_def options[] = {
     {"max-batch", OPT_COUNT, OFF(max_batch), 0, 1, 10000000, "10000", "events per ingest request"},
     {"max-body", OPT_BYTES, OFF(max_body), 0, 1, INT64_C(1) << 30, "4M",
      "bytes per ingest request body (k, M, G suffixes)"},
-    {"queue-capacity", OPT_COUNT, OFF(queue_capacity), 0, 1, 10000000, "1024",
-     "messages per shard queue"},
+    {"queue-capacity", OPT_COUNT, OFF(queue_capacity), 0, 1, 10000000, "16384",
+     "messages per shard queue (their bytes are bounded too: 256 MiB or 48 x --max-body)"},
     {"push-interval", OPT_DURATION, OFF(push_interval_ms), 0, 1, DAY_MS, "500ms",
      "interval of interim WebSocket updates"},
     {"ws-max-clients", OPT_COUNT, OFF(ws_max_clients), 0, 1, 1000000, "1000", "WebSocket clients at most"},
@@ -135,7 +135,7 @@ void cf_config_defaults(cf_config *cfg)
     cfg->max_keys = 10000000;
     cfg->max_batch = 10000;
     cfg->max_body = (size_t)4 << 20;
-    cfg->queue_capacity = 1024;
+    cfg->queue_capacity = 16384;
     cfg->push_interval_ms = 500;
     cfg->ws_max_clients = 1000;
     cfg->ws_queue = 256;

@@ -50,7 +50,7 @@
 #define MAX_QUERY_LIMIT 100000
 #define SNAP_MAGIC 0x50414e53464355ull   /* "UCFSNAP" */
 #define SNAP_VERSION 2u   /* 2: pane-based window state (cf_winop CFW2) */
-#define INTERIM_LIMIT 2000              /* open windows per interim push */
+#define INTERIM_PER_TYPE 100           /* busiest open windows per type per interim push */
 #define RATE_SAMPLES 11                 /* 1 s of 100 ms ticks, plus one */
 #define DEDUP_PREFETCH 8                /* ids ahead whose dedup slot is prefetched */
 
@@ -1063,7 +1063,16 @@ static size_t clamp_limit(size_t limit)
     return limit > MAX_QUERY_LIMIT ? MAX_QUERY_LIMIT : limit;
 }
 
+static cJSON *windows_ordered(cf_engine *e, const cf_window_query *q, bool sync, bool by_count);
+
 static cJSON *windows(cf_engine *e, const cf_window_query *q, bool sync)
+{
+    return windows_ordered(e, q, sync, false);
+}
+
+/* by_count: the busiest windows first instead of the newest (interim
+ * pushes keep the top of each window type). */
+static cJSON *windows_ordered(cf_engine *e, const cf_window_query *q, bool sync, bool by_count)
 {
     cf_shard_query *qs = new_queries(e, CF_Q_WINDOWS);
     if (!qs)
@@ -1077,19 +1086,24 @@ static cJSON *windows(cf_engine *e, const cf_window_query *q, bool sync)
         qs[s].state = q->state;
         qs[s].page = q->page_url;
         qs[s].page_len = q->page_url ? strlen(q->page_url) : 0;
+        qs[s].by_count = by_count;
     }
     cJSON *out = NULL;
     if (query_shards(e, qs, only, sync, NULL) == 0)
-        out = merge_items(e, qs, only >= 0 ? 1 : e->n_shards, limit, cf_wres_cmp, fmt_w, NULL);
+        out = merge_items(e, qs, only >= 0 ? 1 : e->n_shards, limit,
+                          by_count ? cf_wres_cmp_count : cf_wres_cmp, fmt_w, NULL);
     free_queries(e, qs);
     return out;
 }
 
 cJSON *cf_engine_windows(cf_engine *e, const cf_window_query *q) { return windows(e, q, true); }
 
-cJSON *cf_engine_late(cf_engine *e, size_t limit)
+/* A newest-first list kept in every shard's ring (late events, closed
+ * sessions): each shard gives its newest `limit`, the merge keeps `limit`. */
+static cJSON *ring_query(cf_engine *e, cf_qkind kind, size_t limit,
+                         int (*cmp)(const void *, const void *), cJSON *(*fmt)(const void *))
 {
-    cf_shard_query *qs = new_queries(e, CF_Q_LATE);
+    cf_shard_query *qs = new_queries(e, kind);
     if (!qs)
         return NULL;
     limit = clamp_limit(limit);
@@ -1097,24 +1111,19 @@ cJSON *cf_engine_late(cf_engine *e, size_t limit)
         qs[s].limit = limit;
     cJSON *out = NULL;
     if (query_shards(e, qs, -1, true, NULL) == 0)
-        out = merge_items(e, qs, e->n_shards, limit, cf_lres_cmp, fmt_l, NULL);
+        out = merge_items(e, qs, e->n_shards, limit, cmp, fmt, NULL);
     free_queries(e, qs);
     return out;
 }
 
+cJSON *cf_engine_late(cf_engine *e, size_t limit)
+{
+    return ring_query(e, CF_Q_LATE, limit, cf_lres_cmp, fmt_l);
+}
+
 cJSON *cf_engine_sessions(cf_engine *e, size_t limit)
 {
-    cf_shard_query *qs = new_queries(e, CF_Q_SESSIONS);
-    if (!qs)
-        return NULL;
-    limit = clamp_limit(limit);
-    for (unsigned s = 0; s < e->n_shards; s++)
-        qs[s].limit = limit;
-    cJSON *out = NULL;
-    if (query_shards(e, qs, -1, true, NULL) == 0)
-        out = merge_items(e, qs, e->n_shards, limit, cf_sres_cmp, fmt_s, NULL);
-    free_queries(e, qs);
-    return out;
+    return ring_query(e, CF_Q_SESSIONS, limit, cf_sres_cmp, fmt_s);
 }
 
 cJSON *cf_engine_user_sessions(cf_engine *e, const char *user_id, size_t len)
@@ -1370,18 +1379,33 @@ static void publish(cf_engine *e, cf_topic topic, const char *type, cJSON *data,
 }
 
 /* Interim results of open windows (final=false), newest first. */
+/* Interim results of the busiest open windows of each type. A push goes to
+ * every client every --push-interval, so it is kept small (a dashboard shows
+ * the top pages): all open windows would be megabytes per second per client
+ * under load. Final results are never capped. */
 static void push_interim(cf_engine *e)
 {
-    cf_window_query q = {.type = -1, .page_url = NULL, .state = 0, .limit = INTERIM_LIMIT};
-    cJSON *res = windows(e, &q, false);
-    if (!res)
-        return;
-    cJSON *items = cJSON_DetachItemFromObjectCaseSensitive(res, "items");
-    cJSON_Delete(res);
-    if (items && cJSON_GetArraySize(items) > 0)
-        publish(e, CF_TOPIC_WINDOWS, "windows", items, true);
-    else
+    cJSON *all = NULL;
+    for (int t = CF_WINDOW_TUMBLING; t <= CF_WINDOW_SLIDING; t++) {
+        cf_window_query q = {.type = t, .page_url = NULL, .state = 0, .limit = INTERIM_PER_TYPE};
+        cJSON *res = windows_ordered(e, &q, false, true);
+        cJSON *items = res ? cJSON_DetachItemFromObjectCaseSensitive(res, "items") : NULL;
+        cJSON_Delete(res);
+        if (!items)
+            continue;
+        if (!all) {
+            all = items;
+            continue;
+        }
+        cJSON *it;
+        while ((it = cJSON_DetachItemFromArray(items, 0)) != NULL)
+            cJSON_AddItemToArray(all, it);
         cJSON_Delete(items);
+    }
+    if (all && cJSON_GetArraySize(all) > 0)
+        publish(e, CF_TOPIC_WINDOWS, "windows", all, true);
+    else
+        cJSON_Delete(all);
 }
 
 static void push_trending(cf_engine *e)

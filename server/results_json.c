@@ -150,6 +150,13 @@ int cf_wres_cmp(const void *pa, const void *pb)
     return 0;
 }
 
+int cf_wres_cmp_count(const void *pa, const void *pb)
+{
+    const cf_wres *a = *(const cf_wres *const *)pa, *b = *(const cf_wres *const *)pb;
+    DESC(a->count, b->count);
+    return cf_wres_cmp(pa, pb);
+}
+
 bool cf_wres_same_window(const cf_wres *a, const cf_wres *b)
 {
     return a->type == b->type && a->start == b->start && a->end == b->end &&

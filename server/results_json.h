@@ -73,6 +73,8 @@ cf_lres *cf_lres_dup(const cf_lres *l);
  *   sessions: end desc, user_id asc, start desc, revision desc
  *   late:     seq desc (arrival order) */
 int cf_wres_cmp(const void *a, const void *b);
+/* count desc, then cf_wres_cmp: the busiest windows first (interim pushes). */
+int cf_wres_cmp_count(const void *a, const void *b);
 int cf_sres_cmp(const void *a, const void *b);
 int cf_lres_cmp(const void *a, const void *b);
 /* True if a and b are firings of the same (type, window, page). */

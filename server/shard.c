@@ -569,6 +569,8 @@ static void q_windows(cf_shard *s, cf_shard_query *q)
         for (size_t i = 0; i < all.n; i++)
             if (k == 0 || !cf_wres_same_window(all.v[k - 1], all.v[i]))
                 all.v[k++] = all.v[i];
+        if (q->by_count && k > 1)
+            qsort(all.v, k, sizeof *all.v, cf_wres_cmp_count);
         take(q, all.v, k, dup_w);
     }
     for (size_t i = 0; i < owned.n; i++)

@@ -95,6 +95,7 @@ typedef struct cf_shard_query {
     size_t limit;               /* n for trending */
     int wtype;                  /* windows: type or -1 */
     int state;                  /* windows: 0 open, 1 closed, -1 both */
+    bool by_count;              /* windows: busiest first (interim pushes) */
     const char *page;           /* windows: page_url filter or NULL */
     size_t page_len;
     const char *user;           /* user sessions */

@@ -1011,10 +1011,26 @@ static void results_are_pushed(void **state)
         if (strcmp(type, "windows") == 0) {
             const cJSON *first = cJSON_GetArrayItem(data, 0);
             assert_non_null(first);
-            if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(first, "final")))
+            if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(first, "final"))) {
                 final = true;
-            else
+            } else {
+                /* Interim pushes: at most 100 open windows per type, the
+                 * busiest first within each type. */
                 interim = true;
+                assert_true(cJSON_GetArraySize(data) <= 200);
+                double prev = INFINITY;
+                const char *prev_type = "";
+                const cJSON *it;
+                cJSON_ArrayForEach(it, data) {
+                    const char *wtype = str(it, "type");
+                    double count = cJSON_GetObjectItemCaseSensitive(it, "count")->valuedouble;
+                    if (strcmp(wtype, prev_type) != 0)
+                        prev = INFINITY;
+                    assert_true(count <= prev);
+                    prev = count;
+                    prev_type = wtype;
+                }
+            }
         }
         if (strcmp(type, "session_end") == 0) /* one session record per message */
             assert_non_null(str(data, "user_id"));
