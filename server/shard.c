@@ -10,6 +10,7 @@
 
 #include "cf_event.h"
 #include "cf_hash.h"
+#include "cf_kv.h"
 #include "cf_sessions.h"
 #include "cf_time.h"
 #include "cf_winop.h"
@@ -66,6 +67,15 @@ struct cf_shard {
     cf_sessions *sessions;
     cf_trending *trending;
     cf_retain *closed[2];           /* by cf_window_type */
+    /* Where each retained closed window result sits in its ring, so that a
+     * re-firing (revision + 1) updates that record in place instead of
+     * pushing a second one: a ring of --retain-results records then holds
+     * that many distinct windows (SPEC 4: "the newest closed results are
+     * kept ... at least 100,000 per type"), however many late updates come.
+     * Key: i64 start + page bytes; expiry: the record's push number, so the
+     * entries of records the ring dropped expire in order. */
+    cf_kv *closed_idx[2];
+    uint64_t closed_pushed[2];      /* records ever pushed, per ring */
     cf_retain *closed_sessions;
     cf_retain *late;
     cf_shard_stats st;
@@ -147,10 +157,13 @@ cf_shard *cf_shard_new(const cf_config *cfg, unsigned index, size_t queue_slots,
     s->trending = cf_trending_new(cfg->half_life_ms);
     s->closed[CF_WINDOW_TUMBLING] = cf_retain_new(keep, free);
     s->closed[CF_WINDOW_SLIDING] = cf_retain_new(keep, free);
+    s->closed_idx[0] = cf_kv_new(0, keep + 1);
+    s->closed_idx[1] = cf_kv_new(0, keep + 1);
     s->closed_sessions = cf_retain_new(sessions_keep(cfg), free);
     s->late = cf_retain_new(LATE_KEEP, free);
     if (!s->q || !s->tumbling || !s->sliding || !s->sessions || !s->trending ||
-        !s->closed[0] || !s->closed[1] || !s->closed_sessions || !s->late) {
+        !s->closed[0] || !s->closed[1] || !s->closed_idx[0] || !s->closed_idx[1] ||
+        !s->closed_sessions || !s->late) {
         cf_shard_free(s);
         return NULL;
     }
@@ -181,6 +194,8 @@ void cf_shard_free(cf_shard *s)
     cf_trending_free(s->trending);
     cf_retain_free(s->closed[0]);
     cf_retain_free(s->closed[1]);
+    cf_kv_free(s->closed_idx[0]);
+    cf_kv_free(s->closed_idx[1]);
     cf_retain_free(s->closed_sessions);
     cf_retain_free(s->late);
     cJSON_Delete(s->batch_windows);
@@ -212,6 +227,72 @@ static void batch_add(cJSON **batch, cJSON *item)
     cJSON_AddItemToArray(*batch, item);
 }
 
+/* The closed-index key of a window result: i64 start (little-endian), then
+ * the page bytes. Returns its length, or 0 for a page too long to index
+ * (cannot happen for a validated event). */
+static size_t window_key(const cf_wres *w, uint8_t key[static 8 + CF_PAGE_URL_MAX])
+{
+    if (w->page_len > CF_PAGE_URL_MAX)
+        return 0;
+    for (int i = 0; i < 8; i++)
+        key[i] = (uint8_t)((uint64_t)w->start >> (8 * i));
+    memcpy(key + 8, w->page, w->page_len);
+    return 8 + w->page_len;
+}
+
+/* Records that the window with this key sits at push number p of ring t
+ * (klen 0: not indexed) and forgets the records the ring no longer holds.
+ * An entry that cannot be stored (OOM) only means that a later re-firing of
+ * that window pushes a second record (queries keep the newest revision). */
+static void index_window(cf_shard *s, int t, const uint8_t *key, size_t klen, uint64_t p)
+{
+    if (klen && cf_kv_put(s->closed_idx[t], key, klen, (int64_t)p, NULL, NULL, NULL) == 0)
+        (void)cf_kv_set_expiry(s->closed_idx[t], key, klen, (int64_t)p);
+    uint64_t first = s->closed_pushed[t] - cf_retain_len(s->closed[t]);
+    if (first > 0)
+        cf_kv_expire(s->closed_idx[t], (int64_t)(first - 1), NULL, NULL);
+}
+
+/* Keeps a final window result (owned) in its type's ring: a re-firing of a
+ * window still held replaces the held record's figures in place; anything
+ * else is pushed. O(1) expected. */
+static void retain_window(cf_shard *s, cf_wres *w)
+{
+    int t = w->type == CF_WINDOW_SLIDING;
+    cf_retain *ring = s->closed[t];
+    uint64_t first = s->closed_pushed[t] - cf_retain_len(ring);
+    uint8_t key[8 + CF_PAGE_URL_MAX];
+    size_t klen = window_key(w, key);
+    int64_t at = 0;
+    if (klen && cf_kv_get(s->closed_idx[t], key, klen, &at) && (uint64_t)at >= first) {
+        cf_wres *held = cf_retain_at(ring, (size_t)((uint64_t)at - first));
+        if (held && held->start == w->start && held->page_len == w->page_len &&
+            memcmp(held->page, w->page, w->page_len) == 0) {
+            held->count = w->count;
+            held->unique_users = w->unique_users;
+            held->revision = w->revision;
+            held->final = w->final;
+            free(w);
+            return;
+        }
+    }
+    /* The ring may free w (it never fails otherwise): key computed above. */
+    cf_retain_push(ring, w);
+    uint64_t p = s->closed_pushed[t]++;
+    index_window(s, t, key, klen, p);
+}
+
+/* Rebuilds a ring's index after a load (records oldest first; a later
+ * record of the same window wins). */
+static void index_ring(cf_shard *s, int t)
+{
+    size_t n = cf_retain_len(s->closed[t]);
+    s->closed_pushed[t] = n;    /* record i has push number i */
+    uint8_t key[8 + CF_PAGE_URL_MAX];
+    for (size_t i = 0; i < n; i++)
+        index_window(s, t, key, window_key(cf_retain_at(s->closed[t], i), key), i);
+}
+
 static void on_window(void *ctx, const cf_window_result *r)
 {
     cf_shard *s = ctx;
@@ -225,7 +306,7 @@ static void on_window(void *ctx, const cf_window_result *r)
     }
     if (s->push && cf_push_clients(s->push) > 0) /* format only for listeners */
         batch_add(&s->batch_windows, cf_wres_json(w));
-    cf_retain_push(s->closed[r->type == CF_WINDOW_SLIDING], w);
+    retain_window(s, w);
 }
 
 static void on_session(void *ctx, const cf_session_record *r)
@@ -596,7 +677,8 @@ static void q_stats(cf_shard *s, cf_shard_query *q)
     q->stats.trending_pages = cf_trending_count(s->trending);
     q->stats.session_memory = cf_sessions_memory(s->sessions);
     q->stats.memory = cf_winop_memory(s->tumbling) + cf_winop_memory(s->sliding) +
-                      q->stats.session_memory + cf_trending_memory(s->trending);
+                      q->stats.session_memory + cf_trending_memory(s->trending) +
+                      cf_kv_memory(s->closed_idx[0]) + cf_kv_memory(s->closed_idx[1]);
     q->stats.queue_depth = cf_queue_depth(s->q);
 }
 
@@ -873,9 +955,11 @@ int cf_shard_load(cf_shard *s, cf_reader *in)
     cf_trending *tr = cf_trending_load(s->cfg.half_life_ms, &rtr);
     size_t keep = s->cfg.retain_results ? s->cfg.retain_results : 1;
     cf_retain *c0 = cf_retain_new(keep, free), *c1 = cf_retain_new(keep, free);
+    cf_kv *i0 = cf_kv_new(0, keep + 1), *i1 = cf_kv_new(0, keep + 1);
     cf_retain *cs = cf_retain_new(sessions_keep(&s->cfg), free);
     cf_retain *late = cf_retain_new(LATE_KEEP, free);
-    bool ok = t && sl && ss && tr && c0 && c1 && cs && late && load_ring(c0, in, load_w) &&
+    bool ok = t && sl && ss && tr && c0 && c1 && i0 && i1 && cs && late &&
+              load_ring(c0, in, load_w) &&
               load_ring(c1, in, load_w) && load_ring(cs, in, load_s) &&
               load_ring(late, in, load_l) && !in->bad;
     if (!ok) {
@@ -885,6 +969,8 @@ int cf_shard_load(cf_shard *s, cf_reader *in)
         cf_trending_free(tr);
         cf_retain_free(c0);
         cf_retain_free(c1);
+        cf_kv_free(i0);
+        cf_kv_free(i1);
         cf_retain_free(cs);
         cf_retain_free(late);
         return -EINVAL;
@@ -903,6 +989,12 @@ int cf_shard_load(cf_shard *s, cf_reader *in)
     s->trending = tr;
     s->closed[0] = c0;
     s->closed[1] = c1;
+    cf_kv_free(s->closed_idx[0]);
+    cf_kv_free(s->closed_idx[1]);
+    s->closed_idx[0] = i0;
+    s->closed_idx[1] = i1;
+    index_ring(s, 0);
+    index_ring(s, 1);
     s->closed_sessions = cs;
     s->late = late;
     s->st = st;
