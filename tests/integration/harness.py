@@ -16,18 +16,32 @@ import tempfile
 import time
 
 
-def free_port():
-    """A loopback port nobody listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def free_port(avoid=()):
+    """A loopback port nobody listens on right now (and not in avoid)."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in avoid:
+            return port
+
+
+# What the daemon says when another process took a port between free_port()
+# and its bind: the first start then retries on fresh ports.
+PORT_CLASH = ("cannot listen", "address already in use", "is also --http-port",
+              "cannot start the websocket")
+
+
+class PortClash(RuntimeError):
+    """The daemon could not bind a port another process took meanwhile."""
 
 
 class Server:
     def __init__(self, args=(), env=None, data_dir=None, ready_path="/readyz"):
         self.bin = os.environ.get("CLICKFLOW_BIN", "build/server/clickflow")
         self.http_port = free_port()
-        self.ws_port = free_port()
+        self.ws_port = free_port(avoid=(self.http_port,))
+        self.started_once = False
         self.own_dir = data_dir is None
         self.data_dir = data_dir or tempfile.mkdtemp(prefix="clickflow-it-")
         self.args = list(args)
@@ -37,19 +51,40 @@ class Server:
         self.log_path = os.path.join(self.data_dir, "server.log")
 
     def start(self, timeout=20.0):
+        for attempt in range(3):
+            try:
+                self._start_once(timeout)
+                self.started_once = True
+                return self
+            except PortClash:
+                # Only a first start may move: restarts keep their ports
+                # (clients reconnect to them).
+                if self.started_once or attempt == 2:
+                    raise
+                self.log.close()
+                self.http_port = free_port()
+                self.ws_port = free_port(avoid=(self.http_port,))
+        return self
+
+    def _start_once(self, timeout):
         cmd = [self.bin, "--bind", "127.0.0.1",
                "--http-port", str(self.http_port), "--ws-port", str(self.ws_port),
                "--data-dir", os.path.join(self.data_dir, "data")] + self.args
         self.log = open(self.log_path, "ab")
+        self.log_start = self.log.tell()
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=self.env)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError("clickflow exited with %s:\n%s" % (self.proc.returncode, self.read_log()))
+                log = self.read_log()
+                tail = log[self.log_start:].lower() if len(log) >= self.log_start else log.lower()
+                if any(p in tail for p in PORT_CLASH):
+                    raise PortClash(log)
+                raise RuntimeError("clickflow exited with %s:\n%s" % (self.proc.returncode, log))
             try:
                 status, _ = self.request("GET", self.ready_path, timeout=1.0)
                 if status == 200:
-                    return self
+                    return
             except OSError:
                 pass
             time.sleep(0.02)  # polling for start-up, not a timing assertion
