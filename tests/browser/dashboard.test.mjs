@@ -63,7 +63,9 @@ class Server {
   async start(extraArgs = []) {
     if (!this.dir) {
       this.http = await freePort();
-      this.ws = await freePort();
+      do {
+        this.ws = await freePort();  // the OS may hand out the same free port twice
+      } while (this.ws === this.http);
       this.dir = mkdtempSync(join(tmpdir(), 'clickflow-browser-'));
     }
     this.logPath = join(this.dir, 'server.log');
