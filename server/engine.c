@@ -1324,8 +1324,6 @@ void cf_engine_metrics(cf_engine *e, cf_buf *out)
            (double)st.sum.kept_windows);
     metric(out, "open_sessions", "gauge", "Sessions not yet closed.",
            (double)st.sum.open_sessions);
-    metric(out, "state_bytes", "gauge", "Approximate bytes of window, session and trending state.",
-           (double)st.sum.memory);
     metric(out, "session_state_bytes", "gauge", "Approximate bytes of session state.",
            (double)st.sum.session_memory);
     metric(out, "trending_pages", "gauge", "Pages in the trending tables.",

@@ -48,6 +48,12 @@ def test_single_object_array_and_exact_body():
         # State accounting: one user's open session is part of all state.
         assert stats["open_sessions"] == 1, stats
         assert 0 < stats["session_state_bytes"] <= stats["state_bytes"], stats
+        # Prometheus exposition: every metric family is declared once.
+        st, _, text = srv.raw_request("GET", "/metrics")
+        assert st == 200, st
+        types = [l.split()[2] for l in text.decode().splitlines() if l.startswith("# TYPE ")]
+        assert len(types) == len(set(types)), sorted(t for t in types if types.count(t) > 1)
+        assert "clickflow_session_state_bytes" in types, types
 
 
 def test_invalid_event_reasons_are_listed_with_index():
