@@ -106,6 +106,7 @@ static void defaults_follow_spec(void **state)
     assert_int_equal(c->half_life_ms, 60000);
     assert_int_equal(c->retain_results, 100000);
     assert_int_equal(c->max_batch, 10000);
+    assert_int_equal(c->queue_capacity, 16384);
     assert_int_equal(c->max_body, 4u << 20);
     assert_int_equal(c->push_interval_ms, 500);
     assert_string_equal(c->data_dir, "./data");
