@@ -754,7 +754,9 @@ static int start_session(cf_sessions *s, struct user *u, const char *user, size_
             sess_free(s, x);
             return -ENOMEM;
         }
-        if (s->max_users && s->users.count >= s->max_users)
+        /* A loop, not an if: a table loaded under a larger bound (a restart
+         * with more shards, or a smaller --max-keys) shrinks to the new one. */
+        while (s->max_users && s->users.count >= s->max_users && s->users.count > 0)
             evict_one(s, emit, ctx);
         u->head = NULL;
         u->len = (uint32_t)user_len;
@@ -920,6 +922,11 @@ size_t cf_sessions_get_open(const cf_sessions *s, const char *user, size_t user_
 size_t cf_sessions_open_count(const cf_sessions *s)
 {
     return s->n_open;
+}
+
+size_t cf_sessions_users(const cf_sessions *s)
+{
+    return s->users.count;
 }
 
 uint64_t cf_sessions_evictions(const cf_sessions *s)

@@ -40,7 +40,9 @@ typedef struct cf_sessions cf_sessions;
 
 /* gap_ms > 0, allowed_lateness_ms >= 0; max_users bounds memory (0 = no
  * bound): when full, the user whose session would close soonest is closed
- * early (emitted as usual) and counted in cf_sessions_evictions(). */
+ * early (emitted as usual) and counted in cf_sessions_evictions(): policy
+ * CF_KEYCAP_EVICT of cf_keycap.h. A table loaded above a smaller bound
+ * shrinks to it at its next new user. */
 cf_sessions *cf_sessions_new(int64_t gap_ms, int64_t allowed_lateness_ms, size_t max_users);
 void cf_sessions_free(cf_sessions *s);
 
@@ -62,6 +64,8 @@ size_t cf_sessions_get_open(const cf_sessions *s, const char *user, size_t user_
                             cf_session_emit_fn emit, void *ctx);
 
 size_t cf_sessions_open_count(const cf_sessions *s);
+/* Users with sessions held (what max_users bounds). */
+size_t cf_sessions_users(const cf_sessions *s);
 uint64_t cf_sessions_evictions(const cf_sessions *s);
 size_t cf_sessions_memory(const cf_sessions *s);
 

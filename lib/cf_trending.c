@@ -39,6 +39,7 @@
 #include <string.h>
 
 #include "cf_hash.h"
+#include "cf_keycap.h"
 #include "cf_time.h"
 
 /* Distinct from the shard-routing seed, so slot positions do not correlate
@@ -61,7 +62,12 @@
 #define MIN_CAP 16u
 
 #define SAVE_MAGIC 0x52544643u /* "CFTR" */
-#define SAVE_VERSION 1u
+#define SAVE_VERSION 2u /* 2: + the eviction count; 1 still loads */
+
+/* At the page bound, this fraction of the bound (at least one page) is
+ * evicted at once, so that a flood of new pages costs O(1) amortized per
+ * page instead of a search for the minimum per page. */
+#define EVICT_BATCH_DIV 32
 
 typedef struct slot {
     char *key;      /* NULL: empty slot */
@@ -77,6 +83,7 @@ struct cf_trending {
     size_t cap;        /* power of two, or 0 before the first click */
     size_t count;
     size_t key_bytes;  /* estimated heap bytes of all keys */
+    cf_keycap bound;   /* bound on pages, policy evict (lowest score first) */
 };
 
 static int64_t clamp_ts(int64_t ts)
@@ -222,6 +229,122 @@ static void rescale(cf_trending *t, int64_t new_ref)
     t->ref = new_ref;
 }
 
+/* ---- the page bound ------------------------------------------------------ */
+
+/* A page considered for eviction. */
+typedef struct victim {
+    double v;
+    const char *key;
+    uint32_t len;
+    uint32_t hash;
+} victim;
+
+/* Eviction order: the page that ranks last goes first. Every value decays
+ * by the same factor, so the order of values is the order of scores at any
+ * time; ties rank by page_url ascending, so the larger page_url goes
+ * first. A total order (keys are distinct): the evicted set depends on the
+ * contents only. */
+static bool evict_before(const victim *a, const victim *b)
+{
+    if (a->v != b->v)
+        return a->v < b->v;
+    size_t n = a->len < b->len ? a->len : b->len;
+    int c = n ? memcmp(a->key, b->key, n) : 0;
+    if (c)
+        return c > 0;
+    return a->len > b->len;
+}
+
+static void swap_victims(victim *a, victim *b)
+{
+    victim t = *a;
+    *a = *b;
+    *b = t;
+}
+
+/* Moves the k pages that go first into a[0..k) (quickselect with a
+ * median-of-three pivot and a three-way partition). O(n) expected. */
+static void select_first(victim *a, size_t n, size_t k)
+{
+    size_t lo = 0, hi = n;
+    while (hi - lo > 1) {
+        size_t mid = lo + (hi - lo) / 2;
+        victim x = a[lo], y = a[mid], z = a[hi - 1], pivot;
+        if (evict_before(&x, &y))
+            pivot = evict_before(&y, &z) ? y : evict_before(&x, &z) ? z : x;
+        else
+            pivot = evict_before(&x, &z) ? x : evict_before(&y, &z) ? z : y;
+        size_t lt = lo, i = lo, gt = hi;
+        while (i < gt) {
+            if (evict_before(&a[i], &pivot))
+                swap_victims(&a[lt++], &a[i++]);
+            else if (evict_before(&pivot, &a[i]))
+                swap_victims(&a[i], &a[--gt]);
+            else
+                i++;
+        }
+        if (k <= lt)
+            hi = lt;
+        else if (k >= gt)
+            lo = gt;
+        else
+            return;
+    }
+}
+
+/* Makes room for one new page in a full table: evicts the lowest-ranked
+ * pages, a batch of max/EVICT_BATCH_DIV (at least one, plus any excess of
+ * a table loaded under a larger bound), and counts them. Without memory
+ * for the selection it evicts the single lowest page by a scan. O(pages)
+ * per batch, O(EVICT_BATCH_DIV) amortized per new page. */
+static void evict_lowest(cf_trending *t)
+{
+    size_t batch = t->bound.max_keys / EVICT_BATCH_DIV;
+    size_t k = t->count - t->bound.max_keys + (batch ? batch : 1);
+    if (k > t->count)
+        k = t->count;
+    victim *a = malloc(t->count * sizeof *a);
+    size_t n = 0;
+    if (!a) {
+        /* Degraded but bounded: one page, found by a scan. */
+        victim w = {0};
+        bool have = false;
+        for (size_t i = 0; i < t->cap; i++) {
+            const slot *s = &t->slots[i];
+            victim c = {s->v, s->key, s->len, s->hash};
+            if (s->key && (!have || evict_before(&c, &w))) {
+                w = c;
+                have = true;
+            }
+        }
+        if (have) {
+            delete_at(t, find_slot(t, w.key, w.len, w.hash));
+            cf_keycap_evicted(&t->bound, 1);
+        }
+        return;
+    }
+    for (size_t i = 0; i < t->cap; i++)
+        if (t->slots[i].key)
+            a[n++] = (victim){t->slots[i].v, t->slots[i].key, t->slots[i].len, t->slots[i].hash};
+    select_first(a, n, k);
+    /* delete_at moves entries, so each victim is found again by its key
+     * (which stays allocated until its own deletion). */
+    for (size_t i = 0; i < k; i++)
+        delete_at(t, find_slot(t, a[i].key, a[i].len, a[i].hash));
+    cf_keycap_evicted(&t->bound, k);
+    free(a);
+}
+
+void cf_trending_set_max_pages(cf_trending *t, size_t max_pages)
+{
+    t->bound.max_keys = max_pages;
+}
+
+uint64_t cf_trending_evictions(const cf_trending *t)
+{
+    return t->bound.evicted;
+}
+
 /* Finds or inserts the page; returns its slot or NULL on -ENOMEM. */
 static slot *upsert(cf_trending *t, const char *page, size_t len, uint32_t h)
 {
@@ -230,6 +353,8 @@ static slot *upsert(cf_trending *t, const char *page, size_t len, uint32_t h)
         slot *s = &t->slots[find_slot(t, page, len, h)];
         if (s->key)
             return s;
+        if (cf_keycap_full(&t->bound, t->count))
+            evict_lowest(t);
     }
     if (t->cap == 0 || (t->count + 1) * 4 > t->cap * 3) {
         size_t nc = t->cap ? t->cap * 2 : MIN_CAP;
@@ -468,8 +593,9 @@ size_t cf_trending_merge(const cf_trend_item *const *lists, const size_t *lens, 
     return got;
 }
 
-/* Format: u32 magic, u8 version, i64 half_life, i64 R, u64 count, then per
- * page: str key, f64 value. Saving the exact R and values makes a loaded
+/* Format: u32 magic, u8 version, i64 half_life, i64 R, u64 evictions
+ * (version 2; version 1 has none), u64 count, then per page: str key, f64
+ * value. Saving the exact R and values makes a loaded
  * table behave bit for bit like the saved one. Returns 0 or -ENOMEM. */
 int cf_trending_save(const cf_trending *t, cf_buf *out)
 {
@@ -477,6 +603,7 @@ int cf_trending_save(const cf_trending *t, cf_buf *out)
     cf_buf_put_u8(out, SAVE_VERSION);
     cf_buf_put_i64(out, t->half_life);
     cf_buf_put_i64(out, t->ref);
+    cf_buf_put_u64(out, t->bound.evicted);
     cf_buf_put_u64(out, t->count);
     for (size_t i = 0; i < t->cap; i++) {
         const slot *s = &t->slots[i];
@@ -498,19 +625,21 @@ cf_trending *cf_trending_load(int64_t half_life_ms, cf_reader *in)
     uint32_t magic;
     uint8_t version;
     int64_t saved_h, ref;
-    uint64_t count;
+    uint64_t count, evicted = 0;
     if (!cf_get_u32(in, &magic) || !cf_get_u8(in, &version) || !cf_get_i64(in, &saved_h) ||
-        !cf_get_i64(in, &ref) || !cf_get_u64(in, &count))
+        !cf_get_i64(in, &ref) || (version == SAVE_VERSION && !cf_get_u64(in, &evicted)) ||
+        !cf_get_u64(in, &count))
         return NULL;
     /* Each entry takes at least 12 bytes: reject counts the input cannot
      * hold before sizing anything by them. */
-    if (magic != SAVE_MAGIC || version != SAVE_VERSION || saved_h <= 0 ||
+    if (magic != SAVE_MAGIC || (version != SAVE_VERSION && version != 1) || saved_h <= 0 ||
         saved_h > HALF_LIFE_MAX || count > in->left / 12 ||
         (ref != CF_TIME_NONE && clamp_ts(ref) != ref) || (ref == CF_TIME_NONE && count))
         return NULL;
     cf_trending *t = cf_trending_new(half_life_ms);
     if (!t)
         return NULL;
+    t->bound.evicted = evicted;
     /* Re-anchor R on the new grid; the factor is 1 when h is unchanged and R
      * is already on the grid (it always is when saved by this code). */
     double factor = 1.0;

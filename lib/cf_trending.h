@@ -26,7 +26,19 @@ typedef struct cf_trend_item {
 cf_trending *cf_trending_new(int64_t half_life_ms);
 void cf_trending_free(cf_trending *t);
 
-/* One click on page at event time ts. Returns 0 or -ENOMEM. O(1) amortized. */
+/* Bounds the pages held (0 = no bound, the default). Policy CF_KEYCAP_EVICT
+ * (cf_keycap.h): a new page in a full table first evicts the pages that
+ * rank lowest (lowest score, ties: larger page_url), 1/32 of the bound at
+ * once, counted in cf_trending_evictions(). Pages held keep exact scores;
+ * an evicted page that comes back starts again from its new clicks. A
+ * table above a new, smaller bound shrinks to it at its next new page. Set
+ * it again after cf_trending_load (the bound is configuration, not state). */
+void cf_trending_set_max_pages(cf_trending *t, size_t max_pages);
+uint64_t cf_trending_evictions(const cf_trending *t);
+
+/* One click on page at event time ts. Returns 0 or -ENOMEM. O(1) amortized
+ * (a full table evicts in batches: O(pages) once per max_pages/32 new
+ * pages). */
 int cf_trending_add(cf_trending *t, const char *page, size_t len, int64_t ts);
 
 /* Removes pages whose score at time T is below min_score (SPEC: 0.01). */
@@ -47,6 +59,7 @@ double cf_trending_score(const cf_trending *t, const char *page, size_t len, int
 size_t cf_trending_count(const cf_trending *t);
 size_t cf_trending_memory(const cf_trending *t);
 
+/* Save/load keep the pages, their values and the eviction count. */
 int cf_trending_save(const cf_trending *t, cf_buf *out);
 cf_trending *cf_trending_load(int64_t half_life_ms, cf_reader *in);
 

@@ -7,6 +7,7 @@
 #include "cf_assigner.h"
 #include "cf_hash.h"
 #include "cf_hll.h"
+#include "cf_keycap.h"
 #include "cf_time.h"
 
 /* Layout: panes (window slicing, as in Flink's pane optimization or Scotty).
@@ -46,7 +47,8 @@
 #define INLINE_USERS 2
 #define USERS_IN_HLL 0xff
 #define PAGE_SEED 0x636c69636b666c6fULL
-#define SAVE_MAGIC 0x32574643u /* "CFW2" */
+#define SAVE_MAGIC 0x33574643u /* "CFW3": CFW2 + the refused count */
+#define SAVE_MAGIC_V2 0x32574643u /* "CFW2", still loaded (refused = 0) */
 /* Bounds on what a snapshot may claim, so a corrupt one cannot make load()
  * allocate without limit before the input runs out. */
 #define MAX_PAGE_LEN (1u << 20)
@@ -123,6 +125,7 @@ struct cf_winop {
 
     size_t open_pairs, kept_pairs;
     size_t page_bytes, hll_bytes;
+    cf_keycap cap;      /* bound on distinct pages (pmap.used), policy refuse */
 
     /* Scratch for merging panes (the operator's own storage, so that
      * emission does not allocate once warm). */
@@ -806,6 +809,7 @@ cf_winop *cf_winop_new(const cf_winop_config *cfg)
     if (!op)
         return NULL;
     op->cfg = c;
+    op->cap = cf_keycap_make(c.max_keys);
     op->wm = CF_TIME_NONE;
     op->k = (uint32_t)(c.size_ms / c.slide_ms);
     op->cell_free = NIL;
@@ -895,6 +899,11 @@ static int add_slow(cf_winop *op, cell *c, int64_t p, int64_t first, uint64_t ph
     page *pg = c ? c->pg : page_find(op, ph, page_url, len);
     bool interned = false;
     if (!pg) {
+        /* A page the operator does not hold: the key bound applies. Refusing
+         * (rather than evicting a held page) keeps every held page's
+         * results exact: an evicted page's open windows would fire short. */
+        if (!cf_keycap_admit(&op->cap, op->pmap.used))
+            return -ENOSPC;
         if (!(pg = page_intern(op, ph, page_url, len)))
             return -ENOMEM;
         interned = true;
@@ -1107,6 +1116,16 @@ size_t cf_winop_kept_count(const cf_winop *op)
     return op->kept_pairs;
 }
 
+size_t cf_winop_keys(const cf_winop *op)
+{
+    return op->pmap.used;
+}
+
+uint64_t cf_winop_refused(const cf_winop *op)
+{
+    return op->cap.refused;
+}
+
 size_t cf_winop_memory(const cf_winop *op)
 {
     size_t m = sizeof *op;
@@ -1124,7 +1143,8 @@ size_t cf_winop_memory(const cf_winop *op)
 }
 
 /* ---- snapshot ------------------------------------------------------------
- * u32 magic, u8 type, i64 size, slide, lateness, i64 watermark, u32 slots;
+ * u32 magic, u8 type, i64 size, slide, lateness, i64 watermark, u64 refused
+ * (CFW3 only; CFW2 has no such field), u32 slots;
  * per slot holding cells, ascending by start: i64 start, u32 cells; per
  * cell in page order: str page, u64 count, u8 rec, u32 revision, u16 born,
  * u8 nusers, then nusers x u64 (inline) or a cf_hll encoding (nusers =
@@ -1146,6 +1166,7 @@ int cf_winop_save(const cf_winop *op, cf_buf *out)
     cf_buf_put_i64(out, op->cfg.slide_ms);
     cf_buf_put_i64(out, op->cfg.allowed_lateness_ms);
     cf_buf_put_i64(out, op->wm);
+    cf_buf_put_u64(out, op->cap.refused);
     uint32_t ns = 0, maxn = 0;
     for (uint32_t i = 0; i < op->nslots; i++)
         if (op->slots[i].ncells > 0) {
@@ -1321,14 +1342,16 @@ cf_winop *cf_winop_load(const cf_winop_config *cfg, cf_reader *in)
     uint32_t magic, ns;
     uint8_t type;
     int64_t size, slide, late, wm;
+    uint64_t refused = 0;
     if (!cf_get_u32(in, &magic) || !cf_get_u8(in, &type) || !cf_get_i64(in, &size) ||
         !cf_get_i64(in, &slide) || !cf_get_i64(in, &late) || !cf_get_i64(in, &wm) ||
-        !cf_get_u32(in, &ns))
+        (magic == SAVE_MAGIC && !cf_get_u64(in, &refused)) || !cf_get_u32(in, &ns))
         goto fail;
-    if (magic != SAVE_MAGIC || type != (uint8_t)op->cfg.type || size != op->cfg.size_ms ||
+    if ((magic != SAVE_MAGIC && magic != SAVE_MAGIC_V2) || type != (uint8_t)op->cfg.type || size != op->cfg.size_ms ||
         slide != op->cfg.slide_ms || late != op->cfg.allowed_lateness_ms)
         goto fail;
     op->wm = wm;
+    op->cap.refused = refused;
     bool have_prev = false;
     int64_t prev = 0;
     for (uint32_t i = 0; i < ns; i++) {

@@ -29,6 +29,12 @@ typedef struct cf_winop_config {
     int64_t size_ms;            /* > 0 */
     int64_t slide_ms;           /* tumbling: == size_ms; sliding: size % slide == 0 */
     int64_t allowed_lateness_ms;/* >= 0 */
+    /* Most distinct pages with state at once (0 = no bound). Policy
+     * CF_KEYCAP_REFUSE (cf_keycap.h): while the operator holds max_keys
+     * pages, an event of a page it does not hold is not applied and is
+     * counted in cf_winop_refused(); held pages keep exact results. A page
+     * frees its place when its last window is purged. */
+    size_t max_keys;
 } cf_winop_config;
 
 /* One window result (REST and WebSocket share this shape). page_url is
@@ -58,7 +64,9 @@ void cf_winop_free(cf_winop *op);
  * watermark (the last advance()). Windows already past end-1+lateness are
  * skipped; fired-but-kept windows are updated and re-emitted through emit
  * (final=true, revision+1). Returns the number of windows the event was
- * added to (0 means late-dropped for this window type), or -ENOMEM. */
+ * added to (0 means late-dropped for this window type), -ENOSPC when the
+ * page is new and the operator holds max_keys pages (refused: nothing
+ * changed, counted in cf_winop_refused()), or -ENOMEM. */
 int cf_winop_add(cf_winop *op, const char *page, size_t len, uint64_t user_hash,
                  int64_t ts, cf_window_emit_fn emit, void *ctx);
 
@@ -75,13 +83,19 @@ void cf_winop_foreach_open(const cf_winop *op, cf_window_emit_fn emit, void *ctx
 /* Windows (window, page pairs) held: not yet fired / fired and kept. */
 size_t cf_winop_open_count(const cf_winop *op);
 size_t cf_winop_kept_count(const cf_winop *op);
+/* Distinct pages with state (what max_keys bounds), and the events refused
+ * because their page was new while the operator was full. */
+size_t cf_winop_keys(const cf_winop *op);
+uint64_t cf_winop_refused(const cf_winop *op);
 /* Approximate heap bytes used by the state. */
 size_t cf_winop_memory(const cf_winop *op);
 
 /* Snapshot support: appends the whole state (incl. watermark) to out;
  * load() rebuilds an operator with the same config from those bytes, or
  * returns NULL if they are malformed. A loaded operator behaves exactly as
- * the saved one would. */
+ * the saved one would. The refused count is saved too; max_keys comes from
+ * the config given to load() (a state above a smaller bound is kept, and
+ * new pages are refused until it is below). */
 int cf_winop_save(const cf_winop *op, cf_buf *out);
 cf_winop *cf_winop_load(const cf_winop_config *cfg, cf_reader *in);
 

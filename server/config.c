@@ -70,7 +70,7 @@ static const opt_def options[] = {
     {"retain-results", OPT_COUNT, OFF(retain_results), 0, 1, 100000000, "100000",
      "closed window results kept for queries, per type"},
     {"max-keys", OPT_COUNT, OFF(max_keys), 0, 1, INT64_C(1000000000), "10000000",
-     "bound on the entries of each state store"},
+     "total keys per keyed operator (dedup, sessions, windows, trending), split across shards"},
     {"max-batch", OPT_COUNT, OFF(max_batch), 0, 1, 10000000, "10000", "events per ingest request"},
     {"max-body", OPT_BYTES, OFF(max_body), 0, 1, INT64_C(1) << 30, "4M",
      "bytes per ingest request body (k, M, G suffixes)"},

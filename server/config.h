@@ -38,7 +38,8 @@ typedef struct cf_config {
     int64_t dedup_ttl_ms;           /* --dedup-ttl 10m */
     int64_t half_life_ms;           /* --half-life 60s */
     size_t retain_results;          /* --retain-results 100000 (per type) */
-    size_t max_keys;                /* --max-keys 10000000: bound per state store */
+    size_t max_keys;                /* --max-keys 10000000: keys per keyed operator, in
+                                     * total over the shards (each holds a share) */
     /* ingest (SPEC 3) */
     size_t max_batch;               /* --max-batch 10000 */
     size_t max_body;                /* --max-body 4MiB (bytes; accepts k/M suffix) */

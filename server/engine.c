@@ -25,6 +25,7 @@
 #include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -118,6 +119,7 @@ struct cf_engine {
     int64_t rate_t[RATE_SAMPLES];
     size_t rate_i;
     char *last_trending;            /* last trending push, to publish on change */
+    bool dedup_bound_logged;        /* the first dedup eviction was logged (ticker) */
 };
 
 static int64_t wall_ms(void)
@@ -1197,6 +1199,13 @@ static int gather(cf_engine *e, engine_stats *st, bool sync)
             y->windows_fired += x->windows_fired;
             y->sessions_closed += x->sessions_closed;
             y->session_evictions += x->session_evictions;
+            y->trending_evictions += x->trending_evictions;
+            for (int t = 0; t < 2; t++) {
+                y->window_refused[t] += x->window_refused[t];
+                y->window_pages[t] += x->window_pages[t];
+            }
+            y->session_users += x->session_users;
+            y->max_keys += x->max_keys;     /* the shares' sum: the real total bound */
             y->errors += x->errors;
             y->open_windows += x->open_windows;
             y->kept_windows += x->kept_windows;
@@ -1226,6 +1235,50 @@ static int gather(cf_engine *e, engine_stats *st, bool sync)
         st->depth = NULL;
     }
     return rc;
+}
+
+/* The keyed operators and their key bound (cf_keycap.h), one row each: the
+ * rows drive both the "keyed_state" object of the stats and the
+ * clickflow_state_keys* metric families, so an operator (a future SQL view
+ * too) is added in one place. max_keys is the bound actually in force: the
+ * sum of the per-shard shares for sharded operators. */
+typedef struct keyed_row {
+    const char *name;
+    const char *policy;     /* "evict" or "refuse" */
+    uint64_t keys, max_keys, evicted, refused;
+} keyed_row;
+
+enum { KEYED_ROWS = 5 };
+
+static void keyed_rows(const cf_engine *e, const engine_stats *st, keyed_row rows[KEYED_ROWS])
+{
+    const cf_shard_stats *x = &st->sum;
+    rows[0] = (keyed_row){"dedup", "evict", st->dedup_ids, e->cfg.max_keys,
+                          st->dedup_evictions, 0};
+    rows[1] = (keyed_row){"sessions", "evict", x->session_users, x->max_keys,
+                          x->session_evictions, 0};
+    rows[2] = (keyed_row){"tumbling", "refuse", x->window_pages[CF_WINDOW_TUMBLING], x->max_keys,
+                          0, x->window_refused[CF_WINDOW_TUMBLING]};
+    rows[3] = (keyed_row){"sliding", "refuse", x->window_pages[CF_WINDOW_SLIDING], x->max_keys,
+                          0, x->window_refused[CF_WINDOW_SLIDING]};
+    rows[4] = (keyed_row){"trending", "evict", x->trending_pages, x->max_keys,
+                          x->trending_evictions, 0};
+}
+
+static cJSON *keyed_json(const keyed_row rows[KEYED_ROWS])
+{
+    cJSON *o = cJSON_CreateObject();
+    for (int i = 0; o && i < KEYED_ROWS; i++) {
+        cJSON *r = cJSON_AddObjectToObject(o, rows[i].name);
+        if (!r)
+            break;
+        cJSON_AddStringToObject(r, "policy", rows[i].policy);
+        cJSON_AddNumberToObject(r, "keys", (double)rows[i].keys);
+        cJSON_AddNumberToObject(r, "max_keys", (double)rows[i].max_keys);
+        cJSON_AddNumberToObject(r, "evicted", (double)rows[i].evicted);
+        cJSON_AddNumberToObject(r, "refused", (double)rows[i].refused);
+    }
+    return o;
 }
 
 static cJSON *stats(cf_engine *e, bool sync)
@@ -1264,6 +1317,15 @@ static cJSON *stats(cf_engine *e, bool sync)
     cJSON_AddNumberToObject(o, "state_bytes", (double)st.sum.memory);
     cJSON_AddNumberToObject(o, "session_state_bytes", (double)st.sum.session_memory);
     cJSON_AddNumberToObject(o, "trending_pages", (double)st.sum.trending_pages);
+    /* What the key bound cost (SPEC 6: an evicted id is accepted again). */
+    cJSON_AddNumberToObject(o, "dedup_evictions", (double)st.dedup_evictions);
+    cJSON_AddNumberToObject(o, "session_evictions", (double)st.sum.session_evictions);
+    cJSON_AddNumberToObject(o, "window_refused",
+                            (double)(st.sum.window_refused[0] + st.sum.window_refused[1]));
+    cJSON_AddNumberToObject(o, "trending_evictions", (double)st.sum.trending_evictions);
+    keyed_row rows[KEYED_ROWS];
+    keyed_rows(e, &st, rows);
+    cJSON_AddItemToObject(o, "keyed_state", keyed_json(rows));
     cJSON_AddNumberToObject(o, "ws_clients", e->push ? (double)cf_push_clients(e->push) : 0);
     cJSON_AddNumberToObject(o, "ws_dropped", e->push ? (double)cf_push_dropped(e->push) : 0);
     cJSON_AddNumberToObject(o, "shards", e->n_shards);
@@ -1274,6 +1336,27 @@ static cJSON *stats(cf_engine *e, bool sync)
 }
 
 cJSON *cf_engine_stats(cf_engine *e) { return stats(e, true); }
+
+/* Appends a metric family with one sample per keyed operator: the row
+ * member at offset `field` (a uint64_t of keyed_row). */
+static void keyed_metric(cf_buf *out, const char *name, const char *type, const char *help,
+                         const keyed_row rows[KEYED_ROWS], size_t field)
+{
+    char line[512];
+    int n = snprintf(line, sizeof line, "# HELP clickflow_%s %s\n# TYPE clickflow_%s %s\n",
+                     name, help, name, type);
+    if (n > 0)
+        cf_buf_put(out, line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
+    for (int i = 0; i < KEYED_ROWS; i++) {
+        const keyed_row *r = &rows[i];
+        uint64_t v;
+        memcpy(&v, (const char *)r + field, sizeof v);
+        n = snprintf(line, sizeof line, "clickflow_%s{operator=\"%s\"} %" PRIu64 "\n", name, r->name,
+                     v);
+        if (n > 0)
+            cf_buf_put(out, line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
+    }
+}
 
 /* Appends one metric with its HELP/TYPE header. */
 static void metric(cf_buf *out, const char *name, const char *type, const char *help,
@@ -1330,6 +1413,19 @@ void cf_engine_metrics(cf_engine *e, cf_buf *out)
            (double)st.sum.trending_pages);
     metric(out, "dedup_ids", "gauge", "event_ids remembered for deduplication.",
            (double)st.dedup_ids);
+    keyed_row rows[KEYED_ROWS];
+    keyed_rows(e, &st, rows);
+    keyed_metric(out, "state_keys", "gauge", "Keys held per keyed operator.", rows,
+                 offsetof(keyed_row, keys));
+    keyed_metric(out, "state_max_keys", "gauge",
+                 "Key bound in force per keyed operator (--max-keys; 0: none).", rows,
+                 offsetof(keyed_row, max_keys));
+    keyed_metric(out, "state_keys_evicted_total", "counter",
+                 "Keys evicted at the key bound (dedup ids, session users, trending pages).",
+                 rows, offsetof(keyed_row, evicted));
+    keyed_metric(out, "state_keys_refused_total", "counter",
+                 "Events refused at the key bound because their key was new (windows).", rows,
+                 offsetof(keyed_row, refused));
     metric(out, "state_bytes", "gauge", "Approximate operator state bytes.",
            (double)st.sum.memory);
     metric(out, "queue_bytes", "gauge", "Bytes in queued shard messages.", (double)st.inflight);
@@ -1370,6 +1466,25 @@ void cf_engine_metrics(cf_engine *e, cf_buf *out)
                (double)cf_wal_bytes(e->wal));
     }
     free(st.depth);
+}
+
+/* Logs, once, that the dedup table reached --max-keys: from then on an id
+ * may be forgotten before its TTL and a retry of it counted again (SPEC 6).
+ * Ticker thread; the shards log their own bounds (shard.c). */
+static void check_dedup_bound(cf_engine *e)
+{
+    if (e->dedup_bound_logged)
+        return;
+    pthread_mutex_lock(&e->mu);
+    uint64_t n = cf_dedup_evictions(e->dedup);
+    pthread_mutex_unlock(&e->mu);
+    if (n == 0)
+        return;
+    e->dedup_bound_logged = true;
+    cf_warn("key bound reached (--max-keys %zu event_ids): deduplication now forgets the ids "
+            "that expire soonest before their TTL, so a retry of one is accepted again; "
+            "counted in stats (dedup_evictions) and /metrics (state_keys_evicted_total)",
+            e->cfg.max_keys);
 }
 
 /* ---- the ticker -------------------------------------------------------- */
@@ -1479,6 +1594,7 @@ static void *ticker_main(void *arg)
             !atomic_exchange(&e->failed, 1))
             cf_error("write-ahead log commit failed: no longer acknowledging events");
         sample_rate(e, mono);
+        check_dedup_bound(e);
         /* Interim results cost the shards a pass over every open window:
          * only when someone listens. */
         bool listened = e->push && cf_push_clients(e->push) > 0;

@@ -10,6 +10,7 @@
 
 #include "cf_event.h"
 #include "cf_hash.h"
+#include "cf_keycap.h"
 #include "cf_kv.h"
 #include "cf_sessions.h"
 #include "cf_time.h"
@@ -25,6 +26,15 @@
 #define SESSIONS_KEEP 100000        /* SPEC 5: at least the last 100,000 sessions */
 #define PRUNE_EVERY_MARKS 64        /* trending prune cadence, in markers */
 #define TRENDING_MIN_SCORE 0.01     /* SPEC 7 */
+
+/* Keyed operators whose key bound is logged when first reached. */
+typedef enum bound_kind {
+    BOUND_TUMBLING,
+    BOUND_SLIDING,
+    BOUND_TRENDING,
+    BOUND_SESSIONS,
+    BOUND_KINDS,
+} bound_kind;
 
 /* A control request: one query part waiting for its target. */
 typedef struct cf_ctl {
@@ -79,6 +89,7 @@ struct cf_shard {
     cf_retain *closed_sessions;
     cf_retain *late;
     cf_shard_stats st;
+    bool bounds_seen[BOUND_KINDS];  /* a refusal or eviction seen (logged) */
 
     /* Push batches of the message being handled (NULL without a hub). */
     cJSON *batch_windows;
@@ -115,6 +126,11 @@ void cf_shard_query_clear(cf_shard_query *q)
 
 /* ---- construction ------------------------------------------------------ */
 
+size_t cf_shard_max_keys(const cf_config *cfg)
+{
+    return cf_keycap_share(cfg->max_keys, cfg->shards ? cfg->shards : 1);
+}
+
 static cf_winop_config winop_config(const cf_config *cfg, cf_window_type type)
 {
     cf_winop_config wc = {
@@ -122,6 +138,7 @@ static cf_winop_config winop_config(const cf_config *cfg, cf_window_type type)
         .size_ms = type == CF_WINDOW_TUMBLING ? cfg->window_ms : cfg->slide_size_ms,
         .slide_ms = type == CF_WINDOW_TUMBLING ? cfg->window_ms : cfg->slide_ms,
         .allowed_lateness_ms = cfg->allowed_lateness_ms,
+        .max_keys = cf_shard_max_keys(cfg),
     };
     return wc;
 }
@@ -153,8 +170,11 @@ cf_shard *cf_shard_new(const cf_config *cfg, unsigned index, size_t queue_slots,
     s->q = cf_queue_new(queue_slots);
     s->tumbling = cf_winop_new(&tc);
     s->sliding = cf_winop_new(&sc);
-    s->sessions = cf_sessions_new(cfg->session_gap_ms, cfg->allowed_lateness_ms, cfg->max_keys);
+    s->sessions = cf_sessions_new(cfg->session_gap_ms, cfg->allowed_lateness_ms,
+                                  cf_shard_max_keys(cfg));
     s->trending = cf_trending_new(cfg->half_life_ms);
+    if (s->trending)
+        cf_trending_set_max_pages(s->trending, cf_shard_max_keys(cfg));
     s->closed[CF_WINDOW_TUMBLING] = cf_retain_new(keep, free);
     s->closed[CF_WINDOW_SLIDING] = cf_retain_new(keep, free);
     s->closed_idx[0] = cf_kv_new(0, keep + 1);
@@ -330,7 +350,9 @@ static void page_event(cf_shard *s, const cf_event *ev, uint64_t seq)
     uint64_t uh = cf_hash64(ev->user_id, ev->user_id_len, 0);
     int a = cf_winop_add(s->tumbling, ev->page_url, ev->page_url_len, uh, ev->ts, on_window, s);
     int b = cf_winop_add(s->sliding, ev->page_url, ev->page_url_len, uh, ev->ts, on_window, s);
-    if (a < 0 || b < 0)
+    /* -ENOSPC: refused at the page bound, counted by the operator. Such an
+     * event was not late for that operator, so it is not late-dropped. */
+    if ((a < 0 && a != -ENOSPC) || (b < 0 && b != -ENOSPC))
         s->st.errors++;
     else if (a == 0 && b == 0) {
         s->st.late_dropped++;
@@ -360,6 +382,46 @@ static void user_event(cf_shard *s, const cf_event *ev)
         s->st.session_late_dropped++;
 }
 
+/* ---- the key bound ------------------------------------------------------ */
+
+/* Once per process and kind (not per shard: one line tells the operator
+ * what happens, N identical lines would not). */
+static atomic_bool bound_logged[BOUND_KINDS];
+
+static void log_bound(const cf_shard *s, bound_kind k)
+{
+    if (atomic_exchange(&bound_logged[k], true))
+        return;
+    size_t cap = cf_shard_max_keys(&s->cfg);
+    unsigned shards = s->cfg.shards ? s->cfg.shards : 1;
+    static const char *const what[BOUND_KINDS] = {
+        "tumbling windows: events of new pages are refused (not counted in windows)",
+        "sliding windows: events of new pages are refused (not counted in windows)",
+        "trending: the lowest-scored pages are evicted",
+        "sessions: the users whose sessions close soonest are closed early",
+    };
+    cf_warn("key bound reached (%zu keys per shard: --max-keys %zu over %u shards); %s; "
+            "counted in stats and /metrics (state_keys_*)",
+            cap, s->cfg.max_keys, shards, what[k]);
+}
+
+/* Logs the first refusal or eviction of each kind; called once per events
+ * message (four counter reads). */
+static void check_bounds(cf_shard *s)
+{
+    const uint64_t n[BOUND_KINDS] = {
+        [BOUND_TUMBLING] = cf_winop_refused(s->tumbling),
+        [BOUND_SLIDING] = cf_winop_refused(s->sliding),
+        [BOUND_TRENDING] = cf_trending_evictions(s->trending),
+        [BOUND_SESSIONS] = cf_sessions_evictions(s->sessions),
+    };
+    for (int k = 0; k < BOUND_KINDS; k++)
+        if (!s->bounds_seen[k] && n[k] > 0) {
+            s->bounds_seen[k] = true;
+            log_bound(s, (bound_kind)k);
+        }
+}
+
 static void handle_events(cf_shard *s, const cf_msg *m)
 {
     cf_reader r;
@@ -383,6 +445,7 @@ static void handle_events(cf_shard *s, const cf_msg *m)
         if (role & CF_ROLE_USER)
             user_event(s, &ev);
     }
+    check_bounds(s);
 }
 
 static void handle_mark(cf_shard *s, const cf_msg *m)
@@ -674,6 +737,13 @@ static void q_stats(cf_shard *s, cf_shard_query *q)
     q->stats.kept_windows = cf_winop_kept_count(s->tumbling) + cf_winop_kept_count(s->sliding);
     q->stats.open_sessions = cf_sessions_open_count(s->sessions);
     q->stats.session_evictions = cf_sessions_evictions(s->sessions);
+    q->stats.window_refused[CF_WINDOW_TUMBLING] = cf_winop_refused(s->tumbling);
+    q->stats.window_refused[CF_WINDOW_SLIDING] = cf_winop_refused(s->sliding);
+    q->stats.trending_evictions = cf_trending_evictions(s->trending);
+    q->stats.window_pages[CF_WINDOW_TUMBLING] = cf_winop_keys(s->tumbling);
+    q->stats.window_pages[CF_WINDOW_SLIDING] = cf_winop_keys(s->sliding);
+    q->stats.session_users = cf_sessions_users(s->sessions);
+    q->stats.max_keys = cf_shard_max_keys(&s->cfg);
     q->stats.trending_pages = cf_trending_count(s->trending);
     q->stats.session_memory = cf_sessions_memory(s->sessions);
     q->stats.memory = cf_winop_memory(s->tumbling) + cf_winop_memory(s->sliding) +
@@ -951,8 +1021,10 @@ int cf_shard_load(cf_shard *s, cf_reader *in)
     cf_winop *t = cf_winop_load(&tc, &rt);
     cf_winop *sl = cf_winop_load(&sc, &rs);
     cf_sessions *ss = cf_sessions_load(s->cfg.session_gap_ms, s->cfg.allowed_lateness_ms,
-                                       s->cfg.max_keys, &rss);
+                                       cf_shard_max_keys(&s->cfg), &rss);
     cf_trending *tr = cf_trending_load(s->cfg.half_life_ms, &rtr);
+    if (tr)
+        cf_trending_set_max_pages(tr, cf_shard_max_keys(&s->cfg));
     size_t keep = s->cfg.retain_results ? s->cfg.retain_results : 1;
     cf_retain *c0 = cf_retain_new(keep, free), *c1 = cf_retain_new(keep, free);
     cf_kv *i0 = cf_kv_new(0, keep + 1), *i1 = cf_kv_new(0, keep + 1);

@@ -67,12 +67,18 @@ typedef struct cf_shard_stats {
     uint64_t session_late_updates;  /* session re-firings (revision > 0) */
     uint64_t windows_fired;         /* final window results emitted */
     uint64_t sessions_closed;       /* session_end records emitted */
-    uint64_t session_evictions;
+    uint64_t session_evictions;     /* users closed early at the user bound */
+    uint64_t window_refused[2];     /* by cf_window_type: events of new pages refused
+                                     * at the page bound */
+    uint64_t trending_evictions;    /* pages evicted at the page bound */
     uint64_t errors;                /* operator calls that failed (OOM) */
     size_t open_windows;            /* not yet fired, both types */
     size_t kept_windows;            /* fired, kept for lateness */
     size_t open_sessions;
     size_t trending_pages;
+    size_t window_pages[2];         /* by cf_window_type: distinct pages with state */
+    size_t session_users;           /* users with sessions held */
+    size_t max_keys;                /* this shard's share of --max-keys (0: none) */
     size_t memory;                  /* approximate state bytes */
     size_t session_memory;          /* of which sessions (cf_sessions_memory) */
     size_t queue_depth;
@@ -110,6 +116,14 @@ typedef struct cf_shard_query {
 } cf_shard_query;
 
 void cf_shard_query_clear(cf_shard_query *q);
+
+/* Every keyed operator of a shard (tumbling and sliding pages, trending
+ * pages, session users) holds at most cf_shard_max_keys(cfg) keys: an equal
+ * share of --max-keys, so that the total over all shards stays within it.
+ * Windows refuse new pages at the bound, trending and sessions evict (see
+ * cf_keycap.h and docs/DESIGN.md); the first refusal or eviction of each
+ * kind is logged once per process. */
+size_t cf_shard_max_keys(const cf_config *cfg);
 
 /* A shard with a queue of queue_slots messages; inflight (may be NULL) is
  * decremented by the byte size of every message it frees. push may be NULL.

@@ -138,8 +138,8 @@ int main(int argc, char **argv)
         snprintf(ids[i], 24, "e%014zu", i % (n_events - n_events / 100)); /* ~1% duplicates */
     }
 
-    cf_winop_config tcfg = {CF_WINDOW_TUMBLING, 60000, 60000, 60000};
-    cf_winop_config scfg = {CF_WINDOW_SLIDING, 300000, 60000, 60000};
+    cf_winop_config tcfg = {CF_WINDOW_TUMBLING, 60000, 60000, 60000, 0};
+    cf_winop_config scfg = {CF_WINDOW_SLIDING, 300000, 60000, 60000, 0};
     cf_winop *tumbling = cf_winop_new(&tcfg), *sliding = cf_winop_new(&scfg);
     cf_sessions *sessions = cf_sessions_new(30 * 60000, 60000, 0);
     cf_trending *trending = cf_trending_new(60000);

@@ -1047,6 +1047,74 @@ static void results_are_pushed(void **state)
     free(t.ev);
 }
 
+/* --max-keys is the total over the shards: with 4 shards and a bound of 40,
+ * 400 distinct pages, users and event_ids leave at most 40 keys in each
+ * keyed operator, and every key that did not fit is counted (refused for
+ * windows, evicted for sessions, trending and dedup) in stats and
+ * /metrics. */
+static void key_bound_is_the_total_over_shards(void **state)
+{
+    (void)state;
+    enum { N = 400, BOUND = 40 };
+    cf_config c;
+    test_config(&c, 4, NULL);
+    c.max_keys = BOUND;
+    cf_engine *e = cf_engine_new(&c);
+    assert_non_null(e);
+    assert_int_equal(cf_engine_start(e), 0);
+    static char pages[N][16], users[N][16], ids[N][16];
+    cf_event evs[N];
+    for (int i = 0; i < N; i++) {
+        snprintf(pages[i], sizeof pages[i], "/p/%d", i);
+        snprintf(users[i], sizeof users[i], "u%d", i);
+        snprintf(ids[i], sizeof ids[i], "id%d", i);
+        evs[i] = (cf_event){.ts = 1000000 + i, .user_id = users[i],
+                            .user_id_len = strlen(users[i]), .page_url = pages[i],
+                            .page_url_len = strlen(pages[i]), .event_id = ids[i],
+                            .event_id_len = strlen(ids[i])};
+    }
+    cf_submit_result r;
+    assert_int_equal(cf_engine_submit(e, evs, N, NULL, &r), 0);
+    assert_int_equal(r.accepted, N);
+    cJSON *s = cf_engine_stats(e);
+    assert_non_null(s);
+    cJSON *ks = cJSON_GetObjectItemCaseSensitive(s, "keyed_state");
+    assert_non_null(ks);
+    const char *ops[] = {"dedup", "sessions", "tumbling", "sliding", "trending"};
+    uint64_t lost[5];
+    for (int i = 0; i < 5; i++) {
+        cJSON *o = cJSON_GetObjectItemCaseSensitive(ks, ops[i]);
+        assert_non_null(o);
+        uint64_t keys = (uint64_t)num(o, "keys");
+        assert_int_equal((uint64_t)num(o, "max_keys"), BOUND);
+        assert_true(keys > 0 && keys <= BOUND);
+        /* One event per key: a key either is held or was turned away. */
+        lost[i] = (uint64_t)num(o, "evicted") + (uint64_t)num(o, "refused");
+        assert_int_equal(keys + lost[i], N);
+    }
+    assert_int_equal((uint64_t)num(s, "dedup_evictions"), N - BOUND);   /* one global table */
+    assert_int_equal((uint64_t)num(s, "session_evictions"), lost[1]);
+    assert_int_equal((uint64_t)num(s, "window_refused"), lost[2] + lost[3]);
+    assert_int_equal((uint64_t)num(s, "trending_evictions"), lost[4]);
+    assert_int_equal((uint64_t)num(s, "late_dropped"), 0);   /* refused is not late */
+    cJSON_Delete(s);
+    cf_buf m = {0};
+    cf_engine_metrics(e, &m);
+    cf_buf_put_u8(&m, 0);
+    char want[128];
+    snprintf(want, sizeof want, "\nclickflow_state_keys_refused_total{operator=\"tumbling\"} %llu\n",
+             (unsigned long long)lost[2]);
+    assert_non_null(strstr((const char *)m.data, want));
+    snprintf(want, sizeof want, "\nclickflow_state_keys_evicted_total{operator=\"dedup\"} %d\n",
+             N - BOUND);
+    assert_non_null(strstr((const char *)m.data, want));
+    assert_non_null(strstr((const char *)m.data,
+                           "\nclickflow_state_max_keys{operator=\"sessions\"} 40\n"));
+    cf_buf_free(&m);
+    cf_engine_stop(e);
+    cf_engine_free(e);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1058,6 +1126,7 @@ int main(void)
         cmocka_unit_test(idle_clock_fires_and_snapshots_are_periodic),
         cmocka_unit_test(results_are_pushed),
         cmocka_unit_test(concurrent_writers_read_their_writes),
+        cmocka_unit_test(key_bound_is_the_total_over_shards),
     };
     return cmocka_run_group_tests_name("engine", tests, NULL, NULL);
 }

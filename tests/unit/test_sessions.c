@@ -741,6 +741,38 @@ static void max_users_evicts_soonest_closing(void **state)
     free(l);
 }
 
+static cf_sessions *reload(cf_sessions *s, int64_t gap, int64_t lat, size_t max_users);
+
+/* A table loaded under a smaller bound (a restart with more shards) shrinks
+ * to it at its next new user, closing the soonest-closing users early; the
+ * user count is what the bound counts. */
+static void loaded_above_bound_shrinks(void **state)
+{
+    (void)state;
+    struct log *l = new_log();
+    cf_sessions *s = cf_sessions_new(10, 0, 0);
+    for (int i = 0; i < 5; i++) {
+        char u[8];
+        int n = snprintf(u, sizeof u, "u%d", i);
+        assert_int_equal(cf_sessions_add(s, u, (size_t)n, "/p", 2, 10 * i, capture, l), 1);
+    }
+    assert_int_equal(cf_sessions_users(s), 5);
+    s = reload(s, 10, 0, 2);
+    assert_int_equal(cf_sessions_users(s), 5);
+    assert_int_equal(add(s, "u4", "/q", 41, l), 1);   /* a held user: nothing evicted */
+    assert_int_equal(cf_sessions_evictions(s), 0);
+    assert_int_equal(add(s, "new", "/p", 50, l), 1);
+    assert_int_equal(cf_sessions_users(s), 2);
+    assert_int_equal(cf_sessions_evictions(s), 4);
+    /* u0..u3 closed early, soonest first; u4 and the new user are held. */
+    assert_int_equal(l->n, 4);
+    expect(&l->r[0], "u0", 0, 0, 1, 1, "/p", "/p", 0, true);
+    expect(&l->r[3], "u3", 30, 30, 1, 1, "/p", "/p", 0, true);
+    assert_int_equal(cf_sessions_open_count(s), 2);
+    cf_sessions_free(s);
+    free(l);
+}
+
 static void save_load_mid_trace(void **state)
 {
     (void)state;
@@ -1220,6 +1252,7 @@ int main(void)
         cmocka_unit_test(distinct_pages_every_size),
         cmocka_unit_test(extreme_times_do_not_overflow),
         cmocka_unit_test(max_users_evicts_soonest_closing),
+        cmocka_unit_test(loaded_above_bound_shrinks),
         cmocka_unit_test(save_load_mid_trace),
         cmocka_unit_test(randomized_trace_matches_model),
         cmocka_unit_test(memory_per_open_session),

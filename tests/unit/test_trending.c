@@ -617,6 +617,109 @@ static void save_load_behaves_identically(void **state)
     cf_trending_free(t);
 }
 
+/* ---- the page bound (policy evict, lowest rank first) --------------------- */
+
+/* With 12x more pages than the bound: the table never holds more than the
+ * bound, every eviction is counted, each evicted page ranked at or below
+ * every page kept, a page never evicted has the bitwise score of an
+ * unbounded table, and the hot pages (and so the top 5) are those of the
+ * unbounded table. */
+static void page_bound_evicts_lowest_and_keeps_held_exact(void **state)
+{
+    (void)state;
+    enum { CAP = 40, HOT = 5, CLICKS = 6000 };
+    const int64_t h = 60000;
+    cf_trending *t = cf_trending_new(h), *all = cf_trending_new(h);
+    assert_non_null(t);
+    assert_non_null(all);
+    cf_trending_set_max_pages(t, CAP);
+    static bool held[MAX_PAGES], ever_evicted[MAX_PAGES];
+    static double before[MAX_PAGES];
+    memset(held, 0, sizeof held);
+    memset(ever_evicted, 0, sizeof ever_evicted);
+    rng_state = 99;
+    int64_t ts = 1764000000000;
+    uint64_t evicted = 0;
+    for (int i = 0; i < CLICKS; i++) {
+        ts += rng_range(0, 200);
+        int p = rng() % 10 < 3 ? (int)rng_range(0, HOT - 1) : (int)rng_range(HOT, MAX_PAGES - 1);
+        for (int q = 0; q < MAX_PAGES; q++)
+            before[q] = cf_trending_score(t, page_names[q], strlen(page_names[q]), ts);
+        assert_int_equal(add_click(t, p, ts), 0);
+        assert_int_equal(add_click(all, p, ts), 0);
+        assert_true(cf_trending_count(t) <= CAP);
+        /* What left the table ranked below everything that stayed. */
+        double max_gone = -1.0, min_kept = INFINITY;
+        for (int q = 0; q < MAX_PAGES; q++) {
+            double sc = cf_trending_score(t, page_names[q], strlen(page_names[q]), ts);
+            bool now = sc > 0.0;
+            if (held[q] && !now) {
+                ever_evicted[q] = true;
+                evicted++;
+                if (before[q] > max_gone)
+                    max_gone = before[q];
+            }
+            if (now && q != p && sc < min_kept)
+                min_kept = sc;
+            held[q] = now;
+            if (now && !ever_evicted[q])
+                assert_true(sc == cf_trending_score(all, page_names[q], strlen(page_names[q]), ts));
+        }
+        if (max_gone >= 0.0)
+            assert_true(max_gone <= min_kept);
+        assert_int_equal(cf_trending_evictions(t), evicted);
+    }
+    assert_true(evicted > CLICKS / 3);
+    for (int q = 0; q < HOT; q++)
+        assert_false(ever_evicted[q]);
+    cf_trend_item x[HOT], y[HOT];
+    assert_int_equal(cf_trending_top(t, ts, HOT, x), HOT);
+    assert_int_equal(cf_trending_top(all, ts, HOT, y), HOT);
+    for (int i = 0; i < HOT; i++) {
+        assert_string_equal(x[i].page_url, y[i].page_url);
+        assert_true(x[i].score == y[i].score);
+    }
+    /* The count survives save/load; the bound is set again by the owner. */
+    cf_trending *u = reload(t, h);
+    assert_int_equal(cf_trending_evictions(u), evicted);
+    assert_int_equal(cf_trending_count(u), cf_trending_count(t));
+    /* Under a smaller bound the next new page shrinks the table to it. */
+    cf_trending_set_max_pages(u, 10);
+    assert_int_equal(cf_trending_add(u, "/new", 4, ts), 0);
+    assert_true(cf_trending_count(u) <= 10);
+    assert_true(cf_trending_score(u, "/new", 4, ts) > 0.0);
+    for (int q = 0; q < HOT; q++)
+        assert_true(cf_trending_score(u, page_names[q], strlen(page_names[q]), ts) > 0.0);
+    assert_int_equal(cf_trending_evictions(u), evicted + (cf_trending_count(t) + 1 - cf_trending_count(u)));
+    cf_trending_free(u);
+    cf_trending_free(t);
+    cf_trending_free(all);
+}
+
+/* Ties go by rank too: among equal scores the larger page_url goes first;
+ * a bound of 1 keeps exactly the newest page. */
+static void page_bound_ties_and_bound_one(void **state)
+{
+    (void)state;
+    cf_trending *t = cf_trending_new(1000);
+    cf_trending_set_max_pages(t, 2);
+    assert_int_equal(cf_trending_add(t, "/a", 2, 0), 0);
+    assert_int_equal(cf_trending_add(t, "/b", 2, 0), 0);
+    assert_int_equal(cf_trending_add(t, "/c", 2, 0), 0);    /* evicts /b, not /a */
+    assert_true(cf_trending_score(t, "/a", 2, 0) == 1.0);
+    assert_true(cf_trending_score(t, "/b", 2, 0) == 0.0);
+    assert_true(cf_trending_score(t, "/c", 2, 0) == 1.0);
+    assert_int_equal(cf_trending_evictions(t), 1);
+    cf_trending_set_max_pages(t, 1);
+    assert_int_equal(cf_trending_add(t, "/d", 2, 5), 0);    /* 2 over: both go */
+    assert_int_equal(cf_trending_count(t), 1);
+    assert_int_equal(cf_trending_evictions(t), 3);
+    assert_true(cf_trending_score(t, "/d", 2, 5) == 1.0);
+    assert_int_equal(cf_trending_add(t, "/d", 2, 5), 0);    /* held: no eviction */
+    assert_int_equal(cf_trending_evictions(t), 3);
+    cf_trending_free(t);
+}
+
 static void load_rejects_malformed(void **state)
 {
     (void)state;
@@ -631,13 +734,13 @@ static void load_rejects_malformed(void **state)
         cf_reader_init(&r, b.data, len);
         assert_null(cf_trending_load(60000, &r));
     }
-    /* Header: magic(4) version(1) h(8) R(8) count(8) = 29 bytes, then
-     * len(4) key value(8). A NaN or negative value is refused. */
+    /* Header: magic(4) version(1) h(8) R(8) evictions(8) count(8) = 37
+     * bytes, then len(4) key value(8). A NaN or negative value is refused. */
     uint8_t *bad = malloc(b.len);
     assert_non_null(bad);
     const double vals[] = {NAN, -1.0, INFINITY, 1e300};
-    uint32_t klen = b.data[29]; /* first key is "/a" or "/bb" */
-    size_t voff = 29 + 4 + klen;
+    uint32_t klen = b.data[37]; /* first key is "/a" or "/bb" */
+    size_t voff = 37 + 4 + klen;
     for (size_t i = 0; i < 4; i++) {
         memcpy(bad, b.data, b.len);
         memcpy(bad + voff, &vals[i], 8); /* little-endian host */
@@ -654,13 +757,14 @@ static void load_rejects_malformed(void **state)
     cf_reader_init(&r, bad, b.len);
     assert_null(cf_trending_load(60000, &r));
     memcpy(bad, b.data, b.len);
-    bad[21 + 7] = 0x10;
+    bad[29 + 7] = 0x10;
     cf_reader_init(&r, bad, b.len);
     assert_null(cf_trending_load(60000, &r));
     free(bad);
     cf_buf_free(&b);
 
-    /* A duplicate page is refused. */
+    /* A duplicate page is refused (in a version 1 table, which has no
+     * eviction count and still loads). */
     cf_buf d = {0};
     cf_buf_put_u32(&d, 0x52544643u);
     cf_buf_put_u8(&d, 1);
@@ -696,6 +800,8 @@ int main(void)
     init_names();
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(new_rejects_bad_half_life),
+        cmocka_unit_test(page_bound_evicts_lowest_and_keeps_held_exact),
+        cmocka_unit_test(page_bound_ties_and_bound_one),
         cmocka_unit_test(single_click_decays_by_half_life),
         cmocka_unit_test(matches_brute_force_over_days),
         cmocka_unit_test(rescaling_keeps_scores_exact),

@@ -86,7 +86,7 @@ static void expect(const emission *e, int64_t start, int64_t end, const char *pa
 
 static cf_winop *tumbling(int64_t size, int64_t late)
 {
-    cf_winop_config c = {CF_WINDOW_TUMBLING, size, size, late};
+    cf_winop_config c = {CF_WINDOW_TUMBLING, size, size, late, 0};
     cf_winop *op = cf_winop_new(&c);
     assert_non_null(op);
     return op;
@@ -98,23 +98,23 @@ static void config_validation(void **state)
 {
     (void)state;
     cf_winop_config bad[] = {
-        {CF_WINDOW_TUMBLING, 0, 0, 0},
-        {CF_WINDOW_TUMBLING, 1000, 500, 0},
-        {CF_WINDOW_TUMBLING, 1000, 1000, -1},
-        {CF_WINDOW_SLIDING, 1000, 300, 0},
-        {CF_WINDOW_SLIDING, 1000, 0, 0},
-        {CF_WINDOW_SLIDING, 1000, 2000, 0},
-        {CF_WINDOW_SLIDING, 2000, 1, 0}, /* 2000 windows per event: over the bound */
-        {(cf_window_type)7, 1000, 1000, 0},
+        {CF_WINDOW_TUMBLING, 0, 0, 0, 0},
+        {CF_WINDOW_TUMBLING, 1000, 500, 0, 0},
+        {CF_WINDOW_TUMBLING, 1000, 1000, -1, 0},
+        {CF_WINDOW_SLIDING, 1000, 300, 0, 0},
+        {CF_WINDOW_SLIDING, 1000, 0, 0, 0},
+        {CF_WINDOW_SLIDING, 1000, 2000, 0, 0},
+        {CF_WINDOW_SLIDING, 2000, 1, 0, 0}, /* 2000 windows per event: over the bound */
+        {(cf_window_type)7, 1000, 1000, 0, 0},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
         assert_null(cf_winop_new(&bad[i]));
     assert_null(cf_winop_new(NULL));
     cf_winop_config good[] = {
-        {CF_WINDOW_TUMBLING, 1000, 1000, 0},
-        {CF_WINDOW_TUMBLING, 1000, 0, 0}, /* slide 0 means size */
-        {CF_WINDOW_SLIDING, 300000, 60000, 60000},
-        {CF_WINDOW_SLIDING, 1000, 1000, INT64_MAX},
+        {CF_WINDOW_TUMBLING, 1000, 1000, 0, 0},
+        {CF_WINDOW_TUMBLING, 1000, 0, 0, 0}, /* slide 0 means size */
+        {CF_WINDOW_SLIDING, 300000, 60000, 60000, 0},
+        {CF_WINDOW_SLIDING, 1000, 1000, INT64_MAX, 0},
     };
     for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
         cf_winop *op = cf_winop_new(&good[i]);
@@ -313,7 +313,7 @@ static void unique_users_exact_well_past_100(void **state)
 static void sliding_windows(void **state)
 {
     (void)state;
-    cf_winop_config c = {CF_WINDOW_SLIDING, 5000, 1000, 2000};
+    cf_winop_config c = {CF_WINDOW_SLIDING, 5000, 1000, 2000, 0};
     cf_winop *op = cf_winop_new(&c);
     sink s = {0};
     /* ts 10000 lies in windows starting 6000..10000. */
@@ -354,7 +354,7 @@ static void sliding_windows(void **state)
 static void extreme_times_do_not_overflow(void **state)
 {
     (void)state;
-    cf_winop_config c = {CF_WINDOW_SLIDING, 3000, 1000, INT64_MAX};
+    cf_winop_config c = {CF_WINDOW_SLIDING, 3000, 1000, INT64_MAX, 0};
     cf_winop *op = cf_winop_new(&c);
     sink s = {0};
     /* Windows that cannot be represented: in no window. */
@@ -460,7 +460,7 @@ static cf_winop *reload(const cf_winop_config *c, const cf_winop *op)
 static void load_rejects_bad_input(void **state)
 {
     (void)state;
-    cf_winop_config c = {CF_WINDOW_TUMBLING, 1000, 1000, 5000};
+    cf_winop_config c = {CF_WINDOW_TUMBLING, 1000, 1000, 5000, 0};
     cf_winop *op = cf_winop_new(&c);
     sink s = {0};
     add(op, "/p", 1, 10, &s);
@@ -477,10 +477,10 @@ static void load_rejects_bad_input(void **state)
         assert_null(cf_winop_load(&c, &r));
     }
     /* Another config fails. */
-    cf_winop_config c2 = {CF_WINDOW_TUMBLING, 1000, 1000, 6000};
+    cf_winop_config c2 = {CF_WINDOW_TUMBLING, 1000, 1000, 6000, 0};
     cf_reader_init(&r, b.data, b.len);
     assert_null(cf_winop_load(&c2, &r));
-    cf_winop_config c3 = {CF_WINDOW_SLIDING, 1000, 1000, 5000};
+    cf_winop_config c3 = {CF_WINDOW_SLIDING, 1000, 1000, 5000, 0};
     cf_reader_init(&r, b.data, b.len);
     assert_null(cf_winop_load(&c3, &r));
     /* A bad magic fails. */
@@ -489,15 +489,15 @@ static void load_rejects_bad_input(void **state)
     assert_null(cf_winop_load(&c, &r));
     b.data[0] ^= 1;
     /* A window start off the slide grid fails (first window start at
-     * offset 4+1+8*4+4 = 41). */
-    b.data[41] ^= 1;
+     * offset 4+1+8*4+8+4 = 49). */
+    b.data[49] ^= 1;
     cf_reader_init(&r, b.data, b.len);
     assert_null(cf_winop_load(&c, &r));
-    b.data[41] ^= 1;
+    b.data[49] ^= 1;
     /* A start of INT64_MIN (not a multiple of 1000) is rejected without
      * overflowing. */
     uint8_t saved[8];
-    memcpy(saved, &b.data[41], 8);
+    memcpy(saved, &b.data[49], 8);
     memset(&b.data[41], 0, 7);
     b.data[48] = 0x80;
     cf_reader_init(&r, b.data, b.len);
@@ -808,11 +808,11 @@ static void randomized_trace_matches_model(void **state)
 {
     (void)state;
     const cf_winop_config cfgs[] = {
-        {CF_WINDOW_TUMBLING, 1000, 1000, 2500},
-        {CF_WINDOW_SLIDING, 5000, 1000, 2000},
-        {CF_WINDOW_SLIDING, 3000, 1000, 0},
+        {CF_WINDOW_TUMBLING, 1000, 1000, 2500, 0},
+        {CF_WINDOW_SLIDING, 5000, 1000, 2000, 0},
+        {CF_WINDOW_SLIDING, 3000, 1000, 0, 0},
         /* Long lateness: many kept windows share panes with open ones. */
-        {CF_WINDOW_SLIDING, 4000, 1000, 3500},
+        {CF_WINDOW_SLIDING, 4000, 1000, 3500, 0},
     };
     const int64_t t0s[] = {1764000000000, -20000};
     for (int i = 1; i < NPAGES; i++)
@@ -831,11 +831,177 @@ static void randomized_trace_matches_model(void **state)
 }
 
 
+/* ---- the key bound (max_keys, policy refuse) ------------------------------ */
+
+/* A capped operator against an uncapped one fed only the events the capped
+ * one took: with 12x more pages than the cap, the capped one never holds
+ * more than max_keys pages, refuses only pages it does not hold while full,
+ * counts every refusal, and emits exactly what the uncapped one emits (held
+ * pages' results are exact; the uncapped operator is checked against the
+ * brute-force model above). Pages free their place when purged, so later
+ * pages get in (the active pages drift over the trace). A save/load mid-trace keeps the count and the behaviour. */
+static void key_bound_refuses_new_pages_and_keeps_held_exact(void **state)
+{
+    (void)state;
+    enum { CAP = 16, PAGES = 200, EVENTS = 20000 };
+    const cf_winop_config cfgs[] = {
+        {CF_WINDOW_TUMBLING, 1000, 1000, 500, CAP},
+        {CF_WINDOW_SLIDING, 3000, 1000, 1000, CAP},
+    };
+    for (size_t ci = 0; ci < 2; ci++) {
+        cf_winop_config free_cfg = cfgs[ci];
+        free_cfg.max_keys = 0;
+        cf_winop *a = cf_winop_new(&cfgs[ci]), *b = cf_winop_new(&free_cfg);
+        assert_non_null(a);
+        assert_non_null(b);
+        sink sa = {0}, sb = {0};
+        uint64_t rs = 7 + ci, refused = 0;
+        int64_t max_ts = 1764000000000;
+        bool admitted[PAGES] = {false};
+        for (size_t i = 0; i < EVENTS; i++) {
+            if (i == EVENTS / 2) {
+                cf_winop *l = reload(&cfgs[ci], a);
+                assert_int_equal(cf_winop_refused(l), refused);
+                cf_winop_free(a);
+                a = l;
+            }
+            max_ts += (int64_t)(rng_next(&rs) % 5);
+            int64_t ts = max_ts - (int64_t)(rng_next(&rs) % 800);
+            /* The active pages drift, so held pages go idle and are purged. */
+            int page = (int)(((i / 500) * 7 + rng_next(&rs) % 24) % PAGES);
+            char name[32];
+            snprintf(name, sizeof name, "/p/%03d", page);
+            int u = (int)(rng_next(&rs) % 50);
+            size_t before = cf_winop_keys(a);
+            int ra = add(a, name, u, ts, &sa);
+            if (ra == -ENOSPC) {
+                assert_int_equal(before, CAP);
+                assert_int_equal(cf_winop_keys(a), CAP);
+                refused++;
+            } else {
+                assert_int_equal(ra, add(b, name, u, ts, &sb));
+                if (ra > 0)
+                    admitted[page] = true;
+            }
+            assert_true(cf_winop_keys(a) <= CAP);
+            assert_int_equal(cf_winop_refused(a), refused);
+            if (rng_next(&rs) % 16 == 0) {
+                cf_winop_advance(a, max_ts - 300, collect, &sa);
+                cf_winop_advance(b, max_ts - 300, collect, &sb);
+                assert_int_equal(cf_winop_open_count(a), cf_winop_open_count(b));
+                assert_int_equal(cf_winop_kept_count(a), cf_winop_kept_count(b));
+                assert_int_equal(cf_winop_keys(a), cf_winop_keys(b));
+            }
+            compare(&sa, &sb);
+        }
+        cf_winop_advance(a, INT64_MAX, collect, &sa);
+        cf_winop_advance(b, INT64_MAX, collect, &sb);
+        compare(&sa, &sb);
+        assert_int_equal(cf_winop_keys(a), 0);
+        /* The bound was hit often, and purging let many more pages in than
+         * it holds at once. */
+        assert_true(refused > EVENTS / 10);
+        size_t distinct = 0;
+        for (int p = 0; p < PAGES; p++)
+            distinct += admitted[p];
+        assert_true(distinct > 4 * CAP);
+        sink_free(&sa);
+        sink_free(&sb);
+        cf_winop_free(a);
+        cf_winop_free(b);
+    }
+}
+
+/* A page already held is never refused, and a late event of a new page is
+ * late (0), not refused; a state loaded under a smaller bound is kept and
+ * refuses new pages until purging brings it below. */
+static void key_bound_edges(void **state)
+{
+    (void)state;
+    cf_winop_config c = {CF_WINDOW_TUMBLING, 1000, 1000, 0, 2};
+    cf_winop *op = cf_winop_new(&c);
+    assert_non_null(op);
+    sink s = {0};
+    assert_int_equal(add(op, "/a", 1, 100, &s), 1);
+    assert_int_equal(add(op, "/b", 1, 1100, &s), 1);
+    assert_int_equal(add(op, "/c", 1, 200, &s), -ENOSPC);
+    assert_int_equal(add(op, "/a", 2, 1200, &s), 1);   /* held: a new pane is fine */
+    assert_int_equal(cf_winop_refused(op), 1);
+    cf_winop_advance(op, 999, collect, &s);            /* [0,1000) fires and is purged */
+    assert_int_equal(s.n, 1);
+    expect(&s.e[0], 0, 1000, "/a", 1, 1, 0, true);
+    assert_int_equal(add(op, "/c", 1, 300, &s), 0);    /* late, not refused */
+    assert_int_equal(cf_winop_refused(op), 1);
+    assert_int_equal(cf_winop_keys(op), 2);            /* /a (pane 1000) and /b */
+    assert_int_equal(add(op, "/c", 1, 1300, &s), -ENOSPC);
+    /* Load under a bound of 1: the two held pages stay, new ones wait. */
+    cf_winop_config c1 = c;
+    c1.max_keys = 1;
+    cf_buf b = {0};
+    assert_int_equal(cf_winop_save(op, &b), 0);
+    cf_reader r;
+    cf_reader_init(&r, b.data, b.len);
+    cf_winop *l = cf_winop_load(&c1, &r);
+    assert_non_null(l);
+    assert_int_equal(cf_winop_keys(l), 2);
+    assert_int_equal(cf_winop_refused(l), 2);
+    assert_int_equal(add(l, "/d", 1, 1400, &s), -ENOSPC);
+    assert_int_equal(add(l, "/b", 3, 1400, &s), 1);
+    cf_winop_advance(l, 1999, collect, &s);
+    assert_int_equal(cf_winop_keys(l), 0);
+    assert_int_equal(add(l, "/d", 1, 2400, &s), 1);
+    assert_int_equal(add(l, "/e", 1, 2400, &s), -ENOSPC);
+    assert_int_equal(cf_winop_refused(l), 4);
+    cf_buf_free(&b);
+    sink_free(&s);
+    cf_winop_free(op);
+    cf_winop_free(l);
+}
+
+/* A CFW2 state (before the refused count was saved) still loads. */
+static void loads_version_2_state(void **state)
+{
+    (void)state;
+    cf_winop_config c = {CF_WINDOW_TUMBLING, 1000, 1000, 0, 0};
+    cf_buf b = {0};
+    cf_buf_put_u32(&b, 0x32574643u);   /* "CFW2" */
+    cf_buf_put_u8(&b, CF_WINDOW_TUMBLING);
+    cf_buf_put_i64(&b, 1000);
+    cf_buf_put_i64(&b, 1000);
+    cf_buf_put_i64(&b, 0);
+    cf_buf_put_i64(&b, 500);           /* watermark */
+    cf_buf_put_u32(&b, 1);             /* one slot */
+    cf_buf_put_i64(&b, 1000);
+    cf_buf_put_u32(&b, 1);             /* one cell */
+    cf_buf_put_str(&b, "/x", 2);
+    cf_buf_put_u64(&b, 3);             /* count */
+    cf_buf_put_u8(&b, 0);
+    cf_buf_put_u32(&b, 0);
+    cf_buf_put_u16(&b, 0);
+    cf_buf_put_u8(&b, 1);
+    cf_buf_put_u64(&b, 77);
+    cf_reader r;
+    cf_reader_init(&r, b.data, b.len);
+    cf_winop *op = cf_winop_load(&c, &r);
+    assert_non_null(op);
+    assert_int_equal(r.left, 0);
+    assert_int_equal(cf_winop_refused(op), 0);
+    assert_int_equal(cf_winop_open_count(op), 1);
+    sink s = {0};
+    cf_winop_advance(op, 1999, collect, &s);
+    assert_int_equal(s.n, 1);
+    expect(&s.e[0], 1000, 2000, "/x", 3, 1, 0, true);
+    sink_free(&s);
+    cf_buf_free(&b);
+    cf_winop_free(op);
+}
+
+
 /* ---- panes ---------------------------------------------------------------- */
 
 static cf_winop *sliding_op(int64_t size, int64_t slide, int64_t late)
 {
-    cf_winop_config c = {CF_WINDOW_SLIDING, size, slide, late};
+    cf_winop_config c = {CF_WINDOW_SLIDING, size, slide, late, 0};
     cf_winop *op = cf_winop_new(&c);
     assert_non_null(op);
     return op;
@@ -847,7 +1013,7 @@ static cf_winop *sliding_op(int64_t size, int64_t slide, int64_t late)
 static void pane_late_event_refires_with_own_revisions(void **state)
 {
     (void)state;
-    cf_winop_config c = {CF_WINDOW_SLIDING, 4000, 1000, 3000};
+    cf_winop_config c = {CF_WINDOW_SLIDING, 4000, 1000, 3000, 0};
     cf_winop *op = cf_winop_new(&c);
     assert_non_null(op);
     sink s = {0};
@@ -1034,7 +1200,7 @@ static void pane_page_in_some_panes_only(void **state)
 static void load_rejects_bad_pane_state(void **state)
 {
     (void)state;
-    cf_winop_config c = {CF_WINDOW_SLIDING, 2000, 1000, 5000};
+    cf_winop_config c = {CF_WINDOW_SLIDING, 2000, 1000, 5000, 0};
     cf_winop *op = cf_winop_new(&c);
     sink s = {0};
     add(op, "/p", 1, 10, &s);
@@ -1043,9 +1209,9 @@ static void load_rejects_bad_pane_state(void **state)
     cf_buf b = {0};
     assert_int_equal(cf_winop_save(op, &b), 0);
     cf_reader r;
-    /* Layout after the 41-byte header: slot -1000 (i64, u32 = 1 cell):
+    /* Layout after the 49-byte header: slot -1000 (i64, u32 = 1 cell):
      * str "/p" (u32 len + 2), u64 count 0, u8 rec 1, u32 revision 1, ... */
-    size_t rec_at = 41 + 12 + 6 + 8;
+    size_t rec_at = 49 + 12 + 6 + 8;
     assert_int_equal(b.data[rec_at], 1);
     /* A record dropped leaves a cell with neither data nor record. */
     b.data[rec_at] = 0;
@@ -1105,6 +1271,9 @@ int main(void)
         cmocka_unit_test(purge_releases_memory),
         cmocka_unit_test(load_rejects_bad_input),
         cmocka_unit_test(randomized_trace_matches_model),
+        cmocka_unit_test(key_bound_refuses_new_pages_and_keeps_held_exact),
+        cmocka_unit_test(key_bound_edges),
+        cmocka_unit_test(loads_version_2_state),
         cmocka_unit_test(pane_late_event_refires_with_own_revisions),
         cmocka_unit_test(pane_purge_shared_by_windows),
         cmocka_unit_test(pane_page_in_some_panes_only),
