@@ -3,6 +3,7 @@
  * class and bot flag on real User-Agents with Debian's regexes.yaml (those
  * skip when the uap-core package is missing; CF_UAP_CORE_DIR names it). */
 #include <errno.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -373,6 +374,71 @@ static void invalid_utf8_gives_valid_results(void **state)
     cf_ua_free(ua);
 }
 
+/* The documented thread model: one compiled rules object shared read-only,
+ * one cf_ua per thread. Each thread parses the same User-Agents (with a tiny
+ * cache, so most parses run the regexes) and must get what a single thread
+ * gets. Run under the sanitizer build, this also checks for races. */
+static const char *const THREAD_UAS[] = {
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36",
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.1 "
+    "Mobile/15E148 Safari/604.1",
+    "Mozilla/5.0 (Linux; Android 13; SM-X700) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36",
+    "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
+    "curl/8.4.0",
+};
+#define N_THREAD_UAS (sizeof THREAD_UAS / sizeof THREAD_UAS[0])
+
+typedef struct thread_job {
+    char browser[N_THREAD_UAS][64];
+    int device[N_THREAD_UAS];
+    int rc;
+} thread_job;
+
+static void *parse_thread(void *arg)
+{
+    thread_job *job = arg;
+    cf_ua *ua = cf_ua_new(real_rules, 2);
+    if (!ua) {
+        job->rc = -1;
+        return NULL;
+    }
+    for (int round = 0; round < 50; round++) {
+        for (size_t i = 0; i < N_THREAD_UAS; i++) {
+            cf_ua_result r;
+            if (cf_ua_parse(ua, THREAD_UAS[i], strlen(THREAD_UAS[i]), &r) < 0) {
+                job->rc = -1;
+                break;
+            }
+            snprintf(job->browser[i], sizeof job->browser[i], "%s", r.browser);
+            job->device[i] = (int)r.device;
+        }
+    }
+    cf_ua_free(ua);
+    return NULL;
+}
+
+static void rules_are_shared_across_threads(void **state)
+{
+    (void)state;
+    if (!real_rules)
+        skip();
+    thread_job want = {0}, got[4];
+    memset(got, 0, sizeof got);
+    parse_thread(&want);
+    assert_int_equal(want.rc, 0);
+    pthread_t t[4];
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(pthread_create(&t[i], NULL, parse_thread, &got[i]), 0);
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(pthread_join(t[i], NULL), 0);
+        assert_int_equal(got[i].rc, 0);
+        for (size_t k = 0; k < N_THREAD_UAS; k++) {
+            assert_string_equal(got[i].browser[k], want.browser[k]);
+            assert_int_equal(got[i].device[k], want.device[k]);
+        }
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -381,6 +447,7 @@ int main(void)
         cmocka_unit_test(bad_rule_files_are_refused),
         cmocka_unit_test(real_user_agents_classify),
         cmocka_unit_test(invalid_utf8_gives_valid_results),
+        cmocka_unit_test(rules_are_shared_across_threads),
     };
     return cmocka_run_group_tests_name("ua", tests, load_real, free_real);
 }
