@@ -39,7 +39,222 @@ static const struct {
 typedef struct rule {
     pcre2_code *re;
     char *repl[N_SLOTS];        /* NUL-terminated copies; NULL: no replacement */
+    char *must;                 /* a literal every match contains, or NULL */
+    size_t must_len;
 } rule;
+
+/* ---- required literals ---------------------------------------------------
+ * Most User-Agents match none of the ~600 device regexes, so a miss tries
+ * them all. A regex that can only match text containing some literal
+ * ("Build", "BlackBird") is skipped with one memmem when the User-Agent
+ * lacks it. The literal is found by a deliberately conservative walk of the
+ * pattern: runs of plain ASCII characters in parts that every match must go
+ * through (not inside an optional or repeated-zero group, a lookaround or a
+ * sequence with an alternation); anything unusual gives up (no literal). The
+ * uap-core agreement test checks that no answer changes. */
+
+static char *dup_n(const char *s, size_t n);
+
+typedef struct lit_scan {
+    const char *p;
+    size_t n, i;
+    bool give_up;
+} lit_scan;
+
+typedef struct lit {
+    size_t off, len;            /* into the pattern's unescaped copy */
+} lit;
+
+/* Keeps the longer of two candidates. */
+static void lit_best(lit *best, lit cand)
+{
+    if (cand.len > best->len)
+        *best = cand;
+}
+
+/* Parses a quantifier at sc->i if there is one: returns 0 none, 1 it may
+ * repeat zero times (optional), 2 at least once. */
+static int lit_quantifier(lit_scan *sc)
+{
+    if (sc->i >= sc->n)
+        return 0;
+    char c = sc->p[sc->i];
+    int kind = 0;
+    if (c == '?' || c == '*') {
+        kind = 1;
+        sc->i++;
+    } else if (c == '+') {
+        kind = 2;
+        sc->i++;
+    } else if (c == '{') {
+        size_t j = sc->i + 1;
+        size_t lo_start = j;
+        unsigned lo = 0;
+        while (j < sc->n && sc->p[j] >= '0' && sc->p[j] <= '9')
+            lo = lo * 10 + (unsigned)(sc->p[j++] - '0');
+        bool has_lo = j > lo_start;
+        if (j < sc->n && sc->p[j] == ',') {
+            j++;
+            while (j < sc->n && sc->p[j] >= '0' && sc->p[j] <= '9')
+                j++;
+        }
+        if (j >= sc->n || sc->p[j] != '}' || !has_lo) {
+            sc->give_up = true;     /* "{,n}" or a literal brace: not worth the risk */
+            return 0;
+        }
+        sc->i = j + 1;
+        kind = lo == 0 ? 1 : 2;
+    } else {
+        return 0;
+    }
+    if (sc->i < sc->n && (sc->p[sc->i] == '?' || sc->p[sc->i] == '+'))
+        sc->i++;                    /* lazy or possessive */
+    return kind;
+}
+
+/* Walks one sequence (up to ')' or the end) appending literal runs to out
+ * (a scratch copy of unescaped characters); returns the best required run
+ * of this sequence, or an empty one if the sequence has an alternation. */
+static lit lit_sequence(lit_scan *sc, cf_buf *out, int depth)
+{
+    lit best = {0, 0}, run = {out->len, 0};
+    bool alt = false;
+    while (sc->i < sc->n && !sc->give_up) {
+        char c = sc->p[sc->i];
+        if (c == ')')
+            break;
+        if (c == '|') {
+            alt = true;
+            sc->i++;
+            lit_best(&best, run);
+            run = (lit){out->len, 0};
+            continue;
+        }
+        if (c == '(') {
+            lit_best(&best, run);
+            sc->i++;
+            bool skip_inner = false;
+            if (sc->i < sc->n && sc->p[sc->i] == '?') {
+                const char *q = sc->p + sc->i;
+                size_t left = sc->n - sc->i;
+                if (left >= 2 && q[1] == ':') {
+                    sc->i += 2;
+                } else if (left >= 2 && (q[1] == '=' || q[1] == '!')) {
+                    sc->i += 2, skip_inner = true;
+                } else if (left >= 3 && q[1] == '<' && (q[2] == '=' || q[2] == '!')) {
+                    sc->i += 3, skip_inner = true;
+                } else {
+                    sc->give_up = true;     /* named groups, inline flags, ... */
+                    break;
+                }
+            }
+            if (depth > 32) {
+                sc->give_up = true;
+                break;
+            }
+            lit inner = lit_sequence(sc, out, depth + 1);
+            if (sc->give_up || sc->i >= sc->n || sc->p[sc->i] != ')') {
+                sc->give_up = true;
+                break;
+            }
+            sc->i++;
+            int q = lit_quantifier(sc);
+            if (!skip_inner && q != 1)
+                lit_best(&best, inner);
+            run = (lit){out->len, 0};
+            continue;
+        }
+        if (c == '[') {
+            /* A class: skip it ("[]...]" and "[^]...]" start with a literal ']'). */
+            lit_best(&best, run);
+            size_t j = sc->i + 1;
+            if (j < sc->n && sc->p[j] == '^')
+                j++;
+            if (j < sc->n && sc->p[j] == ']')
+                j++;
+            while (j < sc->n && sc->p[j] != ']') {
+                if (sc->p[j] == '\\')
+                    j++;
+                else if (sc->p[j] == '[' && j + 1 < sc->n && sc->p[j + 1] == ':') {
+                    sc->give_up = true;     /* POSIX classes */
+                    break;
+                }
+                j++;
+            }
+            if (sc->give_up || j >= sc->n) {
+                sc->give_up = true;
+                break;
+            }
+            sc->i = j + 1;
+            lit_quantifier(sc);
+            run = (lit){out->len, 0};
+            continue;
+        }
+        char litc;
+        bool is_lit = false;
+        if (c == '\\') {
+            if (sc->i + 1 >= sc->n) {
+                sc->give_up = true;
+                break;
+            }
+            char e = sc->p[sc->i + 1];
+            bool alnum = (e >= '0' && e <= '9') || (e >= 'a' && e <= 'z') || (e >= 'A' && e <= 'Z');
+            if (!alnum && (unsigned char)e < 0x80) {
+                litc = e, is_lit = true;
+            } else if (!strchr("dDwWsSbBhHvVRAzZG", e) || e == '\0') {
+                sc->give_up = true;         /* \x, \p, \Q, back references, ... */
+                break;
+            }
+            sc->i += 2;
+        } else {
+            sc->i++;
+            if (c != '.' && c != '^' && c != '$' && (unsigned char)c < 0x80)
+                litc = c, is_lit = true;
+        }
+        if (!is_lit) {
+            lit_best(&best, run);
+            lit_quantifier(sc);
+            run = (lit){out->len, 0};
+            continue;
+        }
+        cf_buf_put_u8(out, (uint8_t)litc);
+        run.len++;
+        int q = lit_quantifier(sc);
+        if (q == 1) {
+            run.len--;                      /* the character is optional */
+            out->len--;
+        }
+        if (q != 0) {
+            lit_best(&best, run);
+            run = (lit){out->len, 0};
+        }
+    }
+    lit_best(&best, run);
+    return alt ? (lit){0, 0} : best;
+}
+
+/* Sets r->must from the pattern, unless the regex is caseless (a plain
+ * memmem would miss) or the walk gives up. Only literals of 3+ bytes are
+ * kept: shorter ones filter little. Returns 0 or -ENOMEM. */
+static int find_required_literal(rule *r, const char *pattern, size_t len, bool caseless)
+{
+    if (caseless)
+        return 0;
+    lit_scan sc = {pattern, len, 0, false};
+    cf_buf out = {0};
+    lit best = lit_sequence(&sc, &out, 0);
+    int rc = 0;
+    if (out.oom) {
+        rc = -ENOMEM;
+    } else if (!sc.give_up && sc.i == len && best.len >= 3) {
+        r->must = dup_n((const char *)out.data + best.off, best.len);
+        r->must_len = best.len;
+        if (!r->must)
+            rc = -ENOMEM;
+    }
+    cf_buf_free(&out);
+    return rc;
+}
 
 struct cf_ua_rules {
     rule *rules[N_LISTS];
@@ -50,6 +265,7 @@ struct cf_ua_rules {
 static void rule_clear(rule *r)
 {
     pcre2_code_free(r->re);
+    free(r->must);
     for (int i = 0; i < N_SLOTS; i++)
         free(r->repl[i]);
 }
@@ -151,6 +367,8 @@ static int compile_item(yaml_document_t *doc, const yaml_node_t *item, int list,
     /* JIT is an optimisation: without it (unsupported CPU, no executable
      * memory) pcre2_match falls back to the interpreter. */
     (void)pcre2_jit_compile(r->re, PCRE2_JIT_COMPLETE);
+    if (find_required_literal(r, regex, regex_len, (opts & PCRE2_CASELESS) != 0) < 0)
+        return -ENOMEM;
     uint32_t caps = 0;
     if (pcre2_pattern_info(r->re, PCRE2_INFO_CAPTURECOUNT, &caps) == 0 && caps > *max_captures)
         *max_captures = caps;
@@ -406,6 +624,8 @@ static void run_list(cf_ua *ua, int list, const char *s, size_t len, field *out)
         out[i] = (field){0, false};
     for (size_t i = 0; i < rules->n[list]; i++) {
         const rule *r = &rules->rules[list][i];
+        if (r->must && !memmem(s, len, r->must, r->must_len))
+            continue;   /* cannot match: the literal every match has is absent */
         int rc = pcre2_match(r->re, (PCRE2_SPTR)s, len, 0, 0, ua->md, NULL);
         if (rc < 0)
             continue;   /* no match, or a match/depth limit: try the next rule */

@@ -255,6 +255,61 @@ static void bad_rule_files_are_refused(void **state)
     cf_ua_rules_free(r);
 }
 
+/* Regexes whose literal parts are optional, repeated, alternated or inside
+ * lookarounds: the skip-by-required-literal shortcut must never skip a regex
+ * that matches. Each UA below matches exactly its own rule. */
+static void required_literal_shortcut_never_skips_a_match(void **state)
+{
+    (void)state;
+    static const char yaml[] =
+        "user_agent_parsers: []\n"
+        "device_parsers: []\n"
+        "os_parsers:\n"
+        "  - regex: 'ab?cdef'\n    os_replacement: 'optional char'\n"
+        "  - regex: 'Longest1x?'\n    os_replacement: 'optional tail'\n"
+        "  - regex: '(?:LongOptional)?T1x'\n    os_replacement: 'optional long group'\n"
+        "  - regex: '(?:xyz)?Tail1'\n    os_replacement: 'optional group'\n"
+        "  - regex: '(Opt1|Opt2)Fixed'\n    os_replacement: 'alternation group'\n"
+        "  - regex: 'Gr(?:oup)*End'\n    os_replacement: 'starred group'\n"
+        "  - regex: 'Rep(?:eat){2}Done'\n    os_replacement: 'counted group'\n"
+        "  - regex: 'Esc\\.Dot\\/Slash'\n    os_replacement: 'escapes'\n"
+        "  - regex: 'Cls[abc]{0,3}Zed'\n    os_replacement: 'class'\n"
+        "  - regex: 'Alt1Word|Alt2Word'\n    os_replacement: 'top alternation'\n"
+        "  - regex: 'Look(?=ahead)ahead'\n    os_replacement: 'lookahead'\n"
+        "  - regex: 'Lazy.{0,5}?Suffix'\n    os_replacement: 'lazy'\n"
+        "  - regex: 'Zero{0}Count'\n    os_replacement: 'zero count'\n"
+        "  - regex: 'Mult(i)+ple'\n    os_replacement: 'plus group'\n"
+        "  - regex: 'CaseLess'\n    regex_flag: 'i'\n    os_replacement: 'caseless'\n";
+    static const struct { const char *ua, *os; } cases[] = {
+        {"xx acdef yy", "optional char"},
+        {"Longest1", "optional tail"},
+        {"T1x", "optional long group"},
+        {"Tail1", "optional group"},
+        {"Opt2Fixed", "alternation group"},
+        {"GrEnd", "starred group"},
+        {"RepeateatDone", "counted group"},
+        {"Esc.Dot/Slash", "escapes"},
+        {"ClsZed", "class"},
+        {"Alt2Word", "top alternation"},
+        {"Lookahead", "lookahead"},
+        {"LazySuffix", "lazy"},
+        {"ZerCount", "zero count"},
+        {"Multiiple", "plus group"},
+        {"CASELESS", "caseless"},
+        {"abdef", "Other"},
+    };
+    cf_ua_rules *rules = NULL;
+    assert_int_equal(cf_ua_rules_new(yaml, sizeof yaml - 1, &rules, NULL), 0);
+    cf_ua *ua = cf_ua_new(rules, 0);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        cf_ua_result r;
+        parse(ua, cases[i].ua, &r);
+        assert_string_equal(r.os, cases[i].os);
+    }
+    cf_ua_free(ua);
+    cf_ua_rules_free(rules);
+}
+
 /* ---- with Debian's regexes.yaml ----------------------------------------- */
 
 static char *read_file(const char *path, size_t *ret_len)
@@ -445,6 +500,7 @@ int main(void)
         cmocka_unit_test(replacements_follow_the_spec),
         cmocka_unit_test(cache_is_bounded_and_hits),
         cmocka_unit_test(bad_rule_files_are_refused),
+        cmocka_unit_test(required_literal_shortcut_never_skips_a_match),
         cmocka_unit_test(real_user_agents_classify),
         cmocka_unit_test(invalid_utf8_gives_valid_results),
         cmocka_unit_test(rules_are_shared_across_threads),
