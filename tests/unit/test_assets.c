@@ -34,6 +34,7 @@ static void every_asset_resolves(void **state)
         {"/style.css", "text/css; charset=utf-8"},
         {"/vendor/uPlot.iife.min.js", "text/javascript; charset=utf-8"},
         {"/vendor/uPlot.min.css", "text/css; charset=utf-8"},
+        {"/cf.js", "text/javascript; charset=utf-8"},
     };
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
         const unsigned char *data = NULL;
@@ -83,12 +84,33 @@ static void page_uses_embedded_files_only(void **state)
     assert_true(contains(js, len, "/api/v1/info"));
 }
 
+/* The web tracker (SPEC 15): under 4 KB, posts to the events endpoint with
+ * sendBeacon or fetch keepalive, and neither sets cookies nor stores. */
+static void tracker_is_small_and_stores_nothing(void **state)
+{
+    (void)state;
+    const unsigned char *js = NULL;
+    size_t len = 0;
+    assert_non_null(find_type("/cf.js", &js, &len));
+    assert_true(len < 4096);
+    assert_true(contains(js, len, "/api/v1/events"));
+    assert_true(contains(js, len, "sendBeacon"));
+    assert_true(contains(js, len, "keepalive"));
+    assert_true(contains(js, len, "data-site"));
+    assert_false(contains(js, len, "document.cookie"));
+    assert_false(contains(js, len, "localStorage"));
+    assert_false(contains(js, len, "sessionStorage"));
+    assert_false(contains(js, len, "indexedDB"));
+    assert_false(contains(js, len, "import "));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(every_asset_resolves),
         cmocka_unit_test(unknown_paths_are_not_found),
         cmocka_unit_test(page_uses_embedded_files_only),
+        cmocka_unit_test(tracker_is_small_and_stores_nothing),
     };
     return cmocka_run_group_tests_name("assets", tests, NULL, NULL);
 }
