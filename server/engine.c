@@ -227,7 +227,7 @@ static int prepare(cf_engine *e, const cf_event *evs, size_t n, prepared *p)
     size_t estimate = 0;
     for (size_t i = 0; i < n; i++)
         estimate += 32 + evs[i].user_id_len + evs[i].page_url_len + evs[i].element_len +
-                    evs[i].event_id_len + evs[i].properties_len;
+                    evs[i].event_id_len + evs[i].properties_len + evs[i].name_len;
     if (cf_buf_reserve(&p->packed, estimate) < 0)
         goto out;
     for (size_t i = 0; i < n; i++) {

@@ -87,5 +87,27 @@ def test_raw_control_bytes_rejected():
         assert stats["accepted"] == 2 and stats["rejected"] == 6, stats
 
 
+def test_name_is_validated():
+    """`name`: optional string of at most 256 bytes of valid UTF-8, null or
+    absent meaning "click"; anything else rejects the event with a reason."""
+    with Server(["--idle-timeout", "0"]) as srv:
+        ok = [{"user_id": "u", "page_url": "/n", "timestamp": T0, "name": n}
+              for n in ("signup", "", "x" * 256, None, "\u00e9v\u00e9nement")]
+        ok.append({"user_id": "u", "page_url": "/n", "timestamp": T0})
+        st, resp = post(srv, ok)
+        assert st == 202 and resp["accepted"] == len(ok) and resp["rejected"] == 0, resp
+        bad = [{"user_id": "u", "page_url": "/n", "timestamp": T0, "name": n}
+               for n in ("x" * 257, 7, ["a"], {"a": 1}, True)]
+        st, resp = post(srv, bad)
+        assert st == 202 and resp["accepted"] == 0 and resp["rejected"] == len(bad), resp
+        assert all(e["error"] == "name must be a string of at most 256 bytes of valid UTF-8"
+                   for e in resp["errors"]), resp
+        st, resp = post(srv, b'{"user_id": "u", "page_url": "/n", "name": "a\\u0000"}')
+        assert st == 202 and resp["rejected"] == 1 and "U+0000" in resp["errors"][0]["error"], resp
+        st, resp = post(srv, b'{"user_id": "u", "page_url": "/n", "name": "\xc3\x28"}')
+        assert st == 202 and resp["rejected"] == 1 and "name" in resp["errors"][0]["error"], resp
+
+
 if __name__ == "__main__":
-    run_tests([test_nul_escape_rejected_at_any_depth, test_raw_control_bytes_rejected])
+    run_tests([test_nul_escape_rejected_at_any_depth, test_raw_control_bytes_rejected,
+               test_name_is_validated])

@@ -31,6 +31,7 @@
 #include "engine.h"
 #include "engine_test.h"
 #include "push.h"
+#include "wal.h"
 
 /* ---- the trace --------------------------------------------------------- */
 
@@ -577,6 +578,61 @@ static void request_split_does_not_matter(void **state)
     free(t.ev);
 }
 
+/* Collects the names of every event in a log's EVENTS records. */
+typedef struct names {
+    char text[256];
+    int records;
+} names;
+
+static int collect_names(void *ctx, int64_t lsn, uint8_t type, const uint8_t *payload, size_t len)
+{
+    (void)lsn;
+    names *nm = ctx;
+    if (type != CF_WAL_EVENTS)
+        return 0;
+    nm->records++;
+    cf_reader r;
+    cf_reader_init(&r, payload, len);
+    cf_event ev;
+    while (r.left > 0) {
+        assert_int_equal(cf_event_unpack(&r, &ev), 0);
+        size_t n;
+        const char *name = cf_event_name(&ev, &n);
+        size_t at = strlen(nm->text);
+        snprintf(nm->text + at, sizeof nm->text - at, "%.*s,", (int)n, name);
+    }
+    return 0;
+}
+
+/* SPEC 2: the event's name is kept with it in the write-ahead log (for a
+ * later SQL runtime), "click" when it has none. */
+static void names_are_logged(void **state)
+{
+    (void)state;
+    char *dir = make_dir();
+    cf_engine *e = start(2, dir, 0);
+    cf_event evs[3] = {
+        {.ts = BASE, .user_id = "u", .user_id_len = 1, .page_url = "/a", .page_url_len = 2,
+         .name = "signup", .name_len = 6},
+        {.ts = BASE, .user_id = "v", .user_id_len = 1, .page_url = "/b", .page_url_len = 2},
+        {.ts = BASE + 1, .user_id = "w", .user_id_len = 1, .page_url = "/c", .page_url_len = 2,
+         .name = "pageview", .name_len = 8},
+    };
+    cf_submit_result r;
+    assert_int_equal(cf_engine_submit(e, evs, 3, NULL, &r), 0);
+    assert_int_equal(r.accepted, 3);
+    cf_engine_free(e);
+    char err[256] = "";
+    cf_wal *w = cf_wal_open(dir, CF_FSYNC_OFF, 1 << 20, err, sizeof err);
+    assert_non_null(w);
+    names nm = {.records = 0};
+    assert_true(cf_wal_replay(w, 0, collect_names, &nm) >= 1);
+    cf_wal_close(w);
+    assert_int_equal(nm.records, 1);
+    assert_string_equal(nm.text, "signup,click,pageview,");
+    remove_dir(dir);
+}
+
 static void windows_filters_and_limit(void **state)
 {
     (void)state;
@@ -1090,6 +1146,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(trace_matches_expectations_and_shard_count_does_not_matter),
         cmocka_unit_test(request_split_does_not_matter),
+        cmocka_unit_test(names_are_logged),
         cmocka_unit_test(windows_filters_and_limit),
         cmocka_unit_test(nothing_accepted_before_start),
         cmocka_unit_test(full_queue_accepts_nothing),
