@@ -7,7 +7,8 @@
  *   route + pack (no lock)
  *   lock sequencer:                    pop message
  *     room in every target queue?        EVENTS: winop x2 + trending (page
- *     dedup + clock + arrival seq          role), sessions (user role)
+ *     dedup + clock + arrival seq          role), sessions (user role),
+ *     stamp W, C before each event         after advancing to the event's W
  *     WAL append (memcpy)                MARK: advance operators, fire
  *     enqueue one message per shard      BARRIER: save state for a snapshot
  *     W moved? WAL + marker to all     answer queries posted on the
@@ -16,7 +17,10 @@
  * Everything that decides what an event means (duplicate or not, its
  * arrival number, the watermark it is judged against) happens in the one
  * sequencer critical section, in one total order that the WAL records, so a
- * replay through the same path reproduces the same results. */
+ * replay through the same path reproduces the same results. The watermark
+ * moves per event (SPEC 1): each event carries the W the events before it
+ * left, computed from logged values only, so how a client splits events
+ * into requests changes nothing. */
 #include "engine.h"
 #include "engine_test.h"
 
@@ -382,7 +386,7 @@ static int64_t maybe_mark_locked(cf_engine *e, int64_t now)
 }
 
 /* Applies a prepared request under the lock: dedup, clock, arrival numbers,
- * WAL record, enqueue. replay: the events come from the WAL, so they are all
+ * per-event W and C stamps, WAL record, enqueue. replay: the events come from the WAL, so they are all
  * accepted (dedup state is still rebuilt) and nothing is logged again.
  * Returns the WAL LSN (0 without a WAL or when nothing was accepted), or
  * -EIO. The caller checked room. */
