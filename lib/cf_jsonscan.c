@@ -22,6 +22,29 @@ static bool word_is_special(uint64_t w)
     return (below | has_zero(w ^ (ONES * '"')) | has_zero(w ^ (ONES * '\\'))) != 0;
 }
 
+/* True when p[0..n) holds no byte below 0x20 and no backslash: then it can
+ * hold neither a raw control byte nor any escape, \u0000 included. Compact
+ * JSON from most clients is like that, and this check runs at several GB/s
+ * (8 bytes per step) where the state machine below manages a few hundred
+ * MB/s on short strings. */
+static bool plain(const unsigned char *p, size_t n)
+{
+    size_t i = 0;
+    uint64_t acc = 0;
+    for (; n - i >= 32; i += 32) {
+        uint64_t w[4];
+        memcpy(w, p + i, sizeof w);
+        for (int k = 0; k < 4; k++)
+            acc |= ((w[k] - ONES * 0x20) & ~w[k] & HIGHS) | has_zero(w[k] ^ (ONES * '\\'));
+        if (acc)
+            return false;
+    }
+    for (; i < n; i++)
+        if (p[i] < 0x20 || p[i] == '\\')
+            return false;
+    return true;
+}
+
 static bool is_hex(unsigned char c)
 {
     return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
@@ -62,6 +85,8 @@ const char *cf_jsonscan_reason(cf_jsonscan_kind kind)
 size_t cf_jsonscan(const char *text, size_t n, cf_jsonscan_fn fn, void *ctx)
 {
     const unsigned char *p = (const unsigned char *)text;
+    if (plain(p, n))
+        return 0;
     scan s = {.fn = fn, .ctx = ctx, .last = CF_JSONSCAN_OUTSIDE};
     bool root_seen = false, root_array = false;
     size_t depth = 0, elem = 0;
