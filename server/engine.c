@@ -386,8 +386,9 @@ static int64_t maybe_mark_locked(cf_engine *e, int64_t now)
 }
 
 /* Applies a prepared request under the lock: dedup, clock, arrival numbers,
- * per-event W and C stamps, WAL record, enqueue. replay: the events come from the WAL, so they are all
- * accepted (dedup state is still rebuilt) and nothing is logged again.
+ * per-event W and C stamps, WAL record, enqueue. replay: the events come
+ * from the WAL, so they are all accepted (dedup state is still rebuilt) and
+ * nothing is logged again.
  * Returns the WAL LSN (0 without a WAL or when nothing was accepted), or
  * -EIO. The caller checked room. */
 static int64_t apply_locked(cf_engine *e, prepared *p, const cf_event *evs, uint8_t *is_dup,

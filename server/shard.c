@@ -897,8 +897,8 @@ static void load_stats(cf_shard_stats *st, cf_reader *in)
 }
 
 /* Layout: magic, version, stats, trending prune threshold (a marker count
- * before: an old snapshot's value only moves one prune), 4 operator blobs, 4 rings (count +
- * records, oldest first). */
+ * before: an old snapshot's value only moves one prune), 4 operator blobs,
+ * 4 rings (count + records, oldest first). */
 static int shard_save(const cf_shard *s, cf_buf *out)
 {
     cf_buf_put_u32(out, SHARD_MAGIC);

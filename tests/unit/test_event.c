@@ -694,7 +694,8 @@ static void name_rules(void **state)
     reject(f, "{\"user_id\":\"u\",\"page_url\":\"/\",\"name\":[\"x\"]}", "name must be");
     reject(f, "{\"user_id\":\"u\",\"page_url\":\"/\",\"name\":\"\xc0\xaf\"}", "name must be");
     /* Keys are case-sensitive; the first of duplicates wins. */
-    accept(f, "{\"user_id\":\"u\",\"page_url\":\"/\",\"Name\":\"x\",\"name\":\"a\",\"name\":\"b\"}");
+    accept(f, "{\"user_id\":\"u\",\"page_url\":\"/\",\"Name\":\"x\","
+              "\"name\":\"a\",\"name\":\"b\"}");
     assert_true(field_is(f->ev.name, f->ev.name_len, "a"));
 }
 
