@@ -155,5 +155,30 @@ def test_kill_and_replay_keeps_per_event_results():
                 shards, label, "\n".join(diffs[:30]))
 
 
+def test_watermark_moves_inside_a_request():
+    """By hand (window 10 s, out-of-orderness 2 s, lateness 15 s): in ONE
+    request, a click at t+1s, one at t+12s (W = t+10s >= end - 1: the window
+    [t, t+10s) fires with count 1 before the next event), then one at t+5s,
+    which is late for it and re-fires it with revision 1 and count 2. Had
+    the request been judged against the W before it, the window would have
+    fired once with count 2."""
+    t = 1_700_000_100_000       # a multiple of 10 s
+    evs = [{"user_id": "a", "page_url": "/x", "timestamp": t + 1_000},
+           {"user_id": "b", "page_url": "/x", "timestamp": t + 12_000},
+           {"user_id": "c", "page_url": "/x", "timestamp": t + 5_000}]
+    with Server(server_args(SETTINGS, 2)) as srv:
+        status, resp = srv.request("POST", "/api/v1/events", evs)
+        assert status == 202 and resp["accepted"] == 3, resp
+        status, body = srv.request("GET", "/api/v1/windows?type=tumbling&state=closed")
+        assert status == 200, body
+        assert body["items"] == [{"type": "tumbling", "start": t, "end": t + 10_000,
+                                  "page_url": "/x", "count": 2, "unique_users": 2,
+                                  "revision": 1, "final": True}], body
+        status, stats = srv.request("GET", "/api/v1/stats")
+        # The tumbling window and the sliding one ending at t+10s re-fired.
+        assert stats["late_updates"] == 2 and stats["watermark"] == t + 10_000, stats
+
+
 if __name__ == "__main__":
-    run_tests([test_the_split_does_not_matter, test_kill_and_replay_keeps_per_event_results])
+    run_tests([test_the_split_does_not_matter, test_kill_and_replay_keeps_per_event_results,
+               test_watermark_moves_inside_a_request])
