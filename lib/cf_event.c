@@ -28,10 +28,35 @@
 #define F_ELEMENT 0x01u
 #define F_EVENT_ID 0x02u
 #define F_PROPERTIES 0x04u
-#define F_ALL (F_ELEMENT | F_EVENT_ID | F_PROPERTIES)
+/* Packed form version 2: a name other than "click". A u16 name length
+ * follows the fixed header and the name bytes come last, so version 1
+ * records (no such flag) read as before; a version 1 reader refuses the
+ * flag rather than misreading the record. */
+#define F_NAME 0x08u
+#define F_ALL (F_ELEMENT | F_EVENT_ID | F_PROPERTIES | F_NAME)
 
 /* ts(8) flags(1) 4 x u16 lengths, u32 properties length. */
 #define PACK_HEADER 21u
+#define PACK_NAME_LEN 2u    /* the u16 name length, with F_NAME only */
+
+static const char default_name[] = CF_EVENT_DEFAULT_NAME;
+
+const char *cf_event_name(const cf_event *ev, size_t *ret_len)
+{
+    if (ev->name) {
+        *ret_len = ev->name_len;
+        return ev->name;
+    }
+    *ret_len = sizeof default_name - 1;
+    return default_name;
+}
+
+/* True when ev has a name to pack: present and not the default. */
+static bool has_own_name(const cf_event *ev)
+{
+    return ev->name && !(ev->name_len == sizeof default_name - 1 &&
+                         memcmp(ev->name, default_name, ev->name_len) == 0);
+}
 
 /* ---- UTF-8 --------------------------------------------------------------- */
 
@@ -211,7 +236,7 @@ int cf_event_from_json(const cJSON *obj, const cf_event_limits *lim, int64_t now
     }
 
     const cJSON *f_user = NULL, *f_page = NULL, *f_elem = NULL, *f_ts = NULL, *f_id = NULL,
-                *f_props = NULL;
+                *f_props = NULL, *f_name = NULL;
     for (const cJSON *c = obj->child; c; c = c->next) {
         const char *k = c->string;
         if (!k)
@@ -232,6 +257,7 @@ int cf_event_from_json(const cJSON *obj, const cf_event_limits *lim, int64_t now
                 slot = &f_id;
             break;
         case 't': if (strcmp(k, "timestamp") == 0) slot = &f_ts; break;
+        case 'n': if (strcmp(k, "name") == 0) slot = &f_name; break;
         default: break;
         }
         if (slot && !*slot)
@@ -248,6 +274,8 @@ int cf_event_from_json(const cJSON *obj, const cf_event_limits *lim, int64_t now
         f_ts = NULL;
     if (f_props && cJSON_IsNull(f_props))
         f_props = NULL;
+    if (f_name && cJSON_IsNull(f_name))
+        f_name = NULL;
 
     cf_event ev = {0};
     if (!f_user) {
@@ -272,6 +300,10 @@ int cf_event_from_json(const cJSON *obj, const cf_event_limits *lim, int64_t now
     }
     if (f_id && !string_field(f_id, 1, CF_EVENT_ID_MAX, &ev.event_id, &ev.event_id_len)) {
         *ret_reason = "event_id must be a string of 1 to 128 bytes of valid UTF-8";
+        return -EINVAL;
+    }
+    if (f_name && !string_field(f_name, 0, CF_NAME_MAX, &ev.name, &ev.name_len)) {
+        *ret_reason = "name must be a string of at most 256 bytes of valid UTF-8";
         return -EINVAL;
     }
 
@@ -367,10 +399,13 @@ int cf_event_pack(const cf_event *ev, cf_buf *out)
         ev->element_len > CF_ELEMENT_MAX || (ev->element_len && !ev->element) ||
         ev->event_id_len > CF_EVENT_ID_MAX || (ev->event_id && ev->event_id_len == 0) ||
         (ev->event_id_len && !ev->event_id) ||
-        ev->properties_len > UINT32_MAX || (ev->properties_len && !ev->properties))
+        ev->properties_len > UINT32_MAX || (ev->properties_len && !ev->properties) ||
+        ev->name_len > CF_NAME_MAX || (ev->name_len && !ev->name))
         return -EINVAL;
+    bool named = has_own_name(ev);
     size_t total = PACK_HEADER + ev->user_id_len + ev->page_url_len + ev->element_len +
-                   ev->event_id_len + ev->properties_len;
+                   ev->event_id_len + ev->properties_len +
+                   (named ? PACK_NAME_LEN + ev->name_len : 0);
     if (total > INT_MAX)
         return -EINVAL;
     if (cf_buf_reserve(out, total) < 0)
@@ -379,18 +414,24 @@ int cf_event_pack(const cf_event *ev, cf_buf *out)
     uint8_t *p = out->data + out->len;
     le64(p, (uint64_t)ev->ts);
     p[8] = (uint8_t)((ev->element ? F_ELEMENT : 0) | (ev->event_id ? F_EVENT_ID : 0) |
-                     (ev->properties ? F_PROPERTIES : 0));
+                     (ev->properties ? F_PROPERTIES : 0) | (named ? F_NAME : 0));
     le16(p + 9, ev->user_id_len);
     le16(p + 11, ev->page_url_len);
     le16(p + 13, ev->element_len);
     le16(p + 15, ev->event_id_len);
     le32(p + 17, ev->properties_len);
     p += PACK_HEADER;
+    if (named) {
+        le16(p, ev->name_len);
+        p += PACK_NAME_LEN;
+    }
     p = put_bytes(p, ev->user_id, ev->user_id_len);
     p = put_bytes(p, ev->page_url, ev->page_url_len);
     p = put_bytes(p, ev->element, ev->element_len);
     p = put_bytes(p, ev->event_id, ev->event_id_len);
-    put_bytes(p, ev->properties, ev->properties_len);
+    p = put_bytes(p, ev->properties, ev->properties_len);
+    if (named)
+        put_bytes(p, ev->name, ev->name_len);
     out->len += total;
     return (int)total;
 }
@@ -398,7 +439,8 @@ int cf_event_pack(const cf_event *ev, cf_buf *out)
 /* Checks framing and the limits pack enforces (so a corrupt length can
  * never make a consumer read past the record), not the UTF-8 content: the
  * bytes were validated before they were packed, and WAL records carry their
- * own checksum. O(1): nothing is copied but the 21-byte header. */
+ * own checksum. O(1): nothing is copied but the 21-byte header (and the
+ * name length). */
 int cf_event_unpack(cf_reader *r, cf_event *ret)
 {
     if (!r || !ret)
@@ -409,11 +451,19 @@ int cf_event_unpack(cf_reader *r, cf_event *ret)
     unsigned flags = h[8];
     size_t ul = rd16(h + 9), pl = rd16(h + 11), el = rd16(h + 13), il = rd16(h + 15);
     size_t prl = rd32(h + 17);
+    size_t nl = 0;
+    if (flags & F_NAME) {
+        uint8_t nh[PACK_NAME_LEN];
+        if (!cf_get(r, nh, sizeof nh))
+            return -EINVAL;
+        nl = rd16(nh);
+    }
     /* Each length is below 2^32, so the sum cannot wrap a size_t. */
-    size_t body = ul + pl + el + il + prl;
+    size_t body = ul + pl + el + il + prl + nl;
     if ((flags & ~F_ALL) || ul < 1 || ul > CF_USER_ID_MAX || pl < 1 || pl > CF_PAGE_URL_MAX ||
         el > CF_ELEMENT_MAX || il > CF_EVENT_ID_MAX || (el && !(flags & F_ELEMENT)) ||
-        (!il != !(flags & F_EVENT_ID)) || (prl && !(flags & F_PROPERTIES)) || body > r->left) {
+        (!il != !(flags & F_EVENT_ID)) || (prl && !(flags & F_PROPERTIES)) ||
+        nl > CF_NAME_MAX || body > r->left) {
         r->bad = true;
         return -EINVAL;
     }
@@ -434,6 +484,9 @@ int cf_event_unpack(cf_reader *r, cf_event *ret)
     p += il;
     ev.properties = (flags & F_PROPERTIES) ? p : NULL;
     ev.properties_len = prl;
+    p += prl;
+    ev.name = (flags & F_NAME) ? p : NULL;
+    ev.name_len = nl;
     r->p += body;
     r->left -= body;
     *ret = ev;

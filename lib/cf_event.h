@@ -15,6 +15,10 @@
 #define CF_PAGE_URL_MAX 2048
 #define CF_ELEMENT_MAX 256
 #define CF_EVENT_ID_MAX 128
+#define CF_NAME_MAX 256
+
+/* The name of an event without one (SPEC 2). */
+#define CF_EVENT_DEFAULT_NAME "click"
 
 /* A validated event. The string fields borrow memory from whatever they were
  * parsed from (the cJSON tree or the packed bytes) and are valid only as long
@@ -32,11 +36,16 @@ typedef struct cf_event {
     size_t event_id_len;
     const char *properties;     /* JSON text or NULL */
     size_t properties_len;
+    const char *name;           /* NULL: the default, "click" (see cf_event_name) */
+    size_t name_len;
 } cf_event;
 
 typedef struct cf_event_limits {
     int64_t max_future_ms;      /* SPEC --max-future, default 60000 */
 } cf_event_limits;
+
+/* The event's name: ev->name, or "click" when it has none. Sets *ret_len. */
+const char *cf_event_name(const cf_event *ev, size_t *ret_len);
 
 /* Validates one JSON value as a click event per SPEC section 2.
  * - `now_ms` is the receive time: used when `timestamp` is absent, and for the
@@ -45,7 +54,11 @@ typedef struct cf_event_limits {
  *   ms (checked with valuedouble: integral, 0 <= v <= 253402300799999); either
  *   form must fall in 1970-01-01T00:00:00Z .. 9999-12-31T23:59:59.999Z.
  * - Strings must be valid UTF-8 (no overlongs, no surrogates) within limits;
- *   user_id and page_url non-empty. Unknown fields are ignored.
+ *   user_id and page_url non-empty; `name` at most 256 bytes. Unknown fields
+ *   are ignored.
+ * - cJSON has already cut a string at an escaped U+0000 and let raw control
+ *   bytes through, which no tree walk can see: callers check the raw text
+ *   with cf_jsonscan (SPEC 2) before or beside this call.
  * - `properties`, when present, must be an object; it is printed compactly
  *   into `scratch` (appended; ret->properties points into scratch->data, so do
  *   not append to scratch again before you are done with *ret).
@@ -60,7 +73,9 @@ int cf_event_from_json(const cJSON *obj, const cf_event_limits *lim, int64_t now
 bool cf_utf8_valid(const char *s, size_t n);
 
 /* Appends the compact binary form of ev to out (fixed little-endian header
- * with lengths, then the bytes). Returns the number of bytes appended,
+ * with lengths, then the bytes; docs/EVENT.md). A name equal to the default
+ * "click" is packed as absent (the same meaning, and the form older readers
+ * know). Returns the number of bytes appended,
  * -EINVAL if ev breaks the limits above (empty user_id/page_url, a field too
  * long, an empty event_id), or -ENOMEM (out->oom). No allocation beyond out. */
 int cf_event_pack(const cf_event *ev, cf_buf *out);

@@ -59,6 +59,11 @@ int64_t cf_watermark_advance(cf_watermark *w, int64_t wall_now)
     return w->wm;
 }
 
+int64_t cf_watermark_of_events(const cf_watermark *w, int64_t floor)
+{
+    return max64(floor, sub_sat(w->max_ts, w->ooo_ms));
+}
+
 int64_t cf_watermark_current(const cf_watermark *w) { return w->wm; }
 
 void cf_watermark_raise(cf_watermark *w, int64_t wm) { w->wm = max64(w->wm, wm); }

@@ -32,6 +32,14 @@ int64_t cf_watermark_advance(cf_watermark *w, int64_t wall_now);
 /* Last value returned by advance() (or raised to), without recomputing. */
 int64_t cf_watermark_current(const cf_watermark *w);
 
+/* The watermark the events seen so far imply on top of floor (the W of the
+ * last marker): max(floor, max accepted ts - out_of_orderness), with no
+ * wall-clock term. The sequencer stamps this on every event before
+ * observing it (SPEC 1: each event is judged against the W left by the
+ * events before it); it depends only on logged values, so a replay of the
+ * log computes the same. CF_TIME_NONE when both are. O(1). */
+int64_t cf_watermark_of_events(const cf_watermark *w, int64_t floor);
+
 /* POST /api/v1/watermark: W = max(W, wm). Never lowers it. */
 void cf_watermark_raise(cf_watermark *w, int64_t wm);
 

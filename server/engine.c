@@ -7,7 +7,8 @@
  *   route + pack (no lock)
  *   lock sequencer:                    pop message
  *     room in every target queue?        EVENTS: winop x2 + trending (page
- *     dedup + clock + arrival seq          role), sessions (user role)
+ *     dedup + clock + arrival seq          role), sessions (user role),
+ *     stamp W, C before each event         after advancing to the event's W
  *     WAL append (memcpy)                MARK: advance operators, fire
  *     enqueue one message per shard      BARRIER: save state for a snapshot
  *     W moved? WAL + marker to all     answer queries posted on the
@@ -16,7 +17,10 @@
  * Everything that decides what an event means (duplicate or not, its
  * arrival number, the watermark it is judged against) happens in the one
  * sequencer critical section, in one total order that the WAL records, so a
- * replay through the same path reproduces the same results. */
+ * replay through the same path reproduces the same results. The watermark
+ * moves per event (SPEC 1): each event carries the W the events before it
+ * left, computed from logged values only, so how a client splits events
+ * into requests changes nothing. */
 #include "engine.h"
 #include "engine_test.h"
 
@@ -229,7 +233,7 @@ static int prepare(cf_engine *e, const cf_event *evs, size_t n, prepared *p)
     size_t estimate = 0;
     for (size_t i = 0; i < n; i++)
         estimate += 32 + evs[i].user_id_len + evs[i].page_url_len + evs[i].element_len +
-                    evs[i].event_id_len + evs[i].properties_len;
+                    evs[i].event_id_len + evs[i].properties_len + evs[i].name_len;
     if (cf_buf_reserve(&p->packed, estimate) < 0)
         goto out;
     for (size_t i = 0; i < n; i++) {
@@ -242,7 +246,7 @@ static int prepare(cf_engine *e, const cf_event *evs, size_t n, prepared *p)
         if (cf_event_pack(&evs[i], &p->packed) < 0)
             goto out;
         r->pack_len = p->packed.len - r->pack_off;
-        size_t entry = 1 + 8 + r->pack_len;
+        size_t entry = CF_ENTRY_HEAD + r->pack_len;
         size[r->page_shard] += entry;
         count[r->page_shard]++;
         if (r->user_shard != r->page_shard) {
@@ -272,13 +276,13 @@ static int prepare(cf_engine *e, const cf_event *evs, size_t n, prepared *p)
             }
             uint8_t *at = p->msgs[s]->data + size[s];
             at[0] = 0;                      /* role: patched under the lock */
-            memset(at + 1, 0, 8);           /* arrival number: likewise */
-            memcpy(at + 9, packed, r->pack_len);
+            memset(at + 1, 0, 24);          /* arrival number, W, C: likewise */
+            memcpy(at + CF_ENTRY_HEAD, packed, r->pack_len);
             if (k == 0)
                 r->page_off = size[s];
             else
                 r->user_off = size[s];
-            size[s] += 1 + 8 + r->pack_len;
+            size[s] += CF_ENTRY_HEAD + r->pack_len;
         }
     }
     rc = 0;
@@ -384,8 +388,9 @@ static int64_t maybe_mark_locked(cf_engine *e, int64_t now)
 }
 
 /* Applies a prepared request under the lock: dedup, clock, arrival numbers,
- * WAL record, enqueue. replay: the events come from the WAL, so they are all
- * accepted (dedup state is still rebuilt) and nothing is logged again.
+ * per-event W and C stamps, WAL record, enqueue. replay: the events come
+ * from the WAL, so they are all accepted (dedup state is still rebuilt) and
+ * nothing is logged again.
  * Returns the WAL LSN (0 without a WAL or when nothing was accepted), or
  * -EIO. The caller checked room. */
 static int64_t apply_locked(cf_engine *e, prepared *p, const cf_event *evs, uint8_t *is_dup,
@@ -415,16 +420,26 @@ static int64_t apply_locked(cf_engine *e, prepared *p, const cf_event *evs, uint
                 continue;   /* role stays 0: the shard skips the entry */
             }
         }
+        /* SPEC 1: the event is judged against the W the events before it
+         * left (the last marker's W, raised by the max ts so far), not the
+         * W in force before the request. Only logged values go in, so a
+         * replay stamps the same W. */
+        uint64_t w = (uint64_t)cf_watermark_of_events(e->wm, e->sent_wm);
+        uint64_t c = (uint64_t)dedup_clock_locked(e);
         cf_watermark_observe(e->wm, ev->ts);
         uint64_t seq = e->next_seq++;
         uint8_t *page_entry = p->msgs[r->page_shard]->data + r->page_off;
         page_entry[0] = (uint8_t)(CF_ROLE_PAGE | (r->user_off == SIZE_MAX ? CF_ROLE_USER : 0));
         put_le64(page_entry + 1, seq);
+        put_le64(page_entry + 9, w);
+        put_le64(page_entry + 17, c);
         p->accepted[r->page_shard]++;
         if (r->user_off != SIZE_MAX) {
             uint8_t *user_entry = p->msgs[r->user_shard]->data + r->user_off;
             user_entry[0] = CF_ROLE_USER;
             put_le64(user_entry + 1, seq);
+            put_le64(user_entry + 9, w);
+            put_le64(user_entry + 17, c);
             p->accepted[r->user_shard]++;
         }
         accepted++;

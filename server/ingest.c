@@ -6,6 +6,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "cf_jsonscan.h"
 #include "json_arena.h"
 
 int cf_ingest_content_type(const char *ct, cf_body_format *ret)
@@ -126,6 +127,31 @@ static int finish(cf_ingest *ig, size_t *prop_off)
     return r;
 }
 
+/* Findings of cf_jsonscan over a body: the kind per element (allocated at
+ * the first finding), and whether something lies outside every element. */
+typedef struct scan_result {
+    uint8_t *kinds;
+    size_t n;
+    bool outside;
+    bool oom;
+} scan_result;
+
+static void on_finding(void *ctx, size_t element, cf_jsonscan_kind kind)
+{
+    scan_result *r = ctx;
+    if (element == CF_JSONSCAN_OUTSIDE) {
+        r->outside = true;
+        return;
+    }
+    if (element >= r->n)
+        return;     /* cannot happen for text cJSON parsed: stay in bounds */
+    if (!r->kinds && !(r->kinds = calloc(r->n, 1))) {
+        r->oom = true;
+        return;
+    }
+    r->kinds[element] = (uint8_t)kind;
+}
+
 static int parse_json(cf_ingest *ig, char *body, size_t len, size_t max_batch, const cf_event_limits *lim,
                       int64_t now_ms, const char **ret_error)
 {
@@ -155,18 +181,33 @@ static int parse_json(cf_ingest *ig, char *body, size_t len, size_t max_batch, c
     } else if (max_batch < 1) {
         return -E2BIG;
     }
+    /* What cJSON let through (SPEC 2): \u0000 and raw control bytes. An
+     * element holding one is rejected with a reason; outside every element
+     * the body is not JSON. */
+    scan_result sr = {.n = n};
+    cf_jsonscan(body, len, on_finding, &sr);
+    if (sr.oom)
+        return -ENOMEM;
+    if (sr.outside) {
+        free(sr.kinds);
+        *ret_error = "body is not valid JSON (a raw control character outside any event)";
+        return -EBADMSG;
+    }
     size_t *prop_off = NULL;
     if (reserve_events(ig, n, &prop_off) < 0) {
         free(prop_off);
+        free(sr.kinds);
         return -ENOMEM;
     }
-    if (cJSON_IsArray(root)) {
-        size_t i = 0;
-        for (const cJSON *c = root->child; c; c = c->next)
-            take_event(ig, c, i++, lim, now_ms, prop_off);
-    } else {
-        take_event(ig, root, 0, lim, now_ms, prop_off);
+    bool array = cJSON_IsArray(root);
+    size_t i = 0;
+    for (const cJSON *c = array ? root->child : root; c; c = (array ? c->next : NULL), i++) {
+        if (sr.kinds && sr.kinds[i])
+            add_error(ig, i, cf_jsonscan_reason((cf_jsonscan_kind)sr.kinds[i]));
+        else
+            take_event(ig, c, i, lim, now_ms, prop_off);
     }
+    free(sr.kinds);
     return finish(ig, prop_off);
 }
 
@@ -219,6 +260,19 @@ static int parse_ndjson(cf_ingest *ig, char *body, size_t len, size_t max_batch,
         }
         parsed++;
         ig->trees[ig->n_trees++] = v;
+        scan_result sr = {.n = 1};
+        cf_jsonscan(body + a, b - a, on_finding, &sr);
+        if (sr.oom) {
+            free(prop_off);
+            return -ENOMEM;
+        }
+        if (sr.outside || sr.kinds) {
+            /* One line is one event: whatever the finding, it is isolated. */
+            add_error(ig, index++, cf_jsonscan_reason(sr.kinds ? (cf_jsonscan_kind)sr.kinds[0]
+                                                               : CF_JSONSCAN_RAW_CONTROL));
+            free(sr.kinds);
+            continue;
+        }
         take_event(ig, v, index++, lim, now_ms, prop_off);
     }
     if (parsed == 0) {

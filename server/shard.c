@@ -24,7 +24,7 @@
 #define SHARD_VERSION 1u
 #define LATE_KEEP 10000             /* SPEC 8: at least the last 10,000 late events */
 #define SESSIONS_KEEP 100000        /* SPEC 5: at least the last 100,000 sessions */
-#define PRUNE_EVERY_MARKS 64        /* trending prune cadence, in markers */
+#define PRUNE_MIN_PAGES 1024        /* no trending prune below this many pages */
 #define TRENDING_MIN_SCORE 0.01     /* SPEC 7 */
 
 /* Keyed operators whose key bound is logged when first reached. */
@@ -71,7 +71,12 @@ struct cf_shard {
 
     /* State owned by the shard thread (and by the loader before start). */
     uint64_t processed;             /* messages fully handled */
-    uint64_t marks;
+    /* Trending prunes when its page count passes prune_at (then twice the
+     * survivors): the trigger depends only on this shard's event sequence,
+     * never on how the events were split into requests or markers, so the
+     * replay of one trace gives one result (SPEC 1). Amortized O(1) per
+     * event; the table stays within twice its live pages. */
+    uint64_t prune_at;
     cf_winop *tumbling;
     cf_winop *sliding;
     cf_sessions *sessions;
@@ -164,6 +169,7 @@ cf_shard *cf_shard_new(const cf_config *cfg, unsigned index, size_t queue_slots,
     pthread_mutex_init(&s->ctl_mu, NULL);
     s->ctl_tail = &s->ctl_head;
     s->st.watermark = CF_TIME_NONE;
+    s->prune_at = PRUNE_MIN_PAGES;
     cf_winop_config tc = winop_config(cfg, CF_WINDOW_TUMBLING);
     cf_winop_config sc = winop_config(cfg, CF_WINDOW_SLIDING);
     size_t keep = cfg->retain_results ? cfg->retain_results : 1;
@@ -345,7 +351,8 @@ static void on_session(void *ctx, const cf_session_record *r)
     cf_retain_push(s->closed_sessions, rec);
 }
 
-static void page_event(cf_shard *s, const cf_event *ev, uint64_t seq)
+/* clock: the event-time clock C before the event (CF_TIME_NONE if none). */
+static void page_event(cf_shard *s, const cf_event *ev, uint64_t seq, int64_t clock)
 {
     uint64_t uh = cf_hash64(ev->user_id, ev->user_id_len, 0);
     int a = cf_winop_add(s->tumbling, ev->page_url, ev->page_url_len, uh, ev->ts, on_window, s);
@@ -370,6 +377,13 @@ static void page_event(cf_shard *s, const cf_event *ev, uint64_t seq)
     /* Trending counts late events too (SPEC 4): they are already decayed. */
     if (cf_trending_add(s->trending, ev->page_url, ev->page_url_len, ev->ts) < 0)
         s->st.errors++;
+    if (cf_trending_count(s->trending) > s->prune_at && clock != CF_TIME_NONE) {
+        /* Scored at the C stamped on the event, which only grows: a page
+         * dropped here scores below 0.01 at any later C as well (SPEC 7). */
+        cf_trending_prune(s->trending, clock, TRENDING_MIN_SCORE);
+        uint64_t next = 2 * (uint64_t)cf_trending_count(s->trending);
+        s->prune_at = next > PRUNE_MIN_PAGES ? next : PRUNE_MIN_PAGES;
+    }
 }
 
 static void user_event(cf_shard *s, const cf_event *ev)
@@ -422,6 +436,20 @@ static void check_bounds(cf_shard *s)
         }
 }
 
+/* Moves the operators to watermark wm (ignored unless it is ahead): due
+ * windows and sessions fire, expired state is purged. Called with the
+ * watermark stamped on each event before the event is applied, and with
+ * every marker's. */
+static void advance_to(cf_shard *s, int64_t wm)
+{
+    if (wm == CF_TIME_NONE || (s->st.watermark != CF_TIME_NONE && wm <= s->st.watermark))
+        return;
+    cf_winop_advance(s->tumbling, wm, on_window, s);
+    cf_winop_advance(s->sliding, wm, on_window, s);
+    cf_sessions_advance(s->sessions, wm, on_session, s);
+    s->st.watermark = wm;
+}
+
 static void handle_events(cf_shard *s, const cf_msg *m)
 {
     cf_reader r;
@@ -429,19 +457,24 @@ static void handle_events(cf_shard *s, const cf_msg *m)
     for (uint32_t i = 0; i < m->n; i++) {
         uint8_t role = 0;
         uint64_t seq = 0;
+        int64_t wm = CF_TIME_NONE, clock = CF_TIME_NONE;
         cf_event ev;
         cf_get_u8(&r, &role);
         cf_get_u64(&r, &seq);
+        cf_get_i64(&r, &wm);
+        cf_get_i64(&r, &clock);
         if (r.bad || cf_event_unpack(&r, &ev) < 0) {
             /* The sequencer built this message; a bad one is a bug. */
             cf_error("shard %u: malformed events message (entry %u of %u)", s->index, i, m->n);
             s->st.errors++;
             return;
         }
-        if (role)
-            s->st.events++;     /* role 0: a duplicate the sequencer blanked out */
+        if (!role)
+            continue;           /* a duplicate the sequencer blanked out */
+        s->st.events++;
+        advance_to(s, wm);
         if (role & CF_ROLE_PAGE)
-            page_event(s, &ev, seq);
+            page_event(s, &ev, seq, clock);
         if (role & CF_ROLE_USER)
             user_event(s, &ev);
     }
@@ -450,14 +483,7 @@ static void handle_events(cf_shard *s, const cf_msg *m)
 
 static void handle_mark(cf_shard *s, const cf_msg *m)
 {
-    cf_winop_advance(s->tumbling, m->wm, on_window, s);
-    cf_winop_advance(s->sliding, m->wm, on_window, s);
-    cf_sessions_advance(s->sessions, m->wm, on_session, s);
-    s->st.watermark = m->wm;
-    /* Every shard sees the same markers, so pruning happens at the same
-     * points whatever the shard count (deterministic results). */
-    if (++s->marks % PRUNE_EVERY_MARKS == 0 && m->clock != CF_TIME_NONE)
-        cf_trending_prune(s->trending, m->clock, TRENDING_MIN_SCORE);
+    advance_to(s, m->wm);
 }
 
 static int shard_save(const cf_shard *s, cf_buf *out);
@@ -940,14 +966,15 @@ static void load_stats(cf_shard_stats *st, cf_reader *in)
     cf_get_i64(in, &st->watermark);
 }
 
-/* Layout: magic, version, stats, marks, 4 operator blobs, 4 rings (count +
- * records, oldest first). */
+/* Layout: magic, version, stats, trending prune threshold (a marker count
+ * before: an old snapshot's value only moves one prune), 4 operator blobs,
+ * 4 rings (count + records, oldest first). */
 static int shard_save(const cf_shard *s, cf_buf *out)
 {
     cf_buf_put_u32(out, SHARD_MAGIC);
     cf_buf_put_u32(out, SHARD_VERSION);
     save_stats(&s->st, out);
-    cf_buf_put_u64(out, s->marks);
+    cf_buf_put_u64(out, s->prune_at);
     int rc = put_blob(out, save_tumb, s->tumbling);
     if (!rc)
         rc = put_blob(out, save_tumb, s->sliding);
@@ -1011,8 +1038,8 @@ int cf_shard_load(cf_shard *s, cf_reader *in)
         return -EINVAL;
     cf_shard_stats st = {0};
     load_stats(&st, in);
-    uint64_t marks = 0;
-    cf_get_u64(in, &marks);
+    uint64_t prune_at = 0;
+    cf_get_u64(in, &prune_at);
     cf_reader rt, rs, rss, rtr;
     if (!get_blob(in, &rt) || !get_blob(in, &rs) || !get_blob(in, &rss) || !get_blob(in, &rtr))
         return -EINVAL;
@@ -1070,6 +1097,6 @@ int cf_shard_load(cf_shard *s, cf_reader *in)
     s->closed_sessions = cs;
     s->late = late;
     s->st = st;
-    s->marks = marks;
+    s->prune_at = prune_at > PRUNE_MIN_PAGES ? prune_at : PRUNE_MIN_PAGES;
     return 0;
 }

@@ -30,8 +30,15 @@ typedef struct cf_shard cf_shard;
 #define CF_ROLE_PAGE 1u
 #define CF_ROLE_USER 2u
 
+/* Bytes before the packed event in an EVENTS entry: u8 role, u64 arrival
+ * number, i64 watermark W and i64 clock C in force before the event (SPEC
+ * 1: the shard advances its operators to that W before applying the event,
+ * so every event is judged against the W left by the events before it,
+ * however the client split them into requests). Little-endian. */
+#define CF_ENTRY_HEAD 25u
+
 typedef enum cf_msg_kind {
-    CF_MSG_EVENTS = 1,   /* data: n x (u8 role, u64 seq, cf_event_pack bytes) */
+    CF_MSG_EVENTS = 1,   /* data: n x (u8 role, u64 seq, i64 wm, i64 clock, cf_event_pack bytes) */
     CF_MSG_MARK = 2,     /* watermark marker: wm, clock */
     CF_MSG_BARRIER = 3,  /* snapshot barrier: save state into snap->parts[index] */
 } cf_msg_kind;

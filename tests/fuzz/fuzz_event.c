@@ -37,6 +37,10 @@ static void check_round_trip(const cf_event *ev)
     FUZZ_CHECK(same_field(ev->event_id, ev->event_id_len, back.event_id, back.event_id_len));
     FUZZ_CHECK(same_field(ev->properties, ev->properties_len, back.properties,
                           back.properties_len));
+    size_t nl, bnl;
+    const char *name = cf_event_name(ev, &nl), *bname = cf_event_name(&back, &bnl);
+    FUZZ_CHECK(same_field(name, nl, bname, bnl));
+    FUZZ_CHECK(nl <= CF_NAME_MAX && cf_utf8_valid(name, nl));
     /* What validation accepted is valid UTF-8 within limits. */
     FUZZ_CHECK(cf_utf8_valid(ev->user_id, ev->user_id_len));
     FUZZ_CHECK(cf_utf8_valid(ev->page_url, ev->page_url_len));

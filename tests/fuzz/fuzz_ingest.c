@@ -7,13 +7,32 @@
  * (bits 1..3: 1..8); the rest is the body. Build note: compile with
  * server/ingest.c (it needs only lib/ and cJSON). */
 #include <errno.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "../../server/ingest.h"
+#include "cf_jsonscan.h"
 #include "fuzz.h"
 
 #define NOW INT64_C(1795514400000)
+
+/* Elements of a JSON body that hold \u0000 or a raw control byte. */
+typedef struct flagged {
+    size_t idx[64];
+    size_t n;
+    bool outside;
+} flagged;
+
+static void on_flag(void *ctx, size_t element, cf_jsonscan_kind kind)
+{
+    (void)kind;
+    flagged *f = ctx;
+    if (element == CF_JSONSCAN_OUTSIDE)
+        f->outside = true;
+    else if (f->n < 64)
+        f->idx[f->n++] = element;
+}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -31,6 +50,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     memcpy(body, data + 1, len);
     body[len] = '\0';
     static const cf_event_limits lim = {.max_future_ms = 60000};
+    flagged fl = {.n = 0};
+    if (fmt == CF_BODY_JSON)
+        cf_jsonscan(body, len, on_flag, &fl);
     cf_ingest ig;
     memset(&ig, 0, sizeof ig);
     const char *why = NULL;
@@ -38,6 +60,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     free(body);
     FUZZ_CHECK(r == 0 || r == -EBADMSG || r == -E2BIG || r == -ENOMEM);
     if (r == 0) {
+        /* SPEC 2: no event holding U+0000 or a raw control byte is
+         * accepted, and such bytes outside every event refuse the body. */
+        FUZZ_CHECK(!fl.outside);
+        for (size_t i = 0; i < ig.n_events; i++)
+            for (size_t k = 0; k < fl.n; k++)
+                FUZZ_CHECK(ig.event_index[i] != fl.idx[k]);
         FUZZ_CHECK(ig.n_events + ig.rejected <= max_batch);
         FUZZ_CHECK(ig.n_errors == (ig.rejected < CF_INGEST_MAX_ERRORS ? ig.rejected : CF_INGEST_MAX_ERRORS));
         size_t last = 0;

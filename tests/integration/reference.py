@@ -22,11 +22,13 @@ Timing rules that are easy to get wrong, written down once:
   same request included). A recorded id is a duplicate while
   C < first_ts + dedup_ttl. An id whose ts + ttl <= C is accepted and not
   remembered (it would already be forgotten).
-- Every event of one request is judged (windows, sessions) against the
-  watermark in force *before* the request: the server moves W and sends the
-  watermark marker to the shards after the request's events.
+- W advances per event, also inside one request (SPEC 1): every event is
+  judged (windows, sessions) against the W left by the events before it, and
+  windows and sessions whose end W passed fire before it is applied. So how
+  a client splits the events into requests does not matter.
 - W = max(previous W, raise floor, C - out_of_orderness); it moves (and fires
-  windows and sessions) after each request and each watermark POST.
+  windows and sessions) before each accepted event, after each request and
+  at each watermark POST.
 """
 import math
 from dataclasses import dataclass
@@ -105,7 +107,10 @@ class Reference:
         self.users = {}             # user_id -> [_Session] sorted by first
         self.session_emissions = []
         self.session_late_dropped = 0
-        self.min_trending_score = math.inf  # lowest page score at any marker
+        # Lowest page score at the end of any request: the server prunes
+        # trending pages below 0.01 (only with more than 1024 pages per
+        # shard); a trace whose minimum stays above 0.01 compares exactly.
+        self.min_trending_score = math.inf
 
     # ---- windows (SPEC 4) ---------------------------------------------------
 
@@ -285,6 +290,7 @@ class Reference:
                 dup += 1
                 continue
             acc += 1
+            self._advance(track_scores=False)     # the W the events before it left
             self.max_ts = ev["ts"] if self.max_ts is None else max(self.max_ts, ev["ts"])
             self.seq += 1
             self.clicks.append((ev["page_url"], ev["ts"]))
@@ -306,7 +312,7 @@ class Reference:
         self._advance()
         return self.w
 
-    def _advance(self):
+    def _advance(self, track_scores=True):
         cands = [v for v in (self.w, self.floor) if v is not None]
         if self.max_ts is not None:
             cands.append(self.max_ts - self.s.out_of_orderness_ms)
@@ -318,7 +324,7 @@ class Reference:
             self.markers += 1
             self._windows_advance(self.w)
             self._sessions_advance(self.w)
-            if self.max_ts is not None:
+            if track_scores and self.max_ts is not None:
                 scores = self._scores(self.max_ts)
                 if scores:
                     self.min_trending_score = min(self.min_trending_score, min(scores.values()))

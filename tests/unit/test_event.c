@@ -473,6 +473,11 @@ static void assert_event_equal(const cf_event *a, const cf_event *b)
     SAME(event_id);
     SAME(properties);
 #undef SAME
+    /* "click" is the default whether written or not. */
+    size_t an, bn;
+    const char *na = cf_event_name(a, &an), *nb = cf_event_name(b, &bn);
+    assert_int_equal(an, bn);
+    assert_memory_equal(na, nb, an);
 }
 
 static void pack_round_trip(void **state)
@@ -625,7 +630,7 @@ static void unpack_rejects_malformed(void **state)
         size_t off;
         uint8_t val;
     } muts[] = {
-        {8, 0x08},  /* unknown flag */
+        {8, 0x10},  /* unknown flag */
         {8, 0x80},
         {9, 0},     /* empty user_id */
         {10, 1},    /* user_id 257 */
@@ -668,11 +673,108 @@ static void unpack_rejects_malformed(void **state)
     assert_int_equal(out.element_len, 0);
 }
 
+/* SPEC 2: `name`, optional, a string of at most 256 bytes (same string rules
+ * as the others), "click" when absent or null. */
+static void name_rules(void **state)
+{
+    fx *f = *state;
+    size_t n;
+    accept(f, "{\"user_id\":\"u\",\"page_url\":\"/\"}");
+    assert_null(f->ev.name);
+    assert_string_equal(cf_event_name(&f->ev, &n), "click");
+    assert_int_equal(n, 5);
+    accept(f, "{\"user_id\":\"u\",\"page_url\":\"/\",\"name\":null}");
+    assert_null(f->ev.name);
+    accept(f, "{\"user_id\":\"u\",\"page_url\":\"/\",\"name\":\"signup\"}");
+    assert_true(field_is(f->ev.name, f->ev.name_len, "signup"));
+    const char *name = cf_event_name(&f->ev, &n);
+    assert_true(field_is(name, n, "signup"));
+    length_boundary(f, "name", 0, 256, "name must be a string of at most 256 bytes");
+    reject(f, "{\"user_id\":\"u\",\"page_url\":\"/\",\"name\":7}", "name must be");
+    reject(f, "{\"user_id\":\"u\",\"page_url\":\"/\",\"name\":[\"x\"]}", "name must be");
+    reject(f, "{\"user_id\":\"u\",\"page_url\":\"/\",\"name\":\"\xc0\xaf\"}", "name must be");
+    /* Keys are case-sensitive; the first of duplicates wins. */
+    accept(f, "{\"user_id\":\"u\",\"page_url\":\"/\",\"Name\":\"x\","
+              "\"name\":\"a\",\"name\":\"b\"}");
+    assert_true(field_is(f->ev.name, f->ev.name_len, "a"));
+}
+
+/* Packed form version 2 (docs/EVENT.md): flag 0x08, a u16 name length
+ * after the fixed header, the name bytes last. "click" packs as absent, so
+ * events without a name keep the version 1 bytes (pack_layout_is_stable). */
+static void pack_name(void **state)
+{
+    (void)state;
+    cf_event ev = {.ts = 0x0102030405060708, .user_id = "u", .user_id_len = 1,
+                   .page_url = "/p", .page_url_len = 2, .element = "e", .element_len = 1,
+                   .properties = "{}", .properties_len = 2, .name = "pv", .name_len = 2};
+    static const uint8_t want[] = {
+        0x08, 0x07, 0x06, 0x05, 0x04, 0x03, 0x02, 0x01, /* ts */
+        0x0d,                                           /* flags: element | properties | name */
+        0x01, 0x00, 0x02, 0x00, 0x01, 0x00, 0x00, 0x00, /* user, page, element, event_id */
+        0x02, 0x00, 0x00, 0x00,                         /* properties */
+        0x02, 0x00,                                     /* name */
+        'u', '/', 'p', 'e', '{', '}', 'p', 'v'};
+    cf_buf b = {0};
+    assert_int_equal(cf_event_pack(&ev, &b), sizeof want);
+    assert_memory_equal(b.data, want, sizeof want);
+    cf_reader r;
+    cf_reader_init(&r, b.data, b.len);
+    cf_event out;
+    assert_int_equal(cf_event_unpack(&r, &out), 0);
+    assert_int_equal(r.left, 0);
+    assert_true(field_is(out.name, out.name_len, "pv"));
+    assert_event_equal(&ev, &out);
+    /* Every truncation, the name length included, is refused. */
+    for (size_t cut = 0; cut < sizeof want; cut++) {
+        cf_reader_init(&r, want, cut);
+        cf_event back = {.ts = 5};
+        assert_int_equal(cf_event_unpack(&r, &back), -EINVAL);
+        assert_true(back.ts == 5);
+    }
+    /* An empty name is present and empty; "click" packs as absent. */
+    cf_buf_reset(&b);
+    ev.name = "";
+    ev.name_len = 0;
+    assert_int_equal(cf_event_pack(&ev, &b), 21 + 6 + 2);
+    cf_reader_init(&r, b.data, b.len);
+    assert_int_equal(cf_event_unpack(&r, &out), 0);
+    assert_non_null(out.name);
+    assert_int_equal(out.name_len, 0);
+    cf_buf_reset(&b);
+    ev.name = "click";
+    ev.name_len = 5;
+    assert_int_equal(cf_event_pack(&ev, &b), 21 + 6);
+    assert_int_equal(b.data[8], 0x05);
+    cf_reader_init(&r, b.data, b.len);
+    assert_int_equal(cf_event_unpack(&r, &out), 0);
+    assert_null(out.name);
+    assert_event_equal(&ev, &out);
+    /* Limits: 256 bytes round-trip, 257 are refused by pack and unpack. */
+    static char big[CF_NAME_MAX + 1];
+    memset(big, 'n', sizeof big);
+    cf_buf_reset(&b);
+    ev.name = big;
+    ev.name_len = CF_NAME_MAX;
+    assert_true(cf_event_pack(&ev, &b) > 0);
+    cf_reader_init(&r, b.data, b.len);
+    assert_int_equal(cf_event_unpack(&r, &out), 0);
+    assert_event_equal(&ev, &out);
+    ev.name_len = CF_NAME_MAX + 1;
+    assert_int_equal(cf_event_pack(&ev, &b), -EINVAL);
+    b.data[21] = 0x01;
+    b.data[22] = 0x01;   /* name length 257 */
+    cf_reader_init(&r, b.data, b.len);
+    assert_int_equal(cf_event_unpack(&r, &out), -EINVAL);
+    cf_buf_free(&b);
+}
+
 static void json_to_pack_round_trip(void **state)
 {
     fx *f = *state;
     accept(f, "{\"user_id\":\"u42\",\"page_url\":\"/x\",\"element\":\"buy\","
-              "\"timestamp\":1795514400123,\"event_id\":\"e\",\"properties\":{\"k\":[true]}}");
+              "\"timestamp\":1795514400123,\"event_id\":\"e\",\"properties\":{\"k\":[true]},"
+              "\"name\":\"signup\"}");
     cf_buf b = {0};
     assert_true(cf_event_pack(&f->ev, &b) > 0);
     cf_reader r;
@@ -711,6 +813,8 @@ int main(void)
         T(unpack_rejects_truncated),
         T(unpack_rejects_malformed),
         T(json_to_pack_round_trip),
+        T(name_rules),
+        T(pack_name),
     };
     return cmocka_run_group_tests_name("event", tests, NULL, NULL);
 }

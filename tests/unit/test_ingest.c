@@ -119,6 +119,67 @@ static void not_json_is_refused_whole(void **state)
     cf_ingest_free(&ig);
 }
 
+/* SPEC 2: U+0000 (escaped) and raw control bytes, which cJSON accepts, reject
+ * the event that holds them with a reason; never a truncated string. */
+static void nul_and_control_characters(void **state)
+{
+    (void)state;
+    cf_ingest ig;
+    const char *why = NULL;
+    /* \u0000 in user_id, page_url, a key, deep in properties, and raw
+     * 0x01 in a value: each element rejected, the clean ones kept. */
+    static const char body[] =
+        "[{\"user_id\":\"a\\u0000b\",\"page_url\":\"/x\"},"
+        "{\"user_id\":\"u\",\"page_url\":\"/x\\u0000y\"},"
+        EV ","
+        "{\"user_id\":\"u\",\"page_url\":\"/p\",\"k\\u0000\":1},"
+        "{\"user_id\":\"u\",\"page_url\":\"/p\",\"properties\":{\"a\":[{\"b\":\"\\u0000\"}]}},"
+        "{\"user_id\":\"a\x01" "b\",\"page_url\":\"/p\"},"
+        "{\"user_id\":\"u\",\"page_url\":\"/p\",\"element\":\"\\u0001ok\"}]";
+    assert_int_equal(parse(&ig, CF_BODY_JSON, body, sizeof body - 1, 10, &why), 0);
+    assert_int_equal(ig.n_events, 2);
+    assert_int_equal(ig.event_index[0], 2);
+    assert_int_equal(ig.event_index[1], 6);   /* an escaped \u0001 is fine */
+    assert_int_equal(ig.events[1].element_len, 3);
+    assert_int_equal(ig.rejected, 5);
+    size_t want_index[] = {0, 1, 3, 4, 5};
+    for (size_t i = 0; i < 5; i++) {
+        assert_int_equal(ig.errors[i].index, want_index[i]);
+        assert_non_null(strstr(ig.errors[i].reason, i < 4 ? "U+0000" : "control"));
+    }
+    cf_ingest_free(&ig);
+
+    /* A raw NUL byte inside a string of a single object: rejected, not
+     * counted as user "a". */
+    static const char raw_nul[] = "{\"user_id\":\"a\0b\",\"page_url\":\"/p\"}";
+    assert_int_equal(parse(&ig, CF_BODY_JSON, raw_nul, sizeof raw_nul - 1, 10, &why), 0);
+    assert_int_equal(ig.n_events, 0);
+    assert_int_equal(ig.rejected, 1);
+    assert_non_null(strstr(ig.errors[0].reason, "control"));
+    cf_ingest_free(&ig);
+
+    /* Outside every event the body is not JSON: 400. */
+    static const char between[] = "[" EV ",\x01" EV "]";
+    assert_int_equal(parse(&ig, CF_BODY_JSON, between, sizeof between - 1, 10, &why), -EBADMSG);
+    assert_non_null(strstr(why, "control"));
+    cf_ingest_free(&ig);
+
+    /* NDJSON: one line, one event, whatever the finding. */
+    static const char nd[] = EV "\n"
+                             "{\"user_id\":\"u\\u0000\",\"page_url\":\"/p\"}\n"
+                             "\x02" EV "\n"
+                             "{\"user_id\":\"u\",\"page_url\":\"/p\0\"}\n" EV "\n";
+    assert_int_equal(parse(&ig, CF_BODY_NDJSON, nd, sizeof nd - 1, 10, &why), 0);
+    assert_int_equal(ig.n_events, 2);
+    assert_int_equal(ig.event_index[0], 0);
+    assert_int_equal(ig.event_index[1], 4);
+    assert_int_equal(ig.rejected, 3);
+    assert_non_null(strstr(ig.errors[0].reason, "U+0000"));
+    assert_non_null(strstr(ig.errors[1].reason, "control"));
+    assert_non_null(strstr(ig.errors[2].reason, "control"));
+    cf_ingest_free(&ig);
+}
+
 static char *repeat_array(size_t n, const char *elem)
 {
     size_t el = strlen(elem);
@@ -304,6 +365,7 @@ int main(void)
         cmocka_unit_test(single_object),
         cmocka_unit_test(array_with_invalid_elements),
         cmocka_unit_test(not_json_is_refused_whole),
+        cmocka_unit_test(nul_and_control_characters),
         cmocka_unit_test(batch_limit_is_exact),
         cmocka_unit_test(ndjson_lines),
         cmocka_unit_test(errors_are_capped),

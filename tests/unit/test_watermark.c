@@ -129,6 +129,31 @@ static void extremes_do_not_overflow(void **state)
     assert_null(cf_watermark_new(0, -1));
 }
 
+/* The per-event watermark: events imply max ts - out_of_orderness on top of
+ * the last marker's W, and never the wall clock (idle timeout ignored), so
+ * a replay of the log computes the same value. */
+static void of_events_ignores_the_wall_clock(void **state)
+{
+    (void)state;
+    cf_watermark *w = cf_watermark_new(5000, 10000);
+    assert_true(cf_watermark_of_events(w, CF_TIME_NONE) == CF_TIME_NONE);
+    assert_true(cf_watermark_of_events(w, 42) == 42);
+    cf_watermark_observe(w, 100000);
+    assert_true(cf_watermark_of_events(w, CF_TIME_NONE) == 95000);
+    assert_true(cf_watermark_of_events(w, 94999) == 95000);
+    assert_true(cf_watermark_of_events(w, 95001) == 95001);  /* a raised floor wins */
+    (void)cf_watermark_advance(w, 10000000);                 /* wall term: W far ahead */
+    assert_true(cf_watermark_of_events(w, CF_TIME_NONE) == 95000);
+    cf_watermark_observe(w, 90000);                          /* older: no change */
+    assert_true(cf_watermark_of_events(w, CF_TIME_NONE) == 95000);
+    cf_watermark_free(w);
+    /* Saturates instead of overflowing (UBSan). */
+    w = cf_watermark_new(INT64_MAX, 0);
+    cf_watermark_observe(w, -1);
+    assert_true(cf_watermark_of_events(w, CF_TIME_NONE) == CF_TIME_NONE);
+    cf_watermark_free(w);
+}
+
 static void snapshot_restore(void **state)
 {
     (void)state;
@@ -157,6 +182,7 @@ int main(void)
         cmocka_unit_test(raise_lifts_never_lowers),
         cmocka_unit_test(zero_out_of_orderness),
         cmocka_unit_test(extremes_do_not_overflow),
+        cmocka_unit_test(of_events_ignores_the_wall_clock),
         cmocka_unit_test(snapshot_restore),
     };
     return cmocka_run_group_tests_name("watermark", tests, NULL, NULL);
