@@ -94,6 +94,7 @@ struct cf_engine {
     bool stopping;
     bool started;                   /* shard threads run (queries work) */
     bool accepting;                 /* recovery done: submissions allowed */
+    bool recovered;                 /* the whole log was replayed: snapshots allowed */
     cf_snapjob *job;                /* snapshot in progress (ticker-owned) */
     int64_t snap_due;               /* wall time of the next snapshot */
 
@@ -185,7 +186,21 @@ bool cf_engine_ready(const cf_engine *e) { return atomic_load(&((cf_engine *)e)-
 
 bool cf_engine_failed(const cf_engine *e) { return atomic_load(&((cf_engine *)e)->failed) != 0; }
 
-void cf_engine_count_rejected(cf_engine *e, size_t n) { atomic_fetch_add(&e->rejected, n); }
+static int64_t log_counters_locked(cf_engine *e, uint64_t dups, uint64_t rejected);
+
+/* Rejected events are logged like duplicates (a CF_WAL_COUNTERS record,
+ * committed before the 202 goes out), so the count survives a crash. */
+void cf_engine_count_rejected(cf_engine *e, size_t n)
+{
+    if (n == 0)
+        return;
+    pthread_mutex_lock(&e->mu);
+    int64_t lsn = e->accepting ? log_counters_locked(e, 0, n) : 0;
+    atomic_fetch_add(&e->rejected, n);
+    pthread_mutex_unlock(&e->mu);
+    if (e->wal && lsn > 0 && cf_wal_commit(e->wal, lsn) < 0 && !atomic_exchange(&e->failed, 1))
+        cf_error("write-ahead log commit failed: no longer acknowledging events");
+}
 
 /* ---- the sequencer ----------------------------------------------------- */
 
@@ -335,6 +350,20 @@ static int wal_fail_locked(cf_engine *e, int64_t rc)
     return -EIO;
 }
 
+/* Logs counter increments that no events record carries (duplicates,
+ * rejected events), so a replay restores them exactly. Returns the LSN, 0
+ * without a WAL, or -EIO. */
+static int64_t log_counters_locked(cf_engine *e, uint64_t dups, uint64_t rejected)
+{
+    if (!e->wal || atomic_load(&e->failed))
+        return 0;
+    uint8_t payload[16];
+    put_le64(payload, dups);
+    put_le64(payload + 8, rejected);
+    int64_t lsn = cf_wal_append(e->wal, CF_WAL_COUNTERS, payload, sizeof payload);
+    return lsn < 0 ? wal_fail_locked(e, lsn) : lsn;
+}
+
 /* Sends a watermark marker (W, C) to every shard, logging it first. The
  * caller checked room. Returns the record's LSN (0 without a WAL) or -EIO. */
 static int64_t send_marker_locked(cf_engine *e, int64_t w, int64_t c, bool log)
@@ -445,6 +474,13 @@ static int64_t apply_locked(cf_engine *e, prepared *p, const cf_event *evs, uint
         lsn = cf_wal_append(e->wal, CF_WAL_EVENTS, payload, len);
         if (lsn < 0)
             return wal_fail_locked(e, lsn);
+    }
+    if (dups > 0 && !replay) {
+        int64_t clsn = log_counters_locked(e, dups, 0);
+        if (clsn < 0)
+            return clsn;
+        if (clsn > lsn)
+            lsn = clsn;
     }
     for (unsigned s = 0; s < e->n_shards; s++) {
         if (p->msgs[s] && p->accepted[s] > 0) {
@@ -633,6 +669,21 @@ static int replay_watermark(cf_engine *e, const uint8_t *payload, size_t len)
     }
 }
 
+static int replay_counters(cf_engine *e, const uint8_t *payload, size_t len)
+{
+    cf_reader r;
+    cf_reader_init(&r, payload, len);
+    uint64_t dups = 0, rejected = 0;
+    cf_get_u64(&r, &dups);
+    if (!cf_get_u64(&r, &rejected))
+        return -EINVAL;
+    pthread_mutex_lock(&e->mu);
+    atomic_fetch_add(&e->duplicates, dups);
+    atomic_fetch_add(&e->rejected, rejected);
+    pthread_mutex_unlock(&e->mu);
+    return 0;
+}
+
 static int replay_record(void *ctx, int64_t lsn, uint8_t type, const uint8_t *payload,
                          size_t len)
 {
@@ -642,6 +693,8 @@ static int replay_record(void *ctx, int64_t lsn, uint8_t type, const uint8_t *pa
         rc = replay_events(e, payload, len);
     else if (type == CF_WAL_WATERMARK)
         rc = replay_watermark(e, payload, len);
+    else if (type == CF_WAL_COUNTERS)
+        rc = replay_counters(e, payload, len);
     else
         cf_warn("recovery: skipping WAL record %" PRId64 " of unknown type %u", lsn, type);
     if (rc == -EINVAL) {
@@ -778,6 +831,8 @@ static void job_free(cf_engine *e, cf_snapjob *job)
  * holds the sequencer part. 0, -EAGAIN (no room now), or -errno. */
 static int snapshot_begin(cf_engine *e)
 {
+    if (!e->recovered)
+        return -EPERM;  /* never snapshot a partial recovery (see recover) */
     cf_snapjob *job = calloc(1, sizeof *job);
     if (!job)
         return -ENOMEM;
@@ -1552,6 +1607,12 @@ static int recover(cf_engine *e)
         cf_error("recovery: replaying the write-ahead log failed: %s", strerror((int)-n));
         return (int)n;
     }
+    /* Only a recovery that replayed the whole log may be snapshotted: a
+     * snapshot of a partial replay would hide the missing records and count
+     * the replayed ones twice once the log is repaired. */
+    pthread_mutex_lock(&e->mu);
+    e->recovered = true;
+    pthread_mutex_unlock(&e->mu);
     int64_t took = mono_ms() - t0;
     atomic_store(&e->replayed, n);
     atomic_store(&e->recovery_ms, took);
@@ -1623,7 +1684,8 @@ void cf_engine_stop(cf_engine *e)
     }
     /* A last snapshot makes the next start fast: the shards save their
      * state behind every queued message, then stop. */
-    if (e->wal && e->started && e->cfg.snapshot_interval_ms > 0 && !atomic_load(&e->failed)) {
+    if (e->wal && e->started && e->recovered && e->cfg.snapshot_interval_ms > 0 &&
+        !atomic_load(&e->failed)) {
         if (e->job)
             while (snapshot_finish(e) == 0)
                 sleep_ms(1);

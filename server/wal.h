@@ -17,6 +17,7 @@ typedef struct cf_wal cf_wal;
 enum cf_wal_record_type {
     CF_WAL_EVENTS = 1,      /* payload: packed accepted events (cf_event_pack, concatenated) */
     CF_WAL_WATERMARK = 2,   /* payload: the watermark marker sent to the shards */
+    CF_WAL_COUNTERS = 3,    /* payload: u64 duplicates, u64 rejected added by a request */
 };
 
 /* Opens (creating) dir. segment_bytes: rotate after a segment reaches it.
