@@ -28,6 +28,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <time.h>
 
 #include "cf_dedup.h"
@@ -49,7 +50,9 @@
 #define TICK_MS 100
 #define MAX_QUERY_LIMIT 100000
 #define SNAP_MAGIC 0x50414e53464355ull   /* "UCFSNAP" */
-#define SNAP_VERSION 2u   /* 2: pane-based window state (cf_winop CFW2) */
+/* 2: pane-based window state (cf_winop CFW2); 3: the hash key in the
+ * sequencer part. */
+#define SNAP_VERSION 3u
 #define INTERIM_PER_TYPE 100           /* busiest open windows per type per interim push */
 #define RATE_SAMPLES 11                 /* 1 s of 100 ms ticks, plus one */
 #define DEDUP_PREFETCH 8                /* ids ahead whose dedup slot is prefetched */
@@ -86,6 +89,7 @@ struct cf_engine {
     /* Sequencer: everything below up to the counters is guarded by mu. */
     pthread_mutex_t mu;
     cf_dedup *dedup;
+    uint8_t hashkey[CF_HASHKEY_LEN]; /* keys the dedup hash (per data dir) */
     cf_watermark *wm;
     int64_t sent_wm;                /* W of the last marker sent to the shards */
     int64_t mark_clock;             /* C carried by that marker */
@@ -170,7 +174,12 @@ cf_engine *cf_engine_new(const cf_config *cfg)
     e->sent_wm = CF_TIME_NONE;
     e->mark_clock = CF_TIME_NONE;
     e->snapshot_lsn = -1;
-    e->dedup = cf_dedup_new(cfg->dedup_ttl_ms > 0 ? cfg->dedup_ttl_ms : 1, cfg->max_keys);
+    /* Without a data dir the dedup key only has to be secret; with one,
+     * recovery replaces it by the directory's key. */
+    if (getrandom(e->hashkey, sizeof e->hashkey, GRND_NONBLOCK) != (ssize_t)sizeof e->hashkey)
+        cf_warn("getrandom failed: the dedup hash key is not secret");
+    e->dedup = cf_dedup_new_keyed(cfg->dedup_ttl_ms > 0 ? cfg->dedup_ttl_ms : 1, cfg->max_keys,
+                                  e->hashkey);
     e->wm = cf_watermark_new(cfg->out_of_orderness_ms, cfg->idle_timeout_ms);
     e->shards = calloc(e->n_shards, sizeof *e->shards);
     if (!e->dedup || !e->wm || !e->shards) {
@@ -250,7 +259,7 @@ static int prepare(cf_engine *e, const cf_event *evs, size_t n, prepared *p)
         r->page_shard = shard_of(e, evs[i].page_url, evs[i].page_url_len);
         r->user_shard = shard_of(e, evs[i].user_id, evs[i].user_id_len);
         if (evs[i].event_id && evs[i].event_id_len > 0)
-            r->id_hash = cf_dedup_hash(evs[i].event_id, evs[i].event_id_len);
+            r->id_hash = cf_dedup_hash(e->dedup, evs[i].event_id, evs[i].event_id_len);
         r->pack_off = p->packed.len;
         if (cf_event_pack(&evs[i], &p->packed) < 0)
             goto out;
@@ -726,6 +735,7 @@ static int save_sequencer_locked(cf_engine *e, cf_buf *out)
     cf_buf_put_u64(out, atomic_load(&e->accepted));
     cf_buf_put_u64(out, atomic_load(&e->duplicates));
     cf_buf_put_u64(out, atomic_load(&e->rejected));
+    cf_buf_put(out, e->hashkey, sizeof e->hashkey);
     cf_buf tmp = {0};
     int rc = cf_dedup_save(e->dedup, &tmp);
     if (rc >= 0 && !tmp.oom)
@@ -773,12 +783,29 @@ static int load_snapshot(cf_engine *e, const cf_buf *payload)
     cf_get_u64(&r, &acc);
     cf_get_u64(&r, &dup);
     cf_get_u64(&r, &rej);
+    uint8_t key[CF_HASHKEY_LEN];
+    if (r.left < sizeof key)
+        return -EINVAL;
+    memcpy(key, r.p, sizeof key);
+    r.p += sizeof key;
+    r.left -= sizeof key;
     if (!cf_get_str(&r, &blob, &blob_len))
         return -EINVAL;
+    /* The snapshot's key is the one its state was made with; a key file
+     * that says otherwise (replaced, restored from elsewhere) is rewritten. */
+    if (memcmp(key, e->hashkey, sizeof key) != 0) {
+        cf_warn("snapshot: the hash key file differs from the snapshot's; using the snapshot's");
+        memcpy(e->hashkey, key, sizeof key);
+        int krc = cf_hashkey_store(e->cfg.data_dir, key);
+        if (krc < 0) {
+            cf_error("cannot store the hash key in %s: %s", e->cfg.data_dir, strerror(-krc));
+            return krc;
+        }
+    }
     cf_reader dr;
     cf_reader_init(&dr, blob, blob_len);
     cf_dedup *d = cf_dedup_load(e->cfg.dedup_ttl_ms > 0 ? e->cfg.dedup_ttl_ms : 1,
-                                e->cfg.max_keys, &dr);
+                                e->cfg.max_keys, key, &dr);
     if (!d)
         return -EINVAL;
     uint32_t parts = 0;
@@ -1573,6 +1600,20 @@ static int recover(cf_engine *e)
         return -EIO;
     }
     int64_t t0 = mono_ms();
+    /* The dedup hash key of this data directory (made at its first start),
+     * so every restart hashes ids alike. */
+    int krc = cf_hashkey_load(e->cfg.data_dir, e->hashkey);
+    if (krc < 0) {
+        cf_error("cannot read or create the hash key in %s: %s", e->cfg.data_dir,
+                 strerror(-krc));
+        return krc;
+    }
+    cf_dedup *fresh = cf_dedup_new_keyed(e->cfg.dedup_ttl_ms > 0 ? e->cfg.dedup_ttl_ms : 1,
+                                         e->cfg.max_keys, e->hashkey);
+    if (!fresh)
+        return -ENOMEM;
+    cf_dedup_free(e->dedup);
+    e->dedup = fresh;
     cf_buf payload = {0};
     int64_t lsn = 0;
     int rc = cf_snapshot_load(e->cfg.data_dir, &lsn, &payload);

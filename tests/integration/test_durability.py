@@ -119,7 +119,40 @@ def test_failed_recovery_writes_no_snapshot():
     shutil.rmtree(root, ignore_errors=True)
 
 
-TESTS = [test_counters_exact_after_kill_without_snapshot,
+def test_hash_key_made_once_and_kept_in_snapshots():
+    """The dedup hash key is made at the first start, read back by every
+    restart, and carried in snapshots: a lost key file comes back from the
+    snapshot, and ids stay duplicates across all of it."""
+    rng, state = random.Random(24), {"ts": BASE_TS}
+    root = tempfile.mkdtemp(prefix="clickflow-dur-")
+    srv = Server(SERVER_ARGS + ["--snapshot-interval", "100ms"], data_dir=root).start()
+    keyfile = os.path.join(root, "data", "hashkey")
+    with open(keyfile, "rb") as f:
+        key = f.read()
+    assert len(key) == 16, key
+    evs = make_events(rng, 0, 30, state)
+    st, body = post_events(srv, evs)
+    assert st == 202 and body["accepted"] == 30, body
+    wait_for_snapshot(srv, root)
+    srv.stop(sig=signal.SIGKILL)
+    os.unlink(keyfile)
+    srv.start()
+    with open(keyfile, "rb") as f:
+        assert f.read() == key
+    st, body = post_events(srv, evs)
+    assert st == 202 and body["duplicates"] == 30, body
+    srv.stop()
+    srv.start()
+    with open(keyfile, "rb") as f:
+        assert f.read() == key
+    st, body = post_events(srv, evs)
+    assert st == 202 and body["duplicates"] == 30, body
+    srv.stop()
+    shutil.rmtree(root, ignore_errors=True)
+
+
+TESTS = [test_hash_key_made_once_and_kept_in_snapshots,
+         test_counters_exact_after_kill_without_snapshot,
          test_counters_exact_after_kill_with_snapshot,
          test_failed_recovery_writes_no_snapshot]
 
