@@ -1040,8 +1040,30 @@ static int load_session(cf_sessions *s, struct user *u, struct sess ***tail, int
     return 0;
 }
 
-cf_sessions *cf_sessions_load(int64_t gap_ms, int64_t allowed_lateness_ms, size_t max_users,
-                              cf_reader *in)
+/* Reads past one saved session (of a user another shard keeps after a
+ * rescale). 0 or -EINVAL. */
+static int skip_session(cf_reader *in)
+{
+    int64_t f, l;
+    uint32_t views, rev, npages;
+    uint8_t fired;
+    const char *ep, *xp;
+    size_t epn, xpn;
+    if (!cf_get_i64(in, &f) || !cf_get_i64(in, &l) || !cf_get_u32(in, &views) ||
+        !cf_get_u32(in, &rev) || !cf_get_u8(in, &fired) || !cf_get_str(in, &ep, &epn) ||
+        !cf_get_str(in, &xp, &xpn) || !cf_get_u32(in, &npages) || npages > in->left / 8)
+        return -EINVAL;
+    for (uint32_t k = 0; k < npages; k++) {
+        uint64_t h;
+        if (!cf_get_u64(in, &h))
+            return -EINVAL;
+    }
+    return 0;
+}
+
+/* One saved table into s (users keep() refuses are skipped). */
+static int load_part(cf_sessions *s, cf_reader *in, bool first, cf_sessions_keep_fn keep,
+                     void *ctx)
 {
     uint32_t magic, version, n_users;
     int64_t gap, lateness, wm;
@@ -1049,28 +1071,32 @@ cf_sessions *cf_sessions_load(int64_t gap_ms, int64_t allowed_lateness_ms, size_
     if (!cf_get_u32(in, &magic) || !cf_get_u32(in, &version) || !cf_get_i64(in, &gap) ||
         !cf_get_i64(in, &lateness) || !cf_get_i64(in, &wm) || !cf_get_u64(in, &evictions) ||
         !cf_get_u32(in, &n_users))
-        return NULL;
-    if (magic != SESS_MAGIC || version != SESS_VERSION)
-        return NULL;
-    cf_sessions *s = cf_sessions_new(gap_ms, allowed_lateness_ms, max_users);
-    if (!s)
-        return NULL;
+        return -EINVAL;
+    if (magic != SESS_MAGIC || version != SESS_VERSION || (!first && wm != s->wm))
+        return -EINVAL;
     s->wm = wm;
-    s->evictions = evictions;
+    /* Evictions are a counter: the parts' add up. */
+    s->evictions += evictions;
     for (uint32_t i = 0; i < n_users; i++) {
         const char *id;
         size_t len;
         uint32_t n_sess;
         if (!cf_get_str(in, &id, &len) || !cf_get_u32(in, &n_sess) || n_sess == 0)
-            goto fail;
+            return -EINVAL;
+        if (keep && !keep(ctx, id, len)) {
+            for (uint32_t k = 0; k < n_sess; k++)
+                if (skip_session(in) < 0)
+                    return -EINVAL;
+            continue;
+        }
         uint32_t uh = (uint32_t)cf_hash64(id, len, USER_SEED);
         if (user_find(s, id, len, uh))
-            goto fail;
+            return -EINVAL;
         if (ptab_reserve(&s->users, s->users.count + 1, user_hash_of) < 0)
-            goto fail;
+            return -ENOMEM;
         struct user *u = len <= UINT32_MAX ? malloc(USER_SIZE(len)) : NULL;
         if (!u)
-            goto fail;
+            return -ENOMEM;
         u->head = NULL;
         u->len = (uint32_t)len;
         if (len)
@@ -1080,10 +1106,30 @@ cf_sessions *cf_sessions_load(int64_t gap_ms, int64_t allowed_lateness_ms, size_
         struct sess **tail = &u->head;
         int64_t prev_last = 0;
         for (uint32_t k = 0; k < n_sess; k++) {
-            if (load_session(s, u, &tail, &prev_last, k == 0, in) < 0)
-                goto fail; /* u (maybe empty) is freed with s */
+            int r = load_session(s, u, &tail, &prev_last, k == 0, in);
+            if (r < 0)
+                return r; /* u (maybe empty) is freed with s */
         }
     }
+    return 0;
+}
+
+cf_sessions *cf_sessions_load(int64_t gap_ms, int64_t allowed_lateness_ms, size_t max_users,
+                              cf_reader *in)
+{
+    return cf_sessions_load_parts(gap_ms, allowed_lateness_ms, max_users, in, 1, NULL, NULL);
+}
+
+cf_sessions *cf_sessions_load_parts(int64_t gap_ms, int64_t allowed_lateness_ms,
+                                    size_t max_users, cf_reader *parts, size_t n,
+                                    cf_sessions_keep_fn keep, void *ctx)
+{
+    cf_sessions *s = cf_sessions_new(gap_ms, allowed_lateness_ms, max_users);
+    if (!s)
+        return NULL;
+    for (size_t i = 0; i < n; i++)
+        if (load_part(s, &parts[i], i == 0, keep, ctx) < 0)
+            goto fail;
     return s;
 fail:
     cf_sessions_free(s);

@@ -69,4 +69,14 @@ int cf_sessions_save(const cf_sessions *s, cf_buf *out);
 cf_sessions *cf_sessions_load(int64_t gap_ms, int64_t allowed_lateness_ms, size_t max_users,
                               cf_reader *in);
 
+/* Rescaling (a restart with another shard count): one table from the n
+ * saved tables of a snapshot (one consistent cut: their watermarks agree),
+ * keeping the users keep(ctx, user, len) accepts (NULL: all; the parts'
+ * users must be disjoint). Eviction counts add up. NULL on malformed input
+ * or OOM. */
+typedef bool (*cf_sessions_keep_fn)(void *ctx, const char *user, size_t len);
+cf_sessions *cf_sessions_load_parts(int64_t gap_ms, int64_t allowed_lateness_ms,
+                                    size_t max_users, cf_reader *parts, size_t n,
+                                    cf_sessions_keep_fn keep, void *ctx);
+
 #endif

@@ -488,60 +488,92 @@ int cf_trending_save(const cf_trending *t, cf_buf *out)
     return out->oom ? -ENOMEM : 0;
 }
 
-/* Reads what cf_trending_save wrote. Returns NULL on malformed input
- * (bad magic or version, truncated, a negative/NaN/infinite value, a
- * duplicate page) or OOM. If half_life_ms differs from the saved one, the
- * clicks cannot be re-decayed: each page keeps its score as of the saved R
- * and decays at the new half-life from there. */
-cf_trending *cf_trending_load(int64_t half_life_ms, cf_reader *in)
+/* Reads and checks a saved table's header. */
+static bool read_header(cf_reader *in, int64_t *ret_h, int64_t *ret_ref, uint64_t *ret_count)
 {
     uint32_t magic;
     uint8_t version;
-    int64_t saved_h, ref;
-    uint64_t count;
-    if (!cf_get_u32(in, &magic) || !cf_get_u8(in, &version) || !cf_get_i64(in, &saved_h) ||
-        !cf_get_i64(in, &ref) || !cf_get_u64(in, &count))
-        return NULL;
+    if (!cf_get_u32(in, &magic) || !cf_get_u8(in, &version) || !cf_get_i64(in, ret_h) ||
+        !cf_get_i64(in, ret_ref) || !cf_get_u64(in, ret_count))
+        return false;
+    int64_t h = *ret_h, ref = *ret_ref;
+    uint64_t count = *ret_count;
     /* Each entry takes at least 12 bytes: reject counts the input cannot
      * hold before sizing anything by them. */
-    if (magic != SAVE_MAGIC || version != SAVE_VERSION || saved_h <= 0 ||
-        saved_h > HALF_LIFE_MAX || count > in->left / 12 ||
-        (ref != CF_TIME_NONE && clamp_ts(ref) != ref) || (ref == CF_TIME_NONE && count))
-        return NULL;
+    return magic == SAVE_MAGIC && version == SAVE_VERSION && h > 0 && h <= HALF_LIFE_MAX &&
+           count <= in->left / 12 && (ref == CF_TIME_NONE || clamp_ts(ref) == ref) &&
+           (ref != CF_TIME_NONE || !count);
+}
+
+cf_trending *cf_trending_load(int64_t half_life_ms, cf_reader *in)
+{
+    return cf_trending_load_parts(half_life_ms, in, 1, NULL, NULL);
+}
+
+/* If half_life_ms differs from the saved one, the clicks cannot be
+ * re-decayed: each page keeps its score as of the saved R and decays at the
+ * new half-life from there. Parts with different R (shards that rescaled at
+ * different clicks) are brought to the largest one, an exact power of two
+ * when the half-life is unchanged. */
+cf_trending *cf_trending_load_parts(int64_t half_life_ms, cf_reader *parts, size_t n,
+                                    cf_trending_keep_fn keep, void *ctx)
+{
     cf_trending *t = cf_trending_new(half_life_ms);
     if (!t)
         return NULL;
-    /* Re-anchor R on the new grid; the factor is 1 when h is unchanged and R
-     * is already on the grid (it always is when saved by this code). */
-    double factor = 1.0;
-    if (ref != CF_TIME_NONE) {
-        t->ref = grid_floor(ref, half_life_ms);
-        int q;
-        double frac;
-        split(ref - t->ref, half_life_ms, &q, &frac);
-        factor = ldexp(frac, q);
+    /* Pass 1: the common R (on the new grid) and room for every entry. */
+    uint64_t total = 0;
+    for (size_t i = 0; i < n; i++) {
+        cf_reader r = parts[i];
+        int64_t h, ref;
+        uint64_t count;
+        if (!read_header(&r, &h, &ref, &count))
+            goto fail;
+        total += count;
+        if (ref != CF_TIME_NONE) {
+            int64_t g = grid_floor(ref, half_life_ms);
+            if (t->ref == CF_TIME_NONE || g > t->ref)
+                t->ref = g;
+        }
     }
     size_t cap = MIN_CAP;
-    while (cap * 3 < count * 4 + 4)
+    while (cap * 3 < total * 4 + 4)
         cap *= 2;
     if (rehash(t, cap) < 0)
         goto fail;
-    for (uint64_t i = 0; i < count; i++) {
-        const char *key;
-        size_t len;
-        double v;
-        if (!cf_get_str(in, &key, &len) || !cf_get_f64(in, &v) || !(v >= 0.0) ||
-            !(v <= DBL_MAX))
+    for (size_t i = 0; i < n; i++) {
+        cf_reader *in = &parts[i];
+        int64_t saved_h, ref;
+        uint64_t count;
+        if (!read_header(in, &saved_h, &ref, &count))
             goto fail;
-        size_t before = t->count;
-        slot *s = upsert(t, key, len, key_hash(key, len));
-        if (!s || t->count == before)
-            goto fail;
-        /* Saved values are below clicks * 2^513; a larger one could only
-         * overflow later. */
-        s->v = v * factor;
-        if (!(s->v < 0x1p700))
-            goto fail;
+        /* v relative to the saved R becomes v * 2^((R_saved - R) / h). */
+        double factor = 1.0;
+        if (ref != CF_TIME_NONE) {
+            int q;
+            double frac;
+            split(ref - t->ref, half_life_ms, &q, &frac);
+            factor = ldexp(frac, q);
+        }
+        for (uint64_t k = 0; k < count; k++) {
+            const char *key;
+            size_t len;
+            double v;
+            if (!cf_get_str(in, &key, &len) || !cf_get_f64(in, &v) || !(v >= 0.0) ||
+                !(v <= DBL_MAX))
+                goto fail;
+            if (keep && !keep(ctx, key, len))
+                continue;
+            size_t before = t->count;
+            slot *sl = upsert(t, key, len, key_hash(key, len));
+            if (!sl || t->count == before)
+                goto fail;
+            /* Saved values are below clicks * 2^513; a larger one could only
+             * overflow later. */
+            sl->v = v * factor;
+            if (!(sl->v < 0x1p700))
+                goto fail;
+        }
     }
     return t;
 fail:

@@ -1313,21 +1313,58 @@ static int load_finish(cf_winop *op)
     return 0;
 }
 
-cf_winop *cf_winop_load(const cf_winop_config *cfg, cf_reader *in)
+/* Reads past one saved cell (a page another shard keeps after a rescale).
+ * 0 or -EINVAL. */
+static int skip_cell(cf_reader *in)
 {
-    cf_winop *op = cf_winop_new(cfg);
-    if (!op)
-        return NULL;
+    const char *s;
+    size_t len;
+    uint64_t count;
+    uint32_t rev;
+    uint16_t born;
+    uint8_t rec, nu;
+    if (!cf_get_str(in, &s, &len) || !cf_get_u64(in, &count) || !cf_get_u8(in, &rec) ||
+        !cf_get_u32(in, &rev) || !cf_get_u16(in, &born) || !cf_get_u8(in, &nu))
+        return -EINVAL;
+    if (nu == USERS_IN_HLL) {
+        cf_hll *h = cf_hll_load(in);
+        if (!h)
+            return -EINVAL;
+        cf_hll_free(h);
+        return 0;
+    }
+    for (uint8_t u = 0; u < nu; u++) {
+        uint64_t v;
+        if (!cf_get_u64(in, &v))
+            return -EINVAL;
+    }
+    return 0;
+}
+
+/* The page of the next saved cell, without consuming it. */
+static bool peek_page(const cf_reader *in, const char **s, size_t *len)
+{
+    cf_reader r = *in;
+    return cf_get_str(&r, s, len);
+}
+
+/* One saved operator into op (cells of pages keep() refuses are skipped). */
+static int load_part(cf_winop *op, cf_reader *in, bool first, cf_winop_keep_fn keep,
+                     void *ctx)
+{
     uint32_t magic, ns;
     uint8_t type;
     int64_t size, slide, late, wm;
     if (!cf_get_u32(in, &magic) || !cf_get_u8(in, &type) || !cf_get_i64(in, &size) ||
         !cf_get_i64(in, &slide) || !cf_get_i64(in, &late) || !cf_get_i64(in, &wm) ||
         !cf_get_u32(in, &ns))
-        goto fail;
+        return -EINVAL;
     if (magic != SAVE_MAGIC || type != (uint8_t)op->cfg.type || size != op->cfg.size_ms ||
         slide != op->cfg.slide_ms || late != op->cfg.allowed_lateness_ms)
-        goto fail;
+        return -EINVAL;
+    /* Every shard saw the same markers: the parts of one snapshot agree. */
+    if (!first && wm != op->wm)
+        return -EINVAL;
     op->wm = wm;
     bool have_prev = false;
     int64_t prev = 0;
@@ -1335,22 +1372,52 @@ cf_winop *cf_winop_load(const cf_winop_config *cfg, cf_reader *in)
         int64_t start, end;
         uint32_t nc;
         if (!cf_get_i64(in, &start) || !cf_get_u32(in, &nc) || nc == 0)
-            goto fail;
+            return -EINVAL;
         /* Slots come strictly ascending, aligned to the slide, their window
          * fitting in int64, and not yet due for purging (a saved operator
          * holds none). */
         if ((have_prev && start <= prev) || start % op->cfg.slide_ms != 0 ||
             __builtin_add_overflow(start, op->cfg.size_ms, &end) || purge_due(op, end))
-            goto fail;
+            return -EINVAL;
         have_prev = true;
         prev = start;
-        if (slots_reserve(op, 1) < 0)
-            goto fail;
-        slot_get(op, start);
-        for (uint32_t j = 0; j < nc; j++)
+        bool made = false;
+        for (uint32_t j = 0; j < nc; j++) {
+            const char *pg;
+            size_t plen;
+            if (keep && (!peek_page(in, &pg, &plen) || !keep(ctx, pg, plen))) {
+                if (skip_cell(in) < 0)
+                    return -EINVAL;
+                continue;
+            }
+            /* The slot exists only once a cell is kept in it. */
+            if (!made) {
+                if (slots_reserve(op, 1) < 0)
+                    return -ENOMEM;
+                slot_get(op, start);
+                made = true;
+            }
             if (load_cell(op, start, in) < 0)
-                goto fail;
+                return -EINVAL;
+        }
     }
+    return 0;
+}
+
+cf_winop *cf_winop_load(const cf_winop_config *cfg, cf_reader *in)
+{
+    return cf_winop_load_parts(cfg, in, 1, NULL, NULL);
+}
+
+cf_winop *cf_winop_load_parts(const cf_winop_config *cfg, cf_reader *parts, size_t n,
+                              cf_winop_keep_fn keep, void *ctx)
+{
+    cf_winop *op = cf_winop_new(cfg);
+    if (!op)
+        return NULL;
+    for (size_t i = 0; i < n; i++)
+        if (load_part(op, &parts[i], i == 0, keep, ctx) < 0)
+            goto fail;
     if (load_finish(op) < 0)
         goto fail;
     return op;

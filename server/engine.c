@@ -90,6 +90,11 @@ struct cf_engine {
     pthread_mutex_t mu;
     cf_dedup *dedup;
     uint8_t hashkey[CF_HASHKEY_LEN]; /* keys the dedup hash (per data dir) */
+    /* View settings the shards' operators run (those the log was made with
+     * during replay; the configured ones once started), and whether the log
+     * or snapshot said what they were. */
+    cf_view_settings shard_vs;
+    bool vs_known;
     cf_watermark *wm;
     int64_t sent_wm;                /* W of the last marker sent to the shards */
     int64_t mark_clock;             /* C carried by that marker */
@@ -174,6 +179,7 @@ cf_engine *cf_engine_new(const cf_config *cfg)
     e->sent_wm = CF_TIME_NONE;
     e->mark_clock = CF_TIME_NONE;
     e->snapshot_lsn = -1;
+    cf_view_settings_of(cfg, &e->shard_vs);
     /* Without a data dir the dedup key only has to be secret; with one,
      * recovery replaces it by the directory's key. */
     if (getrandom(e->hashkey, sizeof e->hashkey, GRND_NONBLOCK) != (ssize_t)sizeof e->hashkey)
@@ -678,6 +684,139 @@ static int replay_watermark(cf_engine *e, const uint8_t *payload, size_t len)
     }
 }
 
+static void put_settings(cf_buf *b, const cf_view_settings *vs)
+{
+    cf_buf_put_i64(b, vs->window_ms);
+    cf_buf_put_i64(b, vs->slide_size_ms);
+    cf_buf_put_i64(b, vs->slide_ms);
+    cf_buf_put_i64(b, vs->session_gap_ms);
+    cf_buf_put_i64(b, vs->half_life_ms);
+    cf_buf_put_i64(b, vs->allowed_lateness_ms);
+}
+
+static bool get_settings(cf_reader *r, cf_view_settings *vs)
+{
+    cf_get_i64(r, &vs->window_ms);
+    cf_get_i64(r, &vs->slide_size_ms);
+    cf_get_i64(r, &vs->slide_ms);
+    cf_get_i64(r, &vs->session_gap_ms);
+    cf_get_i64(r, &vs->half_life_ms);
+    return cf_get_i64(r, &vs->allowed_lateness_ms) && vs->window_ms > 0 &&
+           vs->slide_size_ms > 0 && vs->slide_ms > 0 && vs->session_gap_ms > 0 &&
+           vs->half_life_ms > 0 && vs->allowed_lateness_ms >= 0;
+}
+
+/* Switches the shards to the view settings vs at this point of the event
+ * order: the views whose settings differ start empty (CF_MSG_RESET to every
+ * shard, waiting for queue room like a replayed marker). Returns the changed
+ * views, or -EIO. */
+static int switch_settings(cf_engine *e, const cf_view_settings *vs)
+{
+    unsigned views = cf_view_settings_diff(&e->shard_vs, vs);
+    if (views) {
+        for (;;) {
+            pthread_mutex_lock(&e->mu);
+            if (all_have_room_locked(e))
+                break;
+            pthread_mutex_unlock(&e->mu);
+            sleep_ms(1);
+        }
+        for (unsigned s = 0; s < e->n_shards; s++) {
+            cf_msg *m = cf_msg_new(CF_MSG_RESET, sizeof *vs);
+            if (!m) {
+                /* The shards would diverge from the log: stop like a WAL
+                 * error. */
+                atomic_store(&e->failed, 1);
+                pthread_mutex_unlock(&e->mu);
+                cf_error("out of memory switching view settings");
+                return -EIO;
+            }
+            m->n = views;
+            memcpy(m->data, vs, sizeof *vs);
+            enqueue_locked(e, s, m);
+        }
+        e->shard_vs = *vs;
+        pthread_mutex_unlock(&e->mu);
+    }
+    e->vs_known = true;
+    return (int)views;
+}
+
+static int replay_settings(cf_engine *e, const uint8_t *payload, size_t len)
+{
+    cf_reader r;
+    cf_reader_init(&r, payload, len);
+    cf_view_settings vs;
+    if (!get_settings(&r, &vs))
+        return -EINVAL;
+    int rc = switch_settings(e, &vs);
+    return rc < 0 ? rc : 0;
+}
+
+/* Names the views in a CF_VIEW_* mask, for the log. */
+static void views_text(unsigned views, const cf_view_settings *was, const cf_view_settings *now,
+                       char *out, size_t cap)
+{
+    int n = snprintf(out, cap, "%s", "");
+    if (views & CF_VIEW_TUMBLING)
+        n += snprintf(out + n, cap - (size_t)n, " tumbling (--window %" PRId64 " -> %" PRId64
+                      " ms)", was->window_ms, now->window_ms);
+    if (views & CF_VIEW_SLIDING && (size_t)n < cap)
+        n += snprintf(out + n, cap - (size_t)n, " sliding (--slide-size %" PRId64 " -> %" PRId64
+                      " ms, --slide %" PRId64 " -> %" PRId64 " ms)", was->slide_size_ms,
+                      now->slide_size_ms, was->slide_ms, now->slide_ms);
+    if (views & CF_VIEW_SESSIONS && (size_t)n < cap)
+        n += snprintf(out + n, cap - (size_t)n, " sessions (--session-gap %" PRId64
+                      " -> %" PRId64 " ms)", was->session_gap_ms, now->session_gap_ms);
+    if (views & CF_VIEW_TRENDING && (size_t)n < cap)
+        n += snprintf(out + n, cap - (size_t)n, " trending (--half-life %" PRId64
+                      " -> %" PRId64 " ms)", was->half_life_ms, now->half_life_ms);
+    if (views & (CF_VIEW_TUMBLING | CF_VIEW_SLIDING | CF_VIEW_SESSIONS) &&
+        was->allowed_lateness_ms != now->allowed_lateness_ms && (size_t)n < cap)
+        snprintf(out + n, cap - (size_t)n, " (--allowed-lateness %" PRId64 " -> %" PRId64 " ms)",
+                 was->allowed_lateness_ms, now->allowed_lateness_ms);
+}
+
+/* After replay (SPEC 10): when the configured view settings differ from
+ * those the data was made with, the changed views start empty from here,
+ * which is logged as a CF_WAL_SETTINGS record (so a later replay switches at
+ * the same point, before or after a snapshot alike). A log that never said
+ * its settings gets the record too. 0 or -EIO. */
+static int adopt_settings(cf_engine *e)
+{
+    cf_view_settings want, was = e->shard_vs;
+    cf_view_settings_of(&e->cfg, &want);
+    unsigned views = cf_view_settings_diff(&was, &want);
+    if (views == 0 && e->vs_known)
+        return 0;
+    int rc = switch_settings(e, &want);
+    if (rc < 0)
+        return rc;
+    if (views) {
+        char text[512];
+        views_text(views, &was, &want, text, sizeof text);
+        cf_warn("settings changed since the data was written; these views start empty now "
+                "(other views and counters carry on):%s", text);
+    }
+    cf_buf b = {0};
+    put_settings(&b, &want);
+    if (b.oom) {
+        cf_buf_free(&b);
+        return -EIO;
+    }
+    pthread_mutex_lock(&e->mu);
+    int64_t lsn = cf_wal_append(e->wal, CF_WAL_SETTINGS, b.data, b.len);
+    if (lsn < 0)
+        (void)wal_fail_locked(e, lsn);
+    pthread_mutex_unlock(&e->mu);
+    cf_buf_free(&b);
+    if (lsn < 0 || cf_wal_commit(e->wal, lsn) < 0) {
+        atomic_store(&e->failed, 1);
+        return -EIO;
+    }
+    return 0;
+}
+
 static int replay_counters(cf_engine *e, const uint8_t *payload, size_t len)
 {
     cf_reader r;
@@ -704,6 +843,8 @@ static int replay_record(void *ctx, int64_t lsn, uint8_t type, const uint8_t *pa
         rc = replay_watermark(e, payload, len);
     else if (type == CF_WAL_COUNTERS)
         rc = replay_counters(e, payload, len);
+    else if (type == CF_WAL_SETTINGS)
+        rc = replay_settings(e, payload, len);
     else
         cf_warn("recovery: skipping WAL record %" PRId64 " of unknown type %u", lsn, type);
     if (rc == -EINVAL) {
@@ -713,16 +854,14 @@ static int replay_record(void *ctx, int64_t lsn, uint8_t type, const uint8_t *pa
     return rc;
 }
 
-/* The settings a snapshot's state depends on; a snapshot taken with other
- * values cannot be loaded (the shard layout or window grid would differ). */
+/* The layout a snapshot's state depends on: the shard count (a restart
+ * with another one re-distributes the state by key) and the view settings
+ * the shards ran at the cut (a restart with other ones loads the state as
+ * it was and switches later, see adopt_settings). */
 static void put_fingerprint(const cf_engine *e, cf_buf *b)
 {
     cf_buf_put_u32(b, e->n_shards);
-    cf_buf_put_i64(b, e->cfg.window_ms);
-    cf_buf_put_i64(b, e->cfg.slide_size_ms);
-    cf_buf_put_i64(b, e->cfg.slide_ms);
-    cf_buf_put_i64(b, e->cfg.session_gap_ms);
-    cf_buf_put_i64(b, e->cfg.half_life_ms);
+    put_settings(b, &e->shard_vs);
 }
 
 /* Sequencer part of a snapshot (under mu). */
@@ -759,19 +898,13 @@ static int load_snapshot(cf_engine *e, const cf_buf *payload)
         cf_error("snapshot: unknown format (magic %" PRIx64 ", version %u)", magic, version);
         return -EINVAL;
     }
-    cf_buf want = {0};
-    put_fingerprint(e, &want);
-    const uint8_t *fp = r.p;
-    if (want.oom || r.left < want.len || memcmp(fp, want.data, want.len) != 0) {
-        cf_error("snapshot: taken with other --shards/--window/--slide-size/--slide/"
-                 "--session-gap/--half-life settings; start with the same ones (or move "
-                 "the data directory away)");
-        cf_buf_free(&want);
+    uint32_t old_shards = 0;
+    cf_view_settings vs;
+    cf_get_u32(&r, &old_shards);
+    if (!get_settings(&r, &vs) || old_shards == 0) {
+        cf_error("snapshot: malformed settings fingerprint");
         return -EINVAL;
     }
-    r.p += want.len;
-    r.left -= want.len;
-    cf_buf_free(&want);
     int64_t max_ts = 0, sent = 0, clock = 0;
     uint64_t next_seq = 0, acc = 0, dup = 0, rej = 0;
     const char *blob = NULL;
@@ -810,24 +943,42 @@ static int load_snapshot(cf_engine *e, const cf_buf *payload)
         return -EINVAL;
     uint32_t parts = 0;
     cf_get_u32(&r, &parts);
-    if (parts != e->n_shards) {
+    cf_reader *pr = parts == old_shards ? calloc(parts, sizeof *pr) : NULL;
+    cf_reader *copy = pr ? calloc(parts, sizeof *copy) : NULL;
+    if (!copy) {
+        free(pr);
         cf_dedup_free(d);
-        return -EINVAL;
+        return parts == old_shards ? -ENOMEM : -EINVAL;
     }
-    for (unsigned s = 0; s < e->n_shards; s++) {
-        cf_reader sr;
+    for (unsigned i = 0; i < parts; i++) {
         if (!cf_get_str(&r, &blob, &blob_len)) {
+            free(pr);
+            free(copy);
             cf_dedup_free(d);
             return -EINVAL;
         }
-        cf_reader_init(&sr, blob, blob_len);
-        int rc = cf_shard_load(e->shards[s], &sr);
+        cf_reader_init(&pr[i], blob, blob_len);
+    }
+    if (parts != e->n_shards)
+        cf_info("snapshot: taken with %u shards, now %u: re-distributing the state by key",
+                parts, e->n_shards);
+    for (unsigned s = 0; s < e->n_shards; s++) {
+        /* Each shard reads its own copy: after a rescale every shard reads
+         * every part. */
+        memcpy(copy, pr, parts * sizeof *copy);
+        int rc = cf_shard_load(e->shards[s], copy, parts, e->n_shards, &vs);
         if (rc) {
             cf_error("snapshot: shard %u state is malformed", s);
+            free(pr);
+            free(copy);
             cf_dedup_free(d);
             return rc;
         }
     }
+    free(pr);
+    free(copy);
+    e->shard_vs = vs;
+    e->vs_known = true;
     cf_dedup_free(e->dedup);
     e->dedup = d;
     cf_watermark_restore(e->wm, max_ts, sent);
@@ -1679,6 +1830,8 @@ int cf_engine_start(cf_engine *e)
     int rc = 0;
     if (e->cfg.data_dir[0]) {
         rc = recover(e);
+        if (!rc)
+            rc = adopt_settings(e);
     } else {
         cf_info("durability off (no --data-dir): events are not logged");
         for (unsigned s = 0; s < e->n_shards && !rc; s++)
