@@ -77,6 +77,7 @@ struct cf_trending {
     size_t cap;        /* power of two, or 0 before the first click */
     size_t count;
     size_t key_bytes;  /* estimated heap bytes of all keys */
+    uint64_t seed;     /* of the page hash (cf_trending_set_hash_seed) */
 };
 
 static int64_t clamp_ts(int64_t ts)
@@ -116,9 +117,9 @@ static size_t malloc_estimate(size_t n)
     return c < 32 ? 32 : c;
 }
 
-static uint32_t key_hash(const char *p, size_t n)
+static uint32_t key_hash(const cf_trending *t, const char *p, size_t n)
 {
-    return (uint32_t)cf_hash64(p, n, TREND_SEED);
+    return (uint32_t)cf_hash64(p, n, t->seed);
 }
 
 cf_trending *cf_trending_new(int64_t half_life_ms)
@@ -130,7 +131,16 @@ cf_trending *cf_trending_new(int64_t half_life_ms)
         return NULL;
     t->half_life = half_life_ms;
     t->ref = CF_TIME_NONE;
+    t->seed = TREND_SEED;
     return t;
+}
+
+int cf_trending_set_hash_seed(cf_trending *t, uint64_t seed)
+{
+    if (t->count)
+        return -EBUSY;
+    t->seed = seed ^ TREND_SEED;
+    return 0;
 }
 
 void cf_trending_free(cf_trending *t)
@@ -268,7 +278,7 @@ int cf_trending_add(cf_trending *t, const char *page, size_t len, int64_t ts)
     else if (ts - t->ref > RESCALE_HALF_LIVES * h)
         rescale(t, grid_floor(ts, h));
 
-    slot *s = upsert(t, page, len, key_hash(page, len));
+    slot *s = upsert(t, page, len, key_hash(t, page, len));
     if (!s)
         return -ENOMEM;
     int q;
@@ -305,7 +315,7 @@ double cf_trending_score(const cf_trending *t, const char *page, size_t len, int
 {
     if (t->count == 0 || len > UINT32_MAX)
         return 0.0;
-    const slot *s = &t->slots[find_slot(t, page, len, key_hash(page, len))];
+    const slot *s = &t->slots[find_slot(t, page, len, key_hash(t, page, len))];
     if (!s->key)
         return 0.0;
     return score_of(s->v, decay_to(t, T));
@@ -507,7 +517,7 @@ static bool read_header(cf_reader *in, int64_t *ret_h, int64_t *ret_ref, uint64_
 
 cf_trending *cf_trending_load(int64_t half_life_ms, cf_reader *in)
 {
-    return cf_trending_load_parts(half_life_ms, in, 1, NULL, NULL);
+    return cf_trending_load_parts(half_life_ms, 0, in, 1, NULL, NULL);
 }
 
 /* If half_life_ms differs from the saved one, the clicks cannot be
@@ -515,12 +525,13 @@ cf_trending *cf_trending_load(int64_t half_life_ms, cf_reader *in)
  * new half-life from there. Parts with different R (shards that rescaled at
  * different clicks) are brought to the largest one, an exact power of two
  * when the half-life is unchanged. */
-cf_trending *cf_trending_load_parts(int64_t half_life_ms, cf_reader *parts, size_t n,
-                                    cf_trending_keep_fn keep, void *ctx)
+cf_trending *cf_trending_load_parts(int64_t half_life_ms, uint64_t hash_seed, cf_reader *parts,
+                                    size_t n, cf_trending_keep_fn keep, void *ctx)
 {
     cf_trending *t = cf_trending_new(half_life_ms);
     if (!t)
         return NULL;
+    (void)cf_trending_set_hash_seed(t, hash_seed);
     /* Pass 1: the common R (on the new grid) and room for every entry. */
     uint64_t total = 0;
     for (size_t i = 0; i < n; i++) {
@@ -565,7 +576,7 @@ cf_trending *cf_trending_load_parts(int64_t half_life_ms, cf_reader *parts, size
             if (keep && !keep(ctx, key, len))
                 continue;
             size_t before = t->count;
-            slot *sl = upsert(t, key, len, key_hash(key, len));
+            slot *sl = upsert(t, key, len, key_hash(t, key, len));
             if (!sl || t->count == before)
                 goto fail;
             /* Saved values are below clicks * 2^513; a larger one could only

@@ -59,7 +59,13 @@ cf_trending *cf_trending_load(int64_t half_life_ms, cf_reader *in);
  * accepts (NULL: all; the parts' pages must be disjoint). Scores are those
  * of the saved tables. NULL on malformed input or OOM. */
 typedef bool (*cf_trending_keep_fn)(void *ctx, const char *page, size_t len);
-cf_trending *cf_trending_load_parts(int64_t half_life_ms, cf_reader *parts, size_t n,
-                                    cf_trending_keep_fn keep, void *ctx);
+cf_trending *cf_trending_load_parts(int64_t half_life_ms, uint64_t hash_seed, cf_reader *parts,
+                                    size_t n, cf_trending_keep_fn keep, void *ctx);
+
+/* Seeds the page hash (default 0). A secret seed (the daemon derives one
+ * per data directory) keeps clients from computing page urls that collide
+ * in the table (hash flooding). Only while the table is empty: 0, or
+ * -EBUSY. */
+int cf_trending_set_hash_seed(cf_trending *t, uint64_t seed);
 
 #endif

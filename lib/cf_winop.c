@@ -103,6 +103,7 @@ typedef struct omap {
 
 struct cf_winop {
     cf_winop_config cfg;
+    uint64_t page_seed; /* of the page hash (cf_winop_set_hash_seed) */
     int64_t wm;
     uint32_t k;         /* panes per window (size / slide) */
 
@@ -806,6 +807,7 @@ cf_winop *cf_winop_new(const cf_winop_config *cfg)
     if (!op)
         return NULL;
     op->cfg = c;
+    op->page_seed = PAGE_SEED;
     op->wm = CF_TIME_NONE;
     op->k = (uint32_t)(c.size_ms / c.slide_ms);
     op->cell_free = NIL;
@@ -815,6 +817,15 @@ cf_winop *cf_winop_new(const cf_winop_config *cfg)
         return NULL;
     }
     return op;
+}
+
+int cf_winop_set_hash_seed(cf_winop *op, uint64_t seed)
+{
+    /* Pages live only in cells, cells only in slots. */
+    if (op->nslots)
+        return -EBUSY;
+    op->page_seed = seed ^ PAGE_SEED;
+    return 0;
 }
 
 void cf_winop_free(cf_winop *op)
@@ -967,7 +978,7 @@ int cf_winop_add(cf_winop *op, const char *page_url, size_t len, uint64_t user_h
     int64_t p, first;
     if (!pane_of(op, ts, &p, &first) || purge_due(op, p + op->cfg.size_ms))
         return 0;
-    uint64_t ph = cf_hash64(page_url, len, PAGE_SEED);
+    uint64_t ph = cf_hash64(page_url, len, op->page_seed);
     cell *c = cell_lookup(op, p, ph, page_url, len);
     if (c && c->count && !fire_due(op, first + op->cfg.size_ms)) {
         int rc = cell_add_user(op, c, user_hash);
@@ -1220,7 +1231,7 @@ static int load_cell(cf_winop *op, int64_t g, cf_reader *in)
     int64_t p, first;
     if (count && (!pane_of(op, g, &p, &first) || born > fired_windows(op, g)))
         return -EINVAL;
-    uint64_t ph = cf_hash64(s, len, PAGE_SEED);
+    uint64_t ph = cf_hash64(s, len, op->page_seed);
     page *pg = page_find(op, ph, s, len);
     if (pg && cell_find(op, g, pg))
         return -EINVAL;
@@ -1406,15 +1417,16 @@ static int load_part(cf_winop *op, cf_reader *in, bool first, cf_winop_keep_fn k
 
 cf_winop *cf_winop_load(const cf_winop_config *cfg, cf_reader *in)
 {
-    return cf_winop_load_parts(cfg, in, 1, NULL, NULL);
+    return cf_winop_load_parts(cfg, 0, in, 1, NULL, NULL);
 }
 
-cf_winop *cf_winop_load_parts(const cf_winop_config *cfg, cf_reader *parts, size_t n,
-                              cf_winop_keep_fn keep, void *ctx)
+cf_winop *cf_winop_load_parts(const cf_winop_config *cfg, uint64_t hash_seed,
+                              cf_reader *parts, size_t n, cf_winop_keep_fn keep, void *ctx)
 {
     cf_winop *op = cf_winop_new(cfg);
     if (!op)
         return NULL;
+    (void)cf_winop_set_hash_seed(op, hash_seed);
     for (size_t i = 0; i < n; i++)
         if (load_part(op, &parts[i], i == 0, keep, ctx) < 0)
             goto fail;

@@ -885,6 +885,17 @@ static int save_sequencer_locked(cf_engine *e, cf_buf *out)
     return rc < 0 ? rc : (out->oom ? -ENOMEM : 0);
 }
 
+/* Keys every shard's tables with the engine's hash key (before any state). */
+static int key_shards(cf_engine *e)
+{
+    for (unsigned s = 0; s < e->n_shards; s++) {
+        int rc = cf_shard_set_hashkey(e->shards[s], e->hashkey);
+        if (rc < 0)
+            return rc;
+    }
+    return 0;
+}
+
 /* Restores a snapshot payload into the (not yet started) engine. */
 static int load_snapshot(cf_engine *e, const cf_buf *payload)
 {
@@ -929,7 +940,9 @@ static int load_snapshot(cf_engine *e, const cf_buf *payload)
     if (memcmp(key, e->hashkey, sizeof key) != 0) {
         cf_warn("snapshot: the hash key file differs from the snapshot's; using the snapshot's");
         memcpy(e->hashkey, key, sizeof key);
-        int krc = cf_hashkey_store(e->cfg.data_dir, key);
+        int krc = key_shards(e);
+        if (krc == 0)
+            krc = cf_hashkey_store(e->cfg.data_dir, key);
         if (krc < 0) {
             cf_error("cannot store the hash key in %s: %s", e->cfg.data_dir, strerror(-krc));
             return krc;
@@ -1765,6 +1778,9 @@ static int recover(cf_engine *e)
         return -ENOMEM;
     cf_dedup_free(e->dedup);
     e->dedup = fresh;
+    krc = key_shards(e);
+    if (krc < 0)
+        return krc;
     cf_buf payload = {0};
     int64_t lsn = 0;
     int rc = cf_snapshot_load(e->cfg.data_dir, &lsn, &payload);
@@ -1834,6 +1850,7 @@ int cf_engine_start(cf_engine *e)
             rc = adopt_settings(e);
     } else {
         cf_info("durability off (no --data-dir): events are not logged");
+        rc = key_shards(e);
         for (unsigned s = 0; s < e->n_shards && !rc; s++)
             rc = cf_shard_start(e->shards[s]);
         pthread_mutex_lock(&e->mu);

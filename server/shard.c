@@ -80,6 +80,13 @@ struct cf_shard {
     cf_retain *late;
     cf_shard_stats st;
 
+    /* Hashing of client-chosen keys (cf_shard_set_hashkey): the tables are
+     * seeded from the data directory's secret key, so colliding pages or
+     * users cannot be computed from outside (hash flooding). */
+    bool keyed;
+    uint8_t hashkey[16];
+    uint64_t seed;
+
     /* Push batches of the message being handled (NULL without a hub). */
     cJSON *batch_windows;
     cJSON *batch_sessions;
@@ -170,6 +177,37 @@ static size_t sessions_keep(const cf_config *cfg)
     return cfg->retain_results > SESSIONS_KEEP ? cfg->retain_results : SESSIONS_KEEP;
 }
 
+/* Empty tables hashed like the shard's (cf_shard_set_hashkey). */
+static cf_winop *new_winop(const cf_shard *s, const cf_winop_config *c)
+{
+    cf_winop *op = cf_winop_new(c);
+    if (op)
+        (void)cf_winop_set_hash_seed(op, s->seed);
+    return op;
+}
+
+static cf_kv *new_index(const cf_shard *s, size_t keep)
+{
+    return s->keyed ? cf_kv_new_keyed(0, keep + 1, s->hashkey) : cf_kv_new(0, keep + 1);
+}
+
+static cf_sessions *new_sessions(const cf_shard *s, const cf_config *cfg)
+{
+    cf_sessions *ss = cf_sessions_new(cfg->session_gap_ms, cfg->allowed_lateness_ms,
+                                      cfg->max_keys);
+    if (ss)
+        (void)cf_sessions_set_hash_seed(ss, s->seed);
+    return ss;
+}
+
+static cf_trending *new_trending(const cf_shard *s, const cf_config *cfg)
+{
+    cf_trending *t = cf_trending_new(cfg->half_life_ms);
+    if (t)
+        (void)cf_trending_set_hash_seed(t, s->seed);
+    return t;
+}
+
 cf_shard *cf_shard_new(const cf_config *cfg, unsigned index, size_t queue_slots, cf_push *push,
                        atomic_size_t *inflight)
 {
@@ -245,6 +283,47 @@ void cf_shard_free(cf_shard *s)
 }
 
 cf_queue *cf_shard_queue(cf_shard *s) { return s->q; }
+
+int cf_shard_set_hashkey(cf_shard *s, const uint8_t key[16])
+{
+    if (s->started)
+        return -EBUSY;
+    bool was_keyed = s->keyed;
+    uint8_t was_key[16];
+    memcpy(was_key, s->hashkey, sizeof was_key);
+    uint64_t was_seed = s->seed;
+    s->keyed = true;
+    memcpy(s->hashkey, key, sizeof s->hashkey);
+    /* One seed for the operator tables, derived so that it reveals nothing
+     * of the key. */
+    s->seed = cf_siphash(key, "clickflow tables", 16, 2, 4);
+    size_t keep = s->cfg.retain_results ? s->cfg.retain_results : 1;
+    cf_kv *i0 = new_index(s, keep), *i1 = new_index(s, keep);
+    int rc = !i0 || !i1 ? -ENOMEM : 0;
+    if (!rc && (cf_winop_set_hash_seed(s->tumbling, s->seed) < 0 ||
+                cf_winop_set_hash_seed(s->sliding, s->seed) < 0 ||
+                cf_sessions_set_hash_seed(s->sessions, s->seed) < 0 ||
+                cf_trending_set_hash_seed(s->trending, s->seed) < 0 ||
+                cf_kv_count(s->closed_idx[0]) || cf_kv_count(s->closed_idx[1])))
+        rc = -EBUSY;
+    if (rc) {
+        cf_kv_free(i0);
+        cf_kv_free(i1);
+        s->keyed = was_keyed;
+        memcpy(s->hashkey, was_key, sizeof was_key);
+        s->seed = was_seed;
+        (void)cf_winop_set_hash_seed(s->tumbling, was_seed);
+        (void)cf_winop_set_hash_seed(s->sliding, was_seed);
+        (void)cf_sessions_set_hash_seed(s->sessions, was_seed);
+        (void)cf_trending_set_hash_seed(s->trending, was_seed);
+        return rc;
+    }
+    cf_kv_free(s->closed_idx[0]);
+    cf_kv_free(s->closed_idx[1]);
+    s->closed_idx[0] = i0;
+    s->closed_idx[1] = i1;
+    return 0;
+}
 
 void cf_shard_hold(cf_shard *s, bool hold)
 {
@@ -454,18 +533,17 @@ static void handle_reset(cf_shard *s, const cf_msg *m)
     cf_winop_config tc = winop_config(&cfg, CF_WINDOW_TUMBLING);
     cf_winop_config sc = winop_config(&cfg, CF_WINDOW_SLIDING);
     size_t keep = cfg.retain_results ? cfg.retain_results : 1;
-    cf_winop *t = views & CF_VIEW_TUMBLING ? cf_winop_new(&tc) : NULL;
+    cf_winop *t = views & CF_VIEW_TUMBLING ? new_winop(s, &tc) : NULL;
     cf_retain *ct = views & CF_VIEW_TUMBLING ? cf_retain_new(keep, free) : NULL;
-    cf_kv *it = views & CF_VIEW_TUMBLING ? cf_kv_new(0, keep + 1) : NULL;
-    cf_winop *sl = views & CF_VIEW_SLIDING ? cf_winop_new(&sc) : NULL;
+    cf_kv *it = views & CF_VIEW_TUMBLING ? new_index(s, keep) : NULL;
+    cf_winop *sl = views & CF_VIEW_SLIDING ? new_winop(s, &sc) : NULL;
     cf_retain *csl = views & CF_VIEW_SLIDING ? cf_retain_new(keep, free) : NULL;
-    cf_kv *isl = views & CF_VIEW_SLIDING ? cf_kv_new(0, keep + 1) : NULL;
+    cf_kv *isl = views & CF_VIEW_SLIDING ? new_index(s, keep) : NULL;
     cf_sessions *ss = views & CF_VIEW_SESSIONS
-                          ? cf_sessions_new(cfg.session_gap_ms, cfg.allowed_lateness_ms,
-                                            cfg.max_keys)
+                          ? new_sessions(s, &cfg)
                           : NULL;
     cf_retain *cs = views & CF_VIEW_SESSIONS ? cf_retain_new(sessions_keep(&cfg), free) : NULL;
-    cf_trending *tr = views & CF_VIEW_TRENDING ? cf_trending_new(cfg.half_life_ms) : NULL;
+    cf_trending *tr = views & CF_VIEW_TRENDING ? new_trending(s, &cfg) : NULL;
     bool ok = (!(views & CF_VIEW_TUMBLING) || (t && ct && it)) &&
               (!(views & CF_VIEW_SLIDING) || (sl && csl && isl)) &&
               (!(views & CF_VIEW_SESSIONS) || (ss && cs)) &&
@@ -1212,14 +1290,15 @@ int cf_shard_load(cf_shard *s, cf_reader *parts, size_t n_parts, unsigned n_shar
     cf_winop_config tc = winop_config(&cfg, CF_WINDOW_TUMBLING);
     cf_winop_config sc = winop_config(&cfg, CF_WINDOW_SLIDING);
     cf_winop_keep_fn kf = filter ? keep_key : NULL;
-    cf_winop *t = cf_winop_load_parts(&tc, &ops[0], n, kf, &rc);
-    cf_winop *sl = cf_winop_load_parts(&sc, &ops[n], n, kf, &rc);
+    cf_winop *t = cf_winop_load_parts(&tc, s->seed, &ops[0], n, kf, &rc);
+    cf_winop *sl = cf_winop_load_parts(&sc, s->seed, &ops[n], n, kf, &rc);
     cf_sessions *ss = cf_sessions_load_parts(cfg.session_gap_ms, cfg.allowed_lateness_ms,
-                                             cfg.max_keys, &ops[2 * n], n, kf, &rc);
-    cf_trending *tr = cf_trending_load_parts(cfg.half_life_ms, &ops[3 * n], n, kf, &rc);
+                                             cfg.max_keys, s->seed, &ops[2 * n], n, kf, &rc);
+    cf_trending *tr =
+        cf_trending_load_parts(cfg.half_life_ms, s->seed, &ops[3 * n], n, kf, &rc);
     size_t keep = cfg.retain_results ? cfg.retain_results : 1;
     cf_retain *c0 = cf_retain_new(keep, free), *c1 = cf_retain_new(keep, free);
-    cf_kv *i0 = cf_kv_new(0, keep + 1), *i1 = cf_kv_new(0, keep + 1);
+    cf_kv *i0 = new_index(s, keep), *i1 = new_index(s, keep);
     cf_retain *cs = cf_retain_new(sessions_keep(&cfg), free);
     cf_retain *late = cf_retain_new(LATE_KEEP, free);
     bool ok = t && sl && ss && tr && c0 && c1 && i0 && i1 && cs && late;

@@ -147,6 +147,11 @@ cf_shard *cf_shard_new(const cf_config *cfg, unsigned index, size_t queue_slots,
  * shard 0. Consumes the readers it reads. 0 or -EINVAL. */
 int cf_shard_load(cf_shard *s, cf_reader *parts, size_t n_parts, unsigned n_shards,
                   const cf_view_settings *vs);
+/* Keys the hashing of client-chosen keys in the shard's tables with the
+ * data directory's secret key (SipHash-1-3 for the closed-result index, a
+ * seed derived from it for the operators' page and user tables), before
+ * any state is loaded or added. 0, -EBUSY (not empty or started), -ENOMEM. */
+int cf_shard_set_hashkey(cf_shard *s, const uint8_t key[16]);
 int cf_shard_start(cf_shard *s);
 /* Call once the producer has stopped: processes every queued message,
  * answers pending queries, joins the thread. Idempotent. */

@@ -1,6 +1,7 @@
 /* Unit tests for cf_sessions: per-user session windows (SPEC section 5), their
  * boundaries, merges, lateness and revisions, eviction, save/load, and a
  * seeded out-of-order trace checked against a brute-force model. */
+#include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -1272,7 +1273,7 @@ static cf_sessions *reload_parts(cf_sessions *const *src, size_t n, cf_sessions_
         assert_int_equal(cf_sessions_save(src[i], &bufs[i]), 0);
         cf_reader_init(&parts[i], bufs[i].data, bufs[i].len);
     }
-    return cf_sessions_load_parts(1000, 500, 0, parts, n, keep, NULL);
+    return cf_sessions_load_parts(1000, 500, 0, 77, parts, n, keep, NULL);
 }
 
 /* Tables fed the odd and the even users of a trace load into a table that
@@ -1282,8 +1283,12 @@ static void load_parts_merges_and_splits(void **state)
 {
     (void)state;
     cf_sessions *all = cf_sessions_new(1000, 500, 0), *odd = cf_sessions_new(1000, 500, 0),
-                *even = cf_sessions_new(1000, 500, 0);
-    lines sink = {0};
+                *even = cf_sessions_new(1000, 500, 0), *plain = cf_sessions_new(1000, 500, 0);
+    /* Seeded tables (as the daemon makes them) behave like unseeded ones. */
+    assert_int_equal(cf_sessions_set_hash_seed(all, 77), 0);
+    assert_int_equal(cf_sessions_set_hash_seed(odd, 77), 0);
+    assert_int_equal(cf_sessions_set_hash_seed(even, 77), 0);
+    lines sink = {0}, plain_sink = {0};
     uint64_t lcg = 99;
     char u[16], p[16];
     int64_t ts = 10000;
@@ -1294,18 +1299,23 @@ static void load_parts_merges_and_splits(void **state)
         int pn = snprintf(p, sizeof p, "/p%d", (int)((lcg >> 40) % 9));
         int64_t t = ts - (int64_t)((lcg >> 50) % 1200);
         cf_sessions_add(all, u, (size_t)un, p, (size_t)pn, t, line_of, &sink);
+        cf_sessions_add(plain, u, (size_t)un, p, (size_t)pn, t, line_of, &plain_sink);
         cf_sessions_add(odd_user(NULL, u, (size_t)un) ? odd : even, u, (size_t)un, p,
                         (size_t)pn, t, line_of, &sink);
         if (i % 40 == 39) {
             cf_sessions_advance(all, ts - 300, line_of, &sink);
+            cf_sessions_advance(plain, ts - 300, line_of, &plain_sink);
             cf_sessions_advance(odd, ts - 300, line_of, &sink);
             cf_sessions_advance(even, ts - 300, line_of, &sink);
         }
     }
+    assert_int_equal(cf_sessions_set_hash_seed(all, 5), -EBUSY);
     cf_buf bufs[2] = {{0}};
     cf_sessions *pair[2] = {odd, even};
     cf_sessions *merged = reload_parts(pair, 2, NULL, bufs);
+    cf_sessions *merged2 = reload_parts(pair, 2, NULL, bufs);
     assert_non_null(merged);
+    assert_non_null(merged2);
     assert_int_equal(cf_sessions_open_count(merged), cf_sessions_open_count(all));
     cf_sessions *split_odd = reload_parts(&all, 1, odd_user, bufs);
     cf_sessions *split_even = reload_parts(&all, 1, even_user, bufs);
@@ -1324,6 +1334,15 @@ static void load_parts_merges_and_splits(void **state)
     future_of(all, 60, ts + 100000, &b);
     assert_true(a.n > 0);
     lines_equal_free(&a, &b);
+    future_of(plain, 60, ts + 100000, &a);
+    future_of(merged2, 60, ts + 100000, &b);
+    assert_true(a.n > 0);
+    lines_equal_free(&a, &b);
+    cf_sessions_free(merged2);
+    cf_sessions_free(plain);
+    for (size_t i = 0; i < plain_sink.n; i++)
+        free(plain_sink.v[i]);
+    free(plain_sink.v);
 
     cf_sessions_free(merged);
     cf_sessions_free(split_odd);

@@ -2,6 +2,7 @@
  * double sum over every click, rescaling over days of event time, ranking
  * and ties, exact merge of per-shard top lists, prune boundaries,
  * out-of-order clicks and save/load. */
+#include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -708,7 +709,7 @@ static cf_trending *reload_parts(cf_trending *const *src, size_t n, cf_trending_
         assert_int_equal(cf_trending_save(src[i], &bufs[i]), 0);
         cf_reader_init(&parts[i], bufs[i].data, bufs[i].len);
     }
-    cf_trending *t = cf_trending_load_parts(h, parts, n, keep, NULL);
+    cf_trending *t = cf_trending_load_parts(h, 77, parts, n, keep, NULL);
     for (size_t i = 0; i < n; i++)
         cf_buf_free(&bufs[i]);
     return t;
@@ -722,6 +723,11 @@ static void load_parts_merges_and_splits(void **state)
     (void)state;
     const int64_t h = 1000;
     cf_trending *all = cf_trending_new(h), *odd = cf_trending_new(h), *even = cf_trending_new(h);
+    cf_trending *plain = cf_trending_new(h);
+    /* Seeded tables (as the daemon makes them) score like unseeded ones. */
+    assert_int_equal(cf_trending_set_hash_seed(all, 77), 0);
+    assert_int_equal(cf_trending_set_hash_seed(odd, 77), 0);
+    assert_int_equal(cf_trending_set_hash_seed(even, 77), 0);
     char p[16];
     int64_t ts = 5000;
     for (int i = 0; i < 3000; i++) {
@@ -730,6 +736,7 @@ static void load_parts_merges_and_splits(void **state)
         ts += i % 500 == 0 ? 2000 * h : (i * 7919) % 300;
         int n = snprintf(p, sizeof p, "/p%d", (i * 31) % 23);
         assert_int_equal(cf_trending_add(all, p, (size_t)n, ts), 0);
+        assert_int_equal(cf_trending_add(plain, p, (size_t)n, ts), 0);
         assert_int_equal(cf_trending_add(odd_page(NULL, p, (size_t)n) ? odd : even, p, (size_t)n,
                                          ts), 0);
     }
@@ -743,11 +750,14 @@ static void load_parts_merges_and_splits(void **state)
         int n = snprintf(p, sizeof p, "/p%d", k);
         for (int64_t T = ts; T < ts + 5 * h; T += h / 3) {
             double want = cf_trending_score(all, p, (size_t)n, T);
+            assert_true(cf_trending_score(plain, p, (size_t)n, T) == want);
             assert_true(cf_trending_score(merged, p, (size_t)n, T) == want);
             double s = cf_trending_score(split, p, (size_t)n, T);
             assert_true(s == (odd_page(NULL, p, (size_t)n) ? want : 0.0));
         }
     }
+    assert_int_equal(cf_trending_set_hash_seed(all, 5), -EBUSY);
+    cf_trending_free(plain);
     cf_trending_free(merged);
     cf_trending_free(split);
     cf_trending_free(all);

@@ -1112,8 +1112,13 @@ static void save_to(const cf_winop *op, cf_buf *b)
 static void load_parts_merges_and_splits(void **state)
 {
     (void)state;
+    /* Seeded (as the daemon makes them): saves the same bytes as unseeded. */
     cf_winop_config c = {CF_WINDOW_SLIDING, 20, 5, 10};
     cf_winop *all = cf_winop_new(&c), *odd = cf_winop_new(&c), *even = cf_winop_new(&c);
+    cf_winop *plain = cf_winop_new(&c);
+    assert_int_equal(cf_winop_set_hash_seed(all, 77), 0);
+    assert_int_equal(cf_winop_set_hash_seed(odd, 77), 0);
+    assert_int_equal(cf_winop_set_hash_seed(even, 77), 0);
     sink s = {0};
     uint64_t rng = 7;
     char page[16];
@@ -1124,21 +1129,27 @@ static void load_parts_merges_and_splits(void **state)
         snprintf(page, sizeof page, "/p%d", (int)(rng_next(&rng) % 37));
         int u = (int)(rng_next(&rng) % 150);
         add(all, page, u, t, &s);
+        add(plain, page, u, t, &s);
         add(odd_page(NULL, page, strlen(page)) ? odd : even, page, u, t, &s);
         if (i % 50 == 49) {
             cf_winop_advance(all, ts - 5, collect, &s);
+            cf_winop_advance(plain, ts - 5, collect, &s);
             cf_winop_advance(odd, ts - 5, collect, &s);
             cf_winop_advance(even, ts - 5, collect, &s);
         }
     }
     cf_buf ball = {0}, bodd = {0}, beven = {0}, got = {0};
+    save_to(plain, &bodd);
     save_to(all, &ball);
+    assert_int_equal(bodd.len, ball.len);
+    assert_memory_equal(bodd.data, ball.data, ball.len);
+    cf_winop_free(plain);
     save_to(odd, &bodd);
     save_to(even, &beven);
     cf_reader parts[2];
     cf_reader_init(&parts[0], bodd.data, bodd.len);
     cf_reader_init(&parts[1], beven.data, beven.len);
-    cf_winop *merged = cf_winop_load_parts(&c, parts, 2, NULL, NULL);
+    cf_winop *merged = cf_winop_load_parts(&c, 77, parts, 2, NULL, NULL);
     assert_non_null(merged);
     save_to(merged, &got);
     assert_int_equal(got.len, ball.len);
@@ -1148,14 +1159,14 @@ static void load_parts_merges_and_splits(void **state)
 
     cf_reader one;
     cf_reader_init(&one, ball.data, ball.len);
-    cf_winop *split = cf_winop_load_parts(&c, &one, 1, odd_page, NULL);
+    cf_winop *split = cf_winop_load_parts(&c, 77, &one, 1, odd_page, NULL);
     assert_non_null(split);
     save_to(split, &got);
     assert_int_equal(got.len, bodd.len);
     assert_memory_equal(got.data, bodd.data, bodd.len);
     cf_winop_free(split);
     cf_reader_init(&one, ball.data, ball.len);
-    split = cf_winop_load_parts(&c, &one, 1, even_page, NULL);
+    split = cf_winop_load_parts(&c, 77, &one, 1, even_page, NULL);
     assert_non_null(split);
     save_to(split, &got);
     assert_int_equal(got.len, beven.len);
@@ -1166,7 +1177,8 @@ static void load_parts_merges_and_splits(void **state)
     save_to(odd, &bodd);
     cf_reader_init(&parts[0], bodd.data, bodd.len);
     cf_reader_init(&parts[1], beven.data, beven.len);
-    assert_null(cf_winop_load_parts(&c, parts, 2, NULL, NULL));
+    assert_null(cf_winop_load_parts(&c, 77, parts, 2, NULL, NULL));
+    assert_int_equal(cf_winop_set_hash_seed(all, 5), -EBUSY);
 
     cf_winop_free(split);
     cf_winop_free(merged);
