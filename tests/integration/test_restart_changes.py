@@ -190,7 +190,45 @@ def test_window_change_after_snapshot():
     check_window_change(snapshot_first=True)
 
 
+def test_session_and_trending_change_keeps_windows():
+    """--session-gap and --half-life changed (after a snapshot): sessions
+    and trending start empty, both window views carry on; a replay agrees."""
+    batches = trace(43, 30)
+    args = with_args(ARGS, shards="2", snapshot_interval="100ms")
+    root = tempfile.mkdtemp(prefix="clickflow-settings-")
+    srv = Server(args, data_dir=root).start()
+    feed_all(srv, batches[:20])
+    new_snapshot(root, set())
+    feed_all(srv, batches[20:25])  # only in the log
+    before = results(srv)
+    assert before["sessions"] and before["trending"] and before["stats"]["open_sessions"] > 0
+    srv.stop(sig=signal.SIGKILL)
+    srv.args = with_args(args, session_gap="4s", half_life="20s", snapshot_interval="1h")
+    srv.start()
+    log_text = srv.read_log()
+    assert "sessions (--session-gap 3000 -> 4000 ms)" in log_text, log_text
+    assert "trending (--half-life 30000 -> 20000 ms)" in log_text, log_text
+    assert "tumbling (" not in log_text and "sliding (" not in log_text
+    after = results(srv)
+    assert after["sessions"] == [] and after["trending"] == {}, (after["sessions"][:3],
+                                                                 after["trending"])
+    assert after["stats"]["open_sessions"] == 0, after["stats"]
+    for key in ("windows/tumbling/closed", "windows/tumbling/open",
+                "windows/sliding/closed", "windows/sliding/open", "late"):
+        assert after[key] == before[key], key
+    feed_all(srv, batches[25:])
+    got = results(srv)
+    assert got["trending"] and got["stats"]["open_sessions"] > 0
+    srv.stop(sig=signal.SIGKILL)
+    srv.start()
+    again = results(srv)
+    assert_same_results(again, got, "replayed after the change")
+    srv.stop()
+    shutil.rmtree(root, ignore_errors=True)
+
+
 TESTS = [test_rescale_4_1_3_equals_uninterrupted,
+         test_session_and_trending_change_keeps_windows,
          test_window_change_before_first_snapshot,
          test_window_change_after_snapshot]
 
