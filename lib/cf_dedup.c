@@ -15,6 +15,10 @@ struct cf_dedup {
     int64_t ttl;
 };
 
+/* The key of cf_dedup_new: fixed, for tests and tools. The daemon passes a
+ * random per-data-directory key (cf_dedup_new_keyed). */
+static const uint8_t default_key[16] = "cf_dedup_default";
+
 /* ts + ttl without signed overflow (ttl > 0): saturates at INT64_MAX. */
 static int64_t expiry_of(int64_t ts, int64_t ttl)
 {
@@ -23,13 +27,18 @@ static int64_t expiry_of(int64_t ts, int64_t ttl)
 
 cf_dedup *cf_dedup_new(int64_t ttl_ms, size_t max_ids)
 {
+    return cf_dedup_new_keyed(ttl_ms, max_ids, NULL);
+}
+
+cf_dedup *cf_dedup_new_keyed(int64_t ttl_ms, size_t max_ids, const uint8_t key[16])
+{
     if (ttl_ms <= 0)
         return NULL;
     cf_dedup *d = calloc(1, sizeof *d);
     if (!d)
         return NULL;
     d->ttl = ttl_ms;
-    d->kv = cf_kv_new(0, max_ids);
+    d->kv = cf_kv_new_keyed(0, max_ids, key ? key : default_key);
     if (!d->kv) {
         free(d);
         return NULL;
@@ -55,12 +64,12 @@ void cf_dedup_expire(cf_dedup *d, int64_t clock)
 
 int cf_dedup_check(cf_dedup *d, const char *id, size_t len, int64_t ts, int64_t clock)
 {
-    return cf_dedup_check_hashed(d, id, len, cf_kv_hash(id, len), ts, clock);
+    return cf_dedup_check_hashed(d, id, len, cf_kv_hash(d->kv, id, len), ts, clock);
 }
 
-uint64_t cf_dedup_hash(const char *id, size_t len)
+uint64_t cf_dedup_hash(const cf_dedup *d, const char *id, size_t len)
 {
-    return cf_kv_hash(id, len);
+    return cf_kv_hash(d->kv, id, len);
 }
 
 void cf_dedup_prefetch(const cf_dedup *d, uint64_t h)
@@ -109,7 +118,7 @@ int cf_dedup_save(const cf_dedup *d, cf_buf *out)
 /* The ttl saved is informational: the configured ttl_ms applies after a
  * restart, while the saved expiries (first_ts + old ttl) are kept as they
  * were, so a restart never makes a remembered id a duplicate for longer. */
-cf_dedup *cf_dedup_load(int64_t ttl_ms, size_t max_ids, cf_reader *in)
+cf_dedup *cf_dedup_load(int64_t ttl_ms, size_t max_ids, const uint8_t key[16], cf_reader *in)
 {
     int64_t saved_ttl;
     if (ttl_ms <= 0 || !cf_get_i64(in, &saved_ttl))
@@ -118,7 +127,7 @@ cf_dedup *cf_dedup_load(int64_t ttl_ms, size_t max_ids, cf_reader *in)
     if (!d)
         return NULL;
     d->ttl = ttl_ms;
-    d->kv = cf_kv_load(0, max_ids, in);
+    d->kv = cf_kv_load_keyed(0, max_ids, key ? key : default_key, in);
     if (!d->kv) {
         free(d);
         return NULL;

@@ -15,6 +15,10 @@ typedef struct cf_dedup cf_dedup;
 /* ttl_ms > 0; max_ids bounds memory (0 = no bound): when full, the id that
  * expires soonest is forgotten early and counted in cf_dedup_evictions(). */
 cf_dedup *cf_dedup_new(int64_t ttl_ms, size_t max_ids);
+/* Ids are hashed with SipHash-1-3 under a secret 16-byte key, so clients
+ * cannot choose ids that collide in the table (hash flooding). key NULL:
+ * a fixed default key (cf_dedup_new). Deterministic for a given key. */
+cf_dedup *cf_dedup_new_keyed(int64_t ttl_ms, size_t max_ids, const uint8_t key[16]);
 void cf_dedup_free(cf_dedup *d);
 
 /* Checks id (len bytes) at clock C (CF_TIME_NONE allowed). First expires ids
@@ -24,9 +28,9 @@ int cf_dedup_check(cf_dedup *d, const char *id, size_t len, int64_t ts, int64_t 
 
 /* For batches: hash an id once (outside a lock, say), prefetch its slot a
  * few ids ahead, then check it; cf_dedup_check_hashed(d, id, len,
- * cf_dedup_hash(id, len), ts, clock) is exactly cf_dedup_check(d, id, len,
+ * cf_dedup_hash(d, id, len), ts, clock) is exactly cf_dedup_check(d, id, len,
  * ts, clock). */
-uint64_t cf_dedup_hash(const char *id, size_t len);
+uint64_t cf_dedup_hash(const cf_dedup *d, const char *id, size_t len);
 void cf_dedup_prefetch(const cf_dedup *d, uint64_t h);
 int cf_dedup_check_hashed(cf_dedup *d, const char *id, size_t len, uint64_t h, int64_t ts,
                           int64_t clock);
@@ -39,6 +43,8 @@ uint64_t cf_dedup_evictions(const cf_dedup *d);
 size_t cf_dedup_memory(const cf_dedup *d);
 
 int cf_dedup_save(const cf_dedup *d, cf_buf *out);
-cf_dedup *cf_dedup_load(int64_t ttl_ms, size_t max_ids, cf_reader *in);
+/* Reads what cf_dedup_save wrote into a store keyed with key (NULL: the
+ * default key). Linear in the number of ids. */
+cf_dedup *cf_dedup_load(int64_t ttl_ms, size_t max_ids, const uint8_t key[16], cf_reader *in);
 
 #endif

@@ -42,3 +42,47 @@ uint64_t cf_hash64(const void *data, size_t n, uint64_t seed)
     }
     return mix(h);
 }
+
+/* ---- SipHash, written from the paper (little-endian message words) ---- */
+
+static inline uint64_t rotl(uint64_t x, int b)
+{
+    return (x << b) | (x >> (64 - b));
+}
+
+#define SIPROUND                                                               \
+    do {                                                                       \
+        v0 += v1; v1 = rotl(v1, 13); v1 ^= v0; v0 = rotl(v0, 32);              \
+        v2 += v3; v3 = rotl(v3, 16); v3 ^= v2;                                 \
+        v0 += v3; v3 = rotl(v3, 21); v3 ^= v0;                                 \
+        v2 += v1; v1 = rotl(v1, 17); v1 ^= v2; v2 = rotl(v2, 32);              \
+    } while (0)
+
+uint64_t cf_siphash(const uint8_t key[16], const void *data, size_t n, int c_rounds,
+                    int d_rounds)
+{
+    const uint8_t *p = data;
+    uint64_t k0 = read64(key), k1 = read64(key + 8);
+    uint64_t v0 = 0x736f6d6570736575ULL ^ k0;
+    uint64_t v1 = 0x646f72616e646f6dULL ^ k1;
+    uint64_t v2 = 0x6c7967656e657261ULL ^ k0;
+    uint64_t v3 = 0x7465646279746573ULL ^ k1;
+    uint64_t b = (uint64_t)n << 56;
+    for (; n >= 8; p += 8, n -= 8) {
+        uint64_t m = read64(p);
+        v3 ^= m;
+        for (int i = 0; i < c_rounds; i++)
+            SIPROUND;
+        v0 ^= m;
+    }
+    for (size_t i = 0; i < n; i++)
+        b |= (uint64_t)p[i] << (8 * i);
+    v3 ^= b;
+    for (int i = 0; i < c_rounds; i++)
+        SIPROUND;
+    v0 ^= b;
+    v2 ^= 0xff;
+    for (int i = 0; i < d_rounds; i++)
+        SIPROUND;
+    return v0 ^ v1 ^ v2 ^ v3;
+}

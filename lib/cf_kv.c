@@ -45,6 +45,11 @@ struct cf_kv {
     uint32_t *heap;         /* slot indices, min-heap by (expiry, key) */
     uint32_t heap_cap;
 
+    bool keyed;             /* SipHash-1-3 under `key` instead of cf_hash64 */
+    uint8_t key[16];
+    uint64_t load_probes;   /* slots examined by the last cf_kv_load* */
+    uint32_t grows;         /* table doublings so far */
+
     uint8_t *arena;         /* keys longer than KV_INLINE_KEY */
     size_t arena_len;
     size_t arena_cap;
@@ -81,6 +86,16 @@ static uint8_t *alloc_slots(uint32_t cap, size_t slot_size)
     for (uint32_t i = 0; i < cap; i++)
         ((struct kv_slot *)(void *)(p + (size_t)i * slot_size))->heap_pos = KV_EMPTY;
     return p;
+}
+
+cf_kv *cf_kv_new_keyed(size_t value_size, size_t max_keys, const uint8_t key[16])
+{
+    cf_kv *kv = cf_kv_new(value_size, max_keys);
+    if (kv && key) {
+        kv->keyed = true;
+        memcpy(kv->key, key, sizeof kv->key);
+    }
+    return kv;
 }
 
 cf_kv *cf_kv_new(size_t value_size, size_t max_keys)
@@ -174,9 +189,9 @@ static void heap_fix(cf_kv *kv, uint32_t pos)
 
 /* ---- probing ------------------------------------------------------------- */
 
-static inline uint64_t key_hash(const void *key, size_t len)
+static inline uint64_t key_hash(const cf_kv *kv, const void *key, size_t len)
 {
-    return cf_hash64(key, len, KV_SEED);
+    return kv->keyed ? cf_siphash13(kv->key, key, len) : cf_hash64(key, len, KV_SEED);
 }
 
 static inline uint8_t tag_of(uint64_t h)
@@ -197,7 +212,7 @@ static inline uint32_t slot_hash_lo(const cf_kv *kv, const struct kv_slot *s)
 {
     if (s->klen > KV_INLINE_KEY)
         return arena_hash(s);
-    return (uint32_t)key_hash(slot_key(kv, s), s->klen);
+    return (uint32_t)key_hash(kv, slot_key(kv, s), s->klen);
 }
 
 /* Home slot of an entry already in the table. */
@@ -262,6 +277,7 @@ static int grow(cf_kv *kv)
         kv->heap[s->heap_pos] = j;
     }
     free(old);
+    kv->grows++;
     return 0;
 }
 
@@ -363,7 +379,7 @@ void *cf_kv_get(const cf_kv *kv, const void *key, size_t key_len, int64_t *ret_e
 {
     if (key_len > CF_KV_MAX_KEY)
         return NULL;
-    uint64_t h = key_hash(key, key_len);
+    uint64_t h = key_hash(kv, key, key_len);
     uint32_t i = find(kv, h, key, key_len);
     if (i == KV_EMPTY)
         return NULL;
@@ -373,9 +389,9 @@ void *cf_kv_get(const cf_kv *kv, const void *key, size_t key_len, int64_t *ret_e
     return slot_value(s);
 }
 
-uint64_t cf_kv_hash(const void *key, size_t key_len)
+uint64_t cf_kv_hash(const cf_kv *kv, const void *key, size_t key_len)
 {
-    return key_hash(key, key_len);
+    return key_hash(kv, key, key_len);
 }
 
 void cf_kv_prefetch(const cf_kv *kv, uint64_t h)
@@ -388,7 +404,7 @@ int cf_kv_put(cf_kv *kv, const void *key, size_t key_len, int64_t expiry,
 {
     if (key_len > CF_KV_MAX_KEY)
         return -EINVAL;
-    return cf_kv_put_hashed(kv, key, key_len, key_hash(key, key_len), expiry, on_evict, ctx,
+    return cf_kv_put_hashed(kv, key, key_len, key_hash(kv, key, key_len), expiry, on_evict, ctx,
                             ret_value);
 }
 
@@ -455,7 +471,7 @@ int cf_kv_set_expiry(cf_kv *kv, const void *key, size_t key_len, int64_t expiry)
 {
     if (key_len > CF_KV_MAX_KEY)
         return -ENOENT;
-    uint64_t h = key_hash(key, key_len);
+    uint64_t h = key_hash(kv, key, key_len);
     uint32_t i = find(kv, h, key, key_len);
     if (i == KV_EMPTY)
         return -ENOENT;
@@ -469,7 +485,7 @@ int cf_kv_delete(cf_kv *kv, const void *key, size_t key_len)
 {
     if (key_len > CF_KV_MAX_KEY)
         return -ENOENT;
-    uint64_t h = key_hash(key, key_len);
+    uint64_t h = key_hash(kv, key, key_len);
     uint32_t i = find(kv, h, key, key_len);
     if (i == KV_EMPTY)
         return -ENOENT;
@@ -547,7 +563,83 @@ int cf_kv_save(const cf_kv *kv, cf_buf *out)
     return out->oom ? -ENOMEM : 0;
 }
 
+/* Sizes the table for n keys at once: the smallest power of two that holds
+ * them without growing (the load factor bound of cf_kv_put_hashed). */
+static int presize(cf_kv *kv, uint32_t n)
+{
+    uint32_t cap = KV_MIN_CAP;
+    while ((uint64_t)n * 4 > (uint64_t)cap * 3) {
+        if (cap > (UINT32_MAX >> 2))
+            return -ENOMEM;
+        cap *= 2;
+    }
+    if (cap > kv->cap) {
+        uint8_t *slots = alloc_slots(cap, kv->slot_size);
+        if (!slots)
+            return -ENOMEM;
+        free(kv->slots);
+        kv->slots = slots;
+        kv->cap = cap;
+    }
+    return heap_reserve(kv, n ? n : 1);
+}
+
+/* Bulk insert while loading: the table is presized and the heap is built
+ * once at the end, so this is one probe sequence per key. Returns 1, or -1
+ * for a key already present (malformed input) or -ENOMEM. */
+static int load_insert(cf_kv *kv, const void *key, size_t len, int64_t expiry, void **ret_value)
+{
+    if (len > CF_KV_MAX_KEY)
+        return -1;
+    uint64_t h = key_hash(kv, key, len);
+    uint32_t mask = kv->cap - 1;
+    uint32_t i = (uint32_t)h & mask;
+    for (;; i = (i + 1) & mask) {
+        kv->load_probes++;
+        const struct kv_slot *t = slot_at(kv, i);
+        if (t->heap_pos == KV_EMPTY)
+            break;
+        if (slot_matches(kv, t, h, key, len))
+            return -1;
+    }
+    if (len > KV_INLINE_KEY && arena_reserve(kv, len) < 0)
+        return -ENOMEM;
+    struct kv_slot *s = slot_at(kv, i);
+    s->tag = tag_of(h);
+    s->klen = (uint16_t)len;
+    s->expiry = expiry;
+    memset(s->key, 0, sizeof s->key);
+    if (len <= KV_INLINE_KEY) {
+        if (len)
+            memcpy(s->key, key, len);
+    } else {
+        uint32_t off = (uint32_t)kv->arena_len;
+        memcpy(kv->arena + off, key, len);
+        kv->arena_len += len;
+        memcpy(s->key, &off, sizeof off);
+        uint32_t lo = (uint32_t)h;
+        memcpy(s->key + sizeof off, &lo, sizeof lo);
+    }
+    memset(slot_value(s), 0, kv->slot_size - sizeof(struct kv_slot));
+    kv->heap[kv->count] = i;
+    s->heap_pos = kv->count;
+    kv->count++;
+    *ret_value = slot_value(s);
+    return 1;
+}
+
 cf_kv *cf_kv_load(size_t value_size, size_t max_keys, cf_reader *in)
+{
+    return cf_kv_load_keyed(value_size, max_keys, NULL, in);
+}
+
+/* Linear time: the table is sized for every saved key before the first
+ * insert. Inserting keys in the saved table's slot order into a smaller,
+ * growing table is quadratic under linear probing (each pass over the
+ * smaller table lays its keys onto the clusters of the previous one), which
+ * made a 2.4M-id restart take over a minute. */
+cf_kv *cf_kv_load_keyed(size_t value_size, size_t max_keys, const uint8_t key[16],
+                        cf_reader *in)
 {
     uint32_t magic, version, vsize, count;
     uint64_t evictions;
@@ -556,15 +648,24 @@ cf_kv *cf_kv_load(size_t value_size, size_t max_keys, cf_reader *in)
         return NULL;
     if (magic != KV_MAGIC || version != KV_VERSION || vsize != value_size)
         return NULL;
-    cf_kv *kv = cf_kv_new(value_size, max_keys);
+    /* Each entry takes at least 12 bytes (length, expiry): a count the input
+     * cannot hold is malformed, not a reason to allocate. */
+    if ((uint64_t)count * 12 > in->left)
+        return NULL;
+    cf_kv *kv = cf_kv_new_keyed(value_size, max_keys, key);
     if (!kv)
         return NULL;
+    /* More keys than the bound: they go through put, which evicts (rare: the
+     * bound was lowered between runs). */
+    bool bulk = !max_keys || count <= max_keys;
+    if (presize(kv, bulk ? count : (uint32_t)max_keys) < 0)
+        goto fail;
     for (uint32_t k = 0; k < count; k++) {
-        const char *key;
+        const char *kb;
         size_t klen;
         int64_t expiry;
         const uint8_t *val = NULL;
-        if (!cf_get_str(in, &key, &klen) || !cf_get_i64(in, &expiry))
+        if (!cf_get_str(in, &kb, &klen) || !cf_get_i64(in, &expiry))
             goto fail;
         if (value_size) {
             if (in->left < value_size) {
@@ -576,16 +677,31 @@ cf_kv *cf_kv_load(size_t value_size, size_t max_keys, cf_reader *in)
             in->left -= value_size;
         }
         void *v;
-        int r = cf_kv_put(kv, key, klen, expiry, NULL, NULL, &v);
+        int r = bulk ? load_insert(kv, kb, klen, expiry, &v)
+                     : cf_kv_put(kv, kb, klen, expiry, NULL, NULL, &v);
         if (r != 1)
             goto fail; /* OOM, bad key, or a duplicate key: malformed */
         if (value_size)
             memcpy(v, val, value_size);
     }
+    /* Bottom-up heap construction: O(n) instead of n sift-ups. */
+    if (bulk)
+        for (uint32_t pos = kv->count / 2; pos-- > 0;)
+            heap_down(kv, pos);
     /* Evictions made while loading into a smaller bound are counted too. */
     kv->evictions += evictions;
     return kv;
 fail:
     cf_kv_free(kv);
     return NULL;
+}
+
+uint64_t cf_kv_load_probes(const cf_kv *kv)
+{
+    return kv->load_probes;
+}
+
+uint32_t cf_kv_grows(const cf_kv *kv)
+{
+    return kv->grows;
 }

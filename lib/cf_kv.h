@@ -42,6 +42,10 @@ typedef void (*cf_kv_entry_fn)(void *ctx, const void *key, size_t key_len, void 
 /* value_size may be 0 (a set with expiry). max_keys 0 = no bound. Returns
  * NULL on OOM. */
 cf_kv *cf_kv_new(size_t value_size, size_t max_keys);
+/* Like cf_kv_new, hashing keys with SipHash-1-3 under a secret 16-byte key
+ * (copied; NULL = cf_kv_new): for keys chosen by clients, so nobody who does
+ * not know the key can make them collide (hash flooding). */
+cf_kv *cf_kv_new_keyed(size_t value_size, size_t max_keys, const uint8_t key[16]);
 void cf_kv_free(cf_kv *kv);
 
 /* Looks a key up. Returns a pointer to its value (non-NULL even when
@@ -60,7 +64,7 @@ int cf_kv_put(cf_kv *kv, const void *key, size_t key_len, int64_t expiry,
 
 /* The hash cf_kv uses for a key, for the two calls below: a caller can hash
  * its keys ahead (outside a lock, say) and prefetch their slots. O(len). */
-uint64_t cf_kv_hash(const void *key, size_t key_len);
+uint64_t cf_kv_hash(const cf_kv *kv, const void *key, size_t key_len);
 
 /* Asks the CPU to start loading the slot where the probe for hash h begins,
  * so that a put or get of that key a little later does not wait for memory.
@@ -68,7 +72,7 @@ uint64_t cf_kv_hash(const void *key, size_t key_len);
  * (even if the table grew meanwhile). O(1). */
 void cf_kv_prefetch(const cf_kv *kv, uint64_t h);
 
-/* cf_kv_put with h = cf_kv_hash(key, key_len) computed by the caller (any
+/* cf_kv_put with h = cf_kv_hash(kv, key, key_len) computed by the caller (any
  * other h breaks the store). Same results. */
 int cf_kv_put_hashed(cf_kv *kv, const void *key, size_t key_len, uint64_t h, int64_t expiry,
                      cf_kv_entry_fn on_evict, void *ctx, void **ret_value);
@@ -100,5 +104,14 @@ int cf_kv_save(const cf_kv *kv, cf_buf *out);
 /* Reads what cf_kv_save wrote; value_size must match the saved one. Returns
  * NULL on malformed input or OOM. */
 cf_kv *cf_kv_load(size_t value_size, size_t max_keys, cf_reader *in);
+/* cf_kv_load into a cf_kv_new_keyed store. Linear time: the table is sized
+ * once for the saved count and the heap built bottom-up. */
+cf_kv *cf_kv_load_keyed(size_t value_size, size_t max_keys, const uint8_t key[16],
+                        cf_reader *in);
+
+/* For tests: slots examined by the bulk insert of the load that made kv
+ * (about one per key when loading is linear), and table doublings. */
+uint64_t cf_kv_load_probes(const cf_kv *kv);
+uint32_t cf_kv_grows(const cf_kv *kv);
 
 #endif

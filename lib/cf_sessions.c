@@ -127,6 +127,7 @@ struct ptab {
     void **slot;
     uint32_t cap;
     uint32_t count;
+    uint64_t seed;      /* of the hash hash_of computes (users) */
 };
 
 struct cf_sessions {
@@ -137,6 +138,9 @@ struct cf_sessions {
     uint64_t evictions;
     size_t n_open;              /* sessions not fired yet */
     size_t alloc_bytes;         /* estimated heap footprint of the records */
+    /* Hash seeds (cf_sessions_set_hash_seed): a secret one makes colliding
+     * user ids or pages impossible to compute from outside. */
+    uint64_t page_seed;
     struct ptab users;
     struct ptab pages;
     struct sess **heap;
@@ -182,18 +186,19 @@ static inline bool reached(const cf_sessions *s, int64_t t)
 
 /* ---- pointer tables ------------------------------------------------------- */
 
-static uint32_t user_hash_of(const void *e)
+static uint32_t user_hash_of(const void *e, uint64_t seed)
 {
     const struct user *u = e;
-    return (uint32_t)cf_hash64(u->id, u->len, USER_SEED);
+    return (uint32_t)cf_hash64(u->id, u->len, seed);
 }
 
-static uint32_t page_hash_of(const void *e)
+static uint32_t page_hash_of(const void *e, uint64_t seed)
 {
+    (void)seed;  /* pages keep their hash */
     return (uint32_t)((const struct page *)e)->hash;
 }
 
-static int ptab_reserve(struct ptab *t, uint32_t n, uint32_t (*hash_of)(const void *))
+static int ptab_reserve(struct ptab *t, uint32_t n, uint32_t (*hash_of)(const void *, uint64_t))
 {
     if (t->cap && (uint64_t)n * 4 <= (uint64_t)t->cap * 3)
         return 0;
@@ -209,7 +214,7 @@ static int ptab_reserve(struct ptab *t, uint32_t n, uint32_t (*hash_of)(const vo
     for (uint32_t i = 0; i < t->cap; i++) {
         if (!t->slot[i])
             continue;
-        uint32_t j = hash_of(t->slot[i]) & (ncap - 1);
+        uint32_t j = hash_of(t->slot[i], t->seed) & (ncap - 1);
         while (ns[j])
             j = (j + 1) & (ncap - 1);
         ns[j] = t->slot[i];
@@ -220,17 +225,17 @@ static int ptab_reserve(struct ptab *t, uint32_t n, uint32_t (*hash_of)(const vo
     return 0;
 }
 
-static void ptab_remove(struct ptab *t, const void *e, uint32_t (*hash_of)(const void *))
+static void ptab_remove(struct ptab *t, const void *e, uint32_t (*hash_of)(const void *, uint64_t))
 {
     uint32_t mask = t->cap - 1;
-    uint32_t i = hash_of(e) & mask;
+    uint32_t i = hash_of(e, t->seed) & mask;
     while (t->slot[i] != e)
         i = (i + 1) & mask;
     for (uint32_t j = i;;) {
         j = (j + 1) & mask;
         if (!t->slot[j])
             break;
-        uint32_t home = hash_of(t->slot[j]) & mask;
+        uint32_t home = hash_of(t->slot[j], t->seed) & mask;
         if (((j - home) & mask) >= ((j - i) & mask)) {
             t->slot[i] = t->slot[j];
             i = j;
@@ -686,6 +691,8 @@ cf_sessions *cf_sessions_new(int64_t gap_ms, int64_t allowed_lateness_ms, size_t
     s->lateness = allowed_lateness_ms;
     s->max_users = max_users;
     s->wm = CF_TIME_NONE;
+    s->users.seed = USER_SEED;
+    s->page_seed = PAGE_SEED;
     return s;
 }
 
@@ -714,9 +721,9 @@ static inline bool joins(const cf_sessions *s, const struct sess *x, int64_t ts)
     return sat_add(ts, s->gap) >= x->first_ts && ts <= sat_add(x->last_ts, s->gap);
 }
 
-static uint64_t page_hash(const char *page, size_t len)
+static uint64_t page_hash(const cf_sessions *s, const char *page, size_t len)
 {
-    uint64_t h = cf_hash64(page, len, PAGE_SEED);
+    uint64_t h = cf_hash64(page, len, s->page_seed);
     return h ? h : 1; /* 0 marks an empty set slot */
 }
 
@@ -789,8 +796,8 @@ int cf_sessions_add(cf_sessions *s, const char *user, size_t user_len,
                     const char *page, size_t page_len, int64_t ts,
                     cf_session_emit_fn emit, void *ctx)
 {
-    uint32_t uh = (uint32_t)cf_hash64(user, user_len, USER_SEED);
-    uint64_t ph = page_hash(page, page_len);
+    uint32_t uh = (uint32_t)cf_hash64(user, user_len, s->users.seed);
+    uint64_t ph = page_hash(s, page, page_len);
     struct user *u = user_find(s, user, user_len, uh);
 
     /* The sessions this event joins: a contiguous run [a, z] of the user's
@@ -907,7 +914,7 @@ void cf_sessions_advance(cf_sessions *s, int64_t wm, cf_session_emit_fn emit, vo
 size_t cf_sessions_get_open(const cf_sessions *s, const char *user, size_t user_len,
                             cf_session_emit_fn emit, void *ctx)
 {
-    uint32_t uh = (uint32_t)cf_hash64(user, user_len, USER_SEED);
+    uint32_t uh = (uint32_t)cf_hash64(user, user_len, s->users.seed);
     struct user *u = user_find(s, user, user_len, uh);
     size_t n = 0;
     for (struct sess *x = u ? u->head : NULL; x; x = x->next) {
@@ -1020,8 +1027,8 @@ static int load_session(cf_sessions *s, struct user *u, struct sess ***tail, int
     x->last_ts = l;
     x->views = views;
     x->revision = rev;
-    x->entry = page_ref(s, ep, epn, page_hash(ep, epn));
-    x->exit = x->entry ? page_ref(s, xp, xpn, page_hash(xp, xpn)) : NULL;
+    x->entry = page_ref(s, ep, epn, page_hash(s, ep, epn));
+    x->exit = x->entry ? page_ref(s, xp, xpn, page_hash(s, xp, xpn)) : NULL;
     int r = 0;
     if (!x->exit || set_reserve(s, x, npages) < 0)
         r = -ENOMEM;
@@ -1047,8 +1054,30 @@ static int load_session(cf_sessions *s, struct user *u, struct sess ***tail, int
     return 0;
 }
 
-cf_sessions *cf_sessions_load(int64_t gap_ms, int64_t allowed_lateness_ms, size_t max_users,
-                              cf_reader *in)
+/* Reads past one saved session (of a user another shard keeps after a
+ * rescale). 0 or -EINVAL. */
+static int skip_session(cf_reader *in)
+{
+    int64_t f, l;
+    uint32_t views, rev, npages;
+    uint8_t fired;
+    const char *ep, *xp;
+    size_t epn, xpn;
+    if (!cf_get_i64(in, &f) || !cf_get_i64(in, &l) || !cf_get_u32(in, &views) ||
+        !cf_get_u32(in, &rev) || !cf_get_u8(in, &fired) || !cf_get_str(in, &ep, &epn) ||
+        !cf_get_str(in, &xp, &xpn) || !cf_get_u32(in, &npages) || npages > in->left / 8)
+        return -EINVAL;
+    for (uint32_t k = 0; k < npages; k++) {
+        uint64_t h;
+        if (!cf_get_u64(in, &h))
+            return -EINVAL;
+    }
+    return 0;
+}
+
+/* One saved table into s (users keep() refuses are skipped). */
+static int load_part(cf_sessions *s, cf_reader *in, bool first, cf_sessions_keep_fn keep,
+                     void *ctx)
 {
     uint32_t magic, version, n_users;
     int64_t gap, lateness, wm;
@@ -1056,28 +1085,32 @@ cf_sessions *cf_sessions_load(int64_t gap_ms, int64_t allowed_lateness_ms, size_
     if (!cf_get_u32(in, &magic) || !cf_get_u32(in, &version) || !cf_get_i64(in, &gap) ||
         !cf_get_i64(in, &lateness) || !cf_get_i64(in, &wm) || !cf_get_u64(in, &evictions) ||
         !cf_get_u32(in, &n_users))
-        return NULL;
-    if (magic != SESS_MAGIC || version != SESS_VERSION)
-        return NULL;
-    cf_sessions *s = cf_sessions_new(gap_ms, allowed_lateness_ms, max_users);
-    if (!s)
-        return NULL;
+        return -EINVAL;
+    if (magic != SESS_MAGIC || version != SESS_VERSION || (!first && wm != s->wm))
+        return -EINVAL;
     s->wm = wm;
-    s->evictions = evictions;
+    /* Evictions are a counter: the parts' add up. */
+    s->evictions += evictions;
     for (uint32_t i = 0; i < n_users; i++) {
         const char *id;
         size_t len;
         uint32_t n_sess;
         if (!cf_get_str(in, &id, &len) || !cf_get_u32(in, &n_sess) || n_sess == 0)
-            goto fail;
-        uint32_t uh = (uint32_t)cf_hash64(id, len, USER_SEED);
+            return -EINVAL;
+        if (keep && !keep(ctx, id, len)) {
+            for (uint32_t k = 0; k < n_sess; k++)
+                if (skip_session(in) < 0)
+                    return -EINVAL;
+            continue;
+        }
+        uint32_t uh = (uint32_t)cf_hash64(id, len, s->users.seed);
         if (user_find(s, id, len, uh))
-            goto fail;
+            return -EINVAL;
         if (ptab_reserve(&s->users, s->users.count + 1, user_hash_of) < 0)
-            goto fail;
+            return -ENOMEM;
         struct user *u = len <= UINT32_MAX ? malloc(USER_SIZE(len)) : NULL;
         if (!u)
-            goto fail;
+            return -ENOMEM;
         u->head = NULL;
         u->len = (uint32_t)len;
         if (len)
@@ -1087,10 +1120,40 @@ cf_sessions *cf_sessions_load(int64_t gap_ms, int64_t allowed_lateness_ms, size_
         struct sess **tail = &u->head;
         int64_t prev_last = 0;
         for (uint32_t k = 0; k < n_sess; k++) {
-            if (load_session(s, u, &tail, &prev_last, k == 0, in) < 0)
-                goto fail; /* u (maybe empty) is freed with s */
+            int r = load_session(s, u, &tail, &prev_last, k == 0, in);
+            if (r < 0)
+                return r; /* u (maybe empty) is freed with s */
         }
     }
+    return 0;
+}
+
+cf_sessions *cf_sessions_load(int64_t gap_ms, int64_t allowed_lateness_ms, size_t max_users,
+                              cf_reader *in)
+{
+    return cf_sessions_load_parts(gap_ms, allowed_lateness_ms, max_users, 0, in, 1, NULL, NULL);
+}
+
+int cf_sessions_set_hash_seed(cf_sessions *s, uint64_t seed)
+{
+    if (s->users.count || s->pages.count)
+        return -EBUSY;
+    s->users.seed = seed ^ USER_SEED;
+    s->page_seed = seed ^ PAGE_SEED;
+    return 0;
+}
+
+cf_sessions *cf_sessions_load_parts(int64_t gap_ms, int64_t allowed_lateness_ms,
+                                    size_t max_users, uint64_t hash_seed, cf_reader *parts,
+                                    size_t n, cf_sessions_keep_fn keep, void *ctx)
+{
+    cf_sessions *s = cf_sessions_new(gap_ms, allowed_lateness_ms, max_users);
+    if (!s)
+        return NULL;
+    (void)cf_sessions_set_hash_seed(s, hash_seed);
+    for (size_t i = 0; i < n; i++)
+        if (load_part(s, &parts[i], i == 0, keep, ctx) < 0)
+            goto fail;
     return s;
 fail:
     cf_sessions_free(s);

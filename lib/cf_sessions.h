@@ -73,4 +73,22 @@ int cf_sessions_save(const cf_sessions *s, cf_buf *out);
 cf_sessions *cf_sessions_load(int64_t gap_ms, int64_t allowed_lateness_ms, size_t max_users,
                               cf_reader *in);
 
+/* Rescaling (a restart with another shard count): one table from the n
+ * saved tables of a snapshot (one consistent cut: their watermarks agree),
+ * keeping the users keep(ctx, user, len) accepts (NULL: all; the parts'
+ * users must be disjoint). Eviction counts add up. NULL on malformed input
+ * or OOM. */
+typedef bool (*cf_sessions_keep_fn)(void *ctx, const char *user, size_t len);
+cf_sessions *cf_sessions_load_parts(int64_t gap_ms, int64_t allowed_lateness_ms,
+                                    size_t max_users, uint64_t hash_seed, cf_reader *parts,
+                                    size_t n, cf_sessions_keep_fn keep, void *ctx);
+
+/* Seeds the hashes of the user and page tables (default 0). A secret seed
+ * (the daemon derives one per data directory) keeps clients from computing
+ * user ids or pages that collide in them (hash flooding). Only while the
+ * table is empty: 0, or -EBUSY. Distinct-page counts use the page hash, so
+ * the seed must stay the same for a saved table (cf_sessions_load_parts
+ * takes it). */
+int cf_sessions_set_hash_seed(cf_sessions *s, uint64_t seed);
+
 #endif

@@ -84,6 +84,7 @@ struct cf_trending {
     size_t count;
     size_t key_bytes;  /* estimated heap bytes of all keys */
     cf_keycap bound;   /* bound on pages, policy evict (lowest score first) */
+    uint64_t seed;     /* of the page hash (cf_trending_set_hash_seed) */
 };
 
 static int64_t clamp_ts(int64_t ts)
@@ -123,9 +124,9 @@ static size_t malloc_estimate(size_t n)
     return c < 32 ? 32 : c;
 }
 
-static uint32_t key_hash(const char *p, size_t n)
+static uint32_t key_hash(const cf_trending *t, const char *p, size_t n)
 {
-    return (uint32_t)cf_hash64(p, n, TREND_SEED);
+    return (uint32_t)cf_hash64(p, n, t->seed);
 }
 
 cf_trending *cf_trending_new(int64_t half_life_ms)
@@ -137,7 +138,16 @@ cf_trending *cf_trending_new(int64_t half_life_ms)
         return NULL;
     t->half_life = half_life_ms;
     t->ref = CF_TIME_NONE;
+    t->seed = TREND_SEED;
     return t;
+}
+
+int cf_trending_set_hash_seed(cf_trending *t, uint64_t seed)
+{
+    if (t->count)
+        return -EBUSY;
+    t->seed = seed ^ TREND_SEED;
+    return 0;
 }
 
 void cf_trending_free(cf_trending *t)
@@ -393,7 +403,7 @@ int cf_trending_add(cf_trending *t, const char *page, size_t len, int64_t ts)
     else if (ts - t->ref > RESCALE_HALF_LIVES * h)
         rescale(t, grid_floor(ts, h));
 
-    slot *s = upsert(t, page, len, key_hash(page, len));
+    slot *s = upsert(t, page, len, key_hash(t, page, len));
     if (!s)
         return -ENOMEM;
     int q;
@@ -430,7 +440,7 @@ double cf_trending_score(const cf_trending *t, const char *page, size_t len, int
 {
     if (t->count == 0 || len > UINT32_MAX)
         return 0.0;
-    const slot *s = &t->slots[find_slot(t, page, len, key_hash(page, len))];
+    const slot *s = &t->slots[find_slot(t, page, len, key_hash(t, page, len))];
     if (!s->key)
         return 0.0;
     return score_of(s->v, decay_to(t, T));
@@ -615,62 +625,100 @@ int cf_trending_save(const cf_trending *t, cf_buf *out)
     return out->oom ? -ENOMEM : 0;
 }
 
-/* Reads what cf_trending_save wrote. Returns NULL on malformed input
- * (bad magic or version, truncated, a negative/NaN/infinite value, a
- * duplicate page) or OOM. If half_life_ms differs from the saved one, the
- * clicks cannot be re-decayed: each page keeps its score as of the saved R
- * and decays at the new half-life from there. */
-cf_trending *cf_trending_load(int64_t half_life_ms, cf_reader *in)
+/* Reads and checks a saved table's header. */
+static bool read_header(cf_reader *in, int64_t *ret_h, int64_t *ret_ref, uint64_t *ret_count,
+                        uint64_t *ret_evicted)
 {
     uint32_t magic;
     uint8_t version;
-    int64_t saved_h, ref;
-    uint64_t count, evicted = 0;
-    if (!cf_get_u32(in, &magic) || !cf_get_u8(in, &version) || !cf_get_i64(in, &saved_h) ||
-        !cf_get_i64(in, &ref) || (version == SAVE_VERSION && !cf_get_u64(in, &evicted)) ||
-        !cf_get_u64(in, &count))
-        return NULL;
+    *ret_evicted = 0;
+    if (!cf_get_u32(in, &magic) || !cf_get_u8(in, &version) || !cf_get_i64(in, ret_h) ||
+        !cf_get_i64(in, ret_ref) || (version == SAVE_VERSION && !cf_get_u64(in, ret_evicted)) ||
+        !cf_get_u64(in, ret_count))
+        return false;
+    int64_t h = *ret_h, ref = *ret_ref;
+    uint64_t count = *ret_count;
     /* Each entry takes at least 12 bytes: reject counts the input cannot
      * hold before sizing anything by them. */
-    if (magic != SAVE_MAGIC || (version != SAVE_VERSION && version != 1) || saved_h <= 0 ||
-        saved_h > HALF_LIFE_MAX || count > in->left / 12 ||
-        (ref != CF_TIME_NONE && clamp_ts(ref) != ref) || (ref == CF_TIME_NONE && count))
-        return NULL;
+    return magic == SAVE_MAGIC && (version == SAVE_VERSION || version == 1) && h > 0 && h <= HALF_LIFE_MAX &&
+           count <= in->left / 12 && (ref == CF_TIME_NONE || clamp_ts(ref) == ref) &&
+           (ref != CF_TIME_NONE || !count);
+}
+
+cf_trending *cf_trending_load(int64_t half_life_ms, cf_reader *in)
+{
+    return cf_trending_load_parts(half_life_ms, 0, in, 1, NULL, NULL);
+}
+
+/* If half_life_ms differs from the saved one, the clicks cannot be
+ * re-decayed: each page keeps its score as of the saved R and decays at the
+ * new half-life from there. Parts with different R (shards that rescaled at
+ * different clicks) are brought to the largest one, an exact power of two
+ * when the half-life is unchanged. */
+cf_trending *cf_trending_load_parts(int64_t half_life_ms, uint64_t hash_seed, cf_reader *parts,
+                                    size_t n, cf_trending_keep_fn keep, void *ctx)
+{
     cf_trending *t = cf_trending_new(half_life_ms);
     if (!t)
         return NULL;
-    t->bound.evicted = evicted;
-    /* Re-anchor R on the new grid; the factor is 1 when h is unchanged and R
-     * is already on the grid (it always is when saved by this code). */
-    double factor = 1.0;
-    if (ref != CF_TIME_NONE) {
-        t->ref = grid_floor(ref, half_life_ms);
-        int q;
-        double frac;
-        split(ref - t->ref, half_life_ms, &q, &frac);
-        factor = ldexp(frac, q);
+    (void)cf_trending_set_hash_seed(t, hash_seed);
+    /* Pass 1: the common R (on the new grid) and room for every entry. */
+    uint64_t total = 0;
+    for (size_t i = 0; i < n; i++) {
+        cf_reader r = parts[i];
+        int64_t h, ref;
+        uint64_t count, evicted;
+        if (!read_header(&r, &h, &ref, &count, &evicted))
+            goto fail;
+        total += count;
+        /* A rescale (keep != NULL) reads every part into every shard: the
+         * eviction count would be multiplied, so it restarts at zero. */
+        if (!keep)
+            t->bound.evicted += evicted;
+        if (ref != CF_TIME_NONE) {
+            int64_t g = grid_floor(ref, half_life_ms);
+            if (t->ref == CF_TIME_NONE || g > t->ref)
+                t->ref = g;
+        }
     }
     size_t cap = MIN_CAP;
-    while (cap * 3 < count * 4 + 4)
+    while (cap * 3 < total * 4 + 4)
         cap *= 2;
     if (rehash(t, cap) < 0)
         goto fail;
-    for (uint64_t i = 0; i < count; i++) {
-        const char *key;
-        size_t len;
-        double v;
-        if (!cf_get_str(in, &key, &len) || !cf_get_f64(in, &v) || !(v >= 0.0) ||
-            !(v <= DBL_MAX))
+    for (size_t i = 0; i < n; i++) {
+        cf_reader *in = &parts[i];
+        int64_t saved_h, ref;
+        uint64_t count, evicted;
+        if (!read_header(in, &saved_h, &ref, &count, &evicted))
             goto fail;
-        size_t before = t->count;
-        slot *s = upsert(t, key, len, key_hash(key, len));
-        if (!s || t->count == before)
-            goto fail;
-        /* Saved values are below clicks * 2^513; a larger one could only
-         * overflow later. */
-        s->v = v * factor;
-        if (!(s->v < 0x1p700))
-            goto fail;
+        /* v relative to the saved R becomes v * 2^((R_saved - R) / h). */
+        double factor = 1.0;
+        if (ref != CF_TIME_NONE) {
+            int q;
+            double frac;
+            split(ref - t->ref, half_life_ms, &q, &frac);
+            factor = ldexp(frac, q);
+        }
+        for (uint64_t k = 0; k < count; k++) {
+            const char *key;
+            size_t len;
+            double v;
+            if (!cf_get_str(in, &key, &len) || !cf_get_f64(in, &v) || !(v >= 0.0) ||
+                !(v <= DBL_MAX))
+                goto fail;
+            if (keep && !keep(ctx, key, len))
+                continue;
+            size_t before = t->count;
+            slot *sl = upsert(t, key, len, key_hash(t, key, len));
+            if (!sl || t->count == before)
+                goto fail;
+            /* Saved values are below clicks * 2^513; a larger one could only
+             * overflow later. */
+            sl->v = v * factor;
+            if (!(sl->v < 0x1p700))
+                goto fail;
+        }
     }
     return t;
 fail:

@@ -8,6 +8,7 @@
 #ifndef CF_TRENDING_H
 #define CF_TRENDING_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -61,6 +62,23 @@ size_t cf_trending_memory(const cf_trending *t);
 
 /* Save/load keep the pages, their values and the eviction count. */
 int cf_trending_save(const cf_trending *t, cf_buf *out);
+/* Reads what cf_trending_save wrote. Returns NULL on malformed input
+ * (bad magic or version, truncated, a negative/NaN/infinite value, a
+ * duplicate page) or OOM. */
 cf_trending *cf_trending_load(int64_t half_life_ms, cf_reader *in);
+
+/* Rescaling (a restart with another shard count): one table from the n
+ * saved tables of a snapshot, keeping the pages keep(ctx, page, len)
+ * accepts (NULL: all; the parts' pages must be disjoint). Scores are those
+ * of the saved tables. NULL on malformed input or OOM. */
+typedef bool (*cf_trending_keep_fn)(void *ctx, const char *page, size_t len);
+cf_trending *cf_trending_load_parts(int64_t half_life_ms, uint64_t hash_seed, cf_reader *parts,
+                                    size_t n, cf_trending_keep_fn keep, void *ctx);
+
+/* Seeds the page hash (default 0). A secret seed (the daemon derives one
+ * per data directory) keeps clients from computing page urls that collide
+ * in the table (hash flooding). Only while the table is empty: 0, or
+ * -EBUSY. */
+int cf_trending_set_hash_seed(cf_trending *t, uint64_t seed);
 
 #endif

@@ -105,6 +105,7 @@ typedef struct omap {
 
 struct cf_winop {
     cf_winop_config cfg;
+    uint64_t page_seed; /* of the page hash (cf_winop_set_hash_seed) */
     int64_t wm;
     uint32_t k;         /* panes per window (size / slide) */
 
@@ -810,6 +811,7 @@ cf_winop *cf_winop_new(const cf_winop_config *cfg)
         return NULL;
     op->cfg = c;
     op->cap = cf_keycap_make(c.max_keys);
+    op->page_seed = PAGE_SEED;
     op->wm = CF_TIME_NONE;
     op->k = (uint32_t)(c.size_ms / c.slide_ms);
     op->cell_free = NIL;
@@ -819,6 +821,15 @@ cf_winop *cf_winop_new(const cf_winop_config *cfg)
         return NULL;
     }
     return op;
+}
+
+int cf_winop_set_hash_seed(cf_winop *op, uint64_t seed)
+{
+    /* Pages live only in cells, cells only in slots. */
+    if (op->nslots)
+        return -EBUSY;
+    op->page_seed = seed ^ PAGE_SEED;
+    return 0;
 }
 
 void cf_winop_free(cf_winop *op)
@@ -976,7 +987,7 @@ int cf_winop_add(cf_winop *op, const char *page_url, size_t len, uint64_t user_h
     int64_t p, first;
     if (!pane_of(op, ts, &p, &first) || purge_due(op, p + op->cfg.size_ms))
         return 0;
-    uint64_t ph = cf_hash64(page_url, len, PAGE_SEED);
+    uint64_t ph = cf_hash64(page_url, len, op->page_seed);
     cell *c = cell_lookup(op, p, ph, page_url, len);
     if (c && c->count && !fire_due(op, first + op->cfg.size_ms)) {
         int rc = cell_add_user(op, c, user_hash);
@@ -1241,7 +1252,7 @@ static int load_cell(cf_winop *op, int64_t g, cf_reader *in)
     int64_t p, first;
     if (count && (!pane_of(op, g, &p, &first) || born > fired_windows(op, g)))
         return -EINVAL;
-    uint64_t ph = cf_hash64(s, len, PAGE_SEED);
+    uint64_t ph = cf_hash64(s, len, op->page_seed);
     page *pg = page_find(op, ph, s, len);
     if (pg && cell_find(op, g, pg))
         return -EINVAL;
@@ -1334,11 +1345,45 @@ static int load_finish(cf_winop *op)
     return 0;
 }
 
-cf_winop *cf_winop_load(const cf_winop_config *cfg, cf_reader *in)
+/* Reads past one saved cell (a page another shard keeps after a rescale).
+ * 0 or -EINVAL. */
+static int skip_cell(cf_reader *in)
 {
-    cf_winop *op = cf_winop_new(cfg);
-    if (!op)
-        return NULL;
+    const char *s;
+    size_t len;
+    uint64_t count;
+    uint32_t rev;
+    uint16_t born;
+    uint8_t rec, nu;
+    if (!cf_get_str(in, &s, &len) || !cf_get_u64(in, &count) || !cf_get_u8(in, &rec) ||
+        !cf_get_u32(in, &rev) || !cf_get_u16(in, &born) || !cf_get_u8(in, &nu))
+        return -EINVAL;
+    if (nu == USERS_IN_HLL) {
+        cf_hll *h = cf_hll_load(in);
+        if (!h)
+            return -EINVAL;
+        cf_hll_free(h);
+        return 0;
+    }
+    for (uint8_t u = 0; u < nu; u++) {
+        uint64_t v;
+        if (!cf_get_u64(in, &v))
+            return -EINVAL;
+    }
+    return 0;
+}
+
+/* The page of the next saved cell, without consuming it. */
+static bool peek_page(const cf_reader *in, const char **s, size_t *len)
+{
+    cf_reader r = *in;
+    return cf_get_str(&r, s, len);
+}
+
+/* One saved operator into op (cells of pages keep() refuses are skipped). */
+static int load_part(cf_winop *op, cf_reader *in, bool first, cf_winop_keep_fn keep,
+                     void *ctx)
+{
     uint32_t magic, ns;
     uint8_t type;
     int64_t size, slide, late, wm;
@@ -1346,34 +1391,72 @@ cf_winop *cf_winop_load(const cf_winop_config *cfg, cf_reader *in)
     if (!cf_get_u32(in, &magic) || !cf_get_u8(in, &type) || !cf_get_i64(in, &size) ||
         !cf_get_i64(in, &slide) || !cf_get_i64(in, &late) || !cf_get_i64(in, &wm) ||
         (magic == SAVE_MAGIC && !cf_get_u64(in, &refused)) || !cf_get_u32(in, &ns))
-        goto fail;
-    if ((magic != SAVE_MAGIC && magic != SAVE_MAGIC_V2) || type != (uint8_t)op->cfg.type || size != op->cfg.size_ms ||
+        return -EINVAL;
+    if ((magic != SAVE_MAGIC && magic != SAVE_MAGIC_V2) || type != (uint8_t)op->cfg.type ||
+        size != op->cfg.size_ms ||
         slide != op->cfg.slide_ms || late != op->cfg.allowed_lateness_ms)
-        goto fail;
+        return -EINVAL;
+    /* Every shard saw the same markers: the parts of one snapshot agree. */
+    if (!first && wm != op->wm)
+        return -EINVAL;
     op->wm = wm;
-    op->cap.refused = refused;
+    /* A rescale (keep != NULL) reads every part into every shard: the refusal
+     * count would be multiplied, so it restarts at zero. */
+    if (!keep)
+        op->cap.refused += refused;
     bool have_prev = false;
     int64_t prev = 0;
     for (uint32_t i = 0; i < ns; i++) {
         int64_t start, end;
         uint32_t nc;
         if (!cf_get_i64(in, &start) || !cf_get_u32(in, &nc) || nc == 0)
-            goto fail;
+            return -EINVAL;
         /* Slots come strictly ascending, aligned to the slide, their window
          * fitting in int64, and not yet due for purging (a saved operator
          * holds none). */
         if ((have_prev && start <= prev) || start % op->cfg.slide_ms != 0 ||
             __builtin_add_overflow(start, op->cfg.size_ms, &end) || purge_due(op, end))
-            goto fail;
+            return -EINVAL;
         have_prev = true;
         prev = start;
-        if (slots_reserve(op, 1) < 0)
-            goto fail;
-        slot_get(op, start);
-        for (uint32_t j = 0; j < nc; j++)
+        bool made = false;
+        for (uint32_t j = 0; j < nc; j++) {
+            const char *pg;
+            size_t plen;
+            if (keep && (!peek_page(in, &pg, &plen) || !keep(ctx, pg, plen))) {
+                if (skip_cell(in) < 0)
+                    return -EINVAL;
+                continue;
+            }
+            /* The slot exists only once a cell is kept in it. */
+            if (!made) {
+                if (slots_reserve(op, 1) < 0)
+                    return -ENOMEM;
+                slot_get(op, start);
+                made = true;
+            }
             if (load_cell(op, start, in) < 0)
-                goto fail;
+                return -EINVAL;
+        }
     }
+    return 0;
+}
+
+cf_winop *cf_winop_load(const cf_winop_config *cfg, cf_reader *in)
+{
+    return cf_winop_load_parts(cfg, 0, in, 1, NULL, NULL);
+}
+
+cf_winop *cf_winop_load_parts(const cf_winop_config *cfg, uint64_t hash_seed,
+                              cf_reader *parts, size_t n, cf_winop_keep_fn keep, void *ctx)
+{
+    cf_winop *op = cf_winop_new(cfg);
+    if (!op)
+        return NULL;
+    (void)cf_winop_set_hash_seed(op, hash_seed);
+    for (size_t i = 0; i < n; i++)
+        if (load_part(op, &parts[i], i == 0, keep, ctx) < 0)
+            goto fail;
     if (load_finish(op) < 0)
         goto fail;
     return op;

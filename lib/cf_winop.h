@@ -99,4 +99,20 @@ size_t cf_winop_memory(const cf_winop *op);
 int cf_winop_save(const cf_winop *op, cf_buf *out);
 cf_winop *cf_winop_load(const cf_winop_config *cfg, cf_reader *in);
 
+/* Rescaling (a restart with another shard count): builds one operator from
+ * the n saved operators of a snapshot (taken at one consistent cut, so
+ * their watermarks agree), keeping only the pages keep(ctx, page, len)
+ * accepts (NULL: all; the pages of the parts must be disjoint). Each reader
+ * is consumed. Behaves as an operator that had been fed only those pages.
+ * NULL on malformed input or OOM. */
+typedef bool (*cf_winop_keep_fn)(void *ctx, const char *key, size_t len);
+cf_winop *cf_winop_load_parts(const cf_winop_config *cfg, uint64_t hash_seed,
+                              cf_reader *parts, size_t n, cf_winop_keep_fn keep, void *ctx);
+
+/* Seeds the page hash (default 0). A secret seed (the daemon derives one
+ * per data directory) keeps clients from computing page urls that collide
+ * in the operator's tables (hash flooding). Only while the operator holds
+ * no page: 0, or -EBUSY. */
+int cf_winop_set_hash_seed(cf_winop *op, uint64_t seed);
+
 #endif

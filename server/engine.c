@@ -33,6 +33,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <time.h>
 
 #include "cf_dedup.h"
@@ -54,7 +55,9 @@
 #define TICK_MS 100
 #define MAX_QUERY_LIMIT 100000
 #define SNAP_MAGIC 0x50414e53464355ull   /* "UCFSNAP" */
-#define SNAP_VERSION 2u   /* 2: pane-based window state (cf_winop CFW2) */
+/* 2: pane-based window state (cf_winop CFW2); 3: the hash key in the
+ * sequencer part. */
+#define SNAP_VERSION 3u
 #define INTERIM_PER_TYPE 100           /* busiest open windows per type per interim push */
 #define RATE_SAMPLES 11                 /* 1 s of 100 ms ticks, plus one */
 #define DEDUP_PREFETCH 8                /* ids ahead whose dedup slot is prefetched */
@@ -91,6 +94,12 @@ struct cf_engine {
     /* Sequencer: everything below up to the counters is guarded by mu. */
     pthread_mutex_t mu;
     cf_dedup *dedup;
+    uint8_t hashkey[CF_HASHKEY_LEN]; /* keys the dedup hash (per data dir) */
+    /* View settings the shards' operators run (those the log was made with
+     * during replay; the configured ones once started), and whether the log
+     * or snapshot said what they were. */
+    cf_view_settings shard_vs;
+    bool vs_known;
     cf_watermark *wm;
     int64_t sent_wm;                /* W of the last marker sent to the shards */
     int64_t mark_clock;             /* C carried by that marker */
@@ -99,6 +108,7 @@ struct cf_engine {
     bool stopping;
     bool started;                   /* shard threads run (queries work) */
     bool accepting;                 /* recovery done: submissions allowed */
+    bool recovered;                 /* the whole log was replayed: snapshots allowed */
     cf_snapjob *job;                /* snapshot in progress (ticker-owned) */
     int64_t snap_due;               /* wall time of the next snapshot */
 
@@ -175,7 +185,13 @@ cf_engine *cf_engine_new(const cf_config *cfg)
     e->sent_wm = CF_TIME_NONE;
     e->mark_clock = CF_TIME_NONE;
     e->snapshot_lsn = -1;
-    e->dedup = cf_dedup_new(cfg->dedup_ttl_ms > 0 ? cfg->dedup_ttl_ms : 1, cfg->max_keys);
+    cf_view_settings_of(cfg, &e->shard_vs);
+    /* Without a data dir the dedup key only has to be secret; with one,
+     * recovery replaces it by the directory's key. */
+    if (getrandom(e->hashkey, sizeof e->hashkey, GRND_NONBLOCK) != (ssize_t)sizeof e->hashkey)
+        cf_warn("getrandom failed: the dedup hash key is not secret");
+    e->dedup = cf_dedup_new_keyed(cfg->dedup_ttl_ms > 0 ? cfg->dedup_ttl_ms : 1, cfg->max_keys,
+                                  e->hashkey);
     e->wm = cf_watermark_new(cfg->out_of_orderness_ms, cfg->idle_timeout_ms);
     e->shards = calloc(e->n_shards, sizeof *e->shards);
     if (!e->dedup || !e->wm || !e->shards) {
@@ -191,7 +207,21 @@ bool cf_engine_ready(const cf_engine *e) { return atomic_load(&((cf_engine *)e)-
 
 bool cf_engine_failed(const cf_engine *e) { return atomic_load(&((cf_engine *)e)->failed) != 0; }
 
-void cf_engine_count_rejected(cf_engine *e, size_t n) { atomic_fetch_add(&e->rejected, n); }
+static int64_t log_counters_locked(cf_engine *e, uint64_t dups, uint64_t rejected);
+
+/* Rejected events are logged like duplicates (a CF_WAL_COUNTERS record,
+ * committed before the 202 goes out), so the count survives a crash. */
+void cf_engine_count_rejected(cf_engine *e, size_t n)
+{
+    if (n == 0)
+        return;
+    pthread_mutex_lock(&e->mu);
+    int64_t lsn = e->accepting ? log_counters_locked(e, 0, n) : 0;
+    atomic_fetch_add(&e->rejected, n);
+    pthread_mutex_unlock(&e->mu);
+    if (e->wal && lsn > 0 && cf_wal_commit(e->wal, lsn) < 0 && !atomic_exchange(&e->failed, 1))
+        cf_error("write-ahead log commit failed: no longer acknowledging events");
+}
 
 /* ---- the sequencer ----------------------------------------------------- */
 
@@ -241,7 +271,7 @@ static int prepare(cf_engine *e, const cf_event *evs, size_t n, prepared *p)
         r->page_shard = shard_of(e, evs[i].page_url, evs[i].page_url_len);
         r->user_shard = shard_of(e, evs[i].user_id, evs[i].user_id_len);
         if (evs[i].event_id && evs[i].event_id_len > 0)
-            r->id_hash = cf_dedup_hash(evs[i].event_id, evs[i].event_id_len);
+            r->id_hash = cf_dedup_hash(e->dedup, evs[i].event_id, evs[i].event_id_len);
         r->pack_off = p->packed.len;
         if (cf_event_pack(&evs[i], &p->packed) < 0)
             goto out;
@@ -339,6 +369,20 @@ static int wal_fail_locked(cf_engine *e, int64_t rc)
         cf_error("write-ahead log append failed (%s): no longer acknowledging events",
                  strerror((int)-rc));
     return -EIO;
+}
+
+/* Logs counter increments that no events record carries (duplicates,
+ * rejected events), so a replay restores them exactly. Returns the LSN, 0
+ * without a WAL, or -EIO. */
+static int64_t log_counters_locked(cf_engine *e, uint64_t dups, uint64_t rejected)
+{
+    if (!e->wal || atomic_load(&e->failed))
+        return 0;
+    uint8_t payload[16];
+    put_le64(payload, dups);
+    put_le64(payload + 8, rejected);
+    int64_t lsn = cf_wal_append(e->wal, CF_WAL_COUNTERS, payload, sizeof payload);
+    return lsn < 0 ? wal_fail_locked(e, lsn) : lsn;
 }
 
 /* Sends a watermark marker (W, C) to every shard, logging it first. The
@@ -462,6 +506,13 @@ static int64_t apply_locked(cf_engine *e, prepared *p, const cf_event *evs, uint
         lsn = cf_wal_append(e->wal, CF_WAL_EVENTS, payload, len);
         if (lsn < 0)
             return wal_fail_locked(e, lsn);
+    }
+    if (dups > 0 && !replay) {
+        int64_t clsn = log_counters_locked(e, dups, 0);
+        if (clsn < 0)
+            return clsn;
+        if (clsn > lsn)
+            lsn = clsn;
     }
     for (unsigned s = 0; s < e->n_shards; s++) {
         if (p->msgs[s] && p->accepted[s] > 0) {
@@ -650,6 +701,154 @@ static int replay_watermark(cf_engine *e, const uint8_t *payload, size_t len)
     }
 }
 
+static void put_settings(cf_buf *b, const cf_view_settings *vs)
+{
+    cf_buf_put_i64(b, vs->window_ms);
+    cf_buf_put_i64(b, vs->slide_size_ms);
+    cf_buf_put_i64(b, vs->slide_ms);
+    cf_buf_put_i64(b, vs->session_gap_ms);
+    cf_buf_put_i64(b, vs->half_life_ms);
+    cf_buf_put_i64(b, vs->allowed_lateness_ms);
+}
+
+static bool get_settings(cf_reader *r, cf_view_settings *vs)
+{
+    cf_get_i64(r, &vs->window_ms);
+    cf_get_i64(r, &vs->slide_size_ms);
+    cf_get_i64(r, &vs->slide_ms);
+    cf_get_i64(r, &vs->session_gap_ms);
+    cf_get_i64(r, &vs->half_life_ms);
+    return cf_get_i64(r, &vs->allowed_lateness_ms) && vs->window_ms > 0 &&
+           vs->slide_size_ms > 0 && vs->slide_ms > 0 && vs->session_gap_ms > 0 &&
+           vs->half_life_ms > 0 && vs->allowed_lateness_ms >= 0;
+}
+
+/* Switches the shards to the view settings vs at this point of the event
+ * order: the views whose settings differ start empty (CF_MSG_RESET to every
+ * shard, waiting for queue room like a replayed marker). Returns the changed
+ * views, or -EIO. */
+static int switch_settings(cf_engine *e, const cf_view_settings *vs)
+{
+    unsigned views = cf_view_settings_diff(&e->shard_vs, vs);
+    if (views) {
+        for (;;) {
+            pthread_mutex_lock(&e->mu);
+            if (all_have_room_locked(e))
+                break;
+            pthread_mutex_unlock(&e->mu);
+            sleep_ms(1);
+        }
+        for (unsigned s = 0; s < e->n_shards; s++) {
+            cf_msg *m = cf_msg_new(CF_MSG_RESET, sizeof *vs);
+            if (!m) {
+                /* The shards would diverge from the log: stop like a WAL
+                 * error. */
+                atomic_store(&e->failed, 1);
+                pthread_mutex_unlock(&e->mu);
+                cf_error("out of memory switching view settings");
+                return -EIO;
+            }
+            m->n = views;
+            memcpy(m->data, vs, sizeof *vs);
+            enqueue_locked(e, s, m);
+        }
+        e->shard_vs = *vs;
+        pthread_mutex_unlock(&e->mu);
+    }
+    e->vs_known = true;
+    return (int)views;
+}
+
+static int replay_settings(cf_engine *e, const uint8_t *payload, size_t len)
+{
+    cf_reader r;
+    cf_reader_init(&r, payload, len);
+    cf_view_settings vs;
+    if (!get_settings(&r, &vs))
+        return -EINVAL;
+    int rc = switch_settings(e, &vs);
+    return rc < 0 ? rc : 0;
+}
+
+/* Names the views in a CF_VIEW_* mask, for the log. */
+static void views_text(unsigned views, const cf_view_settings *was, const cf_view_settings *now,
+                       char *out, size_t cap)
+{
+    int n = snprintf(out, cap, "%s", "");
+    if (views & CF_VIEW_TUMBLING)
+        n += snprintf(out + n, cap - (size_t)n, " tumbling (--window %" PRId64 " -> %" PRId64
+                      " ms)", was->window_ms, now->window_ms);
+    if (views & CF_VIEW_SLIDING && (size_t)n < cap)
+        n += snprintf(out + n, cap - (size_t)n, " sliding (--slide-size %" PRId64 " -> %" PRId64
+                      " ms, --slide %" PRId64 " -> %" PRId64 " ms)", was->slide_size_ms,
+                      now->slide_size_ms, was->slide_ms, now->slide_ms);
+    if (views & CF_VIEW_SESSIONS && (size_t)n < cap)
+        n += snprintf(out + n, cap - (size_t)n, " sessions (--session-gap %" PRId64
+                      " -> %" PRId64 " ms)", was->session_gap_ms, now->session_gap_ms);
+    if (views & CF_VIEW_TRENDING && (size_t)n < cap)
+        n += snprintf(out + n, cap - (size_t)n, " trending (--half-life %" PRId64
+                      " -> %" PRId64 " ms)", was->half_life_ms, now->half_life_ms);
+    if (views & (CF_VIEW_TUMBLING | CF_VIEW_SLIDING | CF_VIEW_SESSIONS) &&
+        was->allowed_lateness_ms != now->allowed_lateness_ms && (size_t)n < cap)
+        snprintf(out + n, cap - (size_t)n, " (--allowed-lateness %" PRId64 " -> %" PRId64 " ms)",
+                 was->allowed_lateness_ms, now->allowed_lateness_ms);
+}
+
+/* After replay (SPEC 10): when the configured view settings differ from
+ * those the data was made with, the changed views start empty from here,
+ * which is logged as a CF_WAL_SETTINGS record (so a later replay switches at
+ * the same point, before or after a snapshot alike). A log that never said
+ * its settings gets the record too. 0 or -EIO. */
+static int adopt_settings(cf_engine *e)
+{
+    cf_view_settings want, was = e->shard_vs;
+    cf_view_settings_of(&e->cfg, &want);
+    unsigned views = cf_view_settings_diff(&was, &want);
+    if (views == 0 && e->vs_known)
+        return 0;
+    int rc = switch_settings(e, &want);
+    if (rc < 0)
+        return rc;
+    if (views) {
+        char text[512];
+        views_text(views, &was, &want, text, sizeof text);
+        cf_warn("settings changed since the data was written; these views start empty now "
+                "(other views and counters carry on):%s", text);
+    }
+    cf_buf b = {0};
+    put_settings(&b, &want);
+    if (b.oom) {
+        cf_buf_free(&b);
+        return -EIO;
+    }
+    pthread_mutex_lock(&e->mu);
+    int64_t lsn = cf_wal_append(e->wal, CF_WAL_SETTINGS, b.data, b.len);
+    if (lsn < 0)
+        (void)wal_fail_locked(e, lsn);
+    pthread_mutex_unlock(&e->mu);
+    cf_buf_free(&b);
+    if (lsn < 0 || cf_wal_commit(e->wal, lsn) < 0) {
+        atomic_store(&e->failed, 1);
+        return -EIO;
+    }
+    return 0;
+}
+
+static int replay_counters(cf_engine *e, const uint8_t *payload, size_t len)
+{
+    cf_reader r;
+    cf_reader_init(&r, payload, len);
+    uint64_t dups = 0, rejected = 0;
+    cf_get_u64(&r, &dups);
+    if (!cf_get_u64(&r, &rejected))
+        return -EINVAL;
+    pthread_mutex_lock(&e->mu);
+    atomic_fetch_add(&e->duplicates, dups);
+    atomic_fetch_add(&e->rejected, rejected);
+    pthread_mutex_unlock(&e->mu);
+    return 0;
+}
+
 static int replay_record(void *ctx, int64_t lsn, uint8_t type, const uint8_t *payload,
                          size_t len)
 {
@@ -659,6 +858,10 @@ static int replay_record(void *ctx, int64_t lsn, uint8_t type, const uint8_t *pa
         rc = replay_events(e, payload, len);
     else if (type == CF_WAL_WATERMARK)
         rc = replay_watermark(e, payload, len);
+    else if (type == CF_WAL_COUNTERS)
+        rc = replay_counters(e, payload, len);
+    else if (type == CF_WAL_SETTINGS)
+        rc = replay_settings(e, payload, len);
     else
         cf_warn("recovery: skipping WAL record %" PRId64 " of unknown type %u", lsn, type);
     if (rc == -EINVAL) {
@@ -668,16 +871,14 @@ static int replay_record(void *ctx, int64_t lsn, uint8_t type, const uint8_t *pa
     return rc;
 }
 
-/* The settings a snapshot's state depends on; a snapshot taken with other
- * values cannot be loaded (the shard layout or window grid would differ). */
+/* The layout a snapshot's state depends on: the shard count (a restart
+ * with another one re-distributes the state by key) and the view settings
+ * the shards ran at the cut (a restart with other ones loads the state as
+ * it was and switches later, see adopt_settings). */
 static void put_fingerprint(const cf_engine *e, cf_buf *b)
 {
     cf_buf_put_u32(b, e->n_shards);
-    cf_buf_put_i64(b, e->cfg.window_ms);
-    cf_buf_put_i64(b, e->cfg.slide_size_ms);
-    cf_buf_put_i64(b, e->cfg.slide_ms);
-    cf_buf_put_i64(b, e->cfg.session_gap_ms);
-    cf_buf_put_i64(b, e->cfg.half_life_ms);
+    put_settings(b, &e->shard_vs);
 }
 
 /* Sequencer part of a snapshot (under mu). */
@@ -690,6 +891,7 @@ static int save_sequencer_locked(cf_engine *e, cf_buf *out)
     cf_buf_put_u64(out, atomic_load(&e->accepted));
     cf_buf_put_u64(out, atomic_load(&e->duplicates));
     cf_buf_put_u64(out, atomic_load(&e->rejected));
+    cf_buf_put(out, e->hashkey, sizeof e->hashkey);
     cf_buf tmp = {0};
     int rc = cf_dedup_save(e->dedup, &tmp);
     if (rc >= 0 && !tmp.oom)
@@ -698,6 +900,17 @@ static int save_sequencer_locked(cf_engine *e, cf_buf *out)
         rc = -ENOMEM;
     cf_buf_free(&tmp);
     return rc < 0 ? rc : (out->oom ? -ENOMEM : 0);
+}
+
+/* Keys every shard's tables with the engine's hash key (before any state). */
+static int key_shards(cf_engine *e)
+{
+    for (unsigned s = 0; s < e->n_shards; s++) {
+        int rc = cf_shard_set_hashkey(e->shards[s], e->hashkey);
+        if (rc < 0)
+            return rc;
+    }
+    return 0;
 }
 
 /* Restores a snapshot payload into the (not yet started) engine. */
@@ -713,19 +926,13 @@ static int load_snapshot(cf_engine *e, const cf_buf *payload)
         cf_error("snapshot: unknown format (magic %" PRIx64 ", version %u)", magic, version);
         return -EINVAL;
     }
-    cf_buf want = {0};
-    put_fingerprint(e, &want);
-    const uint8_t *fp = r.p;
-    if (want.oom || r.left < want.len || memcmp(fp, want.data, want.len) != 0) {
-        cf_error("snapshot: taken with other --shards/--window/--slide-size/--slide/"
-                 "--session-gap/--half-life settings; start with the same ones (or move "
-                 "the data directory away)");
-        cf_buf_free(&want);
+    uint32_t old_shards = 0;
+    cf_view_settings vs;
+    cf_get_u32(&r, &old_shards);
+    if (!get_settings(&r, &vs) || old_shards == 0) {
+        cf_error("snapshot: malformed settings fingerprint");
         return -EINVAL;
     }
-    r.p += want.len;
-    r.left -= want.len;
-    cf_buf_free(&want);
     int64_t max_ts = 0, sent = 0, clock = 0;
     uint64_t next_seq = 0, acc = 0, dup = 0, rej = 0;
     const char *blob = NULL;
@@ -737,34 +944,71 @@ static int load_snapshot(cf_engine *e, const cf_buf *payload)
     cf_get_u64(&r, &acc);
     cf_get_u64(&r, &dup);
     cf_get_u64(&r, &rej);
+    uint8_t key[CF_HASHKEY_LEN];
+    if (r.left < sizeof key)
+        return -EINVAL;
+    memcpy(key, r.p, sizeof key);
+    r.p += sizeof key;
+    r.left -= sizeof key;
     if (!cf_get_str(&r, &blob, &blob_len))
         return -EINVAL;
+    /* The snapshot's key is the one its state was made with; a key file
+     * that says otherwise (replaced, restored from elsewhere) is rewritten. */
+    if (memcmp(key, e->hashkey, sizeof key) != 0) {
+        cf_warn("snapshot: the hash key file differs from the snapshot's; using the snapshot's");
+        memcpy(e->hashkey, key, sizeof key);
+        int krc = key_shards(e);
+        if (krc == 0)
+            krc = cf_hashkey_store(e->cfg.data_dir, key);
+        if (krc < 0) {
+            cf_error("cannot store the hash key in %s: %s", e->cfg.data_dir, strerror(-krc));
+            return krc;
+        }
+    }
     cf_reader dr;
     cf_reader_init(&dr, blob, blob_len);
     cf_dedup *d = cf_dedup_load(e->cfg.dedup_ttl_ms > 0 ? e->cfg.dedup_ttl_ms : 1,
-                                e->cfg.max_keys, &dr);
+                                e->cfg.max_keys, key, &dr);
     if (!d)
         return -EINVAL;
     uint32_t parts = 0;
     cf_get_u32(&r, &parts);
-    if (parts != e->n_shards) {
+    cf_reader *pr = parts == old_shards ? calloc(parts, sizeof *pr) : NULL;
+    cf_reader *copy = pr ? calloc(parts, sizeof *copy) : NULL;
+    if (!copy) {
+        free(pr);
         cf_dedup_free(d);
-        return -EINVAL;
+        return parts == old_shards ? -ENOMEM : -EINVAL;
     }
-    for (unsigned s = 0; s < e->n_shards; s++) {
-        cf_reader sr;
+    for (unsigned i = 0; i < parts; i++) {
         if (!cf_get_str(&r, &blob, &blob_len)) {
+            free(pr);
+            free(copy);
             cf_dedup_free(d);
             return -EINVAL;
         }
-        cf_reader_init(&sr, blob, blob_len);
-        int rc = cf_shard_load(e->shards[s], &sr);
+        cf_reader_init(&pr[i], blob, blob_len);
+    }
+    if (parts != e->n_shards)
+        cf_info("snapshot: taken with %u shards, now %u: re-distributing the state by key",
+                parts, e->n_shards);
+    for (unsigned s = 0; s < e->n_shards; s++) {
+        /* Each shard reads its own copy: after a rescale every shard reads
+         * every part. */
+        memcpy(copy, pr, parts * sizeof *copy);
+        int rc = cf_shard_load(e->shards[s], copy, parts, e->n_shards, &vs);
         if (rc) {
             cf_error("snapshot: shard %u state is malformed", s);
+            free(pr);
+            free(copy);
             cf_dedup_free(d);
             return rc;
         }
     }
+    free(pr);
+    free(copy);
+    e->shard_vs = vs;
+    e->vs_known = true;
     cf_dedup_free(e->dedup);
     e->dedup = d;
     cf_watermark_restore(e->wm, max_ts, sent);
@@ -795,6 +1039,8 @@ static void job_free(cf_engine *e, cf_snapjob *job)
  * holds the sequencer part. 0, -EAGAIN (no room now), or -errno. */
 static int snapshot_begin(cf_engine *e)
 {
+    if (!e->recovered)
+        return -EPERM;  /* never snapshot a partial recovery (see recover) */
     cf_snapjob *job = calloc(1, sizeof *job);
     if (!job)
         return -ENOMEM;
@@ -1649,6 +1895,23 @@ static int recover(cf_engine *e)
         return -EIO;
     }
     int64_t t0 = mono_ms();
+    /* The dedup hash key of this data directory (made at its first start),
+     * so every restart hashes ids alike. */
+    int krc = cf_hashkey_load(e->cfg.data_dir, e->hashkey);
+    if (krc < 0) {
+        cf_error("cannot read or create the hash key in %s: %s", e->cfg.data_dir,
+                 strerror(-krc));
+        return krc;
+    }
+    cf_dedup *fresh = cf_dedup_new_keyed(e->cfg.dedup_ttl_ms > 0 ? e->cfg.dedup_ttl_ms : 1,
+                                         e->cfg.max_keys, e->hashkey);
+    if (!fresh)
+        return -ENOMEM;
+    cf_dedup_free(e->dedup);
+    e->dedup = fresh;
+    krc = key_shards(e);
+    if (krc < 0)
+        return krc;
     cf_buf payload = {0};
     int64_t lsn = 0;
     int rc = cf_snapshot_load(e->cfg.data_dir, &lsn, &payload);
@@ -1683,6 +1946,12 @@ static int recover(cf_engine *e)
         cf_error("recovery: replaying the write-ahead log failed: %s", strerror((int)-n));
         return (int)n;
     }
+    /* Only a recovery that replayed the whole log may be snapshotted: a
+     * snapshot of a partial replay would hide the missing records and count
+     * the replayed ones twice once the log is repaired. */
+    pthread_mutex_lock(&e->mu);
+    e->recovered = true;
+    pthread_mutex_unlock(&e->mu);
     int64_t took = mono_ms() - t0;
     atomic_store(&e->replayed, n);
     atomic_store(&e->recovery_ms, took);
@@ -1708,8 +1977,11 @@ int cf_engine_start(cf_engine *e)
     int rc = 0;
     if (e->cfg.data_dir[0]) {
         rc = recover(e);
+        if (!rc)
+            rc = adopt_settings(e);
     } else {
         cf_info("durability off (no --data-dir): events are not logged");
+        rc = key_shards(e);
         for (unsigned s = 0; s < e->n_shards && !rc; s++)
             rc = cf_shard_start(e->shards[s]);
         pthread_mutex_lock(&e->mu);
@@ -1754,7 +2026,8 @@ void cf_engine_stop(cf_engine *e)
     }
     /* A last snapshot makes the next start fast: the shards save their
      * state behind every queued message, then stop. */
-    if (e->wal && e->started && e->cfg.snapshot_interval_ms > 0 && !atomic_load(&e->failed)) {
+    if (e->wal && e->started && e->recovered && e->cfg.snapshot_interval_ms > 0 &&
+        !atomic_load(&e->failed)) {
         if (e->job)
             while (snapshot_finish(e) == 0)
                 sleep_ms(1);

@@ -96,6 +96,13 @@ struct cf_shard {
     cf_shard_stats st;
     bool bounds_seen[BOUND_KINDS];  /* a refusal or eviction seen (logged) */
 
+    /* Hashing of client-chosen keys (cf_shard_set_hashkey): the tables are
+     * seeded from the data directory's secret key, so colliding pages or
+     * users cannot be computed from outside (hash flooding). */
+    bool keyed;
+    uint8_t hashkey[16];
+    uint64_t seed;
+
     /* Push batches of the message being handled (NULL without a hub). */
     cJSON *batch_windows;
     cJSON *batch_sessions;
@@ -148,9 +155,79 @@ static cf_winop_config winop_config(const cf_config *cfg, cf_window_type type)
     return wc;
 }
 
+void cf_view_settings_of(const cf_config *cfg, cf_view_settings *out)
+{
+    *out = (cf_view_settings){
+        .window_ms = cfg->window_ms,
+        .slide_size_ms = cfg->slide_size_ms,
+        .slide_ms = cfg->slide_ms,
+        .session_gap_ms = cfg->session_gap_ms,
+        .half_life_ms = cfg->half_life_ms,
+        .allowed_lateness_ms = cfg->allowed_lateness_ms,
+    };
+}
+
+unsigned cf_view_settings_diff(const cf_view_settings *a, const cf_view_settings *b)
+{
+    bool late = a->allowed_lateness_ms != b->allowed_lateness_ms;
+    unsigned m = 0;
+    if (late || a->window_ms != b->window_ms)
+        m |= CF_VIEW_TUMBLING;
+    if (late || a->slide_size_ms != b->slide_size_ms || a->slide_ms != b->slide_ms)
+        m |= CF_VIEW_SLIDING;
+    if (late || a->session_gap_ms != b->session_gap_ms)
+        m |= CF_VIEW_SESSIONS;
+    if (a->half_life_ms != b->half_life_ms)
+        m |= CF_VIEW_TRENDING;
+    return m;
+}
+
+/* Makes the shard run the views with the settings vs (before its operators
+ * are built, or when they are reset). */
+static void apply_settings(cf_config *cfg, const cf_view_settings *vs)
+{
+    cfg->window_ms = vs->window_ms;
+    cfg->slide_size_ms = vs->slide_size_ms;
+    cfg->slide_ms = vs->slide_ms;
+    cfg->session_gap_ms = vs->session_gap_ms;
+    cfg->half_life_ms = vs->half_life_ms;
+    cfg->allowed_lateness_ms = vs->allowed_lateness_ms;
+}
+
 static size_t sessions_keep(const cf_config *cfg)
 {
     return cfg->retain_results > SESSIONS_KEEP ? cfg->retain_results : SESSIONS_KEEP;
+}
+
+/* Empty tables hashed like the shard's (cf_shard_set_hashkey). */
+static cf_winop *new_winop(const cf_shard *s, const cf_winop_config *c)
+{
+    cf_winop *op = cf_winop_new(c);
+    if (op)
+        (void)cf_winop_set_hash_seed(op, s->seed);
+    return op;
+}
+
+static cf_kv *new_index(const cf_shard *s, size_t keep)
+{
+    return s->keyed ? cf_kv_new_keyed(0, keep + 1, s->hashkey) : cf_kv_new(0, keep + 1);
+}
+
+static cf_sessions *new_sessions(const cf_shard *s, const cf_config *cfg)
+{
+    cf_sessions *ss = cf_sessions_new(cfg->session_gap_ms, cfg->allowed_lateness_ms,
+                                      cfg->max_keys);
+    if (ss)
+        (void)cf_sessions_set_hash_seed(ss, s->seed);
+    return ss;
+}
+
+static cf_trending *new_trending(const cf_shard *s, const cf_config *cfg)
+{
+    cf_trending *t = cf_trending_new(cfg->half_life_ms);
+    if (t)
+        (void)cf_trending_set_hash_seed(t, s->seed);
+    return t;
 }
 
 cf_shard *cf_shard_new(const cf_config *cfg, unsigned index, size_t queue_slots, cf_push *push,
@@ -232,6 +309,47 @@ void cf_shard_free(cf_shard *s)
 }
 
 cf_queue *cf_shard_queue(cf_shard *s) { return s->q; }
+
+int cf_shard_set_hashkey(cf_shard *s, const uint8_t key[16])
+{
+    if (s->started)
+        return -EBUSY;
+    bool was_keyed = s->keyed;
+    uint8_t was_key[16];
+    memcpy(was_key, s->hashkey, sizeof was_key);
+    uint64_t was_seed = s->seed;
+    s->keyed = true;
+    memcpy(s->hashkey, key, sizeof s->hashkey);
+    /* One seed for the operator tables, derived so that it reveals nothing
+     * of the key. */
+    s->seed = cf_siphash(key, "clickflow tables", 16, 2, 4);
+    size_t keep = s->cfg.retain_results ? s->cfg.retain_results : 1;
+    cf_kv *i0 = new_index(s, keep), *i1 = new_index(s, keep);
+    int rc = !i0 || !i1 ? -ENOMEM : 0;
+    if (!rc && (cf_winop_set_hash_seed(s->tumbling, s->seed) < 0 ||
+                cf_winop_set_hash_seed(s->sliding, s->seed) < 0 ||
+                cf_sessions_set_hash_seed(s->sessions, s->seed) < 0 ||
+                cf_trending_set_hash_seed(s->trending, s->seed) < 0 ||
+                cf_kv_count(s->closed_idx[0]) || cf_kv_count(s->closed_idx[1])))
+        rc = -EBUSY;
+    if (rc) {
+        cf_kv_free(i0);
+        cf_kv_free(i1);
+        s->keyed = was_keyed;
+        memcpy(s->hashkey, was_key, sizeof was_key);
+        s->seed = was_seed;
+        (void)cf_winop_set_hash_seed(s->tumbling, was_seed);
+        (void)cf_winop_set_hash_seed(s->sliding, was_seed);
+        (void)cf_sessions_set_hash_seed(s->sessions, was_seed);
+        (void)cf_trending_set_hash_seed(s->trending, was_seed);
+        return rc;
+    }
+    cf_kv_free(s->closed_idx[0]);
+    cf_kv_free(s->closed_idx[1]);
+    s->closed_idx[0] = i0;
+    s->closed_idx[1] = i1;
+    return 0;
+}
 
 void cf_shard_hold(cf_shard *s, bool hold)
 {
@@ -486,6 +604,94 @@ static void handle_mark(cf_shard *s, const cf_msg *m)
     advance_to(s, m->wm);
 }
 
+/* Settings change (SPEC 10): the views in the mask start empty under the
+ * new settings, their retained results included; every other view and
+ * every counter carries on. Operators are built before anything is freed,
+ * so a failure (OOM) leaves the old state and is counted. */
+static void handle_reset(cf_shard *s, const cf_msg *m)
+{
+    cf_view_settings vs;
+    if (m->len != sizeof vs) {
+        s->st.errors++;
+        return;
+    }
+    memcpy(&vs, m->data, sizeof vs);
+    cf_config cfg = s->cfg;
+    apply_settings(&cfg, &vs);
+    unsigned views = m->n;
+    cf_winop_config tc = winop_config(&cfg, CF_WINDOW_TUMBLING);
+    cf_winop_config sc = winop_config(&cfg, CF_WINDOW_SLIDING);
+    size_t keep = cfg.retain_results ? cfg.retain_results : 1;
+    cf_winop *t = views & CF_VIEW_TUMBLING ? new_winop(s, &tc) : NULL;
+    cf_retain *ct = views & CF_VIEW_TUMBLING ? cf_retain_new(keep, free) : NULL;
+    cf_kv *it = views & CF_VIEW_TUMBLING ? new_index(s, keep) : NULL;
+    cf_winop *sl = views & CF_VIEW_SLIDING ? new_winop(s, &sc) : NULL;
+    cf_retain *csl = views & CF_VIEW_SLIDING ? cf_retain_new(keep, free) : NULL;
+    cf_kv *isl = views & CF_VIEW_SLIDING ? new_index(s, keep) : NULL;
+    cf_sessions *ss = views & CF_VIEW_SESSIONS
+                          ? new_sessions(s, &cfg)
+                          : NULL;
+    cf_retain *cs = views & CF_VIEW_SESSIONS ? cf_retain_new(sessions_keep(&cfg), free) : NULL;
+    cf_trending *tr = views & CF_VIEW_TRENDING ? new_trending(s, &cfg) : NULL;
+    bool ok = (!(views & CF_VIEW_TUMBLING) || (t && ct && it)) &&
+              (!(views & CF_VIEW_SLIDING) || (sl && csl && isl)) &&
+              (!(views & CF_VIEW_SESSIONS) || (ss && cs)) &&
+              (!(views & CF_VIEW_TRENDING) || tr);
+    if (!ok) {
+        cf_winop_free(t);
+        cf_retain_free(ct);
+        cf_kv_free(it);
+        cf_winop_free(sl);
+        cf_retain_free(csl);
+        cf_kv_free(isl);
+        cf_sessions_free(ss);
+        cf_retain_free(cs);
+        cf_trending_free(tr);
+        cf_error("shard %u: out of memory resetting views after a settings change", s->index);
+        s->st.errors++;
+        return;
+    }
+    /* The new views start at the current watermark, so an event behind it
+     * is judged late as it would be by views that had run all along. */
+    if (s->st.watermark != CF_TIME_NONE) {
+        if (t)
+            cf_winop_advance(t, s->st.watermark, on_window, s);
+        if (sl)
+            cf_winop_advance(sl, s->st.watermark, on_window, s);
+        if (ss)
+            cf_sessions_advance(ss, s->st.watermark, on_session, s);
+    }
+    s->cfg = cfg;
+    if (t) {
+        cf_winop_free(s->tumbling);
+        cf_retain_free(s->closed[CF_WINDOW_TUMBLING]);
+        cf_kv_free(s->closed_idx[CF_WINDOW_TUMBLING]);
+        s->tumbling = t;
+        s->closed[CF_WINDOW_TUMBLING] = ct;
+        s->closed_idx[CF_WINDOW_TUMBLING] = it;
+        s->closed_pushed[CF_WINDOW_TUMBLING] = 0;
+    }
+    if (sl) {
+        cf_winop_free(s->sliding);
+        cf_retain_free(s->closed[CF_WINDOW_SLIDING]);
+        cf_kv_free(s->closed_idx[CF_WINDOW_SLIDING]);
+        s->sliding = sl;
+        s->closed[CF_WINDOW_SLIDING] = csl;
+        s->closed_idx[CF_WINDOW_SLIDING] = isl;
+        s->closed_pushed[CF_WINDOW_SLIDING] = 0;
+    }
+    if (ss) {
+        cf_sessions_free(s->sessions);
+        cf_retain_free(s->closed_sessions);
+        s->sessions = ss;
+        s->closed_sessions = cs;
+    }
+    if (tr) {
+        cf_trending_free(s->trending);
+        s->trending = tr;
+    }
+}
+
 static int shard_save(const cf_shard *s, cf_buf *out);
 
 static void handle_barrier(cf_shard *s, const cf_msg *m)
@@ -540,6 +746,7 @@ static void handle_msg(cf_shard *s, cf_msg *m)
     case CF_MSG_EVENTS: handle_events(s, m); break;
     case CF_MSG_MARK: handle_mark(s, m); break;
     case CF_MSG_BARRIER: handle_barrier(s, m); break;
+    case CF_MSG_RESET: handle_reset(s, m); break;
     default: cf_error("shard %u: unknown message kind %u", s->index, m->kind); break;
     }
     if (s->push) {
@@ -1011,7 +1218,40 @@ static bool get_blob(cf_reader *in, cf_reader *ret)
     return true;
 }
 
-static bool load_ring(cf_retain *ring, cf_reader *in, void *(*load)(cf_reader *))
+/* Routes a key like the engine does; ctx points at {n_shards, index}. */
+typedef struct route_ctx {
+    unsigned n_shards;
+    unsigned index;
+} route_ctx;
+
+static bool keep_key(void *ctx, const char *key, size_t len)
+{
+    const route_ctx *rc = ctx;
+    return cf_hash_shard(cf_hash64(key, len, 0), rc->n_shards) == rc->index;
+}
+
+/* The key a retained record is routed by. */
+typedef bool (*rec_key_fn)(const void *rec, const route_ctx *rc);
+static bool keep_w(const void *r, const route_ctx *rc)
+{
+    const cf_wres *w = r;
+    return keep_key((void *)rc, w->page, w->page_len);
+}
+static bool keep_s(const void *r, const route_ctx *rc)
+{
+    const cf_sres *x = r;
+    return keep_key((void *)rc, x->user, x->user_len);
+}
+static bool keep_l(const void *r, const route_ctx *rc)
+{
+    const cf_lres *l = r;
+    return keep_key((void *)rc, l->page, l->page_len);
+}
+
+/* Reads a ring (u64 count + records, oldest first) and pushes the records
+ * rc keeps (all when rc is NULL). */
+static bool load_ring(cf_retain *ring, cf_reader *in, void *(*load)(cf_reader *),
+                      rec_key_fn keep, const route_ctx *rc)
 {
     uint64_t n = 0;
     if (!cf_get_u64(in, &n))
@@ -1020,7 +1260,10 @@ static bool load_ring(cf_retain *ring, cf_reader *in, void *(*load)(cf_reader *)
         void *rec = load(in);
         if (!rec)
             return false;
-        cf_retain_push(ring, rec);
+        if (rc && !keep(rec, rc))
+            free(rec);
+        else
+            cf_retain_push(ring, rec);
     }
     return true;
 }
@@ -1029,38 +1272,159 @@ static void *load_w(cf_reader *in) { return cf_wres_load(in); }
 static void *load_s(cf_reader *in) { return cf_sres_load(in); }
 static void *load_l(cf_reader *in) { return cf_lres_load(in); }
 
-int cf_shard_load(cf_shard *s, cf_reader *in)
+static int cmp_late_seq(const void *a, const void *b)
+{
+    const cf_lres *x = *(const cf_lres *const *)a, *y = *(const cf_lres *const *)b;
+    return x->seq < y->seq ? -1 : x->seq > y->seq;
+}
+
+/* Reads a late ring into v (records rc keeps): after a rescale the late
+ * events of several parts are pushed in arrival order again, since queries
+ * take the newest from the end of the ring. */
+static bool collect_late(ptrvec *v, cf_reader *in, const route_ctx *rc)
+{
+    uint64_t n = 0;
+    if (!cf_get_u64(in, &n))
+        return false;
+    for (uint64_t i = 0; i < n; i++) {
+        cf_lres *l = cf_lres_load(in);
+        if (!l)
+            return false;
+        if (!keep_l(l, rc)) {
+            free(l);
+            continue;
+        }
+        pv_push(v, l);
+        if (v->oom) {
+            free(l);
+            return false;
+        }
+    }
+    return true;
+}
+
+/* One shard part's header: magic, version, counters, trending prune threshold, and the
+ * four operator blobs (left in the readers). */
+typedef struct part_head {
+    cf_shard_stats st;
+    uint64_t prune_at;
+    cf_reader ops[4];
+} part_head;
+
+static int read_head(cf_reader *in, part_head *h)
 {
     uint32_t magic = 0, version = 0;
     cf_get_u32(in, &magic);
     cf_get_u32(in, &version);
     if (in->bad || magic != SHARD_MAGIC || version != SHARD_VERSION)
         return -EINVAL;
-    cf_shard_stats st = {0};
-    load_stats(&st, in);
-    uint64_t prune_at = 0;
-    cf_get_u64(in, &prune_at);
-    cf_reader rt, rs, rss, rtr;
-    if (!get_blob(in, &rt) || !get_blob(in, &rs) || !get_blob(in, &rss) || !get_blob(in, &rtr))
+    memset(h, 0, sizeof *h);
+    load_stats(&h->st, in);
+    cf_get_u64(in, &h->prune_at);
+    for (int i = 0; i < 4; i++)
+        if (!get_blob(in, &h->ops[i]))
+            return -EINVAL;
+    return in->bad ? -EINVAL : 0;
+}
+
+static void add_stats(cf_shard_stats *to, const cf_shard_stats *from)
+{
+    to->events += from->events;
+    to->late_dropped += from->late_dropped;
+    to->late_updates += from->late_updates;
+    to->session_late_dropped += from->session_late_dropped;
+    to->session_late_updates += from->session_late_updates;
+    to->windows_fired += from->windows_fired;
+    to->sessions_closed += from->sessions_closed;
+    to->errors += from->errors;
+}
+
+int cf_shard_load(cf_shard *s, cf_reader *parts, size_t n_parts, unsigned n_shards,
+                  const cf_view_settings *vs)
+{
+    bool rescale = n_parts != n_shards;
+    if (n_parts == 0 || (!rescale && s->index >= n_parts))
         return -EINVAL;
-    cf_winop_config tc = winop_config(&s->cfg, CF_WINDOW_TUMBLING);
-    cf_winop_config sc = winop_config(&s->cfg, CF_WINDOW_SLIDING);
-    cf_winop *t = cf_winop_load(&tc, &rt);
-    cf_winop *sl = cf_winop_load(&sc, &rs);
-    cf_sessions *ss = cf_sessions_load(s->cfg.session_gap_ms, s->cfg.allowed_lateness_ms,
-                                       cf_shard_max_keys(&s->cfg), &rss);
-    cf_trending *tr = cf_trending_load(s->cfg.half_life_ms, &rtr);
+    cf_reader *in = rescale ? parts : &parts[s->index];
+    size_t n = rescale ? n_parts : 1;
+    route_ctx rc = {.n_shards = n_shards, .index = s->index};
+    const route_ctx *filter = rescale ? &rc : NULL;
+    cf_config cfg = s->cfg;
+    apply_settings(&cfg, vs);
+
+    part_head *heads = calloc(n, sizeof *heads);
+    cf_reader *ops = calloc(4 * n, sizeof *ops);
+    if (!heads || !ops) {
+        free(heads);
+        free(ops);
+        return -ENOMEM;
+    }
+    int rc_ = 0;
+    cf_shard_stats st = {0};
+    uint64_t prune_at = 0;
+    for (size_t i = 0; i < n && !rc_; i++) {
+        rc_ = read_head(&in[i], &heads[i]);
+        if (rc_)
+            break;
+        /* Every shard saw the same markers: one cut, one watermark. */
+        if (i > 0 && heads[i].st.watermark != st.watermark) {
+            rc_ = -EINVAL;
+            break;
+        }
+        /* Each shard's trending prune threshold follows its own pages; after
+         * a rescale the largest one is a safe start (it only delays a prune). */
+        if (heads[i].prune_at > prune_at)
+            prune_at = heads[i].prune_at;
+        st.watermark = heads[i].st.watermark;
+        /* Counters are sums over shards: after a rescale shard 0 has them. */
+        if (!rescale || s->index == 0)
+            add_stats(&st, &heads[i].st);
+        for (int k = 0; k < 4; k++)
+            ops[k * n + i] = heads[i].ops[k];
+    }
+    if (rc_) {
+        free(heads);
+        free(ops);
+        return rc_;
+    }
+    cf_winop_config tc = winop_config(&cfg, CF_WINDOW_TUMBLING);
+    cf_winop_config sc = winop_config(&cfg, CF_WINDOW_SLIDING);
+    cf_winop_keep_fn kf = filter ? keep_key : NULL;
+    cf_winop *t = cf_winop_load_parts(&tc, s->seed, &ops[0], n, kf, &rc);
+    cf_winop *sl = cf_winop_load_parts(&sc, s->seed, &ops[n], n, kf, &rc);
+    cf_sessions *ss = cf_sessions_load_parts(cfg.session_gap_ms, cfg.allowed_lateness_ms,
+                                             cf_shard_max_keys(&cfg), s->seed, &ops[2 * n], n,
+                                             kf, &rc);
+    cf_trending *tr =
+        cf_trending_load_parts(cfg.half_life_ms, s->seed, &ops[3 * n], n, kf, &rc);
     if (tr)
-        cf_trending_set_max_pages(tr, cf_shard_max_keys(&s->cfg));
-    size_t keep = s->cfg.retain_results ? s->cfg.retain_results : 1;
+        cf_trending_set_max_pages(tr, cf_shard_max_keys(&cfg));
+    size_t keep = cfg.retain_results ? cfg.retain_results : 1;
     cf_retain *c0 = cf_retain_new(keep, free), *c1 = cf_retain_new(keep, free);
-    cf_kv *i0 = cf_kv_new(0, keep + 1), *i1 = cf_kv_new(0, keep + 1);
-    cf_retain *cs = cf_retain_new(sessions_keep(&s->cfg), free);
+    cf_kv *i0 = new_index(s, keep), *i1 = new_index(s, keep);
+    cf_retain *cs = cf_retain_new(sessions_keep(&cfg), free);
     cf_retain *late = cf_retain_new(LATE_KEEP, free);
-    bool ok = t && sl && ss && tr && c0 && c1 && i0 && i1 && cs && late &&
-              load_ring(c0, in, load_w) &&
-              load_ring(c1, in, load_w) && load_ring(cs, in, load_s) &&
-              load_ring(late, in, load_l) && !in->bad;
+    bool ok = t && sl && ss && tr && c0 && c1 && i0 && i1 && cs && late;
+    /* The rings follow the operator blobs in each part. */
+    ptrvec lv = {0};
+    for (size_t i = 0; ok && i < n; i++)
+        ok = load_ring(c0, &in[i], load_w, keep_w, filter) &&
+             load_ring(c1, &in[i], load_w, keep_w, filter) &&
+             load_ring(cs, &in[i], load_s, keep_s, filter) &&
+             (filter ? collect_late(&lv, &in[i], filter)
+                     : load_ring(late, &in[i], load_l, keep_l, NULL)) &&
+             !in[i].bad;
+    if (ok && lv.n > 1)
+        qsort(lv.v, lv.n, sizeof *lv.v, cmp_late_seq);
+    for (size_t i = 0; i < lv.n; i++) {
+        if (ok)
+            cf_retain_push(late, lv.v[i]);
+        else
+            free(lv.v[i]);
+    }
+    free(lv.v);
+    free(heads);
+    free(ops);
     if (!ok) {
         cf_winop_free(t);
         cf_winop_free(sl);
@@ -1074,6 +1438,7 @@ int cf_shard_load(cf_shard *s, cf_reader *in)
         cf_retain_free(late);
         return -EINVAL;
     }
+    s->cfg = cfg;
     cf_winop_free(s->tumbling);
     cf_winop_free(s->sliding);
     cf_sessions_free(s->sessions);

@@ -41,7 +41,28 @@ typedef enum cf_msg_kind {
     CF_MSG_EVENTS = 1,   /* data: n x (u8 role, u64 seq, i64 wm, i64 clock, cf_event_pack bytes) */
     CF_MSG_MARK = 2,     /* watermark marker: wm, clock */
     CF_MSG_BARRIER = 3,  /* snapshot barrier: save state into snap->parts[index] */
+    CF_MSG_RESET = 4,    /* settings change: n = CF_VIEW_* mask, data = cf_view_settings */
 } cf_msg_kind;
+
+/* The settings each view's state depends on (SPEC 10: a restart with other
+ * ones starts the changed views empty). */
+typedef struct cf_view_settings {
+    int64_t window_ms;          /* tumbling */
+    int64_t slide_size_ms;      /* sliding */
+    int64_t slide_ms;
+    int64_t session_gap_ms;     /* sessions */
+    int64_t half_life_ms;       /* trending */
+    int64_t allowed_lateness_ms;/* tumbling, sliding and sessions */
+} cf_view_settings;
+
+#define CF_VIEW_TUMBLING 1u
+#define CF_VIEW_SLIDING 2u
+#define CF_VIEW_SESSIONS 4u
+#define CF_VIEW_TRENDING 8u
+
+void cf_view_settings_of(const cf_config *cfg, cf_view_settings *out);
+/* The views (CF_VIEW_* mask) whose settings differ between a and b. */
+unsigned cf_view_settings_diff(const cf_view_settings *a, const cf_view_settings *b);
 
 /* A snapshot in progress: every shard fills its part, then decrements
  * remaining (release); the engine's ticker collects when it reaches 0. */
@@ -137,8 +158,21 @@ size_t cf_shard_max_keys(const cf_config *cfg);
  * NULL on OOM or a config the operators refuse. */
 cf_shard *cf_shard_new(const cf_config *cfg, unsigned index, size_t queue_slots, cf_push *push,
                        atomic_size_t *inflight);
-/* Replaces the state with a snapshot part (before start). 0 or -EINVAL. */
-int cf_shard_load(cf_shard *s, cf_reader *in);
+/* Replaces the state with its part of a snapshot (before start). parts:
+ * the n_parts shard states of the snapshot; vs: the view settings they were
+ * made with (the shard runs them until a CF_MSG_RESET says otherwise). When
+ * n_parts is the engine's shard count (n_shards), the shard loads
+ * parts[index]; otherwise (a rescale) it takes from every part the keys that
+ * route to it (cf_hash_shard(cf_hash64(key, len, 0), n_shards)): pages for
+ * windows, trending and late events, users for sessions; counters go to
+ * shard 0. Consumes the readers it reads. 0 or -EINVAL. */
+int cf_shard_load(cf_shard *s, cf_reader *parts, size_t n_parts, unsigned n_shards,
+                  const cf_view_settings *vs);
+/* Keys the hashing of client-chosen keys in the shard's tables with the
+ * data directory's secret key (SipHash-1-3 for the closed-result index, a
+ * seed derived from it for the operators' page and user tables), before
+ * any state is loaded or added. 0, -EBUSY (not empty or started), -ENOMEM. */
+int cf_shard_set_hashkey(cf_shard *s, const uint8_t key[16]);
 int cf_shard_start(cf_shard *s);
 /* Call once the producer has stopped: processes every queued message,
  * answers pending queries, joins the thread. Idempotent. */

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -370,4 +371,70 @@ int cf_snapshot_load(const char *dir, int64_t *ret_lsn, cf_buf *ret_payload)
     free(lsns);
     close(dirfd);
     return r;
+}
+
+/* ---- the data directory's hash key ------------------------------------ */
+
+#define HASHKEY_NAME "hashkey"
+#define HASHKEY_TMP "hashkey.tmp"
+
+int cf_hashkey_store(const char *dir, const uint8_t key[CF_HASHKEY_LEN])
+{
+    if (mkdir(dir, 0755) < 0 && errno != EEXIST)
+        return -errno;
+    int dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dirfd < 0)
+        return -errno;
+    int r = 0;
+    int fd = openat(dirfd, HASHKEY_TMP, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        r = -errno;
+        goto out;
+    }
+    r = write_all(fd, key, CF_HASHKEY_LEN);
+    if (!r && fsync(fd) < 0)
+        r = -errno;
+    if (close(fd) < 0 && !r)
+        r = -errno;
+    if (!r && renameat(dirfd, HASHKEY_TMP, dirfd, HASHKEY_NAME) < 0)
+        r = -errno;
+    if (!r && fsync(dirfd) < 0)
+        r = -errno;
+    if (r)
+        (void)unlinkat(dirfd, HASHKEY_TMP, 0);
+out:
+    close(dirfd);
+    return r;
+}
+
+int cf_hashkey_load(const char *dir, uint8_t key[CF_HASHKEY_LEN])
+{
+    char path[4096];
+    if ((size_t)snprintf(path, sizeof path, "%s/%s", dir, HASHKEY_NAME) >= sizeof path)
+        return -ENAMETOOLONG;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+        uint8_t buf[CF_HASHKEY_LEN + 1];
+        ssize_t n = read(fd, buf, sizeof buf);
+        close(fd);
+        if (n == CF_HASHKEY_LEN) {
+            memcpy(key, buf, CF_HASHKEY_LEN);
+            return 0;
+        }
+        cf_warn("%s: not a %d-byte hash key; making a new one", path, CF_HASHKEY_LEN);
+    } else if (errno != ENOENT) {
+        return -errno;
+    }
+    /* First start (or a damaged file): a fresh secret from the kernel. */
+    size_t got = 0;
+    while (got < CF_HASHKEY_LEN) {
+        ssize_t n = getrandom(key + got, CF_HASHKEY_LEN - got, 0);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        got += (size_t)n;
+    }
+    return cf_hashkey_store(dir, key);
 }

@@ -20,4 +20,14 @@ int cf_snapshot_write(const char *dir, int64_t lsn, const void *payload, size_t 
  * previous one. Returns 0, -ENOENT when there is none, or -errno. */
 int cf_snapshot_load(const char *dir, int64_t *ret_lsn, cf_buf *ret_payload);
 
+/* The data directory's secret hash key (file `hashkey`, 16 bytes): keys
+ * the hash of client-chosen ids (dedup) so colliding ids cannot be computed
+ * from outside, while every restart on the directory hashes alike.
+ * cf_hashkey_load reads it, or at the first start makes one with
+ * getrandom(2) and stores it durably (temp file, fsync, rename, directory
+ * fsync). cf_hashkey_store writes key as the directory's key. 0 or -errno. */
+#define CF_HASHKEY_LEN 16
+int cf_hashkey_load(const char *dir, uint8_t key[CF_HASHKEY_LEN]);
+int cf_hashkey_store(const char *dir, const uint8_t key[CF_HASHKEY_LEN]);
+
 #endif

@@ -17,6 +17,8 @@ typedef struct cf_wal cf_wal;
 enum cf_wal_record_type {
     CF_WAL_EVENTS = 1,      /* payload: packed accepted events (cf_event_pack, concatenated) */
     CF_WAL_WATERMARK = 2,   /* payload: the watermark marker sent to the shards */
+    CF_WAL_COUNTERS = 3,    /* payload: u64 duplicates, u64 rejected added by a request */
+    CF_WAL_SETTINGS = 4,    /* payload: the view settings in effect from here on */
 };
 
 /* Opens (creating) dir. segment_bytes: rotate after a segment reaches it.

@@ -138,7 +138,7 @@ static void save_load(void **state)
     assert_int_equal(cf_dedup_save(d, &b), 0);
     cf_reader r;
     cf_reader_init(&r, b.data, b.len);
-    cf_dedup *c = cf_dedup_load(100, 5, &r);
+    cf_dedup *c = cf_dedup_load(100, 5, NULL, &r);
     assert_non_null(c);
     assert_int_equal(r.left, 0);
     assert_int_equal(cf_dedup_count(c), cf_dedup_count(d));
@@ -152,7 +152,7 @@ static void save_load(void **state)
     assert_int_equal(cf_dedup_count(c), cf_dedup_count(d));
     /* truncated input */
     cf_reader_init(&r, b.data, b.len - 1);
-    assert_null(cf_dedup_load(100, 5, &r));
+    assert_null(cf_dedup_load(100, 5, NULL, &r));
     cf_buf_free(&b);
     cf_dedup_free(d);
     cf_dedup_free(c);
@@ -172,7 +172,7 @@ static void hashed_matches_plain(void **state)
         /* Short and long ids, repeats, and a clock that moves. */
         int n = snprintf(id, sizeof id, i % 3 ? "id-%d" : "a-much-longer-event-id-%d", (i * 7) % 90);
         int64_t ts = 1000 + i, clock = 1000 + i / 2 - (i % 5 == 0 ? 200 : 0);
-        uint64_t h = cf_dedup_hash(id, (size_t)n);
+        uint64_t h = cf_dedup_hash(a, id, (size_t)n);
         cf_dedup_prefetch(b, h);
         int ra = cf_dedup_check(a, id, (size_t)n, ts, clock);
         int rb = cf_dedup_check_hashed(b, id, (size_t)n, h, ts, clock);

@@ -445,7 +445,7 @@ static void hashed_put_and_prefetch(void **state)
     char k[64];
     for (uint64_t i = 0; i < 5000; i++) {
         size_t n = make_key(k, i % 3000, i % 2 ? 30 : 0);
-        uint64_t h = cf_kv_hash(k, n);
+        uint64_t h = cf_kv_hash(kv, k, n);
         cf_kv_prefetch(kv, h);
         int r = cf_kv_put_hashed(kv, k, n, h, (int64_t)i, NULL, NULL, NULL);
         assert_int_equal(r, i >= 3000 ? 0 : 1);
@@ -462,6 +462,90 @@ static void hashed_put_and_prefetch(void **state)
     cf_kv_free(kv);
 }
 
+/* Loading is linear: the table is sized once for the saved count, so a load
+ * of N keys grows nothing and examines about one slot per key. The saved
+ * table is a large one that lost most of its keys (capacity kept), saved in
+ * its slot order: loading that into a small growing table, as cf_kv_load
+ * once did, lays each pass over the small table onto the last one's
+ * clusters (quadratic probing work). */
+static void load_is_linear(void **state)
+{
+    (void)state;
+    static const uint8_t key[16] = "0123456789abcdef";
+    for (int keyed = 0; keyed < 2; keyed++) {
+        cf_kv *kv = keyed ? cf_kv_new_keyed(0, 0, key) : cf_kv_new(0, 0);
+        char k[64];
+        const uint64_t all = 400000, keep = 150000;
+        for (uint64_t i = 0; i < all; i++) {
+            size_t n = make_key(k, i, i % 4 == 0 ? 20 : 0);
+            assert_int_equal(cf_kv_put(kv, k, n, (int64_t)(i % 1000), NULL, NULL, NULL), 1);
+        }
+        for (uint64_t i = keep; i < all; i++) {
+            size_t n = make_key(k, i, i % 4 == 0 ? 20 : 0);
+            assert_int_equal(cf_kv_delete(kv, k, n), 0);
+        }
+        cf_buf b = {0};
+        assert_int_equal(cf_kv_save(kv, &b), 0);
+        cf_reader r;
+        cf_reader_init(&r, b.data, b.len);
+        cf_kv *c = keyed ? cf_kv_load_keyed(0, 0, key, &r) : cf_kv_load(0, 0, &r);
+        assert_non_null(c);
+        assert_int_equal(cf_kv_count(c), keep);
+        assert_int_equal(cf_kv_grows(c), 0);
+        uint64_t probes = cf_kv_load_probes(c);
+        printf("# load of %llu keys (%s): %llu probes\n", (unsigned long long)keep,
+               keyed ? "keyed" : "unkeyed", (unsigned long long)probes);
+        assert_true(probes <= 3 * keep);
+        for (uint64_t i = 0; i < all; i += 7) {
+            size_t n = make_key(k, i, i % 4 == 0 ? 20 : 0);
+            assert_true((cf_kv_get(c, k, n, NULL) != NULL) == (i < keep));
+        }
+        /* The heap built in bulk expires in the same order as the original. */
+        struct seen s1 = {0}, s2 = {0};
+        cf_kv_expire(kv, 3, record, &s1);
+        cf_kv_expire(c, 3, record, &s2);
+        assert_int_equal(s1.n, s2.n);
+        for (size_t i = 0; i < s1.n && i < 64; i++)
+            assert_string_equal(s1.key[i], s2.key[i]);
+        cf_buf_free(&b);
+        cf_kv_free(kv);
+        cf_kv_free(c);
+    }
+}
+
+/* A keyed store hashes with SipHash-1-3 under its key: another key gives
+ * other hashes (so other collisions), and the store works the same. */
+static void keyed_store(void **state)
+{
+    (void)state;
+    static const uint8_t k1[16] = "key-number-one!!", k2[16] = "key-number-two!!";
+    cf_kv *a = cf_kv_new_keyed(8, 0, k1), *b = cf_kv_new_keyed(8, 0, k2), *u = cf_kv_new(8, 0);
+    int same_ab = 0, same_au = 0;
+    char k[64];
+    for (uint64_t i = 0; i < 1000; i++) {
+        size_t n = make_key(k, i, i % 2 ? 20 : 0);
+        same_ab += cf_kv_hash(a, k, n) == cf_kv_hash(b, k, n);
+        same_au += cf_kv_hash(a, k, n) == cf_kv_hash(u, k, n);
+        assert_int_equal(cf_kv_put(a, k, n, (int64_t)i, NULL, NULL, NULL), 1);
+    }
+    assert_int_equal(same_ab, 0);
+    assert_int_equal(same_au, 0);
+    for (uint64_t i = 0; i < 1000; i += 2) {
+        size_t n = make_key(k, i, i % 2 ? 20 : 0);
+        assert_int_equal(cf_kv_delete(a, k, n), 0);
+    }
+    for (uint64_t i = 0; i < 1000; i++) {
+        size_t n = make_key(k, i, i % 2 ? 20 : 0);
+        int64_t exp = -1;
+        assert_true((cf_kv_get(a, k, n, &exp) != NULL) == (i % 2 == 1));
+        if (i % 2)
+            assert_int_equal(exp, (int64_t)i);
+    }
+    cf_kv_free(a);
+    cf_kv_free(b);
+    cf_kv_free(u);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -474,6 +558,8 @@ int main(void)
         cmocka_unit_test(randomized_against_model),
         cmocka_unit_test(save_load_roundtrip),
         cmocka_unit_test(hashed_put_and_prefetch),
+        cmocka_unit_test(load_is_linear),
+        cmocka_unit_test(keyed_store),
         cmocka_unit_test(overhead_per_key),
     };
     return cmocka_run_group_tests_name("kv", tests, NULL, NULL);

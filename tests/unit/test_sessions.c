@@ -1,6 +1,7 @@
 /* Unit tests for cf_sessions: per-user session windows (SPEC section 5), their
  * boundaries, merges, lateness and revisions, eviction, save/load, and a
  * seeded out-of-order trace checked against a brute-force model. */
+#include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -1231,10 +1232,168 @@ static void memory_per_open_session(void **state)
     cf_sessions_free(s);
 }
 
+/* ---- rescale: load_parts ------------------------------------------------- */
+
+static bool odd_user(void *ctx, const char *p, size_t len)
+{
+    (void)ctx;
+    return len > 0 && (p[len - 1] & 1);
+}
+
+static bool even_user(void *ctx, const char *p, size_t len) { return !odd_user(ctx, p, len); }
+
+/* What a table will say from now on: every user's open sessions, then every
+ * session_end once the watermark passes everything, as text lines, sorted. */
+typedef struct lines {
+    char **v;
+    size_t n, cap;
+} lines;
+
+static void line_of(void *ctx, const cf_session_record *r)
+{
+    lines *l = ctx;
+    if (l->n == l->cap) {
+        l->cap = l->cap ? 2 * l->cap : 64;
+        l->v = realloc(l->v, l->cap * sizeof *l->v);
+        assert_non_null(l->v);
+    }
+    char buf[256];
+    snprintf(buf, sizeof buf, "%.*s %lld %lld %llu %llu %.*s %.*s %u %d", (int)r->user_id_len,
+             r->user_id, (long long)r->start, (long long)r->end,
+             (unsigned long long)r->page_views, (unsigned long long)r->distinct_pages,
+             (int)r->entry_page_len, r->entry_page, (int)r->exit_page_len, r->exit_page,
+             r->revision, r->final);
+    l->v[l->n++] = strdup(buf);
+}
+
+static int cmp_line(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static void future_of(cf_sessions *s, int nusers, int64_t wm, lines *out)
+{
+    char u[16];
+    for (int i = 0; i < nusers; i++) {
+        int n = snprintf(u, sizeof u, "u%d", i);
+        cf_sessions_get_open(s, u, (size_t)n, line_of, out);
+    }
+    cf_sessions_advance(s, wm, line_of, out);
+    qsort(out->v, out->n, sizeof *out->v, cmp_line);
+}
+
+static void lines_equal_free(lines *a, lines *b)
+{
+    assert_int_equal(a->n, b->n);
+    for (size_t i = 0; i < a->n; i++) {
+        assert_string_equal(a->v[i], b->v[i]);
+        free(a->v[i]);
+        free(b->v[i]);
+    }
+    free(a->v);
+    free(b->v);
+    memset(a, 0, sizeof *a);
+    memset(b, 0, sizeof *b);
+}
+
+static cf_sessions *reload_parts(cf_sessions *const *src, size_t n, cf_sessions_keep_fn keep,
+                                 cf_buf *bufs)
+{
+    cf_reader parts[4];
+    for (size_t i = 0; i < n; i++) {
+        cf_buf_reset(&bufs[i]);
+        assert_int_equal(cf_sessions_save(src[i], &bufs[i]), 0);
+        cf_reader_init(&parts[i], bufs[i].data, bufs[i].len);
+    }
+    return cf_sessions_load_parts(1000, 500, 0, 77, parts, n, keep, NULL);
+}
+
+/* Tables fed the odd and the even users of a trace load into a table that
+ * behaves exactly like the one fed everything, and that one splits back:
+ * the rescale of a restart with another shard count. */
+static void load_parts_merges_and_splits(void **state)
+{
+    (void)state;
+    cf_sessions *all = cf_sessions_new(1000, 500, 0), *odd = cf_sessions_new(1000, 500, 0),
+                *even = cf_sessions_new(1000, 500, 0), *plain = cf_sessions_new(1000, 500, 0);
+    /* Seeded tables (as the daemon makes them) behave like unseeded ones. */
+    assert_int_equal(cf_sessions_set_hash_seed(all, 77), 0);
+    assert_int_equal(cf_sessions_set_hash_seed(odd, 77), 0);
+    assert_int_equal(cf_sessions_set_hash_seed(even, 77), 0);
+    lines sink = {0}, plain_sink = {0};
+    uint64_t lcg = 99;
+    char u[16], p[16];
+    int64_t ts = 10000;
+    for (int i = 0; i < 4000; i++) {
+        lcg = lcg * 6364136223846793005ULL + 1442695040888963407ULL;
+        ts += (int64_t)((lcg >> 33) % 40);
+        int un = snprintf(u, sizeof u, "u%d", (int)((lcg >> 20) % 60));
+        int pn = snprintf(p, sizeof p, "/p%d", (int)((lcg >> 40) % 9));
+        int64_t t = ts - (int64_t)((lcg >> 50) % 1200);
+        cf_sessions_add(all, u, (size_t)un, p, (size_t)pn, t, line_of, &sink);
+        cf_sessions_add(plain, u, (size_t)un, p, (size_t)pn, t, line_of, &plain_sink);
+        cf_sessions_add(odd_user(NULL, u, (size_t)un) ? odd : even, u, (size_t)un, p,
+                        (size_t)pn, t, line_of, &sink);
+        if (i % 40 == 39) {
+            cf_sessions_advance(all, ts - 300, line_of, &sink);
+            cf_sessions_advance(plain, ts - 300, line_of, &plain_sink);
+            cf_sessions_advance(odd, ts - 300, line_of, &sink);
+            cf_sessions_advance(even, ts - 300, line_of, &sink);
+        }
+    }
+    assert_int_equal(cf_sessions_set_hash_seed(all, 5), -EBUSY);
+    cf_buf bufs[2] = {{0}};
+    cf_sessions *pair[2] = {odd, even};
+    cf_sessions *merged = reload_parts(pair, 2, NULL, bufs);
+    cf_sessions *merged2 = reload_parts(pair, 2, NULL, bufs);
+    assert_non_null(merged);
+    assert_non_null(merged2);
+    assert_int_equal(cf_sessions_open_count(merged), cf_sessions_open_count(all));
+    cf_sessions *split_odd = reload_parts(&all, 1, odd_user, bufs);
+    cf_sessions *split_even = reload_parts(&all, 1, even_user, bufs);
+    assert_non_null(split_odd);
+    assert_non_null(split_even);
+    assert_int_equal(cf_sessions_open_count(split_odd), cf_sessions_open_count(odd));
+
+    lines a = {0}, b = {0};
+    future_of(split_odd, 60, ts + 100000, &a);
+    future_of(odd, 60, ts + 100000, &b);
+    lines_equal_free(&a, &b);
+    future_of(split_even, 60, ts + 100000, &a);
+    future_of(even, 60, ts + 100000, &b);
+    lines_equal_free(&a, &b);
+    future_of(merged, 60, ts + 100000, &a);
+    future_of(all, 60, ts + 100000, &b);
+    assert_true(a.n > 0);
+    lines_equal_free(&a, &b);
+    future_of(plain, 60, ts + 100000, &a);
+    future_of(merged2, 60, ts + 100000, &b);
+    assert_true(a.n > 0);
+    lines_equal_free(&a, &b);
+    cf_sessions_free(merged2);
+    cf_sessions_free(plain);
+    for (size_t i = 0; i < plain_sink.n; i++)
+        free(plain_sink.v[i]);
+    free(plain_sink.v);
+
+    cf_sessions_free(merged);
+    cf_sessions_free(split_odd);
+    cf_sessions_free(split_even);
+    cf_sessions_free(all);
+    cf_sessions_free(odd);
+    cf_sessions_free(even);
+    for (size_t i = 0; i < sink.n; i++)
+        free(sink.v[i]);
+    free(sink.v);
+    cf_buf_free(&bufs[0]);
+    cf_buf_free(&bufs[1]);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(exactly_gap_apart_is_one_session),
+        cmocka_unit_test(load_parts_merges_and_splits),
         cmocka_unit_test(gap_plus_one_is_two_sessions),
         cmocka_unit_test(bridging_event_merges),
         cmocka_unit_test(merge_of_fired_sessions_takes_max_revision),

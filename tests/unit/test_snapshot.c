@@ -273,6 +273,36 @@ static void test_stray_temp_file_ignored_and_removed(void **state)
     expect_load(dir, 10, 10);
 }
 
+/* The hash key is made once (random) and read back unchanged by every later
+ * start; a stored key replaces it; a damaged file is replaced by a new key. */
+static void test_hashkey_persists(void **state)
+{
+    const char *dir = *state;
+    uint8_t a[CF_HASHKEY_LEN], b[CF_HASHKEY_LEN], zero[CF_HASHKEY_LEN] = {0};
+    assert_int_equal(cf_hashkey_load(dir, a), 0);
+    assert_memory_not_equal(a, zero, CF_HASHKEY_LEN);
+    char path[600];
+    snprintf(path, sizeof path, "%s/hashkey", dir);
+    struct stat st;
+    assert_int_equal(stat(path, &st), 0);
+    assert_int_equal(st.st_size, CF_HASHKEY_LEN);
+    assert_int_equal(cf_hashkey_load(dir, b), 0);
+    assert_memory_equal(a, b, CF_HASHKEY_LEN);
+    uint8_t c[CF_HASHKEY_LEN];
+    memset(c, 7, sizeof c);
+    assert_int_equal(cf_hashkey_store(dir, c), 0);
+    assert_int_equal(cf_hashkey_load(dir, b), 0);
+    assert_memory_equal(b, c, CF_HASHKEY_LEN);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs("short", f);
+    fclose(f);
+    assert_int_equal(cf_hashkey_load(dir, b), 0);
+    assert_memory_not_equal(b, c, CF_HASHKEY_LEN);
+    assert_int_equal(stat(path, &st), 0);
+    assert_int_equal(st.st_size, CF_HASHKEY_LEN);
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup_dir, teardown_dir)
 
 int main(void)
@@ -288,6 +318,7 @@ int main(void)
         T(test_quarantined_snapshot_is_not_a_fallback),
         T(test_none_is_enoent),
         T(test_stray_temp_file_ignored_and_removed),
+        T(test_hashkey_persists),
     };
     return cmocka_run_group_tests_name("snapshot", tests, NULL, NULL);
 }

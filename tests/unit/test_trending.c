@@ -2,6 +2,7 @@
  * double sum over every click, rescaling over days of event time, ranking
  * and ties, exact merge of per-shard top lists, prune boundaries,
  * out-of-order clicks and save/load. */
+#include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -795,6 +796,79 @@ static void load_with_new_half_life(void **state)
     cf_trending_free(t);
 }
 
+/* ---- rescale: load_parts ------------------------------------------------- */
+
+static bool odd_page(void *ctx, const char *p, size_t len)
+{
+    (void)ctx;
+    return len > 0 && (p[len - 1] & 1);
+}
+
+static cf_trending *reload_parts(cf_trending *const *src, size_t n, cf_trending_keep_fn keep,
+                                 int64_t h)
+{
+    cf_buf bufs[2] = {{0}};
+    cf_reader parts[2];
+    for (size_t i = 0; i < n; i++) {
+        assert_int_equal(cf_trending_save(src[i], &bufs[i]), 0);
+        cf_reader_init(&parts[i], bufs[i].data, bufs[i].len);
+    }
+    cf_trending *t = cf_trending_load_parts(h, 77, parts, n, keep, NULL);
+    for (size_t i = 0; i < n; i++)
+        cf_buf_free(&bufs[i]);
+    return t;
+}
+
+/* Tables fed the odd and the even pages (their R moved at different clicks,
+ * far apart in time) load into one whose scores are bitwise those of the
+ * table fed everything, and that one splits back. */
+static void load_parts_merges_and_splits(void **state)
+{
+    (void)state;
+    const int64_t h = 1000;
+    cf_trending *all = cf_trending_new(h), *odd = cf_trending_new(h), *even = cf_trending_new(h);
+    cf_trending *plain = cf_trending_new(h);
+    /* Seeded tables (as the daemon makes them) score like unseeded ones. */
+    assert_int_equal(cf_trending_set_hash_seed(all, 77), 0);
+    assert_int_equal(cf_trending_set_hash_seed(odd, 77), 0);
+    assert_int_equal(cf_trending_set_hash_seed(even, 77), 0);
+    char p[16];
+    int64_t ts = 5000;
+    for (int i = 0; i < 3000; i++) {
+        /* Long quiet stretches move R by many half-lives, at other clicks
+         * in each table. */
+        ts += i % 500 == 0 ? 2000 * h : (i * 7919) % 300;
+        int n = snprintf(p, sizeof p, "/p%d", (i * 31) % 23);
+        assert_int_equal(cf_trending_add(all, p, (size_t)n, ts), 0);
+        assert_int_equal(cf_trending_add(plain, p, (size_t)n, ts), 0);
+        assert_int_equal(cf_trending_add(odd_page(NULL, p, (size_t)n) ? odd : even, p, (size_t)n,
+                                         ts), 0);
+    }
+    cf_trending *pair[2] = {odd, even};
+    cf_trending *merged = reload_parts(pair, 2, NULL, h);
+    cf_trending *split = reload_parts(&all, 1, odd_page, h);
+    assert_non_null(merged);
+    assert_non_null(split);
+    assert_int_equal(cf_trending_count(merged), cf_trending_count(all));
+    for (int k = 0; k < 23; k++) {
+        int n = snprintf(p, sizeof p, "/p%d", k);
+        for (int64_t T = ts; T < ts + 5 * h; T += h / 3) {
+            double want = cf_trending_score(all, p, (size_t)n, T);
+            assert_true(cf_trending_score(plain, p, (size_t)n, T) == want);
+            assert_true(cf_trending_score(merged, p, (size_t)n, T) == want);
+            double s = cf_trending_score(split, p, (size_t)n, T);
+            assert_true(s == (odd_page(NULL, p, (size_t)n) ? want : 0.0));
+        }
+    }
+    assert_int_equal(cf_trending_set_hash_seed(all, 5), -EBUSY);
+    cf_trending_free(plain);
+    cf_trending_free(merged);
+    cf_trending_free(split);
+    cf_trending_free(all);
+    cf_trending_free(odd);
+    cf_trending_free(even);
+}
+
 int main(void)
 {
     init_names();
@@ -802,6 +876,7 @@ int main(void)
         cmocka_unit_test(new_rejects_bad_half_life),
         cmocka_unit_test(page_bound_evicts_lowest_and_keeps_held_exact),
         cmocka_unit_test(page_bound_ties_and_bound_one),
+        cmocka_unit_test(load_parts_merges_and_splits),
         cmocka_unit_test(single_click_decays_by_half_life),
         cmocka_unit_test(matches_brute_force_over_days),
         cmocka_unit_test(rescaling_keeps_scores_exact),

@@ -1255,10 +1255,114 @@ static void pane_neighbours_near_int64_min(void **state)
     cf_winop_free(op);
 }
 
+/* ---- rescale: load_parts ------------------------------------------------- */
+
+static bool odd_page(void *ctx, const char *p, size_t len)
+{
+    (void)ctx;
+    return len > 0 && (p[len - 1] & 1);
+}
+
+static bool even_page(void *ctx, const char *p, size_t len) { return !odd_page(ctx, p, len); }
+
+static void save_to(const cf_winop *op, cf_buf *b)
+{
+    cf_buf_reset(b);
+    assert_int_equal(cf_winop_save(op, b), 0);
+}
+
+/* Two operators fed the odd and the even pages of a trace (same watermark
+ * moves) load into exactly the operator fed the whole trace, and one
+ * operator splits back into the two: the rescale of a restart with another
+ * shard count. */
+static void load_parts_merges_and_splits(void **state)
+{
+    (void)state;
+    /* Seeded (as the daemon makes them): saves the same bytes as unseeded. */
+    cf_winop_config c = {CF_WINDOW_SLIDING, 20, 5, 10, 0};
+    cf_winop *all = cf_winop_new(&c), *odd = cf_winop_new(&c), *even = cf_winop_new(&c);
+    cf_winop *plain = cf_winop_new(&c);
+    assert_int_equal(cf_winop_set_hash_seed(all, 77), 0);
+    assert_int_equal(cf_winop_set_hash_seed(odd, 77), 0);
+    assert_int_equal(cf_winop_set_hash_seed(even, 77), 0);
+    sink s = {0};
+    uint64_t rng = 7;
+    char page[16];
+    int64_t ts = 1000;
+    for (int i = 0; i < 3000; i++) {
+        ts += (int64_t)(rng_next(&rng) % 3);
+        int64_t t = ts - (int64_t)(rng_next(&rng) % 40);  /* some late ones */
+        snprintf(page, sizeof page, "/p%d", (int)(rng_next(&rng) % 37));
+        int u = (int)(rng_next(&rng) % 150);
+        add(all, page, u, t, &s);
+        add(plain, page, u, t, &s);
+        add(odd_page(NULL, page, strlen(page)) ? odd : even, page, u, t, &s);
+        if (i % 50 == 49) {
+            cf_winop_advance(all, ts - 5, collect, &s);
+            cf_winop_advance(plain, ts - 5, collect, &s);
+            cf_winop_advance(odd, ts - 5, collect, &s);
+            cf_winop_advance(even, ts - 5, collect, &s);
+        }
+    }
+    cf_buf ball = {0}, bodd = {0}, beven = {0}, got = {0};
+    save_to(plain, &bodd);
+    save_to(all, &ball);
+    assert_int_equal(bodd.len, ball.len);
+    assert_memory_equal(bodd.data, ball.data, ball.len);
+    cf_winop_free(plain);
+    save_to(odd, &bodd);
+    save_to(even, &beven);
+    cf_reader parts[2];
+    cf_reader_init(&parts[0], bodd.data, bodd.len);
+    cf_reader_init(&parts[1], beven.data, beven.len);
+    cf_winop *merged = cf_winop_load_parts(&c, 77, parts, 2, NULL, NULL);
+    assert_non_null(merged);
+    save_to(merged, &got);
+    assert_int_equal(got.len, ball.len);
+    assert_memory_equal(got.data, ball.data, ball.len);
+    assert_int_equal(cf_winop_open_count(merged), cf_winop_open_count(all));
+    assert_int_equal(cf_winop_kept_count(merged), cf_winop_kept_count(all));
+
+    cf_reader one;
+    cf_reader_init(&one, ball.data, ball.len);
+    cf_winop *split = cf_winop_load_parts(&c, 77, &one, 1, odd_page, NULL);
+    assert_non_null(split);
+    save_to(split, &got);
+    assert_int_equal(got.len, bodd.len);
+    assert_memory_equal(got.data, bodd.data, bodd.len);
+    cf_winop_free(split);
+    cf_reader_init(&one, ball.data, ball.len);
+    split = cf_winop_load_parts(&c, 77, &one, 1, even_page, NULL);
+    assert_non_null(split);
+    save_to(split, &got);
+    assert_int_equal(got.len, beven.len);
+    assert_memory_equal(got.data, beven.data, beven.len);
+
+    /* Parts of different cuts (watermarks) are refused. */
+    cf_winop_advance(odd, ts + 100, collect, &s);
+    save_to(odd, &bodd);
+    cf_reader_init(&parts[0], bodd.data, bodd.len);
+    cf_reader_init(&parts[1], beven.data, beven.len);
+    assert_null(cf_winop_load_parts(&c, 77, parts, 2, NULL, NULL));
+    assert_int_equal(cf_winop_set_hash_seed(all, 5), -EBUSY);
+
+    cf_winop_free(split);
+    cf_winop_free(merged);
+    cf_winop_free(all);
+    cf_winop_free(odd);
+    cf_winop_free(even);
+    cf_buf_free(&ball);
+    cf_buf_free(&bodd);
+    cf_buf_free(&beven);
+    cf_buf_free(&got);
+    sink_free(&s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(config_validation),
+        cmocka_unit_test(load_parts_merges_and_splits),
         cmocka_unit_test(tumbling_end_boundary_and_firing),
         cmocka_unit_test(watermark_none_and_backwards),
         cmocka_unit_test(lateness_limit_exact),
