@@ -84,6 +84,7 @@ typedef struct conn_entry {
     _Atomic int phase;              /* conn_phase */
     _Atomic unsigned served;        /* requests completed on this connection */
     _Atomic int64_t since_ms;       /* monotonic: opened, or last request completed */
+    _Atomic size_t body_bytes;      /* body bytes of the current request so far */
     bool cut;                       /* (reaper_mu) shut down, CLOSED not seen yet */
 } conn_entry;
 
@@ -195,8 +196,16 @@ static unsigned address_stripe(const struct sockaddr *sa)
         x = a;
     } else if (sa && sa->sa_family == AF_INET6) {
         const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)(const void *)sa;
-        memcpy(&x, &in6->sin6_addr, 8);
-        x ^= 0x9e3779b97f4a7c15ULL;
+        if (IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr)) {
+            /* An IPv4 client of a dual-stack socket: its own address, as
+             * above (its first 8 bytes are the same for every client). */
+            uint32_t a;
+            memcpy(&a, &in6->sin6_addr.s6_addr[12], 4);
+            x = a;
+        } else {
+            memcpy(&x, &in6->sin6_addr, 8);
+            x ^= 0x9e3779b97f4a7c15ULL;
+        }
     }
     /* splitmix64 finaliser: neighbouring addresses land far apart. */
     x += 0x9e3779b97f4a7c15ULL;
@@ -1074,9 +1083,11 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *c, const
         if (left <= 0)
             return MHD_NO;
         apply_deadline(rq, c, left);
-        if (rq->conn)
+        if (rq->conn) {
             atomic_store(&rq->conn->deadline_ms,
                          min64(rq->start_ms + h->cfg.request_deadline_ms, now + h->cfg.body_stall_timeout_ms));
+            atomic_fetch_add_explicit(&rq->conn->body_bytes, *upload_size, memory_order_relaxed);
+        }
         size_t n = *upload_size;
         *upload_size = 0;
         if (!rq->too_big && rq->body.len + n > rq->body_limit)
@@ -1140,6 +1151,7 @@ static void *uri_logger(void *cls, const char *uri, struct MHD_Connection *c)
          * than the header deadline the connection already has, nor than
          * the request deadline). */
         int64_t t = min64(h->cfg.header_timeout_ms, h->cfg.request_deadline_ms);
+        atomic_store_explicit(&rq->conn->body_bytes, 0, memory_order_relaxed);
         atomic_store(&rq->conn->phase, PHASE_HEADERS);
         atomic_store(&rq->conn->deadline_ms, min64(atomic_load(&rq->conn->deadline_ms), rq->start_ms + t));
     } else {
@@ -1177,27 +1189,36 @@ static void request_completed(void *cls, struct MHD_Connection *c, void **con_cl
 }
 
 /* Picks the connection to shed when the table is nearly full: never one
- * being answered or receiving a body; first those that have not completed a
- * single request (slow or silent openers), then idle keep-alive ones; the
- * oldest first within each group, so a client that just connected and is
- * sending its request is the last to go. Caller holds reaper_mu. O(n). */
+ * being answered; first those that have not completed a single request
+ * (slow or silent openers), then idle keep-alive ones, the oldest first in
+ * each group (a client that just connected and is sending its request is
+ * the last of them to go); last, bodies in progress, the one with the
+ * fewest bytes first (trickling bodies that keep within the stall timeout
+ * could otherwise hold the table). Caller holds reaper_mu. O(n). */
 static conn_entry *shed_victim(cf_http *h, const conn_entry *except)
 {
     conn_entry *best = NULL;
     int best_rank = 0;
-    int64_t best_since = 0;
+    int64_t best_key = 0;
     for (conn_entry *e = h->conns; e; e = e->next) {
         if (e == except || e->cut)
             continue;
         int phase = atomic_load(&e->phase);
-        if (phase == PHASE_BODY || phase == PHASE_BUSY)
+        if (phase == PHASE_BUSY)
             continue;
-        int rank = atomic_load(&e->served) > 0;
-        int64_t since = atomic_load(&e->since_ms);
-        if (!best || rank < best_rank || (rank == best_rank && since < best_since)) {
+        int rank;
+        int64_t key;
+        if (phase == PHASE_BODY) {
+            rank = 2;
+            key = (int64_t)atomic_load_explicit(&e->body_bytes, memory_order_relaxed);
+        } else {
+            rank = atomic_load(&e->served) > 0;
+            key = atomic_load(&e->since_ms);
+        }
+        if (!best || rank < best_rank || (rank == best_rank && key < best_key)) {
             best = e;
             best_rank = rank;
-            best_since = since;
+            best_key = key;
         }
     }
     return best;

@@ -206,6 +206,32 @@ def test_a_full_connection_table_sheds_slow_openers():
                 s.close()
 
 
+def test_a_table_full_of_trickling_bodies_sheds_the_smallest():
+    """Bodies that keep within the stall timeout are shed last, fewest
+    bytes first, so they cannot hold the table either."""
+    with Server(["--max-connections", "16", "--max-connections-per-ip", "16", "--body-stall-timeout", "60s",
+                 "--connection-timeout", "60s", "--request-deadline", "120s"]) as srv:
+        held = []
+        try:
+            big = connect(srv, "127.0.0.2")
+            big.sendall(post_head(4000) + b"[" + b" " * 2000)
+            held.append(big)
+            for i in range(24):
+                s = connect(srv, "127.0.0.%d" % (3 + i % 3))
+                s.sendall(post_head(1000) + b"[")
+                held.append(s)
+            status, _ = srv.request("GET", "/healthz", timeout=10.0)
+            assert status == 200
+            assert metrics(srv)["clickflow_http_connections_shed_total"] >= 8
+            # The body with the most bytes is still there and completes.
+            big.sendall(b" " * 1996 + b"[]]")   # 4000 bytes in all: [[]], one invalid event
+            reply = big.recv(4096)
+            assert reply.startswith(b"HTTP/1.1 202"), reply[:200]
+        finally:
+            for s in held:
+                s.close()
+
+
 def test_nul_and_control_bytes_in_urls_are_refused():
     with Server(["--idle-timeout", "0"]) as srv:
         assert srv.request("POST", "/api/v1/events", [{"user_id": "u1", "page_url": "/p"}])[0] == 202
@@ -308,6 +334,7 @@ if __name__ == "__main__":
         test_a_body_that_keeps_arriving_is_not_cut,
         test_slow_headers_are_cut_by_the_header_timeout,
         test_a_full_connection_table_sheds_slow_openers,
+        test_a_table_full_of_trickling_bodies_sheds_the_smallest,
         test_nul_and_control_bytes_in_urls_are_refused,
         test_ambiguous_framing_is_refused_and_closed,
         test_connections_fit_a_low_open_file_limit,
