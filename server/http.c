@@ -88,6 +88,12 @@ typedef struct conn_entry {
     bool cut;                       /* (reaper_mu) shut down, CLOSED not seen yet */
 } conn_entry;
 
+/* The fields above are written only by the thread serving the connection
+ * and read by the reaper and the shedding, which can act on a value a
+ * moment old either way: relaxed stores keep the request path free of
+ * fences. */
+#define conn_set(field, v) atomic_store_explicit((field), (v), memory_order_relaxed)
+
 struct cf_http {
     cf_config cfg;
     cf_engine *engine;
@@ -1053,13 +1059,13 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *c, const
                 /* The body must keep arriving: a stalled one is cut long
                  * before the request deadline, and so gives its share of
                  * the body budget back. */
-                atomic_store(&rq->conn->phase, PHASE_BODY);
-                atomic_store(&rq->conn->deadline_ms, min64(end, now + h->cfg.body_stall_timeout_ms));
+                conn_set(&rq->conn->phase, PHASE_BODY);
+                conn_set(&rq->conn->deadline_ms, min64(end, now + h->cfg.body_stall_timeout_ms));
             }
             return begin_post(rq, c);
         }
         if (rq->conn)
-            atomic_store(&rq->conn->deadline_ms, end);
+            conn_set(&rq->conn->deadline_ms, end);
         return MHD_YES;
     }
 
@@ -1070,8 +1076,8 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *c, const
             return MHD_YES;
         }
         if (rq->conn) {
-            atomic_store(&rq->conn->phase, PHASE_BUSY);
-            atomic_store(&rq->conn->deadline_ms, 0);
+            conn_set(&rq->conn->phase, PHASE_BUSY);
+            conn_set(&rq->conn->deadline_ms, 0);
         }
         return handle_request(rq, c, url, method);
     }
@@ -1084,8 +1090,8 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *c, const
             return MHD_NO;
         apply_deadline(rq, c, left);
         if (rq->conn) {
-            atomic_store(&rq->conn->deadline_ms,
-                         min64(rq->start_ms + h->cfg.request_deadline_ms, now + h->cfg.body_stall_timeout_ms));
+            conn_set(&rq->conn->deadline_ms,
+                     min64(rq->start_ms + h->cfg.request_deadline_ms, now + h->cfg.body_stall_timeout_ms));
             atomic_fetch_add_explicit(&rq->conn->body_bytes, *upload_size, memory_order_relaxed);
         }
         size_t n = *upload_size;
@@ -1111,8 +1117,8 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *c, const
 
     /* The whole body is in; from here on the answer is ours to make. */
     if (rq->conn) {
-        atomic_store(&rq->conn->phase, PHASE_BUSY);
-        atomic_store(&rq->conn->deadline_ms, 0);
+        conn_set(&rq->conn->phase, PHASE_BUSY);
+        conn_set(&rq->conn->deadline_ms, 0);
     }
     if (rq->over_budget && !rq->too_big)
         return send_unavailable(rq, c, "server busy: too many request bodies in flight, retry later");
@@ -1152,8 +1158,9 @@ static void *uri_logger(void *cls, const char *uri, struct MHD_Connection *c)
          * the request deadline). */
         int64_t t = min64(h->cfg.header_timeout_ms, h->cfg.request_deadline_ms);
         atomic_store_explicit(&rq->conn->body_bytes, 0, memory_order_relaxed);
-        atomic_store(&rq->conn->phase, PHASE_HEADERS);
-        atomic_store(&rq->conn->deadline_ms, min64(atomic_load(&rq->conn->deadline_ms), rq->start_ms + t));
+        conn_set(&rq->conn->phase, PHASE_HEADERS);
+        int64_t was = atomic_load_explicit(&rq->conn->deadline_ms, memory_order_relaxed);
+        conn_set(&rq->conn->deadline_ms, min64(was, rq->start_ms + t));
     } else {
         rq->stripe = connection_stripe(c);
     }
@@ -1172,10 +1179,10 @@ static void request_completed(void *cls, struct MHD_Connection *c, void **con_cl
          * timeout. */
         if (rq->conn) {
             int64_t now = mono_ms();
-            atomic_fetch_add(&rq->conn->served, 1);
-            atomic_store(&rq->conn->since_ms, now);
-            atomic_store(&rq->conn->phase, PHASE_WAITING);
-            atomic_store(&rq->conn->deadline_ms, now + h->cfg.connection_timeout_ms + h->cfg.header_timeout_ms);
+            conn_set(&rq->conn->served, atomic_load_explicit(&rq->conn->served, memory_order_relaxed) + 1);
+            conn_set(&rq->conn->since_ms, now);
+            conn_set(&rq->conn->phase, PHASE_WAITING);
+            conn_set(&rq->conn->deadline_ms, now + h->cfg.connection_timeout_ms + h->cfg.header_timeout_ms);
         }
         cf_buf_free(&rq->body);
         free(rq->raw_uri);
