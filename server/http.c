@@ -26,6 +26,7 @@
 #include <microhttpd.h>
 
 #include "assets.h"
+#include "body_budget.h"
 #include "cf_event.h"
 #include "cf_version.h"
 #include "cf_winop.h"
@@ -63,12 +64,6 @@
  *   answering                         -> none */
 #define REAPER_PERIOD_MS 200
 
-/* Per-address body budget: a fixed table of atomic byte counters indexed by
- * a hash of the client address (IPv6: its /64, what one host usually has).
- * Two addresses may share a stripe and so a budget; with this many stripes
- * that is rare, and it only ever makes the limit stricter. No lock. */
-#define IP_STRIPES 4096u
-
 typedef enum conn_phase {
     PHASE_WAITING = 0,  /* no request line yet, or idle between requests */
     PHASE_HEADERS,      /* request line in, headers not yet */
@@ -79,7 +74,7 @@ typedef enum conn_phase {
 typedef struct conn_entry {
     struct conn_entry *prev, *next;
     int fd;
-    unsigned stripe;                /* per-address budget stripe */
+    unsigned stripe;                /* the client address's body budget slot */
     _Atomic int64_t deadline_ms;    /* monotonic; 0 = none (a request is being answered) */
     _Atomic int phase;              /* conn_phase */
     _Atomic unsigned served;        /* requests completed on this connection */
@@ -102,10 +97,7 @@ struct cf_http {
      * client address; bounded so that many slow uploads cannot exhaust
      * memory, nor one address take all of it (503 beyond). Taken as body
      * bytes arrive, never from a declared Content-Length. */
-    _Atomic size_t inflight_bytes;
-    size_t inflight_limit;
-    size_t inflight_limit_ip;
-    _Atomic size_t ip_bytes[IP_STRIPES];
+    cf_body_budget *budget;
     _Atomic uint64_t over_budget;   /* requests refused for the body budget */
     pthread_mutex_t reaper_mu;
     pthread_cond_t reaper_cv;
@@ -157,27 +149,17 @@ typedef struct request {
     bool reading_body;      /* an accepted POST: upload chunks are ours */
     bool too_big;
     size_t discarded;
-    size_t reserved;        /* bytes of h->inflight_bytes (and of its stripe) held by this request */
+    size_t reserved;        /* body budget bytes held by this request (for its stripe) */
     bool over_budget;       /* the body did not fit in the body budget: 503 */
     unsigned stripe;        /* the client address's budget stripe */
     conn_entry *conn;       /* the connection's reaper entry, or NULL */
 } request;
 
-/* Takes n bytes of the total and of the per-address body budget: two
- * relaxed atomic adds, no lock (this runs for every body chunk). */
+/* Takes n more bytes of the body budget for this request. */
 static bool budget_take(cf_http *h, request *rq, size_t n)
 {
-    size_t before = atomic_fetch_add(&h->inflight_bytes, n);
-    if (before + n > h->inflight_limit || before + n < before) {
-        atomic_fetch_sub(&h->inflight_bytes, n);
+    if (!cf_body_budget_take(h->budget, rq->stripe, n))
         return false;
-    }
-    size_t ip_before = atomic_fetch_add(&h->ip_bytes[rq->stripe], n);
-    if (ip_before + n > h->inflight_limit_ip || ip_before + n < ip_before) {
-        atomic_fetch_sub(&h->ip_bytes[rq->stripe], n);
-        atomic_fetch_sub(&h->inflight_bytes, n);
-        return false;
-    }
     rq->reserved += n;
     return true;
 }
@@ -186,45 +168,14 @@ static void budget_release(cf_http *h, request *rq)
 {
     if (!rq->reserved)
         return;
-    atomic_fetch_sub(&h->ip_bytes[rq->stripe], rq->reserved);
-    atomic_fetch_sub(&h->inflight_bytes, rq->reserved);
+    cf_body_budget_give(h->budget, rq->stripe, rq->reserved);
     rq->reserved = 0;
-}
-
-/* The budget stripe of a client address (see IP_STRIPES). */
-static unsigned address_stripe(const struct sockaddr *sa)
-{
-    uint64_t x = 0;
-    if (sa && sa->sa_family == AF_INET) {
-        const struct sockaddr_in *in = (const struct sockaddr_in *)(const void *)sa;
-        uint32_t a;
-        memcpy(&a, &in->sin_addr, 4);
-        x = a;
-    } else if (sa && sa->sa_family == AF_INET6) {
-        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)(const void *)sa;
-        if (IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr)) {
-            /* An IPv4 client of a dual-stack socket: its own address, as
-             * above (its first 8 bytes are the same for every client). */
-            uint32_t a;
-            memcpy(&a, &in6->sin6_addr.s6_addr[12], 4);
-            x = a;
-        } else {
-            memcpy(&x, &in6->sin6_addr, 8);
-            x ^= 0x9e3779b97f4a7c15ULL;
-        }
-    }
-    /* splitmix64 finaliser: neighbouring addresses land far apart. */
-    x += 0x9e3779b97f4a7c15ULL;
-    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-    x ^= x >> 31;
-    return (unsigned)(x % IP_STRIPES);
 }
 
 static unsigned connection_stripe(struct MHD_Connection *c)
 {
     const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
-    return address_stripe(ci ? ci->client_addr : NULL);
+    return cf_body_budget_slot(ci ? ci->client_addr : NULL);
 }
 
 static int64_t mono_ms(void)
@@ -583,7 +534,7 @@ static void append_http_metrics(cf_http *h, cf_buf *out)
              "# HELP clickflow_http_body_bytes_in_flight Request body bytes held in memory.\n"
              "# TYPE clickflow_http_body_bytes_in_flight gauge\n"
              "clickflow_http_body_bytes_in_flight %zu\n",
-             atomic_load(&h->inflight_bytes));
+             cf_body_budget_in_flight(h->budget));
     put_str(out, line);
     snprintf(line, sizeof line,
              "# HELP clickflow_http_body_budget_refused_total Requests answered 503 because their body did not fit "
@@ -1345,8 +1296,12 @@ cf_http *cf_http_start(const cf_config *cfg, cf_engine *engine, const char **ret
     }
     h->cfg = *cfg;
     h->engine = engine;
-    h->inflight_limit = cfg->body_budget;
-    h->inflight_limit_ip = cfg->body_budget_per_ip;
+    h->budget = cf_body_budget_new(cfg->body_budget, cfg->body_budget_per_ip);
+    if (!h->budget) {
+        free(h);
+        *ret_err = "out of memory";
+        return NULL;
+    }
     /* Shed when within a sixteenth of the limit, so libmicrohttpd (which
      * stops accepting at the limit) never gets there while something can
      * be shed. */
@@ -1424,5 +1379,6 @@ void cf_http_stop(cf_http *h)
     }
     pthread_cond_destroy(&h->reaper_cv);
     pthread_mutex_destroy(&h->reaper_mu);
+    cf_body_budget_free(h->budget);
     free(h);
 }
