@@ -14,7 +14,8 @@
  * cfg->ws_queue_bytes payload bytes; when it is full, interim updates are
  * dropped first (push_queue.h has the exact policy) and counted in
  * cf_push_dropped(). Beyond the queue, a client that does not read pins at
- * most one more message: the part of it lws could not send yet. A client that stops reading only
+ * most one more message (no larger than the queue bound): the part lws
+ * could not send yet. A client that stops reading only
  * fills its own kernel buffer and its own queue, so publishing stays O(clients)
  * with no waiting, and other clients are served as before.
  *

@@ -94,15 +94,16 @@ static size_t oldest_interim(const cf_push_queue *q)
 }
 
 /* True when m cannot join q as it is: full in messages, or over the byte
- * bound (an empty queue takes any one message). */
+ * bound. Call only with m->len <= q->cap_bytes. */
 static bool no_room(const cf_push_queue *q, const cf_push_msg *m)
 {
-    return q->len == q->cap ||
-           (q->len > 0 && (m->len > q->cap_bytes || q->bytes > q->cap_bytes - m->len));
+    return q->len == q->cap || q->bytes > q->cap_bytes - m->len;
 }
 
 size_t cf_push_queue_offer(cf_push_queue *q, cf_push_msg *m)
 {
+    if (m->len > q->cap_bytes)
+        return 1;   /* could never fit: refused, the queue left as it is */
     size_t dropped = 0;
     while (no_room(q, m)) {
         if (q->n_interim > 0)

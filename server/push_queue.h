@@ -9,9 +9,11 @@
  * A queue is bounded twice: in messages (cap) and in payload bytes
  * (cap_bytes), since one message may be large (a batch of late events with
  * long escaped URLs) and a client that never reads must not hold more than
- * cap_bytes however the bytes are split. An empty queue takes one message of
- * any size, so a large message still reaches clients that keep up. A shared
- * message counts fully in every queue holding it: the bound is per client.
+ * cap_bytes however the bytes are split. A message larger than cap_bytes is
+ * refused outright (counted as one drop), since the library's copy of a
+ * partly sent message is bounded by the largest message a queue takes. A
+ * shared message counts fully in every queue holding it: the bound is per
+ * client.
  *
  * Drop policy when a queue is full, in messages or in bytes (SPEC 9: a slow
  * client loses interim updates first, and the drops are counted):
@@ -49,8 +51,8 @@ void cf_push_msg_unref(cf_push_msg *m);
 
 typedef struct cf_push_queue cf_push_queue;
 
-/* A queue of at most cap messages (cap >= 1) and cap_bytes payload bytes
- * (beyond its first message). NULL on OOM or cap == 0. */
+/* A queue of at most cap messages (cap >= 1) and cap_bytes payload bytes.
+ * NULL on OOM or cap == 0. */
 cf_push_queue *cf_push_queue_new(size_t cap, size_t cap_bytes);
 /* Unrefs every queued message. Accepts NULL. */
 void cf_push_queue_free(cf_push_queue *q);

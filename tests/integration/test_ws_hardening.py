@@ -5,6 +5,7 @@ import base64
 import json
 import os
 import socket
+import threading
 import time
 
 from harness import Server, run_tests
@@ -79,37 +80,63 @@ def test_a_silent_client_is_bounded_in_bytes():
     """Found: the per-client queue was bounded in messages only; late
     events with 2 KB URLs of control characters (6 bytes each once
     escaped) let one silent client grow the server to 4.78 GB with
-    ws_dropped still 0. Now the queue is bounded in bytes too."""
-    with Server(["--idle-timeout", "0", "--ws-queue", "1000000", "--ws-queue-bytes", "256k",
+    ws_dropped still 0. Now the queue is bounded in bytes too, and a client
+    that reads still gets the same messages."""
+    with Server(["--idle-timeout", "0", "--ws-queue", "1000000", "--ws-queue-bytes", "1M",
                  "--allowed-lateness", "0"]) as srv:
         silent = WsClient(srv.ws_port, "/", rcvbuf=4096)
+        reader = WsClient(srv.ws_port, "/")
+        got = {"late_events": 0, "error": None}
+        stop = threading.Event()
+
+        def drain():
+            try:
+                while not stop.is_set():
+                    try:
+                        msg = reader.recv_json(timeout=0.5)
+                    except TimeoutError:
+                        continue
+                    if msg["type"] == "late":
+                        got["late_events"] += len(msg["data"])
+            except Exception as e:  # noqa: BLE001 - reported by the test
+                got["error"] = e
+
         try:
             silent.send_json({"subscribe": ["late"]})
+            reader.send_json({"subscribe": ["late"]})
+            assert silent.recv_json(timeout=10)["type"] == "subscribed"   # then never reads again
+            assert reader.recv_json(timeout=10)["type"] == "subscribed"
+            t = threading.Thread(target=drain)
+            t.start()
             now = int(time.time() * 1000)
             assert srv.request("POST", "/api/v1/watermark", {"watermark": now})[0] == 200
             url = "/" + "\x01" * 2000
             sent = 0
-            # About 12 KB per late event on the wire: 40 x 50 events, ~24 MB,
-            # far more than the socket buffers can absorb.
-            for b in range(40):
+            # About 12 KB per late event on the wire, 20 per request (each
+            # late message well below --ws-queue-bytes): ~24 MB in all, far
+            # more than the socket buffers can absorb.
+            for b in range(100):
                 events = [{"user_id": "u%d" % i, "page_url": url, "timestamp": now - 3600000 - b * 100 - i}
-                          for i in range(50)]
+                          for i in range(20)]
                 status, answer = srv.request("POST", "/api/v1/events", events)
-                assert status == 202 and answer["accepted"] == 50, (status, answer)
-                sent += 50
-            deadline = time.monotonic() + 30
-            while stats(srv)["late_dropped"] < sent and time.monotonic() < deadline:
-                time.sleep(0.05)  # waiting for the shards to apply the events
+                assert status == 202 and answer["accepted"] == 20, (status, answer)
+                sent += 20
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and (stats(srv)["ws_dropped"] == 0 or got["late_events"] < sent):
+                time.sleep(0.05)  # waiting for the push thread to catch up
+            stop.set()
+            t.join()
+            assert got["error"] is None, got["error"]
             s = stats(srv)
             assert s["late_dropped"] == sent, s
-            deadline = time.monotonic() + 30
-            while stats(srv)["ws_dropped"] == 0 and time.monotonic() < deadline:
-                time.sleep(0.05)  # waiting for the push thread to catch up
-            assert stats(srv)["ws_dropped"] > 0, stats(srv)
+            assert got["late_events"] == sent, (got, sent)   # the reader lost nothing
+            assert s["ws_dropped"] > 0, s                    # the silent client did
             status, text = srv.request("GET", "/metrics")
             assert "clickflow_ws_dropped_total" in text
         finally:
+            stop.set()
             silent.sock.close()
+            reader.sock.close()
 
 
 if __name__ == "__main__":

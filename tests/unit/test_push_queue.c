@@ -179,12 +179,12 @@ static void bounded_in_bytes(void **state)
     expect_contents(q, "f2 f3 f5");
     assert_int_equal(cf_push_queue_bytes(q), 0);
 
-    /* An empty queue takes one message of any size, so clients that keep
-     * up still get large ones... */
-    assert_int_equal(offer(q, "ibigmessage"), 0);
-    assert_int_equal(cf_push_queue_bytes(q), 11);
-    /* ...which goes first when anything else arrives. */
-    assert_int_equal(offer(q, "f1"), 1);
+    /* A message larger than the bound never fits: refused, and what is
+     * queued stays. */
+    assert_int_equal(offer(q, "f1"), 0);
+    assert_int_equal(offer(q, "fbigmessage"), 1);
+    assert_int_equal(offer(q, "ibigmessage"), 1);
+    assert_int_equal(cf_push_queue_bytes(q), 2);
     assert_int_equal(offer(q, "i2"), 0);
     /* A large final message evicts as many as it takes: the interim i2
      * first, then the oldest (f1). */
