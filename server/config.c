@@ -602,8 +602,16 @@ void cf_config_describe(const cf_config *cfg, char *buf, size_t cap)
              cfg->body_stall_timeout_ms, cfg->body_budget, cfg->body_budget_per_ip, capped);
 }
 
+uint64_t cf_config_fd_ceiling(const cf_config *cfg, unsigned keep)
+{
+    if (cfg->fd_limit == 0)
+        return UINT64_MAX;
+    return cfg->fd_limit > keep ? cfg->fd_limit - keep : 0;
+}
+
 void cf_config_fit_fd_limit(cf_config *cfg, uint64_t nofile)
 {
+    cfg->fd_limit = nofile;
     uint64_t reserve = CF_FD_RESERVE_BASE + (uint64_t)CF_FD_RESERVE_PER_SHARD * cfg->shards;
     uint64_t avail = nofile > reserve + 2 ? nofile - reserve : 2;
     uint64_t want = (uint64_t)cfg->max_connections + cfg->ws_max_clients;

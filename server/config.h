@@ -69,6 +69,12 @@ typedef struct cf_config {
     /* Set by cf_config_fit_fd_limit(): the open-file limit that lowered
      * max_connections / ws_max_clients, or 0 when they fit as configured. */
     uint64_t fd_capped_at;
+    /* The open-file limit in force (set by cf_config_fit_fd_limit()), or 0
+     * when unknown. Sockets accepted with a descriptor number at or above
+     * cf_config_fd_ceiling() are closed at once, whoever opened the
+     * descriptors below (see cf_config_fd_ceiling()): the reserve stays free
+     * for the log and snapshots. */
+    uint64_t fd_limit;
 } cf_config;
 
 /* Fills cfg with the embedded defaults. */
@@ -92,6 +98,16 @@ int cf_config_load(cf_config *cfg, int argc, char **argv, char **envp, FILE *out
  * (each at least 1) and records nofile in cfg->fd_capped_at when it did.
  * Pure: main() passes the limit it obtained with setrlimit. */
 void cf_config_fit_fd_limit(cf_config *cfg, uint64_t nofile);
+
+/* The lowest descriptor number a new client socket may not have when `keep`
+ * descriptors must stay free below the open-file limit; UINT64_MAX when the
+ * limit is unknown. WebSocket sockets keep the whole base reserve and HTTP
+ * connections half of it, so a flood of unfinished WebSocket handshakes
+ * still leaves room for ingest, and neither reaches the log's last
+ * descriptors. */
+#define CF_FD_KEEP_WS CF_FD_RESERVE_BASE
+#define CF_FD_KEEP_HTTP (CF_FD_RESERVE_BASE / 2)
+uint64_t cf_config_fd_ceiling(const cf_config *cfg, unsigned keep);
 
 /* One line describing the effective settings, for the start-up log. */
 void cf_config_describe(const cf_config *cfg, char *buf, size_t cap);

@@ -105,6 +105,7 @@ struct cf_http {
     unsigned n_conns;               /* (reaper_mu) entries in conns */
     unsigned n_cut;                 /* (reaper_mu) entries cut, CLOSED not seen yet */
     unsigned shed_at;               /* live connections at which a new one sheds an old one */
+    uint64_t fd_ceiling;            /* cf_config_fd_ceiling(CF_FD_KEEP_HTTP): higher sockets are cut at once */
     _Atomic unsigned live_conns;    /* n_conns - n_cut, for /metrics */
     _Atomic uint64_t shed;          /* connections shed to make room */
     _Atomic uint64_t timed_out;     /* connections cut by a deadline */
@@ -1214,6 +1215,12 @@ static void notify_connection(void *cls, struct MHD_Connection *c, void **socket
             h->conns->prev = e;
         h->conns = e;
         h->n_conns++;
+        if ((uint64_t)e->fd >= h->fd_ceiling) {
+            /* The descriptors below the log's reserve are gone (taken by
+             * WebSocket or other sockets): this one cannot stay. */
+            cut_locked(h, e);
+            atomic_fetch_add_explicit(&h->shed, 1, memory_order_relaxed);
+        }
         /* Nearly full: make room by shedding the connection that has given
          * least, rather than let the table fill and new clients wait in the
          * listen backlog until some timeout frees a slot. */
@@ -1307,6 +1314,7 @@ cf_http *cf_http_start(const cf_config *cfg, cf_engine *engine, const char **ret
      * be shed. */
     unsigned slack = cfg->max_connections / 16 > 0 ? cfg->max_connections / 16 : 1;
     h->shed_at = cfg->max_connections > slack ? cfg->max_connections - slack : 1;
+    h->fd_ceiling = cf_config_fd_ceiling(cfg, CF_FD_KEEP_HTTP);
     pthread_mutex_init(&h->reaper_mu, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);

@@ -111,6 +111,7 @@ struct cf_push {
 
     size_t queue_cap;
     size_t queue_bytes;
+    uint64_t fd_ceiling;        /* cf_config_fd_ceiling() */
     size_t max_clients;
     char read_token[sizeof ((cf_config *)0)->read_token];
     char origins[CF_MAX_ORIGINS][sizeof ((cf_config *)0)->cors_origins[0]];
@@ -497,6 +498,17 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
     client *c = user;
 
     switch (reason) {
+    case LWS_CALLBACK_FILTER_NETWORK_CONNECTION:
+        /* Just accepted (user is not our client state here). Sockets that
+         * have not finished their handshake are not counted against
+         * --ws-max-clients, so a flood of them could take every descriptor:
+         * refuse any that would eat into the reserve for the log. */
+        if ((uint64_t)(intptr_t)in >= p->fd_ceiling) {
+            log_refusal(p, "no descriptors to spare (open-file limit)", "");
+            return 1;
+        }
+        return 0;
+
     case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
         /* Do not read `in` here (use-after-free in libwebsockets 4.1.6 on an
          * invalid Upgrade header); the checks happen in FILTER below. */
@@ -628,6 +640,7 @@ cf_push *cf_push_start(const cf_config *cfg, const char **ret_err)
     }
     p->queue_cap = cfg->ws_queue ? cfg->ws_queue : 1;
     p->queue_bytes = cfg->ws_queue_bytes;
+    p->fd_ceiling = cf_config_fd_ceiling(cfg, CF_FD_KEEP_WS);
     p->max_clients = cfg->ws_max_clients;
     snprintf(p->read_token, sizeof p->read_token, "%s", cfg->read_token);
     for (size_t i = 0; i < cfg->n_cors_origins && i < CF_MAX_ORIGINS; i++) {

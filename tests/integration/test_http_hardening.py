@@ -8,7 +8,6 @@ import json
 import os
 import socket
 import stat
-import tempfile
 import time
 
 from harness import Server, run_tests
@@ -290,19 +289,30 @@ def test_ambiguous_framing_is_refused_and_closed():
             s.close()
 
 
+def nofile_server(args, limit=256):
+    """A Server whose binary runs under `prlimit --nofile=limit:limit` (soft
+    and hard), through a small wrapper script in the server's data dir."""
+    srv = Server(args)
+    wrapper = os.path.join(srv.data_dir, "clickflow-nofile")
+    real = os.environ.get("CLICKFLOW_BIN", "build/server/clickflow")
+    with open(wrapper, "w") as f:
+        f.write('#!/bin/sh\nexec prlimit --nofile=%d:%d "%s" "$@"\n' % (limit, limit, os.path.abspath(real)))
+    os.chmod(wrapper, stat.S_IRWXU)
+    srv.bin = wrapper
+    return srv
+
+
+def snapshots(srv):
+    d = os.path.join(srv.data_dir, "data")
+    return sorted(f for f in os.listdir(d) if f.startswith("snapshot-"))
+
+
 def test_connections_fit_a_low_open_file_limit():
     """Found: with 1024 open files and --max-connections 4096, idle
     connections exhausted the descriptors and the log writer failed. Now the
     limits are fitted below the open-file limit (said at start-up), and a
     full table sheds idle openers, so events keep being accepted."""
-    wrapper_dir = tempfile.mkdtemp(prefix="clickflow-nofile-")
-    wrapper = os.path.join(wrapper_dir, "clickflow-256")
-    real = os.environ.get("CLICKFLOW_BIN", "build/server/clickflow")
-    with open(wrapper, "w") as f:
-        f.write('#!/bin/sh\nexec prlimit --nofile=256:256 "%s" "$@"\n' % os.path.abspath(real))
-    os.chmod(wrapper, stat.S_IRWXU)
-    srv = Server(["--snapshot-interval", "200ms", "--header-timeout", "60s", "--connection-timeout", "60s"])
-    srv.bin = wrapper
+    srv = nofile_server(["--snapshot-interval", "200ms", "--header-timeout", "60s", "--connection-timeout", "60s"])
     with srv:
         assert "open-file limit 256" in srv.read_log(), srv.read_log()
         idle = []
@@ -322,8 +332,36 @@ def test_connections_fit_a_low_open_file_limit():
         status, stats = srv.request("GET", "/api/v1/stats")
         assert status == 200 and stats["accepted"] == 5, stats
         assert srv.proc.poll() is None
-    os.unlink(wrapper)
-    os.rmdir(wrapper_dir)
+
+
+def test_a_websocket_flood_leaves_descriptors_for_the_log():
+    """Sockets that never finish a WebSocket handshake are not WebSocket
+    clients yet, so --ws-max-clients does not hold them; past the open-file
+    reserve they are refused, and ingest, the log and snapshots go on."""
+    srv = nofile_server(["--snapshot-interval", "200ms"])
+    with srv:
+        flood = []
+        try:
+            for _ in range(300):
+                s = socket.create_connection(("127.0.0.1", srv.ws_port), timeout=10.0)
+                flood.append(s)
+                try:
+                    s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")   # and never the rest
+                except OSError:
+                    pass   # refused already: that is the point
+            before = snapshots(srv)
+            for n in range(5):
+                status, body = srv.request("POST", "/api/v1/events",
+                                           [{"user_id": "u%d" % n, "page_url": "/p"}], timeout=10.0)
+                assert status == 202, (status, body)
+            # A snapshot after those events needs a descriptor of the reserve.
+            wait_for(lambda: snapshots(srv) and snapshots(srv)[-1] > (before[-1] if before else ""),
+                     "a snapshot after the flood")
+            assert srv.proc.poll() is None, srv.read_log()
+        finally:
+            for s in flood:
+                s.close()
+        assert "no descriptors to spare" in srv.read_log()
 
 
 if __name__ == "__main__":
@@ -338,4 +376,5 @@ if __name__ == "__main__":
         test_nul_and_control_bytes_in_urls_are_refused,
         test_ambiguous_framing_is_refused_and_closed,
         test_connections_fit_a_low_open_file_limit,
+        test_a_websocket_flood_leaves_descriptors_for_the_log,
     ])

@@ -491,6 +491,10 @@ static void connection_limits_fit_the_open_file_limit(void **state)
     assert_true(c.ws_max_clients >= 1);
     assert_true(c.max_connections_per_ip <= c.max_connections);
     assert_int_equal(c.fd_capped_at, 256);
+    assert_int_equal(c.fd_limit, 256);
+    assert_int_equal(cf_config_fd_ceiling(&c, CF_FD_KEEP_HTTP), 256 - CF_FD_KEEP_HTTP);
+    assert_true(cf_config_fd_ceiling(&c, CF_FD_KEEP_WS) < cf_config_fd_ceiling(&c, CF_FD_KEEP_HTTP));
+    assert_true(cf_config_fd_ceiling(&r.cfg, CF_FD_KEEP_WS) == UINT64_MAX);   /* limit unknown */
     char buf[4096];
     cf_config_describe(&c, buf, sizeof buf);
     assert_non_null(strstr(buf, "open-file limit 256"));
