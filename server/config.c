@@ -612,7 +612,8 @@ uint64_t cf_config_fd_ceiling(const cf_config *cfg, unsigned keep)
 void cf_config_fit_fd_limit(cf_config *cfg, uint64_t nofile)
 {
     cfg->fd_limit = nofile;
-    uint64_t reserve = CF_FD_RESERVE_BASE + (uint64_t)CF_FD_RESERVE_PER_SHARD * cfg->shards;
+    uint64_t reserve = CF_FD_RESERVE_BASE + (uint64_t)CF_FD_RESERVE_PER_SHARD * cfg->shards +
+                       (uint64_t)CF_FD_RESERVE_PER_HTTP_THREAD * cfg->http_threads;
     uint64_t avail = nofile > reserve + 2 ? nofile - reserve : 2;
     uint64_t want = (uint64_t)cfg->max_connections + cfg->ws_max_clients;
     if (want <= avail)

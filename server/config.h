@@ -85,10 +85,14 @@ void cf_config_defaults(cf_config *cfg);
  * out (exit 0), or -1 after printing a clear message to err (exit 2). */
 int cf_config_load(cf_config *cfg, int argc, char **argv, char **envp, FILE *out, FILE *err);
 
-/* Open files every process needs beside its connections: the log segments,
- * snapshots, the data directory, epoll and wake-up descriptors, stdio. */
-#define CF_FD_RESERVE_BASE 64u
+/* Open files the process needs beside its connections: stdio, listeners,
+ * the data directory, log segments, snapshots being written, wake-up pipes;
+ * per shard its queue's descriptors; per HTTP worker thread its epoll and
+ * wake-up descriptors. About 15 are open at idle with 2 shards and 2 HTTP
+ * threads: the base leaves room above the descriptor ceilings below. */
+#define CF_FD_RESERVE_BASE 96u
 #define CF_FD_RESERVE_PER_SHARD 4u
+#define CF_FD_RESERVE_PER_HTTP_THREAD 2u
 
 /* Fits the connection limits to an open-file limit of `nofile` descriptors:
  * HTTP connections plus WebSocket clients plus a reserve for the log and
@@ -105,8 +109,8 @@ void cf_config_fit_fd_limit(cf_config *cfg, uint64_t nofile);
  * connections half of it, so a flood of unfinished WebSocket handshakes
  * still leaves room for ingest, and neither reaches the log's last
  * descriptors. */
-#define CF_FD_KEEP_WS CF_FD_RESERVE_BASE
-#define CF_FD_KEEP_HTTP (CF_FD_RESERVE_BASE / 2)
+#define CF_FD_KEEP_WS 64u
+#define CF_FD_KEEP_HTTP 32u
 uint64_t cf_config_fd_ceiling(const cf_config *cfg, unsigned keep);
 
 /* One line describing the effective settings, for the start-up log. */

@@ -476,7 +476,7 @@ static void body_budgets_follow_max_body(void **state)
 static void connection_limits_fit_the_open_file_limit(void **state)
 {
     (void)state;
-    run r = load("--shards", "2", NULL);
+    run r = load("--shards", "2", "--http-threads", "2", NULL);
     assert_int_equal(r.rc, 0);
     cf_config c = r.cfg;
     cf_config_fit_fd_limit(&c, 1u << 20);   /* plenty: unchanged */
@@ -485,9 +485,10 @@ static void connection_limits_fit_the_open_file_limit(void **state)
     assert_int_equal(c.fd_capped_at, 0);
     c = r.cfg;
     cf_config_fit_fd_limit(&c, 256);
-    uint64_t reserve = CF_FD_RESERVE_BASE + 2 * CF_FD_RESERVE_PER_SHARD;
+    uint64_t reserve = CF_FD_RESERVE_BASE + 2 * CF_FD_RESERVE_PER_SHARD + c.http_threads * CF_FD_RESERVE_PER_HTTP_THREAD;
     assert_true(c.max_connections + c.ws_max_clients + reserve <= 256);
     assert_true(c.max_connections >= 100);   /* ingest keeps most of it */
+    assert_true(c.max_connections + c.ws_max_clients <= 256 - CF_FD_KEEP_WS);
     assert_true(c.ws_max_clients >= 1);
     assert_true(c.max_connections_per_ip <= c.max_connections);
     assert_int_equal(c.fd_capped_at, 256);
@@ -498,6 +499,12 @@ static void connection_limits_fit_the_open_file_limit(void **state)
     char buf[4096];
     cf_config_describe(&c, buf, sizeof buf);
     assert_non_null(strstr(buf, "open-file limit 256"));
+    /* Every HTTP worker thread holds descriptors of its own. */
+    cf_config many = r.cfg;
+    many.http_threads = 32;
+    cf_config_fit_fd_limit(&many, 256);
+    assert_int_equal(many.max_connections + many.ws_max_clients + 30 * CF_FD_RESERVE_PER_HTTP_THREAD,
+                     c.max_connections + c.ws_max_clients);
     /* Even a tiny limit leaves one of each. */
     c = r.cfg;
     cf_config_fit_fd_limit(&c, 8);
