@@ -50,7 +50,7 @@ static const opt_def options[] = {
     {"ws-port", OPT_PORT, OFF(ws_port), 0, 1, 65535, "8081", "WebSocket port (live push)"},
     {"shards", OPT_UNSIGNED, OFF(shards), 0, 1, 1024, "online cores", "worker shard threads"},
     {"http-threads", OPT_UNSIGNED, OFF(http_threads), 0, 1, 1024, "online cores (x32, at least 64, with --fsync always)",
-     "HTTP worker threads (a request waiting for its fsync holds one)"},
+     "HTTP worker threads (a request waiting for its fsync holds one); at most --max-connections"},
     {"out-of-orderness", OPT_DURATION, OFF(out_of_orderness_ms), 0, 0, YEAR_MS, "5s",
      "watermark = event clock - this"},
     {"idle-timeout", OPT_DURATION, OFF(idle_timeout_ms), 0, 0, YEAR_MS, "10s",
@@ -537,6 +537,10 @@ int cf_config_load(cf_config *cfg, int argc, char **argv, char **envp, FILE *out
         if (cfg->fsync == CF_FSYNC_ALWAYS)
             cfg->http_threads = cores * 32 > 64 ? cores * 32 : 64;
     }
+    /* libmicrohttpd splits --max-connections among its workers; a worker
+     * whose share is 0 never accepts and hangs MHD_stop_daemon(). */
+    if (cfg->http_threads > cfg->max_connections)
+        cfg->http_threads = cfg->max_connections;
     if (cfg->body_budget == 0) {
         size_t four = cfg->max_body > SIZE_MAX / 4 ? SIZE_MAX : cfg->max_body * 4;
         cfg->body_budget = four > ((size_t)256 << 20) ? four : ((size_t)256 << 20);
@@ -630,5 +634,7 @@ void cf_config_fit_fd_limit(cf_config *cfg, uint64_t nofile)
     cfg->max_connections = (unsigned)(http > 0 ? http : 1);
     if (cfg->max_connections_per_ip > cfg->max_connections)
         cfg->max_connections_per_ip = cfg->max_connections;
+    if (cfg->http_threads > cfg->max_connections)
+        cfg->http_threads = cfg->max_connections;   /* see cf_config_load() */
     cfg->fd_capped_at = nofile;
 }

@@ -430,6 +430,12 @@ static void connection_limits(void **state)
     assert_int_equal(r.rc, 0);
     assert_int_equal(r.cfg.connection_timeout_ms, 1000);
     run_free(&r);
+    /* Every HTTP worker gets at least one connection slot (MHD splits the
+     * limit among them; a worker with none hangs its shutdown). */
+    r = load("--max-connections", "32", "--max-connections-per-ip", "32", "--http-threads", "64", NULL);
+    assert_int_equal(r.rc, 0);
+    assert_int_equal(r.cfg.http_threads, 32);
+    run_free(&r);
     r = load("--connection-timeout", "999ms", NULL);   /* MHD counts whole seconds */
     assert_int_equal(r.rc, -1);
     run_free(&r);
@@ -491,6 +497,7 @@ static void connection_limits_fit_the_open_file_limit(void **state)
     assert_true(c.max_connections + c.ws_max_clients <= 256 - CF_FD_KEEP_WS);
     assert_true(c.ws_max_clients >= 1);
     assert_true(c.max_connections_per_ip <= c.max_connections);
+    assert_true(c.http_threads <= c.max_connections);
     assert_int_equal(c.fd_capped_at, 256);
     assert_int_equal(c.fd_limit, 256);
     assert_int_equal(cf_config_fd_ceiling(&c, CF_FD_KEEP_HTTP), 256 - CF_FD_KEEP_HTTP);
@@ -507,8 +514,10 @@ static void connection_limits_fit_the_open_file_limit(void **state)
                      c.max_connections + c.ws_max_clients);
     /* Even a tiny limit leaves one of each. */
     c = r.cfg;
+    c.http_threads = 64;
     cf_config_fit_fd_limit(&c, 8);
     assert_true(c.max_connections >= 1 && c.ws_max_clients >= 1);
+    assert_true(c.http_threads >= 1 && c.http_threads <= c.max_connections);
     run_free(&r);
 }
 
