@@ -1044,7 +1044,8 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *c, const
         if (rq->conn) {
             conn_set(&rq->conn->deadline_ms,
                      min64(rq->start_ms + h->cfg.request_deadline_ms, now + h->cfg.body_stall_timeout_ms));
-            atomic_fetch_add_explicit(&rq->conn->body_bytes, *upload_size, memory_order_relaxed);
+            conn_set(&rq->conn->body_bytes,
+                     atomic_load_explicit(&rq->conn->body_bytes, memory_order_relaxed) + *upload_size);
         }
         size_t n = *upload_size;
         *upload_size = 0;
@@ -1109,7 +1110,7 @@ static void *uri_logger(void *cls, const char *uri, struct MHD_Connection *c)
          * than the header deadline the connection already has, nor than
          * the request deadline). */
         int64_t t = min64(h->cfg.header_timeout_ms, h->cfg.request_deadline_ms);
-        atomic_store_explicit(&rq->conn->body_bytes, 0, memory_order_relaxed);
+        conn_set(&rq->conn->body_bytes, 0);
         conn_set(&rq->conn->phase, PHASE_HEADERS);
         int64_t was = atomic_load_explicit(&rq->conn->deadline_ms, memory_order_relaxed);
         conn_set(&rq->conn->deadline_ms, min64(was, rq->start_ms + t));
