@@ -149,7 +149,7 @@ void cf_config_defaults(cf_config *cfg)
     cfg->push_interval_ms = 500;
     cfg->ws_max_clients = 1000;
     cfg->ws_queue = 256;
-    cfg->ws_queue_bytes = (size_t)4 << 20;
+    cfg->ws_queue_bytes = CF_WS_QUEUE_BYTES_DEFAULT;
     strcpy(cfg->data_dir, "./data");
     cfg->fsync = CF_FSYNC_BATCH;
     cfg->snapshot_interval_ms = 60000;

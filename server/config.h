@@ -17,6 +17,7 @@ typedef enum cf_fsync_policy {
 } cf_fsync_policy;
 
 #define CF_MAX_ORIGINS 16
+#define CF_WS_QUEUE_BYTES_DEFAULT ((size_t)4 << 20)
 
 typedef struct cf_config {
     /* network */
@@ -47,7 +48,7 @@ typedef struct cf_config {
     int64_t push_interval_ms;       /* --push-interval 500ms */
     size_t ws_max_clients;          /* --ws-max-clients 1000 */
     size_t ws_queue;                /* --ws-queue 256 messages per client */
-    size_t ws_queue_bytes;          /* --ws-queue-bytes 4MiB per client */
+    size_t ws_queue_bytes;          /* --ws-queue-bytes 4MiB per client (0: the default) */
     /* durability (SPEC 10) */
     char data_dir[512];             /* --data-dir ./data */
     cf_fsync_policy fsync;          /* --fsync batch */

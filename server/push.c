@@ -639,7 +639,9 @@ cf_push *cf_push_start(const cf_config *cfg, const char **ret_err)
         return NULL;
     }
     p->queue_cap = cfg->ws_queue ? cfg->ws_queue : 1;
-    p->queue_bytes = cfg->ws_queue_bytes;
+    /* A zeroed cf_config (unit tests build their own) means the default,
+     * never "no byte bound". */
+    p->queue_bytes = cfg->ws_queue_bytes ? cfg->ws_queue_bytes : CF_WS_QUEUE_BYTES_DEFAULT;
     p->fd_ceiling = cf_config_fd_ceiling(cfg, CF_FD_KEEP_WS);
     p->max_clients = cfg->ws_max_clients;
     snprintf(p->read_token, sizeof p->read_token, "%s", cfg->read_token);
