@@ -50,7 +50,7 @@ static const opt_def options[] = {
     {"ws-port", OPT_PORT, OFF(ws_port), 0, 1, 65535, "8081", "WebSocket port (live push)"},
     {"shards", OPT_UNSIGNED, OFF(shards), 0, 1, 1024, "online cores", "worker shard threads"},
     {"http-threads", OPT_UNSIGNED, OFF(http_threads), 0, 1, 1024, "online cores (x32, at least 64, with --fsync always)",
-     "HTTP worker threads (a request waiting for its fsync holds one)"},
+     "HTTP worker threads (a request waiting for its fsync holds one); at most --max-connections"},
     {"out-of-orderness", OPT_DURATION, OFF(out_of_orderness_ms), 0, 0, YEAR_MS, "5s",
      "watermark = event clock - this"},
     {"idle-timeout", OPT_DURATION, OFF(idle_timeout_ms), 0, 0, YEAR_MS, "10s",
@@ -80,6 +80,8 @@ static const opt_def options[] = {
      "interval of interim WebSocket updates"},
     {"ws-max-clients", OPT_COUNT, OFF(ws_max_clients), 0, 1, 1000000, "1000", "WebSocket clients at most"},
     {"ws-queue", OPT_COUNT, OFF(ws_queue), 0, 1, 1000000, "256", "queued messages per WebSocket client"},
+    {"ws-queue-bytes", OPT_BYTES, OFF(ws_queue_bytes), 0, 4096, INT64_C(1) << 40, "4M",
+     "queued message bytes per WebSocket client (k, M, G suffixes)"},
     {"data-dir", OPT_STRING, OFF(data_dir), SZ(data_dir), 0, 0, "./data",
      "directory of the write-ahead log and snapshots"},
     {"fsync", OPT_FSYNC, OFF(fsync), 0, 0, 0, "batch", "what a 202 waits for: always, batch or off"},
@@ -101,6 +103,14 @@ static const opt_def options[] = {
      "concurrent HTTP connections at most"},
     {"max-connections-per-ip", OPT_UNSIGNED, OFF(max_connections_per_ip), 0, 1, 1000000, "256",
      "concurrent HTTP connections per client IP at most"},
+    {"header-timeout", OPT_DURATION, OFF(header_timeout_ms), 0, 100, DAY_MS, "10s",
+     "time from a connection (or request line) to the end of the request headers"},
+    {"body-stall-timeout", OPT_DURATION, OFF(body_stall_timeout_ms), 0, 100, DAY_MS, "5s",
+     "a request body that makes no progress this long is cut"},
+    {"body-budget", OPT_BYTES, OFF(body_budget), 0, 1, INT64_C(1) << 40, "auto",
+     "request body bytes held in memory by all clients together, 503 beyond (auto: 256M or 4 x --max-body)"},
+    {"body-budget-per-ip", OPT_BYTES, OFF(body_budget_per_ip), 0, 1, INT64_C(1) << 40, "auto",
+     "the same for one client address (auto: --body-budget / 16, at least --max-body)"},
 };
 
 #define N_OPTIONS (sizeof options / sizeof options[0])
@@ -139,6 +149,7 @@ void cf_config_defaults(cf_config *cfg)
     cfg->push_interval_ms = 500;
     cfg->ws_max_clients = 1000;
     cfg->ws_queue = 256;
+    cfg->ws_queue_bytes = CF_WS_QUEUE_BYTES_DEFAULT;
     strcpy(cfg->data_dir, "./data");
     cfg->fsync = CF_FSYNC_BATCH;
     cfg->snapshot_interval_ms = 60000;
@@ -147,6 +158,10 @@ void cf_config_defaults(cf_config *cfg)
     cfg->request_deadline_ms = 60000;
     cfg->max_connections = 4096;
     cfg->max_connections_per_ip = 256;
+    cfg->header_timeout_ms = 10000;
+    cfg->body_stall_timeout_ms = 5000;
+    cfg->body_budget = (size_t)256 << 20;
+    cfg->body_budget_per_ip = (size_t)16 << 20;
 }
 
 /* Where a value came from, for error messages: "--window" or
@@ -425,6 +440,23 @@ static int validate(const cf_config *cfg, FILE *err)
                     (unsigned)cfg->ws_port);
         return -1;
     }
+    if (cfg->body_budget < cfg->max_body || cfg->body_budget_per_ip < cfg->max_body) {
+        if (err)
+            fprintf(err,
+                    "clickflow: invalid value for --body-budget%s: %zu is below --max-body %zu (see --help)\n",
+                    cfg->body_budget < cfg->max_body ? "" : "-per-ip",
+                    cfg->body_budget < cfg->max_body ? cfg->body_budget : cfg->body_budget_per_ip,
+                    cfg->max_body);
+        return -1;
+    }
+    if (cfg->body_budget_per_ip > cfg->body_budget) {
+        if (err)
+            fprintf(err,
+                    "clickflow: invalid value for --body-budget-per-ip: %zu is above --body-budget %zu "
+                    "(see --help)\n",
+                    cfg->body_budget_per_ip, cfg->body_budget);
+        return -1;
+    }
     if (cfg->max_connections_per_ip > cfg->max_connections) {
         if (err)
             fprintf(err,
@@ -454,8 +486,11 @@ int cf_config_load(cf_config *cfg, int argc, char **argv, char **envp, FILE *out
         }
     }
 
-    /* 0 = not set: resolved after parsing, when --fsync is known. */
+    /* 0 = not set: resolved after parsing, when --fsync (--max-body) is
+     * known. */
     cfg->http_threads = 0;
+    cfg->body_budget = 0;
+    cfg->body_budget_per_ip = 0;
     for (size_t i = 0; i < N_OPTIONS; i++) {
         const char *v = env_value(envp, &options[i]);
         /* An empty variable counts as unset: `CLICKFLOW_X=` in an env file
@@ -502,6 +537,22 @@ int cf_config_load(cf_config *cfg, int argc, char **argv, char **envp, FILE *out
         if (cfg->fsync == CF_FSYNC_ALWAYS)
             cfg->http_threads = cores * 32 > 64 ? cores * 32 : 64;
     }
+    /* libmicrohttpd splits --max-connections among its workers; a worker
+     * whose share is 0 never accepts and hangs MHD_stop_daemon(). */
+    if (cfg->http_threads > cfg->max_connections)
+        cfg->http_threads = cfg->max_connections;
+    if (cfg->body_budget == 0) {
+        size_t four = cfg->max_body > SIZE_MAX / 4 ? SIZE_MAX : cfg->max_body * 4;
+        cfg->body_budget = four > ((size_t)256 << 20) ? four : ((size_t)256 << 20);
+    }
+    if (cfg->body_budget_per_ip == 0) {
+        /* One address may hold a sixteenth of the budget, but always at
+         * least one full body. */
+        size_t share = cfg->body_budget / 16;
+        cfg->body_budget_per_ip = share > cfg->max_body ? share : cfg->max_body;
+        if (cfg->body_budget_per_ip > cfg->body_budget)
+            cfg->body_budget_per_ip = cfg->body_budget;
+    }
     return validate(cfg, err);
 }
 
@@ -528,6 +579,10 @@ void cf_config_describe(const cf_config *cfg, char *buf, size_t cap)
             break;
         o += (size_t)n;
     }
+    char capped[96] = "";
+    if (cfg->fd_capped_at)
+        snprintf(capped, sizeof capped, " (connection limits lowered to fit the open-file limit %" PRIu64 ")",
+                 cfg->fd_capped_at);
     /* Tokens are secrets: say only whether they are set. */
     snprintf(buf, cap,
              "bind=%s http-port=%u ws-port=%u shards=%u http-threads=%u out-of-orderness=%" PRId64
@@ -535,16 +590,51 @@ void cf_config_describe(const cf_config *cfg, char *buf, size_t cap)
              "ms window=%" PRId64 "ms slide-size=%" PRId64 "ms slide=%" PRId64 "ms session-gap=%" PRId64
              "ms dedup-ttl=%" PRId64 "ms half-life=%" PRId64 "ms retain-results=%zu max-keys=%zu "
              "max-batch=%zu max-body=%zu queue-capacity=%zu push-interval=%" PRId64
-             "ms ws-max-clients=%zu ws-queue=%zu data-dir=%s fsync=%s snapshot-interval=%" PRId64
+             "ms ws-max-clients=%zu ws-queue=%zu ws-queue-bytes=%zu data-dir=%s fsync=%s snapshot-interval=%" PRId64
              "ms segment-size=%zu ingest-token=%s read-token=%s cors-origin=%s connection-timeout=%" PRId64
-             "ms request-deadline=%" PRId64 "ms max-connections=%u max-connections-per-ip=%u",
+             "ms request-deadline=%" PRId64 "ms max-connections=%u max-connections-per-ip=%u header-timeout=%" PRId64
+             "ms body-stall-timeout=%" PRId64 "ms body-budget=%zu body-budget-per-ip=%zu%s",
              cfg->bind, (unsigned)cfg->http_port, (unsigned)cfg->ws_port, cfg->shards, cfg->http_threads,
              cfg->out_of_orderness_ms, cfg->idle_timeout_ms, cfg->allowed_lateness_ms, cfg->max_future_ms,
              cfg->window_ms, cfg->slide_size_ms, cfg->slide_ms, cfg->session_gap_ms, cfg->dedup_ttl_ms,
              cfg->half_life_ms, cfg->retain_results, cfg->max_keys, cfg->max_batch, cfg->max_body,
-             cfg->queue_capacity, cfg->push_interval_ms, cfg->ws_max_clients, cfg->ws_queue, cfg->data_dir,
+             cfg->queue_capacity, cfg->push_interval_ms, cfg->ws_max_clients, cfg->ws_queue, cfg->ws_queue_bytes, cfg->data_dir,
              fsync_name(cfg->fsync), cfg->snapshot_interval_ms, cfg->segment_bytes,
              cfg->ingest_token[0] ? "set" : "unset", cfg->read_token[0] ? "set" : "unset",
              cfg->n_cors_origins ? origins : "none", cfg->connection_timeout_ms, cfg->request_deadline_ms,
-             cfg->max_connections, cfg->max_connections_per_ip);
+             cfg->max_connections, cfg->max_connections_per_ip, cfg->header_timeout_ms,
+             cfg->body_stall_timeout_ms, cfg->body_budget, cfg->body_budget_per_ip, capped);
+}
+
+uint64_t cf_config_fd_ceiling(const cf_config *cfg, unsigned keep)
+{
+    if (cfg->fd_limit == 0)
+        return UINT64_MAX;
+    return cfg->fd_limit > keep ? cfg->fd_limit - keep : 0;
+}
+
+void cf_config_fit_fd_limit(cf_config *cfg, uint64_t nofile)
+{
+    cfg->fd_limit = nofile;
+    uint64_t reserve = CF_FD_RESERVE_BASE + (uint64_t)CF_FD_RESERVE_PER_SHARD * cfg->shards +
+                       (uint64_t)CF_FD_RESERVE_PER_HTTP_THREAD * cfg->http_threads;
+    uint64_t avail = nofile > reserve + 2 ? nofile - reserve : 2;
+    uint64_t want = (uint64_t)cfg->max_connections + cfg->ws_max_clients;
+    if (want <= avail)
+        return;
+    /* WebSocket clients get at most a quarter of what is left, HTTP the
+     * rest: ingest matters most. */
+    uint64_t ws = cfg->ws_max_clients;
+    if (ws > avail / 4)
+        ws = avail / 4 > 0 ? avail / 4 : 1;
+    uint64_t http = avail - ws;
+    if (http > cfg->max_connections)
+        http = cfg->max_connections;
+    cfg->ws_max_clients = (size_t)ws;
+    cfg->max_connections = (unsigned)(http > 0 ? http : 1);
+    if (cfg->max_connections_per_ip > cfg->max_connections)
+        cfg->max_connections_per_ip = cfg->max_connections;
+    if (cfg->http_threads > cfg->max_connections)
+        cfg->http_threads = cfg->max_connections;   /* see cf_config_load() */
+    cfg->fd_capped_at = nofile;
 }

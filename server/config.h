@@ -17,6 +17,7 @@ typedef enum cf_fsync_policy {
 } cf_fsync_policy;
 
 #define CF_MAX_ORIGINS 16
+#define CF_WS_QUEUE_BYTES_DEFAULT ((size_t)4 << 20)
 
 typedef struct cf_config {
     /* network */
@@ -48,6 +49,7 @@ typedef struct cf_config {
     int64_t push_interval_ms;       /* --push-interval 500ms */
     size_t ws_max_clients;          /* --ws-max-clients 1000 */
     size_t ws_queue;                /* --ws-queue 256 messages per client */
+    size_t ws_queue_bytes;          /* --ws-queue-bytes 4MiB per client (0: the default) */
     /* durability (SPEC 10) */
     char data_dir[512];             /* --data-dir ./data */
     cf_fsync_policy fsync;          /* --fsync batch */
@@ -62,6 +64,19 @@ typedef struct cf_config {
     int64_t request_deadline_ms;    /* --request-deadline 60s (absolute) */
     unsigned max_connections;       /* --max-connections 4096 */
     unsigned max_connections_per_ip;/* --max-connections-per-ip 256 */
+    int64_t header_timeout_ms;      /* --header-timeout 10s (request line + headers) */
+    int64_t body_stall_timeout_ms;  /* --body-stall-timeout 5s (no body byte arrived) */
+    size_t body_budget;             /* --body-budget: bytes of bodies in flight, all clients */
+    size_t body_budget_per_ip;      /* --body-budget-per-ip: the same for one client address */
+    /* Set by cf_config_fit_fd_limit(): the open-file limit that lowered
+     * max_connections / ws_max_clients, or 0 when they fit as configured. */
+    uint64_t fd_capped_at;
+    /* The open-file limit in force (set by cf_config_fit_fd_limit()), or 0
+     * when unknown. Sockets accepted with a descriptor number at or above
+     * cf_config_fd_ceiling() are closed at once, whoever opened the
+     * descriptors below (see cf_config_fd_ceiling()): the reserve stays free
+     * for the log and snapshots. */
+    uint64_t fd_limit;
 } cf_config;
 
 /* Fills cfg with the embedded defaults. */
@@ -71,6 +86,34 @@ void cf_config_defaults(cf_config *cfg);
  * then argv. Returns 0 to run, 1 when --help or --version was printed to
  * out (exit 0), or -1 after printing a clear message to err (exit 2). */
 int cf_config_load(cf_config *cfg, int argc, char **argv, char **envp, FILE *out, FILE *err);
+
+/* Open files the process needs beside its connections: stdio, listeners,
+ * the data directory, log segments, snapshots being written, wake-up pipes;
+ * per shard its queue's descriptors; per HTTP worker thread its epoll and
+ * wake-up descriptors. About 15 are open at idle with 2 shards and 2 HTTP
+ * threads: the base leaves room above the descriptor ceilings below. */
+#define CF_FD_RESERVE_BASE 96u
+#define CF_FD_RESERVE_PER_SHARD 4u
+#define CF_FD_RESERVE_PER_HTTP_THREAD 2u
+
+/* Fits the connection limits to an open-file limit of `nofile` descriptors:
+ * HTTP connections plus WebSocket clients plus a reserve for the log and
+ * snapshots must stay below it, or an accept() would take the descriptor a
+ * log segment or snapshot needs (EMFILE, and the server stops). Lowers
+ * max_connections, max_connections_per_ip and ws_max_clients as needed
+ * (each at least 1) and records nofile in cfg->fd_capped_at when it did.
+ * Pure: main() passes the limit it obtained with setrlimit. */
+void cf_config_fit_fd_limit(cf_config *cfg, uint64_t nofile);
+
+/* The lowest descriptor number a new client socket may not have when `keep`
+ * descriptors must stay free below the open-file limit; UINT64_MAX when the
+ * limit is unknown. WebSocket sockets keep the whole base reserve and HTTP
+ * connections half of it, so a flood of unfinished WebSocket handshakes
+ * still leaves room for ingest, and neither reaches the log's last
+ * descriptors. */
+#define CF_FD_KEEP_WS 64u
+#define CF_FD_KEEP_HTTP 32u
+uint64_t cf_config_fd_ceiling(const cf_config *cfg, unsigned keep);
 
 /* One line describing the effective settings, for the start-up log. */
 void cf_config_describe(const cf_config *cfg, char *buf, size_t cap);

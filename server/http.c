@@ -26,6 +26,7 @@
 #include <microhttpd.h>
 
 #include "assets.h"
+#include "body_budget.h"
 #include "cf_event.h"
 #include "cf_version.h"
 #include "cf_winop.h"
@@ -46,33 +47,68 @@
  * past that the connection is just closed. */
 #define DISCARD_MAX ((size_t)16 << 20)
 
-/* The reaper enforces the absolute request deadline even while MHD is
- * still collecting headers (when our handler is not called at all): every
- * connection is registered with a deadline, and a thread shuts down the
- * socket of any connection past it; MHD then sees the hang-up and closes the
- * connection itself. Entries leave the list in MHD's CLOSED notification,
- * which comes before MHD closes the fd, so the reaper never touches a reused
- * descriptor (both hold reaper_mu). */
+/* The reaper enforces our deadlines even while MHD is still collecting
+ * headers (when our handler is not called at all): every connection is
+ * registered with a deadline, and a thread shuts down the socket of any
+ * connection past it; MHD then sees the hang-up and closes the connection
+ * itself. Entries leave the list in MHD's CLOSED notification, which comes
+ * before MHD closes the fd, so neither the reaper nor the shedding below
+ * ever touches a reused descriptor (both hold reaper_mu).
+ *
+ * A connection's deadline moves with its phase:
+ *   opened, or idle after a request   -> headers within --header-timeout
+ *                                        (after --connection-timeout idle)
+ *   request line in                   -> the same, at most --request-deadline
+ *   body                              -> --body-stall-timeout after the last
+ *                                        body byte, at most --request-deadline
+ *   answering                         -> none */
 #define REAPER_PERIOD_MS 200
+
+typedef enum conn_phase {
+    PHASE_WAITING = 0,  /* no request line yet, or idle between requests */
+    PHASE_HEADERS,      /* request line in, headers not yet */
+    PHASE_BODY,         /* reading an accepted POST body */
+    PHASE_BUSY,         /* the request is complete and being answered */
+} conn_phase;
 
 typedef struct conn_entry {
     struct conn_entry *prev, *next;
     int fd;
+    unsigned stripe;                /* the client address's body budget slot */
     _Atomic int64_t deadline_ms;    /* monotonic; 0 = none (a request is being answered) */
-    bool cut;
+    _Atomic int phase;              /* conn_phase */
+    _Atomic unsigned served;        /* requests completed on this connection */
+    _Atomic int64_t since_ms;       /* monotonic: opened, or last request completed */
+    _Atomic size_t body_bytes;      /* body bytes of the current request so far */
+    bool cut;                       /* (reaper_mu) shut down, CLOSED not seen yet */
 } conn_entry;
+
+/* The fields above are written only by the thread serving the connection
+ * and read by the reaper and the shedding, which can act on a value a
+ * moment old either way: relaxed stores keep the request path free of
+ * fences. */
+#define conn_set(field, v) atomic_store_explicit((field), (v), memory_order_relaxed)
 
 struct cf_http {
     cf_config cfg;
     cf_engine *engine;
     struct MHD_Daemon *daemon;
-    /* Request bodies held in memory by all connections together; bounded so
-     * that many slow uploads cannot exhaust memory (503 beyond). */
-    _Atomic size_t inflight_bytes;
-    size_t inflight_limit;
+    /* Request bodies held in memory by all connections together and per
+     * client address; bounded so that many slow uploads cannot exhaust
+     * memory, nor one address take all of it (503 beyond). Taken as body
+     * bytes arrive, never from a declared Content-Length. */
+    cf_body_budget *budget;
+    _Atomic uint64_t over_budget;   /* requests refused for the body budget */
     pthread_mutex_t reaper_mu;
     pthread_cond_t reaper_cv;
-    conn_entry *conns;
+    conn_entry *conns;              /* (reaper_mu) */
+    unsigned n_conns;               /* (reaper_mu) entries in conns */
+    unsigned n_cut;                 /* (reaper_mu) entries cut, CLOSED not seen yet */
+    unsigned shed_at;               /* live connections at which a new one sheds an old one */
+    uint64_t fd_ceiling;            /* cf_config_fd_ceiling(CF_FD_KEEP_HTTP): higher sockets are cut at once */
+    _Atomic unsigned live_conns;    /* n_conns - n_cut, for /metrics */
+    _Atomic uint64_t shed;          /* connections shed to make room */
+    _Atomic uint64_t timed_out;     /* connections cut by a deadline */
     bool reaper_stop;
     bool reaper_started;
     pthread_t reaper;
@@ -114,21 +150,33 @@ typedef struct request {
     bool reading_body;      /* an accepted POST: upload chunks are ours */
     bool too_big;
     size_t discarded;
-    size_t reserved;        /* bytes of h->inflight_bytes held by this request */
-    bool over_budget;       /* the body did not fit in the global budget: 503 */
+    size_t reserved;        /* body budget bytes held by this request (for its stripe) */
+    bool over_budget;       /* the body did not fit in the body budget: 503 */
+    unsigned stripe;        /* the client address's budget stripe */
     conn_entry *conn;       /* the connection's reaper entry, or NULL */
 } request;
 
-/* Takes n bytes of the global body budget. */
+/* Takes n more bytes of the body budget for this request. */
 static bool budget_take(cf_http *h, request *rq, size_t n)
 {
-    size_t before = atomic_fetch_add(&h->inflight_bytes, n);
-    if (before + n > h->inflight_limit || before + n < before) {
-        atomic_fetch_sub(&h->inflight_bytes, n);
+    if (!cf_body_budget_take(h->budget, rq->stripe, n))
         return false;
-    }
     rq->reserved += n;
     return true;
+}
+
+static void budget_release(cf_http *h, request *rq)
+{
+    if (!rq->reserved)
+        return;
+    cf_body_budget_give(h->budget, rq->stripe, rq->reserved);
+    rq->reserved = 0;
+}
+
+static unsigned connection_stripe(struct MHD_Connection *c)
+{
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    return cf_body_budget_slot(ci ? ci->client_addr : NULL);
 }
 
 static int64_t mono_ms(void)
@@ -471,7 +519,7 @@ static void put_str(cf_buf *b, const char *s) { cf_buf_put(b, s, strlen(s)); }
 /* Our own series after the engine's, in the same text format. */
 static void append_http_metrics(cf_http *h, cf_buf *out)
 {
-    char line[256];
+    char line[512];
     put_str(out, "# HELP clickflow_http_responses_total HTTP responses sent, by status code.\n"
                  "# TYPE clickflow_http_responses_total counter\n");
     for (size_t k = 0; k <= N_COUNTED; k++) {
@@ -487,7 +535,31 @@ static void append_http_metrics(cf_http *h, cf_buf *out)
              "# HELP clickflow_http_body_bytes_in_flight Request body bytes held in memory.\n"
              "# TYPE clickflow_http_body_bytes_in_flight gauge\n"
              "clickflow_http_body_bytes_in_flight %zu\n",
-             atomic_load(&h->inflight_bytes));
+             cf_body_budget_in_flight(h->budget));
+    put_str(out, line);
+    snprintf(line, sizeof line,
+             "# HELP clickflow_http_body_budget_refused_total Requests answered 503 because their body did not fit "
+             "the body budget.\n# TYPE clickflow_http_body_budget_refused_total counter\n"
+             "clickflow_http_body_budget_refused_total %" PRIu64 "\n",
+             atomic_load(&h->over_budget));
+    put_str(out, line);
+    snprintf(line, sizeof line,
+             "# HELP clickflow_http_connections Open HTTP connections.\n"
+             "# TYPE clickflow_http_connections gauge\n"
+             "clickflow_http_connections %u\n",
+             atomic_load(&h->live_conns));
+    put_str(out, line);
+    snprintf(line, sizeof line,
+             "# HELP clickflow_http_connections_shed_total Connections closed to make room for new ones.\n"
+             "# TYPE clickflow_http_connections_shed_total counter\n"
+             "clickflow_http_connections_shed_total %" PRIu64 "\n",
+             atomic_load(&h->shed));
+    put_str(out, line);
+    snprintf(line, sizeof line,
+             "# HELP clickflow_http_connections_timed_out_total Connections cut by the header, body-stall or "
+             "request deadline.\n# TYPE clickflow_http_connections_timed_out_total counter\n"
+             "clickflow_http_connections_timed_out_total %" PRIu64 "\n",
+             atomic_load(&h->timed_out));
     put_str(out, line);
 }
 
@@ -687,9 +759,9 @@ static enum MHD_Result begin_post(request *rq, struct MHD_Connection *c)
                               rq->rt == R_EVENTS ? "request body is larger than --max-body"
                                                  : "request body is too large");
         if (errno == 0 && end != cl && v > 0) {
-            if (!budget_take(rq->h, rq, (size_t)v))
-                return send_unavailable(rq, c, "server busy: too many request bodies in flight, retry later");
-            /* Preallocate, but not more than a slow client has earned. */
+            /* The budget is taken as bytes arrive (a declared length costs
+             * a client nothing). The preallocation is at most 1 MiB, which
+             * malloc maps lazily: untouched pages cost no memory. */
             size_t pre = (size_t)v + 1 < ((size_t)1 << 20) ? (size_t)v + 1 : ((size_t)1 << 20);
             if (cf_buf_reserve(&rq->body, pre) < 0)
                 return send_unavailable(rq, c, "out of memory");
@@ -800,6 +872,73 @@ static enum MHD_Result finish_watermark(request *rq, struct MHD_Connection *c, c
     return send_json(rq, c, MHD_HTTP_OK, o, NULL, 0);
 }
 
+/* ---- request hygiene ---------------------------------------------------- */
+
+typedef struct framing {
+    unsigned n_length;          /* Content-Length headers */
+    bool lengths_differ;
+    bool transfer_encoding;
+    const char *first_length;
+} framing;
+
+static enum MHD_Result framing_header(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+{
+    (void)kind;
+    framing *f = cls;
+    if (strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0) {
+        if (f->n_length++ == 0)
+            f->first_length = value ? value : "";
+        else if (strcmp(f->first_length, value ? value : "") != 0)
+            f->lengths_differ = true;
+    } else if (strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING) == 0) {
+        f->transfer_encoding = true;
+    }
+    return MHD_YES;
+}
+
+/* RFC 9112 6.3: a request with both Transfer-Encoding and Content-Length,
+ * or with differing Content-Length values, has no trustworthy end, so a
+ * proxy in front of us may see a different request boundary than we do
+ * (request smuggling). libmicrohttpd 0.9.75 accepts both; we refuse them
+ * and close the connection. Returns the reason, or NULL when the framing is
+ * sound. O(headers). */
+static const char *framing_error(struct MHD_Connection *c)
+{
+    framing f = {0, false, false, NULL};
+    MHD_get_connection_values(c, MHD_HEADER_KIND, framing_header, &f);
+    if (f.transfer_encoding && f.n_length > 0)
+        return "a request must not carry both Content-Length and Transfer-Encoding";
+    if (f.lengths_differ)
+        return "conflicting Content-Length headers";
+    return NULL;
+}
+
+/* True when the raw request target holds no percent-encoded NUL and no raw
+ * control byte. libmicrohttpd decodes %00 into a NUL that silently cuts the
+ * decoded path and query values (so "/index.html%00.js" would be served as
+ * "/index.html", and a page_url or user_id would match a truncated key);
+ * refusing the request is the only answer that cannot be misread. O(n). */
+static bool target_clean(const char *uri)
+{
+    for (const unsigned char *p = (const unsigned char *)uri; *p; p++) {
+        if (*p < 0x20 || *p == 0x7f)
+            return false;
+        if (p[0] == '%' && p[1] == '0' && p[2] == '0')
+            return false;
+    }
+    return true;
+}
+
+/* Answers 400 and makes libmicrohttpd close the connection after it: the
+ * request's framing cannot be trusted, so neither can whatever follows. */
+static enum MHD_Result send_bad_framing(request *rq, struct MHD_Connection *c, const char *msg)
+{
+    static const extra_header close_hdr[] = {{MHD_HTTP_HEADER_CONNECTION, "close"}};
+    return send_error_h(rq, c, MHD_HTTP_BAD_REQUEST, msg, close_hdr, 1);
+}
+
+static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+
 /* Caps MHD's inactivity timeout by what is left of the request deadline,
  * so a client that trickles bytes cannot outlive the deadline by much. */
 static void apply_deadline(request *rq, struct MHD_Connection *c, int64_t left_ms)
@@ -846,7 +985,8 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *c, const
     if (!rq)
         return MHD_NO;   /* uri_logger ran out of memory */
     cf_http *h = rq->h;
-    int64_t left = h->cfg.request_deadline_ms - (mono_ms() - rq->start_ms);
+    int64_t now = mono_ms();
+    int64_t left = h->cfg.request_deadline_ms - (now - rq->start_ms);
 
     if (!rq->headers_done) {
         /* Headers are in. Only a POST is answered right away, when it is
@@ -856,12 +996,28 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *c, const
         rq->headers_done = true;
         if (left <= 0)
             return send_error(rq, c, MHD_HTTP_REQUEST_TIMEOUT, "request deadline exceeded");
+        const char *bad = framing_error(c);
+        if (bad)
+            return send_bad_framing(rq, c, bad);
+        if (!target_clean(rq->raw_uri))
+            return send_error(rq, c, MHD_HTTP_BAD_REQUEST,
+                              "the URL must not contain %00 (NUL) or control characters");
         apply_deadline(rq, c, left);
         rq->rt = find_route(rq->raw_uri, strcspn(rq->raw_uri, "?#"));
+        int64_t end = rq->start_ms + h->cfg.request_deadline_ms;
         if (route_is_post(rq->rt) && strcmp(method, "POST") == 0) {
             rq->reading_body = true;
+            if (rq->conn) {
+                /* The body must keep arriving: a stalled one is cut long
+                 * before the request deadline, and so gives its share of
+                 * the body budget back. */
+                conn_set(&rq->conn->phase, PHASE_BODY);
+                conn_set(&rq->conn->deadline_ms, min64(end, now + h->cfg.body_stall_timeout_ms));
+            }
             return begin_post(rq, c);
         }
+        if (rq->conn)
+            conn_set(&rq->conn->deadline_ms, end);
         return MHD_YES;
     }
 
@@ -871,8 +1027,10 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *c, const
             *upload_size = 0;
             return MHD_YES;
         }
-        if (rq->conn)
-            atomic_store(&rq->conn->deadline_ms, 0);
+        if (rq->conn) {
+            conn_set(&rq->conn->phase, PHASE_BUSY);
+            conn_set(&rq->conn->deadline_ms, 0);
+        }
         return handle_request(rq, c, url, method);
     }
 
@@ -883,13 +1041,25 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *c, const
         if (left <= 0)
             return MHD_NO;
         apply_deadline(rq, c, left);
+        if (rq->conn) {
+            conn_set(&rq->conn->deadline_ms,
+                     min64(rq->start_ms + h->cfg.request_deadline_ms, now + h->cfg.body_stall_timeout_ms));
+            conn_set(&rq->conn->body_bytes,
+                     atomic_load_explicit(&rq->conn->body_bytes, memory_order_relaxed) + *upload_size);
+        }
         size_t n = *upload_size;
         *upload_size = 0;
         if (!rq->too_big && rq->body.len + n > rq->body_limit)
             rq->too_big = true;
         if (!rq->too_big && !rq->over_budget && rq->body.len + n > rq->reserved &&
-            !budget_take(h, rq, rq->body.len + n - rq->reserved))
+            !budget_take(h, rq, rq->body.len + n - rq->reserved)) {
+            /* Refused anyway (503 at the end): what it holds goes back to
+             * the others now. */
             rq->over_budget = true;
+            budget_release(h, rq);
+            cf_buf_free(&rq->body);
+            atomic_fetch_add_explicit(&h->over_budget, 1, memory_order_relaxed);
+        }
         if (rq->too_big || rq->over_budget) {
             rq->discarded += n;
             return rq->discarded > DISCARD_MAX ? MHD_NO : MHD_YES;
@@ -899,8 +1069,10 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *c, const
     }
 
     /* The whole body is in; from here on the answer is ours to make. */
-    if (rq->conn)
-        atomic_store(&rq->conn->deadline_ms, 0);
+    if (rq->conn) {
+        conn_set(&rq->conn->phase, PHASE_BUSY);
+        conn_set(&rq->conn->deadline_ms, 0);
+    }
     if (rq->over_budget && !rq->too_big)
         return send_unavailable(rq, c, "server busy: too many request bodies in flight, retry later");
     if (rq->too_big)
@@ -932,8 +1104,19 @@ static void *uri_logger(void *cls, const char *uri, struct MHD_Connection *c)
     rq->start_ms = mono_ms();
     const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
     rq->conn = ci ? ci->socket_context : NULL;
-    if (rq->conn)
-        atomic_store(&rq->conn->deadline_ms, rq->start_ms + h->cfg.request_deadline_ms);
+    if (rq->conn) {
+        rq->stripe = rq->conn->stripe;
+        /* The headers must follow within --header-timeout (never later
+         * than the header deadline the connection already has, nor than
+         * the request deadline). */
+        int64_t t = min64(h->cfg.header_timeout_ms, h->cfg.request_deadline_ms);
+        conn_set(&rq->conn->body_bytes, 0);
+        conn_set(&rq->conn->phase, PHASE_HEADERS);
+        int64_t was = atomic_load_explicit(&rq->conn->deadline_ms, memory_order_relaxed);
+        conn_set(&rq->conn->deadline_ms, min64(was, rq->start_ms + t));
+    } else {
+        rq->stripe = connection_stripe(c);
+    }
     return rq;
 }
 
@@ -944,12 +1127,16 @@ static void request_completed(void *cls, struct MHD_Connection *c, void **con_cl
     request *rq = *con_cls;
     *con_cls = NULL;
     if (rq) {
-        if (rq->reserved)
-            atomic_fetch_sub(&h->inflight_bytes, rq->reserved);
-        /* Until the next request line: the idle timeout, then a deadline. */
-        if (rq->conn)
-            atomic_store(&rq->conn->deadline_ms,
-                         mono_ms() + h->cfg.connection_timeout_ms + h->cfg.request_deadline_ms);
+        budget_release(h, rq);
+        /* Until the next request line: the idle timeout, then the header
+         * timeout. */
+        if (rq->conn) {
+            int64_t now = mono_ms();
+            conn_set(&rq->conn->served, atomic_load_explicit(&rq->conn->served, memory_order_relaxed) + 1);
+            conn_set(&rq->conn->since_ms, now);
+            conn_set(&rq->conn->phase, PHASE_WAITING);
+            conn_set(&rq->conn->deadline_ms, now + h->cfg.connection_timeout_ms + h->cfg.header_timeout_ms);
+        }
         cf_buf_free(&rq->body);
         free(rq->raw_uri);
         free(rq);
@@ -959,6 +1146,51 @@ static void request_completed(void *cls, struct MHD_Connection *c, void **con_cl
     if (toe == MHD_REQUEST_TERMINATED_COMPLETED_OK)
         MHD_set_connection_option(c, MHD_CONNECTION_OPTION_TIMEOUT,
                                   (unsigned)((h->cfg.connection_timeout_ms + 999) / 1000));
+}
+
+/* Picks the connection to shed when the table is nearly full: never one
+ * being answered; first those that have not completed a single request
+ * (slow or silent openers), then idle keep-alive ones, the oldest first in
+ * each group (a client that just connected and is sending its request is
+ * the last of them to go); last, bodies in progress, the one with the
+ * fewest bytes first (trickling bodies that keep within the stall timeout
+ * could otherwise hold the table). Caller holds reaper_mu. O(n). */
+static conn_entry *shed_victim(cf_http *h, const conn_entry *except)
+{
+    conn_entry *best = NULL;
+    int best_rank = 0;
+    int64_t best_key = 0;
+    for (conn_entry *e = h->conns; e; e = e->next) {
+        if (e == except || e->cut)
+            continue;
+        int phase = atomic_load(&e->phase);
+        if (phase == PHASE_BUSY)
+            continue;
+        int rank;
+        int64_t key;
+        if (phase == PHASE_BODY) {
+            rank = 2;
+            key = (int64_t)atomic_load_explicit(&e->body_bytes, memory_order_relaxed);
+        } else {
+            rank = atomic_load(&e->served) > 0;
+            key = atomic_load(&e->since_ms);
+        }
+        if (!best || rank < best_rank || (rank == best_rank && key < best_key)) {
+            best = e;
+            best_rank = rank;
+            best_key = key;
+        }
+    }
+    return best;
+}
+
+/* Hangs up on e (its CLOSED notification follows). Caller holds reaper_mu. */
+static void cut_locked(cf_http *h, conn_entry *e)
+{
+    e->cut = true;
+    h->n_cut++;
+    atomic_store(&h->live_conns, h->n_conns - h->n_cut);
+    shutdown(e->fd, SHUT_RDWR);
 }
 
 static void notify_connection(void *cls, struct MHD_Connection *c, void **socket_context,
@@ -971,14 +1203,36 @@ static void notify_connection(void *cls, struct MHD_Connection *c, void **socket
         if (!e)
             return;   /* not watched: MHD's inactivity timeout still applies */
         e->fd = ci->connect_fd;
-        /* The first request line must come within the idle timeout, and the
-         * request be complete a deadline later. */
-        atomic_store(&e->deadline_ms, mono_ms() + h->cfg.connection_timeout_ms + h->cfg.request_deadline_ms);
+        e->stripe = connection_stripe(c);
+        int64_t now = mono_ms();
+        atomic_store(&e->since_ms, now);
+        atomic_store(&e->phase, PHASE_WAITING);
+        /* The request headers must be in within the header timeout (nginx's
+         * client_header_timeout): a silent or trickling opener is cut. */
+        atomic_store(&e->deadline_ms, now + h->cfg.header_timeout_ms);
         pthread_mutex_lock(&h->reaper_mu);
         e->next = h->conns;
         if (h->conns)
             h->conns->prev = e;
         h->conns = e;
+        h->n_conns++;
+        if ((uint64_t)e->fd >= h->fd_ceiling) {
+            /* The descriptors below the log's reserve are gone (taken by
+             * WebSocket or other sockets): this one cannot stay. */
+            cut_locked(h, e);
+            atomic_fetch_add_explicit(&h->shed, 1, memory_order_relaxed);
+        }
+        /* Nearly full: make room by shedding the connection that has given
+         * least, rather than let the table fill and new clients wait in the
+         * listen backlog until some timeout frees a slot. */
+        if (h->n_conns - h->n_cut > h->shed_at) {
+            conn_entry *v = shed_victim(h, e);
+            if (v) {
+                cut_locked(h, v);
+                atomic_fetch_add_explicit(&h->shed, 1, memory_order_relaxed);
+            }
+        }
+        atomic_store(&h->live_conns, h->n_conns - h->n_cut);
         pthread_mutex_unlock(&h->reaper_mu);
         *socket_context = e;
     } else if (code == MHD_CONNECTION_NOTIFY_CLOSED) {
@@ -992,6 +1246,10 @@ static void notify_connection(void *cls, struct MHD_Connection *c, void **socket
             h->conns = e->next;
         if (e->next)
             e->next->prev = e->prev;
+        h->n_conns--;
+        if (e->cut)
+            h->n_cut--;
+        atomic_store(&h->live_conns, h->n_conns - h->n_cut);
         pthread_mutex_unlock(&h->reaper_mu);
         free(e);
         *socket_context = NULL;
@@ -1009,8 +1267,8 @@ static void *reaper_main(void *arg)
         for (conn_entry *e = h->conns; e; e = e->next) {
             int64_t d = atomic_load(&e->deadline_ms);
             if (d != 0 && now >= d && !e->cut) {
-                e->cut = true;
-                shutdown(e->fd, SHUT_RDWR);
+                cut_locked(h, e);
+                atomic_fetch_add_explicit(&h->timed_out, 1, memory_order_relaxed);
             }
         }
         struct timespec ts;
@@ -1046,7 +1304,18 @@ cf_http *cf_http_start(const cf_config *cfg, cf_engine *engine, const char **ret
     }
     h->cfg = *cfg;
     h->engine = engine;
-    h->inflight_limit = cfg->max_body * 4 > ((size_t)256 << 20) ? cfg->max_body * 4 : ((size_t)256 << 20);
+    h->budget = cf_body_budget_new(cfg->body_budget, cfg->body_budget_per_ip);
+    if (!h->budget) {
+        free(h);
+        *ret_err = "out of memory";
+        return NULL;
+    }
+    /* Shed when within a sixteenth of the limit, so libmicrohttpd (which
+     * stops accepting at the limit) never gets there while something can
+     * be shed. */
+    unsigned slack = cfg->max_connections / 16 > 0 ? cfg->max_connections / 16 : 1;
+    h->shed_at = cfg->max_connections > slack ? cfg->max_connections - slack : 1;
+    h->fd_ceiling = cf_config_fd_ceiling(cfg, CF_FD_KEEP_HTTP);
     pthread_mutex_init(&h->reaper_mu, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
@@ -1119,5 +1388,6 @@ void cf_http_stop(cf_http *h)
     }
     pthread_cond_destroy(&h->reaper_cv);
     pthread_mutex_destroy(&h->reaper_mu);
+    cf_body_budget_free(h->budget);
     free(h);
 }

@@ -2,11 +2,15 @@
  * (SPEC sections 3 and 8; docs/API.md), served by libmicrohttpd with an epoll
  * thread pool of cfg->http_threads threads.
  *
- * Connection hygiene (DEPENDENCY-NOTES.md): an inactivity timeout, total and
- * per-IP connection limits, an absolute per-request deadline of our own, a
- * Content-Length check before any body byte is read, and bodies read from
- * MHD's upload chunks into a buffer bounded by --max-body (no
- * MHD_PostProcessor). */
+ * Connection hygiene (DEPENDENCY-NOTES.md, docs/API.md "Connection limits"):
+ * an inactivity timeout, a header timeout, a body-stall timeout and an
+ * absolute per-request deadline of our own; total and per-IP connection
+ * limits, with old connections shed (those that gave least first) before the
+ * table fills; a Content-Length check before any body byte is read, and
+ * bodies read from MHD's upload chunks into a buffer bounded by --max-body
+ * (no MHD_PostProcessor) and by a total and per-address body budget
+ * (body_budget.h). Ambiguous framing (RFC 9112 6.3) and %00 or control
+ * bytes in the request target are refused with 400. */
 #ifndef CF_HTTP_H
 #define CF_HTTP_H
 

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "config.h"
@@ -65,6 +66,22 @@ static int wait_for_stop(cf_engine *engine)
     }
 }
 
+/* Raises the soft open-file limit to the hard one (the soft one is often
+ * 1024, below the default --max-connections) and returns the limit now in
+ * force, or 0 when it cannot be read (the limits are then left alone). */
+static uint64_t raise_nofile(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return 0;
+    if (rl.rlim_cur != rl.rlim_max) {
+        struct rlimit want = {.rlim_cur = rl.rlim_max, .rlim_max = rl.rlim_max};
+        if (setrlimit(RLIMIT_NOFILE, &want) == 0)
+            rl.rlim_cur = rl.rlim_max;
+    }
+    return rl.rlim_cur == RLIM_INFINITY ? UINT64_MAX : (uint64_t)rl.rlim_cur;
+}
+
 int main(int argc, char **argv)
 {
     cf_config cfg;
@@ -81,6 +98,13 @@ int main(int argc, char **argv)
         cf_error("cannot install signal handlers: %s", strerror(errno));
         return 1;
     }
+
+    /* Connections must leave descriptors for the log and snapshots: an
+     * accept() that takes the last one would make the next log segment or
+     * snapshot fail with EMFILE, and a failed log write stops the server. */
+    uint64_t nofile = raise_nofile();
+    if (nofile)
+        cf_config_fit_fd_limit(&cfg, nofile);
 
     static char desc[4096];
     cf_config_describe(&cfg, desc, sizeof desc);

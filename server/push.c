@@ -10,20 +10,26 @@
  * every client with queued messages, and writes one message per
  * LWS_CALLBACK_SERVER_WRITEABLE, as libwebsockets requires.
  *
- * Slow clients. A client queue holds at most cfg->ws_queue messages; when it
- * is full, interim updates are dropped first (push_queue.h has the exact
- * policy) and counted in cf_push_dropped(). A client that stops reading only
+ * Slow clients. A client queue holds at most cfg->ws_queue messages and
+ * cfg->ws_queue_bytes payload bytes; when it is full, interim updates are
+ * dropped first (push_queue.h has the exact policy) and counted in
+ * cf_push_dropped(). Beyond the queue, a client that does not read pins at
+ * most one more message (no larger than the queue bound): the part lws
+ * could not send yet. A client that stops reading only
  * fills its own kernel buffer and its own queue, so publishing stays O(clients)
  * with no waiting, and other clients are served as before.
  *
  * Handshake checks (LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION, headers read
  * with lws_hdr_copy):
- *   - Origin (cross-site WebSocket hijacking): a request without Origin
- *     (non-browser clients) is allowed; a browser's Origin is allowed when
- *     its host equals the host of the Host header (the dashboard is served by
- *     this server on the HTTP port of the same host), when it equals one of
- *     cfg->cors_origins (scheme://host[:port], case-insensitive), or when
- *     cfg->cors_origins holds "*". Anything else is refused.
+ *   - Sec-WebSocket-Version must be 13 (RFC 6455 4.2.1; libwebsockets
+ *     4.1.6 itself accepts any value).
+ *   - Origin (cross-site WebSocket hijacking, DNS rebinding): a request
+ *     without Origin (non-browser clients) is allowed; a browser's Origin is
+ *     allowed when it is this server's own page by a name that cannot be
+ *     rebound (own_origin(): localhost, the --bind address, or an IP literal
+ *     equal to the Host header's), when it equals one of cfg->cors_origins
+ *     (scheme://host[:port], case-insensitive), or when cfg->cors_origins
+ *     holds "*". Anything else is refused.
  *   - cfg->read_token, when set: "?token=<t>" in the URL (browsers cannot set
  *     headers on a WebSocket) or "Authorization: Bearer <t>".
  *   - at most cfg->ws_max_clients connected clients.
@@ -49,6 +55,7 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <arpa/inet.h>
 #include <netdb.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -103,6 +110,8 @@ struct cf_push {
     atomic_uint_fast64_t sent;
 
     size_t queue_cap;
+    size_t queue_bytes;
+    uint64_t fd_ceiling;        /* cf_config_fd_ceiling() */
     size_t max_clients;
     char read_token[sizeof ((cf_config *)0)->read_token];
     char origins[CF_MAX_ORIGINS][sizeof ((cf_config *)0)->cors_origins[0]];
@@ -146,26 +155,76 @@ static const char *host_part(const char *s, size_t n, size_t *ret_len)
     return s;
 }
 
-/* True when the Origin's host (scheme://host[:port][/...]) equals the Host
- * header's host, ignoring ports and case. */
-static bool same_host(const char *origin, const char *host)
+/* True when host[0..n) is an IPv4 literal or a bracketed IPv6 literal. */
+static bool is_ip_literal(const char *host, size_t n)
+{
+    char buf[64];
+    unsigned char addr[16];
+    if (n >= 2 && host[0] == '[' && host[n - 1] == ']') {
+        host++;
+        n -= 2;
+        if (n == 0 || n >= sizeof buf)
+            return false;
+        memcpy(buf, host, n);
+        buf[n] = '\0';
+        return inet_pton(AF_INET6, buf, addr) == 1;
+    }
+    if (n == 0 || n >= sizeof buf)
+        return false;
+    memcpy(buf, host, n);
+    buf[n] = '\0';
+    return inet_pton(AF_INET, buf, addr) == 1;
+}
+
+static bool host_equal(const char *a, size_t an, const char *b, size_t bn)
+{
+    return an > 0 && an == bn && strncasecmp(a, b, an) == 0;
+}
+
+/* True when the Origin (scheme://host[:port][/...]) is this server's own
+ * page. Comparing Origin with Host is not enough: after DNS rebinding both
+ * name the attacker's host (evil.example now resolving to us), so a name is
+ * trusted only when it cannot be rebound:
+ *   - "localhost", which browsers always resolve to loopback;
+ *   - the --bind address itself (an IP literal);
+ *   - an IP literal equal to the Host header's: a browser sends such an
+ *     Origin only for a page it loaded from that address, and such a Host
+ *     only when it connected to that address (this covers a wildcard bind
+ *     reached by one of the machine's addresses).
+ * Any other name must be listed in --cors-origin. Ports are ignored (the
+ * dashboard is on the HTTP port, the WebSocket on its own). */
+static bool own_origin(const cf_push *p, const char *origin, const char *host)
 {
     const char *sep = strstr(origin, "://");
-    if (!sep || !host[0])
+    if (!sep)
         return false;
     const char *o = sep + 3;
     size_t olen = strcspn(o, "/?#");
-    size_t oh_len, hh_len;
+    size_t oh_len;
     const char *oh = host_part(o, olen, &oh_len);
+    if (host_equal(oh, oh_len, "localhost", 9))
+        return true;
+    if (!is_ip_literal(oh, oh_len))
+        return false;
+    /* --bind is stored without brackets; compare inside them. */
+    const char *bare = oh;
+    size_t bare_len = oh_len;
+    if (bare_len >= 2 && bare[0] == '[') {
+        bare++;
+        bare_len -= 2;
+    }
+    if (host_equal(bare, bare_len, p->iface, strlen(p->iface)))
+        return true;
+    size_t hh_len;
     const char *hh = host_part(host, strlen(host), &hh_len);
-    return oh_len > 0 && oh_len == hh_len && strncasecmp(oh, hh, oh_len) == 0;
+    return host_equal(oh, oh_len, hh, hh_len);
 }
 
 static bool origin_allowed(const cf_push *p, const char *origin, const char *host)
 {
     if (!origin[0] || p->any_origin)
         return true;
-    if (same_host(origin, host))
+    if (own_origin(p, origin, host))
         return true;
     size_t olen = strlen(origin);
     while (olen > 0 && origin[olen - 1] == '/')
@@ -247,6 +306,11 @@ static bool admit(cf_push *p, struct lws *wsi)
         return false;
     if (atomic_load(&p->n_clients) >= p->max_clients) {
         log_refusal(p, "too many clients (--ws-max-clients)", "");
+        return false;
+    }
+    char version[8];
+    if (copy_header(wsi, WSI_TOKEN_VERSION, version, (int)sizeof version) < 0 || strcmp(version, "13") != 0) {
+        log_refusal(p, "Sec-WebSocket-Version is not 13", "");
         return false;
     }
     if (copy_header(wsi, WSI_TOKEN_ORIGIN, origin, (int)sizeof origin) < 0 ||
@@ -434,6 +498,17 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
     client *c = user;
 
     switch (reason) {
+    case LWS_CALLBACK_FILTER_NETWORK_CONNECTION:
+        /* Just accepted (user is not our client state here). Sockets that
+         * have not finished their handshake are not counted against
+         * --ws-max-clients, so a flood of them could take every descriptor:
+         * refuse any that would eat into the reserve for the log. */
+        if ((uint64_t)(intptr_t)in >= p->fd_ceiling) {
+            log_refusal(p, "no descriptors to spare (open-file limit)", "");
+            return 1;
+        }
+        return 0;
+
     case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
         /* Do not read `in` here (use-after-free in libwebsockets 4.1.6 on an
          * invalid Upgrade header); the checks happen in FILTER below. */
@@ -446,7 +521,7 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
         memset(c, 0, sizeof *c);
         c->wsi = wsi;
         c->topics = ALL_TOPICS;
-        c->q = cf_push_queue_new(p->queue_cap);
+        c->q = cf_push_queue_new(p->queue_cap, p->queue_bytes);
         if (!c->q)
             return -1;
         link_client(p, c);
@@ -564,6 +639,10 @@ cf_push *cf_push_start(const cf_config *cfg, const char **ret_err)
         return NULL;
     }
     p->queue_cap = cfg->ws_queue ? cfg->ws_queue : 1;
+    /* A zeroed cf_config (unit tests build their own) means the default,
+     * never "no byte bound". */
+    p->queue_bytes = cfg->ws_queue_bytes ? cfg->ws_queue_bytes : CF_WS_QUEUE_BYTES_DEFAULT;
+    p->fd_ceiling = cf_config_fd_ceiling(cfg, CF_FD_KEEP_WS);
     p->max_clients = cfg->ws_max_clients;
     snprintf(p->read_token, sizeof p->read_token, "%s", cfg->read_token);
     for (size_t i = 0; i < cfg->n_cors_origins && i < CF_MAX_ORIGINS; i++) {

@@ -8,6 +8,8 @@
 
 struct cf_push_queue {
     size_t cap;
+    size_t cap_bytes;
+    size_t bytes;       /* payload bytes queued */
     size_t head;        /* index of the oldest message */
     size_t len;
     size_t n_interim;
@@ -42,13 +44,15 @@ void cf_push_msg_unref(cf_push_msg *m)
         free(m);
 }
 
-cf_push_queue *cf_push_queue_new(size_t cap)
+cf_push_queue *cf_push_queue_new(size_t cap, size_t cap_bytes)
 {
     if (cap == 0 || cap > (SIZE_MAX - sizeof(cf_push_queue)) / sizeof(cf_push_msg *))
         return NULL;
     cf_push_queue *q = calloc(1, sizeof *q + cap * sizeof(cf_push_msg *));
-    if (q)
+    if (q) {
         q->cap = cap;
+        q->cap_bytes = cap_bytes;
+    }
     return q;
 }
 
@@ -74,6 +78,7 @@ static void remove_at(cf_push_queue *q, size_t i)
     q->ring[q->head] = NULL;
     q->head = (q->head + 1) % q->cap;
     q->len--;
+    q->bytes -= m->len;
     if (m->interim)
         q->n_interim--;
     cf_push_msg_unref(m);
@@ -88,21 +93,31 @@ static size_t oldest_interim(const cf_push_queue *q)
     return i;
 }
 
+/* True when m cannot join q as it is: full in messages, or over the byte
+ * bound. Call only with m->len <= q->cap_bytes. */
+static bool no_room(const cf_push_queue *q, const cf_push_msg *m)
+{
+    return q->len == q->cap || q->bytes > q->cap_bytes - m->len;
+}
+
 size_t cf_push_queue_offer(cf_push_queue *q, cf_push_msg *m)
 {
+    if (m->len > q->cap_bytes)
+        return 1;   /* could never fit: refused, the queue left as it is */
     size_t dropped = 0;
-    if (q->len == q->cap) {
+    while (no_room(q, m)) {
         if (q->n_interim > 0)
             remove_at(q, oldest_interim(q));
         else if (m->interim)
-            return 1;   /* only final messages queued: refuse the new interim one */
+            return dropped + 1;   /* only final messages queued: refuse the new interim one */
         else
             remove_at(q, 0);
-        dropped = 1;
+        dropped++;
     }
     cf_push_msg_ref(m);
     q->ring[slot(q, q->len)] = m;
     q->len++;
+    q->bytes += m->len;
     if (m->interim)
         q->n_interim++;
     return dropped;
@@ -116,6 +131,7 @@ cf_push_msg *cf_push_queue_pop(cf_push_queue *q)
     q->ring[q->head] = NULL;
     q->head = (q->head + 1) % q->cap;
     q->len--;
+    q->bytes -= m->len;
     if (m->interim)
         q->n_interim--;
     return m;
@@ -124,3 +140,5 @@ cf_push_msg *cf_push_queue_pop(cf_push_queue *q)
 size_t cf_push_queue_len(const cf_push_queue *q) { return q->len; }
 
 size_t cf_push_queue_interim(const cf_push_queue *q) { return q->n_interim; }
+
+size_t cf_push_queue_bytes(const cf_push_queue *q) { return q->bytes; }

@@ -6,13 +6,23 @@
  * libwebsockets needs in front of the payload (LWS_PRE) to write the frame
  * header in place.
  *
- * Drop policy when a queue is full (SPEC 9: a slow client loses interim
- * updates first, and the drops are counted):
+ * A queue is bounded twice: in messages (cap) and in payload bytes
+ * (cap_bytes), since one message may be large (a batch of late events with
+ * long escaped URLs) and a client that never reads must not hold more than
+ * cap_bytes however the bytes are split. A message larger than cap_bytes is
+ * refused outright (counted as one drop), since the library's copy of a
+ * partly sent message is bounded by the largest message a queue takes. A
+ * shared message counts fully in every queue holding it: the bound is per
+ * client.
+ *
+ * Drop policy when a queue is full, in messages or in bytes (SPEC 9: a slow
+ * client loses interim updates first, and the drops are counted):
  *   - an interim message evicts the oldest interim message queued; when none
  *     is queued, the new interim message itself is refused;
  *   - a non-interim (final) message evicts the oldest interim message, or,
  *     when none is queued, the oldest message.
- * Each eviction or refusal counts as one drop. The queue is not thread-safe:
+ * repeated until the new message fits. Each eviction or refusal counts as
+ * one drop. The queue is not thread-safe:
  * push.c guards it with the hub mutex. */
 #ifndef CF_PUSH_QUEUE_H
 #define CF_PUSH_QUEUE_H
@@ -41,20 +51,23 @@ void cf_push_msg_unref(cf_push_msg *m);
 
 typedef struct cf_push_queue cf_push_queue;
 
-/* A queue of at most cap messages (cap >= 1). NULL on OOM or cap == 0. */
-cf_push_queue *cf_push_queue_new(size_t cap);
+/* A queue of at most cap messages (cap >= 1) and cap_bytes payload bytes.
+ * NULL on OOM or cap == 0. */
+cf_push_queue *cf_push_queue_new(size_t cap, size_t cap_bytes);
 /* Unrefs every queued message. Accepts NULL. */
 void cf_push_queue_free(cf_push_queue *q);
 
 /* Offers m under the drop policy above. When m is queued the queue takes a
  * reference of its own (the caller keeps its reference either way). Returns
- * the number of messages dropped by this call (0 or 1; a refused m counts).
- * O(cap) in the worst case (eviction from the middle), O(1) otherwise. */
+ * the number of messages dropped by this call (a refused m counts). O(1)
+ * when m fits; each eviction costs O(cap) at worst (from the middle). */
 size_t cf_push_queue_offer(cf_push_queue *q, cf_push_msg *m);
 /* Removes the oldest message and hands its reference to the caller; NULL
  * when empty. O(1). */
 cf_push_msg *cf_push_queue_pop(cf_push_queue *q);
 size_t cf_push_queue_len(const cf_push_queue *q);
+/* Payload bytes queued. O(1). */
+size_t cf_push_queue_bytes(const cf_push_queue *q);
 /* Number of interim messages queued. O(1). */
 size_t cf_push_queue_interim(const cf_push_queue *q);
 

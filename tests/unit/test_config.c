@@ -129,7 +129,8 @@ static void help_lists_every_option_with_env_and_default(void **state)
         "half-life", "retain-results", "max-keys", "max-batch", "max-body", "queue-capacity",
         "push-interval", "ws-max-clients", "ws-queue", "data-dir", "fsync", "snapshot-interval",
         "segment-size", "ingest-token", "read-token", "cors-origin", "connection-timeout",
-        "request-deadline", "max-connections", "max-connections-per-ip"};
+        "request-deadline", "max-connections", "max-connections-per-ip", "ws-queue-bytes", "header-timeout",
+        "body-stall-timeout", "body-budget", "body-budget-per-ip"};
     size_t n_env = 0;
     for (const char *p = r.out; (p = strstr(p, "[env: CLICKFLOW_")) != NULL; p++)
         n_env++;
@@ -173,7 +174,7 @@ static void help_defaults_round_trip(void **state)
             char *end = strchr(def, ']');
             assert_non_null(end);
             *end = '\0';
-            if (strcmp(def, "none") != 0 && strncmp(def, "online cores", 12) != 0) {
+            if (strcmp(def, "none") != 0 && strncmp(def, "online cores", 12) != 0 && strcmp(def, "auto") != 0) {
                 char opt[80];
                 snprintf(opt, sizeof opt, "--%s", name);
                 run r = load(opt, def, NULL);
@@ -185,7 +186,8 @@ static void help_defaults_round_trip(void **state)
         }
         line = nl ? nl + 1 : NULL;
     }
-    assert_int_equal(checked, 29);   /* all but shards, http-threads, two tokens, cors-origin */
+    /* all but shards, http-threads, two tokens, cors-origin and the two body budgets */
+    assert_int_equal(checked, 32);
     run_free(&h);
     run_free(&d);
 }
@@ -428,11 +430,94 @@ static void connection_limits(void **state)
     assert_int_equal(r.rc, 0);
     assert_int_equal(r.cfg.connection_timeout_ms, 1000);
     run_free(&r);
+    /* Every HTTP worker gets at least one connection slot (MHD splits the
+     * limit among them; a worker with none hangs its shutdown). */
+    r = load("--max-connections", "32", "--max-connections-per-ip", "32", "--http-threads", "64", NULL);
+    assert_int_equal(r.rc, 0);
+    assert_int_equal(r.cfg.http_threads, 32);
+    run_free(&r);
     r = load("--connection-timeout", "999ms", NULL);   /* MHD counts whole seconds */
     assert_int_equal(r.rc, -1);
     run_free(&r);
     r = load("--shards", "0", NULL);
     assert_int_equal(r.rc, -1);
+    run_free(&r);
+}
+
+static void body_budgets_follow_max_body(void **state)
+{
+    (void)state;
+    run r = load(NULL);
+    assert_int_equal(r.rc, 0);
+    assert_int_equal(r.cfg.body_budget, (size_t)256 << 20);
+    assert_int_equal(r.cfg.body_budget_per_ip, (size_t)16 << 20);
+    assert_int_equal(r.cfg.header_timeout_ms, 10000);
+    assert_int_equal(r.cfg.body_stall_timeout_ms, 5000);
+    assert_int_equal(r.cfg.ws_queue_bytes, (size_t)4 << 20);
+    run_free(&r);
+    /* 4 x --max-body when that is larger; one address may always hold one
+     * full body. */
+    r = load("--max-body", "100M", NULL);
+    assert_int_equal(r.rc, 0);
+    assert_int_equal(r.cfg.body_budget, (size_t)400 << 20);
+    assert_int_equal(r.cfg.body_budget_per_ip, (size_t)100 << 20);
+    run_free(&r);
+    r = load("--max-body", "64k", "--body-budget", "1M", NULL);
+    assert_int_equal(r.rc, 0);
+    assert_int_equal(r.cfg.body_budget_per_ip, (size_t)64 << 10);
+    run_free(&r);
+    r = load("--max-body", "64k", "--body-budget", "1M", "--body-budget-per-ip", "256k", NULL);
+    assert_int_equal(r.rc, 0);
+    assert_int_equal(r.cfg.body_budget_per_ip, (size_t)256 << 10);
+    run_free(&r);
+    r = load("--max-body", "64k", "--body-budget-per-ip", "32k", NULL);   /* below one body */
+    assert_int_equal(r.rc, -1);
+    assert_non_null(strstr(r.err, "--body-budget-per-ip"));
+    run_free(&r);
+    r = load("--body-budget", "1M", "--body-budget-per-ip", "2M", "--max-body", "64k", NULL);
+    assert_int_equal(r.rc, -1);
+    run_free(&r);
+}
+
+static void connection_limits_fit_the_open_file_limit(void **state)
+{
+    (void)state;
+    run r = load("--shards", "2", "--http-threads", "2", NULL);
+    assert_int_equal(r.rc, 0);
+    cf_config c = r.cfg;
+    cf_config_fit_fd_limit(&c, 1u << 20);   /* plenty: unchanged */
+    assert_int_equal(c.max_connections, 4096);
+    assert_int_equal(c.ws_max_clients, 1000);
+    assert_int_equal(c.fd_capped_at, 0);
+    c = r.cfg;
+    cf_config_fit_fd_limit(&c, 256);
+    uint64_t reserve = CF_FD_RESERVE_BASE + 2 * CF_FD_RESERVE_PER_SHARD + c.http_threads * CF_FD_RESERVE_PER_HTTP_THREAD;
+    assert_true(c.max_connections + c.ws_max_clients + reserve <= 256);
+    assert_true(c.max_connections >= 100);   /* ingest keeps most of it */
+    assert_true(c.max_connections + c.ws_max_clients <= 256 - CF_FD_KEEP_WS);
+    assert_true(c.ws_max_clients >= 1);
+    assert_true(c.max_connections_per_ip <= c.max_connections);
+    assert_true(c.http_threads <= c.max_connections);
+    assert_int_equal(c.fd_capped_at, 256);
+    assert_int_equal(c.fd_limit, 256);
+    assert_int_equal(cf_config_fd_ceiling(&c, CF_FD_KEEP_HTTP), 256 - CF_FD_KEEP_HTTP);
+    assert_true(cf_config_fd_ceiling(&c, CF_FD_KEEP_WS) < cf_config_fd_ceiling(&c, CF_FD_KEEP_HTTP));
+    assert_true(cf_config_fd_ceiling(&r.cfg, CF_FD_KEEP_WS) == UINT64_MAX);   /* limit unknown */
+    char buf[4096];
+    cf_config_describe(&c, buf, sizeof buf);
+    assert_non_null(strstr(buf, "open-file limit 256"));
+    /* Every HTTP worker thread holds descriptors of its own. */
+    cf_config many = r.cfg;
+    many.http_threads = 32;
+    cf_config_fit_fd_limit(&many, 256);
+    assert_int_equal(many.max_connections + many.ws_max_clients + 30 * CF_FD_RESERVE_PER_HTTP_THREAD,
+                     c.max_connections + c.ws_max_clients);
+    /* Even a tiny limit leaves one of each. */
+    c = r.cfg;
+    c.http_threads = 64;
+    cf_config_fit_fd_limit(&c, 8);
+    assert_true(c.max_connections >= 1 && c.ws_max_clients >= 1);
+    assert_true(c.http_threads >= 1 && c.http_threads <= c.max_connections);
     run_free(&r);
 }
 
@@ -474,6 +559,8 @@ int main(void)
         cmocka_unit_test(cors_origins),
         cmocka_unit_test(bind_tokens_and_strings),
         cmocka_unit_test(connection_limits),
+        cmocka_unit_test(body_budgets_follow_max_body),
+        cmocka_unit_test(connection_limits_fit_the_open_file_limit),
         cmocka_unit_test(describe_hides_tokens),
     };
     return cmocka_run_group_tests_name("config", tests, NULL, NULL);

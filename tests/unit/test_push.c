@@ -50,6 +50,7 @@ static void base_config(cf_config *cfg)
     snprintf(cfg->bind, sizeof cfg->bind, "127.0.0.1");
     cfg->ws_port = free_port();
     cfg->ws_queue = 16;
+    cfg->ws_queue_bytes = (size_t)1 << 20;
     cfg->ws_max_clients = 100;
 }
 

@@ -64,7 +64,7 @@ static void message_copy_and_headroom(void **state)
 static void fifo_below_capacity(void **state)
 {
     (void)state;
-    cf_push_queue *q = cf_push_queue_new(3);
+    cf_push_queue *q = cf_push_queue_new(3, SIZE_MAX);
     assert_non_null(q);
     assert_null(cf_push_queue_pop(q));
     assert_int_equal(offer(q, "f1"), 0);
@@ -79,7 +79,7 @@ static void fifo_below_capacity(void **state)
 static void interim_evicts_oldest_interim(void **state)
 {
     (void)state;
-    cf_push_queue *q = cf_push_queue_new(4);
+    cf_push_queue *q = cf_push_queue_new(4, SIZE_MAX);
     offer(q, "f1");
     offer(q, "i2");
     offer(q, "f3");
@@ -93,7 +93,7 @@ static void interim_evicts_oldest_interim(void **state)
 static void interim_refused_when_only_finals(void **state)
 {
     (void)state;
-    cf_push_queue *q = cf_push_queue_new(2);
+    cf_push_queue *q = cf_push_queue_new(2, SIZE_MAX);
     offer(q, "f1");
     offer(q, "f2");
     assert_int_equal(offer(q, "i3"), 1);
@@ -104,7 +104,7 @@ static void interim_refused_when_only_finals(void **state)
 static void final_evicts_oldest_interim(void **state)
 {
     (void)state;
-    cf_push_queue *q = cf_push_queue_new(3);
+    cf_push_queue *q = cf_push_queue_new(3, SIZE_MAX);
     offer(q, "f1");
     offer(q, "i2");
     offer(q, "i3");
@@ -117,7 +117,7 @@ static void final_evicts_oldest_interim(void **state)
 static void final_evicts_oldest_when_no_interim(void **state)
 {
     (void)state;
-    cf_push_queue *q = cf_push_queue_new(3);
+    cf_push_queue *q = cf_push_queue_new(3, SIZE_MAX);
     offer(q, "f1");
     offer(q, "f2");
     offer(q, "f3");
@@ -129,7 +129,7 @@ static void final_evicts_oldest_when_no_interim(void **state)
 static void capacity_one(void **state)
 {
     (void)state;
-    cf_push_queue *q = cf_push_queue_new(1);
+    cf_push_queue *q = cf_push_queue_new(1, SIZE_MAX);
     assert_int_equal(offer(q, "i1"), 0);
     assert_int_equal(offer(q, "i2"), 1);    /* replaces i1 */
     assert_int_equal(offer(q, "f3"), 1);    /* replaces i2 */
@@ -137,14 +137,14 @@ static void capacity_one(void **state)
     assert_int_equal(offer(q, "f5"), 1);    /* replaces f3 */
     expect_contents(q, "f5");
     cf_push_queue_free(q);
-    assert_null(cf_push_queue_new(0));
+    assert_null(cf_push_queue_new(0, SIZE_MAX));
 }
 
 /* Evictions from the middle keep order while the ring wraps around. */
 static void wraparound_keeps_order(void **state)
 {
     (void)state;
-    cf_push_queue *q = cf_push_queue_new(4);
+    cf_push_queue *q = cf_push_queue_new(4, SIZE_MAX);
     char name[8];
     size_t drops = 0;
     for (int i = 0; i < 50; i++) {
@@ -162,11 +162,49 @@ static void wraparound_keeps_order(void **state)
     cf_push_queue_free(q);
 }
 
+/* The byte bound: a client that never reads holds at most cap_bytes of
+ * payload, however the bytes are split into messages (the message bound
+ * alone let one silent client pin 256 large messages). */
+static void bounded_in_bytes(void **state)
+{
+    (void)state;
+    cf_push_queue *q = cf_push_queue_new(100, 6);
+    assert_int_equal(offer(q, "f1"), 0);
+    assert_int_equal(offer(q, "f2"), 0);
+    assert_int_equal(offer(q, "f3"), 0);
+    assert_int_equal(cf_push_queue_bytes(q), 6);
+    assert_int_equal(offer(q, "i4"), 1);    /* only finals: the interim one is refused */
+    assert_int_equal(offer(q, "f5"), 1);    /* evicts the oldest, f1 */
+    assert_int_equal(cf_push_queue_bytes(q), 6);
+    expect_contents(q, "f2 f3 f5");
+    assert_int_equal(cf_push_queue_bytes(q), 0);
+
+    /* A message larger than the bound never fits: refused, and what is
+     * queued stays. */
+    assert_int_equal(offer(q, "f1"), 0);
+    assert_int_equal(offer(q, "fbigmessage"), 1);
+    assert_int_equal(offer(q, "ibigmessage"), 1);
+    assert_int_equal(cf_push_queue_bytes(q), 2);
+    assert_int_equal(offer(q, "i2"), 0);
+    /* A large final message evicts as many as it takes: the interim i2
+     * first, then the oldest (f1). */
+    assert_int_equal(offer(q, "fhuge1"), 2);
+    expect_contents(q, "fhuge1");
+
+    /* Interim updates make room for a final one before finals go. */
+    assert_int_equal(offer(q, "f1"), 0);
+    assert_int_equal(offer(q, "i2"), 0);
+    assert_int_equal(offer(q, "i3"), 0);
+    assert_int_equal(offer(q, "f4x"), 2);   /* 3 bytes: i2 and i3 go, f1 stays */
+    expect_contents(q, "f1 f4x");
+    cf_push_queue_free(q);
+}
+
 /* A message shared by two queues lives until both let go of it. */
 static void shared_reference_counting(void **state)
 {
     (void)state;
-    cf_push_queue *a = cf_push_queue_new(2), *b = cf_push_queue_new(2);
+    cf_push_queue *a = cf_push_queue_new(2, SIZE_MAX), *b = cf_push_queue_new(2, SIZE_MAX);
     cf_push_msg *m = mk("f1");
     cf_push_queue_offer(a, m);
     cf_push_queue_offer(b, m);
@@ -191,6 +229,7 @@ int main(void)
         cmocka_unit_test(final_evicts_oldest_when_no_interim),
         cmocka_unit_test(capacity_one),
         cmocka_unit_test(wraparound_keeps_order),
+        cmocka_unit_test(bounded_in_bytes),
         cmocka_unit_test(shared_reference_counting),
     };
     return cmocka_run_group_tests_name("push_queue", tests, NULL, NULL);
