@@ -792,6 +792,13 @@ static enum MHD_Result finish_events(request *rq, struct MHD_Connection *c, char
         goto out;
     }
     cf_submit_result res = {0, 0};
+    /* Rejected events are counted through the log too (a counters record), so
+     * a request holding only rejected events must also wait for recovery: its
+     * count would otherwise be neither logged nor in the recovered state. */
+    if (ig.n_events == 0 && ig.rejected > 0 && !cf_engine_ready(rq->h->engine)) {
+        ret = send_unavailable(rq, c, "not ready: recovery in progress, retry later");
+        goto out;
+    }
     if (ig.n_events > 0) {
         r = cf_engine_ready(rq->h->engine) ? cf_engine_submit(rq->h->engine, ig.events, ig.n_events, NULL, &res)
                                            : -EINPROGRESS;
