@@ -460,7 +460,13 @@ static sql_expr *parse_primary(parser *p)
     if (!(e = new_expr(p, SQL_EXPR_NAME, t)))
         return NULL;
     e->parts = alloc(p, SQL_PARSE_MAX_PATH * sizeof *e->parts);
-    if (!e->parts || !(e->parts[0] = parse_name(p, "an expression")))
+    if (!e->parts)
+        return NULL;
+    if (!is_name_token(t)) {
+        expected(p, "an expression");  /* no reserved-word hint: `SELECT FROM` lacks an item */
+        return NULL;
+    }
+    if (!(e->parts[0] = parse_name(p, "an expression")))
         return NULL;
     e->nparts = 1;
     while (peek(p)->kind == SQL_TOK_DOT) {
