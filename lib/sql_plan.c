@@ -343,6 +343,23 @@ static bool contains_agg(const sql_expr *e)
     return false;
 }
 
+/* The first aggregate call in e (for error positions), or NULL. */
+static const sql_expr *first_agg(const sql_expr *e)
+{
+    if (!e)
+        return NULL;
+    if (is_agg_call(e))
+        return e;
+    const sql_expr *f = first_agg(e->a);
+    if (!f)
+        f = first_agg(e->b);
+    if (!f)
+        f = first_agg(e->c);
+    for (uint32_t i = 0; !f && i < e->nlist; i++)
+        f = first_agg(e->list[i]);
+    return f;
+}
+
 static size_t node_count(const sql_expr *e, size_t limit)
 {
     if (!e || limit == 0)
@@ -884,8 +901,11 @@ static int plan_drop(sql_plan *p, const sql_catalog *cat, const sql_stmt *st, sq
     const char *want = kind_name(st->drop_kind);
     if (!o)
         return pfail(err, st->name_line, st->name_column, "no %s named '%s'", want, st->name);
-    if (o->kind != st->drop_kind)
-        return pfail(err, st->name_line, st->name_column, "'%s' is a %s", st->name, kind_name(o->kind));
+    if (o->kind != st->drop_kind) {
+        sql_error_set(err, st->name_line, st->name_column, "'%s' is a %s, not a %s", st->name, kind_name(o->kind),
+                      want);
+        return -1;
+    }
     if (o->builtin)
         return pfail(err, st->name_line, st->name_column, "'%s' is built in and can't be dropped%s", st->name, "");
     sql_sb users = {0};
@@ -991,8 +1011,8 @@ static int plan_query(sql_plan *p, const sql_catalog *cat, const sql_stmt *st, s
                      "pull queries read views and streams; read a row of table '%s' with GET "
                      "/api/v1/tables/%s/rows/{key}", src->name, src->name);
     if (!pull && src->kind != SQL_OBJ_STREAM)
-        return pfail(err, s->from.line, s->from.column, "'%s' is a %s: continuous queries read streams%s",
-                     src->name, src->kind == SQL_OBJ_TABLE ? "table (join it)" : "view");
+        return pfail(err, s->from.line, s->from.column, "'%s' is a %s: continuous queries read streams",
+                     src->name, src->kind == SQL_OBJ_TABLE ? "table (JOIN it to a stream)" : "view");
     pi->source = src->name;
     pi->source_kind = src->kind;
     pi->within_ms = -1;
@@ -1138,8 +1158,8 @@ static int plan_query(sql_plan *p, const sql_catalog *cat, const sql_stmt *st, s
     if (s->where) {
         b.where = "WHERE";
         sql_type wt;
-        if (contains_agg(s->where) && !b.failed) {
-            const sql_expr *w = s->where;
+        if (contains_agg(s->where)) {
+            const sql_expr *w = first_agg(s->where);
             return pfail(err, w->line, w->column, "aggregates are not allowed in WHERE%s%s", "", "");
         }
         if (!(pi->filter = compile_prog(&b, s->where, &wt)))
@@ -1363,6 +1383,28 @@ static int plan_query(sql_plan *p, const sql_catalog *cat, const sql_stmt *st, s
         return pfail(err, 0, 0, "out of memory%s%s", "", "");
     if (src->derived && strcmp(src->partition ? src->partition : "", pi->partition) != 0)
         pi->reroute = true;
+    if (aggregate && (s->join || s->has_unnest)) {
+        /* The join runs on the join key's shard and UNNEST makes rows of
+         * many keys from one event: grouping by anything but the join key
+         * moves the rows again. */
+        sql_sb jk = {0};
+        for (uint32_t i = 0; s->join && !s->has_unnest && i < pi->njoin_keys; i++) {
+            const sql_expr *terms[16];
+            and_terms(s->join_on, terms, 0, 16);
+            char *txt = expr_text(p, terms[i]->a);
+            char *txt2 = expr_text(p, terms[i]->b);
+            /* either side may be written first; the group key must be one */
+            bool hit = false;
+            for (uint32_t k = 0; k < pi->ngroup_keys; k++)
+                hit = hit || (pi->group_key_texts[k] && ((txt && strcmp(txt, pi->group_key_texts[k]) == 0) ||
+                                                          (txt2 && strcmp(txt2, pi->group_key_texts[k]) == 0)));
+            if (!hit || pi->ngroup_keys != pi->njoin_keys)
+                sql_sb_puts(&jk, "x");
+        }
+        if (s->has_unnest || jk.len || !s->join)
+            pi->reroute = true;
+        sql_sb_free(&jk);
+    }
     if (right && right->derived && strcmp(right->partition ? right->partition : "", pi->partition) != 0)
         pi->reroute = true;
 
