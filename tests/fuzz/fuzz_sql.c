@@ -78,7 +78,8 @@ static void run_plan(const sql_plan_info *pi)
             run_prog(pi->aggs[i].arg, in, n);
         for (uint32_t i = 0; i < pi->njoin_keys; i++) {
             run_prog(pi->left_keys[i], in, n);
-            run_prog(pi->right_keys[i], in + pi->right_offset, n - pi->right_offset);
+            if (pi->right_offset < n)  /* wide declared streams are cut at 64 columns */
+                run_prog(pi->right_keys[i], in + pi->right_offset, n - pi->right_offset);
         }
         for (uint32_t i = 0; i < pi->norder_by; i++)
             run_prog(pi->order_by[i], in, n);
