@@ -1013,7 +1013,11 @@ static int plan_query(sql_plan *p, const sql_catalog *cat, const sql_stmt *st, s
     if (!pull && src->kind != SQL_OBJ_STREAM)
         return pfail(err, s->from.line, s->from.column, "'%s' is a %s: continuous queries read streams",
                      src->name, src->kind == SQL_OBJ_TABLE ? "table (JOIN it to a stream)" : "view");
-    pi->source = src->name;
+    /* The plan owns copies of every name it shows (the catalog may change
+     * while the plan lives). */
+    pi->source = sql_arena_strndup(p->arena, src->name, strlen(src->name));
+    if (!pi->source)
+        return pfail(err, 0, 0, "out of memory%s%s", "", "");
     pi->source_kind = src->kind;
     pi->within_ms = -1;
     pi->unnest_column = -1;
@@ -1046,7 +1050,9 @@ static int plan_query(sql_plan *p, const sql_catalog *cat, const sql_stmt *st, s
             return pfail(err, s->join_source.line, s->join_source.column,
                          "both sides of the JOIN are named '%s': give one an alias%s", rq, "");
         pi->join = s->join;
-        pi->join_source = right->name;
+        pi->join_source = sql_arena_strndup(p->arena, right->name, strlen(right->name));
+        if (!pi->join_source)
+            return pfail(err, 0, 0, "out of memory%s%s", "", "");
         pi->join_table = right->kind == SQL_OBJ_TABLE;
         pi->right_offset = ninput;
         if (pi->join_table && s->within_ms >= 0)
@@ -1151,6 +1157,9 @@ static int plan_query(sql_plan *p, const sql_catalog *cat, const sql_stmt *st, s
         b.nsrc = 3;
         ninput++;
     }
+    for (uint32_t i = 0; i < ninput; i++)
+        if (!(input[i].name = sql_arena_strndup(p->arena, input[i].name, strlen(input[i].name))))
+            return pfail(err, 0, 0, "out of memory%s%s", "", "");
     pi->input = input;
     pi->ninput = ninput;
 
@@ -1428,8 +1437,8 @@ static int plan_query(sql_plan *p, const sql_catalog *cat, const sql_stmt *st, s
         ocols[cols.n + 2] = (sql_column){"revision", SQL_BIGINT, SQL_NULL, true};
         ocols[cols.n + 3] = (sql_column){"final", SQL_BOOLEAN, SQL_NULL, true};
     }
-    srcs[0] = src->name;
-    srcs[1] = right ? right->name : NULL;
+    srcs[0] = pi->source;
+    srcs[1] = right ? pi->join_source : NULL;
     p->object = (sql_object){
         .name = st->name ? sql_arena_strndup(p->arena, st->name, strlen(st->name)) : NULL,
         .kind = want_view ? SQL_OBJ_VIEW : SQL_OBJ_STREAM, .derived = !want_view, .windowed = windowed,

@@ -584,6 +584,27 @@ static void bad_statements(void **state)
     sql_catalog_free(c);
 }
 
+/* A plan keeps its own copies: the script and the catalog may go first. */
+static void plan_outlives_catalog(void **state)
+{
+    (void)state;
+    sql_catalog *c = catalog();
+    sql_plan *p = plan1(c, "CREATE VIEW items AS SELECT o.order_id, item, u.country, COUNT(*) AS n FROM orders o\n"
+                           "JOIN users u ON o.customer_id = u.user_id CROSS JOIN UNNEST(o.items) AS item\n"
+                           "GROUP BY o.order_id, item, u.country");
+    sql_catalog_free(c);
+    const sql_plan_info *pi = sql_plan_get(p);
+    assert_string_equal(pi->source, "orders");
+    assert_string_equal(pi->join_source, "users");
+    assert_string_equal(pi->input[0].name, "order_id");
+    assert_string_equal(pi->input[9].name, "country");
+    assert_string_equal(pi->input[10].name, "item");
+    assert_int_equal(pi->unnest_column, 10);
+    assert_string_equal(pi->object->sources[1], "users");
+    assert_string_equal(pi->columns[2].name, "country");
+    sql_plan_free(p);
+}
+
 static void compile_expr_api(void **state)
 {
     (void)state;
@@ -615,6 +636,7 @@ int main(void)
         cmocka_unit_test(pull_queries),
         cmocka_unit_test(explain),
         cmocka_unit_test(bad_statements),
+        cmocka_unit_test(plan_outlives_catalog),
         cmocka_unit_test(compile_expr_api),
     };
     return cmocka_run_group_tests_name("sql_plan", tests, NULL, NULL);
