@@ -955,13 +955,25 @@ static sql_value arith(sql_vm_op op, sql_value a, sql_value b)
     }
     double x = is_int(a) ? (double)a.u.i : a.u.d;
     double y = is_int(b) ? (double)b.u.i : b.u.d;
+    double r;
     switch (op) {
-    case SQL_VM_ADD: return sql_double(x + y);
-    case SQL_VM_SUB: return sql_double(x - y);
-    case SQL_VM_MUL: return sql_double(x * y);
-    case SQL_VM_DIV: return y == 0 ? sql_null() : sql_double(x / y);
-    default: return y == 0 ? sql_null() : sql_double(fmod(x, y));
+    case SQL_VM_ADD: r = x + y; break;
+    case SQL_VM_SUB: r = x - y; break;
+    case SQL_VM_MUL: r = x * y; break;
+    case SQL_VM_DIV:
+        if (y == 0)
+            return sql_null();
+        r = x / y;
+        break;
+    default:
+        if (y == 0)
+            return sql_null();
+        r = fmod(x, y);
+        break;
     }
+    /* JSON has no infinities or NaN, and NaN compares with nothing: a
+     * result that is not a finite number is NULL, like x / 0. */
+    return isfinite(r) ? sql_double(r) : sql_null();
 }
 
 /* Three-valued logic: -1 NULL (or not a boolean), 0 FALSE, 1 TRUE. */
@@ -1202,7 +1214,8 @@ static int call(sql_func f, sql_value *args, uint32_t n, sql_scratch *scratch, s
                 return 0;
             }
             double m = pow(10.0, (double)digits);
-            *ret = sql_double(round_half_away(x * m) / m);
+            /* x * m overflows only where x has no digits to round there */
+            *ret = sql_double(isfinite(x * m) ? round_half_away(x * m) / m : x);
         } else if (is_int(a)) {
             *ret = sql_bigint(a.u.i);
         } else if (a.type == SQL_DOUBLE) {

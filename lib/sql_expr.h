@@ -10,7 +10,8 @@
  * with a NULL operand gives NULL (except IS [NOT] NULL, COALESCE, CONCAT,
  * and AND/OR, which are three-valued: FALSE AND NULL is FALSE, TRUE OR NULL
  * is TRUE); a comparison of values that can't be compared (a JSON field
- * holding a string against a number) is NULL; x / 0 and x % 0 are NULL;
+ * holding a string against a number) is NULL; x / 0 and x % 0 are NULL, as
+ * is a DOUBLE result that is not finite (JSON has no inf or NaN);
  * BIGINT arithmetic that overflows gives the DOUBLE result; a failed CAST
  * is NULL. Values are dynamically typed at run time, so a JSON field
  * (`properties.plan`) takes the type of what the event holds.

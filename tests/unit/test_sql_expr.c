@@ -194,6 +194,11 @@ static void arithmetic(void **state)
     expect_null("d / 0");
     expect_null("d / 0.0");
     expect_null("d % 0");
+    /* a DOUBLE that is not finite is NULL too */
+    expect_null("1e300 * 1e300");
+    expect_null("-1e300 * 1e300");
+    expect_null("(1e300 * 1e300) - (1e300 * 1e300)");
+    expect_double("1e300 * 10", 1e301);
     /* NULL in, NULL out */
     expect_null("n + 1");
     expect_null("1 - n");
@@ -428,6 +433,7 @@ static void functions(void **state)
     expect_double("ROUND(-2.5)", -3.0);                      /* half away from zero */
     expect_double("ROUND(3.14159, 2)", 3.14);
     expect_double("ROUND(1234, -2)", 1200.0);
+    expect_double("ROUND(1e300, 15)", 1e300);
     expect_double("FLOOR(d)", 2.0);
     expect_double("CEIL(d)", 3.0);
     expect_double("FLOOR(-d)", -3.0);
@@ -616,13 +622,16 @@ static rv ref_arith(sql_op op, rv a, rv b)
         }
     }
     double x = a.kind == 1 ? (double)a.i : a.d, y = b.kind == 1 ? (double)b.i : b.d;
+    rv r;
     switch (op) {
-    case SQL_OP_ADD: return rdbl(x + y);
-    case SQL_OP_SUB: return rdbl(x - y);
-    case SQL_OP_MUL: return rdbl(x * y);
-    case SQL_OP_DIV: return y == 0 ? RNULL : rdbl(x / y);
-    default: return y == 0 ? RNULL : rdbl(fmod(x, y));
+    case SQL_OP_ADD: r = rdbl(x + y); break;
+    case SQL_OP_SUB: r = rdbl(x - y); break;
+    case SQL_OP_MUL: r = rdbl(x * y); break;
+    case SQL_OP_DIV: r = y == 0 ? RNULL : rdbl(x / y); break;
+    default: r = y == 0 ? RNULL : rdbl(fmod(x, y)); break;
     }
+    /* no infinities or NaN: NULL */
+    return r.kind == 2 && (isnan(r.d) || isinf(r.d)) ? RNULL : r;
 }
 
 /* 0 FALSE, 1 TRUE, -1 NULL */
