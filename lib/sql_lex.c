@@ -258,6 +258,13 @@ static int scan_quoted(sql_lex *lx, sql_token *tok, char q, sql_error *ret_err)
                                                                      : "unterminated quoted identifier");
             return -EINVAL;
         }
+        if (lx->src[p] == '\0') {
+            /* Names and strings are C strings from here on (and SPEC 2
+             * refuses U+0000 anywhere): refuse rather than truncate. */
+            sql_error_set(ret_err, tok->line, tok->column, q == '\'' ? "NUL byte in string literal"
+                                                                     : "NUL byte in quoted identifier");
+            return -EINVAL;
+        }
         if (lx->src[p] == q) {
             if (p + 1 < lx->len && lx->src[p + 1] == q) {
                 p += 2;

@@ -203,6 +203,27 @@ static void errors_have_positions(void **state)
     }
 }
 
+static void nul_bytes_are_refused(void **state)
+{
+    /* Inside quotes too: names and strings become C strings. */
+    (void)state;
+    static const char a[] = "SELECT 'a\0b'";
+    static const char b[] = "SELECT \"a\0b\"";
+    sql_token t;
+    sql_error err;
+    sql_lex *lx = sql_lex_new(a, sizeof a - 1);
+    assert_int_equal(sql_lex_next(lx, &t, &err), 0);
+    assert_int_equal(sql_lex_next(lx, &t, &err), -EINVAL);
+    assert_string_equal(err.message, "NUL byte in string literal");
+    assert_int_equal(err.column, 8);
+    sql_lex_free(lx);
+    lx = sql_lex_new(b, sizeof b - 1);
+    assert_int_equal(sql_lex_next(lx, &t, &err), 0);
+    assert_int_equal(sql_lex_next(lx, &t, &err), -EINVAL);
+    assert_string_equal(err.message, "NUL byte in quoted identifier");
+    sql_lex_free(lx);
+}
+
 static void eof_repeats_and_empty_input(void **state)
 {
     (void)state;
@@ -228,6 +249,7 @@ int main(void)
         cmocka_unit_test(durations),
         cmocka_unit_test(operators),
         cmocka_unit_test(errors_have_positions),
+        cmocka_unit_test(nul_bytes_are_refused),
         cmocka_unit_test(eof_repeats_and_empty_input),
     };
     return cmocka_run_group_tests_name("sql_lex", tests, NULL, NULL);
