@@ -425,7 +425,7 @@ static int compile_name(binder *b, const sql_expr *e, sql_prog *g, sql_type *ret
                 if (b->src[s].qual && strcmp(b->src[s].qual, col) == 0 && s != 2)
                     return bfail(b, e->line, e->column,
                                  "'%s' names a source, not a column: write %s.column", col, col);
-            if (b->nsrc == 1)
+            if (b->nsrc == 1 && b->src[0].qual && b->src[0].qual[0])
                 return bfail(b, e->line, e->column, "unknown column '%s' in '%s'", col, b->src[0].qual);
             return bfail(b, e->line, e->column, "unknown column '%s'", col);
         }

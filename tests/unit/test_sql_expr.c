@@ -472,7 +472,7 @@ static void functions(void **state)
     expect_compile_error("LOWER(*)", "LOWER(*) is not allowed: only COUNT(*)", 1);
     expect_compile_error("COUNT(*)", "aggregate COUNT is not allowed in an expression", 1);
     expect_compile_error("s.x", "column 's' is STRING: only JSON columns have fields ('.x')", 1);
-    expect_compile_error("zz + 1", "unknown column 'zz' in ''", 1);
+    expect_compile_error("zz + 1", "unknown column 'zz'", 1);
 }
 
 static void json_paths(void **state)
