@@ -933,6 +933,60 @@ static void vm_matches_reference_model(void **state)
     assert_true(nulls < checked - checked / 20);
 }
 
+/* LIKE against a naive recursive matcher over UTF-8 characters, on random
+ * short values and patterns. */
+static bool naive_like(const char *s, size_t sn, const char *p, size_t pn)
+{
+    if (pn == 0)
+        return sn == 0;
+    if (p[0] == '%')
+        for (size_t k = 0;; ) {
+            if (naive_like(s + k, sn - k, p + 1, pn - 1))
+                return true;
+            if (k == sn)
+                return false;
+            k += ((unsigned char)s[k] >= 0xC0) ? 2 : 1;  /* the alphabet has 2-byte é only */
+        }
+    if (sn == 0)
+        return false;
+    size_t cl = ((unsigned char)s[0] >= 0xC0) ? 2 : 1;
+    if (p[0] == '_')
+        return naive_like(s + cl, sn - cl, p + 1, pn - 1);
+    return p[0] == s[0] && naive_like(s + 1, sn - 1, p + 1, pn - 1);
+}
+
+static void like_matches_naive_matcher(void **state)
+{
+    (void)state;
+    static const char *const alpha[] = {"a", "b", "\xc3\xa9"};
+    static const char *const palpha[] = {"a", "b", "\xc3\xa9", "%", "_"};
+    static const sql_column c2[] = {{"v", SQL_STRING, SQL_NULL, false}, {"p", SQL_STRING, SQL_NULL, false}};
+    sql_error err;
+    sql_type t;
+    sql_prog *prog = sql_plan_compile_expr("v LIKE p", 8, c2, 2, &t, &err);
+    assert_non_null(prog);
+    rng_state = 7;
+    int matches = 0;
+    for (int iter = 0; iter < 20000; iter++) {
+        char v[32] = "", p[32] = "";
+        for (uint32_t n = rnd(7), i = 0; i < n; i++)
+            strcat(v, alpha[rnd(3)]);
+        for (uint32_t n = rnd(6), i = 0; i < n; i++)
+            strcat(p, palpha[rnd(5)]);
+        sql_value row2[2] = {sql_string(v, (uint32_t)strlen(v)), sql_string(p, (uint32_t)strlen(p))};
+        sql_row r = {row2, 2, 0};
+        sql_scratch sc = {scratch_buf, sizeof scratch_buf, 0};
+        sql_value got;
+        assert_int_equal(sql_prog_eval(prog, &r, &sc, &got), 0);
+        bool want = naive_like(v, strlen(v), p, strlen(p));
+        if (got.type != SQL_BOOLEAN || got.u.b != want)
+            fail_msg("'%s' LIKE '%s': want %d", v, p, want);
+        matches += want;
+    }
+    assert_true(matches > 1000 && matches < 19000);
+    sql_prog_free(prog);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -947,6 +1001,7 @@ int main(void)
         cmocka_unit_test(scratch_overflow_is_enospc),
         cmocka_unit_test(builder_checks),
         cmocka_unit_test(vm_matches_reference_model),
+        cmocka_unit_test(like_matches_naive_matcher),
     };
     return cmocka_run_group_tests_name("sql_expr", tests, setup, teardown);
 }
