@@ -48,7 +48,8 @@ void sql_sb_put_json_string(sql_sb *sb, const char *s, size_t n);
 void sql_sb_put_sql_string(sql_sb *sb, const char *s, size_t n);
 
 /* Formats a double the way the JSON output does (cJSON: 15 significant
- * digits, 17 when needed to round-trip; NaN and infinities as "null").
+ * digits, 17 when 15 lose more than an epsilon, so 0.1 + 0.2 prints "0.3";
+ * NaN and infinities as "null").
  * Returns the length written (< cap) or -ENOSPC. cap >= 32 always fits. */
 int sql_format_double(double d, char *buf, size_t cap);
 /* Formats an int64 in decimal. Returns the length; cap >= 21 always fits. */
