@@ -267,6 +267,33 @@ static sql_expr *new_expr(parser *p, sql_expr_kind kind, const sql_token *at)
     e->kind = kind;
     e->line = at->line;
     e->column = at->column;
+    e->height = 1;
+    return e;
+}
+
+/* Completes a node: its height is one more than its tallest child's.
+ * Chains like a + b + c + ... are built by loops, not recursion, so the
+ * parse depth limit doesn't bound them; every later pass over the tree
+ * recurses, so the height is bounded here. */
+static sql_expr *seal(parser *p, sql_expr *e)
+{
+    uint32_t h = 0;
+    const sql_expr *kids[3] = {e->a, e->b, e->c};
+    for (int k = 0; k < 3; k++)
+        if (kids[k] && kids[k]->height > h)
+            h = kids[k]->height;
+    for (uint32_t i = 0; i < e->nlist; i++)
+        if (e->list[i]->height > h)
+            h = e->list[i]->height;
+    e->height = h + 1;
+    if (e->height > SQL_PARSE_MAX_HEIGHT) {
+        if (!p->failed) {
+            p->failed = true;
+            sql_error_set(p->err, e->line, e->column, "expression too long (more than %d operators deep)",
+                          SQL_PARSE_MAX_HEIGHT);
+        }
+        return NULL;
+    }
     return e;
 }
 
@@ -369,7 +396,7 @@ static sql_expr *parse_case(parser *p, const sql_token *at)
         return NULL;
     }
     p->pos++;
-    return e;
+    return seal(p, e);
 }
 
 static sql_expr *parse_primary(parser *p)
@@ -441,7 +468,7 @@ static sql_expr *parse_primary(parser *p)
                 !(e->a = parse_expr(p)) || !expect_kw(p, SQL_KW_AS) || !parse_type(p, &e->cast_type) ||
                 !expect(p, SQL_TOK_RPAREN, "')'"))
                 return NULL;
-            return e;
+            return seal(p, e);
         default:
             break;
         }
@@ -454,7 +481,7 @@ static sql_expr *parse_primary(parser *p)
             return NULL;
         if (!parse_list(p, e, true, true))
             return NULL;
-        return e;
+        return seal(p, e);
     }
     /* A name: col, alias.col, col.json.path. */
     if (!(e = new_expr(p, SQL_EXPR_NAME, t)))
@@ -527,7 +554,7 @@ static sql_expr *parse_unary(parser *p)
         return NULL;
     e->op = SQL_OP_NEG;
     e->a = a;
-    return e;
+    return seal(p, e);
 }
 
 static sql_expr *binary(parser *p, sql_op op, sql_expr *a, sql_expr *b, const sql_token *at)
@@ -540,7 +567,7 @@ static sql_expr *binary(parser *p, sql_op op, sql_expr *a, sql_expr *b, const sq
     e->op = op;
     e->a = a;
     e->b = b;
-    return e;
+    return seal(p, e);
 }
 
 static sql_expr *parse_mul(parser *p)
@@ -613,7 +640,7 @@ predicates:;
         if (!expect_kw(p, SQL_KW_NULL))
             return NULL;
         e->a = a;
-        return e;
+        return seal(p, e);
     }
     bool neg = false;
     if (is_kw(p, SQL_KW_NOT)) {
@@ -634,7 +661,7 @@ predicates:;
         e->a = a;
         if (!parse_list(p, e, false, false))
             return NULL;
-        return e;
+        return seal(p, e);
     }
     if (accept_kw(p, SQL_KW_LIKE)) {
         if (!(e = new_expr(p, SQL_EXPR_LIKE, t)))
@@ -643,7 +670,7 @@ predicates:;
         e->a = a;
         if (!(e->b = parse_add(p)))
             return NULL;
-        return e;
+        return seal(p, e);
     }
     if (accept_kw(p, SQL_KW_BETWEEN)) {
         if (!(e = new_expr(p, SQL_EXPR_BETWEEN, t)))
@@ -652,7 +679,7 @@ predicates:;
         e->a = a;
         if (!(e->b = parse_add(p)) || !expect_kw(p, SQL_KW_AND) || !(e->c = parse_add(p)))
             return NULL;
-        return e;
+        return seal(p, e);
     }
     return a;
 }
@@ -674,7 +701,7 @@ static sql_expr *parse_not(parser *p)
         return NULL;
     e->op = SQL_OP_NOT;
     e->a = a;
-    return e;
+    return seal(p, e);
 }
 
 static sql_expr *parse_and(parser *p)

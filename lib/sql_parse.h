@@ -8,7 +8,9 @@
  * planner's errors point at the right place too.
  *
  * Limits (untrusted text): at most SQL_PARSE_MAX_DEPTH nested expressions
- * or parentheses and SQL_PARSE_MAX_STATEMENTS statements. */
+ * or parentheses, expression trees at most SQL_PARSE_MAX_HEIGHT tall (a
+ * chain `a + b + ...` of 300 terms is refused: every pass over the tree is
+ * recursive) and SQL_PARSE_MAX_STATEMENTS statements. */
 #ifndef SQL_PARSE_H
 #define SQL_PARSE_H
 
@@ -22,6 +24,7 @@
 #define SQL_PARSE_MAX_DEPTH 64
 #define SQL_PARSE_MAX_STATEMENTS 256
 #define SQL_PARSE_MAX_PATH 16   /* parts of a name: alias.col.json.path */
+#define SQL_PARSE_MAX_HEIGHT 256 /* operators on one path of an expression tree */
 
 /* A column type: `elem` is the element type of an ARRAY (else SQL_NULL). */
 typedef struct sql_type_ref {
@@ -72,6 +75,7 @@ struct sql_expr {
     sql_expr *a, *b, *c;
     sql_expr **list;    /* IN, CASE, CALL */
     uint32_t nlist;
+    uint32_t height;    /* 1 for a leaf; bounded by SQL_PARSE_MAX_HEIGHT */
 };
 
 typedef struct sql_select_item {

@@ -333,6 +333,27 @@ static void nesting_is_bounded(void **state)
     assert_non_null(s);
     sql_script_free(s);
     free(src);
+
+    /* A long flat chain is built by a loop, not recursion: its height is
+     * bounded separately (later passes recurse over the tree). */
+    sql_sb sb = {0};
+    sql_sb_puts(&sb, "SELECT 1");
+    for (int i = 0; i < 300; i++)
+        sql_sb_puts(&sb, " + 1");
+    sql_sb_puts(&sb, " FROM s");
+    assert_null(sql_parse(sb.data, sb.len, &err));
+    assert_string_equal(err.message, "expression too long (more than 256 operators deep)");
+    assert_int_equal(err.column, 8 + 4 * 255 + 2);  /* the 256th `+`: height 257 */
+    sql_sb_free(&sb);
+    sql_sb_puts(&sb, "SELECT 1");
+    for (int i = 0; i < 200; i++)
+        sql_sb_puts(&sb, " OR TRUE");
+    sql_sb_puts(&sb, " FROM s");
+    s = sql_parse(sb.data, sb.len, &err);
+    assert_non_null(s);
+    assert_int_equal(sql_script_stmt(s, 0)->select->items[0].expr->height, 201);
+    sql_script_free(s);
+    sql_sb_free(&sb);
 }
 
 int main(void)
