@@ -77,8 +77,9 @@ sql_catalog *sql_catalog_clone(const sql_catalog *c);
 /* Adds a copy of *o. Returns 0, -EEXIST (a name in use: names are one
  * namespace for streams, tables and views), -EINVAL or -ENOMEM. */
 int sql_catalog_add(sql_catalog *c, const sql_object *o);
-/* Returns 0 or -ENOENT. Pointers from find/at are invalidated. */
+/* Returns 0 or -ENOENT. */
 int sql_catalog_remove(sql_catalog *c, const char *name);
+/* Lookups. The object stays valid until the next add or remove. O(n). */
 const sql_object *sql_catalog_find(const sql_catalog *c, const char *name);
 size_t sql_catalog_count(const sql_catalog *c);
 const sql_object *sql_catalog_at(const sql_catalog *c, size_t i);
