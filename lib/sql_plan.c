@@ -1074,7 +1074,9 @@ static int plan_query(sql_plan *p, const sql_catalog *cat, const sql_stmt *st, s
                          "", "");
         const sql_prog **lk = sql_arena_alloc(p->arena, (size_t)nt * sizeof *lk);
         const sql_prog **rk = sql_arena_alloc(p->arena, (size_t)nt * sizeof *rk);
-        if (!lk || !rk)
+        const char **lt_text = sql_arena_alloc(p->arena, (size_t)nt * sizeof *lt_text);
+        const char **rt_text = sql_arena_alloc(p->arena, (size_t)nt * sizeof *rt_text);
+        if (!lk || !rk || !lt_text || !rt_text)
             return pfail(err, 0, 0, "out of memory%s%s", "", "");
         b.where = "JOIN ON";
         for (int i = 0; i < nt; i++) {
@@ -1107,6 +1109,10 @@ static int plan_query(sql_plan *p, const sql_catalog *cat, const sql_stmt *st, s
             /* Left keys over the left row (offset 0 already); right keys
              * over the right row alone. */
             lk[i] = compile_prog(&b, ls, NULL);
+            lt_text[i] = expr_text(p, ls);
+            rt_text[i] = expr_text(p, rs);
+            if (!lt_text[i] || !rt_text[i])
+                return pfail(err, 0, 0, "out of memory%s%s", "", "");
             binder rb = b;
             rb.src[0] = b.src[1];
             rb.src[0].offset = 0;
@@ -1122,6 +1128,8 @@ static int plan_query(sql_plan *p, const sql_catalog *cat, const sql_stmt *st, s
                              rq, right->columns[right->key_column].name);
         }
         pi->left_keys = lk;
+        pi->left_key_texts = lt_text;
+        pi->right_key_texts = rt_text;
         pi->right_keys = rk;
         pi->njoin_keys = (uint32_t)nt;
     }
@@ -1139,6 +1147,8 @@ static int plan_query(sql_plan *p, const sql_catalog *cat, const sql_stmt *st, s
         sql_type ut;
         if (!(pi->unnest = compile_prog(&b, s->unnest_expr, &ut)))
             return -1;
+        if (!(pi->unnest_text = expr_text(p, s->unnest_expr)))
+            return pfail(err, 0, 0, "out of memory%s%s", "", "");
         if (ut != SQL_ARRAY && ut != SQL_JSON)
             return pfail(err, s->unnest_expr->line, s->unnest_expr->column, "UNNEST needs an ARRAY, got %s",
                          sql_type_name(ut), "");
@@ -1173,6 +1183,8 @@ static int plan_query(sql_plan *p, const sql_catalog *cat, const sql_stmt *st, s
         }
         if (!(pi->filter = compile_prog(&b, s->where, &wt)))
             return -1;
+        if (!(pi->filter_text = expr_text(p, s->where)))
+            return pfail(err, 0, 0, "out of memory%s%s", "", "");
         if (want_bool(&b, s->where, wt, "WHERE") < 0)
             return -1;
     }
@@ -1357,27 +1369,11 @@ static int plan_query(sql_plan *p, const sql_catalog *cat, const sql_stmt *st, s
      * the input arrives. Rows of a derived stream are on the shard of its
      * own key; anything else keyed differently must be re-routed. */
     if (!aggregate && s->join) {
-        sql_sb_free(&part);
-        part = (sql_sb){0};
+        /* the left side's key: the one the left stream is routed by */
         for (uint32_t i = 0; i < pi->njoin_keys; i++) {
-            const sql_expr *terms[16];
-            and_terms(s->join_on, terms, 0, 16);
-            const sql_expr *t = terms[i];
-            /* the left side's text: the key the left stream is routed by */
-            b.mode = MODE_INPUT;
-            b.used_mask = 0;
-            b.failed = false;
-            sql_prog *tmp = sql_prog_new();
-            sql_type tt;
-            sql_error ignored;
-            binder tb = b;
-            tb.err = &ignored;
-            bool a_left = tmp && compile(&tb, t->a, tmp, &tt) == 0 && tb.used_mask == 1;
-            sql_prog_free(tmp);
-            char *txt = expr_text(p, a_left ? t->a : t->b);
             if (i)
                 sql_sb_puts(&part, ", ");
-            sql_sb_puts(&part, txt ? txt : "");
+            sql_sb_puts(&part, pi->left_key_texts[i]);
         }
     } else if (!aggregate) {
         sql_sb_puts(&part, src->partition ? src->partition : "");
@@ -1396,23 +1392,17 @@ static int plan_query(sql_plan *p, const sql_catalog *cat, const sql_stmt *st, s
         /* The join runs on the join key's shard and UNNEST makes rows of
          * many keys from one event: grouping by anything but the join key
          * moves the rows again. */
-        sql_sb jk = {0};
-        for (uint32_t i = 0; s->join && !s->has_unnest && i < pi->njoin_keys; i++) {
-            const sql_expr *terms[16];
-            and_terms(s->join_on, terms, 0, 16);
-            char *txt = expr_text(p, terms[i]->a);
-            char *txt2 = expr_text(p, terms[i]->b);
-            /* either side may be written first; the group key must be one */
+        bool same = s->join && !s->has_unnest && pi->ngroup_keys == pi->njoin_keys;
+        for (uint32_t i = 0; same && i < pi->njoin_keys; i++) {
+            /* each join key (either side's spelling) must be a group key */
             bool hit = false;
             for (uint32_t k = 0; k < pi->ngroup_keys; k++)
-                hit = hit || (pi->group_key_texts[k] && ((txt && strcmp(txt, pi->group_key_texts[k]) == 0) ||
-                                                          (txt2 && strcmp(txt2, pi->group_key_texts[k]) == 0)));
-            if (!hit || pi->ngroup_keys != pi->njoin_keys)
-                sql_sb_puts(&jk, "x");
+                hit = hit || (pi->group_key_texts[k] && (strcmp(pi->left_key_texts[i], pi->group_key_texts[k]) == 0 ||
+                                                         strcmp(pi->right_key_texts[i], pi->group_key_texts[k]) == 0));
+            same = hit;
         }
-        if (s->has_unnest || jk.len || !s->join)
+        if (!same)
             pi->reroute = true;
-        sql_sb_free(&jk);
     }
     if (right && right->derived && strcmp(right->partition ? right->partition : "", pi->partition) != 0)
         pi->reroute = true;
@@ -1554,20 +1544,37 @@ static void render_explain(sql_plan *p)
                       pi->join_table ? "table" : "stream", pi->join_source);
         if (!pi->join_table)
             sql_sb_printf(&t, " within %L ms", pi->within_ms);
-        sql_sb_printf(&t, " on %d key%s\n", (int)pi->njoin_keys, pi->njoin_keys == 1 ? "" : "s");
+        sql_sb_puts(&t, " on");
         sql_sb_printf(&j, ",\"join\":{\"type\":\"%s\",\"right\":", jk);
         sql_sb_put_json_string(&j, pi->join_source, strlen(pi->join_source));
-        sql_sb_printf(&j, ",\"table\":%s,\"within_ms\":%L,\"keys\":%d}", pi->join_table ? "true" : "false",
-                      pi->within_ms, (int)pi->njoin_keys);
+        sql_sb_printf(&j, ",\"table\":%s,\"within_ms\":%L,\"keys\":[", pi->join_table ? "true" : "false",
+                      pi->within_ms);
+        for (uint32_t i = 0; i < pi->njoin_keys; i++) {
+            sql_sb_printf(&t, "%s %s = %s", i ? " AND" : "", pi->left_key_texts[i], pi->right_key_texts[i]);
+            sql_sb_printf(&j, "%s{\"left\":", i ? "," : "");
+            sql_sb_put_json_string(&j, pi->left_key_texts[i], strlen(pi->left_key_texts[i]));
+            sql_sb_puts(&j, ",\"right\":");
+            sql_sb_put_json_string(&j, pi->right_key_texts[i], strlen(pi->right_key_texts[i]));
+            sql_sb_puts(&j, "}");
+        }
+        sql_sb_puts(&t, "\n");
+        sql_sb_puts(&j, "]}");
     }
     if (pi->unnest_column >= 0) {
         const char *ua = pi->input[pi->unnest_column].name;
-        sql_sb_printf(&t, "  unnest: one row per element, as %s\n", ua);
-        sql_sb_puts(&j, ",\"unnest\":");
+        sql_sb_printf(&t, "  unnest: one row per element of %s, as %s\n", pi->unnest_text, ua);
+        sql_sb_puts(&j, ",\"unnest\":{\"expr\":");
+        sql_sb_put_json_string(&j, pi->unnest_text, strlen(pi->unnest_text));
+        sql_sb_puts(&j, ",\"as\":");
         sql_sb_put_json_string(&j, ua, strlen(ua));
+        sql_sb_puts(&j, "}");
     }
-    sql_sb_printf(&t, "  filter: %s\n", pi->filter ? "WHERE" : "none");
-    sql_sb_printf(&j, ",\"filter\":%s", pi->filter ? "true" : "false");
+    sql_sb_printf(&t, "  filter: %s\n", pi->filter ? pi->filter_text : "none");
+    sql_sb_puts(&j, ",\"filter\":");
+    if (pi->filter)
+        sql_sb_put_json_string(&j, pi->filter_text, strlen(pi->filter_text));
+    else
+        sql_sb_puts(&j, "null");
     if (pi->aggregate) {
         sql_sb_printf(&t, "  window: %s", window_name(pi->window));
         sql_sb_printf(&j, ",\"window\":{\"type\":\"%s\"", window_name(pi->window));

@@ -151,10 +151,14 @@ typedef struct sql_plan_info {
     uint32_t right_offset;
     const sql_prog *const *left_keys;
     const sql_prog *const *right_keys;
+    const char *const *left_key_texts;  /* canonical SQL of each side */
+    const char *const *right_key_texts;
     uint32_t njoin_keys;
     const sql_prog *unnest;         /* over the input row (before the element) */
+    const char *unnest_text;
     int unnest_column;              /* -1 without UNNEST */
     const sql_prog *filter;         /* NULL: every row */
+    const char *filter_text;
     bool aggregate;
     const sql_prog *const *group_keys;
     const char *const *group_key_texts;

@@ -430,7 +430,8 @@ static void explain(void **state)
     assert_int_equal(pi->kind, SQL_PLAN_EXPLAIN);
     assert_null(pi->object);  /* EXPLAIN creates nothing */
     assert_non_null(strstr(pi->explain_text, "source: stream clicks"));
-    assert_non_null(strstr(pi->explain_text, "join: LEFT stream-table join with table users"));
+    assert_non_null(strstr(pi->explain_text, "join: LEFT stream-table join with table users on c.user_id = u.user_id"));
+    assert_non_null(strstr(pi->explain_text, "filter: (c.name = 'pageview')"));
     assert_non_null(strstr(pi->explain_text, "window: TUMBLING size 60000 ms, grace --allowed-lateness"));
     assert_non_null(strstr(pi->explain_text, "group by: c.page_url, u.plan"));
     assert_non_null(strstr(pi->explain_text, "aggregates: COUNT(*) BIGINT"));
@@ -445,6 +446,11 @@ static void explain(void **state)
     assert_int_equal(cJSON_GetArraySize(cols), 3);
     assert_string_equal(cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(cols, 2), "name")->valuestring, "n");
     assert_true(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "reroute")));
+    assert_string_equal(cJSON_GetObjectItemCaseSensitive(j, "filter")->valuestring, "(c.name = 'pageview')");
+    cJSON *keys = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(j, "join"), "keys");
+    assert_int_equal(cJSON_GetArraySize(keys), 1);
+    assert_string_equal(cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(keys, 0), "right")->valuestring,
+                        "u.user_id");
     cJSON_Delete(j);
     sql_plan_free(p);
 
