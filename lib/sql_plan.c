@@ -1248,6 +1248,13 @@ static int plan_query(sql_plan *p, const sql_catalog *cat, const sql_stmt *st, s
     b.where = "GROUP BY";
     sql_sb part = {0};
     for (uint32_t i = 0; i < s->ngroup_by; i++) {
+        if (s->group_by[i]->kind == SQL_EXPR_LITERAL) {
+            /* `GROUP BY 1` means a column position elsewhere: say so
+             * rather than silently grouping everything into one group. */
+            sql_sb_free(&part);
+            return pfail(err, s->group_by[i]->line, s->group_by[i]->column,
+                         "GROUP BY a constant: write the expression (positions are not supported)%s%s", "", "");
+        }
         if (!(gk[i] = compile_prog(&b, s->group_by[i], &gt[i]))) {
             sql_sb_free(&part);
             return -1;

@@ -571,6 +571,8 @@ static void bad_statements(void **state)
         {"CREATE VIEW v AS SELECT items, COUNT(*) FROM orders GROUP BY items", "can't GROUP BY an ARRAY", 1, 62},
         {"CREATE STREAM s AS SELECT page_url FROM clicks WHERE name IN ('a', 1)", "IN: can't compare STRING with BIGINT",
          1, 68},
+        {"CREATE VIEW v AS SELECT page_url, COUNT(*) FROM clicks GROUP BY 1",
+         "GROUP BY a constant: write the expression (positions are not supported)", 1, 65},
         /* identifiers are case-sensitive (they match JSON field names) */
         {"select PAGE_URL from clicks", "unknown column 'PAGE_URL' in 'clicks'", 1, 8},
         {"select page_url from CLICKS", "unknown stream, table or view 'CLICKS'", 1, 22},
