@@ -1361,6 +1361,24 @@ static int plan_query(sql_plan *p, const sql_catalog *cat, const sql_stmt *st, s
             return pfail(err, 0, 0, "out of memory%s%s", "", "");
         }
         for (uint32_t i = 0; i < s->norder_by; i++) {
+            /* A bare name that is no source column may be an output
+             * column's AS name (`SELECT count AS n ... ORDER BY n`); its
+             * program reads the same row. */
+            const sql_expr *oe = s->order_by[i].expr;
+            const sql_prog *alias_prog = NULL;
+            if (oe->kind == SQL_EXPR_NAME && oe->nparts == 1) {
+                bool is_input = false;
+                for (uint32_t k = 0; k < ninput; k++)
+                    is_input = is_input || strcmp(input[k].name, oe->parts[0]) == 0;
+                for (uint32_t k = 0; !is_input && k < cols.n && !alias_prog; k++)
+                    if (strcmp(cols.v[k].name, oe->parts[0]) == 0)
+                        alias_prog = cols.v[k].prog;
+            }
+            if (alias_prog) {
+                ob[i] = alias_prog;
+                od[i] = s->order_by[i].desc;
+                continue;
+            }
             if (!(ob[i] = compile_prog(&b, s->order_by[i].expr, NULL))) {
                 sql_sb_free(&part);
                 return -1;

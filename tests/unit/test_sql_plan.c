@@ -412,6 +412,13 @@ static void pull_queries(void **state)
     assert_string_equal(pi->columns[2].name, "WINDOWEND");
     sql_plan_free(p);
 
+    /* ORDER BY an output name; a source column of that name wins. */
+    p = plan1(c, "SELECT page_url, count * 2 AS twice, unique_users AS count FROM pages ORDER BY twice DESC, count");
+    pi = sql_plan_get(p);
+    assert_int_equal(eval(pi->order_by[0], row, 7).u.i, 10);
+    assert_int_equal(eval(pi->order_by[1], row, 7).u.i, 5);
+    sql_plan_free(p);
+
     p = plan1(c, "SELECT * FROM big");
     assert_int_equal(sql_plan_get(p)->ncolumns, 3);
     assert_int_equal(sql_plan_get(p)->limit, -1);
