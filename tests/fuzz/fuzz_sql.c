@@ -59,8 +59,17 @@ static void run_prog(const sql_prog *p, const sql_value *v, uint32_t n)
     int rc = sql_prog_eval(p, &row, &sc, &out);
     FUZZ_CHECK(rc == 0 || rc == -28 /* ENOSPC */);
     FUZZ_CHECK(sc.used <= sc.cap);
-    if (rc == 0 && (out.type == SQL_STRING || out.type == SQL_JSON || out.type == SQL_ARRAY) && out.len)
+    if (rc != 0)
+        return;
+    if ((out.type == SQL_STRING || out.type == SQL_JSON || out.type == SQL_ARRAY) && out.len)
         FUZZ_CHECK(out.u.s != NULL);
+    /* Every value renders, and equals itself (no NaN escapes the VM). */
+    sql_sb sb = {0};
+    sql_value_to_json(out, &sb);
+    FUZZ_CHECK(sb.oom || sb.len > 0);
+    sql_sb_free(&sb);
+    if (out.type != SQL_NULL)
+        FUZZ_CHECK(sql_value_compare(out, out) == 0);
 }
 
 static void run_plan(const sql_plan_info *pi)
