@@ -72,11 +72,6 @@ sql_lex *sql_lex_new(const char *src, size_t len)
     lx->src = src;
     lx->len = len;
     lx->line = 1;
-    /* A UTF-8 byte order mark (editors add it to --sql files) is not text. */
-    if (len >= 3 && memcmp(src, "\xef\xbb\xbf", 3) == 0) {
-        lx->pos = 3;
-        lx->line_start = 3;
-    }
     return lx;
 }
 

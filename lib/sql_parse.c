@@ -1151,6 +1151,12 @@ static sql_script *script_new(parser *p, const char *src, size_t len, sql_error 
 sql_script *sql_parse(const char *src, size_t len, sql_error *ret_err)
 {
     parser p;
+    /* A UTF-8 byte order mark (editors add it to --sql files) is not text;
+     * columns count from after it. */
+    if (len >= 3 && memcmp(src, "\xef\xbb\xbf", 3) == 0) {
+        src += 3;
+        len -= 3;
+    }
     sql_script *s = script_new(&p, src, len, ret_err);
     if (!s)
         return NULL;

@@ -224,17 +224,6 @@ static void nul_bytes_are_refused(void **state)
     sql_lex_free(lx);
 }
 
-static void byte_order_mark_is_skipped(void **state)
-{
-    (void)state;
-    sql_token t[4];
-    sql_error err;
-    assert_int_equal(lex("\xef\xbb\xbfSELECT x", t, 4, &err), 3);
-    assert_int_equal(t[0].kw, SQL_KW_SELECT);
-    assert_int_equal(t[0].column, 1);
-    assert_int_equal(t[1].column, 8);
-}
-
 static void eof_repeats_and_empty_input(void **state)
 {
     (void)state;
@@ -261,7 +250,6 @@ int main(void)
         cmocka_unit_test(operators),
         cmocka_unit_test(errors_have_positions),
         cmocka_unit_test(nul_bytes_are_refused),
-        cmocka_unit_test(byte_order_mark_is_skipped),
         cmocka_unit_test(eof_repeats_and_empty_input),
     };
     return cmocka_run_group_tests_name("sql_lex", tests, NULL, NULL);

@@ -302,6 +302,20 @@ static void syntax_errors(void **state)
     }
 }
 
+static void byte_order_mark_is_skipped(void **state)
+{
+    /* At the start of a script only (a --sql file saved by an editor). */
+    (void)state;
+    sql_error err = {0};
+    sql_script *s = sql_parse("\xef\xbb\xbf" "DROP VIEW v", 14, &err);
+    assert_non_null(s);
+    assert_int_equal(sql_script_stmt(s, 0)->column, 1);
+    assert_int_equal(sql_script_stmt(s, 0)->name_column, 11);
+    sql_script_free(s);
+    assert_null(sql_parse("\xef\xbb\xbf" "DROP VIEW", 12, &err));
+    assert_int_equal(err.column, 10);
+}
+
 static void nesting_is_bounded(void **state)
 {
     (void)state;
@@ -367,6 +381,7 @@ int main(void)
         cmocka_unit_test(windows_and_emit),
         cmocka_unit_test(pull_query),
         cmocka_unit_test(syntax_errors),
+        cmocka_unit_test(byte_order_mark_is_skipped),
         cmocka_unit_test(nesting_is_bounded),
     };
     return cmocka_run_group_tests_name("sql_parse", tests, NULL, NULL);
