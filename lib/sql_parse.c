@@ -108,12 +108,15 @@ static const sql_token *next(parser *p)
 }
 
 /* Sets the first error only: later ones are consequences. */
-static void fail_at(parser *p, const sql_token *t, const char *fmt, const char *a, const char *b)
+static void fail_at(parser *p, const sql_token *t, const char *fmt, ...)
 {
     if (p->failed)
         return;
     p->failed = true;
-    sql_error_set(p->err, t->line, t->column, fmt, a, b);
+    va_list ap;
+    va_start(ap, fmt);
+    sql_error_vset(p->err, t->line, t->column, fmt, ap);
+    va_end(ap);
 }
 
 /* "expected X, found Y" at the current token. */
@@ -121,11 +124,11 @@ static void expected(parser *p, const char *what)
 {
     const sql_token *t = peek(p);
     if (t->kind == SQL_TOK_EOF) {
-        fail_at(p, t, "expected %s, found end of input", what, "");
+        fail_at(p, t, "expected %s, found end of input", what);
         return;
     }
     if (t->kind == SQL_TOK_SEMI) {
-        fail_at(p, t, "expected %s, found ';'", what, "");
+        fail_at(p, t, "expected %s, found ';'", what);
         return;
     }
     char found[48];
@@ -322,7 +325,7 @@ static bool parse_type(parser *p, sql_type_ref *ret)
         if (!expect(p, SQL_TOK_LT, "'<' after ARRAY"))
             return false;
         if (is_kw(p, SQL_KW_ARRAY)) {
-            fail_at(p, peek(p), "nested ARRAY types are not supported%s%s", "", "");
+            fail_at(p, peek(p), "nested ARRAY types are not supported");
             return false;
         }
         sql_type_ref elem;
@@ -505,7 +508,7 @@ static sql_expr *parse_primary(parser *p)
             return NULL;
         }
         if (e->nparts == SQL_PARSE_MAX_PATH) {
-            fail_at(p, part, "name has too many parts (at most 16)%s%s", "", "");
+            fail_at(p, part, "name has too many parts (at most 16)");
             return NULL;
         }
         p->pos++;
@@ -518,7 +521,7 @@ static sql_expr *parse_primary(parser *p)
 static bool enter(parser *p)
 {
     if (++p->depth > SQL_PARSE_MAX_DEPTH) {
-        fail_at(p, peek(p), "expression nested too deeply (at most 64 levels)%s%s", "", "");
+        fail_at(p, peek(p), "expression nested too deeply (at most 64 levels)");
         return false;
     }
     return true;
@@ -751,7 +754,7 @@ static bool pull_forbids(parser *p, bool pull, const char *clause)
     if (!pull)
         return true;
     fail_at(p, peek(p), "%s is not allowed in a pull query (SELECT ... FROM view|stream "
-            "[WHERE ...] [ORDER BY ...] [LIMIT n])%s", clause, "");
+            "[WHERE ...] [ORDER BY ...] [LIMIT n])", clause);
     return false;
 }
 
@@ -898,7 +901,7 @@ static sql_select *parse_select(parser *p, bool pull)
     }
     if (is_kw(p, SQL_KW_ORDER)) {
         if (!pull) {
-            fail_at(p, peek(p), "ORDER BY is only allowed in pull queries%s%s", "", "");
+            fail_at(p, peek(p), "ORDER BY is only allowed in pull queries");
             return NULL;
         }
         p->pos++;
@@ -920,7 +923,7 @@ static sql_select *parse_select(parser *p, bool pull)
     }
     if (is_kw(p, SQL_KW_LIMIT)) {
         if (!pull) {
-            fail_at(p, peek(p), "LIMIT is only allowed in pull queries%s%s", "", "");
+            fail_at(p, peek(p), "LIMIT is only allowed in pull queries");
             return NULL;
         }
         p->pos++;
@@ -1015,7 +1018,7 @@ static bool parse_create(parser *p, sql_stmt *st)
         return false;
     }
     if (st->materialized && !view) {
-        fail_at(p, what, "MATERIALIZED applies only to VIEW%s%s", "", "");
+        fail_at(p, what, "MATERIALIZED applies only to VIEW");
         return false;
     }
     const sql_token *n = peek(p);
@@ -1167,7 +1170,7 @@ sql_script *sql_parse(const char *src, size_t len, sql_error *ret_err)
         if (peek(&p)->kind == SQL_TOK_EOF)
             break;
         if (s->n == SQL_PARSE_MAX_STATEMENTS) {
-            fail_at(&p, peek(&p), "too many statements (at most 256)%s%s", "", "");
+            fail_at(&p, peek(&p), "too many statements (at most 256)");
             break;
         }
         sql_stmt *st = parse_stmt(&p);
@@ -1177,7 +1180,7 @@ sql_script *sql_parse(const char *src, size_t len, sql_error *ret_err)
             size_t ncap = cap ? cap * 2 : 8;
             sql_stmt **m = realloc(s->stmts, ncap * sizeof *m);
             if (!m) {
-                fail_at(&p, peek(&p), "out of memory%s%s", "", "");
+                fail_at(&p, peek(&p), "out of memory");
                 break;
             }
             s->stmts = m;

@@ -260,15 +260,13 @@ typedef struct binder {
 
 static int bfail(binder *b, int line, int col, const char *fmt, ...)
 {
+    /* The first error only: later ones are its consequences. */
     if (!b->failed) {
         b->failed = true;
-        sql_sb sb = {0};
         va_list ap;
         va_start(ap, fmt);
-        sql_sb_vprintf(&sb, fmt, ap);
+        sql_error_vset(b->err, line, col, fmt, ap);
         va_end(ap);
-        sql_error_set(b->err, line, col, "%s", sb.oom || !sb.data ? "out of memory" : sb.data);
-        sql_sb_free(&sb);
     }
     return -1;
 }
@@ -807,9 +805,12 @@ static sql_prog *compile_prog(binder *b, const sql_expr *e, sql_type *ret_type)
 
 /* -- statements ---------------------------------------------------------------------------- */
 
-static int pfail(sql_error *err, int line, int col, const char *fmt, const char *a, const char *b2)
+static int pfail(sql_error *err, int line, int col, const char *fmt, ...)
 {
-    sql_error_set(err, line, col, fmt, a, b2);
+    va_list ap;
+    va_start(ap, fmt);
+    sql_error_vset(err, line, col, fmt, ap);
+    va_end(ap);
     return -1;
 }
 
@@ -831,32 +832,32 @@ static int plan_declared(sql_plan *p, const sql_catalog *cat, const sql_stmt *st
     if (old)
         return pfail(err, st->name_line, st->name_column, "%s '%s' already exists", kind_name(old->kind), st->name);
     if (st->ncolumns > 1024)
-        return pfail(err, st->line, st->column, "too many columns (at most 1024)%s%s", "", "");
+        return pfail(err, st->line, st->column, "too many columns (at most 1024)");
     sql_column *cols = sql_arena_alloc(p->arena, (st->ncolumns + 1) * sizeof *cols);
     if (!cols)
-        return pfail(err, 0, 0, "out of memory%s%s", "", "");
+        return pfail(err, 0, 0, "out of memory");
     int key = -1, ts = -1, eid = -1;
     for (uint32_t i = 0; i < st->ncolumns; i++) {
         const sql_column_def *c = &st->columns[i];
         for (uint32_t j = 0; j < i; j++)
             if (strcmp(st->columns[j].name, c->name) == 0)
-                return pfail(err, c->line, c->column, "duplicate column '%s'%s", c->name, "");
+                return pfail(err, c->line, c->column, "duplicate column '%s'", c->name);
         if (!valid_column_type(c->type))
-            return pfail(err, c->line, c->column, "column '%s': bad ARRAY element type%s", c->name, "");
+            return pfail(err, c->line, c->column, "column '%s': bad ARRAY element type", c->name);
         if (c->primary_key) {
             if (!table)
-                return pfail(err, c->line, c->column, "PRIMARY KEY applies only to tables (column '%s')%s", c->name, "");
+                return pfail(err, c->line, c->column, "PRIMARY KEY applies only to tables (column '%s')", c->name);
             if (key >= 0)
-                return pfail(err, c->line, c->column, "a table has one PRIMARY KEY column ('%s' is a second)%s",
-                             c->name, "");
+                return pfail(err, c->line, c->column, "a table has one PRIMARY KEY column ('%s' is a second)",
+                             c->name);
             if (c->type.type != SQL_STRING && c->type.type != SQL_BIGINT)
-                return pfail(err, c->line, c->column, "PRIMARY KEY '%s' must be STRING or BIGINT%s", c->name, "");
+                return pfail(err, c->line, c->column, "PRIMARY KEY '%s' must be STRING or BIGINT", c->name);
             key = (int)i;
         }
         cols[i] = (sql_column){c->name, c->type.type, c->type.elem, c->not_null || c->primary_key};
     }
     if (table && key < 0)
-        return pfail(err, st->name_line, st->name_column, "table '%s' needs a PRIMARY KEY column%s", st->name, "");
+        return pfail(err, st->name_line, st->name_column, "table '%s' needs a PRIMARY KEY column", st->name);
     for (uint32_t i = 0; i < st->noptions; i++) {
         const sql_option *o = &st->options[i];
         bool is_ts = sql_ieq(o->key, strlen(o->key), "TIMESTAMP");
@@ -873,9 +874,9 @@ static int plan_declared(sql_plan *p, const sql_catalog *cat, const sql_stmt *st
                          o->value);
         sql_type t = st->columns[found].type.type;
         if (is_ts && t != SQL_TIMESTAMP && t != SQL_BIGINT)
-            return pfail(err, o->line, o->column, "TIMESTAMP column '%s' must be TIMESTAMP or BIGINT%s", o->value, "");
+            return pfail(err, o->line, o->column, "TIMESTAMP column '%s' must be TIMESTAMP or BIGINT", o->value);
         if (is_id && t != SQL_STRING)
-            return pfail(err, o->line, o->column, "EVENT_ID column '%s' must be STRING%s", o->value, "");
+            return pfail(err, o->line, o->column, "EVENT_ID column '%s' must be STRING", o->value);
         if (is_ts)
             ts = found;
         else
@@ -889,7 +890,7 @@ static int plan_declared(sql_plan *p, const sql_catalog *cat, const sql_stmt *st
         .sql = sql_arena_strndup(p->arena, st->text, st->text_len),
     };
     if (!p->object.name || !p->object.sql)
-        return pfail(err, 0, 0, "out of memory%s%s", "", "");
+        return pfail(err, 0, 0, "out of memory");
     p->info.name = p->object.name;
     p->info.object = &p->object;
     return 0;
@@ -907,7 +908,7 @@ static int plan_drop(sql_plan *p, const sql_catalog *cat, const sql_stmt *st, sq
         return -1;
     }
     if (o->builtin)
-        return pfail(err, st->name_line, st->name_column, "'%s' is built in and can't be dropped%s", st->name, "");
+        return pfail(err, st->name_line, st->name_column, "'%s' is built in and can't be dropped", st->name);
     sql_sb users = {0};
     for (size_t i = 0; i < sql_catalog_count(cat); i++) {
         const sql_object *u = sql_catalog_at(cat, i);
@@ -929,7 +930,7 @@ static int plan_drop(sql_plan *p, const sql_catalog *cat, const sql_stmt *st, sq
     p->info.kind = SQL_PLAN_DROP;
     p->info.drop_kind = st->drop_kind;
     p->info.name = sql_arena_strndup(p->arena, st->name, strlen(st->name));
-    return p->info.name ? 0 : pfail(err, 0, 0, "out of memory%s%s", "", "");
+    return p->info.name ? 0 : pfail(err, 0, 0, "out of memory");
 }
 
 /* The SPEC 13 name of a SELECT item: AS, else a column's field name, else
@@ -1005,7 +1006,7 @@ static int plan_query(sql_plan *p, const sql_catalog *cat, const sql_stmt *st, s
     }
     const sql_object *src = sql_catalog_find(cat, s->from.name);
     if (!src)
-        return pfail(err, s->from.line, s->from.column, "unknown stream, table or view '%s'", s->from.name, "");
+        return pfail(err, s->from.line, s->from.column, "unknown stream, table or view '%s'", s->from.name);
     if (pull && src->kind == SQL_OBJ_TABLE)
         return pfail(err, s->from.line, s->from.column,
                      "pull queries read views and streams; read a row of table '%s' with GET "
@@ -1017,7 +1018,7 @@ static int plan_query(sql_plan *p, const sql_catalog *cat, const sql_stmt *st, s
      * while the plan lives). */
     pi->source = sql_arena_strndup(p->arena, src->name, strlen(src->name));
     if (!pi->source)
-        return pfail(err, 0, 0, "out of memory%s%s", "", "");
+        return pfail(err, 0, 0, "out of memory");
     pi->source_kind = src->kind;
     pi->within_ms = -1;
     pi->unnest_column = -1;
@@ -1041,26 +1042,26 @@ static int plan_query(sql_plan *p, const sql_catalog *cat, const sql_stmt *st, s
         right = sql_catalog_find(cat, s->join_source.name);
         if (!right)
             return pfail(err, s->join_source.line, s->join_source.column, "unknown stream or table '%s'",
-                         s->join_source.name, "");
+                         s->join_source.name);
         if (right->kind == SQL_OBJ_VIEW)
             return pfail(err, s->join_source.line, s->join_source.column,
-                         "'%s' is a view: JOIN a stream or a table%s", right->name, "");
+                         "'%s' is a view: JOIN a stream or a table", right->name);
         const char *rq = s->join_source.alias ? s->join_source.alias : right->name;
         if (strcmp(rq, b.src[0].qual) == 0)
             return pfail(err, s->join_source.line, s->join_source.column,
-                         "both sides of the JOIN are named '%s': give one an alias%s", rq, "");
+                         "both sides of the JOIN are named '%s': give one an alias", rq);
         pi->join = s->join;
         pi->join_source = sql_arena_strndup(p->arena, right->name, strlen(right->name));
         if (!pi->join_source)
-            return pfail(err, 0, 0, "out of memory%s%s", "", "");
+            return pfail(err, 0, 0, "out of memory");
         pi->join_table = right->kind == SQL_OBJ_TABLE;
         pi->right_offset = ninput;
         if (pi->join_table && s->within_ms >= 0)
             return pfail(err, s->join_source.line, s->join_source.column,
-                         "WITHIN applies only to stream-stream joins ('%s' is a table)%s", right->name, "");
+                         "WITHIN applies only to stream-stream joins ('%s' is a table)", right->name);
         if (!pi->join_table && s->within_ms < 0)
             return pfail(err, s->join_source.line, s->join_source.column,
-                         "a stream-stream JOIN needs WITHIN d (e.g. WITHIN 1 HOUR)%s%s", "", "");
+                         "a stream-stream JOIN needs WITHIN d (e.g. WITHIN 1 HOUR)");
         pi->within_ms = s->within_ms;
         b.src[1] = (scope_src){rq, right->columns, right->ncolumns, ninput};
         b.nsrc = 2;
@@ -1070,20 +1071,19 @@ static int plan_query(sql_plan *p, const sql_catalog *cat, const sql_stmt *st, s
         const sql_expr *terms[16];
         int nt = and_terms(s->join_on, terms, 0, 16);
         if (nt < 0)
-            return pfail(err, s->join_on->line, s->join_on->column, "JOIN ON has too many terms (at most 16)%s%s",
-                         "", "");
+            return pfail(err, s->join_on->line, s->join_on->column, "JOIN ON has too many terms (at most 16)");
         const sql_prog **lk = sql_arena_alloc(p->arena, (size_t)nt * sizeof *lk);
         const sql_prog **rk = sql_arena_alloc(p->arena, (size_t)nt * sizeof *rk);
         const char **lt_text = sql_arena_alloc(p->arena, (size_t)nt * sizeof *lt_text);
         const char **rt_text = sql_arena_alloc(p->arena, (size_t)nt * sizeof *rt_text);
         if (!lk || !rk || !lt_text || !rt_text)
-            return pfail(err, 0, 0, "out of memory%s%s", "", "");
+            return pfail(err, 0, 0, "out of memory");
         b.where = "JOIN ON";
         for (int i = 0; i < nt; i++) {
             const sql_expr *t = terms[i];
             if (t->kind != SQL_EXPR_BINARY || t->op != SQL_OP_EQ)
                 return pfail(err, t->line, t->column,
-                             "JOIN ON must be equalities joined by AND (left.key = right.key)%s%s", "", "");
+                             "JOIN ON must be equalities joined by AND (left.key = right.key)");
             const sql_expr *sides[2] = {t->a, t->b};
             const sql_expr *ls = NULL, *rs = NULL;
             sql_type lt = SQL_NULL, rt = SQL_NULL;
@@ -1100,7 +1100,7 @@ static int plan_query(sql_plan *p, const sql_catalog *cat, const sql_stmt *st, s
                     rt = ty;
                 } else {
                     return pfail(err, sides[k]->line, sides[k]->column,
-                                 "each side of a JOIN ON equality must read exactly one side of the join%s%s", "", "");
+                                 "each side of a JOIN ON equality must read exactly one side of the join");
                 }
             }
             if (!comparable(lt, rt))
@@ -1112,7 +1112,7 @@ static int plan_query(sql_plan *p, const sql_catalog *cat, const sql_stmt *st, s
             lt_text[i] = expr_text(p, ls);
             rt_text[i] = expr_text(p, rs);
             if (!lt_text[i] || !rt_text[i])
-                return pfail(err, 0, 0, "out of memory%s%s", "", "");
+                return pfail(err, 0, 0, "out of memory");
             binder rb = b;
             rb.src[0] = b.src[1];
             rb.src[0].offset = 0;
@@ -1138,7 +1138,7 @@ static int plan_query(sql_plan *p, const sql_catalog *cat, const sql_stmt *st, s
     uint32_t nunnest = s->has_unnest ? 1 : 0;
     sql_column *input = sql_arena_alloc(p->arena, (ninput + nunnest + 1) * sizeof *input);
     if (!input)
-        return pfail(err, 0, 0, "out of memory%s%s", "", "");
+        return pfail(err, 0, 0, "out of memory");
     memcpy(input, src->columns, src->ncolumns * sizeof *input);
     if (right)
         memcpy(input + src->ncolumns, right->columns, right->ncolumns * sizeof *input);
@@ -1148,10 +1148,10 @@ static int plan_query(sql_plan *p, const sql_catalog *cat, const sql_stmt *st, s
         if (!(pi->unnest = compile_prog(&b, s->unnest_expr, &ut)))
             return -1;
         if (!(pi->unnest_text = expr_text(p, s->unnest_expr)))
-            return pfail(err, 0, 0, "out of memory%s%s", "", "");
+            return pfail(err, 0, 0, "out of memory");
         if (ut != SQL_ARRAY && ut != SQL_JSON)
             return pfail(err, s->unnest_expr->line, s->unnest_expr->column, "UNNEST needs an ARRAY, got %s",
-                         sql_type_name(ut), "");
+                         sql_type_name(ut));
         /* The element's type: the ARRAY's element type (JSON for a JSON path). */
         sql_type et = SQL_JSON;
         if (s->unnest_expr->kind == SQL_EXPR_NAME && ut == SQL_ARRAY) {
@@ -1169,7 +1169,7 @@ static int plan_query(sql_plan *p, const sql_catalog *cat, const sql_stmt *st, s
     }
     for (uint32_t i = 0; i < ninput; i++)
         if (!(input[i].name = sql_arena_strndup(p->arena, input[i].name, strlen(input[i].name))))
-            return pfail(err, 0, 0, "out of memory%s%s", "", "");
+            return pfail(err, 0, 0, "out of memory");
     pi->input = input;
     pi->ninput = ninput;
 
@@ -1179,12 +1179,12 @@ static int plan_query(sql_plan *p, const sql_catalog *cat, const sql_stmt *st, s
         sql_type wt;
         if (contains_agg(s->where)) {
             const sql_expr *w = first_agg(s->where);
-            return pfail(err, w->line, w->column, "aggregates are not allowed in WHERE%s%s", "", "");
+            return pfail(err, w->line, w->column, "aggregates are not allowed in WHERE");
         }
         if (!(pi->filter = compile_prog(&b, s->where, &wt)))
             return -1;
         if (!(pi->filter_text = expr_text(p, s->where)))
-            return pfail(err, 0, 0, "out of memory%s%s", "", "");
+            return pfail(err, 0, 0, "out of memory");
         if (want_bool(&b, s->where, wt, "WHERE") < 0)
             return -1;
     }
@@ -1196,31 +1196,31 @@ static int plan_query(sql_plan *p, const sql_catalog *cat, const sql_stmt *st, s
             has_agg = true;
     bool aggregate = has_agg || s->ngroup_by > 0;
     if (pull && aggregate)
-        return pfail(err, s->line, s->column, "aggregates are not allowed in pull queries: read a view%s%s", "", "");
+        return pfail(err, s->line, s->column, "aggregates are not allowed in pull queries: read a view");
     if (st->kind == SQL_STMT_EXPLAIN)
         want_view = aggregate, want_stream = !aggregate;
     if (want_stream && aggregate)
         return pfail(err, s->line, s->column,
-                     "CREATE STREAM AS can't aggregate (GROUP BY or an aggregate): use CREATE VIEW%s%s", "", "");
+                     "CREATE STREAM AS can't aggregate (GROUP BY or an aggregate): use CREATE VIEW");
     if (want_view && !aggregate)
         return pfail(err, s->line, s->column,
                      "a view aggregates: add GROUP BY or an aggregate, or use CREATE STREAM AS for a "
-                     "filter or projection%s%s", "", "");
+                     "filter or projection");
     if (want_stream || pull) {
         if (s->window)
-            return pfail(err, s->window_line, s->window_column, "WINDOW needs an aggregating view%s%s", "", "");
+            return pfail(err, s->window_line, s->window_column, "WINDOW needs an aggregating view");
         if (s->emit)
-            return pfail(err, s->line, s->column, "EMIT applies only to views%s%s", "", "");
+            return pfail(err, s->line, s->column, "EMIT applies only to views");
     }
     if (s->grace_ms >= 0 && !s->window && !(s->join && !pi->join_table))
-        return pfail(err, s->line, s->column, "GRACE PERIOD needs a WINDOW or a stream-stream JOIN%s%s", "", "");
+        return pfail(err, s->line, s->column, "GRACE PERIOD needs a WINDOW or a stream-stream JOIN");
     if (s->window) {
         if (s->window_size_ms <= 0)
-            return pfail(err, s->window_line, s->window_column, "window size must be positive%s%s", "", "");
+            return pfail(err, s->window_line, s->window_column, "window size must be positive");
         if (s->window == SQL_WINDOW_HOPPING &&
             (s->window_advance_ms <= 0 || s->window_advance_ms > s->window_size_ms))
             return pfail(err, s->window_line, s->window_column,
-                         "ADVANCE BY must be positive and at most the window SIZE%s%s", "", "");
+                         "ADVANCE BY must be positive and at most the window SIZE");
     }
     pi->aggregate = aggregate;
     pi->emit = s->emit == SQL_EMIT_DEFAULT ? SQL_EMIT_CHANGES : s->emit;
@@ -1229,13 +1229,13 @@ static int plan_query(sql_plan *p, const sql_catalog *cat, const sql_stmt *st, s
     for (uint32_t i = 0; i < st->noptions; i++) {
         const sql_option *o = &st->options[i];
         if (!sql_ieq(o->key, strlen(o->key), "STATE_TTL"))
-            return pfail(err, o->line, o->column, "unknown option '%s' (expected STATE_TTL)%s", o->key, "");
+            return pfail(err, o->line, o->column, "unknown option '%s' (expected STATE_TTL)", o->key);
         int64_t ms;
         if (sql_duration_parse(o->value, strlen(o->value), &ms) < 0 || ms <= 0)
-            return pfail(err, o->line, o->column, "bad STATE_TTL '%s': expected a duration such as '1d'%s",
-                         o->value, "");
+            return pfail(err, o->line, o->column, "bad STATE_TTL '%s': expected a duration such as '1d'",
+                         o->value);
         if (s->window)
-            return pfail(err, o->line, o->column, "STATE_TTL applies only to views without WINDOW%s%s", "", "");
+            return pfail(err, o->line, o->column, "STATE_TTL applies only to views without WINDOW");
         pi->state_ttl_ms = ms;
     }
 
@@ -1244,7 +1244,7 @@ static int plan_query(sql_plan *p, const sql_catalog *cat, const sql_stmt *st, s
     sql_type *gt = sql_arena_alloc(p->arena, (s->ngroup_by + 1) * sizeof *gt);
     const char **gtext = sql_arena_alloc(p->arena, (s->ngroup_by + 1) * sizeof *gtext);
     if (!gk || !gt || !gtext)
-        return pfail(err, 0, 0, "out of memory%s%s", "", "");
+        return pfail(err, 0, 0, "out of memory");
     b.where = "GROUP BY";
     sql_sb part = {0};
     for (uint32_t i = 0; i < s->ngroup_by; i++) {
@@ -1253,7 +1253,7 @@ static int plan_query(sql_plan *p, const sql_catalog *cat, const sql_stmt *st, s
              * rather than silently grouping everything into one group. */
             sql_sb_free(&part);
             return pfail(err, s->group_by[i]->line, s->group_by[i]->column,
-                         "GROUP BY a constant: write the expression (positions are not supported)%s%s", "", "");
+                         "GROUP BY a constant: write the expression (positions are not supported)");
         }
         if (!(gk[i] = compile_prog(&b, s->group_by[i], &gt[i]))) {
             sql_sb_free(&part);
@@ -1262,7 +1262,7 @@ static int plan_query(sql_plan *p, const sql_catalog *cat, const sql_stmt *st, s
         gtext[i] = expr_text(p, s->group_by[i]);
         if (gt[i] == SQL_ARRAY) {
             sql_sb_free(&part);
-            return pfail(err, s->group_by[i]->line, s->group_by[i]->column, "can't GROUP BY an ARRAY%s%s", "", "");
+            return pfail(err, s->group_by[i]->line, s->group_by[i]->column, "can't GROUP BY an ARRAY");
         }
         if (i)
             sql_sb_puts(&part, ", ");
@@ -1288,7 +1288,7 @@ static int plan_query(sql_plan *p, const sql_catalog *cat, const sql_stmt *st, s
         if (!it->expr) {
             if (aggregate) {
                 sql_sb_free(&part);
-                return pfail(err, it->line, it->column, "* is not allowed in an aggregating query%s%s", "", "");
+                return pfail(err, it->line, it->column, "* is not allowed in an aggregating query");
             }
             for (uint32_t c = 0; c < ninput; c++) {
                 sql_prog *g = plan_prog(p);
@@ -1296,7 +1296,7 @@ static int plan_query(sql_plan *p, const sql_catalog *cat, const sql_stmt *st, s
                     add_column(p, &cols, (sql_plan_column){input[c].name, input[c].type, input[c].elem, g,
                                                            input[c].name}) < 0) {
                     sql_sb_free(&part);
-                    return pfail(err, 0, 0, "out of memory%s%s", "", "");
+                    return pfail(err, 0, 0, "out of memory");
                 }
             }
             continue;
@@ -1320,7 +1320,7 @@ static int plan_query(sql_plan *p, const sql_catalog *cat, const sql_stmt *st, s
         }
         if (!c.name || !c.text || add_column(p, &cols, c) < 0) {
             sql_sb_free(&part);
-            return pfail(err, 0, 0, "out of memory%s%s", "", "");
+            return pfail(err, 0, 0, "out of memory");
         }
     }
     /* Names: unique, and not one a windowed view adds itself. */
@@ -1336,13 +1336,13 @@ static int plan_query(sql_plan *p, const sql_catalog *cat, const sql_stmt *st, s
         for (uint32_t j = 0; j < i; j++)
             if (strcmp(cols.v[i].name, cols.v[j].name) == 0) {
                 sql_sb_free(&part);
-                return pfail(err, line, col, "duplicate column name '%s': rename one with AS%s", cols.v[i].name, "");
+                return pfail(err, line, col, "duplicate column name '%s': rename one with AS", cols.v[i].name);
             }
         for (int k = 0; k < 4 && s->window && aggregate; k++)
             if (strcmp(cols.v[i].name, added[k]) == 0) {
                 sql_sb_free(&part);
-                return pfail(err, line, col, "'%s' is a column every windowed view has: choose another name%s",
-                             added[k], "");
+                return pfail(err, line, col, "'%s' is a column every windowed view has: choose another name",
+                             added[k]);
             }
     }
     pi->columns = cols.v;
@@ -1358,7 +1358,7 @@ static int plan_query(sql_plan *p, const sql_catalog *cat, const sql_stmt *st, s
         bool *od = sql_arena_alloc(p->arena, s->norder_by * sizeof *od);
         if (!ob || !od) {
             sql_sb_free(&part);
-            return pfail(err, 0, 0, "out of memory%s%s", "", "");
+            return pfail(err, 0, 0, "out of memory");
         }
         for (uint32_t i = 0; i < s->norder_by; i++) {
             /* A bare name that is no source column may be an output
@@ -1405,12 +1405,12 @@ static int plan_query(sql_plan *p, const sql_catalog *cat, const sql_stmt *st, s
     }
     if (part.oom) {
         sql_sb_free(&part);
-        return pfail(err, 0, 0, "out of memory%s%s", "", "");
+        return pfail(err, 0, 0, "out of memory");
     }
     pi->partition = sql_arena_strndup(p->arena, part.data ? part.data : "", part.len);
     sql_sb_free(&part);
     if (!pi->partition)
-        return pfail(err, 0, 0, "out of memory%s%s", "", "");
+        return pfail(err, 0, 0, "out of memory");
     if (src->derived && strcmp(src->partition ? src->partition : "", pi->partition) != 0)
         pi->reroute = true;
     if (aggregate && (s->join || s->has_unnest)) {
@@ -1443,7 +1443,7 @@ static int plan_query(sql_plan *p, const sql_catalog *cat, const sql_stmt *st, s
     sql_column *ocols = sql_arena_alloc(p->arena, (nout + 1) * sizeof *ocols);
     const char **srcs = sql_arena_alloc(p->arena, 2 * sizeof *srcs);
     if (!ocols || !srcs)
-        return pfail(err, 0, 0, "out of memory%s%s", "", "");
+        return pfail(err, 0, 0, "out of memory");
     for (uint32_t i = 0; i < cols.n; i++)
         ocols[i] = (sql_column){cols.v[i].name, cols.v[i].type, cols.v[i].elem, false};
     if (windowed) {
@@ -1468,7 +1468,7 @@ static int plan_query(sql_plan *p, const sql_catalog *cat, const sql_stmt *st, s
         pi->object = NULL;
         render_explain(p);
         if (!pi->explain_text || !pi->explain_json)
-            return pfail(err, 0, 0, "out of memory%s%s", "", "");
+            return pfail(err, 0, 0, "out of memory");
     } else {
         pi->kind = want_view ? SQL_PLAN_VIEW : SQL_PLAN_DERIVED_STREAM;
     }

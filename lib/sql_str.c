@@ -189,13 +189,18 @@ void sql_sb_put_sql_string(sql_sb *sb, const char *s, size_t n)
 
 void sql_error_set(sql_error *e, int line, int column, const char *fmt, ...)
 {
+    va_list ap;
+    va_start(ap, fmt);
+    sql_error_vset(e, line, column, fmt, ap);
+    va_end(ap);
+}
+
+void sql_error_vset(sql_error *e, int line, int column, const char *fmt, va_list ap)
+{
     if (!e)
         return;
     sql_sb sb = {0};
-    va_list ap;
-    va_start(ap, fmt);
     sql_sb_vprintf(&sb, fmt, ap);
-    va_end(ap);
     const char *msg = sb.oom || !sb.data ? "out of memory" : sb.data;
     size_t n = strlen(msg);
     if (n >= sizeof e->message)

@@ -26,6 +26,7 @@ typedef struct sql_error {
 
 /* Sets *e (if e is not NULL); the message is truncated to fit. */
 void sql_error_set(sql_error *e, int line, int column, const char *fmt, ...);
+void sql_error_vset(sql_error *e, int line, int column, const char *fmt, va_list ap);
 
 /* A growable NUL-terminated string. A zeroed sql_sb is valid and empty.
  * Appends never fail loudly: they set `oom` (sticky), so a writer can build
