@@ -1,0 +1,1 @@
+SELECT ÿ FROM clicks

@@ -1,0 +1,1 @@
+CREATE VIEW v AS SELECT DECAYED_COUNT(page_url) FROM clicks

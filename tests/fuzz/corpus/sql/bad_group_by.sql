@@ -1,0 +1,1 @@
+CREATE VIEW v AS SELECT user_id, COUNT(*) FROM clicks GROUP BY page_url

@@ -1,0 +1,1 @@
+CREATE STREAM s AS SELECT * FROM clicks a JOIN clicks b ON a.user_id > b.user_id

@@ -1,0 +1,1 @@
+CREATE STREAM s AS SELECT page_url FROM clicks WHERE page_url + 1 > 'x'

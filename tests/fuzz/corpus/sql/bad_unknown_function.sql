@@ -1,0 +1,1 @@
+CREATE STREAM s AS SELECT nope(page_url) FROM clicks

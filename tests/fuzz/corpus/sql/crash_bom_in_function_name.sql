@@ -1,0 +1,1 @@
+SELECT LOWER(page_uÃl), UPPERR(1.0), ï»¿L(1.5), UTL(HRporderrl), URL_PARAM(page_url, 'utm_source') FROM clicks

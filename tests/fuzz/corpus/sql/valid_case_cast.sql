@@ -1,0 +1,1 @@
+SELECT CASE properties.n WHEN 1 THEN 'one' WHEN 2 THEN 'two' ELSE 'many' END, CAST('12' AS BIGINT) + 1, CAST(ROWTIME AS STRING), CAST(properties AS JSON) FROM clicks WHERE user_id IS NOT NULL AND element NOT LIKE '_x%'

@@ -1,0 +1,1 @@
+CREATE STREAM orders2 (order_id STRING NOT NULL, customer_id STRING, amount DOUBLE, items ARRAY<STRING>, meta JSON, ts TIMESTAMP) WITH (TIMESTAMP = 'ts', EVENT_ID = 'order_id')

@@ -1,0 +1,1 @@
+CREATE STREAM x AS SELECT page_url FROM clicks; DROP STREAM x; DROP VIEW pages

@@ -1,0 +1,1 @@
+EXPLAIN SELECT COALESCE(properties.plan, 'free') AS plan, AVG(LENGTH(page_url)) FROM clicks GROUP BY COALESCE(properties.plan, 'free')

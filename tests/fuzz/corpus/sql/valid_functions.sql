@@ -1,0 +1,1 @@
+SELECT LOWER(page_url), UPPER(user_id), SUBSTRING(page_url, 2, 3), CONCAT(user_id, '-', ROWTIME), ABS(-1), ROUND(2.5), ROUND(2.555, 2), FLOOR(1.5), CEIL(1.5), URL_PATH(page_url), URL_PARAM(page_url, 'utm_source') FROM clicks

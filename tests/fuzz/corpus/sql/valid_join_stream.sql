@@ -1,0 +1,1 @@
+CREATE STREAM pays (order_id STRING, paid DOUBLE, ts TIMESTAMP) WITH (TIMESTAMP='ts'); CREATE STREAM j AS SELECT o.order_id, p.paid, o.amount - p.paid AS due FROM orders o LEFT JOIN pays p WITHIN 1 HOUR ON o.order_id = p.order_id GRACE PERIOD 5 SECONDS

@@ -1,0 +1,1 @@
+CREATE VIEW byplan AS SELECT u.plan, COUNT(*) n FROM clicks c LEFT JOIN users u ON c.user_id = u.user_id GROUP BY u.plan

@@ -1,0 +1,1 @@
+SELECT page_url, count, WINDOWSTART FROM pages WHERE count BETWEEN 1 AND 100 ORDER BY count DESC, page_url LIMIT 10

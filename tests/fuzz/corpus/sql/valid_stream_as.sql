@@ -1,0 +1,1 @@
+CREATE STREAM big AS SELECT order_id, amount * 2 AS dbl, meta.plan, CAST(qty AS STRING) q FROM orders WHERE amount > 100 AND customer_id LIKE 'a%' OR qty IN (1, 2, NULL)

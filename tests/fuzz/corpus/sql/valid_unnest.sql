@@ -1,0 +1,1 @@
+CREATE VIEW it AS SELECT item, COUNT(*) FROM orders CROSS JOIN UNNEST(items) AS item GROUP BY item

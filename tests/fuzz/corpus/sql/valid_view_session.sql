@@ -1,0 +1,1 @@
+CREATE VIEW s AS SELECT user_id, COUNT(*) AS events, EARLIEST(page_url) AS entry, LATEST(page_url) AS exit FROM clicks WINDOW SESSION (30 MINUTES) GROUP BY user_id

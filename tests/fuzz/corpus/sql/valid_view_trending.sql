@@ -1,0 +1,1 @@
+CREATE VIEW t WITH (STATE_TTL = '1d') AS SELECT page_url, DECAYED_COUNT(1 HOUR) AS score, TOPK(referrer_host, 5) AS refs FROM clicks GROUP BY page_url
