@@ -17,6 +17,9 @@ typedef enum cf_fsync_policy {
 } cf_fsync_policy;
 
 #define CF_MAX_ORIGINS 16
+/* Room for every --site entry together. */
+#define CF_SITES_TEXT_MAX 8192
+#define CF_SITE_KEY_MAX 128
 
 typedef struct cf_config {
     /* network */
@@ -62,6 +65,10 @@ typedef struct cf_config {
     int64_t request_deadline_ms;    /* --request-deadline 60s (absolute) */
     unsigned max_connections;       /* --max-connections 4096 */
     unsigned max_connections_per_ip;/* --max-connections-per-ip 256 */
+    /* site keys and the per-IP limit (SPEC 15; server/sites.h) */
+    char sites[CF_SITES_TEXT_MAX];  /* --site KEY=ORIGIN[,ORIGIN...], repeatable; kept as
+                                     * validated "KEY=o1,o2\n" lines (trailing '/' cut) */
+    unsigned ip_rate;               /* --ip-rate 100 events/s per client IP (site keys) */
 } cf_config;
 
 /* Fills cfg with the embedded defaults. */
