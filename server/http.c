@@ -29,6 +29,7 @@
 #include "cf_event.h"
 #include "cf_version.h"
 #include "cf_winop.h"
+#include "compat_http.h"
 #include "ingest.h"
 #include "log.h"
 
@@ -76,6 +77,8 @@ struct cf_http {
     bool reaper_stop;
     bool reaper_started;
     pthread_t reaper;
+    /* The Segment, Plausible and Umami endpoints and the site keys. */
+    cf_compat_http *compat;
     /* Responses by status code, for /metrics. */
     _Atomic uint64_t responses[12];   /* N_COUNTED + 1 */
 };
@@ -100,6 +103,7 @@ typedef enum route {
     R_METRICS,
     R_HEALTHZ,
     R_READYZ,
+    R_COMPAT,       /* a compatible ingest path (lib/cf_compat.h): compat_http.c */
 } route;
 
 typedef struct request {
@@ -108,6 +112,7 @@ typedef struct request {
     char *raw_uri;          /* as sent, percent-encoding intact */
     bool headers_done;      /* access() saw the headers */
     route rt;
+    cf_compat_endpoint compat_ep;   /* for R_COMPAT */
     cf_body_format fmt;
     size_t body_limit;
     cf_buf body;
@@ -286,10 +291,12 @@ static route find_route(const char *path, size_t n)
     size_t pl = strlen(SESSIONS_PREFIX);
     if (n > pl && memcmp(path, SESSIONS_PREFIX, pl) == 0 && memchr(path + pl, '/', n - pl) == NULL)
         return R_USER_SESSIONS;
+    if (cf_compat_route(path, n) != CF_COMPAT_NONE)
+        return R_COMPAT;
     return R_NONE;
 }
 
-static bool route_is_post(route rt) { return rt == R_EVENTS || rt == R_WATERMARK; }
+static bool route_is_post(route rt) { return rt == R_EVENTS || rt == R_WATERMARK || rt == R_COMPAT; }
 
 static const char *route_allow(route rt)
 {
@@ -650,10 +657,18 @@ static enum MHD_Result handle_asset(request *rq, struct MHD_Connection *c, const
 static enum MHD_Result handle_options(request *rq, struct MHD_Connection *c)
 {
     const char *allow = route_allow(rq->rt);
-    extra_header h[5];
+    extra_header h[7];
     size_t n = 0;
     h[n++] = (extra_header){MHD_HTTP_HEADER_ALLOW, allow};
-    if (cors_allow(rq->h, c) && header(c, "Access-Control-Request-Method")) {
+    /* A compatible endpoint's preflight carries no key: an origin of any
+     * site key may go on (the request itself is checked against its key). */
+    bool site_origin = rq->rt == R_COMPAT && !cors_allow(rq->h, c) &&
+                       cf_compat_http_origin_known(rq->h->compat, header(c, "Origin"));
+    if ((cors_allow(rq->h, c) || site_origin) && header(c, "Access-Control-Request-Method")) {
+        if (site_origin) {
+            h[n++] = (extra_header){"Access-Control-Allow-Origin", header(c, "Origin")};
+            h[n++] = (extra_header){MHD_HTTP_HEADER_VARY, "Origin"};
+        }
         h[n++] = (extra_header){"Access-Control-Allow-Methods", allow};
         h[n++] = (extra_header){"Access-Control-Allow-Headers", "Content-Type, Authorization"};
         h[n++] = (extra_header){"Access-Control-Max-Age", CORS_MAX_AGE};
@@ -667,9 +682,13 @@ static enum MHD_Result handle_options(request *rq, struct MHD_Connection *c)
 static enum MHD_Result begin_post(request *rq, struct MHD_Connection *c)
 {
     const cf_config *cfg = &rq->h->cfg;
-    if (!authorized(c, cfg->ingest_token))
+    if (rq->rt == R_COMPAT) {
+        /* The key may be in the body: compat_http.c decides once it is read.
+         * The APIs take JSON in any content type (sendBeacon, text/plain). */
+        rq->body_limit = cfg->max_body;
+    } else if (!authorized(c, cfg->ingest_token)) {
         return send_unauthorized(rq, c, header(c, MHD_HTTP_HEADER_AUTHORIZATION) != NULL);
-    if (rq->rt == R_EVENTS) {
+    } else if (rq->rt == R_EVENTS) {
         if (cf_ingest_content_type(header(c, MHD_HTTP_HEADER_CONTENT_TYPE), &rq->fmt) < 0)
             return send_error(rq, c, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE,
                               "Content-Type must be application/json, text/plain or application/x-ndjson");
@@ -768,6 +787,32 @@ out:
     return ret;
 }
 
+/* Sends what compat_http.c decided (its reply body is handed to MHD). */
+static enum MHD_Result finish_compat(request *rq, struct MHD_Connection *c, char *body, size_t len)
+{
+    cf_compat_reply r;
+    if (cf_compat_http_handle(rq->h->compat, c, rq->compat_ep, body, len, &r) < 0)
+        return send_unavailable(rq, c, "out of memory");
+    char retry[24];
+    extra_header h[3];
+    size_t n = 0;
+    if (r.retry_after) {
+        snprintf(retry, sizeof retry, "%u", r.retry_after);
+        h[n++] = (extra_header){MHD_HTTP_HEADER_RETRY_AFTER, retry};
+    }
+    /* A site's own origin, unless --cors-origin already answers it. */
+    if (r.allow_origin && !cors_allow(rq->h, c)) {
+        h[n++] = (extra_header){"Access-Control-Allow-Origin", header(c, "Origin")};
+        h[n++] = (extra_header){MHD_HTTP_HEADER_VARY, "Origin"};
+    }
+    struct MHD_Response *resp = MHD_create_response_from_buffer_with_free_callback(r.len, r.body, free_cb);
+    if (!resp) {
+        free(r.body);
+        return MHD_NO;
+    }
+    return send_response(rq, c, r.status, resp, r.ctype, h, n);
+}
+
 static enum MHD_Result finish_watermark(request *rq, struct MHD_Connection *c, char *body, size_t len)
 {
     const char *end = NULL;
@@ -858,6 +903,8 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *c, const
             return send_error(rq, c, MHD_HTTP_REQUEST_TIMEOUT, "request deadline exceeded");
         apply_deadline(rq, c, left);
         rq->rt = find_route(rq->raw_uri, strcspn(rq->raw_uri, "?#"));
+        if (rq->rt == R_COMPAT)
+            rq->compat_ep = cf_compat_route(rq->raw_uri, strcspn(rq->raw_uri, "?#"));
         if (route_is_post(rq->rt) && strcmp(method, "POST") == 0) {
             rq->reading_body = true;
             return begin_post(rq, c);
@@ -914,6 +961,8 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *c, const
     size_t len = rq->body.len;
     if (rq->rt == R_EVENTS)
         return finish_events(rq, c, body, len);
+    if (rq->rt == R_COMPAT)
+        return finish_compat(rq, c, body, len);
     return finish_watermark(rq, c, body, len);
 }
 
@@ -1046,6 +1095,12 @@ cf_http *cf_http_start(const cf_config *cfg, cf_engine *engine, const char **ret
     }
     h->cfg = *cfg;
     h->engine = engine;
+    h->compat = cf_compat_http_new(cfg, engine);
+    if (!h->compat) {
+        free(h);
+        *ret_err = "out of memory";
+        return NULL;
+    }
     h->inflight_limit = cfg->max_body * 4 > ((size_t)256 << 20) ? cfg->max_body * 4 : ((size_t)256 << 20);
     pthread_mutex_init(&h->reaper_mu, NULL);
     pthread_condattr_t ca;
@@ -1119,5 +1174,6 @@ void cf_http_stop(cf_http *h)
     }
     pthread_cond_destroy(&h->reaper_cv);
     pthread_mutex_destroy(&h->reaper_mu);
+    cf_compat_http_free(h->compat);
     free(h);
 }
