@@ -52,7 +52,7 @@ void cf_compat_result_free(cf_compat_result *res)
  * takes raw control bytes inside strings (DEPENDENCY-NOTES.md). After the
  * parse neither can be told apart, so the raw text is checked first: SPEC 2
  * rejects such strings rather than truncating them. O(len). */
-static bool strings_clean(const char *s, size_t n)
+bool cf_compat_json_clean(const char *s, size_t n)
 {
     bool in_str = false;
     for (size_t i = 0; i < n; i++) {
@@ -102,7 +102,7 @@ static bool add_str(cJSON *dst, const char *k, const char *s)
 
 static int parse_body(const char *body, size_t len, cJSON **ret, const char **ret_error)
 {
-    if (!strings_clean(body, len)) {
+    if (!cf_compat_json_clean(body, len)) {
         *ret_error = "a string contains U+0000 or a raw control character";
         return -EBADMSG;
     }

@@ -22,6 +22,7 @@
 #ifndef CF_COMPAT_H
 #define CF_COMPAT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include <cjson/cJSON.h>
@@ -78,6 +79,11 @@ void cf_compat_result_free(cf_compat_result *res);
  * On failure *res is empty. *ret_error is a static string. O(len). */
 int cf_compat_translate(cf_compat_endpoint ep, const char *body, size_t len, cf_compat_result *res,
                         const char **ret_error);
+
+/* False when a JSON string in s[0..n) holds a raw control byte or the escape
+ * \u0000: cJSON 1.7.15 would cut the string at the NUL or take the byte
+ * silently, and SPEC 2 rejects both (checked on the raw text; O(n)). */
+bool cf_compat_json_clean(const char *s, size_t n);
 
 /* The user name of an HTTP Basic Authorization header value ("Basic
  * base64(user:password)"), Segment's way to send the write key. Writes it

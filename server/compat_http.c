@@ -292,6 +292,116 @@ static int submit(cf_compat_http *ch, cf_compat_api api, cJSON *events, int64_t 
     return rc;
 }
 
+bool cf_compat_http_sites_any(const cf_compat_http *ch) { return cf_sites_any(ch->sites); }
+
+static int gate_refuse(cf_site_gate *g, unsigned status, const char *msg)
+{
+    g->status = status;
+    g->msg = msg;
+    return 0;
+}
+
+int cf_compat_http_gate_events(cf_compat_http *ch, struct MHD_Connection *c, bool bearer, bool site_only, bool ndjson,
+                               const char *body, size_t len, cf_site_gate *g)
+{
+    memset(g, 0, sizeof *g);
+    if (!cf_sites_any(ch->sites))
+        return 0;
+    const char *qsite = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "site");
+    static const char missing[] = "missing bearer token or site key (the event's \"site\" or ?site=)";
+    /* The common cases stay cheap: a body that cannot name a site is left
+     * alone (or refused when a site key is its only credential). */
+    if (!qsite && !memmem(body, len, "\"site\"", 6))
+        return site_only ? gate_refuse(g, 401, missing) : 0;
+    if (ndjson)
+        return site_only ? gate_refuse(g, 415, "send site-key events as JSON (application/json or text/plain)") : 0;
+    if (!cf_compat_json_clean(body, len))
+        return site_only ? gate_refuse(g, 400, "a string contains U+0000 or a raw control character") : 0;
+    const char *end = NULL;
+    cJSON *root = cJSON_ParseWithLengthOpts(body, len + 1, &end, 1);
+    if (!root || end != body + len || !(cJSON_IsObject(root) || cJSON_IsArray(root))) {
+        /* Not JSON: the ingest path answers 400 and accepts nothing. */
+        cJSON_Delete(root);
+        return 0;
+    }
+    const char *origin = header(c, "Origin");
+    char peer[INET6_ADDRSTRLEN];
+    client_ip(c, peer);
+    const char *ua = header(c, MHD_HTTP_HEADER_USER_AGENT);
+    int64_t now = wall_ms();
+    size_t n_site = 0;
+    bool changed = false;
+    int rc = 0;
+    cJSON *first = cJSON_IsArray(root) ? root->child : root;
+    for (cJSON *e = first; e; e = cJSON_IsArray(root) ? e->next : NULL) {
+        if (!cJSON_IsObject(e))
+            continue;   /* validation rejects it */
+        const char *name = obj_str(e, "site");
+        if (!name)
+            name = qsite;
+        int site = name ? cf_sites_find(ch->sites, name, strlen(name)) : -1;
+        if (site < 0) {
+            if (site_only) {
+                rc = gate_refuse(g, 401, name ? "unknown site key" : missing);
+                goto out;
+            }
+            continue;
+        }
+        if (!bearer && !cf_sites_origin_ok(ch->sites, site, origin)) {
+            rc = gate_refuse(g, 403, "this Origin is not one of the site key's origins");
+            goto out;
+        }
+        n_site++;
+        const char *key = cf_sites_key(ch->sites, site);
+        if (!obj_str(e, "site")) {
+            if (!cJSON_AddStringToObject(e, "site", key)) {
+                rc = -ENOMEM;
+                goto out;
+            }
+            changed = true;
+        }
+        const cJSON *u = cJSON_GetObjectItemCaseSensitive(e, "user_id");
+        if (!u || cJSON_IsNull(u)) {
+            cf_enricher *en = get_enricher(ch);
+            if (!en) {
+                rc = gate_refuse(g, 503, "visitor ids cannot be derived now (see the server log)");
+                g->retry_after = 1;
+                goto out;
+            }
+            const char *eua = obj_str(e, "user_agent");
+            if (!eua)
+                eua = ua ? ua : "";
+            char id[CF_VISITOR_ID_LEN + 1];
+            cf_enricher_visitor_id(en, now, key, strlen(key), peer, strlen(peer), eua, strlen(eua), id);
+            cJSON_DeleteItemFromObjectCaseSensitive(e, "user_id");
+            if (!cJSON_AddStringToObject(e, "user_id", id)) {
+                rc = -ENOMEM;
+                goto out;
+            }
+            changed = true;
+        }
+    }
+    if (n_site > 0 && !bearer) {
+        g->allow_origin = origin != NULL;
+        unsigned wait = cf_sites_rate(ch->sites, peer, n_site);
+        if (wait > 0) {
+            rc = gate_refuse(g, 429, "too many events from this IP address (see --ip-rate), retry later");
+            g->retry_after = wait;
+            goto out;
+        }
+    }
+    if (changed) {
+        g->body = cJSON_PrintUnformatted(root);
+        if (!g->body)
+            rc = -ENOMEM;
+        else
+            g->len = strlen(g->body);
+    }
+out:
+    cJSON_Delete(root);
+    return rc;
+}
+
 int cf_compat_http_handle(cf_compat_http *ch, struct MHD_Connection *c, cf_compat_endpoint ep, char *body,
                           size_t len, cf_compat_reply *r)
 {

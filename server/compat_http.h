@@ -47,6 +47,35 @@ typedef struct cf_compat_reply {
 int cf_compat_http_handle(cf_compat_http *ch, struct MHD_Connection *c, cf_compat_endpoint ep, char *body,
                           size_t len, cf_compat_reply *ret);
 
+/* ---- site keys on POST /api/v1/events ---------------------------------------
+ * The web tracker (GET /cf.js) sends {"site": KEY, ...} without a user_id and
+ * without Authorization (sendBeacon cannot set it); ?site=KEY names the site
+ * of every event of the request. */
+
+/* True when at least one --site is configured. */
+bool cf_compat_http_sites_any(const cf_compat_http *ch);
+
+typedef struct cf_site_gate {
+    char *body;             /* a rewritten body (malloc'd, NUL-terminated), or NULL: the original */
+    size_t len;
+    unsigned status;        /* 0: go on; else refuse with status and msg */
+    const char *msg;        /* static */
+    unsigned retry_after;   /* seconds, with 429 */
+    bool allow_origin;      /* echo Origin in Access-Control-Allow-Origin */
+} cf_site_gate;
+
+/* Applies the site keys to a POST /api/v1/events body before validation:
+ * for each event that names a known site (its "site" field, else ?site=),
+ * checks the Origin against the site's origins (403), derives user_id when
+ * absent and records the site; counts those events against the client IP's
+ * --ip-rate (429) unless `bearer` (the request carried the ingest token).
+ * `site_only`: the request has no Authorization and the server has a token,
+ * so every event must name a known site (else 401, nothing accepted).
+ * ndjson bodies are left to the usual path (a site_only one is refused).
+ * Returns 0 and fills *ret (ret->body freed by the caller), or -ENOMEM. */
+int cf_compat_http_gate_events(cf_compat_http *ch, struct MHD_Connection *c, bool bearer, bool site_only, bool ndjson,
+                               const char *body, size_t len, cf_site_gate *ret);
+
 /* Whether a CORS preflight from origin may be answered positively: it is an
  * origin of some site key (a preflight does not carry the key). */
 bool cf_compat_http_origin_known(const cf_compat_http *ch, const char *origin);

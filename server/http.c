@@ -117,6 +117,8 @@ typedef struct request {
     size_t body_limit;
     cf_buf body;
     bool reading_body;      /* an accepted POST: upload chunks are ours */
+    bool bearer;            /* carried the ingest token (a token is set) */
+    bool site_only;         /* no Authorization: only site keys may let its events in */
     bool too_big;
     size_t discarded;
     size_t reserved;        /* bytes of h->inflight_bytes held by this request */
@@ -682,11 +684,20 @@ static enum MHD_Result handle_options(request *rq, struct MHD_Connection *c)
 static enum MHD_Result begin_post(request *rq, struct MHD_Connection *c)
 {
     const cf_config *cfg = &rq->h->cfg;
+    bool authed = authorized(c, cfg->ingest_token);
+    rq->bearer = authed && cfg->ingest_token[0];
+    /* Without Authorization, events may still come in with a site key
+     * (SPEC 15); compat_http.c checks that once the body is read. */
+    if (!authed && rq->rt == R_EVENTS && !header(c, MHD_HTTP_HEADER_AUTHORIZATION) &&
+        cf_compat_http_sites_any(rq->h->compat)) {
+        rq->site_only = true;
+        authed = true;
+    }
     if (rq->rt == R_COMPAT) {
         /* The key may be in the body: compat_http.c decides once it is read.
          * The APIs take JSON in any content type (sendBeacon, text/plain). */
         rq->body_limit = cfg->max_body;
-    } else if (!authorized(c, cfg->ingest_token)) {
+    } else if (!authed) {
         return send_unauthorized(rq, c, header(c, MHD_HTTP_HEADER_AUTHORIZATION) != NULL);
     } else if (rq->rt == R_EVENTS) {
         if (cf_ingest_content_type(header(c, MHD_HTTP_HEADER_CONTENT_TYPE), &rq->fmt) < 0)
@@ -724,8 +735,31 @@ static enum MHD_Result finish_events(request *rq, struct MHD_Connection *c, char
     memset(&ig, 0, sizeof ig);
     cf_event_limits lim = {.max_future_ms = cfg->max_future_ms};
     const char *why = NULL;
-    int r = cf_ingest_parse(&ig, rq->fmt, body, len, cfg->max_batch, &lim, wall_ms(), &why);
     enum MHD_Result ret;
+    cf_site_gate gate;
+    if (cf_compat_http_gate_events(rq->h->compat, c, rq->bearer, rq->site_only, rq->fmt == CF_BODY_NDJSON, body, len,
+                                   &gate) < 0)
+        return send_unavailable(rq, c, "out of memory");
+    char retry[24];
+    extra_header gh[3];
+    size_t ngh = 0;
+    if (gate.retry_after) {
+        snprintf(retry, sizeof retry, "%u", gate.retry_after);
+        gh[ngh++] = (extra_header){MHD_HTTP_HEADER_RETRY_AFTER, retry};
+    }
+    if (gate.allow_origin && !cors_allow(rq->h, c)) {
+        gh[ngh++] = (extra_header){"Access-Control-Allow-Origin", header(c, "Origin")};
+        gh[ngh++] = (extra_header){MHD_HTTP_HEADER_VARY, "Origin"};
+    }
+    if (gate.status) {
+        free(gate.body);
+        return send_error_h(rq, c, gate.status, gate.msg, gh, ngh);
+    }
+    if (gate.body) {
+        body = gate.body;
+        len = gate.len;
+    }
+    int r = cf_ingest_parse(&ig, rq->fmt, body, len, cfg->max_batch, &lim, wall_ms(), &why);
     if (r == -EBADMSG) {
         ret = send_error(rq, c, MHD_HTTP_BAD_REQUEST, why);
         goto out;
@@ -781,9 +815,10 @@ static enum MHD_Result finish_events(request *rq, struct MHD_Connection *c, char
         ret = MHD_NO;
         goto out;
     }
-    ret = send_json(rq, c, MHD_HTTP_ACCEPTED, o, NULL, 0);
+    ret = send_json(rq, c, MHD_HTTP_ACCEPTED, o, gh, ngh);
 out:
     cf_ingest_free(&ig);
+    free(gate.body);
     return ret;
 }
 

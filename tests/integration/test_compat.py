@@ -182,6 +182,50 @@ def test_derived_visitor_ids():
         assert page_count(srv, "/w") == (3, 2)
 
 
+def test_site_key_on_the_events_endpoint():
+    """What the web tracker sends: POST /api/v1/events, text/plain, a "site"
+    field (or ?site=), no user_id, no Authorization."""
+    plain = {"Content-Type": "text/plain;charset=UTF-8"}
+    with Server(["--site", SITE, "--ingest-token", TOKEN, "--ip-rate", "2"]) as srv:
+        ev = {"name": "pageview", "page_url": "https://shop.example/t", "site": "shop",
+              "referrer": "https://news.example/"}
+        status, body = srv.request("POST", "/api/v1/events", json.dumps(ev),
+                                   headers=dict(plain, Origin="https://shop.example"))
+        assert status == 202 and body["accepted"] == 1 and body["rejected"] == 0, body
+        # ?site= names the site of every event of the request.
+        status, body = srv.request("POST", "/api/v1/events?site=shop", json.dumps([{"page_url": "/q"}]), headers=plain)
+        assert status == 202 and body["accepted"] == 1, body
+        assert page_count(srv, "https://shop.example/t") == (1, 1)
+        assert page_count(srv, "/q") == (1, 1)
+        # Refusals accept nothing: no key, an unknown key, one event of the
+        # request without a key, a foreign Origin, NDJSON.
+        for path, payload, hdrs, want in (
+                ("/api/v1/events", {"page_url": "/r", "user_id": "u"}, plain, 401),
+                ("/api/v1/events", dict(ev, site="nope"), plain, 401),
+                ("/api/v1/events", [ev, {"page_url": "/r", "user_id": "u"}], plain, 401),
+                ("/api/v1/events", ev, dict(plain, Origin="https://evil.example"), 403),
+                ("/api/v1/events", ev, {"Content-Type": "application/x-ndjson"}, 415)):
+            status, body = srv.request("POST", path, json.dumps(payload), headers=hdrs)
+            assert status == want, (payload, hdrs, status, body)
+        assert accepted(srv) == (2, 0)
+        # The ingest token needs no site and is not rate limited; its site
+        # events still get a derived user_id.
+        status, body = srv.request("POST", "/api/v1/events", [dict(ev, page_url="/tok")] * 5, headers=AUTH)
+        assert status == 202 and body["accepted"] == 5, body
+        assert page_count(srv, "/tok") == (5, 1)
+    # The per-IP rate: a large request passes from a full bucket, then 429.
+    with Server(["--site", SITE, "--ip-rate", "2"]) as srv:
+        ev = {"name": "pageview", "page_url": "/f", "site": "shop"}
+        status, body = srv.request("POST", "/api/v1/events", json.dumps([ev] * 30), headers=plain)
+        assert status == 202 and body["accepted"] == 30, body
+        status, hdrs, raw = srv.raw_request("POST", "/api/v1/events", json.dumps(ev), headers=plain)
+        assert status == 429 and int(hdrs["retry-after"]) >= 10, (status, hdrs, raw)
+        # An open server: events without a site keep the usual rule.
+        status, body = srv.request("POST", "/api/v1/events", {"page_url": "/n"})
+        assert status == 202 and body["rejected"] == 1 and "user_id" in body["errors"][0]["error"], body
+        assert accepted(srv) == (30, 0)
+
+
 if __name__ == "__main__":
     run_tests([test_write_keys_and_answers, test_origin_checks_and_cors, test_segment_size_limits_and_bad_bodies,
-               test_ip_rate_limit, test_derived_visitor_ids])
+               test_ip_rate_limit, test_derived_visitor_ids, test_site_key_on_the_events_endpoint])
