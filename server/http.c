@@ -80,11 +80,11 @@ struct cf_http {
     /* The Segment, Plausible and Umami endpoints and the site keys. */
     cf_compat_http *compat;
     /* Responses by status code, for /metrics. */
-    _Atomic uint64_t responses[12];   /* N_COUNTED + 1 */
+    _Atomic uint64_t responses[14];   /* N_COUNTED + 1 */
 };
 
 /* The status codes counted one by one; anything else is "other". */
-static const unsigned counted_status[] = {200, 202, 204, 400, 401, 404, 405, 408, 413, 415, 503};
+static const unsigned counted_status[] = {200, 202, 204, 400, 401, 403, 404, 405, 408, 413, 415, 429, 503};
 #define N_COUNTED (sizeof counted_status / sizeof counted_status[0])
 _Static_assert(sizeof ((cf_http *)0)->responses / sizeof ((cf_http *)0)->responses[0] == N_COUNTED + 1,
                "one counter per counted status plus other");
