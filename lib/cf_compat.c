@@ -1,7 +1,10 @@
 #include "cf_compat.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -208,16 +211,52 @@ static int seg_message(cf_compat_result *res, const cJSON *m, seg_type type, con
     return 0;
 }
 
-/* The compact JSON size of a message, as the SDK measures it
- * (JSON.stringify). */
+/* The length of s as a JSON string literal: quotes and escapes. */
+static size_t str_size(const char *s)
+{
+    size_t n = 2;
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (*p == '"' || *p == '\\' || *p == '\b' || *p == '\f' || *p == '\n' || *p == '\r' || *p == '\t')
+            n += 2;
+        else
+            n += *p < 0x20 ? 6 : 1;   /* \u00XX */
+    }
+    return n;
+}
+
+/* The length of v's compact JSON text (what the SDK measures with
+ * JSON.stringify), by a walk instead of printing the message: no
+ * allocation, O(size of v), and it stops descending past `stop`. Exact for
+ * strings, integers, literals and structure; a fraction may count a few
+ * digits more than its shortest form (%.17g), never fewer. An object member
+ * counts its key and ':'. */
+static size_t json_size(const cJSON *v, size_t stop)
+{
+    size_t n = v->string ? str_size(v->string) + 1 : 0;
+    if (cJSON_IsString(v)) {
+        n += str_size(v->valuestring);
+    } else if (cJSON_IsNumber(v)) {
+        char buf[32];
+        double d = v->valuedouble;
+        /* Range first: converting an out-of-range double is undefined. */
+        bool integral = d < 1e17 && d > -1e17 && d == (double)(int64_t)d;
+        int w = integral ? snprintf(buf, sizeof buf, "%" PRId64, (int64_t)d) : snprintf(buf, sizeof buf, "%.17g", d);
+        n += w > 0 ? (size_t)w : 1;
+    } else if (cJSON_IsTrue(v) || cJSON_IsNull(v)) {
+        n += 4;
+    } else if (cJSON_IsFalse(v)) {
+        n += 5;
+    } else if (cJSON_IsArray(v) || cJSON_IsObject(v)) {
+        n += 2;
+        for (const cJSON *c = v->child; c && n <= stop; c = c->next)
+            n += json_size(c, stop) + (c->next ? 1 : 0);
+    }
+    return n;
+}
+
 static int seg_check_size(const cJSON *m, const char **ret_error)
 {
-    char *text = cJSON_PrintUnformatted(m);
-    if (!text)
-        return -ENOMEM;
-    size_t n = strlen(text);
-    free(text);
-    if (n > CF_COMPAT_SEGMENT_MAX_MESSAGE) {
+    if (json_size(m, CF_COMPAT_SEGMENT_MAX_MESSAGE) > CF_COMPAT_SEGMENT_MAX_MESSAGE) {
         *ret_error = "a message is larger than 32 KB";
         return -EMSGSIZE;
     }

@@ -39,6 +39,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             FUZZ_CHECK(cJSON_IsObject(t));
         if (ep == CF_COMPAT_PLAUSIBLE || ep == CF_COMPAT_UMAMI)
             FUZZ_CHECK(res.key && res.key[0]);
+        /* A single Segment call that passed the 32 KB rule prints within
+         * it (the size walk never undercounts cJSON's printer). */
+        if (ep >= CF_COMPAT_SEGMENT_TRACK && ep <= CF_COMPAT_SEGMENT_IDENTIFY) {
+            cJSON *v = cJSON_ParseWithLength(body, n + 1);
+            char *text = v ? cJSON_PrintUnformatted(v) : NULL;
+            if (text)
+                FUZZ_CHECK(strlen(text) <= CF_COMPAT_SEGMENT_MAX_MESSAGE);
+            free(text);
+            cJSON_Delete(v);
+        }
     }
     cf_compat_result_free(&res);
 

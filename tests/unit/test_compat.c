@@ -270,6 +270,37 @@ static void segment_size_limits(void **state)
     free(b);
 }
 
+/* The 32 KB rule measures the message's compact JSON exactly (keys,
+ * escapes, numbers, literals): 32768 bytes pass, 32769 do not. */
+static void segment_message_size_is_exact(void **state)
+{
+    (void)state;
+    const char *head = "{\"type\":\"track\",\"userId\":\"u\",\"event\":\"e\",\"n\":-12345,\"t\":true,"
+                       "\"f\":false,\"z\":null,\"a\":[1,{}],\"esc\":\"q\\\"b\\\\\\n\",\"pad\":\"";
+    const char *tail = "\"}";
+    for (size_t total = 32767; total <= 32769; total++) {
+        size_t pad = total - strlen(head) - strlen(tail);
+        char *m = malloc(total + 1);
+        assert_non_null(m);
+        strcpy(m, head);
+        memset(m + strlen(head), 'x', pad);
+        strcpy(m + strlen(head) + pad, tail);
+        assert_int_equal(strlen(m), total);
+        /* Compact already: what JSON.stringify would print. */
+        cJSON *v = cJSON_Parse(m);
+        char *printed = cJSON_PrintUnformatted(v);
+        assert_string_equal(printed, m);
+        free(printed);
+        cJSON_Delete(v);
+        cf_compat_result res;
+        const char *why = NULL;
+        int r = translate(CF_COMPAT_SEGMENT_TRACK, m, &res, &why);
+        assert_int_equal(r, total <= 32768 ? 0 : -EMSGSIZE);
+        cf_compat_result_free(&res);
+        free(m);
+    }
+}
+
 static void segment_bad_shapes(void **state)
 {
     (void)state;
@@ -393,6 +424,7 @@ int main(void)
         cmocka_unit_test(segment_single_calls_and_short_paths),
         cmocka_unit_test(segment_group_and_alias_are_ignored),
         cmocka_unit_test(segment_size_limits),
+        cmocka_unit_test(segment_message_size_is_exact),
         cmocka_unit_test(segment_bad_shapes),
         cmocka_unit_test(umami_node_bodies),
         cmocka_unit_test(plausible_short_and_long_keys),
