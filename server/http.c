@@ -669,7 +669,8 @@ static enum MHD_Result handle_options(request *rq, struct MHD_Connection *c)
     if ((cors_allow(rq->h, c) || site_origin) && header(c, "Access-Control-Request-Method")) {
         if (site_origin) {
             h[n++] = (extra_header){"Access-Control-Allow-Origin", header(c, "Origin")};
-            h[n++] = (extra_header){MHD_HTTP_HEADER_VARY, "Origin"};
+            if (rq->h->cfg.n_cors_origins == 0)   /* else send_response adds Vary */
+                h[n++] = (extra_header){MHD_HTTP_HEADER_VARY, "Origin"};
         }
         h[n++] = (extra_header){"Access-Control-Allow-Methods", allow};
         h[n++] = (extra_header){"Access-Control-Allow-Headers", "Content-Type, Authorization"};
@@ -728,6 +729,25 @@ static enum MHD_Result begin_post(request *rq, struct MHD_Connection *c)
     return MHD_YES;
 }
 
+/* The headers a site-key answer adds: Retry-After (seconds, 0: none), and
+ * the site's own origin unless --cors-origin already answers it. Writes up
+ * to 3 into h (retry holds the number's text) and returns how many. */
+static size_t site_headers(request *rq, struct MHD_Connection *c, unsigned retry_after, bool allow_origin,
+                           char retry[24], extra_header h[3])
+{
+    size_t n = 0;
+    if (retry_after) {
+        snprintf(retry, 24, "%u", retry_after);
+        h[n++] = (extra_header){MHD_HTTP_HEADER_RETRY_AFTER, retry};
+    }
+    if (allow_origin && !cors_allow(rq->h, c)) {
+        h[n++] = (extra_header){"Access-Control-Allow-Origin", header(c, "Origin")};
+        if (rq->h->cfg.n_cors_origins == 0)   /* else send_response adds Vary */
+            h[n++] = (extra_header){MHD_HTTP_HEADER_VARY, "Origin"};
+    }
+    return n;
+}
+
 static enum MHD_Result finish_events(request *rq, struct MHD_Connection *c, char *body, size_t len)
 {
     const cf_config *cfg = &rq->h->cfg;
@@ -736,21 +756,15 @@ static enum MHD_Result finish_events(request *rq, struct MHD_Connection *c, char
     cf_event_limits lim = {.max_future_ms = cfg->max_future_ms};
     const char *why = NULL;
     enum MHD_Result ret;
+    /* Site keys (compat_http.c): may refuse, or rewrite the body with
+     * derived user ids. */
     cf_site_gate gate;
     if (cf_compat_http_gate_events(rq->h->compat, c, rq->bearer, rq->site_only, rq->fmt == CF_BODY_NDJSON, body, len,
                                    &gate) < 0)
         return send_unavailable(rq, c, "out of memory");
     char retry[24];
     extra_header gh[3];
-    size_t ngh = 0;
-    if (gate.retry_after) {
-        snprintf(retry, sizeof retry, "%u", gate.retry_after);
-        gh[ngh++] = (extra_header){MHD_HTTP_HEADER_RETRY_AFTER, retry};
-    }
-    if (gate.allow_origin && !cors_allow(rq->h, c)) {
-        gh[ngh++] = (extra_header){"Access-Control-Allow-Origin", header(c, "Origin")};
-        gh[ngh++] = (extra_header){MHD_HTTP_HEADER_VARY, "Origin"};
-    }
+    size_t ngh = site_headers(rq, c, gate.retry_after, gate.allow_origin, retry, gh);
     if (gate.status) {
         free(gate.body);
         return send_error_h(rq, c, gate.status, gate.msg, gh, ngh);
@@ -830,16 +844,7 @@ static enum MHD_Result finish_compat(request *rq, struct MHD_Connection *c, char
         return send_unavailable(rq, c, "out of memory");
     char retry[24];
     extra_header h[3];
-    size_t n = 0;
-    if (r.retry_after) {
-        snprintf(retry, sizeof retry, "%u", r.retry_after);
-        h[n++] = (extra_header){MHD_HTTP_HEADER_RETRY_AFTER, retry};
-    }
-    /* A site's own origin, unless --cors-origin already answers it. */
-    if (r.allow_origin && !cors_allow(rq->h, c)) {
-        h[n++] = (extra_header){"Access-Control-Allow-Origin", header(c, "Origin")};
-        h[n++] = (extra_header){MHD_HTTP_HEADER_VARY, "Origin"};
-    }
+    size_t n = site_headers(rq, c, r.retry_after, r.allow_origin, retry, h);
     struct MHD_Response *resp = MHD_create_response_from_buffer_with_free_callback(r.len, r.body, free_cb);
     if (!resp) {
         free(r.body);
