@@ -101,7 +101,23 @@ def test_origin_checks_and_cors():
         status, hdrs, _ = srv.raw_request("OPTIONS", "/v1/batch", headers={
             "Origin": "https://evil.example", "Access-Control-Request-Method": "POST"})
         assert "access-control-allow-origin" not in hdrs, hdrs
-        # Open server without site keys: any key, no checks.
+    # With --cors-origin too: each CORS header once, the site's origin granted.
+    with Server(["--site", SITE, "--cors-origin", "https://dash.example"]) as srv:
+        import http.client
+        for method, path, body, hdrs in (
+                ("POST", "/api/event", json.dumps({"n": "pageview", "u": "/c", "d": "shop"}), {}),
+                ("OPTIONS", "/api/event", None, {"Access-Control-Request-Method": "POST"})):
+            conn = http.client.HTTPConnection("127.0.0.1", srv.http_port, timeout=30)
+            conn.request(method, path, body=body, headers=dict(hdrs, Origin="https://shop.example"))
+            resp = conn.getresponse()
+            resp.read()
+            names = [k.lower() for k, _ in resp.getheaders()]
+            conn.close()
+            assert resp.status in (202, 204), resp.status
+            assert names.count("access-control-allow-origin") == 1, names
+            assert names.count("vary") == 1, names
+            assert resp.getheader("Access-Control-Allow-Origin") == "https://shop.example"
+    # Open server without site keys: any key, no checks.
     with Server() as srv:
         status, body = srv.request("POST", "/v1/batch", {"batch": [track(1)]})
         assert status == 200, body
