@@ -1,10 +1,8 @@
 #include "cf_compat.h"
 
 #include <errno.h>
-#include <inttypes.h>
 #include <stdbool.h>
 #include <stdint.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -227,21 +225,25 @@ static size_t str_size(const char *s)
 /* The length of v's compact JSON text (what the SDK measures with
  * JSON.stringify), by a walk instead of printing the message: no
  * allocation, O(size of v), and it stops descending past `stop`. Exact for
- * strings, integers, literals and structure; a fraction may count a few
- * digits more than its shortest form (%.17g), never fewer. An object member
- * counts its key and ':'. */
+ * strings, integers, literals and structure; any other number counts as
+ * the longest a printer can make it (24 bytes), never fewer than it prints.
+ * An object member counts its key and ':'. */
 static size_t json_size(const cJSON *v, size_t stop)
 {
     size_t n = v->string ? str_size(v->string) + 1 : 0;
     if (cJSON_IsString(v)) {
         n += str_size(v->valuestring);
     } else if (cJSON_IsNumber(v)) {
-        char buf[32];
         double d = v->valuedouble;
         /* Range first: converting an out-of-range double is undefined. */
-        bool integral = d < 1e17 && d > -1e17 && d == (double)(int64_t)d;
-        int w = integral ? snprintf(buf, sizeof buf, "%" PRId64, (int64_t)d) : snprintf(buf, sizeof buf, "%.17g", d);
-        n += w > 0 ? (size_t)w : 1;
+        if (d < 1e17 && d > -1e17 && d == (double)(int64_t)d) {
+            int64_t i = (int64_t)d;
+            n += i < 0 ? 2 : 1;   /* sign, first digit */
+            for (i = i < 0 ? -i : i; i >= 10; i /= 10)
+                n++;
+        } else {
+            n += 24;   /* the longest %.17g: "-1.2345678901234567e-308" */
+        }
     } else if (cJSON_IsTrue(v) || cJSON_IsNull(v)) {
         n += 4;
     } else if (cJSON_IsFalse(v)) {
