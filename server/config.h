@@ -18,6 +18,9 @@ typedef enum cf_fsync_policy {
 
 #define CF_MAX_ORIGINS 16
 #define CF_WS_QUEUE_BYTES_DEFAULT ((size_t)4 << 20)
+/* Room for every --site entry together. */
+#define CF_SITES_TEXT_MAX 8192
+#define CF_SITE_KEY_MAX 128
 
 typedef struct cf_config {
     /* network */
@@ -77,6 +80,10 @@ typedef struct cf_config {
      * descriptors below (see cf_config_fd_ceiling()): the reserve stays free
      * for the log and snapshots. */
     uint64_t fd_limit;
+    /* site keys and the per-IP limit (SPEC 15; server/sites.h) */
+    char sites[CF_SITES_TEXT_MAX];  /* --site KEY=ORIGIN[,ORIGIN...], repeatable; kept as
+                                     * validated "KEY=o1,o2\n" lines (trailing '/' cut) */
+    unsigned ip_rate;               /* --ip-rate 100 events/s per client IP (site keys) */
 } cf_config;
 
 /* Fills cfg with the embedded defaults. */

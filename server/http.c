@@ -30,6 +30,7 @@
 #include "cf_event.h"
 #include "cf_version.h"
 #include "cf_winop.h"
+#include "compat_http.h"
 #include "ingest.h"
 #include "log.h"
 
@@ -112,12 +113,14 @@ struct cf_http {
     bool reaper_stop;
     bool reaper_started;
     pthread_t reaper;
+    /* The Segment, Plausible and Umami endpoints and the site keys. */
+    cf_compat_http *compat;
     /* Responses by status code, for /metrics. */
-    _Atomic uint64_t responses[12];   /* N_COUNTED + 1 */
+    _Atomic uint64_t responses[14];   /* N_COUNTED + 1 */
 };
 
 /* The status codes counted one by one; anything else is "other". */
-static const unsigned counted_status[] = {200, 202, 204, 400, 401, 404, 405, 408, 413, 415, 503};
+static const unsigned counted_status[] = {200, 202, 204, 400, 401, 403, 404, 405, 408, 413, 415, 429, 503};
 #define N_COUNTED (sizeof counted_status / sizeof counted_status[0])
 _Static_assert(sizeof ((cf_http *)0)->responses / sizeof ((cf_http *)0)->responses[0] == N_COUNTED + 1,
                "one counter per counted status plus other");
@@ -136,6 +139,7 @@ typedef enum route {
     R_METRICS,
     R_HEALTHZ,
     R_READYZ,
+    R_COMPAT,       /* a compatible ingest path (lib/cf_compat.h): compat_http.c */
 } route;
 
 typedef struct request {
@@ -144,10 +148,13 @@ typedef struct request {
     char *raw_uri;          /* as sent, percent-encoding intact */
     bool headers_done;      /* access() saw the headers */
     route rt;
+    cf_compat_endpoint compat_ep;   /* for R_COMPAT */
     cf_body_format fmt;
     size_t body_limit;
     cf_buf body;
     bool reading_body;      /* an accepted POST: upload chunks are ours */
+    bool bearer;            /* carried the ingest token (a token is set) */
+    bool site_only;         /* no Authorization: only site keys may let its events in */
     bool too_big;
     size_t discarded;
     size_t reserved;        /* body budget bytes held by this request (for its stripe) */
@@ -334,10 +341,12 @@ static route find_route(const char *path, size_t n)
     size_t pl = strlen(SESSIONS_PREFIX);
     if (n > pl && memcmp(path, SESSIONS_PREFIX, pl) == 0 && memchr(path + pl, '/', n - pl) == NULL)
         return R_USER_SESSIONS;
+    if (cf_compat_route(path, n) != CF_COMPAT_NONE)
+        return R_COMPAT;
     return R_NONE;
 }
 
-static bool route_is_post(route rt) { return rt == R_EVENTS || rt == R_WATERMARK; }
+static bool route_is_post(route rt) { return rt == R_EVENTS || rt == R_WATERMARK || rt == R_COMPAT; }
 
 static const char *route_allow(route rt)
 {
@@ -722,10 +731,19 @@ static enum MHD_Result handle_asset(request *rq, struct MHD_Connection *c, const
 static enum MHD_Result handle_options(request *rq, struct MHD_Connection *c)
 {
     const char *allow = route_allow(rq->rt);
-    extra_header h[5];
+    extra_header h[7];
     size_t n = 0;
     h[n++] = (extra_header){MHD_HTTP_HEADER_ALLOW, allow};
-    if (cors_allow(rq->h, c) && header(c, "Access-Control-Request-Method")) {
+    /* A compatible endpoint's preflight carries no key: an origin of any
+     * site key may go on (the request itself is checked against its key). */
+    bool site_origin = rq->rt == R_COMPAT && !cors_allow(rq->h, c) &&
+                       cf_compat_http_origin_known(rq->h->compat, header(c, "Origin"));
+    if ((cors_allow(rq->h, c) || site_origin) && header(c, "Access-Control-Request-Method")) {
+        if (site_origin) {
+            h[n++] = (extra_header){"Access-Control-Allow-Origin", header(c, "Origin")};
+            if (rq->h->cfg.n_cors_origins == 0)   /* else send_response adds Vary */
+                h[n++] = (extra_header){MHD_HTTP_HEADER_VARY, "Origin"};
+        }
         h[n++] = (extra_header){"Access-Control-Allow-Methods", allow};
         h[n++] = (extra_header){"Access-Control-Allow-Headers", "Content-Type, Authorization"};
         h[n++] = (extra_header){"Access-Control-Max-Age", CORS_MAX_AGE};
@@ -739,9 +757,22 @@ static enum MHD_Result handle_options(request *rq, struct MHD_Connection *c)
 static enum MHD_Result begin_post(request *rq, struct MHD_Connection *c)
 {
     const cf_config *cfg = &rq->h->cfg;
-    if (!authorized(c, cfg->ingest_token))
+    bool authed = authorized(c, cfg->ingest_token);
+    rq->bearer = authed && cfg->ingest_token[0];
+    /* Without Authorization, events may still come in with a site key
+     * (SPEC 15); compat_http.c checks that once the body is read. */
+    if (!authed && rq->rt == R_EVENTS && !header(c, MHD_HTTP_HEADER_AUTHORIZATION) &&
+        cf_compat_http_sites_any(rq->h->compat)) {
+        rq->site_only = true;
+        authed = true;
+    }
+    if (rq->rt == R_COMPAT) {
+        /* The key may be in the body: compat_http.c decides once it is read.
+         * The APIs take JSON in any content type (sendBeacon, text/plain). */
+        rq->body_limit = cfg->max_body;
+    } else if (!authed) {
         return send_unauthorized(rq, c, header(c, MHD_HTTP_HEADER_AUTHORIZATION) != NULL);
-    if (rq->rt == R_EVENTS) {
+    } else if (rq->rt == R_EVENTS) {
         if (cf_ingest_content_type(header(c, MHD_HTTP_HEADER_CONTENT_TYPE), &rq->fmt) < 0)
             return send_error(rq, c, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE,
                               "Content-Type must be application/json, text/plain or application/x-ndjson");
@@ -770,6 +801,25 @@ static enum MHD_Result begin_post(request *rq, struct MHD_Connection *c)
     return MHD_YES;
 }
 
+/* The headers a site-key answer adds: Retry-After (seconds, 0: none), and
+ * the site's own origin unless --cors-origin already answers it. Writes up
+ * to 3 into h (retry holds the number's text) and returns how many. */
+static size_t site_headers(request *rq, struct MHD_Connection *c, unsigned retry_after, bool allow_origin,
+                           char retry[24], extra_header h[3])
+{
+    size_t n = 0;
+    if (retry_after) {
+        snprintf(retry, 24, "%u", retry_after);
+        h[n++] = (extra_header){MHD_HTTP_HEADER_RETRY_AFTER, retry};
+    }
+    if (allow_origin && !cors_allow(rq->h, c)) {
+        h[n++] = (extra_header){"Access-Control-Allow-Origin", header(c, "Origin")};
+        if (rq->h->cfg.n_cors_origins == 0)   /* else send_response adds Vary */
+            h[n++] = (extra_header){MHD_HTTP_HEADER_VARY, "Origin"};
+    }
+    return n;
+}
+
 static enum MHD_Result finish_events(request *rq, struct MHD_Connection *c, char *body, size_t len)
 {
     const cf_config *cfg = &rq->h->cfg;
@@ -777,8 +827,25 @@ static enum MHD_Result finish_events(request *rq, struct MHD_Connection *c, char
     memset(&ig, 0, sizeof ig);
     cf_event_limits lim = {.max_future_ms = cfg->max_future_ms};
     const char *why = NULL;
-    int r = cf_ingest_parse(&ig, rq->fmt, body, len, cfg->max_batch, &lim, wall_ms(), &why);
     enum MHD_Result ret;
+    /* Site keys (compat_http.c): may refuse, or rewrite the body with
+     * derived user ids. */
+    cf_site_gate gate;
+    if (cf_compat_http_gate_events(rq->h->compat, c, rq->bearer, rq->site_only, rq->fmt == CF_BODY_NDJSON, body, len,
+                                   &gate) < 0)
+        return send_unavailable(rq, c, "out of memory");
+    char retry[24];
+    extra_header gh[3];
+    size_t ngh = site_headers(rq, c, gate.retry_after, gate.allow_origin, retry, gh);
+    if (gate.status) {
+        free(gate.body);
+        return send_error_h(rq, c, gate.status, gate.msg, gh, ngh);
+    }
+    if (gate.body) {
+        body = gate.body;
+        len = gate.len;
+    }
+    int r = cf_ingest_parse(&ig, rq->fmt, body, len, cfg->max_batch, &lim, wall_ms(), &why);
     if (r == -EBADMSG) {
         ret = send_error(rq, c, MHD_HTTP_BAD_REQUEST, why);
         goto out;
@@ -841,10 +908,28 @@ static enum MHD_Result finish_events(request *rq, struct MHD_Connection *c, char
         ret = MHD_NO;
         goto out;
     }
-    ret = send_json(rq, c, MHD_HTTP_ACCEPTED, o, NULL, 0);
+    ret = send_json(rq, c, MHD_HTTP_ACCEPTED, o, gh, ngh);
 out:
     cf_ingest_free(&ig);
+    free(gate.body);
     return ret;
+}
+
+/* Sends what compat_http.c decided (its reply body is handed to MHD). */
+static enum MHD_Result finish_compat(request *rq, struct MHD_Connection *c, char *body, size_t len)
+{
+    cf_compat_reply r;
+    if (cf_compat_http_handle(rq->h->compat, c, rq->compat_ep, body, len, &r) < 0)
+        return send_unavailable(rq, c, "out of memory");
+    char retry[24];
+    extra_header h[3];
+    size_t n = site_headers(rq, c, r.retry_after, r.allow_origin, retry, h);
+    struct MHD_Response *resp = MHD_create_response_from_buffer_with_free_callback(r.len, r.body, free_cb);
+    if (!resp) {
+        free(r.body);
+        return MHD_NO;
+    }
+    return send_response(rq, c, r.status, resp, r.ctype, h, n);
 }
 
 static enum MHD_Result finish_watermark(request *rq, struct MHD_Connection *c, char *body, size_t len)
@@ -1012,6 +1097,8 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *c, const
         apply_deadline(rq, c, left);
         rq->rt = find_route(rq->raw_uri, strcspn(rq->raw_uri, "?#"));
         int64_t end = rq->start_ms + h->cfg.request_deadline_ms;
+        if (rq->rt == R_COMPAT)
+            rq->compat_ep = cf_compat_route(rq->raw_uri, strcspn(rq->raw_uri, "?#"));
         if (route_is_post(rq->rt) && strcmp(method, "POST") == 0) {
             rq->reading_body = true;
             if (rq->conn) {
@@ -1093,6 +1180,8 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *c, const
     size_t len = rq->body.len;
     if (rq->rt == R_EVENTS)
         return finish_events(rq, c, body, len);
+    if (rq->rt == R_COMPAT)
+        return finish_compat(rq, c, body, len);
     return finish_watermark(rq, c, body, len);
 }
 
@@ -1312,7 +1401,10 @@ cf_http *cf_http_start(const cf_config *cfg, cf_engine *engine, const char **ret
     h->cfg = *cfg;
     h->engine = engine;
     h->budget = cf_body_budget_new(cfg->body_budget, cfg->body_budget_per_ip);
-    if (!h->budget) {
+    h->compat = cf_compat_http_new(cfg, engine);
+    if (!h->budget || !h->compat) {
+        cf_body_budget_free(h->budget);
+        cf_compat_http_free(h->compat);
         free(h);
         *ret_err = "out of memory";
         return NULL;
@@ -1396,5 +1488,6 @@ void cf_http_stop(cf_http *h)
     pthread_cond_destroy(&h->reaper_cv);
     pthread_mutex_destroy(&h->reaper_mu);
     cf_body_budget_free(h->budget);
+    cf_compat_http_free(h->compat);
     free(h);
 }
