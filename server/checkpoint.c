@@ -24,6 +24,30 @@
  * sequencer part. */
 #define SNAP_VERSION 3u
 
+/* The view settings record: the snapshot's fingerprint below and the
+ * CF_WAL_SETTINGS payload (recovery.c) alike. */
+void put_settings(cf_buf *b, const cf_view_settings *vs)
+{
+    cf_buf_put_i64(b, vs->window_ms);
+    cf_buf_put_i64(b, vs->slide_size_ms);
+    cf_buf_put_i64(b, vs->slide_ms);
+    cf_buf_put_i64(b, vs->session_gap_ms);
+    cf_buf_put_i64(b, vs->half_life_ms);
+    cf_buf_put_i64(b, vs->allowed_lateness_ms);
+}
+
+bool get_settings(cf_reader *r, cf_view_settings *vs)
+{
+    cf_get_i64(r, &vs->window_ms);
+    cf_get_i64(r, &vs->slide_size_ms);
+    cf_get_i64(r, &vs->slide_ms);
+    cf_get_i64(r, &vs->session_gap_ms);
+    cf_get_i64(r, &vs->half_life_ms);
+    return cf_get_i64(r, &vs->allowed_lateness_ms) && vs->window_ms > 0 &&
+           vs->slide_size_ms > 0 && vs->slide_ms > 0 && vs->session_gap_ms > 0 &&
+           vs->half_life_ms > 0 && vs->allowed_lateness_ms >= 0;
+}
+
 /* The layout a snapshot's state depends on: the shard count (a restart
  * with another one re-distributes the state by key) and the view settings
  * the shards ran at the cut (a restart with other ones loads the state as

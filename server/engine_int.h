@@ -170,19 +170,19 @@ bool has_room_locked(cf_engine *e, const prepared *p);
 bool all_have_room_locked(cf_engine *e);
 void enqueue_locked(cf_engine *e, unsigned s, cf_msg *m);
 int wal_fail_locked(cf_engine *e, int64_t rc);
+int key_shards(cf_engine *e);
 int64_t send_marker_locked(cf_engine *e, int64_t w, int64_t c, bool log);
 int64_t maybe_mark_locked(cf_engine *e, int64_t now);
 int64_t apply_locked(cf_engine *e, prepared *p, const cf_event *evs, uint8_t *is_dup,
                      bool replay, size_t *ret_accepted);
 
 /* recovery.c */
-void put_settings(cf_buf *b, const cf_view_settings *vs);
-bool get_settings(cf_reader *r, cf_view_settings *vs);
-int key_shards(cf_engine *e);
 int adopt_settings(cf_engine *e);
 int recover(cf_engine *e);
 
 /* checkpoint.c */
+void put_settings(cf_buf *b, const cf_view_settings *vs);
+bool get_settings(cf_reader *r, cf_view_settings *vs);
 int load_snapshot(cf_engine *e, const cf_buf *payload);
 void job_free(cf_engine *e, cf_snapjob *job);
 int snapshot_begin(cf_engine *e);

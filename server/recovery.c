@@ -93,28 +93,6 @@ static int replay_watermark(cf_engine *e, const uint8_t *payload, size_t len)
     }
 }
 
-void put_settings(cf_buf *b, const cf_view_settings *vs)
-{
-    cf_buf_put_i64(b, vs->window_ms);
-    cf_buf_put_i64(b, vs->slide_size_ms);
-    cf_buf_put_i64(b, vs->slide_ms);
-    cf_buf_put_i64(b, vs->session_gap_ms);
-    cf_buf_put_i64(b, vs->half_life_ms);
-    cf_buf_put_i64(b, vs->allowed_lateness_ms);
-}
-
-bool get_settings(cf_reader *r, cf_view_settings *vs)
-{
-    cf_get_i64(r, &vs->window_ms);
-    cf_get_i64(r, &vs->slide_size_ms);
-    cf_get_i64(r, &vs->slide_ms);
-    cf_get_i64(r, &vs->session_gap_ms);
-    cf_get_i64(r, &vs->half_life_ms);
-    return cf_get_i64(r, &vs->allowed_lateness_ms) && vs->window_ms > 0 &&
-           vs->slide_size_ms > 0 && vs->slide_ms > 0 && vs->session_gap_ms > 0 &&
-           vs->half_life_ms > 0 && vs->allowed_lateness_ms >= 0;
-}
-
 /* Switches the shards to the view settings vs at this point of the event
  * order: the views whose settings differ start empty (CF_MSG_RESET to every
  * shard, waiting for queue room like a replayed marker). Returns the changed
@@ -260,17 +238,6 @@ static int replay_record(void *ctx, int64_t lsn, uint8_t type, const uint8_t *pa
     }
     return rc;
 }
-/* Keys every shard's tables with the engine's hash key (before any state). */
-int key_shards(cf_engine *e)
-{
-    for (unsigned s = 0; s < e->n_shards; s++) {
-        int rc = cf_shard_set_hashkey(e->shards[s], e->hashkey);
-        if (rc < 0)
-            return rc;
-    }
-    return 0;
-}
-
 int recover(cf_engine *e)
 {
     char err[256] = "";

@@ -39,6 +39,17 @@ static void put_le64(uint8_t *p, uint64_t v)
         p[i] = (uint8_t)(v >> (8 * i));
 }
 
+/* Keys every shard's tables with the engine's hash key (before any state). */
+int key_shards(cf_engine *e)
+{
+    for (unsigned s = 0; s < e->n_shards; s++) {
+        int rc = cf_shard_set_hashkey(e->shards[s], e->hashkey);
+        if (rc < 0)
+            return rc;
+    }
+    return 0;
+}
+
 /* Routes and packs a request without holding the sequencer lock: one
  * message per target shard with every event in it (roles and arrival
  * numbers are patched in under the lock), and the packed events for the

@@ -26,22 +26,8 @@
 typedef struct cf_push cf_push;
 typedef struct cf_shard cf_shard;
 
-/* The settings each view's state depends on (SPEC 10: a restart with other
- * ones starts the changed views empty). */
-typedef struct cf_view_settings {
-    int64_t window_ms;          /* tumbling */
-    int64_t slide_size_ms;      /* sliding */
-    int64_t slide_ms;
-    int64_t session_gap_ms;     /* sessions */
-    int64_t half_life_ms;       /* trending */
-    int64_t allowed_lateness_ms;/* tumbling, sliding and sessions */
-} cf_view_settings;
-
-#define CF_VIEW_TUMBLING 1u
-#define CF_VIEW_SLIDING 2u
-#define CF_VIEW_SESSIONS 4u
-#define CF_VIEW_TRENDING 8u
-
+/* cf_view_settings and the CF_VIEW_* bits are in shard_msg.h (a RESET
+ * message carries them). */
 void cf_view_settings_of(const cf_config *cfg, cf_view_settings *out);
 /* The views (CF_VIEW_* mask) whose settings differ between a and b. */
 unsigned cf_view_settings_diff(const cf_view_settings *a, const cf_view_settings *b);

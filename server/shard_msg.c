@@ -5,8 +5,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "shard.h"
-
 cf_msg *cf_msg_new(cf_msg_kind kind, size_t len)
 {
     cf_msg *m = malloc(sizeof *m + len);

@@ -24,7 +24,22 @@
 #include "cf_event.h"
 
 typedef struct cf_snapjob cf_snapjob;               /* shard.h */
-typedef struct cf_view_settings cf_view_settings;   /* shard.h */
+
+/* The settings each view's state depends on (SPEC 10: a restart with other
+ * ones starts the changed views empty). */
+typedef struct cf_view_settings {
+    int64_t window_ms;          /* tumbling */
+    int64_t slide_size_ms;      /* sliding */
+    int64_t slide_ms;
+    int64_t session_gap_ms;     /* sessions */
+    int64_t half_life_ms;       /* trending */
+    int64_t allowed_lateness_ms;/* tumbling, sliding and sessions */
+} cf_view_settings;
+
+#define CF_VIEW_TUMBLING 1u
+#define CF_VIEW_SLIDING 2u
+#define CF_VIEW_SESSIONS 4u
+#define CF_VIEW_TRENDING 8u
 
 /* Roles of an event in an EVENTS message: windows + trending (keyed by
  * page_url) and/or sessions (keyed by user_id). */

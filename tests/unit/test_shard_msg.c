@@ -17,7 +17,6 @@
 #include "cf_buf.h"
 #include "cf_event.h"
 #include "cf_time.h"
-#include "shard.h"
 #include "shard_msg.h"
 
 static cf_event event(const char *user, const char *page, int64_t ts, const char *id)
