@@ -6,6 +6,7 @@
  *   sequencer.c   submit: route + pack, dedup, clock, WAL append, enqueue
  *   recovery.c    replay of the write-ahead log, settings changes (SPEC 10)
  *   checkpoint.c  snapshots: barrier, collect, write; loading one at start
+ *                 (the payload is written and read there only)
  *   query.c       query fan-out to the shards, merges and their JSON
  *   stats.c       stats JSON and /metrics, from one table (stats_table.h)
  *   ticker.c      the 100 ms clock: idle watermark, pushes, snapshots
