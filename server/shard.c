@@ -16,6 +16,7 @@
 #include "cf_time.h"
 #include "cf_winop.h"
 #include "log.h"
+#include "publish.h"
 #include "push.h"
 #include "results_json.h"
 #include "retain.h"
@@ -108,19 +109,6 @@ struct cf_shard {
     cJSON *batch_sessions;
     cJSON *batch_late;
 };
-
-cf_msg *cf_msg_new(cf_msg_kind kind, size_t len)
-{
-    cf_msg *m = malloc(sizeof *m + len);
-    if (!m)
-        return NULL;
-    memset(m, 0, sizeof *m);
-    m->kind = (uint8_t)kind;
-    m->len = len;
-    return m;
-}
-
-size_t cf_msg_bytes(const cf_msg *m) { return sizeof *m + m->len; }
 
 void cf_shard_query_clear(cf_shard_query *q)
 {
@@ -573,27 +561,21 @@ static void handle_events(cf_shard *s, const cf_msg *m)
     cf_reader r;
     cf_reader_init(&r, m->data, m->len);
     for (uint32_t i = 0; i < m->n; i++) {
-        uint8_t role = 0;
-        uint64_t seq = 0;
-        int64_t wm = CF_TIME_NONE, clock = CF_TIME_NONE;
+        cf_entry_head h;
         cf_event ev;
-        cf_get_u8(&r, &role);
-        cf_get_u64(&r, &seq);
-        cf_get_i64(&r, &wm);
-        cf_get_i64(&r, &clock);
-        if (r.bad || cf_event_unpack(&r, &ev) < 0) {
+        if (cf_entry_get(&r, &h, &ev) < 0) {
             /* The sequencer built this message; a bad one is a bug. */
             cf_error("shard %u: malformed events message (entry %u of %u)", s->index, i, m->n);
             s->st.errors++;
             return;
         }
-        if (!role)
+        if (!h.role)
             continue;           /* a duplicate the sequencer blanked out */
         s->st.events++;
-        advance_to(s, wm);
-        if (role & CF_ROLE_PAGE)
-            page_event(s, &ev, seq, clock);
-        if (role & CF_ROLE_USER)
+        advance_to(s, h.wm);
+        if (h.role & CF_ROLE_PAGE)
+            page_event(s, &ev, h.seq, h.clock);
+        if (h.role & CF_ROLE_USER)
             user_event(s, &ev);
     }
     check_bounds(s);
@@ -611,14 +593,13 @@ static void handle_mark(cf_shard *s, const cf_msg *m)
 static void handle_reset(cf_shard *s, const cf_msg *m)
 {
     cf_view_settings vs;
-    if (m->len != sizeof vs) {
+    unsigned views = 0;
+    if (cf_msg_reset_get(m, &views, &vs) < 0) {
         s->st.errors++;
         return;
     }
-    memcpy(&vs, m->data, sizeof vs);
     cf_config cfg = s->cfg;
     apply_settings(&cfg, &vs);
-    unsigned views = m->n;
     cf_winop_config tc = winop_config(&cfg, CF_WINDOW_TUMBLING);
     cf_winop_config sc = winop_config(&cfg, CF_WINDOW_SLIDING);
     size_t keep = cfg.retain_results ? cfg.retain_results : 1;
@@ -707,12 +688,7 @@ static void handle_barrier(cf_shard *s, const cf_msg *m)
 /* Publishes data (consumed) as one {"type","data"} message. */
 static void publish_one(cf_shard *s, cJSON *data, cf_topic topic, const char *type)
 {
-    size_t len = 0;
-    char *text = cf_push_message(type, data, &len);
-    if (text) {
-        cf_push_publish(s->push, topic, text, len, false);
-        cJSON_free(text);
-    }
+    cf_publish(s->push, topic, type, data, false);
 }
 
 /* Publishes and clears a batch of results: as one message (windows, late:
