@@ -812,6 +812,30 @@ void sql_agg_fini(const sql_agg_set *set, void *st)
     }
 }
 
+void sql_agg_clear(const sql_agg_set *set, void *st)
+{
+    for (uint32_t i = 0; i < set->n; i++) {
+        void *p = slot_of(set, st, i);
+        switch (set->spec[i].kind) {
+        case SQL_AGG_COUNT_DISTINCT: {
+            st_distinct *s = p;
+            if (s->n == DISTINCT_IN_HLL)
+                cf_hll_clear(s->u.h);
+            else
+                s->n = 0;
+            break;
+        }
+        case SQL_AGG_MIN:
+        case SQL_AGG_MAX: owned_free(p); break;
+        case SQL_AGG_EARLIEST:
+        case SQL_AGG_LATEST: owned_free(&((st_edge *)p)->o); memset(p, 0, sizeof(st_edge)); break;
+        case SQL_AGG_TOPK: topk_free(p); break;
+        case SQL_AGG_DECAYED_COUNT: ((st_decay *)p)->ref = INT64_MIN; ((st_decay *)p)->v = 0; break;
+        default: memset(p, 0, kind_size(set->spec[i].kind)); break;
+        }
+    }
+}
+
 /* (ts, arrival) of a row against a kept one. */
 static inline int cmp_when(int64_t ts, uint64_t arr, int64_t kts, uint64_t karr)
 {

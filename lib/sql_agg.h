@@ -100,6 +100,12 @@ bool sql_agg_set_equal(const sql_agg_set *a, const sql_agg_set *b);
 void sql_agg_init(const sql_agg_set *set, void *st);
 /* Frees what the state owns; it must be init'ed again before reuse. */
 void sql_agg_fini(const sql_agg_set *set, void *st);
+/* Empties an init'ed state but keeps a distinct-count sketch's storage
+ * (cf_hll_clear), so a scratch state that windows are merged into again
+ * and again stops allocating once warm. Results are those of an empty
+ * state; a kept sketch counts exactly in sparse form as inline hashes do,
+ * so merges into it give the results of merges into a fresh state. */
+void sql_agg_clear(const sql_agg_set *set, void *st);
 
 /* One row: args[i] is aggregate i's argument (ignored by the kinds that take
  * none; args may be NULL when none takes one), ts its event time, arrival

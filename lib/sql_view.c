@@ -49,15 +49,19 @@ typedef struct group {
     int64_t placed;         /* running: heap key as placed (<= last_ts) */
     struct sess *sessions;  /* SESSION: sorted by first */
     size_t alloc;           /* bytes of this record */
+    uint32_t mark;          /* gather(): stamp of the last gather that saw it */
+    uint32_t ghead;         /* gather(): first of its cells in v->gcell */
     sql_value key[];        /* nkeys values; then the state (running), then strings */
 } group;
 
 typedef struct cell {
-    int64_t start;
+    int64_t start;          /* grid position: pane start and window start */
     group *g;
-    struct cell *next;      /* same window, or the free list */
-    uint32_t revision;
-    uint32_t pad_;
+    struct cell *next;      /* same slot, or the free list */
+    uint32_t revision;      /* window start's revision for g, with rec */
+    uint16_t born;          /* windows of the pane already fired at its first event */
+    uint8_t has_data;       /* the state holds pane data */
+    uint8_t rec;            /* revision is a record for (window start, g) */
     /* aggregate state follows (8-aligned) */
 } cell;
 
@@ -96,8 +100,8 @@ struct sql_view {
     size_t state_size;
     size_t cell_size, sess_size;
     int64_t wm;
-    uint32_t hops;          /* windows per event */
-    int64_t *wins;          /* hops window starts of the current event */
+    uint32_t k;             /* panes per window (size / advance) */
+    void *scratch;          /* a state that panes are merged into */
 
     pmap groups;
     pmap cells;
@@ -108,6 +112,7 @@ struct sql_view {
     char **slabs;
     uint32_t nslabs;
     cell *cell_free;
+    uint32_t nfree;
 
     /* sessions (sess *) or running groups (group *) */
     void **heap;
@@ -121,6 +126,10 @@ struct sql_view {
     cf_buf text;
     void **sort;
     size_t sort_cap;
+    uint32_t stamp;
+    const cell **gcell;
+    uint32_t *gnext;
+    uint32_t gcap;
 };
 
 static inline uint64_t mix64(uint64_t x)
@@ -528,13 +537,6 @@ static void emit_row(const sql_view *cv, const group *g, const void *st, int64_t
     emit(ctx, &r);
 }
 
-static void emit_cell(const sql_view *v, const cell *c, bool final, int64_t now,
-                      sql_view_emit_fn emit, void *ctx)
-{
-    emit_row(v, c->g, cell_state(c), c->start, c->start + v->cfg.size_ms, c->revision, final, now,
-             emit, ctx);
-}
-
 static void emit_sess(const sql_view *v, const sess *x, bool final, sql_view_emit_fn emit,
                       void *ctx)
 {
@@ -591,38 +593,25 @@ static void sort_ptrs(const sql_view *v, void **a, size_t n, ptr_cmp_fn cmp)
     }
 }
 
-static int cmp_cell_key(const sql_view *v, const void *a, const void *b)
-{
-    const cell *x = a, *y = b;
-    return key_cmp(x->g->key, y->g->key, v->cfg.nkeys);
-}
-
 static int cmp_group_key(const sql_view *v, const void *a, const void *b)
 {
     const group *x = a, *y = b;
     return key_cmp(x->key, y->key, v->cfg.nkeys);
 }
 
-/* Emits the cells of window slot i in key order. Without memory for the
- * sort it still emits them all, in no particular order. */
-static void emit_window(const sql_view *v, uint32_t i, bool final, int64_t now,
-                        sql_view_emit_fn emit, void *ctx)
-{
-    const wslot *sl = &v->slots[i];
-    if (sort_reserve(v, sl->n) < 0) {
-        for (const cell *c = sl->head; c; c = c->next)
-            emit_cell(v, c, final, now, emit, ctx);
-        return;
-    }
-    uint32_t n = 0;
-    for (cell *c = sl->head; c; c = c->next)
-        v->sort[n++] = c;
-    sort_ptrs(v, v->sort, n, cmp_cell_key);
-    for (uint32_t j = 0; j < n; j++)
-        emit_cell(v, v->sort[j], final, now, emit, ctx);
-}
-
-/* ---- windows: slots and cells --------------------------------------------------- */
+/* ---- windows: panes, slots and cells ---------------------------------------------
+ * As in cf_winop: a window [g, g + size) is the union of k = size / advance
+ * panes [q, q + advance); state is kept per (pane, group), so an event
+ * updates one aggregate state whatever k is, and a window's result is
+ * merged from its k panes when it is emitted (TUMBLING: k = 1, no merge).
+ * A cell keyed by (grid position g, group) serves two roles at once: the
+ * group's data in pane g (has_data), and the revision record of window g
+ * for the group (rec). Slots (one per grid position, sorted) list their
+ * cells; slot g lives while window g does. "Fired" is a function of the
+ * watermark; a cell remembers how many of its pane's windows had fired at
+ * its first event (born), which tells whether its group was in a window
+ * when that window fired (a late event then gives revision 1, otherwise a
+ * group new to the fired window fires at revision 0). */
 
 static uint32_t slot_lower(const sql_view *v, int64_t g)
 {
@@ -654,7 +643,8 @@ static int slots_reserve(sql_view *v, uint32_t n)
     return 0;
 }
 
-/* Slot g, created if missing; needs room (slots_reserve). */
+/* Slot g, created if missing; needs room (slots_reserve). Slot pointers
+ * are valid until the next creation. */
 static wslot *slot_get(sql_view *v, int64_t g)
 {
     uint32_t i = slot_lower(v, g);
@@ -703,15 +693,19 @@ static cell *cell_find(const sql_view *v, int64_t g, const group *grp)
     }
 }
 
+/* The pane data of (g, grp), or NULL. */
+static inline const cell *data_find(const sql_view *v, int64_t g, const group *grp)
+{
+    const cell *c = cell_find(v, g, grp);
+    return c && c->has_data ? c : NULL;
+}
+
 /* Makes sure n cells can be created without allocating. */
 static int cells_reserve(sql_view *v, uint32_t n)
 {
     if (pmap_reserve(&v->cells, n) < 0)
         return -ENOMEM;
-    uint32_t have = 0;
-    for (cell *c = v->cell_free; c && have < n; c = c->next)
-        have++;
-    while (have < n) {
+    while (v->nfree < n) {
         char **sl = realloc(v->slabs, (size_t)(v->nslabs + 1) * sizeof *sl);
         if (!sl)
             return -ENOMEM;
@@ -726,29 +720,30 @@ static int cells_reserve(sql_view *v, uint32_t n)
             c->next = v->cell_free;
             v->cell_free = c;
         }
-        have += SLAB;
+        v->nfree += SLAB;
     }
     return 0;
 }
 
-/* A new empty cell (g, grp) in slot sl; needs room (cells_reserve). */
+/* A new cell (g, grp) with neither data nor record, in slot sl; needs room
+ * (cells_reserve). */
 static cell *cell_new(sql_view *v, wslot *sl, group *grp)
 {
     cell *c = v->cell_free;
     v->cell_free = c->next;
+    v->nfree--;
     c->start = sl->start;
     c->g = grp;
     c->revision = 0;
+    c->born = 0;
+    c->has_data = 0;
+    c->rec = 0;
     c->next = sl->head;
     sl->head = c;
     sl->n++;
     grp->refs++;
     sql_agg_init(v->aggs, cell_state(c));
     pmap_put(&v->cells, cell_hash(sl->start, grp->hash), c);
-    if (fire_due(v, sl->start + v->cfg.size_ms))
-        v->n_kept++;
-    else
-        v->n_open++;
     return c;
 }
 
@@ -761,98 +756,249 @@ static void cell_destroy(sql_view *v, cell *c)
     c->g = NULL;
     c->next = v->cell_free;
     v->cell_free = c;
+    v->nfree++;
 }
 
-/* The window starts of ts, ascending, into ret (room for v->hops); 0 when
- * some window of ts would not fit int64 ms (the event is in none). */
-static uint32_t windows_of(const sql_view *v, int64_t ts, int64_t *ret)
+/* Pane of ts and the first window holding it. False when some window of
+ * ts does not fit int64 ms (the event is then in no window). */
+static inline bool pane_of(const sql_view *v, int64_t ts, int64_t *ret_pane, int64_t *ret_first)
 {
-    int64_t adv = v->cfg.window == SQL_WINDOW_HOPPING ? v->cfg.advance_ms : v->cfg.size_ms;
-    int64_t last, end;
-    if (__builtin_mul_overflow(cf_floor_div(ts, adv), adv, &last) ||
-        __builtin_add_overflow(last, v->cfg.size_ms, &end))
+    int64_t s = v->cfg.advance_ms, size = v->cfg.size_ms, p, first, end;
+    if (__builtin_mul_overflow(cf_floor_div(ts, s), s, &p) ||
+        __builtin_sub_overflow(p, size - s, &first) || __builtin_add_overflow(p, size, &end))
+        return false;
+    *ret_pane = p;
+    *ret_first = first;
+    return true;
+}
+
+/* Sums one group's pane states over a window: one cell is read in place,
+ * more are merged into the view's scratch state. */
+typedef struct merger {
+    const cell *one;
+    uint32_t n;
+} merger;
+
+static void merge_cell(const sql_view *cv, merger *mg, const cell *c)
+{
+    sql_view *v = (sql_view *)cv; /* the scratch is the view's working memory */
+    if (mg->n == 1) {
+        sql_agg_clear(v->aggs, v->scratch);
+        (void)sql_agg_merge(v->aggs, v->scratch, cell_state(mg->one));
+    }
+    if (mg->n == 0)
+        mg->one = c;
+    else
+        (void)sql_agg_merge(v->aggs, v->scratch, cell_state(c));
+    mg->n++;
+}
+
+static const void *merged_state(const sql_view *v, const merger *mg)
+{
+    return mg->n == 1 ? cell_state(mg->one) : v->scratch;
+}
+
+/* Merges window g for one group by k lookups. *ret_prior says whether the
+ * group had data in the window before the window fired. O(k). */
+static void merge_group(const sql_view *v, int64_t g, const group *grp, merger *mg,
+                        bool *ret_prior)
+{
+    bool prior = false;
+    for (uint32_t j = 0; j < v->k; j++) {
+        const cell *c = data_find(v, g + (int64_t)j * v->cfg.advance_ms, grp);
+        if (!c)
+            continue;
+        /* Window g is window number k - 1 - j of pane g + j advances. */
+        if (v->k - 1 - j >= c->born)
+            prior = true;
+        merge_cell(v, mg, c);
+    }
+    *ret_prior = prior;
+}
+
+static int gather_reserve(const sql_view *cv, uint32_t n)
+{
+    sql_view *v = (sql_view *)cv;
+    if (n <= v->gcap)
         return 0;
-    uint32_t n = 0;
-    /* last - g stays below size: no overflow going down. */
-    for (int64_t g = last; ts - g < v->cfg.size_ms; g -= adv) {
-        ret[n++] = g;
-        if (g < INT64_MIN + adv)
-            return 0;
-    }
-    for (uint32_t i = 0; i < n / 2; i++) {
-        int64_t t = ret[i];
-        ret[i] = ret[n - 1 - i];
-        ret[n - 1 - i] = t;
-    }
-    return n;
+    uint32_t ncap = v->gcap ? v->gcap : 64;
+    while (ncap < n)
+        ncap *= 2;
+    const cell **gc = realloc(v->gcell, (size_t)ncap * sizeof *gc);
+    if (!gc)
+        return -ENOMEM;
+    v->gcell = gc;
+    uint32_t *gn = realloc(v->gnext, (size_t)ncap * sizeof *gn);
+    if (!gn)
+        return -ENOMEM;
+    v->gnext = gn;
+    v->gcap = ncap;
+    return sort_reserve(v, ncap);
 }
 
-static int apply_window(sql_view *v, const sql_value *key, const sql_value *args, int64_t ts,
-                        uint64_t arrival, sql_view_emit_fn emit, void *ctx)
+/* Collects the distinct groups with data in the panes of the window at
+ * slot index wi into v->sort, in key order, each with the chain of its
+ * cells (group.ghead, v->gnext). Returns the number of groups or -ENOMEM.
+ * O(cells + groups log groups). */
+static int gather(const sql_view *cv, uint32_t wi)
 {
-    int64_t *wins = v->wins;
-    uint32_t n = windows_of(v, ts, wins);
-    if (n == 0 || purge_due(v, wins[n - 1] + v->cfg.size_ms)) {
-        v->late_dropped++;
-        return SQL_VIEW_LATE;
+    sql_view *v = (sql_view *)cv; /* scratch only */
+    int64_t end = v->slots[wi].start + v->cfg.size_ms;
+    uint32_t total = 0;
+    for (uint32_t i = wi; i < v->nslots && v->slots[i].start < end; i++)
+        total += v->slots[i].n;
+    if (gather_reserve(v, total) < 0)
+        return -ENOMEM;
+    if (++v->stamp == 0) {
+        /* Wrapped: old marks could match again. */
+        for (uint32_t i = 0; v->groups.s && i <= v->groups.mask; i++)
+            if (v->groups.s[i].p)
+                ((group *)v->groups.s[i].p)->mark = 0;
+        v->stamp = 1;
     }
-    uint32_t live = 0;
-    while (purge_due(v, wins[live] + v->cfg.size_ms))
-        live++;
-    uint64_t kh = key_hash(key, v->cfg.nkeys);
-    cell *c0 = cell_lookup_key(v, wins[live], kh, key);
-    /* Hot path: a tumbling window still open that has this group. */
-    if (c0 && n == 1 && !fire_due(v, wins[0] + v->cfg.size_ms)) {
-        v->applied++;
-        int rc = sql_agg_add(v->aggs, cell_state(c0), args, ts, arrival);
-        return rc < 0 ? rc : SQL_VIEW_APPLIED;
+    uint32_t n = 0, ng = 0;
+    for (uint32_t i = wi; i < v->nslots && v->slots[i].start < end; i++)
+        for (const cell *c = v->slots[i].head; c; c = c->next) {
+            if (!c->has_data)
+                continue;
+            group *g = c->g;
+            if (g->mark != v->stamp) {
+                g->mark = v->stamp;
+                g->ghead = UINT32_MAX;
+                v->sort[ng++] = g;
+            }
+            v->gcell[n] = c;
+            v->gnext[n] = g->ghead;
+            g->ghead = n++;
+        }
+    sort_ptrs(v, v->sort, ng, cmp_group_key);
+    return (int)ng;
+}
+
+/* Emits every group of the window at slot index wi, in key order, with
+ * revision 0 (its first firing, or interim results). Returns how many. */
+static size_t emit_window(const sql_view *v, uint32_t wi, bool final, int64_t now,
+                          sql_view_emit_fn emit, void *ctx)
+{
+    int64_t g = v->slots[wi].start;
+    int ng = gather(v, wi);
+    if (ng < 0) {
+        /* No memory to sort: group by group through the map, unordered. */
+        size_t n = 0;
+        int64_t end = g + v->cfg.size_ms;
+        for (uint32_t i = wi; i < v->nslots && v->slots[i].start < end; i++)
+            for (const cell *c = v->slots[i].head; c; c = c->next) {
+                if (!c->has_data)
+                    continue;
+                bool first = true, prior;
+                for (int64_t q = g; q < c->start && first; q += v->cfg.advance_ms)
+                    first = !data_find(v, q, c->g);
+                if (!first)
+                    continue;
+                merger mg = {0};
+                merge_group(v, g, c->g, &mg, &prior);
+                emit_row(v, c->g, merged_state(v, &mg), g, end, 0, final, now, emit, ctx);
+                n++;
+            }
+        return n;
     }
-    group *grp = c0 ? c0->g : group_find(v, kh, key);
+    for (int i = 0; i < ng; i++) {
+        const group *grp = v->sort[i];
+        merger mg = {0};
+        for (uint32_t x = grp->ghead; x != UINT32_MAX; x = v->gnext[x])
+            merge_cell(v, &mg, v->gcell[x]);
+        emit_row(v, grp, merged_state(v, &mg), g, g + v->cfg.size_ms, 0, final, now, emit, ctx);
+    }
+    return (size_t)ng;
+}
+
+/* Everything but the hot case: a group's first event in a pane, or an
+ * event in a pane some of whose windows have fired. */
+static int add_slow(sql_view *v, cell *c, int64_t p, int64_t first, uint64_t kh,
+                    const sql_value *key, const sql_value *args, int64_t ts, uint64_t arrival,
+                    sql_view_emit_fn emit, void *ctx)
+{
+    const int64_t s = v->cfg.advance_ms, size = v->cfg.size_ms;
+    uint32_t np = 0, nf;
+    while (np < v->k && purge_due(v, first + (int64_t)np * s + size))
+        np++;
+    for (nf = np; nf < v->k && fire_due(v, first + (int64_t)nf * s + size); nf++)
+        ;
+    group *grp = c ? c->g : group_find(v, kh, key);
     if (!grp && v->cfg.max_keys && v->groups.used >= v->cfg.max_keys) {
         v->refusals++;
         return SQL_VIEW_REFUSED;
     }
-    if (slots_reserve(v, n - live) < 0 || cells_reserve(v, n - live) < 0)
+    /* Slots for every live window holding the pane; cells for the pane
+     * data and a record per fired window. */
+    if (slots_reserve(v, v->k - np) < 0 || cells_reserve(v, 1 + (nf - np)) < 0)
         return -ENOMEM;
     if (!grp && !(grp = group_new(v, kh, key)))
         return -ENOMEM;
     grp->refs++; /* held while its first cell is made */
-    int rc = 0;
-    for (uint32_t j = live; j < n; j++) {
-        int64_t g = wins[j];
-        cell *c = cell_find(v, g, grp);
-        bool created = !c;
-        if (!c)
-            c = cell_new(v, slot_get(v, g), grp);
-        int r = sql_agg_add(v->aggs, cell_state(c), args, ts, arrival);
-        if (r < 0)
-            rc = r;
-        if (fire_due(v, g + v->cfg.size_ms)) {
-            /* A late update: the window re-fires at once (revision + 1); a
-             * group new to the fired window fires at revision 0. */
-            if (!created)
-                c->revision++;
-            v->late_updates++;
-            emit_cell(v, c, true, ts, emit, ctx);
+    for (uint32_t j = np; j < v->k; j++)
+        slot_get(v, first + (int64_t)j * s);
+    if (!c)
+        c = cell_new(v, slot_get(v, p), grp);
+    if (!c->has_data) {
+        c->has_data = 1;
+        c->born = (uint16_t)nf;
+    }
+    int rc = sql_agg_add(v->aggs, cell_state(c), args, ts, arrival);
+    /* Re-fire the fired windows, ascending. */
+    for (uint32_t j = np; j < nf; j++) {
+        int64_t g = first + (int64_t)j * s;
+        cell *r = g == p ? c : cell_find(v, g, grp);
+        if (!r)
+            r = cell_new(v, slot_get(v, g), grp);
+        merger mg = {0};
+        bool prior;
+        merge_group(v, g, grp, &mg, &prior);
+        if (!r->rec) {
+            /* A group that was in the window when it fired had revision 0
+             * then; one new to the fired window fires at revision 0. */
+            r->rec = 1;
+            r->revision = prior ? 1 : 0;
+        } else {
+            r->revision++;
         }
+        v->late_updates++;
+        emit_row(v, grp, merged_state(v, &mg), g, g + size, r->revision, true, ts, emit, ctx);
     }
     group_unref(v, grp);
     v->applied++;
     return rc < 0 ? rc : SQL_VIEW_APPLIED;
 }
 
+static int apply_window(sql_view *v, const sql_value *key, const sql_value *args, int64_t ts,
+                        uint64_t arrival, sql_view_emit_fn emit, void *ctx)
+{
+    int64_t p, first;
+    if (!pane_of(v, ts, &p, &first) || purge_due(v, p + v->cfg.size_ms)) {
+        v->late_dropped++;
+        return SQL_VIEW_LATE;
+    }
+    uint64_t kh = key_hash(key, v->cfg.nkeys);
+    cell *c = cell_lookup_key(v, p, kh, key);
+    /* Hot path: the group has data in the pane and all its windows are open. */
+    if (c && c->has_data && !fire_due(v, first + v->cfg.size_ms)) {
+        v->applied++;
+        int rc = sql_agg_add(v->aggs, cell_state(c), args, ts, arrival);
+        return rc < 0 ? rc : SQL_VIEW_APPLIED;
+    }
+    return add_slow(v, c, p, first, kh, key, args, ts, arrival, emit, ctx);
+}
+
 static void advance_windows(sql_view *v, int64_t old, sql_view_emit_fn emit, void *ctx)
 {
     for (uint32_t i = 0; i < v->nslots; i++) {
-        const wslot *sl = &v->slots[i];
-        int64_t last = sl->start + v->cfg.size_ms - 1;
+        int64_t last = v->slots[i].start + v->cfg.size_ms - 1;
         if (old != CF_TIME_NONE && last <= old)
             continue; /* fired before */
         if (last > v->wm)
             break;
-        emit_window(v, i, true, last, emit, ctx);
-        v->n_open -= sl->n;
-        v->n_kept += sl->n;
+        if (emit)
+            emit_window(v, i, true, last, emit, ctx);
     }
     uint32_t n = 0;
     while (n < v->nslots && purge_due(v, v->slots[n].start + v->cfg.size_ms)) {
@@ -862,7 +1008,6 @@ static void advance_windows(sql_view *v, int64_t old, sql_view_emit_fn emit, voi
             cell_destroy(v, c);
             c = next;
         }
-        v->n_kept -= sl->n;
         n++;
     }
     if (n) {
@@ -1151,7 +1296,7 @@ static bool config_valid(const sql_view_config *c)
     case SQL_WINDOW_TUMBLING: return c->size_ms > 0;
     case SQL_WINDOW_HOPPING:
         return c->size_ms > 0 && c->advance_ms > 0 && c->advance_ms <= c->size_ms &&
-               (c->size_ms - 1) / c->advance_ms + 1 <= MAX_HOPS;
+               c->size_ms % c->advance_ms == 0 && c->size_ms / c->advance_ms <= MAX_HOPS;
     case SQL_WINDOW_SESSION: return c->gap_ms > 0;
     default: return false;
     }
@@ -1181,14 +1326,12 @@ sql_view *sql_view_new(const sql_view_config *cfg)
     v->state_size = sql_agg_state_size(v->aggs);
     v->cell_size = sizeof(cell) + v->state_size;
     v->sess_size = ((sizeof(sess) + 7) & ~(size_t)7) + v->state_size;
-    if (cfg->window == SQL_WINDOW_HOPPING)
-        v->hops = (uint32_t)((cfg->size_ms - 1) / cfg->advance_ms + 1);
-    else
-        v->hops = 1;
-    if (!(v->wins = malloc(v->hops * sizeof *v->wins))) {
+    v->k = cfg->window == SQL_WINDOW_HOPPING ? (uint32_t)(cfg->size_ms / cfg->advance_ms) : 1;
+    if (!(v->scratch = malloc(v->state_size ? v->state_size : 8))) {
         sql_view_free(v);
         return NULL;
     }
+    sql_agg_init(v->aggs, v->scratch);
     return v;
 }
 
@@ -1224,7 +1367,12 @@ void sql_view_free(sql_view *v)
     free(v->cells.s);
     free(v->heap);
     free(v->res);
-    free(v->wins);
+    if (v->scratch) {
+        sql_agg_fini(v->aggs, v->scratch);
+        free(v->scratch);
+    }
+    free(v->gcell);
+    free(v->gnext);
     free(v->sort);
     cf_buf_free(&v->text);
     sql_agg_set_free(v->aggs);
@@ -1280,8 +1428,7 @@ size_t sql_view_foreach_open(const sql_view *v, int64_t now, sql_view_emit_fn em
         for (uint32_t i = 0; i < v->nslots; i++) {
             if (fire_due(v, v->slots[i].start + v->cfg.size_ms))
                 continue;
-            emit_window(v, i, false, now, emit, ctx);
-            n += v->slots[i].n;
+            n += emit_window(v, i, false, now, emit, ctx);
         }
         return n;
     }
@@ -1324,11 +1471,15 @@ size_t sql_view_lookup(const sql_view *v, const sql_value *key, int64_t now,
         return n;
     default:
         for (uint32_t i = 0; i < v->nslots; i++) {
-            if (fire_due(v, v->slots[i].start + v->cfg.size_ms))
+            int64_t w = v->slots[i].start;
+            if (fire_due(v, w + v->cfg.size_ms))
                 continue;
-            const cell *c = cell_find(v, v->slots[i].start, g);
-            if (c) {
-                emit_cell(v, c, false, now, emit, ctx);
+            merger mg = {0};
+            bool prior;
+            merge_group(v, w, g, &mg, &prior);
+            if (mg.n) {
+                emit_row(v, g, merged_state(v, &mg), w, w + v->cfg.size_ms, 0, false, now, emit,
+                         ctx);
                 n++;
             }
         }
@@ -1342,6 +1493,18 @@ void sql_view_stats_get(const sql_view *v, sql_view_stats *ret)
     s.groups = v->groups.used;
     s.open = v->n_open;
     s.kept = v->n_kept;
+    if (v->cfg.window == SQL_WINDOW_TUMBLING || v->cfg.window == SQL_WINDOW_HOPPING) {
+        /* (window, group) pairs, counted from the panes: O(state). */
+        s.open = s.kept = 0;
+        for (uint32_t i = 0; i < v->nslots; i++) {
+            int ng = gather(v, i);
+            size_t n = ng > 0 ? (size_t)ng : 0;
+            if (fire_due(v, v->slots[i].start + v->cfg.size_ms))
+                s.kept += n;
+            else
+                s.open += n;
+        }
+    }
     s.applied = v->applied;
     s.late_dropped = v->late_dropped;
     s.late_updates = v->late_updates;
@@ -1352,6 +1515,8 @@ void sql_view_stats_get(const sql_view *v, sql_view_stats *ret)
     b += (size_t)v->nslabs * (SLAB * v->cell_size + sizeof(char *));
     b += (size_t)v->slots_cap * sizeof(wslot) + (size_t)v->heap_cap * sizeof(void *);
     b += v->sort_cap * sizeof(void *) + v->text.cap + v->cfg.naggs * sizeof(sql_value);
+    b += (size_t)v->gcap * (sizeof *v->gcell + sizeof *v->gnext);
+    b += v->state_size + sql_agg_bytes(v->aggs, v->scratch);
     if (v->groups.s)
         for (uint32_t i = 0; i <= v->groups.mask; i++) {
             const group *g = v->groups.s[i].p;
@@ -1385,7 +1550,8 @@ const sql_view_config *sql_view_get_config(const sql_view *v)
  * u32 nkeys, u32 naggs, naggs x (u8 kind, i64 param), i64 watermark,
  * u32 records, then per record the key (nkeys values, u8 type + payload)
  * and:  running: i64 last_ts, agg state;  window: one record per cell,
- * i64 start, u32 revision, agg state;  session: u32 sessions, each i64
+ * i64 start, u32 revision, u8 flags (1 pane data, 2 revision record),
+ * u16 born, agg state;  session: u32 sessions, each i64
  * first, i64 last, u32 revision, u8 fired, agg state. */
 
 static void put_key_value(cf_buf *out, sql_value x)
@@ -1480,6 +1646,8 @@ int sql_view_save(const sql_view *v, sql_view_keep_fn keep, void *ctx, cf_buf *o
                 put_key(v, c->g, out);
                 cf_buf_put_i64(out, c->start);
                 cf_buf_put_u32(out, c->revision);
+                cf_buf_put_u8(out, (uint8_t)(c->has_data | c->rec << 1));
+                cf_buf_put_u16(out, c->born);
                 sql_agg_save(v->aggs, cell_state(c), out);
                 records++;
             }
@@ -1515,19 +1683,48 @@ int sql_view_save(const sql_view *v, sql_view_keep_fn keep, void *ctx, cf_buf *o
     return 0;
 }
 
+/* Windows of a pane at q that have fired under the current watermark. */
+static uint32_t fired_windows(const sql_view *v, int64_t q)
+{
+    int64_t first = q - (v->cfg.size_ms - v->cfg.advance_ms);
+    uint32_t nf = 0;
+    while (nf < v->k && fire_due(v, first + (int64_t)nf * v->cfg.advance_ms + v->cfg.size_ms))
+        nf++;
+    return nf;
+}
+
+/* One cell: rejects a cell with neither data nor record, a record on a
+ * window that has not fired, a birth after the present, a position off
+ * the grid or past purging, and a cell seen twice. A data cell gets the
+ * slots of every live window holding its pane. */
 static int load_cell(sql_view *v, group *g, cf_reader *in)
 {
-    int64_t start, end;
+    int64_t start, end, p = 0, first = 0;
     uint32_t rev;
+    uint8_t flags;
+    uint16_t born;
     int64_t adv = v->cfg.advance_ms;
-    if (!cf_get_i64(in, &start) || !cf_get_u32(in, &rev) ||
-        __builtin_add_overflow(start, v->cfg.size_ms, &end) || cf_floor_div(start, adv) * adv != start ||
-        purge_due(v, end) || (rev && !fire_due(v, end)) || cell_find(v, start, g))
+    if (!cf_get_i64(in, &start) || !cf_get_u32(in, &rev) || !cf_get_u8(in, &flags) ||
+        !cf_get_u16(in, &born) || flags == 0 || flags > 3 ||
+        __builtin_add_overflow(start, v->cfg.size_ms, &end) ||
+        cf_floor_div(start, adv) * adv != start || purge_due(v, end) ||
+        ((flags & 2) && !fire_due(v, end)) || (!(flags & 2) && rev) ||
+        (!(flags & 1) && born) || cell_find(v, start, g))
         return -EINVAL;
-    if (slots_reserve(v, 1) < 0 || cells_reserve(v, 1) < 0)
+    bool data = flags & 1;
+    if (data && (!pane_of(v, start, &p, &first) || born > fired_windows(v, start)))
+        return -EINVAL;
+    if (slots_reserve(v, v->k + 1) < 0 || cells_reserve(v, 1) < 0)
         return -ENOMEM;
+    if (data)
+        for (uint32_t j = 0; j < v->k; j++)
+            if (!purge_due(v, first + (int64_t)j * adv + v->cfg.size_ms))
+                slot_get(v, first + (int64_t)j * adv);
     cell *c = cell_new(v, slot_get(v, start), g);
     c->revision = rev;
+    c->has_data = data;
+    c->rec = (flags & 2) != 0;
+    c->born = born;
     sql_agg_fini(v->aggs, cell_state(c));
     return sql_agg_load(v->aggs, cell_state(c), in);
 }

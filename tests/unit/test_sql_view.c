@@ -1221,7 +1221,8 @@ static void test_config_rejected(void **state)
     sql_view *v = sql_view_new(&ok);
     assert_non_null(v);
     sql_view_free(v);
-    sql_view_config bad[] = {ok, ok, ok, ok, ok, ok};
+    sql_view_config bad[] = {ok, ok, ok, ok, ok, ok, ok};
+    bad[6].advance_ms = 30; /* size not a multiple of advance */
     bad[0].advance_ms = 0;
     bad[1].advance_ms = 200;
     bad[2].grace_ms = -1;
