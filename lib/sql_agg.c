@@ -14,8 +14,12 @@
 
 #define SAVE_VERSION 1u
 #define MAX_AGGS 64u
-#define INLINE_DISTINCT 2
-#define DISTINCT_IN_HLL 0xff
+#define INLINE_DISTINCT 4
+#define DISTINCT_IN_HLL 0xff /* the count byte of a saved sketch */
+/* The last inline word of a distinct state holding a sketch. Hashes are
+ * kept away from 0 (an empty word) and this mark: 2 of 2^64 values move
+ * by one, which no count can notice. */
+#define HLL_MARK UINT64_MAX
 /* DECAYED_COUNT moves its reference time to a row more than this many
  * half-lives after it, so the value stays below rows * 2^64. */
 #define DECAY_RESCALE 64
@@ -38,13 +42,44 @@ typedef struct st_count {
     uint64_t n;
 } st_count;
 
+/* Up to four distinct hashes inline (nonzero words, filled in order),
+ * else w[0] holds a cf_hll and w[3] HLL_MARK: 32 bytes, and the sessions of
+ * a few pages (the usual case) never allocate a sketch. */
 typedef struct st_distinct {
-    union {
-        uint64_t inl[INLINE_DISTINCT];
-        cf_hll *h;
-    } u;
-    uint8_t n;          /* 0..INLINE_DISTINCT, or DISTINCT_IN_HLL */
+    uint64_t w[INLINE_DISTINCT];
 } st_distinct;
+
+static inline bool d_is_hll(const st_distinct *s)
+{
+    return s->w[INLINE_DISTINCT - 1] == HLL_MARK;
+}
+
+static inline cf_hll *d_hll(const st_distinct *s)
+{
+    cf_hll *h;
+    memcpy(&h, &s->w[0], sizeof h);
+    return h;
+}
+
+static inline void d_set_hll(st_distinct *s, cf_hll *h)
+{
+    memset(s, 0, sizeof *s);
+    memcpy(&s->w[0], &h, sizeof h);
+    s->w[INLINE_DISTINCT - 1] = HLL_MARK;
+}
+
+static inline uint8_t d_n(const st_distinct *s)
+{
+    uint8_t n = 0;
+    while (n < INLINE_DISTINCT && s->w[n])
+        n++;
+    return n;
+}
+
+static inline uint64_t d_fix(uint64_t h)
+{
+    return h == 0 ? 1 : h == HLL_MARK ? HLL_MARK - 1 : h;
+}
 
 typedef struct st_sum {
     int64_t i;
@@ -422,27 +457,27 @@ static void put_json_value(cf_buf *b, sql_value v)
 
 static int distinct_add_hash(st_distinct *s, uint64_t h)
 {
-    if (s->n == DISTINCT_IN_HLL) {
-        int rc = cf_hll_add(s->u.h, h);
+    if (d_is_hll(s)) {
+        int rc = cf_hll_add(d_hll(s), h);
         return rc < 0 ? rc : 0;
     }
-    for (uint8_t i = 0; i < s->n; i++)
-        if (s->u.inl[i] == h)
+    uint8_t n = 0;
+    for (; n < INLINE_DISTINCT && s->w[n]; n++)
+        if (s->w[n] == h)
             return 0;
-    if (s->n < INLINE_DISTINCT) {
-        s->u.inl[s->n++] = h;
+    if (n < INLINE_DISTINCT) {
+        s->w[n] = h;
         return 0;
     }
     cf_hll *hll = cf_hll_new();
     if (!hll)
         return -ENOMEM;
-    for (uint8_t i = 0; i < s->n; i++)
-        if (cf_hll_add(hll, s->u.inl[i]) < 0)
+    for (uint8_t i = 0; i < n; i++)
+        if (cf_hll_add(hll, s->w[i]) < 0)
             goto oom;
     if (cf_hll_add(hll, h) < 0)
         goto oom;
-    s->u.h = hll;
-    s->n = DISTINCT_IN_HLL;
+    d_set_hll(s, hll);
     return 0;
 oom:
     cf_hll_free(hll);
@@ -451,33 +486,32 @@ oom:
 
 static int distinct_merge(st_distinct *d, const st_distinct *s)
 {
-    if (s->n != DISTINCT_IN_HLL) {
-        for (uint8_t i = 0; i < s->n; i++) {
-            int rc = distinct_add_hash(d, s->u.inl[i]);
+    if (!d_is_hll(s)) {
+        for (uint8_t i = 0; i < INLINE_DISTINCT && s->w[i]; i++) {
+            int rc = distinct_add_hash(d, s->w[i]);
             if (rc < 0)
                 return rc;
         }
         return 0;
     }
-    if (d->n != DISTINCT_IN_HLL) {
-        cf_hll *hll = cf_hll_clone(s->u.h);
+    if (!d_is_hll(d)) {
+        cf_hll *hll = cf_hll_clone(d_hll(s));
         if (!hll)
             return -ENOMEM;
-        for (uint8_t i = 0; i < d->n; i++)
-            if (cf_hll_add(hll, d->u.inl[i]) < 0) {
+        for (uint8_t i = 0; i < INLINE_DISTINCT && d->w[i]; i++)
+            if (cf_hll_add(hll, d->w[i]) < 0) {
                 cf_hll_free(hll);
                 return -ENOMEM;
             }
-        d->u.h = hll;
-        d->n = DISTINCT_IN_HLL;
+        d_set_hll(d, hll);
         return 0;
     }
-    return cf_hll_merge(d->u.h, s->u.h);
+    return cf_hll_merge(d_hll(d), d_hll(s));
 }
 
 static uint64_t distinct_count(const st_distinct *s)
 {
-    return s->n == DISTINCT_IN_HLL ? cf_hll_count(s->u.h) : s->n;
+    return d_is_hll(s) ? cf_hll_count(d_hll(s)) : d_n(s);
 }
 
 /* ---- SUM / AVG ------------------------------------------------------------------ */
@@ -797,9 +831,9 @@ void sql_agg_fini(const sql_agg_set *set, void *st)
         switch (set->spec[i].kind) {
         case SQL_AGG_COUNT_DISTINCT: {
             st_distinct *s = p;
-            if (s->n == DISTINCT_IN_HLL)
-                cf_hll_free(s->u.h);
-            s->n = 0;
+            if (d_is_hll(s))
+                cf_hll_free(d_hll(s));
+            memset(s, 0, sizeof *s);
             break;
         }
         case SQL_AGG_MIN:
@@ -819,10 +853,10 @@ void sql_agg_clear(const sql_agg_set *set, void *st)
         switch (set->spec[i].kind) {
         case SQL_AGG_COUNT_DISTINCT: {
             st_distinct *s = p;
-            if (s->n == DISTINCT_IN_HLL)
-                cf_hll_clear(s->u.h);
+            if (d_is_hll(s))
+                cf_hll_clear(d_hll(s));
             else
-                s->n = 0;
+                memset(s, 0, sizeof *s);
             break;
         }
         case SQL_AGG_MIN:
@@ -854,7 +888,7 @@ static int add_one(const sql_agg_set *set, void *st, uint32_t i, sql_value v, in
     switch (sp->kind) {
     case SQL_AGG_COUNT_STAR:
     case SQL_AGG_COUNT: ((st_count *)p)->n++; return 0;
-    case SQL_AGG_COUNT_DISTINCT: return distinct_add_hash(p, value_hash(v));
+    case SQL_AGG_COUNT_DISTINCT: return distinct_add_hash(p, d_fix(value_hash(v)));
     case SQL_AGG_SUM:
     case SQL_AGG_AVG: return sum_add(p, v);
     case SQL_AGG_MIN:
@@ -1062,12 +1096,13 @@ int sql_agg_save(const sql_agg_set *set, const void *st, cf_buf *out)
         case SQL_AGG_COUNT: cf_buf_put_u64(out, ((const st_count *)p)->n); break;
         case SQL_AGG_COUNT_DISTINCT: {
             const st_distinct *s = p;
-            cf_buf_put_u8(out, s->n);
-            if (s->n == DISTINCT_IN_HLL)
-                cf_hll_save(s->u.h, out);
+            uint8_t n = d_is_hll(s) ? DISTINCT_IN_HLL : d_n(s);
+            cf_buf_put_u8(out, n);
+            if (n == DISTINCT_IN_HLL)
+                cf_hll_save(d_hll(s), out);
             else
-                for (uint8_t j = 0; j < s->n; j++)
-                    cf_buf_put_u64(out, s->u.inl[j]);
+                for (uint8_t j = 0; j < n; j++)
+                    cf_buf_put_u64(out, s->w[j]);
             break;
         }
         case SQL_AGG_SUM:
@@ -1128,18 +1163,17 @@ static int load_one(const sql_agg_set *set, void *st, uint32_t i, cf_reader *in)
             cf_hll *h = cf_hll_load(in);
             if (!h)
                 return -EINVAL;
-            s->u.h = h;
-            s->n = DISTINCT_IN_HLL;
+            d_set_hll(s, h);
             return 0;
         }
         for (uint8_t j = 0; j < n; j++) {
             uint64_t h;
-            if (!cf_get_u64(in, &h))
+            if (!cf_get_u64(in, &h) || h != d_fix(h))
                 return -EINVAL;
-            for (uint8_t x = 0; x < s->n; x++)
-                if (s->u.inl[x] == h)
+            for (uint8_t x = 0; x < j; x++)
+                if (s->w[x] == h)
                     return -EINVAL;
-            s->u.inl[s->n++] = h;
+            s->w[j] = h;
         }
         return 0;
     }
@@ -1225,8 +1259,8 @@ size_t sql_agg_bytes(const sql_agg_set *set, const void *st)
         switch (set->spec[i].kind) {
         case SQL_AGG_COUNT_DISTINCT: {
             const st_distinct *s = p;
-            if (s->n == DISTINCT_IN_HLL)
-                b += cf_hll_memory(s->u.h);
+            if (d_is_hll(s))
+                b += cf_hll_memory(d_hll(s));
             break;
         }
         case SQL_AGG_MIN:

@@ -149,8 +149,13 @@ static measure run_trending(void)
 
 /* ---- the same through sql_view --------------------------------------------- */
 
+/* key_is_user: sessions (key user_id, arguments page_url); otherwise the
+ * key is page_url and the argument, if any aggregate takes one, user_id. */
 static measure run_view(const sql_view_config *c, bool key_is_user)
 {
+    bool args_needed = false;
+    for (uint32_t i = 0; i < c->naggs; i++)
+        args_needed = args_needed || sql_agg_takes_arg(c->aggs[i].kind);
     sql_view *v = sql_view_new(c);
     if (!v) {
         fprintf(stderr, "sql_view_bench: bad view config\n");
@@ -163,11 +168,13 @@ static measure run_view(const sql_view_config *c, bool key_is_user)
         const gen_event *e = &evs[i];
         if (e->ts > max_ts)
             max_ts = e->ts;
-        sql_value user = sql_string(users[e->user], user_len[e->user]);
-        sql_value page = sql_string(pages[e->page], page_len[e->page]);
-        sql_value key = key_is_user ? user : page;
-        sql_value args[4] = {sql_null(), key_is_user ? page : user, page, page};
-        sql_view_apply(v, &key, args, e->ts, i, wm, count_view, NULL);
+        sql_value page = sql_string(pages[e->page], page_len[e->page]), key = page;
+        sql_value args[4] = {sql_null(), page, page, page};
+        if (key_is_user)
+            key = sql_string(users[e->user], user_len[e->user]);
+        else if (args_needed)
+            args[1] = sql_string(users[e->user], user_len[e->user]);
+        sql_view_apply(v, &key, args_needed ? args : NULL, e->ts, i, wm, count_view, NULL);
         if ((i & 1023) == 1023)
             wm = max_ts - 5000; /* judged from the next event on, as in the server */
     }
@@ -182,8 +189,18 @@ static measure run_view(const sql_view_config *c, bool key_is_user)
     return m;
 }
 
+static bool skip_builtin, skip_sql;
+
 static void report(const char *name, const char *unit, measure b, measure s)
 {
+    if (skip_sql) {
+        printf("%-9s builtin %10.0f ev/cpu-s\n", name, (double)n_events / b.secs);
+        return;
+    }
+    if (skip_builtin) {
+        printf("%-9s sql_view %10.0f ev/cpu-s\n", name, (double)n_events / s.secs);
+        return;
+    }
     double eb = (double)n_events / b.secs, es = (double)n_events / s.secs;
     printf("%-9s builtin %10.0f ev/cpu-s  sql_view %10.0f ev/cpu-s  ratio %.2fx  "
            "bytes/%s builtin %.1f sql_view %.1f (units %zu/%zu, emitted %" PRIu64 "/%" PRIu64 ")\n",
@@ -201,6 +218,9 @@ int main(int argc, char **argv)
     int64_t rate = arg_long(argc, argv, "--rate", 10000);
     rng_state = (uint64_t)arg_long(argc, argv, "--seed", 42);
     const char *only = arg_str(argc, argv, "--only");
+    /* --sql-only 1: only the sql_view side (for profiling) */
+    skip_builtin = arg_long(argc, argv, "--sql-only", 0) != 0;
+    skip_sql = arg_long(argc, argv, "--builtin-only", 0) != 0;
 
     users = malloc((size_t)n_users * 16);
     pages = malloc((size_t)n_pages * 24);
@@ -247,28 +267,28 @@ int main(int argc, char **argv)
     if (!only || strcmp(only, "tumbling") == 0) {
         sql_view_config c = {.nkeys = 1, .aggs = win_aggs, .naggs = 2,
                              .window = SQL_WINDOW_TUMBLING, .size_ms = 60000, .grace_ms = 60000};
-        measure b = run_winop(CF_WINDOW_TUMBLING, 60000, 60000);
-        report("tumbling", "window-group", b, run_view(&c, false));
+        measure b = skip_builtin ? (measure){0} : run_winop(CF_WINDOW_TUMBLING, 60000, 60000);
+        report("tumbling", "window-group", b, skip_sql ? b : run_view(&c, false));
     }
     if (!only || strcmp(only, "sliding") == 0) {
         sql_view_config c = {.nkeys = 1, .aggs = win_aggs, .naggs = 2,
                              .window = SQL_WINDOW_HOPPING, .size_ms = 300000,
                              .advance_ms = 60000, .grace_ms = 60000};
-        measure b = run_winop(CF_WINDOW_SLIDING, 300000, 60000);
-        report("sliding", "window-group", b, run_view(&c, false));
+        measure b = skip_builtin ? (measure){0} : run_winop(CF_WINDOW_SLIDING, 300000, 60000);
+        report("sliding", "window-group", b, skip_sql ? b : run_view(&c, false));
     }
     if (!only || strcmp(only, "sessions") == 0) {
         sql_view_config c = {.nkeys = 1, .aggs = sess_aggs, .naggs = 4,
                              .window = SQL_WINDOW_SESSION, .gap_ms = 30 * 60000,
                              .grace_ms = 60000};
-        measure b = run_sessions();
-        report("sessions", "open-session", b, run_view(&c, true));
+        measure b = skip_builtin ? (measure){0} : run_sessions();
+        report("sessions", "open-session", b, skip_sql ? b : run_view(&c, true));
     }
     if (!only || strcmp(only, "trending") == 0) {
         sql_view_config c = {.nkeys = 1, .aggs = trend_aggs, .naggs = 1,
                              .window = SQL_WINDOW_NONE};
-        measure b = run_trending();
-        report("trending", "page", b, run_view(&c, false));
+        measure b = skip_builtin ? (measure){0} : run_trending();
+        report("trending", "page", b, skip_sql ? b : run_view(&c, false));
     }
     free(users); free(pages); free(user_len); free(page_len); free(user_hash); free(cdf);
     free(evs);
