@@ -31,11 +31,27 @@
  * make load allocate without bound). */
 #define MAX_SAVED_STR (1u << 24)
 
-/* A value whose string bytes (STRING, ARRAY, JSON) the state owns in a
- * buffer of cap bytes it reuses; cap > 0 exactly when v.u.s is that buffer. */
+/* A value the state owns: strings (STRING, ARRAY, JSON) of up to
+ * OWNED_INLINE bytes inline (most page paths and ids: no allocation),
+ * longer ones in a heap buffer of cap bytes that is reused while big
+ * enough. 24 bytes. Read it with ov(). */
+#define OWNED_INLINE 16
+
 typedef struct owned {
-    sql_value v;
-    uint32_t cap;
+    uint8_t type;       /* sql_type; SQL_NULL: no value */
+    uint8_t heap;       /* string bytes in u.h.p */
+    uint8_t pad_[2];
+    uint32_t len;
+    union {
+        bool b;
+        int64_t i;
+        double d;
+        char inl[OWNED_INLINE];
+        struct {
+            char *p;
+            uint32_t cap;
+        } h;
+    } u;
 } owned;
 
 typedef struct st_count {
@@ -89,7 +105,7 @@ typedef struct st_sum {
 } st_sum;
 
 typedef struct st_edge {
-    owned o;            /* o.v.type SQL_NULL: no value yet */
+    owned o;            /* o.type SQL_NULL: no value yet */
     int64_t ts;
     uint64_t arrival;
 } st_edge;
@@ -258,37 +274,69 @@ static uint64_t value_hash(sql_value v)
     }
 }
 
-static void owned_free(owned *o)
+static inline sql_value ov(const owned *o)
 {
-    if (o->cap)
-        free((void *)o->v.u.s);
-    o->cap = 0;
-    o->v = sql_null();
+    sql_value v = sql_null();
+    v.type = o->type;
+    switch (o->type) {
+    case SQL_NULL: break;
+    case SQL_BOOLEAN: v.u.b = o->u.b; break;
+    case SQL_DOUBLE: v.u.d = o->u.d; break;
+    case SQL_BIGINT:
+    case SQL_TIMESTAMP: v.u.i = o->u.i; break;
+    default:
+        v.len = o->len;
+        v.u.s = o->heap ? o->u.h.p : o->u.inl;
+        break;
+    }
+    return v;
 }
 
-/* o := a copy of v, reusing o's buffer when it is big enough. 0 or -ENOMEM
- * (o unchanged). */
+static inline size_t owned_bytes(const owned *o)
+{
+    return o->heap ? o->u.h.cap : 0;
+}
+
+static void owned_free(owned *o)
+{
+    if (o->heap)
+        free(o->u.h.p);
+    memset(o, 0, sizeof *o);
+}
+
+/* o := a copy of v. 0 or -ENOMEM (o unchanged). */
 static int owned_set(owned *o, sql_value v)
 {
     if (!is_text(v.type)) {
         owned_free(o);
-        o->v = v;
+        o->type = v.type;
+        if (v.type == SQL_BOOLEAN)
+            o->u.b = v.u.b;
+        else if (v.type == SQL_DOUBLE)
+            o->u.d = v.u.d;
+        else if (v.type != SQL_NULL)
+            o->u.i = v.u.i;
         return 0;
     }
-    char *buf = o->cap ? (char *)o->v.u.s : NULL;
-    if (v.len > o->cap || !buf) {
-        uint32_t ncap = v.len ? v.len : 1;
-        char *nb = realloc(buf, ncap);
-        if (!nb)
-            return -ENOMEM;
-        buf = nb;
-        o->cap = ncap;
-    }
-    if (v.len)
+    if (o->heap || v.len > OWNED_INLINE) {
+        char *buf = o->heap ? o->u.h.p : NULL;
+        uint32_t cap = o->heap ? o->u.h.cap : 0;
+        if (v.len > cap) {
+            char *nb = realloc(buf, v.len);
+            if (!nb)
+                return -ENOMEM;
+            buf = nb;
+            cap = v.len;
+        }
         memmove(buf, v.u.s, v.len);
-    o->v.type = v.type;
-    o->v.len = v.len;
-    o->v.u.s = buf;
+        o->heap = 1;
+        o->u.h.p = buf;
+        o->u.h.cap = cap;
+    } else if (v.len) {
+        memmove(o->u.inl, v.u.s, v.len);
+    }
+    o->type = v.type;
+    o->len = v.len;
     return 0;
 }
 
@@ -598,7 +646,7 @@ static tk_entry *topk_find(const topk *t, uint64_t h, sql_value v)
     if (!t)
         return NULL;
     for (uint32_t i = 0; i < t->n; i++)
-        if (t->e[i].hash == h && value_eq(t->e[i].val.v, v))
+        if (t->e[i].hash == h && value_eq(ov(&t->e[i].val), v))
             return (tk_entry *)&t->e[i];
     return NULL;
 }
@@ -647,7 +695,7 @@ static int cmp_entry(const void *a, const void *b)
     const tk_entry *x = *(const tk_entry *const *)a, *y = *(const tk_entry *const *)b;
     if (x->count != y->count)
         return x->count > y->count ? -1 : 1;
-    return sql_agg_value_cmp(x->val.v, y->val.v);
+    return sql_agg_value_cmp(ov(&x->val), ov(&y->val));
 }
 
 /* Keeps the m biggest counters after a merge. O(n log n). */
@@ -704,7 +752,7 @@ static bool topk_result(const st_topk *s, int64_t k, cf_buf *out)
         if (i)
             cf_buf_put_u8(out, ',');
         put_cstr(out, "{\"value\":");
-        put_json_value(out, order[i]->val.v);
+        put_json_value(out, ov(&order[i]->val));
         put_cstr(out, ",\"count\":");
         put_u64_dec(out, order[i]->count);
         cf_buf_put_u8(out, '}');
@@ -894,8 +942,8 @@ static int add_one(const sql_agg_set *set, void *st, uint32_t i, sql_value v, in
     case SQL_AGG_MIN:
     case SQL_AGG_MAX: {
         owned *o = p;
-        if (o->v.type != SQL_NULL) {
-            int c = sql_agg_value_cmp(v, o->v);
+        if (o->type != SQL_NULL) {
+            int c = sql_agg_value_cmp(v, ov(o));
             if (sp->kind == SQL_AGG_MIN ? c >= 0 : c <= 0)
                 return 0;
         }
@@ -904,7 +952,7 @@ static int add_one(const sql_agg_set *set, void *st, uint32_t i, sql_value v, in
     case SQL_AGG_EARLIEST:
     case SQL_AGG_LATEST: {
         st_edge *e = p;
-        if (e->o.v.type != SQL_NULL) {
+        if (e->o.type != SQL_NULL) {
             int c = cmp_when(ts, arrival, e->ts, e->arrival);
             if (sp->kind == SQL_AGG_EARLIEST ? c >= 0 : c <= 0)
                 return 0;
@@ -957,28 +1005,28 @@ int sql_agg_merge(const sql_agg_set *set, void *dst, const void *src)
         case SQL_AGG_MAX: {
             const owned *so = s;
             owned *dout = d;
-            if (so->v.type == SQL_NULL)
+            if (so->type == SQL_NULL)
                 break;
-            if (dout->v.type != SQL_NULL) {
-                int c = sql_agg_value_cmp(so->v, dout->v);
+            if (dout->type != SQL_NULL) {
+                int c = sql_agg_value_cmp(ov(so), ov(dout));
                 if (sp->kind == SQL_AGG_MIN ? c >= 0 : c <= 0)
                     break;
             }
-            rc = owned_set(dout, so->v);
+            rc = owned_set(dout, ov(so));
             break;
         }
         case SQL_AGG_EARLIEST:
         case SQL_AGG_LATEST: {
             const st_edge *se = s;
             st_edge *de = d;
-            if (se->o.v.type == SQL_NULL)
+            if (se->o.type == SQL_NULL)
                 break;
-            if (de->o.v.type != SQL_NULL) {
+            if (de->o.type != SQL_NULL) {
                 int c = cmp_when(se->ts, se->arrival, de->ts, de->arrival);
                 if (sp->kind == SQL_AGG_EARLIEST ? c >= 0 : c <= 0)
                     break;
             }
-            rc = owned_set(&de->o, se->o.v);
+            rc = owned_set(&de->o, ov(&se->o));
             if (rc == 0) {
                 de->ts = se->ts;
                 de->arrival = se->arrival;
@@ -988,7 +1036,7 @@ int sql_agg_merge(const sql_agg_set *set, void *dst, const void *src)
         case SQL_AGG_TOPK: {
             const topk *t = ((const st_topk *)s)->t;
             for (uint32_t j = 0; t && j < t->n && rc == 0; j++)
-                rc = topk_add(d, sp->param, t->e[j].val.v, t->e[j].hash, t->e[j].count,
+                rc = topk_add(d, sp->param, ov(&t->e[j].val), t->e[j].hash, t->e[j].count,
                               t->e[j].err, false);
             if (rc == 0)
                 rc = topk_trim(d, sp->param);
@@ -1048,9 +1096,9 @@ int sql_agg_results(const sql_agg_set *set, const void *st, int64_t now, cf_buf 
             break;
         }
         case SQL_AGG_MIN:
-        case SQL_AGG_MAX: v = ((const owned *)p)->v; break;
+        case SQL_AGG_MAX: v = ov(p); break;
         case SQL_AGG_EARLIEST:
-        case SQL_AGG_LATEST: v = ((const st_edge *)p)->o.v; break;
+        case SQL_AGG_LATEST: v = ov(&((const st_edge *)p)->o); break;
         case SQL_AGG_TOPK: {
             if (!scratch) {
                 rc = -ENOMEM;
@@ -1115,11 +1163,11 @@ int sql_agg_save(const sql_agg_set *set, const void *st, cf_buf *out)
             break;
         }
         case SQL_AGG_MIN:
-        case SQL_AGG_MAX: put_value(out, ((const owned *)p)->v); break;
+        case SQL_AGG_MAX: put_value(out, ov(p)); break;
         case SQL_AGG_EARLIEST:
         case SQL_AGG_LATEST: {
             const st_edge *e = p;
-            put_value(out, e->o.v);
+            put_value(out, ov(&e->o));
             cf_buf_put_i64(out, e->ts);
             cf_buf_put_u64(out, e->arrival);
             break;
@@ -1129,7 +1177,7 @@ int sql_agg_save(const sql_agg_set *set, const void *st, cf_buf *out)
             uint32_t n = t ? t->n : 0;
             cf_buf_put_u32(out, n);
             for (uint32_t j = 0; j < n; j++) {
-                put_value(out, t->e[j].val.v);
+                put_value(out, ov(&t->e[j].val));
                 cf_buf_put_u64(out, t->e[j].count);
                 cf_buf_put_u64(out, t->e[j].err);
             }
@@ -1264,15 +1312,15 @@ size_t sql_agg_bytes(const sql_agg_set *set, const void *st)
             break;
         }
         case SQL_AGG_MIN:
-        case SQL_AGG_MAX: b += ((const owned *)p)->cap; break;
+        case SQL_AGG_MAX: b += owned_bytes(p); break;
         case SQL_AGG_EARLIEST:
-        case SQL_AGG_LATEST: b += ((const st_edge *)p)->o.cap; break;
+        case SQL_AGG_LATEST: b += owned_bytes(&((const st_edge *)p)->o); break;
         case SQL_AGG_TOPK: {
             const topk *t = ((const st_topk *)p)->t;
             if (t) {
                 b += topk_size(t->cap);
                 for (uint32_t j = 0; j < t->n; j++)
-                    b += t->e[j].val.cap;
+                    b += owned_bytes(&t->e[j].val);
             }
             break;
         }
