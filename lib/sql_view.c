@@ -30,7 +30,7 @@
  *   event time, key), lazily in the same way.
  * Counters are statistics, not state: save/load does not carry them. */
 
-#define NIL_POS UINT32_MAX
+#define NIL_POS 0x7fffffffu
 #define MAX_KEYS 16u
 #define MAX_KEY_STR (1u << 20)
 /* Windows per event of a HOPPING view (size / advance): bounds the work
@@ -41,16 +41,22 @@
 #define SAVE_MAGIC 0x56514c53u         /* "SLQV" */
 #define SAVE_VERSION 1u
 
+/* 32 bytes before the key: what each shape needs shares the space. */
 typedef struct group {
     uint64_t hash;
     uint32_t refs;          /* cells or sessions using it (running: 1) */
-    uint32_t heap_pos;      /* running views */
-    int64_t last_ts;        /* running: newest event time */
-    int64_t placed;         /* running: heap key as placed (<= last_ts) */
-    struct sess *sessions;  /* SESSION: sorted by first */
-    size_t alloc;           /* bytes of this record */
-    uint32_t mark;          /* gather(): stamp of the last gather that saw it */
-    uint32_t ghead;         /* gather(): first of its cells in v->gcell */
+    union {
+        uint32_t heap_pos;  /* running */
+        uint32_t mark;      /* windows: stamp of the last gather() that saw it */
+    };
+    union {
+        struct {
+            int64_t last_ts;    /* running: newest event time */
+            int64_t placed;     /* running: heap key as placed (<= last_ts) */
+        };
+        struct sess *sessions;  /* SESSION: sorted by first */
+        uint32_t ghead;         /* windows: first of its cells in v->gcell */
+    };
     sql_value key[];        /* nkeys values; then the state (running), then strings */
 } group;
 
@@ -77,8 +83,8 @@ typedef struct sess {
     struct sess *next;
     group *g;
     uint32_t revision;
-    uint32_t heap_pos;
-    uint8_t fired;
+    uint32_t heap_pos : 31; /* the heap holds fewer than 2^30 (heap_reserve) */
+    uint32_t fired : 1;
     /* aggregate state follows (8-aligned) */
 } sess;
 
@@ -324,14 +330,13 @@ static group *group_new(sql_view *v, uint64_t h, const sql_value *key)
     size_t st = v->cfg.window == SQL_WINDOW_NONE ? v->state_size : 0;
     if (pmap_reserve(&v->groups, 1) < 0)
         return NULL;
-    size_t alloc = off + st + strs;
-    group *g = malloc(alloc);
+    group *g = malloc(off + st + strs);
     if (!g)
         return NULL;
     memset(g, 0, offsetof(group, key));
     g->hash = h;
-    g->heap_pos = NIL_POS;
-    g->alloc = alloc;
+    if (v->cfg.window == SQL_WINDOW_NONE)
+        g->heap_pos = NIL_POS;
     char *p = (char *)g + off + st;
     for (uint32_t i = 0; i < nk; i++) {
         g->key[i] = key[i];
@@ -1529,11 +1534,15 @@ void sql_view_stats_get(const sql_view *v, sql_view_stats *ret)
             const group *g = v->groups.s[i].p;
             if (!g)
                 continue;
-            b += g->alloc;
+            b += group_state_off(v->cfg.nkeys);
+            for (uint32_t k = 0; k < v->cfg.nkeys; k++)
+                if (is_text(g->key[k].type))
+                    b += g->key[k].len;
             if (v->cfg.window == SQL_WINDOW_NONE)
-                b += sql_agg_bytes(v->aggs, group_state(v, g));
-            for (const sess *x = g->sessions; x; x = x->next)
-                b += v->sess_size + sql_agg_bytes(v->aggs, sess_state(x));
+                b += v->state_size + sql_agg_bytes(v->aggs, group_state(v, g));
+            if (v->cfg.window == SQL_WINDOW_SESSION)
+                for (const sess *x = g->sessions; x; x = x->next)
+                    b += v->sess_size + sql_agg_bytes(v->aggs, sess_state(x));
         }
     for (uint32_t i = 0; i < v->nslots; i++)
         for (const cell *c = v->slots[i].head; c; c = c->next)
