@@ -32,6 +32,7 @@
 
 #define NIL_POS 0x7fffffffu
 #define MAX_KEYS 16u
+/* Key bytes per group; a longer key is refused (-EINVAL). */
 #define MAX_KEY_STR (1u << 20)
 /* Windows per event of a HOPPING view (size / advance): bounds the work
  * one event can cause. */
@@ -194,8 +195,11 @@ static uint64_t value_hash(sql_value x)
     return cf_hash64(b, 8, seed);
 }
 
-static uint64_t key_hash(const sql_value *key, uint32_t n)
+static inline uint64_t key_hash(const sql_value *key, uint32_t n)
 {
+    /* The common GROUP BY of one string column, without the dispatch. */
+    if (n == 1 && key[0].type == SQL_STRING)
+        return cf_hash64(key[0].u.s, key[0].len, KEY_SEED ^ SQL_STRING);
     if (n == 1)
         return value_hash(key[0]);
     uint64_t h = KEY_SEED;
@@ -220,6 +224,9 @@ static bool value_eq(sql_value a, sql_value b)
 
 static inline bool key_eq(const group *g, const sql_value *key, uint32_t n)
 {
+    if (n == 1 && key[0].type == SQL_STRING)
+        return g->key[0].type == SQL_STRING && g->key[0].len == key[0].len &&
+               memcmp(g->key[0].u.s, key[0].u.s, key[0].len) == 0;
     for (uint32_t i = 0; i < n; i++)
         if (!value_eq(g->key[i], key[i]))
             return false;
@@ -318,6 +325,16 @@ static group *group_find(const sql_view *v, uint64_t h, const sql_value *key)
     }
 }
 
+/* Whether a key's string bytes fit a group (MAX_KEY_STR). */
+static bool key_fits(const sql_view *v, const sql_value *key)
+{
+    size_t n = 0;
+    for (uint32_t i = 0; i < v->cfg.nkeys; i++)
+        if (is_text(key[i].type))
+            n += key[i].len;
+    return n <= MAX_KEY_STR;
+}
+
 /* A new group with a copy of key (running views: with an empty state). */
 static group *group_new(sql_view *v, uint64_t h, const sql_value *key)
 {
@@ -326,6 +343,8 @@ static group *group_new(sql_view *v, uint64_t h, const sql_value *key)
     for (uint32_t i = 0; i < nk; i++)
         if (is_text(key[i].type))
             strs += key[i].len;
+    if (strs > MAX_KEY_STR)
+        return NULL;
     size_t off = group_state_off(nk);
     size_t st = v->cfg.window == SQL_WINDOW_NONE ? v->state_size : 0;
     if (pmap_reserve(&v->groups, 1) < 0)
@@ -938,6 +957,8 @@ static int add_slow(sql_view *v, cell *c, int64_t p, int64_t first, uint64_t kh,
      * data and a record per fired window. */
     if (slots_reserve(v, v->k - np) < 0 || cells_reserve(v, 1 + (nf - np)) < 0)
         return -ENOMEM;
+    if (!grp && !key_fits(v, key))
+        return -EINVAL;
     if (!grp && !(grp = group_new(v, kh, key)))
         return -ENOMEM;
     grp->refs++; /* held while its first cell is made */
@@ -1130,6 +1151,10 @@ static int apply_session(sql_view *v, const sql_value *key, const sql_value *arg
         sess *x = malloc(v->sess_size);
         if (!x)
             return -ENOMEM;
+        if (!grp && !key_fits(v, key)) {
+            free(x);
+            return -EINVAL;
+        }
         if (!grp) {
             if (v->cfg.max_keys && v->groups.used >= v->cfg.max_keys)
                 evict_session_group(v, emit, ctx);
@@ -1246,6 +1271,8 @@ static int apply_running(sql_view *v, const sql_value *key, const sql_value *arg
     uint64_t kh = key_hash(key, v->cfg.nkeys);
     group *g = group_find(v, kh, key);
     if (!g) {
+        if (!key_fits(v, key))
+            return -EINVAL;
         if (heap_reserve(v) < 0)
             return -ENOMEM;
         if (v->cfg.max_keys && v->groups.used >= v->cfg.max_keys) {
@@ -1407,10 +1434,8 @@ int sql_view_apply(sql_view *v, const sql_value *key, const sql_value *args, int
         for (uint32_t i = 0; i < v->cfg.naggs; i++)
             if (is_text(args[i].type))
                 __builtin_prefetch(args[i].u.s);
-    sql_view_advance(v, wm, emit, ctx);
-    for (uint32_t i = 0; i < v->cfg.nkeys; i++)
-        if (is_text(key[i].type) && key[i].len > MAX_KEY_STR)
-            return -EINVAL;
+    if (wm != CF_TIME_NONE && wm > v->wm)
+        sql_view_advance(v, wm, emit, ctx);
     switch (v->cfg.window) {
     case SQL_WINDOW_NONE: return apply_running(v, key, args, rowtime, arrival);
     case SQL_WINDOW_SESSION: return apply_session(v, key, args, rowtime, arrival, emit, ctx);
@@ -1823,6 +1848,8 @@ int sql_view_load(sql_view *v, cf_reader *in)
         bool windowed = v->cfg.window == SQL_WINDOW_TUMBLING || v->cfg.window == SQL_WINDOW_HOPPING;
         if (g && !windowed)
             return -EINVAL; /* a group seen twice */
+        if (!g && !key_fits(v, key))
+            return -EINVAL;
         if (!g && !(g = group_new(v, kh, key)))
             return -ENOMEM;
         g->refs++; /* held while loading */

@@ -1283,6 +1283,26 @@ static void test_config_rejected(void **state)
     bad[5].advance_ms = 1;
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
         assert_null(sql_view_new(&bad[i]));
+
+    /* A key over 1 MiB is refused with -EINVAL in every shape. */
+    size_t big = (1u << 20) + 1;
+    char *s = malloc(big);
+    memset(s, 'k', big);
+    sql_value key = sql_string(s, (uint32_t)big);
+    sql_window_kind kinds[] = {SQL_WINDOW_NONE, SQL_WINDOW_TUMBLING, SQL_WINDOW_HOPPING,
+                               SQL_WINDOW_SESSION};
+    for (size_t i = 0; i < 4; i++) {
+        sql_view_config c = ok;
+        c.window = kinds[i];
+        c.gap_ms = 10;
+        v = sql_view_new(&c);
+        assert_int_equal(sql_view_apply(v, &key, NULL, 5, 0, CF_TIME_NONE, NULL, NULL), -EINVAL);
+        key.len = 1u << 20; /* the limit itself is fine */
+        assert_int_equal(sql_view_apply(v, &key, NULL, 5, 1, CF_TIME_NONE, NULL, NULL), 1);
+        key.len = (uint32_t)big;
+        sql_view_free(v);
+    }
+    free(s);
 }
 
 int main(void)
