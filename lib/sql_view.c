@@ -8,19 +8,18 @@
 #include "cf_time.h"
 
 /* Layout.
- * - Groups: one malloc'd record per distinct key (the key values, their
- *   string bytes, and for running views the aggregate state and TTL heap
- *   place), in an open-addressing table of (hash, pointer) slots,
- *   refcounted by the windows/sessions that use them.
- * - Windows (TUMBLING, HOPPING): a cell per (window start, group) holding
- *   the window's aggregate state and revision, allocated from fixed-size
- *   slabs with a free list (no allocation per event once warm), found
- *   through one (hash, pointer) table keyed by (start, key), and listed per
- *   window in a start-sorted slot array (as cf_winop). Whether a window
- *   fired is a function of the watermark (W >= end - 1), so cells need no
- *   fired flag. An event updates one cell per window it is in (HOPPING:
- *   size / advance cells; cf_winop's panes would make that one, see
- *   BENCHMARKS in the report: a follow-up).
+ * - Groups: one malloc'd record per distinct key (a 32-byte header, the key
+ *   values, for running views the aggregate state, then the key's string
+ *   bytes), in an open-addressing table of (hash, pointer) slots,
+ *   refcounted by the cells/sessions that use them.
+ * - Windows (TUMBLING, HOPPING): panes as in cf_winop (see "windows: panes"
+ *   below): a cell per (pane, group) holds the pane's aggregate state, so
+ *   an event updates one state whatever size / advance is, and a window's
+ *   result is merged from its panes when emitted. Cells come from
+ *   fixed-size slabs with a free list (no allocation per event once warm),
+ *   are found through one (hash, pointer) table keyed by (start, key), and
+ *   are listed per grid position in a start-sorted slot array. Whether a
+ *   window fired is a function of the watermark (W >= end - 1).
  * - Sessions: per group a list sorted by first event time; one heap of all
  *   sessions ordered by (action time, key, first), the action being firing
  *   (last + gap - 1) for an open session and purging (that + grace) for a
