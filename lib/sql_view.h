@@ -5,7 +5,8 @@
  *   NONE      a running row per group, updated by every event; STATE_TTL
  *             forgets a group once W >= its largest event time + TTL.
  *   TUMBLING  windows [start, start + size), start = floor(ts / size) * size.
- *   HOPPING   windows of `size` every `advance`: an event is in every window
+ *   HOPPING   windows of `size` every `advance` (size a multiple of advance,
+ *             at most 4096 windows per event): an event is in every window
  *             with start <= ts < start + size, start a multiple of advance.
  *   SESSION   per group, events within `gap` of each other (transitively)
  *             share a session [first, last + gap) (Flink's merging windows).
@@ -72,7 +73,7 @@ typedef struct sql_view_config {
     uint32_t naggs;
     sql_window_kind window;
     int64_t size_ms;                /* TUMBLING, HOPPING: > 0 */
-    int64_t advance_ms;             /* HOPPING: 0 < advance <= size */
+    int64_t advance_ms;             /* HOPPING: 0 < advance <= size, size % advance == 0 */
     int64_t gap_ms;                 /* SESSION: > 0 */
     int64_t grace_ms;               /* windowed: >= 0 (GRACE PERIOD) */
     sql_emit_mode emit;
@@ -124,8 +125,10 @@ void sql_view_free(sql_view *v);
  * is judged against (the one the events before it left). First advances
  * to wm (firing what became due, through emit), then applies the event;
  * re-fired results go to emit. Returns SQL_VIEW_APPLIED, SQL_VIEW_LATE,
- * SQL_VIEW_REFUSED, or -ENOMEM / -EINVAL (a key string over 1 MiB, or an
- * argument type the aggregate rejects: the rest of the event applied). */
+ * SQL_VIEW_REFUSED, or -ENOMEM / -EINVAL (a new key whose strings exceed
+ * 1 MiB: nothing applied; or an argument type an aggregate rejects: the
+ * rest of the event applied). Allocates nothing on the hot path (an event
+ * for a group the pane, session or row already holds). */
 int sql_view_apply(sql_view *v, const sql_value *key, const sql_value *args, int64_t rowtime,
                    uint64_t arrival, int64_t wm, sql_view_emit_fn emit, void *ctx);
 
