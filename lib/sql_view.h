@@ -127,8 +127,9 @@ void sql_view_free(sql_view *v);
  * re-fired results go to emit. Returns SQL_VIEW_APPLIED, SQL_VIEW_LATE,
  * SQL_VIEW_REFUSED, or -ENOMEM / -EINVAL (a new key whose strings exceed
  * 1 MiB: nothing applied; or an argument type an aggregate rejects: the
- * rest of the event applied). Allocates nothing on the hot path (an event
- * for a group the pane, session or row already holds). */
+ * rest of the event applied). An event for a group the pane, session or
+ * row already holds allocates only when a kept string or a distinct-count
+ * sketch outgrows its storage. */
 int sql_view_apply(sql_view *v, const sql_value *key, const sql_value *args, int64_t rowtime,
                    uint64_t arrival, int64_t wm, sql_view_emit_fn emit, void *ctx);
 
