@@ -147,6 +147,9 @@ size_t sql_view_foreach_open(const sql_view *v, int64_t now, sql_view_emit_fn em
 size_t sql_view_lookup(const sql_view *v, const sql_value *key, int64_t now,
                        sql_view_emit_fn emit, void *ctx);
 
+/* Counters and sizes. O(state): walks every group, session and cell (the
+ * window pair counts are derived from the panes), so call it for stats
+ * pages and metrics, not per event. */
 void sql_view_stats_get(const sql_view *v, sql_view_stats *ret);
 int64_t sql_view_watermark(const sql_view *v);
 const sql_view_config *sql_view_get_config(const sql_view *v);
