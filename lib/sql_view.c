@@ -1747,7 +1747,8 @@ static int load_cell(sql_view *v, group *g, cf_reader *in)
     if (!cf_get_i64(in, &start) || !cf_get_u32(in, &rev) || !cf_get_u8(in, &flags) ||
         !cf_get_u16(in, &born) || flags == 0 || flags > 3 ||
         __builtin_add_overflow(start, v->cfg.size_ms, &end) ||
-        cf_floor_div(start, adv) * adv != start || purge_due(v, end) ||
+        __builtin_mul_overflow(cf_floor_div(start, adv), adv, &p) || p != start ||
+        purge_due(v, end) ||
         ((flags & 2) && !fire_due(v, end)) || (!(flags & 2) && rev) ||
         (!(flags & 1) && born) || cell_find(v, start, g))
         return -EINVAL;
