@@ -30,6 +30,7 @@
  * Counters are statistics, not state: save/load does not carry them. */
 
 #define NIL_POS 0x7fffffffu
+#define NIL_IDX UINT32_MAX
 #define MAX_KEYS 16u
 /* Key bytes per group; a longer key is refused (-EINVAL). */
 #define MAX_KEY_STR (1u << 20)
@@ -93,6 +94,12 @@ typedef struct pslot {
     void *p;                /* NULL: empty */
 } pslot;
 
+/* A cell table slot: the cell's index and the high half of its hash. */
+typedef struct cslot {
+    uint32_t idx;           /* NIL_IDX: empty */
+    uint32_t tag;
+} cslot;
+
 typedef struct pmap {
     pslot *s;
     uint32_t mask;          /* capacity - 1 */
@@ -110,14 +117,15 @@ struct sql_view {
     void *scratch;          /* a state that panes are merged into */
 
     pmap groups;
-    pmap cells;
+    cslot *cmap;            /* cells by (start, key) */
+    uint32_t cmask, cused;
 
     /* windows */
     wslot *slots;
     uint32_t nslots, slots_cap;
     char **slabs;
     uint32_t nslabs;
-    cell *cell_free;
+    uint32_t *free_idx;     /* free cell indexes (a stack) */
     uint32_t nfree;
 
     /* sessions (sess *) or running groups (group *) */
@@ -684,18 +692,27 @@ static inline uint64_t cell_hash(int64_t start, uint64_t kh)
     return mix64(kh ^ ((uint64_t)start * 0x9e3779b97f4a7c15ULL));
 }
 
+/* Cells are numbered by slab and position, so the table holds 8-byte
+ * (index, hash tag) slots, half of a (hash, pointer) slot: the table of a
+ * large window state stays twice as long in cache (as in cf_winop). */
+static inline cell *cell_at(const sql_view *v, uint32_t idx)
+{
+    return (cell *)(v->slabs[idx / SLAB] + (size_t)(idx % SLAB) * v->cell_size);
+}
+
 /* Hot path: cell (g, key) without a group lookup. */
 static inline cell *cell_lookup_key(const sql_view *v, int64_t g, uint64_t kh, const sql_value *key)
 {
-    if (!v->cells.s)
+    if (!v->cmap)
         return NULL;
     uint64_t h = cell_hash(g, kh);
-    for (uint32_t i = (uint32_t)h & v->cells.mask;; i = (i + 1) & v->cells.mask) {
-        const pslot *s = &v->cells.s[i];
-        if (!s->p)
+    uint32_t tag = (uint32_t)(h >> 32);
+    for (uint32_t i = (uint32_t)h & v->cmask;; i = (i + 1) & v->cmask) {
+        const cslot *s = &v->cmap[i];
+        if (s->idx == NIL_IDX)
             return NULL;
-        if (s->hash == h) {
-            cell *c = s->p;
+        if (s->tag == tag) {
+            cell *c = cell_at(v, s->idx);
             if (c->start == g && c->g->hash == kh && key_eq(c->g, key, v->cfg.nkeys))
                 return c;
         }
@@ -704,15 +721,19 @@ static inline cell *cell_lookup_key(const sql_view *v, int64_t g, uint64_t kh, c
 
 static cell *cell_find(const sql_view *v, int64_t g, const group *grp)
 {
-    if (!v->cells.s)
+    if (!v->cmap)
         return NULL;
     uint64_t h = cell_hash(g, grp->hash);
-    for (uint32_t i = (uint32_t)h & v->cells.mask;; i = (i + 1) & v->cells.mask) {
-        const pslot *s = &v->cells.s[i];
-        if (!s->p)
+    uint32_t tag = (uint32_t)(h >> 32);
+    for (uint32_t i = (uint32_t)h & v->cmask;; i = (i + 1) & v->cmask) {
+        const cslot *s = &v->cmap[i];
+        if (s->idx == NIL_IDX)
             return NULL;
-        if (s->hash == h && ((cell *)s->p)->start == g && ((cell *)s->p)->g == grp)
-            return s->p;
+        if (s->tag == tag) {
+            cell *c = cell_at(v, s->idx);
+            if (c->start == g && c->g == grp)
+                return c;
+        }
     }
 }
 
@@ -723,12 +744,83 @@ static inline const cell *data_find(const sql_view *v, int64_t g, const group *g
     return c && c->has_data ? c : NULL;
 }
 
+static inline uint64_t cell_hash_of(const sql_view *v, uint32_t idx)
+{
+    const cell *c = cell_at(v, idx);
+    return cell_hash(c->start, c->g->hash);
+}
+
+static void cmap_place(cslot *m, uint32_t mask, uint64_t h, uint32_t idx)
+{
+    uint32_t i = (uint32_t)h & mask;
+    while (m[i].idx != NIL_IDX)
+        i = (i + 1) & mask;
+    m[i].idx = idx;
+    m[i].tag = (uint32_t)(h >> 32);
+}
+
+/* Room for n more cells in the table (load factor <= 3/4). */
+static int cmap_reserve(sql_view *v, uint32_t n)
+{
+    uint64_t cap = v->cmap ? (uint64_t)v->cmask + 1 : 0;
+    uint64_t want = (uint64_t)v->cused + n;
+    if (want * 4 <= cap * 3)
+        return 0;
+    uint64_t ncap = cap ? cap : 16;
+    while (want * 4 > ncap * 3)
+        ncap *= 2;
+    if (ncap > (1u << 31))
+        return -ENOMEM;
+    cslot *m = malloc((size_t)ncap * sizeof *m);
+    if (!m)
+        return -ENOMEM;
+    for (uint64_t i = 0; i < ncap; i++)
+        m[i].idx = NIL_IDX;
+    for (uint64_t i = 0; i < cap; i++)
+        if (v->cmap[i].idx != NIL_IDX)
+            cmap_place(m, (uint32_t)(ncap - 1), cell_hash_of(v, v->cmap[i].idx), v->cmap[i].idx);
+    free(v->cmap);
+    v->cmap = m;
+    v->cmask = (uint32_t)(ncap - 1);
+    return 0;
+}
+
+/* Removes cell c (hash h) from the table, backward-shift deletion; returns
+ * its index. */
+static uint32_t cmap_remove(sql_view *v, uint64_t h, const cell *c)
+{
+    uint32_t i = (uint32_t)h & v->cmask;
+    while (cell_at(v, v->cmap[i].idx) != c)
+        i = (i + 1) & v->cmask;
+    uint32_t idx = v->cmap[i].idx, j = i;
+    for (;;) {
+        j = (j + 1) & v->cmask;
+        if (v->cmap[j].idx == NIL_IDX)
+            break;
+        uint32_t home = (uint32_t)cell_hash_of(v, v->cmap[j].idx) & v->cmask;
+        if (((j - home) & v->cmask) >= ((j - i) & v->cmask)) {
+            v->cmap[i] = v->cmap[j];
+            i = j;
+        }
+    }
+    v->cmap[i].idx = NIL_IDX;
+    v->cused--;
+    return idx;
+}
+
 /* Makes sure n cells can be created without allocating. */
 static int cells_reserve(sql_view *v, uint32_t n)
 {
-    if (pmap_reserve(&v->cells, n) < 0)
+    if (cmap_reserve(v, n) < 0)
         return -ENOMEM;
     while (v->nfree < n) {
+        if (v->nslabs >= NIL_IDX / SLAB - 1)
+            return -ENOMEM;
+        uint32_t ncap = (v->nslabs + 1) * SLAB;
+        uint32_t *fi = realloc(v->free_idx, (size_t)ncap * sizeof *fi);
+        if (!fi)
+            return -ENOMEM;
+        v->free_idx = fi;
         char **sl = realloc(v->slabs, (size_t)(v->nslabs + 1) * sizeof *sl);
         if (!sl)
             return -ENOMEM;
@@ -736,14 +828,12 @@ static int cells_reserve(sql_view *v, uint32_t n)
         char *mem = malloc(SLAB * v->cell_size);
         if (!mem)
             return -ENOMEM;
+        uint32_t base = v->nslabs * SLAB;
         v->slabs[v->nslabs++] = mem;
         for (uint32_t i = SLAB; i > 0; i--) {
-            cell *c = (cell *)(mem + (size_t)(i - 1) * v->cell_size);
-            c->g = NULL;
-            c->next = v->cell_free;
-            v->cell_free = c;
+            ((cell *)(mem + (size_t)(i - 1) * v->cell_size))->g = NULL;
+            v->free_idx[v->nfree++] = base + i - 1;
         }
-        v->nfree += SLAB;
     }
     return 0;
 }
@@ -752,9 +842,8 @@ static int cells_reserve(sql_view *v, uint32_t n)
  * (cells_reserve). */
 static cell *cell_new(sql_view *v, wslot *sl, group *grp)
 {
-    cell *c = v->cell_free;
-    v->cell_free = c->next;
-    v->nfree--;
+    uint32_t idx = v->free_idx[--v->nfree];
+    cell *c = cell_at(v, idx);
     c->start = sl->start;
     c->g = grp;
     c->revision = 0;
@@ -766,20 +855,19 @@ static cell *cell_new(sql_view *v, wslot *sl, group *grp)
     sl->n++;
     grp->refs++;
     sql_agg_init(v->aggs, cell_state(c));
-    pmap_put(&v->cells, cell_hash(sl->start, grp->hash), c);
+    cmap_place(v->cmap, v->cmask, cell_hash(sl->start, grp->hash), idx);
+    v->cused++;
     return c;
 }
 
 /* Frees a cell; the caller fixes its slot. */
 static void cell_destroy(sql_view *v, cell *c)
 {
-    pmap_del(&v->cells, cell_hash(c->start, c->g->hash), c);
+    uint32_t idx = cmap_remove(v, cell_hash(c->start, c->g->hash), c);
     sql_agg_fini(v->aggs, cell_state(c));
     group_unref(v, c->g);
     c->g = NULL;
-    c->next = v->cell_free;
-    v->cell_free = c;
-    v->nfree++;
+    v->free_idx[v->nfree++] = idx;
 }
 
 /* Pane of ts and the first window holding it. False when some window of
@@ -1395,7 +1483,8 @@ void sql_view_free(sql_view *v)
     free(v->slabs);
     free(v->slots);
     free(v->groups.s);
-    free(v->cells.s);
+    free(v->cmap);
+    free(v->free_idx);
     free(v->heap);
     free(v->res);
     if (v->scratch) {
@@ -1547,7 +1636,10 @@ void sql_view_stats_get(const sql_view *v, sql_view_stats *ret)
     s.evictions = v->evictions;
     s.refusals = v->refusals;
     s.expired = v->expired;
-    size_t b = sizeof *v + pmap_bytes(&v->groups) + pmap_bytes(&v->cells);
+    size_t b = sizeof *v + pmap_bytes(&v->groups);
+    if (v->cmap)
+        b += ((size_t)v->cmask + 1) * sizeof(cslot);
+    b += (size_t)v->nslabs * SLAB * sizeof(uint32_t); /* free_idx */
     b += (size_t)v->nslabs * (SLAB * v->cell_size + sizeof(char *));
     b += (size_t)v->slots_cap * sizeof(wslot) + (size_t)v->heap_cap * sizeof(void *);
     b += v->sort_cap * sizeof(void *) + v->text.cap + v->cfg.naggs * sizeof(sql_value);
