@@ -1408,7 +1408,7 @@ static void advance_running(sql_view *v)
 static bool config_valid(const sql_view_config *c)
 {
     if (c->nkeys > MAX_KEYS || !c->aggs || c->naggs == 0 || c->naggs > 64 || c->grace_ms < 0 ||
-        c->state_ttl_ms < 0 || (c->emit != SQL_EMIT_CHANGES && c->emit != SQL_EMIT_FINAL))
+        c->state_ttl_ms < 0 || (unsigned)c->emit > SQL_EMIT_FINAL)
         return false;
     switch (c->window) {
     case SQL_WINDOW_NONE: return true;

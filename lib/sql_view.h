@@ -53,18 +53,9 @@
 #include "sql_agg.h"
 #include "sql_value.h"
 
-typedef enum sql_window_kind {
-    SQL_WINDOW_NONE = 0,
-    SQL_WINDOW_TUMBLING,
-    SQL_WINDOW_HOPPING,
-    SQL_WINDOW_SESSION,
-} sql_window_kind;
-
-typedef enum sql_emit_mode {
-    SQL_EMIT_CHANGES = 0,   /* interim results are pushed too (the caller's
-                             * periodic foreach_open) */
-    SQL_EMIT_FINAL,         /* only fired results are pushed */
-} sql_emit_mode;
+/* sql_window_kind, sql_emit: sql_value.h. EMIT CHANGES (or DEFAULT): interim
+ * results are pushed too (the caller's periodic foreach_open); FINAL: only
+ * fired results are pushed. */
 
 /* Filled by the planner; copied by sql_view_new. */
 typedef struct sql_view_config {
@@ -76,7 +67,7 @@ typedef struct sql_view_config {
     int64_t advance_ms;             /* HOPPING: 0 < advance <= size, size % advance == 0 */
     int64_t gap_ms;                 /* SESSION: > 0 */
     int64_t grace_ms;               /* windowed: >= 0 (GRACE PERIOD) */
-    sql_emit_mode emit;
+    sql_emit emit;
     int64_t state_ttl_ms;           /* NONE: 0 = keep forever */
     size_t max_keys;                /* 0 = unbounded */
 } sql_view_config;

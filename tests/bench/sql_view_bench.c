@@ -97,7 +97,7 @@ typedef struct measure {
 
 static measure run_winop(cf_window_type type, int64_t size, int64_t slide)
 {
-    cf_winop_config c = {type, size, slide, 60000};
+    cf_winop_config c = {type, size, slide, 60000, 0};
     cf_winop *op = cf_winop_new(&c);
     emitted = 0;
     int64_t max_ts = INT64_MIN;

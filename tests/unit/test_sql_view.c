@@ -871,7 +871,7 @@ static void run_winop_equivalence(cf_window_type type, int64_t size, int64_t sli
                                   int64_t lateness, uint64_t seed)
 {
     rng_state = seed;
-    cf_winop_config wc = {type, size, slide, lateness};
+    cf_winop_config wc = {type, size, slide, lateness, 0};
     cf_winop *op = cf_winop_new(&wc);
     sql_view_config vc = {.nkeys = 1, .aggs = window_builtin, .naggs = 2,
                           .window = type == CF_WINDOW_TUMBLING ? SQL_WINDOW_TUMBLING
