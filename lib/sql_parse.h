@@ -93,10 +93,7 @@ typedef struct sql_source {
 } sql_source;
 
 typedef enum sql_join_kind { SQL_JOIN_NONE = 0, SQL_JOIN_INNER, SQL_JOIN_LEFT } sql_join_kind;
-typedef enum sql_window_kind {
-    SQL_WINDOW_NONE = 0, SQL_WINDOW_TUMBLING, SQL_WINDOW_HOPPING, SQL_WINDOW_SESSION,
-} sql_window_kind;
-typedef enum sql_emit { SQL_EMIT_DEFAULT = 0, SQL_EMIT_CHANGES, SQL_EMIT_FINAL } sql_emit;
+/* sql_window_kind and sql_emit: sql_value.h (the view operator shares them). */
 
 typedef struct sql_order_item {
     sql_expr *expr;

@@ -175,19 +175,19 @@ static const struct {
     const char *name;
     uint32_t lo, hi;
 } aggs_table[] = {
-#define SQL_AGG_ROW_(name, lo, hi) {#name, lo, hi},
-    SQL_AGGS(SQL_AGG_ROW_)
-#undef SQL_AGG_ROW_
+#define SQL_PLAN_FN_ROW_(name, lo, hi) {#name, lo, hi},
+    SQL_PLAN_FNS(SQL_PLAN_FN_ROW_)
+#undef SQL_PLAN_FN_ROW_
 };
 
-const char *sql_agg_name(sql_agg_kind k)
+const char *sql_plan_fn_name(sql_plan_fn k)
 {
-    return (unsigned)k < SQL_AGG_COUNT_ ? aggs_table[k].name : "?";
+    return (unsigned)k < SQL_PLAN_FN_COUNT_ ? aggs_table[k].name : "?";
 }
 
 static int agg_lookup(const char *s)
 {
-    for (int i = 0; i < SQL_AGG_COUNT_; i++)
+    for (int i = 0; i < SQL_PLAN_FN_COUNT_; i++)
         if (sql_ieq(s, strlen(s), aggs_table[i].name))
             return i;
     return -1;
@@ -456,13 +456,13 @@ static int compile_name(binder *b, const sql_expr *e, sql_prog *g, sql_type *ret
 
 static int compile_agg(binder *b, const sql_expr *e, sql_prog *g, sql_type *ret_type)
 {
-    sql_agg_kind kind = (sql_agg_kind)agg_lookup(e->name);
+    sql_plan_fn kind = (sql_plan_fn)agg_lookup(e->name);
     const char *name = aggs_table[kind].name;
     if (b->mode != MODE_GROUP)
         return bfail(b, e->line, e->column, "aggregate %s is not allowed in %s", name, b->where);
-    if (e->star && kind != SQL_AGG_COUNT)
+    if (e->star && kind != SQL_PLAN_FN_COUNT)
         return bfail(b, e->line, e->column, "%s(*) is not allowed: only COUNT(*)", name);
-    if (e->distinct && kind != SQL_AGG_COUNT)
+    if (e->distinct && kind != SQL_PLAN_FN_COUNT)
         return bfail(b, e->line, e->column, "DISTINCT is only allowed in COUNT(DISTINCT x)");
     if (!e->star && (e->nlist < aggs_table[kind].lo || e->nlist > aggs_table[kind].hi))
         return bfail(b, e->line, e->column, "%s takes %d argument%s, got %d", name,
@@ -472,7 +472,7 @@ static int compile_agg(binder *b, const sql_expr *e, sql_prog *g, sql_type *ret_
             return bfail(b, e->list[i]->line, e->list[i]->column, "aggregate calls can't be nested");
 
     sql_plan_agg a = {.kind = kind, .star = e->star, .distinct = e->distinct, .arg_type = SQL_NULL};
-    if (kind == SQL_AGG_DECAYED_COUNT) {
+    if (kind == SQL_PLAN_FN_DECAYED_COUNT) {
         const sql_expr *d = e->list[0];
         if (!b->decayed_ok)
             return bfail(b, e->line, e->column, "DECAYED_COUNT is only allowed in views without WINDOW");
@@ -495,13 +495,13 @@ static int compile_agg(binder *b, const sql_expr *e, sql_prog *g, sql_type *ret_
             return -1;
         a.arg = arg;
         sql_type t = a.arg_type;
-        if ((kind == SQL_AGG_SUM || kind == SQL_AGG_AVG) && !dyn_t(t) && t != SQL_BIGINT && t != SQL_DOUBLE)
+        if ((kind == SQL_PLAN_FN_SUM || kind == SQL_PLAN_FN_AVG) && !dyn_t(t) && t != SQL_BIGINT && t != SQL_DOUBLE)
             return bfail(b, e->list[0]->line, e->list[0]->column, "%s needs a number, got %s", name,
                          sql_type_name(t));
-        if ((kind == SQL_AGG_MIN || kind == SQL_AGG_MAX) && (t == SQL_ARRAY))
+        if ((kind == SQL_PLAN_FN_MIN || kind == SQL_PLAN_FN_MAX) && (t == SQL_ARRAY))
             return bfail(b, e->list[0]->line, e->list[0]->column, "%s can't compare %s values", name,
                          sql_type_name(t));
-        if (kind == SQL_AGG_TOPK) {
+        if (kind == SQL_PLAN_FN_TOPK) {
             const sql_expr *k = e->list[1];
             if (k->kind != SQL_EXPR_LITERAL || k->value.type != SQL_BIGINT || k->value.u.i < 1 ||
                 k->value.u.i > 1000)
@@ -510,11 +510,11 @@ static int compile_agg(binder *b, const sql_expr *e, sql_prog *g, sql_type *ret_
         }
     }
     switch (kind) {
-    case SQL_AGG_COUNT: a.type = SQL_BIGINT; break;
-    case SQL_AGG_SUM: a.type = a.arg_type == SQL_BIGINT ? SQL_BIGINT : SQL_DOUBLE; break;
-    case SQL_AGG_AVG:
-    case SQL_AGG_DECAYED_COUNT: a.type = SQL_DOUBLE; break;
-    case SQL_AGG_TOPK: a.type = SQL_JSON; break;
+    case SQL_PLAN_FN_COUNT: a.type = SQL_BIGINT; break;
+    case SQL_PLAN_FN_SUM: a.type = a.arg_type == SQL_BIGINT ? SQL_BIGINT : SQL_DOUBLE; break;
+    case SQL_PLAN_FN_AVG:
+    case SQL_PLAN_FN_DECAYED_COUNT: a.type = SQL_DOUBLE; break;
+    case SQL_PLAN_FN_TOPK: a.type = SQL_JSON; break;
     default: a.type = a.arg_type == SQL_NULL ? SQL_JSON : a.arg_type; break;
     }
     if (!(a.text = expr_text(b->plan, e)))

@@ -99,21 +99,21 @@ typedef enum sql_plan_kind {
 } sql_plan_kind;
 
 /* Aggregates: X(name, min args, max args). */
-#define SQL_AGGS(X)                                                             \
+#define SQL_PLAN_FNS(X)                                                             \
     X(COUNT, 1, 1) X(SUM, 1, 1) X(AVG, 1, 1) X(MIN, 1, 1) X(MAX, 1, 1)          \
     X(EARLIEST, 1, 1) X(LATEST, 1, 1) X(TOPK, 2, 2) X(DECAYED_COUNT, 1, 1)
 
-typedef enum sql_agg_kind {
-#define SQL_AGG_ENUM_(name, lo, hi) SQL_AGG_##name,
-    SQL_AGGS(SQL_AGG_ENUM_)
-#undef SQL_AGG_ENUM_
-    SQL_AGG_COUNT_
-} sql_agg_kind;
+typedef enum sql_plan_fn {
+#define SQL_PLAN_FN_ENUM_(name, lo, hi) SQL_PLAN_FN_##name,
+    SQL_PLAN_FNS(SQL_PLAN_FN_ENUM_)
+#undef SQL_PLAN_FN_ENUM_
+    SQL_PLAN_FN_COUNT_
+} sql_plan_fn;
 
-const char *sql_agg_name(sql_agg_kind k);
+const char *sql_plan_fn_name(sql_plan_fn k);
 
 typedef struct sql_plan_agg {
-    sql_agg_kind kind;
+    sql_plan_fn kind;
     bool star;              /* COUNT(*) */
     bool distinct;          /* COUNT(DISTINCT x) */
     const sql_prog *arg;    /* over the input row; NULL for COUNT(*), DECAYED_COUNT */

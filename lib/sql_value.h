@@ -49,6 +49,14 @@ typedef struct sql_row {
     int64_t rowtime;    /* event time, epoch ms (ROWTIME) */
 } sql_row;
 
+/* Window shape and emit mode of a view: the parser, the planner and the view
+ * operator (sql_view) share them. EMIT DEFAULT is what the statement left
+ * unsaid; the planner resolves it (to CHANGES) and sql_view reads it so. */
+typedef enum sql_window_kind {
+    SQL_WINDOW_NONE = 0, SQL_WINDOW_TUMBLING, SQL_WINDOW_HOPPING, SQL_WINDOW_SESSION,
+} sql_window_kind;
+typedef enum sql_emit { SQL_EMIT_DEFAULT = 0, SQL_EMIT_CHANGES, SQL_EMIT_FINAL } sql_emit;
+
 static inline sql_value sql_null(void) { sql_value v = {0}; return v; }
 static inline sql_value sql_bigint(int64_t i) { sql_value v = {.type = SQL_BIGINT}; v.u.i = i; return v; }
 static inline sql_value sql_double(double d) { sql_value v = {.type = SQL_DOUBLE}; v.u.d = d; return v; }

@@ -208,11 +208,11 @@ static void types_of_outputs(void **state)
     assert_columns(pi, names, types, 14);
     /* SUM(qty) is computed once for three columns. */
     assert_int_equal(pi->naggs, 11);
-    assert_int_equal(pi->aggs[0].kind, SQL_AGG_COUNT);
+    assert_int_equal(pi->aggs[0].kind, SQL_PLAN_FN_COUNT);
     assert_true(pi->aggs[0].star);
     assert_null(pi->aggs[0].arg);
     assert_true(pi->aggs[2].distinct);
-    assert_int_equal(pi->aggs[10].kind, SQL_AGG_TOPK);
+    assert_int_equal(pi->aggs[10].kind, SQL_PLAN_FN_TOPK);
     assert_int_equal(pi->aggs[10].param, 3);
     assert_string_equal(pi->aggs[4].text, "SUM(amount)");
     assert_int_equal(pi->emit, SQL_EMIT_CHANGES);
@@ -278,7 +278,7 @@ static void group_row_programs(void **state)
                  "FROM clicks GROUP BY page_url");
     pi = sql_plan_get(p);
     assert_int_equal(pi->state_ttl_ms, 86400000);
-    assert_int_equal(pi->aggs[0].kind, SQL_AGG_DECAYED_COUNT);
+    assert_int_equal(pi->aggs[0].kind, SQL_PLAN_FN_DECAYED_COUNT);
     assert_int_equal(pi->aggs[0].param, 3600000);
     assert_int_equal(pi->columns[1].type, SQL_DOUBLE);
     sql_plan_free(p);

@@ -1,0 +1,161 @@
+/* sql_view: the keyed view operator of continuous SQL (SPEC 13): GROUP BY
+ * one or more key values, a set of aggregates (sql_agg) per group, and one
+ * of four shapes:
+ *
+ *   NONE      a running row per group, updated by every event; STATE_TTL
+ *             forgets a group once W >= its largest event time + TTL.
+ *   TUMBLING  windows [start, start + size), start = floor(ts / size) * size.
+ *   HOPPING   windows of `size` every `advance` (size a multiple of advance,
+ *             at most 4096 windows per event): an event is in every window
+ *             with start <= ts < start + size, start a multiple of advance.
+ *   SESSION   per group, events within `gap` of each other (transitively)
+ *             share a session [first, last + gap) (Flink's merging windows).
+ *
+ * Time rules (SPEC 4, 5, 13), identical to cf_winop and cf_sessions, which
+ * the unit tests check on random traces: a window fires (final, revision
+ * 0) when W >= end - 1 (a session when W >= last + gap - 1), its state is
+ * kept until W >= end - 1 + grace, an event reaching a fired but kept
+ * window updates it and re-fires it at once with revision + 1 (a group new
+ * to a fired window fires at revision 0); an event all of whose windows are
+ * past that point is late (reported to the caller for the late side
+ * output, state unchanged). Sessions: lateness is judged on the merged
+ * session, an event joining or merging fired sessions gives revision
+ * max(part revision + fired), fired again at once only if the merged
+ * session's fire point is already behind W.
+ *
+ * Emission order is deterministic: advance() fires windows by ascending
+ * start, each window's groups in key order (sql_agg_value_cmp per key
+ * column); sessions by (fire or purge time, key, first event time).
+ *
+ * max_keys bounds the groups held (0: no bound). Policy, when a new group
+ * would exceed it:
+ *   NONE      the group whose newest event time is the oldest is evicted
+ *             (forgotten, as TTL would) and counted in evictions;
+ *   SESSION   the group whose next session action comes first is closed
+ *             early (open sessions fire as final) and counted in evictions,
+ *             as cf_sessions does;
+ *   TUMBLING, HOPPING   the event is refused (not applied, counted in
+ *             refusals): evicting a window's partial result would silently
+ *             undercount a result that is still to fire.
+ *
+ * Strings are copied: a key or value passed in is borrowed for the call
+ * only. Results handed to callbacks borrow from the view and are valid only
+ * during the callback; callbacks must not call back into the view. Pure,
+ * deterministic, not thread-safe (one shard owns a view). */
+#ifndef SQL_VIEW_H
+#define SQL_VIEW_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cf_buf.h"
+#include "sql_agg.h"
+#include "sql_value.h"
+
+/* sql_window_kind, sql_emit: sql_value.h. EMIT CHANGES (or DEFAULT): interim
+ * results are pushed too (the caller's periodic foreach_open); FINAL: only
+ * fired results are pushed. */
+
+/* Filled by the planner; copied by sql_view_new. */
+typedef struct sql_view_config {
+    uint32_t nkeys;                 /* 0..16 GROUP BY columns (0: one global group) */
+    const sql_agg_spec *aggs;       /* naggs aggregates, 1..64 */
+    uint32_t naggs;
+    sql_window_kind window;
+    int64_t size_ms;                /* TUMBLING, HOPPING: > 0 */
+    int64_t advance_ms;             /* HOPPING: 0 < advance <= size, size % advance == 0 */
+    int64_t gap_ms;                 /* SESSION: > 0 */
+    int64_t grace_ms;               /* windowed: >= 0 (GRACE PERIOD) */
+    sql_emit emit;
+    int64_t state_ttl_ms;           /* NONE: 0 = keep forever */
+    size_t max_keys;                /* 0 = unbounded */
+} sql_view_config;
+
+/* One result row. For windows start/end are the window bounds (end
+ * exclusive); for sessions start = first and end = last event time (SPEC
+ * 13's WINDOWSTART/WINDOWEND); for running rows both are the group's
+ * newest event time. */
+typedef struct sql_view_result {
+    int64_t start, end;
+    const sql_value *key;           /* nkeys values */
+    uint32_t nkeys;
+    const sql_value *aggs;          /* naggs results (sql_agg_results) */
+    uint32_t naggs;
+    uint32_t revision;              /* 0 on the first firing */
+    bool final;                     /* false: open window/session, running row */
+} sql_view_result;
+
+typedef void (*sql_view_emit_fn)(void *ctx, const sql_view_result *r);
+
+/* What sql_view_apply did with an event. */
+enum {
+    SQL_VIEW_APPLIED = 1,
+    SQL_VIEW_LATE = 0,              /* past every window's grace: side output */
+    SQL_VIEW_REFUSED = 2,           /* max_keys reached (windowed views) */
+};
+
+typedef struct sql_view_stats {
+    size_t groups;                  /* groups held */
+    size_t open;                    /* windows/sessions not fired; running rows */
+    size_t kept;                    /* fired windows/sessions kept for lateness */
+    size_t bytes;                   /* approximate heap bytes of the state */
+    uint64_t applied, late_dropped, late_updates; /* late_updates: re-firings */
+    uint64_t evictions, refusals, expired;        /* expired: groups TTL forgot */
+} sql_view_stats;
+
+typedef struct sql_view sql_view;
+
+/* NULL on OOM or an invalid config. */
+sql_view *sql_view_new(const sql_view_config *cfg);
+void sql_view_free(sql_view *v);
+
+/* One event: key (nkeys values), args (one per aggregate, see sql_agg_add;
+ * may be NULL when no aggregate takes one), its event time and arrival
+ * sequence number (increasing; EARLIEST/LATEST ties), and the watermark it
+ * is judged against (the one the events before it left). First advances
+ * to wm (firing what became due, through emit), then applies the event;
+ * re-fired results go to emit. Returns SQL_VIEW_APPLIED, SQL_VIEW_LATE,
+ * SQL_VIEW_REFUSED, or -ENOMEM / -EINVAL (a new key whose strings exceed
+ * 1 MiB: nothing applied; or an argument type an aggregate rejects: the
+ * rest of the event applied). An event for a group the pane, session or
+ * row already holds allocates only when a kept string or a distinct-count
+ * sketch outgrows its storage. */
+int sql_view_apply(sql_view *v, const sql_value *key, const sql_value *args, int64_t rowtime,
+                   uint64_t arrival, int64_t wm, sql_view_emit_fn emit, void *ctx);
+
+/* Moves the watermark to wm (ignored unless higher): fires what is due,
+ * purges what is past grace, expires running rows past STATE_TTL. */
+void sql_view_advance(sql_view *v, int64_t wm, sql_view_emit_fn emit, void *ctx);
+
+/* Every open window/session (final = false, the revision it would fire
+ * with) or running row, in firing order (running rows in key order). now
+ * is T for DECAYED_COUNT. Returns how many. O(state + groups log groups). */
+size_t sql_view_foreach_open(const sql_view *v, int64_t now, sql_view_emit_fn emit, void *ctx);
+
+/* The open windows/sessions or the running row of one group (pull
+ * queries). Returns how many were emitted (0: no such group). */
+size_t sql_view_lookup(const sql_view *v, const sql_value *key, int64_t now,
+                       sql_view_emit_fn emit, void *ctx);
+
+/* Counters and sizes. O(state): walks every group, session and cell (the
+ * window pair counts are derived from the panes), so call it for stats
+ * pages and metrics, not per event. */
+void sql_view_stats_get(const sql_view *v, sql_view_stats *ret);
+int64_t sql_view_watermark(const sql_view *v);
+const sql_view_config *sql_view_get_config(const sql_view *v);
+
+/* Snapshot and rescale. save() appends the watermark and the state of the
+ * groups for which keep(ctx, key, nkeys) says true (keep NULL: all), so a
+ * state can be split by key across shards. load() adds the groups of one
+ * saved blob to v (made with an equal config): v must be empty or hold the
+ * same watermark (parts of one snapshot), and must not hold any of the
+ * groups already (disjoint parts). -EINVAL on a malformed blob, a config or
+ * watermark mismatch, or a group seen twice (v then holds what was read
+ * before the fault: callers discard it); -ENOMEM. A view loaded from the
+ * parts of a saved view behaves exactly as the saved one would. */
+typedef bool (*sql_view_keep_fn)(void *ctx, const sql_value *key, uint32_t nkeys);
+int sql_view_save(const sql_view *v, sql_view_keep_fn keep, void *ctx, cf_buf *out);
+int sql_view_load(sql_view *v, cf_reader *in);
+
+#endif
