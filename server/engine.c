@@ -37,6 +37,7 @@
 #include "cf_trending.h"
 #include "cf_watermark.h"
 #include "cf_winop.h"
+#include "history.h"
 #include "log.h"
 #include "push.h"
 #include "results_json.h"
@@ -104,6 +105,7 @@ struct cf_engine {
     _Atomic uint64_t rate_x1000;    /* events/s over the last second, x1000 */
 
     cf_wal *wal;                    /* NULL: durability off */
+    cf_history *history;            /* NULL: history off (or no data dir) */
     _Atomic int64_t recovery_ms;    /* atomics: metrics may be read during recovery */
     _Atomic int64_t replayed;
     int64_t snapshot_lsn;
@@ -836,6 +838,17 @@ static int snapshot_finish(cf_engine *e)
         return 0;
     if (atomic_load_explicit(&job->remaining, memory_order_acquire) > 0)
         return 0;
+    /* Every shard has passed the barrier, so every result fired before the
+     * cut has been offered to the history writer. The snapshot must not be
+     * written before those rows are stored: after a crash, replay starts at
+     * the snapshot and would not fire them again. Waiting here (returning
+     * "not yet") delays only the snapshot, never a shard. */
+    if (e->history) {
+        if (job->history_target == 0)
+            job->history_target = cf_history_offered(e->history) + 1;
+        if (!cf_history_written(e->history, job->history_target - 1))
+            return 0;
+    }
     e->job = NULL;
     int rc = atomic_load(&job->failed) ? -ENOMEM : 0;
     cf_buf out = {0};
@@ -1075,6 +1088,111 @@ static size_t clamp_limit(size_t limit)
 
 static cJSON *windows_ordered(cf_engine *e, const cf_window_query *q, bool sync, bool by_count);
 
+/* History rows collected as window results. */
+typedef struct hist_collect {
+    int type;
+    cf_wres **v;
+    size_t n, cap;
+    bool oom;
+} hist_collect;
+
+static int collect_history_row(void *ctx, const cf_history_row *r)
+{
+    hist_collect *c = ctx;
+    cJSON *cols = cJSON_ParseWithLength(r->cols, r->cols_len);
+    cJSON *cnt = cJSON_GetObjectItemCaseSensitive(cols, "count");
+    cJSON *uu = cJSON_GetObjectItemCaseSensitive(cols, "unique_users");
+    cf_window_result wr = {
+        .type = (cf_window_type)c->type,
+        .start = r->start,
+        .end = r->end,
+        .page_url = r->group,
+        .page_url_len = r->group_len,
+        .count = cJSON_IsNumber(cnt) ? (uint64_t)cnt->valuedouble : 0,
+        .unique_users = cJSON_IsNumber(uu) ? (uint64_t)uu->valuedouble : 0,
+        .revision = r->revision,
+        .final = true,
+    };
+    cJSON_Delete(cols);
+    if (c->n == c->cap) {
+        size_t cap = c->cap ? c->cap * 2 : 256;
+        cf_wres **v = realloc(c->v, cap * sizeof *v);
+        if (!v) {
+            c->oom = true;
+            return 1;
+        }
+        c->v = v;
+        c->cap = cap;
+    }
+    cf_wres *w = cf_wres_new(&wr);
+    if (!w) {
+        c->oom = true;
+        return 1;
+    }
+    c->v[c->n++] = w;
+    return 0;
+}
+
+/* A ranged windows query: the shards' parts (memory: open windows and the
+ * retained rings) and history.db's rows in the range, as one answer. A
+ * window found in both keeps its newest revision (memory wins a tie: it
+ * is the same firing). At most limit items, newest first. */
+static cJSON *windows_with_history(cf_engine *e, const cf_window_query *q, cf_shard_query *qs,
+                                   size_t nq, size_t limit)
+{
+    hist_collect hc = {0};
+    for (int t = CF_WINDOW_TUMBLING; t <= CF_WINDOW_SLIDING && !hc.oom; t++) {
+        if (q->type >= 0 && q->type != t)
+            continue;
+        hc.type = t;
+        long rc = cf_history_scan(e->history, cf_window_type_name(t), q->page_url,
+                                  q->page_url ? strlen(q->page_url) : 0, q->from, q->to, limit,
+                                  collect_history_row, &hc);
+        if (rc < 0 && rc != -ENOENT)
+            hc.oom = true;
+    }
+    size_t total = hc.n;
+    for (size_t s = 0; s < nq; s++)
+        total += qs[s].n_items;
+    void **all = hc.oom ? NULL : calloc(total ? total : 1, sizeof *all);
+    cJSON *out = NULL;
+    if (all) {
+        size_t k = 0;
+        for (size_t s = 0; s < nq; s++)
+            for (size_t i = 0; i < qs[s].n_items; i++)
+                all[k++] = qs[s].items[i];
+        for (size_t i = 0; i < hc.n; i++)
+            all[k++] = hc.v[i];
+        qsort(all, k, sizeof *all, cf_wres_cmp);
+        size_t m = 0;
+        for (size_t i = 0; i < k; i++)
+            if (m == 0 || !cf_wres_same_window(all[m - 1], all[i]))
+                all[m++] = all[i];
+        if (m > limit)
+            m = limit;
+        out = cJSON_CreateObject();
+        cJSON *items = cJSON_AddArrayToObject(out, "items");
+        for (size_t i = 0; items && i < m; i++) {
+            cJSON *it = cf_wres_json(all[i]);
+            if (!it) {
+                cJSON_Delete(out);
+                out = NULL;
+                break;
+            }
+            cJSON_AddItemToArray(items, it);
+        }
+        if (out && !items) {
+            cJSON_Delete(out);
+            out = NULL;
+        }
+    }
+    free(all);
+    for (size_t i = 0; i < hc.n; i++)
+        free(hc.v[i]);
+    free(hc.v);
+    return out;
+}
+
 static cJSON *windows(cf_engine *e, const cf_window_query *q, bool sync)
 {
     return windows_ordered(e, q, sync, false);
@@ -1098,15 +1216,32 @@ static cJSON *windows_ordered(cf_engine *e, const cf_window_query *q, bool sync,
         qs[s].page_len = q->page_url ? strlen(q->page_url) : 0;
         qs[s].by_count = by_count;
     }
+    for (unsigned s = 0; s < e->n_shards; s++) {
+        qs[s].ranged = q->ranged;
+        qs[s].from = q->from;
+        qs[s].to = q->to;
+    }
     cJSON *out = NULL;
-    if (query_shards(e, qs, only, sync, NULL) == 0)
-        out = merge_items(e, qs, only >= 0 ? 1 : e->n_shards, limit,
-                          by_count ? cf_wres_cmp_count : cf_wres_cmp, fmt_w, NULL);
+    if (query_shards(e, qs, only, sync, NULL) == 0) {
+        if (q->ranged && e->history && q->state != 0)
+            out = windows_with_history(e, q, qs, only >= 0 ? 1 : e->n_shards, limit);
+        else
+            out = merge_items(e, qs, only >= 0 ? 1 : e->n_shards, limit,
+                              by_count ? cf_wres_cmp_count : cf_wres_cmp, fmt_w, NULL);
+    }
     free_queries(e, qs);
     return out;
 }
 
 cJSON *cf_engine_windows(cf_engine *e, const cf_window_query *q) { return windows(e, q, true); }
+
+int cf_engine_rollup(cf_engine *e, const char *view, int64_t from, int64_t to, int64_t step_ms,
+                     cJSON **ret)
+{
+    if (!e->history)
+        return -ENOTSUP;
+    return cf_history_rollup(e->history, view, from, to, step_ms, ret);
+}
 
 /* A newest-first list kept in every shard's ring (late events, closed
  * sessions): each shard gives its newest `limit`, the merge keeps `limit`. */
@@ -1281,6 +1416,28 @@ static cJSON *keyed_json(const keyed_row rows[KEYED_ROWS])
     return o;
 }
 
+/* The history writer's counters, or null when history is off. */
+static cJSON *history_json(cf_engine *e)
+{
+    if (!e->history)
+        return cJSON_CreateNull();
+    cf_history_stats hs;
+    cf_history_get_stats(e->history, &hs);
+    cJSON *h = cJSON_CreateObject();
+    if (!h)
+        return NULL;
+    cJSON_AddNumberToObject(h, "offered", (double)hs.offered);
+    cJSON_AddNumberToObject(h, "written", (double)hs.written);
+    cJSON_AddNumberToObject(h, "inserted", (double)hs.inserted);
+    cJSON_AddNumberToObject(h, "pending", (double)(hs.offered - hs.written));
+    cJSON_AddNumberToObject(h, "queued_bytes", (double)hs.queued_bytes);
+    cJSON_AddNumberToObject(h, "overflow", (double)hs.overflow);
+    cJSON_AddNumberToObject(h, "errors", (double)hs.errors);
+    cJSON_AddNumberToObject(h, "retention_deleted", (double)hs.retention_deleted);
+    cJSON_AddNumberToObject(h, "retention_cutoff", (double)hs.retention_cutoff);
+    return h;
+}
+
 static cJSON *stats(cf_engine *e, bool sync)
 {
     engine_stats st;
@@ -1331,6 +1488,7 @@ static cJSON *stats(cf_engine *e, bool sync)
     cJSON_AddNumberToObject(o, "shards", e->n_shards);
     cJSON_AddBoolToObject(o, "ready", cf_engine_ready(e));
     cJSON_AddBoolToObject(o, "durable", e->wal != NULL);
+    cJSON_AddItemToObject(o, "history", history_json(e));
     free(st.depth);
     return o;
 }
@@ -1402,6 +1560,26 @@ void cf_engine_metrics(cf_engine *e, cf_buf *out)
                (double)st.clock);
     metric(out, "ingest_rate", "gauge", "Accepted events per second over the last second.",
            st.rate);
+    if (e->history) {
+        cf_history_stats hs;
+        cf_history_get_stats(e->history, &hs);
+        metric(out, "history_rows_offered_total", "counter",
+               "Final results handed to the history writer.", (double)hs.offered);
+        metric(out, "history_rows_written_total", "counter",
+               "Final results the history writer has committed (new or already stored).",
+               (double)hs.written);
+        metric(out, "history_rows_inserted_total", "counter", "Rows newly stored in history.db.",
+               (double)hs.inserted);
+        metric(out, "history_overflow_total", "counter",
+               "Results not handed to the history writer because its queue was full.",
+               (double)hs.overflow);
+        metric(out, "history_errors_total", "counter", "Failed history.db transactions.",
+               (double)hs.errors);
+        metric(out, "history_retention_deleted_total", "counter",
+               "Rows deleted from history.db by retention.", (double)hs.retention_deleted);
+        metric(out, "history_queued_bytes", "gauge", "Bytes waiting for the history writer.",
+               (double)hs.queued_bytes);
+    }
     metric(out, "open_windows", "gauge", "Windows not yet fired.", (double)st.sum.open_windows);
     metric(out, "kept_windows", "gauge", "Fired windows kept for allowed lateness.",
            (double)st.sum.kept_windows);
@@ -1590,6 +1768,12 @@ static void *ticker_main(void *arg)
         pthread_mutex_unlock(&e->mu);
         /* The log only writes on commit: commit the marker so an idle
          * server's log buffer does not grow (and a failure is noticed). */
+        if (e->history) {
+            pthread_mutex_lock(&e->mu);
+            int64_t w = e->sent_wm;
+            pthread_mutex_unlock(&e->mu);
+            cf_history_set_clock(e->history, w);
+        }
         if (e->wal && mlsn > 0 && cf_wal_commit(e->wal, mlsn) < 0 &&
             !atomic_exchange(&e->failed, 1))
             cf_error("write-ahead log commit failed: no longer acknowledging events");
@@ -1623,6 +1807,36 @@ static void *ticker_main(void *arg)
 
 /* ---- start, stop ------------------------------------------------------- */
 
+/* Opens history.db in the data directory (created by the WAL), declares
+ * the built-in views and attaches the writer to every shard. During replay
+ * an offer waits for room rather than overflow: nothing is ingested yet. */
+static int history_open(cf_engine *e)
+{
+    char path[sizeof e->cfg.data_dir + 16];
+    snprintf(path, sizeof path, "%s/history.db", e->cfg.data_dir);
+    char err[512] = "";
+    e->history = cf_history_open(path, e->cfg.history_retention_ms, e->cfg.history_queue_bytes, err,
+                                 sizeof err);
+    if (!e->history) {
+        cf_error("history: %s", err);
+        return -EIO;
+    }
+    if (cf_history_register_view(e->history, "tumbling", "count", "unique_users") < 0 ||
+        cf_history_register_view(e->history, "sliding", "count", "unique_users") < 0 ||
+        cf_history_register_view(e->history, "sessions", "page_views", NULL) < 0) {
+        cf_error("history: cannot declare the built-in views in %s", path);
+        return -EIO;
+    }
+    cf_history_set_blocking(e->history, true);
+    int rc = cf_history_start(e->history);
+    if (rc)
+        return rc;
+    for (unsigned s = 0; s < e->n_shards; s++)
+        cf_shard_set_history(e->shards[s], e->history);
+    cf_info("history: %s (retention %" PRId64 " ms, 0 = forever)", path, e->cfg.history_retention_ms);
+    return 0;
+}
+
 static int recover(cf_engine *e)
 {
     char err[256] = "";
@@ -1632,6 +1846,11 @@ static int recover(cf_engine *e)
     if (!e->wal) {
         cf_error("cannot open the write-ahead log in %s: %s", e->cfg.data_dir, err);
         return -EIO;
+    }
+    if (e->cfg.history) {
+        int hrc = history_open(e);
+        if (hrc)
+            return hrc;
     }
     int64_t t0 = mono_ms();
     cf_buf payload = {0};
@@ -1668,6 +1887,8 @@ static int recover(cf_engine *e)
         cf_error("recovery: replaying the write-ahead log failed: %s", strerror((int)-n));
         return (int)n;
     }
+    if (e->history)
+        cf_history_set_blocking(e->history, false);
     int64_t took = mono_ms() - t0;
     atomic_store(&e->replayed, n);
     atomic_store(&e->recovery_ms, took);
@@ -1753,6 +1974,9 @@ void cf_engine_stop(cf_engine *e)
     for (unsigned s = 0; s < e->n_shards; s++)
         if (e->shards[s])
             cf_shard_stop(e->shards[s]);
+    /* After the shards: every result they fired is stored before exit. */
+    cf_history_close(e->history);
+    e->history = NULL;
 }
 
 void cf_engine_free(cf_engine *e)
@@ -1765,6 +1989,7 @@ void cf_engine_free(cf_engine *e)
             cf_shard_free(e->shards[s]);
     free(e->shards);
     job_free(e, e->job);
+    cf_history_close(e->history);
     if (e->wal)
         cf_wal_close(e->wal);
     cf_dedup_free(e->dedup);

@@ -129,7 +129,8 @@ static void help_lists_every_option_with_env_and_default(void **state)
         "half-life", "retain-results", "max-keys", "max-batch", "max-body", "queue-capacity",
         "push-interval", "ws-max-clients", "ws-queue", "data-dir", "fsync", "snapshot-interval",
         "segment-size", "ingest-token", "read-token", "cors-origin", "connection-timeout",
-        "request-deadline", "max-connections", "max-connections-per-ip"};
+        "request-deadline", "max-connections", "max-connections-per-ip", "history",
+        "history-retention", "history-queue"};
     size_t n_env = 0;
     for (const char *p = r.out; (p = strstr(p, "[env: CLICKFLOW_")) != NULL; p++)
         n_env++;
@@ -185,7 +186,7 @@ static void help_defaults_round_trip(void **state)
         }
         line = nl ? nl + 1 : NULL;
     }
-    assert_int_equal(checked, 29);   /* all but shards, http-threads, two tokens, cors-origin */
+    assert_int_equal(checked, 32);   /* all but shards, http-threads, two tokens, cors-origin */
     run_free(&h);
     run_free(&d);
 }
@@ -357,6 +358,30 @@ static void fsync_policies(void **state)
     run_free(&r);
 }
 
+static void history_options(void **state)
+{
+    (void)state;
+    run d = load(NULL);
+    assert_true(d.cfg.history);
+    assert_true(d.cfg.history_retention_ms == INT64_C(90) * 86400000);
+    run_free(&d);
+    run r = load("--history", "off", "--history-retention", "0", "--history-queue", "1k", NULL);
+    assert_int_equal(r.rc, 0);
+    assert_false(r.cfg.history);
+    assert_true(r.cfg.history_retention_ms == 0);
+    assert_int_equal(r.cfg.history_queue_bytes, 1024);
+    run_free(&r);
+    r = load("--history", "yes", NULL);
+    assert_int_equal(r.rc, -1);
+    assert_non_null(strstr(r.err, "--history"));
+    assert_non_null(strstr(r.err, "on, off"));
+    run_free(&r);
+    r = load("--history-retention", "7x", NULL);
+    assert_int_equal(r.rc, -1);
+    assert_non_null(strstr(r.err, "--history-retention"));
+    run_free(&r);
+}
+
 static void cors_origins(void **state)
 {
     (void)state;
@@ -471,6 +496,7 @@ int main(void)
         cmocka_unit_test(port_boundaries),
         cmocka_unit_test(slide_size_must_be_a_multiple),
         cmocka_unit_test(fsync_policies),
+        cmocka_unit_test(history_options),
         cmocka_unit_test(cors_origins),
         cmocka_unit_test(bind_tokens_and_strings),
         cmocka_unit_test(connection_limits),
