@@ -1827,6 +1827,10 @@ static int history_open(cf_engine *e)
         cf_error("history: cannot declare the built-in views in %s", path);
         return -EIO;
     }
+    /* Test seam (integration tests): a writer that lags behind. */
+    const char *stall = getenv("CLICKFLOW_TEST_HISTORY_STALL_MS");
+    if (stall)
+        cf_history_test_stall(e->history, atoi(stall));
     cf_history_set_blocking(e->history, true);
     int rc = cf_history_start(e->history);
     if (rc)

@@ -58,6 +58,7 @@ struct cf_history {
     int64_t clock;                  /* retention clock (ms) */
     uint64_t offered, written, inserted, overflow, errors, deleted;
     int64_t cutoff;                 /* last retention cutoff applied */
+    int stall_ms;                   /* test seam: pause before each transaction */
     pthread_t thread;
 
     view_def views[MAX_VIEWS];
@@ -345,6 +346,10 @@ static void *writer_main(void *arg)
         int64_t cutoff = retention ? h->clock - h->retention_ms : 0;
         pthread_mutex_unlock(&h->mu);
 
+        if (h->stall_ms > 0 && list) {
+            struct timespec ts = {h->stall_ms / 1000, (long)(h->stall_ms % 1000) * 1000000L};
+            nanosleep(&ts, NULL);
+        }
         long ins = list ? write_items(h, list) : 0;
         items_free(list);
         long del = retention ? apply_retention(h, cutoff) : 0;
@@ -372,6 +377,8 @@ static void *writer_main(void *arg)
     pthread_mutex_unlock(&h->mu);
     return NULL;
 }
+
+void cf_history_test_stall(cf_history *h, int ms) { h->stall_ms = ms; }
 
 int cf_history_start(cf_history *h)
 {

@@ -73,6 +73,10 @@ cf_history *cf_history_open(const char *path, int64_t retention_ms, size_t queue
 int cf_history_register_view(cf_history *h, const char *view, const char *additive,
                              const char *sketch_col);
 
+/* Test seam: the writer pauses ms before each transaction, so that tests
+ * can make it lag behind the shards (before cf_history_start). */
+void cf_history_test_stall(cf_history *h, int ms);
+
 /* Starts the writer thread. 0 or -errno. */
 int cf_history_start(cf_history *h);
 

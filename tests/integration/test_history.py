@@ -226,7 +226,10 @@ def test_kill9_during_heavy_writing_no_duplicate_no_gap():
             "--slide", "5s", "--session-gap", "3s", "--allowed-lateness", "10s",
             "--out-of-orderness", "2s", "--snapshot-interval", "200ms", "--segment-size", "64k"]
     ref = Reference(settings)
-    srv = Server(args)
+    # The writer lags (a pause before each transaction), so snapshots are
+    # taken while fired results still wait for it: a snapshot that did not
+    # wait for them would lose them to the next kill.
+    srv = Server(args, env={"CLICKFLOW_TEST_HISTORY_STALL_MS": "150"})
     srv.start()
     kills = 0
     try:
