@@ -1431,6 +1431,7 @@ static cJSON *history_json(cf_engine *e)
     cJSON_AddNumberToObject(h, "inserted", (double)hs.inserted);
     cJSON_AddNumberToObject(h, "pending", (double)(hs.offered - hs.written));
     cJSON_AddNumberToObject(h, "queued_bytes", (double)hs.queued_bytes);
+    cJSON_AddNumberToObject(h, "spilled", (double)hs.spilled);
     cJSON_AddNumberToObject(h, "overflow", (double)hs.overflow);
     cJSON_AddNumberToObject(h, "errors", (double)hs.errors);
     cJSON_AddNumberToObject(h, "retention_deleted", (double)hs.retention_deleted);
@@ -1570,8 +1571,11 @@ void cf_engine_metrics(cf_engine *e, cf_buf *out)
                (double)hs.written);
         metric(out, "history_rows_inserted_total", "counter", "Rows newly stored in history.db.",
                (double)hs.inserted);
+        metric(out, "history_spilled_total", "counter",
+               "Results that waited in the spill file because the writer's queue was full.",
+               (double)hs.spilled);
         metric(out, "history_overflow_total", "counter",
-               "Results not handed to the history writer because its queue was full.",
+               "Results lost: the writer's queue was full and the spill file could not be written.",
                (double)hs.overflow);
         metric(out, "history_errors_total", "counter", "Failed history.db transactions.",
                (double)hs.errors);

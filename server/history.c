@@ -12,6 +12,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <sqlite3.h>
 
@@ -59,6 +62,13 @@ struct cf_history {
     uint64_t offered, written, inserted, overflow, errors, deleted;
     int64_t cutoff;                 /* last retention cutoff applied */
     int stall_ms;                   /* test seam: pause before each transaction */
+    /* Spill file: rows offered while the queue was full, in order. */
+    char spill_path[1040];
+    char take_path[1048];           /* the spill file the writer is reading */
+    int spill_fd;                   /* -1 until the first spill */
+    size_t spill_bytes;             /* in the current spill file */
+    uint64_t spilled_now;           /* rows in the current spill file */
+    uint64_t spilled;               /* rows ever spilled (stats) */
     pthread_t thread;
 
     view_def views[MAX_VIEWS];
@@ -142,6 +152,13 @@ cf_history *cf_history_open(const char *path, int64_t retention_ms, size_t queue
         return NULL;
     }
     strcpy(h->path, path);
+    h->spill_fd = -1;
+    snprintf(h->spill_path, sizeof h->spill_path, "%s.spill", path);
+    snprintf(h->take_path, sizeof h->take_path, "%s.spill.taken", path);
+    /* Rows of a spill file left by a crash were never stored, so no
+     * snapshot covers them: replay fires them again. */
+    (void)unlink(h->spill_path);
+    (void)unlink(h->take_path);
     h->retention_ms = retention_ms;
     h->queue_cap = queue_bytes ? queue_bytes : 1;
     h->tail = &h->head;
@@ -230,6 +247,44 @@ static void items_free(item *it)
     }
 }
 
+/* One allocation holding a copy of r. NULL on OOM. */
+static item *item_new(const cf_history_row *r, size_t vlen, size_t bytes)
+{
+    item *it = malloc(bytes);
+    if (!it)
+        return NULL;
+    it->next = NULL;
+    it->start = r->start;
+    it->end = r->end;
+    it->revision = r->revision;
+    it->bytes = bytes;
+    char *p = it->data;
+    it->view = p;
+    memcpy(p, r->view, vlen + 1);
+    p += vlen + 1;
+    it->group = p;
+    it->group_len = r->group_len;
+    if (r->group_len)
+        memcpy(p, r->group, r->group_len);
+    p[r->group_len] = '\0';
+    p += r->group_len + 1;
+    it->cols = p;
+    it->cols_len = r->cols_len;
+    memcpy(p, r->cols, r->cols_len);
+    p[r->cols_len] = '\0';
+    p += r->cols_len + 1;
+    it->sketch = r->sketch ? (uint8_t *)p : NULL;
+    it->sketch_len = r->sketch ? r->sketch_len : 0;
+    if (r->sketch && r->sketch_len)
+        memcpy(p, r->sketch, r->sketch_len);
+    return it;
+}
+
+static size_t item_bytes(const cf_history_row *r, size_t vlen)
+{
+    return sizeof(item) + vlen + 1 + r->group_len + 1 + r->cols_len + 1 + r->sketch_len;
+}
+
 /* Writes a list in one transaction. Returns rows newly inserted, or -EIO
  * (the transaction is rolled back). */
 static long write_items(cf_history *h, const item *list)
@@ -309,6 +364,74 @@ static long apply_retention(cf_history *h, int64_t cutoff)
     return total;
 }
 
+/* Reads the taken spill file into items appended at *tail. 0 or -errno
+ * (the rows read so far are kept). */
+static int spill_read(cf_history *h, item **tail)
+{
+    int fd = open(h->take_path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    struct stat stt;
+    if (fstat(fd, &stt) < 0) {
+        close(fd);
+        return -errno;
+    }
+    size_t len = (size_t)stt.st_size;
+    uint8_t *data = malloc(len ? len : 1);
+    size_t got = 0;
+    while (data && got < len) {
+        ssize_t r = read(fd, data + got, len - got);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            break;
+        got += (size_t)r;
+    }
+    close(fd);
+    if (!data)
+        return -ENOMEM;
+    cf_reader in;
+    cf_reader_init(&in, data, got);
+    int rc = 0;
+    uint32_t rlen;
+    while (cf_get_u32(&in, &rlen)) {
+        cf_history_row r = {0};
+        const char *view, *group, *cols, *sketch;
+        size_t vlen, cols_len, sketch_len;
+        uint8_t has_sketch;
+        int64_t start, end;
+        char vbuf[CF_HISTORY_VIEW_MAX + 1];
+        if (!cf_get_str(&in, &view, &vlen) || vlen == 0 || vlen > CF_HISTORY_VIEW_MAX ||
+            !cf_get_i64(&in, &start) || !cf_get_i64(&in, &end) ||
+            !cf_get_str(&in, &group, &r.group_len) || !cf_get_u32(&in, &r.revision) ||
+            !cf_get_str(&in, &cols, &cols_len) || !cf_get_u8(&in, &has_sketch) ||
+            !cf_get_str(&in, &sketch, &sketch_len)) {
+            rc = -EINVAL;
+            break;
+        }
+        memcpy(vbuf, view, vlen);
+        vbuf[vlen] = '\0';
+        r.view = vbuf;
+        r.start = start;
+        r.end = end;
+        r.group = group;
+        r.cols = cols;
+        r.cols_len = cols_len;
+        r.sketch = has_sketch ? (const uint8_t *)sketch : NULL;
+        r.sketch_len = has_sketch ? sketch_len : 0;
+        item *it = item_new(&r, vlen, item_bytes(&r, vlen));
+        if (!it) {
+            rc = -ENOMEM;
+            break;
+        }
+        it->bytes = 0;  /* not in queued_bytes */
+        *tail = it;
+        tail = &it->next;
+    }
+    free(data);
+    return rc;
+}
+
 static void timed_wait(pthread_cond_t *c, pthread_mutex_t *mu, int ms)
 {
     struct timespec until;
@@ -330,9 +453,9 @@ static void *writer_main(void *arg)
     cf_history *h = arg;
     pthread_mutex_lock(&h->mu);
     for (;;) {
-        while (!h->head && !h->stop && !retention_due_locked(h))
+        while (!h->head && !h->spilled_now && !h->stop && !retention_due_locked(h))
             timed_wait(&h->wake, &h->mu, WRITER_WAIT_MS);
-        if (!h->head && h->stop)
+        if (!h->head && !h->spilled_now && h->stop)
             break;
         item *list = h->head;
         h->head = NULL;
@@ -344,7 +467,27 @@ static void *writer_main(void *arg)
         }
         bool retention = retention_due_locked(h);
         int64_t cutoff = retention ? h->clock - h->retention_ms : 0;
+        /* Rows in the spill file: take the whole file (new spills start a
+         * new one) and write them with the queue's. */
+        uint64_t n_spill = h->spilled_now;
+        if (n_spill) {
+            close(h->spill_fd);
+            h->spill_fd = -1;
+            if (rename(h->spill_path, h->take_path) < 0)
+                cf_warn("history: cannot rename %s: %s", h->spill_path, strerror(errno));
+            h->spilled_now = 0;
+            h->spill_bytes = 0;
+        }
         pthread_mutex_unlock(&h->mu);
+
+        if (n_spill) {
+            item **end = &list;
+            while (*end)
+                end = &(*end)->next;
+            if (spill_read(h, end) < 0)
+                cf_error("history: cannot read back %s: some results are not stored", h->take_path);
+            (void)unlink(h->take_path);
+        }
 
         if (h->stall_ms > 0 && list) {
             struct timespec ts = {h->stall_ms / 1000, (long)(h->stall_ms % 1000) * 1000000L};
@@ -363,7 +506,7 @@ static void *writer_main(void *arg)
         }
         /* Counted as written either way, so that a broken disk does not
          * stall snapshots forever; the failure is in errors and the log. */
-        h->written += n;
+        h->written += n + n_spill;
         h->queued_bytes -= bytes;
         if (retention && del >= 0) {
             h->deleted += (uint64_t)del;
@@ -401,6 +544,8 @@ void cf_history_close(cf_history *h)
         pthread_join(h->thread, NULL);
     }
     items_free(h->head);
+    if (h->spill_fd >= 0)
+        close(h->spill_fd);
     sqlite3_finalize(h->ins);
     if (h->db)
         sqlite3_close(h->db);
@@ -410,60 +555,95 @@ void cf_history_close(cf_history *h)
     free(h);
 }
 
+/* Spill record: u32 length, then the row (history.spill, see DESIGN.md). */
+static void spill_encode(const cf_history_row *r, cf_buf *b)
+{
+    size_t at = b->len;
+    cf_buf_put_u32(b, 0);
+    cf_buf_put_str(b, r->view, strlen(r->view));
+    cf_buf_put_i64(b, r->start);
+    cf_buf_put_i64(b, r->end);
+    cf_buf_put_str(b, r->group ? r->group : "", r->group_len);
+    cf_buf_put_u32(b, r->revision);
+    cf_buf_put_str(b, r->cols, r->cols_len);
+    cf_buf_put_u8(b, r->sketch != NULL);
+    cf_buf_put_str(b, r->sketch ? (const char *)r->sketch : "", r->sketch ? r->sketch_len : 0);
+    if (!b->oom) {
+        uint32_t len = (uint32_t)(b->len - at - 4);
+        memcpy(b->data + at, &len, 4);
+    }
+}
+
+/* The queue is full: the row goes to the end of the spill file instead
+ * (an append to the page cache; no fsync: after a crash the rows are fired
+ * again by replay, since snapshots wait for them). Called with mu held. */
+static int spill_locked(cf_history *h, const cf_buf *rec)
+{
+    if (h->spill_fd < 0) {
+        h->spill_fd = open(h->spill_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+        if (h->spill_fd < 0)
+            return -errno;
+    }
+    size_t off = 0;
+    while (off < rec->len) {
+        ssize_t w = write(h->spill_fd, rec->data + off, rec->len - off);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0) {
+            /* A partial record would confuse the reader: cut it off. */
+            if (ftruncate(h->spill_fd, (off_t)h->spill_bytes) < 0)
+                cf_warn("history: cannot truncate %s", h->spill_path);
+            return -EIO;
+        }
+        off += (size_t)w;
+    }
+    h->spill_bytes += rec->len;
+    h->spilled_now++;
+    return 0;
+}
+
 int cf_history_offer(cf_history *h, const cf_history_row *r)
 {
     size_t vlen = r->view ? strlen(r->view) : 0;
     if (vlen == 0 || vlen > CF_HISTORY_VIEW_MAX || !r->cols || r->group_len > INT32_MAX ||
         r->cols_len > INT32_MAX || r->sketch_len > INT32_MAX)
         return -EINVAL;
-    size_t data = vlen + 1 + r->group_len + 1 + r->cols_len + 1 + r->sketch_len;
-    size_t bytes = sizeof(item) + data;
+    size_t bytes = item_bytes(r, vlen);
     pthread_mutex_lock(&h->mu);
     while (h->blocking && h->queued_bytes > 0 && h->queued_bytes + bytes > h->queue_cap && !h->stop)
         pthread_cond_wait(&h->room, &h->mu);
-    /* One row larger than the whole budget still goes in on an empty queue. */
-    if (h->queued_bytes > 0 && h->queued_bytes + bytes > h->queue_cap) {
-        h->overflow++;
+    /* One row larger than the whole budget still goes in on an empty queue;
+     * once the queue is full (or rows already wait in the spill file, so
+     * that the file is drained before the queue overtakes it) rows spill. */
+    bool full = h->spilled_now > 0 || (h->queued_bytes > 0 && h->queued_bytes + bytes > h->queue_cap);
+    if (full) {
         pthread_mutex_unlock(&h->mu);
-        return -ENOSPC;
+        cf_buf rec = {0};
+        spill_encode(r, &rec);
+        pthread_mutex_lock(&h->mu);
+        int rc = rec.oom ? -ENOMEM : spill_locked(h, &rec);
+        if (rc == 0) {
+            h->offered++;
+            h->spilled++;
+            pthread_cond_signal(&h->wake);
+        } else {
+            h->overflow++;
+        }
+        pthread_mutex_unlock(&h->mu);
+        cf_buf_free(&rec);
+        return rc == 0 ? 0 : -ENOSPC;
     }
     h->queued_bytes += bytes;
     pthread_mutex_unlock(&h->mu);
 
-    item *it = malloc(bytes);
+    item *it = item_new(r, vlen, bytes);
+    pthread_mutex_lock(&h->mu);
     if (!it) {
-        pthread_mutex_lock(&h->mu);
         h->queued_bytes -= bytes;
         h->overflow++;
         pthread_mutex_unlock(&h->mu);
         return -ENOMEM;
     }
-    it->next = NULL;
-    it->start = r->start;
-    it->end = r->end;
-    it->revision = r->revision;
-    it->bytes = bytes;
-    char *p = it->data;
-    it->view = p;
-    memcpy(p, r->view, vlen + 1);
-    p += vlen + 1;
-    it->group = p;
-    it->group_len = r->group_len;
-    if (r->group_len)
-        memcpy(p, r->group, r->group_len);
-    p[r->group_len] = '\0';
-    p += r->group_len + 1;
-    it->cols = p;
-    it->cols_len = r->cols_len;
-    memcpy(p, r->cols, r->cols_len);
-    p[r->cols_len] = '\0';
-    p += r->cols_len + 1;
-    it->sketch = r->sketch ? (uint8_t *)p : NULL;
-    it->sketch_len = r->sketch ? r->sketch_len : 0;
-    if (r->sketch && r->sketch_len)
-        memcpy(p, r->sketch, r->sketch_len);
-
-    pthread_mutex_lock(&h->mu);
     *h->tail = it;
     h->tail = &it->next;
     h->offered++;
@@ -515,6 +695,7 @@ void cf_history_get_stats(cf_history *h, cf_history_stats *ret)
         .written = h->written,
         .inserted = h->inserted,
         .overflow = h->overflow,
+        .spilled = h->spilled,
         .errors = h->errors,
         .retention_deleted = h->deleted,
         .retention_cutoff = h->cutoff,

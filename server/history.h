@@ -3,9 +3,10 @@
  * in-memory rings, for time-range reads and rollups (SPEC section 16).
  *
  * Writing: producers (shard threads) hand rows over with cf_history_offer(),
- * which copies the row into a bounded in-memory queue and never waits (the
- * queue has a byte budget; a row that does not fit is counted as an
- * overflow instead, see docs/DESIGN.md). One writer thread owns the
+ * which copies the row into a bounded in-memory queue and never waits for
+ * the writer: the queue has a byte budget, and a row that does not fit is
+ * appended to a spill file (history.db.spill) that the writer drains next
+ * (see docs/DESIGN.md). One writer thread owns the
  * database connection and writes the queue in transactions with INSERT OR
  * IGNORE on the key (view, start, end, group, revision), so a replay after a
  * crash writes nothing twice. During recovery (cf_history_set_blocking) an
@@ -50,7 +51,8 @@ typedef struct cf_history_stats {
     uint64_t offered;               /* rows handed over */
     uint64_t written;               /* rows the writer committed (incl. already stored) */
     uint64_t inserted;              /* of which were new in the database */
-    uint64_t overflow;              /* rows refused because the queue was full */
+    uint64_t spilled;               /* rows that went through the spill file (queue full) */
+    uint64_t overflow;              /* rows lost: the queue was full and the spill failed */
     uint64_t errors;                /* failed transactions (their rows are counted lost) */
     uint64_t retention_deleted;     /* rows deleted by retention */
     int64_t retention_cutoff;       /* rows with end < this were deleted (0: none yet) */
@@ -83,9 +85,11 @@ int cf_history_start(cf_history *h);
 /* Drains the queue, commits, stops the writer and closes. Accepts NULL. */
 void cf_history_close(cf_history *h);
 
-/* Copies r into the hand-off queue. Returns 0, -ENOSPC when the queue is
- * full (not blocking: the row is counted in overflow and the caller keeps
- * going), -EINVAL for a malformed row, -ENOMEM. Thread-safe. */
+/* Copies r into the hand-off queue, or, when the queue is full, appends it
+ * to the spill file. Returns 0, -ENOSPC when even the spill failed (the row
+ * is counted in overflow and lost; the caller keeps going), -EINVAL for a
+ * malformed row, -ENOMEM. Never waits for the writer (except while
+ * blocking is set). Thread-safe. */
 int cf_history_offer(cf_history *h, const cf_history_row *r);
 
 /* While true, cf_history_offer waits for room instead of refusing (used

@@ -12,6 +12,7 @@ missing, nothing twice. Then:
   users;
 - kill -9 during heavy writing (snapshots every 200 ms) leaves no duplicate
   and no gap;
+- a full hand-off queue spills to a file and loses nothing;
 - retention (event-time clock) deletes exactly the rows whose window ended
   more than --history-retention before the watermark;
 - bad ranges, steps and views are 400 with a reason; --history off writes
@@ -268,6 +269,28 @@ def test_kill9_during_heavy_writing_no_duplicate_no_gap():
         srv.stop()
 
 
+def test_full_queue_spills_and_loses_nothing():
+    """A writer far behind (a pause per transaction) and a queue of one
+    row: results go through the spill file, ingest never waits for the
+    writer, and history.db still gets every row once."""
+    rng = random.Random(SEED + 3)
+    evs = make_trace(rng, 1500, 2)
+    ref = Reference(SETTINGS)
+    srv = Server(ARGS + ["--history-queue", "1"],
+                 env={"CLICKFLOW_TEST_HISTORY_STALL_MS": "100"})
+    srv.start()
+    try:
+        ingest(srv, ref, evs)
+        raise_wm(srv, ref, max(e["ts"] for e in evs) + 3 * HOUR)
+        stats = wait_written(srv)
+        assert stats["history"]["spilled"] > 0, stats["history"]
+        assert_rows_equal(db_rows(srv), ref_rows(ref), "after spilling")
+        st, text = srv.request("GET", "/metrics")
+        assert "clickflow_history_spilled_total %d" % stats["history"]["spilled"] in text
+    finally:
+        srv.stop()
+
+
 def test_retention_deletes_exactly_the_old_rows():
     rng = random.Random(SEED + 2)
     evs = make_trace(rng, 1500, 4)
@@ -333,5 +356,6 @@ def test_bad_requests_and_history_off():
 if __name__ == "__main__":
     run_tests([test_history_equals_reference_across_restart,
                test_kill9_during_heavy_writing_no_duplicate_no_gap,
+               test_full_queue_spills_and_loses_nothing,
                test_retention_deletes_exactly_the_old_rows,
                test_bad_requests_and_history_off])
