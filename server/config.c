@@ -94,6 +94,10 @@ static const opt_def options[] = {
      "history rows whose window ended this long before the watermark are deleted; 0 = keep forever"},
     {"history-queue", OPT_BYTES, OFF(history_queue_bytes), 0, 1, INT64_C(1) << 34, "64M",
      "bytes of results waiting for the history writer at most (k, M, G suffixes)"},
+    {"sink", OPT_STRING, OFF(sink), SZ(sink), 0, 0, "",
+     "also upsert every history row into PostgreSQL: postgresql://user:password@host:port/db"},
+    {"sink-backlog", OPT_BYTES, OFF(sink_backlog_bytes), 0, 4096, INT64_C(1) << 40, "1G",
+     "bytes of rows waiting on disk for the --sink database at most (k, M, G suffixes)"},
     {"ingest-token", OPT_TOKEN, OFF(ingest_token), SZ(ingest_token), 0, 0, "",
      "if set, POSTs need Authorization: Bearer <token>"},
     {"read-token", OPT_TOKEN, OFF(read_token), SZ(read_token), 0, 0, "",
@@ -150,6 +154,7 @@ void cf_config_defaults(cf_config *cfg)
     cfg->history = true;
     cfg->history_retention_ms = 90 * DAY_MS;
     cfg->history_queue_bytes = (size_t)64 << 20;
+    cfg->sink_backlog_bytes = (size_t)1 << 30;
     cfg->fsync = CF_FSYNC_BATCH;
     cfg->snapshot_interval_ms = 60000;
     cfg->segment_bytes = (size_t)64 << 20;
@@ -557,7 +562,7 @@ void cf_config_describe(const cf_config *cfg, char *buf, size_t cap)
              "ms ws-max-clients=%zu ws-queue=%zu data-dir=%s fsync=%s snapshot-interval=%" PRId64
              "ms segment-size=%zu ingest-token=%s read-token=%s cors-origin=%s connection-timeout=%" PRId64
              "ms request-deadline=%" PRId64 "ms max-connections=%u max-connections-per-ip=%u"
-             " history=%s history-retention=%" PRId64 "ms history-queue=%zu",
+             " history=%s history-retention=%" PRId64 "ms history-queue=%zu sink=%s sink-backlog=%zu",
              cfg->bind, (unsigned)cfg->http_port, (unsigned)cfg->ws_port, cfg->shards, cfg->http_threads,
              cfg->out_of_orderness_ms, cfg->idle_timeout_ms, cfg->allowed_lateness_ms, cfg->max_future_ms,
              cfg->window_ms, cfg->slide_size_ms, cfg->slide_ms, cfg->session_gap_ms, cfg->dedup_ttl_ms,
@@ -567,5 +572,6 @@ void cf_config_describe(const cf_config *cfg, char *buf, size_t cap)
              cfg->ingest_token[0] ? "set" : "unset", cfg->read_token[0] ? "set" : "unset",
              cfg->n_cors_origins ? origins : "none", cfg->connection_timeout_ms, cfg->request_deadline_ms,
              cfg->max_connections, cfg->max_connections_per_ip, cfg->history ? "on" : "off",
-             cfg->history_retention_ms, cfg->history_queue_bytes);
+             cfg->history_retention_ms, cfg->history_queue_bytes,
+             cfg->sink[0] ? "set" : "unset", cfg->sink_backlog_bytes);
 }

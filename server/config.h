@@ -57,6 +57,8 @@ typedef struct cf_config {
     bool history;                   /* --history on */
     int64_t history_retention_ms;   /* --history-retention 90d; 0 = forever */
     size_t history_queue_bytes;     /* --history-queue 64MiB */
+    char sink[1024];                /* --sink postgresql://... (empty: none); holds a password */
+    size_t sink_backlog_bytes;      /* --sink-backlog 1GiB */
     /* security and connection hygiene */
     char ingest_token[256];         /* --ingest-token (empty = open) */
     char read_token[256];           /* --read-token (empty = open) */

@@ -42,6 +42,7 @@
 #include "push.h"
 #include "results_json.h"
 #include "shard.h"
+#include "sink_pg.h"
 #include "snapshot.h"
 #include "wal.h"
 
@@ -106,6 +107,7 @@ struct cf_engine {
 
     cf_wal *wal;                    /* NULL: durability off */
     cf_history *history;            /* NULL: history off (or no data dir) */
+    cf_sink *sink;                  /* NULL: no --sink */
     _Atomic int64_t recovery_ms;    /* atomics: metrics may be read during recovery */
     _Atomic int64_t replayed;
     int64_t snapshot_lsn;
@@ -1439,6 +1441,25 @@ static cJSON *history_json(cf_engine *e)
     return h;
 }
 
+/* The PostgreSQL sink's counters, or null without --sink. */
+static cJSON *sink_json(cf_engine *e)
+{
+    if (!e->sink)
+        return cJSON_CreateNull();
+    cf_sink_stats ss;
+    cf_sink_get_stats(e->sink, &ss);
+    cJSON *o = cJSON_CreateObject();
+    if (!o)
+        return NULL;
+    cJSON_AddBoolToObject(o, "connected", ss.connected);
+    cJSON_AddNumberToObject(o, "sent", (double)ss.sent);
+    cJSON_AddNumberToObject(o, "backlog_bytes", (double)ss.backlog_bytes);
+    cJSON_AddNumberToObject(o, "backlog_rows", (double)ss.backlog_rows);
+    cJSON_AddNumberToObject(o, "dropped", (double)ss.dropped);
+    cJSON_AddNumberToObject(o, "errors", (double)ss.errors);
+    return o;
+}
+
 static cJSON *stats(cf_engine *e, bool sync)
 {
     engine_stats st;
@@ -1490,6 +1511,7 @@ static cJSON *stats(cf_engine *e, bool sync)
     cJSON_AddBoolToObject(o, "ready", cf_engine_ready(e));
     cJSON_AddBoolToObject(o, "durable", e->wal != NULL);
     cJSON_AddItemToObject(o, "history", history_json(e));
+    cJSON_AddItemToObject(o, "sink", sink_json(e));
     free(st.depth);
     return o;
 }
@@ -1583,6 +1605,22 @@ void cf_engine_metrics(cf_engine *e, cf_buf *out)
                "Rows deleted from history.db by retention.", (double)hs.retention_deleted);
         metric(out, "history_queued_bytes", "gauge", "Bytes waiting for the history writer.",
                (double)hs.queued_bytes);
+    }
+    if (e->sink) {
+        cf_sink_stats ss;
+        cf_sink_get_stats(e->sink, &ss);
+        metric(out, "sink_connected", "gauge", "1 while the PostgreSQL sink is connected.",
+               ss.connected ? 1 : 0);
+        metric(out, "sink_rows_sent_total", "counter", "Rows upserted into PostgreSQL.",
+               (double)ss.sent);
+        metric(out, "sink_backlog_bytes", "gauge", "Bytes waiting on disk for PostgreSQL.",
+               (double)ss.backlog_bytes);
+        metric(out, "sink_backlog_rows", "gauge", "Rows waiting on disk for PostgreSQL.",
+               (double)ss.backlog_rows);
+        metric(out, "sink_dropped_total", "counter",
+               "Rows not kept for PostgreSQL because the backlog was full.", (double)ss.dropped);
+        metric(out, "sink_errors_total", "counter", "Failed PostgreSQL connections and batches.",
+               (double)ss.errors);
     }
     metric(out, "open_windows", "gauge", "Windows not yet fired.", (double)st.sum.open_windows);
     metric(out, "kept_windows", "gauge", "Fired windows kept for allowed lateness.",
@@ -1831,6 +1869,15 @@ static int history_open(cf_engine *e)
         cf_error("history: cannot declare the built-in views in %s", path);
         return -EIO;
     }
+    if (e->cfg.sink[0]) {
+        e->sink = cf_sink_start(e->cfg.sink, e->cfg.data_dir, e->cfg.sink_backlog_bytes, err,
+                                sizeof err);
+        if (!e->sink) {
+            cf_error("sink: %s", err);
+            return -EIO;
+        }
+        cf_history_set_written_fn(e->history, cf_sink_append, e->sink);
+    }
     /* Test seam (integration tests): a writer that lags behind. */
     const char *stall = getenv("CLICKFLOW_TEST_HISTORY_STALL_MS");
     if (stall)
@@ -1985,6 +2032,8 @@ void cf_engine_stop(cf_engine *e)
     /* After the shards: every result they fired is stored before exit. */
     cf_history_close(e->history);
     e->history = NULL;
+    cf_sink_stop(e->sink);    /* what is not sent waits in the backlog */
+    e->sink = NULL;
 }
 
 void cf_engine_free(cf_engine *e)
@@ -1998,6 +2047,7 @@ void cf_engine_free(cf_engine *e)
     free(e->shards);
     job_free(e, e->job);
     cf_history_close(e->history);
+    cf_sink_stop(e->sink);
     if (e->wal)
         cf_wal_close(e->wal);
     cf_dedup_free(e->dedup);

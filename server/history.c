@@ -62,6 +62,8 @@ struct cf_history {
     uint64_t offered, written, inserted, overflow, errors, deleted;
     int64_t cutoff;                 /* last retention cutoff applied */
     int stall_ms;                   /* test seam: pause before each transaction */
+    cf_history_written_fn on_written;   /* the sink's backlog, or NULL */
+    void *on_written_ctx;
     /* Spill file: rows offered while the queue was full, in order. */
     char spill_path[1040];
     char take_path[1048];           /* the spill file the writer is reading */
@@ -364,6 +366,50 @@ static long apply_retention(cf_history *h, int64_t cutoff)
     return total;
 }
 
+void cf_history_row_encode(const cf_history_row *r, cf_buf *b)
+{
+    size_t at = b->len;
+    cf_buf_put_u32(b, 0);
+    cf_buf_put_str(b, r->view, strlen(r->view));
+    cf_buf_put_i64(b, r->start);
+    cf_buf_put_i64(b, r->end);
+    cf_buf_put_str(b, r->group ? r->group : "", r->group_len);
+    cf_buf_put_u32(b, r->revision);
+    cf_buf_put_str(b, r->cols, r->cols_len);
+    cf_buf_put_u8(b, r->sketch != NULL);
+    cf_buf_put_str(b, r->sketch ? (const char *)r->sketch : "", r->sketch ? r->sketch_len : 0);
+    if (!b->oom) {
+        uint32_t len = (uint32_t)(b->len - at - 4);
+        memcpy(b->data + at, &len, 4);
+    }
+}
+
+int cf_history_row_decode(cf_reader *in, cf_history_row *ret, char view[CF_HISTORY_VIEW_MAX + 1])
+{
+    uint32_t rlen;
+    if (!cf_get_u32(in, &rlen))
+        return 0;
+    cf_history_row r = {0};
+    const char *v, *group, *cols, *sketch;
+    size_t vlen, sketch_len;
+    uint8_t has_sketch;
+    if (!cf_get_str(in, &v, &vlen) || vlen == 0 || vlen > CF_HISTORY_VIEW_MAX ||
+        !cf_get_i64(in, &r.start) || !cf_get_i64(in, &r.end) ||
+        !cf_get_str(in, &group, &r.group_len) || !cf_get_u32(in, &r.revision) ||
+        !cf_get_str(in, &cols, &r.cols_len) || !cf_get_u8(in, &has_sketch) ||
+        !cf_get_str(in, &sketch, &sketch_len))
+        return -EINVAL;
+    memcpy(view, v, vlen);
+    view[vlen] = '\0';
+    r.view = view;
+    r.group = group;
+    r.cols = cols;
+    r.sketch = has_sketch ? (const uint8_t *)sketch : NULL;
+    r.sketch_len = has_sketch ? sketch_len : 0;
+    *ret = r;
+    return 1;
+}
+
 /* Reads the taken spill file into items appended at *tail. 0 or -errno
  * (the rows read so far are kept). */
 static int spill_read(cf_history *h, item **tail)
@@ -393,32 +439,11 @@ static int spill_read(cf_history *h, item **tail)
     cf_reader in;
     cf_reader_init(&in, data, got);
     int rc = 0;
-    uint32_t rlen;
-    while (cf_get_u32(&in, &rlen)) {
-        cf_history_row r = {0};
-        const char *view, *group, *cols, *sketch;
-        size_t vlen, cols_len, sketch_len;
-        uint8_t has_sketch;
-        int64_t start, end;
-        char vbuf[CF_HISTORY_VIEW_MAX + 1];
-        if (!cf_get_str(&in, &view, &vlen) || vlen == 0 || vlen > CF_HISTORY_VIEW_MAX ||
-            !cf_get_i64(&in, &start) || !cf_get_i64(&in, &end) ||
-            !cf_get_str(&in, &group, &r.group_len) || !cf_get_u32(&in, &r.revision) ||
-            !cf_get_str(&in, &cols, &cols_len) || !cf_get_u8(&in, &has_sketch) ||
-            !cf_get_str(&in, &sketch, &sketch_len)) {
-            rc = -EINVAL;
-            break;
-        }
-        memcpy(vbuf, view, vlen);
-        vbuf[vlen] = '\0';
-        r.view = vbuf;
-        r.start = start;
-        r.end = end;
-        r.group = group;
-        r.cols = cols;
-        r.cols_len = cols_len;
-        r.sketch = has_sketch ? (const uint8_t *)sketch : NULL;
-        r.sketch_len = has_sketch ? sketch_len : 0;
+    cf_history_row r;
+    char vbuf[CF_HISTORY_VIEW_MAX + 1];
+    int d;
+    while ((d = cf_history_row_decode(&in, &r, vbuf)) > 0) {
+        size_t vlen = strlen(vbuf);
         item *it = item_new(&r, vlen, item_bytes(&r, vlen));
         if (!it) {
             rc = -ENOMEM;
@@ -428,8 +453,32 @@ static int spill_read(cf_history *h, item **tail)
         *tail = it;
         tail = &it->next;
     }
+    if (d < 0)
+        rc = -EINVAL;
     free(data);
     return rc;
+}
+
+/* Hands the rows just stored to the on_written consumer (the PostgreSQL
+ * sink), encoded back to back, before they count as written: a snapshot
+ * then covers only rows the sink has in its backlog too. */
+static void pass_on(cf_history *h, const item *list)
+{
+    cf_buf b = {0};
+    size_t n = 0;
+    for (const item *it = list; it; it = it->next, n++) {
+        cf_history_row r = {
+            .view = it->view, .start = it->start, .end = it->end, .group = it->group,
+            .group_len = it->group_len, .revision = it->revision, .cols = it->cols,
+            .cols_len = it->cols_len, .sketch = it->sketch, .sketch_len = it->sketch_len,
+        };
+        cf_history_row_encode(&r, &b);
+    }
+    if (b.oom)
+        cf_error("history: out of memory passing %zu rows to the sink", n);
+    else
+        h->on_written(h->on_written_ctx, b.data, b.len, n);
+    cf_buf_free(&b);
 }
 
 static void timed_wait(pthread_cond_t *c, pthread_mutex_t *mu, int ms)
@@ -494,6 +543,8 @@ static void *writer_main(void *arg)
             nanosleep(&ts, NULL);
         }
         long ins = list ? write_items(h, list) : 0;
+        if (ins >= 0 && list && h->on_written)
+            pass_on(h, list);
         items_free(list);
         long del = retention ? apply_retention(h, cutoff) : 0;
 
@@ -522,6 +573,12 @@ static void *writer_main(void *arg)
 }
 
 void cf_history_test_stall(cf_history *h, int ms) { h->stall_ms = ms; }
+
+void cf_history_set_written_fn(cf_history *h, cf_history_written_fn fn, void *ctx)
+{
+    h->on_written = fn;
+    h->on_written_ctx = ctx;
+}
 
 int cf_history_start(cf_history *h)
 {
@@ -553,25 +610,6 @@ void cf_history_close(cf_history *h)
     pthread_cond_destroy(&h->wake);
     pthread_cond_destroy(&h->room);
     free(h);
-}
-
-/* Spill record: u32 length, then the row (history.spill, see DESIGN.md). */
-static void spill_encode(const cf_history_row *r, cf_buf *b)
-{
-    size_t at = b->len;
-    cf_buf_put_u32(b, 0);
-    cf_buf_put_str(b, r->view, strlen(r->view));
-    cf_buf_put_i64(b, r->start);
-    cf_buf_put_i64(b, r->end);
-    cf_buf_put_str(b, r->group ? r->group : "", r->group_len);
-    cf_buf_put_u32(b, r->revision);
-    cf_buf_put_str(b, r->cols, r->cols_len);
-    cf_buf_put_u8(b, r->sketch != NULL);
-    cf_buf_put_str(b, r->sketch ? (const char *)r->sketch : "", r->sketch ? r->sketch_len : 0);
-    if (!b->oom) {
-        uint32_t len = (uint32_t)(b->len - at - 4);
-        memcpy(b->data + at, &len, 4);
-    }
 }
 
 /* The queue is full: the row goes to the end of the spill file instead
@@ -619,7 +657,7 @@ int cf_history_offer(cf_history *h, const cf_history_row *r)
     if (full) {
         pthread_mutex_unlock(&h->mu);
         cf_buf rec = {0};
-        spill_encode(r, &rec);
+        cf_history_row_encode(r, &rec);
         pthread_mutex_lock(&h->mu);
         int rc = rec.oom ? -ENOMEM : spill_locked(h, &rec);
         if (rc == 0) {

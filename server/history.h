@@ -29,6 +29,8 @@
 
 #include <cjson/cJSON.h>
 
+#include "cf_buf.h"
+
 #define CF_HISTORY_SCHEMA_VERSION 1
 #define CF_HISTORY_VIEW_MAX 64      /* bytes of a view name */
 
@@ -78,6 +80,20 @@ int cf_history_register_view(cf_history *h, const char *view, const char *additi
 /* Test seam: the writer pauses ms before each transaction, so that tests
  * can make it lag behind the shards (before cf_history_start). */
 void cf_history_test_stall(cf_history *h, int ms);
+
+/* Rows stored by the writer are also passed to fn (from the writer
+ * thread, before they count as written), encoded with
+ * cf_history_row_encode back to back: n rows in len bytes. Before start. */
+typedef void (*cf_history_written_fn)(void *ctx, const uint8_t *records, size_t len, size_t n);
+void cf_history_set_written_fn(cf_history *h, cf_history_written_fn fn, void *ctx);
+
+/* A row as a record: u32 length, then str view, i64 start, i64 end, str
+ * group, u32 revision, str cols, u8 has_sketch, str sketch (cf_buf
+ * encodings). Appends to b (check b->oom). */
+void cf_history_row_encode(const cf_history_row *r, cf_buf *b);
+/* Reads one record: 1 with *ret pointing into the input (view copied into
+ * view[]), 0 at the end of the input, -EINVAL when malformed. */
+int cf_history_row_decode(cf_reader *in, cf_history_row *ret, char view[CF_HISTORY_VIEW_MAX + 1]);
 
 /* Starts the writer thread. 0 or -errno. */
 int cf_history_start(cf_history *h);

@@ -130,7 +130,7 @@ static void help_lists_every_option_with_env_and_default(void **state)
         "push-interval", "ws-max-clients", "ws-queue", "data-dir", "fsync", "snapshot-interval",
         "segment-size", "ingest-token", "read-token", "cors-origin", "connection-timeout",
         "request-deadline", "max-connections", "max-connections-per-ip", "history",
-        "history-retention", "history-queue"};
+        "history-retention", "history-queue", "sink", "sink-backlog"};
     size_t n_env = 0;
     for (const char *p = r.out; (p = strstr(p, "[env: CLICKFLOW_")) != NULL; p++)
         n_env++;
@@ -186,7 +186,7 @@ static void help_defaults_round_trip(void **state)
         }
         line = nl ? nl + 1 : NULL;
     }
-    assert_int_equal(checked, 32);   /* all but shards, http-threads, two tokens, cors-origin */
+    assert_int_equal(checked, 33);   /* all but shards, http-threads, two tokens, cors-origin */
     run_free(&h);
     run_free(&d);
 }
