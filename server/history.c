@@ -26,7 +26,6 @@
 #define MAX_ADDITIVE 32
 #define NAME_MAX_LEN 64
 #define WRITER_WAIT_MS 200          /* retention is checked at least this often */
-#define ROLLUP_MAX_STEPS 100000
 
 typedef struct item {
     struct item *next;
@@ -776,17 +775,6 @@ static int view_def_read(sqlite3 *db, const char *view, char *additive, size_t a
     }
     sqlite3_finalize(st);
     return rc;
-}
-
-bool cf_history_has_view(cf_history *h, const char *view)
-{
-    sqlite3 *db = open_reader(h);
-    if (!db)
-        return false;
-    char a[MAX_ADDITIVE * (NAME_MAX_LEN + 1) + 1], s[NAME_MAX_LEN + 1];
-    bool ok = view_def_read(db, view, a, sizeof a, s, sizeof s) == 0;
-    sqlite3_close(db);
-    return ok;
 }
 
 static cf_history_row row_of(sqlite3_stmt *st, const char *view)

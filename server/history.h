@@ -143,7 +143,4 @@ long cf_history_scan(cf_history *h, const char *view, const char *group, size_t 
 int cf_history_rollup(cf_history *h, const char *view, int64_t from, int64_t to, int64_t step_ms,
                       cJSON **ret);
 
-/* Whether the database knows view (registered in this or an earlier run). */
-bool cf_history_has_view(cf_history *h, const char *view);
-
 #endif
