@@ -26,6 +26,7 @@
 #define MAX_ADDITIVE 32
 #define NAME_MAX_LEN 64
 #define WRITER_WAIT_MS 200          /* retention is checked at least this often */
+#define RETENTION_EVERY_MS 1000
 
 typedef struct item {
     struct item *next;
@@ -60,6 +61,7 @@ struct cf_history {
     int64_t clock;                  /* retention clock (ms) */
     uint64_t offered, written, inserted, overflow, errors, deleted;
     int64_t cutoff;                 /* last retention cutoff applied */
+    int64_t retention_mono;         /* when it was applied (monotonic ms) */
     int stall_ms;                   /* test seam: pause before each transaction */
     cf_history_written_fn on_written;   /* the sink's backlog, or NULL */
     void *on_written_ctx;
@@ -490,10 +492,21 @@ static void timed_wait(pthread_cond_t *c, pthread_mutex_t *mu, int ms)
     pthread_cond_timedwait(c, mu, &until);
 }
 
+static int64_t mono_ms(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+/* A new cutoff is applied at most once per RETENTION_EVERY_MS of wall time:
+ * the clock moves with every marker, and each pass costs a statement per
+ * view. */
 static bool retention_due_locked(const cf_history *h)
 {
     return h->retention_ms > 0 && h->clock > INT64_MIN + h->retention_ms &&
-           h->clock - h->retention_ms > h->cutoff;
+           h->clock - h->retention_ms > h->cutoff &&
+           mono_ms() - h->retention_mono >= RETENTION_EVERY_MS;
 }
 
 static void *writer_main(void *arg)
@@ -558,6 +571,8 @@ static void *writer_main(void *arg)
          * stall snapshots forever; the failure is in errors and the log. */
         h->written += n + n_spill;
         h->queued_bytes -= bytes;
+        if (retention)
+            h->retention_mono = mono_ms();
         if (retention && del >= 0) {
             h->deleted += (uint64_t)del;
             h->cutoff = cutoff;
