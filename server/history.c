@@ -885,42 +885,78 @@ static int bucket_emit(bucket *b, int64_t step, char names[][NAME_MAX_LEN + 1], 
     memset(b->fsums, 0, sizeof b->fsums);
     memset(b->is_float, 0, sizeof b->is_float);
     if (b->users)
-        cf_hll_reset(b->users);
+        cf_hll_clear(b->users);   /* keeps its storage for the next step */
     b->any = false;
     return 0;
 }
 
-/* Adds one row (the newest revision of its key) to bucket b. The columns of
- * st: 0 wstart, ..., 6.. the additive values, then the sketch. */
-static int bucket_add(bucket *b, sqlite3_stmt *st, size_t na, bool has_sketch)
+/* The last row read, held until the next row shows whether a newer
+ * revision of the same key follows (rows come in primary-key order, so
+ * the revisions of a key are adjacent and ascending). Its buffers are
+ * reused from row to row: a rollup allocates nothing per row. */
+typedef struct pending {
+    bool set;
+    int64_t ws, we, bstart;
+    cf_buf grp, sk;
+    bool has_sk;
+    uint8_t kind[MAX_ADDITIVE];     /* 0 NULL/other, 1 integer, 2 float */
+    int64_t iv[MAX_ADDITIVE];
+    double fv[MAX_ADDITIVE];
+} pending;
+
+/* Columns of st: 0 wstart, 1 wend, 2 grp, 3 revision, 4 unused, 5 sketch,
+ * 6.. the additive values. */
+static int pending_take(pending *p, sqlite3_stmt *st, size_t na, bool has_sketch, int64_t bstart)
 {
-    b->any = true;
+    p->set = true;
+    p->ws = sqlite3_column_int64(st, 0);
+    p->we = sqlite3_column_int64(st, 1);
+    p->bstart = bstart;
+    p->grp.len = 0;
+    cf_buf_put(&p->grp, sqlite3_column_blob(st, 2), (size_t)sqlite3_column_bytes(st, 2));
     for (size_t i = 0; i < na; i++) {
         int col = 6 + (int)i;
         int t = sqlite3_column_type(st, col);
-        if (t == SQLITE_INTEGER) {
-            b->sums[i] += sqlite3_column_int64(st, col);
-        } else if (t == SQLITE_FLOAT) {
-            b->fsums[i] += sqlite3_column_double(st, col);
+        p->kind[i] = t == SQLITE_INTEGER ? 1 : t == SQLITE_FLOAT ? 2 : 0;
+        if (t == SQLITE_INTEGER)
+            p->iv[i] = sqlite3_column_int64(st, col);
+        else if (t == SQLITE_FLOAT)
+            p->fv[i] = sqlite3_column_double(st, col);
+    }
+    p->has_sk = has_sketch && sqlite3_column_type(st, 5) == SQLITE_BLOB;
+    p->sk.len = 0;
+    if (p->has_sk)
+        cf_buf_put(&p->sk, sqlite3_column_blob(st, 5), (size_t)sqlite3_column_bytes(st, 5));
+    return p->grp.oom || p->sk.oom ? -ENOMEM : 0;
+}
+
+static bool pending_same_key(const pending *p, sqlite3_stmt *st)
+{
+    size_t gl = (size_t)sqlite3_column_bytes(st, 2);
+    return p->set && p->ws == sqlite3_column_int64(st, 0) && p->we == sqlite3_column_int64(st, 1) &&
+           p->grp.len == gl && (gl == 0 || memcmp(p->grp.data, sqlite3_column_blob(st, 2), gl) == 0);
+}
+
+/* Adds the pending row to bucket b. */
+static int pending_fold(const pending *p, bucket *b, size_t na)
+{
+    b->any = true;
+    for (size_t i = 0; i < na; i++) {
+        if (p->kind[i] == 1) {
+            b->sums[i] += p->iv[i];
+        } else if (p->kind[i] == 2) {
+            b->fsums[i] += p->fv[i];
             b->is_float[i] = true;
         }
     }
-    if (has_sketch && sqlite3_column_type(st, 5) == SQLITE_BLOB) {
-        cf_reader in;
-        cf_reader_init(&in, sqlite3_column_blob(st, 5), (size_t)sqlite3_column_bytes(st, 5));
-        cf_hll *one = cf_hll_load(&in);
-        if (!one)
-            return 0;   /* a damaged sketch only loses its own users */
-        int rc = 0;
-        if (!b->users)
-            b->users = one;
-        else {
-            rc = cf_hll_merge(b->users, one);
-            cf_hll_free(one);
-        }
-        return rc;
-    }
-    return 0;
+    if (!p->has_sk)
+        return 0;
+    if (!b->users && !(b->users = cf_hll_new()))
+        return -ENOMEM;
+    cf_reader in;
+    cf_reader_init(&in, p->sk.data, p->sk.len);
+    int rc = cf_hll_merge_encoded(b->users, &in);
+    return rc == -EINVAL ? 0 : rc;  /* a damaged sketch only loses its own users */
 }
 
 int cf_history_rollup(cf_history *h, const char *view, int64_t from, int64_t to, int64_t step_ms,
@@ -988,56 +1024,34 @@ int cf_history_rollup(cf_history *h, const char *view, int64_t from, int64_t to,
     cJSON_AddItemToObject(out, "items", items);
     bool has_sketch = sketch[0] != '\0';
     b.start = INT64_MIN;
-    /* Whether a row is the newest revision of its key is only known from
-     * the next row: each row is staged, then folded in unless the next row
-     * has the same key. */
-    int s = sqlite3_step(st);
-    while (s == SQLITE_ROW && !rc) {
-        int64_t ws = sqlite3_column_int64(st, 0), we = sqlite3_column_int64(st, 1);
-        const char *g = (const char *)sqlite3_column_text(st, 2);
-        size_t gl = (size_t)sqlite3_column_bytes(st, 2);
-        char gbuf[4096];
-        char *gcopy = gl < sizeof gbuf ? gbuf : malloc(gl + 1);
-        if (!gcopy) {
-            rc = -ENOMEM;
-            break;
+    pending p = {0};
+    int s = SQLITE_DONE;
+    while (!rc && (s = sqlite3_step(st)) == SQLITE_ROW) {
+        if (p.set && !pending_same_key(&p, st)) {
+            if (p.bstart != b.start) {
+                rc = bucket_emit(&b, step_ms, names, na, sketch, items);
+                b.start = p.bstart;
+            }
+            if (!rc)
+                rc = pending_fold(&p, &b, na);
         }
-        memcpy(gcopy, g ? g : "", gl);
-        int64_t bstart = ws >= 0 ? ws / step_ms * step_ms : -((-ws + step_ms - 1) / step_ms) * step_ms;
-        if (bstart != b.start) {
-            rc = bucket_emit(&b, step_ms, names, na, sketch, items);
-            b.start = bstart;
-        }
-        bucket staged = {0};
-        staged.start = bstart;
+        int64_t ws = sqlite3_column_int64(st, 0);
+        /* floor(ws / step) * step, also for times before 1970. */
+        int64_t bstart = (ws >= 0 ? ws / step_ms : -((-ws + step_ms - 1) / step_ms)) * step_ms;
         if (!rc)
-            rc = bucket_add(&staged, st, na, has_sketch);
-        s = sqlite3_step(st);
-        bool newer_follows = s == SQLITE_ROW && sqlite3_column_int64(st, 0) == ws &&
-                             sqlite3_column_int64(st, 1) == we &&
-                             (size_t)sqlite3_column_bytes(st, 2) == gl &&
-                             memcmp(sqlite3_column_text(st, 2), gcopy, gl) == 0;
-        if (!newer_follows && !rc) {
-            b.any = true;
-            for (size_t i = 0; i < na; i++) {
-                b.sums[i] += staged.sums[i];
-                b.fsums[i] += staged.fsums[i];
-                b.is_float[i] |= staged.is_float[i];
-            }
-            if (staged.users) {
-                if (!b.users) {
-                    b.users = staged.users;
-                    staged.users = NULL;
-                } else {
-                    rc = cf_hll_merge(b.users, staged.users);
-                }
-            }
-        }
-        cf_hll_free(staged.users);
-        if (gcopy != gbuf)
-            free(gcopy);
+            rc = pending_take(&p, st, na, has_sketch, bstart);
     }
-    if (!rc && s != SQLITE_ROW && s != SQLITE_DONE)
+    if (!rc && p.set) {
+        if (p.bstart != b.start) {
+            rc = bucket_emit(&b, step_ms, names, na, sketch, items);
+            b.start = p.bstart;
+        }
+        if (!rc)
+            rc = pending_fold(&p, &b, na);
+    }
+    cf_buf_free(&p.grp);
+    cf_buf_free(&p.sk);
+    if (!rc && s != SQLITE_DONE)
         rc = -EIO;
     if (!rc)
         rc = bucket_emit(&b, step_ms, names, na, sketch, items);
