@@ -121,12 +121,13 @@ def build_db(path, pages, days, seed):
     db.close()
 
 
-def rollup_latency(binary, pages, days, requests, seed):
-    tmp = tempfile.mkdtemp(prefix="cf-hbench-")
+def rollup_latency(binary, pages, days, requests, seed, keep=None):
+    tmp = keep or tempfile.mkdtemp(prefix="cf-hbench-")
     try:
-        os.makedirs(os.path.join(tmp, "data"))
         t0 = time.monotonic()
-        build_db(os.path.join(tmp, "data", "history.db"), pages, days, seed)
+        if not os.path.exists(os.path.join(tmp, "data", "history.db")):
+            os.makedirs(os.path.join(tmp, "data"), exist_ok=True)
+            build_db(os.path.join(tmp, "data", "history.db"), pages, days, seed)
         built = time.monotonic() - t0
         n_rows = pages * days * 24
         srv = Server(["--history-retention", "0"], data_dir=tmp)
@@ -156,7 +157,8 @@ def rollup_latency(binary, pages, days, requests, seed):
         finally:
             srv.stop()
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if not keep:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def main():
@@ -167,11 +169,14 @@ def main():
     ap.add_argument("--requests", type=int, default=20)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--smoke", action="store_true", help="tiny sizes: only checks the script runs")
+    ap.add_argument("--keep", help="directory for the rollup database, kept and reused (same sizes)")
+    ap.add_argument("--skip-bytes", action="store_true", help="only the rollup latency")
     a = ap.parse_args()
     if a.smoke:
         a.pages, a.days, a.requests = 50, 2, 3
-    bytes_per_result(a.bin, min(a.pages, 2000), a.seed)
-    rollup_latency(a.bin, a.pages, a.days, a.requests, a.seed)
+    if not a.skip_bytes:
+        bytes_per_result(a.bin, min(a.pages, 2000), a.seed)
+    rollup_latency(a.bin, a.pages, a.days, a.requests, a.seed, a.keep)
 
 
 if __name__ == "__main__":
