@@ -92,7 +92,7 @@ static const opt_def options[] = {
      "keep every final result in history.db in the data directory: on or off"},
     {"history-retention", OPT_DURATION, OFF(history_retention_ms), 0, 0, 100 * YEAR_MS, "90d",
      "history rows whose window ended this long before the watermark are deleted; 0 = keep forever"},
-    {"history-queue", OPT_BYTES, OFF(history_queue_bytes), 0, 1, INT64_C(1) << 34, "64M",
+    {"history-queue", OPT_BYTES, OFF(history_queue_bytes), 0, 1, INT64_C(1) << 34, "8M",
      "bytes of results waiting for the history writer at most (k, M, G suffixes)"},
     {"sink", OPT_STRING, OFF(sink), SZ(sink), 0, 0, "",
      "also upsert every history row into PostgreSQL: postgresql://user:password@host:port/db"},
@@ -153,7 +153,7 @@ void cf_config_defaults(cf_config *cfg)
     strcpy(cfg->data_dir, "./data");
     cfg->history = true;
     cfg->history_retention_ms = 90 * DAY_MS;
-    cfg->history_queue_bytes = (size_t)64 << 20;
+    cfg->history_queue_bytes = (size_t)8 << 20;
     cfg->sink_backlog_bytes = (size_t)1 << 30;
     cfg->fsync = CF_FSYNC_BATCH;
     cfg->snapshot_interval_ms = 60000;

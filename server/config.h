@@ -56,7 +56,7 @@ typedef struct cf_config {
     /* history (SPEC 16) */
     bool history;                   /* --history on */
     int64_t history_retention_ms;   /* --history-retention 90d; 0 = forever */
-    size_t history_queue_bytes;     /* --history-queue 64MiB */
+    size_t history_queue_bytes;     /* --history-queue 8MiB */
     char sink[1024];                /* --sink postgresql://... (empty: none); holds a password */
     size_t sink_backlog_bytes;      /* --sink-backlog 1GiB */
     /* security and connection hygiene */

@@ -27,6 +27,7 @@
 #define NAME_MAX_LEN 64
 #define WRITER_WAIT_MS 200          /* retention is checked at least this often */
 #define RETENTION_EVERY_MS 1000
+#define SPILL_CHUNK (1u << 20)      /* spill bytes read back per transaction */
 
 typedef struct item {
     struct item *next;
@@ -411,52 +412,69 @@ int cf_history_row_decode(cf_reader *in, cf_history_row *ret, char view[CF_HISTO
     return 1;
 }
 
-/* Reads the taken spill file into items appended at *tail. 0 or -errno
- * (the rows read so far are kept). */
-static int spill_read(cf_history *h, item **tail)
+/* Reads whole records from the taken spill file at *off, at most about
+ * SPILL_CHUNK bytes (more only for one record larger than that), into
+ * items appended at *tail; advances *off and counts the rows in *ret_rows.
+ * Reading in chunks keeps the writer's memory bounded however far behind
+ * it fell. Returns 0, or -errno (the rest of the file is then given up). */
+static int spill_read(cf_history *h, uint64_t *off, uint64_t size, item **tail, uint64_t *ret_rows)
 {
     int fd = open(h->take_path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return -errno;
-    struct stat stt;
-    if (fstat(fd, &stt) < 0) {
-        close(fd);
-        return -errno;
-    }
-    size_t len = (size_t)stt.st_size;
-    uint8_t *data = malloc(len ? len : 1);
-    size_t got = 0;
-    while (data && got < len) {
-        ssize_t r = read(fd, data + got, len - got);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0)
-            break;
-        got += (size_t)r;
-    }
-    close(fd);
-    if (!data)
-        return -ENOMEM;
-    cf_reader in;
-    cf_reader_init(&in, data, got);
+    size_t cap = SPILL_CHUNK;
+    uint8_t *data = NULL;
     int rc = 0;
-    cf_history_row r;
-    char vbuf[CF_HISTORY_VIEW_MAX + 1];
-    int d;
-    while ((d = cf_history_row_decode(&in, &r, vbuf)) > 0) {
-        size_t vlen = strlen(vbuf);
-        item *it = item_new(&r, vlen, item_bytes(&r, vlen));
-        if (!it) {
+    for (;;) {
+        size_t want = size - *off < cap ? (size_t)(size - *off) : cap;
+        uint8_t *nd = realloc(data, want ? want : 1);
+        if (!nd) {
             rc = -ENOMEM;
             break;
         }
-        it->bytes = 0;  /* not in queued_bytes */
-        *tail = it;
-        tail = &it->next;
+        data = nd;
+        size_t got = 0;
+        while (got < want) {
+            ssize_t r = pread(fd, data + got, want - got, (off_t)(*off + got));
+            if (r < 0 && errno == EINTR)
+                continue;
+            if (r <= 0)
+                break;
+            got += (size_t)r;
+        }
+        if (got < want) {
+            rc = -EIO;
+            break;
+        }
+        cf_reader in;
+        cf_reader_init(&in, data, got);
+        size_t used = 0;
+        cf_history_row r;
+        char vbuf[CF_HISTORY_VIEW_MAX + 1];
+        while (cf_history_row_decode(&in, &r, vbuf) > 0) {
+            size_t vlen = strlen(vbuf);
+            item *it = item_new(&r, vlen, item_bytes(&r, vlen));
+            if (!it) {
+                rc = -ENOMEM;
+                break;
+            }
+            it->bytes = 0;  /* not in queued_bytes */
+            *tail = it;
+            tail = &it->next;
+            (*ret_rows)++;
+            used = got - in.left;
+        }
+        *off += used;
+        if (rc || used > 0)
+            break;
+        if (want < cap) {   /* whole rest read, no whole record in it */
+            rc = -EINVAL;
+            break;
+        }
+        cap *= 2;           /* one record larger than the chunk */
     }
-    if (d < 0)
-        rc = -EINVAL;
     free(data);
+    close(fd);
     return rc;
 }
 
@@ -512,11 +530,14 @@ static bool retention_due_locked(const cf_history *h)
 static void *writer_main(void *arg)
 {
     cf_history *h = arg;
+    /* The spill file being read back (writer-only state). */
+    bool taking = false;
+    uint64_t take_off = 0, take_size = 0, take_rows = 0;
     pthread_mutex_lock(&h->mu);
     for (;;) {
-        while (!h->head && !h->spilled_now && !h->stop && !retention_due_locked(h))
+        while (!h->head && !h->spilled_now && !taking && !h->stop && !retention_due_locked(h))
             timed_wait(&h->wake, &h->mu, WRITER_WAIT_MS);
-        if (!h->head && !h->spilled_now && h->stop)
+        if (!h->head && !h->spilled_now && !taking && h->stop)
             break;
         item *list = h->head;
         h->head = NULL;
@@ -529,25 +550,37 @@ static void *writer_main(void *arg)
         bool retention = retention_due_locked(h);
         int64_t cutoff = retention ? h->clock - h->retention_ms : 0;
         /* Rows in the spill file: take the whole file (new spills start a
-         * new one) and write them with the queue's. */
-        uint64_t n_spill = h->spilled_now;
-        if (n_spill) {
+         * new one) and read it back a chunk per transaction. */
+        if (!taking && h->spilled_now) {
             close(h->spill_fd);
             h->spill_fd = -1;
             if (rename(h->spill_path, h->take_path) < 0)
                 cf_warn("history: cannot rename %s: %s", h->spill_path, strerror(errno));
+            taking = true;
+            take_off = 0;
+            take_size = h->spill_bytes;
+            take_rows = h->spilled_now;
             h->spilled_now = 0;
             h->spill_bytes = 0;
         }
         pthread_mutex_unlock(&h->mu);
 
-        if (n_spill) {
+        uint64_t n_spill = 0;
+        if (taking) {
             item **end = &list;
             while (*end)
                 end = &(*end)->next;
-            if (spill_read(h, end) < 0)
-                cf_error("history: cannot read back %s: some results are not stored", h->take_path);
-            (void)unlink(h->take_path);
+            int src = spill_read(h, &take_off, take_size, end, &n_spill);
+            if (src < 0) {
+                cf_error("history: cannot read back %s (%s): %" PRIu64 " results are not stored",
+                         h->take_path, strerror(-src), take_rows - n_spill);
+                n_spill = take_rows;    /* given up: counted, so snapshots go on */
+            }
+            take_rows -= n_spill;
+            if (src < 0 || take_off >= take_size) {
+                (void)unlink(h->take_path);
+                taking = false;
+            }
         }
 
         if (h->stall_ms > 0 && list) {

@@ -220,6 +220,35 @@ static void a_full_queue_spills_and_loses_nothing(void **state)
     assert_int_equal(access(spill, F_OK), -1);
 }
 
+/* More spilled bytes than one read-back chunk (1 MiB), and one row larger
+ * than a chunk: read back in pieces, every row stored once. */
+static void a_large_spill_is_read_back_in_chunks(void **state)
+{
+    fixture *f = *state;
+    cf_history *h = open_h(f, 0, 1);
+    cf_history_test_stall(h, 50);
+    assert_int_equal(cf_history_start(h), 0);
+    size_t big = (size_t)3 << 19;   /* 1.5 MiB */
+    char *cols = malloc(big + 64);
+    assert_non_null(cols);
+    for (int i = 0; i < 400; i++) {
+        size_t pad = i == 200 ? big : 4000;
+        int n = snprintf(cols, 64, "{\"count\":1,\"pad\":\"");
+        memset(cols + n, 'x', pad);
+        memcpy(cols + n + pad, "\"}", 3);
+        cf_history_row r = {.view = "tumbling", .start = (int64_t)i * 1000,
+                            .end = (int64_t)i * 1000 + 1000, .group = "/p", .group_len = 2,
+                            .cols = cols, .cols_len = strlen(cols)};
+        assert_int_equal(cf_history_offer(h, &r), 0);
+    }
+    free(cols);
+    cf_history_stats st;
+    cf_history_get_stats(h, &st);
+    assert_true(st.spilled > 300);
+    cf_history_close(h);
+    assert_int_equal(count_rows(f), 400);
+}
+
 static void a_newer_schema_is_refused(void **state)
 {
     fixture *f = *state;
@@ -239,6 +268,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(rollup_sums_and_merges_sketches, setup, teardown),
         cmocka_unit_test_setup_teardown(retention_follows_the_clock, setup, teardown),
         cmocka_unit_test_setup_teardown(a_full_queue_spills_and_loses_nothing, setup, teardown),
+        cmocka_unit_test_setup_teardown(a_large_spill_is_read_back_in_chunks, setup, teardown),
         cmocka_unit_test_setup_teardown(a_newer_schema_is_refused, setup, teardown),
     };
     return cmocka_run_group_tests_name("history", tests, NULL, NULL);
