@@ -101,7 +101,9 @@ void cf_config_defaults(cf_config *cfg);
 int cf_config_load(cf_config *cfg, int argc, char **argv, char **envp, FILE *out, FILE *err);
 
 /* Open files the process needs beside its connections: stdio, listeners,
- * the data directory, log segments, snapshots being written, wake-up pipes;
+ * the data directory, log segments, snapshots being written, wake-up pipes,
+ * history.db (database, its WAL and shm, the spill file; SQLite's temporary
+ * files), the sink's backlog, cursor and PostgreSQL socket;
  * per shard its queue's descriptors; per HTTP worker thread its epoll and
  * wake-up descriptors. About 15 are open at idle with 2 shards and 2 HTTP
  * threads: the base leaves room above the descriptor ceilings below. */
