@@ -13,11 +13,11 @@ cd "$(dirname "$0")/.."
 
 want=(gcc libc6-dev meson ninja-build pkg-config
       libmicrohttpd-dev libwebsockets-dev libcjson-dev libcmocka-dev
-      libyaml-dev libpcre2-dev uap-core)
+      libyaml-dev libpcre2-dev uap-core libsqlite3-dev libpq-dev)
 with_tests=0
 [ "${1:-}" = "--test" ] && with_tests=1
 if [ "$with_tests" = 1 ]; then
-  want+=(python3 chromium)
+  want+=(python3 chromium postgresql)
   command -v npm >/dev/null 2>&1 || want+=(nodejs npm)
 fi
 if [ "$with_tests" = 1 ] || [ "${1:-}" = "--bench" ]; then

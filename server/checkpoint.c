@@ -261,6 +261,17 @@ int snapshot_finish(cf_engine *e)
         return 0;
     if (atomic_load_explicit(&job->remaining, memory_order_acquire) > 0)
         return 0;
+    /* Every shard has passed the barrier, so every result fired before the
+     * cut has been offered to the history writer. The snapshot must not be
+     * written before those rows are stored: after a crash, replay starts at
+     * the snapshot and would not fire them again. Waiting here (returning
+     * "not yet") delays only the snapshot, never a shard. */
+    if (e->history) {
+        if (job->history_target == 0)
+            job->history_target = cf_history_offered(e->history) + 1;
+        if (!cf_history_written(e->history, job->history_target - 1))
+            return 0;
+    }
     e->job = NULL;
     int rc = atomic_load(&job->failed) ? -ENOMEM : 0;
     cf_buf out = {0};

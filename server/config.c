@@ -27,6 +27,7 @@ typedef enum opt_kind {
     OPT_ORIGINS,    /* cors_origins[] + n_cors_origins */
     OPT_TOKEN,      /* char[256], printed as set/unset */
     OPT_SITES,      /* sites text, repeatable; env: ';' or newline separated */
+    OPT_SWITCH,     /* bool: on or off */
 } opt_kind;
 
 typedef struct opt_def {
@@ -90,6 +91,16 @@ static const opt_def options[] = {
      "interval between state snapshots"},
     {"segment-size", OPT_BYTES, OFF(segment_bytes), 0, 4096, INT64_C(1) << 40, "64M",
      "write-ahead log segment size (k, M, G suffixes)"},
+    {"history", OPT_SWITCH, OFF(history), 0, 0, 0, "on",
+     "keep every final result in history.db in the data directory: on or off"},
+    {"history-retention", OPT_DURATION, OFF(history_retention_ms), 0, 0, 100 * YEAR_MS, "90d",
+     "history rows whose window ended this long before the watermark are deleted; 0 = keep forever"},
+    {"history-queue", OPT_BYTES, OFF(history_queue_bytes), 0, 1, INT64_C(1) << 34, "8M",
+     "bytes of results waiting for the history writer at most (k, M, G suffixes)"},
+    {"sink", OPT_STRING, OFF(sink), SZ(sink), 0, 0, "",
+     "also upsert every history row into PostgreSQL: postgresql://user:password@host:port/db"},
+    {"sink-backlog", OPT_BYTES, OFF(sink_backlog_bytes), 0, 4096, INT64_C(1) << 40, "1G",
+     "bytes of rows waiting on disk for the --sink database at most (k, M, G suffixes)"},
     {"ingest-token", OPT_TOKEN, OFF(ingest_token), SZ(ingest_token), 0, 0, "",
      "if set, POSTs need Authorization: Bearer <token>"},
     {"read-token", OPT_TOKEN, OFF(read_token), SZ(read_token), 0, 0, "",
@@ -158,6 +169,10 @@ void cf_config_defaults(cf_config *cfg)
     cfg->ws_queue = 256;
     cfg->ws_queue_bytes = CF_WS_QUEUE_BYTES_DEFAULT;
     strcpy(cfg->data_dir, "./data");
+    cfg->history = true;
+    cfg->history_retention_ms = 90 * DAY_MS;
+    cfg->history_queue_bytes = (size_t)8 << 20;
+    cfg->sink_backlog_bytes = (size_t)1 << 30;
     cfg->fsync = CF_FSYNC_BATCH;
     cfg->snapshot_interval_ms = 60000;
     cfg->segment_bytes = (size_t)64 << 20;
@@ -445,6 +460,14 @@ static int set_option(cf_config *cfg, const opt_def *o, bool from_env, const cha
         return set_origins(cfg, o, from_env, val, err);
     case OPT_SITES:
         return set_sites(cfg, o, from_env, val, err);
+    case OPT_SWITCH:
+        if (strcmp(val, "on") == 0)
+            *(bool *)field = true;
+        else if (strcmp(val, "off") == 0)
+            *(bool *)field = false;
+        else
+            return bad_value(err, o, from_env, "'%s' is not one of on, off", val);
+        return 0;
     }
     return -1;
 }
@@ -479,7 +502,7 @@ static void print_help(FILE *out)
             "Real-time click analytics: POST events to /api/v1/events, open the dashboard at /.\n"
             "\n"
             "Every option can also be set with the environment variable shown;\n"
-            "the command line wins. Durations take ms, s, m or h (\"500ms\", \"5s\", \"2h\").\n"
+            "the command line wins. Durations take ms, s, m, h or d (\"500ms\", \"5s\", \"2h\", \"90d\").\n"
             "\n");
     for (size_t i = 0; i < N_OPTIONS; i++) {
         const opt_def *o = &options[i];
@@ -496,6 +519,7 @@ static void print_help(FILE *out)
         case OPT_ORIGINS: arg = "ORIGINS"; break;
         case OPT_SITES: arg = "KEY=ORIGINS"; break;
         case OPT_FSYNC: arg = "POLICY"; break;
+        case OPT_SWITCH: arg = "on|off"; break;
         case OPT_UNSIGNED: case OPT_COUNT: arg = "N"; break;
         }
         char left[64];
@@ -700,7 +724,8 @@ void cf_config_describe(const cf_config *cfg, char *buf, size_t cap)
              "ms ws-max-clients=%zu ws-queue=%zu ws-queue-bytes=%zu data-dir=%s fsync=%s snapshot-interval=%" PRId64
              "ms segment-size=%zu ingest-token=%s read-token=%s cors-origin=%s connection-timeout=%" PRId64
              "ms request-deadline=%" PRId64 "ms max-connections=%u max-connections-per-ip=%u site=%s ip-rate=%u header-timeout=%" PRId64
-             "ms body-stall-timeout=%" PRId64 "ms body-budget=%zu body-budget-per-ip=%zu%s",
+             "ms body-stall-timeout=%" PRId64 "ms body-budget=%zu body-budget-per-ip=%zu"
+             " history=%s history-retention=%" PRId64 "ms history-queue=%zu sink=%s sink-backlog=%zu%s",
              cfg->bind, (unsigned)cfg->http_port, (unsigned)cfg->ws_port, cfg->shards, cfg->http_threads,
              cfg->out_of_orderness_ms, cfg->idle_timeout_ms, cfg->allowed_lateness_ms, cfg->max_future_ms,
              cfg->window_ms, cfg->slide_size_ms, cfg->slide_ms, cfg->session_gap_ms, cfg->dedup_ttl_ms,
@@ -710,7 +735,9 @@ void cf_config_describe(const cf_config *cfg, char *buf, size_t cap)
              cfg->ingest_token[0] ? "set" : "unset", cfg->read_token[0] ? "set" : "unset",
              cfg->n_cors_origins ? origins : "none", cfg->connection_timeout_ms, cfg->request_deadline_ms,
              cfg->max_connections, cfg->max_connections_per_ip, sites, cfg->ip_rate, cfg->header_timeout_ms,
-             cfg->body_stall_timeout_ms, cfg->body_budget, cfg->body_budget_per_ip, capped);
+             cfg->body_stall_timeout_ms, cfg->body_budget, cfg->body_budget_per_ip, cfg->history ? "on" : "off",
+             cfg->history_retention_ms, cfg->history_queue_bytes,
+             cfg->sink[0] ? "set" : "unset", cfg->sink_backlog_bytes, capped);
 }
 
 uint64_t cf_config_fd_ceiling(const cf_config *cfg, unsigned keep)

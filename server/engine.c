@@ -151,6 +151,11 @@ void cf_engine_stop(cf_engine *e)
     for (unsigned s = 0; s < e->n_shards; s++)
         if (e->shards[s])
             cf_shard_stop(e->shards[s]);
+    /* After the shards: every result they fired is stored before exit. */
+    cf_history_close(e->history);
+    e->history = NULL;
+    cf_sink_stop(e->sink);    /* what is not sent waits in the backlog */
+    e->sink = NULL;
 }
 
 void cf_engine_free(cf_engine *e)
@@ -163,6 +168,8 @@ void cf_engine_free(cf_engine *e)
             cf_shard_free(e->shards[s]);
     free(e->shards);
     job_free(e, e->job);
+    cf_history_close(e->history);
+    cf_sink_stop(e->sink);
     if (e->wal)
         cf_wal_close(e->wal);
     cf_dedup_free(e->dedup);

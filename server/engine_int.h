@@ -51,8 +51,10 @@
 #include "cf_watermark.h"
 #include "config.h"
 #include "engine.h"
+#include "history.h"
 #include "push.h"
 #include "shard.h"
+#include "sink_pg.h"
 #include "snapshot.h"
 #include "wal.h"
 
@@ -117,6 +119,8 @@ struct cf_engine {
     _Atomic uint64_t rate_x1000;    /* events/s over the last second, x1000 */
 
     cf_wal *wal;                    /* NULL: durability off */
+    cf_history *history;            /* NULL: history off (or no data dir) */
+    cf_sink *sink;                  /* NULL: no --sink */
     _Atomic int64_t recovery_ms;    /* atomics: metrics may be read during recovery */
     _Atomic int64_t replayed;
     int64_t snapshot_lsn;

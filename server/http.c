@@ -31,6 +31,8 @@
 #include "cf_version.h"
 #include "cf_winop.h"
 #include "compat_http.h"
+#include "cf_time.h"
+#include "history.h"
 #include "ingest.h"
 #include "log.h"
 
@@ -39,6 +41,7 @@
 /* Listing queries: SPEC 8. */
 #define QUERY_LIMIT_DEFAULT 100
 #define QUERY_LIMIT_MAX 100000
+#define ROLLUP_STEPS_MAX 100000
 #define TRENDING_N_DEFAULT 10
 #define TRENDING_N_MAX 1000
 /* CORS preflight answers may be cached this long by the browser. */
@@ -134,6 +137,7 @@ typedef enum route {
     R_LATE,
     R_SESSIONS,
     R_USER_SESSIONS,
+    R_VIEW_ROLLUP,  /* /api/v1/views/{name}/rollup */
     R_STATS,
     R_INFO,
     R_METRICS,
@@ -319,6 +323,8 @@ static enum MHD_Result send_static(request *rq, struct MHD_Connection *c, unsign
 /* ---- routing ------------------------------------------------------------ */
 
 #define SESSIONS_PREFIX "/api/v1/sessions/"
+#define VIEWS_PREFIX "/api/v1/views/"
+#define ROLLUP_SUFFIX "/rollup"
 
 /* Routes on the raw path (before '?'), so an encoded slash cannot reach a
  * different handler than the one its bytes name. */
@@ -343,6 +349,11 @@ static route find_route(const char *path, size_t n)
         return R_USER_SESSIONS;
     if (cf_compat_route(path, n) != CF_COMPAT_NONE)
         return R_COMPAT;
+    size_t vp = strlen(VIEWS_PREFIX), rs = strlen(ROLLUP_SUFFIX);
+    if (n > vp + rs && memcmp(path, VIEWS_PREFIX, vp) == 0 &&
+        memcmp(path + n - rs, ROLLUP_SUFFIX, rs) == 0 &&
+        memchr(path + vp, '/', n - vp - rs) == NULL)
+        return R_VIEW_ROLLUP;
     return R_NONE;
 }
 
@@ -472,6 +483,27 @@ static bool query_limit(struct MHD_Connection *c, size_t *ret)
 
 #define LIMIT_ERROR "limit must be an integer from 1 to 100000"
 
+/* Parses time parameter `name`: integer epoch ms or RFC 3339. *ret_set
+ * says whether it was given. Returns false when given but invalid. */
+static bool query_time(struct MHD_Connection *c, const char *name, int64_t *ret, bool *ret_set)
+{
+    const char *v = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, name);
+    *ret_set = v != NULL;
+    if (!v)
+        return true;
+    size_t n = strlen(v), i = v[0] == '-';
+    bool digits = n > i && n - i <= 18;
+    for (size_t k = i; k < n && digits; k++)
+        digits = v[k] >= '0' && v[k] <= '9';
+    if (digits) {
+        *ret = strtoll(v, NULL, 10);
+        return true;
+    }
+    return cf_rfc3339_parse(v, n, ret) == 0;
+}
+
+#define RANGE_ERROR "from and to must be epoch milliseconds or RFC 3339 times, from <= to"
+
 static enum MHD_Result handle_windows(request *rq, struct MHD_Connection *c)
 {
     cf_window_query q = {.type = -1, .page_url = NULL, .state = -1, .limit = QUERY_LIMIT_DEFAULT};
@@ -503,7 +535,51 @@ static enum MHD_Result handle_windows(request *rq, struct MHD_Connection *c)
     }
     if (!query_limit(c, &q.limit))
         return send_error(rq, c, MHD_HTTP_BAD_REQUEST, LIMIT_ERROR);
+    /* A time range also reads history.db (SPEC 16). */
+    bool has_from, has_to;
+    q.from = INT64_MIN;
+    q.to = INT64_MAX;
+    if (!query_time(c, "from", &q.from, &has_from) || !query_time(c, "to", &q.to, &has_to) ||
+        q.from > q.to)
+        return send_error(rq, c, MHD_HTTP_BAD_REQUEST, RANGE_ERROR);
+    q.ranged = has_from || has_to;
     return send_json(rq, c, MHD_HTTP_OK, cf_engine_windows(rq->h->engine, &q), NULL, 0);
+}
+
+/* GET /api/v1/views/{name}/rollup?from=&to=&step=1h|1d (SPEC 16). */
+static enum MHD_Result handle_rollup(request *rq, struct MHD_Connection *c)
+{
+    const char *p = rq->raw_uri + strlen(VIEWS_PREFIX);
+    size_t n = strcspn(p, "?#") - strlen(ROLLUP_SUFFIX);
+    char view[CF_HISTORY_VIEW_MAX + 1];
+    long vn = n <= CF_HISTORY_VIEW_MAX ? percent_decode(p, n, view) : -1;
+    if (vn <= 0)
+        return send_error(rq, c, MHD_HTTP_BAD_REQUEST, "unknown view");
+    view[vn] = '\0';
+    int64_t from, to, step;
+    bool has_from, has_to;
+    if (!query_time(c, "from", &from, &has_from) || !query_time(c, "to", &to, &has_to) ||
+        !has_from || !has_to || from > to)
+        return send_error(rq, c, MHD_HTTP_BAD_REQUEST, RANGE_ERROR " (both required)");
+    const char *st = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "step");
+    if (st && strcmp(st, "1h") == 0)
+        step = 3600000;
+    else if (st && strcmp(st, "1d") == 0)
+        step = 86400000;
+    else
+        return send_error(rq, c, MHD_HTTP_BAD_REQUEST, "step must be 1h or 1d");
+    /* The answer has at most one item per step. */
+    if ((to - from) / step > ROLLUP_STEPS_MAX)
+        return send_error(rq, c, MHD_HTTP_BAD_REQUEST, "from..to spans more than 100000 steps");
+    cJSON *out = NULL;
+    int rc = cf_engine_rollup(rq->h->engine, view, from, to, step, &out);
+    if (rc == -ENOENT || rc == -EINVAL)
+        return send_error(rq, c, MHD_HTTP_BAD_REQUEST, rc == -ENOENT ? "unknown view" : RANGE_ERROR);
+    if (rc == -ENOTSUP)
+        return send_error(rq, c, MHD_HTTP_NOT_FOUND, "history is off (--history off or no --data-dir)");
+    if (rc < 0)
+        return send_error(rq, c, MHD_HTTP_INTERNAL_SERVER_ERROR, "history.db could not be read");
+    return send_json(rq, c, MHD_HTTP_OK, out, NULL, 0);
 }
 
 static enum MHD_Result handle_user_sessions(request *rq, struct MHD_Connection *c)
@@ -675,6 +751,8 @@ static enum MHD_Result handle_get(request *rq, struct MHD_Connection *c)
         return send_json(rq, c, MHD_HTTP_OK, cf_engine_sessions(e, limit), NULL, 0);
     case R_USER_SESSIONS:
         return handle_user_sessions(rq, c);
+    case R_VIEW_ROLLUP:
+        return handle_rollup(rq, c);
     case R_STATS:
         return send_json(rq, c, MHD_HTTP_OK, cf_engine_stats(e), NULL, 0);
     case R_INFO:

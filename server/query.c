@@ -215,6 +215,111 @@ static size_t clamp_limit(size_t limit)
     return limit > MAX_QUERY_LIMIT ? MAX_QUERY_LIMIT : limit;
 }
 
+/* History rows collected as window results. */
+typedef struct hist_collect {
+    int type;
+    cf_wres **v;
+    size_t n, cap;
+    bool oom;
+} hist_collect;
+
+static int collect_history_row(void *ctx, const cf_history_row *r)
+{
+    hist_collect *c = ctx;
+    cJSON *cols = cJSON_ParseWithLength(r->cols, r->cols_len);
+    cJSON *cnt = cJSON_GetObjectItemCaseSensitive(cols, "count");
+    cJSON *uu = cJSON_GetObjectItemCaseSensitive(cols, "unique_users");
+    cf_window_result wr = {
+        .type = (cf_window_type)c->type,
+        .start = r->start,
+        .end = r->end,
+        .page_url = r->group,
+        .page_url_len = r->group_len,
+        .count = cJSON_IsNumber(cnt) ? (uint64_t)cnt->valuedouble : 0,
+        .unique_users = cJSON_IsNumber(uu) ? (uint64_t)uu->valuedouble : 0,
+        .revision = r->revision,
+        .final = true,
+    };
+    cJSON_Delete(cols);
+    if (c->n == c->cap) {
+        size_t cap = c->cap ? c->cap * 2 : 256;
+        cf_wres **v = realloc(c->v, cap * sizeof *v);
+        if (!v) {
+            c->oom = true;
+            return 1;
+        }
+        c->v = v;
+        c->cap = cap;
+    }
+    cf_wres *w = cf_wres_new(&wr);
+    if (!w) {
+        c->oom = true;
+        return 1;
+    }
+    c->v[c->n++] = w;
+    return 0;
+}
+
+/* A ranged windows query: the shards' parts (memory: open windows and the
+ * retained rings) and history.db's rows in the range, as one answer. A
+ * window found in both keeps its newest revision (memory wins a tie: it
+ * is the same firing). At most limit items, newest first. */
+static cJSON *windows_with_history(cf_engine *e, const cf_window_query *q, cf_shard_query *qs,
+                                   size_t nq, size_t limit)
+{
+    hist_collect hc = {0};
+    for (int t = CF_WINDOW_TUMBLING; t <= CF_WINDOW_SLIDING && !hc.oom; t++) {
+        if (q->type >= 0 && q->type != t)
+            continue;
+        hc.type = t;
+        long rc = cf_history_scan(e->history, cf_window_type_name(t), q->page_url,
+                                  q->page_url ? strlen(q->page_url) : 0, q->from, q->to, limit,
+                                  collect_history_row, &hc);
+        if (rc < 0 && rc != -ENOENT)
+            hc.oom = true;
+    }
+    size_t total = hc.n;
+    for (size_t s = 0; s < nq; s++)
+        total += qs[s].n_items;
+    void **all = hc.oom ? NULL : calloc(total ? total : 1, sizeof *all);
+    cJSON *out = NULL;
+    if (all) {
+        size_t k = 0;
+        for (size_t s = 0; s < nq; s++)
+            for (size_t i = 0; i < qs[s].n_items; i++)
+                all[k++] = qs[s].items[i];
+        for (size_t i = 0; i < hc.n; i++)
+            all[k++] = hc.v[i];
+        qsort(all, k, sizeof *all, cf_wres_cmp);
+        size_t m = 0;
+        for (size_t i = 0; i < k; i++)
+            if (m == 0 || !cf_wres_same_window(all[m - 1], all[i]))
+                all[m++] = all[i];
+        if (m > limit)
+            m = limit;
+        out = cJSON_CreateObject();
+        cJSON *items = cJSON_AddArrayToObject(out, "items");
+        for (size_t i = 0; items && i < m; i++) {
+            cJSON *it = cf_wres_json(all[i]);
+            if (!it) {
+                cJSON_Delete(out);
+                out = NULL;
+                break;
+            }
+            cJSON_AddItemToArray(items, it);
+        }
+        if (out && !items) {
+            cJSON_Delete(out);
+            out = NULL;
+        }
+    }
+    free(all);
+    for (size_t i = 0; i < hc.n; i++)
+        free(hc.v[i]);
+    free(hc.v);
+    return out;
+}
+
 static cJSON *windows(cf_engine *e, const cf_window_query *q, bool sync)
 {
     return windows_ordered(e, q, sync, false);
@@ -237,16 +342,31 @@ cJSON *windows_ordered(cf_engine *e, const cf_window_query *q, bool sync, bool b
         qs[s].page = q->page_url;
         qs[s].page_len = q->page_url ? strlen(q->page_url) : 0;
         qs[s].by_count = by_count;
+        qs[s].ranged = q->ranged;
+        qs[s].from = q->from;
+        qs[s].to = q->to;
     }
     cJSON *out = NULL;
-    if (query_shards(e, qs, only, sync, NULL) == 0)
-        out = merge_items(e, qs, only >= 0 ? 1 : e->n_shards, limit,
-                          by_count ? cf_wres_cmp_count : cf_wres_cmp, fmt_w, NULL);
+    if (query_shards(e, qs, only, sync, NULL) == 0) {
+        if (q->ranged && e->history && q->state != 0)
+            out = windows_with_history(e, q, qs, only >= 0 ? 1 : e->n_shards, limit);
+        else
+            out = merge_items(e, qs, only >= 0 ? 1 : e->n_shards, limit,
+                              by_count ? cf_wres_cmp_count : cf_wres_cmp, fmt_w, NULL);
+    }
     free_queries(e, qs);
     return out;
 }
 
 cJSON *cf_engine_windows(cf_engine *e, const cf_window_query *q) { return windows(e, q, true); }
+
+int cf_engine_rollup(cf_engine *e, const char *view, int64_t from, int64_t to, int64_t step_ms,
+                     cJSON **ret)
+{
+    if (!e->history)
+        return -ENOTSUP;
+    return cf_history_rollup(e->history, view, from, to, step_ms, ret);
+}
 
 /* A newest-first list kept in every shard's ring (late events, closed
  * sessions): each shard gives its newest `limit`, the merge keeps `limit`. */

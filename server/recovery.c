@@ -238,6 +238,49 @@ static int replay_record(void *ctx, int64_t lsn, uint8_t type, const uint8_t *pa
     }
     return rc;
 }
+/* Opens history.db in the data directory (created by the WAL), declares
+ * the built-in views and attaches the writer to every shard. During replay
+ * an offer waits for room rather than overflow: nothing is ingested yet. */
+static int history_open(cf_engine *e)
+{
+    char path[sizeof e->cfg.data_dir + 16];
+    snprintf(path, sizeof path, "%s/history.db", e->cfg.data_dir);
+    char err[512] = "";
+    e->history = cf_history_open(path, e->cfg.history_retention_ms, e->cfg.history_queue_bytes, err,
+                                 sizeof err);
+    if (!e->history) {
+        cf_error("history: %s", err);
+        return -EIO;
+    }
+    if (cf_history_register_view(e->history, "tumbling", "count", "unique_users") < 0 ||
+        cf_history_register_view(e->history, "sliding", "count", "unique_users") < 0 ||
+        cf_history_register_view(e->history, "sessions", "page_views", NULL) < 0) {
+        cf_error("history: cannot declare the built-in views in %s", path);
+        return -EIO;
+    }
+    if (e->cfg.sink[0]) {
+        e->sink = cf_sink_start(e->cfg.sink, e->cfg.data_dir, e->cfg.sink_backlog_bytes, err,
+                                sizeof err);
+        if (!e->sink) {
+            cf_error("sink: %s", err);
+            return -EIO;
+        }
+        cf_history_set_written_fn(e->history, cf_sink_append, e->sink);
+    }
+    /* Test seam (integration tests): a writer that lags behind. */
+    const char *stall = getenv("CLICKFLOW_TEST_HISTORY_STALL_MS");
+    if (stall)
+        cf_history_test_stall(e->history, atoi(stall));
+    cf_history_set_blocking(e->history, true);
+    int rc = cf_history_start(e->history);
+    if (rc)
+        return rc;
+    for (unsigned s = 0; s < e->n_shards; s++)
+        cf_shard_set_history(e->shards[s], e->history);
+    cf_info("history: %s (retention %" PRId64 " ms, 0 = forever)", path, e->cfg.history_retention_ms);
+    return 0;
+}
+
 int recover(cf_engine *e)
 {
     char err[256] = "";
@@ -247,6 +290,11 @@ int recover(cf_engine *e)
     if (!e->wal) {
         cf_error("cannot open the write-ahead log in %s: %s", e->cfg.data_dir, err);
         return -EIO;
+    }
+    if (e->cfg.history) {
+        int hrc = history_open(e);
+        if (hrc)
+            return hrc;
     }
     int64_t t0 = mono_ms();
     /* The dedup hash key of this data directory (made at its first start),
@@ -306,6 +354,8 @@ int recover(cf_engine *e)
     pthread_mutex_lock(&e->mu);
     e->recovered = true;
     pthread_mutex_unlock(&e->mu);
+    if (e->history)
+        cf_history_set_blocking(e->history, false);
     int64_t took = mono_ms() - t0;
     atomic_store(&e->replayed, n);
     atomic_store(&e->recovery_ms, took);

@@ -24,6 +24,7 @@
 #include "shard_msg.h"
 
 typedef struct cf_push cf_push;
+typedef struct cf_history cf_history;
 typedef struct cf_shard cf_shard;
 
 /* cf_view_settings and the CF_VIEW_* bits are in shard_msg.h (a RESET
@@ -39,6 +40,9 @@ typedef struct cf_snapjob {
     atomic_uint remaining;
     atomic_int failed;
     int64_t lsn;
+    /* Engine: history rows that must be stored before the snapshot is
+     * written, plus one (0: not yet noted). */
+    uint64_t history_target;
 } cf_snapjob;
 
 /* Counters and gauges of one shard. */
@@ -86,6 +90,8 @@ typedef struct cf_shard_query {
     int state;                  /* windows: 0 open, 1 closed, -1 both */
     bool by_count;              /* windows: busiest first (interim pushes) */
     const char *page;           /* windows: page_url filter or NULL */
+    bool ranged;                /* windows: only start >= from and end <= to */
+    int64_t from, to;
     size_t page_len;
     const char *user;           /* user sessions */
     size_t user_len;
@@ -133,6 +139,10 @@ int cf_shard_start(cf_shard *s);
  * answers pending queries, joins the thread. Idempotent. */
 void cf_shard_stop(cf_shard *s);
 void cf_shard_free(cf_shard *s);
+
+/* Final results (windows of both types, session_end records) also go to h
+ * (history.h), every revision. Call before start; h may be NULL. */
+void cf_shard_set_history(cf_shard *s, cf_history *h);
 
 cf_queue *cf_shard_queue(cf_shard *s);
 /* Test seam: while held, the shard takes no message from its queue (it

@@ -31,6 +31,8 @@ typedef struct engine_stats {
     uint64_t dedup_evictions;
     size_t inflight;
     int64_t wal_lsn;
+    cf_history_stats hist;          /* zero while history is off */
+    cf_sink_stats sink;             /* zero without --sink */
 } engine_stats;
 
 static int gather(cf_engine *e, engine_stats *st, bool sync)
@@ -93,6 +95,10 @@ static int gather(cf_engine *e, engine_stats *st, bool sync)
     st->dedup_errors = atomic_load(&e->dedup_errors);
     st->rate = (double)atomic_load(&e->rate_x1000) / 1000.0;
     st->inflight = atomic_load(&e->inflight);
+    if (e->history)
+        cf_history_get_stats(e->history, &st->hist);
+    if (e->sink)
+        cf_sink_get_stats(e->sink, &st->sink);
     if (rc) {
         free(st->depth);
         st->depth = NULL;
@@ -180,6 +186,34 @@ static void stat_values(cf_engine *e, const engine_stats *st, stat_value out[STA
 #undef STAT_VALUE
 }
 
+/* The object a row's key goes into, and the key in it: "obj.key" names
+ * member key of object obj (created at its first row, or null when the row's
+ * `when` is false), any other key is top-level. NULL: the row is left out
+ * (its object is null). */
+static cJSON *row_target(cJSON *o, const char *json, bool when, const char **key)
+{
+    const char *dot = strchr(json, '.');
+    *key = json;
+    if (!dot)
+        return o;
+    char name[64];
+    size_t n = (size_t)(dot - json);
+    if (n >= sizeof name)
+        return NULL;
+    memcpy(name, json, n);
+    name[n] = '\0';
+    *key = dot + 1;
+    cJSON *obj = cJSON_GetObjectItemCaseSensitive(o, name);
+    if (!obj) {
+        obj = when ? cJSON_CreateObject() : cJSON_CreateNull();
+        if (!obj || !cJSON_AddItemToObject(o, name, obj)) {
+            cJSON_Delete(obj);
+            return NULL;
+        }
+    }
+    return cJSON_IsObject(obj) ? obj : NULL;
+}
+
 cJSON *stats(cf_engine *e, bool sync)
 {
     engine_stats st;
@@ -201,25 +235,29 @@ cJSON *stats(cf_engine *e, bool sync)
         const stat_row *r = &stat_rows[i];
         if (!r->json)
             continue;
+        const char *key;
+        cJSON *to = row_target(o, r->json, val[i].when, &key);
+        if (!to)
+            continue;
         switch (r->kind) {
         case CF_STAT_NUM:
-            cJSON_AddNumberToObject(o, r->json, val[i].v);
+            cJSON_AddNumberToObject(to, key, val[i].v);
             break;
         case CF_STAT_TIME:
-            cJSON_AddItemToObject(o, r->json, val[i].when ? cJSON_CreateNumber(val[i].v)
-                                                          : cJSON_CreateNull());
+            cJSON_AddItemToObject(to, key, val[i].when ? cJSON_CreateNumber(val[i].v)
+                                                       : cJSON_CreateNull());
             break;
         case CF_STAT_BOOL:
-            cJSON_AddBoolToObject(o, r->json, val[i].v != 0);
+            cJSON_AddBoolToObject(to, key, val[i].v != 0);
             break;
         case CF_STAT_DEPTH:
             for (unsigned s = 0; s < e->n_shards; s++)
                 cJSON_AddItemToArray(depth, cJSON_CreateNumber((double)st.depth[s]));
-            cJSON_AddItemToObject(o, r->json, depth);
+            cJSON_AddItemToObject(to, key, depth);
             depth = NULL;
             break;
         case CF_STAT_KEYED:
-            cJSON_AddItemToObject(o, r->json, keyed_json(rows));
+            cJSON_AddItemToObject(to, key, keyed_json(rows));
             break;
         }
     }

@@ -13,7 +13,8 @@
  *           array; a family labelled by shard); CF_STAT_KEYED: one family of
  *           the keyed-operator rows (keyed_row), `value` naming its member;
  *           the first such row also holds the JSON "keyed_state" object
- *   json    the stats key, or NULL for a metric only
+ *   json    the stats key, or NULL for a metric only; "obj.key" is member
+ *           key of the object obj, which is null when `when` is false
  *   metric  the family name without "clickflow_", or NULL for stats only
  *   type    "counter" or "gauge" (NULL without a metric)
  *   help    the HELP text (NULL without a metric)
@@ -102,6 +103,45 @@
     X(CF_STAT_BOOL, "ready", "ready", "gauge", "1 once recovery is done.", true, \
       cf_engine_ready(e)) \
     X(CF_STAT_BOOL, "durable", NULL, NULL, NULL, true, e->wal != NULL) \
+    /* The history writer (history.h) and the PostgreSQL sink (sink_pg.h): \
+     * objects "history" and "sink" of the stats, null while off. */ \
+    X(CF_STAT_NUM, "history.offered", "history_rows_offered_total", "counter", \
+      "Final results handed to the history writer.", e->history != NULL, st->hist.offered) \
+    X(CF_STAT_NUM, "history.written", "history_rows_written_total", "counter", \
+      "Final results the history writer has committed (new or already stored).", \
+      e->history != NULL, st->hist.written) \
+    X(CF_STAT_NUM, "history.inserted", "history_rows_inserted_total", "counter", \
+      "Rows newly stored in history.db.", e->history != NULL, st->hist.inserted) \
+    X(CF_STAT_NUM, "history.pending", NULL, NULL, NULL, e->history != NULL, \
+      st->hist.offered - st->hist.written) \
+    X(CF_STAT_NUM, "history.queued_bytes", "history_queued_bytes", "gauge", \
+      "Bytes waiting for the history writer.", e->history != NULL, st->hist.queued_bytes) \
+    X(CF_STAT_NUM, "history.spilled", "history_spilled_total", "counter", \
+      "Results that waited in the spill file because the writer's queue was full.", \
+      e->history != NULL, st->hist.spilled) \
+    X(CF_STAT_NUM, "history.overflow", "history_overflow_total", "counter", \
+      "Results lost: the writer's queue was full and the spill file could not be written.", \
+      e->history != NULL, st->hist.overflow) \
+    X(CF_STAT_NUM, "history.errors", "history_errors_total", "counter", \
+      "Failed history.db transactions.", e->history != NULL, st->hist.errors) \
+    X(CF_STAT_NUM, "history.retention_deleted", "history_retention_deleted_total", "counter", \
+      "Rows deleted from history.db by retention.", e->history != NULL, \
+      st->hist.retention_deleted) \
+    X(CF_STAT_NUM, "history.retention_cutoff", NULL, NULL, NULL, e->history != NULL, \
+      st->hist.retention_cutoff) \
+    X(CF_STAT_BOOL, "sink.connected", "sink_connected", "gauge", \
+      "1 while the PostgreSQL sink is connected.", e->sink != NULL, st->sink.connected) \
+    X(CF_STAT_NUM, "sink.sent", "sink_rows_sent_total", "counter", \
+      "Rows upserted into PostgreSQL.", e->sink != NULL, st->sink.sent) \
+    X(CF_STAT_NUM, "sink.backlog_bytes", "sink_backlog_bytes", "gauge", \
+      "Bytes waiting on disk for PostgreSQL.", e->sink != NULL, st->sink.backlog_bytes) \
+    X(CF_STAT_NUM, "sink.backlog_rows", "sink_backlog_rows", "gauge", \
+      "Rows waiting on disk for PostgreSQL.", e->sink != NULL, st->sink.backlog_rows) \
+    X(CF_STAT_NUM, "sink.dropped", "sink_dropped_total", "counter", \
+      "Rows not kept for PostgreSQL because the backlog was full.", e->sink != NULL, \
+      st->sink.dropped) \
+    X(CF_STAT_NUM, "sink.errors", "sink_errors_total", "counter", \
+      "Failed PostgreSQL connections and batches.", e->sink != NULL, st->sink.errors) \
     X(CF_STAT_NUM, NULL, "recovery_seconds", "gauge", "Time the last recovery took.", true, \
       (double)atomic_load(&e->recovery_ms) / 1000.0) \
     X(CF_STAT_NUM, NULL, "recovery_records", "gauge", \

@@ -113,6 +113,13 @@ void *ticker_main(void *arg)
         if (!e->stopping && !atomic_load(&e->failed))
             mlsn = maybe_mark_locked(e, now);
         pthread_mutex_unlock(&e->mu);
+        /* History retention runs on event time: tell the writer W. */
+        if (e->history) {
+            pthread_mutex_lock(&e->mu);
+            int64_t w = e->sent_wm;
+            pthread_mutex_unlock(&e->mu);
+            cf_history_set_clock(e->history, w);
+        }
         /* The log only writes on commit: commit the marker so an idle
          * server's log buffer does not grow (and a failure is noticed). */
         if (e->wal && mlsn > 0 && cf_wal_commit(e->wal, mlsn) < 0 &&

@@ -132,7 +132,8 @@ static void help_lists_every_option_with_env_and_default(void **state)
         "push-interval", "ws-max-clients", "ws-queue", "data-dir", "fsync", "snapshot-interval",
         "segment-size", "ingest-token", "read-token", "cors-origin", "connection-timeout",
         "request-deadline", "site", "ip-rate", "max-connections", "max-connections-per-ip", "ws-queue-bytes",
-        "header-timeout", "body-stall-timeout", "body-budget", "body-budget-per-ip"};
+        "header-timeout", "body-stall-timeout", "body-budget", "body-budget-per-ip", "history",
+        "history-retention", "history-queue", "sink", "sink-backlog"};
     size_t n_env = 0;
     for (const char *p = r.out; (p = strstr(p, "[env: CLICKFLOW_")) != NULL; p++)
         n_env++;
@@ -188,8 +189,8 @@ static void help_defaults_round_trip(void **state)
         }
         line = nl ? nl + 1 : NULL;
     }
-    /* all but shards, http-threads, two tokens, cors-origin, site and the two body budgets */
-    assert_int_equal(checked, 33);
+    /* all but shards, http-threads, two tokens, cors-origin, site, the two body budgets and sink */
+    assert_int_equal(checked, 37);
     run_free(&h);
     run_free(&d);
 }
@@ -408,6 +409,30 @@ static void fsync_policies(void **state)
     run_free(&r);
 }
 
+static void history_options(void **state)
+{
+    (void)state;
+    run d = load(NULL);
+    assert_true(d.cfg.history);
+    assert_true(d.cfg.history_retention_ms == INT64_C(90) * 86400000);
+    run_free(&d);
+    run r = load("--history", "off", "--history-retention", "0", "--history-queue", "1k", NULL);
+    assert_int_equal(r.rc, 0);
+    assert_false(r.cfg.history);
+    assert_true(r.cfg.history_retention_ms == 0);
+    assert_int_equal(r.cfg.history_queue_bytes, 1024);
+    run_free(&r);
+    r = load("--history", "yes", NULL);
+    assert_int_equal(r.rc, -1);
+    assert_non_null(strstr(r.err, "--history"));
+    assert_non_null(strstr(r.err, "on, off"));
+    run_free(&r);
+    r = load("--history-retention", "7x", NULL);
+    assert_int_equal(r.rc, -1);
+    assert_non_null(strstr(r.err, "--history-retention"));
+    run_free(&r);
+}
+
 static void cors_origins(void **state)
 {
     (void)state;
@@ -606,6 +631,7 @@ int main(void)
         cmocka_unit_test(port_boundaries),
         cmocka_unit_test(slide_size_must_be_a_multiple),
         cmocka_unit_test(fsync_policies),
+        cmocka_unit_test(history_options),
         cmocka_unit_test(cors_origins),
         cmocka_unit_test(bind_tokens_and_strings),
         cmocka_unit_test(connection_limits),

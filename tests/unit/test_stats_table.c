@@ -79,11 +79,35 @@ static void rows_are_well_formed(void **state)
     assert_true(metrics > 0);
 }
 
+/* "obj.key" is member key of the stats object obj (stats.c): one level,
+ * both names non-empty, and obj is not also a plain key (the object would
+ * then be created twice, or a number would stand where members go). */
+static void dotted_keys_name_an_object(void **state)
+{
+    (void)state;
+    size_t dotted = 0;
+    for (size_t i = 0; i < ROWS; i++) {
+        const char *k = rows[i].json;
+        const char *dot = k ? strchr(k, '.') : NULL;
+        if (!dot)
+            continue;
+        dotted++;
+        if (dot == k || dot[1] == '\0' || strchr(dot + 1, '.'))
+            fail_msg("stats key \"%s\": not obj.key", k);
+        size_t n = (size_t)(dot - k);
+        for (size_t j = 0; j < ROWS; j++)
+            if (rows[j].json && strlen(rows[j].json) == n && memcmp(rows[j].json, k, n) == 0)
+                fail_msg("stats key \"%s\" is also the object of \"%s\"", rows[j].json, k);
+    }
+    assert_true(dotted > 0);    /* history and sink */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(keys_and_families_are_unique),
         cmocka_unit_test(rows_are_well_formed),
+        cmocka_unit_test(dotted_keys_name_an_object),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
