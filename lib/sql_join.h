@@ -24,8 +24,8 @@
  *    still pairs with it (the pair is emitted as in an INNER join), so a
  *    LEFT join's pairs are always the INNER join's pairs;
  *  - a key with a NULL component joins nothing: a left event of a LEFT
- *    join is kept only until its NULL row is emitted, other such events
- *    are not kept.
+ *    join is kept (like any other, until its drop) for its NULL row, other
+ *    such events are not kept.
  *
  * Bounds (both CF_KEYCAP_REFUSE-like, since dropping a buffered event would
  * silently lose pairs): max_keys distinct keys held (cf_keycap), and

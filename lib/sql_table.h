@@ -9,7 +9,8 @@
  *
  * Bounded by max_keys rows: an upsert of a new key into a full table is
  * refused (-ENOSPC, counted), never evicting a row: a join would silently
- * lose its reference data. Pure, deterministic, not thread-safe. */
+ * lose its reference data. Pure, deterministic, not thread-safe: even the
+ * const lookups (get) use the table's scratch, so one thread at a time. */
 #ifndef SQL_TABLE_H
 #define SQL_TABLE_H
 

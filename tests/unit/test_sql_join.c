@@ -98,7 +98,7 @@ static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *
 
 static void assert_same(outlog *a, outlog *b, bool sorted)
 {
-    if (sorted) {
+    if (sorted && a->n && b->n) {
         qsort(a->line, a->n, sizeof *a->line, cmp_str);
         qsort(b->line, b->n, sizeof *b->line, cmp_str);
     }
