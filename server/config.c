@@ -26,6 +26,7 @@ typedef enum opt_kind {
     OPT_FSYNC,      /* cf_fsync_policy */
     OPT_ORIGINS,    /* cors_origins[] + n_cors_origins */
     OPT_TOKEN,      /* char[256], printed as set/unset */
+    OPT_SWITCH,     /* bool: on or off */
 } opt_kind;
 
 typedef struct opt_def {
@@ -101,6 +102,12 @@ static const opt_def options[] = {
      "concurrent HTTP connections at most"},
     {"max-connections-per-ip", OPT_UNSIGNED, OFF(max_connections_per_ip), 0, 1, 1000000, "256",
      "concurrent HTTP connections per client IP at most"},
+    {"enrich", OPT_SWITCH, OFF(enrich), 0, 0, 0, "on",
+     "enrich click events (referrer, utm_*, page_path, browser, os, device, is_bot, country): on or off"},
+    {"ua-regexes", OPT_STRING, OFF(ua_regexes), SZ(ua_regexes), 0, 0, "/usr/share/uap-core/regexes.yaml",
+     "uap-core rules for browser, os and device (Debian package uap-core); missing: those columns are null"},
+    {"geoip", OPT_STRING, OFF(geoip), SZ(geoip), 0, 0, "",
+     "MaxMind DB file (.mmdb) for the country column; none: country is null"},
 };
 
 #define N_OPTIONS (sizeof options / sizeof options[0])
@@ -147,6 +154,8 @@ void cf_config_defaults(cf_config *cfg)
     cfg->request_deadline_ms = 60000;
     cfg->max_connections = 4096;
     cfg->max_connections_per_ip = 256;
+    cfg->enrich = true;
+    strcpy(cfg->ua_regexes, "/usr/share/uap-core/regexes.yaml");
 }
 
 /* Where a value came from, for error messages: "--window" or
@@ -347,6 +356,14 @@ static int set_option(cf_config *cfg, const opt_def *o, bool from_env, const cha
         return 0;
     case OPT_ORIGINS:
         return set_origins(cfg, o, from_env, val, err);
+    case OPT_SWITCH:
+        if (strcmp(val, "on") == 0)
+            *(bool *)(void *)field = true;
+        else if (strcmp(val, "off") == 0)
+            *(bool *)(void *)field = false;
+        else
+            return bad_value(err, o, from_env, "'%s' is not on or off", val);
+        return 0;
     }
     return -1;
 }
@@ -397,6 +414,7 @@ static void print_help(FILE *out)
         case OPT_TOKEN: arg = "TOKEN"; break;
         case OPT_ORIGINS: arg = "ORIGINS"; break;
         case OPT_FSYNC: arg = "POLICY"; break;
+        case OPT_SWITCH: arg = "on|off"; break;
         case OPT_UNSIGNED: case OPT_COUNT: arg = "N"; break;
         }
         char left[64];
@@ -547,4 +565,8 @@ void cf_config_describe(const cf_config *cfg, char *buf, size_t cap)
              cfg->ingest_token[0] ? "set" : "unset", cfg->read_token[0] ? "set" : "unset",
              cfg->n_cors_origins ? origins : "none", cfg->connection_timeout_ms, cfg->request_deadline_ms,
              cfg->max_connections, cfg->max_connections_per_ip);
+    size_t used = strlen(buf);
+    if (used + 1 < cap)
+        snprintf(buf + used, cap - used, " enrich=%s ua-regexes=%s geoip=%s", cfg->enrich ? "on" : "off",
+                 cfg->ua_regexes, cfg->geoip[0] ? cfg->geoip : "none");
 }

@@ -62,6 +62,10 @@ typedef struct cf_config {
     int64_t request_deadline_ms;    /* --request-deadline 60s (absolute) */
     unsigned max_connections;       /* --max-connections 4096 */
     unsigned max_connections_per_ip;/* --max-connections-per-ip 256 */
+    /* enrichment (SPEC 15) */
+    bool enrich;                    /* --enrich on */
+    char ua_regexes[512];           /* --ua-regexes /usr/share/uap-core/regexes.yaml */
+    char geoip[512];                /* --geoip FILE.mmdb (empty = no country) */
 } cf_config;
 
 /* Fills cfg with the embedded defaults. */
