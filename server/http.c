@@ -29,6 +29,7 @@
 #include "cf_event.h"
 #include "cf_version.h"
 #include "cf_winop.h"
+#include "annotate.h"
 #include "ingest.h"
 #include "log.h"
 
@@ -76,6 +77,7 @@ struct cf_http {
     bool reaper_stop;
     bool reaper_started;
     pthread_t reaper;
+    cf_annotate *annotate;          /* SPEC 15 enrichment of ingested events */
     /* Responses by status code, for /metrics. */
     _Atomic uint64_t responses[12];   /* N_COUNTED + 1 */
 };
@@ -719,6 +721,12 @@ static enum MHD_Result finish_events(request *rq, struct MHD_Connection *c, char
         ret = send_unavailable(rq, c, "out of memory");
         goto out;
     }
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    if (cf_annotate_apply(rq->h->annotate, &ig, header(c, MHD_HTTP_HEADER_USER_AGENT),
+                          header(c, MHD_HTTP_HEADER_REFERER), ci ? ci->client_addr : NULL) < 0) {
+        ret = send_unavailable(rq, c, "out of memory");
+        goto out;
+    }
     cf_submit_result res = {0, 0};
     if (ig.n_events > 0) {
         r = cf_engine_ready(rq->h->engine) ? cf_engine_submit(rq->h->engine, ig.events, ig.n_events, NULL, &res)
@@ -1047,6 +1055,12 @@ cf_http *cf_http_start(const cf_config *cfg, cf_engine *engine, const char **ret
     h->cfg = *cfg;
     h->engine = engine;
     h->inflight_limit = cfg->max_body * 4 > ((size_t)256 << 20) ? cfg->max_body * 4 : ((size_t)256 << 20);
+    h->annotate = cf_annotate_new(cfg);
+    if (!h->annotate) {
+        free(h);
+        *ret_err = "out of memory";
+        return NULL;
+    }
     pthread_mutex_init(&h->reaper_mu, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
@@ -1119,5 +1133,6 @@ void cf_http_stop(cf_http *h)
     }
     pthread_cond_destroy(&h->reaper_cv);
     pthread_mutex_destroy(&h->reaper_mu);
+    cf_annotate_free(h->annotate);
     free(h);
 }

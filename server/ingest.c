@@ -6,6 +6,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "cf_enrich.h"
 #include "cf_jsonscan.h"
 #include "json_arena.h"
 
@@ -46,8 +47,10 @@ void cf_ingest_free(cf_ingest *ig)
             cJSON_Delete(ig->trees[i]);
     free(ig->trees);
     free(ig->events);
+    free(ig->src);
     free(ig->event_index);
     cf_buf_free(&ig->scratch);
+    cf_buf_free(&ig->enrich);
     memset(ig, 0, sizeof *ig);
 }
 
@@ -82,11 +85,30 @@ static int reserve_events(cf_ingest *ig, size_t n, size_t **ret_prop_off)
 {
     size_t cap = n ? n : 1;
     ig->events = calloc(cap, sizeof *ig->events);
+    ig->src = calloc(cap, sizeof *ig->src);
     ig->event_index = calloc(cap, sizeof *ig->event_index);
     *ret_prop_off = calloc(cap, sizeof **ret_prop_off);
-    if (!ig->events || !ig->event_index || !*ret_prop_off)
+    if (!ig->events || !ig->src || !ig->event_index || !*ret_prop_off)
         return -ENOMEM;
     return 0;
+}
+
+/* Reads an optional string field of SPEC 15 (`user_agent`, `referrer`):
+ * absent, null or "" leave *ret NULL; another type is false. The length is
+ * the C string's: cf_jsonscan refused every U+0000 before. */
+static bool origin_field(const cJSON *v, const char *name, const char **ret, size_t *ret_len)
+{
+    const cJSON *f = cJSON_GetObjectItemCaseSensitive(v, name);
+    if (!f || cJSON_IsNull(f))
+        return true;
+    if (!cJSON_IsString(f) || !f->valuestring)
+        return false;
+    size_t n = strlen(f->valuestring);
+    if (n > 0) {
+        *ret = f->valuestring;
+        *ret_len = n;
+    }
+    return true;
 }
 
 /* Validates one value as event number `index`. Properties text goes into
@@ -107,7 +129,18 @@ static void take_event(cf_ingest *ig, const cJSON *v, size_t index, const cf_eve
         add_error(ig, index, reason ? reason : "invalid event");
         return;
     }
+    cf_ingest_src src = {0};
+    const char *bad = !origin_field(v, "user_agent", &src.user_agent, &src.user_agent_len)
+                          ? "user_agent must be a string"
+                      : !origin_field(v, "referrer", &src.referrer, &src.referrer_len) ? "referrer must be a string"
+                                                                                        : NULL;
+    if (bad) {
+        ig->scratch.len = before;
+        add_error(ig, index, bad);
+        return;
+    }
     size_t k = ig->n_events++;
+    ig->src[k] = src;
     prop_off[k] = ev.properties ? (size_t)((const uint8_t *)ev.properties - ig->scratch.data) : SIZE_MAX;
     ig->events[k] = ev;
     ig->event_index[k] = index;
@@ -306,4 +339,132 @@ int cf_ingest_parse(cf_ingest *ig, cf_body_format fmt, char *body, size_t len, s
     if (r == -E2BIG)
         *ret_error = "too many events in one request (see --max-batch)";
     return r;
+}
+
+/* ---- enrichment (SPEC 15) --------------------------------------------------- */
+
+#define NO_OFF UINT32_MAX
+
+/* The User-Agent columns of one User-Agent, copied into ig->enrich. */
+typedef struct ua_cols {
+    uint32_t off[2];        /* browser, os (NO_OFF: NULL) */
+    uint16_t len[2];
+    uint8_t device;
+    bool is_bot;
+} ua_cols;
+
+static uint32_t put_str(cf_buf *b, const char *s, size_t n, uint16_t *ret_len)
+{
+    if (!s || n == 0 || n > CF_ENRICH_COL_MAX)
+        return NO_OFF;
+    uint32_t off = (uint32_t)b->len;
+    cf_buf_put(b, s, n);
+    *ret_len = (uint16_t)n;
+    return off;
+}
+
+static int parse_ua(cf_ingest *ig, cf_enricher *en, const char *ua, size_t len, ua_cols *ret)
+{
+    memset(ret, 0, sizeof *ret);
+    ret->off[0] = ret->off[1] = NO_OFF;
+    if (!en || !ua || len == 0)
+        return 0;
+    cf_ua_result r;
+    int rc = cf_enricher_ua(en, ua, len, &r);
+    if (rc < 0)
+        return rc;
+    /* Copied at once: r borrows from this thread's cache, which the next
+     * parse may change. */
+    ret->off[0] = put_str(&ig->enrich, r.browser, r.browser ? strlen(r.browser) : 0, &ret->len[0]);
+    ret->off[1] = put_str(&ig->enrich, r.os, r.os ? strlen(r.os) : 0, &ret->len[1]);
+    ret->device = (uint8_t)(CF_DEVICE_DESKTOP + (int)r.device);
+    ret->is_bot = r.is_bot;
+    return 0;
+}
+
+static uint32_t str_off(const cf_buf *b, const cf_enrich_str *s, uint16_t *ret_len)
+{
+    if (!s->s)
+        return NO_OFF;
+    *ret_len = (uint16_t)s->len;
+    return (uint32_t)((const uint8_t *)s->s - b->data);
+}
+
+int cf_ingest_enrich(cf_ingest *ig, const cf_ingest_context *ctx)
+{
+    size_t n = ig->n_events;
+    if (n == 0)
+        return 0;
+    /* The strings go into one buffer that grows: offsets first, pointers
+     * once it stops moving. */
+    uint32_t *off = malloc(n * CF_COL_COUNT * sizeof *off);
+    if (!off)
+        return -ENOMEM;
+    const char *hdr_ua = ctx->user_agent && ctx->user_agent[0] ? ctx->user_agent : NULL;
+    const char *hdr_ref = ctx->referer && ctx->referer[0] ? ctx->referer : NULL;
+    size_t hdr_ref_len = hdr_ref ? strlen(hdr_ref) : 0;
+    cf_buf *b = &ig->enrich;
+    uint16_t country_len = 0;
+    uint32_t country = ctx->country ? put_str(b, ctx->country, strlen(ctx->country), &country_len) : NO_OFF;
+    ua_cols shared;
+    bool shared_done = false;
+    int rc = 0;
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        cf_event *ev = &ig->events[i];
+        const cf_ingest_src *src = &ig->src[i];
+        cf_event_enrich *en = &ev->enrich;
+        uint32_t *o = off + i * CF_COL_COUNT;
+        memset(en, 0, sizeof *en);
+        for (int c = 0; c < CF_COL_COUNT; c++)
+            o[c] = NO_OFF;
+        cf_enrich u;
+        rc = cf_enrich_compute(ev->page_url, ev->page_url_len, src->referrer, src->referrer_len, hdr_ref,
+                               hdr_ref_len, b, &u);
+        if (rc < 0)
+            break;
+        o[CF_COL_REFERRER] = str_off(b, &u.referrer, &en->len[CF_COL_REFERRER]);
+        o[CF_COL_REFERRER_HOST] = str_off(b, &u.referrer_host, &en->len[CF_COL_REFERRER_HOST]);
+        for (int k = 0; k < CF_UTM_COUNT; k++)
+            o[CF_COL_UTM_SOURCE + k] = str_off(b, &u.utm[k], &en->len[CF_COL_UTM_SOURCE + k]);
+        o[CF_COL_PAGE_PATH] = str_off(b, &u.page_path, &en->len[CF_COL_PAGE_PATH]);
+        ua_cols own;
+        const ua_cols *uc;
+        if (src->user_agent) {
+            rc = parse_ua(ig, ctx->ua, src->user_agent, src->user_agent_len, &own);
+            uc = &own;
+        } else {
+            /* The common case: every event of a request comes from the
+             * sender of its User-Agent header. */
+            if (!shared_done) {
+                rc = parse_ua(ig, ctx->ua, hdr_ua, hdr_ua ? strlen(hdr_ua) : 0, &shared);
+                shared_done = true;
+            }
+            uc = &shared;
+        }
+        o[CF_COL_BROWSER] = uc->off[0];
+        en->len[CF_COL_BROWSER] = uc->len[0];
+        o[CF_COL_OS] = uc->off[1];
+        en->len[CF_COL_OS] = uc->len[1];
+        en->device = uc->device;
+        en->is_bot = uc->is_bot;
+        o[CF_COL_COUNTRY] = country;
+        en->len[CF_COL_COUNTRY] = country_len;
+    }
+    if (rc == 0 && b->oom)
+        rc = -ENOMEM;
+    for (size_t i = 0; i < n; i++) {
+        cf_event_enrich *en = &ig->events[i].enrich;
+        if (rc < 0) {
+            memset(en, 0, sizeof *en);
+            continue;
+        }
+        for (int c = 0; c < CF_COL_COUNT; c++) {
+            uint32_t x = off[i * CF_COL_COUNT + c];
+            en->col[c] = x == NO_OFF ? NULL : (const char *)b->data + x;
+            if (x == NO_OFF)
+                en->len[c] = 0;
+        }
+    }
+    free(off);
+    return rc;
 }
