@@ -43,6 +43,7 @@
 #include "cf_winop.h"
 #include "log.h"
 #include "push.h"
+#include "recent.h"
 #include "results_json.h"
 #include "shard.h"
 #include "snapshot.h"
@@ -58,6 +59,9 @@
 #define INTERIM_PER_TYPE 100           /* busiest open windows per type per interim push */
 #define RATE_SAMPLES 11                 /* 1 s of 100 ms ticks, plus one */
 #define DEDUP_PREFETCH 8                /* ids ahead whose dedup slot is prefetched */
+/* Bytes of packed events kept for GET /api/v1/streams/clicks/events, beside
+ * the --retain-results event count (whichever bound is hit first). */
+#define RECENT_MAX_BYTES ((size_t)128 << 20)
 
 /* Per-event routing and message offsets, computed outside the lock. */
 typedef struct route {
@@ -68,6 +72,7 @@ typedef struct route {
     size_t pack_off;        /* offset of the packed event in `packed` */
     size_t pack_len;
     uint64_t id_hash;       /* cf_dedup_hash(event_id), hashed before the lock */
+    bool bot;               /* is_bot (SPEC 15): logged and counted, sent to no shard */
 } route;
 
 /* A request prepared for the sequencer. */
@@ -78,6 +83,7 @@ typedef struct prepared {
     uint32_t *accepted;     /* per shard: entries not duplicates */
     cf_buf packed;          /* the events, cf_event_pack'ed back to back (WAL payload) */
     size_t bytes;           /* message bytes, for the in-flight budget */
+    cf_recent_chunk *chunk; /* for the recent-events ring, allocated before the lock */
 } prepared;
 
 struct cf_engine {
@@ -103,6 +109,8 @@ struct cf_engine {
     int64_t snap_due;               /* wall time of the next snapshot */
 
     _Atomic uint64_t accepted, duplicates, rejected, dedup_errors;
+    _Atomic uint64_t bots;          /* accepted events with is_bot (SPEC 15), a part of accepted */
+    cf_recent *recent;              /* newest accepted events (guarded by mu) */
     atomic_int failed;              /* a WAL write/fsync failed: -EIO from now on */
     atomic_bool ready;
     _Atomic uint64_t rate_x1000;    /* events/s over the last second, x1000 */
@@ -178,7 +186,8 @@ cf_engine *cf_engine_new(const cf_config *cfg)
     e->dedup = cf_dedup_new(cfg->dedup_ttl_ms > 0 ? cfg->dedup_ttl_ms : 1, cfg->max_keys);
     e->wm = cf_watermark_new(cfg->out_of_orderness_ms, cfg->idle_timeout_ms);
     e->shards = calloc(e->n_shards, sizeof *e->shards);
-    if (!e->dedup || !e->wm || !e->shards) {
+    e->recent = cf_recent_new(cfg->retain_results, RECENT_MAX_BYTES);
+    if (!e->dedup || !e->wm || !e->shards || !e->recent) {
         cf_engine_free(e);
         return NULL;
     }
@@ -204,6 +213,7 @@ static void prepared_free(cf_engine *e, prepared *p)
     free(p->accepted);
     free(p->rt);
     cf_buf_free(&p->packed);
+    cf_recent_chunk_discard(p->chunk);
 }
 
 static void put_le64(uint8_t *p, uint64_t v)
@@ -232,8 +242,10 @@ static int prepare(cf_engine *e, const cf_event *evs, size_t n, prepared *p)
      * reallocs and copies: the fields plus a generous header each. */
     size_t estimate = 0;
     for (size_t i = 0; i < n; i++)
-        estimate += 32 + evs[i].user_id_len + evs[i].page_url_len + evs[i].element_len +
-                    evs[i].event_id_len + evs[i].properties_len + evs[i].name_len;
+        estimate += 64 + evs[i].user_id_len + evs[i].page_url_len + evs[i].element_len +
+                    evs[i].event_id_len + evs[i].properties_len + evs[i].name_len +
+                    evs[i].enrich.len[CF_COL_REFERRER] + evs[i].enrich.len[CF_COL_BROWSER] +
+                    evs[i].enrich.len[CF_COL_OS];
     if (cf_buf_reserve(&p->packed, estimate) < 0)
         goto out;
     for (size_t i = 0; i < n; i++) {
@@ -246,6 +258,11 @@ static int prepare(cf_engine *e, const cf_event *evs, size_t n, prepared *p)
         if (cf_event_pack(&evs[i], &p->packed) < 0)
             goto out;
         r->pack_len = p->packed.len - r->pack_off;
+        /* Bots are accepted and logged but the built-in views skip them
+         * (SPEC 15): they go to no shard at all. */
+        r->bot = evs[i].enrich.is_bot;
+        if (r->bot)
+            continue;
         size_t entry = CF_ENTRY_HEAD + r->pack_len;
         size[r->page_shard] += entry;
         count[r->page_shard]++;
@@ -266,6 +283,8 @@ static int prepare(cf_engine *e, const cf_event *evs, size_t n, prepared *p)
     }
     for (size_t i = 0; i < n; i++) {
         route *r = &p->rt[i];
+        if (r->bot)
+            continue;
         const uint8_t *packed = p->packed.data + r->pack_off;
         uint32_t targets[2] = {r->page_shard, r->user_shard};
         for (int k = 0; k < 2; k++) {
@@ -285,7 +304,8 @@ static int prepare(cf_engine *e, const cf_event *evs, size_t n, prepared *p)
             size[s] += CF_ENTRY_HEAD + r->pack_len;
         }
     }
-    rc = 0;
+    p->chunk = cf_recent_chunk_new();
+    rc = p->chunk ? 0 : -ENOMEM;
 out:
     free(size);
     free(count);
@@ -387,6 +407,39 @@ static int64_t maybe_mark_locked(cf_engine *e, int64_t now)
     return send_marker_locked(e, w, cf_watermark_clock(e->wm, now), true);
 }
 
+/* Hands the accepted events of a request to the recent-events ring: the
+ * packed buffer itself when nothing was a duplicate (no copy under the
+ * lock), else a filtered copy. Without memory for the copy the request is
+ * just not kept for reads. */
+static void keep_recent_locked(cf_engine *e, prepared *p, const uint8_t *is_dup, bool any_dup,
+                               size_t accepted, uint64_t first_seq)
+{
+    if (!p->chunk)
+        return;
+    uint8_t *bytes;
+    size_t len, cap;
+    if (!any_dup || !is_dup) {
+        bytes = p->packed.data;
+        len = p->packed.len;
+        cap = p->packed.cap;
+        memset(&p->packed, 0, sizeof p->packed);
+    } else {
+        cf_buf b = {0};
+        for (size_t i = 0; i < p->n; i++)
+            if (!is_dup[i])
+                cf_buf_put(&b, p->packed.data + p->rt[i].pack_off, p->rt[i].pack_len);
+        if (b.oom) {
+            cf_buf_free(&b);
+            return;
+        }
+        bytes = b.data;
+        len = b.len;
+        cap = b.cap;
+    }
+    cf_recent_add(e->recent, p->chunk, bytes, len, cap, accepted, first_seq);
+    p->chunk = NULL;
+}
+
 /* Applies a prepared request under the lock: dedup, clock, arrival numbers,
  * per-event W and C stamps, WAL record, enqueue. replay: the events come
  * from the WAL, so they are all accepted (dedup state is still rebuilt) and
@@ -396,7 +449,8 @@ static int64_t maybe_mark_locked(cf_engine *e, int64_t now)
 static int64_t apply_locked(cf_engine *e, prepared *p, const cf_event *evs, uint8_t *is_dup,
                             bool replay, size_t *ret_accepted)
 {
-    size_t accepted = 0, dups = 0;
+    size_t accepted = 0, dups = 0, bots = 0;
+    uint64_t first_seq = e->next_seq;
     bool any_dup = false;
     for (size_t i = 0; i < p->n; i++) {
         const cf_event *ev = &evs[i];
@@ -428,6 +482,12 @@ static int64_t apply_locked(cf_engine *e, prepared *p, const cf_event *evs, uint
         uint64_t c = (uint64_t)dedup_clock_locked(e);
         cf_watermark_observe(e->wm, ev->ts);
         uint64_t seq = e->next_seq++;
+        if (r->bot) {
+            /* Accepted, clocked and logged like any event; no shard entry. */
+            bots++;
+            accepted++;
+            continue;
+        }
         uint8_t *page_entry = p->msgs[r->page_shard]->data + r->page_off;
         page_entry[0] = (uint8_t)(CF_ROLE_PAGE | (r->user_off == SIZE_MAX ? CF_ROLE_USER : 0));
         put_le64(page_entry + 1, seq);
@@ -463,6 +523,8 @@ static int64_t apply_locked(cf_engine *e, prepared *p, const cf_event *evs, uint
         if (lsn < 0)
             return wal_fail_locked(e, lsn);
     }
+    if (accepted > 0)
+        keep_recent_locked(e, p, is_dup, any_dup, accepted, first_seq);
     for (unsigned s = 0; s < e->n_shards; s++) {
         if (p->msgs[s] && p->accepted[s] > 0) {
             enqueue_locked(e, s, p->msgs[s]);
@@ -471,6 +533,7 @@ static int64_t apply_locked(cf_engine *e, prepared *p, const cf_event *evs, uint
     }
     atomic_fetch_add(&e->accepted, accepted);
     atomic_fetch_add(&e->duplicates, dups);
+    atomic_fetch_add(&e->bots, bots);
     *ret_accepted = accepted;
     return lsn;
 }
@@ -765,8 +828,13 @@ static int load_snapshot(cf_engine *e, const cf_buf *payload)
             return rc;
         }
     }
+    /* Trailing fields of newer writers; absent in older snapshots. */
+    uint64_t bots = 0;
+    if (r.left >= 8)
+        cf_get_u64(&r, &bots);
     cf_dedup_free(e->dedup);
     e->dedup = d;
+    atomic_store(&e->bots, bots);
     cf_watermark_restore(e->wm, max_ts, sent);
     e->sent_wm = sent;
     e->mark_clock = clock;
@@ -822,6 +890,7 @@ static int snapshot_begin(cf_engine *e)
             rc = save_sequencer_locked(e, &job->parts[e->n_shards]);
         if (!rc) {
             job->lsn = e->wal ? cf_wal_last_lsn(e->wal) : 0;
+            job->bots = atomic_load(&e->bots);
             for (unsigned s = 0; s < e->n_shards; s++) {
                 enqueue_locked(e, s, msgs[s]);
                 msgs[s] = NULL;
@@ -862,6 +931,9 @@ static int snapshot_finish(cf_engine *e)
         cf_buf_put_u32(&out, e->n_shards);
         for (unsigned s = 0; s < e->n_shards; s++)
             cf_buf_put_str(&out, (const char *)job->parts[s].data, job->parts[s].len);
+        /* Optional trailing fields (docs/FORMATS.md), read when present so
+         * older snapshots still load: the bots counter. */
+        cf_buf_put_u64(&out, job->bots);
         if (out.oom)
             rc = -ENOMEM;
     }
@@ -1171,10 +1243,32 @@ done:
     return out;
 }
 
+/* ---- recent events of the clicks stream ---------------------------------- */
+
+cJSON *cf_engine_events(cf_engine *e, size_t limit)
+{
+    if (limit < 1)
+        limit = 1;
+    if (limit > MAX_QUERY_LIMIT)
+        limit = MAX_QUERY_LIMIT;
+    cf_recent_chunk **chunks = NULL;
+    size_t n = 0;
+    /* References under the lock (read-your-writes: every acknowledged
+     * request is in the ring), formatting outside it. */
+    pthread_mutex_lock(&e->mu);
+    int rc = cf_recent_take(e->recent, limit, &chunks, &n);
+    pthread_mutex_unlock(&e->mu);
+    if (rc < 0)
+        return NULL;
+    cJSON *out = cf_recent_json(chunks, n, limit);
+    cf_recent_release(chunks, n);
+    return out;
+}
+
 /* ---- stats and metrics ------------------------------------------------- */
 
 typedef struct engine_stats {
-    uint64_t accepted, rejected, duplicates, dedup_errors;
+    uint64_t accepted, rejected, duplicates, dedup_errors, bots;
     cf_shard_stats sum;             /* summed over shards */
     size_t *depth;                  /* per shard, at the time of the request */
     int64_t watermark, clock, now;
@@ -1242,6 +1336,7 @@ static int gather(cf_engine *e, engine_stats *st, bool sync)
     st->accepted = atomic_load(&e->accepted);
     st->rejected = atomic_load(&e->rejected);
     st->duplicates = atomic_load(&e->duplicates);
+    st->bots = atomic_load(&e->bots);
     st->dedup_errors = atomic_load(&e->dedup_errors);
     st->rate = (double)atomic_load(&e->rate_x1000) / 1000.0;
     st->inflight = atomic_load(&e->inflight);
@@ -1312,6 +1407,7 @@ static cJSON *stats(cf_engine *e, bool sync)
     cJSON_AddNumberToObject(o, "accepted", (double)st.accepted);
     cJSON_AddNumberToObject(o, "rejected", (double)st.rejected);
     cJSON_AddNumberToObject(o, "duplicates", (double)st.duplicates);
+    cJSON_AddNumberToObject(o, "bots", (double)st.bots);
     cJSON_AddNumberToObject(o, "late_dropped", (double)st.sum.late_dropped);
     cJSON_AddNumberToObject(o, "late_updates", (double)st.sum.late_updates);
     cJSON_AddNumberToObject(o, "session_late_dropped", (double)st.sum.session_late_dropped);
@@ -1394,6 +1490,8 @@ void cf_engine_metrics(cf_engine *e, cf_buf *out)
            (double)st.rejected);
     metric(out, "events_duplicate_total", "counter", "Events dropped as duplicates.",
            (double)st.duplicates);
+    metric(out, "events_bot_total", "counter",
+           "Accepted events from bots (is_bot), which the built-in views skip.", (double)st.bots);
     metric(out, "late_dropped_total", "counter", "Events late-dropped for windows.",
            (double)st.sum.late_dropped);
     metric(out, "late_updates_total", "counter", "Window re-firings caused by late events.",
@@ -1785,6 +1883,7 @@ void cf_engine_free(cf_engine *e)
     cf_dedup_free(e->dedup);
     cf_watermark_free(e->wm);
     cf_buf_free(&e->scratch);
+    cf_recent_free(e->recent);
     cJSON_free(e->last_trending);
     pthread_mutex_destroy(&e->mu);
     pthread_mutex_destroy(&e->tick_mu);

@@ -102,6 +102,7 @@ typedef enum route {
     R_METRICS,
     R_HEALTHZ,
     R_READYZ,
+    R_CLICK_EVENTS, /* GET: the newest events of the clicks stream */
 } route;
 
 typedef struct request {
@@ -281,6 +282,7 @@ static route find_route(const char *path, size_t n)
         {"/api/v1/stats", R_STATS},     {"/api/v1/info", R_INFO},
         {"/metrics", R_METRICS},        {"/healthz", R_HEALTHZ},
         {"/readyz", R_READYZ},
+        {"/api/v1/streams/clicks/events", R_CLICK_EVENTS},
     };
     for (size_t i = 0; i < sizeof table / sizeof table[0]; i++)
         if (strlen(table[i].path) == n && memcmp(table[i].path, path, n) == 0)
@@ -598,6 +600,10 @@ static enum MHD_Result handle_get(request *rq, struct MHD_Connection *c)
         return handle_user_sessions(rq, c);
     case R_STATS:
         return send_json(rq, c, MHD_HTTP_OK, cf_engine_stats(e), NULL, 0);
+    case R_CLICK_EVENTS:
+        if (!query_limit(c, &limit))
+            return send_error(rq, c, MHD_HTTP_BAD_REQUEST, LIMIT_ERROR);
+        return send_json(rq, c, MHD_HTTP_OK, cf_engine_events(e, limit), NULL, 0);
     case R_INFO:
         return handle_info(rq, c);
     case R_METRICS:

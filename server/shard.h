@@ -50,6 +50,7 @@ typedef struct cf_snapjob {
     atomic_uint remaining;
     atomic_int failed;
     int64_t lsn;
+    uint64_t bots;          /* the engine's bots counter at the cut */
 } cf_snapjob;
 
 typedef struct cf_msg {
