@@ -96,9 +96,8 @@ static int reserve_events(cf_ingest *ig, size_t n, size_t **ret_prop_off)
 /* Reads an optional string field of SPEC 15 (`user_agent`, `referrer`):
  * absent, null or "" leave *ret NULL; another type is false. The length is
  * the C string's: cf_jsonscan refused every U+0000 before. */
-static bool origin_field(const cJSON *v, const char *name, const char **ret, size_t *ret_len)
+static bool origin_field(const cJSON *f, const char **ret, size_t *ret_len)
 {
-    const cJSON *f = cJSON_GetObjectItemCaseSensitive(v, name);
     if (!f || cJSON_IsNull(f))
         return true;
     if (!cJSON_IsString(f) || !f->valuestring)
@@ -109,6 +108,23 @@ static bool origin_field(const cJSON *v, const char *name, const char **ret, siz
         *ret_len = n;
     }
     return true;
+}
+
+/* Finds `user_agent` and `referrer` in one walk over the keys (the first
+ * of duplicates wins, as with cJSON_GetObjectItemCaseSensitive): this runs
+ * per event, and two lookups would compare every key twice. */
+static void origin_items(const cJSON *v, const cJSON **ret_ua, const cJSON **ret_ref)
+{
+    *ret_ua = *ret_ref = NULL;
+    for (const cJSON *c = v->child; c; c = c->next) {
+        const char *k = c->string;
+        if (!k)
+            continue;
+        if (k[0] == 'u' && !*ret_ua && strcmp(k, "user_agent") == 0)
+            *ret_ua = c;
+        else if (k[0] == 'r' && !*ret_ref && strcmp(k, "referrer") == 0)
+            *ret_ref = c;
+    }
 }
 
 /* Validates one value as event number `index`. Properties text goes into
@@ -130,10 +146,11 @@ static void take_event(cf_ingest *ig, const cJSON *v, size_t index, const cf_eve
         return;
     }
     cf_ingest_src src = {0};
-    const char *bad = !origin_field(v, "user_agent", &src.user_agent, &src.user_agent_len)
-                          ? "user_agent must be a string"
-                      : !origin_field(v, "referrer", &src.referrer, &src.referrer_len) ? "referrer must be a string"
-                                                                                        : NULL;
+    const cJSON *f_ua, *f_ref;
+    origin_items(v, &f_ua, &f_ref);
+    const char *bad = !origin_field(f_ua, &src.user_agent, &src.user_agent_len) ? "user_agent must be a string"
+                      : !origin_field(f_ref, &src.referrer, &src.referrer_len)  ? "referrer must be a string"
+                                                                                : NULL;
     if (bad) {
         ig->scratch.len = before;
         add_error(ig, index, bad);

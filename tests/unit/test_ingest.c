@@ -474,6 +474,14 @@ static void enrich_field_types(void **state)
     assert_string_equal(ig.errors[0].reason, "user_agent must be a string");
     assert_string_equal(ig.errors[1].reason, "referrer must be a string");
     cf_ingest_free(&ig);
+    /* With duplicate keys the first wins, as for every other field. */
+    assert_int_equal(parse_s(&ig, CF_BODY_JSON, "{\"user_id\":\"u\",\"page_url\":\"/p\",\"referrer\":\"https://a.example/\","
+                                                "\"referrer\":7}", 10), 0);
+    assert_int_equal(ig.n_events, 1);
+    const cf_ingest_context none = {0};
+    assert_int_equal(cf_ingest_enrich(&ig, &none), 0);
+    assert_true(col_is(&ig.events[0], CF_COL_REFERRER_HOST, "a.example"));
+    cf_ingest_free(&ig);
 }
 
 /* Many events: the strings survive the growth of the buffer they live in
