@@ -123,6 +123,15 @@ int cf_recent_take(cf_recent *r, size_t limit, cf_recent_chunk ***ret, size_t *r
     return 0;
 }
 
+void cf_recent_chunk_get(const cf_recent_chunk *c, const uint8_t **ret_bytes, size_t *ret_len, size_t *ret_n,
+                         uint64_t *ret_first_seq)
+{
+    *ret_bytes = c->bytes;
+    *ret_len = c->len;
+    *ret_n = c->n;
+    *ret_first_seq = c->first_seq;
+}
+
 void cf_recent_release(cf_recent_chunk **chunks, size_t n)
 {
     for (size_t i = 0; chunks && i < n; i++)

@@ -52,6 +52,11 @@ size_t cf_recent_count(const cf_recent *r);
  * 0 or -ENOMEM. O(chunks returned). */
 int cf_recent_take(cf_recent *r, size_t limit, cf_recent_chunk ***ret, size_t *ret_n);
 
+/* What a chunk holds (for snapshots): its packed events, their count and
+ * the arrival number of the first. */
+void cf_recent_chunk_get(const cf_recent_chunk *c, const uint8_t **ret_bytes, size_t *ret_len, size_t *ret_n,
+                         uint64_t *ret_first_seq);
+
 /* Lets go of the references of a take and frees the array. */
 void cf_recent_release(cf_recent_chunk **chunks, size_t n);
 

@@ -51,6 +51,8 @@ typedef struct cf_snapjob {
     atomic_int failed;
     int64_t lsn;
     uint64_t bots;          /* the engine's bots counter at the cut */
+    struct cf_recent_chunk **recent;    /* the newest events at the cut (references) */
+    size_t n_recent;
 } cf_snapjob;
 
 typedef struct cf_msg {

@@ -178,8 +178,8 @@ def test_kill9_keeps_bots_and_the_enrichment_of_replayed_events():
         assert stats(srv)["bots"] == 3
         srv.stop(signal.SIGKILL)
 
-        # Across a snapshot too: the counter is saved with it, the events
-        # after it are replayed.
+        # Across a snapshot too: the counter and the newest events are saved
+        # with it, the events after it are replayed.
         srv.args = REPLAY + ["--snapshot-interval", "1s"]
         srv.start()
         log_mark = len(srv.read_log())
@@ -194,7 +194,11 @@ def test_kill9_keeps_bots_and_the_enrichment_of_replayed_events():
         srv.start()
         st = stats(srv)
         assert (st["accepted"], st["bots"]) == (11, 5), st
-        assert recent(srv, 1)[0]["browser"] == "Googlebot"
+        # The newest events come back from the snapshot and the log alike.
+        items = recent(srv)
+        assert [it["seq"] for it in items] == list(range(10, -1, -1)), items
+        assert items[0]["browser"] == "Googlebot"
+        assert by_user(items)["u0"]["browser"] == "Chrome" and by_user(items)["u0"]["utm_source"] == "s0"
     finally:
         srv.stop()
 
