@@ -379,7 +379,7 @@ class Bench:
                 return b["events_per_s"], events / max(cpu_s(srv.proc.pid) - c0, 1e-3)
 
         best = {}
-        for _ in range(2):
+        for _ in range(1 if self.a.smoke else 2):
             for key, fn in (("s1_off", lambda: s1(False)), ("s1_on", lambda: s1(True)),
                             ("s2_off", lambda: s2(False, mix)), ("s2_on", lambda: s2(True, mix))):
                 rate, per_cpu = fn()
