@@ -399,6 +399,48 @@ static int parse_ua(cf_ingest *ig, cf_enricher *en, const char *ua, size_t len, 
     return 0;
 }
 
+/* A request-local memo of the User-Agents of `user_agent` fields: a batch
+ * relayed by a server holds the same few browsers many times, and a memo
+ * hit skips the parser's hash of the whole string and the copies of its
+ * results (the columns are already in ig->enrich). Direct-mapped; a
+ * collision just parses again. */
+#define MEMO_SLOTS 256u
+#define MEMO_MIN_EVENTS 16u
+
+typedef struct ua_memo {
+    const char *s;
+    size_t len;
+    ua_cols cols;
+} ua_memo;
+
+static size_t memo_slot(const char *s, size_t len)
+{
+    uint64_t a = 0, b = 0;
+    memcpy(&a, s, len < 8 ? len : 8);
+    if (len >= 8)
+        memcpy(&b, s + len - 8, 8);
+    uint64_t h = (a ^ (b * 0x9e3779b97f4a7c15ull) ^ len) * 0xff51afd7ed558ccdull;
+    return (size_t)(h >> 56) & (MEMO_SLOTS - 1);
+}
+
+static int memo_parse_ua(cf_ingest *ig, cf_enricher *en, ua_memo *memo, const char *ua, size_t len, ua_cols *ret)
+{
+    if (!memo)
+        return parse_ua(ig, en, ua, len, ret);
+    ua_memo *m = &memo[memo_slot(ua, len)];
+    if (m->s && m->len == len && memcmp(m->s, ua, len) == 0) {
+        *ret = m->cols;
+        return 0;
+    }
+    int rc = parse_ua(ig, en, ua, len, ret);
+    if (rc == 0) {
+        m->s = ua;
+        m->len = len;
+        m->cols = *ret;
+    }
+    return rc;
+}
+
 static uint32_t str_off(const cf_buf *b, const cf_enrich_str *s, uint16_t *ret_len)
 {
     if (!s->s)
@@ -425,6 +467,8 @@ int cf_ingest_enrich(cf_ingest *ig, const cf_ingest_context *ctx)
     uint32_t country = ctx->country ? put_str(b, ctx->country, strlen(ctx->country), &country_len) : NO_OFF;
     ua_cols shared;
     bool shared_done = false;
+    /* Only worth its allocation for a batch. */
+    ua_memo *memo = n >= MEMO_MIN_EVENTS && ctx->ua ? calloc(MEMO_SLOTS, sizeof *memo) : NULL;
     int rc = 0;
     for (size_t i = 0; i < n && rc == 0; i++) {
         cf_event *ev = &ig->events[i];
@@ -447,7 +491,7 @@ int cf_ingest_enrich(cf_ingest *ig, const cf_ingest_context *ctx)
         ua_cols own;
         const ua_cols *uc;
         if (src->user_agent) {
-            rc = parse_ua(ig, ctx->ua, src->user_agent, src->user_agent_len, &own);
+            rc = memo_parse_ua(ig, ctx->ua, memo, src->user_agent, src->user_agent_len, &own);
             uc = &own;
         } else {
             /* The common case: every event of a request comes from the
@@ -482,6 +526,7 @@ int cf_ingest_enrich(cf_ingest *ig, const cf_ingest_context *ctx)
                 en->len[c] = 0;
         }
     }
+    free(memo);
     free(off);
     return rc;
 }

@@ -430,6 +430,43 @@ static void enrich_fields_and_headers(void **state)
     cf_enricher_free(en);
 }
 
+/* A batch of events with their own user_agent fields goes through the
+ * request's memo: every event still gets its own User-Agent's columns. */
+static void enrich_batch_of_user_agents(void **state)
+{
+    (void)state;
+    cf_enricher *en = rules();
+    if (!en)
+        skip();
+    static const char *const uas[] = {CHROME, GOOGLEBOT, "Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) "
+                                      "AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.1 Mobile/15E148 Safari/604.1",
+                                      "x", "y"};
+    static const char *const browsers[] = {"Chrome", "Googlebot", "Mobile Safari", "Other", "Other"};
+    enum { N = 40 };
+    cf_buf body = {0};
+    cf_buf_put(&body, "[", 1);
+    for (int i = 0; i < N; i++) {
+        char ev[400];
+        int n = snprintf(ev, sizeof ev, "%s{\"user_id\":\"u\",\"page_url\":\"/p\",\"user_agent\":\"%s\"}",
+                         i ? "," : "", uas[(i * 7) % 5]);
+        cf_buf_put(&body, ev, (size_t)n);
+    }
+    cf_buf_put(&body, "]", 1);
+    cf_ingest ig;
+    const char *why;
+    assert_int_equal(parse(&ig, CF_BODY_JSON, (const char *)body.data, body.len, N, &why), 0);
+    const cf_ingest_context ctx = {.ua = en, .user_agent = CHROME};
+    assert_int_equal(cf_ingest_enrich(&ig, &ctx), 0);
+    for (int i = 0; i < N; i++) {
+        int k = (i * 7) % 5;
+        assert_true(col_is(&ig.events[i], CF_COL_BROWSER, browsers[k]));
+        assert_int_equal(ig.events[i].enrich.is_bot, k == 1);
+    }
+    cf_ingest_free(&ig);
+    cf_buf_free(&body);
+    cf_enricher_free(en);
+}
+
 /* No User-Agent anywhere, or no rules: the User-Agent columns are NULL and
  * is_bot false; the URL columns do not need the rules. */
 static void enrich_without_user_agent_or_rules(void **state)
@@ -531,6 +568,7 @@ int main(void)
         cmocka_unit_test(random_mutations_are_handled),
         cmocka_unit_test(enrich_fields_and_headers),
         cmocka_unit_test(enrich_without_user_agent_or_rules),
+        cmocka_unit_test(enrich_batch_of_user_agents),
         cmocka_unit_test(enrich_field_types),
         cmocka_unit_test(enrich_survives_buffer_growth),
     };
