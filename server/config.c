@@ -27,6 +27,7 @@ typedef enum opt_kind {
     OPT_ORIGINS,    /* cors_origins[] + n_cors_origins */
     OPT_TOKEN,      /* char[256], printed as set/unset */
     OPT_SITES,      /* sites text, repeatable; env: ';' or newline separated */
+    OPT_SWITCH,     /* bool: on or off */
 } opt_kind;
 
 typedef struct opt_def {
@@ -117,6 +118,12 @@ static const opt_def options[] = {
      "request body bytes held in memory by all clients together, 503 beyond (auto: 256M or 4 x --max-body)"},
     {"body-budget-per-ip", OPT_BYTES, OFF(body_budget_per_ip), 0, 1, INT64_C(1) << 40, "auto",
      "the same for one client address (auto: --body-budget / 16, at least --max-body)"},
+    {"enrich", OPT_SWITCH, OFF(enrich), 0, 0, 0, "on",
+     "enrich click events (referrer, utm_*, page_path, browser, os, device, is_bot, country): on or off"},
+    {"ua-regexes", OPT_STRING, OFF(ua_regexes), SZ(ua_regexes), 0, 0, "/usr/share/uap-core/regexes.yaml",
+     "uap-core rules for browser, os and device (Debian package uap-core); missing: those columns are null"},
+    {"geoip", OPT_STRING, OFF(geoip), SZ(geoip), 0, 0, "",
+     "MaxMind DB file (.mmdb) for the country column; none: country is null"},
 };
 
 #define N_OPTIONS (sizeof options / sizeof options[0])
@@ -169,6 +176,8 @@ void cf_config_defaults(cf_config *cfg)
     cfg->body_stall_timeout_ms = 5000;
     cfg->body_budget = (size_t)256 << 20;
     cfg->body_budget_per_ip = (size_t)16 << 20;
+    cfg->enrich = true;
+    strcpy(cfg->ua_regexes, "/usr/share/uap-core/regexes.yaml");
 }
 
 /* Where a value came from, for error messages: "--window" or
@@ -445,6 +454,14 @@ static int set_option(cf_config *cfg, const opt_def *o, bool from_env, const cha
         return set_origins(cfg, o, from_env, val, err);
     case OPT_SITES:
         return set_sites(cfg, o, from_env, val, err);
+    case OPT_SWITCH:
+        if (strcmp(val, "on") == 0)
+            *(bool *)(void *)field = true;
+        else if (strcmp(val, "off") == 0)
+            *(bool *)(void *)field = false;
+        else
+            return bad_value(err, o, from_env, "'%s' is not on or off", val);
+        return 0;
     }
     return -1;
 }
@@ -496,6 +513,7 @@ static void print_help(FILE *out)
         case OPT_ORIGINS: arg = "ORIGINS"; break;
         case OPT_SITES: arg = "KEY=ORIGINS"; break;
         case OPT_FSYNC: arg = "POLICY"; break;
+        case OPT_SWITCH: arg = "on|off"; break;
         case OPT_UNSIGNED: case OPT_COUNT: arg = "N"; break;
         }
         char left[64];
@@ -700,7 +718,7 @@ void cf_config_describe(const cf_config *cfg, char *buf, size_t cap)
              "ms ws-max-clients=%zu ws-queue=%zu ws-queue-bytes=%zu data-dir=%s fsync=%s snapshot-interval=%" PRId64
              "ms segment-size=%zu ingest-token=%s read-token=%s cors-origin=%s connection-timeout=%" PRId64
              "ms request-deadline=%" PRId64 "ms max-connections=%u max-connections-per-ip=%u site=%s ip-rate=%u header-timeout=%" PRId64
-             "ms body-stall-timeout=%" PRId64 "ms body-budget=%zu body-budget-per-ip=%zu%s",
+             "ms body-stall-timeout=%" PRId64 "ms body-budget=%zu body-budget-per-ip=%zu enrich=%s ua-regexes=%s geoip=%s%s",
              cfg->bind, (unsigned)cfg->http_port, (unsigned)cfg->ws_port, cfg->shards, cfg->http_threads,
              cfg->out_of_orderness_ms, cfg->idle_timeout_ms, cfg->allowed_lateness_ms, cfg->max_future_ms,
              cfg->window_ms, cfg->slide_size_ms, cfg->slide_ms, cfg->session_gap_ms, cfg->dedup_ttl_ms,
@@ -710,7 +728,8 @@ void cf_config_describe(const cf_config *cfg, char *buf, size_t cap)
              cfg->ingest_token[0] ? "set" : "unset", cfg->read_token[0] ? "set" : "unset",
              cfg->n_cors_origins ? origins : "none", cfg->connection_timeout_ms, cfg->request_deadline_ms,
              cfg->max_connections, cfg->max_connections_per_ip, sites, cfg->ip_rate, cfg->header_timeout_ms,
-             cfg->body_stall_timeout_ms, cfg->body_budget, cfg->body_budget_per_ip, capped);
+             cfg->body_stall_timeout_ms, cfg->body_budget, cfg->body_budget_per_ip, cfg->enrich ? "on" : "off",
+             cfg->ua_regexes, cfg->geoip[0] ? cfg->geoip : "none", capped);
 }
 
 uint64_t cf_config_fd_ceiling(const cf_config *cfg, unsigned keep)

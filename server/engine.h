@@ -74,6 +74,10 @@ cJSON *cf_engine_sessions(cf_engine *e, size_t limit);             /* {"items": 
 /* Open sessions of one user: {"user_id": u, "items": [...]}; items empty when none. */
 cJSON *cf_engine_user_sessions(cf_engine *e, const char *user_id, size_t len);
 cJSON *cf_engine_stats(cf_engine *e);
+/* GET /api/v1/streams/clicks/events: {"items": [...]} the newest accepted
+ * events (at most limit, clamped to 1..100000), newest first, with their
+ * enrichment columns (server/recent.h). Read-your-writes. NULL on OOM. */
+cJSON *cf_engine_events(cf_engine *e, size_t limit);
 /* The HTTP layer counts invalid events here (stats "rejected"). Thread-safe. */
 void cf_engine_count_rejected(cf_engine *e, size_t n);
 /* Appends the Prometheus text exposition (names prefixed clickflow_). */

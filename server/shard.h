@@ -39,6 +39,9 @@ typedef struct cf_snapjob {
     atomic_uint remaining;
     atomic_int failed;
     int64_t lsn;
+    uint64_t bots;          /* the engine's bots counter at the cut */
+    struct cf_recent_chunk **recent;    /* the newest events at the cut (references) */
+    size_t n_recent;
 } cf_snapjob;
 
 /* Counters and gauges of one shard. */
