@@ -62,8 +62,36 @@ void cf_annotate_free(cf_annotate *a)
 int cf_annotate_apply(const cf_annotate *a, cf_ingest *ig, const char *user_agent, const char *referer,
                       const struct sockaddr *peer)
 {
+    return cf_annotate_apply_relayed(a, ig, user_agent, referer, peer, NULL);
+}
+
+int cf_annotate_apply_relayed(const cf_annotate *a, cf_ingest *ig, const char *user_agent, const char *referer,
+                              const struct sockaddr *peer, const cf_annotate_relayed *rel)
+{
     if (!a || !a->on || ig->n_events == 0)
         return 0;
+    cf_ingest_override *ov = NULL;
+    char (*codes)[CF_GEOIP_CODE_MAX + 1] = NULL;
+    if (rel) {
+        ov = calloc(ig->n_events, sizeof *ov);
+        codes = a->geo ? calloc(ig->n_events, sizeof *codes) : NULL;
+        if (!ov || (a->geo && !codes)) {
+            free(ov);
+            free(codes);
+            return -ENOMEM;
+        }
+        for (size_t i = 0; i < ig->n_events; i++) {
+            for (int k = 0; k < CF_UTM_COUNT; k++)
+                ov[i].utm[k] = rel[i].utm[k];
+            /* The browser's address a back end relays: the peer is that
+             * back end, whose country says nothing of the visitor, so an
+             * address the database does not know is an unknown country. */
+            if (codes && rel[i].client_ip && rel[i].client_ip[0]) {
+                ov[i].country_set = true;
+                ov[i].country = cf_geoip_country_text(a->geo, rel[i].client_ip, codes[i]) > 0 ? codes[i] : NULL;
+            }
+        }
+    }
     char country[CF_GEOIP_CODE_MAX + 1];
     size_t clen = a->geo && peer ? cf_geoip_country(a->geo, peer, country) : 0;
     cf_ingest_context ctx = {
@@ -71,6 +99,10 @@ int cf_annotate_apply(const cf_annotate *a, cf_ingest *ig, const char *user_agen
         .user_agent = user_agent,
         .referer = referer,
         .country = clen ? country : NULL,
+        .override = ov,
     };
-    return cf_ingest_enrich(ig, &ctx);
+    int rc = cf_ingest_enrich(ig, &ctx);
+    free(ov);
+    free(codes);
+    return rc;
 }

@@ -28,4 +28,17 @@ void cf_annotate_free(cf_annotate *a);
 int cf_annotate_apply(const cf_annotate *a, cf_ingest *ig, const char *user_agent, const char *referer,
                       const struct sockaddr *peer);
 
+/* What a relayed event (a compatible endpoint's, server/compat_http.c)
+ * says of its sender: the browser's IP address as text and the campaign
+ * tags. NULL fields: none. */
+typedef struct cf_annotate_relayed {
+    const char *client_ip;              /* its country (or none) replaces the peer's */
+    const char *utm[CF_UTM_COUNT];      /* win over page_url's tags */
+} cf_annotate_relayed;
+
+/* cf_annotate_apply with per-event overrides: rel has ig->n_events entries
+ * (or is NULL), in the order of ig->events. 0 or -ENOMEM. */
+int cf_annotate_apply_relayed(const cf_annotate *a, cf_ingest *ig, const char *user_agent, const char *referer,
+                              const struct sockaddr *peer, const cf_annotate_relayed *rel);
+
 #endif

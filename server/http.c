@@ -1415,8 +1415,8 @@ cf_http *cf_http_start(const cf_config *cfg, cf_engine *engine, const char **ret
     h->cfg = *cfg;
     h->engine = engine;
     h->budget = cf_body_budget_new(cfg->body_budget, cfg->body_budget_per_ip);
-    h->compat = cf_compat_http_new(cfg, engine);
     h->annotate = cf_annotate_new(cfg);
+    h->compat = h->annotate ? cf_compat_http_new(cfg, engine, h->annotate) : NULL;
     if (!h->budget || !h->compat || !h->annotate) {
         cf_body_budget_free(h->budget);
         cf_compat_http_free(h->compat);

@@ -485,8 +485,19 @@ int cf_ingest_enrich(cf_ingest *ig, const cf_ingest_context *ctx)
             break;
         o[CF_COL_REFERRER] = str_off(b, &u.referrer, &en->len[CF_COL_REFERRER]);
         o[CF_COL_REFERRER_HOST] = str_off(b, &u.referrer_host, &en->len[CF_COL_REFERRER_HOST]);
-        for (int k = 0; k < CF_UTM_COUNT; k++)
+        const cf_ingest_override *ov = ctx->override ? &ctx->override[i] : NULL;
+        for (int k = 0; k < CF_UTM_COUNT; k++) {
             o[CF_COL_UTM_SOURCE + k] = str_off(b, &u.utm[k], &en->len[CF_COL_UTM_SOURCE + k]);
+            /* A tag the sender names outright wins over the URL's (put_str
+             * refuses an empty or over-long one: the URL's then stays). */
+            const char *t = ov ? ov->utm[k] : NULL;
+            uint16_t tl = 0;
+            uint32_t to = t ? put_str(b, t, strlen(t), &tl) : NO_OFF;
+            if (to != NO_OFF) {
+                o[CF_COL_UTM_SOURCE + k] = to;
+                en->len[CF_COL_UTM_SOURCE + k] = tl;
+            }
+        }
         o[CF_COL_PAGE_PATH] = str_off(b, &u.page_path, &en->len[CF_COL_PAGE_PATH]);
         ua_cols own;
         const ua_cols *uc;
@@ -510,6 +521,11 @@ int cf_ingest_enrich(cf_ingest *ig, const cf_ingest_context *ctx)
         en->is_bot = uc->is_bot;
         o[CF_COL_COUNTRY] = country;
         en->len[CF_COL_COUNTRY] = country_len;
+        if (ov && ov->country_set) {
+            uint16_t ocl = 0;
+            o[CF_COL_COUNTRY] = ov->country ? put_str(b, ov->country, strlen(ov->country), &ocl) : NO_OFF;
+            en->len[CF_COL_COUNTRY] = ocl;
+        }
     }
     if (rc == 0 && b->oom)
         rc = -ENOMEM;

@@ -24,6 +24,7 @@
 #include <cjson/cJSON.h>
 
 #include "cf_buf.h"
+#include "cf_enrich.h"
 #include "cf_event.h"
 #include "enrich.h"
 
@@ -93,19 +94,30 @@ void cf_ingest_free(cf_ingest *ig);
 int cf_ingest_parse(cf_ingest *ig, cf_body_format fmt, char *body, size_t len, size_t max_batch,
                     const cf_event_limits *lim, int64_t now_ms, const char **ret_error);
 
+/* What one relayed event says of its sender that the request cannot (a
+ * server SDK sends for many browsers: Segment's context.ip and
+ * context.campaign). NULL or "" fields leave the request's value. */
+typedef struct cf_ingest_override {
+    bool country_set;                   /* country below replaces the request's */
+    const char *country;                /* NULL: unknown */
+    const char *utm[CF_UTM_COUNT];      /* instead of page_url's utm_* tags */
+} cf_ingest_override;
+
 /* The request-wide inputs of the enrichment (SPEC 15). */
 typedef struct cf_ingest_context {
     cf_enricher *ua;            /* User-Agent rules; NULL: browser, os, device unknown */
     const char *user_agent;     /* the User-Agent header, NULL if none */
     const char *referer;        /* the Referer header, NULL if none */
     const char *country;        /* the client IP's country code, NULL if unknown */
+    const cf_ingest_override *override; /* n_events entries, or NULL: none */
 } cf_ingest_context;
 
 /* Fills the enrichment of every valid event of ig (cf_event.enrich):
  * referrer (the event's field, else the header), referrer_host, utm_*,
- * page_path (lib/cf_enrich.h), browser, os, device and is_bot from the
+ * page_path (lib/cf_enrich.h; ctx->override's utm_* win), browser, os,
+ * device and is_bot from the
  * event's `user_agent` field, else the header (parsed once per request and
- * cached per thread), and country. An event with no User-Agent at all has
+ * cached per thread), and country (ctx->override's wins). An event with no User-Agent at all has
  * browser, os and device NULL and is_bot false. The strings live in
  * ig->enrich until cf_ingest_free. Returns 0 or -ENOMEM (the events are
  * then left without enrichment). O(bytes of the events) plus one

@@ -252,6 +252,68 @@ def test_recent_events_are_bounded_and_newest_first():
         assert status == 404
 
 
+def test_compatible_endpoints_enrich():
+    """Segment, Plausible and Umami events are enriched like POST /api/v1/events: the
+    headers and the peer, and what a Segment message says of the browser it relays
+    (context.userAgent, context.page.referrer, context.ip for the country,
+    context.campaign for utm_*, which win over the URL's tags)."""
+    if not os.path.exists(RULES):
+        print("skip: no uap-core rules")
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        db = os.path.join(tmp, "country.mmdb")
+        mmdb_writer.write_country_db(db, {"127.0.0.0/8": "NZ", "10.0.0.0/8": "DE"})
+        with Server(REPLAY + ["--geoip", db, "--site", "shop=https://shop.example"]) as srv:
+            relayed = {"type": "track", "event": "buy", "userId": "seg-relayed", "messageId": "m1",
+                       "timestamp": "2026-01-01T00:00:00.000Z",
+                       "properties": {"url": "https://shop.example/p?utm_source=url&utm_term=t"},
+                       "context": {"ip": "10.1.2.3", "userAgent": IPHONE,
+                                   "page": {"referrer": "https://ref.example/x"},
+                                   "campaign": {"source": "news", "medium": "email", "name": "spring"}}}
+            plain = {"type": "page", "userId": "seg-plain", "messageId": "m2",
+                     "timestamp": "2026-01-01T00:00:00.001Z",
+                     "context": {"page": {"url": "https://shop.example/q?utm_source=url2"}}}
+            unknown_ip = {"type": "track", "event": "e", "userId": "seg-unknown", "messageId": "m3",
+                          "timestamp": "2026-01-01T00:00:00.002Z", "properties": {"url": "/r"},
+                          "context": {"ip": "192.0.2.1"}}
+            status, body = srv.request("POST", "/v1/batch", {"batch": [relayed, plain, unknown_ip],
+                                                              "writeKey": "shop"},
+                                       headers={"User-Agent": GOOGLEBOT})
+            assert status == 200, (status, body)
+            status, body = srv.request("POST", "/api/event",
+                                       {"n": "pageview", "u": "https://shop.example/pl?utm_medium=cpc",
+                                        "d": "shop", "r": "https://r.example/"},
+                                       headers={"User-Agent": CHROME, "Content-Type": "text/plain"})
+            assert status == 202, (status, body)
+            status, body = srv.request("POST", "/api/send",
+                                       {"type": "event", "payload": {"website": "shop", "id": "umami-u",
+                                                                     "url": "/u?utm_campaign=uc"}},
+                                       headers={"User-Agent": IPHONE})
+            assert status == 200, (status, body)
+            items = recent(srv)
+            got = by_user(items)
+            it = got["seg-relayed"]
+            assert (it["country"], it["browser"], it["device"], it["is_bot"]) == ("DE", "Mobile Safari", "mobile", False), it
+            assert (it["utm_source"], it["utm_medium"], it["utm_campaign"], it["utm_term"]) == \
+                ("news", "email", "spring", "t"), it
+            assert (it["referrer_host"], it["page_path"]) == ("ref.example", "/p"), it
+            # No context: the request's User-Agent (a bot here) and the peer's country.
+            it = got["seg-plain"]
+            assert (it["country"], it["browser"], it["is_bot"], it["utm_source"]) == ("NZ", "Googlebot", True, "url2"), it
+            # A relayed address the database does not know: no country (not the relay's).
+            assert got["seg-unknown"]["country"] is None, got["seg-unknown"]
+            plausible = [x for x in items if x["page_url"].startswith("https://shop.example/pl")]
+            assert len(plausible) == 1, items
+            it = plausible[0]
+            assert (it["country"], it["browser"], it["utm_medium"], it["referrer_host"]) == \
+                ("NZ", "Chrome", "cpc", "r.example"), it
+            it = got["umami-u"]
+            assert (it["country"], it["browser"], it["utm_campaign"]) == ("NZ", "Mobile Safari", "uc"), it
+            # The two Googlebot events were accepted and counted (skipped by the views).
+            assert got["seg-unknown"]["is_bot"] is True
+            assert stats(srv)["bots"] == 2
+
+
 if __name__ == "__main__":
     run_tests([
         test_user_agent_columns,
@@ -261,4 +323,5 @@ if __name__ == "__main__":
         test_country_from_geoip,
         test_missing_rules_and_enrichment_off,
         test_recent_events_are_bounded_and_newest_first,
+        test_compatible_endpoints_enrich,
     ])

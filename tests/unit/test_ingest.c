@@ -553,6 +553,49 @@ static void enrich_survives_buffer_growth(void **state)
     cf_buf_free(&body);
 }
 
+/* A relayed event's own country and campaign tags (Segment's context.ip and
+ * context.campaign) win over the request's; empty or absent ones leave it,
+ * and a country set to unknown is null even when the request has one. */
+static void enrich_overrides(void **state)
+{
+    (void)state;
+    static const char body[] = "[{\"user_id\":\"a\",\"page_url\":\"/p?utm_source=url&utm_term=t\"},"
+                               "{\"user_id\":\"b\",\"page_url\":\"/q?utm_source=url\"},"
+                               "{\"user_id\":\"c\",\"page_url\":\"/r\"}]";
+    cf_ingest ig;
+    const char *why;
+    assert_int_equal(parse(&ig, CF_BODY_JSON, body, sizeof body - 1, 10, &why), 0);
+    assert_int_equal(ig.n_events, 3);
+    cf_ingest_override ov[3];
+    memset(ov, 0, sizeof ov);
+    ov[0].country_set = true;
+    ov[0].country = "DE";
+    ov[0].utm[0] = "news";          /* utm_source */
+    ov[0].utm[2] = "spring";        /* utm_campaign */
+    ov[1].utm[0] = "";              /* empty: the URL's stays */
+    ov[2].country_set = true;       /* a relayed address of no known country */
+    const cf_ingest_context ctx = {.country = "NZ", .override = ov};
+    assert_int_equal(cf_ingest_enrich(&ig, &ctx), 0);
+    assert_true(col_is(&ig.events[0], CF_COL_COUNTRY, "DE"));
+    assert_true(col_is(&ig.events[0], CF_COL_UTM_SOURCE, "news"));
+    assert_true(col_is(&ig.events[0], CF_COL_UTM_CAMPAIGN, "spring"));
+    assert_true(col_is(&ig.events[0], CF_COL_UTM_TERM, "t"));
+    assert_true(col_is(&ig.events[1], CF_COL_COUNTRY, "NZ"));
+    assert_true(col_is(&ig.events[1], CF_COL_UTM_SOURCE, "url"));
+    assert_true(col_is(&ig.events[2], CF_COL_COUNTRY, NULL));
+    /* They pack and unpack like any enrichment. */
+    cf_buf b = {0};
+    assert_true(cf_event_pack(&ig.events[0], &b) > 0);
+    cf_reader r;
+    cf_reader_init(&r, b.data, b.len);
+    cf_event back;
+    assert_int_equal(cf_event_unpack(&r, &back), 0);
+    assert_true(col_is(&back, CF_COL_COUNTRY, "DE"));
+    assert_true(col_is(&back, CF_COL_UTM_CAMPAIGN, "spring"));
+    cf_buf_free(&b);
+    cf_ingest_free(&ig);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -571,6 +614,7 @@ int main(void)
         cmocka_unit_test(enrich_batch_of_user_agents),
         cmocka_unit_test(enrich_field_types),
         cmocka_unit_test(enrich_survives_buffer_growth),
+        cmocka_unit_test(enrich_overrides),
     };
     return cmocka_run_group_tests_name("ingest", tests, NULL, NULL);
 }
