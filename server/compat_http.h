@@ -5,7 +5,9 @@
  * module decides who may send (the write key: ingest token or site key;
  * Origin; the per-IP rate), maps the body with cf_compat, derives a visitor
  * id for events without a user, and hands the events to the same validation
- * (cf_ingest_parse) and engine path as POST /api/v1/events, so dedup by
+ * (cf_ingest_parse), enrichment (annotate.h: Segment's context.ip gives the
+ * country, context.campaign the utm_* columns) and engine path as POST
+ * /api/v1/events, so dedup by
  * event_id (Segment's messageId), the WAL and exactly-once hold. It answers
  * the way the real API does, so the unmodified clients take the answer for
  * their own server's. The reply is returned as data: http.c sends it, with
@@ -18,16 +20,18 @@
 
 #include <microhttpd.h>
 
+#include "annotate.h"
 #include "cf_compat.h"
 #include "config.h"
 #include "engine.h"
 
 typedef struct cf_compat_http cf_compat_http;
 
-/* cfg is copied; the engine is borrowed and must outlive the module. The
- * visitor-id secret (server/enrich.h) is loaded on first need, once the data
- * directory exists. NULL on OOM. */
-cf_compat_http *cf_compat_http_new(const cf_config *cfg, cf_engine *engine);
+/* cfg is copied; the engine and the enrichment step (the one of POST
+ * /api/v1/events, may be NULL: none) are borrowed and must outlive the
+ * module. The visitor-id secret (server/enrich.h) is loaded on first need,
+ * once the data directory exists. NULL on OOM. */
+cf_compat_http *cf_compat_http_new(const cf_config *cfg, cf_engine *engine, const cf_annotate *annotate);
 
 /* Accepts NULL. */
 void cf_compat_http_free(cf_compat_http *ch);

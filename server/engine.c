@@ -18,6 +18,7 @@
 #include "cf_watermark.h"
 #include "engine_int.h"
 #include "log.h"
+#include "recent.h"
 #include "shard.h"
 #include "wal.h"
 
@@ -58,7 +59,8 @@ cf_engine *cf_engine_new(const cf_config *cfg)
                                   e->hashkey);
     e->wm = cf_watermark_new(cfg->out_of_orderness_ms, cfg->idle_timeout_ms);
     e->shards = calloc(e->n_shards, sizeof *e->shards);
-    if (!e->dedup || !e->wm || !e->shards) {
+    e->recent = cf_recent_new(cfg->retain_results, RECENT_MAX_BYTES);
+    if (!e->dedup || !e->wm || !e->shards || !e->recent) {
         cf_engine_free(e);
         return NULL;
     }
@@ -175,6 +177,7 @@ void cf_engine_free(cf_engine *e)
     cf_dedup_free(e->dedup);
     cf_watermark_free(e->wm);
     cf_buf_free(&e->scratch);
+    cf_recent_free(e->recent);
     cJSON_free(e->last_trending);
     pthread_mutex_destroy(&e->mu);
     pthread_mutex_destroy(&e->tick_mu);

@@ -33,6 +33,7 @@
 #include "compat_http.h"
 #include "cf_time.h"
 #include "history.h"
+#include "annotate.h"
 #include "ingest.h"
 #include "log.h"
 
@@ -118,6 +119,7 @@ struct cf_http {
     pthread_t reaper;
     /* The Segment, Plausible and Umami endpoints and the site keys. */
     cf_compat_http *compat;
+    cf_annotate *annotate;          /* SPEC 15 enrichment of ingested events */
     /* Responses by status code, for /metrics. */
     _Atomic uint64_t responses[14];   /* N_COUNTED + 1 */
 };
@@ -144,6 +146,7 @@ typedef enum route {
     R_HEALTHZ,
     R_READYZ,
     R_COMPAT,       /* a compatible ingest path (lib/cf_compat.h): compat_http.c */
+    R_CLICK_EVENTS, /* GET: the newest events of the clicks stream */
 } route;
 
 typedef struct request {
@@ -340,6 +343,7 @@ static route find_route(const char *path, size_t n)
         {"/api/v1/stats", R_STATS},     {"/api/v1/info", R_INFO},
         {"/metrics", R_METRICS},        {"/healthz", R_HEALTHZ},
         {"/readyz", R_READYZ},
+        {"/api/v1/streams/clicks/events", R_CLICK_EVENTS},
     };
     for (size_t i = 0; i < sizeof table / sizeof table[0]; i++)
         if (strlen(table[i].path) == n && memcmp(table[i].path, path, n) == 0)
@@ -755,6 +759,10 @@ static enum MHD_Result handle_get(request *rq, struct MHD_Connection *c)
         return handle_rollup(rq, c);
     case R_STATS:
         return send_json(rq, c, MHD_HTTP_OK, cf_engine_stats(e), NULL, 0);
+    case R_CLICK_EVENTS:
+        if (!query_limit(c, &limit))
+            return send_error(rq, c, MHD_HTTP_BAD_REQUEST, LIMIT_ERROR);
+        return send_json(rq, c, MHD_HTTP_OK, cf_engine_events(e, limit), NULL, 0);
     case R_INFO:
         return handle_info(rq, c);
     case R_METRICS:
@@ -933,6 +941,12 @@ static enum MHD_Result finish_events(request *rq, struct MHD_Connection *c, char
         goto out;
     }
     if (r < 0) {
+        ret = send_unavailable(rq, c, "out of memory");
+        goto out;
+    }
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    if (cf_annotate_apply(rq->h->annotate, &ig, header(c, MHD_HTTP_HEADER_USER_AGENT),
+                          header(c, MHD_HTTP_HEADER_REFERER), ci ? ci->client_addr : NULL) < 0) {
         ret = send_unavailable(rq, c, "out of memory");
         goto out;
     }
@@ -1479,10 +1493,12 @@ cf_http *cf_http_start(const cf_config *cfg, cf_engine *engine, const char **ret
     h->cfg = *cfg;
     h->engine = engine;
     h->budget = cf_body_budget_new(cfg->body_budget, cfg->body_budget_per_ip);
-    h->compat = cf_compat_http_new(cfg, engine);
-    if (!h->budget || !h->compat) {
+    h->annotate = cf_annotate_new(cfg);
+    h->compat = h->annotate ? cf_compat_http_new(cfg, engine, h->annotate) : NULL;
+    if (!h->budget || !h->compat || !h->annotate) {
         cf_body_budget_free(h->budget);
         cf_compat_http_free(h->compat);
+        cf_annotate_free(h->annotate);
         free(h);
         *ret_err = "out of memory";
         return NULL;
@@ -1567,5 +1583,6 @@ void cf_http_stop(cf_http *h)
     pthread_mutex_destroy(&h->reaper_mu);
     cf_body_budget_free(h->budget);
     cf_compat_http_free(h->compat);
+    cf_annotate_free(h->annotate);
     free(h);
 }
