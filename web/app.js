@@ -654,6 +654,8 @@
       height: 240,
       cursor: { drag: { x: false, y: false } },
       legend: { show: true, live: false },
+      // Steps are UTC hours and days: label them in UTC too.
+      tzDate: (ts) => (uPlot.tzDate ? uPlot.tzDate(new Date(ts * 1000), 'Etc/UTC') : new Date(ts * 1000)),
       scales: { x: { time: true }, y: { range: (u, min, max) => [0, Math.max(5, max * 1.15)] } },
       series: [
         {},

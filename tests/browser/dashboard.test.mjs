@@ -295,7 +295,8 @@ if (UPDATE_SCREENSHOT) {
     // A server of its own, fed a few minutes of realistic traffic in event
     // time: Zipf-skewed pages, users with sessions, a closed and an open
     // tumbling window, some resent and some late events.
-    const shot = await new Server().start(['--session-gap', '20s']);
+    const shot = await new Server().start(['--session-gap', '20s',
+      '--site', 'blog-7f3a=https://blog.example,https://www.blog.example', '--site', 'shop-19c2=https://shop.example']);
     const p = await context.newPage();
     try {
       await p.setViewportSize({ width: 1400, height: 1000 });
@@ -315,6 +316,38 @@ if (UPDATE_SCREENSHOT) {
       };
       const m0 = Math.floor(Date.now() / 60000) * 60000 - 120000;
       let seq = 0;
+      await until('recovery to finish', async () => (await fetch(shot.base + '/readyz')).status === 200);
+      // History first (event time only moves forward): 14 days of hourly
+      // traffic with a daily rhythm and growth, closed by a watermark an
+      // hour before the live traffic; the "last 7 days" view is taken then.
+      for (let d = 14; d >= 1; d--) {
+        const day = [];
+        for (let h = 0; h < 24; h++) {
+          const hourStart = m0 - d * DAY + h * 3600000;
+          const n = Math.round((40 + 30 * Math.sin((h - 8) / 24 * 2 * Math.PI)) * (1 + (14 - d) / 14));
+          for (let i = 0; i < n; i++) {
+            day.push({ user_id: 'user-' + Math.floor(rnd() * 400), page_url: pick(),
+              timestamp: hourStart + Math.floor(i * 3600000 / n), event_id: 'past-' + seq++ });
+          }
+        }
+        await shot.post(day);
+      }
+      const wm = await fetch(shot.base + '/api/v1/watermark', {
+        method: 'POST', headers: { 'Content-Type': 'application/json' },
+        body: JSON.stringify({ watermark: m0 - 3600000 }),
+      });
+      assert.equal(wm.status, 200);
+      await until('history.db to catch up', async () => {
+        const st = await (await fetch(shot.base + '/api/v1/stats')).json();
+        return st.history && st.history.pending === 0 && st.history.written > 0;
+      });
+      await p.click('#range button[data-range="7d"]');
+      await p.waitForFunction(() => /^\d/.test(document.getElementById('hist-clicks').textContent) &&
+        document.getElementById('hist-change').textContent.includes('vs previous'), null, { timeout: 5000 });
+      const outHist = join(repo, 'docs', 'dashboard-history.png');
+      await p.screenshot({ path: outHist, fullPage: true });
+      console.log('wrote ' + outHist);
+      await p.click('#range button[data-range="live"]');
       const sent = [];
       // Window A: [m0, m0+60s), users 0..299; window B: users 150..449 from m0+60s.
       for (let round = 0; round < 9; round++) {
