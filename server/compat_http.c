@@ -325,6 +325,35 @@ static int submit(cf_compat_http *ch, struct MHD_Connection *c, cf_compat_api ap
 
 bool cf_compat_http_sites_any(const cf_compat_http *ch) { return cf_sites_any(ch->sites); }
 
+cJSON *cf_compat_http_sites_json(const cf_compat_http *ch)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON *items = o ? cJSON_AddArrayToObject(o, "items") : NULL;
+    if (!items)
+        goto oom;
+    for (size_t i = 0; i < cf_sites_count(ch->sites); i++) {
+        cJSON *it = cJSON_CreateObject();
+        if (!cJSON_AddItemToArray(items, it)) {
+            cJSON_Delete(it);
+            goto oom;
+        }
+        cJSON *origins = cJSON_AddArrayToObject(it, "origins");
+        if (!cJSON_AddStringToObject(it, "key", cf_sites_key(ch->sites, (int)i)) || !origins)
+            goto oom;
+        for (size_t j = 0; j < cf_sites_n_origins(ch->sites, (int)i); j++) {
+            cJSON *s = cJSON_CreateString(cf_sites_origin(ch->sites, (int)i, j));
+            if (!s || !cJSON_AddItemToArray(origins, s)) {
+                cJSON_Delete(s);
+                goto oom;
+            }
+        }
+    }
+    return o;
+oom:
+    cJSON_Delete(o);
+    return NULL;
+}
+
 static int gate_refuse(cf_site_gate *g, unsigned status, const char *msg)
 {
     g->status = status;

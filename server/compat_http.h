@@ -18,6 +18,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include <cjson/cJSON.h>
 #include <microhttpd.h>
 
 #include "annotate.h"
@@ -79,6 +80,12 @@ typedef struct cf_site_gate {
  * Returns 0 and fills *ret (ret->body freed by the caller), or -ENOMEM. */
 int cf_compat_http_gate_events(cf_compat_http *ch, struct MHD_Connection *c, bool bearer, bool site_only, bool ndjson,
                                const char *body, size_t len, cf_site_gate *ret);
+
+/* GET /api/v1/sites: {"items": [{"key", "origins": [...]}]} in the order
+ * configured, for the dashboard's snippet panel. Site keys are public (they
+ * are in every page's HTML), but the answer is a read like any other (http.c
+ * asks for the read token). NULL on OOM. */
+cJSON *cf_compat_http_sites_json(const cf_compat_http *ch);
 
 /* Whether a CORS preflight from origin may be answered positively: it is an
  * origin of some site key (a preflight does not carry the key). */

@@ -147,6 +147,7 @@ typedef enum route {
     R_READYZ,
     R_COMPAT,       /* a compatible ingest path (lib/cf_compat.h): compat_http.c */
     R_CLICK_EVENTS, /* GET: the newest events of the clicks stream */
+    R_SITES,        /* GET /api/v1/sites: compat_http.c */
 } route;
 
 typedef struct request {
@@ -344,6 +345,7 @@ static route find_route(const char *path, size_t n)
         {"/metrics", R_METRICS},        {"/healthz", R_HEALTHZ},
         {"/readyz", R_READYZ},
         {"/api/v1/streams/clicks/events", R_CLICK_EVENTS},
+        {"/api/v1/sites", R_SITES},
     };
     for (size_t i = 0; i < sizeof table / sizeof table[0]; i++)
         if (strlen(table[i].path) == n && memcmp(table[i].path, path, n) == 0)
@@ -737,7 +739,7 @@ static enum MHD_Result handle_get(request *rq, struct MHD_Connection *c)
     cf_engine *e = rq->h->engine;
     size_t limit;
     /* The engine answers queries once recovery is done (the shards run). */
-    bool asks_engine = rq->rt != R_HEALTHZ && rq->rt != R_READYZ && rq->rt != R_INFO;
+    bool asks_engine = rq->rt != R_HEALTHZ && rq->rt != R_READYZ && rq->rt != R_INFO && rq->rt != R_SITES;
     if (asks_engine && !cf_engine_ready(e))
         return send_unavailable(rq, c, "not ready: recovery in progress, retry later");
     switch (rq->rt) {
@@ -765,6 +767,8 @@ static enum MHD_Result handle_get(request *rq, struct MHD_Connection *c)
         return send_json(rq, c, MHD_HTTP_OK, cf_engine_events(e, limit), NULL, 0);
     case R_INFO:
         return handle_info(rq, c);
+    case R_SITES:
+        return send_json(rq, c, MHD_HTTP_OK, cf_compat_http_sites_json(rq->h->compat), NULL, 0);
     case R_METRICS:
         return handle_metrics(rq, c);
     case R_HEALTHZ: {
