@@ -23,10 +23,23 @@ struct cf_heap {
 
 static inline unsigned char *at(const cf_heap *h, size_t i) { return h->a + i * h->esz; }
 
+/* Copies one element. The common sizes (a pointer, a key and a pointer)
+ * get a constant-size memcpy the compiler turns into plain moves: a libc
+ * call per level cost the join benchmark several percent. */
+static inline void copy(void *dst, const void *src, size_t esz)
+{
+    if (esz == 16)
+        memcpy(dst, src, 16);
+    else if (esz == 8)
+        memcpy(dst, src, 8);
+    else
+        memcpy(dst, src, esz);
+}
+
 /* Writes src to index i and tells the owner. */
 static inline void put(cf_heap *h, size_t i, const void *src)
 {
-    memcpy(at(h, i), src, h->esz);
+    copy(at(h, i), src, h->esz);
     if (h->moved)
         h->moved(at(h, i), i, h->ctx);
 }
@@ -121,7 +134,7 @@ int cf_heap_push(cf_heap *h, const void *elem)
 {
     if (cf_heap_reserve(h, 1) < 0)
         return -ENOMEM;
-    memcpy(h->tmp, elem, h->esz);
+    copy(h->tmp, elem, h->esz);
     sift_up(h, h->len++);
     return 0;
 }
@@ -132,12 +145,12 @@ void *cf_heap_at(const cf_heap *h, size_t pos) { return at(h, pos); }
 void cf_heap_remove(cf_heap *h, size_t pos, void *out)
 {
     if (out)
-        memcpy(out, at(h, pos), h->esz);
+        copy(out, at(h, pos), h->esz);
     size_t last = --h->len;
     if (pos == last)
         return;
     /* The last element fills the hole and moves whichever way it must. */
-    memcpy(h->tmp, at(h, last), h->esz);
+    copy(h->tmp, at(h, last), h->esz);
     if (pos > 0 && h->less(h->tmp, at(h, (pos - 1) / 2), h->ctx))
         sift_up(h, pos);
     else
@@ -154,7 +167,7 @@ bool cf_heap_pop(cf_heap *h, void *out)
 
 void cf_heap_fix(cf_heap *h, size_t pos)
 {
-    memcpy(h->tmp, at(h, pos), h->esz);
+    copy(h->tmp, at(h, pos), h->esz);
     if (pos > 0 && h->less(h->tmp, at(h, (pos - 1) / 2), h->ctx))
         sift_up(h, pos);
     else
