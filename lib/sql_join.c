@@ -3,7 +3,9 @@
  * Layout. A cf_kv (keyed SipHash, since clients choose the keys) maps the
  * canonical key bytes to a bucket: two doubly linked lists of records, one
  * per side, in arrival order. A record is one allocation: header, then the
- * packed row. Every record also sits in the drop heap (min on ROWTIME), so
+ * packed row. Every record also sits in the drop heap (a cf_heap, min on
+ * ROWTIME; the generic heap measured within noise of the private copy it
+ * replaced on join_bench, see DESIGN.md "Containers"), so
  * the watermark frees what can no longer match by popping it: no scan of
  * live state, no wall clock. A LEFT join keeps a second heap, ordered by
  * (ROWTIME, arrival), of left records whose NULL row is not due yet;
