@@ -494,7 +494,9 @@ static int item_cmp(const cf_trend_item *a, const cf_trend_item *b)
     return (a->page_url_len > b->page_url_len) - (a->page_url_len < b->page_url_len);
 }
 
-/* Min-heap on rank: the root is the worst of the kept items. */
+/* Min-heap on rank: the root is the worst of the kept items. Not cf_heap:
+ * the selection runs inside the caller's output array, so cf_trending_top
+ * allocates nothing and cannot fail; an owning heap would add both. */
 static void sift_down(cf_trend_item *h, size_t n, size_t i)
 {
     for (;;) {

@@ -3,7 +3,9 @@
  * Layout. A cf_kv (keyed SipHash, since clients choose the keys) maps the
  * canonical key bytes to a bucket: two doubly linked lists of records, one
  * per side, in arrival order. A record is one allocation: header, then the
- * packed row. Every record also sits in the drop heap (min on ROWTIME), so
+ * packed row. Every record also sits in the drop heap (a cf_heap, min on
+ * ROWTIME; the generic heap measured within noise of the private copy it
+ * replaced on join_bench, see DESIGN.md "Containers"), so
  * the watermark frees what can no longer match by popping it: no scan of
  * live state, no wall clock. A LEFT join keeps a second heap, ordered by
  * (ROWTIME, arrival), of left records whose NULL row is not due yet;
@@ -25,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cf_heap.h"
 #include "cf_keycap.h"
 #include "cf_kv.h"
 #include "cf_time.h"
@@ -56,23 +59,19 @@ struct bucket {
     uint8_t key[];              /* canonical key bytes (the map's key too) */
 };
 
+/* A heap element: the time is copied in so a comparison reads no record. */
 typedef struct heap_ent {
     int64_t t;
     rec *r;
 } heap_ent;
-
-typedef struct heap {
-    heap_ent *e;
-    size_t len, cap;
-} heap;
 
 struct sql_join {
     sql_join_config cfg;
     int64_t wm;                 /* CF_TIME_NONE until the first advance */
     cf_kv *keys;                /* key bytes -> bucket * */
     cf_keycap cap;
-    heap drop;                  /* every record */
-    heap pending;               /* LEFT: left records whose NULL row is not due */
+    cf_heap *drop;              /* heap_ent of every record */
+    cf_heap *pending;           /* LEFT: left records whose NULL row is not due */
     cf_buf keybuf;              /* scratch: the pushed event's key bytes */
     sql_value *out;             /* scratch: ncols[0] + ncols[1] output values */
     size_t bucket_bytes;
@@ -81,63 +80,29 @@ struct sql_join {
 
 /* ---- heaps --------------------------------------------------------------- */
 
-static bool ent_less(const heap_ent *a, const heap_ent *b)
+/* (ROWTIME, arrival): a total order, so drops and NULL rows come out in an
+ * order that depends on the contents only. */
+static bool ent_less(const void *a, const void *b, void *ctx)
 {
-    return a->t < b->t || (a->t == b->t && a->r->arrival < b->r->arrival);
+    (void)ctx;
+    const heap_ent *x = a, *y = b;
+    return x->t < y->t || (x->t == y->t && x->r->arrival < y->r->arrival);
 }
 
-static int heap_reserve(heap *h, size_t extra)
+static void heap_push(cf_heap *h, rec *r)
 {
-    if (h->len + extra <= h->cap)
-        return 0;
-    size_t nc = h->cap ? h->cap * 2 : 64;
-    while (nc < h->len + extra)
-        nc *= 2;
-    if (nc > SIZE_MAX / sizeof(heap_ent))
-        return -ENOMEM;
-    heap_ent *ne = realloc(h->e, nc * sizeof *ne);
-    if (!ne)
-        return -ENOMEM;
-    h->e = ne;
-    h->cap = nc;
-    return 0;
+    /* Room was reserved by the caller, so this cannot fail. */
+    (void)cf_heap_push(h, &(heap_ent){r->t, r});
 }
 
-/* Requires room (heap_reserve). */
-static void heap_push(heap *h, rec *r)
+static rec *heap_pop(cf_heap *h)
 {
-    size_t i = h->len++;
-    heap_ent x = {r->t, r};
-    while (i > 0) {
-        size_t p = (i - 1) / 2;
-        if (!ent_less(&x, &h->e[p]))
-            break;
-        h->e[i] = h->e[p];
-        i = p;
-    }
-    h->e[i] = x;
+    heap_ent e;
+    cf_heap_pop(h, &e);
+    return e.r;
 }
 
-static rec *heap_pop(heap *h)
-{
-    rec *top = h->e[0].r;
-    heap_ent x = h->e[--h->len];
-    size_t n = h->len, i = 0;
-    for (;;) {
-        size_t l = 2 * i + 1, m = l;
-        if (l >= n)
-            break;
-        if (l + 1 < n && ent_less(&h->e[l + 1], &h->e[l]))
-            m = l + 1;
-        if (!ent_less(&h->e[m], &x))
-            break;
-        h->e[i] = h->e[m];
-        i = m;
-    }
-    if (n)
-        h->e[i] = x;
-    return top;
-}
+static int64_t heap_top_t(const cf_heap *h) { return ((const heap_ent *)cf_heap_top(h))->t; }
 
 /* ---- time ---------------------------------------------------------------- */
 
@@ -177,7 +142,9 @@ sql_join *sql_join_new(const sql_join_config *cfg)
     j->cap = cf_keycap_make(cfg->max_keys);
     j->keys = cf_kv_new_keyed(sizeof(bucket *), 0, cfg->hash_key);
     j->out = calloc((size_t)cfg->ncols[0] + cfg->ncols[1] + 1, sizeof *j->out);
-    if (!j->keys || !j->out) {
+    j->drop = cf_heap_new(sizeof(heap_ent), ent_less, NULL, NULL);
+    j->pending = cf_heap_new(sizeof(heap_ent), ent_less, NULL, NULL);
+    if (!j->keys || !j->out || !j->drop || !j->pending) {
         sql_join_free(j);
         return NULL;
     }
@@ -206,8 +173,8 @@ void sql_join_free(sql_join *j)
         cf_kv_foreach(j->keys, free_bucket_cb, NULL);
         cf_kv_free(j->keys);
     }
-    free(j->drop.e);
-    free(j->pending.e);
+    cf_heap_free(j->drop);
+    cf_heap_free(j->pending);
     cf_buf_free(&j->keybuf);
     free(j->out);
     free(j);
@@ -223,7 +190,7 @@ void sql_join_stats_get(const sql_join *j, sql_join_stats *ret)
     *ret = j->st;
     ret->keys = cf_kv_count(j->keys);
     ret->memory = sizeof *j + cf_kv_memory(j->keys) + j->bucket_bytes + ret->bytes[0] + ret->bytes[1] +
-                  (j->drop.cap - j->drop.len + j->pending.cap) * sizeof(heap_ent) + j->keybuf.cap +
+                  (cf_heap_cap(j->drop) - cf_heap_len(j->drop) + cf_heap_cap(j->pending)) * sizeof(heap_ent) + j->keybuf.cap +
                   ((size_t)j->cfg.ncols[0] + j->cfg.ncols[1] + 1) * sizeof(sql_value);
 }
 
@@ -348,9 +315,9 @@ static bucket *add_bucket(sql_join *j, const uint8_t *key, size_t len, bool null
 /* Puts a linked record in the heaps (room reserved). */
 static void index_rec(sql_join *j, rec *r)
 {
-    heap_push(&j->drop, r);
+    heap_push(j->drop, r);
     if (j->cfg.left_outer && r->side == 0 && !r->matched && !reached(r->t, j->cfg.within_ms, j->wm))
-        heap_push(&j->pending, r);
+        heap_push(j->pending, r);
     j->st.buffered[r->side]++;
     j->st.bytes[r->side] += rec_bytes(r);
 }
@@ -362,15 +329,15 @@ size_t sql_join_advance(sql_join *j, int64_t wm, sql_join_emit_fn emit, void *ct
     j->wm = wm;
     /* NULL rows first: a record due for both leaves the pending heap
      * before the drop frees it. */
-    while (j->pending.len && reached(j->pending.e[0].t, j->cfg.within_ms, wm)) {
-        rec *r = heap_pop(&j->pending);
+    while (cf_heap_len(j->pending) && reached(heap_top_t(j->pending), j->cfg.within_ms, wm)) {
+        rec *r = heap_pop(j->pending);
         if (!r->matched)
             emit_unmatched(j, r, emit, ctx);
     }
     int64_t off = j->cfg.within_ms + j->cfg.grace_ms;
     size_t dropped = 0;
-    while (j->drop.len && reached(j->drop.e[0].t, off, wm)) {
-        drop_rec(j, heap_pop(&j->drop));
+    while (cf_heap_len(j->drop) && reached(heap_top_t(j->drop), off, wm)) {
+        drop_rec(j, heap_pop(j->drop));
         dropped++;
     }
     j->st.dropped += dropped;
@@ -417,7 +384,7 @@ int sql_join_push(sql_join *j, sql_join_side side, const sql_value *key, const s
         j->st.refused[s]++;
         return SQL_JOIN_REFUSED;
     }
-    if (heap_reserve(&j->drop, 1) < 0 || heap_reserve(&j->pending, 1) < 0)
+    if (cf_heap_reserve(j->drop, 1) < 0 || cf_heap_reserve(j->pending, 1) < 0)
         return -ENOMEM;
     rec *r = malloc(sizeof *r + row_len);
     if (!r)
@@ -524,7 +491,7 @@ static int load_rec(sql_join *j, cf_reader *in, bucket *b, int s)
     if (sql_unpack_row(row, row_len, j->cfg.ncols[s], j->out) < 0 ||
         reached(t, j->cfg.within_ms + j->cfg.grace_ms, j->wm) || (matched && s == 1))
         return -EINVAL;
-    if (heap_reserve(&j->drop, 1) < 0 || heap_reserve(&j->pending, 1) < 0)
+    if (cf_heap_reserve(j->drop, 1) < 0 || cf_heap_reserve(j->pending, 1) < 0)
         return -ENOMEM;
     rec *r = malloc(sizeof *r + row_len);
     if (!r)
@@ -552,7 +519,7 @@ int sql_join_load(sql_join *j, cf_reader *in, sql_join_keep_fn keep, void *ctx)
     if ((left_outer != 0) != c->left_outer || nkeys != c->nkeys || nc0 != c->ncols[0] ||
         nc1 != c->ncols[1] || within != c->within_ms || grace != c->grace_ms)
         return -EINVAL;
-    bool empty = j->drop.len == 0;
+    bool empty = cf_heap_len(j->drop) == 0;
     if (!(j->wm == wm || (empty && j->wm == CF_TIME_NONE)))
         return -EINVAL;
     j->wm = wm;
