@@ -28,6 +28,8 @@ const char CF_HROLL_SCHEMA[] =
 
 int64_t cf_hroll_floor(int64_t t, int64_t step)
 {
+    if (t < INT64_MIN + step)
+        return INT64_MIN;   /* saturates: the true floor is not representable */
     return (t >= 0 ? t / step : -((-(t + 1)) / step) - 1) * step;
 }
 

@@ -78,7 +78,7 @@ int cf_hroll_query(sqlite3 *db, const char *view, char names[][CF_HROLL_NAME_MAX
 /* Splits a views.additive list "a,b" into names. false when malformed. */
 bool cf_hroll_split_names(const char *s, char names[][CF_HROLL_NAME_MAX + 1], size_t *ret_n);
 
-/* floor(t / step) * step, also before 1970. */
+/* floor(t / step) * step, also before 1970 (INT64_MIN near INT64_MIN). */
 int64_t cf_hroll_floor(int64_t t, int64_t step);
 
 #endif

@@ -297,6 +297,12 @@ static void assert_rollups_exact(cf_history *h, int64_t lo, int64_t hi)
             free(want);
             free(got);
         }
+    /* Unbounded: the first hour's floor saturates instead of overflowing. */
+    char *want = rollup_text(h, INT64_MIN, INT64_MAX, 24 * HOUR, true);
+    char *got = rollup_text(h, INT64_MIN, INT64_MAX, 24 * HOUR, false);
+    assert_string_equal(got, want);
+    free(want);
+    free(got);
 }
 
 static long sql_long(const fixture *f, const char *sql)
