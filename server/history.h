@@ -149,8 +149,8 @@ long cf_history_scan(cf_history *h, const char *view, const char *group, size_t 
 int cf_history_rollup(cf_history *h, const char *view, int64_t from, int64_t to, int64_t step_ms,
                       cJSON **ret);
 
-/* Benchmark baseline: rollups scan every row as schema v1 did (before
- * cf_history_start). */
+/* Benchmark baseline: rollups scan every row as schema v1 did, and the
+ * writer rebuilds no dirty rollup hours meanwhile. */
 void cf_history_set_rollup_scan(cf_history *h, bool scan);
 
 #endif
