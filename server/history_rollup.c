@@ -357,25 +357,72 @@ done:
 
 /* ---- writer side -------------------------------------------------------- */
 
+/* Skip-scan: one index seek per view and hour holding rows (no pass over
+ * the rows, so a v1 upgrade of millions of rows is instant). A dirty row's
+ * min_end/max_end are not read; the rebuild sets them. */
 int cf_hroll_mark_all(sqlite3 *db, const char *view)
 {
-    sqlite3_stmt *st = NULL;
-    if (sqlite3_prepare_v2(db,
-                           "INSERT INTO rollup(view, hour, min_end, max_end, dirty, sums, sketch)"
-                           " SELECT view, wstart - (((wstart % 3600000) + 3600000) % 3600000) AS h,"
-                           " min(wend), max(wend), 1, NULL, NULL FROM results"
-                           " WHERE (?1 IS NULL OR view = ?1) GROUP BY view, h"
-                           " ON CONFLICT(view, hour) DO UPDATE SET dirty = 1",
-                           -1, &st, NULL) != SQLITE_OK) {
-        cf_warn("history: rollup marking: %s", sqlite3_errmsg(db));
-        return -EIO;
+    sqlite3_stmt *next_view = NULL, *next_start = NULL, *mark = NULL;
+    int rc = 0;
+    if (sqlite3_prepare_v2(db, "SELECT view FROM results WHERE view > ?1 ORDER BY view LIMIT 1", -1,
+                           &next_view, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(db, "SELECT wstart FROM results WHERE view = ?1 AND wstart >= ?2"
+                           " ORDER BY view, wstart LIMIT 1", -1, &next_start, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(db, "INSERT INTO rollup(view, hour, min_end, max_end, dirty)"
+                           " VALUES (?1, ?2, 0, 0, 1) ON CONFLICT(view, hour) DO UPDATE SET dirty = 1",
+                           -1, &mark, NULL) != SQLITE_OK)
+        rc = -EIO;
+    char v[CF_HROLL_NAME_MAX * 4 + 1] = "";
+    bool first = true;
+    while (!rc) {
+        if (view) {
+            if (!first)
+                break;
+            snprintf(v, sizeof v, "%s", view);
+        } else {
+            sqlite3_bind_text(next_view, 1, v, -1, SQLITE_TRANSIENT);
+            int s = sqlite3_step(next_view);
+            if (s == SQLITE_ROW) {
+                const unsigned char *t = sqlite3_column_text(next_view, 0);
+                snprintf(v, sizeof v, "%s", t ? (const char *)t : "");
+            }
+            sqlite3_reset(next_view);
+            if (s != SQLITE_ROW) {
+                rc = s == SQLITE_DONE ? 0 : -EIO;
+                break;
+            }
+        }
+        first = false;
+        int64_t cursor = INT64_MIN;
+        for (;;) {
+            sqlite3_bind_text(next_start, 1, v, -1, SQLITE_STATIC);
+            sqlite3_bind_int64(next_start, 2, cursor);
+            int s = sqlite3_step(next_start);
+            int64_t ws = s == SQLITE_ROW ? sqlite3_column_int64(next_start, 0) : 0;
+            sqlite3_reset(next_start);
+            if (s != SQLITE_ROW) {
+                rc = s == SQLITE_DONE ? 0 : -EIO;
+                break;
+            }
+            int64_t hr = cf_hroll_floor(ws, CF_HROLL_HOUR_MS);
+            sqlite3_bind_text(mark, 1, v, -1, SQLITE_STATIC);
+            sqlite3_bind_int64(mark, 2, hr);
+            s = sqlite3_step(mark);
+            sqlite3_reset(mark);
+            if (s != SQLITE_DONE) {
+                rc = -EIO;
+                break;
+            }
+            if (hr > INT64_MAX - CF_HROLL_HOUR_MS)
+                break;
+            cursor = hr + CF_HROLL_HOUR_MS;
+        }
     }
-    if (view)
-        sqlite3_bind_text(st, 1, view, -1, SQLITE_STATIC);
-    int rc = sqlite3_step(st) == SQLITE_DONE ? 0 : -EIO;
     if (rc)
         cf_warn("history: rollup marking: %s", sqlite3_errmsg(db));
-    sqlite3_finalize(st);
+    sqlite3_finalize(next_view);
+    sqlite3_finalize(next_start);
+    sqlite3_finalize(mark);
     return rc;
 }
 
