@@ -351,6 +351,62 @@ def test_retention_deletes_exactly_the_old_rows():
         srv.stop()
 
 
+V1_SCHEMA = """
+CREATE TABLE views(name TEXT PRIMARY KEY, additive TEXT NOT NULL, sketch_col TEXT);
+CREATE TABLE results(view TEXT NOT NULL, wstart INTEGER NOT NULL, wend INTEGER NOT NULL,
+  grp TEXT NOT NULL, revision INTEGER NOT NULL, cols TEXT NOT NULL, sketch BLOB,
+  PRIMARY KEY (view, wstart, wend, grp, revision)) WITHOUT ROWID;
+INSERT INTO views VALUES ('tumbling', 'count', 'unique_users'), ('sliding', 'count', 'unique_users'),
+  ('sessions', 'page_views', NULL);
+PRAGMA user_version=1;
+"""
+
+
+def test_v1_history_is_upgraded():
+    """A schema v1 history.db (no rollup table) with late revisions: the
+    server upgrades it at start, builds the hourly pre-aggregates in the
+    background, and rollups equal the newest revisions summed by hand."""
+    import struct
+    rng = random.Random(SEED + 3)
+    srv = Server(ARGS)
+    os.makedirs(os.path.join(srv.data_dir, "data"), exist_ok=True)
+    path = os.path.join(srv.data_dir, "data", "history.db")
+    db = sqlite3.connect(path)
+    db.executescript(V1_SCHEMA)
+    newest = {}
+    for h in range(40):
+        for p in range(3):
+            start = BASE_TS + h * HOUR
+            for rev in range(rng.randint(1, 3)):
+                users = sorted({rng.getrandbits(64) for _ in range(rng.randint(1, 4) + rev)})
+                count = len(users) + rng.randint(0, 5)
+                sk = struct.pack("<BI", 0, len(users)) + b"".join(struct.pack("<Q", u) for u in users)
+                db.execute("INSERT INTO results VALUES ('tumbling', ?, ?, ?, ?, ?, ?)",
+                           (start, start + HOUR, "/p%d" % p, rev,
+                            '{"count":%d,"unique_users":%d}' % (count, len(users)), sk))
+                newest[(start, p)] = (count, users)
+    db.commit()
+    db.close()
+    srv.start()
+    try:
+        assert wait_rollups_clean(srv) == 40
+        frm, to = BASE_TS, BASE_TS + 40 * HOUR
+        for step, name in ((HOUR, "1h"), (DAY, "1d")):
+            want = {}
+            for (start, _), (count, users) in newest.items():
+                b = want.setdefault(start // step * step, [0, set()])
+                b[0] += count
+                b[1] |= set(users)
+            want = [{"start": s, "end": s + step, "count": c, "unique_users": len(u)}
+                    for s, (c, u) in sorted(want.items())]
+            st, body = srv.request("GET", "/api/v1/views/tumbling/rollup?from=%d&to=%d&step=%s"
+                                   % (frm, to, name))
+            assert st == 200, (st, body)
+            assert body["items"] == want, (name, body["items"][:2], want[:2])
+    finally:
+        srv.stop()
+
+
 def test_bad_requests_and_history_off():
     with Server(["--idle-timeout", "0"]) as srv:
         cases = [
@@ -385,6 +441,7 @@ def test_bad_requests_and_history_off():
 
 if __name__ == "__main__":
     run_tests([test_history_equals_reference_across_restart,
+               test_v1_history_is_upgraded,
                test_kill9_during_heavy_writing_no_duplicate_no_gap,
                test_full_queue_spills_and_loses_nothing,
                test_retention_deletes_exactly_the_old_rows,
