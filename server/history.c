@@ -20,6 +20,7 @@
 
 #include "cf_buf.h"
 #include "cf_hll.h"
+#include "history_rollup.h"
 #include "log.h"
 
 #define MAX_VIEWS 256
@@ -28,6 +29,7 @@
 #define WRITER_WAIT_MS 200          /* retention is checked at least this often */
 #define RETENTION_EVERY_MS 1000
 #define SPILL_CHUNK (1u << 20)      /* spill bytes read back per transaction */
+#define REBUILD_HOURS 8             /* dirty rollup hours rebuilt per writer pass */
 
 typedef struct item {
     struct item *next;
@@ -52,6 +54,8 @@ struct cf_history {
     size_t queue_cap;
     sqlite3 *db;                    /* the writer's connection */
     sqlite3_stmt *ins;
+    cf_hroll *roll;                 /* the rollup table's upkeep (writer only) */
+    atomic_bool rollup_scan;        /* benchmark baseline: rollups scan rows (tests flip it) */
 
     pthread_mutex_t mu;
     pthread_cond_t wake;            /* writer: work or stop */
@@ -73,6 +77,7 @@ struct cf_history {
     size_t spill_bytes;             /* in the current spill file */
     uint64_t spilled_now;           /* rows in the current spill file */
     uint64_t spilled;               /* rows ever spilled (stats) */
+    int64_t rollup_dirty;           /* rollup hours waiting for a rebuild (-1: not known yet) */
     pthread_t thread;
 
     view_def views[MAX_VIEWS];
@@ -129,6 +134,9 @@ static int exec(sqlite3 *db, const char *sql)
     }
     return 0;
 }
+
+static int view_def_read(sqlite3 *db, const char *view, char *additive, size_t acap, char *sketch,
+                         size_t scap);
 
 static int user_version(sqlite3 *db, int *ret)
 {
@@ -190,9 +198,30 @@ cf_history *cf_history_open(const char *path, int64_t retention_ms, size_t queue
      * is one sequential append. synchronous=NORMAL: a power loss may lose
      * the last transactions, never corrupt; they are rebuilt from the
      * event log on replay (the snapshot waits for them, see engine.c). */
-    if (exec(h->db, "PRAGMA journal_mode=WAL") < 0 || exec(h->db, "PRAGMA synchronous=NORMAL") < 0 ||
-        exec(h->db, SCHEMA) < 0 || exec(h->db, "PRAGMA user_version=1") < 0) {
-        set_err(err, err_cap, "cannot create the schema in %s: %s", path, sqlite3_errmsg(h->db));
+    if (exec(h->db, "PRAGMA journal_mode=WAL") < 0 || exec(h->db, "PRAGMA synchronous=NORMAL") < 0) {
+        set_err(err, err_cap, "cannot set up %s: %s", path, sqlite3_errmsg(h->db));
+        goto fail;
+    }
+    /* v1 -> v2: the rollup table is new; every hour of the rows already
+     * stored is marked dirty, and the writer builds them in the background
+     * (rollups scan dirty hours meanwhile), so the start is not delayed by
+     * the whole table. One transaction: a crash leaves v1 or v2. */
+    if (exec(h->db, "BEGIN IMMEDIATE") < 0 || exec(h->db, SCHEMA) < 0 ||
+        exec(h->db, CF_HROLL_SCHEMA) < 0 ||
+        (ver == 1 && cf_hroll_mark_all(h->db, NULL) < 0) ||
+        exec(h->db, "PRAGMA user_version=" CF_HISTORY_SCHEMA_VERSION_STR) < 0 ||
+        exec(h->db, "COMMIT") < 0) {
+        set_err(err, err_cap, "cannot create or upgrade the schema in %s: %s", path,
+                sqlite3_errmsg(h->db));
+        (void)exec(h->db, "ROLLBACK");
+        goto fail;
+    }
+    if (ver == 1)
+        cf_info("history: %s upgraded to schema version %d (rollup hours are built in the background)",
+                path, CF_HISTORY_SCHEMA_VERSION);
+    h->rollup_dirty = -1;
+    if (!(h->roll = cf_hroll_new(h->db))) {
+        set_err(err, err_cap, "cannot prepare the rollup upkeep in %s: %s", path, sqlite3_errmsg(h->db));
         goto fail;
     }
     if (sqlite3_prepare_v2(h->db,
@@ -225,16 +254,38 @@ int cf_history_register_view(cf_history *h, const char *view, const char *additi
     }
     if (h->n_views == MAX_VIEWS || h->started)
         return -EINVAL;
-    sqlite3_stmt *st = NULL;
-    if (sqlite3_prepare_v2(h->db, "INSERT OR REPLACE INTO views(name, additive, sketch_col) VALUES (?1, ?2, ?3)",
-                           -1, &st, NULL) != SQLITE_OK)
+    char old_a[MAX_ADDITIVE * (NAME_MAX_LEN + 1) + 1], old_s[NAME_MAX_LEN + 1];
+    int old = view_def_read(h->db, view, old_a, sizeof old_a, old_s, sizeof old_s);
+    if (old == -EIO)
         return -EIO;
+    /* The same definition as stored: the rollup rows stay valid. */
+    if (old == 0 && strcmp(old_a, additive ? additive : "") == 0 &&
+        strcmp(old_s, sketch_col ? sketch_col : "") == 0) {
+        snprintf(h->views[h->n_views++].name, sizeof h->views[0].name, "%s", view);
+        return 0;
+    }
+    sqlite3_stmt *st = NULL;
+    if (exec(h->db, "BEGIN") < 0)
+        return -EIO;
+    if (sqlite3_prepare_v2(h->db, "INSERT OR REPLACE INTO views(name, additive, sketch_col) VALUES (?1, ?2, ?3)",
+                           -1, &st, NULL) != SQLITE_OK) {
+        (void)exec(h->db, "ROLLBACK");
+        return -EIO;
+    }
     sqlite3_bind_text(st, 1, view, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 2, additive ? additive : "", -1, SQLITE_STATIC);
     if (sketch_col)
         sqlite3_bind_text(st, 3, sketch_col, -1, SQLITE_STATIC);
     int rc = sqlite3_step(st) == SQLITE_DONE ? 0 : -EIO;
     sqlite3_finalize(st);
+    /* New or changed columns: the view's rollup hours are rebuilt from
+     * its rows (a view's rows may predate its definition). */
+    if (!rc)
+        rc = cf_hroll_mark_all(h->db, view);
+    if (rc || exec(h->db, "COMMIT") < 0) {
+        (void)exec(h->db, "ROLLBACK");
+        return -EIO;
+    }
     if (!rc)
         snprintf(h->views[h->n_views++].name, sizeof h->views[0].name, "%s", view);
     return rc;
@@ -311,14 +362,22 @@ static long write_items(cf_history *h, const item *list)
         int rc = sqlite3_step(st);
         sqlite3_reset(st);
         sqlite3_clear_bindings(st);
+        int added = rc == SQLITE_DONE ? sqlite3_changes(h->db) : 0;
+        /* A new row goes into its rollup hour in the same transaction. */
+        if (added > 0 &&
+            cf_hroll_row_added(h->roll, it->view, it->start, it->end, it->group, it->group_len,
+                               it->revision, it->cols, it->cols_len, it->sketch, it->sketch_len) < 0)
+            rc = SQLITE_ERROR;
         if (rc != SQLITE_DONE) {
             cf_warn("history: insert failed: %s", sqlite3_errmsg(h->db));
+            cf_hroll_discard(h->roll);
             (void)exec(h->db, "ROLLBACK");
             return -EIO;
         }
-        ins += sqlite3_changes(h->db);
+        ins += added;
     }
-    if (exec(h->db, "COMMIT") < 0) {
+    if (cf_hroll_flush(h->roll) < 0 || exec(h->db, "COMMIT") < 0) {
+        cf_warn("history: commit failed: %s", sqlite3_errmsg(h->db));
         (void)exec(h->db, "ROLLBACK");
         return -EIO;
     }
@@ -333,7 +392,10 @@ static long apply_retention(cf_history *h, int64_t cutoff)
     sqlite3_stmt *st = NULL;
     /* WAL readers are not held by this transaction, so one statement per
      * view is fine. */
-    if (sqlite3_prepare_v2(h->db, "DELETE FROM results WHERE view = ?1 AND wstart < ?2 AND wend < ?2",
+    /* RETURNING: the rollup hours that lost rows are marked dirty (the
+     * rebuild deletes the ones left empty). */
+    if (sqlite3_prepare_v2(h->db, "DELETE FROM results WHERE view = ?1 AND wstart < ?2 AND wend < ?2"
+                           " RETURNING wstart",
                            -1, &st, NULL) != SQLITE_OK) {
         cf_warn("history: cannot prepare retention: %s", sqlite3_errmsg(h->db));
         return -EIO;
@@ -352,19 +414,41 @@ static long apply_retention(cf_history *h, int64_t cutoff)
     }
     sqlite3_finalize(vs);
     long total = 0;
+    if (exec(h->db, "BEGIN") < 0) {
+        sqlite3_finalize(st);
+        return -EIO;
+    }
     for (size_t v = 0; v < nv; v++) {
         sqlite3_bind_text(st, 1, names[v], -1, SQLITE_STATIC);
         sqlite3_bind_int64(st, 2, cutoff);
-        int rc = sqlite3_step(st);
+        int rc;
+        int64_t last = 0;
+        bool any = false;
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+            int64_t hr = cf_hroll_floor(sqlite3_column_int64(st, 0), CF_HROLL_HOUR_MS);
+            total++;
+            if (any && hr == last)
+                continue;
+            if (cf_hroll_mark_dirty(h->roll, names[v], hr) < 0) {
+                rc = SQLITE_ERROR;
+                break;
+            }
+            any = true;
+            last = hr;
+        }
         sqlite3_reset(st);
         if (rc != SQLITE_DONE) {
             cf_warn("history: retention failed: %s", sqlite3_errmsg(h->db));
             sqlite3_finalize(st);
+            (void)exec(h->db, "ROLLBACK");
             return -EIO;
         }
-        total += sqlite3_changes(h->db);
     }
     sqlite3_finalize(st);
+    if (exec(h->db, "COMMIT") < 0) {
+        (void)exec(h->db, "ROLLBACK");
+        return -EIO;
+    }
     return total;
 }
 
@@ -533,9 +617,13 @@ static void *writer_main(void *arg)
     /* The spill file being read back (writer-only state). */
     bool taking = false;
     uint64_t take_off = 0, take_size = 0, take_rows = 0;
+    /* Dirty rollup hours may wait (an upgrade, a late revision, retention):
+     * rebuilt REBUILD_HOURS per pass, between the writes. */
+    bool rebuild = true;
     pthread_mutex_lock(&h->mu);
     for (;;) {
-        while (!h->head && !h->spilled_now && !taking && !h->stop && !retention_due_locked(h))
+        while (!h->head && !h->spilled_now && !taking && !h->stop && !retention_due_locked(h) &&
+               !rebuild)
             timed_wait(&h->wake, &h->mu, WRITER_WAIT_MS);
         if (!h->head && !h->spilled_now && !taking && h->stop)
             break;
@@ -599,6 +687,15 @@ static void *writer_main(void *arg)
             pass_on(h, list);
         items_free(list);
         long del = retention ? apply_retention(h, cutoff) : stale ? apply_retention(h, h->cutoff) : 0;
+        long dirty = -1;
+        /* The benchmark baseline stays as v1 was: no rebuild competes with
+         * the row scans being timed. */
+        if (atomic_load(&h->rollup_scan)) {
+            rebuild = false;
+        } else if (rebuild || list || retention) {
+            dirty = cf_hroll_rebuild(h->roll, REBUILD_HOURS);
+            rebuild = dirty > 0;
+        }
 
         pthread_mutex_lock(&h->mu);
         if (ins < 0) {
@@ -611,6 +708,8 @@ static void *writer_main(void *arg)
          * stall snapshots forever; the failure is in errors and the log. */
         h->written += n + n_spill;
         h->queued_bytes -= bytes;
+        if (dirty >= 0)
+            h->rollup_dirty = dirty;
         if (retention)
             h->retention_mono = mono_ms();
         if (stale && del > 0)
@@ -660,6 +759,7 @@ void cf_history_close(cf_history *h)
     if (h->spill_fd >= 0)
         close(h->spill_fd);
     sqlite3_finalize(h->ins);
+    cf_hroll_free(h->roll);
     if (h->db)
         sqlite3_close(h->db);
     pthread_mutex_destroy(&h->mu);
@@ -794,6 +894,7 @@ void cf_history_get_stats(cf_history *h, cf_history_stats *ret)
         .retention_deleted = h->deleted,
         .retention_cutoff = h->cutoff,
         .queued_bytes = h->queued_bytes,
+        .rollup_dirty = h->rollup_dirty,
     };
     pthread_mutex_unlock(&h->mu);
 }
@@ -894,113 +995,6 @@ long cf_history_scan(cf_history *h, const char *view, const char *group, size_t 
     return rc;
 }
 
-/* One rollup step being summed. */
-typedef struct bucket {
-    int64_t start;
-    int64_t sums[MAX_ADDITIVE];
-    double fsums[MAX_ADDITIVE];
-    bool is_float[MAX_ADDITIVE];
-    cf_hll *users;
-    bool any;
-} bucket;
-
-static int bucket_emit(bucket *b, int64_t step, char names[][NAME_MAX_LEN + 1], size_t na,
-                       const char *sketch_col, cJSON *items)
-{
-    if (!b->any)
-        return 0;
-    cJSON *o = cJSON_CreateObject();
-    if (!o)
-        return -ENOMEM;
-    cJSON_AddItemToArray(items, o);
-    if (!cJSON_AddNumberToObject(o, "start", (double)b->start) ||
-        !cJSON_AddNumberToObject(o, "end", (double)(b->start + step)))
-        return -ENOMEM;
-    for (size_t i = 0; i < na; i++)
-        if (!cJSON_AddNumberToObject(o, names[i], b->is_float[i] ? b->fsums[i] + (double)b->sums[i]
-                                                                  : (double)b->sums[i]))
-            return -ENOMEM;
-    if (sketch_col[0] &&
-        !cJSON_AddNumberToObject(o, sketch_col, b->users ? (double)cf_hll_count(b->users) : 0))
-        return -ENOMEM;
-    memset(b->sums, 0, sizeof b->sums);
-    memset(b->fsums, 0, sizeof b->fsums);
-    memset(b->is_float, 0, sizeof b->is_float);
-    if (b->users)
-        cf_hll_clear(b->users);   /* keeps its storage for the next step */
-    b->any = false;
-    return 0;
-}
-
-/* The last row read, held until the next row shows whether a newer
- * revision of the same key follows (rows come in primary-key order, so
- * the revisions of a key are adjacent and ascending). Its buffers are
- * reused from row to row: a rollup allocates nothing per row. */
-typedef struct pending {
-    bool set;
-    int64_t ws, we, bstart;
-    cf_buf grp, sk;
-    bool has_sk;
-    uint8_t kind[MAX_ADDITIVE];     /* 0 NULL/other, 1 integer, 2 float */
-    int64_t iv[MAX_ADDITIVE];
-    double fv[MAX_ADDITIVE];
-} pending;
-
-/* Columns of st: 0 wstart, 1 wend, 2 grp, 3 revision, 4 unused, 5 sketch,
- * 6.. the additive values. */
-static int pending_take(pending *p, sqlite3_stmt *st, size_t na, bool has_sketch, int64_t bstart)
-{
-    p->set = true;
-    p->ws = sqlite3_column_int64(st, 0);
-    p->we = sqlite3_column_int64(st, 1);
-    p->bstart = bstart;
-    p->grp.len = 0;
-    cf_buf_put(&p->grp, sqlite3_column_blob(st, 2), (size_t)sqlite3_column_bytes(st, 2));
-    for (size_t i = 0; i < na; i++) {
-        int col = 6 + (int)i;
-        int t = sqlite3_column_type(st, col);
-        p->kind[i] = t == SQLITE_INTEGER ? 1 : t == SQLITE_FLOAT ? 2 : 0;
-        if (t == SQLITE_INTEGER)
-            p->iv[i] = sqlite3_column_int64(st, col);
-        else if (t == SQLITE_FLOAT)
-            p->fv[i] = sqlite3_column_double(st, col);
-    }
-    p->has_sk = has_sketch && sqlite3_column_type(st, 5) == SQLITE_BLOB;
-    p->sk.len = 0;
-    if (p->has_sk)
-        cf_buf_put(&p->sk, sqlite3_column_blob(st, 5), (size_t)sqlite3_column_bytes(st, 5));
-    return p->grp.oom || p->sk.oom ? -ENOMEM : 0;
-}
-
-static bool pending_same_key(const pending *p, sqlite3_stmt *st)
-{
-    size_t gl = (size_t)sqlite3_column_bytes(st, 2);
-    return p->set && p->ws == sqlite3_column_int64(st, 0) && p->we == sqlite3_column_int64(st, 1) &&
-           p->grp.len == gl && (gl == 0 || memcmp(p->grp.data, sqlite3_column_blob(st, 2), gl) == 0);
-}
-
-/* Adds the pending row to bucket b. */
-static int pending_fold(const pending *p, bucket *b, size_t na)
-{
-    b->any = true;
-    for (size_t i = 0; i < na; i++) {
-        if (p->kind[i] == 1) {
-            b->sums[i] += p->iv[i];
-        } else if (p->kind[i] == 2) {
-            b->fsums[i] += p->fv[i];
-            b->is_float[i] = true;
-        }
-    }
-    if (!p->has_sk)
-        return 0;
-    if (!b->users && !(b->users = cf_hll_new()))
-        return -ENOMEM;
-    cf_reader in;
-    cf_reader_init(&in, p->sk.data, p->sk.len);
-    int rc = cf_hll_merge_encoded(b->users, &in);
-    return rc == -EINVAL ? 0 : rc;  /* a damaged sketch only loses its own users */
-}
-
 int cf_history_rollup(cf_history *h, const char *view, int64_t from, int64_t to, int64_t step_ms,
                       cJSON **ret)
 {
@@ -1013,95 +1007,24 @@ int cf_history_rollup(cf_history *h, const char *view, int64_t from, int64_t to,
     int rc = view_def_read(db, view, additive, sizeof additive, sketch, sizeof sketch);
     char names[MAX_ADDITIVE][NAME_MAX_LEN + 1];
     size_t na = 0;
-    cf_buf sql = {0};
-    sqlite3_stmt *st = NULL;
     cJSON *out = NULL;
-    bucket b = {0};
-    if (rc)
-        goto done;
-    for (const char *p = additive; *p && na < MAX_ADDITIVE;) {
-        const char *c = strchr(p, ',');
-        size_t len = c ? (size_t)(c - p) : strlen(p);
-        if (len == 0 || len > NAME_MAX_LEN || !is_ident(p, len)) {
-            rc = -EIO;   /* only registered, checked names get here */
-            goto done;
+    if (!rc && !cf_hroll_split_names(additive, names, &na))
+        rc = -EIO;  /* only registered, checked names get here */
+    if (!rc) {
+        out = cJSON_CreateObject();
+        cJSON *items = cJSON_CreateArray();
+        if (!out || !items) {
+            cJSON_Delete(items);
+            rc = -ENOMEM;
+        } else {
+            cJSON_AddStringToObject(out, "view", view);
+            cJSON_AddNumberToObject(out, "step_ms", (double)step_ms);
+            cJSON_AddItemToObject(out, "items", items);
+            rc = cf_hroll_query(db, view, names, na, sketch, from, to, step_ms,
+                                atomic_load(&h->rollup_scan), items);
         }
-        memcpy(names[na], p, len);
-        names[na++][len] = '\0';
-        p = c ? c + 1 : p + len;
     }
-    /* Rows come in primary-key order, so the revisions of one key are
-     * adjacent and ascending: the last of a run is the newest. */
-    const char *head = "SELECT wstart, wend, grp, revision, 0, sketch";
-    cf_buf_put(&sql, head, strlen(head));
-    for (size_t i = 0; i < na; i++) {
-        char part[NAME_MAX_LEN * 2 + 64];
-        int n = snprintf(part, sizeof part, ", json_extract(cols, '$.%s')", names[i]);
-        cf_buf_put(&sql, part, (size_t)n);
-    }
-    const char *tail = " FROM results WHERE view = ?1 AND wstart >= ?2 AND wend <= ?3"
-                       " ORDER BY view, wstart, wend, grp, revision";
-    cf_buf_put(&sql, tail, strlen(tail) + 1);
-    if (sql.oom) {
-        rc = -ENOMEM;
-        goto done;
-    }
-    if (sqlite3_prepare_v2(db, (const char *)sql.data, -1, &st, NULL) != SQLITE_OK) {
-        cf_warn("history: rollup query: %s", sqlite3_errmsg(db));
-        rc = -EIO;
-        goto done;
-    }
-    sqlite3_bind_text(st, 1, view, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 2, from);
-    sqlite3_bind_int64(st, 3, to);
-    out = cJSON_CreateObject();
-    cJSON *items = cJSON_CreateArray();
-    if (!out || !items) {
-        cJSON_Delete(items);
-        rc = -ENOMEM;
-        goto done;
-    }
-    cJSON_AddStringToObject(out, "view", view);
-    cJSON_AddNumberToObject(out, "step_ms", (double)step_ms);
-    cJSON_AddItemToObject(out, "items", items);
-    bool has_sketch = sketch[0] != '\0';
-    b.start = INT64_MIN;
-    pending p = {0};
-    int s = SQLITE_DONE;
-    while (!rc && (s = sqlite3_step(st)) == SQLITE_ROW) {
-        if (p.set && !pending_same_key(&p, st)) {
-            if (p.bstart != b.start) {
-                rc = bucket_emit(&b, step_ms, names, na, sketch, items);
-                b.start = p.bstart;
-            }
-            if (!rc)
-                rc = pending_fold(&p, &b, na);
-        }
-        int64_t ws = sqlite3_column_int64(st, 0);
-        /* floor(ws / step) * step, also for times before 1970. */
-        int64_t bstart = (ws >= 0 ? ws / step_ms : -((-ws + step_ms - 1) / step_ms)) * step_ms;
-        if (!rc)
-            rc = pending_take(&p, st, na, has_sketch, bstart);
-    }
-    if (!rc && p.set) {
-        if (p.bstart != b.start) {
-            rc = bucket_emit(&b, step_ms, names, na, sketch, items);
-            b.start = p.bstart;
-        }
-        if (!rc)
-            rc = pending_fold(&p, &b, na);
-    }
-    cf_buf_free(&p.grp);
-    cf_buf_free(&p.sk);
-    if (!rc && s != SQLITE_DONE)
-        rc = -EIO;
-    if (!rc)
-        rc = bucket_emit(&b, step_ms, names, na, sketch, items);
-done:
-    cf_hll_free(b.users);
-    sqlite3_finalize(st);
     sqlite3_close(db);
-    cf_buf_free(&sql);
     if (rc) {
         cJSON_Delete(out);
         return rc;
@@ -1109,3 +1032,5 @@ done:
     *ret = out;
     return 0;
 }
+
+void cf_history_set_rollup_scan(cf_history *h, bool scan) { atomic_store(&h->rollup_scan, scan); }

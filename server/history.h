@@ -31,7 +31,8 @@
 
 #include "cf_buf.h"
 
-#define CF_HISTORY_SCHEMA_VERSION 1
+#define CF_HISTORY_SCHEMA_VERSION 2
+#define CF_HISTORY_SCHEMA_VERSION_STR "2"
 #define CF_HISTORY_VIEW_MAX 64      /* bytes of a view name */
 
 typedef struct cf_history cf_history;
@@ -59,6 +60,7 @@ typedef struct cf_history_stats {
     uint64_t retention_deleted;     /* rows deleted by retention */
     int64_t retention_cutoff;       /* rows with end < this were deleted (0: none yet) */
     size_t queued_bytes;            /* in the hand-off queue now */
+    int64_t rollup_dirty;           /* rollup hours waiting for a rebuild (-1: not known yet) */
 } cf_history_stats;
 
 /* Opens (creating if needed) the database at path, WAL journal mode, schema
@@ -139,8 +141,16 @@ long cf_history_scan(cf_history *h, const char *view, const char *group, size_t 
  * key, start >= from, end <= to, the step chosen by start), the sum of every
  * additive column and the distinct count of the merged sketches.
  * *ret = {"view", "step_ms", "items": [{"start","end",<additive>...,<sketch col>}]}
- * ascending by start. Returns 0, -ENOENT (unknown view), -ENOMEM or -EIO. */
+ * ascending by start. Steps of whole hours read the hourly pre-aggregates
+ * (history_rollup.h) and scan the rows of at most CF_HROLL_SCAN_HOURS_MAX
+ * hours (dirty or partly in range); other steps scan every row. Returns 0,
+ * -ENOENT (unknown view), -EAGAIN (too many hours still to be rebuilt:
+ * retry later), -ENOMEM or -EIO. */
 int cf_history_rollup(cf_history *h, const char *view, int64_t from, int64_t to, int64_t step_ms,
                       cJSON **ret);
+
+/* Benchmark baseline: rollups scan every row as schema v1 did, and the
+ * writer rebuilds no dirty rollup hours meanwhile. */
+void cf_history_set_rollup_scan(cf_history *h, bool scan);
 
 #endif

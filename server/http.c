@@ -583,6 +583,10 @@ static enum MHD_Result handle_rollup(request *rq, struct MHD_Connection *c)
         return send_error(rq, c, MHD_HTTP_BAD_REQUEST, rc == -ENOENT ? "unknown view" : RANGE_ERROR);
     if (rc == -ENOTSUP)
         return send_error(rq, c, MHD_HTTP_NOT_FOUND, "history is off (--history off or no --data-dir)");
+    /* Bounded work per request: too many hours not yet pre-aggregated. */
+    if (rc == -EAGAIN)
+        return send_error(rq, c, MHD_HTTP_SERVICE_UNAVAILABLE,
+                          "rollup hours of this range are still being rebuilt; retry shortly");
     if (rc < 0)
         return send_error(rq, c, MHD_HTTP_INTERNAL_SERVER_ERROR, "history.db could not be read");
     return send_json(rq, c, MHD_HTTP_OK, out, NULL, 0);

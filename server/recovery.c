@@ -271,6 +271,10 @@ static int history_open(cf_engine *e)
     const char *stall = getenv("CLICKFLOW_TEST_HISTORY_STALL_MS");
     if (stall)
         cf_history_test_stall(e->history, atoi(stall));
+    /* Benchmark seam (tests/bench/history_bench.py): the v1 row-scan
+     * rollups, to compare with the pre-aggregates in the same run. */
+    if (getenv("CLICKFLOW_BENCH_ROLLUP_SCAN"))
+        cf_history_set_rollup_scan(e->history, true);
     cf_history_set_blocking(e->history, true);
     int rc = cf_history_start(e->history);
     if (rc)

@@ -131,6 +131,9 @@
       st->hist.retention_deleted) \
     X(CF_STAT_NUM, "history.retention_cutoff", NULL, NULL, NULL, e->history != NULL, \
       st->hist.retention_cutoff) \
+    X(CF_STAT_NUM, "history.rollup_dirty", "history_rollup_dirty_hours", "gauge", \
+      "Rollup hours waiting to be rebuilt from their rows (-1 until first known).", \
+      e->history != NULL, st->hist.rollup_dirty) \
     X(CF_STAT_BOOL, "sink.connected", "sink_connected", "gauge", \
       "1 while the PostgreSQL sink is connected.", e->sink != NULL, st->sink.connected) \
     X(CF_STAT_NUM, "sink.sent", "sink_rows_sent_total", "counter", \

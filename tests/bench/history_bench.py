@@ -9,11 +9,16 @@ results for 10k pages, and history.db bytes per stored result.
    --pages pages and two simulated days (hourly tumbling windows, 2 h
    sliding windows, sessions) is ingested; history.db (+ its -wal) bytes
    after a checkpoint divided by the rows stored.
-2. Rollup latency: a history.db holding `pages x days x 24` hourly tumbling
-   results (1-3 users each, sketches in the server's encoding) is written
-   directly (ingesting 7.2 million windows would take far longer than the
-   query), the server is started on it, and GET
-   /api/v1/views/tumbling/rollup over all of it is timed, step 1d and 1h.
+2. Rollup latency: a history.db (schema v1) holding `pages x days x 24`
+   hourly tumbling results (1-3 users each, sketches in the server's
+   encoding) is written directly (ingesting 7.2 million windows would take
+   far longer than the query). Before: the server with
+   CLICKFLOW_BENCH_ROLLUP_SCAN=1 answers GET /api/v1/views/tumbling/rollup
+   over all of it by the v1 row scan. After: the server upgrades the file
+   to schema v2 and builds the hourly pre-aggregates (timed), then answers
+   the same requests from them; answers must be equal; p50/p99 of both and
+   their ratio, step 1d and 1h. Then history.db bytes per stored result
+   with the rollup table.
 """
 import argparse
 import os
@@ -121,41 +126,80 @@ def build_db(path, pages, days, seed):
     db.close()
 
 
-def rollup_latency(binary, pages, days, requests, seed, keep=None):
+def time_rollups(srv, frm, to, step, requests):
+    lat = []
+    items = None
+    for _ in range(requests):
+        t = time.monotonic()
+        st, body = srv.request("GET", "/api/v1/views/tumbling/rollup?from=%d&to=%d&step=%s"
+                               % (frm, to, step), timeout=600)
+        lat.append((time.monotonic() - t) * 1000)
+        assert st == 200, (st, body)
+        items = body["items"]
+    return lat, items
+
+
+def rollup_latency(binary, pages, days, requests, before_requests, seed, keep=None):
+    """Before: the same server with CLICKFLOW_BENCH_ROLLUP_SCAN (the v1 row
+    scan) on the database as written (schema v1). After: the server
+    upgrades it to v2, builds the hourly rows in the background (timed),
+    then answers from them. Both answers must be equal."""
     tmp = keep or tempfile.mkdtemp(prefix="cf-hbench-")
     try:
         t0 = time.monotonic()
-        if not os.path.exists(os.path.join(tmp, "data", "history.db")):
+        path = os.path.join(tmp, "data", "history.db")
+        if not os.path.exists(path):
             os.makedirs(os.path.join(tmp, "data"), exist_ok=True)
-            build_db(os.path.join(tmp, "data", "history.db"), pages, days, seed)
+            build_db(path, pages, days, seed)
         built = time.monotonic() - t0
         n_rows = pages * days * 24
+        frm, to = BASE_TS, BASE_TS + days * DAY
+        before = {}
+        srv = Server(["--history-retention", "0"], data_dir=tmp,
+                     env={"CLICKFLOW_BENCH_ROLLUP_SCAN": "1"})
+        srv.bin = binary
+        srv.start()
+        try:
+            # The scan answers the same whether the hourly rows exist yet.
+            for step in ("1d", "1h"):
+                before[step] = time_rollups(srv, frm, to, step, before_requests)
+        finally:
+            srv.stop()
         srv = Server(["--history-retention", "0"], data_dir=tmp)
         srv.bin = binary
         srv.start()
         try:
-            frm, to = BASE_TS, BASE_TS + days * DAY
+            t = time.monotonic()
+            while True:
+                st, body = srv.request("GET", "/api/v1/stats")
+                if body["history"]["rollup_dirty"] == 0:
+                    break
+                time.sleep(0.05)
+            rebuild_s = time.monotonic() - t
             for step in ("1d", "1h"):
-                lat = []
-                items = None
-                for _ in range(requests):
-                    t = time.monotonic()
-                    st, body = srv.request("GET", "/api/v1/views/tumbling/rollup?from=%d&to=%d&step=%s"
-                                           % (frm, to, step), timeout=600)
-                    lat.append((time.monotonic() - t) * 1000)
-                    assert st == 200, (st, body)
-                    items = body["items"]
+                lat, items = time_rollups(srv, frm, to, step, requests)
+                blat, bitems = before[step]
+                assert items == bitems, "pre-aggregated rollup differs from the row scan"
                 assert len(items) == (days if step == "1d" else days * 24), len(items)
                 print("BENCH history_rollup pages=%d days=%d rows=%d step=%s requests=%d "
-                      "p50_ms=%.1f p99_ms=%.1f max_ms=%.1f build_s=%.1f"
-                      % (pages, days, n_rows, step, requests, pct(lat, 50), pct(lat, 99), max(lat),
-                         built), flush=True)
+                      "before_p50_ms=%.1f before_p99_ms=%.1f p50_ms=%.1f p99_ms=%.1f max_ms=%.1f "
+                      "speedup_p50=%.0fx speedup_p99=%.0fx build_s=%.1f upgrade_rebuild_s=%.1f"
+                      % (pages, days, n_rows, step, requests, pct(blat, 50), pct(blat, 99),
+                         pct(lat, 50), pct(lat, 99), max(lat), pct(blat, 50) / max(pct(lat, 50), 1e-3),
+                         pct(blat, 99) / max(pct(lat, 99), 1e-3), built, rebuild_s), flush=True)
             # One page over the whole range: the common drill-down.
             st, body = srv.request("GET", "/api/v1/windows?type=tumbling&page_url=%%2Fpage%%2F7"
                                    "&from=%d&to=%d&limit=100000" % (frm, to))
             assert st == 200 and len(body["items"]) == days * 24, (st, len(body["items"]))
         finally:
             srv.stop()
+        db = sqlite3.connect(path)
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        hours = db.execute("SELECT count(*) FROM rollup").fetchone()[0]
+        db.close()
+        size = os.path.getsize(path)
+        print("BENCH history_rollup_bytes rows=%d rollup_rows=%d db_bytes=%d bytes_per_row=%.1f"
+              % (n_rows, hours, size, size / n_rows), flush=True)
     finally:
         if not keep:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -167,16 +211,18 @@ def main():
     ap.add_argument("--pages", type=int, default=10000)
     ap.add_argument("--days", type=int, default=30)
     ap.add_argument("--requests", type=int, default=20)
+    ap.add_argument("--before-requests", type=int, default=5,
+                    help="requests timed on the row scan (seconds each at full size)")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--smoke", action="store_true", help="tiny sizes: only checks the script runs")
     ap.add_argument("--keep", help="directory for the rollup database, kept and reused (same sizes)")
     ap.add_argument("--skip-bytes", action="store_true", help="only the rollup latency")
     a = ap.parse_args()
     if a.smoke:
-        a.pages, a.days, a.requests = 50, 2, 3
+        a.pages, a.days, a.requests, a.before_requests = 50, 2, 3, 2
     if not a.skip_bytes:
         bytes_per_result(a.bin, min(a.pages, 2000), a.seed)
-    rollup_latency(a.bin, a.pages, a.days, a.requests, a.seed, a.keep)
+    rollup_latency(a.bin, a.pages, a.days, a.requests, a.before_requests, a.seed, a.keep)
 
 
 if __name__ == "__main__":

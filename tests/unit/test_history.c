@@ -249,6 +249,230 @@ static void a_large_spill_is_read_back_in_chunks(void **state)
     assert_int_equal(count_rows(f), 400);
 }
 
+/* ---- the hourly pre-aggregates (schema v2) ------------------------------ */
+
+#define HOUR 3600000LL
+
+/* Waits until the writer stored everything offered and rebuilt every dirty
+ * rollup hour (waiting for the writer thread, not asserting time). */
+static void settle(cf_history *h)
+{
+    uint64_t n = cf_history_offered(h);
+    cf_history_stats st;
+    for (;;) {
+        cf_history_get_stats(h, &st);
+        if (cf_history_written(h, n) && st.rollup_dirty == 0)
+            break;
+        usleep(1000);
+    }
+}
+
+/* The rollup as compact JSON text, from the pre-aggregates or (scan) the
+ * row scan of schema v1: the reference every answer must equal. */
+static char *rollup_text(cf_history *h, int64_t from, int64_t to, int64_t step, bool scan)
+{
+    cf_history_set_rollup_scan(h, scan);
+    cJSON *out = NULL;
+    int rc = cf_history_rollup(h, "tumbling", from, to, step, &out);
+    cf_history_set_rollup_scan(h, false);
+    if (rc)
+        fail_msg("rollup: %d", rc);
+    char *t = cJSON_PrintUnformatted(out);
+    cJSON_Delete(out);
+    return t;
+}
+
+/* Pre-aggregated answers equal the row scan over whole and partial ranges. */
+static void assert_rollups_exact(cf_history *h, int64_t lo, int64_t hi)
+{
+    const int64_t ranges[][2] = {
+        {lo, hi}, {lo + HOUR / 2, hi}, {lo, hi - HOUR / 2}, {lo + 1, hi - 1}, {lo + HOUR, lo + 2 * HOUR},
+    };
+    for (size_t i = 0; i < sizeof ranges / sizeof ranges[0]; i++)
+        for (int s = 0; s < 2; s++) {
+            int64_t step = s ? 24 * HOUR : HOUR;
+            char *want = rollup_text(h, ranges[i][0], ranges[i][1], step, true);
+            char *got = rollup_text(h, ranges[i][0], ranges[i][1], step, false);
+            assert_string_equal(got, want);
+            free(want);
+            free(got);
+        }
+    /* Unbounded: the first hour's floor saturates instead of overflowing. */
+    char *want = rollup_text(h, INT64_MIN, INT64_MAX, 24 * HOUR, true);
+    char *got = rollup_text(h, INT64_MIN, INT64_MAX, 24 * HOUR, false);
+    assert_string_equal(got, want);
+    free(want);
+    free(got);
+}
+
+static long sql_long(const fixture *f, const char *sql)
+{
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+    sqlite3_stmt *st = NULL;
+    assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    long n = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return n;
+}
+
+/* A late revision replaces revision 0 of a window in an hour that is
+ * already aggregated: its count is replaced, not added, and its sketch
+ * rebuilt, exactly as a full recompute gives. */
+static void late_revisions_give_the_full_recompute(void **state)
+{
+    fixture *f = *state;
+    cf_history *h = open_h(f, 0, 1 << 20);
+    assert_int_equal(cf_history_start(h), 0);
+    int64_t t0 = 1000 * HOUR;
+    for (int hr = 0; hr < 30; hr++)
+        for (int p = 0; p < 5; p++) {
+            char page[16];
+            snprintf(page, sizeof page, "/p%d", p);
+            offer(h, t0 + hr * HOUR + p * 60000, page, 0, (uint64_t)(hr + p + 1), hr * 7 + p, 1 + p % 3);
+        }
+    settle(h);
+    /* Hour 0 is aggregated now (10 + ... ); the late revision comes later. */
+    offer(h, t0 + 60000, "/p1", 1, 100, 500, 40);      /* bigger: users 500..539 */
+    offer(h, t0 + 2 * HOUR, "/p0", 1, 1, 2 * 7, 1);    /* smaller count than rev 0 */
+    settle(h);
+    char *got = rollup_text(h, t0, t0 + 30 * HOUR, HOUR, false);
+    cJSON *out = cJSON_Parse(got);
+    cJSON *items = cJSON_GetObjectItemCaseSensitive(out, "items");
+    /* hour 0: counts 1..5 with /p1's 2 replaced by 100 */
+    assert_true(item_num(items, 0, "count") == 1 + 100 + 3 + 4 + 5);
+    assert_true(item_num(items, 2, "count") == 1 + 4 + 5 + 6 + 7);
+    cJSON_Delete(out);
+    free(got);
+    assert_rollups_exact(h, t0, t0 + 30 * HOUR);
+    /* Both revisions in one batch (the writer may take them together). */
+    offer(h, t0 + 40 * HOUR, "/q", 0, 3, 900, 2);
+    offer(h, t0 + 40 * HOUR, "/q", 1, 5, 900, 4);
+    settle(h);
+    assert_rollups_exact(h, t0 + 39 * HOUR, t0 + 42 * HOUR);
+    assert_int_equal(sql_long(f, "SELECT count(*) FROM rollup WHERE dirty = 1"), 0);
+    assert_int_equal(sql_long(f, "SELECT count(*) FROM rollup"), 31);
+    cf_history_close(h);
+}
+
+static const char V1_SCHEMA[] =
+    "CREATE TABLE views(name TEXT PRIMARY KEY, additive TEXT NOT NULL, sketch_col TEXT);"
+    "CREATE TABLE results(view TEXT NOT NULL, wstart INTEGER NOT NULL, wend INTEGER NOT NULL,"
+    " grp TEXT NOT NULL, revision INTEGER NOT NULL, cols TEXT NOT NULL, sketch BLOB,"
+    " PRIMARY KEY (view, wstart, wend, grp, revision)) WITHOUT ROWID;"
+    "INSERT INTO views VALUES ('tumbling', 'count', 'unique_users');"
+    "PRAGMA user_version=1;";
+
+/* A v1 history.db: 30 hours x 4 pages (some with a second revision). */
+static void write_v1(const fixture *f, int64_t t0)
+{
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, V1_SCHEMA, NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_stmt *st = NULL;
+    assert_int_equal(sqlite3_prepare_v2(db, "INSERT INTO results VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                                        -1, &st, NULL), SQLITE_OK);
+    for (int hr = 0; hr < 30; hr++)
+        for (int p = 0; p < 4; p++)
+            for (int rev = 0; rev <= (p == 2); rev++) {
+                cf_hll *u = cf_hll_new();
+                for (int k = 0; k < 2 + rev; k++)
+                    assert_true(cf_hll_add(u, (uint64_t)(hr * 3 + p + k) * 0x9e3779b97f4a7c15ull + 1) >= 0);
+                cf_buf b = {0};
+                assert_int_equal(cf_hll_save(u, &b), 0);
+                char page[16], cols[64];
+                snprintf(page, sizeof page, "/p%d", p);
+                snprintf(cols, sizeof cols, "{\"count\":%d,\"unique_users\":%d}", hr + p + rev * 10,
+                         2 + rev);
+                int64_t ws = t0 + hr * HOUR + p * 1000;
+                sqlite3_bind_text(st, 1, "tumbling", -1, SQLITE_STATIC);
+                sqlite3_bind_int64(st, 2, ws);
+                sqlite3_bind_int64(st, 3, ws + HOUR);
+                sqlite3_bind_text(st, 4, page, -1, SQLITE_TRANSIENT);
+                sqlite3_bind_int64(st, 5, rev);
+                sqlite3_bind_text(st, 6, cols, -1, SQLITE_TRANSIENT);
+                sqlite3_bind_blob(st, 7, b.data, (int)b.len, SQLITE_TRANSIENT);
+                assert_int_equal(sqlite3_step(st), SQLITE_DONE);
+                sqlite3_reset(st);
+                cf_buf_free(&b);
+                cf_hll_free(u);
+            }
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+}
+
+/* Opening a v1 database upgrades it to v2: every hour of its rows is marked
+ * dirty at once (answers scan them meanwhile, at most 24 hours per
+ * request, else -EAGAIN) and the writer builds them in the background. */
+static void a_v1_database_is_upgraded(void **state)
+{
+    fixture *f = *state;
+    int64_t t0 = 2000 * HOUR;
+    write_v1(f, t0);
+    cf_history *h = open_h(f, 0, 1 << 20);
+    assert_int_equal(sql_long(f, "PRAGMA user_version"), 2);
+    assert_int_equal(sql_long(f, "SELECT count(*) FROM rollup WHERE dirty = 1"), 30);
+    /* Before the writer runs: 30 dirty hours are too many for one request,
+     * 12 are scanned and exact. */
+    cJSON *out = NULL;
+    assert_int_equal(cf_history_rollup(h, "tumbling", t0, t0 + 31 * HOUR, HOUR, &out), -EAGAIN);
+    char *want = rollup_text(h, t0, t0 + 12 * HOUR, HOUR, true);
+    char *got = rollup_text(h, t0, t0 + 12 * HOUR, HOUR, false);
+    assert_string_equal(got, want);
+    free(want);
+    free(got);
+    assert_int_equal(cf_history_start(h), 0);
+    settle(h);
+    assert_int_equal(sql_long(f, "SELECT count(*) FROM rollup WHERE dirty = 0"), 30);
+    assert_rollups_exact(h, t0, t0 + 31 * HOUR);
+    cf_history_close(h);
+    /* Opened again: already v2, nothing to mark. */
+    h = open_h(f, 0, 1 << 20);
+    assert_int_equal(sql_long(f, "SELECT count(*) FROM rollup WHERE dirty = 1"), 0);
+    cf_history_close(h);
+}
+
+/* Retention removes the rollup rows of hours whose rows it deleted, and
+ * rebuilds an hour it emptied only partly. */
+static void retention_deletes_rollup_rows(void **state)
+{
+    fixture *f = *state;
+    cf_history *h = open_h(f, 3 * HOUR, 1 << 20);
+    assert_int_equal(cf_history_start(h), 0);
+    int64_t t0 = 500 * HOUR;
+    for (int hr = 0; hr < 6; hr++) {
+        offer(h, t0 + hr * HOUR, "/a", 0, 2, hr, 2);               /* ends +1 s */
+        offer(h, t0 + hr * HOUR + HOUR / 2, "/b", 0, 3, hr, 1);    /* ends +30 min +1 s */
+    }
+    settle(h);
+    assert_int_equal(sql_long(f, "SELECT count(*) FROM rollup"), 6);
+    /* cutoff t0 + 2h + 20 min: hours 0 and 1 go, hour 2 keeps only /b. */
+    int64_t cutoff = t0 + 2 * HOUR + HOUR / 3;
+    cf_history_set_clock(h, cutoff + 3 * HOUR);
+    cf_history_stats st;
+    do {
+        usleep(1000);   /* waiting for the writer thread */
+        cf_history_get_stats(h, &st);
+    } while (st.retention_cutoff != cutoff);
+    settle(h);
+    assert_int_equal(st.retention_deleted, 5);
+    assert_int_equal(sql_long(f, "SELECT count(*) FROM rollup"), 4);
+    char sql[160];
+    snprintf(sql, sizeof sql, "SELECT min(hour) FROM rollup WHERE view = 'tumbling'");
+    assert_true(sql_long(f, sql) == t0 + 2 * HOUR);
+    assert_rollups_exact(h, t0, t0 + 7 * HOUR);
+    char *got = rollup_text(h, t0, t0 + 3 * HOUR, HOUR, false);
+    cJSON *out = cJSON_Parse(got);
+    cJSON *items = cJSON_GetObjectItemCaseSensitive(out, "items");
+    assert_int_equal(cJSON_GetArraySize(items), 1);
+    assert_true(item_num(items, 0, "count") == 3);
+    cJSON_Delete(out);
+    free(got);
+    cf_history_close(h);
+}
+
 static void a_newer_schema_is_refused(void **state)
 {
     fixture *f = *state;
@@ -270,6 +494,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(a_full_queue_spills_and_loses_nothing, setup, teardown),
         cmocka_unit_test_setup_teardown(a_large_spill_is_read_back_in_chunks, setup, teardown),
         cmocka_unit_test_setup_teardown(a_newer_schema_is_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(late_revisions_give_the_full_recompute, setup, teardown),
+        cmocka_unit_test_setup_teardown(a_v1_database_is_upgraded, setup, teardown),
+        cmocka_unit_test_setup_teardown(retention_deletes_rollup_rows, setup, teardown),
     };
     return cmocka_run_group_tests_name("history", tests, NULL, NULL);
 }
