@@ -47,6 +47,7 @@
 #include "results_json.h"
 #include "shard.h"
 #include "snapshot.h"
+#include "sql_runtime.h"
 #include "wal.h"
 
 /* Queue slots beyond --queue-capacity kept for watermark markers and
@@ -56,8 +57,9 @@
 #define MAX_QUERY_LIMIT 100000
 #define SNAP_MAGIC 0x50414e53464355ull   /* "UCFSNAP" */
 /* 2: pane-based window state (cf_winop CFW2); 3: the hash key in the
- * sequencer part. */
-#define SNAP_VERSION 3u
+ * sequencer part; 4: the SQL definitions after the dedup table (a version 3
+ * snapshot still loads: it had none). */
+#define SNAP_VERSION 4u
 #define INTERIM_PER_TYPE 100           /* busiest open windows per type per interim push */
 #define RATE_SAMPLES 11                 /* 1 s of 100 ms ticks, plus one */
 #define DEDUP_PREFETCH 8                /* ids ahead whose dedup slot is prefetched */
@@ -86,6 +88,7 @@ typedef struct prepared {
 struct cf_engine {
     cf_config cfg;
     cf_push *push;
+    cf_sqlrt *sql;                  /* SQL catalog; changed under mu only */
     unsigned n_shards;
     cf_shard **shards;
     atomic_size_t inflight;         /* bytes in queued messages */
@@ -194,7 +197,8 @@ cf_engine *cf_engine_new(const cf_config *cfg)
                                   e->hashkey);
     e->wm = cf_watermark_new(cfg->out_of_orderness_ms, cfg->idle_timeout_ms);
     e->shards = calloc(e->n_shards, sizeof *e->shards);
-    if (!e->dedup || !e->wm || !e->shards) {
+    e->sql = cf_sqlrt_new(cfg->max_queries ? cfg->max_queries : 64, e->n_shards);
+    if (!e->dedup || !e->wm || !e->shards || !e->sql) {
         cf_engine_free(e);
         return NULL;
     }
@@ -593,6 +597,58 @@ int cf_engine_submit(cf_engine *e, const cf_event *evs, size_t n, uint8_t *ret_i
     return 0;
 }
 
+int cf_engine_sql(cf_engine *e, const char *text, size_t len, bool at_start, cJSON **ret_answer,
+                  sql_error *err)
+{
+    *ret_answer = NULL;
+    memset(err, 0, sizeof *err);
+    cf_sqlrt_change *ch = NULL;
+    int64_t lsn = 0;
+    int rc = 0;
+    /* Planned and committed inside the sequencer's critical section, with
+     * the log record between: the definitions take effect between two
+     * events of the one total order, and a replay re-applies them there. */
+    pthread_mutex_lock(&e->mu);
+    if (e->stopping) {
+        rc = -ESHUTDOWN;
+    } else if (atomic_load(&e->failed)) {
+        rc = -EIO;
+    } else if (!e->accepting) {
+        rc = -EAGAIN;
+    } else {
+        rc = cf_sqlrt_prepare(e->sql, text, len, at_start ? CF_SQLRT_SKIP_SAME : 0, &ch, err);
+        size_t log_len = 0;
+        const char *log = rc == 0 ? cf_sqlrt_change_log(ch, &log_len) : NULL;
+        if (rc == 0 && log_len > 0 && e->wal) {
+            lsn = cf_wal_append(e->wal, CF_WAL_SQL, log, log_len);
+            if (lsn < 0)
+                rc = wal_fail_locked(e, lsn);
+        }
+        if (rc == 0) {
+            *ret_answer = cf_sqlrt_change_answer(ch);
+            cf_sqlrt_commit(e->sql, ch);
+            ch = NULL;
+        }
+    }
+    pthread_mutex_unlock(&e->mu);
+    cf_sqlrt_change_free(ch);
+    if (rc == 0 && e->wal && lsn > 0 && cf_wal_commit(e->wal, lsn) < 0) {
+        if (!atomic_exchange(&e->failed, 1))
+            cf_error("write-ahead log commit failed: no longer acknowledging");
+        rc = -EIO;
+    }
+    if (rc == 0 && !*ret_answer)
+        rc = -ENOMEM;
+    if (rc) {
+        cJSON_Delete(*ret_answer);
+        *ret_answer = NULL;
+    }
+    return rc;
+}
+
+cJSON *cf_engine_sql_views(cf_engine *e) { return cf_sqlrt_views_json(e->sql); }
+cJSON *cf_engine_sql_streams(cf_engine *e) { return cf_sqlrt_streams_json(e->sql); }
+
 int cf_engine_raise_watermark(cf_engine *e, int64_t wm, int64_t *ret_wm)
 {
     int rc = 0;
@@ -849,6 +905,24 @@ static int replay_counters(cf_engine *e, const uint8_t *payload, size_t len)
     return 0;
 }
 
+/* Re-applies logged definitions at their place in the event order. They
+ * planned when logged, so a failure means a damaged record: skipped like
+ * any malformed record. */
+static int replay_sql(cf_engine *e, const uint8_t *payload, size_t len)
+{
+    cf_sqlrt_change *ch = NULL;
+    sql_error err;
+    pthread_mutex_lock(&e->mu);
+    int rc = cf_sqlrt_prepare(e->sql, (const char *)payload, len, CF_SQLRT_REPLAY, &ch, &err);
+    if (rc == 0)
+        cf_sqlrt_commit(e->sql, ch);
+    pthread_mutex_unlock(&e->mu);
+    if (rc == -EINVAL)
+        cf_warn("recovery: logged SQL no longer plans (line %d, column %d: %s)", err.line,
+                err.column, err.message);
+    return rc;
+}
+
 static int replay_record(void *ctx, int64_t lsn, uint8_t type, const uint8_t *payload,
                          size_t len)
 {
@@ -862,6 +936,8 @@ static int replay_record(void *ctx, int64_t lsn, uint8_t type, const uint8_t *pa
         rc = replay_counters(e, payload, len);
     else if (type == CF_WAL_SETTINGS)
         rc = replay_settings(e, payload, len);
+    else if (type == CF_WAL_SQL)
+        rc = replay_sql(e, payload, len);
     else
         cf_warn("recovery: skipping WAL record %" PRId64 " of unknown type %u", lsn, type);
     if (rc == -EINVAL) {
@@ -899,6 +975,8 @@ static int save_sequencer_locked(cf_engine *e, cf_buf *out)
     else if (rc >= 0)
         rc = -ENOMEM;
     cf_buf_free(&tmp);
+    if (rc >= 0)
+        rc = cf_sqlrt_save(e->sql, out);
     return rc < 0 ? rc : (out->oom ? -ENOMEM : 0);
 }
 
@@ -922,7 +1000,7 @@ static int load_snapshot(cf_engine *e, const cf_buf *payload)
     uint32_t version = 0;
     cf_get_u64(&r, &magic);
     cf_get_u32(&r, &version);
-    if (r.bad || magic != SNAP_MAGIC || version != SNAP_VERSION) {
+    if (r.bad || magic != SNAP_MAGIC || (version != SNAP_VERSION && version != 3)) {
         cf_error("snapshot: unknown format (magic %" PRIx64 ", version %u)", magic, version);
         return -EINVAL;
     }
@@ -952,6 +1030,13 @@ static int load_snapshot(cf_engine *e, const cf_buf *payload)
     r.left -= sizeof key;
     if (!cf_get_str(&r, &blob, &blob_len))
         return -EINVAL;
+    const char *defs = NULL;
+    size_t defs_len = 0;
+    if (version >= 4) {
+        /* Read now, applied last: the state must load whole first. */
+        if (!cf_get_str(&r, &defs, &defs_len))
+            return -EINVAL;
+    }
     /* The snapshot's key is the one its state was made with; a key file
      * that says otherwise (replaced, restored from elsewhere) is rewritten. */
     if (memcmp(key, e->hashkey, sizeof key) != 0) {
@@ -1011,6 +1096,15 @@ static int load_snapshot(cf_engine *e, const cf_buf *payload)
     e->vs_known = true;
     cf_dedup_free(e->dedup);
     e->dedup = d;
+    if (defs_len > 0) {
+        sql_error err;
+        int src = cf_sqlrt_load(e->sql, defs, defs_len, &err);
+        if (src < 0) {
+            cf_error("snapshot: the SQL definitions do not plan (line %d, column %d: %s)",
+                     err.line, err.column, err.message);
+            return src;
+        }
+    }
     cf_watermark_restore(e->wm, max_ts, sent);
     e->sent_wm = sent;
     e->mark_clock = clock;
@@ -2057,6 +2151,7 @@ void cf_engine_free(cf_engine *e)
         cf_wal_close(e->wal);
     cf_dedup_free(e->dedup);
     cf_watermark_free(e->wm);
+    cf_sqlrt_free(e->sql);
     cf_buf_free(&e->scratch);
     cJSON_free(e->last_trending);
     pthread_mutex_destroy(&e->mu);

@@ -20,6 +20,7 @@
 #include "cf_buf.h"
 #include "cf_event.h"
 #include "config.h"
+#include "sql_str.h"
 
 typedef struct cf_engine cf_engine;
 typedef struct cf_push cf_push;     /* server/push.h */
@@ -57,6 +58,17 @@ int cf_engine_submit(cf_engine *e, const cf_event *evs, size_t n, uint8_t *ret_i
 /* POST /api/v1/watermark: raises W to at least wm (never lowers it).
  * Returns the watermark in force afterwards via *ret_wm. 0 or -errno. */
 int cf_engine_raise_watermark(cf_engine *e, int64_t wm, int64_t *ret_wm);
+
+/* SQL statements (SPEC 13; sql_runtime.h): plans the script, logs what it
+ * changes and commits it, all or nothing, in the sequencer's order.
+ * at_start: --sql FILE (definitions already in force are kept). Returns 0
+ * with *ret_answer ({"results": [...]}, caller frees), -EINVAL with *err
+ * (a bad statement: 400), -EAGAIN (recovering), -ESHUTDOWN, -EIO, -ENOMEM. */
+int cf_engine_sql(cf_engine *e, const char *text, size_t len, bool at_start, cJSON **ret_answer,
+                  sql_error *err);
+/* GET /api/v1/views and /api/v1/streams. NULL on OOM. */
+cJSON *cf_engine_sql_views(cf_engine *e);
+cJSON *cf_engine_sql_streams(cf_engine *e);
 
 /* Queries. Each returns a new cJSON (caller frees with cJSON_Delete), the
  * JSON shape of SPEC section 8, or NULL on OOM / shutdown. */

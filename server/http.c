@@ -35,6 +35,7 @@
 
 /* A watermark request body is tiny; a larger one is refused early. */
 #define WATERMARK_MAX_BODY 4096
+#define SQL_MAX_BODY ((size_t)1 << 20)   /* POST /api/v1/sql: a script, not data */
 /* Listing queries: SPEC 8. */
 #define QUERY_LIMIT_DEFAULT 100
 #define QUERY_LIMIT_MAX 100000
@@ -136,6 +137,9 @@ typedef enum route {
     R_METRICS,
     R_HEALTHZ,
     R_READYZ,
+    R_SQL,          /* POST: statements (SPEC 13) */
+    R_VIEWS,
+    R_STREAMS,
 } route;
 
 typedef struct request {
@@ -327,6 +331,8 @@ static route find_route(const char *path, size_t n)
         {"/api/v1/stats", R_STATS},     {"/api/v1/info", R_INFO},
         {"/metrics", R_METRICS},        {"/healthz", R_HEALTHZ},
         {"/readyz", R_READYZ},
+        {"/api/v1/sql", R_SQL},         {"/api/v1/views", R_VIEWS},
+        {"/api/v1/streams", R_STREAMS},
     };
     for (size_t i = 0; i < sizeof table / sizeof table[0]; i++)
         if (strlen(table[i].path) == n && memcmp(table[i].path, path, n) == 0)
@@ -337,7 +343,7 @@ static route find_route(const char *path, size_t n)
     return R_NONE;
 }
 
-static bool route_is_post(route rt) { return rt == R_EVENTS || rt == R_WATERMARK; }
+static bool route_is_post(route rt) { return rt == R_EVENTS || rt == R_WATERMARK || rt == R_SQL; }
 
 static const char *route_allow(route rt)
 {
@@ -670,6 +676,10 @@ static enum MHD_Result handle_get(request *rq, struct MHD_Connection *c)
         return send_json(rq, c, MHD_HTTP_OK, cf_engine_stats(e), NULL, 0);
     case R_INFO:
         return handle_info(rq, c);
+    case R_VIEWS:
+        return send_json(rq, c, MHD_HTTP_OK, cf_engine_sql_views(e), NULL, 0);
+    case R_STREAMS:
+        return send_json(rq, c, MHD_HTTP_OK, cf_engine_sql_streams(e), NULL, 0);
     case R_METRICS:
         return handle_metrics(rq, c);
     case R_HEALTHZ: {
@@ -733,15 +743,36 @@ static enum MHD_Result handle_options(request *rq, struct MHD_Connection *c)
     return send_static(rq, c, MHD_HTTP_NO_CONTENT, NULL, "", 0, h, n);
 }
 
+/* The SQL text of POST /api/v1/sql: text/plain or application/sql (any
+ * parameters), or no type at all (curl --data-binary without -H). */
+static bool sql_content_type(const char *ct)
+{
+    if (!ct)
+        return true;
+    while (*ct == ' ')
+        ct++;
+    size_t n = strcspn(ct, "; ");
+    return (n == 10 && strncasecmp(ct, "text/plain", n) == 0) ||
+           (n == 15 && strncasecmp(ct, "application/sql", n) == 0);
+}
+
 /* Checks made when the headers of a POST are in, before any body byte is
  * read: auth, media type and Content-Length. Queues the refusal, or returns
  * MHD_YES with nothing queued when the body should be read. */
 static enum MHD_Result begin_post(request *rq, struct MHD_Connection *c)
 {
     const cf_config *cfg = &rq->h->cfg;
-    if (!authorized(c, cfg->ingest_token))
+    /* Definitions change what every reader sees: they have a token of
+     * their own when --admin-token is set. */
+    const char *token = rq->rt == R_SQL && cfg->admin_token[0] ? cfg->admin_token : cfg->ingest_token;
+    if (!authorized(c, token))
         return send_unauthorized(rq, c, header(c, MHD_HTTP_HEADER_AUTHORIZATION) != NULL);
-    if (rq->rt == R_EVENTS) {
+    if (rq->rt == R_SQL) {
+        if (!sql_content_type(header(c, MHD_HTTP_HEADER_CONTENT_TYPE)))
+            return send_error(rq, c, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE,
+                              "Content-Type must be text/plain or application/sql");
+        rq->body_limit = SQL_MAX_BODY;
+    } else if (rq->rt == R_EVENTS) {
         if (cf_ingest_content_type(header(c, MHD_HTTP_HEADER_CONTENT_TYPE), &rq->fmt) < 0)
             return send_error(rq, c, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE,
                               "Content-Type must be application/json, text/plain or application/x-ndjson");
@@ -845,6 +876,33 @@ static enum MHD_Result finish_events(request *rq, struct MHD_Connection *c, char
 out:
     cf_ingest_free(&ig);
     return ret;
+}
+
+static enum MHD_Result finish_sql(request *rq, struct MHD_Connection *c, char *body, size_t len)
+{
+    cJSON *answer = NULL;
+    sql_error err;
+    int r = cf_engine_sql(rq->h->engine, body, len, false, &answer, &err);
+    if (r == 0)
+        return send_json(rq, c, MHD_HTTP_OK, answer, NULL, 0);
+    if (r == -EINVAL) {
+        /* SPEC 13: the problem and where it is. The message quotes names
+         * from the request: cJSON escapes them. */
+        cJSON *o = cJSON_CreateObject();
+        if (!o || !cJSON_AddStringToObject(o, "error", err.message) ||
+            !cJSON_AddNumberToObject(o, "line", err.line) ||
+            !cJSON_AddNumberToObject(o, "column", err.column)) {
+            cJSON_Delete(o);
+            return MHD_NO;
+        }
+        return send_json(rq, c, MHD_HTTP_BAD_REQUEST, o, NULL, 0);
+    }
+    if (r == -ESHUTDOWN)
+        return send_unavailable(rq, c, "server is shutting down");
+    if (r == -EAGAIN)
+        return send_unavailable(rq, c, "not ready: recovery in progress, retry later");
+    return send_unavailable(rq, c, r == -EIO ? "storage failure: statements not applied"
+                                             : "out of memory: statements not applied");
 }
 
 static enum MHD_Result finish_watermark(request *rq, struct MHD_Connection *c, char *body, size_t len)
@@ -1093,6 +1151,8 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *c, const
     size_t len = rq->body.len;
     if (rq->rt == R_EVENTS)
         return finish_events(rq, c, body, len);
+    if (rq->rt == R_SQL)
+        return finish_sql(rq, c, body, len);
     return finish_watermark(rq, c, body, len);
 }
 

@@ -130,7 +130,8 @@ static void help_lists_every_option_with_env_and_default(void **state)
         "push-interval", "ws-max-clients", "ws-queue", "data-dir", "fsync", "snapshot-interval",
         "segment-size", "ingest-token", "read-token", "cors-origin", "connection-timeout",
         "request-deadline", "max-connections", "max-connections-per-ip", "ws-queue-bytes", "header-timeout",
-        "body-stall-timeout", "body-budget", "body-budget-per-ip"};
+        "body-stall-timeout", "body-budget", "body-budget-per-ip", "admin-token", "sql",
+        "max-queries"};
     size_t n_env = 0;
     for (const char *p = r.out; (p = strstr(p, "[env: CLICKFLOW_")) != NULL; p++)
         n_env++;
@@ -186,8 +187,8 @@ static void help_defaults_round_trip(void **state)
         }
         line = nl ? nl + 1 : NULL;
     }
-    /* all but shards, http-threads, two tokens, cors-origin and the two body budgets */
-    assert_int_equal(checked, 32);
+    /* all but shards, http-threads, three tokens, --sql, cors-origin and the two body budgets */
+    assert_int_equal(checked, 33);
     run_free(&h);
     run_free(&d);
 }
