@@ -47,6 +47,8 @@
 #include "results_json.h"
 #include "shard.h"
 #include "snapshot.h"
+#include "sql_exec.h"
+#include "sql_pull.h"
 #include "sql_runtime.h"
 #include "wal.h"
 
@@ -75,6 +77,10 @@ typedef struct route {
     uint64_t id_hash;       /* cf_dedup_hash(event_id), hashed before the lock */
 } route;
 
+/* Offset of an event's entry in msgs[s] for the shards that get it only for
+ * user SQL views (neither its page nor its user shard). */
+#define XOFF(p, i, s, n) ((p)->xoff[(size_t)(i) * (n) + (s)])
+
 /* A request prepared for the sequencer. */
 typedef struct prepared {
     size_t n;
@@ -83,12 +89,15 @@ typedef struct prepared {
     uint32_t *accepted;     /* per shard: entries not duplicates */
     cf_buf packed;          /* the events, cf_event_pack'ed back to back (WAL payload) */
     size_t bytes;           /* message bytes, for the in-flight budget */
+    bool bcast;             /* user SQL views run: every shard gets every event */
+    size_t *xoff;           /* bcast: XOFF, SIZE_MAX for the page and user shards */
 } prepared;
 
 struct cf_engine {
     cf_config cfg;
     cf_push *push;
     cf_sqlrt *sql;                  /* SQL catalog; changed under mu only */
+    atomic_bool sql_runs;           /* user views run: events go to every shard (mu writes) */
     unsigned n_shards;
     cf_shard **shards;
     atomic_size_t inflight;         /* bytes in queued messages */
@@ -137,6 +146,7 @@ struct cf_engine {
     size_t rate_i;
     char *last_trending;            /* last trending push, to publish on change */
     bool dedup_bound_logged;        /* the first dedup eviction was logged (ticker) */
+    bool snapshots_held_logged;     /* snapshots paused for user views (ticker) */
 };
 
 static int64_t wall_ms(void)
@@ -197,7 +207,8 @@ cf_engine *cf_engine_new(const cf_config *cfg)
                                   e->hashkey);
     e->wm = cf_watermark_new(cfg->out_of_orderness_ms, cfg->idle_timeout_ms);
     e->shards = calloc(e->n_shards, sizeof *e->shards);
-    e->sql = cf_sqlrt_new(cfg->max_queries ? cfg->max_queries : 64, e->n_shards);
+    e->sql = cf_sqlrt_new(cfg->max_queries ? cfg->max_queries : 64, e->n_shards,
+                          cfg->allowed_lateness_ms, cf_shard_max_keys(cfg));
     if (!e->dedup || !e->wm || !e->shards || !e->sql) {
         cf_engine_free(e);
         return NULL;
@@ -237,6 +248,7 @@ static void prepared_free(cf_engine *e, prepared *p)
     free(p->msgs);
     free(p->accepted);
     free(p->rt);
+    free(p->xoff);
     cf_buf_free(&p->packed);
 }
 
@@ -257,10 +269,13 @@ static int prepare(cf_engine *e, const cf_event *evs, size_t n, prepared *p)
     p->rt = calloc(n ? n : 1, sizeof *p->rt);
     p->msgs = calloc(e->n_shards, sizeof *p->msgs);
     p->accepted = calloc(e->n_shards, sizeof *p->accepted);
+    p->bcast = atomic_load(&e->sql_runs) && e->n_shards > 1;
+    if (p->bcast)
+        p->xoff = malloc((n ? n : 1) * e->n_shards * sizeof *p->xoff);
     size_t *size = calloc(e->n_shards, sizeof *size);
     uint32_t *count = calloc(e->n_shards, sizeof *count);
     int rc = -ENOMEM;
-    if (!p->rt || !p->msgs || !p->accepted || !size || !count)
+    if (!p->rt || !p->msgs || !p->accepted || !size || !count || (p->bcast && !p->xoff))
         goto out;
     /* One allocation for the packed events instead of a doubling series of
      * reallocs and copies: the fields plus a generous header each. */
@@ -286,6 +301,12 @@ static int prepare(cf_engine *e, const cf_event *evs, size_t n, prepared *p)
         if (r->user_shard != r->page_shard) {
             size[r->user_shard] += entry;
             count[r->user_shard]++;
+        }
+        for (unsigned s = 0; p->bcast && s < e->n_shards; s++) {
+            if (s != r->page_shard && s != r->user_shard) {
+                size[s] += entry;
+                count[s]++;
+            }
         }
     }
     for (unsigned s = 0; s < e->n_shards; s++) {
@@ -316,6 +337,17 @@ static int prepare(cf_engine *e, const cf_event *evs, size_t n, prepared *p)
                 r->page_off = size[s];
             else
                 r->user_off = size[s];
+            size[s] += CF_ENTRY_HEAD + r->pack_len;
+        }
+        for (unsigned s = 0; p->bcast && s < e->n_shards; s++) {
+            XOFF(p, i, s, e->n_shards) = SIZE_MAX;
+            if (s == r->page_shard || s == r->user_shard)
+                continue;
+            uint8_t *at = p->msgs[s]->data + size[s];
+            at[0] = 0;
+            memset(at + 1, 0, 24);
+            memcpy(at + CF_ENTRY_HEAD, packed, r->pack_len);
+            XOFF(p, i, s, e->n_shards) = size[s];
             size[s] += CF_ENTRY_HEAD + r->pack_len;
         }
     }
@@ -476,19 +508,33 @@ static int64_t apply_locked(cf_engine *e, prepared *p, const cf_event *evs, uint
         uint64_t c = (uint64_t)dedup_clock_locked(e);
         cf_watermark_observe(e->wm, ev->ts);
         uint64_t seq = e->next_seq++;
+        /* With user views running, every shard gets the event once (the
+         * shard that owns a group's key keeps it: sql_exec.h). */
+        uint8_t sql_role = e->n_shards == 1 || p->bcast ? (atomic_load(&e->sql_runs) ? CF_ROLE_SQL : 0) : 0;
         uint8_t *page_entry = p->msgs[r->page_shard]->data + r->page_off;
-        page_entry[0] = (uint8_t)(CF_ROLE_PAGE | (r->user_off == SIZE_MAX ? CF_ROLE_USER : 0));
+        page_entry[0] = (uint8_t)(CF_ROLE_PAGE | (r->user_off == SIZE_MAX ? CF_ROLE_USER : 0) | sql_role);
         put_le64(page_entry + 1, seq);
         put_le64(page_entry + 9, w);
         put_le64(page_entry + 17, c);
         p->accepted[r->page_shard]++;
         if (r->user_off != SIZE_MAX) {
             uint8_t *user_entry = p->msgs[r->user_shard]->data + r->user_off;
-            user_entry[0] = CF_ROLE_USER;
+            user_entry[0] = (uint8_t)(CF_ROLE_USER | sql_role);
             put_le64(user_entry + 1, seq);
             put_le64(user_entry + 9, w);
             put_le64(user_entry + 17, c);
             p->accepted[r->user_shard]++;
+        }
+        for (unsigned s = 0; p->bcast && s < e->n_shards; s++) {
+            size_t off = XOFF(p, i, s, e->n_shards);
+            if (off == SIZE_MAX)
+                continue;
+            uint8_t *x = p->msgs[s]->data + off;
+            x[0] = sql_role;
+            put_le64(x + 1, seq);
+            put_le64(x + 9, w);
+            put_le64(x + 17, c);
+            p->accepted[s] += sql_role != 0;
         }
         accepted++;
     }
@@ -546,14 +592,23 @@ int cf_engine_submit(cf_engine *e, const cf_event *evs, size_t n, uint8_t *ret_i
         memset(is_dup, 0, n);
     }
     prepared p;
-    int rc = prepare(e, evs, n, &p);
+    int rc;
+    size_t accepted = 0;
+    int64_t lsn = 0, mlsn = 0, seen = 0;
+again:
+    rc = prepare(e, evs, n, &p);
     if (rc) {
         free(own_dup);
         return rc;
     }
-    size_t accepted = 0;
-    int64_t lsn = 0, mlsn = 0, seen = 0;
     pthread_mutex_lock(&e->mu);
+    if (!p.bcast && e->n_shards > 1 && atomic_load(&e->sql_runs)) {
+        /* A view started running since the request was routed: route it
+         * again so every shard gets its events (rare: once per change). */
+        pthread_mutex_unlock(&e->mu);
+        prepared_free(e, &p);
+        goto again;
+    }
     if (e->stopping) {
         rc = -ESHUTDOWN;
     } else if (atomic_load(&e->failed)) {
@@ -597,6 +652,37 @@ int cf_engine_submit(cf_engine *e, const cf_event *evs, size_t n, uint8_t *ret_i
     return 0;
 }
 
+/* Sends the user views in force to every shard through the queues, so
+ * each shard starts and stops them between the same two events. The
+ * caller checked room. 0 or -EIO (no memory for a message: the shards
+ * would diverge from the log, so stop acknowledging as on a WAL error). */
+static int send_views_locked(cf_engine *e, cf_sqlx_set *set)
+{
+    for (unsigned s = 0; s < e->n_shards; s++) {
+        cf_msg *m = cf_msg_new(CF_MSG_SQL, sizeof set);
+        if (!m) {
+            cf_error("out of memory for a view change message");
+            atomic_store(&e->failed, 1);
+            return -EIO;
+        }
+        cf_sqlx_set *ref = cf_sqlx_set_ref(set);
+        memcpy(m->data, &ref, sizeof ref);
+        enqueue_locked(e, s, m);
+    }
+    atomic_store(&e->sql_runs, cf_sqlx_set_runs(set));
+    return 0;
+}
+
+/* Commits a prepared change under mu: the view set goes to the shards
+ * first (room checked by the caller), then the catalog is swapped. */
+static int commit_change_locked(cf_engine *e, cf_sqlrt_change *ch)
+{
+    cf_sqlx_set *set = cf_sqlrt_change_set(ch);
+    int rc = set ? send_views_locked(e, set) : 0;
+    cf_sqlrt_commit(e->sql, ch);
+    return rc;
+}
+
 int cf_engine_sql(cf_engine *e, const char *text, size_t len, bool at_start, cJSON **ret_answer,
                   sql_error *err)
 {
@@ -617,6 +703,8 @@ int cf_engine_sql(cf_engine *e, const char *text, size_t len, bool at_start, cJS
         rc = -EAGAIN;
     } else {
         rc = cf_sqlrt_prepare(e->sql, text, len, at_start ? CF_SQLRT_SKIP_SAME : 0, &ch, err);
+        if (rc == 0 && cf_sqlrt_change_set(ch) && !all_have_room_locked(e))
+            rc = -EAGAIN;   /* the shards' queues are full: nothing applied */
         size_t log_len = 0;
         const char *log = rc == 0 ? cf_sqlrt_change_log(ch, &log_len) : NULL;
         if (rc == 0 && log_len > 0 && e->wal) {
@@ -626,7 +714,7 @@ int cf_engine_sql(cf_engine *e, const char *text, size_t len, bool at_start, cJS
         }
         if (rc == 0) {
             *ret_answer = cf_sqlrt_change_answer(ch);
-            cf_sqlrt_commit(e->sql, ch);
+            rc = commit_change_locked(e, ch);
             ch = NULL;
         }
     }
@@ -643,6 +731,47 @@ int cf_engine_sql(cf_engine *e, const char *text, size_t len, bool at_start, cJS
         cJSON_Delete(*ret_answer);
         *ret_answer = NULL;
     }
+    return rc;
+}
+
+static int query_shards(cf_engine *e, cf_shard_query *qs, int only, bool sync,
+                        int64_t *ret_clock);
+static cf_shard_query *new_queries(cf_engine *e, cf_qkind kind);
+static void free_queries(cf_engine *e, cf_shard_query *qs);
+
+int cf_engine_query(cf_engine *e, const char *text, size_t len, cJSON **ret, sql_error *err)
+{
+    *ret = NULL;
+    if (!cf_engine_ready(e))
+        return -EAGAIN;
+    sql_plan *p = NULL;
+    int rc = cf_sqlrt_pull(e->sql, text, len, &p, err);
+    if (rc)
+        return rc;
+    const sql_plan_info *pi = sql_plan_get(p);
+    cf_shard_query *qs = new_queries(e, CF_Q_SQL);
+    if (!qs) {
+        sql_plan_free(p);
+        return -ENOMEM;
+    }
+    for (unsigned s = 0; s < e->n_shards; s++)
+        qs[s].view = pi->source;
+    /* After every message enqueued before: read-your-writes (SPEC 8). */
+    rc = query_shards(e, qs, -1, true, NULL);
+    const cf_buf **parts = calloc(e->n_shards, sizeof *parts);
+    for (unsigned s = 0; rc == 0 && s < e->n_shards; s++) {
+        if (qs[s].err)
+            rc = qs[s].err;
+        else if (parts)
+            parts[s] = &qs[s].rows;
+    }
+    if (rc == 0 && !parts)
+        rc = -ENOMEM;
+    if (rc == 0)
+        rc = cf_sqlpull_answer(pi, parts, e->n_shards, MAX_QUERY_LIMIT, ret);
+    free(parts);
+    free_queries(e, qs);
+    sql_plan_free(p);
     return rc;
 }
 
@@ -914,8 +1043,14 @@ static int replay_sql(cf_engine *e, const uint8_t *payload, size_t len)
     sql_error err;
     pthread_mutex_lock(&e->mu);
     int rc = cf_sqlrt_prepare(e->sql, (const char *)payload, len, CF_SQLRT_REPLAY, &ch, &err);
+    /* The shards are running: a full queue only means waiting for them. */
+    while (rc == 0 && cf_sqlrt_change_set(ch) && !all_have_room_locked(e)) {
+        pthread_mutex_unlock(&e->mu);
+        sleep_ms(1);
+        pthread_mutex_lock(&e->mu);
+    }
     if (rc == 0)
-        cf_sqlrt_commit(e->sql, ch);
+        rc = commit_change_locked(e, ch);
     pthread_mutex_unlock(&e->mu);
     if (rc == -EINVAL)
         cf_warn("recovery: logged SQL no longer plans (line %d, column %d: %s)", err.line,
@@ -1099,6 +1234,14 @@ static int load_snapshot(cf_engine *e, const cf_buf *payload)
     if (defs_len > 0) {
         sql_error err;
         int src = cf_sqlrt_load(e->sql, defs, defs_len, &err);
+        cf_sqlx_set *set = src == 0 ? cf_sqlrt_current_set(e->sql) : NULL;
+        if (src == 0 && set) {
+            /* The shards are not started: their queues are empty. */
+            src = send_views_locked(e, set);
+            cf_sqlx_set_unref(set);
+        } else if (src == 0) {
+            src = -ENOMEM;
+        }
         if (src < 0) {
             cf_error("snapshot: the SQL definitions do not plan (line %d, column %d: %s)",
                      err.line, err.column, err.message);
@@ -1135,6 +1278,16 @@ static int snapshot_begin(cf_engine *e)
 {
     if (!e->recovered)
         return -EPERM;  /* never snapshot a partial recovery (see recover) */
+    if (atomic_load(&e->sql_runs)) {
+        /* User views' state is not in the snapshot format yet: a snapshot
+         * now would drop it on restart. The log is kept whole instead, so
+         * a restart replays it and every view comes back exact. */
+        if (!e->snapshots_held_logged) {
+            e->snapshots_held_logged = true;
+            cf_warn("snapshots paused while user SQL views run (their state is restored by log replay)");
+        }
+        return -EBUSY;  /* not -EAGAIN: nothing to wait for */
+    }
     cf_snapjob *job = calloc(1, sizeof *job);
     if (!job)
         return -ENOMEM;

@@ -66,6 +66,11 @@ int cf_engine_raise_watermark(cf_engine *e, int64_t wm, int64_t *ret_wm);
  * (a bad statement: 400), -EAGAIN (recovering), -ESHUTDOWN, -EIO, -ENOMEM. */
 int cf_engine_sql(cf_engine *e, const char *text, size_t len, bool at_start, cJSON **ret_answer,
                   sql_error *err);
+/* POST/GET /api/v1/query: a pull query over a user view's running rows,
+ * open windows and retained fired results, answered after every request
+ * acknowledged before it. 0 with *ret ({"items": [...]}), -EINVAL with
+ * *err (400), -EAGAIN (recovering), -ESHUTDOWN, -ENOMEM. */
+int cf_engine_query(cf_engine *e, const char *text, size_t len, cJSON **ret, sql_error *err);
 /* GET /api/v1/views and /api/v1/streams. NULL on OOM. */
 cJSON *cf_engine_sql_views(cf_engine *e);
 cJSON *cf_engine_sql_streams(cf_engine *e);

@@ -140,6 +140,7 @@ typedef enum route {
     R_SQL,          /* POST: statements (SPEC 13) */
     R_VIEWS,
     R_STREAMS,
+    R_QUERY,        /* pull queries: POST (body) or GET (?sql=) */
 } route;
 
 typedef struct request {
@@ -147,6 +148,7 @@ typedef struct request {
     int64_t start_ms;       /* monotonic; the absolute deadline counts from here */
     char *raw_uri;          /* as sent, percent-encoding intact */
     bool headers_done;      /* access() saw the headers */
+    bool query_json;        /* POST /api/v1/query: the body is {"sql": ...} */
     route rt;
     cf_body_format fmt;
     size_t body_limit;
@@ -332,7 +334,7 @@ static route find_route(const char *path, size_t n)
         {"/metrics", R_METRICS},        {"/healthz", R_HEALTHZ},
         {"/readyz", R_READYZ},
         {"/api/v1/sql", R_SQL},         {"/api/v1/views", R_VIEWS},
-        {"/api/v1/streams", R_STREAMS},
+        {"/api/v1/streams", R_STREAMS}, {"/api/v1/query", R_QUERY},
     };
     for (size_t i = 0; i < sizeof table / sizeof table[0]; i++)
         if (strlen(table[i].path) == n && memcmp(table[i].path, path, n) == 0)
@@ -343,17 +345,22 @@ static route find_route(const char *path, size_t n)
     return R_NONE;
 }
 
-static bool route_is_post(route rt) { return rt == R_EVENTS || rt == R_WATERMARK || rt == R_SQL; }
+static bool route_is_post(route rt)
+{
+    return rt == R_EVENTS || rt == R_WATERMARK || rt == R_SQL || rt == R_QUERY;
+}
 
 static const char *route_allow(route rt)
 {
+    if (rt == R_QUERY)
+        return "GET, HEAD, POST, OPTIONS";
     return route_is_post(rt) ? "POST, OPTIONS" : "GET, HEAD, OPTIONS";
 }
 
 /* Read-protected routes: the API and /metrics; probes stay open. */
 static bool route_needs_read_token(route rt)
 {
-    return rt != R_NONE && rt != R_HEALTHZ && rt != R_READYZ && !route_is_post(rt);
+    return rt == R_QUERY || (rt != R_NONE && rt != R_HEALTHZ && rt != R_READYZ && !route_is_post(rt));
 }
 
 /* Constant-time comparison, so the token cannot be guessed byte by byte
@@ -765,9 +772,18 @@ static enum MHD_Result begin_post(request *rq, struct MHD_Connection *c)
     /* Definitions change what every reader sees: they have a token of
      * their own when --admin-token is set. */
     const char *token = rq->rt == R_SQL && cfg->admin_token[0] ? cfg->admin_token : cfg->ingest_token;
+    if (rq->rt == R_QUERY)
+        token = cfg->read_token;    /* a read, whatever its method */
     if (!authorized(c, token))
         return send_unauthorized(rq, c, header(c, MHD_HTTP_HEADER_AUTHORIZATION) != NULL);
-    if (rq->rt == R_SQL) {
+    if (rq->rt == R_QUERY) {
+        const char *ct = header(c, MHD_HTTP_HEADER_CONTENT_TYPE);
+        rq->query_json = ct && strncasecmp(ct, "application/json", 16) == 0;
+        if (!rq->query_json && !sql_content_type(ct))
+            return send_error(rq, c, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE,
+                              "Content-Type must be text/plain, application/sql or application/json");
+        rq->body_limit = SQL_MAX_BODY;
+    } else if (rq->rt == R_SQL) {
         if (!sql_content_type(header(c, MHD_HTTP_HEADER_CONTENT_TYPE)))
             return send_error(rq, c, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE,
                               "Content-Type must be text/plain or application/sql");
@@ -878,6 +894,8 @@ out:
     return ret;
 }
 
+static enum MHD_Result send_sql_error(request *rq, struct MHD_Connection *c, const sql_error *err);
+
 static enum MHD_Result finish_sql(request *rq, struct MHD_Connection *c, char *body, size_t len)
 {
     cJSON *answer = NULL;
@@ -885,24 +903,59 @@ static enum MHD_Result finish_sql(request *rq, struct MHD_Connection *c, char *b
     int r = cf_engine_sql(rq->h->engine, body, len, false, &answer, &err);
     if (r == 0)
         return send_json(rq, c, MHD_HTTP_OK, answer, NULL, 0);
-    if (r == -EINVAL) {
-        /* SPEC 13: the problem and where it is. The message quotes names
-         * from the request: cJSON escapes them. */
-        cJSON *o = cJSON_CreateObject();
-        if (!o || !cJSON_AddStringToObject(o, "error", err.message) ||
-            !cJSON_AddNumberToObject(o, "line", err.line) ||
-            !cJSON_AddNumberToObject(o, "column", err.column)) {
-            cJSON_Delete(o);
-            return MHD_NO;
-        }
-        return send_json(rq, c, MHD_HTTP_BAD_REQUEST, o, NULL, 0);
-    }
+    if (r == -EINVAL)
+        return send_sql_error(rq, c, &err);   /* SPEC 13: the problem and where it is */
     if (r == -ESHUTDOWN)
         return send_unavailable(rq, c, "server is shutting down");
     if (r == -EAGAIN)
         return send_unavailable(rq, c, "not ready: recovery in progress, retry later");
     return send_unavailable(rq, c, r == -EIO ? "storage failure: statements not applied"
                                              : "out of memory: statements not applied");
+}
+
+static enum MHD_Result send_sql_error(request *rq, struct MHD_Connection *c, const sql_error *err)
+{
+    cJSON *o = cJSON_CreateObject();
+    if (!o || !cJSON_AddStringToObject(o, "error", err->message) ||
+        !cJSON_AddNumberToObject(o, "line", err->line) ||
+        !cJSON_AddNumberToObject(o, "column", err->column)) {
+        cJSON_Delete(o);
+        return MHD_NO;
+    }
+    return send_json(rq, c, MHD_HTTP_BAD_REQUEST, o, NULL, 0);
+}
+
+static enum MHD_Result answer_query(request *rq, struct MHD_Connection *c, const char *text, size_t len)
+{
+    cJSON *answer = NULL;
+    sql_error err;
+    int r = cf_engine_query(rq->h->engine, text, len, &answer, &err);
+    if (r == 0)
+        return send_json(rq, c, MHD_HTTP_OK, answer, NULL, 0);
+    if (r == -EINVAL)
+        return send_sql_error(rq, c, &err);
+    if (r == -EAGAIN)
+        return send_unavailable(rq, c, "not ready: recovery in progress, retry later");
+    if (r == -ESHUTDOWN)
+        return send_unavailable(rq, c, "server is shutting down");
+    return send_unavailable(rq, c, "out of memory: query not answered");
+}
+
+/* POST /api/v1/query: the SQL as text, or JSON {"sql": "..."}. */
+static enum MHD_Result finish_query(request *rq, struct MHD_Connection *c, char *body, size_t len)
+{
+    if (!rq->query_json)
+        return answer_query(rq, c, body, len);
+    const char *end = NULL;
+    cJSON *root = cJSON_ParseWithLengthOpts(body, len + 1, &end, 1);
+    const cJSON *q = cJSON_IsObject(root) ? cJSON_GetObjectItemCaseSensitive(root, "sql") : NULL;
+    if (!root || end != body + len || !cJSON_IsString(q)) {
+        cJSON_Delete(root);
+        return send_error(rq, c, MHD_HTTP_BAD_REQUEST, "body must be {\"sql\": \"SELECT ...\"}");
+    }
+    enum MHD_Result ret = answer_query(rq, c, q->valuestring, strlen(q->valuestring));
+    cJSON_Delete(root);
+    return ret;
 }
 
 static enum MHD_Result finish_watermark(request *rq, struct MHD_Connection *c, char *body, size_t len)
@@ -1031,6 +1084,14 @@ static enum MHD_Result handle_request(request *rq, struct MHD_Connection *c, con
         return handle_asset(rq, c, url, method);
     }
     bool is_get = strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
+    if (rq->rt == R_QUERY && is_get) {
+        if (!authorized(c, h->cfg.read_token))
+            return send_unauthorized(rq, c, header(c, MHD_HTTP_HEADER_AUTHORIZATION) != NULL);
+        const char *q = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "sql");
+        if (!q)
+            return send_error(rq, c, MHD_HTTP_BAD_REQUEST, "the sql parameter is required");
+        return answer_query(rq, c, q, strlen(q));
+    }
     if (route_is_post(rq->rt) || !is_get) {
         const extra_header allow[] = {{MHD_HTTP_HEADER_ALLOW, route_allow(rq->rt)}};
         return send_error_h(rq, c, MHD_HTTP_METHOD_NOT_ALLOWED, "method not allowed", allow, 1);
@@ -1153,6 +1214,8 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *c, const
         return finish_events(rq, c, body, len);
     if (rq->rt == R_SQL)
         return finish_sql(rq, c, body, len);
+    if (rq->rt == R_QUERY)
+        return finish_query(rq, c, body, len);
     return finish_watermark(rq, c, body, len);
 }
 

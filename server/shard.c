@@ -18,6 +18,7 @@
 #include "log.h"
 #include "push.h"
 #include "results_json.h"
+#include "sql_exec.h"
 #include "retain.h"
 
 #define SHARD_MAGIC 0x48534643u     /* "CFSH" */
@@ -81,6 +82,7 @@ struct cf_shard {
     cf_winop *sliding;
     cf_sessions *sessions;
     cf_trending *trending;
+    cf_sqlx *sqlx;                  /* user SQL views */
     cf_retain *closed[2];           /* by cf_window_type */
     /* Where each retained closed window result sits in its ring, so that a
      * re-firing (revision + 1) updates that record in place instead of
@@ -134,6 +136,8 @@ void cf_shard_query_clear(cf_shard_query *q)
     free(q->trend);
     q->trend = NULL;
     q->n_trend = 0;
+    cf_buf_free(&q->rows);
+    q->n_rows = 0;
 }
 
 /* ---- construction ------------------------------------------------------ */
@@ -264,7 +268,8 @@ cf_shard *cf_shard_new(const cf_config *cfg, unsigned index, size_t queue_slots,
     s->closed_idx[1] = cf_kv_new(0, keep + 1);
     s->closed_sessions = cf_retain_new(sessions_keep(cfg), free);
     s->late = cf_retain_new(LATE_KEEP, free);
-    if (!s->q || !s->tumbling || !s->sliding || !s->sessions || !s->trending ||
+    s->sqlx = cf_sqlx_new(index, cfg->shards ? cfg->shards : 1, keep);
+    if (!s->q || !s->sqlx || !s->tumbling || !s->sliding || !s->sessions || !s->trending ||
         !s->closed[0] || !s->closed[1] || !s->closed_idx[0] || !s->closed_idx[1] ||
         !s->closed_sessions || !s->late) {
         cf_shard_free(s);
@@ -273,8 +278,17 @@ cf_shard *cf_shard_new(const cf_config *cfg, unsigned index, size_t queue_slots,
     return s;
 }
 
+static cf_sqlx_set *msg_set(const cf_msg *m)
+{
+    cf_sqlx_set *set;
+    memcpy(&set, m->data, sizeof set);
+    return set;
+}
+
 static void free_msg(cf_shard *s, cf_msg *m)
 {
+    if (m->kind == CF_MSG_SQL && m->n == 0)
+        cf_sqlx_set_unref(msg_set(m));  /* not handled: left in the queue at exit */
     if (s->inflight)
         atomic_fetch_sub(s->inflight, cf_msg_bytes(m));
     free(m);
@@ -301,6 +315,7 @@ void cf_shard_free(cf_shard *s)
     cf_kv_free(s->closed_idx[1]);
     cf_retain_free(s->closed_sessions);
     cf_retain_free(s->late);
+    cf_sqlx_free(s->sqlx);
     cJSON_Delete(s->batch_windows);
     cJSON_Delete(s->batch_sessions);
     cJSON_Delete(s->batch_late);
@@ -595,6 +610,8 @@ static void handle_events(cf_shard *s, const cf_msg *m)
             page_event(s, &ev, seq, clock);
         if (role & CF_ROLE_USER)
             user_event(s, &ev);
+        if (role & CF_ROLE_SQL)
+            cf_sqlx_event(s->sqlx, &ev, seq, wm, clock);
     }
     check_bounds(s);
 }
@@ -602,6 +619,13 @@ static void handle_events(cf_shard *s, const cf_msg *m)
 static void handle_mark(cf_shard *s, const cf_msg *m)
 {
     advance_to(s, m->wm);
+    cf_sqlx_advance(s->sqlx, m->wm, m->clock);
+}
+
+static void handle_sql(cf_shard *s, cf_msg *m)
+{
+    cf_sqlx_install(s->sqlx, msg_set(m));   /* takes the message's reference */
+    m->n = 1;                               /* handled: free_msg leaves the set alone */
 }
 
 /* Settings change (SPEC 10): the views in the mask start empty under the
@@ -747,6 +771,7 @@ static void handle_msg(cf_shard *s, cf_msg *m)
     case CF_MSG_MARK: handle_mark(s, m); break;
     case CF_MSG_BARRIER: handle_barrier(s, m); break;
     case CF_MSG_RESET: handle_reset(s, m); break;
+    case CF_MSG_SQL: handle_sql(s, m); break;
     default: cf_error("shard %u: unknown message kind %u", s->index, m->kind); break;
     }
     if (s->push) {
@@ -994,6 +1019,13 @@ static void run_query(cf_shard *s, cf_shard_query *q)
     case CF_Q_SESSIONS: q_sessions(s, q); break;
     case CF_Q_USER_SESSIONS: q_user_sessions(s, q); break;
     case CF_Q_STATS: q_stats(s, q); break;
+    case CF_Q_SQL: {
+        long n = cf_sqlx_rows(s->sqlx, q->view, &q->rows);
+        if (n == -ENOMEM)
+            q->err = -ENOMEM;
+        q->n_rows = n > 0 ? n : 0;
+        break;
+    }
     }
 }
 

@@ -29,6 +29,7 @@ typedef struct cf_shard cf_shard;
  * page_url) and/or sessions (keyed by user_id). */
 #define CF_ROLE_PAGE 1u
 #define CF_ROLE_USER 2u
+#define CF_ROLE_SQL 4u     /* user SQL views (sql_exec.h): every shard gets every click */
 
 /* Bytes before the packed event in an EVENTS entry: u8 role, u64 arrival
  * number, i64 watermark W and i64 clock C in force before the event (SPEC
@@ -42,6 +43,7 @@ typedef enum cf_msg_kind {
     CF_MSG_MARK = 2,     /* watermark marker: wm, clock */
     CF_MSG_BARRIER = 3,  /* snapshot barrier: save state into snap->parts[index] */
     CF_MSG_RESET = 4,    /* settings change: n = CF_VIEW_* mask, data = cf_view_settings */
+    CF_MSG_SQL = 5,      /* the user views in force: data = one cf_sqlx_set * (a reference) */
 } cf_msg_kind;
 
 /* The settings each view's state depends on (SPEC 10: a restart with other
@@ -120,6 +122,7 @@ typedef enum cf_qkind {
     CF_Q_SESSIONS,
     CF_Q_USER_SESSIONS,
     CF_Q_STATS,
+    CF_Q_SQL,           /* rows of a user view (cf_sqlx_rows) */
 } cf_qkind;
 
 /* One shard's part of a query: parameters in, partial answer out. */
@@ -140,6 +143,9 @@ typedef struct cf_shard_query {
     cf_trend_item *trend;       /* page_url strings owned */
     size_t n_trend;
     cf_shard_stats stats;
+    const char *view;           /* CF_Q_SQL: the view's name */
+    cf_buf rows;                /* CF_Q_SQL: row records (sql_exec.h) */
+    long n_rows;
     int err;                    /* 0, -ENOMEM, -ESHUTDOWN */
 } cf_shard_query;
 

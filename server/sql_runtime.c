@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "sql_parse.h"
+#include "sql_exec.h"
 #include "sql_plan.h"
 
 struct cf_sqlrt {
@@ -15,19 +16,27 @@ struct cf_sqlrt {
     sql_catalog *cat;
     size_t max_queries;
     unsigned shards;
+    int64_t allowed_lateness_ms;
+    size_t max_keys;            /* groups per view per shard (0: none) */
+    cf_sqlx_set *set;           /* compiled views in force */
 };
 
 struct cf_sqlrt_change {
     sql_catalog *cat;       /* the catalog after the request */
     cJSON *results;         /* [{"statement","name"}, ...] */
     cf_buf log;             /* applied statements, "\n;\n"-separated */
+    cf_sqlx_def **created;  /* views created by the request */
+    size_t ncreated;
+    cf_buf dropped;         /* names dropped, NUL-terminated back to back */
+    cf_sqlx_set *set;       /* the views after the request; NULL: unchanged */
 };
 
 /* Statements are joined with a newline before the `;`: a statement text
  * that ends in a `--` comment would otherwise swallow the separator. */
 static const char STMT_SEP[] = "\n;\n";
 
-cf_sqlrt *cf_sqlrt_new(size_t max_queries, unsigned shards)
+cf_sqlrt *cf_sqlrt_new(size_t max_queries, unsigned shards, int64_t allowed_lateness_ms,
+                       size_t max_keys)
 {
     cf_sqlrt *rt = calloc(1, sizeof *rt);
     if (!rt)
@@ -41,6 +50,13 @@ cf_sqlrt *cf_sqlrt_new(size_t max_queries, unsigned shards)
     pthread_mutex_init(&rt->mu, NULL);
     rt->max_queries = max_queries;
     rt->shards = shards ? shards : 1;
+    rt->allowed_lateness_ms = allowed_lateness_ms;
+    rt->max_keys = max_keys;
+    rt->set = cf_sqlx_set_new(NULL, 0);
+    if (!rt->set) {
+        cf_sqlrt_free(rt);
+        return NULL;
+    }
     return rt;
 }
 
@@ -49,6 +65,7 @@ void cf_sqlrt_free(cf_sqlrt *rt)
     if (!rt)
         return;
     sql_catalog_free(rt->cat);
+    cf_sqlx_set_unref(rt->set);
     pthread_mutex_destroy(&rt->mu);
     free(rt);
 }
@@ -60,6 +77,11 @@ void cf_sqlrt_change_free(cf_sqlrt_change *ch)
     sql_catalog_free(ch->cat);
     cJSON_Delete(ch->results);
     cf_buf_free(&ch->log);
+    for (size_t i = 0; i < ch->ncreated; i++)
+        cf_sqlx_def_unref(ch->created[i]);
+    free(ch->created);
+    cf_buf_free(&ch->dropped);
+    cf_sqlx_set_unref(ch->set);
     free(ch);
 }
 
@@ -159,9 +181,27 @@ static int apply_stmt(cf_sqlrt *rt, sql_catalog *cat, const sql_stmt *st, unsign
                     : st->drop_kind == SQL_OBJ_TABLE ? "DROP TABLE"
                                                      : "DROP STREAM";
     rc = sql_plan_apply(p, cat, err);
-    sql_plan_free(p);
-    if (rc < 0)
+    if (rc < 0) {
+        sql_plan_free(p);
         return rc == -ENOMEM ? rc : -EINVAL;
+    }
+    if (pi->kind == SQL_PLAN_VIEW) {
+        /* Compiled once here, from the very plan that was checked. */
+        cf_sqlx_def **grown = realloc(ch->created, (ch->ncreated + 1) * sizeof *grown);
+        if (!grown) {
+            sql_plan_free(p);
+            return -ENOMEM;
+        }
+        ch->created = grown;
+        cf_sqlx_def *d = cf_sqlx_def_new(p, rt->allowed_lateness_ms, rt->max_keys);
+        if (!d)
+            return -ENOMEM;
+        ch->created[ch->ncreated++] = d;
+    } else {
+        if (pi->kind == SQL_PLAN_DROP)
+            cf_buf_put(&ch->dropped, st->name, strlen(st->name) + 1);
+        sql_plan_free(p);
+    }
     if (!(flags & CF_SQLRT_REPLAY) && count_queries(cat) > rt->max_queries) {
         sql_error_set(err, st->line, st->column,
                       "too many continuous queries: at most --max-queries (%d) views and derived streams",
@@ -174,6 +214,42 @@ static int apply_stmt(cf_sqlrt *rt, sql_catalog *cat, const sql_stmt *st, unsign
     if (ch->log.oom || !add_result(ch->results, statement, st->name, NULL))
         return -ENOMEM;
     return 0;
+}
+
+static bool was_dropped(const cf_sqlrt_change *ch, const char *name)
+{
+    for (size_t at = 0; at < ch->dropped.len; at += strlen((const char *)ch->dropped.data + at) + 1)
+        if (strcmp((const char *)ch->dropped.data + at, name) == 0)
+            return true;
+    return false;
+}
+
+/* The views after the request: those in force that it did not drop (a
+ * view dropped and made again in one request starts afresh), then the
+ * ones it created that still exist. */
+static int next_set(cf_sqlrt *rt, cf_sqlrt_change *ch)
+{
+    size_t n = cf_sqlx_set_count(rt->set);
+    cf_sqlx_def **v = calloc(n + ch->ncreated + 1, sizeof *v);
+    if (!v)
+        return -ENOMEM;
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        cf_sqlx_def *d = cf_sqlx_set_at(rt->set, i);
+        if (!was_dropped(ch, cf_sqlx_def_name(d)))
+            v[k++] = d;
+    }
+    for (size_t i = 0; i < ch->ncreated; i++) {
+        const sql_object *o = sql_catalog_find(ch->cat, cf_sqlx_def_name(ch->created[i]));
+        bool superseded = false;
+        for (size_t j = i + 1; j < ch->ncreated; j++)
+            superseded |= strcmp(cf_sqlx_def_name(ch->created[j]), cf_sqlx_def_name(ch->created[i])) == 0;
+        if (o && o->kind == SQL_OBJ_VIEW && !superseded)
+            v[k++] = ch->created[i];
+    }
+    ch->set = cf_sqlx_set_new(v, k);
+    free(v);
+    return ch->set ? 0 : -ENOMEM;
 }
 
 int cf_sqlrt_prepare(cf_sqlrt *rt, const char *text, size_t len, unsigned flags,
@@ -201,6 +277,13 @@ int cf_sqlrt_prepare(cf_sqlrt *rt, const char *text, size_t len, unsigned flags,
     }
     for (size_t i = 0; i < sql_script_count(s); i++) {
         rc = apply_stmt(rt, ch->cat, sql_script_stmt(s, i), flags, ch, err);
+        if (rc < 0)
+            goto out;
+    }
+    if (ch->ncreated > 0 || ch->dropped.len > 0) {
+        pthread_mutex_lock(&rt->mu);
+        rc = next_set(rt, ch);
+        pthread_mutex_unlock(&rt->mu);
         if (rc < 0)
             goto out;
     }
@@ -232,14 +315,71 @@ fail:
     return NULL;
 }
 
+cf_sqlx_set *cf_sqlrt_change_set(const cf_sqlrt_change *ch) { return ch->set; }
+
+cf_sqlx_set *cf_sqlrt_current_set(cf_sqlrt *rt)
+{
+    pthread_mutex_lock(&rt->mu);
+    cf_sqlx_set *s = cf_sqlx_set_ref(rt->set);
+    pthread_mutex_unlock(&rt->mu);
+    return s;
+}
+
 void cf_sqlrt_commit(cf_sqlrt *rt, cf_sqlrt_change *ch)
 {
     pthread_mutex_lock(&rt->mu);
     sql_catalog *old = rt->cat;
     rt->cat = ch->cat;
     ch->cat = old;
+    if (ch->set) {
+        cf_sqlx_set *was = rt->set;
+        rt->set = ch->set;
+        ch->set = was;
+    }
     pthread_mutex_unlock(&rt->mu);
     cf_sqlrt_change_free(ch);
+}
+
+int cf_sqlrt_pull(cf_sqlrt *rt, const char *text, size_t len, sql_plan **ret, sql_error *err)
+{
+    *ret = NULL;
+    memset(err, 0, sizeof *err);
+    sql_script *s = sql_parse(text, len, err);
+    if (!s)
+        return err->line == 0 && err->column == 0 ? -ENOMEM : -EINVAL;
+    int rc = -EINVAL;
+    const sql_stmt *st = sql_script_count(s) == 1 ? sql_script_stmt(s, 0) : NULL;
+    if (!st || st->kind != SQL_STMT_SELECT) {
+        sql_error_set(err, st ? st->line : 1, st ? st->column : 1,
+                      "a pull query is one SELECT ... FROM view [WHERE] [ORDER BY] [LIMIT]");
+        goto out;
+    }
+    pthread_mutex_lock(&rt->mu);
+    sql_plan *p = sql_plan_new(rt->cat, st, err);
+    const cf_sqlx_def *d = NULL;
+    if (p) {
+        const sql_plan_info *pi = sql_plan_get(p);
+        d = pi->source_kind == SQL_OBJ_VIEW ? cf_sqlx_set_find(rt->set, pi->source) : NULL;
+        if (!d || !cf_sqlx_def_runnable(d)) {
+            sql_error_set(err, st->select->from.line, st->select->from.column,
+                          pi->source_kind == SQL_OBJ_VIEW
+                              ? "view '%s' does not run yet: this version runs views over clicks without JOIN or UNNEST"
+                              : "pull queries over streams are not supported yet: read a view",
+                          pi->source);
+            sql_plan_free(p);
+            p = NULL;
+        }
+    }
+    pthread_mutex_unlock(&rt->mu);
+    if (!p) {
+        rc = err->message[0] ? -EINVAL : -ENOMEM;
+        goto out;
+    }
+    *ret = p;
+    rc = 0;
+out:
+    sql_script_free(s);
+    return rc;
 }
 
 /* ---- listings --------------------------------------------------------------- */

@@ -22,7 +22,10 @@
 #include <cjson/cJSON.h>
 
 #include "cf_buf.h"
+#include "sql_plan.h"
 #include "sql_str.h"
+
+typedef struct cf_sqlx_set cf_sqlx_set;   /* sql_exec.h */
 
 typedef struct cf_sqlrt cf_sqlrt;
 typedef struct cf_sqlrt_change cf_sqlrt_change;
@@ -38,8 +41,10 @@ enum {
 };
 
 /* NULL on OOM. max_queries: views and derived streams at most; shards:
- * what EXPLAIN's placement names. */
-cf_sqlrt *cf_sqlrt_new(size_t max_queries, unsigned shards);
+ * what EXPLAIN's placement names; allowed_lateness: GRACE PERIOD's
+ * default; max_keys: groups per view per shard (0: none). */
+cf_sqlrt *cf_sqlrt_new(size_t max_queries, unsigned shards, int64_t allowed_lateness_ms,
+                       size_t max_keys);
 void cf_sqlrt_free(cf_sqlrt *rt);
 
 /* Plans the script text[0..len) against a clone of the catalog. Returns 0
@@ -55,10 +60,21 @@ const char *cf_sqlrt_change_log(const cf_sqlrt_change *ch, size_t *ret_len);
 /* The answer of SPEC 13 ({"results": [...]}); the caller owns it. NULL on
  * OOM. Call at most once. */
 cJSON *cf_sqlrt_change_answer(cf_sqlrt_change *ch);
-/* Swaps the change's catalog in and frees the change. */
+/* The compiled views in force after the change (sql_exec.h), or NULL when
+ * it creates and drops no view: the engine sends it to every shard. The
+ * change keeps its reference; take one to keep it. */
+cf_sqlx_set *cf_sqlrt_change_set(const cf_sqlrt_change *ch);
+/* A new reference to the views in force. */
+cf_sqlx_set *cf_sqlrt_current_set(cf_sqlrt *rt);
+/* Swaps the change's catalog (and view set) in and frees the change. */
 void cf_sqlrt_commit(cf_sqlrt *rt, cf_sqlrt_change *ch);
 /* Accepts NULL. */
 void cf_sqlrt_change_free(cf_sqlrt_change *ch);
+
+/* Plans a pull query (one SELECT) against the catalog. Returns 0 with *ret
+ * (caller frees), -EINVAL with *err (also when the view does not run in
+ * this version, or the source is a stream), -ENOMEM. */
+int cf_sqlrt_pull(cf_sqlrt *rt, const char *text, size_t len, sql_plan **ret, sql_error *err);
 
 /* GET /api/v1/views: {"items": [{"name","sql","columns","keys","windowed",
  * "state_bytes"}]}. GET /api/v1/streams: {"items": [{"name","columns",

@@ -1,0 +1,542 @@
+/* sql_exec: user views in the shard threads (see the header). */
+#include "sql_exec.h"
+
+#include <errno.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cf_hash.h"
+#include "cf_time.h"
+#include "log.h"
+#include "retain.h"
+#include "sql_view.h"
+
+#define SCRATCH_BYTES (256u << 10)  /* strings one event's programs make */
+#define CLICKS_COLUMNS 21           /* sql_catalog_add_clicks */
+#define OWNER_SEED 0x51574b4559ull  /* key -> shard hash ("QWKEY") */
+
+struct cf_sqlx_def {
+    atomic_uint refs;
+    char *name;
+    sql_plan *plan;
+    const sql_plan_info *pi;
+    sql_agg_spec *specs;
+    sql_view_config vcfg;
+    uint32_t ncols;             /* the view's columns: outputs (+4 when windowed) */
+    bool windowed;
+    bool runnable;
+};
+
+struct cf_sqlx_set {
+    atomic_uint refs;
+    size_t n;
+    cf_sqlx_def **defs;
+};
+
+/* -- defs ---------------------------------------------------------------------- */
+
+static sql_agg_kind agg_kind(const sql_plan_agg *a)
+{
+    switch (a->kind) {
+    case SQL_PLAN_FN_COUNT:
+        return a->star ? SQL_AGG_COUNT_STAR : a->distinct ? SQL_AGG_COUNT_DISTINCT : SQL_AGG_COUNT;
+    case SQL_PLAN_FN_SUM: return SQL_AGG_SUM;
+    case SQL_PLAN_FN_AVG: return SQL_AGG_AVG;
+    case SQL_PLAN_FN_MIN: return SQL_AGG_MIN;
+    case SQL_PLAN_FN_MAX: return SQL_AGG_MAX;
+    case SQL_PLAN_FN_EARLIEST: return SQL_AGG_EARLIEST;
+    case SQL_PLAN_FN_LATEST: return SQL_AGG_LATEST;
+    case SQL_PLAN_FN_TOPK: return SQL_AGG_TOPK;
+    case SQL_PLAN_FN_DECAYED_COUNT: return SQL_AGG_DECAYED_COUNT;
+    case SQL_PLAN_FN_COUNT_: break;
+    }
+    return SQL_AGG_COUNT_STAR;
+}
+
+cf_sqlx_def *cf_sqlx_def_new(sql_plan *plan, int64_t allowed_lateness_ms, size_t max_keys)
+{
+    const sql_plan_info *pi = sql_plan_get(plan);
+    cf_sqlx_def *d = calloc(1, sizeof *d);
+    if (!d || !pi->object || !pi->name) {
+        free(d);
+        sql_plan_free(plan);
+        return NULL;
+    }
+    atomic_init(&d->refs, 1);
+    d->plan = plan;
+    d->pi = pi;
+    d->name = strdup(pi->name);
+    d->specs = calloc(pi->naggs ? pi->naggs : 1, sizeof *d->specs);
+    if (!d->name || !d->specs) {
+        cf_sqlx_def_unref(d);
+        return NULL;
+    }
+    for (uint32_t i = 0; i < pi->naggs; i++) {
+        d->specs[i].kind = agg_kind(&pi->aggs[i]);
+        if (d->specs[i].kind == SQL_AGG_TOPK || d->specs[i].kind == SQL_AGG_DECAYED_COUNT)
+            d->specs[i].param = pi->aggs[i].param;
+    }
+    d->windowed = pi->window != SQL_WINDOW_NONE;
+    d->ncols = pi->ncolumns + (d->windowed ? 4 : 0);
+    d->vcfg = (sql_view_config){
+        .nkeys = pi->ngroup_keys,
+        .aggs = d->specs,
+        .naggs = pi->naggs,
+        .window = pi->window,
+        .size_ms = pi->window == SQL_WINDOW_SESSION ? 0 : pi->window_size_ms,
+        .advance_ms = pi->window == SQL_WINDOW_HOPPING ? pi->window_advance_ms
+                                                       : pi->window_size_ms,
+        .gap_ms = pi->window == SQL_WINDOW_SESSION ? pi->window_size_ms : 0,
+        .grace_ms = pi->grace_ms >= 0 ? pi->grace_ms : allowed_lateness_ms,
+        .emit = pi->emit,
+        .state_ttl_ms = pi->state_ttl_ms > 0 ? pi->state_ttl_ms : 0,
+        .max_keys = max_keys,
+    };
+    if (pi->window != SQL_WINDOW_TUMBLING && pi->window != SQL_WINDOW_HOPPING) {
+        d->vcfg.size_ms = 0;
+        d->vcfg.advance_ms = 0;
+    }
+    /* A view without aggregates (GROUP BY only) still needs one aggregate
+     * slot for sql_view: a hidden COUNT(*). */
+    if (d->vcfg.naggs == 0) {
+        d->specs[0].kind = SQL_AGG_COUNT_STAR;
+        d->vcfg.naggs = 1;
+    }
+    d->runnable = pi->kind == SQL_PLAN_VIEW && pi->source && strcmp(pi->source, "clicks") == 0 &&
+                  pi->join == SQL_JOIN_NONE && pi->unnest_column < 0;
+    return d;
+}
+
+cf_sqlx_def *cf_sqlx_def_ref(cf_sqlx_def *d)
+{
+    atomic_fetch_add(&d->refs, 1);
+    return d;
+}
+
+void cf_sqlx_def_unref(cf_sqlx_def *d)
+{
+    if (!d || atomic_fetch_sub(&d->refs, 1) != 1)
+        return;
+    sql_plan_free(d->plan);
+    free(d->specs);
+    free(d->name);
+    free(d);
+}
+
+const char *cf_sqlx_def_name(const cf_sqlx_def *d) { return d->name; }
+bool cf_sqlx_def_runnable(const cf_sqlx_def *d) { return d->runnable; }
+
+cf_sqlx_set *cf_sqlx_set_new(cf_sqlx_def *const *defs, size_t n)
+{
+    cf_sqlx_set *s = calloc(1, sizeof *s);
+    if (!s)
+        return NULL;
+    s->defs = calloc(n ? n : 1, sizeof *s->defs);
+    if (!s->defs) {
+        free(s);
+        return NULL;
+    }
+    atomic_init(&s->refs, 1);
+    for (size_t i = 0; i < n; i++)
+        s->defs[i] = cf_sqlx_def_ref(defs[i]);
+    s->n = n;
+    return s;
+}
+
+cf_sqlx_set *cf_sqlx_set_ref(cf_sqlx_set *s)
+{
+    atomic_fetch_add(&s->refs, 1);
+    return s;
+}
+
+void cf_sqlx_set_unref(cf_sqlx_set *s)
+{
+    if (!s || atomic_fetch_sub(&s->refs, 1) != 1)
+        return;
+    for (size_t i = 0; i < s->n; i++)
+        cf_sqlx_def_unref(s->defs[i]);
+    free(s->defs);
+    free(s);
+}
+
+size_t cf_sqlx_set_count(const cf_sqlx_set *s) { return s ? s->n : 0; }
+cf_sqlx_def *cf_sqlx_set_at(const cf_sqlx_set *s, size_t i) { return s->defs[i]; }
+
+cf_sqlx_def *cf_sqlx_set_find(const cf_sqlx_set *s, const char *name)
+{
+    for (size_t i = 0; s && i < s->n; i++)
+        if (strcmp(s->defs[i]->name, name) == 0)
+            return s->defs[i];
+    return NULL;
+}
+
+bool cf_sqlx_set_runs(const cf_sqlx_set *s)
+{
+    for (size_t i = 0; s && i < s->n; i++)
+        if (s->defs[i]->runnable)
+            return true;
+    return false;
+}
+
+/* -- value codec ------------------------------------------------------------------ */
+
+void cf_sqlx_put_value(cf_buf *b, sql_value v)
+{
+    cf_buf_put_u8(b, v.type);
+    switch ((sql_type)v.type) {
+    case SQL_NULL: break;
+    case SQL_BOOLEAN: cf_buf_put_u8(b, v.u.b ? 1 : 0); break;
+    case SQL_BIGINT:
+    case SQL_TIMESTAMP: cf_buf_put_i64(b, v.u.i); break;
+    case SQL_DOUBLE: cf_buf_put_f64(b, v.u.d); break;
+    case SQL_STRING:
+    case SQL_ARRAY:
+    case SQL_JSON: cf_buf_put_str(b, v.u.s ? v.u.s : "", v.len); break;
+    }
+}
+
+bool cf_sqlx_get_value(cf_reader *r, sql_value *ret)
+{
+    uint8_t t = 0, b = 0;
+    *ret = sql_null();
+    if (!cf_get_u8(r, &t))
+        return false;
+    ret->type = t;
+    switch ((sql_type)t) {
+    case SQL_NULL: return true;
+    case SQL_BOOLEAN:
+        if (!cf_get_u8(r, &b))
+            return false;
+        ret->u.b = b != 0;
+        return true;
+    case SQL_BIGINT:
+    case SQL_TIMESTAMP: return cf_get_i64(r, &ret->u.i);
+    case SQL_DOUBLE: return cf_get_f64(r, &ret->u.d);
+    case SQL_STRING:
+    case SQL_ARRAY:
+    case SQL_JSON: {
+        size_t n = 0;
+        if (!cf_get_str(r, &ret->u.s, &n))
+            return false;
+        ret->len = (uint32_t)n;
+        return true;
+    }
+    }
+    return false;
+}
+
+/* -- the executor ------------------------------------------------------------------- */
+
+/* A fired result kept for pull queries. */
+typedef struct kept_row {
+    uint32_t revision;
+    uint32_t id_len;
+    uint32_t row_len;       /* value count, then values */
+    uint8_t data[];         /* identity bytes, then the row */
+} kept_row;
+
+typedef struct xview {
+    cf_sqlx_def *def;
+    sql_view *v;
+    cf_retain *kept;
+} xview;
+
+struct cf_sqlx {
+    unsigned index, n_shards;
+    size_t retain;
+    cf_sqlx_set *set;
+    xview *views;
+    size_t n;
+    int64_t clock;          /* C of the last event or marker (DECAYED_COUNT's T) */
+    uint64_t errors;
+    sql_scratch scratch;
+    cf_buf id, row, keybuf; /* per result */
+    cf_buf *out;            /* cf_sqlx_rows target */
+    long out_n;
+    const xview *cur;
+};
+
+cf_sqlx *cf_sqlx_new(unsigned index, unsigned n_shards, size_t retain)
+{
+    cf_sqlx *x = calloc(1, sizeof *x);
+    if (!x)
+        return NULL;
+    x->scratch.buf = malloc(SCRATCH_BYTES);
+    if (!x->scratch.buf) {
+        free(x);
+        return NULL;
+    }
+    x->scratch.cap = SCRATCH_BYTES;
+    x->index = index;
+    x->n_shards = n_shards ? n_shards : 1;
+    x->retain = retain ? retain : 1;
+    x->clock = CF_TIME_NONE;
+    return x;
+}
+
+static void xview_free(xview *xv)
+{
+    sql_view_free(xv->v);
+    cf_retain_free(xv->kept);
+    cf_sqlx_def_unref(xv->def);
+}
+
+void cf_sqlx_free(cf_sqlx *x)
+{
+    if (!x)
+        return;
+    for (size_t i = 0; i < x->n; i++)
+        xview_free(&x->views[i]);
+    free(x->views);
+    cf_sqlx_set_unref(x->set);
+    free(x->scratch.buf);
+    cf_buf_free(&x->id);
+    cf_buf_free(&x->row);
+    cf_buf_free(&x->keybuf);
+    free(x);
+}
+
+uint64_t cf_sqlx_errors(const cf_sqlx *x) { return x->errors; }
+
+void cf_sqlx_install(cf_sqlx *x, cf_sqlx_set *set)
+{
+    size_t n = cf_sqlx_set_count(set);
+    xview *nv = calloc(n ? n : 1, sizeof *nv);
+    if (!nv) {
+        /* Without memory the views stay as they were; counted. */
+        x->errors++;
+        cf_sqlx_set_unref(set);
+        return;
+    }
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        cf_sqlx_def *d = set->defs[i];
+        if (!d->runnable)
+            continue;
+        xview *old = NULL;
+        for (size_t j = 0; j < x->n && !old; j++)
+            if (x->views[j].def == d)
+                old = &x->views[j];
+        if (old) {
+            nv[k++] = *old;
+            old->def = NULL;    /* moved */
+            continue;
+        }
+        xview fresh = {.def = cf_sqlx_def_ref(d), .v = sql_view_new(&d->vcfg),
+                       .kept = cf_retain_new(x->retain, free)};
+        if (!fresh.v || !fresh.kept) {
+            x->errors++;
+            cf_error("shard %u: out of memory for view %s", x->index, d->name);
+            xview_free(&fresh);
+            continue;
+        }
+        nv[k++] = fresh;
+    }
+    for (size_t j = 0; j < x->n; j++)
+        if (x->views[j].def)
+            xview_free(&x->views[j]);
+    free(x->views);
+    x->views = nv;
+    x->n = k;
+    cf_sqlx_set_unref(x->set);
+    x->set = set;
+}
+
+/* The click as a row of the `clicks` columns (sql_catalog_add_clicks). */
+static void click_row(const cf_event *ev, sql_value v[CLICKS_COLUMNS])
+{
+    for (int i = 0; i < CLICKS_COLUMNS; i++)
+        v[i] = sql_null();
+    v[0] = sql_string(ev->user_id, (uint32_t)ev->user_id_len);
+    v[1] = sql_string(ev->page_url, (uint32_t)ev->page_url_len);
+    if (ev->element)
+        v[2] = sql_string(ev->element, (uint32_t)ev->element_len);
+    v[3] = sql_timestamp(ev->ts);
+    if (ev->event_id && ev->event_id_len > 0)
+        v[4] = sql_string(ev->event_id, (uint32_t)ev->event_id_len);
+    if (ev->properties && ev->properties_len > 0) {
+        v[5] = sql_string(ev->properties, (uint32_t)ev->properties_len);
+        v[5].type = SQL_JSON;
+    }
+    size_t nl = 0;
+    const char *name = cf_event_name(ev, &nl);
+    v[6] = sql_string(name, (uint32_t)nl);
+}
+
+/* The shard owning a group: a hash of its key values (type and bytes). */
+static unsigned owner(cf_sqlx *x, const sql_value *keys, uint32_t n)
+{
+    if (x->n_shards == 1)
+        return 0;
+    cf_buf_reset(&x->keybuf);
+    for (uint32_t i = 0; i < n; i++)
+        cf_sqlx_put_value(&x->keybuf, keys[i]);
+    uint64_t h = cf_hash64(x->keybuf.data ? x->keybuf.data : (const uint8_t *)"", x->keybuf.len,
+                           OWNER_SEED);
+    return (unsigned)(h % x->n_shards);
+}
+
+/* Encodes a result as the view's row (output columns evaluated over the
+ * group row, plus the window columns) into x->row, its identity into x->id. */
+static int encode_result(cf_sqlx *x, const cf_sqlx_def *d, const sql_view_result *r)
+{
+    const sql_plan_info *pi = d->pi;
+    uint32_t ng = SQL_PLAN_GROUP_ROW_KEYS + pi->ngroup_keys + pi->naggs;
+    sql_value gv[SQL_PLAN_GROUP_ROW_KEYS + 16 + 64];
+    if (ng > sizeof gv / sizeof gv[0])
+        return -EINVAL;
+    gv[0] = d->windowed ? sql_timestamp(r->start) : sql_null();
+    gv[1] = d->windowed ? sql_timestamp(r->end) : sql_null();
+    for (uint32_t i = 0; i < pi->ngroup_keys; i++)
+        gv[SQL_PLAN_GROUP_ROW_KEYS + i] = r->key[i];
+    for (uint32_t i = 0; i < pi->naggs; i++)
+        gv[SQL_PLAN_GROUP_ROW_KEYS + pi->ngroup_keys + i] = r->aggs[i];
+    sql_row grow = {.v = gv, .n = ng, .rowtime = r->end};
+    cf_buf_reset(&x->row);
+    cf_buf_reset(&x->id);
+    cf_buf_put_u32(&x->row, d->ncols);
+    size_t mark = x->scratch.used;
+    for (uint32_t i = 0; i < pi->ncolumns; i++) {
+        sql_value v;
+        if (sql_prog_eval(pi->columns[i].prog, &grow, &x->scratch, &v) < 0) {
+            x->scratch.used = mark;
+            return -ENOSPC;
+        }
+        cf_sqlx_put_value(&x->row, v);
+    }
+    x->scratch.used = mark;
+    if (d->windowed) {
+        cf_sqlx_put_value(&x->row, sql_timestamp(r->start));
+        cf_sqlx_put_value(&x->row, sql_timestamp(r->end));
+        cf_sqlx_put_value(&x->row, sql_bigint(r->revision));
+        cf_sqlx_put_value(&x->row, sql_bool(r->final));
+    }
+    /* A session's start can move as it merges; its identity is the key
+     * and its first event time at firing, good enough for newest-revision
+     * reads of fired sessions. */
+    cf_buf_put_i64(&x->id, d->windowed ? r->start : 0);
+    for (uint32_t i = 0; i < r->nkeys; i++)
+        cf_sqlx_put_value(&x->id, r->key[i]);
+    return x->row.oom || x->id.oom ? -ENOMEM : 0;
+}
+
+static void on_result(void *ctx, const sql_view_result *r)
+{
+    cf_sqlx *x = ctx;
+    const xview *xv = x->cur;
+    if (!r->final)
+        return;     /* interim re-emissions are not kept: pull reads open state */
+    if (encode_result(x, xv->def, r) < 0) {
+        x->errors++;
+        return;
+    }
+    kept_row *k = malloc(sizeof *k + x->id.len + x->row.len);
+    if (!k) {
+        x->errors++;
+        return;
+    }
+    k->revision = r->revision;
+    k->id_len = (uint32_t)x->id.len;
+    k->row_len = (uint32_t)x->row.len;
+    memcpy(k->data, x->id.data, x->id.len);
+    memcpy(k->data + x->id.len, x->row.data, x->row.len);
+    cf_retain_push(xv->kept, k);
+}
+
+void cf_sqlx_event(cf_sqlx *x, const cf_event *ev, uint64_t seq, int64_t wm, int64_t clock)
+{
+    if (clock != CF_TIME_NONE && (x->clock == CF_TIME_NONE || clock > x->clock))
+        x->clock = clock;
+    if (x->n == 0)
+        return;
+    sql_value cols[CLICKS_COLUMNS];
+    click_row(ev, cols);
+    sql_row row = {.v = cols, .n = CLICKS_COLUMNS, .rowtime = ev->ts};
+    for (size_t i = 0; i < x->n; i++) {
+        xview *xv = &x->views[i];
+        const sql_plan_info *pi = xv->def->pi;
+        x->cur = xv;
+        x->scratch.used = 0;
+        sql_value keys[16], args[64], f;
+        bool take = true;
+        if (pi->filter) {
+            take = sql_prog_eval(pi->filter, &row, &x->scratch, &f) == 0 && sql_value_is_true(f);
+        }
+        for (uint32_t k = 0; take && k < pi->ngroup_keys && k < 16; k++)
+            if (sql_prog_eval(pi->group_keys[k], &row, &x->scratch, &keys[k]) < 0) {
+                x->errors++;
+                take = false;
+            }
+        if (take && owner(x, keys, pi->ngroup_keys) != x->index)
+            take = false;
+        if (!take) {
+            /* Not this shard's row: the view still sees the event's W. */
+            sql_view_advance(xv->v, wm, on_result, x);
+            continue;
+        }
+        for (uint32_t a = 0; a < pi->naggs && a < 64; a++) {
+            args[a] = sql_null();
+            if (pi->aggs[a].arg && sql_prog_eval(pi->aggs[a].arg, &row, &x->scratch, &args[a]) < 0)
+                x->errors++;
+        }
+        if (pi->naggs == 0)
+            args[0] = sql_null();
+        int rc = sql_view_apply(xv->v, keys, args, ev->ts, seq, wm, on_result, x);
+        if (rc < 0)
+            x->errors++;
+    }
+    x->cur = NULL;
+}
+
+void cf_sqlx_advance(cf_sqlx *x, int64_t wm, int64_t clock)
+{
+    if (clock != CF_TIME_NONE && (x->clock == CF_TIME_NONE || clock > x->clock))
+        x->clock = clock;
+    for (size_t i = 0; i < x->n; i++) {
+        x->cur = &x->views[i];
+        sql_view_advance(x->views[i].v, wm, on_result, x);
+    }
+    x->cur = NULL;
+}
+
+static void put_record(cf_sqlx *x, uint32_t revision, const void *id, size_t id_len,
+                       const void *row, size_t row_len)
+{
+    cf_buf_put_str(x->out, id, id_len);
+    cf_buf_put_u32(x->out, revision);
+    cf_buf_put(x->out, row, row_len);
+    x->out_n++;
+}
+
+static void on_open(void *ctx, const sql_view_result *r)
+{
+    cf_sqlx *x = ctx;
+    if (encode_result(x, x->cur->def, r) < 0) {
+        x->errors++;
+        return;
+    }
+    put_record(x, r->revision, x->id.data, x->id.len, x->row.data, x->row.len);
+}
+
+long cf_sqlx_rows(cf_sqlx *x, const char *name, cf_buf *out)
+{
+    xview *xv = NULL;
+    for (size_t i = 0; i < x->n && !xv; i++)
+        if (strcmp(x->views[i].def->name, name) == 0)
+            xv = &x->views[i];
+    if (!xv)
+        return -ENOENT;
+    x->out = out;
+    x->out_n = 0;
+    x->cur = xv;
+    x->scratch.used = 0;
+    for (size_t i = 0; i < cf_retain_len(xv->kept); i++) {
+        const kept_row *k = cf_retain_at(xv->kept, i);
+        put_record(x, k->revision, k->data, k->id_len, k->data + k->id_len, k->row_len);
+    }
+    sql_view_foreach_open(xv->v, x->clock == CF_TIME_NONE ? 0 : x->clock, on_open, x);
+    x->cur = NULL;
+    x->out = NULL;
+    return out->oom ? -ENOMEM : x->out_n;
+}

@@ -1,0 +1,83 @@
+/* sql_exec: user views of continuous SQL (SPEC 13) executed in the shard
+ * threads.
+ *
+ * A cf_sqlx_def is one CREATE VIEW compiled once (its plan's expression
+ * programs and the sql_view configuration), shared read-only by every
+ * shard and reference-counted. A cf_sqlx_set is the list of views in force;
+ * the engine sends a new set to every shard through the shard queues, in
+ * the sequencer's order, so a view sees exactly the events accepted after
+ * it was created.
+ *
+ * Placement: every click reaches every shard (role CF_ROLE_SQL) while a
+ * view runs; each shard decodes it once into a row of the `clicks` columns
+ * and, per view, applies the filter, evaluates the GROUP BY key and keeps
+ * the row only when it owns the key (hash of the key values modulo the
+ * shard count), so a group lives on exactly one shard and needs no merge.
+ * Each row is judged against the watermark stamped on its event, like the
+ * built-in operators.
+ *
+ * This slice runs views over `clicks` without JOIN or UNNEST; other views
+ * are defined (durable, listed) but do not run yet. The enrichment columns
+ * of `clicks` (SPEC 15) read as NULL here: the packed event does not carry
+ * them. */
+#ifndef CF_SQL_EXEC_H
+#define CF_SQL_EXEC_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cf_buf.h"
+#include "cf_event.h"
+#include "sql_plan.h"
+
+typedef struct cf_sqlx_def cf_sqlx_def;
+typedef struct cf_sqlx_set cf_sqlx_set;
+typedef struct cf_sqlx cf_sqlx;
+
+/* Compiles a view from its plan (taken: freed with the def, or at once on
+ * failure). allowed_lateness: GRACE PERIOD's default; max_keys: groups per
+ * shard (0 none). NULL on OOM. */
+cf_sqlx_def *cf_sqlx_def_new(sql_plan *plan, int64_t allowed_lateness_ms, size_t max_keys);
+cf_sqlx_def *cf_sqlx_def_ref(cf_sqlx_def *d);
+void cf_sqlx_def_unref(cf_sqlx_def *d);
+const char *cf_sqlx_def_name(const cf_sqlx_def *d);
+/* Whether this slice executes it (a view over clicks, no JOIN/UNNEST). */
+bool cf_sqlx_def_runnable(const cf_sqlx_def *d);
+
+/* A set of n defs (each ref'd). NULL on OOM. */
+cf_sqlx_set *cf_sqlx_set_new(cf_sqlx_def *const *defs, size_t n);
+cf_sqlx_set *cf_sqlx_set_ref(cf_sqlx_set *s);
+void cf_sqlx_set_unref(cf_sqlx_set *s);
+size_t cf_sqlx_set_count(const cf_sqlx_set *s);
+cf_sqlx_def *cf_sqlx_set_at(const cf_sqlx_set *s, size_t i);
+/* The def named `name`, or NULL. */
+cf_sqlx_def *cf_sqlx_set_find(const cf_sqlx_set *s, const char *name);
+/* True when some def of the set runs (events must reach every shard). */
+bool cf_sqlx_set_runs(const cf_sqlx_set *s);
+
+/* -- one shard's executor (not thread-safe: the shard thread owns it) -- */
+
+/* retain: fired results kept per view for pull queries. NULL on OOM. */
+cf_sqlx *cf_sqlx_new(unsigned index, unsigned n_shards, size_t retain);
+void cf_sqlx_free(cf_sqlx *x);
+/* Takes a reference to set: views new in it start empty, views no longer
+ * in it are freed with their state, the others carry on. */
+void cf_sqlx_install(cf_sqlx *x, cf_sqlx_set *set);
+/* One accepted click, its arrival number, and the W and C stamped on it. */
+void cf_sqlx_event(cf_sqlx *x, const cf_event *ev, uint64_t seq, int64_t wm, int64_t clock);
+/* A watermark marker. */
+void cf_sqlx_advance(cf_sqlx *x, int64_t wm, int64_t clock);
+/* Appends the rows of view `name` this shard holds (open windows, running
+ * rows, retained fired results) to out as records: str identity (window
+ * start + key), u32 revision, u32 value count, values (cf_sqlx_get_value).
+ * Returns the number of records, or -ENOENT (no such view here), -ENOMEM. */
+long cf_sqlx_rows(cf_sqlx *x, const char *name, cf_buf *out);
+/* Errors counted (OOM, scratch overflow, rejected arguments). */
+uint64_t cf_sqlx_errors(const cf_sqlx *x);
+
+/* Value codec of the row records (and snapshots). */
+void cf_sqlx_put_value(cf_buf *b, sql_value v);
+bool cf_sqlx_get_value(cf_reader *r, sql_value *ret);
+
+#endif
