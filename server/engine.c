@@ -146,7 +146,6 @@ struct cf_engine {
     size_t rate_i;
     char *last_trending;            /* last trending push, to publish on change */
     bool dedup_bound_logged;        /* the first dedup eviction was logged (ticker) */
-    bool snapshots_held_logged;     /* snapshots paused for user views (ticker) */
 };
 
 static int64_t wall_ms(void)
@@ -1212,6 +1211,25 @@ static int load_snapshot(cf_engine *e, const cf_buf *payload)
     if (parts != e->n_shards)
         cf_info("snapshot: taken with %u shards, now %u: re-distributing the state by key",
                 parts, e->n_shards);
+    if (defs_len > 0) {
+        /* The definitions first, installed straight into the shards (not
+         * started yet), so that their parts can fill the views' state. */
+        sql_error err;
+        int src = cf_sqlrt_load(e->sql, defs, defs_len, &err);
+        cf_sqlx_set *set = src == 0 ? cf_sqlrt_current_set(e->sql) : NULL;
+        if (src < 0 || !set) {
+            cf_error("snapshot: the SQL definitions do not plan (line %d, column %d: %s)",
+                     err.line, err.column, err.message);
+            free(pr);
+            free(copy);
+            cf_dedup_free(d);
+            return src < 0 ? src : -ENOMEM;
+        }
+        for (unsigned s = 0; s < e->n_shards; s++)
+            cf_shard_install_sql(e->shards[s], cf_sqlx_set_ref(set));
+        atomic_store(&e->sql_runs, cf_sqlx_set_runs(set));
+        cf_sqlx_set_unref(set);
+    }
     for (unsigned s = 0; s < e->n_shards; s++) {
         /* Each shard reads its own copy: after a rescale every shard reads
          * every part. */
@@ -1231,23 +1249,6 @@ static int load_snapshot(cf_engine *e, const cf_buf *payload)
     e->vs_known = true;
     cf_dedup_free(e->dedup);
     e->dedup = d;
-    if (defs_len > 0) {
-        sql_error err;
-        int src = cf_sqlrt_load(e->sql, defs, defs_len, &err);
-        cf_sqlx_set *set = src == 0 ? cf_sqlrt_current_set(e->sql) : NULL;
-        if (src == 0 && set) {
-            /* The shards are not started: their queues are empty. */
-            src = send_views_locked(e, set);
-            cf_sqlx_set_unref(set);
-        } else if (src == 0) {
-            src = -ENOMEM;
-        }
-        if (src < 0) {
-            cf_error("snapshot: the SQL definitions do not plan (line %d, column %d: %s)",
-                     err.line, err.column, err.message);
-            return src;
-        }
-    }
     cf_watermark_restore(e->wm, max_ts, sent);
     e->sent_wm = sent;
     e->mark_clock = clock;
@@ -1278,16 +1279,6 @@ static int snapshot_begin(cf_engine *e)
 {
     if (!e->recovered)
         return -EPERM;  /* never snapshot a partial recovery (see recover) */
-    if (atomic_load(&e->sql_runs)) {
-        /* User views' state is not in the snapshot format yet: a snapshot
-         * now would drop it on restart. The log is kept whole instead, so
-         * a restart replays it and every view comes back exact. */
-        if (!e->snapshots_held_logged) {
-            e->snapshots_held_logged = true;
-            cf_warn("snapshots paused while user SQL views run (their state is restored by log replay)");
-        }
-        return -EBUSY;  /* not -EAGAIN: nothing to wait for */
-    }
     cf_snapjob *job = calloc(1, sizeof *job);
     if (!job)
         return -ENOMEM;

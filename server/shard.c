@@ -22,7 +22,8 @@
 #include "retain.h"
 
 #define SHARD_MAGIC 0x48534643u     /* "CFSH" */
-#define SHARD_VERSION 1u
+/* 2: the user SQL views after the rings (version 1 still loads: none). */
+#define SHARD_VERSION 2u
 #define LATE_KEEP 10000             /* SPEC 8: at least the last 10,000 late events */
 #define SESSIONS_KEEP 100000        /* SPEC 5: at least the last 100,000 sessions */
 #define PRUNE_MIN_PAGES 1024        /* no trending prune below this many pages */
@@ -324,6 +325,11 @@ void cf_shard_free(cf_shard *s)
 }
 
 cf_queue *cf_shard_queue(cf_shard *s) { return s->q; }
+
+void cf_shard_install_sql(cf_shard *s, cf_sqlx_set *set)
+{
+    cf_sqlx_install(s->sqlx, set);
+}
 
 int cf_shard_set_hashkey(cf_shard *s, const uint8_t key[16])
 {
@@ -1237,6 +1243,9 @@ static int shard_save(const cf_shard *s, cf_buf *out)
     cf_buf_put_u64(out, n);
     for (size_t i = 0; i < n; i++)
         cf_lres_save(cf_retain_at(s->late, i), out);
+    int src = cf_sqlx_save(s->sqlx, out);
+    if (src < 0)
+        return src;
     return out->oom ? -ENOMEM : 0;
 }
 
@@ -1338,6 +1347,7 @@ static bool collect_late(ptrvec *v, cf_reader *in, const route_ctx *rc)
 /* One shard part's header: magic, version, counters, trending prune threshold, and the
  * four operator blobs (left in the readers). */
 typedef struct part_head {
+    uint32_t version;
     cf_shard_stats st;
     uint64_t prune_at;
     cf_reader ops[4];
@@ -1348,9 +1358,10 @@ static int read_head(cf_reader *in, part_head *h)
     uint32_t magic = 0, version = 0;
     cf_get_u32(in, &magic);
     cf_get_u32(in, &version);
-    if (in->bad || magic != SHARD_MAGIC || version != SHARD_VERSION)
+    if (in->bad || magic != SHARD_MAGIC || version < 1 || version > SHARD_VERSION)
         return -EINVAL;
     memset(h, 0, sizeof *h);
+    h->version = version;
     load_stats(&h->st, in);
     cf_get_u64(in, &h->prune_at);
     for (int i = 0; i < 4; i++)
@@ -1445,6 +1456,7 @@ int cf_shard_load(cf_shard *s, cf_reader *parts, size_t n_parts, unsigned n_shar
              load_ring(cs, &in[i], load_s, keep_s, filter) &&
              (filter ? collect_late(&lv, &in[i], filter)
                      : load_ring(late, &in[i], load_l, keep_l, NULL)) &&
+             (heads[i].version < 2 || cf_sqlx_load(s->sqlx, &in[i], rescale) == 0) &&
              !in[i].bad;
     if (ok && lv.n > 1)
         qsort(lv.v, lv.n, sizeof *lv.v, cmp_late_seq);

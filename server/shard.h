@@ -186,6 +186,11 @@ void cf_shard_stop(cf_shard *s);
 void cf_shard_free(cf_shard *s);
 
 cf_queue *cf_shard_queue(cf_shard *s);
+/* Before start (snapshot loading): installs the user views directly, so
+ * the shard's part of the snapshot can fill their state. Takes set's
+ * reference. */
+typedef struct cf_sqlx_set cf_sqlx_set;
+void cf_shard_install_sql(cf_shard *s, cf_sqlx_set *set);
 /* Test seam: while held, the shard takes no message from its queue (it
  * still answers queries whose messages it has processed). */
 void cf_shard_hold(cf_shard *s, bool hold);

@@ -364,7 +364,13 @@ static void click_row(const cf_event *ev, sql_value v[CLICKS_COLUMNS])
     v[6] = sql_string(name, (uint32_t)nl);
 }
 
-/* The shard owning a group: a hash of its key values (type and bytes). */
+static unsigned owner_of_bytes(const cf_sqlx *x, const void *p, size_t n)
+{
+    return (unsigned)(cf_hash64(n ? p : "", n, OWNER_SEED) % x->n_shards);
+}
+
+/* The shard owning a group: a hash of its encoded key values (type and
+ * bytes), the same bytes a result's identity holds after its start. */
 static unsigned owner(cf_sqlx *x, const sql_value *keys, uint32_t n)
 {
     if (x->n_shards == 1)
@@ -372,9 +378,7 @@ static unsigned owner(cf_sqlx *x, const sql_value *keys, uint32_t n)
     cf_buf_reset(&x->keybuf);
     for (uint32_t i = 0; i < n; i++)
         cf_sqlx_put_value(&x->keybuf, keys[i]);
-    uint64_t h = cf_hash64(x->keybuf.data ? x->keybuf.data : (const uint8_t *)"", x->keybuf.len,
-                           OWNER_SEED);
-    return (unsigned)(h % x->n_shards);
+    return owner_of_bytes(x, x->keybuf.data, x->keybuf.len);
 }
 
 /* Encodes a result as the view's row (output columns evaluated over the
@@ -539,4 +543,111 @@ long cf_sqlx_rows(cf_sqlx *x, const char *name, cf_buf *out)
     x->cur = NULL;
     x->out = NULL;
     return out->oom ? -ENOMEM : x->out_n;
+}
+
+/* -- snapshots ---------------------------------------------------------------------- */
+
+int cf_sqlx_save(const cf_sqlx *x, cf_buf *out)
+{
+    cf_buf_put_u32(out, (uint32_t)x->n);
+    cf_buf blob = {0};
+    int rc = 0;
+    for (size_t i = 0; i < x->n && rc == 0; i++) {
+        const xview *xv = &x->views[i];
+        cf_buf_put_str(out, xv->def->name, strlen(xv->def->name));
+        cf_buf_reset(&blob);
+        rc = sql_view_save(xv->v, NULL, NULL, &blob);
+        cf_buf_put_str(out, blob.len ? (const char *)blob.data : "", blob.len);
+        size_t n = cf_retain_len(xv->kept);
+        cf_buf_put_u64(out, n);
+        for (size_t k = 0; k < n; k++) {
+            const kept_row *r = cf_retain_at(xv->kept, k);
+            cf_buf_put_u32(out, r->revision);
+            cf_buf_put_str(out, (const char *)r->data, r->id_len);
+            cf_buf_put_str(out, (const char *)r->data + r->id_len, r->row_len);
+        }
+    }
+    cf_buf_free(&blob);
+    return rc < 0 ? rc : out->oom || blob.oom ? -ENOMEM : 0;
+}
+
+typedef struct keep_ctx {
+    cf_sqlx *x;
+} keep_ctx;
+
+static bool keep_mine(void *ctx, const sql_value *key, uint32_t nkeys)
+{
+    keep_ctx *k = ctx;
+    return owner(k->x, key, nkeys) == k->x->index;
+}
+
+/* A part saved under another shard count: load it whole into a scratch
+ * view, then move over only the groups this shard owns now. */
+static int load_rescaled(cf_sqlx *x, xview *xv, cf_reader *blob)
+{
+    sql_view *tmp = sql_view_new(&xv->def->vcfg);
+    if (!tmp)
+        return -ENOMEM;
+    int rc = sql_view_load(tmp, blob);
+    cf_buf mine = {0};
+    keep_ctx kc = {x};
+    if (rc == 0)
+        rc = sql_view_save(tmp, keep_mine, &kc, &mine);
+    sql_view_free(tmp);
+    if (rc == 0 && mine.oom)
+        rc = -ENOMEM;
+    if (rc == 0) {
+        cf_reader r;
+        cf_reader_init(&r, mine.data, mine.len);
+        rc = sql_view_load(xv->v, &r);
+    }
+    cf_buf_free(&mine);
+    return rc;
+}
+
+int cf_sqlx_load(cf_sqlx *x, cf_reader *in, bool rescale)
+{
+    uint32_t nviews = 0;
+    if (!cf_get_u32(in, &nviews))
+        return -EINVAL;
+    for (uint32_t i = 0; i < nviews; i++) {
+        const char *name = NULL, *blob = NULL;
+        size_t name_len = 0, blob_len = 0;
+        uint64_t nkept = 0;
+        if (!cf_get_str(in, &name, &name_len) || !cf_get_str(in, &blob, &blob_len) ||
+            !cf_get_u64(in, &nkept))
+            return -EINVAL;
+        xview *xv = NULL;
+        for (size_t k = 0; k < x->n && !xv; k++)
+            if (strlen(x->views[k].def->name) == name_len &&
+                memcmp(x->views[k].def->name, name, name_len) == 0)
+                xv = &x->views[k];
+        if (xv) {
+            cf_reader br;
+            cf_reader_init(&br, blob, blob_len);
+            int rc = rescale ? load_rescaled(x, xv, &br) : sql_view_load(xv->v, &br);
+            if (rc < 0)
+                return rc;
+        }
+        for (uint64_t k = 0; k < nkept; k++) {
+            uint32_t rev = 0;
+            const char *id = NULL, *row = NULL;
+            size_t id_len = 0, row_len = 0;
+            if (!cf_get_u32(in, &rev) || !cf_get_str(in, &id, &id_len) ||
+                !cf_get_str(in, &row, &row_len) || id_len < 8)
+                return -EINVAL;
+            if (!xv || (rescale && owner_of_bytes(x, id + 8, id_len - 8) != x->index))
+                continue;
+            kept_row *r = malloc(sizeof *r + id_len + row_len);
+            if (!r)
+                return -ENOMEM;
+            r->revision = rev;
+            r->id_len = (uint32_t)id_len;
+            r->row_len = (uint32_t)row_len;
+            memcpy(r->data, id, id_len);
+            memcpy(r->data + id_len, row, row_len);
+            cf_retain_push(xv->kept, r);
+        }
+    }
+    return 0;
 }

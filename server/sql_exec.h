@@ -73,6 +73,15 @@ void cf_sqlx_advance(cf_sqlx *x, int64_t wm, int64_t clock);
  * start + key), u32 revision, u32 value count, values (cf_sqlx_get_value).
  * Returns the number of records, or -ENOENT (no such view here), -ENOMEM. */
 long cf_sqlx_rows(cf_sqlx *x, const char *name, cf_buf *out);
+/* Snapshot part of this shard: every running view's state (sql_view_save)
+ * and its retained fired results, by view name. 0 or -ENOMEM. */
+int cf_sqlx_save(const cf_sqlx *x, cf_buf *out);
+/* Adds one saved part into the installed views (by name; a view not
+ * installed is skipped). rescale: the part was saved under another shard
+ * count, so only the groups this shard owns now are kept. 0 or -EINVAL
+ * (malformed: the caller discards the shard) or -ENOMEM. */
+int cf_sqlx_load(cf_sqlx *x, cf_reader *in, bool rescale);
+
 /* Errors counted (OOM, scratch overflow, rejected arguments). */
 uint64_t cf_sqlx_errors(const cf_sqlx *x);
 

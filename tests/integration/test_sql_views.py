@@ -8,9 +8,11 @@ the events accepted after it was created, DROP + CREATE starts afresh, and
 pull-query WHERE / ORDER BY / LIMIT.
 """
 import math
+import os
 import random
 import signal
 import tempfile
+import time
 import urllib.parse
 
 from harness import Server, run_tests
@@ -200,10 +202,23 @@ def feed(srv, ref, evs, rng):
         i += k
 
 
-def run_trace(shards, seed, kill=False):
+def snapshots(root):
+    d = os.path.join(root, "data")
+    return {n for n in os.listdir(d) if n.startswith("snapshot-") and not n.endswith(".tmp")}
+
+
+def wait_for_new_snapshot(root, before, deadline_s=30):
+    deadline = time.monotonic() + deadline_s
+    while not (snapshots(root) - before):
+        assert time.monotonic() < deadline, "no snapshot was written"
+        time.sleep(0.02)   # polling for a file, not a timing assertion
+
+
+def run_trace(shards, seed, kill=False, snapshot=False, restart_shards=None):
     rng = random.Random(seed)
     root = tempfile.mkdtemp(prefix="clickflow-sqlv-")
-    srv = Server(ARGS + ["--shards", str(shards)], data_dir=root).start()
+    args = ARGS + (["--snapshot-interval", "300ms"] if snapshot else [])
+    srv = Server(args + ["--shards", str(shards)], data_dir=root).start()
     ref = Reference()
     first = ["by_page", "by_element", "tumbling", "hopping"]
     sql(srv, ";\n".join(VIEWS[n][0] for n in first))
@@ -218,8 +233,15 @@ def run_trace(shards, seed, kill=False):
     counts = {n: compare(srv, ref, n) for n in VIEWS}
     assert all(c > 3 for c in counts.values()), counts
     assert any(r["revision"] > 0 for r in ref.rows("tumbling")), "trace has no late update"
+    if snapshot:
+        # A snapshot holding the views' state, then more events in the log
+        # after it only.
+        wait_for_new_snapshot(root, snapshots(root))
+        feed(srv, ref, make_trace(seed + 2, 60, start=ref.max_ts), rng)
     if kill:
         srv.stop(signal.SIGKILL)
+        if restart_shards:
+            srv = Server(ARGS + ["--shards", str(restart_shards)], data_dir=root)
         srv.start()
         for n in VIEWS:
             compare(srv, ref, n)
@@ -240,6 +262,10 @@ def test_views_match_reference_four_shards():
 
 def test_views_match_reference_across_kill():
     run_trace(4, 303, kill=True)
+
+
+def test_views_match_reference_from_snapshot_with_other_shard_count():
+    run_trace(4, 404, kill=True, snapshot=True, restart_shards=3)
 
 
 def test_drop_and_recreate_starts_afresh_and_pull_clauses():
@@ -272,4 +298,5 @@ def test_drop_and_recreate_starts_afresh_and_pull_clauses():
 if __name__ == "__main__":
     run_tests([test_views_match_reference_one_shard, test_views_match_reference_four_shards,
                test_views_match_reference_across_kill,
+               test_views_match_reference_from_snapshot_with_other_shard_count,
                test_drop_and_recreate_starts_afresh_and_pull_clauses])
