@@ -770,8 +770,16 @@ static void publish_batch(cf_shard *s, cJSON **batch, cf_topic topic, const char
     cJSON_Delete(b);
 }
 
+static void publish_view(void *ctx, const char *topic, const char *msg, size_t len)
+{
+    cf_shard *s = ctx;
+    cf_push_publish_named(s->push, topic, msg, len, false);
+}
+
 static void handle_msg(cf_shard *s, cf_msg *m)
 {
+    /* Fired view results are rendered only while a client listens. */
+    cf_sqlx_collect(s->sqlx, s->push && cf_push_clients(s->push) > 0);
     switch (m->kind) {
     case CF_MSG_EVENTS: handle_events(s, m); break;
     case CF_MSG_MARK: handle_mark(s, m); break;
@@ -784,6 +792,7 @@ static void handle_msg(cf_shard *s, cf_msg *m)
         publish_batch(s, &s->batch_windows, CF_TOPIC_WINDOWS, "windows", false);
         publish_batch(s, &s->batch_sessions, CF_TOPIC_SESSIONS, "session_end", true);
         publish_batch(s, &s->batch_late, CF_TOPIC_LATE, "late", false);
+        cf_sqlx_flush(s->sqlx, publish_view, s);
     }
 }
 

@@ -240,6 +240,8 @@ typedef struct xview {
     cf_sqlx_def *def;
     sql_view *v;
     cf_retain *kept;
+    sql_sb pending;         /* fired rows to push, JSON objects comma-separated */
+    size_t npending;
 } xview;
 
 struct cf_sqlx {
@@ -252,6 +254,7 @@ struct cf_sqlx {
     uint64_t errors;
     sql_scratch scratch;
     cf_buf id, row, keybuf; /* per result */
+    bool collect;           /* render fired rows for push (someone listens) */
     cf_buf *out;            /* cf_sqlx_rows target */
     long out_n;
     const xview *cur;
@@ -277,6 +280,7 @@ cf_sqlx *cf_sqlx_new(unsigned index, unsigned n_shards, size_t retain)
 
 static void xview_free(xview *xv)
 {
+    sql_sb_free(&xv->pending);
     sql_view_free(xv->v);
     cf_retain_free(xv->kept);
     cf_sqlx_def_unref(xv->def);
@@ -425,16 +429,74 @@ static int encode_result(cf_sqlx *x, const cf_sqlx_def *d, const sql_view_result
     return x->row.oom || x->id.oom ? -ENOMEM : 0;
 }
 
+/* Appends the encoded row in x->row as a JSON object of the view's
+ * columns to the view's pending push batch. Names and strings escaped. */
+static void render_pending(cf_sqlx *x, xview *xv)
+{
+    const sql_plan_info *pi = xv->def->pi;
+    static const char *const added[] = {"WINDOWSTART", "WINDOWEND", "revision", "final"};
+    cf_reader r;
+    cf_reader_init(&r, x->row.data, x->row.len);
+    uint32_t n = 0;
+    cf_get_u32(&r, &n);
+    sql_sb *sb = &xv->pending;
+    sql_sb_puts(sb, xv->npending ? ",{" : "{");
+    for (uint32_t i = 0; i < n; i++) {
+        sql_value v;
+        if (!cf_sqlx_get_value(&r, &v))
+            break;
+        const char *name = i < pi->ncolumns ? pi->columns[i].name : added[(i - pi->ncolumns) & 3];
+        if (i)
+            sql_sb_puts(sb, ",");
+        sql_sb_put_json_string(sb, name, strlen(name));
+        sql_sb_puts(sb, ":");
+        sql_value_to_json(v, sb);
+    }
+    sql_sb_puts(sb, "}");
+    xv->npending++;
+}
+
+void cf_sqlx_collect(cf_sqlx *x, bool on) { x->collect = on; }
+
+void cf_sqlx_flush(cf_sqlx *x, cf_sqlx_publish_fn fn, void *ctx)
+{
+    sql_sb msg = {0}, topic = {0};
+    for (size_t i = 0; i < x->n; i++) {
+        xview *xv = &x->views[i];
+        if (!xv->npending)
+            continue;
+        sql_sb_puts(&msg, "{\"type\":\"view\",\"name\":");
+        sql_sb_put_json_string(&msg, xv->def->name, strlen(xv->def->name));
+        sql_sb_puts(&msg, ",\"data\":[");
+        sql_sb_put(&msg, xv->pending.data, xv->pending.len);
+        sql_sb_puts(&msg, "]}");
+        sql_sb_printf(&topic, "view:%s", xv->def->name);
+        if (!msg.oom && !topic.oom && !xv->pending.oom)
+            fn(ctx, topic.data, msg.data, msg.len);
+        else
+            x->errors++;
+        msg.len = topic.len = 0;
+        msg.oom = topic.oom = false;
+        xv->pending.len = 0;
+        xv->pending.oom = false;
+        xv->npending = 0;
+    }
+    sql_sb_free(&msg);
+    sql_sb_free(&topic);
+}
+
 static void on_result(void *ctx, const sql_view_result *r)
 {
     cf_sqlx *x = ctx;
-    const xview *xv = x->cur;
+    xview *xv = (xview *)x->cur;
     if (!r->final)
         return;     /* interim re-emissions are not kept: pull reads open state */
     if (encode_result(x, xv->def, r) < 0) {
         x->errors++;
         return;
     }
+    if (x->collect)
+        render_pending(x, xv);
     kept_row *k = malloc(sizeof *k + x->id.len + x->row.len);
     if (!k) {
         x->errors++;

@@ -82,6 +82,13 @@ int cf_sqlx_save(const cf_sqlx *x, cf_buf *out);
  * (malformed: the caller discards the shard) or -ENOMEM. */
 int cf_sqlx_load(cf_sqlx *x, cf_reader *in, bool rescale);
 
+/* Push (WebSocket topic view:NAME): while collecting, fired results are
+ * rendered as JSON rows; flush() hands one {"type":"view","name","data"}
+ * message per view with pending rows to fn, and empties the batches. */
+typedef void (*cf_sqlx_publish_fn)(void *ctx, const char *topic, const char *msg, size_t len);
+void cf_sqlx_collect(cf_sqlx *x, bool on);
+void cf_sqlx_flush(cf_sqlx *x, cf_sqlx_publish_fn fn, void *ctx);
+
 /* Errors counted (OOM, scratch overflow, rejected arguments). */
 uint64_t cf_sqlx_errors(const cf_sqlx *x);
 

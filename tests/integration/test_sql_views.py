@@ -16,6 +16,7 @@ import time
 import urllib.parse
 
 from harness import Server, run_tests
+from ws_client import WsClient
 
 BASE = 1767225600000
 OOO = 2000              # --out-of-orderness
@@ -295,8 +296,48 @@ def test_drop_and_recreate_starts_afresh_and_pull_clauses():
         assert st == 400, body
 
 
+def test_fired_results_pushed_on_view_topic():
+    """Every fired (final) row of a windowed view reaches a client subscribed
+    to view:NAME, in {"type": "view", "name", "data": [rows]} messages, and
+    the newest revision of each equals the pull query's final rows."""
+    with Server(ARGS + ["--shards", "2"]) as srv:
+        st, info = srv.request("GET", "/api/v1/info")
+        with WsClient(srv.ws_port, info["ws_path"]) as ws:
+            ws.send_json({"subscribe": ["view:tumbling", "stats"]})
+            while True:
+                msg = ws.recv_json()
+                if msg.get("type") == "subscribed":
+                    assert msg["data"] == ["stats", "view:tumbling"], msg
+                    break
+            sql(srv, VIEWS["tumbling"][0] + ";" + VIEWS["by_page"][0])
+            ref = Reference()
+            ref.add_view("tumbling")
+            evs = make_trace(55, 400)
+            feed(srv, ref, evs, random.Random(3))
+            want = {row_key("tumbling", r): r for r in ref.rows("tumbling") if r["final"]}
+            assert len(want) > 5, want
+            got = {}
+            deadline = time.monotonic() + 30
+            while len(got) < len(want) or any(got[k]["revision"] < want[k]["revision"]
+                                              for k in want if k in got):
+                assert time.monotonic() < deadline, (len(got), len(want))
+                msg = ws.recv_json(timeout=deadline - time.monotonic())
+                if msg.get("type") != "view":
+                    continue
+                assert msg["name"] == "tumbling", msg     # not by_page: not subscribed
+                for r in msg["data"]:
+                    assert r["final"] is True, r
+                    k = row_key("tumbling", r)
+                    if k not in got or r["revision"] > got[k]["revision"]:
+                        got[k] = r
+            assert set(got) == set(want)
+            for k, w in want.items():
+                assert got[k] == w, (k, got[k], w)
+
+
 if __name__ == "__main__":
     run_tests([test_views_match_reference_one_shard, test_views_match_reference_four_shards,
                test_views_match_reference_across_kill,
                test_views_match_reference_from_snapshot_with_other_shard_count,
-               test_drop_and_recreate_starts_afresh_and_pull_clauses])
+               test_drop_and_recreate_starts_afresh_and_pull_clauses,
+               test_fired_results_pushed_on_view_topic])
