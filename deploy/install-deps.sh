@@ -13,11 +13,11 @@ cd "$(dirname "$0")/.."
 
 want=(gcc libc6-dev meson ninja-build pkg-config
       libmicrohttpd-dev libwebsockets-dev libcjson-dev libcmocka-dev
-      libyaml-dev libpcre2-dev uap-core)
+      libyaml-dev libpcre2-dev uap-core libsqlite3-dev libpq-dev)
 with_tests=0
 [ "${1:-}" = "--test" ] && with_tests=1
 if [ "$with_tests" = 1 ]; then
-  want+=(python3 chromium)
+  want+=(python3 chromium postgresql)
   command -v npm >/dev/null 2>&1 || want+=(nodejs npm)
 fi
 if [ "$with_tests" = 1 ] || [ "${1:-}" = "--bench" ]; then
@@ -36,8 +36,9 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 # Front-end packages (charting library for the dashboard; playwright-core for
-# the browser tests), pinned by package-lock.json files.
-for dir in web tests/browser; do
+# the browser tests; the real Segment, Umami and Plausible clients for the
+# compatible-endpoint tests), pinned by package-lock.json files.
+for dir in web tests/browser tests/compat; do
   if [ -f "$dir/package-lock.json" ] && { [ "$dir" = web ] || [ "$with_tests" = 1 ]; }; then
     if [ ! -d "$dir/node_modules" ] || [ "$dir/package-lock.json" -nt "$dir/node_modules/.package-lock.json" ]; then
       if ! command -v npm >/dev/null 2>&1; then

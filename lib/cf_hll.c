@@ -447,6 +447,53 @@ int cf_hll_save(const cf_hll *h, cf_buf *out)
     return out->oom ? -ENOMEM : 0;
 }
 
+int cf_hll_merge_encoded(cf_hll *dst, cf_reader *in)
+{
+    uint8_t form;
+    if (!cf_get_u8(in, &form) || form > FORM_DENSE)
+        return -EINVAL;
+    if (form == FORM_DENSE) {
+        if (in->left < CF_HLL_REGISTERS)
+            return -EINVAL;
+        const uint8_t *src = in->p;
+        for (uint32_t i = 0; i < CF_HLL_REGISTERS; i++)
+            if (src[i] > HLL_MAXREG)
+                return -EINVAL;
+        if (dst->form == FORM_SPARSE) {
+            int rc = to_dense(dst);
+            if (rc < 0)
+                return rc;
+        }
+        for (uint32_t i = 0; i < CF_HLL_REGISTERS; i++) {
+            uint8_t a = dst->regs[i], b = src[i];
+            dst->regs[i] = a > b ? a : b;
+        }
+        in->p += CF_HLL_REGISTERS;
+        in->left -= CF_HLL_REGISTERS;
+        return 0;
+    }
+    uint32_t n;
+    if (!cf_get_u32(in, &n) || n > CF_HLL_SPARSE_MAX || in->left < (size_t)n * 8)
+        return -EINVAL;
+    /* Validate first (ascending, as cf_hll_save writes), then add. */
+    cf_reader chk = *in;
+    uint64_t prev = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        uint64_t v;
+        if (!cf_get_u64(&chk, &v) || (i > 0 && v <= prev))
+            return -EINVAL;
+        prev = v;
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        uint64_t v;
+        (void)cf_get_u64(in, &v);
+        int rc = cf_hll_add(dst, v);
+        if (rc < 0)
+            return rc;
+    }
+    return 0;
+}
+
 cf_hll *cf_hll_load(cf_reader *in)
 {
     uint8_t form;

@@ -73,4 +73,12 @@ int cf_hll_save(const cf_hll *h, cf_buf *out);
 /* Reads one encoding written by cf_hll_save; NULL if malformed or on OOM. */
 cf_hll *cf_hll_load(cf_reader *in);
 
+/* dst becomes the sketch of the union of dst and the sketch encoded at in
+ * (one cf_hll_save encoding, consumed), as cf_hll_merge with a loaded copy
+ * would give, without allocating that copy (history rollups merge
+ * millions). Returns 0, -EINVAL if the encoding is malformed (dst then
+ * unchanged), or -ENOMEM (dst may then hold part of the input's hashes).
+ * O(n) sparse, O(16384) dense. */
+int cf_hll_merge_encoded(cf_hll *dst, cf_reader *in);
+
 #endif

@@ -47,6 +47,8 @@ int cf_duration_parse(const char *s, int64_t *ret_ms)
         unit = MS_PER_M;
     } else if (u[0] == 'h' && u[1] == '\0') {
         unit = MS_PER_H;
+    } else if (u[0] == 'd' && u[1] == '\0') {
+        unit = MS_PER_DAY;   /* retention periods (--history-retention 90d) */
     } else {
         return -EINVAL;
     }

@@ -11,7 +11,8 @@
 #define CF_TIME_NONE INT64_MIN
 
 /* Parses a duration: a non-negative integer followed by a unit `ms`, `s`,
- * `m` or `h` ("1500ms", "5s", "30m", "2h"); a bare "0" is accepted.
+ * `m`, `h` or `d` ("1500ms", "5s", "30m", "2h", "90d"); a bare "0" is
+ * accepted.
  * Returns 0 and sets *ret_ms, or -EINVAL (bad syntax or unit) / -ERANGE
  * (does not fit in int64 ms). *ret_ms is untouched on failure. */
 int cf_duration_parse(const char *s, int64_t *ret_ms);

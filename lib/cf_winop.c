@@ -589,12 +589,30 @@ static uint64_t merge_users(const cf_winop *op, const merger *mg)
 }
 
 static void emit_result(const cf_winop *op, int64_t g, const page *pg, uint64_t count,
-                        uint64_t users, uint32_t rev, bool final, cf_window_emit_fn emit,
-                        void *ctx)
+                        uint64_t users, uint32_t rev, bool final, const merger *mg,
+                        cf_window_emit_fn emit, void *ctx)
 {
     if (!emit)
         return;
+    /* The sketch behind `users`, for consumers that store or merge it
+     * (history rollups): the one cell's own users, or the merge scratch. */
+    const cf_hll *hll = NULL;
+    const uint64_t *inl = NULL;
+    uint32_t n_inl = 0;
+    if (mg && mg->n == 1) {
+        if (mg->one->nusers == USERS_IN_HLL) {
+            hll = mg->one->users.s.hll;
+        } else {
+            inl = mg->one->users.inl;
+            n_inl = mg->one->nusers;
+        }
+    } else if (mg && mg->n > 1) {
+        hll = op->merge;
+    }
     cf_window_result r = {
+        .users_hll = hll,
+        .users_inline = inl,
+        .n_users_inline = n_inl,
         .type = op->cfg.type,
         .start = g,
         .end = g + op->cfg.size_ms,
@@ -743,7 +761,7 @@ static void emit_window(const cf_winop *op, uint32_t wi, bool final, cf_window_e
             merger mg = {0};
             for (uint32_t x = pg->ghead; x != NIL; x = op->gnext[x])
                 merge_cell(op, &mg, op->gcell[x]);
-            emit_result(op, g, pg, mg.count, merge_users(op, &mg), 0, final, emit, ctx);
+            emit_result(op, g, pg, mg.count, merge_users(op, &mg), 0, final, &mg, emit, ctx);
         }
         return;
     }
@@ -763,11 +781,27 @@ static void emit_window(const cf_winop *op, uint32_t wi, bool final, cf_window_e
             merger mg = {0};
             bool prior;
             merge_page(op, g, c->pg, &mg, &prior);
-            emit_result(op, g, c->pg, mg.count, merge_users(op, &mg), 0, final, emit, ctx);
+            emit_result(op, g, c->pg, mg.count, merge_users(op, &mg), 0, final, &mg, emit, ctx);
         }
 }
 
 /* ---- public API --------------------------------------------------------- */
+
+int cf_window_result_save_users(const cf_window_result *r, cf_buf *out)
+{
+    if (r->users_hll)
+        return cf_hll_save(r->users_hll, out);
+    cf_hll *h = cf_hll_new();
+    if (!h)
+        return -ENOMEM;
+    int rc = 0;
+    for (uint32_t i = 0; i < r->n_users_inline && rc >= 0; i++)
+        rc = cf_hll_add(h, r->users_inline[i]);
+    if (rc >= 0)
+        rc = cf_hll_save(h, out);
+    cf_hll_free(h);
+    return rc < 0 ? rc : 0;
+}
 
 static int normalize_config(const cf_winop_config *in, cf_winop_config *ret)
 {
@@ -967,7 +1001,8 @@ static int add_slow(cf_winop *op, cell *c, int64_t p, int64_t first, uint64_t ph
         } else {
             r->revision++;
         }
-        emit_result(op, g, pg, mg.count, merge_users(op, &mg), r->revision, true, emit, ctx);
+        emit_result(op, g, pg, mg.count, merge_users(op, &mg), r->revision, true, &mg, emit,
+                    ctx);
     }
     return (int)(op->k - np);
 }
@@ -1094,7 +1129,7 @@ static int emit_open_page_major(const cf_winop *op, cf_window_emit_fn emit, void
         for (int pi = 0; pi < np; pi++) {
             const uint64_t *r = &res[((size_t)w * (size_t)np + (size_t)pi) * 2];
             if (r[0])
-                emit_result(op, g, op->gpages[pi], r[0], r[1], 0, false, emit, ctx);
+                emit_result(op, g, op->gpages[pi], r[0], r[1], 0, false, NULL, emit, ctx);
         }
     }
     free(res);

@@ -49,7 +49,20 @@ typedef struct cf_window_result {
     uint64_t unique_users;
     uint32_t revision;          /* 0 on the first firing */
     bool final;                 /* false for interim results of open windows */
+    /* The distinct-user sketch behind unique_users (final results only;
+     * borrowed like page_url): users_hll, or when it is NULL the
+     * n_users_inline user hashes at users_inline. Read it through
+     * cf_window_result_save_users(). */
+    const struct cf_hll *users_hll;
+    const uint64_t *users_inline;
+    uint32_t n_users_inline;
 } cf_window_result;
+
+/* Appends the cf_hll encoding (cf_hll_save, canonical) of r's distinct
+ * users to out, so that sketches of several windows can be merged later
+ * (history rollups). Interim results carry no sketch: an empty one is
+ * written. Returns 0 or -ENOMEM. */
+int cf_window_result_save_users(const cf_window_result *r, cf_buf *out);
 
 typedef void (*cf_window_emit_fn)(void *ctx, const cf_window_result *r);
 

@@ -26,6 +26,8 @@ typedef enum opt_kind {
     OPT_FSYNC,      /* cf_fsync_policy */
     OPT_ORIGINS,    /* cors_origins[] + n_cors_origins */
     OPT_TOKEN,      /* char[256], printed as set/unset */
+    OPT_SITES,      /* sites text, repeatable; env: ';' or newline separated */
+    OPT_SWITCH,     /* bool: on or off */
 } opt_kind;
 
 typedef struct opt_def {
@@ -89,6 +91,16 @@ static const opt_def options[] = {
      "interval between state snapshots"},
     {"segment-size", OPT_BYTES, OFF(segment_bytes), 0, 4096, INT64_C(1) << 40, "64M",
      "write-ahead log segment size (k, M, G suffixes)"},
+    {"history", OPT_SWITCH, OFF(history), 0, 0, 0, "on",
+     "keep every final result in history.db in the data directory: on or off"},
+    {"history-retention", OPT_DURATION, OFF(history_retention_ms), 0, 0, 100 * YEAR_MS, "90d",
+     "history rows whose window ended this long before the watermark are deleted; 0 = keep forever"},
+    {"history-queue", OPT_BYTES, OFF(history_queue_bytes), 0, 1, INT64_C(1) << 34, "8M",
+     "bytes of results waiting for the history writer at most (k, M, G suffixes)"},
+    {"sink", OPT_STRING, OFF(sink), SZ(sink), 0, 0, "",
+     "also upsert every history row into PostgreSQL: postgresql://user:password@host:port/db"},
+    {"sink-backlog", OPT_BYTES, OFF(sink_backlog_bytes), 0, 4096, INT64_C(1) << 40, "1G",
+     "bytes of rows waiting on disk for the --sink database at most (k, M, G suffixes)"},
     {"ingest-token", OPT_TOKEN, OFF(ingest_token), SZ(ingest_token), 0, 0, "",
      "if set, POSTs need Authorization: Bearer <token>"},
     {"read-token", OPT_TOKEN, OFF(read_token), SZ(read_token), 0, 0, "",
@@ -107,6 +119,11 @@ static const opt_def options[] = {
      "absolute time limit of one HTTP request"},
     {"max-connections", OPT_UNSIGNED, OFF(max_connections), 0, 1, 1000000, "4096",
      "concurrent HTTP connections at most"},
+    {"site", OPT_SITES, OFF(sites), SZ(sites), 0, 0, "",
+     "site key KEY=ORIGIN[,ORIGIN...] (repeatable): a write-only key for browsers and SDKs; "
+     "requests with an Origin must come from one of these"},
+    {"ip-rate", OPT_UNSIGNED, OFF(ip_rate), 0, 1, 1000000, "100",
+     "events per second per client IP sent with a site key (more: 429 with Retry-After)"},
     {"max-connections-per-ip", OPT_UNSIGNED, OFF(max_connections_per_ip), 0, 1, 1000000, "256",
      "concurrent HTTP connections per client IP at most"},
     {"header-timeout", OPT_DURATION, OFF(header_timeout_ms), 0, 100, DAY_MS, "10s",
@@ -153,11 +170,16 @@ void cf_config_defaults(cf_config *cfg)
     cfg->max_batch = 10000;
     cfg->max_body = (size_t)4 << 20;
     cfg->queue_capacity = 16384;
+    cfg->ip_rate = 100;
     cfg->push_interval_ms = 500;
     cfg->ws_max_clients = 1000;
     cfg->ws_queue = 256;
     cfg->ws_queue_bytes = CF_WS_QUEUE_BYTES_DEFAULT;
     strcpy(cfg->data_dir, "./data");
+    cfg->history = true;
+    cfg->history_retention_ms = 90 * DAY_MS;
+    cfg->history_queue_bytes = (size_t)8 << 20;
+    cfg->sink_backlog_bytes = (size_t)1 << 30;
     cfg->fsync = CF_FSYNC_BATCH;
     cfg->snapshot_interval_ms = 60000;
     cfg->segment_bytes = (size_t)64 << 20;
@@ -298,6 +320,80 @@ static int set_origins(cf_config *cfg, const opt_def *o, bool from_env, const ch
     return 0;
 }
 
+/* Appends the site entries of val (KEY=ORIGIN[,ORIGIN...], several separated
+ * by ';' or newlines) to cfg->sites as normalised lines. A key is printable
+ * ASCII without spaces, '=', ',' or ';' (it travels in URLs, JSON and Basic
+ * auth); an origin is "*" or scheme://host[:port] with no path. An entry with
+ * no origins is for server-side SDKs only (they send no Origin). */
+static int set_sites(cf_config *cfg, const opt_def *o, bool from_env, const char *val, FILE *err)
+{
+    size_t used = strlen(cfg->sites);
+    const char *p = val;
+    while (*p) {
+        size_t n = strcspn(p, ";\n");
+        const char *a = p, *b = p + n;
+        p = *b ? b + 1 : b;
+        while (a < b && (*a == ' ' || *a == '\t' || *a == '\r'))
+            a++;
+        while (b > a && (b[-1] == ' ' || b[-1] == '\t' || b[-1] == '\r'))
+            b--;
+        if (a == b)
+            continue;
+        const char *eq = memchr(a, '=', (size_t)(b - a));
+        if (!eq || eq == a)
+            return bad_value(err, o, from_env, "'%.*s' is not KEY=ORIGIN[,ORIGIN...]", (int)(b - a), a);
+        size_t klen = (size_t)(eq - a);
+        if (klen > CF_SITE_KEY_MAX)
+            return bad_value(err, o, from_env, "a site key is longer than %d bytes", CF_SITE_KEY_MAX);
+        for (const char *k = a; k < eq; k++)
+            if (*k <= ' ' || *k > '~' || *k == ',' || *k == ';')
+                return bad_value(err, o, from_env,
+                                 "site keys must be printable ASCII without spaces, ',' or ';'");
+        /* The same key twice is a mistake in the configuration. */
+        for (const char *line = cfg->sites; *line; line = strchr(line, '\n') + 1)
+            if (strncmp(line, a, klen + 1) == 0)
+                return bad_value(err, o, from_env, "site key '%.*s' is given twice", (int)klen, a);
+        char entry[CF_SITE_KEY_MAX + CF_MAX_ORIGINS * 257 + 4];
+        size_t e = 0;
+        memcpy(entry, a, klen + 1);   /* "KEY=" */
+        e = klen + 1;
+        const char *q = eq + 1;
+        size_t n_origins = 0;
+        while (q < b) {
+            const char *c = memchr(q, ',', (size_t)(b - q));
+            if (!c)
+                c = b;
+            const char *oa = q, *ob = c;
+            q = c < b ? c + 1 : b;
+            while (oa < ob && (*oa == ' ' || *oa == '\t'))
+                oa++;
+            while (ob > oa && (ob[-1] == ' ' || ob[-1] == '\t' || ob[-1] == '/'))
+                ob--;
+            if (oa == ob)
+                continue;
+            size_t len = (size_t)(ob - oa);
+            const char *sep = memmem(oa, len, "://", 3);
+            bool star = len == 1 && *oa == '*';
+            if (!star && (!sep || sep == oa || memchr(sep + 3, '/', (size_t)(ob - sep - 3)) || sep + 3 == ob))
+                return bad_value(err, o, from_env, "'%.*s' is not an origin like https://example.com",
+                                 (int)len, oa);
+            if (n_origins == CF_MAX_ORIGINS || len > 256)
+                return bad_value(err, o, from_env, "at most %d origins of 256 bytes per site", CF_MAX_ORIGINS);
+            if (n_origins++)
+                entry[e++] = ',';
+            memcpy(entry + e, oa, len);
+            e += len;
+        }
+        entry[e++] = '\n';
+        if (used + e >= sizeof cfg->sites)
+            return bad_value(err, o, from_env, "the site keys take more than %zu bytes", sizeof cfg->sites - 1);
+        memcpy(cfg->sites + used, entry, e);
+        used += e;
+        cfg->sites[used] = '\0';
+    }
+    return 0;
+}
+
 /* Parses val into the field of o. Returns 0 or -1 after printing. */
 static int set_option(cf_config *cfg, const opt_def *o, bool from_env, const char *val, FILE *err)
 {
@@ -369,6 +465,16 @@ static int set_option(cf_config *cfg, const opt_def *o, bool from_env, const cha
         return 0;
     case OPT_ORIGINS:
         return set_origins(cfg, o, from_env, val, err);
+    case OPT_SITES:
+        return set_sites(cfg, o, from_env, val, err);
+    case OPT_SWITCH:
+        if (strcmp(val, "on") == 0)
+            *(bool *)field = true;
+        else if (strcmp(val, "off") == 0)
+            *(bool *)field = false;
+        else
+            return bad_value(err, o, from_env, "'%s' is not one of on, off", val);
+        return 0;
     }
     return -1;
 }
@@ -403,7 +509,7 @@ static void print_help(FILE *out)
             "Real-time click analytics: POST events to /api/v1/events, open the dashboard at /.\n"
             "\n"
             "Every option can also be set with the environment variable shown;\n"
-            "the command line wins. Durations take ms, s, m or h (\"500ms\", \"5s\", \"2h\").\n"
+            "the command line wins. Durations take ms, s, m, h or d (\"500ms\", \"5s\", \"2h\", \"90d\").\n"
             "\n");
     for (size_t i = 0; i < N_OPTIONS; i++) {
         const opt_def *o = &options[i];
@@ -418,7 +524,9 @@ static void print_help(FILE *out)
         case OPT_STRING: arg = "PATH"; break;
         case OPT_TOKEN: arg = "TOKEN"; break;
         case OPT_ORIGINS: arg = "ORIGINS"; break;
+        case OPT_SITES: arg = "KEY=ORIGINS"; break;
         case OPT_FSYNC: arg = "POLICY"; break;
+        case OPT_SWITCH: arg = "on|off"; break;
         case OPT_UNSIGNED: case OPT_COUNT: arg = "N"; break;
         }
         char left[64];
@@ -498,7 +606,15 @@ int cf_config_load(cf_config *cfg, int argc, char **argv, char **envp, FILE *out
     cfg->http_threads = 0;
     cfg->body_budget = 0;
     cfg->body_budget_per_ip = 0;
+    /* --site is repeatable: sites given on the command line replace those
+     * of the environment instead of adding to them (the command line wins). */
+    bool cli_sites = false;
+    for (int i = 1; i < argc && strcmp(argv[i], "--") != 0; i++)
+        if (strcmp(argv[i], "--site") == 0 || strncmp(argv[i], "--site=", 7) == 0)
+            cli_sites = true;
     for (size_t i = 0; i < N_OPTIONS; i++) {
+        if (options[i].kind == OPT_SITES && cli_sites)
+            continue;
         const char *v = env_value(envp, &options[i]);
         /* An empty variable counts as unset: `CLICKFLOW_X=` in an env file
          * should not make the daemon refuse to start. */
@@ -590,6 +706,21 @@ void cf_config_describe(const cf_config *cfg, char *buf, size_t cap)
     if (cfg->fd_capped_at)
         snprintf(capped, sizeof capped, " (connection limits lowered to fit the open-file limit %" PRIu64 ")",
                  cfg->fd_capped_at);
+    /* Site keys are public (they are in every page's HTML): list them. */
+    char sites[CF_SITES_TEXT_MAX];
+    size_t sn = 0;
+    for (const char *line = cfg->sites; *line && sn + 1 < sizeof sites;) {
+        const char *nl = strchr(line, '\n');
+        size_t len = (size_t)(nl - line);
+        int w = snprintf(sites + sn, sizeof sites - sn, "%s%.*s", sn ? ";" : "", (int)len, line);
+        if (w < 0 || (size_t)w >= sizeof sites - sn)
+            break;
+        sn += (size_t)w;
+        line = nl + 1;
+    }
+    sites[sn] = '\0';
+    if (sn == 0)
+        strcpy(sites, "none");
     /* Tokens are secrets: say only whether they are set. */
     snprintf(buf, cap,
              "bind=%s http-port=%u ws-port=%u shards=%u http-threads=%u out-of-orderness=%" PRId64
@@ -599,8 +730,9 @@ void cf_config_describe(const cf_config *cfg, char *buf, size_t cap)
              "max-batch=%zu max-body=%zu queue-capacity=%zu push-interval=%" PRId64
              "ms ws-max-clients=%zu ws-queue=%zu ws-queue-bytes=%zu data-dir=%s fsync=%s snapshot-interval=%" PRId64
              "ms segment-size=%zu ingest-token=%s read-token=%s cors-origin=%s connection-timeout=%" PRId64
-             "ms request-deadline=%" PRId64 "ms max-connections=%u max-connections-per-ip=%u header-timeout=%" PRId64
-             "ms body-stall-timeout=%" PRId64 "ms body-budget=%zu body-budget-per-ip=%zu%s",
+             "ms request-deadline=%" PRId64 "ms max-connections=%u max-connections-per-ip=%u site=%s ip-rate=%u header-timeout=%" PRId64
+             "ms body-stall-timeout=%" PRId64 "ms body-budget=%zu body-budget-per-ip=%zu"
+             " history=%s history-retention=%" PRId64 "ms history-queue=%zu sink=%s sink-backlog=%zu%s",
              cfg->bind, (unsigned)cfg->http_port, (unsigned)cfg->ws_port, cfg->shards, cfg->http_threads,
              cfg->out_of_orderness_ms, cfg->idle_timeout_ms, cfg->allowed_lateness_ms, cfg->max_future_ms,
              cfg->window_ms, cfg->slide_size_ms, cfg->slide_ms, cfg->session_gap_ms, cfg->dedup_ttl_ms,
@@ -609,8 +741,10 @@ void cf_config_describe(const cf_config *cfg, char *buf, size_t cap)
              fsync_name(cfg->fsync), cfg->snapshot_interval_ms, cfg->segment_bytes,
              cfg->ingest_token[0] ? "set" : "unset", cfg->read_token[0] ? "set" : "unset",
              cfg->n_cors_origins ? origins : "none", cfg->connection_timeout_ms, cfg->request_deadline_ms,
-             cfg->max_connections, cfg->max_connections_per_ip, cfg->header_timeout_ms,
-             cfg->body_stall_timeout_ms, cfg->body_budget, cfg->body_budget_per_ip, capped);
+             cfg->max_connections, cfg->max_connections_per_ip, sites, cfg->ip_rate, cfg->header_timeout_ms,
+             cfg->body_stall_timeout_ms, cfg->body_budget, cfg->body_budget_per_ip, cfg->history ? "on" : "off",
+             cfg->history_retention_ms, cfg->history_queue_bytes,
+             cfg->sink[0] ? "set" : "unset", cfg->sink_backlog_bytes, capped);
 }
 
 uint64_t cf_config_fd_ceiling(const cf_config *cfg, unsigned keep)

@@ -18,6 +18,9 @@ typedef enum cf_fsync_policy {
 
 #define CF_MAX_ORIGINS 16
 #define CF_WS_QUEUE_BYTES_DEFAULT ((size_t)4 << 20)
+/* Room for every --site entry together. */
+#define CF_SITES_TEXT_MAX 8192
+#define CF_SITE_KEY_MAX 128
 
 typedef struct cf_config {
     /* network */
@@ -55,6 +58,12 @@ typedef struct cf_config {
     cf_fsync_policy fsync;          /* --fsync batch */
     int64_t snapshot_interval_ms;   /* --snapshot-interval 60s */
     size_t segment_bytes;           /* --segment-size 64MiB */
+    /* history (SPEC 16) */
+    bool history;                   /* --history on */
+    int64_t history_retention_ms;   /* --history-retention 90d; 0 = forever */
+    size_t history_queue_bytes;     /* --history-queue 8MiB */
+    char sink[1024];                /* --sink postgresql://... (empty: none); holds a password */
+    size_t sink_backlog_bytes;      /* --sink-backlog 1GiB */
     /* security and connection hygiene */
     char ingest_token[256];         /* --ingest-token (empty = open) */
     char read_token[256];           /* --read-token (empty = open) */
@@ -81,6 +90,10 @@ typedef struct cf_config {
      * descriptors below (see cf_config_fd_ceiling()): the reserve stays free
      * for the log and snapshots. */
     uint64_t fd_limit;
+    /* site keys and the per-IP limit (SPEC 15; server/sites.h) */
+    char sites[CF_SITES_TEXT_MAX];  /* --site KEY=ORIGIN[,ORIGIN...], repeatable; kept as
+                                     * validated "KEY=o1,o2\n" lines (trailing '/' cut) */
+    unsigned ip_rate;               /* --ip-rate 100 events/s per client IP (site keys) */
 } cf_config;
 
 /* Fills cfg with the embedded defaults. */
@@ -92,7 +105,9 @@ void cf_config_defaults(cf_config *cfg);
 int cf_config_load(cf_config *cfg, int argc, char **argv, char **envp, FILE *out, FILE *err);
 
 /* Open files the process needs beside its connections: stdio, listeners,
- * the data directory, log segments, snapshots being written, wake-up pipes;
+ * the data directory, log segments, snapshots being written, wake-up pipes,
+ * history.db (database, its WAL and shm, the spill file; SQLite's temporary
+ * files), the sink's backlog, cursor and PostgreSQL socket;
  * per shard its queue's descriptors; per HTTP worker thread its epoll and
  * wake-up descriptors. About 15 are open at idle with 2 shards and 2 HTTP
  * threads: the base leaves room above the descriptor ceilings below. */

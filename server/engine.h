@@ -82,6 +82,11 @@ typedef struct cf_window_query {
     const char *page_url;   /* NUL-terminated filter, or NULL for all pages */
     int state;              /* 0 open, 1 closed, -1 both */
     size_t limit;           /* 1..100000 */
+    /* A time range (start >= from, end <= to): closed results are then read
+     * from memory and history.db as one answer (newest revision per
+     * window). Without it, memory only (the retained rings). */
+    bool ranged;
+    int64_t from, to;
 } cf_window_query;
 
 cJSON *cf_engine_trending(cf_engine *e, size_t n);                 /* {"as_of","half_life_ms","items"} */
@@ -91,6 +96,12 @@ cJSON *cf_engine_sessions(cf_engine *e, size_t limit);             /* {"items": 
 /* Open sessions of one user: {"user_id": u, "items": [...]}; items empty when none. */
 cJSON *cf_engine_user_sessions(cf_engine *e, const char *user_id, size_t len);
 cJSON *cf_engine_stats(cf_engine *e);
+
+/* GET /api/v1/views/{name}/rollup (SPEC 16), read from history.db. Returns
+ * 0 with *ret set, -ENOENT for an unknown view, -ENOTSUP when history is
+ * off, -EINVAL for a bad range or step, or -errno. */
+int cf_engine_rollup(cf_engine *e, const char *view, int64_t from, int64_t to, int64_t step_ms,
+                     cJSON **ret);
 /* The HTTP layer counts invalid events here (stats "rejected"). Thread-safe. */
 void cf_engine_count_rejected(cf_engine *e, size_t n);
 /* Appends the Prometheus text exposition (names prefixed clickflow_). */

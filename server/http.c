@@ -30,6 +30,9 @@
 #include "cf_event.h"
 #include "cf_version.h"
 #include "cf_winop.h"
+#include "compat_http.h"
+#include "cf_time.h"
+#include "history.h"
 #include "ingest.h"
 #include "log.h"
 
@@ -39,6 +42,7 @@
 /* Listing queries: SPEC 8. */
 #define QUERY_LIMIT_DEFAULT 100
 #define QUERY_LIMIT_MAX 100000
+#define ROLLUP_STEPS_MAX 100000
 #define TRENDING_N_DEFAULT 10
 #define TRENDING_N_MAX 1000
 /* CORS preflight answers may be cached this long by the browser. */
@@ -113,12 +117,14 @@ struct cf_http {
     bool reaper_stop;
     bool reaper_started;
     pthread_t reaper;
+    /* The Segment, Plausible and Umami endpoints and the site keys. */
+    cf_compat_http *compat;
     /* Responses by status code, for /metrics. */
-    _Atomic uint64_t responses[12];   /* N_COUNTED + 1 */
+    _Atomic uint64_t responses[14];   /* N_COUNTED + 1 */
 };
 
 /* The status codes counted one by one; anything else is "other". */
-static const unsigned counted_status[] = {200, 202, 204, 400, 401, 404, 405, 408, 413, 415, 503};
+static const unsigned counted_status[] = {200, 202, 204, 400, 401, 403, 404, 405, 408, 413, 415, 429, 503};
 #define N_COUNTED (sizeof counted_status / sizeof counted_status[0])
 _Static_assert(sizeof ((cf_http *)0)->responses / sizeof ((cf_http *)0)->responses[0] == N_COUNTED + 1,
                "one counter per counted status plus other");
@@ -132,6 +138,7 @@ typedef enum route {
     R_LATE,
     R_SESSIONS,
     R_USER_SESSIONS,
+    R_VIEW_ROLLUP,  /* /api/v1/views/{name}/rollup */
     R_STATS,
     R_INFO,
     R_METRICS,
@@ -141,6 +148,7 @@ typedef enum route {
     R_VIEWS,
     R_STREAMS,
     R_QUERY,        /* pull queries: POST (body) or GET (?sql=) */
+    R_COMPAT,       /* a compatible ingest path (lib/cf_compat.h): compat_http.c */
 } route;
 
 typedef struct request {
@@ -150,10 +158,13 @@ typedef struct request {
     bool headers_done;      /* access() saw the headers */
     bool query_json;        /* POST /api/v1/query: the body is {"sql": ...} */
     route rt;
+    cf_compat_endpoint compat_ep;   /* for R_COMPAT */
     cf_body_format fmt;
     size_t body_limit;
     cf_buf body;
     bool reading_body;      /* an accepted POST: upload chunks are ours */
+    bool bearer;            /* carried the ingest token (a token is set) */
+    bool site_only;         /* no Authorization: only site keys may let its events in */
     bool too_big;
     size_t discarded;
     size_t reserved;        /* body budget bytes held by this request (for its stripe) */
@@ -318,6 +329,8 @@ static enum MHD_Result send_static(request *rq, struct MHD_Connection *c, unsign
 /* ---- routing ------------------------------------------------------------ */
 
 #define SESSIONS_PREFIX "/api/v1/sessions/"
+#define VIEWS_PREFIX "/api/v1/views/"
+#define ROLLUP_SUFFIX "/rollup"
 
 /* Routes on the raw path (before '?'), so an encoded slash cannot reach a
  * different handler than the one its bytes name. */
@@ -342,12 +355,19 @@ static route find_route(const char *path, size_t n)
     size_t pl = strlen(SESSIONS_PREFIX);
     if (n > pl && memcmp(path, SESSIONS_PREFIX, pl) == 0 && memchr(path + pl, '/', n - pl) == NULL)
         return R_USER_SESSIONS;
+    if (cf_compat_route(path, n) != CF_COMPAT_NONE)
+        return R_COMPAT;
+    size_t vp = strlen(VIEWS_PREFIX), rs = strlen(ROLLUP_SUFFIX);
+    if (n > vp + rs && memcmp(path, VIEWS_PREFIX, vp) == 0 &&
+        memcmp(path + n - rs, ROLLUP_SUFFIX, rs) == 0 &&
+        memchr(path + vp, '/', n - vp - rs) == NULL)
+        return R_VIEW_ROLLUP;
     return R_NONE;
 }
 
 static bool route_is_post(route rt)
 {
-    return rt == R_EVENTS || rt == R_WATERMARK || rt == R_SQL || rt == R_QUERY;
+    return rt == R_EVENTS || rt == R_WATERMARK || rt == R_COMPAT || rt == R_SQL || rt == R_QUERY;
 }
 
 static const char *route_allow(route rt)
@@ -476,6 +496,27 @@ static bool query_limit(struct MHD_Connection *c, size_t *ret)
 
 #define LIMIT_ERROR "limit must be an integer from 1 to 100000"
 
+/* Parses time parameter `name`: integer epoch ms or RFC 3339. *ret_set
+ * says whether it was given. Returns false when given but invalid. */
+static bool query_time(struct MHD_Connection *c, const char *name, int64_t *ret, bool *ret_set)
+{
+    const char *v = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, name);
+    *ret_set = v != NULL;
+    if (!v)
+        return true;
+    size_t n = strlen(v), i = v[0] == '-';
+    bool digits = n > i && n - i <= 18;
+    for (size_t k = i; k < n && digits; k++)
+        digits = v[k] >= '0' && v[k] <= '9';
+    if (digits) {
+        *ret = strtoll(v, NULL, 10);
+        return true;
+    }
+    return cf_rfc3339_parse(v, n, ret) == 0;
+}
+
+#define RANGE_ERROR "from and to must be epoch milliseconds or RFC 3339 times, from <= to"
+
 static enum MHD_Result handle_windows(request *rq, struct MHD_Connection *c)
 {
     cf_window_query q = {.type = -1, .page_url = NULL, .state = -1, .limit = QUERY_LIMIT_DEFAULT};
@@ -507,7 +548,51 @@ static enum MHD_Result handle_windows(request *rq, struct MHD_Connection *c)
     }
     if (!query_limit(c, &q.limit))
         return send_error(rq, c, MHD_HTTP_BAD_REQUEST, LIMIT_ERROR);
+    /* A time range also reads history.db (SPEC 16). */
+    bool has_from, has_to;
+    q.from = INT64_MIN;
+    q.to = INT64_MAX;
+    if (!query_time(c, "from", &q.from, &has_from) || !query_time(c, "to", &q.to, &has_to) ||
+        q.from > q.to)
+        return send_error(rq, c, MHD_HTTP_BAD_REQUEST, RANGE_ERROR);
+    q.ranged = has_from || has_to;
     return send_json(rq, c, MHD_HTTP_OK, cf_engine_windows(rq->h->engine, &q), NULL, 0);
+}
+
+/* GET /api/v1/views/{name}/rollup?from=&to=&step=1h|1d (SPEC 16). */
+static enum MHD_Result handle_rollup(request *rq, struct MHD_Connection *c)
+{
+    const char *p = rq->raw_uri + strlen(VIEWS_PREFIX);
+    size_t n = strcspn(p, "?#") - strlen(ROLLUP_SUFFIX);
+    char view[CF_HISTORY_VIEW_MAX + 1];
+    long vn = n <= CF_HISTORY_VIEW_MAX ? percent_decode(p, n, view) : -1;
+    if (vn <= 0)
+        return send_error(rq, c, MHD_HTTP_BAD_REQUEST, "unknown view");
+    view[vn] = '\0';
+    int64_t from, to, step;
+    bool has_from, has_to;
+    if (!query_time(c, "from", &from, &has_from) || !query_time(c, "to", &to, &has_to) ||
+        !has_from || !has_to || from > to)
+        return send_error(rq, c, MHD_HTTP_BAD_REQUEST, RANGE_ERROR " (both required)");
+    const char *st = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "step");
+    if (st && strcmp(st, "1h") == 0)
+        step = 3600000;
+    else if (st && strcmp(st, "1d") == 0)
+        step = 86400000;
+    else
+        return send_error(rq, c, MHD_HTTP_BAD_REQUEST, "step must be 1h or 1d");
+    /* The answer has at most one item per step. */
+    if ((to - from) / step > ROLLUP_STEPS_MAX)
+        return send_error(rq, c, MHD_HTTP_BAD_REQUEST, "from..to spans more than 100000 steps");
+    cJSON *out = NULL;
+    int rc = cf_engine_rollup(rq->h->engine, view, from, to, step, &out);
+    if (rc == -ENOENT || rc == -EINVAL)
+        return send_error(rq, c, MHD_HTTP_BAD_REQUEST, rc == -ENOENT ? "unknown view" : RANGE_ERROR);
+    if (rc == -ENOTSUP)
+        return send_error(rq, c, MHD_HTTP_NOT_FOUND, "history is off (--history off or no --data-dir)");
+    if (rc < 0)
+        return send_error(rq, c, MHD_HTTP_INTERNAL_SERVER_ERROR, "history.db could not be read");
+    return send_json(rq, c, MHD_HTTP_OK, out, NULL, 0);
 }
 
 static enum MHD_Result handle_user_sessions(request *rq, struct MHD_Connection *c)
@@ -679,6 +764,8 @@ static enum MHD_Result handle_get(request *rq, struct MHD_Connection *c)
         return send_json(rq, c, MHD_HTTP_OK, cf_engine_sessions(e, limit), NULL, 0);
     case R_USER_SESSIONS:
         return handle_user_sessions(rq, c);
+    case R_VIEW_ROLLUP:
+        return handle_rollup(rq, c);
     case R_STATS:
         return send_json(rq, c, MHD_HTTP_OK, cf_engine_stats(e), NULL, 0);
     case R_INFO:
@@ -739,10 +826,19 @@ static enum MHD_Result handle_asset(request *rq, struct MHD_Connection *c, const
 static enum MHD_Result handle_options(request *rq, struct MHD_Connection *c)
 {
     const char *allow = route_allow(rq->rt);
-    extra_header h[5];
+    extra_header h[7];
     size_t n = 0;
     h[n++] = (extra_header){MHD_HTTP_HEADER_ALLOW, allow};
-    if (cors_allow(rq->h, c) && header(c, "Access-Control-Request-Method")) {
+    /* A compatible endpoint's preflight carries no key: an origin of any
+     * site key may go on (the request itself is checked against its key). */
+    bool site_origin = rq->rt == R_COMPAT && !cors_allow(rq->h, c) &&
+                       cf_compat_http_origin_known(rq->h->compat, header(c, "Origin"));
+    if ((cors_allow(rq->h, c) || site_origin) && header(c, "Access-Control-Request-Method")) {
+        if (site_origin) {
+            h[n++] = (extra_header){"Access-Control-Allow-Origin", header(c, "Origin")};
+            if (rq->h->cfg.n_cors_origins == 0)   /* else send_response adds Vary */
+                h[n++] = (extra_header){MHD_HTTP_HEADER_VARY, "Origin"};
+        }
         h[n++] = (extra_header){"Access-Control-Allow-Methods", allow};
         h[n++] = (extra_header){"Access-Control-Allow-Headers", "Content-Type, Authorization"};
         h[n++] = (extra_header){"Access-Control-Max-Age", CORS_MAX_AGE};
@@ -769,32 +865,47 @@ static bool sql_content_type(const char *ct)
 static enum MHD_Result begin_post(request *rq, struct MHD_Connection *c)
 {
     const cf_config *cfg = &rq->h->cfg;
-    /* Definitions change what every reader sees: they have a token of
-     * their own when --admin-token is set. */
-    const char *token = rq->rt == R_SQL && cfg->admin_token[0] ? cfg->admin_token : cfg->ingest_token;
-    if (rq->rt == R_QUERY)
-        token = cfg->read_token;    /* a read, whatever its method */
-    if (!authorized(c, token))
-        return send_unauthorized(rq, c, header(c, MHD_HTTP_HEADER_AUTHORIZATION) != NULL);
-    if (rq->rt == R_QUERY) {
+    if (rq->rt == R_SQL || rq->rt == R_QUERY) {
+        /* Definitions change what every reader sees: they have a token of
+         * their own when --admin-token is set. A pull query is a read,
+         * whatever its method. */
+        const char *token = rq->rt == R_QUERY     ? cfg->read_token
+                            : cfg->admin_token[0] ? cfg->admin_token
+                                                  : cfg->ingest_token;
+        if (!authorized(c, token))
+            return send_unauthorized(rq, c, header(c, MHD_HTTP_HEADER_AUTHORIZATION) != NULL);
         const char *ct = header(c, MHD_HTTP_HEADER_CONTENT_TYPE);
-        rq->query_json = ct && strncasecmp(ct, "application/json", 16) == 0;
+        rq->query_json = rq->rt == R_QUERY && ct && strncasecmp(ct, "application/json", 16) == 0;
         if (!rq->query_json && !sql_content_type(ct))
             return send_error(rq, c, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE,
-                              "Content-Type must be text/plain, application/sql or application/json");
+                              rq->rt == R_QUERY
+                                  ? "Content-Type must be text/plain, application/sql or application/json"
+                                  : "Content-Type must be text/plain or application/sql");
         rq->body_limit = SQL_MAX_BODY;
-    } else if (rq->rt == R_SQL) {
-        if (!sql_content_type(header(c, MHD_HTTP_HEADER_CONTENT_TYPE)))
-            return send_error(rq, c, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE,
-                              "Content-Type must be text/plain or application/sql");
-        rq->body_limit = SQL_MAX_BODY;
-    } else if (rq->rt == R_EVENTS) {
-        if (cf_ingest_content_type(header(c, MHD_HTTP_HEADER_CONTENT_TYPE), &rq->fmt) < 0)
-            return send_error(rq, c, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE,
-                              "Content-Type must be application/json, text/plain or application/x-ndjson");
-        rq->body_limit = cfg->max_body;
     } else {
-        rq->body_limit = WATERMARK_MAX_BODY;
+        bool authed = authorized(c, cfg->ingest_token);
+        rq->bearer = authed && cfg->ingest_token[0];
+        /* Without Authorization, events may still come in with a site key
+         * (SPEC 15); compat_http.c checks that once the body is read. */
+        if (!authed && rq->rt == R_EVENTS && !header(c, MHD_HTTP_HEADER_AUTHORIZATION) &&
+            cf_compat_http_sites_any(rq->h->compat)) {
+            rq->site_only = true;
+            authed = true;
+        }
+        if (rq->rt == R_COMPAT) {
+            /* The key may be in the body: compat_http.c decides once it is read.
+             * The APIs take JSON in any content type (sendBeacon, text/plain). */
+            rq->body_limit = cfg->max_body;
+        } else if (!authed) {
+            return send_unauthorized(rq, c, header(c, MHD_HTTP_HEADER_AUTHORIZATION) != NULL);
+        } else if (rq->rt == R_EVENTS) {
+            if (cf_ingest_content_type(header(c, MHD_HTTP_HEADER_CONTENT_TYPE), &rq->fmt) < 0)
+                return send_error(rq, c, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE,
+                                  "Content-Type must be application/json, text/plain or application/x-ndjson");
+            rq->body_limit = cfg->max_body;
+        } else {
+            rq->body_limit = WATERMARK_MAX_BODY;
+        }
     }
     const char *cl = header(c, MHD_HTTP_HEADER_CONTENT_LENGTH);
     if (cl) {
@@ -817,6 +928,25 @@ static enum MHD_Result begin_post(request *rq, struct MHD_Connection *c)
     return MHD_YES;
 }
 
+/* The headers a site-key answer adds: Retry-After (seconds, 0: none), and
+ * the site's own origin unless --cors-origin already answers it. Writes up
+ * to 3 into h (retry holds the number's text) and returns how many. */
+static size_t site_headers(request *rq, struct MHD_Connection *c, unsigned retry_after, bool allow_origin,
+                           char retry[24], extra_header h[3])
+{
+    size_t n = 0;
+    if (retry_after) {
+        snprintf(retry, 24, "%u", retry_after);
+        h[n++] = (extra_header){MHD_HTTP_HEADER_RETRY_AFTER, retry};
+    }
+    if (allow_origin && !cors_allow(rq->h, c)) {
+        h[n++] = (extra_header){"Access-Control-Allow-Origin", header(c, "Origin")};
+        if (rq->h->cfg.n_cors_origins == 0)   /* else send_response adds Vary */
+            h[n++] = (extra_header){MHD_HTTP_HEADER_VARY, "Origin"};
+    }
+    return n;
+}
+
 static enum MHD_Result finish_events(request *rq, struct MHD_Connection *c, char *body, size_t len)
 {
     const cf_config *cfg = &rq->h->cfg;
@@ -824,8 +954,25 @@ static enum MHD_Result finish_events(request *rq, struct MHD_Connection *c, char
     memset(&ig, 0, sizeof ig);
     cf_event_limits lim = {.max_future_ms = cfg->max_future_ms};
     const char *why = NULL;
-    int r = cf_ingest_parse(&ig, rq->fmt, body, len, cfg->max_batch, &lim, wall_ms(), &why);
     enum MHD_Result ret;
+    /* Site keys (compat_http.c): may refuse, or rewrite the body with
+     * derived user ids. */
+    cf_site_gate gate;
+    if (cf_compat_http_gate_events(rq->h->compat, c, rq->bearer, rq->site_only, rq->fmt == CF_BODY_NDJSON, body, len,
+                                   &gate) < 0)
+        return send_unavailable(rq, c, "out of memory");
+    char retry[24];
+    extra_header gh[3];
+    size_t ngh = site_headers(rq, c, gate.retry_after, gate.allow_origin, retry, gh);
+    if (gate.status) {
+        free(gate.body);
+        return send_error_h(rq, c, gate.status, gate.msg, gh, ngh);
+    }
+    if (gate.body) {
+        body = gate.body;
+        len = gate.len;
+    }
+    int r = cf_ingest_parse(&ig, rq->fmt, body, len, cfg->max_batch, &lim, wall_ms(), &why);
     if (r == -EBADMSG) {
         ret = send_error(rq, c, MHD_HTTP_BAD_REQUEST, why);
         goto out;
@@ -888,9 +1035,10 @@ static enum MHD_Result finish_events(request *rq, struct MHD_Connection *c, char
         ret = MHD_NO;
         goto out;
     }
-    ret = send_json(rq, c, MHD_HTTP_ACCEPTED, o, NULL, 0);
+    ret = send_json(rq, c, MHD_HTTP_ACCEPTED, o, gh, ngh);
 out:
     cf_ingest_free(&ig);
+    free(gate.body);
     return ret;
 }
 
@@ -956,6 +1104,23 @@ static enum MHD_Result finish_query(request *rq, struct MHD_Connection *c, char 
     enum MHD_Result ret = answer_query(rq, c, q->valuestring, strlen(q->valuestring));
     cJSON_Delete(root);
     return ret;
+}
+
+/* Sends what compat_http.c decided (its reply body is handed to MHD). */
+static enum MHD_Result finish_compat(request *rq, struct MHD_Connection *c, char *body, size_t len)
+{
+    cf_compat_reply r;
+    if (cf_compat_http_handle(rq->h->compat, c, rq->compat_ep, body, len, &r) < 0)
+        return send_unavailable(rq, c, "out of memory");
+    char retry[24];
+    extra_header h[3];
+    size_t n = site_headers(rq, c, r.retry_after, r.allow_origin, retry, h);
+    struct MHD_Response *resp = MHD_create_response_from_buffer_with_free_callback(r.len, r.body, free_cb);
+    if (!resp) {
+        free(r.body);
+        return MHD_NO;
+    }
+    return send_response(rq, c, r.status, resp, r.ctype, h, n);
 }
 
 static enum MHD_Result finish_watermark(request *rq, struct MHD_Connection *c, char *body, size_t len)
@@ -1131,6 +1296,8 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *c, const
         apply_deadline(rq, c, left);
         rq->rt = find_route(rq->raw_uri, strcspn(rq->raw_uri, "?#"));
         int64_t end = rq->start_ms + h->cfg.request_deadline_ms;
+        if (rq->rt == R_COMPAT)
+            rq->compat_ep = cf_compat_route(rq->raw_uri, strcspn(rq->raw_uri, "?#"));
         if (route_is_post(rq->rt) && strcmp(method, "POST") == 0) {
             rq->reading_body = true;
             if (rq->conn) {
@@ -1216,6 +1383,8 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *c, const
         return finish_sql(rq, c, body, len);
     if (rq->rt == R_QUERY)
         return finish_query(rq, c, body, len);
+    if (rq->rt == R_COMPAT)
+        return finish_compat(rq, c, body, len);
     return finish_watermark(rq, c, body, len);
 }
 
@@ -1435,7 +1604,10 @@ cf_http *cf_http_start(const cf_config *cfg, cf_engine *engine, const char **ret
     h->cfg = *cfg;
     h->engine = engine;
     h->budget = cf_body_budget_new(cfg->body_budget, cfg->body_budget_per_ip);
-    if (!h->budget) {
+    h->compat = cf_compat_http_new(cfg, engine);
+    if (!h->budget || !h->compat) {
+        cf_body_budget_free(h->budget);
+        cf_compat_http_free(h->compat);
         free(h);
         *ret_err = "out of memory";
         return NULL;
@@ -1519,5 +1691,6 @@ void cf_http_stop(cf_http *h)
     pthread_cond_destroy(&h->reaper_cv);
     pthread_mutex_destroy(&h->reaper_mu);
     cf_body_budget_free(h->budget);
+    cf_compat_http_free(h->compat);
     free(h);
 }

@@ -16,6 +16,7 @@
 #include "json_arena.h"
 #include "log.h"
 #include "push.h"
+#include "sink_pg.h"
 
 extern char **environ;
 
@@ -126,6 +127,19 @@ int main(int argc, char **argv)
         return 0;
     if (r < 0)
         return 2;
+    /* A sink that can never work is a start-up error (exit 2), like a bad
+     * option; one that is only unreachable now is not (its backlog waits). */
+    if (cfg.sink[0]) {
+        char serr[768];
+        if (!cfg.history || !cfg.data_dir[0]) {
+            fprintf(stderr, "clickflow: --sink needs --history on and a --data-dir\n");
+            return 2;
+        }
+        if (cf_sink_check(cfg.sink, serr, sizeof serr) < 0) {
+            fprintf(stderr, "clickflow: %s\n", serr);
+            return 2;
+        }
+    }
     /* Before any thread uses cJSON: the hooks are process-global. Without
      * them (OOM) ingest parses with malloc, just slower. */
     if (cf_json_arena_install() < 0)

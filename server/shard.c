@@ -15,7 +15,9 @@
 #include "cf_sessions.h"
 #include "cf_time.h"
 #include "cf_winop.h"
+#include "history.h"
 #include "log.h"
+#include "publish.h"
 #include "push.h"
 #include "results_json.h"
 #include "sql_exec.h"
@@ -57,6 +59,8 @@ struct cf_shard {
     unsigned index;
     cf_config cfg;
     cf_push *push;
+    cf_history *history;            /* NULL: history off */
+    cf_buf hist_buf;                /* scratch: a row's columns and sketch */
     atomic_size_t *inflight;
     cf_queue *q;
     pthread_t thread;
@@ -111,19 +115,6 @@ struct cf_shard {
     cJSON *batch_sessions;
     cJSON *batch_late;
 };
-
-cf_msg *cf_msg_new(cf_msg_kind kind, size_t len)
-{
-    cf_msg *m = malloc(sizeof *m + len);
-    if (!m)
-        return NULL;
-    memset(m, 0, sizeof *m);
-    m->kind = (uint8_t)kind;
-    m->len = len;
-    return m;
-}
-
-size_t cf_msg_bytes(const cf_msg *m) { return sizeof *m + m->len; }
 
 void cf_shard_query_clear(cf_shard_query *q)
 {
@@ -320,6 +311,7 @@ void cf_shard_free(cf_shard *s)
     cJSON_Delete(s->batch_windows);
     cJSON_Delete(s->batch_sessions);
     cJSON_Delete(s->batch_late);
+    cf_buf_free(&s->hist_buf);
     pthread_mutex_destroy(&s->ctl_mu);
     free(s);
 }
@@ -371,6 +363,8 @@ int cf_shard_set_hashkey(cf_shard *s, const uint8_t key[16])
     s->closed_idx[1] = i1;
     return 0;
 }
+
+void cf_shard_set_history(cf_shard *s, cf_history *h) { s->history = h; }
 
 void cf_shard_hold(cf_shard *s, bool hold)
 {
@@ -458,6 +452,71 @@ static void index_ring(cf_shard *s, int t)
         index_window(s, t, key, window_key(cf_retain_at(s->closed[t], i), key), i);
 }
 
+/* Hands a final window result to the history writer: columns as JSON,
+ * the distinct-user sketch beside them. Never waits (cf_history_offer). */
+static void history_window(cf_shard *s, const cf_window_result *r)
+{
+    cf_buf *b = &s->hist_buf;
+    b->len = 0;
+    char cols[64];
+    int n = snprintf(cols, sizeof cols, "{\"count\":%llu,\"unique_users\":%llu}",
+                     (unsigned long long)r->count, (unsigned long long)r->unique_users);
+    if (cf_window_result_save_users(r, b) < 0 || b->oom) {
+        b->oom = false;
+        s->st.errors++;
+        return;
+    }
+    cf_history_row row = {
+        .view = cf_window_type_name(r->type),
+        .start = r->start,
+        .end = r->end,
+        .group = r->page_url,
+        .group_len = r->page_url_len,
+        .revision = r->revision,
+        .cols = cols,
+        .cols_len = (size_t)n,
+        .sketch = b->data,
+        .sketch_len = b->len,
+    };
+    (void)cf_history_offer(s->history, &row);   /* a refusal is counted there */
+}
+
+/* The same for a session_end record (view "sessions", group user_id). */
+static void history_session(cf_shard *s, const cf_session_record *r)
+{
+    cJSON *o = cJSON_CreateObject();
+    char *text = NULL;
+    if (o && cJSON_AddNumberToObject(o, "duration_ms", (double)r->duration_ms) &&
+        cJSON_AddNumberToObject(o, "page_views", (double)r->page_views) &&
+        cJSON_AddNumberToObject(o, "distinct_pages", (double)r->distinct_pages)) {
+        /* Page strings are bounded (2048 bytes) and valid UTF-8 (ingest). */
+        char *entry = strndup(r->entry_page, r->entry_page_len);
+        char *exitp = strndup(r->exit_page, r->exit_page_len);
+        if (entry && exitp && cJSON_AddStringToObject(o, "entry_page", entry) &&
+            cJSON_AddStringToObject(o, "exit_page", exitp))
+            text = cJSON_PrintUnformatted(o);
+        free(entry);
+        free(exitp);
+    }
+    cJSON_Delete(o);
+    if (!text) {
+        s->st.errors++;
+        return;
+    }
+    cf_history_row row = {
+        .view = "sessions",
+        .start = r->start,
+        .end = r->end,
+        .group = r->user_id,
+        .group_len = r->user_id_len,
+        .revision = r->revision,
+        .cols = text,
+        .cols_len = strlen(text),
+    };
+    (void)cf_history_offer(s->history, &row);
+    cJSON_free(text);
+}
+
 static void on_window(void *ctx, const cf_window_result *r)
 {
     cf_shard *s = ctx;
@@ -471,6 +530,8 @@ static void on_window(void *ctx, const cf_window_result *r)
     }
     if (s->push && cf_push_clients(s->push) > 0) /* format only for listeners */
         batch_add(&s->batch_windows, cf_wres_json(w));
+    if (s->history && r->final)
+        history_window(s, r);
     retain_window(s, w);
 }
 
@@ -487,6 +548,8 @@ static void on_session(void *ctx, const cf_session_record *r)
     }
     if (s->push && cf_push_clients(s->push) > 0) /* format only for listeners */
         batch_add(&s->batch_sessions, cf_sres_json(rec));
+    if (s->history && r->final)
+        history_session(s, r);
     cf_retain_push(s->closed_sessions, rec);
 }
 
@@ -594,30 +657,25 @@ static void handle_events(cf_shard *s, const cf_msg *m)
     cf_reader r;
     cf_reader_init(&r, m->data, m->len);
     for (uint32_t i = 0; i < m->n; i++) {
-        uint8_t role = 0;
-        uint64_t seq = 0;
-        int64_t wm = CF_TIME_NONE, clock = CF_TIME_NONE;
+        cf_entry_head h;
         cf_event ev;
-        cf_get_u8(&r, &role);
-        cf_get_u64(&r, &seq);
-        cf_get_i64(&r, &wm);
-        cf_get_i64(&r, &clock);
-        if (r.bad || cf_event_unpack(&r, &ev) < 0) {
+        if (cf_entry_get(&r, &h, &ev) < 0) {
             /* The sequencer built this message; a bad one is a bug. */
             cf_error("shard %u: malformed events message (entry %u of %u)", s->index, i, m->n);
             s->st.errors++;
             return;
         }
-        if (!role)
+        if (!h.role)
             continue;           /* a duplicate the sequencer blanked out */
-        s->st.events++;
-        advance_to(s, wm);
-        if (role & CF_ROLE_PAGE)
-            page_event(s, &ev, seq, clock);
-        if (role & CF_ROLE_USER)
+        if (h.role & (CF_ROLE_PAGE | CF_ROLE_USER))
+            s->st.events++;     /* a copy only for user views is not an event here */
+        advance_to(s, h.wm);
+        if (h.role & CF_ROLE_PAGE)
+            page_event(s, &ev, h.seq, h.clock);
+        if (h.role & CF_ROLE_USER)
             user_event(s, &ev);
-        if (role & CF_ROLE_SQL)
-            cf_sqlx_event(s->sqlx, &ev, seq, wm, clock);
+        if (h.role & CF_ROLE_SQL)
+            cf_sqlx_event(s->sqlx, &ev, h.seq, h.wm, h.clock);
     }
     check_bounds(s);
 }
@@ -641,14 +699,13 @@ static void handle_sql(cf_shard *s, cf_msg *m)
 static void handle_reset(cf_shard *s, const cf_msg *m)
 {
     cf_view_settings vs;
-    if (m->len != sizeof vs) {
+    unsigned views = 0;
+    if (cf_msg_reset_get(m, &views, &vs) < 0) {
         s->st.errors++;
         return;
     }
-    memcpy(&vs, m->data, sizeof vs);
     cf_config cfg = s->cfg;
     apply_settings(&cfg, &vs);
-    unsigned views = m->n;
     cf_winop_config tc = winop_config(&cfg, CF_WINDOW_TUMBLING);
     cf_winop_config sc = winop_config(&cfg, CF_WINDOW_SLIDING);
     size_t keep = cfg.retain_results ? cfg.retain_results : 1;
@@ -737,12 +794,7 @@ static void handle_barrier(cf_shard *s, const cf_msg *m)
 /* Publishes data (consumed) as one {"type","data"} message. */
 static void publish_one(cf_shard *s, cJSON *data, cf_topic topic, const char *type)
 {
-    size_t len = 0;
-    char *text = cf_push_message(type, data, &len);
-    if (text) {
-        cf_push_publish(s->push, topic, text, len, false);
-        cJSON_free(text);
-    }
+    cf_publish(s->push, topic, type, data, false);
 }
 
 /* Publishes and clears a batch of results: as one message (windows, late:
@@ -832,10 +884,16 @@ typedef struct open_ctx {
     ptrvec *owned;
 } open_ctx;
 
+/* Time range of a windows query (start >= from, end <= to). */
+static bool range_matches(const cf_shard_query *q, int64_t start, int64_t end)
+{
+    return !q->ranged || (start >= q->from && end <= q->to);
+}
+
 static void collect_open(void *ctx, const cf_window_result *r)
 {
     open_ctx *c = ctx;
-    if (!page_matches(c->q, r->page_url, r->page_url_len))
+    if (!page_matches(c->q, r->page_url, r->page_url_len) || !range_matches(c->q, r->start, r->end))
         return;
     cf_wres *w = cf_wres_new(r);
     if (!w) {
@@ -887,7 +945,7 @@ static void q_windows(cf_shard *s, cf_shard_query *q)
             const cf_retain *ring = s->closed[t];
             for (size_t i = 0, n = cf_retain_len(ring); i < n; i++) {
                 cf_wres *w = cf_retain_at(ring, i);
-                if (page_matches(q, w->page, w->page_len))
+                if (page_matches(q, w->page, w->page_len) && range_matches(q, w->start, w->end))
                     pv_push(&all, w);
             }
         }

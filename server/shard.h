@@ -21,47 +21,14 @@
 #include "cf_trending.h"
 #include "config.h"
 #include "queue.h"
+#include "shard_msg.h"
 
 typedef struct cf_push cf_push;
+typedef struct cf_history cf_history;
 typedef struct cf_shard cf_shard;
 
-/* Roles of an event in an EVENTS message: windows + trending (keyed by
- * page_url) and/or sessions (keyed by user_id). */
-#define CF_ROLE_PAGE 1u
-#define CF_ROLE_USER 2u
-#define CF_ROLE_SQL 4u     /* user SQL views (sql_exec.h): every shard gets every click */
-
-/* Bytes before the packed event in an EVENTS entry: u8 role, u64 arrival
- * number, i64 watermark W and i64 clock C in force before the event (SPEC
- * 1: the shard advances its operators to that W before applying the event,
- * so every event is judged against the W left by the events before it,
- * however the client split them into requests). Little-endian. */
-#define CF_ENTRY_HEAD 25u
-
-typedef enum cf_msg_kind {
-    CF_MSG_EVENTS = 1,   /* data: n x (u8 role, u64 seq, i64 wm, i64 clock, cf_event_pack bytes) */
-    CF_MSG_MARK = 2,     /* watermark marker: wm, clock */
-    CF_MSG_BARRIER = 3,  /* snapshot barrier: save state into snap->parts[index] */
-    CF_MSG_RESET = 4,    /* settings change: n = CF_VIEW_* mask, data = cf_view_settings */
-    CF_MSG_SQL = 5,      /* the user views in force: data = one cf_sqlx_set * (a reference) */
-} cf_msg_kind;
-
-/* The settings each view's state depends on (SPEC 10: a restart with other
- * ones starts the changed views empty). */
-typedef struct cf_view_settings {
-    int64_t window_ms;          /* tumbling */
-    int64_t slide_size_ms;      /* sliding */
-    int64_t slide_ms;
-    int64_t session_gap_ms;     /* sessions */
-    int64_t half_life_ms;       /* trending */
-    int64_t allowed_lateness_ms;/* tumbling, sliding and sessions */
-} cf_view_settings;
-
-#define CF_VIEW_TUMBLING 1u
-#define CF_VIEW_SLIDING 2u
-#define CF_VIEW_SESSIONS 4u
-#define CF_VIEW_TRENDING 8u
-
+/* cf_view_settings and the CF_VIEW_* bits are in shard_msg.h (a RESET
+ * message carries them). */
 void cf_view_settings_of(const cf_config *cfg, cf_view_settings *out);
 /* The views (CF_VIEW_* mask) whose settings differ between a and b. */
 unsigned cf_view_settings_diff(const cf_view_settings *a, const cf_view_settings *b);
@@ -73,20 +40,10 @@ typedef struct cf_snapjob {
     atomic_uint remaining;
     atomic_int failed;
     int64_t lsn;
+    /* Engine: history rows that must be stored before the snapshot is
+     * written, plus one (0: not yet noted). */
+    uint64_t history_target;
 } cf_snapjob;
-
-typedef struct cf_msg {
-    uint8_t kind;
-    uint32_t n;
-    int64_t wm;
-    int64_t clock;
-    cf_snapjob *snap;
-    size_t len;
-    uint8_t data[];
-} cf_msg;
-
-/* A message with len data bytes (uninitialized), or NULL. Free with free(). */
-cf_msg *cf_msg_new(cf_msg_kind kind, size_t len);
 
 /* Counters and gauges of one shard. */
 typedef struct cf_shard_stats {
@@ -134,6 +91,8 @@ typedef struct cf_shard_query {
     int state;                  /* windows: 0 open, 1 closed, -1 both */
     bool by_count;              /* windows: busiest first (interim pushes) */
     const char *page;           /* windows: page_url filter or NULL */
+    bool ranged;                /* windows: only start >= from and end <= to */
+    int64_t from, to;
     size_t page_len;
     const char *user;           /* user sessions */
     size_t user_len;
@@ -185,6 +144,10 @@ int cf_shard_start(cf_shard *s);
 void cf_shard_stop(cf_shard *s);
 void cf_shard_free(cf_shard *s);
 
+/* Final results (windows of both types, session_end records) also go to h
+ * (history.h), every revision. Call before start; h may be NULL. */
+void cf_shard_set_history(cf_shard *s, cf_history *h);
+
 cf_queue *cf_shard_queue(cf_shard *s);
 /* Before start (snapshot loading): installs the user views directly, so
  * the shard's part of the snapshot can fill their state. Takes set's
@@ -194,8 +157,6 @@ void cf_shard_install_sql(cf_shard *s, cf_sqlx_set *set);
 /* Test seam: while held, the shard takes no message from its queue (it
  * still answers queries whose messages it has processed). */
 void cf_shard_hold(cf_shard *s, bool hold);
-/* Bytes accounted for a message (what inflight counts). */
-size_t cf_msg_bytes(const cf_msg *m);
 
 /* Runs qs[i] on shards[i] after it has processed targets[i] messages, all
  * shards in parallel, and waits for every answer. Returns 0, or the first

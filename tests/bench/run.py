@@ -331,6 +331,18 @@ class Bench:
         row("S6", "S1 with --fsync always (group commit)", "requests/s", single["always"],
             "S1 with --fsync off", single["off"], ">= 0.5x")
 
+    # S7 ----------------------------------------------------------------------
+    def s7(self):
+        """History (issue 14): S2 with history.db written (the default)
+        against --history off, same run, interleaved, best of two each."""
+        res = {"on": 0, "off": 0}
+        for _ in range(1 if self.a.smoke else 2):
+            for mode in ("off", "on"):
+                b, _ = self.s2_rate("--history", mode)
+                res[mode] = max(res[mode], b["events_per_s"])
+        row("S7", "S2 with history.db on (default)", "events/s", res["on"], "--history off",
+            res["off"], ">= 0.95x")
+
     def table(self):
         lines = ["| scenario | workload | metric | clickflow | baseline | baseline value | ratio | target |",
                  "|---|---|---|---|---|---|---|---|"]
@@ -346,14 +358,14 @@ def main():
     ap.add_argument("--tools", required=True)
     ap.add_argument("--smoke", action="store_true")
     ap.add_argument("--out")
-    ap.add_argument("--only", default="S1,S2,S3,S4,S5,S6")
+    ap.add_argument("--only", default="S1,S2,S3,S4,S5,S6,S7")
     a = ap.parse_args()
     a.seconds = 1 if a.smoke else 10
     b = Bench(a)
     b.s2_peak = 0
     only = set(a.only.split(","))
     try:
-        for name in ("S1", "S2", "S3", "S4", "S5", "S6"):
+        for name in ("S1", "S2", "S3", "S4", "S5", "S6", "S7"):
             if name in only:
                 if name == "S3" and not b.s2_peak:
                     b.s2_peak = b.s2_rate()[0]["events_per_s"]

@@ -215,6 +215,12 @@ def test_a_table_full_of_trickling_bodies_sheds_the_smallest():
             big = connect(srv, "127.0.0.2")
             big.sendall(post_head(4000) + b"[" + b" " * 2000)
             held.append(big)
+            # The server must have read big's headers and body bytes before
+            # the others arrive: until then it is a connection that never
+            # finished its headers, which is shed first (a race on a slow
+            # machine, not the rule under test).
+            wait_for(lambda: metrics(srv)["clickflow_http_body_bytes_in_flight"] >= 2001,
+                     "the big body's bytes to arrive")
             for i in range(24):
                 s = connect(srv, "127.0.0.%d" % (3 + i % 3))
                 s.sendall(post_head(1000) + b"[")

@@ -180,12 +180,15 @@ def rss_bound(base, shards, capacity, http_threads, connections, body):
         thread (included in the working set above);
       operator state and retained results (50 pages x 50 users, timestamps
         repeating inside one minute, nothing closes): 8 MiB;
+      history: sliding windows fire as W moves, faster than the history
+        writer stores them on 2 busy cores: its queue (--history-queue,
+        8 MiB) plus SQLite's page cache and statements (4 MiB);
       malloc arenas, fragmentation and thread stacks: 32 MiB margin.
     Without the queue and byte limits the backlog alone would grow by
     (503 count) x (packed request bytes): hundreds of MB in 30 s here."""
     packed = packed_bytes(body)
     return (base + shards * (capacity + 2) * 2 * packed + connections * len(body) * 2
-            + http_threads * 32 * len(body) + (8 << 20) + (32 << 20))
+            + http_threads * 32 * len(body) + (8 << 20) + (8 << 20) + (4 << 20) + (32 << 20))
 
 
 def is_asan(pid):

@@ -115,6 +115,8 @@ static void defaults_follow_spec(void **state)
     assert_string_equal(c->ingest_token, "");
     assert_string_equal(c->read_token, "");
     assert_int_equal(c->n_cors_origins, 0);
+    assert_string_equal(c->sites, "");
+    assert_int_equal(c->ip_rate, 100);
     run_free(&r);
 }
 
@@ -129,8 +131,9 @@ static void help_lists_every_option_with_env_and_default(void **state)
         "half-life", "retain-results", "max-keys", "max-batch", "max-body", "queue-capacity",
         "push-interval", "ws-max-clients", "ws-queue", "data-dir", "fsync", "snapshot-interval",
         "segment-size", "ingest-token", "read-token", "cors-origin", "connection-timeout",
-        "request-deadline", "max-connections", "max-connections-per-ip", "ws-queue-bytes", "header-timeout",
-        "body-stall-timeout", "body-budget", "body-budget-per-ip", "admin-token", "sql",
+        "request-deadline", "site", "ip-rate", "max-connections", "max-connections-per-ip", "ws-queue-bytes",
+        "header-timeout", "body-stall-timeout", "body-budget", "body-budget-per-ip", "history",
+        "history-retention", "history-queue", "sink", "sink-backlog", "admin-token", "sql",
         "max-queries"};
     size_t n_env = 0;
     for (const char *p = r.out; (p = strstr(p, "[env: CLICKFLOW_")) != NULL; p++)
@@ -187,10 +190,58 @@ static void help_defaults_round_trip(void **state)
         }
         line = nl ? nl + 1 : NULL;
     }
-    /* all but shards, http-threads, three tokens, --sql, cors-origin and the two body budgets */
-    assert_int_equal(checked, 33);
+    /* all but shards, http-threads, three tokens, --sql, cors-origin, site, the two body
+     * budgets and sink */
+    assert_int_equal(checked, 38);
     run_free(&h);
     run_free(&d);
+}
+
+/* --site KEY=ORIGIN[,ORIGIN...]: repeatable, normalised, validated; the
+ * environment form takes several entries separated by ';' or newlines, and
+ * sites on the command line replace those of the environment. */
+static void site_keys(void **state)
+{
+    (void)state;
+    run r = load("--site", "shop=https://shop.example/, https://www.shop.example", "--site=api=", "--ip-rate", "7",
+                 NULL);
+    assert_int_equal(r.rc, 0);
+    assert_string_equal(r.cfg.sites, "shop=https://shop.example,https://www.shop.example\napi=\n");
+    assert_int_equal(r.cfg.ip_rate, 7);
+    char desc[16384];
+    cf_config_describe(&r.cfg, desc, sizeof desc);
+    assert_non_null(strstr(desc, "site=shop=https://shop.example,https://www.shop.example;api= ip-rate=7"));
+    run_free(&r);
+
+    char *env[] = {(char *)"CLICKFLOW_SITE=a=https://a.example; b=http://b.example:8080\nc=*", NULL};
+    char *argv[] = {(char *)"clickflow", NULL};
+    r = load_env(env, 1, argv);
+    assert_int_equal(r.rc, 0);
+    assert_string_equal(r.cfg.sites, "a=https://a.example\nb=http://b.example:8080\nc=*\n");
+    run_free(&r);
+    char *argv2[] = {(char *)"clickflow", (char *)"--site", (char *)"z=https://z.example", NULL};
+    r = load_env(env, 3, argv2);
+    assert_int_equal(r.rc, 0);
+    assert_string_equal(r.cfg.sites, "z=https://z.example\n");
+    run_free(&r);
+
+    static const char *const bad[] = {
+        "noequals", "=https://a.example", "k=a.example", "k=https://a.example/path", "k=https://",
+        "sp ace=https://a.example", "k,2=https://a.example",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        r = load("--site", bad[i], NULL);
+        if (r.rc != -1 || !strstr(r.err, "--site"))
+            fail_msg("--site %s was not refused (%s)", bad[i], r.err);
+        run_free(&r);
+    }
+    r = load("--site", "k=https://a.example", "--site", "k=https://b.example", NULL);
+    assert_int_equal(r.rc, -1);
+    assert_non_null(strstr(r.err, "twice"));
+    run_free(&r);
+    r = load("--ip-rate", "0", NULL);
+    assert_int_equal(r.rc, -1);
+    run_free(&r);
 }
 
 static void version_prints_version(void **state)
@@ -357,6 +408,30 @@ static void fsync_policies(void **state)
     run r = load("--fsync", "sometimes", NULL);
     assert_int_equal(r.rc, -1);
     assert_non_null(strstr(r.err, "--fsync"));
+    run_free(&r);
+}
+
+static void history_options(void **state)
+{
+    (void)state;
+    run d = load(NULL);
+    assert_true(d.cfg.history);
+    assert_true(d.cfg.history_retention_ms == INT64_C(90) * 86400000);
+    run_free(&d);
+    run r = load("--history", "off", "--history-retention", "0", "--history-queue", "1k", NULL);
+    assert_int_equal(r.rc, 0);
+    assert_false(r.cfg.history);
+    assert_true(r.cfg.history_retention_ms == 0);
+    assert_int_equal(r.cfg.history_queue_bytes, 1024);
+    run_free(&r);
+    r = load("--history", "yes", NULL);
+    assert_int_equal(r.rc, -1);
+    assert_non_null(strstr(r.err, "--history"));
+    assert_non_null(strstr(r.err, "on, off"));
+    run_free(&r);
+    r = load("--history-retention", "7x", NULL);
+    assert_int_equal(r.rc, -1);
+    assert_non_null(strstr(r.err, "--history-retention"));
     run_free(&r);
 }
 
@@ -549,6 +624,7 @@ int main(void)
         cmocka_unit_test(help_lists_every_option_with_env_and_default),
         cmocka_unit_test(help_defaults_round_trip),
         cmocka_unit_test(version_prints_version),
+        cmocka_unit_test(site_keys),
         cmocka_unit_test(durations_and_forms),
         cmocka_unit_test(bad_duration_names_the_option),
         cmocka_unit_test(environment_applies_and_command_line_wins),
@@ -557,6 +633,7 @@ int main(void)
         cmocka_unit_test(port_boundaries),
         cmocka_unit_test(slide_size_must_be_a_multiple),
         cmocka_unit_test(fsync_policies),
+        cmocka_unit_test(history_options),
         cmocka_unit_test(cors_origins),
         cmocka_unit_test(bind_tokens_and_strings),
         cmocka_unit_test(connection_limits),

@@ -25,6 +25,8 @@ static void duration_units(void **state)
     assert_true(v == 1800000);
     assert_int_equal(dur("2h", &v), 0);
     assert_true(v == 7200000);
+    assert_int_equal(dur("90d", &v), 0);
+    assert_true(v == INT64_C(90) * 86400000);
     assert_int_equal(dur("0", &v), 0);
     assert_true(v == 0);
     assert_int_equal(dur("0ms", &v), 0);
@@ -39,7 +41,7 @@ static void duration_rejects_bad_syntax(void **state)
 {
     (void)state;
     static const char *bad[] = {"", "s", "ms", "5", "00", "1", "-5s", "+5s", " 5s", "5s ",
-                                "5 s", "5S", "5MS", "5sec", "5d", "1.5s", "5msx", "5hh",
+                                "5 s", "5S", "5MS", "5sec", "5D", "5dd", "1.5s", "5msx", "5hh",
                                 "0x10s", "5m s", "99999999999999999999999x"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         int64_t v = 42;

@@ -575,9 +575,15 @@ static void model_result(model *m, int64_t start, int page, uint32_t rev, bool f
             users |= 1ULL << e->user;
         }
     }
-    cf_window_result r = {m->c.type, start, start + m->c.size_ms, model_pages[page],
-                          strlen(model_pages[page]), count, (uint64_t)__builtin_popcountll(users),
-                          rev, final};
+    cf_window_result r = {.type = m->c.type,
+                          .start = start,
+                          .end = start + m->c.size_ms,
+                          .page_url = model_pages[page],
+                          .page_url_len = strlen(model_pages[page]),
+                          .count = count,
+                          .unique_users = (uint64_t)__builtin_popcountll(users),
+                          .revision = rev,
+                          .final = final};
     collect(&m->out, &r);
 }
 
@@ -1358,6 +1364,71 @@ static void load_parts_merges_and_splits(void **state)
     sink_free(&s);
 }
 
+/* ---- the sketch behind unique_users (history rollups) ------------------- */
+
+typedef struct sketch_sink {
+    cf_hll *got[8];
+    uint64_t unique[8];
+    int64_t start[8];
+    size_t n;
+} sketch_sink;
+
+static void collect_sketch(void *ctx, const cf_window_result *r)
+{
+    sketch_sink *s = ctx;
+    if (!r->final)
+        return;
+    assert_true(s->n < 8);
+    cf_buf b = {0};
+    assert_int_equal(cf_window_result_save_users(r, &b), 0);
+    cf_reader in;
+    cf_reader_init(&in, b.data, b.len);
+    s->got[s->n] = cf_hll_load(&in);
+    assert_non_null(s->got[s->n]);
+    s->unique[s->n] = r->unique_users;
+    s->start[s->n] = r->start;
+    s->n++;
+    cf_buf_free(&b);
+}
+
+/* Every final result carries the very sketch its unique_users came from:
+ * one pane with few users (inline), one with many (an HLL), and a sliding
+ * window merged from several panes, each equal to the sketch of its users
+ * built directly, so sketches of several windows merge like their users. */
+static void final_results_carry_their_sketch(void **state)
+{
+    (void)state;
+    cf_winop_config c = {.type = CF_WINDOW_SLIDING, .size_ms = 300, .slide_ms = 100,
+                         .allowed_lateness_ms = 0};
+    cf_winop *op = cf_winop_new(&c);
+    assert_non_null(op);
+    sketch_sink s = {0};
+    /* Pane [0,100): users 0..1 (inline); pane [100,200): users 0..699 (dense). */
+    for (int u = 0; u < 2; u++)
+        assert_true(cf_winop_add(op, "/a", 2, user(u), 10, collect_sketch, &s) > 0);
+    for (int u = 0; u < 700; u++)
+        assert_true(cf_winop_add(op, "/a", 2, user(u), 150, collect_sketch, &s) > 0);
+    cf_winop_advance(op, 1000, collect_sketch, &s);
+    /* Windows starting -200, -100 (pane 0 only, or panes 0-1), 0, 100. */
+    assert_true(s.n >= 3);
+    for (size_t i = 0; i < s.n; i++) {
+        cf_hll *want = cf_hll_new();
+        assert_non_null(want);
+        int64_t st = s.start[i];
+        if (st <= 0 && st + 300 > 10)
+            for (int u = 0; u < 2; u++)
+                assert_true(cf_hll_add(want, user(u)) >= 0);
+        if (st <= 150 && st + 300 > 150)
+            for (int u = 0; u < 700; u++)
+                assert_true(cf_hll_add(want, user(u)) >= 0);
+        assert_true(cf_hll_equal(s.got[i], want));
+        assert_true(cf_hll_count(s.got[i]) == s.unique[i]);
+        cf_hll_free(want);
+        cf_hll_free(s.got[i]);
+    }
+    cf_winop_free(op);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1383,6 +1454,7 @@ int main(void)
         cmocka_unit_test(pane_page_in_some_panes_only),
         cmocka_unit_test(load_rejects_bad_pane_state),
         cmocka_unit_test(pane_neighbours_near_int64_min),
+        cmocka_unit_test(final_results_carry_their_sketch),
     };
     return cmocka_run_group_tests_name("winop", tests, NULL, NULL);
 }

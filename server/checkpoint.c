@@ -1,0 +1,337 @@
+/* checkpoint: the engine's snapshots (the file is snapshot.c's). The ticker
+ * starts one with a barrier in every queue (a consistent cut at an LSN),
+ * the shards save their parts, the ticker collects them, writes the file
+ * and drops the log it covers; a start loads the newest one before the log
+ * is replayed. The payload layout (docs/DESIGN.md, "Snapshot payload") is
+ * written and read here only. */
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cf_dedup.h"
+#include "cf_watermark.h"
+#include "engine_int.h"
+#include "log.h"
+#include "shard_msg.h"
+#include "snapshot.h"
+#include "sql_exec.h"
+#include "wal.h"
+
+#define SNAP_MAGIC 0x50414e53464355ull   /* "UCFSNAP" */
+/* 2: pane-based window state (cf_winop CFW2); 3: the hash key in the
+ * sequencer part; 4: the SQL definitions after the dedup table (a version 3
+ * snapshot still loads: it had none). */
+#define SNAP_VERSION 4u
+
+/* The view settings record: the snapshot's fingerprint below and the
+ * CF_WAL_SETTINGS payload (recovery.c) alike. */
+void put_settings(cf_buf *b, const cf_view_settings *vs)
+{
+    cf_buf_put_i64(b, vs->window_ms);
+    cf_buf_put_i64(b, vs->slide_size_ms);
+    cf_buf_put_i64(b, vs->slide_ms);
+    cf_buf_put_i64(b, vs->session_gap_ms);
+    cf_buf_put_i64(b, vs->half_life_ms);
+    cf_buf_put_i64(b, vs->allowed_lateness_ms);
+}
+
+bool get_settings(cf_reader *r, cf_view_settings *vs)
+{
+    cf_get_i64(r, &vs->window_ms);
+    cf_get_i64(r, &vs->slide_size_ms);
+    cf_get_i64(r, &vs->slide_ms);
+    cf_get_i64(r, &vs->session_gap_ms);
+    cf_get_i64(r, &vs->half_life_ms);
+    return cf_get_i64(r, &vs->allowed_lateness_ms) && vs->window_ms > 0 &&
+           vs->slide_size_ms > 0 && vs->slide_ms > 0 && vs->session_gap_ms > 0 &&
+           vs->half_life_ms > 0 && vs->allowed_lateness_ms >= 0;
+}
+
+/* The layout a snapshot's state depends on: the shard count (a restart
+ * with another one re-distributes the state by key) and the view settings
+ * the shards ran at the cut (a restart with other ones loads the state as
+ * it was and switches later, see adopt_settings). */
+static void put_fingerprint(const cf_engine *e, cf_buf *b)
+{
+    cf_buf_put_u32(b, e->n_shards);
+    put_settings(b, &e->shard_vs);
+}
+
+/* Sequencer part of a snapshot (under mu). */
+static int save_sequencer_locked(cf_engine *e, cf_buf *out)
+{
+    cf_buf_put_i64(out, cf_watermark_max_ts(e->wm));
+    cf_buf_put_i64(out, e->sent_wm);
+    cf_buf_put_i64(out, e->mark_clock);
+    cf_buf_put_u64(out, e->next_seq);
+    cf_buf_put_u64(out, atomic_load(&e->accepted));
+    cf_buf_put_u64(out, atomic_load(&e->duplicates));
+    cf_buf_put_u64(out, atomic_load(&e->rejected));
+    cf_buf_put(out, e->hashkey, sizeof e->hashkey);
+    cf_buf tmp = {0};
+    int rc = cf_dedup_save(e->dedup, &tmp);
+    if (rc >= 0 && !tmp.oom)
+        cf_buf_put_str(out, (const char *)tmp.data, tmp.len);
+    else if (rc >= 0)
+        rc = -ENOMEM;
+    cf_buf_free(&tmp);
+    if (rc >= 0)
+        rc = cf_sqlrt_save(e->sql, out);
+    return rc < 0 ? rc : (out->oom ? -ENOMEM : 0);
+}
+
+/* Restores a snapshot payload into the (not yet started) engine. */
+int load_snapshot(cf_engine *e, const cf_buf *payload)
+{
+    cf_reader r;
+    cf_reader_init(&r, payload->data, payload->len);
+    uint64_t magic = 0;
+    uint32_t version = 0;
+    cf_get_u64(&r, &magic);
+    cf_get_u32(&r, &version);
+    if (r.bad || magic != SNAP_MAGIC || (version != SNAP_VERSION && version != 3)) {
+        cf_error("snapshot: unknown format (magic %" PRIx64 ", version %u)", magic, version);
+        return -EINVAL;
+    }
+    uint32_t old_shards = 0;
+    cf_view_settings vs;
+    cf_get_u32(&r, &old_shards);
+    if (!get_settings(&r, &vs) || old_shards == 0) {
+        cf_error("snapshot: malformed settings fingerprint");
+        return -EINVAL;
+    }
+    int64_t max_ts = 0, sent = 0, clock = 0;
+    uint64_t next_seq = 0, acc = 0, dup = 0, rej = 0;
+    const char *blob = NULL;
+    size_t blob_len = 0;
+    cf_get_i64(&r, &max_ts);
+    cf_get_i64(&r, &sent);
+    cf_get_i64(&r, &clock);
+    cf_get_u64(&r, &next_seq);
+    cf_get_u64(&r, &acc);
+    cf_get_u64(&r, &dup);
+    cf_get_u64(&r, &rej);
+    uint8_t key[CF_HASHKEY_LEN];
+    if (r.left < sizeof key)
+        return -EINVAL;
+    memcpy(key, r.p, sizeof key);
+    r.p += sizeof key;
+    r.left -= sizeof key;
+    if (!cf_get_str(&r, &blob, &blob_len))
+        return -EINVAL;
+    const char *defs = NULL;
+    size_t defs_len = 0;
+    if (version >= 4 && !cf_get_str(&r, &defs, &defs_len))
+        return -EINVAL;
+    /* The snapshot's key is the one its state was made with; a key file
+     * that says otherwise (replaced, restored from elsewhere) is rewritten. */
+    if (memcmp(key, e->hashkey, sizeof key) != 0) {
+        cf_warn("snapshot: the hash key file differs from the snapshot's; using the snapshot's");
+        memcpy(e->hashkey, key, sizeof key);
+        int krc = key_shards(e);
+        if (krc == 0)
+            krc = cf_hashkey_store(e->cfg.data_dir, key);
+        if (krc < 0) {
+            cf_error("cannot store the hash key in %s: %s", e->cfg.data_dir, strerror(-krc));
+            return krc;
+        }
+    }
+    cf_reader dr;
+    cf_reader_init(&dr, blob, blob_len);
+    cf_dedup *d = cf_dedup_load(e->cfg.dedup_ttl_ms > 0 ? e->cfg.dedup_ttl_ms : 1,
+                                e->cfg.max_keys, key, &dr);
+    if (!d)
+        return -EINVAL;
+    uint32_t parts = 0;
+    cf_get_u32(&r, &parts);
+    cf_reader *pr = parts == old_shards ? calloc(parts, sizeof *pr) : NULL;
+    cf_reader *copy = pr ? calloc(parts, sizeof *copy) : NULL;
+    if (!copy) {
+        free(pr);
+        cf_dedup_free(d);
+        return parts == old_shards ? -ENOMEM : -EINVAL;
+    }
+    for (unsigned i = 0; i < parts; i++) {
+        if (!cf_get_str(&r, &blob, &blob_len)) {
+            free(pr);
+            free(copy);
+            cf_dedup_free(d);
+            return -EINVAL;
+        }
+        cf_reader_init(&pr[i], blob, blob_len);
+    }
+    if (parts != e->n_shards)
+        cf_info("snapshot: taken with %u shards, now %u: re-distributing the state by key",
+                parts, e->n_shards);
+    if (defs_len > 0) {
+        /* The definitions first, installed straight into the shards (not
+         * started yet), so that their parts can fill the views' state. */
+        sql_error err;
+        int src = cf_sqlrt_load(e->sql, defs, defs_len, &err);
+        cf_sqlx_set *set = src == 0 ? cf_sqlrt_current_set(e->sql) : NULL;
+        if (src < 0 || !set) {
+            cf_error("snapshot: the SQL definitions do not plan (line %d, column %d: %s)",
+                     err.line, err.column, err.message);
+            free(pr);
+            free(copy);
+            cf_dedup_free(d);
+            return src < 0 ? src : -ENOMEM;
+        }
+        for (unsigned s = 0; s < e->n_shards; s++)
+            cf_shard_install_sql(e->shards[s], cf_sqlx_set_ref(set));
+        atomic_store(&e->sql_runs, cf_sqlx_set_runs(set));
+        cf_sqlx_set_unref(set);
+    }
+    for (unsigned s = 0; s < e->n_shards; s++) {
+        /* Each shard reads its own copy: after a rescale every shard reads
+         * every part. */
+        memcpy(copy, pr, parts * sizeof *copy);
+        int rc = cf_shard_load(e->shards[s], copy, parts, e->n_shards, &vs);
+        if (rc) {
+            cf_error("snapshot: shard %u state is malformed", s);
+            free(pr);
+            free(copy);
+            cf_dedup_free(d);
+            return rc;
+        }
+    }
+    free(pr);
+    free(copy);
+    e->shard_vs = vs;
+    e->vs_known = true;
+    cf_dedup_free(e->dedup);
+    e->dedup = d;
+    cf_watermark_restore(e->wm, max_ts, sent);
+    e->sent_wm = sent;
+    e->mark_clock = clock;
+    e->next_seq = next_seq;
+    atomic_store(&e->accepted, acc);
+    atomic_store(&e->duplicates, dup);
+    atomic_store(&e->rejected, rej);
+    return 0;
+}
+
+void job_free(cf_engine *e, cf_snapjob *job)
+{
+    if (!job)
+        return;
+    for (unsigned s = 0; s < e->n_shards + 1; s++)
+        cf_buf_free(&job->parts[s]);
+    free(job->parts);
+    free(job);
+}
+
+/* Starts a snapshot: under the sequencer lock notes the last LSN, saves the
+ * sequencer state and puts a barrier in every queue (a consistent cut: the
+ * shards save exactly the effect of the records <= lsn). parts[n_shards]
+ * holds the sequencer part. 0, -EAGAIN (no room now), or -errno. */
+int snapshot_begin(cf_engine *e)
+{
+    if (!e->recovered)
+        return -EPERM;  /* never snapshot a partial recovery (see recover) */
+    cf_snapjob *job = calloc(1, sizeof *job);
+    if (!job)
+        return -ENOMEM;
+    job->parts = calloc(e->n_shards + 1, sizeof *job->parts);
+    if (!job->parts) {
+        free(job);
+        return -ENOMEM;
+    }
+    atomic_init(&job->remaining, e->n_shards);
+    atomic_init(&job->failed, 0);
+    cf_msg **msgs = calloc(e->n_shards, sizeof *msgs);
+    int rc = msgs ? 0 : -ENOMEM;
+    for (unsigned s = 0; s < e->n_shards && !rc; s++) {
+        msgs[s] = cf_msg_new(CF_MSG_BARRIER, 0);
+        if (!msgs[s])
+            rc = -ENOMEM;
+        else
+            msgs[s]->snap = job;
+    }
+    if (!rc) {
+        pthread_mutex_lock(&e->mu);
+        if (!all_have_room_locked(e))
+            rc = -EAGAIN;
+        else
+            rc = save_sequencer_locked(e, &job->parts[e->n_shards]);
+        if (!rc) {
+            job->lsn = e->wal ? cf_wal_last_lsn(e->wal) : 0;
+            for (unsigned s = 0; s < e->n_shards; s++) {
+                enqueue_locked(e, s, msgs[s]);
+                msgs[s] = NULL;
+            }
+        }
+        pthread_mutex_unlock(&e->mu);
+    }
+    if (msgs)
+        for (unsigned s = 0; s < e->n_shards; s++)
+            free(msgs[s]);
+    free(msgs);
+    if (rc) {
+        job_free(e, job);
+        return rc;
+    }
+    e->job = job;
+    return 0;
+}
+
+/* Finishes the snapshot once every shard answered: concatenates the parts
+ * behind a versioned header, writes it and drops the log it covers. Returns
+ * 1 when written, 0 when shards are still saving, or -errno. */
+int snapshot_finish(cf_engine *e)
+{
+    cf_snapjob *job = e->job;
+    if (!job)
+        return 0;
+    if (atomic_load_explicit(&job->remaining, memory_order_acquire) > 0)
+        return 0;
+    /* Every shard has passed the barrier, so every result fired before the
+     * cut has been offered to the history writer. The snapshot must not be
+     * written before those rows are stored: after a crash, replay starts at
+     * the snapshot and would not fire them again. Waiting here (returning
+     * "not yet") delays only the snapshot, never a shard. */
+    if (e->history) {
+        if (job->history_target == 0)
+            job->history_target = cf_history_offered(e->history) + 1;
+        if (!cf_history_written(e->history, job->history_target - 1))
+            return 0;
+    }
+    e->job = NULL;
+    int rc = atomic_load(&job->failed) ? -ENOMEM : 0;
+    cf_buf out = {0};
+    if (!rc) {
+        cf_buf_put_u64(&out, SNAP_MAGIC);
+        cf_buf_put_u32(&out, SNAP_VERSION);
+        put_fingerprint(e, &out);
+        cf_buf_put(&out, job->parts[e->n_shards].data, job->parts[e->n_shards].len);
+        cf_buf_put_u32(&out, e->n_shards);
+        for (unsigned s = 0; s < e->n_shards; s++)
+            cf_buf_put_str(&out, (const char *)job->parts[s].data, job->parts[s].len);
+        if (out.oom)
+            rc = -ENOMEM;
+    }
+    /* The snapshot must not cover records that might still be lost. */
+    if (!rc && job->lsn > 0 && cf_wal_commit(e->wal, job->lsn) < 0)
+        rc = -EIO;
+    if (!rc)
+        rc = cf_snapshot_write(e->cfg.data_dir, job->lsn, out.data, out.len);
+    /* cf_snapshot_load falls back to the previous snapshot when the newest
+     * is damaged, so the log is kept from that one on: drop only what the
+     * previous snapshot covers. */
+    if (!rc && e->snapshot_lsn > 0)
+        rc = cf_wal_drop_through(e->wal, e->snapshot_lsn);
+    if (rc) {
+        atomic_fetch_add(&e->snapshot_failures, 1);
+        cf_warn("snapshot at LSN %" PRId64 " failed: %s", job->lsn, strerror(-rc));
+    } else {
+        atomic_fetch_add(&e->snapshots, 1);
+        e->snapshot_lsn = job->lsn;
+        cf_info("snapshot at LSN %" PRId64 " written (%zu bytes)", job->lsn, out.len);
+    }
+    cf_buf_free(&out);
+    job_free(e, job);
+    return rc ? rc : 1;
+}

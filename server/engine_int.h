@@ -1,0 +1,224 @@
+/* engine_int: what the engine's files share, private to them (the public
+ * API is engine.h). The engine is one object whose jobs live in one file
+ * each:
+ *
+ *   engine.c      life cycle: new, start (recovery, then the ticker), stop, free
+ *   sequencer.c   submit: route + pack, dedup, clock, WAL append, enqueue
+ *   recovery.c    replay of the write-ahead log, settings changes (SPEC 10)
+ *   checkpoint.c  snapshots: barrier, collect, write; loading one at start
+ *                 (the payload is written and read there only)
+ *   query.c       query fan-out to the shards, merges and their JSON
+ *   stats.c       stats JSON and /metrics, from one table (stats_table.h)
+ *   ticker.c      the 100 ms clock: idle watermark, pushes, snapshots
+ *
+ * The pipeline (docs/DESIGN.md):
+ *
+ *   request thread                     shard threads (keyBy)
+ *   ---------------                    ---------------------
+ *   route + pack (no lock)
+ *   lock sequencer:                    pop message
+ *     room in every target queue?        EVENTS: winop x2 + trending (page
+ *     dedup + clock + arrival seq          role), sessions (user role),
+ *     stamp W, C before each event         after advancing to the event's W
+ *     WAL append (memcpy)                MARK: advance operators, fire
+ *     enqueue one message per shard      BARRIER: save state for a snapshot
+ *     W moved? WAL + marker to all     answer queries posted on the
+ *   unlock; wait for WAL commit          control list once caught up
+ *
+ * Everything that decides what an event means (duplicate or not, its
+ * arrival number, the watermark it is judged against) happens in the one
+ * sequencer critical section, in one total order that the WAL records, so a
+ * replay through the same path reproduces the same results. The watermark
+ * moves per event (SPEC 1): each event carries the W the events before it
+ * left, computed from logged values only, so how a client splits events
+ * into requests changes nothing. */
+#ifndef CF_ENGINE_INT_H
+#define CF_ENGINE_INT_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+#include <cjson/cJSON.h>
+
+#include "cf_buf.h"
+#include "cf_dedup.h"
+#include "cf_event.h"
+#include "cf_hash.h"
+#include "cf_watermark.h"
+#include "config.h"
+#include "engine.h"
+#include "history.h"
+#include "push.h"
+#include "shard.h"
+#include "sink_pg.h"
+#include "snapshot.h"
+#include "sql_runtime.h"
+#include "wal.h"
+
+/* Queue slots beyond --queue-capacity kept for watermark markers and
+ * snapshot barriers, so a queue full of events never starves them. */
+#define RESERVED_SLOTS 2
+#define RATE_SAMPLES 11                 /* 1 s of 100 ms ticks, plus one */
+
+/* Per-event routing and message offsets, computed outside the lock. */
+typedef struct route {
+    uint32_t page_shard;
+    uint32_t user_shard;
+    size_t page_off;        /* offset of the entry in msgs[page_shard] */
+    size_t user_off;        /* offset in msgs[user_shard], or SIZE_MAX if the same entry */
+    size_t pack_off;        /* offset of the packed event in `packed` */
+    size_t pack_len;
+    uint64_t id_hash;       /* cf_dedup_hash(event_id), hashed before the lock */
+} route;
+
+/* Offset of an event's entry in msgs[s] for the shards that get it only for
+ * user SQL views (neither its page nor its user shard). */
+#define XOFF(p, i, s, n) ((p)->xoff[(size_t)(i) * (n) + (s)])
+
+/* A request prepared for the sequencer. */
+typedef struct prepared {
+    size_t n;
+    route *rt;
+    cf_msg **msgs;          /* per shard, NULL when no event goes there */
+    uint32_t *accepted;     /* per shard: entries not duplicates */
+    cf_buf packed;          /* the events, cf_event_pack'ed back to back (WAL payload) */
+    size_t bytes;           /* message bytes, for the in-flight budget */
+    bool bcast;             /* user SQL views run: every shard gets every event */
+    size_t *xoff;           /* bcast: XOFF, SIZE_MAX for the page and user shards */
+} prepared;
+
+struct cf_engine {
+    cf_config cfg;
+    cf_push *push;
+    cf_sqlrt *sql;                  /* SQL catalog and views; changed under mu only */
+    atomic_bool sql_runs;           /* user views run: events go to every shard (mu writes) */
+    unsigned n_shards;
+    cf_shard **shards;
+    atomic_size_t inflight;         /* bytes in queued messages */
+    size_t inflight_cap;
+
+    /* Sequencer: everything below up to the counters is guarded by mu. */
+    pthread_mutex_t mu;
+    cf_dedup *dedup;
+    uint8_t hashkey[CF_HASHKEY_LEN]; /* keys the dedup hash (per data dir) */
+    /* View settings the shards' operators run (those the log was made with
+     * during replay; the configured ones once started), and whether the log
+     * or snapshot said what they were. */
+    cf_view_settings shard_vs;
+    bool vs_known;
+    cf_watermark *wm;
+    int64_t sent_wm;                /* W of the last marker sent to the shards */
+    int64_t mark_clock;             /* C carried by that marker */
+    uint64_t next_seq;              /* global arrival number of accepted events */
+    cf_buf scratch;                 /* WAL payloads */
+    bool stopping;
+    bool started;                   /* shard threads run (queries work) */
+    bool accepting;                 /* recovery done: submissions allowed */
+    bool recovered;                 /* the whole log was replayed: snapshots allowed */
+    cf_snapjob *job;                /* snapshot in progress (ticker-owned) */
+    int64_t snap_due;               /* wall time of the next snapshot */
+
+    _Atomic uint64_t accepted, duplicates, rejected, dedup_errors;
+    atomic_int failed;              /* a WAL write/fsync failed: -EIO from now on */
+    atomic_bool ready;
+    _Atomic uint64_t rate_x1000;    /* events/s over the last second, x1000 */
+
+    cf_wal *wal;                    /* NULL: durability off */
+    cf_history *history;            /* NULL: history off (or no data dir) */
+    cf_sink *sink;                  /* NULL: no --sink */
+    _Atomic int64_t recovery_ms;    /* atomics: metrics may be read during recovery */
+    _Atomic int64_t replayed;
+    int64_t snapshot_lsn;
+    _Atomic uint64_t snapshots, snapshot_failures;
+
+    /* Ticker. */
+    pthread_t ticker;
+    bool ticker_started;
+    pthread_mutex_t tick_mu;
+    pthread_cond_t tick_cond;
+    bool tick_stop;
+    uint64_t rate_acc[RATE_SAMPLES];
+    int64_t rate_t[RATE_SAMPLES];
+    size_t rate_i;
+    char *last_trending;            /* last trending push, to publish on change */
+    bool dedup_bound_logged;        /* the first dedup eviction was logged (ticker) */
+};
+
+static inline int64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static inline int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static inline uint32_t shard_of(const cf_engine *e, const char *key, size_t len)
+{
+    return cf_hash_shard(cf_hash64(key, len, 0), e->n_shards);
+}
+
+static inline void sleep_ms(int ms)
+{
+    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* Functions one engine file defines and another calls. They keep the names
+ * they had as static functions of one engine.c (open branches port by
+ * name); this header is included by the engine's files only. */
+
+/* sequencer.c */
+void prepared_free(cf_engine *e, prepared *p);
+int prepare(cf_engine *e, const cf_event *evs, size_t n, prepared *p);
+bool has_room_locked(cf_engine *e, const prepared *p);
+bool all_have_room_locked(cf_engine *e);
+void enqueue_locked(cf_engine *e, unsigned s, cf_msg *m);
+int wal_fail_locked(cf_engine *e, int64_t rc);
+int key_shards(cf_engine *e);
+int64_t send_marker_locked(cf_engine *e, int64_t w, int64_t c, bool log);
+int64_t maybe_mark_locked(cf_engine *e, int64_t now);
+int64_t apply_locked(cf_engine *e, prepared *p, const cf_event *evs, uint8_t *is_dup,
+                     bool replay, size_t *ret_accepted);
+
+/* recovery.c */
+int adopt_settings(cf_engine *e);
+int recover(cf_engine *e);
+
+/* checkpoint.c */
+void put_settings(cf_buf *b, const cf_view_settings *vs);
+bool get_settings(cf_reader *r, cf_view_settings *vs);
+int load_snapshot(cf_engine *e, const cf_buf *payload);
+void job_free(cf_engine *e, cf_snapjob *job);
+int snapshot_begin(cf_engine *e);
+int snapshot_finish(cf_engine *e);
+
+/* query.c */
+int query_shards(cf_engine *e, cf_shard_query *qs, int only, bool sync, int64_t *ret_clock);
+cf_shard_query *new_queries(cf_engine *e, cf_qkind kind);
+void free_queries(cf_engine *e, cf_shard_query *qs);
+cJSON *time_json(int64_t t);
+cJSON *trending(cf_engine *e, size_t n, bool sync);
+cJSON *windows_ordered(cf_engine *e, const cf_window_query *q, bool sync, bool by_count);
+
+/* stats.c */
+cJSON *stats(cf_engine *e, bool sync);
+void check_dedup_bound(cf_engine *e);
+
+/* engine_sql.c (continuous SQL: statements, view sets, pull queries) */
+int replay_sql(cf_engine *e, const uint8_t *payload, size_t len);
+int send_views_locked(cf_engine *e, cf_sqlx_set *set);
+
+/* ticker.c */
+void *ticker_main(void *arg);
+
+#endif

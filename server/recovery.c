@@ -1,0 +1,368 @@
+/* recovery: a start with --data-dir loads the newest snapshot
+ * (checkpoint.c), then replays the write-ahead log after it through the
+ * sequencer's own path with the shards running, so replayed events are
+ * judged exactly as they were live. A configured view setting that differs
+ * from the one the data was made with starts that view empty (SPEC 10),
+ * logged as a CF_WAL_SETTINGS record so later replays switch at the same
+ * point. */
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cf_dedup.h"
+#include "cf_watermark.h"
+#include "engine_int.h"
+#include "log.h"
+#include "shard_msg.h"
+#include "snapshot.h"
+#include "wal.h"
+
+/* Replays one WAL events record through the live path (minus the log). The
+ * shards are running, so a full queue only means waiting for them. */
+static int replay_events(cf_engine *e, const uint8_t *payload, size_t len)
+{
+    size_t cap = 64, n = 0;
+    cf_event *evs = malloc(cap * sizeof *evs);
+    if (!evs)
+        return -ENOMEM;
+    cf_reader r;
+    cf_reader_init(&r, payload, len);
+    while (r.left > 0) {
+        if (n == cap) {
+            cf_event *bigger = realloc(evs, 2 * cap * sizeof *evs);
+            if (!bigger) {
+                free(evs);
+                return -ENOMEM;
+            }
+            evs = bigger;
+            cap *= 2;
+        }
+        if (cf_event_unpack(&r, &evs[n]) < 0) {
+            free(evs);
+            return -EINVAL;
+        }
+        n++;
+    }
+    prepared p;
+    int rc = prepare(e, evs, n, &p);
+    if (rc) {
+        free(evs);
+        return rc;
+    }
+    for (;;) {
+        pthread_mutex_lock(&e->mu);
+        if (has_room_locked(e, &p)) {
+            size_t accepted = 0;
+            int64_t lsn = apply_locked(e, &p, evs, NULL, true, &accepted);
+            pthread_mutex_unlock(&e->mu);
+            rc = lsn < 0 ? (int)lsn : 0;
+            break;
+        }
+        pthread_mutex_unlock(&e->mu);
+        sleep_ms(1);
+    }
+    prepared_free(e, &p);
+    free(evs);
+    return rc;
+}
+
+static int replay_watermark(cf_engine *e, const uint8_t *payload, size_t len)
+{
+    cf_reader r;
+    cf_reader_init(&r, payload, len);
+    int64_t w = 0, c = 0;
+    cf_get_i64(&r, &w);
+    if (!cf_get_i64(&r, &c))
+        return -EINVAL;
+    for (;;) {
+        pthread_mutex_lock(&e->mu);
+        if (all_have_room_locked(e)) {
+            /* The very values the live run sent: W is restored, not
+             * recomputed from today's wall clock. */
+            cf_watermark_restore(e->wm, cf_watermark_max_ts(e->wm), w);
+            int64_t rc = send_marker_locked(e, w, c, false);
+            pthread_mutex_unlock(&e->mu);
+            return rc < 0 ? (int)rc : 0;
+        }
+        pthread_mutex_unlock(&e->mu);
+        sleep_ms(1);
+    }
+}
+
+/* Switches the shards to the view settings vs at this point of the event
+ * order: the views whose settings differ start empty (CF_MSG_RESET to every
+ * shard, waiting for queue room like a replayed marker). Returns the changed
+ * views, or -EIO. */
+static int switch_settings(cf_engine *e, const cf_view_settings *vs)
+{
+    unsigned views = cf_view_settings_diff(&e->shard_vs, vs);
+    if (views) {
+        for (;;) {
+            pthread_mutex_lock(&e->mu);
+            if (all_have_room_locked(e))
+                break;
+            pthread_mutex_unlock(&e->mu);
+            sleep_ms(1);
+        }
+        for (unsigned s = 0; s < e->n_shards; s++) {
+            cf_msg *m = cf_msg_reset_new(views, vs);
+            if (!m) {
+                /* The shards would diverge from the log: stop like a WAL
+                 * error. */
+                atomic_store(&e->failed, 1);
+                pthread_mutex_unlock(&e->mu);
+                cf_error("out of memory switching view settings");
+                return -EIO;
+            }
+            enqueue_locked(e, s, m);
+        }
+        e->shard_vs = *vs;
+        pthread_mutex_unlock(&e->mu);
+    }
+    e->vs_known = true;
+    return (int)views;
+}
+
+static int replay_settings(cf_engine *e, const uint8_t *payload, size_t len)
+{
+    cf_reader r;
+    cf_reader_init(&r, payload, len);
+    cf_view_settings vs;
+    if (!get_settings(&r, &vs))
+        return -EINVAL;
+    int rc = switch_settings(e, &vs);
+    return rc < 0 ? rc : 0;
+}
+
+/* Names the views in a CF_VIEW_* mask, for the log. */
+static void views_text(unsigned views, const cf_view_settings *was, const cf_view_settings *now,
+                       char *out, size_t cap)
+{
+    int n = snprintf(out, cap, "%s", "");
+    if (views & CF_VIEW_TUMBLING)
+        n += snprintf(out + n, cap - (size_t)n, " tumbling (--window %" PRId64 " -> %" PRId64
+                      " ms)", was->window_ms, now->window_ms);
+    if (views & CF_VIEW_SLIDING && (size_t)n < cap)
+        n += snprintf(out + n, cap - (size_t)n, " sliding (--slide-size %" PRId64 " -> %" PRId64
+                      " ms, --slide %" PRId64 " -> %" PRId64 " ms)", was->slide_size_ms,
+                      now->slide_size_ms, was->slide_ms, now->slide_ms);
+    if (views & CF_VIEW_SESSIONS && (size_t)n < cap)
+        n += snprintf(out + n, cap - (size_t)n, " sessions (--session-gap %" PRId64
+                      " -> %" PRId64 " ms)", was->session_gap_ms, now->session_gap_ms);
+    if (views & CF_VIEW_TRENDING && (size_t)n < cap)
+        n += snprintf(out + n, cap - (size_t)n, " trending (--half-life %" PRId64
+                      " -> %" PRId64 " ms)", was->half_life_ms, now->half_life_ms);
+    if (views & (CF_VIEW_TUMBLING | CF_VIEW_SLIDING | CF_VIEW_SESSIONS) &&
+        was->allowed_lateness_ms != now->allowed_lateness_ms && (size_t)n < cap)
+        snprintf(out + n, cap - (size_t)n, " (--allowed-lateness %" PRId64 " -> %" PRId64 " ms)",
+                 was->allowed_lateness_ms, now->allowed_lateness_ms);
+}
+
+/* After replay (SPEC 10): when the configured view settings differ from
+ * those the data was made with, the changed views start empty from here,
+ * which is logged as a CF_WAL_SETTINGS record (so a later replay switches at
+ * the same point, before or after a snapshot alike). A log that never said
+ * its settings gets the record too. 0 or -EIO. */
+int adopt_settings(cf_engine *e)
+{
+    cf_view_settings want, was = e->shard_vs;
+    cf_view_settings_of(&e->cfg, &want);
+    unsigned views = cf_view_settings_diff(&was, &want);
+    if (views == 0 && e->vs_known)
+        return 0;
+    int rc = switch_settings(e, &want);
+    if (rc < 0)
+        return rc;
+    if (views) {
+        char text[512];
+        views_text(views, &was, &want, text, sizeof text);
+        cf_warn("settings changed since the data was written; these views start empty now "
+                "(other views and counters carry on):%s", text);
+    }
+    cf_buf b = {0};
+    put_settings(&b, &want);
+    if (b.oom) {
+        cf_buf_free(&b);
+        return -EIO;
+    }
+    pthread_mutex_lock(&e->mu);
+    int64_t lsn = cf_wal_append(e->wal, CF_WAL_SETTINGS, b.data, b.len);
+    if (lsn < 0)
+        (void)wal_fail_locked(e, lsn);
+    pthread_mutex_unlock(&e->mu);
+    cf_buf_free(&b);
+    if (lsn < 0 || cf_wal_commit(e->wal, lsn) < 0) {
+        atomic_store(&e->failed, 1);
+        return -EIO;
+    }
+    return 0;
+}
+
+static int replay_counters(cf_engine *e, const uint8_t *payload, size_t len)
+{
+    cf_reader r;
+    cf_reader_init(&r, payload, len);
+    uint64_t dups = 0, rejected = 0;
+    cf_get_u64(&r, &dups);
+    if (!cf_get_u64(&r, &rejected))
+        return -EINVAL;
+    pthread_mutex_lock(&e->mu);
+    atomic_fetch_add(&e->duplicates, dups);
+    atomic_fetch_add(&e->rejected, rejected);
+    pthread_mutex_unlock(&e->mu);
+    return 0;
+}
+
+static int replay_record(void *ctx, int64_t lsn, uint8_t type, const uint8_t *payload,
+                         size_t len)
+{
+    cf_engine *e = ctx;
+    int rc = 0;
+    if (type == CF_WAL_EVENTS)
+        rc = replay_events(e, payload, len);
+    else if (type == CF_WAL_WATERMARK)
+        rc = replay_watermark(e, payload, len);
+    else if (type == CF_WAL_COUNTERS)
+        rc = replay_counters(e, payload, len);
+    else if (type == CF_WAL_SETTINGS)
+        rc = replay_settings(e, payload, len);
+    else if (type == CF_WAL_SQL)
+        rc = replay_sql(e, payload, len);
+    else
+        cf_warn("recovery: skipping WAL record %" PRId64 " of unknown type %u", lsn, type);
+    if (rc == -EINVAL) {
+        cf_warn("recovery: skipping malformed WAL record %" PRId64, lsn);
+        rc = 0;
+    }
+    return rc;
+}
+/* Opens history.db in the data directory (created by the WAL), declares
+ * the built-in views and attaches the writer to every shard. During replay
+ * an offer waits for room rather than overflow: nothing is ingested yet. */
+static int history_open(cf_engine *e)
+{
+    char path[sizeof e->cfg.data_dir + 16];
+    snprintf(path, sizeof path, "%s/history.db", e->cfg.data_dir);
+    char err[512] = "";
+    e->history = cf_history_open(path, e->cfg.history_retention_ms, e->cfg.history_queue_bytes, err,
+                                 sizeof err);
+    if (!e->history) {
+        cf_error("history: %s", err);
+        return -EIO;
+    }
+    if (cf_history_register_view(e->history, "tumbling", "count", "unique_users") < 0 ||
+        cf_history_register_view(e->history, "sliding", "count", "unique_users") < 0 ||
+        cf_history_register_view(e->history, "sessions", "page_views", NULL) < 0) {
+        cf_error("history: cannot declare the built-in views in %s", path);
+        return -EIO;
+    }
+    if (e->cfg.sink[0]) {
+        e->sink = cf_sink_start(e->cfg.sink, e->cfg.data_dir, e->cfg.sink_backlog_bytes, err,
+                                sizeof err);
+        if (!e->sink) {
+            cf_error("sink: %s", err);
+            return -EIO;
+        }
+        cf_history_set_written_fn(e->history, cf_sink_append, e->sink);
+    }
+    /* Test seam (integration tests): a writer that lags behind. */
+    const char *stall = getenv("CLICKFLOW_TEST_HISTORY_STALL_MS");
+    if (stall)
+        cf_history_test_stall(e->history, atoi(stall));
+    cf_history_set_blocking(e->history, true);
+    int rc = cf_history_start(e->history);
+    if (rc)
+        return rc;
+    for (unsigned s = 0; s < e->n_shards; s++)
+        cf_shard_set_history(e->shards[s], e->history);
+    cf_info("history: %s (retention %" PRId64 " ms, 0 = forever)", path, e->cfg.history_retention_ms);
+    return 0;
+}
+
+int recover(cf_engine *e)
+{
+    char err[256] = "";
+    e->wal = cf_wal_open(e->cfg.data_dir, e->cfg.fsync,
+                         e->cfg.segment_bytes ? e->cfg.segment_bytes : ((size_t)64 << 20),
+                         err, sizeof err);
+    if (!e->wal) {
+        cf_error("cannot open the write-ahead log in %s: %s", e->cfg.data_dir, err);
+        return -EIO;
+    }
+    if (e->cfg.history) {
+        int hrc = history_open(e);
+        if (hrc)
+            return hrc;
+    }
+    int64_t t0 = mono_ms();
+    /* The dedup hash key of this data directory (made at its first start),
+     * so every restart hashes ids alike. */
+    int krc = cf_hashkey_load(e->cfg.data_dir, e->hashkey);
+    if (krc < 0) {
+        cf_error("cannot read or create the hash key in %s: %s", e->cfg.data_dir,
+                 strerror(-krc));
+        return krc;
+    }
+    cf_dedup *fresh = cf_dedup_new_keyed(e->cfg.dedup_ttl_ms > 0 ? e->cfg.dedup_ttl_ms : 1,
+                                         e->cfg.max_keys, e->hashkey);
+    if (!fresh)
+        return -ENOMEM;
+    cf_dedup_free(e->dedup);
+    e->dedup = fresh;
+    krc = key_shards(e);
+    if (krc < 0)
+        return krc;
+    cf_buf payload = {0};
+    int64_t lsn = 0;
+    int rc = cf_snapshot_load(e->cfg.data_dir, &lsn, &payload);
+    if (rc == 0) {
+        rc = load_snapshot(e, &payload);
+        if (rc == 0) {
+            e->snapshot_lsn = lsn;
+            cf_info("recovery: loaded snapshot at LSN %" PRId64, lsn);
+        }
+    } else if (rc == -ENOENT) {
+        lsn = 0;
+        rc = 0;
+    } else {
+        cf_error("recovery: cannot load a snapshot from %s: %s", e->cfg.data_dir,
+                 strerror(-rc));
+    }
+    cf_buf_free(&payload);
+    if (rc)
+        return rc;
+    /* Shards run during replay, so replayed events flow through them while
+     * the log is read. */
+    for (unsigned s = 0; s < e->n_shards; s++) {
+        rc = cf_shard_start(e->shards[s]);
+        if (rc)
+            return rc;
+    }
+    pthread_mutex_lock(&e->mu);
+    e->started = true;
+    pthread_mutex_unlock(&e->mu);
+    int64_t n = cf_wal_replay(e->wal, lsn, replay_record, e);
+    if (n < 0) {
+        cf_error("recovery: replaying the write-ahead log failed: %s", strerror((int)-n));
+        return (int)n;
+    }
+    /* Only a recovery that replayed the whole log may be snapshotted: a
+     * snapshot of a partial replay would hide the missing records and count
+     * the replayed ones twice once the log is repaired. */
+    pthread_mutex_lock(&e->mu);
+    e->recovered = true;
+    pthread_mutex_unlock(&e->mu);
+    if (e->history)
+        cf_history_set_blocking(e->history, false);
+    int64_t took = mono_ms() - t0;
+    atomic_store(&e->replayed, n);
+    atomic_store(&e->recovery_ms, took);
+    cf_info("recovery: %" PRId64 " WAL records replayed after LSN %" PRId64 " in %" PRId64
+            " ms; %" PRIu64 " events accepted so far", n, lsn, took,
+            (uint64_t)atomic_load(&e->accepted));
+    return 0;
+}

@@ -1,0 +1,481 @@
+/* sequencer: the one short critical section every request goes through
+ * (engine_int.h has the picture). A request is routed and packed outside the
+ * lock (prepare); under it, apply_locked judges each event (duplicate or
+ * not, its arrival number, the W and C it is judged against), logs the
+ * accepted ones and enqueues one message per target shard; the commit is
+ * waited for outside the lock, shared by concurrent requests. Recovery
+ * replays the log through the same functions. */
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cf_dedup.h"
+#include "cf_time.h"
+#include "cf_watermark.h"
+#include "engine_int.h"
+#include "log.h"
+#include "shard_msg.h"
+#include "wal.h"
+
+#define DEDUP_PREFETCH 8                /* ids ahead whose dedup slot is prefetched */
+
+void prepared_free(cf_engine *e, prepared *p)
+{
+    if (p->msgs)
+        for (unsigned s = 0; s < e->n_shards; s++)
+            free(p->msgs[s]);
+    free(p->msgs);
+    free(p->accepted);
+    free(p->rt);
+    free(p->xoff);
+    cf_buf_free(&p->packed);
+}
+
+static void put_le64(uint8_t *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+/* Keys every shard's tables with the engine's hash key (before any state). */
+int key_shards(cf_engine *e)
+{
+    for (unsigned s = 0; s < e->n_shards; s++) {
+        int rc = cf_shard_set_hashkey(e->shards[s], e->hashkey);
+        if (rc < 0)
+            return rc;
+    }
+    return 0;
+}
+
+/* Routes and packs a request without holding the sequencer lock: one
+ * message per target shard with every event in it (roles and arrival
+ * numbers are patched in under the lock), and the packed events for the
+ * WAL. O(total event bytes). 0 or -ENOMEM. */
+int prepare(cf_engine *e, const cf_event *evs, size_t n, prepared *p)
+{
+    memset(p, 0, sizeof *p);
+    p->n = n;
+    p->rt = calloc(n ? n : 1, sizeof *p->rt);
+    p->msgs = calloc(e->n_shards, sizeof *p->msgs);
+    p->accepted = calloc(e->n_shards, sizeof *p->accepted);
+    /* While user SQL views run, every shard gets every event (sql_exec.h). */
+    p->bcast = atomic_load(&e->sql_runs) && e->n_shards > 1;
+    if (p->bcast)
+        p->xoff = malloc((n ? n : 1) * e->n_shards * sizeof *p->xoff);
+    size_t *size = calloc(e->n_shards, sizeof *size);
+    uint32_t *count = calloc(e->n_shards, sizeof *count);
+    int rc = -ENOMEM;
+    if (!p->rt || !p->msgs || !p->accepted || !size || !count || (p->bcast && !p->xoff))
+        goto out;
+    /* One allocation for the packed events instead of a doubling series of
+     * reallocs and copies: the fields plus a generous header each. */
+    size_t estimate = 0;
+    for (size_t i = 0; i < n; i++)
+        estimate += 32 + evs[i].user_id_len + evs[i].page_url_len + evs[i].element_len +
+                    evs[i].event_id_len + evs[i].properties_len + evs[i].name_len;
+    if (cf_buf_reserve(&p->packed, estimate) < 0)
+        goto out;
+    for (size_t i = 0; i < n; i++) {
+        route *r = &p->rt[i];
+        r->page_shard = shard_of(e, evs[i].page_url, evs[i].page_url_len);
+        r->user_shard = shard_of(e, evs[i].user_id, evs[i].user_id_len);
+        if (evs[i].event_id && evs[i].event_id_len > 0)
+            r->id_hash = cf_dedup_hash(e->dedup, evs[i].event_id, evs[i].event_id_len);
+        r->pack_off = p->packed.len;
+        if (cf_event_pack(&evs[i], &p->packed) < 0)
+            goto out;
+        r->pack_len = p->packed.len - r->pack_off;
+        size_t entry = cf_entry_size(r->pack_len);
+        size[r->page_shard] += entry;
+        count[r->page_shard]++;
+        if (r->user_shard != r->page_shard) {
+            size[r->user_shard] += entry;
+            count[r->user_shard]++;
+        }
+        for (unsigned s = 0; p->bcast && s < e->n_shards; s++) {
+            if (s != r->page_shard && s != r->user_shard) {
+                size[s] += entry;
+                count[s]++;
+            }
+        }
+    }
+    for (unsigned s = 0; s < e->n_shards; s++) {
+        if (!count[s])
+            continue;
+        p->msgs[s] = cf_msg_new(CF_MSG_EVENTS, size[s]);
+        if (!p->msgs[s])
+            goto out;
+        p->msgs[s]->n = count[s];
+        p->bytes += cf_msg_bytes(p->msgs[s]);
+        size[s] = 0;    /* reused as the fill position */
+    }
+    for (size_t i = 0; i < n; i++) {
+        route *r = &p->rt[i];
+        const uint8_t *packed = p->packed.data + r->pack_off;
+        uint32_t targets[2] = {r->page_shard, r->user_shard};
+        for (int k = 0; k < 2; k++) {
+            uint32_t s = targets[k];
+            if (k == 1 && s == r->page_shard) {
+                r->user_off = SIZE_MAX;
+                break;
+            }
+            /* A blank head: role, arrival number, W and C are stamped
+             * under the lock (apply_locked). */
+            size_t at = size[s];
+            size[s] += cf_entry_put(p->msgs[s]->data + at, packed, r->pack_len);
+            if (k == 0)
+                r->page_off = at;
+            else
+                r->user_off = at;
+        }
+        for (unsigned s = 0; p->bcast && s < e->n_shards; s++) {
+            XOFF(p, i, s, e->n_shards) = SIZE_MAX;
+            if (s == r->page_shard || s == r->user_shard)
+                continue;
+            XOFF(p, i, s, e->n_shards) = size[s];
+            size[s] += cf_entry_put(p->msgs[s]->data + size[s], packed, r->pack_len);
+        }
+    }
+    rc = 0;
+out:
+    free(size);
+    free(count);
+    if (rc)
+        prepared_free(e, p);
+    return rc;
+}
+
+/* True when every shard the request targets can take one more message
+ * (keeping the reserved slots) and the byte budget allows it. */
+bool has_room_locked(cf_engine *e, const prepared *p)
+{
+    if (atomic_load(&e->inflight) + p->bytes > e->inflight_cap)
+        return false;
+    for (unsigned s = 0; s < e->n_shards; s++)
+        if (p->msgs[s] && cf_queue_space(cf_shard_queue(e->shards[s])) <= RESERVED_SLOTS)
+            return false;
+    return true;
+}
+
+bool all_have_room_locked(cf_engine *e)
+{
+    for (unsigned s = 0; s < e->n_shards; s++)
+        if (cf_queue_space(cf_shard_queue(e->shards[s])) == 0)
+            return false;
+    return true;
+}
+
+void enqueue_locked(cf_engine *e, unsigned s, cf_msg *m)
+{
+    atomic_fetch_add(&e->inflight, cf_msg_bytes(m));
+    /* Room was checked under this same lock and only the consumer changes
+     * it since, by making more. */
+    bool ok = cf_queue_push(cf_shard_queue(e->shards[s]), m);
+    (void)ok;
+}
+
+/* The clock dedup judges by: the max accepted timestamp and the clock of the
+ * last marker, both recorded in the WAL, so a replay decides identically. */
+static int64_t dedup_clock_locked(const cf_engine *e)
+{
+    int64_t mx = cf_watermark_max_ts(e->wm);
+    if (mx == CF_TIME_NONE || (e->mark_clock != CF_TIME_NONE && e->mark_clock > mx))
+        return e->mark_clock;
+    return mx;
+}
+
+int wal_fail_locked(cf_engine *e, int64_t rc)
+{
+    if (!atomic_exchange(&e->failed, 1))
+        cf_error("write-ahead log append failed (%s): no longer acknowledging events",
+                 strerror((int)-rc));
+    return -EIO;
+}
+
+/* Logs counter increments that no events record carries (duplicates,
+ * rejected events), so a replay restores them exactly. Returns the LSN, 0
+ * without a WAL, or -EIO. */
+static int64_t log_counters_locked(cf_engine *e, uint64_t dups, uint64_t rejected)
+{
+    if (!e->wal || atomic_load(&e->failed))
+        return 0;
+    uint8_t payload[16];
+    put_le64(payload, dups);
+    put_le64(payload + 8, rejected);
+    int64_t lsn = cf_wal_append(e->wal, CF_WAL_COUNTERS, payload, sizeof payload);
+    return lsn < 0 ? wal_fail_locked(e, lsn) : lsn;
+}
+
+/* Sends a watermark marker (W, C) to every shard, logging it first. The
+ * caller checked room. Returns the record's LSN (0 without a WAL) or -EIO. */
+int64_t send_marker_locked(cf_engine *e, int64_t w, int64_t c, bool log)
+{
+    int64_t lsn = 0;
+    if (log && e->wal) {
+        uint8_t payload[16];
+        put_le64(payload, (uint64_t)w);
+        put_le64(payload + 8, (uint64_t)c);
+        lsn = cf_wal_append(e->wal, CF_WAL_WATERMARK, payload, sizeof payload);
+        if (lsn < 0)
+            return wal_fail_locked(e, lsn);
+    }
+    for (unsigned s = 0; s < e->n_shards; s++) {
+        cf_msg *m = cf_msg_new(CF_MSG_MARK, 0);
+        if (!m) {
+            /* Markers are tiny; without memory for them the shards would
+             * diverge from the log, so stop acknowledging like a WAL error. */
+            cf_error("out of memory for a watermark marker");
+            atomic_store(&e->failed, 1);
+            return -EIO;
+        }
+        m->wm = w;
+        m->clock = c;
+        enqueue_locked(e, s, m);
+    }
+    e->sent_wm = w;
+    if (c != CF_TIME_NONE && (e->mark_clock == CF_TIME_NONE || c > e->mark_clock))
+        e->mark_clock = c;
+    return lsn;
+}
+
+/* Recomputes W at wall time now and, if it moved past the last marker and
+ * every queue has a slot, logs and sends a marker. A marker that does not
+ * fit stays pending: the next request or tick sends the then-current W.
+ * Returns the marker's LSN, 0 if none was needed/possible, or -EIO. */
+int64_t maybe_mark_locked(cf_engine *e, int64_t now)
+{
+    int64_t w = cf_watermark_advance(e->wm, now);
+    if (w == CF_TIME_NONE || (e->sent_wm != CF_TIME_NONE && w <= e->sent_wm))
+        return 0;
+    if (!all_have_room_locked(e))
+        return 0;
+    return send_marker_locked(e, w, cf_watermark_clock(e->wm, now), true);
+}
+
+/* Applies a prepared request under the lock: dedup, clock, arrival numbers,
+ * per-event W and C stamps, WAL record, enqueue. replay: the events come
+ * from the WAL, so they are all accepted (dedup state is still rebuilt) and
+ * nothing is logged again.
+ * Returns the WAL LSN (0 without a WAL or when nothing was accepted), or
+ * -EIO. The caller checked room. */
+int64_t apply_locked(cf_engine *e, prepared *p, const cf_event *evs, uint8_t *is_dup,
+                     bool replay, size_t *ret_accepted)
+{
+    size_t accepted = 0, dups = 0;
+    bool any_dup = false;
+    for (size_t i = 0; i < p->n; i++) {
+        const cf_event *ev = &evs[i];
+        route *r = &p->rt[i];
+        /* A large dedup table misses the cache on every id: start loading
+         * the slot of an id a few events ahead, so the misses overlap. */
+        if (i + DEDUP_PREFETCH < p->n && evs[i + DEDUP_PREFETCH].event_id_len > 0)
+            cf_dedup_prefetch(e->dedup, p->rt[i + DEDUP_PREFETCH].id_hash);
+        if (ev->event_id && ev->event_id_len > 0) {
+            int d = cf_dedup_check_hashed(e->dedup, ev->event_id, ev->event_id_len, r->id_hash,
+                                          ev->ts, dedup_clock_locked(e));
+            if (d < 0) {
+                /* Fail open: accepting is what the client asked for; the
+                 * id is just not remembered. Counted for operators. */
+                atomic_fetch_add(&e->dedup_errors, 1);
+            } else if (d == 0 && !replay) {
+                dups++;
+                any_dup = true;
+                if (is_dup)
+                    is_dup[i] = 1;
+                continue;   /* role stays 0: the shard skips the entry */
+            }
+        }
+        /* SPEC 1: the event is judged against the W the events before it
+         * left (the last marker's W, raised by the max ts so far), not the
+         * W in force before the request. Only logged values go in, so a
+         * replay stamps the same W. */
+        int64_t w = cf_watermark_of_events(e->wm, e->sent_wm);
+        int64_t c = dedup_clock_locked(e);
+        cf_watermark_observe(e->wm, ev->ts);
+        uint64_t seq = e->next_seq++;
+        /* With user views running, every shard gets the event once (the
+         * shard that owns a group's key keeps it: sql_exec.h). */
+        uint8_t sql_role =
+            (e->n_shards == 1 || p->bcast) && atomic_load(&e->sql_runs) ? CF_ROLE_SQL : 0;
+        cf_entry_head h = {
+            .role = (uint8_t)(CF_ROLE_PAGE | (r->user_off == SIZE_MAX ? CF_ROLE_USER : 0) | sql_role),
+            .seq = seq,
+            .wm = w,
+            .clock = c,
+        };
+        cf_entry_stamp(p->msgs[r->page_shard]->data + r->page_off, &h);
+        p->accepted[r->page_shard]++;
+        if (r->user_off != SIZE_MAX) {
+            h.role = (uint8_t)(CF_ROLE_USER | sql_role);
+            cf_entry_stamp(p->msgs[r->user_shard]->data + r->user_off, &h);
+            p->accepted[r->user_shard]++;
+        }
+        for (unsigned s = 0; p->bcast && sql_role && s < e->n_shards; s++) {
+            size_t off = XOFF(p, i, s, e->n_shards);
+            if (off == SIZE_MAX)
+                continue;
+            h.role = sql_role;
+            cf_entry_stamp(p->msgs[s]->data + off, &h);
+            p->accepted[s]++;
+        }
+        accepted++;
+    }
+    int64_t lsn = 0;
+    if (accepted > 0 && !replay && e->wal) {
+        const void *payload = p->packed.data;
+        size_t len = p->packed.len;
+        if (any_dup) {
+            cf_buf_reset(&e->scratch);
+            for (size_t i = 0; i < p->n; i++)
+                if (!is_dup || !is_dup[i])
+                    cf_buf_put(&e->scratch, p->packed.data + p->rt[i].pack_off,
+                               p->rt[i].pack_len);
+            if (e->scratch.oom)
+                return wal_fail_locked(e, -ENOMEM);
+            payload = e->scratch.data;
+            len = e->scratch.len;
+        }
+        lsn = cf_wal_append(e->wal, CF_WAL_EVENTS, payload, len);
+        if (lsn < 0)
+            return wal_fail_locked(e, lsn);
+    }
+    if (dups > 0 && !replay) {
+        int64_t clsn = log_counters_locked(e, dups, 0);
+        if (clsn < 0)
+            return clsn;
+        if (clsn > lsn)
+            lsn = clsn;
+    }
+    for (unsigned s = 0; s < e->n_shards; s++) {
+        if (p->msgs[s] && p->accepted[s] > 0) {
+            enqueue_locked(e, s, p->msgs[s]);
+            p->msgs[s] = NULL;  /* now owned by the shard */
+        }
+    }
+    atomic_fetch_add(&e->accepted, accepted);
+    atomic_fetch_add(&e->duplicates, dups);
+    *ret_accepted = accepted;
+    return lsn;
+}
+
+int cf_engine_submit(cf_engine *e, const cf_event *evs, size_t n, uint8_t *ret_is_dup,
+                     cf_submit_result *ret)
+{
+    if (atomic_load(&e->failed))
+        return -EIO;
+    uint8_t *is_dup = ret_is_dup;
+    uint8_t *own_dup = NULL;
+    if (!is_dup && n > 0) {
+        /* The WAL payload filter needs to know which events were dups. */
+        is_dup = own_dup = calloc(n, 1);
+        if (!own_dup)
+            return -ENOMEM;
+    } else if (is_dup) {
+        memset(is_dup, 0, n);
+    }
+    prepared p;
+    int rc;
+    size_t accepted = 0;
+    int64_t lsn = 0, mlsn = 0, seen = 0;
+again:
+    rc = prepare(e, evs, n, &p);
+    if (rc) {
+        free(own_dup);
+        return rc;
+    }
+    pthread_mutex_lock(&e->mu);
+    if (!p.bcast && e->n_shards > 1 && atomic_load(&e->sql_runs)) {
+        /* A view started running since the request was routed: route it
+         * again so every shard gets its events (rare: once per change). */
+        pthread_mutex_unlock(&e->mu);
+        prepared_free(e, &p);
+        goto again;
+    }
+    if (e->stopping) {
+        rc = -ESHUTDOWN;
+    } else if (atomic_load(&e->failed)) {
+        rc = -EIO;
+    } else if (!e->accepting) {
+        rc = -EAGAIN;   /* still recovering: the log must be replayed first */
+    } else if (!has_room_locked(e, &p)) {
+        rc = -EAGAIN;   /* nothing accepted, nothing changed */
+    } else {
+        lsn = apply_locked(e, &p, evs, is_dup, false, &accepted);
+        if (lsn >= 0)
+            mlsn = maybe_mark_locked(e, wall_ms());
+        if (lsn < 0 || mlsn < 0)
+            rc = -EIO;
+        /* A duplicate's first copy may still be in flight (appended by a
+         * request whose commit has not returned): wait for every record
+         * logged so far, so a 202 that reports a duplicate is never sent
+         * before the original is durable. */
+        if (e->wal)
+            seen = cf_wal_last_lsn(e->wal);
+    }
+    pthread_mutex_unlock(&e->mu);
+    prepared_free(e, &p);
+    free(own_dup);
+    if (rc)
+        return rc;
+    /* Group commit: wait outside the lock, so concurrent requests share one
+     * write/fsync. */
+    int64_t upto = mlsn > lsn ? mlsn : lsn;
+    if (seen > upto)
+        upto = seen;
+    if (e->wal && upto > 0 && cf_wal_commit(e->wal, upto) < 0) {
+        if (!atomic_exchange(&e->failed, 1))
+            cf_error("write-ahead log commit failed: no longer acknowledging events");
+        return -EIO;
+    }
+    if (ret) {
+        ret->accepted = accepted;
+        ret->duplicates = n - accepted;
+    }
+    return 0;
+}
+
+int cf_engine_raise_watermark(cf_engine *e, int64_t wm, int64_t *ret_wm)
+{
+    int rc = 0;
+    int64_t lsn = 0, w = CF_TIME_NONE;
+    pthread_mutex_lock(&e->mu);
+    if (e->stopping) {
+        rc = -ESHUTDOWN;
+    } else if (atomic_load(&e->failed)) {
+        rc = -EIO;
+    } else if (!e->accepting) {
+        rc = -EAGAIN;
+    } else {
+        cf_watermark_raise(e->wm, wm);
+        lsn = maybe_mark_locked(e, wall_ms());
+        if (lsn < 0)
+            rc = -EIO;
+        w = cf_watermark_current(e->wm);
+    }
+    pthread_mutex_unlock(&e->mu);
+    if (!rc && e->wal && lsn > 0 && cf_wal_commit(e->wal, lsn) < 0) {
+        atomic_store(&e->failed, 1);
+        rc = -EIO;
+    }
+    if (!rc && ret_wm)
+        *ret_wm = w;
+    return rc;
+}
+
+/* Rejected events are logged like duplicates (a CF_WAL_COUNTERS record,
+ * committed before the 202 goes out), so the count survives a crash. */
+void cf_engine_count_rejected(cf_engine *e, size_t n)
+{
+    if (n == 0)
+        return;
+    pthread_mutex_lock(&e->mu);
+    int64_t lsn = e->accepting ? log_counters_locked(e, 0, n) : 0;
+    atomic_fetch_add(&e->rejected, n);
+    pthread_mutex_unlock(&e->mu);
+    if (e->wal && lsn > 0 && cf_wal_commit(e->wal, lsn) < 0 && !atomic_exchange(&e->failed, 1))
+        cf_error("write-ahead log commit failed: no longer acknowledging events");
+}

@@ -1,0 +1,354 @@
+/* stats: GET /api/v1/stats and /metrics. Both gather the same snapshot of
+ * counters (the sequencer's, the shards' summed, the WAL's and the push
+ * hub's) and walk the one table of stats_table.h, which says each row's
+ * JSON key and Prometheus family. */
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cf_dedup.h"
+#include "cf_time.h"
+#include "cf_watermark.h"
+#include "cf_winop.h"
+#include "engine_int.h"
+#include "log.h"
+#include "push.h"
+#include "stats_table.h"
+#include "wal.h"
+
+typedef struct engine_stats {
+    uint64_t accepted, rejected, duplicates, dedup_errors;
+    cf_shard_stats sum;             /* summed over shards */
+    size_t *depth;                  /* per shard, at the time of the request */
+    int64_t watermark, clock, now;
+    double rate;
+    size_t dedup_ids;
+    uint64_t dedup_evictions;
+    size_t inflight;
+    int64_t wal_lsn;
+    cf_history_stats hist;          /* zero while history is off */
+    cf_sink_stats sink;             /* zero without --sink */
+} engine_stats;
+
+static int gather(cf_engine *e, engine_stats *st, bool sync)
+{
+    memset(st, 0, sizeof *st);
+    pthread_mutex_lock(&e->mu);
+    bool up = e->started && !e->stopping;
+    pthread_mutex_unlock(&e->mu);
+    if (!up)
+        return -ESHUTDOWN;
+    st->depth = calloc(e->n_shards, sizeof *st->depth);
+    cf_shard_query *qs = new_queries(e, CF_Q_STATS);
+    if (!st->depth || !qs) {
+        free_queries(e, qs);
+        return -ENOMEM;
+    }
+    for (unsigned s = 0; s < e->n_shards; s++)
+        st->depth[s] = cf_queue_depth(cf_shard_queue(e->shards[s]));
+    int rc = query_shards(e, qs, -1, sync, NULL);
+    if (rc == 0) {
+        for (unsigned s = 0; s < e->n_shards; s++) {
+            const cf_shard_stats *x = &qs[s].stats;
+            cf_shard_stats *y = &st->sum;
+            y->events += x->events;
+            y->late_dropped += x->late_dropped;
+            y->late_updates += x->late_updates;
+            y->session_late_dropped += x->session_late_dropped;
+            y->session_late_updates += x->session_late_updates;
+            y->windows_fired += x->windows_fired;
+            y->sessions_closed += x->sessions_closed;
+            y->session_evictions += x->session_evictions;
+            y->trending_evictions += x->trending_evictions;
+            for (int t = 0; t < 2; t++) {
+                y->window_refused[t] += x->window_refused[t];
+                y->window_pages[t] += x->window_pages[t];
+            }
+            y->session_users += x->session_users;
+            y->max_keys += x->max_keys;     /* the shares' sum: the real total bound */
+            y->errors += x->errors;
+            y->open_windows += x->open_windows;
+            y->kept_windows += x->kept_windows;
+            y->open_sessions += x->open_sessions;
+            y->trending_pages += x->trending_pages;
+            y->memory += x->memory;
+            y->session_memory += x->session_memory;
+        }
+    }
+    free_queries(e, qs);
+    st->now = wall_ms();
+    pthread_mutex_lock(&e->mu);
+    st->watermark = cf_watermark_current(e->wm);
+    st->clock = cf_watermark_clock(e->wm, st->now);
+    st->dedup_ids = cf_dedup_count(e->dedup);
+    st->dedup_evictions = cf_dedup_evictions(e->dedup);
+    st->wal_lsn = e->wal ? cf_wal_last_lsn(e->wal) : 0;
+    pthread_mutex_unlock(&e->mu);
+    st->accepted = atomic_load(&e->accepted);
+    st->rejected = atomic_load(&e->rejected);
+    st->duplicates = atomic_load(&e->duplicates);
+    st->dedup_errors = atomic_load(&e->dedup_errors);
+    st->rate = (double)atomic_load(&e->rate_x1000) / 1000.0;
+    st->inflight = atomic_load(&e->inflight);
+    if (e->history)
+        cf_history_get_stats(e->history, &st->hist);
+    if (e->sink)
+        cf_sink_get_stats(e->sink, &st->sink);
+    if (rc) {
+        free(st->depth);
+        st->depth = NULL;
+    }
+    return rc;
+}
+
+/* The keyed operators and their key bound (cf_keycap.h), one row each: the
+ * rows drive both the "keyed_state" object of the stats and the
+ * clickflow_state_keys* metric families, so an operator (a future SQL view
+ * too) is added in one place. max_keys is the bound actually in force: the
+ * sum of the per-shard shares for sharded operators. */
+typedef struct keyed_row {
+    const char *name;
+    const char *policy;     /* "evict" or "refuse" */
+    uint64_t keys, max_keys, evicted, refused;
+} keyed_row;
+
+enum { KEYED_ROWS = 5 };
+
+static void keyed_rows(const cf_engine *e, const engine_stats *st, keyed_row rows[KEYED_ROWS])
+{
+    const cf_shard_stats *x = &st->sum;
+    rows[0] = (keyed_row){"dedup", "evict", st->dedup_ids, e->cfg.max_keys,
+                          st->dedup_evictions, 0};
+    rows[1] = (keyed_row){"sessions", "evict", x->session_users, x->max_keys,
+                          x->session_evictions, 0};
+    rows[2] = (keyed_row){"tumbling", "refuse", x->window_pages[CF_WINDOW_TUMBLING], x->max_keys,
+                          0, x->window_refused[CF_WINDOW_TUMBLING]};
+    rows[3] = (keyed_row){"sliding", "refuse", x->window_pages[CF_WINDOW_SLIDING], x->max_keys,
+                          0, x->window_refused[CF_WINDOW_SLIDING]};
+    rows[4] = (keyed_row){"trending", "evict", x->trending_pages, x->max_keys,
+                          x->trending_evictions, 0};
+}
+
+static cJSON *keyed_json(const keyed_row rows[KEYED_ROWS])
+{
+    cJSON *o = cJSON_CreateObject();
+    for (int i = 0; o && i < KEYED_ROWS; i++) {
+        cJSON *r = cJSON_AddObjectToObject(o, rows[i].name);
+        if (!r)
+            break;
+        cJSON_AddStringToObject(r, "policy", rows[i].policy);
+        cJSON_AddNumberToObject(r, "keys", (double)rows[i].keys);
+        cJSON_AddNumberToObject(r, "max_keys", (double)rows[i].max_keys);
+        cJSON_AddNumberToObject(r, "evicted", (double)rows[i].evicted);
+        cJSON_AddNumberToObject(r, "refused", (double)rows[i].refused);
+    }
+    return o;
+}
+
+/* The value of every row of the table (stats_table.h), in its order. */
+typedef struct stat_value {
+    bool when;
+    double v;
+} stat_value;
+
+typedef enum stat_kind {
+    CF_STAT_NUM,
+    CF_STAT_TIME,
+    CF_STAT_BOOL,
+    CF_STAT_DEPTH,
+    CF_STAT_KEYED,
+} stat_kind;
+
+typedef struct stat_row {
+    stat_kind kind;
+    const char *json, *metric, *type, *help;
+} stat_row;
+
+#define STAT_ROW(kind, json, metric, type, help, when, value) {kind, json, metric, type, help},
+static const stat_row stat_rows[] = {CF_STATS_TABLE(STAT_ROW)};
+#undef STAT_ROW
+
+enum { STAT_ROWS = sizeof stat_rows / sizeof stat_rows[0] };
+
+static void stat_values(cf_engine *e, const engine_stats *st, stat_value out[STAT_ROWS])
+{
+    size_t i = 0;
+#define STAT_VALUE(kind, json, metric, type, help, when_, value) \
+    out[i].when = (when_); \
+    out[i].v = (double)(value); \
+    i++;
+    CF_STATS_TABLE(STAT_VALUE)
+#undef STAT_VALUE
+}
+
+/* The object a row's key goes into, and the key in it: "obj.key" names
+ * member key of object obj (created at its first row, or null when the row's
+ * `when` is false), any other key is top-level. NULL: the row is left out
+ * (its object is null). */
+static cJSON *row_target(cJSON *o, const char *json, bool when, const char **key)
+{
+    const char *dot = strchr(json, '.');
+    *key = json;
+    if (!dot)
+        return o;
+    char name[64];
+    size_t n = (size_t)(dot - json);
+    if (n >= sizeof name)
+        return NULL;
+    memcpy(name, json, n);
+    name[n] = '\0';
+    *key = dot + 1;
+    cJSON *obj = cJSON_GetObjectItemCaseSensitive(o, name);
+    if (!obj) {
+        obj = when ? cJSON_CreateObject() : cJSON_CreateNull();
+        if (!obj || !cJSON_AddItemToObject(o, name, obj)) {
+            cJSON_Delete(obj);
+            return NULL;
+        }
+    }
+    return cJSON_IsObject(obj) ? obj : NULL;
+}
+
+cJSON *stats(cf_engine *e, bool sync)
+{
+    engine_stats st;
+    if (gather(e, &st, sync) < 0)
+        return NULL;
+    cJSON *o = cJSON_CreateObject();
+    cJSON *depth = cJSON_CreateArray();
+    if (!o || !depth) {
+        cJSON_Delete(o);
+        cJSON_Delete(depth);
+        free(st.depth);
+        return NULL;
+    }
+    stat_value val[STAT_ROWS];
+    stat_values(e, &st, val);
+    keyed_row rows[KEYED_ROWS];
+    keyed_rows(e, &st, rows);
+    for (size_t i = 0; i < STAT_ROWS; i++) {
+        const stat_row *r = &stat_rows[i];
+        if (!r->json)
+            continue;
+        const char *key;
+        cJSON *to = row_target(o, r->json, val[i].when, &key);
+        if (!to)
+            continue;
+        switch (r->kind) {
+        case CF_STAT_NUM:
+            cJSON_AddNumberToObject(to, key, val[i].v);
+            break;
+        case CF_STAT_TIME:
+            cJSON_AddItemToObject(to, key, val[i].when ? cJSON_CreateNumber(val[i].v)
+                                                       : cJSON_CreateNull());
+            break;
+        case CF_STAT_BOOL:
+            cJSON_AddBoolToObject(to, key, val[i].v != 0);
+            break;
+        case CF_STAT_DEPTH:
+            for (unsigned s = 0; s < e->n_shards; s++)
+                cJSON_AddItemToArray(depth, cJSON_CreateNumber((double)st.depth[s]));
+            cJSON_AddItemToObject(to, key, depth);
+            depth = NULL;
+            break;
+        case CF_STAT_KEYED:
+            cJSON_AddItemToObject(to, key, keyed_json(rows));
+            break;
+        }
+    }
+    cJSON_Delete(depth);    /* only if the table had no CF_STAT_DEPTH key */
+    free(st.depth);
+    return o;
+}
+
+cJSON *cf_engine_stats(cf_engine *e) { return stats(e, true); }
+
+/* Appends a metric family with one sample per keyed operator: the row
+ * member at offset `field` (a uint64_t of keyed_row). */
+static void keyed_metric(cf_buf *out, const char *name, const char *type, const char *help,
+                         const keyed_row rows[KEYED_ROWS], size_t field)
+{
+    char line[512];
+    int n = snprintf(line, sizeof line, "# HELP clickflow_%s %s\n# TYPE clickflow_%s %s\n",
+                     name, help, name, type);
+    if (n > 0)
+        cf_buf_put(out, line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
+    for (int i = 0; i < KEYED_ROWS; i++) {
+        const keyed_row *r = &rows[i];
+        uint64_t v;
+        memcpy(&v, (const char *)r + field, sizeof v);
+        n = snprintf(line, sizeof line, "clickflow_%s{operator=\"%s\"} %" PRIu64 "\n", name, r->name,
+                     v);
+        if (n > 0)
+            cf_buf_put(out, line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
+    }
+}
+
+/* Appends one metric with its HELP/TYPE header. */
+static void metric(cf_buf *out, const char *name, const char *type, const char *help,
+                   double value)
+{
+    char line[512];
+    int n = snprintf(line, sizeof line, "# HELP clickflow_%s %s\n# TYPE clickflow_%s %s\n"
+                     "clickflow_%s %.17g\n", name, help, name, type, name, value);
+    if (n > 0)
+        cf_buf_put(out, line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
+}
+
+void cf_engine_metrics(cf_engine *e, cf_buf *out)
+{
+    engine_stats st;
+    if (gather(e, &st, true) < 0)
+        return;
+    stat_value val[STAT_ROWS];
+    stat_values(e, &st, val);
+    keyed_row rows[KEYED_ROWS];
+    keyed_rows(e, &st, rows);
+    for (size_t i = 0; i < STAT_ROWS; i++) {
+        const stat_row *r = &stat_rows[i];
+        if (!r->metric || !val[i].when)
+            continue;
+        if (r->kind == CF_STAT_KEYED) {
+            keyed_metric(out, r->metric, r->type, r->help, rows, (size_t)val[i].v);
+        } else if (r->kind == CF_STAT_DEPTH) {
+            char line[512];
+            int n = snprintf(line, sizeof line, "# HELP clickflow_%s %s\n# TYPE clickflow_%s %s\n",
+                             r->metric, r->help, r->metric, r->type);
+            if (n > 0)
+                cf_buf_put(out, line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
+            for (unsigned s = 0; s < e->n_shards; s++) {
+                n = snprintf(line, sizeof line, "clickflow_%s{shard=\"%u\"} %zu\n", r->metric, s,
+                             st.depth[s]);
+                if (n > 0)
+                    cf_buf_put(out, line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
+            }
+        } else {
+            metric(out, r->metric, r->type, r->help, val[i].v);
+        }
+    }
+    free(st.depth);
+}
+
+/* Logs, once, that the dedup table reached --max-keys: from then on an id
+ * may be forgotten before its TTL and a retry of it counted again (SPEC 6).
+ * Ticker thread; the shards log their own bounds (shard.c). */
+void check_dedup_bound(cf_engine *e)
+{
+    if (e->dedup_bound_logged)
+        return;
+    pthread_mutex_lock(&e->mu);
+    uint64_t n = cf_dedup_evictions(e->dedup);
+    pthread_mutex_unlock(&e->mu);
+    if (n == 0)
+        return;
+    e->dedup_bound_logged = true;
+    cf_warn("key bound reached (--max-keys %zu event_ids): deduplication now forgets the ids "
+            "that expire soonest before their TTL, so a retry of one is accepted again; "
+            "counted in stats (dedup_evictions) and /metrics (state_keys_evicted_total)",
+            e->cfg.max_keys);
+}

@@ -1,0 +1,154 @@
+/* ticker: the engine's clock thread, every TICK_MS. It moves the watermark
+ * while no events arrive (SPEC 1: the wall-clock term of C), samples the
+ * ingest rate, pushes interim windows, trending and stats to listening
+ * WebSocket clients, and drives snapshots (checkpoint.c). */
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cf_winop.h"
+#include "engine_int.h"
+#include "log.h"
+#include "publish.h"
+#include "push.h"
+#include "wal.h"
+
+#define TICK_MS 100
+#define INTERIM_PER_TYPE 100           /* busiest open windows per type per interim push */
+
+static void publish(cf_engine *e, cf_topic topic, const char *type, cJSON *data, bool interim)
+{
+    cf_publish(e->push, topic, type, data, interim);
+}
+
+/* Interim results of open windows (final=false), newest first. */
+/* Interim results of the busiest open windows of each type. A push goes to
+ * every client every --push-interval, so it is kept small (a dashboard shows
+ * the top pages): all open windows would be megabytes per second per client
+ * under load. Final results are never capped. */
+static void push_interim(cf_engine *e)
+{
+    cJSON *all = NULL;
+    for (int t = CF_WINDOW_TUMBLING; t <= CF_WINDOW_SLIDING; t++) {
+        cf_window_query q = {.type = t, .page_url = NULL, .state = 0, .limit = INTERIM_PER_TYPE};
+        cJSON *res = windows_ordered(e, &q, false, true);
+        cJSON *items = res ? cJSON_DetachItemFromObjectCaseSensitive(res, "items") : NULL;
+        cJSON_Delete(res);
+        if (!items)
+            continue;
+        if (!all) {
+            all = items;
+            continue;
+        }
+        cJSON *it;
+        while ((it = cJSON_DetachItemFromArray(items, 0)) != NULL)
+            cJSON_AddItemToArray(all, it);
+        cJSON_Delete(items);
+    }
+    if (all && cJSON_GetArraySize(all) > 0)
+        publish(e, CF_TOPIC_WINDOWS, "windows", all, true);
+    else
+        cJSON_Delete(all);
+}
+
+static void push_trending(cf_engine *e)
+{
+    cJSON *t = trending(e, 10, false);
+    if (!t)
+        return;
+    /* "When it changed": compare the ranked items, not as_of. */
+    char *items = cJSON_PrintUnformatted(cJSON_GetObjectItemCaseSensitive(t, "items"));
+    if (items && (!e->last_trending || strcmp(items, e->last_trending) != 0)) {
+        cJSON_free(e->last_trending);
+        e->last_trending = items;
+        publish(e, CF_TOPIC_TRENDING, "trending", t, false);
+        return;
+    }
+    cJSON_free(items);
+    cJSON_Delete(t);
+}
+
+static void sample_rate(cf_engine *e, int64_t now)
+{
+    size_t i = e->rate_i % RATE_SAMPLES;
+    e->rate_acc[i] = atomic_load(&e->accepted);
+    e->rate_t[i] = now;
+    e->rate_i++;
+    /* The oldest sample within the ring is about one second old. */
+    size_t oldest = e->rate_i >= RATE_SAMPLES ? e->rate_i % RATE_SAMPLES : 0;
+    int64_t dt = now - e->rate_t[oldest];
+    uint64_t dn = e->rate_acc[i] - e->rate_acc[oldest];
+    atomic_store(&e->rate_x1000, dt > 0 ? (uint64_t)((double)dn * 1e6 / (double)dt) : 0);
+}
+
+void *ticker_main(void *arg)
+{
+    cf_engine *e = arg;
+    int64_t next_push = mono_ms() + e->cfg.push_interval_ms;
+    int64_t next_stats = mono_ms() + 1000;
+    e->snap_due = mono_ms() + e->cfg.snapshot_interval_ms;
+    pthread_mutex_lock(&e->tick_mu);
+    while (!e->tick_stop) {
+        struct timespec until;
+        clock_gettime(CLOCK_MONOTONIC, &until);
+        until.tv_nsec += TICK_MS * 1000000L;
+        if (until.tv_nsec >= 1000000000L) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&e->tick_cond, &e->tick_mu, &until);
+        if (e->tick_stop)
+            break;
+        pthread_mutex_unlock(&e->tick_mu);
+
+        int64_t now = wall_ms(), mono = mono_ms();
+        /* Idle progress (SPEC 1): the wall-clock term of C moves W; also
+         * sends a marker that a full queue held back. Windows still fire
+         * only through markers. */
+        int64_t mlsn = 0;
+        pthread_mutex_lock(&e->mu);
+        if (!e->stopping && !atomic_load(&e->failed))
+            mlsn = maybe_mark_locked(e, now);
+        pthread_mutex_unlock(&e->mu);
+        /* History retention runs on event time: tell the writer W. */
+        if (e->history) {
+            pthread_mutex_lock(&e->mu);
+            int64_t w = e->sent_wm;
+            pthread_mutex_unlock(&e->mu);
+            cf_history_set_clock(e->history, w);
+        }
+        /* The log only writes on commit: commit the marker so an idle
+         * server's log buffer does not grow (and a failure is noticed). */
+        if (e->wal && mlsn > 0 && cf_wal_commit(e->wal, mlsn) < 0 &&
+            !atomic_exchange(&e->failed, 1))
+            cf_error("write-ahead log commit failed: no longer acknowledging events");
+        sample_rate(e, mono);
+        check_dedup_bound(e);
+        /* Interim results cost the shards a pass over every open window:
+         * only when someone listens. */
+        bool listened = e->push && cf_push_clients(e->push) > 0;
+        if (listened && e->cfg.push_interval_ms > 0 && mono >= next_push) {
+            next_push = mono + e->cfg.push_interval_ms;
+            push_interim(e);
+            push_trending(e);
+        }
+        if (listened && mono >= next_stats) {
+            next_stats = mono + 1000;
+            cJSON *st = stats(e, false);
+            if (st)
+                publish(e, CF_TOPIC_STATS, "stats", st, true);
+        }
+        if (e->wal && e->cfg.snapshot_interval_ms > 0) {
+            if (e->job)
+                (void)snapshot_finish(e);
+            else if (mono >= e->snap_due && snapshot_begin(e) != -EAGAIN)
+                e->snap_due = mono + e->cfg.snapshot_interval_ms;
+        }
+        pthread_mutex_lock(&e->tick_mu);
+    }
+    pthread_mutex_unlock(&e->tick_mu);
+    return NULL;
+}
