@@ -182,7 +182,7 @@ int load_snapshot(cf_engine *e, const cf_buf *payload)
         }
         for (unsigned s = 0; s < e->n_shards; s++)
             cf_shard_install_sql(e->shards[s], cf_sqlx_set_ref(set));
-        atomic_store(&e->sql_runs, cf_sqlx_set_runs(set));
+        atomic_store(&e->sql_runs, cf_sqlx_set_reads(set, "clicks"));
         cf_sqlx_set_unref(set);
     }
     for (unsigned s = 0; s < e->n_shards; s++) {

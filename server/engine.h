@@ -20,6 +20,7 @@
 #include "cf_buf.h"
 #include "cf_event.h"
 #include "config.h"
+#include "ingest.h"
 #include "sql_str.h"
 
 typedef struct cf_engine cf_engine;
@@ -71,6 +72,16 @@ int cf_engine_sql(cf_engine *e, const char *text, size_t len, bool at_start, cJS
  * acknowledged before it. 0 with *ret ({"items": [...]}), -EINVAL with
  * *err (400), -EAGAIN (recovering), -ESHUTDOWN, -ENOMEM. */
 int cf_engine_query(cf_engine *e, const char *text, size_t len, cJSON **ret, sql_error *err);
+/* POST /api/v1/streams/{name}/events (SPEC 12): parses the body against the
+ * declared stream (stream_ingest.h: b gets the rows and the per-event
+ * errors; the caller frees it) and submits the valid rows through the
+ * sequencer (dedup per stream, per-event watermark, WAL, every shard when a
+ * view reads the stream). 0 with *ret, -ENOENT (no such declared stream),
+ * -EBADMSG (*ret_error), -E2BIG, -EAGAIN, -ESHUTDOWN, -EIO, -ENOMEM. */
+typedef struct cf_stream_batch cf_stream_batch;
+int cf_engine_stream_events(cf_engine *e, const char *stream, cf_body_format fmt, char *body,
+                            size_t len, int64_t now_ms, cf_stream_batch *b, const char **ret_error,
+                            cf_submit_result *ret);
 /* GET /api/v1/views and /api/v1/streams. NULL on OOM. */
 cJSON *cf_engine_sql_views(cf_engine *e);
 cJSON *cf_engine_sql_streams(cf_engine *e);

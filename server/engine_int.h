@@ -185,6 +185,8 @@ bool all_have_room_locked(cf_engine *e);
 void enqueue_locked(cf_engine *e, unsigned s, cf_msg *m);
 int wal_fail_locked(cf_engine *e, int64_t rc);
 int key_shards(cf_engine *e);
+int64_t dedup_clock_locked(const cf_engine *e);
+int64_t log_counters_locked(cf_engine *e, uint64_t dups, uint64_t rejected);
 int64_t send_marker_locked(cf_engine *e, int64_t w, int64_t c, bool log);
 int64_t maybe_mark_locked(cf_engine *e, int64_t now);
 int64_t apply_locked(cf_engine *e, prepared *p, const cf_event *evs, uint8_t *is_dup,
@@ -217,6 +219,7 @@ void check_dedup_bound(cf_engine *e);
 /* engine_sql.c (continuous SQL: statements, view sets, pull queries) */
 int replay_sql(cf_engine *e, const uint8_t *payload, size_t len);
 int send_views_locked(cf_engine *e, cf_sqlx_set *set);
+int replay_rows(cf_engine *e, const uint8_t *payload, size_t len);
 
 /* ticker.c */
 void *ticker_main(void *arg);

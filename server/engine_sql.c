@@ -13,6 +13,8 @@
 #include "sql_exec.h"
 #include "sql_pull.h"
 #include "sql_runtime.h"
+#include "stream_ingest.h"
+#include "cf_watermark.h"
 
 #define MAX_QUERY_LIMIT 100000  /* rows a pull query answers at most */
 
@@ -33,7 +35,7 @@ int send_views_locked(cf_engine *e, cf_sqlx_set *set)
         memcpy(m->data, &ref, sizeof ref);
         enqueue_locked(e, s, m);
     }
-    atomic_store(&e->sql_runs, cf_sqlx_set_runs(set));
+    atomic_store(&e->sql_runs, cf_sqlx_set_reads(set, "clicks"));
     return 0;
 }
 
@@ -159,5 +161,245 @@ int replay_sql(cf_engine *e, const uint8_t *payload, size_t len)
     if (rc == -EINVAL)
         cf_warn("recovery: logged SQL no longer plans (line %d, column %d: %s)", err.line,
                 err.column, err.message);
+    return rc;
+}
+
+/* ---- declared streams' events ------------------------------------------------------ */
+
+typedef struct row_ref {
+    const uint8_t *p;       /* packed row (stream_ingest.h) */
+    size_t len;
+    int64_t ts;
+    const char *id;         /* EVENT_ID value, or NULL */
+    size_t id_len;
+} row_ref;
+
+/* Dedup, clock, arrival numbers, per-row W and C, WAL record and one
+ * CF_MSG_ROWS per shard (when a view reads the stream), like apply_locked
+ * does for clicks. Event ids are deduplicated per stream (the key is the
+ * stream name, a NUL, then the id). replay: the rows come from the WAL.
+ * Returns the WAL LSN (0 without one or nothing to log), or -EIO/-ENOMEM. */
+static int64_t submit_rows_locked(cf_engine *e, const char *stream, const row_ref *rows, size_t n,
+                                  bool replay, size_t *ret_accepted, size_t *ret_dups)
+{
+    size_t slen = strlen(stream), acc = 0, dups = 0;
+    cf_buf key = {0}, msg = {0}, wal = {0};
+    cf_buf_put_str(&msg, stream, slen);
+    cf_buf_put_str(&wal, stream, slen);
+    size_t count_at = wal.len;
+    cf_buf_put_u32(&wal, 0);
+    for (size_t i = 0; i < n; i++) {
+        const row_ref *r = &rows[i];
+        if (r->id && r->id_len > 0) {
+            cf_buf_reset(&key);
+            cf_buf_put(&key, stream, slen + 1);
+            cf_buf_put(&key, r->id, r->id_len);
+            if (key.oom)
+                break;
+            const char *k = (const char *)key.data;
+            int d = cf_dedup_check_hashed(e->dedup, k, key.len, cf_dedup_hash(e->dedup, k, key.len),
+                                          r->ts, dedup_clock_locked(e));
+            if (d < 0) {
+                atomic_fetch_add(&e->dedup_errors, 1);
+            } else if (d == 0 && !replay) {
+                dups++;
+                continue;
+            }
+        }
+        int64_t w = cf_watermark_of_events(e->wm, e->sent_wm);
+        int64_t c = dedup_clock_locked(e);
+        cf_watermark_observe(e->wm, r->ts);
+        uint64_t seq = e->next_seq++;
+        cf_buf_put_u8(&msg, 1);
+        cf_buf_put_u64(&msg, seq);
+        cf_buf_put_i64(&msg, w);
+        cf_buf_put_i64(&msg, c);
+        cf_buf_put_str(&msg, (const char *)r->p, r->len);
+        cf_buf_put_str(&wal, (const char *)r->p, r->len);
+        cf_buf_put_str(&wal, r->id ? r->id : "", r->id ? r->id_len : 0);
+        acc++;
+    }
+    int64_t lsn = 0;
+    if (key.oom || msg.oom || wal.oom) {
+        lsn = wal_fail_locked(e, -ENOMEM);   /* the dedup table moved on: stop */
+        goto out;
+    }
+    for (int k = 0; k < 4; k++)
+        wal.data[count_at + (size_t)k] = (uint8_t)(acc >> (8 * k));
+    if (acc > 0 && !replay && e->wal) {
+        lsn = cf_wal_append(e->wal, CF_WAL_ROWS, wal.data, wal.len);
+        if (lsn < 0) {
+            lsn = wal_fail_locked(e, lsn);
+            goto out;
+        }
+    }
+    if (dups > 0 && !replay) {
+        int64_t clsn = log_counters_locked(e, dups, 0);
+        if (clsn < 0) {
+            lsn = clsn;
+            goto out;
+        }
+        if (clsn > lsn)
+            lsn = clsn;
+    }
+    if (acc > 0 && cf_sqlrt_reads(e->sql, stream)) {
+        for (unsigned s = 0; s < e->n_shards; s++) {
+            cf_msg *m = cf_msg_new(CF_MSG_ROWS, msg.len);
+            if (!m) {
+                cf_error("out of memory for a stream rows message");
+                atomic_store(&e->failed, 1);
+                lsn = -EIO;
+                goto out;
+            }
+            memcpy(m->data, msg.data, msg.len);
+            m->n = (uint32_t)acc;
+            enqueue_locked(e, s, m);
+        }
+    }
+    atomic_fetch_add(&e->accepted, acc);
+    atomic_fetch_add(&e->duplicates, dups);
+    *ret_accepted = acc;
+    *ret_dups = dups;
+out:
+    cf_buf_free(&key);
+    cf_buf_free(&msg);
+    cf_buf_free(&wal);
+    return lsn;
+}
+
+/* Room for one rows message of about `bytes` in every shard queue. */
+static bool rows_room_locked(cf_engine *e, size_t bytes)
+{
+    if (atomic_load(&e->inflight) + e->n_shards * bytes > e->inflight_cap)
+        return false;
+    for (unsigned s = 0; s < e->n_shards; s++)
+        if (cf_queue_space(cf_shard_queue(e->shards[s])) <= RESERVED_SLOTS)
+            return false;
+    return true;
+}
+
+typedef struct parse_ctx {
+    cf_body_format fmt;
+    char *body;
+    size_t len;
+    size_t max_batch;
+    int64_t max_future_ms, now_ms;
+    cf_stream_batch *b;
+    const char **why;
+} parse_ctx;
+
+static int parse_in_catalog(void *ctx, const sql_object *stream)
+{
+    parse_ctx *p = ctx;
+    return cf_stream_parse(stream, p->fmt, p->body, p->len, p->max_batch, p->max_future_ms,
+                           p->now_ms, p->b, p->why);
+}
+
+int cf_engine_stream_events(cf_engine *e, const char *stream, cf_body_format fmt, char *body,
+                            size_t len, int64_t now_ms, cf_stream_batch *b, const char **ret_error,
+                            cf_submit_result *ret)
+{
+    memset(ret, 0, sizeof *ret);
+    if (!cf_engine_ready(e))
+        return -EAGAIN;
+    parse_ctx pc = {fmt, body, len, e->cfg.max_batch ? e->cfg.max_batch : 10000,
+                    e->cfg.max_future_ms, now_ms, b, ret_error};
+    uint64_t gen = 0;
+    int rc = cf_sqlrt_with_stream(e->sql, stream, parse_in_catalog, &pc, &gen);
+    if (rc)
+        return rc;
+    if (b->rejected > 0)
+        cf_engine_count_rejected(e, b->rejected);
+    if (b->n == 0)
+        return 0;
+    row_ref *rows = calloc(b->n, sizeof *rows);
+    if (!rows)
+        return -ENOMEM;
+    size_t bytes = sizeof(cf_msg) + strlen(stream) + 8;
+    for (size_t i = 0; i < b->n; i++) {
+        const cf_stream_row *r = &b->rows[i];
+        rows[i] = (row_ref){b->packed.data + r->off, r->len, r->ts,
+                            r->id_len ? (const char *)b->packed.data + r->id_off : NULL, r->id_len};
+        bytes += r->len + 32;
+    }
+    size_t acc = 0, dups = 0;
+    int64_t lsn = 0, mlsn = 0, seen = 0;
+    pthread_mutex_lock(&e->mu);
+    if (e->stopping)
+        rc = -ESHUTDOWN;
+    else if (atomic_load(&e->failed))
+        rc = -EIO;
+    else if (!e->accepting || !rows_room_locked(e, bytes))
+        rc = -EAGAIN;
+    else if (cf_sqlrt_generation(e->sql) != gen)
+        rc = -EAGAIN;   /* the stream changed since the body was checked: retry */
+    else {
+        lsn = submit_rows_locked(e, stream, rows, b->n, false, &acc, &dups);
+        if (lsn >= 0)
+            mlsn = maybe_mark_locked(e, wall_ms());
+        if (lsn < 0 || mlsn < 0)
+            rc = -EIO;
+        if (e->wal)
+            seen = cf_wal_last_lsn(e->wal);
+    }
+    pthread_mutex_unlock(&e->mu);
+    free(rows);
+    if (rc)
+        return rc;
+    int64_t upto = mlsn > lsn ? mlsn : lsn;
+    if (seen > upto)
+        upto = seen;
+    if (e->wal && upto > 0 && cf_wal_commit(e->wal, upto) < 0) {
+        if (!atomic_exchange(&e->failed, 1))
+            cf_error("write-ahead log commit failed: no longer acknowledging events");
+        return -EIO;
+    }
+    ret->accepted = acc;
+    ret->duplicates = dups;
+    return 0;
+}
+
+int replay_rows(cf_engine *e, const uint8_t *payload, size_t len)
+{
+    cf_reader r;
+    cf_reader_init(&r, payload, len);
+    const char *name = NULL;
+    size_t name_len = 0;
+    uint32_t n = 0;
+    if (!cf_get_str(&r, &name, &name_len) || !cf_get_u32(&r, &n) || n > len)
+        return -EINVAL;
+    char *stream = strndup(name, name_len);
+    row_ref *rows = calloc(n ? n : 1, sizeof *rows);
+    int rc = stream && rows ? 0 : -ENOMEM;
+    size_t bytes = sizeof(cf_msg) + name_len + 8;
+    for (uint32_t i = 0; rc == 0 && i < n; i++) {
+        const char *p = NULL, *id = NULL;
+        size_t pl = 0, il = 0;
+        if (!cf_get_str(&r, &p, &pl) || !cf_get_str(&r, &id, &il) || pl < 8) {
+            rc = -EINVAL;
+            break;
+        }
+        int64_t ts = 0;
+        for (int k = 0; k < 8; k++)
+            ts |= (int64_t)((uint64_t)(uint8_t)p[k] << (8 * k));
+        rows[i] = (row_ref){(const uint8_t *)p, pl, ts, il ? id : NULL, il};
+        bytes += pl + 32;
+    }
+    if (rc == 0) {
+        size_t acc = 0, dups = 0;
+        pthread_mutex_lock(&e->mu);
+        /* The shards are running: a full queue only means waiting. */
+        while (!rows_room_locked(e, bytes) && !atomic_load(&e->failed)) {
+            pthread_mutex_unlock(&e->mu);
+            sleep_ms(1);
+            pthread_mutex_lock(&e->mu);
+        }
+        int64_t lsn = submit_rows_locked(e, stream, rows, n, true, &acc, &dups);
+        pthread_mutex_unlock(&e->mu);
+        if (lsn < 0)
+            rc = (int)lsn;
+    }
+    free(rows);
+    free(stream);
     return rc;
 }

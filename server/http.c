@@ -34,6 +34,7 @@
 #include "cf_time.h"
 #include "history.h"
 #include "ingest.h"
+#include "stream_ingest.h"
 #include "log.h"
 
 /* A watermark request body is tiny; a larger one is refused early. */
@@ -148,6 +149,7 @@ typedef enum route {
     R_VIEWS,
     R_STREAMS,
     R_QUERY,        /* pull queries: POST (body) or GET (?sql=) */
+    R_STREAM_EVENTS,/* POST /api/v1/streams/{name}/events (SPEC 12) */
     R_COMPAT,       /* a compatible ingest path (lib/cf_compat.h): compat_http.c */
 } route;
 
@@ -157,6 +159,7 @@ typedef struct request {
     char *raw_uri;          /* as sent, percent-encoding intact */
     bool headers_done;      /* access() saw the headers */
     bool query_json;        /* POST /api/v1/query: the body is {"sql": ...} */
+    char stream[128];       /* R_STREAM_EVENTS: the stream's name */
     route rt;
     cf_compat_endpoint compat_ep;   /* for R_COMPAT */
     cf_body_format fmt;
@@ -329,6 +332,30 @@ static enum MHD_Result send_static(request *rq, struct MHD_Connection *c, unsign
 /* ---- routing ------------------------------------------------------------ */
 
 #define SESSIONS_PREFIX "/api/v1/sessions/"
+#define STREAMS_PREFIX "/api/v1/streams/"
+
+/* /api/v1/streams/{name}/events with a plain name (letters, digits, _):
+ * copies the name into out (cap bytes) when out is given. */
+static bool stream_events_name(const char *path, size_t n, char *out, size_t cap)
+{
+    static const char tail[] = "/events";
+    size_t pl = strlen(STREAMS_PREFIX), tl = sizeof tail - 1;
+    if (n <= pl + tl || memcmp(path, STREAMS_PREFIX, pl) != 0 || memcmp(path + n - tl, tail, tl) != 0)
+        return false;
+    size_t nl = n - pl - tl;
+    if (nl >= 128)
+        return false;
+    for (size_t i = 0; i < nl; i++) {
+        char ch = path[pl + i];
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '_'))
+            return false;
+    }
+    if (out && cap > nl) {
+        memcpy(out, path + pl, nl);
+        out[nl] = '\0';
+    }
+    return true;
+}
 #define VIEWS_PREFIX "/api/v1/views/"
 #define ROLLUP_SUFFIX "/rollup"
 
@@ -355,6 +382,8 @@ static route find_route(const char *path, size_t n)
     size_t pl = strlen(SESSIONS_PREFIX);
     if (n > pl && memcmp(path, SESSIONS_PREFIX, pl) == 0 && memchr(path + pl, '/', n - pl) == NULL)
         return R_USER_SESSIONS;
+    if (stream_events_name(path, n, NULL, 0))
+        return R_STREAM_EVENTS;
     if (cf_compat_route(path, n) != CF_COMPAT_NONE)
         return R_COMPAT;
     size_t vp = strlen(VIEWS_PREFIX), rs = strlen(ROLLUP_SUFFIX);
@@ -367,7 +396,8 @@ static route find_route(const char *path, size_t n)
 
 static bool route_is_post(route rt)
 {
-    return rt == R_EVENTS || rt == R_WATERMARK || rt == R_COMPAT || rt == R_SQL || rt == R_QUERY;
+    return rt == R_EVENTS || rt == R_WATERMARK || rt == R_COMPAT || rt == R_SQL || rt == R_QUERY ||
+           rt == R_STREAM_EVENTS;
 }
 
 static const char *route_allow(route rt)
@@ -898,7 +928,7 @@ static enum MHD_Result begin_post(request *rq, struct MHD_Connection *c)
             rq->body_limit = cfg->max_body;
         } else if (!authed) {
             return send_unauthorized(rq, c, header(c, MHD_HTTP_HEADER_AUTHORIZATION) != NULL);
-        } else if (rq->rt == R_EVENTS) {
+        } else if (rq->rt == R_EVENTS || rq->rt == R_STREAM_EVENTS) {
             if (cf_ingest_content_type(header(c, MHD_HTTP_HEADER_CONTENT_TYPE), &rq->fmt) < 0)
                 return send_error(rq, c, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE,
                                   "Content-Type must be application/json, text/plain or application/x-ndjson");
@@ -1123,6 +1153,45 @@ static enum MHD_Result finish_compat(request *rq, struct MHD_Connection *c, char
     return send_response(rq, c, r.status, resp, r.ctype, h, n);
 }
 
+/* POST /api/v1/streams/{name}/events: SPEC 3's answers for a declared stream. */
+static enum MHD_Result finish_stream_events(request *rq, struct MHD_Connection *c, char *body, size_t len)
+{
+    cf_stream_batch b;
+    memset(&b, 0, sizeof b);
+    const char *why = NULL;
+    cf_submit_result res;
+    int r = cf_engine_stream_events(rq->h->engine, rq->stream, rq->fmt, body, len, wall_ms(), &b,
+                                    &why, &res);
+    enum MHD_Result ret;
+    if (r == -ENOENT) {
+        ret = send_error(rq, c, MHD_HTTP_NOT_FOUND, "no declared stream of that name (clicks: POST /api/v1/events)");
+    } else if (r == -EBADMSG) {
+        ret = send_error(rq, c, MHD_HTTP_BAD_REQUEST, why ? why : "body is not JSON");
+    } else if (r == -E2BIG) {
+        ret = send_error(rq, c, MHD_HTTP_CONTENT_TOO_LARGE, "more events than --max-batch");
+    } else if (r == -EAGAIN) {
+        ret = send_unavailable(rq, c, "server busy, retry later");
+    } else if (r == -ESHUTDOWN) {
+        ret = send_unavailable(rq, c, "server is shutting down");
+    } else if (r < 0) {
+        ret = send_unavailable(rq, c, r == -EIO ? "storage failure: events not accepted" : "out of memory");
+    } else {
+        cJSON *o = cJSON_CreateObject();
+        if (!o || !cJSON_AddNumberToObject(o, "accepted", (double)res.accepted) ||
+            !cJSON_AddNumberToObject(o, "duplicates", (double)res.duplicates) ||
+            !cJSON_AddNumberToObject(o, "rejected", (double)b.rejected)) {
+            cJSON_Delete(o);
+            cf_stream_batch_free(&b);
+            return MHD_NO;
+        }
+        cJSON_AddItemToObject(o, "errors", b.errors);
+        b.errors = NULL;
+        ret = send_json(rq, c, MHD_HTTP_ACCEPTED, o, NULL, 0);
+    }
+    cf_stream_batch_free(&b);
+    return ret;
+}
+
 static enum MHD_Result finish_watermark(request *rq, struct MHD_Connection *c, char *body, size_t len)
 {
     const char *end = NULL;
@@ -1295,6 +1364,8 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *c, const
                               "the URL must not contain %00 (NUL) or control characters");
         apply_deadline(rq, c, left);
         rq->rt = find_route(rq->raw_uri, strcspn(rq->raw_uri, "?#"));
+        if (rq->rt == R_STREAM_EVENTS)
+            stream_events_name(rq->raw_uri, strcspn(rq->raw_uri, "?#"), rq->stream, sizeof rq->stream);
         int64_t end = rq->start_ms + h->cfg.request_deadline_ms;
         if (rq->rt == R_COMPAT)
             rq->compat_ep = cf_compat_route(rq->raw_uri, strcspn(rq->raw_uri, "?#"));
@@ -1383,6 +1454,8 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *c, const
         return finish_sql(rq, c, body, len);
     if (rq->rt == R_QUERY)
         return finish_query(rq, c, body, len);
+    if (rq->rt == R_STREAM_EVENTS)
+        return finish_stream_events(rq, c, body, len);
     if (rq->rt == R_COMPAT)
         return finish_compat(rq, c, body, len);
     return finish_watermark(rq, c, body, len);

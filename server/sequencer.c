@@ -180,7 +180,7 @@ void enqueue_locked(cf_engine *e, unsigned s, cf_msg *m)
 
 /* The clock dedup judges by: the max accepted timestamp and the clock of the
  * last marker, both recorded in the WAL, so a replay decides identically. */
-static int64_t dedup_clock_locked(const cf_engine *e)
+int64_t dedup_clock_locked(const cf_engine *e)
 {
     int64_t mx = cf_watermark_max_ts(e->wm);
     if (mx == CF_TIME_NONE || (e->mark_clock != CF_TIME_NONE && e->mark_clock > mx))
@@ -199,7 +199,7 @@ int wal_fail_locked(cf_engine *e, int64_t rc)
 /* Logs counter increments that no events record carries (duplicates,
  * rejected events), so a replay restores them exactly. Returns the LSN, 0
  * without a WAL, or -EIO. */
-static int64_t log_counters_locked(cf_engine *e, uint64_t dups, uint64_t rejected)
+int64_t log_counters_locked(cf_engine *e, uint64_t dups, uint64_t rejected)
 {
     if (!e->wal || atomic_load(&e->failed))
         return 0;

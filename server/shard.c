@@ -686,6 +686,39 @@ static void handle_mark(cf_shard *s, const cf_msg *m)
     cf_sqlx_advance(s->sqlx, m->wm, m->clock);
 }
 
+/* A declared stream's events (CF_MSG_ROWS): each judged at its own W, like
+ * clicks, by the user views that read the stream. */
+static void handle_rows(cf_shard *s, const cf_msg *m)
+{
+    cf_reader r;
+    cf_reader_init(&r, m->data, m->len);
+    const char *name = NULL;
+    size_t name_len = 0;
+    if (!cf_get_str(&r, &name, &name_len)) {
+        cf_error("shard %u: malformed rows message", s->index);
+        s->st.errors++;
+        return;
+    }
+    for (uint32_t i = 0; i < m->n; i++) {
+        uint8_t apply = 0;
+        uint64_t seq = 0;
+        int64_t wm = CF_TIME_NONE, clock = CF_TIME_NONE;
+        const char *row = NULL;
+        size_t row_len = 0;
+        cf_get_u8(&r, &apply);
+        cf_get_u64(&r, &seq);
+        cf_get_i64(&r, &wm);
+        if (!cf_get_i64(&r, &clock) || !cf_get_str(&r, &row, &row_len)) {
+            cf_error("shard %u: malformed rows message (entry %u of %u)", s->index, i, m->n);
+            s->st.errors++;
+            return;
+        }
+        advance_to(s, wm);
+        if (apply)
+            cf_sqlx_row(s->sqlx, name, name_len, (const uint8_t *)row, row_len, seq, wm, clock);
+    }
+}
+
 static void handle_sql(cf_shard *s, cf_msg *m)
 {
     cf_sqlx_install(s->sqlx, msg_set(m));   /* takes the message's reference */
@@ -838,6 +871,7 @@ static void handle_msg(cf_shard *s, cf_msg *m)
     case CF_MSG_BARRIER: handle_barrier(s, m); break;
     case CF_MSG_RESET: handle_reset(s, m); break;
     case CF_MSG_SQL: handle_sql(s, m); break;
+    case CF_MSG_ROWS: handle_rows(s, m); break;
     default: cf_error("shard %u: unknown message kind %u", s->index, m->kind); break;
     }
     if (s->push) {

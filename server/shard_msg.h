@@ -57,6 +57,8 @@ typedef enum cf_msg_kind {
     CF_MSG_RESET = 4,    /* settings change: n = CF_VIEW_* mask, data = cf_view_settings */
     CF_MSG_SQL = 5,      /* the user views in force: data = one cf_sqlx_set * (a reference;
                           * n = 1 once the shard took it) */
+    CF_MSG_ROWS = 6,     /* a declared stream's events: str stream, then n x (u8 apply, u64
+                          * seq, i64 wm, i64 clock, str packed row: stream_ingest.h) */
 } cf_msg_kind;
 
 typedef struct cf_msg {

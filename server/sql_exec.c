@@ -54,7 +54,8 @@ static sql_agg_kind agg_kind(const sql_plan_agg *a)
     return SQL_AGG_COUNT_STAR;
 }
 
-cf_sqlx_def *cf_sqlx_def_new(sql_plan *plan, int64_t allowed_lateness_ms, size_t max_keys)
+cf_sqlx_def *cf_sqlx_def_new(sql_plan *plan, bool source_derived, int64_t allowed_lateness_ms,
+                             size_t max_keys)
 {
     const sql_plan_info *pi = sql_plan_get(plan);
     cf_sqlx_def *d = calloc(1, sizeof *d);
@@ -103,8 +104,8 @@ cf_sqlx_def *cf_sqlx_def_new(sql_plan *plan, int64_t allowed_lateness_ms, size_t
         d->specs[0].kind = SQL_AGG_COUNT_STAR;
         d->vcfg.naggs = 1;
     }
-    d->runnable = pi->kind == SQL_PLAN_VIEW && pi->source && strcmp(pi->source, "clicks") == 0 &&
-                  pi->join == SQL_JOIN_NONE && pi->unnest_column < 0;
+    d->runnable = pi->kind == SQL_PLAN_VIEW && pi->source && pi->source_kind == SQL_OBJ_STREAM &&
+                  !source_derived && pi->join == SQL_JOIN_NONE && pi->unnest_column < 0;
     return d;
 }
 
@@ -171,10 +172,10 @@ cf_sqlx_def *cf_sqlx_set_find(const cf_sqlx_set *s, const char *name)
     return NULL;
 }
 
-bool cf_sqlx_set_runs(const cf_sqlx_set *s)
+bool cf_sqlx_set_reads(const cf_sqlx_set *s, const char *source)
 {
     for (size_t i = 0; s && i < s->n; i++)
-        if (s->defs[i]->runnable)
+        if (s->defs[i]->runnable && strcmp(s->defs[i]->pi->source, source) == 0)
             return true;
     return false;
 }
@@ -510,19 +511,19 @@ static void on_result(void *ctx, const sql_view_result *r)
     cf_retain_push(xv->kept, k);
 }
 
-void cf_sqlx_event(cf_sqlx *x, const cf_event *ev, uint64_t seq, int64_t wm, int64_t clock)
+/* One row of `source` through every view that reads it. */
+static void apply_row(cf_sqlx *x, const char *source, size_t source_len, const sql_row *rowp,
+                      uint64_t seq, int64_t wm)
 {
-    if (clock != CF_TIME_NONE && (x->clock == CF_TIME_NONE || clock > x->clock))
-        x->clock = clock;
-    if (x->n == 0)
-        return;
-    sql_value cols[CLICKS_COLUMNS];
-    click_row(ev, cols);
-    sql_row row = {.v = cols, .n = CLICKS_COLUMNS, .rowtime = ev->ts};
+    sql_row row = *rowp;
     for (size_t i = 0; i < x->n; i++) {
         xview *xv = &x->views[i];
         const sql_plan_info *pi = xv->def->pi;
         x->cur = xv;
+        if (strlen(pi->source) != source_len || memcmp(pi->source, source, source_len) != 0) {
+            sql_view_advance(xv->v, wm, on_result, x);  /* still sees the event's W */
+            continue;
+        }
         x->scratch.used = 0;
         sql_value keys[16], args[64], f;
         bool take = true;
@@ -548,11 +549,53 @@ void cf_sqlx_event(cf_sqlx *x, const cf_event *ev, uint64_t seq, int64_t wm, int
         }
         if (pi->naggs == 0)
             args[0] = sql_null();
-        int rc = sql_view_apply(xv->v, keys, args, ev->ts, seq, wm, on_result, x);
+        int rc = sql_view_apply(xv->v, keys, args, row.rowtime, seq, wm, on_result, x);
         if (rc < 0)
             x->errors++;
     }
     x->cur = NULL;
+}
+
+void cf_sqlx_event(cf_sqlx *x, const cf_event *ev, uint64_t seq, int64_t wm, int64_t clock)
+{
+    if (clock != CF_TIME_NONE && (x->clock == CF_TIME_NONE || clock > x->clock))
+        x->clock = clock;
+    if (x->n == 0)
+        return;
+    sql_value cols[CLICKS_COLUMNS];
+    click_row(ev, cols);
+    sql_row row = {.v = cols, .n = CLICKS_COLUMNS, .rowtime = ev->ts};
+    apply_row(x, "clicks", 6, &row, seq, wm);
+}
+
+#define MAX_ROW_COLUMNS 1024
+
+void cf_sqlx_row(cf_sqlx *x, const char *stream, size_t stream_len, const uint8_t *packed,
+                 size_t packed_len, uint64_t seq, int64_t wm, int64_t clock)
+{
+    if (clock != CF_TIME_NONE && (x->clock == CF_TIME_NONE || clock > x->clock))
+        x->clock = clock;
+    if (x->n == 0)
+        return;
+    sql_value *cols = malloc(MAX_ROW_COLUMNS * sizeof *cols);
+    if (!cols) {
+        x->errors++;
+        return;
+    }
+    cf_reader r;
+    cf_reader_init(&r, packed, packed_len);
+    int64_t ts = 0;
+    uint32_t n = 0;
+    bool ok = cf_get_i64(&r, &ts);
+    while (ok && r.left > 0 && n < MAX_ROW_COLUMNS)
+        ok = cf_sqlx_get_value(&r, &cols[n++]);
+    if (ok) {
+        sql_row row = {.v = cols, .n = n, .rowtime = ts};
+        apply_row(x, stream, stream_len, &row, seq, wm);
+    } else {
+        x->errors++;    /* the sequencer packed it: a bug */
+    }
+    free(cols);
 }
 
 void cf_sqlx_advance(cf_sqlx *x, int64_t wm, int64_t clock)

@@ -38,11 +38,13 @@ typedef struct cf_sqlx cf_sqlx;
 /* Compiles a view from its plan (taken: freed with the def, or at once on
  * failure). allowed_lateness: GRACE PERIOD's default; max_keys: groups per
  * shard (0 none). NULL on OOM. */
-cf_sqlx_def *cf_sqlx_def_new(sql_plan *plan, int64_t allowed_lateness_ms, size_t max_keys);
+cf_sqlx_def *cf_sqlx_def_new(sql_plan *plan, bool source_derived, int64_t allowed_lateness_ms,
+                             size_t max_keys);
 cf_sqlx_def *cf_sqlx_def_ref(cf_sqlx_def *d);
 void cf_sqlx_def_unref(cf_sqlx_def *d);
 const char *cf_sqlx_def_name(const cf_sqlx_def *d);
-/* Whether this slice executes it (a view over clicks, no JOIN/UNNEST). */
+/* Whether this slice executes it (a view over clicks or a declared stream,
+ * no JOIN/UNNEST). */
 bool cf_sqlx_def_runnable(const cf_sqlx_def *d);
 
 /* A set of n defs (each ref'd). NULL on OOM. */
@@ -53,8 +55,9 @@ size_t cf_sqlx_set_count(const cf_sqlx_set *s);
 cf_sqlx_def *cf_sqlx_set_at(const cf_sqlx_set *s, size_t i);
 /* The def named `name`, or NULL. */
 cf_sqlx_def *cf_sqlx_set_find(const cf_sqlx_set *s, const char *name);
-/* True when some def of the set runs (events must reach every shard). */
-bool cf_sqlx_set_runs(const cf_sqlx_set *s);
+/* True when some running def of the set reads `source` (its events must
+ * reach every shard). */
+bool cf_sqlx_set_reads(const cf_sqlx_set *s, const char *source);
 
 /* -- one shard's executor (not thread-safe: the shard thread owns it) -- */
 
@@ -66,6 +69,10 @@ void cf_sqlx_free(cf_sqlx *x);
 void cf_sqlx_install(cf_sqlx *x, cf_sqlx_set *set);
 /* One accepted click, its arrival number, and the W and C stamped on it. */
 void cf_sqlx_event(cf_sqlx *x, const cf_event *ev, uint64_t seq, int64_t wm, int64_t clock);
+/* One accepted event of a declared stream: its packed row
+ * (stream_ingest.h), arrival number, W and C. */
+void cf_sqlx_row(cf_sqlx *x, const char *stream, size_t stream_len, const uint8_t *row,
+                 size_t row_len, uint64_t seq, int64_t wm, int64_t clock);
 /* A watermark marker. */
 void cf_sqlx_advance(cf_sqlx *x, int64_t wm, int64_t clock);
 /* Appends the rows of view `name` this shard holds (open windows, running

@@ -19,6 +19,7 @@ struct cf_sqlrt {
     int64_t allowed_lateness_ms;
     size_t max_keys;            /* groups per view per shard (0: none) */
     cf_sqlx_set *set;           /* compiled views in force */
+    uint64_t generation;        /* commits so far */
 };
 
 struct cf_sqlrt_change {
@@ -193,7 +194,9 @@ static int apply_stmt(cf_sqlrt *rt, sql_catalog *cat, const sql_stmt *st, unsign
             return -ENOMEM;
         }
         ch->created = grown;
-        cf_sqlx_def *d = cf_sqlx_def_new(p, rt->allowed_lateness_ms, rt->max_keys);
+        const sql_object *src = pi->source ? sql_catalog_find(cat, pi->source) : NULL;
+        cf_sqlx_def *d = cf_sqlx_def_new(p, src && src->derived, rt->allowed_lateness_ms,
+                                         rt->max_keys);
         if (!d)
             return -ENOMEM;
         ch->created[ch->ncreated++] = d;
@@ -336,6 +339,7 @@ void cf_sqlrt_commit(cf_sqlrt *rt, cf_sqlrt_change *ch)
         rt->set = ch->set;
         ch->set = was;
     }
+    rt->generation++;
     pthread_mutex_unlock(&rt->mu);
     cf_sqlrt_change_free(ch);
 }
@@ -380,6 +384,37 @@ int cf_sqlrt_pull(cf_sqlrt *rt, const char *text, size_t len, sql_plan **ret, sq
 out:
     sql_script_free(s);
     return rc;
+}
+
+int cf_sqlrt_with_stream(cf_sqlrt *rt, const char *name,
+                         int (*fn)(void *ctx, const sql_object *stream), void *ctx,
+                         uint64_t *ret_generation)
+{
+    pthread_mutex_lock(&rt->mu);
+    const sql_object *o = sql_catalog_find(rt->cat, name);
+    int rc = -ENOENT;
+    if (o && o->kind == SQL_OBJ_STREAM && !o->derived && !o->builtin)
+        rc = fn(ctx, o);
+    if (ret_generation)
+        *ret_generation = rt->generation;
+    pthread_mutex_unlock(&rt->mu);
+    return rc;
+}
+
+uint64_t cf_sqlrt_generation(cf_sqlrt *rt)
+{
+    pthread_mutex_lock(&rt->mu);
+    uint64_t g = rt->generation;
+    pthread_mutex_unlock(&rt->mu);
+    return g;
+}
+
+bool cf_sqlrt_reads(cf_sqlrt *rt, const char *source)
+{
+    pthread_mutex_lock(&rt->mu);
+    bool r = cf_sqlx_set_reads(rt->set, source);
+    pthread_mutex_unlock(&rt->mu);
+    return r;
 }
 
 /* ---- listings --------------------------------------------------------------- */

@@ -76,6 +76,17 @@ void cf_sqlrt_change_free(cf_sqlrt_change *ch);
  * this version, or the source is a stream), -ENOMEM. */
 int cf_sqlrt_pull(cf_sqlrt *rt, const char *text, size_t len, sql_plan **ret, sql_error *err);
 
+/* Calls fn (under the catalog lock) with the declared stream `name`;
+ * returns what fn returns, or -ENOENT when there is no such declared stream
+ * (clicks and derived streams take no events here). *ret_generation: the
+ * catalog's commit count then (a later commit may have changed the stream). */
+int cf_sqlrt_with_stream(cf_sqlrt *rt, const char *name,
+                         int (*fn)(void *ctx, const sql_object *stream), void *ctx,
+                         uint64_t *ret_generation);
+uint64_t cf_sqlrt_generation(cf_sqlrt *rt);
+/* Whether a running view reads `source`. */
+bool cf_sqlrt_reads(cf_sqlrt *rt, const char *source);
+
 /* GET /api/v1/views: {"items": [{"name","sql","columns","keys","windowed",
  * "state_bytes"}]}. GET /api/v1/streams: {"items": [{"name","columns",
  * "derived","builtin","timestamp","event_id","sql"}]}. NULL on OOM. */
