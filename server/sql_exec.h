@@ -16,10 +16,13 @@
  * Each row is judged against the watermark stamped on its event, like the
  * built-in operators.
  *
- * This slice runs views over `clicks` without JOIN or UNNEST; other views
- * are defined (durable, listed) but do not run yet. The enrichment columns
- * of `clicks` (SPEC 15) read as NULL here: the packed event does not carry
- * them. */
+ * Declared streams' events come as packed rows (cf_sqlx_row) to every
+ * shard, and are owned and judged the same way.
+ *
+ * This slice runs views over `clicks` and declared streams without JOIN or
+ * UNNEST; other views (over derived streams, joins) are defined (durable,
+ * listed) but do not run yet. The enrichment columns of `clicks` (SPEC 15)
+ * read as NULL here: the packed event does not carry them. */
 #ifndef CF_SQL_EXEC_H
 #define CF_SQL_EXEC_H
 

@@ -367,7 +367,7 @@ int cf_sqlrt_pull(cf_sqlrt *rt, const char *text, size_t len, sql_plan **ret, sq
         if (!d || !cf_sqlx_def_runnable(d)) {
             sql_error_set(err, st->select->from.line, st->select->from.column,
                           pi->source_kind == SQL_OBJ_VIEW
-                              ? "view '%s' does not run yet: this version runs views over clicks without JOIN or UNNEST"
+                              ? "view '%s' does not run yet: this version runs views over clicks and declared streams without JOIN or UNNEST"
                               : "pull queries over streams are not supported yet: read a view",
                           pi->source);
             sql_plan_free(p);
