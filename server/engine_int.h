@@ -220,6 +220,7 @@ void check_dedup_bound(cf_engine *e);
 int replay_sql(cf_engine *e, const uint8_t *payload, size_t len);
 int send_views_locked(cf_engine *e, cf_sqlx_set *set);
 int replay_rows(cf_engine *e, const uint8_t *payload, size_t len);
+void sql_push_interim(cf_engine *e);
 
 /* ticker.c */
 void *ticker_main(void *arg);

@@ -403,3 +403,17 @@ int replay_rows(cf_engine *e, const uint8_t *payload, size_t len)
     free(stream);
     return rc;
 }
+
+/* The ticker, every --push-interval while a client listens: each shard
+ * pushes the open rows of its EMIT CHANGES views that changed. The shards
+ * answer after their current message (no read-your-writes needed). */
+void sql_push_interim(cf_engine *e)
+{
+    if (!cf_sqlrt_count(e->sql))
+        return;
+    cf_shard_query *qs = new_queries(e, CF_Q_SQL_INTERIM);
+    if (!qs)
+        return;
+    (void)query_shards(e, qs, -1, false, NULL);
+    free_queries(e, qs);
+}

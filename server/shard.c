@@ -23,6 +23,8 @@
 #include "sql_exec.h"
 #include "retain.h"
 
+/* Open rows per EMIT CHANGES view per shard in one interim push. */
+#define SQL_INTERIM_ROWS 1000
 #define SHARD_MAGIC 0x48534643u     /* "CFSH" */
 /* 2: the user SQL views after the rings (version 1 still loads: none). */
 #define SHARD_VERSION 2u
@@ -855,10 +857,10 @@ static void publish_batch(cf_shard *s, cJSON **batch, cf_topic topic, const char
     cJSON_Delete(b);
 }
 
-static void publish_view(void *ctx, const char *topic, const char *msg, size_t len)
+static void publish_view(void *ctx, const char *topic, const char *msg, size_t len, bool interim)
 {
     cf_shard *s = ctx;
-    cf_push_publish_named(s->push, topic, msg, len, false);
+    cf_push_publish_named(s->push, topic, msg, len, interim);
 }
 
 static void handle_msg(cf_shard *s, cf_msg *m)
@@ -1126,6 +1128,10 @@ static void run_query(cf_shard *s, cf_shard_query *q)
     case CF_Q_SESSIONS: q_sessions(s, q); break;
     case CF_Q_USER_SESSIONS: q_user_sessions(s, q); break;
     case CF_Q_STATS: q_stats(s, q); break;
+    case CF_Q_SQL_INTERIM:
+        if (s->push && cf_push_clients(s->push) > 0)
+            cf_sqlx_interim(s->sqlx, SQL_INTERIM_ROWS, publish_view, s);
+        break;
     case CF_Q_SQL: {
         long n = cf_sqlx_rows(s->sqlx, q->view, &q->rows);
         if (n == -ENOMEM)

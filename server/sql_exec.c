@@ -243,6 +243,7 @@ typedef struct xview {
     cf_retain *kept;
     sql_sb pending;         /* fired rows to push, JSON objects comma-separated */
     size_t npending;
+    bool dirty;             /* applied a row since the last interim push */
 } xview;
 
 struct cf_sqlx {
@@ -256,6 +257,8 @@ struct cf_sqlx {
     sql_scratch scratch;
     cf_buf id, row, keybuf; /* per result */
     bool collect;           /* render fired rows for push (someone listens) */
+    bool interim;           /* the pending rows are interim (cf_sqlx_interim) */
+    size_t interim_left;    /* rows an interim push may still render for this view */
     cf_buf *out;            /* cf_sqlx_rows target */
     long out_n;
     const xview *cur;
@@ -473,7 +476,7 @@ void cf_sqlx_flush(cf_sqlx *x, cf_sqlx_publish_fn fn, void *ctx)
         sql_sb_puts(&msg, "]}");
         sql_sb_printf(&topic, "view:%s", xv->def->name);
         if (!msg.oom && !topic.oom && !xv->pending.oom)
-            fn(ctx, topic.data, msg.data, msg.len);
+            fn(ctx, topic.data, msg.data, msg.len, x->interim);
         else
             x->errors++;
         msg.len = topic.len = 0;
@@ -552,6 +555,8 @@ static void apply_row(cf_sqlx *x, const char *source, size_t source_len, const s
         int rc = sql_view_apply(xv->v, keys, args, row.rowtime, seq, wm, on_result, x);
         if (rc < 0)
             x->errors++;
+        else
+            xv->dirty = true;
     }
     x->cur = NULL;
 }
@@ -626,6 +631,38 @@ static void on_open(void *ctx, const sql_view_result *r)
         return;
     }
     put_record(x, r->revision, x->id.data, x->id.len, x->row.data, x->row.len);
+}
+
+static void on_interim(void *ctx, const sql_view_result *r)
+{
+    cf_sqlx *x = ctx;
+    xview *xv = (xview *)x->cur;
+    if (x->interim_left == 0)
+        return;
+    if (encode_result(x, xv->def, r) < 0) {
+        x->errors++;
+        return;
+    }
+    render_pending(x, xv);
+    x->interim_left--;
+}
+
+void cf_sqlx_interim(cf_sqlx *x, size_t max_rows, cf_sqlx_publish_fn fn, void *ctx)
+{
+    x->interim = true;
+    for (size_t i = 0; i < x->n; i++) {
+        xview *xv = &x->views[i];
+        if (!xv->dirty || xv->def->vcfg.emit == SQL_EMIT_FINAL)
+            continue;
+        xv->dirty = false;
+        x->cur = xv;
+        x->scratch.used = 0;
+        x->interim_left = max_rows;
+        sql_view_foreach_open(xv->v, x->clock == CF_TIME_NONE ? 0 : x->clock, on_interim, x);
+    }
+    x->cur = NULL;
+    cf_sqlx_flush(x, fn, ctx);
+    x->interim = false;
 }
 
 long cf_sqlx_rows(cf_sqlx *x, const char *name, cf_buf *out)

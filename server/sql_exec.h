@@ -95,9 +95,15 @@ int cf_sqlx_load(cf_sqlx *x, cf_reader *in, bool rescale);
 /* Push (WebSocket topic view:NAME): while collecting, fired results are
  * rendered as JSON rows; flush() hands one {"type":"view","name","data"}
  * message per view with pending rows to fn, and empties the batches. */
-typedef void (*cf_sqlx_publish_fn)(void *ctx, const char *topic, const char *msg, size_t len);
+typedef void (*cf_sqlx_publish_fn)(void *ctx, const char *topic, const char *msg, size_t len,
+                                   bool interim);
 void cf_sqlx_collect(cf_sqlx *x, bool on);
 void cf_sqlx_flush(cf_sqlx *x, cf_sqlx_publish_fn fn, void *ctx);
+/* EMIT CHANGES (SPEC 13): the open windows and running rows (final: false)
+ * of every such view that applied a row since its last interim push, at
+ * most max_rows per view, handed to fn as interim messages (a slow client
+ * drops them first). O(state of those views). */
+void cf_sqlx_interim(cf_sqlx *x, size_t max_rows, cf_sqlx_publish_fn fn, void *ctx);
 
 /* Errors counted (OOM, scratch overflow, rejected arguments). */
 uint64_t cf_sqlx_errors(const cf_sqlx *x);

@@ -335,9 +335,41 @@ def test_fired_results_pushed_on_view_topic():
                 assert got[k] == w, (k, got[k], w)
 
 
+def test_emit_changes_pushes_interim_rows_emit_final_does_not():
+    """EMIT CHANGES (the default) pushes the open windows (final: false)
+    every --push-interval once they change; EMIT FINAL pushes nothing until
+    a window fires. Both views get the same events; no window fires here."""
+    with Server(ARGS + ["--shards", "2", "--push-interval", "100ms"]) as srv:
+        st, info = srv.request("GET", "/api/v1/info")
+        with WsClient(srv.ws_port, info["ws_path"]) as ws:
+            ws.send_json({"subscribe": ["view:chg", "view:fin"]})
+            while ws.recv_json().get("type") != "subscribed":
+                pass
+            body = ("SELECT page_url, COUNT(*) AS n FROM clicks WINDOW TUMBLING (SIZE 1 HOUR) "
+                    "GROUP BY page_url")
+            sql(srv, "CREATE VIEW chg AS %s EMIT CHANGES; CREATE VIEW fin AS %s EMIT FINAL"
+                % (body, body))
+            evs = [{"user_id": "u", "page_url": "/p%d" % (i % 3), "timestamp": BASE + i}
+                   for i in range(30)]
+            post(srv, evs)
+            want = {"/p0": 10, "/p1": 10, "/p2": 10}
+            got = {}
+            deadline = time.monotonic() + 30
+            while got != want:
+                assert time.monotonic() < deadline, got
+                msg = ws.recv_json(timeout=deadline - time.monotonic())
+                if msg.get("type") != "view":
+                    continue
+                assert msg["name"] == "chg", msg     # EMIT FINAL: nothing fired yet
+                for r in msg["data"]:
+                    assert r["final"] is False and r["WINDOWSTART"] == BASE, r
+                    got[r["page_url"]] = r["n"]
+
+
 if __name__ == "__main__":
     run_tests([test_views_match_reference_one_shard, test_views_match_reference_four_shards,
                test_views_match_reference_across_kill,
                test_views_match_reference_from_snapshot_with_other_shard_count,
                test_drop_and_recreate_starts_afresh_and_pull_clauses,
-               test_fired_results_pushed_on_view_topic])
+               test_fired_results_pushed_on_view_topic,
+               test_emit_changes_pushes_interim_rows_emit_final_does_not])
