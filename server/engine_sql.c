@@ -137,7 +137,53 @@ int cf_engine_query(cf_engine *e, const char *text, size_t len, cJSON **ret, sql
     return rc;
 }
 
-cJSON *cf_engine_sql_views(cf_engine *e) { return cf_sqlrt_views_json(e->sql); }
+/* GET /api/v1/views: the definitions, with the state each running view
+ * holds summed over the shards (asked after every acknowledged request). */
+cJSON *cf_engine_sql_views(cf_engine *e)
+{
+    cJSON *root = cf_sqlrt_views_json(e->sql);
+    cJSON *items = cJSON_GetObjectItemCaseSensitive(root, "items");
+    if (!root || cJSON_GetArraySize(items) == 0)
+        return root;
+    cf_shard_query *qs = new_queries(e, CF_Q_SQL_STATS);
+    if (!qs || query_shards(e, qs, -1, true, NULL) < 0) {
+        free_queries(e, qs);
+        return root;    /* the definitions still answer (state sizes 0) */
+    }
+    for (unsigned s = 0; s < e->n_shards; s++) {
+        if (qs[s].err)
+            continue;
+        cf_reader r;
+        cf_reader_init(&r, qs[s].rows.data, qs[s].rows.len);
+        uint32_t n = 0;
+        cf_get_u32(&r, &n);
+        for (uint32_t i = 0; i < n; i++) {
+            const char *name = NULL;
+            size_t nl = 0;
+            uint64_t bytes = 0, groups = 0, late = 0;
+            if (!cf_get_str(&r, &name, &nl) || !cf_get_u64(&r, &bytes) || !cf_get_u64(&r, &groups) ||
+                !cf_get_u64(&r, &late))
+                break;
+            cJSON *it;
+            cJSON_ArrayForEach(it, items) {
+                const char *vn = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(it, "name"));
+                if (!vn || strlen(vn) != nl || memcmp(vn, name, nl) != 0)
+                    continue;
+                static const char *const keys[] = {"state_bytes", "groups", "late_dropped"};
+                uint64_t add[] = {bytes, groups, late};
+                for (int k = 0; k < 3; k++) {
+                    cJSON *f = cJSON_GetObjectItemCaseSensitive(it, keys[k]);
+                    if (f)
+                        cJSON_SetNumberValue(f, f->valuedouble + (double)add[k]);
+                    else
+                        cJSON_AddNumberToObject(it, keys[k], (double)add[k]);
+                }
+            }
+        }
+    }
+    free_queries(e, qs);
+    return root;
+}
 cJSON *cf_engine_sql_streams(cf_engine *e) { return cf_sqlrt_streams_json(e->sql); }
 
 /* Re-applies logged definitions at their place in the event order. They

@@ -1128,6 +1128,11 @@ static void run_query(cf_shard *s, cf_shard_query *q)
     case CF_Q_SESSIONS: q_sessions(s, q); break;
     case CF_Q_USER_SESSIONS: q_user_sessions(s, q); break;
     case CF_Q_STATS: q_stats(s, q); break;
+    case CF_Q_SQL_STATS:
+        cf_sqlx_stats(s->sqlx, &q->rows);
+        if (q->rows.oom)
+            q->err = -ENOMEM;
+        break;
     case CF_Q_SQL_INTERIM:
         if (s->push && cf_push_clients(s->push) > 0)
             cf_sqlx_interim(s->sqlx, SQL_INTERIM_ROWS, publish_view, s);

@@ -81,6 +81,7 @@ typedef enum cf_qkind {
     CF_Q_STATS,
     CF_Q_SQL,           /* rows of a user view (cf_sqlx_rows) */
     CF_Q_SQL_INTERIM,   /* push EMIT CHANGES views' open rows (cf_sqlx_interim) */
+    CF_Q_SQL_STATS,     /* per-view state sizes into rows (cf_sqlx_stats) */
 } cf_qkind;
 
 /* One shard's part of a query: parameters in, partial answer out. */

@@ -793,3 +793,22 @@ int cf_sqlx_load(cf_sqlx *x, cf_reader *in, bool rescale)
     }
     return 0;
 }
+
+void cf_sqlx_stats(const cf_sqlx *x, cf_buf *out)
+{
+    cf_buf_put_u32(out, (uint32_t)x->n);
+    for (size_t i = 0; i < x->n; i++) {
+        const xview *xv = &x->views[i];
+        sql_view_stats st;
+        sql_view_stats_get(xv->v, &st);
+        size_t kept = 0;
+        for (size_t k = 0; k < cf_retain_len(xv->kept); k++) {
+            const kept_row *r = cf_retain_at(xv->kept, k);
+            kept += sizeof *r + r->id_len + r->row_len;
+        }
+        cf_buf_put_str(out, xv->def->name, strlen(xv->def->name));
+        cf_buf_put_u64(out, st.bytes + kept);
+        cf_buf_put_u64(out, st.groups);
+        cf_buf_put_u64(out, st.late_dropped);
+    }
+}

@@ -105,6 +105,10 @@ void cf_sqlx_flush(cf_sqlx *x, cf_sqlx_publish_fn fn, void *ctx);
  * drops them first). O(state of those views). */
 void cf_sqlx_interim(cf_sqlx *x, size_t max_rows, cf_sqlx_publish_fn fn, void *ctx);
 
+/* Per running view: str name, u64 state bytes (sql_view_stats + kept
+ * rows), u64 groups, u64 late-dropped rows; after a u32 count. O(state). */
+void cf_sqlx_stats(const cf_sqlx *x, cf_buf *out);
+
 /* Errors counted (OOM, scratch overflow, rejected arguments). */
 uint64_t cf_sqlx_errors(const cf_sqlx *x);
 

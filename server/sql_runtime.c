@@ -483,8 +483,11 @@ static cJSON *object_json(const sql_object *o)
         /* The GROUP BY key (canonical SQL), "" for one global group. */
         ok = ok && add_nullable_string(j, "keys", o->partition ? o->partition : "");
         ok = ok && cJSON_AddBoolToObject(j, "windowed", o->windowed);
-        /* Views are defined and durable but not executed yet (docs/SQL.md). */
+        /* Summed over the shards by the engine (0 for a view that does
+         * not run in this version). */
         ok = ok && cJSON_AddNumberToObject(j, "state_bytes", 0);
+        ok = ok && cJSON_AddNumberToObject(j, "groups", 0);
+        ok = ok && cJSON_AddNumberToObject(j, "late_dropped", 0);
     } else {
         ok = ok && cJSON_AddBoolToObject(j, "builtin", o->builtin);
         ok = ok && cJSON_AddBoolToObject(j, "derived", o->derived);
