@@ -2,6 +2,8 @@
 #include "sql_exec.h"
 
 #include <errno.h>
+
+#include <cjson/cJSON.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +28,7 @@ struct cf_sqlx_def {
     uint32_t ncols;             /* the view's columns: outputs (+4 when windowed) */
     bool windowed;
     bool runnable;
+    bool is_stream;             /* CREATE STREAM AS: rows for the views downstream */
 };
 
 struct cf_sqlx_set {
@@ -54,7 +57,7 @@ static sql_agg_kind agg_kind(const sql_plan_agg *a)
     return SQL_AGG_COUNT_STAR;
 }
 
-cf_sqlx_def *cf_sqlx_def_new(sql_plan *plan, bool source_derived, int64_t allowed_lateness_ms,
+cf_sqlx_def *cf_sqlx_def_new(sql_plan *plan, bool source_runs, int64_t allowed_lateness_ms,
                              size_t max_keys)
 {
     const sql_plan_info *pi = sql_plan_get(plan);
@@ -104,8 +107,10 @@ cf_sqlx_def *cf_sqlx_def_new(sql_plan *plan, bool source_derived, int64_t allowe
         d->specs[0].kind = SQL_AGG_COUNT_STAR;
         d->vcfg.naggs = 1;
     }
-    d->runnable = pi->kind == SQL_PLAN_VIEW && pi->source && pi->source_kind == SQL_OBJ_STREAM &&
-                  !source_derived && pi->join == SQL_JOIN_NONE && pi->unnest_column < 0;
+    d->is_stream = pi->kind == SQL_PLAN_DERIVED_STREAM;
+    d->runnable = (pi->kind == SQL_PLAN_VIEW || d->is_stream) && pi->source &&
+                  pi->source_kind == SQL_OBJ_STREAM && source_runs && pi->join == SQL_JOIN_NONE &&
+                  (d->is_stream || pi->unnest_column < 0);
     return d;
 }
 
@@ -172,12 +177,24 @@ cf_sqlx_def *cf_sqlx_set_find(const cf_sqlx_set *s, const char *name)
     return NULL;
 }
 
+/* Whether a running view reads source, directly or through derived
+ * streams (a derived stream only reads streams defined before it: no
+ * cycle). */
+static bool reads_depth(const cf_sqlx_set *s, const char *source, int depth)
+{
+    for (size_t i = 0; s && depth < 64 && i < s->n; i++) {
+        const cf_sqlx_def *d = s->defs[i];
+        if (!d->runnable || strcmp(d->pi->source, source) != 0)
+            continue;
+        if (!d->is_stream || reads_depth(s, d->name, depth + 1))
+            return true;
+    }
+    return false;
+}
+
 bool cf_sqlx_set_reads(const cf_sqlx_set *s, const char *source)
 {
-    for (size_t i = 0; s && i < s->n; i++)
-        if (s->defs[i]->runnable && strcmp(s->defs[i]->pi->source, source) == 0)
-            return true;
-    return false;
+    return reads_depth(s, source, 0);
 }
 
 /* -- value codec ------------------------------------------------------------------ */
@@ -320,8 +337,8 @@ void cf_sqlx_install(cf_sqlx *x, cf_sqlx_set *set)
     size_t k = 0;
     for (size_t i = 0; i < n; i++) {
         cf_sqlx_def *d = set->defs[i];
-        if (!d->runnable)
-            continue;
+        if (!d->runnable || d->is_stream)
+            continue;       /* derived streams keep no state: run from the set */
         xview *old = NULL;
         for (size_t j = 0; j < x->n && !old; j++)
             if (x->views[j].def == d)
@@ -514,11 +531,136 @@ static void on_result(void *ctx, const sql_view_result *r)
     cf_retain_push(xv->kept, k);
 }
 
-/* One row of `source` through every view that reads it. */
 static void apply_row(cf_sqlx *x, const char *source, size_t source_len, const sql_row *rowp,
-                      uint64_t seq, int64_t wm)
+                      uint64_t seq, int64_t wm, int depth);
+
+/* An UNNEST element (compact JSON) as a value of the element type; strings
+ * are copied into the scratch. */
+static bool element_value(cf_sqlx *x, const cJSON *el, sql_type et, sql_value *ret)
+{
+    *ret = sql_null();
+    if (cJSON_IsNull(el))
+        return true;
+    if (et == SQL_JSON || cJSON_IsArray(el) || cJSON_IsObject(el)) {
+        char *t = cJSON_PrintUnformatted(el);
+        if (!t)
+            return false;
+        size_t n = strlen(t);
+        bool ok = x->scratch.used + n <= x->scratch.cap;
+        if (ok) {
+            memcpy(x->scratch.buf + x->scratch.used, t, n);
+            *ret = sql_string(x->scratch.buf + x->scratch.used, (uint32_t)n);
+            ret->type = SQL_JSON;
+            x->scratch.used += n;
+        }
+        cJSON_free(t);
+        return ok;
+    }
+    if (cJSON_IsString(el)) {
+        size_t n = strlen(el->valuestring);
+        if (x->scratch.used + n > x->scratch.cap)
+            return false;
+        memcpy(x->scratch.buf + x->scratch.used, el->valuestring, n);
+        *ret = sql_string(x->scratch.buf + x->scratch.used, (uint32_t)n);
+        x->scratch.used += n;
+        return true;
+    }
+    if (cJSON_IsBool(el)) {
+        *ret = sql_bool(cJSON_IsTrue(el));
+        return true;
+    }
+    if (cJSON_IsNumber(el)) {
+        double v = el->valuedouble;
+        if (et == SQL_BIGINT && v == (double)(int64_t)v)
+            *ret = sql_bigint((int64_t)v);
+        else if (et == SQL_TIMESTAMP && v == (double)(int64_t)v)
+            *ret = sql_timestamp((int64_t)v);
+        else
+            *ret = sql_double(v);
+        return true;
+    }
+    return false;
+}
+
+/* A derived stream's output for one input row (source columns, plus the
+ * UNNEST element when there is one), passed on to what reads it. */
+static void derive_one(cf_sqlx *x, const cf_sqlx_def *d, const sql_row *in, uint64_t seq,
+                       int64_t wm, int depth)
+{
+    const sql_plan_info *pi = d->pi;
+    sql_value f;
+    if (pi->filter && !(sql_prog_eval(pi->filter, in, &x->scratch, &f) == 0 && sql_value_is_true(f)))
+        return;
+    sql_value *out = malloc((pi->ncolumns ? pi->ncolumns : 1) * sizeof *out);
+    if (!out) {
+        x->errors++;
+        return;
+    }
+    for (uint32_t c = 0; c < pi->ncolumns; c++)
+        if (sql_prog_eval(pi->columns[c].prog, in, &x->scratch, &out[c]) < 0) {
+            out[c] = sql_null();
+            x->errors++;
+        }
+    sql_row row = {.v = out, .n = pi->ncolumns, .rowtime = in->rowtime};
+    apply_row(x, d->name, strlen(d->name), &row, seq, wm, depth + 1);
+    free(out);
+}
+
+/* Every shard derives every row (each gets every source event) and the
+ * views downstream keep the groups their shard owns: the effect of
+ * re-routing the rows to the key's shard, without a second hop. */
+static void derive(cf_sqlx *x, const cf_sqlx_def *d, const sql_row *src, uint64_t seq, int64_t wm,
+                   int depth)
+{
+    const sql_plan_info *pi = d->pi;
+    if (pi->unnest_column < 0) {
+        derive_one(x, d, src, seq, wm, depth);
+        return;
+    }
+    sql_value arr;
+    if (sql_prog_eval(pi->unnest, src, &x->scratch, &arr) < 0 ||
+        (arr.type != SQL_ARRAY && arr.type != SQL_JSON))
+        return;     /* NULL or not an array: no rows (SQL's UNNEST of NULL) */
+    cJSON *a = cJSON_ParseWithLength(arr.u.s, arr.len);
+    uint32_t ncols = (uint32_t)pi->unnest_column + 1;
+    sql_value *in = malloc(ncols * sizeof *in);
+    if (!a || !in || !cJSON_IsArray(a)) {
+        cJSON_Delete(a);
+        free(in);
+        return;
+    }
+    for (uint32_t c = 0; c + 1 < ncols; c++)
+        in[c] = c < src->n ? src->v[c] : sql_null();
+    sql_type et = pi->input[pi->unnest_column].type;
+    const cJSON *el;
+    cJSON_ArrayForEach(el, a) {
+        size_t mark = x->scratch.used;
+        if (!element_value(x, el, et, &in[ncols - 1])) {
+            x->errors++;
+            continue;
+        }
+        sql_row row = {.v = in, .n = ncols, .rowtime = src->rowtime};
+        derive_one(x, d, &row, seq, wm, depth);
+        x->scratch.used = mark;
+    }
+    cJSON_Delete(a);
+    free(in);
+}
+
+/* One row of `source` through every view and derived stream that reads it. */
+static void apply_row(cf_sqlx *x, const char *source, size_t source_len, const sql_row *rowp,
+                      uint64_t seq, int64_t wm, int depth)
 {
     sql_row row = *rowp;
+    size_t base = x->scratch.used;  /* an outer derived row's strings live below */
+    for (size_t i = 0; depth < 64 && x->set && i < x->set->n; i++) {
+        const cf_sqlx_def *d = x->set->defs[i];
+        if (d->is_stream && d->runnable && strlen(d->pi->source) == source_len &&
+            memcmp(d->pi->source, source, source_len) == 0) {
+            derive(x, d, &row, seq, wm, depth);
+            x->scratch.used = base;
+        }
+    }
     for (size_t i = 0; i < x->n; i++) {
         xview *xv = &x->views[i];
         const sql_plan_info *pi = xv->def->pi;
@@ -527,7 +669,7 @@ static void apply_row(cf_sqlx *x, const char *source, size_t source_len, const s
             sql_view_advance(xv->v, wm, on_result, x);  /* still sees the event's W */
             continue;
         }
-        x->scratch.used = 0;
+        x->scratch.used = base;
         sql_value keys[16], args[64], f;
         bool take = true;
         if (pi->filter) {
@@ -570,7 +712,8 @@ void cf_sqlx_event(cf_sqlx *x, const cf_event *ev, uint64_t seq, int64_t wm, int
     sql_value cols[CLICKS_COLUMNS];
     click_row(ev, cols);
     sql_row row = {.v = cols, .n = CLICKS_COLUMNS, .rowtime = ev->ts};
-    apply_row(x, "clicks", 6, &row, seq, wm);
+    x->scratch.used = 0;
+    apply_row(x, "clicks", 6, &row, seq, wm, 0);
 }
 
 #define MAX_ROW_COLUMNS 1024
@@ -596,7 +739,8 @@ void cf_sqlx_row(cf_sqlx *x, const char *stream, size_t stream_len, const uint8_
         ok = cf_sqlx_get_value(&r, &cols[n++]);
     if (ok) {
         sql_row row = {.v = cols, .n = n, .rowtime = ts};
-        apply_row(x, stream, stream_len, &row, seq, wm);
+        x->scratch.used = 0;
+        apply_row(x, stream, stream_len, &row, seq, wm, 0);
     } else {
         x->errors++;    /* the sequencer packed it: a bug */
     }

@@ -41,13 +41,14 @@ typedef struct cf_sqlx cf_sqlx;
 /* Compiles a view from its plan (taken: freed with the def, or at once on
  * failure). allowed_lateness: GRACE PERIOD's default; max_keys: groups per
  * shard (0 none). NULL on OOM. */
-cf_sqlx_def *cf_sqlx_def_new(sql_plan *plan, bool source_derived, int64_t allowed_lateness_ms,
+cf_sqlx_def *cf_sqlx_def_new(sql_plan *plan, bool source_runs, int64_t allowed_lateness_ms,
                              size_t max_keys);
 cf_sqlx_def *cf_sqlx_def_ref(cf_sqlx_def *d);
 void cf_sqlx_def_unref(cf_sqlx_def *d);
 const char *cf_sqlx_def_name(const cf_sqlx_def *d);
-/* Whether this slice executes it (a view over clicks or a declared stream,
- * no JOIN/UNNEST). */
+/* Whether this slice executes it: a view (no JOIN, no UNNEST) or a derived
+ * stream (no JOIN; UNNEST allowed) whose source runs (clicks, a declared
+ * stream, or a derived stream that runs). */
 bool cf_sqlx_def_runnable(const cf_sqlx_def *d);
 
 /* A set of n defs (each ref'd). NULL on OOM. */

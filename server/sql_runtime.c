@@ -151,6 +151,8 @@ static cJSON *explain_json(const sql_plan_info *pi, unsigned shards)
 
 /* Plans and applies one statement to cat. Returns 0, 1 (skipped: the same
  * definition is in force), -EINVAL with *err, or -ENOMEM. */
+static bool was_dropped(const cf_sqlrt_change *ch, const char *name);
+
 static int apply_stmt(cf_sqlrt *rt, sql_catalog *cat, const sql_stmt *st, unsigned flags,
                       cf_sqlrt_change *ch, sql_error *err)
 {
@@ -186,7 +188,7 @@ static int apply_stmt(cf_sqlrt *rt, sql_catalog *cat, const sql_stmt *st, unsign
         sql_plan_free(p);
         return rc == -ENOMEM ? rc : -EINVAL;
     }
-    if (pi->kind == SQL_PLAN_VIEW) {
+    if (pi->kind == SQL_PLAN_VIEW || pi->kind == SQL_PLAN_DERIVED_STREAM) {
         /* Compiled once here, from the very plan that was checked. */
         cf_sqlx_def **grown = realloc(ch->created, (ch->ncreated + 1) * sizeof *grown);
         if (!grown) {
@@ -195,8 +197,19 @@ static int apply_stmt(cf_sqlrt *rt, sql_catalog *cat, const sql_stmt *st, unsign
         }
         ch->created = grown;
         const sql_object *src = pi->source ? sql_catalog_find(cat, pi->source) : NULL;
-        cf_sqlx_def *d = cf_sqlx_def_new(p, src && src->derived, rt->allowed_lateness_ms,
-                                         rt->max_keys);
+        bool source_runs = src && !src->derived;
+        if (src && src->derived) {
+            /* A derived source runs when its own definition does: made in
+             * this request (latest first) or in force. */
+            const cf_sqlx_def *sd = NULL;
+            for (size_t i = ch->ncreated; i > 0 && !sd; i--)
+                if (strcmp(cf_sqlx_def_name(ch->created[i - 1]), src->name) == 0)
+                    sd = ch->created[i - 1];
+            if (!sd && !was_dropped(ch, src->name))
+                sd = cf_sqlx_set_find(rt->set, src->name);
+            source_runs = sd && cf_sqlx_def_runnable(sd);
+        }
+        cf_sqlx_def *d = cf_sqlx_def_new(p, source_runs, rt->allowed_lateness_ms, rt->max_keys);
         if (!d)
             return -ENOMEM;
         ch->created[ch->ncreated++] = d;
@@ -247,7 +260,7 @@ static int next_set(cf_sqlrt *rt, cf_sqlrt_change *ch)
         bool superseded = false;
         for (size_t j = i + 1; j < ch->ncreated; j++)
             superseded |= strcmp(cf_sqlx_def_name(ch->created[j]), cf_sqlx_def_name(ch->created[i])) == 0;
-        if (o && o->kind == SQL_OBJ_VIEW && !superseded)
+        if (o && (o->kind == SQL_OBJ_VIEW || o->derived) && !superseded)
             v[k++] = ch->created[i];
     }
     ch->set = cf_sqlx_set_new(v, k);
@@ -367,7 +380,7 @@ int cf_sqlrt_pull(cf_sqlrt *rt, const char *text, size_t len, sql_plan **ret, sq
         if (!d || !cf_sqlx_def_runnable(d)) {
             sql_error_set(err, st->select->from.line, st->select->from.column,
                           pi->source_kind == SQL_OBJ_VIEW
-                              ? "view '%s' does not run yet: this version runs views over clicks and declared streams without JOIN or UNNEST"
+                              ? "view '%s' does not run yet: this version runs views over clicks, declared and derived streams without JOIN or UNNEST"
                               : "pull queries over streams are not supported yet: read a view",
                           pi->source);
             sql_plan_free(p);

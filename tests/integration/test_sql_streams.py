@@ -231,7 +231,76 @@ def test_stream_views_from_snapshot_with_other_shard_count():
     run(4, 13, kill=True, snapshot=True, restart_shards=2)
 
 
+TAGGED = ("CREATE STREAM tagged AS SELECT order_id, customer, amount, t AS tag FROM orders "
+          "CROSS JOIN UNNEST(tags) AS t WHERE amount > 10")
+BY_TAG = ("CREATE VIEW by_tag AS SELECT tag, COUNT(*) AS n, SUM(amount) AS total, "
+          "COUNT(DISTINCT customer) AS dc FROM tagged GROUP BY tag")
+BUYS = "CREATE STREAM buys AS SELECT user_id, UPPER(page_url) AS page FROM clicks WHERE element = 'buy'"
+BUY_PAGES = "CREATE VIEW buy_pages AS SELECT page, COUNT(DISTINCT user_id) AS users FROM buys GROUP BY page"
+
+
+def test_derived_streams_feed_views():
+    """CREATE STREAM AS (filter, map, flat-map with UNNEST) feeding views,
+    over a declared stream and over clicks, against a reference, 4 shards,
+    across kill -9."""
+    root = tempfile.mkdtemp(prefix="clickflow-sqld-")
+    srv = Server(ARGS + ["--shards", "4"], data_dir=root).start()
+    sql(srv, ORDERS + ";" + TAGGED + ";" + BY_TAG + ";" + BUYS + ";" + BUY_PAGES)
+    rng = random.Random(21)
+    orders, clicks = [], []
+    for i in range(300):
+        ev = {"order_id": "d%d" % i, "customer": "c%d" % rng.randint(0, 5), "ts": BASE + i * 10}
+        if rng.random() < 0.9:
+            ev["amount"] = rng.choice([5, 12.5, 40, 99])
+        if rng.random() < 0.85:
+            ev["tags"] = [rng.choice(["red", "blue", "x\"y", None]) for _ in range(rng.randint(0, 3))]
+        orders.append(ev)
+        clicks.append({"user_id": "u%d" % rng.randint(0, 9), "page_url": "/p%d" % rng.randint(0, 3),
+                       "element": rng.choice(["buy", "nav", None]), "timestamp": BASE + i * 10})
+    for c in clicks:
+        if c["element"] is None:
+            del c["element"]
+
+    def want():
+        by_tag, buys = {}, {}
+        for o in orders:
+            if o.get("amount") is None or o["amount"] <= 10:
+                continue
+            for t in o.get("tags") or []:
+                by_tag.setdefault(t, []).append(o)
+        for c in clicks:
+            if c.get("element") == "buy":
+                buys.setdefault(c["page_url"].upper(), set()).add(c["user_id"])
+        return ({t: {"tag": t, "n": len(v), "total": sum(o["amount"] for o in v),
+                     "dc": len({o["customer"] for o in v})} for t, v in by_tag.items()},
+                {p: {"page": p, "users": len(u)} for p, u in buys.items()})
+
+    def check():
+        wt, wb = want()
+        st, body = srv.request("POST", "/api/v1/query", {"sql": "SELECT * FROM by_tag"})
+        assert st == 200 and {r["tag"]: r for r in body["items"]} == wt, (body, wt)
+        st, body = srv.request("POST", "/api/v1/query", {"sql": "SELECT * FROM buy_pages"})
+        assert st == 200 and {r["page"]: r for r in body["items"]} == wb, (body, wb)
+
+    for i in range(0, 300, 37):
+        assert post(srv, orders[i:i + 37])[0] == 202
+        st, body = srv.request("POST", "/api/v1/events", clicks[i:i + 37])
+        assert st == 202, body
+    check()
+    srv.stop(signal.SIGKILL)
+    srv.start()
+    check()
+    # Dropping the view over a derived stream, then the stream, frees them.
+    st, body = srv.request("POST", "/api/v1/sql", "DROP STREAM tagged", {"Content-Type": "text/plain"})
+    assert st == 400 and "by_tag" in body["error"], body
+    sql(srv, "DROP VIEW by_tag; DROP STREAM tagged")
+    st, body = srv.request("POST", "/api/v1/query", {"sql": "SELECT * FROM by_tag"})
+    assert st == 400, body
+    srv.stop()
+
+
 if __name__ == "__main__":
     run_tests([test_ingest_answers_and_type_checks, test_stream_views_match_reference_one_shard,
                test_stream_views_match_reference_four_shards_across_kill,
-               test_stream_views_from_snapshot_with_other_shard_count])
+               test_stream_views_from_snapshot_with_other_shard_count,
+               test_derived_streams_feed_views])
