@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 
 want=(gcc libc6-dev meson ninja-build pkg-config
       libmicrohttpd-dev libwebsockets-dev libcjson-dev libcmocka-dev
-      libyaml-dev libpcre2-dev uap-core libsqlite3-dev libpq-dev)
+      libyaml-dev libpcre2-dev uap-core libsqlite3-dev libpq-dev libmaxminddb-dev)
 with_tests=0
 [ "${1:-}" = "--test" ] && with_tests=1
 if [ "$with_tests" = 1 ]; then

@@ -33,13 +33,42 @@
  * records (no such flag) read as before; a version 1 reader refuses the
  * flag rather than misreading the record. */
 #define F_NAME 0x08u
-#define F_ALL (F_ELEMENT | F_EVENT_ID | F_PROPERTIES | F_NAME)
+/* Packed form version 3: the enrichment block (SPEC 15) after the name
+ * bytes: u16 mask, a u16 length per present string column, the strings.
+ * Mask bits 0..10: string column i present (cf_enrich_col order); bits
+ * 11..13: the device (cf_event_device); bit 14: is_bot; bit 15: page_path
+ * is page_url whole (the common relative URL "/x" costs no bytes). */
+#define F_ENRICH 0x10u
+#define F_ALL (F_ELEMENT | F_EVENT_ID | F_PROPERTIES | F_NAME | F_ENRICH)
+
+#define EM_DEVICE_SHIFT 11u
+#define EM_DEVICE_MASK (7u << EM_DEVICE_SHIFT)
+#define EM_BOT (1u << 14)
+#define EM_PATH_IS_URL (1u << 15)
+#define EM_COLS ((1u << CF_COL_COUNT) - 1u)
 
 /* ts(8) flags(1) 4 x u16 lengths, u32 properties length. */
 #define PACK_HEADER 21u
 #define PACK_NAME_LEN 2u    /* the u16 name length, with F_NAME only */
 
 static const char default_name[] = CF_EVENT_DEFAULT_NAME;
+
+static const char *const col_names[CF_COL_COUNT] = {
+#define COL_NAME_(id, name) name,
+    CF_ENRICH_COLUMNS(COL_NAME_)
+#undef COL_NAME_
+};
+
+const char *cf_enrich_col_name(int col)
+{
+    return col >= 0 && col < CF_COL_COUNT ? col_names[col] : NULL;
+}
+
+const char *cf_event_device_name(int device)
+{
+    static const char *const names[] = {NULL, "desktop", "mobile", "tablet", "bot"};
+    return device > 0 && device < (int)(sizeof names / sizeof names[0]) ? names[device] : NULL;
+}
 
 const char *cf_event_name(const cf_event *ev, size_t *ret_len)
 {
@@ -390,6 +419,100 @@ static uint8_t *put_bytes(uint8_t *dst, const char *s, size_t n)
     return dst + n;
 }
 
+/* The bytes of ev's enrichment block and its mask (0: no block), or
+ * SIZE_MAX when a column breaks the limits. */
+static size_t enrich_size(const cf_event *ev, unsigned *ret_mask)
+{
+    const cf_event_enrich *en = &ev->enrich;
+    unsigned mask = 0;
+    size_t n = 0;
+    for (int i = 0; i < CF_COL_COUNT; i++) {
+        if (!en->col[i])
+            continue;
+        if (en->len[i] > CF_ENRICH_COL_MAX)
+            return SIZE_MAX;
+        if (i == CF_COL_PAGE_PATH && en->len[i] == ev->page_url_len &&
+            memcmp(en->col[i], ev->page_url, ev->page_url_len) == 0) {
+            mask |= EM_PATH_IS_URL;
+            continue;
+        }
+        mask |= 1u << i;
+        n += 2 + en->len[i];
+    }
+    if (en->device > CF_DEVICE_BOT)
+        return SIZE_MAX;
+    mask |= (unsigned)en->device << EM_DEVICE_SHIFT;
+    if (en->is_bot)
+        mask |= EM_BOT;
+    *ret_mask = mask;
+    return mask ? 2 + n : 0;
+}
+
+static void put_enrich(uint8_t *p, const cf_event_enrich *en, unsigned mask)
+{
+    le16(p, mask);
+    p += 2;
+    for (int i = 0; i < CF_COL_COUNT; i++)
+        if (mask & (1u << i)) {
+            le16(p, en->len[i]);
+            p += 2;
+        }
+    for (int i = 0; i < CF_COL_COUNT; i++)
+        if (mask & (1u << i))
+            p = put_bytes(p, en->col[i], en->len[i]);
+}
+
+/* Reads the enrichment block at r (after the other bytes of the event).
+ * page_url is the event's, for bit 15. 0 or -EINVAL (r->bad set). */
+static int get_enrich(cf_reader *r, const char *page_url, size_t page_url_len, cf_event_enrich *ret)
+{
+    uint8_t h[2];
+    if (!cf_get(r, h, sizeof h)) {
+        r->bad = true;
+        return -EINVAL;
+    }
+    unsigned mask = (unsigned)rd16(h);
+    unsigned device = (mask & EM_DEVICE_MASK) >> EM_DEVICE_SHIFT;
+    memset(ret, 0, sizeof *ret);
+    if (mask == 0 || device > CF_DEVICE_BOT ||
+        ((mask & EM_PATH_IS_URL) && (mask & (1u << CF_COL_PAGE_PATH)))) {
+        r->bad = true;
+        return -EINVAL;
+    }
+    size_t lens[CF_COL_COUNT] = {0}, body = 0;
+    for (int i = 0; i < CF_COL_COUNT; i++) {
+        if (!(mask & (1u << i)))
+            continue;
+        if (!cf_get(r, h, sizeof h) || rd16(h) > CF_ENRICH_COL_MAX) {
+            r->bad = true;
+            return -EINVAL;
+        }
+        lens[i] = rd16(h);
+        body += lens[i];
+    }
+    if (body > r->left) {
+        r->bad = true;
+        return -EINVAL;
+    }
+    const char *p = (const char *)r->p;
+    for (int i = 0; i < CF_COL_COUNT; i++) {
+        if (!(mask & (1u << i)))
+            continue;
+        ret->col[i] = p;
+        ret->len[i] = (uint16_t)lens[i];
+        p += lens[i];
+    }
+    if (mask & EM_PATH_IS_URL) {
+        ret->col[CF_COL_PAGE_PATH] = page_url;
+        ret->len[CF_COL_PAGE_PATH] = (uint16_t)page_url_len;
+    }
+    ret->device = (uint8_t)device;
+    ret->is_bot = (mask & EM_BOT) != 0;
+    r->p += body;
+    r->left -= body;
+    return 0;
+}
+
 int cf_event_pack(const cf_event *ev, cf_buf *out)
 {
     if (!ev || !out)
@@ -403,9 +526,13 @@ int cf_event_pack(const cf_event *ev, cf_buf *out)
         ev->name_len > CF_NAME_MAX || (ev->name_len && !ev->name))
         return -EINVAL;
     bool named = has_own_name(ev);
+    unsigned mask = 0;
+    size_t enrich = enrich_size(ev, &mask);
+    if (enrich == SIZE_MAX)
+        return -EINVAL;
     size_t total = PACK_HEADER + ev->user_id_len + ev->page_url_len + ev->element_len +
                    ev->event_id_len + ev->properties_len +
-                   (named ? PACK_NAME_LEN + ev->name_len : 0);
+                   (named ? PACK_NAME_LEN + ev->name_len : 0) + enrich;
     if (total > INT_MAX)
         return -EINVAL;
     if (cf_buf_reserve(out, total) < 0)
@@ -414,7 +541,8 @@ int cf_event_pack(const cf_event *ev, cf_buf *out)
     uint8_t *p = out->data + out->len;
     le64(p, (uint64_t)ev->ts);
     p[8] = (uint8_t)((ev->element ? F_ELEMENT : 0) | (ev->event_id ? F_EVENT_ID : 0) |
-                     (ev->properties ? F_PROPERTIES : 0) | (named ? F_NAME : 0));
+                     (ev->properties ? F_PROPERTIES : 0) | (named ? F_NAME : 0) |
+                     (mask ? F_ENRICH : 0));
     le16(p + 9, ev->user_id_len);
     le16(p + 11, ev->page_url_len);
     le16(p + 13, ev->element_len);
@@ -431,7 +559,9 @@ int cf_event_pack(const cf_event *ev, cf_buf *out)
     p = put_bytes(p, ev->event_id, ev->event_id_len);
     p = put_bytes(p, ev->properties, ev->properties_len);
     if (named)
-        put_bytes(p, ev->name, ev->name_len);
+        p = put_bytes(p, ev->name, ev->name_len);
+    if (mask)
+        put_enrich(p, &ev->enrich, mask);
     out->len += total;
     return (int)total;
 }
@@ -487,8 +617,16 @@ int cf_event_unpack(cf_reader *r, cf_event *ret)
     p += prl;
     ev.name = (flags & F_NAME) ? p : NULL;
     ev.name_len = nl;
-    r->p += body;
-    r->left -= body;
+    memset(&ev.enrich, 0, sizeof ev.enrich);
+    /* The reader moves only once the whole event checked out. */
+    cf_reader rest = *r;
+    rest.p += body;
+    rest.left -= body;
+    if ((flags & F_ENRICH) && get_enrich(&rest, ev.page_url, ev.page_url_len, &ev.enrich) < 0) {
+        r->bad = true;
+        return -EINVAL;
+    }
+    *r = rest;
     *ret = ev;
     return 0;
 }

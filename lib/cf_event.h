@@ -17,6 +17,59 @@
 #define CF_EVENT_ID_MAX 128
 #define CF_NAME_MAX 256
 
+/* The enrichment columns of SPEC 15 that are strings, in their packed and
+ * JSON order: X(id, "name"). One list drives the enum, the names and the
+ * packed block, so a column is added in one place. */
+#define CF_ENRICH_COLUMNS(X)                \
+    X(REFERRER, "referrer")                 \
+    X(REFERRER_HOST, "referrer_host")       \
+    X(UTM_SOURCE, "utm_source")             \
+    X(UTM_MEDIUM, "utm_medium")             \
+    X(UTM_CAMPAIGN, "utm_campaign")         \
+    X(UTM_TERM, "utm_term")                 \
+    X(UTM_CONTENT, "utm_content")           \
+    X(PAGE_PATH, "page_path")               \
+    X(BROWSER, "browser")                   \
+    X(OS, "os")                             \
+    X(COUNTRY, "country")
+
+typedef enum cf_enrich_col {
+#define CF_ENRICH_ENUM_(id, name) CF_COL_##id,
+    CF_ENRICH_COLUMNS(CF_ENRICH_ENUM_)
+#undef CF_ENRICH_ENUM_
+    CF_COL_COUNT
+} cf_enrich_col;
+
+/* Longest enrichment string packed (referrer and page_url's parts are
+ * bounded by 2048 bytes already; User-Agent families are short). */
+#define CF_ENRICH_COL_MAX 2048
+
+/* The device column: none (unknown) or uap-core's class (cf_ua.h order + 1). */
+typedef enum cf_event_device {
+    CF_DEVICE_NONE = 0,
+    CF_DEVICE_DESKTOP,
+    CF_DEVICE_MOBILE,
+    CF_DEVICE_TABLET,
+    CF_DEVICE_BOT,
+} cf_event_device;
+
+/* The enrichment of an event (SPEC 15), computed once at ingest and packed
+ * with the event (flag 0x10), so a replay reads the same values whatever
+ * the User-Agent rules or GeoIP file are then. A zeroed struct is "nothing
+ * known": every column NULL, is_bot false. Strings borrow like the other
+ * fields and are not NUL-terminated. */
+typedef struct cf_event_enrich {
+    const char *col[CF_COL_COUNT];  /* NULL: the column is NULL */
+    uint16_t len[CF_COL_COUNT];
+    uint8_t device;                 /* cf_event_device */
+    bool is_bot;
+} cf_event_enrich;
+
+/* "referrer", ... for a cf_enrich_col; "desktop", ... for a device (NULL
+ * for CF_DEVICE_NONE or out of range). */
+const char *cf_enrich_col_name(int col);
+const char *cf_event_device_name(int device);
+
 /* The name of an event without one (SPEC 2). */
 #define CF_EVENT_DEFAULT_NAME "click"
 
@@ -38,6 +91,7 @@ typedef struct cf_event {
     size_t properties_len;
     const char *name;           /* NULL: the default, "click" (see cf_event_name) */
     size_t name_len;
+    cf_event_enrich enrich;     /* zeroed: not enriched (packs as version 2) */
 } cf_event;
 
 typedef struct cf_event_limits {
@@ -75,9 +129,11 @@ bool cf_utf8_valid(const char *s, size_t n);
 /* Appends the compact binary form of ev to out (fixed little-endian header
  * with lengths, then the bytes; docs/EVENT.md). A name equal to the default
  * "click" is packed as absent (the same meaning, and the form older readers
- * know). Returns the number of bytes appended,
- * -EINVAL if ev breaks the limits above (empty user_id/page_url, a field too
- * long, an empty event_id), or -ENOMEM (out->oom). No allocation beyond out. */
+ * know); so is an enrichment with nothing in it (version 3 adds the block,
+ * flag 0x10, only when a column is known). Returns the number of bytes
+ * appended, -EINVAL if ev breaks the limits above (empty user_id/page_url, a
+ * field or enrichment column too long, an empty event_id), or -ENOMEM
+ * (out->oom). No allocation beyond out. */
 int cf_event_pack(const cf_event *ev, cf_buf *out);
 
 /* Reads one packed event from r; the strings of *ret point into the reader's

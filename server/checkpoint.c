@@ -83,6 +83,41 @@ static int save_sequencer_locked(cf_engine *e, cf_buf *out)
     return rc < 0 ? rc : (out->oom ? -ENOMEM : 0);
 }
 
+/* Reads the recent-events chunks of a snapshot into the (empty) ring,
+ * checking that each holds the events it says. 0 or -EINVAL/-ENOMEM. */
+static int load_recent(cf_engine *e, cf_reader *r)
+{
+    uint64_t chunks = 0;
+    cf_get_u64(r, &chunks);
+    for (uint64_t k = 0; k < chunks; k++) {
+        uint64_t first = 0, n = 0;
+        const char *bytes = NULL;
+        size_t len = 0;
+        cf_get_u64(r, &first);
+        cf_get_u64(r, &n);
+        if (!cf_get_str(r, &bytes, &len) || n == 0 || n > len)
+            return -EINVAL;
+        cf_reader er;
+        cf_reader_init(&er, bytes, len);
+        cf_event ev;
+        for (uint64_t i = 0; i < n; i++)
+            if (cf_event_unpack(&er, &ev) < 0)
+                return -EINVAL;
+        if (er.left != 0)
+            return -EINVAL;
+        uint8_t *copy = malloc(len);
+        cf_recent_chunk *c = cf_recent_chunk_new();
+        if (!copy || !c) {
+            free(copy);
+            cf_recent_chunk_discard(c);
+            return -ENOMEM;
+        }
+        memcpy(copy, bytes, len);
+        cf_recent_add(e->recent, c, copy, len, len, (size_t)n, first);
+    }
+    return r->bad ? -EINVAL : 0;
+}
+
 /* Restores a snapshot payload into the (not yet started) engine. */
 int load_snapshot(cf_engine *e, const cf_buf *payload)
 {
@@ -200,6 +235,17 @@ int load_snapshot(cf_engine *e, const cf_buf *payload)
     }
     free(pr);
     free(copy);
+    /* Trailing fields of newer writers (docs/DESIGN.md); absent in older
+     * version 3 snapshots, which still load: the bots counter, then the
+     * newest events of the clicks stream. */
+    uint64_t bots = 0;
+    if (r.left >= 8)
+        cf_get_u64(&r, &bots);
+    if (r.left >= 8 && load_recent(e, &r) < 0) {
+        cf_error("snapshot: the newest events of the clicks stream are malformed");
+        cf_dedup_free(d);
+        return -EINVAL;
+    }
     e->shard_vs = vs;
     e->vs_known = true;
     cf_dedup_free(e->dedup);
@@ -211,6 +257,7 @@ int load_snapshot(cf_engine *e, const cf_buf *payload)
     atomic_store(&e->accepted, acc);
     atomic_store(&e->duplicates, dup);
     atomic_store(&e->rejected, rej);
+    atomic_store(&e->bots, bots);
     return 0;
 }
 
@@ -221,6 +268,7 @@ void job_free(cf_engine *e, cf_snapjob *job)
     for (unsigned s = 0; s < e->n_shards + 1; s++)
         cf_buf_free(&job->parts[s]);
     free(job->parts);
+    cf_recent_release(job->recent, job->n_recent);
     free(job);
 }
 
@@ -257,8 +305,12 @@ int snapshot_begin(cf_engine *e)
             rc = -EAGAIN;
         else
             rc = save_sequencer_locked(e, &job->parts[e->n_shards]);
+        /* References only: the bytes are copied by the ticker. */
+        if (!rc && cf_recent_take(e->recent, SIZE_MAX, &job->recent, &job->n_recent) < 0)
+            rc = -ENOMEM;
         if (!rc) {
             job->lsn = e->wal ? cf_wal_last_lsn(e->wal) : 0;
+            job->bots = atomic_load(&e->bots);
             for (unsigned s = 0; s < e->n_shards; s++) {
                 enqueue_locked(e, s, msgs[s]);
                 msgs[s] = NULL;
@@ -310,6 +362,20 @@ int snapshot_finish(cf_engine *e)
         cf_buf_put_u32(&out, e->n_shards);
         for (unsigned s = 0; s < e->n_shards; s++)
             cf_buf_put_str(&out, (const char *)job->parts[s].data, job->parts[s].len);
+        /* Optional trailing fields (docs/DESIGN.md), read when present so
+         * older snapshots still load: the bots counter. */
+        cf_buf_put_u64(&out, job->bots);
+        /* The newest events of the clicks stream, oldest chunk first. */
+        cf_buf_put_u64(&out, job->n_recent);
+        for (size_t i = job->n_recent; i-- > 0;) {
+            const uint8_t *bytes;
+            size_t len, n;
+            uint64_t first;
+            cf_recent_chunk_get(job->recent[i], &bytes, &len, &n, &first);
+            cf_buf_put_u64(&out, first);
+            cf_buf_put_u64(&out, n);
+            cf_buf_put_str(&out, (const char *)bytes, len);
+        }
         if (out.oom)
             rc = -ENOMEM;
     }

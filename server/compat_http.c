@@ -23,6 +23,7 @@
 struct cf_compat_http {
     cf_config cfg;
     cf_engine *engine;
+    const cf_annotate *annotate;
     cf_sites *sites;
     /* Loaded on first need: the data directory exists only once the engine
      * has started, after the HTTP server. */
@@ -32,13 +33,14 @@ struct cf_compat_http {
     bool enricher_tried;
 };
 
-cf_compat_http *cf_compat_http_new(const cf_config *cfg, cf_engine *engine)
+cf_compat_http *cf_compat_http_new(const cf_config *cfg, cf_engine *engine, const cf_annotate *annotate)
 {
     cf_compat_http *ch = calloc(1, sizeof *ch);
     if (!ch)
         return NULL;
     ch->cfg = *cfg;
     ch->engine = engine;
+    ch->annotate = annotate;
     pthread_mutex_init(&ch->enricher_mu, NULL);
     ch->sites = cf_sites_new(cfg->sites, cfg->ip_rate);
     if (!ch->sites) {
@@ -245,10 +247,36 @@ static int fill_users(cf_compat_http *ch, cJSON *rows, const char *site, const c
     return 0;
 }
 
-/* Validates the mapped events as POST /api/v1/events would and submits them.
- * All or nothing: one invalid event refuses the request (400), so a client
- * never has to guess which of its events counted. */
-static int submit(cf_compat_http *ch, cf_compat_api api, cJSON *events, int64_t now_ms, cf_compat_reply *r)
+/* Enriches the valid events of ig, which are the rows of `events` in order
+ * (submit refuses a request with an invalid one), as POST /api/v1/events
+ * does, plus what a relayed row says of its browser: `client_ip`
+ * (Segment's context.ip) for the country and the utm_* fields (Segment's
+ * context.campaign). 0 or -ENOMEM. */
+static int enrich(cf_compat_http *ch, struct MHD_Connection *c, cf_ingest *ig, const cJSON *events)
+{
+    if (!ch->annotate || ig->n_events == 0)
+        return 0;
+    cf_annotate_relayed *rel = calloc(ig->n_events, sizeof *rel);
+    if (!rel)
+        return -ENOMEM;
+    size_t i = 0;
+    for (const cJSON *e = events->child; e && i < ig->n_events; e = e->next, i++) {
+        rel[i].client_ip = obj_str(e, "client_ip");
+        for (int k = 0; k < CF_UTM_COUNT; k++)
+            rel[i].utm[k] = obj_str(e, cf_enrich_utm_name(k));
+    }
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    int rc = cf_annotate_apply_relayed(ch->annotate, ig, header(c, MHD_HTTP_HEADER_USER_AGENT),
+                                       header(c, MHD_HTTP_HEADER_REFERER), ci ? ci->client_addr : NULL, rel);
+    free(rel);
+    return rc;
+}
+
+/* Validates the mapped events as POST /api/v1/events would, enriches and
+ * submits them. All or nothing: one invalid event refuses the request
+ * (400), so a client never has to guess which of its events counted. */
+static int submit(cf_compat_http *ch, struct MHD_Connection *c, cf_compat_api api, cJSON *events, int64_t now_ms,
+                  cf_compat_reply *r)
 {
     if (cJSON_GetArraySize(events) == 0)
         return reply_ok(r, api);
@@ -270,6 +298,9 @@ static int submit(cf_compat_http *ch, cf_compat_api api, cJSON *events, int64_t 
         snprintf(msg, sizeof msg, "event %zu: %s", ig.errors[0].index, ig.errors[0].reason);
         cf_engine_count_rejected(ch->engine, ig.rejected);
         rc = reply_error(r, api, 400, msg);
+    } else if (enrich(ch, c, &ig, events) < 0) {
+        rc = reply_error(r, api, 503, "out of memory");
+        r->retry_after = 1;
     } else {
         cf_submit_result res = {0, 0};
         int s = cf_engine_ready(ch->engine) ? cf_engine_submit(ch->engine, ig.events, ig.n_events, NULL, &res)
@@ -293,6 +324,35 @@ static int submit(cf_compat_http *ch, cf_compat_api api, cJSON *events, int64_t 
 }
 
 bool cf_compat_http_sites_any(const cf_compat_http *ch) { return cf_sites_any(ch->sites); }
+
+cJSON *cf_compat_http_sites_json(const cf_compat_http *ch)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON *items = o ? cJSON_AddArrayToObject(o, "items") : NULL;
+    if (!items)
+        goto oom;
+    for (size_t i = 0; i < cf_sites_count(ch->sites); i++) {
+        cJSON *it = cJSON_CreateObject();
+        if (!cJSON_AddItemToArray(items, it)) {
+            cJSON_Delete(it);
+            goto oom;
+        }
+        cJSON *origins = cJSON_AddArrayToObject(it, "origins");
+        if (!cJSON_AddStringToObject(it, "key", cf_sites_key(ch->sites, (int)i)) || !origins)
+            goto oom;
+        for (size_t j = 0; j < cf_sites_n_origins(ch->sites, (int)i); j++) {
+            cJSON *s = cJSON_CreateString(cf_sites_origin(ch->sites, (int)i, j));
+            if (!s || !cJSON_AddItemToArray(origins, s)) {
+                cJSON_Delete(s);
+                goto oom;
+            }
+        }
+    }
+    return o;
+oom:
+    cJSON_Delete(o);
+    return NULL;
+}
 
 static int gate_refuse(cf_site_gate *g, unsigned status, const char *msg)
 {
@@ -456,7 +516,7 @@ int cf_compat_http_handle(cf_compat_http *ch, struct MHD_Connection *c, cf_compa
         goto out;
     /* identify calls: trait rows for the user_traits table (SPEC 12), which
      * the SQL tables do not have yet; they are validated and answered. */
-    rc = submit(ch, api, res.events, now, r);
+    rc = submit(ch, c, api, res.events, now, r);
 out:
     cf_compat_result_free(&res);
     if (rc < 0) {

@@ -5,7 +5,9 @@
  * module decides who may send (the write key: ingest token or site key;
  * Origin; the per-IP rate), maps the body with cf_compat, derives a visitor
  * id for events without a user, and hands the events to the same validation
- * (cf_ingest_parse) and engine path as POST /api/v1/events, so dedup by
+ * (cf_ingest_parse), enrichment (annotate.h: Segment's context.ip gives the
+ * country, context.campaign the utm_* columns) and engine path as POST
+ * /api/v1/events, so dedup by
  * event_id (Segment's messageId), the WAL and exactly-once hold. It answers
  * the way the real API does, so the unmodified clients take the answer for
  * their own server's. The reply is returned as data: http.c sends it, with
@@ -16,18 +18,21 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include <cjson/cJSON.h>
 #include <microhttpd.h>
 
+#include "annotate.h"
 #include "cf_compat.h"
 #include "config.h"
 #include "engine.h"
 
 typedef struct cf_compat_http cf_compat_http;
 
-/* cfg is copied; the engine is borrowed and must outlive the module. The
- * visitor-id secret (server/enrich.h) is loaded on first need, once the data
- * directory exists. NULL on OOM. */
-cf_compat_http *cf_compat_http_new(const cf_config *cfg, cf_engine *engine);
+/* cfg is copied; the engine and the enrichment step (the one of POST
+ * /api/v1/events, may be NULL: none) are borrowed and must outlive the
+ * module. The visitor-id secret (server/enrich.h) is loaded on first need,
+ * once the data directory exists. NULL on OOM. */
+cf_compat_http *cf_compat_http_new(const cf_config *cfg, cf_engine *engine, const cf_annotate *annotate);
 
 /* Accepts NULL. */
 void cf_compat_http_free(cf_compat_http *ch);
@@ -75,6 +80,12 @@ typedef struct cf_site_gate {
  * Returns 0 and fills *ret (ret->body freed by the caller), or -ENOMEM. */
 int cf_compat_http_gate_events(cf_compat_http *ch, struct MHD_Connection *c, bool bearer, bool site_only, bool ndjson,
                                const char *body, size_t len, cf_site_gate *ret);
+
+/* GET /api/v1/sites: {"items": [{"key", "origins": [...]}]} in the order
+ * configured, for the dashboard's snippet panel. Site keys are public (they
+ * are in every page's HTML), but the answer is a read like any other (http.c
+ * asks for the read token). NULL on OOM. */
+cJSON *cf_compat_http_sites_json(const cf_compat_http *ch);
 
 /* Whether a CORS preflight from origin may be answered positively: it is an
  * origin of some site key (a preflight does not carry the key). */

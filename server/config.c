@@ -134,6 +134,12 @@ static const opt_def options[] = {
      "request body bytes held in memory by all clients together, 503 beyond (auto: 256M or 4 x --max-body)"},
     {"body-budget-per-ip", OPT_BYTES, OFF(body_budget_per_ip), 0, 1, INT64_C(1) << 40, "auto",
      "the same for one client address (auto: --body-budget / 16, at least --max-body)"},
+    {"enrich", OPT_SWITCH, OFF(enrich), 0, 0, 0, "on",
+     "enrich click events (referrer, utm_*, page_path, browser, os, device, is_bot, country): on or off"},
+    {"ua-regexes", OPT_STRING, OFF(ua_regexes), SZ(ua_regexes), 0, 0, "/usr/share/uap-core/regexes.yaml",
+     "uap-core rules for browser, os and device (Debian package uap-core); missing: those columns are null"},
+    {"geoip", OPT_STRING, OFF(geoip), SZ(geoip), 0, 0, "",
+     "MaxMind DB file (.mmdb) for the country column; none: country is null"},
 };
 
 #define N_OPTIONS (sizeof options / sizeof options[0])
@@ -191,6 +197,8 @@ void cf_config_defaults(cf_config *cfg)
     cfg->body_stall_timeout_ms = 5000;
     cfg->body_budget = (size_t)256 << 20;
     cfg->body_budget_per_ip = (size_t)16 << 20;
+    cfg->enrich = true;
+    strcpy(cfg->ua_regexes, "/usr/share/uap-core/regexes.yaml");
 }
 
 /* Where a value came from, for error messages: "--window" or
@@ -469,9 +477,9 @@ static int set_option(cf_config *cfg, const opt_def *o, bool from_env, const cha
         return set_sites(cfg, o, from_env, val, err);
     case OPT_SWITCH:
         if (strcmp(val, "on") == 0)
-            *(bool *)field = true;
+            *(bool *)(void *)field = true;
         else if (strcmp(val, "off") == 0)
-            *(bool *)field = false;
+            *(bool *)(void *)field = false;
         else
             return bad_value(err, o, from_env, "'%s' is not one of on, off", val);
         return 0;
@@ -732,7 +740,8 @@ void cf_config_describe(const cf_config *cfg, char *buf, size_t cap)
              "ms segment-size=%zu ingest-token=%s read-token=%s cors-origin=%s connection-timeout=%" PRId64
              "ms request-deadline=%" PRId64 "ms max-connections=%u max-connections-per-ip=%u site=%s ip-rate=%u header-timeout=%" PRId64
              "ms body-stall-timeout=%" PRId64 "ms body-budget=%zu body-budget-per-ip=%zu"
-             " history=%s history-retention=%" PRId64 "ms history-queue=%zu sink=%s sink-backlog=%zu%s",
+             " history=%s history-retention=%" PRId64 "ms history-queue=%zu sink=%s sink-backlog=%zu"
+             " enrich=%s ua-regexes=%s geoip=%s%s",
              cfg->bind, (unsigned)cfg->http_port, (unsigned)cfg->ws_port, cfg->shards, cfg->http_threads,
              cfg->out_of_orderness_ms, cfg->idle_timeout_ms, cfg->allowed_lateness_ms, cfg->max_future_ms,
              cfg->window_ms, cfg->slide_size_ms, cfg->slide_ms, cfg->session_gap_ms, cfg->dedup_ttl_ms,
@@ -744,7 +753,8 @@ void cf_config_describe(const cf_config *cfg, char *buf, size_t cap)
              cfg->max_connections, cfg->max_connections_per_ip, sites, cfg->ip_rate, cfg->header_timeout_ms,
              cfg->body_stall_timeout_ms, cfg->body_budget, cfg->body_budget_per_ip, cfg->history ? "on" : "off",
              cfg->history_retention_ms, cfg->history_queue_bytes,
-             cfg->sink[0] ? "set" : "unset", cfg->sink_backlog_bytes, capped);
+             cfg->sink[0] ? "set" : "unset", cfg->sink_backlog_bytes, cfg->enrich ? "on" : "off",
+             cfg->ua_regexes, cfg->geoip[0] ? cfg->geoip : "none", capped);
 }
 
 uint64_t cf_config_fd_ceiling(const cf_config *cfg, unsigned keep)

@@ -94,6 +94,10 @@ typedef struct cf_config {
     char sites[CF_SITES_TEXT_MAX];  /* --site KEY=ORIGIN[,ORIGIN...], repeatable; kept as
                                      * validated "KEY=o1,o2\n" lines (trailing '/' cut) */
     unsigned ip_rate;               /* --ip-rate 100 events/s per client IP (site keys) */
+    /* enrichment (SPEC 15) */
+    bool enrich;                    /* --enrich on */
+    char ua_regexes[512];           /* --ua-regexes /usr/share/uap-core/regexes.yaml */
+    char geoip[512];                /* --geoip FILE.mmdb (empty = no country) */
 } cf_config;
 
 /* Fills cfg with the embedded defaults. */

@@ -18,6 +18,7 @@
 #include "cf_watermark.h"
 #include "engine_int.h"
 #include "log.h"
+#include "recent.h"
 #include "shard.h"
 #include "wal.h"
 
@@ -60,7 +61,8 @@ cf_engine *cf_engine_new(const cf_config *cfg)
     e->shards = calloc(e->n_shards, sizeof *e->shards);
     e->sql = cf_sqlrt_new(cfg->max_queries ? cfg->max_queries : 64, e->n_shards,
                           cfg->allowed_lateness_ms, cf_shard_max_keys(cfg));
-    if (!e->dedup || !e->wm || !e->shards || !e->sql) {
+    e->recent = cf_recent_new(cfg->retain_results, RECENT_MAX_BYTES);
+    if (!e->dedup || !e->wm || !e->shards || !e->recent || !e->sql) {
         cf_engine_free(e);
         return NULL;
     }
@@ -178,6 +180,7 @@ void cf_engine_free(cf_engine *e)
     cf_watermark_free(e->wm);
     cf_sqlrt_free(e->sql);
     cf_buf_free(&e->scratch);
+    cf_recent_free(e->recent);
     cJSON_free(e->last_trending);
     pthread_mutex_destroy(&e->mu);
     pthread_mutex_destroy(&e->tick_mu);

@@ -113,6 +113,10 @@ cJSON *cf_engine_stats(cf_engine *e);
  * off, -EINVAL for a bad range or step, or -errno. */
 int cf_engine_rollup(cf_engine *e, const char *view, int64_t from, int64_t to, int64_t step_ms,
                      cJSON **ret);
+/* GET /api/v1/streams/clicks/events: {"items": [...]} the newest accepted
+ * events (at most limit, clamped to 1..100000), newest first, with their
+ * enrichment columns (server/recent.h). Read-your-writes. NULL on OOM. */
+cJSON *cf_engine_events(cf_engine *e, size_t limit);
 /* The HTTP layer counts invalid events here (stats "rejected"). Thread-safe. */
 void cf_engine_count_rejected(cf_engine *e, size_t n);
 /* Appends the Prometheus text exposition (names prefixed clickflow_). */

@@ -53,6 +53,7 @@
 #include "engine.h"
 #include "history.h"
 #include "push.h"
+#include "recent.h"
 #include "shard.h"
 #include "sink_pg.h"
 #include "snapshot.h"
@@ -63,6 +64,9 @@
  * snapshot barriers, so a queue full of events never starves them. */
 #define RESERVED_SLOTS 2
 #define RATE_SAMPLES 11                 /* 1 s of 100 ms ticks, plus one */
+/* Bytes of packed events kept for GET /api/v1/streams/clicks/events, beside
+ * the --retain-results event count (whichever bound is hit first). */
+#define RECENT_MAX_BYTES ((size_t)128 << 20)
 
 /* Per-event routing and message offsets, computed outside the lock. */
 typedef struct route {
@@ -73,6 +77,7 @@ typedef struct route {
     size_t pack_off;        /* offset of the packed event in `packed` */
     size_t pack_len;
     uint64_t id_hash;       /* cf_dedup_hash(event_id), hashed before the lock */
+    bool bot;               /* is_bot (SPEC 15): logged and counted, sent to no shard */
 } route;
 
 /* Offset of an event's entry in msgs[s] for the shards that get it only for
@@ -89,6 +94,7 @@ typedef struct prepared {
     size_t bytes;           /* message bytes, for the in-flight budget */
     bool bcast;             /* user SQL views run: every shard gets every event */
     size_t *xoff;           /* bcast: XOFF, SIZE_MAX for the page and user shards */
+    cf_recent_chunk *chunk; /* for the recent-events ring, allocated before the lock */
 } prepared;
 
 struct cf_engine {
@@ -123,6 +129,8 @@ struct cf_engine {
     int64_t snap_due;               /* wall time of the next snapshot */
 
     _Atomic uint64_t accepted, duplicates, rejected, dedup_errors;
+    _Atomic uint64_t bots;          /* accepted events with is_bot (SPEC 15), a part of accepted */
+    cf_recent *recent;              /* newest accepted events (guarded by mu) */
     atomic_int failed;              /* a WAL write/fsync failed: -EIO from now on */
     atomic_bool ready;
     _Atomic uint64_t rate_x1000;    /* events/s over the last second, x1000 */

@@ -211,7 +211,8 @@ int cf_enricher_new(const char *regexes_path, const char *data_dir, size_t ua_ca
         set_err(err, errlen, "%s: %s", regexes_path, rc == -ENOMEM ? "out of memory" : why);
         goto fail;
     }
-    rc = load_key(data_dir, e->secret, err, errlen);
+    /* Without a data directory there is no secret: User-Agents only. */
+    rc = data_dir ? load_key(data_dir, e->secret, err, errlen) : 0;
     if (rc < 0)
         goto fail;
     rc = -pthread_key_create(&e->key, parser_exit);

@@ -30,7 +30,9 @@
 typedef struct cf_enricher cf_enricher;
 
 /* Loads the rules from regexes_path (NULL: the default above) and the
- * visitor secret from data_dir (created when missing; data_dir must exist).
+ * visitor secret from data_dir (created when missing; data_dir must exist;
+ * NULL: no secret, for an enricher that only parses User-Agents, on which
+ * cf_enricher_visitor_id must not be called).
  * ua_cache is the number of User-Agents each thread's parser caches.
  * Returns 0 and sets *ret, or a negative errno (-ENOENT: no rules file,
  * -EINVAL: the rules or the key file are malformed, other I/O errors) with

@@ -588,10 +588,17 @@ static void *writer_main(void *arg)
             nanosleep(&ts, NULL);
         }
         long ins = list ? write_items(h, list) : 0;
+        /* A row can reach the writer after the cutoff that covers it was
+         * applied (a session or a late revision fired by the very watermark
+         * that moved the cutoff): delete it again, or it would stay until the
+         * next cutoff. h->cutoff is written only by this thread. */
+        bool stale = false;
+        for (const item *it = list; it && !retention && h->cutoff > 0; it = it->next)
+            stale = stale || it->end < h->cutoff;
         if (ins >= 0 && list && h->on_written)
             pass_on(h, list);
         items_free(list);
-        long del = retention ? apply_retention(h, cutoff) : 0;
+        long del = retention ? apply_retention(h, cutoff) : stale ? apply_retention(h, h->cutoff) : 0;
 
         pthread_mutex_lock(&h->mu);
         if (ins < 0) {
@@ -606,6 +613,8 @@ static void *writer_main(void *arg)
         h->queued_bytes -= bytes;
         if (retention)
             h->retention_mono = mono_ms();
+        if (stale && del > 0)
+            h->deleted += (uint64_t)del;
         if (retention && del >= 0) {
             h->deleted += (uint64_t)del;
             h->cutoff = cutoff;

@@ -33,6 +33,7 @@
 #include "compat_http.h"
 #include "cf_time.h"
 #include "history.h"
+#include "annotate.h"
 #include "ingest.h"
 #include "stream_ingest.h"
 #include "log.h"
@@ -120,6 +121,7 @@ struct cf_http {
     pthread_t reaper;
     /* The Segment, Plausible and Umami endpoints and the site keys. */
     cf_compat_http *compat;
+    cf_annotate *annotate;          /* SPEC 15 enrichment of ingested events */
     /* Responses by status code, for /metrics. */
     _Atomic uint64_t responses[14];   /* N_COUNTED + 1 */
 };
@@ -151,6 +153,8 @@ typedef enum route {
     R_QUERY,        /* pull queries: POST (body) or GET (?sql=) */
     R_STREAM_EVENTS,/* POST /api/v1/streams/{name}/events (SPEC 12) */
     R_COMPAT,       /* a compatible ingest path (lib/cf_compat.h): compat_http.c */
+    R_CLICK_EVENTS, /* GET: the newest events of the clicks stream */
+    R_SITES,        /* GET /api/v1/sites: compat_http.c */
 } route;
 
 typedef struct request {
@@ -375,6 +379,8 @@ static route find_route(const char *path, size_t n)
         {"/readyz", R_READYZ},
         {"/api/v1/sql", R_SQL},         {"/api/v1/views", R_VIEWS},
         {"/api/v1/streams", R_STREAMS}, {"/api/v1/query", R_QUERY},
+        {"/api/v1/streams/clicks/events", R_CLICK_EVENTS},
+        {"/api/v1/sites", R_SITES},
     };
     for (size_t i = 0; i < sizeof table / sizeof table[0]; i++)
         if (strlen(table[i].path) == n && memcmp(table[i].path, path, n) == 0)
@@ -776,7 +782,7 @@ static enum MHD_Result handle_get(request *rq, struct MHD_Connection *c)
     cf_engine *e = rq->h->engine;
     size_t limit;
     /* The engine answers queries once recovery is done (the shards run). */
-    bool asks_engine = rq->rt != R_HEALTHZ && rq->rt != R_READYZ && rq->rt != R_INFO;
+    bool asks_engine = rq->rt != R_HEALTHZ && rq->rt != R_READYZ && rq->rt != R_INFO && rq->rt != R_SITES;
     if (asks_engine && !cf_engine_ready(e))
         return send_unavailable(rq, c, "not ready: recovery in progress, retry later");
     switch (rq->rt) {
@@ -798,12 +804,18 @@ static enum MHD_Result handle_get(request *rq, struct MHD_Connection *c)
         return handle_rollup(rq, c);
     case R_STATS:
         return send_json(rq, c, MHD_HTTP_OK, cf_engine_stats(e), NULL, 0);
+    case R_CLICK_EVENTS:
+        if (!query_limit(c, &limit))
+            return send_error(rq, c, MHD_HTTP_BAD_REQUEST, LIMIT_ERROR);
+        return send_json(rq, c, MHD_HTTP_OK, cf_engine_events(e, limit), NULL, 0);
     case R_INFO:
         return handle_info(rq, c);
     case R_VIEWS:
         return send_json(rq, c, MHD_HTTP_OK, cf_engine_sql_views(e), NULL, 0);
     case R_STREAMS:
         return send_json(rq, c, MHD_HTTP_OK, cf_engine_sql_streams(e), NULL, 0);
+    case R_SITES:
+        return send_json(rq, c, MHD_HTTP_OK, cf_compat_http_sites_json(rq->h->compat), NULL, 0);
     case R_METRICS:
         return handle_metrics(rq, c);
     case R_HEALTHZ: {
@@ -1012,6 +1024,12 @@ static enum MHD_Result finish_events(request *rq, struct MHD_Connection *c, char
         goto out;
     }
     if (r < 0) {
+        ret = send_unavailable(rq, c, "out of memory");
+        goto out;
+    }
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    if (cf_annotate_apply(rq->h->annotate, &ig, header(c, MHD_HTTP_HEADER_USER_AGENT),
+                          header(c, MHD_HTTP_HEADER_REFERER), ci ? ci->client_addr : NULL) < 0) {
         ret = send_unavailable(rq, c, "out of memory");
         goto out;
     }
@@ -1677,10 +1695,12 @@ cf_http *cf_http_start(const cf_config *cfg, cf_engine *engine, const char **ret
     h->cfg = *cfg;
     h->engine = engine;
     h->budget = cf_body_budget_new(cfg->body_budget, cfg->body_budget_per_ip);
-    h->compat = cf_compat_http_new(cfg, engine);
-    if (!h->budget || !h->compat) {
+    h->annotate = cf_annotate_new(cfg);
+    h->compat = h->annotate ? cf_compat_http_new(cfg, engine, h->annotate) : NULL;
+    if (!h->budget || !h->compat || !h->annotate) {
         cf_body_budget_free(h->budget);
         cf_compat_http_free(h->compat);
+        cf_annotate_free(h->annotate);
         free(h);
         *ret_err = "out of memory";
         return NULL;
@@ -1765,5 +1785,6 @@ void cf_http_stop(cf_http *h)
     pthread_mutex_destroy(&h->reaper_mu);
     cf_body_budget_free(h->budget);
     cf_compat_http_free(h->compat);
+    cf_annotate_free(h->annotate);
     free(h);
 }

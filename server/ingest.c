@@ -6,6 +6,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "cf_enrich.h"
 #include "cf_jsonscan.h"
 #include "json_arena.h"
 
@@ -46,8 +47,10 @@ void cf_ingest_free(cf_ingest *ig)
             cJSON_Delete(ig->trees[i]);
     free(ig->trees);
     free(ig->events);
+    free(ig->src);
     free(ig->event_index);
     cf_buf_free(&ig->scratch);
+    cf_buf_free(&ig->enrich);
     memset(ig, 0, sizeof *ig);
 }
 
@@ -82,11 +85,46 @@ static int reserve_events(cf_ingest *ig, size_t n, size_t **ret_prop_off)
 {
     size_t cap = n ? n : 1;
     ig->events = calloc(cap, sizeof *ig->events);
+    ig->src = calloc(cap, sizeof *ig->src);
     ig->event_index = calloc(cap, sizeof *ig->event_index);
     *ret_prop_off = calloc(cap, sizeof **ret_prop_off);
-    if (!ig->events || !ig->event_index || !*ret_prop_off)
+    if (!ig->events || !ig->src || !ig->event_index || !*ret_prop_off)
         return -ENOMEM;
     return 0;
+}
+
+/* Reads an optional string field of SPEC 15 (`user_agent`, `referrer`):
+ * absent, null or "" leave *ret NULL; another type is false. The length is
+ * the C string's: cf_jsonscan refused every U+0000 before. */
+static bool origin_field(const cJSON *f, const char **ret, size_t *ret_len)
+{
+    if (!f || cJSON_IsNull(f))
+        return true;
+    if (!cJSON_IsString(f) || !f->valuestring)
+        return false;
+    size_t n = strlen(f->valuestring);
+    if (n > 0) {
+        *ret = f->valuestring;
+        *ret_len = n;
+    }
+    return true;
+}
+
+/* Finds `user_agent` and `referrer` in one walk over the keys (the first
+ * of duplicates wins, as with cJSON_GetObjectItemCaseSensitive): this runs
+ * per event, and two lookups would compare every key twice. */
+static void origin_items(const cJSON *v, const cJSON **ret_ua, const cJSON **ret_ref)
+{
+    *ret_ua = *ret_ref = NULL;
+    for (const cJSON *c = v->child; c; c = c->next) {
+        const char *k = c->string;
+        if (!k)
+            continue;
+        if (k[0] == 'u' && !*ret_ua && strcmp(k, "user_agent") == 0)
+            *ret_ua = c;
+        else if (k[0] == 'r' && !*ret_ref && strcmp(k, "referrer") == 0)
+            *ret_ref = c;
+    }
 }
 
 /* Validates one value as event number `index`. Properties text goes into
@@ -107,7 +145,19 @@ static void take_event(cf_ingest *ig, const cJSON *v, size_t index, const cf_eve
         add_error(ig, index, reason ? reason : "invalid event");
         return;
     }
+    cf_ingest_src src = {0};
+    const cJSON *f_ua, *f_ref;
+    origin_items(v, &f_ua, &f_ref);
+    const char *bad = !origin_field(f_ua, &src.user_agent, &src.user_agent_len) ? "user_agent must be a string"
+                      : !origin_field(f_ref, &src.referrer, &src.referrer_len)  ? "referrer must be a string"
+                                                                                : NULL;
+    if (bad) {
+        ig->scratch.len = before;
+        add_error(ig, index, bad);
+        return;
+    }
     size_t k = ig->n_events++;
+    ig->src[k] = src;
     prop_off[k] = ev.properties ? (size_t)((const uint8_t *)ev.properties - ig->scratch.data) : SIZE_MAX;
     ig->events[k] = ev;
     ig->event_index[k] = index;
@@ -306,4 +356,193 @@ int cf_ingest_parse(cf_ingest *ig, cf_body_format fmt, char *body, size_t len, s
     if (r == -E2BIG)
         *ret_error = "too many events in one request (see --max-batch)";
     return r;
+}
+
+/* ---- enrichment (SPEC 15) --------------------------------------------------- */
+
+#define NO_OFF UINT32_MAX
+
+/* The User-Agent columns of one User-Agent, copied into ig->enrich. */
+typedef struct ua_cols {
+    uint32_t off[2];        /* browser, os (NO_OFF: NULL) */
+    uint16_t len[2];
+    uint8_t device;
+    bool is_bot;
+} ua_cols;
+
+static uint32_t put_str(cf_buf *b, const char *s, size_t n, uint16_t *ret_len)
+{
+    if (!s || n == 0 || n > CF_ENRICH_COL_MAX)
+        return NO_OFF;
+    uint32_t off = (uint32_t)b->len;
+    cf_buf_put(b, s, n);
+    *ret_len = (uint16_t)n;
+    return off;
+}
+
+static int parse_ua(cf_ingest *ig, cf_enricher *en, const char *ua, size_t len, ua_cols *ret)
+{
+    memset(ret, 0, sizeof *ret);
+    ret->off[0] = ret->off[1] = NO_OFF;
+    if (!en || !ua || len == 0)
+        return 0;
+    cf_ua_result r;
+    int rc = cf_enricher_ua(en, ua, len, &r);
+    if (rc < 0)
+        return rc;
+    /* Copied at once: r borrows from this thread's cache, which the next
+     * parse may change. */
+    ret->off[0] = put_str(&ig->enrich, r.browser, r.browser ? strlen(r.browser) : 0, &ret->len[0]);
+    ret->off[1] = put_str(&ig->enrich, r.os, r.os ? strlen(r.os) : 0, &ret->len[1]);
+    ret->device = (uint8_t)(CF_DEVICE_DESKTOP + (int)r.device);
+    ret->is_bot = r.is_bot;
+    return 0;
+}
+
+/* A request-local memo of the User-Agents of `user_agent` fields: a batch
+ * relayed by a server holds the same few browsers many times, and a memo
+ * hit skips the parser's hash of the whole string and the copies of its
+ * results (the columns are already in ig->enrich). Direct-mapped; a
+ * collision just parses again. */
+#define MEMO_SLOTS 256u
+#define MEMO_MIN_EVENTS 16u
+
+typedef struct ua_memo {
+    const char *s;
+    size_t len;
+    ua_cols cols;
+} ua_memo;
+
+static size_t memo_slot(const char *s, size_t len)
+{
+    uint64_t a = 0, b = 0;
+    memcpy(&a, s, len < 8 ? len : 8);
+    if (len >= 8)
+        memcpy(&b, s + len - 8, 8);
+    uint64_t h = (a ^ (b * 0x9e3779b97f4a7c15ull) ^ len) * 0xff51afd7ed558ccdull;
+    return (size_t)(h >> 56) & (MEMO_SLOTS - 1);
+}
+
+static int memo_parse_ua(cf_ingest *ig, cf_enricher *en, ua_memo *memo, const char *ua, size_t len, ua_cols *ret)
+{
+    if (!memo)
+        return parse_ua(ig, en, ua, len, ret);
+    ua_memo *m = &memo[memo_slot(ua, len)];
+    if (m->s && m->len == len && memcmp(m->s, ua, len) == 0) {
+        *ret = m->cols;
+        return 0;
+    }
+    int rc = parse_ua(ig, en, ua, len, ret);
+    if (rc == 0) {
+        m->s = ua;
+        m->len = len;
+        m->cols = *ret;
+    }
+    return rc;
+}
+
+static uint32_t str_off(const cf_buf *b, const cf_enrich_str *s, uint16_t *ret_len)
+{
+    if (!s->s)
+        return NO_OFF;
+    *ret_len = (uint16_t)s->len;
+    return (uint32_t)((const uint8_t *)s->s - b->data);
+}
+
+int cf_ingest_enrich(cf_ingest *ig, const cf_ingest_context *ctx)
+{
+    size_t n = ig->n_events;
+    if (n == 0)
+        return 0;
+    /* The strings go into one buffer that grows: offsets first, pointers
+     * once it stops moving. */
+    uint32_t *off = malloc(n * CF_COL_COUNT * sizeof *off);
+    if (!off)
+        return -ENOMEM;
+    const char *hdr_ua = ctx->user_agent && ctx->user_agent[0] ? ctx->user_agent : NULL;
+    const char *hdr_ref = ctx->referer && ctx->referer[0] ? ctx->referer : NULL;
+    size_t hdr_ref_len = hdr_ref ? strlen(hdr_ref) : 0;
+    cf_buf *b = &ig->enrich;
+    uint16_t country_len = 0;
+    uint32_t country = ctx->country ? put_str(b, ctx->country, strlen(ctx->country), &country_len) : NO_OFF;
+    ua_cols shared;
+    bool shared_done = false;
+    /* Only worth its allocation for a batch. */
+    ua_memo *memo = n >= MEMO_MIN_EVENTS && ctx->ua ? calloc(MEMO_SLOTS, sizeof *memo) : NULL;
+    int rc = 0;
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        cf_event *ev = &ig->events[i];
+        const cf_ingest_src *src = &ig->src[i];
+        cf_event_enrich *en = &ev->enrich;
+        uint32_t *o = off + i * CF_COL_COUNT;
+        memset(en, 0, sizeof *en);
+        for (int c = 0; c < CF_COL_COUNT; c++)
+            o[c] = NO_OFF;
+        cf_enrich u;
+        rc = cf_enrich_compute(ev->page_url, ev->page_url_len, src->referrer, src->referrer_len, hdr_ref,
+                               hdr_ref_len, b, &u);
+        if (rc < 0)
+            break;
+        o[CF_COL_REFERRER] = str_off(b, &u.referrer, &en->len[CF_COL_REFERRER]);
+        o[CF_COL_REFERRER_HOST] = str_off(b, &u.referrer_host, &en->len[CF_COL_REFERRER_HOST]);
+        const cf_ingest_override *ov = ctx->override ? &ctx->override[i] : NULL;
+        for (int k = 0; k < CF_UTM_COUNT; k++) {
+            o[CF_COL_UTM_SOURCE + k] = str_off(b, &u.utm[k], &en->len[CF_COL_UTM_SOURCE + k]);
+            /* A tag the sender names outright wins over the URL's (put_str
+             * refuses an empty or over-long one: the URL's then stays). */
+            const char *t = ov ? ov->utm[k] : NULL;
+            uint16_t tl = 0;
+            uint32_t to = t ? put_str(b, t, strlen(t), &tl) : NO_OFF;
+            if (to != NO_OFF) {
+                o[CF_COL_UTM_SOURCE + k] = to;
+                en->len[CF_COL_UTM_SOURCE + k] = tl;
+            }
+        }
+        o[CF_COL_PAGE_PATH] = str_off(b, &u.page_path, &en->len[CF_COL_PAGE_PATH]);
+        ua_cols own;
+        const ua_cols *uc;
+        if (src->user_agent) {
+            rc = memo_parse_ua(ig, ctx->ua, memo, src->user_agent, src->user_agent_len, &own);
+            uc = &own;
+        } else {
+            /* The common case: every event of a request comes from the
+             * sender of its User-Agent header. */
+            if (!shared_done) {
+                rc = parse_ua(ig, ctx->ua, hdr_ua, hdr_ua ? strlen(hdr_ua) : 0, &shared);
+                shared_done = true;
+            }
+            uc = &shared;
+        }
+        o[CF_COL_BROWSER] = uc->off[0];
+        en->len[CF_COL_BROWSER] = uc->len[0];
+        o[CF_COL_OS] = uc->off[1];
+        en->len[CF_COL_OS] = uc->len[1];
+        en->device = uc->device;
+        en->is_bot = uc->is_bot;
+        o[CF_COL_COUNTRY] = country;
+        en->len[CF_COL_COUNTRY] = country_len;
+        if (ov && ov->country_set) {
+            uint16_t ocl = 0;
+            o[CF_COL_COUNTRY] = ov->country ? put_str(b, ov->country, strlen(ov->country), &ocl) : NO_OFF;
+            en->len[CF_COL_COUNTRY] = ocl;
+        }
+    }
+    if (rc == 0 && b->oom)
+        rc = -ENOMEM;
+    for (size_t i = 0; i < n; i++) {
+        cf_event_enrich *en = &ig->events[i].enrich;
+        if (rc < 0) {
+            memset(en, 0, sizeof *en);
+            continue;
+        }
+        for (int c = 0; c < CF_COL_COUNT; c++) {
+            uint32_t x = off[i * CF_COL_COUNT + c];
+            en->col[c] = x == NO_OFF ? NULL : (const char *)b->data + x;
+            if (x == NO_OFF)
+                en->len[c] = 0;
+        }
+    }
+    free(memo);
+    free(off);
+    return rc;
 }

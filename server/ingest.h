@@ -24,7 +24,9 @@
 #include <cjson/cJSON.h>
 
 #include "cf_buf.h"
+#include "cf_enrich.h"
 #include "cf_event.h"
+#include "enrich.h"
 
 typedef enum cf_body_format {
     CF_BODY_JSON = 0,
@@ -45,8 +47,19 @@ typedef struct cf_ingest_error {
     const char *reason;     /* static text */
 } cf_ingest_error;
 
+/* What an event says about its own origin (SPEC 15): its `user_agent` and
+ * `referrer` fields, NULL when absent, null or empty. Borrowed from the
+ * trees. */
+typedef struct cf_ingest_src {
+    const char *user_agent;
+    size_t user_agent_len;
+    const char *referrer;
+    size_t referrer_len;
+} cf_ingest_src;
+
 typedef struct cf_ingest {
     cf_event *events;       /* the valid events, in body order */
+    cf_ingest_src *src;     /* per valid event */
     size_t n_events;
     size_t *event_index;    /* body index of each valid event */
     size_t rejected;        /* invalid events, listed or not */
@@ -56,6 +69,7 @@ typedef struct cf_ingest {
     cJSON **trees;
     size_t n_trees;
     cf_buf scratch;         /* properties text */
+    cf_buf enrich;          /* enrichment strings (cf_ingest_enrich) */
     bool arena;             /* the trees live in this thread's JSON arena */
 } cf_ingest;
 
@@ -79,5 +93,35 @@ void cf_ingest_free(cf_ingest *ig);
  * should use the arena. */
 int cf_ingest_parse(cf_ingest *ig, cf_body_format fmt, char *body, size_t len, size_t max_batch,
                     const cf_event_limits *lim, int64_t now_ms, const char **ret_error);
+
+/* What one relayed event says of its sender that the request cannot (a
+ * server SDK sends for many browsers: Segment's context.ip and
+ * context.campaign). NULL or "" fields leave the request's value. */
+typedef struct cf_ingest_override {
+    bool country_set;                   /* country below replaces the request's */
+    const char *country;                /* NULL: unknown */
+    const char *utm[CF_UTM_COUNT];      /* instead of page_url's utm_* tags */
+} cf_ingest_override;
+
+/* The request-wide inputs of the enrichment (SPEC 15). */
+typedef struct cf_ingest_context {
+    cf_enricher *ua;            /* User-Agent rules; NULL: browser, os, device unknown */
+    const char *user_agent;     /* the User-Agent header, NULL if none */
+    const char *referer;        /* the Referer header, NULL if none */
+    const char *country;        /* the client IP's country code, NULL if unknown */
+    const cf_ingest_override *override; /* n_events entries, or NULL: none */
+} cf_ingest_context;
+
+/* Fills the enrichment of every valid event of ig (cf_event.enrich):
+ * referrer (the event's field, else the header), referrer_host, utm_*,
+ * page_path (lib/cf_enrich.h; ctx->override's utm_* win), browser, os,
+ * device and is_bot from the
+ * event's `user_agent` field, else the header (parsed once per request and
+ * cached per thread), and country (ctx->override's wins). An event with no User-Agent at all has
+ * browser, os and device NULL and is_bot false. The strings live in
+ * ig->enrich until cf_ingest_free. Returns 0 or -ENOMEM (the events are
+ * then left without enrichment). O(bytes of the events) plus one
+ * User-Agent parse per distinct User-Agent not in this thread's cache. */
+int cf_ingest_enrich(cf_ingest *ig, const cf_ingest_context *ctx);
 
 #endif

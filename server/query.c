@@ -415,3 +415,22 @@ done:
     free(user);
     return out;
 }
+
+/* ---- recent events of the clicks stream ---------------------------------- */
+
+cJSON *cf_engine_events(cf_engine *e, size_t limit)
+{
+    limit = clamp_limit(limit);
+    cf_recent_chunk **chunks = NULL;
+    size_t n = 0;
+    /* References under the lock (read-your-writes: every acknowledged
+     * request is in the ring), formatting outside it. */
+    pthread_mutex_lock(&e->mu);
+    int rc = cf_recent_take(e->recent, limit, &chunks, &n);
+    pthread_mutex_unlock(&e->mu);
+    if (rc < 0)
+        return NULL;
+    cJSON *out = cf_recent_json(chunks, n, limit);
+    cf_recent_release(chunks, n);
+    return out;
+}

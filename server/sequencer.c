@@ -32,6 +32,7 @@ void prepared_free(cf_engine *e, prepared *p)
     free(p->rt);
     free(p->xoff);
     cf_buf_free(&p->packed);
+    cf_recent_chunk_discard(p->chunk);
 }
 
 static void put_le64(uint8_t *p, uint64_t v)
@@ -75,8 +76,10 @@ int prepare(cf_engine *e, const cf_event *evs, size_t n, prepared *p)
      * reallocs and copies: the fields plus a generous header each. */
     size_t estimate = 0;
     for (size_t i = 0; i < n; i++)
-        estimate += 32 + evs[i].user_id_len + evs[i].page_url_len + evs[i].element_len +
-                    evs[i].event_id_len + evs[i].properties_len + evs[i].name_len;
+        estimate += 64 + evs[i].user_id_len + evs[i].page_url_len + evs[i].element_len +
+                    evs[i].event_id_len + evs[i].properties_len + evs[i].name_len +
+                    evs[i].enrich.len[CF_COL_REFERRER] + evs[i].enrich.len[CF_COL_BROWSER] +
+                    evs[i].enrich.len[CF_COL_OS];
     if (cf_buf_reserve(&p->packed, estimate) < 0)
         goto out;
     for (size_t i = 0; i < n; i++) {
@@ -89,6 +92,11 @@ int prepare(cf_engine *e, const cf_event *evs, size_t n, prepared *p)
         if (cf_event_pack(&evs[i], &p->packed) < 0)
             goto out;
         r->pack_len = p->packed.len - r->pack_off;
+        /* Bots are accepted and logged but the built-in views skip them
+         * (SPEC 15): they go to no shard at all. */
+        r->bot = evs[i].enrich.is_bot;
+        if (r->bot)
+            continue;
         size_t entry = cf_entry_size(r->pack_len);
         size[r->page_shard] += entry;
         count[r->page_shard]++;
@@ -115,6 +123,8 @@ int prepare(cf_engine *e, const cf_event *evs, size_t n, prepared *p)
     }
     for (size_t i = 0; i < n; i++) {
         route *r = &p->rt[i];
+        if (r->bot)
+            continue;
         const uint8_t *packed = p->packed.data + r->pack_off;
         uint32_t targets[2] = {r->page_shard, r->user_shard};
         for (int k = 0; k < 2; k++) {
@@ -140,7 +150,8 @@ int prepare(cf_engine *e, const cf_event *evs, size_t n, prepared *p)
             size[s] += cf_entry_put(p->msgs[s]->data + size[s], packed, r->pack_len);
         }
     }
-    rc = 0;
+    p->chunk = cf_recent_chunk_new();
+    rc = p->chunk ? 0 : -ENOMEM;
 out:
     free(size);
     free(count);
@@ -256,6 +267,39 @@ int64_t maybe_mark_locked(cf_engine *e, int64_t now)
     return send_marker_locked(e, w, cf_watermark_clock(e->wm, now), true);
 }
 
+/* Hands the accepted events of a request to the recent-events ring: the
+ * packed buffer itself when nothing was a duplicate (no copy under the
+ * lock), else a filtered copy. Without memory for the copy the request is
+ * just not kept for reads. */
+static void keep_recent_locked(cf_engine *e, prepared *p, const uint8_t *is_dup, bool any_dup,
+                               size_t accepted, uint64_t first_seq)
+{
+    if (!p->chunk)
+        return;
+    uint8_t *bytes;
+    size_t len, cap;
+    if (!any_dup || !is_dup) {
+        bytes = p->packed.data;
+        len = p->packed.len;
+        cap = p->packed.cap;
+        memset(&p->packed, 0, sizeof p->packed);
+    } else {
+        cf_buf b = {0};
+        for (size_t i = 0; i < p->n; i++)
+            if (!is_dup[i])
+                cf_buf_put(&b, p->packed.data + p->rt[i].pack_off, p->rt[i].pack_len);
+        if (b.oom) {
+            cf_buf_free(&b);
+            return;
+        }
+        bytes = b.data;
+        len = b.len;
+        cap = b.cap;
+    }
+    cf_recent_add(e->recent, p->chunk, bytes, len, cap, accepted, first_seq);
+    p->chunk = NULL;
+}
+
 /* Applies a prepared request under the lock: dedup, clock, arrival numbers,
  * per-event W and C stamps, WAL record, enqueue. replay: the events come
  * from the WAL, so they are all accepted (dedup state is still rebuilt) and
@@ -265,7 +309,8 @@ int64_t maybe_mark_locked(cf_engine *e, int64_t now)
 int64_t apply_locked(cf_engine *e, prepared *p, const cf_event *evs, uint8_t *is_dup,
                      bool replay, size_t *ret_accepted)
 {
-    size_t accepted = 0, dups = 0;
+    size_t accepted = 0, dups = 0, bots = 0;
+    uint64_t first_seq = e->next_seq;
     bool any_dup = false;
     for (size_t i = 0; i < p->n; i++) {
         const cf_event *ev = &evs[i];
@@ -297,6 +342,12 @@ int64_t apply_locked(cf_engine *e, prepared *p, const cf_event *evs, uint8_t *is
         int64_t c = dedup_clock_locked(e);
         cf_watermark_observe(e->wm, ev->ts);
         uint64_t seq = e->next_seq++;
+        if (r->bot) {
+            /* Accepted, clocked and logged like any event; no shard entry. */
+            bots++;
+            accepted++;
+            continue;
+        }
         /* With user views running, every shard gets the event once (the
          * shard that owns a group's key keeps it: sql_exec.h). */
         uint8_t sql_role =
@@ -350,6 +401,8 @@ int64_t apply_locked(cf_engine *e, prepared *p, const cf_event *evs, uint8_t *is
         if (clsn > lsn)
             lsn = clsn;
     }
+    if (accepted > 0)
+        keep_recent_locked(e, p, is_dup, any_dup, accepted, first_seq);
     for (unsigned s = 0; s < e->n_shards; s++) {
         if (p->msgs[s] && p->accepted[s] > 0) {
             enqueue_locked(e, s, p->msgs[s]);
@@ -358,6 +411,7 @@ int64_t apply_locked(cf_engine *e, prepared *p, const cf_event *evs, uint8_t *is
     }
     atomic_fetch_add(&e->accepted, accepted);
     atomic_fetch_add(&e->duplicates, dups);
+    atomic_fetch_add(&e->bots, bots);
     *ret_accepted = accepted;
     return lsn;
 }

@@ -43,6 +43,9 @@ typedef struct cf_snapjob {
     /* Engine: history rows that must be stored before the snapshot is
      * written, plus one (0: not yet noted). */
     uint64_t history_target;
+    uint64_t bots;          /* the engine's bots counter at the cut */
+    struct cf_recent_chunk **recent;    /* the newest events at the cut (references) */
+    size_t n_recent;
 } cf_snapjob;
 
 /* Counters and gauges of one shard. */

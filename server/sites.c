@@ -114,6 +114,12 @@ int cf_sites_find(const cf_sites *s, const char *key, size_t n)
 
 const char *cf_sites_key(const cf_sites *s, int i) { return s->sites[i].key; }
 
+size_t cf_sites_count(const cf_sites *s) { return s ? s->n : 0; }
+
+size_t cf_sites_n_origins(const cf_sites *s, int i) { return s->sites[i].n_origins; }
+
+const char *cf_sites_origin(const cf_sites *s, int i, size_t j) { return s->sites[i].origins[j]; }
+
 bool cf_sites_origin_ok(const cf_sites *s, int i, const char *origin)
 {
     if (!origin)

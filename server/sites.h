@@ -36,6 +36,12 @@ int cf_sites_find(const cf_sites *s, const char *key, size_t n);
 /* The site's key, NUL-terminated. */
 const char *cf_sites_key(const cf_sites *s, int site);
 
+/* How many site keys are configured (0 when s is NULL), and site i's
+ * origins in the order given: GET /api/v1/sites lists them. */
+size_t cf_sites_count(const cf_sites *s);
+size_t cf_sites_n_origins(const cf_sites *s, int site);
+const char *cf_sites_origin(const cf_sites *s, int site, size_t j);
+
 /* Whether a request with this Origin header value (NULL: none, as from a
  * server-side SDK) may use the site. Origins compare case-insensitively;
  * "*" allows any. */

@@ -15,7 +15,7 @@
 #include "sql_view.h"
 
 #define SCRATCH_BYTES (256u << 10)  /* strings one event's programs make */
-#define CLICKS_COLUMNS 21           /* sql_catalog_add_clicks */
+#define CLICKS_COLUMNS 20           /* sql_catalog_add_clicks */
 #define OWNER_SEED 0x51574b4559ull  /* key -> shard hash ("QWKEY") */
 
 struct cf_sqlx_def {
@@ -368,6 +368,21 @@ void cf_sqlx_install(cf_sqlx *x, cf_sqlx_set *set)
     x->set = set;
 }
 
+/* The `clicks` columns in catalog order (sql_catalog_add_clicks). */
+static const char *const click_columns[CLICKS_COLUMNS] = {
+    "user_id", "page_url", "element", "timestamp", "event_id", "properties", "name",
+    "referrer", "referrer_host", "utm_source", "utm_medium", "utm_campaign", "utm_term",
+    "utm_content", "page_path", "browser", "os", "device", "is_bot", "country",
+};
+
+static int click_column(const char *name)
+{
+    for (int i = 0; name && i < CLICKS_COLUMNS; i++)
+        if (click_columns[i] && strcmp(click_columns[i], name) == 0)
+            return i;
+    return -1;
+}
+
 /* The click as a row of the `clicks` columns (sql_catalog_add_clicks). */
 static void click_row(const cf_event *ev, sql_value v[CLICKS_COLUMNS])
 {
@@ -387,6 +402,19 @@ static void click_row(const cf_event *ev, sql_value v[CLICKS_COLUMNS])
     size_t nl = 0;
     const char *name = cf_event_name(ev, &nl);
     v[6] = sql_string(name, (uint32_t)nl);
+    /* SPEC 15's enrichment, by column name (the catalog's order). */
+    for (int c = 0; c < CF_COL_COUNT; c++) {
+        int at = click_column(cf_enrich_col_name(c));
+        if (at >= 0 && ev->enrich.col[c])
+            v[at] = sql_string(ev->enrich.col[c], ev->enrich.len[c]);
+    }
+    const char *dev = cf_event_device_name(ev->enrich.device);
+    int at = click_column("device");
+    if (at >= 0 && dev)
+        v[at] = sql_string(dev, (uint32_t)strlen(dev));
+    at = click_column("is_bot");
+    if (at >= 0)
+        v[at] = sql_bool(ev->enrich.is_bot);
 }
 
 static unsigned owner_of_bytes(const cf_sqlx *x, const void *p, size_t n)

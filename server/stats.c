@@ -22,7 +22,7 @@
 #include "wal.h"
 
 typedef struct engine_stats {
-    uint64_t accepted, rejected, duplicates, dedup_errors;
+    uint64_t accepted, rejected, duplicates, dedup_errors, bots;
     cf_shard_stats sum;             /* summed over shards */
     size_t *depth;                  /* per shard, at the time of the request */
     int64_t watermark, clock, now;
@@ -92,6 +92,7 @@ static int gather(cf_engine *e, engine_stats *st, bool sync)
     st->accepted = atomic_load(&e->accepted);
     st->rejected = atomic_load(&e->rejected);
     st->duplicates = atomic_load(&e->duplicates);
+    st->bots = atomic_load(&e->bots);
     st->dedup_errors = atomic_load(&e->dedup_errors);
     st->rate = (double)atomic_load(&e->rate_x1000) / 1000.0;
     st->inflight = atomic_load(&e->inflight);

@@ -33,6 +33,8 @@
       "Events rejected as invalid.", true, st->rejected) \
     X(CF_STAT_NUM, "duplicates", "events_duplicate_total", "counter", \
       "Events dropped as duplicates.", true, st->duplicates) \
+    X(CF_STAT_NUM, "bots", "events_bot_total", "counter", \
+      "Accepted events from bots (is_bot), which the built-in views skip.", true, st->bots) \
     X(CF_STAT_NUM, "late_dropped", "late_dropped_total", "counter", \
       "Events late-dropped for windows.", true, st->sum.late_dropped) \
     X(CF_STAT_NUM, "late_updates", "late_updates_total", "counter", \

@@ -8,8 +8,14 @@
  * A ?token=<t> query parameter is sent as a Bearer token to REST and as
  * ?token= to the WebSocket (for servers started with --read-token).
  *
- * Every string that comes from the server (page URLs, user ids, reasons) is
- * put on the page with textContent, never parsed as HTML. */
+ * The range picker (live, last hour, day, 7 days, 30 days; ?range= picks it
+ * at load) swaps the live panels for totals and a chart read from the
+ * rollups of history.db (GET /api/v1/views/{name}/rollup), compared with the
+ * previous period of the same length. The WebSocket stays connected, so
+ * going back to live shows current numbers at once.
+ *
+ * Every string that comes from the server (page URLs, user ids, reasons,
+ * site keys) is put on the page with textContent, never parsed as HTML. */
 'use strict';
 
 (function () {
@@ -607,10 +613,182 @@
     sock.onerror = () => { /* onclose follows and reconnects */ };
   }
 
+  /* ---- time ranges (history.db rollups) -------------------------------- */
+
+  const HOUR_MS = 3600000;
+  const DAY_MS = 24 * HOUR_MS;
+  // Length, rollup step and words of each past range. Hourly steps while a
+  // range has at most 168 of them; 30 days by day.
+  const RANGES = {
+    '1h': { len: HOUR_MS, step: '1h', stepMs: HOUR_MS, words: 'hour' },
+    '1d': { len: DAY_MS, step: '1h', stepMs: HOUR_MS, words: 'day' },
+    '7d': { len: 7 * DAY_MS, step: '1h', stepMs: HOUR_MS, words: '7 days' },
+    '30d': { len: 30 * DAY_MS, step: '1d', stepMs: DAY_MS, words: '30 days' },
+  };
+  const HIST_REFRESH_MS = 60000;
+
+  let range = RANGES[params.get('range')] ? params.get('range') : 'live';
+  let histChart = null;
+  let histTimer = null;
+  let histSeq = 0;                  // answers of an older selection are dropped
+
+  function rollup(view, from, to, step) {
+    return getJSON('/api/v1/views/' + view + '/rollup?from=' + from + '&to=' + to + '&step=' + step)
+      .then((j) => (Array.isArray(j.items) ? j.items : []));
+  }
+
+  const sumOf = (items, field) => items.reduce((a, x) => a + (isNum(x[field]) ? x[field] : 0), 0);
+
+  /* "+12%", "−5%", "±0%"; null when there is nothing to compare with. */
+  function fmtChange(cur, prev) {
+    if (!isNum(cur) || !isNum(prev) || prev === 0) return null;
+    const pct = Math.round((cur - prev) * 100 / prev);
+    return (pct > 0 ? '+' : pct < 0 ? '−' : '±') + Math.abs(pct) + '%';
+  }
+
+  function makeHistChart() {
+    if (typeof uPlot !== 'function' || histChart) return;
+    const bars = uPlot.paths && uPlot.paths.bars;
+    histChart = new uPlot({
+      width: chartWidth('chart-hist'),
+      height: 240,
+      cursor: { drag: { x: false, y: false } },
+      legend: { show: true, live: false },
+      // Steps are UTC hours and days: label them in UTC too.
+      tzDate: (ts) => (uPlot.tzDate ? uPlot.tzDate(new Date(ts * 1000), 'Etc/UTC') : new Date(ts * 1000)),
+      scales: { x: { time: true }, y: { range: (u, min, max) => [0, Math.max(5, max * 1.15)] } },
+      series: [
+        {},
+        {
+          label: 'clicks',
+          stroke: '#4fb3ff',
+          fill: 'rgba(79,179,255,0.6)',
+          width: 0,
+          points: { show: false },
+          paths: bars ? bars({ size: [0.7, 40] }) : undefined,
+        },
+        { label: 'unique users', stroke: '#b48cff', width: 2, points: { show: false } },
+      ],
+      axes: [
+        Object.assign({}, axisStyle, { space: 80 }),
+        Object.assign({}, axisStyle, { size: 56, values: (u, vals) => vals.map((v) => nf.format(v)) }),
+      ],
+    }, [[], [], []], $('chart-hist'));
+    if (typeof ResizeObserver === 'function') {
+      new ResizeObserver(() => histChart.setSize({ width: chartWidth('chart-hist'), height: 240 }))
+        .observe($('chart-hist'));
+    }
+  }
+
+  async function loadHistory() {
+    const r = RANGES[range];
+    if (!r) return;
+    const seq = ++histSeq;
+    const to = Date.now();
+    const from = to - r.len;
+    setText('hist-title', 'Last ' + r.words);
+    setText('hist-prev-label', 'previous ' + r.words);
+    setText('hist-note', 'loading…');
+    try {
+      const [cur, prev, sess] = await Promise.all([
+        rollup('tumbling', from, to, r.step),
+        rollup('tumbling', from - r.len, from, r.step),
+        rollup('sessions', from, to, r.step),
+      ]);
+      if (seq !== histSeq) return;
+      const clicks = sumOf(cur, 'count');
+      const before = sumOf(prev, 'count');
+      setText('hist-clicks', fmtCount(clicks));
+      setText('hist-prev', fmtCount(before));
+      const change = fmtChange(clicks, before);
+      setText('hist-change', change ? change + ' vs previous ' + r.words : 'no clicks in the previous ' + r.words);
+      setText('hist-pv', fmtCount(sumOf(sess, 'page_views')));
+      setText('hist-note', 'closed tumbling windows, per ' + (r.stepMs === HOUR_MS ? 'hour' : 'day') + ' (UTC), ' +
+        fmtTime(from) + ' – ' + fmtTime(to));
+      makeHistChart();
+      if (histChart) {
+        // Every step of the range, empty ones as 0, so gaps show as gaps.
+        const byStart = new Map(cur.filter((x) => isNum(x.start)).map((x) => [x.start, x]));
+        const xs = [], ys = [], us = [];
+        for (let t = Math.floor(from / r.stepMs) * r.stepMs; t < to; t += r.stepMs) {
+          const x = byStart.get(t);
+          xs.push(t / 1000);
+          ys.push(x && isNum(x.count) ? x.count : 0);
+          us.push(x && isNum(x.unique_users) ? x.unique_users : 0);
+        }
+        histChart.setData([xs, ys, us]);
+      }
+    } catch (e) {
+      if (seq !== histSeq) return;
+      setText('hist-note', 'history unavailable: ' + e.message);
+      for (const id of ['hist-clicks', 'hist-prev', 'hist-change', 'hist-pv']) setText(id, '–');
+    }
+  }
+
+  function setRange(next) {
+    range = RANGES[next] ? next : 'live';
+    document.body.dataset.range = range;
+    for (const b of $('range').querySelectorAll('button')) {
+      b.setAttribute('aria-pressed', String(b.dataset.range === range));
+    }
+    $('history').hidden = range === 'live';
+    clearInterval(histTimer);
+    histTimer = null;
+    histSeq++;                      // a load still in flight is for another range
+    if (range !== 'live') {
+      loadHistory();
+      histTimer = setInterval(loadHistory, HIST_REFRESH_MS);
+    } else {
+      scheduleRender();
+    }
+  }
+
+  $('range').addEventListener('click', (ev) => {
+    const b = ev.target.closest('button[data-range]');
+    if (b) setRange(b.dataset.range);
+  });
+
+  /* ---- tracking snippet (GET /api/v1/sites) ----------------------------- */
+
+  /* The key goes into an HTML attribute of the line the user pastes, so it
+   * is escaped for HTML there; the line itself is shown as text. */
+  function attrEscape(s) {
+    return String(s).replace(/&/g, '&amp;').replace(/"/g, '&quot;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
+  }
+
+  function snippetLine(key) {
+    return '<script defer src="' + attrEscape(window.location.origin + '/cf.js') + '" data-site="' +
+      attrEscape(key) + '"></script>';
+  }
+
+  async function loadSites() {
+    let items;
+    try {
+      const j = await getJSON('/api/v1/sites');
+      items = Array.isArray(j.items) ? j.items.filter((x) => x && typeof x.key === 'string') : [];
+    } catch (e) {
+      fillTable('snippet-table', [], 'site keys unavailable: ' + e.message, 3);
+      return;
+    }
+    const rows = items.map((x) => {
+      const tr = el('tr');
+      tr.appendChild(cell(x.key, 'page', x.key));
+      const origins = Array.isArray(x.origins) ? x.origins.map(String).join(', ') : '';
+      tr.appendChild(cell(origins || 'server-side only', 'page', origins));
+      const td = el('td', 'snippet');
+      td.appendChild(el('code', null, snippetLine(x.key)));
+      tr.appendChild(td);
+      return tr;
+    });
+    fillTable('snippet-table', rows, 'no site keys configured (--site KEY=ORIGIN)', 3);
+  }
+
   /* ---- start ----------------------------------------------------------- */
 
   makeCharts();
   render();
+  setRange(range);
   seed();
+  loadSites();
   connect();
 })();

@@ -1,7 +1,12 @@
 -- wrk script: POSTs the body files named in BODIES (colon separated) in turn,
 -- replacing the 14-byte NONCE_XXXXXXXX in each with a per-request nonce so
 -- every request carries event_ids never seen before (dedup stays honest).
+-- With UAS (a file of User-Agents, one per line) each request carries the
+-- next one as its User-Agent header; with UA_COLD=1 the request nonce is
+-- appended, so every User-Agent is new to the server.
 local bodies = {}
+local uas = {}
+local cold = false
 local n = 0
 local counter = 0
 local thread_id = 0
@@ -17,6 +22,13 @@ function init(args)
     bodies[#bodies + 1] = f:read("*a")
     f:close()
   end
+  local ua_path = os.getenv("UAS")
+  if ua_path and ua_path ~= "" then
+    for line in io.lines(ua_path) do
+      uas[#uas + 1] = line
+    end
+  end
+  cold = os.getenv("UA_COLD") == "1"
   thread_id = tonumber(tid) or 0
   wrk.method = "POST"
   wrk.headers["Content-Type"] = "application/json"
@@ -25,9 +37,16 @@ end
 function request()
   counter = counter + 1
   local body = bodies[(counter % #bodies) + 1]
+  local nonce = string.format("%02x%012x", thread_id % 256, counter)
   if string.find(body, "NONCE_XXXXXXXX", 1, true) then
-    local nonce = string.format("%02x%012x", thread_id % 256, counter)
     body = string.gsub(body, "NONCE_XXXXXXXX", nonce)
+  end
+  if #uas > 0 then
+    local ua = uas[(counter % #uas) + 1]
+    if cold then
+      ua = ua .. " cf/" .. nonce
+    end
+    wrk.headers["User-Agent"] = ua
   end
   return wrk.format(nil, nil, nil, body)
 end

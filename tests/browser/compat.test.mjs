@@ -167,6 +167,10 @@ const profile = mkdtempSync(join(tmpdir(), 'clickflow-chromium-'));
 const context = await chromium.launchPersistentContext(profile, {
   executablePath: CHROMIUM,
   headless: true,
+  // A visitor's desktop Chrome: headless Chromium names itself HeadlessChrome,
+  // which the enrichment flags as a bot (SPEC 15), and the built-in views this
+  // test reads skip bots.
+  userAgent: 'Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36',
   args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
     '--disable-component-update', '--disable-sync', '--no-first-run'],
 });
@@ -216,6 +220,11 @@ test('plausible-tracker on the site: pageview and custom event, 202, counted onc
   assert.equal(s.rejected - before.rejected, 0);
   // Both events of one visitor (derived id: same site, IP and browser).
   assert.deepEqual(await pageCount(ownBase + '/?utm_source=news'), [2, 1]);
+  // Enriched like POST /api/v1/events: the browser, the URL's tags, the referrer.
+  const recent = await (await fetch(base + '/api/v1/streams/clicks/events?limit=10')).json();
+  const mine = recent.items.filter((it) => it.page_url === ownBase + '/?utm_source=news');
+  assert.deepEqual(mine.map((it) => [it.browser, it.is_bot, it.utm_source, it.referrer_host]),
+    [['Chrome', false, 'news', 'news.example'], ['Chrome', false, 'news', 'news.example']]);
 });
 
 test('the site key used from a foreign origin: plausible-tracker and cf.js refused, nothing counted', async () => {

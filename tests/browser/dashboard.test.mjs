@@ -202,12 +202,101 @@ test('seeds trending and windows from REST on a fresh load', async () => {
   }
 });
 
+/* Past ranges read the rollups of history.db. A server of its own, fed in
+ * replay mode (--idle-timeout 0): clicks 2 and 3 days ago (this period of
+ * 7 days) and 10 days ago (the previous 7 days), then a watermark POST that
+ * closes every window so the results reach history.db. The expected totals
+ * are counted from what is sent here. The site key holds characters that
+ * are HTML (site keys allow any printable ASCII but space , ; =). */
+const SITE_KEY = 'blog<b>"&\'1';
+const DAY = 24 * 3600000;
+
+test('last 7 days shows rollup totals and the change against the previous 7 days; back to live', async () => {
+  const hist = await new Server().start(['--site', SITE_KEY + '=https://blog.example']);
+  const p = await context.newPage();
+  const errors = [];
+  p.on('pageerror', (e) => errors.push(e.message));
+  p.on('dialog', (d) => { errors.push('dialog: ' + d.message()); d.dismiss().catch(() => {}); });
+  try {
+    await until('recovery to finish', async () => (await fetch(hist.base + '/readyz')).status === 200);
+    const t0 = Date.now();
+    const burst = (at, n, page) => Array.from({ length: n }, (_, i) => (
+      { user_id: 'h' + (i % 4), page_url: page, timestamp: at + i * 1000, event_id: page + '-' + at + '-' + i }));
+    const previous = burst(t0 - 10 * DAY, 10, '/old');
+    const current = [...burst(t0 - 3 * DAY, 9, '/a'), ...burst(t0 - 2 * DAY, 6, '/b')];
+    await hist.post(previous);
+    await hist.post(current);
+    const wm = await fetch(hist.base + '/api/v1/watermark', {
+      method: 'POST', headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ watermark: t0 - 3600000 }),
+    });
+    assert.equal(wm.status, 200);
+    // history.db is written by its own thread: wait until it has it all.
+    await until('history.db to hold the closed windows', async () => {
+      const s = await (await fetch(hist.base + '/api/v1/stats')).json();
+      return s.history && s.history.pending === 0 && s.history.written > 0;
+    });
+    const wantCur = current.length;
+    const wantPrev = previous.length;
+    const wantPct = Math.round((wantCur - wantPrev) * 100 / wantPrev);
+
+    await p.goto(hist.base + '/');
+    await p.waitForSelector('#conn-status[data-state="connected"]', { timeout: 10000 });
+    assert.equal(await p.isVisible('#history'), false);
+    await p.click('#range button[data-range="7d"]');
+    assert.equal(await p.getAttribute('#range button[data-range="7d"]', 'aria-pressed'), 'true');
+    await p.waitForFunction((w) => document.getElementById('hist-clicks').textContent === w,
+      String(wantCur), { timeout: 5000 });
+    assert.equal(await p.textContent('#hist-prev'), String(wantPrev));
+    assert.equal(await p.textContent('#hist-change'), '+' + wantPct + '% vs previous 7 days');
+    // Each session's page views, summed: all of them are in this period.
+    assert.equal(await p.textContent('#hist-pv'), String(wantCur));
+    assert.equal(await p.textContent('#hist-title'), 'Last 7 days');
+    assert.ok(await p.isVisible('#history'));
+    assert.ok(await p.isVisible('#chart-hist canvas'));
+    assert.equal(await p.isVisible('#chart-rate'), false);
+
+    // 30 days: the previous period is empty, the current holds all.
+    await p.click('#range button[data-range="30d"]');
+    await p.waitForFunction((w) => document.getElementById('hist-clicks').textContent === w,
+      String(wantCur + wantPrev), { timeout: 5000 });
+    assert.equal(await p.textContent('#hist-change'), 'no clicks in the previous 30 days');
+
+    // Back to live: the history card goes, the live panels follow the socket.
+    await p.click('#range button[data-range="live"]');
+    assert.equal(await p.isVisible('#history'), false);
+    assert.ok(await p.isVisible('#chart-rate'));
+    await hist.post([{ user_id: 'live', page_url: '/live-again', timestamp: Date.now() }]);
+    await p.waitForFunction(() => [...document.querySelectorAll('#trending-table tbody td.page')]
+      .some((td) => td.textContent === '/live-again'), null, { timeout: 3000 });
+
+    // The snippet panel: the key as text, and HTML-escaped inside the line.
+    const row = await p.$$eval('#snippet-table tbody tr', (trs) => trs.map((tr) =>
+      [tr.cells[0].textContent, tr.cells[1].textContent, tr.cells[2].textContent]));
+    const escaped = SITE_KEY.replace(/&/g, '&amp;').replace(/"/g, '&quot;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
+    assert.deepEqual(row, [[SITE_KEY, 'https://blog.example',
+      `<script defer src="${hist.base}/cf.js" data-site="${escaped}"></script>`]]);
+    assert.equal(await p.locator('#snippet-table b, #snippet-table script').count(), 0);
+    assert.deepEqual(errors, []);
+  } finally {
+    await p.close();
+    await hist.stop();
+    hist.cleanup();
+  }
+});
+
+test('the snippet panel says when no site key is configured', async () => {
+  await page.waitForFunction(() => document.querySelector('#snippet-table tbody tr.empty td')
+    .textContent.startsWith('no site keys configured'), null, { timeout: 5000 });
+});
+
 if (UPDATE_SCREENSHOT) {
   test('screenshot (UPDATE_SCREENSHOT=1)', async () => {
     // A server of its own, fed a few minutes of realistic traffic in event
     // time: Zipf-skewed pages, users with sessions, a closed and an open
     // tumbling window, some resent and some late events.
-    const shot = await new Server().start(['--session-gap', '20s']);
+    const shot = await new Server().start(['--session-gap', '20s',
+      '--site', 'blog-7f3a=https://blog.example,https://www.blog.example', '--site', 'shop-19c2=https://shop.example']);
     const p = await context.newPage();
     try {
       await p.setViewportSize({ width: 1400, height: 1000 });
@@ -227,6 +316,38 @@ if (UPDATE_SCREENSHOT) {
       };
       const m0 = Math.floor(Date.now() / 60000) * 60000 - 120000;
       let seq = 0;
+      await until('recovery to finish', async () => (await fetch(shot.base + '/readyz')).status === 200);
+      // History first (event time only moves forward): 14 days of hourly
+      // traffic with a daily rhythm and growth, closed by a watermark an
+      // hour before the live traffic; the "last 7 days" view is taken then.
+      for (let d = 14; d >= 1; d--) {
+        const day = [];
+        for (let h = 0; h < 24; h++) {
+          const hourStart = m0 - d * DAY + h * 3600000;
+          const n = Math.round((40 + 30 * Math.sin((h - 8) / 24 * 2 * Math.PI)) * (1 + (14 - d) / 14));
+          for (let i = 0; i < n; i++) {
+            day.push({ user_id: 'user-' + Math.floor(rnd() * 400), page_url: pick(),
+              timestamp: hourStart + Math.floor(i * 3600000 / n), event_id: 'past-' + seq++ });
+          }
+        }
+        await shot.post(day);
+      }
+      const wm = await fetch(shot.base + '/api/v1/watermark', {
+        method: 'POST', headers: { 'Content-Type': 'application/json' },
+        body: JSON.stringify({ watermark: m0 - 3600000 }),
+      });
+      assert.equal(wm.status, 200);
+      await until('history.db to catch up', async () => {
+        const st = await (await fetch(shot.base + '/api/v1/stats')).json();
+        return st.history && st.history.pending === 0 && st.history.written > 0;
+      });
+      await p.click('#range button[data-range="7d"]');
+      await p.waitForFunction(() => /^\d/.test(document.getElementById('hist-clicks').textContent) &&
+        document.getElementById('hist-change').textContent.includes('vs previous'), null, { timeout: 5000 });
+      const outHist = join(repo, 'docs', 'dashboard-history.png');
+      await p.screenshot({ path: outHist, fullPage: true });
+      console.log('wrote ' + outHist);
+      await p.click('#range button[data-range="live"]');
       const sent = [];
       // Window A: [m0, m0+60s), users 0..299; window B: users 150..449 from m0+60s.
       for (let round = 0; round < 9; round++) {

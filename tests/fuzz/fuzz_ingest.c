@@ -84,6 +84,29 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         }
         for (size_t i = 0; i < ig.n_errors; i++)
             FUZZ_CHECK(ig.errors[i].reason && ig.errors[i].reason[0]);
+        /* SPEC 15: enrichment (without User-Agent rules here) never fails
+         * on a valid event, and every enriched event packs and reads back
+         * with the same columns. */
+        const cf_ingest_context ctx = {.referer = "https://r.example/a", .country = "DE"};
+        FUZZ_CHECK(cf_ingest_enrich(&ig, &ctx) == 0);
+        cf_buf b = {0};
+        for (size_t i = 0; i < ig.n_events; i++) {
+            const cf_event *ev = &ig.events[i];
+            cf_buf_reset(&b);
+            FUZZ_CHECK(cf_event_pack(ev, &b) > 0);
+            cf_reader rd;
+            cf_reader_init(&rd, b.data, b.len);
+            cf_event back;
+            FUZZ_CHECK(cf_event_unpack(&rd, &back) == 0 && rd.left == 0);
+            for (int c = 0; c < CF_COL_COUNT; c++) {
+                FUZZ_CHECK((ev->enrich.col[c] == NULL) == (back.enrich.col[c] == NULL));
+                FUZZ_CHECK(ev->enrich.len[c] == back.enrich.len[c]);
+                if (ev->enrich.len[c])
+                    FUZZ_CHECK(memcmp(ev->enrich.col[c], back.enrich.col[c], ev->enrich.len[c]) == 0);
+            }
+            FUZZ_CHECK(back.enrich.col[CF_COL_REFERRER] != NULL);
+        }
+        cf_buf_free(&b);
     } else {
         FUZZ_CHECK(why && why[0]);
     }

@@ -370,10 +370,27 @@ def test_emit_changes_pushes_interim_rows_emit_final_does_not():
                     got[r["page_url"]] = r["n"]
 
 
+def test_enrichment_columns_reach_views():
+    """The clicks stream's enrichment (SPEC 15) is readable in views."""
+    with Server(ARGS + ["--shards", "2"]) as srv:
+        sql(srv, "CREATE VIEW br AS SELECT browser, device, utm_source, COUNT(*) AS n FROM clicks "
+                 "GROUP BY browser, device, utm_source")
+        ua = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+              "Chrome/120.0.0.0 Safari/537.36")
+        st, body = srv.request("POST", "/api/v1/events",
+                               [{"user_id": "u", "page_url": "https://x.example/a?utm_source=news",
+                                 "timestamp": BASE}] * 2, {"User-Agent": ua})
+        assert st == 202, body
+        st, body = srv.request("POST", "/api/v1/query", {"sql": "SELECT * FROM br"})
+        assert body["items"] == [{"browser": "Chrome", "device": "desktop", "utm_source": "news",
+                                  "n": 2}], body
+
+
 if __name__ == "__main__":
     run_tests([test_views_match_reference_one_shard, test_views_match_reference_four_shards,
                test_views_match_reference_across_kill,
                test_views_match_reference_from_snapshot_with_other_shard_count,
                test_drop_and_recreate_starts_afresh_and_pull_clauses,
                test_fired_results_pushed_on_view_topic,
-               test_emit_changes_pushes_interim_rows_emit_final_does_not])
+               test_emit_changes_pushes_interim_rows_emit_final_does_not,
+               test_enrichment_columns_reach_views])

@@ -117,6 +117,9 @@ static void defaults_follow_spec(void **state)
     assert_int_equal(c->n_cors_origins, 0);
     assert_string_equal(c->sites, "");
     assert_int_equal(c->ip_rate, 100);
+    assert_true(c->enrich);
+    assert_string_equal(c->ua_regexes, "/usr/share/uap-core/regexes.yaml");
+    assert_string_equal(c->geoip, "");
     run_free(&r);
 }
 
@@ -133,8 +136,8 @@ static void help_lists_every_option_with_env_and_default(void **state)
         "segment-size", "ingest-token", "read-token", "cors-origin", "connection-timeout",
         "request-deadline", "site", "ip-rate", "max-connections", "max-connections-per-ip", "ws-queue-bytes",
         "header-timeout", "body-stall-timeout", "body-budget", "body-budget-per-ip", "history",
-        "history-retention", "history-queue", "sink", "sink-backlog", "admin-token", "sql",
-        "max-queries"};
+        "history-retention", "history-queue", "sink", "sink-backlog", "enrich", "ua-regexes", "geoip",
+        "admin-token", "sql", "max-queries"};
     size_t n_env = 0;
     for (const char *p = r.out; (p = strstr(p, "[env: CLICKFLOW_")) != NULL; p++)
         n_env++;
@@ -191,8 +194,8 @@ static void help_defaults_round_trip(void **state)
         line = nl ? nl + 1 : NULL;
     }
     /* all but shards, http-threads, three tokens, --sql, cors-origin, site, the two body
-     * budgets and sink */
-    assert_int_equal(checked, 38);
+     * budgets, sink and geoip */
+    assert_int_equal(checked, 40);
     run_free(&h);
     run_free(&d);
 }
@@ -435,6 +438,28 @@ static void history_options(void **state)
     run_free(&r);
 }
 
+/* SPEC 15: --enrich on|off, --ua-regexes FILE, --geoip FILE. */
+static void enrichment_options(void **state)
+{
+    (void)state;
+    run r = load("--enrich", "off", "--ua-regexes", "/x/regexes.yaml", "--geoip", "/x/c.mmdb", NULL);
+    assert_int_equal(r.rc, 0);
+    assert_false(r.cfg.enrich);
+    assert_string_equal(r.cfg.ua_regexes, "/x/regexes.yaml");
+    assert_string_equal(r.cfg.geoip, "/x/c.mmdb");
+    char desc[4096];
+    cf_config_describe(&r.cfg, desc, sizeof desc);
+    assert_non_null(strstr(desc, "enrich=off ua-regexes=/x/regexes.yaml geoip=/x/c.mmdb"));
+    run_free(&r);
+    r = load("--enrich", "yes", NULL);
+    assert_int_equal(r.rc, -1);
+    assert_non_null(strstr(r.err, "--enrich"));
+    run_free(&r);
+    r = load("--geoip", "", NULL);
+    assert_int_equal(r.rc, -1);
+    run_free(&r);
+}
+
 static void cors_origins(void **state)
 {
     (void)state;
@@ -634,6 +659,7 @@ int main(void)
         cmocka_unit_test(slide_size_must_be_a_multiple),
         cmocka_unit_test(fsync_policies),
         cmocka_unit_test(history_options),
+        cmocka_unit_test(enrichment_options),
         cmocka_unit_test(cors_origins),
         cmocka_unit_test(bind_tokens_and_strings),
         cmocka_unit_test(connection_limits),

@@ -478,6 +478,14 @@ static void assert_event_equal(const cf_event *a, const cf_event *b)
     const char *na = cf_event_name(a, &an), *nb = cf_event_name(b, &bn);
     assert_int_equal(an, bn);
     assert_memory_equal(na, nb, an);
+    for (int i = 0; i < CF_COL_COUNT; i++) {
+        assert_int_equal(a->enrich.col[i] == NULL, b->enrich.col[i] == NULL);
+        assert_int_equal(a->enrich.len[i], b->enrich.len[i]);
+        if (a->enrich.len[i])
+            assert_memory_equal(a->enrich.col[i], b->enrich.col[i], a->enrich.len[i]);
+    }
+    assert_int_equal(a->enrich.device, b->enrich.device);
+    assert_int_equal(a->enrich.is_bot, b->enrich.is_bot);
 }
 
 static void pack_round_trip(void **state)
@@ -769,6 +777,132 @@ static void pack_name(void **state)
     cf_buf_free(&b);
 }
 
+static void set_col(cf_event *ev, int col, const char *v)
+{
+    ev->enrich.col[col] = v;
+    ev->enrich.len[col] = (uint16_t)strlen(v);
+}
+
+/* Packed form version 3 (docs/EVENT.md): flag 0x10, the enrichment block
+ * after the name: u16 mask, u16 lengths of the present strings, the
+ * strings. A page_path equal to page_url is one mask bit. */
+static void pack_enrich_layout(void **state)
+{
+    (void)state;
+    cf_event ev = {.ts = 1, .user_id = "u", .user_id_len = 1, .page_url = "/p", .page_url_len = 2,
+                   .name = "pv", .name_len = 2};
+    set_col(&ev, CF_COL_PAGE_PATH, "/p");
+    set_col(&ev, CF_COL_BROWSER, "Chrome");
+    set_col(&ev, CF_COL_REFERRER, "r");
+    ev.enrich.device = CF_DEVICE_MOBILE;
+    ev.enrich.is_bot = true;
+    static const uint8_t want[] = {
+        0x01, 0, 0, 0, 0, 0, 0, 0,                      /* ts */
+        0x18,                                           /* flags: name | enrich */
+        0x01, 0x00, 0x02, 0x00, 0x00, 0x00, 0x00, 0x00, /* user, page, element, event_id */
+        0x00, 0x00, 0x00, 0x00,                         /* properties */
+        0x02, 0x00,                                     /* name */
+        'u', '/', 'p', 'p', 'v',
+        0x01, 0xd1,                                     /* mask: referrer, browser, device 2,
+                                                         * is_bot, page_path = page_url */
+        0x01, 0x00, 0x06, 0x00,                         /* referrer, browser lengths */
+        'r', 'C', 'h', 'r', 'o', 'm', 'e'};
+    cf_buf b = {0};
+    assert_int_equal(cf_event_pack(&ev, &b), sizeof want);
+    assert_memory_equal(b.data, want, sizeof want);
+    cf_reader r;
+    cf_reader_init(&r, b.data, b.len);
+    cf_event out;
+    assert_int_equal(cf_event_unpack(&r, &out), 0);
+    assert_int_equal(r.left, 0);
+    assert_event_equal(&ev, &out);
+    assert_ptr_equal(out.enrich.col[CF_COL_PAGE_PATH], out.page_url);
+    assert_string_equal(cf_event_device_name(out.enrich.device), "mobile");
+    /* Every truncation is refused and leaves the output alone. */
+    for (size_t cut = 0; cut < sizeof want; cut++) {
+        cf_reader_init(&r, want, cut);
+        cf_event back = {.ts = 5};
+        assert_int_equal(cf_event_unpack(&r, &back), -EINVAL);
+        assert_true(back.ts == 5);
+    }
+    /* A malformed mask: empty, device 5, or page_path twice. */
+    uint8_t bad[sizeof want];
+    const uint16_t masks[] = {0x0000, 5u << 11, 0x8080};
+    for (size_t i = 0; i < sizeof masks / sizeof masks[0]; i++) {
+        memcpy(bad, want, sizeof want);
+        bad[28] = (uint8_t)masks[i];
+        bad[29] = (uint8_t)(masks[i] >> 8);
+        cf_reader_init(&r, bad, sizeof bad);
+        assert_int_equal(cf_event_unpack(&r, &out), -EINVAL);
+    }
+    cf_buf_free(&b);
+}
+
+/* Every column round-trips at its limit; an unknown event packs as before
+ * (absent fields cost nothing); too long a column is refused. */
+static void pack_enrich_round_trip(void **state)
+{
+    (void)state;
+    static char big[CF_ENRICH_COL_MAX + 1];
+    memset(big, 'x', sizeof big - 1);
+    cf_event ev = {.ts = 9, .user_id = "u", .user_id_len = 1, .page_url = "https://a.example/x?q",
+                   .page_url_len = 20};
+    cf_buf b = {0};
+    assert_int_equal(cf_event_pack(&ev, &b), 21 + 21);
+    assert_int_equal(b.data[8], 0);
+    for (int i = 0; i < CF_COL_COUNT; i++) {
+        assert_non_null(cf_enrich_col_name(i));
+        ev.enrich.col[i] = big;
+        ev.enrich.len[i] = (uint16_t)(i == 0 ? CF_ENRICH_COL_MAX : i);
+    }
+    assert_null(cf_enrich_col_name(CF_COL_COUNT));
+    ev.enrich.device = CF_DEVICE_BOT;
+    cf_buf_reset(&b);
+    assert_true(cf_event_pack(&ev, &b) > 0);
+    cf_reader r;
+    cf_reader_init(&r, b.data, b.len);
+    cf_event out;
+    assert_int_equal(cf_event_unpack(&r, &out), 0);
+    assert_event_equal(&ev, &out);
+    /* Only is_bot known still packs a block. */
+    memset(&ev.enrich, 0, sizeof ev.enrich);
+    ev.enrich.is_bot = true;
+    cf_buf_reset(&b);
+    assert_int_equal(cf_event_pack(&ev, &b), 21 + 21 + 2);
+    cf_reader_init(&r, b.data, b.len);
+    assert_int_equal(cf_event_unpack(&r, &out), 0);
+    assert_true(out.enrich.is_bot);
+    assert_null(out.enrich.col[CF_COL_BROWSER]);
+    ev.enrich.col[CF_COL_OS] = big;
+    ev.enrich.len[CF_COL_OS] = CF_ENRICH_COL_MAX + 1;
+    assert_int_equal(cf_event_pack(&ev, &b), -EINVAL);
+    ev.enrich.len[CF_COL_OS] = 1;
+    ev.enrich.device = CF_DEVICE_BOT + 1;
+    assert_int_equal(cf_event_pack(&ev, &b), -EINVAL);
+    cf_buf_free(&b);
+}
+
+/* A record of packed form version 2 (a name, no enrichment) reads as
+ * before: the bytes below were written by the version 2 packer. */
+static void unpack_reads_version2(void **state)
+{
+    (void)state;
+    static const uint8_t v2[] = {
+        0x08, 0x07, 0x06, 0x05, 0x04, 0x03, 0x02, 0x01, 0x0d, 0x01, 0x00, 0x02, 0x00, 0x01, 0x00,
+        0x00, 0x00, 0x02, 0x00, 0x00, 0x00, 0x02, 0x00, 'u', '/', 'p', 'e', '{', '}', 'p', 'v'};
+    cf_reader r;
+    cf_reader_init(&r, v2, sizeof v2);
+    cf_event out;
+    memset(&out, 0xa5, sizeof out);
+    assert_int_equal(cf_event_unpack(&r, &out), 0);
+    assert_int_equal(r.left, 0);
+    assert_true(field_is(out.name, out.name_len, "pv"));
+    for (int i = 0; i < CF_COL_COUNT; i++)
+        assert_null(out.enrich.col[i]);
+    assert_int_equal(out.enrich.device, CF_DEVICE_NONE);
+    assert_false(out.enrich.is_bot);
+}
+
 static void json_to_pack_round_trip(void **state)
 {
     fx *f = *state;
@@ -815,6 +949,9 @@ int main(void)
         T(json_to_pack_round_trip),
         T(name_rules),
         T(pack_name),
+        T(pack_enrich_layout),
+        T(pack_enrich_round_trip),
+        T(unpack_reads_version2),
     };
     return cmocka_run_group_tests_name("event", tests, NULL, NULL);
 }

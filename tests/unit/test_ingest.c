@@ -10,6 +10,8 @@
 
 #include <cmocka.h>
 
+#include <unistd.h>
+
 #include "ingest.h"
 
 #define NOW 1795000000000LL
@@ -358,6 +360,242 @@ static void random_mutations_are_handled(void **state)
     assert_true(refused > 1000);
 }
 
+/* ---- enrichment (SPEC 15) ---------------------------------------------- */
+
+static bool col_is(const cf_event *ev, int col, const char *want)
+{
+    if (!want)
+        return ev->enrich.col[col] == NULL;
+    return ev->enrich.col[col] && ev->enrich.len[col] == strlen(want) &&
+           memcmp(ev->enrich.col[col], want, strlen(want)) == 0;
+}
+
+static cf_enricher *rules(void)
+{
+    const char *dir = getenv("CF_UAP_CORE_DIR");
+    char path[4096];
+    snprintf(path, sizeof path, "%s/regexes.yaml", dir && *dir ? dir : "/usr/share/uap-core");
+    if (access(path, R_OK) != 0)
+        return NULL;
+    cf_enricher *e = NULL;
+    char err[256];
+    assert_int_equal(cf_enricher_new(path, NULL, 64, &e, err, sizeof err), 0);
+    return e;
+}
+
+#define CHROME "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) " \
+               "Chrome/120.0.0.0 Safari/537.36"
+#define GOOGLEBOT "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"
+
+/* The header's User-Agent and Referer serve every event without its own
+ * fields; an event's user_agent and referrer win; URL columns per event. */
+static void enrich_fields_and_headers(void **state)
+{
+    (void)state;
+    cf_enricher *en = rules();
+    if (!en)
+        skip();
+    const char *body = "[{\"user_id\":\"a\",\"page_url\":\"https://s.example/x?utm_source=news&utm_medium=mail\"},"
+                       "{\"user_id\":\"b\",\"page_url\":\"/y\",\"user_agent\":\"" GOOGLEBOT "\","
+                       "\"referrer\":\"https://Search.Example:8443/q\"},"
+                       "{\"user_id\":\"c\",\"page_url\":\"/z\",\"user_agent\":null,\"referrer\":\"\"}]";
+    cf_ingest ig;
+    assert_int_equal(parse_s(&ig, CF_BODY_JSON, body, 10), 0);
+    assert_int_equal(ig.n_events, 3);
+    const cf_ingest_context ctx = {.ua = en, .user_agent = CHROME, .referer = "https://ref.example/",
+                                   .country = "FR"};
+    assert_int_equal(cf_ingest_enrich(&ig, &ctx), 0);
+    const cf_event *a = &ig.events[0], *b = &ig.events[1], *c = &ig.events[2];
+    assert_true(col_is(a, CF_COL_UTM_SOURCE, "news"));
+    assert_true(col_is(a, CF_COL_UTM_MEDIUM, "mail"));
+    assert_true(col_is(a, CF_COL_UTM_CAMPAIGN, NULL));
+    assert_true(col_is(a, CF_COL_PAGE_PATH, "/x"));
+    assert_true(col_is(a, CF_COL_REFERRER, "https://ref.example/"));
+    assert_true(col_is(a, CF_COL_REFERRER_HOST, "ref.example"));
+    assert_true(col_is(a, CF_COL_BROWSER, "Chrome"));
+    assert_true(col_is(a, CF_COL_OS, "Windows"));
+    assert_int_equal(a->enrich.device, CF_DEVICE_DESKTOP);
+    assert_false(a->enrich.is_bot);
+    assert_true(col_is(a, CF_COL_COUNTRY, "FR"));
+    assert_true(col_is(b, CF_COL_REFERRER, "https://Search.Example:8443/q"));
+    assert_true(col_is(b, CF_COL_REFERRER_HOST, "search.example"));
+    assert_true(col_is(b, CF_COL_BROWSER, "Googlebot"));
+    assert_int_equal(b->enrich.device, CF_DEVICE_BOT);
+    assert_true(b->enrich.is_bot);
+    /* null and "" fall back to the headers. */
+    assert_true(col_is(c, CF_COL_BROWSER, "Chrome"));
+    assert_true(col_is(c, CF_COL_REFERRER, "https://ref.example/"));
+    assert_true(col_is(c, CF_COL_PAGE_PATH, "/z"));
+    cf_ingest_free(&ig);
+    cf_enricher_free(en);
+}
+
+/* A batch of events with their own user_agent fields goes through the
+ * request's memo: every event still gets its own User-Agent's columns. */
+static void enrich_batch_of_user_agents(void **state)
+{
+    (void)state;
+    cf_enricher *en = rules();
+    if (!en)
+        skip();
+    static const char *const uas[] = {CHROME, GOOGLEBOT, "Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) "
+                                      "AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.1 Mobile/15E148 Safari/604.1",
+                                      "x", "y"};
+    static const char *const browsers[] = {"Chrome", "Googlebot", "Mobile Safari", "Other", "Other"};
+    enum { N = 40 };
+    cf_buf body = {0};
+    cf_buf_put(&body, "[", 1);
+    for (int i = 0; i < N; i++) {
+        char ev[400];
+        int n = snprintf(ev, sizeof ev, "%s{\"user_id\":\"u\",\"page_url\":\"/p\",\"user_agent\":\"%s\"}",
+                         i ? "," : "", uas[(i * 7) % 5]);
+        cf_buf_put(&body, ev, (size_t)n);
+    }
+    cf_buf_put(&body, "]", 1);
+    cf_ingest ig;
+    const char *why;
+    assert_int_equal(parse(&ig, CF_BODY_JSON, (const char *)body.data, body.len, N, &why), 0);
+    const cf_ingest_context ctx = {.ua = en, .user_agent = CHROME};
+    assert_int_equal(cf_ingest_enrich(&ig, &ctx), 0);
+    for (int i = 0; i < N; i++) {
+        int k = (i * 7) % 5;
+        assert_true(col_is(&ig.events[i], CF_COL_BROWSER, browsers[k]));
+        assert_int_equal(ig.events[i].enrich.is_bot, k == 1);
+    }
+    cf_ingest_free(&ig);
+    cf_buf_free(&body);
+    cf_enricher_free(en);
+}
+
+/* No User-Agent anywhere, or no rules: the User-Agent columns are NULL and
+ * is_bot false; the URL columns do not need the rules. */
+static void enrich_without_user_agent_or_rules(void **state)
+{
+    (void)state;
+    cf_ingest ig;
+    assert_int_equal(parse_s(&ig, CF_BODY_JSON, "{\"user_id\":\"u\",\"page_url\":\"/p?utm_term=a+b\","
+                                                "\"user_agent\":\"" GOOGLEBOT "\"}", 10), 0);
+    const cf_ingest_context none = {0};
+    assert_int_equal(cf_ingest_enrich(&ig, &none), 0);
+    const cf_event *ev = &ig.events[0];
+    assert_true(col_is(ev, CF_COL_UTM_TERM, "a b"));
+    assert_true(col_is(ev, CF_COL_PAGE_PATH, "/p"));
+    assert_true(col_is(ev, CF_COL_BROWSER, NULL));
+    assert_true(col_is(ev, CF_COL_OS, NULL));
+    assert_true(col_is(ev, CF_COL_REFERRER, NULL));
+    assert_true(col_is(ev, CF_COL_COUNTRY, NULL));
+    assert_int_equal(ev->enrich.device, CF_DEVICE_NONE);
+    assert_false(ev->enrich.is_bot);
+    cf_ingest_free(&ig);
+    cf_enricher *en = rules();
+    if (!en)
+        return;
+    assert_int_equal(parse_s(&ig, CF_BODY_JSON, EV, 10), 0);
+    const cf_ingest_context no_header = {.ua = en};
+    assert_int_equal(cf_ingest_enrich(&ig, &no_header), 0);
+    assert_true(col_is(&ig.events[0], CF_COL_BROWSER, NULL));
+    assert_int_equal(ig.events[0].enrich.device, CF_DEVICE_NONE);
+    cf_ingest_free(&ig);
+    cf_enricher_free(en);
+}
+
+/* user_agent and referrer must be strings (or null). */
+static void enrich_field_types(void **state)
+{
+    (void)state;
+    cf_ingest ig;
+    assert_int_equal(parse_s(&ig, CF_BODY_JSON, "[{\"user_id\":\"u\",\"page_url\":\"/p\",\"user_agent\":1},"
+                                                "{\"user_id\":\"u\",\"page_url\":\"/p\",\"referrer\":{}}," EV "]", 10), 0);
+    assert_int_equal(ig.n_events, 1);
+    assert_int_equal(ig.rejected, 2);
+    assert_string_equal(ig.errors[0].reason, "user_agent must be a string");
+    assert_string_equal(ig.errors[1].reason, "referrer must be a string");
+    cf_ingest_free(&ig);
+    /* With duplicate keys the first wins, as for every other field. */
+    assert_int_equal(parse_s(&ig, CF_BODY_JSON, "{\"user_id\":\"u\",\"page_url\":\"/p\",\"referrer\":\"https://a.example/\","
+                                                "\"referrer\":7}", 10), 0);
+    assert_int_equal(ig.n_events, 1);
+    const cf_ingest_context none = {0};
+    assert_int_equal(cf_ingest_enrich(&ig, &none), 0);
+    assert_true(col_is(&ig.events[0], CF_COL_REFERRER_HOST, "a.example"));
+    cf_ingest_free(&ig);
+}
+
+/* Many events: the strings survive the growth of the buffer they live in
+ * (ASan checks the reads). */
+static void enrich_survives_buffer_growth(void **state)
+{
+    (void)state;
+    enum { N = 2000 };
+    cf_buf body = {0};
+    cf_buf_put(&body, "[", 1);
+    for (int i = 0; i < N; i++) {
+        char ev[160];
+        int n = snprintf(ev, sizeof ev, "%s{\"user_id\":\"u\",\"page_url\":\"/p%d?utm_campaign=c%d\","
+                         "\"referrer\":\"https://r%d.example/\"}", i ? "," : "", i, i, i);
+        cf_buf_put(&body, ev, (size_t)n);
+    }
+    cf_buf_put(&body, "]", 1);
+    cf_ingest ig;
+    const char *why;
+    assert_int_equal(parse(&ig, CF_BODY_JSON, (const char *)body.data, body.len, N, &why), 0);
+    const cf_ingest_context ctx = {.country = "NZ"};
+    assert_int_equal(cf_ingest_enrich(&ig, &ctx), 0);
+    for (int i = 0; i < N; i++) {
+        char want[32];
+        snprintf(want, sizeof want, "c%d", i);
+        assert_true(col_is(&ig.events[i], CF_COL_UTM_CAMPAIGN, want));
+        snprintf(want, sizeof want, "r%d.example", i);
+        assert_true(col_is(&ig.events[i], CF_COL_REFERRER_HOST, want));
+        assert_true(col_is(&ig.events[i], CF_COL_COUNTRY, "NZ"));
+    }
+    cf_ingest_free(&ig);
+    cf_buf_free(&body);
+}
+
+/* A relayed event's own country and campaign tags (Segment's context.ip and
+ * context.campaign) win over the request's; empty or absent ones leave it,
+ * and a country set to unknown is null even when the request has one. */
+static void enrich_overrides(void **state)
+{
+    (void)state;
+    static const char body[] = "[{\"user_id\":\"a\",\"page_url\":\"/p?utm_source=url&utm_term=t\"},"
+                               "{\"user_id\":\"b\",\"page_url\":\"/q?utm_source=url\"},"
+                               "{\"user_id\":\"c\",\"page_url\":\"/r\"}]";
+    cf_ingest ig;
+    const char *why;
+    assert_int_equal(parse(&ig, CF_BODY_JSON, body, sizeof body - 1, 10, &why), 0);
+    assert_int_equal(ig.n_events, 3);
+    cf_ingest_override ov[3];
+    memset(ov, 0, sizeof ov);
+    ov[0].country_set = true;
+    ov[0].country = "DE";
+    ov[0].utm[0] = "news";          /* utm_source */
+    ov[0].utm[2] = "spring";        /* utm_campaign */
+    ov[1].utm[0] = "";              /* empty: the URL's stays */
+    ov[2].country_set = true;       /* a relayed address of no known country */
+    const cf_ingest_context ctx = {.country = "NZ", .override = ov};
+    assert_int_equal(cf_ingest_enrich(&ig, &ctx), 0);
+    assert_true(col_is(&ig.events[0], CF_COL_COUNTRY, "DE"));
+    assert_true(col_is(&ig.events[0], CF_COL_UTM_SOURCE, "news"));
+    assert_true(col_is(&ig.events[0], CF_COL_UTM_CAMPAIGN, "spring"));
+    assert_true(col_is(&ig.events[0], CF_COL_UTM_TERM, "t"));
+    assert_true(col_is(&ig.events[1], CF_COL_COUNTRY, "NZ"));
+    assert_true(col_is(&ig.events[1], CF_COL_UTM_SOURCE, "url"));
+    assert_true(col_is(&ig.events[2], CF_COL_COUNTRY, NULL));
+    /* They pack and unpack like any enrichment. */
+    cf_buf b = {0};
+    assert_true(cf_event_pack(&ig.events[0], &b) > 0);
+    cf_reader r;
+    cf_reader_init(&r, b.data, b.len);
+    cf_event back;
+    assert_int_equal(cf_event_unpack(&r, &back), 0);
+    assert_true(col_is(&back, CF_COL_COUNTRY, "DE"));
+    assert_true(col_is(&back, CF_COL_UTM_CAMPAIGN, "spring"));
+    cf_buf_free(&b);
+    cf_ingest_free(&ig);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -371,6 +609,12 @@ int main(void)
         cmocka_unit_test(errors_are_capped),
         cmocka_unit_test(properties_survive_buffer_growth),
         cmocka_unit_test(random_mutations_are_handled),
+        cmocka_unit_test(enrich_fields_and_headers),
+        cmocka_unit_test(enrich_without_user_agent_or_rules),
+        cmocka_unit_test(enrich_batch_of_user_agents),
+        cmocka_unit_test(enrich_field_types),
+        cmocka_unit_test(enrich_survives_buffer_growth),
+        cmocka_unit_test(enrich_overrides),
     };
     return cmocka_run_group_tests_name("ingest", tests, NULL, NULL);
 }
