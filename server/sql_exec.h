@@ -19,10 +19,11 @@
  * Declared streams' events come as packed rows (cf_sqlx_row) to every
  * shard, and are owned and judged the same way.
  *
- * This slice runs views over `clicks` and declared streams without JOIN or
- * UNNEST; other views (over derived streams, joins) are defined (durable,
- * listed) but do not run yet. The enrichment columns of `clicks` (SPEC 15)
- * read as NULL here: the packed event does not carry them. */
+ * This slice runs views over `clicks`, declared and derived streams without
+ * JOIN or UNNEST, and derived streams (UNNEST allowed); definitions with a
+ * JOIN are defined (durable,
+ * listed) but do not run yet. Bots reach no shard (SPEC 15), so views do
+ * not see them. */
 #ifndef CF_SQL_EXEC_H
 #define CF_SQL_EXEC_H
 
