@@ -82,6 +82,8 @@ typedef struct cf_stream_batch cf_stream_batch;
 int cf_engine_stream_events(cf_engine *e, const char *stream, cf_body_format fmt, char *body,
                             size_t len, int64_t now_ms, cf_stream_batch *b, const char **ret_error,
                             cf_submit_result *ret);
+/* Whether `stream` is a declared stream (takes events at its URL). */
+bool cf_engine_has_stream(cf_engine *e, const char *stream);
 /* GET /api/v1/views and /api/v1/streams. NULL on OOM. */
 cJSON *cf_engine_sql_views(cf_engine *e);
 cJSON *cf_engine_sql_streams(cf_engine *e);

@@ -463,3 +463,15 @@ void sql_push_interim(cf_engine *e)
     (void)query_shards(e, qs, -1, false, NULL);
     free_queries(e, qs);
 }
+
+static int exists(void *ctx, const sql_object *stream)
+{
+    (void)ctx;
+    (void)stream;
+    return 0;
+}
+
+bool cf_engine_has_stream(cf_engine *e, const char *stream)
+{
+    return cf_sqlrt_with_stream(e->sql, stream, exists, NULL, NULL) == 0;
+}

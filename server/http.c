@@ -1336,6 +1336,8 @@ static enum MHD_Result handle_request(request *rq, struct MHD_Connection *c, con
         return handle_asset(rq, c, url, method);
     }
     bool is_get = strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
+    if (rq->rt == R_STREAM_EVENTS && !cf_engine_has_stream(rq->h->engine, rq->stream))
+        return send_error(rq, c, MHD_HTTP_NOT_FOUND, "not found");  /* no such declared stream */
     if (rq->rt == R_QUERY && is_get) {
         if (!authorized(c, h->cfg.read_token))
             return send_unauthorized(rq, c, header(c, MHD_HTTP_HEADER_AUTHORIZATION) != NULL);

@@ -74,6 +74,8 @@ def test_ingest_answers_and_type_checks():
         assert post(srv, '{"order_id": "z"}', "application/xml")[0] == 415
         assert post(srv, [{"order_id": "m%d" % i} for i in range(51)])[0] == 413
         assert post(srv, [{"order_id": "q"}], name="nope")[0] == 404
+        assert srv.request("GET", "/api/v1/streams/nope/events")[0] == 404
+        assert srv.request("GET", "/api/v1/streams/orders/events")[0] == 405   # reads: not yet
         # clicks: GET there reads its newest events; events go to /api/v1/events
         assert post(srv, [{"user_id": "u", "page_url": "/"}], name="clicks")[0] == 405
         st, stats = srv.request("GET", "/api/v1/stats")
