@@ -17,12 +17,14 @@
 #include "log.h"
 #include "shard_msg.h"
 #include "snapshot.h"
+#include "sql_exec.h"
 #include "wal.h"
 
 #define SNAP_MAGIC 0x50414e53464355ull   /* "UCFSNAP" */
 /* 2: pane-based window state (cf_winop CFW2); 3: the hash key in the
- * sequencer part. */
-#define SNAP_VERSION 3u
+ * sequencer part; 4: the SQL definitions after the dedup table (a version 3
+ * snapshot still loads: it had none). */
+#define SNAP_VERSION 4u
 
 /* The view settings record: the snapshot's fingerprint below and the
  * CF_WAL_SETTINGS payload (recovery.c) alike. */
@@ -76,6 +78,8 @@ static int save_sequencer_locked(cf_engine *e, cf_buf *out)
     else if (rc >= 0)
         rc = -ENOMEM;
     cf_buf_free(&tmp);
+    if (rc >= 0)
+        rc = cf_sqlrt_save(e->sql, out);
     return rc < 0 ? rc : (out->oom ? -ENOMEM : 0);
 }
 
@@ -123,7 +127,7 @@ int load_snapshot(cf_engine *e, const cf_buf *payload)
     uint32_t version = 0;
     cf_get_u64(&r, &magic);
     cf_get_u32(&r, &version);
-    if (r.bad || magic != SNAP_MAGIC || version != SNAP_VERSION) {
+    if (r.bad || magic != SNAP_MAGIC || (version != SNAP_VERSION && version != 3)) {
         cf_error("snapshot: unknown format (magic %" PRIx64 ", version %u)", magic, version);
         return -EINVAL;
     }
@@ -152,6 +156,10 @@ int load_snapshot(cf_engine *e, const cf_buf *payload)
     r.p += sizeof key;
     r.left -= sizeof key;
     if (!cf_get_str(&r, &blob, &blob_len))
+        return -EINVAL;
+    const char *defs = NULL;
+    size_t defs_len = 0;
+    if (version >= 4 && !cf_get_str(&r, &defs, &defs_len))
         return -EINVAL;
     /* The snapshot's key is the one its state was made with; a key file
      * that says otherwise (replaced, restored from elsewhere) is rewritten. */
@@ -193,6 +201,25 @@ int load_snapshot(cf_engine *e, const cf_buf *payload)
     if (parts != e->n_shards)
         cf_info("snapshot: taken with %u shards, now %u: re-distributing the state by key",
                 parts, e->n_shards);
+    if (defs_len > 0) {
+        /* The definitions first, installed straight into the shards (not
+         * started yet), so that their parts can fill the views' state. */
+        sql_error err;
+        int src = cf_sqlrt_load(e->sql, defs, defs_len, &err);
+        cf_sqlx_set *set = src == 0 ? cf_sqlrt_current_set(e->sql) : NULL;
+        if (src < 0 || !set) {
+            cf_error("snapshot: the SQL definitions do not plan (line %d, column %d: %s)",
+                     err.line, err.column, err.message);
+            free(pr);
+            free(copy);
+            cf_dedup_free(d);
+            return src < 0 ? src : -ENOMEM;
+        }
+        for (unsigned s = 0; s < e->n_shards; s++)
+            cf_shard_install_sql(e->shards[s], cf_sqlx_set_ref(set));
+        atomic_store(&e->sql_runs, cf_sqlx_set_reads(set, "clicks"));
+        cf_sqlx_set_unref(set);
+    }
     for (unsigned s = 0; s < e->n_shards; s++) {
         /* Each shard reads its own copy: after a rescale every shard reads
          * every part. */

@@ -105,6 +105,12 @@ static const opt_def options[] = {
      "if set, POSTs need Authorization: Bearer <token>"},
     {"read-token", OPT_TOKEN, OFF(read_token), SZ(read_token), 0, 0, "",
      "if set, GET /api/v1/*, /metrics and the WebSocket need this bearer token"},
+    {"admin-token", OPT_TOKEN, OFF(admin_token), SZ(admin_token), 0, 0, "",
+     "if set, POST /api/v1/sql needs Authorization: Bearer <token> (else the ingest token)"},
+    {"sql", OPT_STRING, OFF(sql_file), SZ(sql_file), 0, 0, "",
+     "file of SQL statements applied at start (definitions already in force are kept)"},
+    {"max-queries", OPT_COUNT, OFF(max_queries), 0, 1, 100000, "64",
+     "continuous queries (views and derived streams) at most"},
     {"cors-origin", OPT_ORIGINS, 0, 0, 0, 0, "",
      "comma-separated origins allowed by CORS and on the WebSocket, or *"},
     {"connection-timeout", OPT_DURATION, OFF(connection_timeout_ms), 0, 1000, DAY_MS, "30s",
@@ -166,6 +172,7 @@ void cf_config_defaults(cf_config *cfg)
     cfg->half_life_ms = 60000;
     cfg->retain_results = 100000;
     cfg->max_keys = 10000000;
+    cfg->max_queries = 64;
     cfg->max_batch = 10000;
     cfg->max_body = (size_t)4 << 20;
     cfg->queue_capacity = 16384;

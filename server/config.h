@@ -67,6 +67,10 @@ typedef struct cf_config {
     /* security and connection hygiene */
     char ingest_token[256];         /* --ingest-token (empty = open) */
     char read_token[256];           /* --read-token (empty = open) */
+    char admin_token[256];          /* --admin-token: POST /api/v1/sql (empty = the ingest token) */
+    /* continuous SQL (SPEC 13) */
+    char sql_file[512];             /* --sql FILE applied at start (empty = none) */
+    size_t max_queries;             /* --max-queries 64: views and derived streams at most */
     char cors_origins[CF_MAX_ORIGINS][256]; /* --cors-origin, comma separated; "*" allowed */
     size_t n_cors_origins;
     int64_t connection_timeout_ms;  /* --connection-timeout 30s (inactivity) */

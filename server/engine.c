@@ -59,8 +59,10 @@ cf_engine *cf_engine_new(const cf_config *cfg)
                                   e->hashkey);
     e->wm = cf_watermark_new(cfg->out_of_orderness_ms, cfg->idle_timeout_ms);
     e->shards = calloc(e->n_shards, sizeof *e->shards);
+    e->sql = cf_sqlrt_new(cfg->max_queries ? cfg->max_queries : 64, e->n_shards,
+                          cfg->allowed_lateness_ms, cf_shard_max_keys(cfg));
     e->recent = cf_recent_new(cfg->retain_results, RECENT_MAX_BYTES);
-    if (!e->dedup || !e->wm || !e->shards || !e->recent) {
+    if (!e->dedup || !e->wm || !e->shards || !e->recent || !e->sql) {
         cf_engine_free(e);
         return NULL;
     }
@@ -176,6 +178,7 @@ void cf_engine_free(cf_engine *e)
         cf_wal_close(e->wal);
     cf_dedup_free(e->dedup);
     cf_watermark_free(e->wm);
+    cf_sqlrt_free(e->sql);
     cf_buf_free(&e->scratch);
     cf_recent_free(e->recent);
     cJSON_free(e->last_trending);

@@ -20,6 +20,8 @@
 #include "cf_buf.h"
 #include "cf_event.h"
 #include "config.h"
+#include "ingest.h"
+#include "sql_str.h"
 
 typedef struct cf_engine cf_engine;
 typedef struct cf_push cf_push;     /* server/push.h */
@@ -57,6 +59,34 @@ int cf_engine_submit(cf_engine *e, const cf_event *evs, size_t n, uint8_t *ret_i
 /* POST /api/v1/watermark: raises W to at least wm (never lowers it).
  * Returns the watermark in force afterwards via *ret_wm. 0 or -errno. */
 int cf_engine_raise_watermark(cf_engine *e, int64_t wm, int64_t *ret_wm);
+
+/* SQL statements (SPEC 13; sql_runtime.h): plans the script, logs what it
+ * changes and commits it, all or nothing, in the sequencer's order.
+ * at_start: --sql FILE (definitions already in force are kept). Returns 0
+ * with *ret_answer ({"results": [...]}, caller frees), -EINVAL with *err
+ * (a bad statement: 400), -EAGAIN (recovering), -ESHUTDOWN, -EIO, -ENOMEM. */
+int cf_engine_sql(cf_engine *e, const char *text, size_t len, bool at_start, cJSON **ret_answer,
+                  sql_error *err);
+/* POST/GET /api/v1/query: a pull query over a user view's running rows,
+ * open windows and retained fired results, answered after every request
+ * acknowledged before it. 0 with *ret ({"items": [...]}), -EINVAL with
+ * *err (400), -EAGAIN (recovering), -ESHUTDOWN, -ENOMEM. */
+int cf_engine_query(cf_engine *e, const char *text, size_t len, cJSON **ret, sql_error *err);
+/* POST /api/v1/streams/{name}/events (SPEC 12): parses the body against the
+ * declared stream (stream_ingest.h: b gets the rows and the per-event
+ * errors; the caller frees it) and submits the valid rows through the
+ * sequencer (dedup per stream, per-event watermark, WAL, every shard when a
+ * view reads the stream). 0 with *ret, -ENOENT (no such declared stream),
+ * -EBADMSG (*ret_error), -E2BIG, -EAGAIN, -ESHUTDOWN, -EIO, -ENOMEM. */
+typedef struct cf_stream_batch cf_stream_batch;
+int cf_engine_stream_events(cf_engine *e, const char *stream, cf_body_format fmt, char *body,
+                            size_t len, int64_t now_ms, cf_stream_batch *b, const char **ret_error,
+                            cf_submit_result *ret);
+/* Whether `stream` is a declared stream (takes events at its URL). */
+bool cf_engine_has_stream(cf_engine *e, const char *stream);
+/* GET /api/v1/views and /api/v1/streams. NULL on OOM. */
+cJSON *cf_engine_sql_views(cf_engine *e);
+cJSON *cf_engine_sql_streams(cf_engine *e);
 
 /* Queries. Each returns a new cJSON (caller frees with cJSON_Delete), the
  * JSON shape of SPEC section 8, or NULL on OOM / shutdown. */

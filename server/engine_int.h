@@ -57,6 +57,7 @@
 #include "shard.h"
 #include "sink_pg.h"
 #include "snapshot.h"
+#include "sql_runtime.h"
 #include "wal.h"
 
 /* Queue slots beyond --queue-capacity kept for watermark markers and
@@ -79,6 +80,10 @@ typedef struct route {
     bool bot;               /* is_bot (SPEC 15): logged and counted, sent to no shard */
 } route;
 
+/* Offset of an event's entry in msgs[s] for the shards that get it only for
+ * user SQL views (neither its page nor its user shard). */
+#define XOFF(p, i, s, n) ((p)->xoff[(size_t)(i) * (n) + (s)])
+
 /* A request prepared for the sequencer. */
 typedef struct prepared {
     size_t n;
@@ -87,12 +92,16 @@ typedef struct prepared {
     uint32_t *accepted;     /* per shard: entries not duplicates */
     cf_buf packed;          /* the events, cf_event_pack'ed back to back (WAL payload) */
     size_t bytes;           /* message bytes, for the in-flight budget */
+    bool bcast;             /* user SQL views run: every shard gets every event */
+    size_t *xoff;           /* bcast: XOFF, SIZE_MAX for the page and user shards */
     cf_recent_chunk *chunk; /* for the recent-events ring, allocated before the lock */
 } prepared;
 
 struct cf_engine {
     cf_config cfg;
     cf_push *push;
+    cf_sqlrt *sql;                  /* SQL catalog and views; changed under mu only */
+    atomic_bool sql_runs;           /* user views run: events go to every shard (mu writes) */
     unsigned n_shards;
     cf_shard **shards;
     atomic_size_t inflight;         /* bytes in queued messages */
@@ -184,6 +193,8 @@ bool all_have_room_locked(cf_engine *e);
 void enqueue_locked(cf_engine *e, unsigned s, cf_msg *m);
 int wal_fail_locked(cf_engine *e, int64_t rc);
 int key_shards(cf_engine *e);
+int64_t dedup_clock_locked(const cf_engine *e);
+int64_t log_counters_locked(cf_engine *e, uint64_t dups, uint64_t rejected);
 int64_t send_marker_locked(cf_engine *e, int64_t w, int64_t c, bool log);
 int64_t maybe_mark_locked(cf_engine *e, int64_t now);
 int64_t apply_locked(cf_engine *e, prepared *p, const cf_event *evs, uint8_t *is_dup,
@@ -212,6 +223,12 @@ cJSON *windows_ordered(cf_engine *e, const cf_window_query *q, bool sync, bool b
 /* stats.c */
 cJSON *stats(cf_engine *e, bool sync);
 void check_dedup_bound(cf_engine *e);
+
+/* engine_sql.c (continuous SQL: statements, view sets, pull queries) */
+int replay_sql(cf_engine *e, const uint8_t *payload, size_t len);
+int send_views_locked(cf_engine *e, cf_sqlx_set *set);
+int replay_rows(cf_engine *e, const uint8_t *payload, size_t len);
+void sql_push_interim(cf_engine *e);
 
 /* ticker.c */
 void *ticker_main(void *arg);

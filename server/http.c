@@ -35,10 +35,12 @@
 #include "history.h"
 #include "annotate.h"
 #include "ingest.h"
+#include "stream_ingest.h"
 #include "log.h"
 
 /* A watermark request body is tiny; a larger one is refused early. */
 #define WATERMARK_MAX_BODY 4096
+#define SQL_MAX_BODY ((size_t)1 << 20)   /* POST /api/v1/sql: a script, not data */
 /* Listing queries: SPEC 8. */
 #define QUERY_LIMIT_DEFAULT 100
 #define QUERY_LIMIT_MAX 100000
@@ -145,6 +147,11 @@ typedef enum route {
     R_METRICS,
     R_HEALTHZ,
     R_READYZ,
+    R_SQL,          /* POST: statements (SPEC 13) */
+    R_VIEWS,
+    R_STREAMS,
+    R_QUERY,        /* pull queries: POST (body) or GET (?sql=) */
+    R_STREAM_EVENTS,/* POST /api/v1/streams/{name}/events (SPEC 12) */
     R_COMPAT,       /* a compatible ingest path (lib/cf_compat.h): compat_http.c */
     R_CLICK_EVENTS, /* GET: the newest events of the clicks stream */
     R_SITES,        /* GET /api/v1/sites: compat_http.c */
@@ -155,6 +162,8 @@ typedef struct request {
     int64_t start_ms;       /* monotonic; the absolute deadline counts from here */
     char *raw_uri;          /* as sent, percent-encoding intact */
     bool headers_done;      /* access() saw the headers */
+    bool query_json;        /* POST /api/v1/query: the body is {"sql": ...} */
+    char stream[128];       /* R_STREAM_EVENTS: the stream's name */
     route rt;
     cf_compat_endpoint compat_ep;   /* for R_COMPAT */
     cf_body_format fmt;
@@ -327,6 +336,30 @@ static enum MHD_Result send_static(request *rq, struct MHD_Connection *c, unsign
 /* ---- routing ------------------------------------------------------------ */
 
 #define SESSIONS_PREFIX "/api/v1/sessions/"
+#define STREAMS_PREFIX "/api/v1/streams/"
+
+/* /api/v1/streams/{name}/events with a plain name (letters, digits, _):
+ * copies the name into out (cap bytes) when out is given. */
+static bool stream_events_name(const char *path, size_t n, char *out, size_t cap)
+{
+    static const char tail[] = "/events";
+    size_t pl = strlen(STREAMS_PREFIX), tl = sizeof tail - 1;
+    if (n <= pl + tl || memcmp(path, STREAMS_PREFIX, pl) != 0 || memcmp(path + n - tl, tail, tl) != 0)
+        return false;
+    size_t nl = n - pl - tl;
+    if (nl >= 128)
+        return false;
+    for (size_t i = 0; i < nl; i++) {
+        char ch = path[pl + i];
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '_'))
+            return false;
+    }
+    if (out && cap > nl) {
+        memcpy(out, path + pl, nl);
+        out[nl] = '\0';
+    }
+    return true;
+}
 #define VIEWS_PREFIX "/api/v1/views/"
 #define ROLLUP_SUFFIX "/rollup"
 
@@ -344,6 +377,8 @@ static route find_route(const char *path, size_t n)
         {"/api/v1/stats", R_STATS},     {"/api/v1/info", R_INFO},
         {"/metrics", R_METRICS},        {"/healthz", R_HEALTHZ},
         {"/readyz", R_READYZ},
+        {"/api/v1/sql", R_SQL},         {"/api/v1/views", R_VIEWS},
+        {"/api/v1/streams", R_STREAMS}, {"/api/v1/query", R_QUERY},
         {"/api/v1/streams/clicks/events", R_CLICK_EVENTS},
         {"/api/v1/sites", R_SITES},
     };
@@ -353,6 +388,8 @@ static route find_route(const char *path, size_t n)
     size_t pl = strlen(SESSIONS_PREFIX);
     if (n > pl && memcmp(path, SESSIONS_PREFIX, pl) == 0 && memchr(path + pl, '/', n - pl) == NULL)
         return R_USER_SESSIONS;
+    if (stream_events_name(path, n, NULL, 0))
+        return R_STREAM_EVENTS;
     if (cf_compat_route(path, n) != CF_COMPAT_NONE)
         return R_COMPAT;
     size_t vp = strlen(VIEWS_PREFIX), rs = strlen(ROLLUP_SUFFIX);
@@ -363,17 +400,23 @@ static route find_route(const char *path, size_t n)
     return R_NONE;
 }
 
-static bool route_is_post(route rt) { return rt == R_EVENTS || rt == R_WATERMARK || rt == R_COMPAT; }
+static bool route_is_post(route rt)
+{
+    return rt == R_EVENTS || rt == R_WATERMARK || rt == R_COMPAT || rt == R_SQL || rt == R_QUERY ||
+           rt == R_STREAM_EVENTS;
+}
 
 static const char *route_allow(route rt)
 {
+    if (rt == R_QUERY)
+        return "GET, HEAD, POST, OPTIONS";
     return route_is_post(rt) ? "POST, OPTIONS" : "GET, HEAD, OPTIONS";
 }
 
 /* Read-protected routes: the API and /metrics; probes stay open. */
 static bool route_needs_read_token(route rt)
 {
-    return rt != R_NONE && rt != R_HEALTHZ && rt != R_READYZ && !route_is_post(rt);
+    return rt == R_QUERY || (rt != R_NONE && rt != R_HEALTHZ && rt != R_READYZ && !route_is_post(rt));
 }
 
 /* Constant-time comparison, so the token cannot be guessed byte by byte
@@ -771,6 +814,10 @@ static enum MHD_Result handle_get(request *rq, struct MHD_Connection *c)
         return send_json(rq, c, MHD_HTTP_OK, cf_engine_events(e, limit), NULL, 0);
     case R_INFO:
         return handle_info(rq, c);
+    case R_VIEWS:
+        return send_json(rq, c, MHD_HTTP_OK, cf_engine_sql_views(e), NULL, 0);
+    case R_STREAMS:
+        return send_json(rq, c, MHD_HTTP_OK, cf_engine_sql_streams(e), NULL, 0);
     case R_SITES:
         return send_json(rq, c, MHD_HTTP_OK, cf_compat_http_sites_json(rq->h->compat), NULL, 0);
     case R_METRICS:
@@ -845,34 +892,66 @@ static enum MHD_Result handle_options(request *rq, struct MHD_Connection *c)
     return send_static(rq, c, MHD_HTTP_NO_CONTENT, NULL, "", 0, h, n);
 }
 
+/* The SQL text of POST /api/v1/sql: text/plain or application/sql (any
+ * parameters), or no type at all (curl --data-binary without -H). */
+static bool sql_content_type(const char *ct)
+{
+    if (!ct)
+        return true;
+    while (*ct == ' ')
+        ct++;
+    size_t n = strcspn(ct, "; ");
+    return (n == 10 && strncasecmp(ct, "text/plain", n) == 0) ||
+           (n == 15 && strncasecmp(ct, "application/sql", n) == 0);
+}
+
 /* Checks made when the headers of a POST are in, before any body byte is
  * read: auth, media type and Content-Length. Queues the refusal, or returns
  * MHD_YES with nothing queued when the body should be read. */
 static enum MHD_Result begin_post(request *rq, struct MHD_Connection *c)
 {
     const cf_config *cfg = &rq->h->cfg;
-    bool authed = authorized(c, cfg->ingest_token);
-    rq->bearer = authed && cfg->ingest_token[0];
-    /* Without Authorization, events may still come in with a site key
-     * (SPEC 15); compat_http.c checks that once the body is read. */
-    if (!authed && rq->rt == R_EVENTS && !header(c, MHD_HTTP_HEADER_AUTHORIZATION) &&
-        cf_compat_http_sites_any(rq->h->compat)) {
-        rq->site_only = true;
-        authed = true;
-    }
-    if (rq->rt == R_COMPAT) {
-        /* The key may be in the body: compat_http.c decides once it is read.
-         * The APIs take JSON in any content type (sendBeacon, text/plain). */
-        rq->body_limit = cfg->max_body;
-    } else if (!authed) {
-        return send_unauthorized(rq, c, header(c, MHD_HTTP_HEADER_AUTHORIZATION) != NULL);
-    } else if (rq->rt == R_EVENTS) {
-        if (cf_ingest_content_type(header(c, MHD_HTTP_HEADER_CONTENT_TYPE), &rq->fmt) < 0)
+    if (rq->rt == R_SQL || rq->rt == R_QUERY) {
+        /* Definitions change what every reader sees: they have a token of
+         * their own when --admin-token is set. A pull query is a read,
+         * whatever its method. */
+        const char *token = rq->rt == R_QUERY     ? cfg->read_token
+                            : cfg->admin_token[0] ? cfg->admin_token
+                                                  : cfg->ingest_token;
+        if (!authorized(c, token))
+            return send_unauthorized(rq, c, header(c, MHD_HTTP_HEADER_AUTHORIZATION) != NULL);
+        const char *ct = header(c, MHD_HTTP_HEADER_CONTENT_TYPE);
+        rq->query_json = rq->rt == R_QUERY && ct && strncasecmp(ct, "application/json", 16) == 0;
+        if (!rq->query_json && !sql_content_type(ct))
             return send_error(rq, c, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE,
-                              "Content-Type must be application/json, text/plain or application/x-ndjson");
-        rq->body_limit = cfg->max_body;
+                              rq->rt == R_QUERY
+                                  ? "Content-Type must be text/plain, application/sql or application/json"
+                                  : "Content-Type must be text/plain or application/sql");
+        rq->body_limit = SQL_MAX_BODY;
     } else {
-        rq->body_limit = WATERMARK_MAX_BODY;
+        bool authed = authorized(c, cfg->ingest_token);
+        rq->bearer = authed && cfg->ingest_token[0];
+        /* Without Authorization, events may still come in with a site key
+         * (SPEC 15); compat_http.c checks that once the body is read. */
+        if (!authed && rq->rt == R_EVENTS && !header(c, MHD_HTTP_HEADER_AUTHORIZATION) &&
+            cf_compat_http_sites_any(rq->h->compat)) {
+            rq->site_only = true;
+            authed = true;
+        }
+        if (rq->rt == R_COMPAT) {
+            /* The key may be in the body: compat_http.c decides once it is read.
+             * The APIs take JSON in any content type (sendBeacon, text/plain). */
+            rq->body_limit = cfg->max_body;
+        } else if (!authed) {
+            return send_unauthorized(rq, c, header(c, MHD_HTTP_HEADER_AUTHORIZATION) != NULL);
+        } else if (rq->rt == R_EVENTS || rq->rt == R_STREAM_EVENTS) {
+            if (cf_ingest_content_type(header(c, MHD_HTTP_HEADER_CONTENT_TYPE), &rq->fmt) < 0)
+                return send_error(rq, c, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE,
+                                  "Content-Type must be application/json, text/plain or application/x-ndjson");
+            rq->body_limit = cfg->max_body;
+        } else {
+            rq->body_limit = WATERMARK_MAX_BODY;
+        }
     }
     const char *cl = header(c, MHD_HTTP_HEADER_CONTENT_LENGTH);
     if (cl) {
@@ -1015,6 +1094,70 @@ out:
     return ret;
 }
 
+static enum MHD_Result send_sql_error(request *rq, struct MHD_Connection *c, const sql_error *err);
+
+static enum MHD_Result finish_sql(request *rq, struct MHD_Connection *c, char *body, size_t len)
+{
+    cJSON *answer = NULL;
+    sql_error err;
+    int r = cf_engine_sql(rq->h->engine, body, len, false, &answer, &err);
+    if (r == 0)
+        return send_json(rq, c, MHD_HTTP_OK, answer, NULL, 0);
+    if (r == -EINVAL)
+        return send_sql_error(rq, c, &err);   /* SPEC 13: the problem and where it is */
+    if (r == -ESHUTDOWN)
+        return send_unavailable(rq, c, "server is shutting down");
+    if (r == -EAGAIN)
+        return send_unavailable(rq, c, "not ready: recovery in progress, retry later");
+    return send_unavailable(rq, c, r == -EIO ? "storage failure: statements not applied"
+                                             : "out of memory: statements not applied");
+}
+
+static enum MHD_Result send_sql_error(request *rq, struct MHD_Connection *c, const sql_error *err)
+{
+    cJSON *o = cJSON_CreateObject();
+    if (!o || !cJSON_AddStringToObject(o, "error", err->message) ||
+        !cJSON_AddNumberToObject(o, "line", err->line) ||
+        !cJSON_AddNumberToObject(o, "column", err->column)) {
+        cJSON_Delete(o);
+        return MHD_NO;
+    }
+    return send_json(rq, c, MHD_HTTP_BAD_REQUEST, o, NULL, 0);
+}
+
+static enum MHD_Result answer_query(request *rq, struct MHD_Connection *c, const char *text, size_t len)
+{
+    cJSON *answer = NULL;
+    sql_error err;
+    int r = cf_engine_query(rq->h->engine, text, len, &answer, &err);
+    if (r == 0)
+        return send_json(rq, c, MHD_HTTP_OK, answer, NULL, 0);
+    if (r == -EINVAL)
+        return send_sql_error(rq, c, &err);
+    if (r == -EAGAIN)
+        return send_unavailable(rq, c, "not ready: recovery in progress, retry later");
+    if (r == -ESHUTDOWN)
+        return send_unavailable(rq, c, "server is shutting down");
+    return send_unavailable(rq, c, "out of memory: query not answered");
+}
+
+/* POST /api/v1/query: the SQL as text, or JSON {"sql": "..."}. */
+static enum MHD_Result finish_query(request *rq, struct MHD_Connection *c, char *body, size_t len)
+{
+    if (!rq->query_json)
+        return answer_query(rq, c, body, len);
+    const char *end = NULL;
+    cJSON *root = cJSON_ParseWithLengthOpts(body, len + 1, &end, 1);
+    const cJSON *q = cJSON_IsObject(root) ? cJSON_GetObjectItemCaseSensitive(root, "sql") : NULL;
+    if (!root || end != body + len || !cJSON_IsString(q)) {
+        cJSON_Delete(root);
+        return send_error(rq, c, MHD_HTTP_BAD_REQUEST, "body must be {\"sql\": \"SELECT ...\"}");
+    }
+    enum MHD_Result ret = answer_query(rq, c, q->valuestring, strlen(q->valuestring));
+    cJSON_Delete(root);
+    return ret;
+}
+
 /* Sends what compat_http.c decided (its reply body is handed to MHD). */
 static enum MHD_Result finish_compat(request *rq, struct MHD_Connection *c, char *body, size_t len)
 {
@@ -1030,6 +1173,45 @@ static enum MHD_Result finish_compat(request *rq, struct MHD_Connection *c, char
         return MHD_NO;
     }
     return send_response(rq, c, r.status, resp, r.ctype, h, n);
+}
+
+/* POST /api/v1/streams/{name}/events: SPEC 3's answers for a declared stream. */
+static enum MHD_Result finish_stream_events(request *rq, struct MHD_Connection *c, char *body, size_t len)
+{
+    cf_stream_batch b;
+    memset(&b, 0, sizeof b);
+    const char *why = NULL;
+    cf_submit_result res;
+    int r = cf_engine_stream_events(rq->h->engine, rq->stream, rq->fmt, body, len, wall_ms(), &b,
+                                    &why, &res);
+    enum MHD_Result ret;
+    if (r == -ENOENT) {
+        ret = send_error(rq, c, MHD_HTTP_NOT_FOUND, "no declared stream of that name (clicks: POST /api/v1/events)");
+    } else if (r == -EBADMSG) {
+        ret = send_error(rq, c, MHD_HTTP_BAD_REQUEST, why ? why : "body is not JSON");
+    } else if (r == -E2BIG) {
+        ret = send_error(rq, c, MHD_HTTP_CONTENT_TOO_LARGE, "more events than --max-batch");
+    } else if (r == -EAGAIN) {
+        ret = send_unavailable(rq, c, "server busy, retry later");
+    } else if (r == -ESHUTDOWN) {
+        ret = send_unavailable(rq, c, "server is shutting down");
+    } else if (r < 0) {
+        ret = send_unavailable(rq, c, r == -EIO ? "storage failure: events not accepted" : "out of memory");
+    } else {
+        cJSON *o = cJSON_CreateObject();
+        if (!o || !cJSON_AddNumberToObject(o, "accepted", (double)res.accepted) ||
+            !cJSON_AddNumberToObject(o, "duplicates", (double)res.duplicates) ||
+            !cJSON_AddNumberToObject(o, "rejected", (double)b.rejected)) {
+            cJSON_Delete(o);
+            cf_stream_batch_free(&b);
+            return MHD_NO;
+        }
+        cJSON_AddItemToObject(o, "errors", b.errors);
+        b.errors = NULL;
+        ret = send_json(rq, c, MHD_HTTP_ACCEPTED, o, NULL, 0);
+    }
+    cf_stream_batch_free(&b);
+    return ret;
 }
 
 static enum MHD_Result finish_watermark(request *rq, struct MHD_Connection *c, char *body, size_t len)
@@ -1158,6 +1340,16 @@ static enum MHD_Result handle_request(request *rq, struct MHD_Connection *c, con
         return handle_asset(rq, c, url, method);
     }
     bool is_get = strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
+    if (rq->rt == R_STREAM_EVENTS && !cf_engine_has_stream(rq->h->engine, rq->stream))
+        return send_error(rq, c, MHD_HTTP_NOT_FOUND, "not found");  /* no such declared stream */
+    if (rq->rt == R_QUERY && is_get) {
+        if (!authorized(c, h->cfg.read_token))
+            return send_unauthorized(rq, c, header(c, MHD_HTTP_HEADER_AUTHORIZATION) != NULL);
+        const char *q = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "sql");
+        if (!q)
+            return send_error(rq, c, MHD_HTTP_BAD_REQUEST, "the sql parameter is required");
+        return answer_query(rq, c, q, strlen(q));
+    }
     if (route_is_post(rq->rt) || !is_get) {
         const extra_header allow[] = {{MHD_HTTP_HEADER_ALLOW, route_allow(rq->rt)}};
         return send_error_h(rq, c, MHD_HTTP_METHOD_NOT_ALLOWED, "method not allowed", allow, 1);
@@ -1196,6 +1388,8 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *c, const
                               "the URL must not contain %00 (NUL) or control characters");
         apply_deadline(rq, c, left);
         rq->rt = find_route(rq->raw_uri, strcspn(rq->raw_uri, "?#"));
+        if (rq->rt == R_STREAM_EVENTS)
+            stream_events_name(rq->raw_uri, strcspn(rq->raw_uri, "?#"), rq->stream, sizeof rq->stream);
         int64_t end = rq->start_ms + h->cfg.request_deadline_ms;
         if (rq->rt == R_COMPAT)
             rq->compat_ep = cf_compat_route(rq->raw_uri, strcspn(rq->raw_uri, "?#"));
@@ -1280,6 +1474,12 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *c, const
     size_t len = rq->body.len;
     if (rq->rt == R_EVENTS)
         return finish_events(rq, c, body, len);
+    if (rq->rt == R_SQL)
+        return finish_sql(rq, c, body, len);
+    if (rq->rt == R_QUERY)
+        return finish_query(rq, c, body, len);
+    if (rq->rt == R_STREAM_EVENTS)
+        return finish_stream_events(rq, c, body, len);
     if (rq->rt == R_COMPAT)
         return finish_compat(rq, c, body, len);
     return finish_watermark(rq, c, body, len);

@@ -83,6 +83,42 @@ static uint64_t raise_nofile(void)
     return rl.rlim_cur == RLIM_INFINITY ? UINT64_MAX : (uint64_t)rl.rlim_cur;
 }
 
+/* Reads the --sql file whole (bounded: a script, not data). 0 or -errno. */
+static int read_sql_file(const char *path, cf_buf *out)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return -errno;
+    char chunk[8192];
+    size_t n;
+    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0 && out->len <= ((size_t)16 << 20))
+        cf_buf_put(out, chunk, n);
+    int rc = ferror(f) ? -EIO : out->len > ((size_t)16 << 20) ? -EFBIG : out->oom ? -ENOMEM : 0;
+    fclose(f);
+    return rc;
+}
+
+/* Applies --sql FILE once recovery is done. Returns 0, or the exit status. */
+static int apply_sql_file(cf_engine *engine, const char *path, const cf_buf *text)
+{
+    cJSON *answer = NULL;
+    sql_error err;
+    int r = cf_engine_sql(engine, text->len ? (const char *)text->data : "", text->len, true,
+                          &answer, &err);
+    if (r == -EINVAL) {
+        cf_error("--sql %s: line %d, column %d: %s", path, err.line, err.column, err.message);
+        return 2;
+    }
+    if (r < 0) {
+        cf_error("--sql %s: not applied: %s", path, strerror(-r));
+        return 1;
+    }
+    cJSON *results = cJSON_GetObjectItemCaseSensitive(answer, "results");
+    cf_info("--sql %s: %d statement(s) applied", path, cJSON_GetArraySize(results));
+    cJSON_Delete(answer);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     cf_config cfg;
@@ -120,6 +156,16 @@ int main(int argc, char **argv)
     if (nofile)
         cf_config_fit_fd_limit(&cfg, nofile);
 
+    cf_buf sql_text = {0};
+    if (cfg.sql_file[0]) {
+        int rc = read_sql_file(cfg.sql_file, &sql_text);
+        if (rc < 0) {
+            fprintf(stderr, "clickflow: --sql: cannot read %s: %s\n", cfg.sql_file, strerror(-rc));
+            cf_buf_free(&sql_text);
+            return 2;
+        }
+    }
+
     static char desc[4096];
     cf_config_describe(&cfg, desc, sizeof desc);
     cf_info("clickflow starting: %s", desc);
@@ -155,6 +201,17 @@ int main(int argc, char **argv)
         cf_push_stop(push);
         cf_engine_free(engine);
         return 1;
+    }
+    if (cfg.sql_file[0]) {
+        int status = apply_sql_file(engine, cfg.sql_file, &sql_text);
+        cf_buf_free(&sql_text);
+        if (status) {
+            cf_http_stop(http);
+            cf_engine_stop(engine);
+            cf_push_stop(push);
+            cf_engine_free(engine);
+            return status;
+        }
     }
     /* IPv6 literals need brackets in a URL. */
     bool v6 = strchr(cfg.bind, ':') != NULL;

@@ -87,6 +87,8 @@ typedef struct client {
     struct lws *wsi;
     cf_push_queue *q;           /* (mu) */
     unsigned topics;            /* (mu) bit per cf_topic */
+    char *named;                /* (mu) named topics ("view:NAME"), NUL-separated */
+    size_t named_len;
     struct client *prev, *next; /* (mu) hub list */
     bool linked;
     int close_code;             /* nonzero: close with it at the next writeable */
@@ -363,10 +365,30 @@ static int handle_message(cf_push *p, client *c, const char *text, size_t len)
         }
         unsigned topics = 0;
         const cJSON *it;
+        /* Named topics of continuous SQL: view:NAME and stream:NAME (a
+         * name need not exist yet: it may be created later). */
+        char *named = NULL;
+        size_t named_len = 0, n_named = 0;
         cJSON_ArrayForEach(it, sub) {
             if (!cJSON_IsString(it)) {
+                free(named);
                 rc = LWS_CLOSE_STATUS_POLICY_VIOLATION;
                 goto out;
+            }
+            size_t il = strlen(it->valuestring);
+            bool is_named = (strncmp(it->valuestring, "view:", 5) == 0 && il > 5) ||
+                            (strncmp(it->valuestring, "stream:", 7) == 0 && il > 7);
+            if (is_named && il <= CF_PUSH_MAX_TOPIC && n_named < CF_PUSH_MAX_NAMED) {
+                char *g = realloc(named, named_len + il + 1);
+                if (!g) {
+                    free(named);
+                    rc = LWS_CLOSE_STATUS_UNEXPECTED_CONDITION;
+                    goto out;
+                }
+                named = g;
+                memcpy(named + named_len, it->valuestring, il + 1);
+                named_len += il + 1;
+                n_named++;
             }
             for (unsigned t = 0; t < CF_TOPIC_COUNT; t++)
                 if (strcmp(it->valuestring, topic_names[t]) == 0)
@@ -376,20 +398,26 @@ static int handle_message(cf_push *p, client *c, const char *text, size_t len)
         }
         pthread_mutex_lock(&p->mu);
         c->topics = topics;
+        char *old = c->named;
+        c->named = named;
+        c->named_len = named_len;
         pthread_mutex_unlock(&p->mu);
+        free(old);
 
-        char ack[160] = "{\"type\":\"subscribed\",\"data\":[";
-        size_t n = strlen(ack);
-        bool first = true;
-        for (unsigned t = 0; t < CF_TOPIC_COUNT; t++) {
-            if (!(topics & (1u << t)))
-                continue;
-            n += (size_t)snprintf(ack + n, sizeof ack - n, "%s\"%s\"", first ? "" : ",",
-                                  topic_names[t]);
-            first = false;
+        cJSON *ack = cJSON_CreateObject();
+        cJSON_AddStringToObject(ack, "type", "subscribed");
+        cJSON *data = cJSON_AddArrayToObject(ack, "data");
+        for (unsigned t = 0; data && t < CF_TOPIC_COUNT; t++)
+            if (topics & (1u << t))
+                cJSON_AddItemToArray(data, cJSON_CreateString(topic_names[t]));
+        for (size_t at = 0; data && at < named_len; at += strlen(named + at) + 1)
+            cJSON_AddItemToArray(data, cJSON_CreateString(named + at));
+        char *ack_text = data ? cJSON_PrintUnformatted(ack) : NULL;
+        cJSON_Delete(ack);
+        if (ack_text) {
+            send_to(p, c, ack_text, strlen(ack_text));
+            cJSON_free(ack_text);
         }
-        n += (size_t)snprintf(ack + n, sizeof ack - n, "]}");
-        send_to(p, c, ack, n);
     }
 out:
     cJSON_Delete(root);
@@ -456,6 +484,9 @@ static void unlink_client(cf_push *p, client *c)
     c->linked = false;
     cf_push_queue *q = c->q;
     c->q = NULL;
+    free(c->named);
+    c->named = NULL;
+    c->named_len = 0;
     pthread_mutex_unlock(&p->mu);
     atomic_fetch_sub(&p->n_clients, 1);
     cf_push_queue_free(q);
@@ -743,6 +774,45 @@ void cf_push_publish(cf_push *p, cf_topic topic, const char *msg, size_t len, bo
         }
         /* Under mu, so cf_push_stop() cannot destroy the context meanwhile;
          * it only writes a byte to lws's wake-up pipe. */
+        if (queued)
+            lws_cancel_service(p->ctx);
+    }
+    pthread_mutex_unlock(&p->mu);
+    cf_push_msg_unref(m);
+    if (dropped)
+        atomic_fetch_add(&p->dropped, dropped);
+}
+
+static bool has_named(const client *c, const char *topic)
+{
+    for (size_t at = 0; at < c->named_len; at += strlen(c->named + at) + 1)
+        if (strcmp(c->named + at, topic) == 0)
+            return true;
+    return false;
+}
+
+void cf_push_publish_named(cf_push *p, const char *topic, const char *msg, size_t len, bool interim)
+{
+    if (!p || !topic || !msg || atomic_load(&p->stopping) || atomic_load(&p->n_clients) == 0)
+        return;
+    if (len > CF_PUSH_MAX_MSG) {
+        atomic_fetch_add(&p->dropped, 1);
+        return;
+    }
+    cf_push_msg *m = cf_push_msg_new(msg, len, LWS_PRE, interim);
+    if (!m) {
+        atomic_fetch_add(&p->dropped, 1);
+        return;
+    }
+    size_t queued = 0, dropped = 0;
+    pthread_mutex_lock(&p->mu);
+    if (!p->closing) {
+        for (client *c = p->clients; c; c = c->next) {
+            if (!c->named || !has_named(c, topic))
+                continue;
+            dropped += cf_push_queue_offer(c->q, m);
+            queued++;
+        }
         if (queued)
             lws_cancel_service(p->ctx);
     }

@@ -36,6 +36,12 @@ void cf_push_stop(cf_push *p);
  * client's queue is full. Thread-safe, O(clients), never blocks on I/O. */
 void cf_push_publish(cf_push *p, cf_topic topic, const char *msg, size_t len, bool interim);
 
+/* The same for a named topic of continuous SQL ("view:NAME",
+ * "stream:NAME"): clients get it only when they subscribed to that name
+ * (at most CF_PUSH_MAX_NAMED names of CF_PUSH_MAX_TOPIC bytes each). */
+#define CF_PUSH_MAX_NAMED 64
+#define CF_PUSH_MAX_TOPIC 300
+void cf_push_publish_named(cf_push *p, const char *topic, const char *msg, size_t len, bool interim);
 size_t cf_push_clients(const cf_push *p);
 uint64_t cf_push_dropped(const cf_push *p);   /* messages dropped for slow clients */
 uint64_t cf_push_sent(const cf_push *p);

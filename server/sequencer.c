@@ -30,6 +30,7 @@ void prepared_free(cf_engine *e, prepared *p)
     free(p->msgs);
     free(p->accepted);
     free(p->rt);
+    free(p->xoff);
     cf_buf_free(&p->packed);
     cf_recent_chunk_discard(p->chunk);
 }
@@ -62,10 +63,14 @@ int prepare(cf_engine *e, const cf_event *evs, size_t n, prepared *p)
     p->rt = calloc(n ? n : 1, sizeof *p->rt);
     p->msgs = calloc(e->n_shards, sizeof *p->msgs);
     p->accepted = calloc(e->n_shards, sizeof *p->accepted);
+    /* While user SQL views run, every shard gets every event (sql_exec.h). */
+    p->bcast = atomic_load(&e->sql_runs) && e->n_shards > 1;
+    if (p->bcast)
+        p->xoff = malloc((n ? n : 1) * e->n_shards * sizeof *p->xoff);
     size_t *size = calloc(e->n_shards, sizeof *size);
     uint32_t *count = calloc(e->n_shards, sizeof *count);
     int rc = -ENOMEM;
-    if (!p->rt || !p->msgs || !p->accepted || !size || !count)
+    if (!p->rt || !p->msgs || !p->accepted || !size || !count || (p->bcast && !p->xoff))
         goto out;
     /* One allocation for the packed events instead of a doubling series of
      * reallocs and copies: the fields plus a generous header each. */
@@ -99,6 +104,12 @@ int prepare(cf_engine *e, const cf_event *evs, size_t n, prepared *p)
             size[r->user_shard] += entry;
             count[r->user_shard]++;
         }
+        for (unsigned s = 0; p->bcast && s < e->n_shards; s++) {
+            if (s != r->page_shard && s != r->user_shard) {
+                size[s] += entry;
+                count[s]++;
+            }
+        }
     }
     for (unsigned s = 0; s < e->n_shards; s++) {
         if (!count[s])
@@ -130,6 +141,13 @@ int prepare(cf_engine *e, const cf_event *evs, size_t n, prepared *p)
                 r->page_off = at;
             else
                 r->user_off = at;
+        }
+        for (unsigned s = 0; p->bcast && s < e->n_shards; s++) {
+            XOFF(p, i, s, e->n_shards) = SIZE_MAX;
+            if (s == r->page_shard || s == r->user_shard)
+                continue;
+            XOFF(p, i, s, e->n_shards) = size[s];
+            size[s] += cf_entry_put(p->msgs[s]->data + size[s], packed, r->pack_len);
         }
     }
     p->chunk = cf_recent_chunk_new();
@@ -173,7 +191,7 @@ void enqueue_locked(cf_engine *e, unsigned s, cf_msg *m)
 
 /* The clock dedup judges by: the max accepted timestamp and the clock of the
  * last marker, both recorded in the WAL, so a replay decides identically. */
-static int64_t dedup_clock_locked(const cf_engine *e)
+int64_t dedup_clock_locked(const cf_engine *e)
 {
     int64_t mx = cf_watermark_max_ts(e->wm);
     if (mx == CF_TIME_NONE || (e->mark_clock != CF_TIME_NONE && e->mark_clock > mx))
@@ -192,7 +210,7 @@ int wal_fail_locked(cf_engine *e, int64_t rc)
 /* Logs counter increments that no events record carries (duplicates,
  * rejected events), so a replay restores them exactly. Returns the LSN, 0
  * without a WAL, or -EIO. */
-static int64_t log_counters_locked(cf_engine *e, uint64_t dups, uint64_t rejected)
+int64_t log_counters_locked(cf_engine *e, uint64_t dups, uint64_t rejected)
 {
     if (!e->wal || atomic_load(&e->failed))
         return 0;
@@ -330,8 +348,12 @@ int64_t apply_locked(cf_engine *e, prepared *p, const cf_event *evs, uint8_t *is
             accepted++;
             continue;
         }
+        /* With user views running, every shard gets the event once (the
+         * shard that owns a group's key keeps it: sql_exec.h). */
+        uint8_t sql_role =
+            (e->n_shards == 1 || p->bcast) && atomic_load(&e->sql_runs) ? CF_ROLE_SQL : 0;
         cf_entry_head h = {
-            .role = (uint8_t)(CF_ROLE_PAGE | (r->user_off == SIZE_MAX ? CF_ROLE_USER : 0)),
+            .role = (uint8_t)(CF_ROLE_PAGE | (r->user_off == SIZE_MAX ? CF_ROLE_USER : 0) | sql_role),
             .seq = seq,
             .wm = w,
             .clock = c,
@@ -339,9 +361,17 @@ int64_t apply_locked(cf_engine *e, prepared *p, const cf_event *evs, uint8_t *is
         cf_entry_stamp(p->msgs[r->page_shard]->data + r->page_off, &h);
         p->accepted[r->page_shard]++;
         if (r->user_off != SIZE_MAX) {
-            h.role = CF_ROLE_USER;
+            h.role = (uint8_t)(CF_ROLE_USER | sql_role);
             cf_entry_stamp(p->msgs[r->user_shard]->data + r->user_off, &h);
             p->accepted[r->user_shard]++;
+        }
+        for (unsigned s = 0; p->bcast && sql_role && s < e->n_shards; s++) {
+            size_t off = XOFF(p, i, s, e->n_shards);
+            if (off == SIZE_MAX)
+                continue;
+            h.role = sql_role;
+            cf_entry_stamp(p->msgs[s]->data + off, &h);
+            p->accepted[s]++;
         }
         accepted++;
     }
@@ -402,14 +432,23 @@ int cf_engine_submit(cf_engine *e, const cf_event *evs, size_t n, uint8_t *ret_i
         memset(is_dup, 0, n);
     }
     prepared p;
-    int rc = prepare(e, evs, n, &p);
+    int rc;
+    size_t accepted = 0;
+    int64_t lsn = 0, mlsn = 0, seen = 0;
+again:
+    rc = prepare(e, evs, n, &p);
     if (rc) {
         free(own_dup);
         return rc;
     }
-    size_t accepted = 0;
-    int64_t lsn = 0, mlsn = 0, seen = 0;
     pthread_mutex_lock(&e->mu);
+    if (!p.bcast && e->n_shards > 1 && atomic_load(&e->sql_runs)) {
+        /* A view started running since the request was routed: route it
+         * again so every shard gets its events (rare: once per change). */
+        pthread_mutex_unlock(&e->mu);
+        prepared_free(e, &p);
+        goto again;
+    }
     if (e->stopping) {
         rc = -ESHUTDOWN;
     } else if (atomic_load(&e->failed)) {

@@ -20,10 +20,14 @@
 #include "publish.h"
 #include "push.h"
 #include "results_json.h"
+#include "sql_exec.h"
 #include "retain.h"
 
+/* Open rows per EMIT CHANGES view per shard in one interim push. */
+#define SQL_INTERIM_ROWS 1000
 #define SHARD_MAGIC 0x48534643u     /* "CFSH" */
-#define SHARD_VERSION 1u
+/* 2: the user SQL views after the rings (version 1 still loads: none). */
+#define SHARD_VERSION 2u
 #define LATE_KEEP 10000             /* SPEC 8: at least the last 10,000 late events */
 #define SESSIONS_KEEP 100000        /* SPEC 5: at least the last 100,000 sessions */
 #define PRUNE_MIN_PAGES 1024        /* no trending prune below this many pages */
@@ -85,6 +89,7 @@ struct cf_shard {
     cf_winop *sliding;
     cf_sessions *sessions;
     cf_trending *trending;
+    cf_sqlx *sqlx;                  /* user SQL views */
     cf_retain *closed[2];           /* by cf_window_type */
     /* Where each retained closed window result sits in its ring, so that a
      * re-firing (revision + 1) updates that record in place instead of
@@ -125,6 +130,8 @@ void cf_shard_query_clear(cf_shard_query *q)
     free(q->trend);
     q->trend = NULL;
     q->n_trend = 0;
+    cf_buf_free(&q->rows);
+    q->n_rows = 0;
 }
 
 /* ---- construction ------------------------------------------------------ */
@@ -255,7 +262,8 @@ cf_shard *cf_shard_new(const cf_config *cfg, unsigned index, size_t queue_slots,
     s->closed_idx[1] = cf_kv_new(0, keep + 1);
     s->closed_sessions = cf_retain_new(sessions_keep(cfg), free);
     s->late = cf_retain_new(LATE_KEEP, free);
-    if (!s->q || !s->tumbling || !s->sliding || !s->sessions || !s->trending ||
+    s->sqlx = cf_sqlx_new(index, cfg->shards ? cfg->shards : 1, keep);
+    if (!s->q || !s->sqlx || !s->tumbling || !s->sliding || !s->sessions || !s->trending ||
         !s->closed[0] || !s->closed[1] || !s->closed_idx[0] || !s->closed_idx[1] ||
         !s->closed_sessions || !s->late) {
         cf_shard_free(s);
@@ -264,8 +272,17 @@ cf_shard *cf_shard_new(const cf_config *cfg, unsigned index, size_t queue_slots,
     return s;
 }
 
+static cf_sqlx_set *msg_set(const cf_msg *m)
+{
+    cf_sqlx_set *set;
+    memcpy(&set, m->data, sizeof set);
+    return set;
+}
+
 static void free_msg(cf_shard *s, cf_msg *m)
 {
+    if (m->kind == CF_MSG_SQL && m->n == 0)
+        cf_sqlx_set_unref(msg_set(m));  /* not handled: left in the queue at exit */
     if (s->inflight)
         atomic_fetch_sub(s->inflight, cf_msg_bytes(m));
     free(m);
@@ -292,6 +309,7 @@ void cf_shard_free(cf_shard *s)
     cf_kv_free(s->closed_idx[1]);
     cf_retain_free(s->closed_sessions);
     cf_retain_free(s->late);
+    cf_sqlx_free(s->sqlx);
     cJSON_Delete(s->batch_windows);
     cJSON_Delete(s->batch_sessions);
     cJSON_Delete(s->batch_late);
@@ -301,6 +319,11 @@ void cf_shard_free(cf_shard *s)
 }
 
 cf_queue *cf_shard_queue(cf_shard *s) { return s->q; }
+
+void cf_shard_install_sql(cf_shard *s, cf_sqlx_set *set)
+{
+    cf_sqlx_install(s->sqlx, set);
+}
 
 int cf_shard_set_hashkey(cf_shard *s, const uint8_t key[16])
 {
@@ -646,12 +669,15 @@ static void handle_events(cf_shard *s, const cf_msg *m)
         }
         if (!h.role)
             continue;           /* a duplicate the sequencer blanked out */
-        s->st.events++;
+        if (h.role & (CF_ROLE_PAGE | CF_ROLE_USER))
+            s->st.events++;     /* a copy only for user views is not an event here */
         advance_to(s, h.wm);
         if (h.role & CF_ROLE_PAGE)
             page_event(s, &ev, h.seq, h.clock);
         if (h.role & CF_ROLE_USER)
             user_event(s, &ev);
+        if (h.role & CF_ROLE_SQL)
+            cf_sqlx_event(s->sqlx, &ev, h.seq, h.wm, h.clock);
     }
     check_bounds(s);
 }
@@ -659,6 +685,46 @@ static void handle_events(cf_shard *s, const cf_msg *m)
 static void handle_mark(cf_shard *s, const cf_msg *m)
 {
     advance_to(s, m->wm);
+    cf_sqlx_advance(s->sqlx, m->wm, m->clock);
+}
+
+/* A declared stream's events (CF_MSG_ROWS): each judged at its own W, like
+ * clicks, by the user views that read the stream. */
+static void handle_rows(cf_shard *s, const cf_msg *m)
+{
+    cf_reader r;
+    cf_reader_init(&r, m->data, m->len);
+    const char *name = NULL;
+    size_t name_len = 0;
+    if (!cf_get_str(&r, &name, &name_len)) {
+        cf_error("shard %u: malformed rows message", s->index);
+        s->st.errors++;
+        return;
+    }
+    for (uint32_t i = 0; i < m->n; i++) {
+        uint8_t apply = 0;
+        uint64_t seq = 0;
+        int64_t wm = CF_TIME_NONE, clock = CF_TIME_NONE;
+        const char *row = NULL;
+        size_t row_len = 0;
+        cf_get_u8(&r, &apply);
+        cf_get_u64(&r, &seq);
+        cf_get_i64(&r, &wm);
+        if (!cf_get_i64(&r, &clock) || !cf_get_str(&r, &row, &row_len)) {
+            cf_error("shard %u: malformed rows message (entry %u of %u)", s->index, i, m->n);
+            s->st.errors++;
+            return;
+        }
+        advance_to(s, wm);
+        if (apply)
+            cf_sqlx_row(s->sqlx, name, name_len, (const uint8_t *)row, row_len, seq, wm, clock);
+    }
+}
+
+static void handle_sql(cf_shard *s, cf_msg *m)
+{
+    cf_sqlx_install(s->sqlx, msg_set(m));   /* takes the message's reference */
+    m->n = 1;                               /* handled: free_msg leaves the set alone */
 }
 
 /* Settings change (SPEC 10): the views in the mask start empty under the
@@ -791,19 +857,30 @@ static void publish_batch(cf_shard *s, cJSON **batch, cf_topic topic, const char
     cJSON_Delete(b);
 }
 
+static void publish_view(void *ctx, const char *topic, const char *msg, size_t len, bool interim)
+{
+    cf_shard *s = ctx;
+    cf_push_publish_named(s->push, topic, msg, len, interim);
+}
+
 static void handle_msg(cf_shard *s, cf_msg *m)
 {
+    /* Fired view results are rendered only while a client listens. */
+    cf_sqlx_collect(s->sqlx, s->push && cf_push_clients(s->push) > 0);
     switch (m->kind) {
     case CF_MSG_EVENTS: handle_events(s, m); break;
     case CF_MSG_MARK: handle_mark(s, m); break;
     case CF_MSG_BARRIER: handle_barrier(s, m); break;
     case CF_MSG_RESET: handle_reset(s, m); break;
+    case CF_MSG_SQL: handle_sql(s, m); break;
+    case CF_MSG_ROWS: handle_rows(s, m); break;
     default: cf_error("shard %u: unknown message kind %u", s->index, m->kind); break;
     }
     if (s->push) {
         publish_batch(s, &s->batch_windows, CF_TOPIC_WINDOWS, "windows", false);
         publish_batch(s, &s->batch_sessions, CF_TOPIC_SESSIONS, "session_end", true);
         publish_batch(s, &s->batch_late, CF_TOPIC_LATE, "late", false);
+        cf_sqlx_flush(s->sqlx, publish_view, s);
     }
 }
 
@@ -1051,6 +1128,22 @@ static void run_query(cf_shard *s, cf_shard_query *q)
     case CF_Q_SESSIONS: q_sessions(s, q); break;
     case CF_Q_USER_SESSIONS: q_user_sessions(s, q); break;
     case CF_Q_STATS: q_stats(s, q); break;
+    case CF_Q_SQL_STATS:
+        cf_sqlx_stats(s->sqlx, &q->rows);
+        if (q->rows.oom)
+            q->err = -ENOMEM;
+        break;
+    case CF_Q_SQL_INTERIM:
+        if (s->push && cf_push_clients(s->push) > 0)
+            cf_sqlx_interim(s->sqlx, SQL_INTERIM_ROWS, publish_view, s);
+        break;
+    case CF_Q_SQL: {
+        long n = cf_sqlx_rows(s->sqlx, q->view, &q->rows);
+        if (n == -ENOMEM)
+            q->err = -ENOMEM;
+        q->n_rows = n > 0 ? n : 0;
+        break;
+    }
     }
 }
 
@@ -1262,6 +1355,9 @@ static int shard_save(const cf_shard *s, cf_buf *out)
     cf_buf_put_u64(out, n);
     for (size_t i = 0; i < n; i++)
         cf_lres_save(cf_retain_at(s->late, i), out);
+    int src = cf_sqlx_save(s->sqlx, out);
+    if (src < 0)
+        return src;
     return out->oom ? -ENOMEM : 0;
 }
 
@@ -1363,6 +1459,7 @@ static bool collect_late(ptrvec *v, cf_reader *in, const route_ctx *rc)
 /* One shard part's header: magic, version, counters, trending prune threshold, and the
  * four operator blobs (left in the readers). */
 typedef struct part_head {
+    uint32_t version;
     cf_shard_stats st;
     uint64_t prune_at;
     cf_reader ops[4];
@@ -1373,9 +1470,10 @@ static int read_head(cf_reader *in, part_head *h)
     uint32_t magic = 0, version = 0;
     cf_get_u32(in, &magic);
     cf_get_u32(in, &version);
-    if (in->bad || magic != SHARD_MAGIC || version != SHARD_VERSION)
+    if (in->bad || magic != SHARD_MAGIC || version < 1 || version > SHARD_VERSION)
         return -EINVAL;
     memset(h, 0, sizeof *h);
+    h->version = version;
     load_stats(&h->st, in);
     cf_get_u64(in, &h->prune_at);
     for (int i = 0; i < 4; i++)
@@ -1470,6 +1568,7 @@ int cf_shard_load(cf_shard *s, cf_reader *parts, size_t n_parts, unsigned n_shar
              load_ring(cs, &in[i], load_s, keep_s, filter) &&
              (filter ? collect_late(&lv, &in[i], filter)
                      : load_ring(late, &in[i], load_l, keep_l, NULL)) &&
+             (heads[i].version < 2 || cf_sqlx_load(s->sqlx, &in[i], rescale) == 0) &&
              !in[i].bad;
     if (ok && lv.n > 1)
         qsort(lv.v, lv.n, sizeof *lv.v, cmp_late_seq);

@@ -82,6 +82,9 @@ typedef enum cf_qkind {
     CF_Q_SESSIONS,
     CF_Q_USER_SESSIONS,
     CF_Q_STATS,
+    CF_Q_SQL,           /* rows of a user view (cf_sqlx_rows) */
+    CF_Q_SQL_INTERIM,   /* push EMIT CHANGES views' open rows (cf_sqlx_interim) */
+    CF_Q_SQL_STATS,     /* per-view state sizes into rows (cf_sqlx_stats) */
 } cf_qkind;
 
 /* One shard's part of a query: parameters in, partial answer out. */
@@ -104,6 +107,9 @@ typedef struct cf_shard_query {
     cf_trend_item *trend;       /* page_url strings owned */
     size_t n_trend;
     cf_shard_stats stats;
+    const char *view;           /* CF_Q_SQL: the view's name */
+    cf_buf rows;                /* CF_Q_SQL: row records (sql_exec.h) */
+    long n_rows;
     int err;                    /* 0, -ENOMEM, -ESHUTDOWN */
 } cf_shard_query;
 
@@ -148,6 +154,11 @@ void cf_shard_free(cf_shard *s);
 void cf_shard_set_history(cf_shard *s, cf_history *h);
 
 cf_queue *cf_shard_queue(cf_shard *s);
+/* Before start (snapshot loading): installs the user views directly, so
+ * the shard's part of the snapshot can fill their state. Takes set's
+ * reference. */
+typedef struct cf_sqlx_set cf_sqlx_set;
+void cf_shard_install_sql(cf_shard *s, cf_sqlx_set *set);
 /* Test seam: while held, the shard takes no message from its queue (it
  * still answers queries whose messages it has processed). */
 void cf_shard_hold(cf_shard *s, bool hold);

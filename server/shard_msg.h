@@ -45,6 +45,7 @@ typedef struct cf_view_settings {
  * page_url) and/or sessions (keyed by user_id). */
 #define CF_ROLE_PAGE 1u
 #define CF_ROLE_USER 2u
+#define CF_ROLE_SQL 4u     /* user SQL views (sql_exec.h): every shard gets every click */
 
 /* Bytes before the packed event in an EVENTS entry. */
 #define CF_ENTRY_HEAD 25u
@@ -54,6 +55,10 @@ typedef enum cf_msg_kind {
     CF_MSG_MARK = 2,     /* watermark marker: wm, clock */
     CF_MSG_BARRIER = 3,  /* snapshot barrier: save state into snap->parts[index] */
     CF_MSG_RESET = 4,    /* settings change: n = CF_VIEW_* mask, data = cf_view_settings */
+    CF_MSG_SQL = 5,      /* the user views in force: data = one cf_sqlx_set * (a reference;
+                          * n = 1 once the shard took it) */
+    CF_MSG_ROWS = 6,     /* a declared stream's events: str stream, then n x (u8 apply, u64
+                          * seq, i64 wm, i64 clock, str packed row: stream_ingest.h) */
 } cf_msg_kind;
 
 typedef struct cf_msg {

@@ -133,6 +133,7 @@ void *ticker_main(void *arg)
         if (listened && e->cfg.push_interval_ms > 0 && mono >= next_push) {
             next_push = mono + e->cfg.push_interval_ms;
             push_interim(e);
+            sql_push_interim(e);
             push_trending(e);
         }
         if (listened && mono >= next_stats) {

@@ -19,6 +19,8 @@ enum cf_wal_record_type {
     CF_WAL_WATERMARK = 2,   /* payload: the watermark marker sent to the shards */
     CF_WAL_COUNTERS = 3,    /* payload: u64 duplicates, u64 rejected added by a request */
     CF_WAL_SETTINGS = 4,    /* payload: the view settings in effect from here on */
+    CF_WAL_SQL = 5,         /* payload: SQL definitions applied here (sql_runtime.h) */
+    CF_WAL_ROWS = 6,        /* payload: a declared stream's accepted events (engine_sql.c) */
 };
 
 /* Opens (creating) dir. segment_bytes: rotate after a segment reaches it.

@@ -136,7 +136,8 @@ static void help_lists_every_option_with_env_and_default(void **state)
         "segment-size", "ingest-token", "read-token", "cors-origin", "connection-timeout",
         "request-deadline", "site", "ip-rate", "max-connections", "max-connections-per-ip", "ws-queue-bytes",
         "header-timeout", "body-stall-timeout", "body-budget", "body-budget-per-ip", "history",
-        "history-retention", "history-queue", "sink", "sink-backlog", "enrich", "ua-regexes", "geoip"};
+        "history-retention", "history-queue", "sink", "sink-backlog", "enrich", "ua-regexes", "geoip",
+        "admin-token", "sql", "max-queries"};
     size_t n_env = 0;
     for (const char *p = r.out; (p = strstr(p, "[env: CLICKFLOW_")) != NULL; p++)
         n_env++;
@@ -192,9 +193,9 @@ static void help_defaults_round_trip(void **state)
         }
         line = nl ? nl + 1 : NULL;
     }
-    /* all but shards, http-threads, two tokens, cors-origin, site, the two body budgets, sink
-     * and geoip */
-    assert_int_equal(checked, 39);
+    /* all but shards, http-threads, three tokens, --sql, cors-origin, site, the two body
+     * budgets, sink and geoip */
+    assert_int_equal(checked, 40);
     run_free(&h);
     run_free(&d);
 }

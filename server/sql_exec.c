@@ -1,0 +1,986 @@
+/* sql_exec: user views in the shard threads (see the header). */
+#include "sql_exec.h"
+
+#include <errno.h>
+
+#include <cjson/cJSON.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cf_hash.h"
+#include "cf_time.h"
+#include "log.h"
+#include "retain.h"
+#include "sql_view.h"
+
+#define SCRATCH_BYTES (256u << 10)  /* strings one event's programs make */
+#define CLICKS_COLUMNS 20           /* sql_catalog_add_clicks */
+#define OWNER_SEED 0x51574b4559ull  /* key -> shard hash ("QWKEY") */
+
+struct cf_sqlx_def {
+    atomic_uint refs;
+    char *name;
+    sql_plan *plan;
+    const sql_plan_info *pi;
+    sql_agg_spec *specs;
+    sql_view_config vcfg;
+    uint32_t ncols;             /* the view's columns: outputs (+4 when windowed) */
+    bool windowed;
+    bool runnable;
+    bool is_stream;             /* CREATE STREAM AS: rows for the views downstream */
+};
+
+struct cf_sqlx_set {
+    atomic_uint refs;
+    size_t n;
+    cf_sqlx_def **defs;
+};
+
+/* -- defs ---------------------------------------------------------------------- */
+
+static sql_agg_kind agg_kind(const sql_plan_agg *a)
+{
+    switch (a->kind) {
+    case SQL_PLAN_FN_COUNT:
+        return a->star ? SQL_AGG_COUNT_STAR : a->distinct ? SQL_AGG_COUNT_DISTINCT : SQL_AGG_COUNT;
+    case SQL_PLAN_FN_SUM: return SQL_AGG_SUM;
+    case SQL_PLAN_FN_AVG: return SQL_AGG_AVG;
+    case SQL_PLAN_FN_MIN: return SQL_AGG_MIN;
+    case SQL_PLAN_FN_MAX: return SQL_AGG_MAX;
+    case SQL_PLAN_FN_EARLIEST: return SQL_AGG_EARLIEST;
+    case SQL_PLAN_FN_LATEST: return SQL_AGG_LATEST;
+    case SQL_PLAN_FN_TOPK: return SQL_AGG_TOPK;
+    case SQL_PLAN_FN_DECAYED_COUNT: return SQL_AGG_DECAYED_COUNT;
+    case SQL_PLAN_FN_COUNT_: break;
+    }
+    return SQL_AGG_COUNT_STAR;
+}
+
+cf_sqlx_def *cf_sqlx_def_new(sql_plan *plan, bool source_runs, int64_t allowed_lateness_ms,
+                             size_t max_keys)
+{
+    const sql_plan_info *pi = sql_plan_get(plan);
+    cf_sqlx_def *d = calloc(1, sizeof *d);
+    if (!d || !pi->object || !pi->name) {
+        free(d);
+        sql_plan_free(plan);
+        return NULL;
+    }
+    atomic_init(&d->refs, 1);
+    d->plan = plan;
+    d->pi = pi;
+    d->name = strdup(pi->name);
+    d->specs = calloc(pi->naggs ? pi->naggs : 1, sizeof *d->specs);
+    if (!d->name || !d->specs) {
+        cf_sqlx_def_unref(d);
+        return NULL;
+    }
+    for (uint32_t i = 0; i < pi->naggs; i++) {
+        d->specs[i].kind = agg_kind(&pi->aggs[i]);
+        if (d->specs[i].kind == SQL_AGG_TOPK || d->specs[i].kind == SQL_AGG_DECAYED_COUNT)
+            d->specs[i].param = pi->aggs[i].param;
+    }
+    d->windowed = pi->window != SQL_WINDOW_NONE;
+    d->ncols = pi->ncolumns + (d->windowed ? 4 : 0);
+    d->vcfg = (sql_view_config){
+        .nkeys = pi->ngroup_keys,
+        .aggs = d->specs,
+        .naggs = pi->naggs,
+        .window = pi->window,
+        .size_ms = pi->window == SQL_WINDOW_SESSION ? 0 : pi->window_size_ms,
+        .advance_ms = pi->window == SQL_WINDOW_HOPPING ? pi->window_advance_ms
+                                                       : pi->window_size_ms,
+        .gap_ms = pi->window == SQL_WINDOW_SESSION ? pi->window_size_ms : 0,
+        .grace_ms = pi->grace_ms >= 0 ? pi->grace_ms : allowed_lateness_ms,
+        .emit = pi->emit,
+        .state_ttl_ms = pi->state_ttl_ms > 0 ? pi->state_ttl_ms : 0,
+        .max_keys = max_keys,
+    };
+    if (pi->window != SQL_WINDOW_TUMBLING && pi->window != SQL_WINDOW_HOPPING) {
+        d->vcfg.size_ms = 0;
+        d->vcfg.advance_ms = 0;
+    }
+    /* A view without aggregates (GROUP BY only) still needs one aggregate
+     * slot for sql_view: a hidden COUNT(*). */
+    if (d->vcfg.naggs == 0) {
+        d->specs[0].kind = SQL_AGG_COUNT_STAR;
+        d->vcfg.naggs = 1;
+    }
+    d->is_stream = pi->kind == SQL_PLAN_DERIVED_STREAM;
+    d->runnable = (pi->kind == SQL_PLAN_VIEW || d->is_stream) && pi->source &&
+                  pi->source_kind == SQL_OBJ_STREAM && source_runs && pi->join == SQL_JOIN_NONE &&
+                  (d->is_stream || pi->unnest_column < 0);
+    return d;
+}
+
+cf_sqlx_def *cf_sqlx_def_ref(cf_sqlx_def *d)
+{
+    atomic_fetch_add(&d->refs, 1);
+    return d;
+}
+
+void cf_sqlx_def_unref(cf_sqlx_def *d)
+{
+    if (!d || atomic_fetch_sub(&d->refs, 1) != 1)
+        return;
+    sql_plan_free(d->plan);
+    free(d->specs);
+    free(d->name);
+    free(d);
+}
+
+const char *cf_sqlx_def_name(const cf_sqlx_def *d) { return d->name; }
+bool cf_sqlx_def_runnable(const cf_sqlx_def *d) { return d->runnable; }
+
+cf_sqlx_set *cf_sqlx_set_new(cf_sqlx_def *const *defs, size_t n)
+{
+    cf_sqlx_set *s = calloc(1, sizeof *s);
+    if (!s)
+        return NULL;
+    s->defs = calloc(n ? n : 1, sizeof *s->defs);
+    if (!s->defs) {
+        free(s);
+        return NULL;
+    }
+    atomic_init(&s->refs, 1);
+    for (size_t i = 0; i < n; i++)
+        s->defs[i] = cf_sqlx_def_ref(defs[i]);
+    s->n = n;
+    return s;
+}
+
+cf_sqlx_set *cf_sqlx_set_ref(cf_sqlx_set *s)
+{
+    atomic_fetch_add(&s->refs, 1);
+    return s;
+}
+
+void cf_sqlx_set_unref(cf_sqlx_set *s)
+{
+    if (!s || atomic_fetch_sub(&s->refs, 1) != 1)
+        return;
+    for (size_t i = 0; i < s->n; i++)
+        cf_sqlx_def_unref(s->defs[i]);
+    free(s->defs);
+    free(s);
+}
+
+size_t cf_sqlx_set_count(const cf_sqlx_set *s) { return s ? s->n : 0; }
+cf_sqlx_def *cf_sqlx_set_at(const cf_sqlx_set *s, size_t i) { return s->defs[i]; }
+
+cf_sqlx_def *cf_sqlx_set_find(const cf_sqlx_set *s, const char *name)
+{
+    for (size_t i = 0; s && i < s->n; i++)
+        if (strcmp(s->defs[i]->name, name) == 0)
+            return s->defs[i];
+    return NULL;
+}
+
+/* Whether a running view reads source, directly or through derived
+ * streams (a derived stream only reads streams defined before it: no
+ * cycle). */
+static bool reads_depth(const cf_sqlx_set *s, const char *source, int depth)
+{
+    for (size_t i = 0; s && depth < 64 && i < s->n; i++) {
+        const cf_sqlx_def *d = s->defs[i];
+        if (!d->runnable || strcmp(d->pi->source, source) != 0)
+            continue;
+        if (!d->is_stream || reads_depth(s, d->name, depth + 1))
+            return true;
+    }
+    return false;
+}
+
+bool cf_sqlx_set_reads(const cf_sqlx_set *s, const char *source)
+{
+    return reads_depth(s, source, 0);
+}
+
+/* -- value codec ------------------------------------------------------------------ */
+
+void cf_sqlx_put_value(cf_buf *b, sql_value v)
+{
+    cf_buf_put_u8(b, v.type);
+    switch ((sql_type)v.type) {
+    case SQL_NULL: break;
+    case SQL_BOOLEAN: cf_buf_put_u8(b, v.u.b ? 1 : 0); break;
+    case SQL_BIGINT:
+    case SQL_TIMESTAMP: cf_buf_put_i64(b, v.u.i); break;
+    case SQL_DOUBLE: cf_buf_put_f64(b, v.u.d); break;
+    case SQL_STRING:
+    case SQL_ARRAY:
+    case SQL_JSON: cf_buf_put_str(b, v.u.s ? v.u.s : "", v.len); break;
+    }
+}
+
+bool cf_sqlx_get_value(cf_reader *r, sql_value *ret)
+{
+    uint8_t t = 0, b = 0;
+    *ret = sql_null();
+    if (!cf_get_u8(r, &t))
+        return false;
+    ret->type = t;
+    switch ((sql_type)t) {
+    case SQL_NULL: return true;
+    case SQL_BOOLEAN:
+        if (!cf_get_u8(r, &b))
+            return false;
+        ret->u.b = b != 0;
+        return true;
+    case SQL_BIGINT:
+    case SQL_TIMESTAMP: return cf_get_i64(r, &ret->u.i);
+    case SQL_DOUBLE: return cf_get_f64(r, &ret->u.d);
+    case SQL_STRING:
+    case SQL_ARRAY:
+    case SQL_JSON: {
+        size_t n = 0;
+        if (!cf_get_str(r, &ret->u.s, &n))
+            return false;
+        ret->len = (uint32_t)n;
+        return true;
+    }
+    }
+    return false;
+}
+
+/* -- the executor ------------------------------------------------------------------- */
+
+/* A fired result kept for pull queries. */
+typedef struct kept_row {
+    uint32_t revision;
+    uint32_t id_len;
+    uint32_t row_len;       /* value count, then values */
+    uint8_t data[];         /* identity bytes, then the row */
+} kept_row;
+
+typedef struct xview {
+    cf_sqlx_def *def;
+    sql_view *v;
+    cf_retain *kept;
+    sql_sb pending;         /* fired rows to push, JSON objects comma-separated */
+    size_t npending;
+    bool dirty;             /* applied a row since the last interim push */
+} xview;
+
+struct cf_sqlx {
+    unsigned index, n_shards;
+    size_t retain;
+    cf_sqlx_set *set;
+    xview *views;
+    size_t n;
+    int64_t clock;          /* C of the last event or marker (DECAYED_COUNT's T) */
+    uint64_t errors;
+    sql_scratch scratch;
+    cf_buf id, row, keybuf; /* per result */
+    bool collect;           /* render fired rows for push (someone listens) */
+    bool interim;           /* the pending rows are interim (cf_sqlx_interim) */
+    size_t interim_left;    /* rows an interim push may still render for this view */
+    cf_buf *out;            /* cf_sqlx_rows target */
+    long out_n;
+    const xview *cur;
+};
+
+cf_sqlx *cf_sqlx_new(unsigned index, unsigned n_shards, size_t retain)
+{
+    cf_sqlx *x = calloc(1, sizeof *x);
+    if (!x)
+        return NULL;
+    x->scratch.buf = malloc(SCRATCH_BYTES);
+    if (!x->scratch.buf) {
+        free(x);
+        return NULL;
+    }
+    x->scratch.cap = SCRATCH_BYTES;
+    x->index = index;
+    x->n_shards = n_shards ? n_shards : 1;
+    x->retain = retain ? retain : 1;
+    x->clock = CF_TIME_NONE;
+    return x;
+}
+
+static void xview_free(xview *xv)
+{
+    sql_sb_free(&xv->pending);
+    sql_view_free(xv->v);
+    cf_retain_free(xv->kept);
+    cf_sqlx_def_unref(xv->def);
+}
+
+void cf_sqlx_free(cf_sqlx *x)
+{
+    if (!x)
+        return;
+    for (size_t i = 0; i < x->n; i++)
+        xview_free(&x->views[i]);
+    free(x->views);
+    cf_sqlx_set_unref(x->set);
+    free(x->scratch.buf);
+    cf_buf_free(&x->id);
+    cf_buf_free(&x->row);
+    cf_buf_free(&x->keybuf);
+    free(x);
+}
+
+uint64_t cf_sqlx_errors(const cf_sqlx *x) { return x->errors; }
+
+void cf_sqlx_install(cf_sqlx *x, cf_sqlx_set *set)
+{
+    size_t n = cf_sqlx_set_count(set);
+    xview *nv = calloc(n ? n : 1, sizeof *nv);
+    if (!nv) {
+        /* Without memory the views stay as they were; counted. */
+        x->errors++;
+        cf_sqlx_set_unref(set);
+        return;
+    }
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        cf_sqlx_def *d = set->defs[i];
+        if (!d->runnable || d->is_stream)
+            continue;       /* derived streams keep no state: run from the set */
+        xview *old = NULL;
+        for (size_t j = 0; j < x->n && !old; j++)
+            if (x->views[j].def == d)
+                old = &x->views[j];
+        if (old) {
+            nv[k++] = *old;
+            old->def = NULL;    /* moved */
+            continue;
+        }
+        xview fresh = {.def = cf_sqlx_def_ref(d), .v = sql_view_new(&d->vcfg),
+                       .kept = cf_retain_new(x->retain, free)};
+        if (!fresh.v || !fresh.kept) {
+            x->errors++;
+            cf_error("shard %u: out of memory for view %s", x->index, d->name);
+            xview_free(&fresh);
+            continue;
+        }
+        nv[k++] = fresh;
+    }
+    for (size_t j = 0; j < x->n; j++)
+        if (x->views[j].def)
+            xview_free(&x->views[j]);
+    free(x->views);
+    x->views = nv;
+    x->n = k;
+    cf_sqlx_set_unref(x->set);
+    x->set = set;
+}
+
+/* The `clicks` columns in catalog order (sql_catalog_add_clicks). */
+static const char *const click_columns[CLICKS_COLUMNS] = {
+    "user_id", "page_url", "element", "timestamp", "event_id", "properties", "name",
+    "referrer", "referrer_host", "utm_source", "utm_medium", "utm_campaign", "utm_term",
+    "utm_content", "page_path", "browser", "os", "device", "is_bot", "country",
+};
+
+static int click_column(const char *name)
+{
+    for (int i = 0; name && i < CLICKS_COLUMNS; i++)
+        if (click_columns[i] && strcmp(click_columns[i], name) == 0)
+            return i;
+    return -1;
+}
+
+/* The click as a row of the `clicks` columns (sql_catalog_add_clicks). */
+static void click_row(const cf_event *ev, sql_value v[CLICKS_COLUMNS])
+{
+    for (int i = 0; i < CLICKS_COLUMNS; i++)
+        v[i] = sql_null();
+    v[0] = sql_string(ev->user_id, (uint32_t)ev->user_id_len);
+    v[1] = sql_string(ev->page_url, (uint32_t)ev->page_url_len);
+    if (ev->element)
+        v[2] = sql_string(ev->element, (uint32_t)ev->element_len);
+    v[3] = sql_timestamp(ev->ts);
+    if (ev->event_id && ev->event_id_len > 0)
+        v[4] = sql_string(ev->event_id, (uint32_t)ev->event_id_len);
+    if (ev->properties && ev->properties_len > 0) {
+        v[5] = sql_string(ev->properties, (uint32_t)ev->properties_len);
+        v[5].type = SQL_JSON;
+    }
+    size_t nl = 0;
+    const char *name = cf_event_name(ev, &nl);
+    v[6] = sql_string(name, (uint32_t)nl);
+    /* SPEC 15's enrichment, by column name (the catalog's order). */
+    for (int c = 0; c < CF_COL_COUNT; c++) {
+        int at = click_column(cf_enrich_col_name(c));
+        if (at >= 0 && ev->enrich.col[c])
+            v[at] = sql_string(ev->enrich.col[c], ev->enrich.len[c]);
+    }
+    const char *dev = cf_event_device_name(ev->enrich.device);
+    int at = click_column("device");
+    if (at >= 0 && dev)
+        v[at] = sql_string(dev, (uint32_t)strlen(dev));
+    at = click_column("is_bot");
+    if (at >= 0)
+        v[at] = sql_bool(ev->enrich.is_bot);
+}
+
+static unsigned owner_of_bytes(const cf_sqlx *x, const void *p, size_t n)
+{
+    return (unsigned)(cf_hash64(n ? p : "", n, OWNER_SEED) % x->n_shards);
+}
+
+/* The shard owning a group: a hash of its encoded key values (type and
+ * bytes), the same bytes a result's identity holds after its start. */
+static unsigned owner(cf_sqlx *x, const sql_value *keys, uint32_t n)
+{
+    if (x->n_shards == 1)
+        return 0;
+    cf_buf_reset(&x->keybuf);
+    for (uint32_t i = 0; i < n; i++)
+        cf_sqlx_put_value(&x->keybuf, keys[i]);
+    return owner_of_bytes(x, x->keybuf.data, x->keybuf.len);
+}
+
+/* Encodes a result as the view's row (output columns evaluated over the
+ * group row, plus the window columns) into x->row, its identity into x->id. */
+static int encode_result(cf_sqlx *x, const cf_sqlx_def *d, const sql_view_result *r)
+{
+    const sql_plan_info *pi = d->pi;
+    uint32_t ng = SQL_PLAN_GROUP_ROW_KEYS + pi->ngroup_keys + pi->naggs;
+    sql_value gv[SQL_PLAN_GROUP_ROW_KEYS + 16 + 64];
+    if (ng > sizeof gv / sizeof gv[0])
+        return -EINVAL;
+    gv[0] = d->windowed ? sql_timestamp(r->start) : sql_null();
+    gv[1] = d->windowed ? sql_timestamp(r->end) : sql_null();
+    for (uint32_t i = 0; i < pi->ngroup_keys; i++)
+        gv[SQL_PLAN_GROUP_ROW_KEYS + i] = r->key[i];
+    for (uint32_t i = 0; i < pi->naggs; i++)
+        gv[SQL_PLAN_GROUP_ROW_KEYS + pi->ngroup_keys + i] = r->aggs[i];
+    sql_row grow = {.v = gv, .n = ng, .rowtime = r->end};
+    cf_buf_reset(&x->row);
+    cf_buf_reset(&x->id);
+    cf_buf_put_u32(&x->row, d->ncols);
+    size_t mark = x->scratch.used;
+    for (uint32_t i = 0; i < pi->ncolumns; i++) {
+        sql_value v;
+        if (sql_prog_eval(pi->columns[i].prog, &grow, &x->scratch, &v) < 0) {
+            x->scratch.used = mark;
+            return -ENOSPC;
+        }
+        cf_sqlx_put_value(&x->row, v);
+    }
+    x->scratch.used = mark;
+    if (d->windowed) {
+        cf_sqlx_put_value(&x->row, sql_timestamp(r->start));
+        cf_sqlx_put_value(&x->row, sql_timestamp(r->end));
+        cf_sqlx_put_value(&x->row, sql_bigint(r->revision));
+        cf_sqlx_put_value(&x->row, sql_bool(r->final));
+    }
+    /* A session's start can move as it merges; its identity is the key
+     * and its first event time at firing, good enough for newest-revision
+     * reads of fired sessions. */
+    cf_buf_put_i64(&x->id, d->windowed ? r->start : 0);
+    for (uint32_t i = 0; i < r->nkeys; i++)
+        cf_sqlx_put_value(&x->id, r->key[i]);
+    return x->row.oom || x->id.oom ? -ENOMEM : 0;
+}
+
+/* Appends the encoded row in x->row as a JSON object of the view's
+ * columns to the view's pending push batch. Names and strings escaped. */
+static void render_pending(cf_sqlx *x, xview *xv)
+{
+    const sql_plan_info *pi = xv->def->pi;
+    static const char *const added[] = {"WINDOWSTART", "WINDOWEND", "revision", "final"};
+    cf_reader r;
+    cf_reader_init(&r, x->row.data, x->row.len);
+    uint32_t n = 0;
+    cf_get_u32(&r, &n);
+    sql_sb *sb = &xv->pending;
+    sql_sb_puts(sb, xv->npending ? ",{" : "{");
+    for (uint32_t i = 0; i < n; i++) {
+        sql_value v;
+        if (!cf_sqlx_get_value(&r, &v))
+            break;
+        const char *name = i < pi->ncolumns ? pi->columns[i].name : added[(i - pi->ncolumns) & 3];
+        if (i)
+            sql_sb_puts(sb, ",");
+        sql_sb_put_json_string(sb, name, strlen(name));
+        sql_sb_puts(sb, ":");
+        sql_value_to_json(v, sb);
+    }
+    sql_sb_puts(sb, "}");
+    xv->npending++;
+}
+
+void cf_sqlx_collect(cf_sqlx *x, bool on) { x->collect = on; }
+
+void cf_sqlx_flush(cf_sqlx *x, cf_sqlx_publish_fn fn, void *ctx)
+{
+    sql_sb msg = {0}, topic = {0};
+    for (size_t i = 0; i < x->n; i++) {
+        xview *xv = &x->views[i];
+        if (!xv->npending)
+            continue;
+        sql_sb_puts(&msg, "{\"type\":\"view\",\"name\":");
+        sql_sb_put_json_string(&msg, xv->def->name, strlen(xv->def->name));
+        sql_sb_puts(&msg, ",\"data\":[");
+        sql_sb_put(&msg, xv->pending.data, xv->pending.len);
+        sql_sb_puts(&msg, "]}");
+        sql_sb_printf(&topic, "view:%s", xv->def->name);
+        if (!msg.oom && !topic.oom && !xv->pending.oom)
+            fn(ctx, topic.data, msg.data, msg.len, x->interim);
+        else
+            x->errors++;
+        msg.len = topic.len = 0;
+        msg.oom = topic.oom = false;
+        xv->pending.len = 0;
+        xv->pending.oom = false;
+        xv->npending = 0;
+    }
+    sql_sb_free(&msg);
+    sql_sb_free(&topic);
+}
+
+static void on_result(void *ctx, const sql_view_result *r)
+{
+    cf_sqlx *x = ctx;
+    xview *xv = (xview *)x->cur;
+    if (!r->final)
+        return;     /* interim re-emissions are not kept: pull reads open state */
+    if (encode_result(x, xv->def, r) < 0) {
+        x->errors++;
+        return;
+    }
+    if (x->collect)
+        render_pending(x, xv);
+    kept_row *k = malloc(sizeof *k + x->id.len + x->row.len);
+    if (!k) {
+        x->errors++;
+        return;
+    }
+    k->revision = r->revision;
+    k->id_len = (uint32_t)x->id.len;
+    k->row_len = (uint32_t)x->row.len;
+    memcpy(k->data, x->id.data, x->id.len);
+    memcpy(k->data + x->id.len, x->row.data, x->row.len);
+    cf_retain_push(xv->kept, k);
+}
+
+static void apply_row(cf_sqlx *x, const char *source, size_t source_len, const sql_row *rowp,
+                      uint64_t seq, int64_t wm, int depth);
+
+/* An UNNEST element (compact JSON) as a value of the element type; strings
+ * are copied into the scratch. */
+static bool element_value(cf_sqlx *x, const cJSON *el, sql_type et, sql_value *ret)
+{
+    *ret = sql_null();
+    if (cJSON_IsNull(el))
+        return true;
+    if (et == SQL_JSON || cJSON_IsArray(el) || cJSON_IsObject(el)) {
+        char *t = cJSON_PrintUnformatted(el);
+        if (!t)
+            return false;
+        size_t n = strlen(t);
+        bool ok = x->scratch.used + n <= x->scratch.cap;
+        if (ok) {
+            memcpy(x->scratch.buf + x->scratch.used, t, n);
+            *ret = sql_string(x->scratch.buf + x->scratch.used, (uint32_t)n);
+            ret->type = SQL_JSON;
+            x->scratch.used += n;
+        }
+        cJSON_free(t);
+        return ok;
+    }
+    if (cJSON_IsString(el)) {
+        size_t n = strlen(el->valuestring);
+        if (x->scratch.used + n > x->scratch.cap)
+            return false;
+        memcpy(x->scratch.buf + x->scratch.used, el->valuestring, n);
+        *ret = sql_string(x->scratch.buf + x->scratch.used, (uint32_t)n);
+        x->scratch.used += n;
+        return true;
+    }
+    if (cJSON_IsBool(el)) {
+        *ret = sql_bool(cJSON_IsTrue(el));
+        return true;
+    }
+    if (cJSON_IsNumber(el)) {
+        double v = el->valuedouble;
+        if (et == SQL_BIGINT && v == (double)(int64_t)v)
+            *ret = sql_bigint((int64_t)v);
+        else if (et == SQL_TIMESTAMP && v == (double)(int64_t)v)
+            *ret = sql_timestamp((int64_t)v);
+        else
+            *ret = sql_double(v);
+        return true;
+    }
+    return false;
+}
+
+/* A derived stream's output for one input row (source columns, plus the
+ * UNNEST element when there is one), passed on to what reads it. */
+static void derive_one(cf_sqlx *x, const cf_sqlx_def *d, const sql_row *in, uint64_t seq,
+                       int64_t wm, int depth)
+{
+    const sql_plan_info *pi = d->pi;
+    sql_value f;
+    if (pi->filter && !(sql_prog_eval(pi->filter, in, &x->scratch, &f) == 0 && sql_value_is_true(f)))
+        return;
+    sql_value *out = malloc((pi->ncolumns ? pi->ncolumns : 1) * sizeof *out);
+    if (!out) {
+        x->errors++;
+        return;
+    }
+    for (uint32_t c = 0; c < pi->ncolumns; c++)
+        if (sql_prog_eval(pi->columns[c].prog, in, &x->scratch, &out[c]) < 0) {
+            out[c] = sql_null();
+            x->errors++;
+        }
+    sql_row row = {.v = out, .n = pi->ncolumns, .rowtime = in->rowtime};
+    apply_row(x, d->name, strlen(d->name), &row, seq, wm, depth + 1);
+    free(out);
+}
+
+/* Every shard derives every row (each gets every source event) and the
+ * views downstream keep the groups their shard owns: the effect of
+ * re-routing the rows to the key's shard, without a second hop. */
+static void derive(cf_sqlx *x, const cf_sqlx_def *d, const sql_row *src, uint64_t seq, int64_t wm,
+                   int depth)
+{
+    const sql_plan_info *pi = d->pi;
+    if (pi->unnest_column < 0) {
+        derive_one(x, d, src, seq, wm, depth);
+        return;
+    }
+    sql_value arr;
+    if (sql_prog_eval(pi->unnest, src, &x->scratch, &arr) < 0 ||
+        (arr.type != SQL_ARRAY && arr.type != SQL_JSON))
+        return;     /* NULL or not an array: no rows (SQL's UNNEST of NULL) */
+    cJSON *a = cJSON_ParseWithLength(arr.u.s, arr.len);
+    uint32_t ncols = (uint32_t)pi->unnest_column + 1;
+    sql_value *in = malloc(ncols * sizeof *in);
+    if (!a || !in || !cJSON_IsArray(a)) {
+        cJSON_Delete(a);
+        free(in);
+        return;
+    }
+    for (uint32_t c = 0; c + 1 < ncols; c++)
+        in[c] = c < src->n ? src->v[c] : sql_null();
+    sql_type et = pi->input[pi->unnest_column].type;
+    const cJSON *el;
+    cJSON_ArrayForEach(el, a) {
+        size_t mark = x->scratch.used;
+        if (!element_value(x, el, et, &in[ncols - 1])) {
+            x->errors++;
+            continue;
+        }
+        sql_row row = {.v = in, .n = ncols, .rowtime = src->rowtime};
+        derive_one(x, d, &row, seq, wm, depth);
+        x->scratch.used = mark;
+    }
+    cJSON_Delete(a);
+    free(in);
+}
+
+/* One row of `source` through every view and derived stream that reads it. */
+static void apply_row(cf_sqlx *x, const char *source, size_t source_len, const sql_row *rowp,
+                      uint64_t seq, int64_t wm, int depth)
+{
+    sql_row row = *rowp;
+    size_t base = x->scratch.used;  /* an outer derived row's strings live below */
+    for (size_t i = 0; depth < 64 && x->set && i < x->set->n; i++) {
+        const cf_sqlx_def *d = x->set->defs[i];
+        if (d->is_stream && d->runnable && strlen(d->pi->source) == source_len &&
+            memcmp(d->pi->source, source, source_len) == 0) {
+            derive(x, d, &row, seq, wm, depth);
+            x->scratch.used = base;
+        }
+    }
+    for (size_t i = 0; i < x->n; i++) {
+        xview *xv = &x->views[i];
+        const sql_plan_info *pi = xv->def->pi;
+        x->cur = xv;
+        if (strlen(pi->source) != source_len || memcmp(pi->source, source, source_len) != 0) {
+            sql_view_advance(xv->v, wm, on_result, x);  /* still sees the event's W */
+            continue;
+        }
+        x->scratch.used = base;
+        sql_value keys[16], args[64], f;
+        bool take = true;
+        if (pi->filter) {
+            take = sql_prog_eval(pi->filter, &row, &x->scratch, &f) == 0 && sql_value_is_true(f);
+        }
+        for (uint32_t k = 0; take && k < pi->ngroup_keys && k < 16; k++)
+            if (sql_prog_eval(pi->group_keys[k], &row, &x->scratch, &keys[k]) < 0) {
+                x->errors++;
+                take = false;
+            }
+        if (take && owner(x, keys, pi->ngroup_keys) != x->index)
+            take = false;
+        if (!take) {
+            /* Not this shard's row: the view still sees the event's W. */
+            sql_view_advance(xv->v, wm, on_result, x);
+            continue;
+        }
+        for (uint32_t a = 0; a < pi->naggs && a < 64; a++) {
+            args[a] = sql_null();
+            if (pi->aggs[a].arg && sql_prog_eval(pi->aggs[a].arg, &row, &x->scratch, &args[a]) < 0)
+                x->errors++;
+        }
+        if (pi->naggs == 0)
+            args[0] = sql_null();
+        int rc = sql_view_apply(xv->v, keys, args, row.rowtime, seq, wm, on_result, x);
+        if (rc < 0)
+            x->errors++;
+        else
+            xv->dirty = true;
+    }
+    x->cur = NULL;
+}
+
+void cf_sqlx_event(cf_sqlx *x, const cf_event *ev, uint64_t seq, int64_t wm, int64_t clock)
+{
+    if (clock != CF_TIME_NONE && (x->clock == CF_TIME_NONE || clock > x->clock))
+        x->clock = clock;
+    if (x->n == 0)
+        return;
+    sql_value cols[CLICKS_COLUMNS];
+    click_row(ev, cols);
+    sql_row row = {.v = cols, .n = CLICKS_COLUMNS, .rowtime = ev->ts};
+    x->scratch.used = 0;
+    apply_row(x, "clicks", 6, &row, seq, wm, 0);
+}
+
+#define MAX_ROW_COLUMNS 1024
+
+void cf_sqlx_row(cf_sqlx *x, const char *stream, size_t stream_len, const uint8_t *packed,
+                 size_t packed_len, uint64_t seq, int64_t wm, int64_t clock)
+{
+    if (clock != CF_TIME_NONE && (x->clock == CF_TIME_NONE || clock > x->clock))
+        x->clock = clock;
+    if (x->n == 0)
+        return;
+    sql_value *cols = malloc(MAX_ROW_COLUMNS * sizeof *cols);
+    if (!cols) {
+        x->errors++;
+        return;
+    }
+    cf_reader r;
+    cf_reader_init(&r, packed, packed_len);
+    int64_t ts = 0;
+    uint32_t n = 0;
+    bool ok = cf_get_i64(&r, &ts);
+    while (ok && r.left > 0 && n < MAX_ROW_COLUMNS)
+        ok = cf_sqlx_get_value(&r, &cols[n++]);
+    if (ok) {
+        sql_row row = {.v = cols, .n = n, .rowtime = ts};
+        x->scratch.used = 0;
+        apply_row(x, stream, stream_len, &row, seq, wm, 0);
+    } else {
+        x->errors++;    /* the sequencer packed it: a bug */
+    }
+    free(cols);
+}
+
+void cf_sqlx_advance(cf_sqlx *x, int64_t wm, int64_t clock)
+{
+    if (clock != CF_TIME_NONE && (x->clock == CF_TIME_NONE || clock > x->clock))
+        x->clock = clock;
+    for (size_t i = 0; i < x->n; i++) {
+        x->cur = &x->views[i];
+        sql_view_advance(x->views[i].v, wm, on_result, x);
+    }
+    x->cur = NULL;
+}
+
+static void put_record(cf_sqlx *x, uint32_t revision, const void *id, size_t id_len,
+                       const void *row, size_t row_len)
+{
+    cf_buf_put_str(x->out, id, id_len);
+    cf_buf_put_u32(x->out, revision);
+    cf_buf_put(x->out, row, row_len);
+    x->out_n++;
+}
+
+static void on_open(void *ctx, const sql_view_result *r)
+{
+    cf_sqlx *x = ctx;
+    if (encode_result(x, x->cur->def, r) < 0) {
+        x->errors++;
+        return;
+    }
+    put_record(x, r->revision, x->id.data, x->id.len, x->row.data, x->row.len);
+}
+
+static void on_interim(void *ctx, const sql_view_result *r)
+{
+    cf_sqlx *x = ctx;
+    xview *xv = (xview *)x->cur;
+    if (x->interim_left == 0)
+        return;
+    if (encode_result(x, xv->def, r) < 0) {
+        x->errors++;
+        return;
+    }
+    render_pending(x, xv);
+    x->interim_left--;
+}
+
+void cf_sqlx_interim(cf_sqlx *x, size_t max_rows, cf_sqlx_publish_fn fn, void *ctx)
+{
+    x->interim = true;
+    for (size_t i = 0; i < x->n; i++) {
+        xview *xv = &x->views[i];
+        if (!xv->dirty || xv->def->vcfg.emit == SQL_EMIT_FINAL)
+            continue;
+        xv->dirty = false;
+        x->cur = xv;
+        x->scratch.used = 0;
+        x->interim_left = max_rows;
+        sql_view_foreach_open(xv->v, x->clock == CF_TIME_NONE ? 0 : x->clock, on_interim, x);
+    }
+    x->cur = NULL;
+    cf_sqlx_flush(x, fn, ctx);
+    x->interim = false;
+}
+
+long cf_sqlx_rows(cf_sqlx *x, const char *name, cf_buf *out)
+{
+    xview *xv = NULL;
+    for (size_t i = 0; i < x->n && !xv; i++)
+        if (strcmp(x->views[i].def->name, name) == 0)
+            xv = &x->views[i];
+    if (!xv)
+        return -ENOENT;
+    x->out = out;
+    x->out_n = 0;
+    x->cur = xv;
+    x->scratch.used = 0;
+    for (size_t i = 0; i < cf_retain_len(xv->kept); i++) {
+        const kept_row *k = cf_retain_at(xv->kept, i);
+        put_record(x, k->revision, k->data, k->id_len, k->data + k->id_len, k->row_len);
+    }
+    sql_view_foreach_open(xv->v, x->clock == CF_TIME_NONE ? 0 : x->clock, on_open, x);
+    x->cur = NULL;
+    x->out = NULL;
+    return out->oom ? -ENOMEM : x->out_n;
+}
+
+/* -- snapshots ---------------------------------------------------------------------- */
+
+int cf_sqlx_save(const cf_sqlx *x, cf_buf *out)
+{
+    cf_buf_put_u32(out, (uint32_t)x->n);
+    cf_buf blob = {0};
+    int rc = 0;
+    for (size_t i = 0; i < x->n && rc == 0; i++) {
+        const xview *xv = &x->views[i];
+        cf_buf_put_str(out, xv->def->name, strlen(xv->def->name));
+        cf_buf_reset(&blob);
+        rc = sql_view_save(xv->v, NULL, NULL, &blob);
+        cf_buf_put_str(out, blob.len ? (const char *)blob.data : "", blob.len);
+        size_t n = cf_retain_len(xv->kept);
+        cf_buf_put_u64(out, n);
+        for (size_t k = 0; k < n; k++) {
+            const kept_row *r = cf_retain_at(xv->kept, k);
+            cf_buf_put_u32(out, r->revision);
+            cf_buf_put_str(out, (const char *)r->data, r->id_len);
+            cf_buf_put_str(out, (const char *)r->data + r->id_len, r->row_len);
+        }
+    }
+    cf_buf_free(&blob);
+    return rc < 0 ? rc : out->oom || blob.oom ? -ENOMEM : 0;
+}
+
+typedef struct keep_ctx {
+    cf_sqlx *x;
+} keep_ctx;
+
+static bool keep_mine(void *ctx, const sql_value *key, uint32_t nkeys)
+{
+    keep_ctx *k = ctx;
+    return owner(k->x, key, nkeys) == k->x->index;
+}
+
+/* A part saved under another shard count: load it whole into a scratch
+ * view, then move over only the groups this shard owns now. */
+static int load_rescaled(cf_sqlx *x, xview *xv, cf_reader *blob)
+{
+    sql_view *tmp = sql_view_new(&xv->def->vcfg);
+    if (!tmp)
+        return -ENOMEM;
+    int rc = sql_view_load(tmp, blob);
+    cf_buf mine = {0};
+    keep_ctx kc = {x};
+    if (rc == 0)
+        rc = sql_view_save(tmp, keep_mine, &kc, &mine);
+    sql_view_free(tmp);
+    if (rc == 0 && mine.oom)
+        rc = -ENOMEM;
+    if (rc == 0) {
+        cf_reader r;
+        cf_reader_init(&r, mine.data, mine.len);
+        rc = sql_view_load(xv->v, &r);
+    }
+    cf_buf_free(&mine);
+    return rc;
+}
+
+int cf_sqlx_load(cf_sqlx *x, cf_reader *in, bool rescale)
+{
+    uint32_t nviews = 0;
+    if (!cf_get_u32(in, &nviews))
+        return -EINVAL;
+    for (uint32_t i = 0; i < nviews; i++) {
+        const char *name = NULL, *blob = NULL;
+        size_t name_len = 0, blob_len = 0;
+        uint64_t nkept = 0;
+        if (!cf_get_str(in, &name, &name_len) || !cf_get_str(in, &blob, &blob_len) ||
+            !cf_get_u64(in, &nkept))
+            return -EINVAL;
+        xview *xv = NULL;
+        for (size_t k = 0; k < x->n && !xv; k++)
+            if (strlen(x->views[k].def->name) == name_len &&
+                memcmp(x->views[k].def->name, name, name_len) == 0)
+                xv = &x->views[k];
+        if (xv) {
+            cf_reader br;
+            cf_reader_init(&br, blob, blob_len);
+            int rc = rescale ? load_rescaled(x, xv, &br) : sql_view_load(xv->v, &br);
+            if (rc < 0)
+                return rc;
+        }
+        for (uint64_t k = 0; k < nkept; k++) {
+            uint32_t rev = 0;
+            const char *id = NULL, *row = NULL;
+            size_t id_len = 0, row_len = 0;
+            if (!cf_get_u32(in, &rev) || !cf_get_str(in, &id, &id_len) ||
+                !cf_get_str(in, &row, &row_len) || id_len < 8)
+                return -EINVAL;
+            if (!xv || (rescale && owner_of_bytes(x, id + 8, id_len - 8) != x->index))
+                continue;
+            kept_row *r = malloc(sizeof *r + id_len + row_len);
+            if (!r)
+                return -ENOMEM;
+            r->revision = rev;
+            r->id_len = (uint32_t)id_len;
+            r->row_len = (uint32_t)row_len;
+            memcpy(r->data, id, id_len);
+            memcpy(r->data + id_len, row, row_len);
+            cf_retain_push(xv->kept, r);
+        }
+    }
+    return 0;
+}
+
+void cf_sqlx_stats(const cf_sqlx *x, cf_buf *out)
+{
+    cf_buf_put_u32(out, (uint32_t)x->n);
+    for (size_t i = 0; i < x->n; i++) {
+        const xview *xv = &x->views[i];
+        sql_view_stats st;
+        sql_view_stats_get(xv->v, &st);
+        size_t kept = 0;
+        for (size_t k = 0; k < cf_retain_len(xv->kept); k++) {
+            const kept_row *r = cf_retain_at(xv->kept, k);
+            kept += sizeof *r + r->id_len + r->row_len;
+        }
+        cf_buf_put_str(out, xv->def->name, strlen(xv->def->name));
+        cf_buf_put_u64(out, st.bytes + kept);
+        cf_buf_put_u64(out, st.groups);
+        cf_buf_put_u64(out, st.late_dropped);
+    }
+}
