@@ -4,11 +4,22 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cf_assigner.h"
 #include "cf_hash.h"
 #include "cf_hll.h"
 #include "cf_keycap.h"
 #include "cf_time.h"
+
+/* At most this many sliding windows per event (size / slide). */
+#define WINOP_MAX_WINDOWS 1024
+
+/* 0 when (size, slide) is a valid sliding configuration: size > 0,
+ * slide > 0, size % slide == 0, size / slide <= WINOP_MAX_WINDOWS. */
+static int sliding_validate(int64_t size, int64_t slide)
+{
+    if (size <= 0 || slide <= 0 || size % slide != 0 || size / slide > WINOP_MAX_WINDOWS)
+        return -EINVAL;
+    return 0;
+}
 
 /* Layout: panes (window slicing, as in Flink's pane optimization or Scotty).
  *
@@ -179,7 +190,7 @@ static inline bool purge_due(const cf_winop *op, int64_t end)
 
 /* Pane of ts and the first window holding it. False when some window of ts
  * does not fit in int64 ms: such an event is in no window (as
- * cf_assign_sliding says -ERANGE). Then every window and pane from first to
+ * the window range would overflow: -ERANGE). Then every window and pane from first to
  * pane + size fits. */
 static inline bool pane_of(const cf_winop *op, int64_t ts, int64_t *ret_pane, int64_t *ret_first)
 {
@@ -814,7 +825,7 @@ static int normalize_config(const cf_winop_config *in, cf_winop_config *ret)
             return -EINVAL;
         c.slide_ms = c.size_ms;
     } else if (c.type == CF_WINDOW_SLIDING) {
-        if (cf_sliding_validate(c.size_ms, c.slide_ms) < 0)
+        if (sliding_validate(c.size_ms, c.slide_ms) < 0)
             return -EINVAL;
     } else {
         return -EINVAL;
