@@ -341,59 +341,6 @@ static int owned_set(owned *o, sql_value v)
     return 0;
 }
 
-static void put_value(cf_buf *out, sql_value v)
-{
-    cf_buf_put_u8(out, v.type);
-    switch (v.type) {
-    case SQL_NULL: break;
-    case SQL_BOOLEAN: cf_buf_put_u8(out, v.u.b ? 1 : 0); break;
-    case SQL_DOUBLE: cf_buf_put_f64(out, v.u.d); break;
-    case SQL_BIGINT:
-    case SQL_TIMESTAMP: cf_buf_put_i64(out, v.u.i); break;
-    default: cf_buf_put_str(out, v.u.s, v.len); break;
-    }
-}
-
-/* Reads a value; strings point into the reader's input. */
-static bool get_value(cf_reader *in, sql_value *ret)
-{
-    uint8_t t, b;
-    sql_value v = sql_null();
-    if (!cf_get_u8(in, &t))
-        return false;
-    v.type = t;
-    switch (t) {
-    case SQL_NULL: break;
-    case SQL_BOOLEAN:
-        if (!cf_get_u8(in, &b) || b > 1)
-            return false;
-        v.u.b = b;
-        break;
-    case SQL_DOUBLE:
-        if (!cf_get_f64(in, &v.u.d))
-            return false;
-        break;
-    case SQL_BIGINT:
-    case SQL_TIMESTAMP:
-        if (!cf_get_i64(in, &v.u.i))
-            return false;
-        break;
-    case SQL_STRING:
-    case SQL_ARRAY:
-    case SQL_JSON: {
-        const char *s;
-        size_t n;
-        if (!cf_get_str(in, &s, &n) || n > MAX_SAVED_STR)
-            return false;
-        v.u.s = s;
-        v.len = (uint32_t)n;
-        break;
-    }
-    default: return false;
-    }
-    *ret = v;
-    return true;
-}
 
 /* ---- JSON text for TOPK ------------------------------------------------------ */
 
@@ -1168,11 +1115,11 @@ int sql_agg_save(const sql_agg_set *set, const void *st, cf_buf *out)
             break;
         }
         case SQL_AGG_MIN:
-        case SQL_AGG_MAX: put_value(out, ov(p)); break;
+        case SQL_AGG_MAX: sql_value_save(out, ov(p)); break;
         case SQL_AGG_EARLIEST:
         case SQL_AGG_LATEST: {
             const st_edge *e = p;
-            put_value(out, ov(&e->o));
+            sql_value_save(out, ov(&e->o));
             cf_buf_put_i64(out, e->ts);
             cf_buf_put_u64(out, e->arrival);
             break;
@@ -1182,7 +1129,7 @@ int sql_agg_save(const sql_agg_set *set, const void *st, cf_buf *out)
             uint32_t n = t ? t->n : 0;
             cf_buf_put_u32(out, n);
             for (uint32_t j = 0; j < n; j++) {
-                put_value(out, ov(&t->e[j].val));
+                sql_value_save(out, ov(&t->e[j].val));
                 cf_buf_put_u64(out, t->e[j].count);
                 cf_buf_put_u64(out, t->e[j].err);
             }
@@ -1241,7 +1188,7 @@ static int load_one(const sql_agg_set *set, void *st, uint32_t i, cf_reader *in)
     case SQL_AGG_MIN:
     case SQL_AGG_MAX: {
         sql_value v;
-        if (!get_value(in, &v))
+        if (!sql_value_load(in, MAX_SAVED_STR, &v))
             return -EINVAL;
         return owned_set(p, v);
     }
@@ -1249,7 +1196,7 @@ static int load_one(const sql_agg_set *set, void *st, uint32_t i, cf_reader *in)
     case SQL_AGG_LATEST: {
         st_edge *e = p;
         sql_value v;
-        if (!get_value(in, &v) || !cf_get_i64(in, &e->ts) || !cf_get_u64(in, &e->arrival))
+        if (!sql_value_load(in, MAX_SAVED_STR, &v) || !cf_get_i64(in, &e->ts) || !cf_get_u64(in, &e->arrival))
             return -EINVAL;
         return owned_set(&e->o, v);
     }
@@ -1260,7 +1207,7 @@ static int load_one(const sql_agg_set *set, void *st, uint32_t i, cf_reader *in)
         for (uint32_t j = 0; j < n; j++) {
             sql_value v;
             uint64_t count, err;
-            if (!get_value(in, &v) || !cf_get_u64(in, &count) || !cf_get_u64(in, &err) ||
+            if (!sql_value_load(in, MAX_SAVED_STR, &v) || !cf_get_u64(in, &count) || !cf_get_u64(in, &err) ||
                 v.type == SQL_NULL || count == 0)
                 return -EINVAL;
             uint64_t h = value_hash(v);

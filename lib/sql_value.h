@@ -18,6 +18,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "cf_buf.h"
+
 typedef enum sql_type {
     SQL_NULL = 0,
     SQL_BOOLEAN,
@@ -69,5 +71,13 @@ static inline sql_value sql_string(const char *s, uint32_t len)
     return v;
 }
 static inline bool sql_is_null(sql_value v) { return v.type == SQL_NULL; }
+
+/* Appends v to out: u8 type, then BOOLEAN u8, BIGINT/TIMESTAMP i64, DOUBLE
+ * f64, STRING/ARRAY/JSON u32 length + bytes (docs/FORMATS.md). */
+void sql_value_save(cf_buf *out, sql_value v);
+/* Reads a value saved by sql_value_save; strings point into the reader's
+ * input and may hold at most max_str bytes. False on truncated or invalid
+ * input (*ret untouched). */
+bool sql_value_load(cf_reader *in, size_t max_str, sql_value *ret);
 
 #endif

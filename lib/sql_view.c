@@ -1692,58 +1692,6 @@ const sql_view_config *sql_view_get_config(const sql_view *v)
  * u16 born, agg state;  session: u32 sessions, each i64
  * first, i64 last, u32 revision, u8 fired, agg state. */
 
-static void put_key_value(cf_buf *out, sql_value x)
-{
-    cf_buf_put_u8(out, x.type);
-    switch (x.type) {
-    case SQL_NULL: break;
-    case SQL_BOOLEAN: cf_buf_put_u8(out, x.u.b ? 1 : 0); break;
-    case SQL_DOUBLE: cf_buf_put_f64(out, x.u.d); break;
-    case SQL_BIGINT:
-    case SQL_TIMESTAMP: cf_buf_put_i64(out, x.u.i); break;
-    default: cf_buf_put_str(out, x.u.s, x.len); break;
-    }
-}
-
-static bool get_key_value(cf_reader *in, sql_value *ret)
-{
-    uint8_t t, b;
-    sql_value x = sql_null();
-    if (!cf_get_u8(in, &t))
-        return false;
-    x.type = t;
-    switch (t) {
-    case SQL_NULL: break;
-    case SQL_BOOLEAN:
-        if (!cf_get_u8(in, &b) || b > 1)
-            return false;
-        x.u.b = b;
-        break;
-    case SQL_DOUBLE:
-        if (!cf_get_f64(in, &x.u.d))
-            return false;
-        break;
-    case SQL_BIGINT:
-    case SQL_TIMESTAMP:
-        if (!cf_get_i64(in, &x.u.i))
-            return false;
-        break;
-    case SQL_STRING:
-    case SQL_ARRAY:
-    case SQL_JSON: {
-        const char *s;
-        size_t n;
-        if (!cf_get_str(in, &s, &n) || n > MAX_KEY_STR)
-            return false;
-        x.u.s = s;
-        x.len = (uint32_t)n;
-        break;
-    }
-    default: return false;
-    }
-    *ret = x;
-    return true;
-}
 
 static void put_header(const sql_view *v, cf_buf *out)
 {
@@ -1767,7 +1715,7 @@ static void put_header(const sql_view *v, cf_buf *out)
 static void put_key(const sql_view *v, const group *g, cf_buf *out)
 {
     for (uint32_t i = 0; i < v->cfg.nkeys; i++)
-        put_key_value(out, g->key[i]);
+        sql_value_save(out, g->key[i]);
 }
 
 int sql_view_save(const sql_view *v, sql_view_keep_fn keep, void *ctx, cf_buf *out)
@@ -1939,7 +1887,7 @@ int sql_view_load(sql_view *v, cf_reader *in)
     sql_value key[MAX_KEYS];
     for (uint32_t r = 0; r < records; r++) {
         for (uint32_t i = 0; i < v->cfg.nkeys; i++)
-            if (!get_key_value(in, &key[i]))
+            if (!sql_value_load(in, MAX_KEY_STR, &key[i]))
                 return -EINVAL;
         uint64_t kh = key_hash(key, v->cfg.nkeys);
         group *g = group_find(v, kh, key);
