@@ -47,7 +47,7 @@ def post(port, body, timeout=30.0, conn=None):
             conn.close()
 
 
-def get_json(srv, path, timeout=10.0):
+def get_json(srv, path, timeout=30.0):
     status, body = srv.request("GET", path, timeout=timeout)
     assert status == 200, (path, status, body)
     return body
