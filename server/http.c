@@ -1,7 +1,6 @@
 /* http: the libmicrohttpd daemon and the request life cycle (uri_logger,
- * access_handler, request_completed), routing, auth, CORS and the response
- * helpers every answer goes through. The connection table lives in
- * http_conn.c, the endpoints in http_get.c and http_post.c (http_int.h). */
+ * access_handler, request_completed), routing, and the CORS preflight.
+ * The other jobs of the server have a file each (http_int.h). */
 #include "http_int.h"
 
 #include <arpa/inet.h>
@@ -24,115 +23,7 @@
  * past that the connection is just closed. */
 #define DISCARD_MAX ((size_t)16 << 20)
 
-/* ---- responses ---------------------------------------------------------- */
-
-const char *header(struct MHD_Connection *c, const char *name)
-{
-    return MHD_lookup_connection_value(c, MHD_HEADER_KIND, name);
-}
-
-/* The Access-Control-Allow-Origin value for this request's Origin, or NULL
- * when the origin is not allowed (or there is none). */
-const char *cors_allow(const cf_http *h, struct MHD_Connection *c)
-{
-    const char *origin = header(c, "Origin");
-    if (!origin)
-        return NULL;
-    for (size_t i = 0; i < h->cfg.n_cors_origins; i++) {
-        if (strcmp(h->cfg.cors_origins[i], "*") == 0)
-            return "*";
-        if (strcasecmp(h->cfg.cors_origins[i], origin) == 0)
-            return origin;
-    }
-    return NULL;
-}
-
-/* Queues resp with the headers every answer carries, then drops our
- * reference. Takes ownership of resp (may be NULL after an allocation
- * failure: the connection is then closed). */
-enum MHD_Result send_response(request *rq, struct MHD_Connection *c, unsigned status,
-                              struct MHD_Response *resp, const char *ctype,
-                              const extra_header *extra, size_t n_extra)
-{
-    if (!resp)
-        return MHD_NO;
-    if (ctype)
-        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
-    MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff");
-    if (rq && rq->h->cfg.n_cors_origins > 0) {
-        const char *allow = cors_allow(rq->h, c);
-        if (allow) {
-            MHD_add_response_header(resp, "Access-Control-Allow-Origin", allow);
-            MHD_add_response_header(resp, "Access-Control-Expose-Headers", "Retry-After");
-        }
-        /* The answer depends on Origin: caches must keep them apart. */
-        MHD_add_response_header(resp, MHD_HTTP_HEADER_VARY, "Origin");
-    }
-    for (size_t i = 0; i < n_extra; i++)
-        MHD_add_response_header(resp, extra[i].name, extra[i].value);
-    if (rq) {
-        size_t k = 0;
-        while (k < N_COUNTED && counted_status[k] != status)
-            k++;
-        atomic_fetch_add_explicit(&rq->h->responses[k], 1, memory_order_relaxed);
-    }
-    enum MHD_Result r = MHD_queue_response(c, status, resp);
-    MHD_destroy_response(resp);
-    return r;
-}
-
-void free_cb(void *p) { free(p); }
-
-enum MHD_Result send_error_h(request *rq, struct MHD_Connection *c, unsigned status, const char *msg,
-                             const extra_header *extra, size_t n_extra)
-{
-    cJSON *o = cJSON_CreateObject();
-    if (o && !cJSON_AddStringToObject(o, "error", msg)) {
-        cJSON_Delete(o);
-        o = NULL;
-    }
-    if (!o)
-        return MHD_NO;
-    return send_json(rq, c, status, o, extra, n_extra);
-}
-
-enum MHD_Result send_error(request *rq, struct MHD_Connection *c, unsigned status, const char *msg)
-{
-    return send_error_h(rq, c, status, msg, NULL, 0);
-}
-
-enum MHD_Result send_unavailable(request *rq, struct MHD_Connection *c, const char *msg)
-{
-    static const extra_header retry[] = {{MHD_HTTP_HEADER_RETRY_AFTER, "1"}};
-    return send_error_h(rq, c, MHD_HTTP_SERVICE_UNAVAILABLE, msg, retry, 1);
-}
-
-enum MHD_Result send_json(request *rq, struct MHD_Connection *c, unsigned status, cJSON *json,
-                          const extra_header *extra, size_t n_extra)
-{
-    if (!json)
-        return send_unavailable(rq, c, "the engine cannot answer now (shutting down or out of memory)");
-    char *text = cJSON_PrintUnformatted(json);
-    cJSON_Delete(json);
-    if (!text)
-        return MHD_NO;
-    struct MHD_Response *resp = MHD_create_response_from_buffer_with_free_callback(strlen(text), text, free_cb);
-    if (!resp) {
-        free(text);
-        return MHD_NO;
-    }
-    return send_response(rq, c, status, resp, "application/json", extra, n_extra);
-}
-
-enum MHD_Result send_static(request *rq, struct MHD_Connection *c, unsigned status, const char *ctype,
-                            const void *data, size_t len, const extra_header *extra, size_t n_extra)
-{
-    struct MHD_Response *resp = MHD_create_response_from_buffer(len, (void *)data, MHD_RESPMEM_PERSISTENT);
-    return send_response(rq, c, status, resp, ctype, extra, n_extra);
-}
-
 /* ---- routing ------------------------------------------------------------ */
-
 
 /* /api/v1/streams/{name}/events with a plain name (letters, digits, _):
  * copies the name into out (cap bytes) when out is given. */
@@ -213,41 +104,6 @@ static bool route_needs_read_token(route rt)
     return rt == R_QUERY || (rt != R_NONE && rt != R_HEALTHZ && rt != R_READYZ && !route_is_post(rt));
 }
 
-/* Constant-time comparison, so the token cannot be guessed byte by byte
- * from response times. */
-static bool token_equal(const char *a, size_t an, const char *b, size_t bn)
-{
-    unsigned char diff = (unsigned char)(an != bn);
-    size_t n = an < bn ? an : bn;
-    for (size_t i = 0; i < n; i++)
-        diff |= (unsigned char)(a[i] ^ b[i]);
-    return diff == 0;
-}
-
-bool authorized(struct MHD_Connection *c, const char *token)
-{
-    if (!token[0])
-        return true;
-    const char *auth = header(c, MHD_HTTP_HEADER_AUTHORIZATION);
-    if (!auth || strncasecmp(auth, "Bearer ", 7) != 0)
-        return false;
-    const char *t = auth + 7;
-    while (*t == ' ')
-        t++;
-    size_t tn = strlen(t);
-    while (tn > 0 && (t[tn - 1] == ' ' || t[tn - 1] == '\t'))
-        tn--;
-    return token_equal(t, tn, token, strlen(token));
-}
-
-enum MHD_Result send_unauthorized(request *rq, struct MHD_Connection *c, bool had_header)
-{
-    const extra_header h[] = {{MHD_HTTP_HEADER_WWW_AUTHENTICATE,
-                               had_header ? "Bearer realm=\"clickflow\", error=\"invalid_token\""
-                                          : "Bearer realm=\"clickflow\""}};
-    return send_error_h(rq, c, MHD_HTTP_UNAUTHORIZED,
-                        had_header ? "invalid bearer token" : "missing bearer token", h, 1);
-}
 
 static enum MHD_Result handle_options(request *rq, struct MHD_Connection *c)
 {

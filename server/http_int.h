@@ -3,7 +3,9 @@
  *
  *   http.c       the libmicrohttpd daemon (start, stop), the request life
  *                cycle (uri_logger, access_handler, request_completed),
- *                routing, auth, CORS and the response helpers
+ *                routing, the CORS preflight
+ *   http_resp.c  the responses: send_response() and the helpers on it
+ *   http_auth.c  the bearer-token checks
  *   http_conn.c  the connection table: reaper, header and body-stall
  *                deadlines, shedding, the body budget, framing and URL checks
  *   http_get.c   the GET endpoints (queries, rollups, /metrics, info) and
@@ -17,7 +19,10 @@
  * there, and the raw, still percent-encoded URI is kept); then access()
  * runs once with the headers, once per upload chunk and once at the end;
  * request_completed() frees the state. Every response goes through
- * send_response(), which adds the headers every answer carries. */
+ * send_response(), which adds the headers every answer carries.
+ *
+ * The calls go one way: http.c -> http_conn.c, http_get.c, http_post.c ->
+ * http_auth.c -> http_resp.c; nothing calls back up. */
 #ifndef CF_HTTP_INT_H
 #define CF_HTTP_INT_H
 
@@ -189,7 +194,7 @@ static inline int64_t wall_ms(void)
 
 static inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 
-/* ---- http.c: responses, routing, auth ----------------------------------- */
+/* ---- http_resp.c: responses --------------------------------------------- */
 
 const char *header(struct MHD_Connection *c, const char *name);
 /* The Access-Control-Allow-Origin value for this request's Origin, or NULL
@@ -212,6 +217,9 @@ enum MHD_Result send_error(request *rq, struct MHD_Connection *c, unsigned statu
 enum MHD_Result send_unavailable(request *rq, struct MHD_Connection *c, const char *msg);
 enum MHD_Result send_static(request *rq, struct MHD_Connection *c, unsigned status, const char *ctype,
                             const void *data, size_t len, const extra_header *extra, size_t n_extra);
+
+/* ---- http_auth.c: bearer tokens ----------------------------------------- */
+
 bool authorized(struct MHD_Connection *c, const char *token);
 enum MHD_Result send_unauthorized(request *rq, struct MHD_Connection *c, bool had_header);
 
