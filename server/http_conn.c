@@ -8,6 +8,7 @@
 #include <strings.h>
 #include <sys/socket.h>
 
+/* How often the reaper looks for connections past their deadline. */
 #define REAPER_PERIOD_MS 200
 
 /* Takes n more bytes of the body budget for this request. */

@@ -49,8 +49,8 @@
  * registered with a deadline, and a thread shuts down the socket of any
  * connection past it; MHD then sees the hang-up and closes the connection
  * itself. Entries leave the list in MHD's CLOSED notification, which comes
- * before MHD closes the fd, so neither the reaper nor the shedding below
- * ever touches a reused descriptor (both hold reaper_mu).
+ * before MHD closes the fd, so neither the reaper nor the shedding (both in
+ * http_conn.c) ever touches a reused descriptor (both hold reaper_mu).
  *
  * A connection's deadline moves with its phase:
  *   opened, or idle after a request   -> headers within --header-timeout
