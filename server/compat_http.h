@@ -10,7 +10,7 @@
  * /api/v1/events, so dedup by
  * event_id (Segment's messageId), the WAL and exactly-once hold. It answers
  * the way the real API does, so the unmodified clients take the answer for
- * their own server's. The reply is returned as data: http.c sends it, with
+ * their own server's. The reply is returned as data: http_post.c sends it, with
  * the headers every answer carries. */
 #ifndef CF_COMPAT_HTTP_H
 #define CF_COMPAT_HTTP_H

@@ -1,0 +1,257 @@
+/* http_int: what the HTTP server's files share, private to them (the public
+ * API is http.h). The server is one object whose jobs live in one file each:
+ *
+ *   http.c       the libmicrohttpd daemon (start, stop), the request life
+ *                cycle (uri_logger, access_handler, request_completed),
+ *                routing, the CORS preflight
+ *   http_resp.c  the responses: send_response() and the helpers on it
+ *   http_auth.c  the bearer-token checks
+ *   http_conn.c  the connection table: reaper, header and body-stall
+ *                deadlines, shedding, the body budget, framing and URL checks
+ *   http_get.c   the GET endpoints (queries, rollups, /metrics, info) and
+ *                the dashboard's files
+ *   http_post.c  the POST endpoints: checks before the body, then ingest,
+ *                watermark, SQL statements, pull queries, declared streams
+ *                and the compatible endpoints (compat_http.c)
+ *
+ * A request's life: MHD parses the request line and calls uri_logger(),
+ * which allocates our per-request state (so the absolute deadline starts
+ * there, and the raw, still percent-encoded URI is kept); then access()
+ * runs once with the headers, once per upload chunk and once at the end;
+ * request_completed() frees the state. Every response goes through
+ * send_response(), which adds the headers every answer carries.
+ *
+ * The calls go one way: http.c -> http_conn.c, http_get.c, http_post.c ->
+ * http_auth.c -> http_resp.c; nothing calls back up. */
+#ifndef CF_HTTP_INT_H
+#define CF_HTTP_INT_H
+
+#include "http.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+#include <cjson/cJSON.h>
+#include <microhttpd.h>
+
+#include "annotate.h"
+#include "body_budget.h"
+#include "cf_buf.h"
+#include "compat_http.h"
+#include "ingest.h"
+
+/* The reaper enforces our deadlines even while MHD is still collecting
+ * headers (when our handler is not called at all): every connection is
+ * registered with a deadline, and a thread shuts down the socket of any
+ * connection past it; MHD then sees the hang-up and closes the connection
+ * itself. Entries leave the list in MHD's CLOSED notification, which comes
+ * before MHD closes the fd, so neither the reaper nor the shedding (both in
+ * http_conn.c) ever touches a reused descriptor (both hold reaper_mu).
+ *
+ * A connection's deadline moves with its phase:
+ *   opened, or idle after a request   -> headers within --header-timeout
+ *                                        (after --connection-timeout idle)
+ *   request line in                   -> the same, at most --request-deadline
+ *   body                              -> --body-stall-timeout after the last
+ *                                        body byte, at most --request-deadline
+ *   answering                         -> none */
+
+typedef enum conn_phase {
+    PHASE_WAITING = 0,  /* no request line yet, or idle between requests */
+    PHASE_HEADERS,      /* request line in, headers not yet */
+    PHASE_BODY,         /* reading an accepted POST body */
+    PHASE_BUSY,         /* the request is complete and being answered */
+} conn_phase;
+
+typedef struct conn_entry {
+    struct conn_entry *prev, *next;
+    int fd;
+    unsigned stripe;                /* the client address's body budget slot */
+    _Atomic int64_t deadline_ms;    /* monotonic; 0 = none (a request is being answered) */
+    _Atomic int phase;              /* conn_phase */
+    _Atomic unsigned served;        /* requests completed on this connection */
+    _Atomic int64_t since_ms;       /* monotonic: opened, or last request completed */
+    _Atomic size_t body_bytes;      /* body bytes of the current request so far */
+    bool cut;                       /* (reaper_mu) shut down, CLOSED not seen yet */
+} conn_entry;
+
+/* The fields above are written only by the thread serving the connection
+ * and read by the reaper and the shedding, which can act on a value a
+ * moment old either way: relaxed stores keep the request path free of
+ * fences. */
+#define conn_set(field, v) atomic_store_explicit((field), (v), memory_order_relaxed)
+
+struct cf_http {
+    cf_config cfg;
+    cf_engine *engine;
+    struct MHD_Daemon *daemon;
+    /* Request bodies held in memory by all connections together and per
+     * client address; bounded so that many slow uploads cannot exhaust
+     * memory, nor one address take all of it (503 beyond). Taken as body
+     * bytes arrive, never from a declared Content-Length. */
+    cf_body_budget *budget;
+    _Atomic uint64_t over_budget;   /* requests refused for the body budget */
+    pthread_mutex_t reaper_mu;
+    pthread_cond_t reaper_cv;
+    conn_entry *conns;              /* (reaper_mu) */
+    unsigned n_conns;               /* (reaper_mu) entries in conns */
+    unsigned n_cut;                 /* (reaper_mu) entries cut, CLOSED not seen yet */
+    unsigned shed_at;               /* live connections at which a new one sheds an old one */
+    uint64_t fd_ceiling;            /* cf_config_fd_ceiling(CF_FD_KEEP_HTTP): higher sockets are cut at once */
+    _Atomic unsigned live_conns;    /* n_conns - n_cut, for /metrics */
+    _Atomic uint64_t shed;          /* connections shed to make room */
+    _Atomic uint64_t timed_out;     /* connections cut by a deadline */
+    bool reaper_stop;
+    bool reaper_started;
+    pthread_t reaper;
+    /* The Segment, Plausible and Umami endpoints and the site keys. */
+    cf_compat_http *compat;
+    cf_annotate *annotate;          /* SPEC 15 enrichment of ingested events */
+    /* Responses by status code, for /metrics. */
+    _Atomic uint64_t responses[14];   /* N_COUNTED + 1 */
+};
+
+/* The status codes counted one by one; anything else is "other". */
+static const unsigned counted_status[] = {200, 202, 204, 400, 401, 403, 404, 405, 408, 413, 415, 429, 503};
+#define N_COUNTED (sizeof counted_status / sizeof counted_status[0])
+_Static_assert(sizeof ((cf_http *)0)->responses / sizeof ((cf_http *)0)->responses[0] == N_COUNTED + 1,
+               "one counter per counted status plus other");
+
+typedef enum route {
+    R_NONE = 0,     /* not an API path: dashboard asset or 404 */
+    R_EVENTS,
+    R_WATERMARK,
+    R_TRENDING,
+    R_WINDOWS,
+    R_LATE,
+    R_SESSIONS,
+    R_USER_SESSIONS,
+    R_VIEW_ROLLUP,  /* /api/v1/views/{name}/rollup */
+    R_STATS,
+    R_INFO,
+    R_METRICS,
+    R_HEALTHZ,
+    R_READYZ,
+    R_SQL,          /* POST: statements (SPEC 13) */
+    R_VIEWS,
+    R_STREAMS,
+    R_QUERY,        /* pull queries: POST (body) or GET (?sql=) */
+    R_STREAM_EVENTS,/* POST /api/v1/streams/{name}/events (SPEC 12) */
+    R_COMPAT,       /* a compatible ingest path (lib/cf_compat.h): compat_http.c */
+    R_CLICK_EVENTS, /* GET: the newest events of the clicks stream */
+    R_SITES,        /* GET /api/v1/sites: compat_http.c */
+} route;
+
+typedef struct request {
+    cf_http *h;
+    int64_t start_ms;       /* monotonic; the absolute deadline counts from here */
+    char *raw_uri;          /* as sent, percent-encoding intact */
+    bool headers_done;      /* access() saw the headers */
+    bool query_json;        /* POST /api/v1/query: the body is {"sql": ...} */
+    char stream[128];       /* R_STREAM_EVENTS: the stream's name */
+    route rt;
+    cf_compat_endpoint compat_ep;   /* for R_COMPAT */
+    cf_body_format fmt;
+    size_t body_limit;
+    cf_buf body;
+    bool reading_body;      /* an accepted POST: upload chunks are ours */
+    bool bearer;            /* carried the ingest token (a token is set) */
+    bool site_only;         /* no Authorization: only site keys may let its events in */
+    bool too_big;
+    size_t discarded;
+    size_t reserved;        /* body budget bytes held by this request (for its stripe) */
+    bool over_budget;       /* the body did not fit in the body budget: 503 */
+    unsigned stripe;        /* the client address's budget stripe */
+    conn_entry *conn;       /* the connection's reaper entry, or NULL */
+} request;
+
+typedef struct extra_header {
+    const char *name, *value;
+} extra_header;
+
+#define SESSIONS_PREFIX "/api/v1/sessions/"
+#define STREAMS_PREFIX "/api/v1/streams/"
+#define VIEWS_PREFIX "/api/v1/views/"
+#define ROLLUP_SUFFIX "/rollup"
+
+static inline int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static inline int64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+
+/* ---- http_resp.c: responses --------------------------------------------- */
+
+const char *header(struct MHD_Connection *c, const char *name);
+/* The Access-Control-Allow-Origin value for this request's Origin, or NULL
+ * when the origin is not allowed (or there is none). */
+const char *cors_allow(const cf_http *h, struct MHD_Connection *c);
+/* Queues resp with the headers every answer carries, then drops our
+ * reference. Takes ownership of resp (may be NULL after an allocation
+ * failure: the connection is then closed). */
+enum MHD_Result send_response(request *rq, struct MHD_Connection *c, unsigned status,
+                              struct MHD_Response *resp, const char *ctype,
+                              const extra_header *extra, size_t n_extra);
+void free_cb(void *p);
+/* Sends a cJSON document (consumed) as application/json. NULL json means
+ * the engine could not answer (stopping or out of memory): 503. */
+enum MHD_Result send_json(request *rq, struct MHD_Connection *c, unsigned status, cJSON *json,
+                          const extra_header *extra, size_t n_extra);
+enum MHD_Result send_error_h(request *rq, struct MHD_Connection *c, unsigned status, const char *msg,
+                             const extra_header *extra, size_t n_extra);
+enum MHD_Result send_error(request *rq, struct MHD_Connection *c, unsigned status, const char *msg);
+enum MHD_Result send_unavailable(request *rq, struct MHD_Connection *c, const char *msg);
+enum MHD_Result send_static(request *rq, struct MHD_Connection *c, unsigned status, const char *ctype,
+                            const void *data, size_t len, const extra_header *extra, size_t n_extra);
+
+/* ---- http_auth.c: bearer tokens ----------------------------------------- */
+
+bool authorized(struct MHD_Connection *c, const char *token);
+enum MHD_Result send_unauthorized(request *rq, struct MHD_Connection *c, bool had_header);
+
+/* ---- http_conn.c: connections, deadlines, body budget, framing ---------- */
+
+/* Takes n more bytes of the body budget for this request. */
+bool budget_take(cf_http *h, request *rq, size_t n);
+void budget_release(cf_http *h, request *rq);
+unsigned connection_stripe(struct MHD_Connection *c);
+const char *framing_error(struct MHD_Connection *c);
+bool target_clean(const char *uri);
+enum MHD_Result send_bad_framing(request *rq, struct MHD_Connection *c, const char *msg);
+void apply_deadline(request *rq, struct MHD_Connection *c, int64_t left_ms);
+void notify_connection(void *cls, struct MHD_Connection *c, void **socket_context,
+                       enum MHD_ConnectionNotificationCode code);
+void *reaper_main(void *arg);
+
+/* ---- http_get.c: GET endpoints and the dashboard's files ---------------- */
+
+enum MHD_Result handle_get(request *rq, struct MHD_Connection *c);
+bool asset_exists(const char *url);
+enum MHD_Result handle_asset(request *rq, struct MHD_Connection *c, const char *url, const char *method);
+
+/* ---- http_post.c: POST endpoints ---------------------------------------- */
+
+enum MHD_Result begin_post(request *rq, struct MHD_Connection *c);
+enum MHD_Result answer_query(request *rq, struct MHD_Connection *c, const char *text, size_t len);
+enum MHD_Result finish_events(request *rq, struct MHD_Connection *c, char *body, size_t len);
+enum MHD_Result finish_sql(request *rq, struct MHD_Connection *c, char *body, size_t len);
+enum MHD_Result finish_query(request *rq, struct MHD_Connection *c, char *body, size_t len);
+enum MHD_Result finish_compat(request *rq, struct MHD_Connection *c, char *body, size_t len);
+enum MHD_Result finish_stream_events(request *rq, struct MHD_Connection *c, char *body, size_t len);
+enum MHD_Result finish_watermark(request *rq, struct MHD_Connection *c, char *body, size_t len);
+
+#endif

@@ -1,0 +1,373 @@
+/* http_post: the POST endpoints of the HTTP server (http_int.h): the
+ * checks made before any body byte is read, then events, the watermark,
+ * SQL statements, pull queries, declared streams and the compatible
+ * endpoints (compat_http.c). */
+#include "http_int.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "cf_event.h"
+#include "stream_ingest.h"
+
+/* A watermark request body is tiny; a larger one is refused early. */
+#define WATERMARK_MAX_BODY 4096
+#define SQL_MAX_BODY ((size_t)1 << 20)   /* POST /api/v1/sql: a script, not data */
+
+/* The SQL text of POST /api/v1/sql: text/plain or application/sql (any
+ * parameters), or no type at all (curl --data-binary without -H). */
+static bool sql_content_type(const char *ct)
+{
+    if (!ct)
+        return true;
+    while (*ct == ' ')
+        ct++;
+    size_t n = strcspn(ct, "; ");
+    return (n == 10 && strncasecmp(ct, "text/plain", n) == 0) ||
+           (n == 15 && strncasecmp(ct, "application/sql", n) == 0);
+}
+
+/* Checks made when the headers of a POST are in, before any body byte is
+ * read: auth, media type and Content-Length. Queues the refusal, or returns
+ * MHD_YES with nothing queued when the body should be read. */
+enum MHD_Result begin_post(request *rq, struct MHD_Connection *c)
+{
+    const cf_config *cfg = &rq->h->cfg;
+    if (rq->rt == R_SQL || rq->rt == R_QUERY) {
+        /* Definitions change what every reader sees: they have a token of
+         * their own when --admin-token is set. A pull query is a read,
+         * whatever its method. */
+        const char *token = rq->rt == R_QUERY     ? cfg->read_token
+                            : cfg->admin_token[0] ? cfg->admin_token
+                                                  : cfg->ingest_token;
+        if (!authorized(c, token))
+            return send_unauthorized(rq, c, header(c, MHD_HTTP_HEADER_AUTHORIZATION) != NULL);
+        const char *ct = header(c, MHD_HTTP_HEADER_CONTENT_TYPE);
+        rq->query_json = rq->rt == R_QUERY && ct && strncasecmp(ct, "application/json", 16) == 0;
+        if (!rq->query_json && !sql_content_type(ct))
+            return send_error(rq, c, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE,
+                              rq->rt == R_QUERY
+                                  ? "Content-Type must be text/plain, application/sql or application/json"
+                                  : "Content-Type must be text/plain or application/sql");
+        rq->body_limit = SQL_MAX_BODY;
+    } else {
+        bool authed = authorized(c, cfg->ingest_token);
+        rq->bearer = authed && cfg->ingest_token[0];
+        /* Without Authorization, events may still come in with a site key
+         * (SPEC 15); compat_http.c checks that once the body is read. */
+        if (!authed && rq->rt == R_EVENTS && !header(c, MHD_HTTP_HEADER_AUTHORIZATION) &&
+            cf_compat_http_sites_any(rq->h->compat)) {
+            rq->site_only = true;
+            authed = true;
+        }
+        if (rq->rt == R_COMPAT) {
+            /* The key may be in the body: compat_http.c decides once it is read.
+             * The APIs take JSON in any content type (sendBeacon, text/plain). */
+            rq->body_limit = cfg->max_body;
+        } else if (!authed) {
+            return send_unauthorized(rq, c, header(c, MHD_HTTP_HEADER_AUTHORIZATION) != NULL);
+        } else if (rq->rt == R_EVENTS || rq->rt == R_STREAM_EVENTS) {
+            if (cf_ingest_content_type(header(c, MHD_HTTP_HEADER_CONTENT_TYPE), &rq->fmt) < 0)
+                return send_error(rq, c, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE,
+                                  "Content-Type must be application/json, text/plain or application/x-ndjson");
+            rq->body_limit = cfg->max_body;
+        } else {
+            rq->body_limit = WATERMARK_MAX_BODY;
+        }
+    }
+    const char *cl = header(c, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    if (cl) {
+        char *end;
+        errno = 0;
+        unsigned long long v = strtoull(cl, &end, 10);
+        if (errno == 0 && end != cl && v > rq->body_limit)
+            return send_error(rq, c, MHD_HTTP_CONTENT_TOO_LARGE,
+                              rq->rt == R_EVENTS ? "request body is larger than --max-body"
+                                                 : "request body is too large");
+        if (errno == 0 && end != cl && v > 0) {
+            /* The budget is taken as bytes arrive (a declared length costs
+             * a client nothing). The preallocation is at most 1 MiB, which
+             * malloc maps lazily: untouched pages cost no memory. */
+            size_t pre = (size_t)v + 1 < ((size_t)1 << 20) ? (size_t)v + 1 : ((size_t)1 << 20);
+            if (cf_buf_reserve(&rq->body, pre) < 0)
+                return send_unavailable(rq, c, "out of memory");
+        }
+    }
+    return MHD_YES;
+}
+
+/* The headers a site-key answer adds: Retry-After (seconds, 0: none), and
+ * the site's own origin unless --cors-origin already answers it. Writes up
+ * to 3 into h (retry holds the number's text) and returns how many. */
+static size_t site_headers(request *rq, struct MHD_Connection *c, unsigned retry_after, bool allow_origin,
+                           char retry[24], extra_header h[3])
+{
+    size_t n = 0;
+    if (retry_after) {
+        snprintf(retry, 24, "%u", retry_after);
+        h[n++] = (extra_header){MHD_HTTP_HEADER_RETRY_AFTER, retry};
+    }
+    if (allow_origin && !cors_allow(rq->h, c)) {
+        h[n++] = (extra_header){"Access-Control-Allow-Origin", header(c, "Origin")};
+        if (rq->h->cfg.n_cors_origins == 0)   /* else send_response adds Vary */
+            h[n++] = (extra_header){MHD_HTTP_HEADER_VARY, "Origin"};
+    }
+    return n;
+}
+
+enum MHD_Result finish_events(request *rq, struct MHD_Connection *c, char *body, size_t len)
+{
+    const cf_config *cfg = &rq->h->cfg;
+    cf_ingest ig;
+    memset(&ig, 0, sizeof ig);
+    cf_event_limits lim = {.max_future_ms = cfg->max_future_ms};
+    const char *why = NULL;
+    enum MHD_Result ret;
+    /* Site keys (compat_http.c): may refuse, or rewrite the body with
+     * derived user ids. */
+    cf_site_gate gate;
+    if (cf_compat_http_gate_events(rq->h->compat, c, rq->bearer, rq->site_only, rq->fmt == CF_BODY_NDJSON, body, len,
+                                   &gate) < 0)
+        return send_unavailable(rq, c, "out of memory");
+    char retry[24];
+    extra_header gh[3];
+    size_t ngh = site_headers(rq, c, gate.retry_after, gate.allow_origin, retry, gh);
+    if (gate.status) {
+        free(gate.body);
+        return send_error_h(rq, c, gate.status, gate.msg, gh, ngh);
+    }
+    if (gate.body) {
+        body = gate.body;
+        len = gate.len;
+    }
+    int r = cf_ingest_parse(&ig, rq->fmt, body, len, cfg->max_batch, &lim, wall_ms(), &why);
+    if (r == -EBADMSG) {
+        ret = send_error(rq, c, MHD_HTTP_BAD_REQUEST, why);
+        goto out;
+    }
+    if (r == -E2BIG) {
+        ret = send_error(rq, c, MHD_HTTP_CONTENT_TOO_LARGE, why);
+        goto out;
+    }
+    if (r < 0) {
+        ret = send_unavailable(rq, c, "out of memory");
+        goto out;
+    }
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    if (cf_annotate_apply(rq->h->annotate, &ig, header(c, MHD_HTTP_HEADER_USER_AGENT),
+                          header(c, MHD_HTTP_HEADER_REFERER), ci ? ci->client_addr : NULL) < 0) {
+        ret = send_unavailable(rq, c, "out of memory");
+        goto out;
+    }
+    cf_submit_result res = {0, 0};
+    /* Rejected events are counted through the log too (a counters record), so
+     * a request holding only rejected events must also wait for recovery: its
+     * count would otherwise be neither logged nor in the recovered state. */
+    if (ig.n_events == 0 && ig.rejected > 0 && !cf_engine_ready(rq->h->engine)) {
+        ret = send_unavailable(rq, c, "not ready: recovery in progress, retry later");
+        goto out;
+    }
+    if (ig.n_events > 0) {
+        r = cf_engine_ready(rq->h->engine) ? cf_engine_submit(rq->h->engine, ig.events, ig.n_events, NULL, &res)
+                                           : -EINPROGRESS;
+        if (r == -EINPROGRESS) {
+            ret = send_unavailable(rq, c, "not ready: recovery in progress, retry later");
+            goto out;
+        }
+        if (r == -EAGAIN) {
+            ret = send_unavailable(rq, c, "server busy: ingest queues are full, retry later");
+            goto out;
+        }
+        if (r == -ESHUTDOWN) {
+            ret = send_unavailable(rq, c, "server is shutting down");
+            goto out;
+        }
+        if (r < 0) {
+            ret = send_unavailable(rq, c, r == -EIO ? "storage failure: events not accepted"
+                                                   : "events not accepted");
+            goto out;
+        }
+    }
+    /* Counted only with the 202: a refused request (503) is retried whole. */
+    if (ig.rejected > 0)
+        cf_engine_count_rejected(rq->h->engine, ig.rejected);
+    cJSON *o = cJSON_CreateObject();
+    cJSON *errs = NULL;
+    bool ok = o && cJSON_AddNumberToObject(o, "accepted", (double)res.accepted) &&
+              cJSON_AddNumberToObject(o, "duplicates", (double)res.duplicates) &&
+              cJSON_AddNumberToObject(o, "rejected", (double)ig.rejected) &&
+              (errs = cJSON_AddArrayToObject(o, "errors")) != NULL;
+    for (size_t i = 0; ok && i < ig.n_errors; i++) {
+        cJSON *e = cJSON_CreateObject();
+        ok = e && cJSON_AddItemToArray(errs, e) &&
+             cJSON_AddNumberToObject(e, "index", (double)ig.errors[i].index) &&
+             cJSON_AddStringToObject(e, "error", ig.errors[i].reason);
+    }
+    if (!ok) {
+        /* The events are accepted; only the report failed. */
+        cJSON_Delete(o);
+        ret = MHD_NO;
+        goto out;
+    }
+    ret = send_json(rq, c, MHD_HTTP_ACCEPTED, o, gh, ngh);
+out:
+    cf_ingest_free(&ig);
+    free(gate.body);
+    return ret;
+}
+
+static enum MHD_Result send_sql_error(request *rq, struct MHD_Connection *c, const sql_error *err);
+
+enum MHD_Result finish_sql(request *rq, struct MHD_Connection *c, char *body, size_t len)
+{
+    cJSON *answer = NULL;
+    sql_error err;
+    int r = cf_engine_sql(rq->h->engine, body, len, false, &answer, &err);
+    if (r == 0)
+        return send_json(rq, c, MHD_HTTP_OK, answer, NULL, 0);
+    if (r == -EINVAL)
+        return send_sql_error(rq, c, &err);   /* SPEC 13: the problem and where it is */
+    if (r == -ESHUTDOWN)
+        return send_unavailable(rq, c, "server is shutting down");
+    if (r == -EAGAIN)
+        return send_unavailable(rq, c, "not ready: recovery in progress, retry later");
+    return send_unavailable(rq, c, r == -EIO ? "storage failure: statements not applied"
+                                             : "out of memory: statements not applied");
+}
+
+static enum MHD_Result send_sql_error(request *rq, struct MHD_Connection *c, const sql_error *err)
+{
+    cJSON *o = cJSON_CreateObject();
+    if (!o || !cJSON_AddStringToObject(o, "error", err->message) ||
+        !cJSON_AddNumberToObject(o, "line", err->line) ||
+        !cJSON_AddNumberToObject(o, "column", err->column)) {
+        cJSON_Delete(o);
+        return MHD_NO;
+    }
+    return send_json(rq, c, MHD_HTTP_BAD_REQUEST, o, NULL, 0);
+}
+
+enum MHD_Result answer_query(request *rq, struct MHD_Connection *c, const char *text, size_t len)
+{
+    cJSON *answer = NULL;
+    sql_error err;
+    int r = cf_engine_query(rq->h->engine, text, len, &answer, &err);
+    if (r == 0)
+        return send_json(rq, c, MHD_HTTP_OK, answer, NULL, 0);
+    if (r == -EINVAL)
+        return send_sql_error(rq, c, &err);
+    if (r == -EAGAIN)
+        return send_unavailable(rq, c, "not ready: recovery in progress, retry later");
+    if (r == -ESHUTDOWN)
+        return send_unavailable(rq, c, "server is shutting down");
+    return send_unavailable(rq, c, "out of memory: query not answered");
+}
+
+/* POST /api/v1/query: the SQL as text, or JSON {"sql": "..."}. */
+enum MHD_Result finish_query(request *rq, struct MHD_Connection *c, char *body, size_t len)
+{
+    if (!rq->query_json)
+        return answer_query(rq, c, body, len);
+    const char *end = NULL;
+    cJSON *root = cJSON_ParseWithLengthOpts(body, len + 1, &end, 1);
+    const cJSON *q = cJSON_IsObject(root) ? cJSON_GetObjectItemCaseSensitive(root, "sql") : NULL;
+    if (!root || end != body + len || !cJSON_IsString(q)) {
+        cJSON_Delete(root);
+        return send_error(rq, c, MHD_HTTP_BAD_REQUEST, "body must be {\"sql\": \"SELECT ...\"}");
+    }
+    enum MHD_Result ret = answer_query(rq, c, q->valuestring, strlen(q->valuestring));
+    cJSON_Delete(root);
+    return ret;
+}
+
+/* Sends what compat_http.c decided (its reply body is handed to MHD). */
+enum MHD_Result finish_compat(request *rq, struct MHD_Connection *c, char *body, size_t len)
+{
+    cf_compat_reply r;
+    if (cf_compat_http_handle(rq->h->compat, c, rq->compat_ep, body, len, &r) < 0)
+        return send_unavailable(rq, c, "out of memory");
+    char retry[24];
+    extra_header h[3];
+    size_t n = site_headers(rq, c, r.retry_after, r.allow_origin, retry, h);
+    struct MHD_Response *resp = MHD_create_response_from_buffer_with_free_callback(r.len, r.body, free_cb);
+    if (!resp) {
+        free(r.body);
+        return MHD_NO;
+    }
+    return send_response(rq, c, r.status, resp, r.ctype, h, n);
+}
+
+/* POST /api/v1/streams/{name}/events: SPEC 3's answers for a declared stream. */
+enum MHD_Result finish_stream_events(request *rq, struct MHD_Connection *c, char *body, size_t len)
+{
+    cf_stream_batch b;
+    memset(&b, 0, sizeof b);
+    const char *why = NULL;
+    cf_submit_result res;
+    int r = cf_engine_stream_events(rq->h->engine, rq->stream, rq->fmt, body, len, wall_ms(), &b,
+                                    &why, &res);
+    enum MHD_Result ret;
+    if (r == -ENOENT) {
+        ret = send_error(rq, c, MHD_HTTP_NOT_FOUND, "no declared stream of that name (clicks: POST /api/v1/events)");
+    } else if (r == -EBADMSG) {
+        ret = send_error(rq, c, MHD_HTTP_BAD_REQUEST, why ? why : "body is not JSON");
+    } else if (r == -E2BIG) {
+        ret = send_error(rq, c, MHD_HTTP_CONTENT_TOO_LARGE, "more events than --max-batch");
+    } else if (r == -EAGAIN) {
+        ret = send_unavailable(rq, c, "server busy, retry later");
+    } else if (r == -ESHUTDOWN) {
+        ret = send_unavailable(rq, c, "server is shutting down");
+    } else if (r < 0) {
+        ret = send_unavailable(rq, c, r == -EIO ? "storage failure: events not accepted" : "out of memory");
+    } else {
+        cJSON *o = cJSON_CreateObject();
+        if (!o || !cJSON_AddNumberToObject(o, "accepted", (double)res.accepted) ||
+            !cJSON_AddNumberToObject(o, "duplicates", (double)res.duplicates) ||
+            !cJSON_AddNumberToObject(o, "rejected", (double)b.rejected)) {
+            cJSON_Delete(o);
+            cf_stream_batch_free(&b);
+            return MHD_NO;
+        }
+        cJSON_AddItemToObject(o, "errors", b.errors);
+        b.errors = NULL;
+        ret = send_json(rq, c, MHD_HTTP_ACCEPTED, o, NULL, 0);
+    }
+    cf_stream_batch_free(&b);
+    return ret;
+}
+
+enum MHD_Result finish_watermark(request *rq, struct MHD_Connection *c, char *body, size_t len)
+{
+    const char *end = NULL;
+    cJSON *root = cJSON_ParseWithLengthOpts(body, len + 1, &end, 1);
+    if (!root || end != body + len) {
+        cJSON_Delete(root);
+        return send_error(rq, c, MHD_HTTP_BAD_REQUEST, "body is not valid JSON");
+    }
+    const cJSON *w = cJSON_IsObject(root) ? cJSON_GetObjectItemCaseSensitive(root, "watermark") : NULL;
+    /* valueint saturates at INT_MAX: check the double instead (exact up to
+     * 2^53). */
+    double d = w && cJSON_IsNumber(w) ? w->valuedouble : NAN;
+    cJSON_Delete(root);
+    if (!(fabs(d) <= 9007199254740992.0) || d != floor(d))
+        return send_error(rq, c, MHD_HTTP_BAD_REQUEST,
+                          "body must be {\"watermark\": <integer epoch milliseconds>}");
+    int64_t wm = 0;
+    int r = cf_engine_raise_watermark(rq->h->engine, (int64_t)d, &wm);
+    if (r == -ESHUTDOWN)
+        return send_unavailable(rq, c, "server is shutting down");
+    if (r == -EAGAIN)
+        return send_unavailable(rq, c, "server busy, retry later");
+    if (r < 0)
+        return send_unavailable(rq, c, r == -EIO ? "storage failure: watermark not raised" : "watermark not raised");
+    cJSON *o = cJSON_CreateObject();
+    if (!o || !cJSON_AddNumberToObject(o, "watermark", (double)wm)) {
+        cJSON_Delete(o);
+        return MHD_NO;
+    }
+    return send_json(rq, c, MHD_HTTP_OK, o, NULL, 0);
+}

@@ -1,0 +1,114 @@
+/* http_resp: the responses of the HTTP server (http_int.h). Every answer
+ * goes through send_response(), which adds the headers every answer
+ * carries (nosniff, CORS for --cors-origin) and counts it by status for
+ * /metrics. */
+#include "http_int.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+const char *header(struct MHD_Connection *c, const char *name)
+{
+    return MHD_lookup_connection_value(c, MHD_HEADER_KIND, name);
+}
+
+/* The Access-Control-Allow-Origin value for this request's Origin, or NULL
+ * when the origin is not allowed (or there is none). */
+const char *cors_allow(const cf_http *h, struct MHD_Connection *c)
+{
+    const char *origin = header(c, "Origin");
+    if (!origin)
+        return NULL;
+    for (size_t i = 0; i < h->cfg.n_cors_origins; i++) {
+        if (strcmp(h->cfg.cors_origins[i], "*") == 0)
+            return "*";
+        if (strcasecmp(h->cfg.cors_origins[i], origin) == 0)
+            return origin;
+    }
+    return NULL;
+}
+
+/* Queues resp with the headers every answer carries, then drops our
+ * reference. Takes ownership of resp (may be NULL after an allocation
+ * failure: the connection is then closed). */
+enum MHD_Result send_response(request *rq, struct MHD_Connection *c, unsigned status,
+                              struct MHD_Response *resp, const char *ctype,
+                              const extra_header *extra, size_t n_extra)
+{
+    if (!resp)
+        return MHD_NO;
+    if (ctype)
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
+    MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff");
+    if (rq && rq->h->cfg.n_cors_origins > 0) {
+        const char *allow = cors_allow(rq->h, c);
+        if (allow) {
+            MHD_add_response_header(resp, "Access-Control-Allow-Origin", allow);
+            MHD_add_response_header(resp, "Access-Control-Expose-Headers", "Retry-After");
+        }
+        /* The answer depends on Origin: caches must keep them apart. */
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_VARY, "Origin");
+    }
+    for (size_t i = 0; i < n_extra; i++)
+        MHD_add_response_header(resp, extra[i].name, extra[i].value);
+    if (rq) {
+        size_t k = 0;
+        while (k < N_COUNTED && counted_status[k] != status)
+            k++;
+        atomic_fetch_add_explicit(&rq->h->responses[k], 1, memory_order_relaxed);
+    }
+    enum MHD_Result r = MHD_queue_response(c, status, resp);
+    MHD_destroy_response(resp);
+    return r;
+}
+
+void free_cb(void *p) { free(p); }
+
+enum MHD_Result send_error_h(request *rq, struct MHD_Connection *c, unsigned status, const char *msg,
+                             const extra_header *extra, size_t n_extra)
+{
+    cJSON *o = cJSON_CreateObject();
+    if (o && !cJSON_AddStringToObject(o, "error", msg)) {
+        cJSON_Delete(o);
+        o = NULL;
+    }
+    if (!o)
+        return MHD_NO;
+    return send_json(rq, c, status, o, extra, n_extra);
+}
+
+enum MHD_Result send_error(request *rq, struct MHD_Connection *c, unsigned status, const char *msg)
+{
+    return send_error_h(rq, c, status, msg, NULL, 0);
+}
+
+enum MHD_Result send_unavailable(request *rq, struct MHD_Connection *c, const char *msg)
+{
+    static const extra_header retry[] = {{MHD_HTTP_HEADER_RETRY_AFTER, "1"}};
+    return send_error_h(rq, c, MHD_HTTP_SERVICE_UNAVAILABLE, msg, retry, 1);
+}
+
+enum MHD_Result send_json(request *rq, struct MHD_Connection *c, unsigned status, cJSON *json,
+                          const extra_header *extra, size_t n_extra)
+{
+    if (!json)
+        return send_unavailable(rq, c, "the engine cannot answer now (shutting down or out of memory)");
+    char *text = cJSON_PrintUnformatted(json);
+    cJSON_Delete(json);
+    if (!text)
+        return MHD_NO;
+    struct MHD_Response *resp = MHD_create_response_from_buffer_with_free_callback(strlen(text), text, free_cb);
+    if (!resp) {
+        free(text);
+        return MHD_NO;
+    }
+    return send_response(rq, c, status, resp, "application/json", extra, n_extra);
+}
+
+enum MHD_Result send_static(request *rq, struct MHD_Connection *c, unsigned status, const char *ctype,
+                            const void *data, size_t len, const extra_header *extra, size_t n_extra)
+{
+    struct MHD_Response *resp = MHD_create_response_from_buffer(len, (void *)data, MHD_RESPMEM_PERSISTENT);
+    return send_response(rq, c, status, resp, ctype, extra, n_extra);
+}
