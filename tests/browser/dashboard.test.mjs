@@ -470,6 +470,7 @@ test('a running view (no window) with HTML in its name renders as a table withou
   expected.rb += 1;
   expected.rc = 1;
   await until('the running rows updated by pushes', matches, 5000);
+  assert.deepEqual(consoleErrors, []);   // e.g. no CSP refusal of the bar widths
 });
 
 test('shows "disconnected" when the server stops', async () => {
