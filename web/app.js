@@ -14,6 +14,9 @@
  * previous period of the same length. The WebSocket stays connected, so
  * going back to live shows current numbers at once.
  *
+ * The Views panel lists the user's SQL views; selecting one subscribes to
+ * view:NAME, pulls its rows (POST /api/v1/query) and merges the pushes.
+ *
  * Every string that comes from the server (page URLs, user ids, reasons,
  * site keys) is put on the page with textContent, never parsed as HTML. */
 'use strict';
@@ -580,7 +583,7 @@
       backoff = BACKOFF_MIN_MS;
       state.lastAccepted = null;   // the server may have restarted
       setStatus('connected', '');
-      sock.send(JSON.stringify({ subscribe: ['windows', 'trending', 'sessions', 'stats', 'late'] }));
+      sock.send(JSON.stringify({ subscribe: subscribeTopics() }));
       if (everConnected) seed();   // catch up on what happened while we were away
       everConnected = true;
     };
@@ -601,6 +604,8 @@
           break;
         case 'stats': onStats(msg.data); break;
         case 'late': onLate(msg.data); break;
+        case 'subscribed': onSubscribed(msg.data); return;
+        case 'view': onViewPush(msg); return;
         default: return;   // e.g. "subscribed"
       }
       scheduleRender();
@@ -612,6 +617,205 @@
     };
     sock.onerror = () => { /* onclose follows and reconnects */ };
   }
+
+  /* ---- user views (GET /api/v1/views, pull query, view:NAME pushes) ----- */
+
+  /* Selecting a view subscribes to its topic first and pulls its rows once
+   * the server confirms, so no push falls between the pull and the
+   * subscription. Rows are merged by (window, group): the group is the
+   * columns named in the view's GROUP BY text plus its non-numeric columns
+   * (an aliased numeric GROUP BY column is not recognised; such a view
+   * shows one row per revision instead of one per group). */
+  const VIEW_ROWS_SHOWN = 50;
+  const VIEW_KEEP_WINDOWS = 6;      // windows remembered per selected view
+  const VIEWS_REFRESH_MS = 15000;
+  const WINDOW_COLS = new Set(['WINDOWSTART', 'WINDOWEND', 'revision', 'final']);
+
+  const vstate = {
+    list: [],                       // GET /api/v1/views items
+    selected: null,                 // the selected view's definition
+    keyCols: [],
+    countCol: null,                 // the bar chart's column, windowed views only
+    rows: new Map(),                // group key -> row
+    seq: 0,                         // answers for an older selection are dropped
+  };
+
+  function quoteIdent(name) { return '"' + String(name).replace(/"/g, '""') + '"'; }
+
+  function viewKeyCols(v) {
+    const named = new Set(String(v.keys || '').split(',').map((s) => s.trim()).filter(Boolean));
+    return v.columns.filter((c) => !WINDOW_COLS.has(c.name) &&
+      (named.has(c.name) || c.type === 'STRING' || c.type === 'BOOLEAN')).map((c) => c.name);
+  }
+
+  function viewCountCol(v, keyCols) {
+    if (!v.windowed) return null;
+    const c = v.columns.find((x) => (x.type === 'BIGINT' || x.type === 'DOUBLE') &&
+      !WINDOW_COLS.has(x.name) && !keyCols.includes(x.name));
+    return c ? c.name : null;
+  }
+
+  function groupOf(row) { return vstate.keyCols.map((k) => JSON.stringify(row[k] ?? null)).join('\u0000'); }
+
+  function rowKey(row) {
+    const w = vstate.selected && vstate.selected.windowed ? row.WINDOWSTART + ':' + row.WINDOWEND + '\u0000' : '';
+    return w + groupOf(row);
+  }
+
+  function onViewRows(rows) {
+    if (!Array.isArray(rows)) return;
+    for (const r of rows) {
+      if (!r || typeof r !== 'object') continue;
+      const k = rowKey(r);
+      const old = vstate.rows.get(k);
+      // A push older than what a pull already gave (same window) is dropped.
+      if (old && isNum(old.revision) && isNum(r.revision) && r.revision < old.revision) continue;
+      vstate.rows.set(k, r);
+    }
+    if (vstate.selected && vstate.selected.windowed) {
+      const starts = [...new Set([...vstate.rows.values()].map((r) => r.WINDOWSTART))].sort((a, b) => b - a);
+      const keep = new Set(starts.slice(0, VIEW_KEEP_WINDOWS));
+      for (const [k, r] of vstate.rows) if (!keep.has(r.WINDOWSTART)) vstate.rows.delete(k);
+    }
+  }
+
+  function fmtViewValue(v, type) {
+    if (v === null || v === undefined) return 'NULL';
+    if (type === 'TIMESTAMP' && isTime(v)) return fmtTime(v);
+    if (typeof v === 'object') return JSON.stringify(v);
+    return String(v);
+  }
+
+  function renderViewList() {
+    const rows = vstate.list.map((v) => {
+      const tr = el('tr', vstate.selected && vstate.selected.name === v.name ? 'selected' : null);
+      const td = el('td');
+      const b = el('button', 'view-pick', v.name);
+      b.type = 'button';
+      b.dataset.view = v.name;
+      td.appendChild(b);
+      tr.appendChild(td);
+      const sql = el('td', 'sql');
+      sql.appendChild(el('code', null, v.sql));
+      tr.appendChild(sql);
+      return tr;
+    });
+    fillTable('views-list', rows, 'no views yet (CREATE VIEW ... over POST /api/v1/sql)', 2);
+  }
+
+  function renderView() {
+    const v = vstate.selected;
+    $('view-detail').hidden = !v;
+    if (!v) return;
+    setText('view-title', v.name + (v.windowed ? ' · windowed' : ' · running'));
+    const cols = v.columns;
+    const head = $('view-table').tHead.rows[0];
+    head.replaceChildren(...cols.map((c) => el('th', c.type === 'BIGINT' || c.type === 'DOUBLE' ? 'num' : null, c.name)));
+    const all = [...vstate.rows.values()];
+    all.sort((a, b) => (b.WINDOWSTART ?? 0) - (a.WINDOWSTART ?? 0) || (groupOf(a) < groupOf(b) ? -1 : groupOf(a) > groupOf(b) ? 1 : 0));
+    const trs = all.slice(0, VIEW_ROWS_SHOWN).map((r) => {
+      const tr = el('tr');
+      tr.dataset.group = vstate.keyCols.map((k) => fmtViewValue(r[k])).join(' · ');
+      for (const c of cols) {
+        const td = cell(fmtViewValue(r[c.name], c.type), c.type === 'BIGINT' || c.type === 'DOUBLE' ? 'num' : null);
+        td.dataset.col = c.name;
+        tr.appendChild(td);
+      }
+      return tr;
+    });
+    fillTable('view-table', trs, 'no rows yet', cols.length);
+
+    // Bars: the newest window, one bar per group.
+    const bars = $('view-bars');
+    bars.hidden = !vstate.countCol;
+    if (!vstate.countCol) return;
+    const latest = all.reduce((m, r) => (isNum(r.WINDOWSTART) && r.WINDOWSTART > m ? r.WINDOWSTART : m), -Infinity);
+    const inWin = all.filter((r) => r.WINDOWSTART === latest && isNum(r[vstate.countCol]))
+      .sort((a, b) => b[vstate.countCol] - a[vstate.countCol]).slice(0, TOP_PAGES);
+    const max = inWin.reduce((m, r) => Math.max(m, r[vstate.countCol]), 0) || 1;
+    bars.replaceChildren(...inWin.map((r) => {
+      const label = vstate.keyCols.map((k) => fmtViewValue(r[k])).join(' · ');
+      const row = el('div', 'vbar-row');
+      row.dataset.group = label;
+      row.appendChild(el('span', 'vbar-label', label));
+      const track = el('span', 'vbar-track');
+      const fill = el('span', 'vbar-fill');
+      fill.style.display = 'block';
+      fill.style.width = (Math.max(0, r[vstate.countCol]) / max * 100).toFixed(1) + '%';
+      track.appendChild(fill);
+      row.appendChild(track);
+      row.appendChild(el('span', 'vbar-value', String(r[vstate.countCol])));
+      return row;
+    }));
+    if (isTime(latest)) setText('views-note', vstate.countCol + ' per group, window from ' + fmtClock(latest));
+  }
+
+  async function loadViews() {
+    try {
+      const j = await getJSON('/api/v1/views');
+      vstate.list = Array.isArray(j.items)
+        ? j.items.filter((x) => x && typeof x.name === 'string' && Array.isArray(x.columns)) : [];
+    } catch (e) {
+      fillTable('views-list', [], 'views unavailable: ' + e.message, 2);
+      return;
+    }
+    if (vstate.selected) {
+      const now = vstate.list.find((x) => x.name === vstate.selected.name);
+      if (!now) selectView(null);   // dropped
+    }
+    renderViewList();
+  }
+
+  function subscribeTopics() {
+    const t = ['windows', 'trending', 'sessions', 'stats', 'late'];
+    if (vstate.selected) t.push('view:' + vstate.selected.name);
+    return t;
+  }
+
+  function selectView(name) {
+    const v = name === null ? null : vstate.list.find((x) => x.name === name) || null;
+    vstate.seq++;
+    vstate.selected = v;
+    vstate.rows = new Map();
+    vstate.keyCols = v ? viewKeyCols(v) : [];
+    vstate.countCol = v ? viewCountCol(v, vstate.keyCols) : null;
+    delete $('views').dataset.live;
+    if (ws && ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify({ subscribe: subscribeTopics() }));
+    renderViewList();
+    renderView();
+  }
+
+  /* The server confirmed the topics: pull the selected view's rows now. */
+  async function onSubscribed(topics) {
+    const v = vstate.selected;
+    if (!v || !Array.isArray(topics) || !topics.includes('view:' + v.name)) return;
+    const seq = vstate.seq;
+    try {
+      const headers = { 'Content-Type': 'text/plain' };
+      if (token) headers.Authorization = 'Bearer ' + token;
+      const r = await fetch('/api/v1/query', { method: 'POST', headers, cache: 'no-store',
+        body: 'SELECT * FROM ' + quoteIdent(v.name) });
+      const j = await r.json();
+      if (seq !== vstate.seq) return;
+      if (!r.ok) throw new Error(typeof j.error === 'string' ? j.error : 'HTTP ' + r.status);
+      onViewRows(j.items);
+      $('views').dataset.live = v.name;
+    } catch (e) {
+      if (seq === vstate.seq) setText('views-note', 'cannot read ' + v.name + ': ' + e.message);
+    }
+    renderView();
+  }
+
+  function onViewPush(msg) {
+    if (!vstate.selected || msg.name !== vstate.selected.name) return;
+    onViewRows(msg.data);
+    renderView();
+  }
+
+  $('views-list').addEventListener('click', (ev) => {
+    const b = ev.target.closest('button.view-pick');
+    if (b) selectView(b.dataset.view);
+  });
 
   /* ---- time ranges (history.db rollups) -------------------------------- */
 
@@ -790,5 +994,7 @@
   setRange(range);
   seed();
   loadSites();
+  loadViews();
+  setInterval(loadViews, VIEWS_REFRESH_MS);
   connect();
 })();

@@ -388,6 +388,91 @@ if (UPDATE_SCREENSHOT) {
   });
 }
 
+test('lists a user view and renders its table and bars live from pushes', async () => {
+  // A windowed count per element, over this test's page only.
+  const sql = "CREATE VIEW clicks_by_el AS SELECT element, COUNT(*) AS n FROM clicks " +
+    "WHERE page_url = '/views-test' WINDOW TUMBLING (SIZE 1 MINUTE) GROUP BY element";
+  const r = await fetch(srv.base + '/api/v1/sql', { method: 'POST', headers: { 'Content-Type': 'application/sql' }, body: sql });
+  assert.equal(r.status, 200, await r.text());
+  await page.reload();
+  await page.waitForSelector('#conn-status[data-state="connected"]', { timeout: 10000 });
+  const pick = await page.waitForSelector('#views-list button.view-pick[data-view="clicks_by_el"]', { timeout: 5000 });
+  const shownSql = await page.$eval('#views-list td.sql code', (e) => e.textContent);
+  assert.equal(shownSql, sql);
+  await pick.click();
+  // Subscribed to view:clicks_by_el and seeded from the pull query.
+  await page.waitForSelector('#views[data-live="clicks_by_el"]', { timeout: 5000 });
+
+  // Every event of the test falls in one tumbling minute.
+  let ts = now + 30;
+  if (Math.floor((ts + 10) / 60000) !== Math.floor(ts / 60000)) ts = Math.floor((ts + 10) / 60000) * 60000;
+  const expected = new Map();
+  const send = async (elements) => {
+    const events = elements.map((element, i) => ({ user_id: 'vu' + i, page_url: '/views-test', element, timestamp: ts + i }));
+    for (const e of elements) expected.set(e, (expected.get(e) || 0) + 1);
+    await srv.post(events);
+  };
+  const shown = () => page.evaluate(() => ({
+    bars: Object.fromEntries([...document.querySelectorAll('#view-bars .vbar-row')]
+      .map((r) => [r.querySelector('.vbar-label').textContent, Number(r.querySelector('.vbar-value').textContent)])),
+    table: Object.fromEntries([...document.querySelectorAll('#view-table tbody tr')].filter((r) => !r.classList.contains('empty'))
+      .map((r) => [r.querySelector('td[data-col="element"]').textContent, Number(r.querySelector('td[data-col="n"]').textContent)])),
+  }));
+  const matches = async () => {
+    const s = await shown();
+    const want = Object.fromEntries(expected);
+    try {
+      assert.deepEqual(s.bars, want);
+      assert.deepEqual(s.table, want);
+      return true;
+    } catch (e) {
+      return false;
+    }
+  };
+
+  await send(['buy', 'buy', XSS, 'buy']);
+  await until('the first counts in the view panel', matches, 5000);
+  await send(['buy', 'nav', 'buy']);
+  await until('the updated counts in the view panel', matches, 5000);
+  // The element with HTML in it is text: no element was created, no dialog.
+  assert.equal(await page.$$eval('#views img', (x) => x.length), 0);
+  assert.deepEqual(dialogs, []);
+});
+
+test('a running view (no window) with HTML in its name renders as a table without bars', async () => {
+  const name = 'per<b>user';
+  const sql = 'CREATE VIEW "' + name + "\" AS SELECT user_id, COUNT(*) AS c FROM clicks WHERE page_url = '/views-run' GROUP BY user_id";
+  const r = await fetch(srv.base + '/api/v1/sql', { method: 'POST', headers: { 'Content-Type': 'application/sql' }, body: sql });
+  assert.equal(r.status, 200, await r.text());
+  const expected = { ra: 2, rb: 1 };
+  await srv.post([{ user_id: 'ra', page_url: '/views-run', timestamp: now + 31 },
+    { user_id: 'ra', page_url: '/views-run', timestamp: now + 32 },
+    { user_id: 'rb', page_url: '/views-run', timestamp: now + 33 }]);
+  await page.reload();
+  await page.waitForSelector('#conn-status[data-state="connected"]', { timeout: 10000 });
+  // The name is text: the button reads it back unchanged, no <b> was made.
+  await until('the running view in the list', () => page.evaluate((n) => [...document.querySelectorAll('#views-list button.view-pick')]
+    .some((b) => b.textContent === n), name), 5000);
+  assert.equal(await page.$$eval('#views-list b', (x) => x.length), 0);
+  await page.evaluate((n) => [...document.querySelectorAll('#views-list button.view-pick')].find((b) => b.textContent === n).click(), name);
+  await page.waitForFunction((n) => document.getElementById('views').dataset.live === n, name, { timeout: 5000 });
+  const table = () => page.evaluate(() => Object.fromEntries([...document.querySelectorAll('#view-table tbody tr')]
+    .filter((r) => !r.classList.contains('empty'))
+    .map((r) => [r.querySelector('td[data-col="user_id"]').textContent, Number(r.querySelector('td[data-col="c"]').textContent)])));
+  const matches = async () => JSON.stringify(await table()) === JSON.stringify(
+    Object.fromEntries(Object.entries(expected).sort(([a], [b]) => (a < b ? -1 : 1))));
+  // Seeded by the pull query: the events came before the page loaded.
+  await until('the running rows from the pull query', matches, 5000);
+  assert.equal(await page.$eval('#view-bars', (e) => e.hidden), true);
+  // Then live: a new group and a changed one.
+  await srv.post([{ user_id: 'rb', page_url: '/views-run', timestamp: now + 34 },
+    { user_id: 'rc', page_url: '/views-run', timestamp: now + 35 }]);
+  expected.rb += 1;
+  expected.rc = 1;
+  await until('the running rows updated by pushes', matches, 5000);
+  assert.deepEqual(consoleErrors, []);   // e.g. no CSP refusal of the bar widths
+});
+
 test('shows "disconnected" when the server stops', async () => {
   await srv.stop();
   await page.waitForSelector('#conn-status[data-state="disconnected"]', { timeout: 10000 });
