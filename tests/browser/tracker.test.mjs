@@ -15,7 +15,7 @@
 import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, openSync, readFileSync, closeSync } from 'node:fs';
 import { createServer as createHttpServer } from 'node:http';
-import { createServer } from 'node:net';
+import { freePort, loadChromium, until } from './common.mjs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -26,41 +26,7 @@ const repo = resolve(here, '..', '..');
 const BIN = process.env.CLICKFLOW_BIN || join(repo, 'build', 'server', 'clickflow');
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 
-let chromium;
-try {
-  ({ chromium } = await import('playwright-core'));
-} catch (e) {
-  console.error('playwright-core is missing: run `npm ci` in tests/browser (deploy/install-deps.sh --test does it)');
-  console.log('0 passed, 1 failed');
-  process.exit(1);
-}
-
-function freePort() {
-  return new Promise((res, rej) => {
-    const s = createServer();
-    s.unref();
-    s.on('error', rej);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => res(port));
-    });
-  });
-}
-
-async function until(what, fn, timeoutMs = 10000) {
-  const end = Date.now() + timeoutMs;
-  let last;
-  for (;;) {
-    try {
-      const v = await fn();
-      if (v) return v;
-    } catch (e) {
-      last = e;
-    }
-    if (Date.now() > end) throw new Error('timed out waiting for ' + what + (last ? ': ' + last.message : ''));
-    await new Promise((r) => setTimeout(r, 25));   // polling a condition
-  }
-}
+const chromium = await loadChromium();
 
 /* ---- the clickflow server ------------------------------------------------ */
 
