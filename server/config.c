@@ -542,6 +542,8 @@ static void print_help(FILE *out)
         fprintf(out, "  %-34s %s\n  %-34s [default: %s] [env: %s]\n", left, o->help, "",
                 o->def[0] ? o->def : "none", env);
     }
+    fprintf(out, "  %-34s %s\n", "--print-builtin-sql",
+            "print the built-in views (SPEC 4, 5, 7) as SQL for these settings and exit");
     fprintf(out, "  %-34s %s\n  %-34s %s\n", "-h, --help", "print this help and exit", "-V, --version",
             "print the version and exit");
 }
@@ -638,6 +640,12 @@ int cf_config_load(cf_config *cfg, int argc, char **argv, char **envp, FILE *out
             return -1;
         }
         const char *name = arg + 2;
+        /* A switch without a value: print the built-in views' SQL for the
+         * settings given (main() prints it after they all apply). */
+        if (strcmp(name, "print-builtin-sql") == 0) {
+            cfg->print_builtin_sql = true;
+            continue;
+        }
         const char *eq = strchr(name, '=');
         size_t nlen = eq ? (size_t)(eq - name) : strlen(name);
         const opt_def *o = find_option(name, nlen);

@@ -71,6 +71,7 @@ typedef struct cf_config {
     /* continuous SQL (SPEC 13) */
     char sql_file[512];             /* --sql FILE applied at start (empty = none) */
     size_t max_queries;             /* --max-queries 64: views and derived streams at most */
+    bool print_builtin_sql;         /* --print-builtin-sql: print them and exit (main.c) */
     char cors_origins[CF_MAX_ORIGINS][256]; /* --cors-origin, comma separated; "*" allowed */
     size_t n_cors_origins;
     int64_t connection_timeout_ms;  /* --connection-timeout 30s (inactivity) */

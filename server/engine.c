@@ -13,6 +13,7 @@
 #include <sys/random.h>
 #include <time.h>
 
+#include "builtin_sql.h"
 #include "cf_dedup.h"
 #include "cf_time.h"
 #include "cf_watermark.h"
@@ -62,7 +63,8 @@ cf_engine *cf_engine_new(const cf_config *cfg)
     e->sql = cf_sqlrt_new(cfg->max_queries ? cfg->max_queries : 64, e->n_shards,
                           cfg->allowed_lateness_ms, cf_shard_max_keys(cfg));
     e->recent = cf_recent_new(cfg->retain_results, RECENT_MAX_BYTES);
-    if (!e->dedup || !e->wm || !e->shards || !e->recent || !e->sql) {
+    e->builtin_views = cf_builtin_views_json(cfg, e->n_shards, cf_shard_max_keys(cfg));
+    if (!e->dedup || !e->wm || !e->shards || !e->recent || !e->sql || !e->builtin_views) {
         cf_engine_free(e);
         return NULL;
     }
@@ -179,6 +181,7 @@ void cf_engine_free(cf_engine *e)
     cf_dedup_free(e->dedup);
     cf_watermark_free(e->wm);
     cf_sqlrt_free(e->sql);
+    cJSON_Delete(e->builtin_views);
     cf_buf_free(&e->scratch);
     cf_recent_free(e->recent);
     cJSON_free(e->last_trending);

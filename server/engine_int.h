@@ -101,6 +101,7 @@ struct cf_engine {
     cf_config cfg;
     cf_push *push;
     cf_sqlrt *sql;                  /* SQL catalog and views; changed under mu only */
+    cJSON *builtin_views;           /* GET /api/v1/views items of the built-ins (builtin_sql.h) */
     atomic_bool sql_runs;           /* user views run: events go to every shard (mu writes) */
     unsigned n_shards;
     cf_shard **shards;

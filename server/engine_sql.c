@@ -139,12 +139,15 @@ int cf_engine_query(cf_engine *e, const char *text, size_t len, cJSON **ret, sql
 
 /* GET /api/v1/views: the definitions, with the state each running view
  * holds summed over the shards (asked after every acknowledged request). */
-cJSON *cf_engine_sql_views(cf_engine *e)
+static cJSON *user_views(cf_engine *e)
 {
     cJSON *root = cf_sqlrt_views_json(e->sql);
     cJSON *items = cJSON_GetObjectItemCaseSensitive(root, "items");
     if (!root || cJSON_GetArraySize(items) == 0)
         return root;
+    cJSON *v;
+    cJSON_ArrayForEach(v, items)
+        cJSON_AddBoolToObject(v, "builtin", false);
     cf_shard_query *qs = new_queries(e, CF_Q_SQL_STATS);
     if (!qs || query_shards(e, qs, -1, true, NULL) < 0) {
         free_queries(e, qs);
@@ -182,6 +185,26 @@ cJSON *cf_engine_sql_views(cf_engine *e)
         }
     }
     free_queries(e, qs);
+    return root;
+}
+
+/* GET /api/v1/views: the built-in views first (SPEC 13 lists them with
+ * the user's; their state is that of the hard-wired operators, in stats,
+ * so their state sizes here are 0), then the user's. */
+cJSON *cf_engine_sql_views(cf_engine *e)
+{
+    cJSON *user = user_views(e);
+    cJSON *root = cJSON_Duplicate(e->builtin_views, true);
+    cJSON *items = cJSON_GetObjectItemCaseSensitive(root, "items");
+    cJSON *from = cJSON_GetObjectItemCaseSensitive(user, "items");
+    if (!items || !from) {
+        cJSON_Delete(user);
+        cJSON_Delete(root);
+        return NULL;
+    }
+    while (cJSON_GetArraySize(from) > 0)
+        cJSON_AddItemToArray(items, cJSON_DetachItemFromArray(from, 0));
+    cJSON_Delete(user);
     return root;
 }
 cJSON *cf_engine_sql_streams(cf_engine *e) { return cf_sqlrt_streams_json(e->sql); }

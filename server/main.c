@@ -10,6 +10,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include "builtin_sql.h"
 #include "config.h"
 #include "engine.h"
 #include "http.h"
@@ -127,6 +128,14 @@ int main(int argc, char **argv)
         return 0;
     if (r < 0)
         return 2;
+    if (cfg.print_builtin_sql) {
+        char *text = cf_builtin_sql(&cfg);
+        if (!text)
+            return 1;
+        fputs(text, stdout);
+        free(text);
+        return 0;
+    }
     /* A sink that can never work is a start-up error (exit 2), like a bad
      * option; one that is only unreachable now is not (its backlog waits). */
     if (cfg.sink[0]) {

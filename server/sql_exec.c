@@ -177,24 +177,17 @@ cf_sqlx_def *cf_sqlx_set_find(const cf_sqlx_set *s, const char *name)
     return NULL;
 }
 
-/* Whether a running view reads source, directly or through derived
- * streams (a derived stream only reads streams defined before it: no
- * cycle). */
-static bool reads_depth(const cf_sqlx_set *s, const char *source, int depth)
+/* Whether a running view or derived stream reads source. A derived
+ * stream runs even with no view downstream: its rows are pushed on
+ * stream:NAME as they are produced (SPEC 13). */
+bool cf_sqlx_set_reads(const cf_sqlx_set *s, const char *source)
 {
-    for (size_t i = 0; s && depth < 64 && i < s->n; i++) {
+    for (size_t i = 0; s && i < s->n; i++) {
         const cf_sqlx_def *d = s->defs[i];
-        if (!d->runnable || strcmp(d->pi->source, source) != 0)
-            continue;
-        if (!d->is_stream || reads_depth(s, d->name, depth + 1))
+        if (d->runnable && strcmp(d->pi->source, source) == 0)
             return true;
     }
     return false;
-}
-
-bool cf_sqlx_set_reads(const cf_sqlx_set *s, const char *source)
-{
-    return reads_depth(s, source, 0);
 }
 
 /* -- value codec ------------------------------------------------------------------ */
@@ -263,8 +256,23 @@ typedef struct xview {
     bool dirty;             /* applied a row since the last interim push */
 } xview;
 
+/* A derived stream's rows to push (topic stream:NAME), rendered on shard
+ * 0 only: every shard derives every row, one copy is enough. */
+typedef struct xstream {
+    char *name;
+    sql_sb pending;         /* JSON objects comma-separated */
+    size_t npending;
+    /* The newest --retain-results rows, for pull queries (SPEC 13: every
+     * stream keeps its newest events for reads), kept on shard 0 only. */
+    cf_retain *kept;
+    uint64_t last_seq;      /* arrival number of the newest row's event */
+    uint32_t sub;           /* rows derived from that event so far (UNNEST) */
+} xstream;
+
 struct cf_sqlx {
     unsigned index, n_shards;
+    xstream *streams;       /* derived streams with rows pushed since the set changed */
+    size_t nstreams;
     size_t retain;
     cf_sqlx_set *set;
     xview *views;
@@ -314,6 +322,12 @@ void cf_sqlx_free(cf_sqlx *x)
     for (size_t i = 0; i < x->n; i++)
         xview_free(&x->views[i]);
     free(x->views);
+    for (size_t i = 0; i < x->nstreams; i++) {
+        free(x->streams[i].name);
+        sql_sb_free(&x->streams[i].pending);
+        cf_retain_free(x->streams[i].kept);
+    }
+    free(x->streams);
     cf_sqlx_set_unref(x->set);
     free(x->scratch.buf);
     cf_buf_free(&x->id);
@@ -358,6 +372,23 @@ void cf_sqlx_install(cf_sqlx *x, cf_sqlx_set *set)
         }
         nv[k++] = fresh;
     }
+    /* A dropped derived stream's rows go with it (a new one of the same
+     * name starts empty). */
+    size_t ks = 0;
+    for (size_t j = 0; j < x->nstreams; j++) {
+        const cf_sqlx_def *sd = cf_sqlx_set_find(set, x->streams[j].name);
+        bool keep = false;
+        for (size_t i = 0; x->set && sd && i < x->set->n && !keep; i++)
+            keep = x->set->defs[i] == sd;  /* the very definition, not a new one */
+        if (keep) {
+            x->streams[ks++] = x->streams[j];
+        } else {
+            free(x->streams[j].name);
+            sql_sb_free(&x->streams[j].pending);
+            cf_retain_free(x->streams[j].kept);
+        }
+    }
+    x->nstreams = ks;
     for (size_t j = 0; j < x->n; j++)
         if (x->views[j].def)
             xview_free(&x->views[j]);
@@ -507,6 +538,106 @@ static void render_pending(cf_sqlx *x, xview *xv)
 
 void cf_sqlx_collect(cf_sqlx *x, bool on) { x->collect = on; }
 
+static xstream *stream_batch(cf_sqlx *x, const char *name)
+{
+    for (size_t i = 0; i < x->nstreams; i++)
+        if (strcmp(x->streams[i].name, name) == 0)
+            return &x->streams[i];
+    xstream *ns = realloc(x->streams, (x->nstreams + 1) * sizeof *ns);
+    if (!ns)
+        return NULL;
+    x->streams = ns;
+    xstream *xs = &ns[x->nstreams];
+    *xs = (xstream){.name = strdup(name), .kept = cf_retain_new(x->retain, free)};
+    if (!xs->name || !xs->kept) {
+        free(xs->name);
+        cf_retain_free(xs->kept);
+        return NULL;
+    }
+    x->nstreams++;
+    return xs;
+}
+
+/* Keeps one derived row for pull queries: identity = the bitwise NOT of
+ * its event's arrival number, then its index among that event's rows, both
+ * big-endian, so identity order is newest first (sql_pull's default). */
+static void keep_stream_row(cf_sqlx *x, xstream *xs, const sql_value *v, uint32_t n, uint64_t seq)
+{
+    if (seq != xs->last_seq || cf_retain_len(xs->kept) == 0)
+        xs->sub = 0;
+    xs->last_seq = seq;
+    uint8_t id[12];
+    uint64_t inv = ~seq;
+    uint32_t sub = xs->sub++;   /* within one event: the first row first */
+    for (int i = 0; i < 8; i++)
+        id[i] = (uint8_t)(inv >> (56 - 8 * i));
+    for (int i = 0; i < 4; i++)
+        id[8 + i] = (uint8_t)(sub >> (24 - 8 * i));
+    x->row.len = 0;
+    x->row.oom = false;
+    cf_buf_put_u32(&x->row, n);
+    for (uint32_t i = 0; i < n; i++)
+        cf_sqlx_put_value(&x->row, v[i]);
+    kept_row *k = x->row.oom ? NULL : malloc(sizeof *k + sizeof id + x->row.len);
+    if (!k) {
+        x->errors++;
+        return;
+    }
+    k->revision = 0;
+    k->id_len = sizeof id;
+    k->row_len = (uint32_t)x->row.len;
+    memcpy(k->data, id, sizeof id);
+    memcpy(k->data + sizeof id, x->row.data, x->row.len);
+    cf_retain_push(xs->kept, k);
+}
+
+/* Appends one derived row (the stream's columns) to its push batch. */
+static void render_stream_row(cf_sqlx *x, const cf_sqlx_def *d, xstream *xs, const sql_value *v,
+                              uint32_t n)
+{
+    sql_sb *sb = &xs->pending;
+    sql_sb_puts(sb, xs->npending ? ",{" : "{");
+    for (uint32_t i = 0; i < n; i++) {
+        const char *name = d->pi->columns[i].name;
+        if (i)
+            sql_sb_puts(sb, ",");
+        sql_sb_put_json_string(sb, name, strlen(name));
+        sql_sb_puts(sb, ":");
+        sql_value_to_json(v[i], sb);
+    }
+    sql_sb_puts(sb, "}");
+    xs->npending++;
+}
+
+/* {"type":"stream","name","data":[rows]} per derived stream with rows:
+ * never interim (a slow client drops interim updates first). */
+static void flush_streams(cf_sqlx *x, cf_sqlx_publish_fn fn, void *ctx)
+{
+    sql_sb msg = {0}, topic = {0};
+    for (size_t i = 0; i < x->nstreams; i++) {
+        xstream *xs = &x->streams[i];
+        if (!xs->npending)
+            continue;
+        sql_sb_puts(&msg, "{\"type\":\"stream\",\"name\":");
+        sql_sb_put_json_string(&msg, xs->name, strlen(xs->name));
+        sql_sb_puts(&msg, ",\"data\":[");
+        sql_sb_put(&msg, xs->pending.data, xs->pending.len);
+        sql_sb_puts(&msg, "]}");
+        sql_sb_printf(&topic, "stream:%s", xs->name);
+        if (!msg.oom && !topic.oom && !xs->pending.oom)
+            fn(ctx, topic.data, msg.data, msg.len, false);
+        else
+            x->errors++;
+        msg.len = topic.len = 0;
+        msg.oom = topic.oom = false;
+        xs->pending.len = 0;
+        xs->pending.oom = false;
+        xs->npending = 0;
+    }
+    sql_sb_free(&msg);
+    sql_sb_free(&topic);
+}
+
 void cf_sqlx_flush(cf_sqlx *x, cf_sqlx_publish_fn fn, void *ctx)
 {
     sql_sb msg = {0}, topic = {0};
@@ -532,6 +663,8 @@ void cf_sqlx_flush(cf_sqlx *x, cf_sqlx_publish_fn fn, void *ctx)
     }
     sql_sb_free(&msg);
     sql_sb_free(&topic);
+    if (!x->interim)
+        flush_streams(x, fn, ctx);
 }
 
 static void on_result(void *ctx, const sql_view_result *r)
@@ -629,6 +762,16 @@ static void derive_one(cf_sqlx *x, const cf_sqlx_def *d, const sql_row *in, uint
             out[c] = sql_null();
             x->errors++;
         }
+    if (x->index == 0) {
+        xstream *xs = stream_batch(x, d->name);
+        if (!xs) {
+            x->errors++;
+        } else {
+            keep_stream_row(x, xs, out, pi->ncolumns, seq);
+            if (x->collect)
+                render_stream_row(x, d, xs, out, pi->ncolumns);
+        }
+    }
     sql_row row = {.v = out, .n = pi->ncolumns, .rowtime = in->rowtime};
     apply_row(x, d->name, strlen(d->name), &row, seq, wm, depth + 1);
     free(out);
@@ -735,8 +878,8 @@ void cf_sqlx_event(cf_sqlx *x, const cf_event *ev, uint64_t seq, int64_t wm, int
 {
     if (clock != CF_TIME_NONE && (x->clock == CF_TIME_NONE || clock > x->clock))
         x->clock = clock;
-    if (x->n == 0)
-        return;
+    if (cf_sqlx_set_count(x->set) == 0)
+        return;     /* nothing runs (derived streams are in the set, not in views) */
     sql_value cols[CLICKS_COLUMNS];
     click_row(ev, cols);
     sql_row row = {.v = cols, .n = CLICKS_COLUMNS, .rowtime = ev->ts};
@@ -751,7 +894,7 @@ void cf_sqlx_row(cf_sqlx *x, const char *stream, size_t stream_len, const uint8_
 {
     if (clock != CF_TIME_NONE && (x->clock == CF_TIME_NONE || clock > x->clock))
         x->clock = clock;
-    if (x->n == 0)
+    if (cf_sqlx_set_count(x->set) == 0)
         return;
     sql_value *cols = malloc(MAX_ROW_COLUMNS * sizeof *cols);
     if (!cols) {
@@ -843,8 +986,25 @@ long cf_sqlx_rows(cf_sqlx *x, const char *name, cf_buf *out)
     for (size_t i = 0; i < x->n && !xv; i++)
         if (strcmp(x->views[i].def->name, name) == 0)
             xv = &x->views[i];
-    if (!xv)
-        return -ENOENT;
+    if (!xv) {
+        const cf_sqlx_def *d = cf_sqlx_set_find(x->set, name);
+        if (!d || !d->is_stream || !d->runnable)
+            return -ENOENT;
+        /* A derived stream: its newest rows, kept on shard 0 alone. */
+        x->out = out;
+        x->out_n = 0;
+        for (size_t i = 0; x->index == 0 && i < x->nstreams; i++) {
+            const xstream *xs = &x->streams[i];
+            if (strcmp(xs->name, name) != 0)
+                continue;
+            for (size_t j = 0; j < cf_retain_len(xs->kept); j++) {
+                const kept_row *k = cf_retain_at(xs->kept, j);
+                put_record(x, 0, k->data, k->id_len, k->data + k->id_len, k->row_len);
+            }
+        }
+        x->out = NULL;
+        return out->oom ? -ENOMEM : x->out_n;
+    }
     x->out = out;
     x->out_n = 0;
     x->cur = xv;

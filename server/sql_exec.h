@@ -60,8 +60,8 @@ size_t cf_sqlx_set_count(const cf_sqlx_set *s);
 cf_sqlx_def *cf_sqlx_set_at(const cf_sqlx_set *s, size_t i);
 /* The def named `name`, or NULL. */
 cf_sqlx_def *cf_sqlx_set_find(const cf_sqlx_set *s, const char *name);
-/* True when some running def of the set reads `source` (its events must
- * reach every shard). */
+/* True when some running view or derived stream of the set reads `source`
+ * (its events must reach every shard). */
 bool cf_sqlx_set_reads(const cf_sqlx_set *s, const char *source);
 
 /* -- one shard's executor (not thread-safe: the shard thread owns it) -- */
@@ -94,9 +94,12 @@ int cf_sqlx_save(const cf_sqlx *x, cf_buf *out);
  * (malformed: the caller discards the shard) or -ENOMEM. */
 int cf_sqlx_load(cf_sqlx *x, cf_reader *in, bool rescale);
 
-/* Push (WebSocket topic view:NAME): while collecting, fired results are
- * rendered as JSON rows; flush() hands one {"type":"view","name","data"}
- * message per view with pending rows to fn, and empties the batches. */
+/* Push (WebSocket topics view:NAME and stream:NAME): while collecting,
+ * fired results are rendered as JSON rows, and so are derived streams'
+ * rows on shard 0 (every shard derives them all); flush() hands one
+ * {"type":"view","name","data"} message per view and one
+ * {"type":"stream",...} per derived stream with pending rows to fn, and
+ * empties the batches. */
 typedef void (*cf_sqlx_publish_fn)(void *ctx, const char *topic, const char *msg, size_t len,
                                    bool interim);
 void cf_sqlx_collect(cf_sqlx *x, bool on);

@@ -376,12 +376,16 @@ int cf_sqlrt_pull(cf_sqlrt *rt, const char *text, size_t len, sql_plan **ret, sq
     const cf_sqlx_def *d = NULL;
     if (p) {
         const sql_plan_info *pi = sql_plan_get(p);
-        d = pi->source_kind == SQL_OBJ_VIEW ? cf_sqlx_set_find(rt->set, pi->source) : NULL;
+        /* Views, and derived streams (their newest rows, sql_exec.h). */
+        const sql_object *src = sql_catalog_find(rt->cat, pi->source);
+        bool derived = pi->source_kind == SQL_OBJ_STREAM && src && src->derived;
+        d = pi->source_kind == SQL_OBJ_VIEW || derived ? cf_sqlx_set_find(rt->set, pi->source) : NULL;
         if (!d || !cf_sqlx_def_runnable(d)) {
             sql_error_set(err, st->select->from.line, st->select->from.column,
                           pi->source_kind == SQL_OBJ_VIEW
                               ? "view '%s' does not run yet: this version runs views over clicks, declared and derived streams without JOIN or UNNEST"
-                              : "pull queries over streams are not supported yet: read a view",
+                              : derived ? "stream '%s' does not run yet (JOIN)"
+                              : "pull queries over clicks and declared streams are not supported yet: read a view or a derived stream",
                           pi->source);
             sql_plan_free(p);
             p = NULL;
