@@ -754,7 +754,9 @@
     try {
       const j = await getJSON('/api/v1/views');
       vstate.list = Array.isArray(j.items)
-        ? j.items.filter((x) => x && typeof x.name === 'string' && Array.isArray(x.columns)) : [];
+        // The built-in views run on their own operators (their panels are
+        // above) and cannot be pulled: only the user's views are listed.
+        ? j.items.filter((x) => x && x.builtin !== true && typeof x.name === 'string' && Array.isArray(x.columns)) : [];
     } catch (e) {
       fillTable('views-list', [], 'views unavailable: ' + e.message, 2);
       return;
