@@ -101,6 +101,7 @@ struct cf_engine {
     cf_config cfg;
     cf_push *push;
     cf_sqlrt *sql;                  /* SQL catalog and views; changed under mu only */
+    struct cf_tables *tables;       /* SQL tables' rows (tables.h); under mu, made on first use */
     atomic_bool sql_runs;           /* user views run: events go to every shard (mu writes) */
     unsigned n_shards;
     cf_shard **shards;
@@ -226,6 +227,7 @@ void check_dedup_bound(cf_engine *e);
 
 /* engine_sql.c (continuous SQL: statements, view sets, pull queries) */
 int replay_sql(cf_engine *e, const uint8_t *payload, size_t len);
+int replay_table(cf_engine *e, const uint8_t *payload, size_t len);
 int send_views_locked(cf_engine *e, cf_sqlx_set *set);
 int replay_rows(cf_engine *e, const uint8_t *payload, size_t len);
 void sql_push_interim(cf_engine *e);

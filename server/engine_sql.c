@@ -14,6 +14,7 @@
 #include "sql_pull.h"
 #include "sql_runtime.h"
 #include "stream_ingest.h"
+#include "tables.h"
 #include "cf_watermark.h"
 
 #define MAX_QUERY_LIMIT 100000  /* rows a pull query answers at most */
@@ -45,6 +46,12 @@ static int commit_change_locked(cf_engine *e, cf_sqlrt_change *ch)
 {
     cf_sqlx_set *set = cf_sqlrt_change_set(ch);
     int rc = set ? send_views_locked(e, set) : 0;
+    /* A dropped table's rows go now: one created again starts empty. */
+    const char *dropped = NULL;
+    size_t dl = 0;
+    cf_sqlrt_change_dropped(ch, &dropped, &dl);
+    for (size_t i = 0; e->tables && i < dl; i += strlen(dropped + i) + 1)
+        cf_tables_drop(e->tables, dropped + i);
     cf_sqlrt_commit(e->sql, ch);
     return rc;
 }

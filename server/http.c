@@ -155,6 +155,9 @@ typedef enum route {
     R_COMPAT,       /* a compatible ingest path (lib/cf_compat.h): compat_http.c */
     R_CLICK_EVENTS, /* GET: the newest events of the clicks stream */
     R_SITES,        /* GET /api/v1/sites: compat_http.c */
+    R_TABLES,       /* GET /api/v1/tables (SPEC 12) */
+    R_TABLE_ROWS,   /* POST /api/v1/tables/{name}/rows */
+    R_TABLE_ROW,    /* GET, DELETE /api/v1/tables/{name}/rows/{key} */
 } route;
 
 typedef struct request {
@@ -163,7 +166,8 @@ typedef struct request {
     char *raw_uri;          /* as sent, percent-encoding intact */
     bool headers_done;      /* access() saw the headers */
     bool query_json;        /* POST /api/v1/query: the body is {"sql": ...} */
-    char stream[128];       /* R_STREAM_EVENTS: the stream's name */
+    char stream[128];       /* R_STREAM_EVENTS: the stream's name; R_TABLE_*: the table's */
+    char key[256];          /* R_TABLE_ROW: the key, percent-decoded */
     route rt;
     cf_compat_endpoint compat_ep;   /* for R_COMPAT */
     cf_body_format fmt;
@@ -360,6 +364,78 @@ static bool stream_events_name(const char *path, size_t n, char *out, size_t cap
     }
     return true;
 }
+#define TABLES_PREFIX "/api/v1/tables/"
+
+static bool plain_name(const char *p, size_t n)
+{
+    if (n == 0 || n >= 128)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char ch = p[i];
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '_'))
+            return false;
+    }
+    return true;
+}
+
+static int hex_digit(char ch)
+{
+    if (ch >= '0' && ch <= '9')
+        return ch - '0';
+    if (ch >= 'a' && ch <= 'f')
+        return ch - 'a' + 10;
+    if (ch >= 'A' && ch <= 'F')
+        return ch - 'A' + 10;
+    return -1;
+}
+
+/* /api/v1/tables/{name}/rows (R_TABLE_ROWS) or .../rows/{key}
+ * (R_TABLE_ROW, the key percent-decoded, 1..255 bytes, no '/' unencoded),
+ * else R_NONE. Copies the name and key into rq when given. */
+static route table_route(const char *path, size_t n, request *rq)
+{
+    static const char rows[] = "/rows";
+    size_t pl = strlen(TABLES_PREFIX), rl = sizeof rows - 1;
+    if (n <= pl || memcmp(path, TABLES_PREFIX, pl) != 0)
+        return R_NONE;
+    const char *name = path + pl;
+    const char *slash = memchr(name, '/', n - pl);
+    if (!slash || !plain_name(name, (size_t)(slash - name)))
+        return R_NONE;
+    size_t rest = n - (size_t)(slash - path);
+    if (rest < rl || memcmp(slash, rows, rl) != 0)
+        return R_NONE;
+    if (rq) {
+        memcpy(rq->stream, name, (size_t)(slash - name));
+        rq->stream[slash - name] = '\0';
+    }
+    if (rest == rl)
+        return R_TABLE_ROWS;
+    const char *k = slash + rl;
+    size_t kl = rest - rl;
+    if (k[0] != '/' || kl < 2 || memchr(k + 1, '/', kl - 1))
+        return R_NONE;
+    size_t o = 0;
+    for (size_t i = 1; i < kl; i++) {
+        char ch = k[i];
+        if (ch == '%') {
+            int hi = i + 2 < kl ? hex_digit(k[i + 1]) : -1, lo = i + 2 < kl ? hex_digit(k[i + 2]) : -1;
+            if (hi < 0 || lo < 0 || (hi == 0 && lo == 0))
+                return R_NONE;
+            ch = (char)(hi * 16 + lo);
+            i += 2;
+        }
+        if (o + 1 >= sizeof rq->key)
+            return R_NONE;
+        if (rq)
+            rq->key[o] = ch;
+        o++;
+    }
+    if (rq)
+        rq->key[o] = '\0';
+    return R_TABLE_ROW;
+}
+
 #define VIEWS_PREFIX "/api/v1/views/"
 #define ROLLUP_SUFFIX "/rollup"
 
@@ -380,7 +456,7 @@ static route find_route(const char *path, size_t n)
         {"/api/v1/sql", R_SQL},         {"/api/v1/views", R_VIEWS},
         {"/api/v1/streams", R_STREAMS}, {"/api/v1/query", R_QUERY},
         {"/api/v1/streams/clicks/events", R_CLICK_EVENTS},
-        {"/api/v1/sites", R_SITES},
+        {"/api/v1/sites", R_SITES},     {"/api/v1/tables", R_TABLES},
     };
     for (size_t i = 0; i < sizeof table / sizeof table[0]; i++)
         if (strlen(table[i].path) == n && memcmp(table[i].path, path, n) == 0)
@@ -390,6 +466,9 @@ static route find_route(const char *path, size_t n)
         return R_USER_SESSIONS;
     if (stream_events_name(path, n, NULL, 0))
         return R_STREAM_EVENTS;
+    route tr = table_route(path, n, NULL);
+    if (tr != R_NONE)
+        return tr;
     if (cf_compat_route(path, n) != CF_COMPAT_NONE)
         return R_COMPAT;
     size_t vp = strlen(VIEWS_PREFIX), rs = strlen(ROLLUP_SUFFIX);
@@ -403,13 +482,15 @@ static route find_route(const char *path, size_t n)
 static bool route_is_post(route rt)
 {
     return rt == R_EVENTS || rt == R_WATERMARK || rt == R_COMPAT || rt == R_SQL || rt == R_QUERY ||
-           rt == R_STREAM_EVENTS;
+           rt == R_STREAM_EVENTS || rt == R_TABLE_ROWS;
 }
 
 static const char *route_allow(route rt)
 {
     if (rt == R_QUERY)
         return "GET, HEAD, POST, OPTIONS";
+    if (rt == R_TABLE_ROW)
+        return "GET, HEAD, DELETE, OPTIONS";
     return route_is_post(rt) ? "POST, OPTIONS" : "GET, HEAD, OPTIONS";
 }
 
@@ -781,6 +862,34 @@ static enum MHD_Result handle_info(request *rq, struct MHD_Connection *c)
     return send_json(rq, c, MHD_HTTP_OK, o, NULL, 0);
 }
 
+/* GET or DELETE /api/v1/tables/{name}/rows/{key}. */
+static enum MHD_Result handle_table_row(request *rq, struct MHD_Connection *c, bool del)
+{
+    cJSON *row = NULL;
+    const char *why = NULL;
+    int r = cf_engine_table_row(rq->h->engine, rq->stream, rq->key, del, del ? NULL : &row, &why);
+    switch (r) {
+    case 0:
+        if (del) {
+            static const char ok[] = "{\"deleted\":1}";
+            return send_static(rq, c, MHD_HTTP_OK, "application/json", ok, sizeof ok - 1, NULL, 0);
+        }
+        return send_json(rq, c, MHD_HTTP_OK, row, NULL, 0);
+    case -ENOENT:
+        return send_error(rq, c, MHD_HTTP_NOT_FOUND, "no table of that name");
+    case -ESRCH:
+        return send_error(rq, c, MHD_HTTP_NOT_FOUND, "no row with that key");
+    case -EINVAL:
+        return send_error(rq, c, MHD_HTTP_BAD_REQUEST, why ? why : "bad key");
+    case -EAGAIN:
+        return send_unavailable(rq, c, "server busy, retry later");
+    case -ESHUTDOWN:
+        return send_unavailable(rq, c, "server is shutting down");
+    default:
+        return send_unavailable(rq, c, r == -EIO ? "storage failure: not applied" : "out of memory");
+    }
+}
+
 static enum MHD_Result handle_get(request *rq, struct MHD_Connection *c)
 {
     cf_engine *e = rq->h->engine;
@@ -820,6 +929,10 @@ static enum MHD_Result handle_get(request *rq, struct MHD_Connection *c)
         return send_json(rq, c, MHD_HTTP_OK, cf_engine_sql_streams(e), NULL, 0);
     case R_SITES:
         return send_json(rq, c, MHD_HTTP_OK, cf_compat_http_sites_json(rq->h->compat), NULL, 0);
+    case R_TABLES:
+        return send_json(rq, c, MHD_HTTP_OK, cf_engine_tables(e), NULL, 0);
+    case R_TABLE_ROW:
+        return handle_table_row(rq, c, false);
     case R_METRICS:
         return handle_metrics(rq, c);
     case R_HEALTHZ: {
@@ -944,7 +1057,7 @@ static enum MHD_Result begin_post(request *rq, struct MHD_Connection *c)
             rq->body_limit = cfg->max_body;
         } else if (!authed) {
             return send_unauthorized(rq, c, header(c, MHD_HTTP_HEADER_AUTHORIZATION) != NULL);
-        } else if (rq->rt == R_EVENTS || rq->rt == R_STREAM_EVENTS) {
+        } else if (rq->rt == R_EVENTS || rq->rt == R_STREAM_EVENTS || rq->rt == R_TABLE_ROWS) {
             if (cf_ingest_content_type(header(c, MHD_HTTP_HEADER_CONTENT_TYPE), &rq->fmt) < 0)
                 return send_error(rq, c, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE,
                                   "Content-Type must be application/json, text/plain or application/x-ndjson");
@@ -1214,6 +1327,45 @@ static enum MHD_Result finish_stream_events(request *rq, struct MHD_Connection *
     return ret;
 }
 
+/* POST /api/v1/tables/{name}/rows: SPEC 3's answers for a table's rows. */
+static enum MHD_Result finish_table_rows(request *rq, struct MHD_Connection *c, char *body, size_t len)
+{
+    cf_stream_batch b;
+    memset(&b, 0, sizeof b);
+    const char *why = NULL;
+    cf_submit_result res;
+    int r = cf_engine_table_rows(rq->h->engine, rq->stream, rq->fmt, body, len, wall_ms(), &b, &why,
+                                 &res);
+    enum MHD_Result ret;
+    if (r == -ENOENT) {
+        ret = send_error(rq, c, MHD_HTTP_NOT_FOUND, "no table of that name");
+    } else if (r == -EBADMSG) {
+        ret = send_error(rq, c, MHD_HTTP_BAD_REQUEST, why ? why : "body is not JSON");
+    } else if (r == -E2BIG) {
+        ret = send_error(rq, c, MHD_HTTP_CONTENT_TOO_LARGE, "more rows than --max-batch");
+    } else if (r == -EAGAIN) {
+        ret = send_unavailable(rq, c, "server busy, retry later");
+    } else if (r == -ESHUTDOWN) {
+        ret = send_unavailable(rq, c, "server is shutting down");
+    } else if (r < 0) {
+        ret = send_unavailable(rq, c, r == -EIO ? "storage failure: rows not applied" : "out of memory");
+    } else {
+        cJSON *o = cJSON_CreateObject();
+        if (!o || !cJSON_AddNumberToObject(o, "accepted", (double)res.accepted) ||
+            !cJSON_AddNumberToObject(o, "duplicates", 0) ||
+            !cJSON_AddNumberToObject(o, "rejected", (double)b.rejected)) {
+            cJSON_Delete(o);
+            cf_stream_batch_free(&b);
+            return MHD_NO;
+        }
+        cJSON_AddItemToObject(o, "errors", b.errors);
+        b.errors = NULL;
+        ret = send_json(rq, c, MHD_HTTP_ACCEPTED, o, NULL, 0);
+    }
+    cf_stream_batch_free(&b);
+    return ret;
+}
+
 static enum MHD_Result finish_watermark(request *rq, struct MHD_Connection *c, char *body, size_t len)
 {
     const char *end = NULL;
@@ -1350,6 +1502,14 @@ static enum MHD_Result handle_request(request *rq, struct MHD_Connection *c, con
             return send_error(rq, c, MHD_HTTP_BAD_REQUEST, "the sql parameter is required");
         return answer_query(rq, c, q, strlen(q));
     }
+    if (rq->rt == R_TABLE_ROW && strcmp(method, "DELETE") == 0) {
+        /* A delete is a write: the ingest token, like the upserts. */
+        if (!authorized(c, h->cfg.ingest_token))
+            return send_unauthorized(rq, c, header(c, MHD_HTTP_HEADER_AUTHORIZATION) != NULL);
+        if (!cf_engine_ready(h->engine))
+            return send_unavailable(rq, c, "not ready: recovery in progress, retry later");
+        return handle_table_row(rq, c, true);
+    }
     if (route_is_post(rq->rt) || !is_get) {
         const extra_header allow[] = {{MHD_HTTP_HEADER_ALLOW, route_allow(rq->rt)}};
         return send_error_h(rq, c, MHD_HTTP_METHOD_NOT_ALLOWED, "method not allowed", allow, 1);
@@ -1390,6 +1550,8 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *c, const
         rq->rt = find_route(rq->raw_uri, strcspn(rq->raw_uri, "?#"));
         if (rq->rt == R_STREAM_EVENTS)
             stream_events_name(rq->raw_uri, strcspn(rq->raw_uri, "?#"), rq->stream, sizeof rq->stream);
+        if (rq->rt == R_TABLE_ROWS || rq->rt == R_TABLE_ROW)
+            table_route(rq->raw_uri, strcspn(rq->raw_uri, "?#"), rq);
         int64_t end = rq->start_ms + h->cfg.request_deadline_ms;
         if (rq->rt == R_COMPAT)
             rq->compat_ep = cf_compat_route(rq->raw_uri, strcspn(rq->raw_uri, "?#"));
@@ -1480,6 +1642,8 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *c, const
         return finish_query(rq, c, body, len);
     if (rq->rt == R_STREAM_EVENTS)
         return finish_stream_events(rq, c, body, len);
+    if (rq->rt == R_TABLE_ROWS)
+        return finish_table_rows(rq, c, body, len);
     if (rq->rt == R_COMPAT)
         return finish_compat(rq, c, body, len);
     return finish_watermark(rq, c, body, len);
