@@ -241,6 +241,9 @@ int load_snapshot(cf_engine *e, const cf_buf *payload)
         if (!e->tables)
             e->tables = cf_tables_new(e->cfg.max_keys, e->hashkey);
         int trc = e->tables ? cf_tables_load(e->tables, &tr) : -ENOMEM;
+        /* Every shard holds every table too (stream-table joins). */
+        for (unsigned sh = 0; trc == 0 && sh < e->n_shards; sh++)
+            trc = cf_shard_load_tables(e->shards[sh], rows, rows_len);
         if (trc < 0) {
             cf_error("snapshot: the SQL tables' rows are malformed");
             free(pr);

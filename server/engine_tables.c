@@ -3,7 +3,10 @@
  * An upsert or delete is applied under the sequencer lock, between two
  * events of the one total order, and logged (CF_WAL_TABLE) before the
  * request is acknowledged, so a replay re-applies it at the same place.
- * The sequencer holds the rows (tables.h) and answers reads from them.
+ * The sequencer holds the rows (tables.h) and answers reads from them;
+ * every shard holds a copy too, sent the same ops through its queue
+ * (CF_MSG_TABLE) in the same order as events, so a stream-table join in a
+ * shard sees each row as of the event's place in the log (SPEC 14).
  *
  * WAL payload: str table, u32 n, then n x (u8 op, str bytes): the ops that
  * were applied (a refused upsert is not logged). */
@@ -15,6 +18,7 @@
 #include "cf_time.h"
 #include "engine_int.h"
 #include "log.h"
+#include "shard_msg.h"
 #include "sql_exec.h"
 #include "sql_expr.h"
 #include "sql_runtime.h"
@@ -28,6 +32,57 @@ typedef struct table_op {
     size_t index;           /* in the request body (for its error) */
     int rc;                 /* out: what applying it returned */
 } table_op;
+
+/* Room in every shard queue for one table message of about `bytes`. */
+static bool table_room_locked(cf_engine *e, size_t bytes)
+{
+    if (atomic_load(&e->inflight) + e->n_shards * (bytes + sizeof(cf_msg)) > e->inflight_cap)
+        return false;
+    for (unsigned s = 0; s < e->n_shards; s++)
+        if (cf_queue_space(cf_shard_queue(e->shards[s])) <= RESERVED_SLOTS)
+            return false;
+    return true;
+}
+
+/* Sends the header (table, definition, shape) and ops to every shard. */
+static int send_shards_locked(cf_engine *e, const cf_buf *msg, uint32_t n)
+{
+    for (unsigned s = 0; s < e->n_shards; s++) {
+        cf_msg *m = cf_msg_new(CF_MSG_TABLE, msg->len);
+        if (!m) {
+            cf_error("out of memory for a table rows message");
+            atomic_store(&e->failed, 1);
+            return -EIO;
+        }
+        memcpy(m->data, msg->data, msg->len);
+        m->n = n;
+        enqueue_locked(e, s, m);
+    }
+    return 0;
+}
+
+static void put_header(cf_buf *b, const char *name, const char *sql, uint32_t ncols, uint32_t key)
+{
+    cf_buf_put_str(b, name, strlen(name));
+    cf_buf_put_str(b, sql, strlen(sql));
+    cf_buf_put_u32(b, ncols);
+    cf_buf_put_u32(b, key);
+}
+
+int send_table_drop_locked(cf_engine *e, const char *name)
+{
+    cf_buf msg = {0};
+    put_header(&msg, name, "", 0, 0);
+    cf_buf_put_u8(&msg, CF_TABLE_DROP);
+    cf_buf_put_str(&msg, "", 0);
+    int rc = msg.oom ? -ENOMEM : send_shards_locked(e, &msg, 1);
+    cf_buf_free(&msg);
+    if (rc == -ENOMEM) {
+        atomic_store(&e->failed, 1);
+        rc = -EIO;
+    }
+    return rc;
+}
 
 static cf_tables *tables_locked(cf_engine *e)
 {
@@ -46,7 +101,8 @@ static int64_t apply_ops_locked(cf_engine *e, const sql_object *o, table_op *ops
     sql_table *t = ts ? cf_tables_get(ts, o) : NULL;
     if (!t)
         return wal_fail_locked(e, -ENOMEM);
-    cf_buf wal = {0};
+    cf_buf wal = {0}, msg = {0};
+    put_header(&msg, o->name, o->sql ? o->sql : "", o->ncolumns, (uint32_t)o->key_column);
     cf_buf_put_str(&wal, o->name, strlen(o->name));
     size_t count_at = wal.len;
     cf_buf_put_u32(&wal, 0);
@@ -58,10 +114,12 @@ static int64_t apply_ops_locked(cf_engine *e, const sql_object *o, table_op *ops
             continue;
         cf_buf_put_u8(&wal, ops[i].op);
         cf_buf_put_str(&wal, (const char *)ops[i].p, ops[i].len);
+        cf_buf_put_u8(&msg, ops[i].op);
+        cf_buf_put_str(&msg, (const char *)ops[i].p, ops[i].len);
         applied++;
     }
     int64_t lsn = 0;
-    if (wal.oom) {
+    if (wal.oom || msg.oom) {
         lsn = wal_fail_locked(e, -ENOMEM);    /* the rows changed but are not logged: stop */
     } else if (applied > 0 && !replay && e->wal) {
         for (int k = 0; k < 4; k++)
@@ -70,7 +128,13 @@ static int64_t apply_ops_locked(cf_engine *e, const sql_object *o, table_op *ops
         if (lsn < 0)
             lsn = wal_fail_locked(e, lsn);
     }
+    if (lsn >= 0 && applied > 0) {
+        int src = send_shards_locked(e, &msg, (uint32_t)applied);
+        if (src < 0)
+            lsn = src;
+    }
     cf_buf_free(&wal);
+    cf_buf_free(&msg);
     *ret_applied = applied;
     return lsn;
 }
@@ -121,6 +185,8 @@ static int upsert_in_catalog(void *ctx, const sql_object *o)
                              u->why);
     if (rc || u->b->n == 0)
         return rc;
+    if (!table_room_locked(e, u->b->packed.len + 16 * u->b->n + 512))
+        return -EAGAIN;     /* the shards are behind: nothing applied, retry */
     table_op *ops = calloc(u->b->n, sizeof *ops);
     if (!ops)
         return -ENOMEM;
@@ -268,6 +334,10 @@ static int key_in_catalog(void *ctx, const sql_object *o)
             cf_buf_free(&b);
             return -ENOMEM;
         }
+        if (!table_room_locked(k->e, b.len + 512)) {
+            cf_buf_free(&b);
+            return -EAGAIN;
+        }
         table_op op = {CF_TABLE_DELETE, b.data, b.len, 0, 0};
         size_t applied = 0;
         k->lsn = apply_ops_locked(k->e, o, &op, 1, false, &applied);
@@ -405,6 +475,12 @@ int replay_table(cf_engine *e, const uint8_t *payload, size_t len)
     if (rc == 0) {
         replay_ctx rc_ = {e, ops, n, 0};
         pthread_mutex_lock(&e->mu);
+        /* The shards are running: a full queue only means waiting. */
+        while (!table_room_locked(e, len + 512) && !atomic_load(&e->failed)) {
+            pthread_mutex_unlock(&e->mu);
+            sleep_ms(1);
+            pthread_mutex_lock(&e->mu);
+        }
         rc = cf_sqlrt_with_table(e->sql, table, replay_in_catalog, &rc_);
         pthread_mutex_unlock(&e->mu);
         if (rc == -ENOENT) {

@@ -71,6 +71,12 @@ static bool same_def(const entry *x, const sql_object *o)
     return strcmp(x->sql, o->sql ? o->sql : "") == 0;
 }
 
+sql_table *cf_tables_by_name(cf_tables *ts, const char *name)
+{
+    entry *x = lookup(ts, name);
+    return x ? x->t : NULL;
+}
+
 void cf_tables_drop(cf_tables *ts, const char *name)
 {
     entry *x = lookup(ts, name);

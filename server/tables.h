@@ -25,6 +25,8 @@ void cf_tables_free(cf_tables *ts);
 /* The rows of table o (o->sql identifies its definition), created empty
  * when absent or defined differently before. NULL on OOM. */
 sql_table *cf_tables_get(cf_tables *ts, const sql_object *o);
+/* The rows of table `name`, whatever its definition, or NULL. */
+sql_table *cf_tables_by_name(cf_tables *ts, const char *name);
 /* Frees the rows of table `name` (dropped), if any. */
 void cf_tables_drop(cf_tables *ts, const char *name);
 /* Same, without creating: NULL when the table holds no rows yet. */
@@ -39,7 +41,7 @@ int cf_tables_load(cf_tables *ts, cf_reader *in);
 /* Applies one packed op (see engine_tables.c): u8 op (CF_TABLE_UPSERT: a
  * packed row as stream_ingest packs it; CF_TABLE_DELETE: one packed key
  * value). Returns what sql_table_upsert/delete return, or -EINVAL. */
-enum { CF_TABLE_UPSERT = 1, CF_TABLE_DELETE = 2 };
+enum { CF_TABLE_UPSERT = 1, CF_TABLE_DELETE = 2, CF_TABLE_DROP = 3 /* shard messages only */ };
 int cf_tables_apply(sql_table *t, const sql_object *o, uint8_t op, const uint8_t *p, size_t len);
 
 #endif
