@@ -197,7 +197,7 @@ int cf_tables_load(cf_tables *ts, cf_reader *in)
         entry x = {strndup(name, nl), strndup(sql, sl), sql_table_new(&cfg), ncols, key};
         if (!x.name || !x.sql || !x.t || (ts->n == ts->cap && !grow(ts))) {
             entry_clear(&x);
-            return x.t || ncols == 0 || key >= ncols ? -ENOMEM : -EINVAL;
+            return !x.t && (ncols == 0 || key >= ncols) ? -EINVAL : -ENOMEM;
         }
         cf_reader br;
         cf_reader_init(&br, blob, bl);
