@@ -18,13 +18,15 @@
 #include "shard_msg.h"
 #include "snapshot.h"
 #include "sql_exec.h"
+#include "tables.h"
 #include "wal.h"
 
 #define SNAP_MAGIC 0x50414e53464355ull   /* "UCFSNAP" */
 /* 2: pane-based window state (cf_winop CFW2); 3: the hash key in the
  * sequencer part; 4: the SQL definitions after the dedup table (a version 3
  * snapshot still loads: it had none). */
-#define SNAP_VERSION 4u
+/* 5: the SQL tables' rows after the definitions (tables.h). */
+#define SNAP_VERSION 5u
 
 /* The view settings record: the snapshot's fingerprint below and the
  * CF_WAL_SETTINGS payload (recovery.c) alike. */
@@ -80,6 +82,13 @@ static int save_sequencer_locked(cf_engine *e, cf_buf *out)
     cf_buf_free(&tmp);
     if (rc >= 0)
         rc = cf_sqlrt_save(e->sql, out);
+    if (rc >= 0) {
+        cf_buf_reset(&tmp);
+        rc = cf_tables_save(e->tables, &tmp);
+        if (rc >= 0)
+            cf_buf_put_str(out, (const char *)tmp.data, tmp.len);
+        cf_buf_free(&tmp);
+    }
     return rc < 0 ? rc : (out->oom ? -ENOMEM : 0);
 }
 
@@ -127,7 +136,7 @@ int load_snapshot(cf_engine *e, const cf_buf *payload)
     uint32_t version = 0;
     cf_get_u64(&r, &magic);
     cf_get_u32(&r, &version);
-    if (r.bad || magic != SNAP_MAGIC || (version != SNAP_VERSION && version != 3)) {
+    if (r.bad || magic != SNAP_MAGIC || (version < 3 || version > SNAP_VERSION)) {
         cf_error("snapshot: unknown format (magic %" PRIx64 ", version %u)", magic, version);
         return -EINVAL;
     }
@@ -160,6 +169,10 @@ int load_snapshot(cf_engine *e, const cf_buf *payload)
     const char *defs = NULL;
     size_t defs_len = 0;
     if (version >= 4 && !cf_get_str(&r, &defs, &defs_len))
+        return -EINVAL;
+    const char *rows = NULL;
+    size_t rows_len = 0;
+    if (version >= 5 && !cf_get_str(&r, &rows, &rows_len))
         return -EINVAL;
     /* The snapshot's key is the one its state was made with; a key file
      * that says otherwise (replaced, restored from elsewhere) is rewritten. */
@@ -219,6 +232,25 @@ int load_snapshot(cf_engine *e, const cf_buf *payload)
             cf_shard_install_sql(e->shards[s], cf_sqlx_set_ref(set));
         atomic_store(&e->sql_runs, cf_sqlx_set_reads(set, "clicks"));
         cf_sqlx_set_unref(set);
+    }
+    if (rows_len > 0) {
+        /* The tables' rows, as of the cut (the log after it re-applies
+         * the later upserts and deletes). */
+        cf_reader tr;
+        cf_reader_init(&tr, rows, rows_len);
+        if (!e->tables)
+            e->tables = cf_tables_new(e->cfg.max_keys, e->hashkey);
+        int trc = e->tables ? cf_tables_load(e->tables, &tr) : -ENOMEM;
+        /* Every shard holds every table too (stream-table joins). */
+        for (unsigned sh = 0; trc == 0 && sh < e->n_shards; sh++)
+            trc = cf_shard_load_tables(e->shards[sh], rows, rows_len);
+        if (trc < 0) {
+            cf_error("snapshot: the SQL tables' rows are malformed");
+            free(pr);
+            free(copy);
+            cf_dedup_free(d);
+            return trc;
+        }
     }
     for (unsigned s = 0; s < e->n_shards; s++) {
         /* Each shard reads its own copy: after a rescale every shard reads

@@ -15,6 +15,7 @@
 
 #include "builtin_sql.h"
 #include "cf_dedup.h"
+#include "tables.h"
 #include "cf_time.h"
 #include "cf_watermark.h"
 #include "engine_int.h"
@@ -182,6 +183,7 @@ void cf_engine_free(cf_engine *e)
     cf_watermark_free(e->wm);
     cf_sqlrt_free(e->sql);
     cJSON_Delete(e->builtin_views);
+    cf_tables_free(e->tables);
     cf_buf_free(&e->scratch);
     cf_recent_free(e->recent);
     cJSON_free(e->last_trending);

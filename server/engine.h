@@ -82,6 +82,24 @@ typedef struct cf_stream_batch cf_stream_batch;
 int cf_engine_stream_events(cf_engine *e, const char *stream, cf_body_format fmt, char *body,
                             size_t len, int64_t now_ms, cf_stream_batch *b, const char **ret_error,
                             cf_submit_result *ret);
+/* POST /api/v1/tables/{name}/rows (SPEC 12): the body's rows parsed like
+ * a declared stream's events (a row needs its primary key) and upserted in
+ * the sequencer's order, logged (CF_WAL_TABLE). ret->accepted: the rows
+ * applied (a new key past --max-keys is rejected in b). -ENOENT (no such
+ * table), else as cf_engine_stream_events. */
+int cf_engine_table_rows(cf_engine *e, const char *table, cf_body_format fmt, char *body,
+                         size_t len, int64_t now_ms, cf_stream_batch *b, const char **ret_error,
+                         cf_submit_result *ret);
+/* GET (del false: *ret the row as an object) or DELETE (del true, logged)
+ * of the row whose primary key is `key` (the URL's text, read as the key
+ * column's type). 0, -ENOENT (no such table), -ESRCH (no such row),
+ * -EINVAL (*ret_why: not a key of that type), -EAGAIN, -ESHUTDOWN, -EIO,
+ * -ENOMEM. */
+int cf_engine_table_row(cf_engine *e, const char *table, const char *key, bool del, cJSON **ret,
+                        const char **ret_why);
+/* GET /api/v1/tables: {"items": [{"name","columns","key","rows","bytes",
+ * "refused","sql"}]}. NULL on OOM. */
+cJSON *cf_engine_tables(cf_engine *e);
 /* Whether `stream` is a declared stream (takes events at its URL). */
 bool cf_engine_has_stream(cf_engine *e, const char *stream);
 /* GET /api/v1/views and /api/v1/streams. NULL on OOM. */

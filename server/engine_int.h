@@ -102,6 +102,7 @@ struct cf_engine {
     cf_push *push;
     cf_sqlrt *sql;                  /* SQL catalog and views; changed under mu only */
     cJSON *builtin_views;           /* GET /api/v1/views items of the built-ins (builtin_sql.h) */
+    struct cf_tables *tables;       /* SQL tables' rows (tables.h); under mu, made on first use */
     atomic_bool sql_runs;           /* user views run: events go to every shard (mu writes) */
     unsigned n_shards;
     cf_shard **shards;
@@ -227,6 +228,10 @@ void check_dedup_bound(cf_engine *e);
 
 /* engine_sql.c (continuous SQL: statements, view sets, pull queries) */
 int replay_sql(cf_engine *e, const uint8_t *payload, size_t len);
+int replay_table(cf_engine *e, const uint8_t *payload, size_t len);
+/* engine_tables.c: tells every shard that table `name` is gone (the
+ * caller checked room). 0 or -EIO. */
+int send_table_drop_locked(cf_engine *e, const char *name);
 int send_views_locked(cf_engine *e, cf_sqlx_set *set);
 int replay_rows(cf_engine *e, const uint8_t *payload, size_t len);
 void sql_push_interim(cf_engine *e);

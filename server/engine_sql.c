@@ -14,6 +14,7 @@
 #include "sql_pull.h"
 #include "sql_runtime.h"
 #include "stream_ingest.h"
+#include "tables.h"
 #include "cf_watermark.h"
 
 #define MAX_QUERY_LIMIT 100000  /* rows a pull query answers at most */
@@ -39,12 +40,38 @@ int send_views_locked(cf_engine *e, cf_sqlx_set *set)
     return 0;
 }
 
+/* Whether every shard queue has room for the messages committing ch sends
+ * (the view set, one per dropped name). */
+static bool change_room_locked(cf_engine *e, const cf_sqlrt_change *ch)
+{
+    const char *dropped = NULL;
+    size_t dl = 0, n = cf_sqlrt_change_set(ch) ? 1 : 0;
+    cf_sqlrt_change_dropped(ch, &dropped, &dl);
+    for (size_t i = 0; i < dl; i += strlen(dropped + i) + 1)
+        n++;
+    for (unsigned s = 0; n > 0 && s < e->n_shards; s++)
+        if (cf_queue_space(cf_shard_queue(e->shards[s])) < n)
+            return false;
+    return true;
+}
+
 /* Commits a prepared change under mu: the view set goes to the shards
  * first (room checked by the caller), then the catalog is swapped. */
 static int commit_change_locked(cf_engine *e, cf_sqlrt_change *ch)
 {
     cf_sqlx_set *set = cf_sqlrt_change_set(ch);
     int rc = set ? send_views_locked(e, set) : 0;
+    /* A dropped table's rows go now: one created again starts empty. */
+    const char *dropped = NULL;
+    size_t dl = 0;
+    cf_sqlrt_change_dropped(ch, &dropped, &dl);
+    for (size_t i = 0; i < dl; i += strlen(dropped + i) + 1) {
+        if (e->tables)
+            cf_tables_drop(e->tables, dropped + i);
+        /* The shards' copies too (a name of another kind: a no-op there). */
+        if (rc == 0)
+            rc = send_table_drop_locked(e, dropped + i);
+    }
     cf_sqlrt_commit(e->sql, ch);
     return rc;
 }
@@ -69,7 +96,7 @@ int cf_engine_sql(cf_engine *e, const char *text, size_t len, bool at_start, cJS
         rc = -EAGAIN;
     } else {
         rc = cf_sqlrt_prepare(e->sql, text, len, at_start ? CF_SQLRT_SKIP_SAME : 0, &ch, err);
-        if (rc == 0 && cf_sqlrt_change_set(ch) && !all_have_room_locked(e))
+        if (rc == 0 && !change_room_locked(e, ch))
             rc = -EAGAIN;   /* the shards' queues are full: nothing applied */
         size_t log_len = 0;
         const char *log = rc == 0 ? cf_sqlrt_change_log(ch, &log_len) : NULL;
@@ -219,7 +246,7 @@ int replay_sql(cf_engine *e, const uint8_t *payload, size_t len)
     pthread_mutex_lock(&e->mu);
     int rc = cf_sqlrt_prepare(e->sql, (const char *)payload, len, CF_SQLRT_REPLAY, &ch, &err);
     /* The shards are running: a full queue only means waiting for them. */
-    while (rc == 0 && cf_sqlrt_change_set(ch) && !all_have_room_locked(e)) {
+    while (rc == 0 && !change_room_locked(e, ch)) {
         pthread_mutex_unlock(&e->mu);
         sleep_ms(1);
         pthread_mutex_lock(&e->mu);

@@ -48,6 +48,78 @@ static bool stream_events_name(const char *path, size_t n, char *out, size_t cap
     return true;
 }
 
+#define TABLES_PREFIX "/api/v1/tables/"
+
+static bool plain_name(const char *p, size_t n)
+{
+    if (n == 0 || n >= 128)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char ch = p[i];
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '_'))
+            return false;
+    }
+    return true;
+}
+
+static int hex_digit(char ch)
+{
+    if (ch >= '0' && ch <= '9')
+        return ch - '0';
+    if (ch >= 'a' && ch <= 'f')
+        return ch - 'a' + 10;
+    if (ch >= 'A' && ch <= 'F')
+        return ch - 'A' + 10;
+    return -1;
+}
+
+/* /api/v1/tables/{name}/rows (R_TABLE_ROWS) or .../rows/{key}
+ * (R_TABLE_ROW, the key percent-decoded, 1..255 bytes, no '/' unencoded),
+ * else R_NONE. Copies the name and key into rq when given. */
+static route table_route(const char *path, size_t n, request *rq)
+{
+    static const char rows[] = "/rows";
+    size_t pl = strlen(TABLES_PREFIX), rl = sizeof rows - 1;
+    if (n <= pl || memcmp(path, TABLES_PREFIX, pl) != 0)
+        return R_NONE;
+    const char *name = path + pl;
+    const char *slash = memchr(name, '/', n - pl);
+    if (!slash || !plain_name(name, (size_t)(slash - name)))
+        return R_NONE;
+    size_t rest = n - (size_t)(slash - path);
+    if (rest < rl || memcmp(slash, rows, rl) != 0)
+        return R_NONE;
+    if (rq) {
+        memcpy(rq->stream, name, (size_t)(slash - name));
+        rq->stream[slash - name] = '\0';
+    }
+    if (rest == rl)
+        return R_TABLE_ROWS;
+    const char *k = slash + rl;
+    size_t kl = rest - rl;
+    if (k[0] != '/' || kl < 2 || memchr(k + 1, '/', kl - 1))
+        return R_NONE;
+    size_t o = 0;
+    for (size_t i = 1; i < kl; i++) {
+        char ch = k[i];
+        if (ch == '%') {
+            int hi = i + 2 < kl ? hex_digit(k[i + 1]) : -1, lo = i + 2 < kl ? hex_digit(k[i + 2]) : -1;
+            if (hi < 0 || lo < 0 || (hi == 0 && lo == 0))
+                return R_NONE;
+            ch = (char)(hi * 16 + lo);
+            i += 2;
+        }
+        if (o + 1 >= sizeof rq->key)
+            return R_NONE;
+        if (rq)
+            rq->key[o] = ch;
+        o++;
+    }
+    if (rq)
+        rq->key[o] = '\0';
+    return R_TABLE_ROW;
+}
+
 /* Routes on the raw path (before '?'), so an encoded slash cannot reach a
  * different handler than the one its bytes name. */
 static route find_route(const char *path, size_t n)
@@ -65,7 +137,7 @@ static route find_route(const char *path, size_t n)
         {"/api/v1/sql", R_SQL},         {"/api/v1/views", R_VIEWS},
         {"/api/v1/streams", R_STREAMS}, {"/api/v1/query", R_QUERY},
         {"/api/v1/streams/clicks/events", R_CLICK_EVENTS},
-        {"/api/v1/sites", R_SITES},
+        {"/api/v1/sites", R_SITES},     {"/api/v1/tables", R_TABLES},
     };
     for (size_t i = 0; i < sizeof table / sizeof table[0]; i++)
         if (strlen(table[i].path) == n && memcmp(table[i].path, path, n) == 0)
@@ -75,6 +147,9 @@ static route find_route(const char *path, size_t n)
         return R_USER_SESSIONS;
     if (stream_events_name(path, n, NULL, 0))
         return R_STREAM_EVENTS;
+    route tr = table_route(path, n, NULL);
+    if (tr != R_NONE)
+        return tr;
     if (cf_compat_route(path, n) != CF_COMPAT_NONE)
         return R_COMPAT;
     size_t vp = strlen(VIEWS_PREFIX), rs = strlen(ROLLUP_SUFFIX);
@@ -88,13 +163,15 @@ static route find_route(const char *path, size_t n)
 static bool route_is_post(route rt)
 {
     return rt == R_EVENTS || rt == R_WATERMARK || rt == R_COMPAT || rt == R_SQL || rt == R_QUERY ||
-           rt == R_STREAM_EVENTS;
+           rt == R_STREAM_EVENTS || rt == R_TABLE_ROWS;
 }
 
 static const char *route_allow(route rt)
 {
     if (rt == R_QUERY)
         return "GET, HEAD, POST, OPTIONS";
+    if (rt == R_TABLE_ROW)
+        return "GET, HEAD, DELETE, OPTIONS";
     return route_is_post(rt) ? "POST, OPTIONS" : "GET, HEAD, OPTIONS";
 }
 
@@ -152,6 +229,14 @@ static enum MHD_Result handle_request(request *rq, struct MHD_Connection *c, con
             return send_error(rq, c, MHD_HTTP_BAD_REQUEST, "the sql parameter is required");
         return answer_query(rq, c, q, strlen(q));
     }
+    if (rq->rt == R_TABLE_ROW && strcmp(method, "DELETE") == 0) {
+        /* A delete is a write: the ingest token, like the upserts. */
+        if (!authorized(c, h->cfg.ingest_token))
+            return send_unauthorized(rq, c, header(c, MHD_HTTP_HEADER_AUTHORIZATION) != NULL);
+        if (!cf_engine_ready(h->engine))
+            return send_unavailable(rq, c, "not ready: recovery in progress, retry later");
+        return handle_table_row(rq, c, true);
+    }
     if (route_is_post(rq->rt) || !is_get) {
         const extra_header allow[] = {{MHD_HTTP_HEADER_ALLOW, route_allow(rq->rt)}};
         return send_error_h(rq, c, MHD_HTTP_METHOD_NOT_ALLOWED, "method not allowed", allow, 1);
@@ -192,6 +277,8 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *c, const
         rq->rt = find_route(rq->raw_uri, strcspn(rq->raw_uri, "?#"));
         if (rq->rt == R_STREAM_EVENTS)
             stream_events_name(rq->raw_uri, strcspn(rq->raw_uri, "?#"), rq->stream, sizeof rq->stream);
+        if (rq->rt == R_TABLE_ROWS || rq->rt == R_TABLE_ROW)
+            table_route(rq->raw_uri, strcspn(rq->raw_uri, "?#"), rq);
         int64_t end = rq->start_ms + h->cfg.request_deadline_ms;
         if (rq->rt == R_COMPAT)
             rq->compat_ep = cf_compat_route(rq->raw_uri, strcspn(rq->raw_uri, "?#"));
@@ -282,6 +369,8 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *c, const
         return finish_query(rq, c, body, len);
     if (rq->rt == R_STREAM_EVENTS)
         return finish_stream_events(rq, c, body, len);
+    if (rq->rt == R_TABLE_ROWS)
+        return finish_table_rows(rq, c, body, len);
     if (rq->rt == R_COMPAT)
         return finish_compat(rq, c, body, len);
     return finish_watermark(rq, c, body, len);

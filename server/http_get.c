@@ -350,6 +350,34 @@ static enum MHD_Result handle_info(request *rq, struct MHD_Connection *c)
     return send_json(rq, c, MHD_HTTP_OK, o, NULL, 0);
 }
 
+/* GET or DELETE /api/v1/tables/{name}/rows/{key}. */
+enum MHD_Result handle_table_row(request *rq, struct MHD_Connection *c, bool del)
+{
+    cJSON *row = NULL;
+    const char *why = NULL;
+    int r = cf_engine_table_row(rq->h->engine, rq->stream, rq->key, del, del ? NULL : &row, &why);
+    switch (r) {
+    case 0:
+        if (del) {
+            static const char ok[] = "{\"deleted\":1}";
+            return send_static(rq, c, MHD_HTTP_OK, "application/json", ok, sizeof ok - 1, NULL, 0);
+        }
+        return send_json(rq, c, MHD_HTTP_OK, row, NULL, 0);
+    case -ENOENT:
+        return send_error(rq, c, MHD_HTTP_NOT_FOUND, "no table of that name");
+    case -ESRCH:
+        return send_error(rq, c, MHD_HTTP_NOT_FOUND, "no row with that key");
+    case -EINVAL:
+        return send_error(rq, c, MHD_HTTP_BAD_REQUEST, why ? why : "bad key");
+    case -EAGAIN:
+        return send_unavailable(rq, c, "server busy, retry later");
+    case -ESHUTDOWN:
+        return send_unavailable(rq, c, "server is shutting down");
+    default:
+        return send_unavailable(rq, c, r == -EIO ? "storage failure: not applied" : "out of memory");
+    }
+}
+
 enum MHD_Result handle_get(request *rq, struct MHD_Connection *c)
 {
     cf_engine *e = rq->h->engine;
@@ -387,6 +415,10 @@ enum MHD_Result handle_get(request *rq, struct MHD_Connection *c)
         return send_json(rq, c, MHD_HTTP_OK, cf_engine_sql_views(e), NULL, 0);
     case R_STREAMS:
         return send_json(rq, c, MHD_HTTP_OK, cf_engine_sql_streams(e), NULL, 0);
+    case R_TABLES:
+        return send_json(rq, c, MHD_HTTP_OK, cf_engine_tables(e), NULL, 0);
+    case R_TABLE_ROW:
+        return handle_table_row(rq, c, false);
     case R_SITES:
         return send_json(rq, c, MHD_HTTP_OK, cf_compat_http_sites_json(rq->h->compat), NULL, 0);
     case R_METRICS:

@@ -144,6 +144,9 @@ typedef enum route {
     R_COMPAT,       /* a compatible ingest path (lib/cf_compat.h): compat_http.c */
     R_CLICK_EVENTS, /* GET: the newest events of the clicks stream */
     R_SITES,        /* GET /api/v1/sites: compat_http.c */
+    R_TABLES,       /* GET /api/v1/tables (SPEC 12) */
+    R_TABLE_ROWS,   /* POST /api/v1/tables/{name}/rows */
+    R_TABLE_ROW,    /* GET, DELETE /api/v1/tables/{name}/rows/{key} */
 } route;
 
 typedef struct request {
@@ -152,7 +155,8 @@ typedef struct request {
     char *raw_uri;          /* as sent, percent-encoding intact */
     bool headers_done;      /* access() saw the headers */
     bool query_json;        /* POST /api/v1/query: the body is {"sql": ...} */
-    char stream[128];       /* R_STREAM_EVENTS: the stream's name */
+    char stream[128];       /* R_STREAM_EVENTS: the stream's name; R_TABLE_*: the table's */
+    char key[256];          /* R_TABLE_ROW: the key, percent-decoded */
     route rt;
     cf_compat_endpoint compat_ep;   /* for R_COMPAT */
     cf_body_format fmt;
@@ -253,5 +257,7 @@ enum MHD_Result finish_query(request *rq, struct MHD_Connection *c, char *body, 
 enum MHD_Result finish_compat(request *rq, struct MHD_Connection *c, char *body, size_t len);
 enum MHD_Result finish_stream_events(request *rq, struct MHD_Connection *c, char *body, size_t len);
 enum MHD_Result finish_watermark(request *rq, struct MHD_Connection *c, char *body, size_t len);
+enum MHD_Result finish_table_rows(request *rq, struct MHD_Connection *c, char *body, size_t len);
+enum MHD_Result handle_table_row(request *rq, struct MHD_Connection *c, bool del);
 
 #endif

@@ -70,7 +70,7 @@ enum MHD_Result begin_post(request *rq, struct MHD_Connection *c)
             rq->body_limit = cfg->max_body;
         } else if (!authed) {
             return send_unauthorized(rq, c, header(c, MHD_HTTP_HEADER_AUTHORIZATION) != NULL);
-        } else if (rq->rt == R_EVENTS || rq->rt == R_STREAM_EVENTS) {
+        } else if (rq->rt == R_EVENTS || rq->rt == R_STREAM_EVENTS || rq->rt == R_TABLE_ROWS) {
             if (cf_ingest_content_type(header(c, MHD_HTTP_HEADER_CONTENT_TYPE), &rq->fmt) < 0)
                 return send_error(rq, c, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE,
                                   "Content-Type must be application/json, text/plain or application/x-ndjson");
@@ -327,6 +327,45 @@ enum MHD_Result finish_stream_events(request *rq, struct MHD_Connection *c, char
         cJSON *o = cJSON_CreateObject();
         if (!o || !cJSON_AddNumberToObject(o, "accepted", (double)res.accepted) ||
             !cJSON_AddNumberToObject(o, "duplicates", (double)res.duplicates) ||
+            !cJSON_AddNumberToObject(o, "rejected", (double)b.rejected)) {
+            cJSON_Delete(o);
+            cf_stream_batch_free(&b);
+            return MHD_NO;
+        }
+        cJSON_AddItemToObject(o, "errors", b.errors);
+        b.errors = NULL;
+        ret = send_json(rq, c, MHD_HTTP_ACCEPTED, o, NULL, 0);
+    }
+    cf_stream_batch_free(&b);
+    return ret;
+}
+
+/* POST /api/v1/tables/{name}/rows: SPEC 3's answers for a table's rows. */
+enum MHD_Result finish_table_rows(request *rq, struct MHD_Connection *c, char *body, size_t len)
+{
+    cf_stream_batch b;
+    memset(&b, 0, sizeof b);
+    const char *why = NULL;
+    cf_submit_result res;
+    int r = cf_engine_table_rows(rq->h->engine, rq->stream, rq->fmt, body, len, wall_ms(), &b, &why,
+                                 &res);
+    enum MHD_Result ret;
+    if (r == -ENOENT) {
+        ret = send_error(rq, c, MHD_HTTP_NOT_FOUND, "no table of that name");
+    } else if (r == -EBADMSG) {
+        ret = send_error(rq, c, MHD_HTTP_BAD_REQUEST, why ? why : "body is not JSON");
+    } else if (r == -E2BIG) {
+        ret = send_error(rq, c, MHD_HTTP_CONTENT_TOO_LARGE, "more rows than --max-batch");
+    } else if (r == -EAGAIN) {
+        ret = send_unavailable(rq, c, "server busy, retry later");
+    } else if (r == -ESHUTDOWN) {
+        ret = send_unavailable(rq, c, "server is shutting down");
+    } else if (r < 0) {
+        ret = send_unavailable(rq, c, r == -EIO ? "storage failure: rows not applied" : "out of memory");
+    } else {
+        cJSON *o = cJSON_CreateObject();
+        if (!o || !cJSON_AddNumberToObject(o, "accepted", (double)res.accepted) ||
+            !cJSON_AddNumberToObject(o, "duplicates", 0) ||
             !cJSON_AddNumberToObject(o, "rejected", (double)b.rejected)) {
             cJSON_Delete(o);
             cf_stream_batch_free(&b);

@@ -234,6 +234,8 @@ static int replay_record(void *ctx, int64_t lsn, uint8_t type, const uint8_t *pa
         rc = replay_sql(e, payload, len);
     else if (type == CF_WAL_ROWS)
         rc = replay_rows(e, payload, len);
+    else if (type == CF_WAL_TABLE)
+        rc = replay_table(e, payload, len);
     else
         cf_warn("recovery: skipping WAL record %" PRId64 " of unknown type %u", lsn, type);
     if (rc == -EINVAL) {

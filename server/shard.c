@@ -325,6 +325,11 @@ void cf_shard_install_sql(cf_shard *s, cf_sqlx_set *set)
     cf_sqlx_install(s->sqlx, set);
 }
 
+int cf_shard_load_tables(cf_shard *s, const void *blob, size_t len)
+{
+    return cf_sqlx_load_tables(s->sqlx, blob, len);
+}
+
 int cf_shard_set_hashkey(cf_shard *s, const uint8_t key[16])
 {
     if (s->started)
@@ -874,6 +879,7 @@ static void handle_msg(cf_shard *s, cf_msg *m)
     case CF_MSG_RESET: handle_reset(s, m); break;
     case CF_MSG_SQL: handle_sql(s, m); break;
     case CF_MSG_ROWS: handle_rows(s, m); break;
+    case CF_MSG_TABLE: cf_sqlx_table(s->sqlx, m->data, m->len, m->n); break;
     default: cf_error("shard %u: unknown message kind %u", s->index, m->kind); break;
     }
     if (s->push) {

@@ -159,6 +159,8 @@ cf_queue *cf_shard_queue(cf_shard *s);
  * reference. */
 typedef struct cf_sqlx_set cf_sqlx_set;
 void cf_shard_install_sql(cf_shard *s, cf_sqlx_set *set);
+/* Before start, from a snapshot: the tables' rows (tables.h blob). */
+int cf_shard_load_tables(cf_shard *s, const void *blob, size_t len);
 /* Test seam: while held, the shard takes no message from its queue (it
  * still answers queries whose messages it has processed). */
 void cf_shard_hold(cf_shard *s, bool hold);

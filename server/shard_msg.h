@@ -59,6 +59,7 @@ typedef enum cf_msg_kind {
                           * n = 1 once the shard took it) */
     CF_MSG_ROWS = 6,     /* a declared stream's events: str stream, then n x (u8 apply, u64
                           * seq, i64 wm, i64 clock, str packed row: stream_ingest.h) */
+    CF_MSG_TABLE = 7,    /* a table's upserts and deletes (sql_exec.h cf_sqlx_table; n ops) */
 } cf_msg_kind;
 
 typedef struct cf_msg {

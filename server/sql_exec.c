@@ -7,12 +7,14 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 
 #include "cf_hash.h"
 #include "cf_time.h"
 #include "log.h"
 #include "retain.h"
 #include "sql_view.h"
+#include "tables.h"
 
 #define SCRATCH_BYTES (256u << 10)  /* strings one event's programs make */
 #define CLICKS_COLUMNS 20           /* sql_catalog_add_clicks */
@@ -109,8 +111,10 @@ cf_sqlx_def *cf_sqlx_def_new(sql_plan *plan, bool source_runs, int64_t allowed_l
     }
     d->is_stream = pi->kind == SQL_PLAN_DERIVED_STREAM;
     d->runnable = (pi->kind == SQL_PLAN_VIEW || d->is_stream) && pi->source &&
-                  pi->source_kind == SQL_OBJ_STREAM && source_runs && pi->join == SQL_JOIN_NONE &&
-                  (d->is_stream || pi->unnest_column < 0);
+                  pi->source_kind == SQL_OBJ_STREAM && source_runs &&
+                  (pi->join == SQL_JOIN_NONE ? d->is_stream || pi->unnest_column < 0
+                                             : pi->join_table && pi->njoin_keys == 1 &&
+                                                   pi->unnest_column < 0);
     return d;
 }
 
@@ -287,6 +291,7 @@ struct cf_sqlx {
     cf_buf *out;            /* cf_sqlx_rows target */
     long out_n;
     const xview *cur;
+    cf_tables *tables;      /* every table's rows, as of the shard's place in the log */
 };
 
 cf_sqlx *cf_sqlx_new(unsigned index, unsigned n_shards, size_t retain)
@@ -304,6 +309,16 @@ cf_sqlx *cf_sqlx_new(unsigned index, unsigned n_shards, size_t retain)
     x->n_shards = n_shards ? n_shards : 1;
     x->retain = retain ? retain : 1;
     x->clock = CF_TIME_NONE;
+    /* Clients choose the keys: a key of our own for the rows' index. */
+    uint8_t key[16] = {0};
+    if (getrandom(key, sizeof key, 0) != (ssize_t)sizeof key)
+        memset(key, 0x5a, sizeof key);
+    x->tables = cf_tables_new(0, key);
+    if (!x->tables) {
+        free(x->scratch.buf);
+        free(x);
+        return NULL;
+    }
     return x;
 }
 
@@ -330,6 +345,7 @@ void cf_sqlx_free(cf_sqlx *x)
     free(x->streams);
     cf_sqlx_set_unref(x->set);
     free(x->scratch.buf);
+    cf_tables_free(x->tables);
     cf_buf_free(&x->id);
     cf_buf_free(&x->row);
     cf_buf_free(&x->keybuf);
@@ -743,6 +759,72 @@ static bool element_value(cf_sqlx *x, const cJSON *el, sql_type et, sql_value *r
     return false;
 }
 
+/* The stream-table join step (SPEC 14) of a view (xv) or a derived stream
+ * (d): every shard holds every table, updated in the log's order, so the
+ * row found is the one as of the event's place in that order. */
+typedef struct join_ctx {
+    cf_sqlx *x;
+    xview *xv;
+    const cf_sqlx_def *d;
+    uint64_t seq;
+    int64_t wm;
+    int depth;
+} join_ctx;
+
+static void view_row(cf_sqlx *x, xview *xv, const sql_row *rowp, uint64_t seq, int64_t wm);
+static void derive_one(cf_sqlx *x, const cf_sqlx_def *d, const sql_row *in, uint64_t seq,
+                       int64_t wm, int depth);
+
+static void on_joined(void *ctx, const sql_row *row)
+{
+    join_ctx *jc = ctx;
+    if (jc->xv)
+        view_row(jc->x, jc->xv, row, jc->seq, jc->wm);
+    else
+        derive_one(jc->x, jc->d, row, jc->seq, jc->wm, jc->depth);
+}
+
+/* Returns whether a row went on (INNER without a row: none). */
+static bool join_table(cf_sqlx *x, const sql_plan_info *pi, const sql_row *src, join_ctx *jc)
+{
+    bool left = pi->join == SQL_JOIN_LEFT;
+    sql_value key;
+    if (sql_prog_eval(pi->left_keys[0], src, &x->scratch, &key) < 0) {
+        x->errors++;
+        return false;
+    }
+    /* The source row, cut or padded to where the table's columns go. */
+    sql_value *l = malloc((pi->right_offset ? pi->right_offset : 1) * sizeof *l);
+    if (!l) {
+        x->errors++;
+        return false;
+    }
+    for (uint32_t i = 0; i < pi->right_offset; i++)
+        l[i] = i < src->n ? src->v[i] : sql_null();
+    sql_row lrow = {.v = l, .n = pi->right_offset, .rowtime = src->rowtime};
+    sql_table *t = cf_tables_by_name(x->tables, pi->join_source);
+    bool went = false;
+    if (t) {
+        went = sql_table_join(t, left, key, &lrow, on_joined, jc) == 1;
+    } else if (left) {
+        /* No row was ever written to the table: every lookup misses. */
+        uint32_t n = pi->ninput;
+        sql_value *v = calloc(n ? n : 1, sizeof *v);
+        if (v) {
+            for (uint32_t i = 0; i < n; i++)
+                v[i] = i < pi->right_offset ? l[i] : sql_null();
+            sql_row row = {.v = v, .n = n, .rowtime = src->rowtime};
+            on_joined(jc, &row);
+            went = true;
+        } else {
+            x->errors++;
+        }
+        free(v);
+    }
+    free(l);
+    return went;
+}
+
 /* A derived stream's output for one input row (source columns, plus the
  * UNNEST element when there is one), passed on to what reads it. */
 static void derive_one(cf_sqlx *x, const cf_sqlx_def *d, const sql_row *in, uint64_t seq,
@@ -784,6 +866,11 @@ static void derive(cf_sqlx *x, const cf_sqlx_def *d, const sql_row *src, uint64_
                    int depth)
 {
     const sql_plan_info *pi = d->pi;
+    if (pi->join_table) {
+        join_ctx jc = {x, NULL, d, seq, wm, depth};
+        join_table(x, pi, src, &jc);
+        return;
+    }
     if (pi->unnest_column < 0) {
         derive_one(x, d, src, seq, wm, depth);
         return;
@@ -841,6 +928,24 @@ static void apply_row(cf_sqlx *x, const char *source, size_t source_len, const s
             continue;
         }
         x->scratch.used = base;
+        if (pi->join_table) {
+            join_ctx jc = {x, xv, NULL, seq, wm, depth};
+            if (!join_table(x, pi, &row, &jc))
+                sql_view_advance(xv->v, wm, on_result, x);  /* INNER, no row */
+            continue;
+        }
+        view_row(x, xv, &row, seq, wm);
+    }
+    x->cur = NULL;
+}
+
+/* One input row (the source's, or joined) into view xv: filter, group key,
+ * owner, aggregates. */
+static void view_row(cf_sqlx *x, xview *xv, const sql_row *rowp, uint64_t seq, int64_t wm)
+{
+    const sql_plan_info *pi = xv->def->pi;
+    sql_row row = *rowp;
+    {
         sql_value keys[16], args[64], f;
         bool take = true;
         if (pi->filter) {
@@ -856,7 +961,7 @@ static void apply_row(cf_sqlx *x, const char *source, size_t source_len, const s
         if (!take) {
             /* Not this shard's row: the view still sees the event's W. */
             sql_view_advance(xv->v, wm, on_result, x);
-            continue;
+            return;
         }
         for (uint32_t a = 0; a < pi->naggs && a < 64; a++) {
             args[a] = sql_null();
@@ -871,7 +976,6 @@ static void apply_row(cf_sqlx *x, const char *source, size_t source_len, const s
         else
             xv->dirty = true;
     }
-    x->cur = NULL;
 }
 
 void cf_sqlx_event(cf_sqlx *x, const cf_event *ev, uint64_t seq, int64_t wm, int64_t clock)
@@ -1143,4 +1247,54 @@ void cf_sqlx_stats(const cf_sqlx *x, cf_buf *out)
         cf_buf_put_u64(out, st.groups);
         cf_buf_put_u64(out, st.late_dropped);
     }
+}
+
+void cf_sqlx_table(cf_sqlx *x, const uint8_t *msg, size_t len, uint32_t n)
+{
+    cf_reader r;
+    cf_reader_init(&r, msg, len);
+    const char *name = NULL, *sql = NULL;
+    size_t nl = 0, sl = 0;
+    uint32_t ncols = 0, key = 0;
+    if (!cf_get_str(&r, &name, &nl) || !cf_get_str(&r, &sql, &sl) || !cf_get_u32(&r, &ncols) ||
+        !cf_get_u32(&r, &key) || nl >= 256) {
+        x->errors++;
+        return;
+    }
+    char nbuf[256];
+    memcpy(nbuf, name, nl);
+    nbuf[nl] = '\0';
+    char *def = strndup(sql, sl);
+    sql_object o = {.name = nbuf, .kind = SQL_OBJ_TABLE, .ncolumns = ncols, .key_column = (int)key,
+                    .sql = def};
+    sql_table *t = NULL;
+    for (uint32_t i = 0; def && i < n; i++) {
+        uint8_t op = 0;
+        const char *p = NULL;
+        size_t pl = 0;
+        if (!cf_get_u8(&r, &op) || !cf_get_str(&r, &p, &pl)) {
+            x->errors++;
+            break;
+        }
+        if (op == CF_TABLE_DROP) {
+            cf_tables_drop(x->tables, nbuf);
+            t = NULL;
+            continue;
+        }
+        if (!t)
+            t = cf_tables_get(x->tables, &o);
+        /* The sequencer applied the same op to the same rows: it fits. */
+        if (!t || cf_tables_apply(t, &o, op, (const uint8_t *)p, pl) < 0)
+            x->errors++;
+    }
+    if (!def)
+        x->errors++;
+    free(def);
+}
+
+int cf_sqlx_load_tables(cf_sqlx *x, const void *blob, size_t len)
+{
+    cf_reader r;
+    cf_reader_init(&r, blob, len);
+    return cf_tables_load(x->tables, &r);
 }

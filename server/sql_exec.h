@@ -20,9 +20,10 @@
  * shard, and are owned and judged the same way.
  *
  * This slice runs views over `clicks`, declared and derived streams without
- * JOIN or UNNEST, and derived streams (UNNEST allowed); definitions with a
- * JOIN are defined (durable,
- * listed) but do not run yet. Bots reach no shard (SPEC 15), so views do
+ * UNNEST, derived streams (UNNEST allowed), and both with a stream-table
+ * join (every shard holds every table's rows, applied in the log's order:
+ * cf_sqlx_table); stream-stream joins are defined (durable, listed) but do
+ * not run yet. Bots reach no shard (SPEC 15), so views do
  * not see them. */
 #ifndef CF_SQL_EXEC_H
 #define CF_SQL_EXEC_H
@@ -78,6 +79,13 @@ void cf_sqlx_event(cf_sqlx *x, const cf_event *ev, uint64_t seq, int64_t wm, int
  * (stream_ingest.h), arrival number, W and C. */
 void cf_sqlx_row(cf_sqlx *x, const char *stream, size_t stream_len, const uint8_t *row,
                  size_t row_len, uint64_t seq, int64_t wm, int64_t clock);
+/* Table rows (CF_MSG_TABLE, engine_tables.c): str table, str definition,
+ * u32 ncols, u32 key column, then n x (u8 op, str bytes): applied to this
+ * shard's copy of every table, which stream-table joins read. */
+void cf_sqlx_table(cf_sqlx *x, const uint8_t *msg, size_t len, uint32_t n);
+/* Fills the (empty) tables from a snapshot's blob (tables.h). 0, -EINVAL,
+ * -ENOMEM. */
+int cf_sqlx_load_tables(cf_sqlx *x, const void *blob, size_t len);
 /* A watermark marker. */
 void cf_sqlx_advance(cf_sqlx *x, int64_t wm, int64_t clock);
 /* Appends the rows of view `name` this shard holds (open windows, running

@@ -418,6 +418,33 @@ int cf_sqlrt_with_stream(cf_sqlrt *rt, const char *name,
     return rc;
 }
 
+int cf_sqlrt_with_table(cf_sqlrt *rt, const char *name,
+                        int (*fn)(void *ctx, const sql_object *table), void *ctx)
+{
+    pthread_mutex_lock(&rt->mu);
+    const sql_object *o = sql_catalog_find(rt->cat, name);
+    int rc = o && o->kind == SQL_OBJ_TABLE && o->key_column >= 0 ? fn(ctx, o) : -ENOENT;
+    pthread_mutex_unlock(&rt->mu);
+    return rc;
+}
+
+void cf_sqlrt_each_table(cf_sqlrt *rt, void (*fn)(void *ctx, const sql_object *table), void *ctx)
+{
+    pthread_mutex_lock(&rt->mu);
+    for (size_t i = 0; i < sql_catalog_count(rt->cat); i++) {
+        const sql_object *o = sql_catalog_at(rt->cat, i);
+        if (o->kind == SQL_OBJ_TABLE && o->key_column >= 0)
+            fn(ctx, o);
+    }
+    pthread_mutex_unlock(&rt->mu);
+}
+
+void cf_sqlrt_change_dropped(const cf_sqlrt_change *ch, const char **ret, size_t *ret_len)
+{
+    *ret = (const char *)ch->dropped.data;
+    *ret_len = ch->dropped.len;
+}
+
 uint64_t cf_sqlrt_generation(cf_sqlrt *rt)
 {
     pthread_mutex_lock(&rt->mu);
@@ -451,7 +478,7 @@ static const char *type_name(sql_type t)
     return "NULL";
 }
 
-static cJSON *columns_json(const sql_object *o)
+cJSON *cf_sqlrt_columns_json(const sql_object *o)
 {
     cJSON *a = cJSON_CreateArray();
     for (uint32_t i = 0; a && i < o->ncolumns; i++) {
@@ -487,7 +514,7 @@ static bool add_nullable_string(cJSON *o, const char *key, const char *v)
 static cJSON *object_json(const sql_object *o)
 {
     cJSON *j = cJSON_CreateObject();
-    cJSON *cols = columns_json(o);
+    cJSON *cols = cf_sqlrt_columns_json(o);
     if (!j || !cols) {
         cJSON_Delete(j);
         cJSON_Delete(cols);

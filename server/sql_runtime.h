@@ -64,6 +64,9 @@ cJSON *cf_sqlrt_change_answer(cf_sqlrt_change *ch);
  * it creates and drops no view: the engine sends it to every shard. The
  * change keeps its reference; take one to keep it. */
 cf_sqlx_set *cf_sqlrt_change_set(const cf_sqlrt_change *ch);
+/* The names the change drops (any kind), NUL-terminated back to back in
+ * [*ret, *ret + *ret_len). Valid until the change is committed or freed. */
+void cf_sqlrt_change_dropped(const cf_sqlrt_change *ch, const char **ret, size_t *ret_len);
 /* A new reference to the views in force. */
 cf_sqlx_set *cf_sqlrt_current_set(cf_sqlrt *rt);
 /* Swaps the change's catalog (and view set) in and frees the change. */
@@ -83,6 +86,11 @@ int cf_sqlrt_pull(cf_sqlrt *rt, const char *text, size_t len, sql_plan **ret, sq
 int cf_sqlrt_with_stream(cf_sqlrt *rt, const char *name,
                          int (*fn)(void *ctx, const sql_object *stream), void *ctx,
                          uint64_t *ret_generation);
+/* Same for the table `name` (-ENOENT: no such table). */
+int cf_sqlrt_with_table(cf_sqlrt *rt, const char *name,
+                        int (*fn)(void *ctx, const sql_object *table), void *ctx);
+/* Calls fn for every table (under the catalog lock). */
+void cf_sqlrt_each_table(cf_sqlrt *rt, void (*fn)(void *ctx, const sql_object *table), void *ctx);
 uint64_t cf_sqlrt_generation(cf_sqlrt *rt);
 /* Whether a running view reads `source`. */
 bool cf_sqlrt_reads(cf_sqlrt *rt, const char *source);
@@ -92,6 +100,8 @@ bool cf_sqlrt_reads(cf_sqlrt *rt, const char *source);
  * "derived","builtin","timestamp","event_id","sql"}]}. NULL on OOM. */
 cJSON *cf_sqlrt_views_json(cf_sqlrt *rt);
 cJSON *cf_sqlrt_streams_json(cf_sqlrt *rt);
+/* [{"name","type","not_null"}] of o's columns. NULL on OOM. */
+cJSON *cf_sqlrt_columns_json(const sql_object *o);
 /* User definitions in force (streams, tables, views). */
 size_t cf_sqlrt_count(cf_sqlrt *rt);
 

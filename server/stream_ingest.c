@@ -64,10 +64,14 @@ static bool has_type(const cJSON *v, sql_type t)
 }
 
 /* Packs one column's value. Returns NULL, or the reason into why. */
-static const char *put_column(cf_buf *out, const sql_column *c, const cJSON *v, int64_t *ret_ts,
-                              size_t *ret_str_off, char *why, size_t cap)
+static const char *put_column(cf_buf *out, const sql_column *c, bool is_key, const cJSON *v,
+                              int64_t *ret_ts, size_t *ret_str_off, char *why, size_t cap)
 {
     if (!v || cJSON_IsNull(v)) {
+        if (is_key) {   /* a table row without its key has no place */
+            snprintf(why, cap, "primary key column '%s' is required", c->name);
+            return why;
+        }
         if (c->not_null) {
             snprintf(why, cap, "column '%s' is required (NOT NULL)", c->name);
             return why;
@@ -139,6 +143,11 @@ static int add_error(cf_stream_batch *b, size_t index, const char *why)
     return 0;
 }
 
+int cf_stream_reject(cf_stream_batch *b, size_t index, const char *why)
+{
+    return add_error(b, index, why);
+}
+
 /* One event: a valid row into b, or a counted error. */
 static int take_event(const sql_object *st, const cJSON *ev, size_t index, int64_t max_future_ms,
                       int64_t now_ms, cf_stream_batch *b)
@@ -157,6 +166,7 @@ static int take_event(const sql_object *st, const cJSON *ev, size_t index, int64
     cf_stream_row *r = &b->rows[b->n];
     memset(r, 0, sizeof *r);
     r->off = b->packed.len;
+    r->index = index;
     int64_t ts = now_ms;
     cf_buf_put_i64(&b->packed, 0);      /* the event time, patched below */
     const char *bad = NULL;
@@ -165,7 +175,7 @@ static int take_event(const sql_object *st, const cJSON *ev, size_t index, int64
         const cJSON *v = cJSON_GetObjectItemCaseSensitive(ev, c->name);
         int64_t col_ts = CF_TIME_NONE;
         size_t str_off = 0;
-        bad = put_column(&b->packed, c, v, &col_ts, &str_off, why, sizeof why);
+        bad = put_column(&b->packed, c, (int)i == st->key_column, v, &col_ts, &str_off, why, sizeof why);
         if (bad)
             break;
         if ((int)i == st->timestamp_column && col_ts != CF_TIME_NONE)

@@ -6,7 +6,7 @@
  * BIGINT an integral number (|v| <= 2^53), DOUBLE a number, BOOLEAN true or
  * false, TIMESTAMP an RFC 3339 string or integral epoch ms, ARRAY<t> an
  * array of t (or nulls), JSON anything. null or a missing field is NULL,
- * which a NOT NULL column refuses. Unknown fields are ignored. The event
+ * which a NOT NULL column (and a table's primary key) refuses. Unknown fields are ignored. The event
  * time is the TIMESTAMP column's value (the receive time when the stream
  * has none or the value is NULL); more than max_future ahead is refused.
  *
@@ -28,6 +28,7 @@ typedef struct cf_stream_row {
     size_t off, len;        /* the packed row in batch.packed */
     int64_t ts;
     size_t id_off, id_len;  /* the EVENT_ID value's bytes in packed (id_len 0: none) */
+    size_t index;           /* its place in the body (for a later per-row error) */
 } cf_stream_row;
 
 typedef struct cf_stream_batch {
@@ -47,5 +48,8 @@ int cf_stream_parse(const sql_object *stream, cf_body_format fmt, char *body, si
                     size_t max_batch, int64_t max_future_ms, int64_t now_ms,
                     cf_stream_batch *b, const char **ret_error);
 void cf_stream_batch_free(cf_stream_batch *b);
+/* Counts row `index` of the body as rejected, with `why` in b->errors (a
+ * row the engine refused after parsing it). 0 or -ENOMEM. */
+int cf_stream_reject(cf_stream_batch *b, size_t index, const char *why);
 
 #endif

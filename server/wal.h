@@ -21,6 +21,7 @@ enum cf_wal_record_type {
     CF_WAL_SETTINGS = 4,    /* payload: the view settings in effect from here on */
     CF_WAL_SQL = 5,         /* payload: SQL definitions applied here (sql_runtime.h) */
     CF_WAL_ROWS = 6,        /* payload: a declared stream's accepted events (engine_sql.c) */
+    CF_WAL_TABLE = 7,       /* payload: a table's applied upserts and deletes (engine_sql.c) */
 };
 
 /* Opens (creating) dir. segment_bytes: rotate after a segment reaches it.
