@@ -6,6 +6,9 @@
                    of the form "<nonce>-<K>-<i>", where <nonce> is the
                    literal NONCE_XXXXXXXX that wrk_post.lua replaces per
                    request so every request carries fresh ids
+  batch-props-K.json  the same batches with `properties` {"x": 0..49,
+                   "load_ms": 20..2000} per event, for the user views of S9
+                   (their own random stream, so the files above do not change)
   access.log       the same events as combined-format access-log lines,
                    for GoAccess (S2 baseline)
 With --uap-tests (uap-core's tests/test_ua.yaml), for the enrichment
@@ -41,6 +44,7 @@ def main():
                     help="every event a new user (user_id carries the request nonce)")
     a = ap.parse_args()
     rnd = random.Random(a.seed)
+    props_rnd = random.Random(a.seed + 1)
     os.makedirs(a.out, exist_ok=True)
     cdf, total = [], 0.0
     for p in range(a.pages):
@@ -64,6 +68,10 @@ def main():
                 "event_id": "NONCE_XXXXXXXX-%d-%d" % (k, i),
             })
         with open(os.path.join(a.out, "batch-%d.json" % k), "w") as f:
+            json.dump(events, f, separators=(",", ":"))
+        for e in events:
+            e["properties"] = {"x": props_rnd.randrange(50), "load_ms": props_rnd.randrange(20, 2001)}
+        with open(os.path.join(a.out, "batch-props-%d.json" % k), "w") as f:
             json.dump(events, f, separators=(",", ":"))
     if a.uap_tests:
         write_ua_workloads(a, rnd)

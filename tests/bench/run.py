@@ -65,6 +65,13 @@ def run(cmd, env=None, timeout=600):
     return p.stdout
 
 
+def cpu_s(pid):
+    """utime + stime of a process in seconds (/proc)."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def rss_kib(pid):
     with open("/proc/%d/status" % pid) as f:
         for line in f:
@@ -412,6 +419,134 @@ class Bench:
         row("S8", "S2 with history.db on (default)", "events/s", res["on"], "--history off",
             res["off"], ">= 0.95x")
 
+    # S9 ----------------------------------------------------------------------
+    # Ten user views (SPEC 13) over clicks: different group keys, every
+    # window type and most aggregates. Several group by something other than
+    # the routing key, and every shard gets every event of a stream a view
+    # reads, so this is what a user's own analytics cost on top of S2.
+    USER_VIEWS = [
+        "CREATE VIEW b_page_run AS SELECT page_url, COUNT(*) AS n FROM clicks GROUP BY page_url",
+        "CREATE VIEW b_user_run AS SELECT user_id, COUNT(*) AS n, LATEST(page_url) AS last_page "
+        "FROM clicks GROUP BY user_id",
+        "CREATE VIEW b_elem_tumble AS SELECT element, COUNT(*) AS n, COUNT(DISTINCT user_id) AS users "
+        "FROM clicks WINDOW TUMBLING (SIZE 1 MINUTE) GROUP BY element",
+        "CREATE VIEW b_x_tumble AS SELECT properties.x AS x, SUM(CAST(properties.load_ms AS BIGINT)) "
+        "AS total_ms, AVG(CAST(properties.load_ms AS DOUBLE)) AS avg_ms FROM clicks "
+        "WINDOW TUMBLING (SIZE 10 SECONDS) GROUP BY properties.x",
+        "CREATE VIEW b_page_hop AS SELECT page_url, COUNT(*) AS n FROM clicks "
+        "WINDOW HOPPING (SIZE 1 MINUTE, ADVANCE BY 10 SECONDS) GROUP BY page_url",
+        "CREATE VIEW b_user_session AS SELECT user_id, COUNT(*) AS clicks, COUNT(DISTINCT page_url) "
+        "AS pages FROM clicks WINDOW SESSION (30 SECONDS) GROUP BY user_id",
+        "CREATE VIEW b_browser_run AS SELECT browser, COUNT(*) AS n, MIN(timestamp) AS first_seen, "
+        "MAX(timestamp) AS last_seen FROM clicks GROUP BY browser",
+        "CREATE VIEW b_elem_topk AS SELECT element, TOPK(page_url, 10) AS top_pages FROM clicks "
+        "WINDOW TUMBLING (SIZE 1 MINUTE) GROUP BY element",
+        "CREATE VIEW b_path_filter AS SELECT URL_PATH(page_url) AS path, "
+        "MIN(CAST(properties.load_ms AS BIGINT)) AS min_ms, MAX(CAST(properties.load_ms AS BIGINT)) "
+        "AS max_ms FROM clicks WHERE properties.x < 25 WINDOW TUMBLING (SIZE 1 MINUTE) "
+        "GROUP BY URL_PATH(page_url)",
+        "CREATE VIEW b_trend AS SELECT page_url, DECAYED_COUNT(5 MINUTES) AS score FROM clicks "
+        "GROUP BY page_url",
+    ]
+
+    def add_sql(self, srv, statements):
+        st, body = srv.request("POST", "/api/v1/sql", ";\n".join(statements),
+                               {"Content-Type": "application/sql"})
+        if st != 200:
+            raise RuntimeError("POST /api/v1/sql: %d %s" % (st, body))
+
+    def s9(self):
+        """S2 with the ten user views against S2 without them: same bodies
+        (S2's batches plus a `properties` object per event, which some views
+        read), same run, interleaved, best of two each. Events per server
+        CPU-second are reported too (less disturbed by other load)."""
+        props = [os.path.join(self.gen, "batch-props-%d.json" % k) for k in range(16)]
+        best = {}
+        for _ in range(1 if self.a.smoke else 2):
+            for views in (False, True):
+                with self.server() as srv:
+                    if views:
+                        self.add_sql(srv, self.USER_VIEWS)
+                    c0 = cpu_s(srv.proc.pid)
+                    b = self.client_run(srv.http_port, props, 4, self.d, per_body=1000)
+                    events = b["events_per_s"] * b["requests"] / max(b["rps"], 1e-9)
+                    per_cpu = events / max(cpu_s(srv.proc.pid) - c0, 1e-3)
+                    if views:
+                        _, v = srv.request("GET", "/api/v1/views")
+                        if len(v["items"]) != len(self.USER_VIEWS) or not all(
+                                it["groups"] > 0 for it in v["items"]):
+                            raise RuntimeError("S9: a user view saw no events: %s" % v)
+                old = best.get(views, (0, 0))
+                best[views] = (max(old[0], b["events_per_s"]), max(old[1], per_cpu))
+        row("S9", "S2 + 10 user SQL views (keys page_url, user_id, element, properties.x, browser, "
+            "URL_PATH; running, tumbling, hopping, session; COUNT, COUNT DISTINCT, SUM, AVG, MIN/MAX, "
+            "LATEST, TOPK, DECAYED_COUNT)", "events/s", best[True][0], "same bodies, no user views",
+            best[False][0], ">= 0.5x")
+        row("S9", "same", "events per server CPU-second", best[True][1], "same bodies, no user views",
+            best[False][1], "-")
+
+    # S10 ---------------------------------------------------------------------
+    def s10(self):
+        """Memory of user views: one running COUNT(*) view by user_id (bytes
+        per group), one tumbling and one hopping COUNT(*) view by user_id with
+        every event's windows open (bytes per open window), fed N distinct
+        users. Figures are the growth between two N (fixed costs cancel):
+        state_bytes from GET /api/v1/views, and the RSS growth of a server
+        with the three views minus that of one without them on the same
+        events."""
+        steps = [2000, 10000] if self.a.smoke else [100000, 500000]
+        bodies = os.path.join(self.tmp, "distinct")
+        if not os.path.exists(bodies):
+            run([sys.executable, os.path.join(HERE, "gen.py"), "--out", bodies, "--bodies", "8",
+                 "--log-lines", "1", "--pages", "100000", "--distinct-users"])
+        files = [os.path.join(bodies, "batch-%d.json" % k) for k in range(8)]
+        hop_windows = 10  # SIZE / ADVANCE BY: every event is in this many open windows
+        views = [
+            "CREATE VIEW m_run AS SELECT user_id, COUNT(*) AS n FROM clicks GROUP BY user_id",
+            "CREATE VIEW m_tumble AS SELECT user_id, COUNT(*) AS n FROM clicks "
+            "WINDOW TUMBLING (SIZE 1 HOUR) GROUP BY user_id",
+            "CREATE VIEW m_hop AS SELECT user_id, COUNT(*) AS n FROM clicks "
+            "WINDOW HOPPING (SIZE 10 MINUTES, ADVANCE BY 1 MINUTE) GROUP BY user_id",
+        ]
+
+        def feed(with_views):
+            """[(rss KiB, {view: (state_bytes, groups)})] after each step."""
+            out = []
+            with self.server("--snapshot-interval", "1h") as srv:
+                if with_views:
+                    self.add_sql(srv, views)
+                sent = 0
+                for target in steps:
+                    self.send_events(srv, files, target - sent)
+                    sent = target
+                    _, v = srv.request("GET", "/api/v1/views")
+                    out.append((rss_kib(srv.proc.pid),
+                                {it["name"]: (it["state_bytes"], it["groups"]) for it in v["items"]}))
+            return out
+
+        plain, viewed = feed(False), feed(True)
+        n = steps[1] - steps[0]
+
+        def per(name):
+            (b0, g0), (b1, g1) = viewed[0][1][name], viewed[1][1][name]
+            if g1 - g0 != n:
+                raise RuntimeError("S10: %s has %d groups for %d new users" % (name, g1 - g0, n))
+            return (b1 - b0) / (g1 - g0)
+
+        rss = ((viewed[1][0] - viewed[0][0]) - (plain[1][0] - plain[0][0])) * 1024 / n
+        what = "%s -> %s distinct users" % (fmt(steps[0]), fmt(steps[1]))
+        row("S10", what + ", running COUNT(*) GROUP BY user_id", "state bytes per group",
+            per("m_run"), None, None, "reported")
+        row("S10", what + ", TUMBLING (1 h) COUNT(*) GROUP BY user_id", "state bytes per open window",
+            per("m_tumble"), None, None, "reported")
+        # Reported per group, not per window: the figure shows whether the
+        # state of a group grows with the number of windows it is open in.
+        row("S10", what + ", HOPPING (10 min, 1 min) COUNT(*) GROUP BY user_id (each group in %d "
+            "open windows)" % hop_windows, "state bytes per group", per("m_hop"), None, None,
+            "reported")
+        row("S10", "same, the three views together", "RSS growth per distinct user (minus a server "
+            "without them)", rss, None, None, "reported")
+
     def table(self):
         lines = ["| scenario | workload | metric | clickflow | baseline | baseline value | ratio | target |",
                  "|---|---|---|---|---|---|---|---|"]
@@ -427,14 +562,14 @@ def main():
     ap.add_argument("--tools", required=True)
     ap.add_argument("--smoke", action="store_true")
     ap.add_argument("--out")
-    ap.add_argument("--only", default="S1,S2,S3,S4,S5,S6,S7,S8")
+    ap.add_argument("--only", default="S1,S2,S3,S4,S5,S6,S7,S8,S9,S10")
     a = ap.parse_args()
     a.seconds = 1 if a.smoke else 10
     b = Bench(a)
     b.s2_peak = 0
     only = set(a.only.split(","))
     try:
-        for name in ("S1", "S2", "S3", "S4", "S5", "S6", "S7", "S8"):
+        for name in ("S1", "S2", "S3", "S4", "S5", "S6", "S7", "S8", "S9", "S10"):
             if name in only:
                 if name == "S3" and not b.s2_peak:
                     b.s2_peak = b.s2_rate()[0]["events_per_s"]

@@ -2,7 +2,7 @@
 # The benchmark command of the README: installs the baselines (wrk,
 # nginx-light, goaccess from Debian), builds a release tree in build-bench/,
 # runs every scenario and writes the table to BENCHMARKS.md.
-#   tests/bench/run.sh            full run (about 5 minutes)
+#   tests/bench/run.sh            full run (about 7 minutes)
 #   tests/bench/run.sh --smoke    about a second per scenario, writes nothing
 set -euo pipefail
 cd "$(dirname "$0")/../.."
