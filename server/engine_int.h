@@ -199,6 +199,7 @@ int64_t dedup_clock_locked(const cf_engine *e);
 int64_t log_counters_locked(cf_engine *e, uint64_t dups, uint64_t rejected);
 int64_t send_marker_locked(cf_engine *e, int64_t w, int64_t c, bool log);
 int64_t maybe_mark_locked(cf_engine *e, int64_t now);
+int wait_committed(cf_engine *e, int64_t lsn, int64_t mlsn, int64_t seen);
 int64_t apply_locked(cf_engine *e, prepared *p, const cf_event *evs, uint8_t *is_dup,
                      bool replay, size_t *ret_accepted);
 

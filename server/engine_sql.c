@@ -442,14 +442,9 @@ int cf_engine_stream_events(cf_engine *e, const char *stream, cf_body_format fmt
     free(rows);
     if (rc)
         return rc;
-    int64_t upto = mlsn > lsn ? mlsn : lsn;
-    if (seen > upto)
-        upto = seen;
-    if (e->wal && upto > 0 && cf_wal_commit(e->wal, upto) < 0) {
-        if (!atomic_exchange(&e->failed, 1))
-            cf_error("write-ahead log commit failed: no longer acknowledging events");
-        return -EIO;
-    }
+    rc = wait_committed(e, lsn, mlsn, seen);
+    if (rc)
+        return rc;
     ret->accepted = acc;
     ret->duplicates = dups;
     return 0;

@@ -301,82 +301,71 @@ enum MHD_Result finish_compat(request *rq, struct MHD_Connection *c, char *body,
     return send_response(rq, c, r.status, resp, r.ctype, h, n);
 }
 
+/* SPEC 3's answers for a batch of declared-stream events or table rows, given
+ * what the engine said (r, the batch's rejections, its reason for a 400).
+ * Takes b's errors and frees b. */
+static enum MHD_Result answer_batch(request *rq, struct MHD_Connection *c, int r, cf_stream_batch *b,
+                                    const char *why, const cf_submit_result *res,
+                                    const char *not_found, const char *too_many,
+                                    const char *not_stored)
+{
+    enum MHD_Result ret;
+    if (r == -ENOENT) {
+        ret = send_error(rq, c, MHD_HTTP_NOT_FOUND, not_found);
+    } else if (r == -EBADMSG) {
+        ret = send_error(rq, c, MHD_HTTP_BAD_REQUEST, why ? why : "body is not JSON");
+    } else if (r == -E2BIG) {
+        ret = send_error(rq, c, MHD_HTTP_CONTENT_TOO_LARGE, too_many);
+    } else if (r == -EAGAIN) {
+        ret = send_unavailable(rq, c, "server busy, retry later");
+    } else if (r == -ESHUTDOWN) {
+        ret = send_unavailable(rq, c, "server is shutting down");
+    } else if (r < 0) {
+        ret = send_unavailable(rq, c, r == -EIO ? not_stored : "out of memory");
+    } else {
+        cJSON *o = cJSON_CreateObject();
+        if (!o || !cJSON_AddNumberToObject(o, "accepted", (double)res->accepted) ||
+            !cJSON_AddNumberToObject(o, "duplicates", (double)res->duplicates) ||
+            !cJSON_AddNumberToObject(o, "rejected", (double)b->rejected)) {
+            cJSON_Delete(o);
+            cf_stream_batch_free(b);
+            return MHD_NO;
+        }
+        cJSON_AddItemToObject(o, "errors", b->errors);
+        b->errors = NULL;
+        ret = send_json(rq, c, MHD_HTTP_ACCEPTED, o, NULL, 0);
+    }
+    cf_stream_batch_free(b);
+    return ret;
+}
+
 /* POST /api/v1/streams/{name}/events: SPEC 3's answers for a declared stream. */
 enum MHD_Result finish_stream_events(request *rq, struct MHD_Connection *c, char *body, size_t len)
 {
     cf_stream_batch b;
     memset(&b, 0, sizeof b);
     const char *why = NULL;
-    cf_submit_result res;
+    cf_submit_result res = {0};
     int r = cf_engine_stream_events(rq->h->engine, rq->stream, rq->fmt, body, len, wall_ms(), &b,
                                     &why, &res);
-    enum MHD_Result ret;
-    if (r == -ENOENT) {
-        ret = send_error(rq, c, MHD_HTTP_NOT_FOUND, "no declared stream of that name (clicks: POST /api/v1/events)");
-    } else if (r == -EBADMSG) {
-        ret = send_error(rq, c, MHD_HTTP_BAD_REQUEST, why ? why : "body is not JSON");
-    } else if (r == -E2BIG) {
-        ret = send_error(rq, c, MHD_HTTP_CONTENT_TOO_LARGE, "more events than --max-batch");
-    } else if (r == -EAGAIN) {
-        ret = send_unavailable(rq, c, "server busy, retry later");
-    } else if (r == -ESHUTDOWN) {
-        ret = send_unavailable(rq, c, "server is shutting down");
-    } else if (r < 0) {
-        ret = send_unavailable(rq, c, r == -EIO ? "storage failure: events not accepted" : "out of memory");
-    } else {
-        cJSON *o = cJSON_CreateObject();
-        if (!o || !cJSON_AddNumberToObject(o, "accepted", (double)res.accepted) ||
-            !cJSON_AddNumberToObject(o, "duplicates", (double)res.duplicates) ||
-            !cJSON_AddNumberToObject(o, "rejected", (double)b.rejected)) {
-            cJSON_Delete(o);
-            cf_stream_batch_free(&b);
-            return MHD_NO;
-        }
-        cJSON_AddItemToObject(o, "errors", b.errors);
-        b.errors = NULL;
-        ret = send_json(rq, c, MHD_HTTP_ACCEPTED, o, NULL, 0);
-    }
-    cf_stream_batch_free(&b);
-    return ret;
+    return answer_batch(rq, c, r, &b, why, &res,
+                        "no declared stream of that name (clicks: POST /api/v1/events)",
+                        "more events than --max-batch", "storage failure: events not accepted");
 }
 
-/* POST /api/v1/tables/{name}/rows: SPEC 3's answers for a table's rows. */
+/* POST /api/v1/tables/{name}/rows: SPEC 3's answers for a table's rows (an
+ * upsert is never a duplicate: duplicates stays 0). */
 enum MHD_Result finish_table_rows(request *rq, struct MHD_Connection *c, char *body, size_t len)
 {
     cf_stream_batch b;
     memset(&b, 0, sizeof b);
     const char *why = NULL;
-    cf_submit_result res;
+    cf_submit_result res = {0};
     int r = cf_engine_table_rows(rq->h->engine, rq->stream, rq->fmt, body, len, wall_ms(), &b, &why,
                                  &res);
-    enum MHD_Result ret;
-    if (r == -ENOENT) {
-        ret = send_error(rq, c, MHD_HTTP_NOT_FOUND, "no table of that name");
-    } else if (r == -EBADMSG) {
-        ret = send_error(rq, c, MHD_HTTP_BAD_REQUEST, why ? why : "body is not JSON");
-    } else if (r == -E2BIG) {
-        ret = send_error(rq, c, MHD_HTTP_CONTENT_TOO_LARGE, "more rows than --max-batch");
-    } else if (r == -EAGAIN) {
-        ret = send_unavailable(rq, c, "server busy, retry later");
-    } else if (r == -ESHUTDOWN) {
-        ret = send_unavailable(rq, c, "server is shutting down");
-    } else if (r < 0) {
-        ret = send_unavailable(rq, c, r == -EIO ? "storage failure: rows not applied" : "out of memory");
-    } else {
-        cJSON *o = cJSON_CreateObject();
-        if (!o || !cJSON_AddNumberToObject(o, "accepted", (double)res.accepted) ||
-            !cJSON_AddNumberToObject(o, "duplicates", 0) ||
-            !cJSON_AddNumberToObject(o, "rejected", (double)b.rejected)) {
-            cJSON_Delete(o);
-            cf_stream_batch_free(&b);
-            return MHD_NO;
-        }
-        cJSON_AddItemToObject(o, "errors", b.errors);
-        b.errors = NULL;
-        ret = send_json(rq, c, MHD_HTTP_ACCEPTED, o, NULL, 0);
-    }
-    cf_stream_batch_free(&b);
-    return ret;
+    res.duplicates = 0;
+    return answer_batch(rq, c, r, &b, why, &res, "no table of that name", "more rows than --max-batch",
+                        "storage failure: rows not applied");
 }
 
 enum MHD_Result finish_watermark(request *rq, struct MHD_Connection *c, char *body, size_t len)

@@ -416,6 +416,23 @@ int64_t apply_locked(cf_engine *e, prepared *p, const cf_event *evs, uint8_t *is
     return lsn;
 }
 
+/* Group commit: waits, outside the lock, until the log holds everything up
+ * to the largest of the request's records (lsn, mlsn) and what it saw logged
+ * before it (seen), so concurrent requests share one write/fsync. 0, or -EIO
+ * after marking the engine failed. */
+int wait_committed(cf_engine *e, int64_t lsn, int64_t mlsn, int64_t seen)
+{
+    int64_t upto = mlsn > lsn ? mlsn : lsn;
+    if (seen > upto)
+        upto = seen;
+    if (e->wal && upto > 0 && cf_wal_commit(e->wal, upto) < 0) {
+        if (!atomic_exchange(&e->failed, 1))
+            cf_error("write-ahead log commit failed: no longer acknowledging events");
+        return -EIO;
+    }
+    return 0;
+}
+
 int cf_engine_submit(cf_engine *e, const cf_event *evs, size_t n, uint8_t *ret_is_dup,
                      cf_submit_result *ret)
 {
@@ -475,16 +492,9 @@ again:
     free(own_dup);
     if (rc)
         return rc;
-    /* Group commit: wait outside the lock, so concurrent requests share one
-     * write/fsync. */
-    int64_t upto = mlsn > lsn ? mlsn : lsn;
-    if (seen > upto)
-        upto = seen;
-    if (e->wal && upto > 0 && cf_wal_commit(e->wal, upto) < 0) {
-        if (!atomic_exchange(&e->failed, 1))
-            cf_error("write-ahead log commit failed: no longer acknowledging events");
-        return -EIO;
-    }
+    int crc = wait_committed(e, lsn, mlsn, seen);
+    if (crc < 0)
+        return crc;
     if (ret) {
         ret->accepted = accepted;
         ret->duplicates = n - accepted;
