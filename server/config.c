@@ -26,6 +26,7 @@ typedef enum opt_kind {
     OPT_FSYNC,      /* cf_fsync_policy */
     OPT_ORIGINS,    /* cors_origins[] + n_cors_origins */
     OPT_TOKEN,      /* char[256], printed as set/unset */
+    OPT_HOSTS,      /* char[cap]: host names, ','-separated, normalised */
     OPT_SITES,      /* sites text, repeatable; env: ';' or newline separated */
     OPT_SWITCH,     /* bool: on or off */
 } opt_kind;
@@ -113,6 +114,9 @@ static const opt_def options[] = {
      "continuous queries (views and derived streams) at most"},
     {"cors-origin", OPT_ORIGINS, 0, 0, 0, 0, "",
      "comma-separated origins allowed by CORS and on the WebSocket, or *"},
+    {"allowed-host", OPT_HOSTS, OFF(allowed_hosts), SZ(allowed_hosts), 0, 0, "",
+     "host names the Host header of API reads and SQL may carry besides localhost, IP literals and "
+     "--cors-origin hosts (DNS rebinding guard; checked only when bound to loopback, unless set), or *"},
     {"connection-timeout", OPT_DURATION, OFF(connection_timeout_ms), 0, 1000, DAY_MS, "30s",
      "close HTTP connections idle this long (whole seconds)"},
     {"request-deadline", OPT_DURATION, OFF(request_deadline_ms), 0, 1000, DAY_MS, "60s",
@@ -328,6 +332,41 @@ static int set_origins(cf_config *cfg, const opt_def *o, bool from_env, const ch
     return 0;
 }
 
+/* A comma-separated list of host names ("analytics.example", no scheme,
+ * no port) or "*", stored lower-case and ','-joined. */
+static int set_hosts(const opt_def *o, char *field, bool from_env, const char *val, FILE *err)
+{
+    char out[sizeof ((cf_config *)0)->allowed_hosts];
+    size_t n = 0;
+    for (const char *p = val; *p;) {
+        const char *end = p + strcspn(p, ",");
+        const char *a = p, *b = end;
+        while (a < b && (*a == ' ' || *a == '\t'))
+            a++;
+        while (b > a && (b[-1] == ' ' || b[-1] == '\t' || b[-1] == '.'))
+            b--;
+        for (const char *c = a; c < b; c++) {
+            bool ok = (*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') ||
+                      *c == '-' || *c == '.' || (*c == '*' && b - a == 1);
+            if (!ok)
+                return bad_value(err, o, from_env, "'%.*s' is not a host name like analytics.example "
+                                 "(no scheme, no port)", (int)(b - a), a);
+        }
+        if (a < b) {
+            if (n + (size_t)(b - a) + 2 > sizeof out)
+                return bad_value(err, o, from_env, "the list is longer than %zu bytes", sizeof out - 1);
+            if (n)
+                out[n++] = ',';
+            for (const char *c = a; c < b; c++)
+                out[n++] = (char)(*c >= 'A' && *c <= 'Z' ? *c - 'A' + 'a' : *c);
+        }
+        p = *end ? end + 1 : end;
+    }
+    out[n] = '\0';
+    memcpy(field, out, n + 1);
+    return 0;
+}
+
 /* Appends the site entries of val (KEY=ORIGIN[,ORIGIN...], several separated
  * by ';' or newlines) to cfg->sites as normalised lines. A key is printable
  * ASCII without spaces, '=', ',' or ';' (it travels in URLs, JSON and Basic
@@ -475,6 +514,8 @@ static int set_option(cf_config *cfg, const opt_def *o, bool from_env, const cha
         return set_origins(cfg, o, from_env, val, err);
     case OPT_SITES:
         return set_sites(cfg, o, from_env, val, err);
+    case OPT_HOSTS:
+        return set_hosts(o, field, from_env, val, err);
     case OPT_SWITCH:
         if (strcmp(val, "on") == 0)
             *(bool *)(void *)field = true;
@@ -533,6 +574,7 @@ static void print_help(FILE *out)
         case OPT_TOKEN: arg = "TOKEN"; break;
         case OPT_ORIGINS: arg = "ORIGINS"; break;
         case OPT_SITES: arg = "KEY=ORIGINS"; break;
+        case OPT_HOSTS: arg = "NAMES"; break;
         case OPT_FSYNC: arg = "POLICY"; break;
         case OPT_SWITCH: arg = "on|off"; break;
         case OPT_UNSIGNED: case OPT_COUNT: arg = "N"; break;
@@ -745,7 +787,7 @@ void cf_config_describe(const cf_config *cfg, char *buf, size_t cap)
              "ms dedup-ttl=%" PRId64 "ms half-life=%" PRId64 "ms retain-results=%zu max-keys=%zu "
              "max-batch=%zu max-body=%zu queue-capacity=%zu push-interval=%" PRId64
              "ms ws-max-clients=%zu ws-queue=%zu ws-queue-bytes=%zu data-dir=%s fsync=%s snapshot-interval=%" PRId64
-             "ms segment-size=%zu ingest-token=%s read-token=%s cors-origin=%s connection-timeout=%" PRId64
+             "ms segment-size=%zu ingest-token=%s read-token=%s cors-origin=%s allowed-host=%s connection-timeout=%" PRId64
              "ms request-deadline=%" PRId64 "ms max-connections=%u max-connections-per-ip=%u site=%s ip-rate=%u header-timeout=%" PRId64
              "ms body-stall-timeout=%" PRId64 "ms body-budget=%zu body-budget-per-ip=%zu"
              " history=%s history-retention=%" PRId64 "ms history-queue=%zu sink=%s sink-backlog=%zu"
@@ -757,7 +799,8 @@ void cf_config_describe(const cf_config *cfg, char *buf, size_t cap)
              cfg->queue_capacity, cfg->push_interval_ms, cfg->ws_max_clients, cfg->ws_queue, cfg->ws_queue_bytes, cfg->data_dir,
              fsync_name(cfg->fsync), cfg->snapshot_interval_ms, cfg->segment_bytes,
              cfg->ingest_token[0] ? "set" : "unset", cfg->read_token[0] ? "set" : "unset",
-             cfg->n_cors_origins ? origins : "none", cfg->connection_timeout_ms, cfg->request_deadline_ms,
+             cfg->n_cors_origins ? origins : "none", cfg->allowed_hosts[0] ? cfg->allowed_hosts : "none",
+             cfg->connection_timeout_ms, cfg->request_deadline_ms,
              cfg->max_connections, cfg->max_connections_per_ip, sites, cfg->ip_rate, cfg->header_timeout_ms,
              cfg->body_stall_timeout_ms, cfg->body_budget, cfg->body_budget_per_ip, cfg->history ? "on" : "off",
              cfg->history_retention_ms, cfg->history_queue_bytes,

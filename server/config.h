@@ -74,6 +74,7 @@ typedef struct cf_config {
     bool print_builtin_sql;         /* --print-builtin-sql: print them and exit (main.c) */
     char cors_origins[CF_MAX_ORIGINS][256]; /* --cors-origin, comma separated; "*" allowed */
     size_t n_cors_origins;
+    char allowed_hosts[1024];       /* --allowed-host: names the Host header may carry, ','-separated */
     int64_t connection_timeout_ms;  /* --connection-timeout 30s (inactivity) */
     int64_t request_deadline_ms;    /* --request-deadline 60s (absolute) */
     unsigned max_connections;       /* --max-connections 4096 */

@@ -181,6 +181,14 @@ static bool route_needs_read_token(route rt)
     return rt == R_QUERY || (rt != R_NONE && rt != R_HEALTHZ && rt != R_READYZ && !route_is_post(rt));
 }
 
+/* Routes a rebound page could abuse: reads, SQL definitions and table-row
+ * deletes. Ingest is not checked: any page may already post events
+ * cross-origin, with or without rebinding. */
+static bool route_checks_host(route rt)
+{
+    return route_needs_read_token(rt) || rt == R_SQL || rt == R_TABLE_ROW;
+}
+
 
 static enum MHD_Result handle_options(request *rq, struct MHD_Connection *c)
 {
@@ -219,6 +227,8 @@ static enum MHD_Result handle_request(request *rq, struct MHD_Connection *c, con
         return handle_asset(rq, c, url, method);
     }
     bool is_get = strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
+    if (route_checks_host(rq->rt) && !host_allowed(h, c))
+        return send_wrong_host(rq, c);
     if (rq->rt == R_STREAM_EVENTS && !cf_engine_has_stream(rq->h->engine, rq->stream))
         return send_error(rq, c, MHD_HTTP_NOT_FOUND, "not found");  /* no such declared stream */
     if (rq->rt == R_QUERY && is_get) {
@@ -283,6 +293,8 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *c, const
         if (rq->rt == R_COMPAT)
             rq->compat_ep = cf_compat_route(rq->raw_uri, strcspn(rq->raw_uri, "?#"));
         if (route_is_post(rq->rt) && strcmp(method, "POST") == 0) {
+            if (route_checks_host(rq->rt) && !host_allowed(h, c))
+                return send_wrong_host(rq, c);
             rq->reading_body = true;
             if (rq->conn) {
                 /* The body must keep arriving: a stalled one is cut long

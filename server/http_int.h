@@ -225,6 +225,10 @@ enum MHD_Result send_static(request *rq, struct MHD_Connection *c, unsigned stat
 /* ---- http_auth.c: bearer tokens ----------------------------------------- */
 
 bool authorized(struct MHD_Connection *c, const char *token);
+/* False when the Host header names a host DNS rebinding could have pointed
+ * here (docs/API.md "DNS rebinding"); answered with send_wrong_host. */
+bool host_allowed(const cf_http *h, struct MHD_Connection *c);
+enum MHD_Result send_wrong_host(request *rq, struct MHD_Connection *c);
 enum MHD_Result send_unauthorized(request *rq, struct MHD_Connection *c, bool had_header);
 
 /* ---- http_conn.c: connections, deadlines, body budget, framing ---------- */

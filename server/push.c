@@ -63,6 +63,7 @@
 #include <cjson/cJSON.h>
 #include <libwebsockets.h>
 
+#include "cf_host.h"
 #include "log.h"
 #include "push_queue.h"
 
@@ -144,40 +145,6 @@ static int copy_header(struct lws *wsi, enum lws_token_indexes h, char *buf, int
     return lws_hdr_copy(wsi, buf, cap, h);
 }
 
-/* Host part of "host[:port]" or "[v6]:port" at s (length n): sets *ret_len. */
-static const char *host_part(const char *s, size_t n, size_t *ret_len)
-{
-    if (n > 0 && s[0] == '[') {
-        const char *close = memchr(s, ']', n);
-        *ret_len = close ? (size_t)(close - s) + 1 : n;
-        return s;
-    }
-    const char *colon = memchr(s, ':', n);
-    *ret_len = colon ? (size_t)(colon - s) : n;
-    return s;
-}
-
-/* True when host[0..n) is an IPv4 literal or a bracketed IPv6 literal. */
-static bool is_ip_literal(const char *host, size_t n)
-{
-    char buf[64];
-    unsigned char addr[16];
-    if (n >= 2 && host[0] == '[' && host[n - 1] == ']') {
-        host++;
-        n -= 2;
-        if (n == 0 || n >= sizeof buf)
-            return false;
-        memcpy(buf, host, n);
-        buf[n] = '\0';
-        return inet_pton(AF_INET6, buf, addr) == 1;
-    }
-    if (n == 0 || n >= sizeof buf)
-        return false;
-    memcpy(buf, host, n);
-    buf[n] = '\0';
-    return inet_pton(AF_INET, buf, addr) == 1;
-}
-
 static bool host_equal(const char *a, size_t an, const char *b, size_t bn)
 {
     return an > 0 && an == bn && strncasecmp(a, b, an) == 0;
@@ -203,10 +170,10 @@ static bool own_origin(const cf_push *p, const char *origin, const char *host)
     const char *o = sep + 3;
     size_t olen = strcspn(o, "/?#");
     size_t oh_len;
-    const char *oh = host_part(o, olen, &oh_len);
+    const char *oh = cf_host_part(o, olen, &oh_len);
     if (host_equal(oh, oh_len, "localhost", 9))
         return true;
-    if (!is_ip_literal(oh, oh_len))
+    if (!cf_host_is_ip_literal(oh, oh_len))
         return false;
     /* --bind is stored without brackets; compare inside them. */
     const char *bare = oh;
@@ -218,7 +185,7 @@ static bool own_origin(const cf_push *p, const char *origin, const char *host)
     if (host_equal(bare, bare_len, p->iface, strlen(p->iface)))
         return true;
     size_t hh_len;
-    const char *hh = host_part(host, strlen(host), &hh_len);
+    const char *hh = cf_host_part(host, strlen(host), &hh_len);
     return host_equal(oh, oh_len, hh, hh_len);
 }
 

@@ -81,7 +81,8 @@ def test_probes_info_dashboard_metrics():
 
 
 def test_info_behind_a_proxy_points_at_its_ws_location():
-    with Server() as srv:
+    # A proxy that forwards Host names the public host (test_http_host.py).
+    with Server(["--allowed-host", "a.example"]) as srv:
         st, body = srv.request("GET", "/api/v1/info", headers={"X-Forwarded-Proto": "https", "Host": "a.example"})
         assert (body["ws_port"], body["ws_path"]) == (443, "/ws"), body
         st, body = srv.request("GET", "/api/v1/info", headers={"X-Forwarded-Proto": "https", "X-Forwarded-Port": "8443"})

@@ -137,7 +137,7 @@ static void help_lists_every_option_with_env_and_default(void **state)
         "request-deadline", "site", "ip-rate", "max-connections", "max-connections-per-ip", "ws-queue-bytes",
         "header-timeout", "body-stall-timeout", "body-budget", "body-budget-per-ip", "history",
         "history-retention", "history-queue", "sink", "sink-backlog", "enrich", "ua-regexes", "geoip",
-        "admin-token", "sql", "max-queries"};
+        "admin-token", "sql", "max-queries", "allowed-host"};
     size_t n_env = 0;
     for (const char *p = r.out; (p = strstr(p, "[env: CLICKFLOW_")) != NULL; p++)
         n_env++;
