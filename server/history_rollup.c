@@ -543,6 +543,27 @@ static hdef *def_get(cf_hroll *r, const char *view)
     return d;
 }
 
+void cf_hroll_forget(cf_hroll *r, const char *view)
+{
+    if (!r)
+        return;
+    /* Touched hours point at their def: write them out with the old one
+     * first (a flush happens inside the transaction that stores rows; a
+     * definition is stored between transactions, so none are pending). */
+    for (size_t i = 0; i < r->n_defs; i++) {
+        if (strcmp(r->defs[i]->view, view) != 0)
+            continue;
+        bool used = false;
+        for (size_t a = 0; a < r->n_accs; a++)
+            used = used || r->accs[a].def == r->defs[i];
+        if (used)
+            return;     /* cannot happen between transactions; kept safe */
+        def_free(r->defs[i]);
+        r->defs[i] = r->defs[--r->n_defs];
+        return;
+    }
+}
+
 cf_hroll *cf_hroll_new(sqlite3 *db)
 {
     cf_hroll *r = calloc(1, sizeof *r);

@@ -52,6 +52,8 @@ void cf_hroll_free(cf_hroll *r);
 int cf_hroll_row_added(cf_hroll *r, const char *view, int64_t start, int64_t end, const char *grp,
                        size_t grp_len, uint32_t revision, const char *cols, size_t cols_len,
                        const uint8_t *sketch, size_t sketch_len);
+/* Drops the cached definition of view (it was re-declared). Accepts NULL. */
+void cf_hroll_forget(cf_hroll *r, const char *view);
 /* Writes the hours touched since the last flush (in the open transaction).
  * 0 or -EIO/-ENOMEM. */
 int cf_hroll_flush(cf_hroll *r);

@@ -163,7 +163,7 @@ static void rollup_sums_and_merges_sketches(void **state)
     cf_history_close(h);
     h = open_h(f, 0, 1 << 20);
     cJSON *out = NULL;
-    assert_int_equal(cf_history_rollup(h, "tumbling", 0, 10000, 2000, &out), 0);
+    assert_int_equal(cf_history_rollup(h, "tumbling", 0, 10000, 2000, &out, NULL, 0), 0);
     cJSON *items = cJSON_GetObjectItemCaseSensitive(out, "items");
     assert_int_equal(cJSON_GetArraySize(items), 2);
     assert_true(item_num(items, 0, "start") == 0 && item_num(items, 0, "end") == 2000);
@@ -173,11 +173,11 @@ static void rollup_sums_and_merges_sketches(void **state)
     assert_true(item_num(items, 1, "count") == 7 && item_num(items, 1, "unique_users") == 1);
     cJSON_Delete(out);
     /* end <= to: the window ending at 3000 is out of [0, 2999]. */
-    assert_int_equal(cf_history_rollup(h, "tumbling", 0, 2999, 2000, &out), 0);
+    assert_int_equal(cf_history_rollup(h, "tumbling", 0, 2999, 2000, &out, NULL, 0), 0);
     assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(out, "items")), 1);
     cJSON_Delete(out);
-    assert_int_equal(cf_history_rollup(h, "nosuch", 0, 1, 1000, &out), -ENOENT);
-    assert_int_equal(cf_history_rollup(h, "tumbling", 5, 1, 1000, &out), -EINVAL);
+    assert_int_equal(cf_history_rollup(h, "nosuch", 0, 1, 1000, &out, NULL, 0), -ENOENT);
+    assert_int_equal(cf_history_rollup(h, "tumbling", 5, 1, 1000, &out, NULL, 0), -EINVAL);
     cf_history_close(h);
 }
 
@@ -273,7 +273,7 @@ static char *rollup_text(cf_history *h, int64_t from, int64_t to, int64_t step, 
 {
     cf_history_set_rollup_scan(h, scan);
     cJSON *out = NULL;
-    int rc = cf_history_rollup(h, "tumbling", from, to, step, &out);
+    int rc = cf_history_rollup(h, "tumbling", from, to, step, &out, NULL, 0);
     cf_history_set_rollup_scan(h, false);
     if (rc)
         fail_msg("rollup: %d", rc);
@@ -403,7 +403,7 @@ static void write_v1(const fixture *f, int64_t t0)
     sqlite3_close(db);
 }
 
-/* Opening a v1 database upgrades it to v2: every hour of its rows is marked
+/* Opening a v1 database upgrades it to the current version (v2 added the rollup table): every hour of its rows is marked
  * dirty at once (answers scan them meanwhile, at most 24 hours per
  * request, else -EAGAIN) and the writer builds them in the background. */
 static void a_v1_database_is_upgraded(void **state)
@@ -412,12 +412,12 @@ static void a_v1_database_is_upgraded(void **state)
     int64_t t0 = 2000 * HOUR;
     write_v1(f, t0);
     cf_history *h = open_h(f, 0, 1 << 20);
-    assert_int_equal(sql_long(f, "PRAGMA user_version"), 2);
+    assert_int_equal(sql_long(f, "PRAGMA user_version"), CF_HISTORY_SCHEMA_VERSION);
     assert_int_equal(sql_long(f, "SELECT count(*) FROM rollup WHERE dirty = 1"), 30);
     /* Before the writer runs: 30 dirty hours are too many for one request,
      * 12 are scanned and exact. */
     cJSON *out = NULL;
-    assert_int_equal(cf_history_rollup(h, "tumbling", t0, t0 + 31 * HOUR, HOUR, &out), -EAGAIN);
+    assert_int_equal(cf_history_rollup(h, "tumbling", t0, t0 + 31 * HOUR, HOUR, &out, NULL, 0), -EAGAIN);
     char *want = rollup_text(h, t0, t0 + 12 * HOUR, HOUR, true);
     char *got = rollup_text(h, t0, t0 + 12 * HOUR, HOUR, false);
     assert_string_equal(got, want);
