@@ -336,6 +336,15 @@ int cf_history_register_view(cf_history *h, const char *view, const char *additi
     return 0;
 }
 
+bool cf_history_is_registered(const cf_history *h, const char *view)
+{
+    /* Registered only before start: read-only afterwards. */
+    for (size_t i = 0; i < h->n_views; i++)
+        if (strcmp(h->views[i].name, view) == 0)
+            return true;
+    return false;
+}
+
 int cf_history_define_view(cf_history *h, const char *view, const char *additive,
                            const char *sketch_col, const char *meta, bool wait)
 {
@@ -377,6 +386,21 @@ int cf_history_define_view(cf_history *h, const char *view, const char *additive
     bool done = h->defs_done >= t;
     pthread_mutex_unlock(&h->mu);
     return !wait || done ? 0 : -ETIMEDOUT;
+}
+
+int cf_history_defs_wait(cf_history *h)
+{
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 10;
+    pthread_mutex_lock(&h->mu);
+    uint64_t t = h->defs_queued;
+    while (h->started && h->defs_done < t && !h->stop)
+        if (pthread_cond_timedwait(&h->room, &h->mu, &until) == ETIMEDOUT)
+            break;
+    bool done = !h->started || h->defs_done >= t;
+    pthread_mutex_unlock(&h->mu);
+    return done ? 0 : -ETIMEDOUT;
 }
 
 /* The writer applies the queued definitions (called without mu). */

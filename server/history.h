@@ -88,6 +88,14 @@ int cf_history_register_view(cf_history *h, const char *view, const char *additi
  * -ENOMEM, -EIO, -ETIMEDOUT (not stored within 10 s: the writer is stuck). */
 int cf_history_define_view(cf_history *h, const char *view, const char *additive,
                            const char *sketch_col, const char *meta, bool wait);
+/* Waits until every definition queued so far is stored (at most 10 s).
+ * 0 or -ETIMEDOUT. */
+int cf_history_defs_wait(cf_history *h);
+
+/* Whether view was declared with cf_history_register_view (a built-in
+ * view's rows): a user view of that name is not written (its rows would
+ * mix with the built-in's). Thread-safe after start. */
+bool cf_history_is_registered(const cf_history *h, const char *view);
 
 /* Test seam: the writer pauses ms before each transaction, so that tests
  * can make it lag behind the shards (before cf_history_start). */
