@@ -473,6 +473,123 @@ static void retention_deletes_rollup_rows(void **state)
     cf_history_close(h);
 }
 
+/* ---- user views (schema v3) ------------------------------------------------ */
+
+static const char USER_META[] =
+    "{\"kind\":\"user\",\"avg\":[[\"a\",\"s\",\"c\"]]}";
+
+static void offer_user(cf_history *h, const char *view, int64_t start, const char *grp, uint32_t rev,
+                       const char *cols)
+{
+    cf_history_row r = {.view = view, .start = start, .end = start + HOUR, .group = grp,
+                        .group_len = strlen(grp), .revision = rev, .cols = cols,
+                        .cols_len = strlen(cols)};
+    assert_int_equal(cf_history_offer(h, &r), 0);
+}
+
+typedef struct typed {
+    int rows;
+    int64_t big;
+    double avg;
+    char text[64];
+    int null_type;
+} typed;
+
+static int typed_row(void *ctx, int64_t start, int64_t end, const char *group, size_t group_len,
+                     uint32_t revision, const cf_history_val *v, size_t n)
+{
+    typed *t = ctx;
+    (void)start; (void)end; (void)group; (void)group_len;
+    assert_int_equal(n, 4);
+    assert_int_equal(revision, 1);      /* the newest revision only */
+    assert_int_equal(v[0].type, CF_HISTORY_VAL_INT);
+    t->big = v[0].i;
+    assert_int_equal(v[1].type, CF_HISTORY_VAL_REAL);
+    t->avg = v[1].d;
+    assert_int_equal(v[2].type, CF_HISTORY_VAL_TEXT);
+    snprintf(t->text, sizeof t->text, "%.*s", (int)v[2].len, v[2].s);
+    t->null_type = v[3].type;
+    if (strcmp(t->text, "/a") == 0) {
+        assert_true(t->big == INT64_C(9007199254740993));  /* not through a double */
+        assert_true(t->avg == 2.25);
+    }
+    t->rows++;
+    return 0;
+}
+
+/* A view declared while the writer runs is stored before the rows offered
+ * after it; typed scans keep integers exact (beyond 2^53); AVG columns
+ * come from SUM / COUNT per step; a refusing view names its reason. */
+static void user_views_are_declared_while_running(void **state)
+{
+    fixture *f = *state;
+    cf_history *h = open_h(f, 0, 1 << 20);
+    assert_int_equal(cf_history_start(h), 0);
+    assert_int_equal(cf_history_define_view(h, "uv", "s,c", NULL, USER_META, false), 0);
+    assert_int_equal(cf_history_define_view(h, "uv_no", "", NULL,
+                                            "{\"refuse\":\"column mx (MAX(x)) cannot\"}", true), 0);
+    assert_int_equal(cf_history_define_view(h, "bad name", "", NULL, NULL, false), -EINVAL);
+    assert_true(cf_history_is_registered(h, "tumbling"));
+    assert_false(cf_history_is_registered(h, "uv"));
+    int64_t t0 = 100 * HOUR;
+    offer_user(h, "uv", t0, "[\"/a\"]", 0, "{\"s\":3,\"c\":2,\"a\":1.5,\"k\":\"x\"}");
+    offer_user(h, "uv", t0, "[\"/a\"]", 1,
+               "{\"s\":9007199254740993,\"c\":4,\"a\":2.25,\"k\":\"/a\"}");
+    offer_user(h, "uv", t0, "[\"/b\"]", 1, "{\"s\":5,\"c\":1,\"a\":5.0,\"k\":\"/b\"}");
+    assert_int_equal(cf_history_defs_wait(h), 0);
+    settle(h);
+    char *meta = NULL;
+    assert_int_equal(cf_history_view_meta(h, "uv", &meta), 0);
+    assert_string_equal(meta, USER_META);
+    free(meta);
+    assert_int_equal(cf_history_view_meta(h, "tumbling", &meta), 0);
+    assert_null(meta);
+    assert_int_equal(cf_history_view_meta(h, "nosuch", &meta), -ENOENT);
+
+    const char *names[] = {"s", "a", "k", "missing"};
+    typed t = {0};
+    assert_int_equal(cf_history_scan_cols(h, "uv", t0, t0 + HOUR, names, 4, 10, typed_row, &t), 2);
+    assert_int_equal(t.rows, 2);
+    assert_int_equal(t.null_type, CF_HISTORY_VAL_NULL);
+    /* More rows than allowed is an error, not a silent cut. */
+    t.rows = 0;
+    assert_int_equal(cf_history_scan_cols(h, "uv", t0, t0 + HOUR, names, 4, 1, typed_row, &t), -E2BIG);
+
+    cJSON *out = NULL;
+    assert_int_equal(cf_history_rollup(h, "uv", t0, t0 + HOUR, HOUR, &out, NULL, 0), 0);
+    cJSON *it = cJSON_GetArrayItem(cJSON_GetObjectItem(out, "items"), 0);
+    assert_int_equal((int64_t)cJSON_GetObjectItem(it, "c")->valuedouble, 5);
+    assert_true(cJSON_GetObjectItem(it, "a")->valuedouble ==
+                cJSON_GetObjectItem(it, "s")->valuedouble / 5);
+    cJSON_Delete(out);
+    char why[128] = "";
+    assert_int_equal(cf_history_rollup(h, "uv_no", t0, t0 + HOUR, HOUR, &out, why, sizeof why), -EDOM);
+    assert_string_equal(why, "column mx (MAX(x)) cannot");
+    cf_history_close(h);
+}
+
+/* A v2 history.db (no views.meta) is upgraded in place; its rows stay. */
+static void a_v2_database_is_upgraded(void **state)
+{
+    fixture *f = *state;
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, V1_SCHEMA, NULL, NULL, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, "INSERT INTO results VALUES ('tumbling', 0, 1000, '/p', 0,"
+                                      " '{\"count\":2,\"unique_users\":1}', NULL);"
+                                      "PRAGMA user_version=2;", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+    cf_history *h = open_h(f, 0, 1 << 20);
+    assert_int_equal(sql_long(f, "PRAGMA user_version"), 3);
+    assert_int_equal(sql_long(f, "SELECT count(*) FROM views WHERE meta IS NULL"), 1);
+    assert_int_equal(count_rows(f), 1);
+    cf_history_close(h);
+    /* Opening again changes nothing. */
+    h = open_h(f, 0, 1 << 20);
+    assert_int_equal(sql_long(f, "PRAGMA user_version"), 3);
+    cf_history_close(h);
+}
+
 static void a_newer_schema_is_refused(void **state)
 {
     fixture *f = *state;
@@ -497,6 +614,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(late_revisions_give_the_full_recompute, setup, teardown),
         cmocka_unit_test_setup_teardown(a_v1_database_is_upgraded, setup, teardown),
         cmocka_unit_test_setup_teardown(retention_deletes_rollup_rows, setup, teardown),
+        cmocka_unit_test_setup_teardown(user_views_are_declared_while_running, setup, teardown),
+        cmocka_unit_test_setup_teardown(a_v2_database_is_upgraded, setup, teardown),
     };
     return cmocka_run_group_tests_name("history", tests, NULL, NULL);
 }
