@@ -12,10 +12,14 @@
 
 #define ADDITIVE_MAX 32                 /* history.c's MAX_ADDITIVE */
 
+static bool ident(const char *s);
+
 bool cf_histview_kept(const cf_history *h, const sql_plan_info *pi)
 {
+    /* history.db names views by identifiers of at most 64 bytes (they
+     * name PostgreSQL tables too); other names are not stored. */
     return h && pi && pi->kind == SQL_PLAN_VIEW && pi->window != SQL_WINDOW_NONE && pi->aggregate &&
-           pi->name && !cf_history_is_registered(h, pi->name);
+           ident(pi->name) && !cf_history_is_registered(h, pi->name);
 }
 
 const char *cf_histview_type_name(sql_type t)
