@@ -425,7 +425,14 @@ static void collect(const char *p, size_t n, bounds *b, int depth)
 
 bool cf_sqlpull_range(const sql_plan_info *pi, int64_t *from, int64_t *to)
 {
-    if (!pi->filter || !pi->filter_text)
+    /* Only views have windows in history (a stream's column could be
+     * named WINDOWSTART). */
+    if (!pi->filter || !pi->filter_text || pi->source_kind != SQL_OBJ_VIEW)
+        return false;
+    bool windowed = false;
+    for (uint32_t i = 0; i < pi->ninput; i++)
+        windowed = windowed || strcmp(pi->input[i].name, "WINDOWSTART") == 0;
+    if (!windowed)
         return false;
     bounds b = {INT64_MIN, INT64_MAX, INT64_MIN, INT64_MAX, false};
     collect(pi->filter_text, strlen(pi->filter_text), &b, 0);
