@@ -254,9 +254,24 @@ fail:
     return NULL;
 }
 
+/* A comma-separated list of 1..max identifiers. */
+static bool ident_list(const char *s, size_t max)
+{
+    size_t n = 0;
+    for (const char *p = s; *p;) {
+        const char *c = strchr(p, ',');
+        size_t len = c ? (size_t)(c - p) : strlen(p);
+        if (!is_ident(p, len) || ++n > max)
+            return false;
+        p = c ? c + 1 : p + len;
+    }
+    return n > 0;
+}
+
 static bool def_valid(const char *view, const char *additive, const char *sketch_col)
 {
-    if (!view || !is_ident(view, strlen(view)) || (sketch_col && !is_ident(sketch_col, strlen(sketch_col))))
+    if (!view || !is_ident(view, strlen(view)) ||
+        (sketch_col && !ident_list(sketch_col, CF_HROLL_SKETCH_MAX)))
         return false;
     /* Every additive column must be an identifier: they are spliced into the
      * rollup's SQL (json_extract paths). */
@@ -279,7 +294,7 @@ static int meta_read(sqlite3 *db, const char *view, char **ret);
 static int store_def(cf_history *h, const char *view, const char *additive, const char *sketch_col,
                      const char *meta)
 {
-    char old_a[MAX_ADDITIVE * (NAME_MAX_LEN + 1) + 1], old_s[NAME_MAX_LEN + 1];
+    char old_a[MAX_ADDITIVE * (NAME_MAX_LEN + 1) + 1], old_s[CF_HROLL_SKETCH_LIST_MAX];
     int old = view_def_read(h->db, view, old_a, sizeof old_a, old_s, sizeof old_s);
     if (old == -EIO)
         return -EIO;
@@ -1228,7 +1243,7 @@ long cf_history_scan(cf_history *h, const char *view, const char *group, size_t 
     sqlite3 *db = open_reader(h);
     if (!db)
         return -EIO;
-    char a[MAX_ADDITIVE * (NAME_MAX_LEN + 1) + 1], s[NAME_MAX_LEN + 1];
+    char a[MAX_ADDITIVE * (NAME_MAX_LEN + 1) + 1], s[CF_HROLL_SKETCH_LIST_MAX];
     long rc = view_def_read(db, view, a, sizeof a, s, sizeof s);
     sqlite3_stmt *st = NULL;
     /* The newest revision of each key: SQLite takes the bare columns of
@@ -1294,7 +1309,7 @@ int cf_history_rollup(cf_history *h, const char *view, int64_t from, int64_t to,
     sqlite3 *db = open_reader(h);
     if (!db)
         return -EIO;
-    char additive[MAX_ADDITIVE * (NAME_MAX_LEN + 1) + 1], sketch[NAME_MAX_LEN + 1];
+    char additive[MAX_ADDITIVE * (NAME_MAX_LEN + 1) + 1], sketch[CF_HROLL_SKETCH_LIST_MAX];
     int rc = view_def_read(db, view, additive, sizeof additive, sketch, sizeof sketch);
     /* A user view's rollup rules (meta): refused, or AVG columns derived. */
     char *meta_text = NULL;

@@ -7,6 +7,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "history_rollup.h"
 #include "sql_agg.h"
 #include "sql_expr.h"
 
@@ -82,20 +83,32 @@ static int column_with_text(const sql_plan_info *pi, const char *fn, const char 
     return -1;
 }
 
-/* The index of the aggregate whose sketch is stored: the first
- * COUNT(DISTINCT) column (-1: none). */
-static int sketch_agg(const sql_plan_info *pi, int *ret_col)
+/* The COUNT(DISTINCT) columns whose sketches are stored (at most
+ * CF_HROLL_SKETCH_MAX, in column order): their aggregate indexes in aggs,
+ * their column indexes in cols (may be NULL). Returns how many. */
+static size_t sketch_aggs(const sql_plan_info *pi, int aggs[CF_HROLL_SKETCH_MAX],
+                          int cols[CF_HROLL_SKETCH_MAX])
 {
-    for (uint32_t c = 0; c < pi->ncolumns; c++) {
+    size_t k = 0;
+    for (uint32_t c = 0; c < pi->ncolumns && k < CF_HROLL_SKETCH_MAX; c++) {
         int j = column_agg(pi, c);
         if (j >= 0 && pi->aggs[j].kind == SQL_PLAN_FN_COUNT && pi->aggs[j].distinct &&
             ident(pi->columns[c].name)) {
-            if (ret_col)
-                *ret_col = (int)c;
-            return j;
+            aggs[k] = j;
+            if (cols)
+                cols[k] = (int)c;
+            k++;
         }
     }
-    return -1;
+    return k;
+}
+
+static bool is_sketch_col(const int cols[CF_HROLL_SKETCH_MAX], size_t k, uint32_t c)
+{
+    for (size_t i = 0; i < k; i++)
+        if (cols[i] == (int)c)
+            return true;
+    return false;
 }
 
 int cf_histview_define(cf_history *h, const sql_plan_info *pi)
@@ -108,8 +121,13 @@ int cf_histview_define(cf_history *h, const sql_plan_info *pi)
     char additive[ADDITIVE_MAX * (CF_HISTORY_VIEW_MAX + 1) + 1] = "";
     size_t alen = 0, na = 0;
     char refuse[512] = "";
-    int sk_col = -1;
-    int sk = sketch_agg(pi, &sk_col);
+    int sk_aggs[CF_HROLL_SKETCH_MAX], sk_cols[CF_HROLL_SKETCH_MAX];
+    size_t nsk = sketch_aggs(pi, sk_aggs, sk_cols);
+    char sketch_list[CF_HROLL_SKETCH_LIST_MAX] = "";
+    size_t slen = 0;
+    for (size_t i = 0; i < nsk; i++)
+        slen += (size_t)snprintf(sketch_list + slen, sizeof sketch_list - slen, "%s%s", i ? "," : "",
+                                 pi->columns[sk_cols[i]].name);
     if (!meta || !cols || !avg || !cJSON_AddStringToObject(meta, "kind", "user")) {
         cJSON_Delete(meta);
         return -ENOMEM;
@@ -124,7 +142,7 @@ int cf_histview_define(cf_history *h, const sql_plan_info *pi)
         else if (a && ((a->kind == SQL_PLAN_FN_COUNT && !a->distinct) || a->kind == SQL_PLAN_FN_SUM))
             role = "sum";
         else if (a && a->kind == SQL_PLAN_FN_COUNT && a->distinct)
-            role = (int)c == sk_col ? "distinct" : "other";
+            role = is_sketch_col(sk_cols, nsk, c) ? "distinct" : "other";
         else if (a && a->kind == SQL_PLAN_FN_AVG)
             role = "avg";
         if (strcmp(role, "sum") == 0 && (!ident(pc->name) || na == ADDITIVE_MAX))
@@ -158,8 +176,8 @@ int cf_histview_define(cf_history *h, const sql_plan_info *pi)
         }
         if (strcmp(role, "other") == 0 && !refuse[0])
             snprintf(refuse, sizeof refuse,
-                     "column %s (%s) of view %s cannot be rolled up: only COUNT, SUM, one "
-                     "COUNT(DISTINCT) and AVG with its SUM and COUNT can",
+                     "column %s (%s) of view %s cannot be rolled up: only COUNT, SUM, "
+                     "COUNT(DISTINCT) (at most 8) and AVG with its SUM and COUNT can",
                      pc->name, pc->text ? pc->text : "?", pi->name);
         cJSON *o = cJSON_CreateObject();
         cJSON_AddItemToArray(cols, o);
@@ -174,8 +192,7 @@ int cf_histview_define(cf_history *h, const sql_plan_info *pi)
     cJSON_Delete(meta);
     if (!text)
         return -ENOMEM;
-    int rc = cf_history_define_view(h, pi->name, additive, sk >= 0 ? pi->columns[sk_col].name : NULL,
-                                    text, false);
+    int rc = cf_history_define_view(h, pi->name, additive, nsk ? sketch_list : NULL, text, false);
     cJSON_free(text);
     return rc;
 }
@@ -205,10 +222,24 @@ void cf_histview_offer(cf_history *h, const sql_plan_info *pi, const sql_view_re
     sql_sb_puts(sb, "}");
     size_t clen = sb->len - glen;
     cf_buf sketch = {0};
-    int sk = sketch_agg(pi, NULL);
-    bool bad = sb->oom;
-    if (sk >= 0 && r->agg_set && r->state)
-        bad = bad || sql_agg_sketch_save(r->agg_set, r->state, (uint32_t)sk, &sketch) < 0 || sketch.oom;
+    int sk_aggs[CF_HROLL_SKETCH_MAX];
+    size_t nsk = sketch_aggs(pi, sk_aggs, NULL);
+    bool bad = sb->oom || (nsk > 0 && (!r->agg_set || !r->state));
+    if (nsk == 1 && !bad) {
+        bad = sql_agg_sketch_save(r->agg_set, r->state, (uint32_t)sk_aggs[0], &sketch) < 0;
+    } else if (nsk > 1 && !bad) {
+        /* The container of history_rollup.h, one encoding per column. */
+        cf_buf one = {0};
+        cf_buf_put_u8(&sketch, CF_HROLL_SKETCH_MULTI);
+        cf_buf_put_u8(&sketch, (uint8_t)nsk);
+        for (size_t i = 0; i < nsk && !bad; i++) {
+            one.len = 0;
+            bad = sql_agg_sketch_save(r->agg_set, r->state, (uint32_t)sk_aggs[i], &one) < 0 || one.oom;
+            cf_buf_put_str(&sketch, (const char *)one.data, one.len);
+        }
+        cf_buf_free(&one);
+    }
+    bad = bad || sketch.oom;
     if (bad) {
         (*errors)++;
         cf_buf_free(&sketch);
@@ -223,8 +254,8 @@ void cf_histview_offer(cf_history *h, const sql_plan_info *pi, const sql_view_re
         .revision = r->revision,
         .cols = sb->data + glen,
         .cols_len = clen,
-        .sketch = sk >= 0 ? sketch.data : NULL,
-        .sketch_len = sk >= 0 ? sketch.len : 0,
+        .sketch = nsk > 0 ? sketch.data : NULL,
+        .sketch_len = nsk > 0 ? sketch.len : 0,
     };
     if (cf_history_offer(h, &row) == -EINVAL)
         (*errors)++;

@@ -4,8 +4,8 @@ memory and history as one answer, and rollups of user views.
 
 A seeded trace spanning several simulated days (replay mode: --idle-timeout
 0, the watermark follows the events, SPEC 1) goes into two user views with
-several aggregates (COUNT, SUM, COUNT(x), AVG, COUNT(DISTINCT), MIN, MAX of a
-TIMESTAMP). A brute-force Python reference (per-event watermark, windows,
+several aggregates (COUNT, SUM, COUNT(x), AVG, two COUNT(DISTINCT), MIN, MAX of
+a TIMESTAMP). A brute-force Python reference (per-event watermark, windows,
 grace periods, revisions) says what each view holds. Then:
 - history.db holds every revision of every fired (window, group) once, and
   the newest revision's columns equal the reference;
@@ -14,7 +14,7 @@ grace periods, revisions) says what each view holds. Then:
   with --retain-results 1 (memory holds almost nothing) equal the answers
   before it; a query without a range keeps answering from memory only;
 - rollups per hour and per day equal the reference's sums, distinct users
-  merged from the sketches, AVG from SUM / COUNT; a view with MIN is
+  merged from the sketches (two distinct-count columns), AVG from SUM / COUNT; a view with MIN is
   refused with a 400 naming the column; a dropped view's history stays;
 - kill -9 during heavy writing leaves no duplicate and no gap;
 - retention deletes exactly the old rows of user views too;
@@ -46,12 +46,13 @@ ARGS = ["--idle-timeout", "0", "--shards", "2", "--out-of-orderness", "5m",
 VIEWS = {
     "hv_page": ("CREATE VIEW hv_page AS SELECT page_url, COUNT(*) AS n, SUM(LENGTH(user_id)) AS s,"
                 " COUNT(LENGTH(user_id)) AS c, AVG(LENGTH(user_id)) AS a,"
-                " COUNT(DISTINCT user_id) AS du FROM clicks"
+                " COUNT(DISTINCT user_id) AS du, COUNT(DISTINCT URL_PATH(page_url)) AS dp FROM clicks"
                 " WINDOW TUMBLING (SIZE 1 HOUR) GRACE PERIOD 2 HOURS GROUP BY page_url",
                 ["page_url"], (HOUR, HOUR, 2 * HOUR),
                 lambda evs: dict(n=len(evs), s=sum(len(e["user_id"]) for e in evs), c=len(evs),
                                  a=sum(len(e["user_id"]) for e in evs) / len(evs),
-                                 du=len({e["user_id"] for e in evs}))),
+                                 du=len({e["user_id"] for e in evs}),
+                                 dp=len({e["page_url"] for e in evs}))),
     "hv_user": ("CREATE VIEW hv_user AS SELECT user_id, COUNT(*) AS n, MIN(page_url) AS mn,"
                 " MAX(ROWTIME) AS last FROM clicks"
                 " WINDOW HOPPING (SIZE 2 HOURS, ADVANCE BY 1 HOUR) GRACE PERIOD 1 HOUR"
@@ -258,13 +259,15 @@ def ref_rollup(ref, frm, to, step):
     for (start, key), cell in ref.views["hv_page"].items():
         if cell["rev"] is None or start < frm or start + HOUR > to:
             continue
-        b = buckets.setdefault(start // step * step, [0, 0, 0, set()])
+        b = buckets.setdefault(start // step * step, [0, 0, 0, set(), set()])
         b[0] += len(cell["rows"])
         b[1] += sum(len(e["user_id"]) for e in cell["rows"])
         b[2] += len(cell["rows"])
         b[3] |= {e["user_id"] for e in cell["rows"]}
-    return [{"start": s, "end": s + step, "n": n, "s": sm, "c": c, "du": len(u), "a": sm / c}
-            for s, (n, sm, c, u) in sorted(buckets.items())]
+        b[4] |= {e["page_url"] for e in cell["rows"]}
+    return [{"start": s, "end": s + step, "n": n, "s": sm, "c": c, "du": len(u), "dp": len(p),
+             "a": sm / c}
+            for s, (n, sm, c, u, p) in sorted(buckets.items())]
 
 
 def test_pull_ranges_and_rollups_equal_reference_across_restart():
