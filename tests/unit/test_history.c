@@ -21,6 +21,7 @@
 #include "cf_buf.h"
 #include "cf_hll.h"
 #include "history.h"
+#include "history_rollup.h"
 
 static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
 {
@@ -441,7 +442,7 @@ static void retention_deletes_rollup_rows(void **state)
     fixture *f = *state;
     cf_history *h = open_h(f, 3 * HOUR, 1 << 20);
     assert_int_equal(cf_history_start(h), 0);
-    int64_t t0 = 500 * HOUR;
+    int64_t t0 = 501 * HOUR;    /* a multiple of the 3-hour step */
     for (int hr = 0; hr < 6; hr++) {
         offer(h, t0 + hr * HOUR, "/a", 0, 2, hr, 2);               /* ends +1 s */
         offer(h, t0 + hr * HOUR + HOUR / 2, "/b", 0, 3, hr, 1);    /* ends +30 min +1 s */
@@ -568,6 +569,52 @@ static void user_views_are_declared_while_running(void **state)
     cf_history_close(h);
 }
 
+/* A view with two sketch columns: rows carry a container of sketches, and
+ * rollups from the hourly pre-aggregates (late revisions included) equal
+ * the row scan, each column its own union. */
+static void two_sketch_columns_roll_up_separately(void **state)
+{
+    fixture *f = *state;
+    cf_history *h = open_h(f, 0, 1 << 20);
+    assert_int_equal(cf_history_define_view(h, "uv2", "n", "du,dp", NULL, false), 0);
+    assert_int_equal(cf_history_start(h), 0);
+    int64_t t0 = 501 * HOUR;    /* a multiple of the 3-hour step */
+    for (int w = 0; w < 6; w++)
+        for (uint32_t rev = 0; rev < 2; rev++) {
+            cf_hll *sk[2] = {cf_hll_new(), cf_hll_new()};
+            for (int u = 0; u < 3 + w + (int)rev; u++)
+                assert_true(cf_hll_add(sk[0], (uint64_t)(u + w) * 0x9e3779b97f4a7c15ull + 7) >= 0);
+            for (int p = 0; p < 1 + (int)rev; p++)
+                assert_true(cf_hll_add(sk[1], (uint64_t)(p + 1000) * 0x9e3779b97f4a7c15ull + 7) >= 0);
+            cf_buf b = {0};
+            assert_int_equal(cf_hroll_sketches_encode(sk, 2, &b), 0);
+            char cols[64];
+            snprintf(cols, sizeof cols, "{\"n\":%d}", 10 + w + (int)rev);
+            int64_t start = t0 + (w / 2) * HOUR + (w % 2) * 1000;
+            cf_history_row r = {.view = "uv2", .start = start, .end = start + 1000, .group = "[]",
+                                .group_len = 2, .revision = rev, .cols = cols,
+                                .cols_len = strlen(cols), .sketch = b.data, .sketch_len = b.len};
+            assert_int_equal(cf_history_offer(h, &r), 0);
+            cf_buf_free(&b);
+            cf_hll_free(sk[0]);
+            cf_hll_free(sk[1]);
+        }
+    settle(h);
+    for (int scan = 0; scan < 2; scan++) {
+        cf_history_set_rollup_scan(h, scan);
+        cJSON *out = NULL;
+        assert_int_equal(cf_history_rollup(h, "uv2", t0, t0 + 3 * HOUR, 3 * HOUR, &out, NULL, 0), 0);
+        cJSON *it = cJSON_GetArrayItem(cJSON_GetObjectItem(out, "items"), 0);
+        /* Newest revisions: n = sum of 11 + w, users 0..(3+5+1)-1+5, pages 2. */
+        assert_int_equal((int)cJSON_GetObjectItem(it, "n")->valuedouble, 6 * 11 + 15);
+        assert_int_equal((int)cJSON_GetObjectItem(it, "du")->valuedouble, 14);
+        assert_int_equal((int)cJSON_GetObjectItem(it, "dp")->valuedouble, 2);
+        cJSON_Delete(out);
+    }
+    cf_history_set_rollup_scan(h, false);
+    cf_history_close(h);
+}
+
 /* A v2 history.db (no views.meta) is upgraded in place; its rows stay. */
 static void a_v2_database_is_upgraded(void **state)
 {
@@ -616,6 +663,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(retention_deletes_rollup_rows, setup, teardown),
         cmocka_unit_test_setup_teardown(user_views_are_declared_while_running, setup, teardown),
         cmocka_unit_test_setup_teardown(a_v2_database_is_upgraded, setup, teardown),
+        cmocka_unit_test_setup_teardown(two_sketch_columns_roll_up_separately, setup, teardown),
     };
     return cmocka_run_group_tests_name("history", tests, NULL, NULL);
 }
