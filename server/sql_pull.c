@@ -538,7 +538,10 @@ static int hist_row(void *ctx, int64_t start, int64_t end, const char *group, si
 long cf_sqlpull_history_part(cf_history *h, const sql_plan_info *pi, int64_t from, int64_t to,
                              size_t max_rows, cf_buf *out)
 {
-    if (!h || !pi->source || pi->ninput > CF_HISTORY_COLS_MAX)
+    /* A user view named like a built-in is not stored: the rows of that
+     * name are the built-in's. */
+    if (!h || !pi->source || pi->ninput > CF_HISTORY_COLS_MAX ||
+        cf_history_is_registered(h, pi->source))
         return 0;
     uint32_t *map = calloc(pi->ninput ? pi->ninput : 1, sizeof *map);
     const char **names = calloc(pi->ninput ? pi->ninput : 1, sizeof *names);

@@ -461,6 +461,20 @@ def test_bad_requests():
         assert "hv_nosuch" in body["error"], body
         # A range that holds nothing is an empty answer, not an error (SQL).
         assert query(srv, "SELECT * FROM hv_page WHERE WINDOWSTART >= 10 AND WINDOWEND <= 5") == []
+        # A user view named like a built-in is not stored, and its ranged
+        # queries do not read the built-in's rows.
+        sql(srv, "CREATE VIEW tumbling AS SELECT page_url, COUNT(*) AS n FROM clicks"
+                 " WINDOW TUMBLING (SIZE 1 MINUTE) GROUP BY page_url")
+        st, body = srv.request("POST", "/api/v1/events",
+                               [{"user_id": "u", "page_url": "/x", "timestamp": BASE + i * 60000,
+                                 "event_id": "t%d" % i} for i in range(5)])
+        assert st == 202, (st, body)
+        raise_wm(srv, Reference([]), BASE + DAY)
+        wait_written(srv)
+        rows = query(srv, "SELECT * FROM tumbling WHERE WINDOWSTART >= 0")
+        mem = query(srv, "SELECT * FROM tumbling")
+        key = lambda r: r["WINDOWSTART"]
+        assert sorted(rows, key=key) == sorted(mem, key=key) and len(rows) == 5, rows
         # A view with nothing stored yet: an empty rollup.
         st, body = srv.request("GET", "/api/v1/views/hv_page/rollup?from=0&to=5&step=1h")
         assert st == 200 and body["items"] == [], (st, body)
