@@ -443,6 +443,37 @@ def test_retention_deletes_exactly_the_old_rows_of_user_views():
         srv.stop()
 
 
+def test_history_db_removed_under_a_snapshot_is_declared_again():
+    """Views restored from a snapshot declare their history again: a
+    history.db deleted by hand gets the definitions back before new rows."""
+    rng = random.Random(SEED + 4)
+    evs = make_trace(rng, 400, 1)
+    ref = Reference(VIEWS)
+    srv = Server(ARGS)
+    srv.start()
+    try:
+        for name in VIEWS:
+            sql(srv, VIEWS[name][0])
+        ingest(srv, ref, evs[:200])
+        assert srv.stop() == 0      # a clean stop writes a snapshot
+        assert "snapshot" in srv.read_log()
+        for suffix in ("", "-wal", "-shm"):
+            path = os.path.join(srv.data_dir, "data", "history.db" + suffix)
+            if os.path.exists(path):
+                os.remove(path)
+        srv.start()
+        ingest(srv, ref, evs[200:])
+        raise_wm(srv, ref, max(e["timestamp"] for e in evs) + 4 * HOUR)
+        wait_written(srv)
+        st, body = srv.request("GET", "/api/v1/views/hv_page/rollup?from=0&to=%d&step=1d"
+                               % (BASE + 30 * DAY))
+        assert st == 200 and body["items"], (st, body)
+        st, body = srv.request("GET", "/api/v1/views/hv_user/rollup?from=0&to=5&step=1d")
+        assert st == 400 and "column mn" in body["error"], (st, body)
+    finally:
+        srv.stop()
+
+
 def test_bad_requests():
     with Server(ARGS) as srv:
         for name in VIEWS:
@@ -484,4 +515,5 @@ if __name__ == "__main__":
     run_tests([test_pull_ranges_and_rollups_equal_reference_across_restart,
                test_kill9_during_heavy_writing_no_duplicate_no_gap,
                test_retention_deletes_exactly_the_old_rows_of_user_views,
+               test_history_db_removed_under_a_snapshot_is_declared_again,
                test_bad_requests])
