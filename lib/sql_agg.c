@@ -1077,6 +1077,24 @@ int sql_agg_results(const sql_agg_set *set, const void *st, int64_t now, cf_buf 
     return rc;
 }
 
+int sql_agg_sketch_save(const sql_agg_set *set, const void *st, uint32_t i, cf_buf *out)
+{
+    if (i >= set->n || set->spec[i].kind != SQL_AGG_COUNT_DISTINCT)
+        return -EINVAL;
+    const st_distinct *s = cslot_of(set, st, i);
+    if (d_is_hll(s))
+        return cf_hll_save(d_hll(s), out);
+    /* The inline hashes become a (sparse, exact) sketch of their own. */
+    cf_hll *h = cf_hll_new();
+    int rc = h ? 0 : -ENOMEM;
+    for (uint8_t j = 0; rc == 0 && j < d_n(s); j++)
+        rc = cf_hll_add(h, s->w[j]) < 0 ? -ENOMEM : 0;
+    if (rc == 0)
+        rc = cf_hll_save(h, out);
+    cf_hll_free(h);
+    return rc;
+}
+
 /* ---- save / load ----------------------------------------------------------------------
  * u8 version, u32 n, then per aggregate u8 kind and its payload:
  *   counts: u64; distinct: u8 n, n x u64 or a cf_hll encoding (n = 255);

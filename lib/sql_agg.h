@@ -136,6 +136,12 @@ int sql_agg_save(const sql_agg_set *set, const void *st, cf_buf *out);
  * empty and init'ed) or -ENOMEM. */
 int sql_agg_load(const sql_agg_set *set, void *st, cf_reader *in);
 
+/* Appends aggregate i's distinct-count sketch (a COUNT(DISTINCT) of st) as
+ * one cf_hll_save encoding, exact in sparse form while small, so history
+ * rollups can merge sketches of many windows (cf_hll_merge_encoded).
+ * 0, -EINVAL (i is not a COUNT(DISTINCT)) or -ENOMEM. */
+int sql_agg_sketch_save(const sql_agg_set *set, const void *st, uint32_t i, cf_buf *out);
+
 /* Heap bytes the state owns beyond its block. */
 size_t sql_agg_bytes(const sql_agg_set *set, const void *st);
 

@@ -570,6 +570,8 @@ static void emit_row(const sql_view *cv, const group *g, const void *st, int64_t
         .naggs = v->cfg.naggs,
         .revision = rev,
         .final = final,
+        .agg_set = v->aggs,
+        .state = st,
     };
     emit(ctx, &r);
 }

@@ -84,6 +84,10 @@ typedef struct sql_view_result {
     uint32_t naggs;
     uint32_t revision;              /* 0 on the first firing */
     bool final;                     /* false: open window/session, running row */
+    /* The aggregate state the results come from, valid during the emit
+     * call: history stores distinct-count sketches (sql_agg_sketch_save). */
+    const sql_agg_set *agg_set;
+    const void *state;
 } sql_view_result;
 
 typedef void (*sql_view_emit_fn)(void *ctx, const sql_view_result *r);

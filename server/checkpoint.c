@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "history_views.h"
 #include "cf_dedup.h"
 #include "cf_watermark.h"
 #include "engine_int.h"
@@ -228,6 +229,10 @@ int load_snapshot(cf_engine *e, const cf_buf *payload)
             cf_dedup_free(d);
             return src < 0 ? src : -ENOMEM;
         }
+        /* The views' history definitions (history.db may be newer than
+         * the snapshot, e.g. deleted by hand), ahead of their rows. */
+        for (size_t i = 0; e->history && i < cf_sqlx_set_count(set); i++)
+            (void)cf_histview_define(e->history, cf_sqlx_def_info(cf_sqlx_set_at(set, i)));
         for (unsigned s = 0; s < e->n_shards; s++)
             cf_shard_install_sql(e->shards[s], cf_sqlx_set_ref(set));
         atomic_store(&e->sql_runs, cf_sqlx_set_reads(set, "clicks"));

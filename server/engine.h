@@ -132,7 +132,7 @@ cJSON *cf_engine_stats(cf_engine *e);
  * 0 with *ret set, -ENOENT for an unknown view, -ENOTSUP when history is
  * off, -EINVAL for a bad range or step, or -errno. */
 int cf_engine_rollup(cf_engine *e, const char *view, int64_t from, int64_t to, int64_t step_ms,
-                     cJSON **ret);
+                     cJSON **ret, char *why, size_t why_cap);
 /* GET /api/v1/streams/clicks/events: {"items": [...]} the newest accepted
  * events (at most limit, clamped to 1..100000), newest first, with their
  * enrichment columns (server/recent.h). Read-your-writes. NULL on OOM. */

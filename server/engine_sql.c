@@ -12,12 +12,14 @@
 #include "shard_msg.h"
 #include "sql_exec.h"
 #include "sql_pull.h"
+#include "history_views.h"
 #include "sql_runtime.h"
 #include "stream_ingest.h"
 #include "tables.h"
 #include "cf_watermark.h"
 
 #define MAX_QUERY_LIMIT 100000  /* rows a pull query answers at most */
+#define MAX_HISTORY_ROWS 500000 /* stored rows a ranged pull query reads at most */
 
 /* Sends the user views in force to every shard through the queues, so
  * each shard starts and stops them between the same two events. The
@@ -25,6 +27,11 @@
  * would diverge from the log, so stop acknowledging as on a WAL error). */
 int send_views_locked(cf_engine *e, cf_sqlx_set *set)
 {
+    /* History definitions of the windowed views go ahead of any row the
+     * shards fire for them (queued, never waited for under the lock). */
+    for (size_t i = 0; e->history && i < cf_sqlx_set_count(set); i++)
+        if (cf_histview_define(e->history, cf_sqlx_def_info(cf_sqlx_set_at(set, i))) < 0)
+            cf_warn("history: cannot declare view %s", cf_sqlx_def_name(cf_sqlx_set_at(set, i)));
     for (unsigned s = 0; s < e->n_shards; s++) {
         cf_msg *m = cf_msg_new(CF_MSG_SQL, sizeof set);
         if (!m) {
@@ -118,6 +125,10 @@ int cf_engine_sql(cf_engine *e, const char *text, size_t len, bool at_start, cJS
             cf_error("write-ahead log commit failed: no longer acknowledging");
         rc = -EIO;
     }
+    /* Readers (rollups, ranged pull queries) know a new view once this
+     * answers. */
+    if (rc == 0 && e->history)
+        (void)cf_history_defs_wait(e->history);
     if (rc == 0 && !*ret_answer)
         rc = -ENOMEM;
     if (rc) {
@@ -156,8 +167,20 @@ int cf_engine_query(cf_engine *e, const char *text, size_t len, cJSON **ret, sql
     }
     if (rc == 0 && !parts)
         rc = -ENOMEM;
+    /* A WINDOWSTART/WINDOWEND range also reads history.db (SPEC 16), after
+     * the shards: a window fired meanwhile is in both, and memory wins. */
+    int64_t from = 0, to = 0;
+    bool ranged = rc == 0 && e->history && cf_sqlpull_range(pi, &from, &to);
+    cf_buf hist = {0};
+    if (ranged) {
+        long hn = cf_sqlpull_history_part(e->history, pi, from, to, MAX_HISTORY_ROWS, &hist);
+        if (hn < 0)
+            rc = (int)hn;
+    }
     if (rc == 0)
-        rc = cf_sqlpull_answer(pi, parts, e->n_shards, MAX_QUERY_LIMIT, ret);
+        rc = ranged ? cf_sqlpull_answer_ranged(pi, parts, e->n_shards, &hist, MAX_QUERY_LIMIT, ret)
+                    : cf_sqlpull_answer(pi, parts, e->n_shards, MAX_QUERY_LIMIT, ret);
+    cf_buf_free(&hist);
     free(parts);
     free_queries(e, qs);
     sql_plan_free(p);

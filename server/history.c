@@ -48,6 +48,13 @@ typedef struct view_def {
     char name[NAME_MAX_LEN + 1];
 } view_def;
 
+/* A view definition waiting for the writer (cf_history_define_view). */
+typedef struct def_item {
+    struct def_item *next;
+    uint64_t ticket;
+    char *view, *additive, *sketch, *meta;   /* one allocation after the struct */
+} def_item;
+
 struct cf_history {
     char path[1024];
     int64_t retention_ms;
@@ -82,13 +89,16 @@ struct cf_history {
 
     view_def views[MAX_VIEWS];
     size_t n_views;
+    def_item *defs, **defs_tail;    /* definitions for the writer, in order */
+    uint64_t defs_queued, defs_done;
 };
 
 static const char SCHEMA[] =
     "CREATE TABLE IF NOT EXISTS views("
     " name TEXT PRIMARY KEY,"
     " additive TEXT NOT NULL,"
-    " sketch_col TEXT);"
+    " sketch_col TEXT,"
+    " meta TEXT);"
     "CREATE TABLE IF NOT EXISTS results("
     " view TEXT NOT NULL,"
     " wstart INTEGER NOT NULL,"
@@ -174,6 +184,7 @@ cf_history *cf_history_open(const char *path, int64_t retention_ms, size_t queue
     h->retention_ms = retention_ms;
     h->queue_cap = queue_bytes ? queue_bytes : 1;
     h->tail = &h->head;
+    h->defs_tail = &h->defs;
     pthread_mutex_init(&h->mu, NULL);
     pthread_cond_init(&h->wake, NULL);
     pthread_cond_init(&h->room, NULL);
@@ -206,8 +217,11 @@ cf_history *cf_history_open(const char *path, int64_t retention_ms, size_t queue
      * stored is marked dirty, and the writer builds them in the background
      * (rollups scan dirty hours meanwhile), so the start is not delayed by
      * the whole table. One transaction: a crash leaves v1 or v2. */
+    /* v2 -> v3: views gains `meta` (a user view's columns, types and
+     * rollup rules); the rows of v2 are unchanged. */
     if (exec(h->db, "BEGIN IMMEDIATE") < 0 || exec(h->db, SCHEMA) < 0 ||
         exec(h->db, CF_HROLL_SCHEMA) < 0 ||
+        (ver >= 1 && ver < 3 && exec(h->db, "ALTER TABLE views ADD COLUMN meta TEXT") < 0) ||
         (ver == 1 && cf_hroll_mark_all(h->db, NULL) < 0) ||
         exec(h->db, "PRAGMA user_version=" CF_HISTORY_SCHEMA_VERSION_STR) < 0 ||
         exec(h->db, "COMMIT") < 0) {
@@ -219,6 +233,9 @@ cf_history *cf_history_open(const char *path, int64_t retention_ms, size_t queue
     if (ver == 1)
         cf_info("history: %s upgraded to schema version %d (rollup hours are built in the background)",
                 path, CF_HISTORY_SCHEMA_VERSION);
+    else if (ver > 0 && ver < CF_HISTORY_SCHEMA_VERSION)
+        cf_info("history: %s upgraded from schema version %d to %d", path, ver,
+                CF_HISTORY_SCHEMA_VERSION);
     h->rollup_dirty = -1;
     if (!(h->roll = cf_hroll_new(h->db))) {
         set_err(err, err_cap, "cannot prepare the rollup upkeep in %s: %s", path, sqlite3_errmsg(h->db));
@@ -237,11 +254,25 @@ fail:
     return NULL;
 }
 
-int cf_history_register_view(cf_history *h, const char *view, const char *additive,
-                             const char *sketch_col)
+/* A comma-separated list of 1..max identifiers. */
+static bool ident_list(const char *s, size_t max)
 {
-    if (!view || !is_ident(view, strlen(view)) || (sketch_col && !is_ident(sketch_col, strlen(sketch_col))))
-        return -EINVAL;
+    size_t n = 0;
+    for (const char *p = s; *p;) {
+        const char *c = strchr(p, ',');
+        size_t len = c ? (size_t)(c - p) : strlen(p);
+        if (!is_ident(p, len) || ++n > max)
+            return false;
+        p = c ? c + 1 : p + len;
+    }
+    return n > 0;
+}
+
+static bool def_valid(const char *view, const char *additive, const char *sketch_col)
+{
+    if (!view || !is_ident(view, strlen(view)) ||
+        (sketch_col && !ident_list(sketch_col, CF_HROLL_SKETCH_MAX)))
+        return false;
     /* Every additive column must be an identifier: they are spliced into the
      * rollup's SQL (json_extract paths). */
     size_t n = 0;
@@ -249,25 +280,38 @@ int cf_history_register_view(cf_history *h, const char *view, const char *additi
         const char *c = strchr(p, ',');
         size_t len = c ? (size_t)(c - p) : strlen(p);
         if (!is_ident(p, len) || ++n > MAX_ADDITIVE)
-            return -EINVAL;
+            return false;
         p = c ? c + 1 : p + len;
     }
-    if (h->n_views == MAX_VIEWS || h->started)
-        return -EINVAL;
-    char old_a[MAX_ADDITIVE * (NAME_MAX_LEN + 1) + 1], old_s[NAME_MAX_LEN + 1];
+    return true;
+}
+
+static int meta_read(sqlite3 *db, const char *view, char **ret);
+
+/* Stores a definition with the writer's connection (the caller owns it:
+ * before start, or the writer thread). 1 when it changed, 0 when the same
+ * definition was stored already, -EIO. */
+static int store_def(cf_history *h, const char *view, const char *additive, const char *sketch_col,
+                     const char *meta)
+{
+    char old_a[MAX_ADDITIVE * (NAME_MAX_LEN + 1) + 1], old_s[CF_HROLL_SKETCH_LIST_MAX];
     int old = view_def_read(h->db, view, old_a, sizeof old_a, old_s, sizeof old_s);
     if (old == -EIO)
         return -EIO;
+    char *old_m = NULL;
+    if (old == 0 && meta_read(h->db, view, &old_m) < 0)
+        return -EIO;
+    bool same_meta = (!old_m && !meta) || (old_m && meta && strcmp(old_m, meta) == 0);
+    free(old_m);
     /* The same definition as stored: the rollup rows stay valid. */
-    if (old == 0 && strcmp(old_a, additive ? additive : "") == 0 &&
-        strcmp(old_s, sketch_col ? sketch_col : "") == 0) {
-        snprintf(h->views[h->n_views++].name, sizeof h->views[0].name, "%s", view);
+    if (old == 0 && same_meta && strcmp(old_a, additive ? additive : "") == 0 &&
+        strcmp(old_s, sketch_col ? sketch_col : "") == 0)
         return 0;
-    }
     sqlite3_stmt *st = NULL;
     if (exec(h->db, "BEGIN") < 0)
         return -EIO;
-    if (sqlite3_prepare_v2(h->db, "INSERT OR REPLACE INTO views(name, additive, sketch_col) VALUES (?1, ?2, ?3)",
+    if (sqlite3_prepare_v2(h->db, "INSERT OR REPLACE INTO views(name, additive, sketch_col, meta)"
+                           " VALUES (?1, ?2, ?3, ?4)",
                            -1, &st, NULL) != SQLITE_OK) {
         (void)exec(h->db, "ROLLBACK");
         return -EIO;
@@ -276,6 +320,8 @@ int cf_history_register_view(cf_history *h, const char *view, const char *additi
     sqlite3_bind_text(st, 2, additive ? additive : "", -1, SQLITE_STATIC);
     if (sketch_col)
         sqlite3_bind_text(st, 3, sketch_col, -1, SQLITE_STATIC);
+    if (meta)
+        sqlite3_bind_text(st, 4, meta, -1, SQLITE_STATIC);
     int rc = sqlite3_step(st) == SQLITE_DONE ? 0 : -EIO;
     sqlite3_finalize(st);
     /* New or changed columns: the view's rollup hours are rebuilt from
@@ -286,9 +332,102 @@ int cf_history_register_view(cf_history *h, const char *view, const char *additi
         (void)exec(h->db, "ROLLBACK");
         return -EIO;
     }
-    if (!rc)
-        snprintf(h->views[h->n_views++].name, sizeof h->views[0].name, "%s", view);
-    return rc;
+    /* The writer's cached copy of the old definition is stale now. */
+    cf_hroll_forget(h->roll, view);
+    return 1;
+}
+
+int cf_history_register_view(cf_history *h, const char *view, const char *additive,
+                             const char *sketch_col)
+{
+    if (!def_valid(view, additive, sketch_col))
+        return -EINVAL;
+    if (h->n_views == MAX_VIEWS || h->started)
+        return -EINVAL;
+    int rc = store_def(h, view, additive, sketch_col, NULL);
+    if (rc < 0)
+        return rc;
+    snprintf(h->views[h->n_views++].name, sizeof h->views[0].name, "%s", view);
+    return 0;
+}
+
+bool cf_history_is_registered(const cf_history *h, const char *view)
+{
+    /* Registered only before start: read-only afterwards. */
+    for (size_t i = 0; i < h->n_views; i++)
+        if (strcmp(h->views[i].name, view) == 0)
+            return true;
+    return false;
+}
+
+int cf_history_define_view(cf_history *h, const char *view, const char *additive,
+                           const char *sketch_col, const char *meta, bool wait)
+{
+    if (!def_valid(view, additive, sketch_col))
+        return -EINVAL;
+    if (!additive)
+        additive = "";
+    size_t lv = strlen(view) + 1, la = strlen(additive) + 1,
+           ls = sketch_col ? strlen(sketch_col) + 1 : 0, lm = meta ? strlen(meta) + 1 : 0;
+    def_item *d = malloc(sizeof *d + lv + la + ls + lm);
+    if (!d)
+        return -ENOMEM;
+    char *p = (char *)(d + 1);
+    d->next = NULL;
+    d->view = memcpy(p, view, lv);
+    d->additive = memcpy(p + lv, additive, la);
+    d->sketch = sketch_col ? memcpy(p + lv + la, sketch_col, ls) : NULL;
+    d->meta = meta ? memcpy(p + lv + la + ls, meta, lm) : NULL;
+    pthread_mutex_lock(&h->mu);
+    if (!h->started) {
+        /* No writer yet: the connection is ours. */
+        pthread_mutex_unlock(&h->mu);
+        int rc = store_def(h, d->view, d->additive, d->sketch, d->meta);
+        free(d);
+        return rc < 0 ? rc : 0;
+    }
+    d->ticket = ++h->defs_queued;
+    *h->defs_tail = d;
+    h->defs_tail = &d->next;
+    pthread_cond_signal(&h->wake);
+    /* Readers (rollups right after CREATE VIEW) find it once it is stored. */
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 10;
+    uint64_t t = d->ticket;
+    while (wait && h->defs_done < t && !h->stop)
+        if (pthread_cond_timedwait(&h->room, &h->mu, &until) == ETIMEDOUT)
+            break;
+    bool done = h->defs_done >= t;
+    pthread_mutex_unlock(&h->mu);
+    return !wait || done ? 0 : -ETIMEDOUT;
+}
+
+int cf_history_defs_wait(cf_history *h)
+{
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 10;
+    pthread_mutex_lock(&h->mu);
+    uint64_t t = h->defs_queued;
+    while (h->started && h->defs_done < t && !h->stop)
+        if (pthread_cond_timedwait(&h->room, &h->mu, &until) == ETIMEDOUT)
+            break;
+    bool done = !h->started || h->defs_done >= t;
+    pthread_mutex_unlock(&h->mu);
+    return done ? 0 : -ETIMEDOUT;
+}
+
+/* The writer applies the queued definitions (called without mu). */
+static void apply_defs(cf_history *h, def_item *list)
+{
+    while (list) {
+        def_item *n = list->next;
+        if (store_def(h, list->view, list->additive, list->sketch, list->meta) < 0)
+            cf_warn("history: cannot store the definition of view %s", list->view);
+        free(list);
+        list = n;
+    }
 }
 
 /* ---- writer ------------------------------------------------------------- */
@@ -622,11 +761,23 @@ static void *writer_main(void *arg)
     bool rebuild = true;
     pthread_mutex_lock(&h->mu);
     for (;;) {
-        while (!h->head && !h->spilled_now && !taking && !h->stop && !retention_due_locked(h) &&
-               !rebuild)
+        while (!h->head && !h->defs && !h->spilled_now && !taking && !h->stop &&
+               !retention_due_locked(h) && !rebuild)
             timed_wait(&h->wake, &h->mu, WRITER_WAIT_MS);
-        if (!h->head && !h->spilled_now && !taking && h->stop)
+        if (!h->head && !h->defs && !h->spilled_now && !taking && h->stop)
             break;
+        /* Definitions first: they were defined before the rows queued now. */
+        def_item *defs = h->defs;
+        uint64_t defs_to = h->defs_queued;
+        h->defs = NULL;
+        h->defs_tail = &h->defs;
+        if (defs) {
+            pthread_mutex_unlock(&h->mu);
+            apply_defs(h, defs);
+            pthread_mutex_lock(&h->mu);
+            h->defs_done = defs_to;
+            pthread_cond_broadcast(&h->room);
+        }
         item *list = h->head;
         h->head = NULL;
         h->tail = &h->head;
@@ -756,6 +907,11 @@ void cf_history_close(cf_history *h)
         pthread_join(h->thread, NULL);
     }
     items_free(h->head);
+    while (h->defs) {
+        def_item *n = h->defs->next;
+        free(h->defs);
+        h->defs = n;
+    }
     if (h->spill_fd >= 0)
         close(h->spill_fd);
     sqlite3_finalize(h->ins);
@@ -935,6 +1091,135 @@ static int view_def_read(sqlite3 *db, const char *view, char *additive, size_t a
     return rc;
 }
 
+/* Reads view's meta (NULL when none: a built-in view) into *ret (malloc'd).
+ * 0, -ENOENT (no such view) or -EIO. */
+static int meta_read(sqlite3 *db, const char *view, char **ret)
+{
+    *ret = NULL;
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(db, "SELECT meta FROM views WHERE name = ?1", -1, &st, NULL) != SQLITE_OK)
+        return -EIO;
+    sqlite3_bind_text(st, 1, view, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        const unsigned char *m = sqlite3_column_text(st, 0);
+        rc = 0;
+        if (m && !(*ret = strdup((const char *)m)))
+            rc = -ENOMEM;
+    } else {
+        rc = rc == SQLITE_DONE ? -ENOENT : -EIO;
+    }
+    sqlite3_finalize(st);
+    return rc;
+}
+
+int cf_history_view_meta(cf_history *h, const char *view, char **ret)
+{
+    *ret = NULL;
+    sqlite3 *db = open_reader(h);
+    if (!db)
+        return -EIO;
+    int rc = meta_read(db, view, ret);
+    sqlite3_close(db);
+    return rc;
+}
+
+long cf_history_scan_cols(cf_history *h, const char *view, int64_t from, int64_t to,
+                          const char *const *names, size_t n, size_t max_rows,
+                          cf_history_cols_fn fn, void *ctx)
+{
+    if (n > CF_HISTORY_COLS_MAX)
+        return -EINVAL;
+    sqlite3 *db = open_reader(h);
+    if (!db)
+        return -EIO;
+    char *meta = NULL;
+    long rc = meta_read(db, view, &meta);
+    free(meta);
+    /* One json_extract per column: SQLite keeps integers exact (cJSON
+     * would pass them through a double), and the path is bound, so no
+     * column name is spliced into SQL. */
+    cf_buf sql = {0};
+    const char *head = "SELECT wstart, wend, grp, MAX(revision)";
+    cf_buf_put(&sql, head, strlen(head));
+    for (size_t i = 0; i < n; i++) {
+        char part[64];
+        int k = snprintf(part, sizeof part, ", json_extract(cols, ?%zu)", i + 5);
+        cf_buf_put(&sql, part, (size_t)k);
+    }
+    const char *tail = " FROM results WHERE view = ?1 AND wstart >= ?2 AND wend <= ?3"
+                       " GROUP BY wstart, wend, grp LIMIT ?4";
+    cf_buf_put(&sql, tail, strlen(tail) + 1);
+    sqlite3_stmt *st = NULL;
+    if (!rc && (sql.oom || sqlite3_prepare_v2(db, (const char *)sql.data, -1, &st, NULL) != SQLITE_OK))
+        rc = -EIO;
+    cf_buf path = {0};
+    for (size_t i = 0; !rc && i < n; i++) {
+        /* $."name" with the quotes of the name doubled away: names are the
+         * view's own column names, written by the same rule. */
+        path.len = 0;
+        cf_buf_put(&path, "$.\"", 3);
+        for (const char *c = names[i]; *c; c++)
+            if (*c != '"')
+                cf_buf_put(&path, c, 1);
+        cf_buf_put(&path, "\"", 1);
+        if (path.oom)
+            rc = -ENOMEM;
+        else
+            sqlite3_bind_text(st, (int)i + 5, (const char *)path.data, (int)path.len,
+                              SQLITE_TRANSIENT);
+    }
+    cf_buf_free(&path);
+    cf_buf_free(&sql);
+    if (!rc) {
+        sqlite3_bind_text(st, 1, view, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 2, from);
+        sqlite3_bind_int64(st, 3, to);
+        /* One more than allowed, to tell "exactly max" from "too many". */
+        sqlite3_bind_int64(st, 4, max_rows >= (size_t)INT64_MAX ? INT64_MAX : (int64_t)max_rows + 1);
+        cf_history_val vals[CF_HISTORY_COLS_MAX];
+        int s2;
+        while ((s2 = sqlite3_step(st)) == SQLITE_ROW) {
+            if ((size_t)rc == max_rows) {
+                rc = -E2BIG;
+                break;
+            }
+            for (size_t i = 0; i < n; i++) {
+                int c = (int)i + 4;
+                cf_history_val *v = &vals[i];
+                memset(v, 0, sizeof *v);
+                switch (sqlite3_column_type(st, c)) {
+                case SQLITE_INTEGER:
+                    v->type = CF_HISTORY_VAL_INT;
+                    v->i = sqlite3_column_int64(st, c);
+                    break;
+                case SQLITE_FLOAT:
+                    v->type = CF_HISTORY_VAL_REAL;
+                    v->d = sqlite3_column_double(st, c);
+                    break;
+                case SQLITE_TEXT:
+                case SQLITE_BLOB:
+                    v->type = CF_HISTORY_VAL_TEXT;
+                    v->s = (const char *)sqlite3_column_text(st, c);
+                    v->len = (size_t)sqlite3_column_bytes(st, c);
+                    break;
+                default: v->type = CF_HISTORY_VAL_NULL; break;
+                }
+            }
+            rc++;
+            if (fn(ctx, sqlite3_column_int64(st, 0), sqlite3_column_int64(st, 1),
+                   (const char *)sqlite3_column_text(st, 2), (size_t)sqlite3_column_bytes(st, 2),
+                   (uint32_t)sqlite3_column_int64(st, 3), vals, n))
+                break;
+        }
+        if (rc >= 0 && s2 != SQLITE_ROW && s2 != SQLITE_DONE)
+            rc = -EIO;
+    }
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return rc;
+}
+
 static cf_history_row row_of(sqlite3_stmt *st, const char *view)
 {
     cf_history_row r = {
@@ -958,7 +1243,7 @@ long cf_history_scan(cf_history *h, const char *view, const char *group, size_t 
     sqlite3 *db = open_reader(h);
     if (!db)
         return -EIO;
-    char a[MAX_ADDITIVE * (NAME_MAX_LEN + 1) + 1], s[NAME_MAX_LEN + 1];
+    char a[MAX_ADDITIVE * (NAME_MAX_LEN + 1) + 1], s[CF_HROLL_SKETCH_LIST_MAX];
     long rc = view_def_read(db, view, a, sizeof a, s, sizeof s);
     sqlite3_stmt *st = NULL;
     /* The newest revision of each key: SQLite takes the bare columns of
@@ -995,16 +1280,51 @@ long cf_history_scan(cf_history *h, const char *view, const char *group, size_t 
     return rc;
 }
 
+/* AVG columns of a user view: per item, SUM / COUNT of the step (both
+ * additive columns of the view), NULL when COUNT is 0. */
+static void derive_avgs(const cJSON *avg, cJSON *items)
+{
+    const cJSON *it;
+    cJSON_ArrayForEach(it, items) {
+        const cJSON *t;
+        cJSON_ArrayForEach(t, avg) {
+            const char *name = cJSON_GetStringValue(cJSON_GetArrayItem(t, 0));
+            const cJSON *sum = cJSON_GetObjectItemCaseSensitive(it, cJSON_GetStringValue(cJSON_GetArrayItem(t, 1)));
+            const cJSON *cnt = cJSON_GetObjectItemCaseSensitive(it, cJSON_GetStringValue(cJSON_GetArrayItem(t, 2)));
+            if (!name || cJSON_GetObjectItemCaseSensitive(it, name))
+                continue;
+            if (cJSON_IsNumber(sum) && cJSON_IsNumber(cnt) && cnt->valuedouble > 0)
+                cJSON_AddNumberToObject((cJSON *)it, name, sum->valuedouble / cnt->valuedouble);
+            else
+                cJSON_AddNullToObject((cJSON *)it, name);
+        }
+    }
+}
+
 int cf_history_rollup(cf_history *h, const char *view, int64_t from, int64_t to, int64_t step_ms,
-                      cJSON **ret)
+                      cJSON **ret, char *why, size_t why_cap)
 {
     if (step_ms <= 0 || from > to)
         return -EINVAL;
     sqlite3 *db = open_reader(h);
     if (!db)
         return -EIO;
-    char additive[MAX_ADDITIVE * (NAME_MAX_LEN + 1) + 1], sketch[NAME_MAX_LEN + 1];
+    char additive[MAX_ADDITIVE * (NAME_MAX_LEN + 1) + 1], sketch[CF_HROLL_SKETCH_LIST_MAX];
     int rc = view_def_read(db, view, additive, sizeof additive, sketch, sizeof sketch);
+    /* A user view's rollup rules (meta): refused, or AVG columns derived. */
+    char *meta_text = NULL;
+    cJSON *meta = NULL;
+    if (!rc)
+        rc = meta_read(db, view, &meta_text);
+    if (!rc && meta_text) {
+        meta = cJSON_Parse(meta_text);
+        const char *refuse = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(meta, "refuse"));
+        if (refuse) {
+            set_err(why, why_cap, "%s", refuse);
+            rc = -EDOM;
+        }
+    }
+    free(meta_text);
     char names[MAX_ADDITIVE][NAME_MAX_LEN + 1];
     size_t na = 0;
     cJSON *out = NULL;
@@ -1022,8 +1342,12 @@ int cf_history_rollup(cf_history *h, const char *view, int64_t from, int64_t to,
             cJSON_AddItemToObject(out, "items", items);
             rc = cf_hroll_query(db, view, names, na, sketch, from, to, step_ms,
                                 atomic_load(&h->rollup_scan), items);
+            const cJSON *avg = cJSON_GetObjectItemCaseSensitive(meta, "avg");
+            if (!rc && cJSON_IsArray(avg))
+                derive_avgs(avg, items);
         }
     }
+    cJSON_Delete(meta);
     sqlite3_close(db);
     if (rc) {
         cJSON_Delete(out);

@@ -31,8 +31,8 @@
 
 #include "cf_buf.h"
 
-#define CF_HISTORY_SCHEMA_VERSION 2
-#define CF_HISTORY_SCHEMA_VERSION_STR "2"
+#define CF_HISTORY_SCHEMA_VERSION 3
+#define CF_HISTORY_SCHEMA_VERSION_STR "3"
 #define CF_HISTORY_VIEW_MAX 64      /* bytes of a view name */
 
 typedef struct cf_history cf_history;
@@ -78,6 +78,24 @@ cf_history *cf_history_open(const char *path, int64_t retention_ms, size_t queue
  * -EINVAL / -EIO. */
 int cf_history_register_view(cf_history *h, const char *view, const char *additive,
                              const char *sketch_col);
+
+/* Declares or re-declares a view at any time (user SQL views, created
+ * while running): like cf_history_register_view, plus meta, a JSON object
+ * text stored with the definition (a user view's columns with their types
+ * and its rollup rules, docs/FORMATS.md; NULL for none). Once the writer
+ * runs, the definition is queued ahead of every row offered after this
+ * call; with wait, returns once it is stored (readers see it). 0, -EINVAL,
+ * -ENOMEM, -EIO, -ETIMEDOUT (not stored within 10 s: the writer is stuck). */
+int cf_history_define_view(cf_history *h, const char *view, const char *additive,
+                           const char *sketch_col, const char *meta, bool wait);
+/* Waits until every definition queued so far is stored (at most 10 s).
+ * 0 or -ETIMEDOUT. */
+int cf_history_defs_wait(cf_history *h);
+
+/* Whether view was declared with cf_history_register_view (a built-in
+ * view's rows): a user view of that name is not written (its rows would
+ * mix with the built-in's). Thread-safe after start. */
+bool cf_history_is_registered(const cf_history *h, const char *view);
 
 /* Test seam: the writer pauses ms before each transaction, so that tests
  * can make it lag behind the shards (before cf_history_start). */
@@ -136,6 +154,34 @@ typedef int (*cf_history_row_fn)(void *ctx, const cf_history_row *r);
 long cf_history_scan(cf_history *h, const char *view, const char *group, size_t group_len,
                      int64_t from, int64_t to, size_t limit, cf_history_row_fn fn, void *ctx);
 
+/* A view's meta as stored (malloc'd into *ret; NULL when it has none, as
+ * the built-in views). 0, -ENOENT (unknown view), -ENOMEM, -EIO. */
+int cf_history_view_meta(cf_history *h, const char *view, char **ret);
+
+/* Typed column values of stored rows, as SQLite's json_extract gives them
+ * (integers exact, JSON arrays and objects as text, booleans as 1/0). */
+enum { CF_HISTORY_VAL_NULL, CF_HISTORY_VAL_INT, CF_HISTORY_VAL_REAL, CF_HISTORY_VAL_TEXT };
+typedef struct cf_history_val {
+    int type;
+    int64_t i;
+    double d;
+    const char *s;
+    size_t len;
+} cf_history_val;
+#define CF_HISTORY_COLS_MAX 256
+
+/* Calls fn for the newest revision of every row of view with start >= from
+ * and end <= to (no particular order), with the values of the n columns
+ * names (of the cols object; NULL when absent). Strings are valid during
+ * the call. More than max_rows rows is -E2BIG (after max_rows calls).
+ * Returns the rows passed, -ENOENT (no such view), -EINVAL, -EIO. */
+typedef int (*cf_history_cols_fn)(void *ctx, int64_t start, int64_t end, const char *group,
+                                  size_t group_len, uint32_t revision, const cf_history_val *vals,
+                                  size_t n);
+long cf_history_scan_cols(cf_history *h, const char *view, int64_t from, int64_t to,
+                          const char *const *names, size_t n, size_t max_rows,
+                          cf_history_cols_fn fn, void *ctx);
+
 /* Rollup of view over [from, to) in steps of step_ms (aligned to the epoch:
  * UTC hours and days): for each step holding rows (newest revision of each
  * key, start >= from, end <= to, the step chosen by start), the sum of every
@@ -147,7 +193,10 @@ long cf_history_scan(cf_history *h, const char *view, const char *group, size_t 
  * -ENOENT (unknown view), -EAGAIN (too many hours still to be rebuilt:
  * retry later), -ENOMEM or -EIO. */
 int cf_history_rollup(cf_history *h, const char *view, int64_t from, int64_t to, int64_t step_ms,
-                      cJSON **ret);
+                      cJSON **ret, char *why, size_t why_cap);
+/* (continued) A user view's meta may make columns derived (AVG from its
+ * SUM and COUNT columns, computed per step) or refuse the rollup: then
+ * -EDOM with the reason, naming the column, in why. */
 
 /* Benchmark baseline: rollups scan every row as schema v1 did, and the
  * writer rebuilds no dirty rollup hours meanwhile. */

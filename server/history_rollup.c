@@ -40,7 +40,7 @@ typedef struct bucket {
     int64_t sums[CF_HROLL_ADDITIVE_MAX];
     double fsums[CF_HROLL_ADDITIVE_MAX];
     bool is_float[CF_HROLL_ADDITIVE_MAX];
-    cf_hll *users;
+    cf_hll *users[CF_HROLL_SKETCH_MAX];     /* one per sketch column */
     int64_t min_end, max_end;
     bool any;
 } bucket;
@@ -50,22 +50,77 @@ static void bucket_reset(bucket *b)
     memset(b->sums, 0, sizeof b->sums);
     memset(b->fsums, 0, sizeof b->fsums);
     memset(b->is_float, 0, sizeof b->is_float);
-    if (b->users)
-        cf_hll_clear(b->users);     /* keeps its storage for the next step */
+    for (size_t i = 0; i < CF_HROLL_SKETCH_MAX; i++)
+        if (b->users[i])
+            cf_hll_clear(b->users[i]);  /* keeps its storage for the next step */
     b->min_end = INT64_MAX;
     b->max_end = INT64_MIN;
     b->any = false;
 }
 
-static int bucket_merge_sketch(bucket *b, const void *data, size_t len)
+static void bucket_free(bucket *b)
 {
-    if (!b->users && !(b->users = cf_hll_new()))
+    for (size_t i = 0; i < CF_HROLL_SKETCH_MAX; i++) {
+        cf_hll_free(b->users[i]);
+        b->users[i] = NULL;
+    }
+}
+
+static int merge_one(bucket *b, size_t i, cf_reader *in)
+{
+    if (!b->users[i] && !(b->users[i] = cf_hll_new()))
         return -ENOMEM;
-    cf_reader in;
-    cf_reader_init(&in, data, len);
-    int rc = cf_hll_merge_encoded(b->users, &in);
+    int rc = cf_hll_merge_encoded(b->users[i], in);
     return rc == -EINVAL ? 0 : rc;  /* a damaged sketch only loses its own users */
 }
+
+/* One cf_hll_save encoding (one sketch column), or the container of a view
+ * with several (CF_HROLL_SKETCH_MULTI, u8 k, k x str encoding). */
+static int bucket_merge_sketch(bucket *b, const void *data, size_t len)
+{
+    cf_reader in;
+    cf_reader_init(&in, data, len);
+    if (len == 0 || ((const uint8_t *)data)[0] != CF_HROLL_SKETCH_MULTI)
+        return merge_one(b, 0, &in);
+    uint8_t tag = 0, k = 0;
+    if (!cf_get_u8(&in, &tag) || !cf_get_u8(&in, &k) || k > CF_HROLL_SKETCH_MAX)
+        return 0;
+    for (size_t i = 0; i < k; i++) {
+        const char *p;
+        size_t n;
+        if (!cf_get_str(&in, &p, &n))
+            return 0;
+        cf_reader one;
+        cf_reader_init(&one, p, n);
+        int rc = merge_one(b, i, &one);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+int cf_hroll_sketches_encode(cf_hll *const *sketches, size_t k, cf_buf *out)
+{
+    if (k == 1)
+        return cf_hll_save(sketches[0], out);
+    cf_buf one = {0};
+    cf_buf_put_u8(out, CF_HROLL_SKETCH_MULTI);
+    cf_buf_put_u8(out, (uint8_t)k);
+    int rc = 0;
+    for (size_t i = 0; i < k && !rc; i++) {
+        one.len = 0;
+        if (sketches[i])
+            rc = cf_hll_save(sketches[i], &one);
+        cf_buf_put_str(out, (const char *)one.data, one.len);
+    }
+    if (one.oom || out->oom)
+        rc = -ENOMEM;
+    cf_buf_free(&one);
+    return rc;
+}
+
+static bool split_names(const char *s, char names[][CF_HROLL_NAME_MAX + 1], size_t *ret_n,
+                        size_t max);
 
 static int bucket_emit(bucket *b, int64_t step, char names[][CF_HROLL_NAME_MAX + 1], size_t na,
                        const char *sketch_col, cJSON *items)
@@ -83,9 +138,13 @@ static int bucket_emit(bucket *b, int64_t step, char names[][CF_HROLL_NAME_MAX +
         if (!cJSON_AddNumberToObject(o, names[i], b->is_float[i] ? b->fsums[i] + (double)b->sums[i]
                                                                   : (double)b->sums[i]))
             return -ENOMEM;
-    if (sketch_col[0] &&
-        !cJSON_AddNumberToObject(o, sketch_col, b->users ? (double)cf_hll_count(b->users) : 0))
-        return -ENOMEM;
+    char sk[CF_HROLL_SKETCH_MAX][CF_HROLL_NAME_MAX + 1];
+    size_t nsk = 0;
+    if (!split_names(sketch_col, sk, &nsk, CF_HROLL_SKETCH_MAX))
+        nsk = 0;
+    for (size_t i = 0; i < nsk; i++)
+        if (!cJSON_AddNumberToObject(o, sk[i], b->users[i] ? (double)cf_hll_count(b->users[i]) : 0))
+            return -ENOMEM;
     bucket_reset(b);
     return 0;
 }
@@ -349,7 +408,7 @@ int cf_hroll_query(sqlite3 *db, const char *view, char names[][CF_HROLL_NAME_MAX
 done:
     if (!rc)
         rc = bucket_emit(&b, step_ms, names, na, sketch_col, items);
-    cf_hll_free(b.users);
+    bucket_free(&b);
     sqlite3_finalize(hours);
     sqlite3_finalize(scan);
     return rc;
@@ -432,7 +491,8 @@ typedef struct hdef {
     bool known;                     /* in the views table */
     char names[CF_HROLL_ADDITIVE_MAX][CF_HROLL_NAME_MAX + 1];
     size_t na;
-    char sketch[CF_HROLL_NAME_MAX + 1];
+    char sketch[CF_HROLL_SKETCH_LIST_MAX];   /* sketch columns, comma-separated */
+    size_t nsk;
     sqlite3_stmt *extract;          /* SELECT json_extract(?1, '$.a'), ...; NULL when na == 0 */
     sqlite3_stmt *scan;             /* scan_prepare, made on first rebuild */
 } hdef;
@@ -454,14 +514,15 @@ struct cf_hroll {
     size_t n_accs, cap_accs, last;
 };
 
-/* Splits "a,b,c" into names. false when malformed. */
-static bool split_names(const char *s, char names[][CF_HROLL_NAME_MAX + 1], size_t *ret_n)
+/* Splits "a,b,c" into at most max names. false when malformed. */
+static bool split_names(const char *s, char names[][CF_HROLL_NAME_MAX + 1], size_t *ret_n,
+                        size_t max)
 {
     size_t n = 0;
     for (const char *p = s; *p;) {
         const char *c = strchr(p, ',');
         size_t len = c ? (size_t)(c - p) : strlen(p);
-        if (len == 0 || len > CF_HROLL_NAME_MAX || n == CF_HROLL_ADDITIVE_MAX)
+        if (len == 0 || len > CF_HROLL_NAME_MAX || n == max)
             return false;
         for (size_t i = 0; i < len; i++) {
             char ch = p[i];
@@ -480,7 +541,7 @@ static bool split_names(const char *s, char names[][CF_HROLL_NAME_MAX + 1], size
 
 bool cf_hroll_split_names(const char *s, char names[][CF_HROLL_NAME_MAX + 1], size_t *ret_n)
 {
-    return split_names(s, names, ret_n);
+    return split_names(s, names, ret_n, CF_HROLL_ADDITIVE_MAX);
 }
 
 static void def_free(hdef *d)
@@ -517,8 +578,11 @@ static hdef *def_get(cf_hroll *r, const char *view)
     if (s == SQLITE_ROW) {
         const unsigned char *a = sqlite3_column_text(st, 0);
         const unsigned char *k = sqlite3_column_text(st, 1);
-        d->known = split_names(a ? (const char *)a : "", d->names, &d->na);
+        d->known = split_names(a ? (const char *)a : "", d->names, &d->na, CF_HROLL_ADDITIVE_MAX);
         snprintf(d->sketch, sizeof d->sketch, "%s", k ? (const char *)k : "");
+        char sk[CF_HROLL_SKETCH_MAX][CF_HROLL_NAME_MAX + 1];
+        if (!split_names(d->sketch, sk, &d->nsk, CF_HROLL_SKETCH_MAX))
+            d->nsk = 0;
     }
     sqlite3_finalize(st);
     if (ok && d->known && d->na > 0) {
@@ -541,6 +605,27 @@ static hdef *def_get(cf_hroll *r, const char *view)
     }
     r->defs[r->n_defs++] = d;
     return d;
+}
+
+void cf_hroll_forget(cf_hroll *r, const char *view)
+{
+    if (!r)
+        return;
+    /* Touched hours point at their def: write them out with the old one
+     * first (a flush happens inside the transaction that stores rows; a
+     * definition is stored between transactions, so none are pending). */
+    for (size_t i = 0; i < r->n_defs; i++) {
+        if (strcmp(r->defs[i]->view, view) != 0)
+            continue;
+        bool used = false;
+        for (size_t a = 0; a < r->n_accs; a++)
+            used = used || r->accs[a].def == r->defs[i];
+        if (used)
+            return;     /* cannot happen between transactions; kept safe */
+        def_free(r->defs[i]);
+        r->defs[i] = r->defs[--r->n_defs];
+        return;
+    }
 }
 
 cf_hroll *cf_hroll_new(sqlite3 *db)
@@ -577,7 +662,7 @@ cf_hroll *cf_hroll_new(sqlite3 *db)
 void cf_hroll_discard(cf_hroll *r)
 {
     for (size_t i = 0; i < r->n_accs; i++)
-        cf_hll_free(r->accs[i].b.users);
+        bucket_free(&r->accs[i].b);
     r->n_accs = 0;
     r->last = 0;
 }
@@ -688,8 +773,11 @@ static int put_hour(cf_hroll *r, const hdef *d, int64_t hour, const bucket *b, b
     int rc = 0;
     if (!dirty) {
         sums_encode(b, d->na, &sums);
-        if (d->sketch[0] && b->users)
-            rc = cf_hll_save(b->users, &sk);
+        bool any = false;
+        for (size_t i = 0; i < d->nsk; i++)
+            any = any || b->users[i];
+        if (d->nsk > 0 && any)
+            rc = cf_hroll_sketches_encode(b->users, d->nsk, &sk);
         if (sums.oom || sk.oom)
             rc = -ENOMEM;
     }
@@ -808,7 +896,7 @@ long cf_hroll_rebuild(cf_hroll *r, int max)
         if (!rc)
             rc = put_hour(r, d, todo[i].hour, &b, false);
     }
-    cf_hll_free(b.users);
+    bucket_free(&b);
     if (rc || sqlite3_exec(r->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
         cf_warn("history: rollup rebuild failed: %s", sqlite3_errmsg(r->db));
         (void)sqlite3_exec(r->db, "ROLLBACK", NULL, NULL, NULL);

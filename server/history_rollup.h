@@ -26,12 +26,23 @@
 #include <cjson/cJSON.h>
 #include <sqlite3.h>
 
+#include "cf_buf.h"
+#include "cf_hll.h"
+
 #define CF_HROLL_HOUR_MS INT64_C(3600000)
 /* A rollup request scans the rows of at most this many hours (dirty ones
  * and the partial hours at from/to); more is -EAGAIN (see docs/API.md). */
 #define CF_HROLL_SCAN_HOURS_MAX 24
 #define CF_HROLL_NAME_MAX 64
 #define CF_HROLL_ADDITIVE_MAX 32
+/* Distinct-count sketch columns per view (user SQL views may have several;
+ * the built-ins have one). With more than one, a row's and an hour's
+ * sketch is a container: u8 CF_HROLL_SKETCH_MULTI, u8 k, k x (u32 length,
+ * cf_hll_save encoding), in the order of views.sketch_col; with one, the
+ * bare encoding (cf_hll_save's first byte is 0 or 1). */
+#define CF_HROLL_SKETCH_MAX 8
+#define CF_HROLL_SKETCH_MULTI 0x4d
+#define CF_HROLL_SKETCH_LIST_MAX (CF_HROLL_SKETCH_MAX * (CF_HROLL_NAME_MAX + 1))
 
 extern const char CF_HROLL_SCHEMA[];
 
@@ -52,6 +63,8 @@ void cf_hroll_free(cf_hroll *r);
 int cf_hroll_row_added(cf_hroll *r, const char *view, int64_t start, int64_t end, const char *grp,
                        size_t grp_len, uint32_t revision, const char *cols, size_t cols_len,
                        const uint8_t *sketch, size_t sketch_len);
+/* Drops the cached definition of view (it was re-declared). Accepts NULL. */
+void cf_hroll_forget(cf_hroll *r, const char *view);
 /* Writes the hours touched since the last flush (in the open transaction).
  * 0 or -EIO/-ENOMEM. */
 int cf_hroll_flush(cf_hroll *r);
@@ -77,6 +90,10 @@ int cf_hroll_query(sqlite3 *db, const char *view, char names[][CF_HROLL_NAME_MAX
 
 /* Splits a views.additive list "a,b" into names. false when malformed. */
 bool cf_hroll_split_names(const char *s, char names[][CF_HROLL_NAME_MAX + 1], size_t *ret_n);
+
+/* Encodes k sketches as one row's or hour's sketch (see above; NULL
+ * entries are empty). 0 or -ENOMEM. */
+int cf_hroll_sketches_encode(cf_hll *const *sketches, size_t k, cf_buf *out);
 
 /* floor(t / step) * step, also before 1970 (INT64_MIN near INT64_MIN). */
 int64_t cf_hroll_floor(int64_t t, int64_t step);

@@ -190,7 +190,11 @@ static enum MHD_Result handle_rollup(request *rq, struct MHD_Connection *c)
     if ((to - from) / step > ROLLUP_STEPS_MAX)
         return send_error(rq, c, MHD_HTTP_BAD_REQUEST, "from..to spans more than 100000 steps");
     cJSON *out = NULL;
-    int rc = cf_engine_rollup(rq->h->engine, view, from, to, step, &out);
+    char why[512] = "";
+    int rc = cf_engine_rollup(rq->h->engine, view, from, to, step, &out, why, sizeof why);
+    /* A user view with a column that cannot be summed (docs/API.md). */
+    if (rc == -EDOM)
+        return send_error(rq, c, MHD_HTTP_BAD_REQUEST, why);
     if (rc == -ENOENT || rc == -EINVAL)
         return send_error(rq, c, MHD_HTTP_BAD_REQUEST, rc == -ENOENT ? "unknown view" : RANGE_ERROR);
     if (rc == -ENOTSUP)

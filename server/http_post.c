@@ -264,6 +264,14 @@ enum MHD_Result answer_query(request *rq, struct MHD_Connection *c, const char *
         return send_unavailable(rq, c, "not ready: recovery in progress, retry later");
     if (r == -ESHUTDOWN)
         return send_unavailable(rq, c, "server is shutting down");
+    /* A WINDOWSTART/WINDOWEND range over more stored results than one
+     * answer reads (docs/API.md). */
+    if (r == -E2BIG)
+        return send_error(rq, c, MHD_HTTP_BAD_REQUEST,
+                          "the WINDOWSTART/WINDOWEND range holds more than 500000 stored results: "
+                          "narrow it");
+    if (r == -EIO)
+        return send_error(rq, c, MHD_HTTP_INTERNAL_SERVER_ERROR, "history.db could not be read");
     return send_unavailable(rq, c, "out of memory: query not answered");
 }
 

@@ -361,11 +361,11 @@ cJSON *windows_ordered(cf_engine *e, const cf_window_query *q, bool sync, bool b
 cJSON *cf_engine_windows(cf_engine *e, const cf_window_query *q) { return windows(e, q, true); }
 
 int cf_engine_rollup(cf_engine *e, const char *view, int64_t from, int64_t to, int64_t step_ms,
-                     cJSON **ret)
+                     cJSON **ret, char *why, size_t why_cap)
 {
     if (!e->history)
         return -ENOTSUP;
-    return cf_history_rollup(e->history, view, from, to, step_ms, ret);
+    return cf_history_rollup(e->history, view, from, to, step_ms, ret, why, why_cap);
 }
 
 /* A newest-first list kept in every shard's ring (late events, closed

@@ -371,7 +371,11 @@ int cf_shard_set_hashkey(cf_shard *s, const uint8_t key[16])
     return 0;
 }
 
-void cf_shard_set_history(cf_shard *s, cf_history *h) { s->history = h; }
+void cf_shard_set_history(cf_shard *s, cf_history *h)
+{
+    s->history = h;
+    cf_sqlx_set_history(s->sqlx, h);
+}
 
 void cf_shard_hold(cf_shard *s, bool hold)
 {

@@ -12,6 +12,7 @@
 
 #include "cf_hash.h"
 #include "cf_time.h"
+#include "history_views.h"
 #include "log.h"
 #include "retain.h"
 #include "sql_view.h"
@@ -134,6 +135,8 @@ void cf_sqlx_def_unref(cf_sqlx_def *d)
     free(d->name);
     free(d);
 }
+
+const sql_plan_info *cf_sqlx_def_info(const cf_sqlx_def *d) { return d->pi; }
 
 const char *cf_sqlx_def_name(const cf_sqlx_def *d) { return d->name; }
 bool cf_sqlx_def_runnable(const cf_sqlx_def *d) { return d->runnable; }
@@ -293,7 +296,11 @@ struct cf_sqlx {
     long out_n;
     const xview *cur;
     cf_tables *tables;      /* every table's rows, as of the shard's place in the log */
+    cf_history *history;    /* final results of windowed views go there too */
+    sql_sb hist_sb;         /* their rendering, reused */
 };
+
+void cf_sqlx_set_history(cf_sqlx *x, cf_history *h) { x->history = h; }
 
 cf_sqlx *cf_sqlx_new(unsigned index, unsigned n_shards, size_t retain)
 {
@@ -338,6 +345,7 @@ void cf_sqlx_free(cf_sqlx *x)
     for (size_t i = 0; i < x->n; i++)
         xview_free(&x->views[i]);
     free(x->views);
+    sql_sb_free(&x->hist_sb);
     for (size_t i = 0; i < x->nstreams; i++) {
         free(x->streams[i].name);
         sql_sb_free(&x->streams[i].pending);
@@ -698,6 +706,27 @@ void cf_sqlx_flush(cf_sqlx *x, cf_sqlx_publish_fn fn, void *ctx)
         flush_streams(x, fn, ctx);
 }
 
+/* Hands a final result to history: the output values decoded from the
+ * row just encoded (x->row). */
+static void history_result(cf_sqlx *x, const xview *xv, const sql_view_result *r)
+{
+    const sql_plan_info *pi = xv->def->pi;
+    sql_value cols[256];
+    cf_reader rd;
+    cf_reader_init(&rd, x->row.data, x->row.len);
+    uint32_t n = 0;
+    if (!cf_get_u32(&rd, &n) || pi->ncolumns > n || pi->ncolumns > sizeof cols / sizeof cols[0]) {
+        x->errors++;
+        return;
+    }
+    for (uint32_t i = 0; i < pi->ncolumns; i++)
+        if (!cf_sqlx_get_value(&rd, &cols[i])) {
+            x->errors++;
+            return;
+        }
+    cf_histview_offer(x->history, pi, r, cols, &x->hist_sb, &x->errors);
+}
+
 static void on_result(void *ctx, const sql_view_result *r)
 {
     cf_sqlx *x = ctx;
@@ -710,6 +739,8 @@ static void on_result(void *ctx, const sql_view_result *r)
     }
     if (x->collect)
         render_pending(x, xv);
+    if (x->history && cf_histview_kept(x->history, xv->def->pi))
+        history_result(x, xv, r);
     kept_row *k = malloc(sizeof *k + x->id.len + x->row.len);
     if (!k) {
         x->errors++;

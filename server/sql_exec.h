@@ -48,6 +48,7 @@ cf_sqlx_def *cf_sqlx_def_new(sql_plan *plan, bool source_runs, int64_t allowed_l
 cf_sqlx_def *cf_sqlx_def_ref(cf_sqlx_def *d);
 void cf_sqlx_def_unref(cf_sqlx_def *d);
 const char *cf_sqlx_def_name(const cf_sqlx_def *d);
+const sql_plan_info *cf_sqlx_def_info(const cf_sqlx_def *d);
 /* Whether this slice executes it: a view (no JOIN, no UNNEST) or a derived
  * stream (no JOIN; UNNEST allowed) whose source runs (clicks, a declared
  * stream, or a derived stream that runs). */
@@ -121,6 +122,11 @@ void cf_sqlx_interim(cf_sqlx *x, size_t max_rows, cf_sqlx_publish_fn fn, void *c
 /* Per running view: str name, u64 state bytes (sql_view_stats + kept
  * rows), u64 groups, u64 late-dropped rows; after a u32 count. O(state). */
 void cf_sqlx_stats(const cf_sqlx *x, cf_buf *out);
+
+/* Final results of windowed views also go to history (history_views.h),
+ * from this shard's thread. NULL: history off. Before events flow. */
+typedef struct cf_history cf_history;
+void cf_sqlx_set_history(cf_sqlx *x, cf_history *h);
 
 /* Errors counted (OOM, scratch overflow, rejected arguments). */
 uint64_t cf_sqlx_errors(const cf_sqlx *x);

@@ -108,7 +108,9 @@ def db_rows(srv):
         for view, s, e, g, rev, cols in db.execute(
                 "SELECT view, wstart, wend, grp, revision, cols FROM results"):
             c = json.loads(cols)
-            if view == "sessions":
+            if view not in ("sessions", "tumbling", "sliding"):
+                rows.append((view, s, e, g, rev, cols))
+            elif view == "sessions":
                 rows.append((view, s, e, g, rev, c["page_views"], c["distinct_pages"],
                              c["entry_page"], c["exit_page"]))
             else:
@@ -130,7 +132,7 @@ def wait_rollups_clean(srv):
     path = os.path.join(srv.data_dir, "data", "history.db")
     db = sqlite3.connect("file:%s?mode=ro" % path, uri=True)
     try:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 3
         hours = set(db.execute("SELECT view, hour FROM rollup WHERE dirty = 0").fetchall())
         want = set(db.execute("SELECT DISTINCT view, wstart / %d * %d FROM results"
                               % (HOUR, HOUR)).fetchall())

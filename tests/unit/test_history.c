@@ -21,6 +21,7 @@
 #include "cf_buf.h"
 #include "cf_hll.h"
 #include "history.h"
+#include "history_rollup.h"
 
 static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
 {
@@ -163,7 +164,7 @@ static void rollup_sums_and_merges_sketches(void **state)
     cf_history_close(h);
     h = open_h(f, 0, 1 << 20);
     cJSON *out = NULL;
-    assert_int_equal(cf_history_rollup(h, "tumbling", 0, 10000, 2000, &out), 0);
+    assert_int_equal(cf_history_rollup(h, "tumbling", 0, 10000, 2000, &out, NULL, 0), 0);
     cJSON *items = cJSON_GetObjectItemCaseSensitive(out, "items");
     assert_int_equal(cJSON_GetArraySize(items), 2);
     assert_true(item_num(items, 0, "start") == 0 && item_num(items, 0, "end") == 2000);
@@ -173,11 +174,11 @@ static void rollup_sums_and_merges_sketches(void **state)
     assert_true(item_num(items, 1, "count") == 7 && item_num(items, 1, "unique_users") == 1);
     cJSON_Delete(out);
     /* end <= to: the window ending at 3000 is out of [0, 2999]. */
-    assert_int_equal(cf_history_rollup(h, "tumbling", 0, 2999, 2000, &out), 0);
+    assert_int_equal(cf_history_rollup(h, "tumbling", 0, 2999, 2000, &out, NULL, 0), 0);
     assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(out, "items")), 1);
     cJSON_Delete(out);
-    assert_int_equal(cf_history_rollup(h, "nosuch", 0, 1, 1000, &out), -ENOENT);
-    assert_int_equal(cf_history_rollup(h, "tumbling", 5, 1, 1000, &out), -EINVAL);
+    assert_int_equal(cf_history_rollup(h, "nosuch", 0, 1, 1000, &out, NULL, 0), -ENOENT);
+    assert_int_equal(cf_history_rollup(h, "tumbling", 5, 1, 1000, &out, NULL, 0), -EINVAL);
     cf_history_close(h);
 }
 
@@ -273,7 +274,7 @@ static char *rollup_text(cf_history *h, int64_t from, int64_t to, int64_t step, 
 {
     cf_history_set_rollup_scan(h, scan);
     cJSON *out = NULL;
-    int rc = cf_history_rollup(h, "tumbling", from, to, step, &out);
+    int rc = cf_history_rollup(h, "tumbling", from, to, step, &out, NULL, 0);
     cf_history_set_rollup_scan(h, false);
     if (rc)
         fail_msg("rollup: %d", rc);
@@ -403,7 +404,7 @@ static void write_v1(const fixture *f, int64_t t0)
     sqlite3_close(db);
 }
 
-/* Opening a v1 database upgrades it to v2: every hour of its rows is marked
+/* Opening a v1 database upgrades it to the current version (v2 added the rollup table): every hour of its rows is marked
  * dirty at once (answers scan them meanwhile, at most 24 hours per
  * request, else -EAGAIN) and the writer builds them in the background. */
 static void a_v1_database_is_upgraded(void **state)
@@ -412,12 +413,12 @@ static void a_v1_database_is_upgraded(void **state)
     int64_t t0 = 2000 * HOUR;
     write_v1(f, t0);
     cf_history *h = open_h(f, 0, 1 << 20);
-    assert_int_equal(sql_long(f, "PRAGMA user_version"), 2);
+    assert_int_equal(sql_long(f, "PRAGMA user_version"), CF_HISTORY_SCHEMA_VERSION);
     assert_int_equal(sql_long(f, "SELECT count(*) FROM rollup WHERE dirty = 1"), 30);
     /* Before the writer runs: 30 dirty hours are too many for one request,
      * 12 are scanned and exact. */
     cJSON *out = NULL;
-    assert_int_equal(cf_history_rollup(h, "tumbling", t0, t0 + 31 * HOUR, HOUR, &out), -EAGAIN);
+    assert_int_equal(cf_history_rollup(h, "tumbling", t0, t0 + 31 * HOUR, HOUR, &out, NULL, 0), -EAGAIN);
     char *want = rollup_text(h, t0, t0 + 12 * HOUR, HOUR, true);
     char *got = rollup_text(h, t0, t0 + 12 * HOUR, HOUR, false);
     assert_string_equal(got, want);
@@ -441,7 +442,7 @@ static void retention_deletes_rollup_rows(void **state)
     fixture *f = *state;
     cf_history *h = open_h(f, 3 * HOUR, 1 << 20);
     assert_int_equal(cf_history_start(h), 0);
-    int64_t t0 = 500 * HOUR;
+    int64_t t0 = 501 * HOUR;    /* a multiple of the 3-hour step */
     for (int hr = 0; hr < 6; hr++) {
         offer(h, t0 + hr * HOUR, "/a", 0, 2, hr, 2);               /* ends +1 s */
         offer(h, t0 + hr * HOUR + HOUR / 2, "/b", 0, 3, hr, 1);    /* ends +30 min +1 s */
@@ -473,6 +474,169 @@ static void retention_deletes_rollup_rows(void **state)
     cf_history_close(h);
 }
 
+/* ---- user views (schema v3) ------------------------------------------------ */
+
+static const char USER_META[] =
+    "{\"kind\":\"user\",\"avg\":[[\"a\",\"s\",\"c\"]]}";
+
+static void offer_user(cf_history *h, const char *view, int64_t start, const char *grp, uint32_t rev,
+                       const char *cols)
+{
+    cf_history_row r = {.view = view, .start = start, .end = start + HOUR, .group = grp,
+                        .group_len = strlen(grp), .revision = rev, .cols = cols,
+                        .cols_len = strlen(cols)};
+    assert_int_equal(cf_history_offer(h, &r), 0);
+}
+
+typedef struct typed {
+    int rows;
+    int64_t big;
+    double avg;
+    char text[64];
+    int null_type;
+} typed;
+
+static int typed_row(void *ctx, int64_t start, int64_t end, const char *group, size_t group_len,
+                     uint32_t revision, const cf_history_val *v, size_t n)
+{
+    typed *t = ctx;
+    (void)start; (void)end; (void)group; (void)group_len;
+    assert_int_equal(n, 4);
+    assert_int_equal(revision, 1);      /* the newest revision only */
+    assert_int_equal(v[0].type, CF_HISTORY_VAL_INT);
+    t->big = v[0].i;
+    assert_int_equal(v[1].type, CF_HISTORY_VAL_REAL);
+    t->avg = v[1].d;
+    assert_int_equal(v[2].type, CF_HISTORY_VAL_TEXT);
+    snprintf(t->text, sizeof t->text, "%.*s", (int)v[2].len, v[2].s);
+    t->null_type = v[3].type;
+    if (strcmp(t->text, "/a") == 0) {
+        assert_true(t->big == INT64_C(9007199254740993));  /* not through a double */
+        assert_true(t->avg == 2.25);
+    }
+    t->rows++;
+    return 0;
+}
+
+/* A view declared while the writer runs is stored before the rows offered
+ * after it; typed scans keep integers exact (beyond 2^53); AVG columns
+ * come from SUM / COUNT per step; a refusing view names its reason. */
+static void user_views_are_declared_while_running(void **state)
+{
+    fixture *f = *state;
+    cf_history *h = open_h(f, 0, 1 << 20);
+    assert_int_equal(cf_history_start(h), 0);
+    assert_int_equal(cf_history_define_view(h, "uv", "s,c", NULL, USER_META, false), 0);
+    assert_int_equal(cf_history_define_view(h, "uv_no", "", NULL,
+                                            "{\"refuse\":\"column mx (MAX(x)) cannot\"}", true), 0);
+    assert_int_equal(cf_history_define_view(h, "bad name", "", NULL, NULL, false), -EINVAL);
+    assert_true(cf_history_is_registered(h, "tumbling"));
+    assert_false(cf_history_is_registered(h, "uv"));
+    int64_t t0 = 100 * HOUR;
+    offer_user(h, "uv", t0, "[\"/a\"]", 0, "{\"s\":3,\"c\":2,\"a\":1.5,\"k\":\"x\"}");
+    offer_user(h, "uv", t0, "[\"/a\"]", 1,
+               "{\"s\":9007199254740993,\"c\":4,\"a\":2.25,\"k\":\"/a\"}");
+    offer_user(h, "uv", t0, "[\"/b\"]", 1, "{\"s\":5,\"c\":1,\"a\":5.0,\"k\":\"/b\"}");
+    assert_int_equal(cf_history_defs_wait(h), 0);
+    settle(h);
+    char *meta = NULL;
+    assert_int_equal(cf_history_view_meta(h, "uv", &meta), 0);
+    assert_string_equal(meta, USER_META);
+    free(meta);
+    assert_int_equal(cf_history_view_meta(h, "tumbling", &meta), 0);
+    assert_null(meta);
+    assert_int_equal(cf_history_view_meta(h, "nosuch", &meta), -ENOENT);
+
+    const char *names[] = {"s", "a", "k", "missing"};
+    typed t = {0};
+    assert_int_equal(cf_history_scan_cols(h, "uv", t0, t0 + HOUR, names, 4, 10, typed_row, &t), 2);
+    assert_int_equal(t.rows, 2);
+    assert_int_equal(t.null_type, CF_HISTORY_VAL_NULL);
+    /* More rows than allowed is an error, not a silent cut. */
+    t.rows = 0;
+    assert_int_equal(cf_history_scan_cols(h, "uv", t0, t0 + HOUR, names, 4, 1, typed_row, &t), -E2BIG);
+
+    cJSON *out = NULL;
+    assert_int_equal(cf_history_rollup(h, "uv", t0, t0 + HOUR, HOUR, &out, NULL, 0), 0);
+    cJSON *it = cJSON_GetArrayItem(cJSON_GetObjectItem(out, "items"), 0);
+    assert_int_equal((int64_t)cJSON_GetObjectItem(it, "c")->valuedouble, 5);
+    assert_true(cJSON_GetObjectItem(it, "a")->valuedouble ==
+                cJSON_GetObjectItem(it, "s")->valuedouble / 5);
+    cJSON_Delete(out);
+    char why[128] = "";
+    assert_int_equal(cf_history_rollup(h, "uv_no", t0, t0 + HOUR, HOUR, &out, why, sizeof why), -EDOM);
+    assert_string_equal(why, "column mx (MAX(x)) cannot");
+    cf_history_close(h);
+}
+
+/* A view with two sketch columns: rows carry a container of sketches, and
+ * rollups from the hourly pre-aggregates (late revisions included) equal
+ * the row scan, each column its own union. */
+static void two_sketch_columns_roll_up_separately(void **state)
+{
+    fixture *f = *state;
+    cf_history *h = open_h(f, 0, 1 << 20);
+    assert_int_equal(cf_history_define_view(h, "uv2", "n", "du,dp", NULL, false), 0);
+    assert_int_equal(cf_history_start(h), 0);
+    int64_t t0 = 501 * HOUR;    /* a multiple of the 3-hour step */
+    for (int w = 0; w < 6; w++)
+        for (uint32_t rev = 0; rev < 2; rev++) {
+            cf_hll *sk[2] = {cf_hll_new(), cf_hll_new()};
+            for (int u = 0; u < 3 + w + (int)rev; u++)
+                assert_true(cf_hll_add(sk[0], (uint64_t)(u + w) * 0x9e3779b97f4a7c15ull + 7) >= 0);
+            for (int p = 0; p < 1 + (int)rev; p++)
+                assert_true(cf_hll_add(sk[1], (uint64_t)(p + 1000) * 0x9e3779b97f4a7c15ull + 7) >= 0);
+            cf_buf b = {0};
+            assert_int_equal(cf_hroll_sketches_encode(sk, 2, &b), 0);
+            char cols[64];
+            snprintf(cols, sizeof cols, "{\"n\":%d}", 10 + w + (int)rev);
+            int64_t start = t0 + (w / 2) * HOUR + (w % 2) * 1000;
+            cf_history_row r = {.view = "uv2", .start = start, .end = start + 1000, .group = "[]",
+                                .group_len = 2, .revision = rev, .cols = cols,
+                                .cols_len = strlen(cols), .sketch = b.data, .sketch_len = b.len};
+            assert_int_equal(cf_history_offer(h, &r), 0);
+            cf_buf_free(&b);
+            cf_hll_free(sk[0]);
+            cf_hll_free(sk[1]);
+        }
+    settle(h);
+    for (int scan = 0; scan < 2; scan++) {
+        cf_history_set_rollup_scan(h, scan);
+        cJSON *out = NULL;
+        assert_int_equal(cf_history_rollup(h, "uv2", t0, t0 + 3 * HOUR, 3 * HOUR, &out, NULL, 0), 0);
+        cJSON *it = cJSON_GetArrayItem(cJSON_GetObjectItem(out, "items"), 0);
+        /* Newest revisions: n = sum of 11 + w, users 0..(3+5+1)-1+5, pages 2. */
+        assert_int_equal((int)cJSON_GetObjectItem(it, "n")->valuedouble, 6 * 11 + 15);
+        assert_int_equal((int)cJSON_GetObjectItem(it, "du")->valuedouble, 14);
+        assert_int_equal((int)cJSON_GetObjectItem(it, "dp")->valuedouble, 2);
+        cJSON_Delete(out);
+    }
+    cf_history_set_rollup_scan(h, false);
+    cf_history_close(h);
+}
+
+/* A v2 history.db (no views.meta) is upgraded in place; its rows stay. */
+static void a_v2_database_is_upgraded(void **state)
+{
+    fixture *f = *state;
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, V1_SCHEMA, NULL, NULL, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, "INSERT INTO results VALUES ('tumbling', 0, 1000, '/p', 0,"
+                                      " '{\"count\":2,\"unique_users\":1}', NULL);"
+                                      "PRAGMA user_version=2;", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+    cf_history *h = open_h(f, 0, 1 << 20);
+    assert_int_equal(sql_long(f, "PRAGMA user_version"), 3);
+    assert_int_equal(sql_long(f, "SELECT count(*) FROM views WHERE meta IS NULL"), 1);
+    assert_int_equal(count_rows(f), 1);
+    cf_history_close(h);
+    /* Opening again changes nothing. */
+    h = open_h(f, 0, 1 << 20);
+    assert_int_equal(sql_long(f, "PRAGMA user_version"), 3);
+    cf_history_close(h);
+}
+
 static void a_newer_schema_is_refused(void **state)
 {
     fixture *f = *state;
@@ -497,6 +661,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(late_revisions_give_the_full_recompute, setup, teardown),
         cmocka_unit_test_setup_teardown(a_v1_database_is_upgraded, setup, teardown),
         cmocka_unit_test_setup_teardown(retention_deletes_rollup_rows, setup, teardown),
+        cmocka_unit_test_setup_teardown(user_views_are_declared_while_running, setup, teardown),
+        cmocka_unit_test_setup_teardown(a_v2_database_is_upgraded, setup, teardown),
+        cmocka_unit_test_setup_teardown(two_sketch_columns_roll_up_separately, setup, teardown),
     };
     return cmocka_run_group_tests_name("history", tests, NULL, NULL);
 }

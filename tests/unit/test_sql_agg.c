@@ -280,6 +280,47 @@ static void test_distinct_matches_hll(void **state)
     agg_drop(&a);
 }
 
+/* The sketch a COUNT(DISTINCT) hands to history: small sets (inline
+ * hashes) and large ones (HyperLogLog) both load as the sketch of the very
+ * values, and merging two states' sketches counts their union. */
+static void test_distinct_sketch_save(void **state)
+{
+    (void)state;
+    sql_agg_spec specs[] = {{SQL_AGG_COUNT, 0}, {SQL_AGG_COUNT_DISTINCT, 0}};
+    uint32_t sizes[] = {0, 3, 700};
+    for (size_t si = 0; si < sizeof sizes / sizeof *sizes; si++) {
+        agg a = agg_make(specs, 2);
+        cf_hll *want = cf_hll_new();
+        for (uint32_t i = 0; i < sizes[si]; i++) {
+            char id[16];
+            int n = snprintf(id, sizeof id, "u%u", i % (sizes[si] / 2 + 1));
+            add_all(&a, sql_string(id, (uint32_t)n), 0, i);
+            cf_hll_add(want, cf_hash64(id, (size_t)n, 0));
+        }
+        cf_buf b = {0};
+        assert_int_equal(sql_agg_sketch_save(a.set, a.st, 0, &b), -EINVAL);  /* not distinct */
+        assert_int_equal(sql_agg_sketch_save(a.set, a.st, 1, &b), 0);
+        cf_reader in;
+        cf_reader_init(&in, b.data, b.len);
+        cf_hll *got = cf_hll_load(&in);
+        assert_non_null(got);
+        assert_int_equal(cf_hll_count(got), cf_hll_count(want));
+        /* Merged with a disjoint set: the union's count. */
+        cf_hll *other = cf_hll_new();
+        for (uint32_t i = 0; i < 5; i++)
+            cf_hll_add(other, cf_hash64("zz", 2, i + 1));
+        cf_reader_init(&in, b.data, b.len);
+        assert_int_equal(cf_hll_merge_encoded(other, &in), 0);
+        assert_int_equal(cf_hll_merge(want, other), 0);
+        assert_int_equal(cf_hll_count(other), cf_hll_count(want));
+        cf_hll_free(other);
+        cf_hll_free(got);
+        cf_hll_free(want);
+        cf_buf_free(&b);
+        agg_drop(&a);
+    }
+}
+
 static void test_topk_exact_and_json(void **state)
 {
     (void)state;
@@ -520,6 +561,7 @@ int main(void)
         cmocka_unit_test(test_min_max),
         cmocka_unit_test(test_earliest_latest_ties),
         cmocka_unit_test(test_distinct_matches_hll),
+        cmocka_unit_test(test_distinct_sketch_save),
         cmocka_unit_test(test_topk_exact_and_json),
         cmocka_unit_test(test_topk_space_saving_bound),
         cmocka_unit_test(test_decayed_count),
