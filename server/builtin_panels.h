@@ -1,0 +1,25 @@
+/* builtin_panels: the dashboard's top-N panels of SPEC 15 (referrers, UTM
+ * sources, browsers, devices, countries) as SQL views over the enriched
+ * clicks columns, shipped in the binary and run by the SQL runtime exactly
+ * like a user's views (same shards, pull queries, `view:NAME` pushes,
+ * snapshot state), except that they are built in: not logged, not counted
+ * by --max-queries, not droppable, listed with "builtin": true.
+ *
+ * Shape: one running row per dimension value, all-time (no WINDOW); see
+ * docs/DESIGN.md "Dashboard panels" for why. NULL dimensions are grouped
+ * as "Direct" (referrer) or "(none)", as Plausible shows them. */
+#ifndef CF_BUILTIN_PANELS_H
+#define CF_BUILTIN_PANELS_H
+
+#include "sql_runtime.h"
+
+/* The CREATE VIEW statements, each ended by ";\n". Static text. */
+const char *cf_builtin_panels_sql(void);
+
+/* Plans and commits the panels into rt as built-in views. Call once, at
+ * start, before the log or a snapshot is replayed (their state then fills
+ * the panels by name). 0, -EINVAL (the text does not plan: a bug, with
+ * *err) or -ENOMEM. */
+int cf_builtin_panels_install(cf_sqlrt *rt, sql_error *err);
+
+#endif
