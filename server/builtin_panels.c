@@ -24,6 +24,12 @@ static const char panels_sql[] =
     "COUNT(*) AS count, COUNT(DISTINCT user_id) AS visitors FROM clicks "
     "WHERE NOT COALESCE(is_bot, FALSE) GROUP BY COALESCE(country, '(none)');\n";
 
+/* Traits as one JSON column: Segment and Umami traits are free-form, read
+ * with dot paths (user_traits.traits.plan). */
+static const char tables_sql[] =
+    "CREATE TABLE " CF_USER_TRAITS_TABLE " (user_id STRING PRIMARY KEY, traits JSON, site STRING, "
+    "updated_at TIMESTAMP);\n";
+
 const char *cf_builtin_panels_sql(void) { return panels_sql; }
 
 int cf_builtin_panels_install(cf_sqlrt *rt, sql_error *err)
@@ -31,8 +37,10 @@ int cf_builtin_panels_install(cf_sqlrt *rt, sql_error *err)
     cf_sqlrt_change *ch = NULL;
     /* REPLAY: the panels are not the user's and do not count against
      * --max-queries (BUILTIN already keeps them out of the count). */
-    int rc = cf_sqlrt_prepare(rt, panels_sql, strlen(panels_sql),
-                              CF_SQLRT_REPLAY | CF_SQLRT_BUILTIN, &ch, err);
+    char text[sizeof tables_sql + sizeof panels_sql];
+    memcpy(text, tables_sql, sizeof tables_sql - 1);
+    memcpy(text + sizeof tables_sql - 1, panels_sql, sizeof panels_sql);
+    int rc = cf_sqlrt_prepare(rt, text, strlen(text), CF_SQLRT_REPLAY | CF_SQLRT_BUILTIN, &ch, err);
     if (rc == 0)
         cf_sqlrt_commit(rt, ch);
     return rc;
