@@ -641,6 +641,57 @@ static void describe_hides_tokens(void **state)
     run_free(&r);
 }
 
+/* --help and cf_config_defaults() agree: every default --help shows, given
+ * back as the option's value, yields exactly the configuration of no
+ * options at all; a default that does not parse is prose for a computed
+ * one ("online cores ...", "auto"). */
+static void help_defaults_are_the_defaults(void **state)
+{
+    (void)state;
+    run h = load("--help", NULL);
+    assert_int_equal(h.rc, 1);
+    run none = load(NULL);
+    assert_int_equal(none.rc, 0);
+    cf_config d;
+    cf_config_defaults(&d);
+    /* cf_config_defaults() is what a start with no options runs on. */
+    assert_memory_equal(&d, &none.cfg, sizeof d);
+    int checked = 0, prose = 0;
+    for (char *line = strstr(h.out, "\n  --"); line; line = strstr(line + 1, "\n  --")) {
+        char name[64], def[128];
+        if (sscanf(line, "\n  --%63s", name) != 1)
+            continue;
+        char *d0 = strstr(line, "[default: ");
+        char *next = strstr(line + 1, "\n  --");
+        if (!d0 || (next && d0 > next))
+            continue;   /* --print-builtin-sql, --help: no default */
+        d0 += strlen("[default: ");
+        char *d1 = strstr(d0, "] [env: ");
+        assert_non_null(d1);
+        assert_true((size_t)(d1 - d0) < sizeof def);
+        memcpy(def, d0, (size_t)(d1 - d0));
+        def[d1 - d0] = '\0';
+        if (strcmp(def, "none") == 0)
+            continue;
+        char flag[80];
+        snprintf(flag, sizeof flag, "--%s", name);
+        run r = load(flag, def, NULL);
+        if (r.rc == 0) {
+            if (memcmp(&r.cfg, &none.cfg, sizeof r.cfg) != 0)
+                fail_msg("--%s %s (its --help default) is not the default in force", name, def);
+            checked++;
+        } else {
+            assert_true(strcmp(def, "auto") == 0 || strncmp(def, "online cores", 12) == 0);
+            prose++;
+        }
+        run_free(&r);
+    }
+    assert_true(checked >= 40);
+    assert_int_equal(prose, 4);   /* shards, http-threads, body-budget, body-budget-per-ip */
+    run_free(&none);
+    run_free(&h);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -666,6 +717,7 @@ int main(void)
         cmocka_unit_test(body_budgets_follow_max_body),
         cmocka_unit_test(connection_limits_fit_the_open_file_limit),
         cmocka_unit_test(describe_hides_tokens),
+        cmocka_unit_test(help_defaults_are_the_defaults),
     };
     return cmocka_run_group_tests_name("config", tests, NULL, NULL);
 }
