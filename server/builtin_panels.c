@@ -32,14 +32,14 @@ static const char tables_sql[] =
 
 const char *cf_builtin_panels_sql(void) { return panels_sql; }
 
-int cf_builtin_panels_install(cf_sqlrt *rt, sql_error *err)
+int cf_builtin_panels_install(cf_sqlrt *rt, bool panels, sql_error *err)
 {
     cf_sqlrt_change *ch = NULL;
     /* REPLAY: the panels are not the user's and do not count against
      * --max-queries (BUILTIN already keeps them out of the count). */
     char text[sizeof tables_sql + sizeof panels_sql];
     memcpy(text, tables_sql, sizeof tables_sql - 1);
-    memcpy(text + sizeof tables_sql - 1, panels_sql, sizeof panels_sql);
+    memcpy(text + sizeof tables_sql - 1, panels ? panels_sql : "", panels ? sizeof panels_sql : 1);
     int rc = cf_sqlrt_prepare(rt, text, strlen(text), CF_SQLRT_REPLAY | CF_SQLRT_BUILTIN, &ch, err);
     if (rc == 0)
         cf_sqlrt_commit(rt, ch);

@@ -22,10 +22,11 @@
 /* The CREATE VIEW statements, each ended by ";\n". Static text. */
 const char *cf_builtin_panels_sql(void);
 
-/* Plans and commits user_traits and the panels into rt, built in. Call once, at
+/* Plans and commits user_traits and (when `panels`: --panels on) the
+ * panels into rt, built in. Call once, at
  * start, before the log or a snapshot is replayed (their state then fills
  * the panels by name). 0, -EINVAL (the text does not plan: a bug, with
  * *err) or -ENOMEM. */
-int cf_builtin_panels_install(cf_sqlrt *rt, sql_error *err);
+int cf_builtin_panels_install(cf_sqlrt *rt, bool panels, sql_error *err);
 
 #endif

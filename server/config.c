@@ -639,7 +639,7 @@ void cf_config_describe(const cf_config *cfg, char *buf, size_t cap)
              "ms request-deadline=%" PRId64 "ms max-connections=%u max-connections-per-ip=%u site=%s ip-rate=%u header-timeout=%" PRId64
              "ms body-stall-timeout=%" PRId64 "ms body-budget=%zu body-budget-per-ip=%zu"
              " history=%s history-retention=%" PRId64 "ms history-queue=%zu sink=%s sink-backlog=%zu"
-             " enrich=%s ua-regexes=%s geoip=%s%s",
+             " enrich=%s panels=%s ua-regexes=%s geoip=%s%s",
              cfg->bind, (unsigned)cfg->http_port, (unsigned)cfg->ws_port, cfg->shards, cfg->http_threads,
              cfg->out_of_orderness_ms, cfg->idle_timeout_ms, cfg->allowed_lateness_ms, cfg->max_future_ms,
              cfg->window_ms, cfg->slide_size_ms, cfg->slide_ms, cfg->session_gap_ms, cfg->dedup_ttl_ms,
@@ -652,7 +652,7 @@ void cf_config_describe(const cf_config *cfg, char *buf, size_t cap)
              cfg->body_stall_timeout_ms, cfg->body_budget, cfg->body_budget_per_ip, cfg->history ? "on" : "off",
              cfg->history_retention_ms, cfg->history_queue_bytes,
              cfg->sink[0] ? "set" : "unset", cfg->sink_backlog_bytes, cfg->enrich ? "on" : "off",
-             cfg->ua_regexes, cfg->geoip[0] ? cfg->geoip : "none", capped);
+             cfg->panels ? "on" : "off", cfg->ua_regexes, cfg->geoip[0] ? cfg->geoip : "none", capped);
 }
 
 uint64_t cf_config_fd_ceiling(const cf_config *cfg, unsigned keep)

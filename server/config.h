@@ -99,6 +99,7 @@ typedef struct cf_config {
     unsigned ip_rate;               /* --ip-rate events/s per client IP (site keys) */
     /* enrichment (SPEC 15) */
     bool enrich;                    /* --enrich */
+    bool panels;                    /* --panels: the built-in panel views (builtin_panels.h) */
     char ua_regexes[512];           /* --ua-regexes */
     char geoip[512];                /* --geoip FILE.mmdb (empty = no country) */
 } cf_config;

@@ -80,13 +80,13 @@ bool cf_engine_ready(const cf_engine *e) { return atomic_load(&((cf_engine *)e)-
 
 bool cf_engine_failed(const cf_engine *e) { return atomic_load(&((cf_engine *)e)->failed) != 0; }
 
-/* The dashboard panels (builtin_panels.h) go into the catalog and the
+/* user_traits and the dashboard panels (builtin_panels.h) go into the catalog and the
  * (not yet started) shards before recovery: a snapshot's view state and
  * the log's events then reach them as they reach a user's views. */
 static int install_panels(cf_engine *e)
 {
     sql_error err;
-    int rc = cf_builtin_panels_install(e->sql, &err);
+    int rc = cf_builtin_panels_install(e->sql, e->cfg.panels, &err);
     if (rc) {
         cf_error("built-in panel views do not plan (line %d, column %d: %s)", err.line, err.column,
                  err.message);

@@ -1,4 +1,5 @@
-"""The defaults that docs/API.md states agree with `clickflow --help`, whose
+"""The defaults that docs/API.md, the README's options table and
+deploy/clickflow.env.example state agree with `clickflow --help`, whose
 defaults come from the one options table (server/config_table.h) that
 cf_config_defaults() applies (tests/unit/test_config.c checks that side):
 a table row `| --name | default | ... |` and a phrase "`--name` ... default X"
@@ -10,7 +11,10 @@ import subprocess
 from harness import run_tests
 
 BIN = os.environ.get("CLICKFLOW_BIN", "build/server/clickflow")
-API = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "docs", "API.md")
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
+API = os.path.join(ROOT, "docs", "API.md")
+README = os.path.join(ROOT, "README.md")
+ENV = os.path.join(ROOT, "deploy", "clickflow.env.example")
 
 
 def help_defaults():
@@ -48,5 +52,38 @@ def test_api_md_states_the_help_defaults():
     assert checked >= 8, checked
 
 
+def test_readme_options_table_states_the_help_defaults():
+    want = help_defaults()
+    with open(README, encoding="utf-8") as f:
+        doc = f.read()
+    checked = 0
+    # `| --a | x |` and `| --a / --b | x / y |`
+    for names, stated in re.findall(r"^\| (`--[a-z-]+`(?: / `--[a-z-]+`)*) \| ([^|]+) \|", doc, re.M):
+        names = re.findall(r"--([a-z-]+)", names)
+        values = [v.strip() for v in stated.split(" / ")]
+        if len(values) != len(names):
+            continue
+        for name, v in zip(names, values):
+            if name not in want or not re.fullmatch(r"`?[\w./-]+`?", v):
+                continue
+            if want[name] == "auto" or want[name].startswith("online cores"):
+                continue  # computed: the README may state the usual outcome
+            assert norm(v) == norm(want[name]), ("--" + name, v, want[name])
+            checked += 1
+    assert checked >= 20, checked
+
+
+def test_env_example_lists_every_option_with_its_default():
+    want = help_defaults()
+    with open(ENV, encoding="utf-8") as f:
+        lines = dict(re.findall(r"^#CLICKFLOW_([A-Z_]+)=(.*)$", f.read(), re.M))
+    for name, default in want.items():
+        env = name.upper().replace("-", "_")
+        assert env in lines, "CLICKFLOW_%s missing from the env example" % env
+        if default != "none" and lines[env] and not (default == "auto" or default.startswith("online cores")):
+            assert norm(lines[env]) == norm(default), (env, lines[env], default)
+
+
 if __name__ == "__main__":
-    run_tests([test_api_md_states_the_help_defaults])
+    run_tests([test_api_md_states_the_help_defaults, test_readme_options_table_states_the_help_defaults,
+               test_env_example_lists_every_option_with_its_default])

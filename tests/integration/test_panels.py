@@ -230,6 +230,20 @@ def test_panels_are_builtin():
         assert "CREATE VIEW %s AS" % view in out, out
 
 
+def test_panels_off():
+    """--panels off: no panel views (and no SQL readers of clicks, so no
+    broadcast of events to every shard); user_traits is still there."""
+    with Server(["--idle-timeout", "0", "--shards", "2", "--panels", "off"]) as srv:
+        _, body = srv.request("GET", "/api/v1/views")
+        assert not [v for v in body["items"] if v["name"].startswith("panel_")], body
+        status, body = srv.request("POST", "/api/v1/query", "SELECT * FROM panel_browsers",
+                                   {"Content-Type": "application/sql"})
+        assert status == 400, (status, body)
+        _, tables = srv.request("GET", "/api/v1/tables")
+        assert [t["name"] for t in tables["items"]] == ["user_traits"], tables
+        assert "panels=off" in srv.read_log()
+
+
 if __name__ == "__main__":
     run_tests([test_panels_equal_a_python_count, test_panels_survive_kill9_and_snapshots,
-               test_panels_are_builtin])
+               test_panels_are_builtin, test_panels_off])
