@@ -116,6 +116,17 @@ int sql_catalog_remove(sql_catalog *c, const char *name)
     return -ENOENT;
 }
 
+int sql_catalog_set_builtin(sql_catalog *c, const char *name)
+{
+    for (size_t i = 0; i < c->n; i++) {
+        if (strcmp(c->v[i].obj.name, name) == 0) {
+            c->v[i].obj.builtin = true;
+            return 0;
+        }
+    }
+    return -ENOENT;
+}
+
 sql_catalog *sql_catalog_clone(const sql_catalog *c)
 {
     sql_catalog *d = sql_catalog_new();

@@ -79,6 +79,9 @@ sql_catalog *sql_catalog_clone(const sql_catalog *c);
 int sql_catalog_add(sql_catalog *c, const sql_object *o);
 /* Returns 0 or -ENOENT. */
 int sql_catalog_remove(sql_catalog *c, const char *name);
+/* Marks `name` built in: DROP refuses it, and the server neither logs,
+ * snapshots nor counts it as a user definition. Returns 0 or -ENOENT. */
+int sql_catalog_set_builtin(sql_catalog *c, const char *name);
 /* Lookups. The object stays valid until the next add or remove. O(n). */
 const sql_object *sql_catalog_find(const sql_catalog *c, const char *name);
 size_t sql_catalog_count(const sql_catalog *c);

@@ -11,10 +11,12 @@
 #include <sys/socket.h>
 #include <time.h>
 
+#include "builtin_panels.h"
 #include "enrich.h"
 #include "ingest.h"
 #include "log.h"
 #include "sites.h"
+#include "stream_ingest.h"
 
 /* User-Agents each thread's parser caches (the enricher is loaded for the
  * visitor-id secret; its parser serves the enrichment step). */
@@ -462,6 +464,56 @@ out:
     return rc;
 }
 
+/* identify calls: upserts their trait rows into the built-in user_traits
+ * table (builtin_panels.h) through the engine's table path, so they are
+ * logged and ordered like table rows: applied before the request's events,
+ * a join of those events with user_traits sees them. The row's
+ * `timestamp` (Segment's message time) becomes `updated_at`, else the
+ * receive time. 0 with nothing in *r, or the reply (r->status set). */
+static int submit_traits(cf_compat_http *ch, cf_compat_api api, cJSON *rows, int64_t now_ms,
+                         cf_compat_reply *r)
+{
+    if (cJSON_GetArraySize(rows) == 0)
+        return 0;
+    for (cJSON *row = rows->child; row; row = row->next) {
+        cJSON *ts = cJSON_DetachItemFromObjectCaseSensitive(row, "timestamp");
+        if (!ts)
+            ts = cJSON_CreateNumber((double)now_ms);
+        if (!ts)
+            return -ENOMEM;
+        cJSON_AddItemToObject(row, "updated_at", ts);
+    }
+    char *text = cJSON_PrintUnformatted(rows);
+    if (!text)
+        return -ENOMEM;
+    cf_stream_batch b;
+    memset(&b, 0, sizeof b);
+    const char *why = NULL;
+    cf_submit_result res = {0, 0};
+    int rc = cf_engine_table_rows(ch->engine, CF_USER_TRAITS_TABLE, CF_BODY_JSON, text, strlen(text), now_ms,
+                                  &b, &why, &res);
+    if (rc == 0 && b.rejected > 0) {
+        /* The first row's reason, as submit() answers for events. */
+        const cJSON *e0 = cJSON_GetArrayItem(b.errors, 0);
+        const char *reason = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(e0, "error"));
+        char msg[256];
+        snprintf(msg, sizeof msg, "identify: %s", reason ? reason : "invalid trait row");
+        rc = reply_error(r, api, 400, msg);
+    } else if (rc == -ENOMEM) {
+        rc = -ENOMEM;
+    } else if (rc == -EBADMSG || rc == -E2BIG || rc == -EINVAL) {
+        rc = reply_error(r, api, 400, why ? why : "identify: invalid trait rows");
+    } else if (rc < 0) {
+        /* Busy, recovering, stopping or a storage failure: the SDKs retry
+         * a 503, and an upsert of the same traits again is harmless. */
+        rc = reply_error(r, api, 503, rc == -EAGAIN ? "server busy, retry later" : "trait rows not applied");
+        r->retry_after = 1;
+    }
+    cf_stream_batch_free(&b);
+    free(text);
+    return rc;
+}
+
 int cf_compat_http_handle(cf_compat_http *ch, struct MHD_Connection *c, cf_compat_endpoint ep, char *body,
                           size_t len, cf_compat_reply *r)
 {
@@ -514,9 +566,10 @@ int cf_compat_http_handle(cf_compat_http *ch, struct MHD_Connection *c, cf_compa
     }
     if (rc < 0)
         goto out;
-    /* identify calls: trait rows for the user_traits table (SPEC 12), which
-     * the SQL tables do not have yet; they are validated and answered. */
-    rc = submit(ch, c, api, res.events, now, r);
+    /* Trait rows first: the request's events come after them in the log. */
+    rc = submit_traits(ch, api, res.traits, now, r);
+    if (rc == 0 && r->status == 0)
+        rc = submit(ch, c, api, res.events, now, r);
 out:
     cf_compat_result_free(&res);
     if (rc < 0) {

@@ -14,6 +14,7 @@
 
 #include "cf_time.h"
 #include "cf_version.h"
+#include "config_table.h"
 
 typedef enum opt_kind {
     OPT_STRING,     /* char[cap] */
@@ -37,114 +38,21 @@ typedef struct opt_def {
     size_t offset;          /* into cf_config */
     size_t cap;             /* string capacity incl. NUL */
     int64_t min, max;       /* numeric range, inclusive */
-    const char *def;        /* default, as shown by --help */
+    const char *def;        /* the default: --help shows it and cf_config_defaults()
+                             * applies it with the option's own parser */
     const char *help;
+    bool computed;          /* def is prose ("online cores", "auto"): the value is
+                             * worked out by resolve_computed() instead */
 } opt_def;
 
 #define OFF(f) offsetof(cf_config, f)
 #define SZ(f) sizeof(((cf_config *)0)->f)
-#define DAY_MS ((int64_t)86400000)
-#define YEAR_MS ((int64_t)366 * DAY_MS)
 
-static const opt_def options[] = {
-    {"bind", OPT_ADDRESS, OFF(bind), SZ(bind), 0, 0, "127.0.0.1",
-     "IP address the HTTP and WebSocket listeners bind to (0.0.0.0 or :: for all)"},
-    {"http-port", OPT_PORT, OFF(http_port), 0, 1, 65535, "8080", "HTTP port (REST API, dashboard, /metrics)"},
-    {"ws-port", OPT_PORT, OFF(ws_port), 0, 1, 65535, "8081", "WebSocket port (live push)"},
-    {"shards", OPT_UNSIGNED, OFF(shards), 0, 1, 1024, "online cores", "worker shard threads"},
-    {"http-threads", OPT_UNSIGNED, OFF(http_threads), 0, 1, 1024, "online cores (x32, at least 64, with --fsync always)",
-     "HTTP worker threads (a request waiting for its fsync holds one); at most --max-connections"},
-    {"out-of-orderness", OPT_DURATION, OFF(out_of_orderness_ms), 0, 0, YEAR_MS, "5s",
-     "watermark = event clock - this"},
-    {"idle-timeout", OPT_DURATION, OFF(idle_timeout_ms), 0, 0, YEAR_MS, "10s",
-     "event clock follows wall clock - this when idle; 0 = replay mode"},
-    {"allowed-lateness", OPT_DURATION, OFF(allowed_lateness_ms), 0, 0, YEAR_MS, "60s",
-     "how long fired windows and closed sessions still accept late events"},
-    {"max-future", OPT_DURATION, OFF(max_future_ms), 0, 0, YEAR_MS, "60s",
-     "events further ahead of the wall clock are rejected"},
-    {"window", OPT_DURATION, OFF(window_ms), 0, 1, YEAR_MS, "60s", "tumbling window size"},
-    {"slide-size", OPT_DURATION, OFF(slide_size_ms), 0, 1, YEAR_MS, "5m",
-     "sliding window size (a multiple of --slide)"},
-    {"slide", OPT_DURATION, OFF(slide_ms), 0, 1, YEAR_MS, "1m", "sliding window step"},
-    {"session-gap", OPT_DURATION, OFF(session_gap_ms), 0, 1, YEAR_MS, "30m", "session inactivity gap"},
-    {"dedup-ttl", OPT_DURATION, OFF(dedup_ttl_ms), 0, 0, YEAR_MS, "10m",
-     "how long an event_id is remembered (event time)"},
-    {"half-life", OPT_DURATION, OFF(half_life_ms), 0, 1, YEAR_MS, "60s", "trending score half-life"},
-    {"retain-results", OPT_COUNT, OFF(retain_results), 0, 1, 100000000, "100000",
-     "closed window results kept for queries, per type"},
-    {"max-keys", OPT_COUNT, OFF(max_keys), 0, 1, INT64_C(1000000000), "10000000",
-     "total keys per keyed operator (dedup, sessions, windows, trending), split across shards"},
-    {"max-batch", OPT_COUNT, OFF(max_batch), 0, 1, 10000000, "10000", "events per ingest request"},
-    {"max-body", OPT_BYTES, OFF(max_body), 0, 1, INT64_C(1) << 30, "4M",
-     "bytes per ingest request body (k, M, G suffixes)"},
-    {"queue-capacity", OPT_COUNT, OFF(queue_capacity), 0, 1, 10000000, "16384",
-     "messages per shard queue (their bytes are bounded too: 256 MiB or 48 x --max-body)"},
-    {"push-interval", OPT_DURATION, OFF(push_interval_ms), 0, 1, DAY_MS, "500ms",
-     "interval of interim WebSocket updates"},
-    {"ws-max-clients", OPT_COUNT, OFF(ws_max_clients), 0, 1, 1000000, "1000", "WebSocket clients at most"},
-    {"ws-queue", OPT_COUNT, OFF(ws_queue), 0, 1, 1000000, "256", "queued messages per WebSocket client"},
-    {"ws-queue-bytes", OPT_BYTES, OFF(ws_queue_bytes), 0, 4096, INT64_C(1) << 40, "4M",
-     "queued message bytes per WebSocket client (k, M, G suffixes)"},
-    {"data-dir", OPT_STRING, OFF(data_dir), SZ(data_dir), 0, 0, "./data",
-     "directory of the write-ahead log and snapshots"},
-    {"fsync", OPT_FSYNC, OFF(fsync), 0, 0, 0, "batch", "what a 202 waits for: always, batch or off"},
-    {"snapshot-interval", OPT_DURATION, OFF(snapshot_interval_ms), 0, 1, YEAR_MS, "60s",
-     "interval between state snapshots"},
-    {"segment-size", OPT_BYTES, OFF(segment_bytes), 0, 4096, INT64_C(1) << 40, "64M",
-     "write-ahead log segment size (k, M, G suffixes)"},
-    {"history", OPT_SWITCH, OFF(history), 0, 0, 0, "on",
-     "keep every final result in history.db in the data directory: on or off"},
-    {"history-retention", OPT_DURATION, OFF(history_retention_ms), 0, 0, 100 * YEAR_MS, "90d",
-     "history rows whose window ended this long before the watermark are deleted; 0 = keep forever"},
-    {"history-queue", OPT_BYTES, OFF(history_queue_bytes), 0, 1, INT64_C(1) << 34, "8M",
-     "bytes of results waiting for the history writer at most (k, M, G suffixes)"},
-    {"sink", OPT_STRING, OFF(sink), SZ(sink), 0, 0, "",
-     "also upsert every history row into PostgreSQL: postgresql://user:password@host:port/db"},
-    {"sink-backlog", OPT_BYTES, OFF(sink_backlog_bytes), 0, 4096, INT64_C(1) << 40, "1G",
-     "bytes of rows waiting on disk for the --sink database at most (k, M, G suffixes)"},
-    {"ingest-token", OPT_TOKEN, OFF(ingest_token), SZ(ingest_token), 0, 0, "",
-     "if set, POSTs need Authorization: Bearer <token>"},
-    {"read-token", OPT_TOKEN, OFF(read_token), SZ(read_token), 0, 0, "",
-     "if set, GET /api/v1/*, /metrics and the WebSocket need this bearer token"},
-    {"admin-token", OPT_TOKEN, OFF(admin_token), SZ(admin_token), 0, 0, "",
-     "if set, POST /api/v1/sql needs Authorization: Bearer <token> (else the ingest token)"},
-    {"sql", OPT_STRING, OFF(sql_file), SZ(sql_file), 0, 0, "",
-     "file of SQL statements applied at start (definitions already in force are kept)"},
-    {"max-queries", OPT_COUNT, OFF(max_queries), 0, 1, 100000, "64",
-     "continuous queries (views and derived streams) at most"},
-    {"cors-origin", OPT_ORIGINS, 0, 0, 0, 0, "",
-     "comma-separated origins allowed by CORS and on the WebSocket, or *"},
-    {"allowed-host", OPT_HOSTS, OFF(allowed_hosts), SZ(allowed_hosts), 0, 0, "",
-     "host names the Host header of API reads and SQL may carry besides localhost, IP literals and "
-     "--cors-origin hosts (DNS rebinding guard; checked only when bound to loopback, unless set), or *"},
-    {"connection-timeout", OPT_DURATION, OFF(connection_timeout_ms), 0, 1000, DAY_MS, "30s",
-     "close HTTP connections idle this long (whole seconds)"},
-    {"request-deadline", OPT_DURATION, OFF(request_deadline_ms), 0, 1000, DAY_MS, "60s",
-     "absolute time limit of one HTTP request"},
-    {"max-connections", OPT_UNSIGNED, OFF(max_connections), 0, 1, 1000000, "4096",
-     "concurrent HTTP connections at most"},
-    {"site", OPT_SITES, OFF(sites), SZ(sites), 0, 0, "",
-     "site key KEY=ORIGIN[,ORIGIN...] (repeatable): a write-only key for browsers and SDKs; "
-     "requests with an Origin must come from one of these"},
-    {"ip-rate", OPT_UNSIGNED, OFF(ip_rate), 0, 1, 1000000, "100",
-     "events per second per client IP sent with a site key (more: 429 with Retry-After)"},
-    {"max-connections-per-ip", OPT_UNSIGNED, OFF(max_connections_per_ip), 0, 1, 1000000, "256",
-     "concurrent HTTP connections per client IP at most"},
-    {"header-timeout", OPT_DURATION, OFF(header_timeout_ms), 0, 100, DAY_MS, "10s",
-     "time from a connection (or request line) to the end of the request headers"},
-    {"body-stall-timeout", OPT_DURATION, OFF(body_stall_timeout_ms), 0, 100, DAY_MS, "5s",
-     "a request body that makes no progress this long is cut"},
-    {"body-budget", OPT_BYTES, OFF(body_budget), 0, 1, INT64_C(1) << 40, "auto",
-     "request body bytes held in memory by all clients together, 503 beyond (auto: 256M or 4 x --max-body)"},
-    {"body-budget-per-ip", OPT_BYTES, OFF(body_budget_per_ip), 0, 1, INT64_C(1) << 40, "auto",
-     "the same for one client address (auto: --body-budget / 16, at least --max-body)"},
-    {"enrich", OPT_SWITCH, OFF(enrich), 0, 0, 0, "on",
-     "enrich click events (referrer, utm_*, page_path, browser, os, device, is_bot, country): on or off"},
-    {"ua-regexes", OPT_STRING, OFF(ua_regexes), SZ(ua_regexes), 0, 0, "/usr/share/uap-core/regexes.yaml",
-     "uap-core rules for browser, os and device (Debian package uap-core); missing: those columns are null"},
-    {"geoip", OPT_STRING, OFF(geoip), SZ(geoip), 0, 0, "",
-     "MaxMind DB file (.mmdb) for the country column; none: country is null"},
-};
+/* The options, from the one table in config_table.h. */
+#define CF_OPTION_ROW(name, kind, field, min, max, def, help, computed) \
+    {name, kind, OFF(field), SZ(field), min, max, def, help, computed},
+static const opt_def options[] = {CF_CONFIG_OPTIONS(CF_OPTION_ROW)};
+#undef CF_OPTION_ROW
 
 #define N_OPTIONS (sizeof options / sizeof options[0])
 
@@ -156,53 +64,55 @@ static unsigned online_cores(void)
     return n > 1024 ? 1024u : (unsigned)n;
 }
 
+static int set_option(cf_config *cfg, const opt_def *o, bool from_env, const char *val, FILE *err);
+
+/* The computed defaults, for the fields still 0 (not set by an option):
+ * shards and HTTP threads from the online cores (threads x32 with --fsync
+ * always: a request blocks its thread until its fsync, and group commit
+ * batches only as many requests as threads wait), the body budgets from
+ * --max-body. */
+static void resolve_computed(cf_config *cfg)
+{
+    unsigned cores = online_cores();
+    if (cfg->shards == 0)
+        cfg->shards = cores;
+    if (cfg->http_threads == 0) {
+        cfg->http_threads = cores;
+        if (cfg->fsync == CF_FSYNC_ALWAYS)
+            cfg->http_threads = cores * 32 > 64 ? cores * 32 : 64;
+    }
+    /* libmicrohttpd splits --max-connections among its workers; a worker
+     * whose share is 0 never accepts and hangs MHD_stop_daemon(). */
+    if (cfg->max_connections > 0 && cfg->http_threads > cfg->max_connections)
+        cfg->http_threads = cfg->max_connections;
+    if (cfg->body_budget == 0) {
+        size_t four = cfg->max_body > SIZE_MAX / 4 ? SIZE_MAX : cfg->max_body * 4;
+        cfg->body_budget = four > ((size_t)256 << 20) ? four : ((size_t)256 << 20);
+    }
+    if (cfg->body_budget_per_ip == 0) {
+        /* One address may hold a sixteenth of the budget, but always at
+         * least one full body. */
+        size_t share = cfg->body_budget / 16;
+        cfg->body_budget_per_ip = share > cfg->max_body ? share : cfg->max_body;
+        if (cfg->body_budget_per_ip > cfg->body_budget)
+            cfg->body_budget_per_ip = cfg->body_budget;
+    }
+}
+
+/* Every default comes from the options table: its `def` text goes through
+ * the same parser as the flag, so --help, the environment and the value
+ * in force cannot disagree (tests/unit/test_config.c checks each). */
 void cf_config_defaults(cf_config *cfg)
 {
     memset(cfg, 0, sizeof *cfg);
-    strcpy(cfg->bind, "127.0.0.1");
-    cfg->http_port = 8080;
-    cfg->ws_port = 8081;
-    cfg->shards = online_cores();
-    cfg->http_threads = online_cores();
-    cfg->out_of_orderness_ms = 5000;
-    cfg->idle_timeout_ms = 10000;
-    cfg->allowed_lateness_ms = 60000;
-    cfg->max_future_ms = 60000;
-    cfg->window_ms = 60000;
-    cfg->slide_size_ms = 300000;
-    cfg->slide_ms = 60000;
-    cfg->session_gap_ms = 1800000;
-    cfg->dedup_ttl_ms = 600000;
-    cfg->half_life_ms = 60000;
-    cfg->retain_results = 100000;
-    cfg->max_keys = 10000000;
-    cfg->max_queries = 64;
-    cfg->max_batch = 10000;
-    cfg->max_body = (size_t)4 << 20;
-    cfg->queue_capacity = 16384;
-    cfg->ip_rate = 100;
-    cfg->push_interval_ms = 500;
-    cfg->ws_max_clients = 1000;
-    cfg->ws_queue = 256;
-    cfg->ws_queue_bytes = CF_WS_QUEUE_BYTES_DEFAULT;
-    strcpy(cfg->data_dir, "./data");
-    cfg->history = true;
-    cfg->history_retention_ms = 90 * DAY_MS;
-    cfg->history_queue_bytes = (size_t)8 << 20;
-    cfg->sink_backlog_bytes = (size_t)1 << 30;
-    cfg->fsync = CF_FSYNC_BATCH;
-    cfg->snapshot_interval_ms = 60000;
-    cfg->segment_bytes = (size_t)64 << 20;
-    cfg->connection_timeout_ms = 30000;
-    cfg->request_deadline_ms = 60000;
-    cfg->max_connections = 4096;
-    cfg->max_connections_per_ip = 256;
-    cfg->header_timeout_ms = 10000;
-    cfg->body_stall_timeout_ms = 5000;
-    cfg->body_budget = (size_t)256 << 20;
-    cfg->body_budget_per_ip = (size_t)16 << 20;
-    cfg->enrich = true;
-    strcpy(cfg->ua_regexes, "/usr/share/uap-core/regexes.yaml");
+    for (size_t i = 0; i < N_OPTIONS; i++) {
+        const opt_def *o = &options[i];
+        if (o->computed || !o->def[0])
+            continue;   /* computed below, or none (empty) */
+        int rc = set_option(cfg, o, false, o->def, NULL);
+        (void)rc;       /* a table default that does not parse: the unit test fails */
+    }
+    resolve_computed(cfg);
 }
 
 /* Where a value came from, for error messages: "--window" or
@@ -655,6 +565,7 @@ int cf_config_load(cf_config *cfg, int argc, char **argv, char **envp, FILE *out
 
     /* 0 = not set: resolved after parsing, when --fsync (--max-body) is
      * known. */
+    cfg->shards = 0;
     cfg->http_threads = 0;
     cfg->body_budget = 0;
     cfg->body_budget_per_ip = 0;
@@ -709,31 +620,7 @@ int cf_config_load(cf_config *cfg, int argc, char **argv, char **envp, FILE *out
         if (set_option(cfg, o, false, val, err) < 0)
             return -1;
     }
-    if (cfg->http_threads == 0) {
-        /* With --fsync always a request blocks its HTTP thread until its
-         * fsync: group commit can only batch as many requests as there are
-         * threads waiting, so give it many (they sleep, not spin). */
-        unsigned cores = online_cores();
-        cfg->http_threads = cores;
-        if (cfg->fsync == CF_FSYNC_ALWAYS)
-            cfg->http_threads = cores * 32 > 64 ? cores * 32 : 64;
-    }
-    /* libmicrohttpd splits --max-connections among its workers; a worker
-     * whose share is 0 never accepts and hangs MHD_stop_daemon(). */
-    if (cfg->http_threads > cfg->max_connections)
-        cfg->http_threads = cfg->max_connections;
-    if (cfg->body_budget == 0) {
-        size_t four = cfg->max_body > SIZE_MAX / 4 ? SIZE_MAX : cfg->max_body * 4;
-        cfg->body_budget = four > ((size_t)256 << 20) ? four : ((size_t)256 << 20);
-    }
-    if (cfg->body_budget_per_ip == 0) {
-        /* One address may hold a sixteenth of the budget, but always at
-         * least one full body. */
-        size_t share = cfg->body_budget / 16;
-        cfg->body_budget_per_ip = share > cfg->max_body ? share : cfg->max_body;
-        if (cfg->body_budget_per_ip > cfg->body_budget)
-            cfg->body_budget_per_ip = cfg->body_budget;
-    }
+    resolve_computed(cfg);
     return validate(cfg, err);
 }
 
@@ -791,7 +678,7 @@ void cf_config_describe(const cf_config *cfg, char *buf, size_t cap)
              "ms request-deadline=%" PRId64 "ms max-connections=%u max-connections-per-ip=%u site=%s ip-rate=%u header-timeout=%" PRId64
              "ms body-stall-timeout=%" PRId64 "ms body-budget=%zu body-budget-per-ip=%zu"
              " history=%s history-retention=%" PRId64 "ms history-queue=%zu sink=%s sink-backlog=%zu"
-             " enrich=%s ua-regexes=%s geoip=%s%s",
+             " enrich=%s panels=%s ua-regexes=%s geoip=%s%s",
              cfg->bind, (unsigned)cfg->http_port, (unsigned)cfg->ws_port, cfg->shards, cfg->http_threads,
              cfg->out_of_orderness_ms, cfg->idle_timeout_ms, cfg->allowed_lateness_ms, cfg->max_future_ms,
              cfg->window_ms, cfg->slide_size_ms, cfg->slide_ms, cfg->session_gap_ms, cfg->dedup_ttl_ms,
@@ -805,7 +692,7 @@ void cf_config_describe(const cf_config *cfg, char *buf, size_t cap)
              cfg->body_stall_timeout_ms, cfg->body_budget, cfg->body_budget_per_ip, cfg->history ? "on" : "off",
              cfg->history_retention_ms, cfg->history_queue_bytes,
              cfg->sink[0] ? "set" : "unset", cfg->sink_backlog_bytes, cfg->enrich ? "on" : "off",
-             cfg->ua_regexes, cfg->geoip[0] ? cfg->geoip : "none", capped);
+             cfg->panels ? "on" : "off", cfg->ua_regexes, cfg->geoip[0] ? cfg->geoip : "none", capped);
 }
 
 uint64_t cf_config_fd_ceiling(const cf_config *cfg, unsigned keep)

@@ -1,7 +1,9 @@
 /* config: the daemon's settings (SPEC section 11). Every option is a long
  * command-line option and a CLICKFLOW_<OPTION> environment variable
  * (upper-case, '-' -> '_'); the command line wins. Durations accept ms, s, m,
- * h. Defaults are embedded, so `clickflow` runs with no configuration. */
+ * h, d. Defaults are embedded, so `clickflow` runs with no configuration;
+ * each is written once, in config_table.h (the members below name their
+ * option, not its default). */
 #ifndef CF_CONFIG_H
 #define CF_CONFIG_H
 
@@ -24,63 +26,63 @@ typedef enum cf_fsync_policy {
 
 typedef struct cf_config {
     /* network */
-    char bind[64];                  /* --bind 127.0.0.1 */
-    uint16_t http_port;             /* --http-port 8080 */
-    uint16_t ws_port;               /* --ws-port 8081 */
-    unsigned shards;                /* --shards = online cores */
-    unsigned http_threads;          /* --http-threads = online cores */
+    char bind[64];                  /* --bind */
+    uint16_t http_port;             /* --http-port */
+    uint16_t ws_port;               /* --ws-port */
+    unsigned shards;                /* --shards */
+    unsigned http_threads;          /* --http-threads */
     /* event time (SPEC 1, 2) */
-    int64_t out_of_orderness_ms;    /* --out-of-orderness 5s */
-    int64_t idle_timeout_ms;        /* --idle-timeout 10s; 0 = replay mode */
-    int64_t allowed_lateness_ms;    /* --allowed-lateness 60s */
-    int64_t max_future_ms;          /* --max-future 60s */
+    int64_t out_of_orderness_ms;    /* --out-of-orderness */
+    int64_t idle_timeout_ms;        /* --idle-timeout; 0 = replay mode */
+    int64_t allowed_lateness_ms;    /* --allowed-lateness */
+    int64_t max_future_ms;          /* --max-future */
     /* windows, sessions, dedup, trending (SPEC 4-7) */
-    int64_t window_ms;              /* --window 60s */
-    int64_t slide_size_ms;          /* --slide-size 5m */
-    int64_t slide_ms;               /* --slide 1m */
-    int64_t session_gap_ms;         /* --session-gap 30m */
-    int64_t dedup_ttl_ms;           /* --dedup-ttl 10m */
-    int64_t half_life_ms;           /* --half-life 60s */
-    size_t retain_results;          /* --retain-results 100000 (per type) */
-    size_t max_keys;                /* --max-keys 10000000: keys per keyed operator, in
+    int64_t window_ms;              /* --window */
+    int64_t slide_size_ms;          /* --slide-size */
+    int64_t slide_ms;               /* --slide */
+    int64_t session_gap_ms;         /* --session-gap */
+    int64_t dedup_ttl_ms;           /* --dedup-ttl */
+    int64_t half_life_ms;           /* --half-life */
+    size_t retain_results;          /* --retain-results (per type) */
+    size_t max_keys;                /* --max-keys: keys per keyed operator, in
                                      * total over the shards (each holds a share) */
     /* ingest (SPEC 3) */
-    size_t max_batch;               /* --max-batch 10000 */
-    size_t max_body;                /* --max-body 4MiB (bytes; accepts k/M suffix) */
-    size_t queue_capacity;          /* --queue-capacity 1024 messages per shard */
+    size_t max_batch;               /* --max-batch */
+    size_t max_body;                /* --max-body (bytes; k/M/G suffixes) */
+    size_t queue_capacity;          /* --queue-capacity: messages per shard */
     /* push (SPEC 9) */
-    int64_t push_interval_ms;       /* --push-interval 500ms */
-    size_t ws_max_clients;          /* --ws-max-clients 1000 */
-    size_t ws_queue;                /* --ws-queue 256 messages per client */
-    size_t ws_queue_bytes;          /* --ws-queue-bytes 4MiB per client (0: the default) */
+    int64_t push_interval_ms;       /* --push-interval */
+    size_t ws_max_clients;          /* --ws-max-clients */
+    size_t ws_queue;                /* --ws-queue messages per client */
+    size_t ws_queue_bytes;          /* --ws-queue-bytes per client (0: CF_WS_QUEUE_BYTES_DEFAULT) */
     /* durability (SPEC 10) */
-    char data_dir[512];             /* --data-dir ./data */
-    cf_fsync_policy fsync;          /* --fsync batch */
-    int64_t snapshot_interval_ms;   /* --snapshot-interval 60s */
-    size_t segment_bytes;           /* --segment-size 64MiB */
+    char data_dir[512];             /* --data-dir */
+    cf_fsync_policy fsync;          /* --fsync */
+    int64_t snapshot_interval_ms;   /* --snapshot-interval */
+    size_t segment_bytes;           /* --segment-size */
     /* history (SPEC 16) */
-    bool history;                   /* --history on */
-    int64_t history_retention_ms;   /* --history-retention 90d; 0 = forever */
-    size_t history_queue_bytes;     /* --history-queue 8MiB */
+    bool history;                   /* --history */
+    int64_t history_retention_ms;   /* --history-retention; 0 = forever */
+    size_t history_queue_bytes;     /* --history-queue */
     char sink[1024];                /* --sink postgresql://... (empty: none); holds a password */
-    size_t sink_backlog_bytes;      /* --sink-backlog 1GiB */
+    size_t sink_backlog_bytes;      /* --sink-backlog */
     /* security and connection hygiene */
     char ingest_token[256];         /* --ingest-token (empty = open) */
     char read_token[256];           /* --read-token (empty = open) */
     char admin_token[256];          /* --admin-token: POST /api/v1/sql (empty = the ingest token) */
     /* continuous SQL (SPEC 13) */
     char sql_file[512];             /* --sql FILE applied at start (empty = none) */
-    size_t max_queries;             /* --max-queries 64: views and derived streams at most */
+    size_t max_queries;             /* --max-queries: views and derived streams at most */
     bool print_builtin_sql;         /* --print-builtin-sql: print them and exit (main.c) */
     char cors_origins[CF_MAX_ORIGINS][256]; /* --cors-origin, comma separated; "*" allowed */
     size_t n_cors_origins;
     char allowed_hosts[1024];       /* --allowed-host: names the Host header may carry, ','-separated */
-    int64_t connection_timeout_ms;  /* --connection-timeout 30s (inactivity) */
-    int64_t request_deadline_ms;    /* --request-deadline 60s (absolute) */
-    unsigned max_connections;       /* --max-connections 4096 */
-    unsigned max_connections_per_ip;/* --max-connections-per-ip 256 */
-    int64_t header_timeout_ms;      /* --header-timeout 10s (request line + headers) */
-    int64_t body_stall_timeout_ms;  /* --body-stall-timeout 5s (no body byte arrived) */
+    int64_t connection_timeout_ms;  /* --connection-timeout (inactivity) */
+    int64_t request_deadline_ms;    /* --request-deadline (absolute) */
+    unsigned max_connections;       /* --max-connections */
+    unsigned max_connections_per_ip;/* --max-connections-per-ip */
+    int64_t header_timeout_ms;      /* --header-timeout (request line + headers) */
+    int64_t body_stall_timeout_ms;  /* --body-stall-timeout (no body byte arrived) */
     size_t body_budget;             /* --body-budget: bytes of bodies in flight, all clients */
     size_t body_budget_per_ip;      /* --body-budget-per-ip: the same for one client address */
     /* Set by cf_config_fit_fd_limit(): the open-file limit that lowered
@@ -95,10 +97,11 @@ typedef struct cf_config {
     /* site keys and the per-IP limit (SPEC 15; server/sites.h) */
     char sites[CF_SITES_TEXT_MAX];  /* --site KEY=ORIGIN[,ORIGIN...], repeatable; kept as
                                      * validated "KEY=o1,o2\n" lines (trailing '/' cut) */
-    unsigned ip_rate;               /* --ip-rate 100 events/s per client IP (site keys) */
+    unsigned ip_rate;               /* --ip-rate events/s per client IP (site keys) */
     /* enrichment (SPEC 15) */
-    bool enrich;                    /* --enrich on */
-    char ua_regexes[512];           /* --ua-regexes /usr/share/uap-core/regexes.yaml */
+    bool enrich;                    /* --enrich */
+    bool panels;                    /* --panels: the built-in panel views (builtin_panels.h) */
+    char ua_regexes[512];           /* --ua-regexes */
     char geoip[512];                /* --geoip FILE.mmdb (empty = no country) */
 } cf_config;
 

@@ -13,6 +13,7 @@
 #include <sys/random.h>
 #include <time.h>
 
+#include "builtin_panels.h"
 #include "builtin_sql.h"
 #include "cf_dedup.h"
 #include "tables.h"
@@ -22,6 +23,7 @@
 #include "log.h"
 #include "recent.h"
 #include "shard.h"
+#include "sql_exec.h"
 #include "wal.h"
 
 cf_engine *cf_engine_new(const cf_config *cfg)
@@ -78,6 +80,28 @@ bool cf_engine_ready(const cf_engine *e) { return atomic_load(&((cf_engine *)e)-
 
 bool cf_engine_failed(const cf_engine *e) { return atomic_load(&((cf_engine *)e)->failed) != 0; }
 
+/* user_traits and the dashboard panels (builtin_panels.h) go into the catalog and the
+ * (not yet started) shards before recovery: a snapshot's view state and
+ * the log's events then reach them as they reach a user's views. */
+static int install_panels(cf_engine *e)
+{
+    sql_error err;
+    int rc = cf_builtin_panels_install(e->sql, e->cfg.panels, &err);
+    if (rc) {
+        cf_error("built-in panel views do not plan (line %d, column %d: %s)", err.line, err.column,
+                 err.message);
+        return rc;
+    }
+    cf_sqlx_set *set = cf_sqlrt_current_set(e->sql);
+    if (!set)
+        return -ENOMEM;
+    for (unsigned s = 0; s < e->n_shards; s++)
+        cf_shard_install_sql(e->shards[s], cf_sqlx_set_ref(set));
+    atomic_store(&e->sql_runs, cf_sqlx_set_reads(set, "clicks"));
+    cf_sqlx_set_unref(set);
+    return 0;
+}
+
 int cf_engine_start(cf_engine *e)
 {
     if (e->started || e->stopping)
@@ -91,7 +115,9 @@ int cf_engine_start(cf_engine *e)
             return -ENOMEM;
         }
     }
-    int rc = 0;
+    int rc = install_panels(e);
+    if (rc)
+        return rc;
     if (e->cfg.data_dir[0]) {
         rc = recover(e);
         if (!rc)

@@ -196,8 +196,9 @@ static cJSON *user_views(cf_engine *e)
     if (!root || cJSON_GetArraySize(items) == 0)
         return root;
     cJSON *v;
-    cJSON_ArrayForEach(v, items)
-        cJSON_AddBoolToObject(v, "builtin", false);
+    cJSON_ArrayForEach(v, items)    /* the panels (builtin_panels.h) say true */
+        if (!cJSON_HasObjectItem(v, "builtin"))
+            cJSON_AddBoolToObject(v, "builtin", false);
     cf_shard_query *qs = new_queries(e, CF_Q_SQL_STATS);
     if (!qs || query_shards(e, qs, -1, true, NULL) < 0) {
         free_queries(e, qs);
@@ -523,7 +524,8 @@ int replay_rows(cf_engine *e, const uint8_t *payload, size_t len)
  * answer after their current message (no read-your-writes needed). */
 void sql_push_interim(cf_engine *e)
 {
-    if (!cf_sqlrt_count(e->sql))
+    /* The built-in panel views (builtin_panels.h) read clicks: sql_runs. */
+    if (!cf_sqlrt_count(e->sql) && !atomic_load(&e->sql_runs))
         return;
     cf_shard_query *qs = new_queries(e, CF_Q_SQL_INTERIM);
     if (!qs)

@@ -10,6 +10,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include "builtin_panels.h"
 #include "builtin_sql.h"
 #include "config.h"
 #include "engine.h"
@@ -134,6 +135,7 @@ int main(int argc, char **argv)
             return 1;
         fputs(text, stdout);
         free(text);
+        fputs(cf_builtin_panels_sql(), stdout);   /* the dashboard panels */
         return 0;
     }
     /* A sink that can never work is a start-up error (exit 2), like a bad

@@ -93,7 +93,7 @@ static size_t count_queries(const sql_catalog *cat)
     size_t n = 0;
     for (size_t i = 0; i < sql_catalog_count(cat); i++) {
         const sql_object *o = sql_catalog_at(cat, i);
-        if (o->kind == SQL_OBJ_VIEW || (o->kind == SQL_OBJ_STREAM && o->derived))
+        if (!o->builtin && (o->kind == SQL_OBJ_VIEW || (o->kind == SQL_OBJ_STREAM && o->derived)))
             n++;
     }
     return n;
@@ -188,6 +188,8 @@ static int apply_stmt(cf_sqlrt *rt, sql_catalog *cat, const sql_stmt *st, unsign
         sql_plan_free(p);
         return rc == -ENOMEM ? rc : -EINVAL;
     }
+    if ((flags & CF_SQLRT_BUILTIN) && st->name && st->kind != SQL_STMT_DROP)
+        (void)sql_catalog_set_builtin(cat, st->name);   /* just added: found */
     if (pi->kind == SQL_PLAN_VIEW || pi->kind == SQL_PLAN_DERIVED_STREAM) {
         /* Compiled once here, from the very plan that was checked. */
         cf_sqlx_def **grown = realloc(ch->created, (ch->ncreated + 1) * sizeof *grown);
@@ -532,6 +534,8 @@ static cJSON *object_json(const sql_object *o)
         ok = ok && cJSON_AddNumberToObject(j, "state_bytes", 0);
         ok = ok && cJSON_AddNumberToObject(j, "groups", 0);
         ok = ok && cJSON_AddNumberToObject(j, "late_dropped", 0);
+        /* Only the mark: the caller says "builtin": false for the rest. */
+        ok = ok && (!o->builtin || cJSON_AddBoolToObject(j, "builtin", true));
     } else {
         ok = ok && cJSON_AddBoolToObject(j, "builtin", o->builtin);
         ok = ok && cJSON_AddBoolToObject(j, "derived", o->derived);

@@ -38,6 +38,10 @@ enum {
      * same statement text is skipped (the file was applied before), so a
      * restart with the same file is not an error. */
     CF_SQLRT_SKIP_SAME = 2,
+    /* The server's own views (builtin_panels.h): marked built in, so not
+     * counted by --max-queries, not droppable, not in cf_sqlrt_save's
+     * script and listed with "builtin": true. The caller does not log. */
+    CF_SQLRT_BUILTIN = 4,
 };
 
 /* NULL on OOM. max_queries: views and derived streams at most; shards:

@@ -14,6 +14,11 @@
  * previous period of the same length. The WebSocket stays connected, so
  * going back to live shows current numbers at once.
  *
+ * The top-N panels (referrers, UTM sources, browsers, devices, countries)
+ * read the built-in panel views (server/builtin_panels.c): a pull query
+ * when the server confirms the view:NAME subscription and every
+ * PANELS_REFRESH_MS, merged with the view's pushes in between.
+ *
  * The Views panel lists the user's SQL views; selecting one subscribes to
  * view:NAME, pulls its rows (POST /api/v1/query) and merges the pushes.
  *
@@ -618,6 +623,72 @@
     sock.onerror = () => { /* onclose follows and reconnects */ };
   }
 
+  /* ---- top-N panels (built-in views panel_*, SPEC 15) -------------------- */
+
+  /* Each panel is one running view: a row per dimension value with its
+   * event count and distinct visitors. Rows are keyed by the value, so a
+   * push replaces the row a pull gave. */
+  const PANEL_TOP = 10;
+  const PANELS_REFRESH_MS = 15000;
+  const PANELS = [
+    { id: 'panel-referrers', view: 'panel_referrers', col: 'referrer' },
+    { id: 'panel-utm', view: 'panel_utm_sources', col: 'utm_source' },
+    { id: 'panel-browsers', view: 'panel_browsers', col: 'browser' },
+    { id: 'panel-devices', view: 'panel_devices', col: 'device' },
+    { id: 'panel-countries', view: 'panel_countries', col: 'country' },
+  ].map((p) => Object.assign(p, { rows: new Map() }));
+  const panelByView = new Map(PANELS.map((p) => [p.view, p]));
+
+  function onPanelRows(p, rows, replace) {
+    if (!Array.isArray(rows)) return;
+    if (replace) p.rows = new Map();
+    for (const r of rows) {
+      if (!r || typeof r !== 'object' || typeof r[p.col] !== 'string' || !isNum(r.count)) continue;
+      p.rows.set(r[p.col], r);
+    }
+    renderPanel(p);
+  }
+
+  function renderPanel(p) {
+    const top = [...p.rows.values()].sort((a, b) => b.count - a.count ||
+      (a[p.col] < b[p.col] ? -1 : a[p.col] > b[p.col] ? 1 : 0)).slice(0, PANEL_TOP);
+    const max = top.reduce((m, r) => Math.max(m, r.count), 0) || 1;
+    const trs = top.map((r, i) => {
+      const tr = el('tr');
+      tr.dataset.value = r[p.col];
+      tr.appendChild(cell(i + 1, 'num'));
+      // The value is the visitor's own text (a referrer host, a UTM tag):
+      // textContent only.
+      tr.appendChild(cell(r[p.col], 'page', r[p.col]));
+      tr.appendChild(cell(fmtCount(r.count), 'num count'));
+      tr.appendChild(cell(fmtCount(r.visitors), 'num visitors'));
+      const barTd = el('td', 'barcol');
+      const bar = el('div', 'bar');
+      bar.style.width = (r.count / max * 100).toFixed(1) + '%';
+      barTd.appendChild(bar);
+      tr.appendChild(barTd);
+      return tr;
+    });
+    fillTable(p.id + '-table', trs, 'no events yet', 5);
+  }
+
+  async function pullPanel(p) {
+    try {
+      const headers = { 'Content-Type': 'text/plain' };
+      if (token) headers.Authorization = 'Bearer ' + token;
+      const r = await fetch('/api/v1/query', { method: 'POST', headers, cache: 'no-store',
+        body: 'SELECT * FROM ' + p.view });
+      const j = await r.json();
+      if (!r.ok) throw new Error(typeof j.error === 'string' ? j.error : 'HTTP ' + r.status);
+      onPanelRows(p, j.items, true);
+      $(p.id).dataset.live = 'true';
+    } catch (e) {
+      fillTable(p.id + '-table', [], 'unavailable: ' + e.message, 5);
+    }
+  }
+
+  function pullPanels() { for (const p of PANELS) pullPanel(p); }
+
   /* ---- user views (GET /api/v1/views, pull query, view:NAME pushes) ----- */
 
   /* Selecting a view subscribes to its topic first and pulls its rows once
@@ -754,8 +825,8 @@
     try {
       const j = await getJSON('/api/v1/views');
       vstate.list = Array.isArray(j.items)
-        // The built-in views run on their own operators (their panels are
-        // above) and cannot be pulled: only the user's views are listed.
+        // The built-in views have their own panels above: only the user's
+        // views are listed.
         ? j.items.filter((x) => x && x.builtin !== true && typeof x.name === 'string' && Array.isArray(x.columns)) : [];
     } catch (e) {
       fillTable('views-list', [], 'views unavailable: ' + e.message, 2);
@@ -769,7 +840,7 @@
   }
 
   function subscribeTopics() {
-    const t = ['windows', 'trending', 'sessions', 'stats', 'late'];
+    const t = ['windows', 'trending', 'sessions', 'stats', 'late'].concat(PANELS.map((p) => 'view:' + p.view));
     if (vstate.selected) t.push('view:' + vstate.selected.name);
     return t;
   }
@@ -789,6 +860,8 @@
 
   /* The server confirmed the topics: pull the selected view's rows now. */
   async function onSubscribed(topics) {
+    // The panels' pushes flow from now on: pull them once to start from.
+    if (Array.isArray(topics) && topics.includes('view:' + PANELS[0].view)) pullPanels();
     const v = vstate.selected;
     if (!v || !Array.isArray(topics) || !topics.includes('view:' + v.name)) return;
     const seq = vstate.seq;
@@ -809,6 +882,8 @@
   }
 
   function onViewPush(msg) {
+    const p = panelByView.get(msg.name);
+    if (p) onPanelRows(p, msg.data, false);
     if (!vstate.selected || msg.name !== vstate.selected.name) return;
     onViewRows(msg.data);
     renderView();
@@ -998,5 +1073,6 @@
   loadSites();
   loadViews();
   setInterval(loadViews, VIEWS_REFRESH_MS);
+  setInterval(pullPanels, PANELS_REFRESH_MS);
   connect();
 })();

@@ -441,9 +441,15 @@ test('a running view (no window) with HTML in its name renders as a table withou
 
 test('shows "disconnected" when the server stops', async () => {
   await srv.stop();
-  await page.waitForSelector('#conn-status[data-state="disconnected"]', { timeout: 10000 });
-  assert.equal(await page.textContent('#conn-status'), 'disconnected');
-  assert.ok(await page.locator('#conn-status').isVisible());
+  // State, text and visibility read in one go: the page retries after about
+  // half a second and shows "connecting…" then, so two separate reads can
+  // straddle a retry on a loaded machine.
+  const seen = await page.waitForFunction(() => {
+    const s = document.getElementById('conn-status');
+    return s.dataset.state === 'disconnected' &&
+      { text: s.textContent, visible: s.offsetWidth > 0 && s.offsetHeight > 0 };
+  }, null, { timeout: 10000 });
+  assert.deepEqual(await seen.jsonValue(), { text: 'disconnected', visible: true });
 });
 
 test('reconnects by itself when the server is back', async () => {

@@ -5,7 +5,9 @@
 // pushState navigation, a popstate navigation, a clickflow() custom event
 // with props, a data-cf-event click and an outbound link each reach
 // POST /api/v1/events with the right fields, that the server answers each,
-// and that its counters saw every one. Prints "N passed, M failed".
+// and that its counters saw every one; and that events sent as a page is
+// hidden (visibilitychange, pagehide) go by sendBeacon and arrive once.
+// Prints "N passed, M failed".
 //
 //   CLICKFLOW_BIN=build/server/clickflow node tests/browser/tracker.test.mjs
 //
@@ -34,11 +36,16 @@ const dir = mkdtempSync(join(tmpdir(), 'clickflow-tracker-'));
 const httpPort = await freePort();
 let wsPort;
 do wsPort = await freePort(); while (wsPort === httpPort);
+// The customer's site (below) gets its port now: its origin is the site
+// key's, so the server accepts the tracker's events and stores them.
+let sitePort;
+do sitePort = await freePort(); while (sitePort === httpPort || sitePort === wsPort);
 const logPath = join(dir, 'server.log');
 const logFd = openSync(logPath, 'a');
 const proc = spawn(BIN, [
   '--bind', '127.0.0.1', '--http-port', String(httpPort), '--ws-port', String(wsPort),
   '--idle-timeout', '0', '--data-dir', join(dir, 'data'),
+  '--site', `test-site=http://localhost:${sitePort}`,
 ], { stdio: ['ignore', logFd, logFd] });
 closeSync(logFd);
 const exited = new Promise((res) => proc.on('exit', (code, sig) => res(code ?? sig)));
@@ -71,7 +78,7 @@ const site = createHttpServer((req, res) => {
   res.writeHead(200, { 'Content-Type': 'text/html; charset=utf-8' });
   res.end(PAGE);
 });
-const sitePort = await new Promise((res) => site.listen(0, '127.0.0.1', () => res(site.address().port)));
+await new Promise((res, rej) => { site.on('error', rej); site.listen(sitePort, '127.0.0.1', res); });
 // "localhost" is another origin than the server's 127.0.0.1 (and the same
 // loopback address space, so Chromium's private-network rules stay quiet).
 const siteBase = `http://localhost:${sitePort}`;
@@ -97,7 +104,8 @@ page.on('pageerror', (e) => consoleErrors.push('pageerror: ' + e.message));
 const sent = [];
 context.on('request', (r) => {
   if (r.url() !== base + '/api/v1/events') return;
-  const entry = { method: r.method(), type: r.headers()['content-type'], body: JSON.parse(r.postData()), status: null };
+  const entry = { method: r.method(), type: r.headers()['content-type'], body: JSON.parse(r.postData()), status: null,
+    resourceType: r.resourceType() };
   sent.push(entry);
   r.response().then((resp) => { entry.status = resp ? resp.status() : 'none'; }, () => { entry.status = 'failed'; });
 });
@@ -180,10 +188,46 @@ test('the server answered every request and counted every event', async () => {
   await until('every answer', () => sent.slice(0, 7).every((e) => e.status !== null), 5000);
   assert.deepEqual(sent.slice(0, 7).map((e) => e.status), sent.slice(0, 7).map(() => 202));
   // Each body is one event; the server has seen each one, the outbound one
-  // included. (Until the server derives user_id for tracker events, SPEC 15,
-  // it rejects them as missing one: accepted + rejected proves arrival.)
+  // included (accepted + rejected + duplicates proves arrival).
   const seen = (s) => s.accepted + s.rejected + (s.duplicates || 0);
   await until('the server to count every event', async () => seen(await stats()) - seen(before) === sent.length, 5000);
+  assert.deepEqual(consoleErrors, []);
+});
+
+test('events sent as the page is hidden (visibilitychange, pagehide) go by sendBeacon and arrive once', async () => {
+  const before = await stats();
+  const leaving = await context.newPage();
+  leaving.on('pageerror', (e) => consoleErrors.push('pageerror: ' + e.message));
+  // No fetch on this page: an event that arrives came by navigator.sendBeacon,
+  // the one other way the tracker sends. (The browser does not report a
+  // beacon of a closing page to playwright: the server's store is checked.)
+  await leaving.addInitScript(() => {
+    delete window.fetch;
+    window.fetch = undefined;
+    document.addEventListener('visibilitychange', () => {
+      if (document.visibilityState === 'hidden') window.clickflow('page_hidden', { state: 'hidden' });
+    });
+    window.addEventListener('pagehide', () => window.clickflow('page_left'));
+  });
+  await leaving.goto(siteBase + '/checkout');
+  assert.equal(await leaving.evaluate(() => typeof window.fetch), 'undefined');
+  // Closing the tab hides the page: pagehide, then visibilitychange.
+  await leaving.close({ runBeforeUnload: true });
+  const mine = async () => {
+    const r = await fetch(base + '/api/v1/streams/clicks/events?limit=1000');
+    assert.equal(r.status, 200);
+    return (await r.json()).items.filter((e) => e.page_url === siteBase + '/checkout');
+  };
+  const seen = (x) => x.accepted + x.rejected + (x.duplicates || 0);
+  // The queued 'early' call, the pageview and the two page-hide events.
+  await until('the page-hide events at the server', async () => (await mine()).length >= 4 &&
+    seen(await stats()) - seen(before) >= 4, 5000);
+  const got = await mine();
+  const count = (n) => got.filter((e) => e.name === n).length;
+  assert.deepEqual(['early', 'pageview', 'page_hidden', 'page_left'].map(count), [1, 1, 1, 1],
+    JSON.stringify(got));
+  assert.deepEqual(got.find((e) => e.name === 'page_hidden').properties, { state: 'hidden' });
+  assert.equal(seen(await stats()) - seen(before), 4);
   assert.deepEqual(consoleErrors, []);
 });
 

@@ -3,16 +3,36 @@
 // prints one JSON line: what each client reported. The Python side checks
 // what the server counted.
 //
-//   node clients.mjs http://127.0.0.1:PORT SITE_KEY
+//   node clients.mjs http://127.0.0.1:PORT SITE_KEY [traits]
+//
+// With `traits`: identify then track for one user with each SDK (the
+// user_traits join of SPEC 15, tests/integration/test_compat_clients.py).
 import { Analytics } from '@segment/analytics-node';
 import { Umami } from '@umami/node';
 
-const [host, siteKey] = process.argv.slice(2);
+const [host, siteKey, mode] = process.argv.slice(2);
 if (!host || !siteKey) {
-  console.error('usage: node clients.mjs URL SITE_KEY');
+  console.error('usage: node clients.mjs URL SITE_KEY [traits]');
   process.exit(2);
 }
 const out = { segment: {}, umami: {} };
+
+if (mode === 'traits') {
+  const errs = [];
+  const a = new Analytics({ writeKey: siteKey, host, flushAt: 20, flushInterval: 60000 });
+  a.on('error', (e) => errs.push(String(e && (e.reason || e.message || e))));
+  // One batch: the identify is before the track in it.
+  a.identify({ userId: 'seg-t1', traits: { plan: 'enterprise', email: 't1@shop.example' } });
+  a.track({ userId: 'seg-t1', event: 'Bought', properties: { url: 'https://shop.example/traits/buy' } });
+  await a.closeAndFlush();
+  // Umami's identify has no user id: the server derives the visitor's,
+  // the same as for the track after it (same site, address, user agent).
+  const u = new Umami({ websiteId: siteKey, hostUrl: host });
+  const i1 = await u.identify({ plan: 'team' });
+  const t1 = await u.track({ url: '/traits/umami', hostname: 'shop.example' });
+  console.log(JSON.stringify({ segment: { errors: errs }, umami: { statuses: [i1.status, t1.status] } }));
+  process.exit(0);
+}
 
 // A lost acknowledgement: the first request reaches the server and is
 // accepted, but the client sees a network error (as when a connection drops

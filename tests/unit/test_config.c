@@ -136,7 +136,7 @@ static void help_lists_every_option_with_env_and_default(void **state)
         "segment-size", "ingest-token", "read-token", "cors-origin", "connection-timeout",
         "request-deadline", "site", "ip-rate", "max-connections", "max-connections-per-ip", "ws-queue-bytes",
         "header-timeout", "body-stall-timeout", "body-budget", "body-budget-per-ip", "history",
-        "history-retention", "history-queue", "sink", "sink-backlog", "enrich", "ua-regexes", "geoip",
+        "history-retention", "history-queue", "sink", "sink-backlog", "enrich", "panels", "ua-regexes", "geoip",
         "admin-token", "sql", "max-queries", "allowed-host"};
     size_t n_env = 0;
     for (const char *p = r.out; (p = strstr(p, "[env: CLICKFLOW_")) != NULL; p++)
@@ -166,6 +166,11 @@ static void help_defaults_round_trip(void **state)
     (void)state;
     run h = load("--help", NULL);
     run d = load(NULL);
+    /* cf_config_defaults() (which applies the table's default texts) is
+     * exactly what a start without options runs on. */
+    cf_config defaults;
+    cf_config_defaults(&defaults);
+    assert_memory_equal(&defaults, &d.cfg, sizeof defaults);
     size_t checked = 0;
     char *line = h.out;
     char name[64] = "";
@@ -195,7 +200,7 @@ static void help_defaults_round_trip(void **state)
     }
     /* all but shards, http-threads, three tokens, --sql, cors-origin, site, the two body
      * budgets, sink and geoip */
-    assert_int_equal(checked, 40);
+    assert_int_equal(checked, 41);
     run_free(&h);
     run_free(&d);
 }
@@ -449,7 +454,7 @@ static void enrichment_options(void **state)
     assert_string_equal(r.cfg.geoip, "/x/c.mmdb");
     char desc[4096];
     cf_config_describe(&r.cfg, desc, sizeof desc);
-    assert_non_null(strstr(desc, "enrich=off ua-regexes=/x/regexes.yaml geoip=/x/c.mmdb"));
+    assert_non_null(strstr(desc, "enrich=off panels=on ua-regexes=/x/regexes.yaml geoip=/x/c.mmdb"));
     run_free(&r);
     r = load("--enrich", "yes", NULL);
     assert_int_equal(r.rc, -1);

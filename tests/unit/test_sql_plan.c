@@ -163,6 +163,25 @@ static void drop_respects_readers(void **state)
 
 /* -- naming and types -------------------------------------------------------------- */
 
+/* A view marked built in (the dashboard panels) can't be dropped, and the
+ * mark survives a clone (each request plans against a clone). */
+static void builtin_views_are_not_droppable(void **state)
+{
+    (void)state;
+    sql_catalog *c = catalog();
+    sql_error err = {0};
+    assert_int_equal(sql_catalog_set_builtin(c, "nosuch"), -ENOENT);
+    assert_int_equal(sql_catalog_set_builtin(c, "pages"), 0);
+    sql_catalog *d = sql_catalog_clone(c);
+    assert_non_null(d);
+    assert_true(sql_catalog_find(d, "pages")->builtin);
+    assert_int_equal(run(d, "DROP VIEW pages", &err), -1);
+    assert_string_equal(err.message, "'pages' is built in and can't be dropped");
+    assert_non_null(sql_catalog_find(d, "pages"));
+    sql_catalog_free(d);
+    sql_catalog_free(c);
+}
+
 static void naming_rule(void **state)
 {
     (void)state;
@@ -645,6 +664,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(catalog_basics),
         cmocka_unit_test(drop_respects_readers),
+        cmocka_unit_test(builtin_views_are_not_droppable),
         cmocka_unit_test(naming_rule),
         cmocka_unit_test(types_of_outputs),
         cmocka_unit_test(group_row_programs),
