@@ -7,7 +7,7 @@
 #include <string.h>
 #include <strings.h>
 
-#include "cf_host.h"
+#include "host_name.h"
 
 /* Constant-time comparison, so the token cannot be guessed byte by byte
  * from response times. */

@@ -63,7 +63,7 @@
 #include <cjson/cJSON.h>
 #include <libwebsockets.h>
 
-#include "cf_host.h"
+#include "host_name.h"
 #include "log.h"
 #include "push_queue.h"
 

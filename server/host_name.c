@@ -1,5 +1,5 @@
-/* cf_host: host names of HTTP headers (cf_host.h). */
-#include "cf_host.h"
+/* host_name: host names of HTTP headers (host_name.h). */
+#include "host_name.h"
 
 #include <arpa/inet.h>
 #include <string.h>

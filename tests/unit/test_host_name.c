@@ -1,4 +1,4 @@
-/* Unit tests for cf_host: the host part of Host/Origin values, IP literals,
+/* Unit tests for host_name: the host part of Host/Origin values, IP literals,
  * the names that always resolve to loopback, and name comparison. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -8,7 +8,7 @@
 
 #include <cmocka.h>
 
-#include "cf_host.h"
+#include "host_name.h"
 
 static void host_part_drops_the_port(void **state)
 {

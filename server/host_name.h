@@ -1,4 +1,4 @@
-/* cf_host: host names as HTTP carries them (the Host header, the host of
+/* host_name: host names as HTTP carries them (the Host header, the host of
  * an Origin), and which of them DNS rebinding cannot forge.
  *
  * DNS rebinding: an attacker's page at http://evil.example:8080 makes its
@@ -7,8 +7,8 @@
  * "Host: evil.example:8080", which is how a server tells them apart: a name
  * is trusted when it cannot be rebound (an IP literal, "localhost") or when
  * the operator listed it. */
-#ifndef CF_HOST_H
-#define CF_HOST_H
+#ifndef CF_HOST_NAME_H
+#define CF_HOST_NAME_H
 
 #include <stdbool.h>
 #include <stddef.h>
