@@ -658,19 +658,42 @@ size_t cf_kv_memory(const cf_kv *kv)
            (size_t)kv->heap_cap * sizeof *kv->heap + kv->arena_cap;
 }
 
-struct save_ctx {
-    cf_buf *out;
-    size_t value_size;
-};
-
-static void save_entry(void *ctx, const void *key, size_t key_len, void *value, int64_t expiry)
+static inline uint8_t *put_le32(uint8_t *p, uint32_t v)
 {
-    struct save_ctx *sc = ctx;
-    cf_buf_put_str(sc->out, key, key_len);
-    cf_buf_put_i64(sc->out, expiry);
-    cf_buf_put(sc->out, value, sc->value_size);
+    for (int i = 0; i < 4; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+    return p + 4;
 }
 
+static inline uint8_t *put_le64(uint8_t *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+    return p + 8;
+}
+
+/* Writes the live entries of one table at p (room reserved by the caller):
+ * what cf_buf_put_str(key), cf_buf_put_i64(expiry), cf_buf_put(value) would
+ * append, without a capacity check and call per field. */
+static uint8_t *save_table(const cf_kv *kv, const uint8_t *table, uint32_t cap, uint8_t *p)
+{
+    for (uint32_t i = 0; table && i < cap; i++) {
+        const struct kv_slot *s = raw_slot(table, kv->slot_size, i);
+        if (!slot_live(s))
+            continue;
+        p = put_le32(p, s->klen);
+        memcpy(p, slot_key(kv, s), s->klen);
+        p += s->klen;
+        p = put_le64(p, (uint64_t)s->expiry);
+        memcpy(p, slot_value((struct kv_slot *)(uintptr_t)s), kv->value_size);
+        p += kv->value_size;
+    }
+    return p;
+}
+
+/* One reservation for the whole store, then plain stores: a snapshot saves
+ * the dedup table under the sequencer lock, so its time is an ingest pause
+ * (issue 15); growing the buffer by doubling copied it about twice over. */
 int cf_kv_save(const cf_kv *kv, cf_buf *out)
 {
     cf_buf_put_u32(out, KV_MAGIC);
@@ -678,8 +701,15 @@ int cf_kv_save(const cf_kv *kv, cf_buf *out)
     cf_buf_put_u32(out, (uint32_t)kv->value_size);
     cf_buf_put_u64(out, kv->evictions);
     cf_buf_put_u32(out, kv->count);
-    struct save_ctx sc = { out, kv->value_size };
-    cf_kv_foreach(kv, save_entry, &sc);
+    /* An upper bound: every key inline at full length or in the arena. */
+    size_t need = (size_t)kv->count * (4 + KV_INLINE_KEY + 8 + kv->value_size) +
+                  (kv->arena_len - kv->arena_garbage);
+    if (cf_buf_reserve(out, need) < 0)
+        return -ENOMEM;
+    uint8_t *start = out->data + out->len;
+    uint8_t *p = save_table(kv, kv->slots, kv->cap, start);
+    p = save_table(kv, kv->old, kv->ocap, p);
+    out->len += (size_t)(p - start);
     return out->oom ? -ENOMEM : 0;
 }
 
