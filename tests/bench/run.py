@@ -297,12 +297,16 @@ class Bench:
     # T1 ----------------------------------------------------------------------
     def t1(self):
         """Tail latency (issue 15): a one-event POST every 10 ms on its own
-        connection, beside 1000-event batches sent as fast as they are
-        answered on 2 connections (every event_id new, so the dedup table
-        grows all the time), with a snapshot every 2 s. The baseline is the
+        connection, beside 1000-event batches on 2 connections paced at half
+        of S2's peak, as S3 is (every event_id new, so the dedup table grows
+        all the time), with a snapshot every 2 s. Paced, not as fast as
+        answered: a closed loop saturates the shards, and then the probe only
+        measures how deep the queues are (seconds of backlog), not a pause. The baseline is the
         same probe against an idle server in the same run: the ratio is what
-        the load, the snapshots and the table growth add."""
+        the load, the snapshots and the table growth add. The same load without
+        snapshots is run too, to tell the snapshots' share from the rest."""
         probe_rate = 100
+        batch_rate = max(1000.0, self.s2_peak / 2) / 1000  # requests/s, 1000 events each
 
         def probe(srv, timeline):
             return self.client_run(srv.http_port, [self.single], 1, self.d, rate=probe_rate,
@@ -310,31 +314,42 @@ class Bench:
 
         with self.server("--snapshot-interval", "2s") as srv:
             idle = probe(srv, os.path.join(self.tmp, "t1-idle.timeline"))
-        with self.server("--snapshot-interval", "2s") as srv:
-            result = {}
 
-            def load():
-                result["b"] = self.client_run(srv.http_port, self.batches, 2, self.d, per_body=1000)
+        def loaded(interval, timeline):
+            with self.server("--snapshot-interval", interval) as srv:
+                result = {}
 
-            t = threading.Thread(target=load)
-            t.start()
-            busy = probe(srv, os.path.join(self.tmp, "t1.timeline"))
-            t.join()
-            _, st = srv.request("GET", "/api/v1/stats")
-        load_b = result["b"]
+                def load():
+                    result["b"] = self.client_run(srv.http_port, self.batches, 2, self.d,
+                                                  rate=batch_rate, per_body=1000)
+
+                t = threading.Thread(target=load)
+                t.start()
+                p = probe(srv, timeline)
+                t.join()
+            return p, result["b"]
+
+        busy, load_b = loaded("2s", os.path.join(self.tmp, "t1.timeline"))
+        # The same load without snapshots (the interval outlasts the run):
+        # what the snapshots add to the tail, against what the load alone does.
+        nosnap, _ = loaded("1h", os.path.join(self.tmp, "t1-nosnap.timeline"))
         for key, name, target in (("p50_us", "p50", "-"), ("p90_us", "p90", "-"),
                                   ("p99_us", "p99", "< 5 ms"), ("p999_us", "p99.9", "-"),
                                   ("max_us", "max", "< 50 ms")):
-            row("T1", "one-event probe every 10 ms beside 1000-event batches on 2 conns "
-                "(%s events/s), snapshots every 2 s, growing dedup table" % fmt(load_b["events_per_s"])
+            row("T1", "one-event probe every 10 ms beside 1000-event batches on 2 conns at half "
+                "of S2's peak (%s events/s sent), snapshots every 2 s, growing dedup table"
+                % fmt(load_b["events_per_s"])
                 if key == "p50_us" else "same", "probe %s ms" % name, busy[key] / 1000,
                 "probe alone (idle server) %s ms" % name, idle[key] / 1000, target)
         row("T1", "same", "probes answered / sent", busy["ok"], "probes scheduled",
             self.d * probe_rate, "-")
+        for key, name in (("p99_us", "p99"), ("max_us", "max")):
+            row("T1", "same", "probe %s ms" % name, busy[key] / 1000,
+                "same load without snapshots, %s ms" % name, nosnap[key] / 1000, "-")
         self.plot("t1", "T1: one-event probe every 10 ms beside 1000-event batches, snapshots every 2 s",
-                  [(os.path.join(self.tmp, "t1.timeline"), "probe under load"),
+                  [(os.path.join(self.tmp, "t1.timeline"), "probe under load, snapshots every 2 s"),
+                   (os.path.join(self.tmp, "t1-nosnap.timeline"), "probe under load, no snapshots"),
                    (os.path.join(self.tmp, "t1-idle.timeline"), "probe, idle server")])
-        return st
 
     # S4 ----------------------------------------------------------------------
     def s4(self):
@@ -660,7 +675,7 @@ def main():
     try:
         for name in ("S1", "S2", "S3", "T1", "S4", "S5", "S6", "S7", "S8", "S9", "S10"):
             if name in only:
-                if name == "S3" and not b.s2_peak:
+                if name in ("S3", "T1") and not b.s2_peak:
                     b.s2_peak = b.s2_rate()[0]["events_per_s"]
                 getattr(b, name.lower())()
     finally:
