@@ -5,7 +5,8 @@
 #                                   (python3, node + npm, Debian's chromium,
 #                                   and the benchmark baselines for the smoke run)
 #   deploy/install-deps.sh --bench  build deps + the benchmark baselines
-#                                   (wrk, nginx-light, goaccess, python3)
+#                                   (wrk, nginx-light, goaccess, python3;
+#                                   gnuplot-nox for the latency plots)
 # Idempotent: packages already installed are skipped, `apt-get update` runs
 # only when something is missing, and npm packages come from lock files.
 set -euo pipefail
@@ -21,7 +22,7 @@ if [ "$with_tests" = 1 ]; then
   command -v npm >/dev/null 2>&1 || want+=(nodejs npm)
 fi
 if [ "$with_tests" = 1 ] || [ "${1:-}" = "--bench" ]; then
-  want+=(python3 wrk nginx-light goaccess)
+  want+=(python3 wrk nginx-light goaccess gnuplot-nox)
 fi
 
 missing=()

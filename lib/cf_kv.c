@@ -8,7 +8,22 @@
 
 #define KV_SEED 0x6b765f73746f7265ULL /* "kv_store" */
 #define KV_INLINE_KEY 17u
+/* find() result for an absent key; never a slot reference (indices are
+ * below 2^30, so even an old-table reference is below it). */
 #define KV_EMPTY UINT32_MAX
+/* Slot states in kv_slot.hp: 0 is empty (so a table from calloc is all
+ * empty without being written: a big table's pages are then touched only
+ * as entries land in them, not all at once at the doubling), KV_MOVED is a
+ * slot of the old table whose entry moved to the new table or was removed,
+ * anything else is heap position + 1. */
+#define KV_HP_EMPTY 0u
+#define KV_MOVED UINT32_MAX
+/* A slot reference (what the heap holds) is a slot index plus a generation
+ * bit: references whose bit equals kv->gen name the current table, the
+ * others the old table of a doubling under way. A doubling flips kv->gen,
+ * so every reference turns into an old-table one without being rewritten
+ * (rewriting them would be a pass over the heap per doubling). */
+#define KV_GEN 0x80000000u
 #define KV_MIN_CAP 16u
 #define KV_MAGIC 0x564b4643u /* "CFKV" */
 #define KV_VERSION 1u
@@ -22,7 +37,7 @@
  * reads the arena (a cache miss per entry when a large store grows). */
 struct kv_slot {
     int64_t expiry;
-    uint32_t heap_pos;  /* KV_EMPTY marks an empty slot */
+    uint32_t hp;        /* KV_HP_EMPTY, KV_MOVED, or heap position + 1 */
     uint16_t klen;
     uint8_t tag;        /* top 8 bits of cf_hash64 */
     uint8_t key[KV_INLINE_KEY]; /* the key, or its arena offset (u32) and
@@ -49,6 +64,19 @@ struct cf_kv {
     uint8_t key[16];
     uint64_t load_probes;   /* slots examined by the last cf_kv_load* */
     uint32_t grows;         /* table doublings so far */
+    uint32_t max_moved;     /* most entries one put moved (migration) */
+
+    /* Incremental doubling: while old is set, entries live in both tables.
+     * Each put moves the entries of the next CF_KV_MIGRATE_STEP old slots
+     * (from index mig up) into slots, so no put pays for a whole rehash
+     * (a multi-second pause under the sequencer lock for a large dedup
+     * table). Lookups try the new table, then the old one, where moved and
+     * removed entries leave KV_MOVED so probe sequences stay unbroken; the
+     * old table gets no inserts. */
+    uint8_t *old;
+    uint32_t ocap;
+    uint32_t mig;
+    uint32_t gen;           /* 0 or KV_GEN: the current table's reference bit */
 
     uint8_t *arena;         /* keys longer than KV_INLINE_KEY */
     size_t arena_len;
@@ -56,9 +84,36 @@ struct cf_kv {
     size_t arena_garbage;   /* bytes of deleted keys still in the arena */
 };
 
-static inline struct kv_slot *slot_at(const cf_kv *kv, uint32_t i)
+static inline struct kv_slot *raw_slot(const uint8_t *table, size_t slot_size, uint32_t i)
 {
-    return (struct kv_slot *)(void *)(kv->slots + (size_t)i * kv->slot_size);
+    return (struct kv_slot *)(void *)(table + (size_t)i * slot_size);
+}
+
+static inline bool ref_is_old(const cf_kv *kv, uint32_t ref)
+{
+    return (ref & KV_GEN) != kv->gen;
+}
+
+/* The slot a reference names, in the current or the old table. */
+static inline struct kv_slot *slot_at(const cf_kv *kv, uint32_t ref)
+{
+    return raw_slot(ref_is_old(kv, ref) ? kv->old : kv->slots, kv->slot_size, ref & ~KV_GEN);
+}
+
+/* Reference of slot i of the current table. */
+static inline uint32_t cur_ref(const cf_kv *kv, uint32_t i)
+{
+    return i | kv->gen;
+}
+
+static inline bool slot_live(const struct kv_slot *s)
+{
+    return s->hp != KV_HP_EMPTY && s->hp != KV_MOVED;
+}
+
+static inline uint32_t slot_pos(const struct kv_slot *s)
+{
+    return s->hp - 1;
 }
 
 static inline void *slot_value(struct kv_slot *s)
@@ -78,14 +133,11 @@ static inline const uint8_t *slot_key(const cf_kv *kv, const struct kv_slot *s)
     return s->klen <= KV_INLINE_KEY ? s->key : kv->arena + arena_off(s);
 }
 
+/* All slots empty (hp 0): calloc hands large tables over as untouched
+ * zero pages. */
 static uint8_t *alloc_slots(uint32_t cap, size_t slot_size)
 {
-    uint8_t *p = malloc((size_t)cap * slot_size);
-    if (!p)
-        return NULL;
-    for (uint32_t i = 0; i < cap; i++)
-        ((struct kv_slot *)(void *)(p + (size_t)i * slot_size))->heap_pos = KV_EMPTY;
-    return p;
+    return calloc(cap, slot_size);
 }
 
 cf_kv *cf_kv_new_keyed(size_t value_size, size_t max_keys, const uint8_t key[16])
@@ -122,6 +174,7 @@ void cf_kv_free(cf_kv *kv)
     if (!kv)
         return;
     free(kv->slots);
+    free(kv->old);
     free(kv->heap);
     free(kv->arena);
     free(kv);
@@ -145,7 +198,7 @@ static bool slot_less(const cf_kv *kv, uint32_t a, uint32_t b)
 static inline void heap_set(cf_kv *kv, uint32_t pos, uint32_t idx)
 {
     kv->heap[pos] = idx;
-    slot_at(kv, idx)->heap_pos = pos;
+    slot_at(kv, idx)->hp = pos + 1;
 }
 
 static void heap_up(cf_kv *kv, uint32_t pos)
@@ -233,29 +286,71 @@ static bool slot_matches(const cf_kv *kv, const struct kv_slot *s, uint64_t h,
     return len == 0 || memcmp(slot_key(kv, s), key, len) == 0;
 }
 
-/* Index of the key's slot, or KV_EMPTY. */
+/* Reference of the key's slot (new table first, then the old one during a
+ * doubling), or KV_EMPTY. */
 static uint32_t find(const cf_kv *kv, uint64_t h, const void *key, size_t len)
 {
     uint32_t mask = kv->cap - 1;
     for (uint32_t i = (uint32_t)h & mask;; i = (i + 1) & mask) {
-        const struct kv_slot *s = slot_at(kv, i);
-        if (s->heap_pos == KV_EMPTY)
-            return KV_EMPTY;
+        const struct kv_slot *s = raw_slot(kv->slots, kv->slot_size, i);
+        if (s->hp == KV_HP_EMPTY)
+            break;
         if (slot_matches(kv, s, h, key, len))
-            return i;
+            return cur_ref(kv, i);
+    }
+    if (!kv->old)
+        return KV_EMPTY;
+    /* The old table only loses entries (to KV_MOVED), so the probe
+     * sequence of every entry still in it is intact. */
+    mask = kv->ocap - 1;
+    for (uint32_t i = (uint32_t)h & mask;; i = (i + 1) & mask) {
+        const struct kv_slot *s = raw_slot(kv->old, kv->slot_size, i);
+        if (s->hp == KV_HP_EMPTY)
+            return KV_EMPTY;
+        if (s->hp != KV_MOVED && slot_matches(kv, s, h, key, len))
+            return i | (kv->gen ^ KV_GEN);
     }
 }
 
+/* An empty slot of the new table for hash h. */
 static uint32_t find_empty(const cf_kv *kv, uint64_t h)
 {
     uint32_t mask = kv->cap - 1;
     uint32_t i = (uint32_t)h & mask;
-    while (slot_at(kv, i)->heap_pos != KV_EMPTY)
+    while (raw_slot(kv->slots, kv->slot_size, i)->hp != KV_HP_EMPTY)
         i = (i + 1) & mask;
     return i;
 }
 
-/* Doubles the table; heap entries follow their slots. */
+/* Moves the entries of the next `budget` old slots to the new table (their
+ * heap references follow) and frees the old table after its last slot.
+ * Returns how many entries moved. */
+static uint32_t migrate(cf_kv *kv, uint32_t budget)
+{
+    uint32_t moved = 0;
+    while (kv->old && budget--) {
+        struct kv_slot *s = raw_slot(kv->old, kv->slot_size, kv->mig);
+        if (slot_live(s)) {
+            uint32_t j = find_empty(kv, slot_hash_lo(kv, s));
+            memcpy(raw_slot(kv->slots, kv->slot_size, j), s, kv->slot_size);
+            kv->heap[slot_pos(s)] = cur_ref(kv, j);
+            s->hp = KV_MOVED;
+            moved++;
+        }
+        if (++kv->mig == kv->ocap) {
+            free(kv->old);
+            kv->old = NULL;
+            kv->ocap = kv->mig = 0;
+        }
+    }
+    return moved;
+}
+
+/* Starts doubling the table: the current one becomes the old table, which
+ * later puts empty step by step (migrate). A doubling still under way is
+ * finished first; that cannot happen through puts alone (a doubling ends
+ * after cap / CF_KV_MIGRATE_STEP puts, the next one is due after more than
+ * cap / 2), so it never breaks the per-put bound. */
 static int grow(cf_kv *kv)
 {
     if (kv->cap > (UINT32_MAX >> 2))
@@ -264,19 +359,14 @@ static int grow(cf_kv *kv)
     uint8_t *nslots = alloc_slots(ncap, kv->slot_size);
     if (!nslots)
         return -ENOMEM;
-    uint8_t *old = kv->slots;
-    uint32_t ocap = kv->cap;
+    if (kv->old)
+        migrate(kv, UINT32_MAX);
+    kv->old = kv->slots;
+    kv->ocap = kv->cap;
+    kv->mig = 0;
+    kv->gen ^= KV_GEN; /* every reference in the heap now names the old table */
     kv->slots = nslots;
     kv->cap = ncap;
-    for (uint32_t i = 0; i < ocap; i++) {
-        const struct kv_slot *s = (const struct kv_slot *)(const void *)(old + (size_t)i * kv->slot_size);
-        if (s->heap_pos == KV_EMPTY)
-            continue;
-        uint32_t j = find_empty(kv, slot_hash_lo(kv, s));
-        memcpy(slot_at(kv, j), s, kv->slot_size);
-        kv->heap[s->heap_pos] = j;
-    }
-    free(old);
     kv->grows++;
     return 0;
 }
@@ -290,14 +380,18 @@ static void arena_compact(cf_kv *kv)
     if (live && !na)
         return; /* keep the garbage; correctness does not depend on compaction */
     size_t len = 0;
-    for (uint32_t i = 0; i < kv->cap; i++) {
-        struct kv_slot *s = slot_at(kv, i);
-        if (s->heap_pos == KV_EMPTY || s->klen <= KV_INLINE_KEY)
-            continue;
-        memcpy(na + len, kv->arena + arena_off(s), s->klen);
-        uint32_t off = (uint32_t)len;
-        memcpy(s->key, &off, sizeof off);
-        len += s->klen;
+    for (int t = 0; t < 2; t++) {
+        uint8_t *table = t ? kv->old : kv->slots;
+        uint32_t cap = t ? kv->ocap : kv->cap;
+        for (uint32_t i = 0; table && i < cap; i++) {
+            struct kv_slot *s = raw_slot(table, kv->slot_size, i);
+            if (!slot_live(s) || s->klen <= KV_INLINE_KEY)
+                continue;
+            memcpy(na + len, kv->arena + arena_off(s), s->klen);
+            uint32_t off = (uint32_t)len;
+            memcpy(s->key, &off, sizeof off);
+            len += s->klen;
+        }
     }
     free(kv->arena);
     kv->arena = na;
@@ -306,37 +400,53 @@ static void arena_compact(cf_kv *kv)
     kv->arena_garbage = 0;
 }
 
+static void backward_shift(cf_kv *kv, uint32_t i);
+
 /* Removes the entry in slot i: heap first, then backward-shift deletion so no
- * tombstones are needed and probe sequences stay short. */
+ * tombstones are needed and probe sequences stay short. An entry of the old
+ * table (during a doubling) leaves KV_MOVED instead: nothing is inserted
+ * there, and the table is freed once migrated. */
 static void remove_slot(cf_kv *kv, uint32_t i, bool may_compact)
 {
     struct kv_slot *s = slot_at(kv, i);
-    uint32_t pos = s->heap_pos;
+    uint32_t pos = slot_pos(s);
     if (s->klen > KV_INLINE_KEY)
         kv->arena_garbage += s->klen;
     kv->count--;
+    bool old = ref_is_old(kv, i);
+    uint32_t gone = old ? KV_MOVED : KV_HP_EMPTY;
     if (pos != kv->count) {
         heap_set(kv, pos, kv->heap[kv->count]);
-        s->heap_pos = KV_EMPTY; /* no longer reachable from the heap */
+        s->hp = gone; /* no longer reachable from the heap */
         heap_fix(kv, pos);
     }
+    if (old)
+        s->hp = KV_MOVED;
+    else
+        backward_shift(kv, i & ~KV_GEN);
+    if (may_compact && kv->arena_garbage > 4096 && kv->arena_garbage * 2 > kv->arena_len)
+        arena_compact(kv);
+}
+
+/* Closes the gap at slot i of the new table: later entries of its cluster
+ * that may live closer to their home slot move back. */
+static void backward_shift(cf_kv *kv, uint32_t i)
+{
     uint32_t mask = kv->cap - 1;
     uint32_t j = i;
     for (;;) {
         j = (j + 1) & mask;
-        struct kv_slot *t = slot_at(kv, j);
-        if (t->heap_pos == KV_EMPTY)
+        struct kv_slot *t = raw_slot(kv->slots, kv->slot_size, j);
+        if (t->hp == KV_HP_EMPTY)
             break;
         uint32_t home = slot_home(kv, t);
         if (((j - home) & mask) >= ((j - i) & mask)) {
-            memcpy(slot_at(kv, i), t, kv->slot_size);
-            kv->heap[t->heap_pos] = i;
+            memcpy(raw_slot(kv->slots, kv->slot_size, i), t, kv->slot_size);
+            kv->heap[slot_pos(t)] = cur_ref(kv, i);
             i = j;
         }
     }
-    slot_at(kv, i)->heap_pos = KV_EMPTY;
-    if (may_compact && kv->arena_garbage > 4096 && kv->arena_garbage * 2 > kv->arena_len)
-        arena_compact(kv);
+    raw_slot(kv->slots, kv->slot_size, i)->hp = KV_HP_EMPTY;
 }
 
 static int heap_reserve(cf_kv *kv, uint32_t need)
@@ -432,6 +542,11 @@ int cf_kv_put_hashed(cf_kv *kv, const void *key, size_t key_len, uint64_t h, int
     bool evict = kv->max_keys && kv->count >= kv->max_keys;
     if (!evict && (uint64_t)(kv->count + 1) * 4 > (uint64_t)kv->cap * 3 && grow(kv) < 0)
         return -ENOMEM;
+    if (kv->old) {
+        uint32_t moved = migrate(kv, CF_KV_MIGRATE_STEP);
+        if (moved > kv->max_moved)
+            kv->max_moved = moved;
+    }
     if (evict) {
         struct kv_slot *m = slot_at(kv, kv->heap[0]);
         if (on_evict)
@@ -440,7 +555,7 @@ int cf_kv_put_hashed(cf_kv *kv, const void *key, size_t key_len, uint64_t h, int
         remove_slot(kv, kv->heap[0], false);
         kv->evictions++;
     }
-    i = find_empty(kv, h);
+    i = cur_ref(kv, find_empty(kv, h));
     struct kv_slot *s = slot_at(kv, i);
     s->tag = tag_of(h);
     s->klen = (uint16_t)key_len;
@@ -459,9 +574,9 @@ int cf_kv_put_hashed(cf_kv *kv, const void *key, size_t key_len, uint64_t h, int
     }
     memset(slot_value(s), 0, kv->slot_size - sizeof(struct kv_slot));
     kv->heap[kv->count] = i;
-    s->heap_pos = kv->count;
+    s->hp = kv->count + 1;
     kv->count++;
-    heap_up(kv, s->heap_pos);
+    heap_up(kv, slot_pos(s));
     if (ret_value)
         *ret_value = slot_value(slot_at(kv, i));
     return 1;
@@ -477,7 +592,7 @@ int cf_kv_set_expiry(cf_kv *kv, const void *key, size_t key_len, int64_t expiry)
         return -ENOENT;
     struct kv_slot *s = slot_at(kv, i);
     s->expiry = expiry;
-    heap_fix(kv, s->heap_pos);
+    heap_fix(kv, slot_pos(s));
     return 0;
 }
 
@@ -516,8 +631,13 @@ int64_t cf_kv_next_expiry(const cf_kv *kv)
 void cf_kv_foreach(const cf_kv *kv, cf_kv_entry_fn fn, void *ctx)
 {
     for (uint32_t i = 0; i < kv->cap; i++) {
-        struct kv_slot *s = slot_at(kv, i);
-        if (s->heap_pos != KV_EMPTY)
+        struct kv_slot *s = raw_slot(kv->slots, kv->slot_size, i);
+        if (slot_live(s))
+            fn(ctx, slot_key(kv, s), s->klen, slot_value(s), s->expiry);
+    }
+    for (uint32_t i = 0; kv->old && i < kv->ocap; i++) {
+        struct kv_slot *s = raw_slot(kv->old, kv->slot_size, i);
+        if (slot_live(s))
             fn(ctx, slot_key(kv, s), s->klen, slot_value(s), s->expiry);
     }
 }
@@ -534,23 +654,46 @@ uint64_t cf_kv_evictions(const cf_kv *kv)
 
 size_t cf_kv_memory(const cf_kv *kv)
 {
-    return sizeof *kv + (size_t)kv->cap * kv->slot_size +
+    return sizeof *kv + ((size_t)kv->cap + kv->ocap) * kv->slot_size +
            (size_t)kv->heap_cap * sizeof *kv->heap + kv->arena_cap;
 }
 
-struct save_ctx {
-    cf_buf *out;
-    size_t value_size;
-};
-
-static void save_entry(void *ctx, const void *key, size_t key_len, void *value, int64_t expiry)
+static inline uint8_t *put_le32(uint8_t *p, uint32_t v)
 {
-    struct save_ctx *sc = ctx;
-    cf_buf_put_str(sc->out, key, key_len);
-    cf_buf_put_i64(sc->out, expiry);
-    cf_buf_put(sc->out, value, sc->value_size);
+    for (int i = 0; i < 4; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+    return p + 4;
 }
 
+static inline uint8_t *put_le64(uint8_t *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+    return p + 8;
+}
+
+/* Writes the live entries of one table at p (room reserved by the caller):
+ * what cf_buf_put_str(key), cf_buf_put_i64(expiry), cf_buf_put(value) would
+ * append, without a capacity check and call per field. */
+static uint8_t *save_table(const cf_kv *kv, const uint8_t *table, uint32_t cap, uint8_t *p)
+{
+    for (uint32_t i = 0; table && i < cap; i++) {
+        const struct kv_slot *s = raw_slot(table, kv->slot_size, i);
+        if (!slot_live(s))
+            continue;
+        p = put_le32(p, s->klen);
+        memcpy(p, slot_key(kv, s), s->klen);
+        p += s->klen;
+        p = put_le64(p, (uint64_t)s->expiry);
+        memcpy(p, slot_value((struct kv_slot *)(uintptr_t)s), kv->value_size);
+        p += kv->value_size;
+    }
+    return p;
+}
+
+/* One reservation for the whole store, then plain stores: a snapshot saves
+ * the dedup table under the sequencer lock, so its time is an ingest pause
+ * (issue 15); growing the buffer by doubling copied it about twice over. */
 int cf_kv_save(const cf_kv *kv, cf_buf *out)
 {
     cf_buf_put_u32(out, KV_MAGIC);
@@ -558,8 +701,15 @@ int cf_kv_save(const cf_kv *kv, cf_buf *out)
     cf_buf_put_u32(out, (uint32_t)kv->value_size);
     cf_buf_put_u64(out, kv->evictions);
     cf_buf_put_u32(out, kv->count);
-    struct save_ctx sc = { out, kv->value_size };
-    cf_kv_foreach(kv, save_entry, &sc);
+    /* An upper bound: every key inline at full length or in the arena. */
+    size_t need = (size_t)kv->count * (4 + KV_INLINE_KEY + 8 + kv->value_size) +
+                  (kv->arena_len - kv->arena_garbage);
+    if (cf_buf_reserve(out, need) < 0)
+        return -ENOMEM;
+    uint8_t *start = out->data + out->len;
+    uint8_t *p = save_table(kv, kv->slots, kv->cap, start);
+    p = save_table(kv, kv->old, kv->ocap, p);
+    out->len += (size_t)(p - start);
     return out->oom ? -ENOMEM : 0;
 }
 
@@ -596,15 +746,15 @@ static int load_insert(cf_kv *kv, const void *key, size_t len, int64_t expiry, v
     uint32_t i = (uint32_t)h & mask;
     for (;; i = (i + 1) & mask) {
         kv->load_probes++;
-        const struct kv_slot *t = slot_at(kv, i);
-        if (t->heap_pos == KV_EMPTY)
+        const struct kv_slot *t = raw_slot(kv->slots, kv->slot_size, i);
+        if (t->hp == KV_HP_EMPTY)
             break;
         if (slot_matches(kv, t, h, key, len))
             return -1;
     }
     if (len > KV_INLINE_KEY && arena_reserve(kv, len) < 0)
         return -ENOMEM;
-    struct kv_slot *s = slot_at(kv, i);
+    struct kv_slot *s = raw_slot(kv->slots, kv->slot_size, i);
     s->tag = tag_of(h);
     s->klen = (uint16_t)len;
     s->expiry = expiry;
@@ -621,8 +771,8 @@ static int load_insert(cf_kv *kv, const void *key, size_t len, int64_t expiry, v
         memcpy(s->key + sizeof off, &lo, sizeof lo);
     }
     memset(slot_value(s), 0, kv->slot_size - sizeof(struct kv_slot));
-    kv->heap[kv->count] = i;
-    s->heap_pos = kv->count;
+    kv->heap[kv->count] = cur_ref(kv, i);
+    s->hp = kv->count + 1;
     kv->count++;
     *ret_value = slot_value(s);
     return 1;
@@ -704,4 +854,14 @@ uint64_t cf_kv_load_probes(const cf_kv *kv)
 uint32_t cf_kv_grows(const cf_kv *kv)
 {
     return kv->grows;
+}
+
+bool cf_kv_migrating(const cf_kv *kv)
+{
+    return kv->old != NULL;
+}
+
+uint32_t cf_kv_max_moved(const cf_kv *kv)
+{
+    return kv->max_moved;
 }

@@ -58,7 +58,8 @@ void *cf_kv_get(const cf_kv *kv, const void *key, size_t key_len, int64_t *ret_e
  * call returns 0. If the store is full, the soonest-expiring entry is evicted
  * first (on_evict, may be NULL, sees it before removal). Sets *ret_value (if
  * not NULL) to the value. Returns -EINVAL (key longer than CF_KV_MAX_KEY) or
- * -ENOMEM, with the store unchanged. O(1) amortized + O(log n) heap. */
+ * -ENOMEM, with the store unchanged. O(1) + O(log n) heap, and O(1) worst
+ * case for growth (CF_KV_MIGRATE_STEP). */
 int cf_kv_put(cf_kv *kv, const void *key, size_t key_len, int64_t expiry,
               cf_kv_entry_fn on_evict, void *ctx, void **ret_value);
 
@@ -113,5 +114,13 @@ cf_kv *cf_kv_load_keyed(size_t value_size, size_t max_keys, const uint8_t key[16
  * (about one per key when loading is linear), and table doublings. */
 uint64_t cf_kv_load_probes(const cf_kv *kv);
 uint32_t cf_kv_grows(const cf_kv *kv);
+/* Growth is incremental: a doubling allocates the new table and then every
+ * put moves the entries of at most CF_KV_MIGRATE_STEP slots of the old one,
+ * so no single put rehashes the store (a pause that grew with the store).
+ * For tests: whether a doubling is under way, and the most entries any one
+ * put has moved. */
+#define CF_KV_MIGRATE_STEP 16u
+bool cf_kv_migrating(const cf_kv *kv);
+uint32_t cf_kv_max_moved(const cf_kv *kv);
 
 #endif

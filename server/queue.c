@@ -8,9 +8,19 @@
  * Lost wake-ups are avoided with the classic Dekker pattern on sequentially
  * consistent atomics: the consumer stores sleeping = 1 and then re-reads
  * tail/kicked; the producer stores tail (or kicked) and then reads sleeping.
- * At least one of them sees the other's store. The consumer re-checks under
- * the mutex before waiting and the producer signals under the mutex, so the
- * signal cannot fall between the consumer's check and its wait. */
+ * At least one of them sees the other's store. The consumer stores and
+ * re-checks under the mutex before each wait and the producer signals under
+ * the mutex, so the signal cannot fall between the consumer's check and its
+ * wait.
+ *
+ * One signal per sleep: the producer takes the announcement with an
+ * exchange, so of several producers (or pushes) that find the consumer
+ * asleep only the first locks and signals; the others see it already woken.
+ * (Each push used to signal until the woken consumer cleared the flag
+ * itself: futex wake-ups and mutex hand-offs were a tenth of the server's
+ * time under single-event POSTs, issue 15.) Because a producer clears the
+ * flag, the consumer sets it again before every wait, including after a
+ * wake-up that found nothing (a late signal from a push it already took). */
 #include "queue.h"
 
 #include <pthread.h>
@@ -27,6 +37,7 @@ struct cf_queue {
     atomic_int kicked;
     pthread_mutex_t mu;
     pthread_cond_t cond;
+    _Atomic uint64_t sleeps, signals; /* cf_queue_wakeups: announcements, signals */
     void *_Atomic *slots;
 };
 
@@ -75,10 +86,12 @@ size_t cf_queue_space(const cf_queue *q)
  * store of tail or kicked (see the file comment). */
 static void wake(cf_queue *q)
 {
-    if (atomic_load(&q->sleeping)) {
+    /* Cheap load first: a busy consumer costs no write to its line. */
+    if (atomic_load(&q->sleeping) && atomic_exchange(&q->sleeping, 0)) {
         pthread_mutex_lock(&q->mu);
         pthread_cond_signal(&q->cond);
         pthread_mutex_unlock(&q->mu);
+        atomic_fetch_add_explicit(&q->signals, 1, memory_order_relaxed);
     }
 }
 
@@ -120,13 +133,15 @@ static bool ready(cf_queue *q)
 void cf_queue_wait(cf_queue *q)
 {
     if (!ready(q)) {
-        atomic_store(&q->sleeping, 1);
-        if (!ready(q)) {
-            pthread_mutex_lock(&q->mu);
-            while (!ready(q))
-                pthread_cond_wait(&q->cond, &q->mu);
-            pthread_mutex_unlock(&q->mu);
+        pthread_mutex_lock(&q->mu);
+        for (;;) {
+            atomic_store(&q->sleeping, 1);
+            atomic_fetch_add_explicit(&q->sleeps, 1, memory_order_relaxed);
+            if (ready(q))
+                break;
+            pthread_cond_wait(&q->cond, &q->mu);
         }
+        pthread_mutex_unlock(&q->mu);
         atomic_store(&q->sleeping, 0);
     }
     /* Consume the kick: whoever kicked posted its work before kicking, so
@@ -145,4 +160,10 @@ size_t cf_queue_depth(const cf_queue *q)
     uint64_t head = atomic_load_explicit(&q->head, memory_order_acquire);
     uint64_t tail = atomic_load_explicit(&q->tail, memory_order_acquire);
     return tail >= head ? (size_t)(tail - head) : 0;
+}
+
+void cf_queue_wakeups(const cf_queue *q, uint64_t *ret_sleeps, uint64_t *ret_signals)
+{
+    *ret_sleeps = atomic_load_explicit(&q->sleeps, memory_order_relaxed);
+    *ret_signals = atomic_load_explicit(&q->signals, memory_order_relaxed);
 }

@@ -45,4 +45,11 @@ void cf_queue_kick(cf_queue *q);
 /* Messages waiting (approximate while both sides run). Any thread. */
 size_t cf_queue_depth(const cf_queue *q);
 
+/* Times the consumer announced it sleeps (in cf_queue_wait, once per wait
+ * on the condition variable or per wait it abandoned on finding work after
+ * the announcement), and condition signals sent to wake it. An announcement
+ * is signalled at most once, however many pushes and kicks find it:
+ * signals <= sleeps. Any thread. */
+void cf_queue_wakeups(const cf_queue *q, uint64_t *ret_sleeps, uint64_t *ret_signals);
+
 #endif

@@ -212,6 +212,7 @@ static void set_failed(cf_wal *w, const char *what, int err)
  * the daemon the hold is never set and costs one relaxed load per write. */
 static atomic_bool test_hold_on;
 static atomic_uint test_held, test_waiting;
+static atomic_ulong test_flusher_wakeups;
 static pthread_mutex_t test_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t test_cv = PTHREAD_COND_INITIALIZER;
 
@@ -226,6 +227,8 @@ void cf_wal_test_hold(bool hold)
 unsigned cf_wal_test_held(void) { return atomic_load(&test_held); }
 
 unsigned cf_wal_test_waiting(void) { return atomic_load(&test_waiting); }
+
+unsigned long cf_wal_test_flusher_wakeups(void) { return atomic_load(&test_flusher_wakeups); }
 
 static void test_hold_point(void)
 {
@@ -344,14 +347,22 @@ static void writer_round(cf_wal *w)
         set_failed(w, what, r);
         return;
     }
+    /* --fsync batch: the flusher sleeps without a deadline only when
+     * everything written is synced; otherwise it is already timed for the
+     * first unsynced write and needs no wake-up. (Signalling it on every
+     * round woke it once per request under single-event POSTs, only for it
+     * to find its deadline not due and sleep again, issue 15.) */
+    bool wake_flusher = false;
     if (w->written_lsn < upto) {
-        if (w->written_lsn <= w->synced_lsn)
+        if (w->written_lsn <= w->synced_lsn) {
             clock_gettime(CLOCK_MONOTONIC, &w->unsynced_since);
+            wake_flusher = true;
+        }
         w->written_lsn = upto;
     }
     if (w->policy == CF_FSYNC_ALWAYS)
         w->synced_lsn = upto;
-    else if (w->policy == CF_FSYNC_BATCH)
+    else if (w->policy == CF_FSYNC_BATCH && wake_flusher)
         pthread_cond_signal(&w->flush_cv);
     pthread_cond_broadcast(&w->done_cv);
 }
@@ -371,6 +382,7 @@ static void *flusher_main(void *arg)
             if (w->stopping)
                 break;
             pthread_cond_wait(&w->flush_cv, &w->mu);
+            atomic_fetch_add_explicit(&test_flusher_wakeups, 1, memory_order_relaxed);
             continue;
         }
         if (!w->stopping) {
@@ -379,6 +391,7 @@ static void *flusher_main(void *arg)
             clock_gettime(CLOCK_MONOTONIC, &now);
             if (ts_before(&now, &due)) {
                 pthread_cond_timedwait(&w->flush_cv, &w->mu, &due);
+                atomic_fetch_add_explicit(&test_flusher_wakeups, 1, memory_order_relaxed);
                 continue;
             }
         }

@@ -11,5 +11,8 @@ void cf_wal_test_hold(bool hold);
 unsigned cf_wal_test_held(void);
 /* Committers waiting for another thread's write or fsync right now. */
 unsigned cf_wal_test_waiting(void);
+/* Times any log's --fsync batch flusher returned from a wait (signalled,
+ * timed out or spurious). Process-wide, only ever grows. */
+unsigned long cf_wal_test_flusher_wakeups(void);
 
 #endif

@@ -7,11 +7,17 @@
  *   bench_client --port P [--host 127.0.0.1] [--path /api/v1/events]
  *                [--conns 8] [--duration 10] [--rate 0] [--events-per-body 1]
  *                [--requests N (stop after N answers)]
+ *                [--timeline FILE (one line per answer: seconds since start
+ *                 of its scheduled send, latency in ms)]
  *                body.json...
  *
  * Each body may contain the 14 bytes NONCE_XXXXXXXX, replaced in every
  * request by a fresh hex nonce so event_ids never repeat. Prints one line:
- * BENCH requests=.. rps=.. events_per_s=.. ok=.. other=.. p50_us=.. p99_us=.. max_us=..
+ * BENCH requests=.. rps=.. events_per_s=.. ok=.. other=.. p50_us=.. p90_us=..
+ *       p99_us=.. p999_us=.. max_us=..
+ * The percentiles come from every answer's latency (all kept and sorted, not
+ * bucketed), so p99.9 and max are exact; the timeline shows when a spike
+ * happened, which a percentile cannot.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -129,6 +135,7 @@ int main(int argc, char **argv)
     double duration = 10, rate = 0;
     long events_per_body = 1;
     unsigned long long max_requests = 0; /* 0 = until --duration */
+    const char *timeline = NULL;
     int i = 1;
     for (; i < argc && strncmp(argv[i], "--", 2) == 0; i += 2) {
         if (i + 1 >= argc)
@@ -141,6 +148,7 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--rate")) rate = atof(argv[i + 1]);
         else if (!strcmp(argv[i], "--events-per-body")) events_per_body = atol(argv[i + 1]);
         else if (!strcmp(argv[i], "--requests")) max_requests = strtoull(argv[i + 1], NULL, 10);
+        else if (!strcmp(argv[i], "--timeline")) timeline = argv[i + 1];
         else {
             fprintf(stderr, "bench_client: unknown option %s\n", argv[i]);
             return 2;
@@ -174,6 +182,8 @@ int main(int argc, char **argv)
     }
     size_t lat_cap = 1 << 20, lat_n = 0;
     int64_t *lat = malloc(lat_cap * sizeof *lat);
+    /* Send times (scheduled, since start) beside lat, for --timeline. */
+    int64_t *at = timeline ? malloc(lat_cap * sizeof *at) : NULL;
     uint64_t nonce = (uint64_t)now_ns(), ok = 0, other = 0, sent_req = 0;
     int64_t t;
     while ((t = now_ns()) < stop && (!max_requests || ok + other < max_requests)) {
@@ -217,8 +227,14 @@ int main(int argc, char **argv)
             int status = c->busy && c->sent == c->req_len ? response_complete(c) : 0;
             if (status) {
                 int64_t done = now_ns();
-                if (lat_n == lat_cap)
-                    lat = realloc(lat, (lat_cap *= 2) * sizeof *lat);
+                if (lat_n == lat_cap) {
+                    lat_cap *= 2;
+                    lat = realloc(lat, lat_cap * sizeof *lat);
+                    if (at)
+                        at = realloc(at, lat_cap * sizeof *at);
+                }
+                if (at)
+                    at[lat_n] = c->scheduled_ns - start;
                 lat[lat_n++] = done - c->scheduled_ns;
                 if (status >= 200 && status < 300)
                     ok++;
@@ -231,13 +247,25 @@ int main(int argc, char **argv)
         }
     }
     double secs = (double)(now_ns() - start) / 1e9;
+    if (timeline) {
+        FILE *tf = fopen(timeline, "w");
+        if (!tf) {
+            perror(timeline);
+            return 1;
+        }
+        for (size_t k = 0; k < lat_n; k++)
+            fprintf(tf, "%.6f %.3f\n", (double)at[k] / 1e9, (double)lat[k] / 1e6);
+        fclose(tf);
+        free(at);
+    }
     qsort(lat, lat_n, sizeof *lat, cmp_i64);
 #define PCT(p) (lat_n ? lat[(size_t)((double)(lat_n - 1) * (p))] / 1000 : 0)
     printf("BENCH requests=%zu rps=%.0f events_per_s=%.0f ok=%llu other=%llu p50_us=%lld p90_us=%lld "
-           "p99_us=%lld max_us=%lld\n",
+           "p99_us=%lld p999_us=%lld max_us=%lld\n",
            lat_n, (double)lat_n / secs, (double)ok * (double)events_per_body / secs,
            (unsigned long long)ok, (unsigned long long)other, (long long)PCT(0.50),
-           (long long)PCT(0.90), (long long)PCT(0.99), (long long)(lat_n ? lat[lat_n - 1] / 1000 : 0));
+           (long long)PCT(0.90), (long long)PCT(0.99), (long long)PCT(0.999),
+           (long long)(lat_n ? lat[lat_n - 1] / 1000 : 0));
     for (int k = 0; k < nconns; k++) {
         close(conns[k].fd);
         free(conns[k].req);

@@ -103,11 +103,14 @@ class Bench:
         s.bin = self.a.bin
         return s  # started by the with-statement
 
-    def client_run(self, port, bodies, conns, seconds, rate=0, per_body=1, path="/api/v1/events"):
+    def client_run(self, port, bodies, conns, seconds, rate=0, per_body=1, path="/api/v1/events",
+                   timeline=None):
         cmd = [self.client, "--port", str(port), "--conns", str(conns), "--duration", str(seconds),
                "--events-per-body", str(per_body), "--path", path]
         if rate:
             cmd += ["--rate", str(rate)]
+        if timeline:
+            cmd += ["--timeline", timeline]
         return parse_bench(run(cmd + bodies))
 
     def wrk(self, port, body, seconds, conns=64, uas="", cold=False):
@@ -148,8 +151,7 @@ class Bench:
             cf = self.wrk(srv.http_port, self.single, self.d)
         row("S1", "single-event POSTs, wrk 2 threads x 64 keep-alive conns", "requests/s",
             cf["rps"], "nginx return 204", base["rps"], ">= 0.8x")
-        row("S1", "same, latency", "p99 ms", cf["p99_us"] / 1000, "nginx p99 ms", base["p99_us"] / 1000, "-",
-            ratio=None)
+        self.histogram("S1", "same, latency (wrk)", cf, "nginx", base)
         self.s1_off = None
         return cf["rps"]
 
@@ -185,7 +187,8 @@ class Bench:
 
             def load():
                 result["b"] = self.client_run(srv.http_port, self.batches, 4, self.d,
-                                              rate=rate_events / 1000, per_body=1000)
+                                              rate=rate_events / 1000, per_body=1000,
+                                              timeline=os.path.join(self.tmp, "s3.timeline"))
 
             t = threading.Thread(target=load)
             t.start()
@@ -194,7 +197,12 @@ class Bench:
         b = result["b"]
         row("S3", "ingest at half of S2 peak (%s events/s)" % fmt(rate_events), "ingest p50 ms",
             b["p50_us"] / 1000, None, None, "-")
+        row("S3", "same", "ingest p90 ms", b["p90_us"] / 1000, None, None, "-")
         row("S3", "same", "ingest p99 ms", b["p99_us"] / 1000, None, None, "< 5 ms")
+        row("S3", "same", "ingest p99.9 ms", b["p999_us"] / 1000, None, None, "-")
+        row("S3", "same", "ingest max ms", b["max_us"] / 1000, None, None, "-")
+        self.plot("s3", "S3: 1000-event POSTs at %s events/s, latency of each (from its scheduled send)"
+                  % fmt(rate_events), [(os.path.join(self.tmp, "s3.timeline"), "ingest POST")])
         if delays:
             delays.sort()
             row("S3", "POST -> its count in a WebSocket push (probe into a fired, kept window)", "push p50 ms",
@@ -251,6 +259,97 @@ class Bench:
             time.sleep(0.05)
         ws.close()
         return delays
+
+    def histogram(self, scenario, workload, b, base_name, base):
+        """Rows p50/p90/p99/p99.9/max (ms) of b against base (same run)."""
+        for key, name in (("p50_us", "p50"), ("p90_us", "p90"), ("p99_us", "p99"),
+                          ("p999_us", "p99.9"), ("max_us", "max")):
+            row(scenario, workload if key == "p50_us" else "same", "%s ms" % name, b[key] / 1000,
+                "%s %s ms" % (base_name, name), base[key] / 1000 if base else None, "-")
+
+    def plot(self, name, title, series):
+        """Latency over time as a PNG (gnuplot, if installed): one point per
+        answer at its scheduled send time, so a pause shows as a column of
+        points, not only as a higher percentile. Written beside --out (the
+        smoke run writes it to its temporary directory)."""
+        if not shutil.which("gnuplot"):
+            print("plot %s skipped: no gnuplot (deploy/install-deps.sh --test installs it)" % name)
+            return None
+        out_dir = self.a.plots if self.a.out and not self.a.smoke else self.tmp
+        os.makedirs(out_dir, exist_ok=True)
+        png = os.path.join(out_dir, "%s-latency.png" % name)
+        plots = ", ".join("'%s' using 1:2 with points pt 7 ps 0.4 title '%s'" % (f, t) for f, t in series)
+        script = ("set terminal pngcairo size 1200,500 noenhanced\n" if self.gnuplot_cairo()
+                  else "set terminal png size 1200,500 noenhanced\n")
+        script += ("set output '%s'\nset title '%s'\nset xlabel 'seconds since start'\n"
+                   "set ylabel 'latency ms (log scale)'\nset logscale y\nset grid\nplot %s\n"
+                   % (png, title.replace("'", ""), plots))
+        run(["gnuplot", "-e", script.replace("\n", "; ")])
+        if not os.path.getsize(png):
+            raise RuntimeError("gnuplot wrote an empty %s" % png)
+        print("plot: %s" % png)
+        return png
+
+    def gnuplot_cairo(self):
+        p = subprocess.run(["gnuplot", "-e", "set terminal"], capture_output=True, text=True)
+        return "pngcairo" in (p.stdout + p.stderr)
+
+    # T1 ----------------------------------------------------------------------
+    def t1(self):
+        """Tail latency (issue 15): a one-event POST every 10 ms on its own
+        connection, beside 1000-event batches on 2 connections paced at half
+        of S2's peak, as S3 is (every event_id new, so the dedup table grows
+        all the time), with a snapshot every 2 s. Paced, not as fast as
+        answered: a closed loop saturates the shards, and then the probe only
+        measures how deep the queues are (seconds of backlog), not a pause. The baseline is the
+        same probe against an idle server in the same run: the ratio is what
+        the load, the snapshots and the table growth add. The same load without
+        snapshots is run too, to tell the snapshots' share from the rest."""
+        probe_rate = 100
+        batch_rate = max(1000.0, self.s2_peak / 2) / 1000  # requests/s, 1000 events each
+
+        def probe(srv, timeline):
+            return self.client_run(srv.http_port, [self.single], 1, self.d, rate=probe_rate,
+                                   timeline=timeline)
+
+        with self.server("--snapshot-interval", "2s") as srv:
+            idle = probe(srv, os.path.join(self.tmp, "t1-idle.timeline"))
+
+        def loaded(interval, timeline):
+            with self.server("--snapshot-interval", interval) as srv:
+                result = {}
+
+                def load():
+                    result["b"] = self.client_run(srv.http_port, self.batches, 2, self.d,
+                                                  rate=batch_rate, per_body=1000)
+
+                t = threading.Thread(target=load)
+                t.start()
+                p = probe(srv, timeline)
+                t.join()
+            return p, result["b"]
+
+        busy, load_b = loaded("2s", os.path.join(self.tmp, "t1.timeline"))
+        # The same load without snapshots (the interval outlasts the run):
+        # what the snapshots add to the tail, against what the load alone does.
+        nosnap, _ = loaded("1h", os.path.join(self.tmp, "t1-nosnap.timeline"))
+        for key, name, target in (("p50_us", "p50", "-"), ("p90_us", "p90", "-"),
+                                  ("p99_us", "p99", "< 5 ms"), ("p999_us", "p99.9", "-"),
+                                  ("max_us", "max", "< 50 ms")):
+            row("T1", "one-event probe every 10 ms beside 1000-event batches on 2 conns at half "
+                "of S2's peak (%s events/s sent), snapshots every 2 s, growing dedup table"
+                % fmt(load_b["events_per_s"])
+                if key == "p50_us" else "same", "probe %s ms" % name, busy[key] / 1000,
+                "probe alone (idle server) %s ms" % name, idle[key] / 1000, target)
+        row("T1", "same", "probes answered / sent", busy["ok"], "probes scheduled",
+            self.d * probe_rate, "-")
+        for key, name in (("p99_us", "p99"), ("max_us", "max")):
+            row("T1", "same", "probe %s ms" % name, busy[key] / 1000,
+                "same load without snapshots, %s ms" % name, nosnap[key] / 1000, "-")
+        self.plot("t1", "T1: one-event probe every 10 ms beside 1000-event batches, snapshots every 2 s",
+                  [(os.path.join(self.tmp, "t1.timeline"), "probe under load, snapshots every 2 s"),
+                   (os.path.join(self.tmp, "t1-nosnap.timeline"), "probe under load, no snapshots"),
+                   (os.path.join(self.tmp, "t1-idle.timeline"), "probe, idle server")])
 
     # S4 ----------------------------------------------------------------------
     def s4(self):
@@ -589,16 +688,18 @@ def main():
     ap.add_argument("--tools", required=True)
     ap.add_argument("--smoke", action="store_true")
     ap.add_argument("--out")
-    ap.add_argument("--only", default="S1,S2,S3,S4,S5,S6,S7,S8,S9,S10")
+    ap.add_argument("--only", default="S1,S2,S3,T1,S4,S5,S6,S7,S8,S9,S10")
+    ap.add_argument("--plots", default="docs/bench",
+                    help="where the latency-over-time PNGs go (with --out)")
     a = ap.parse_args()
     a.seconds = 1 if a.smoke else 10
     b = Bench(a)
     b.s2_peak = 0
     only = set(a.only.split(","))
     try:
-        for name in ("S1", "S2", "S3", "S4", "S5", "S6", "S7", "S8", "S9", "S10"):
+        for name in ("S1", "S2", "S3", "T1", "S4", "S5", "S6", "S7", "S8", "S9", "S10"):
             if name in only:
-                if name == "S3" and not b.s2_peak:
+                if name in ("S3", "T1") and not b.s2_peak:
                     b.s2_peak = b.s2_rate()[0]["events_per_s"]
                 getattr(b, name.lower())()
     finally:

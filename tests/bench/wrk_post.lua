@@ -52,7 +52,9 @@ function request()
 end
 
 function done(summary, latency, requests)
-  io.write(string.format("BENCH requests=%d duration_us=%d errors_status=%d p50_us=%d p99_us=%d\n",
+  io.write(string.format("BENCH requests=%d duration_us=%d errors_status=%d p50_us=%d p90_us=%d "
+    .. "p99_us=%d p999_us=%d max_us=%d\n",
     summary.requests, summary.duration, summary.errors.status,
-    latency:percentile(50), latency:percentile(99)))
+    latency:percentile(50), latency:percentile(90), latency:percentile(99),
+    latency:percentile(99.9), latency.max))
 end

@@ -160,6 +160,38 @@ static void save_load(void **state)
 
 /* The batch path (hash first, prefetch, check with the hash) decides exactly
  * like cf_dedup_check, including the not-recorded and expiry cases. */
+/* The id table grows incrementally (cf_kv): while a doubling is under way
+ * some ids sit in the old table and some in the new one. Every id recorded
+ * so far must stay a duplicate at every point of the growth, whichever half
+ * it is in, and ids expire from both. */
+static void duplicates_found_while_growing(void **state)
+{
+    (void)state;
+    cf_dedup *d = cf_dedup_new(1000000, 0);
+    char id[48];
+    const int n = 40000;
+    for (int i = 0; i < n; i++) {
+        int len = snprintf(id, sizeof id, "b3c1d2e4-0000-4000-8000-%012d", i);
+        assert_int_equal(cf_dedup_check(d, id, (size_t)len, i, i), 1);
+        /* An early id (old half), a recent one (new half), itself. */
+        for (int j = 0; j < 3; j++) {
+            int back = j == 0 ? i / 2 : j == 1 ? (i > 5 ? i - 5 : 0) : i;
+            len = snprintf(id, sizeof id, "b3c1d2e4-0000-4000-8000-%012d", back);
+            assert_int_equal(cf_dedup_check(d, id, (size_t)len, i, i), 0);
+        }
+    }
+    assert_int_equal(cf_dedup_count(d), (size_t)n);
+    /* Clock past the first half's expiry: those ids are forgotten. */
+    cf_dedup_expire(d, 1000000 + n / 2);
+    assert_int_equal(cf_dedup_count(d), (size_t)(n - n / 2 - 1));
+    for (int i = 0; i < n; i++) {
+        int len = snprintf(id, sizeof id, "b3c1d2e4-0000-4000-8000-%012d", i);
+        assert_int_equal(cf_dedup_check(d, id, (size_t)len, 2000000, 1000000 + n / 2),
+                         i <= n / 2 ? 1 : 0);
+    }
+    cf_dedup_free(d);
+}
+
 static void hashed_matches_plain(void **state)
 {
     (void)state;
@@ -195,6 +227,7 @@ int main(void)
         cmocka_unit_test(bounded_with_evictions),
         cmocka_unit_test(save_load),
         cmocka_unit_test(hashed_matches_plain),
+        cmocka_unit_test(duplicates_found_while_growing),
     };
     return cmocka_run_group_tests_name("dedup", tests, NULL, NULL);
 }

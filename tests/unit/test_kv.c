@@ -272,6 +272,124 @@ static void growth_rehash_many_keys(void **state)
     cf_kv_free(kv);
 }
 
+/* Every key 0..n-1 not in `deleted` is present with value i and expiry
+ * exp_of(i); every deleted one is absent. */
+static void assert_contents(cf_kv *kv, uint64_t n, const bool *deleted)
+{
+    char k[64];
+    for (uint64_t i = 0; i < n; i++) {
+        size_t len = make_key(k, i, i % 3 == 0 ? 15 : 0);
+        int64_t exp;
+        uint64_t *v = cf_kv_get(kv, k, len, &exp);
+        if (deleted && deleted[i]) {
+            assert_null(v);
+        } else {
+            assert_non_null(v);
+            assert_true(*v == i);
+            assert_true(exp == (int64_t)(i * 7919 % 100003));
+        }
+    }
+}
+
+/* Growth is incremental (issue 15: a doubling under the sequencer lock was
+ * a multi-millisecond pause): no put moves more than CF_KV_MIGRATE_STEP
+ * entries, and while a doubling is under way every operation sees both
+ * halves: keys still in the old table and keys already moved or inserted
+ * into the new one are found, deleted, re-timed and expired, and a save
+ * made mid-way loads into the same store. */
+static void growth_is_incremental(void **state)
+{
+    (void)state;
+    const uint64_t N = 60000;
+    cf_kv *kv = cf_kv_new(sizeof(uint64_t), 0);
+    bool *deleted = calloc(N, sizeof *deleted);
+    char k[64];
+    uint32_t checked_midway = 0, grows = 0;
+    uint64_t n = 0;
+    for (; n < N; n++) {
+        size_t len = make_key(k, n, n % 3 == 0 ? 15 : 0);
+        void *v;
+        assert_int_equal(cf_kv_put(kv, k, len, (int64_t)(n * 7919 % 100003), NULL, NULL, &v), 1);
+        memcpy(v, &n, 8);
+        assert_true(cf_kv_max_moved(kv) <= CF_KV_MIGRATE_STEP);
+        /* Full checks at a few points inside each doubling (not every put:
+         * that would be quadratic). */
+        if (cf_kv_migrating(kv) && cf_kv_grows(kv) != grows) {
+            grows = cf_kv_grows(kv);
+            assert_contents(kv, n + 1, NULL);
+            checked_midway++;
+        }
+    }
+    assert_true(checked_midway >= 10);
+    assert_true(cf_kv_max_moved(kv) > 0);
+
+    /* Grow once more and stop half-way through the migration. */
+    while (!cf_kv_migrating(kv)) {
+        size_t len = make_key(k, n, n % 3 == 0 ? 15 : 0);
+        void *v;
+        assert_int_equal(cf_kv_put(kv, k, len, (int64_t)(n * 7919 % 100003), NULL, NULL, &v), 1);
+        memcpy(v, &n, 8);
+        n++;
+    }
+    uint64_t start = n;
+    while (n < start + 2000) {
+        size_t len = make_key(k, n, n % 3 == 0 ? 15 : 0);
+        void *v;
+        assert_int_equal(cf_kv_put(kv, k, len, (int64_t)(n * 7919 % 100003), NULL, NULL, &v), 1);
+        memcpy(v, &n, 8);
+        n++;
+    }
+    assert_true(cf_kv_migrating(kv)); /* the old table still holds most keys */
+    deleted = realloc(deleted, n * sizeof *deleted);
+    memset(deleted, 0, n * sizeof *deleted);
+    assert_contents(kv, n, deleted);
+
+    /* Deletes in both halves (old keys, and keys put after the doubling). */
+    for (uint64_t i = 0; i < n; i += 7) {
+        size_t len = make_key(k, i, i % 3 == 0 ? 15 : 0);
+        assert_int_equal(cf_kv_delete(kv, k, len), 0);
+        assert_int_equal(cf_kv_delete(kv, k, len), -ENOENT);
+        deleted[i] = true;
+    }
+    assert_true(cf_kv_migrating(kv));
+    assert_contents(kv, n, deleted);
+
+    /* A save mid-way loads into a store with the same contents. */
+    cf_buf b = { 0 };
+    assert_int_equal(cf_kv_save(kv, &b), 0);
+    cf_reader r;
+    cf_reader_init(&r, b.data, b.len);
+    cf_kv *copy = cf_kv_load(sizeof(uint64_t), 0, &r);
+    assert_non_null(copy);
+    assert_int_equal(cf_kv_count(copy), cf_kv_count(kv));
+    assert_contents(copy, n, deleted);
+    cf_kv_free(copy);
+    cf_buf_free(&b);
+
+    /* Expiry through the heap sees entries of both tables, in order. */
+    struct evict_log e = { 0, 0, true };
+    size_t live = cf_kv_count(kv);
+    size_t expired = cf_kv_expire(kv, 50000, on_evict, &e);
+    assert_true(e.order_ok);
+    assert_true(expired > 0);
+    assert_int_equal(cf_kv_count(kv), live - expired);
+    assert_true(cf_kv_next_expiry(kv) > 50000);
+    for (uint64_t i = 0; i < n; i++)
+        if ((int64_t)(i * 7919 % 100003) <= 50000)
+            deleted[i] = true;
+
+    /* Finishing the migration with more puts loses nothing. */
+    while (cf_kv_migrating(kv)) {
+        size_t len = make_key(k, n, 0);
+        assert_int_equal(cf_kv_put(kv, k, len, INT64_MAX, NULL, NULL, NULL), 1);
+        n++;
+    }
+    assert_true(cf_kv_max_moved(kv) <= CF_KV_MIGRATE_STEP);
+    assert_contents(kv, start + 2000, deleted);
+    free(deleted);
+    cf_kv_free(kv);
+}
+
 /* A brute-force model: arrays of (key id, expiry, value). */
 #define MODEL_KEYS 300
 struct model {
@@ -555,6 +673,7 @@ int main(void)
         cmocka_unit_test(expiry_order_is_independent_of_history),
         cmocka_unit_test(honours_key_limit_under_10x),
         cmocka_unit_test(growth_rehash_many_keys),
+        cmocka_unit_test(growth_is_incremental),
         cmocka_unit_test(randomized_against_model),
         cmocka_unit_test(save_load_roundtrip),
         cmocka_unit_test(hashed_put_and_prefetch),

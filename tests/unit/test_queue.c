@@ -105,6 +105,65 @@ static void two_threads_in_order(void **state)
     cf_queue_free(q);
 }
 
+typedef struct burst_ctx {
+    cf_queue *q;
+    size_t got;
+} burst_ctx;
+
+static void *burst_consumer(void *arg)
+{
+    burst_ctx *c = arg;
+    while (c->got < N_MSGS) {
+        if (cf_queue_pop(c->q))
+            c->got++;
+        else
+            cf_queue_wait(c->q);
+    }
+    return NULL;
+}
+
+/* Several pushes that find the consumer asleep signal it once: the first
+ * takes the announcement, the others see it taken (each push used to lock
+ * and signal until the woken consumer cleared the flag, issue 15). Two
+ * producer threads (one pushing at a time, as under the sequencer lock)
+ * against a consumer that sleeps and wakes between their pushes. */
+static void *burst_producer(void *arg)
+{
+    burst_ctx *c = arg;
+    static pthread_mutex_t push_mu = PTHREAD_MUTEX_INITIALIZER; /* single producer at a time */
+    for (uintptr_t i = 0; i < N_MSGS / 2; i++) {
+        pthread_mutex_lock(&push_mu);
+        while (!cf_queue_push(c->q, tok(i))) {
+            pthread_mutex_unlock(&push_mu);
+            sched_yield();
+            pthread_mutex_lock(&push_mu);
+        }
+        pthread_mutex_unlock(&push_mu);
+    }
+    return NULL;
+}
+
+static void one_signal_per_sleep(void **state)
+{
+    (void)state;
+    burst_ctx c = {.q = cf_queue_new(64), .got = 0};
+    assert_non_null(c.q);
+    pthread_t cons, prod[2];
+    assert_int_equal(pthread_create(&cons, NULL, burst_consumer, &c), 0);
+    for (int k = 0; k < 2; k++)
+        assert_int_equal(pthread_create(&prod[k], NULL, burst_producer, &c), 0);
+    for (int k = 0; k < 2; k++)
+        assert_int_equal(pthread_join(prod[k], NULL), 0);
+    assert_int_equal(pthread_join(cons, NULL), 0);
+    assert_int_equal(c.got, N_MSGS);
+    uint64_t sleeps, signals;
+    cf_queue_wakeups(c.q, &sleeps, &signals);
+    print_message("%d messages: consumer announced sleep %llu times, %llu signals\n", N_MSGS,
+                  (unsigned long long)sleeps, (unsigned long long)signals);
+    assert_true(signals <= sleeps);
+    cf_queue_free(c.q);
+}
+
 typedef struct kick_ctx {
     cf_queue *q;
     atomic_int *flag;
@@ -147,6 +206,7 @@ int main(void)
         cmocka_unit_test(kick_makes_wait_return),
         cmocka_unit_test(two_threads_in_order),
         cmocka_unit_test(kicks_from_another_thread),
+        cmocka_unit_test(one_signal_per_sleep),
     };
     return cmocka_run_group_tests_name("queue", tests, NULL, NULL);
 }

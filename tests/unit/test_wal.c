@@ -22,6 +22,7 @@
 
 #include "crc32c.h"
 #include "wal.h"
+#include "wal_test.h"
 
 /* ---- fixtures ------------------------------------------------------------- */
 
@@ -287,6 +288,39 @@ static void test_policy_batch_flusher_syncs(void **state)
         usleep(1000);
     assert_true(cf_wal_fsyncs(w) >= 1);
     cf_wal_close(w);
+}
+
+/* --fsync batch wakes the flusher only when it sleeps with nothing to sync;
+ * while a sync is already timed, more commits add no wake-ups (each one used
+ * to signal it, issue 15). Each wake-up is then either the signal of an idle
+ * -> pending transition or the deadline of a sync, so there are at most
+ * about two per fsync, however many commits there were. */
+static void test_batch_flusher_woken_once_per_sync(void **state)
+{
+    const char *dir = *state;
+    cf_wal *w = open_wal(dir, CF_FSYNC_BATCH, 0);
+    assert_int_equal(cf_wal_replay(w, 0, NULL, NULL), 0);
+    unsigned long before = cf_wal_test_flusher_wakeups();
+    /* The first commit wakes the idle flusher, which then waits for its
+     * deadline: the commits after it find a sync already timed. */
+    append_range(w, 1, 1);
+    for (int i = 0; i < 5000 && cf_wal_test_flusher_wakeups() == before; i++)
+        usleep(1000);
+    const int64_t n = 200;
+    for (int64_t i = 2; i <= n; i++)
+        append_range(w, i, i);
+    /* The flusher syncs them within its delay (bounded wait, as above). */
+    for (int i = 0; i < 5000 && cf_wal_fsyncs(w) == 0; i++)
+        usleep(1000);
+    assert_true(cf_wal_fsyncs(w) >= 1);
+    /* Read wake-ups first: one in flight now has its fsync still ahead,
+     * which the slack of the bound below covers. */
+    unsigned long wakeups = cf_wal_test_flusher_wakeups() - before;
+    uint64_t fsyncs = cf_wal_fsyncs(w);
+    cf_wal_close(w);
+    print_message("%lld commits: %lu flusher wake-ups, %llu fsyncs\n", (long long)n, wakeups,
+                  (unsigned long long)fsyncs);
+    assert_true(wakeups <= 2 * fsyncs + 4);
 }
 
 static void test_policy_off_never_fsyncs(void **state)
@@ -735,6 +769,7 @@ int main(void)
         T(test_replay_callback_error_stops),
         T(test_policy_always_fsyncs_each_commit),
         T(test_policy_batch_flusher_syncs),
+        T(test_batch_flusher_woken_once_per_sync),
         T(test_policy_off_never_fsyncs),
         T(test_close_writes_uncommitted_appends),
         T(test_corrupt_byte_in_last_segment_cuts_tail),
