@@ -682,7 +682,7 @@ static void handle_events(cf_shard *s, const cf_msg *m)
         if (h.role & CF_ROLE_USER)
             user_event(s, &ev);
         if (h.role & CF_ROLE_SQL)
-            cf_sqlx_event(s->sqlx, &ev, h.seq, h.wm, h.clock);
+            cf_sqlx_event(s->sqlx, &ev, h.seq, h.wm, h.clock, h.views);
     }
     check_bounds(s);
 }
@@ -707,12 +707,11 @@ static void handle_rows(cf_shard *s, const cf_msg *m)
         return;
     }
     for (uint32_t i = 0; i < m->n; i++) {
-        uint8_t apply = 0;
-        uint64_t seq = 0;
+        uint64_t views = 0, seq = 0;
         int64_t wm = CF_TIME_NONE, clock = CF_TIME_NONE;
         const char *row = NULL;
         size_t row_len = 0;
-        cf_get_u8(&r, &apply);
+        cf_get_u64(&r, &views);
         cf_get_u64(&r, &seq);
         cf_get_i64(&r, &wm);
         if (!cf_get_i64(&r, &clock) || !cf_get_str(&r, &row, &row_len)) {
@@ -721,8 +720,7 @@ static void handle_rows(cf_shard *s, const cf_msg *m)
             return;
         }
         advance_to(s, wm);
-        if (apply)
-            cf_sqlx_row(s->sqlx, name, name_len, (const uint8_t *)row, row_len, seq, wm, clock);
+        cf_sqlx_row(s->sqlx, name, name_len, (const uint8_t *)row, row_len, seq, wm, clock, views);
     }
 }
 
@@ -1140,10 +1138,12 @@ static void run_query(cf_shard *s, cf_shard_query *q)
             q->err = -ENOMEM;
         break;
     case CF_Q_SQL_INTERIM:
+        cf_sqlx_raise_clock(s->sqlx, q->clock);
         if (s->push && cf_push_clients(s->push) > 0)
             cf_sqlx_interim(s->sqlx, SQL_INTERIM_ROWS, publish_view, s);
         break;
     case CF_Q_SQL: {
+        cf_sqlx_raise_clock(s->sqlx, q->clock);
         long n = cf_sqlx_rows(s->sqlx, q->view, &q->rows);
         if (n == -ENOMEM)
             q->err = -ENOMEM;

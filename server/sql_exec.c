@@ -259,6 +259,8 @@ typedef struct xview {
     sql_sb pending;         /* fired rows to push, JSON objects comma-separated */
     size_t npending;
     bool dirty;             /* applied a row since the last interim push */
+    uint32_t at;            /* index of the def in the set (its bit in a views mask) */
+    uint64_t rows_in;       /* input rows this shard evaluated the view on */
 } xview;
 
 /* A derived stream's rows to push (topic stream:NAME), rendered on shard
@@ -293,7 +295,14 @@ struct cf_sqlx {
     long out_n;
     const xview *cur;
     cf_tables *tables;      /* every table's rows, as of the shard's place in the log */
+    uint64_t routed;        /* the views the current event is routed here for */
+    /* Routing probe (cf_sqlx_route_*): no state, only the programs run. */
+    bool routing;
+    uint64_t *masks;        /* per shard: the views it owns the current row for */
+    uint64_t chain;         /* bits of the derived streams the current row came through */
 };
+
+uint64_t cf_sqlx_view_bit(size_t i) { return 1ull << (i < 63 ? i : 63); }
 
 cf_sqlx *cf_sqlx_new(unsigned index, unsigned n_shards, size_t retain)
 {
@@ -310,6 +319,7 @@ cf_sqlx *cf_sqlx_new(unsigned index, unsigned n_shards, size_t retain)
     x->n_shards = n_shards ? n_shards : 1;
     x->retain = retain ? retain : 1;
     x->clock = CF_TIME_NONE;
+    x->routed = CF_SQLX_ALL_VIEWS;
     /* Clients choose the keys: a key of our own for the rows' index. */
     uint8_t key[16] = {0};
     if (getrandom(key, sizeof key, 0) != (ssize_t)sizeof key)
@@ -375,11 +385,12 @@ void cf_sqlx_install(cf_sqlx *x, cf_sqlx_set *set)
             if (x->views[j].def == d)
                 old = &x->views[j];
         if (old) {
-            nv[k++] = *old;
+            nv[k] = *old;
+            nv[k++].at = (uint32_t)i;   /* its place may have moved in the new set */
             old->def = NULL;    /* moved */
             continue;
         }
-        xview fresh = {.def = cf_sqlx_def_ref(d), .v = sql_view_new(&d->vcfg),
+        xview fresh = {.def = cf_sqlx_def_ref(d), .v = sql_view_new(&d->vcfg), .at = (uint32_t)i,
                        .kept = cf_retain_new(x->retain, free)};
         if (!fresh.v || !fresh.kept) {
             x->errors++;
@@ -859,7 +870,9 @@ static void derive_one(cf_sqlx *x, const cf_sqlx_def *d, const sql_row *in, uint
             out[c] = sql_null();
             x->errors++;
         }
-    if (x->index == 0) {
+    if (x->routing) {
+        x->masks[0] |= x->chain;    /* shard 0 keeps and pushes every derived row */
+    } else if (x->index == 0) {
         xstream *xs = stream_batch(x, d->name);
         if (!xs) {
             x->errors++;
@@ -881,6 +894,14 @@ static void derive(cf_sqlx *x, const cf_sqlx_def *d, const sql_row *src, uint64_
                    int depth)
 {
     const sql_plan_info *pi = d->pi;
+    if (pi->join_table && x->routing) {
+        /* The probe holds no table: the joined row, and so every key
+         * downstream, is unknown here. Every shard gets the row (and
+         * re-checks the owner of what it derives). */
+        for (unsigned s = 0; s < x->n_shards; s++)
+            x->masks[s] = CF_SQLX_ALL_VIEWS;
+        return;
+    }
     if (pi->join_table) {
         join_ctx jc = {x, NULL, d, seq, wm, depth};
         join_table(x, pi, src, &jc);
@@ -920,6 +941,42 @@ static void derive(cf_sqlx *x, const cf_sqlx_def *d, const sql_row *src, uint64_
     free(in);
 }
 
+/* The probe's half of apply_row: for each view reading `source`, the shard
+ * that owns the row's key (its filter and GROUP BY programs evaluated once,
+ * here) gets the view's bit and the bits of the derived streams the row
+ * came through. A view joined to a table, or a row whose programs fail,
+ * goes to every shard: they re-check the owner after the join. */
+static void route_views(cf_sqlx *x, const char *source, size_t source_len, const sql_row *row,
+                        size_t base)
+{
+    for (size_t i = 0; x->set && i < x->set->n; i++) {
+        const cf_sqlx_def *d = x->set->defs[i];
+        const sql_plan_info *pi = d->pi;
+        if (d->is_stream || !d->runnable || strlen(pi->source) != source_len ||
+            memcmp(pi->source, source, source_len) != 0)
+            continue;
+        uint64_t bits = x->chain | cf_sqlx_view_bit(i);
+        x->scratch.used = base;
+        sql_value keys[16], f;
+        bool all = pi->join_table || pi->ngroup_keys > 16;
+        if (!all && pi->filter) {
+            int rc = sql_prog_eval(pi->filter, row, &x->scratch, &f);
+            if (rc == 0 && !sql_value_is_true(f))
+                continue;   /* filtered out: no shard needs it */
+            all = rc < 0;
+        }
+        for (uint32_t k = 0; !all && k < pi->ngroup_keys; k++)
+            all = sql_prog_eval(pi->group_keys[k], row, &x->scratch, &keys[k]) < 0;
+        if (all) {
+            for (unsigned s = 0; s < x->n_shards; s++)
+                x->masks[s] |= bits;
+        } else {
+            x->masks[owner(x, keys, pi->ngroup_keys)] |= bits;
+        }
+    }
+    x->scratch.used = base;
+}
+
 /* One row of `source` through every view and derived stream that reads it. */
 static void apply_row(cf_sqlx *x, const char *source, size_t source_len, const sql_row *rowp,
                       uint64_t seq, int64_t wm, int depth)
@@ -930,16 +987,29 @@ static void apply_row(cf_sqlx *x, const char *source, size_t source_len, const s
         const cf_sqlx_def *d = x->set->defs[i];
         if (d->is_stream && d->runnable && strlen(d->pi->source) == source_len &&
             memcmp(d->pi->source, source, source_len) == 0) {
+            uint64_t chain = x->chain;
+            if (x->routing)
+                x->chain |= cf_sqlx_view_bit(i);
+            else if (!(x->routed & cf_sqlx_view_bit(i)))
+                continue;   /* routed elsewhere: no view here needs its rows */
             derive(x, d, &row, seq, wm, depth);
+            x->chain = chain;
             x->scratch.used = base;
         }
+    }
+    if (x->routing) {
+        route_views(x, source, source_len, &row, base);
+        return;
     }
     for (size_t i = 0; i < x->n; i++) {
         xview *xv = &x->views[i];
         const sql_plan_info *pi = xv->def->pi;
         x->cur = xv;
-        if (strlen(pi->source) != source_len || memcmp(pi->source, source, source_len) != 0) {
-            sql_view_advance(xv->v, wm, on_result, x);  /* still sees the event's W */
+        if (strlen(pi->source) != source_len || memcmp(pi->source, source, source_len) != 0 ||
+            !(x->routed & cf_sqlx_view_bit(xv->at))) {
+            /* Not its source, or its key is another shard's: the view
+             * still sees the event's W. */
+            sql_view_advance(xv->v, wm, on_result, x);
             continue;
         }
         x->scratch.used = base;
@@ -960,6 +1030,7 @@ static void view_row(cf_sqlx *x, xview *xv, const sql_row *rowp, uint64_t seq, i
 {
     const sql_plan_info *pi = xv->def->pi;
     sql_row row = *rowp;
+    xv->rows_in++;
     {
         sql_value keys[16], args[64], f;
         bool take = true;
@@ -993,8 +1064,10 @@ static void view_row(cf_sqlx *x, xview *xv, const sql_row *rowp, uint64_t seq, i
     }
 }
 
-void cf_sqlx_event(cf_sqlx *x, const cf_event *ev, uint64_t seq, int64_t wm, int64_t clock)
+void cf_sqlx_event(cf_sqlx *x, const cf_event *ev, uint64_t seq, int64_t wm, int64_t clock,
+                   uint64_t views)
 {
+    x->routed = views;
     if (clock != CF_TIME_NONE && (x->clock == CF_TIME_NONE || clock > x->clock))
         x->clock = clock;
     if (cf_sqlx_set_count(x->set) == 0)
@@ -1008,13 +1081,11 @@ void cf_sqlx_event(cf_sqlx *x, const cf_event *ev, uint64_t seq, int64_t wm, int
 
 #define MAX_ROW_COLUMNS 1024
 
-void cf_sqlx_row(cf_sqlx *x, const char *stream, size_t stream_len, const uint8_t *packed,
-                 size_t packed_len, uint64_t seq, int64_t wm, int64_t clock)
+/* Decodes a packed declared-stream row (stream_ingest.h) into cols (room
+ * for MAX_ROW_COLUMNS) and runs it through apply_row. */
+static void packed_row(cf_sqlx *x, const char *stream, size_t stream_len, const uint8_t *packed,
+                       size_t packed_len, uint64_t seq, int64_t wm)
 {
-    if (clock != CF_TIME_NONE && (x->clock == CF_TIME_NONE || clock > x->clock))
-        x->clock = clock;
-    if (cf_sqlx_set_count(x->set) == 0)
-        return;
     sql_value *cols = malloc(MAX_ROW_COLUMNS * sizeof *cols);
     if (!cols) {
         x->errors++;
@@ -1035,6 +1106,77 @@ void cf_sqlx_row(cf_sqlx *x, const char *stream, size_t stream_len, const uint8_
         x->errors++;    /* the sequencer packed it: a bug */
     }
     free(cols);
+}
+
+void cf_sqlx_row(cf_sqlx *x, const char *stream, size_t stream_len, const uint8_t *packed,
+                 size_t packed_len, uint64_t seq, int64_t wm, int64_t clock, uint64_t views)
+{
+    x->routed = views;
+    if (clock != CF_TIME_NONE && (x->clock == CF_TIME_NONE || clock > x->clock))
+        x->clock = clock;
+    if (cf_sqlx_set_count(x->set) == 0)
+        return;
+    packed_row(x, stream, stream_len, packed, packed_len, seq, wm);
+}
+
+/* -- routing probe ------------------------------------------------------------------ */
+
+cf_sqlx *cf_sqlx_probe_new(unsigned n_shards)
+{
+    cf_sqlx *x = cf_sqlx_new(0, n_shards, 1);
+    if (x)
+        x->routing = true;
+    return x;
+}
+
+unsigned cf_sqlx_probe_shards(const cf_sqlx *probe) { return probe->n_shards; }
+
+/* Points the probe at set and masks for one route; the set is borrowed. */
+static void probe_begin(cf_sqlx *x, cf_sqlx_set *set, uint64_t *masks)
+{
+    x->set = set;
+    x->masks = masks;
+    x->chain = 0;
+    x->scratch.used = 0;
+}
+
+static int probe_end(cf_sqlx *x, uint64_t errors)
+{
+    x->set = NULL;
+    x->masks = NULL;
+    if (x->errors == errors)
+        return 0;
+    /* A program failed (scratch full, OOM): every shard gets every view,
+     * and each one decides for itself as before routing. */
+    for (unsigned s = 0; s < x->n_shards; s++)
+        x->masks[s] = CF_SQLX_ALL_VIEWS;
+    return 0;
+}
+
+int cf_sqlx_route_event(cf_sqlx *probe, cf_sqlx_set *set, const cf_event *ev, uint64_t *masks)
+{
+    uint64_t errors = probe->errors;
+    probe_begin(probe, set, masks);
+    sql_value cols[CLICKS_COLUMNS];
+    click_row(ev, cols);
+    sql_row row = {.v = cols, .n = CLICKS_COLUMNS, .rowtime = ev->ts};
+    apply_row(probe, "clicks", 6, &row, 0, CF_TIME_NONE, 0);
+    return probe_end(probe, errors);
+}
+
+int cf_sqlx_route_row(cf_sqlx *probe, cf_sqlx_set *set, const char *stream, size_t stream_len,
+                      const uint8_t *packed, size_t packed_len, uint64_t *masks)
+{
+    uint64_t errors = probe->errors;
+    probe_begin(probe, set, masks);
+    packed_row(probe, stream, stream_len, packed, packed_len, 0, CF_TIME_NONE);
+    return probe_end(probe, errors);
+}
+
+void cf_sqlx_raise_clock(cf_sqlx *x, int64_t clock)
+{
+    if (clock != CF_TIME_NONE && (x->clock == CF_TIME_NONE || clock > x->clock))
+        x->clock = clock;
 }
 
 void cf_sqlx_advance(cf_sqlx *x, int64_t wm, int64_t clock)
@@ -1261,6 +1403,7 @@ void cf_sqlx_stats(const cf_sqlx *x, cf_buf *out)
         cf_buf_put_u64(out, st.bytes + kept);
         cf_buf_put_u64(out, st.groups);
         cf_buf_put_u64(out, st.late_dropped);
+        cf_buf_put_u64(out, xv->rows_in);
     }
 }
 
