@@ -53,7 +53,6 @@ cf_engine *cf_engine_new(const cf_config *cfg)
     atomic_init(&e->ready, false);
     e->sent_wm = CF_TIME_NONE;
     e->mark_clock = CF_TIME_NONE;
-    e->sql_clock = CF_TIME_NONE;
     e->snapshot_lsn = -1;
     cf_view_settings_of(cfg, &e->shard_vs);
     /* Without a data dir the dedup key only has to be secret; with one,

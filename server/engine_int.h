@@ -111,7 +111,6 @@ struct cf_engine {
      * written under mu and route_mu, read under either. */
     pthread_mutex_t route_mu;
     struct cf_sqlx_set *route_set;
-    int64_t sql_clock;              /* under mu: newest C sent to the shards (cf_sqlx_raise_clock) */
     unsigned n_shards;
     cf_shard **shards;
     atomic_size_t inflight;         /* bytes in queued messages */
@@ -245,8 +244,7 @@ int send_views_locked(cf_engine *e, cf_sqlx_set *set);
 /* Makes set (a new reference is taken) the one requests are routed for;
  * under mu. */
 void route_views_locked(cf_engine *e, cf_sqlx_set *set);
-/* Raises e->sql_clock to c (a C stamped on a row or a marker); under mu. */
-void note_clock_locked(cf_engine *e, int64_t c);
+
 int replay_rows(cf_engine *e, const uint8_t *payload, size_t len);
 void sql_push_interim(cf_engine *e);
 

@@ -16,7 +16,6 @@
 #include "sql_runtime.h"
 #include "stream_ingest.h"
 #include "tables.h"
-#include "cf_time.h"
 #include "cf_watermark.h"
 
 #define MAX_QUERY_LIMIT 100000  /* rows a pull query answers at most */
@@ -51,12 +50,6 @@ void route_views_locked(cf_engine *e, cf_sqlx_set *set)
     pthread_mutex_unlock(&e->route_mu);
     cf_sqlx_set_unref(old);
     atomic_store(&e->sql_runs, cf_sqlx_set_reads(set, "clicks"));
-}
-
-void note_clock_locked(cf_engine *e, int64_t c)
-{
-    if (c != CF_TIME_NONE && (e->sql_clock == CF_TIME_NONE || c > e->sql_clock))
-        e->sql_clock = c;
 }
 
 /* Whether every shard queue has room for the messages committing ch sends
@@ -344,7 +337,6 @@ static int64_t submit_rows_locked(cf_engine *e, const char *stream, const row_re
         cf_watermark_observe(e->wm, r->ts);
         uint64_t seq = e->next_seq++;
         if (reads) {
-            note_clock_locked(e, c);
             memset(masks, 0, ns * sizeof *masks);
             if (ns == 1)
                 masks[0] = CF_SQLX_ALL_VIEWS;

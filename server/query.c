@@ -30,10 +30,6 @@ int query_shards(cf_engine *e, cf_shard_query *qs, int only, bool sync,
     pthread_mutex_lock(&e->mu);
     bool down = e->stopping || !e->started;
     int64_t c = cf_watermark_clock(e->wm, wall_ms());
-    /* User views read open rows at the newest C any shard was sent: the
-     * one holding a group may have been routed none of the newest rows. */
-    for (unsigned s = 0; s < (only >= 0 ? 1u : e->n_shards); s++)
-        qs[s].clock = e->sql_clock;
     /* The ticker's pushes do not need read-your-writes: target 0 lets a
      * busy shard answer right after its current message instead of after
      * its whole backlog. */

@@ -271,7 +271,6 @@ int64_t send_marker_locked(cf_engine *e, int64_t w, int64_t c, bool log)
         enqueue_locked(e, s, m);
     }
     e->sent_wm = w;
-    note_clock_locked(e, c);
     if (c != CF_TIME_NONE && (e->mark_clock == CF_TIME_NONE || c > e->mark_clock))
         e->mark_clock = c;
     return lsn;
@@ -375,8 +374,6 @@ int64_t apply_locked(cf_engine *e, prepared *p, const cf_event *evs, uint8_t *is
         /* With user views running, a shard gets the event for the views
          * whose key it owns (sql_route.h); one shard runs them all. */
         bool sql_runs = atomic_load(&e->sql_runs);
-        if (sql_runs)
-            note_clock_locked(e, c);
         uint8_t one = e->n_shards == 1 && sql_runs ? CF_ROLE_SQL : 0;
         uint8_t page_sql = one, user_sql = one;
         if (p->vmask) {

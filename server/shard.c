@@ -1138,12 +1138,10 @@ static void run_query(cf_shard *s, cf_shard_query *q)
             q->err = -ENOMEM;
         break;
     case CF_Q_SQL_INTERIM:
-        cf_sqlx_raise_clock(s->sqlx, q->clock);
         if (s->push && cf_push_clients(s->push) > 0)
             cf_sqlx_interim(s->sqlx, SQL_INTERIM_ROWS, publish_view, s);
         break;
     case CF_Q_SQL: {
-        cf_sqlx_raise_clock(s->sqlx, q->clock);
         long n = cf_sqlx_rows(s->sqlx, q->view, &q->rows);
         if (n == -ENOMEM)
             q->err = -ENOMEM;

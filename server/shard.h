@@ -108,7 +108,6 @@ typedef struct cf_shard_query {
     size_t n_trend;
     cf_shard_stats stats;
     const char *view;           /* CF_Q_SQL: the view's name */
-    int64_t clock;              /* CF_Q_SQL*: C of the newest row or marker sent (query_shards) */
     cf_buf rows;                /* CF_Q_SQL: row records (sql_exec.h) */
     long n_rows;
     int err;                    /* 0, -ENOMEM, -ESHUTDOWN */

@@ -797,7 +797,8 @@ typedef struct join_ctx {
     int depth;
 } join_ctx;
 
-static void view_row(cf_sqlx *x, xview *xv, const sql_row *rowp, uint64_t seq, int64_t wm);
+static void view_row(cf_sqlx *x, xview *xv, const sql_row *rowp, uint64_t seq, int64_t wm,
+                     bool routed);
 static void derive_one(cf_sqlx *x, const cf_sqlx_def *d, const sql_row *in, uint64_t seq,
                        int64_t wm, int depth);
 
@@ -805,7 +806,7 @@ static void on_joined(void *ctx, const sql_row *row)
 {
     join_ctx *jc = ctx;
     if (jc->xv)
-        view_row(jc->x, jc->xv, row, jc->seq, jc->wm);
+        view_row(jc->x, jc->xv, row, jc->seq, jc->wm, false);
     else
         derive_one(jc->x, jc->d, row, jc->seq, jc->wm, jc->depth);
 }
@@ -1019,14 +1020,22 @@ static void apply_row(cf_sqlx *x, const char *source, size_t source_len, const s
                 sql_view_advance(xv->v, wm, on_result, x);  /* INNER, no row */
             continue;
         }
-        view_row(x, xv, &row, seq, wm);
+        /* A row of the view's own source routed here by the probe passed
+         * the filter there and its key is this shard's: not evaluated
+         * again. Not so for one shard (no probe ran), a failed probe (every
+         * mask full), views past the 63rd bit, or rows derived here (an
+         * UNNEST's elements have keys of their own). */
+        bool routed = depth == 0 && xv->at < 63 && x->routed != CF_SQLX_ALL_VIEWS;
+        view_row(x, xv, &row, seq, wm, routed);
     }
     x->cur = NULL;
 }
 
 /* One input row (the source's, or joined) into view xv: filter, group key,
- * owner, aggregates. */
-static void view_row(cf_sqlx *x, xview *xv, const sql_row *rowp, uint64_t seq, int64_t wm)
+ * owner, aggregates. routed: the probe found the row passes the filter and
+ * this shard owns its key (only the key is evaluated again). */
+static void view_row(cf_sqlx *x, xview *xv, const sql_row *rowp, uint64_t seq, int64_t wm,
+                     bool routed)
 {
     const sql_plan_info *pi = xv->def->pi;
     sql_row row = *rowp;
@@ -1034,7 +1043,7 @@ static void view_row(cf_sqlx *x, xview *xv, const sql_row *rowp, uint64_t seq, i
     {
         sql_value keys[16], args[64], f;
         bool take = true;
-        if (pi->filter) {
+        if (pi->filter && !routed) {
             take = sql_prog_eval(pi->filter, &row, &x->scratch, &f) == 0 && sql_value_is_true(f);
         }
         for (uint32_t k = 0; take && k < pi->ngroup_keys && k < 16; k++)
@@ -1042,7 +1051,7 @@ static void view_row(cf_sqlx *x, xview *xv, const sql_row *rowp, uint64_t seq, i
                 x->errors++;
                 take = false;
             }
-        if (take && owner(x, keys, pi->ngroup_keys) != x->index)
+        if (take && !routed && owner(x, keys, pi->ngroup_keys) != x->index)
             take = false;
         if (!take) {
             /* Not this shard's row: the view still sees the event's W. */
@@ -1171,12 +1180,6 @@ int cf_sqlx_route_row(cf_sqlx *probe, cf_sqlx_set *set, const char *stream, size
     probe_begin(probe, set, masks);
     packed_row(probe, stream, stream_len, packed, packed_len, 0, CF_TIME_NONE);
     return probe_end(probe, errors);
-}
-
-void cf_sqlx_raise_clock(cf_sqlx *x, int64_t clock)
-{
-    if (clock != CF_TIME_NONE && (x->clock == CF_TIME_NONE || clock > x->clock))
-        x->clock = clock;
 }
 
 void cf_sqlx_advance(cf_sqlx *x, int64_t wm, int64_t clock)

@@ -93,9 +93,6 @@ void cf_sqlx_event(cf_sqlx *x, const cf_event *ev, uint64_t seq, int64_t wm, int
  * (stream_ingest.h), arrival number, W, C and views mask. */
 void cf_sqlx_row(cf_sqlx *x, const char *stream, size_t stream_len, const uint8_t *row,
                  size_t row_len, uint64_t seq, int64_t wm, int64_t clock, uint64_t views);
-/* Raises the clock open rows are read at (DECAYED_COUNT's T) to the
- * engine's: a shard that was routed none of the newest events would lag. */
-void cf_sqlx_raise_clock(cf_sqlx *x, int64_t clock);
 
 /* -- routing probe (sql_route.h; one per thread, no state) -- */
 

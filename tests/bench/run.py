@@ -464,7 +464,8 @@ class Bench:
         best = {}
         for _ in range(1 if self.a.smoke else 2):
             for views in (False, True):
-                with self.server() as srv:
+                shards = ["--shards", str(self.a.s9_shards)] if self.a.s9_shards else []
+                with self.server(*shards) as srv:
                     if views:
                         self.add_sql(srv, self.USER_VIEWS)
                     c0 = cpu_s(srv.proc.pid)
@@ -565,6 +566,8 @@ def main():
     ap.add_argument("--tools", required=True)
     ap.add_argument("--smoke", action="store_true")
     ap.add_argument("--out")
+    ap.add_argument("--s9-shards", type=int, default=0,
+                    help="--shards for S9's servers (default: the server's default)")
     ap.add_argument("--only", default="S1,S2,S3,S4,S5,S6,S7,S8,S9,S10")
     a = ap.parse_args()
     a.seconds = 1 if a.smoke else 10
