@@ -942,37 +942,75 @@ static void derive(cf_sqlx *x, const cf_sqlx_def *d, const sql_row *src, uint64_
     free(in);
 }
 
+static bool is_source(const char *name, const char *source, size_t source_len)
+{
+    return name && strlen(name) == source_len && memcmp(name, source, source_len) == 0;
+}
+
+int cf_sqlx_def_partition(const cf_sqlx_def *d, const char *source, size_t source_len, int side,
+                          const sql_prog **ret_filter, const sql_prog *const **ret_keys,
+                          uint32_t *ret_nkeys)
+{
+    const sql_plan_info *pi = d->pi;
+    if (d->is_stream)
+        return -ENOENT;
+    if (pi->join != SQL_JOIN_NONE && !pi->join_table) {
+        /* A stream-stream (interval) join: both sides meet on the shard
+         * owning the join key; WHERE reads the joined row, not this one. */
+        if (!is_source(side ? pi->join_source : pi->source, source, source_len))
+            return -ENOENT;
+        *ret_filter = NULL;
+        *ret_keys = side ? pi->right_keys : pi->left_keys;
+        *ret_nkeys = pi->njoin_keys;
+        return 0;
+    }
+    if (side || !is_source(pi->source, source, source_len))
+        return -ENOENT;
+    if (pi->join_table)
+        return 1;   /* the key may read the table's row */
+    *ret_filter = pi->filter;
+    *ret_keys = pi->group_keys;
+    *ret_nkeys = pi->ngroup_keys;
+    return 0;
+}
+
 /* The probe's half of apply_row: for each view reading `source`, the shard
- * that owns the row's key (its filter and GROUP BY programs evaluated once,
- * here) gets the view's bit and the bits of the derived streams the row
- * came through. A view joined to a table, or a row whose programs fail,
- * goes to every shard: they re-check the owner after the join. */
+ * that owns the row's partition key (cf_sqlx_def_partition: the filter and
+ * key programs evaluated once, here) gets the view's bit and the bits of
+ * the derived streams the row came through. A view joined to a table, or a
+ * row whose programs fail, goes to every shard: they re-check the owner
+ * after the join. */
 static void route_views(cf_sqlx *x, const char *source, size_t source_len, const sql_row *row,
                         size_t base)
 {
-    for (size_t i = 0; x->set && i < x->set->n; i++) {
+    for (size_t j = 0; x->set && j < 2 * x->set->n; j++) {
+        size_t i = j / 2;   /* each view twice: a self-join's row is on both sides */
         const cf_sqlx_def *d = x->set->defs[i];
-        const sql_plan_info *pi = d->pi;
-        if (d->is_stream || !d->runnable || strlen(pi->source) != source_len ||
-            memcmp(pi->source, source, source_len) != 0)
+        const sql_prog *filter = NULL;
+        const sql_prog *const *kp = NULL;
+        uint32_t nk = 0;
+        if (!d->runnable)
+            continue;
+        int part = cf_sqlx_def_partition(d, source, source_len, (int)(j % 2), &filter, &kp, &nk);
+        if (part < 0)
             continue;
         uint64_t bits = x->chain | cf_sqlx_view_bit(i);
         x->scratch.used = base;
         sql_value keys[16], f;
-        bool all = pi->join_table || pi->ngroup_keys > 16;
-        if (!all && pi->filter) {
-            int rc = sql_prog_eval(pi->filter, row, &x->scratch, &f);
+        bool all = part == 1 || nk > 16;
+        if (!all && filter) {
+            int rc = sql_prog_eval(filter, row, &x->scratch, &f);
             if (rc == 0 && !sql_value_is_true(f))
                 continue;   /* filtered out: no shard needs it */
             all = rc < 0;
         }
-        for (uint32_t k = 0; !all && k < pi->ngroup_keys; k++)
-            all = sql_prog_eval(pi->group_keys[k], row, &x->scratch, &keys[k]) < 0;
+        for (uint32_t k = 0; !all && k < nk; k++)
+            all = sql_prog_eval(kp[k], row, &x->scratch, &keys[k]) < 0;
         if (all) {
             for (unsigned s = 0; s < x->n_shards; s++)
                 x->masks[s] |= bits;
         } else {
-            x->masks[owner(x, keys, pi->ngroup_keys)] |= bits;
+            x->masks[owner(x, keys, nk)] |= bits;
         }
     }
     x->scratch.used = base;
@@ -1025,7 +1063,8 @@ static void apply_row(cf_sqlx *x, const char *source, size_t source_len, const s
          * again. Not so for one shard (no probe ran), a failed probe (every
          * mask full), views past the 63rd bit, or rows derived here (an
          * UNNEST's elements have keys of their own). */
-        bool routed = depth == 0 && xv->at < 63 && x->routed != CF_SQLX_ALL_VIEWS;
+        bool routed = depth == 0 && xv->at < 63 && x->routed != CF_SQLX_ALL_VIEWS &&
+                      pi->join == SQL_JOIN_NONE;
         view_row(x, xv, &row, seq, wm, routed);
     }
     x->cur = NULL;

@@ -96,6 +96,19 @@ void cf_sqlx_row(cf_sqlx *x, const char *stream, size_t stream_len, const uint8_
 
 /* -- routing probe (sql_route.h; one per thread, no state) -- */
 
+/* The partition key of view d for a row of `source` on side 0 (the FROM
+ * side) or 1 (a stream-stream join's other side; a self-join reads a row
+ * on both): its filter (NULL: none to apply before routing) and key
+ * programs, the GROUP BY key, or the join's key on that side (both sides
+ * of an interval join meet on the shard owning the join key; how the join
+ * then groups is the join operator's business). Returns 0 with the outputs
+ * set, 1 when the key is not known before the row is joined to a table
+ * (every shard), or -ENOENT when d is a derived stream or does not read
+ * source on that side. */
+int cf_sqlx_def_partition(const cf_sqlx_def *d, const char *source, size_t source_len, int side,
+                          const sql_prog **ret_filter, const sql_prog *const **ret_keys,
+                          uint32_t *ret_nkeys);
+
 /* NULL on OOM. Free with cf_sqlx_free. */
 cf_sqlx *cf_sqlx_probe_new(unsigned n_shards);
 unsigned cf_sqlx_probe_shards(const cf_sqlx *probe);

@@ -5,6 +5,7 @@
  * goes nowhere; a view joined to a table goes everywhere; a view over a
  * derived stream is routed by the derived row's key, and shard 0 gets every
  * row that yields a derived row (it keeps them). */
+#include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -17,6 +18,7 @@
 
 #include "cf_event.h"
 #include "sql_exec.h"
+#include "sql_expr.h"
 #include "sql_parse.h"
 #include "sql_plan.h"
 #include "sql_route.h"
@@ -186,6 +188,76 @@ static void derived_rows_routed_by_their_own_key(void **state)
     }
 }
 
+/* An interval join's partition key is the join key, on the side the row
+ * comes from: an order and its payment (different columns, same key)
+ * meet on one shard. A self-join reads a row on both sides. */
+static void interval_join_partitions_by_the_join_key(void **state)
+{
+    (void)state;
+    sql_catalog *c = sql_catalog_new();
+    assert_int_equal(sql_catalog_add_clicks(c), 0);
+    sql_plan_free(plan(c, "CREATE STREAM orders (order_id STRING, customer STRING, ts TIMESTAMP) "
+                          "WITH (TIMESTAMP = 'ts')", true));
+    sql_plan_free(plan(c, "CREATE STREAM payments (paid DOUBLE, ref STRING, ts TIMESTAMP) "
+                          "WITH (TIMESTAMP = 'ts')", true));
+    cf_sqlx_def *d = cf_sqlx_def_new(
+        plan(c, "CREATE VIEW paid AS SELECT o.customer, COUNT(*) AS n FROM orders o "
+                "JOIN payments p WITHIN 1 HOUR ON o.order_id = p.ref GROUP BY o.customer", false),
+        true, 0, 0);
+    assert_non_null(d);
+    const sql_prog *filter = (const sql_prog *)1;
+    const sql_prog *const *keys = NULL;
+    uint32_t n = 0;
+    assert_int_equal(cf_sqlx_def_partition(d, "orders", 6, 0, &filter, &keys, &n), 0);
+    assert_null(filter);
+    assert_int_equal(n, 1);
+    char scratch_buf[256];
+    sql_scratch scratch = {.buf = scratch_buf, .cap = sizeof scratch_buf};
+    sql_value order[3] = {sql_string("o-7", 3), sql_string("ann", 3), sql_timestamp(1)};
+    sql_row orow = {.v = order, .n = 3, .rowtime = 1};
+    sql_value ok, pk;
+    assert_int_equal(sql_prog_eval(keys[0], &orow, &scratch, &ok), 0);
+    assert_int_equal(cf_sqlx_def_partition(d, "orders", 6, 1, &filter, &keys, &n), -ENOENT);
+    assert_int_equal(cf_sqlx_def_partition(d, "payments", 8, 1, &filter, &keys, &n), 0);
+    sql_value pay[3] = {sql_double(9.5), sql_string("o-7", 3), sql_timestamp(2)};
+    sql_row prow = {.v = pay, .n = 3, .rowtime = 2};
+    assert_int_equal(sql_prog_eval(keys[0], &prow, &scratch, &pk), 0);
+    assert_true(ok.type == SQL_STRING && pk.type == SQL_STRING && ok.len == 3 && pk.len == 3);
+    assert_memory_equal(ok.u.s, pk.u.s, 3);     /* the same key: the same shard */
+    assert_int_equal(cf_sqlx_def_partition(d, "payments", 8, 0, &filter, &keys, &n), -ENOENT);
+    assert_int_equal(cf_sqlx_def_partition(d, "clicks", 6, 0, &filter, &keys, &n), -ENOENT);
+    cf_sqlx_def_unref(d);
+
+    d = cf_sqlx_def_new(plan(c, "CREATE VIEW pairs AS SELECT a.user_id, COUNT(*) AS n FROM clicks a "
+                                "JOIN clicks b WITHIN 1 MINUTE ON a.user_id = b.page_url "
+                                "GROUP BY a.user_id", false), true, 0, 0);
+    assert_non_null(d);
+    assert_int_equal(cf_sqlx_def_partition(d, "clicks", 6, 0, &filter, &keys, &n), 0);
+    assert_int_equal(cf_sqlx_def_partition(d, "clicks", 6, 1, &filter, &keys, &n), 0);
+    cf_sqlx_def_unref(d);
+    sql_catalog_free(c);
+}
+
+/* A plain view: its filter and GROUP BY key from its own source only; a
+ * table join: not known before the join. */
+static void grouped_and_table_join_partitions(void **state)
+{
+    fixture *f = *state;
+    const sql_prog *filter = NULL;
+    const sql_prog *const *keys = NULL;
+    uint32_t n = 0;
+    cf_sqlx_def *el = cf_sqlx_set_at(f->set, V_ELEMENT);
+    assert_int_equal(cf_sqlx_def_partition(el, "clicks", 6, 0, &filter, &keys, &n), 0);
+    assert_non_null(filter);
+    assert_int_equal(n, 1);
+    assert_int_equal(cf_sqlx_def_partition(el, "clicks", 6, 1, &filter, &keys, &n), -ENOENT);
+    assert_int_equal(cf_sqlx_def_partition(el, "buys", 4, 0, &filter, &keys, &n), -ENOENT);
+    assert_int_equal(cf_sqlx_def_partition(cf_sqlx_set_at(f->set, V_JOINED), "clicks", 6, 0, &filter,
+                                           &keys, &n), 1);
+    assert_int_equal(cf_sqlx_def_partition(cf_sqlx_set_at(f->set, S_BUYS), "clicks", 6, 0, &filter,
+                                           &keys, &n), -ENOENT);
+}
+
 static void view_bits_saturate_at_63(void **state)
 {
     (void)state;
@@ -202,6 +274,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(filtered_row_goes_nowhere_table_join_everywhere, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(derived_rows_routed_by_their_own_key, setup, teardown),
+        cmocka_unit_test_setup_teardown(grouped_and_table_join_partitions, setup, teardown),
+        cmocka_unit_test(interval_join_partitions_by_the_join_key),
         cmocka_unit_test(view_bits_saturate_at_63),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
