@@ -292,6 +292,7 @@ typedef struct row_ref {
  * stream name, a NUL, then the id). replay: the rows come from the WAL.
  * Returns the WAL LSN (0 without one or nothing to log), or -EIO/-ENOMEM. */
 static int64_t submit_rows_locked(cf_engine *e, const char *stream, const row_ref *rows, size_t n,
+                                  const cf_sqlx_set *pre_set, const uint64_t *pre,
                                   bool replay, size_t *ret_accepted, size_t *ret_dups)
 {
     size_t slen = strlen(stream), acc = 0, dups = 0;
@@ -340,6 +341,8 @@ static int64_t submit_rows_locked(cf_engine *e, const char *stream, const row_re
             memset(masks, 0, ns * sizeof *masks);
             if (ns == 1)
                 masks[0] = CF_SQLX_ALL_VIEWS;
+            else if (pre && pre_set == e->route_set)
+                memcpy(masks, &pre[i * ns], ns * sizeof *masks);   /* routed before the lock */
             else
                 cf_route_row(e->route_set, ns, stream, slen, r->p, r->len, masks);
         }
@@ -468,6 +471,19 @@ int cf_engine_stream_events(cf_engine *e, const char *stream, cf_body_format fmt
                             r->id_len ? (const char *)b->packed.data + r->id_off : NULL, r->id_len};
         bytes += r->len + 32;
     }
+    /* Routed outside the lock, like clicks (sql_route.h); a set changed
+     * in between is routed again under it. */
+    unsigned ns = e->n_shards;
+    cf_sqlx_set *pre_set = NULL;
+    uint64_t *pre = NULL;
+    if (ns > 1) {
+        pthread_mutex_lock(&e->route_mu);
+        pre_set = e->route_set ? cf_sqlx_set_ref(e->route_set) : NULL;
+        pthread_mutex_unlock(&e->route_mu);
+    }
+    if (pre_set && cf_sqlx_set_reads(pre_set, stream) && (pre = calloc(b->n * ns, sizeof *pre)))
+        for (size_t i = 0; i < b->n; i++)
+            cf_route_row(pre_set, ns, stream, strlen(stream), rows[i].p, rows[i].len, &pre[i * ns]);
     size_t acc = 0, dups = 0;
     int64_t lsn = 0, mlsn = 0, seen = 0;
     pthread_mutex_lock(&e->mu);
@@ -480,7 +496,7 @@ int cf_engine_stream_events(cf_engine *e, const char *stream, cf_body_format fmt
     else if (cf_sqlrt_generation(e->sql) != gen)
         rc = -EAGAIN;   /* the stream changed since the body was checked: retry */
     else {
-        lsn = submit_rows_locked(e, stream, rows, b->n, false, &acc, &dups);
+        lsn = submit_rows_locked(e, stream, rows, b->n, pre_set, pre, false, &acc, &dups);
         if (lsn >= 0)
             mlsn = maybe_mark_locked(e, wall_ms());
         if (lsn < 0 || mlsn < 0)
@@ -490,6 +506,8 @@ int cf_engine_stream_events(cf_engine *e, const char *stream, cf_body_format fmt
     }
     pthread_mutex_unlock(&e->mu);
     free(rows);
+    free(pre);
+    cf_sqlx_set_unref(pre_set);
     if (rc)
         return rc;
     rc = wait_committed(e, lsn, mlsn, seen);
@@ -535,7 +553,7 @@ int replay_rows(cf_engine *e, const uint8_t *payload, size_t len)
             sleep_ms(1);
             pthread_mutex_lock(&e->mu);
         }
-        int64_t lsn = submit_rows_locked(e, stream, rows, n, true, &acc, &dups);
+        int64_t lsn = submit_rows_locked(e, stream, rows, n, NULL, NULL, true, &acc, &dups);
         pthread_mutex_unlock(&e->mu);
         if (lsn < 0)
             rc = (int)lsn;
