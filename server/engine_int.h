@@ -94,7 +94,7 @@ typedef struct prepared {
     uint32_t *accepted;     /* per shard: entries not duplicates */
     cf_buf packed;          /* the events, cf_event_pack'ed back to back (WAL payload) */
     size_t bytes;           /* message bytes, for the in-flight budget */
-    struct cf_sqlx_set *set;/* the user views it was routed for (a reference, or NULL) */
+    cf_sqlx_set *set;       /* the user views it was routed for (a reference, or NULL) */
     uint64_t *vmask;        /* routed: VMASK */
     size_t *xoff;           /* routed: XOFF */
     cf_recent_chunk *chunk; /* for the recent-events ring, allocated before the lock */
@@ -110,7 +110,7 @@ struct cf_engine {
     /* The view set in force, which requests are routed for (sql_route.h):
      * written under mu and route_mu, read under either. */
     pthread_mutex_t route_mu;
-    struct cf_sqlx_set *route_set;
+    cf_sqlx_set *route_set;
     unsigned n_shards;
     cf_shard **shards;
     atomic_size_t inflight;         /* bytes in queued messages */

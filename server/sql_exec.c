@@ -32,6 +32,7 @@ struct cf_sqlx_def {
     bool windowed;
     bool runnable;
     bool is_stream;             /* CREATE STREAM AS: rows for the views downstream */
+    size_t source_len, join_source_len; /* strlen of pi's, once (compared per row) */
 };
 
 struct cf_sqlx_set {
@@ -111,6 +112,8 @@ cf_sqlx_def *cf_sqlx_def_new(sql_plan *plan, bool source_runs, int64_t allowed_l
         d->vcfg.naggs = 1;
     }
     d->is_stream = pi->kind == SQL_PLAN_DERIVED_STREAM;
+    d->source_len = pi->source ? strlen(pi->source) : 0;
+    d->join_source_len = pi->join_source ? strlen(pi->join_source) : 0;
     d->runnable = (pi->kind == SQL_PLAN_VIEW || d->is_stream) && pi->source &&
                   pi->source_kind == SQL_OBJ_STREAM && source_runs &&
                   (pi->join == SQL_JOIN_NONE ? d->is_stream || pi->unnest_column < 0
@@ -942,9 +945,9 @@ static void derive(cf_sqlx *x, const cf_sqlx_def *d, const sql_row *src, uint64_
     free(in);
 }
 
-static bool is_source(const char *name, const char *source, size_t source_len)
+static bool is_source(const char *name, size_t len, const char *source, size_t source_len)
 {
-    return name && strlen(name) == source_len && memcmp(name, source, source_len) == 0;
+    return name && len == source_len && memcmp(name, source, source_len) == 0;
 }
 
 int cf_sqlx_def_partition(const cf_sqlx_def *d, const char *source, size_t source_len, int side,
@@ -957,14 +960,15 @@ int cf_sqlx_def_partition(const cf_sqlx_def *d, const char *source, size_t sourc
     if (pi->join != SQL_JOIN_NONE && !pi->join_table) {
         /* A stream-stream (interval) join: both sides meet on the shard
          * owning the join key; WHERE reads the joined row, not this one. */
-        if (!is_source(side ? pi->join_source : pi->source, source, source_len))
+        if (!(side ? is_source(pi->join_source, d->join_source_len, source, source_len)
+                   : is_source(pi->source, d->source_len, source, source_len)))
             return -ENOENT;
         *ret_filter = NULL;
         *ret_keys = side ? pi->right_keys : pi->left_keys;
         *ret_nkeys = pi->njoin_keys;
         return 0;
     }
-    if (side || !is_source(pi->source, source, source_len))
+    if (side || !is_source(pi->source, d->source_len, source, source_len))
         return -ENOENT;
     if (pi->join_table)
         return 1;   /* the key may read the table's row */
@@ -1024,8 +1028,7 @@ static void apply_row(cf_sqlx *x, const char *source, size_t source_len, const s
     size_t base = x->scratch.used;  /* an outer derived row's strings live below */
     for (size_t i = 0; depth < 64 && x->set && i < x->set->n; i++) {
         const cf_sqlx_def *d = x->set->defs[i];
-        if (d->is_stream && d->runnable && strlen(d->pi->source) == source_len &&
-            memcmp(d->pi->source, source, source_len) == 0) {
+        if (d->is_stream && d->runnable && is_source(d->pi->source, d->source_len, source, source_len)) {
             uint64_t chain = x->chain;
             if (x->routing)
                 x->chain |= cf_sqlx_view_bit(i);
@@ -1044,7 +1047,7 @@ static void apply_row(cf_sqlx *x, const char *source, size_t source_len, const s
         xview *xv = &x->views[i];
         const sql_plan_info *pi = xv->def->pi;
         x->cur = xv;
-        if (strlen(pi->source) != source_len || memcmp(pi->source, source, source_len) != 0 ||
+        if (!is_source(pi->source, xv->def->source_len, source, source_len) ||
             !(x->routed & cf_sqlx_view_bit(xv->at))) {
             /* Not its source, or its key is another shard's: the view
              * still sees the event's W. */
