@@ -13,9 +13,11 @@
  * the shards that own its keys (sql_route.h: a probe evaluates each view's
  * filter and GROUP BY key once and hashes the key, owner(), modulo the
  * shard count), with a views mask per shard saying which views it is for.
- * A shard applies the row only to those views (it still re-checks the owner,
- * which keeps views joined to a table, or past the 63rd, right); the others
- * just see the row's W, and markers move every view on every shard. So a
+ * A shard applies the row only to those views: a row of the view's own
+ * source is trusted (filter and owner not evaluated again); rows joined to
+ * a table or derived here, views past the 63rd bit, one shard and a failed
+ * probe re-check the owner as before. The other views just see the row's
+ * W, and markers move every view on every shard. So a
  * group lives on exactly one shard and needs no merge. Each row is judged
  * against the watermark stamped on its event, like the built-in operators.
  *
