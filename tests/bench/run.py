@@ -422,8 +422,9 @@ class Bench:
     # S9 ----------------------------------------------------------------------
     # Ten user views (SPEC 13) over clicks: different group keys, every
     # window type and most aggregates. Several group by something other than
-    # the routing key, and every shard gets every event of a stream a view
-    # reads, so this is what a user's own analytics cost on top of S2.
+    # the routing key (each event goes to the shards owning its keys,
+    # server/sql_route.h), so this is what a user's own analytics cost on
+    # top of S2.
     USER_VIEWS = [
         "CREATE VIEW b_page_run AS SELECT page_url, COUNT(*) AS n FROM clicks GROUP BY page_url",
         "CREATE VIEW b_user_run AS SELECT user_id, COUNT(*) AS n, LATEST(page_url) AS last_page "
