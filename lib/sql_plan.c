@@ -1672,6 +1672,13 @@ static void render_explain(sql_plan *p)
     }
     sql_sb_printf(&t, "\n  partition: %s (%s)\n", pi->partition[0] ? pi->partition : "none",
                   pi->reroute ? "re-routed to the key's shard" : "no re-routing");
+    /* Where the sequencer sends the input rows (server/sql_route.h): a
+     * key needing a table's row is unknown before the join, which every
+     * shard can do (each holds every table). */
+    const char *place = !pi->aggregate ? "derived on shard 0 (which keeps the rows) and on the shards owning a reading view's key"
+                      : pi->join_table ? "every shard (the key needs the table's row; each keeps the groups it owns)"
+                      : "the shard owning the key, chosen before the row is logged";
+    sql_sb_printf(&t, "  placement: %s\n", place);
     sql_sb_puts(&j, "],\"partition\":");
     sql_sb_put_json_string(&j, pi->partition, strlen(pi->partition));
     sql_sb_printf(&j, ",\"reroute\":%s}", pi->reroute ? "true" : "false");

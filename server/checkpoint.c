@@ -235,7 +235,7 @@ int load_snapshot(cf_engine *e, const cf_buf *payload)
             (void)cf_histview_define(e->history, cf_sqlx_def_info(cf_sqlx_set_at(set, i)));
         for (unsigned s = 0; s < e->n_shards; s++)
             cf_shard_install_sql(e->shards[s], cf_sqlx_set_ref(set));
-        atomic_store(&e->sql_runs, cf_sqlx_set_reads(set, "clicks"));
+        route_views_locked(e, set);
         cf_sqlx_set_unref(set);
     }
     if (rows_len > 0) {

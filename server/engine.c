@@ -41,6 +41,7 @@ cf_engine *cf_engine_new(const cf_config *cfg)
     e->inflight_cap = 16 * body * 3 > ((size_t)256 << 20) ? 16 * body * 3 : ((size_t)256 << 20);
     pthread_mutex_init(&e->mu, NULL);
     pthread_mutex_init(&e->tick_mu, NULL);
+    pthread_mutex_init(&e->route_mu, NULL);
     /* The ticker waits with CLOCK_MONOTONIC deadlines: the condition
      * variable must use that clock (the default is CLOCK_REALTIME). */
     pthread_condattr_t ca;
@@ -213,8 +214,10 @@ void cf_engine_free(cf_engine *e)
     cf_buf_free(&e->scratch);
     cf_recent_free(e->recent);
     cJSON_free(e->last_trending);
+    cf_sqlx_set_unref(e->route_set);
     pthread_mutex_destroy(&e->mu);
     pthread_mutex_destroy(&e->tick_mu);
+    pthread_mutex_destroy(&e->route_mu);
     pthread_cond_destroy(&e->tick_cond);
     free(e);
 }

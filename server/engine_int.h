@@ -80,8 +80,10 @@ typedef struct route {
     bool bot;               /* is_bot (SPEC 15): logged and counted, sent to no shard */
 } route;
 
-/* Offset of an event's entry in msgs[s] for the shards that get it only for
- * user SQL views (neither its page nor its user shard). */
+/* Per event and shard: the user views it is routed there for (sql_route.h),
+ * and the offset of its entry in msgs[s] when the shard gets it only for
+ * them (neither its page nor its user shard; else SIZE_MAX). */
+#define VMASK(p, i, s, n) ((p)->vmask[(size_t)(i) * (n) + (s)])
 #define XOFF(p, i, s, n) ((p)->xoff[(size_t)(i) * (n) + (s)])
 
 /* A request prepared for the sequencer. */
@@ -92,8 +94,9 @@ typedef struct prepared {
     uint32_t *accepted;     /* per shard: entries not duplicates */
     cf_buf packed;          /* the events, cf_event_pack'ed back to back (WAL payload) */
     size_t bytes;           /* message bytes, for the in-flight budget */
-    bool bcast;             /* user SQL views run: every shard gets every event */
-    size_t *xoff;           /* bcast: XOFF, SIZE_MAX for the page and user shards */
+    cf_sqlx_set *set;       /* the user views it was routed for (a reference, or NULL) */
+    uint64_t *vmask;        /* routed: VMASK */
+    size_t *xoff;           /* routed: XOFF */
     cf_recent_chunk *chunk; /* for the recent-events ring, allocated before the lock */
 } prepared;
 
@@ -103,7 +106,11 @@ struct cf_engine {
     cf_sqlrt *sql;                  /* SQL catalog and views; changed under mu only */
     cJSON *builtin_views;           /* GET /api/v1/views items of the built-ins (builtin_sql.h) */
     struct cf_tables *tables;       /* SQL tables' rows (tables.h); under mu, made on first use */
-    atomic_bool sql_runs;           /* user views run: events go to every shard (mu writes) */
+    atomic_bool sql_runs;           /* user views read clicks (mu writes) */
+    /* The view set in force, which requests are routed for (sql_route.h):
+     * written under mu and route_mu, read under either. */
+    pthread_mutex_t route_mu;
+    cf_sqlx_set *route_set;
     unsigned n_shards;
     cf_shard **shards;
     atomic_size_t inflight;         /* bytes in queued messages */
@@ -234,6 +241,10 @@ int replay_table(cf_engine *e, const uint8_t *payload, size_t len);
  * caller checked room). 0 or -EIO. */
 int send_table_drop_locked(cf_engine *e, const char *name);
 int send_views_locked(cf_engine *e, cf_sqlx_set *set);
+/* Makes set (a new reference is taken) the one requests are routed for;
+ * under mu. */
+void route_views_locked(cf_engine *e, cf_sqlx_set *set);
+
 int replay_rows(cf_engine *e, const uint8_t *payload, size_t len);
 void sql_push_interim(cf_engine *e);
 

@@ -13,6 +13,7 @@
 #include "sql_exec.h"
 #include "sql_pull.h"
 #include "history_views.h"
+#include "sql_route.h"
 #include "sql_runtime.h"
 #include "stream_ingest.h"
 #include "tables.h"
@@ -43,8 +44,19 @@ int send_views_locked(cf_engine *e, cf_sqlx_set *set)
         memcpy(m->data, &ref, sizeof ref);
         enqueue_locked(e, s, m);
     }
-    atomic_store(&e->sql_runs, cf_sqlx_set_reads(set, "clicks"));
+    route_views_locked(e, set);
     return 0;
+}
+
+void route_views_locked(cf_engine *e, cf_sqlx_set *set)
+{
+    cf_sqlx_set *ref = set ? cf_sqlx_set_ref(set) : NULL;
+    pthread_mutex_lock(&e->route_mu);
+    cf_sqlx_set *old = e->route_set;
+    e->route_set = ref;
+    pthread_mutex_unlock(&e->route_mu);
+    cf_sqlx_set_unref(old);
+    atomic_store(&e->sql_runs, cf_sqlx_set_reads(set, "clicks"));
 }
 
 /* Whether every shard queue has room for the messages committing ch sends
@@ -214,18 +226,22 @@ static cJSON *user_views(cf_engine *e)
         for (uint32_t i = 0; i < n; i++) {
             const char *name = NULL;
             size_t nl = 0;
-            uint64_t bytes = 0, groups = 0, late = 0;
+            uint64_t bytes = 0, groups = 0, late = 0, rows_in = 0;
             if (!cf_get_str(&r, &name, &nl) || !cf_get_u64(&r, &bytes) || !cf_get_u64(&r, &groups) ||
-                !cf_get_u64(&r, &late))
+                !cf_get_u64(&r, &late) || !cf_get_u64(&r, &rows_in))
                 break;
             cJSON *it;
             cJSON_ArrayForEach(it, items) {
                 const char *vn = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(it, "name"));
                 if (!vn || strlen(vn) != nl || memcmp(vn, name, nl) != 0)
                     continue;
-                static const char *const keys[] = {"state_bytes", "groups", "late_dropped"};
-                uint64_t add[] = {bytes, groups, late};
-                for (int k = 0; k < 3; k++) {
+                /* rows_in: input rows the shards evaluated the view on,
+                 * summed: each row once (on its key's shard), not once
+                 * per shard (sql_route.h). */
+                static const char *const keys[] = {"state_bytes", "groups", "late_dropped",
+                                                   "rows_in"};
+                uint64_t add[] = {bytes, groups, late, rows_in};
+                for (int k = 0; k < 4; k++) {
                     cJSON *f = cJSON_GetObjectItemCaseSensitive(it, keys[k]);
                     if (f)
                         cJSON_SetNumberValue(f, f->valuedouble + (double)add[k]);
@@ -300,11 +316,26 @@ typedef struct row_ref {
  * stream name, a NUL, then the id). replay: the rows come from the WAL.
  * Returns the WAL LSN (0 without one or nothing to log), or -EIO/-ENOMEM. */
 static int64_t submit_rows_locked(cf_engine *e, const char *stream, const row_ref *rows, size_t n,
+                                  const cf_sqlx_set *pre_set, const uint64_t *pre,
                                   bool replay, size_t *ret_accepted, size_t *ret_dups)
 {
     size_t slen = strlen(stream), acc = 0, dups = 0;
-    cf_buf key = {0}, msg = {0}, wal = {0};
-    cf_buf_put_str(&msg, stream, slen);
+    unsigned ns = e->n_shards;
+    bool reads = cf_sqlrt_reads(e->sql, stream);
+    cf_buf key = {0}, wal = {0};
+    /* One message per shard, with the rows routed to it (sql_route.h). */
+    cf_buf *msg = calloc(ns, sizeof *msg);
+    uint32_t *count = calloc(ns, sizeof *count);
+    uint64_t *masks = calloc(ns, sizeof *masks);
+    int64_t lsn = 0;
+    if (!msg || !count || !masks) {
+        free(msg);
+        free(count);
+        free(masks);
+        return -ENOMEM;     /* nothing judged yet */
+    }
+    for (unsigned s = 0; s < ns; s++)
+        cf_buf_put_str(&msg[s], stream, slen);
     cf_buf_put_str(&wal, stream, slen);
     size_t count_at = wal.len;
     cf_buf_put_u32(&wal, 0);
@@ -330,17 +361,33 @@ static int64_t submit_rows_locked(cf_engine *e, const char *stream, const row_re
         int64_t c = dedup_clock_locked(e);
         cf_watermark_observe(e->wm, r->ts);
         uint64_t seq = e->next_seq++;
-        cf_buf_put_u8(&msg, 1);
-        cf_buf_put_u64(&msg, seq);
-        cf_buf_put_i64(&msg, w);
-        cf_buf_put_i64(&msg, c);
-        cf_buf_put_str(&msg, (const char *)r->p, r->len);
+        if (reads) {
+            memset(masks, 0, ns * sizeof *masks);
+            if (ns == 1)
+                masks[0] = CF_SQLX_ALL_VIEWS;
+            else if (pre && pre_set == e->route_set)
+                memcpy(masks, &pre[i * ns], ns * sizeof *masks);   /* routed before the lock */
+            else
+                cf_route_row(e->route_set, ns, stream, slen, r->p, r->len, masks);
+        }
+        for (unsigned s = 0; reads && s < ns; s++) {
+            if (!masks[s])
+                continue;
+            cf_buf_put_u64(&msg[s], masks[s]);
+            cf_buf_put_u64(&msg[s], seq);
+            cf_buf_put_i64(&msg[s], w);
+            cf_buf_put_i64(&msg[s], c);
+            cf_buf_put_str(&msg[s], (const char *)r->p, r->len);
+            count[s]++;
+        }
         cf_buf_put_str(&wal, (const char *)r->p, r->len);
         cf_buf_put_str(&wal, r->id ? r->id : "", r->id ? r->id_len : 0);
         acc++;
     }
-    int64_t lsn = 0;
-    if (key.oom || msg.oom || wal.oom) {
+    bool oom = false;
+    for (unsigned s = 0; s < ns; s++)
+        oom |= msg[s].oom;
+    if (key.oom || oom || wal.oom) {
         lsn = wal_fail_locked(e, -ENOMEM);   /* the dedup table moved on: stop */
         goto out;
     }
@@ -362,17 +409,19 @@ static int64_t submit_rows_locked(cf_engine *e, const char *stream, const row_re
         if (clsn > lsn)
             lsn = clsn;
     }
-    if (acc > 0 && cf_sqlrt_reads(e->sql, stream)) {
-        for (unsigned s = 0; s < e->n_shards; s++) {
-            cf_msg *m = cf_msg_new(CF_MSG_ROWS, msg.len);
+    if (acc > 0 && reads) {
+        for (unsigned s = 0; s < ns; s++) {
+            if (!count[s])
+                continue;
+            cf_msg *m = cf_msg_new(CF_MSG_ROWS, msg[s].len);
             if (!m) {
                 cf_error("out of memory for a stream rows message");
                 atomic_store(&e->failed, 1);
                 lsn = -EIO;
                 goto out;
             }
-            memcpy(m->data, msg.data, msg.len);
-            m->n = (uint32_t)acc;
+            memcpy(m->data, msg[s].data, msg[s].len);
+            m->n = count[s];
             enqueue_locked(e, s, m);
         }
     }
@@ -382,7 +431,11 @@ static int64_t submit_rows_locked(cf_engine *e, const char *stream, const row_re
     *ret_dups = dups;
 out:
     cf_buf_free(&key);
-    cf_buf_free(&msg);
+    for (unsigned s = 0; s < ns; s++)
+        cf_buf_free(&msg[s]);
+    free(msg);
+    free(count);
+    free(masks);
     cf_buf_free(&wal);
     return lsn;
 }
@@ -442,6 +495,19 @@ int cf_engine_stream_events(cf_engine *e, const char *stream, cf_body_format fmt
                             r->id_len ? (const char *)b->packed.data + r->id_off : NULL, r->id_len};
         bytes += r->len + 32;
     }
+    /* Routed outside the lock, like clicks (sql_route.h); a set changed
+     * in between is routed again under it. */
+    unsigned ns = e->n_shards;
+    cf_sqlx_set *pre_set = NULL;
+    uint64_t *pre = NULL;
+    if (ns > 1) {
+        pthread_mutex_lock(&e->route_mu);
+        pre_set = e->route_set ? cf_sqlx_set_ref(e->route_set) : NULL;
+        pthread_mutex_unlock(&e->route_mu);
+    }
+    if (pre_set && cf_sqlx_set_reads(pre_set, stream) && (pre = calloc(b->n * ns, sizeof *pre)))
+        for (size_t i = 0; i < b->n; i++)
+            cf_route_row(pre_set, ns, stream, strlen(stream), rows[i].p, rows[i].len, &pre[i * ns]);
     size_t acc = 0, dups = 0;
     int64_t lsn = 0, mlsn = 0, seen = 0;
     pthread_mutex_lock(&e->mu);
@@ -454,7 +520,7 @@ int cf_engine_stream_events(cf_engine *e, const char *stream, cf_body_format fmt
     else if (cf_sqlrt_generation(e->sql) != gen)
         rc = -EAGAIN;   /* the stream changed since the body was checked: retry */
     else {
-        lsn = submit_rows_locked(e, stream, rows, b->n, false, &acc, &dups);
+        lsn = submit_rows_locked(e, stream, rows, b->n, pre_set, pre, false, &acc, &dups);
         if (lsn >= 0)
             mlsn = maybe_mark_locked(e, wall_ms());
         if (lsn < 0 || mlsn < 0)
@@ -464,6 +530,8 @@ int cf_engine_stream_events(cf_engine *e, const char *stream, cf_body_format fmt
     }
     pthread_mutex_unlock(&e->mu);
     free(rows);
+    free(pre);
+    cf_sqlx_set_unref(pre_set);
     if (rc)
         return rc;
     rc = wait_committed(e, lsn, mlsn, seen);
@@ -509,7 +577,7 @@ int replay_rows(cf_engine *e, const uint8_t *payload, size_t len)
             sleep_ms(1);
             pthread_mutex_lock(&e->mu);
         }
-        int64_t lsn = submit_rows_locked(e, stream, rows, n, true, &acc, &dups);
+        int64_t lsn = submit_rows_locked(e, stream, rows, n, NULL, NULL, true, &acc, &dups);
         pthread_mutex_unlock(&e->mu);
         if (lsn < 0)
             rc = (int)lsn;

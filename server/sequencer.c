@@ -18,6 +18,8 @@
 #include "engine_int.h"
 #include "log.h"
 #include "shard_msg.h"
+#include "sql_exec.h"
+#include "sql_route.h"
 #include "wal.h"
 
 #define DEDUP_PREFETCH 8                /* ids ahead whose dedup slot is prefetched */
@@ -31,6 +33,8 @@ void prepared_free(cf_engine *e, prepared *p)
     free(p->accepted);
     free(p->rt);
     free(p->xoff);
+    free(p->vmask);
+    cf_sqlx_set_unref(p->set);
     cf_buf_free(&p->packed);
     cf_recent_chunk_discard(p->chunk);
 }
@@ -52,10 +56,23 @@ int key_shards(cf_engine *e)
     return 0;
 }
 
+/* The views mask of event i's entry in shard s (all views with one shard:
+ * whether it applies them is the role's business). */
+static uint64_t views_of(const cf_engine *e, const prepared *p, size_t i, unsigned s)
+{
+    if (e->n_shards == 1)
+        return CF_SQLX_ALL_VIEWS;
+    return p->vmask ? VMASK(p, i, s, e->n_shards) : 0;
+}
+
 /* Routes and packs a request without holding the sequencer lock: one
- * message per target shard with every event in it (roles and arrival
- * numbers are patched in under the lock), and the packed events for the
- * WAL. O(total event bytes). 0 or -ENOMEM. */
+ * message per target shard (the event's page shard and user shard for the
+ * built-in operators, and the shards that own its keys of the user views,
+ * sql_route.h), with the events in it (roles and arrival numbers are
+ * patched in under the lock), and the packed events for the WAL. The view
+ * set routed for is kept in p->set: the caller routes again if another one
+ * is in force under the lock. O(total event bytes + views x events). 0 or
+ * -ENOMEM. */
 int prepare(cf_engine *e, const cf_event *evs, size_t n, prepared *p)
 {
     memset(p, 0, sizeof *p);
@@ -63,14 +80,22 @@ int prepare(cf_engine *e, const cf_event *evs, size_t n, prepared *p)
     p->rt = calloc(n ? n : 1, sizeof *p->rt);
     p->msgs = calloc(e->n_shards, sizeof *p->msgs);
     p->accepted = calloc(e->n_shards, sizeof *p->accepted);
-    /* While user SQL views run, every shard gets every event (sql_exec.h). */
-    p->bcast = atomic_load(&e->sql_runs) && e->n_shards > 1;
-    if (p->bcast)
-        p->xoff = malloc((n ? n : 1) * e->n_shards * sizeof *p->xoff);
-    size_t *size = calloc(e->n_shards, sizeof *size);
-    uint32_t *count = calloc(e->n_shards, sizeof *count);
+    unsigned ns = e->n_shards;
+    if (ns > 1) {
+        pthread_mutex_lock(&e->route_mu);
+        p->set = e->route_set ? cf_sqlx_set_ref(e->route_set) : NULL;
+        pthread_mutex_unlock(&e->route_mu);
+    }
+    bool routed = p->set && cf_sqlx_set_reads(p->set, "clicks");
+    if (routed) {
+        p->xoff = malloc((n ? n : 1) * ns * sizeof *p->xoff);
+        p->vmask = calloc((n ? n : 1) * ns, sizeof *p->vmask);
+    }
+    size_t *size = calloc(ns, sizeof *size);
+    uint32_t *count = calloc(ns, sizeof *count);
     int rc = -ENOMEM;
-    if (!p->rt || !p->msgs || !p->accepted || !size || !count || (p->bcast && !p->xoff))
+    if (!p->rt || !p->msgs || !p->accepted || !size || !count ||
+        (routed && (!p->xoff || !p->vmask)))
         goto out;
     /* One allocation for the packed events instead of a doubling series of
      * reallocs and copies: the fields plus a generous header each. */
@@ -97,21 +122,17 @@ int prepare(cf_engine *e, const cf_event *evs, size_t n, prepared *p)
         r->bot = evs[i].enrich.is_bot;
         if (r->bot)
             continue;
+        if (routed)
+            cf_route_event(p->set, ns, &evs[i], &VMASK(p, i, 0, ns));
         size_t entry = cf_entry_size(r->pack_len);
-        size[r->page_shard] += entry;
-        count[r->page_shard]++;
-        if (r->user_shard != r->page_shard) {
-            size[r->user_shard] += entry;
-            count[r->user_shard]++;
-        }
-        for (unsigned s = 0; p->bcast && s < e->n_shards; s++) {
-            if (s != r->page_shard && s != r->user_shard) {
+        for (unsigned s = 0; s < ns; s++) {
+            if (s == r->page_shard || s == r->user_shard || views_of(e, p, i, s)) {
                 size[s] += entry;
                 count[s]++;
             }
         }
     }
-    for (unsigned s = 0; s < e->n_shards; s++) {
+    for (unsigned s = 0; s < ns; s++) {
         if (!count[s])
             continue;
         p->msgs[s] = cf_msg_new(CF_MSG_EVENTS, size[s]);
@@ -136,18 +157,20 @@ int prepare(cf_engine *e, const cf_event *evs, size_t n, prepared *p)
             /* A blank head: role, arrival number, W and C are stamped
              * under the lock (apply_locked). */
             size_t at = size[s];
-            size[s] += cf_entry_put(p->msgs[s]->data + at, packed, r->pack_len);
+            size[s] += cf_entry_put(p->msgs[s]->data + at, packed, r->pack_len,
+                                    views_of(e, p, i, s));
             if (k == 0)
                 r->page_off = at;
             else
                 r->user_off = at;
         }
-        for (unsigned s = 0; p->bcast && s < e->n_shards; s++) {
-            XOFF(p, i, s, e->n_shards) = SIZE_MAX;
-            if (s == r->page_shard || s == r->user_shard)
+        for (unsigned s = 0; routed && s < ns; s++) {
+            XOFF(p, i, s, ns) = SIZE_MAX;
+            if (s == r->page_shard || s == r->user_shard || !VMASK(p, i, s, ns))
                 continue;
-            XOFF(p, i, s, e->n_shards) = size[s];
-            size[s] += cf_entry_put(p->msgs[s]->data + size[s], packed, r->pack_len);
+            XOFF(p, i, s, ns) = size[s];
+            size[s] += cf_entry_put(p->msgs[s]->data + size[s], packed, r->pack_len,
+                                    VMASK(p, i, s, ns));
         }
     }
     p->chunk = cf_recent_chunk_new();
@@ -348,12 +371,17 @@ int64_t apply_locked(cf_engine *e, prepared *p, const cf_event *evs, uint8_t *is
             accepted++;
             continue;
         }
-        /* With user views running, every shard gets the event once (the
-         * shard that owns a group's key keeps it: sql_exec.h). */
-        uint8_t sql_role =
-            (e->n_shards == 1 || p->bcast) && atomic_load(&e->sql_runs) ? CF_ROLE_SQL : 0;
+        /* With user views running, a shard gets the event for the views
+         * whose key it owns (sql_route.h); one shard runs them all. */
+        bool sql_runs = atomic_load(&e->sql_runs);
+        uint8_t one = e->n_shards == 1 && sql_runs ? CF_ROLE_SQL : 0;
+        uint8_t page_sql = one, user_sql = one;
+        if (p->vmask) {
+            page_sql = VMASK(p, i, r->page_shard, e->n_shards) ? CF_ROLE_SQL : 0;
+            user_sql = VMASK(p, i, r->user_shard, e->n_shards) ? CF_ROLE_SQL : 0;
+        }
         cf_entry_head h = {
-            .role = (uint8_t)(CF_ROLE_PAGE | (r->user_off == SIZE_MAX ? CF_ROLE_USER : 0) | sql_role),
+            .role = (uint8_t)(CF_ROLE_PAGE | (r->user_off == SIZE_MAX ? CF_ROLE_USER : 0) | page_sql),
             .seq = seq,
             .wm = w,
             .clock = c,
@@ -361,15 +389,15 @@ int64_t apply_locked(cf_engine *e, prepared *p, const cf_event *evs, uint8_t *is
         cf_entry_stamp(p->msgs[r->page_shard]->data + r->page_off, &h);
         p->accepted[r->page_shard]++;
         if (r->user_off != SIZE_MAX) {
-            h.role = (uint8_t)(CF_ROLE_USER | sql_role);
+            h.role = (uint8_t)(CF_ROLE_USER | user_sql);
             cf_entry_stamp(p->msgs[r->user_shard]->data + r->user_off, &h);
             p->accepted[r->user_shard]++;
         }
-        for (unsigned s = 0; p->bcast && sql_role && s < e->n_shards; s++) {
+        for (unsigned s = 0; p->vmask && s < e->n_shards; s++) {
             size_t off = XOFF(p, i, s, e->n_shards);
             if (off == SIZE_MAX)
                 continue;
-            h.role = sql_role;
+            h.role = CF_ROLE_SQL;
             cf_entry_stamp(p->msgs[s]->data + off, &h);
             p->accepted[s]++;
         }
@@ -459,9 +487,9 @@ again:
         return rc;
     }
     pthread_mutex_lock(&e->mu);
-    if (!p.bcast && e->n_shards > 1 && atomic_load(&e->sql_runs)) {
-        /* A view started running since the request was routed: route it
-         * again so every shard gets its events (rare: once per change). */
+    if (e->n_shards > 1 && p.set != e->route_set) {
+        /* The views changed since the request was routed: route it again
+         * for the set in force (rare: once per change). */
         pthread_mutex_unlock(&e->mu);
         prepared_free(e, &p);
         goto again;

@@ -686,7 +686,7 @@ static void handle_events(cf_shard *s, const cf_msg *m)
         if (h.role & CF_ROLE_USER)
             user_event(s, &ev);
         if (h.role & CF_ROLE_SQL)
-            cf_sqlx_event(s->sqlx, &ev, h.seq, h.wm, h.clock);
+            cf_sqlx_event(s->sqlx, &ev, h.seq, h.wm, h.clock, h.views);
     }
     check_bounds(s);
 }
@@ -711,12 +711,11 @@ static void handle_rows(cf_shard *s, const cf_msg *m)
         return;
     }
     for (uint32_t i = 0; i < m->n; i++) {
-        uint8_t apply = 0;
-        uint64_t seq = 0;
+        uint64_t views = 0, seq = 0;
         int64_t wm = CF_TIME_NONE, clock = CF_TIME_NONE;
         const char *row = NULL;
         size_t row_len = 0;
-        cf_get_u8(&r, &apply);
+        cf_get_u64(&r, &views);
         cf_get_u64(&r, &seq);
         cf_get_i64(&r, &wm);
         if (!cf_get_i64(&r, &clock) || !cf_get_str(&r, &row, &row_len)) {
@@ -725,8 +724,7 @@ static void handle_rows(cf_shard *s, const cf_msg *m)
             return;
         }
         advance_to(s, wm);
-        if (apply)
-            cf_sqlx_row(s->sqlx, name, name_len, (const uint8_t *)row, row_len, seq, wm, clock);
+        cf_sqlx_row(s->sqlx, name, name_len, (const uint8_t *)row, row_len, seq, wm, clock, views);
     }
 }
 

@@ -24,9 +24,10 @@ static void put_le64(uint8_t *p, uint64_t v)
         p[i] = (uint8_t)(v >> (8 * i));
 }
 
-size_t cf_entry_put(uint8_t *at, const uint8_t *packed, size_t packed_len)
+size_t cf_entry_put(uint8_t *at, const uint8_t *packed, size_t packed_len, uint64_t views)
 {
-    memset(at, 0, CF_ENTRY_HEAD);   /* role 0 until stamped under the lock */
+    memset(at, 0, 25);              /* role 0 until stamped under the lock */
+    put_le64(at + 25, views);
     memcpy(at + CF_ENTRY_HEAD, packed, packed_len);
     return cf_entry_size(packed_len);
 }
@@ -45,6 +46,7 @@ int cf_entry_get(cf_reader *r, cf_entry_head *ret_head, cf_event *ret_ev)
     cf_get_u64(r, &ret_head->seq);
     cf_get_i64(r, &ret_head->wm);
     cf_get_i64(r, &ret_head->clock);
+    cf_get_u64(r, &ret_head->views);
     if (r->bad)
         return -EINVAL;
     return cf_event_unpack(r, ret_ev);

@@ -6,9 +6,12 @@
  *
  * An EVENTS message holds n entries back to back, each:
  *
- *   u8 role | u64 arrival number | i64 W | i64 C | cf_event_pack bytes
+ *   u8 role | u64 arrival number | i64 W | i64 C | u64 views | cf_event_pack bytes
  *
- * little-endian. role 0 marks a duplicate the shard skips; W and C are the
+ * little-endian. views is the set of user SQL views the event is routed to
+ * this shard for (sql_route.h: bit i for the i-th definition of the set in
+ * force, bit 63 for every one from the 63rd on); it is written with the
+ * entry outside the lock, the rest is stamped under it. role 0 marks a duplicate the shard skips; W and C are the
  * watermark and clock in force before the event (SPEC 1: the shard advances
  * its operators to that W before applying the event, so every event is
  * judged against the W left by the events before it, however the client
@@ -45,10 +48,10 @@ typedef struct cf_view_settings {
  * page_url) and/or sessions (keyed by user_id). */
 #define CF_ROLE_PAGE 1u
 #define CF_ROLE_USER 2u
-#define CF_ROLE_SQL 4u     /* user SQL views (sql_exec.h): every shard gets every click */
+#define CF_ROLE_SQL 4u     /* user SQL views (sql_exec.h): the shard owns a key of some */
 
 /* Bytes before the packed event in an EVENTS entry. */
-#define CF_ENTRY_HEAD 25u
+#define CF_ENTRY_HEAD 33u
 
 typedef enum cf_msg_kind {
     CF_MSG_EVENTS = 1,   /* data: n entries (above) */
@@ -57,8 +60,9 @@ typedef enum cf_msg_kind {
     CF_MSG_RESET = 4,    /* settings change: n = CF_VIEW_* mask, data = cf_view_settings */
     CF_MSG_SQL = 5,      /* the user views in force: data = one cf_sqlx_set * (a reference;
                           * n = 1 once the shard took it) */
-    CF_MSG_ROWS = 6,     /* a declared stream's events: str stream, then n x (u8 apply, u64
-                          * seq, i64 wm, i64 clock, str packed row: stream_ingest.h) */
+    CF_MSG_ROWS = 6,     /* a declared stream's events: str stream, then n x (u64 views (as in
+                          * an EVENTS entry), u64 seq, i64 wm, i64 clock, str packed row:
+                          * stream_ingest.h) */
     CF_MSG_TABLE = 7,    /* a table's upserts and deletes (sql_exec.h cf_sqlx_table; n ops) */
 } cf_msg_kind;
 
@@ -83,16 +87,18 @@ typedef struct cf_entry_head {
     uint64_t seq;       /* global arrival number */
     int64_t wm;         /* W before the event (CF_TIME_NONE: none yet) */
     int64_t clock;      /* C before the event (CF_TIME_NONE: none yet) */
+    uint64_t views;     /* user views routed here (written by cf_entry_put, not stamped) */
 } cf_entry_head;
 
 /* Bytes of an entry whose packed event is packed_len bytes. */
 static inline size_t cf_entry_size(size_t packed_len) { return CF_ENTRY_HEAD + packed_len; }
 
 /* Writes an entry at `at` (cf_entry_size(packed_len) bytes of room): a
- * blank head (role 0, everything else 0) and the packed event. Returns the
- * bytes written. */
-size_t cf_entry_put(uint8_t *at, const uint8_t *packed, size_t packed_len);
-/* Overwrites the head of the entry at `at` (written by cf_entry_put). */
+ * blank head (role 0, seq, W and C 0), the views mask and the packed event.
+ * Returns the bytes written. */
+size_t cf_entry_put(uint8_t *at, const uint8_t *packed, size_t packed_len, uint64_t views);
+/* Overwrites the role, seq, W and C of the entry at `at` (written by
+ * cf_entry_put; its views stay). */
 void cf_entry_stamp(uint8_t *at, const cf_entry_head *h);
 /* Reads the next entry from r: its head and its event, whose strings point
  * into r's input. 0, or -EINVAL when the bytes are truncated or malformed

@@ -33,6 +33,7 @@ struct cf_sqlx_def {
     bool windowed;
     bool runnable;
     bool is_stream;             /* CREATE STREAM AS: rows for the views downstream */
+    size_t source_len, join_source_len; /* strlen of pi's, once (compared per row) */
 };
 
 struct cf_sqlx_set {
@@ -112,6 +113,8 @@ cf_sqlx_def *cf_sqlx_def_new(sql_plan *plan, bool source_runs, int64_t allowed_l
         d->vcfg.naggs = 1;
     }
     d->is_stream = pi->kind == SQL_PLAN_DERIVED_STREAM;
+    d->source_len = pi->source ? strlen(pi->source) : 0;
+    d->join_source_len = pi->join_source ? strlen(pi->join_source) : 0;
     d->runnable = (pi->kind == SQL_PLAN_VIEW || d->is_stream) && pi->source &&
                   pi->source_kind == SQL_OBJ_STREAM && source_runs &&
                   (pi->join == SQL_JOIN_NONE ? d->is_stream || pi->unnest_column < 0
@@ -262,6 +265,8 @@ typedef struct xview {
     sql_sb pending;         /* fired rows to push, JSON objects comma-separated */
     size_t npending;
     bool dirty;             /* applied a row since the last interim push */
+    uint32_t at;            /* index of the def in the set (its bit in a views mask) */
+    uint64_t rows_in;       /* input rows this shard evaluated the view on */
 } xview;
 
 /* A derived stream's rows to push (topic stream:NAME), rendered on shard
@@ -298,9 +303,16 @@ struct cf_sqlx {
     cf_tables *tables;      /* every table's rows, as of the shard's place in the log */
     cf_history *history;    /* final results of windowed views go there too */
     sql_sb hist_sb;         /* their rendering, reused */
+    uint64_t routed;        /* the views the current event is routed here for */
+    /* Routing probe (cf_sqlx_route_*): no state, only the programs run. */
+    bool routing;
+    uint64_t *masks;        /* per shard: the views it owns the current row for */
+    uint64_t chain;         /* bits of the derived streams the current row came through */
 };
 
 void cf_sqlx_set_history(cf_sqlx *x, cf_history *h) { x->history = h; }
+
+uint64_t cf_sqlx_view_bit(size_t i) { return 1ull << (i < 63 ? i : 63); }
 
 cf_sqlx *cf_sqlx_new(unsigned index, unsigned n_shards, size_t retain)
 {
@@ -317,6 +329,7 @@ cf_sqlx *cf_sqlx_new(unsigned index, unsigned n_shards, size_t retain)
     x->n_shards = n_shards ? n_shards : 1;
     x->retain = retain ? retain : 1;
     x->clock = CF_TIME_NONE;
+    x->routed = CF_SQLX_ALL_VIEWS;
     /* Clients choose the keys: a key of our own for the rows' index. */
     uint8_t key[16] = {0};
     if (getrandom(key, sizeof key, 0) != (ssize_t)sizeof key)
@@ -383,11 +396,12 @@ void cf_sqlx_install(cf_sqlx *x, cf_sqlx_set *set)
             if (x->views[j].def == d)
                 old = &x->views[j];
         if (old) {
-            nv[k++] = *old;
+            nv[k] = *old;
+            nv[k++].at = (uint32_t)i;   /* its place may have moved in the new set */
             old->def = NULL;    /* moved */
             continue;
         }
-        xview fresh = {.def = cf_sqlx_def_ref(d), .v = sql_view_new(&d->vcfg),
+        xview fresh = {.def = cf_sqlx_def_ref(d), .v = sql_view_new(&d->vcfg), .at = (uint32_t)i,
                        .kept = cf_retain_new(x->retain, free)};
         if (!fresh.v || !fresh.kept) {
             x->errors++;
@@ -817,7 +831,8 @@ typedef struct join_ctx {
     int depth;
 } join_ctx;
 
-static void view_row(cf_sqlx *x, xview *xv, const sql_row *rowp, uint64_t seq, int64_t wm);
+static void view_row(cf_sqlx *x, xview *xv, const sql_row *rowp, uint64_t seq, int64_t wm,
+                     bool routed);
 static void derive_one(cf_sqlx *x, const cf_sqlx_def *d, const sql_row *in, uint64_t seq,
                        int64_t wm, int depth);
 
@@ -825,7 +840,7 @@ static void on_joined(void *ctx, const sql_row *row)
 {
     join_ctx *jc = ctx;
     if (jc->xv)
-        view_row(jc->x, jc->xv, row, jc->seq, jc->wm);
+        view_row(jc->x, jc->xv, row, jc->seq, jc->wm, false);
     else
         derive_one(jc->x, jc->d, row, jc->seq, jc->wm, jc->depth);
 }
@@ -890,7 +905,9 @@ static void derive_one(cf_sqlx *x, const cf_sqlx_def *d, const sql_row *in, uint
             out[c] = sql_null();
             x->errors++;
         }
-    if (x->index == 0) {
+    if (x->routing) {
+        x->masks[0] |= x->chain;    /* shard 0 keeps and pushes every derived row */
+    } else if (x->index == 0) {
         xstream *xs = stream_batch(x, d->name);
         if (!xs) {
             x->errors++;
@@ -912,6 +929,14 @@ static void derive(cf_sqlx *x, const cf_sqlx_def *d, const sql_row *src, uint64_
                    int depth)
 {
     const sql_plan_info *pi = d->pi;
+    if (pi->join_table && x->routing) {
+        /* The probe holds no table: the joined row, and so every key
+         * downstream, is unknown here. Every shard gets the row (and
+         * re-checks the owner of what it derives). */
+        for (unsigned s = 0; s < x->n_shards; s++)
+            x->masks[s] = CF_SQLX_ALL_VIEWS;
+        return;
+    }
     if (pi->join_table) {
         join_ctx jc = {x, NULL, d, seq, wm, depth};
         join_table(x, pi, src, &jc);
@@ -951,6 +976,81 @@ static void derive(cf_sqlx *x, const cf_sqlx_def *d, const sql_row *src, uint64_
     free(in);
 }
 
+static bool is_source(const char *name, size_t len, const char *source, size_t source_len)
+{
+    return name && len == source_len && memcmp(name, source, source_len) == 0;
+}
+
+int cf_sqlx_def_partition(const cf_sqlx_def *d, const char *source, size_t source_len, int side,
+                          const sql_prog **ret_filter, const sql_prog *const **ret_keys,
+                          uint32_t *ret_nkeys)
+{
+    const sql_plan_info *pi = d->pi;
+    if (d->is_stream)
+        return -ENOENT;
+    if (pi->join != SQL_JOIN_NONE && !pi->join_table) {
+        /* A stream-stream (interval) join: both sides meet on the shard
+         * owning the join key; WHERE reads the joined row, not this one. */
+        if (!(side ? is_source(pi->join_source, d->join_source_len, source, source_len)
+                   : is_source(pi->source, d->source_len, source, source_len)))
+            return -ENOENT;
+        *ret_filter = NULL;
+        *ret_keys = side ? pi->right_keys : pi->left_keys;
+        *ret_nkeys = pi->njoin_keys;
+        return 0;
+    }
+    if (side || !is_source(pi->source, d->source_len, source, source_len))
+        return -ENOENT;
+    if (pi->join_table)
+        return 1;   /* the key may read the table's row */
+    *ret_filter = pi->filter;
+    *ret_keys = pi->group_keys;
+    *ret_nkeys = pi->ngroup_keys;
+    return 0;
+}
+
+/* The probe's half of apply_row: for each view reading `source`, the shard
+ * that owns the row's partition key (cf_sqlx_def_partition: the filter and
+ * key programs evaluated once, here) gets the view's bit and the bits of
+ * the derived streams the row came through. A view joined to a table, or a
+ * row whose programs fail, goes to every shard: they re-check the owner
+ * after the join. */
+static void route_views(cf_sqlx *x, const char *source, size_t source_len, const sql_row *row,
+                        size_t base)
+{
+    for (size_t j = 0; x->set && j < 2 * x->set->n; j++) {
+        size_t i = j / 2;   /* each view twice: a self-join's row is on both sides */
+        const cf_sqlx_def *d = x->set->defs[i];
+        const sql_prog *filter = NULL;
+        const sql_prog *const *kp = NULL;
+        uint32_t nk = 0;
+        if (!d->runnable)
+            continue;
+        int part = cf_sqlx_def_partition(d, source, source_len, (int)(j % 2), &filter, &kp, &nk);
+        if (part < 0)
+            continue;
+        uint64_t bits = x->chain | cf_sqlx_view_bit(i);
+        x->scratch.used = base;
+        sql_value keys[16], f;
+        bool all = part == 1 || nk > 16;
+        if (!all && filter) {
+            int rc = sql_prog_eval(filter, row, &x->scratch, &f);
+            if (rc == 0 && !sql_value_is_true(f))
+                continue;   /* filtered out: no shard needs it */
+            all = rc < 0;
+        }
+        for (uint32_t k = 0; !all && k < nk; k++)
+            all = sql_prog_eval(kp[k], row, &x->scratch, &keys[k]) < 0;
+        if (all) {
+            for (unsigned s = 0; s < x->n_shards; s++)
+                x->masks[s] |= bits;
+        } else {
+            x->masks[owner(x, keys, nk)] |= bits;
+        }
+    }
+    x->scratch.used = base;
+}
+
 /* One row of `source` through every view and derived stream that reads it. */
 static void apply_row(cf_sqlx *x, const char *source, size_t source_len, const sql_row *rowp,
                       uint64_t seq, int64_t wm, int depth)
@@ -959,18 +1059,30 @@ static void apply_row(cf_sqlx *x, const char *source, size_t source_len, const s
     size_t base = x->scratch.used;  /* an outer derived row's strings live below */
     for (size_t i = 0; depth < 64 && x->set && i < x->set->n; i++) {
         const cf_sqlx_def *d = x->set->defs[i];
-        if (d->is_stream && d->runnable && strlen(d->pi->source) == source_len &&
-            memcmp(d->pi->source, source, source_len) == 0) {
+        if (d->is_stream && d->runnable && is_source(d->pi->source, d->source_len, source, source_len)) {
+            uint64_t chain = x->chain;
+            if (x->routing)
+                x->chain |= cf_sqlx_view_bit(i);
+            else if (!(x->routed & cf_sqlx_view_bit(i)))
+                continue;   /* routed elsewhere: no view here needs its rows */
             derive(x, d, &row, seq, wm, depth);
+            x->chain = chain;
             x->scratch.used = base;
         }
+    }
+    if (x->routing) {
+        route_views(x, source, source_len, &row, base);
+        return;
     }
     for (size_t i = 0; i < x->n; i++) {
         xview *xv = &x->views[i];
         const sql_plan_info *pi = xv->def->pi;
         x->cur = xv;
-        if (strlen(pi->source) != source_len || memcmp(pi->source, source, source_len) != 0) {
-            sql_view_advance(xv->v, wm, on_result, x);  /* still sees the event's W */
+        if (!is_source(pi->source, xv->def->source_len, source, source_len) ||
+            !(x->routed & cf_sqlx_view_bit(xv->at))) {
+            /* Not its source, or its key is another shard's: the view
+             * still sees the event's W. */
+            sql_view_advance(xv->v, wm, on_result, x);
             continue;
         }
         x->scratch.used = base;
@@ -980,21 +1092,31 @@ static void apply_row(cf_sqlx *x, const char *source, size_t source_len, const s
                 sql_view_advance(xv->v, wm, on_result, x);  /* INNER, no row */
             continue;
         }
-        view_row(x, xv, &row, seq, wm);
+        /* A row of the view's own source routed here by the probe passed
+         * the filter there and its key is this shard's: not evaluated
+         * again. Not so for one shard (no probe ran), a failed probe (every
+         * mask full), views past the 63rd bit, or rows derived here (an
+         * UNNEST's elements have keys of their own). */
+        bool routed = depth == 0 && xv->at < 63 && x->routed != CF_SQLX_ALL_VIEWS &&
+                      pi->join == SQL_JOIN_NONE;
+        view_row(x, xv, &row, seq, wm, routed);
     }
     x->cur = NULL;
 }
 
 /* One input row (the source's, or joined) into view xv: filter, group key,
- * owner, aggregates. */
-static void view_row(cf_sqlx *x, xview *xv, const sql_row *rowp, uint64_t seq, int64_t wm)
+ * owner, aggregates. routed: the probe found the row passes the filter and
+ * this shard owns its key (only the key is evaluated again). */
+static void view_row(cf_sqlx *x, xview *xv, const sql_row *rowp, uint64_t seq, int64_t wm,
+                     bool routed)
 {
     const sql_plan_info *pi = xv->def->pi;
     sql_row row = *rowp;
+    xv->rows_in++;
     {
         sql_value keys[16], args[64], f;
         bool take = true;
-        if (pi->filter) {
+        if (pi->filter && !routed) {
             take = sql_prog_eval(pi->filter, &row, &x->scratch, &f) == 0 && sql_value_is_true(f);
         }
         for (uint32_t k = 0; take && k < pi->ngroup_keys && k < 16; k++)
@@ -1002,7 +1124,7 @@ static void view_row(cf_sqlx *x, xview *xv, const sql_row *rowp, uint64_t seq, i
                 x->errors++;
                 take = false;
             }
-        if (take && owner(x, keys, pi->ngroup_keys) != x->index)
+        if (take && !routed && owner(x, keys, pi->ngroup_keys) != x->index)
             take = false;
         if (!take) {
             /* Not this shard's row: the view still sees the event's W. */
@@ -1024,8 +1146,10 @@ static void view_row(cf_sqlx *x, xview *xv, const sql_row *rowp, uint64_t seq, i
     }
 }
 
-void cf_sqlx_event(cf_sqlx *x, const cf_event *ev, uint64_t seq, int64_t wm, int64_t clock)
+void cf_sqlx_event(cf_sqlx *x, const cf_event *ev, uint64_t seq, int64_t wm, int64_t clock,
+                   uint64_t views)
 {
+    x->routed = views;
     if (clock != CF_TIME_NONE && (x->clock == CF_TIME_NONE || clock > x->clock))
         x->clock = clock;
     if (cf_sqlx_set_count(x->set) == 0)
@@ -1039,13 +1163,11 @@ void cf_sqlx_event(cf_sqlx *x, const cf_event *ev, uint64_t seq, int64_t wm, int
 
 #define MAX_ROW_COLUMNS 1024
 
-void cf_sqlx_row(cf_sqlx *x, const char *stream, size_t stream_len, const uint8_t *packed,
-                 size_t packed_len, uint64_t seq, int64_t wm, int64_t clock)
+/* Decodes a packed declared-stream row (stream_ingest.h) into cols (room
+ * for MAX_ROW_COLUMNS) and runs it through apply_row. */
+static void packed_row(cf_sqlx *x, const char *stream, size_t stream_len, const uint8_t *packed,
+                       size_t packed_len, uint64_t seq, int64_t wm)
 {
-    if (clock != CF_TIME_NONE && (x->clock == CF_TIME_NONE || clock > x->clock))
-        x->clock = clock;
-    if (cf_sqlx_set_count(x->set) == 0)
-        return;
     sql_value *cols = malloc(MAX_ROW_COLUMNS * sizeof *cols);
     if (!cols) {
         x->errors++;
@@ -1066,6 +1188,71 @@ void cf_sqlx_row(cf_sqlx *x, const char *stream, size_t stream_len, const uint8_
         x->errors++;    /* the sequencer packed it: a bug */
     }
     free(cols);
+}
+
+void cf_sqlx_row(cf_sqlx *x, const char *stream, size_t stream_len, const uint8_t *packed,
+                 size_t packed_len, uint64_t seq, int64_t wm, int64_t clock, uint64_t views)
+{
+    x->routed = views;
+    if (clock != CF_TIME_NONE && (x->clock == CF_TIME_NONE || clock > x->clock))
+        x->clock = clock;
+    if (cf_sqlx_set_count(x->set) == 0)
+        return;
+    packed_row(x, stream, stream_len, packed, packed_len, seq, wm);
+}
+
+/* -- routing probe ------------------------------------------------------------------ */
+
+cf_sqlx *cf_sqlx_probe_new(unsigned n_shards)
+{
+    cf_sqlx *x = cf_sqlx_new(0, n_shards, 1);
+    if (x)
+        x->routing = true;
+    return x;
+}
+
+unsigned cf_sqlx_probe_shards(const cf_sqlx *probe) { return probe->n_shards; }
+
+/* Points the probe at set and masks for one route; the set is borrowed. */
+static void probe_begin(cf_sqlx *x, cf_sqlx_set *set, uint64_t *masks)
+{
+    x->set = set;
+    x->masks = masks;
+    x->chain = 0;
+    x->scratch.used = 0;
+}
+
+static int probe_end(cf_sqlx *x, uint64_t errors)
+{
+    x->set = NULL;
+    x->masks = NULL;
+    if (x->errors == errors)
+        return 0;
+    /* A program failed (scratch full, OOM): every shard gets every view,
+     * and each one decides for itself as before routing. */
+    for (unsigned s = 0; s < x->n_shards; s++)
+        x->masks[s] = CF_SQLX_ALL_VIEWS;
+    return 0;
+}
+
+int cf_sqlx_route_event(cf_sqlx *probe, cf_sqlx_set *set, const cf_event *ev, uint64_t *masks)
+{
+    uint64_t errors = probe->errors;
+    probe_begin(probe, set, masks);
+    sql_value cols[CLICKS_COLUMNS];
+    click_row(ev, cols);
+    sql_row row = {.v = cols, .n = CLICKS_COLUMNS, .rowtime = ev->ts};
+    apply_row(probe, "clicks", 6, &row, 0, CF_TIME_NONE, 0);
+    return probe_end(probe, errors);
+}
+
+int cf_sqlx_route_row(cf_sqlx *probe, cf_sqlx_set *set, const char *stream, size_t stream_len,
+                      const uint8_t *packed, size_t packed_len, uint64_t *masks)
+{
+    uint64_t errors = probe->errors;
+    probe_begin(probe, set, masks);
+    packed_row(probe, stream, stream_len, packed, packed_len, 0, CF_TIME_NONE);
+    return probe_end(probe, errors);
 }
 
 void cf_sqlx_advance(cf_sqlx *x, int64_t wm, int64_t clock)
@@ -1292,6 +1479,7 @@ void cf_sqlx_stats(const cf_sqlx *x, cf_buf *out)
         cf_buf_put_u64(out, st.bytes + kept);
         cf_buf_put_u64(out, st.groups);
         cf_buf_put_u64(out, st.late_dropped);
+        cf_buf_put_u64(out, xv->rows_in);
     }
 }
 

@@ -8,16 +8,25 @@
  * the sequencer's order, so a view sees exactly the events accepted after
  * it was created.
  *
- * Placement: every click reaches every shard (role CF_ROLE_SQL) while a
- * view runs; each shard decodes it once into a row of the `clicks` columns
- * and, per view, applies the filter, evaluates the GROUP BY key and keeps
- * the row only when it owns the key (hash of the key values modulo the
- * shard count), so a group lives on exactly one shard and needs no merge.
- * Each row is judged against the watermark stamped on its event, like the
- * built-in operators.
+ * Placement (keyed execution, as a Kafka Streams repartition): the
+ * sequencer routes each click or declared-stream row, before logging it, to
+ * the shards that own its keys (sql_route.h: a probe evaluates each view's
+ * filter and GROUP BY key once and hashes the key, owner(), modulo the
+ * shard count), with a views mask per shard saying which views it is for.
+ * A shard applies the row only to those views: a row of the view's own
+ * source is trusted (filter and owner not evaluated again); rows joined to
+ * a table or derived here, views past the 63rd bit, one shard and a failed
+ * probe re-check the owner as before. The other views just see the row's
+ * W, and markers move every view on every shard. So a
+ * group lives on exactly one shard and needs no merge. Each row is judged
+ * against the watermark stamped on its event, like the built-in operators.
  *
- * Declared streams' events come as packed rows (cf_sqlx_row) to every
- * shard, and are owned and judged the same way.
+ * Derived streams: the probe runs their programs too (filter, map,
+ * UNNEST), so a view over a derived stream is routed by its own key, and
+ * the owner shard derives the rows again (no second hop, no second log
+ * record). Shard 0 gets every row that yields a derived row, since it keeps
+ * and pushes the derived streams' rows. A derived stream joined to a table
+ * goes to every shard (the probe holds no table).
  *
  * This slice runs views over `clicks`, declared and derived streams without
  * UNNEST, derived streams (UNNEST allowed), and both with a stream-table
@@ -63,7 +72,7 @@ cf_sqlx_def *cf_sqlx_set_at(const cf_sqlx_set *s, size_t i);
 /* The def named `name`, or NULL. */
 cf_sqlx_def *cf_sqlx_set_find(const cf_sqlx_set *s, const char *name);
 /* True when some running view or derived stream of the set reads `source`
- * (its events must reach every shard). */
+ * (its events must be routed). */
 bool cf_sqlx_set_reads(const cf_sqlx_set *s, const char *source);
 
 /* -- one shard's executor (not thread-safe: the shard thread owns it) -- */
@@ -74,12 +83,45 @@ void cf_sqlx_free(cf_sqlx *x);
 /* Takes a reference to set: views new in it start empty, views no longer
  * in it are freed with their state, the others carry on. */
 void cf_sqlx_install(cf_sqlx *x, cf_sqlx_set *set);
-/* One accepted click, its arrival number, and the W and C stamped on it. */
-void cf_sqlx_event(cf_sqlx *x, const cf_event *ev, uint64_t seq, int64_t wm, int64_t clock);
+/* A views mask: bit i for the set's i-th definition, bit 63 for every one
+ * from the 63rd on (those re-check their owner anyway). */
+#define CF_SQLX_ALL_VIEWS UINT64_MAX
+uint64_t cf_sqlx_view_bit(size_t i);
+
+/* One accepted click, its arrival number, the W and C stamped on it, and
+ * the views it was routed here for (cf_sqlx_route_event). */
+void cf_sqlx_event(cf_sqlx *x, const cf_event *ev, uint64_t seq, int64_t wm, int64_t clock,
+                   uint64_t views);
 /* One accepted event of a declared stream: its packed row
- * (stream_ingest.h), arrival number, W and C. */
+ * (stream_ingest.h), arrival number, W, C and views mask. */
 void cf_sqlx_row(cf_sqlx *x, const char *stream, size_t stream_len, const uint8_t *row,
-                 size_t row_len, uint64_t seq, int64_t wm, int64_t clock);
+                 size_t row_len, uint64_t seq, int64_t wm, int64_t clock, uint64_t views);
+
+/* -- routing probe (sql_route.h; one per thread, no state) -- */
+
+/* The partition key of view d for a row of `source` on side 0 (the FROM
+ * side) or 1 (a stream-stream join's other side; a self-join reads a row
+ * on both): its filter (NULL: none to apply before routing) and key
+ * programs, the GROUP BY key, or the join's key on that side (both sides
+ * of an interval join meet on the shard owning the join key; how the join
+ * then groups is the join operator's business). Returns 0 with the outputs
+ * set, 1 when the key is not known before the row is joined to a table
+ * (every shard), or -ENOENT when d is a derived stream or does not read
+ * source on that side. */
+int cf_sqlx_def_partition(const cf_sqlx_def *d, const char *source, size_t source_len, int side,
+                          const sql_prog **ret_filter, const sql_prog *const **ret_keys,
+                          uint32_t *ret_nkeys);
+
+/* NULL on OOM. Free with cf_sqlx_free. */
+cf_sqlx *cf_sqlx_probe_new(unsigned n_shards);
+unsigned cf_sqlx_probe_shards(const cf_sqlx *probe);
+/* ORs into masks[s] (n_shards entries) the views of set (borrowed) whose
+ * key of this click or packed declared-stream row shard s owns, the derived
+ * streams the row must be derived through there, and shard 0's for the
+ * derived rows it keeps. On a failed program every mask is all views. 0. */
+int cf_sqlx_route_event(cf_sqlx *probe, cf_sqlx_set *set, const cf_event *ev, uint64_t *masks);
+int cf_sqlx_route_row(cf_sqlx *probe, cf_sqlx_set *set, const char *stream, size_t stream_len,
+                      const uint8_t *packed, size_t packed_len, uint64_t *masks);
 /* Table rows (CF_MSG_TABLE, engine_tables.c): str table, str definition,
  * u32 ncols, u32 key column, then n x (u8 op, str bytes): applied to this
  * shard's copy of every table, which stream-table joins read. */
@@ -120,7 +162,8 @@ void cf_sqlx_flush(cf_sqlx *x, cf_sqlx_publish_fn fn, void *ctx);
 void cf_sqlx_interim(cf_sqlx *x, size_t max_rows, cf_sqlx_publish_fn fn, void *ctx);
 
 /* Per running view: str name, u64 state bytes (sql_view_stats + kept
- * rows), u64 groups, u64 late-dropped rows; after a u32 count. O(state). */
+ * rows), u64 groups, u64 late-dropped rows, u64 input rows evaluated here;
+ * after a u32 count. O(state). */
 void cf_sqlx_stats(const cf_sqlx *x, cf_buf *out);
 
 /* Final results of windowed views also go to history (history_views.h),

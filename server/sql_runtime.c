@@ -119,11 +119,23 @@ static bool add_result(cJSON *results, const char *statement, const char *name, 
     return true;
 }
 
+/* Where a query's input rows go (sql_route.h). */
+static const char *placement_rows(const sql_plan_info *pi, bool keyed)
+{
+    if (!keyed)
+        return "stay on the shard they arrive on";
+    if (pi->aggregate && pi->join_table)
+        return "sent to every shard (the key needs the table's row)";
+    return pi->reroute ? "re-routed to the shard owning the key"
+                       : "sent to the shard owning the key on arrival";
+}
+
 /* EXPLAIN's answer: the planner's text and JSON renderings, and where the
  * rows run: the shard owning the hash of the partition key (the sequencer
- * sends a declared stream's events there directly, as it sends clicks to
- * their page and user shards; a derived stream's rows made on another
- * shard are re-routed), or the shard an event arrives on without a key. */
+ * routes each click or declared-stream row there before logging it; rows
+ * of a derived stream keyed otherwise are re-routed the same way, the
+ * router deriving them itself), every shard when the key needs a table's
+ * row, or the shard an event arrives on without a key. */
 static cJSON *explain_json(const sql_plan_info *pi, unsigned shards)
 {
     cJSON *j = cJSON_Parse(pi->explain_json);
@@ -132,9 +144,7 @@ static cJSON *explain_json(const sql_plan_info *pi, unsigned shards)
     bool keyed = pi->partition && pi->partition[0];
     if (!pl || !cJSON_AddNumberToObject(pl, "shards", shards) ||
         !cJSON_AddStringToObject(pl, "key", keyed ? pi->partition : "") ||
-        !cJSON_AddStringToObject(pl, "rows", !keyed ? "stay on the shard they arrive on"
-                                             : pi->reroute ? "re-routed to the shard owning the key"
-                                                           : "sent to the shard owning the key on arrival")) {
+        !cJSON_AddStringToObject(pl, "rows", placement_rows(pi, keyed))) {
         cJSON_Delete(pl);
         pl = NULL;
     }

@@ -161,6 +161,17 @@ def test_explain_shows_plan_and_placement():
         st, body = sql(srv, "EXPLAIN SELECT order_id, COUNT(*) FROM big GROUP BY order_id")
         assert body["results"][0]["plan"]["placement"] == {
             "shards": 4, "key": "order_id", "rows": "re-routed to the shard owning the key"}, body
+        # A view's key is found before the row is logged, so it goes to
+        # the key's shard only; joined to a table, the key may need the
+        # table's row: every shard.
+        assert "placement: the shard owning the key, chosen before the row is logged" in \
+            plan["text"], plan
+        assert sql(srv, "CREATE TABLE plans (customer STRING PRIMARY KEY, tier STRING)")[0] == 200
+        st, body = sql(srv, "EXPLAIN SELECT p.tier, COUNT(*) FROM orders o "
+                            "JOIN plans p ON o.customer = p.customer GROUP BY p.tier")
+        assert st == 200, body
+        assert body["results"][0]["plan"]["placement"] == {
+            "shards": 4, "key": "p.tier", "rows": "sent to every shard (the key needs the table's row)"}, body
         st, body = sql(srv, "EXPLAIN SELECT order_id FROM orders WHERE amount > 1")
         assert body["results"][0]["plan"]["placement"]["rows"] == \
             "stay on the shard they arrive on", body

@@ -55,14 +55,15 @@ static cf_msg *one_entry(const cf_event *ev, const cf_entry_head *stamp)
     cf_msg *m = cf_msg_new(CF_MSG_EVENTS, cf_entry_size(packed.len));
     assert_non_null(m);
     m->n = 1;
-    assert_int_equal(cf_entry_put(m->data, packed.data, packed.len), m->len);
+    assert_int_equal(cf_entry_put(m->data, packed.data, packed.len, stamp ? stamp->views : 0),
+                     m->len);
     if (stamp)
         cf_entry_stamp(m->data, stamp);
     cf_buf_free(&packed);
     return m;
 }
 
-/* The head is 25 bytes, little-endian, in the order shard_msg.h
+/* The head is 33 bytes, little-endian, in the order shard_msg.h
  * states: pinned byte by byte, so writer and reader cannot drift together
  * away from what docs/DESIGN.md describes. */
 static void head_layout_is_pinned(void **state)
@@ -72,13 +73,15 @@ static void head_layout_is_pinned(void **state)
     cf_entry_head h = {.role = CF_ROLE_PAGE | CF_ROLE_USER,
                        .seq = 0x0102030405060708ull,
                        .wm = -2,
-                       .clock = 0x1122334455667788ll};
+                       .clock = 0x1122334455667788ll,
+                       .views = 0x8000000000000005ull};
     cf_msg *m = one_entry(&ev, &h);
     static const uint8_t want[CF_ENTRY_HEAD] = {
         3,                                                  /* role */
         0x08, 0x07, 0x06, 0x05, 0x04, 0x03, 0x02, 0x01,     /* seq */
         0xfe, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,     /* W = -2 */
         0x88, 0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0x11,     /* C */
+        0x05, 0, 0, 0, 0, 0, 0, 0x80,                       /* views: 0, 2 and 63+ */
     };
     assert_memory_equal(m->data, want, sizeof want);
     /* The packed event follows the head unchanged. */
@@ -99,13 +102,14 @@ static void unstamped_entry_reads_blank(void **state)
     cf_msg *m = one_entry(&ev, NULL);
     cf_reader r;
     cf_reader_init(&r, m->data, m->len);
-    cf_entry_head h = {.role = 9, .seq = 9, .wm = 9, .clock = 9};
+    cf_entry_head h = {.role = 9, .seq = 9, .wm = 9, .clock = 9, .views = 9};
     cf_event got;
     assert_int_equal(cf_entry_get(&r, &h, &got), 0);
     assert_int_equal(h.role, 0);
     assert_int_equal(h.seq, 0);
     assert_int_equal(h.wm, 0);
     assert_int_equal(h.clock, 0);
+    assert_true(h.views == 0);
     assert_same_event(&ev, &got);
     assert_int_equal(r.left, 0);
     free(m);
@@ -118,10 +122,10 @@ static void entries_round_trip_at_the_extremes(void **state)
 {
     (void)state;
     const cf_entry_head heads[] = {
-        {CF_ROLE_PAGE, 0, CF_TIME_NONE, CF_TIME_NONE},
-        {CF_ROLE_USER, UINT64_MAX, INT64_MAX, INT64_MAX},
-        {CF_ROLE_PAGE | CF_ROLE_USER, 1, -1, INT64_MIN + 1},
-        {0, 42, 1700000000000, 1700000005000},
+        {CF_ROLE_PAGE, 0, CF_TIME_NONE, CF_TIME_NONE, 0},
+        {CF_ROLE_USER, UINT64_MAX, INT64_MAX, INT64_MAX, UINT64_MAX},
+        {CF_ROLE_PAGE | CF_ROLE_USER, 1, -1, INT64_MIN + 1, 1},
+        {0, 42, 1700000000000, 1700000005000, 1ull << 62},
     };
     char page[CF_PAGE_URL_MAX + 1];
     memset(page, 'p', CF_PAGE_URL_MAX);
@@ -147,7 +151,7 @@ static void entries_round_trip_at_the_extremes(void **state)
     size_t at = 0, offs[N];
     for (size_t i = 0; i < N; i++) {
         offs[i] = at;
-        at += cf_entry_put(m->data + at, packed[i].data, packed[i].len);
+        at += cf_entry_put(m->data + at, packed[i].data, packed[i].len, heads[i].views);
     }
     assert_int_equal(at, total);
     /* Stamped out of order, as the sequencer may patch a later entry of
@@ -164,6 +168,7 @@ static void entries_round_trip_at_the_extremes(void **state)
         assert_true(h.seq == heads[i].seq);
         assert_true(h.wm == heads[i].wm);
         assert_true(h.clock == heads[i].clock);
+        assert_true(h.views == heads[i].views);   /* written with the entry, kept by the stamp */
         assert_same_event(&evs[i], &got);
         assert_int_equal(r.left, m->len - (i + 1 < N ? offs[i + 1] : m->len));
     }
@@ -178,7 +183,7 @@ static void truncated_entries_are_refused(void **state)
 {
     (void)state;
     cf_event ev = event("user", "/page", 5, "id");
-    cf_entry_head stamp = {CF_ROLE_PAGE, 7, 3, 4};
+    cf_entry_head stamp = {CF_ROLE_PAGE, 7, 3, 4, 5};
     cf_msg *m = one_entry(&ev, &stamp);
     for (size_t len = 0; len < m->len; len++) {
         cf_reader r;

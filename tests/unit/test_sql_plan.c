@@ -462,6 +462,8 @@ static void explain(void **state)
     assert_non_null(strstr(pi->explain_text, "group by: c.page_url, u.plan"));
     assert_non_null(strstr(pi->explain_text, "aggregates: COUNT(*) BIGINT"));
     assert_non_null(strstr(pi->explain_text, "partition: c.page_url, u.plan (re-routed to the key's shard)"));
+    /* Joined to a table: the key needs the table's row, so every shard. */
+    assert_non_null(strstr(pi->explain_text, "placement: every shard (the key needs the table's row"));
     cJSON *j = cJSON_Parse(pi->explain_json);
     assert_non_null(j);
     assert_string_equal(cJSON_GetObjectItemCaseSensitive(j, "kind")->valuestring, "view");
@@ -487,6 +489,7 @@ static void explain(void **state)
     j = cJSON_Parse(pi->explain_json);
     assert_non_null(j);
     assert_string_equal(cJSON_GetObjectItemCaseSensitive(j, "kind")->valuestring, "stream");
+    assert_non_null(strstr(pi->explain_text, "placement: derived on shard 0 (which keeps the rows)"));
     cols = cJSON_GetObjectItemCaseSensitive(j, "columns");
     assert_string_equal(cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(cols, 0), "name")->valuestring,
                         "we\"ird\\");
