@@ -98,7 +98,9 @@ static int install_panels(cf_engine *e)
         return -ENOMEM;
     for (unsigned s = 0; s < e->n_shards; s++)
         cf_shard_install_sql(e->shards[s], cf_sqlx_set_ref(set));
-    atomic_store(&e->sql_runs, cf_sqlx_set_reads(set, "clicks"));
+    /* The router must know them too, or no shard would be sent their rows
+     * (nothing else runs yet: the lock route_views_locked expects is moot). */
+    route_views_locked(e, set);
     cf_sqlx_set_unref(set);
     return 0;
 }
