@@ -56,9 +56,9 @@ class Server {
     try { return readFileSync(this.logPath, 'utf8'); } catch (e) { return ''; }
   }
 
-  async post(events) {
+  async post(events, headers = {}) {
     const r = await fetch(this.base + '/api/v1/events', {
-      method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(events),
+      method: 'POST', headers: { 'Content-Type': 'application/json', ...headers }, body: JSON.stringify(events),
     });
     const body = await r.json();
     assert.equal(r.status, 202, JSON.stringify(body));
@@ -280,6 +280,15 @@ if (UPDATE_SCREENSHOT) {
         for (let k = 0; k < pages.length; k++) if ((r -= zipf[k]) <= 0) return pages[k];
         return pages[0];
       };
+      // Traffic from three browsers, with referrers and UTM tags, so the
+      // top-N panels (referrers, UTM sources, browsers, devices) fill.
+      const agents = [
+        'Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36',
+        'Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.1 Mobile/15E148 Safari/604.1',
+        'Mozilla/5.0 (X11; Linux x86_64; rv:121.0) Gecko/20100101 Firefox/121.0'];
+      const referrers = [null, null, 'https://www.google.com/', 'https://news.ycombinator.com/item?id=1',
+        'https://www.google.com/', 'https://t.co/abc', 'https://duckduckgo.com/'];
+      const utms = [null, null, null, 'newsletter', 'twitter', 'launch-week'];
       const m0 = Math.floor(Date.now() / 60000) * 60000 - 120000;
       let seq = 0;
       await until('recovery to finish', async () => (await fetch(shot.base + '/readyz')).status === 200);
@@ -296,7 +305,7 @@ if (UPDATE_SCREENSHOT) {
               timestamp: hourStart + Math.floor(i * 3600000 / n), event_id: 'past-' + seq++ });
           }
         }
-        await shot.post(day);
+        await shot.post(day, { 'User-Agent': agents[d % agents.length] });
       }
       const wm = await fetch(shot.base + '/api/v1/watermark', {
         method: 'POST', headers: { 'Content-Type': 'application/json' },
@@ -325,6 +334,10 @@ if (UPDATE_SCREENSHOT) {
             : m0 + round * 15000 + Math.floor(rnd() * 15000);
           const user = (inB ? 150 : 0) + Math.floor(rnd() * 300);
           const ev = { user_id: 'user-' + user, page_url: pick(), timestamp: ts, event_id: 'shot-' + seq++ };
+          const ref = referrers[Math.floor(rnd() * referrers.length)];
+          const utm = utms[Math.floor(rnd() * utms.length)];
+          if (ref) ev.referrer = ref;
+          if (utm) ev.page_url += (ev.page_url.includes('?') ? '&' : '?') + 'utm_source=' + utm;
           batch.push(ev);
           sent.push(ev);
         }
@@ -334,7 +347,7 @@ if (UPDATE_SCREENSHOT) {
             batch.push({ user_id: 'user-' + (900 + i), page_url: pages[i + 2], timestamp: m0 - 600000 + i * 1000 });
           }
         }
-        await shot.post(batch);
+        await shot.post(batch, { 'User-Agent': agents[round % agents.length] });
         const before = await p.textContent('#kpi-accepted');
         await p.waitForFunction((b) => document.getElementById('kpi-accepted').textContent !== b,
           before, { timeout: 5000 });
