@@ -1281,3 +1281,24 @@ size_t sql_agg_bytes(const sql_agg_set *set, const void *st)
     }
     return b;
 }
+
+int sql_agg_save_sketch(const sql_agg_set *set, const void *st, uint32_t i, cf_buf *out)
+{
+    if (i >= set->n || set->spec[i].kind != SQL_AGG_COUNT_DISTINCT)
+        return -EINVAL;
+    const st_distinct *s = cslot_of(set, st, i);
+    if (d_is_hll(s))
+        return cf_hll_save(d_hll(s), out) < 0 ? -ENOMEM : 0;
+    /* Inline hashes: the sketch they would make, so that sketches merge
+     * whichever form a state was in. */
+    cf_hll *h = cf_hll_new();
+    if (!h)
+        return -ENOMEM;
+    int rc = 0;
+    for (uint8_t k = 0; k < INLINE_DISTINCT && s->w[k] && rc >= 0; k++)
+        rc = cf_hll_add(h, s->w[k]);
+    if (rc >= 0)
+        rc = cf_hll_save(h, out);
+    cf_hll_free(h);
+    return rc < 0 ? -ENOMEM : 0;
+}

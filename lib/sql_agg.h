@@ -136,6 +136,13 @@ int sql_agg_save(const sql_agg_set *set, const void *st, cf_buf *out);
  * empty and init'ed) or -ENOMEM. */
 int sql_agg_load(const sql_agg_set *set, void *st, cf_reader *in);
 
+/* Appends the cf_hll encoding (cf_hll_save) of aggregate i's distinct
+ * values, which must be a COUNT(DISTINCT): the sketch the state holds, or
+ * the one its exact hashes make, so sketches of several states can be
+ * merged later (history rollups). 0, -EINVAL (not a distinct count) or
+ * -ENOMEM. */
+int sql_agg_save_sketch(const sql_agg_set *set, const void *st, uint32_t i, cf_buf *out);
+
 /* Heap bytes the state owns beyond its block. */
 size_t sql_agg_bytes(const sql_agg_set *set, const void *st);
 

@@ -570,6 +570,7 @@ static void emit_row(const sql_view *cv, const group *g, const void *st, int64_t
         .naggs = v->cfg.naggs,
         .revision = rev,
         .final = final,
+        .state = st,
     };
     emit(ctx, &r);
 }
@@ -1582,6 +1583,43 @@ size_t sql_view_foreach_open(const sql_view *v, int64_t now, sql_view_emit_fn em
     return n;
 }
 
+typedef struct forget_ctx {
+    sql_view_drop_fn drop;
+    void *ctx;
+    bool verdict;
+} forget_ctx;
+
+static void forget_one(void *ctx, const sql_view_result *r)
+{
+    forget_ctx *f = ctx;
+    f->verdict = f->drop(f->ctx, r);
+}
+
+size_t sql_view_forget(sql_view *v, int64_t now, sql_view_drop_fn drop, void *ctx)
+{
+    if (v->cfg.window != SQL_WINDOW_NONE || !v->groups.s || v->groups.used == 0)
+        return 0;
+    /* Chosen first, dropped after: dropping reshapes the group table. */
+    group **list = malloc(v->groups.used * sizeof *list);
+    if (!list)
+        return 0;   /* nothing forgotten; a later call tries again */
+    size_t k = 0;
+    forget_ctx f = {drop, ctx, false};
+    for (uint32_t i = 0; i <= v->groups.mask; i++) {
+        group *g = v->groups.s[i].p;
+        if (!g)
+            continue;
+        f.verdict = false;
+        emit_row(v, g, group_state(v, g), g->last_ts, g->last_ts, 0, false, now, forget_one, &f);
+        if (f.verdict)
+            list[k++] = g;
+    }
+    for (size_t i = 0; i < k; i++)
+        running_drop(v, list[i]);
+    free(list);
+    return k;
+}
+
 size_t sql_view_lookup(const sql_view *v, const sql_value *key, int64_t now,
                        sql_view_emit_fn emit, void *ctx)
 {
@@ -1671,6 +1709,27 @@ void sql_view_stats_get(const sql_view *v, sql_view_stats *ret)
             b += sql_agg_bytes(v->aggs, cell_state(c));
     s.bytes = b;
     *ret = s;
+}
+
+void sql_view_counters(const sql_view *v, sql_view_stats *ret)
+{
+    *ret = (sql_view_stats){
+        .groups = v->groups.used,
+        .applied = v->applied,
+        .late_dropped = v->late_dropped,
+        .late_updates = v->late_updates,
+        .evictions = v->evictions,
+        .refusals = v->refusals,
+        .expired = v->expired,
+    };
+}
+
+int sql_view_result_sketch(const sql_view *v, const sql_view_result *r, uint32_t agg,
+                           cf_buf *out)
+{
+    if (!r->state)
+        return -EINVAL;
+    return sql_agg_save_sketch(v->aggs, r->state, agg, out);
 }
 
 int64_t sql_view_watermark(const sql_view *v)

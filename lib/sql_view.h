@@ -84,6 +84,7 @@ typedef struct sql_view_result {
     uint32_t naggs;
     uint32_t revision;              /* 0 on the first firing */
     bool final;                     /* false: open window/session, running row */
+    const void *state;              /* the aggregates' state (sql_view_result_sketch) */
 } sql_view_result;
 
 typedef void (*sql_view_emit_fn)(void *ctx, const sql_view_result *r);
@@ -105,6 +106,12 @@ typedef struct sql_view_stats {
 } sql_view_stats;
 
 typedef struct sql_view sql_view;
+
+/* Appends the distinct-count sketch behind aggregate agg of r (a
+ * COUNT(DISTINCT); r as handed to a callback of v, during that callback)
+ * as a cf_hll encoding (sql_agg_save_sketch). 0, -EINVAL, -ENOMEM. */
+int sql_view_result_sketch(const sql_view *v, const sql_view_result *r, uint32_t agg,
+                           cf_buf *out);
 
 /* NULL on OOM or an invalid config. */
 sql_view *sql_view_new(const sql_view_config *cfg);
@@ -133,6 +140,14 @@ void sql_view_advance(sql_view *v, int64_t wm, sql_view_emit_fn emit, void *ctx)
  * is T for DECAYED_COUNT. Returns how many. O(state + groups log groups). */
 size_t sql_view_foreach_open(const sql_view *v, int64_t now, sql_view_emit_fn emit, void *ctx);
 
+/* Running views (NONE) only: forgets every group whose row at `now`
+ * drop(ctx, row) says to drop, as STATE_TTL would (not counted as
+ * evictions or expiries). Used for trending's prune of pages scored below
+ * SPEC 7's 0.01. Returns how many. O(groups); nothing is forgotten on
+ * OOM. */
+typedef bool (*sql_view_drop_fn)(void *ctx, const sql_view_result *r);
+size_t sql_view_forget(sql_view *v, int64_t now, sql_view_drop_fn drop, void *ctx);
+
 /* The open windows/sessions or the running row of one group (pull
  * queries). Returns how many were emitted (0: no such group). */
 size_t sql_view_lookup(const sql_view *v, const sql_value *key, int64_t now,
@@ -142,6 +157,9 @@ size_t sql_view_lookup(const sql_view *v, const sql_value *key, int64_t now,
  * window pair counts are derived from the panes), so call it for stats
  * pages and metrics, not per event. */
 void sql_view_stats_get(const sql_view *v, sql_view_stats *ret);
+/* The counters and the group count alone (open, kept and bytes 0): O(1),
+ * for a per-message check. */
+void sql_view_counters(const sql_view *v, sql_view_stats *ret);
 int64_t sql_view_watermark(const sql_view *v);
 const sql_view_config *sql_view_get_config(const sql_view *v);
 

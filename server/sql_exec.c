@@ -18,7 +18,7 @@
 #include "tables.h"
 
 #define SCRATCH_BYTES (256u << 10)  /* strings one event's programs make */
-#define CLICKS_COLUMNS 20           /* sql_catalog_add_clicks */
+#define CLICKS_COLUMNS CF_SQLX_CLICK_COLUMNS  /* sql_catalog_add_clicks */
 #define OWNER_SEED 0x51574b4559ull  /* key -> shard hash ("QWKEY") */
 
 struct cf_sqlx_def {
@@ -991,6 +991,34 @@ static void view_row(cf_sqlx *x, xview *xv, const sql_row *rowp, uint64_t seq, i
         else
             xv->dirty = true;
     }
+}
+
+const sql_view_config *cf_sqlx_def_view_config(const cf_sqlx_def *d) { return &d->vcfg; }
+
+void cf_sqlx_click_row(const cf_event *ev, sql_value *cols) { click_row(ev, cols); }
+
+int cf_sqlx_def_apply(cf_sqlx *x, const cf_sqlx_def *d, sql_view *v, const sql_value *cols,
+                      int64_t ts, uint64_t seq, int64_t wm, sql_view_emit_fn emit, void *ctx)
+{
+    const sql_plan_info *pi = d->pi;
+    sql_row row = {.v = (sql_value *)cols, .n = CLICKS_COLUMNS, .rowtime = ts};
+    sql_value keys[16], args[64], f;
+    x->scratch.used = 0;
+    if (pi->filter &&
+        (sql_prog_eval(pi->filter, &row, &x->scratch, &f) < 0 || !sql_value_is_true(f)))
+        return CF_SQLX_FILTERED;
+    for (uint32_t k = 0; k < pi->ngroup_keys && k < 16; k++)
+        if (sql_prog_eval(pi->group_keys[k], &row, &x->scratch, &keys[k]) < 0) {
+            x->errors++;
+            return -EINVAL;
+        }
+    args[0] = sql_null();
+    for (uint32_t a = 0; a < pi->naggs && a < 64; a++) {
+        args[a] = sql_null();
+        if (pi->aggs[a].arg && sql_prog_eval(pi->aggs[a].arg, &row, &x->scratch, &args[a]) < 0)
+            x->errors++;
+    }
+    return sql_view_apply(v, keys, args, ts, seq, wm, emit, ctx);
 }
 
 void cf_sqlx_event(cf_sqlx *x, const cf_event *ev, uint64_t seq, int64_t wm, int64_t clock)

@@ -35,6 +35,7 @@
 #include "cf_buf.h"
 #include "cf_event.h"
 #include "sql_plan.h"
+#include "sql_view.h"
 
 typedef struct cf_sqlx_def cf_sqlx_def;
 typedef struct cf_sqlx_set cf_sqlx_set;
@@ -124,6 +125,31 @@ void cf_sqlx_stats(const cf_sqlx *x, cf_buf *out);
 
 /* Errors counted (OOM, scratch overflow, rejected arguments). */
 uint64_t cf_sqlx_errors(const cf_sqlx *x);
+
+/* -- built-in views (builtin_sql.h: SPEC 4, 5, 7) ------------------------------
+ * The shard runs the built-in views from their compiled defs with a
+ * sql_view of its own for each (not in the user set: their results feed
+ * the built-in endpoints, rings, history and push topics). A built-in view
+ * is grouped by one string column, page_url or user_id, and its groups
+ * live where the sequencer routes that column (page_shard, user_shard:
+ * cf_hash_shard(cf_hash64(key, len, 0), shards)), so a click reaches only
+ * the shards that own its groups and is never broadcast for them. */
+
+#define CF_SQLX_CLICK_COLUMNS 20
+/* What cf_sqlx_def_apply did besides sql_view_apply's codes. */
+#define CF_SQLX_FILTERED 3
+
+/* The view configuration a def runs with. */
+const sql_view_config *cf_sqlx_def_view_config(const cf_sqlx_def *d);
+/* The click as a row of the `clicks` columns (CF_SQLX_CLICK_COLUMNS values;
+ * strings borrowed from ev). Decode once, then apply to every built-in. */
+void cf_sqlx_click_row(const cf_event *ev, sql_value *cols);
+/* One click row (cf_sqlx_click_row) through d's WHERE, GROUP BY key and
+ * aggregate arguments into v: sql_view_apply's result, CF_SQLX_FILTERED
+ * (WHERE said no: nothing applied, v not advanced), or -EINVAL (the key
+ * did not evaluate; counted in cf_sqlx_errors). Uses x's scratch. */
+int cf_sqlx_def_apply(cf_sqlx *x, const cf_sqlx_def *d, sql_view *v, const sql_value *cols,
+                      int64_t ts, uint64_t seq, int64_t wm, sql_view_emit_fn emit, void *ctx);
 
 /* Value codec of the row records (and snapshots). */
 void cf_sqlx_put_value(cf_buf *b, sql_value v);
