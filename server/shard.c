@@ -1623,8 +1623,10 @@ static int read_head(cf_reader *in, part_head *h)
     if (!in->bad && magic == SHARD_MAGIC && version < SHARD_VERSION) {
         /* Kept the hard-wired operators' state, which the views cannot
          * read: refused (recovery says what to do). */
-        cf_error("snapshot shard part version %u predates the built-in views as SQL (version "
-                 "%u): it cannot be loaded",
+        cf_error("snapshot: shard part version %u holds the hard-wired operators' state, which "
+                 "this release (built-in views as SQL, version %u) cannot read; start the "
+                 "release that wrote it, or move the data directory's snapshot files away so "
+                 "the write-ahead log is replayed from its start (docs/FORMATS.md)",
                  version, SHARD_VERSION);
         return -EINVAL;
     }

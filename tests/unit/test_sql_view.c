@@ -19,6 +19,7 @@
 
 #include "cf_buf.h"
 #include "cf_hash.h"
+#include "cf_hll.h"
 #include "cf_sessions.h"
 #include "cf_time.h"
 #include "cf_trending.h"
@@ -1007,6 +1008,149 @@ static void test_builtin_trending_equals_cf_trending(void **state)
     sql_view_free(v);
 }
 
+/* ---- sketches of distinct counts, forgetting running rows -------------------------- */
+
+typedef struct sketch_ctx {
+    const sql_view *v;
+    const char (*users)[16];    /* users[i]: the user of event i */
+    const int64_t *ts;
+    const int *page;            /* page index of event i */
+    size_t n;                   /* events applied so far */
+    int64_t size;
+    size_t checked, dense;
+} sketch_ctx;
+
+/* Each final tumbling window's sketch equals, byte for byte, the sketch
+ * of the user hashes of its events (cf_hash64(user, len, 0)), whether the
+ * state held them inline or in a HyperLogLog. */
+static void check_sketch(void *ctx, const sql_view_result *r)
+{
+    sketch_ctx *c = ctx;
+    if (!r->final)
+        return;
+    int page = atoi(r->key[0].u.s + 2);
+    cf_hll *h = cf_hll_new();
+    assert_non_null(h);
+    for (size_t i = 0; i < c->n; i++)
+        if (c->page[i] == page && c->ts[i] >= r->start && c->ts[i] < r->end)
+            assert_true(cf_hll_add(h, cf_hash64(c->users[i], strlen(c->users[i]), 0)) >= 0);
+    cf_buf want = {0}, got = {0};
+    assert_int_equal(cf_hll_save(h, &want), 0);
+    assert_int_equal(sql_view_result_sketch(c->v, r, 1, &got), 0);
+    assert_int_equal(got.len, want.len);
+    assert_memory_equal(got.data, want.data, want.len);
+    /* Aggregate 0 is COUNT(*): no sketch. */
+    assert_int_equal(sql_view_result_sketch(c->v, r, 0, &got), -EINVAL);
+    c->checked++;
+    if (r->aggs[1].u.i > 600)
+        c->dense++;
+    cf_hll_free(h);
+    cf_buf_free(&want);
+    cf_buf_free(&got);
+}
+
+static void test_distinct_sketch(void **state)
+{
+    (void)state;
+    static const sql_agg_spec aggs[] = {{SQL_AGG_COUNT_STAR, 0}, {SQL_AGG_COUNT_DISTINCT, 0}};
+    sql_view_config vc = {.nkeys = 1, .aggs = aggs, .naggs = 2, .window = SQL_WINDOW_TUMBLING,
+                          .size_ms = 10000, .advance_ms = 10000, .grace_ms = 0};
+    sql_view *v = sql_view_new(&vc);
+    assert_non_null(v);
+    enum { N = 20000 };
+    static char users[N][16];
+    static int64_t ts[N];
+    static int page[N];
+    sketch_ctx c = {.v = v, .users = (const char (*)[16])users, .ts = ts, .page = page,
+                    .size = 10000};
+    rng_state = 41;
+    for (size_t i = 0; i < N; i++) {
+        /* Page 0 gets thousands of users per window (dense sketches),
+         * the others a handful (inline hashes). */
+        page[i] = rng() % 2 ? 0 : 1 + (int)(rng() % 5);
+        int nu = page[i] == 0 ? 5000 : 3;
+        snprintf(users[i], sizeof users[i], "u%d", (int)(rng() % (uint64_t)nu));
+        ts[i] = 1000000 + (int64_t)i * 2;
+        char p[16];
+        int pl = snprintf(p, sizeof p, "/p%d", page[i]);
+        sql_value key = sql_string(p, (uint32_t)pl);
+        sql_value args[2] = {sql_null(), sql_string(users[i], (uint32_t)strlen(users[i]))};
+        c.n = i;    /* the windows this event's W fires hold events before it */
+        assert_int_equal(sql_view_apply(v, &key, args, ts[i], i, ts[i] - 1, check_sketch, &c),
+                         SQL_VIEW_APPLIED);
+    }
+    c.n = N;
+    sql_view_advance(v, ts[N - 1] + 20000, check_sketch, &c);
+    assert_true(c.checked > 20);
+    assert_true(c.dense > 2);
+    sql_view_free(v);
+}
+
+static bool score_below(void *ctx, const sql_view_result *r)
+{
+    return r->aggs[0].u.d < *(const double *)ctx;
+}
+
+/* sql_view_forget drops exactly the running rows the predicate picks, at
+ * the time given; a forgotten group comes back empty; the counters are
+ * those of sql_view_stats_get, and forgetting is neither an eviction nor
+ * an expiry. */
+static void test_running_forget(void **state)
+{
+    (void)state;
+    int64_t h = 1000;
+    sql_agg_spec spec = {SQL_AGG_DECAYED_COUNT, h};
+    sql_view_config vc = {.nkeys = 1, .aggs = &spec, .naggs = 1, .window = SQL_WINDOW_NONE};
+    sql_view *v = sql_view_new(&vc);
+    assert_non_null(v);
+    /* Page i is clicked once at time i * 1000: at T = 20000 it scores
+     * 2^-(20 - i). */
+    for (int i = 0; i <= 20; i++) {
+        char p[16];
+        int pl = snprintf(p, sizeof p, "/p%d", i);
+        sql_value key = sql_string(p, (uint32_t)pl);
+        assert_int_equal(sql_view_apply(v, &key, NULL, i * 1000, (uint64_t)i, CF_TIME_NONE,
+                                        NULL, NULL),
+                         SQL_VIEW_APPLIED);
+    }
+    double min = 0.01;  /* 2^-7 = 0.0078 < 0.01 < 2^-6: pages 0..13 go */
+    assert_int_equal(sql_view_forget(v, 20000, score_below, &min), 14);
+    sql_view_stats a, b;
+    sql_view_counters(v, &a);
+    sql_view_stats_get(v, &b);
+    assert_int_equal(a.groups, 7);
+    assert_int_equal(b.groups, 7);
+    assert_int_equal(a.applied, b.applied);
+    assert_int_equal(a.evictions + a.expired, 0);
+    lines rows = {0};
+    assert_int_equal(sql_view_foreach_open(v, 20000, collect, &rows), 7);
+    for (size_t i = 0; i < rows.n; i++) {
+        int page = -1;
+        assert_int_equal(sscanf(rows.s[i], "[%*[^)]) '/p%d'", &page), 1);
+        assert_true(page >= 14 && page <= 20);
+    }
+    lines_free(&rows);
+    /* Page 3 comes back with only its new click. */
+    sql_value key = sql_string("/p3", 3);
+    assert_int_equal(sql_view_apply(v, &key, NULL, 20000, 99, CF_TIME_NONE, NULL, NULL),
+                     SQL_VIEW_APPLIED);
+    lines one = {0};
+    assert_int_equal(sql_view_lookup(v, &key, 20000, collect, &one), 1);
+    double score = 0;
+    assert_int_equal(sscanf(one.s[0], "[%*[^)]) '/p3' | %lf", &score), 1);
+    assert_true(fabs(score - 1.0) < 1e-9);
+    lines_free(&one);
+    /* Not a running view: nothing to forget. */
+    sql_view_config wc = {.nkeys = 1, .aggs = &spec, .naggs = 1, .window = SQL_WINDOW_TUMBLING,
+                          .size_ms = 1000, .advance_ms = 1000};
+    sql_view *w = sql_view_new(&wc);
+    assert_non_null(w);
+    assert_int_equal(sql_view_apply(w, &key, NULL, 5, 0, CF_TIME_NONE, NULL, NULL), 1);
+    assert_int_equal(sql_view_forget(w, 5, score_below, &min), 0);
+    sql_view_free(w);
+    sql_view_free(v);
+}
+
 /* ---- save / load ------------------------------------------------------------------------ */
 
 static bool keep_even(void *ctx, const sql_value *key, uint32_t nkeys)
@@ -1322,6 +1466,8 @@ int main(void)
         cmocka_unit_test(test_builtin_sliding_equals_winop),
         cmocka_unit_test(test_builtin_sessions_equal_cf_sessions),
         cmocka_unit_test(test_builtin_trending_equals_cf_trending),
+        cmocka_unit_test(test_distinct_sketch),
+        cmocka_unit_test(test_running_forget),
         cmocka_unit_test(test_save_load_split),
         cmocka_unit_test(test_load_rejects_other_config),
         cmocka_unit_test(test_load_corrupted),
