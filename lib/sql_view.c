@@ -183,9 +183,9 @@ static inline bool is_text(uint8_t t)
     return t == SQL_STRING || t == SQL_ARRAY || t == SQL_JSON;
 }
 
-static uint64_t value_hash(sql_value x)
+static uint64_t value_hash(uint64_t base, sql_value x)
 {
-    uint64_t seed = KEY_SEED ^ x.type;
+    uint64_t seed = base ^ x.type;
     if (is_text(x.type))
         return cf_hash64(x.u.s, x.len, seed);
     uint8_t b[8] = {0};
@@ -202,16 +202,18 @@ static uint64_t value_hash(sql_value x)
     return cf_hash64(b, 8, seed);
 }
 
-static inline uint64_t key_hash(const sql_value *key, uint32_t n)
+static inline uint64_t key_hash(const sql_view *v, const sql_value *key)
 {
+    uint32_t n = v->cfg.nkeys;
+    uint64_t base = KEY_SEED ^ v->cfg.hash_seed;
     /* The common GROUP BY of one string column, without the dispatch. */
     if (n == 1 && key[0].type == SQL_STRING)
-        return cf_hash64(key[0].u.s, key[0].len, KEY_SEED ^ SQL_STRING);
+        return cf_hash64(key[0].u.s, key[0].len, base ^ SQL_STRING);
     if (n == 1)
-        return value_hash(key[0]);
-    uint64_t h = KEY_SEED;
+        return value_hash(base, key[0]);
+    uint64_t h = base;
     for (uint32_t i = 0; i < n; i++)
-        h = mix64(h ^ value_hash(key[i])) + i;
+        h = mix64(h ^ value_hash(base, key[i])) + i;
     return h;
 }
 
@@ -1098,7 +1100,7 @@ static int apply_window(sql_view *v, const sql_value *key, const sql_value *args
         v->late_dropped++;
         return SQL_VIEW_LATE;
     }
-    uint64_t kh = key_hash(key, v->cfg.nkeys);
+    uint64_t kh = key_hash(v, key);
     cell *c = cell_lookup_key(v, p, kh, key);
     /* Hot path: the group has data in the pane and all its windows are open. */
     if (c && c->has_data && !fire_due(v, first + v->cfg.size_ms)) {
@@ -1223,7 +1225,7 @@ static void evict_session_group(sql_view *v, sql_view_emit_fn emit, void *ctx)
 static int apply_session(sql_view *v, const sql_value *key, const sql_value *args, int64_t ts,
                          uint64_t arrival, sql_view_emit_fn emit, void *ctx)
 {
-    uint64_t kh = key_hash(key, v->cfg.nkeys);
+    uint64_t kh = key_hash(v, key);
     group *grp = group_find(v, kh, key);
     sess *a = NULL, *z = NULL;
     for (sess *x = grp ? grp->sessions : NULL; x; x = x->next) {
@@ -1362,7 +1364,7 @@ static void running_drop(sql_view *v, group *g)
 static int apply_running(sql_view *v, const sql_value *key, const sql_value *args, int64_t ts,
                          uint64_t arrival)
 {
-    uint64_t kh = key_hash(key, v->cfg.nkeys);
+    uint64_t kh = key_hash(v, key);
     group *g = group_find(v, kh, key);
     if (!g) {
         if (!key_fits(v, key))
@@ -1623,7 +1625,7 @@ size_t sql_view_forget(sql_view *v, int64_t now, sql_view_drop_fn drop, void *ct
 size_t sql_view_lookup(const sql_view *v, const sql_value *key, int64_t now,
                        sql_view_emit_fn emit, void *ctx)
 {
-    group *g = group_find(v, key_hash(key, v->cfg.nkeys), key);
+    group *g = group_find(v, key_hash(v, key), key);
     if (!g)
         return 0;
     size_t n = 0;
@@ -1948,7 +1950,7 @@ int sql_view_load(sql_view *v, cf_reader *in)
         for (uint32_t i = 0; i < v->cfg.nkeys; i++)
             if (!sql_value_load(in, MAX_KEY_STR, &key[i]))
                 return -EINVAL;
-        uint64_t kh = key_hash(key, v->cfg.nkeys);
+        uint64_t kh = key_hash(v, key);
         group *g = group_find(v, kh, key);
         bool windowed = v->cfg.window == SQL_WINDOW_TUMBLING || v->cfg.window == SQL_WINDOW_HOPPING;
         if (g && !windowed)

@@ -70,6 +70,10 @@ typedef struct sql_view_config {
     sql_emit emit;
     int64_t state_ttl_ms;           /* NONE: 0 = keep forever */
     size_t max_keys;                /* 0 = unbounded */
+    /* Seeds the group table's hash, so that keys colliding in it cannot be
+     * computed without the seed (hash flooding by client-chosen keys): a
+     * secret of the caller's. Not state: a saved view loads under any. */
+    uint64_t hash_seed;
 } sql_view_config;
 
 /* One result row. For windows start/end are the window bounds (end

@@ -147,16 +147,24 @@ size_t cf_shard_max_keys(const cf_config *cfg)
     return cf_keycap_share(cfg->max_keys, cfg->shards ? cfg->shards : 1);
 }
 
-/* The built-in views under cfg: compiled defs and empty views, all or
- * nothing. 0, -ENOMEM, -EINVAL. */
-static int builtins_new(const cf_config *cfg, cf_sqlx_def *defs[CF_BUILTIN_COUNT],
+/* An empty view of def d whose group table is hashed with seed. */
+static sql_view *view_new(const cf_sqlx_def *d, uint64_t seed)
+{
+    sql_view_config c = *cf_sqlx_def_view_config(d);
+    c.hash_seed = seed;
+    return sql_view_new(&c);
+}
+
+/* The built-in views under cfg: compiled defs and empty views hashed with
+ * seed, all or nothing. 0, -ENOMEM, -EINVAL. */
+static int builtins_new(const cf_config *cfg, uint64_t seed, cf_sqlx_def *defs[CF_BUILTIN_COUNT],
                         sql_view *views[CF_BUILTIN_COUNT])
 {
     for (int i = 0; i < CF_BUILTIN_COUNT; i++)
         views[i] = NULL;
     int rc = cf_builtin_defs(cfg, cf_shard_max_keys(cfg), defs);
     for (int i = 0; rc == 0 && i < CF_BUILTIN_COUNT; i++)
-        if (!(views[i] = sql_view_new(cf_sqlx_def_view_config(defs[i]))))
+        if (!(views[i] = view_new(defs[i], seed)))
             rc = -ENOMEM;
     if (rc < 0)
         for (int i = 0; i < CF_BUILTIN_COUNT; i++) {
@@ -248,7 +256,7 @@ cf_shard *cf_shard_new(const cf_config *cfg, unsigned index, size_t queue_slots,
     s->ctl_tail = &s->ctl_head;
     s->st.watermark = CF_TIME_NONE;
     s->prune_at = PRUNE_MIN_PAGES;
-    int brc = builtins_new(cfg, s->bdef, s->bview);
+    int brc = builtins_new(cfg, 0, s->bdef, s->bview);
     size_t keep = cfg->retain_results ? cfg->retain_results : 1;
     s->q = cf_queue_new(queue_slots);
     s->closed[CF_WINDOW_TUMBLING] = cf_retain_new(keep, free);
@@ -338,7 +346,11 @@ int cf_shard_set_hashkey(cf_shard *s, const uint8_t key[16])
     s->seed = cf_siphash(key, "clickflow tables", 16, 2, 4);
     size_t keep = s->cfg.retain_results ? s->cfg.retain_results : 1;
     cf_kv *i0 = new_index(s, keep), *i1 = new_index(s, keep);
+    sql_view *nv[CF_BUILTIN_COUNT] = {0};
     int rc = !i0 || !i1 ? -ENOMEM : 0;
+    for (int i = 0; !rc && i < CF_BUILTIN_COUNT; i++)
+        if (!(nv[i] = view_new(s->bdef[i], s->seed)))
+            rc = -ENOMEM;
     bool empty = true;
     for (int i = 0; i < CF_BUILTIN_COUNT; i++) {
         sql_view_stats vs;
@@ -348,6 +360,8 @@ int cf_shard_set_hashkey(cf_shard *s, const uint8_t key[16])
     if (!rc && (!empty || cf_kv_count(s->closed_idx[0]) || cf_kv_count(s->closed_idx[1])))
         rc = -EBUSY;
     if (rc) {
+        for (int i = 0; i < CF_BUILTIN_COUNT; i++)
+            sql_view_free(nv[i]);
         cf_kv_free(i0);
         cf_kv_free(i1);
         s->keyed = was_keyed;
@@ -359,6 +373,11 @@ int cf_shard_set_hashkey(cf_shard *s, const uint8_t key[16])
     cf_kv_free(s->closed_idx[1]);
     s->closed_idx[0] = i0;
     s->closed_idx[1] = i1;
+    /* The views are empty (checked above): their keyed twins replace them. */
+    for (int i = 0; i < CF_BUILTIN_COUNT; i++) {
+        sql_view_free(s->bview[i]);
+        s->bview[i] = nv[i];
+    }
     return 0;
 }
 
@@ -820,7 +839,7 @@ static void handle_reset(cf_shard *s, const cf_msg *m)
      * the mask (bit i: CF_BUILTIN_* i) replace the running ones. */
     cf_sqlx_def *defs[CF_BUILTIN_COUNT];
     sql_view *nv[CF_BUILTIN_COUNT];
-    int brc = builtins_new(&cfg, defs, nv);
+    int brc = builtins_new(&cfg, s->seed, defs, nv);
     cf_retain *ct = views & CF_VIEW_TUMBLING ? cf_retain_new(keep, free) : NULL;
     cf_kv *it = views & CF_VIEW_TUMBLING ? new_index(s, keep) : NULL;
     cf_retain *csl = views & CF_VIEW_SLIDING ? cf_retain_new(keep, free) : NULL;
@@ -1729,7 +1748,7 @@ int cf_shard_load(cf_shard *s, cf_reader *parts, size_t n_parts, unsigned n_shar
     }
     cf_sqlx_def *defs[CF_BUILTIN_COUNT];
     sql_view *views[CF_BUILTIN_COUNT];
-    bool ok = builtins_new(&cfg, defs, views) == 0;
+    bool ok = builtins_new(&cfg, s->seed, defs, views) == 0;
     for (int k = 0; ok && k < CF_BUILTIN_COUNT; k++)
         for (size_t i = 0; ok && i < n; i++)
             ok = load_view_part(views[k], &heads[i].ops[k], filter) == 0;
