@@ -12,7 +12,7 @@
  *   values, for running views the aggregate state, then the key's string
  *   bytes), in an open-addressing table of (hash, pointer) slots,
  *   refcounted by the cells/sessions that use them.
- * - Windows (TUMBLING, HOPPING): panes as in cf_winop (see "windows: panes"
+ * - Windows (TUMBLING, HOPPING): panes (see "windows: panes"
  *   below): a cell per (pane, group) holds the pane's aggregate state, so
  *   an event updates one state whatever size / advance is, and a window's
  *   result is merged from its panes when emitted. Cells come from
@@ -23,8 +23,8 @@
  * - Sessions: per group a list sorted by first event time; one heap of all
  *   sessions ordered by (action time, key, first), the action being firing
  *   (last + gap - 1) for an open session and purging (that + grace) for a
- *   fired one, lazy about keys that move later exactly as cf_sessions is
- *   (a session is re-placed only when it surfaces), so a join costs O(1).
+ *   fired one, lazy about keys that move later (a session is re-placed
+ *   only when it surfaces), so a join costs O(1).
  * - Running rows (NONE): the TTL/eviction heap orders groups by (newest
  *   event time, key), lazily in the same way.
  * Counters are statistics, not state: save/load does not carry them. */
@@ -703,7 +703,7 @@ static inline uint64_t cell_hash(int64_t start, uint64_t kh)
 
 /* Cells are numbered by slab and position, so the table holds 8-byte
  * (index, hash tag) slots, half of a (hash, pointer) slot: the table of a
- * large window state stays twice as long in cache (as in cf_winop). */
+ * large window state stays twice as long in cache. */
 static inline cell *cell_at(const sql_view *v, uint32_t idx)
 {
     return (cell *)(v->slabs[idx / SLAB] + (size_t)(idx % SLAB) * v->cell_size);

@@ -11,8 +11,9 @@
  *   SESSION   per group, events within `gap` of each other (transitively)
  *             share a session [first, last + gap) (Flink's merging windows).
  *
- * Time rules (SPEC 4, 5, 13), identical to cf_winop and cf_sessions, which
- * the unit tests check on random traces: a window fires (final, revision
+ * Time rules (SPEC 4, 5, 13; the built-in views of builtin_sql.h run on
+ * this operator, and the unit tests check it on random traces against a
+ * naive evaluator): a window fires (final, revision
  * 0) when W >= end - 1 (a session when W >= last + gap - 1), its state is
  * kept until W >= end - 1 + grace, an event reaching a fired but kept
  * window updates it and re-fires it at once with revision + 1 (a group new
@@ -30,10 +31,11 @@
  * max_keys bounds the groups held (0: no bound). Policy, when a new group
  * would exceed it:
  *   NONE      the group whose newest event time is the oldest is evicted
- *             (forgotten, as TTL would) and counted in evictions;
+ *             (forgotten, as TTL would) and counted in evictions (for a
+ *             DECAYED_COUNT, the page clicked least recently: near the
+ *             lowest-scored, not always it);
  *   SESSION   the group whose next session action comes first is closed
- *             early (open sessions fire as final) and counted in evictions,
- *             as cf_sessions does;
+ *             early (open sessions fire as final) and counted in evictions;
  *   TUMBLING, HOPPING   the event is refused (not applied, counted in
  *             refusals): evicting a window's partial result would silently
  *             undercount a result that is still to fire.

@@ -64,7 +64,8 @@ cJSON *cf_builtin_views_json(const cf_config *cfg, unsigned shards, size_t max_k
 {
     char *text = cf_builtin_sql(cfg);
     /* A scratch catalog: the built-ins are not user definitions (not
-     * logged, not counted by --max-queries, not run by the SQL shards). */
+     * logged, not counted by --max-queries); the shards run their own
+     * compiled copies (cf_builtin_defs). */
     cf_sqlrt *rt = text ? cf_sqlrt_new(16, shards, cfg->allowed_lateness_ms, max_keys) : NULL;
     sql_error err;
     cJSON *root = NULL;

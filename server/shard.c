@@ -12,9 +12,7 @@
 #include "cf_hash.h"
 #include "cf_keycap.h"
 #include "cf_kv.h"
-#include "cf_sessions.h"
 #include "cf_time.h"
-#include "cf_winop.h"
 #include "builtin_sql.h"
 #include "history.h"
 #include "log.h"
@@ -90,6 +88,7 @@ struct cf_shard {
      * replay of one trace gives one result (SPEC 1). Amortized O(1) per
      * event; the view stays within twice its live pages. */
     uint64_t prune_at;
+    uint64_t trending_evicted;      /* pages evicted at the key bound (evict_trending) */
     /* The built-in views (builtin_sql.h, CF_BUILTIN_* order), compiled
      * from their SQL under the shard's settings, and their state: windows
      * and trending keyed by the pages routed here, sessions by the users. */
@@ -152,6 +151,11 @@ static sql_view *view_new(const cf_sqlx_def *d, uint64_t seed)
 {
     sql_view_config c = *cf_sqlx_def_view_config(d);
     c.hash_seed = seed;
+    /* Trending's key bound is the shard's (evict_trending): the lowest
+     * scored pages go, not the least recently clicked as a running view
+     * would evict. */
+    if (c.window == SQL_WINDOW_NONE && c.naggs == 1 && c.aggs[0].kind == SQL_AGG_DECAYED_COUNT)
+        c.max_keys = 0;
     return sql_view_new(&c);
 }
 
@@ -626,6 +630,68 @@ static void on_session(void *ctx, const sql_view_result *vr)
 
 /* One click through the page-keyed built-in views: row is the click as a
  * `clicks` row, wm the watermark stamped on it. */
+/* Trending's key bound (docs/DESIGN.md, policy evict): past the shard's
+ * share, the lowest-ranked pages go (lowest score, ties: larger page_url),
+ * 1/32 of the share at once, so a flood of new pages costs O(1) amortized.
+ * Ranks do not depend on the time scored at (every score decays alike). */
+typedef struct rank_ctx {
+    cf_trend_item *v;
+    size_t n, cap;
+    cf_trend_item thr;
+} rank_ctx;
+
+static bool collect_rank(void *ctx, const sql_view_result *r)
+{
+    rank_ctx *c = ctx;
+    if (c->n < c->cap)
+        c->v[c->n++] = (cf_trend_item){r->key[0].u.s, r->key[0].len, r->aggs[0].u.d};
+    return false;
+}
+
+static bool ranks_at_or_after(void *ctx, const sql_view_result *r)
+{
+    const rank_ctx *c = ctx;
+    cf_trend_item it = {r->key[0].u.s, r->key[0].len, r->aggs[0].u.d};
+    return cf_trend_rank(&it, &c->thr) >= 0;
+}
+
+static int rank_qcmp(const void *a, const void *b) { return cf_trend_rank(a, b); }
+
+static void evict_trending(cf_shard *s, int64_t T)
+{
+    size_t cap = cf_shard_max_keys(&s->cfg);
+    sql_view *v = s->bview[CF_BUILTIN_TRENDING];
+    sql_view_stats c;
+    sql_view_counters(v, &c);
+    if (cap == 0 || c.groups <= cap)
+        return;
+    size_t drop = c.groups - cap + (cap / 32 ? cap / 32 : 1);
+    if (drop > c.groups)
+        drop = c.groups;
+    rank_ctx rc = {.v = malloc(c.groups * sizeof *rc.v), .cap = c.groups};
+    if (!rc.v) {
+        s->st.errors++;
+        return;
+    }
+    /* Borrowed page strings: nothing changes between the two passes. */
+    sql_view_forget(v, T, collect_rank, &rc);
+    qsort(rc.v, rc.n, sizeof *rc.v, rank_qcmp);
+    char *page = NULL;
+    if (rc.n >= drop && drop > 0) {
+        rc.thr = rc.v[rc.n - drop];
+        page = malloc(rc.thr.page_url_len + 1);
+    }
+    if (page) {
+        memcpy(page, rc.thr.page_url, rc.thr.page_url_len);
+        rc.thr.page_url = page;
+        s->trending_evicted += sql_view_forget(v, T, ranks_at_or_after, &rc);
+    } else if (drop > 0) {
+        s->st.errors++;
+    }
+    free(page);
+    free(rc.v);
+}
+
 static bool below_min_score(void *ctx, const sql_view_result *r)
 {
     (void)ctx;
@@ -663,6 +729,7 @@ static void page_event(cf_shard *s, const cf_event *ev, const sql_value *row, ui
     if (cf_sqlx_def_apply(x, s->bdef[CF_BUILTIN_TRENDING], s->bview[CF_BUILTIN_TRENDING], row,
                           ev->ts, seq, wm, NULL, NULL) < 0)
         s->st.errors++;
+    evict_trending(s, ev->ts);
     sql_view_stats c;
     sql_view_counters(s->bview[CF_BUILTIN_TRENDING], &c);
     if (c.groups > s->prune_at && clock != CF_TIME_NONE) {
@@ -719,7 +786,7 @@ static void check_bounds(cf_shard *s)
     const uint64_t n[BOUND_KINDS] = {
         [BOUND_TUMBLING] = c[CF_BUILTIN_TUMBLING].refusals,
         [BOUND_SLIDING] = c[CF_BUILTIN_SLIDING].refusals,
-        [BOUND_TRENDING] = c[CF_BUILTIN_TRENDING].evictions,
+        [BOUND_TRENDING] = s->trending_evicted,
         [BOUND_SESSIONS] = c[CF_BUILTIN_SESSIONS].evictions,
     };
     for (int k = 0; k < BOUND_KINDS; k++)
@@ -1173,25 +1240,14 @@ typedef struct top_ctx {
     bool oom;
 } top_ctx;
 
-/* < 0 when a ranks before b: score descending, page_url ascending. */
-static int trend_rank(const cf_trend_item *a, const cf_trend_item *b)
-{
-    if (a->score != b->score)
-        return a->score > b->score ? -1 : 1;
-    size_t m = a->page_url_len < b->page_url_len ? a->page_url_len : b->page_url_len;
-    int c = memcmp(a->page_url, b->page_url, m);
-    if (c)
-        return c;
-    return a->page_url_len < b->page_url_len ? -1 : a->page_url_len > b->page_url_len;
-}
 
 static void top_sift_down(cf_trend_item *h, size_t n, size_t i)
 {
     for (;;) {
         size_t w = i, l = 2 * i + 1, r = l + 1;
-        if (l < n && trend_rank(&h[l], &h[w]) > 0)
+        if (l < n && cf_trend_rank(&h[l], &h[w]) > 0)
             w = l;
-        if (r < n && trend_rank(&h[r], &h[w]) > 0)
+        if (r < n && cf_trend_rank(&h[r], &h[w]) > 0)
             w = r;
         if (w == i)
             return;
@@ -1206,7 +1262,7 @@ static void top_sift_up(cf_trend_item *h, size_t i)
 {
     while (i > 0) {
         size_t p = (i - 1) / 2;
-        if (trend_rank(&h[i], &h[p]) <= 0)
+        if (cf_trend_rank(&h[i], &h[p]) <= 0)
             return;
         cf_trend_item t = h[i];
         h[i] = h[p];
@@ -1219,7 +1275,7 @@ static void collect_top(void *ctx, const sql_view_result *vr)
 {
     top_ctx *c = ctx;
     cf_trend_item it = {vr->key[0].u.s, vr->key[0].len, vr->aggs[0].u.d};
-    if (c->oom || (c->n == c->cap && trend_rank(&it, &c->items[0]) >= 0))
+    if (c->oom || (c->n == c->cap && cf_trend_rank(&it, &c->items[0]) >= 0))
         return;
     char *p = malloc(it.page_url_len + 1);
     if (!p) {
@@ -1282,7 +1338,7 @@ static void q_stats(cf_shard *s, cf_shard_query *q)
     q->stats.session_evictions = se->evictions;
     q->stats.window_refused[CF_WINDOW_TUMBLING] = tu->refusals;
     q->stats.window_refused[CF_WINDOW_SLIDING] = sl->refusals;
-    q->stats.trending_evictions = tr->evictions;
+    q->stats.trending_evictions = s->trending_evicted;
     q->stats.window_pages[CF_WINDOW_TUMBLING] = tu->groups;
     q->stats.window_pages[CF_WINDOW_SLIDING] = sl->groups;
     q->stats.session_users = se->groups;

@@ -1,9 +1,9 @@
 /* Unit tests for sql_view: boundaries of firing, grace, session gap and
  * STATE_TTL; seeded random traces (disorder, late events, NULLs) checked
  * emission by emission against a naive evaluator that recomputes every
- * result from the full event list; the built-in views configured on
- * sql_view against the hard-wired cf_winop, cf_sessions and cf_trending on
- * the same traces; save/load whole and split by key; max_keys policies. */
+ * result from the full event list; the distinct-count sketch behind a
+ * window's result; forgetting running rows; save/load whole and split by
+ * key; max_keys policies. */
 #include <errno.h>
 #include <math.h>
 #include <setjmp.h>
@@ -20,10 +20,7 @@
 #include "cf_buf.h"
 #include "cf_hash.h"
 #include "cf_hll.h"
-#include "cf_sessions.h"
 #include "cf_time.h"
-#include "cf_trending.h"
-#include "cf_winop.h"
 #include "sql_view.h"
 
 static uint64_t rng_state;
@@ -838,176 +835,6 @@ static void test_random_running(void **state)
     trace_free(&t);
 }
 
-/* ---- the built-ins: sql_view == cf_winop / cf_sessions / cf_trending ------------------ */
-
-static const sql_agg_spec window_builtin[] = {{SQL_AGG_COUNT_STAR, 0},
-                                              {SQL_AGG_COUNT_DISTINCT, 0}};
-static const sql_agg_spec session_builtin[] = {{SQL_AGG_COUNT_STAR, 0},
-                                               {SQL_AGG_COUNT_DISTINCT, 0},
-                                               {SQL_AGG_EARLIEST, 0},
-                                               {SQL_AGG_LATEST, 0}};
-
-static void collect_winop(void *ctx, const cf_window_result *r)
-{
-    char buf[512];
-    snprintf(buf, sizeof buf, "[%lld,%lld) '%.*s' | %llu %llu r%u %s", (long long)r->start,
-             (long long)r->end, (int)r->page_url_len, r->page_url, (unsigned long long)r->count,
-             (unsigned long long)r->unique_users, r->revision, r->final ? "final" : "open");
-    lines_add(ctx, buf);
-}
-
-static void collect_session(void *ctx, const cf_session_record *r)
-{
-    char buf[512];
-    snprintf(buf, sizeof buf, "[%lld,%lld) '%.*s' | %llu %llu '%.*s' '%.*s' r%u %s",
-             (long long)r->start, (long long)r->end, (int)r->user_id_len, r->user_id,
-             (unsigned long long)r->page_views, (unsigned long long)r->distinct_pages,
-             (int)r->entry_page_len, r->entry_page, (int)r->exit_page_len, r->exit_page,
-             r->revision, r->final ? "final" : "open");
-    lines_add(ctx, buf);
-}
-
-/* Clicks: many users per page so that distinct counts go dense (HLL). */
-static void run_winop_equivalence(cf_window_type type, int64_t size, int64_t slide,
-                                  int64_t lateness, uint64_t seed)
-{
-    rng_state = seed;
-    cf_winop_config wc = {type, size, slide, lateness, 0};
-    cf_winop *op = cf_winop_new(&wc);
-    sql_view_config vc = {.nkeys = 1, .aggs = window_builtin, .naggs = 2,
-                          .window = type == CF_WINDOW_TUMBLING ? SQL_WINDOW_TUMBLING
-                                                               : SQL_WINDOW_HOPPING,
-                          .size_ms = size, .advance_ms = slide, .grace_ms = lateness};
-    sql_view *v = sql_view_new(&vc);
-    assert_non_null(op);
-    assert_non_null(v);
-    lines a = {0}, b = {0};
-    int64_t max_ts = 0, wm = CF_TIME_NONE;
-    for (int i = 0; i < 30000; i++) {
-        char page[16], user[16];
-        int pl = snprintf(page, sizeof page, "/p%d", (int)(rng() % 7));
-        int ul = snprintf(user, sizeof user, "u%d", (int)(rng() % 3000));
-        int64_t ts = 1000000 + (int64_t)i * 20 - (int64_t)(rng() % 20000);
-        if (rng() % 100 == 0)
-            ts -= (int64_t)(rng() % 200000);
-        if (ts > max_ts)
-            max_ts = ts;
-        cf_winop_advance(op, wm, collect_winop, &a);
-        int na = cf_winop_add(op, page, (size_t)pl, cf_hash64(user, (size_t)ul, 0), ts,
-                              collect_winop, &a);
-        sql_value key = sql_string(page, (uint32_t)pl), args[2] = {sql_null(),
-                                                                    sql_string(user, (uint32_t)ul)};
-        int nb = sql_view_apply(v, &key, args, ts, (uint64_t)i, wm, collect, &b);
-        assert_int_equal(na > 0, nb == SQL_VIEW_APPLIED);
-        if (i % 1024 == 1023) {
-            wm = max_ts - 5000;
-            if (i % 8192 == 8191) {
-                cf_winop_foreach_open(op, collect_winop, &a);
-                sql_view_foreach_open(v, 0, collect, &b);
-            }
-        }
-    }
-    cf_winop_advance(op, max_ts + 10 * size + lateness, collect_winop, &a);
-    sql_view_advance(v, max_ts + 10 * size + lateness, collect, &b);
-    assert_lines_equal(&b, &a);
-    assert_true(a.n > 100);
-    lines_free(&a);
-    lines_free(&b);
-    cf_winop_free(op);
-    sql_view_free(v);
-}
-
-static void test_builtin_tumbling_equals_winop(void **state)
-{
-    (void)state;
-    run_winop_equivalence(CF_WINDOW_TUMBLING, 60000, 60000, 60000, 5);
-    run_winop_equivalence(CF_WINDOW_TUMBLING, 10000, 10000, 0, 6);
-}
-
-static void test_builtin_sliding_equals_winop(void **state)
-{
-    (void)state;
-    run_winop_equivalence(CF_WINDOW_SLIDING, 300000, 60000, 60000, 7);
-    run_winop_equivalence(CF_WINDOW_SLIDING, 20000, 5000, 3000, 8);
-}
-
-static void test_builtin_sessions_equal_cf_sessions(void **state)
-{
-    (void)state;
-    for (uint64_t seed = 1; seed <= 3; seed++) {
-        rng_state = seed;
-        int64_t gap = seed == 1 ? 1800000 : 5000, late = seed == 3 ? 0 : 60000;
-        cf_sessions *s = cf_sessions_new(gap, late, 0);
-        sql_view_config vc = {.nkeys = 1, .aggs = session_builtin, .naggs = 4,
-                              .window = SQL_WINDOW_SESSION, .gap_ms = gap, .grace_ms = late};
-        sql_view *v = sql_view_new(&vc);
-        lines a = {0}, b = {0};
-        int64_t max_ts = 0, wm = CF_TIME_NONE;
-        for (int i = 0; i < 30000; i++) {
-            char page[16], user[16];
-            int pl = snprintf(page, sizeof page, "/p%d", (int)(rng() % 40));
-            int ul = snprintf(user, sizeof user, "u%d", (int)(rng() % 300));
-            int64_t ts = 1000000 + (int64_t)i * 50 - (int64_t)(rng() % 8000);
-            if (rng() % 50 == 0)
-                ts -= (int64_t)(rng() % 100000);
-            if (ts > max_ts)
-                max_ts = ts;
-            cf_sessions_advance(s, wm, collect_session, &a);
-            int na = cf_sessions_add(s, user, (size_t)ul, page, (size_t)pl, ts, collect_session,
-                                     &a);
-            sql_value key = sql_string(user, (uint32_t)ul), pv = sql_string(page, (uint32_t)pl);
-            sql_value args[4] = {sql_null(), pv, pv, pv};
-            int nb = sql_view_apply(v, &key, args, ts, (uint64_t)i, wm, collect, &b);
-            assert_int_equal(na, nb);
-            if (i % 512 == 511)
-                wm = max_ts - 5000;
-        }
-        cf_sessions_advance(s, max_ts + gap + late + 1, collect_session, &a);
-        sql_view_advance(v, max_ts + gap + late + 1, collect, &b);
-        assert_lines_equal(&b, &a);
-        assert_true(a.n > 100);
-        lines_free(&a);
-        lines_free(&b);
-        cf_sessions_free(s);
-        sql_view_free(v);
-    }
-}
-
-static void test_builtin_trending_equals_cf_trending(void **state)
-{
-    (void)state;
-    rng_state = 99;
-    int64_t h = 60000;
-    cf_trending *t = cf_trending_new(h);
-    sql_agg_spec spec = {SQL_AGG_DECAYED_COUNT, h};
-    sql_view_config vc = {.nkeys = 1, .aggs = &spec, .naggs = 1, .window = SQL_WINDOW_NONE};
-    sql_view *v = sql_view_new(&vc);
-    int64_t max_ts = 0;
-    for (int i = 0; i < 50000; i++) {
-        char page[16];
-        int pl = snprintf(page, sizeof page, "/p%d", (int)(rng() % 50));
-        int64_t ts = 1790000000000 + (int64_t)i * 500 - (int64_t)(rng() % 10000);
-        if (ts > max_ts)
-            max_ts = ts;
-        cf_trending_add(t, page, (size_t)pl, ts);
-        sql_value key = sql_string(page, (uint32_t)pl);
-        assert_int_equal(sql_view_apply(v, &key, NULL, ts, (uint64_t)i, CF_TIME_NONE, NULL, NULL),
-                         SQL_VIEW_APPLIED);
-    }
-    lines rows = {0};
-    assert_int_equal(sql_view_foreach_open(v, max_ts, collect, &rows), 50);
-    for (size_t i = 0; i < rows.n; i++) {
-        char page[16];
-        double score;
-        assert_int_equal(sscanf(rows.s[i], "[%*[^)]) '%15[^']' | %lf", page, &score), 2);
-        double want = cf_trending_score(t, page, strlen(page), max_ts);
-        assert_true(fabs(score - want) <= 1e-6 * want);
-    }
-    lines_free(&rows);
-    cf_trending_free(t);
-    sql_view_free(v);
-}
-
 /* ---- sketches of distinct counts, forgetting running rows -------------------------- */
 
 typedef struct sketch_ctx {
@@ -1509,10 +1336,6 @@ int main(void)
         cmocka_unit_test(test_random_hopping),
         cmocka_unit_test(test_random_sessions),
         cmocka_unit_test(test_random_running),
-        cmocka_unit_test(test_builtin_tumbling_equals_winop),
-        cmocka_unit_test(test_builtin_sliding_equals_winop),
-        cmocka_unit_test(test_builtin_sessions_equal_cf_sessions),
-        cmocka_unit_test(test_builtin_trending_equals_cf_trending),
         cmocka_unit_test(test_distinct_sketch),
         cmocka_unit_test(test_running_forget),
         cmocka_unit_test(test_seed_is_not_state),
