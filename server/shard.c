@@ -94,6 +94,9 @@ struct cf_shard {
      * and trending keyed by the pages routed here, sessions by the users. */
     cf_sqlx_def *bdef[CF_BUILTIN_COUNT];
     sql_view *bview[CF_BUILTIN_COUNT];
+    /* Whether view i has view 0's WHERE (all four do: bots out), so one
+     * verdict per event serves them (builtin_apply). */
+    bool bwhere_shared[CF_BUILTIN_COUNT];
     cf_sqlx *sqlx;                  /* user SQL views */
     cf_retain *closed[2];           /* by cf_window_type */
     /* Where each retained closed window result sits in its ring, so that a
@@ -179,6 +182,12 @@ static int builtins_new(const cf_config *cfg, uint64_t seed, cf_sqlx_def *defs[C
             defs[i] = NULL;
         }
     return rc;
+}
+
+static void note_wheres(cf_shard *s)
+{
+    for (int i = 0; i < CF_BUILTIN_COUNT; i++)
+        s->bwhere_shared[i] = cf_sqlx_def_same_where(s->bdef[i], s->bdef[0]);
 }
 
 static void builtin_free(cf_sqlx_def *d, sql_view *v)
@@ -270,6 +279,8 @@ cf_shard *cf_shard_new(const cf_config *cfg, unsigned index, size_t queue_slots,
     s->closed_sessions = cf_retain_new(sessions_keep(cfg), free);
     s->late = cf_retain_new(LATE_KEEP, free);
     s->sqlx = cf_sqlx_new(index, cfg->shards ? cfg->shards : 1, keep);
+    if (brc == 0)
+        note_wheres(s);
     if (!s->q || !s->sqlx || brc < 0 ||
         !s->closed[0] || !s->closed[1] || !s->closed_idx[0] || !s->closed_idx[1] ||
         !s->closed_sessions || !s->late) {
@@ -628,6 +639,17 @@ static void on_session(void *ctx, const sql_view_result *vr)
     cf_retain_push(s->closed_sessions, rec);
 }
 
+/* One click row into built-in view i. pass0: the click passed view 0's
+ * WHERE, which serves every view with the same WHERE. */
+static int builtin_apply(cf_shard *s, int i, const sql_value *row, const cf_event *ev,
+                         bool pass0, uint64_t seq, int64_t wm, sql_view_emit_fn emit, void *ctx)
+{
+    if (s->bwhere_shared[i] && !pass0)
+        return CF_SQLX_FILTERED;
+    return cf_sqlx_def_apply(s->sqlx, s->bdef[i], s->bview[i], row, ev->ts, s->bwhere_shared[i],
+                             seq, wm, emit, ctx);
+}
+
 /* One click through the page-keyed built-in views: row is the click as a
  * `clicks` row, wm the watermark stamped on it. */
 /* Trending's key bound (docs/DESIGN.md, policy evict): past the shard's
@@ -699,14 +721,11 @@ static bool below_min_score(void *ctx, const sql_view_result *r)
 }
 
 /* clock: the event-time clock C stamped on the event (CF_TIME_NONE if none). */
-static void page_event(cf_shard *s, const cf_event *ev, const sql_value *row, uint64_t seq,
-                       int64_t wm, int64_t clock)
+static void page_event(cf_shard *s, const cf_event *ev, const sql_value *row, bool pass0,
+                       uint64_t seq, int64_t wm, int64_t clock)
 {
-    cf_sqlx *x = s->sqlx;
-    int a = cf_sqlx_def_apply(x, s->bdef[CF_BUILTIN_TUMBLING], s->bview[CF_BUILTIN_TUMBLING], row,
-                              ev->ts, seq, wm, on_tumbling, s);
-    int b = cf_sqlx_def_apply(x, s->bdef[CF_BUILTIN_SLIDING], s->bview[CF_BUILTIN_SLIDING], row,
-                              ev->ts, seq, wm, on_sliding, s);
+    int a = builtin_apply(s, CF_BUILTIN_TUMBLING, row, ev, pass0, seq, wm, on_tumbling, s);
+    int b = builtin_apply(s, CF_BUILTIN_SLIDING, row, ev, pass0, seq, wm, on_sliding, s);
     /* SQL_VIEW_REFUSED: refused at the page bound, counted by the view.
      * Such an event was not late for that view, so it is not late-dropped. */
     if (a < 0 || b < 0)
@@ -726,8 +745,7 @@ static void page_event(cf_shard *s, const cf_event *ev, const sql_value *row, ui
     }
     /* Trending (a running view) counts late events too (SPEC 4): they are
      * already decayed. */
-    if (cf_sqlx_def_apply(x, s->bdef[CF_BUILTIN_TRENDING], s->bview[CF_BUILTIN_TRENDING], row,
-                          ev->ts, seq, wm, NULL, NULL) < 0)
+    if (builtin_apply(s, CF_BUILTIN_TRENDING, row, ev, pass0, seq, wm, NULL, NULL) < 0)
         s->st.errors++;
     evict_trending(s, ev->ts);
     sql_view_stats c;
@@ -742,11 +760,10 @@ static void page_event(cf_shard *s, const cf_event *ev, const sql_value *row, ui
     }
 }
 
-static void user_event(cf_shard *s, const cf_event *ev, const sql_value *row, uint64_t seq,
-                       int64_t wm)
+static void user_event(cf_shard *s, const cf_event *ev, const sql_value *row, bool pass0,
+                       uint64_t seq, int64_t wm)
 {
-    int r = cf_sqlx_def_apply(s->sqlx, s->bdef[CF_BUILTIN_SESSIONS], s->bview[CF_BUILTIN_SESSIONS],
-                              row, ev->ts, seq, wm, on_session, s);
+    int r = builtin_apply(s, CF_BUILTIN_SESSIONS, row, ev, pass0, seq, wm, on_session, s);
     if (r < 0)
         s->st.errors++;
     else if (r == SQL_VIEW_LATE)
@@ -830,12 +847,15 @@ static void handle_events(cf_shard *s, const cf_msg *m)
         if (h.role & (CF_ROLE_PAGE | CF_ROLE_USER))
             s->st.events++;     /* a copy only for user views is not an event here */
         advance_to(s, h.wm);
-        if (h.role & (CF_ROLE_PAGE | CF_ROLE_USER))
+        bool pass0 = false;
+        if (h.role & (CF_ROLE_PAGE | CF_ROLE_USER)) {
             cf_sqlx_click_row(&ev, row);   /* decoded once for the built-ins */
+            pass0 = cf_sqlx_def_where(s->sqlx, s->bdef[0], row, ev.ts);
+        }
         if (h.role & CF_ROLE_PAGE)
-            page_event(s, &ev, row, h.seq, h.wm, h.clock);
+            page_event(s, &ev, row, pass0, h.seq, h.wm, h.clock);
         if (h.role & CF_ROLE_USER)
-            user_event(s, &ev, row, h.seq, h.wm);
+            user_event(s, &ev, row, pass0, h.seq, h.wm);
         if (h.role & CF_ROLE_SQL)
             cf_sqlx_event(s->sqlx, &ev, h.seq, h.wm, h.clock);
     }
@@ -942,6 +962,7 @@ static void handle_reset(cf_shard *s, const cf_msg *m)
         s->bdef[i] = defs[i];
         s->bview[i] = nv[i];
     }
+    note_wheres(s);
     if (ct) {
         cf_retain_free(s->closed[CF_WINDOW_TUMBLING]);
         cf_kv_free(s->closed_idx[CF_WINDOW_TUMBLING]);
@@ -1850,6 +1871,7 @@ int cf_shard_load(cf_shard *s, cf_reader *parts, size_t n_parts, unsigned n_shar
         s->bdef[k] = defs[k];
         s->bview[k] = views[k];
     }
+    note_wheres(s);
     cf_retain_free(s->closed[0]);
     cf_retain_free(s->closed[1]);
     cf_retain_free(s->closed_sessions);

@@ -144,12 +144,19 @@ const sql_view_config *cf_sqlx_def_view_config(const cf_sqlx_def *d);
 /* The click as a row of the `clicks` columns (CF_SQLX_CLICK_COLUMNS values;
  * strings borrowed from ev). Decode once, then apply to every built-in. */
 void cf_sqlx_click_row(const cf_event *ev, sql_value *cols);
-/* One click row (cf_sqlx_click_row) through d's WHERE, GROUP BY key and
- * aggregate arguments into v: sql_view_apply's result, CF_SQLX_FILTERED
- * (WHERE said no: nothing applied, v not advanced), or -EINVAL (the key
- * did not evaluate; counted in cf_sqlx_errors). Uses x's scratch. */
+/* Whether a click row passes d's WHERE (no WHERE: true). */
+bool cf_sqlx_def_where(cf_sqlx *x, const cf_sqlx_def *d, const sql_value *cols, int64_t ts);
+/* True when a and b have the same WHERE (one verdict serves both). */
+bool cf_sqlx_def_same_where(const cf_sqlx_def *a, const cf_sqlx_def *b);
+/* One click row (cf_sqlx_click_row) through d's WHERE (unless the caller
+ * says it checked it: where_checked), GROUP BY key and aggregate arguments
+ * into v: sql_view_apply's result, CF_SQLX_FILTERED (WHERE said no:
+ * nothing applied, v not advanced), or -EINVAL (the key did not evaluate;
+ * counted in cf_sqlx_errors). A key or argument that is a plain column is
+ * copied, not evaluated. Uses x's scratch. */
 int cf_sqlx_def_apply(cf_sqlx *x, const cf_sqlx_def *d, sql_view *v, const sql_value *cols,
-                      int64_t ts, uint64_t seq, int64_t wm, sql_view_emit_fn emit, void *ctx);
+                      int64_t ts, bool where_checked, uint64_t seq, int64_t wm,
+                      sql_view_emit_fn emit, void *ctx);
 
 /* Value codec of the row records (and snapshots). */
 void cf_sqlx_put_value(cf_buf *b, sql_value v);
