@@ -1521,6 +1521,18 @@ void sql_view_advance(sql_view *v, int64_t wm, sql_view_emit_fn emit, void *ctx)
     }
 }
 
+void sql_view_prefetch(const sql_view *v, const sql_value *key, int64_t rowtime)
+{
+    uint64_t kh = key_hash(v, key);
+    if (v->cfg.window == SQL_WINDOW_TUMBLING || v->cfg.window == SQL_WINDOW_HOPPING) {
+        int64_t p, first;
+        if (v->cmap && pane_of(v, rowtime, &p, &first))
+            __builtin_prefetch(&v->cmap[(uint32_t)cell_hash(p, kh) & v->cmask]);
+    } else if (v->groups.s) {
+        __builtin_prefetch(&v->groups.s[(uint32_t)kh & v->groups.mask]);
+    }
+}
+
 int sql_view_apply(sql_view *v, const sql_value *key, const sql_value *args, int64_t rowtime,
                    uint64_t arrival, int64_t wm, sql_view_emit_fn emit, void *ctx)
 {

@@ -137,6 +137,12 @@ void sql_view_free(sql_view *v);
 int sql_view_apply(sql_view *v, const sql_value *key, const sql_value *args, int64_t rowtime,
                    uint64_t arrival, int64_t wm, sql_view_emit_fn emit, void *ctx);
 
+/* A hint, no effect on results: starts loading the table slot where an
+ * event of this key and time will be looked up, so that a caller feeding
+ * one event to several views overlaps their cache misses (prefetch every
+ * view first, then apply). The key's string must be readable. */
+void sql_view_prefetch(const sql_view *v, const sql_value *key, int64_t rowtime);
+
 /* Moves the watermark to wm (ignored unless higher): fires what is due,
  * purges what is past grace, expires running rows past STATE_TTL. */
 void sql_view_advance(sql_view *v, int64_t wm, sql_view_emit_fn emit, void *ctx);

@@ -1038,6 +1038,20 @@ bool cf_sqlx_def_same_where(const cf_sqlx_def *a, const cf_sqlx_def *b)
     return fa == fb || (fa && fb && sql_prog_equal(fa, fb));
 }
 
+void cf_sqlx_def_prefetch(const cf_sqlx_def *d, const sql_view *v, const sql_value *cols,
+                          int64_t ts)
+{
+    const sql_plan_info *pi = d->pi;
+    sql_value keys[16];
+    for (uint32_t k = 0; k < pi->ngroup_keys && k < 16; k++) {
+        int c = d->key_col[k];
+        if (c < 0)
+            return;     /* an expression: not worth evaluating twice */
+        keys[k] = c < CLICKS_COLUMNS ? cols[c] : sql_null();
+    }
+    sql_view_prefetch(v, keys, ts);
+}
+
 int cf_sqlx_def_apply(cf_sqlx *x, const cf_sqlx_def *d, sql_view *v, const sql_value *cols,
                       int64_t ts, bool where_checked, uint64_t seq, int64_t wm,
                       sql_view_emit_fn emit, void *ctx)

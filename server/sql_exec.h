@@ -144,6 +144,11 @@ const sql_view_config *cf_sqlx_def_view_config(const cf_sqlx_def *d);
 /* The click as a row of the `clicks` columns (CF_SQLX_CLICK_COLUMNS values;
  * strings borrowed from ev). Decode once, then apply to every built-in. */
 void cf_sqlx_click_row(const cf_event *ev, sql_value *cols);
+/* sql_view_prefetch for the click row's group in v, when d's GROUP BY keys
+ * are plain columns (else nothing): call for every view an event goes to,
+ * then apply, so the table misses overlap. */
+void cf_sqlx_def_prefetch(const cf_sqlx_def *d, const sql_view *v, const sql_value *cols,
+                          int64_t ts);
 /* Whether a click row passes d's WHERE (no WHERE: true). */
 bool cf_sqlx_def_where(cf_sqlx *x, const cf_sqlx_def *d, const sql_value *cols, int64_t ts);
 /* True when a and b have the same WHERE (one verdict serves both). */
