@@ -855,7 +855,9 @@ static void check_sketch(void *ctx, const sql_view_result *r)
     sketch_ctx *c = ctx;
     if (!r->final)
         return;
-    int page = atoi(r->key[0].u.s + 2);
+    char kbuf[16];
+    snprintf(kbuf, sizeof kbuf, "%.*s", (int)r->key[0].len, r->key[0].u.s);
+    int page = atoi(kbuf + 2);   /* "/p<n>" */
     cf_hll *h = cf_hll_new();
     assert_non_null(h);
     for (size_t i = 0; i < c->n; i++)
