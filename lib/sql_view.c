@@ -1597,6 +1597,21 @@ size_t sql_view_foreach_open(const sql_view *v, int64_t now, sql_view_emit_fn em
     return n;
 }
 
+size_t sql_view_scan(const sql_view *v, int64_t now, sql_view_emit_fn emit, void *ctx)
+{
+    if (v->cfg.window != SQL_WINDOW_NONE || !v->groups.s)
+        return 0;
+    size_t n = 0;
+    for (uint32_t i = 0; i <= v->groups.mask; i++) {
+        const group *g = v->groups.s[i].p;
+        if (!g)
+            continue;
+        emit_row(v, g, group_state(v, g), g->last_ts, g->last_ts, 0, false, now, emit, ctx);
+        n++;
+    }
+    return n;
+}
+
 typedef struct forget_ctx {
     sql_view_drop_fn drop;
     void *ctx;

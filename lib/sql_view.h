@@ -152,6 +152,11 @@ void sql_view_advance(sql_view *v, int64_t wm, sql_view_emit_fn emit, void *ctx)
  * is T for DECAYED_COUNT. Returns how many. O(state + groups log groups). */
 size_t sql_view_foreach_open(const sql_view *v, int64_t now, sql_view_emit_fn emit, void *ctx);
 
+/* Running views (NONE) only: every running row, in no particular order,
+ * without sorting or allocating (a top-N over a large view: trending).
+ * Returns how many; 0 for other shapes. O(groups). */
+size_t sql_view_scan(const sql_view *v, int64_t now, sql_view_emit_fn emit, void *ctx);
+
 /* Running views (NONE) only: forgets every group whose row at `now`
  * drop(ctx, row) says to drop, as STATE_TTL would (not counted as
  * evictions or expiries). Used for trending's prune of pages scored below

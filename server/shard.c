@@ -662,12 +662,11 @@ typedef struct rank_ctx {
     cf_trend_item thr;
 } rank_ctx;
 
-static bool collect_rank(void *ctx, const sql_view_result *r)
+static void collect_rank(void *ctx, const sql_view_result *r)
 {
     rank_ctx *c = ctx;
     if (c->n < c->cap)
         c->v[c->n++] = (cf_trend_item){r->key[0].u.s, r->key[0].len, r->aggs[0].u.d};
-    return false;
 }
 
 static bool ranks_at_or_after(void *ctx, const sql_view_result *r)
@@ -696,7 +695,7 @@ static void evict_trending(cf_shard *s, int64_t T)
         return;
     }
     /* Borrowed page strings: nothing changes between the two passes. */
-    sql_view_forget(v, T, collect_rank, &rc);
+    sql_view_scan(v, T, collect_rank, &rc);
     qsort(rc.v, rc.n, sizeof *rc.v, rank_qcmp);
     char *page = NULL;
     if (rc.n >= drop && drop > 0) {
@@ -1332,7 +1331,9 @@ static void q_trending(cf_shard *s, cf_shard_query *q)
         q->err = -ENOMEM;
         return;
     }
-    sql_view_foreach_open(s->bview[CF_BUILTIN_TRENDING], q->T, collect_top, &c);
+    /* Unsorted: the heap ranks them (foreach_open would sort every page by
+     * key first). */
+    sql_view_scan(s->bview[CF_BUILTIN_TRENDING], q->T, collect_top, &c);
     if (c.oom) {
         for (size_t i = 0; i < c.n; i++)
             free((void *)c.items[i].page_url);

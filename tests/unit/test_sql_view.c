@@ -959,6 +959,15 @@ static void test_running_forget(void **state)
         assert_true(page >= 14 && page <= 20);
     }
     lines_free(&rows);
+    /* scan: the same rows, unsorted; nothing for other shapes. */
+    lines sorted = {0}, scanned = {0};
+    assert_int_equal(sql_view_foreach_open(v, 20000, collect, &sorted), 7);
+    assert_int_equal(sql_view_scan(v, 20000, collect, &scanned), 7);
+    qsort(sorted.s, sorted.n, sizeof *sorted.s, cmp_str);
+    qsort(scanned.s, scanned.n, sizeof *scanned.s, cmp_str);
+    assert_lines_equal(&sorted, &scanned);
+    lines_free(&sorted);
+    lines_free(&scanned);
     /* Page 3 comes back with only its new click. */
     sql_value key = sql_string("/p3", 3);
     assert_int_equal(sql_view_apply(v, &key, NULL, 20000, 99, CF_TIME_NONE, NULL, NULL),
@@ -976,6 +985,9 @@ static void test_running_forget(void **state)
     assert_non_null(w);
     assert_int_equal(sql_view_apply(w, &key, NULL, 5, 0, CF_TIME_NONE, NULL, NULL), 1);
     assert_int_equal(sql_view_forget(w, 5, score_below, &min), 0);
+    lines none = {0};
+    assert_int_equal(sql_view_scan(w, 5, collect, &none), 0);
+    assert_int_equal(none.n, 0);
     sql_view_free(w);
     sql_view_free(v);
 }
