@@ -12,7 +12,7 @@
  *   values, for running views the aggregate state, then the key's string
  *   bytes), in an open-addressing table of (hash, pointer) slots,
  *   refcounted by the cells/sessions that use them.
- * - Windows (TUMBLING, HOPPING): panes as in cf_winop (see "windows: panes"
+ * - Windows (TUMBLING, HOPPING): panes (see "windows: panes"
  *   below): a cell per (pane, group) holds the pane's aggregate state, so
  *   an event updates one state whatever size / advance is, and a window's
  *   result is merged from its panes when emitted. Cells come from
@@ -23,8 +23,8 @@
  * - Sessions: per group a list sorted by first event time; one heap of all
  *   sessions ordered by (action time, key, first), the action being firing
  *   (last + gap - 1) for an open session and purging (that + grace) for a
- *   fired one, lazy about keys that move later exactly as cf_sessions is
- *   (a session is re-placed only when it surfaces), so a join costs O(1).
+ *   fired one, lazy about keys that move later (a session is re-placed
+ *   only when it surfaces), so a join costs O(1).
  * - Running rows (NONE): the TTL/eviction heap orders groups by (newest
  *   event time, key), lazily in the same way.
  * Counters are statistics, not state: save/load does not carry them. */
@@ -183,9 +183,9 @@ static inline bool is_text(uint8_t t)
     return t == SQL_STRING || t == SQL_ARRAY || t == SQL_JSON;
 }
 
-static uint64_t value_hash(sql_value x)
+static uint64_t value_hash(uint64_t base, sql_value x)
 {
-    uint64_t seed = KEY_SEED ^ x.type;
+    uint64_t seed = base ^ x.type;
     if (is_text(x.type))
         return cf_hash64(x.u.s, x.len, seed);
     uint8_t b[8] = {0};
@@ -202,16 +202,18 @@ static uint64_t value_hash(sql_value x)
     return cf_hash64(b, 8, seed);
 }
 
-static inline uint64_t key_hash(const sql_value *key, uint32_t n)
+static inline uint64_t key_hash(const sql_view *v, const sql_value *key)
 {
+    uint32_t n = v->cfg.nkeys;
+    uint64_t base = KEY_SEED ^ v->cfg.hash_seed;
     /* The common GROUP BY of one string column, without the dispatch. */
     if (n == 1 && key[0].type == SQL_STRING)
-        return cf_hash64(key[0].u.s, key[0].len, KEY_SEED ^ SQL_STRING);
+        return cf_hash64(key[0].u.s, key[0].len, base ^ SQL_STRING);
     if (n == 1)
-        return value_hash(key[0]);
-    uint64_t h = KEY_SEED;
+        return value_hash(base, key[0]);
+    uint64_t h = base;
     for (uint32_t i = 0; i < n; i++)
-        h = mix64(h ^ value_hash(key[i])) + i;
+        h = mix64(h ^ value_hash(base, key[i])) + i;
     return h;
 }
 
@@ -702,7 +704,7 @@ static inline uint64_t cell_hash(int64_t start, uint64_t kh)
 
 /* Cells are numbered by slab and position, so the table holds 8-byte
  * (index, hash tag) slots, half of a (hash, pointer) slot: the table of a
- * large window state stays twice as long in cache (as in cf_winop). */
+ * large window state stays twice as long in cache. */
 static inline cell *cell_at(const sql_view *v, uint32_t idx)
 {
     return (cell *)(v->slabs[idx / SLAB] + (size_t)(idx % SLAB) * v->cell_size);
@@ -1099,7 +1101,7 @@ static int apply_window(sql_view *v, const sql_value *key, const sql_value *args
         v->late_dropped++;
         return SQL_VIEW_LATE;
     }
-    uint64_t kh = key_hash(key, v->cfg.nkeys);
+    uint64_t kh = key_hash(v, key);
     cell *c = cell_lookup_key(v, p, kh, key);
     /* Hot path: the group has data in the pane and all its windows are open. */
     if (c && c->has_data && !fire_due(v, first + v->cfg.size_ms)) {
@@ -1224,7 +1226,7 @@ static void evict_session_group(sql_view *v, sql_view_emit_fn emit, void *ctx)
 static int apply_session(sql_view *v, const sql_value *key, const sql_value *args, int64_t ts,
                          uint64_t arrival, sql_view_emit_fn emit, void *ctx)
 {
-    uint64_t kh = key_hash(key, v->cfg.nkeys);
+    uint64_t kh = key_hash(v, key);
     group *grp = group_find(v, kh, key);
     sess *a = NULL, *z = NULL;
     for (sess *x = grp ? grp->sessions : NULL; x; x = x->next) {
@@ -1363,7 +1365,7 @@ static void running_drop(sql_view *v, group *g)
 static int apply_running(sql_view *v, const sql_value *key, const sql_value *args, int64_t ts,
                          uint64_t arrival)
 {
-    uint64_t kh = key_hash(key, v->cfg.nkeys);
+    uint64_t kh = key_hash(v, key);
     group *g = group_find(v, kh, key);
     if (!g) {
         if (!key_fits(v, key))
@@ -1520,6 +1522,18 @@ void sql_view_advance(sql_view *v, int64_t wm, sql_view_emit_fn emit, void *ctx)
     }
 }
 
+void sql_view_prefetch(const sql_view *v, const sql_value *key, int64_t rowtime)
+{
+    uint64_t kh = key_hash(v, key);
+    if (v->cfg.window == SQL_WINDOW_TUMBLING || v->cfg.window == SQL_WINDOW_HOPPING) {
+        int64_t p, first;
+        if (v->cmap && pane_of(v, rowtime, &p, &first))
+            __builtin_prefetch(&v->cmap[(uint32_t)cell_hash(p, kh) & v->cmask]);
+    } else if (v->groups.s) {
+        __builtin_prefetch(&v->groups.s[(uint32_t)kh & v->groups.mask]);
+    }
+}
+
 int sql_view_apply(sql_view *v, const sql_value *key, const sql_value *args, int64_t rowtime,
                    uint64_t arrival, int64_t wm, sql_view_emit_fn emit, void *ctx)
 {
@@ -1584,10 +1598,62 @@ size_t sql_view_foreach_open(const sql_view *v, int64_t now, sql_view_emit_fn em
     return n;
 }
 
+size_t sql_view_scan(const sql_view *v, int64_t now, sql_view_emit_fn emit, void *ctx)
+{
+    if (v->cfg.window != SQL_WINDOW_NONE || !v->groups.s)
+        return 0;
+    size_t n = 0;
+    for (uint32_t i = 0; i <= v->groups.mask; i++) {
+        const group *g = v->groups.s[i].p;
+        if (!g)
+            continue;
+        emit_row(v, g, group_state(v, g), g->last_ts, g->last_ts, 0, false, now, emit, ctx);
+        n++;
+    }
+    return n;
+}
+
+typedef struct forget_ctx {
+    sql_view_drop_fn drop;
+    void *ctx;
+    bool verdict;
+} forget_ctx;
+
+static void forget_one(void *ctx, const sql_view_result *r)
+{
+    forget_ctx *f = ctx;
+    f->verdict = f->drop(f->ctx, r);
+}
+
+size_t sql_view_forget(sql_view *v, int64_t now, sql_view_drop_fn drop, void *ctx)
+{
+    if (v->cfg.window != SQL_WINDOW_NONE || !v->groups.s || v->groups.used == 0)
+        return 0;
+    /* Chosen first, dropped after: dropping reshapes the group table. */
+    group **list = malloc(v->groups.used * sizeof *list);
+    if (!list)
+        return 0;   /* nothing forgotten; a later call tries again */
+    size_t k = 0;
+    forget_ctx f = {drop, ctx, false};
+    for (uint32_t i = 0; i <= v->groups.mask; i++) {
+        group *g = v->groups.s[i].p;
+        if (!g)
+            continue;
+        f.verdict = false;
+        emit_row(v, g, group_state(v, g), g->last_ts, g->last_ts, 0, false, now, forget_one, &f);
+        if (f.verdict)
+            list[k++] = g;
+    }
+    for (size_t i = 0; i < k; i++)
+        running_drop(v, list[i]);
+    free(list);
+    return k;
+}
+
 size_t sql_view_lookup(const sql_view *v, const sql_value *key, int64_t now,
                        sql_view_emit_fn emit, void *ctx)
 {
-    group *g = group_find(v, key_hash(key, v->cfg.nkeys), key);
+    group *g = group_find(v, key_hash(v, key), key);
     if (!g)
         return 0;
     size_t n = 0;
@@ -1673,6 +1739,27 @@ void sql_view_stats_get(const sql_view *v, sql_view_stats *ret)
             b += sql_agg_bytes(v->aggs, cell_state(c));
     s.bytes = b;
     *ret = s;
+}
+
+void sql_view_counters(const sql_view *v, sql_view_stats *ret)
+{
+    *ret = (sql_view_stats){
+        .groups = v->groups.used,
+        .applied = v->applied,
+        .late_dropped = v->late_dropped,
+        .late_updates = v->late_updates,
+        .evictions = v->evictions,
+        .refusals = v->refusals,
+        .expired = v->expired,
+    };
+}
+
+int sql_view_result_sketch(const sql_view *v, const sql_view_result *r, uint32_t agg,
+                           cf_buf *out)
+{
+    if (!r->state)
+        return -EINVAL;
+    return sql_agg_sketch_save(v->aggs, r->state, agg, out);
 }
 
 int64_t sql_view_watermark(const sql_view *v)
@@ -1891,7 +1978,7 @@ int sql_view_load(sql_view *v, cf_reader *in)
         for (uint32_t i = 0; i < v->cfg.nkeys; i++)
             if (!sql_value_load(in, MAX_KEY_STR, &key[i]))
                 return -EINVAL;
-        uint64_t kh = key_hash(key, v->cfg.nkeys);
+        uint64_t kh = key_hash(v, key);
         group *g = group_find(v, kh, key);
         bool windowed = v->cfg.window == SQL_WINDOW_TUMBLING || v->cfg.window == SQL_WINDOW_HOPPING;
         if (g && !windowed)

@@ -11,8 +11,9 @@
  *   SESSION   per group, events within `gap` of each other (transitively)
  *             share a session [first, last + gap) (Flink's merging windows).
  *
- * Time rules (SPEC 4, 5, 13), identical to cf_winop and cf_sessions, which
- * the unit tests check on random traces: a window fires (final, revision
+ * Time rules (SPEC 4, 5, 13; the built-in views of builtin_sql.h run on
+ * this operator, and the unit tests check it on random traces against a
+ * naive evaluator): a window fires (final, revision
  * 0) when W >= end - 1 (a session when W >= last + gap - 1), its state is
  * kept until W >= end - 1 + grace, an event reaching a fired but kept
  * window updates it and re-fires it at once with revision + 1 (a group new
@@ -30,10 +31,11 @@
  * max_keys bounds the groups held (0: no bound). Policy, when a new group
  * would exceed it:
  *   NONE      the group whose newest event time is the oldest is evicted
- *             (forgotten, as TTL would) and counted in evictions;
+ *             (forgotten, as TTL would) and counted in evictions (for a
+ *             DECAYED_COUNT, the page clicked least recently: near the
+ *             lowest-scored, not always it);
  *   SESSION   the group whose next session action comes first is closed
- *             early (open sessions fire as final) and counted in evictions,
- *             as cf_sessions does;
+ *             early (open sessions fire as final) and counted in evictions;
  *   TUMBLING, HOPPING   the event is refused (not applied, counted in
  *             refusals): evicting a window's partial result would silently
  *             undercount a result that is still to fire.
@@ -70,6 +72,10 @@ typedef struct sql_view_config {
     sql_emit emit;
     int64_t state_ttl_ms;           /* NONE: 0 = keep forever */
     size_t max_keys;                /* 0 = unbounded */
+    /* Seeds the group table's hash, so that keys colliding in it cannot be
+     * computed without the seed (hash flooding by client-chosen keys): a
+     * secret of the caller's. Not state: a saved view loads under any. */
+    uint64_t hash_seed;
 } sql_view_config;
 
 /* One result row. For windows start/end are the window bounds (end
@@ -110,6 +116,12 @@ typedef struct sql_view_stats {
 
 typedef struct sql_view sql_view;
 
+/* Appends the distinct-count sketch behind aggregate agg of r (a
+ * COUNT(DISTINCT); r as handed to a callback of v, during that callback)
+ * as a cf_hll encoding (sql_agg_sketch_save). 0, -EINVAL, -ENOMEM. */
+int sql_view_result_sketch(const sql_view *v, const sql_view_result *r, uint32_t agg,
+                           cf_buf *out);
+
 /* NULL on OOM or an invalid config. */
 sql_view *sql_view_new(const sql_view_config *cfg);
 void sql_view_free(sql_view *v);
@@ -128,6 +140,12 @@ void sql_view_free(sql_view *v);
 int sql_view_apply(sql_view *v, const sql_value *key, const sql_value *args, int64_t rowtime,
                    uint64_t arrival, int64_t wm, sql_view_emit_fn emit, void *ctx);
 
+/* A hint, no effect on results: starts loading the table slot where an
+ * event of this key and time will be looked up, so that a caller feeding
+ * one event to several views overlaps their cache misses (prefetch every
+ * view first, then apply). The key's string must be readable. */
+void sql_view_prefetch(const sql_view *v, const sql_value *key, int64_t rowtime);
+
 /* Moves the watermark to wm (ignored unless higher): fires what is due,
  * purges what is past grace, expires running rows past STATE_TTL. */
 void sql_view_advance(sql_view *v, int64_t wm, sql_view_emit_fn emit, void *ctx);
@@ -136,6 +154,19 @@ void sql_view_advance(sql_view *v, int64_t wm, sql_view_emit_fn emit, void *ctx)
  * with) or running row, in firing order (running rows in key order). now
  * is T for DECAYED_COUNT. Returns how many. O(state + groups log groups). */
 size_t sql_view_foreach_open(const sql_view *v, int64_t now, sql_view_emit_fn emit, void *ctx);
+
+/* Running views (NONE) only: every running row, in no particular order,
+ * without sorting or allocating (a top-N over a large view: trending).
+ * Returns how many; 0 for other shapes. O(groups). */
+size_t sql_view_scan(const sql_view *v, int64_t now, sql_view_emit_fn emit, void *ctx);
+
+/* Running views (NONE) only: forgets every group whose row at `now`
+ * drop(ctx, row) says to drop, as STATE_TTL would (not counted as
+ * evictions or expiries). Used for trending's prune of pages scored below
+ * SPEC 7's 0.01. Returns how many. O(groups); nothing is forgotten on
+ * OOM. */
+typedef bool (*sql_view_drop_fn)(void *ctx, const sql_view_result *r);
+size_t sql_view_forget(sql_view *v, int64_t now, sql_view_drop_fn drop, void *ctx);
 
 /* The open windows/sessions or the running row of one group (pull
  * queries). Returns how many were emitted (0: no such group). */
@@ -146,6 +177,9 @@ size_t sql_view_lookup(const sql_view *v, const sql_value *key, int64_t now,
  * window pair counts are derived from the panes), so call it for stats
  * pages and metrics, not per event. */
 void sql_view_stats_get(const sql_view *v, sql_view_stats *ret);
+/* The counters and the group count alone (open, kept and bytes 0): O(1),
+ * for a per-message check. */
+void sql_view_counters(const sql_view *v, sql_view_stats *ret);
 int64_t sql_view_watermark(const sql_view *v);
 const sql_view_config *sql_view_get_config(const sql_view *v);
 

@@ -1,5 +1,6 @@
 #include "builtin_sql.h"
 
+#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -63,7 +64,8 @@ cJSON *cf_builtin_views_json(const cf_config *cfg, unsigned shards, size_t max_k
 {
     char *text = cf_builtin_sql(cfg);
     /* A scratch catalog: the built-ins are not user definitions (not
-     * logged, not counted by --max-queries, not run by the SQL shards). */
+     * logged, not counted by --max-queries); the shards run their own
+     * compiled copies (cf_builtin_defs). */
     cf_sqlrt *rt = text ? cf_sqlrt_new(16, shards, cfg->allowed_lateness_ms, max_keys) : NULL;
     sql_error err;
     cJSON *root = NULL;
@@ -80,4 +82,35 @@ cJSON *cf_builtin_views_json(const cf_config *cfg, unsigned shards, size_t max_k
     cf_sqlrt_free(rt);
     free(text);
     return root;
+}
+
+int cf_builtin_defs(const cf_config *cfg, size_t max_keys, cf_sqlx_def *out[CF_BUILTIN_COUNT])
+{
+    static const char *const names[CF_BUILTIN_COUNT] = {"tumbling", "sliding", "sessions",
+                                                       "trending"};
+    for (int i = 0; i < CF_BUILTIN_COUNT; i++)
+        out[i] = NULL;
+    char *text = cf_builtin_sql(cfg);
+    cf_sqlrt *rt = text ? cf_sqlrt_new(16, cfg->shards ? cfg->shards : 1,
+                                       cfg->allowed_lateness_ms, max_keys)
+                        : NULL;
+    sql_error err;
+    int rc = !rt ? -ENOMEM : cf_sqlrt_load(rt, text, strlen(text), &err);
+    cf_sqlx_set *set = rc == 0 ? cf_sqlrt_current_set(rt) : NULL;
+    for (int i = 0; rc == 0 && i < CF_BUILTIN_COUNT; i++) {
+        cf_sqlx_def *d = cf_sqlx_set_find(set, names[i]);
+        if (!d)
+            rc = -EINVAL;
+        else
+            out[i] = cf_sqlx_def_ref(d);
+    }
+    cf_sqlx_set_unref(set);
+    cf_sqlrt_free(rt);
+    free(text);
+    if (rc < 0)
+        for (int i = 0; i < CF_BUILTIN_COUNT; i++) {
+            cf_sqlx_def_unref(out[i]);
+            out[i] = NULL;
+        }
+    return rc < 0 ? (rc == -ENOMEM ? rc : -EINVAL) : 0;
 }

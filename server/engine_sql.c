@@ -256,8 +256,8 @@ static cJSON *user_views(cf_engine *e)
 }
 
 /* GET /api/v1/views: the built-in views first (SPEC 13 lists them with
- * the user's; their state is that of the hard-wired operators, in stats,
- * so their state sizes here are 0), then the user's. */
+ * the user's; their state sizes are reported by stats, state_bytes, so
+ * they are 0 here), then the user's. */
 cJSON *cf_engine_sql_views(cf_engine *e)
 {
     cJSON *user = user_views(e);

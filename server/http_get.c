@@ -14,7 +14,7 @@
 #include "cf_event.h"
 #include "cf_time.h"
 #include "cf_version.h"
-#include "cf_winop.h"
+#include "results_json.h"
 #include "history.h"
 
 /* Listing queries: SPEC 8. */

@@ -10,7 +10,6 @@
 #include <string.h>
 
 #include "cf_time.h"
-#include "cf_trending.h"
 #include "cf_watermark.h"
 #include "engine_int.h"
 #include "results_json.h"
@@ -125,7 +124,7 @@ cJSON *trending(cf_engine *e, size_t n, bool sync)
         lists[s] = qs[s].trend;
         lens[s] = qs[s].n_trend;
     }
-    size_t k = cf_trending_merge(lists, lens, e->n_shards, n, top);
+    size_t k = cf_trend_merge(lists, lens, e->n_shards, n, top);
     for (size_t i = 0; i < k; i++)
         top[i].score = round_score(top[i].score);
     qsort(top, k, sizeof *top, trend_cmp);

@@ -371,3 +371,60 @@ char *cf_push_message(const char *type, cJSON *data, size_t *ret_len)
         *ret_len = strlen(s);
     return s;
 }
+
+int cf_trend_rank(const cf_trend_item *a, const cf_trend_item *b)
+{
+    if (a->score != b->score)
+        return a->score > b->score ? -1 : 1;
+    size_t n = a->page_url_len < b->page_url_len ? a->page_url_len : b->page_url_len;
+    int c = n ? memcmp(a->page_url, b->page_url, n) : 0;
+    if (c)
+        return c;
+    return (a->page_url_len > b->page_url_len) - (a->page_url_len < b->page_url_len);
+}
+
+/* Index of the first item of a ranked list that ranks after `last`:
+ * O(log len). */
+static size_t rank_after(const cf_trend_item *list, size_t len, const cf_trend_item *last)
+{
+    size_t lo = 0, hi = len;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (cf_trend_rank(&list[mid], last) <= 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+/* Positions of up to this many lists are tracked on the stack; beyond,
+ * each list's next item is found again by binary search (pages are
+ * disjoint across lists, so ranks never tie across them). */
+#define MERGE_STACK 64
+
+size_t cf_trend_merge(const cf_trend_item *const *lists, const size_t *lens, size_t k, size_t n,
+                      cf_trend_item *out)
+{
+    size_t pos[MERGE_STACK] = {0};
+    bool tracked = k <= MERGE_STACK;
+    size_t got = 0;
+    while (got < n) {
+        size_t best = k, best_pos = 0;
+        for (size_t i = 0; i < k; i++) {
+            size_t p = tracked ? pos[i] : got ? rank_after(lists[i], lens[i], &out[got - 1]) : 0;
+            if (p >= lens[i])
+                continue;
+            if (best == k || cf_trend_rank(&lists[i][p], &lists[best][best_pos]) < 0) {
+                best = i;
+                best_pos = p;
+            }
+        }
+        if (best == k)
+            break;
+        out[got++] = lists[best][best_pos];
+        if (tracked)
+            pos[best]++;
+    }
+    return got;
+}

@@ -1,9 +1,10 @@
-/* results_json: owned copies of the engine's result records (window
- * results, session_end records, late events), their deterministic query
- * order, their JSON form (SPEC sections 4, 5, 8, 9) and their snapshot
- * encoding. The lib operators hand out borrowed records inside callbacks;
- * a shard copies the ones it keeps (one allocation per record, strings
- * inline and NUL-terminated). */
+/* results_json: the built-in views' result records (window results,
+ * session_end records, late events, trending items), owned copies of them,
+ * their deterministic query order, their JSON form (SPEC sections 4, 5, 7,
+ * 8, 9) and their snapshot encoding. A shard reads the built-in views'
+ * rows (sql_view results, borrowed inside callbacks) as these records and
+ * copies the ones it keeps (one allocation per record, strings inline and
+ * NUL-terminated). */
 #ifndef CF_RESULTS_JSON_H
 #define CF_RESULTS_JSON_H
 
@@ -14,8 +15,56 @@
 #include <cjson/cJSON.h>
 
 #include "cf_buf.h"
-#include "cf_sessions.h"
-#include "cf_winop.h"
+
+typedef enum cf_window_type {
+    CF_WINDOW_TUMBLING = 0,
+    CF_WINDOW_SLIDING = 1,
+} cf_window_type;
+
+/* A row of the tumbling or sliding view (SPEC 4), borrowed. */
+typedef struct cf_window_result {
+    cf_window_type type;
+    int64_t start;
+    int64_t end;                /* exclusive */
+    const char *page_url;
+    size_t page_url_len;
+    uint64_t count;
+    uint64_t unique_users;
+    uint32_t revision;          /* 0 on the first firing */
+    bool final;                 /* false for interim results of open windows */
+} cf_window_result;
+
+/* A row of the sessions view (SPEC 5), borrowed. */
+typedef struct cf_session_record {
+    const char *user_id;
+    size_t user_id_len;
+    int64_t start;              /* first_ts */
+    int64_t end;                /* last_ts */
+    int64_t duration_ms;        /* end - start */
+    uint64_t page_views;
+    uint64_t distinct_pages;
+    const char *entry_page;     /* page of the event with the smallest ts */
+    size_t entry_page_len;
+    const char *exit_page;      /* page of the event with the largest ts */
+    size_t exit_page_len;
+    uint32_t revision;
+    bool final;                 /* false for an open session (queries) */
+} cf_session_record;
+
+/* One ranked page of the trending view (SPEC 7). */
+typedef struct cf_trend_item {
+    const char *page_url;
+    size_t page_url_len;
+    double score;
+} cf_trend_item;
+
+/* Rank order: score descending, ties by page_url ascending (bytewise);
+ * < 0 when a ranks first. */
+int cf_trend_rank(const cf_trend_item *a, const cf_trend_item *b);
+/* The global top n of k partial top lists (disjoint pages, scored at the
+ * same T) into out (size >= n), ranked. Returns how many. */
+size_t cf_trend_merge(const cf_trend_item *const *lists, const size_t *lens, size_t k, size_t n,
+                      cf_trend_item *out);
 
 /* A window result (SPEC 4). */
 typedef struct cf_wres {

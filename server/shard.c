@@ -12,26 +12,29 @@
 #include "cf_hash.h"
 #include "cf_keycap.h"
 #include "cf_kv.h"
-#include "cf_sessions.h"
 #include "cf_time.h"
-#include "cf_winop.h"
+#include "builtin_sql.h"
 #include "history.h"
 #include "log.h"
 #include "publish.h"
 #include "push.h"
 #include "results_json.h"
 #include "sql_exec.h"
+#include "sql_view.h"
 #include "retain.h"
 
 /* Open rows per EMIT CHANGES view per shard in one interim push. */
 #define SQL_INTERIM_ROWS 1000
 #define SHARD_MAGIC 0x48534643u     /* "CFSH" */
-/* 2: the user SQL views after the rings (version 1 still loads: none). */
-#define SHARD_VERSION 2u
-#define LATE_KEEP 10000             /* SPEC 8: at least the last 10,000 late events */
-#define SESSIONS_KEEP 100000        /* SPEC 5: at least the last 100,000 sessions */
+/* 2: the user SQL views after the rings. 3: the built-in views' state is
+ * sql_view state (the views of builtin_sql.h) in place of the hard-wired
+ * operators' blobs; older parts are
+ * refused (docs/FORMATS.md). */
+#define SHARD_VERSION 3u
 #define PRUNE_MIN_PAGES 1024        /* no trending prune below this many pages */
 #define TRENDING_MIN_SCORE 0.01     /* SPEC 7 */
+#define LATE_KEEP 10000             /* SPEC 8: at least the last 10,000 late events */
+#define SESSIONS_KEEP 100000        /* SPEC 5: at least the last 100,000 sessions */
 
 /* Keyed operators whose key bound is logged when first reached. */
 typedef enum bound_kind {
@@ -83,12 +86,17 @@ struct cf_shard {
      * survivors): the trigger depends only on this shard's event sequence,
      * never on how the events were split into requests or markers, so the
      * replay of one trace gives one result (SPEC 1). Amortized O(1) per
-     * event; the table stays within twice its live pages. */
+     * event; the view stays within twice its live pages. */
     uint64_t prune_at;
-    cf_winop *tumbling;
-    cf_winop *sliding;
-    cf_sessions *sessions;
-    cf_trending *trending;
+    uint64_t trending_evicted;      /* pages evicted at the key bound (evict_trending) */
+    /* The built-in views (builtin_sql.h, CF_BUILTIN_* order), compiled
+     * from their SQL under the shard's settings, and their state: windows
+     * and trending keyed by the pages routed here, sessions by the users. */
+    cf_sqlx_def *bdef[CF_BUILTIN_COUNT];
+    sql_view *bview[CF_BUILTIN_COUNT];
+    /* Whether view i has view 0's WHERE (all four do: bots out), so one
+     * verdict per event serves them (builtin_apply). */
+    bool bwhere_shared[CF_BUILTIN_COUNT];
     cf_sqlx *sqlx;                  /* user SQL views */
     cf_retain *closed[2];           /* by cf_window_type */
     /* Where each retained closed window result sits in its ring, so that a
@@ -141,16 +149,52 @@ size_t cf_shard_max_keys(const cf_config *cfg)
     return cf_keycap_share(cfg->max_keys, cfg->shards ? cfg->shards : 1);
 }
 
-static cf_winop_config winop_config(const cf_config *cfg, cf_window_type type)
+/* An empty view of def d whose group table is hashed with seed. */
+static sql_view *view_new(const cf_sqlx_def *d, uint64_t seed)
 {
-    cf_winop_config wc = {
-        .type = type,
-        .size_ms = type == CF_WINDOW_TUMBLING ? cfg->window_ms : cfg->slide_size_ms,
-        .slide_ms = type == CF_WINDOW_TUMBLING ? cfg->window_ms : cfg->slide_ms,
-        .allowed_lateness_ms = cfg->allowed_lateness_ms,
-        .max_keys = cf_shard_max_keys(cfg),
-    };
-    return wc;
+    sql_view_config c = *cf_sqlx_def_view_config(d);
+    c.hash_seed = seed;
+    /* Trending's key bound is the shard's (evict_trending): the lowest
+     * scored pages go, not the least recently clicked as a running view
+     * would evict. */
+    if (c.window == SQL_WINDOW_NONE && c.naggs == 1 && c.aggs[0].kind == SQL_AGG_DECAYED_COUNT)
+        c.max_keys = 0;
+    return sql_view_new(&c);
+}
+
+/* The built-in views under cfg: compiled defs and empty views hashed with
+ * seed, all or nothing. 0, -ENOMEM, -EINVAL. */
+static int builtins_new(const cf_config *cfg, uint64_t seed, cf_sqlx_def *defs[CF_BUILTIN_COUNT],
+                        sql_view *views[CF_BUILTIN_COUNT])
+{
+    for (int i = 0; i < CF_BUILTIN_COUNT; i++)
+        views[i] = NULL;
+    int rc = cf_builtin_defs(cfg, cf_shard_max_keys(cfg), defs);
+    for (int i = 0; rc == 0 && i < CF_BUILTIN_COUNT; i++)
+        if (!(views[i] = view_new(defs[i], seed)))
+            rc = -ENOMEM;
+    if (rc < 0)
+        for (int i = 0; i < CF_BUILTIN_COUNT; i++) {
+            sql_view_free(views[i]);
+            if (defs[i])
+                cf_sqlx_def_unref(defs[i]);
+            views[i] = NULL;
+            defs[i] = NULL;
+        }
+    return rc;
+}
+
+static void note_wheres(cf_shard *s)
+{
+    for (int i = 0; i < CF_BUILTIN_COUNT; i++)
+        s->bwhere_shared[i] = cf_sqlx_def_same_where(s->bdef[i], s->bdef[0]);
+}
+
+static void builtin_free(cf_sqlx_def *d, sql_view *v)
+{
+    sql_view_free(v);
+    if (d)
+        cf_sqlx_def_unref(d);
 }
 
 void cf_view_settings_of(const cf_config *cfg, cf_view_settings *out)
@@ -198,35 +242,15 @@ static size_t sessions_keep(const cf_config *cfg)
 }
 
 /* Empty tables hashed like the shard's (cf_shard_set_hashkey). */
-static cf_winop *new_winop(const cf_shard *s, const cf_winop_config *c)
-{
-    cf_winop *op = cf_winop_new(c);
-    if (op)
-        (void)cf_winop_set_hash_seed(op, s->seed);
-    return op;
-}
 
 static cf_kv *new_index(const cf_shard *s, size_t keep)
 {
     return s->keyed ? cf_kv_new_keyed(0, keep + 1, s->hashkey) : cf_kv_new(0, keep + 1);
 }
 
-static cf_sessions *new_sessions(const cf_shard *s, const cf_config *cfg)
-{
-    cf_sessions *ss = cf_sessions_new(cfg->session_gap_ms, cfg->allowed_lateness_ms,
-                                      cfg->max_keys);
-    if (ss)
-        (void)cf_sessions_set_hash_seed(ss, s->seed);
-    return ss;
-}
 
-static cf_trending *new_trending(const cf_shard *s, const cf_config *cfg)
-{
-    cf_trending *t = cf_trending_new(cfg->half_life_ms);
-    if (t)
-        (void)cf_trending_set_hash_seed(t, s->seed);
-    return t;
-}
+
+
 
 cf_shard *cf_shard_new(const cf_config *cfg, unsigned index, size_t queue_slots, cf_push *push,
                        atomic_size_t *inflight)
@@ -245,17 +269,9 @@ cf_shard *cf_shard_new(const cf_config *cfg, unsigned index, size_t queue_slots,
     s->ctl_tail = &s->ctl_head;
     s->st.watermark = CF_TIME_NONE;
     s->prune_at = PRUNE_MIN_PAGES;
-    cf_winop_config tc = winop_config(cfg, CF_WINDOW_TUMBLING);
-    cf_winop_config sc = winop_config(cfg, CF_WINDOW_SLIDING);
+    int brc = builtins_new(cfg, 0, s->bdef, s->bview);
     size_t keep = cfg->retain_results ? cfg->retain_results : 1;
     s->q = cf_queue_new(queue_slots);
-    s->tumbling = cf_winop_new(&tc);
-    s->sliding = cf_winop_new(&sc);
-    s->sessions = cf_sessions_new(cfg->session_gap_ms, cfg->allowed_lateness_ms,
-                                  cf_shard_max_keys(cfg));
-    s->trending = cf_trending_new(cfg->half_life_ms);
-    if (s->trending)
-        cf_trending_set_max_pages(s->trending, cf_shard_max_keys(cfg));
     s->closed[CF_WINDOW_TUMBLING] = cf_retain_new(keep, free);
     s->closed[CF_WINDOW_SLIDING] = cf_retain_new(keep, free);
     s->closed_idx[0] = cf_kv_new(0, keep + 1);
@@ -263,7 +279,9 @@ cf_shard *cf_shard_new(const cf_config *cfg, unsigned index, size_t queue_slots,
     s->closed_sessions = cf_retain_new(sessions_keep(cfg), free);
     s->late = cf_retain_new(LATE_KEEP, free);
     s->sqlx = cf_sqlx_new(index, cfg->shards ? cfg->shards : 1, keep);
-    if (!s->q || !s->sqlx || !s->tumbling || !s->sliding || !s->sessions || !s->trending ||
+    if (brc == 0)
+        note_wheres(s);
+    if (!s->q || !s->sqlx || brc < 0 ||
         !s->closed[0] || !s->closed[1] || !s->closed_idx[0] || !s->closed_idx[1] ||
         !s->closed_sessions || !s->late) {
         cf_shard_free(s);
@@ -299,10 +317,8 @@ void cf_shard_free(cf_shard *s)
             free_msg(s, m);
     }
     cf_queue_free(s->q);
-    cf_winop_free(s->tumbling);
-    cf_winop_free(s->sliding);
-    cf_sessions_free(s->sessions);
-    cf_trending_free(s->trending);
+    for (int i = 0; i < CF_BUILTIN_COUNT; i++)
+        builtin_free(s->bdef[i], s->bview[i]);
     cf_retain_free(s->closed[0]);
     cf_retain_free(s->closed[1]);
     cf_kv_free(s->closed_idx[0]);
@@ -345,29 +361,38 @@ int cf_shard_set_hashkey(cf_shard *s, const uint8_t key[16])
     s->seed = cf_siphash(key, "clickflow tables", 16, 2, 4);
     size_t keep = s->cfg.retain_results ? s->cfg.retain_results : 1;
     cf_kv *i0 = new_index(s, keep), *i1 = new_index(s, keep);
+    sql_view *nv[CF_BUILTIN_COUNT] = {0};
     int rc = !i0 || !i1 ? -ENOMEM : 0;
-    if (!rc && (cf_winop_set_hash_seed(s->tumbling, s->seed) < 0 ||
-                cf_winop_set_hash_seed(s->sliding, s->seed) < 0 ||
-                cf_sessions_set_hash_seed(s->sessions, s->seed) < 0 ||
-                cf_trending_set_hash_seed(s->trending, s->seed) < 0 ||
-                cf_kv_count(s->closed_idx[0]) || cf_kv_count(s->closed_idx[1])))
+    for (int i = 0; !rc && i < CF_BUILTIN_COUNT; i++)
+        if (!(nv[i] = view_new(s->bdef[i], s->seed)))
+            rc = -ENOMEM;
+    bool empty = true;
+    for (int i = 0; i < CF_BUILTIN_COUNT; i++) {
+        sql_view_stats vs;
+        sql_view_counters(s->bview[i], &vs);
+        empty = empty && vs.groups == 0;
+    }
+    if (!rc && (!empty || cf_kv_count(s->closed_idx[0]) || cf_kv_count(s->closed_idx[1])))
         rc = -EBUSY;
     if (rc) {
+        for (int i = 0; i < CF_BUILTIN_COUNT; i++)
+            sql_view_free(nv[i]);
         cf_kv_free(i0);
         cf_kv_free(i1);
         s->keyed = was_keyed;
         memcpy(s->hashkey, was_key, sizeof was_key);
         s->seed = was_seed;
-        (void)cf_winop_set_hash_seed(s->tumbling, was_seed);
-        (void)cf_winop_set_hash_seed(s->sliding, was_seed);
-        (void)cf_sessions_set_hash_seed(s->sessions, was_seed);
-        (void)cf_trending_set_hash_seed(s->trending, was_seed);
         return rc;
     }
     cf_kv_free(s->closed_idx[0]);
     cf_kv_free(s->closed_idx[1]);
     s->closed_idx[0] = i0;
     s->closed_idx[1] = i1;
+    /* The views are empty (checked above): their keyed twins replace them. */
+    for (int i = 0; i < CF_BUILTIN_COUNT; i++) {
+        sql_view_free(s->bview[i]);
+        s->bview[i] = nv[i];
+    }
     return 0;
 }
 
@@ -465,14 +490,15 @@ static void index_ring(cf_shard *s, int t)
 
 /* Hands a final window result to the history writer: columns as JSON,
  * the distinct-user sketch beside them. Never waits (cf_history_offer). */
-static void history_window(cf_shard *s, const cf_window_result *r)
+static void history_window(cf_shard *s, const cf_window_result *r, const sql_view_result *vr)
 {
     cf_buf *b = &s->hist_buf;
     b->len = 0;
     char cols[64];
     int n = snprintf(cols, sizeof cols, "{\"count\":%llu,\"unique_users\":%llu}",
                      (unsigned long long)r->count, (unsigned long long)r->unique_users);
-    if (cf_window_result_save_users(r, b) < 0 || b->oom) {
+    /* Aggregate 1 of the window views: COUNT(DISTINCT user_id). */
+    if (sql_view_result_sketch(s->bview[r->type], vr, 1, b) < 0 || b->oom) {
         b->oom = false;
         s->st.errors++;
         return;
@@ -528,9 +554,50 @@ static void history_session(cf_shard *s, const cf_session_record *r)
     cJSON_free(text);
 }
 
-static void on_window(void *ctx, const cf_window_result *r)
+/* A built-in window view's result as the record of SPEC 4: the views'
+ * columns are page_url (the key), COUNT(*), COUNT(DISTINCT user_id). */
+static cf_window_result window_of(int type, const sql_view_result *vr)
 {
-    cf_shard *s = ctx;
+    return (cf_window_result){
+        .type = (cf_window_type)type,
+        .start = vr->start,
+        .end = vr->end,
+        .page_url = vr->key[0].u.s,
+        .page_url_len = vr->key[0].len,
+        .count = (uint64_t)vr->aggs[0].u.i,
+        .unique_users = (uint64_t)vr->aggs[1].u.i,
+        .revision = vr->revision,
+        .final = vr->final,
+    };
+}
+
+/* The sessions view's result as SPEC 5's record: key user_id, COUNT(*),
+ * COUNT(DISTINCT page_url), EARLIEST(page_url), LATEST(page_url); its
+ * WINDOWSTART and WINDOWEND are the first and last event times. */
+static cf_session_record session_of(const sql_view_result *vr)
+{
+    const sql_value *a = vr->aggs;
+    return (cf_session_record){
+        .user_id = vr->key[0].u.s,
+        .user_id_len = vr->key[0].len,
+        .start = vr->start,
+        .end = vr->end,
+        .duration_ms = vr->end - vr->start,
+        .page_views = (uint64_t)a[0].u.i,
+        .distinct_pages = (uint64_t)a[1].u.i,
+        .entry_page = a[2].type == SQL_STRING ? a[2].u.s : "",
+        .entry_page_len = a[2].type == SQL_STRING ? a[2].len : 0,
+        .exit_page = a[3].type == SQL_STRING ? a[3].u.s : "",
+        .exit_page_len = a[3].type == SQL_STRING ? a[3].len : 0,
+        .revision = vr->revision,
+        .final = vr->final,
+    };
+}
+
+static void on_window(cf_shard *s, int type, const sql_view_result *vr)
+{
+    cf_window_result res = window_of(type, vr);
+    const cf_window_result *r = &res;
     s->st.windows_fired++;
     if (r->revision > 0)
         s->st.late_updates++;
@@ -542,13 +609,25 @@ static void on_window(void *ctx, const cf_window_result *r)
     if (s->push && cf_push_clients(s->push) > 0) /* format only for listeners */
         batch_add(&s->batch_windows, cf_wres_json(w));
     if (s->history && r->final)
-        history_window(s, r);
+        history_window(s, r, vr);
     retain_window(s, w);
 }
 
-static void on_session(void *ctx, const cf_session_record *r)
+static void on_tumbling(void *ctx, const sql_view_result *vr)
+{
+    on_window(ctx, CF_WINDOW_TUMBLING, vr);
+}
+
+static void on_sliding(void *ctx, const sql_view_result *vr)
+{
+    on_window(ctx, CF_WINDOW_SLIDING, vr);
+}
+
+static void on_session(void *ctx, const sql_view_result *vr)
 {
     cf_shard *s = ctx;
+    cf_session_record res = session_of(vr);
+    const cf_session_record *r = &res;
     s->st.sessions_closed++;
     if (r->revision > 0)
         s->st.session_late_updates++;
@@ -564,17 +643,97 @@ static void on_session(void *ctx, const cf_session_record *r)
     cf_retain_push(s->closed_sessions, rec);
 }
 
-/* clock: the event-time clock C before the event (CF_TIME_NONE if none). */
-static void page_event(cf_shard *s, const cf_event *ev, uint64_t seq, int64_t clock)
+/* One click row into built-in view i. pass0: the click passed view 0's
+ * WHERE, which serves every view with the same WHERE. */
+static int builtin_apply(cf_shard *s, int i, const sql_value *row, const cf_event *ev,
+                         bool pass0, uint64_t seq, int64_t wm, sql_view_emit_fn emit, void *ctx)
 {
-    uint64_t uh = cf_hash64(ev->user_id, ev->user_id_len, 0);
-    int a = cf_winop_add(s->tumbling, ev->page_url, ev->page_url_len, uh, ev->ts, on_window, s);
-    int b = cf_winop_add(s->sliding, ev->page_url, ev->page_url_len, uh, ev->ts, on_window, s);
-    /* -ENOSPC: refused at the page bound, counted by the operator. Such an
-     * event was not late for that operator, so it is not late-dropped. */
-    if ((a < 0 && a != -ENOSPC) || (b < 0 && b != -ENOSPC))
+    if (s->bwhere_shared[i] && !pass0)
+        return CF_SQLX_FILTERED;
+    return cf_sqlx_def_apply(s->sqlx, s->bdef[i], s->bview[i], row, ev->ts, s->bwhere_shared[i],
+                             seq, wm, emit, ctx);
+}
+
+/* One click through the page-keyed built-in views: row is the click as a
+ * `clicks` row, wm the watermark stamped on it. */
+/* Trending's key bound (docs/DESIGN.md, policy evict): past the shard's
+ * share, the lowest-ranked pages go (lowest score, ties: larger page_url),
+ * 1/32 of the share at once, so a flood of new pages costs O(1) amortized.
+ * Ranks do not depend on the time scored at (every score decays alike). */
+typedef struct rank_ctx {
+    cf_trend_item *v;
+    size_t n, cap;
+    cf_trend_item thr;
+} rank_ctx;
+
+static void collect_rank(void *ctx, const sql_view_result *r)
+{
+    rank_ctx *c = ctx;
+    if (c->n < c->cap)
+        c->v[c->n++] = (cf_trend_item){r->key[0].u.s, r->key[0].len, r->aggs[0].u.d};
+}
+
+static bool ranks_at_or_after(void *ctx, const sql_view_result *r)
+{
+    const rank_ctx *c = ctx;
+    cf_trend_item it = {r->key[0].u.s, r->key[0].len, r->aggs[0].u.d};
+    return cf_trend_rank(&it, &c->thr) >= 0;
+}
+
+static int rank_qcmp(const void *a, const void *b) { return cf_trend_rank(a, b); }
+
+static void evict_trending(cf_shard *s, int64_t T)
+{
+    size_t cap = cf_shard_max_keys(&s->cfg);
+    sql_view *v = s->bview[CF_BUILTIN_TRENDING];
+    sql_view_stats c;
+    sql_view_counters(v, &c);
+    if (cap == 0 || c.groups <= cap)
+        return;
+    size_t drop = c.groups - cap + (cap / 32 ? cap / 32 : 1);
+    if (drop > c.groups)
+        drop = c.groups;
+    rank_ctx rc = {.v = malloc(c.groups * sizeof *rc.v), .cap = c.groups};
+    if (!rc.v) {
         s->st.errors++;
-    else if (a == 0 && b == 0) {
+        return;
+    }
+    /* Borrowed page strings: nothing changes between the two passes. */
+    sql_view_scan(v, T, collect_rank, &rc);
+    qsort(rc.v, rc.n, sizeof *rc.v, rank_qcmp);
+    char *page = NULL;
+    if (rc.n >= drop && drop > 0) {
+        rc.thr = rc.v[rc.n - drop];
+        page = malloc(rc.thr.page_url_len + 1);
+    }
+    if (page) {
+        memcpy(page, rc.thr.page_url, rc.thr.page_url_len);
+        rc.thr.page_url = page;
+        s->trending_evicted += sql_view_forget(v, T, ranks_at_or_after, &rc);
+    } else if (drop > 0) {
+        s->st.errors++;
+    }
+    free(page);
+    free(rc.v);
+}
+
+static bool below_min_score(void *ctx, const sql_view_result *r)
+{
+    (void)ctx;
+    return r->aggs[0].u.d < TRENDING_MIN_SCORE;
+}
+
+/* clock: the event-time clock C stamped on the event (CF_TIME_NONE if none). */
+static void page_event(cf_shard *s, const cf_event *ev, const sql_value *row, bool pass0,
+                       uint64_t seq, int64_t wm, int64_t clock)
+{
+    int a = builtin_apply(s, CF_BUILTIN_TUMBLING, row, ev, pass0, seq, wm, on_tumbling, s);
+    int b = builtin_apply(s, CF_BUILTIN_SLIDING, row, ev, pass0, seq, wm, on_sliding, s);
+    /* SQL_VIEW_REFUSED: refused at the page bound, counted by the view.
+     * Such an event was not late for that view, so it is not late-dropped. */
+    if (a < 0 || b < 0)
+        s->st.errors++;
+    else if (a == SQL_VIEW_LATE && b == SQL_VIEW_LATE) {
         s->st.late_dropped++;
         cf_lres *l = cf_lres_new(ev->page_url, ev->page_url_len, ev->user_id, ev->user_id_len,
                                  ev->event_id, ev->event_id_len, ev->ts, seq,
@@ -587,25 +746,30 @@ static void page_event(cf_shard *s, const cf_event *ev, uint64_t seq, int64_t cl
             s->st.errors++;
         }
     }
-    /* Trending counts late events too (SPEC 4): they are already decayed. */
-    if (cf_trending_add(s->trending, ev->page_url, ev->page_url_len, ev->ts) < 0)
+    /* Trending (a running view) counts late events too (SPEC 4): they are
+     * already decayed. */
+    if (builtin_apply(s, CF_BUILTIN_TRENDING, row, ev, pass0, seq, wm, NULL, NULL) < 0)
         s->st.errors++;
-    if (cf_trending_count(s->trending) > s->prune_at && clock != CF_TIME_NONE) {
+    evict_trending(s, ev->ts);
+    sql_view_stats c;
+    sql_view_counters(s->bview[CF_BUILTIN_TRENDING], &c);
+    if (c.groups > s->prune_at && clock != CF_TIME_NONE) {
         /* Scored at the C stamped on the event, which only grows: a page
          * dropped here scores below 0.01 at any later C as well (SPEC 7). */
-        cf_trending_prune(s->trending, clock, TRENDING_MIN_SCORE);
-        uint64_t next = 2 * (uint64_t)cf_trending_count(s->trending);
+        sql_view_forget(s->bview[CF_BUILTIN_TRENDING], clock, below_min_score, NULL);
+        sql_view_counters(s->bview[CF_BUILTIN_TRENDING], &c);
+        uint64_t next = 2 * (uint64_t)c.groups;
         s->prune_at = next > PRUNE_MIN_PAGES ? next : PRUNE_MIN_PAGES;
     }
 }
 
-static void user_event(cf_shard *s, const cf_event *ev)
+static void user_event(cf_shard *s, const cf_event *ev, const sql_value *row, bool pass0,
+                       uint64_t seq, int64_t wm)
 {
-    int r = cf_sessions_add(s->sessions, ev->user_id, ev->user_id_len, ev->page_url,
-                            ev->page_url_len, ev->ts, on_session, s);
+    int r = builtin_apply(s, CF_BUILTIN_SESSIONS, row, ev, pass0, seq, wm, on_session, s);
     if (r < 0)
         s->st.errors++;
-    else if (r == 0)
+    else if (r == SQL_VIEW_LATE)
         s->st.session_late_dropped++;
 }
 
@@ -636,11 +800,14 @@ static void log_bound(const cf_shard *s, bound_kind k)
  * message (four counter reads). */
 static void check_bounds(cf_shard *s)
 {
+    sql_view_stats c[CF_BUILTIN_COUNT];
+    for (int i = 0; i < CF_BUILTIN_COUNT; i++)
+        sql_view_counters(s->bview[i], &c[i]);
     const uint64_t n[BOUND_KINDS] = {
-        [BOUND_TUMBLING] = cf_winop_refused(s->tumbling),
-        [BOUND_SLIDING] = cf_winop_refused(s->sliding),
-        [BOUND_TRENDING] = cf_trending_evictions(s->trending),
-        [BOUND_SESSIONS] = cf_sessions_evictions(s->sessions),
+        [BOUND_TUMBLING] = c[CF_BUILTIN_TUMBLING].refusals,
+        [BOUND_SLIDING] = c[CF_BUILTIN_SLIDING].refusals,
+        [BOUND_TRENDING] = s->trending_evicted,
+        [BOUND_SESSIONS] = c[CF_BUILTIN_SESSIONS].evictions,
     };
     for (int k = 0; k < BOUND_KINDS; k++)
         if (!s->bounds_seen[k] && n[k] > 0) {
@@ -657,9 +824,10 @@ static void advance_to(cf_shard *s, int64_t wm)
 {
     if (wm == CF_TIME_NONE || (s->st.watermark != CF_TIME_NONE && wm <= s->st.watermark))
         return;
-    cf_winop_advance(s->tumbling, wm, on_window, s);
-    cf_winop_advance(s->sliding, wm, on_window, s);
-    cf_sessions_advance(s->sessions, wm, on_session, s);
+    sql_view_advance(s->bview[CF_BUILTIN_TUMBLING], wm, on_tumbling, s);
+    sql_view_advance(s->bview[CF_BUILTIN_SLIDING], wm, on_sliding, s);
+    sql_view_advance(s->bview[CF_BUILTIN_SESSIONS], wm, on_session, s);
+    sql_view_advance(s->bview[CF_BUILTIN_TRENDING], wm, NULL, NULL);
     s->st.watermark = wm;
 }
 
@@ -667,6 +835,7 @@ static void handle_events(cf_shard *s, const cf_msg *m)
 {
     cf_reader r;
     cf_reader_init(&r, m->data, m->len);
+    sql_value row[CF_SQLX_CLICK_COLUMNS];
     for (uint32_t i = 0; i < m->n; i++) {
         cf_entry_head h;
         cf_event ev;
@@ -681,10 +850,21 @@ static void handle_events(cf_shard *s, const cf_msg *m)
         if (h.role & (CF_ROLE_PAGE | CF_ROLE_USER))
             s->st.events++;     /* a copy only for user views is not an event here */
         advance_to(s, h.wm);
+        bool pass0 = false;
+        if (h.role & (CF_ROLE_PAGE | CF_ROLE_USER)) {
+            cf_sqlx_click_row(&ev, row);   /* decoded once for the built-ins */
+            pass0 = cf_sqlx_def_where(s->sqlx, s->bdef[0], row, ev.ts);
+            /* Every view's table slot first, then the applies: the cache
+             * misses of the four lookups overlap (measured: about 6% less
+             * shard CPU per event on S2, BENCHMARKS.md S11). */
+            for (int b = 0; b < CF_BUILTIN_COUNT; b++)
+                if (h.role & (b == CF_BUILTIN_SESSIONS ? CF_ROLE_USER : CF_ROLE_PAGE))
+                    cf_sqlx_def_prefetch(s->bdef[b], s->bview[b], row, ev.ts);
+        }
         if (h.role & CF_ROLE_PAGE)
-            page_event(s, &ev, h.seq, h.clock);
+            page_event(s, &ev, row, pass0, h.seq, h.wm, h.clock);
         if (h.role & CF_ROLE_USER)
-            user_event(s, &ev);
+            user_event(s, &ev, row, pass0, h.seq, h.wm);
         if (h.role & CF_ROLE_SQL)
             cf_sqlx_event(s->sqlx, &ev, h.seq, h.wm, h.clock, h.views);
     }
@@ -748,76 +928,65 @@ static void handle_reset(cf_shard *s, const cf_msg *m)
     }
     cf_config cfg = s->cfg;
     apply_settings(&cfg, &vs);
-    cf_winop_config tc = winop_config(&cfg, CF_WINDOW_TUMBLING);
-    cf_winop_config sc = winop_config(&cfg, CF_WINDOW_SLIDING);
     size_t keep = cfg.retain_results ? cfg.retain_results : 1;
-    cf_winop *t = views & CF_VIEW_TUMBLING ? new_winop(s, &tc) : NULL;
+    /* The views compiled from the SQL of the new settings; only those in
+     * the mask (bit i: CF_BUILTIN_* i) replace the running ones. */
+    cf_sqlx_def *defs[CF_BUILTIN_COUNT];
+    sql_view *nv[CF_BUILTIN_COUNT];
+    int brc = builtins_new(&cfg, s->seed, defs, nv);
     cf_retain *ct = views & CF_VIEW_TUMBLING ? cf_retain_new(keep, free) : NULL;
     cf_kv *it = views & CF_VIEW_TUMBLING ? new_index(s, keep) : NULL;
-    cf_winop *sl = views & CF_VIEW_SLIDING ? new_winop(s, &sc) : NULL;
     cf_retain *csl = views & CF_VIEW_SLIDING ? cf_retain_new(keep, free) : NULL;
     cf_kv *isl = views & CF_VIEW_SLIDING ? new_index(s, keep) : NULL;
-    cf_sessions *ss = views & CF_VIEW_SESSIONS
-                          ? new_sessions(s, &cfg)
-                          : NULL;
     cf_retain *cs = views & CF_VIEW_SESSIONS ? cf_retain_new(sessions_keep(&cfg), free) : NULL;
-    cf_trending *tr = views & CF_VIEW_TRENDING ? new_trending(s, &cfg) : NULL;
-    bool ok = (!(views & CF_VIEW_TUMBLING) || (t && ct && it)) &&
-              (!(views & CF_VIEW_SLIDING) || (sl && csl && isl)) &&
-              (!(views & CF_VIEW_SESSIONS) || (ss && cs)) &&
-              (!(views & CF_VIEW_TRENDING) || tr);
+    bool ok = brc == 0 && (!(views & CF_VIEW_TUMBLING) || (ct && it)) &&
+              (!(views & CF_VIEW_SLIDING) || (csl && isl)) &&
+              (!(views & CF_VIEW_SESSIONS) || cs);
     if (!ok) {
-        cf_winop_free(t);
+        for (int i = 0; brc == 0 && i < CF_BUILTIN_COUNT; i++)
+            builtin_free(defs[i], nv[i]);
         cf_retain_free(ct);
         cf_kv_free(it);
-        cf_winop_free(sl);
         cf_retain_free(csl);
         cf_kv_free(isl);
-        cf_sessions_free(ss);
         cf_retain_free(cs);
-        cf_trending_free(tr);
         cf_error("shard %u: out of memory resetting views after a settings change", s->index);
         s->st.errors++;
         return;
     }
-    /* The new views start at the current watermark, so an event behind it
-     * is judged late as it would be by views that had run all along. */
-    if (s->st.watermark != CF_TIME_NONE) {
-        if (t)
-            cf_winop_advance(t, s->st.watermark, on_window, s);
-        if (sl)
-            cf_winop_advance(sl, s->st.watermark, on_window, s);
-        if (ss)
-            cf_sessions_advance(ss, s->st.watermark, on_session, s);
-    }
     s->cfg = cfg;
-    if (t) {
-        cf_winop_free(s->tumbling);
+    for (int i = 0; i < CF_BUILTIN_COUNT; i++) {
+        if (!(views & (1u << i))) {
+            builtin_free(defs[i], nv[i]);
+            continue;
+        }
+        /* The new view starts at the current watermark, so an event behind
+         * it is judged late as it would be by a view that had run all
+         * along (empty: nothing fires). */
+        if (s->st.watermark != CF_TIME_NONE)
+            sql_view_advance(nv[i], s->st.watermark, NULL, NULL);
+        builtin_free(s->bdef[i], s->bview[i]);
+        s->bdef[i] = defs[i];
+        s->bview[i] = nv[i];
+    }
+    note_wheres(s);
+    if (ct) {
         cf_retain_free(s->closed[CF_WINDOW_TUMBLING]);
         cf_kv_free(s->closed_idx[CF_WINDOW_TUMBLING]);
-        s->tumbling = t;
         s->closed[CF_WINDOW_TUMBLING] = ct;
         s->closed_idx[CF_WINDOW_TUMBLING] = it;
         s->closed_pushed[CF_WINDOW_TUMBLING] = 0;
     }
-    if (sl) {
-        cf_winop_free(s->sliding);
+    if (csl) {
         cf_retain_free(s->closed[CF_WINDOW_SLIDING]);
         cf_kv_free(s->closed_idx[CF_WINDOW_SLIDING]);
-        s->sliding = sl;
         s->closed[CF_WINDOW_SLIDING] = csl;
         s->closed_idx[CF_WINDOW_SLIDING] = isl;
         s->closed_pushed[CF_WINDOW_SLIDING] = 0;
     }
-    if (ss) {
-        cf_sessions_free(s->sessions);
+    if (cs) {
         cf_retain_free(s->closed_sessions);
-        s->sessions = ss;
         s->closed_sessions = cs;
-    }
-    if (tr) {
-        cf_trending_free(s->trending);
-        s->trending = tr;
     }
 }
 
@@ -934,9 +1103,10 @@ static bool range_matches(const cf_shard_query *q, int64_t start, int64_t end)
     return !q->ranged || (start >= q->from && end <= q->to);
 }
 
-static void collect_open(void *ctx, const cf_window_result *r)
+static void collect_open_as(open_ctx *c, int type, const sql_view_result *vr)
 {
-    open_ctx *c = ctx;
+    cf_window_result res = window_of(type, vr);
+    const cf_window_result *r = &res;
     if (!page_matches(c->q, r->page_url, r->page_url_len) || !range_matches(c->q, r->start, r->end))
         return;
     cf_wres *w = cf_wres_new(r);
@@ -948,6 +1118,16 @@ static void collect_open(void *ctx, const cf_window_result *r)
     pv_push(c->owned, w);
     if (c->owned->oom)
         free(w);
+}
+
+static void collect_tumbling(void *ctx, const sql_view_result *vr)
+{
+    collect_open_as(ctx, CF_WINDOW_TUMBLING, vr);
+}
+
+static void collect_sliding(void *ctx, const sql_view_result *vr)
+{
+    collect_open_as(ctx, CF_WINDOW_SLIDING, vr);
 }
 
 /* Copies the first min(n, limit) records of v into q->items with dup. */
@@ -983,8 +1163,9 @@ static void q_windows(cf_shard *s, cf_shard_query *q)
         if (q->wtype >= 0 && q->wtype != t)
             continue;
         if (q->state != 1)
-            cf_winop_foreach_open(t == CF_WINDOW_TUMBLING ? s->tumbling : s->sliding,
-                                  collect_open, &oc);
+            sql_view_foreach_open(s->bview[t], 0,
+                                  t == CF_WINDOW_TUMBLING ? collect_tumbling : collect_sliding,
+                                  &oc);
         if (q->state != 0) {
             const cf_retain *ring = s->closed[t];
             for (size_t i = 0, n = cf_retain_len(ring); i < n; i++) {
@@ -1047,10 +1228,11 @@ static void q_sessions(cf_shard *s, cf_shard_query *q)
     free(v.v);
 }
 
-static void collect_session(void *ctx, const cf_session_record *r)
+static void collect_session(void *ctx, const sql_view_result *vr)
 {
     ptrvec *v = ctx;
-    cf_sres *rec = cf_sres_new(r);
+    cf_session_record res = session_of(vr);
+    cf_sres *rec = cf_sres_new(&res);
     if (!rec) {
         v->oom = true;
         return;
@@ -1064,7 +1246,8 @@ static void collect_session(void *ctx, const cf_session_record *r)
 static void q_user_sessions(cf_shard *s, cf_shard_query *q)
 {
     ptrvec v = {0};
-    cf_sessions_get_open(s->sessions, q->user, q->user_len, collect_session, &v);
+    sql_value key = sql_string(q->user, (uint32_t)q->user_len);
+    sql_view_lookup(s->bview[CF_BUILTIN_SESSIONS], &key, 0, collect_session, &v);
     if (v.oom) {
         q->err = -ENOMEM;
         for (size_t i = 0; i < v.n; i++)
@@ -1076,53 +1259,123 @@ static void q_user_sessions(cf_shard *s, cf_shard_query *q)
     q->n_items = v.n;
 }
 
+/* The n best pages of the trending view at T: a bounded min-heap (worst
+ * ranked at the root) over the running rows, page strings copied only for
+ * rows that enter it. */
+typedef struct top_ctx {
+    cf_trend_item *items;
+    size_t n, cap;
+    bool oom;
+} top_ctx;
+
+
+static void top_sift_down(cf_trend_item *h, size_t n, size_t i)
+{
+    for (;;) {
+        size_t w = i, l = 2 * i + 1, r = l + 1;
+        if (l < n && cf_trend_rank(&h[l], &h[w]) > 0)
+            w = l;
+        if (r < n && cf_trend_rank(&h[r], &h[w]) > 0)
+            w = r;
+        if (w == i)
+            return;
+        cf_trend_item t = h[i];
+        h[i] = h[w];
+        h[w] = t;
+        i = w;
+    }
+}
+
+static void top_sift_up(cf_trend_item *h, size_t i)
+{
+    while (i > 0) {
+        size_t p = (i - 1) / 2;
+        if (cf_trend_rank(&h[i], &h[p]) <= 0)
+            return;
+        cf_trend_item t = h[i];
+        h[i] = h[p];
+        h[p] = t;
+        i = p;
+    }
+}
+
+static void collect_top(void *ctx, const sql_view_result *vr)
+{
+    top_ctx *c = ctx;
+    cf_trend_item it = {vr->key[0].u.s, vr->key[0].len, vr->aggs[0].u.d};
+    if (c->oom || (c->n == c->cap && cf_trend_rank(&it, &c->items[0]) >= 0))
+        return;
+    char *p = malloc(it.page_url_len + 1);
+    if (!p) {
+        c->oom = true;
+        return;
+    }
+    if (it.page_url_len)
+        memcpy(p, it.page_url, it.page_url_len);
+    p[it.page_url_len] = '\0';
+    it.page_url = p;
+    if (c->n < c->cap) {
+        c->items[c->n] = it;
+        top_sift_up(c->items, c->n++);
+        return;
+    }
+    free((void *)c->items[0].page_url);
+    c->items[0] = it;
+    top_sift_down(c->items, c->n, 0);
+}
+
 static void q_trending(cf_shard *s, cf_shard_query *q)
 {
     if (q->limit == 0 || q->T == CF_TIME_NONE)
         return;
-    cf_trend_item *items = calloc(q->limit, sizeof *items);
-    if (!items) {
+    top_ctx c = {.items = calloc(q->limit, sizeof *c.items), .cap = q->limit};
+    if (!c.items) {
         q->err = -ENOMEM;
         return;
     }
-    size_t n = cf_trending_top(s->trending, q->T, q->limit, items);
-    /* The page strings are borrowed from the table, which the shard will
-     * modify after we return: copy them. */
-    for (size_t i = 0; i < n; i++) {
-        char *p = malloc(items[i].page_url_len + 1);
-        if (!p) {
-            q->err = -ENOMEM;
-            for (size_t j = 0; j < i; j++)
-                free((void *)items[j].page_url);
-            free(items);
-            return;
-        }
-        memcpy(p, items[i].page_url, items[i].page_url_len);
-        p[items[i].page_url_len] = '\0';
-        items[i].page_url = p;
+    /* Unsorted: the heap ranks them (foreach_open would sort every page by
+     * key first). */
+    sql_view_scan(s->bview[CF_BUILTIN_TRENDING], q->T, collect_top, &c);
+    if (c.oom) {
+        for (size_t i = 0; i < c.n; i++)
+            free((void *)c.items[i].page_url);
+        free(c.items);
+        q->err = -ENOMEM;
+        return;
     }
-    q->trend = items;
-    q->n_trend = n;
+    /* Heap to ranked order: the worst goes to the end each step. */
+    for (size_t m = c.n; m > 1; m--) {
+        cf_trend_item t = c.items[0];
+        c.items[0] = c.items[m - 1];
+        c.items[m - 1] = t;
+        top_sift_down(c.items, m - 1, 0);
+    }
+    q->trend = c.items;
+    q->n_trend = c.n;
 }
 
 static void q_stats(cf_shard *s, cf_shard_query *q)
 {
+    sql_view_stats v[CF_BUILTIN_COUNT];
+    for (int i = 0; i < CF_BUILTIN_COUNT; i++)
+        sql_view_stats_get(s->bview[i], &v[i]);
+    const sql_view_stats *tu = &v[CF_BUILTIN_TUMBLING], *sl = &v[CF_BUILTIN_SLIDING];
+    const sql_view_stats *se = &v[CF_BUILTIN_SESSIONS], *tr = &v[CF_BUILTIN_TRENDING];
     q->stats = s->st;
-    q->stats.open_windows = cf_winop_open_count(s->tumbling) + cf_winop_open_count(s->sliding);
-    q->stats.kept_windows = cf_winop_kept_count(s->tumbling) + cf_winop_kept_count(s->sliding);
-    q->stats.open_sessions = cf_sessions_open_count(s->sessions);
-    q->stats.session_evictions = cf_sessions_evictions(s->sessions);
-    q->stats.window_refused[CF_WINDOW_TUMBLING] = cf_winop_refused(s->tumbling);
-    q->stats.window_refused[CF_WINDOW_SLIDING] = cf_winop_refused(s->sliding);
-    q->stats.trending_evictions = cf_trending_evictions(s->trending);
-    q->stats.window_pages[CF_WINDOW_TUMBLING] = cf_winop_keys(s->tumbling);
-    q->stats.window_pages[CF_WINDOW_SLIDING] = cf_winop_keys(s->sliding);
-    q->stats.session_users = cf_sessions_users(s->sessions);
+    q->stats.open_windows = tu->open + sl->open;
+    q->stats.kept_windows = tu->kept + sl->kept;
+    q->stats.open_sessions = se->open;
+    q->stats.session_evictions = se->evictions;
+    q->stats.window_refused[CF_WINDOW_TUMBLING] = tu->refusals;
+    q->stats.window_refused[CF_WINDOW_SLIDING] = sl->refusals;
+    q->stats.trending_evictions = s->trending_evicted;
+    q->stats.window_pages[CF_WINDOW_TUMBLING] = tu->groups;
+    q->stats.window_pages[CF_WINDOW_SLIDING] = sl->groups;
+    q->stats.session_users = se->groups;
     q->stats.max_keys = cf_shard_max_keys(&s->cfg);
-    q->stats.trending_pages = cf_trending_count(s->trending);
-    q->stats.session_memory = cf_sessions_memory(s->sessions);
-    q->stats.memory = cf_winop_memory(s->tumbling) + cf_winop_memory(s->sliding) +
-                      q->stats.session_memory + cf_trending_memory(s->trending) +
+    q->stats.trending_pages = tr->groups;
+    q->stats.session_memory = se->bytes;
+    q->stats.memory = tu->bytes + sl->bytes + se->bytes + tr->bytes +
                       cf_kv_memory(s->closed_idx[0]) + cf_kv_memory(s->closed_idx[1]);
     q->stats.queue_depth = cf_queue_depth(s->q);
 }
@@ -1301,9 +1554,7 @@ static int put_blob(cf_buf *out, int (*save)(const void *, cf_buf *), const void
     return rc < 0 ? rc : 0;
 }
 
-static int save_tumb(const void *o, cf_buf *b) { return cf_winop_save(o, b); }
-static int save_sess(const void *o, cf_buf *b) { return cf_sessions_save(o, b); }
-static int save_trend(const void *o, cf_buf *b) { return cf_trending_save(o, b); }
+static int save_view(const void *o, cf_buf *b) { return sql_view_save(o, NULL, NULL, b); }
 
 static void save_stats(const cf_shard_stats *st, cf_buf *out)
 {
@@ -1331,22 +1582,18 @@ static void load_stats(cf_shard_stats *st, cf_reader *in)
     cf_get_i64(in, &st->watermark);
 }
 
-/* Layout: magic, version, stats, trending prune threshold (a marker count
- * before: an old snapshot's value only moves one prune), 4 operator blobs,
- * 4 rings (count + records, oldest first). */
+/* Layout: magic, version, stats, trending prune threshold, the 4 built-in views' blobs (sql_view_save,
+ * CF_BUILTIN_* order), 4 rings (count + records, oldest first), the user
+ * views (cf_sqlx_save). */
 static int shard_save(const cf_shard *s, cf_buf *out)
 {
     cf_buf_put_u32(out, SHARD_MAGIC);
     cf_buf_put_u32(out, SHARD_VERSION);
     save_stats(&s->st, out);
     cf_buf_put_u64(out, s->prune_at);
-    int rc = put_blob(out, save_tumb, s->tumbling);
-    if (!rc)
-        rc = put_blob(out, save_tumb, s->sliding);
-    if (!rc)
-        rc = put_blob(out, save_sess, s->sessions);
-    if (!rc)
-        rc = put_blob(out, save_trend, s->trending);
+    int rc = 0;
+    for (int i = 0; i < CF_BUILTIN_COUNT && !rc; i++)
+        rc = put_blob(out, save_view, s->bview[i]);
     if (rc)
         return rc;
     for (int t = 0; t < 2; t++) {
@@ -1464,13 +1711,13 @@ static bool collect_late(ptrvec *v, cf_reader *in, const route_ctx *rc)
     return true;
 }
 
-/* One shard part's header: magic, version, counters, trending prune threshold, and the
- * four operator blobs (left in the readers). */
+/* One shard part's header: magic, version, counters, and the four view
+ * blobs (left in the readers). */
 typedef struct part_head {
     uint32_t version;
     cf_shard_stats st;
     uint64_t prune_at;
-    cf_reader ops[4];
+    cf_reader ops[CF_BUILTIN_COUNT];
 } part_head;
 
 static int read_head(cf_reader *in, part_head *h)
@@ -1478,13 +1725,23 @@ static int read_head(cf_reader *in, part_head *h)
     uint32_t magic = 0, version = 0;
     cf_get_u32(in, &magic);
     cf_get_u32(in, &version);
-    if (in->bad || magic != SHARD_MAGIC || version < 1 || version > SHARD_VERSION)
+    if (!in->bad && magic == SHARD_MAGIC && version < SHARD_VERSION) {
+        /* Kept the hard-wired operators' state, which the views cannot
+         * read: refused (recovery says what to do). */
+        cf_error("snapshot: shard part version %u holds the hard-wired operators' state, which "
+                 "this release (built-in views as SQL, version %u) cannot read; start the "
+                 "release that wrote it, or move the data directory's snapshot files away so "
+                 "the write-ahead log is replayed from its start (docs/FORMATS.md)",
+                 version, SHARD_VERSION);
+        return -EINVAL;
+    }
+    if (in->bad || magic != SHARD_MAGIC || version != SHARD_VERSION)
         return -EINVAL;
     memset(h, 0, sizeof *h);
     h->version = version;
     load_stats(&h->st, in);
     cf_get_u64(in, &h->prune_at);
-    for (int i = 0; i < 4; i++)
+    for (int i = 0; i < CF_BUILTIN_COUNT; i++)
         if (!get_blob(in, &h->ops[i]))
             return -EINVAL;
     return in->bad ? -EINVAL : 0;
@@ -1502,6 +1759,38 @@ static void add_stats(cf_shard_stats *to, const cf_shard_stats *from)
     to->errors += from->errors;
 }
 
+/* A rescale's keep test for a built-in view's group: its one string key
+ * (page_url or user_id) routed like the sequencer does. */
+static bool keep_group(void *ctx, const sql_value *key, uint32_t nkeys)
+{
+    return nkeys == 1 && key[0].type == SQL_STRING && keep_key(ctx, key[0].u.s, key[0].len);
+}
+
+/* Adds one part's blob of a built-in view to v: whole, or (rescale) only
+ * the groups rc routes here. */
+static int load_view_part(sql_view *v, cf_reader *blob, const route_ctx *rc)
+{
+    if (!rc)
+        return sql_view_load(v, blob);
+    sql_view *tmp = sql_view_new(sql_view_get_config(v));
+    if (!tmp)
+        return -ENOMEM;
+    int r = sql_view_load(tmp, blob);
+    cf_buf mine = {0};
+    if (r == 0)
+        r = sql_view_save(tmp, keep_group, (void *)rc, &mine);
+    sql_view_free(tmp);
+    if (r == 0 && mine.oom)
+        r = -ENOMEM;
+    if (r == 0) {
+        cf_reader in;
+        cf_reader_init(&in, mine.data, mine.len);
+        r = sql_view_load(v, &in);
+    }
+    cf_buf_free(&mine);
+    return r;
+}
+
 int cf_shard_load(cf_shard *s, cf_reader *parts, size_t n_parts, unsigned n_shards,
                   const cf_view_settings *vs)
 {
@@ -1516,12 +1805,8 @@ int cf_shard_load(cf_shard *s, cf_reader *parts, size_t n_parts, unsigned n_shar
     apply_settings(&cfg, vs);
 
     part_head *heads = calloc(n, sizeof *heads);
-    cf_reader *ops = calloc(4 * n, sizeof *ops);
-    if (!heads || !ops) {
-        free(heads);
-        free(ops);
+    if (!heads)
         return -ENOMEM;
-    }
     int rc_ = 0;
     cf_shard_stats st = {0};
     uint64_t prune_at = 0;
@@ -1542,33 +1827,24 @@ int cf_shard_load(cf_shard *s, cf_reader *parts, size_t n_parts, unsigned n_shar
         /* Counters are sums over shards: after a rescale shard 0 has them. */
         if (!rescale || s->index == 0)
             add_stats(&st, &heads[i].st);
-        for (int k = 0; k < 4; k++)
-            ops[k * n + i] = heads[i].ops[k];
     }
     if (rc_) {
         free(heads);
-        free(ops);
         return rc_;
     }
-    cf_winop_config tc = winop_config(&cfg, CF_WINDOW_TUMBLING);
-    cf_winop_config sc = winop_config(&cfg, CF_WINDOW_SLIDING);
-    cf_winop_keep_fn kf = filter ? keep_key : NULL;
-    cf_winop *t = cf_winop_load_parts(&tc, s->seed, &ops[0], n, kf, &rc);
-    cf_winop *sl = cf_winop_load_parts(&sc, s->seed, &ops[n], n, kf, &rc);
-    cf_sessions *ss = cf_sessions_load_parts(cfg.session_gap_ms, cfg.allowed_lateness_ms,
-                                             cf_shard_max_keys(&cfg), s->seed, &ops[2 * n], n,
-                                             kf, &rc);
-    cf_trending *tr =
-        cf_trending_load_parts(cfg.half_life_ms, s->seed, &ops[3 * n], n, kf, &rc);
-    if (tr)
-        cf_trending_set_max_pages(tr, cf_shard_max_keys(&cfg));
+    cf_sqlx_def *defs[CF_BUILTIN_COUNT];
+    sql_view *views[CF_BUILTIN_COUNT];
+    bool ok = builtins_new(&cfg, s->seed, defs, views) == 0;
+    for (int k = 0; ok && k < CF_BUILTIN_COUNT; k++)
+        for (size_t i = 0; ok && i < n; i++)
+            ok = load_view_part(views[k], &heads[i].ops[k], filter) == 0;
     size_t keep = cfg.retain_results ? cfg.retain_results : 1;
     cf_retain *c0 = cf_retain_new(keep, free), *c1 = cf_retain_new(keep, free);
     cf_kv *i0 = new_index(s, keep), *i1 = new_index(s, keep);
     cf_retain *cs = cf_retain_new(sessions_keep(&cfg), free);
     cf_retain *late = cf_retain_new(LATE_KEEP, free);
-    bool ok = t && sl && ss && tr && c0 && c1 && i0 && i1 && cs && late;
-    /* The rings follow the operator blobs in each part. */
+    ok = ok && c0 && c1 && i0 && i1 && cs && late;
+    /* The rings follow the view blobs in each part. */
     ptrvec lv = {0};
     for (size_t i = 0; ok && i < n; i++)
         ok = load_ring(c0, &in[i], load_w, keep_w, filter) &&
@@ -1576,8 +1852,7 @@ int cf_shard_load(cf_shard *s, cf_reader *parts, size_t n_parts, unsigned n_shar
              load_ring(cs, &in[i], load_s, keep_s, filter) &&
              (filter ? collect_late(&lv, &in[i], filter)
                      : load_ring(late, &in[i], load_l, keep_l, NULL)) &&
-             (heads[i].version < 2 || cf_sqlx_load(s->sqlx, &in[i], rescale) == 0) &&
-             !in[i].bad;
+             cf_sqlx_load(s->sqlx, &in[i], rescale) == 0 && !in[i].bad;
     if (ok && lv.n > 1)
         qsort(lv.v, lv.n, sizeof *lv.v, cmp_late_seq);
     for (size_t i = 0; i < lv.n; i++) {
@@ -1588,12 +1863,9 @@ int cf_shard_load(cf_shard *s, cf_reader *parts, size_t n_parts, unsigned n_shar
     }
     free(lv.v);
     free(heads);
-    free(ops);
     if (!ok) {
-        cf_winop_free(t);
-        cf_winop_free(sl);
-        cf_sessions_free(ss);
-        cf_trending_free(tr);
+        for (int k = 0; k < CF_BUILTIN_COUNT; k++)
+            builtin_free(defs[k], views[k]);
         cf_retain_free(c0);
         cf_retain_free(c1);
         cf_kv_free(i0);
@@ -1603,18 +1875,16 @@ int cf_shard_load(cf_shard *s, cf_reader *parts, size_t n_parts, unsigned n_shar
         return -EINVAL;
     }
     s->cfg = cfg;
-    cf_winop_free(s->tumbling);
-    cf_winop_free(s->sliding);
-    cf_sessions_free(s->sessions);
-    cf_trending_free(s->trending);
+    for (int k = 0; k < CF_BUILTIN_COUNT; k++) {
+        builtin_free(s->bdef[k], s->bview[k]);
+        s->bdef[k] = defs[k];
+        s->bview[k] = views[k];
+    }
+    note_wheres(s);
     cf_retain_free(s->closed[0]);
     cf_retain_free(s->closed[1]);
     cf_retain_free(s->closed_sessions);
     cf_retain_free(s->late);
-    s->tumbling = t;
-    s->sliding = sl;
-    s->sessions = ss;
-    s->trending = tr;
     s->closed[0] = c0;
     s->closed[1] = c1;
     cf_kv_free(s->closed_idx[0]);

@@ -1,7 +1,8 @@
 /* shard: one worker thread and the keyed state it alone owns (Flink's
- * keyBy): the tumbling and sliding window operators and the trending table
- * for the pages routed to it, the session table for the users routed to it,
- * and bounded rings of its closed results and late events.
+ * keyBy): the built-in views (builtin_sql.h, run as SQL on sql_view) --
+ * tumbling, sliding and trending for the pages routed to it, sessions for
+ * the users routed to it -- the user SQL views (sql_exec.h), and bounded
+ * rings of its closed results and late events.
  *
  * Input is one bounded SPSC queue of messages (events, watermark markers,
  * snapshot barriers) filled by the engine's sequencer. Queries travel on a
@@ -18,9 +19,9 @@
 #include <stdint.h>
 
 #include "cf_buf.h"
-#include "cf_trending.h"
 #include "config.h"
 #include "queue.h"
+#include "results_json.h"
 #include "shard_msg.h"
 
 typedef struct cf_push cf_push;
@@ -70,7 +71,7 @@ typedef struct cf_shard_stats {
     size_t session_users;           /* users with sessions held */
     size_t max_keys;                /* this shard's share of --max-keys (0: none) */
     size_t memory;                  /* approximate state bytes */
-    size_t session_memory;          /* of which sessions (cf_sessions_memory) */
+    size_t session_memory;          /* of which the sessions view */
     size_t queue_depth;
     int64_t watermark;              /* the last marker processed */
 } cf_shard_stats;

@@ -19,7 +19,7 @@
 #include "tables.h"
 
 #define SCRATCH_BYTES (256u << 10)  /* strings one event's programs make */
-#define CLICKS_COLUMNS 20           /* sql_catalog_add_clicks */
+#define CLICKS_COLUMNS CF_SQLX_CLICK_COLUMNS  /* sql_catalog_add_clicks */
 #define OWNER_SEED 0x51574b4559ull  /* key -> shard hash ("QWKEY") */
 
 struct cf_sqlx_def {
@@ -34,6 +34,11 @@ struct cf_sqlx_def {
     bool runnable;
     bool is_stream;             /* CREATE STREAM AS: rows for the views downstream */
     size_t source_len, join_source_len; /* strlen of pi's, once (compared per row) */
+    /* The source column a GROUP BY key or an aggregate argument merely
+     * reads (-1: an expression): cf_sqlx_def_apply copies those instead of
+     * running their programs. */
+    int16_t key_col[16];
+    int16_t arg_col[64];
 };
 
 struct cf_sqlx_set {
@@ -62,6 +67,21 @@ static sql_agg_kind agg_kind(const sql_plan_agg *a)
     return SQL_AGG_COUNT_STAR;
 }
 
+/* The column p only reads (its program is one SQL_VM_COL), or -1. */
+static int16_t prog_column(const sql_prog *p, uint32_t ncols)
+{
+    if (!p || sql_prog_length(p) != 1)
+        return -1;
+    int16_t found = -1;
+    for (uint32_t c = 0; c < ncols && c < 1024 && found < 0; c++) {
+        sql_prog *q = sql_prog_new();
+        if (q && sql_prog_emit(q, SQL_VM_COL, c, 0) == 0 && sql_prog_equal(p, q))
+            found = (int16_t)c;
+        sql_prog_free(q);
+    }
+    return found;
+}
+
 cf_sqlx_def *cf_sqlx_def_new(sql_plan *plan, bool source_runs, int64_t allowed_lateness_ms,
                              size_t max_keys)
 {
@@ -86,6 +106,10 @@ cf_sqlx_def *cf_sqlx_def_new(sql_plan *plan, bool source_runs, int64_t allowed_l
         if (d->specs[i].kind == SQL_AGG_TOPK || d->specs[i].kind == SQL_AGG_DECAYED_COUNT)
             d->specs[i].param = pi->aggs[i].param;
     }
+    for (uint32_t k = 0; k < 16; k++)
+        d->key_col[k] = k < pi->ngroup_keys ? prog_column(pi->group_keys[k], pi->ninput) : -1;
+    for (uint32_t a = 0; a < 64; a++)
+        d->arg_col[a] = a < pi->naggs ? prog_column(pi->aggs[a].arg, pi->ninput) : -1;
     d->windowed = pi->window != SQL_WINDOW_NONE;
     d->ncols = pi->ncolumns + (d->windowed ? 4 : 0);
     d->vcfg = (sql_view_config){
@@ -1144,6 +1168,73 @@ static void view_row(cf_sqlx *x, xview *xv, const sql_row *rowp, uint64_t seq, i
         else
             xv->dirty = true;
     }
+}
+
+const sql_view_config *cf_sqlx_def_view_config(const cf_sqlx_def *d) { return &d->vcfg; }
+
+void cf_sqlx_click_row(const cf_event *ev, sql_value *cols) { click_row(ev, cols); }
+
+bool cf_sqlx_def_where(cf_sqlx *x, const cf_sqlx_def *d, const sql_value *cols, int64_t ts)
+{
+    const sql_plan_info *pi = d->pi;
+    if (!pi->filter)
+        return true;
+    sql_row row = {.v = (sql_value *)cols, .n = CLICKS_COLUMNS, .rowtime = ts};
+    sql_value f;
+    x->scratch.used = 0;
+    return sql_prog_eval(pi->filter, &row, &x->scratch, &f) == 0 && sql_value_is_true(f);
+}
+
+bool cf_sqlx_def_same_where(const cf_sqlx_def *a, const cf_sqlx_def *b)
+{
+    const sql_prog *fa = a->pi->filter, *fb = b->pi->filter;
+    return fa == fb || (fa && fb && sql_prog_equal(fa, fb));
+}
+
+void cf_sqlx_def_prefetch(const cf_sqlx_def *d, const sql_view *v, const sql_value *cols,
+                          int64_t ts)
+{
+    const sql_plan_info *pi = d->pi;
+    sql_value keys[16];
+    for (uint32_t k = 0; k < pi->ngroup_keys && k < 16; k++) {
+        int c = d->key_col[k];
+        if (c < 0)
+            return;     /* an expression: not worth evaluating twice */
+        keys[k] = c < CLICKS_COLUMNS ? cols[c] : sql_null();
+    }
+    sql_view_prefetch(v, keys, ts);
+}
+
+int cf_sqlx_def_apply(cf_sqlx *x, const cf_sqlx_def *d, sql_view *v, const sql_value *cols,
+                      int64_t ts, bool where_checked, uint64_t seq, int64_t wm,
+                      sql_view_emit_fn emit, void *ctx)
+{
+    const sql_plan_info *pi = d->pi;
+    sql_row row = {.v = (sql_value *)cols, .n = CLICKS_COLUMNS, .rowtime = ts};
+    sql_value keys[16], args[64];
+    if (!where_checked && !cf_sqlx_def_where(x, d, cols, ts))
+        return CF_SQLX_FILTERED;
+    x->scratch.used = 0;
+    for (uint32_t k = 0; k < pi->ngroup_keys && k < 16; k++) {
+        int c = d->key_col[k];
+        if (c >= 0)
+            keys[k] = c < CLICKS_COLUMNS ? cols[c] : sql_null();
+        else if (sql_prog_eval(pi->group_keys[k], &row, &x->scratch, &keys[k]) < 0) {
+            x->errors++;
+            return -EINVAL;
+        }
+    }
+    args[0] = sql_null();
+    for (uint32_t a = 0; a < pi->naggs && a < 64; a++) {
+        int c = d->arg_col[a];
+        args[a] = sql_null();
+        if (c >= 0)
+            args[a] = c < CLICKS_COLUMNS ? cols[c] : sql_null();
+        else if (pi->aggs[a].arg &&
+                 sql_prog_eval(pi->aggs[a].arg, &row, &x->scratch, &args[a]) < 0)
+            x->errors++;
+    }
+    return sql_view_apply(v, keys, args, ts, seq, wm, emit, ctx);
 }
 
 void cf_sqlx_event(cf_sqlx *x, const cf_event *ev, uint64_t seq, int64_t wm, int64_t clock,

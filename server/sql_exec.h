@@ -44,6 +44,7 @@
 #include "cf_buf.h"
 #include "cf_event.h"
 #include "sql_plan.h"
+#include "sql_view.h"
 
 typedef struct cf_sqlx_def cf_sqlx_def;
 typedef struct cf_sqlx_set cf_sqlx_set;
@@ -173,6 +174,43 @@ void cf_sqlx_set_history(cf_sqlx *x, cf_history *h);
 
 /* Errors counted (OOM, scratch overflow, rejected arguments). */
 uint64_t cf_sqlx_errors(const cf_sqlx *x);
+
+/* -- built-in views (builtin_sql.h: SPEC 4, 5, 7) ------------------------------
+ * The shard runs the built-in views from their compiled defs with a
+ * sql_view of its own for each (not in the user set: their results feed
+ * the built-in endpoints, rings, history and push topics). A built-in view
+ * is grouped by one string column, page_url or user_id, and its groups
+ * live where the sequencer routes that column (page_shard, user_shard:
+ * cf_hash_shard(cf_hash64(key, len, 0), shards)), so a click reaches only
+ * the shards that own its groups and is never broadcast for them. */
+
+#define CF_SQLX_CLICK_COLUMNS 20
+/* What cf_sqlx_def_apply did besides sql_view_apply's codes. */
+#define CF_SQLX_FILTERED 3
+
+/* The view configuration a def runs with. */
+const sql_view_config *cf_sqlx_def_view_config(const cf_sqlx_def *d);
+/* The click as a row of the `clicks` columns (CF_SQLX_CLICK_COLUMNS values;
+ * strings borrowed from ev). Decode once, then apply to every built-in. */
+void cf_sqlx_click_row(const cf_event *ev, sql_value *cols);
+/* sql_view_prefetch for the click row's group in v, when d's GROUP BY keys
+ * are plain columns (else nothing): call for every view an event goes to,
+ * then apply, so the table misses overlap. */
+void cf_sqlx_def_prefetch(const cf_sqlx_def *d, const sql_view *v, const sql_value *cols,
+                          int64_t ts);
+/* Whether a click row passes d's WHERE (no WHERE: true). */
+bool cf_sqlx_def_where(cf_sqlx *x, const cf_sqlx_def *d, const sql_value *cols, int64_t ts);
+/* True when a and b have the same WHERE (one verdict serves both). */
+bool cf_sqlx_def_same_where(const cf_sqlx_def *a, const cf_sqlx_def *b);
+/* One click row (cf_sqlx_click_row) through d's WHERE (unless the caller
+ * says it checked it: where_checked), GROUP BY key and aggregate arguments
+ * into v: sql_view_apply's result, CF_SQLX_FILTERED (WHERE said no:
+ * nothing applied, v not advanced), or -EINVAL (the key did not evaluate;
+ * counted in cf_sqlx_errors). A key or argument that is a plain column is
+ * copied, not evaluated. Uses x's scratch. */
+int cf_sqlx_def_apply(cf_sqlx *x, const cf_sqlx_def *d, sql_view *v, const sql_value *cols,
+                      int64_t ts, bool where_checked, uint64_t seq, int64_t wm,
+                      sql_view_emit_fn emit, void *ctx);
 
 /* Value codec of the row records (and snapshots). */
 void cf_sqlx_put_value(cf_buf *b, sql_value v);

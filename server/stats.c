@@ -14,7 +14,7 @@
 #include "cf_dedup.h"
 #include "cf_time.h"
 #include "cf_watermark.h"
-#include "cf_winop.h"
+#include "results_json.h"
 #include "engine_int.h"
 #include "log.h"
 #include "push.h"

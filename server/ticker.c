@@ -9,7 +9,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "cf_winop.h"
+#include "results_json.h"
 #include "engine_int.h"
 #include "log.h"
 #include "publish.h"

@@ -1,5 +1,6 @@
-/* lib_bench: the whole click pipeline of lib/ on one thread (dedup, tumbling
- * and sliding windows with count and distinct users, sessions, trending) over
+/* lib_bench: the whole click pipeline of lib/ on one thread (dedup, and the
+ * built-in views on sql_view as the shards configure them: tumbling and
+ * sliding windows with count and distinct users, sessions, trending) over
  * a generated stream: Zipf-skewed pages, uniformly drawn users, bounded
  * disorder. Prints events/s and state bytes per key. Generation happens
  * before the clock starts, so only the library is timed.
@@ -15,10 +16,7 @@
 #include <time.h>
 
 #include "cf_dedup.h"
-#include "cf_hash.h"
-#include "cf_sessions.h"
-#include "cf_trending.h"
-#include "cf_winop.h"
+#include "sql_view.h"
 
 typedef struct gen_event {
     uint32_t user;
@@ -69,16 +67,16 @@ static long rss_kib(void)
     return kib;
 }
 
-static void count_emit_window(void *ctx, const cf_window_result *r)
+static void count_emit(void *ctx, const sql_view_result *r)
 {
     (void)r;
     (*(uint64_t *)ctx)++;
 }
 
-static void count_emit_session(void *ctx, const cf_session_record *r)
+static bool below_min(void *ctx, const sql_view_result *r)
 {
-    (void)r;
-    (*(uint64_t *)ctx)++;
+    (void)ctx;
+    return r->aggs[0].u.d < 0.01;
 }
 
 static long arg_long(int argc, char **argv, const char *name, long def)
@@ -102,17 +100,15 @@ int main(int argc, char **argv)
     char (*users)[16] = malloc((size_t)n_users * 16);
     char (*pages)[24] = malloc((size_t)n_pages * 24);
     uint8_t *user_len = malloc(n_users), *page_len = malloc(n_pages);
-    uint64_t *user_hash = malloc((size_t)n_users * sizeof *user_hash);
     double *cdf = malloc((size_t)n_pages * sizeof *cdf);
     gen_event *evs = malloc(n_events * sizeof *evs);
     char (*ids)[24] = malloc(n_events * 24);
-    if (!users || !pages || !user_len || !page_len || !user_hash || !cdf || !evs || !ids) {
+    if (!users || !pages || !user_len || !page_len || !cdf || !evs || !ids) {
         fprintf(stderr, "lib_bench: out of memory\n");
         return 1;
     }
     for (uint32_t u = 0; u < n_users; u++) {
         user_len[u] = (uint8_t)snprintf(users[u], 16, "u%07" PRIu32, u);
-        user_hash[u] = cf_hash64(users[u], user_len[u], 0);
     }
     double total = 0;
     for (uint32_t p = 0; p < n_pages; p++) {
@@ -138,11 +134,27 @@ int main(int argc, char **argv)
         snprintf(ids[i], 24, "e%014zu", i % (n_events - n_events / 100)); /* ~1% duplicates */
     }
 
-    cf_winop_config tcfg = {CF_WINDOW_TUMBLING, 60000, 60000, 60000, 0};
-    cf_winop_config scfg = {CF_WINDOW_SLIDING, 300000, 60000, 60000, 0};
-    cf_winop *tumbling = cf_winop_new(&tcfg), *sliding = cf_winop_new(&scfg);
-    cf_sessions *sessions = cf_sessions_new(30 * 60000, 60000, 0);
-    cf_trending *trending = cf_trending_new(60000);
+    /* The aggregates of builtin_sql.h's views. */
+    static const sql_agg_spec win_aggs[] = {{SQL_AGG_COUNT_STAR, 0}, {SQL_AGG_COUNT_DISTINCT, 0}};
+    static const sql_agg_spec sess_aggs[] = {{SQL_AGG_COUNT_STAR, 0},
+                                             {SQL_AGG_COUNT_DISTINCT, 0},
+                                             {SQL_AGG_EARLIEST, 0},
+                                             {SQL_AGG_LATEST, 0}};
+    static const sql_agg_spec trend_aggs[] = {{SQL_AGG_DECAYED_COUNT, 60000}};
+    sql_view_config tcfg = {.nkeys = 1, .aggs = win_aggs, .naggs = 2,
+                            .window = SQL_WINDOW_TUMBLING, .size_ms = 60000,
+                            .advance_ms = 60000, .grace_ms = 60000};
+    sql_view_config scfg = tcfg;
+    scfg.window = SQL_WINDOW_HOPPING;
+    scfg.size_ms = 300000;
+    sql_view_config ecfg = {.nkeys = 1, .aggs = sess_aggs, .naggs = 4,
+                            .window = SQL_WINDOW_SESSION, .gap_ms = 30 * 60000,
+                            .grace_ms = 60000};
+    sql_view_config rcfg = {.nkeys = 1, .aggs = trend_aggs, .naggs = 1,
+                            .window = SQL_WINDOW_NONE};
+    sql_view *tumbling = sql_view_new(&tcfg), *sliding = sql_view_new(&scfg);
+    sql_view *sessions = sql_view_new(&ecfg);
+    sql_view *trending = sql_view_new(&rcfg);
     cf_dedup *dedup = cf_dedup_new(10 * 60000, 0);
     if (!tumbling || !sliding || !sessions || !trending || !dedup) {
         fprintf(stderr, "lib_bench: cannot create operators\n");
@@ -150,7 +162,7 @@ int main(int argc, char **argv)
     }
 
     uint64_t windows_out = 0, sessions_out = 0, dups = 0, late = 0;
-    int64_t max_ts = INT64_MIN;
+    int64_t max_ts = INT64_MIN, wm = INT64_MIN;
     long rss_before = rss_kib();
     double start = now_s(), cpu_start = cpu_s();
     for (size_t i = 0; i < n_events; i++) {
@@ -164,31 +176,35 @@ int main(int argc, char **argv)
             max_ts = e->ts;
         const char *page = pages[e->page];
         size_t plen = page_len[e->page];
-        int a = cf_winop_add(tumbling, page, plen, user_hash[e->user], e->ts, count_emit_window,
-                             &windows_out);
-        int b = cf_winop_add(sliding, page, plen, user_hash[e->user], e->ts, count_emit_window,
-                             &windows_out);
-        if (a == 0 && b == 0)
+        sql_value pk = sql_string(page, (uint32_t)plen);
+        sql_value uk = sql_string(users[e->user], user_len[e->user]);
+        sql_value wargs[2] = {sql_null(), uk}, sargs[4] = {sql_null(), pk, pk, pk};
+        int a = sql_view_apply(tumbling, &pk, wargs, e->ts, i, wm, count_emit, &windows_out);
+        int b = sql_view_apply(sliding, &pk, wargs, e->ts, i, wm, count_emit, &windows_out);
+        if (a == SQL_VIEW_LATE && b == SQL_VIEW_LATE)
             late++;
-        cf_sessions_add(sessions, users[e->user], user_len[e->user], page, plen, e->ts,
-                        count_emit_session, &sessions_out);
-        cf_trending_add(trending, page, plen, e->ts);
+        sql_view_apply(sessions, &uk, sargs, e->ts, i, wm, count_emit, &sessions_out);
+        sql_view_apply(trending, &pk, NULL, e->ts, i, wm, NULL, NULL);
         if ((i & 1023) == 1023) { /* a watermark marker per 1024 events, as the server sends */
-            int64_t wm = max_ts - 5000;
-            cf_winop_advance(tumbling, wm, count_emit_window, &windows_out);
-            cf_winop_advance(sliding, wm, count_emit_window, &windows_out);
-            cf_sessions_advance(sessions, wm, count_emit_session, &sessions_out);
+            wm = max_ts - 5000;
+            sql_view_advance(tumbling, wm, count_emit, &windows_out);
+            sql_view_advance(sliding, wm, count_emit, &windows_out);
+            sql_view_advance(sessions, wm, count_emit, &sessions_out);
             if ((i & 65535) == 65535)
-                cf_trending_prune(trending, max_ts, 0.01);
+                sql_view_forget(trending, max_ts, below_min, NULL);
         }
     }
     double secs = now_s() - start, cpu_secs = cpu_s() - cpu_start;
     long rss_after = rss_kib();
 
-    size_t open_sessions = cf_sessions_open_count(sessions);
-    size_t window_keys = cf_winop_open_count(tumbling) + cf_winop_kept_count(tumbling) +
-                         cf_winop_open_count(sliding) + cf_winop_kept_count(sliding);
-    size_t window_bytes = cf_winop_memory(tumbling) + cf_winop_memory(sliding);
+    sql_view_stats st_t, st_s, st_e, st_r;
+    sql_view_stats_get(tumbling, &st_t);
+    sql_view_stats_get(sliding, &st_s);
+    sql_view_stats_get(sessions, &st_e);
+    sql_view_stats_get(trending, &st_r);
+    size_t open_sessions = st_e.open;
+    size_t window_keys = st_t.open + st_t.kept + st_s.open + st_s.kept;
+    size_t window_bytes = st_t.bytes + st_s.bytes;
     printf("lib_bench: events=%zu users=%" PRIu32 " pages=%" PRIu32 " disorder_ms=%" PRId64 "\n",
            n_events, n_users, n_pages, disorder);
     printf("events_per_s=%.0f seconds=%.3f duplicates=%" PRIu64 " late=%" PRIu64
@@ -196,22 +212,21 @@ int main(int argc, char **argv)
            (double)n_events / secs, secs, dups, late, windows_out, sessions_out);
     printf("events_per_cpu_s=%.0f cpu_seconds=%.3f\n", (double)n_events / cpu_secs, cpu_secs);
     printf("open_sessions=%zu bytes_per_open_session=%.1f\n", open_sessions,
-           open_sessions ? (double)cf_sessions_memory(sessions) / (double)open_sessions : 0.0);
+           open_sessions ? (double)st_e.bytes / (double)open_sessions : 0.0);
     printf("window_keys=%zu bytes_per_window_key=%.1f\n", window_keys,
            window_keys ? (double)window_bytes / (double)window_keys : 0.0);
     printf("dedup_ids=%zu bytes_per_dedup_id=%.1f trending_pages=%zu bytes_per_trending_page=%.1f\n",
            cf_dedup_count(dedup),
            cf_dedup_count(dedup) ? (double)cf_dedup_memory(dedup) / (double)cf_dedup_count(dedup) : 0.0,
-           cf_trending_count(trending),
-           cf_trending_count(trending) ? (double)cf_trending_memory(trending) / (double)cf_trending_count(trending) : 0.0);
+           st_r.groups, st_r.groups ? (double)st_r.bytes / (double)st_r.groups : 0.0);
     printf("rss_growth_mib=%.1f\n", (double)(rss_after - rss_before) / 1024.0);
 
-    cf_winop_free(tumbling);
-    cf_winop_free(sliding);
-    cf_sessions_free(sessions);
-    cf_trending_free(trending);
+    sql_view_free(tumbling);
+    sql_view_free(sliding);
+    sql_view_free(sessions);
+    sql_view_free(trending);
     cf_dedup_free(dedup);
-    free(users); free(pages); free(user_len); free(page_len); free(user_hash); free(cdf);
+    free(users); free(pages); free(user_len); free(page_len); free(cdf);
     free(evs); free(ids);
     return 0;
 }

@@ -3,7 +3,13 @@
 baseline in the same run on this machine and prints a markdown table.
 
   run.py --bin build-release/server/clickflow --tools build-release/tests/bench
-         [--smoke] [--out BENCHMARKS.md]
+         [--smoke] [--out BENCHMARKS.md] [--only S2,S9]
+         [--baseline-bin OTHER/clickflow --baseline-name COMMIT]   (adds S13)
+
+S13 compares S2 against another build of clickflow, e.g. the hard-wired
+built-ins before issue 11:
+  git worktree add /tmp/base-hardwired f1ea76e && cd /tmp/base-hardwired &&
+  meson setup build --buildtype=release && meson compile -C build
 
 --smoke runs every scenario for about a second with small key counts (the
 test suite does this so the script cannot rot); the figures are then
@@ -96,11 +102,11 @@ class Bench:
         self.single = os.path.join(self.gen, "single.json")
         self.n_log = n_log
 
-    def server(self, *args):
-        env = {"CLICKFLOW_BIN": self.a.bin}
+    def server(self, *args, binary=None):
+        env = {"CLICKFLOW_BIN": binary or self.a.bin}
         os.environ.update(env)
         s = Server(["--idle-timeout", "10s"] + list(args), ready_path="/readyz")
-        s.bin = self.a.bin
+        s.bin = binary or self.a.bin
         return s  # started by the with-statement
 
     def client_run(self, port, bodies, conns, seconds, rate=0, per_body=1, path="/api/v1/events",
@@ -598,8 +604,8 @@ class Bench:
                     per_cpu = events / max(cpu_s(srv.proc.pid) - c0, 1e-3)
                     if views:
                         _, v = srv.request("GET", "/api/v1/views")
-                        # The built-ins are listed too but run on their own
-                        # operators (no SQL state to count).
+                        # The built-ins are listed too (their state is
+                        # counted in stats, not here).
                         user = [it for it in v["items"] if not it.get("builtin")]
                         if len(user) != len(self.USER_VIEWS) or not all(
                                 it["groups"] > 0 for it in user):
@@ -612,6 +618,31 @@ class Bench:
             best[False][0], ">= 0.5x")
         row("S9", "same", "events per server CPU-second", best[True][1], "same bodies, no user views",
             best[False][1], "-")
+
+    # S13 ---------------------------------------------------------------------
+    def s13(self):
+        """Issue 11: S2 with the built-in analytics running as SQL views
+        against the same workload on --baseline-bin, the hard-wired engine of
+        the commit before the switch (built from a git worktree, same build
+        type). Same bodies, same run, interleaved, best of three each; events
+        per server CPU-second too (less disturbed by other load)."""
+        if not self.a.baseline_bin:
+            raise RuntimeError("S13 needs --baseline-bin")
+        best = {}
+        for _ in range(1 if self.a.smoke else 3):
+            for name, binary in (("base", self.a.baseline_bin), ("sql", self.a.bin)):
+                with self.server(binary=binary) as srv:
+                    c0 = cpu_s(srv.proc.pid)
+                    b = self.client_run(srv.http_port, self.batches, 4, self.d, per_body=1000)
+                    events = b["events_per_s"] * b["requests"] / max(b["rps"], 1e-9)
+                    per_cpu = events / max(cpu_s(srv.proc.pid) - c0, 1e-3)
+                old = best.get(name, (0, 0))
+                best[name] = (max(old[0], b["events_per_s"]), max(old[1], per_cpu))
+        what = self.a.baseline_name or "--baseline-bin"
+        row("S13", "S2, built-in analytics as SQL views", "events/s", best["sql"][0],
+            "hard-wired engine (%s)" % what, best["base"][0], ">= 0.9x")
+        row("S13", "same", "events per server CPU-second", best["sql"][1],
+            "hard-wired engine (%s)" % what, best["base"][1], "-")
 
     # S10 ---------------------------------------------------------------------
     def s10(self):
@@ -692,16 +723,23 @@ def main():
     ap.add_argument("--out")
     ap.add_argument("--s9-shards", type=int, default=0,
                     help="--shards for S9's servers (default: the server's default)")
-    ap.add_argument("--only", default="S1,S2,S3,T1,S4,S5,S6,S7,S8,S9,S10")
+    ap.add_argument("--only", default=None,
+                    help="scenarios, comma-separated (default S1-S10 with T1, and S13 with --baseline-bin)")
     ap.add_argument("--plots", default="docs/bench",
                     help="where the latency-over-time PNGs go (with --out)")
+    ap.add_argument("--baseline-bin",
+                    help="S13: a clickflow binary to compare S2 against (e.g. the hard-wired "
+                    "built-ins of an older commit, built with `git worktree add`)")
+    ap.add_argument("--baseline-name", help="S13: how the table names the baseline (a commit)")
     a = ap.parse_args()
+    if a.only is None:
+        a.only = "S1,S2,S3,T1,S4,S5,S6,S7,S8,S9,S10" + (",S13" if a.baseline_bin else "")
     a.seconds = 1 if a.smoke else 10
     b = Bench(a)
     b.s2_peak = 0
     only = set(a.only.split(","))
     try:
-        for name in ("S1", "S2", "S3", "T1", "S4", "S5", "S6", "S7", "S8", "S9", "S10"):
+        for name in ("S1", "S2", "S3", "T1", "S4", "S5", "S6", "S7", "S8", "S9", "S10", "S13"):
             if name in only:
                 if name in ("S3", "T1") and not b.s2_peak:
                     b.s2_peak = b.s2_rate()[0]["events_per_s"]

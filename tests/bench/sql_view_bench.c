@@ -1,26 +1,22 @@
-/* sql_view_bench: the generic SQL view operator (sql_view + sql_agg)
- * configured as each built-in analytic, against the hard-wired operator on
- * the same events, one core:
+/* sql_view_bench: the SQL view operator (sql_view + sql_agg) configured as
+ * each built-in view of builtin_sql.h, one core:
  *   tumbling  SELECT page_url, COUNT(*), COUNT(DISTINCT user_id) ... WINDOW
- *             TUMBLING (SIZE 60 SECONDS)             vs cf_winop
+ *             TUMBLING (SIZE 60 SECONDS)
  *   sliding   ... WINDOW HOPPING (SIZE 5 MINUTES, ADVANCE BY 1 MINUTE)
- *                                                    vs cf_winop (sliding)
  *   sessions  ... WINDOW SESSION (30 MINUTES) GROUP BY user_id with COUNT(*),
  *             COUNT(DISTINCT page_url), EARLIEST(page_url), LATEST(page_url)
- *                                                    vs cf_sessions
  *   trending  SELECT page_url, DECAYED_COUNT(60 SECONDS) GROUP BY page_url
- *                                                    vs cf_trending
  * Events as in lib_bench (Zipf pages, uniform users, bounded disorder, a
  * watermark every 1024 events). Prints events per CPU second for each and
- * the ratio sql/builtin, and state bytes per held unit (window-group pair,
- * open session, page).
+ * all four, and state bytes per held unit (window-group pair, open
+ * session, page). (Until the built-ins ran as SQL this compared each with
+ * its hard-wired operator: 0.82-0.88x, BENCHMARKS.md.)
  *
  * On a shared machine the figures move by +-15% between runs, so --repeat
- * N runs each pair N times, alternating, and keeps the fastest of each.
+ * N runs each N times and keeps the fastest.
  *
  *   sql_view_bench [--events N] [--users N] [--pages N] [--disorder-ms N]
  *                  [--rate N] [--seed N] [--only NAME] [--repeat N]
- *                  [--sql-only 1 | --builtin-only 1]
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -28,10 +24,6 @@
 #include <string.h>
 #include <time.h>
 
-#include "cf_hash.h"
-#include "cf_sessions.h"
-#include "cf_trending.h"
-#include "cf_winop.h"
 #include "sql_view.h"
 
 typedef struct gen_event {
@@ -80,14 +72,9 @@ static gen_event *evs;
 static char (*users)[16];
 static char (*pages)[24];
 static uint8_t *user_len, *page_len;
-static uint64_t *user_hash;
 static uint64_t emitted;
 
-static void count_window(void *ctx, const cf_window_result *r) { (void)ctx; (void)r; emitted++; }
-static void count_session(void *ctx, const cf_session_record *r) { (void)ctx; (void)r; emitted++; }
 static void count_view(void *ctx, const sql_view_result *r) { (void)ctx; (void)r; emitted++; }
-
-/* ---- built-ins ------------------------------------------------------------ */
 
 typedef struct measure {
     double secs;
@@ -95,63 +82,7 @@ typedef struct measure {
     size_t bytes, units;
 } measure;
 
-static measure run_winop(cf_window_type type, int64_t size, int64_t slide)
-{
-    cf_winop_config c = {type, size, slide, 60000, 0};
-    cf_winop *op = cf_winop_new(&c);
-    emitted = 0;
-    int64_t max_ts = INT64_MIN;
-    double t0 = cpu_s();
-    for (size_t i = 0; i < n_events; i++) {
-        const gen_event *e = &evs[i];
-        if (e->ts > max_ts)
-            max_ts = e->ts;
-        /* the server hashes the user once per event for both window types */
-        cf_winop_add(op, pages[e->page], page_len[e->page], cf_hash64(users[e->user], user_len[e->user], 0),
-                     e->ts, count_window, NULL);
-        if ((i & 1023) == 1023)
-            cf_winop_advance(op, max_ts - 5000, count_window, NULL);
-    }
-    measure m = {cpu_s() - t0, emitted, cf_winop_memory(op),
-                 cf_winop_open_count(op) + cf_winop_kept_count(op)};
-    cf_winop_free(op);
-    return m;
-}
-
-static measure run_sessions(void)
-{
-    cf_sessions *s = cf_sessions_new(30 * 60000, 60000, 0);
-    emitted = 0;
-    int64_t max_ts = INT64_MIN;
-    double t0 = cpu_s();
-    for (size_t i = 0; i < n_events; i++) {
-        const gen_event *e = &evs[i];
-        if (e->ts > max_ts)
-            max_ts = e->ts;
-        cf_sessions_add(s, users[e->user], user_len[e->user], pages[e->page], page_len[e->page],
-                        e->ts, count_session, NULL);
-        if ((i & 1023) == 1023)
-            cf_sessions_advance(s, max_ts - 5000, count_session, NULL);
-    }
-    measure m = {cpu_s() - t0, emitted, cf_sessions_memory(s), cf_sessions_open_count(s)};
-    cf_sessions_free(s);
-    return m;
-}
-
-static measure run_trending(void)
-{
-    cf_trending *t = cf_trending_new(60000);
-    double t0 = cpu_s();
-    for (size_t i = 0; i < n_events; i++) {
-        const gen_event *e = &evs[i];
-        cf_trending_add(t, pages[e->page], page_len[e->page], e->ts);
-    }
-    measure m = {cpu_s() - t0, 0, cf_trending_memory(t), cf_trending_count(t)};
-    cf_trending_free(t);
-    return m;
-}
-
-/* ---- the same through sql_view --------------------------------------------- */
+/* ---- one view over the events ------------------------------------------------- */
 
 /* key_is_user: sessions (key user_id, arguments page_url); otherwise the
  * key is page_url and the argument, if any aggregate takes one, user_id. */
@@ -193,10 +124,9 @@ static measure run_view(const sql_view_config *c, bool key_is_user)
     return m;
 }
 
-static bool skip_builtin, skip_sql;
-/* CPU seconds summed over the views run: all four per event is what the
- * server does for the built-in analytics. */
-static double total_builtin, total_sql;
+/* CPU seconds summed over the views run: all four per event is what a
+ * shard does for the built-in analytics. */
+static double total_sql;
 
 static int repeat = 1;
 
@@ -205,24 +135,12 @@ static measure best(measure a, measure b)
     return a.secs <= b.secs ? a : b;
 }
 
-static void report(const char *name, const char *unit, measure b, measure s)
+static void report(const char *name, const char *unit, measure s)
 {
-    total_builtin += b.secs;
     total_sql += s.secs;
-    if (skip_sql) {
-        printf("%-9s builtin %10.0f ev/cpu-s\n", name, (double)n_events / b.secs);
-        return;
-    }
-    if (skip_builtin) {
-        printf("%-9s sql_view %10.0f ev/cpu-s\n", name, (double)n_events / s.secs);
-        return;
-    }
-    double eb = (double)n_events / b.secs, es = (double)n_events / s.secs;
-    printf("%-9s builtin %10.0f ev/cpu-s  sql_view %10.0f ev/cpu-s  ratio %.2fx  "
-           "bytes/%s builtin %.1f sql_view %.1f (units %zu/%zu, emitted %" PRIu64 "/%" PRIu64 ")\n",
-           name, eb, es, es / eb, unit, b.units ? (double)b.bytes / (double)b.units : 0.0,
-           s.units ? (double)s.bytes / (double)s.units : 0.0, b.units, s.units, b.emitted,
-           s.emitted);
+    printf("%-9s sql_view %10.0f ev/cpu-s  bytes/%s %.1f (units %zu, emitted %" PRIu64 ")\n",
+           name, (double)n_events / s.secs, unit,
+           s.units ? (double)s.bytes / (double)s.units : 0.0, s.units, s.emitted);
 }
 
 int main(int argc, char **argv)
@@ -234,9 +152,6 @@ int main(int argc, char **argv)
     int64_t rate = arg_long(argc, argv, "--rate", 10000);
     rng_state = (uint64_t)arg_long(argc, argv, "--seed", 42);
     const char *only = arg_str(argc, argv, "--only");
-    /* --sql-only 1: only the sql_view side (for profiling) */
-    skip_builtin = arg_long(argc, argv, "--sql-only", 0) != 0;
-    skip_sql = arg_long(argc, argv, "--builtin-only", 0) != 0;
     repeat = (int)arg_long(argc, argv, "--repeat", 1);
     if (repeat < 1)
         repeat = 1;
@@ -245,10 +160,9 @@ int main(int argc, char **argv)
     pages = malloc((size_t)n_pages * 24);
     user_len = malloc(n_users);
     page_len = malloc(n_pages);
-    user_hash = malloc((size_t)n_users * sizeof *user_hash);
     double *cdf = malloc((size_t)n_pages * sizeof *cdf);
     evs = malloc(n_events * sizeof *evs);
-    if (!users || !pages || !user_len || !page_len || !user_hash || !cdf || !evs) {
+    if (!users || !pages || !user_len || !page_len || !cdf || !evs) {
         fprintf(stderr, "sql_view_bench: out of memory\n");
         return 1;
     }
@@ -286,58 +200,40 @@ int main(int argc, char **argv)
     if (!only || strcmp(only, "tumbling") == 0) {
         sql_view_config c = {.nkeys = 1, .aggs = win_aggs, .naggs = 2,
                              .window = SQL_WINDOW_TUMBLING, .size_ms = 60000, .grace_ms = 60000};
-        measure b = {1e30, 0, 0, 0}, q = b;
-        for (int r = 0; r < repeat; r++) {
-            if (!skip_builtin)
-                b = best(b, run_winop(CF_WINDOW_TUMBLING, 60000, 60000));
-            if (!skip_sql)
-                q = best(q, run_view(&c, false));
-        }
-        report("tumbling", "window-group", b, q);
+        measure q = {1e30, 0, 0, 0};
+        for (int r = 0; r < repeat; r++)
+            q = best(q, run_view(&c, false));
+        report("tumbling", "window-group", q);
     }
     if (!only || strcmp(only, "sliding") == 0) {
         sql_view_config c = {.nkeys = 1, .aggs = win_aggs, .naggs = 2,
                              .window = SQL_WINDOW_HOPPING, .size_ms = 300000,
                              .advance_ms = 60000, .grace_ms = 60000};
-        measure b = {1e30, 0, 0, 0}, q = b;
-        for (int r = 0; r < repeat; r++) {
-            if (!skip_builtin)
-                b = best(b, run_winop(CF_WINDOW_SLIDING, 300000, 60000));
-            if (!skip_sql)
-                q = best(q, run_view(&c, false));
-        }
-        report("sliding", "window-group", b, q);
+        measure q = {1e30, 0, 0, 0};
+        for (int r = 0; r < repeat; r++)
+            q = best(q, run_view(&c, false));
+        report("sliding", "window-group", q);
     }
     if (!only || strcmp(only, "sessions") == 0) {
         sql_view_config c = {.nkeys = 1, .aggs = sess_aggs, .naggs = 4,
                              .window = SQL_WINDOW_SESSION, .gap_ms = 30 * 60000,
                              .grace_ms = 60000};
-        measure b = {1e30, 0, 0, 0}, q = b;
-        for (int r = 0; r < repeat; r++) {
-            if (!skip_builtin)
-                b = best(b, run_sessions());
-            if (!skip_sql)
-                q = best(q, run_view(&c, true));
-        }
-        report("sessions", "open-session", b, q);
+        measure q = {1e30, 0, 0, 0};
+        for (int r = 0; r < repeat; r++)
+            q = best(q, run_view(&c, true));
+        report("sessions", "open-session", q);
     }
     if (!only || strcmp(only, "trending") == 0) {
         sql_view_config c = {.nkeys = 1, .aggs = trend_aggs, .naggs = 1,
                              .window = SQL_WINDOW_NONE};
-        measure b = {1e30, 0, 0, 0}, q = b;
-        for (int r = 0; r < repeat; r++) {
-            if (!skip_builtin)
-                b = best(b, run_trending());
-            if (!skip_sql)
-                q = best(q, run_view(&c, false));
-        }
-        report("trending", "page", b, q);
+        measure q = {1e30, 0, 0, 0};
+        for (int r = 0; r < repeat; r++)
+            q = best(q, run_view(&c, false));
+        report("trending", "page", q);
     }
-    if (!only && !skip_builtin && !skip_sql)
-        printf("all four  builtin %10.0f ev/cpu-s  sql_view %10.0f ev/cpu-s  ratio %.2fx\n",
-               (double)n_events / total_builtin, (double)n_events / total_sql,
-               total_builtin / total_sql);
-    free(users); free(pages); free(user_len); free(page_len); free(user_hash); free(cdf);
+    if (!only)
+        printf("all four  sql_view %10.0f ev/cpu-s\n", (double)n_events / total_sql);
+    free(users); free(pages); free(user_len); free(page_len); free(cdf);
     free(evs);
     return 0;
 }

@@ -134,6 +134,36 @@ def test_below_the_bound_results_match_the_reference():
     sem.with_servers([1, 4], body, extra=["--max-keys", "4000"])
 
 
+def test_trending_bound_evicts_the_lowest_scored():
+    """Trending's policy (docs/DESIGN.md): past the bound the lowest-scored
+    pages go, not the least recently clicked. Ten pages clicked 50 times
+    early stay while 300 pages clicked once, later, come and go; the hot
+    pages' scores are exact (every click counted)."""
+    bound = 100     # one shard: the whole bound
+    with Server(["--idle-timeout", "0", "--shards", "1", "--max-keys", str(bound),
+                 "--half-life", "10m"]) as srv:
+        hot = [{"user_id": "h%d" % k, "page_url": "/hot/%d" % i, "timestamp": T0 + k}
+               for i in range(10) for k in range(50)]
+        post(srv, hot)
+        cold = [{"user_id": "c%d" % i, "page_url": "/cold/%d" % i, "timestamp": T0 + 1_000 + i}
+                for i in range(300)]
+        post(srv, cold)
+        st, stats = srv.request("GET", "/api/v1/stats")
+        assert st == 200
+        ks = stats["keyed_state"]["trending"]
+        assert ks["keys"] <= bound and ks["evicted"] == 310 - ks["keys"], ks
+        assert stats["trending_evictions"] == ks["evicted"], stats
+        st, top = srv.request("GET", "/api/v1/trending?n=10")
+        assert st == 200, top
+        assert sorted(it["page_url"] for it in top["items"]) == \
+            sorted("/hot/%d" % i for i in range(10)), top
+        # 50 clicks within 50 ms of T0 and a clock ~1.3 s later, half-life
+        # 10 min: every one still counts, decayed by at most 2^(-1.4/600).
+        for it in top["items"]:
+            assert 49.8 < it["score"] <= 50.0, it
+
+
 if __name__ == "__main__":
     run_tests([test_many_distinct_keys_stay_bounded_and_are_counted,
-               test_below_the_bound_results_match_the_reference])
+               test_below_the_bound_results_match_the_reference,
+               test_trending_bound_evicts_the_lowest_scored])

@@ -26,7 +26,7 @@
 #include <sched.h>
 
 #include "cf_time.h"
-#include "cf_winop.h"
+#include "results_json.h"
 #include "config.h"
 #include "engine.h"
 #include "engine_test.h"
