@@ -144,21 +144,6 @@ int sql_func_type(sql_func f, const sql_type *args, uint32_t n, sql_type *ret_ty
     return 0;
 }
 
-const char *sql_type_name(sql_type t)
-{
-    switch (t) {
-    case SQL_NULL: return "NULL";
-    case SQL_BOOLEAN: return "BOOLEAN";
-    case SQL_BIGINT: return "BIGINT";
-    case SQL_DOUBLE: return "DOUBLE";
-    case SQL_STRING: return "STRING";
-    case SQL_TIMESTAMP: return "TIMESTAMP";
-    case SQL_ARRAY: return "ARRAY";
-    case SQL_JSON: return "JSON";
-    }
-    return "?";
-}
-
 /* -- program building ---------------------------------------------------------- */
 
 sql_prog *sql_prog_new(void)

@@ -143,9 +143,6 @@ static inline bool sql_value_is_true(sql_value v)
     return v.type == SQL_BOOLEAN && v.u.b;
 }
 
-/* The SQL name of a run-time type ("BIGINT"). */
-const char *sql_type_name(sql_type t);
-
 /* Three-way comparison as used by `<` and ORDER BY: returns -1, 0 or 1, or
  * -2 when the two can't be compared (either NULL, or different kinds).
  * Numbers compare by value whatever their type. */

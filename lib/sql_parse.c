@@ -51,28 +51,13 @@ const char *sql_stmt_kind_name(sql_stmt_kind kind)
     return "?";
 }
 
-static const char *scalar_type_name(sql_type t)
-{
-    switch (t) {
-    case SQL_NULL: return "NULL";
-    case SQL_BOOLEAN: return "BOOLEAN";
-    case SQL_BIGINT: return "BIGINT";
-    case SQL_DOUBLE: return "DOUBLE";
-    case SQL_STRING: return "STRING";
-    case SQL_TIMESTAMP: return "TIMESTAMP";
-    case SQL_ARRAY: return "ARRAY";
-    case SQL_JSON: return "JSON";
-    }
-    return "?";
-}
-
 const char *sql_type_ref_name(sql_type_ref t, char *buf, size_t cap)
 {
     sql_sb sb = {0};
     if (t.type == SQL_ARRAY)
-        sql_sb_printf(&sb, "ARRAY<%s>", scalar_type_name(t.elem));
+        sql_sb_printf(&sb, "ARRAY<%s>", sql_type_name(t.elem));
     else
-        sql_sb_puts(&sb, scalar_type_name(t.type));
+        sql_sb_puts(&sb, sql_type_name(t.type));
     size_t n = 0;
     if (cap) {
         n = sb.data && !sb.oom ? sb.len : 0;

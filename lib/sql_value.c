@@ -55,3 +55,18 @@ bool sql_value_load(cf_reader *in, size_t max_str, sql_value *ret)
     *ret = v;
     return true;
 }
+
+const char *sql_type_name(sql_type t)
+{
+    switch (t) {
+    case SQL_NULL: return "NULL";
+    case SQL_BOOLEAN: return "BOOLEAN";
+    case SQL_BIGINT: return "BIGINT";
+    case SQL_DOUBLE: return "DOUBLE";
+    case SQL_STRING: return "STRING";
+    case SQL_TIMESTAMP: return "TIMESTAMP";
+    case SQL_ARRAY: return "ARRAY";
+    case SQL_JSON: return "JSON";
+    }
+    return "?";
+}

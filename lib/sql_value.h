@@ -31,6 +31,9 @@ typedef enum sql_type {
     SQL_JSON,       /* compact JSON text of any value */
 } sql_type;
 
+/* The SQL name of a type ("BIGINT"; "?" for a value outside the enum). */
+const char *sql_type_name(sql_type t);
+
 typedef struct sql_value {
     uint8_t type;       /* sql_type */
     uint8_t pad_[3];

@@ -23,21 +23,6 @@ bool cf_histview_kept(const cf_history *h, const sql_plan_info *pi)
            ident(pi->name) && !cf_history_is_registered(h, pi->name);
 }
 
-const char *cf_histview_type_name(sql_type t)
-{
-    switch (t) {
-    case SQL_NULL: return "NULL";
-    case SQL_BOOLEAN: return "BOOLEAN";
-    case SQL_BIGINT: return "BIGINT";
-    case SQL_DOUBLE: return "DOUBLE";
-    case SQL_STRING: return "STRING";
-    case SQL_TIMESTAMP: return "TIMESTAMP";
-    case SQL_ARRAY: return "ARRAY";
-    case SQL_JSON: return "JSON";
-    }
-    return "NULL";
-}
-
 /* Names spliced into the rollup's json paths must be identifiers. */
 static bool ident(const char *s)
 {
@@ -182,7 +167,7 @@ int cf_histview_define(cf_history *h, const sql_plan_info *pi)
         cJSON *o = cJSON_CreateObject();
         cJSON_AddItemToArray(cols, o);
         cJSON_AddStringToObject(o, "name", pc->name);
-        cJSON_AddStringToObject(o, "type", cf_histview_type_name(pc->type));
+        cJSON_AddStringToObject(o, "type", sql_type_name(pc->type));
         cJSON_AddStringToObject(o, "role", role);
     }
     cJSON_AddNumberToObject(meta, "group_keys", pi->ngroup_keys);

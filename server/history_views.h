@@ -33,7 +33,5 @@ int cf_histview_define(cf_history *h, const sql_plan_info *pi);
 void cf_histview_offer(cf_history *h, const sql_plan_info *pi, const sql_view_result *r,
                        const sql_value *cols, sql_sb *scratch, uint64_t *errors);
 
-/* The name of a column type as stored in the meta ("BIGINT", ...). */
-const char *cf_histview_type_name(sql_type t);
 
 #endif

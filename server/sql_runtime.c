@@ -475,21 +475,6 @@ bool cf_sqlrt_reads(cf_sqlrt *rt, const char *source)
 
 /* ---- listings --------------------------------------------------------------- */
 
-static const char *type_name(sql_type t)
-{
-    switch (t) {
-    case SQL_BOOLEAN: return "BOOLEAN";
-    case SQL_BIGINT: return "BIGINT";
-    case SQL_DOUBLE: return "DOUBLE";
-    case SQL_STRING: return "STRING";
-    case SQL_TIMESTAMP: return "TIMESTAMP";
-    case SQL_ARRAY: return "ARRAY";
-    case SQL_JSON: return "JSON";
-    case SQL_NULL: break;
-    }
-    return "NULL";
-}
-
 cJSON *cf_sqlrt_columns_json(const sql_object *o)
 {
     cJSON *a = cJSON_CreateArray();
@@ -497,9 +482,9 @@ cJSON *cf_sqlrt_columns_json(const sql_object *o)
         const sql_column *c = &o->columns[i];
         char ty[48];
         if (c->type == SQL_ARRAY)
-            snprintf(ty, sizeof ty, "ARRAY<%s>", type_name(c->elem));
+            snprintf(ty, sizeof ty, "ARRAY<%s>", sql_type_name(c->elem));
         else
-            snprintf(ty, sizeof ty, "%s", type_name(c->type));
+            snprintf(ty, sizeof ty, "%s", sql_type_name(c->type));
         cJSON *col = cJSON_CreateObject();
         if (!col || !cJSON_AddStringToObject(col, "name", c->name) ||
             !cJSON_AddStringToObject(col, "type", ty) ||
