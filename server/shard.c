@@ -26,8 +26,9 @@
 /* Open rows per EMIT CHANGES view per shard in one interim push. */
 #define SQL_INTERIM_ROWS 1000
 #define SHARD_MAGIC 0x48534643u     /* "CFSH" */
-/* 2: the user SQL views after the rings (version 1 still loads: none). */
-#define SHARD_VERSION 2u
+/* 2: the user SQL views after the rings (version 1 still loads: none);
+ * 3: then the interval joins (version 2 still loads: none). */
+#define SHARD_VERSION 3u
 #define LATE_KEEP 10000             /* SPEC 8: at least the last 10,000 late events */
 #define SESSIONS_KEEP 100000        /* SPEC 5: at least the last 100,000 sessions */
 #define PRUNE_MIN_PAGES 1024        /* no trending prune below this many pages */
@@ -1574,7 +1575,8 @@ int cf_shard_load(cf_shard *s, cf_reader *parts, size_t n_parts, unsigned n_shar
              load_ring(cs, &in[i], load_s, keep_s, filter) &&
              (filter ? collect_late(&lv, &in[i], filter)
                      : load_ring(late, &in[i], load_l, keep_l, NULL)) &&
-             (heads[i].version < 2 || cf_sqlx_load(s->sqlx, &in[i], rescale) == 0) &&
+             (heads[i].version < 2 ||
+              cf_sqlx_load(s->sqlx, &in[i], rescale, heads[i].version >= 3) == 0) &&
              !in[i].bad;
     if (ok && lv.n > 1)
         qsort(lv.v, lv.n, sizeof *lv.v, cmp_late_seq);
