@@ -652,7 +652,7 @@ class Bench:
             per_event = []
 
             def sample(i):
-                samples.append((i, rss_kib(srv.proc.pid)))
+                samples.append((i, rss_kib(srv.proc.pid), time.monotonic()))
                 _, st = srv.request("GET", "/api/v1/stats")
                 j = st["joins"]["paid"]
                 if j["buffered_events"] > 100:
@@ -668,8 +668,17 @@ class Bench:
         row("S11", what, "events/s", rate, "S2 (same run)", self.s2_peak, "reported")
         row("S11", "same (%s pairs)" % fmt(j["pairs"]), "buffer bytes per buffered event (one copy)",
             sum(per_event) / len(per_event) if per_event else None, None, None, "reported")
-        half = [r for i, r in samples if i >= len(bodies) // 2]
-        quarter = [r for i, r in samples if len(bodies) // 4 <= i < len(bodies) // 2]
+        half = [r for i, r, _ in samples if i >= len(bodies) // 2]
+        quarter = [r for i, r, _ in samples if len(bodies) // 4 <= i < len(bodies) // 2]
+        # Throughput per half of the run (bodies are 1000 events): flat too
+        # when the join's cost does not grow with the stream.
+        firsts = [(i, t) for i, _, t in samples if i < len(bodies) // 2]
+        lasts = [(i, t) for i, _, t in samples if i >= len(bodies) // 2]
+        if len(firsts) > 1 and len(lasts) > 1:
+            r1 = (firsts[-1][0] - firsts[0][0]) * 1000 / max(firsts[-1][1] - firsts[0][1], 1e-9)
+            r2 = (lasts[-1][0] - lasts[0][0]) * 1000 / max(lasts[-1][1] - lasts[0][1], 1e-9)
+            row("S11", "same", "events/s over the second half", r2, "over the first half", r1,
+                "reported")
         if half and quarter:
             row("S11", "same, RSS over the run", "RSS MiB at 1/4 .. 1/2 of the run (max)",
                 max(quarter) / 1024, None, None, "reported")
