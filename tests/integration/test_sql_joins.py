@@ -327,6 +327,49 @@ def test_bad_input_applies_nothing():
         assert stats["joins"]["matched"]["buffered_right"] == 1, stats["joins"]
 
 
+def test_clicks_and_derived_sides():
+    """A derived stream on one side and `clicks` on the other, both orders of
+    arrival, a view over the join fed by both; against IntervalJoin."""
+    for shards in ("1", "3"):
+        with Server(ARGS + ["--shards", shards]) as srv:
+            sql(srv, ";".join([ORDERS, "CREATE STREAM big AS SELECT oid, k AS buyer, amount, ts FROM orders "
+                                       "WHERE amount >= 10",
+                               "CREATE STREAM bought AS SELECT c.user_id AS user_id, c.page_url AS page_url, "
+                               "b.oid AS oid FROM clicks c JOIN big b WITHIN 1 MINUTE ON c.user_id = b.buyer",
+                               "CREATE VIEW per_page AS SELECT page_url, COUNT(*) AS n FROM bought "
+                               "GROUP BY page_url"]))
+            ref = IntervalJoin(60_000, ALLOWED, False)
+            rng = random.Random(int(shards))
+            w = None
+            c = None
+            for i in range(200):
+                ts = T0 + i * 700 - rng.randrange(0, 20_000)
+                user = "u%d" % rng.randrange(6)
+                if rng.random() < 0.5:
+                    ev = {"oid": "o%d" % i, "k": user, "c": "x", "amount": rng.randrange(20), "ts": ts}
+                    st, body = srv.request("POST", "/api/v1/streams/orders/events", [ev])
+                    if ev["amount"] >= 10:
+                        ref.push(1, user, ts, {"oid": ev["oid"]}, w)
+                    else:
+                        ref.advance(w)
+                else:
+                    ev = {"user_id": user, "page_url": "/p%d" % rng.randrange(4), "timestamp": ts}
+                    st, body = srv.request("POST", "/api/v1/events", [ev])
+                    ref.push(0, user, ts, {"user_id": user, "page_url": ev["page_url"]}, w)
+                assert st == 202 and body["accepted"] == 1, body
+                c = ts if c is None else max(c, ts)
+                w = c - OOO if w is None else max(w, c - OOO)
+                ref.advance(w)
+            got = sorted((r["user_id"], r["page_url"], r["oid"]) for r in query(srv, "SELECT * FROM bought"))
+            want = sorted((cl["user_id"], cl["page_url"], o["oid"]) for cl, o in ref.out)
+            assert got == want and len(want) > 20, (len(got), len(want))
+            per_page = {r["page_url"]: r["n"] for r in query(srv, "SELECT * FROM per_page")}
+            want_pp = {}
+            for cl, _ in ref.out:
+                want_pp[cl["page_url"]] = want_pp.get(cl["page_url"], 0) + 1
+            assert per_page == want_pp, (per_page, want_pp)
+
+
 def test_explain_stats_metrics():
     with Server(ARGS + ["--shards", "2"]) as srv:
         sql(srv, ";".join([ORDERS, PAYS, MATCHED]))
@@ -434,6 +477,7 @@ def test_docs_examples():
 
 
 if __name__ == "__main__":
-    run_tests([test_boundaries, test_bad_input_applies_nothing, test_explain_stats_metrics,
+    run_tests([test_boundaries, test_bad_input_applies_nothing, test_clicks_and_derived_sides,
+               test_explain_stats_metrics,
                test_trace_one_shard, test_trace_four_shards, test_trace_four_shards_across_kill,
                test_trace_from_snapshot_with_other_shard_count, test_docs_examples])
