@@ -52,11 +52,12 @@ cf_sqlx_def *cf_sqlx_def_new(sql_plan *plan, bool source_runs, int64_t allowed_l
 cf_sqlx_def *cf_sqlx_def_ref(cf_sqlx_def *d);
 void cf_sqlx_def_unref(cf_sqlx_def *d);
 const char *cf_sqlx_def_name(const cf_sqlx_def *d);
-/* Whether this slice executes it: a view (no UNNEST) or a derived stream
- * (UNNEST allowed without a JOIN) whose sources run (clicks, a declared
- * stream, or a derived stream that runs; source_runs covers both sides of
- * a join). */
+/* Whether this slice executes it: a view (no JOIN, no UNNEST) or a derived
+ * stream (no JOIN; UNNEST allowed) whose source runs (clicks, a declared
+ * stream, or a derived stream that runs). */
 bool cf_sqlx_def_runnable(const cf_sqlx_def *d);
+/* (Joins run too: a stream-table join, or an interval join without UNNEST,
+ * whose both sides run; source_runs covers both sides.) */
 
 /* A set of n defs (each ref'd). NULL on OOM. */
 cf_sqlx_set *cf_sqlx_set_new(cf_sqlx_def *const *defs, size_t n);
