@@ -1594,7 +1594,24 @@ static void render_explain(sql_plan *p)
             sql_sb_puts(&j, "}");
         }
         sql_sb_puts(&t, "\n");
-        sql_sb_puts(&j, "]}");
+        sql_sb_puts(&j, "]");
+        if (!pi->join_table) {
+            /* Where its memory goes: both sides buffered per key until the
+             * watermark passes their last possible partner (SPEC 14). */
+            sql_sb_printf(&t, "  buffers: left and right events by key, each until W >= ROWTIME + %L ms + grace (",
+                          pi->within_ms);
+            if (pi->grace_ms >= 0)
+                sql_sb_printf(&t, "%L ms)", pi->grace_ms);
+            else
+                sql_sb_puts(&t, "--allowed-lateness)");
+            if (pi->join == SQL_JOIN_LEFT)
+                sql_sb_printf(&t, "; unmatched left events emitted with NULLs at W >= ROWTIME + %L ms",
+                              pi->within_ms);
+            sql_sb_puts(&t, "\n");
+            sql_sb_printf(&j, ",\"buffers\":{\"sides\":[\"left\",\"right\"],\"kept_until\":\"W >= ROWTIME + within + grace\",\"grace_ms\":%L}",
+                          pi->grace_ms);
+        }
+        sql_sb_puts(&j, "}");
     }
     if (pi->unnest_column >= 0) {
         const char *ua = pi->input[pi->unnest_column].name;

@@ -28,9 +28,10 @@
 #define SHARD_MAGIC 0x48534643u     /* "CFSH" */
 /* 2: the user SQL views after the rings. 3: the built-in views' state is
  * sql_view state (the views of builtin_sql.h) in place of the hard-wired
- * operators' blobs; older parts are
- * refused (docs/FORMATS.md). */
-#define SHARD_VERSION 3u
+ * operators' blobs; older parts are refused (docs/FORMATS.md).
+ * 4: then the interval joins (version 3 still loads: none). */
+#define SHARD_VERSION 4u
+#define SHARD_VERSION_SQL_BUILTINS 3u
 #define PRUNE_MIN_PAGES 1024        /* no trending prune below this many pages */
 #define TRENDING_MIN_SCORE 0.01     /* SPEC 7 */
 #define LATE_KEEP 10000             /* SPEC 8: at least the last 10,000 late events */
@@ -1584,7 +1585,7 @@ static void load_stats(cf_shard_stats *st, cf_reader *in)
 
 /* Layout: magic, version, stats, trending prune threshold, the 4 built-in views' blobs (sql_view_save,
  * CF_BUILTIN_* order), 4 rings (count + records, oldest first), the user
- * views (cf_sqlx_save). */
+ * views and the interval joins (cf_sqlx_save). */
 static int shard_save(const cf_shard *s, cf_buf *out)
 {
     cf_buf_put_u32(out, SHARD_MAGIC);
@@ -1725,7 +1726,7 @@ static int read_head(cf_reader *in, part_head *h)
     uint32_t magic = 0, version = 0;
     cf_get_u32(in, &magic);
     cf_get_u32(in, &version);
-    if (!in->bad && magic == SHARD_MAGIC && version < SHARD_VERSION) {
+    if (!in->bad && magic == SHARD_MAGIC && version < SHARD_VERSION_SQL_BUILTINS) {
         /* Kept the hard-wired operators' state, which the views cannot
          * read: refused (recovery says what to do). */
         cf_error("snapshot: shard part version %u holds the hard-wired operators' state, which "
@@ -1735,7 +1736,7 @@ static int read_head(cf_reader *in, part_head *h)
                  version, SHARD_VERSION);
         return -EINVAL;
     }
-    if (in->bad || magic != SHARD_MAGIC || version != SHARD_VERSION)
+    if (in->bad || magic != SHARD_MAGIC || version < SHARD_VERSION_SQL_BUILTINS || version > SHARD_VERSION)
         return -EINVAL;
     memset(h, 0, sizeof *h);
     h->version = version;
@@ -1852,7 +1853,7 @@ int cf_shard_load(cf_shard *s, cf_reader *parts, size_t n_parts, unsigned n_shar
              load_ring(cs, &in[i], load_s, keep_s, filter) &&
              (filter ? collect_late(&lv, &in[i], filter)
                      : load_ring(late, &in[i], load_l, keep_l, NULL)) &&
-             cf_sqlx_load(s->sqlx, &in[i], rescale) == 0 && !in[i].bad;
+             cf_sqlx_load(s->sqlx, &in[i], rescale, heads[i].version >= 4) == 0 && !in[i].bad;
     if (ok && lv.n > 1)
         qsort(lv.v, lv.n, sizeof *lv.v, cmp_late_seq);
     for (size_t i = 0; i < lv.n; i++) {

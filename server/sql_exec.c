@@ -15,6 +15,7 @@
 #include "history_views.h"
 #include "log.h"
 #include "retain.h"
+#include "sql_join.h"
 #include "sql_view.h"
 #include "tables.h"
 
@@ -33,12 +34,14 @@ struct cf_sqlx_def {
     bool windowed;
     bool runnable;
     bool is_stream;             /* CREATE STREAM AS: rows for the views downstream */
-    size_t source_len, join_source_len; /* strlen of pi's, once (compared per row) */
     /* The source column a GROUP BY key or an aggregate argument merely
      * reads (-1: an expression): cf_sqlx_def_apply copies those instead of
      * running their programs. */
     int16_t key_col[16];
     int16_t arg_col[64];
+    bool interval;              /* a stream-stream (interval) join runs before the rest */
+    sql_join_config jcfg;       /* its operator's configuration */
+    size_t source_len, join_source_len; /* strlen of pi's, once (compared per row) */
 };
 
 struct cf_sqlx_set {
@@ -137,13 +140,31 @@ cf_sqlx_def *cf_sqlx_def_new(sql_plan *plan, bool source_runs, int64_t allowed_l
         d->vcfg.naggs = 1;
     }
     d->is_stream = pi->kind == SQL_PLAN_DERIVED_STREAM;
+    d->interval = pi->join != SQL_JOIN_NONE && !pi->join_table;
     d->source_len = pi->source ? strlen(pi->source) : 0;
     d->join_source_len = pi->join_source ? strlen(pi->join_source) : 0;
     d->runnable = (pi->kind == SQL_PLAN_VIEW || d->is_stream) && pi->source &&
                   pi->source_kind == SQL_OBJ_STREAM && source_runs &&
                   (pi->join == SQL_JOIN_NONE ? d->is_stream || pi->unnest_column < 0
-                                             : pi->join_table && pi->njoin_keys == 1 &&
-                                                   pi->unnest_column < 0);
+                   : pi->join_table ? pi->njoin_keys == 1 && pi->unnest_column < 0
+                                    : pi->unnest_column < 0 && pi->njoin_keys >= 1 &&
+                                          pi->njoin_keys <= SQL_JOIN_MAX_KEYS);
+    if (d->interval) {
+        /* The join's rows: the source's columns, then the right side's
+         * (sql_plan's input row, which is what the join emits). Its GRACE
+         * PERIOD is the query's, like a window's. */
+        d->jcfg = (sql_join_config){
+            .left_outer = pi->join == SQL_JOIN_LEFT,
+            .nkeys = pi->njoin_keys,
+            .ncols = {pi->right_offset, pi->ninput - pi->right_offset},
+            .within_ms = pi->within_ms,
+            .grace_ms = d->vcfg.grace_ms,
+            .max_keys = max_keys,
+        };
+        if (getrandom(d->jcfg.hash_key, sizeof d->jcfg.hash_key, 0) !=
+            (ssize_t)sizeof d->jcfg.hash_key)
+            memset(d->jcfg.hash_key, 0x6b, sizeof d->jcfg.hash_key);
+    }
     return d;
 }
 
@@ -219,7 +240,8 @@ bool cf_sqlx_set_reads(const cf_sqlx_set *s, const char *source)
 {
     for (size_t i = 0; s && i < s->n; i++) {
         const cf_sqlx_def *d = s->defs[i];
-        if (d->runnable && strcmp(d->pi->source, source) == 0)
+        if (d->runnable && (strcmp(d->pi->source, source) == 0 ||
+                            (d->interval && strcmp(d->pi->join_source, source) == 0)))
             return true;
     }
     return false;
@@ -306,8 +328,19 @@ typedef struct xstream {
     uint32_t sub;           /* rows derived from that event so far (UNNEST) */
 } xstream;
 
+/* The interval join of one view or derived stream on this shard: every
+ * shard holds every key, like every table (see the header). */
+typedef struct xjoin {
+    cf_sqlx_def *def;
+    sql_join *j;
+    bool loaded;            /* filled from a snapshot part (one copy is enough) */
+} xjoin;
+
 struct cf_sqlx {
     unsigned index, n_shards;
+    xjoin *joins;
+    size_t njoins;
+    uint64_t last_seq;      /* arrival number of the last event (rows a marker emits) */
     xstream *streams;       /* derived streams with rows pushed since the set changed */
     size_t nstreams;
     size_t retain;
@@ -375,10 +408,19 @@ static void xview_free(xview *xv)
     cf_sqlx_def_unref(xv->def);
 }
 
+static void xjoin_free(xjoin *xj)
+{
+    sql_join_free(xj->j);
+    cf_sqlx_def_unref(xj->def);
+}
+
 void cf_sqlx_free(cf_sqlx *x)
 {
     if (!x)
         return;
+    for (size_t i = 0; i < x->njoins; i++)
+        xjoin_free(&x->joins[i]);
+    free(x->joins);
     for (size_t i = 0; i < x->n; i++)
         xview_free(&x->views[i]);
     free(x->views);
@@ -435,6 +477,40 @@ void cf_sqlx_install(cf_sqlx *x, cf_sqlx_set *set)
         }
         nv[k++] = fresh;
     }
+    /* Interval joins: carried on with their definition, else new and
+     * empty (a view sees the events accepted after it was created). */
+    xjoin *nj = calloc(n ? n : 1, sizeof *nj);
+    size_t kj = 0;
+    for (size_t i = 0; nj && i < n; i++) {
+        cf_sqlx_def *d = set->defs[i];
+        if (!d->runnable || !d->interval)
+            continue;
+        xjoin *old = NULL;
+        for (size_t j = 0; j < x->njoins && !old; j++)
+            if (x->joins[j].def == d)
+                old = &x->joins[j];
+        if (old) {
+            nj[kj++] = *old;
+            old->def = NULL;
+            old->j = NULL;
+            continue;
+        }
+        xjoin fresh = {.def = cf_sqlx_def_ref(d), .j = sql_join_new(&d->jcfg)};
+        if (!fresh.j) {
+            x->errors++;
+            cf_error("shard %u: out of memory for the join of %s", x->index, d->name);
+            xjoin_free(&fresh);
+            continue;
+        }
+        nj[kj++] = fresh;
+    }
+    if (!nj)
+        x->errors++;
+    for (size_t j = 0; j < x->njoins; j++)
+        xjoin_free(&x->joins[j]);
+    free(x->joins);
+    x->joins = nj;
+    x->njoins = kj;
     /* A dropped derived stream's rows go with it (a new one of the same
      * name starts empty). */
     size_t ks = 0;
@@ -910,6 +986,102 @@ static bool join_table(cf_sqlx *x, const sql_plan_info *pi, const sql_row *src, 
     return went;
 }
 
+static xjoin *join_of(cf_sqlx *x, const cf_sqlx_def *d)
+{
+    for (size_t i = 0; i < x->njoins; i++)
+        if (x->joins[i].def == d)
+            return &x->joins[i];
+    return NULL;
+}
+
+/* A row sql_join emits (the input row: left columns, then right ones). */
+static void on_paired(void *ctx, const sql_join_result *r)
+{
+    join_ctx *jc = ctx;
+    size_t mark = jc->x->scratch.used;
+    on_joined(ctx, &r->row);
+    jc->x->scratch.used = mark;
+}
+
+/* The interval join step (SPEC 14) of a view (xv) or a derived stream (d):
+ * a row of `source` is pushed as the left side, the right side or both (a
+ * self-join), evaluated on its own columns; the pairs and LEFT rows it
+ * emits go on like any input row. At depth 0 (an event, not a row derived
+ * from one) a join that does not read source still sees the event's W, so
+ * LEFT rows and buffer drops happen in event order; deeper, the join may
+ * be the one emitting (sql_join's callbacks must not call back into it). */
+static void join_interval(cf_sqlx *x, const cf_sqlx_def *d, xview *xv, const char *source,
+                          size_t source_len, const sql_row *src, uint64_t seq, int64_t wm,
+                          int depth)
+{
+    xjoin *xj = join_of(x, d);
+    if (!xj)
+        return;
+    const sql_plan_info *pi = d->pi;
+    join_ctx jc = {x, xv, d, seq, wm, depth};
+    bool pushed = false;
+    for (int side = 0; side < 2; side++) {
+        const char *name = side ? pi->join_source : pi->source;
+        if (strlen(name) != source_len || memcmp(name, source, source_len) != 0)
+            continue;
+        pushed = true;
+        uint32_t w = d->jcfg.ncols[side];
+        sql_value *v = malloc((w ? w : 1) * sizeof *v);
+        if (!v) {
+            x->errors++;
+            continue;
+        }
+        for (uint32_t i = 0; i < w; i++)
+            v[i] = i < src->n ? src->v[i] : sql_null();
+        sql_row row = {.v = v, .n = w, .rowtime = src->rowtime};
+        sql_value key[SQL_JOIN_MAX_KEYS];
+        const sql_prog *const *kp = side ? pi->right_keys : pi->left_keys;
+        bool ok = true;
+        for (uint32_t k = 0; ok && k < pi->njoin_keys; k++)
+            ok = sql_prog_eval(kp[k], &row, &x->scratch, &key[k]) == 0;
+        int rc = ok ? sql_join_push(xj->j, side ? SQL_JOIN_SIDE_RIGHT : SQL_JOIN_SIDE_LEFT, key,
+                                    &row, seq, wm, on_paired, &jc)
+                    : -EINVAL;
+        if (rc < 0) {
+            x->errors++;
+            if (depth == 0)
+                sql_join_advance(xj->j, wm, on_paired, &jc);
+        }
+        free(v);
+    }
+    if (!pushed && depth == 0)
+        sql_join_advance(xj->j, wm, on_paired, &jc);
+}
+
+/* The key rows of `source` are placed by for query d: the join key of its
+ * side for an interval join (both sides of a pair must meet on one shard),
+ * else its partition (GROUP BY) key. Writes n <= SQL_JOIN_MAX_KEYS values
+ * to ret_keys (strings may point into row or x's scratch) and returns n,
+ * 0 when rows go anywhere, or -EINVAL. Today every shard gets every row and
+ * the joins hold every key; an owner router calls this instead. */
+int cf_sqlx_route_key(cf_sqlx *x, const cf_sqlx_def *d, const char *source, const sql_row *row,
+                      sql_value *ret_keys)
+{
+    const sql_plan_info *pi = d->pi;
+    const sql_prog *const *kp = NULL;
+    uint32_t n = 0;
+    if (d->interval) {
+        kp = strcmp(source, pi->source) == 0 ? pi->left_keys
+             : strcmp(source, pi->join_source) == 0 ? pi->right_keys
+                                                     : NULL;
+        n = pi->njoin_keys;
+    } else if (!d->is_stream && !pi->join && pi->unnest_column < 0) {
+        kp = pi->group_keys;
+        n = pi->ngroup_keys;
+    }
+    if (!kp || n > SQL_JOIN_MAX_KEYS)
+        return kp ? -EINVAL : 0;
+    for (uint32_t k = 0; k < n; k++)
+        if (sql_prog_eval(kp[k], row, &x->scratch, &ret_keys[k]) < 0)
+            return -EINVAL;
+    return (int)n;
+}
+
 /* A derived stream's output for one input row (source columns, plus the
  * UNNEST element when there is one), passed on to what reads it. */
 static void derive_one(cf_sqlx *x, const cf_sqlx_def *d, const sql_row *in, uint64_t seq,
@@ -1018,10 +1190,14 @@ int cf_sqlx_def_partition(const cf_sqlx_def *d, const char *source, size_t sourc
         if (!(side ? is_source(pi->join_source, d->join_source_len, source, source_len)
                    : is_source(pi->source, d->source_len, source, source_len)))
             return -ENOENT;
-        *ret_filter = NULL;
-        *ret_keys = side ? pi->right_keys : pi->left_keys;
-        *ret_nkeys = pi->njoin_keys;
-        return 0;
+        /* Every shard runs the join over every key and keeps the groups
+         * it owns of the rows it makes (docs/SQL.md), so the rows of both
+         * sides go to every shard. Routing them by the join key (side ?
+         * right_keys : left_keys) would keep one copy of the buffers, but
+         * a view grouping by anything else would then need a second hop,
+         * and the shards' snapshot parts would hold different keys at
+         * different watermarks, which a rescale can't merge yet. */
+        return 1;
     }
     if (side || !is_source(pi->source, d->source_len, source, source_len))
         return -ENOENT;
@@ -1083,7 +1259,21 @@ static void apply_row(cf_sqlx *x, const char *source, size_t source_len, const s
     size_t base = x->scratch.used;  /* an outer derived row's strings live below */
     for (size_t i = 0; depth < 64 && x->set && i < x->set->n; i++) {
         const cf_sqlx_def *d = x->set->defs[i];
-        if (d->is_stream && d->runnable && is_source(d->pi->source, d->source_len, source, source_len)) {
+        if (d->is_stream && d->runnable && d->interval) {
+            /* Every shard gets the rows of a join's sides and runs the
+             * join over every key (docs/SQL.md): the probe holds no join
+             * state, so what the join derives, and every key downstream,
+             * is unknown there. */
+            if (!x->routing) {
+                join_interval(x, d, NULL, source, source_len, &row, seq, wm, depth);
+            } else if (is_source(d->pi->source, d->source_len, source, source_len) ||
+                       is_source(d->pi->join_source, d->join_source_len, source, source_len)) {
+                for (unsigned s = 0; s < x->n_shards; s++)
+                    x->masks[s] = CF_SQLX_ALL_VIEWS;
+                return;
+            }
+            x->scratch.used = base;
+        } else if (d->is_stream && d->runnable && is_source(d->pi->source, d->source_len, source, source_len)) {
             uint64_t chain = x->chain;
             if (x->routing)
                 x->chain |= cf_sqlx_view_bit(i);
@@ -1102,6 +1292,17 @@ static void apply_row(cf_sqlx *x, const char *source, size_t source_len, const s
         xview *xv = &x->views[i];
         const sql_plan_info *pi = xv->def->pi;
         x->cur = xv;
+        if (xv->def->interval) {
+            /* Rows routed here for this view go into its join; others
+             * only move it to their W. */
+            bool mine = x->routed & cf_sqlx_view_bit(xv->at);
+            x->scratch.used = base;
+            join_interval(x, xv->def, xv, mine ? source : "", mine ? source_len : 0, &row, seq, wm,
+                          depth);
+            x->cur = xv;    /* a derived row's views may have moved it */
+            sql_view_advance(xv->v, wm, on_result, x);
+            continue;
+        }
         if (!is_source(pi->source, xv->def->source_len, source, source_len) ||
             !(x->routed & cf_sqlx_view_bit(xv->at))) {
             /* Not its source, or its key is another shard's: the view
@@ -1249,6 +1450,7 @@ void cf_sqlx_event(cf_sqlx *x, const cf_event *ev, uint64_t seq, int64_t wm, int
     click_row(ev, cols);
     sql_row row = {.v = cols, .n = CLICKS_COLUMNS, .rowtime = ev->ts};
     x->scratch.used = 0;
+    x->last_seq = seq;
     apply_row(x, "clicks", 6, &row, seq, wm, 0);
 }
 
@@ -1274,6 +1476,7 @@ static void packed_row(cf_sqlx *x, const char *stream, size_t stream_len, const 
     if (ok) {
         sql_row row = {.v = cols, .n = n, .rowtime = ts};
         x->scratch.used = 0;
+        x->last_seq = seq;
         apply_row(x, stream, stream_len, &row, seq, wm, 0);
     } else {
         x->errors++;    /* the sequencer packed it: a bug */
@@ -1350,6 +1553,21 @@ void cf_sqlx_advance(cf_sqlx *x, int64_t wm, int64_t clock)
 {
     if (clock != CF_TIME_NONE && (x->clock == CF_TIME_NONE || clock > x->clock))
         x->clock = clock;
+    /* The joins first: the LEFT rows this W makes due reach their views
+     * before the views fire at it, as they would with an event. */
+    for (size_t i = 0; i < x->njoins; i++) {
+        xjoin *xj = &x->joins[i];
+        xview *xv = NULL;
+        for (size_t k = 0; !xj->def->is_stream && k < x->n && !xv; k++)
+            if (x->views[k].def == xj->def)
+                xv = &x->views[k];
+        if (!xj->def->is_stream && !xv)
+            continue;
+        x->scratch.used = 0;
+        x->cur = xv;
+        join_ctx jc = {x, xv, xj->def, x->last_seq, wm, 0};
+        sql_join_advance(xj->j, wm, on_paired, &jc);
+    }
     for (size_t i = 0; i < x->n; i++) {
         x->cur = &x->views[i];
         sql_view_advance(x->views[i].v, wm, on_result, x);
@@ -1469,6 +1687,15 @@ int cf_sqlx_save(const cf_sqlx *x, cf_buf *out)
             cf_buf_put_str(out, (const char *)r->data + r->id_len, r->row_len);
         }
     }
+    /* Then the interval joins (shard part version 3), by query name. */
+    cf_buf_put_u32(out, (uint32_t)x->njoins);
+    for (size_t i = 0; i < x->njoins && rc == 0; i++) {
+        const xjoin *xj = &x->joins[i];
+        cf_buf_put_str(out, xj->def->name, strlen(xj->def->name));
+        cf_buf_reset(&blob);
+        rc = sql_join_save(xj->j, &blob);
+        cf_buf_put_str(out, blob.len ? (const char *)blob.data : "", blob.len);
+    }
     cf_buf_free(&blob);
     return rc < 0 ? rc : out->oom || blob.oom ? -ENOMEM : 0;
 }
@@ -1507,7 +1734,37 @@ static int load_rescaled(cf_sqlx *x, xview *xv, cf_reader *blob)
     return rc;
 }
 
-int cf_sqlx_load(cf_sqlx *x, cf_reader *in, bool rescale)
+/* The joins of one part. Every shard holds every key of a join, so every
+ * part holds the same events: the first part read fills the join, the
+ * others (a rescale reads them all) are skipped. */
+static int load_joins(cf_sqlx *x, cf_reader *in)
+{
+    uint32_t n = 0;
+    if (!cf_get_u32(in, &n))
+        return -EINVAL;
+    for (uint32_t i = 0; i < n; i++) {
+        const char *name = NULL, *blob = NULL;
+        size_t name_len = 0, blob_len = 0;
+        if (!cf_get_str(in, &name, &name_len) || !cf_get_str(in, &blob, &blob_len))
+            return -EINVAL;
+        xjoin *xj = NULL;
+        for (size_t k = 0; k < x->njoins && !xj; k++)
+            if (strlen(x->joins[k].def->name) == name_len &&
+                memcmp(x->joins[k].def->name, name, name_len) == 0)
+                xj = &x->joins[k];
+        if (!xj || xj->loaded)
+            continue;
+        cf_reader br;
+        cf_reader_init(&br, blob, blob_len);
+        int rc = sql_join_load(xj->j, &br, NULL, NULL);
+        if (rc < 0)
+            return rc;
+        xj->loaded = true;
+    }
+    return 0;
+}
+
+int cf_sqlx_load(cf_sqlx *x, cf_reader *in, bool rescale, bool joins)
 {
     uint32_t nviews = 0;
     if (!cf_get_u32(in, &nviews))
@@ -1551,7 +1808,7 @@ int cf_sqlx_load(cf_sqlx *x, cf_reader *in, bool rescale)
             cf_retain_push(xv->kept, r);
         }
     }
-    return 0;
+    return joins ? load_joins(x, in) : 0;
 }
 
 void cf_sqlx_stats(const cf_sqlx *x, cf_buf *out)
@@ -1571,6 +1828,23 @@ void cf_sqlx_stats(const cf_sqlx *x, cf_buf *out)
         cf_buf_put_u64(out, st.groups);
         cf_buf_put_u64(out, st.late_dropped);
         cf_buf_put_u64(out, xv->rows_in);
+    }
+    /* Then per interval join: str name, and u64 buffered left, buffered
+     * right, bytes, keys, pairs, unmatched (LEFT rows), late, dropped. */
+    cf_buf_put_u32(out, (uint32_t)x->njoins);
+    for (size_t i = 0; i < x->njoins; i++) {
+        const xjoin *xj = &x->joins[i];
+        sql_join_stats st;
+        sql_join_stats_get(xj->j, &st);
+        cf_buf_put_str(out, xj->def->name, strlen(xj->def->name));
+        cf_buf_put_u64(out, st.buffered[0]);
+        cf_buf_put_u64(out, st.buffered[1]);
+        cf_buf_put_u64(out, st.memory);
+        cf_buf_put_u64(out, st.keys);
+        cf_buf_put_u64(out, st.pairs);
+        cf_buf_put_u64(out, st.unmatched);
+        cf_buf_put_u64(out, st.late[0] + st.late[1]);
+        cf_buf_put_u64(out, st.dropped);
     }
 }
 

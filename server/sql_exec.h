@@ -31,9 +31,13 @@
  * This slice runs views over `clicks`, declared and derived streams without
  * UNNEST, derived streams (UNNEST allowed), and both with a stream-table
  * join (every shard holds every table's rows, applied in the log's order:
- * cf_sqlx_table); stream-stream joins are defined (durable, listed) but do
- * not run yet. Bots reach no shard (SPEC 15), so views do
- * not see them. */
+ * cf_sqlx_table), or a stream-stream interval join (sql_join). Every shard
+ * gets both sides' events and runs the join over every key, like it holds
+ * every table, so the joined rows reach every shard as derived rows do and
+ * the views downstream keep the groups they own whatever they group by
+ * (a join's state is thus held once per shard). cf_sqlx_route_key names
+ * the key an owner router would send each side by instead. Bots reach no
+ * shard (SPEC 15), so views do not see them. */
 #ifndef CF_SQL_EXEC_H
 #define CF_SQL_EXEC_H
 
@@ -63,6 +67,8 @@ const sql_plan_info *cf_sqlx_def_info(const cf_sqlx_def *d);
  * stream (no JOIN; UNNEST allowed) whose source runs (clicks, a declared
  * stream, or a derived stream that runs). */
 bool cf_sqlx_def_runnable(const cf_sqlx_def *d);
+/* (Joins run too: a stream-table join, or an interval join without UNNEST,
+ * whose both sides run; source_runs covers both sides.) */
 
 /* A set of n defs (each ref'd). NULL on OOM. */
 cf_sqlx_set *cf_sqlx_set_new(cf_sqlx_def *const *defs, size_t n);
@@ -138,13 +144,24 @@ void cf_sqlx_advance(cf_sqlx *x, int64_t wm, int64_t clock);
  * Returns the number of records, or -ENOENT (no such view here), -ENOMEM. */
 long cf_sqlx_rows(cf_sqlx *x, const char *name, cf_buf *out);
 /* Snapshot part of this shard: every running view's state (sql_view_save)
- * and its retained fired results, by view name. 0 or -ENOMEM. */
+ * and its retained fired results, by view name, then every interval join's
+ * buffers (sql_join_save). 0 or -ENOMEM. */
 int cf_sqlx_save(const cf_sqlx *x, cf_buf *out);
 /* Adds one saved part into the installed views (by name; a view not
  * installed is skipped). rescale: the part was saved under another shard
- * count, so only the groups this shard owns now are kept. 0 or -EINVAL
+ * count, so only the groups this shard owns now are kept. joins: the part
+ * has the joins (version 3); each join is filled from the first part that
+ * has it. 0 or -EINVAL
  * (malformed: the caller discards the shard) or -ENOMEM. */
-int cf_sqlx_load(cf_sqlx *x, cf_reader *in, bool rescale);
+int cf_sqlx_load(cf_sqlx *x, cf_reader *in, bool rescale, bool joins);
+
+/* The key rows of `source` are placed by for query d (an interval join: its
+ * side's join key; a view: its GROUP BY key), evaluated over row into
+ * ret_keys (SQL_JOIN_MAX_KEYS slots; strings may point into row or x's
+ * scratch). Returns the key count, 0 when its rows may go anywhere, or
+ * -EINVAL. The one place an owner router asks where a row belongs. */
+int cf_sqlx_route_key(cf_sqlx *x, const cf_sqlx_def *d, const char *source, const sql_row *row,
+                      sql_value *ret_keys);
 
 /* Push (WebSocket topics view:NAME and stream:NAME): while collecting,
  * fired results are rendered as JSON rows, and so are derived streams'
@@ -164,7 +181,9 @@ void cf_sqlx_interim(cf_sqlx *x, size_t max_rows, cf_sqlx_publish_fn fn, void *c
 
 /* Per running view: str name, u64 state bytes (sql_view_stats + kept
  * rows), u64 groups, u64 late-dropped rows, u64 input rows evaluated here;
- * after a u32 count. O(state). */
+ * after a u32 count. Then a u32 count of interval joins and per join: str
+ * name, u64 buffered left and right events, bytes, keys, pairs, LEFT rows,
+ * late events, dropped events. O(state). */
 void cf_sqlx_stats(const cf_sqlx *x, cf_buf *out);
 
 /* Final results of windowed views also go to history (history_views.h),

@@ -163,6 +163,24 @@ static cJSON *explain_json(const sql_plan_info *pi, unsigned shards)
  * definition is in force), -EINVAL with *err, or -ENOMEM. */
 static bool was_dropped(const cf_sqlrt_change *ch, const char *name);
 
+/* Whether the stream `name` produces rows in the shards: clicks and
+ * declared streams always; a derived stream when its own definition runs
+ * (made in this request, latest first, or in force). */
+static bool source_running(cf_sqlrt *rt, const cf_sqlrt_change *ch, const sql_catalog *cat,
+                           const char *name)
+{
+    const sql_object *src = sql_catalog_find(cat, name);
+    if (!src || !src->derived)
+        return src != NULL;
+    const cf_sqlx_def *sd = NULL;
+    for (size_t i = ch->ncreated; i > 0 && !sd; i--)
+        if (strcmp(cf_sqlx_def_name(ch->created[i - 1]), src->name) == 0)
+            sd = ch->created[i - 1];
+    if (!sd && !was_dropped(ch, src->name))
+        sd = cf_sqlx_set_find(rt->set, src->name);
+    return sd && cf_sqlx_def_runnable(sd);
+}
+
 static int apply_stmt(cf_sqlrt *rt, sql_catalog *cat, const sql_stmt *st, unsigned flags,
                       cf_sqlrt_change *ch, sql_error *err)
 {
@@ -208,19 +226,9 @@ static int apply_stmt(cf_sqlrt *rt, sql_catalog *cat, const sql_stmt *st, unsign
             return -ENOMEM;
         }
         ch->created = grown;
-        const sql_object *src = pi->source ? sql_catalog_find(cat, pi->source) : NULL;
-        bool source_runs = src && !src->derived;
-        if (src && src->derived) {
-            /* A derived source runs when its own definition does: made in
-             * this request (latest first) or in force. */
-            const cf_sqlx_def *sd = NULL;
-            for (size_t i = ch->ncreated; i > 0 && !sd; i--)
-                if (strcmp(cf_sqlx_def_name(ch->created[i - 1]), src->name) == 0)
-                    sd = ch->created[i - 1];
-            if (!sd && !was_dropped(ch, src->name))
-                sd = cf_sqlx_set_find(rt->set, src->name);
-            source_runs = sd && cf_sqlx_def_runnable(sd);
-        }
+        bool source_runs = pi->source && source_running(rt, ch, cat, pi->source);
+        if (pi->join != SQL_JOIN_NONE && !pi->join_table)
+            source_runs = source_runs && source_running(rt, ch, cat, pi->join_source);
         cf_sqlx_def *d = cf_sqlx_def_new(p, source_runs, rt->allowed_lateness_ms, rt->max_keys);
         if (!d)
             return -ENOMEM;

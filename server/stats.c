@@ -33,7 +33,103 @@ typedef struct engine_stats {
     int64_t wal_lsn;
     cf_history_stats hist;          /* zero while history is off */
     cf_sink_stats sink;             /* zero without --sink */
+    struct join_row *joins;         /* the interval joins (join_rows) */
+    size_t njoins;
 } engine_stats;
+
+/* One interval join: one shard's copy of its buffers (every shard holds
+ * all of them, identical), its bytes over all copies, and its counters. */
+typedef struct join_row {
+    char name[256];
+    uint64_t buffered[2];           /* left, right */
+    uint64_t bytes, keys, pairs, unmatched, late, dropped;
+} join_row;
+
+/* Reads the joins' part of every shard's CF_Q_SQL_STATS answer
+ * (cf_sqlx_stats) into st->joins: counts from shard 0, bytes summed. */
+static int join_rows(cf_engine *e, engine_stats *st, bool sync)
+{
+    cf_shard_query *qs = new_queries(e, CF_Q_SQL_STATS);
+    if (!qs)
+        return -ENOMEM;
+    int rc = query_shards(e, qs, -1, sync, NULL);
+    for (unsigned s = 0; rc == 0 && s < e->n_shards; s++) {
+        if (qs[s].err)
+            continue;
+        cf_reader r;
+        cf_reader_init(&r, qs[s].rows.data, qs[s].rows.len);
+        uint32_t nv = 0, nj = 0;
+        cf_get_u32(&r, &nv);
+        for (uint32_t i = 0; i < nv; i++) {
+            const char *name = NULL;
+            size_t nl = 0;
+            uint64_t skip = 0;
+            cf_get_str(&r, &name, &nl);
+            for (int k = 0; k < 4; k++)    /* bytes, groups, late, rows in */
+                cf_get_u64(&r, &skip);
+        }
+        if (!cf_get_u32(&r, &nj) || r.bad)
+            continue;
+        for (uint32_t i = 0; i < nj; i++) {
+            const char *name = NULL;
+            size_t nl = 0;
+            uint64_t v[8];
+            bool ok = cf_get_str(&r, &name, &nl) && nl < sizeof st->joins->name;
+            for (int k = 0; ok && k < 8; k++)
+                ok = cf_get_u64(&r, &v[k]);
+            if (!ok)
+                break;
+            join_row *j = NULL;
+            for (size_t k = 0; k < st->njoins && !j; k++)
+                if (strlen(st->joins[k].name) == nl && memcmp(st->joins[k].name, name, nl) == 0)
+                    j = &st->joins[k];
+            if (!j) {
+                join_row *grown = realloc(st->joins, (st->njoins + 1) * sizeof *grown);
+                if (!grown) {
+                    rc = -ENOMEM;
+                    break;
+                }
+                st->joins = grown;
+                j = &st->joins[st->njoins++];
+                memset(j, 0, sizeof *j);
+                memcpy(j->name, name, nl);
+                j->name[nl] = '\0';
+                j->buffered[0] = v[0];
+                j->buffered[1] = v[1];
+                j->keys = v[3];
+                j->pairs = v[4];
+                j->unmatched = v[5];
+                j->late = v[6];
+                j->dropped = v[7];
+            }
+            j->bytes += v[2];
+        }
+    }
+    free_queries(e, qs);
+    return rc;
+}
+
+static cJSON *joins_json(const engine_stats *st, unsigned copies)
+{
+    cJSON *o = cJSON_CreateObject();
+    for (size_t i = 0; o && i < st->njoins; i++) {
+        const join_row *j = &st->joins[i];
+        cJSON *r = cJSON_AddObjectToObject(o, j->name);
+        if (!r)
+            break;
+        cJSON_AddNumberToObject(r, "buffered_left", (double)j->buffered[0]);
+        cJSON_AddNumberToObject(r, "buffered_right", (double)j->buffered[1]);
+        cJSON_AddNumberToObject(r, "buffered_events", (double)(j->buffered[0] + j->buffered[1]));
+        cJSON_AddNumberToObject(r, "buffered_bytes", (double)j->bytes);
+        cJSON_AddNumberToObject(r, "copies", copies);
+        cJSON_AddNumberToObject(r, "keys", (double)j->keys);
+        cJSON_AddNumberToObject(r, "pairs", (double)j->pairs);
+        cJSON_AddNumberToObject(r, "left_unmatched", (double)j->unmatched);
+        cJSON_AddNumberToObject(r, "late", (double)j->late);
+        cJSON_AddNumberToObject(r, "dropped", (double)j->dropped);
+    }
+    return o;
+}
 
 static int gather(cf_engine *e, engine_stats *st, bool sync)
 {
@@ -100,9 +196,13 @@ static int gather(cf_engine *e, engine_stats *st, bool sync)
         cf_history_get_stats(e->history, &st->hist);
     if (e->sink)
         cf_sink_get_stats(e->sink, &st->sink);
+    if (rc == 0)
+        rc = join_rows(e, st, sync);
     if (rc) {
         free(st->depth);
         st->depth = NULL;
+        free(st->joins);
+        st->joins = NULL;
     }
     return rc;
 }
@@ -163,6 +263,7 @@ typedef enum stat_kind {
     CF_STAT_BOOL,
     CF_STAT_DEPTH,
     CF_STAT_KEYED,
+    CF_STAT_JOIN,
 } stat_kind;
 
 typedef struct stat_row {
@@ -260,10 +361,14 @@ cJSON *stats(cf_engine *e, bool sync)
         case CF_STAT_KEYED:
             cJSON_AddItemToObject(to, key, keyed_json(rows));
             break;
+        case CF_STAT_JOIN:
+            cJSON_AddItemToObject(to, key, joins_json(&st, e->n_shards));
+            break;
         }
     }
     cJSON_Delete(depth);    /* only if the table had no CF_STAT_DEPTH key */
     free(st.depth);
+    free(st.joins);
     return o;
 }
 
@@ -285,6 +390,43 @@ static void keyed_metric(cf_buf *out, const char *name, const char *type, const 
         memcpy(&v, (const char *)r + field, sizeof v);
         n = snprintf(line, sizeof line, "clickflow_%s{operator=\"%s\"} %" PRIu64 "\n", name, r->name,
                      v);
+        if (n > 0)
+            cf_buf_put(out, line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
+    }
+}
+
+/* Appends a metric family with one sample per interval join (two, by
+ * side, for the buffered events): the join_row member at offset field.
+ * Join names are SQL identifiers; still escaped as label values. */
+static void join_metric(cf_buf *out, const char *name, const char *type, const char *help,
+                        const engine_stats *st, size_t field)
+{
+    char line[1024];
+    int n = snprintf(line, sizeof line, "# HELP clickflow_%s %s\n# TYPE clickflow_%s %s\n",
+                     name, help, name, type);
+    if (n > 0)
+        cf_buf_put(out, line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
+    for (size_t i = 0; i < st->njoins; i++) {
+        const join_row *j = &st->joins[i];
+        char label[600];
+        size_t l = 0;
+        for (const char *c = j->name; *c && l + 2 < sizeof label; c++) {
+            if (*c == '\\' || *c == '"' || *c == '\n')
+                label[l++] = '\\';
+            label[l++] = *c == '\n' ? 'n' : *c;
+        }
+        label[l] = '\0';
+        uint64_t v[2];
+        memcpy(v, (const char *)j + field, field == offsetof(join_row, buffered) ? 2 * sizeof *v
+                                                                                   : sizeof *v);
+        if (field == offsetof(join_row, buffered))
+            n = snprintf(line, sizeof line,
+                         "clickflow_%s{join=\"%s\",side=\"left\"} %" PRIu64 "\n"
+                         "clickflow_%s{join=\"%s\",side=\"right\"} %" PRIu64 "\n",
+                         name, label, v[0], name, label, v[1]);
+        else
+            n = snprintf(line, sizeof line, "clickflow_%s{join=\"%s\"} %" PRIu64 "\n", name, label,
+                         v[0]);
         if (n > 0)
             cf_buf_put(out, line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
     }
@@ -316,6 +458,8 @@ void cf_engine_metrics(cf_engine *e, cf_buf *out)
             continue;
         if (r->kind == CF_STAT_KEYED) {
             keyed_metric(out, r->metric, r->type, r->help, rows, (size_t)val[i].v);
+        } else if (r->kind == CF_STAT_JOIN) {
+            join_metric(out, r->metric, r->type, r->help, &st, (size_t)val[i].v);
         } else if (r->kind == CF_STAT_DEPTH) {
             char line[512];
             int n = snprintf(line, sizeof line, "# HELP clickflow_%s %s\n# TYPE clickflow_%s %s\n",
@@ -333,6 +477,7 @@ void cf_engine_metrics(cf_engine *e, cf_buf *out)
         }
     }
     free(st.depth);
+    free(st.joins);
 }
 
 /* Logs, once, that the dedup table reached --max-keys: from then on an id

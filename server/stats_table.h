@@ -12,7 +12,10 @@
  *           1/0 as a metric; CF_STAT_DEPTH: the per-shard queue depths (an
  *           array; a family labelled by shard); CF_STAT_KEYED: one family of
  *           the keyed-operator rows (keyed_row), `value` naming its member;
- *           the first such row also holds the JSON "keyed_state" object
+ *           the first such row also holds the JSON "keyed_state" object;
+ *           CF_STAT_JOIN: one family over the interval joins (join_row),
+ *           `value` naming its member (a side pair for the events), the
+ *           first such row also holds the JSON "joins" object
  *   json    the stats key, or NULL for a metric only; "obj.key" is member
  *           key of the object obj, which is null when `when` is false
  *   metric  the family name without "clickflow_", or NULL for stats only
@@ -90,6 +93,19 @@
     X(CF_STAT_KEYED, NULL, "state_keys_refused_total", "counter", \
       "Events refused at the key bound because their key was new (windows).", true, \
       offsetof(keyed_row, refused)) \
+    /* The interval joins of SPEC 14 (stats.c join_rows): what their \
+     * buffers hold now, which the watermark bounds. */ \
+    X(CF_STAT_JOIN, "joins", "join_buffered_events", "gauge", \
+      "Events buffered per interval join and side (every shard holds a copy: one copy's count).", \
+      true, offsetof(join_row, buffered)) \
+    X(CF_STAT_JOIN, NULL, "join_buffered_bytes", "gauge", \
+      "Heap bytes per interval join (buffers and key index), summed over the shards' copies.", true, \
+      offsetof(join_row, bytes)) \
+    X(CF_STAT_JOIN, NULL, "join_pairs_total", "counter", \
+      "Joined pairs emitted per interval join.", true, offsetof(join_row, pairs)) \
+    X(CF_STAT_JOIN, NULL, "join_left_unmatched_total", "counter", \
+      "LEFT JOIN rows emitted with NULLs per interval join.", true, \
+      offsetof(join_row, unmatched)) \
     X(CF_STAT_NUM, NULL, "queue_bytes", "gauge", "Bytes in queued shard messages.", true, \
       st->inflight) \
     X(CF_STAT_NUM, NULL, "operator_errors_total", "counter", \

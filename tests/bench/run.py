@@ -3,8 +3,11 @@
 baseline in the same run on this machine and prints a markdown table.
 
   run.py --bin build-release/server/clickflow --tools build-release/tests/bench
-         [--smoke] [--out BENCHMARKS.md] [--only S2,S9]
+         [--smoke] [--out BENCHMARKS.md] [--only S2,S9,S11,S12] [--full]
          [--baseline-bin OTHER/clickflow --baseline-name COMMIT]   (adds S13)
+
+--full runs S11 (the interval join) at the issue's 1M orders + 1M payments
+(default 200k + 200k, a first figure on a shared machine).
 
 S13 compares S2 against another build of clickflow, e.g. the hard-wired
 built-ins before issue 11:
@@ -706,6 +709,194 @@ class Bench:
         row("S10", "same, the three views together", "RSS growth per distinct user (minus a server "
             "without them)", rss, None, None, "reported")
 
+    # S11, S12: joins (issue 12) -----------------------------------------------
+    JOIN_STREAMS = [
+        "CREATE STREAM orders (order_id STRING NOT NULL, customer_id STRING, amount DOUBLE, "
+        "ts TIMESTAMP) WITH (TIMESTAMP = 'ts', EVENT_ID = 'order_id')",
+        "CREATE STREAM payments (payment_id STRING NOT NULL, order_id STRING, amount DOUBLE, "
+        "ts TIMESTAMP) WITH (TIMESTAMP = 'ts', EVENT_ID = 'payment_id')",
+    ]
+    PAID = ("CREATE STREAM paid AS SELECT o.order_id AS order_id, o.customer_id AS customer_id, "
+            "p.amount AS amount FROM orders o JOIN payments p WITHIN 5 MINUTES "
+            "ON o.order_id = p.order_id")
+
+    def join_bodies(self, n):
+        """n orders 10 ms apart in event time and one payment each, 0-10
+        minutes after its order; each stream sent in 1000-event bodies in
+        event-time order with up to 30 s of disorder inside a body, the two
+        streams' bodies interleaved by their first timestamp (so payments
+        trail their orders by up to 10 minutes). Returns [(path, bytes)]."""
+        import random
+        rng = random.Random(12)
+        t0 = 1_780_000_000_000
+        orders, pays = [], []
+        for i in range(n):
+            ts = t0 + i * 10
+            orders.append((ts, '{"order_id":"o%d","customer_id":"c%d","amount":%d.5,"ts":%d}' % (
+                i, i % 5000, i % 100, ts)))
+            pts = ts + rng.randrange(0, 600_000)
+            pays.append((pts, '{"payment_id":"p%d","order_id":"o%d","amount":%d.5,"ts":%d}' % (
+                i, i, i % 100, pts)))
+        pays.sort()
+        bodies = []
+        for path, evs in (("/api/v1/streams/orders/events", orders),
+                          ("/api/v1/streams/payments/events", pays)):
+            for k in range(0, len(evs), 1000):
+                chunk = evs[k:k + 1000]
+                first = chunk[0][0]
+                # Disorder: shuffled within 30 s buckets of event time.
+                chunk = sorted(chunk, key=lambda e: (e[0] // 30_000, rng.random()))
+                bodies.append((first, path, ("[" + ",".join(e[1] for e in chunk) + "]").encode()))
+        bodies.sort(key=lambda b: b[0])
+        return [(p, b) for _, p, b in bodies]
+
+    def send_ordered(self, srv, bodies, conns=2, on_progress=None):
+        """Sends the bodies in list order over `conns` keep-alive connections
+        (at most `conns` in flight, so event-time skew stays small). Returns
+        (events accepted, seconds)."""
+        import http.client
+        lock = threading.Lock()
+        nxt = [0]
+        accepted = [0]
+        errors = []
+        every = max(1, len(bodies) // 200)     # about 200 samples a run
+
+        def worker():
+            c = http.client.HTTPConnection("127.0.0.1", srv.http_port, timeout=120)
+            while True:
+                with lock:
+                    i = nxt[0]
+                    nxt[0] += 1
+                if i >= len(bodies) or errors:
+                    break
+                path, body = bodies[i]
+                c.request("POST", path, body=body, headers={"Content-Type": "application/json"})
+                r = c.getresponse()
+                data = r.read()
+                if r.status != 202:
+                    errors.append((r.status, data[:200]))
+                    break
+                with lock:
+                    accepted[0] += json.loads(data)["accepted"]
+                if on_progress and i % every == 0:
+                    on_progress(i)
+            c.close()
+        t0 = time.monotonic()
+        ts = [threading.Thread(target=worker) for _ in range(conns)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        if errors:
+            raise RuntimeError("join bench: %s" % errors[:3])
+        return accepted[0], time.monotonic() - t0
+
+    def s11(self):
+        """Interval join: N orders and N payments through the server (N = 1M
+        with --full), 5-minute WITHIN, partners 0-10 minutes apart, out of
+        order; events/s against S2 in the same run, buffer bytes per
+        buffered event (GET /api/v1/stats "joins"), and RSS sampled over the
+        run (flat once the watermark moves: buffers are freed)."""
+        n = 5000 if self.a.smoke else 1_000_000 if self.a.full else 200_000
+        bodies = self.join_bodies(n)
+        if not self.s2_peak:
+            self.s2_peak = self.s2_rate()[0]["events_per_s"]
+        # S2 per server CPU-second, the steadier figure on a shared machine.
+        with self.server() as srv:
+            c0 = cpu_s(srv.proc.pid)
+            b = self.client_run(srv.http_port, self.batches, 4, self.d, per_body=1000)
+            s2_cpu = b["events_per_s"] * b["requests"] / max(b["rps"], 1e-9) / max(
+                cpu_s(srv.proc.pid) - c0, 1e-3)
+        # Replay mode: the trace's event time, not the wall clock, moves W.
+        with self.server("--snapshot-interval", "1h", "--idle-timeout", "0") as srv:
+            self.add_sql(srv, self.JOIN_STREAMS + [self.PAID])
+            samples = []
+            per_event = []
+
+            def sample(i):
+                samples.append((i, rss_kib(srv.proc.pid), time.monotonic()))
+                _, st = srv.request("GET", "/api/v1/stats")
+                j = st["joins"]["paid"]
+                if j["buffered_events"] > 100:
+                    per_event.append(j["buffered_bytes"] / j["copies"] / j["buffered_events"])
+            c0 = cpu_s(srv.proc.pid)
+            accepted, secs = self.send_ordered(srv, bodies, on_progress=sample)
+            cpu = cpu_s(srv.proc.pid) - c0
+            _, st = srv.request("GET", "/api/v1/stats")
+            j = st["joins"]["paid"]
+            if accepted != 2 * n or j["pairs"] == 0:
+                raise RuntimeError("S11: accepted %d of %d, join %s" % (accepted, 2 * n, j))
+        rate = accepted / secs
+        what = "%s orders + %s payments, WITHIN 5 MINUTES, partners 0-10 min apart, out of order" % (
+            fmt(n), fmt(n))
+        row("S11", what, "events/s", rate, "S2 (same run)", self.s2_peak, "reported")
+        row("S11", "same", "events per server CPU-second", accepted / max(cpu, 1e-3),
+            "S2 (same run)", s2_cpu, "reported")
+        row("S11", "same (%s pairs)" % fmt(j["pairs"]), "buffer bytes per buffered event (one copy)",
+            sum(per_event) / len(per_event) if per_event else None, None, None, "reported")
+        half = [r for i, r, _ in samples if i >= len(bodies) // 2]
+        quarter = [r for i, r, _ in samples if len(bodies) // 4 <= i < len(bodies) // 2]
+        # Throughput per half of the run (bodies are 1000 events): flat too
+        # when the join's cost does not grow with the stream.
+        firsts = [(i, t) for i, _, t in samples if i < len(bodies) // 2]
+        lasts = [(i, t) for i, _, t in samples if i >= len(bodies) // 2]
+        if len(firsts) > 1 and len(lasts) > 1:
+            r1 = (firsts[-1][0] - firsts[0][0]) * 1000 / max(firsts[-1][1] - firsts[0][1], 1e-9)
+            r2 = (lasts[-1][0] - lasts[0][0]) * 1000 / max(lasts[-1][1] - lasts[0][1], 1e-9)
+            row("S11", "same", "events/s over the second half", r2, "over the first half", r1,
+                "reported")
+        if half and quarter:
+            row("S11", "same, RSS over the run", "RSS MiB at 1/4 .. 1/2 of the run (max)",
+                max(quarter) / 1024, None, None, "reported")
+            row("S11", "same", "RSS MiB over the second half (max)", max(half) / 1024,
+                "max over 1/4 .. 1/2", max(quarter) / 1024, "flat (about 1.0x)")
+        # What the join itself costs: the same bodies with a derived stream
+        # per side instead (the events still reach every shard and make a
+        # kept row each), so ingest of declared streams cancels out.
+        with self.server("--snapshot-interval", "1h", "--idle-timeout", "0") as srv:
+            self.add_sql(srv, self.JOIN_STREAMS + [
+                "CREATE STREAM o_ids AS SELECT order_id FROM orders",
+                "CREATE STREAM p_ids AS SELECT payment_id FROM payments"])
+            c0 = cpu_s(srv.proc.pid)
+            plain, psecs = self.send_ordered(srv, bodies)
+            pcpu = cpu_s(srv.proc.pid) - c0
+        row("S11", "same", "events per server CPU-second", accepted / max(cpu, 1e-3),
+            "same bodies, a derived stream per side instead of the join", plain / max(pcpu, 1e-3),
+            "reported")
+        row("S11", "same", "events/s", rate, "same bodies, a derived stream per side instead of the join",
+            plain / psecs, "reported")
+
+    def s12(self):
+        """Stream-table join: clicks per plan with a table of N users (N = 1M
+        unless --smoke) against the same count grouped by a click column,
+        without the join: S2's batches, 4 conns, same run, best of two."""
+        n = 20_000 if self.a.smoke else 1_000_000
+        rows = []
+        for k in range(0, n, 10_000):
+            rows.append(("/api/v1/tables/users/rows", ("[" + ",".join(
+                '{"user_id":"u%d","plan":"%s"}' % (i, ("free", "pro", "team")[i % 3])
+                for i in range(k, min(n, k + 10_000))) + "]").encode()))
+        views = {
+            True: ["CREATE TABLE users (user_id STRING PRIMARY KEY, plan STRING)",
+                   "CREATE VIEW per_plan AS SELECT u.plan AS plan, COUNT(*) AS n FROM clicks c "
+                   "LEFT JOIN users u ON c.user_id = u.user_id GROUP BY u.plan"],
+            False: ["CREATE TABLE users (user_id STRING PRIMARY KEY, plan STRING)",
+                    "CREATE VIEW per_element AS SELECT c.element AS element, COUNT(*) AS n FROM clicks c "
+                    "GROUP BY c.element"],
+        }
+        best = {}
+        for _ in range(1 if self.a.smoke else 2):
+            for join in (False, True):
+                with self.server("--snapshot-interval", "1h") as srv:
+                    self.add_sql(srv, views[join])
+                    loaded, _ = self.send_ordered(srv, rows, conns=1)
+                    if loaded != n:
+                        raise RuntimeError("S12: %d of %d rows" % (loaded, n))
+                    b = self.client_run(srv.http_port, self.batches, 4, self.d, per_body=1000)
+                    best[join] = max(best.get(join, 0), b["events_per_s"])
+        row("S12", "S2 + view clicks per plan (LEFT JOIN a %s-row table)" % fmt(n), "events/s",
+            best[True], "same view by element, no join (same table loaded)", best[False], "reported")
+
     def table(self):
         lines = ["| scenario | workload | metric | clickflow | baseline | baseline value | ratio | target |",
                  "|---|---|---|---|---|---|---|---|"]
@@ -724,22 +915,24 @@ def main():
     ap.add_argument("--s9-shards", type=int, default=0,
                     help="--shards for S9's servers (default: the server's default)")
     ap.add_argument("--only", default=None,
-                    help="scenarios, comma-separated (default S1-S10 with T1, and S13 with --baseline-bin)")
+                    help="scenarios, comma-separated (default S1-S12 with T1, and S13 with --baseline-bin)")
     ap.add_argument("--plots", default="docs/bench",
                     help="where the latency-over-time PNGs go (with --out)")
     ap.add_argument("--baseline-bin",
                     help="S13: a clickflow binary to compare S2 against (e.g. the hard-wired "
                     "built-ins of an older commit, built with `git worktree add`)")
     ap.add_argument("--baseline-name", help="S13: how the table names the baseline (a commit)")
+    ap.add_argument("--full", action="store_true",
+                    help="S11 at the issue's size (1M orders + 1M payments) instead of 200k + 200k")
     a = ap.parse_args()
     if a.only is None:
-        a.only = "S1,S2,S3,T1,S4,S5,S6,S7,S8,S9,S10" + (",S13" if a.baseline_bin else "")
+        a.only = "S1,S2,S3,T1,S4,S5,S6,S7,S8,S9,S10,S11,S12" + (",S13" if a.baseline_bin else "")
     a.seconds = 1 if a.smoke else 10
     b = Bench(a)
     b.s2_peak = 0
     only = set(a.only.split(","))
     try:
-        for name in ("S1", "S2", "S3", "T1", "S4", "S5", "S6", "S7", "S8", "S9", "S10", "S13"):
+        for name in ("S1", "S2", "S3", "T1", "S4", "S5", "S6", "S7", "S8", "S9", "S10", "S11", "S12", "S13"):
             if name in only:
                 if name in ("S3", "T1") and not b.s2_peak:
                     b.s2_peak = b.s2_rate()[0]["events_per_s"]

@@ -408,3 +408,67 @@ class Reference:
             "kept_windows": self.kept_windows(),
             "open_sessions": self.open_sessions(),
         }
+
+
+class IntervalJoin:
+    """SPEC 14's stream-stream interval join, brute force: every buffered
+    event in two lists, every rule re-checked on every call, no index.
+
+        j = IntervalJoin(within_ms, grace_ms, left_outer)
+        j.push(side, key, ts, row, wm)   # side 0 = left, 1 = right; wm = W left by the events before
+        j.advance(wm)                    # a watermark POST (or the W after a request)
+        j.out                            # emitted rows: (left row, right row or None)
+
+    Rules, as the SPEC states them:
+    - a pair joins when its keys are equal (None, SQL NULL, joins nothing) and
+      |ts(l) - ts(r)| <= within; it is emitted once, by the later arrival;
+    - each side's events are kept until W >= ts + within + grace; an event
+      arriving when W is already there is late: it does nothing;
+    - LEFT: a left event that found no partner is emitted once with None for
+      the right side when W >= ts + within (at its own push if W is there);
+      a partner arriving later within grace still pairs with it.
+    """
+
+    def __init__(self, within_ms, grace_ms, left_outer):
+        self.d, self.g, self.left_outer = within_ms, grace_ms, left_outer
+        self.buf = ([], [])     # [ts, key, row, arrival, matched, null_emitted]
+        self.w = None
+        self.arrivals = 0
+        self.out = []
+        self.late = 0
+
+    def _emit_due(self):
+        if not self.left_outer or self.w is None:
+            return
+        for e in sorted(self.buf[0], key=lambda e: (e[0], e[3])):
+            if not e[4] and not e[5] and self.w >= e[0] + self.d:
+                e[5] = True
+                self.out.append((e[2], None))
+
+    def advance(self, wm):
+        if wm is None or (self.w is not None and wm <= self.w):
+            return
+        self.w = wm
+        self._emit_due()
+        for side in (0, 1):
+            self.buf[side][:] = [e for e in self.buf[side] if self.w < e[0] + self.d + self.g]
+
+    def push(self, side, key, ts, row, wm):
+        self.advance(wm)
+        self.arrivals += 1
+        if self.w is not None and self.w >= ts + self.d + self.g:
+            self.late += 1
+            return
+        e = [ts, key, row, self.arrivals, False, False]
+        if key is not None:
+            for o in self.buf[1 - side]:
+                if o[1] == key and abs(o[0] - ts) <= self.d:
+                    e[4] = o[4] = True
+                    self.out.append((row, o[2]) if side == 0 else (o[2], row))
+        if key is None and not (self.left_outer and side == 0):
+            return
+        self.buf[side].append(e)
+        self._emit_due()
+
+    def buffered(self):
+        return len(self.buf[0]), len(self.buf[1])
