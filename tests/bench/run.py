@@ -538,7 +538,17 @@ class Bench:
                     events = b["events_per_s"] * b["requests"] / max(b["rps"], 1e-9)
                     per_cpu = events / max(cpu_s(srv.proc.pid) - c0, 1e-3)
                     if mode == "on":
-                        _, st = srv.request("GET", "/api/v1/stats")
+                        # Close the run's windows (a watermark past them; a
+                        # short run may end before any closes) and wait for
+                        # their rows to reach the writer.
+                        srv.request("POST", "/api/v1/watermark",
+                                    {"watermark": int(time.time() * 1000) + 3000})
+                        deadline = time.monotonic() + 30
+                        while True:
+                            _, st = srv.request("GET", "/api/v1/stats")
+                            if st["history"]["offered"] > 0 or time.monotonic() > deadline:
+                                break
+                            time.sleep(0.1)
                         stored = max(stored, st["history"]["offered"])
                 old = res[mode]
                 res[mode] = (max(old[0], b["events_per_s"]), max(old[1], per_cpu))
