@@ -235,6 +235,9 @@ void *reaper_main(void *arg)
                 atomic_fetch_add_explicit(&h->timed_out, 1, memory_order_relaxed);
             }
         }
+        /* Lock order reaper_mu -> park_mu; the committer never takes
+         * reaper_mu. */
+        park_expire(h, now);
         struct timespec ts;
         clock_gettime(CLOCK_MONOTONIC, &ts);
         ts.tv_nsec += REAPER_PERIOD_MS * 1000000L;
