@@ -121,6 +121,7 @@ struct cf_http {
     pthread_t park_thread;
     _Atomic unsigned n_parked;      /* gauge for /metrics */
     _Atomic uint64_t parked_total;
+    bool park_off;                  /* benchmark seam CLICKFLOW_BENCH_NO_PARK: the inline wait */
     /* Responses by status code, for /metrics. */
     _Atomic uint64_t responses[14];   /* N_COUNTED + 1 */
 };

@@ -168,7 +168,7 @@ enum MHD_Result finish_events(request *rq, struct MHD_Connection *c, char *body,
     /* --fsync always: park rather than hold this thread through the fsync
      * (http_park.c). A request with rejected events also logs a counters
      * record after the submit, so it keeps the inline path (rare). */
-    bool park = ig.rejected == 0 && cf_engine_commit_slow(rq->h->engine);
+    bool park = ig.rejected == 0 && !rq->h->park_off && cf_engine_commit_slow(rq->h->engine);
     /* Rejected events are counted through the log too (a counters record), so
      * a request holding only rejected events must also wait for recovery: its
      * count would otherwise be neither logged nor in the recovered state. */
@@ -251,11 +251,13 @@ enum MHD_Result finish_parked(request *rq, struct MHD_Connection *c)
     rq->park_answer = NULL;
     rq->park_state = PARK_NONE;
     if (rq->park_rc == -ETIMEDOUT) {
-        /* Logged but not confirmed durable within the deadline: not a 202.
-         * A retry with the same event_ids is deduplicated. */
+        /* Logged, not confirmed durable within the deadline: a 202 would
+         * break --fsync always, and a 503 says nothing was accepted (the
+         * events may yet become durable). The connection is closed without
+         * an answer, as an unclear network failure: a retry with the same
+         * event_ids is deduplicated (docs/API.md). */
         cJSON_Delete(o);
-        return send_unavailable(rq, c, "storage is slow: events logged but not yet durable; "
-                                       "retry later (event_ids are deduplicated)");
+        return MHD_NO;
     }
     if (rq->park_rc < 0) {
         cJSON_Delete(o);
