@@ -55,6 +55,19 @@ typedef struct cf_submit_result {
  * after a log failure. Thread-safe. */
 int cf_engine_submit(cf_engine *e, const cf_event *evs, size_t n, uint8_t *ret_is_dup,
                      cf_submit_result *ret);
+/* cf_engine_submit without the commit wait: the events are accepted and
+ * logged, and *ret_upto is the LSN that must be durable (cf_engine_commit)
+ * before they may be acknowledged (0: nothing to wait for). Lets the HTTP
+ * server park the request instead of holding a thread through the fsync
+ * (http_park.c). Same returns as cf_engine_submit. */
+int cf_engine_submit_nowait(cf_engine *e, const cf_event *evs, size_t n, uint8_t *ret_is_dup,
+                            cf_submit_result *ret, int64_t *ret_upto);
+/* Blocks until everything logged up to upto is durable per --fsync (group
+ * commit with any concurrent committers). 0, or -EIO after a log failure. */
+int cf_engine_commit(cf_engine *e, int64_t upto);
+/* True when a commit waits for an fsync (--fsync always with a data dir):
+ * the case where parking a request instead of blocking on it pays. */
+bool cf_engine_commit_slow(const cf_engine *e);
 
 /* POST /api/v1/watermark: raises W to at least wm (never lowers it).
  * Returns the watermark in force afterwards via *ret_wm. 0 or -errno. */

@@ -268,6 +268,10 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *c, const
     cf_http *h = rq->h;
     int64_t now = mono_ms();
     int64_t left = h->cfg.request_deadline_ms - (now - rq->start_ms);
+    if (rq->park_state == PARK_DONE)
+        return finish_parked(rq, c);   /* resumed by http_park.c */
+    if (rq->park_state == PARK_WAITING)
+        return MHD_YES;                /* not expected while suspended */
 
     if (!rq->headers_done) {
         /* Headers are in. Only a POST is answered right away, when it is
@@ -436,6 +440,7 @@ static void request_completed(void *cls, struct MHD_Connection *c, void **con_cl
             conn_set(&rq->conn->phase, PHASE_WAITING);
             conn_set(&rq->conn->deadline_ms, now + h->cfg.connection_timeout_ms + h->cfg.header_timeout_ms);
         }
+        cJSON_Delete(rq->park_answer);
         cf_buf_free(&rq->body);
         free(rq->raw_uri);
         free(rq);
@@ -490,11 +495,19 @@ cf_http *cf_http_start(const cf_config *cfg, cf_engine *engine, const char **ret
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&h->reaper_cv, &ca);
     pthread_condattr_destroy(&ca);
+    pthread_mutex_init(&h->park_mu, NULL);
+    /* Benchmark seam (tests/bench/run.py S6): the inline commit wait of
+     * before parking, to compare both in one run. */
+    h->park_off = getenv("CLICKFLOW_BENCH_NO_PARK") != NULL;
+    pthread_cond_init(&h->park_cv, NULL);
 
     struct sockaddr_in sin;
     struct sockaddr_in6 sin6;
     const struct sockaddr *sa;
-    unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ERROR_LOG | MHD_USE_TURBO;
+    /* MHD_ALLOW_SUSPEND_RESUME: requests waiting for their fsync are parked
+     * (http_park.c). */
+    unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ERROR_LOG | MHD_USE_TURBO |
+                     MHD_ALLOW_SUSPEND_RESUME;
     memset(&sin, 0, sizeof sin);
     memset(&sin6, 0, sizeof sin6);
     if (inet_pton(AF_INET, cfg->bind, &sin.sin_addr) == 1) {
@@ -532,6 +545,11 @@ cf_http *cf_http_start(const cf_config *cfg, cf_engine *engine, const char **ret
         *ret_err = "cannot start the HTTP server (is the port in use?)";
         return NULL;
     }
+    if (park_start(h) < 0) {
+        cf_http_stop(h);
+        *ret_err = "cannot start the commit thread";
+        return NULL;
+    }
     if (pthread_create(&h->reaper, NULL, reaper_main, h) != 0) {
         cf_http_stop(h);
         *ret_err = "cannot start the request deadline thread";
@@ -545,6 +563,9 @@ void cf_http_stop(cf_http *h)
 {
     if (!h)
         return;
+    /* Parked requests are committed and resumed first: MHD must not stop
+     * with suspended connections, and their events are logged. */
+    park_stop(h);
     if (h->daemon)
         MHD_stop_daemon(h->daemon);   /* every CLOSED notification has run */
     if (h->reaper_started) {
@@ -556,6 +577,8 @@ void cf_http_stop(cf_http *h)
     }
     pthread_cond_destroy(&h->reaper_cv);
     pthread_mutex_destroy(&h->reaper_mu);
+    pthread_cond_destroy(&h->park_cv);
+    pthread_mutex_destroy(&h->park_mu);
     cf_body_budget_free(h->budget);
     cf_compat_http_free(h->compat);
     cf_annotate_free(h->annotate);

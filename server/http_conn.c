@@ -235,6 +235,14 @@ void *reaper_main(void *arg)
                 atomic_fetch_add_explicit(&h->timed_out, 1, memory_order_relaxed);
             }
         }
+        /* Outside reaper_mu: resuming takes libmicrohttpd's own locks,
+         * and MHD calls notify_connection (which takes reaper_mu) from its
+         * threads. */
+        pthread_mutex_unlock(&h->reaper_mu);
+        park_expire(h, now);
+        pthread_mutex_lock(&h->reaper_mu);
+        if (h->reaper_stop)
+            break;
         struct timespec ts;
         clock_gettime(CLOCK_MONOTONIC, &ts);
         ts.tv_nsec += REAPER_PERIOD_MS * 1000000L;

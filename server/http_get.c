@@ -261,6 +261,15 @@ static void append_http_metrics(cf_http *h, cf_buf *out)
              atomic_load(&h->live_conns));
     put_str(out, line);
     snprintf(line, sizeof line,
+             "# HELP clickflow_http_parked Requests whose events are logged, waiting without a thread for "
+             "their fsync (--fsync always).\n# TYPE clickflow_http_parked gauge\n"
+             "clickflow_http_parked %u\n"
+             "# HELP clickflow_http_parked_total Requests parked until their events were durable.\n"
+             "# TYPE clickflow_http_parked_total counter\n"
+             "clickflow_http_parked_total %" PRIu64 "\n",
+             atomic_load(&h->n_parked), atomic_load(&h->parked_total));
+    put_str(out, line);
+    snprintf(line, sizeof line,
              "# HELP clickflow_http_connections_shed_total Connections closed to make room for new ones.\n"
              "# TYPE clickflow_http_connections_shed_total counter\n"
              "clickflow_http_connections_shed_total %" PRIu64 "\n",

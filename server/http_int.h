@@ -111,6 +111,17 @@ struct cf_http {
     /* The Segment, Plausible and Umami endpoints and the site keys. */
     cf_compat_http *compat;
     cf_annotate *annotate;          /* SPEC 15 enrichment of ingested events */
+    /* Requests parked until their events are durable (http_park.c). */
+    pthread_mutex_t park_mu;
+    pthread_cond_t park_cv;
+    struct request *parked;         /* (park_mu) oldest first */
+    struct request *parked_tail;    /* (park_mu) */
+    bool park_stop;                 /* (park_mu) no new parking; drain and exit */
+    bool park_started;
+    pthread_t park_thread;
+    _Atomic unsigned n_parked;      /* gauge for /metrics */
+    _Atomic uint64_t parked_total;
+    bool park_off;                  /* benchmark seam CLICKFLOW_BENCH_NO_PARK: the inline wait */
     /* Responses by status code, for /metrics. */
     _Atomic uint64_t responses[14];   /* N_COUNTED + 1 */
 };
@@ -171,7 +182,20 @@ typedef struct request {
     bool over_budget;       /* the body did not fit in the body budget: 503 */
     unsigned stripe;        /* the client address's budget stripe */
     conn_entry *conn;       /* the connection's reaper entry, or NULL */
+    /* Parked (http_park.c): the events are logged, the connection is
+     * suspended until they are durable, then the answer below goes out. */
+    int park_state;             /* PARK_NONE, PARK_WAITING, PARK_DONE */
+    int park_rc;                /* (PARK_DONE) 0 durable, -EIO, -ETIMEDOUT */
+    struct request *park_next;  /* (park_mu) */
+    struct MHD_Connection *park_conn;
+    int64_t park_upto;          /* LSN that must be durable */
+    int64_t park_deadline_ms;   /* monotonic: the request deadline */
+    cJSON *park_answer;         /* the 202 body, sent once durable */
+    unsigned park_retry_after;  /* site_headers() inputs, kept for the answer */
+    bool park_allow_origin;
 } request;
+
+enum { PARK_NONE = 0, PARK_WAITING, PARK_DONE };
 
 typedef struct extra_header {
     const char *name, *value;
@@ -245,6 +269,26 @@ void notify_connection(void *cls, struct MHD_Connection *c, void **socket_contex
                        enum MHD_ConnectionNotificationCode code);
 void *reaper_main(void *arg);
 
+/* ---- http_park.c: requests waiting for their fsync ----------------------- */
+
+/* With --fsync always a request whose events are logged but not yet
+ * durable is parked instead of holding an HTTP thread through the fsync:
+ * its connection is suspended (MHD_suspend_connection) and one committer
+ * thread runs the group commit for every parked request, then resumes each
+ * one whose LSN became durable; MHD calls access_handler again, which sends
+ * the answer kept in the request (park_answer). A parked request past its
+ * deadline is resumed by the reaper and answered 503 (never a 202 before
+ * durability). */
+int park_start(cf_http *h);
+/* Commits and resumes everything parked, refuses new parking (callers then
+ * wait inline), joins the committer. Before MHD_stop_daemon. */
+void park_stop(cf_http *h);
+/* Parks rq (called from access_handler, which must then return MHD_YES):
+ * true when parked, false when the caller must wait inline (stopping). */
+bool park_request(cf_http *h, request *rq, struct MHD_Connection *c, int64_t upto);
+/* The reaper's check: resumes parked requests past their deadline. */
+void park_expire(cf_http *h, int64_t now);
+
 /* ---- http_get.c: GET endpoints and the dashboard's files ---------------- */
 
 enum MHD_Result handle_get(request *rq, struct MHD_Connection *c);
@@ -256,6 +300,9 @@ enum MHD_Result handle_asset(request *rq, struct MHD_Connection *c, const char *
 enum MHD_Result begin_post(request *rq, struct MHD_Connection *c);
 enum MHD_Result answer_query(request *rq, struct MHD_Connection *c, const char *text, size_t len);
 enum MHD_Result finish_events(request *rq, struct MHD_Connection *c, char *body, size_t len);
+/* A parked POST /api/v1/events resumed: its 202, or the 503 of a failed or
+ * late commit. */
+enum MHD_Result finish_parked(request *rq, struct MHD_Connection *c);
 enum MHD_Result finish_sql(request *rq, struct MHD_Connection *c, char *body, size_t len);
 enum MHD_Result finish_query(request *rq, struct MHD_Connection *c, char *body, size_t len);
 enum MHD_Result finish_compat(request *rq, struct MHD_Connection *c, char *body, size_t len);

@@ -164,6 +164,11 @@ enum MHD_Result finish_events(request *rq, struct MHD_Connection *c, char *body,
         goto out;
     }
     cf_submit_result res = {0, 0};
+    int64_t upto = 0;
+    /* --fsync always: park rather than hold this thread through the fsync
+     * (http_park.c). A request with rejected events also logs a counters
+     * record after the submit, so it keeps the inline path (rare). */
+    bool park = ig.rejected == 0 && !rq->h->park_off && cf_engine_commit_slow(rq->h->engine);
     /* Rejected events are counted through the log too (a counters record), so
      * a request holding only rejected events must also wait for recovery: its
      * count would otherwise be neither logged nor in the recovered state. */
@@ -172,8 +177,12 @@ enum MHD_Result finish_events(request *rq, struct MHD_Connection *c, char *body,
         goto out;
     }
     if (ig.n_events > 0) {
-        r = cf_engine_ready(rq->h->engine) ? cf_engine_submit(rq->h->engine, ig.events, ig.n_events, NULL, &res)
-                                           : -EINPROGRESS;
+        if (!cf_engine_ready(rq->h->engine))
+            r = -EINPROGRESS;
+        else if (park)
+            r = cf_engine_submit_nowait(rq->h->engine, ig.events, ig.n_events, NULL, &res, &upto);
+        else
+            r = cf_engine_submit(rq->h->engine, ig.events, ig.n_events, NULL, &res);
         if (r == -EINPROGRESS) {
             ret = send_unavailable(rq, c, "not ready: recovery in progress, retry later");
             goto out;
@@ -213,11 +222,51 @@ enum MHD_Result finish_events(request *rq, struct MHD_Connection *c, char *body,
         ret = MHD_NO;
         goto out;
     }
+    if (upto > 0) {
+        /* Logged, not yet durable: the 202 waits, the thread does not. */
+        rq->park_answer = o;
+        rq->park_retry_after = gate.retry_after;
+        rq->park_allow_origin = gate.allow_origin;
+        if (park_request(rq->h, rq, c, upto)) {
+            ret = MHD_YES;
+            goto out;
+        }
+        rq->park_answer = NULL;
+        if (cf_engine_commit(rq->h->engine, upto) < 0) {
+            cJSON_Delete(o);
+            ret = send_unavailable(rq, c, "storage failure: events not accepted");
+            goto out;
+        }
+    }
     ret = send_json(rq, c, MHD_HTTP_ACCEPTED, o, gh, ngh);
 out:
     cf_ingest_free(&ig);
     free(gate.body);
     return ret;
+}
+
+enum MHD_Result finish_parked(request *rq, struct MHD_Connection *c)
+{
+    cJSON *o = rq->park_answer;
+    rq->park_answer = NULL;
+    rq->park_state = PARK_NONE;
+    if (rq->park_rc == -ETIMEDOUT) {
+        /* Logged, not confirmed durable within the deadline: a 202 would
+         * break --fsync always, and a 503 says nothing was accepted (the
+         * events may yet become durable). The connection is closed without
+         * an answer, as an unclear network failure: a retry with the same
+         * event_ids is deduplicated (docs/API.md). */
+        cJSON_Delete(o);
+        return MHD_NO;
+    }
+    if (rq->park_rc < 0) {
+        cJSON_Delete(o);
+        return send_unavailable(rq, c, "storage failure: events not accepted");
+    }
+    char retry[24];
+    extra_header gh[3];
+    size_t ngh = site_headers(rq, c, rq->park_retry_after, rq->park_allow_origin, retry, gh);
+    return send_json(rq, c, MHD_HTTP_ACCEPTED, o, gh, ngh);
 }
 
 static enum MHD_Result send_sql_error(request *rq, struct MHD_Connection *c, const sql_error *err);

@@ -21,9 +21,9 @@
 #include "snapshot.h"
 #include "wal.h"
 
-/* Replays one WAL events record through the live path (minus the log). The
- * shards are running, so a full queue only means waiting for them. */
-static int replay_events(cf_engine *e, const uint8_t *payload, size_t len)
+/* Unpacks a WAL events record into *ret_evs (malloc'd; the events point
+ * into payload). 0, -EINVAL (malformed) or -ENOMEM. */
+static int unpack_events(const uint8_t *payload, size_t len, cf_event **ret_evs, size_t *ret_n)
 {
     size_t cap = 64, n = 0;
     cf_event *evs = malloc(cap * sizeof *evs);
@@ -47,17 +47,32 @@ static int replay_events(cf_engine *e, const uint8_t *payload, size_t len)
         }
         n++;
     }
-    prepared p;
-    int rc = prepare(e, evs, n, &p);
-    if (rc) {
-        free(evs);
-        return rc;
-    }
+    *ret_evs = evs;
+    *ret_n = n;
+    return 0;
+}
+
+/* Applies one prepared events record through the live path (minus the
+ * log). The shards are running, so a full queue only means waiting for
+ * them. p may have been routed ahead (the pipeline below) for a view set a
+ * later-replayed SQL record has since replaced: it is routed again for the
+ * set in force, as a live request is. Frees p. */
+static int apply_replayed(cf_engine *e, prepared *p, const cf_event *evs, size_t n)
+{
+    int rc;
     for (;;) {
         pthread_mutex_lock(&e->mu);
-        if (has_room_locked(e, &p)) {
+        if (e->n_shards > 1 && p->set != e->route_set) {
+            pthread_mutex_unlock(&e->mu);
+            prepared_free(e, p);
+            rc = prepare(e, evs, n, p);
+            if (rc)
+                return rc;
+            continue;
+        }
+        if (has_room_locked(e, p)) {
             size_t accepted = 0;
-            int64_t lsn = apply_locked(e, &p, evs, NULL, true, &accepted);
+            int64_t lsn = apply_locked(e, p, evs, NULL, true, &accepted);
             pthread_mutex_unlock(&e->mu);
             rc = lsn < 0 ? (int)lsn : 0;
             break;
@@ -65,8 +80,7 @@ static int replay_events(cf_engine *e, const uint8_t *payload, size_t len)
         pthread_mutex_unlock(&e->mu);
         sleep_ms(1);
     }
-    prepared_free(e, &p);
-    free(evs);
+    prepared_free(e, p);
     return rc;
 }
 
@@ -217,14 +231,13 @@ static int replay_counters(cf_engine *e, const uint8_t *payload, size_t len)
     return 0;
 }
 
-static int replay_record(void *ctx, int64_t lsn, uint8_t type, const uint8_t *payload,
-                         size_t len)
+/* Replays one record that is not an events record (those go through
+ * apply_replayed). */
+static int replay_other(cf_engine *e, int64_t lsn, uint8_t type, const uint8_t *payload,
+                        size_t len)
 {
-    cf_engine *e = ctx;
     int rc = 0;
-    if (type == CF_WAL_EVENTS)
-        rc = replay_events(e, payload, len);
-    else if (type == CF_WAL_WATERMARK)
+    if (type == CF_WAL_WATERMARK)
         rc = replay_watermark(e, payload, len);
     else if (type == CF_WAL_COUNTERS)
         rc = replay_counters(e, payload, len);
@@ -243,6 +256,170 @@ static int replay_record(void *ctx, int64_t lsn, uint8_t type, const uint8_t *pa
         rc = 0;
     }
     return rc;
+}
+
+/* ---- the replay pipeline -------------------------------------------------
+ * Replay was one thread reading, decoding, routing and packing every event
+ * before the sequencer step, while the shards waited (issue 15: the
+ * recovering thread was the busiest of the process). Now a decoder thread
+ * reads the log (cf_wal_replay), unpacks each events record and prepares it
+ * (routing, packing: the work a live request does outside the lock) up to
+ * RP_DEPTH records ahead; the recovering thread applies the records strictly
+ * in log order under the sequencer lock, so dedup, arrival numbers, W and C
+ * come out exactly as before. Other records are applied in their place. */
+
+#define RP_DEPTH 32
+
+typedef struct rp_item {
+    int64_t lsn;
+    uint8_t type;
+    uint8_t *payload;       /* a copy: the log's buffer lives only per segment */
+    size_t len;
+    int rc;                 /* events: 0, or the decode/prepare error */
+    cf_event *evs;          /* events: point into payload */
+    size_t n;
+    prepared p;
+} rp_item;
+
+typedef struct rp_pipe {
+    cf_engine *e;
+    int64_t after;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;      /* an item was added, taken, or the pipe ended */
+    rp_item ring[RP_DEPTH];
+    size_t head, count;     /* (mu) */
+    bool done;              /* (mu) the decoder finished: result holds its outcome */
+    bool stop;              /* (mu) the applier failed: the decoder stops */
+    int64_t result;         /* cf_wal_replay's return */
+} rp_pipe;
+
+static int rp_decode(void *ctx, int64_t lsn, uint8_t type, const uint8_t *payload, size_t len)
+{
+    rp_pipe *pp = ctx;
+    rp_item it;
+    memset(&it, 0, sizeof it);
+    it.lsn = lsn;
+    it.type = type;
+    it.len = len;
+    it.payload = malloc(len ? len : 1);
+    if (!it.payload)
+        return -ENOMEM;
+    if (len)
+        memcpy(it.payload, payload, len);
+    if (type == CF_WAL_EVENTS) {
+        it.rc = unpack_events(it.payload, len, &it.evs, &it.n);
+        if (it.rc == 0) {
+            it.rc = prepare(pp->e, it.evs, it.n, &it.p);
+            if (it.rc) {
+                free(it.evs);
+                it.evs = NULL;
+            }
+        }
+        if (it.rc == -ENOMEM) {
+            free(it.payload);
+            return -ENOMEM;
+        }
+    }
+    pthread_mutex_lock(&pp->mu);
+    while (pp->count == RP_DEPTH && !pp->stop)
+        pthread_cond_wait(&pp->cv, &pp->mu);
+    if (pp->stop) {
+        pthread_mutex_unlock(&pp->mu);
+        if (type == CF_WAL_EVENTS && it.rc == 0)
+            prepared_free(pp->e, &it.p);
+        free(it.evs);
+        free(it.payload);
+        return -ECANCELED;
+    }
+    pp->ring[(pp->head + pp->count) % RP_DEPTH] = it;
+    pp->count++;
+    pthread_cond_signal(&pp->cv);
+    pthread_mutex_unlock(&pp->mu);
+    return 0;
+}
+
+static void *rp_decoder_main(void *arg)
+{
+    rp_pipe *pp = arg;
+    int64_t n = cf_wal_replay(pp->e->wal, pp->after, rp_decode, pp);
+    pthread_mutex_lock(&pp->mu);
+    pp->result = n;
+    pp->done = true;
+    pthread_cond_signal(&pp->cv);
+    pthread_mutex_unlock(&pp->mu);
+    return NULL;
+}
+
+static int rp_apply(cf_engine *e, rp_item *it)
+{
+    int rc;
+    if (it->type != CF_WAL_EVENTS)
+        rc = replay_other(e, it->lsn, it->type, it->payload, it->len);
+    else if (it->rc == 0)
+        rc = apply_replayed(e, &it->p, it->evs, it->n);
+    else
+        rc = it->rc;
+    if (rc == -EINVAL) {
+        cf_warn("recovery: skipping malformed WAL record %" PRId64, it->lsn);
+        rc = 0;
+    }
+    free(it->evs);
+    free(it->payload);
+    return rc;
+}
+
+/* cf_wal_replay's contract: the number of records replayed, or a negative
+ * errno (the first failure, the decoder's or the applier's). */
+static int64_t replay_pipelined(cf_engine *e, int64_t after)
+{
+    rp_pipe *pp = calloc(1, sizeof *pp);
+    if (!pp)
+        return -ENOMEM;
+    pp->e = e;
+    pp->after = after;
+    pthread_mutex_init(&pp->mu, NULL);
+    pthread_cond_init(&pp->cv, NULL);
+    pthread_t t;
+    int64_t result;
+    if (pthread_create(&t, NULL, rp_decoder_main, pp) != 0) {
+        result = -EAGAIN;
+        goto out;
+    }
+    int failed = 0;
+    pthread_mutex_lock(&pp->mu);
+    for (;;) {
+        while (pp->count == 0 && !pp->done)
+            pthread_cond_wait(&pp->cv, &pp->mu);
+        if (pp->count == 0)
+            break;
+        rp_item it = pp->ring[pp->head];
+        pp->head = (pp->head + 1) % RP_DEPTH;
+        pp->count--;
+        pthread_cond_signal(&pp->cv);
+        pthread_mutex_unlock(&pp->mu);
+        int rc = failed ? 0 : rp_apply(e, &it);
+        if (failed) {
+            /* Drained after a failure: only freed. */
+            if (it.type == CF_WAL_EVENTS && it.rc == 0)
+                prepared_free(e, &it.p);
+            free(it.evs);
+            free(it.payload);
+        }
+        pthread_mutex_lock(&pp->mu);
+        if (rc < 0 && !failed) {
+            failed = rc;
+            pp->stop = true;
+            pthread_cond_signal(&pp->cv);
+        }
+    }
+    pthread_mutex_unlock(&pp->mu);
+    pthread_join(t, NULL);
+    result = failed ? failed : pp->result;
+out:
+    pthread_cond_destroy(&pp->cv);
+    pthread_mutex_destroy(&pp->mu);
+    free(pp);
+    return result;
 }
 /* Opens history.db in the data directory (created by the WAL), declares
  * the built-in views and attaches the writer to every shard. During replay
@@ -353,7 +530,7 @@ int recover(cf_engine *e)
     pthread_mutex_lock(&e->mu);
     e->started = true;
     pthread_mutex_unlock(&e->mu);
-    int64_t n = cf_wal_replay(e->wal, lsn, replay_record, e);
+    int64_t n = replay_pipelined(e, lsn);
     if (n < 0) {
         cf_error("recovery: replaying the write-ahead log failed: %s", strerror((int)-n));
         return (int)n;

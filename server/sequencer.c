@@ -461,9 +461,38 @@ int wait_committed(cf_engine *e, int64_t lsn, int64_t mlsn, int64_t seen)
     return 0;
 }
 
+int cf_engine_commit(cf_engine *e, int64_t upto)
+{
+    return wait_committed(e, upto, 0, 0);
+}
+
+bool cf_engine_commit_slow(const cf_engine *e)
+{
+    return e->wal && e->cfg.fsync == CF_FSYNC_ALWAYS;
+}
+
 int cf_engine_submit(cf_engine *e, const cf_event *evs, size_t n, uint8_t *ret_is_dup,
                      cf_submit_result *ret)
 {
+    int64_t upto = 0;
+    cf_submit_result res = {0, 0};
+    int rc = cf_engine_submit_nowait(e, evs, n, ret_is_dup, &res, &upto);
+    if (rc)
+        return rc;
+    rc = wait_committed(e, upto, 0, 0);
+    if (rc < 0)
+        return rc;
+    if (ret)
+        *ret = res;
+    return 0;
+}
+
+/* The submit without the commit wait (engine.h): the HTTP server parks the
+ * request on *ret_upto instead of blocking (http_park.c). */
+int cf_engine_submit_nowait(cf_engine *e, const cf_event *evs, size_t n, uint8_t *ret_is_dup,
+                            cf_submit_result *ret, int64_t *ret_upto)
+{
+    *ret_upto = 0;
     if (atomic_load(&e->failed))
         return -EIO;
     uint8_t *is_dup = ret_is_dup;
@@ -520,9 +549,10 @@ again:
     free(own_dup);
     if (rc)
         return rc;
-    int crc = wait_committed(e, lsn, mlsn, seen);
-    if (crc < 0)
-        return crc;
+    /* What must be durable before the 202: the request's records and every
+     * record logged before it (see seen above). */
+    int64_t upto = mlsn > lsn ? mlsn : lsn;
+    *ret_upto = seen > upto ? seen : upto;
     if (ret) {
         ret->accepted = accepted;
         ret->duplicates = n - accepted;

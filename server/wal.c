@@ -230,8 +230,27 @@ unsigned cf_wal_test_waiting(void) { return atomic_load(&test_waiting); }
 
 unsigned long cf_wal_test_flusher_wakeups(void) { return atomic_load(&test_flusher_wakeups); }
 
+/* Integration-test seam: CLICKFLOW_TEST_WAL_GATE=FILE holds every write
+ * while FILE exists, so a test can keep requests logged but not durable
+ * (tests/integration/test_park.py). Read once at the first write. */
+static void test_gate_point(void)
+{
+    static const char *gate;
+    static atomic_int gate_known;
+    if (!atomic_load_explicit(&gate_known, memory_order_acquire)) {
+        gate = getenv("CLICKFLOW_TEST_WAL_GATE");
+        atomic_store_explicit(&gate_known, 1, memory_order_release);
+    }
+    if (!gate || !gate[0])
+        return;
+    struct timespec ts = {0, 5 * 1000000L};
+    while (access(gate, F_OK) == 0)
+        nanosleep(&ts, NULL);
+}
+
 static void test_hold_point(void)
 {
+    test_gate_point();
     if (!atomic_load_explicit(&test_hold_on, memory_order_relaxed))
         return;
     pthread_mutex_lock(&test_mu);

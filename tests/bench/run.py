@@ -81,6 +81,14 @@ def cpu_s(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def threads_of(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("Threads:"):
+                return int(line.split()[1])
+    return 0
+
+
 def rss_kib(pid):
     with open("/proc/%d/status" % pid) as f:
         for line in f:
@@ -105,10 +113,9 @@ class Bench:
         self.single = os.path.join(self.gen, "single.json")
         self.n_log = n_log
 
-    def server(self, *args, binary=None):
-        env = {"CLICKFLOW_BIN": binary or self.a.bin}
-        os.environ.update(env)
-        s = Server(["--idle-timeout", "10s"] + list(args), ready_path="/readyz")
+    def server(self, *args, binary=None, env=None):
+        os.environ.update({"CLICKFLOW_BIN": binary or self.a.bin})
+        s = Server(["--idle-timeout", "10s"] + list(args), env=env, ready_path="/readyz")
         s.bin = binary or self.a.bin
         return s  # started by the with-statement
 
@@ -441,12 +448,27 @@ class Bench:
             res[pol] = b["events_per_s"]
         row("S6", "S2 with --fsync batch", "events/s", res["batch"], "--fsync off", res["off"], ">= 0.9x")
         row("S6", "S2 with --fsync always", "events/s", res["always"], "--fsync off", res["off"], ">= 0.8x")
-        single = {}
-        for pol in ("off", "always"):
-            with self.server("--fsync", pol) as srv:
-                single[pol] = self.wrk(srv.http_port, self.single, self.d)["rps"]
-        row("S6", "S1 with --fsync always (group commit)", "requests/s", single["always"],
-            "S1 with --fsync off", single["off"], ">= 0.5x")
+        # S1 under --fsync always: requests parked while their fsync runs
+        # (http_park.c), against the inline wait of before (a bench seam)
+        # and with as few HTTP threads as cores; the thread count of each.
+        cores = str(os.cpu_count() or 2)
+        variants = [("off", ("--fsync", "off"), None),
+                    ("always", ("--fsync", "always"), None),
+                    ("inline", ("--fsync", "always"), {"CLICKFLOW_BENCH_NO_PARK": "1"}),
+                    ("few", ("--fsync", "always", "--http-threads", cores), None)]
+        single, threads = {}, {}
+        for name, args, env in variants:
+            with self.server(*args, env=env) as srv:
+                single[name] = self.wrk(srv.http_port, self.single, self.d)["rps"]
+                threads[name] = threads_of(srv.proc.pid)
+        row("S6", "S1 with --fsync always, waiting requests parked (group commit)", "requests/s",
+            single["always"], "S1 with --fsync off", single["off"], ">= 0.5x")
+        row("S6", "same, each request holds its HTTP thread through the fsync (before)", "requests/s",
+            single["inline"], "S1 with --fsync off", single["off"], "-")
+        row("S6", "same, parked, --http-threads %s (cores)" % cores, "requests/s", single["few"],
+            "S1 with --fsync off", single["off"], "-")
+        row("S6", "server threads, parked with --http-threads %s" % cores, "threads", threads["few"],
+            "default --http-threads (before)", threads["inline"], "-")
 
     # S7 ----------------------------------------------------------------------
     def s7(self):

@@ -1,0 +1,134 @@
+/* http_park: requests whose events are logged but not yet durable wait
+ * here without an HTTP thread (http_int.h has the contract). One committer
+ * thread takes the largest LSN parked, commits it (one write + fdatasync
+ * for everything logged so far: the group commit of cf_wal_commit), and
+ * resumes every request at or below it. Requests parked meanwhile go into
+ * the next round, so a round's fsync covers all that arrived during the
+ * previous one. */
+#include "http_int.h"
+
+#include <errno.h>
+#include <stdlib.h>
+
+#include "engine.h"
+
+/* Unlinks rq from the parked list (park_mu held); prev is its predecessor
+ * or NULL. */
+static void unlink_locked(cf_http *h, request *prev, request *rq)
+{
+    if (prev)
+        prev->park_next = rq->park_next;
+    else
+        h->parked = rq->park_next;
+    if (h->parked_tail == rq)
+        h->parked_tail = prev;
+    rq->park_next = NULL;
+}
+
+/* Hands rq back to MHD with its outcome (park_mu held). MHD calls
+ * access_handler again on the connection's own thread. */
+static void resume_locked(cf_http *h, request *rq, int rc)
+{
+    rq->park_rc = rc;
+    rq->park_state = PARK_DONE;
+    atomic_fetch_sub(&h->n_parked, 1);
+    MHD_resume_connection(rq->park_conn);
+}
+
+static void *park_main(void *arg)
+{
+    cf_http *h = arg;
+    pthread_mutex_lock(&h->park_mu);
+    for (;;) {
+        while (!h->parked && !h->park_stop)
+            pthread_cond_wait(&h->park_cv, &h->park_mu);
+        if (!h->parked && h->park_stop)
+            break;
+        int64_t upto = 0;
+        for (request *rq = h->parked; rq; rq = rq->park_next)
+            if (rq->park_upto > upto)
+                upto = rq->park_upto;
+        pthread_mutex_unlock(&h->park_mu);
+        int rc = cf_engine_commit(h->engine, upto);
+        pthread_mutex_lock(&h->park_mu);
+        /* The reaper may have taken some (deadline); the rest at or below
+         * upto are durable now (or the log failed: all of them get 503). */
+        request *prev = NULL;
+        for (request *rq = h->parked; rq;) {
+            request *next = rq->park_next;
+            if (rq->park_upto <= upto || rc < 0) {
+                unlink_locked(h, prev, rq);
+                resume_locked(h, rq, rc);
+            } else {
+                prev = rq;
+            }
+            rq = next;
+        }
+    }
+    pthread_mutex_unlock(&h->park_mu);
+    return NULL;
+}
+
+int park_start(cf_http *h)
+{
+    if (pthread_create(&h->park_thread, NULL, park_main, h) != 0)
+        return -EAGAIN;
+    h->park_started = true;
+    return 0;
+}
+
+void park_stop(cf_http *h)
+{
+    if (!h->park_started)
+        return;
+    pthread_mutex_lock(&h->park_mu);
+    h->park_stop = true;
+    pthread_cond_signal(&h->park_cv);
+    pthread_mutex_unlock(&h->park_mu);
+    pthread_join(h->park_thread, NULL);
+    h->park_started = false;
+}
+
+bool park_request(cf_http *h, request *rq, struct MHD_Connection *c, int64_t upto)
+{
+    pthread_mutex_lock(&h->park_mu);
+    if (h->park_stop || !h->park_started) {
+        pthread_mutex_unlock(&h->park_mu);
+        return false;
+    }
+    rq->park_conn = c;
+    rq->park_upto = upto;
+    rq->park_deadline_ms = rq->start_ms + h->cfg.request_deadline_ms;
+    rq->park_state = PARK_WAITING;
+    rq->park_next = NULL;
+    /* Suspended before the committer can see it, so its resume always
+     * follows this suspend (both under park_mu). */
+    MHD_suspend_connection(c);
+    if (h->parked_tail)
+        h->parked_tail->park_next = rq;
+    else
+        h->parked = rq;
+    h->parked_tail = rq;
+    atomic_fetch_add(&h->n_parked, 1);
+    atomic_fetch_add_explicit(&h->parked_total, 1, memory_order_relaxed);
+    pthread_cond_signal(&h->park_cv);
+    pthread_mutex_unlock(&h->park_mu);
+    return true;
+}
+
+void park_expire(cf_http *h, int64_t now)
+{
+    pthread_mutex_lock(&h->park_mu);
+    request *prev = NULL;
+    for (request *rq = h->parked; rq;) {
+        request *next = rq->park_next;
+        if (now >= rq->park_deadline_ms) {
+            unlink_locked(h, prev, rq);
+            resume_locked(h, rq, -ETIMEDOUT);
+        } else {
+            prev = rq;
+        }
+        rq = next;
+    }
+    pthread_mutex_unlock(&h->park_mu);
+}
