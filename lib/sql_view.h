@@ -140,11 +140,27 @@ void sql_view_free(sql_view *v);
 int sql_view_apply(sql_view *v, const sql_value *key, const sql_value *args, int64_t rowtime,
                    uint64_t arrival, int64_t wm, sql_view_emit_fn emit, void *ctx);
 
+/* sql_view_apply with the hashes computed by the caller, so that one event
+ * feeding several views hashes each string once: key_hash ==
+ * sql_view_key_hash(v, key), and arg_hash NULL or as sql_agg_add_hashed
+ * reads it (arg_hash[i] == sql_agg_distinct_hash(args[i]) for each
+ * COUNT(DISTINCT) i). A wrong hash breaks the view's state, not just the
+ * speed; the unit tests compare both paths. */
+int sql_view_apply_hashed(sql_view *v, const sql_value *key, uint64_t key_hash,
+                          const sql_value *args, const uint64_t *arg_hash, int64_t rowtime,
+                          uint64_t arrival, int64_t wm, sql_view_emit_fn emit, void *ctx);
+
+/* The hash v's group table keys key by. Views created with the same
+ * hash_seed and nkeys hash a key alike, so one hash serves them all. */
+uint64_t sql_view_key_hash(const sql_view *v, const sql_value *key);
+
 /* A hint, no effect on results: starts loading the table slot where an
  * event of this key and time will be looked up, so that a caller feeding
  * one event to several views overlaps their cache misses (prefetch every
  * view first, then apply). The key's string must be readable. */
 void sql_view_prefetch(const sql_view *v, const sql_value *key, int64_t rowtime);
+/* The same, key_hash == sql_view_key_hash(v, key). */
+void sql_view_prefetch_hashed(const sql_view *v, uint64_t key_hash, int64_t rowtime);
 
 /* Moves the watermark to wm (ignored unless higher): fires what is due,
  * purges what is past grace, expires running rows past STATE_TTL. */

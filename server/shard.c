@@ -97,6 +97,10 @@ struct cf_shard {
     /* Whether view i has view 0's WHERE (all four do: bots out), so one
      * verdict per event serves them (builtin_apply). */
     bool bwhere_shared[CF_BUILTIN_COUNT];
+    /* The current click's column hashes, shared by the built-in views it
+     * goes to (page and user hashed once each): handle_events resets it
+     * per click, before the prefetches. */
+    cf_sqlx_memo memo;
     cf_sqlx *sqlx;                  /* user SQL views */
     cf_retain *closed[2];           /* by cf_window_type */
     /* Where each retained closed window result sits in its ring, so that a
@@ -651,7 +655,7 @@ static int builtin_apply(cf_shard *s, int i, const sql_value *row, const cf_even
     if (s->bwhere_shared[i] && !pass0)
         return CF_SQLX_FILTERED;
     return cf_sqlx_def_apply(s->sqlx, s->bdef[i], s->bview[i], row, ev->ts, s->bwhere_shared[i],
-                             seq, wm, emit, ctx);
+                             seq, wm, emit, ctx, &s->memo);
 }
 
 /* One click through the page-keyed built-in views: row is the click as a
@@ -853,13 +857,14 @@ static void handle_events(cf_shard *s, const cf_msg *m)
         bool pass0 = false;
         if (h.role & (CF_ROLE_PAGE | CF_ROLE_USER)) {
             cf_sqlx_click_row(&ev, row);   /* decoded once for the built-ins */
+            cf_sqlx_memo_reset(&s->memo);
             pass0 = cf_sqlx_def_where(s->sqlx, s->bdef[0], row, ev.ts);
             /* Every view's table slot first, then the applies: the cache
              * misses of the four lookups overlap (measured: about 6% less
              * shard CPU per event on S2, BENCHMARKS.md S11). */
             for (int b = 0; b < CF_BUILTIN_COUNT; b++)
                 if (h.role & (b == CF_BUILTIN_SESSIONS ? CF_ROLE_USER : CF_ROLE_PAGE))
-                    cf_sqlx_def_prefetch(s->bdef[b], s->bview[b], row, ev.ts);
+                    cf_sqlx_def_prefetch(s->bdef[b], s->bview[b], row, ev.ts, &s->memo);
         }
         if (h.role & CF_ROLE_PAGE)
             page_event(s, &ev, row, pass0, h.seq, h.wm, h.clock);
