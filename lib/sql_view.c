@@ -1551,6 +1551,64 @@ void sql_view_prefetch_hashed(const sql_view *v, uint64_t kh, int64_t rowtime)
     }
 }
 
+/* Probes a few slots only: a hint must stay cheap, and the tag or hash
+ * match found first is nearly always the one. */
+#define STEP_PROBES 4
+
+void sql_view_prefetch_step(const sql_view *v, uint64_t kh, int64_t rowtime, unsigned step)
+{
+    if (step == 0) {
+        sql_view_prefetch_hashed(v, kh, rowtime);
+        return;
+    }
+    if (step > 2)
+        return;
+    if (v->cfg.window == SQL_WINDOW_TUMBLING || v->cfg.window == SQL_WINDOW_HOPPING) {
+        int64_t p, first;
+        if (!v->cmap || !pane_of(v, rowtime, &p, &first))
+            return;
+        uint64_t h = cell_hash(p, kh);
+        uint32_t tag = (uint32_t)(h >> 32), i = (uint32_t)h & v->cmask;
+        for (int n = 0; n < STEP_PROBES; n++, i = (i + 1) & v->cmask) {
+            const cslot *sl = &v->cmap[i];
+            if (sl->idx == NIL_IDX)
+                return;
+            if (sl->tag != tag)
+                continue;
+            const cell *c = cell_at(v, sl->idx);
+            if (step == 1) {
+                /* the header and the aggregate state after it */
+                __builtin_prefetch(c);
+                __builtin_prefetch((const char *)c + v->cell_size - 1);
+            } else if (c->g) {
+                __builtin_prefetch(c->g);
+                __builtin_prefetch((const char *)c->g + 64);
+            }
+            return;
+        }
+        return;
+    }
+    if (!v->groups.s)
+        return;
+    uint32_t i = (uint32_t)kh & v->groups.mask;
+    for (int n = 0; n < STEP_PROBES; n++, i = (i + 1) & v->groups.mask) {
+        const pslot *sl = &v->groups.s[i];
+        if (!sl->p)
+            return;
+        if (sl->hash != kh)
+            continue;
+        const group *g = sl->p;
+        if (step == 1) {
+            __builtin_prefetch(g);
+            __builtin_prefetch((const char *)g + 64);
+        } else if (v->cfg.window == SQL_WINDOW_SESSION && g->sessions) {
+            __builtin_prefetch(g->sessions);
+            __builtin_prefetch((const char *)g->sessions + 64);
+        }
+        return;
+    }
+}
+
 int sql_view_apply(sql_view *v, const sql_value *key, const sql_value *args, int64_t rowtime,
                    uint64_t arrival, int64_t wm, sql_view_emit_fn emit, void *ctx)
 {

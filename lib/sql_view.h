@@ -161,6 +161,15 @@ uint64_t sql_view_key_hash(const sql_view *v, const sql_value *key);
 void sql_view_prefetch(const sql_view *v, const sql_value *key, int64_t rowtime);
 /* The same, key_hash == sql_view_key_hash(v, key). */
 void sql_view_prefetch_hashed(const sql_view *v, uint64_t key_hash, int64_t rowtime);
+/* A hint in steps, for a caller that looks ahead over the events to come:
+ * step 0 is sql_view_prefetch_hashed (the table slot); step 1 reads that
+ * slot and loads the cell (windows) or group record it points to; step 2
+ * reads that and loads the group record behind a cell, or a group's first
+ * session. Each step is worth it only once the previous one's load has
+ * landed: feed event i + 3 step 0, i + 2 step 1, i + 1 step 2, then apply
+ * event i. Other steps do nothing. No effect on results. */
+void sql_view_prefetch_step(const sql_view *v, uint64_t key_hash, int64_t rowtime,
+                            unsigned step);
 
 /* Moves the watermark to wm (ignored unless higher): fires what is due,
  * purges what is past grace, expires running rows past STATE_TTL. */

@@ -1222,7 +1222,7 @@ static uint64_t memo_distinct_hash(cf_sqlx_memo *m, int c, sql_value val)
 }
 
 void cf_sqlx_def_prefetch(const cf_sqlx_def *d, const sql_view *v, const sql_value *cols,
-                          int64_t ts, cf_sqlx_memo *memo)
+                          int64_t ts, cf_sqlx_memo *memo, unsigned step)
 {
     const sql_plan_info *pi = d->pi;
     sql_value keys[16];
@@ -1233,8 +1233,8 @@ void cf_sqlx_def_prefetch(const cf_sqlx_def *d, const sql_view *v, const sql_val
         keys[k] = c < CLICKS_COLUMNS ? cols[c] : sql_null();
     }
     if (memo && pi->ngroup_keys == 1)
-        sql_view_prefetch_hashed(v, memo_key_hash(memo, v, d->key_col[0], keys), ts);
-    else
+        sql_view_prefetch_step(v, memo_key_hash(memo, v, d->key_col[0], keys), ts, step);
+    else if (step == 0)
         sql_view_prefetch(v, keys, ts);
 }
 

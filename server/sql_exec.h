@@ -207,9 +207,10 @@ static inline void cf_sqlx_memo_reset(cf_sqlx_memo *m) { m->nkey = m->ndist = 0;
 /* sql_view_prefetch for the click row's group in v, when d's GROUP BY keys
  * are plain columns (else nothing): call for every view an event goes to,
  * then apply, so the table misses overlap. memo: NULL, or the row's (the
- * key hash is kept there for the apply). */
+ * key hash is kept there for the apply); step: sql_view_prefetch_step's
+ * (steps past 0 need a memo and a one-column key, else do nothing). */
 void cf_sqlx_def_prefetch(const cf_sqlx_def *d, const sql_view *v, const sql_value *cols,
-                          int64_t ts, cf_sqlx_memo *memo);
+                          int64_t ts, cf_sqlx_memo *memo, unsigned step);
 /* Whether a click row passes d's WHERE (no WHERE: true). */
 bool cf_sqlx_def_where(cf_sqlx *x, const cf_sqlx_def *d, const sql_value *cols, int64_t ts);
 /* True when a and b have the same WHERE (one verdict serves both). */
