@@ -924,6 +924,22 @@ static int add_one(const sql_agg_set *set, void *st, uint32_t i, sql_value v,
     }
 }
 
+void sql_agg_prefetch(const sql_agg_set *set, const void *st, const uint64_t *hashes,
+                      unsigned step)
+{
+    for (uint32_t i = 0; i < set->n; i++) {
+        if (set->spec[i].kind != SQL_AGG_COUNT_DISTINCT)
+            continue;
+        const st_distinct *s = cslot_of(set, st, i);
+        if (!d_is_hll(s))
+            continue;
+        if (step == 0)
+            __builtin_prefetch(d_hll(s));
+        else if (hashes)
+            cf_hll_prefetch(d_hll(s), d_fix(hashes[i]));
+    }
+}
+
 uint64_t sql_agg_distinct_hash(sql_value v)
 {
     return value_hash(v);

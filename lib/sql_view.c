@@ -1555,13 +1555,14 @@ void sql_view_prefetch_hashed(const sql_view *v, uint64_t kh, int64_t rowtime)
  * match found first is nearly always the one. */
 #define STEP_PROBES 4
 
-void sql_view_prefetch_step(const sql_view *v, uint64_t kh, int64_t rowtime, unsigned step)
+void sql_view_prefetch_step(const sql_view *v, uint64_t kh, const uint64_t *arg_hash,
+                            int64_t rowtime, unsigned step)
 {
     if (step == 0) {
         sql_view_prefetch_hashed(v, kh, rowtime);
         return;
     }
-    if (step > 2)
+    if (step > 3)
         return;
     if (v->cfg.window == SQL_WINDOW_TUMBLING || v->cfg.window == SQL_WINDOW_HOPPING) {
         int64_t p, first;
@@ -1580,9 +1581,14 @@ void sql_view_prefetch_step(const sql_view *v, uint64_t kh, int64_t rowtime, uns
                 /* the header and the aggregate state after it */
                 __builtin_prefetch(c);
                 __builtin_prefetch((const char *)c + v->cell_size - 1);
-            } else if (c->g) {
-                __builtin_prefetch(c->g);
-                __builtin_prefetch((const char *)c->g + 64);
+            } else if (step == 2) {
+                if (c->g) {
+                    __builtin_prefetch(c->g);
+                    __builtin_prefetch((const char *)c->g + 64);
+                }
+                sql_agg_prefetch(v->aggs, cell_state(c), NULL, 0);
+            } else {
+                sql_agg_prefetch(v->aggs, cell_state(c), arg_hash, 1);
             }
             return;
         }
@@ -1601,7 +1607,7 @@ void sql_view_prefetch_step(const sql_view *v, uint64_t kh, int64_t rowtime, uns
         if (step == 1) {
             __builtin_prefetch(g);
             __builtin_prefetch((const char *)g + 64);
-        } else if (v->cfg.window == SQL_WINDOW_SESSION && g->sessions) {
+        } else if (step == 2 && v->cfg.window == SQL_WINDOW_SESSION && g->sessions) {
             __builtin_prefetch(g->sessions);
             __builtin_prefetch((const char *)g->sessions + 64);
         }

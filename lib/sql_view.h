@@ -164,12 +164,14 @@ void sql_view_prefetch_hashed(const sql_view *v, uint64_t key_hash, int64_t rowt
 /* A hint in steps, for a caller that looks ahead over the events to come:
  * step 0 is sql_view_prefetch_hashed (the table slot); step 1 reads that
  * slot and loads the cell (windows) or group record it points to; step 2
- * reads that and loads the group record behind a cell, or a group's first
- * session. Each step is worth it only once the previous one's load has
- * landed: feed event i + 3 step 0, i + 2 step 1, i + 1 step 2, then apply
- * event i. Other steps do nothing. No effect on results. */
-void sql_view_prefetch_step(const sql_view *v, uint64_t key_hash, int64_t rowtime,
-                            unsigned step);
+ * reads that and loads the group record behind a cell and the cell's
+ * distinct-count sketches, or a group's first session; step 3 (windows)
+ * loads where arg_hash (NULL, or as sql_view_apply_hashed takes it) goes
+ * in those sketches. Each step is worth it only once the previous one's
+ * loads have landed: feed event i + 4 step 0, i + 3 step 1, and so on,
+ * then apply event i. Other steps do nothing. No effect on results. */
+void sql_view_prefetch_step(const sql_view *v, uint64_t key_hash, const uint64_t *arg_hash,
+                            int64_t rowtime, unsigned step);
 
 /* Moves the watermark to wm (ignored unless higher): fires what is due,
  * purges what is past grace, expires running rows past STATE_TTL. */

@@ -846,9 +846,10 @@ typedef struct pending {
 
 /* Events are decoded LOOKAHEAD ahead of their applies, and the built-in
  * views' lookups of the next ones walked a step a click (slot, then cell or
- * group, then the group behind a cell: sql_view_prefetch_step), so each
- * apply finds its chain of dependent cache misses loaded. */
-#define LOOKAHEAD 3u
+ * group, then the group behind a cell and its sketch, then the sketch's
+ * register: sql_view_prefetch_step), so each apply finds its chain of
+ * dependent cache misses loaded. */
+#define LOOKAHEAD 4u
 
 static bool builtin_role(uint8_t role, int b)
 {

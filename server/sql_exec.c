@@ -1232,9 +1232,19 @@ void cf_sqlx_def_prefetch(const cf_sqlx_def *d, const sql_view *v, const sql_val
             return;     /* an expression: not worth evaluating twice */
         keys[k] = c < CLICKS_COLUMNS ? cols[c] : sql_null();
     }
-    if (memo && pi->ngroup_keys == 1)
-        sql_view_prefetch_step(v, memo_key_hash(memo, v, d->key_col[0], keys), ts, step);
-    else if (step == 0)
+    if (memo && pi->ngroup_keys == 1) {
+        uint64_t ah[64];
+        if (step == 3)  /* where the COUNT(DISTINCT) of plain columns go */
+            for (uint32_t a = 0; a < pi->naggs && a < 64; a++) {
+                int c = d->arg_col[a];
+                ah[a] = 0;
+                if (d->specs[a].kind == SQL_AGG_COUNT_DISTINCT && c >= 0 && c < CLICKS_COLUMNS &&
+                    cols[c].type != SQL_NULL)
+                    ah[a] = memo_distinct_hash(memo, c, cols[c]);
+            }
+        sql_view_prefetch_step(v, memo_key_hash(memo, v, d->key_col[0], keys),
+                               step == 3 ? ah : NULL, ts, step);
+    } else if (step == 0)
         sql_view_prefetch(v, keys, ts);
 }
 
