@@ -9,7 +9,9 @@
  *             [--rate N (event-time events/s)] [--seed N] [--plain]
  *
  * The shards hash each click's page and user once for all the views
- * (sql_view_apply_hashed); --plain lets every view hash for itself, as
+ * (sql_view_apply_hashed) and walk the lookups of the next four clicks a
+ * step per click (sql_view_prefetch_step); so does this by default.
+ * --plain lets every view hash for itself and skips the look-ahead, as
  * before that, for a before/after in one build.
  */
 #include <inttypes.h>
@@ -81,6 +83,30 @@ static bool below_min(void *ctx, const sql_view_result *r)
 {
     (void)ctx;
     return r->aggs[0].u.d < 0.01;
+}
+
+/* The look-ahead ring (as the shards do): each event's hashes, computed
+ * when it enters, AHEAD events before its apply, with its step 0. */
+enum { AHEAD = 4 };
+struct ahead {
+    uint64_t ph, uh, wh[2], sh[4];
+};
+
+static void ahead_fill(struct ahead *a, const gen_event *e, char (*pages)[24],
+                       const uint8_t *page_len, char (*users)[16], const uint8_t *user_len,
+                       sql_view *const pviews[3], sql_view *sessions)
+{
+    sql_value pk = sql_string(pages[e->page], page_len[e->page]);
+    sql_value uk = sql_string(users[e->user], user_len[e->user]);
+    a->ph = sql_view_key_hash(pviews[0], &pk);   /* one seed: every page view's hash */
+    a->uh = sql_view_key_hash(sessions, &uk);
+    a->wh[0] = 0;
+    a->wh[1] = sql_agg_distinct_hash(uk);
+    a->sh[0] = a->sh[2] = a->sh[3] = 0;
+    a->sh[1] = sql_agg_distinct_hash(pk);
+    for (int v = 0; v < 3; v++)
+        sql_view_prefetch_step(pviews[v], a->ph, a->wh, e->ts, 0);
+    sql_view_prefetch_step(sessions, a->uh, a->sh, e->ts, 0);
 }
 
 static long arg_long(int argc, char **argv, const char *name, long def)
@@ -168,6 +194,9 @@ int main(int argc, char **argv)
         return 1;
     }
 
+    struct ahead ring[AHEAD + 1];
+    sql_view *pviews[3] = {tumbling, sliding, trending};
+
     uint64_t windows_out = 0, sessions_out = 0, dups = 0, late = 0;
     int64_t max_ts = INT64_MIN, wm = INT64_MIN;
     long rss_before = rss_kib();
@@ -175,6 +204,22 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < n_events; i++) {
         const gen_event *e = &evs[i];
         int64_t clock = max_ts;
+        if (!plain) {
+            if (i == 0)
+                for (size_t j = 0; j < AHEAD && j < n_events; j++)
+                    ahead_fill(&ring[j % (AHEAD + 1)], &evs[j], pages, page_len, users, user_len,
+                               pviews, sessions);
+            if (i + AHEAD < n_events)
+                ahead_fill(&ring[(i + AHEAD) % (AHEAD + 1)], &evs[i + AHEAD], pages, page_len,
+                           users, user_len, pviews, sessions);
+            for (size_t d = 1; d < AHEAD && i + d < n_events; d++) {
+                const struct ahead *a = &ring[(i + d) % (AHEAD + 1)];
+                unsigned step = (unsigned)(AHEAD - d);
+                for (int v = 0; v < 3; v++)
+                    sql_view_prefetch_step(pviews[v], a->ph, a->wh, evs[i + d].ts, step);
+                sql_view_prefetch_step(sessions, a->uh, a->sh, evs[i + d].ts, step);
+            }
+        }
         if (cf_dedup_check(dedup, ids[i], 15, e->ts, clock) == 0) {
             dups++;
             continue;
@@ -194,16 +239,14 @@ int main(int argc, char **argv)
             sql_view_apply(trending, &pk, NULL, e->ts, i, wm, NULL, NULL);
         } else {
             /* As the shards do: each string hashed once (one seed, one key). */
-            uint64_t ph = sql_view_key_hash(tumbling, &pk), uh = sql_view_key_hash(sessions, &uk);
-            uint64_t wh[2] = {0, sql_agg_distinct_hash(uk)};
-            uint64_t sh[4] = {0, sql_agg_distinct_hash(pk), 0, 0};
-            a = sql_view_apply_hashed(tumbling, &pk, ph, wargs, wh, e->ts, i, wm, count_emit,
-                                      &windows_out);
-            b = sql_view_apply_hashed(sliding, &pk, ph, wargs, wh, e->ts, i, wm, count_emit,
-                                      &windows_out);
-            sql_view_apply_hashed(sessions, &uk, uh, sargs, sh, e->ts, i, wm, count_emit,
+            const struct ahead *h = &ring[i % (AHEAD + 1)];
+            a = sql_view_apply_hashed(tumbling, &pk, h->ph, wargs, h->wh, e->ts, i, wm,
+                                      count_emit, &windows_out);
+            b = sql_view_apply_hashed(sliding, &pk, h->ph, wargs, h->wh, e->ts, i, wm,
+                                      count_emit, &windows_out);
+            sql_view_apply_hashed(sessions, &uk, h->uh, sargs, h->sh, e->ts, i, wm, count_emit,
                                   &sessions_out);
-            sql_view_apply_hashed(trending, &pk, ph, NULL, NULL, e->ts, i, wm, NULL, NULL);
+            sql_view_apply_hashed(trending, &pk, h->ph, NULL, NULL, e->ts, i, wm, NULL, NULL);
         }
         if (a == SQL_VIEW_LATE && b == SQL_VIEW_LATE)
             late++;
