@@ -204,6 +204,14 @@ static int to_dense(cf_hll *h)
     return 0;
 }
 
+void cf_hll_prefetch(const cf_hll *h, uint64_t hash)
+{
+    if (h->form == FORM_DENSE)
+        __builtin_prefetch(&h->regs[hash >> HLL_Q]);
+    else if (h->cap)
+        __builtin_prefetch(&h->set[slot_of(hash, h->shift)]);
+}
+
 int cf_hll_add(cf_hll *h, uint64_t hash)
 {
     if (h->form == FORM_DENSE) {

@@ -49,6 +49,9 @@ void cf_hll_clear(cf_hll *h);
  * sketch is then unchanged). O(1) (amortized over table growth in sparse
  * form; the switch to dense form is O(CF_HLL_SPARSE_MAX + 16384) once). */
 int cf_hll_add(cf_hll *h, uint64_t hash);
+/* A hint, no effect: starts loading where cf_hll_add(h, hash) will look
+ * (h itself must be loaded by then to be worth it). */
+void cf_hll_prefetch(const cf_hll *h, uint64_t hash);
 
 /* Distinct count: exact in sparse form, estimated in dense form. O(1)
  * sparse, O(16384) dense. */

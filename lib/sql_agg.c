@@ -877,8 +877,8 @@ static inline int cmp_when(int64_t ts, uint64_t arr, int64_t kts, uint64_t karr)
 
 /* Adds one row to aggregate i (value v, not NULL unless the kind takes no
  * argument). */
-static int add_one(const sql_agg_set *set, void *st, uint32_t i, sql_value v, int64_t ts,
-                   uint64_t arrival)
+static int add_one(const sql_agg_set *set, void *st, uint32_t i, sql_value v,
+                   const uint64_t *hashes, int64_t ts, uint64_t arrival)
 {
     void *p = slot_of(set, st, i);
     const sql_agg_spec *sp = &set->spec[i];
@@ -886,9 +886,11 @@ static int add_one(const sql_agg_set *set, void *st, uint32_t i, sql_value v, in
     case SQL_AGG_COUNT_STAR:
     case SQL_AGG_COUNT: ((st_count *)p)->n++; return 0;
     case SQL_AGG_COUNT_DISTINCT:
-        /* STRING without the dispatch: the common COUNT(DISTINCT user_id). */
-        return distinct_add_hash(p, d_fix(v.type == SQL_STRING ? cf_hash64(v.u.s, v.len, 0)
-                                                              : value_hash(v)));
+        /* A hash the caller computed once for several views, else STRING
+         * without the dispatch: the common COUNT(DISTINCT user_id). */
+        return distinct_add_hash(p, d_fix(hashes ? hashes[i]
+                                          : v.type == SQL_STRING ? cf_hash64(v.u.s, v.len, 0)
+                                                                 : value_hash(v)));
     case SQL_AGG_SUM:
     case SQL_AGG_AVG: return sum_add(p, v);
     case SQL_AGG_MIN:
@@ -922,8 +924,35 @@ static int add_one(const sql_agg_set *set, void *st, uint32_t i, sql_value v, in
     }
 }
 
+void sql_agg_prefetch(const sql_agg_set *set, const void *st, const uint64_t *hashes,
+                      unsigned step)
+{
+    for (uint32_t i = 0; i < set->n; i++) {
+        if (set->spec[i].kind != SQL_AGG_COUNT_DISTINCT)
+            continue;
+        const st_distinct *s = cslot_of(set, st, i);
+        if (!d_is_hll(s))
+            continue;
+        if (step == 0)
+            __builtin_prefetch(d_hll(s));
+        else if (hashes)
+            cf_hll_prefetch(d_hll(s), d_fix(hashes[i]));
+    }
+}
+
+uint64_t sql_agg_distinct_hash(sql_value v)
+{
+    return value_hash(v);
+}
+
 int sql_agg_add(const sql_agg_set *set, void *st, const sql_value *args, int64_t ts,
                 uint64_t arrival)
+{
+    return sql_agg_add_hashed(set, st, args, NULL, ts, arrival);
+}
+
+int sql_agg_add_hashed(const sql_agg_set *set, void *st, const sql_value *args,
+                       const uint64_t *hashes, int64_t ts, uint64_t arrival)
 {
     int rc = 0;
     for (uint32_t i = 0; i < set->n; i++) {
@@ -933,7 +962,7 @@ int sql_agg_add(const sql_agg_set *set, void *st, const sql_value *args, int64_t
             if (v.type == SQL_NULL)
                 continue;
         }
-        int r = add_one(set, st, i, v, ts, arrival);
+        int r = add_one(set, st, i, v, hashes, ts, arrival);
         if (r < 0 && (rc == 0 || r == -ENOMEM))
             rc = r;
     }

@@ -116,6 +116,24 @@ void sql_agg_clear(const sql_agg_set *set, void *st);
 int sql_agg_add(const sql_agg_set *set, void *st, const sql_value *args, int64_t ts,
                 uint64_t arrival);
 
+/* Hints, no effect on results, for a caller looking ahead (sql_view_
+ * prefetch_step): step 0 starts loading the sketches of st's COUNT(DISTINCT)
+ * aggregates that have one; step 1 (once those landed) where hashes[i]
+ * (as sql_agg_add_hashed reads them) will go. */
+void sql_agg_prefetch(const sql_agg_set *set, const void *st, const uint64_t *hashes,
+                      unsigned step);
+
+/* The hash COUNT(DISTINCT) keeps of a value (type-aware; a STRING's is
+ * cf_hash64(bytes, 0)). */
+uint64_t sql_agg_distinct_hash(sql_value v);
+
+/* sql_agg_add with the distinct hashes computed by the caller: hashes NULL,
+ * or hashes[i] == sql_agg_distinct_hash(args[i]) for every COUNT(DISTINCT)
+ * i with a non-NULL argument (other entries are not read). One event
+ * feeding several views' COUNT(DISTINCT user_id) hashes the user once. */
+int sql_agg_add_hashed(const sql_agg_set *set, void *st, const sql_value *args,
+                       const uint64_t *hashes, int64_t ts, uint64_t arrival);
+
 /* dst := dst combined with src (src unchanged), as if dst had seen src's
  * rows too. 0 or -ENOMEM (dst then partly merged; callers drop it). */
 int sql_agg_merge(const sql_agg_set *set, void *dst, const void *src);

@@ -116,6 +116,10 @@ struct sql_view {
     uint32_t k;             /* panes per window (size / advance) */
     void *scratch;          /* a state that panes are merged into */
 
+    /* During an apply: the caller's distinct hashes (sql_view_apply_hashed)
+     * or NULL. */
+    const uint64_t *arg_hash;
+
     pmap groups;
     cslot *cmap;            /* cells by (start, key) */
     uint32_t cmask, cused;
@@ -174,6 +178,13 @@ static inline size_t group_state_off(uint32_t nkeys)
 static inline void *group_state(const sql_view *v, const group *g)
 {
     return (char *)g + group_state_off(v->cfg.nkeys);
+}
+
+/* One event into an aggregate state, with the caller's distinct hashes. */
+static inline int agg_add(const sql_view *v, void *st, const sql_value *args, int64_t ts,
+                          uint64_t arrival)
+{
+    return sql_agg_add_hashed(v->aggs, st, args, v->arg_hash, ts, arrival);
 }
 
 /* ---- keys ----------------------------------------------------------------- */
@@ -1067,7 +1078,7 @@ static int add_slow(sql_view *v, cell *c, int64_t p, int64_t first, uint64_t kh,
         c->has_data = 1;
         c->born = (uint16_t)nf;
     }
-    int rc = sql_agg_add(v->aggs, cell_state(c), args, ts, arrival);
+    int rc = agg_add(v, cell_state(c), args, ts, arrival);
     /* Re-fire the fired windows, ascending. */
     for (uint32_t j = np; j < nf; j++) {
         int64_t g = first + (int64_t)j * s;
@@ -1093,20 +1104,19 @@ static int add_slow(sql_view *v, cell *c, int64_t p, int64_t first, uint64_t kh,
     return rc < 0 ? rc : SQL_VIEW_APPLIED;
 }
 
-static int apply_window(sql_view *v, const sql_value *key, const sql_value *args, int64_t ts,
-                        uint64_t arrival, sql_view_emit_fn emit, void *ctx)
+static int apply_window(sql_view *v, const sql_value *key, uint64_t kh, const sql_value *args,
+                        int64_t ts, uint64_t arrival, sql_view_emit_fn emit, void *ctx)
 {
     int64_t p, first;
     if (!pane_of(v, ts, &p, &first) || purge_due(v, p + v->cfg.size_ms)) {
         v->late_dropped++;
         return SQL_VIEW_LATE;
     }
-    uint64_t kh = key_hash(v, key);
     cell *c = cell_lookup_key(v, p, kh, key);
     /* Hot path: the group has data in the pane and all its windows are open. */
     if (c && c->has_data && !fire_due(v, first + v->cfg.size_ms)) {
         v->applied++;
-        int rc = sql_agg_add(v->aggs, cell_state(c), args, ts, arrival);
+        int rc = agg_add(v, cell_state(c), args, ts, arrival);
         return rc < 0 ? rc : SQL_VIEW_APPLIED;
     }
     return add_slow(v, c, p, first, kh, key, args, ts, arrival, emit, ctx);
@@ -1223,10 +1233,9 @@ static void evict_session_group(sql_view *v, sql_view_emit_fn emit, void *ctx)
     group_unref(v, g);
 }
 
-static int apply_session(sql_view *v, const sql_value *key, const sql_value *args, int64_t ts,
-                         uint64_t arrival, sql_view_emit_fn emit, void *ctx)
+static int apply_session(sql_view *v, const sql_value *key, uint64_t kh, const sql_value *args,
+                         int64_t ts, uint64_t arrival, sql_view_emit_fn emit, void *ctx)
 {
-    uint64_t kh = key_hash(v, key);
     group *grp = group_find(v, kh, key);
     sess *a = NULL, *z = NULL;
     for (sess *x = grp ? grp->sessions : NULL; x; x = x->next) {
@@ -1265,7 +1274,7 @@ static int apply_session(sql_view *v, const sql_value *key, const sql_value *arg
         x->g = grp;
         grp->refs++;
         sql_agg_init(v->aggs, sess_state(x));
-        int rc = sql_agg_add(v->aggs, sess_state(x), args, ts, arrival);
+        int rc = agg_add(v, sess_state(x), args, ts, arrival);
         sess **pp = &grp->sessions;
         while (*pp && (*pp)->first < ts)
             pp = &(*pp)->next;
@@ -1305,7 +1314,7 @@ static int apply_session(sql_view *v, const sql_value *key, const sql_value *arg
         free(o);
         grp->refs--; /* a still holds the group */
     }
-    int r = sql_agg_add(v->aggs, sess_state(a), args, ts, arrival);
+    int r = agg_add(v, sess_state(a), args, ts, arrival);
     if (r < 0)
         rc = r;
     if (ts < a->first)
@@ -1362,10 +1371,9 @@ static void running_drop(sql_view *v, group *g)
     group_unref(v, g);
 }
 
-static int apply_running(sql_view *v, const sql_value *key, const sql_value *args, int64_t ts,
-                         uint64_t arrival)
+static int apply_running(sql_view *v, const sql_value *key, uint64_t kh, const sql_value *args,
+                         int64_t ts, uint64_t arrival)
 {
-    uint64_t kh = key_hash(v, key);
     group *g = group_find(v, kh, key);
     if (!g) {
         if (!key_fits(v, key))
@@ -1389,7 +1397,7 @@ static int apply_running(sql_view *v, const sql_value *key, const sql_value *arg
         g->last_ts = ts; /* lazy: re-placed when it surfaces */
     }
     v->applied++;
-    int rc = sql_agg_add(v->aggs, group_state(v, g), args, ts, arrival);
+    int rc = agg_add(v, group_state(v, g), args, ts, arrival);
     return rc < 0 ? rc : SQL_VIEW_APPLIED;
 }
 
@@ -1522,9 +1530,18 @@ void sql_view_advance(sql_view *v, int64_t wm, sql_view_emit_fn emit, void *ctx)
     }
 }
 
+uint64_t sql_view_key_hash(const sql_view *v, const sql_value *key)
+{
+    return key_hash(v, key);
+}
+
 void sql_view_prefetch(const sql_view *v, const sql_value *key, int64_t rowtime)
 {
-    uint64_t kh = key_hash(v, key);
+    sql_view_prefetch_hashed(v, key_hash(v, key), rowtime);
+}
+
+void sql_view_prefetch_hashed(const sql_view *v, uint64_t kh, int64_t rowtime)
+{
     if (v->cfg.window == SQL_WINDOW_TUMBLING || v->cfg.window == SQL_WINDOW_HOPPING) {
         int64_t p, first;
         if (v->cmap && pane_of(v, rowtime, &p, &first))
@@ -1534,8 +1551,80 @@ void sql_view_prefetch(const sql_view *v, const sql_value *key, int64_t rowtime)
     }
 }
 
+/* Probes a few slots only: a hint must stay cheap, and the tag or hash
+ * match found first is nearly always the one. */
+#define STEP_PROBES 4
+
+void sql_view_prefetch_step(const sql_view *v, uint64_t kh, const uint64_t *arg_hash,
+                            int64_t rowtime, unsigned step)
+{
+    if (step == 0) {
+        sql_view_prefetch_hashed(v, kh, rowtime);
+        return;
+    }
+    if (step > 3)
+        return;
+    if (v->cfg.window == SQL_WINDOW_TUMBLING || v->cfg.window == SQL_WINDOW_HOPPING) {
+        int64_t p, first;
+        if (!v->cmap || !pane_of(v, rowtime, &p, &first))
+            return;
+        uint64_t h = cell_hash(p, kh);
+        uint32_t tag = (uint32_t)(h >> 32), i = (uint32_t)h & v->cmask;
+        for (int n = 0; n < STEP_PROBES; n++, i = (i + 1) & v->cmask) {
+            const cslot *sl = &v->cmap[i];
+            if (sl->idx == NIL_IDX)
+                return;
+            if (sl->tag != tag)
+                continue;
+            const cell *c = cell_at(v, sl->idx);
+            if (step == 1) {
+                /* the header and the aggregate state after it */
+                __builtin_prefetch(c);
+                __builtin_prefetch((const char *)c + v->cell_size - 1);
+            } else if (step == 2) {
+                if (c->g) {
+                    __builtin_prefetch(c->g);
+                    __builtin_prefetch((const char *)c->g + 64);
+                }
+                sql_agg_prefetch(v->aggs, cell_state(c), NULL, 0);
+            } else {
+                sql_agg_prefetch(v->aggs, cell_state(c), arg_hash, 1);
+            }
+            return;
+        }
+        return;
+    }
+    if (!v->groups.s)
+        return;
+    uint32_t i = (uint32_t)kh & v->groups.mask;
+    for (int n = 0; n < STEP_PROBES; n++, i = (i + 1) & v->groups.mask) {
+        const pslot *sl = &v->groups.s[i];
+        if (!sl->p)
+            return;
+        if (sl->hash != kh)
+            continue;
+        const group *g = sl->p;
+        if (step == 1) {
+            __builtin_prefetch(g);
+            __builtin_prefetch((const char *)g + 64);
+        } else if (step == 2 && v->cfg.window == SQL_WINDOW_SESSION && g->sessions) {
+            __builtin_prefetch(g->sessions);
+            __builtin_prefetch((const char *)g->sessions + 64);
+        }
+        return;
+    }
+}
+
 int sql_view_apply(sql_view *v, const sql_value *key, const sql_value *args, int64_t rowtime,
                    uint64_t arrival, int64_t wm, sql_view_emit_fn emit, void *ctx)
+{
+    return sql_view_apply_hashed(v, key, key_hash(v, key), args, NULL, rowtime, arrival, wm,
+                                 emit, ctx);
+}
+
+int sql_view_apply_hashed(sql_view *v, const sql_value *key, uint64_t kh, const sql_value *args,
+                          const uint64_t *arg_hash, int64_t rowtime, uint64_t arrival,
+                          int64_t wm, sql_view_emit_fn emit, void *ctx)
 {
     /* The argument strings are usually cold (a user id from a large
      * population): ask for them now, so the misses overlap the key lookup
@@ -1546,11 +1635,19 @@ int sql_view_apply(sql_view *v, const sql_value *key, const sql_value *args, int
                 __builtin_prefetch(args[i].u.s);
     if (wm != CF_TIME_NONE && wm > v->wm)
         sql_view_advance(v, wm, emit, ctx);
+    /* Only the applies below read the caller's hashes: advance() merges
+     * states, which carry their hashes with them. */
+    int rc;
+    v->arg_hash = args ? arg_hash : NULL;
     switch (v->cfg.window) {
-    case SQL_WINDOW_NONE: return apply_running(v, key, args, rowtime, arrival);
-    case SQL_WINDOW_SESSION: return apply_session(v, key, args, rowtime, arrival, emit, ctx);
-    default: return apply_window(v, key, args, rowtime, arrival, emit, ctx);
+    case SQL_WINDOW_NONE: rc = apply_running(v, key, kh, args, rowtime, arrival); break;
+    case SQL_WINDOW_SESSION:
+        rc = apply_session(v, key, kh, args, rowtime, arrival, emit, ctx);
+        break;
+    default: rc = apply_window(v, key, kh, args, rowtime, arrival, emit, ctx); break;
     }
+    v->arg_hash = NULL;
+    return rc;
 }
 
 static int cmp_sess_fire(const sql_view *v, const void *a, const void *b)

@@ -140,11 +140,38 @@ void sql_view_free(sql_view *v);
 int sql_view_apply(sql_view *v, const sql_value *key, const sql_value *args, int64_t rowtime,
                    uint64_t arrival, int64_t wm, sql_view_emit_fn emit, void *ctx);
 
+/* sql_view_apply with the hashes computed by the caller, so that one event
+ * feeding several views hashes each string once: key_hash ==
+ * sql_view_key_hash(v, key), and arg_hash NULL or as sql_agg_add_hashed
+ * reads it (arg_hash[i] == sql_agg_distinct_hash(args[i]) for each
+ * COUNT(DISTINCT) i). A wrong hash breaks the view's state, not just the
+ * speed; the unit tests compare both paths. */
+int sql_view_apply_hashed(sql_view *v, const sql_value *key, uint64_t key_hash,
+                          const sql_value *args, const uint64_t *arg_hash, int64_t rowtime,
+                          uint64_t arrival, int64_t wm, sql_view_emit_fn emit, void *ctx);
+
+/* The hash v's group table keys key by. Views created with the same
+ * hash_seed and nkeys hash a key alike, so one hash serves them all. */
+uint64_t sql_view_key_hash(const sql_view *v, const sql_value *key);
+
 /* A hint, no effect on results: starts loading the table slot where an
  * event of this key and time will be looked up, so that a caller feeding
  * one event to several views overlaps their cache misses (prefetch every
  * view first, then apply). The key's string must be readable. */
 void sql_view_prefetch(const sql_view *v, const sql_value *key, int64_t rowtime);
+/* The same, key_hash == sql_view_key_hash(v, key). */
+void sql_view_prefetch_hashed(const sql_view *v, uint64_t key_hash, int64_t rowtime);
+/* A hint in steps, for a caller that looks ahead over the events to come:
+ * step 0 is sql_view_prefetch_hashed (the table slot); step 1 reads that
+ * slot and loads the cell (windows) or group record it points to; step 2
+ * reads that and loads the group record behind a cell and the cell's
+ * distinct-count sketches, or a group's first session; step 3 (windows)
+ * loads where arg_hash (NULL, or as sql_view_apply_hashed takes it) goes
+ * in those sketches. Each step is worth it only once the previous one's
+ * loads have landed: feed event i + 4 step 0, i + 3 step 1, and so on,
+ * then apply event i. Other steps do nothing. No effect on results. */
+void sql_view_prefetch_step(const sql_view *v, uint64_t key_hash, const uint64_t *arg_hash,
+                            int64_t rowtime, unsigned step);
 
 /* Moves the watermark to wm (ignored unless higher): fires what is due,
  * purges what is past grace, expires running rows past STATE_TTL. */

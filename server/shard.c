@@ -98,6 +98,10 @@ struct cf_shard {
     /* Whether view i has view 0's WHERE (all four do: bots out), so one
      * verdict per event serves them (builtin_apply). */
     bool bwhere_shared[CF_BUILTIN_COUNT];
+    /* The current click's column hashes, shared by the built-in views it
+     * goes to (page and user hashed once each): set by handle_events while
+     * it applies a click, NULL otherwise. */
+    cf_sqlx_memo *memo;
     cf_sqlx *sqlx;                  /* user SQL views */
     cf_retain *closed[2];           /* by cf_window_type */
     /* Where each retained closed window result sits in its ring, so that a
@@ -652,7 +656,7 @@ static int builtin_apply(cf_shard *s, int i, const sql_value *row, const cf_even
     if (s->bwhere_shared[i] && !pass0)
         return CF_SQLX_FILTERED;
     return cf_sqlx_def_apply(s->sqlx, s->bdef[i], s->bview[i], row, ev->ts, s->bwhere_shared[i],
-                             seq, wm, emit, ctx);
+                             seq, wm, emit, ctx, s->memo);
 }
 
 /* One click through the page-keyed built-in views: row is the click as a
@@ -832,42 +836,86 @@ static void advance_to(cf_shard *s, int64_t wm)
     s->st.watermark = wm;
 }
 
+/* One decoded click of an events message, waiting in handle_events' ring. */
+typedef struct pending {
+    cf_entry_head h;
+    cf_event ev;
+    bool bad;                       /* did not decode: the message stops there */
+    sql_value row[CF_SQLX_CLICK_COLUMNS];
+    cf_sqlx_memo memo;              /* its column hashes */
+} pending;
+
+/* Events are decoded LOOKAHEAD ahead of their applies, and the built-in
+ * views' lookups of the next ones walked a step a click (slot, then cell or
+ * group, then the group behind a cell and its sketch, then the sketch's
+ * register: sql_view_prefetch_step), so each apply finds its chain of
+ * dependent cache misses loaded. */
+#define LOOKAHEAD 4u
+
+static bool builtin_role(uint8_t role, int b)
+{
+    return role & (b == CF_BUILTIN_SESSIONS ? CF_ROLE_USER : CF_ROLE_PAGE);
+}
+
+static void pending_step(cf_shard *s, pending *p, unsigned step)
+{
+    if (p->bad || !(p->h.role & (CF_ROLE_PAGE | CF_ROLE_USER)))
+        return;
+    for (int b = 0; b < CF_BUILTIN_COUNT; b++)
+        if (builtin_role(p->h.role, b))
+            cf_sqlx_def_prefetch(s->bdef[b], s->bview[b], p->row, p->ev.ts, &p->memo, step);
+}
+
+static void pending_decode(cf_shard *s, cf_reader *r, pending *p)
+{
+    p->bad = cf_entry_get(r, &p->h, &p->ev) < 0;
+    if (p->bad || !(p->h.role & (CF_ROLE_PAGE | CF_ROLE_USER)))
+        return;
+    cf_sqlx_click_row(&p->ev, p->row);   /* decoded once for the built-ins */
+    cf_sqlx_memo_reset(&p->memo);
+    pending_step(s, p, 0);
+}
+
 static void handle_events(cf_shard *s, const cf_msg *m)
 {
     cf_reader r;
     cf_reader_init(&r, m->data, m->len);
-    sql_value row[CF_SQLX_CLICK_COLUMNS];
+    pending ring[LOOKAHEAD + 1];
+    for (uint32_t j = 0; j < LOOKAHEAD && j < m->n; j++)
+        pending_decode(s, &r, &ring[j]);
     for (uint32_t i = 0; i < m->n; i++) {
-        cf_entry_head h;
-        cf_event ev;
-        if (cf_entry_get(&r, &h, &ev) < 0) {
+        pending *p = &ring[i % (LOOKAHEAD + 1)];
+        if (p->bad) {
             /* The sequencer built this message; a bad one is a bug. */
             cf_error("shard %u: malformed events message (entry %u of %u)", s->index, i, m->n);
             s->st.errors++;
             return;
         }
-        if (!h.role)
+        /* The clicks to come, one step further each (a bad one stops the
+         * decoding: nothing past it is read). */
+        if (i + LOOKAHEAD < m->n && !ring[(i + LOOKAHEAD - 1) % (LOOKAHEAD + 1)].bad)
+            pending_decode(s, &r, &ring[(i + LOOKAHEAD) % (LOOKAHEAD + 1)]);
+        else if (i + LOOKAHEAD < m->n)
+            ring[(i + LOOKAHEAD) % (LOOKAHEAD + 1)].bad = true;
+        for (unsigned d = 1; d < LOOKAHEAD && i + d < m->n; d++)
+            pending_step(s, &ring[(i + d) % (LOOKAHEAD + 1)], LOOKAHEAD - d);
+        const cf_entry_head *h = &p->h;
+        if (!h->role)
             continue;           /* a duplicate the sequencer blanked out */
-        if (h.role & (CF_ROLE_PAGE | CF_ROLE_USER))
+        if (h->role & (CF_ROLE_PAGE | CF_ROLE_USER))
             s->st.events++;     /* a copy only for user views is not an event here */
-        advance_to(s, h.wm);
+        advance_to(s, h->wm);
         bool pass0 = false;
-        if (h.role & (CF_ROLE_PAGE | CF_ROLE_USER)) {
-            cf_sqlx_click_row(&ev, row);   /* decoded once for the built-ins */
-            pass0 = cf_sqlx_def_where(s->sqlx, s->bdef[0], row, ev.ts);
-            /* Every view's table slot first, then the applies: the cache
-             * misses of the four lookups overlap (measured: about 6% less
-             * shard CPU per event on S2, BENCHMARKS.md S11). */
-            for (int b = 0; b < CF_BUILTIN_COUNT; b++)
-                if (h.role & (b == CF_BUILTIN_SESSIONS ? CF_ROLE_USER : CF_ROLE_PAGE))
-                    cf_sqlx_def_prefetch(s->bdef[b], s->bview[b], row, ev.ts);
-        }
-        if (h.role & CF_ROLE_PAGE)
-            page_event(s, &ev, row, pass0, h.seq, h.wm, h.clock);
-        if (h.role & CF_ROLE_USER)
-            user_event(s, &ev, row, pass0, h.seq, h.wm);
-        if (h.role & CF_ROLE_SQL)
-            cf_sqlx_event(s->sqlx, &ev, h.seq, h.wm, h.clock, h.views);
+        s->memo = &p->memo;
+        if (h->role & (CF_ROLE_PAGE | CF_ROLE_USER))
+            pass0 = cf_sqlx_def_where(s->sqlx, s->bdef[0], p->row, p->ev.ts);
+        if (h->role & CF_ROLE_PAGE)
+            page_event(s, &p->ev, p->row, pass0, h->seq, h->wm, h->clock);
+        if (h->role & CF_ROLE_USER)
+            user_event(s, &p->ev, p->row, pass0, h->seq, h->wm);
+        if (h->role & CF_ROLE_SQL)
+            cf_sqlx_event(s->sqlx, &p->ev, h->seq, h->wm, h->clock, h->views);
+        s->memo = NULL;
     }
     check_bounds(s);
 }

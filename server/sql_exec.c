@@ -1392,8 +1392,38 @@ bool cf_sqlx_def_same_where(const cf_sqlx_def *a, const cf_sqlx_def *b)
     return fa == fb || (fa && fb && sql_prog_equal(fa, fb));
 }
 
+/* v's hash of a one-column key (column c of the row), through the memo:
+ * views of one seed hash a key alike (sql_view_key_hash). */
+static uint64_t memo_key_hash(cf_sqlx_memo *m, const sql_view *v, int c, const sql_value *key)
+{
+    uint64_t seed = sql_view_get_config(v)->hash_seed;
+    for (uint32_t i = 0; i < m->nkey; i++)
+        if (m->key[i].col == c && m->key[i].seed == seed)
+            return m->key[i].hash;
+    uint64_t h = sql_view_key_hash(v, key);
+    if (m->nkey < CF_SQLX_MEMO) {
+        m->key[m->nkey].col = c;
+        m->key[m->nkey].seed = seed;
+        m->key[m->nkey++].hash = h;
+    }
+    return h;
+}
+
+static uint64_t memo_distinct_hash(cf_sqlx_memo *m, int c, sql_value val)
+{
+    for (uint32_t i = 0; i < m->ndist; i++)
+        if (m->dist[i].col == c)
+            return m->dist[i].hash;
+    uint64_t h = sql_agg_distinct_hash(val);
+    if (m->ndist < CF_SQLX_MEMO) {
+        m->dist[m->ndist].col = c;
+        m->dist[m->ndist++].hash = h;
+    }
+    return h;
+}
+
 void cf_sqlx_def_prefetch(const cf_sqlx_def *d, const sql_view *v, const sql_value *cols,
-                          int64_t ts)
+                          int64_t ts, cf_sqlx_memo *memo, unsigned step)
 {
     const sql_plan_info *pi = d->pi;
     sql_value keys[16];
@@ -1403,12 +1433,25 @@ void cf_sqlx_def_prefetch(const cf_sqlx_def *d, const sql_view *v, const sql_val
             return;     /* an expression: not worth evaluating twice */
         keys[k] = c < CLICKS_COLUMNS ? cols[c] : sql_null();
     }
-    sql_view_prefetch(v, keys, ts);
+    if (memo && pi->ngroup_keys == 1) {
+        uint64_t ah[64];
+        if (step == 3)  /* where the COUNT(DISTINCT) of plain columns go */
+            for (uint32_t a = 0; a < pi->naggs && a < 64; a++) {
+                int c = d->arg_col[a];
+                ah[a] = 0;
+                if (d->specs[a].kind == SQL_AGG_COUNT_DISTINCT && c >= 0 && c < CLICKS_COLUMNS &&
+                    cols[c].type != SQL_NULL)
+                    ah[a] = memo_distinct_hash(memo, c, cols[c]);
+            }
+        sql_view_prefetch_step(v, memo_key_hash(memo, v, d->key_col[0], keys),
+                               step == 3 ? ah : NULL, ts, step);
+    } else if (step == 0)
+        sql_view_prefetch(v, keys, ts);
 }
 
 int cf_sqlx_def_apply(cf_sqlx *x, const cf_sqlx_def *d, sql_view *v, const sql_value *cols,
                       int64_t ts, bool where_checked, uint64_t seq, int64_t wm,
-                      sql_view_emit_fn emit, void *ctx)
+                      sql_view_emit_fn emit, void *ctx, cf_sqlx_memo *memo)
 {
     const sql_plan_info *pi = d->pi;
     sql_row row = {.v = (sql_value *)cols, .n = CLICKS_COLUMNS, .rowtime = ts};
@@ -1435,7 +1478,18 @@ int cf_sqlx_def_apply(cf_sqlx *x, const cf_sqlx_def *d, sql_view *v, const sql_v
                  sql_prog_eval(pi->aggs[a].arg, &row, &x->scratch, &args[a]) < 0)
             x->errors++;
     }
-    return sql_view_apply(v, keys, args, ts, seq, wm, emit, ctx);
+    if (!memo)
+        return sql_view_apply(v, keys, args, ts, seq, wm, emit, ctx);
+    /* The hashes of plain columns once per row, whatever views share them. */
+    uint64_t kh = pi->ngroup_keys == 1 && d->key_col[0] >= 0
+                      ? memo_key_hash(memo, v, d->key_col[0], keys)
+                      : sql_view_key_hash(v, keys);
+    uint64_t ah[64];
+    for (uint32_t a = 0; a < pi->naggs && a < 64; a++)
+        if (d->specs[a].kind == SQL_AGG_COUNT_DISTINCT && args[a].type != SQL_NULL)
+            ah[a] = d->arg_col[a] >= 0 ? memo_distinct_hash(memo, d->arg_col[a], args[a])
+                                       : sql_agg_distinct_hash(args[a]);
+    return sql_view_apply_hashed(v, keys, kh, args, ah, ts, seq, wm, emit, ctx);
 }
 
 void cf_sqlx_event(cf_sqlx *x, const cf_event *ev, uint64_t seq, int64_t wm, int64_t clock,

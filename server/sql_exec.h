@@ -212,11 +212,24 @@ const sql_view_config *cf_sqlx_def_view_config(const cf_sqlx_def *d);
 /* The click as a row of the `clicks` columns (CF_SQLX_CLICK_COLUMNS values;
  * strings borrowed from ev). Decode once, then apply to every built-in. */
 void cf_sqlx_click_row(const cf_event *ev, sql_value *cols);
+/* The hashes of one click row's columns, computed once for all the
+ * built-in views it goes to (the page is a key of three views, the user a
+ * key of one and a COUNT(DISTINCT) argument of two). Reset per row. */
+#define CF_SQLX_MEMO 8
+typedef struct cf_sqlx_memo {
+    uint32_t nkey, ndist;
+    struct { int col; uint64_t seed, hash; } key[CF_SQLX_MEMO];  /* sql_view_key_hash */
+    struct { int col; uint64_t hash; } dist[CF_SQLX_MEMO];       /* sql_agg_distinct_hash */
+} cf_sqlx_memo;
+static inline void cf_sqlx_memo_reset(cf_sqlx_memo *m) { m->nkey = m->ndist = 0; }
+
 /* sql_view_prefetch for the click row's group in v, when d's GROUP BY keys
  * are plain columns (else nothing): call for every view an event goes to,
- * then apply, so the table misses overlap. */
+ * then apply, so the table misses overlap. memo: NULL, or the row's (the
+ * key hash is kept there for the apply); step: sql_view_prefetch_step's
+ * (steps past 0 need a memo and a one-column key, else do nothing). */
 void cf_sqlx_def_prefetch(const cf_sqlx_def *d, const sql_view *v, const sql_value *cols,
-                          int64_t ts);
+                          int64_t ts, cf_sqlx_memo *memo, unsigned step);
 /* Whether a click row passes d's WHERE (no WHERE: true). */
 bool cf_sqlx_def_where(cf_sqlx *x, const cf_sqlx_def *d, const sql_value *cols, int64_t ts);
 /* True when a and b have the same WHERE (one verdict serves both). */
@@ -226,10 +239,11 @@ bool cf_sqlx_def_same_where(const cf_sqlx_def *a, const cf_sqlx_def *b);
  * into v: sql_view_apply's result, CF_SQLX_FILTERED (WHERE said no:
  * nothing applied, v not advanced), or -EINVAL (the key did not evaluate;
  * counted in cf_sqlx_errors). A key or argument that is a plain column is
- * copied, not evaluated. Uses x's scratch. */
+ * copied, not evaluated. Uses x's scratch. memo: NULL, or the row's
+ * (cf_sqlx_memo): hashes of plain columns are taken from it or added. */
 int cf_sqlx_def_apply(cf_sqlx *x, const cf_sqlx_def *d, sql_view *v, const sql_value *cols,
                       int64_t ts, bool where_checked, uint64_t seq, int64_t wm,
-                      sql_view_emit_fn emit, void *ctx);
+                      sql_view_emit_fn emit, void *ctx, cf_sqlx_memo *memo);
 
 /* Value codec of the row records (and snapshots). */
 void cf_sqlx_put_value(cf_buf *b, sql_value v);

@@ -6,7 +6,13 @@
  * before the clock starts, so only the library is timed.
  *
  *   lib_bench [--events N] [--users N] [--pages N] [--disorder-ms N]
- *             [--rate N (event-time events/s)] [--seed N]
+ *             [--rate N (event-time events/s)] [--seed N] [--plain]
+ *
+ * The shards hash each click's page and user once for all the views
+ * (sql_view_apply_hashed) and walk the lookups of the next four clicks a
+ * step per click (sql_view_prefetch_step); so does this by default.
+ * --plain lets every view hash for itself and skips the look-ahead, as
+ * before that, for a before/after in one build.
  */
 #include <inttypes.h>
 #include <math.h>
@@ -79,6 +85,30 @@ static bool below_min(void *ctx, const sql_view_result *r)
     return r->aggs[0].u.d < 0.01;
 }
 
+/* The look-ahead ring (as the shards do): each event's hashes, computed
+ * when it enters, AHEAD events before its apply, with its step 0. */
+enum { AHEAD = 4 };
+struct ahead {
+    uint64_t ph, uh, wh[2], sh[4];
+};
+
+static void ahead_fill(struct ahead *a, const gen_event *e, char (*pages)[24],
+                       const uint8_t *page_len, char (*users)[16], const uint8_t *user_len,
+                       sql_view *const pviews[3], sql_view *sessions)
+{
+    sql_value pk = sql_string(pages[e->page], page_len[e->page]);
+    sql_value uk = sql_string(users[e->user], user_len[e->user]);
+    a->ph = sql_view_key_hash(pviews[0], &pk);   /* one seed: every page view's hash */
+    a->uh = sql_view_key_hash(sessions, &uk);
+    a->wh[0] = 0;
+    a->wh[1] = sql_agg_distinct_hash(uk);
+    a->sh[0] = a->sh[2] = a->sh[3] = 0;
+    a->sh[1] = sql_agg_distinct_hash(pk);
+    for (int v = 0; v < 3; v++)
+        sql_view_prefetch_step(pviews[v], a->ph, a->wh, e->ts, 0);
+    sql_view_prefetch_step(sessions, a->uh, a->sh, e->ts, 0);
+}
+
 static long arg_long(int argc, char **argv, const char *name, long def)
 {
     for (int i = 1; i + 1 < argc; i++)
@@ -95,6 +125,9 @@ int main(int argc, char **argv)
     int64_t disorder = arg_long(argc, argv, "--disorder-ms", 5000);
     int64_t rate = arg_long(argc, argv, "--rate", 10000);
     rng_state = (uint64_t)arg_long(argc, argv, "--seed", 42);
+    bool plain = false;
+    for (int i = 1; i < argc; i++)
+        plain |= strcmp(argv[i], "--plain") == 0;
 
     /* Keys, pre-formatted. */
     char (*users)[16] = malloc((size_t)n_users * 16);
@@ -161,6 +194,9 @@ int main(int argc, char **argv)
         return 1;
     }
 
+    struct ahead ring[AHEAD + 1];
+    sql_view *pviews[3] = {tumbling, sliding, trending};
+
     uint64_t windows_out = 0, sessions_out = 0, dups = 0, late = 0;
     int64_t max_ts = INT64_MIN, wm = INT64_MIN;
     long rss_before = rss_kib();
@@ -168,6 +204,22 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < n_events; i++) {
         const gen_event *e = &evs[i];
         int64_t clock = max_ts;
+        if (!plain) {
+            if (i == 0)
+                for (size_t j = 0; j < AHEAD && j < n_events; j++)
+                    ahead_fill(&ring[j % (AHEAD + 1)], &evs[j], pages, page_len, users, user_len,
+                               pviews, sessions);
+            if (i + AHEAD < n_events)
+                ahead_fill(&ring[(i + AHEAD) % (AHEAD + 1)], &evs[i + AHEAD], pages, page_len,
+                           users, user_len, pviews, sessions);
+            for (size_t d = 1; d < AHEAD && i + d < n_events; d++) {
+                const struct ahead *a = &ring[(i + d) % (AHEAD + 1)];
+                unsigned step = (unsigned)(AHEAD - d);
+                for (int v = 0; v < 3; v++)
+                    sql_view_prefetch_step(pviews[v], a->ph, a->wh, evs[i + d].ts, step);
+                sql_view_prefetch_step(sessions, a->uh, a->sh, evs[i + d].ts, step);
+            }
+        }
         if (cf_dedup_check(dedup, ids[i], 15, e->ts, clock) == 0) {
             dups++;
             continue;
@@ -179,12 +231,25 @@ int main(int argc, char **argv)
         sql_value pk = sql_string(page, (uint32_t)plen);
         sql_value uk = sql_string(users[e->user], user_len[e->user]);
         sql_value wargs[2] = {sql_null(), uk}, sargs[4] = {sql_null(), pk, pk, pk};
-        int a = sql_view_apply(tumbling, &pk, wargs, e->ts, i, wm, count_emit, &windows_out);
-        int b = sql_view_apply(sliding, &pk, wargs, e->ts, i, wm, count_emit, &windows_out);
+        int a, b;
+        if (plain) {
+            a = sql_view_apply(tumbling, &pk, wargs, e->ts, i, wm, count_emit, &windows_out);
+            b = sql_view_apply(sliding, &pk, wargs, e->ts, i, wm, count_emit, &windows_out);
+            sql_view_apply(sessions, &uk, sargs, e->ts, i, wm, count_emit, &sessions_out);
+            sql_view_apply(trending, &pk, NULL, e->ts, i, wm, NULL, NULL);
+        } else {
+            /* As the shards do: each string hashed once (one seed, one key). */
+            const struct ahead *h = &ring[i % (AHEAD + 1)];
+            a = sql_view_apply_hashed(tumbling, &pk, h->ph, wargs, h->wh, e->ts, i, wm,
+                                      count_emit, &windows_out);
+            b = sql_view_apply_hashed(sliding, &pk, h->ph, wargs, h->wh, e->ts, i, wm,
+                                      count_emit, &windows_out);
+            sql_view_apply_hashed(sessions, &uk, h->uh, sargs, h->sh, e->ts, i, wm, count_emit,
+                                  &sessions_out);
+            sql_view_apply_hashed(trending, &pk, h->ph, NULL, NULL, e->ts, i, wm, NULL, NULL);
+        }
         if (a == SQL_VIEW_LATE && b == SQL_VIEW_LATE)
             late++;
-        sql_view_apply(sessions, &uk, sargs, e->ts, i, wm, count_emit, &sessions_out);
-        sql_view_apply(trending, &pk, NULL, e->ts, i, wm, NULL, NULL);
         if ((i & 1023) == 1023) { /* a watermark marker per 1024 events, as the server sends */
             wm = max_ts - 5000;
             sql_view_advance(tumbling, wm, count_emit, &windows_out);
@@ -205,8 +270,8 @@ int main(int argc, char **argv)
     size_t open_sessions = st_e.open;
     size_t window_keys = st_t.open + st_t.kept + st_s.open + st_s.kept;
     size_t window_bytes = st_t.bytes + st_s.bytes;
-    printf("lib_bench: events=%zu users=%" PRIu32 " pages=%" PRIu32 " disorder_ms=%" PRId64 "\n",
-           n_events, n_users, n_pages, disorder);
+    printf("lib_bench%s: events=%zu users=%" PRIu32 " pages=%" PRIu32 " disorder_ms=%" PRId64 "\n",
+           plain ? " --plain" : "", n_events, n_users, n_pages, disorder);
     printf("events_per_s=%.0f seconds=%.3f duplicates=%" PRIu64 " late=%" PRIu64
            " window_results=%" PRIu64 " session_ends=%" PRIu64 "\n",
            (double)n_events / secs, secs, dups, late, windows_out, sessions_out);

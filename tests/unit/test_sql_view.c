@@ -994,8 +994,9 @@ static void test_running_forget(void **state)
 
 /* ---- save / load ------------------------------------------------------------------------ */
 
-/* sql_view_prefetch is a hint: on an empty view, on every shape, for keys
- * held or not and times late or not, it changes nothing. */
+/* sql_view_prefetch and every sql_view_prefetch_step are hints: on an
+ * empty view, on every shape, for keys held or not, hashes right or not,
+ * and times late or not, they change nothing. */
 static void test_prefetch_changes_nothing(void **state)
 {
     (void)state;
@@ -1014,6 +1015,8 @@ static void test_prefetch_changes_nothing(void **state)
         assert_non_null(b);
         sql_value k0 = sql_string("k0", 2);
         sql_view_prefetch(a, &k0, 0);   /* no table yet */
+        sql_view_prefetch_step(a, 1, NULL, 0, 1);
+        sql_view_prefetch_step(a, 1, NULL, 0, 2);
         lines ra = {0}, rb = {0};
         rng_state = 3 + k;
         for (int i = 0; i < 2000; i++) {
@@ -1023,6 +1026,11 @@ static void test_prefetch_changes_nothing(void **state)
             int64_t ts = i * 7 - (int64_t)(rng() % 400);
             sql_view_prefetch(a, &kv, ts);
             sql_view_prefetch(a, &k0, INT64_MIN);
+            for (unsigned step = 0; step < 5; step++) {   /* 4: past the last, ignored */
+                sql_view_prefetch_step(a, sql_view_key_hash(a, &kv), NULL, ts, step);
+                sql_view_prefetch_step(a, sql_view_key_hash(a, &k0), NULL, INT64_MIN, step);
+                sql_view_prefetch_step(a, (uint64_t)rng(), NULL, ts, step); /* a stale hash */
+            }
             assert_int_equal(sql_view_apply(a, &kv, NULL, ts, (uint64_t)i, i * 7 - 300, collect, &ra),
                              sql_view_apply(b, &kv, NULL, ts, (uint64_t)i, i * 7 - 300, collect, &rb));
         }
@@ -1034,6 +1042,80 @@ static void test_prefetch_changes_nothing(void **state)
         lines_free(&rb);
         sql_view_free(a);
         sql_view_free(b);
+    }
+}
+
+/* sql_view_apply_hashed (after every prefetch step) with the caller's
+ * hashes (a key hash taken from another view of the same seed, distinct
+ * hashes from sql_agg_distinct_hash, NULL arguments among them) leaves every shape in exactly the state
+ * sql_view_apply does: same results, and byte-equal saves, which hold the
+ * distinct hashes themselves (a wrong hash would count alike but save
+ * differently). */
+static void test_hashed_apply_matches_plain(void **state)
+{
+    (void)state;
+    static const sql_agg_spec aggs[] = {{SQL_AGG_COUNT_STAR, 0},
+                                        {SQL_AGG_COUNT_DISTINCT, 0},
+                                        {SQL_AGG_COUNT_DISTINCT, 0},
+                                        {SQL_AGG_LATEST, 0}};
+    sql_window_kind kinds[] = {SQL_WINDOW_NONE, SQL_WINDOW_TUMBLING, SQL_WINDOW_HOPPING,
+                               SQL_WINDOW_SESSION};
+    for (size_t k = 0; k < 4; k++) {
+        sql_view_config c = {.nkeys = 1, .aggs = aggs, .naggs = 4, .window = kinds[k],
+                             .size_ms = 1000, .advance_ms = kinds[k] == SQL_WINDOW_HOPPING ? 250
+                                                                                          : 1000,
+                             .gap_ms = 500, .grace_ms = 100, .hash_seed = 0xabcdef12345ull};
+        if (kinds[k] == SQL_WINDOW_NONE || kinds[k] == SQL_WINDOW_SESSION)
+            c.size_ms = c.advance_ms = 0;
+        sql_view *a = sql_view_new(&c), *b = sql_view_new(&c);
+        sql_view_config oc = c;   /* another shape, same seed: hashes a key alike */
+        oc.window = SQL_WINDOW_NONE;
+        oc.size_ms = oc.advance_ms = 0;
+        oc.naggs = 1;
+        sql_view *other = sql_view_new(&oc);
+        assert_non_null(a);
+        assert_non_null(b);
+        assert_non_null(other);
+        lines ra = {0}, rb = {0};
+        rng_state = 11 + k;
+        for (int i = 0; i < 3000; i++) {
+            char key[16], u[16];
+            /* few keys: panes see enough users for their sketches */
+            int kl = snprintf(key, sizeof key, "k%d", (int)(rng() % 6));
+            int ul = snprintf(u, sizeof u, "u%d", (int)(rng() % 300));
+            sql_value kv = sql_string(key, (uint32_t)kl);
+            sql_value args[4] = {sql_null(), sql_string(u, (uint32_t)ul),
+                                 rng() % 5 ? sql_bigint((int64_t)(rng() % 50)) : sql_null(),
+                                 kv};
+            uint64_t ah[4] = {0, sql_agg_distinct_hash(args[1]),
+                              args[2].type == SQL_NULL ? 0 : sql_agg_distinct_hash(args[2]), 0};
+            int64_t ts = i * 7 - (int64_t)(rng() % 400);
+            uint64_t kh = sql_view_key_hash(other, &kv);
+            assert_int_equal(kh, sql_view_key_hash(a, &kv));
+            sql_view_prefetch_hashed(b, kh, ts);
+            for (unsigned step = 0; step < 4; step++)   /* hints: change nothing */
+                sql_view_prefetch_step(b, kh, ah, ts, step);
+            assert_int_equal(
+                sql_view_apply(a, &kv, args, ts, (uint64_t)i, i * 7 - 300, collect, &ra),
+                sql_view_apply_hashed(b, &kv, kh, args, ah, ts, (uint64_t)i, i * 7 - 300,
+                                      collect, &rb));
+        }
+        sql_view_foreach_open(a, 0, collect, &ra);
+        sql_view_foreach_open(b, 0, collect, &rb);
+        assert_true(ra.n > 0);
+        assert_lines_equal(&ra, &rb);
+        cf_buf sa = {0}, sb = {0};
+        assert_int_equal(sql_view_save(a, NULL, NULL, &sa), 0);
+        assert_int_equal(sql_view_save(b, NULL, NULL, &sb), 0);
+        assert_int_equal(sa.len, sb.len);
+        assert_memory_equal(sa.data, sb.data, sa.len);
+        cf_buf_free(&sa);
+        cf_buf_free(&sb);
+        lines_free(&ra);
+        lines_free(&rb);
+        sql_view_free(a);
+        sql_view_free(b);
+        sql_view_free(other);
     }
 }
 
@@ -1397,6 +1479,7 @@ int main(void)
         cmocka_unit_test(test_running_forget),
         cmocka_unit_test(test_seed_is_not_state),
         cmocka_unit_test(test_prefetch_changes_nothing),
+        cmocka_unit_test(test_hashed_apply_matches_plain),
         cmocka_unit_test(test_save_load_split),
         cmocka_unit_test(test_load_rejects_other_config),
         cmocka_unit_test(test_load_corrupted),
