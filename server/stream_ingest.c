@@ -83,6 +83,11 @@ static const char *put_column(cf_buf *out, const sql_column *c, bool is_key, con
         snprintf(why, cap, "column '%s' must be %s", c->name, type_word(c->type));
         return why;
     }
+    if (is_key && c->type == SQL_STRING &&
+        (v->valuestring[0] == '\0' || strlen(v->valuestring) > CF_TABLE_KEY_MAX)) {
+        snprintf(why, cap, "primary key column '%s' must be 1 to %d bytes", c->name, CF_TABLE_KEY_MAX);
+        return why;
+    }
     if (c->type == SQL_ARRAY) {
         const cJSON *el;
         cJSON_ArrayForEach(el, v) {

@@ -60,6 +60,9 @@ def test_rows_answers_and_bad_rows():
             ({"plan": "pro"}, "user_id"),                  # no key
             ({"user_id": None, "plan": "pro"}, "user_id"),  # a NULL key
             ({"user_id": 7, "plan": "pro"}, "user_id"),     # a key of the wrong type
+            # keys GET/DELETE /rows/{key} could never address (1..255 bytes)
+            ({"user_id": "k" * 256}, "1 to 255 bytes"),
+            ({"user_id": ""}, "1 to 255 bytes"),
             ({"user_id": "u9", "seats": "3"}, "seats"),     # no coercion
             ([1], "object"),
         ]
@@ -75,6 +78,10 @@ def test_rows_answers_and_bad_rows():
         assert get(srv, "u9")[0] == 404
         assert get(srv, "u1") == (200, {"user_id": "u1", "plan": "free", "seats": 1})
         assert get(srv, "u2") == (200, {"user_id": "u2", "plan": "pro", "seats": None})
+        # the longest key is read and deleted by its URL
+        st, body = upsert(srv, {"user_id": "k" * 255})
+        assert st == 202 and body["accepted"] == 1, body
+        assert get(srv, "k" * 255)[0] == 200 and delete(srv, "k" * 255) == (200, {"deleted": 1})
         # an object body; a later upsert replaces the whole row
         st, body = upsert(srv, {"user_id": "u1", "plan": "team"})
         assert st == 202 and body["accepted"] == 1, body
