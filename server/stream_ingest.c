@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "cf_time.h"
+#include "cf_jsonnum.h"
 #include "sql_exec.h"
 
 #define MAX_TS INT64_C(253402300799999)     /* 9999-12-31T23:59:59.999Z */
@@ -115,8 +116,12 @@ static const char *put_column(cf_buf *out, const sql_column *c, bool is_key, con
         break;
     }
     case SQL_ARRAY:     /* kept as its compact JSON text, like JSON */
-    case SQL_JSON:
-        text = cJSON_PrintUnformatted(v);
+    case SQL_JSON: {
+        /* Numbers kept as sent (cf_jsonnum.h); a copy, since the exact
+         * form rewrites the tree and the row may be read again. */
+        cJSON *copy = cJSON_Duplicate(v, true);
+        text = copy ? cf_json_print_exact(copy) : NULL;
+        cJSON_Delete(copy);
         if (!text) {
             snprintf(why, cap, "out of memory");
             return why;
@@ -124,6 +129,7 @@ static const char *put_column(cf_buf *out, const sql_column *c, bool is_key, con
         x = sql_string(text, (uint32_t)strlen(text));
         x.type = c->type == SQL_ARRAY ? SQL_ARRAY : SQL_JSON;
         break;
+    }
     case SQL_NULL: break;
     }
     /* A STRING's bytes start after its type byte and u32 length. */
