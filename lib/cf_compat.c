@@ -384,6 +384,12 @@ static int umami(const cJSON *root, cf_compat_result *res, const char **ret_erro
         *ret_error = "payload.data must be an object";
         return -EBADMSG;
     }
+    /* Traits become a user_traits row kept until deleted: bounded like a
+     * Segment message (an event's properties have their own limit). */
+    if (identify && data && json_size(data, CF_COMPAT_SEGMENT_MAX_MESSAGE) > CF_COMPAT_SEGMENT_MAX_MESSAGE) {
+        *ret_error = "payload.data is larger than 32 KB";
+        return -EMSGSIZE;
+    }
     int r = take_key(res, website);
     if (r < 0)
         return r;

@@ -12,6 +12,7 @@
 #include <time.h>
 
 #include "builtin_panels.h"
+#include "cf_jsonnum.h"
 #include "enrich.h"
 #include "ingest.h"
 #include "log.h"
@@ -483,7 +484,8 @@ static int submit_traits(cf_compat_http *ch, cf_compat_api api, cJSON *rows, int
             return -ENOMEM;
         cJSON_AddItemToObject(row, "updated_at", ts);
     }
-    char *text = cJSON_PrintUnformatted(rows);
+    /* The traits' numbers as sent (cf_jsonnum.h): rows is not read again. */
+    char *text = cf_json_print_exact(rows);
     if (!text)
         return -ENOMEM;
     cf_stream_batch b;

@@ -288,6 +288,50 @@ static bool def_valid(const char *view, const char *additive, const char *sketch
 
 static int meta_read(sqlite3 *db, const char *view, char **ret);
 
+/* True when a user view named like an earlier one (dropped and created
+ * again) is another view: its stored rows and rollup hours belong to the
+ * old one and must not be read as the new one's (other columns, types or
+ * windows). The definitions' SQL when both metas have it, else (metas of
+ * an older history.db) the columns and group keys. */
+static bool other_view(const char *old_m, const char *meta)
+{
+    if (!old_m || !meta)
+        return false;
+    cJSON *a = cJSON_Parse(old_m), *b = cJSON_Parse(meta);
+    bool other = false;
+    if (a && b) {
+        const char *sa = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(a, "sql"));
+        const char *sb = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(b, "sql"));
+        if (sa && sb)
+            other = strcmp(sa, sb) != 0;
+        else
+            other = !cJSON_Compare(cJSON_GetObjectItemCaseSensitive(a, "columns"),
+                                   cJSON_GetObjectItemCaseSensitive(b, "columns"), true) ||
+                    !cJSON_Compare(cJSON_GetObjectItemCaseSensitive(a, "group_keys"),
+                                   cJSON_GetObjectItemCaseSensitive(b, "group_keys"), true);
+    }
+    cJSON_Delete(a);
+    cJSON_Delete(b);
+    return other;
+}
+
+/* Deletes the rows and rollup hours of view (in the caller's transaction). */
+static int forget_rows(sqlite3 *db, const char *view)
+{
+    static const char *const SQL[] = {"DELETE FROM results WHERE view = ?1", "DELETE FROM rollup WHERE view = ?1"};
+    for (size_t i = 0; i < sizeof SQL / sizeof SQL[0]; i++) {
+        sqlite3_stmt *st = NULL;
+        if (sqlite3_prepare_v2(db, SQL[i], -1, &st, NULL) != SQLITE_OK)
+            return -EIO;
+        sqlite3_bind_text(st, 1, view, -1, SQLITE_STATIC);
+        int rc = sqlite3_step(st) == SQLITE_DONE ? 0 : -EIO;
+        sqlite3_finalize(st);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
 /* Stores a definition with the writer's connection (the caller owns it:
  * before start, or the writer thread). 1 when it changed, 0 when the same
  * definition was stored already, -EIO. */
@@ -302,6 +346,7 @@ static int store_def(cf_history *h, const char *view, const char *additive, cons
     if (old == 0 && meta_read(h->db, view, &old_m) < 0)
         return -EIO;
     bool same_meta = (!old_m && !meta) || (old_m && meta && strcmp(old_m, meta) == 0);
+    bool other = old == 0 && other_view(old_m, meta);
     free(old_m);
     /* The same definition as stored: the rollup rows stay valid. */
     if (old == 0 && same_meta && strcmp(old_a, additive ? additive : "") == 0 &&
@@ -324,6 +369,8 @@ static int store_def(cf_history *h, const char *view, const char *additive, cons
         sqlite3_bind_text(st, 4, meta, -1, SQLITE_STATIC);
     int rc = sqlite3_step(st) == SQLITE_DONE ? 0 : -EIO;
     sqlite3_finalize(st);
+    if (!rc && other)
+        rc = forget_rows(h->db, view);
     /* New or changed columns: the view's rollup hours are rebuilt from
      * its rows (a view's rows may predate its definition). */
     if (!rc)

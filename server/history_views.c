@@ -171,6 +171,10 @@ int cf_histview_define(cf_history *h, const sql_plan_info *pi)
         cJSON_AddStringToObject(o, "role", role);
     }
     cJSON_AddNumberToObject(meta, "group_keys", pi->ngroup_keys);
+    /* A view created again under this name with other SQL is another view
+     * (history.c forgets the old one's rows). */
+    if (pi->object && pi->object->sql)
+        cJSON_AddStringToObject(meta, "sql", pi->object->sql);
     if (refuse[0])
         cJSON_AddStringToObject(meta, "refuse", refuse);
     char *text = cJSON_PrintUnformatted(meta);

@@ -8,6 +8,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include "cf_jsonnum.h"
+
 const char *header(struct MHD_Connection *c, const char *name)
 {
     return MHD_lookup_connection_value(c, MHD_HEADER_KIND, name);
@@ -94,7 +96,8 @@ enum MHD_Result send_json(request *rq, struct MHD_Connection *c, unsigned status
 {
     if (!json)
         return send_unavailable(rq, c, "the engine cannot answer now (shutting down or out of memory)");
-    char *text = cJSON_PrintUnformatted(json);
+    /* Exact numbers: cJSON alone prints 9007199254740991 as 9.00719925474099e+15. */
+    char *text = cf_json_print_exact(json);
     cJSON_Delete(json);
     if (!text)
         return MHD_NO;

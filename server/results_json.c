@@ -4,6 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cf_jsonnum.h"
+
 /* The one late reason there is today (SPEC 4). Kept as a table so snapshot
  * loading maps names back to static strings. */
 static const char *const late_reasons[] = {
@@ -365,7 +367,8 @@ char *cf_push_message(const char *type, cJSON *data, size_t *ret_len)
         return NULL;
     }
     cJSON_AddItemToObject(o, "data", data);
-    char *s = cJSON_PrintUnformatted(o);
+    /* Numbers as the HTTP answers give them (cf_jsonnum.h). */
+    char *s = cf_json_print_exact(o);
     cJSON_Delete(o);
     if (s && ret_len)
         *ret_len = strlen(s);

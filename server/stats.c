@@ -40,10 +40,19 @@ typedef struct engine_stats {
 /* One interval join: one shard's copy of its buffers (every shard holds
  * all of them, identical), its bytes over all copies, and its counters. */
 typedef struct join_row {
-    char name[256];
+    char *name;                     /* any length: SQL identifiers are unbounded */
     uint64_t buffered[2];           /* left, right */
     uint64_t bytes, keys, pairs, unmatched, late, dropped;
 } join_row;
+
+static void free_joins(struct engine_stats *st)
+{
+    for (size_t i = 0; i < st->njoins; i++)
+        free(st->joins[i].name);
+    free(st->joins);
+    st->joins = NULL;
+    st->njoins = 0;
+}
 
 /* Reads the joins' part of every shard's CF_Q_SQL_STATS answer
  * (cf_sqlx_stats) into st->joins: counts from shard 0, bytes summed. */
@@ -74,7 +83,7 @@ static int join_rows(cf_engine *e, engine_stats *st, bool sync)
             const char *name = NULL;
             size_t nl = 0;
             uint64_t v[8];
-            bool ok = cf_get_str(&r, &name, &nl) && nl < sizeof st->joins->name;
+            bool ok = cf_get_str(&r, &name, &nl);
             for (int k = 0; ok && k < 8; k++)
                 ok = cf_get_u64(&r, &v[k]);
             if (!ok)
@@ -90,10 +99,16 @@ static int join_rows(cf_engine *e, engine_stats *st, bool sync)
                     break;
                 }
                 st->joins = grown;
+                char *copy = malloc(nl + 1);
+                if (!copy) {
+                    rc = -ENOMEM;
+                    break;
+                }
+                memcpy(copy, name, nl);
+                copy[nl] = '\0';
                 j = &st->joins[st->njoins++];
                 memset(j, 0, sizeof *j);
-                memcpy(j->name, name, nl);
-                j->name[nl] = '\0';
+                j->name = copy;
                 j->buffered[0] = v[0];
                 j->buffered[1] = v[1];
                 j->keys = v[3];
@@ -201,8 +216,7 @@ static int gather(cf_engine *e, engine_stats *st, bool sync)
     if (rc) {
         free(st->depth);
         st->depth = NULL;
-        free(st->joins);
-        st->joins = NULL;
+        free_joins(st);
     }
     return rc;
 }
@@ -368,7 +382,7 @@ cJSON *stats(cf_engine *e, bool sync)
     }
     cJSON_Delete(depth);    /* only if the table had no CF_STAT_DEPTH key */
     free(st.depth);
-    free(st.joins);
+    free_joins(&st);
     return o;
 }
 
@@ -408,27 +422,26 @@ static void join_metric(cf_buf *out, const char *name, const char *type, const c
         cf_buf_put(out, line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
     for (size_t i = 0; i < st->njoins; i++) {
         const join_row *j = &st->joins[i];
-        char label[600];
-        size_t l = 0;
-        for (const char *c = j->name; *c && l + 2 < sizeof label; c++) {
-            if (*c == '\\' || *c == '"' || *c == '\n')
-                label[l++] = '\\';
-            label[l++] = *c == '\n' ? 'n' : *c;
-        }
-        label[l] = '\0';
         uint64_t v[2];
         memcpy(v, (const char *)j + field, field == offsetof(join_row, buffered) ? 2 * sizeof *v
                                                                                    : sizeof *v);
-        if (field == offsetof(join_row, buffered))
-            n = snprintf(line, sizeof line,
-                         "clickflow_%s{join=\"%s\",side=\"left\"} %" PRIu64 "\n"
-                         "clickflow_%s{join=\"%s\",side=\"right\"} %" PRIu64 "\n",
-                         name, label, v[0], name, label, v[1]);
-        else
-            n = snprintf(line, sizeof line, "clickflow_%s{join=\"%s\"} %" PRIu64 "\n", name, label,
-                         v[0]);
-        if (n > 0)
-            cf_buf_put(out, line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
+        /* Put piece by piece: a line buffer cut long names' samples short
+         * (and ran them into the next line, breaking the whole scrape). */
+        bool sides = field == offsetof(join_row, buffered);
+        for (int k = 0; k < (sides ? 2 : 1); k++) {
+            cf_buf_put(out, "clickflow_", 10);
+            cf_buf_put(out, name, strlen(name));
+            cf_buf_put(out, "{join=\"", 7);
+            for (const char *c = j->name; *c; c++) {
+                if (*c == '\\' || *c == '"' || *c == '\n')
+                    cf_buf_put(out, "\\", 1);
+                cf_buf_put(out, *c == '\n' ? "n" : c, 1);
+            }
+            n = snprintf(line, sizeof line, "\"%s} %" PRIu64 "\n",
+                         !sides ? "" : k == 0 ? ",side=\"left\"" : ",side=\"right\"", v[k]);
+            if (n > 0)
+                cf_buf_put(out, line, (size_t)n);
+        }
     }
 }
 
@@ -477,7 +490,7 @@ void cf_engine_metrics(cf_engine *e, cf_buf *out)
         }
     }
     free(st.depth);
-    free(st.joins);
+    free_joins(&st);
 }
 
 /* Logs, once, that the dedup table reached --max-keys: from then on an id

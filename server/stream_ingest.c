@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "cf_time.h"
+#include "cf_jsonnum.h"
 #include "sql_exec.h"
 
 #define MAX_TS INT64_C(253402300799999)     /* 9999-12-31T23:59:59.999Z */
@@ -83,6 +84,11 @@ static const char *put_column(cf_buf *out, const sql_column *c, bool is_key, con
         snprintf(why, cap, "column '%s' must be %s", c->name, type_word(c->type));
         return why;
     }
+    if (is_key && c->type == SQL_STRING &&
+        (v->valuestring[0] == '\0' || strlen(v->valuestring) > CF_TABLE_KEY_MAX)) {
+        snprintf(why, cap, "primary key column '%s' must be 1 to %d bytes", c->name, CF_TABLE_KEY_MAX);
+        return why;
+    }
     if (c->type == SQL_ARRAY) {
         const cJSON *el;
         cJSON_ArrayForEach(el, v) {
@@ -110,8 +116,12 @@ static const char *put_column(cf_buf *out, const sql_column *c, bool is_key, con
         break;
     }
     case SQL_ARRAY:     /* kept as its compact JSON text, like JSON */
-    case SQL_JSON:
-        text = cJSON_PrintUnformatted(v);
+    case SQL_JSON: {
+        /* Numbers kept as sent (cf_jsonnum.h); a copy, since the exact
+         * form rewrites the tree and the row may be read again. */
+        cJSON *copy = cJSON_Duplicate(v, true);
+        text = copy ? cf_json_print_exact(copy) : NULL;
+        cJSON_Delete(copy);
         if (!text) {
             snprintf(why, cap, "out of memory");
             return why;
@@ -119,6 +129,7 @@ static const char *put_column(cf_buf *out, const sql_column *c, bool is_key, con
         x = sql_string(text, (uint32_t)strlen(text));
         x.type = c->type == SQL_ARRAY ? SQL_ARRAY : SQL_JSON;
         break;
+    }
     case SQL_NULL: break;
     }
     /* A STRING's bytes start after its type byte and u32 length. */

@@ -24,6 +24,12 @@
 #include "ingest.h"
 #include "sql_plan.h"
 
+/* The longest STRING primary key a table row may have: what GET and DELETE
+ * /api/v1/tables/{name}/rows/{key} can address (http_int.h's key buffer);
+ * a longer key made a row nobody could read or delete (user_traits cannot
+ * even be dropped). */
+#define CF_TABLE_KEY_MAX 255
+
 typedef struct cf_stream_row {
     size_t off, len;        /* the packed row in batch.packed */
     int64_t ts;

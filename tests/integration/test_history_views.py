@@ -515,9 +515,39 @@ def test_bad_requests():
         assert st == 200 and body["items"] == [], (st, body)
 
 
+def test_view_created_again_with_other_sql_reads_none_of_the_old_rows():
+    """A view dropped and created again under its name with other SQL is
+    another view: its ranged pull queries and rollups never read the old
+    one's stored rows (other columns and windows: an old COUNT came back
+    as the new STRING column's "2"). The same SQL again keeps them."""
+    old = ("CREATE VIEW hv_again AS SELECT page_url, COUNT(*) AS n FROM clicks"
+           " WINDOW TUMBLING (SIZE 1 HOUR) GROUP BY page_url")
+    with Server(ARGS) as srv:
+        sql(srv, old)
+        st, body = srv.request("POST", "/api/v1/events",
+                               [{"user_id": "u%d" % i, "page_url": "/p%d" % (i % 2),
+                                 "timestamp": BASE + i * 600000, "event_id": "a%d" % i} for i in range(12)])
+        assert st == 202 and body["rejected"] == 0, (st, body)
+        raise_wm(srv, Reference([]), BASE + DAY)
+        wait_written(srv)
+        stored = query(srv, "SELECT * FROM hv_again WHERE WINDOWSTART >= 0")
+        assert len(stored) == 4, stored
+        # The same SQL again: the same view, its rows stay.
+        sql(srv, "DROP VIEW hv_again")
+        sql(srv, old)
+        assert query(srv, "SELECT * FROM hv_again WHERE WINDOWSTART >= 0") == stored
+        sql(srv, "DROP VIEW hv_again")
+        sql(srv, "CREATE VIEW hv_again AS SELECT page_url AS n, COUNT(*) AS c FROM clicks"
+                 " WINDOW TUMBLING (SIZE 1 MINUTE) GROUP BY page_url")
+        assert query(srv, "SELECT * FROM hv_again WHERE WINDOWSTART >= 0") == []
+        st, body = srv.request("GET", "/api/v1/views/hv_again/rollup?from=0&to=%d&step=1d" % (BASE + DAY))
+        assert st == 200 and body["items"] == [], (st, body)
+
+
 if __name__ == "__main__":
     run_tests([test_pull_ranges_and_rollups_equal_reference_across_restart,
                test_kill9_during_heavy_writing_no_duplicate_no_gap,
                test_retention_deletes_exactly_the_old_rows_of_user_views,
                test_history_db_removed_under_a_snapshot_is_declared_again,
-               test_bad_requests])
+               test_bad_requests,
+               test_view_created_again_with_other_sql_reads_none_of_the_old_rows])

@@ -397,6 +397,33 @@ def test_explain_stats_metrics():
         assert j["buffered_events"] == 0 and j["left_unmatched"] == 5, j
 
 
+def test_long_and_quoted_join_names_in_stats_and_metrics():
+    """Join names are unbounded quoted identifiers: one of 400 bytes was
+    left out of stats and /metrics with every join after it, and one of
+    250 quotes (escaped to 500 bytes) cut its sample line short, running
+    it into the next line and breaking the whole scrape."""
+    quotes, accents = '"' * 250, "\u00e9" * 200
+    with Server(ARGS + ["--shards", "2"]) as srv:
+        sql(srv, ";".join([ORDERS, PAYS]))
+        for name in (quotes, accents, "after"):
+            sql(srv, 'CREATE STREAM "%s" AS SELECT o.oid AS oid %s' % (name.replace('"', '""'), LEFT_ON))
+        st, body = srv.request("POST", "/api/v1/streams/orders/events",
+                               [{"oid": "o1", "k": "k", "ts": T0}])
+        assert st == 202 and body["accepted"] == 1, body
+        st, stats = srv.request("GET", "/api/v1/stats")
+        assert st == 200 and {quotes, accents, "after"} <= set(stats["joins"]), list(stats["joins"])
+        assert stats["joins"][accents]["buffered_left"] == 1, stats["joins"][accents]
+        st, _, text = srv.raw_request("GET", "/metrics")
+        text = text.decode()
+        sample = re.compile(r'^[a-z_]+(\{([a-z_]+="([^"\\\n]|\\[\\"n])*",?)*\})? \S+$')
+        for line in text.splitlines():
+            assert line.startswith("# ") or sample.match(line), line[:200]
+        label = quotes.replace('"', '\\"')
+        for name in (label, accents, "after"):
+            assert 'clickflow_join_buffered_events{join="%s",side="right"} 0\n' % name in text, name[:20]
+            assert 'clickflow_join_buffered_events{join="%s",side="left"} 1\n' % name in text, name[:20]
+
+
 # -- docs/SQL.md: the examples, run as written ----------------------------------------
 
 DOCS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "docs", "SQL.md")
@@ -478,6 +505,6 @@ def test_docs_examples():
 
 if __name__ == "__main__":
     run_tests([test_boundaries, test_bad_input_applies_nothing, test_clicks_and_derived_sides,
-               test_explain_stats_metrics,
+               test_explain_stats_metrics, test_long_and_quoted_join_names_in_stats_and_metrics,
                test_trace_one_shard, test_trace_four_shards, test_trace_four_shards_across_kill,
                test_trace_from_snapshot_with_other_shard_count, test_docs_examples])

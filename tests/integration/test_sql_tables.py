@@ -9,6 +9,7 @@ Python reference that applies upserts, deletes and events in request order,
 for 1 and 4 shards, across kill -9 and from a snapshot under another shard
 count.
 """
+import json
 import random
 import signal
 import tempfile
@@ -60,6 +61,9 @@ def test_rows_answers_and_bad_rows():
             ({"plan": "pro"}, "user_id"),                  # no key
             ({"user_id": None, "plan": "pro"}, "user_id"),  # a NULL key
             ({"user_id": 7, "plan": "pro"}, "user_id"),     # a key of the wrong type
+            # keys GET/DELETE /rows/{key} could never address (1..255 bytes)
+            ({"user_id": "k" * 256}, "1 to 255 bytes"),
+            ({"user_id": ""}, "1 to 255 bytes"),
             ({"user_id": "u9", "seats": "3"}, "seats"),     # no coercion
             ([1], "object"),
         ]
@@ -75,6 +79,10 @@ def test_rows_answers_and_bad_rows():
         assert get(srv, "u9")[0] == 404
         assert get(srv, "u1") == (200, {"user_id": "u1", "plan": "free", "seats": 1})
         assert get(srv, "u2") == (200, {"user_id": "u2", "plan": "pro", "seats": None})
+        # the longest key is read and deleted by its URL
+        st, body = upsert(srv, {"user_id": "k" * 255})
+        assert st == 202 and body["accepted"] == 1, body
+        assert get(srv, "k" * 255)[0] == 200 and delete(srv, "k" * 255) == (200, {"deleted": 1})
         # an object body; a later upsert replaces the whole row
         st, body = upsert(srv, {"user_id": "u1", "plan": "team"})
         assert st == 202 and body["accepted"] == 1, body
@@ -315,8 +323,31 @@ def test_rows_survive_kill_after_snapshot():
     run(2, 3, kill=True, snapshot=True)
 
 
+def test_numbers_come_back_exactly():
+    """BIGINTs up to 2^53 and the numbers inside JSON columns and identify
+    traits read back as sent (cJSON alone printed 9007199254740991 as
+    9.00719925474099e+15 and 0.1 + 0.2 as 0.3). DOUBLE columns keep
+    cJSON's 15 digits still (sql_format_double: group keys and CAST text
+    are made with it)."""
+    big, dbl = 9007199254740991, 0.30000000000000004
+    with Server(ARGS) as srv:
+        sql(srv, "CREATE TABLE nums (k STRING PRIMARY KEY, n BIGINT, d DOUBLE, doc JSON)")
+        row = {"k": "a", "n": -big, "d": 0.5, "doc": {"n": big, "l": [5000000000000001, dbl]}}
+        st, body = upsert(srv, row, table="nums")
+        assert st == 202 and body["accepted"] == 1, body
+        st, _, text = srv.raw_request("GET", row_path("a", "nums"))
+        assert st == 200 and json.loads(text) == row, text
+        assert b"9007199254740991" in text and b"0.30000000000000004" in text, text
+        st, _, data = srv.raw_request("POST", "/v1/identify",
+                                      json.dumps({"userId": "u1", "traits": {"n": big, "d": dbl}}),
+                                      {"Content-Type": "application/json"})
+        assert st == 200, data
+        st, got = get(srv, "u1", "user_traits")
+        assert st == 200 and got["traits"] == {"n": big, "d": dbl}, got
+
+
 if __name__ == "__main__":
-    run_tests([test_rows_answers_and_bad_rows, test_rows_match_reference_one_shard,
+    run_tests([test_rows_answers_and_bad_rows, test_numbers_come_back_exactly, test_rows_match_reference_one_shard,
                test_rows_survive_kill_four_shards, test_rows_survive_kill_after_snapshot,
                test_join_boundaries, test_joins_match_reference_one_shard,
                test_joins_match_reference_four_shards_across_kill,

@@ -359,6 +359,18 @@ static void umami_node_bodies(void **state)
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
         assert_int_equal(translate(CF_COMPAT_UMAMI, bad[i], &res, &why), -EBADMSG);
+
+    /* identify data over 32 KB (a user_traits row kept until deleted):
+     * refused like a Segment message that size. */
+    size_t big = 40000;
+    char *body = malloc(big + 200);
+    assert_non_null(body);
+    int n = snprintf(body, 200, "{\"type\":\"identify\",\"payload\":{\"website\":\"w\",\"id\":\"u\",\"data\":{\"k\":\"");
+    memset(body + n, 'z', big);
+    strcpy(body + n + big, "\"}}}");
+    assert_int_equal(translate(CF_COMPAT_UMAMI, body, &res, &why), -EMSGSIZE);
+    assert_string_equal(why, "payload.data is larger than 32 KB");
+    free(body);
 }
 
 static void plausible_short_and_long_keys(void **state)

@@ -171,6 +171,11 @@ static void session_and_late_records(void **state)
     assert_int_equal(len, strlen(msg));
     cJSON_free(msg);
     assert_null(cf_push_message("late", NULL, &len));
+
+    /* A pushed BIGINT keeps every digit (cJSON alone: 9.00719925474099e+15). */
+    msg = cf_push_message("view", cJSON_Parse("[{\"n\":9007199254740991}]"), &len);
+    assert_string_equal(msg, "{\"type\":\"view\",\"data\":[{\"n\":9007199254740991}]}");
+    cJSON_free(msg);
 }
 
 int main(void)
