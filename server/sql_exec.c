@@ -313,7 +313,21 @@ typedef struct xview {
     bool dirty;             /* applied a row since the last interim push */
     uint32_t at;            /* index of the def in the set (its bit in a views mask) */
     uint64_t rows_in;       /* input rows this shard evaluated the view on */
+    /* The first view before this one (index in x->views) with the same
+     * source and an equal WHERE program, or -1: one verdict per row serves
+     * both (view_row). */
+    int32_t where_twin;
 } xview;
+
+/* What one input row's views share (view_row): the hashes of its plain
+ * columns and the verdicts of its WHERE programs. Lives in apply_row's
+ * frame: valid for its row only. */
+#define ROW_MEMO_WHERE 8
+typedef struct row_memo {
+    cf_sqlx_memo m;
+    uint32_t nwhere;
+    struct { uint32_t view; bool pass; } where[ROW_MEMO_WHERE];
+} row_memo;
 
 /* A derived stream's rows to push (topic stream:NAME), rendered on shard
  * 0 only: every shard derives every row, one copy is enough. */
@@ -357,6 +371,7 @@ struct cf_sqlx {
     cf_buf *out;            /* cf_sqlx_rows target */
     long out_n;
     const xview *cur;
+    bool generic;           /* test hook: view_row takes no shortcut (cf_sqlx_set_generic) */
     cf_tables *tables;      /* every table's rows, as of the shard's place in the log */
     cf_history *history;    /* final results of windowed views go there too */
     sql_sb hist_sb;         /* their rendering, reused */
@@ -534,6 +549,17 @@ void cf_sqlx_install(cf_sqlx *x, cf_sqlx_set *set)
     free(x->views);
     x->views = nv;
     x->n = k;
+    for (size_t i = 0; i < k; i++) {
+        const cf_sqlx_def *d = nv[i].def;
+        nv[i].where_twin = -1;
+        for (size_t j = 0; j < i && nv[i].where_twin < 0 && d->pi->filter; j++) {
+            const cf_sqlx_def *e = nv[j].def;
+            if (e->pi->source && d->pi->source && strcmp(e->pi->source, d->pi->source) == 0 &&
+                e->pi->join == SQL_JOIN_NONE && !e->pi->join_table &&
+                cf_sqlx_def_same_where(d, e))
+                nv[i].where_twin = (int32_t)j;
+        }
+    }
     cf_sqlx_set_unref(x->set);
     x->set = set;
 }
@@ -932,7 +958,7 @@ typedef struct join_ctx {
 } join_ctx;
 
 static void view_row(cf_sqlx *x, xview *xv, const sql_row *rowp, uint64_t seq, int64_t wm,
-                     bool routed);
+                     bool routed, row_memo *rm);
 static void derive_one(cf_sqlx *x, const cf_sqlx_def *d, const sql_row *in, uint64_t seq,
                        int64_t wm, int depth);
 
@@ -940,7 +966,7 @@ static void on_joined(void *ctx, const sql_row *row)
 {
     join_ctx *jc = ctx;
     if (jc->xv)
-        view_row(jc->x, jc->xv, row, jc->seq, jc->wm, false);
+        view_row(jc->x, jc->xv, row, jc->seq, jc->wm, false, NULL);
     else
         derive_one(jc->x, jc->d, row, jc->seq, jc->wm, jc->depth);
 }
@@ -1288,6 +1314,9 @@ static void apply_row(cf_sqlx *x, const char *source, size_t source_len, const s
         route_views(x, source, source_len, &row, base);
         return;
     }
+    row_memo rm;
+    cf_sqlx_memo_reset(&rm.m);
+    rm.nwhere = 0;
     for (size_t i = 0; i < x->n; i++) {
         xview *xv = &x->views[i];
         const sql_plan_info *pi = xv->def->pi;
@@ -1324,52 +1353,99 @@ static void apply_row(cf_sqlx *x, const char *source, size_t source_len, const s
          * UNNEST's elements have keys of their own). */
         bool routed = depth == 0 && xv->at < 63 && x->routed != CF_SQLX_ALL_VIEWS &&
                       pi->join == SQL_JOIN_NONE;
-        view_row(x, xv, &row, seq, wm, routed);
+        view_row(x, xv, &row, seq, wm, routed, x->generic ? NULL : &rm);
     }
     x->cur = NULL;
 }
 
+static uint64_t memo_key_hash(cf_sqlx_memo *m, const sql_view *v, int c, const sql_value *key);
+static uint64_t memo_distinct_hash(cf_sqlx_memo *m, int c, sql_value val);
+
+/* xv's WHERE over the row, or the verdict of its twin (an equal program
+ * over the same row) when rm holds one. */
+static bool view_where(cf_sqlx *x, const xview *xv, const sql_row *row, row_memo *rm)
+{
+    uint32_t self = (uint32_t)(xv - x->views);
+    uint32_t at = rm && xv->where_twin >= 0 ? (uint32_t)xv->where_twin : self;
+    for (uint32_t i = 0; rm && i < rm->nwhere; i++)
+        if (rm->where[i].view == at)
+            return rm->where[i].pass;
+    sql_value f;
+    bool pass = sql_prog_eval(xv->def->pi->filter, row, &x->scratch, &f) == 0 &&
+                sql_value_is_true(f);
+    if (rm && rm->nwhere < ROW_MEMO_WHERE) {
+        rm->where[rm->nwhere].view = at;
+        rm->where[rm->nwhere++].pass = pass;
+    }
+    return pass;
+}
+
 /* One input row (the source's, or joined) into view xv: filter, group key,
  * owner, aggregates. routed: the probe found the row passes the filter and
- * this shard owns its key (only the key is evaluated again). */
+ * this shard owns its key (only the key is evaluated again). rm: the row's
+ * memo (apply_row's rows; NULL for joined rows and the generic path): then
+ * keys and arguments that are plain columns are copied, not run, and their
+ * hashes and the WHERE verdict are shared with the row's other views, as
+ * cf_sqlx_def_apply does for the built-ins. Same state either way
+ * (test_sql_exec: test_fast_view_row_matches_generic). */
 static void view_row(cf_sqlx *x, xview *xv, const sql_row *rowp, uint64_t seq, int64_t wm,
-                     bool routed)
+                     bool routed, row_memo *rm)
 {
-    const sql_plan_info *pi = xv->def->pi;
+    const cf_sqlx_def *d = xv->def;
+    const sql_plan_info *pi = d->pi;
     sql_row row = *rowp;
     xv->rows_in++;
-    {
-        sql_value keys[16], args[64], f;
-        bool take = true;
-        if (pi->filter && !routed) {
-            take = sql_prog_eval(pi->filter, &row, &x->scratch, &f) == 0 && sql_value_is_true(f);
-        }
-        for (uint32_t k = 0; take && k < pi->ngroup_keys && k < 16; k++)
-            if (sql_prog_eval(pi->group_keys[k], &row, &x->scratch, &keys[k]) < 0) {
-                x->errors++;
-                take = false;
-            }
-        if (take && !routed && owner(x, keys, pi->ngroup_keys) != x->index)
-            take = false;
-        if (!take) {
-            /* Not this shard's row: the view still sees the event's W. */
-            sql_view_advance(xv->v, wm, on_result, x);
-            return;
-        }
-        for (uint32_t a = 0; a < pi->naggs && a < 64; a++) {
-            args[a] = sql_null();
-            if (pi->aggs[a].arg && sql_prog_eval(pi->aggs[a].arg, &row, &x->scratch, &args[a]) < 0)
-                x->errors++;
-        }
-        if (pi->naggs == 0)
-            args[0] = sql_null();
-        int rc = sql_view_apply(xv->v, keys, args, row.rowtime, seq, wm, on_result, x);
-        if (rc < 0)
+    sql_value keys[16], args[64];
+    bool take = true;
+    if (pi->filter && !routed)
+        take = view_where(x, xv, &row, rm);
+    for (uint32_t k = 0; take && k < pi->ngroup_keys && k < 16; k++) {
+        int c = rm ? d->key_col[k] : -1;
+        if (c >= 0)   /* what SQL_VM_COL reads */
+            keys[k] = (uint32_t)c < row.n ? row.v[c] : sql_null();
+        else if (sql_prog_eval(pi->group_keys[k], &row, &x->scratch, &keys[k]) < 0) {
             x->errors++;
-        else
-            xv->dirty = true;
+            take = false;
+        }
     }
+    if (take && !routed && owner(x, keys, pi->ngroup_keys) != x->index)
+        take = false;
+    if (!take) {
+        /* Not this shard's row: the view still sees the event's W. */
+        sql_view_advance(xv->v, wm, on_result, x);
+        return;
+    }
+    for (uint32_t a = 0; a < pi->naggs && a < 64; a++) {
+        int c = rm ? d->arg_col[a] : -1;
+        args[a] = sql_null();
+        if (c >= 0)
+            args[a] = (uint32_t)c < row.n ? row.v[c] : sql_null();
+        else if (pi->aggs[a].arg && sql_prog_eval(pi->aggs[a].arg, &row, &x->scratch, &args[a]) < 0)
+            x->errors++;
+    }
+    if (pi->naggs == 0)
+        args[0] = sql_null();
+    int rc;
+    if (!rm) {
+        rc = sql_view_apply(xv->v, keys, args, row.rowtime, seq, wm, on_result, x);
+    } else {
+        uint64_t kh = pi->ngroup_keys == 1 && d->key_col[0] >= 0
+                          ? memo_key_hash(&rm->m, xv->v, d->key_col[0], keys)
+                          : sql_view_key_hash(xv->v, keys);
+        uint64_t ah[64];
+        for (uint32_t a = 0; a < pi->naggs && a < 64; a++)
+            if (d->specs[a].kind == SQL_AGG_COUNT_DISTINCT && args[a].type != SQL_NULL)
+                ah[a] = d->arg_col[a] >= 0 ? memo_distinct_hash(&rm->m, d->arg_col[a], args[a])
+                                           : sql_agg_distinct_hash(args[a]);
+        rc = sql_view_apply_hashed(xv->v, keys, kh, args, ah, row.rowtime, seq, wm, on_result, x);
+    }
+    if (rc < 0)
+        x->errors++;
+    else
+        xv->dirty = true;
 }
+
+void cf_sqlx_set_generic(cf_sqlx *x, bool generic) { x->generic = generic; }
 
 const sql_view_config *cf_sqlx_def_view_config(const cf_sqlx_def *d) { return &d->vcfg; }
 

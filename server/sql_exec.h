@@ -172,6 +172,9 @@ int cf_sqlx_route_key(cf_sqlx *x, const cf_sqlx_def *d, const char *source, cons
 typedef void (*cf_sqlx_publish_fn)(void *ctx, const char *topic, const char *msg, size_t len,
                                    bool interim);
 void cf_sqlx_collect(cf_sqlx *x, bool on);
+/* Test hook: the views run every key and argument program and hash per
+ * view (the generic path) instead of view_row's shortcuts. */
+void cf_sqlx_set_generic(cf_sqlx *x, bool generic);
 void cf_sqlx_flush(cf_sqlx *x, cf_sqlx_publish_fn fn, void *ctx);
 /* EMIT CHANGES (SPEC 13): the open windows and running rows (final: false)
  * of every such view that applied a row since its last interim push, at

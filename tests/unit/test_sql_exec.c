@@ -180,12 +180,136 @@ static void test_buffers_survive_a_snapshot_part(void **state)
     cf_sqlx_def_unref(d);
 }
 
+/* -- view_row's shortcuts --------------------------------------------------- */
+
+static const char hits_sql[] =
+    "CREATE STREAM hits (page STRING, uid STRING, qty BIGINT, ts TIMESTAMP) WITH (TIMESTAMP = 'ts')";
+/* Plain-column keys and arguments, two views with one WHERE and one key,
+ * a COUNT(DISTINCT) shared by three, an expression key over two columns,
+ * a window, and a NULL-able column. */
+static const char *const hits_views[] = {
+    "CREATE VIEW a AS SELECT page, COUNT(*) AS c, COUNT(DISTINCT uid) AS u FROM hits "
+    "WHERE qty > 2 GROUP BY page",
+    "CREATE VIEW b AS SELECT page, SUM(qty) AS s, COUNT(DISTINCT uid) AS u, MAX(qty + 1) AS m "
+    "FROM hits WHERE qty > 2 GROUP BY page",
+    "CREATE VIEW c AS SELECT uid, COUNT(DISTINCT page) AS p, COUNT(DISTINCT uid) AS u, "
+    "MIN(qty) AS lo FROM hits WINDOW TUMBLING (SIZE 1 MINUTE) GROUP BY uid",
+    "CREATE VIEW d AS SELECT UPPER(page) AS up, uid, COUNT(*) AS c FROM hits "
+    "WHERE qty <= 2 GROUP BY UPPER(page), uid",
+    "CREATE VIEW e AS SELECT qty, COUNT(uid) AS c FROM hits WHERE qty > 2 GROUP BY qty",
+};
+#define NVIEWS (sizeof hits_views / sizeof *hits_views)
+
+/* sql_plan borrows names from the script until applied: apply first. */
+static sql_plan *plan_one(sql_catalog *c, const char *sql, bool apply)
+{
+    sql_error err = {0};
+    sql_script *s = sql_parse(sql, strlen(sql), &err);
+    if (!s)
+        fail_msg("%s: %s", sql, err.message);
+    sql_plan *p = sql_plan_new(c, sql_script_stmt(s, 0), &err);
+    if (!p)
+        fail_msg("%s: %s", sql, err.message);
+    if (apply)
+        assert_int_equal(sql_plan_apply(p, c, &err), 0);
+    sql_script_free(s);
+    return p;
+}
+
+static cf_sqlx_set *hits_set(void)
+{
+    sql_catalog *c = sql_catalog_new();
+    assert_non_null(c);
+    assert_int_equal(sql_catalog_add_clicks(c), 0);
+    sql_plan_free(plan_one(c, hits_sql, true));
+    cf_sqlx_def *defs[NVIEWS];
+    for (size_t i = 0; i < NVIEWS; i++) {
+        defs[i] = cf_sqlx_def_new(plan_one(c, hits_views[i], false), true, 0, 0);
+        assert_non_null(defs[i]);
+        assert_true(cf_sqlx_def_runnable(defs[i]));
+    }
+    sql_catalog_free(c);
+    cf_sqlx_set *set = cf_sqlx_set_new(defs, NVIEWS);
+    assert_non_null(set);
+    for (size_t i = 0; i < NVIEWS; i++)
+        cf_sqlx_def_unref(defs[i]);
+    return set;
+}
+
+/* A seeded trace of hits, the same into both executors. */
+static void feed_hits(cf_sqlx *x, unsigned seed)
+{
+    static const char *const pages[] = {"/", "/a", "/b", "/A", "/cart"};
+    static const char *const users[] = {"u1", "u2", "u3", "u4"};
+    for (uint64_t i = 1; i <= 400; i++) {
+        seed = seed * 1103515245u + 12345u;
+        const char *pg = pages[(seed >> 8) % 5];
+        const char *u = users[(seed >> 12) % 4];
+        int64_t ts = 1000000 + (int64_t)i * 900;
+        cf_buf buf = {0};
+        cf_buf_put_i64(&buf, ts);
+        cf_sqlx_put_value(&buf, sql_string(pg, (uint32_t)strlen(pg)));
+        /* every 7th uid NULL: COUNT(uid) and COUNT(DISTINCT uid) skip it */
+        cf_sqlx_put_value(&buf, i % 7 ? sql_string(u, (uint32_t)strlen(u)) : sql_null());
+        cf_sqlx_put_value(&buf, sql_bigint((int64_t)((seed >> 16) % 6)));
+        cf_sqlx_put_value(&buf, sql_timestamp(ts));
+        assert_false(buf.oom);
+        cf_sqlx_row(x, "hits", 4, buf.data, buf.len, i, ts - 1000, ts, CF_SQLX_ALL_VIEWS);
+        cf_buf_free(&buf);
+    }
+}
+
+/* view_row's copied columns, shared hashes and shared WHERE verdicts give
+ * the same rows and byte-identical saved state as running every program,
+ * on one shard and on each of two (the owner check on the copied keys). */
+static void test_fast_view_row_matches_generic(void **state)
+{
+    (void)state;
+    cf_sqlx_set *set = hits_set();
+    for (unsigned n = 1; n <= 2; n++)
+        for (unsigned idx = 0; idx < n; idx++) {
+            cf_sqlx *fast = cf_sqlx_new(idx, n, 100), *slow = cf_sqlx_new(idx, n, 100);
+            assert_non_null(fast);
+            assert_non_null(slow);
+            cf_sqlx_set_generic(slow, true);
+            cf_sqlx_install(fast, cf_sqlx_set_ref(set));
+            cf_sqlx_install(slow, cf_sqlx_set_ref(set));
+            feed_hits(fast, 7 + n);
+            feed_hits(slow, 7 + n);
+            assert_int_equal(cf_sqlx_errors(fast), cf_sqlx_errors(slow));
+            long total = 0;
+            for (size_t i = 0; i < NVIEWS; i++) {
+                char name[2] = {(char)('a' + i), '\0'};
+                cf_buf rf = {0}, rs = {0};
+                long nf = cf_sqlx_rows(fast, name, &rf), ns = cf_sqlx_rows(slow, name, &rs);
+                assert_int_equal(nf, ns);
+                assert_int_equal(rf.len, rs.len);
+                assert_memory_equal(rf.data, rs.data, rf.len);
+                total += nf;
+                cf_buf_free(&rf);
+                cf_buf_free(&rs);
+            }
+            assert_true(total > 0);
+            cf_buf sf = {0}, ss = {0};
+            assert_int_equal(cf_sqlx_save(fast, &sf), 0);
+            assert_int_equal(cf_sqlx_save(slow, &ss), 0);
+            assert_int_equal(sf.len, ss.len);
+            assert_memory_equal(sf.data, ss.data, sf.len);
+            cf_buf_free(&sf);
+            cf_buf_free(&ss);
+            cf_sqlx_free(fast);
+            cf_sqlx_free(slow);
+        }
+    cf_sqlx_set_unref(set);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_route_key_is_each_sides_join_key),
         cmocka_unit_test(test_pair_in_both_orders),
         cmocka_unit_test(test_buffers_survive_a_snapshot_part),
+        cmocka_unit_test(test_fast_view_row_matches_generic),
     };
     return cmocka_run_group_tests_name("sql_exec", tests, NULL, NULL);
 }
