@@ -48,7 +48,20 @@ struct cf_sqlx_set {
     atomic_uint refs;
     size_t n;
     cf_sqlx_def **defs;
+    /* Per def: the first def before it that reads the same source with an
+     * equal WHERE (neither a join nor a derived stream), or -1: the probe
+     * (route_views) evaluates that WHERE once per row for both. */
+    int32_t *where_twin;
 };
+
+/* d and e filter the same rows alike (one verdict serves both). */
+static bool same_filtered_source(const cf_sqlx_def *d, const cf_sqlx_def *e)
+{
+    return d->pi->filter && e->pi->filter && !d->is_stream && !e->is_stream &&
+           d->pi->join == SQL_JOIN_NONE && e->pi->join == SQL_JOIN_NONE &&
+           d->pi->source && e->pi->source && strcmp(d->pi->source, e->pi->source) == 0 &&
+           cf_sqlx_def_same_where(d, e);
+}
 
 /* -- defs ---------------------------------------------------------------------- */
 
@@ -195,13 +208,21 @@ cf_sqlx_set *cf_sqlx_set_new(cf_sqlx_def *const *defs, size_t n)
     if (!s)
         return NULL;
     s->defs = calloc(n ? n : 1, sizeof *s->defs);
-    if (!s->defs) {
+    s->where_twin = calloc(n ? n : 1, sizeof *s->where_twin);
+    if (!s->defs || !s->where_twin) {
+        free(s->defs);
+        free(s->where_twin);
         free(s);
         return NULL;
     }
     atomic_init(&s->refs, 1);
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; i < n; i++) {
         s->defs[i] = cf_sqlx_def_ref(defs[i]);
+        s->where_twin[i] = -1;
+        for (size_t j = 0; j < i && s->where_twin[i] < 0; j++)
+            if (same_filtered_source(defs[i], defs[j]))
+                s->where_twin[i] = (int32_t)j;
+    }
     s->n = n;
     return s;
 }
@@ -219,6 +240,7 @@ void cf_sqlx_set_unref(cf_sqlx_set *s)
     for (size_t i = 0; i < s->n; i++)
         cf_sqlx_def_unref(s->defs[i]);
     free(s->defs);
+    free(s->where_twin);
     free(s);
 }
 
@@ -552,13 +574,9 @@ void cf_sqlx_install(cf_sqlx *x, cf_sqlx_set *set)
     for (size_t i = 0; i < k; i++) {
         const cf_sqlx_def *d = nv[i].def;
         nv[i].where_twin = -1;
-        for (size_t j = 0; j < i && nv[i].where_twin < 0 && d->pi->filter; j++) {
-            const cf_sqlx_def *e = nv[j].def;
-            if (e->pi->source && d->pi->source && strcmp(e->pi->source, d->pi->source) == 0 &&
-                e->pi->join == SQL_JOIN_NONE && !e->pi->join_table &&
-                cf_sqlx_def_same_where(d, e))
+        for (size_t j = 0; j < i && nv[i].where_twin < 0; j++)
+            if (same_filtered_source(d, nv[j].def))
                 nv[i].where_twin = (int32_t)j;
-        }
     }
     cf_sqlx_set_unref(x->set);
     x->set = set;
@@ -1244,6 +1262,12 @@ int cf_sqlx_def_partition(const cf_sqlx_def *d, const char *source, size_t sourc
 static void route_views(cf_sqlx *x, const char *source, size_t source_len, const sql_row *row,
                         size_t base)
 {
+    /* What the row's views share: their WHERE verdicts (1 pass, 0 not,
+     * -1 failed; by the set index of the first of equal filters) and the
+     * owner of each plain key column's value. */
+    struct { uint32_t def; int verdict; } wv[8];
+    struct { int col; unsigned shard; } own[8];
+    uint32_t nwv = 0, nown = 0;
     for (size_t j = 0; x->set && j < 2 * x->set->n; j++) {
         size_t i = j / 2;   /* each view twice: a self-join's row is on both sides */
         const cf_sqlx_def *d = x->set->defs[i];
@@ -1255,24 +1279,56 @@ static void route_views(cf_sqlx *x, const char *source, size_t source_len, const
         int part = cf_sqlx_def_partition(d, source, source_len, (int)(j % 2), &filter, &kp, &nk);
         if (part < 0)
             continue;
+        /* part 0: filter and kp are the view's own WHERE and GROUP BY */
+        bool fast = part == 0 && !x->generic;
         uint64_t bits = x->chain | cf_sqlx_view_bit(i);
         x->scratch.used = base;
         sql_value keys[16], f;
         bool all = part == 1 || nk > 16;
         if (!all && filter) {
-            int rc = sql_prog_eval(filter, row, &x->scratch, &f);
-            if (rc == 0 && !sql_value_is_true(f))
+            uint32_t at = fast && x->set->where_twin[i] >= 0 ? (uint32_t)x->set->where_twin[i]
+                                                              : (uint32_t)i;
+            int verdict = 2;
+            for (uint32_t w = 0; fast && w < nwv && verdict == 2; w++)
+                if (wv[w].def == at)
+                    verdict = wv[w].verdict;
+            if (verdict == 2) {
+                int rc = sql_prog_eval(filter, row, &x->scratch, &f);
+                verdict = rc < 0 ? -1 : sql_value_is_true(f) ? 1 : 0;
+                if (fast && nwv < 8) {
+                    wv[nwv].def = at;
+                    wv[nwv++].verdict = verdict;
+                }
+            }
+            if (verdict == 0)
                 continue;   /* filtered out: no shard needs it */
-            all = rc < 0;
+            all = verdict < 0;
         }
-        for (uint32_t k = 0; !all && k < nk; k++)
-            all = sql_prog_eval(kp[k], row, &x->scratch, &keys[k]) < 0;
+        for (uint32_t k = 0; !all && k < nk; k++) {
+            int c = fast ? d->key_col[k] : -1;
+            if (c >= 0)   /* what SQL_VM_COL reads */
+                keys[k] = (uint32_t)c < row->n ? row->v[c] : sql_null();
+            else
+                all = sql_prog_eval(kp[k], row, &x->scratch, &keys[k]) < 0;
+        }
         if (all) {
             for (unsigned s = 0; s < x->n_shards; s++)
                 x->masks[s] |= bits;
-        } else {
-            x->masks[owner(x, keys, nk)] |= bits;
+            continue;
         }
+        int c = fast && nk == 1 ? d->key_col[0] : -1;
+        unsigned shard = x->n_shards;
+        for (uint32_t o = 0; c >= 0 && o < nown && shard == x->n_shards; o++)
+            if (own[o].col == c)
+                shard = own[o].shard;
+        if (shard == x->n_shards) {
+            shard = owner(x, keys, nk);
+            if (c >= 0 && nown < 8) {
+                own[nown].col = c;
+                own[nown++].shard = shard;
+            }
+        }
+        x->masks[shard] |= bits;
     }
     x->scratch.used = base;
 }

@@ -236,27 +236,35 @@ static cf_sqlx_set *hits_set(void)
     return set;
 }
 
-/* A seeded trace of hits, the same into both executors. */
-static void feed_hits(cf_sqlx *x, unsigned seed)
+/* Row i of a seeded trace of hits (packed as stream_ingest.h does). */
+static void hit_row(uint64_t i, unsigned *seed, cf_buf *buf, int64_t *ret_ts)
 {
     static const char *const pages[] = {"/", "/a", "/b", "/A", "/cart"};
     static const char *const users[] = {"u1", "u2", "u3", "u4"};
+    *seed = *seed * 1103515245u + 12345u;
+    const char *pg = pages[(*seed >> 8) % 5];
+    const char *u = users[(*seed >> 12) % 4];
+    int64_t ts = 1000000 + (int64_t)i * 900;
+    cf_buf_reset(buf);
+    cf_buf_put_i64(buf, ts);
+    cf_sqlx_put_value(buf, sql_string(pg, (uint32_t)strlen(pg)));
+    /* every 7th uid NULL: COUNT(uid) and COUNT(DISTINCT uid) skip it */
+    cf_sqlx_put_value(buf, i % 7 ? sql_string(u, (uint32_t)strlen(u)) : sql_null());
+    cf_sqlx_put_value(buf, sql_bigint((int64_t)((*seed >> 16) % 6)));
+    cf_sqlx_put_value(buf, sql_timestamp(ts));
+    assert_false(buf->oom);
+    *ret_ts = ts;
+}
+
+static void feed_hits(cf_sqlx *x, unsigned seed)
+{
+    cf_buf buf = {0};
     for (uint64_t i = 1; i <= 400; i++) {
-        seed = seed * 1103515245u + 12345u;
-        const char *pg = pages[(seed >> 8) % 5];
-        const char *u = users[(seed >> 12) % 4];
-        int64_t ts = 1000000 + (int64_t)i * 900;
-        cf_buf buf = {0};
-        cf_buf_put_i64(&buf, ts);
-        cf_sqlx_put_value(&buf, sql_string(pg, (uint32_t)strlen(pg)));
-        /* every 7th uid NULL: COUNT(uid) and COUNT(DISTINCT uid) skip it */
-        cf_sqlx_put_value(&buf, i % 7 ? sql_string(u, (uint32_t)strlen(u)) : sql_null());
-        cf_sqlx_put_value(&buf, sql_bigint((int64_t)((seed >> 16) % 6)));
-        cf_sqlx_put_value(&buf, sql_timestamp(ts));
-        assert_false(buf.oom);
+        int64_t ts;
+        hit_row(i, &seed, &buf, &ts);
         cf_sqlx_row(x, "hits", 4, buf.data, buf.len, i, ts - 1000, ts, CF_SQLX_ALL_VIEWS);
-        cf_buf_free(&buf);
     }
+    cf_buf_free(&buf);
 }
 
 /* view_row's copied columns, shared hashes and shared WHERE verdicts give
@@ -303,6 +311,38 @@ static void test_fast_view_row_matches_generic(void **state)
     cf_sqlx_set_unref(set);
 }
 
+/* The probe's shortcuts (shared WHERE verdicts, copied key columns, one
+ * owner per key column value) place every row as running every program
+ * does. */
+static void test_fast_probe_matches_generic(void **state)
+{
+    (void)state;
+    cf_sqlx_set *set = hits_set();
+    for (unsigned n = 2; n <= 3; n++) {
+        cf_sqlx *fast = cf_sqlx_probe_new(n), *slow = cf_sqlx_probe_new(n);
+        assert_non_null(fast);
+        assert_non_null(slow);
+        cf_sqlx_set_generic(slow, true);
+        cf_buf buf = {0};
+        unsigned seed = 11;
+        uint64_t some = 0;
+        for (uint64_t i = 1; i <= 200; i++) {
+            int64_t ts;
+            hit_row(i, &seed, &buf, &ts);
+            uint64_t mf[3] = {0}, ms[3] = {0};
+            assert_int_equal(cf_sqlx_route_row(fast, set, "hits", 4, buf.data, buf.len, mf),
+                             cf_sqlx_route_row(slow, set, "hits", 4, buf.data, buf.len, ms));
+            assert_memory_equal(mf, ms, sizeof mf);
+            some |= mf[1];
+        }
+        assert_true(some != 0);     /* shard 1 owns some keys */
+        cf_buf_free(&buf);
+        cf_sqlx_free(fast);
+        cf_sqlx_free(slow);
+    }
+    cf_sqlx_set_unref(set);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -310,6 +350,7 @@ int main(void)
         cmocka_unit_test(test_pair_in_both_orders),
         cmocka_unit_test(test_buffers_survive_a_snapshot_part),
         cmocka_unit_test(test_fast_view_row_matches_generic),
+        cmocka_unit_test(test_fast_probe_matches_generic),
     };
     return cmocka_run_group_tests_name("sql_exec", tests, NULL, NULL);
 }
