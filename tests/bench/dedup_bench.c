@@ -98,14 +98,14 @@ int main(int argc, char **argv)
     }
     double lookup_s = (double)(cpu_ns() - l0) / 1e9;
     /* The ids are formatted again in both loops, so both pay the same. */
-    char (*ids)[40] = malloc((size_t)(2 * PF) * sizeof *ids);
+    char (*ids)[64] = malloc((size_t)(2 * PF) * sizeof *ids);
     if (!ids)
         return 1;
     int64_t p0 = cpu_ns();
     for (long i = 0; i < n + PF; i++) {
         if (i < n) {
             char *b = ids[i % (2 * PF)];
-            snprintf(b, 40, "b3c1d2e4-%04lx-4000-8000-%012lx", (unsigned long)(i & 0xffff),
+            snprintf(b, 64, "b3c1d2e4-%04lx-4000-8000-%012lx", (unsigned long)(i & 0xffff),
                      (unsigned long)i);
             hs[i] = cf_dedup_hash(d, b, 36);
             cf_dedup_prefetch(d, hs[i]);
