@@ -504,9 +504,27 @@ uint64_t cf_kv_hash(const cf_kv *kv, const void *key, size_t key_len)
     return key_hash(kv, key, key_len);
 }
 
+/* The slot of the current table where the probe for hash h begins. Not
+ * slot_at(): a bare index is not a reference (it lacks the generation bit),
+ * and after an odd number of doublings slot_at() took it for an old-table
+ * one, so the prefetch went to kv->old (NULL once the doubling was done)
+ * and the sequencer's dedup look-ahead loaded nothing (issue 15). */
+static inline const struct kv_slot *home_slot(const cf_kv *kv, uint64_t h)
+{
+    return raw_slot(kv->slots, kv->slot_size, (uint32_t)h & (kv->cap - 1));
+}
+
 void cf_kv_prefetch(const cf_kv *kv, uint64_t h)
 {
-    __builtin_prefetch(slot_at(kv, (uint32_t)h & (kv->cap - 1)));
+    __builtin_prefetch(home_slot(kv, h));
+    /* During a doubling a key not yet moved is found in the old table. */
+    if (kv->old)
+        __builtin_prefetch(raw_slot(kv->old, kv->slot_size, (uint32_t)h & (kv->ocap - 1)));
+}
+
+const void *cf_kv_prefetch_addr(const cf_kv *kv, uint64_t h)
+{
+    return home_slot(kv, h);
 }
 
 int cf_kv_put(cf_kv *kv, const void *key, size_t key_len, int64_t expiry,

@@ -72,6 +72,9 @@ uint64_t cf_kv_hash(const cf_kv *kv, const void *key, size_t key_len);
  * Only a hint: the store is not changed and any later call stays correct
  * (even if the table grew meanwhile). O(1). */
 void cf_kv_prefetch(const cf_kv *kv, uint64_t h);
+/* For tests: the address cf_kv_prefetch loads for h (the start of the slot
+ * in the current table where the probe for h begins). */
+const void *cf_kv_prefetch_addr(const cf_kv *kv, uint64_t h);
 
 /* cf_kv_put with h = cf_kv_hash(kv, key, key_len) computed by the caller (any
  * other h breaks the store). Same results. */

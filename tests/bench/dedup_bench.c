@@ -9,6 +9,9 @@
  * Prints: BENCH ids=.. ids_per_s=.. max_us=.. max_at=.. over_1ms=.. p9999_us=.. p50_ns=..
  *              memory_mb=.. save_ms=.. save_cpu_ms=.. save_mb=.. (cf_dedup_save of the
  *              full table, wall and CPU time)
+ *              lookups_per_s=.. lookups_pf_per_s=.. (every id checked again as a duplicate
+ *              once the table is full: plainly, then hashed first with the slot of the id 8
+ *              ahead prefetched, as the sequencer does under its lock)
  * (a machine shared with other work adds preemptions of a few ms to max).
  */
 #include <stdint.h>
@@ -79,13 +82,49 @@ int main(int argc, char **argv)
     if (cf_dedup_save(d, &snap) < 0)
         return 1;
     double save_ms = (double)(now_ns() - s0) / 1e6, save_cpu_ms = (double)(cpu_ns() - c0) / 1e6;
+    /* Duplicate checks of every id (the lookups of a full table), in the
+     * sequencer's two shapes: one call per id, and hashes first with the
+     * slot of the id PF ahead prefetched (cf_dedup_prefetch). CPU time. */
+    enum { PF = 8 };
+    uint64_t *hs = malloc((size_t)n * sizeof *hs);
+    if (!hs)
+        return 1;
+    int64_t l0 = cpu_ns();
+    for (long i = 0; i < n; i++) {
+        snprintf(id, sizeof id, "b3c1d2e4-%04lx-4000-8000-%012lx", (unsigned long)(i & 0xffff),
+                 (unsigned long)i);
+        if (cf_dedup_check(d, id, 36, n, n) != 0)
+            return 1;
+    }
+    double lookup_s = (double)(cpu_ns() - l0) / 1e9;
+    /* The ids are formatted again in both loops, so both pay the same. */
+    char (*ids)[64] = malloc((size_t)(2 * PF) * sizeof *ids);
+    if (!ids)
+        return 1;
+    int64_t p0 = cpu_ns();
+    for (long i = 0; i < n + PF; i++) {
+        if (i < n) {
+            char *b = ids[i % (2 * PF)];
+            snprintf(b, 64, "b3c1d2e4-%04lx-4000-8000-%012lx", (unsigned long)(i & 0xffff),
+                     (unsigned long)i);
+            hs[i] = cf_dedup_hash(d, b, 36);
+            cf_dedup_prefetch(d, hs[i]);
+        }
+        long k = i - PF;
+        if (k >= 0 && cf_dedup_check_hashed(d, ids[k % (2 * PF)], 36, hs[k], n, n) != 0)
+            return 1;
+    }
+    double lookup_pf_s = (double)(cpu_ns() - p0) / 1e9;
+    free(ids);
+    free(hs);
     qsort(lat, (size_t)n, sizeof *lat, cmp_i64);
     printf("BENCH ids=%ld ids_per_s=%.0f max_us=%.1f max_at=%ld over_1ms=%ld p9999_us=%.2f p50_ns=%lld "
-           "memory_mb=%.1f save_ms=%.1f save_cpu_ms=%.1f save_mb=%.1f\n",
+           "memory_mb=%.1f save_ms=%.1f save_cpu_ms=%.1f save_mb=%.1f "
+           "lookups_per_s=%.0f lookups_pf_per_s=%.0f\n",
            n, (double)n / secs, (double)slowest / 1000, (long)slow_at, over_1ms,
            (double)lat[(size_t)((double)(n - 1) * 0.9999)] / 1000, (long long)lat[n / 2],
            (double)cf_dedup_memory(d) / 1048576, save_ms, save_cpu_ms,
-           (double)snap.len / 1048576);
+           (double)snap.len / 1048576, (double)n / lookup_s, (double)n / lookup_pf_s);
     cf_buf_free(&snap);
     free(lat);
     cf_dedup_free(d);

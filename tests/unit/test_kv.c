@@ -580,6 +580,41 @@ static void hashed_put_and_prefetch(void **state)
     cf_kv_free(kv);
 }
 
+/* The prefetch loads the slot where the probe for the key begins, in the
+ * current table, whatever the number of doublings: it once took the bare
+ * slot index for a heap reference, so after an odd number of doublings it
+ * pointed into the old table (NULL once the doubling was done) and the
+ * sequencer's look-ahead loaded nothing (issue 15). A key left alone in a
+ * grown table sits in its home slot (backward-shift deletion), so its value
+ * is the slot's 32-byte header past the prefetched address. */
+static void prefetch_targets_home_slot(void **state)
+{
+    (void)state;
+    bool seen[2] = {false, false};
+    char k[64];
+    for (uint64_t n = 8; n <= 4096; n *= 2) {
+        cf_kv *kv = cf_kv_new(8, 0);
+        uint64_t put = 0;
+        while (put < n || cf_kv_migrating(kv)) {
+            size_t len = make_key(k, put, put % 2 ? 30 : 0);
+            assert_int_equal(cf_kv_put(kv, k, len, (int64_t)put, NULL, NULL, NULL), 1);
+            put++;
+        }
+        for (uint64_t i = 1; i < put; i++) {
+            size_t len = make_key(k, i, i % 2 ? 30 : 0);
+            assert_int_equal(cf_kv_delete(kv, k, len), 0);
+        }
+        size_t len = make_key(k, 0, 0);
+        const uint8_t *v = cf_kv_get(kv, k, len, NULL);
+        assert_non_null(v);
+        const uint8_t *a = cf_kv_prefetch_addr(kv, cf_kv_hash(kv, k, len));
+        assert_ptr_equal(a + 32, v);
+        seen[cf_kv_grows(kv) % 2] = true;
+        cf_kv_free(kv);
+    }
+    assert_true(seen[0] && seen[1]);
+}
+
 /* Loading is linear: the table is sized once for the saved count, so a load
  * of N keys grows nothing and examines about one slot per key. The saved
  * table is a large one that lost most of its keys (capacity kept), saved in
@@ -677,6 +712,7 @@ int main(void)
         cmocka_unit_test(randomized_against_model),
         cmocka_unit_test(save_load_roundtrip),
         cmocka_unit_test(hashed_put_and_prefetch),
+        cmocka_unit_test(prefetch_targets_home_slot),
         cmocka_unit_test(load_is_linear),
         cmocka_unit_test(keyed_store),
         cmocka_unit_test(overhead_per_key),
