@@ -497,8 +497,13 @@ class Bench:
                 fields = f.read().rsplit(")", 1)[1].split()
             return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
+        # --s7-panels off isolates enrichment from the dashboard panels
+        # (views over the enriched columns; with enrichment off they see
+        # one NULL group each, so they also cost less).
+        panels = ("--panels", self.a.s7_panels)
+
         def s1(on, cold_ua=False):
-            with self.server("--enrich", "on" if on else "off") as srv:
+            with self.server("--enrich", "on" if on else "off", *panels) as srv:
                 if not cold_ua:
                     self.wrk(srv.http_port, self.single, 1, uas=seq)
                 c0 = cpu_s(srv.proc.pid)
@@ -506,7 +511,7 @@ class Bench:
                 return b["rps"], b["requests"] / max(cpu_s(srv.proc.pid) - c0, 1e-3)
 
         def s2(on, bodies):
-            with self.server("--enrich", "on" if on else "off") as srv:
+            with self.server("--enrich", "on" if on else "off", *panels) as srv:
                 if bodies is mix:
                     run([self.client, "--port", str(srv.http_port), "--conns", "4", "--requests", "64",
                          "--duration", "120", "--events-per-body", "1000"] + bodies)
@@ -961,6 +966,8 @@ def main():
                     help="S13: a clickflow binary to compare S2 against (e.g. the hard-wired "
                     "built-ins of an older commit, built with `git worktree add`)")
     ap.add_argument("--baseline-name", help="S13: how the table names the baseline (a commit)")
+    ap.add_argument("--s7-panels", default="on", choices=("on", "off"),
+                    help="S7's servers run the dashboard panel views (default on, as the product)")
     ap.add_argument("--full", action="store_true",
                     help="S11 at the issue's size (1M orders + 1M payments) instead of 200k + 200k")
     a = ap.parse_args()
