@@ -8,7 +8,7 @@
 // Waits are for conditions (selectors, page state) with deadlines, never sleeps.
 import { spawn } from 'node:child_process';
 import { mkdtempSync, mkdirSync, rmSync, openSync, readFileSync, closeSync } from 'node:fs';
-import { freePort, loadChromium, until } from './common.mjs';
+import { freePort, launchBrowser, loadChromium, until } from './common.mjs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -82,20 +82,7 @@ class Server {
 /* ---- the tests (they share one server and one page, in order) ---------- */
 
 const srv = await new Server().start();
-const profile = mkdtempSync(join(tmpdir(), 'clickflow-chromium-'));
-const context = await chromium.launchPersistentContext(profile, {
-  executablePath: CHROMIUM,
-  headless: true,
-  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
-    '--disable-component-update', '--disable-sync', '--no-first-run'],
-  viewport: { width: 1400, height: 1000 },
-});
-const page = context.pages()[0] || await context.newPage();
-const consoleErrors = [];
-const dialogs = [];
-page.on('console', (m) => { if (m.type() === 'error') consoleErrors.push(m.text()); });
-page.on('pageerror', (e) => consoleErrors.push('pageerror: ' + e.message));
-page.on('dialog', (d) => { dialogs.push(d.message()); d.dismiss().catch(() => {}); });
+const { profile, context, page, consoleErrors, dialogs } = await launchBrowser(chromium, CHROMIUM);
 
 const now = Date.now();
 const tests = [];

@@ -11,10 +11,10 @@
 //   CLICKFLOW_BIN=build/server/clickflow node tests/browser/panels.test.mjs
 //
 // Waits are for conditions with deadlines, never sleeps.
-import { spawn, execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync, openSync, readFileSync, closeSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync, readFileSync } from 'node:fs';
 import { request } from 'node:http';
-import { freePort, loadChromium, until } from './common.mjs';
+import { freePort, launchBrowser, loadChromium, startClickflow, until } from './common.mjs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -107,20 +107,10 @@ execFileSync('python3', ['-c',
 const httpPort = await freePort();
 let wsPort;
 do wsPort = await freePort(); while (wsPort === httpPort);
-const logPath = join(dir, 'server.log');
-const logFd = openSync(logPath, 'a');
-const proc = spawn(BIN, [
+const { proc, base, exited, serverLog } = await startClickflow(BIN, dir, httpPort, [
   '--bind', '127.0.0.1', '--http-port', String(httpPort), '--ws-port', String(wsPort),
   '--idle-timeout', '0', '--push-interval', '200ms', '--data-dir', join(dir, 'data'), '--geoip', mmdb,
-], { stdio: ['ignore', logFd, logFd] });
-closeSync(logFd);
-const exited = new Promise((res) => proc.on('exit', (code, sig) => res(code ?? sig)));
-const base = `http://127.0.0.1:${httpPort}`;
-const serverLog = () => { try { return readFileSync(logPath, 'utf8'); } catch (e) { return ''; } };
-await until('the server to be ready', async () => {
-  if (proc.exitCode !== null) throw new Error('clickflow exited:\n' + serverLog());
-  return (await fetch(base + '/healthz')).status === 200;
-}, 20000);
+]);
 
 // POST from a given loopback address (the country) with a user agent.
 function postFrom(addr, ua, events) {
@@ -156,20 +146,7 @@ async function postAll(sent) {
 
 /* ---- the browser ----------------------------------------------------------- */
 
-const profile = mkdtempSync(join(tmpdir(), 'clickflow-chromium-'));
-const context = await chromium.launchPersistentContext(profile, {
-  executablePath: CHROMIUM,
-  headless: true,
-  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
-    '--disable-component-update', '--disable-sync', '--no-first-run'],
-  viewport: { width: 1400, height: 1000 },
-});
-const page = context.pages()[0] || await context.newPage();
-const consoleErrors = [];
-const dialogs = [];
-page.on('console', (m) => { if (m.type() === 'error') consoleErrors.push(m.text()); });
-page.on('pageerror', (e) => consoleErrors.push('pageerror: ' + e.message));
-page.on('dialog', (d) => { dialogs.push(d.message()); d.dismiss().catch(() => {}); });
+const { profile, context, page, consoleErrors, dialogs } = await launchBrowser(chromium, CHROMIUM);
 
 // What a panel shows: {value: [events, visitors]} from its table rows.
 async function shown(id) {

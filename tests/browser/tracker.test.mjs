@@ -14,10 +14,9 @@
 // The outbound link points at http://outbound.test/, which the test answers
 // itself (page.route): no traffic leaves the machine. Waits are for
 // conditions with deadlines, never sleeps.
-import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync, openSync, readFileSync, closeSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer as createHttpServer } from 'node:http';
-import { freePort, loadChromium, until } from './common.mjs';
+import { freePort, loadChromium, startClickflow, until } from './common.mjs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -40,21 +39,11 @@ do wsPort = await freePort(); while (wsPort === httpPort);
 // key's, so the server accepts the tracker's events and stores them.
 let sitePort;
 do sitePort = await freePort(); while (sitePort === httpPort || sitePort === wsPort);
-const logPath = join(dir, 'server.log');
-const logFd = openSync(logPath, 'a');
-const proc = spawn(BIN, [
+const { proc, base, exited, serverLog } = await startClickflow(BIN, dir, httpPort, [
   '--bind', '127.0.0.1', '--http-port', String(httpPort), '--ws-port', String(wsPort),
   '--idle-timeout', '0', '--data-dir', join(dir, 'data'),
   '--site', `test-site=http://localhost:${sitePort}`,
-], { stdio: ['ignore', logFd, logFd] });
-closeSync(logFd);
-const exited = new Promise((res) => proc.on('exit', (code, sig) => res(code ?? sig)));
-const base = `http://127.0.0.1:${httpPort}`;
-const serverLog = () => { try { return readFileSync(logPath, 'utf8'); } catch (e) { return ''; } };
-await until('the server to be ready', async () => {
-  if (proc.exitCode !== null) throw new Error('clickflow exited:\n' + serverLog());
-  return (await fetch(base + '/healthz')).status === 200;
-}, 20000);
+]);
 
 async function stats() {
   const r = await fetch(base + '/api/v1/stats');
