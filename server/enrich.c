@@ -3,7 +3,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,6 +10,8 @@
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+#include "log.h"
 
 /* A thread's parser, listed so that the enricher can free the parsers of
  * threads that are still alive when it goes. */
@@ -32,16 +33,6 @@ struct cf_enricher {
 
 /* The largest rules file read: uap-core's is about 200 KB. */
 #define MAX_RULES_BYTES (64u << 20)
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (!err || errlen == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 /* Reads a whole regular file into a malloc'd buffer. */
 static int read_all(const char *path, char **ret, size_t *ret_len)
@@ -143,7 +134,7 @@ static int load_key(const char *dir, uint8_t out[CF_SIPHASH_KEY_LEN], char *err,
 {
     char path[4096];
     if (snprintf(path, sizeof path, "%s/%s", dir, CF_ENRICHER_KEY_FILE) >= (int)sizeof path) {
-        set_err(err, errlen, "data directory path too long");
+        cf_set_err(err, errlen, "data directory path too long");
         return -ENAMETOOLONG;
     }
     char *buf = NULL;
@@ -152,16 +143,16 @@ static int load_key(const char *dir, uint8_t out[CF_SIPHASH_KEY_LEN], char *err,
     if (rc == -ENOENT) {
         rc = create_key(dir, path, out);
         if (rc < 0)
-            set_err(err, errlen, "%s: cannot create: %s", path, strerror(-rc));
+            cf_set_err(err, errlen, "%s: cannot create: %s", path, strerror(-rc));
         return rc;
     }
     if (rc < 0) {
-        set_err(err, errlen, "%s: %s", path, strerror(-rc));
+        cf_set_err(err, errlen, "%s: %s", path, strerror(-rc));
         return rc;
     }
     if (len != CF_SIPHASH_KEY_LEN) {
         free(buf);
-        set_err(err, errlen, "%s: must hold exactly %d bytes, has %zu", path, CF_SIPHASH_KEY_LEN, len);
+        cf_set_err(err, errlen, "%s: must hold exactly %d bytes, has %zu", path, CF_SIPHASH_KEY_LEN, len);
         return -EINVAL;
     }
     memcpy(out, buf, CF_SIPHASH_KEY_LEN);
@@ -200,7 +191,7 @@ int cf_enricher_new(const char *regexes_path, const char *data_dir, size_t ua_ca
     size_t len = 0;
     int rc = read_all(regexes_path, &text, &len);
     if (rc < 0) {
-        set_err(err, errlen, "%s: %s%s", regexes_path, strerror(-rc),
+        cf_set_err(err, errlen, "%s: %s%s", regexes_path, strerror(-rc),
                 rc == -ENOENT ? " (install Debian's uap-core package)" : "");
         goto fail;
     }
@@ -208,7 +199,7 @@ int cf_enricher_new(const char *regexes_path, const char *data_dir, size_t ua_ca
     rc = cf_ua_rules_new(text, len, &e->rules, &why);
     free(text);
     if (rc < 0) {
-        set_err(err, errlen, "%s: %s", regexes_path, rc == -ENOMEM ? "out of memory" : why);
+        cf_set_err(err, errlen, "%s: %s", regexes_path, rc == -ENOMEM ? "out of memory" : why);
         goto fail;
     }
     /* Without a data directory there is no secret: User-Agents only. */
@@ -217,7 +208,7 @@ int cf_enricher_new(const char *regexes_path, const char *data_dir, size_t ua_ca
         goto fail;
     rc = -pthread_key_create(&e->key, parser_exit);
     if (rc < 0) {
-        set_err(err, errlen, "pthread_key_create: %s", strerror(-rc));
+        cf_set_err(err, errlen, "pthread_key_create: %s", strerror(-rc));
         goto fail;
     }
     e->have_key = true;

@@ -5,7 +5,6 @@
 
 #include <errno.h>
 #include <inttypes.h>
-#include <stdarg.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -109,7 +108,7 @@ static const char SCHEMA[] =
     " sketch BLOB,"
     " PRIMARY KEY (view, wstart, wend, grp, revision)) WITHOUT ROWID;";
 
-static bool is_ident(const char *s, size_t n)
+bool cf_history_is_ident(const char *s, size_t n)
 {
     if (n == 0 || n > NAME_MAX_LEN)
         return false;
@@ -120,17 +119,6 @@ static bool is_ident(const char *s, size_t n)
             return false;
     }
     return true;
-}
-
-__attribute__((format(printf, 3, 4)))
-static void set_err(char *err, size_t cap, const char *fmt, ...)
-{
-    if (!err || !cap)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, cap, fmt, ap);
-    va_end(ap);
 }
 
 static int exec(sqlite3 *db, const char *sql)
@@ -165,11 +153,11 @@ cf_history *cf_history_open(const char *path, int64_t retention_ms, size_t queue
 {
     cf_history *h = calloc(1, sizeof *h);
     if (!h) {
-        set_err(err, err_cap, "out of memory");
+        cf_set_err(err, err_cap, "out of memory");
         return NULL;
     }
     if (strlen(path) >= sizeof h->path) {
-        set_err(err, err_cap, "path too long");
+        cf_set_err(err, err_cap, "path too long");
         free(h);
         return NULL;
     }
@@ -191,18 +179,18 @@ cf_history *cf_history_open(const char *path, int64_t retention_ms, size_t queue
     int rc = sqlite3_open_v2(path, &h->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
                              SQLITE_OPEN_NOMUTEX, NULL);
     if (rc != SQLITE_OK) {
-        set_err(err, err_cap, "cannot open %s: %s", path,
+        cf_set_err(err, err_cap, "cannot open %s: %s", path,
                 h->db ? sqlite3_errmsg(h->db) : sqlite3_errstr(rc));
         goto fail;
     }
     sqlite3_busy_timeout(h->db, 5000);
     int ver = 0;
     if (user_version(h->db, &ver) < 0) {
-        set_err(err, err_cap, "%s is not a SQLite database: %s", path, sqlite3_errmsg(h->db));
+        cf_set_err(err, err_cap, "%s is not a SQLite database: %s", path, sqlite3_errmsg(h->db));
         goto fail;
     }
     if (ver > CF_HISTORY_SCHEMA_VERSION) {
-        set_err(err, err_cap, "%s has a newer schema (user_version %d) than this build knows", path, ver);
+        cf_set_err(err, err_cap, "%s has a newer schema (user_version %d) than this build knows", path, ver);
         goto fail;
     }
     /* WAL: readers (HTTP threads) never wait for the writer, and a commit
@@ -210,7 +198,7 @@ cf_history *cf_history_open(const char *path, int64_t retention_ms, size_t queue
      * the last transactions, never corrupt; they are rebuilt from the
      * event log on replay (the snapshot waits for them, see engine.c). */
     if (exec(h->db, "PRAGMA journal_mode=WAL") < 0 || exec(h->db, "PRAGMA synchronous=NORMAL") < 0) {
-        set_err(err, err_cap, "cannot set up %s: %s", path, sqlite3_errmsg(h->db));
+        cf_set_err(err, err_cap, "cannot set up %s: %s", path, sqlite3_errmsg(h->db));
         goto fail;
     }
     /* v1 -> v2: the rollup table is new; every hour of the rows already
@@ -225,7 +213,7 @@ cf_history *cf_history_open(const char *path, int64_t retention_ms, size_t queue
         (ver == 1 && cf_hroll_mark_all(h->db, NULL) < 0) ||
         exec(h->db, "PRAGMA user_version=" CF_HISTORY_SCHEMA_VERSION_STR) < 0 ||
         exec(h->db, "COMMIT") < 0) {
-        set_err(err, err_cap, "cannot create or upgrade the schema in %s: %s", path,
+        cf_set_err(err, err_cap, "cannot create or upgrade the schema in %s: %s", path,
                 sqlite3_errmsg(h->db));
         (void)exec(h->db, "ROLLBACK");
         goto fail;
@@ -238,14 +226,14 @@ cf_history *cf_history_open(const char *path, int64_t retention_ms, size_t queue
                 CF_HISTORY_SCHEMA_VERSION);
     h->rollup_dirty = -1;
     if (!(h->roll = cf_hroll_new(h->db))) {
-        set_err(err, err_cap, "cannot prepare the rollup upkeep in %s: %s", path, sqlite3_errmsg(h->db));
+        cf_set_err(err, err_cap, "cannot prepare the rollup upkeep in %s: %s", path, sqlite3_errmsg(h->db));
         goto fail;
     }
     if (sqlite3_prepare_v2(h->db,
                            "INSERT OR IGNORE INTO results(view, wstart, wend, grp, revision, cols,"
                            " sketch) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                            -1, &h->ins, NULL) != SQLITE_OK) {
-        set_err(err, err_cap, "cannot prepare an insert in %s: %s", path, sqlite3_errmsg(h->db));
+        cf_set_err(err, err_cap, "cannot prepare an insert in %s: %s", path, sqlite3_errmsg(h->db));
         goto fail;
     }
     return h;
@@ -261,7 +249,7 @@ static bool ident_list(const char *s, size_t max)
     for (const char *p = s; *p;) {
         const char *c = strchr(p, ',');
         size_t len = c ? (size_t)(c - p) : strlen(p);
-        if (!is_ident(p, len) || ++n > max)
+        if (!cf_history_is_ident(p, len) || ++n > max)
             return false;
         p = c ? c + 1 : p + len;
     }
@@ -270,7 +258,7 @@ static bool ident_list(const char *s, size_t max)
 
 static bool def_valid(const char *view, const char *additive, const char *sketch_col)
 {
-    if (!view || !is_ident(view, strlen(view)) ||
+    if (!view || !cf_history_is_ident(view, strlen(view)) ||
         (sketch_col && !ident_list(sketch_col, CF_HROLL_SKETCH_MAX)))
         return false;
     /* Every additive column must be an identifier: they are spliced into the
@@ -279,7 +267,7 @@ static bool def_valid(const char *view, const char *additive, const char *sketch
     for (const char *p = additive; p && *p;) {
         const char *c = strchr(p, ',');
         size_t len = c ? (size_t)(c - p) : strlen(p);
-        if (!is_ident(p, len) || ++n > MAX_ADDITIVE)
+        if (!cf_history_is_ident(p, len) || ++n > MAX_ADDITIVE)
             return false;
         p = c ? c + 1 : p + len;
     }
@@ -1367,7 +1355,7 @@ int cf_history_rollup(cf_history *h, const char *view, int64_t from, int64_t to,
         meta = cJSON_Parse(meta_text);
         const char *refuse = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(meta, "refuse"));
         if (refuse) {
-            set_err(why, why_cap, "%s", refuse);
+            cf_set_err(why, why_cap, "%s", refuse);
             rc = -EDOM;
         }
     }

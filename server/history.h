@@ -97,6 +97,11 @@ int cf_history_defs_wait(cf_history *h);
  * mix with the built-in's). Thread-safe after start. */
 bool cf_history_is_registered(const cf_history *h, const char *view);
 
+/* True for an SQL identifier of 1..CF_HISTORY_VIEW_MAX bytes (letters,
+ * digits after the first, '_'): the only names history.db splices into
+ * its SQL and json paths. */
+bool cf_history_is_ident(const char *s, size_t n);
+
 /* Test seam: the writer pauses ms before each transaction, so that tests
  * can make it lag behind the shards (before cf_history_start). */
 void cf_history_test_stall(cf_history *h, int ms);

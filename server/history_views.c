@@ -26,15 +26,7 @@ bool cf_histview_kept(const cf_history *h, const sql_plan_info *pi)
 /* Names spliced into the rollup's json paths must be identifiers. */
 static bool ident(const char *s)
 {
-    if (!s || !*s || strlen(s) > CF_HISTORY_VIEW_MAX)
-        return false;
-    for (size_t i = 0; s[i]; i++) {
-        char c = s[i];
-        bool alpha = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_';
-        if (!alpha && !(i > 0 && c >= '0' && c <= '9'))
-            return false;
-    }
-    return true;
+    return s && cf_history_is_ident(s, strlen(s));
 }
 
 /* The aggregate a column is exactly (its canonical text equals the

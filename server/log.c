@@ -28,3 +28,13 @@ void cf_log(cf_log_level level, const char *fmt, ...)
     va_end(ap);
     fprintf(stderr, "%s %s: %s\n", ts, names[level], msg);
 }
+
+void cf_set_err(char *err, size_t cap, const char *fmt, ...)
+{
+    if (!err || cap == 0)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, cap, fmt, ap);
+    va_end(ap);
+}

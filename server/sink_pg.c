@@ -6,7 +6,6 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,17 +47,6 @@ struct cf_sink {
     size_t n_tables;
 };
 
-__attribute__((format(printf, 3, 4)))
-static void set_err(char *err, size_t cap, const char *fmt, ...)
-{
-    if (!err || !cap)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, cap, fmt, ap);
-    va_end(ap);
-}
-
 /* libpq error messages end in a newline; the log adds its own. */
 static void chomp(char *s)
 {
@@ -80,7 +68,7 @@ int cf_sink_check(const char *url, char *err, size_t err_cap)
 {
     if (strncmp(url, "postgresql://", 13) != 0 && strncmp(url, "postgres://", 11) != 0) {
         /* Not echoed: the URL may hold a password. */
-        set_err(err, err_cap, "--sink: the value is not a postgresql:// (or postgres://) URL");
+        cf_set_err(err, err_cap, "--sink: the value is not a postgresql:// (or postgres://) URL");
         return -1;
     }
     char *msg = NULL;
@@ -88,14 +76,14 @@ int cf_sink_check(const char *url, char *err, size_t err_cap)
     if (!opts) {
         if (msg)
             chomp(msg);
-        set_err(err, err_cap, "--sink: malformed URL: %s", msg ? msg : "out of memory");
+        cf_set_err(err, err_cap, "--sink: malformed URL: %s", msg ? msg : "out of memory");
         PQfreemem(msg);
         return -1;
     }
     PQconninfoFree(opts);
     PGconn *c = connect_db(url);
     if (!c) {
-        set_err(err, err_cap, "--sink: out of memory");
+        cf_set_err(err, err_cap, "--sink: out of memory");
         return -1;
     }
     int rc = 0;
@@ -106,7 +94,7 @@ int cf_sink_check(const char *url, char *err, size_t err_cap)
         /* Waiting does not fix these; an unreachable server it may. */
         if (PQconnectionNeedsPassword(c) || strstr(m, "authentication failed") ||
             strstr(m, "does not exist") || strstr(m, "no password supplied")) {
-            set_err(err, err_cap, "--sink: cannot log in to PostgreSQL: %s", m);
+            cf_set_err(err, err_cap, "--sink: cannot log in to PostgreSQL: %s", m);
             rc = -1;
         } else {
             cf_warn("sink: PostgreSQL not reachable now (%s); results wait in the backlog", m);
@@ -472,7 +460,7 @@ cf_sink *cf_sink_start(const char *url, const char *dir, uint64_t backlog_cap, c
 {
     cf_sink *s = calloc(1, sizeof *s);
     if (!s) {
-        set_err(err, err_cap, "out of memory");
+        cf_set_err(err, err_cap, "out of memory");
         return NULL;
     }
     snprintf(s->url, sizeof s->url, "%s", url);
@@ -493,13 +481,13 @@ cf_sink *cf_sink_start(const char *url, const char *dir, uint64_t backlog_cap, c
     }
     s->append_fd = open(s->backlog_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
     if (s->append_fd < 0) {
-        set_err(err, err_cap, "cannot open %s: %s", s->backlog_path, strerror(errno));
+        cf_set_err(err, err_cap, "cannot open %s: %s", s->backlog_path, strerror(errno));
         goto fail;
     }
     s->backlog_bytes = file_size(s->backlog_path);
     int rc = pthread_create(&s->thread, NULL, sender_main, s);
     if (rc) {
-        set_err(err, err_cap, "cannot start the sink thread: %s", strerror(rc));
+        cf_set_err(err, err_cap, "cannot start the sink thread: %s", strerror(rc));
         goto fail;
     }
     s->started = true;
