@@ -12,6 +12,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "cf_jsonnum.h"
 #include "cf_time.h"
 
 /* Accepted timestamps: 1970-01-01T00:00:00.000Z .. 9999-12-31T23:59:59.999Z.
@@ -197,52 +198,20 @@ static int parse_timestamp(const cJSON *item, int64_t *ret_ts, const char **ret_
     return 0;
 }
 
-/* Prints obj compactly at the end of scratch without cJSON allocating:
- * cJSON_PrintPreallocated fails when the space is too small, so grow and
- * retry (amortised: the scratch buffer keeps its capacity across events).
- * Returns 0 or -ENOMEM. */
+/* Prints obj compactly at the end of scratch, every number exact
+ * (cf_jsonnum.h: cJSON's own printer writes 9007199254740991 as
+ * 9.00719925474099e+15). Returns 0 or -ENOMEM. */
 static int print_properties(const cJSON *obj, cf_buf *scratch, const char **ret_s,
                             size_t *ret_n)
 {
-    /* cJSON's docs: it may misjudge by up to 5 bytes; never tell it about
-     * the last few bytes we own. */
-    const size_t slack = 8;
-    size_t want = 256;
-    if (!obj->child) {
-        /* The common `"properties": {}`: skip cJSON's printer. */
-        if (cf_buf_reserve(scratch, 2) < 0)
-            return -ENOMEM;
-        char *dst = (char *)scratch->data + scratch->len;
-        dst[0] = '{';
-        dst[1] = '}';
-        scratch->len += 2;
-        *ret_s = dst;
-        *ret_n = 2;
-        return 0;
+    size_t start = scratch->len;
+    if (cf_json_print_exact_to(obj, scratch) < 0) {
+        scratch->len = start;
+        return -ENOMEM;
     }
-    for (;;) {
-        size_t avail = scratch->cap - scratch->len;
-        if (avail < want + slack) {
-            if (cf_buf_reserve(scratch, want + slack) < 0)
-                return -ENOMEM;
-            avail = scratch->cap - scratch->len;
-        }
-        size_t give = avail - slack;
-        if (give > INT_MAX)
-            give = INT_MAX;
-        char *dst = (char *)scratch->data + scratch->len;
-        /* cJSON's prototype is not const-correct; printing does not modify. */
-        if (cJSON_PrintPreallocated((cJSON *)obj, dst, (int)give, 0)) {
-            size_t n = strlen(dst);
-            scratch->len += n;
-            *ret_s = dst;
-            *ret_n = n;
-            return 0;
-        }
-        if (give >= INT_MAX || avail > SIZE_MAX / 4)
-            return -ENOMEM;
-        want = avail * 2;
-    }
+    *ret_s = (const char *)scratch->data + start;
+    *ret_n = scratch->len - start;
+    return 0;
 }
 
 /* One pass over the object's members instead of one

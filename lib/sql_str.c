@@ -2,7 +2,8 @@
  * modules (see sql_str.h). No stdio in lib/, hence the small printf. */
 #include "sql_str.h"
 
-#include <cjson/cJSON.h>
+#include "cf_jsonnum.h"
+
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
@@ -31,24 +32,9 @@ int sql_format_int64(int64_t v, char *buf, size_t cap)
 
 int sql_format_double(double d, char *buf, size_t cap)
 {
-    /* A stack item printed into our buffer: cJSON's number format without
-     * an allocation. print_number prints valueint when it equals d. */
-    cJSON item;
-    memset(&item, 0, sizeof item);
-    item.type = cJSON_Number;
-    item.valuedouble = d;
-    if (d >= (double)INT_MIN && d <= (double)INT_MAX)
-        item.valueint = (int)d;
-    else
-        item.valueint = d > 0 ? INT_MAX : INT_MIN;
-    char tmp[64];
-    if (!cJSON_PrintPreallocated(&item, tmp, (int)sizeof tmp, 0))
-        return -ENOSPC;
-    size_t n = strlen(tmp);
-    if (n + 1 > cap)
-        return -ENOSPC;
-    memcpy(buf, tmp, n + 1);
-    return (int)n;
+    /* The shortest text that reads back as d (cf_jsonnum.h): a DOUBLE
+     * result printed with 15 digits would not. */
+    return cf_jsonnum_format(d, buf, cap);
 }
 
 /* -- string builder -------------------------------------------------------- */

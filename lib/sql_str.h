@@ -48,9 +48,9 @@ void sql_sb_put_json_string(sql_sb *sb, const char *s, size_t n);
 /* Appends s as an SQL string literal ('...' with '' for a quote). */
 void sql_sb_put_sql_string(sql_sb *sb, const char *s, size_t n);
 
-/* Formats a double the way the JSON output does (cJSON: 15 significant
- * digits, 17 when 15 lose more than an epsilon, so 0.1 + 0.2 prints "0.3";
- * NaN and infinities as "null").
+/* Formats a double as every output does: the shortest of %.15g, %.16g and
+ * %.17g that reads back as d, so 0.1 + 0.2 prints "0.30000000000000004"
+ * and -0.0 "-0" (cf_jsonnum_format); NaN and infinities as "null".
  * Returns the length written (< cap) or -ENOSPC. cap >= 32 always fits. */
 int sql_format_double(double d, char *buf, size_t cap);
 /* Formats an int64 in decimal. Returns the length; cap >= 21 always fits. */

@@ -283,7 +283,8 @@ static int submit(cf_compat_http *ch, struct MHD_Connection *c, cf_compat_api ap
 {
     if (cJSON_GetArraySize(events) == 0)
         return reply_ok(r, api);
-    char *text = cJSON_PrintUnformatted(events);
+    /* Numbers exact (cf_jsonnum.h): properties pass through this text. */
+    char *text = cf_json_print_exact(events);
     if (!text)
         return -ENOMEM;
     cf_ingest ig;
