@@ -729,17 +729,27 @@ static int to_text(sql_value v, sql_scratch *scratch, const char **ret_s, size_t
     return 0;
 }
 
-static bool parse_int(const char *s, size_t n, int64_t *ret)
+/* s[0..n) without its surrounding spaces, NUL-terminated into buf (CAST
+ * reads numbers as strtoll/strtod do, which need the terminator). Its
+ * length, or 0 when empty or too long for cap. */
+static size_t trimmed_copy(const char *s, size_t n, char *buf, size_t cap)
 {
-    char buf[32];
     while (n && (*s == ' '))
         s++, n--;
     while (n && s[n - 1] == ' ')
         n--;
-    if (n == 0 || n >= sizeof buf)
-        return false;
+    if (n == 0 || n >= cap)
+        return 0;
     memcpy(buf, s, n);
     buf[n] = '\0';
+    return n;
+}
+
+static bool parse_int(const char *s, size_t n, int64_t *ret)
+{
+    char buf[32];
+    if (!trimmed_copy(s, n, buf, sizeof buf))
+        return false;
     char *end = NULL;
     errno = 0;
     long long v = strtoll(buf, &end, 10);
@@ -752,14 +762,9 @@ static bool parse_int(const char *s, size_t n, int64_t *ret)
 static bool parse_double(const char *s, size_t n, double *ret)
 {
     char buf[64];
-    while (n && (*s == ' '))
-        s++, n--;
-    while (n && s[n - 1] == ' ')
-        n--;
-    if (n == 0 || n >= sizeof buf)
+    n = trimmed_copy(s, n, buf, sizeof buf);
+    if (!n)
         return false;
-    memcpy(buf, s, n);
-    buf[n] = '\0';
     /* strtod also reads "inf", "nan" and hex: plain decimal only. */
     for (size_t i = 0; i < n; i++)
         if (!((buf[i] >= '0' && buf[i] <= '9') || buf[i] == '.' || buf[i] == 'e' ||

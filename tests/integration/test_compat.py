@@ -4,6 +4,7 @@ limits, bad bodies, the answers each API gives, CORS and preflight, and the
 derived visitor id. Every refusal is checked to have accepted nothing."""
 import json
 
+import compat_util
 from harness import Server, run_tests
 
 TOKEN = "it-secret-token"
@@ -18,15 +19,7 @@ def accepted(srv):
 
 
 def page_count(srv, page):
-    """(count, unique_users) of page: the count over its tumbling windows;
-    the users from the sliding windows (5 min every minute), one of which
-    holds all of a test's events even when they straddle a minute."""
-    status, body = srv.request("GET", "/api/v1/windows?limit=100000", headers=AUTH)
-    assert status == 200, body
-    rows = [w for w in body["items"] if w["page_url"] == page]
-    count = sum(w["count"] for w in rows if w["type"] == "tumbling")
-    users = max([w["unique_users"] for w in rows if w["type"] == "sliding"] or [0])
-    return count, users
+    return compat_util.page_count(srv, page, AUTH)
 
 
 def basic(key):

@@ -27,6 +27,7 @@ import sqlite3
 import time
 
 from harness import Server, run_tests
+from history_util import history_path, open_history, wait_retention_cutoff, wait_written
 from reference import Reference, Settings
 
 SEED = int(os.environ.get("HISTORY_SEED", random.randrange(1 << 30)))
@@ -85,23 +86,8 @@ def raise_wm(srv, ref, wm):
     assert body["watermark"] == ref.raise_watermark(wm)
 
 
-def wait_written(srv):
-    """Waits until the history writer has stored every result fired so far.
-    stats is answered by the shards after everything acknowledged, so the
-    results are offered by then; then only the writer can lag."""
-    while True:
-        st, body = srv.request("GET", "/api/v1/stats")
-        assert st == 200, (st, body)
-        h = body["history"]
-        assert h["overflow"] == 0 and h["errors"] == 0, h
-        if h["pending"] == 0:
-            return body
-        time.sleep(0.02)  # waiting for the writer, not a timing assertion
-
-
 def db_rows(srv):
-    path = os.path.join(srv.data_dir, "data", "history.db")
-    db = sqlite3.connect("file:%s?mode=ro" % path, uri=True)
+    db = open_history(srv)
     try:
         import json
         rows = []
@@ -129,8 +115,7 @@ def wait_rollups_clean(srv):
         if body["history"]["rollup_dirty"] == 0:
             break
         time.sleep(0.02)  # waiting for the writer, not a timing assertion
-    path = os.path.join(srv.data_dir, "data", "history.db")
-    db = sqlite3.connect("file:%s?mode=ro" % path, uri=True)
+    db = open_history(srv)
     try:
         assert db.execute("PRAGMA user_version").fetchone()[0] == 3
         hours = set(db.execute("SELECT view, hour FROM rollup WHERE dirty = 0").fetchall())
@@ -331,13 +316,7 @@ def test_retention_deletes_exactly_the_old_rows():
         raise_wm(srv, ref, final_wm)
         wait_written(srv)
         cutoff = ref.w - DAY
-        # The writer applies the newest cutoff on its own; wait for it.
-        while True:
-            st, body = srv.request("GET", "/api/v1/stats")
-            if body["history"]["retention_cutoff"] == cutoff:
-                break
-            assert body["history"]["retention_cutoff"] < cutoff, body["history"]
-            time.sleep(0.02)  # waiting for the writer, not a timing assertion
+        body = wait_retention_cutoff(srv, cutoff)
         want = [r for r in ref_rows(ref) if r[2] >= cutoff]
         gone = [r for r in ref_rows(ref) if r[2] < cutoff]
         assert want and gone
@@ -372,8 +351,7 @@ def test_v1_history_is_upgraded():
     rng = random.Random(SEED + 3)
     srv = Server(ARGS)
     os.makedirs(os.path.join(srv.data_dir, "data"), exist_ok=True)
-    path = os.path.join(srv.data_dir, "data", "history.db")
-    db = sqlite3.connect(path)
+    db = sqlite3.connect(history_path(srv))
     db.executescript(V1_SCHEMA)
     newest = {}
     for h in range(40):
@@ -430,7 +408,7 @@ def test_bad_requests_and_history_off():
             "GET", "/api/v1/views/tumbling/rollup?from=2026-01-01T00:00:00Z"
                    "&to=2026-01-02T00:00:00Z&step=1h")
         assert st == 200 and body["items"] == [], (st, body)
-        assert os.path.exists(os.path.join(srv.data_dir, "data", "history.db"))
+        assert os.path.exists(history_path(srv))
     with Server(["--idle-timeout", "0", "--history", "off"]) as srv:
         st, body = srv.request("GET", "/api/v1/views/tumbling/rollup?from=0&to=5&step=1h")
         assert st == 404 and "history is off" in body["error"], (st, body)
@@ -438,7 +416,7 @@ def test_bad_requests_and_history_off():
         assert st == 200 and body["items"] == [], (st, body)
         st, body = srv.request("GET", "/api/v1/stats")
         assert body["history"] is None
-        assert not os.path.exists(os.path.join(srv.data_dir, "data", "history.db"))
+        assert not os.path.exists(history_path(srv))
 
 
 if __name__ == "__main__":

@@ -27,10 +27,9 @@ import math
 import os
 import random
 import signal
-import sqlite3
-import time
 
 from harness import Server, run_tests
+from history_util import history_path, open_history, wait_retention_cutoff, wait_written
 
 SEED = int(os.environ.get("HISTV_SEED", random.randrange(1 << 30)))
 print("HISTV_SEED=%d" % SEED, flush=True)
@@ -182,23 +181,9 @@ def raise_wm(srv, ref, wm):
     ref.raise_watermark(wm)
 
 
-def wait_written(srv):
-    """Until the writer stored every result offered (stats is answered after
-    everything acknowledged, so every result is offered by then)."""
-    while True:
-        st, body = srv.request("GET", "/api/v1/stats")
-        assert st == 200, (st, body)
-        h = body["history"]
-        assert h["overflow"] == 0 and h["errors"] == 0, h
-        if h["pending"] == 0:
-            return body
-        time.sleep(0.02)  # waiting for the writer, not a timing assertion
-
-
 def db_rows(srv, views):
     """{(view, start, end, group JSON (normalised), revision): cols dict}."""
-    path = os.path.join(srv.data_dir, "data", "history.db")
-    db = sqlite3.connect("file:%s?mode=ro" % path, uri=True)
+    db = open_history(srv)
     try:
         out = {}
         for v, s, e, g, r, c in db.execute(
@@ -421,12 +406,7 @@ def test_retention_deletes_exactly_the_old_rows_of_user_views():
         raise_wm(srv, ref, final_wm)
         wait_written(srv)
         cutoff = final_wm - DAY
-        while True:
-            st, body = srv.request("GET", "/api/v1/stats")
-            if body["history"]["retention_cutoff"] == cutoff:
-                break
-            assert body["history"]["retention_cutoff"] < cutoff, body["history"]
-            time.sleep(0.02)  # waiting for the writer, not a timing assertion
+        wait_retention_cutoff(srv, cutoff)
         want = set()
         for n in VIEWS:
             want |= ref.stored(n)
@@ -436,8 +416,7 @@ def test_retention_deletes_exactly_the_old_rows_of_user_views():
         assert set(rows) == kept, "missing %r; extra %r" % (sorted(kept - set(rows))[:3],
                                                             sorted(set(rows) - kept)[:3])
         # No row of any view (built-ins too) ended before the cutoff.
-        path = os.path.join(srv.data_dir, "data", "history.db")
-        db = sqlite3.connect("file:%s?mode=ro" % path, uri=True)
+        db = open_history(srv)
         try:
             assert db.execute("SELECT count(*) FROM results WHERE wend < ?",
                               (cutoff,)).fetchone()[0] == 0
@@ -462,7 +441,7 @@ def test_history_db_removed_under_a_snapshot_is_declared_again():
         assert srv.stop() == 0      # a clean stop writes a snapshot
         assert "snapshot" in srv.read_log()
         for suffix in ("", "-wal", "-shm"):
-            path = os.path.join(srv.data_dir, "data", "history.db" + suffix)
+            path = history_path(srv, suffix)
             if os.path.exists(path):
                 os.remove(path)
         srv.start()

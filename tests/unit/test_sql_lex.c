@@ -11,6 +11,7 @@
 #include <cmocka.h>
 
 #include "sql_lex.h"
+#include "unit_util.h"
 
 /* Lexes src into up to cap tokens; returns the count (EOF included) or -1
  * on a lexical error (err set). */
@@ -178,11 +179,7 @@ static void operators(void **state)
 static void errors_have_positions(void **state)
 {
     (void)state;
-    static const struct {
-        const char *src;
-        const char *msg;
-        int line, column;
-    } cases[] = {
+    static const uu_bad_sql cases[] = {
         {"SELECT 'abc", "unterminated string literal", 1, 8},
         {"SELECT \"abc", "unterminated quoted identifier", 1, 8},
         {"SELECT\n  a ! b", "unexpected character '!' (did you mean '!=')", 2, 5},
@@ -196,10 +193,8 @@ static void errors_have_positions(void **state)
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         sql_token t[16];
         sql_error err;
-        assert_int_equal(lex(cases[i].src, t, 16, &err), -1);
-        assert_string_equal(err.message, cases[i].msg);
-        assert_int_equal(err.line, cases[i].line);
-        assert_int_equal(err.column, cases[i].column);
+        assert_int_equal(lex(cases[i].sql, t, 16, &err), -1);
+        uu_expect_error(i, &cases[i], &err);
     }
 }
 

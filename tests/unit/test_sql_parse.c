@@ -11,6 +11,7 @@
 #include <cmocka.h>
 
 #include "sql_parse.h"
+#include "unit_util.h"
 
 static sql_script *parse_ok(const char *src)
 {
@@ -230,11 +231,7 @@ static void pull_query(void **state)
 static void syntax_errors(void **state)
 {
     (void)state;
-    static const struct {
-        const char *sql;
-        const char *msg;
-        int line, column;
-    } cases[] = {
+    static const uu_bad_sql cases[] = {
         {"SELEC * FROM clicks", "expected CREATE, DROP, EXPLAIN or SELECT, found 'SELEC'", 1, 1},
         {"SELECT FROM clicks", "expected an expression, found 'FROM'", 1, 8},
         {"SELECT * clicks", "expected FROM, found 'clicks'", 1, 10},
@@ -296,9 +293,7 @@ static void syntax_errors(void **state)
         sql_script *s = sql_parse(cases[i].sql, strlen(cases[i].sql), &err);
         if (s)
             fail_msg("case %zu parsed: %s", i, cases[i].sql);
-        if (strcmp(err.message, cases[i].msg) != 0 || err.line != cases[i].line || err.column != cases[i].column)
-            fail_msg("case %zu: %s\n  got  %d:%d %s\n  want %d:%d %s", i, cases[i].sql, err.line, err.column,
-                     err.message, cases[i].line, cases[i].column, cases[i].msg);
+        uu_expect_error(i, &cases[i], &err);
     }
 }
 

@@ -15,6 +15,7 @@
 
 #include "sql_parse.h"
 #include "sql_plan.h"
+#include "unit_util.h"
 
 static const char setup_sql[] =
     "CREATE STREAM orders (order_id STRING NOT NULL, customer_id STRING, amount DOUBLE, qty BIGINT,\n"
@@ -503,11 +504,7 @@ static void explain(void **state)
 static void bad_statements(void **state)
 {
     (void)state;
-    static const struct {
-        const char *sql;
-        const char *msg;
-        int line, column;
-    } cases[] = {
+    static const uu_bad_sql cases[] = {
         {"SELECT * FROM nope", "unknown stream, table or view 'nope'", 1, 15},
         {"SELECT nope FROM clicks", "unknown column 'nope' in 'clicks'", 1, 8},
         {"CREATE STREAM s AS SELECT page_url FROM clicks\nWHERE nope(page_url)", "unknown function 'nope'", 2, 7},
@@ -614,9 +611,7 @@ static void bad_statements(void **state)
         sql_error err = {0};
         if (run(d, cases[i].sql, &err) == 0)
             fail_msg("case %zu accepted: %s", i, cases[i].sql);
-        if (strcmp(err.message, cases[i].msg) != 0 || err.line != cases[i].line || err.column != cases[i].column)
-            fail_msg("case %zu: %s\n  got  %d:%d %s\n  want %d:%d %s", i, cases[i].sql, err.line, err.column,
-                     err.message, cases[i].line, cases[i].column, cases[i].msg);
+        uu_expect_error(i, &cases[i], &err);
         /* A failed statement changes nothing. */
         assert_int_equal(sql_catalog_count(d), sql_catalog_count(c));
         sql_catalog_free(d);

@@ -16,6 +16,7 @@
 
 #include "cf_event.h"
 #include "cf_ua.h"
+#include "unit_util.h"
 
 /* A small rules file exercising each replacement kind. */
 static const char SMALL[] =
@@ -312,26 +313,6 @@ static void required_literal_shortcut_never_skips_a_match(void **state)
 
 /* ---- with Debian's regexes.yaml ----------------------------------------- */
 
-static char *read_file(const char *path, size_t *ret_len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    size_t cap = 1 << 20, len = 0;
-    char *buf = malloc(cap);
-    for (;;) {
-        if (len == cap)
-            buf = realloc(buf, cap *= 2);
-        size_t n = fread(buf + len, 1, cap - len, f);
-        if (n == 0)
-            break;
-        len += n;
-    }
-    fclose(f);
-    *ret_len = len;
-    return buf;
-}
-
 static cf_ua_rules *real_rules;
 
 static int load_real(void **state)
@@ -341,7 +322,7 @@ static int load_real(void **state)
     char path[4096];
     snprintf(path, sizeof path, "%s/regexes.yaml", dir ? dir : "/usr/share/uap-core");
     size_t len = 0;
-    char *text = read_file(path, &len);
+    char *text = uu_read_file(path, &len);
     if (!text)
         return 0;   /* the tests below skip */
     const char *err = NULL;

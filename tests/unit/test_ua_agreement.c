@@ -17,26 +17,7 @@
 #include <yaml.h>
 
 #include "cf_ua.h"
-
-static char *read_file(const char *path, size_t *ret_len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    size_t cap = 1 << 20, len = 0;
-    char *buf = malloc(cap);
-    for (;;) {
-        if (len == cap)
-            buf = realloc(buf, cap *= 2);
-        size_t n = fread(buf + len, 1, cap - len, f);
-        if (n == 0)
-            break;
-        len += n;
-    }
-    fclose(f);
-    *ret_len = len;
-    return buf;
-}
+#include "unit_util.h"
 
 static const char *dir(void)
 {
@@ -52,7 +33,7 @@ static int setup(void **state)
     char path[4096];
     snprintf(path, sizeof path, "%s/regexes.yaml", dir());
     size_t len;
-    char *text = read_file(path, &len);
+    char *text = uu_read_file(path, &len);
     if (!text)
         return 0;
     const char *err = NULL;
@@ -113,7 +94,7 @@ static tally run_file(const char *rel, enum kind kind)
     char path[4096];
     snprintf(path, sizeof path, "%s/%s", dir(), rel);
     size_t len;
-    char *text = read_file(path, &len);
+    char *text = uu_read_file(path, &len);
     if (!text)
         return t;
     yaml_parser_t p;

@@ -1,0 +1,26 @@
+/* unit_util: helpers several unit tests share (instead of a copy in each).
+ * Include after <cmocka.h>. */
+#ifndef UNIT_UTIL_H
+#define UNIT_UTIL_H
+
+#include <stddef.h>
+
+#include "sql_str.h"
+
+/* A statement (or token stream) that must fail: the message and the
+ * 1-based line and column it names. */
+typedef struct uu_bad_sql {
+    const char *sql;
+    const char *msg;
+    int line, column;
+} uu_bad_sql;
+
+/* Fails the test, naming case i and what came instead, unless err holds
+ * c's message at c's position. */
+void uu_expect_error(size_t i, const uu_bad_sql *c, const sql_error *err);
+
+/* The whole file (malloc'd, not NUL-terminated) and its length, or NULL
+ * when it can't be opened. */
+char *uu_read_file(const char *path, size_t *ret_len);
+
+#endif
