@@ -13,6 +13,7 @@
 
 #include "builtin_panels.h"
 #include "cf_jsonnum.h"
+#include "clock.h"
 #include "enrich.h"
 #include "ingest.h"
 #include "log.h"
@@ -86,13 +87,6 @@ static cf_enricher *get_enricher(cf_compat_http *ch)
     cf_enricher *e = ch->enricher;
     pthread_mutex_unlock(&ch->enricher_mu);
     return e;
-}
-
-static int64_t wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 static const char *header(struct MHD_Connection *c, const char *name)

@@ -49,6 +49,7 @@
 #include "cf_event.h"
 #include "cf_hash.h"
 #include "cf_watermark.h"
+#include "clock.h"
 #include "config.h"
 #include "engine.h"
 #include "history.h"
@@ -164,20 +165,6 @@ struct cf_engine {
     char *last_trending;            /* last trending push, to publish on change */
     bool dedup_bound_logged;        /* the first dedup eviction was logged (ticker) */
 };
-
-static inline int64_t wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static inline int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static inline uint32_t shard_of(const cf_engine *e, const char *key, size_t len)
 {

@@ -19,6 +19,7 @@
 
 #include "cf_buf.h"
 #include "cf_hll.h"
+#include "clock.h"
 #include "history_rollup.h"
 #include "log.h"
 
@@ -766,13 +767,6 @@ static void timed_wait(pthread_cond_t *c, pthread_mutex_t *mu, int ms)
     until.tv_sec += until.tv_nsec / 1000000000L;
     until.tv_nsec %= 1000000000L;
     pthread_cond_timedwait(c, mu, &until);
-}
-
-static int64_t mono_ms(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
 }
 
 /* A new cutoff is applied at most once per RETENTION_EVERY_MS of wall time:

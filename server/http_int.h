@@ -41,6 +41,7 @@
 #include "annotate.h"
 #include "body_budget.h"
 #include "cf_buf.h"
+#include "clock.h"
 #include "compat_http.h"
 #include "ingest.h"
 
@@ -205,20 +206,6 @@ typedef struct extra_header {
 #define STREAMS_PREFIX "/api/v1/streams/"
 #define VIEWS_PREFIX "/api/v1/views/"
 #define ROLLUP_SUFFIX "/rollup"
-
-static inline int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static inline int64_t wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 

@@ -63,6 +63,7 @@
 #include <cjson/cJSON.h>
 #include <libwebsockets.h>
 
+#include "clock.h"
 #include "host_name.h"
 #include "log.h"
 #include "push_queue.h"
@@ -254,9 +255,7 @@ static bool token_ok(const cf_push *p, struct lws *wsi)
  * client to cause, the log must not be). Service thread only. */
 static void log_refusal(cf_push *p, const char *why, const char *detail)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    int64_t now = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    int64_t now = mono_ms();
     if (p->last_refusal_log_ms != 0 && now - p->last_refusal_log_ms < 1000) {
         p->refusals_unlogged++;
         return;

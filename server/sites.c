@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include "cf_iprate.h"
+#include "clock.h"
 
 /* Client IPs tracked by the rate limiter at once (about 6 MiB). */
 #define IPRATE_CAPACITY 65536
@@ -141,9 +142,7 @@ bool cf_sites_origin_known(const cf_sites *s, const char *origin)
 
 unsigned cf_sites_rate(cf_sites *s, const char *ip, size_t n)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    int64_t now = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    int64_t now = mono_ms();
     pthread_mutex_lock(&s->mu);
     int64_t wait = cf_iprate_take(s->rate, ip, strlen(ip), n ? n : 1, now);
     pthread_mutex_unlock(&s->mu);
