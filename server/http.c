@@ -440,7 +440,7 @@ static void request_completed(void *cls, struct MHD_Connection *c, void **con_cl
             conn_set(&rq->conn->phase, PHASE_WAITING);
             conn_set(&rq->conn->deadline_ms, now + h->cfg.connection_timeout_ms + h->cfg.header_timeout_ms);
         }
-        cJSON_Delete(rq->park_answer);
+        free(rq->park_answer);
         cf_buf_free(&rq->body);
         free(rq->raw_uri);
         free(rq);

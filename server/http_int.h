@@ -190,7 +190,8 @@ typedef struct request {
     struct MHD_Connection *park_conn;
     int64_t park_upto;          /* LSN that must be durable */
     int64_t park_deadline_ms;   /* monotonic: the request deadline */
-    cJSON *park_answer;         /* the 202 body, sent once durable */
+    char *park_answer;          /* the 202 body (JSON text), sent once durable */
+    size_t park_answer_len;
     unsigned park_retry_after;  /* site_headers() inputs, kept for the answer */
     bool park_allow_origin;
 } request;
@@ -239,6 +240,9 @@ void free_cb(void *p);
  * the engine could not answer (stopping or out of memory): 503. */
 enum MHD_Result send_json(request *rq, struct MHD_Connection *c, unsigned status, cJSON *json,
                           const extra_header *extra, size_t n_extra);
+/* Sends malloc'd JSON text (consumed) as application/json. */
+enum MHD_Result send_json_text(request *rq, struct MHD_Connection *c, unsigned status, char *text, size_t len,
+                               const extra_header *extra, size_t n_extra);
 enum MHD_Result send_error_h(request *rq, struct MHD_Connection *c, unsigned status, const char *msg,
                              const extra_header *extra, size_t n_extra);
 enum MHD_Result send_error(request *rq, struct MHD_Connection *c, unsigned status, const char *msg);

@@ -101,7 +101,13 @@ enum MHD_Result send_json(request *rq, struct MHD_Connection *c, unsigned status
     cJSON_Delete(json);
     if (!text)
         return MHD_NO;
-    struct MHD_Response *resp = MHD_create_response_from_buffer_with_free_callback(strlen(text), text, free_cb);
+    return send_json_text(rq, c, status, text, strlen(text), extra, n_extra);
+}
+
+enum MHD_Result send_json_text(request *rq, struct MHD_Connection *c, unsigned status, char *text, size_t len,
+                               const extra_header *extra, size_t n_extra)
+{
+    struct MHD_Response *resp = MHD_create_response_from_buffer_with_free_callback(len, text, free_cb);
     if (!resp) {
         free(text);
         return MHD_NO;
