@@ -509,6 +509,10 @@ cf_http *cf_http_start(const cf_config *cfg, cf_engine *engine, const char **ret
      * before parking, to compare both in one run. */
     h->park_off = getenv("CLICKFLOW_BENCH_NO_PARK") != NULL;
     pthread_cond_init(&h->park_cv, NULL);
+    /* The shared single-event answers (http_int.h). Keys and order as
+     * events_answer prints them. */
+    h->answer_one = shared_json("{\"accepted\":1,\"duplicates\":0,\"rejected\":0,\"errors\":[]}");
+    h->answer_dup = shared_json("{\"accepted\":0,\"duplicates\":1,\"rejected\":0,\"errors\":[]}");
 
     struct sockaddr_in sin;
     struct sockaddr_in6 sin6;
@@ -589,6 +593,10 @@ void cf_http_stop(cf_http *h)
     pthread_mutex_destroy(&h->reaper_mu);
     pthread_cond_destroy(&h->park_cv);
     pthread_mutex_destroy(&h->park_mu);
+    if (h->answer_one)
+        MHD_destroy_response(h->answer_one);   /* after the daemon: no connection holds it */
+    if (h->answer_dup)
+        MHD_destroy_response(h->answer_dup);
     cf_body_budget_free(h->budget);
     cf_compat_http_free(h->compat);
     cf_annotate_free(h->annotate);

@@ -158,6 +158,20 @@ static char *events_answer(const cf_submit_result *res, const cf_ingest *ig, siz
     return text;
 }
 
+/* The answer of a single-event request when it is one of the two shared,
+ * pre-built ones (http.c: one event accepted, or one duplicate; no
+ * per-request headers), else NULL. */
+static struct MHD_Response *shared_answer(const cf_http *h, const cf_submit_result *res, const cf_ingest *ig)
+{
+    if (h->cfg.n_cors_origins > 0 || ig->rejected > 0 || ig->n_errors > 0)
+        return NULL;   /* CORS answers vary with the request's Origin */
+    if (res->accepted == 1 && res->duplicates == 0)
+        return h->answer_one;
+    if (res->accepted == 0 && res->duplicates == 1)
+        return h->answer_dup;
+    return NULL;
+}
+
 enum MHD_Result finish_events(request *rq, struct MHD_Connection *c, char *body, size_t len)
 {
     const cf_config *cfg = &rq->h->cfg;
@@ -244,8 +258,9 @@ enum MHD_Result finish_events(request *rq, struct MHD_Connection *c, char *body,
     if (ig.rejected > 0)
         cf_engine_count_rejected(rq->h->engine, ig.rejected);
     size_t alen = 0;
-    char *answer = events_answer(&res, &ig, &alen);
-    if (!answer) {
+    struct MHD_Response *shared = ngh == 0 ? shared_answer(rq->h, &res, &ig) : NULL;
+    char *answer = shared ? NULL : events_answer(&res, &ig, &alen);
+    if (!shared && !answer) {
         /* The events are accepted; only the report failed. */
         ret = MHD_NO;
         goto out;
@@ -254,6 +269,7 @@ enum MHD_Result finish_events(request *rq, struct MHD_Connection *c, char *body,
         /* Logged, not yet durable: the 202 waits, the thread does not. */
         rq->park_answer = answer;
         rq->park_answer_len = alen;
+        rq->park_shared = shared;
         rq->park_retry_after = gate.retry_after;
         rq->park_allow_origin = gate.allow_origin;
         if (park_request(rq->h, rq, c, upto)) {
@@ -267,7 +283,8 @@ enum MHD_Result finish_events(request *rq, struct MHD_Connection *c, char *body,
             goto out;
         }
     }
-    ret = send_json_text(rq, c, MHD_HTTP_ACCEPTED, answer, alen, gh, ngh);
+    ret = shared ? send_shared(rq, c, MHD_HTTP_ACCEPTED, shared)
+                 : send_json_text(rq, c, MHD_HTTP_ACCEPTED, answer, alen, gh, ngh);
 out:
     cf_ingest_free(&ig);
     free(gate.body);
@@ -292,6 +309,8 @@ enum MHD_Result finish_parked(request *rq, struct MHD_Connection *c)
         free(o);
         return send_unavailable(rq, c, "storage failure: events not accepted");
     }
+    if (rq->park_shared)
+        return send_shared(rq, c, MHD_HTTP_ACCEPTED, rq->park_shared);
     char retry[24];
     extra_header gh[3];
     size_t ngh = site_headers(rq, c, rq->park_retry_after, rq->park_allow_origin, retry, gh);
