@@ -4,6 +4,7 @@
  *   http.c       the libmicrohttpd daemon (start, stop), the request life
  *                cycle (uri_logger, access_handler, request_completed),
  *                routing, the CORS preflight
+ *   http_accept.c  the listening socket and the thread accepting on it
  *   http_resp.c  the responses: send_response() and the helpers on it
  *   http_auth.c  the bearer-token checks
  *   http_conn.c  the connection table: reaper, header and body-stall
@@ -33,6 +34,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
 #include <time.h>
 
 #include <cjson/cJSON.h>
@@ -108,6 +110,13 @@ struct cf_http {
     bool reaper_stop;
     bool reaper_started;
     pthread_t reaper;
+    /* The listening socket and its accept thread (http_accept.c). */
+    int listen_fd;                  /* -1: none */
+    pthread_cond_t accept_cv;       /* (reaper_mu) a connection closed */
+    unsigned n_handed;              /* (reaper_mu) handed to MHD, not started yet */
+    bool accept_started;
+    atomic_bool accept_stopping;
+    pthread_t acceptor;
     /* The Segment, Plausible and Umami endpoints and the site keys. */
     cf_compat_http *compat;
     cf_annotate *annotate;          /* SPEC 15 enrichment of ingested events */
@@ -287,6 +296,17 @@ void apply_deadline(request *rq, struct MHD_Connection *c, int64_t left_ms);
 void notify_connection(void *cls, struct MHD_Connection *c, void **socket_context,
                        enum MHD_ConnectionNotificationCode code);
 void *reaper_main(void *arg);
+
+/* ---- http_accept.c: the listening socket and its accept thread ---------- */
+
+/* Binds and listens on sa (h->listen_fd). 0 or -errno. */
+int accept_listen(cf_http *h, const struct sockaddr *sa, socklen_t len);
+/* Starts handing accepted connections to h->daemon (MHD_add_connection,
+ * which spreads them over the worker threads). 0 or -EAGAIN. */
+int accept_start(cf_http *h);
+/* Stops the thread and closes the socket (accepts a half-started h).
+ * Before MHD_stop_daemon. */
+void accept_stop(cf_http *h);
 
 /* ---- http_park.c: requests waiting for their fsync ----------------------- */
 
