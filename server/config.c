@@ -67,20 +67,19 @@ static unsigned online_cores(void)
 static int set_option(cf_config *cfg, const opt_def *o, bool from_env, const char *val, FILE *err);
 
 /* The computed defaults, for the fields still 0 (not set by an option):
- * shards and HTTP threads from the online cores (threads x32 with --fsync
- * always: a request blocks its thread until its fsync, and group commit
- * batches only as many requests as threads wait), the body budgets from
+ * shards and HTTP threads from the online cores, the body budgets from
  * --max-body. */
 static void resolve_computed(cf_config *cfg)
 {
     unsigned cores = online_cores();
     if (cfg->shards == 0)
         cfg->shards = cores;
-    if (cfg->http_threads == 0) {
+    /* One per core under every --fsync policy: a request waiting for its
+     * fsync is parked without a thread (http_park.c), so more threads only
+     * add context switches (S6 in BENCHMARKS.md: 64 threads made S1 under
+     * --fsync always slower than 2). */
+    if (cfg->http_threads == 0)
         cfg->http_threads = cores;
-        if (cfg->fsync == CF_FSYNC_ALWAYS)
-            cfg->http_threads = cores * 32 > 64 ? cores * 32 : 64;
-    }
     /* libmicrohttpd splits --max-connections among its workers; a worker
      * whose share is 0 never accepts and hangs MHD_stop_daemon(). */
     if (cfg->max_connections > 0 && cfg->http_threads > cfg->max_connections)

@@ -32,8 +32,8 @@
       "HTTP port (REST API, dashboard, /metrics)", false) \
     X("ws-port", OPT_PORT, ws_port, 1, 65535, "8081", "WebSocket port (live push)", false) \
     X("shards", OPT_UNSIGNED, shards, 1, 1024, "online cores", "worker shard threads", true) \
-    X("http-threads", OPT_UNSIGNED, http_threads, 1, 1024, "online cores (x32, at least 64, with --fsync always)", \
-      "HTTP worker threads (a request waiting for its fsync holds one); at most --max-connections", true) \
+    X("http-threads", OPT_UNSIGNED, http_threads, 1, 1024, "online cores", \
+      "HTTP worker threads (epoll each); at most --max-connections", true) \
     X("out-of-orderness", OPT_DURATION, out_of_orderness_ms, 0, CF_CONFIG_YEAR_MS, "5s", \
       "watermark = event clock - this", false) \
     X("idle-timeout", OPT_DURATION, idle_timeout_ms, 0, CF_CONFIG_YEAR_MS, "10s", \

@@ -440,7 +440,7 @@ static void request_completed(void *cls, struct MHD_Connection *c, void **con_cl
             conn_set(&rq->conn->phase, PHASE_WAITING);
             conn_set(&rq->conn->deadline_ms, now + h->cfg.connection_timeout_ms + h->cfg.header_timeout_ms);
         }
-        cJSON_Delete(rq->park_answer);
+        free(rq->park_answer);
         cf_buf_free(&rq->body);
         free(rq->raw_uri);
         free(rq);
@@ -451,6 +451,15 @@ static void request_completed(void *cls, struct MHD_Connection *c, void **con_cl
         MHD_set_connection_option(c, MHD_CONNECTION_OPTION_TIMEOUT,
                                   (unsigned)((h->cfg.connection_timeout_ms + 999) / 1000));
 }
+
+/* Each connection's memory pool (request line, headers, read buffer, the
+ * answer's headers). libmicrohttpd 0.9.75 zeroes the whole pool after every
+ * request: at its default of 32 KiB that memset was 7% of the server's
+ * samples under single-event POSTs (issue 15). 16 KiB still takes request
+ * headers of about 8 KiB (nginx's default for one header line); a larger
+ * head is refused by libmicrohttpd (431). Bodies do not live in it: they
+ * stream through into our own buffer. */
+#define HTTP_CONN_MEMORY (16u * 1024u)
 
 static void mhd_logger(void *cls, const char *fmt, va_list ap)
 {
@@ -472,6 +481,7 @@ cf_http *cf_http_start(const cf_config *cfg, cf_engine *engine, const char **ret
     }
     h->cfg = *cfg;
     h->engine = engine;
+    h->listen_fd = -1;
     h->budget = cf_body_budget_new(cfg->body_budget, cfg->body_budget_per_ip);
     h->annotate = cf_annotate_new(cfg);
     h->compat = h->annotate ? cf_compat_http_new(cfg, engine, h->annotate) : NULL;
@@ -496,32 +506,49 @@ cf_http *cf_http_start(const cf_config *cfg, cf_engine *engine, const char **ret
     pthread_cond_init(&h->reaper_cv, &ca);
     pthread_condattr_destroy(&ca);
     pthread_mutex_init(&h->park_mu, NULL);
+    pthread_cond_init(&h->accept_cv, NULL);
     /* Benchmark seam (tests/bench/run.py S6): the inline commit wait of
      * before parking, to compare both in one run. */
     h->park_off = getenv("CLICKFLOW_BENCH_NO_PARK") != NULL;
     pthread_cond_init(&h->park_cv, NULL);
+    /* The shared single-event answers (http_int.h). Keys and order as
+     * events_answer prints them. */
+    h->answer_one = shared_json("{\"accepted\":1,\"duplicates\":0,\"rejected\":0,\"errors\":[]}");
+    h->answer_dup = shared_json("{\"accepted\":0,\"duplicates\":1,\"rejected\":0,\"errors\":[]}");
 
     struct sockaddr_in sin;
     struct sockaddr_in6 sin6;
     const struct sockaddr *sa;
+    socklen_t sa_len;
     /* MHD_ALLOW_SUSPEND_RESUME: requests waiting for their fsync are parked
      * (http_park.c). */
+    /* MHD_USE_NO_LISTEN_SOCKET, MHD_USE_ITC: our thread accepts and hands
+     * connections over (http_accept.c). */
     unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ERROR_LOG | MHD_USE_TURBO |
-                     MHD_ALLOW_SUSPEND_RESUME;
+                     MHD_ALLOW_SUSPEND_RESUME | MHD_USE_NO_LISTEN_SOCKET | MHD_USE_ITC;
     memset(&sin, 0, sizeof sin);
     memset(&sin6, 0, sizeof sin6);
     if (inet_pton(AF_INET, cfg->bind, &sin.sin_addr) == 1) {
         sin.sin_family = AF_INET;
         sin.sin_port = htons(cfg->http_port);
         sa = (const struct sockaddr *)&sin;
+        sa_len = sizeof sin;
     } else if (inet_pton(AF_INET6, cfg->bind, &sin6.sin6_addr) == 1) {
         sin6.sin6_family = AF_INET6;
         sin6.sin6_port = htons(cfg->http_port);
         sa = (const struct sockaddr *)&sin6;
+        sa_len = sizeof sin6;
         flags |= MHD_USE_IPv6;
     } else {
         cf_http_stop(h);
         *ret_err = "--bind is not an IP address";
+        return NULL;
+    }
+    int lr = accept_listen(h, sa, sa_len);
+    if (lr < 0) {
+        cf_http_stop(h);
+        errno = -lr;
+        *ret_err = "cannot start the HTTP server (is the port in use?)";
         return NULL;
     }
     unsigned timeout_s = (unsigned)((cfg->connection_timeout_ms + 999) / 1000);
@@ -529,10 +556,15 @@ cf_http *cf_http_start(const cf_config *cfg, cf_engine *engine, const char **ret
     h->daemon = MHD_start_daemon(
         flags, cfg->http_port, NULL, NULL, access_handler, h,
         MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, NULL,
-        MHD_OPTION_SOCK_ADDR, sa,
         MHD_OPTION_THREAD_POOL_SIZE, (unsigned)(cfg->http_threads > 1 ? cfg->http_threads : 0),
         MHD_OPTION_CONNECTION_TIMEOUT, timeout_s,
-        MHD_OPTION_CONNECTION_LIMIT, cfg->max_connections,
+        /* Twice ours: http_accept.c holds new connections back at
+         * --max-connections by our count, which drops in the CLOSED
+         * notification, a moment before libmicrohttpd's own; libmicrohttpd
+         * refusing one in that moment would reset it instead of leaving it
+         * in the backlog. */
+        MHD_OPTION_CONNECTION_LIMIT, cfg->max_connections * 2,
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)HTTP_CONN_MEMORY,
         MHD_OPTION_PER_IP_CONNECTION_LIMIT, cfg->max_connections_per_ip,
         MHD_OPTION_URI_LOG_CALLBACK, uri_logger, h,
         MHD_OPTION_NOTIFY_COMPLETED, request_completed, h,
@@ -550,6 +582,11 @@ cf_http *cf_http_start(const cf_config *cfg, cf_engine *engine, const char **ret
         *ret_err = "cannot start the commit thread";
         return NULL;
     }
+    if (accept_start(h) < 0) {
+        cf_http_stop(h);
+        *ret_err = "cannot start the HTTP accept thread";
+        return NULL;
+    }
     if (pthread_create(&h->reaper, NULL, reaper_main, h) != 0) {
         cf_http_stop(h);
         *ret_err = "cannot start the request deadline thread";
@@ -563,8 +600,10 @@ void cf_http_stop(cf_http *h)
 {
     if (!h)
         return;
-    /* Parked requests are committed and resumed first: MHD must not stop
-     * with suspended connections, and their events are logged. */
+    /* No new connections; then parked requests are committed and resumed:
+     * MHD must not stop with suspended connections, and their events are
+     * logged. */
+    accept_stop(h);
     park_stop(h);
     if (h->daemon)
         MHD_stop_daemon(h->daemon);   /* every CLOSED notification has run */
@@ -579,6 +618,11 @@ void cf_http_stop(cf_http *h)
     pthread_mutex_destroy(&h->reaper_mu);
     pthread_cond_destroy(&h->park_cv);
     pthread_mutex_destroy(&h->park_mu);
+    pthread_cond_destroy(&h->accept_cv);
+    if (h->answer_one)
+        MHD_destroy_response(h->answer_one);   /* after the daemon: no connection holds it */
+    if (h->answer_dup)
+        MHD_destroy_response(h->answer_dup);
     cf_body_budget_free(h->budget);
     cf_compat_http_free(h->compat);
     cf_annotate_free(h->annotate);

@@ -175,6 +175,8 @@ void notify_connection(void *cls, struct MHD_Connection *c, void **socket_contex
          * client_header_timeout): a silent or trickling opener is cut. */
         atomic_store(&e->deadline_ms, now + h->cfg.header_timeout_ms);
         pthread_mutex_lock(&h->reaper_mu);
+        if (h->n_handed > 0)
+            h->n_handed--;   /* counted by http_accept.c until now */
         e->next = h->conns;
         if (h->conns)
             h->conns->prev = e;
@@ -214,6 +216,7 @@ void notify_connection(void *cls, struct MHD_Connection *c, void **socket_contex
         if (e->cut)
             h->n_cut--;
         atomic_store(&h->live_conns, h->n_conns - h->n_cut);
+        pthread_cond_signal(&h->accept_cv);   /* a slot for a waiting accept */
         pthread_mutex_unlock(&h->reaper_mu);
         free(e);
         *socket_context = NULL;

@@ -4,6 +4,7 @@
  *   http.c       the libmicrohttpd daemon (start, stop), the request life
  *                cycle (uri_logger, access_handler, request_completed),
  *                routing, the CORS preflight
+ *   http_accept.c  the listening socket and the thread accepting on it
  *   http_resp.c  the responses: send_response() and the helpers on it
  *   http_auth.c  the bearer-token checks
  *   http_conn.c  the connection table: reaper, header and body-stall
@@ -33,6 +34,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
 #include <time.h>
 
 #include <cjson/cJSON.h>
@@ -109,6 +111,13 @@ struct cf_http {
     bool reaper_stop;
     bool reaper_started;
     pthread_t reaper;
+    /* The listening socket and its accept thread (http_accept.c). */
+    int listen_fd;                  /* -1: none */
+    pthread_cond_t accept_cv;       /* (reaper_mu) a connection closed */
+    unsigned n_handed;              /* (reaper_mu) handed to MHD, not started yet */
+    bool accept_started;
+    atomic_bool accept_stopping;
+    pthread_t acceptor;
     /* The Segment, Plausible and Umami endpoints and the site keys. */
     cf_compat_http *compat;
     cf_annotate *annotate;          /* SPEC 15 enrichment of ingested events */
@@ -123,6 +132,14 @@ struct cf_http {
     _Atomic unsigned n_parked;      /* gauge for /metrics */
     _Atomic uint64_t parked_total;
     bool park_off;                  /* benchmark seam CLICKFLOW_BENCH_NO_PARK: the inline wait */
+    /* The two 202 answers of a single-event request that carry no
+     * per-request header (SPEC 3's counts: one accepted, or one duplicate),
+     * built once and queued on every such request: a fresh response per
+     * request (text, response object, four header copies, their frees) was
+     * about 5% of the server's samples under S1 (issue 15). NULL when out
+     * of memory at start (then built per request as any other). */
+    struct MHD_Response *answer_one;
+    struct MHD_Response *answer_dup;
     /* Responses by status code, for /metrics. */
     _Atomic uint64_t responses[14];   /* N_COUNTED + 1 */
 };
@@ -191,7 +208,9 @@ typedef struct request {
     struct MHD_Connection *park_conn;
     int64_t park_upto;          /* LSN that must be durable */
     int64_t park_deadline_ms;   /* monotonic: the request deadline */
-    cJSON *park_answer;         /* the 202 body, sent once durable */
+    char *park_answer;          /* the 202 body (JSON text), sent once durable */
+    size_t park_answer_len;
+    struct MHD_Response *park_shared;   /* or this shared answer (not owned) */
     unsigned park_retry_after;  /* site_headers() inputs, kept for the answer */
     bool park_allow_origin;
 } request;
@@ -226,6 +245,15 @@ void free_cb(void *p);
  * the engine could not answer (stopping or out of memory): 503. */
 enum MHD_Result send_json(request *rq, struct MHD_Connection *c, unsigned status, cJSON *json,
                           const extra_header *extra, size_t n_extra);
+/* Queues a shared, pre-built response (kept: not destroyed here) and
+ * counts its status. */
+enum MHD_Result send_shared(request *rq, struct MHD_Connection *c, unsigned status, struct MHD_Response *resp);
+/* A pre-built application/json response of static text, with the headers
+ * send_response adds when no CORS origin is configured; NULL on OOM. */
+struct MHD_Response *shared_json(const char *text);
+/* Sends malloc'd JSON text (consumed) as application/json. */
+enum MHD_Result send_json_text(request *rq, struct MHD_Connection *c, unsigned status, char *text, size_t len,
+                               const extra_header *extra, size_t n_extra);
 enum MHD_Result send_error_h(request *rq, struct MHD_Connection *c, unsigned status, const char *msg,
                              const extra_header *extra, size_t n_extra);
 enum MHD_Result send_error(request *rq, struct MHD_Connection *c, unsigned status, const char *msg);
@@ -255,6 +283,17 @@ void apply_deadline(request *rq, struct MHD_Connection *c, int64_t left_ms);
 void notify_connection(void *cls, struct MHD_Connection *c, void **socket_context,
                        enum MHD_ConnectionNotificationCode code);
 void *reaper_main(void *arg);
+
+/* ---- http_accept.c: the listening socket and its accept thread ---------- */
+
+/* Binds and listens on sa (h->listen_fd). 0 or -errno. */
+int accept_listen(cf_http *h, const struct sockaddr *sa, socklen_t len);
+/* Starts handing accepted connections to h->daemon (MHD_add_connection,
+ * which spreads them over the worker threads). 0 or -EAGAIN. */
+int accept_start(cf_http *h);
+/* Stops the thread and closes the socket (accepts a half-started h).
+ * Before MHD_stop_daemon. */
+void accept_stop(cf_http *h);
 
 /* ---- http_park.c: requests waiting for their fsync ----------------------- */
 

@@ -31,6 +31,15 @@ const char *cors_allow(const cf_http *h, struct MHD_Connection *c)
     return NULL;
 }
 
+/* Counts an answer by status for /metrics. */
+static void count_status(cf_http *h, unsigned status)
+{
+    size_t k = 0;
+    while (k < N_COUNTED && counted_status[k] != status)
+        k++;
+    atomic_fetch_add_explicit(&h->responses[k], 1, memory_order_relaxed);
+}
+
 /* Queues resp with the headers every answer carries, then drops our
  * reference. Takes ownership of resp (may be NULL after an allocation
  * failure: the connection is then closed). */
@@ -54,14 +63,29 @@ enum MHD_Result send_response(request *rq, struct MHD_Connection *c, unsigned st
     }
     for (size_t i = 0; i < n_extra; i++)
         MHD_add_response_header(resp, extra[i].name, extra[i].value);
-    if (rq) {
-        size_t k = 0;
-        while (k < N_COUNTED && counted_status[k] != status)
-            k++;
-        atomic_fetch_add_explicit(&rq->h->responses[k], 1, memory_order_relaxed);
-    }
+    if (rq)
+        count_status(rq->h, status);
     enum MHD_Result r = MHD_queue_response(c, status, resp);
     MHD_destroy_response(resp);
+    return r;
+}
+
+enum MHD_Result send_shared(request *rq, struct MHD_Connection *c, unsigned status, struct MHD_Response *resp)
+{
+    count_status(rq->h, status);
+    /* MHD takes its own reference for the connection (under the response's
+     * mutex), so one response can be queued on any number of connections. */
+    return MHD_queue_response(c, status, resp);
+}
+
+struct MHD_Response *shared_json(const char *text)
+{
+    struct MHD_Response *r = MHD_create_response_from_buffer(strlen(text), (void *)text, MHD_RESPMEM_PERSISTENT);
+    if (r && (MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json") != MHD_YES ||
+              MHD_add_response_header(r, "X-Content-Type-Options", "nosniff") != MHD_YES)) {
+        MHD_destroy_response(r);
+        r = NULL;
+    }
     return r;
 }
 
@@ -101,7 +125,13 @@ enum MHD_Result send_json(request *rq, struct MHD_Connection *c, unsigned status
     cJSON_Delete(json);
     if (!text)
         return MHD_NO;
-    struct MHD_Response *resp = MHD_create_response_from_buffer_with_free_callback(strlen(text), text, free_cb);
+    return send_json_text(rq, c, status, text, strlen(text), extra, n_extra);
+}
+
+enum MHD_Result send_json_text(request *rq, struct MHD_Connection *c, unsigned status, char *text, size_t len,
+                               const extra_header *extra, size_t n_extra)
+{
+    struct MHD_Response *resp = MHD_create_response_from_buffer_with_free_callback(len, text, free_cb);
     if (!resp) {
         free(text);
         return MHD_NO;

@@ -20,12 +20,25 @@
  * itself: futex wake-ups and mutex hand-offs were a tenth of the server's
  * time under single-event POSTs, issue 15.) Because a producer clears the
  * flag, the consumer sets it again before every wait, including after a
- * wake-up that found nothing (a late signal from a push it already took). */
+ * wake-up that found nothing (a late signal from a push it already took).
+ *
+ * A dozing consumer announces DOZING instead of ASLEEP and waits with a
+ * deadline; a push that finds DOZING wakes it only when the ring holds
+ * doze_batch messages, which keeps the Dekker argument: the producer reads
+ * the announcement after publishing tail, so either the consumer's check
+ * sees the message or the producer sees the announcement and judges the
+ * depth it just made. A message below the batch waits for the deadline at
+ * most. */
 #include "queue.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <time.h>
+
+/* The consumer's announcement (sleeping). */
+enum { AWAKE = 0, ASLEEP = 1, DOZING = 2 };
 
 struct cf_queue {
     size_t cap;
@@ -33,8 +46,11 @@ struct cf_queue {
     _Alignas(64) _Atomic uint64_t head;
     /* Producer-owned line. */
     _Alignas(64) _Atomic uint64_t tail;
-    _Alignas(64) atomic_int sleeping;
+    _Alignas(64) atomic_int sleeping;   /* AWAKE, ASLEEP or DOZING */
     atomic_int kicked;
+    _Atomic size_t doze_batch;          /* while DOZING: depth that wakes */
+    long doze_ns;                       /* 0: never doze */
+    bool popped;                        /* consumer's: popped since its last wait */
     pthread_mutex_t mu;
     pthread_cond_t cond;
     _Atomic uint64_t sleeps, signals; /* cf_queue_wakeups: announcements, signals */
@@ -58,8 +74,14 @@ cf_queue *cf_queue_new(size_t capacity)
     atomic_init(&q->tail, 0);
     atomic_init(&q->sleeping, 0);
     atomic_init(&q->kicked, 0);
+    atomic_init(&q->doze_batch, capacity / 4 < 64 ? (capacity / 4 ? capacity / 4 : 1) : 64);
+    q->doze_ns = 1000000L;
     pthread_mutex_init(&q->mu, NULL);
-    pthread_cond_init(&q->cond, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&q->cond, &ca);
+    pthread_condattr_destroy(&ca);
     return q;
 }
 
@@ -82,12 +104,19 @@ size_t cf_queue_space(const cf_queue *q)
     return q->cap - (size_t)(tail - head);
 }
 
-/* Wakes the consumer if it announced that it sleeps. Called after a seq_cst
- * store of tail or kicked (see the file comment). */
-static void wake(cf_queue *q)
+/* Wakes the consumer if it announced that it sleeps, or that it dozes and
+ * a batch is waiting (always for a kick). Called after a seq_cst store of
+ * tail or kicked (see the file comment). */
+static void wake(cf_queue *q, bool kick)
 {
     /* Cheap load first: a busy consumer costs no write to its line. */
-    if (atomic_load(&q->sleeping) && atomic_exchange(&q->sleeping, 0)) {
+    int s = atomic_load(&q->sleeping);
+    if (s == AWAKE)
+        return;
+    if (s == DOZING && !kick &&
+        cf_queue_depth(q) < atomic_load_explicit(&q->doze_batch, memory_order_relaxed))
+        return;
+    if (atomic_exchange(&q->sleeping, AWAKE) != AWAKE) {
         pthread_mutex_lock(&q->mu);
         pthread_cond_signal(&q->cond);
         pthread_mutex_unlock(&q->mu);
@@ -95,7 +124,7 @@ static void wake(cf_queue *q)
     }
 }
 
-bool cf_queue_push(cf_queue *q, void *msg)
+bool cf_queue_push_quiet(cf_queue *q, void *msg)
 {
     uint64_t tail = atomic_load_explicit(&q->tail, memory_order_relaxed);
     uint64_t head = atomic_load_explicit(&q->head, memory_order_acquire);
@@ -103,7 +132,16 @@ bool cf_queue_push(cf_queue *q, void *msg)
         return false;
     atomic_store_explicit(&q->slots[tail % q->cap], msg, memory_order_relaxed);
     atomic_store(&q->tail, tail + 1);   /* seq_cst: release + Dekker */
-    wake(q);
+    return true;
+}
+
+void cf_queue_wake(cf_queue *q) { wake(q, false); }
+
+bool cf_queue_push(cf_queue *q, void *msg)
+{
+    if (!cf_queue_push_quiet(q, msg))
+        return false;
+    wake(q, false);
     return true;
 }
 
@@ -120,6 +158,7 @@ void *cf_queue_pop(cf_queue *q)
         return NULL;
     void *msg = atomic_load_explicit(&q->slots[head % q->cap], memory_order_relaxed);
     atomic_store_explicit(&q->head, head + 1, memory_order_release);
+    q->popped = true;
     return msg;
 }
 
@@ -132,27 +171,47 @@ static bool ready(cf_queue *q)
 
 void cf_queue_wait(cf_queue *q)
 {
+    long doze_ns = q->popped ? q->doze_ns : 0;
+    q->popped = false;
     if (!ready(q)) {
+        struct timespec due;
+        if (doze_ns > 0) {
+            clock_gettime(CLOCK_MONOTONIC, &due);
+            due.tv_nsec += doze_ns;
+            while (due.tv_nsec >= 1000000000L) {
+                due.tv_nsec -= 1000000000L;
+                due.tv_sec++;
+            }
+        }
         pthread_mutex_lock(&q->mu);
         for (;;) {
-            atomic_store(&q->sleeping, 1);
+            atomic_store(&q->sleeping, doze_ns > 0 ? DOZING : ASLEEP);
             atomic_fetch_add_explicit(&q->sleeps, 1, memory_order_relaxed);
             if (ready(q))
                 break;
-            pthread_cond_wait(&q->cond, &q->mu);
+            if (doze_ns <= 0)
+                pthread_cond_wait(&q->cond, &q->mu);
+            else if (pthread_cond_timedwait(&q->cond, &q->mu, &due) == ETIMEDOUT)
+                break;
         }
         pthread_mutex_unlock(&q->mu);
-        atomic_store(&q->sleeping, 0);
+        atomic_store(&q->sleeping, AWAKE);
     }
     /* Consume the kick: whoever kicked posted its work before kicking, so
      * the caller sees that work when it looks after we return. */
     atomic_store(&q->kicked, 0);
 }
 
+void cf_queue_set_doze(cf_queue *q, long doze_ns, size_t batch)
+{
+    q->doze_ns = doze_ns > 0 ? doze_ns : 0;
+    atomic_store(&q->doze_batch, batch ? batch : 1);
+}
+
 void cf_queue_kick(cf_queue *q)
 {
     atomic_store(&q->kicked, 1);
-    wake(q);
+    wake(q, true);
 }
 
 size_t cf_queue_depth(const cf_queue *q)

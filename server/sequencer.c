@@ -433,7 +433,16 @@ int64_t apply_locked(cf_engine *e, prepared *p, const cf_event *evs, uint8_t *is
         keep_recent_locked(e, p, is_dup, any_dup, accepted, first_seq);
     for (unsigned s = 0; s < e->n_shards; s++) {
         if (p->msgs[s] && p->accepted[s] > 0) {
-            enqueue_locked(e, s, p->msgs[s]);
+            if (replay) {
+                enqueue_locked(e, s, p->msgs[s]);
+            } else {
+                /* Woken after the lock (wake_shards): a wake-up under it
+                 * made the other request threads wait for the futex call
+                 * and often for the woken shard's time slice too. */
+                atomic_fetch_add(&e->inflight, cf_msg_bytes(p->msgs[s]));
+                bool ok = cf_queue_push_quiet(cf_shard_queue(e->shards[s]), p->msgs[s]);
+                (void)ok;   /* room was checked under this lock */
+            }
             p->msgs[s] = NULL;  /* now owned by the shard */
         }
     }
@@ -442,6 +451,15 @@ int64_t apply_locked(cf_engine *e, prepared *p, const cf_event *evs, uint8_t *is
     atomic_fetch_add(&e->bots, bots);
     *ret_accepted = accepted;
     return lsn;
+}
+
+/* The wake-ups apply_locked left for after the lock: every shard that got
+ * a message of p. */
+static void wake_shards(cf_engine *e, const prepared *p)
+{
+    for (unsigned s = 0; s < e->n_shards; s++)
+        if (p->accepted[s] > 0)
+            cf_queue_wake(cf_shard_queue(e->shards[s]));
 }
 
 /* Group commit: waits, outside the lock, until the log holds everything up
@@ -545,6 +563,7 @@ again:
             seen = cf_wal_last_lsn(e->wal);
     }
     pthread_mutex_unlock(&e->mu);
+    wake_shards(e, &p);
     prepared_free(e, &p);
     free(own_dup);
     if (rc)

@@ -5,6 +5,7 @@ baseline in the same run on this machine and prints a markdown table.
   run.py --bin build-release/server/clickflow --tools build-release/tests/bench
          [--smoke] [--out BENCHMARKS.md] [--only S2,S9,S11,S12] [--full]
          [--baseline-bin OTHER/clickflow --baseline-name COMMIT]   (adds S13)
+         [--before-bin OLD/clickflow --before-name COMMIT]   (S1, S6 before/after)
 
 --full runs S11 (the interval join) at the issue's 1M orders + 1M payments
 (default 200k + 200k, a first figure on a shared machine).
@@ -139,6 +140,16 @@ class Bench:
         return b
 
     # S1 ----------------------------------------------------------------------
+    def wrk_cpu(self, pid, port, body, seconds, pids=()):
+        """wrk against a server, with the server's CPU seconds (utime + stime
+        of pid and of pids, e.g. nginx's workers) over the run."""
+        procs = [pid] + list(pids)
+        c0 = sum(cpu_s(p) for p in procs)
+        b = self.wrk(port, body, seconds)
+        b["cpu_s"] = sum(cpu_s(p) for p in procs) - c0
+        b["per_cpu_s"] = b["requests"] / max(b["cpu_s"], 1e-3)
+        return b
+
     def s1(self):
         nginx_dir = os.path.join(self.tmp, "nginx")
         os.makedirs(nginx_dir, exist_ok=True)
@@ -159,15 +170,30 @@ class Bench:
                     break
                 except OSError:
                     time.sleep(0.05)
-            base = self.wrk(port, self.single, self.d)
+            workers = [int(p) for p in subprocess.run(["pgrep", "-P", str(ngx.pid)], capture_output=True,
+                                                      text=True).stdout.split()]
+            base = self.wrk_cpu(ngx.pid, port, self.single, self.d, workers)
         finally:
             ngx.send_signal(signal.SIGQUIT)
             ngx.wait(10)
         with self.server() as srv:
-            cf = self.wrk(srv.http_port, self.single, self.d)
+            cf = self.wrk_cpu(srv.proc.pid, srv.http_port, self.single, self.d)
         row("S1", "single-event POSTs, wrk 2 threads x 64 keep-alive conns", "requests/s",
             cf["rps"], "nginx return 204", base["rps"], ">= 0.8x")
+        row("S1", "same", "requests per server CPU-second", cf["per_cpu_s"],
+            "nginx (master + workers)", base["per_cpu_s"], "-")
         self.histogram("S1", "same, latency (wrk)", cf, "nginx", base)
+        if self.a.before_bin:
+            # The same S1 against an older build (e.g. the branch point), in
+            # this run: before/after without the day's load in between.
+            with self.server(binary=self.a.before_bin) as srv:
+                old = self.wrk_cpu(srv.proc.pid, srv.http_port, self.single, self.d)
+            name = self.a.before_name or "before"
+            row("S1", "same, this build against %s" % name, "requests/s", cf["rps"],
+                "%s requests/s" % name, old["rps"], "-")
+            row("S1", "same", "requests per server CPU-second", cf["per_cpu_s"],
+                "%s per CPU-second" % name, old["per_cpu_s"], "-")
+            row("S1", "same", "p99 ms", cf["p99_us"] / 1000, "%s p99 ms" % name, old["p99_us"] / 1000, "-")
         self.s1_off = None
         return cf["rps"]
 
@@ -448,27 +474,37 @@ class Bench:
             res[pol] = b["events_per_s"]
         row("S6", "S2 with --fsync batch", "events/s", res["batch"], "--fsync off", res["off"], ">= 0.9x")
         row("S6", "S2 with --fsync always", "events/s", res["always"], "--fsync off", res["off"], ">= 0.8x")
-        # S1 under --fsync always: requests parked while their fsync runs
-        # (http_park.c), against the inline wait of before (a bench seam)
-        # and with as few HTTP threads as cores; the thread count of each.
-        cores = str(os.cpu_count() or 2)
+        # S1 under --fsync always (requests parked while their fsync runs,
+        # http_park.c) against --fsync off, and with the 64 HTTP threads that
+        # were the default under always until issue 15's third round; with
+        # --before-bin, the older build's pair in the same run.
         variants = [("off", ("--fsync", "off"), None),
                     ("always", ("--fsync", "always"), None),
-                    ("inline", ("--fsync", "always"), {"CLICKFLOW_BENCH_NO_PARK": "1"}),
-                    ("few", ("--fsync", "always", "--http-threads", cores), None)]
+                    ("always64", ("--fsync", "always", "--http-threads", "64"), None)]
+        if self.a.before_bin:
+            variants += [("before_off", ("--fsync", "off"), self.a.before_bin),
+                         ("before_always", ("--fsync", "always"), self.a.before_bin)]
         single, threads = {}, {}
-        for name, args, env in variants:
-            with self.server(*args, env=env) as srv:
-                single[name] = self.wrk(srv.http_port, self.single, self.d)["rps"]
+        for name, args, binary in variants:
+            with self.server(*args, binary=binary) as srv:
+                single[name] = self.wrk_cpu(srv.proc.pid, srv.http_port, self.single, self.d)
                 threads[name] = threads_of(srv.proc.pid)
         row("S6", "S1 with --fsync always, waiting requests parked (group commit)", "requests/s",
-            single["always"], "S1 with --fsync off", single["off"], ">= 0.5x")
-        row("S6", "same, each request holds its HTTP thread through the fsync (before)", "requests/s",
-            single["inline"], "S1 with --fsync off", single["off"], "-")
-        row("S6", "same, parked, --http-threads %s (cores)" % cores, "requests/s", single["few"],
-            "S1 with --fsync off", single["off"], "-")
-        row("S6", "server threads, parked with --http-threads %s" % cores, "threads", threads["few"],
-            "default --http-threads (before)", threads["inline"], "-")
+            single["always"]["rps"], "S1 with --fsync off", single["off"]["rps"], ">= 0.5x")
+        row("S6", "same", "requests per server CPU-second", single["always"]["per_cpu_s"],
+            "S1 with --fsync off", single["off"]["per_cpu_s"], "-")
+        row("S6", "same, --http-threads 64 (the old default under always)", "requests/s",
+            single["always64"]["rps"], "S1 with --fsync off", single["off"]["rps"], "-")
+        row("S6", "server threads under --fsync always", "threads", threads["always"],
+            "--http-threads 64", threads["always64"], "-")
+        if self.a.before_bin:
+            name = self.a.before_name or "before"
+            row("S6", "S1 always vs off, %s" % name, "requests/s", single["before_always"]["rps"],
+                "%s, --fsync off" % name, single["before_off"]["rps"], "-")
+            row("S6", "S1 with --fsync always, this build against %s" % name, "requests/s",
+                single["always"]["rps"], name, single["before_always"]["rps"], "-")
+            row("S6", "same", "requests per server CPU-second", single["always"]["per_cpu_s"],
+                name, single["before_always"]["per_cpu_s"], "-")
 
     # S7 ----------------------------------------------------------------------
     def s7(self):
@@ -966,6 +1002,10 @@ def main():
                     help="S13: a clickflow binary to compare S2 against (e.g. the hard-wired "
                     "built-ins of an older commit, built with `git worktree add`)")
     ap.add_argument("--baseline-name", help="S13: how the table names the baseline (a commit)")
+    ap.add_argument("--before-bin",
+                    help="S1, S6: also run their single-event scenarios against this older clickflow "
+                    "binary in the same run (before/after)")
+    ap.add_argument("--before-name", help="how the table names --before-bin (a commit)")
     ap.add_argument("--s7-panels", default="on", choices=("on", "off"),
                     help="S7's servers run the dashboard panel views (default on, as the product)")
     ap.add_argument("--full", action="store_true",

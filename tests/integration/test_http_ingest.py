@@ -118,8 +118,30 @@ def test_untrusted_text_is_escaped_in_json():
         assert body_of(data)["user_id"] == '"</script>\\', data
 
 
+def test_single_event_answers_are_exact_under_every_policy():
+    """The answers of a one-event request (one accepted, one duplicate) are
+    built once and shared (server/http.c), the parked ones under --fsync
+    always too: the same bytes and headers as a per-request answer, each
+    counted in /metrics."""
+    for policy in ("batch", "always"):
+        with Server(["--fsync", policy]) as srv:
+            st, hdrs, data = post(srv, dict(EV, event_id="s1"))
+            assert st == 202 and data == b'{"accepted":1,"duplicates":0,"rejected":0,"errors":[]}', (policy, data)
+            st, hdrs2, data = post(srv, dict(EV, event_id="s1"))
+            assert st == 202 and data == b'{"accepted":0,"duplicates":1,"rejected":0,"errors":[]}', (policy, data)
+            # Two events: an answer built for the request, with the same headers.
+            st, hdrs3, data = post(srv, [dict(EV, event_id="s2"), dict(EV, event_id="s3")])
+            assert st == 202 and data == b'{"accepted":2,"duplicates":0,"rejected":0,"errors":[]}', (policy, data)
+            for h in (hdrs, hdrs2):
+                assert {k: v for k, v in h.items() if k not in ("date", "content-length")} == \
+                    {k: v for k, v in hdrs3.items() if k not in ("date", "content-length")}, (h, hdrs3)
+                assert h["content-length"] == str(len(b'{"accepted":1,"duplicates":0,"rejected":0,"errors":[]}'))
+            st, _, text = srv.raw_request("GET", "/metrics")
+            assert 'clickflow_http_responses_total{code="202"} 3' in text.decode(), text
+
+
 if __name__ == "__main__":
     run_tests([test_single_object_array_and_exact_body, test_invalid_event_reasons_are_listed_with_index,
                test_text_plain_and_charset_parameters, test_ndjson_lines_and_per_line_errors,
                test_not_json_is_400_and_nothing_is_accepted, test_errors_list_is_capped_at_100,
-               test_untrusted_text_is_escaped_in_json])
+               test_untrusted_text_is_escaped_in_json, test_single_event_answers_are_exact_under_every_policy])

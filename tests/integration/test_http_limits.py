@@ -106,7 +106,23 @@ def test_per_ip_connection_limit():
             raise AssertionError("server did not accept connections again")
 
 
+def test_request_head_limit():
+    """A connection's memory pool is 16 KiB (server/http.c: libmicrohttpd
+    zeroes it after every request, so its size is paid per request): a head
+    of about 7 KiB (a large cookie) is served, one of 12 KiB is refused with
+    431 (it was served with libmicrohttpd's default pool of 32 KiB)."""
+    body = b'{"user_id": "u1", "page_url": "/p"}'
+    with Server() as srv:
+        st, _, data = srv.raw_request("POST", "/api/v1/events", body,
+                                      {"Content-Type": "application/json", "Cookie": "c=" + "x" * 7000})
+        assert st == 202, (st, data)
+        st, _, data = srv.raw_request("POST", "/api/v1/events", body,
+                                      {"Content-Type": "application/json", "Cookie": "c=" + "x" * 12000})
+        assert st == 431, (st, data)
+        assert srv.request("GET", "/healthz")[0] == 200
+
+
 if __name__ == "__main__":
     run_tests([test_request_deadline_closes_a_trickling_upload, test_request_deadline_closes_trickling_headers,
                test_deadline_does_not_cut_idle_keep_alive_or_normal_requests,
-               test_per_ip_connection_limit])
+               test_per_ip_connection_limit, test_request_head_limit])

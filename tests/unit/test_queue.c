@@ -11,6 +11,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 
 #include "queue.h"
 
@@ -199,6 +200,121 @@ static void kicks_from_another_thread(void **state)
     cf_queue_free(q);
 }
 
+/* A consumer that popped a message dozes in its next wait, and the doze
+ * ends by itself: with nothing pushed this wait would block forever. */
+static void doze_after_pop_ends_by_itself(void **state)
+{
+    (void)state;
+    cf_queue *q = cf_queue_new(8);
+    cf_queue_set_doze(q, 1000000L, 4);
+    assert_true(cf_queue_push(q, tok(0)));
+    assert_int_equal(untok(cf_queue_pop(q)), 0);
+    cf_queue_wait(q);
+    assert_null(cf_queue_pop(q));
+    cf_queue_free(q);
+}
+
+typedef struct doze_ctx {
+    cf_queue *q;
+    bool pop_first;         /* pop one message before waiting: the wait dozes */
+} doze_ctx;
+
+static void *doze_consumer(void *arg)
+{
+    doze_ctx *c = arg;
+    if (c->pop_first)
+        assert_non_null(cf_queue_pop(c->q));
+    cf_queue_wait(c->q);
+    return NULL;
+}
+
+/* Waits until the consumer has announced n sleeps (it is then in, or about
+ * to enter, its timed or plain wait: a signal cannot be lost either way). */
+static void await_sleeps(cf_queue *q, uint64_t n)
+{
+    uint64_t sleeps = 0, signals = 0;
+    for (;;) {
+        cf_queue_wakeups(q, &sleeps, &signals);
+        if (sleeps >= n)
+            return;
+        sched_yield();
+    }
+}
+
+/* While the consumer dozes, pushes below the batch cost no wake-up; the
+ * push that completes the batch wakes it (the doze is an hour long here, so
+ * only that signal can end it). */
+static void dozing_consumer_woken_by_a_batch(void **state)
+{
+    (void)state;
+    doze_ctx c = {.q = cf_queue_new(16), .pop_first = true};
+    assert_non_null(c.q);
+    cf_queue_set_doze(c.q, 3600L * 1000000000L, 4);
+    assert_true(cf_queue_push(c.q, tok(0)));
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, doze_consumer, &c), 0);
+    await_sleeps(c.q, 1);
+    uint64_t sleeps, signals;
+    for (uintptr_t i = 1; i <= 3; i++)
+        assert_true(cf_queue_push(c.q, tok(i)));
+    cf_queue_wakeups(c.q, &sleeps, &signals);
+    assert_int_equal(signals, 0);
+    /* The fourth waiting completes the batch: the join returns (with an
+     * hour-long doze, only a wake-up or an early look at the ring, if the
+     * pushes beat the consumer's check, can end the wait). */
+    assert_true(cf_queue_push(c.q, tok(4)));
+    assert_int_equal(pthread_join(t, NULL), 0);
+    cf_queue_wakeups(c.q, &sleeps, &signals);
+    assert_true(signals <= 1);
+    for (uintptr_t i = 1; i <= 4; i++)
+        assert_int_equal(untok(cf_queue_pop(c.q)), i);
+    cf_queue_free(c.q);
+}
+
+/* A kick wakes a dozing consumer at once, and a consumer that popped
+ * nothing since its last wait sleeps: its first push wakes it. */
+static void kick_ends_a_doze_and_idle_sleeps(void **state)
+{
+    (void)state;
+    doze_ctx c = {.q = cf_queue_new(16), .pop_first = true};
+    assert_non_null(c.q);
+    cf_queue_set_doze(c.q, 3600L * 1000000000L, 8);
+    assert_true(cf_queue_push(c.q, tok(0)));
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, doze_consumer, &c), 0);
+    await_sleeps(c.q, 1);
+    cf_queue_kick(c.q);
+    assert_int_equal(pthread_join(t, NULL), 0);   /* not an hour later */
+    uint64_t sleeps, signals;
+    cf_queue_wakeups(c.q, &sleeps, &signals);
+
+    c.pop_first = false;
+    assert_int_equal(pthread_create(&t, NULL, doze_consumer, &c), 0);
+    await_sleeps(c.q, sleeps + 1);
+    assert_true(cf_queue_push(c.q, tok(1)));     /* one message, far below the batch */
+    assert_int_equal(pthread_join(t, NULL), 0);   /* a sleep, not an hour's doze */
+    cf_queue_free(c.q);
+}
+
+/* A quiet push leaves the wake-up to cf_queue_wake. */
+static void quiet_push_then_wake(void **state)
+{
+    (void)state;
+    doze_ctx c = {.q = cf_queue_new(4), .pop_first = false};
+    assert_non_null(c.q);
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, doze_consumer, &c), 0);
+    await_sleeps(c.q, 1);
+    assert_true(cf_queue_push_quiet(c.q, tok(0)));
+    uint64_t sleeps, signals;
+    cf_queue_wakeups(c.q, &sleeps, &signals);
+    assert_int_equal(signals, 0);
+    cf_queue_wake(c.q);
+    assert_int_equal(pthread_join(t, NULL), 0);
+    assert_int_equal(untok(cf_queue_pop(c.q)), 0);
+    cf_queue_free(c.q);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -207,6 +323,10 @@ int main(void)
         cmocka_unit_test(two_threads_in_order),
         cmocka_unit_test(kicks_from_another_thread),
         cmocka_unit_test(one_signal_per_sleep),
+        cmocka_unit_test(doze_after_pop_ends_by_itself),
+        cmocka_unit_test(dozing_consumer_woken_by_a_batch),
+        cmocka_unit_test(kick_ends_a_doze_and_idle_sleeps),
+        cmocka_unit_test(quiet_push_then_wake),
     };
     return cmocka_run_group_tests_name("queue", tests, NULL, NULL);
 }
