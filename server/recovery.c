@@ -529,8 +529,17 @@ int recover(cf_engine *e)
     }
     pthread_mutex_lock(&e->mu);
     e->started = true;
+    /* The replay checks every id again: the dedup table is rebuilt without
+     * the per-check expiry work and built once at the end (cf_dedup.h), to
+     * the same ids and expiries. Without memory for that, the checks just
+     * go the normal way. */
+    (void)cf_dedup_rebuild_begin(e->dedup);
     pthread_mutex_unlock(&e->mu);
     int64_t n = replay_pipelined(e, lsn);
+    pthread_mutex_lock(&e->mu);
+    if (cf_dedup_rebuild_end(e->dedup) < 0)
+        atomic_fetch_add(&e->dedup_errors, 1);
+    pthread_mutex_unlock(&e->mu);
     if (n < 0) {
         cf_error("recovery: replaying the write-ahead log failed: %s", strerror((int)-n));
         return (int)n;
