@@ -194,6 +194,8 @@ typedef struct rb_slot {
 struct dd_rebuild {
     rb_slot *slots;
     uint32_t cap;       /* power of two */
+    rb_slot *spare;     /* the table before the last sweep, for the next one */
+    uint32_t spare_cap;
     uint32_t count;     /* occupied slots, expired ones included */
     uint8_t *arena;
     size_t arena_len, arena_cap;
@@ -262,8 +264,10 @@ static int rb_arena_put(dd_rebuild *rb, const void *id, size_t len, uint32_t *re
 }
 
 /* Drops the expired entries: the map and its arena are rewritten with the
- * live ones, in a table with room for at least as many again (so sweeps
- * cost O(1) amortized per insert). 0 or -ENOMEM (map unchanged). */
+ * live ones, in a table at most half full (so a sweep, O(cap), comes after
+ * at least cap / 4 inserts: O(1) amortized per insert). The table given up
+ * is kept for the next sweep of the same size: reused, its pages are not
+ * faulted in again. 0 or -ENOMEM (map unchanged). */
 static int rb_sweep(dd_rebuild *rb)
 {
     uint32_t live = 0;
@@ -274,18 +278,21 @@ static int rb_sweep(dd_rebuild *rb)
             bytes += rb->slots[i].klen - 1;
         }
     uint32_t cap = RB_MIN_CAP;
-    while ((uint64_t)cap < (uint64_t)live * 4) {
+    while ((uint64_t)cap < (uint64_t)live * 2) {
         if (cap > UINT32_MAX >> 2)
             return -ENOMEM;
         cap *= 2;
     }
-    rb_slot *slots = calloc(cap, sizeof *slots);
-    uint8_t *arena = malloc(bytes ? bytes : 1);
+    rb_slot *slots = cap == rb->spare_cap ? rb->spare : malloc((size_t)cap * sizeof *slots);
+    size_t acap = bytes * 2 > 4096 ? bytes * 2 : 4096;
+    uint8_t *arena = malloc(acap);
     if (!slots || !arena) {
-        free(slots);
+        if (slots != rb->spare)
+            free(slots);
         free(arena);
         return -ENOMEM;
     }
+    memset(slots, 0, (size_t)cap * sizeof *slots);
     size_t alen = 0;
     for (uint32_t i = 0; i < rb->cap; i++) {
         const rb_slot *s = &rb->slots[i];
@@ -299,14 +306,17 @@ static int rb_sweep(dd_rebuild *rb)
         memcpy(arena + alen, rb->arena + s->koff, s->klen - 1);
         alen += s->klen - 1;
     }
-    free(rb->slots);
+    if (slots != rb->spare)
+        free(rb->spare);
+    rb->spare = rb->slots;
+    rb->spare_cap = rb->cap;
     free(rb->arena);
     rb->slots = slots;
     rb->cap = cap;
     rb->count = live;
     rb->arena = arena;
     rb->arena_len = alen;
-    rb->arena_cap = bytes ? bytes : 1;
+    rb->arena_cap = acap;
     return 0;
 }
 
@@ -332,6 +342,7 @@ static void rb_free(dd_rebuild *rb)
     if (!rb)
         return;
     free(rb->slots);
+    free(rb->spare);
     free(rb->arena);
     free(rb);
 }
