@@ -237,7 +237,7 @@ static rb_slot *rb_find(dd_rebuild *rb, const char *id, size_t len, uint64_t h)
     for (uint32_t i = (uint32_t)h & mask;; i = (i + 1) & mask) {
         rb_slot *s = &rb->slots[i];
         if (!s->klen || (s->h == h && s->klen == len + 1 &&
-                         memcmp(rb->arena + s->koff, id, len) == 0))
+                         (len == 0 || memcmp(rb->arena + s->koff, id, len) == 0)))
             return s;
     }
 }
@@ -387,8 +387,10 @@ int cf_dedup_rebuild_begin(cf_dedup *d)
         return -ENOMEM;
     rb->cap = RB_MIN_CAP;
     rb->slots = calloc(rb->cap, sizeof *rb->slots);
-    if (!rb->slots) {
-        free(rb);
+    rb->arena_cap = 4096;   /* never NULL: offsets into it are always valid */
+    rb->arena = malloc(rb->arena_cap);
+    if (!rb->slots || !rb->arena) {
+        rb_free(rb);
         return -ENOMEM;
     }
     /* Every id the table holds is live: it was expired up to its clock. */

@@ -410,8 +410,12 @@ static void rebuild_rules(void **state)
     cf_dedup_expire(d, 220);
     assert_int_equal(cf_dedup_check(d, "x", 1, 200, 200), 1);    /* gone at 220 */
     assert_int_equal(cf_dedup_check(d, "x", 1, 200, 200), 0);
+    /* An empty id is an id like any other (cf_kv takes empty keys). */
+    assert_int_equal(cf_dedup_check(d, "", 0, 200, 200), 1);
+    assert_int_equal(cf_dedup_check(d, "", 0, 200, 200), 0);
     assert_int_equal(cf_dedup_rebuild_end(d), 0);
-    assert_int_equal(cf_dedup_count(d), 1);
+    assert_int_equal(cf_dedup_count(d), 2);
+    assert_int_equal(cf_dedup_check(d, "", 0, 250, 250), 0);
     cf_dedup_free(d);
 }
 
