@@ -194,8 +194,6 @@ typedef struct rb_slot {
 struct dd_rebuild {
     rb_slot *slots;
     uint32_t cap;       /* power of two */
-    rb_slot *spare;     /* the table before the last sweep, for the next one */
-    uint32_t spare_cap;
     uint32_t count;     /* occupied slots, expired ones included */
     uint8_t *arena;
     size_t arena_len, arena_cap;
@@ -265,9 +263,11 @@ static int rb_arena_put(dd_rebuild *rb, const void *id, size_t len, uint32_t *re
 
 /* Drops the expired entries: the map and its arena are rewritten with the
  * live ones, in a table at most half full (so a sweep, O(cap), comes after
- * at least cap / 4 inserts: O(1) amortized per insert). The table given up
- * is kept for the next sweep of the same size: reused, its pages are not
- * faulted in again. 0 or -ENOMEM (map unchanged). */
+ * at least cap / 4 inserts: O(1) amortized per insert; 48-96 bytes per live
+ * id, as many as cf_kv's table). The new table is zeroed by writing, not
+ * taken from calloc: a zero page read first and written later costs a
+ * copy-on-write fault and a TLB shootdown on every core. 0 or -ENOMEM (map
+ * unchanged). */
 static int rb_sweep(dd_rebuild *rb)
 {
     uint32_t live = 0;
@@ -283,12 +283,11 @@ static int rb_sweep(dd_rebuild *rb)
             return -ENOMEM;
         cap *= 2;
     }
-    rb_slot *slots = cap == rb->spare_cap ? rb->spare : malloc((size_t)cap * sizeof *slots);
+    rb_slot *slots = malloc((size_t)cap * sizeof *slots);
     size_t acap = bytes * 2 > 4096 ? bytes * 2 : 4096;
     uint8_t *arena = malloc(acap);
     if (!slots || !arena) {
-        if (slots != rb->spare)
-            free(slots);
+        free(slots);
         free(arena);
         return -ENOMEM;
     }
@@ -306,10 +305,7 @@ static int rb_sweep(dd_rebuild *rb)
         memcpy(arena + alen, rb->arena + s->koff, s->klen - 1);
         alen += s->klen - 1;
     }
-    if (slots != rb->spare)
-        free(rb->spare);
-    rb->spare = rb->slots;
-    rb->spare_cap = rb->cap;
+    free(rb->slots);
     free(rb->arena);
     rb->slots = slots;
     rb->cap = cap;
@@ -342,25 +338,29 @@ static void rb_free(dd_rebuild *rb)
     if (!rb)
         return;
     free(rb->slots);
-    free(rb->spare);
     free(rb->arena);
     free(rb);
 }
 
-/* Moves the live ids into d->kv (bulk build) and leaves rebuild mode. 0, or
- * -ENOMEM (the ids that did not fit are forgotten). */
+/* Moves the live ids into d->kv (bulk build) and leaves rebuild mode. The
+ * live entries are first packed to the front of the map's own table, which
+ * is then shrunk, so the map and the new table are not both held at full
+ * size. 0, or -ENOMEM (the ids that did not fit are forgotten). */
 static int rb_finish(cf_dedup *d)
 {
     dd_rebuild *rb = d->rb;
     d->rb = NULL;
     uint32_t live = 0;
     for (uint32_t i = 0; i < rb->cap; i++)
-        live += rb_live(rb, &rb->slots[i]);
+        if (rb_live(rb, &rb->slots[i]))
+            rb->slots[live++] = rb->slots[i];
+    rb_slot *packed = realloc(rb->slots, (live ? live : 1) * sizeof *packed);
+    if (packed)
+        rb->slots = packed; /* else the old block holds them just the same */
     int rc = cf_kv_bulk_begin(d->kv, live);
-    for (uint32_t i = 0; rc == 0 && i < rb->cap; i++) {
+    for (uint32_t i = 0; rc == 0 && i < live; i++) {
         const rb_slot *s = &rb->slots[i];
-        if (rb_live(rb, s) && cf_kv_bulk_add(d->kv, rb->arena + s->koff, s->klen - 1,
-                                             s->exp) < 0)
+        if (cf_kv_bulk_add(d->kv, rb->arena + s->koff, s->klen - 1, s->exp) < 0)
             rc = -ENOMEM;
     }
     cf_kv_bulk_end(d->kv);
