@@ -1,10 +1,15 @@
 #include "cf_dedup.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "cf_kv.h"
 #include "cf_time.h"
+
+/* The rebuild mode's id map (below). */
+typedef struct dd_rebuild dd_rebuild;
 
 /* A cf_kv set (value size 0): the entry's expiry is first_ts + ttl, so
  * "C >= first_ts + ttl" is exactly the store's "expiry <= now", and the
@@ -13,7 +18,15 @@
 struct cf_dedup {
     cf_kv *kv;
     int64_t ttl;
+    dd_rebuild *rb;     /* non-NULL between cf_dedup_rebuild_begin and _end */
 };
+
+static int rb_check(cf_dedup *d, const char *id, size_t len, uint64_t h, int64_t ts,
+                    int64_t clock);
+static void rb_prefetch(const dd_rebuild *rb, uint64_t h);
+static size_t rb_count(const dd_rebuild *rb);
+static int64_t rb_clock(const dd_rebuild *rb);
+static void rb_set_clock(dd_rebuild *rb, int64_t clock);
 
 /* The key of cf_dedup_new: fixed, for tests and tools. The daemon passes a
  * random per-data-directory key (cf_dedup_new_keyed). */
@@ -50,12 +63,19 @@ void cf_dedup_free(cf_dedup *d)
 {
     if (!d)
         return;
+    cf_dedup_rebuild_end(d);
     cf_kv_free(d->kv);
     free(d);
 }
 
 void cf_dedup_expire(cf_dedup *d, int64_t clock)
 {
+    if (d->rb) {
+        /* Expiring is raising the clock the map judges entries by. */
+        if (clock > rb_clock(d->rb))
+            rb_set_clock(d->rb, clock);
+        return;
+    }
     /* No clock yet: nothing can be due (every expiry is > INT64_MIN). */
     if (clock == CF_TIME_NONE)
         return;
@@ -74,12 +94,18 @@ uint64_t cf_dedup_hash(const cf_dedup *d, const char *id, size_t len)
 
 void cf_dedup_prefetch(const cf_dedup *d, uint64_t h)
 {
+    if (d->rb) {
+        rb_prefetch(d->rb, h);
+        return;
+    }
     cf_kv_prefetch(d->kv, h);
 }
 
 int cf_dedup_check_hashed(cf_dedup *d, const char *id, size_t len, uint64_t h, int64_t ts,
                           int64_t clock)
 {
+    if (d->rb)
+        return rb_check(d, id, len, h, ts, clock);
     cf_dedup_expire(d, clock);
     int64_t exp = expiry_of(ts, d->ttl);
     /* An id that would already be forgotten at this clock is new, and
@@ -96,6 +122,8 @@ int cf_dedup_check_hashed(cf_dedup *d, const char *id, size_t len, uint64_t h, i
 
 size_t cf_dedup_count(const cf_dedup *d)
 {
+    if (d->rb)
+        return rb_count(d->rb);
     return cf_kv_count(d->kv);
 }
 
@@ -111,6 +139,8 @@ size_t cf_dedup_memory(const cf_dedup *d)
 
 int cf_dedup_save(const cf_dedup *d, cf_buf *out)
 {
+    if (d->rb)
+        return -EBUSY;
     cf_buf_put_i64(out, d->ttl);
     return cf_kv_save(d->kv, out);
 }
@@ -133,4 +163,296 @@ cf_dedup *cf_dedup_load(int64_t ttl_ms, size_t max_ids, const uint8_t key[16], c
         return NULL;
     }
     return d;
+}
+
+/* ---- rebuild (recovery) ---------------------------------------------------
+ * Replaying the log checks every id once more, and through cf_kv each check
+ * paid the expiry heap: a sift-down over slots scattered through a table of
+ * hundreds of thousands of ids per expired id (issue 15: about 11% of a
+ * recovery's samples, most of the recovering thread's). The heap only
+ * serves to find what expires next; between its first and its last check
+ * nothing reads the order. So the rebuild keeps the ids in a plain hash map
+ * with their expiries and lets expired ones lie: an entry with expiry <= the
+ * clock counts as absent (the clock never goes back in the engine: it is
+ * max(max accepted ts, C of the last marker)), is overwritten when its id
+ * comes again, and is dropped by a sweep when the map fills up. At the end
+ * the survivors go into the cf_kv in one bulk build (table sized once, heap
+ * built bottom-up). The outcome is the one the incremental checks give:
+ * the same answers, ids, expiries and eviction count (the table's slot order,
+ * and so the order cf_dedup_save writes them in, may differ; nothing reads
+ * that order). Where the map cannot follow the incremental rules exactly, a
+ * clock that goes back or a bound (max_ids) that would evict, it hands its
+ * ids to the cf_kv and the checks go on there as before. */
+
+typedef struct rb_slot {
+    uint64_t h;         /* cf_kv_hash of the id */
+    int64_t exp;        /* first_ts + ttl */
+    uint32_t koff;      /* the id's bytes in the arena */
+    uint32_t klen;      /* id length + 1; 0 = empty slot */
+} rb_slot;
+
+struct dd_rebuild {
+    rb_slot *slots;
+    uint32_t cap;       /* power of two */
+    uint32_t count;     /* occupied slots, expired ones included */
+    uint8_t *arena;
+    size_t arena_len, arena_cap;
+    int64_t clock;      /* the latest clock checked at: expiry <= clock is gone */
+};
+
+#define RB_MIN_CAP 64u
+
+static size_t rb_count(const dd_rebuild *rb)
+{
+    return rb->count;
+}
+
+static int64_t rb_clock(const dd_rebuild *rb)
+{
+    return rb->clock;
+}
+
+static void rb_set_clock(dd_rebuild *rb, int64_t clock)
+{
+    rb->clock = clock;
+}
+
+static void rb_prefetch(const dd_rebuild *rb, uint64_t h)
+{
+    __builtin_prefetch(&rb->slots[h & (rb->cap - 1)]);
+}
+
+static bool rb_live(const dd_rebuild *rb, const rb_slot *s)
+{
+    return s->klen && s->exp > rb->clock;
+}
+
+/* The slot holding id (live or expired), or the empty slot ending its probe
+ * sequence. */
+static rb_slot *rb_find(dd_rebuild *rb, const char *id, size_t len, uint64_t h)
+{
+    uint32_t mask = rb->cap - 1;
+    for (uint32_t i = (uint32_t)h & mask;; i = (i + 1) & mask) {
+        rb_slot *s = &rb->slots[i];
+        if (!s->klen || (s->h == h && s->klen == len + 1 &&
+                         (len == 0 || memcmp(rb->arena + s->koff, id, len) == 0)))
+            return s;
+    }
+}
+
+static int rb_arena_put(dd_rebuild *rb, const void *id, size_t len, uint32_t *ret_off)
+{
+    if (rb->arena_len + len > UINT32_MAX)
+        return -ENOMEM;
+    if (rb->arena_len + len > rb->arena_cap) {
+        size_t ncap = rb->arena_cap ? rb->arena_cap * 2 : 4096;
+        while (ncap < rb->arena_len + len)
+            ncap *= 2;
+        uint8_t *na = realloc(rb->arena, ncap);
+        if (!na)
+            return -ENOMEM;
+        rb->arena = na;
+        rb->arena_cap = ncap;
+    }
+    if (len)
+        memcpy(rb->arena + rb->arena_len, id, len);
+    *ret_off = (uint32_t)rb->arena_len;
+    rb->arena_len += len;
+    return 0;
+}
+
+/* Drops the expired entries: the map and its arena are rewritten with the
+ * live ones, in a table at most half full (so a sweep, O(cap), comes after
+ * at least cap / 4 inserts: O(1) amortized per insert; 48-96 bytes per live
+ * id, as many as cf_kv's table). The new table is zeroed by writing, not
+ * taken from calloc: a zero page read first and written later costs a
+ * copy-on-write fault and a TLB shootdown on every core. 0 or -ENOMEM (map
+ * unchanged). */
+static int rb_sweep(dd_rebuild *rb)
+{
+    uint32_t live = 0;
+    size_t bytes = 0;
+    for (uint32_t i = 0; i < rb->cap; i++)
+        if (rb_live(rb, &rb->slots[i])) {
+            live++;
+            bytes += rb->slots[i].klen - 1;
+        }
+    uint32_t cap = RB_MIN_CAP;
+    while ((uint64_t)cap < (uint64_t)live * 2) {
+        if (cap > UINT32_MAX >> 2)
+            return -ENOMEM;
+        cap *= 2;
+    }
+    rb_slot *slots = malloc((size_t)cap * sizeof *slots);
+    size_t acap = bytes * 2 > 4096 ? bytes * 2 : 4096;
+    uint8_t *arena = malloc(acap);
+    if (!slots || !arena) {
+        free(slots);
+        free(arena);
+        return -ENOMEM;
+    }
+    memset(slots, 0, (size_t)cap * sizeof *slots);
+    size_t alen = 0;
+    for (uint32_t i = 0; i < rb->cap; i++) {
+        const rb_slot *s = &rb->slots[i];
+        if (!rb_live(rb, s))
+            continue;
+        uint32_t j = (uint32_t)s->h & (cap - 1);
+        while (slots[j].klen)
+            j = (j + 1) & (cap - 1);
+        slots[j] = *s;
+        slots[j].koff = (uint32_t)alen;
+        memcpy(arena + alen, rb->arena + s->koff, s->klen - 1);
+        alen += s->klen - 1;
+    }
+    free(rb->slots);
+    free(rb->arena);
+    rb->slots = slots;
+    rb->cap = cap;
+    rb->count = live;
+    rb->arena = arena;
+    rb->arena_len = alen;
+    rb->arena_cap = acap;
+    return 0;
+}
+
+/* Records a new id (not in the map). 0 or -ENOMEM. */
+static int rb_insert(dd_rebuild *rb, const char *id, size_t len, uint64_t h, int64_t exp)
+{
+    if ((uint64_t)(rb->count + 1) * 4 > (uint64_t)rb->cap * 3) {
+        int rc = rb_sweep(rb);
+        if (rc < 0)
+            return rc;
+    }
+    uint32_t off;
+    if (rb_arena_put(rb, id, len, &off) < 0)
+        return -ENOMEM;
+    rb_slot *s = rb_find(rb, id, len, h);
+    *s = (rb_slot){.h = h, .exp = exp, .koff = off, .klen = (uint32_t)len + 1};
+    rb->count++;
+    return 0;
+}
+
+static void rb_free(dd_rebuild *rb)
+{
+    if (!rb)
+        return;
+    free(rb->slots);
+    free(rb->arena);
+    free(rb);
+}
+
+/* Moves the live ids into d->kv (bulk build) and leaves rebuild mode. The
+ * live entries are first packed to the front of the map's own table, which
+ * is then shrunk, so the map and the new table are not both held at full
+ * size. 0, or -ENOMEM (the ids that did not fit are forgotten). */
+static int rb_finish(cf_dedup *d)
+{
+    dd_rebuild *rb = d->rb;
+    d->rb = NULL;
+    uint32_t live = 0;
+    for (uint32_t i = 0; i < rb->cap; i++)
+        if (rb_live(rb, &rb->slots[i]))
+            rb->slots[live++] = rb->slots[i];
+    rb_slot *packed = realloc(rb->slots, (live ? live : 1) * sizeof *packed);
+    if (packed)
+        rb->slots = packed; /* else the old block holds them just the same */
+    int rc = cf_kv_bulk_begin(d->kv, live);
+    for (uint32_t i = 0; rc == 0 && i < live; i++) {
+        const rb_slot *s = &rb->slots[i];
+        if (cf_kv_bulk_add(d->kv, rb->arena + s->koff, s->klen - 1, s->exp) < 0)
+            rc = -ENOMEM;
+    }
+    cf_kv_bulk_end(d->kv);
+    rb_free(rb);
+    return rc;
+}
+
+static void rb_take(void *ctx, const void *key, size_t key_len, void *value, int64_t expiry)
+{
+    (void)value;
+    cf_dedup *d = ctx;
+    if (d->rb && rb_insert(d->rb, key, key_len, cf_kv_hash(d->kv, key, key_len), expiry) < 0) {
+        rb_free(d->rb);
+        d->rb = NULL;
+    }
+}
+
+int cf_dedup_rebuild_begin(cf_dedup *d)
+{
+    if (d->rb)
+        return 0;
+    dd_rebuild *rb = calloc(1, sizeof *rb);
+    if (!rb)
+        return -ENOMEM;
+    rb->cap = RB_MIN_CAP;
+    rb->slots = calloc(rb->cap, sizeof *rb->slots);
+    rb->arena_cap = 4096;   /* never NULL: offsets into it are always valid */
+    rb->arena = malloc(rb->arena_cap);
+    if (!rb->slots || !rb->arena) {
+        rb_free(rb);
+        return -ENOMEM;
+    }
+    /* Every id the table holds is live: it was expired up to its clock. */
+    rb->clock = CF_TIME_NONE;
+    d->rb = rb;
+    cf_kv_foreach(d->kv, rb_take, d);
+    if (!d->rb)
+        return -ENOMEM; /* the table stays as it was; checks go on there */
+    /* The bulk build at the end replaces the table; free it now, so the ids
+     * are not held twice during the replay. */
+    if (cf_kv_bulk_begin(d->kv, 0) < 0) {
+        rb_free(d->rb);
+        d->rb = NULL;
+        return -ENOMEM;
+    }
+    return 0;
+}
+
+int cf_dedup_rebuild_end(cf_dedup *d)
+{
+    return d->rb ? rb_finish(d) : 0;
+}
+
+static int rb_check(cf_dedup *d, const char *id, size_t len, uint64_t h, int64_t ts,
+                    int64_t clock)
+{
+    dd_rebuild *rb = d->rb;
+    if (clock < rb->clock) {
+        /* A clock that went back: entries the map takes for expired may not
+         * be (they were recorded after the later clock), which only the
+         * heap tracks. */
+        if (rb_finish(d) < 0)
+            return -ENOMEM;
+        return cf_dedup_check_hashed(d, id, len, h, ts, clock);
+    }
+    rb->clock = clock;
+    if (len > CF_KV_MAX_KEY)
+        return 1; /* cf_kv refuses it: never remembered */
+    int64_t exp = expiry_of(ts, d->ttl);
+    rb_slot *s = rb_find(rb, id, len, h);
+    if (rb_live(rb, s))
+        return 0;
+    if (clock != CF_TIME_NONE && exp <= clock)
+        return 1;
+    size_t max_ids = cf_kv_max_keys(d->kv);
+    if (max_ids && rb->count >= max_ids) {
+        /* Maybe full: count the live ids. Full, the incremental path evicts
+         * the soonest-expiring id now, which needs the heap; nearly full,
+         * sweeping again after a few inserts would cost O(max_ids) each, so
+         * the heap takes over then too (exact at any point). */
+        if (rb_sweep(rb) < 0)
+            return -ENOMEM;
+        if (rb->count >= max_ids - max_ids / 8) {
+            if (rb_finish(d) < 0)
+                return -ENOMEM;
+            return cf_dedup_check_hashed(d, id, len, h, ts, clock);
+        }
+        s = rb_find(rb, id, len, h);
+    }
+    if (s->klen) {
+        s->exp = exp; /* an expired entry of this id: recorded anew */
+        return 1;
+    }
+    return rb_insert(rb, id, len, h, exp) < 0 ? -ENOMEM : 1;
 }

@@ -38,6 +38,18 @@ int cf_dedup_check_hashed(cf_dedup *d, const char *id, size_t len, uint64_t h, i
 /* Drops every id with clock >= first_ts + ttl. */
 void cf_dedup_expire(cf_dedup *d, int64_t clock);
 
+/* Rebuild mode, for a replay of many checks (recovery): between begin and
+ * end, checks answer exactly as they would otherwise and leave exactly the
+ * same ids, expiries and eviction count behind, but skip the per-check
+ * expiry work (see cf_dedup.c). Needs a clock that never goes back (else the
+ * checks go on the normal way from there, still exact). cf_dedup_count
+ * counts expired ids not yet dropped too, and cf_dedup_save refuses
+ * (-EBUSY) until end. begin: 0, or -ENOMEM (nothing changed: checks go the
+ * normal way). end: 0, or -ENOMEM (ids that did not fit are forgotten, as a
+ * failed check forgets its id). end without begin is a no-op; free ends. */
+int cf_dedup_rebuild_begin(cf_dedup *d);
+int cf_dedup_rebuild_end(cf_dedup *d);
+
 size_t cf_dedup_count(const cf_dedup *d);
 uint64_t cf_dedup_evictions(const cf_dedup *d);
 size_t cf_dedup_memory(const cf_dedup *d);

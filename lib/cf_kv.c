@@ -864,6 +864,56 @@ fail:
     return NULL;
 }
 
+int cf_kv_bulk_begin(cf_kv *kv, size_t n)
+{
+    uint8_t *slots = alloc_slots(KV_MIN_CAP, kv->slot_size);
+    if (!slots)
+        return -ENOMEM;
+    free(kv->slots);
+    free(kv->old);
+    free(kv->heap);
+    free(kv->arena);
+    kv->old = kv->arena = NULL;
+    kv->heap = NULL;
+    kv->count = kv->heap_cap = kv->ocap = kv->mig = 0;
+    kv->arena_len = kv->arena_cap = kv->arena_garbage = 0;
+    kv->slots = slots;
+    kv->cap = KV_MIN_CAP;
+    if (n == 0)
+        return 0;
+    if (n > UINT32_MAX >> 2 || presize(kv, (uint32_t)n) < 0)
+        return -ENOMEM;
+    /* Exactly n heap entries: cf_kv_bulk_add refuses the (n+1)th. */
+    uint32_t *heap = realloc(kv->heap, n * sizeof *heap);
+    if (heap) {
+        kv->heap = heap;
+        kv->heap_cap = (uint32_t)n;
+    }
+    return 0;
+}
+
+int cf_kv_bulk_add(cf_kv *kv, const void *key, size_t key_len, int64_t expiry)
+{
+    /* Within the heap presize reserved and the table's load bound: the
+     * probe below always finds an empty slot. */
+    if (kv->count >= kv->heap_cap || (uint64_t)(kv->count + 1) * 4 > (uint64_t)kv->cap * 3)
+        return -EINVAL;
+    void *v;
+    int r = load_insert(kv, key, key_len, expiry, &v);
+    return r == -1 ? -EINVAL : r;
+}
+
+void cf_kv_bulk_end(cf_kv *kv)
+{
+    for (uint32_t pos = kv->count / 2; pos-- > 0;)
+        heap_down(kv, pos);
+}
+
+size_t cf_kv_max_keys(const cf_kv *kv)
+{
+    return kv->max_keys;
+}
+
 uint64_t cf_kv_load_probes(const cf_kv *kv)
 {
     return kv->load_probes;

@@ -113,6 +113,22 @@ cf_kv *cf_kv_load(size_t value_size, size_t max_keys, cf_reader *in);
 cf_kv *cf_kv_load_keyed(size_t value_size, size_t max_keys, const uint8_t key[16],
                         cf_reader *in);
 
+/* Bulk rebuild (recovery rebuilds the dedup table this way, cf_dedup.h):
+ * cf_kv_bulk_begin empties kv (keeping its hash key, bound and eviction
+ * counter) and sizes it for n keys; cf_kv_bulk_add inserts a key that is not
+ * in the store yet (no heap work, no growth); cf_kv_bulk_end builds the heap
+ * bottom-up. At most n adds, and no other call on kv in between. Together
+ * O(n), against O(n log n) for n puts. begin: 0 or -ENOMEM (kv is then empty
+ * and usable, or unchanged when not even an empty table could be had); add:
+ * 1, -EINVAL (a key longer than CF_KV_MAX_KEY or already present, or more
+ * than n adds) or -ENOMEM. */
+int cf_kv_bulk_begin(cf_kv *kv, size_t n);
+int cf_kv_bulk_add(cf_kv *kv, const void *key, size_t key_len, int64_t expiry);
+void cf_kv_bulk_end(cf_kv *kv);
+
+/* The bound the store was made with (0 = none). */
+size_t cf_kv_max_keys(const cf_kv *kv);
+
 /* For tests: slots examined by the bulk insert of the load that made kv
  * (about one per key when loading is linear), and table doublings. */
 uint64_t cf_kv_load_probes(const cf_kv *kv);

@@ -21,33 +21,28 @@
 #include "snapshot.h"
 #include "wal.h"
 
-/* Unpacks a WAL events record into *ret_evs (malloc'd; the events point
- * into payload). 0, -EINVAL (malformed) or -ENOMEM. */
-static int unpack_events(const uint8_t *payload, size_t len, cf_event **ret_evs, size_t *ret_n)
+/* Unpacks a WAL events record into *evs (capacity *cap events, grown by
+ * realloc as needed; the caller owns and frees it; the events point into
+ * payload). Sets *ret_n. 0, -EINVAL (malformed) or -ENOMEM. */
+static int unpack_events(const uint8_t *payload, size_t len, cf_event **evs, size_t *cap,
+                         size_t *ret_n)
 {
-    size_t cap = 64, n = 0;
-    cf_event *evs = malloc(cap * sizeof *evs);
-    if (!evs)
-        return -ENOMEM;
+    size_t n = 0;
     cf_reader r;
     cf_reader_init(&r, payload, len);
     while (r.left > 0) {
-        if (n == cap) {
-            cf_event *bigger = realloc(evs, 2 * cap * sizeof *evs);
-            if (!bigger) {
-                free(evs);
+        if (n == *cap) {
+            size_t ncap = *cap ? 2 * *cap : 64;
+            cf_event *bigger = realloc(*evs, ncap * sizeof **evs);
+            if (!bigger)
                 return -ENOMEM;
-            }
-            evs = bigger;
-            cap *= 2;
+            *evs = bigger;
+            *cap = ncap;
         }
-        if (cf_event_unpack(&r, &evs[n]) < 0) {
-            free(evs);
+        if (cf_event_unpack(&r, &(*evs)[n]) < 0)
             return -EINVAL;
-        }
         n++;
     }
-    *ret_evs = evs;
     *ret_n = n;
     return 0;
 }
@@ -270,13 +265,25 @@ static int replay_other(cf_engine *e, int64_t lsn, uint8_t type, const uint8_t *
 
 #define RP_DEPTH 32
 
+/* A record's buffers: the payload copy and its unpacked events. They go
+ * back to the decoder once applied (rp_pipe.spare) instead of being freed:
+ * an events array of 1000 events is over 200 KB, and a malloc/free pair of
+ * that size per record, freed on another thread than it was made on, cost
+ * page faults and TLB shootdowns on every core (issue 15's profile). */
+typedef struct rp_bufs {
+    uint8_t *payload;
+    size_t pcap;
+    cf_event *evs;
+    size_t ecap;
+} rp_bufs;
+
 typedef struct rp_item {
     int64_t lsn;
     uint8_t type;
-    uint8_t *payload;       /* a copy: the log's buffer lives only per segment */
-    size_t len;
+    size_t len;             /* payload bytes */
+    rp_bufs b;              /* b.payload: a copy (the log's buffer lives only
+                             * per segment); b.evs: events point into it */
     int rc;                 /* events: 0, or the decode/prepare error */
-    cf_event *evs;          /* events: point into payload */
     size_t n;
     prepared p;
 } rp_item;
@@ -288,10 +295,27 @@ typedef struct rp_pipe {
     pthread_cond_t cv;      /* an item was added, taken, or the pipe ended */
     rp_item ring[RP_DEPTH];
     size_t head, count;     /* (mu) */
+    rp_bufs spare[RP_DEPTH + 2];    /* (mu) buffers of applied records */
+    size_t nspare;          /* (mu) */
     bool done;              /* (mu) the decoder finished: result holds its outcome */
     bool stop;              /* (mu) the applier failed: the decoder stops */
     int64_t result;         /* cf_wal_replay's return */
 } rp_pipe;
+
+/* Hands an applied record's buffers back for reuse (frees them when the
+ * spares are full). Takes pp->mu. */
+static void rp_give_back(rp_pipe *pp, rp_bufs *b)
+{
+    pthread_mutex_lock(&pp->mu);
+    if (pp->nspare < sizeof pp->spare / sizeof pp->spare[0]) {
+        pp->spare[pp->nspare++] = *b;
+    } else {
+        free(b->payload);
+        free(b->evs);
+    }
+    pthread_mutex_unlock(&pp->mu);
+    memset(b, 0, sizeof *b);
+}
 
 static int rp_decode(void *ctx, int64_t lsn, uint8_t type, const uint8_t *payload, size_t len)
 {
@@ -301,22 +325,29 @@ static int rp_decode(void *ctx, int64_t lsn, uint8_t type, const uint8_t *payloa
     it.lsn = lsn;
     it.type = type;
     it.len = len;
-    it.payload = malloc(len ? len : 1);
-    if (!it.payload)
-        return -ENOMEM;
-    if (len)
-        memcpy(it.payload, payload, len);
-    if (type == CF_WAL_EVENTS) {
-        it.rc = unpack_events(it.payload, len, &it.evs, &it.n);
-        if (it.rc == 0) {
-            it.rc = prepare(pp->e, it.evs, it.n, &it.p);
-            if (it.rc) {
-                free(it.evs);
-                it.evs = NULL;
-            }
+    pthread_mutex_lock(&pp->mu);
+    if (pp->nspare > 0)
+        it.b = pp->spare[--pp->nspare];
+    pthread_mutex_unlock(&pp->mu);
+    if (it.b.pcap < len || !it.b.payload) {
+        uint8_t *bigger = realloc(it.b.payload, len ? len : 1);
+        if (!bigger) {
+            free(it.b.payload);
+            free(it.b.evs);
+            return -ENOMEM;
         }
+        it.b.payload = bigger;
+        it.b.pcap = len ? len : 1;
+    }
+    if (len)
+        memcpy(it.b.payload, payload, len);
+    if (type == CF_WAL_EVENTS) {
+        it.rc = unpack_events(it.b.payload, len, &it.b.evs, &it.b.ecap, &it.n);
+        if (it.rc == 0)
+            it.rc = prepare(pp->e, it.b.evs, it.n, &it.p);
         if (it.rc == -ENOMEM) {
-            free(it.payload);
+            free(it.b.payload);
+            free(it.b.evs);
             return -ENOMEM;
         }
     }
@@ -327,8 +358,8 @@ static int rp_decode(void *ctx, int64_t lsn, uint8_t type, const uint8_t *payloa
         pthread_mutex_unlock(&pp->mu);
         if (type == CF_WAL_EVENTS && it.rc == 0)
             prepared_free(pp->e, &it.p);
-        free(it.evs);
-        free(it.payload);
+        free(it.b.evs);
+        free(it.b.payload);
         return -ECANCELED;
     }
     pp->ring[(pp->head + pp->count) % RP_DEPTH] = it;
@@ -354,17 +385,15 @@ static int rp_apply(cf_engine *e, rp_item *it)
 {
     int rc;
     if (it->type != CF_WAL_EVENTS)
-        rc = replay_other(e, it->lsn, it->type, it->payload, it->len);
+        rc = replay_other(e, it->lsn, it->type, it->b.payload, it->len);
     else if (it->rc == 0)
-        rc = apply_replayed(e, &it->p, it->evs, it->n);
+        rc = apply_replayed(e, &it->p, it->b.evs, it->n);
     else
         rc = it->rc;
     if (rc == -EINVAL) {
         cf_warn("recovery: skipping malformed WAL record %" PRId64, it->lsn);
         rc = 0;
     }
-    free(it->evs);
-    free(it->payload);
     return rc;
 }
 
@@ -398,13 +427,9 @@ static int64_t replay_pipelined(cf_engine *e, int64_t after)
         pthread_cond_signal(&pp->cv);
         pthread_mutex_unlock(&pp->mu);
         int rc = failed ? 0 : rp_apply(e, &it);
-        if (failed) {
-            /* Drained after a failure: only freed. */
-            if (it.type == CF_WAL_EVENTS && it.rc == 0)
-                prepared_free(e, &it.p);
-            free(it.evs);
-            free(it.payload);
-        }
+        if (failed && it.type == CF_WAL_EVENTS && it.rc == 0)
+            prepared_free(e, &it.p);    /* drained after a failure: only freed */
+        rp_give_back(pp, &it.b);
         pthread_mutex_lock(&pp->mu);
         if (rc < 0 && !failed) {
             failed = rc;
@@ -415,6 +440,10 @@ static int64_t replay_pipelined(cf_engine *e, int64_t after)
     pthread_mutex_unlock(&pp->mu);
     pthread_join(t, NULL);
     result = failed ? failed : pp->result;
+    for (size_t i = 0; i < pp->nspare; i++) {
+        free(pp->spare[i].payload);
+        free(pp->spare[i].evs);
+    }
 out:
     pthread_cond_destroy(&pp->cv);
     pthread_mutex_destroy(&pp->mu);
@@ -529,8 +558,17 @@ int recover(cf_engine *e)
     }
     pthread_mutex_lock(&e->mu);
     e->started = true;
+    /* The replay checks every id again: the dedup table is rebuilt without
+     * the per-check expiry work and built once at the end (cf_dedup.h), to
+     * the same ids and expiries. Without memory for that, the checks just
+     * go the normal way. */
+    (void)cf_dedup_rebuild_begin(e->dedup);
     pthread_mutex_unlock(&e->mu);
     int64_t n = replay_pipelined(e, lsn);
+    pthread_mutex_lock(&e->mu);
+    if (cf_dedup_rebuild_end(e->dedup) < 0)
+        atomic_fetch_add(&e->dedup_errors, 1);
+    pthread_mutex_unlock(&e->mu);
     if (n < 0) {
         cf_error("recovery: replaying the write-ahead log failed: %s", strerror((int)-n));
         return (int)n;

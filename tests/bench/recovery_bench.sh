@@ -7,11 +7,28 @@
 # clickflow binary of another commit), the same log is recovered by it too,
 # on a copy, in the same run (before/after figures).
 #   tests/bench/recovery_bench.sh [BUILD_DIR=build] [N=10000000] [BASELINE_BIN]
+# Arguments by position, or by name (BUILD_DIR=build-rel N=1000000
+# BASELINE_BIN=/tmp/old/clickflow), in any order. Besides the wall time it
+# reports the server's CPU seconds until ready (utime + stime of the
+# process): on a machine shared with other work, the wall time follows the
+# load, the CPU time much less.
 # Needs a configured build dir (meson setup build && meson compile -C build).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-build=${1:-build}
-n=${2:-10000000}
+build=build
+n=10000000
+baseline=
+pos=0
+for arg in "$@"; do
+  case $arg in
+    BUILD_DIR=*) build=${arg#BUILD_DIR=} ;;
+    N=*) n=${arg#N=} ;;
+    BASELINE_BIN=*) baseline=${arg#BASELINE_BIN=} ;;
+    *)
+      pos=$((pos + 1))
+      case $pos in 1) build=$arg ;; 2) n=$arg ;; 3) baseline=$arg ;; esac ;;
+  esac
+done
 ninja -C "$build" server/clickflow >/dev/null
 
 work=$(mktemp -d /tmp/clickflow-recovery-XXXXXX)
@@ -44,17 +61,19 @@ recover() {
     sleep 0.05
   done
   t1=$(date +%s.%N)
+  # utime + stime in clock ticks (fields 14 and 15 of /proc/PID/stat).
+  cpu=$(awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15) / hz}' "/proc/$pid/stat")
   s=$(echo "$t1 - $t0" | bc)
-  echo "recovery ($label): $n events replayed, ready after $s s (start to /readyz), $(echo "$n / $s" | bc) events/s"
+  echo "recovery ($label): $n events replayed, ready after $s s (start to /readyz), $(echo "$n / $s" | bc) events/s; server CPU $cpu s, $(echo "$n / $cpu" | bc) events per CPU-second"
   grep -iE "recover|replay" "$work/server.log" || true
   curl -fsS "http://127.0.0.1:$port/api/v1/stats" | python3 -c \
     'import json,sys; s=json.load(sys.stdin); print("stats: accepted=%s watermark=%s" % (s.get("accepted"), s.get("watermark")))'
   kill "$pid"; wait "$pid" || true
   pid=
 }
-if [ -n "${3:-}" ]; then
+if [ -n "$baseline" ]; then
   cp -r "$work/data" "$work/data-baseline"
-  recover "$3" "$work/data-baseline" "baseline $3"
+  recover "$baseline" "$work/data-baseline" "baseline $baseline"
   rm -rf "$work/data-baseline"
 fi
 recover "$build/server/clickflow" "$work/data" "$build"

@@ -1,9 +1,12 @@
 /* Unit tests for cf_dedup: idempotency by event_id (SPEC section 6). */
+#include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -216,6 +219,225 @@ static void hashed_matches_plain(void **state)
     cf_dedup_free(b);
 }
 
+/* ---- rebuild mode (recovery) ---------------------------------------------
+ * The saved entries of a table, sorted: the ids and expiries a save holds,
+ * whatever slot order the table put them in. */
+typedef struct saved_id {
+    char id[64];
+    size_t len;
+    int64_t exp;
+} saved_id;
+
+static int saved_cmp(const void *a, const void *b)
+{
+    const saved_id *x = a, *y = b;
+    if (x->exp != y->exp)
+        return x->exp < y->exp ? -1 : 1;
+    if (x->len != y->len)
+        return x->len < y->len ? -1 : 1;
+    return memcmp(x->id, y->id, x->len);
+}
+
+/* Parses cf_dedup_save's bytes (ttl; kv magic, version, value size,
+ * evictions, count; then per id: u32 length, bytes, i64 expiry) into ids
+ * sorted by (expiry, id), and returns the header bytes' length. */
+static size_t saved_ids(const cf_buf *b, saved_id *out, size_t cap, size_t *ret_n)
+{
+    cf_reader r;
+    cf_reader_init(&r, b->data, b->len);
+    int64_t ttl;
+    uint32_t magic, version, vsize, count;
+    uint64_t ev;
+    assert_true(cf_get_i64(&r, &ttl) && cf_get_u32(&r, &magic) && cf_get_u32(&r, &version) &&
+                cf_get_u32(&r, &vsize) && cf_get_u64(&r, &ev) && cf_get_u32(&r, &count));
+    size_t head = b->len - r.left;
+    assert_true(count <= cap);
+    for (uint32_t i = 0; i < count; i++) {
+        const char *k;
+        assert_true(cf_get_str(&r, &k, &out[i].len));
+        assert_true(out[i].len <= sizeof out[i].id);
+        memcpy(out[i].id, k, out[i].len);
+        assert_true(cf_get_i64(&r, &out[i].exp));
+    }
+    assert_int_equal(r.left, 0);
+    qsort(out, count, sizeof *out, saved_cmp);
+    *ret_n = count;
+    return head;
+}
+
+/* Both tables save the same header (ttl, evictions, count) and the same ids
+ * with the same expiries. */
+static void assert_same_saved(const cf_dedup *a, const cf_dedup *b)
+{
+    static saved_id x[4096], y[4096];
+    cf_buf ba = {0}, bb = {0};
+    assert_int_equal(cf_dedup_save(a, &ba), 0);
+    assert_int_equal(cf_dedup_save(b, &bb), 0);
+    assert_int_equal(ba.len, bb.len);
+    size_t nx, ny;
+    size_t head = saved_ids(&ba, x, 4096, &nx);
+    assert_int_equal(saved_ids(&bb, y, 4096, &ny), head);
+    assert_memory_equal(ba.data, bb.data, head);
+    assert_int_equal(nx, ny);
+    for (size_t i = 0; i < nx; i++) {
+        assert_int_equal(x[i].len, y[i].len);
+        assert_memory_equal(x[i].id, y[i].id, x[i].len);
+        assert_int_equal(x[i].exp, y[i].exp);
+    }
+    cf_buf_free(&ba);
+    cf_buf_free(&bb);
+}
+
+/* One pseudo-random replay against two tables, one checked the normal way,
+ * one in rebuild mode: every answer is the same, and so is the table left
+ * behind (ids, expiries, evictions), which then goes on alike. Ids repeat
+ * (duplicates, and ids seen again after they expired), timestamps are out of
+ * order (some already expired when checked: not recorded), the clock stands
+ * still or jumps, some ids are long (arena keys in cf_kv), and the table may
+ * hold ids before the replay starts (a loaded snapshot). */
+static void replay_both(int64_t ttl, size_t max_ids, int n, unsigned seed, bool clock_back,
+                        bool evicts)
+{
+    cf_dedup *a = cf_dedup_new(ttl, max_ids);
+    cf_dedup *b = cf_dedup_new(ttl, max_ids);
+    assert_non_null(a);
+    assert_non_null(b);
+    char id[64];
+    uint64_t x = seed * 0x9E3779B97F4A7C15ull + 1;
+    int64_t clock = CF_TIME_NONE, maxts = 0;
+    /* Ids held before the rebuild starts. */
+    for (int i = 0; i < 50; i++) {
+        int len = snprintf(id, sizeof id, "pre-%d", i);
+        assert_int_equal(cf_dedup_check(a, id, (size_t)len, i * 3, i), 1);
+        assert_int_equal(cf_dedup_check(b, id, (size_t)len, i * 3, i), 1);
+    }
+    clock = 49;
+    assert_int_equal(cf_dedup_rebuild_begin(b), 0);
+    for (int i = 0; i < n; i++) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        int pick = (int)(x % 100);
+        int which = pick < 20 ? (int)((x >> 8) % (unsigned)(i + 1)) : i;  /* 20% repeats */
+        int len = snprintf(id, sizeof id, pick % 7 == 0 ? "a-long-event-id-0000-%08d" : "e%d",
+                           which % 3000);
+        if (pick == 99)
+            len = snprintf(id, sizeof id, "pre-%d", (int)((x >> 16) % 50));
+        int64_t ts = 100 + i - (int64_t)((x >> 24) % (uint64_t)(ttl + ttl / 2));
+        if (ts > maxts)
+            maxts = ts;
+        int64_t jump = maxts + (int64_t)((x >> 44) % (uint64_t)(ttl / 10));
+        if ((x >> 40) % 500 == 0 && jump > clock)
+            clock = jump;   /* a marker's C ahead of the events */
+        if (maxts > clock)
+            clock = maxts;
+        int64_t c = clock;
+        if (clock_back && i == n / 2)
+            c = clock - ttl; /* never in the engine; the rebuild must still agree */
+        if ((x >> 50) % 97 == 0) {
+            cf_dedup_expire(a, c);
+            cf_dedup_expire(b, c);
+        }
+        uint64_t h = cf_dedup_hash(b, id, (size_t)len);
+        cf_dedup_prefetch(b, h);
+        assert_int_equal(cf_dedup_check(a, id, (size_t)len, ts, c),
+                         cf_dedup_check_hashed(b, id, (size_t)len, h, ts, c));
+    }
+    /* Still rebuilding, unless the clock went back or the bound evicted
+     * (handed over to the heap then). */
+    cf_buf busy = {0};
+    assert_int_equal(cf_dedup_save(b, &busy), clock_back || evicts ? 0 : -EBUSY);
+    cf_buf_free(&busy);
+    assert_int_equal(cf_dedup_rebuild_end(b), 0);
+    assert_int_equal(cf_dedup_rebuild_end(b), 0); /* a second end does nothing */
+    assert_true(cf_dedup_count(a) > 0);
+    assert_int_equal(cf_dedup_evictions(a) > 0, evicts);
+    assert_int_equal(cf_dedup_count(a), cf_dedup_count(b));
+    assert_int_equal(cf_dedup_evictions(a), cf_dedup_evictions(b));
+    assert_same_saved(a, b);
+    /* And they go on alike: expiry order and evictions come from the heap
+     * the bulk build made. */
+    for (int i = 0; i < 3000; i++) {
+        int len = snprintf(id, sizeof id, i % 7 == 0 ? "a-long-event-id-0000-%08d" : "e%d", i);
+        int64_t c = clock + i / 10;
+        assert_int_equal(cf_dedup_check(a, id, (size_t)len, c, c),
+                         cf_dedup_check(b, id, (size_t)len, c, c));
+    }
+    assert_int_equal(cf_dedup_evictions(a), cf_dedup_evictions(b));
+    assert_same_saved(a, b);
+    cf_dedup_free(a);
+    cf_dedup_free(b);
+}
+
+static void rebuild_equals_incremental(void **state)
+{
+    (void)state;
+    for (unsigned seed = 1; seed <= 4; seed++)
+        replay_both(500, 0, 20000, seed, false, false);
+    /* Long ttl: nothing expires, the map only grows. */
+    replay_both(1000000, 0, 5000, 7, false, false);
+    /* A bound the map reaches with expired ids in it, never the live ones:
+     * a sweep makes room, nothing is evicted. */
+    replay_both(500, 400, 20000, 8, false, false);
+}
+
+/* A bound that evicts: the rebuild hands over to the heap, mid-replay. */
+static void rebuild_with_evictions_equals_incremental(void **state)
+{
+    (void)state;
+    replay_both(5000, 300, 20000, 11, false, true);
+}
+
+/* A clock that goes back (never in the engine): handed over, still equal. */
+static void rebuild_clock_back_equals_incremental(void **state)
+{
+    (void)state;
+    replay_both(500, 0, 4000, 21, true, false);
+}
+
+/* The single rules, in rebuild mode: an event already expired at its check
+ * is not recorded; an expire raises the clock ids are judged by, even for a
+ * later check at a lower clock (the incremental table dropped them then). */
+static void rebuild_rules(void **state)
+{
+    (void)state;
+    cf_dedup *d = cf_dedup_new(100, 0);
+    assert_int_equal(cf_dedup_rebuild_begin(d), 0);
+    assert_int_equal(cf_dedup_check(d, "old", 3, 0, 100), 1);    /* 0 + 100 <= 100 */
+    assert_int_equal(cf_dedup_check(d, "old", 3, 50, 100), 1);   /* so not a duplicate */
+    assert_int_equal(cf_dedup_check(d, "old", 3, 50, 100), 0);
+    assert_int_equal(cf_dedup_check(d, "x", 1, 120, 120), 1);    /* expires at 220 */
+    cf_dedup_expire(d, 220);
+    assert_int_equal(cf_dedup_check(d, "x", 1, 200, 200), 1);    /* gone at 220 */
+    assert_int_equal(cf_dedup_check(d, "x", 1, 200, 200), 0);
+    /* An empty id is an id like any other (cf_kv takes empty keys). */
+    assert_int_equal(cf_dedup_check(d, "", 0, 200, 200), 1);
+    assert_int_equal(cf_dedup_check(d, "", 0, 200, 200), 0);
+    assert_int_equal(cf_dedup_rebuild_end(d), 0);
+    assert_int_equal(cf_dedup_count(d), 2);
+    assert_int_equal(cf_dedup_check(d, "", 0, 250, 250), 0);
+    cf_dedup_free(d);
+}
+
+/* Rebuild mode without a single check: the table comes out as it went in;
+ * freeing a table in rebuild mode frees the map too. */
+static void rebuild_without_checks(void **state)
+{
+    (void)state;
+    cf_dedup *a = cf_dedup_new(100, 0);
+    cf_dedup *b = cf_dedup_new(100, 0);
+    assert_int_equal(cf_dedup_check(a, "x", 1, 10, 10), 1);
+    assert_int_equal(cf_dedup_check(b, "x", 1, 10, 10), 1);
+    assert_int_equal(cf_dedup_rebuild_begin(b), 0);
+    assert_int_equal(cf_dedup_rebuild_end(b), 0);
+    assert_same_saved(a, b);
+    assert_int_equal(cf_dedup_rebuild_begin(b), 0);
+    assert_int_equal(cf_dedup_check(b, "y", 1, 10, 10), 1);
+    assert_int_equal(cf_dedup_check(b, "y", 1, 10, 10), 0);
+    cf_dedup_free(b);
+    cf_dedup_free(a);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -228,6 +450,11 @@ int main(void)
         cmocka_unit_test(save_load),
         cmocka_unit_test(hashed_matches_plain),
         cmocka_unit_test(duplicates_found_while_growing),
+        cmocka_unit_test(rebuild_equals_incremental),
+        cmocka_unit_test(rebuild_with_evictions_equals_incremental),
+        cmocka_unit_test(rebuild_clock_back_equals_incremental),
+        cmocka_unit_test(rebuild_rules),
+        cmocka_unit_test(rebuild_without_checks),
     };
     return cmocka_run_group_tests_name("dedup", tests, NULL, NULL);
 }

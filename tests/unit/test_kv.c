@@ -699,6 +699,75 @@ static void keyed_store(void **state)
     cf_kv_free(u);
 }
 
+typedef struct expired_log {
+    char keys[600][40];
+    size_t lens[600];
+    int64_t exps[600];
+    size_t n;
+} expired_log;
+
+static void log_expired(void *ctx, const void *key, size_t key_len, void *value, int64_t expiry)
+{
+    (void)value;
+    expired_log *l = ctx;
+    assert_true(l->n < 600 && key_len <= sizeof l->keys[0]);
+    memcpy(l->keys[l->n], key, key_len);
+    l->lens[l->n] = key_len;
+    l->exps[l->n++] = expiry;
+}
+
+/* A store bulk-built from a set of entries (cf_kv_bulk_*) holds the same
+ * keys and expiries as one made by puts, expires them in the same order,
+ * evicts alike, and keeps its eviction counter and bound; adding a key twice
+ * or more keys than announced is refused. */
+static void bulk_build_equals_puts(void **state)
+{
+    (void)state;
+    rng_state = 77;
+    cf_kv *a = cf_kv_new(0, 500);
+    cf_kv *b = cf_kv_new(0, 500);
+    char key[40];
+    /* b has history to forget: entries, a doubling, evictions. */
+    for (uint64_t i = 0; i < 700; i++)
+        assert_int_equal(cf_kv_put(b, key, make_key(key, 100000 + i, i % 30), (int64_t)i,
+                                   NULL, NULL, NULL), 1);
+    uint64_t ev = cf_kv_evictions(b);
+    assert_int_equal(ev, 200);
+    assert_int_equal(cf_kv_bulk_begin(b, 400), 0);
+    assert_int_equal(cf_kv_count(b), 0);
+    for (uint64_t i = 0; i < 400; i++) {
+        size_t len = make_key(key, i, i % 30);
+        int64_t exp = (int64_t)(rnd() % 100);    /* ties: order by key bytes */
+        assert_int_equal(cf_kv_put(a, key, len, exp, NULL, NULL, NULL), 1);
+        assert_int_equal(cf_kv_bulk_add(b, key, len, exp), 1);
+    }
+    assert_int_equal(cf_kv_bulk_add(b, key, make_key(key, 0, 0), 5), -EINVAL); /* present */
+    assert_int_equal(cf_kv_bulk_add(b, key, make_key(key, 999, 0), 5), -EINVAL); /* > n */
+    cf_kv_bulk_end(b);
+    assert_int_equal(cf_kv_count(b), 400);
+    assert_int_equal(cf_kv_evictions(b), ev);
+    assert_int_equal(cf_kv_max_keys(b), 500);
+    assert_int_equal(cf_kv_next_expiry(a), cf_kv_next_expiry(b));
+    /* Fill both to the bound and past it: the same ids are evicted. */
+    for (uint64_t i = 400; i < 650; i++) {
+        size_t len = make_key(key, i, 3);
+        assert_int_equal(cf_kv_put(a, key, len, 50, NULL, NULL, NULL), 1);
+        assert_int_equal(cf_kv_put(b, key, len, 50, NULL, NULL, NULL), 1);
+    }
+    assert_int_equal(cf_kv_evictions(a) + ev, cf_kv_evictions(b));
+    static expired_log la, lb;
+    la.n = lb.n = 0;
+    assert_int_equal(cf_kv_expire(a, 1000, log_expired, &la), 500);
+    assert_int_equal(cf_kv_expire(b, 1000, log_expired, &lb), 500);
+    for (size_t i = 0; i < la.n; i++) {
+        assert_int_equal(la.lens[i], lb.lens[i]);
+        assert_memory_equal(la.keys[i], lb.keys[i], la.lens[i]);
+        assert_int_equal(la.exps[i], lb.exps[i]);
+    }
+    cf_kv_free(a);
+    cf_kv_free(b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -716,6 +785,7 @@ int main(void)
         cmocka_unit_test(load_is_linear),
         cmocka_unit_test(keyed_store),
         cmocka_unit_test(overhead_per_key),
+        cmocka_unit_test(bulk_build_equals_puts),
     };
     return cmocka_run_group_tests_name("kv", tests, NULL, NULL);
 }
