@@ -198,19 +198,19 @@ static enum MHD_Result handle_options(request *rq, struct MHD_Connection *c)
     h[n++] = (extra_header){MHD_HTTP_HEADER_ALLOW, allow};
     /* A compatible endpoint's preflight carries no key: an origin of any
      * site key may go on (the request itself is checked against its key). */
-    bool site_origin = rq->rt == R_COMPAT && !cors_allow(rq->h, c) &&
-                       cf_compat_http_origin_known(rq->h->compat, header(c, "Origin"));
-    if ((cors_allow(rq->h, c) || site_origin) && header(c, "Access-Control-Request-Method")) {
+    bool site_origin = rq->rt == R_COMPAT && !http_cors_allow(rq->h, c) &&
+                       cf_compat_http_origin_known(rq->h->compat, http_header(c, "Origin"));
+    if ((http_cors_allow(rq->h, c) || site_origin) && http_header(c, "Access-Control-Request-Method")) {
         if (site_origin) {
-            h[n++] = (extra_header){"Access-Control-Allow-Origin", header(c, "Origin")};
-            if (rq->h->cfg.n_cors_origins == 0)   /* else send_response adds Vary */
+            h[n++] = (extra_header){"Access-Control-Allow-Origin", http_header(c, "Origin")};
+            if (rq->h->cfg.n_cors_origins == 0)   /* else http_send_response adds Vary */
                 h[n++] = (extra_header){MHD_HTTP_HEADER_VARY, "Origin"};
         }
         h[n++] = (extra_header){"Access-Control-Allow-Methods", allow};
         h[n++] = (extra_header){"Access-Control-Allow-Headers", "Content-Type, Authorization"};
         h[n++] = (extra_header){"Access-Control-Max-Age", CORS_MAX_AGE};
     }
-    return send_static(rq, c, MHD_HTTP_NO_CONTENT, NULL, "", 0, h, n);
+    return http_send_static(rq, c, MHD_HTTP_NO_CONTENT, NULL, "", 0, h, n);
 }
 
 /* Answers every request but an accepted POST, once it is complete. */
@@ -220,40 +220,40 @@ static enum MHD_Result handle_request(request *rq, struct MHD_Connection *c, con
     if (strcmp(method, "OPTIONS") == 0 && rq->rt != R_NONE)
         return handle_options(rq, c);
     if (rq->rt == R_NONE) {
-        if (strcmp(method, "OPTIONS") == 0 && asset_exists(url)) {
+        if (strcmp(method, "OPTIONS") == 0 && http_asset_exists(url)) {
             static const extra_header allow[] = {{MHD_HTTP_HEADER_ALLOW, "GET, HEAD, OPTIONS"}};
-            return send_static(rq, c, MHD_HTTP_NO_CONTENT, NULL, "", 0, allow, 1);
+            return http_send_static(rq, c, MHD_HTTP_NO_CONTENT, NULL, "", 0, allow, 1);
         }
-        return handle_asset(rq, c, url, method);
+        return http_handle_asset(rq, c, url, method);
     }
     bool is_get = strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
-    if (route_checks_host(rq->rt) && !host_allowed(h, c))
-        return send_wrong_host(rq, c);
+    if (route_checks_host(rq->rt) && !http_host_allowed(h, c))
+        return http_send_wrong_host(rq, c);
     if (rq->rt == R_STREAM_EVENTS && !cf_engine_has_stream(rq->h->engine, rq->stream))
-        return send_error(rq, c, MHD_HTTP_NOT_FOUND, "not found");  /* no such declared stream */
+        return http_send_error(rq, c, MHD_HTTP_NOT_FOUND, "not found");  /* no such declared stream */
     if (rq->rt == R_QUERY && is_get) {
-        if (!authorized(c, h->cfg.read_token))
-            return send_unauthorized(rq, c, header(c, MHD_HTTP_HEADER_AUTHORIZATION) != NULL);
+        if (!http_authorized(c, h->cfg.read_token))
+            return http_send_unauthorized(rq, c, http_header(c, MHD_HTTP_HEADER_AUTHORIZATION) != NULL);
         const char *q = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "sql");
         if (!q)
-            return send_error(rq, c, MHD_HTTP_BAD_REQUEST, "the sql parameter is required");
-        return answer_query(rq, c, q, strlen(q));
+            return http_send_error(rq, c, MHD_HTTP_BAD_REQUEST, "the sql parameter is required");
+        return http_answer_query(rq, c, q, strlen(q));
     }
     if (rq->rt == R_TABLE_ROW && strcmp(method, "DELETE") == 0) {
         /* A delete is a write: the ingest token, like the upserts. */
-        if (!authorized(c, h->cfg.ingest_token))
-            return send_unauthorized(rq, c, header(c, MHD_HTTP_HEADER_AUTHORIZATION) != NULL);
+        if (!http_authorized(c, h->cfg.ingest_token))
+            return http_send_unauthorized(rq, c, http_header(c, MHD_HTTP_HEADER_AUTHORIZATION) != NULL);
         if (!cf_engine_ready(h->engine))
-            return send_unavailable(rq, c, "not ready: recovery in progress, retry later");
-        return handle_table_row(rq, c, true);
+            return http_send_unavailable(rq, c, "not ready: recovery in progress, retry later");
+        return http_handle_table_row(rq, c, true);
     }
     if (route_is_post(rq->rt) || !is_get) {
         const extra_header allow[] = {{MHD_HTTP_HEADER_ALLOW, route_allow(rq->rt)}};
-        return send_error_h(rq, c, MHD_HTTP_METHOD_NOT_ALLOWED, "method not allowed", allow, 1);
+        return http_send_error_h(rq, c, MHD_HTTP_METHOD_NOT_ALLOWED, "method not allowed", allow, 1);
     }
-    if (route_needs_read_token(rq->rt) && !authorized(c, h->cfg.read_token))
-        return send_unauthorized(rq, c, header(c, MHD_HTTP_HEADER_AUTHORIZATION) != NULL);
-    return handle_get(rq, c);
+    if (route_needs_read_token(rq->rt) && !http_authorized(c, h->cfg.read_token))
+        return http_send_unauthorized(rq, c, http_header(c, MHD_HTTP_HEADER_AUTHORIZATION) != NULL);
+    return http_handle_get(rq, c);
 }
 
 static enum MHD_Result access_handler(void *cls, struct MHD_Connection *c, const char *url, const char *method,
@@ -269,7 +269,7 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *c, const
     int64_t now = mono_ms();
     int64_t left = h->cfg.request_deadline_ms - (now - rq->start_ms);
     if (rq->park_state == PARK_DONE)
-        return finish_parked(rq, c);   /* resumed by http_park.c */
+        return http_finish_parked(rq, c);   /* resumed by http_park.c */
     if (rq->park_state == PARK_WAITING)
         return MHD_YES;                /* not expected while suspended */
 
@@ -280,14 +280,14 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *c, const
          * request is complete, so the connection can be kept alive. */
         rq->headers_done = true;
         if (left <= 0)
-            return send_error(rq, c, MHD_HTTP_REQUEST_TIMEOUT, "request deadline exceeded");
-        const char *bad = framing_error(c);
+            return http_send_error(rq, c, MHD_HTTP_REQUEST_TIMEOUT, "request deadline exceeded");
+        const char *bad = http_framing_error(c);
         if (bad)
-            return send_bad_framing(rq, c, bad);
-        if (!target_clean(rq->raw_uri))
-            return send_error(rq, c, MHD_HTTP_BAD_REQUEST,
+            return http_send_bad_framing(rq, c, bad);
+        if (!http_target_clean(rq->raw_uri))
+            return http_send_error(rq, c, MHD_HTTP_BAD_REQUEST,
                               "the URL must not contain %00 (NUL) or control characters");
-        apply_deadline(rq, c, left);
+        http_apply_deadline(rq, c, left);
         rq->rt = find_route(rq->raw_uri, strcspn(rq->raw_uri, "?#"));
         if (rq->rt == R_STREAM_EVENTS)
             stream_events_name(rq->raw_uri, strcspn(rq->raw_uri, "?#"), rq->stream, sizeof rq->stream);
@@ -297,8 +297,8 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *c, const
         if (rq->rt == R_COMPAT)
             rq->compat_ep = cf_compat_route(rq->raw_uri, strcspn(rq->raw_uri, "?#"));
         if (route_is_post(rq->rt) && strcmp(method, "POST") == 0) {
-            if (route_checks_host(rq->rt) && !host_allowed(h, c))
-                return send_wrong_host(rq, c);
+            if (route_checks_host(rq->rt) && !http_host_allowed(h, c))
+                return http_send_wrong_host(rq, c);
             rq->reading_body = true;
             if (rq->conn) {
                 /* The body must keep arriving: a stalled one is cut long
@@ -307,7 +307,7 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *c, const
                 conn_set(&rq->conn->phase, PHASE_BODY);
                 conn_set(&rq->conn->deadline_ms, min64(end, now + h->cfg.body_stall_timeout_ms));
             }
-            return begin_post(rq, c);
+            return http_begin_post(rq, c);
         }
         if (rq->conn)
             conn_set(&rq->conn->deadline_ms, end);
@@ -333,7 +333,7 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *c, const
          * end; an expired deadline closes the connection. */
         if (left <= 0)
             return MHD_NO;
-        apply_deadline(rq, c, left);
+        http_apply_deadline(rq, c, left);
         if (rq->conn) {
             conn_set(&rq->conn->deadline_ms,
                      min64(rq->start_ms + h->cfg.request_deadline_ms, now + h->cfg.body_stall_timeout_ms));
@@ -345,11 +345,11 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *c, const
         if (!rq->too_big && rq->body.len + n > rq->body_limit)
             rq->too_big = true;
         if (!rq->too_big && !rq->over_budget && rq->body.len + n > rq->reserved &&
-            !budget_take(h, rq, rq->body.len + n - rq->reserved)) {
+            !http_budget_take(h, rq, rq->body.len + n - rq->reserved)) {
             /* Refused anyway (503 at the end): what it holds goes back to
              * the others now. */
             rq->over_budget = true;
-            budget_release(h, rq);
+            http_budget_release(h, rq);
             cf_buf_free(&rq->body);
             atomic_fetch_add_explicit(&h->over_budget, 1, memory_order_relaxed);
         }
@@ -367,29 +367,29 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *c, const
         conn_set(&rq->conn->deadline_ms, 0);
     }
     if (rq->over_budget && !rq->too_big)
-        return send_unavailable(rq, c, "server busy: too many request bodies in flight, retry later");
+        return http_send_unavailable(rq, c, "server busy: too many request bodies in flight, retry later");
     if (rq->too_big)
-        return send_error(rq, c, MHD_HTTP_CONTENT_TOO_LARGE,
+        return http_send_error(rq, c, MHD_HTTP_CONTENT_TOO_LARGE,
                           rq->rt == R_EVENTS ? "request body is larger than --max-body" : "request body is too large");
     cf_buf_put_u8(&rq->body, 0);
     if (rq->body.oom)
-        return send_unavailable(rq, c, "out of memory");
+        return http_send_unavailable(rq, c, "out of memory");
     rq->body.len--;
     char *body = (char *)rq->body.data;
     size_t len = rq->body.len;
     if (rq->rt == R_EVENTS)
-        return finish_events(rq, c, body, len);
+        return http_finish_events(rq, c, body, len);
     if (rq->rt == R_SQL)
-        return finish_sql(rq, c, body, len);
+        return http_finish_sql(rq, c, body, len);
     if (rq->rt == R_QUERY)
-        return finish_query(rq, c, body, len);
+        return http_finish_query(rq, c, body, len);
     if (rq->rt == R_STREAM_EVENTS)
-        return finish_stream_events(rq, c, body, len);
+        return http_finish_stream_events(rq, c, body, len);
     if (rq->rt == R_TABLE_ROWS)
-        return finish_table_rows(rq, c, body, len);
+        return http_finish_table_rows(rq, c, body, len);
     if (rq->rt == R_COMPAT)
-        return finish_compat(rq, c, body, len);
-    return finish_watermark(rq, c, body, len);
+        return http_finish_compat(rq, c, body, len);
+    return http_finish_watermark(rq, c, body, len);
 }
 
 static void *uri_logger(void *cls, const char *uri, struct MHD_Connection *c)
@@ -418,7 +418,7 @@ static void *uri_logger(void *cls, const char *uri, struct MHD_Connection *c)
         int64_t was = atomic_load_explicit(&rq->conn->deadline_ms, memory_order_relaxed);
         conn_set(&rq->conn->deadline_ms, min64(was, rq->start_ms + t));
     } else {
-        rq->stripe = connection_stripe(c);
+        rq->stripe = http_connection_stripe(c);
     }
     return rq;
 }
@@ -430,7 +430,7 @@ static void request_completed(void *cls, struct MHD_Connection *c, void **con_cl
     request *rq = *con_cls;
     *con_cls = NULL;
     if (rq) {
-        budget_release(h, rq);
+        http_budget_release(h, rq);
         /* Until the next request line: the idle timeout, then the header
          * timeout. */
         if (rq->conn) {
@@ -513,8 +513,8 @@ cf_http *cf_http_start(const cf_config *cfg, cf_engine *engine, const char **ret
     pthread_cond_init(&h->park_cv, NULL);
     /* The shared single-event answers (http_int.h). Keys and order as
      * events_answer prints them. */
-    h->answer_one = shared_json("{\"accepted\":1,\"duplicates\":0,\"rejected\":0,\"errors\":[]}");
-    h->answer_dup = shared_json("{\"accepted\":0,\"duplicates\":1,\"rejected\":0,\"errors\":[]}");
+    h->answer_one = http_shared_json("{\"accepted\":1,\"duplicates\":0,\"rejected\":0,\"errors\":[]}");
+    h->answer_dup = http_shared_json("{\"accepted\":0,\"duplicates\":1,\"rejected\":0,\"errors\":[]}");
 
     struct sockaddr_in sin;
     struct sockaddr_in6 sin6;
@@ -544,7 +544,7 @@ cf_http *cf_http_start(const cf_config *cfg, cf_engine *engine, const char **ret
         *ret_err = "--bind is not an IP address";
         return NULL;
     }
-    int lr = accept_listen(h, sa, sa_len);
+    int lr = http_accept_listen(h, sa, sa_len);
     if (lr < 0) {
         cf_http_stop(h);
         errno = -lr;
@@ -568,7 +568,7 @@ cf_http *cf_http_start(const cf_config *cfg, cf_engine *engine, const char **ret
         MHD_OPTION_PER_IP_CONNECTION_LIMIT, cfg->max_connections_per_ip,
         MHD_OPTION_URI_LOG_CALLBACK, uri_logger, h,
         MHD_OPTION_NOTIFY_COMPLETED, request_completed, h,
-        MHD_OPTION_NOTIFY_CONNECTION, notify_connection, h,
+        MHD_OPTION_NOTIFY_CONNECTION, http_notify_connection, h,
         MHD_OPTION_END);
     if (!h->daemon) {
         int saved = errno;
@@ -577,17 +577,17 @@ cf_http *cf_http_start(const cf_config *cfg, cf_engine *engine, const char **ret
         *ret_err = "cannot start the HTTP server (is the port in use?)";
         return NULL;
     }
-    if (park_start(h) < 0) {
+    if (http_park_start(h) < 0) {
         cf_http_stop(h);
         *ret_err = "cannot start the commit thread";
         return NULL;
     }
-    if (accept_start(h) < 0) {
+    if (http_accept_start(h) < 0) {
         cf_http_stop(h);
         *ret_err = "cannot start the HTTP accept thread";
         return NULL;
     }
-    if (pthread_create(&h->reaper, NULL, reaper_main, h) != 0) {
+    if (pthread_create(&h->reaper, NULL, http_reaper_main, h) != 0) {
         cf_http_stop(h);
         *ret_err = "cannot start the request deadline thread";
         return NULL;
@@ -603,8 +603,8 @@ void cf_http_stop(cf_http *h)
     /* No new connections; then parked requests are committed and resumed:
      * MHD must not stop with suspended connections, and their events are
      * logged. */
-    accept_stop(h);
-    park_stop(h);
+    http_accept_stop(h);
+    http_park_stop(h);
     if (h->daemon)
         MHD_stop_daemon(h->daemon);   /* every CLOSED notification has run */
     if (h->reaper_started) {

@@ -22,7 +22,7 @@
 /* Pending connections the kernel queues for us (libmicrohttpd's default). */
 #define ACCEPT_BACKLOG SOMAXCONN
 
-int accept_listen(cf_http *h, const struct sockaddr *sa, socklen_t len)
+int http_accept_listen(cf_http *h, const struct sockaddr *sa, socklen_t len)
 {
     int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0)
@@ -47,7 +47,7 @@ int accept_listen(cf_http *h, const struct sockaddr *sa, socklen_t len)
  * until shedding or a timeout frees a slot, instead of being accepted and
  * reset, and open sockets stay within the descriptors set aside for them.
  * A connection counts from here: in n_handed until its worker starts it
- * (notify_connection moves it to n_conns) or libmicrohttpd refuses it at
+ * (http_notify_connection moves it to n_conns) or libmicrohttpd refuses it at
  * once (handed_back); libmicrohttpd 0.9.75 makes its limit and per-IP
  * checks in MHD_add_connection itself, so only an allocation failure in
  * the worker could drop one uncounted. False when stopping. */
@@ -105,7 +105,7 @@ static void *accept_main(void *arg)
     return NULL;
 }
 
-int accept_start(cf_http *h)
+int http_accept_start(cf_http *h)
 {
     if (pthread_create(&h->acceptor, NULL, accept_main, h) != 0)
         return -EAGAIN;
@@ -113,7 +113,7 @@ int accept_start(cf_http *h)
     return 0;
 }
 
-void accept_stop(cf_http *h)
+void http_accept_stop(cf_http *h)
 {
     if (h->accept_started) {
         pthread_mutex_lock(&h->reaper_mu);

@@ -20,11 +20,11 @@ static bool token_equal(const char *a, size_t an, const char *b, size_t bn)
     return diff == 0;
 }
 
-bool authorized(struct MHD_Connection *c, const char *token)
+bool http_authorized(struct MHD_Connection *c, const char *token)
 {
     if (!token[0])
         return true;
-    const char *auth = header(c, MHD_HTTP_HEADER_AUTHORIZATION);
+    const char *auth = http_header(c, MHD_HTTP_HEADER_AUTHORIZATION);
     if (!auth || strncasecmp(auth, "Bearer ", 7) != 0)
         return false;
     const char *t = auth + 7;
@@ -36,12 +36,12 @@ bool authorized(struct MHD_Connection *c, const char *token)
     return token_equal(t, tn, token, strlen(token));
 }
 
-enum MHD_Result send_unauthorized(request *rq, struct MHD_Connection *c, bool had_header)
+enum MHD_Result http_send_unauthorized(request *rq, struct MHD_Connection *c, bool had_header)
 {
     const extra_header h[] = {{MHD_HTTP_HEADER_WWW_AUTHENTICATE,
                                had_header ? "Bearer realm=\"clickflow\", error=\"invalid_token\""
                                           : "Bearer realm=\"clickflow\""}};
-    return send_error_h(rq, c, MHD_HTTP_UNAUTHORIZED,
+    return http_send_error_h(rq, c, MHD_HTTP_UNAUTHORIZED,
                         had_header ? "invalid bearer token" : "missing bearer token", h, 1);
 }
 
@@ -70,12 +70,12 @@ static bool listed(const char *list, const char *host, size_t n)
     return false;
 }
 
-bool host_allowed(const cf_http *h, struct MHD_Connection *c)
+bool http_host_allowed(const cf_http *h, struct MHD_Connection *c)
 {
     const cf_config *cfg = &h->cfg;
     if (!cfg->allowed_hosts[0] && !bound_to_loopback(cfg->bind))
         return true;
-    const char *hdr = header(c, MHD_HTTP_HEADER_HOST);
+    const char *hdr = http_header(c, MHD_HTTP_HEADER_HOST);
     if (!hdr)
         return true;   /* HTTP/1.0: no browser sends a request without Host */
     size_t n;
@@ -99,9 +99,9 @@ bool host_allowed(const cf_http *h, struct MHD_Connection *c)
     return false;
 }
 
-enum MHD_Result send_wrong_host(request *rq, struct MHD_Connection *c)
+enum MHD_Result http_send_wrong_host(request *rq, struct MHD_Connection *c)
 {
-    return send_error(rq, c, MHD_HTTP_FORBIDDEN,
+    return http_send_error(rq, c, MHD_HTTP_FORBIDDEN,
                       "the Host header names a host this server does not answer to: list it with "
                       "--allowed-host (a guard against DNS rebinding)");
 }

@@ -12,7 +12,7 @@
 #define REAPER_PERIOD_MS 200
 
 /* Takes n more bytes of the body budget for this request. */
-bool budget_take(cf_http *h, request *rq, size_t n)
+bool http_budget_take(cf_http *h, request *rq, size_t n)
 {
     if (!cf_body_budget_take(h->budget, rq->stripe, n))
         return false;
@@ -20,7 +20,7 @@ bool budget_take(cf_http *h, request *rq, size_t n)
     return true;
 }
 
-void budget_release(cf_http *h, request *rq)
+void http_budget_release(cf_http *h, request *rq)
 {
     if (!rq->reserved)
         return;
@@ -28,7 +28,7 @@ void budget_release(cf_http *h, request *rq)
     rq->reserved = 0;
 }
 
-unsigned connection_stripe(struct MHD_Connection *c)
+unsigned http_connection_stripe(struct MHD_Connection *c)
 {
     const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
     return cf_body_budget_slot(ci ? ci->client_addr : NULL);
@@ -64,7 +64,7 @@ static enum MHD_Result framing_header(void *cls, enum MHD_ValueKind kind, const 
  * (request smuggling). libmicrohttpd 0.9.75 accepts both; we refuse them
  * and close the connection. Returns the reason, or NULL when the framing is
  * sound. O(headers). */
-const char *framing_error(struct MHD_Connection *c)
+const char *http_framing_error(struct MHD_Connection *c)
 {
     framing f = {0, false, false, NULL};
     MHD_get_connection_values(c, MHD_HEADER_KIND, framing_header, &f);
@@ -80,7 +80,7 @@ const char *framing_error(struct MHD_Connection *c)
  * decoded path and query values (so "/index.html%00.js" would be served as
  * "/index.html", and a page_url or user_id would match a truncated key);
  * refusing the request is the only answer that cannot be misread. O(n). */
-bool target_clean(const char *uri)
+bool http_target_clean(const char *uri)
 {
     for (const unsigned char *p = (const unsigned char *)uri; *p; p++) {
         if (*p < 0x20 || *p == 0x7f)
@@ -93,15 +93,15 @@ bool target_clean(const char *uri)
 
 /* Answers 400 and makes libmicrohttpd close the connection after it: the
  * request's framing cannot be trusted, so neither can whatever follows. */
-enum MHD_Result send_bad_framing(request *rq, struct MHD_Connection *c, const char *msg)
+enum MHD_Result http_send_bad_framing(request *rq, struct MHD_Connection *c, const char *msg)
 {
     static const extra_header close_hdr[] = {{MHD_HTTP_HEADER_CONNECTION, "close"}};
-    return send_error_h(rq, c, MHD_HTTP_BAD_REQUEST, msg, close_hdr, 1);
+    return http_send_error_h(rq, c, MHD_HTTP_BAD_REQUEST, msg, close_hdr, 1);
 }
 
 /* Caps MHD's inactivity timeout by what is left of the request deadline,
  * so a client that trickles bytes cannot outlive the deadline by much. */
-void apply_deadline(request *rq, struct MHD_Connection *c, int64_t left_ms)
+void http_apply_deadline(request *rq, struct MHD_Connection *c, int64_t left_ms)
 {
     int64_t t = rq->h->cfg.connection_timeout_ms;
     if (left_ms < t)
@@ -157,7 +157,7 @@ static void cut_locked(cf_http *h, conn_entry *e)
     shutdown(e->fd, SHUT_RDWR);
 }
 
-void notify_connection(void *cls, struct MHD_Connection *c, void **socket_context,
+void http_notify_connection(void *cls, struct MHD_Connection *c, void **socket_context,
                        enum MHD_ConnectionNotificationCode code)
 {
     cf_http *h = cls;
@@ -167,7 +167,7 @@ void notify_connection(void *cls, struct MHD_Connection *c, void **socket_contex
         if (!e)
             return;   /* not watched: MHD's inactivity timeout still applies */
         e->fd = ci->connect_fd;
-        e->stripe = connection_stripe(c);
+        e->stripe = http_connection_stripe(c);
         int64_t now = mono_ms();
         atomic_store(&e->since_ms, now);
         atomic_store(&e->phase, PHASE_WAITING);
@@ -225,7 +225,7 @@ void notify_connection(void *cls, struct MHD_Connection *c, void **socket_contex
 
 /* Every REAPER_PERIOD_MS: hang up on connections past their deadline.
  * O(connections) per pass. */
-void *reaper_main(void *arg)
+void *http_reaper_main(void *arg)
 {
     cf_http *h = arg;
     pthread_mutex_lock(&h->reaper_mu);
@@ -239,10 +239,10 @@ void *reaper_main(void *arg)
             }
         }
         /* Outside reaper_mu: resuming takes libmicrohttpd's own locks,
-         * and MHD calls notify_connection (which takes reaper_mu) from its
+         * and MHD calls http_notify_connection (which takes reaper_mu) from its
          * threads. */
         pthread_mutex_unlock(&h->reaper_mu);
-        park_expire(h, now);
+        http_park_expire(h, now);
         pthread_mutex_lock(&h->reaper_mu);
         if (h->reaper_stop)
             break;

@@ -90,8 +90,8 @@ static enum MHD_Result handle_trending(request *rq, struct MHD_Connection *c)
 {
     size_t n;
     if (!query_uint(c, "n", 1, TRENDING_N_MAX, TRENDING_N_DEFAULT, &n))
-        return send_error(rq, c, MHD_HTTP_BAD_REQUEST, "n must be an integer from 1 to 1000");
-    return send_json(rq, c, MHD_HTTP_OK, cf_engine_trending(rq->h->engine, n), NULL, 0);
+        return http_send_error(rq, c, MHD_HTTP_BAD_REQUEST, "n must be an integer from 1 to 1000");
+    return http_send_json(rq, c, MHD_HTTP_OK, cf_engine_trending(rq->h->engine, n), NULL, 0);
 }
 
 static bool query_limit(struct MHD_Connection *c, size_t *ret)
@@ -132,7 +132,7 @@ static enum MHD_Result handle_windows(request *rq, struct MHD_Connection *c)
         else if (strcmp(type, "sliding") == 0)
             q.type = CF_WINDOW_SLIDING;
         else
-            return send_error(rq, c, MHD_HTTP_BAD_REQUEST, "type must be tumbling or sliding");
+            return http_send_error(rq, c, MHD_HTTP_BAD_REQUEST, "type must be tumbling or sliding");
     }
     const char *state = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "state");
     if (state) {
@@ -141,27 +141,27 @@ static enum MHD_Result handle_windows(request *rq, struct MHD_Connection *c)
         else if (strcmp(state, "closed") == 0)
             q.state = 1;
         else
-            return send_error(rq, c, MHD_HTTP_BAD_REQUEST, "state must be open or closed");
+            return http_send_error(rq, c, MHD_HTTP_BAD_REQUEST, "state must be open or closed");
     }
     const char *page = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "page_url");
     if (page) {
         size_t pn = strlen(page);
         if (pn == 0 || pn > CF_PAGE_URL_MAX || !cf_utf8_valid(page, pn))
-            return send_error(rq, c, MHD_HTTP_BAD_REQUEST,
+            return http_send_error(rq, c, MHD_HTTP_BAD_REQUEST,
                               "page_url must be 1 to 2048 bytes of valid UTF-8");
         q.page_url = page;
     }
     if (!query_limit(c, &q.limit))
-        return send_error(rq, c, MHD_HTTP_BAD_REQUEST, LIMIT_ERROR);
+        return http_send_error(rq, c, MHD_HTTP_BAD_REQUEST, LIMIT_ERROR);
     /* A time range also reads history.db (SPEC 16). */
     bool has_from, has_to;
     q.from = INT64_MIN;
     q.to = INT64_MAX;
     if (!query_time(c, "from", &q.from, &has_from) || !query_time(c, "to", &q.to, &has_to) ||
         q.from > q.to)
-        return send_error(rq, c, MHD_HTTP_BAD_REQUEST, RANGE_ERROR);
+        return http_send_error(rq, c, MHD_HTTP_BAD_REQUEST, RANGE_ERROR);
     q.ranged = has_from || has_to;
-    return send_json(rq, c, MHD_HTTP_OK, cf_engine_windows(rq->h->engine, &q), NULL, 0);
+    return http_send_json(rq, c, MHD_HTTP_OK, cf_engine_windows(rq->h->engine, &q), NULL, 0);
 }
 
 /* GET /api/v1/views/{name}/rollup?from=&to=&step=1h|1d (SPEC 16). */
@@ -172,40 +172,40 @@ static enum MHD_Result handle_rollup(request *rq, struct MHD_Connection *c)
     char view[CF_HISTORY_VIEW_MAX + 1];
     long vn = n <= CF_HISTORY_VIEW_MAX ? percent_decode(p, n, view) : -1;
     if (vn <= 0)
-        return send_error(rq, c, MHD_HTTP_BAD_REQUEST, "unknown view");
+        return http_send_error(rq, c, MHD_HTTP_BAD_REQUEST, "unknown view");
     view[vn] = '\0';
     int64_t from, to, step;
     bool has_from, has_to;
     if (!query_time(c, "from", &from, &has_from) || !query_time(c, "to", &to, &has_to) ||
         !has_from || !has_to || from > to)
-        return send_error(rq, c, MHD_HTTP_BAD_REQUEST, RANGE_ERROR " (both required)");
+        return http_send_error(rq, c, MHD_HTTP_BAD_REQUEST, RANGE_ERROR " (both required)");
     const char *st = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "step");
     if (st && strcmp(st, "1h") == 0)
         step = 3600000;
     else if (st && strcmp(st, "1d") == 0)
         step = 86400000;
     else
-        return send_error(rq, c, MHD_HTTP_BAD_REQUEST, "step must be 1h or 1d");
+        return http_send_error(rq, c, MHD_HTTP_BAD_REQUEST, "step must be 1h or 1d");
     /* The answer has at most one item per step. */
     if ((to - from) / step > ROLLUP_STEPS_MAX)
-        return send_error(rq, c, MHD_HTTP_BAD_REQUEST, "from..to spans more than 100000 steps");
+        return http_send_error(rq, c, MHD_HTTP_BAD_REQUEST, "from..to spans more than 100000 steps");
     cJSON *out = NULL;
     char why[512] = "";
     int rc = cf_engine_rollup(rq->h->engine, view, from, to, step, &out, why, sizeof why);
     /* A user view with a column that cannot be summed (docs/API.md). */
     if (rc == -EDOM)
-        return send_error(rq, c, MHD_HTTP_BAD_REQUEST, why);
+        return http_send_error(rq, c, MHD_HTTP_BAD_REQUEST, why);
     if (rc == -ENOENT || rc == -EINVAL)
-        return send_error(rq, c, MHD_HTTP_BAD_REQUEST, rc == -ENOENT ? "unknown view" : RANGE_ERROR);
+        return http_send_error(rq, c, MHD_HTTP_BAD_REQUEST, rc == -ENOENT ? "unknown view" : RANGE_ERROR);
     if (rc == -ENOTSUP)
-        return send_error(rq, c, MHD_HTTP_NOT_FOUND, "history is off (--history off or no --data-dir)");
+        return http_send_error(rq, c, MHD_HTTP_NOT_FOUND, "history is off (--history off or no --data-dir)");
     /* Bounded work per request: too many hours not yet pre-aggregated. */
     if (rc == -EAGAIN)
-        return send_error(rq, c, MHD_HTTP_SERVICE_UNAVAILABLE,
+        return http_send_error(rq, c, MHD_HTTP_SERVICE_UNAVAILABLE,
                           "rollup hours of this range are still being rebuilt; retry shortly");
     if (rc < 0)
-        return send_error(rq, c, MHD_HTTP_INTERNAL_SERVER_ERROR, "history.db could not be read");
-    return send_json(rq, c, MHD_HTTP_OK, out, NULL, 0);
+        return http_send_error(rq, c, MHD_HTTP_INTERNAL_SERVER_ERROR, "history.db could not be read");
+    return http_send_json(rq, c, MHD_HTTP_OK, out, NULL, 0);
 }
 
 static enum MHD_Result handle_user_sessions(request *rq, struct MHD_Connection *c)
@@ -218,9 +218,9 @@ static enum MHD_Result handle_user_sessions(request *rq, struct MHD_Connection *
     long un = percent_decode(p, n, user);
     enum MHD_Result r;
     if (un <= 0 || (size_t)un > CF_USER_ID_MAX || !cf_utf8_valid(user, (size_t)un))
-        r = send_error(rq, c, MHD_HTTP_BAD_REQUEST, "user_id must be 1 to 256 bytes of valid UTF-8");
+        r = http_send_error(rq, c, MHD_HTTP_BAD_REQUEST, "user_id must be 1 to 256 bytes of valid UTF-8");
     else
-        r = send_json(rq, c, MHD_HTTP_OK, cf_engine_user_sessions(rq->h->engine, user, (size_t)un), NULL, 0);
+        r = http_send_json(rq, c, MHD_HTTP_OK, cf_engine_user_sessions(rq->h->engine, user, (size_t)un), NULL, 0);
     free(user);
     return r;
 }
@@ -291,18 +291,18 @@ static enum MHD_Result handle_metrics(request *rq, struct MHD_Connection *c)
     append_http_metrics(rq->h, &out);
     if (out.oom) {
         cf_buf_free(&out);
-        return send_unavailable(rq, c, "out of memory");
+        return http_send_unavailable(rq, c, "out of memory");
     }
     struct MHD_Response *resp;
     if (out.len == 0) {
         cf_buf_free(&out);
         resp = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
     } else {
-        resp = MHD_create_response_from_buffer_with_free_callback(out.len, out.data, free_cb);
+        resp = MHD_create_response_from_buffer_with_free_callback(out.len, out.data, http_free_cb);
         if (!resp)
             cf_buf_free(&out);
     }
-    return send_response(rq, c, MHD_HTTP_OK, resp, "text/plain; version=0.0.4; charset=utf-8", NULL, 0);
+    return http_send_response(rq, c, MHD_HTTP_OK, resp, "text/plain; version=0.0.4; charset=utf-8", NULL, 0);
 }
 
 /* Parses a port number 1..65535 of n bytes; 0 when invalid. */
@@ -327,18 +327,18 @@ static void ws_endpoint(request *rq, struct MHD_Connection *c, unsigned *ret_por
 {
     *ret_port = rq->h->cfg.ws_port;
     *ret_path = "/";
-    const char *proto = header(c, "X-Forwarded-Proto");
+    const char *proto = http_header(c, "X-Forwarded-Proto");
     if (!proto)
         return;
     bool https = strncasecmp(proto, "https", 5) == 0;
     unsigned port = 0;
-    const char *fp = header(c, "X-Forwarded-Port");
+    const char *fp = http_header(c, "X-Forwarded-Port");
     if (fp)
         port = parse_port(fp, strlen(fp));
     if (!port) {
-        const char *host = header(c, "X-Forwarded-Host");
+        const char *host = http_header(c, "X-Forwarded-Host");
         if (!host)
-            host = header(c, MHD_HTTP_HEADER_HOST);
+            host = http_header(c, MHD_HTTP_HEADER_HOST);
         const char *colon = host ? strrchr(host, ':') : NULL;
         if (colon && !strchr(colon, ']'))
             port = parse_port(colon + 1, strlen(colon + 1));
@@ -360,11 +360,11 @@ static enum MHD_Result handle_info(request *rq, struct MHD_Connection *c)
         cJSON_Delete(o);
         return MHD_NO;
     }
-    return send_json(rq, c, MHD_HTTP_OK, o, NULL, 0);
+    return http_send_json(rq, c, MHD_HTTP_OK, o, NULL, 0);
 }
 
 /* GET or DELETE /api/v1/tables/{name}/rows/{key}. */
-enum MHD_Result handle_table_row(request *rq, struct MHD_Connection *c, bool del)
+enum MHD_Result http_handle_table_row(request *rq, struct MHD_Connection *c, bool del)
 {
     cJSON *row = NULL;
     const char *why = NULL;
@@ -373,32 +373,32 @@ enum MHD_Result handle_table_row(request *rq, struct MHD_Connection *c, bool del
     case 0:
         if (del) {
             static const char ok[] = "{\"deleted\":1}";
-            return send_static(rq, c, MHD_HTTP_OK, "application/json", ok, sizeof ok - 1, NULL, 0);
+            return http_send_static(rq, c, MHD_HTTP_OK, "application/json", ok, sizeof ok - 1, NULL, 0);
         }
-        return send_json(rq, c, MHD_HTTP_OK, row, NULL, 0);
+        return http_send_json(rq, c, MHD_HTTP_OK, row, NULL, 0);
     case -ENOENT:
-        return send_error(rq, c, MHD_HTTP_NOT_FOUND, "no table of that name");
+        return http_send_error(rq, c, MHD_HTTP_NOT_FOUND, "no table of that name");
     case -ESRCH:
-        return send_error(rq, c, MHD_HTTP_NOT_FOUND, "no row with that key");
+        return http_send_error(rq, c, MHD_HTTP_NOT_FOUND, "no row with that key");
     case -EINVAL:
-        return send_error(rq, c, MHD_HTTP_BAD_REQUEST, why ? why : "bad key");
+        return http_send_error(rq, c, MHD_HTTP_BAD_REQUEST, why ? why : "bad key");
     case -EAGAIN:
-        return send_unavailable(rq, c, "server busy, retry later");
+        return http_send_unavailable(rq, c, "server busy, retry later");
     case -ESHUTDOWN:
-        return send_unavailable(rq, c, "server is shutting down");
+        return http_send_unavailable(rq, c, "server is shutting down");
     default:
-        return send_unavailable(rq, c, r == -EIO ? "storage failure: not applied" : "out of memory");
+        return http_send_unavailable(rq, c, r == -EIO ? "storage failure: not applied" : "out of memory");
     }
 }
 
-enum MHD_Result handle_get(request *rq, struct MHD_Connection *c)
+enum MHD_Result http_handle_get(request *rq, struct MHD_Connection *c)
 {
     cf_engine *e = rq->h->engine;
     size_t limit;
     /* The engine answers queries once recovery is done (the shards run). */
     bool asks_engine = rq->rt != R_HEALTHZ && rq->rt != R_READYZ && rq->rt != R_INFO && rq->rt != R_SITES;
     if (asks_engine && !cf_engine_ready(e))
-        return send_unavailable(rq, c, "not ready: recovery in progress, retry later");
+        return http_send_unavailable(rq, c, "not ready: recovery in progress, retry later");
     switch (rq->rt) {
     case R_TRENDING:
         return handle_trending(rq, c);
@@ -406,53 +406,53 @@ enum MHD_Result handle_get(request *rq, struct MHD_Connection *c)
         return handle_windows(rq, c);
     case R_LATE:
         if (!query_limit(c, &limit))
-            return send_error(rq, c, MHD_HTTP_BAD_REQUEST, LIMIT_ERROR);
-        return send_json(rq, c, MHD_HTTP_OK, cf_engine_late(e, limit), NULL, 0);
+            return http_send_error(rq, c, MHD_HTTP_BAD_REQUEST, LIMIT_ERROR);
+        return http_send_json(rq, c, MHD_HTTP_OK, cf_engine_late(e, limit), NULL, 0);
     case R_SESSIONS:
         if (!query_limit(c, &limit))
-            return send_error(rq, c, MHD_HTTP_BAD_REQUEST, LIMIT_ERROR);
-        return send_json(rq, c, MHD_HTTP_OK, cf_engine_sessions(e, limit), NULL, 0);
+            return http_send_error(rq, c, MHD_HTTP_BAD_REQUEST, LIMIT_ERROR);
+        return http_send_json(rq, c, MHD_HTTP_OK, cf_engine_sessions(e, limit), NULL, 0);
     case R_USER_SESSIONS:
         return handle_user_sessions(rq, c);
     case R_VIEW_ROLLUP:
         return handle_rollup(rq, c);
     case R_STATS:
-        return send_json(rq, c, MHD_HTTP_OK, cf_engine_stats(e), NULL, 0);
+        return http_send_json(rq, c, MHD_HTTP_OK, cf_engine_stats(e), NULL, 0);
     case R_CLICK_EVENTS:
         if (!query_limit(c, &limit))
-            return send_error(rq, c, MHD_HTTP_BAD_REQUEST, LIMIT_ERROR);
-        return send_json(rq, c, MHD_HTTP_OK, cf_engine_events(e, limit), NULL, 0);
+            return http_send_error(rq, c, MHD_HTTP_BAD_REQUEST, LIMIT_ERROR);
+        return http_send_json(rq, c, MHD_HTTP_OK, cf_engine_events(e, limit), NULL, 0);
     case R_INFO:
         return handle_info(rq, c);
     case R_VIEWS:
-        return send_json(rq, c, MHD_HTTP_OK, cf_engine_sql_views(e), NULL, 0);
+        return http_send_json(rq, c, MHD_HTTP_OK, cf_engine_sql_views(e), NULL, 0);
     case R_STREAMS:
-        return send_json(rq, c, MHD_HTTP_OK, cf_engine_sql_streams(e), NULL, 0);
+        return http_send_json(rq, c, MHD_HTTP_OK, cf_engine_sql_streams(e), NULL, 0);
     case R_TABLES:
-        return send_json(rq, c, MHD_HTTP_OK, cf_engine_tables(e), NULL, 0);
+        return http_send_json(rq, c, MHD_HTTP_OK, cf_engine_tables(e), NULL, 0);
     case R_TABLE_ROW:
-        return handle_table_row(rq, c, false);
+        return http_handle_table_row(rq, c, false);
     case R_SITES:
-        return send_json(rq, c, MHD_HTTP_OK, cf_compat_http_sites_json(rq->h->compat), NULL, 0);
+        return http_send_json(rq, c, MHD_HTTP_OK, cf_compat_http_sites_json(rq->h->compat), NULL, 0);
     case R_METRICS:
         return handle_metrics(rq, c);
     case R_HEALTHZ: {
         static const char ok[] = "{\"status\":\"ok\"}";
-        return send_static(rq, c, MHD_HTTP_OK, "application/json", ok, sizeof ok - 1, NULL, 0);
+        return http_send_static(rq, c, MHD_HTTP_OK, "application/json", ok, sizeof ok - 1, NULL, 0);
     }
     case R_READYZ: {
         static const char ready[] = "{\"status\":\"ready\"}";
         if (cf_engine_ready(e))
-            return send_static(rq, c, MHD_HTTP_OK, "application/json", ready, sizeof ready - 1, NULL, 0);
-        return send_unavailable(rq, c, "not ready: recovery in progress");
+            return http_send_static(rq, c, MHD_HTTP_OK, "application/json", ready, sizeof ready - 1, NULL, 0);
+        return http_send_unavailable(rq, c, "not ready: recovery in progress");
     }
     default:
         break;
     }
-    return send_error(rq, c, MHD_HTTP_NOT_FOUND, "not found");
+    return http_send_error(rq, c, MHD_HTTP_NOT_FOUND, "not found");
 }
 
-bool asset_exists(const char *url)
+bool http_asset_exists(const char *url)
 {
     const unsigned char *data;
     size_t len;
@@ -460,18 +460,18 @@ bool asset_exists(const char *url)
     return strncmp(url, "/api/", 5) != 0 && cf_asset_find(url, &data, &len, &ctype);
 }
 
-enum MHD_Result handle_asset(request *rq, struct MHD_Connection *c, const char *url, const char *method)
+enum MHD_Result http_handle_asset(request *rq, struct MHD_Connection *c, const char *url, const char *method)
 {
     const unsigned char *data;
     size_t len;
     const char *ctype;
     bool api = strncmp(url, "/api/", 5) == 0 || strcmp(url, "/api") == 0;
     if (api || !cf_asset_find(url, &data, &len, &ctype))
-        return send_error(rq, c, MHD_HTTP_NOT_FOUND, "not found");
+        return http_send_error(rq, c, MHD_HTTP_NOT_FOUND, "not found");
     bool is_get = strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
     if (!is_get) {
         static const extra_header allow[] = {{MHD_HTTP_HEADER_ALLOW, "GET, HEAD"}};
-        return send_error_h(rq, c, MHD_HTTP_METHOD_NOT_ALLOWED, "method not allowed", allow, 1);
+        return http_send_error_h(rq, c, MHD_HTTP_METHOD_NOT_ALLOWED, "method not allowed", allow, 1);
     }
     /* The file names are not content-hashed: revalidate the page itself,
      * cache the rest briefly. */
@@ -480,5 +480,5 @@ enum MHD_Result handle_asset(request *rq, struct MHD_Connection *c, const char *
         {MHD_HTTP_HEADER_CACHE_CONTROL, page ? "no-cache" : "public, max-age=300"},
         {"Referrer-Policy", "no-referrer"},
     };
-    return send_static(rq, c, MHD_HTTP_OK, ctype, data, len, h, 2);
+    return http_send_static(rq, c, MHD_HTTP_OK, ctype, data, len, h, 2);
 }

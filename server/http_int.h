@@ -5,7 +5,7 @@
  *                cycle (uri_logger, access_handler, request_completed),
  *                routing, the CORS preflight
  *   http_accept.c  the listening socket and the thread accepting on it
- *   http_resp.c  the responses: send_response() and the helpers on it
+ *   http_resp.c  the responses: http_send_response() and the helpers on it
  *   http_auth.c  the bearer-token checks
  *   http_conn.c  the connection table: reaper, header and body-stall
  *                deadlines, shedding, the body budget, framing and URL checks
@@ -20,7 +20,7 @@
  * there, and the raw, still percent-encoded URI is kept); then access()
  * runs once with the headers, once per upload chunk and once at the end;
  * request_completed() frees the state. Every response goes through
- * send_response(), which adds the headers every answer carries.
+ * http_send_response(), which adds the headers every answer carries.
  *
  * The calls go one way: http.c -> http_conn.c, http_get.c, http_post.c ->
  * http_auth.c -> http_resp.c; nothing calls back up. */
@@ -126,7 +126,7 @@ struct cf_http {
     pthread_cond_t park_cv;
     struct request *parked;         /* (park_mu) oldest first */
     struct request *parked_tail;    /* (park_mu) */
-    bool park_stop;                 /* (park_mu) no new parking; drain and exit */
+    bool http_park_stop;                 /* (park_mu) no new parking; drain and exit */
     bool park_started;
     pthread_t park_thread;
     _Atomic unsigned n_parked;      /* gauge for /metrics */
@@ -230,70 +230,70 @@ static inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 
 /* ---- http_resp.c: responses --------------------------------------------- */
 
-const char *header(struct MHD_Connection *c, const char *name);
+const char *http_header(struct MHD_Connection *c, const char *name);
 /* The Access-Control-Allow-Origin value for this request's Origin, or NULL
  * when the origin is not allowed (or there is none). */
-const char *cors_allow(const cf_http *h, struct MHD_Connection *c);
+const char *http_cors_allow(const cf_http *h, struct MHD_Connection *c);
 /* Queues resp with the headers every answer carries, then drops our
  * reference. Takes ownership of resp (may be NULL after an allocation
  * failure: the connection is then closed). */
-enum MHD_Result send_response(request *rq, struct MHD_Connection *c, unsigned status,
+enum MHD_Result http_send_response(request *rq, struct MHD_Connection *c, unsigned status,
                               struct MHD_Response *resp, const char *ctype,
                               const extra_header *extra, size_t n_extra);
-void free_cb(void *p);
+void http_free_cb(void *p);
 /* Sends a cJSON document (consumed) as application/json. NULL json means
  * the engine could not answer (stopping or out of memory): 503. */
-enum MHD_Result send_json(request *rq, struct MHD_Connection *c, unsigned status, cJSON *json,
+enum MHD_Result http_send_json(request *rq, struct MHD_Connection *c, unsigned status, cJSON *json,
                           const extra_header *extra, size_t n_extra);
 /* Queues a shared, pre-built response (kept: not destroyed here) and
  * counts its status. */
-enum MHD_Result send_shared(request *rq, struct MHD_Connection *c, unsigned status, struct MHD_Response *resp);
+enum MHD_Result http_send_shared(request *rq, struct MHD_Connection *c, unsigned status, struct MHD_Response *resp);
 /* A pre-built application/json response of static text, with the headers
- * send_response adds when no CORS origin is configured; NULL on OOM. */
-struct MHD_Response *shared_json(const char *text);
+ * http_send_response adds when no CORS origin is configured; NULL on OOM. */
+struct MHD_Response *http_shared_json(const char *text);
 /* Sends malloc'd JSON text (consumed) as application/json. */
-enum MHD_Result send_json_text(request *rq, struct MHD_Connection *c, unsigned status, char *text, size_t len,
+enum MHD_Result http_send_json_text(request *rq, struct MHD_Connection *c, unsigned status, char *text, size_t len,
                                const extra_header *extra, size_t n_extra);
-enum MHD_Result send_error_h(request *rq, struct MHD_Connection *c, unsigned status, const char *msg,
+enum MHD_Result http_send_error_h(request *rq, struct MHD_Connection *c, unsigned status, const char *msg,
                              const extra_header *extra, size_t n_extra);
-enum MHD_Result send_error(request *rq, struct MHD_Connection *c, unsigned status, const char *msg);
-enum MHD_Result send_unavailable(request *rq, struct MHD_Connection *c, const char *msg);
-enum MHD_Result send_static(request *rq, struct MHD_Connection *c, unsigned status, const char *ctype,
+enum MHD_Result http_send_error(request *rq, struct MHD_Connection *c, unsigned status, const char *msg);
+enum MHD_Result http_send_unavailable(request *rq, struct MHD_Connection *c, const char *msg);
+enum MHD_Result http_send_static(request *rq, struct MHD_Connection *c, unsigned status, const char *ctype,
                             const void *data, size_t len, const extra_header *extra, size_t n_extra);
 
 /* ---- http_auth.c: bearer tokens ----------------------------------------- */
 
-bool authorized(struct MHD_Connection *c, const char *token);
+bool http_authorized(struct MHD_Connection *c, const char *token);
 /* False when the Host header names a host DNS rebinding could have pointed
- * here (docs/API.md "DNS rebinding"); answered with send_wrong_host. */
-bool host_allowed(const cf_http *h, struct MHD_Connection *c);
-enum MHD_Result send_wrong_host(request *rq, struct MHD_Connection *c);
-enum MHD_Result send_unauthorized(request *rq, struct MHD_Connection *c, bool had_header);
+ * here (docs/API.md "DNS rebinding"); answered with http_send_wrong_host. */
+bool http_host_allowed(const cf_http *h, struct MHD_Connection *c);
+enum MHD_Result http_send_wrong_host(request *rq, struct MHD_Connection *c);
+enum MHD_Result http_send_unauthorized(request *rq, struct MHD_Connection *c, bool had_header);
 
 /* ---- http_conn.c: connections, deadlines, body budget, framing ---------- */
 
 /* Takes n more bytes of the body budget for this request. */
-bool budget_take(cf_http *h, request *rq, size_t n);
-void budget_release(cf_http *h, request *rq);
-unsigned connection_stripe(struct MHD_Connection *c);
-const char *framing_error(struct MHD_Connection *c);
-bool target_clean(const char *uri);
-enum MHD_Result send_bad_framing(request *rq, struct MHD_Connection *c, const char *msg);
-void apply_deadline(request *rq, struct MHD_Connection *c, int64_t left_ms);
-void notify_connection(void *cls, struct MHD_Connection *c, void **socket_context,
+bool http_budget_take(cf_http *h, request *rq, size_t n);
+void http_budget_release(cf_http *h, request *rq);
+unsigned http_connection_stripe(struct MHD_Connection *c);
+const char *http_framing_error(struct MHD_Connection *c);
+bool http_target_clean(const char *uri);
+enum MHD_Result http_send_bad_framing(request *rq, struct MHD_Connection *c, const char *msg);
+void http_apply_deadline(request *rq, struct MHD_Connection *c, int64_t left_ms);
+void http_notify_connection(void *cls, struct MHD_Connection *c, void **socket_context,
                        enum MHD_ConnectionNotificationCode code);
-void *reaper_main(void *arg);
+void *http_reaper_main(void *arg);
 
 /* ---- http_accept.c: the listening socket and its accept thread ---------- */
 
 /* Binds and listens on sa (h->listen_fd). 0 or -errno. */
-int accept_listen(cf_http *h, const struct sockaddr *sa, socklen_t len);
+int http_accept_listen(cf_http *h, const struct sockaddr *sa, socklen_t len);
 /* Starts handing accepted connections to h->daemon (MHD_add_connection,
  * which spreads them over the worker threads). 0 or -EAGAIN. */
-int accept_start(cf_http *h);
+int http_accept_start(cf_http *h);
 /* Stops the thread and closes the socket (accepts a half-started h).
  * Before MHD_stop_daemon. */
-void accept_stop(cf_http *h);
+void http_accept_stop(cf_http *h);
 
 /* ---- http_park.c: requests waiting for their fsync ----------------------- */
 
@@ -305,36 +305,36 @@ void accept_stop(cf_http *h);
  * the answer kept in the request (park_answer). A parked request past its
  * deadline is resumed by the reaper and answered 503 (never a 202 before
  * durability). */
-int park_start(cf_http *h);
+int http_park_start(cf_http *h);
 /* Commits and resumes everything parked, refuses new parking (callers then
  * wait inline), joins the committer. Before MHD_stop_daemon. */
-void park_stop(cf_http *h);
+void http_park_stop(cf_http *h);
 /* Parks rq (called from access_handler, which must then return MHD_YES):
  * true when parked, false when the caller must wait inline (stopping). */
-bool park_request(cf_http *h, request *rq, struct MHD_Connection *c, int64_t upto);
+bool http_park_request(cf_http *h, request *rq, struct MHD_Connection *c, int64_t upto);
 /* The reaper's check: resumes parked requests past their deadline. */
-void park_expire(cf_http *h, int64_t now);
+void http_park_expire(cf_http *h, int64_t now);
 
 /* ---- http_get.c: GET endpoints and the dashboard's files ---------------- */
 
-enum MHD_Result handle_get(request *rq, struct MHD_Connection *c);
-bool asset_exists(const char *url);
-enum MHD_Result handle_asset(request *rq, struct MHD_Connection *c, const char *url, const char *method);
+enum MHD_Result http_handle_get(request *rq, struct MHD_Connection *c);
+bool http_asset_exists(const char *url);
+enum MHD_Result http_handle_asset(request *rq, struct MHD_Connection *c, const char *url, const char *method);
 
 /* ---- http_post.c: POST endpoints ---------------------------------------- */
 
-enum MHD_Result begin_post(request *rq, struct MHD_Connection *c);
-enum MHD_Result answer_query(request *rq, struct MHD_Connection *c, const char *text, size_t len);
-enum MHD_Result finish_events(request *rq, struct MHD_Connection *c, char *body, size_t len);
+enum MHD_Result http_begin_post(request *rq, struct MHD_Connection *c);
+enum MHD_Result http_answer_query(request *rq, struct MHD_Connection *c, const char *text, size_t len);
+enum MHD_Result http_finish_events(request *rq, struct MHD_Connection *c, char *body, size_t len);
 /* A parked POST /api/v1/events resumed: its 202, or the 503 of a failed or
  * late commit. */
-enum MHD_Result finish_parked(request *rq, struct MHD_Connection *c);
-enum MHD_Result finish_sql(request *rq, struct MHD_Connection *c, char *body, size_t len);
-enum MHD_Result finish_query(request *rq, struct MHD_Connection *c, char *body, size_t len);
-enum MHD_Result finish_compat(request *rq, struct MHD_Connection *c, char *body, size_t len);
-enum MHD_Result finish_stream_events(request *rq, struct MHD_Connection *c, char *body, size_t len);
-enum MHD_Result finish_watermark(request *rq, struct MHD_Connection *c, char *body, size_t len);
-enum MHD_Result finish_table_rows(request *rq, struct MHD_Connection *c, char *body, size_t len);
-enum MHD_Result handle_table_row(request *rq, struct MHD_Connection *c, bool del);
+enum MHD_Result http_finish_parked(request *rq, struct MHD_Connection *c);
+enum MHD_Result http_finish_sql(request *rq, struct MHD_Connection *c, char *body, size_t len);
+enum MHD_Result http_finish_query(request *rq, struct MHD_Connection *c, char *body, size_t len);
+enum MHD_Result http_finish_compat(request *rq, struct MHD_Connection *c, char *body, size_t len);
+enum MHD_Result http_finish_stream_events(request *rq, struct MHD_Connection *c, char *body, size_t len);
+enum MHD_Result http_finish_watermark(request *rq, struct MHD_Connection *c, char *body, size_t len);
+enum MHD_Result http_finish_table_rows(request *rq, struct MHD_Connection *c, char *body, size_t len);
+enum MHD_Result http_handle_table_row(request *rq, struct MHD_Connection *c, bool del);
 
 #endif

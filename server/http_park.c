@@ -40,9 +40,9 @@ static void *park_main(void *arg)
     cf_http *h = arg;
     pthread_mutex_lock(&h->park_mu);
     for (;;) {
-        while (!h->parked && !h->park_stop)
+        while (!h->parked && !h->http_park_stop)
             pthread_cond_wait(&h->park_cv, &h->park_mu);
-        if (!h->parked && h->park_stop)
+        if (!h->parked && h->http_park_stop)
             break;
         int64_t upto = 0;
         for (request *rq = h->parked; rq; rq = rq->park_next)
@@ -69,7 +69,7 @@ static void *park_main(void *arg)
     return NULL;
 }
 
-int park_start(cf_http *h)
+int http_park_start(cf_http *h)
 {
     if (pthread_create(&h->park_thread, NULL, park_main, h) != 0)
         return -EAGAIN;
@@ -77,22 +77,22 @@ int park_start(cf_http *h)
     return 0;
 }
 
-void park_stop(cf_http *h)
+void http_park_stop(cf_http *h)
 {
     if (!h->park_started)
         return;
     pthread_mutex_lock(&h->park_mu);
-    h->park_stop = true;
+    h->http_park_stop = true;
     pthread_cond_signal(&h->park_cv);
     pthread_mutex_unlock(&h->park_mu);
     pthread_join(h->park_thread, NULL);
     h->park_started = false;
 }
 
-bool park_request(cf_http *h, request *rq, struct MHD_Connection *c, int64_t upto)
+bool http_park_request(cf_http *h, request *rq, struct MHD_Connection *c, int64_t upto)
 {
     pthread_mutex_lock(&h->park_mu);
-    if (h->park_stop || !h->park_started) {
+    if (h->http_park_stop || !h->park_started) {
         pthread_mutex_unlock(&h->park_mu);
         return false;
     }
@@ -116,7 +116,7 @@ bool park_request(cf_http *h, request *rq, struct MHD_Connection *c, int64_t upt
     return true;
 }
 
-void park_expire(cf_http *h, int64_t now)
+void http_park_expire(cf_http *h, int64_t now)
 {
     pthread_mutex_lock(&h->park_mu);
     request *prev = NULL;

@@ -35,7 +35,7 @@ static bool sql_content_type(const char *ct)
 /* Checks made when the headers of a POST are in, before any body byte is
  * read: auth, media type and Content-Length. Queues the refusal, or returns
  * MHD_YES with nothing queued when the body should be read. */
-enum MHD_Result begin_post(request *rq, struct MHD_Connection *c)
+enum MHD_Result http_begin_post(request *rq, struct MHD_Connection *c)
 {
     const cf_config *cfg = &rq->h->cfg;
     if (rq->rt == R_SQL || rq->rt == R_QUERY) {
@@ -45,22 +45,22 @@ enum MHD_Result begin_post(request *rq, struct MHD_Connection *c)
         const char *token = rq->rt == R_QUERY     ? cfg->read_token
                             : cfg->admin_token[0] ? cfg->admin_token
                                                   : cfg->ingest_token;
-        if (!authorized(c, token))
-            return send_unauthorized(rq, c, header(c, MHD_HTTP_HEADER_AUTHORIZATION) != NULL);
-        const char *ct = header(c, MHD_HTTP_HEADER_CONTENT_TYPE);
+        if (!http_authorized(c, token))
+            return http_send_unauthorized(rq, c, http_header(c, MHD_HTTP_HEADER_AUTHORIZATION) != NULL);
+        const char *ct = http_header(c, MHD_HTTP_HEADER_CONTENT_TYPE);
         rq->query_json = rq->rt == R_QUERY && ct && strncasecmp(ct, "application/json", 16) == 0;
         if (!rq->query_json && !sql_content_type(ct))
-            return send_error(rq, c, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE,
+            return http_send_error(rq, c, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE,
                               rq->rt == R_QUERY
                                   ? "Content-Type must be text/plain, application/sql or application/json"
                                   : "Content-Type must be text/plain or application/sql");
         rq->body_limit = SQL_MAX_BODY;
     } else {
-        bool authed = authorized(c, cfg->ingest_token);
+        bool authed = http_authorized(c, cfg->ingest_token);
         rq->bearer = authed && cfg->ingest_token[0];
         /* Without Authorization, events may still come in with a site key
          * (SPEC 15); compat_http.c checks that once the body is read. */
-        if (!authed && rq->rt == R_EVENTS && !header(c, MHD_HTTP_HEADER_AUTHORIZATION) &&
+        if (!authed && rq->rt == R_EVENTS && !http_header(c, MHD_HTTP_HEADER_AUTHORIZATION) &&
             cf_compat_http_sites_any(rq->h->compat)) {
             rq->site_only = true;
             authed = true;
@@ -70,23 +70,23 @@ enum MHD_Result begin_post(request *rq, struct MHD_Connection *c)
              * The APIs take JSON in any content type (sendBeacon, text/plain). */
             rq->body_limit = cfg->max_body;
         } else if (!authed) {
-            return send_unauthorized(rq, c, header(c, MHD_HTTP_HEADER_AUTHORIZATION) != NULL);
+            return http_send_unauthorized(rq, c, http_header(c, MHD_HTTP_HEADER_AUTHORIZATION) != NULL);
         } else if (rq->rt == R_EVENTS || rq->rt == R_STREAM_EVENTS || rq->rt == R_TABLE_ROWS) {
-            if (cf_ingest_content_type(header(c, MHD_HTTP_HEADER_CONTENT_TYPE), &rq->fmt) < 0)
-                return send_error(rq, c, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE,
+            if (cf_ingest_content_type(http_header(c, MHD_HTTP_HEADER_CONTENT_TYPE), &rq->fmt) < 0)
+                return http_send_error(rq, c, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE,
                                   "Content-Type must be application/json, text/plain or application/x-ndjson");
             rq->body_limit = cfg->max_body;
         } else {
             rq->body_limit = WATERMARK_MAX_BODY;
         }
     }
-    const char *cl = header(c, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    const char *cl = http_header(c, MHD_HTTP_HEADER_CONTENT_LENGTH);
     if (cl) {
         char *end;
         errno = 0;
         unsigned long long v = strtoull(cl, &end, 10);
         if (errno == 0 && end != cl && v > rq->body_limit)
-            return send_error(rq, c, MHD_HTTP_CONTENT_TOO_LARGE,
+            return http_send_error(rq, c, MHD_HTTP_CONTENT_TOO_LARGE,
                               rq->rt == R_EVENTS ? "request body is larger than --max-body"
                                                  : "request body is too large");
         if (errno == 0 && end != cl && v > 0) {
@@ -95,7 +95,7 @@ enum MHD_Result begin_post(request *rq, struct MHD_Connection *c)
              * malloc maps lazily: untouched pages cost no memory. */
             size_t pre = (size_t)v + 1 < ((size_t)1 << 20) ? (size_t)v + 1 : ((size_t)1 << 20);
             if (cf_buf_reserve(&rq->body, pre) < 0)
-                return send_unavailable(rq, c, "out of memory");
+                return http_send_unavailable(rq, c, "out of memory");
         }
     }
     return MHD_YES;
@@ -112,9 +112,9 @@ static size_t site_headers(request *rq, struct MHD_Connection *c, unsigned retry
         snprintf(retry, 24, "%u", retry_after);
         h[n++] = (extra_header){MHD_HTTP_HEADER_RETRY_AFTER, retry};
     }
-    if (allow_origin && !cors_allow(rq->h, c)) {
-        h[n++] = (extra_header){"Access-Control-Allow-Origin", header(c, "Origin")};
-        if (rq->h->cfg.n_cors_origins == 0)   /* else send_response adds Vary */
+    if (allow_origin && !http_cors_allow(rq->h, c)) {
+        h[n++] = (extra_header){"Access-Control-Allow-Origin", http_header(c, "Origin")};
+        if (rq->h->cfg.n_cors_origins == 0)   /* else http_send_response adds Vary */
             h[n++] = (extra_header){MHD_HTTP_HEADER_VARY, "Origin"};
     }
     return n;
@@ -172,7 +172,7 @@ static struct MHD_Response *shared_answer(const cf_http *h, const cf_submit_resu
     return NULL;
 }
 
-enum MHD_Result finish_events(request *rq, struct MHD_Connection *c, char *body, size_t len)
+enum MHD_Result http_finish_events(request *rq, struct MHD_Connection *c, char *body, size_t len)
 {
     const cf_config *cfg = &rq->h->cfg;
     cf_ingest ig;
@@ -185,13 +185,13 @@ enum MHD_Result finish_events(request *rq, struct MHD_Connection *c, char *body,
     cf_site_gate gate;
     if (cf_compat_http_gate_events(rq->h->compat, c, rq->bearer, rq->site_only, rq->fmt == CF_BODY_NDJSON, body, len,
                                    &gate) < 0)
-        return send_unavailable(rq, c, "out of memory");
+        return http_send_unavailable(rq, c, "out of memory");
     char retry[24];
     extra_header gh[3];
     size_t ngh = site_headers(rq, c, gate.retry_after, gate.allow_origin, retry, gh);
     if (gate.status) {
         free(gate.body);
-        return send_error_h(rq, c, gate.status, gate.msg, gh, ngh);
+        return http_send_error_h(rq, c, gate.status, gate.msg, gh, ngh);
     }
     if (gate.body) {
         body = gate.body;
@@ -199,21 +199,21 @@ enum MHD_Result finish_events(request *rq, struct MHD_Connection *c, char *body,
     }
     int r = cf_ingest_parse(&ig, rq->fmt, body, len, cfg->max_batch, &lim, wall_ms(), &why);
     if (r == -EBADMSG) {
-        ret = send_error(rq, c, MHD_HTTP_BAD_REQUEST, why);
+        ret = http_send_error(rq, c, MHD_HTTP_BAD_REQUEST, why);
         goto out;
     }
     if (r == -E2BIG) {
-        ret = send_error(rq, c, MHD_HTTP_CONTENT_TOO_LARGE, why);
+        ret = http_send_error(rq, c, MHD_HTTP_CONTENT_TOO_LARGE, why);
         goto out;
     }
     if (r < 0) {
-        ret = send_unavailable(rq, c, "out of memory");
+        ret = http_send_unavailable(rq, c, "out of memory");
         goto out;
     }
     const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
-    if (cf_annotate_apply(rq->h->annotate, &ig, header(c, MHD_HTTP_HEADER_USER_AGENT),
-                          header(c, MHD_HTTP_HEADER_REFERER), ci ? ci->client_addr : NULL) < 0) {
-        ret = send_unavailable(rq, c, "out of memory");
+    if (cf_annotate_apply(rq->h->annotate, &ig, http_header(c, MHD_HTTP_HEADER_USER_AGENT),
+                          http_header(c, MHD_HTTP_HEADER_REFERER), ci ? ci->client_addr : NULL) < 0) {
+        ret = http_send_unavailable(rq, c, "out of memory");
         goto out;
     }
     cf_submit_result res = {0, 0};
@@ -226,7 +226,7 @@ enum MHD_Result finish_events(request *rq, struct MHD_Connection *c, char *body,
      * a request holding only rejected events must also wait for recovery: its
      * count would otherwise be neither logged nor in the recovered state. */
     if (ig.n_events == 0 && ig.rejected > 0 && !cf_engine_ready(rq->h->engine)) {
-        ret = send_unavailable(rq, c, "not ready: recovery in progress, retry later");
+        ret = http_send_unavailable(rq, c, "not ready: recovery in progress, retry later");
         goto out;
     }
     if (ig.n_events > 0) {
@@ -237,19 +237,19 @@ enum MHD_Result finish_events(request *rq, struct MHD_Connection *c, char *body,
         else
             r = cf_engine_submit(rq->h->engine, ig.events, ig.n_events, NULL, &res);
         if (r == -EINPROGRESS) {
-            ret = send_unavailable(rq, c, "not ready: recovery in progress, retry later");
+            ret = http_send_unavailable(rq, c, "not ready: recovery in progress, retry later");
             goto out;
         }
         if (r == -EAGAIN) {
-            ret = send_unavailable(rq, c, "server busy: ingest queues are full, retry later");
+            ret = http_send_unavailable(rq, c, "server busy: ingest queues are full, retry later");
             goto out;
         }
         if (r == -ESHUTDOWN) {
-            ret = send_unavailable(rq, c, "server is shutting down");
+            ret = http_send_unavailable(rq, c, "server is shutting down");
             goto out;
         }
         if (r < 0) {
-            ret = send_unavailable(rq, c, r == -EIO ? "storage failure: events not accepted"
+            ret = http_send_unavailable(rq, c, r == -EIO ? "storage failure: events not accepted"
                                                    : "events not accepted");
             goto out;
         }
@@ -272,26 +272,26 @@ enum MHD_Result finish_events(request *rq, struct MHD_Connection *c, char *body,
         rq->park_shared = shared;
         rq->park_retry_after = gate.retry_after;
         rq->park_allow_origin = gate.allow_origin;
-        if (park_request(rq->h, rq, c, upto)) {
+        if (http_park_request(rq->h, rq, c, upto)) {
             ret = MHD_YES;
             goto out;
         }
         rq->park_answer = NULL;
         if (cf_engine_commit(rq->h->engine, upto) < 0) {
             free(answer);
-            ret = send_unavailable(rq, c, "storage failure: events not accepted");
+            ret = http_send_unavailable(rq, c, "storage failure: events not accepted");
             goto out;
         }
     }
-    ret = shared ? send_shared(rq, c, MHD_HTTP_ACCEPTED, shared)
-                 : send_json_text(rq, c, MHD_HTTP_ACCEPTED, answer, alen, gh, ngh);
+    ret = shared ? http_send_shared(rq, c, MHD_HTTP_ACCEPTED, shared)
+                 : http_send_json_text(rq, c, MHD_HTTP_ACCEPTED, answer, alen, gh, ngh);
 out:
     cf_ingest_free(&ig);
     free(gate.body);
     return ret;
 }
 
-enum MHD_Result finish_parked(request *rq, struct MHD_Connection *c)
+enum MHD_Result http_finish_parked(request *rq, struct MHD_Connection *c)
 {
     char *o = rq->park_answer;
     rq->park_answer = NULL;
@@ -307,32 +307,32 @@ enum MHD_Result finish_parked(request *rq, struct MHD_Connection *c)
     }
     if (rq->park_rc < 0) {
         free(o);
-        return send_unavailable(rq, c, "storage failure: events not accepted");
+        return http_send_unavailable(rq, c, "storage failure: events not accepted");
     }
     if (rq->park_shared)
-        return send_shared(rq, c, MHD_HTTP_ACCEPTED, rq->park_shared);
+        return http_send_shared(rq, c, MHD_HTTP_ACCEPTED, rq->park_shared);
     char retry[24];
     extra_header gh[3];
     size_t ngh = site_headers(rq, c, rq->park_retry_after, rq->park_allow_origin, retry, gh);
-    return send_json_text(rq, c, MHD_HTTP_ACCEPTED, o, rq->park_answer_len, gh, ngh);
+    return http_send_json_text(rq, c, MHD_HTTP_ACCEPTED, o, rq->park_answer_len, gh, ngh);
 }
 
 static enum MHD_Result send_sql_error(request *rq, struct MHD_Connection *c, const sql_error *err);
 
-enum MHD_Result finish_sql(request *rq, struct MHD_Connection *c, char *body, size_t len)
+enum MHD_Result http_finish_sql(request *rq, struct MHD_Connection *c, char *body, size_t len)
 {
     cJSON *answer = NULL;
     sql_error err;
     int r = cf_engine_sql(rq->h->engine, body, len, false, &answer, &err);
     if (r == 0)
-        return send_json(rq, c, MHD_HTTP_OK, answer, NULL, 0);
+        return http_send_json(rq, c, MHD_HTTP_OK, answer, NULL, 0);
     if (r == -EINVAL)
         return send_sql_error(rq, c, &err);   /* SPEC 13: the problem and where it is */
     if (r == -ESHUTDOWN)
-        return send_unavailable(rq, c, "server is shutting down");
+        return http_send_unavailable(rq, c, "server is shutting down");
     if (r == -EAGAIN)
-        return send_unavailable(rq, c, "not ready: recovery in progress, retry later");
-    return send_unavailable(rq, c, r == -EIO ? "storage failure: statements not applied"
+        return http_send_unavailable(rq, c, "not ready: recovery in progress, retry later");
+    return http_send_unavailable(rq, c, r == -EIO ? "storage failure: statements not applied"
                                              : "out of memory: statements not applied");
 }
 
@@ -345,65 +345,65 @@ static enum MHD_Result send_sql_error(request *rq, struct MHD_Connection *c, con
         cJSON_Delete(o);
         return MHD_NO;
     }
-    return send_json(rq, c, MHD_HTTP_BAD_REQUEST, o, NULL, 0);
+    return http_send_json(rq, c, MHD_HTTP_BAD_REQUEST, o, NULL, 0);
 }
 
-enum MHD_Result answer_query(request *rq, struct MHD_Connection *c, const char *text, size_t len)
+enum MHD_Result http_answer_query(request *rq, struct MHD_Connection *c, const char *text, size_t len)
 {
     cJSON *answer = NULL;
     sql_error err;
     int r = cf_engine_query(rq->h->engine, text, len, &answer, &err);
     if (r == 0)
-        return send_json(rq, c, MHD_HTTP_OK, answer, NULL, 0);
+        return http_send_json(rq, c, MHD_HTTP_OK, answer, NULL, 0);
     if (r == -EINVAL)
         return send_sql_error(rq, c, &err);
     if (r == -EAGAIN)
-        return send_unavailable(rq, c, "not ready: recovery in progress, retry later");
+        return http_send_unavailable(rq, c, "not ready: recovery in progress, retry later");
     if (r == -ESHUTDOWN)
-        return send_unavailable(rq, c, "server is shutting down");
+        return http_send_unavailable(rq, c, "server is shutting down");
     /* A WINDOWSTART/WINDOWEND range over more stored results than one
      * answer reads (docs/API.md). */
     if (r == -E2BIG)
-        return send_error(rq, c, MHD_HTTP_BAD_REQUEST,
+        return http_send_error(rq, c, MHD_HTTP_BAD_REQUEST,
                           "the WINDOWSTART/WINDOWEND range holds more than 500000 stored results: "
                           "narrow it");
     if (r == -EIO)
-        return send_error(rq, c, MHD_HTTP_INTERNAL_SERVER_ERROR, "history.db could not be read");
-    return send_unavailable(rq, c, "out of memory: query not answered");
+        return http_send_error(rq, c, MHD_HTTP_INTERNAL_SERVER_ERROR, "history.db could not be read");
+    return http_send_unavailable(rq, c, "out of memory: query not answered");
 }
 
 /* POST /api/v1/query: the SQL as text, or JSON {"sql": "..."}. */
-enum MHD_Result finish_query(request *rq, struct MHD_Connection *c, char *body, size_t len)
+enum MHD_Result http_finish_query(request *rq, struct MHD_Connection *c, char *body, size_t len)
 {
     if (!rq->query_json)
-        return answer_query(rq, c, body, len);
+        return http_answer_query(rq, c, body, len);
     const char *end = NULL;
     cJSON *root = cJSON_ParseWithLengthOpts(body, len + 1, &end, 1);
     const cJSON *q = cJSON_IsObject(root) ? cJSON_GetObjectItemCaseSensitive(root, "sql") : NULL;
     if (!root || end != body + len || !cJSON_IsString(q)) {
         cJSON_Delete(root);
-        return send_error(rq, c, MHD_HTTP_BAD_REQUEST, "body must be {\"sql\": \"SELECT ...\"}");
+        return http_send_error(rq, c, MHD_HTTP_BAD_REQUEST, "body must be {\"sql\": \"SELECT ...\"}");
     }
-    enum MHD_Result ret = answer_query(rq, c, q->valuestring, strlen(q->valuestring));
+    enum MHD_Result ret = http_answer_query(rq, c, q->valuestring, strlen(q->valuestring));
     cJSON_Delete(root);
     return ret;
 }
 
 /* Sends what compat_http.c decided (its reply body is handed to MHD). */
-enum MHD_Result finish_compat(request *rq, struct MHD_Connection *c, char *body, size_t len)
+enum MHD_Result http_finish_compat(request *rq, struct MHD_Connection *c, char *body, size_t len)
 {
     cf_compat_reply r;
     if (cf_compat_http_handle(rq->h->compat, c, rq->compat_ep, body, len, &r) < 0)
-        return send_unavailable(rq, c, "out of memory");
+        return http_send_unavailable(rq, c, "out of memory");
     char retry[24];
     extra_header h[3];
     size_t n = site_headers(rq, c, r.retry_after, r.allow_origin, retry, h);
-    struct MHD_Response *resp = MHD_create_response_from_buffer_with_free_callback(r.len, r.body, free_cb);
+    struct MHD_Response *resp = MHD_create_response_from_buffer_with_free_callback(r.len, r.body, http_free_cb);
     if (!resp) {
         free(r.body);
         return MHD_NO;
     }
-    return send_response(rq, c, r.status, resp, r.ctype, h, n);
+    return http_send_response(rq, c, r.status, resp, r.ctype, h, n);
 }
 
 /* SPEC 3's answers for a batch of declared-stream events or table rows, given
@@ -416,17 +416,17 @@ static enum MHD_Result answer_batch(request *rq, struct MHD_Connection *c, int r
 {
     enum MHD_Result ret;
     if (r == -ENOENT) {
-        ret = send_error(rq, c, MHD_HTTP_NOT_FOUND, not_found);
+        ret = http_send_error(rq, c, MHD_HTTP_NOT_FOUND, not_found);
     } else if (r == -EBADMSG) {
-        ret = send_error(rq, c, MHD_HTTP_BAD_REQUEST, why ? why : "body is not JSON");
+        ret = http_send_error(rq, c, MHD_HTTP_BAD_REQUEST, why ? why : "body is not JSON");
     } else if (r == -E2BIG) {
-        ret = send_error(rq, c, MHD_HTTP_CONTENT_TOO_LARGE, too_many);
+        ret = http_send_error(rq, c, MHD_HTTP_CONTENT_TOO_LARGE, too_many);
     } else if (r == -EAGAIN) {
-        ret = send_unavailable(rq, c, "server busy, retry later");
+        ret = http_send_unavailable(rq, c, "server busy, retry later");
     } else if (r == -ESHUTDOWN) {
-        ret = send_unavailable(rq, c, "server is shutting down");
+        ret = http_send_unavailable(rq, c, "server is shutting down");
     } else if (r < 0) {
-        ret = send_unavailable(rq, c, r == -EIO ? not_stored : "out of memory");
+        ret = http_send_unavailable(rq, c, r == -EIO ? not_stored : "out of memory");
     } else {
         cJSON *o = cJSON_CreateObject();
         if (!o || !cJSON_AddNumberToObject(o, "accepted", (double)res->accepted) ||
@@ -438,14 +438,14 @@ static enum MHD_Result answer_batch(request *rq, struct MHD_Connection *c, int r
         }
         cJSON_AddItemToObject(o, "errors", b->errors);
         b->errors = NULL;
-        ret = send_json(rq, c, MHD_HTTP_ACCEPTED, o, NULL, 0);
+        ret = http_send_json(rq, c, MHD_HTTP_ACCEPTED, o, NULL, 0);
     }
     cf_stream_batch_free(b);
     return ret;
 }
 
 /* POST /api/v1/streams/{name}/events: SPEC 3's answers for a declared stream. */
-enum MHD_Result finish_stream_events(request *rq, struct MHD_Connection *c, char *body, size_t len)
+enum MHD_Result http_finish_stream_events(request *rq, struct MHD_Connection *c, char *body, size_t len)
 {
     cf_stream_batch b;
     memset(&b, 0, sizeof b);
@@ -460,7 +460,7 @@ enum MHD_Result finish_stream_events(request *rq, struct MHD_Connection *c, char
 
 /* POST /api/v1/tables/{name}/rows: SPEC 3's answers for a table's rows (an
  * upsert is never a duplicate: duplicates stays 0). */
-enum MHD_Result finish_table_rows(request *rq, struct MHD_Connection *c, char *body, size_t len)
+enum MHD_Result http_finish_table_rows(request *rq, struct MHD_Connection *c, char *body, size_t len)
 {
     cf_stream_batch b;
     memset(&b, 0, sizeof b);
@@ -473,13 +473,13 @@ enum MHD_Result finish_table_rows(request *rq, struct MHD_Connection *c, char *b
                         "storage failure: rows not applied");
 }
 
-enum MHD_Result finish_watermark(request *rq, struct MHD_Connection *c, char *body, size_t len)
+enum MHD_Result http_finish_watermark(request *rq, struct MHD_Connection *c, char *body, size_t len)
 {
     const char *end = NULL;
     cJSON *root = cJSON_ParseWithLengthOpts(body, len + 1, &end, 1);
     if (!root || end != body + len) {
         cJSON_Delete(root);
-        return send_error(rq, c, MHD_HTTP_BAD_REQUEST, "body is not valid JSON");
+        return http_send_error(rq, c, MHD_HTTP_BAD_REQUEST, "body is not valid JSON");
     }
     const cJSON *w = cJSON_IsObject(root) ? cJSON_GetObjectItemCaseSensitive(root, "watermark") : NULL;
     /* valueint saturates at INT_MAX: check the double instead (exact up to
@@ -487,20 +487,20 @@ enum MHD_Result finish_watermark(request *rq, struct MHD_Connection *c, char *bo
     double d = w && cJSON_IsNumber(w) ? w->valuedouble : NAN;
     cJSON_Delete(root);
     if (!(fabs(d) <= 9007199254740992.0) || d != floor(d))
-        return send_error(rq, c, MHD_HTTP_BAD_REQUEST,
+        return http_send_error(rq, c, MHD_HTTP_BAD_REQUEST,
                           "body must be {\"watermark\": <integer epoch milliseconds>}");
     int64_t wm = 0;
     int r = cf_engine_raise_watermark(rq->h->engine, (int64_t)d, &wm);
     if (r == -ESHUTDOWN)
-        return send_unavailable(rq, c, "server is shutting down");
+        return http_send_unavailable(rq, c, "server is shutting down");
     if (r == -EAGAIN)
-        return send_unavailable(rq, c, "server busy, retry later");
+        return http_send_unavailable(rq, c, "server busy, retry later");
     if (r < 0)
-        return send_unavailable(rq, c, r == -EIO ? "storage failure: watermark not raised" : "watermark not raised");
+        return http_send_unavailable(rq, c, r == -EIO ? "storage failure: watermark not raised" : "watermark not raised");
     cJSON *o = cJSON_CreateObject();
     if (!o || !cJSON_AddNumberToObject(o, "watermark", (double)wm)) {
         cJSON_Delete(o);
         return MHD_NO;
     }
-    return send_json(rq, c, MHD_HTTP_OK, o, NULL, 0);
+    return http_send_json(rq, c, MHD_HTTP_OK, o, NULL, 0);
 }

@@ -1,5 +1,5 @@
 /* http_resp: the responses of the HTTP server (http_int.h). Every answer
- * goes through send_response(), which adds the headers every answer
+ * goes through http_send_response(), which adds the headers every answer
  * carries (nosniff, CORS for --cors-origin) and counts it by status for
  * /metrics. */
 #include "http_int.h"
@@ -10,16 +10,16 @@
 
 #include "cf_jsonnum.h"
 
-const char *header(struct MHD_Connection *c, const char *name)
+const char *http_header(struct MHD_Connection *c, const char *name)
 {
     return MHD_lookup_connection_value(c, MHD_HEADER_KIND, name);
 }
 
 /* The Access-Control-Allow-Origin value for this request's Origin, or NULL
  * when the origin is not allowed (or there is none). */
-const char *cors_allow(const cf_http *h, struct MHD_Connection *c)
+const char *http_cors_allow(const cf_http *h, struct MHD_Connection *c)
 {
-    const char *origin = header(c, "Origin");
+    const char *origin = http_header(c, "Origin");
     if (!origin)
         return NULL;
     for (size_t i = 0; i < h->cfg.n_cors_origins; i++) {
@@ -43,7 +43,7 @@ static void count_status(cf_http *h, unsigned status)
 /* Queues resp with the headers every answer carries, then drops our
  * reference. Takes ownership of resp (may be NULL after an allocation
  * failure: the connection is then closed). */
-enum MHD_Result send_response(request *rq, struct MHD_Connection *c, unsigned status,
+enum MHD_Result http_send_response(request *rq, struct MHD_Connection *c, unsigned status,
                               struct MHD_Response *resp, const char *ctype,
                               const extra_header *extra, size_t n_extra)
 {
@@ -53,7 +53,7 @@ enum MHD_Result send_response(request *rq, struct MHD_Connection *c, unsigned st
         MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
     MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff");
     if (rq && rq->h->cfg.n_cors_origins > 0) {
-        const char *allow = cors_allow(rq->h, c);
+        const char *allow = http_cors_allow(rq->h, c);
         if (allow) {
             MHD_add_response_header(resp, "Access-Control-Allow-Origin", allow);
             MHD_add_response_header(resp, "Access-Control-Expose-Headers", "Retry-After");
@@ -70,7 +70,7 @@ enum MHD_Result send_response(request *rq, struct MHD_Connection *c, unsigned st
     return r;
 }
 
-enum MHD_Result send_shared(request *rq, struct MHD_Connection *c, unsigned status, struct MHD_Response *resp)
+enum MHD_Result http_send_shared(request *rq, struct MHD_Connection *c, unsigned status, struct MHD_Response *resp)
 {
     count_status(rq->h, status);
     /* MHD takes its own reference for the connection (under the response's
@@ -78,7 +78,7 @@ enum MHD_Result send_shared(request *rq, struct MHD_Connection *c, unsigned stat
     return MHD_queue_response(c, status, resp);
 }
 
-struct MHD_Response *shared_json(const char *text)
+struct MHD_Response *http_shared_json(const char *text)
 {
     struct MHD_Response *r = MHD_create_response_from_buffer(strlen(text), (void *)text, MHD_RESPMEM_PERSISTENT);
     if (r && (MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json") != MHD_YES ||
@@ -89,9 +89,9 @@ struct MHD_Response *shared_json(const char *text)
     return r;
 }
 
-void free_cb(void *p) { free(p); }
+void http_free_cb(void *p) { free(p); }
 
-enum MHD_Result send_error_h(request *rq, struct MHD_Connection *c, unsigned status, const char *msg,
+enum MHD_Result http_send_error_h(request *rq, struct MHD_Connection *c, unsigned status, const char *msg,
                              const extra_header *extra, size_t n_extra)
 {
     cJSON *o = cJSON_CreateObject();
@@ -101,47 +101,47 @@ enum MHD_Result send_error_h(request *rq, struct MHD_Connection *c, unsigned sta
     }
     if (!o)
         return MHD_NO;
-    return send_json(rq, c, status, o, extra, n_extra);
+    return http_send_json(rq, c, status, o, extra, n_extra);
 }
 
-enum MHD_Result send_error(request *rq, struct MHD_Connection *c, unsigned status, const char *msg)
+enum MHD_Result http_send_error(request *rq, struct MHD_Connection *c, unsigned status, const char *msg)
 {
-    return send_error_h(rq, c, status, msg, NULL, 0);
+    return http_send_error_h(rq, c, status, msg, NULL, 0);
 }
 
-enum MHD_Result send_unavailable(request *rq, struct MHD_Connection *c, const char *msg)
+enum MHD_Result http_send_unavailable(request *rq, struct MHD_Connection *c, const char *msg)
 {
     static const extra_header retry[] = {{MHD_HTTP_HEADER_RETRY_AFTER, "1"}};
-    return send_error_h(rq, c, MHD_HTTP_SERVICE_UNAVAILABLE, msg, retry, 1);
+    return http_send_error_h(rq, c, MHD_HTTP_SERVICE_UNAVAILABLE, msg, retry, 1);
 }
 
-enum MHD_Result send_json(request *rq, struct MHD_Connection *c, unsigned status, cJSON *json,
+enum MHD_Result http_send_json(request *rq, struct MHD_Connection *c, unsigned status, cJSON *json,
                           const extra_header *extra, size_t n_extra)
 {
     if (!json)
-        return send_unavailable(rq, c, "the engine cannot answer now (shutting down or out of memory)");
+        return http_send_unavailable(rq, c, "the engine cannot answer now (shutting down or out of memory)");
     /* Exact numbers: cJSON alone prints 9007199254740991 as 9.00719925474099e+15. */
     char *text = cf_json_print_exact(json);
     cJSON_Delete(json);
     if (!text)
         return MHD_NO;
-    return send_json_text(rq, c, status, text, strlen(text), extra, n_extra);
+    return http_send_json_text(rq, c, status, text, strlen(text), extra, n_extra);
 }
 
-enum MHD_Result send_json_text(request *rq, struct MHD_Connection *c, unsigned status, char *text, size_t len,
+enum MHD_Result http_send_json_text(request *rq, struct MHD_Connection *c, unsigned status, char *text, size_t len,
                                const extra_header *extra, size_t n_extra)
 {
-    struct MHD_Response *resp = MHD_create_response_from_buffer_with_free_callback(len, text, free_cb);
+    struct MHD_Response *resp = MHD_create_response_from_buffer_with_free_callback(len, text, http_free_cb);
     if (!resp) {
         free(text);
         return MHD_NO;
     }
-    return send_response(rq, c, status, resp, "application/json", extra, n_extra);
+    return http_send_response(rq, c, status, resp, "application/json", extra, n_extra);
 }
 
-enum MHD_Result send_static(request *rq, struct MHD_Connection *c, unsigned status, const char *ctype,
+enum MHD_Result http_send_static(request *rq, struct MHD_Connection *c, unsigned status, const char *ctype,
                             const void *data, size_t len, const extra_header *extra, size_t n_extra)
 {
     struct MHD_Response *resp = MHD_create_response_from_buffer(len, (void *)data, MHD_RESPMEM_PERSISTENT);
-    return send_response(rq, c, status, resp, ctype, extra, n_extra);
+    return http_send_response(rq, c, status, resp, ctype, extra, n_extra);
 }
