@@ -95,7 +95,7 @@ static void wake(cf_queue *q)
     }
 }
 
-bool cf_queue_push(cf_queue *q, void *msg)
+bool cf_queue_push_quiet(cf_queue *q, void *msg)
 {
     uint64_t tail = atomic_load_explicit(&q->tail, memory_order_relaxed);
     uint64_t head = atomic_load_explicit(&q->head, memory_order_acquire);
@@ -103,8 +103,23 @@ bool cf_queue_push(cf_queue *q, void *msg)
         return false;
     atomic_store_explicit(&q->slots[tail % q->cap], msg, memory_order_relaxed);
     atomic_store(&q->tail, tail + 1);   /* seq_cst: release + Dekker */
+    return true;
+}
+
+bool cf_queue_push(cf_queue *q, void *msg)
+{
+    if (!cf_queue_push_quiet(q, msg))
+        return false;
     wake(q);
     return true;
+}
+
+/* The Dekker pairing still holds when the wake comes later: the consumer
+ * that announced sleeping before the tail store is seen here; one that
+ * announces after it sees the message in its ready() check. */
+void cf_queue_wake(cf_queue *q)
+{
+    wake(q);
 }
 
 uint64_t cf_queue_produced(const cf_queue *q)

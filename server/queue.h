@@ -30,6 +30,12 @@ size_t cf_queue_space(const cf_queue *q);
 /* Appends msg (not NULL) and wakes a sleeping consumer. Returns false, and
  * changes nothing, when the ring is full. */
 bool cf_queue_push(cf_queue *q, void *msg);
+/* cf_queue_push without the wake: the producer calls cf_queue_wake later
+ * (after releasing a lock it holds, say). Until then a sleeping consumer
+ * may not notice the message. */
+bool cf_queue_push_quiet(cf_queue *q, void *msg);
+/* Wakes the consumer if it sleeps (the wake of a cf_queue_push_quiet). */
+void cf_queue_wake(cf_queue *q);
 /* Messages pushed so far (the producer's sequence number). Any thread. */
 uint64_t cf_queue_produced(const cf_queue *q);
 

@@ -199,6 +199,86 @@ static void kicks_from_another_thread(void **state)
     cf_queue_free(q);
 }
 
+typedef struct one_ctx {
+    cf_queue *q;
+    atomic_uintptr_t got;
+} one_ctx;
+
+static void *wait_one(void *arg)
+{
+    one_ctx *c = arg;
+    void *m;
+    while ((m = cf_queue_pop(c->q)) == NULL)
+        cf_queue_wait(c->q);
+    atomic_store(&c->got, untok(m));
+    return NULL;
+}
+
+/* A quiet push (the sequencer's, under its lock) sends no signal to a
+ * sleeping consumer; the later cf_queue_wake does, once, and the consumer
+ * then gets the message. */
+static void quiet_push_then_wake(void **state)
+{
+    (void)state;
+    cf_queue *q = cf_queue_new(4);
+    one_ctx c = {.q = q};
+    atomic_init(&c.got, 0);
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, wait_one, &c), 0);
+    uint64_t sleeps = 0, signals = 0;
+    while (sleeps == 0) { /* until the consumer announced its sleep */
+        sched_yield();
+        cf_queue_wakeups(q, &sleeps, &signals);
+    }
+    assert_true(cf_queue_push_quiet(q, tok(41)));
+    cf_queue_wakeups(q, &sleeps, &signals);
+    assert_int_equal(signals, 0);
+    /* One signal (none only if a spurious wake-up found the message). */
+    cf_queue_wake(q);
+    cf_queue_wakeups(q, &sleeps, &signals);
+    assert_true(signals <= 1);
+    assert_int_equal(pthread_join(t, NULL), 0);
+    assert_int_equal(atomic_load(&c.got), 41);
+    cf_queue_wakeups(q, &sleeps, &signals);
+    assert_true(signals <= sleeps);
+    /* Full: a quiet push refuses like a plain one. */
+    for (uintptr_t i = 0; i < 4; i++)
+        assert_true(cf_queue_push_quiet(q, tok(i)));
+    assert_false(cf_queue_push_quiet(q, tok(9)));
+    cf_queue_free(q);
+}
+
+/* Quiet pushes in bursts, each burst followed by one wake (as a submit
+ * wakes after releasing the sequencer lock): every message arrives, in
+ * order, against a consumer that sleeps between bursts. */
+static void quiet_bursts_in_order(void **state)
+{
+    (void)state;
+    cf_queue *q = cf_queue_new(7);
+    consumer_ctx c = {.q = q, .got = calloc(N_MSGS, sizeof(uintptr_t)), .n = 0};
+    assert_non_null(c.got);
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, consumer, &c), 0);
+    for (uintptr_t i = 0; i < N_MSGS;) {
+        for (int b = 0; b < 3 && i < N_MSGS; b++) {
+            if (!cf_queue_push_quiet(q, tok(i))) {
+                cf_queue_wake(q);
+                sched_yield();
+                continue;
+            }
+            i++;
+        }
+        cf_queue_wake(q);
+    }
+    assert_int_equal(pthread_join(t, NULL), 0);
+    assert_int_equal(c.n, N_MSGS);
+    for (uintptr_t i = 0; i < N_MSGS; i++)
+        if (c.got[i] != i)
+            fail_msg("message %zu arrived as %zu", (size_t)i, (size_t)c.got[i]);
+    free(c.got);
+    cf_queue_free(q);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -207,6 +287,8 @@ int main(void)
         cmocka_unit_test(two_threads_in_order),
         cmocka_unit_test(kicks_from_another_thread),
         cmocka_unit_test(one_signal_per_sleep),
+        cmocka_unit_test(quiet_push_then_wake),
+        cmocka_unit_test(quiet_bursts_in_order),
     };
     return cmocka_run_group_tests_name("queue", tests, NULL, NULL);
 }
