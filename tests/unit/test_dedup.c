@@ -3,6 +3,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -216,6 +217,61 @@ static void hashed_matches_plain(void **state)
     cf_dedup_free(b);
 }
 
+/* The incremental save (the snapshot's): ids checked after the cut, with
+ * expiries and evictions (a bound of 3000) and doublings in between, are
+ * not in it; ids of the cut are, even those expired or evicted meanwhile.
+ * Its bytes load like cf_dedup_save's: the loaded store equals a save taken
+ * at the cut, id by id. */
+static void incremental_save_is_the_cut(void **state)
+{
+    (void)state;
+    cf_dedup *d = cf_dedup_new(5000, 3000);
+    char id[32];
+    for (int i = 0; i < 1500; i++) {
+        int len = snprintf(id, sizeof id, "id-%d", i);
+        assert_int_equal(cf_dedup_check(d, id, (size_t)len, i, i), 1);
+    }
+    cf_buf cut = {0}, inc = {0};
+    assert_int_equal(cf_dedup_save(d, &cut), 0);
+    assert_int_equal(cf_dedup_save_begin(d, &inc, 4), 0);
+    assert_int_equal(cf_dedup_save_begin(d, &inc, 4), -EBUSY);
+    assert_true(cf_dedup_saving(d));
+    /* 4000 more ids: the table doubles, the bound evicts, the clock expires
+     * the oldest; every check also steps the save 4 slots. */
+    for (int i = 1500; i < 5500; i++) {
+        int len = snprintf(id, sizeof id, "id-%d", i);
+        assert_int_equal(cf_dedup_check(d, id, (size_t)len, i, i), 1);
+        if (i % 500 == 0)
+            assert_true(cf_dedup_save_step(d, 16) >= 0);
+    }
+    assert_true(cf_dedup_evictions(d) > 0);
+    int rc;
+    while ((rc = cf_dedup_save_step(d, 100)) == 0)
+        ;
+    assert_int_equal(rc, 1);
+    assert_false(cf_dedup_saving(d));
+    assert_int_equal(inc.len, cut.len);
+    cf_reader r1, r2;
+    cf_reader_init(&r1, cut.data, cut.len);
+    cf_reader_init(&r2, inc.data, inc.len);
+    cf_dedup *a = cf_dedup_load(5000, 3000, NULL, &r1);
+    cf_dedup *b = cf_dedup_load(5000, 3000, NULL, &r2);
+    assert_non_null(a);
+    assert_non_null(b);
+    assert_int_equal(r2.left, 0);
+    assert_int_equal(cf_dedup_count(b), 1500);
+    for (int i = 0; i < 5500; i++) {
+        int len = snprintf(id, sizeof id, "id-%d", i);
+        assert_int_equal(cf_dedup_check(b, id, (size_t)len, 1499, 1499),
+                         cf_dedup_check(a, id, (size_t)len, 1499, 1499));
+    }
+    cf_buf_free(&cut);
+    cf_buf_free(&inc);
+    cf_dedup_free(a);
+    cf_dedup_free(b);
+    cf_dedup_free(d);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -228,6 +284,7 @@ int main(void)
         cmocka_unit_test(save_load),
         cmocka_unit_test(hashed_matches_plain),
         cmocka_unit_test(duplicates_found_while_growing),
+        cmocka_unit_test(incremental_save_is_the_cut),
     };
     return cmocka_run_group_tests_name("dedup", tests, NULL, NULL);
 }
