@@ -10,7 +10,7 @@
  *              memory_mb=.. save_ms=.. save_cpu_ms=.. save_mb=.. (cf_dedup_save of the
  *              full table, wall and CPU time)
  *              inc_steps=.. inc_step_max_ms=.. inc_cpu_ms=.. (the snapshot's incremental
- *              save of the same table in 8192-slot steps: the longest step, CPU time, is
+ *              save of the same table in 4096-slot steps: the longest step, CPU time, is
  *              the longest hold of the sequencer lock; then the total)
  *              lookups_per_s=.. lookups_pf_per_s=.. (every id checked again as a duplicate
  *              once the table is full: plainly, then hashed first with the slot of the id 8
@@ -86,7 +86,7 @@ int main(int argc, char **argv)
         return 1;
     double save_ms = (double)(now_ns() - s0) / 1e6, save_cpu_ms = (double)(cpu_ns() - c0) / 1e6;
     /* The snapshot's save since issue 15's second round: the cut, then
-     * steps of 8192 slots (checkpoint.c), each one hold of the sequencer
+     * steps of 4096 slots (checkpoint.c), each one hold of the sequencer
      * lock; the longest step (CPU time) is the pause ingest can see. */
     cf_buf inc = {0};
     int64_t i0 = cpu_ns(), step_max = 0;
@@ -96,7 +96,7 @@ int main(int argc, char **argv)
     int src;
     do {
         int64_t a = cpu_ns();
-        src = cf_dedup_save_step(d, 8192);
+        src = cf_dedup_save_step(d, 4096);
         int64_t dt = cpu_ns() - a;
         if (dt > step_max)
             step_max = dt;
