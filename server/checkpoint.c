@@ -66,12 +66,16 @@ static void put_fingerprint(const cf_engine *e, cf_buf *b)
 
 /* Slots of the dedup table each step of its incremental save examines
  * under the sequencer lock (dedup_bench at 1M ids: about 0.3-0.5 ms of CPU
- * per step), and slots each recorded id adds: none, since the ticker's
- * steps finish the save by themselves, and with 16 a 1000-event batch held
- * the lock three times as long during a save (T1: 1.0 ms of CPU against
- * 0.33 ms outside saves, median). */
+ * per step), and slots each recorded id adds. Under ingest the submits
+ * drive the save (16 slots per id, inside their own hold of the lock: a
+ * 1000-event batch holds it about 1 ms of CPU instead of 0.33 during a
+ * save) and the ticker takes one step per tick; on an idle sequencer the
+ * ticker steps until done. A ticker that stepped in a loop (lock, step,
+ * unlock, yield) starved the submits: a mutex lets the unlocker take it
+ * again before the woken waiter runs, and T1's probe then stalled for the
+ * whole save (1-2 s on the loaded 2-core machine). */
 #define SNAP_DEDUP_STEP 4096u
-#define SNAP_DEDUP_PUT_STEP 0u
+#define SNAP_DEDUP_PUT_STEP 16u
 
 /* Sequencer part of a snapshot (under mu): the fields into out, the SQL
  * definitions and tables into tail, and the cut of the dedup table, whose
@@ -103,20 +107,31 @@ static int save_sequencer_locked(cf_engine *e, cf_buf *out, cf_buf *dedup, cf_bu
     return rc < 0 ? rc : 0;
 }
 
-/* Moves the dedup table's save on until it is done, one bounded step per
- * hold of the sequencer lock, so submits get the lock between steps.
- * Returns 0, or -ENOMEM (the snapshot fails). */
+/* Moves the dedup table's save on: steps while nothing else wants the
+ * sequencer lock, one bounded step per hold, and returns as soon as a
+ * submit ran between two steps (the submits then drive the save, see
+ * SNAP_DEDUP_PUT_STEP) or the lock is taken. 0 (done or not), or -ENOMEM
+ * (the snapshot fails). */
 static int snapshot_save_dedup(cf_engine *e, cf_snapjob *job)
 {
     int rc = 0;
+    uint64_t last_seq = 0;
+    bool first = true;
     while (job->dedup_saving) {
-        pthread_mutex_lock(&e->mu);
+        if (pthread_mutex_trylock(&e->mu) != 0)
+            break;
+        uint64_t seq = e->next_seq;
         rc = cf_dedup_save_step(e->dedup, SNAP_DEDUP_STEP);
         pthread_mutex_unlock(&e->mu);
-        if (rc != 0)
+        if (rc != 0) {
             job->dedup_saving = false;
-        else
-            sched_yield(); /* let a waiting submit take the lock */
+            break;
+        }
+        if (!first && seq != last_seq)
+            break;  /* ingest is on: the next tick takes the next step */
+        first = false;
+        last_seq = seq;
+        sched_yield();
     }
     return rc < 0 ? rc : 0;
 }
@@ -417,6 +432,8 @@ int snapshot_finish(cf_engine *e)
      * their parts): its failure fails the snapshot below. */
     if (job->dedup_saving && snapshot_save_dedup(e, job) < 0)
         atomic_store(&job->failed, 1);
+    if (job->dedup_saving)
+        return 0;
     if (atomic_load_explicit(&job->remaining, memory_order_acquire) > 0)
         return 0;
     /* Every shard has passed the barrier, so every result fired before the
