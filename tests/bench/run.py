@@ -359,7 +359,8 @@ class Bench:
                 "probe alone (idle server) %s ms" % name, idle[key] / 1000, target)
         row("T1", "same", "probes answered / sent", busy["ok"], "probes scheduled",
             self.d * probe_rate, "-")
-        for key, name in (("p99_us", "p99"), ("max_us", "max")):
+        for key, name in (("p50_us", "p50"), ("p90_us", "p90"), ("p99_us", "p99"),
+                          ("p999_us", "p99.9"), ("max_us", "max")):
             row("T1", "same", "probe %s ms" % name, busy[key] / 1000,
                 "same load without snapshots, %s ms" % name, nosnap[key] / 1000, "-")
         self.plot("t1", "T1: one-event probe every 10 ms beside 1000-event batches, snapshots every 2 s",
