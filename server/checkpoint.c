@@ -69,13 +69,17 @@ static void put_fingerprint(const cf_engine *e, cf_buf *b)
  * per step), and slots each recorded id adds. Under ingest the submits
  * drive the save (16 slots per id, inside their own hold of the lock: a
  * 1000-event batch holds it about 1 ms of CPU instead of 0.33 during a
- * save) and the ticker takes one step per tick; on an idle sequencer the
- * ticker steps until done. A ticker that stepped in a loop (lock, step,
+ * save) and the ticker takes a few steps per tick; on an idle sequencer
+ * the ticker steps until done. A ticker that stepped in a loop (lock, step,
  * unlock, yield) starved the submits: a mutex lets the unlocker take it
  * again before the woken waiter runs, and T1's probe then stalled for the
  * whole save (1-2 s on the loaded 2-core machine). */
 #define SNAP_DEDUP_STEP 4096u
 #define SNAP_DEDUP_PUT_STEP 16u
+/* Steps the ticker takes per tick under ingest: 8 x 4096 slots every
+ * 100 ms keeps a save moving (a 2M-slot table in about 6 s) when the
+ * events carry no event_id, in few enough short holds not to starve. */
+#define SNAP_DEDUP_TICK_STEPS 8u
 
 /* Sequencer part of a snapshot (under mu): the fields into out, the SQL
  * definitions and tables into tail, and the cut of the dedup table, whose
@@ -107,16 +111,16 @@ static int save_sequencer_locked(cf_engine *e, cf_buf *out, cf_buf *dedup, cf_bu
     return rc < 0 ? rc : 0;
 }
 
-/* Moves the dedup table's save on: steps while nothing else wants the
- * sequencer lock, one bounded step per hold, and returns as soon as a
- * submit ran between two steps (the submits then drive the save, see
- * SNAP_DEDUP_PUT_STEP) or the lock is taken. 0 (done or not), or -ENOMEM
- * (the snapshot fails). */
+/* Moves the dedup table's save on, one bounded step per hold of the
+ * sequencer lock: SNAP_DEDUP_TICK_STEPS steps, then more only while no
+ * submit runs between two of them (the submits drive the save meanwhile,
+ * see SNAP_DEDUP_PUT_STEP); stops when the lock is taken. 0 (done or
+ * not), or -ENOMEM (the snapshot fails). */
 static int snapshot_save_dedup(cf_engine *e, cf_snapjob *job)
 {
     int rc = 0;
     uint64_t last_seq = 0;
-    bool first = true;
+    unsigned steps = 0;
     while (job->dedup_saving) {
         if (pthread_mutex_trylock(&e->mu) != 0)
             break;
@@ -127,9 +131,10 @@ static int snapshot_save_dedup(cf_engine *e, cf_snapjob *job)
             job->dedup_saving = false;
             break;
         }
-        if (!first && seq != last_seq)
-            break;  /* ingest is on: the next tick takes the next step */
-        first = false;
+        /* Ingest is on: the next tick goes on (events without an event_id
+         * step nothing, so the ticker's steps must keep a save moving). */
+        if (++steps >= SNAP_DEDUP_TICK_STEPS && seq != last_seq)
+            break;
         last_seq = seq;
         sched_yield();
     }
