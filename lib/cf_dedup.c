@@ -145,6 +145,30 @@ int cf_dedup_save(const cf_dedup *d, cf_buf *out)
     return cf_kv_save(d->kv, out);
 }
 
+int cf_dedup_save_begin(cf_dedup *d, cf_buf *out, uint32_t put_step)
+{
+    /* During a rebuild the ids are in its map, not yet in the store. */
+    if (d->rb || cf_kv_saving(d->kv))
+        return -EBUSY;
+    cf_buf_put_i64(out, d->ttl);
+    return cf_kv_save_begin(d->kv, out, put_step);
+}
+
+int cf_dedup_save_step(cf_dedup *d, size_t budget)
+{
+    return cf_kv_save_step(d->kv, budget);
+}
+
+int cf_dedup_save_finish(cf_dedup *d)
+{
+    return cf_kv_save_finish(d->kv);
+}
+
+bool cf_dedup_saving(const cf_dedup *d)
+{
+    return cf_kv_saving(d->kv);
+}
+
 /* The ttl saved is informational: the configured ttl_ms applies after a
  * restart, while the saved expiries (first_ts + old ttl) are kept as they
  * were, so a restart never makes a remembered id a duplicate for longer. */
@@ -382,6 +406,8 @@ int cf_dedup_rebuild_begin(cf_dedup *d)
 {
     if (d->rb)
         return 0;
+    if (cf_kv_saving(d->kv))
+        return -EBUSY;  /* the end's bulk build would free what the save reads */
     dd_rebuild *rb = calloc(1, sizeof *rb);
     if (!rb)
         return -ENOMEM;

@@ -5,6 +5,7 @@
 #ifndef CF_DEDUP_H
 #define CF_DEDUP_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -43,8 +44,9 @@ void cf_dedup_expire(cf_dedup *d, int64_t clock);
  * same ids, expiries and eviction count behind, but skip the per-check
  * expiry work (see cf_dedup.c). Needs a clock that never goes back (else the
  * checks go on the normal way from there, still exact). cf_dedup_count
- * counts expired ids not yet dropped too, and cf_dedup_save refuses
- * (-EBUSY) until end. begin: 0, or -ENOMEM (nothing changed: checks go the
+ * counts expired ids not yet dropped too, and cf_dedup_save and
+ * cf_dedup_save_begin refuse (-EBUSY) until end. begin: 0, -EBUSY (an
+ * incremental save is under way) or -ENOMEM (nothing changed: checks go the
  * normal way). end: 0, or -ENOMEM (ids that did not fit are forgotten, as a
  * failed check forgets its id). end without begin is a no-op; free ends. */
 int cf_dedup_rebuild_begin(cf_dedup *d);
@@ -55,6 +57,16 @@ uint64_t cf_dedup_evictions(const cf_dedup *d);
 size_t cf_dedup_memory(const cf_dedup *d);
 
 int cf_dedup_save(const cf_dedup *d, cf_buf *out);
+/* The same bytes as cf_dedup_save at the moment of begin (the cut), written
+ * while checks go on: begin writes the ttl and the header into out (kept by
+ * the store until the save ends, see cf_kv_save_begin), each step saves at
+ * most budget table slots, and every check that records an id saves
+ * put_step more. step and finish return 0 (more to do), 1 (done: out is
+ * complete) or -ENOMEM; begin 0, -EBUSY or -ENOMEM. */
+int cf_dedup_save_begin(cf_dedup *d, cf_buf *out, uint32_t put_step);
+int cf_dedup_save_step(cf_dedup *d, size_t budget);
+int cf_dedup_save_finish(cf_dedup *d);
+bool cf_dedup_saving(const cf_dedup *d);
 /* Reads what cf_dedup_save wrote into a store keyed with key (NULL: the
  * default key). Linear in the number of ids. */
 cf_dedup *cf_dedup_load(int64_t ttl_ms, size_t max_ids, const uint8_t key[16], cf_reader *in);

@@ -17,7 +17,15 @@
  * slot of the old table whose entry moved to the new table or was removed,
  * anything else is heap position + 1. */
 #define KV_HP_EMPTY 0u
-#define KV_MOVED UINT32_MAX
+#define KV_MOVED 0x7fffffffu
+/* The top bit of a live slot's hp is its "saved in this save epoch" bit
+ * (incremental save, cf_kv_save_begin): heap positions are below 2^30, so
+ * 31 bits hold position + 1. An empty or KV_MOVED slot has the bit clear, so
+ * both are still plain compares. The bit means "saved" when it equals
+ * kv->save_bit, which a save's cut flips: outside a save every live entry
+ * has it equal (inserts take it, the save gives it to the rest). */
+#define KV_SAVED 0x80000000u
+#define KV_HP_MASK 0x7fffffffu
 /* A slot reference (what the heap holds) is a slot index plus a generation
  * bit: references whose bit equals kv->gen name the current table, the
  * others the old table of a doubling under way. A doubling flips kv->gen,
@@ -78,6 +86,22 @@ struct cf_kv {
     uint32_t mig;
     uint32_t gen;           /* 0 or KV_GEN: the current table's reference bit */
 
+    /* Incremental save (cf_kv_save_begin): the tables that existed at the
+     * cut, each with a cursor. Entries not yet saved never move and are
+     * never removed or changed (they are written out first), so scanning
+     * these tables once finds every one of them; a table the cut did not
+     * see holds saved or new entries only. A table freed by the end of a
+     * doubling is dropped from the scan (all its entries moved, saved). */
+    cf_buf *save_out;       /* NULL: no save under way */
+    uint32_t save_bit;      /* 0 or KV_SAVED: the bit value meaning "saved" */
+    uint32_t save_left;     /* entries of the cut not yet written */
+    int save_rc;            /* how the last save ended (cf_kv_save_step) */
+    uint32_t save_put_step; /* slots each put saves (cf_kv_save_begin) */
+    struct {
+        const uint8_t *table;
+        uint32_t cap, cur;
+    } save_scan[2];
+
     uint8_t *arena;         /* keys longer than KV_INLINE_KEY */
     size_t arena_len;
     size_t arena_cap;
@@ -108,12 +132,13 @@ static inline uint32_t cur_ref(const cf_kv *kv, uint32_t i)
 
 static inline bool slot_live(const struct kv_slot *s)
 {
-    return s->hp != KV_HP_EMPTY && s->hp != KV_MOVED;
+    uint32_t st = s->hp & KV_HP_MASK;
+    return st != KV_HP_EMPTY && st != KV_MOVED;
 }
 
 static inline uint32_t slot_pos(const struct kv_slot *s)
 {
-    return s->hp - 1;
+    return (s->hp & KV_HP_MASK) - 1;
 }
 
 static inline void *slot_value(struct kv_slot *s)
@@ -131,6 +156,51 @@ static inline uint32_t arena_off(const struct kv_slot *s)
 static inline const uint8_t *slot_key(const cf_kv *kv, const struct kv_slot *s)
 {
     return s->klen <= KV_INLINE_KEY ? s->key : kv->arena + arena_off(s);
+}
+
+static inline uint8_t *put_le32(uint8_t *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+    return p + 4;
+}
+
+static inline uint8_t *put_le64(uint8_t *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+    return p + 8;
+}
+
+/* Appends one entry in the layout of cf_kv_save (the load reads entries in
+ * any order): what cf_buf_put_str(key), cf_buf_put_i64(expiry),
+ * cf_buf_put(value) would append, with one capacity check (the room is
+ * reserved at the start of a save, so that check is all it costs). */
+static void write_entry(const cf_kv *kv, const struct kv_slot *s, cf_buf *out)
+{
+    if (cf_buf_reserve(out, 4 + (size_t)s->klen + 8 + kv->value_size) < 0)
+        return; /* out->oom is set: the save ends in -ENOMEM */
+    uint8_t *p = out->data + out->len, *start = p;
+    p = put_le32(p, s->klen);
+    memcpy(p, slot_key(kv, s), s->klen);
+    p += s->klen;
+    p = put_le64(p, (uint64_t)s->expiry);
+    if (kv->value_size)
+        memcpy(p, (const uint8_t *)s + sizeof(struct kv_slot), kv->value_size);
+    p += kv->value_size;
+    out->len += (size_t)(p - start);
+}
+
+/* Save-before-change: while an incremental save is under way, a live entry
+ * of the cut that is not yet written is written now, as it is, before
+ * anything moves, removes or changes it. O(1) (plus the key's bytes). */
+static inline void save_pending(cf_kv *kv, struct kv_slot *s)
+{
+    if (!kv->save_out || (s->hp & KV_SAVED) == kv->save_bit || !slot_live(s))
+        return;
+    write_entry(kv, s, kv->save_out);
+    s->hp ^= KV_SAVED;
+    kv->save_left--;
 }
 
 /* All slots empty (hp 0): calloc hands large tables over as untouched
@@ -160,6 +230,7 @@ cf_kv *cf_kv_new(size_t value_size, size_t max_keys)
     kv->value_size = value_size;
     kv->slot_size = sizeof(struct kv_slot) + ((value_size + 7) & ~(size_t)7);
     kv->max_keys = max_keys;
+    kv->save_rc = 1;
     kv->cap = KV_MIN_CAP;
     kv->slots = alloc_slots(kv->cap, kv->slot_size);
     if (!kv->slots) {
@@ -198,7 +269,8 @@ static bool slot_less(const cf_kv *kv, uint32_t a, uint32_t b)
 static inline void heap_set(cf_kv *kv, uint32_t pos, uint32_t idx)
 {
     kv->heap[pos] = idx;
-    slot_at(kv, idx)->hp = pos + 1;
+    struct kv_slot *s = slot_at(kv, idx);
+    s->hp = (s->hp & KV_SAVED) | (pos + 1);
 }
 
 static void heap_up(cf_kv *kv, uint32_t pos)
@@ -331,6 +403,7 @@ static uint32_t migrate(cf_kv *kv, uint32_t budget)
     while (kv->old && budget--) {
         struct kv_slot *s = raw_slot(kv->old, kv->slot_size, kv->mig);
         if (slot_live(s)) {
+            save_pending(kv, s);
             uint32_t j = find_empty(kv, slot_hash_lo(kv, s));
             memcpy(raw_slot(kv->slots, kv->slot_size, j), s, kv->slot_size);
             kv->heap[slot_pos(s)] = cur_ref(kv, j);
@@ -338,6 +411,9 @@ static uint32_t migrate(cf_kv *kv, uint32_t budget)
             moved++;
         }
         if (++kv->mig == kv->ocap) {
+            for (int k = 0; k < 2; k++)
+                if (kv->save_scan[k].table == kv->old)
+                    kv->save_scan[k].table = NULL;
             free(kv->old);
             kv->old = NULL;
             kv->ocap = kv->mig = 0;
@@ -409,6 +485,7 @@ static void backward_shift(cf_kv *kv, uint32_t i);
 static void remove_slot(cf_kv *kv, uint32_t i, bool may_compact)
 {
     struct kv_slot *s = slot_at(kv, i);
+    save_pending(kv, s);
     uint32_t pos = slot_pos(s);
     if (s->klen > KV_INLINE_KEY)
         kv->arena_garbage += s->klen;
@@ -441,6 +518,7 @@ static void backward_shift(cf_kv *kv, uint32_t i)
             break;
         uint32_t home = slot_home(kv, t);
         if (((j - home) & mask) >= ((j - i) & mask)) {
+            save_pending(kv, t);
             memcpy(raw_slot(kv->slots, kv->slot_size, i), t, kv->slot_size);
             kv->heap[slot_pos(t)] = cur_ref(kv, i);
             i = j;
@@ -494,6 +572,11 @@ void *cf_kv_get(const cf_kv *kv, const void *key, size_t key_len, int64_t *ret_e
     if (i == KV_EMPTY)
         return NULL;
     struct kv_slot *s = slot_at(kv, i);
+    /* The caller may write the value through the pointer: save it first.
+     * (The store is never defined const; the const is the API's promise
+     * outside a save.) */
+    if (kv->value_size)
+        save_pending((cf_kv *)(uintptr_t)kv, s);
     if (ret_expiry)
         *ret_expiry = s->expiry;
     return slot_value(s);
@@ -541,10 +624,15 @@ int cf_kv_put_hashed(cf_kv *kv, const void *key, size_t key_len, uint64_t h, int
 {
     if (key_len > CF_KV_MAX_KEY)
         return -EINVAL;
+    if (kv->save_out && kv->save_put_step)
+        (void)cf_kv_save_step(kv, kv->save_put_step);
     uint32_t i = find(kv, h, key, key_len);
     if (i != KV_EMPTY) {
-        if (ret_value)
+        if (ret_value) {
+            if (kv->value_size)
+                save_pending(kv, slot_at(kv, i)); /* the caller may change it */
             *ret_value = slot_value(slot_at(kv, i));
+        }
         return 0;
     }
     /* Garbage left by evictions is compacted here, before the arena room
@@ -592,7 +680,7 @@ int cf_kv_put_hashed(cf_kv *kv, const void *key, size_t key_len, uint64_t h, int
     }
     memset(slot_value(s), 0, kv->slot_size - sizeof(struct kv_slot));
     kv->heap[kv->count] = i;
-    s->hp = kv->count + 1;
+    s->hp = (kv->count + 1) | kv->save_bit; /* not part of a save under way */
     kv->count++;
     heap_up(kv, slot_pos(s));
     if (ret_value)
@@ -609,6 +697,7 @@ int cf_kv_set_expiry(cf_kv *kv, const void *key, size_t key_len, int64_t expiry)
     if (i == KV_EMPTY)
         return -ENOENT;
     struct kv_slot *s = slot_at(kv, i);
+    save_pending(kv, s);
     s->expiry = expiry;
     heap_fix(kv, slot_pos(s));
     return 0;
@@ -674,20 +763,6 @@ size_t cf_kv_memory(const cf_kv *kv)
 {
     return sizeof *kv + ((size_t)kv->cap + kv->ocap) * kv->slot_size +
            (size_t)kv->heap_cap * sizeof *kv->heap + kv->arena_cap;
-}
-
-static inline uint8_t *put_le32(uint8_t *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-    return p + 4;
-}
-
-static inline uint8_t *put_le64(uint8_t *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-    return p + 8;
 }
 
 /* Writes the live entries of one table at p (room reserved by the caller):
@@ -790,7 +865,9 @@ static int load_insert(cf_kv *kv, const void *key, size_t len, int64_t expiry, v
     }
     memset(slot_value(s), 0, kv->slot_size - sizeof(struct kv_slot));
     kv->heap[kv->count] = cur_ref(kv, i);
-    s->hp = kv->count + 1;
+    /* Born saved, as a put's entry is: a bulk rebuild may fill a store
+     * whose save_bit earlier saves flipped. */
+    s->hp = (kv->count + 1) | kv->save_bit;
     kv->count++;
     *ret_value = slot_value(s);
     return 1;
@@ -866,6 +943,8 @@ fail:
 
 int cf_kv_bulk_begin(cf_kv *kv, size_t n)
 {
+    if (kv->save_out)
+        return -EBUSY;  /* a save under way refers to the slots freed here */
     uint8_t *slots = alloc_slots(KV_MIN_CAP, kv->slot_size);
     if (!slots)
         return -ENOMEM;
@@ -932,4 +1011,83 @@ bool cf_kv_migrating(const cf_kv *kv)
 uint32_t cf_kv_max_moved(const cf_kv *kv)
 {
     return kv->max_moved;
+}
+
+/* ---- incremental save ---------------------------------------------------- */
+
+int cf_kv_save_begin(cf_kv *kv, cf_buf *out, uint32_t put_step)
+{
+    if (kv->save_out)
+        return -EBUSY;
+    cf_buf_put_u32(out, KV_MAGIC);
+    cf_buf_put_u32(out, KV_VERSION);
+    cf_buf_put_u32(out, (uint32_t)kv->value_size);
+    cf_buf_put_u64(out, kv->evictions);
+    cf_buf_put_u32(out, kv->count);
+    /* The whole save's room at once (the bound of cf_kv_save): growing by
+     * doubling later copied the buffer inside a step, 10 ms for 1M ids, and
+     * a step is a hold of the sequencer's lock. A large reservation is
+     * mapped, not touched, so this costs little here. */
+    size_t need = (size_t)kv->count * (4 + KV_INLINE_KEY + 8 + kv->value_size) +
+                  (kv->arena_len - kv->arena_garbage);
+    if (out->oom || cf_buf_reserve(out, need) < 0)
+        return -ENOMEM;
+    /* The cut: every live entry turns "not saved" at once. */
+    kv->save_bit ^= KV_SAVED;
+    kv->save_out = out;
+    kv->save_put_step = put_step;
+    kv->save_left = kv->count;
+    kv->save_scan[0].table = kv->slots;
+    kv->save_scan[0].cap = kv->cap;
+    kv->save_scan[0].cur = 0;
+    kv->save_scan[1].table = kv->old;
+    kv->save_scan[1].cap = kv->ocap;
+    kv->save_scan[1].cur = 0;
+    return 0;
+}
+
+int cf_kv_save_step(cf_kv *kv, size_t budget)
+{
+    if (!kv->save_out)
+        return kv->save_rc;
+    for (int k = 0; k < 2 && kv->save_left > 0; k++) {
+        while (budget > 0 && kv->save_scan[k].table &&
+               kv->save_scan[k].cur < kv->save_scan[k].cap) {
+            struct kv_slot *s = raw_slot(kv->save_scan[k].table, kv->slot_size,
+                                         kv->save_scan[k].cur++);
+            save_pending(kv, s);
+            budget--;
+        }
+        if (budget == 0)
+            break;
+    }
+    bool done = kv->save_left == 0;
+    if (!done) {
+        done = true;
+        for (int k = 0; k < 2; k++)
+            if (kv->save_scan[k].table && kv->save_scan[k].cur < kv->save_scan[k].cap)
+                done = false;
+    }
+    if (!done)
+        return 0;
+    cf_buf *out = kv->save_out;
+    kv->save_out = NULL;
+    kv->save_scan[0].table = kv->save_scan[1].table = NULL;
+    /* Every entry of the cut is written (save_left counts them down; a
+     * scan that ended short of that would be a broken invariant). */
+    kv->save_rc = kv->save_left != 0 ? -EIO : out->oom ? -ENOMEM : 1;
+    return kv->save_rc;
+}
+
+int cf_kv_save_finish(cf_kv *kv)
+{
+    int rc;
+    while ((rc = cf_kv_save_step(kv, SIZE_MAX)) == 0)
+        ;
+    return rc;
+}
+
+bool cf_kv_saving(const cf_kv *kv)
+{
+    return kv->save_out != NULL;
 }

@@ -121,13 +121,38 @@ cf_kv *cf_kv_load_keyed(size_t value_size, size_t max_keys, const uint8_t key[16
  * O(n), against O(n log n) for n puts. begin: 0 or -ENOMEM (kv is then empty
  * and usable, or unchanged when not even an empty table could be had); add:
  * 1, -EINVAL (a key longer than CF_KV_MAX_KEY or already present, or more
- * than n adds) or -ENOMEM. */
+ * than n adds) or -ENOMEM; begin refuses with -EBUSY while an incremental
+ * save (below) is under way. */
 int cf_kv_bulk_begin(cf_kv *kv, size_t n);
 int cf_kv_bulk_add(cf_kv *kv, const void *key, size_t key_len, int64_t expiry);
 void cf_kv_bulk_end(cf_kv *kv);
 
 /* The bound the store was made with (0 = none). */
 size_t cf_kv_max_keys(const cf_kv *kv);
+/* Incremental save: the bytes of cf_kv_save, as of the moment of
+ * cf_kv_save_begin (the cut), written a bounded number of slots at a time
+ * while the store keeps changing, so a large store is saved without one
+ * long pause. The entries come out in another order than cf_kv_save's
+ * (load accepts any). How it stays exact: the cut flips a per-slot "saved"
+ * bit's meaning, so every entry is "not saved"; entries put after the cut
+ * are born saved; an entry not yet saved is written out before anything
+ * moves it (growth, backward shift), removes it (delete, expiry, eviction)
+ * or changes it (set_expiry, and a get or put of an existing key of a store
+ * with values, since the caller may write through the pointer); a cursor
+ * writes the rest. Each entry of the cut is written exactly once.
+ *
+ * begin writes the header to out and keeps out (the caller's, which must
+ * stay valid and otherwise untouched until the save ends): 0, -EBUSY (a
+ * save is under way) or -ENOMEM. step examines at most budget slots:
+ * 0 (more to do), 1 (done: out holds the whole save and the store no
+ * longer refers to it), -ENOMEM (out ran out of memory; the save has
+ * ended). Every put also takes a step of put_step slots (0: none), so a busy
+ * store may finish its save by itself: a step after the end returns how
+ * the last save ended. finish completes a save at once (same results). */
+int cf_kv_save_begin(cf_kv *kv, cf_buf *out, uint32_t put_step);
+int cf_kv_save_step(cf_kv *kv, size_t budget);
+int cf_kv_save_finish(cf_kv *kv);
+bool cf_kv_saving(const cf_kv *kv);
 
 /* For tests: slots examined by the bulk insert of the load that made kv
  * (about one per key when loading is linear), and table doublings. */

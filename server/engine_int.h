@@ -142,6 +142,14 @@ struct cf_engine {
     _Atomic uint64_t bots;          /* accepted events with is_bot (SPEC 15), a part of accepted */
     cf_recent *recent;              /* newest accepted events (guarded by mu) */
     atomic_int failed;              /* a WAL write/fsync failed: -EIO from now on */
+    /* Submits push into the shard queues under mu but wake sleeping shards
+     * after releasing it (enqueue_locked, wake_deferred): a wake-up under
+     * the lock let the woken shard preempt the submitter on a busy 2-core
+     * machine, and every other submit then waited 2-25 ms for the lock
+     * (issue 15, T1). defer_wakes is set under mu by the submit; wake_due
+     * has bit s set for shard s (s < 64) with a message not yet woken for. */
+    bool defer_wakes;
+    _Atomic uint64_t wake_due;
     atomic_bool ready;
     _Atomic uint64_t rate_x1000;    /* events/s over the last second, x1000 */
 

@@ -135,6 +135,9 @@ bool cf_queue_push_quiet(cf_queue *q, void *msg)
     return true;
 }
 
+/* The Dekker pairing still holds when the wake comes later: the consumer
+ * that announced sleeping before the tail store is seen here; one that
+ * announces after it sees the message in its ready() check. */
 void cf_queue_wake(cf_queue *q) { wake(q, false); }
 
 bool cf_queue_push(cf_queue *q, void *msg)

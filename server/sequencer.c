@@ -208,8 +208,27 @@ void enqueue_locked(cf_engine *e, unsigned s, cf_msg *m)
     atomic_fetch_add(&e->inflight, cf_msg_bytes(m));
     /* Room was checked under this same lock and only the consumer changes
      * it since, by making more. */
-    bool ok = cf_queue_push(cf_shard_queue(e->shards[s]), m);
+    bool ok;
+    if (e->defer_wakes && s < 64) {
+        ok = cf_queue_push_quiet(cf_shard_queue(e->shards[s]), m);
+        atomic_fetch_or(&e->wake_due, UINT64_C(1) << s);
+    } else {
+        ok = cf_queue_push(cf_shard_queue(e->shards[s]), m);
+    }
     (void)ok;
+}
+
+/* Outside mu: wakes the shards that enqueue_locked left unwoken. Any
+ * thread's call wakes for every submit's pushes before it, since a push
+ * precedes setting its bit. */
+static void wake_deferred(cf_engine *e)
+{
+    if (atomic_load_explicit(&e->wake_due, memory_order_relaxed) == 0)
+        return; /* our own bits are seen; others are theirs to wake */
+    uint64_t due = atomic_exchange(&e->wake_due, 0);
+    for (unsigned s = 0; due; s++, due >>= 1)
+        if (due & 1)
+            cf_queue_wake(cf_shard_queue(e->shards[s]));
 }
 
 /* The clock dedup judges by: the max accepted timestamp and the clock of the
@@ -550,9 +569,11 @@ again:
     } else if (!has_room_locked(e, &p)) {
         rc = -EAGAIN;   /* nothing accepted, nothing changed */
     } else {
+        e->defer_wakes = true;
         lsn = apply_locked(e, &p, evs, is_dup, false, &accepted);
         if (lsn >= 0)
             mlsn = maybe_mark_locked(e, wall_ms());
+        e->defer_wakes = false;
         if (lsn < 0 || mlsn < 0)
             rc = -EIO;
         /* A duplicate's first copy may still be in flight (appended by a
@@ -564,6 +585,7 @@ again:
     }
     pthread_mutex_unlock(&e->mu);
     wake_shards(e, &p);
+    wake_deferred(e);   /* the markers maybe_mark_locked sent */
     prepared_free(e, &p);
     free(own_dup);
     if (rc)

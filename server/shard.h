@@ -47,6 +47,13 @@ typedef struct cf_snapjob {
     uint64_t bots;          /* the engine's bots counter at the cut */
     struct cf_recent_chunk **recent;    /* the newest events at the cut (references) */
     size_t n_recent;
+    /* Engine: the sequencer part is parts[n_shards] (the fields before the
+     * dedup table), then dedup (the table as of the cut, written step by
+     * step after the cut under short holds of the sequencer lock, see
+     * checkpoint.c), then seq_tail (the SQL definitions and tables). */
+    cf_buf dedup;
+    cf_buf seq_tail;
+    bool dedup_saving;      /* the dedup store still refers to dedup */
 } cf_snapjob;
 
 /* Counters and gauges of one shard. */

@@ -9,6 +9,9 @@
  * Prints: BENCH ids=.. ids_per_s=.. max_us=.. max_at=.. over_1ms=.. p9999_us=.. p50_ns=..
  *              memory_mb=.. save_ms=.. save_cpu_ms=.. save_mb=.. (cf_dedup_save of the
  *              full table, wall and CPU time)
+ *              inc_steps=.. inc_step_max_ms=.. inc_cpu_ms=.. (the snapshot's incremental
+ *              save of the same table in 4096-slot steps: the longest step, CPU time, is
+ *              the longest hold of the sequencer lock; then the total)
  *              lookups_per_s=.. lookups_pf_per_s=.. (every id checked again as a duplicate
  *              once the table is full: plainly, then hashed first with the slot of the id 8
  *              ahead prefetched, as the sequencer does under its lock)
@@ -82,6 +85,27 @@ int main(int argc, char **argv)
     if (cf_dedup_save(d, &snap) < 0)
         return 1;
     double save_ms = (double)(now_ns() - s0) / 1e6, save_cpu_ms = (double)(cpu_ns() - c0) / 1e6;
+    /* The snapshot's save since issue 15's second round: the cut, then
+     * steps of 4096 slots (checkpoint.c), each one hold of the sequencer
+     * lock; the longest step (CPU time) is the pause ingest can see. */
+    cf_buf inc = {0};
+    int64_t i0 = cpu_ns(), step_max = 0;
+    long steps = 0;
+    if (cf_dedup_save_begin(d, &inc, 0) < 0)
+        return 1;
+    int src;
+    do {
+        int64_t a = cpu_ns();
+        src = cf_dedup_save_step(d, 4096);
+        int64_t dt = cpu_ns() - a;
+        if (dt > step_max)
+            step_max = dt;
+        steps++;
+    } while (src == 0);
+    if (src < 0 || inc.len != snap.len)
+        return 1;
+    double inc_cpu_ms = (double)(cpu_ns() - i0) / 1e6;
+    cf_buf_free(&inc);
     /* Duplicate checks of every id (the lookups of a full table), in the
      * sequencer's two shapes: one call per id, and hashes first with the
      * slot of the id PF ahead prefetched (cf_dedup_prefetch). CPU time. */
@@ -120,11 +144,13 @@ int main(int argc, char **argv)
     qsort(lat, (size_t)n, sizeof *lat, cmp_i64);
     printf("BENCH ids=%ld ids_per_s=%.0f max_us=%.1f max_at=%ld over_1ms=%ld p9999_us=%.2f p50_ns=%lld "
            "memory_mb=%.1f save_ms=%.1f save_cpu_ms=%.1f save_mb=%.1f "
-           "lookups_per_s=%.0f lookups_pf_per_s=%.0f\n",
+           "lookups_per_s=%.0f lookups_pf_per_s=%.0f inc_steps=%ld inc_step_max_ms=%.3f "
+           "inc_cpu_ms=%.1f\n",
            n, (double)n / secs, (double)slowest / 1000, (long)slow_at, over_1ms,
            (double)lat[(size_t)((double)(n - 1) * 0.9999)] / 1000, (long long)lat[n / 2],
            (double)cf_dedup_memory(d) / 1048576, save_ms, save_cpu_ms,
-           (double)snap.len / 1048576, (double)n / lookup_s, (double)n / lookup_pf_s);
+           (double)snap.len / 1048576, (double)n / lookup_s, (double)n / lookup_pf_s, steps,
+           (double)step_max / 1e6, inc_cpu_ms);
     cf_buf_free(&snap);
     free(lat);
     cf_dedup_free(d);

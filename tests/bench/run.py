@@ -385,7 +385,8 @@ class Bench:
                 "probe alone (idle server) %s ms" % name, idle[key] / 1000, target)
         row("T1", "same", "probes answered / sent", busy["ok"], "probes scheduled",
             self.d * probe_rate, "-")
-        for key, name in (("p99_us", "p99"), ("max_us", "max")):
+        for key, name in (("p50_us", "p50"), ("p90_us", "p90"), ("p99_us", "p99"),
+                          ("p999_us", "p99.9"), ("max_us", "max")):
             row("T1", "same", "probe %s ms" % name, busy[key] / 1000,
                 "same load without snapshots, %s ms" % name, nosnap[key] / 1000, "-")
         self.plot("t1", "T1: one-event probe every 10 ms beside 1000-event batches, snapshots every 2 s",
@@ -1008,6 +1009,9 @@ def main():
     ap.add_argument("--before-name", help="how the table names --before-bin (a commit)")
     ap.add_argument("--s7-panels", default="on", choices=("on", "off"),
                     help="S7's servers run the dashboard panel views (default on, as the product)")
+    ap.add_argument("--s2-peak", type=float, default=0,
+                    help="S3/T1: pace the load at half of this many events/s instead of measuring "
+                    "S2 first (the same rate for a before/after pair of runs)")
     ap.add_argument("--full", action="store_true",
                     help="S11 at the issue's size (1M orders + 1M payments) instead of 200k + 200k")
     a = ap.parse_args()
@@ -1015,7 +1019,7 @@ def main():
         a.only = "S1,S2,S3,T1,S4,S5,S6,S7,S8,S9,S10,S11,S12" + (",S13" if a.baseline_bin else "")
     a.seconds = 1 if a.smoke else 10
     b = Bench(a)
-    b.s2_peak = 0
+    b.s2_peak = a.s2_peak
     only = set(a.only.split(","))
     try:
         for name in ("S1", "S2", "S3", "T1", "S4", "S5", "S6", "S7", "S8", "S9", "S10", "S11", "S12", "S13"):

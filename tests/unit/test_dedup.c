@@ -5,6 +5,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -419,6 +420,27 @@ static void rebuild_rules(void **state)
     cf_dedup_free(d);
 }
 
+/* A rebuild and an incremental save exclude each other: during a rebuild
+ * the ids are in its map (a save would write an empty table), and a
+ * rebuild's end frees the table a save under way reads. */
+static void rebuild_and_incremental_save_exclude(void **state)
+{
+    (void)state;
+    cf_dedup *d = cf_dedup_new(100, 0);
+    assert_int_equal(cf_dedup_check(d, "a", 1, 10, 10), 1);
+    cf_buf b = {0};
+    assert_int_equal(cf_dedup_rebuild_begin(d), 0);
+    assert_int_equal(cf_dedup_save_begin(d, &b, 0), -EBUSY);
+    assert_int_equal(b.len, 0);
+    assert_int_equal(cf_dedup_rebuild_end(d), 0);
+    assert_int_equal(cf_dedup_save_begin(d, &b, 0), 0);
+    assert_int_equal(cf_dedup_rebuild_begin(d), -EBUSY);
+    assert_int_equal(cf_dedup_save_finish(d), 1);
+    assert_true(b.len > 0);
+    cf_buf_free(&b);
+    cf_dedup_free(d);
+}
+
 /* Rebuild mode without a single check: the table comes out as it went in;
  * freeing a table in rebuild mode frees the map too. */
 static void rebuild_without_checks(void **state)
@@ -438,6 +460,61 @@ static void rebuild_without_checks(void **state)
     cf_dedup_free(a);
 }
 
+/* The incremental save (the snapshot's): ids checked after the cut, with
+ * expiries and evictions (a bound of 3000) and doublings in between, are
+ * not in it; ids of the cut are, even those expired or evicted meanwhile.
+ * Its bytes load like cf_dedup_save's: the loaded store equals a save taken
+ * at the cut, id by id. */
+static void incremental_save_is_the_cut(void **state)
+{
+    (void)state;
+    cf_dedup *d = cf_dedup_new(5000, 3000);
+    char id[32];
+    for (int i = 0; i < 1500; i++) {
+        int len = snprintf(id, sizeof id, "id-%d", i);
+        assert_int_equal(cf_dedup_check(d, id, (size_t)len, i, i), 1);
+    }
+    cf_buf cut = {0}, inc = {0};
+    assert_int_equal(cf_dedup_save(d, &cut), 0);
+    assert_int_equal(cf_dedup_save_begin(d, &inc, 4), 0);
+    assert_int_equal(cf_dedup_save_begin(d, &inc, 4), -EBUSY);
+    assert_true(cf_dedup_saving(d));
+    /* 4000 more ids: the table doubles, the bound evicts, the clock expires
+     * the oldest; every check also steps the save 4 slots. */
+    for (int i = 1500; i < 5500; i++) {
+        int len = snprintf(id, sizeof id, "id-%d", i);
+        assert_int_equal(cf_dedup_check(d, id, (size_t)len, i, i), 1);
+        if (i % 500 == 0)
+            assert_true(cf_dedup_save_step(d, 16) >= 0);
+    }
+    assert_true(cf_dedup_evictions(d) > 0);
+    int rc;
+    while ((rc = cf_dedup_save_step(d, 100)) == 0)
+        ;
+    assert_int_equal(rc, 1);
+    assert_false(cf_dedup_saving(d));
+    assert_int_equal(inc.len, cut.len);
+    cf_reader r1, r2;
+    cf_reader_init(&r1, cut.data, cut.len);
+    cf_reader_init(&r2, inc.data, inc.len);
+    cf_dedup *a = cf_dedup_load(5000, 3000, NULL, &r1);
+    cf_dedup *b = cf_dedup_load(5000, 3000, NULL, &r2);
+    assert_non_null(a);
+    assert_non_null(b);
+    assert_int_equal(r2.left, 0);
+    assert_int_equal(cf_dedup_count(b), 1500);
+    for (int i = 0; i < 5500; i++) {
+        int len = snprintf(id, sizeof id, "id-%d", i);
+        assert_int_equal(cf_dedup_check(b, id, (size_t)len, 1499, 1499),
+                         cf_dedup_check(a, id, (size_t)len, 1499, 1499));
+    }
+    cf_buf_free(&cut);
+    cf_buf_free(&inc);
+    cf_dedup_free(a);
+    cf_dedup_free(b);
+    cf_dedup_free(d);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -455,6 +532,8 @@ int main(void)
         cmocka_unit_test(rebuild_clock_back_equals_incremental),
         cmocka_unit_test(rebuild_rules),
         cmocka_unit_test(rebuild_without_checks),
+        cmocka_unit_test(rebuild_and_incremental_save_exclude),
+        cmocka_unit_test(incremental_save_is_the_cut),
     };
     return cmocka_run_group_tests_name("dedup", tests, NULL, NULL);
 }

@@ -768,6 +768,276 @@ static void bulk_build_equals_puts(void **state)
     cf_kv_free(b);
 }
 
+/* ---- incremental save ---------------------------------------------------- */
+
+#define ISV_KEYS 3000u
+
+/* The model: per key index, whether it is present, its expiry and value. */
+struct isv_model {
+    bool present[ISV_KEYS];
+    int64_t expiry[ISV_KEYS];
+    uint64_t value[ISV_KEYS];
+};
+
+static size_t isv_key(char *buf, uint32_t i)
+{
+    /* A third of the keys live in the arena (longer than 17 bytes). */
+    return make_key(buf, i, i % 3 == 0 ? 20 : 0);
+}
+
+/* Parses a save's bytes and checks they hold exactly the model's entries,
+ * each once, with the model's expiry and value. */
+static void assert_save_equals(const cf_buf *b, const struct isv_model *m, uint64_t evictions)
+{
+    cf_reader r;
+    cf_reader_init(&r, b->data, b->len);
+    uint32_t magic, version, vsize, count;
+    uint64_t ev;
+    assert_true(cf_get_u32(&r, &magic) && cf_get_u32(&r, &version) && cf_get_u32(&r, &vsize));
+    assert_true(cf_get_u64(&r, &ev) && cf_get_u32(&r, &count));
+    assert_int_equal(vsize, sizeof(uint64_t));
+    assert_int_equal(ev, evictions);
+    uint32_t want = 0;
+    for (uint32_t i = 0; i < ISV_KEYS; i++)
+        want += m->present[i];
+    assert_int_equal(count, want);
+    static bool seen[ISV_KEYS];
+    memset(seen, 0, sizeof seen);
+    for (uint32_t k = 0; k < count; k++) {
+        const char *kb;
+        size_t kl;
+        int64_t exp;
+        uint64_t v;
+        assert_true(cf_get_str(&r, &kb, &kl));
+        assert_true(cf_get_i64(&r, &exp));
+        assert_true(cf_get(&r, &v, sizeof v));
+        /* "k<i>" then optional filler: the index is the digits. */
+        uint32_t i = 0;
+        for (size_t j = 1; j < kl && kb[j] >= '0' && kb[j] <= '9'; j++)
+            i = i * 10 + (uint32_t)(kb[j] - '0');
+        assert_true(i < ISV_KEYS);
+        char k2[64];
+        assert_int_equal(isv_key(k2, i), kl);
+        assert_memory_equal(k2, kb, kl);
+        assert_false(seen[i]); /* exactly once */
+        seen[i] = true;
+        assert_true(m->present[i]);
+        assert_true(exp == m->expiry[i]);
+        assert_true(v == m->value[i]);
+    }
+    assert_int_equal(r.left, 0);
+    /* And the store's own loader takes it. */
+    cf_reader_init(&r, b->data, b->len);
+    cf_kv *c = cf_kv_load(sizeof(uint64_t), 0, &r);
+    assert_non_null(c);
+    assert_int_equal(cf_kv_count(c), want);
+    cf_kv_free(c);
+}
+
+static void isv_put(cf_kv *kv, struct isv_model *m, uint32_t i, int64_t exp, uint64_t val)
+{
+    char k[64];
+    size_t n = isv_key(k, i);
+    void *v;
+    int r = cf_kv_put(kv, k, n, exp, NULL, NULL, &v);
+    assert_int_equal(r, m->present[i] ? 0 : 1);
+    if (r == 1)
+        m->expiry[i] = exp;
+    memcpy(v, &val, sizeof val); /* a change in place for an existing key */
+    m->value[i] = val;
+    m->present[i] = true;
+}
+
+/* The cursor rules, one by one: a save begun at a cut writes every entry of
+ * the cut exactly once, with its value at the cut, while entries are
+ * inserted after the cut (not written), removed (delete, expiry), changed
+ * (value written through put's pointer, set_expiry) and moved (backward
+ * shift after deletes, and a doubling of the table with its migration). */
+static void incremental_save_cursor_rules(void **state)
+{
+    (void)state;
+    cf_kv *kv = cf_kv_new(sizeof(uint64_t), 0);
+    static struct isv_model m, cut;
+    memset(&m, 0, sizeof m);
+    char k[64];
+    /* 700 keys: the table (1024 slots) doubles at the 769th. */
+    for (uint32_t i = 0; i < 700; i++)
+        isv_put(kv, &m, i, 1000 + i, i);
+    assert_false(cf_kv_migrating(kv));
+    uint32_t grows = cf_kv_grows(kv);
+    cut = m;
+    cf_buf b = {0};
+    /* Explicit steps only (put_step 0), so the doubling below comes
+     * while most of the cut is unsaved. */
+    assert_int_equal(cf_kv_save_begin(kv, &b, 0), 0);
+    assert_int_equal(cf_kv_save_begin(kv, &b, 0), -EBUSY);
+    assert_true(cf_kv_saving(kv));
+    /* A few slots only: most of the table is still ahead of the cursor. */
+    assert_int_equal(cf_kv_save_step(kv, 5), 0);
+    /* Changed in place and re-timed. */
+    for (uint32_t i = 0; i < 700; i += 7)
+        isv_put(kv, &m, i, 0, 100000 + i);
+    for (uint32_t i = 3; i < 700; i += 11) {
+        size_t n = isv_key(k, i);
+        assert_int_equal(cf_kv_set_expiry(kv, k, n, 5000 + i), 0);
+        m.expiry[i] = 5000 + i;
+    }
+    /* Deleted (their clusters shift back, over the cursor too). */
+    for (uint32_t i = 1; i < 700; i += 5) {
+        size_t n = isv_key(k, i);
+        assert_int_equal(cf_kv_delete(kv, k, n), 0);
+        m.present[i] = false;
+    }
+    /* Expired: keys 2..49 have expiry 1002..1049 unless changed above. */
+    size_t expired = cf_kv_expire(kv, 1049, NULL, NULL);
+    size_t want_expired = 0;
+    for (uint32_t i = 0; i < ISV_KEYS; i++)
+        if (m.present[i] && m.expiry[i] <= 1049) {
+            m.present[i] = false;
+            want_expired++;
+        }
+    assert_int_equal(expired, want_expired);
+    assert_true(expired > 0);
+    /* Inserted after the cut, enough to double the table mid-save. */
+    bool migrated_while_saving = false;
+    for (uint32_t i = 700; i < 2000; i++) {
+        isv_put(kv, &m, i, 3000 + i, i);
+        migrated_while_saving |= cf_kv_migrating(kv) && cf_kv_saving(kv);
+    }
+    assert_true(cf_kv_grows(kv) > grows);
+    assert_true(migrated_while_saving);
+    int rc;
+    while ((rc = cf_kv_save_step(kv, 3)) == 0)
+        ;
+    assert_int_equal(rc, 1);
+    assert_false(cf_kv_saving(kv));
+    assert_save_equals(&b, &cut, 0);
+    /* The next save starts a new epoch: it holds the state now. */
+    cf_buf b2 = {0};
+    assert_int_equal(cf_kv_save_begin(kv, &b2, 0), 0);
+    assert_int_equal(cf_kv_save_finish(kv), 1);
+    assert_save_equals(&b2, &m, 0);
+    cf_buf_free(&b);
+    cf_buf_free(&b2);
+    cf_kv_free(kv);
+}
+
+/* A bulk rebuild after an odd number of saves (the "saved" bit's meaning
+ * flipped) gives entries that the next incremental save writes, every one
+ * of them; and a rebuild cannot start while a save refers to the slots. */
+static void bulk_rebuild_after_saves_then_incremental_save(void **state)
+{
+    (void)state;
+    static struct isv_model m;
+    memset(&m, 0, sizeof m);
+    cf_kv *kv = cf_kv_new(sizeof(uint64_t), 0);
+    for (uint32_t i = 0; i < 10; i++)
+        isv_put(kv, &m, i, 100 + i, i);
+    cf_buf b1 = {0};
+    assert_int_equal(cf_kv_save_begin(kv, &b1, 0), 0);
+    assert_int_equal(cf_kv_bulk_begin(kv, 40), -EBUSY);
+    assert_int_equal(cf_kv_save_finish(kv), 1);
+    assert_save_equals(&b1, &m, 0);
+    memset(&m, 0, sizeof m);
+    assert_int_equal(cf_kv_bulk_begin(kv, 40), 0);
+    char k[64];
+    for (uint32_t i = 100; i < 140; i++) {
+        assert_int_equal(cf_kv_bulk_add(kv, k, isv_key(k, i), 500 + i), 1);
+        m.present[i] = true;
+        m.expiry[i] = 500 + i;
+    }
+    cf_kv_bulk_end(kv);
+    cf_buf b2 = {0};
+    assert_int_equal(cf_kv_save_begin(kv, &b2, 0), 0);
+    int rc;
+    while ((rc = cf_kv_save_step(kv, 7)) == 0)
+        ;
+    assert_int_equal(rc, 1);
+    assert_save_equals(&b2, &m, 0);
+    cf_buf_free(&b1);
+    cf_buf_free(&b2);
+    cf_kv_free(kv);
+}
+
+/* Random puts, changes, deletes, expiries and steps against a model, with
+ * saves begun at random cuts (some while a doubling is under way), each
+ * compared with the model as it was at its cut. */
+static void incremental_save_randomized(void **state)
+{
+    (void)state;
+    static struct isv_model m, cut;
+    for (uint64_t seed = 1; seed <= 12; seed++) {
+        rng_state = seed * 0x9e3779b97f4a7c15ULL;
+        memset(&m, 0, sizeof m);
+        cf_kv *kv = cf_kv_new(sizeof(uint64_t), 0);
+        cf_buf b = {0};
+        bool saving = false, began_migrating = false;
+        int saves = 0;
+        int64_t now = 0;
+        char k[64];
+        for (int op = 0; op < 20000; op++) {
+            uint64_t r = rnd();
+            uint32_t i = (uint32_t)((r >> 8) % ISV_KEYS);
+            switch (r % 16) {
+            case 0: case 1: case 2: case 3: case 4: case 5: case 6:
+                isv_put(kv, &m, i, now + 1 + (int64_t)((r >> 32) % 5000), r >> 16);
+                break;
+            case 7: case 8: {
+                size_t n = isv_key(k, i);
+                assert_int_equal(cf_kv_delete(kv, k, n), m.present[i] ? 0 : -ENOENT);
+                m.present[i] = false;
+                break;
+            }
+            case 9: {
+                size_t n = isv_key(k, i);
+                int64_t e = now + 1 + (int64_t)((r >> 32) % 5000);
+                assert_int_equal(cf_kv_set_expiry(kv, k, n, e), m.present[i] ? 0 : -ENOENT);
+                if (m.present[i])
+                    m.expiry[i] = e;
+                break;
+            }
+            case 10:
+                now += 20;
+                cf_kv_expire(kv, now, NULL, NULL);
+                for (uint32_t j = 0; j < ISV_KEYS; j++)
+                    if (m.present[j] && m.expiry[j] <= now)
+                        m.present[j] = false;
+                break;
+            case 11: case 12:
+                if (saving) {
+                    int rc = cf_kv_save_step(kv, 1 + (r >> 40) % 40);
+                    assert_true(rc == 0 || rc == 1);
+                }
+                break;
+            default:
+                if (!saving && (r >> 20) % 8 == 0) {
+                    cut = m;
+                    cf_buf_reset(&b);
+                    began_migrating |= cf_kv_migrating(kv);
+                    assert_int_equal(cf_kv_save_begin(kv, &b, (uint32_t)(r >> 50) % 3), 0);
+                    saving = true;
+                }
+                break;
+            }
+            if (saving && !cf_kv_saving(kv)) {
+                assert_int_equal(cf_kv_save_step(kv, 1), 1);
+                assert_save_equals(&b, &cut, cf_kv_evictions(kv));
+                saving = false;
+                saves++;
+            }
+        }
+        if (saving) {
+            assert_int_equal(cf_kv_save_finish(kv), 1);
+            assert_save_equals(&b, &cut, 0);
+            saves++;
+        }
+        assert_true(saves > 3);
+        (void)began_migrating;
+        cf_buf_free(&b);
+        cf_kv_free(kv);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -786,6 +1056,9 @@ int main(void)
         cmocka_unit_test(keyed_store),
         cmocka_unit_test(overhead_per_key),
         cmocka_unit_test(bulk_build_equals_puts),
+        cmocka_unit_test(incremental_save_cursor_rules),
+        cmocka_unit_test(incremental_save_randomized),
+        cmocka_unit_test(bulk_rebuild_after_saves_then_incremental_save),
     };
     return cmocka_run_group_tests_name("kv", tests, NULL, NULL);
 }
