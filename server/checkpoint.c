@@ -32,7 +32,7 @@
 
 /* The view settings record: the snapshot's fingerprint below and the
  * CF_WAL_SETTINGS payload (recovery.c) alike. */
-void put_settings(cf_buf *b, const cf_view_settings *vs)
+void engine_put_settings(cf_buf *b, const cf_view_settings *vs)
 {
     cf_buf_put_i64(b, vs->window_ms);
     cf_buf_put_i64(b, vs->slide_size_ms);
@@ -42,7 +42,7 @@ void put_settings(cf_buf *b, const cf_view_settings *vs)
     cf_buf_put_i64(b, vs->allowed_lateness_ms);
 }
 
-bool get_settings(cf_reader *r, cf_view_settings *vs)
+bool engine_get_settings(cf_reader *r, cf_view_settings *vs)
 {
     cf_get_i64(r, &vs->window_ms);
     cf_get_i64(r, &vs->slide_size_ms);
@@ -57,11 +57,11 @@ bool get_settings(cf_reader *r, cf_view_settings *vs)
 /* The layout a snapshot's state depends on: the shard count (a restart
  * with another one re-distributes the state by key) and the view settings
  * the shards ran at the cut (a restart with other ones loads the state as
- * it was and switches later, see adopt_settings). */
+ * it was and switches later, see engine_adopt_settings). */
 static void put_fingerprint(const cf_engine *e, cf_buf *b)
 {
     cf_buf_put_u32(b, e->n_shards);
-    put_settings(b, &e->shard_vs);
+    engine_put_settings(b, &e->shard_vs);
 }
 
 /* Slots of the dedup table each step of its incremental save examines
@@ -177,7 +177,7 @@ static int load_recent(cf_engine *e, cf_reader *r)
 }
 
 /* Restores a snapshot payload into the (not yet started) engine. */
-int load_snapshot(cf_engine *e, const cf_buf *payload)
+int engine_load_snapshot(cf_engine *e, const cf_buf *payload)
 {
     cf_reader r;
     cf_reader_init(&r, payload->data, payload->len);
@@ -192,7 +192,7 @@ int load_snapshot(cf_engine *e, const cf_buf *payload)
     uint32_t old_shards = 0;
     cf_view_settings vs;
     cf_get_u32(&r, &old_shards);
-    if (!get_settings(&r, &vs) || old_shards == 0) {
+    if (!engine_get_settings(&r, &vs) || old_shards == 0) {
         cf_error("snapshot: malformed settings fingerprint");
         return -EINVAL;
     }
@@ -228,7 +228,7 @@ int load_snapshot(cf_engine *e, const cf_buf *payload)
     if (memcmp(key, e->hashkey, sizeof key) != 0) {
         cf_warn("snapshot: the hash key file differs from the snapshot's; using the snapshot's");
         memcpy(e->hashkey, key, sizeof key);
-        int krc = key_shards(e);
+        int krc = engine_key_shards(e);
         if (krc == 0)
             krc = cf_hashkey_store(e->cfg.data_dir, key);
         if (krc < 0) {
@@ -283,7 +283,7 @@ int load_snapshot(cf_engine *e, const cf_buf *payload)
             (void)cf_histview_define(e->history, cf_sqlx_def_info(cf_sqlx_set_at(set, i)));
         for (unsigned s = 0; s < e->n_shards; s++)
             cf_shard_install_sql(e->shards[s], cf_sqlx_set_ref(set));
-        route_views_locked(e, set);
+        engine_route_views_locked(e, set);
         cf_sqlx_set_unref(set);
     }
     if (rows_len > 0) {
@@ -346,7 +346,7 @@ int load_snapshot(cf_engine *e, const cf_buf *payload)
     return 0;
 }
 
-void job_free(cf_engine *e, cf_snapjob *job)
+void engine_job_free(cf_engine *e, cf_snapjob *job)
 {
     if (!job)
         return;
@@ -369,7 +369,7 @@ void job_free(cf_engine *e, cf_snapjob *job)
  * sequencer state and puts a barrier in every queue (a consistent cut: the
  * shards save exactly the effect of the records <= lsn). parts[n_shards]
  * holds the sequencer part. 0, -EAGAIN (no room now), or -errno. */
-int snapshot_begin(cf_engine *e)
+int engine_snapshot_begin(cf_engine *e)
 {
     if (!e->recovered)
         return -EPERM;  /* never snapshot a partial recovery (see recover) */
@@ -394,7 +394,7 @@ int snapshot_begin(cf_engine *e)
     }
     if (!rc) {
         pthread_mutex_lock(&e->mu);
-        if (!all_have_room_locked(e))
+        if (!engine_all_have_room_locked(e))
             rc = -EAGAIN;
         else
             rc = save_sequencer_locked(e, &job->parts[e->n_shards], &job->dedup,
@@ -407,7 +407,7 @@ int snapshot_begin(cf_engine *e)
             job->lsn = e->wal ? cf_wal_last_lsn(e->wal) : 0;
             job->bots = atomic_load(&e->bots);
             for (unsigned s = 0; s < e->n_shards; s++) {
-                enqueue_locked(e, s, msgs[s]);
+                engine_enqueue_locked(e, s, msgs[s]);
                 msgs[s] = NULL;
             }
         }
@@ -418,7 +418,7 @@ int snapshot_begin(cf_engine *e)
             free(msgs[s]);
     free(msgs);
     if (rc) {
-        job_free(e, job);
+        engine_job_free(e, job);
         return rc;
     }
     e->job = job;
@@ -428,7 +428,7 @@ int snapshot_begin(cf_engine *e)
 /* Finishes the snapshot once every shard answered: concatenates the parts
  * behind a versioned header, writes it and drops the log it covers. Returns
  * 1 when written, 0 when shards are still saving, or -errno. */
-int snapshot_finish(cf_engine *e)
+int engine_snapshot_finish(cf_engine *e)
 {
     cf_snapjob *job = e->job;
     if (!job)
@@ -501,6 +501,6 @@ int snapshot_finish(cf_engine *e)
         cf_info("snapshot at LSN %" PRId64 " written (%zu bytes)", job->lsn, out.len);
     }
     cf_buf_free(&out);
-    job_free(e, job);
+    engine_job_free(e, job);
     return rc ? rc : 1;
 }

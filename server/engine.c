@@ -99,8 +99,8 @@ static int install_panels(cf_engine *e)
     for (unsigned s = 0; s < e->n_shards; s++)
         cf_shard_install_sql(e->shards[s], cf_sqlx_set_ref(set));
     /* The router must know them too, or no shard would be sent their rows
-     * (nothing else runs yet: the lock route_views_locked expects is moot). */
-    route_views_locked(e, set);
+     * (nothing else runs yet: the lock engine_route_views_locked expects is moot). */
+    engine_route_views_locked(e, set);
     cf_sqlx_set_unref(set);
     return 0;
 }
@@ -122,12 +122,12 @@ int cf_engine_start(cf_engine *e)
     if (rc)
         return rc;
     if (e->cfg.data_dir[0]) {
-        rc = recover(e);
+        rc = engine_recover(e);
         if (!rc)
-            rc = adopt_settings(e);
+            rc = engine_adopt_settings(e);
     } else {
         cf_info("durability off (no --data-dir): events are not logged");
-        rc = key_shards(e);
+        rc = engine_key_shards(e);
         for (unsigned s = 0; s < e->n_shards && !rc; s++)
             rc = cf_shard_start(e->shards[s]);
         pthread_mutex_lock(&e->mu);
@@ -138,12 +138,12 @@ int cf_engine_start(cf_engine *e)
         return rc;
     /* W after recovery (or at start) from today's wall clock. */
     pthread_mutex_lock(&e->mu);
-    int64_t mlsn = maybe_mark_locked(e, wall_ms());
+    int64_t mlsn = engine_maybe_mark_locked(e, wall_ms());
     e->accepting = mlsn >= 0;
     pthread_mutex_unlock(&e->mu);
     if (mlsn < 0)
         return -EIO;
-    rc = pthread_create(&e->ticker, NULL, ticker_main, e);
+    rc = pthread_create(&e->ticker, NULL, engine_ticker_main, e);
     if (rc)
         return -rc;
     e->ticker_started = true;
@@ -175,14 +175,14 @@ void cf_engine_stop(cf_engine *e)
     if (e->wal && e->started && e->recovered && e->cfg.snapshot_interval_ms > 0 &&
         !atomic_load(&e->failed)) {
         if (e->job)
-            while (snapshot_finish(e) == 0)
-                sleep_ms(1);
+            while (engine_snapshot_finish(e) == 0)
+                engine_sleep_ms(1);
         int rc;
-        while ((rc = snapshot_begin(e)) == -EAGAIN)
-            sleep_ms(1);
+        while ((rc = engine_snapshot_begin(e)) == -EAGAIN)
+            engine_sleep_ms(1);
         if (rc == 0)
-            while (snapshot_finish(e) == 0)
-                sleep_ms(1);
+            while (engine_snapshot_finish(e) == 0)
+                engine_sleep_ms(1);
     }
     for (unsigned s = 0; s < e->n_shards; s++)
         if (e->shards[s])
@@ -203,7 +203,7 @@ void cf_engine_free(cf_engine *e)
         for (unsigned s = 0; s < e->n_shards; s++)
             cf_shard_free(e->shards[s]);
     free(e->shards);
-    job_free(e, e->job);
+    engine_job_free(e, e->job);
     cf_history_close(e->history);
     cf_sink_stop(e->sink);
     if (e->wal)

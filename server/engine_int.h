@@ -143,7 +143,7 @@ struct cf_engine {
     cf_recent *recent;              /* newest accepted events (guarded by mu) */
     atomic_int failed;              /* a WAL write/fsync failed: -EIO from now on */
     /* Submits push into the shard queues under mu but wake sleeping shards
-     * after releasing it (enqueue_locked, wake_deferred): a wake-up under
+     * after releasing it (engine_enqueue_locked, wake_deferred): a wake-up under
      * the lock let the woken shard preempt the submitter on a busy 2-core
      * machine, and every other submit then waited 2-25 ms for the lock
      * (issue 15, T1). defer_wakes is set under mu by the submit; wake_due
@@ -174,12 +174,12 @@ struct cf_engine {
     bool dedup_bound_logged;        /* the first dedup eviction was logged (ticker) */
 };
 
-static inline uint32_t shard_of(const cf_engine *e, const char *key, size_t len)
+static inline uint32_t engine_shard_of(const cf_engine *e, const char *key, size_t len)
 {
     return cf_hash_shard(cf_hash64(key, len, 0), e->n_shards);
 }
 
-static inline void sleep_ms(int ms)
+static inline void engine_sleep_ms(int ms)
 {
     struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
     nanosleep(&ts, NULL);
@@ -190,60 +190,60 @@ static inline void sleep_ms(int ms)
  * name); this header is included by the engine's files only. */
 
 /* sequencer.c */
-void prepared_free(cf_engine *e, prepared *p);
-int prepare(cf_engine *e, const cf_event *evs, size_t n, prepared *p);
-bool has_room_locked(cf_engine *e, const prepared *p);
-bool all_have_room_locked(cf_engine *e);
-void enqueue_locked(cf_engine *e, unsigned s, cf_msg *m);
-int wal_fail_locked(cf_engine *e, int64_t rc);
-int key_shards(cf_engine *e);
-int64_t dedup_clock_locked(const cf_engine *e);
-int64_t log_counters_locked(cf_engine *e, uint64_t dups, uint64_t rejected);
-int64_t send_marker_locked(cf_engine *e, int64_t w, int64_t c, bool log);
-int64_t maybe_mark_locked(cf_engine *e, int64_t now);
-int wait_committed(cf_engine *e, int64_t lsn, int64_t mlsn, int64_t seen);
-int64_t apply_locked(cf_engine *e, prepared *p, const cf_event *evs, uint8_t *is_dup,
+void engine_prepared_free(cf_engine *e, prepared *p);
+int engine_prepare(cf_engine *e, const cf_event *evs, size_t n, prepared *p);
+bool engine_has_room_locked(cf_engine *e, const prepared *p);
+bool engine_all_have_room_locked(cf_engine *e);
+void engine_enqueue_locked(cf_engine *e, unsigned s, cf_msg *m);
+int engine_wal_fail_locked(cf_engine *e, int64_t rc);
+int engine_key_shards(cf_engine *e);
+int64_t engine_dedup_clock_locked(const cf_engine *e);
+int64_t engine_log_counters_locked(cf_engine *e, uint64_t dups, uint64_t rejected);
+int64_t engine_send_marker_locked(cf_engine *e, int64_t w, int64_t c, bool log);
+int64_t engine_maybe_mark_locked(cf_engine *e, int64_t now);
+int engine_wait_committed(cf_engine *e, int64_t lsn, int64_t mlsn, int64_t seen);
+int64_t engine_apply_locked(cf_engine *e, prepared *p, const cf_event *evs, uint8_t *is_dup,
                      bool replay, size_t *ret_accepted);
 
 /* recovery.c */
-int adopt_settings(cf_engine *e);
-int recover(cf_engine *e);
+int engine_adopt_settings(cf_engine *e);
+int engine_recover(cf_engine *e);
 
 /* checkpoint.c */
-void put_settings(cf_buf *b, const cf_view_settings *vs);
-bool get_settings(cf_reader *r, cf_view_settings *vs);
-int load_snapshot(cf_engine *e, const cf_buf *payload);
-void job_free(cf_engine *e, cf_snapjob *job);
-int snapshot_begin(cf_engine *e);
-int snapshot_finish(cf_engine *e);
+void engine_put_settings(cf_buf *b, const cf_view_settings *vs);
+bool engine_get_settings(cf_reader *r, cf_view_settings *vs);
+int engine_load_snapshot(cf_engine *e, const cf_buf *payload);
+void engine_job_free(cf_engine *e, cf_snapjob *job);
+int engine_snapshot_begin(cf_engine *e);
+int engine_snapshot_finish(cf_engine *e);
 
 /* query.c */
-int query_shards(cf_engine *e, cf_shard_query *qs, int only, bool sync, int64_t *ret_clock);
-cf_shard_query *new_queries(cf_engine *e, cf_qkind kind);
-void free_queries(cf_engine *e, cf_shard_query *qs);
-cJSON *time_json(int64_t t);
-cJSON *trending(cf_engine *e, size_t n, bool sync);
-cJSON *windows_ordered(cf_engine *e, const cf_window_query *q, bool sync, bool by_count);
+int engine_query_shards(cf_engine *e, cf_shard_query *qs, int only, bool sync, int64_t *ret_clock);
+cf_shard_query *engine_new_queries(cf_engine *e, cf_qkind kind);
+void engine_free_queries(cf_engine *e, cf_shard_query *qs);
+cJSON *engine_time_json(int64_t t);
+cJSON *engine_trending(cf_engine *e, size_t n, bool sync);
+cJSON *engine_windows_ordered(cf_engine *e, const cf_window_query *q, bool sync, bool by_count);
 
 /* stats.c */
-cJSON *stats(cf_engine *e, bool sync);
-void check_dedup_bound(cf_engine *e);
+cJSON *engine_stats_json(cf_engine *e, bool sync);
+void engine_check_dedup_bound(cf_engine *e);
 
 /* engine_sql.c (continuous SQL: statements, view sets, pull queries) */
-int replay_sql(cf_engine *e, const uint8_t *payload, size_t len);
-int replay_table(cf_engine *e, const uint8_t *payload, size_t len);
+int engine_replay_sql(cf_engine *e, const uint8_t *payload, size_t len);
+int engine_replay_table(cf_engine *e, const uint8_t *payload, size_t len);
 /* engine_tables.c: tells every shard that table `name` is gone (the
  * caller checked room). 0 or -EIO. */
-int send_table_drop_locked(cf_engine *e, const char *name);
-int send_views_locked(cf_engine *e, cf_sqlx_set *set);
+int engine_send_table_drop_locked(cf_engine *e, const char *name);
+int engine_send_views_locked(cf_engine *e, cf_sqlx_set *set);
 /* Makes set (a new reference is taken) the one requests are routed for;
  * under mu. */
-void route_views_locked(cf_engine *e, cf_sqlx_set *set);
+void engine_route_views_locked(cf_engine *e, cf_sqlx_set *set);
 
-int replay_rows(cf_engine *e, const uint8_t *payload, size_t len);
-void sql_push_interim(cf_engine *e);
+int engine_replay_rows(cf_engine *e, const uint8_t *payload, size_t len);
+void engine_sql_push_interim(cf_engine *e);
 
 /* ticker.c */
-void *ticker_main(void *arg);
+void *engine_ticker_main(void *arg);
 
 #endif

@@ -26,7 +26,7 @@
  * each shard starts and stops them between the same two events. The
  * caller checked room. 0 or -EIO (no memory for a message: the shards
  * would diverge from the log, so stop acknowledging as on a WAL error). */
-int send_views_locked(cf_engine *e, cf_sqlx_set *set)
+int engine_send_views_locked(cf_engine *e, cf_sqlx_set *set)
 {
     /* History definitions of the windowed views go ahead of any row the
      * shards fire for them (queued, never waited for under the lock). */
@@ -42,13 +42,13 @@ int send_views_locked(cf_engine *e, cf_sqlx_set *set)
         }
         cf_sqlx_set *ref = cf_sqlx_set_ref(set);
         memcpy(m->data, &ref, sizeof ref);
-        enqueue_locked(e, s, m);
+        engine_enqueue_locked(e, s, m);
     }
-    route_views_locked(e, set);
+    engine_route_views_locked(e, set);
     return 0;
 }
 
-void route_views_locked(cf_engine *e, cf_sqlx_set *set)
+void engine_route_views_locked(cf_engine *e, cf_sqlx_set *set)
 {
     cf_sqlx_set *ref = set ? cf_sqlx_set_ref(set) : NULL;
     pthread_mutex_lock(&e->route_mu);
@@ -79,7 +79,7 @@ static bool change_room_locked(cf_engine *e, const cf_sqlrt_change *ch)
 static int commit_change_locked(cf_engine *e, cf_sqlrt_change *ch)
 {
     cf_sqlx_set *set = cf_sqlrt_change_set(ch);
-    int rc = set ? send_views_locked(e, set) : 0;
+    int rc = set ? engine_send_views_locked(e, set) : 0;
     /* A dropped table's rows go now: one created again starts empty. */
     const char *dropped = NULL;
     size_t dl = 0;
@@ -89,7 +89,7 @@ static int commit_change_locked(cf_engine *e, cf_sqlrt_change *ch)
             cf_tables_drop(e->tables, dropped + i);
         /* The shards' copies too (a name of another kind: a no-op there). */
         if (rc == 0)
-            rc = send_table_drop_locked(e, dropped + i);
+            rc = engine_send_table_drop_locked(e, dropped + i);
     }
     cf_sqlrt_commit(e->sql, ch);
     return rc;
@@ -122,7 +122,7 @@ int cf_engine_sql(cf_engine *e, const char *text, size_t len, bool at_start, cJS
         if (rc == 0 && log_len > 0 && e->wal) {
             lsn = cf_wal_append(e->wal, CF_WAL_SQL, log, log_len);
             if (lsn < 0)
-                rc = wal_fail_locked(e, lsn);
+                rc = engine_wal_fail_locked(e, lsn);
         }
         if (rc == 0) {
             *ret_answer = cf_sqlrt_change_answer(ch);
@@ -161,7 +161,7 @@ int cf_engine_query(cf_engine *e, const char *text, size_t len, cJSON **ret, sql
     if (rc)
         return rc;
     const sql_plan_info *pi = sql_plan_get(p);
-    cf_shard_query *qs = new_queries(e, CF_Q_SQL);
+    cf_shard_query *qs = engine_new_queries(e, CF_Q_SQL);
     if (!qs) {
         sql_plan_free(p);
         return -ENOMEM;
@@ -169,7 +169,7 @@ int cf_engine_query(cf_engine *e, const char *text, size_t len, cJSON **ret, sql
     for (unsigned s = 0; s < e->n_shards; s++)
         qs[s].view = pi->source;
     /* After every message enqueued before: read-your-writes (SPEC 8). */
-    rc = query_shards(e, qs, -1, true, NULL);
+    rc = engine_query_shards(e, qs, -1, true, NULL);
     const cf_buf **parts = calloc(e->n_shards, sizeof *parts);
     for (unsigned s = 0; rc == 0 && s < e->n_shards; s++) {
         if (qs[s].err)
@@ -194,7 +194,7 @@ int cf_engine_query(cf_engine *e, const char *text, size_t len, cJSON **ret, sql
                     : cf_sqlpull_answer(pi, parts, e->n_shards, MAX_QUERY_LIMIT, ret);
     cf_buf_free(&hist);
     free(parts);
-    free_queries(e, qs);
+    engine_free_queries(e, qs);
     sql_plan_free(p);
     return rc;
 }
@@ -211,9 +211,9 @@ static cJSON *user_views(cf_engine *e)
     cJSON_ArrayForEach(v, items)    /* the panels (builtin_panels.h) say true */
         if (!cJSON_HasObjectItem(v, "builtin"))
             cJSON_AddBoolToObject(v, "builtin", false);
-    cf_shard_query *qs = new_queries(e, CF_Q_SQL_STATS);
-    if (!qs || query_shards(e, qs, -1, true, NULL) < 0) {
-        free_queries(e, qs);
+    cf_shard_query *qs = engine_new_queries(e, CF_Q_SQL_STATS);
+    if (!qs || engine_query_shards(e, qs, -1, true, NULL) < 0) {
+        engine_free_queries(e, qs);
         return root;    /* the definitions still answer (state sizes 0) */
     }
     for (unsigned s = 0; s < e->n_shards; s++) {
@@ -251,7 +251,7 @@ static cJSON *user_views(cf_engine *e)
             }
         }
     }
-    free_queries(e, qs);
+    engine_free_queries(e, qs);
     return root;
 }
 
@@ -279,7 +279,7 @@ cJSON *cf_engine_sql_streams(cf_engine *e) { return cf_sqlrt_streams_json(e->sql
 /* Re-applies logged definitions at their place in the event order. They
  * planned when logged, so a failure means a damaged record: skipped like
  * any malformed record. */
-int replay_sql(cf_engine *e, const uint8_t *payload, size_t len)
+int engine_replay_sql(cf_engine *e, const uint8_t *payload, size_t len)
 {
     cf_sqlrt_change *ch = NULL;
     sql_error err;
@@ -288,7 +288,7 @@ int replay_sql(cf_engine *e, const uint8_t *payload, size_t len)
     /* The shards are running: a full queue only means waiting for them. */
     while (rc == 0 && !change_room_locked(e, ch)) {
         pthread_mutex_unlock(&e->mu);
-        sleep_ms(1);
+        engine_sleep_ms(1);
         pthread_mutex_lock(&e->mu);
     }
     if (rc == 0)
@@ -311,7 +311,7 @@ typedef struct row_ref {
 } row_ref;
 
 /* Dedup, clock, arrival numbers, per-row W and C, WAL record and one
- * CF_MSG_ROWS per shard (when a view reads the stream), like apply_locked
+ * CF_MSG_ROWS per shard (when a view reads the stream), like engine_apply_locked
  * does for clicks. Event ids are deduplicated per stream (the key is the
  * stream name, a NUL, then the id). replay: the rows come from the WAL.
  * Returns the WAL LSN (0 without one or nothing to log), or -EIO/-ENOMEM. */
@@ -349,7 +349,7 @@ static int64_t submit_rows_locked(cf_engine *e, const char *stream, const row_re
                 break;
             const char *k = (const char *)key.data;
             int d = cf_dedup_check_hashed(e->dedup, k, key.len, cf_dedup_hash(e->dedup, k, key.len),
-                                          r->ts, dedup_clock_locked(e));
+                                          r->ts, engine_dedup_clock_locked(e));
             if (d < 0) {
                 atomic_fetch_add(&e->dedup_errors, 1);
             } else if (d == 0 && !replay) {
@@ -358,7 +358,7 @@ static int64_t submit_rows_locked(cf_engine *e, const char *stream, const row_re
             }
         }
         int64_t w = cf_watermark_of_events(e->wm, e->sent_wm);
-        int64_t c = dedup_clock_locked(e);
+        int64_t c = engine_dedup_clock_locked(e);
         cf_watermark_observe(e->wm, r->ts);
         uint64_t seq = e->next_seq++;
         if (reads) {
@@ -388,7 +388,7 @@ static int64_t submit_rows_locked(cf_engine *e, const char *stream, const row_re
     for (unsigned s = 0; s < ns; s++)
         oom |= msg[s].oom;
     if (key.oom || oom || wal.oom) {
-        lsn = wal_fail_locked(e, -ENOMEM);   /* the dedup table moved on: stop */
+        lsn = engine_wal_fail_locked(e, -ENOMEM);   /* the dedup table moved on: stop */
         goto out;
     }
     for (int k = 0; k < 4; k++)
@@ -396,12 +396,12 @@ static int64_t submit_rows_locked(cf_engine *e, const char *stream, const row_re
     if (acc > 0 && !replay && e->wal) {
         lsn = cf_wal_append(e->wal, CF_WAL_ROWS, wal.data, wal.len);
         if (lsn < 0) {
-            lsn = wal_fail_locked(e, lsn);
+            lsn = engine_wal_fail_locked(e, lsn);
             goto out;
         }
     }
     if (dups > 0 && !replay) {
-        int64_t clsn = log_counters_locked(e, dups, 0);
+        int64_t clsn = engine_log_counters_locked(e, dups, 0);
         if (clsn < 0) {
             lsn = clsn;
             goto out;
@@ -422,7 +422,7 @@ static int64_t submit_rows_locked(cf_engine *e, const char *stream, const row_re
             }
             memcpy(m->data, msg[s].data, msg[s].len);
             m->n = count[s];
-            enqueue_locked(e, s, m);
+            engine_enqueue_locked(e, s, m);
         }
     }
     atomic_fetch_add(&e->accepted, acc);
@@ -522,7 +522,7 @@ int cf_engine_stream_events(cf_engine *e, const char *stream, cf_body_format fmt
     else {
         lsn = submit_rows_locked(e, stream, rows, b->n, pre_set, pre, false, &acc, &dups);
         if (lsn >= 0)
-            mlsn = maybe_mark_locked(e, wall_ms());
+            mlsn = engine_maybe_mark_locked(e, wall_ms());
         if (lsn < 0 || mlsn < 0)
             rc = -EIO;
         if (e->wal)
@@ -534,7 +534,7 @@ int cf_engine_stream_events(cf_engine *e, const char *stream, cf_body_format fmt
     cf_sqlx_set_unref(pre_set);
     if (rc)
         return rc;
-    rc = wait_committed(e, lsn, mlsn, seen);
+    rc = engine_wait_committed(e, lsn, mlsn, seen);
     if (rc)
         return rc;
     ret->accepted = acc;
@@ -542,7 +542,7 @@ int cf_engine_stream_events(cf_engine *e, const char *stream, cf_body_format fmt
     return 0;
 }
 
-int replay_rows(cf_engine *e, const uint8_t *payload, size_t len)
+int engine_replay_rows(cf_engine *e, const uint8_t *payload, size_t len)
 {
     cf_reader r;
     cf_reader_init(&r, payload, len);
@@ -574,7 +574,7 @@ int replay_rows(cf_engine *e, const uint8_t *payload, size_t len)
         /* The shards are running: a full queue only means waiting. */
         while (!rows_room_locked(e, bytes) && !atomic_load(&e->failed)) {
             pthread_mutex_unlock(&e->mu);
-            sleep_ms(1);
+            engine_sleep_ms(1);
             pthread_mutex_lock(&e->mu);
         }
         int64_t lsn = submit_rows_locked(e, stream, rows, n, NULL, NULL, true, &acc, &dups);
@@ -590,16 +590,16 @@ int replay_rows(cf_engine *e, const uint8_t *payload, size_t len)
 /* The ticker, every --push-interval while a client listens: each shard
  * pushes the open rows of its EMIT CHANGES views that changed. The shards
  * answer after their current message (no read-your-writes needed). */
-void sql_push_interim(cf_engine *e)
+void engine_sql_push_interim(cf_engine *e)
 {
     /* The built-in panel views (builtin_panels.h) read clicks: sql_runs. */
     if (!cf_sqlrt_count(e->sql) && !atomic_load(&e->sql_runs))
         return;
-    cf_shard_query *qs = new_queries(e, CF_Q_SQL_INTERIM);
+    cf_shard_query *qs = engine_new_queries(e, CF_Q_SQL_INTERIM);
     if (!qs)
         return;
-    (void)query_shards(e, qs, -1, false, NULL);
-    free_queries(e, qs);
+    (void)engine_query_shards(e, qs, -1, false, NULL);
+    engine_free_queries(e, qs);
 }
 
 static int exists(void *ctx, const sql_object *stream)

@@ -56,7 +56,7 @@ static int send_shards_locked(cf_engine *e, const cf_buf *msg, uint32_t n)
         }
         memcpy(m->data, msg->data, msg->len);
         m->n = n;
-        enqueue_locked(e, s, m);
+        engine_enqueue_locked(e, s, m);
     }
     return 0;
 }
@@ -69,7 +69,7 @@ static void put_header(cf_buf *b, const char *name, const char *sql, uint32_t nc
     cf_buf_put_u32(b, key);
 }
 
-int send_table_drop_locked(cf_engine *e, const char *name)
+int engine_send_table_drop_locked(cf_engine *e, const char *name)
 {
     cf_buf msg = {0};
     put_header(&msg, name, "", 0, 0);
@@ -100,7 +100,7 @@ static int64_t apply_ops_locked(cf_engine *e, const sql_object *o, table_op *ops
     cf_tables *ts = tables_locked(e);
     sql_table *t = ts ? cf_tables_get(ts, o) : NULL;
     if (!t)
-        return wal_fail_locked(e, -ENOMEM);
+        return engine_wal_fail_locked(e, -ENOMEM);
     cf_buf wal = {0}, msg = {0};
     put_header(&msg, o->name, o->sql ? o->sql : "", o->ncolumns, (uint32_t)o->key_column);
     cf_buf_put_str(&wal, o->name, strlen(o->name));
@@ -120,13 +120,13 @@ static int64_t apply_ops_locked(cf_engine *e, const sql_object *o, table_op *ops
     }
     int64_t lsn = 0;
     if (wal.oom || msg.oom) {
-        lsn = wal_fail_locked(e, -ENOMEM);    /* the rows changed but are not logged: stop */
+        lsn = engine_wal_fail_locked(e, -ENOMEM);    /* the rows changed but are not logged: stop */
     } else if (applied > 0 && !replay && e->wal) {
         for (int k = 0; k < 4; k++)
             wal.data[count_at + (size_t)k] = (uint8_t)(applied >> (8 * k));
         lsn = cf_wal_append(e->wal, CF_WAL_TABLE, wal.data, wal.len);
         if (lsn < 0)
-            lsn = wal_fail_locked(e, lsn);
+            lsn = engine_wal_fail_locked(e, lsn);
     }
     if (lsn >= 0 && applied > 0) {
         int src = send_shards_locked(e, &msg, (uint32_t)applied);
@@ -451,7 +451,7 @@ static int replay_in_catalog(void *ctx, const sql_object *o)
     return r->lsn < 0 ? (int)r->lsn : 0;
 }
 
-int replay_table(cf_engine *e, const uint8_t *payload, size_t len)
+int engine_replay_table(cf_engine *e, const uint8_t *payload, size_t len)
 {
     cf_reader r;
     cf_reader_init(&r, payload, len);
@@ -478,7 +478,7 @@ int replay_table(cf_engine *e, const uint8_t *payload, size_t len)
         /* The shards are running: a full queue only means waiting. */
         while (!table_room_locked(e, len + 512) && !atomic_load(&e->failed)) {
             pthread_mutex_unlock(&e->mu);
-            sleep_ms(1);
+            engine_sleep_ms(1);
             pthread_mutex_lock(&e->mu);
         }
         rc = cf_sqlrt_with_table(e->sql, table, replay_in_catalog, &rc_);

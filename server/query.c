@@ -20,7 +20,7 @@
  * noting every queue's produced count under the sequencer lock, so the
  * answer reflects every request acknowledged before (sync; otherwise each
  * shard answers after its current message). *ret_clock gets C. */
-int query_shards(cf_engine *e, cf_shard_query *qs, int only, bool sync,
+int engine_query_shards(cf_engine *e, cf_shard_query *qs, int only, bool sync,
                  int64_t *ret_clock)
 {
     uint64_t *targets = calloc(e->n_shards, sizeof *targets);
@@ -48,7 +48,7 @@ int query_shards(cf_engine *e, cf_shard_query *qs, int only, bool sync,
     return rc;
 }
 
-cf_shard_query *new_queries(cf_engine *e, cf_qkind kind)
+cf_shard_query *engine_new_queries(cf_engine *e, cf_qkind kind)
 {
     cf_shard_query *qs = calloc(e->n_shards, sizeof *qs);
     if (qs)
@@ -57,7 +57,7 @@ cf_shard_query *new_queries(cf_engine *e, cf_qkind kind)
     return qs;
 }
 
-void free_queries(cf_engine *e, cf_shard_query *qs)
+void engine_free_queries(cf_engine *e, cf_shard_query *qs)
 {
     if (!qs)
         return;
@@ -67,7 +67,7 @@ void free_queries(cf_engine *e, cf_shard_query *qs)
 }
 
 /* JSON number for a time that may be CF_TIME_NONE (null). */
-cJSON *time_json(int64_t t)
+cJSON *engine_time_json(int64_t t)
 {
     return t == CF_TIME_NONE ? cJSON_CreateNull() : cJSON_CreateNumber((double)t);
 }
@@ -96,13 +96,13 @@ static int trend_cmp(const void *pa, const void *pb)
     return a->page_url_len < b->page_url_len ? -1 : a->page_url_len > b->page_url_len;
 }
 
-cJSON *trending(cf_engine *e, size_t n, bool sync)
+cJSON *engine_trending(cf_engine *e, size_t n, bool sync)
 {
     if (n < 1)
         n = 1;
     if (n > 1000)
         n = 1000;
-    cf_shard_query *qs = new_queries(e, CF_Q_TRENDING);
+    cf_shard_query *qs = engine_new_queries(e, CF_Q_TRENDING);
     const cf_trend_item **lists = calloc(e->n_shards, sizeof *lists);
     size_t *lens = calloc(e->n_shards, sizeof *lens);
     cf_trend_item *top = calloc(n, sizeof *top);
@@ -118,7 +118,7 @@ cJSON *trending(cf_engine *e, size_t n, bool sync)
         qs[s].limit = n;
     }
     /* T is fixed before posting so every shard scores at the same time. */
-    if (query_shards(e, qs, -1, sync, NULL) < 0)
+    if (engine_query_shards(e, qs, -1, sync, NULL) < 0)
         goto done;
     for (unsigned s = 0; s < e->n_shards; s++) {
         lists[s] = qs[s].trend;
@@ -134,7 +134,7 @@ cJSON *trending(cf_engine *e, size_t n, bool sync)
         cJSON_Delete(items);
         goto fail;
     }
-    cJSON_AddItemToObject(out, "as_of", time_json(c));
+    cJSON_AddItemToObject(out, "as_of", engine_time_json(c));
     cJSON_AddNumberToObject(out, "half_life_ms", (double)e->cfg.half_life_ms);
     cJSON_AddItemToObject(out, "items", items);
     for (size_t i = 0; i < k; i++) {
@@ -151,14 +151,14 @@ fail:
     cJSON_Delete(out);
     out = NULL;
 done:
-    free_queries(e, qs);
+    engine_free_queries(e, qs);
     free(lists);
     free(lens);
     free(top);
     return out;
 }
 
-cJSON *cf_engine_trending(cf_engine *e, size_t n) { return trending(e, n, true); }
+cJSON *cf_engine_trending(cf_engine *e, size_t n) { return engine_trending(e, n, true); }
 
 /* Merges per-shard partial lists (each in query order) into {"items": [...]}
  * of at most limit records, sorted with cmp and formatted with fmt. */
@@ -321,19 +321,19 @@ static cJSON *windows_with_history(cf_engine *e, const cf_window_query *q, cf_sh
 
 static cJSON *windows(cf_engine *e, const cf_window_query *q, bool sync)
 {
-    return windows_ordered(e, q, sync, false);
+    return engine_windows_ordered(e, q, sync, false);
 }
 
 /* by_count: the busiest windows first instead of the newest (interim
  * pushes keep the top of each window type). */
-cJSON *windows_ordered(cf_engine *e, const cf_window_query *q, bool sync, bool by_count)
+cJSON *engine_windows_ordered(cf_engine *e, const cf_window_query *q, bool sync, bool by_count)
 {
-    cf_shard_query *qs = new_queries(e, CF_Q_WINDOWS);
+    cf_shard_query *qs = engine_new_queries(e, CF_Q_WINDOWS);
     if (!qs)
         return NULL;
     size_t limit = clamp_limit(q->limit);
     /* A page filter names one page, which lives on one shard. */
-    int only = q->page_url ? (int)shard_of(e, q->page_url, strlen(q->page_url)) : -1;
+    int only = q->page_url ? (int)engine_shard_of(e, q->page_url, strlen(q->page_url)) : -1;
     for (unsigned s = 0; s < e->n_shards; s++) {
         qs[s].limit = limit;
         qs[s].wtype = q->type;
@@ -346,14 +346,14 @@ cJSON *windows_ordered(cf_engine *e, const cf_window_query *q, bool sync, bool b
         qs[s].to = q->to;
     }
     cJSON *out = NULL;
-    if (query_shards(e, qs, only, sync, NULL) == 0) {
+    if (engine_query_shards(e, qs, only, sync, NULL) == 0) {
         if (q->ranged && e->history && q->state != 0)
             out = windows_with_history(e, q, qs, only >= 0 ? 1 : e->n_shards, limit);
         else
             out = merge_items(e, qs, only >= 0 ? 1 : e->n_shards, limit,
                               by_count ? cf_wres_cmp_count : cf_wres_cmp, fmt_w, NULL);
     }
-    free_queries(e, qs);
+    engine_free_queries(e, qs);
     return out;
 }
 
@@ -372,16 +372,16 @@ int cf_engine_rollup(cf_engine *e, const char *view, int64_t from, int64_t to, i
 static cJSON *ring_query(cf_engine *e, cf_qkind kind, size_t limit,
                          int (*cmp)(const void *, const void *), cJSON *(*fmt)(const void *))
 {
-    cf_shard_query *qs = new_queries(e, kind);
+    cf_shard_query *qs = engine_new_queries(e, kind);
     if (!qs)
         return NULL;
     limit = clamp_limit(limit);
     for (unsigned s = 0; s < e->n_shards; s++)
         qs[s].limit = limit;
     cJSON *out = NULL;
-    if (query_shards(e, qs, -1, true, NULL) == 0)
+    if (engine_query_shards(e, qs, -1, true, NULL) == 0)
         out = merge_items(e, qs, e->n_shards, limit, cmp, fmt, NULL);
-    free_queries(e, qs);
+    engine_free_queries(e, qs);
     return out;
 }
 
@@ -397,20 +397,20 @@ cJSON *cf_engine_sessions(cf_engine *e, size_t limit)
 
 cJSON *cf_engine_user_sessions(cf_engine *e, const char *user_id, size_t len)
 {
-    cf_shard_query *qs = new_queries(e, CF_Q_USER_SESSIONS);
+    cf_shard_query *qs = engine_new_queries(e, CF_Q_USER_SESSIONS);
     char *user = malloc(len + 1);
     cJSON *out = NULL;
     if (!qs || !user)
         goto done;
     memcpy(user, user_id, len);
     user[len] = '\0';
-    int only = (int)shard_of(e, user_id, len);
+    int only = (int)engine_shard_of(e, user_id, len);
     qs[0].user = user_id;
     qs[0].user_len = len;
-    if (query_shards(e, qs, only, true, NULL) == 0)
+    if (engine_query_shards(e, qs, only, true, NULL) == 0)
         out = merge_items(e, qs, 1, SIZE_MAX, NULL, fmt_s, user);   /* oldest first */
 done:
-    free_queries(e, qs);
+    engine_free_queries(e, qs);
     free(user);
     return out;
 }

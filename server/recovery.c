@@ -59,23 +59,23 @@ static int apply_replayed(cf_engine *e, prepared *p, const cf_event *evs, size_t
         pthread_mutex_lock(&e->mu);
         if (e->n_shards > 1 && p->set != e->route_set) {
             pthread_mutex_unlock(&e->mu);
-            prepared_free(e, p);
-            rc = prepare(e, evs, n, p);
+            engine_prepared_free(e, p);
+            rc = engine_prepare(e, evs, n, p);
             if (rc)
                 return rc;
             continue;
         }
-        if (has_room_locked(e, p)) {
+        if (engine_has_room_locked(e, p)) {
             size_t accepted = 0;
-            int64_t lsn = apply_locked(e, p, evs, NULL, true, &accepted);
+            int64_t lsn = engine_apply_locked(e, p, evs, NULL, true, &accepted);
             pthread_mutex_unlock(&e->mu);
             rc = lsn < 0 ? (int)lsn : 0;
             break;
         }
         pthread_mutex_unlock(&e->mu);
-        sleep_ms(1);
+        engine_sleep_ms(1);
     }
-    prepared_free(e, p);
+    engine_prepared_free(e, p);
     return rc;
 }
 
@@ -89,16 +89,16 @@ static int replay_watermark(cf_engine *e, const uint8_t *payload, size_t len)
         return -EINVAL;
     for (;;) {
         pthread_mutex_lock(&e->mu);
-        if (all_have_room_locked(e)) {
+        if (engine_all_have_room_locked(e)) {
             /* The very values the live run sent: W is restored, not
              * recomputed from today's wall clock. */
             cf_watermark_restore(e->wm, cf_watermark_max_ts(e->wm), w);
-            int64_t rc = send_marker_locked(e, w, c, false);
+            int64_t rc = engine_send_marker_locked(e, w, c, false);
             pthread_mutex_unlock(&e->mu);
             return rc < 0 ? (int)rc : 0;
         }
         pthread_mutex_unlock(&e->mu);
-        sleep_ms(1);
+        engine_sleep_ms(1);
     }
 }
 
@@ -112,10 +112,10 @@ static int switch_settings(cf_engine *e, const cf_view_settings *vs)
     if (views) {
         for (;;) {
             pthread_mutex_lock(&e->mu);
-            if (all_have_room_locked(e))
+            if (engine_all_have_room_locked(e))
                 break;
             pthread_mutex_unlock(&e->mu);
-            sleep_ms(1);
+            engine_sleep_ms(1);
         }
         for (unsigned s = 0; s < e->n_shards; s++) {
             cf_msg *m = cf_msg_reset_new(views, vs);
@@ -127,7 +127,7 @@ static int switch_settings(cf_engine *e, const cf_view_settings *vs)
                 cf_error("out of memory switching view settings");
                 return -EIO;
             }
-            enqueue_locked(e, s, m);
+            engine_enqueue_locked(e, s, m);
         }
         e->shard_vs = *vs;
         pthread_mutex_unlock(&e->mu);
@@ -141,7 +141,7 @@ static int replay_settings(cf_engine *e, const uint8_t *payload, size_t len)
     cf_reader r;
     cf_reader_init(&r, payload, len);
     cf_view_settings vs;
-    if (!get_settings(&r, &vs))
+    if (!engine_get_settings(&r, &vs))
         return -EINVAL;
     int rc = switch_settings(e, &vs);
     return rc < 0 ? rc : 0;
@@ -176,7 +176,7 @@ static void views_text(unsigned views, const cf_view_settings *was, const cf_vie
  * which is logged as a CF_WAL_SETTINGS record (so a later replay switches at
  * the same point, before or after a snapshot alike). A log that never said
  * its settings gets the record too. 0 or -EIO. */
-int adopt_settings(cf_engine *e)
+int engine_adopt_settings(cf_engine *e)
 {
     cf_view_settings want, was = e->shard_vs;
     cf_view_settings_of(&e->cfg, &want);
@@ -193,7 +193,7 @@ int adopt_settings(cf_engine *e)
                 "(other views and counters carry on):%s", text);
     }
     cf_buf b = {0};
-    put_settings(&b, &want);
+    engine_put_settings(&b, &want);
     if (b.oom) {
         cf_buf_free(&b);
         return -EIO;
@@ -201,7 +201,7 @@ int adopt_settings(cf_engine *e)
     pthread_mutex_lock(&e->mu);
     int64_t lsn = cf_wal_append(e->wal, CF_WAL_SETTINGS, b.data, b.len);
     if (lsn < 0)
-        (void)wal_fail_locked(e, lsn);
+        (void)engine_wal_fail_locked(e, lsn);
     pthread_mutex_unlock(&e->mu);
     cf_buf_free(&b);
     if (lsn < 0 || cf_wal_commit(e->wal, lsn) < 0) {
@@ -239,11 +239,11 @@ static int replay_other(cf_engine *e, int64_t lsn, uint8_t type, const uint8_t *
     else if (type == CF_WAL_SETTINGS)
         rc = replay_settings(e, payload, len);
     else if (type == CF_WAL_SQL)
-        rc = replay_sql(e, payload, len);
+        rc = engine_replay_sql(e, payload, len);
     else if (type == CF_WAL_ROWS)
-        rc = replay_rows(e, payload, len);
+        rc = engine_replay_rows(e, payload, len);
     else if (type == CF_WAL_TABLE)
-        rc = replay_table(e, payload, len);
+        rc = engine_replay_table(e, payload, len);
     else
         cf_warn("recovery: skipping WAL record %" PRId64 " of unknown type %u", lsn, type);
     if (rc == -EINVAL) {
@@ -344,7 +344,7 @@ static int rp_decode(void *ctx, int64_t lsn, uint8_t type, const uint8_t *payloa
     if (type == CF_WAL_EVENTS) {
         it.rc = unpack_events(it.b.payload, len, &it.b.evs, &it.b.ecap, &it.n);
         if (it.rc == 0)
-            it.rc = prepare(pp->e, it.b.evs, it.n, &it.p);
+            it.rc = engine_prepare(pp->e, it.b.evs, it.n, &it.p);
         if (it.rc == -ENOMEM) {
             free(it.b.payload);
             free(it.b.evs);
@@ -357,7 +357,7 @@ static int rp_decode(void *ctx, int64_t lsn, uint8_t type, const uint8_t *payloa
     if (pp->stop) {
         pthread_mutex_unlock(&pp->mu);
         if (type == CF_WAL_EVENTS && it.rc == 0)
-            prepared_free(pp->e, &it.p);
+            engine_prepared_free(pp->e, &it.p);
         free(it.b.evs);
         free(it.b.payload);
         return -ECANCELED;
@@ -428,7 +428,7 @@ static int64_t replay_pipelined(cf_engine *e, int64_t after)
         pthread_mutex_unlock(&pp->mu);
         int rc = failed ? 0 : rp_apply(e, &it);
         if (failed && it.type == CF_WAL_EVENTS && it.rc == 0)
-            prepared_free(e, &it.p);    /* drained after a failure: only freed */
+            engine_prepared_free(e, &it.p);    /* drained after a failure: only freed */
         rp_give_back(pp, &it.b);
         pthread_mutex_lock(&pp->mu);
         if (rc < 0 && !failed) {
@@ -497,7 +497,7 @@ static int history_open(cf_engine *e)
     return 0;
 }
 
-int recover(cf_engine *e)
+int engine_recover(cf_engine *e)
 {
     char err[256] = "";
     e->wal = cf_wal_open(e->cfg.data_dir, e->cfg.fsync,
@@ -527,14 +527,14 @@ int recover(cf_engine *e)
         return -ENOMEM;
     cf_dedup_free(e->dedup);
     e->dedup = fresh;
-    krc = key_shards(e);
+    krc = engine_key_shards(e);
     if (krc < 0)
         return krc;
     cf_buf payload = {0};
     int64_t lsn = 0;
     int rc = cf_snapshot_load(e->cfg.data_dir, &lsn, &payload);
     if (rc == 0) {
-        rc = load_snapshot(e, &payload);
+        rc = engine_load_snapshot(e, &payload);
         if (rc == 0) {
             e->snapshot_lsn = lsn;
             cf_info("recovery: loaded snapshot at LSN %" PRId64, lsn);

@@ -1,6 +1,6 @@
 /* sequencer: the one short critical section every request goes through
  * (engine_int.h has the picture). A request is routed and packed outside the
- * lock (prepare); under it, apply_locked judges each event (duplicate or
+ * lock (prepare); under it, engine_apply_locked judges each event (duplicate or
  * not, its arrival number, the W and C it is judged against), logs the
  * accepted ones and enqueues one message per target shard; the commit is
  * waited for outside the lock, shared by concurrent requests. Recovery
@@ -24,7 +24,7 @@
 
 #define DEDUP_PREFETCH 8                /* ids ahead whose dedup slot is prefetched */
 
-void prepared_free(cf_engine *e, prepared *p)
+void engine_prepared_free(cf_engine *e, prepared *p)
 {
     if (p->msgs)
         for (unsigned s = 0; s < e->n_shards; s++)
@@ -46,7 +46,7 @@ static void put_le64(uint8_t *p, uint64_t v)
 }
 
 /* Keys every shard's tables with the engine's hash key (before any state). */
-int key_shards(cf_engine *e)
+int engine_key_shards(cf_engine *e)
 {
     for (unsigned s = 0; s < e->n_shards; s++) {
         int rc = cf_shard_set_hashkey(e->shards[s], e->hashkey);
@@ -73,7 +73,7 @@ static uint64_t views_of(const cf_engine *e, const prepared *p, size_t i, unsign
  * set routed for is kept in p->set: the caller routes again if another one
  * is in force under the lock. O(total event bytes + views x events). 0 or
  * -ENOMEM. */
-int prepare(cf_engine *e, const cf_event *evs, size_t n, prepared *p)
+int engine_prepare(cf_engine *e, const cf_event *evs, size_t n, prepared *p)
 {
     memset(p, 0, sizeof *p);
     p->n = n;
@@ -109,8 +109,8 @@ int prepare(cf_engine *e, const cf_event *evs, size_t n, prepared *p)
         goto out;
     for (size_t i = 0; i < n; i++) {
         route *r = &p->rt[i];
-        r->page_shard = shard_of(e, evs[i].page_url, evs[i].page_url_len);
-        r->user_shard = shard_of(e, evs[i].user_id, evs[i].user_id_len);
+        r->page_shard = engine_shard_of(e, evs[i].page_url, evs[i].page_url_len);
+        r->user_shard = engine_shard_of(e, evs[i].user_id, evs[i].user_id_len);
         if (evs[i].event_id && evs[i].event_id_len > 0)
             r->id_hash = cf_dedup_hash(e->dedup, evs[i].event_id, evs[i].event_id_len);
         r->pack_off = p->packed.len;
@@ -155,7 +155,7 @@ int prepare(cf_engine *e, const cf_event *evs, size_t n, prepared *p)
                 break;
             }
             /* A blank head: role, arrival number, W and C are stamped
-             * under the lock (apply_locked). */
+             * under the lock (engine_apply_locked). */
             size_t at = size[s];
             size[s] += cf_entry_put(p->msgs[s]->data + at, packed, r->pack_len,
                                     views_of(e, p, i, s));
@@ -179,13 +179,13 @@ out:
     free(size);
     free(count);
     if (rc)
-        prepared_free(e, p);
+        engine_prepared_free(e, p);
     return rc;
 }
 
 /* True when every shard the request targets can take one more message
  * (keeping the reserved slots) and the byte budget allows it. */
-bool has_room_locked(cf_engine *e, const prepared *p)
+bool engine_has_room_locked(cf_engine *e, const prepared *p)
 {
     if (atomic_load(&e->inflight) + p->bytes > e->inflight_cap)
         return false;
@@ -195,7 +195,7 @@ bool has_room_locked(cf_engine *e, const prepared *p)
     return true;
 }
 
-bool all_have_room_locked(cf_engine *e)
+bool engine_all_have_room_locked(cf_engine *e)
 {
     for (unsigned s = 0; s < e->n_shards; s++)
         if (cf_queue_space(cf_shard_queue(e->shards[s])) == 0)
@@ -203,7 +203,7 @@ bool all_have_room_locked(cf_engine *e)
     return true;
 }
 
-void enqueue_locked(cf_engine *e, unsigned s, cf_msg *m)
+void engine_enqueue_locked(cf_engine *e, unsigned s, cf_msg *m)
 {
     atomic_fetch_add(&e->inflight, cf_msg_bytes(m));
     /* Room was checked under this same lock and only the consumer changes
@@ -218,7 +218,7 @@ void enqueue_locked(cf_engine *e, unsigned s, cf_msg *m)
     (void)ok;
 }
 
-/* Outside mu: wakes the shards that enqueue_locked left unwoken. Any
+/* Outside mu: wakes the shards that engine_enqueue_locked left unwoken. Any
  * thread's call wakes for every submit's pushes before it, since a push
  * precedes setting its bit. */
 static void wake_deferred(cf_engine *e)
@@ -233,7 +233,7 @@ static void wake_deferred(cf_engine *e)
 
 /* The clock dedup judges by: the max accepted timestamp and the clock of the
  * last marker, both recorded in the WAL, so a replay decides identically. */
-int64_t dedup_clock_locked(const cf_engine *e)
+int64_t engine_dedup_clock_locked(const cf_engine *e)
 {
     int64_t mx = cf_watermark_max_ts(e->wm);
     if (mx == CF_TIME_NONE || (e->mark_clock != CF_TIME_NONE && e->mark_clock > mx))
@@ -241,7 +241,7 @@ int64_t dedup_clock_locked(const cf_engine *e)
     return mx;
 }
 
-int wal_fail_locked(cf_engine *e, int64_t rc)
+int engine_wal_fail_locked(cf_engine *e, int64_t rc)
 {
     if (!atomic_exchange(&e->failed, 1))
         cf_error("write-ahead log append failed (%s): no longer acknowledging events",
@@ -252,7 +252,7 @@ int wal_fail_locked(cf_engine *e, int64_t rc)
 /* Logs counter increments that no events record carries (duplicates,
  * rejected events), so a replay restores them exactly. Returns the LSN, 0
  * without a WAL, or -EIO. */
-int64_t log_counters_locked(cf_engine *e, uint64_t dups, uint64_t rejected)
+int64_t engine_log_counters_locked(cf_engine *e, uint64_t dups, uint64_t rejected)
 {
     if (!e->wal || atomic_load(&e->failed))
         return 0;
@@ -260,12 +260,12 @@ int64_t log_counters_locked(cf_engine *e, uint64_t dups, uint64_t rejected)
     put_le64(payload, dups);
     put_le64(payload + 8, rejected);
     int64_t lsn = cf_wal_append(e->wal, CF_WAL_COUNTERS, payload, sizeof payload);
-    return lsn < 0 ? wal_fail_locked(e, lsn) : lsn;
+    return lsn < 0 ? engine_wal_fail_locked(e, lsn) : lsn;
 }
 
 /* Sends a watermark marker (W, C) to every shard, logging it first. The
  * caller checked room. Returns the record's LSN (0 without a WAL) or -EIO. */
-int64_t send_marker_locked(cf_engine *e, int64_t w, int64_t c, bool log)
+int64_t engine_send_marker_locked(cf_engine *e, int64_t w, int64_t c, bool log)
 {
     int64_t lsn = 0;
     if (log && e->wal) {
@@ -274,7 +274,7 @@ int64_t send_marker_locked(cf_engine *e, int64_t w, int64_t c, bool log)
         put_le64(payload + 8, (uint64_t)c);
         lsn = cf_wal_append(e->wal, CF_WAL_WATERMARK, payload, sizeof payload);
         if (lsn < 0)
-            return wal_fail_locked(e, lsn);
+            return engine_wal_fail_locked(e, lsn);
     }
     for (unsigned s = 0; s < e->n_shards; s++) {
         cf_msg *m = cf_msg_new(CF_MSG_MARK, 0);
@@ -287,7 +287,7 @@ int64_t send_marker_locked(cf_engine *e, int64_t w, int64_t c, bool log)
         }
         m->wm = w;
         m->clock = c;
-        enqueue_locked(e, s, m);
+        engine_enqueue_locked(e, s, m);
     }
     e->sent_wm = w;
     if (c != CF_TIME_NONE && (e->mark_clock == CF_TIME_NONE || c > e->mark_clock))
@@ -299,14 +299,14 @@ int64_t send_marker_locked(cf_engine *e, int64_t w, int64_t c, bool log)
  * every queue has a slot, logs and sends a marker. A marker that does not
  * fit stays pending: the next request or tick sends the then-current W.
  * Returns the marker's LSN, 0 if none was needed/possible, or -EIO. */
-int64_t maybe_mark_locked(cf_engine *e, int64_t now)
+int64_t engine_maybe_mark_locked(cf_engine *e, int64_t now)
 {
     int64_t w = cf_watermark_advance(e->wm, now);
     if (w == CF_TIME_NONE || (e->sent_wm != CF_TIME_NONE && w <= e->sent_wm))
         return 0;
-    if (!all_have_room_locked(e))
+    if (!engine_all_have_room_locked(e))
         return 0;
-    return send_marker_locked(e, w, cf_watermark_clock(e->wm, now), true);
+    return engine_send_marker_locked(e, w, cf_watermark_clock(e->wm, now), true);
 }
 
 /* Hands the accepted events of a request to the recent-events ring: the
@@ -348,7 +348,7 @@ static void keep_recent_locked(cf_engine *e, prepared *p, const uint8_t *is_dup,
  * nothing is logged again.
  * Returns the WAL LSN (0 without a WAL or when nothing was accepted), or
  * -EIO. The caller checked room. */
-int64_t apply_locked(cf_engine *e, prepared *p, const cf_event *evs, uint8_t *is_dup,
+int64_t engine_apply_locked(cf_engine *e, prepared *p, const cf_event *evs, uint8_t *is_dup,
                      bool replay, size_t *ret_accepted)
 {
     size_t accepted = 0, dups = 0, bots = 0;
@@ -363,7 +363,7 @@ int64_t apply_locked(cf_engine *e, prepared *p, const cf_event *evs, uint8_t *is
             cf_dedup_prefetch(e->dedup, p->rt[i + DEDUP_PREFETCH].id_hash);
         if (ev->event_id && ev->event_id_len > 0) {
             int d = cf_dedup_check_hashed(e->dedup, ev->event_id, ev->event_id_len, r->id_hash,
-                                          ev->ts, dedup_clock_locked(e));
+                                          ev->ts, engine_dedup_clock_locked(e));
             if (d < 0) {
                 /* Fail open: accepting is what the client asked for; the
                  * id is just not remembered. Counted for operators. */
@@ -381,7 +381,7 @@ int64_t apply_locked(cf_engine *e, prepared *p, const cf_event *evs, uint8_t *is
          * W in force before the request. Only logged values go in, so a
          * replay stamps the same W. */
         int64_t w = cf_watermark_of_events(e->wm, e->sent_wm);
-        int64_t c = dedup_clock_locked(e);
+        int64_t c = engine_dedup_clock_locked(e);
         cf_watermark_observe(e->wm, ev->ts);
         uint64_t seq = e->next_seq++;
         if (r->bot) {
@@ -433,16 +433,16 @@ int64_t apply_locked(cf_engine *e, prepared *p, const cf_event *evs, uint8_t *is
                     cf_buf_put(&e->scratch, p->packed.data + p->rt[i].pack_off,
                                p->rt[i].pack_len);
             if (e->scratch.oom)
-                return wal_fail_locked(e, -ENOMEM);
+                return engine_wal_fail_locked(e, -ENOMEM);
             payload = e->scratch.data;
             len = e->scratch.len;
         }
         lsn = cf_wal_append(e->wal, CF_WAL_EVENTS, payload, len);
         if (lsn < 0)
-            return wal_fail_locked(e, lsn);
+            return engine_wal_fail_locked(e, lsn);
     }
     if (dups > 0 && !replay) {
-        int64_t clsn = log_counters_locked(e, dups, 0);
+        int64_t clsn = engine_log_counters_locked(e, dups, 0);
         if (clsn < 0)
             return clsn;
         if (clsn > lsn)
@@ -453,7 +453,7 @@ int64_t apply_locked(cf_engine *e, prepared *p, const cf_event *evs, uint8_t *is
     for (unsigned s = 0; s < e->n_shards; s++) {
         if (p->msgs[s] && p->accepted[s] > 0) {
             if (replay) {
-                enqueue_locked(e, s, p->msgs[s]);
+                engine_enqueue_locked(e, s, p->msgs[s]);
             } else {
                 /* Woken after the lock (wake_shards): a wake-up under it
                  * made the other request threads wait for the futex call
@@ -472,7 +472,7 @@ int64_t apply_locked(cf_engine *e, prepared *p, const cf_event *evs, uint8_t *is
     return lsn;
 }
 
-/* The wake-ups apply_locked left for after the lock: every shard that got
+/* The wake-ups engine_apply_locked left for after the lock: every shard that got
  * a message of p. */
 static void wake_shards(cf_engine *e, const prepared *p)
 {
@@ -485,7 +485,7 @@ static void wake_shards(cf_engine *e, const prepared *p)
  * to the largest of the request's records (lsn, mlsn) and what it saw logged
  * before it (seen), so concurrent requests share one write/fsync. 0, or -EIO
  * after marking the engine failed. */
-int wait_committed(cf_engine *e, int64_t lsn, int64_t mlsn, int64_t seen)
+int engine_wait_committed(cf_engine *e, int64_t lsn, int64_t mlsn, int64_t seen)
 {
     int64_t upto = mlsn > lsn ? mlsn : lsn;
     if (seen > upto)
@@ -500,7 +500,7 @@ int wait_committed(cf_engine *e, int64_t lsn, int64_t mlsn, int64_t seen)
 
 int cf_engine_commit(cf_engine *e, int64_t upto)
 {
-    return wait_committed(e, upto, 0, 0);
+    return engine_wait_committed(e, upto, 0, 0);
 }
 
 bool cf_engine_commit_slow(const cf_engine *e)
@@ -516,7 +516,7 @@ int cf_engine_submit(cf_engine *e, const cf_event *evs, size_t n, uint8_t *ret_i
     int rc = cf_engine_submit_nowait(e, evs, n, ret_is_dup, &res, &upto);
     if (rc)
         return rc;
-    rc = wait_committed(e, upto, 0, 0);
+    rc = engine_wait_committed(e, upto, 0, 0);
     if (rc < 0)
         return rc;
     if (ret)
@@ -547,7 +547,7 @@ int cf_engine_submit_nowait(cf_engine *e, const cf_event *evs, size_t n, uint8_t
     size_t accepted = 0;
     int64_t lsn = 0, mlsn = 0, seen = 0;
 again:
-    rc = prepare(e, evs, n, &p);
+    rc = engine_prepare(e, evs, n, &p);
     if (rc) {
         free(own_dup);
         return rc;
@@ -557,7 +557,7 @@ again:
         /* The views changed since the request was routed: route it again
          * for the set in force (rare: once per change). */
         pthread_mutex_unlock(&e->mu);
-        prepared_free(e, &p);
+        engine_prepared_free(e, &p);
         goto again;
     }
     if (e->stopping) {
@@ -566,13 +566,13 @@ again:
         rc = -EIO;
     } else if (!e->accepting) {
         rc = -EAGAIN;   /* still recovering: the log must be replayed first */
-    } else if (!has_room_locked(e, &p)) {
+    } else if (!engine_has_room_locked(e, &p)) {
         rc = -EAGAIN;   /* nothing accepted, nothing changed */
     } else {
         e->defer_wakes = true;
-        lsn = apply_locked(e, &p, evs, is_dup, false, &accepted);
+        lsn = engine_apply_locked(e, &p, evs, is_dup, false, &accepted);
         if (lsn >= 0)
-            mlsn = maybe_mark_locked(e, wall_ms());
+            mlsn = engine_maybe_mark_locked(e, wall_ms());
         e->defer_wakes = false;
         if (lsn < 0 || mlsn < 0)
             rc = -EIO;
@@ -585,8 +585,8 @@ again:
     }
     pthread_mutex_unlock(&e->mu);
     wake_shards(e, &p);
-    wake_deferred(e);   /* the markers maybe_mark_locked sent */
-    prepared_free(e, &p);
+    wake_deferred(e);   /* the markers engine_maybe_mark_locked sent */
+    engine_prepared_free(e, &p);
     free(own_dup);
     if (rc)
         return rc;
@@ -614,7 +614,7 @@ int cf_engine_raise_watermark(cf_engine *e, int64_t wm, int64_t *ret_wm)
         rc = -EAGAIN;
     } else {
         cf_watermark_raise(e->wm, wm);
-        lsn = maybe_mark_locked(e, wall_ms());
+        lsn = engine_maybe_mark_locked(e, wall_ms());
         if (lsn < 0)
             rc = -EIO;
         w = cf_watermark_current(e->wm);
@@ -636,7 +636,7 @@ void cf_engine_count_rejected(cf_engine *e, size_t n)
     if (n == 0)
         return;
     pthread_mutex_lock(&e->mu);
-    int64_t lsn = e->accepting ? log_counters_locked(e, 0, n) : 0;
+    int64_t lsn = e->accepting ? engine_log_counters_locked(e, 0, n) : 0;
     atomic_fetch_add(&e->rejected, n);
     pthread_mutex_unlock(&e->mu);
     if (e->wal && lsn > 0 && cf_wal_commit(e->wal, lsn) < 0 && !atomic_exchange(&e->failed, 1))

@@ -58,10 +58,10 @@ static void free_joins(struct engine_stats *st)
  * (cf_sqlx_stats) into st->joins: counts from shard 0, bytes summed. */
 static int join_rows(cf_engine *e, engine_stats *st, bool sync)
 {
-    cf_shard_query *qs = new_queries(e, CF_Q_SQL_STATS);
+    cf_shard_query *qs = engine_new_queries(e, CF_Q_SQL_STATS);
     if (!qs)
         return -ENOMEM;
-    int rc = query_shards(e, qs, -1, sync, NULL);
+    int rc = engine_query_shards(e, qs, -1, sync, NULL);
     for (unsigned s = 0; rc == 0 && s < e->n_shards; s++) {
         if (qs[s].err)
             continue;
@@ -120,7 +120,7 @@ static int join_rows(cf_engine *e, engine_stats *st, bool sync)
             j->bytes += v[2];
         }
     }
-    free_queries(e, qs);
+    engine_free_queries(e, qs);
     return rc;
 }
 
@@ -155,14 +155,14 @@ static int gather(cf_engine *e, engine_stats *st, bool sync)
     if (!up)
         return -ESHUTDOWN;
     st->depth = calloc(e->n_shards, sizeof *st->depth);
-    cf_shard_query *qs = new_queries(e, CF_Q_STATS);
+    cf_shard_query *qs = engine_new_queries(e, CF_Q_STATS);
     if (!st->depth || !qs) {
-        free_queries(e, qs);
+        engine_free_queries(e, qs);
         return -ENOMEM;
     }
     for (unsigned s = 0; s < e->n_shards; s++)
         st->depth[s] = cf_queue_depth(cf_shard_queue(e->shards[s]));
-    int rc = query_shards(e, qs, -1, sync, NULL);
+    int rc = engine_query_shards(e, qs, -1, sync, NULL);
     if (rc == 0) {
         for (unsigned s = 0; s < e->n_shards; s++) {
             const cf_shard_stats *x = &qs[s].stats;
@@ -191,7 +191,7 @@ static int gather(cf_engine *e, engine_stats *st, bool sync)
             y->session_memory += x->session_memory;
         }
     }
-    free_queries(e, qs);
+    engine_free_queries(e, qs);
     st->now = wall_ms();
     pthread_mutex_lock(&e->mu);
     st->watermark = cf_watermark_current(e->wm);
@@ -330,7 +330,7 @@ static cJSON *row_target(cJSON *o, const char *json, bool when, const char **key
     return cJSON_IsObject(obj) ? obj : NULL;
 }
 
-cJSON *stats(cf_engine *e, bool sync)
+cJSON *engine_stats_json(cf_engine *e, bool sync)
 {
     engine_stats st;
     if (gather(e, &st, sync) < 0)
@@ -386,7 +386,7 @@ cJSON *stats(cf_engine *e, bool sync)
     return o;
 }
 
-cJSON *cf_engine_stats(cf_engine *e) { return stats(e, true); }
+cJSON *cf_engine_stats(cf_engine *e) { return engine_stats_json(e, true); }
 
 /* Appends a metric family with one sample per keyed operator: the row
  * member at offset `field` (a uint64_t of keyed_row). */
@@ -496,7 +496,7 @@ void cf_engine_metrics(cf_engine *e, cf_buf *out)
 /* Logs, once, that the dedup table reached --max-keys: from then on an id
  * may be forgotten before its TTL and a retry of it counted again (SPEC 6).
  * Ticker thread; the shards log their own bounds (shard.c). */
-void check_dedup_bound(cf_engine *e)
+void engine_check_dedup_bound(cf_engine *e)
 {
     if (e->dedup_bound_logged)
         return;

@@ -34,7 +34,7 @@ static void push_interim(cf_engine *e)
     cJSON *all = NULL;
     for (int t = CF_WINDOW_TUMBLING; t <= CF_WINDOW_SLIDING; t++) {
         cf_window_query q = {.type = t, .page_url = NULL, .state = 0, .limit = INTERIM_PER_TYPE};
-        cJSON *res = windows_ordered(e, &q, false, true);
+        cJSON *res = engine_windows_ordered(e, &q, false, true);
         cJSON *items = res ? cJSON_DetachItemFromObjectCaseSensitive(res, "items") : NULL;
         cJSON_Delete(res);
         if (!items)
@@ -56,7 +56,7 @@ static void push_interim(cf_engine *e)
 
 static void push_trending(cf_engine *e)
 {
-    cJSON *t = trending(e, 10, false);
+    cJSON *t = engine_trending(e, 10, false);
     if (!t)
         return;
     /* "When it changed": compare the ranked items, not as_of. */
@@ -84,7 +84,7 @@ static void sample_rate(cf_engine *e, int64_t now)
     atomic_store(&e->rate_x1000, dt > 0 ? (uint64_t)((double)dn * 1e6 / (double)dt) : 0);
 }
 
-void *ticker_main(void *arg)
+void *engine_ticker_main(void *arg)
 {
     cf_engine *e = arg;
     int64_t next_push = mono_ms() + e->cfg.push_interval_ms;
@@ -111,7 +111,7 @@ void *ticker_main(void *arg)
         int64_t mlsn = 0;
         pthread_mutex_lock(&e->mu);
         if (!e->stopping && !atomic_load(&e->failed))
-            mlsn = maybe_mark_locked(e, now);
+            mlsn = engine_maybe_mark_locked(e, now);
         pthread_mutex_unlock(&e->mu);
         /* History retention runs on event time: tell the writer W. */
         if (e->history) {
@@ -126,26 +126,26 @@ void *ticker_main(void *arg)
             !atomic_exchange(&e->failed, 1))
             cf_error("write-ahead log commit failed: no longer acknowledging events");
         sample_rate(e, mono);
-        check_dedup_bound(e);
+        engine_check_dedup_bound(e);
         /* Interim results cost the shards a pass over every open window:
          * only when someone listens. */
         bool listened = e->push && cf_push_clients(e->push) > 0;
         if (listened && e->cfg.push_interval_ms > 0 && mono >= next_push) {
             next_push = mono + e->cfg.push_interval_ms;
             push_interim(e);
-            sql_push_interim(e);
+            engine_sql_push_interim(e);
             push_trending(e);
         }
         if (listened && mono >= next_stats) {
             next_stats = mono + 1000;
-            cJSON *st = stats(e, false);
+            cJSON *st = engine_stats_json(e, false);
             if (st)
                 publish(e, CF_TOPIC_STATS, "stats", st, true);
         }
         if (e->wal && e->cfg.snapshot_interval_ms > 0) {
             if (e->job)
-                (void)snapshot_finish(e);
-            else if (mono >= e->snap_due && snapshot_begin(e) != -EAGAIN)
+                (void)engine_snapshot_finish(e);
+            else if (mono >= e->snap_due && engine_snapshot_begin(e) != -EAGAIN)
                 e->snap_due = mono + e->cfg.snapshot_interval_ms;
         }
         pthread_mutex_lock(&e->tick_mu);
