@@ -120,6 +120,12 @@ struct sql_view {
      * or NULL. */
     const uint64_t *arg_hash;
 
+    /* pane_of's last answer (windows): events come in near time order, so
+     * most fall in the pane of the one before, and an apply and its
+     * look-ahead steps skip a 64-bit division each. A cache, not state. */
+    int64_t pane_p, pane_first;
+    bool pane_ok;
+
     pmap groups;
     cslot *cmap;            /* cells by (start, key) */
     uint32_t cmask, cused;
@@ -893,12 +899,21 @@ static void cell_destroy(sql_view *v, cell *c)
 
 /* Pane of ts and the first window holding it. False when some window of
  * ts does not fit int64 ms (the event is then in no window). */
-static inline bool pane_of(const sql_view *v, int64_t ts, int64_t *ret_pane, int64_t *ret_first)
+static inline bool pane_of(const sql_view *cv, int64_t ts, int64_t *ret_pane, int64_t *ret_first)
 {
+    sql_view *v = (sql_view *)cv; /* the cache is the view's working memory */
     int64_t s = v->cfg.advance_ms, size = v->cfg.size_ms, p, first, end;
+    if (v->pane_ok && ts >= v->pane_p && (uint64_t)ts - (uint64_t)v->pane_p < (uint64_t)s) {
+        *ret_pane = v->pane_p;
+        *ret_first = v->pane_first;
+        return true;
+    }
     if (__builtin_mul_overflow(cf_floor_div(ts, s), s, &p) ||
         __builtin_sub_overflow(p, size - s, &first) || __builtin_add_overflow(p, size, &end))
         return false;
+    v->pane_p = p;
+    v->pane_first = first;
+    v->pane_ok = true;
     *ret_pane = p;
     *ret_first = first;
     return true;

@@ -511,7 +511,10 @@ void sqlx_apply_row(cf_sqlx *x, const char *source, size_t source_len, const sql
         return;
     }
     row_memo rm;
-    cf_sqlx_memo_reset(&rm.m);
+    if (depth == 0 && x->seed_memo)
+        rm.m = *x->seed_memo;   /* the caller's hashes of this very row */
+    else
+        cf_sqlx_memo_reset(&rm.m);
     rm.nwhere = 0;
     for (size_t i = 0; i < x->n; i++) {
         xview *xv = &x->views[i];
@@ -643,17 +646,29 @@ void cf_sqlx_set_generic(cf_sqlx *x, bool generic) { x->generic = generic; }
 void cf_sqlx_event(cf_sqlx *x, const cf_event *ev, uint64_t seq, int64_t wm, int64_t clock,
                    uint64_t views)
 {
+    if (cf_sqlx_set_count(x->set) == 0) {
+        cf_sqlx_event_row(x, NULL, ev->ts, NULL, seq, wm, clock, views);
+        return;
+    }
+    sql_value cols[CF_SQLX_CLICK_COLUMNS];
+    cf_sqlx_click_row(ev, cols);
+    cf_sqlx_event_row(x, cols, ev->ts, NULL, seq, wm, clock, views);
+}
+
+void cf_sqlx_event_row(cf_sqlx *x, const sql_value *cols, int64_t ts, const cf_sqlx_memo *memo,
+                       uint64_t seq, int64_t wm, int64_t clock, uint64_t views)
+{
     x->routed = views;
     if (clock != CF_TIME_NONE && (x->clock == CF_TIME_NONE || clock > x->clock))
         x->clock = clock;
     if (cf_sqlx_set_count(x->set) == 0)
         return;     /* nothing runs (derived streams are in the set, not in views) */
-    sql_value cols[CF_SQLX_CLICK_COLUMNS];
-    cf_sqlx_click_row(ev, cols);
-    sql_row row = {.v = cols, .n = CF_SQLX_CLICK_COLUMNS, .rowtime = ev->ts};
+    sql_row row = {.v = (sql_value *)cols, .n = CF_SQLX_CLICK_COLUMNS, .rowtime = ts};
     x->scratch.used = 0;
     x->last_seq = seq;
+    x->seed_memo = x->generic ? NULL : memo;
     sqlx_apply_row(x, "clicks", 6, &row, seq, wm, 0);
+    x->seed_memo = NULL;
 }
 
 #define MAX_ROW_COLUMNS 1024

@@ -111,6 +111,25 @@ void cf_sqlx_def_prefetch(const cf_sqlx_def *d, const sql_view *v, const sql_val
         sql_view_prefetch(v, keys, ts);
 }
 
+bool cf_sqlx_def_ahead(const cf_sqlx_def *d, const sql_view *v, const sql_value *cols,
+                       cf_sqlx_memo *memo, uint64_t *ret_kh, uint64_t ret_ah[CF_SQLX_AHEAD_AGGS])
+{
+    const sql_plan_info *pi = d->pi;
+    int kc = d->key_col[0];
+    if (pi->ngroup_keys != 1 || kc < 0 || pi->naggs > CF_SQLX_AHEAD_AGGS)
+        return false;
+    sql_value key = kc < CF_SQLX_CLICK_COLUMNS ? cols[kc] : sql_null();
+    for (uint32_t a = 0; a < pi->naggs; a++) {
+        int c = d->arg_col[a];
+        ret_ah[a] = 0;
+        if (d->specs[a].kind == SQL_AGG_COUNT_DISTINCT && c >= 0 && c < CF_SQLX_CLICK_COLUMNS &&
+            cols[c].type != SQL_NULL)
+            ret_ah[a] = sqlx_memo_distinct_hash(memo, c, cols[c]);
+    }
+    *ret_kh = sqlx_memo_key_hash(memo, v, kc, &key);
+    return true;
+}
+
 int cf_sqlx_def_apply(cf_sqlx *x, const cf_sqlx_def *d, sql_view *v, const sql_value *cols,
                       int64_t ts, bool where_checked, uint64_t seq, int64_t wm,
                       sql_view_emit_fn emit, void *ctx, cf_sqlx_memo *memo)

@@ -140,6 +140,9 @@ struct cf_sqlx {
     cf_history *history;    /* final results of windowed views go there too */
     sql_sb hist_sb;         /* their rendering, reused */
     uint64_t routed;        /* the views the current event is routed here for */
+    /* cf_sqlx_event_row's memo of the click row, for the views' own (or
+     * NULL): the hashes the shard's built-ins took are not taken again. */
+    const cf_sqlx_memo *seed_memo;
     /* Routing probe (cf_sqlx_route_*): no state, only the programs run. */
     bool routing;
     uint64_t *masks;        /* per shard: the views it owns the current row for */

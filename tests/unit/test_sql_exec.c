@@ -13,6 +13,7 @@
 
 #include <cmocka.h>
 
+#include "cf_event.h"
 #include "sql_exec.h"
 #include "sql_join.h"
 #include "sql_parse.h"
@@ -343,6 +344,127 @@ static void test_fast_probe_matches_generic(void **state)
     cf_sqlx_set_unref(set);
 }
 
+/* -- clicks decoded and hashed once (cf_sqlx_event_row) ------------------ */
+
+static const char *const click_views[] = {
+    "CREATE VIEW a AS SELECT COALESCE(referrer_host, 'Direct') AS r, COUNT(*) AS c, "
+    "COUNT(DISTINCT user_id) AS v FROM clicks WHERE NOT COALESCE(is_bot, FALSE) "
+    "GROUP BY referrer_host",
+    "CREATE VIEW b AS SELECT user_id, COUNT(DISTINCT page_url) AS p FROM clicks "
+    "WINDOW TUMBLING (SIZE 1 MINUTE) GROUP BY user_id",
+    "CREATE VIEW c AS SELECT page_url, COUNT(*) AS c, COUNT(DISTINCT user_id) AS u FROM clicks "
+    "WHERE NOT COALESCE(is_bot, FALSE) GROUP BY page_url",
+};
+#define NCLICK_VIEWS (sizeof click_views / sizeof *click_views)
+
+/* The click views' defs (into defs) and their set. */
+static cf_sqlx_set *click_set(cf_sqlx_def *defs[NCLICK_VIEWS])
+{
+    sql_catalog *c = sql_catalog_new();
+    assert_non_null(c);
+    assert_int_equal(sql_catalog_add_clicks(c), 0);
+    for (size_t i = 0; i < NCLICK_VIEWS; i++) {
+        defs[i] = cf_sqlx_def_new(plan_one(c, click_views[i], false), true, 0, 0);
+        assert_non_null(defs[i]);
+        assert_true(cf_sqlx_def_runnable(defs[i]));
+    }
+    sql_catalog_free(c);
+    cf_sqlx_set *set = cf_sqlx_set_new(defs, NCLICK_VIEWS);
+    assert_non_null(set);
+    return set;
+}
+
+/* Click i of a seeded trace: few pages, users and referrers, some bots. */
+static void click_of(uint64_t i, unsigned *seed, cf_event *ev)
+{
+    static const char *const pages[] = {"/", "/a", "/b", "/cart"};
+    static const char *const users[] = {"u1", "u2", "u3", "u4", "u5"};
+    static const char *const refs[] = {"x.example", "y.example", NULL};
+    *seed = *seed * 1103515245u + 12345u;
+    memset(ev, 0, sizeof *ev);
+    ev->ts = 1000000 + (int64_t)i * 700;
+    ev->page_url = pages[(*seed >> 8) % 4];
+    ev->page_url_len = strlen(ev->page_url);
+    ev->user_id = users[(*seed >> 12) % 5];
+    ev->user_id_len = strlen(ev->user_id);
+    ev->enrich.is_bot = (*seed >> 16) % 7 == 0;
+    const char *r = refs[(*seed >> 20) % 3];
+    for (int c = 0; r && c < CF_COL_COUNT; c++)
+        if (strcmp(cf_enrich_col_name(c), "referrer_host") == 0) {
+            ev->enrich.col[c] = r;
+            ev->enrich.len[c] = (uint16_t)strlen(r);
+        }
+}
+
+/* The user views given the shard's decoded row and the hashes its
+ * built-ins took (one view of the same seed as the user views, one of
+ * another: only hashes of equal seed may be shared) keep the same rows and
+ * byte-identical state as the generic path decoding the click itself. */
+static void test_event_row_matches_generic(void **state)
+{
+    (void)state;
+    cf_sqlx_def *defs[NCLICK_VIEWS];
+    cf_sqlx_set *set = click_set(defs);
+    sql_view_config cb = *cf_sqlx_def_view_config(defs[1]), cc = *cf_sqlx_def_view_config(defs[2]);
+    cc.hash_seed = 0x5eedull;   /* a built-in's own seed */
+    sql_view *vb = sql_view_new(&cb), *vc = sql_view_new(&cc);
+    assert_non_null(vb);
+    assert_non_null(vc);
+    for (unsigned n = 1; n <= 2; n++)
+        for (unsigned idx = 0; idx < n; idx++) {
+            cf_sqlx *fast = cf_sqlx_new(idx, n, 100), *slow = cf_sqlx_new(idx, n, 100);
+            assert_non_null(fast);
+            assert_non_null(slow);
+            cf_sqlx_set_generic(slow, true);
+            cf_sqlx_install(fast, cf_sqlx_set_ref(set));
+            cf_sqlx_install(slow, cf_sqlx_set_ref(set));
+            unsigned seed = 3 + n;
+            for (uint64_t i = 1; i <= 400; i++) {
+                cf_event ev;
+                click_of(i, &seed, &ev);
+                sql_value cols[CF_SQLX_CLICK_COLUMNS];
+                cf_sqlx_click_row(&ev, cols);
+                cf_sqlx_memo memo;
+                cf_sqlx_memo_reset(&memo);
+                uint64_t kh, ah[CF_SQLX_AHEAD_AGGS];
+                assert_true(cf_sqlx_def_ahead(defs[1], vb, cols, &memo, &kh, ah));
+                assert_true(cf_sqlx_def_ahead(defs[2], vc, cols, &memo, &kh, ah));
+                cf_sqlx_event_row(fast, cols, ev.ts, &memo, i, ev.ts - 1000, ev.ts,
+                                  CF_SQLX_ALL_VIEWS);
+                cf_sqlx_event(slow, &ev, i, ev.ts - 1000, ev.ts, CF_SQLX_ALL_VIEWS);
+            }
+            assert_int_equal(cf_sqlx_errors(fast), 0);
+            assert_int_equal(cf_sqlx_errors(slow), 0);
+            long total = 0;
+            for (size_t i = 0; i < NCLICK_VIEWS; i++) {
+                char name[2] = {(char)('a' + i), '\0'};
+                cf_buf rf = {0}, rs = {0};
+                long nf = cf_sqlx_rows(fast, name, &rf), ns = cf_sqlx_rows(slow, name, &rs);
+                assert_int_equal(nf, ns);
+                assert_int_equal(rf.len, rs.len);
+                assert_memory_equal(rf.data, rs.data, rf.len);
+                total += nf;
+                cf_buf_free(&rf);
+                cf_buf_free(&rs);
+            }
+            assert_true(total > 0);
+            cf_buf sf = {0}, ss = {0};
+            assert_int_equal(cf_sqlx_save(fast, &sf), 0);
+            assert_int_equal(cf_sqlx_save(slow, &ss), 0);
+            assert_int_equal(sf.len, ss.len);
+            assert_memory_equal(sf.data, ss.data, sf.len);
+            cf_buf_free(&sf);
+            cf_buf_free(&ss);
+            cf_sqlx_free(fast);
+            cf_sqlx_free(slow);
+        }
+    sql_view_free(vb);
+    sql_view_free(vc);
+    for (size_t i = 0; i < NCLICK_VIEWS; i++)
+        cf_sqlx_def_unref(defs[i]);
+    cf_sqlx_set_unref(set);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -351,6 +473,7 @@ int main(void)
         cmocka_unit_test(test_buffers_survive_a_snapshot_part),
         cmocka_unit_test(test_fast_view_row_matches_generic),
         cmocka_unit_test(test_fast_probe_matches_generic),
+        cmocka_unit_test(test_event_row_matches_generic),
     };
     return cmocka_run_group_tests_name("sql_exec", tests, NULL, NULL);
 }
