@@ -1866,6 +1866,11 @@ void sql_view_counters(const sql_view *v, sql_view_stats *ret)
     };
 }
 
+size_t sql_view_groups(const sql_view *v)
+{
+    return v->groups.used;
+}
+
 int sql_view_result_sketch(const sql_view *v, const sql_view_result *r, uint32_t agg,
                            cf_buf *out)
 {

@@ -691,10 +691,10 @@ static void evict_trending(cf_shard *s, int64_t T)
 {
     size_t cap = cf_shard_max_keys(&s->cfg);
     sql_view *v = s->bview[CF_BUILTIN_TRENDING];
+    if (cap == 0 || sql_view_groups(v) <= cap)
+        return;     /* per click: the group count alone */
     sql_view_stats c;
     sql_view_counters(v, &c);
-    if (cap == 0 || c.groups <= cap)
-        return;
     size_t drop = c.groups - cap + (cap / 32 ? cap / 32 : 1);
     if (drop > c.groups)
         drop = c.groups;
@@ -756,14 +756,11 @@ static void page_event(cf_shard *s, const cf_event *ev, const sql_value *row, bo
     if (builtin_apply(s, CF_BUILTIN_TRENDING, row, ev, pass0, seq, wm, NULL, NULL) < 0)
         s->st.errors++;
     evict_trending(s, ev->ts);
-    sql_view_stats c;
-    sql_view_counters(s->bview[CF_BUILTIN_TRENDING], &c);
-    if (c.groups > s->prune_at && clock != CF_TIME_NONE) {
+    if (sql_view_groups(s->bview[CF_BUILTIN_TRENDING]) > s->prune_at && clock != CF_TIME_NONE) {
         /* Scored at the C stamped on the event, which only grows: a page
          * dropped here scores below 0.01 at any later C as well (SPEC 7). */
         sql_view_forget(s->bview[CF_BUILTIN_TRENDING], clock, below_min_score, NULL);
-        sql_view_counters(s->bview[CF_BUILTIN_TRENDING], &c);
-        uint64_t next = 2 * (uint64_t)c.groups;
+        uint64_t next = 2 * (uint64_t)sql_view_groups(s->bview[CF_BUILTIN_TRENDING]);
         s->prune_at = next > PRUNE_MIN_PAGES ? next : PRUNE_MIN_PAGES;
     }
 }

@@ -25,32 +25,54 @@ static int click_column(const char *name)
 
 /* Where each enrichment column, the device and is_bot sit in the row: looked
  * up by name once, not per event (the name compares were 10% of a shard's
- * time with ten views, BENCHMARKS.md S9). */
+ * time with ten views, BENCHMARKS.md S9); and the columns nothing fills
+ * (none today), NULL in every row. */
 static int enrich_at[CF_COL_COUNT];
 static int device_at, is_bot_at;
+static int unset_at[CF_SQLX_CLICK_COLUMNS];
+static int n_unset;
 static pthread_once_t click_layout_once = PTHREAD_ONCE_INIT;
 
 static void click_layout(void)
 {
-    for (int c = 0; c < CF_COL_COUNT; c++)
+    bool filled[CF_SQLX_CLICK_COLUMNS] = {[0] = true, true, true, true, true, true, true};
+    for (int c = 0; c < CF_COL_COUNT; c++) {
         enrich_at[c] = click_column(cf_enrich_col_name(c));
+        if (enrich_at[c] >= 0 && filled[enrich_at[c]])
+            enrich_at[c] = -1;  /* one writer per column */
+        if (enrich_at[c] >= 0)
+            filled[enrich_at[c]] = true;
+    }
     device_at = click_column("device");
+    if (device_at >= 0 && filled[device_at])
+        device_at = -1;
+    if (device_at >= 0)
+        filled[device_at] = true;
     is_bot_at = click_column("is_bot");
+    if (is_bot_at >= 0 && filled[is_bot_at])
+        is_bot_at = -1;
+    if (is_bot_at >= 0)
+        filled[is_bot_at] = true;
+    for (int i = 0; i < CF_SQLX_CLICK_COLUMNS; i++)
+        if (!filled[i])
+            unset_at[n_unset++] = i;
 }
 
-/* The click as a row of the `clicks` columns (sql_catalog_add_clicks). */
+/* The click as a row of the `clicks` columns (sql_catalog_add_clicks).
+ * Each column is written once (a NULL where the click has no value): the
+ * shard decodes every click it gets so, and a clearing pass first was
+ * most of this function's time. */
 static void click_row(const cf_event *ev, sql_value v[CF_SQLX_CLICK_COLUMNS])
 {
     pthread_once(&click_layout_once, click_layout);
-    for (int i = 0; i < CF_SQLX_CLICK_COLUMNS; i++)
-        v[i] = sql_null();
     v[0] = sql_string(ev->user_id, (uint32_t)ev->user_id_len);
     v[1] = sql_string(ev->page_url, (uint32_t)ev->page_url_len);
-    if (ev->element)
-        v[2] = sql_string(ev->element, (uint32_t)ev->element_len);
+    v[2] = ev->element ? sql_string(ev->element, (uint32_t)ev->element_len) : sql_null();
     v[3] = sql_timestamp(ev->ts);
-    if (ev->event_id && ev->event_id_len > 0)
-        v[4] = sql_string(ev->event_id, (uint32_t)ev->event_id_len);
+    v[4] = ev->event_id && ev->event_id_len > 0
+               ? sql_string(ev->event_id, (uint32_t)ev->event_id_len)
+               : sql_null();
+    v[5] = sql_null();
     if (ev->properties && ev->properties_len > 0) {
         v[5] = sql_string(ev->properties, (uint32_t)ev->properties_len);
         v[5].type = SQL_JSON;
@@ -61,14 +83,18 @@ static void click_row(const cf_event *ev, sql_value v[CF_SQLX_CLICK_COLUMNS])
     /* SPEC 15's enrichment, by column name (the catalog's order). */
     for (int c = 0; c < CF_COL_COUNT; c++) {
         int at = enrich_at[c];
-        if (at >= 0 && ev->enrich.col[c])
-            v[at] = sql_string(ev->enrich.col[c], ev->enrich.len[c]);
+        if (at >= 0)
+            v[at] = ev->enrich.col[c] ? sql_string(ev->enrich.col[c], ev->enrich.len[c])
+                                      : sql_null();
     }
-    const char *dev = cf_event_device_name(ev->enrich.device);
-    if (device_at >= 0 && dev)
-        v[device_at] = sql_string(dev, (uint32_t)strlen(dev));
+    if (device_at >= 0) {
+        const char *dev = cf_event_device_name(ev->enrich.device);
+        v[device_at] = dev ? sql_string(dev, (uint32_t)strlen(dev)) : sql_null();
+    }
     if (is_bot_at >= 0)
         v[is_bot_at] = sql_bool(ev->enrich.is_bot);
+    for (int i = 0; i < n_unset; i++)
+        v[unset_at[i]] = sql_null();
 }
 
 void cf_sqlx_click_row(const cf_event *ev, sql_value *cols) { click_row(ev, cols); }

@@ -465,6 +465,51 @@ static void test_event_row_matches_generic(void **state)
     cf_sqlx_set_unref(set);
 }
 
+/* cf_sqlx_click_row writes each column once, NULLs too: over a buffer full
+ * of stale values, a click without optional fields or enrichment gives a
+ * row of its five values and NULLs (is_bot FALSE), and an enriched one its
+ * enrichment by column name. */
+static void test_click_row_every_column(void **state)
+{
+    (void)state;
+    sql_catalog *c = sql_catalog_new();
+    assert_non_null(c);
+    assert_int_equal(sql_catalog_add_clicks(c), 0);
+    const sql_object *o = sql_catalog_find(c, "clicks");
+    assert_non_null(o);
+    assert_int_equal(o->ncolumns, CF_SQLX_CLICK_COLUMNS);
+    cf_event ev = {.ts = 1234, .user_id = "u", .user_id_len = 1, .page_url = "/p",
+                   .page_url_len = 2};
+    sql_value cols[CF_SQLX_CLICK_COLUMNS];
+    for (int i = 0; i < CF_SQLX_CLICK_COLUMNS; i++)
+        cols[i] = sql_bigint(77);   /* stale */
+    cf_sqlx_click_row(&ev, cols);
+    for (uint32_t i = 0; i < o->ncolumns; i++) {
+        const char *name = o->columns[i].name;
+        if (strcmp(name, "user_id") == 0 || strcmp(name, "page_url") == 0 ||
+            strcmp(name, "name") == 0)
+            assert_int_equal(cols[i].type, SQL_STRING);
+        else if (strcmp(name, "timestamp") == 0)
+            assert_int_equal(cols[i].u.i, 1234);
+        else if (strcmp(name, "is_bot") == 0)
+            assert_true(cols[i].type == SQL_BOOLEAN && !cols[i].u.b);
+        else if (cols[i].type != SQL_NULL)
+            fail_msg("column %s is not NULL", name);
+    }
+    ev.enrich.is_bot = true;
+    for (int k = 0; k < CF_COL_COUNT; k++) {
+        ev.enrich.col[k] = cf_enrich_col_name(k);   /* its own name as its value */
+        ev.enrich.len[k] = (uint16_t)strlen(cf_enrich_col_name(k));
+    }
+    cf_sqlx_click_row(&ev, cols);
+    for (uint32_t i = 0; i < o->ncolumns; i++)
+        for (int k = 0; k < CF_COL_COUNT; k++)
+            if (strcmp(o->columns[i].name, cf_enrich_col_name(k)) == 0)
+                assert_true(cols[i].type == SQL_STRING && cols[i].len == ev.enrich.len[k] &&
+                            memcmp(cols[i].u.s, ev.enrich.col[k], cols[i].len) == 0);
+    sql_catalog_free(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -474,6 +519,7 @@ int main(void)
         cmocka_unit_test(test_fast_view_row_matches_generic),
         cmocka_unit_test(test_fast_probe_matches_generic),
         cmocka_unit_test(test_event_row_matches_generic),
+        cmocka_unit_test(test_click_row_every_column),
     };
     return cmocka_run_group_tests_name("sql_exec", tests, NULL, NULL);
 }

@@ -1450,6 +1450,7 @@ static void test_pane_edges_in_any_order(void **state)
     /* [-3000,-2000): -2999 -3000 -2001; [-2000,-1000): -1001; [-1000,0): -1 -1000;
      * [0,1000): 999 0 0 1; [1000,2000): 1500 1999 1000 1999; [2000,3000): 2000 2999 */
     static const int64_t want[6] = {3, 1, 2, 4, 4, 2};
+    assert_int_equal(sql_view_groups(v), 1);
     for (int i = 0; i < 6; i++)
         assert_int_equal(counts[i], want[i]);
     sql_view_free(v);
