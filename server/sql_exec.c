@@ -566,9 +566,11 @@ static bool view_where(cf_sqlx *x, const xview *xv, const sql_row *row, row_memo
     for (uint32_t i = 0; rm && i < rm->nwhere; i++)
         if (rm->where[i].view == at)
             return rm->where[i].pass;
+    int inl = x->generic ? -1 : sqlx_where_inline(xv->def, row->v, row->n);
     sql_value f;
-    bool pass = sql_prog_eval(xv->def->pi->filter, row, &x->scratch, &f) == 0 &&
-                sql_value_is_true(f);
+    bool pass = inl >= 0 ? inl == 1
+                         : sql_prog_eval(xv->def->pi->filter, row, &x->scratch, &f) == 0 &&
+                               sql_value_is_true(f);
     if (rm && rm->nwhere < ROW_MEMO_WHERE) {
         rm->where[rm->nwhere].view = at;
         rm->where[rm->nwhere++].pass = pass;

@@ -251,6 +251,9 @@ bool cf_sqlx_def_ahead(const cf_sqlx_def *d, const sql_view *v, const sql_value 
                        cf_sqlx_memo *memo, uint64_t *ret_kh, uint64_t ret_ah[CF_SQLX_AHEAD_AGGS]);
 /* Whether a click row passes d's WHERE (no WHERE: true). */
 bool cf_sqlx_def_where(cf_sqlx *x, const cf_sqlx_def *d, const sql_value *cols, int64_t ts);
+/* Whether d's WHERE is the bot filter NOT COALESCE(b, FALSE) of a BOOLEAN
+ * column, which the executor reads off the row instead of running. */
+bool cf_sqlx_def_where_inline(const cf_sqlx_def *d);
 /* True when a and b have the same WHERE (one verdict serves both). */
 bool cf_sqlx_def_same_where(const cf_sqlx_def *a, const cf_sqlx_def *b);
 /* One click row (cf_sqlx_click_row) through d's WHERE (unless the caller

@@ -140,6 +140,9 @@ bool cf_sqlx_def_where(cf_sqlx *x, const cf_sqlx_def *d, const sql_value *cols, 
     const sql_plan_info *pi = d->pi;
     if (!pi->filter)
         return true;
+    int inl = sqlx_where_inline(d, cols, CF_SQLX_CLICK_COLUMNS);
+    if (inl >= 0)
+        return inl;
     sql_row row = {.v = (sql_value *)cols, .n = CF_SQLX_CLICK_COLUMNS, .rowtime = ts};
     sql_value f;
     x->scratch.used = 0;

@@ -52,6 +52,28 @@ static int16_t prog_column(const sql_prog *p, uint32_t ncols)
     return found;
 }
 
+/* The BOOLEAN input column b when p is exactly NOT COALESCE(b, FALSE), as
+ * the planner compiles it (COL b, CONST FALSE, CALL COALESCE 2, NOT), or -1. */
+static int16_t not_coalesce_column(const sql_prog *p, const sql_plan_info *pi)
+{
+    if (!p || sql_prog_length(p) != 4)
+        return -1;
+    int16_t found = -1;
+    for (uint32_t c = 0; c < pi->ninput && c < 1024 && found < 0; c++) {
+        if (pi->input[c].type != SQL_BOOLEAN)
+            continue;
+        sql_prog *q = sql_prog_new();
+        int k = q ? sql_prog_const(q, sql_bool(false)) : -1;
+        if (k >= 0 && sql_prog_emit(q, SQL_VM_COL, c, 0) == 0 &&
+            sql_prog_emit(q, SQL_VM_CONST, (uint32_t)k, 0) == 0 &&
+            sql_prog_emit(q, SQL_VM_CALL, SQL_FN_COALESCE, 2) == 0 &&
+            sql_prog_emit(q, SQL_VM_NOT, 0, 0) == 0 && sql_prog_equal(p, q))
+            found = (int16_t)c;
+        sql_prog_free(q);
+    }
+    return found;
+}
+
 cf_sqlx_def *cf_sqlx_def_new(sql_plan *plan, bool source_runs, int64_t allowed_lateness_ms,
                              size_t max_keys)
 {
@@ -80,6 +102,7 @@ cf_sqlx_def *cf_sqlx_def_new(sql_plan *plan, bool source_runs, int64_t allowed_l
         d->key_col[k] = k < pi->ngroup_keys ? prog_column(pi->group_keys[k], pi->ninput) : -1;
     for (uint32_t a = 0; a < 64; a++)
         d->arg_col[a] = a < pi->naggs ? prog_column(pi->aggs[a].arg, pi->ninput) : -1;
+    d->not_col = not_coalesce_column(pi->filter, pi);
     d->windowed = pi->window != SQL_WINDOW_NONE;
     d->ncols = pi->ncolumns + (d->windowed ? 4 : 0);
     d->vcfg = (sql_view_config){
@@ -271,6 +294,8 @@ bool cf_sqlx_get_value(cf_reader *r, sql_value *ret)
 }
 
 const sql_view_config *cf_sqlx_def_view_config(const cf_sqlx_def *d) { return &d->vcfg; }
+
+bool cf_sqlx_def_where_inline(const cf_sqlx_def *d) { return d->not_col >= 0; }
 
 bool cf_sqlx_def_same_where(const cf_sqlx_def *a, const cf_sqlx_def *b)
 {

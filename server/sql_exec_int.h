@@ -42,6 +42,10 @@ struct cf_sqlx_def {
      * running their programs. */
     int16_t key_col[16];
     int16_t arg_col[64];
+    /* The BOOLEAN column b when WHERE is exactly NOT COALESCE(b, FALSE)
+     * (the bot filter of the built-ins and the panels, SPEC 15), else -1:
+     * its verdict is read off the row, not run (sqlx_where_inline). */
+    int16_t not_col;
     bool interval;              /* a stream-stream (interval) join runs before the rest */
     sql_join_config jcfg;       /* its operator's configuration */
     size_t source_len, join_source_len; /* strlen of pi's, once (compared per row) */
@@ -160,6 +164,21 @@ typedef struct join_ctx {
     int64_t wm;
     int depth;
 } join_ctx;
+
+/* d's WHERE over row v (n values) without running it: 1 pass, 0 not, or
+ * -1 when it must be run (not the NOT COALESCE(b, FALSE) shape, or b is
+ * neither NULL nor BOOLEAN). The same verdict as sql_prog_eval gives
+ * (test_sql_exec: test_bot_filter_inline). */
+static inline int sqlx_where_inline(const cf_sqlx_def *d, const sql_value *v, uint32_t n)
+{
+    if (d->not_col < 0)
+        return -1;
+    if ((uint32_t)d->not_col >= n || v[d->not_col].type == SQL_NULL)
+        return 1;   /* NOT COALESCE(NULL, FALSE) */
+    if (v[d->not_col].type != SQL_BOOLEAN)
+        return -1;
+    return !v[d->not_col].u.b;
+}
 
 static inline bool sqlx_is_source(const char *name, size_t len, const char *source,
                                   size_t source_len)

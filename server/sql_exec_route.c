@@ -108,6 +108,11 @@ void sqlx_route_views(cf_sqlx *x, const char *source, size_t source_len, const s
             for (uint32_t w = 0; fast && w < nwv && verdict == 2; w++)
                 if (wv[w].def == at)
                     verdict = wv[w].verdict;
+            if (verdict == 2 && fast) {
+                int inl = sqlx_where_inline(d, row->v, row->n);
+                if (inl >= 0)
+                    verdict = inl;  /* the bot filter, read off the row */
+            }
             if (verdict == 2) {
                 int rc = sql_prog_eval(filter, row, &x->scratch, &f);
                 verdict = rc < 0 ? -1 : sql_value_is_true(f) ? 1 : 0;
