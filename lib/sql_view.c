@@ -120,6 +120,12 @@ struct sql_view {
      * or NULL. */
     const uint64_t *arg_hash;
 
+    /* pane_of's last answer (windows): events come in near time order, so
+     * most fall in the pane of the one before, and an apply and its
+     * look-ahead steps skip a 64-bit division each. A cache, not state. */
+    int64_t pane_p, pane_first;
+    bool pane_ok;
+
     pmap groups;
     cslot *cmap;            /* cells by (start, key) */
     uint32_t cmask, cused;
@@ -132,8 +138,12 @@ struct sql_view {
     uint32_t *free_idx;     /* free cell indexes (a stack) */
     uint32_t nfree;
 
-    /* sessions (sess *) or running groups (group *) */
+    /* sessions (sess *) or running groups (group *); heap_key[i] is
+     * heap[i]'s placed time, so sifting compares times in the array, not
+     * through a pointer to a node that is cold (a cache miss per level:
+     * 4% of lib_bench's samples were heap_up on new sessions). */
     void **heap;
+    int64_t *heap_key;
     uint32_t heap_n, heap_cap;
 
     size_t n_open, n_kept;
@@ -434,13 +444,13 @@ static inline uint32_t node_pos(const sql_view *v, const void *p)
                                                : ((const group *)p)->heap_pos;
 }
 
-/* (placed time, key, first) for sessions; (placed, key) for groups. The
+/* (placed time, key, first) for sessions; (placed, key) for groups, with
+ * the placed times given (ka, kb: heap_key's or the node's own). The
  * tie-breaks are read live: only the time is lazy. */
-static bool node_less(const sql_view *v, const void *a, const void *b)
+static bool node_less(const sql_view *v, const void *a, int64_t ka, const void *b, int64_t kb)
 {
-    int64_t x = node_placed(v, a), y = node_placed(v, b);
-    if (x != y)
-        return x < y;
+    if (ka != kb)
+        return ka < kb;
     if (v->cfg.window == SQL_WINDOW_SESSION) {
         const sess *sa = a, *sb = b;
         if (sa->g != sb->g) {
@@ -453,40 +463,46 @@ static bool node_less(const sql_view *v, const void *a, const void *b)
     return key_cmp(((const group *)a)->key, ((const group *)b)->key, v->cfg.nkeys) < 0;
 }
 
-static inline void heap_set(sql_view *v, uint32_t pos, void *p)
+static inline void heap_set(sql_view *v, uint32_t pos, void *p, int64_t key)
 {
     v->heap[pos] = p;
+    v->heap_key[pos] = key;
     node_setpos(v, p, pos);
 }
 
+/* Sifts heap[pos] up; its placed time is read from the node (the caller
+ * may just have changed it). */
 static void heap_up(sql_view *v, uint32_t pos)
 {
     void *p = v->heap[pos];
+    int64_t k = node_placed(v, p);
     while (pos > 0) {
         uint32_t parent = (pos - 1) / 2;
-        if (!node_less(v, p, v->heap[parent]))
+        if (!node_less(v, p, k, v->heap[parent], v->heap_key[parent]))
             break;
-        heap_set(v, pos, v->heap[parent]);
+        heap_set(v, pos, v->heap[parent], v->heap_key[parent]);
         pos = parent;
     }
-    heap_set(v, pos, p);
+    heap_set(v, pos, p, k);
 }
 
 static void heap_down(sql_view *v, uint32_t pos)
 {
     void *p = v->heap[pos];
+    int64_t k = node_placed(v, p);
     for (;;) {
         uint32_t l = 2 * pos + 1, best = l;
         if (l >= v->heap_n)
             break;
-        if (l + 1 < v->heap_n && node_less(v, v->heap[l + 1], v->heap[l]))
+        if (l + 1 < v->heap_n &&
+            node_less(v, v->heap[l + 1], v->heap_key[l + 1], v->heap[l], v->heap_key[l]))
             best = l + 1;
-        if (!node_less(v, v->heap[best], p))
+        if (!node_less(v, v->heap[best], v->heap_key[best], p, k))
             break;
-        heap_set(v, pos, v->heap[best]);
+        heap_set(v, pos, v->heap[best], v->heap_key[best]);
         pos = best;
     }
-    heap_set(v, pos, p);
+    heap_set(v, pos, p, k);
 }
 
 static int heap_reserve(sql_view *v)
@@ -500,6 +516,10 @@ static int heap_reserve(sql_view *v)
     if (!h)
         return -ENOMEM;
     v->heap = h;
+    int64_t *hk = realloc(v->heap_key, (size_t)ncap * sizeof *hk);
+    if (!hk)
+        return -ENOMEM;     /* heap_cap unchanged: the next call grows both again */
+    v->heap_key = hk;
     v->heap_cap = ncap;
     return 0;
 }
@@ -519,7 +539,7 @@ static void heap_remove(sql_view *v, void *p)
     node_setpos(v, p, NIL_POS);
     if (pos == v->heap_n)
         return;
-    heap_set(v, pos, last);
+    heap_set(v, pos, last, v->heap_key[v->heap_n]);
     heap_up(v, pos);
     heap_down(v, node_pos(v, last));
 }
@@ -893,12 +913,21 @@ static void cell_destroy(sql_view *v, cell *c)
 
 /* Pane of ts and the first window holding it. False when some window of
  * ts does not fit int64 ms (the event is then in no window). */
-static inline bool pane_of(const sql_view *v, int64_t ts, int64_t *ret_pane, int64_t *ret_first)
+static inline bool pane_of(const sql_view *cv, int64_t ts, int64_t *ret_pane, int64_t *ret_first)
 {
+    sql_view *v = (sql_view *)cv; /* the cache is the view's working memory */
     int64_t s = v->cfg.advance_ms, size = v->cfg.size_ms, p, first, end;
+    if (v->pane_ok && ts >= v->pane_p && (uint64_t)ts - (uint64_t)v->pane_p < (uint64_t)s) {
+        *ret_pane = v->pane_p;
+        *ret_first = v->pane_first;
+        return true;
+    }
     if (__builtin_mul_overflow(cf_floor_div(ts, s), s, &p) ||
         __builtin_sub_overflow(p, size - s, &first) || __builtin_add_overflow(p, size, &end))
         return false;
+    v->pane_p = p;
+    v->pane_first = first;
+    v->pane_ok = true;
     *ret_pane = p;
     *ret_first = first;
     return true;
@@ -1504,6 +1533,7 @@ void sql_view_free(sql_view *v)
     free(v->cmap);
     free(v->free_idx);
     free(v->heap);
+    free(v->heap_key);
     free(v->res);
     if (v->scratch) {
         sql_agg_fini(v->aggs, v->scratch);
@@ -1812,7 +1842,8 @@ void sql_view_stats_get(const sql_view *v, sql_view_stats *ret)
         b += ((size_t)v->cmask + 1) * sizeof(cslot);
     b += (size_t)v->nslabs * SLAB * sizeof(uint32_t); /* free_idx */
     b += (size_t)v->nslabs * (SLAB * v->cell_size + sizeof(char *));
-    b += (size_t)v->slots_cap * sizeof(wslot) + (size_t)v->heap_cap * sizeof(void *);
+    b += (size_t)v->slots_cap * sizeof(wslot);
+    b += (size_t)v->heap_cap * (sizeof(void *) + sizeof(int64_t));
     b += v->sort_cap * sizeof(void *) + v->text.cap + v->cfg.naggs * sizeof(sql_value);
     b += (size_t)v->gcap * (sizeof *v->gcell + sizeof *v->gnext);
     b += v->state_size + sql_agg_bytes(v->aggs, v->scratch);
@@ -1849,6 +1880,11 @@ void sql_view_counters(const sql_view *v, sql_view_stats *ret)
         .refusals = v->refusals,
         .expired = v->expired,
     };
+}
+
+size_t sql_view_groups(const sql_view *v)
+{
+    return v->groups.used;
 }
 
 int sql_view_result_sketch(const sql_view *v, const sql_view_result *r, uint32_t agg,

@@ -53,6 +53,7 @@
 typedef struct cf_sqlx_def cf_sqlx_def;
 typedef struct cf_sqlx_set cf_sqlx_set;
 typedef struct cf_sqlx cf_sqlx;
+typedef struct cf_sqlx_memo cf_sqlx_memo;   /* below, with the built-ins */
 
 /* Compiles a view from its plan (taken: freed with the def, or at once on
  * failure). allowed_lateness: GRACE PERIOD's default; max_keys: groups per
@@ -99,6 +100,12 @@ uint64_t cf_sqlx_view_bit(size_t i);
  * the views it was routed here for (cf_sqlx_route_event). */
 void cf_sqlx_event(cf_sqlx *x, const cf_event *ev, uint64_t seq, int64_t wm, int64_t clock,
                    uint64_t views);
+/* cf_sqlx_event for a click already decoded into cols
+ * (cf_sqlx_click_row; CF_SQLX_CLICK_COLUMNS values, borrowed), with the
+ * hashes the caller took of its columns (memo, or NULL): the shard's
+ * built-ins decode and hash each click once for the user views too. */
+void cf_sqlx_event_row(cf_sqlx *x, const sql_value *cols, int64_t ts, const cf_sqlx_memo *memo,
+                       uint64_t seq, int64_t wm, int64_t clock, uint64_t views);
 /* One accepted event of a declared stream: its packed row
  * (stream_ingest.h), arrival number, W, C and views mask. */
 void cf_sqlx_row(cf_sqlx *x, const char *stream, size_t stream_len, const uint8_t *row,
@@ -219,11 +226,11 @@ void cf_sqlx_click_row(const cf_event *ev, sql_value *cols);
  * built-in views it goes to (the page is a key of three views, the user a
  * key of one and a COUNT(DISTINCT) argument of two). Reset per row. */
 #define CF_SQLX_MEMO 8
-typedef struct cf_sqlx_memo {
+struct cf_sqlx_memo {
     uint32_t nkey, ndist;
     struct { int col; uint64_t seed, hash; } key[CF_SQLX_MEMO];  /* sql_view_key_hash */
     struct { int col; uint64_t hash; } dist[CF_SQLX_MEMO];       /* sql_agg_distinct_hash */
-} cf_sqlx_memo;
+};
 static inline void cf_sqlx_memo_reset(cf_sqlx_memo *m) { m->nkey = m->ndist = 0; }
 
 /* sql_view_prefetch for the click row's group in v, when d's GROUP BY keys
@@ -233,8 +240,20 @@ static inline void cf_sqlx_memo_reset(cf_sqlx_memo *m) { m->nkey = m->ndist = 0;
  * (steps past 0 need a memo and a one-column key, else do nothing). */
 void cf_sqlx_def_prefetch(const cf_sqlx_def *d, const sql_view *v, const sql_value *cols,
                           int64_t ts, cf_sqlx_memo *memo, unsigned step);
+/* The look-ahead's hashes of a click row for d's view v, computed once
+ * when the click is decoded (through the row's memo, so the apply finds
+ * them there): its key's (ret_kh) and each COUNT(DISTINCT) argument's
+ * (ret_ah, 0 elsewhere), for sql_view_prefetch_step at every step. False
+ * when d's key is not one plain column or it has more than
+ * CF_SQLX_AHEAD_AGGS aggregates (then cf_sqlx_def_prefetch's step 0 only). */
+#define CF_SQLX_AHEAD_AGGS 8
+bool cf_sqlx_def_ahead(const cf_sqlx_def *d, const sql_view *v, const sql_value *cols,
+                       cf_sqlx_memo *memo, uint64_t *ret_kh, uint64_t ret_ah[CF_SQLX_AHEAD_AGGS]);
 /* Whether a click row passes d's WHERE (no WHERE: true). */
 bool cf_sqlx_def_where(cf_sqlx *x, const cf_sqlx_def *d, const sql_value *cols, int64_t ts);
+/* Whether d's WHERE is the bot filter NOT COALESCE(b, FALSE) of a BOOLEAN
+ * column, which the executor reads off the row instead of running. */
+bool cf_sqlx_def_where_inline(const cf_sqlx_def *d);
 /* True when a and b have the same WHERE (one verdict serves both). */
 bool cf_sqlx_def_same_where(const cf_sqlx_def *a, const cf_sqlx_def *b);
 /* One click row (cf_sqlx_click_row) through d's WHERE (unless the caller

@@ -8,11 +8,13 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
 
+#include "cf_event.h"
 #include "sql_exec.h"
 #include "sql_join.h"
 #include "sql_parse.h"
@@ -343,6 +345,226 @@ static void test_fast_probe_matches_generic(void **state)
     cf_sqlx_set_unref(set);
 }
 
+/* -- clicks decoded and hashed once (cf_sqlx_event_row) ------------------ */
+
+static const char *const click_views[] = {
+    "CREATE VIEW a AS SELECT COALESCE(referrer_host, 'Direct') AS r, COUNT(*) AS c, "
+    "COUNT(DISTINCT user_id) AS v FROM clicks WHERE NOT COALESCE(is_bot, FALSE) "
+    "GROUP BY referrer_host",
+    "CREATE VIEW b AS SELECT user_id, COUNT(DISTINCT page_url) AS p FROM clicks "
+    "WINDOW TUMBLING (SIZE 1 MINUTE) GROUP BY user_id",
+    "CREATE VIEW c AS SELECT page_url, COUNT(*) AS c, COUNT(DISTINCT user_id) AS u FROM clicks "
+    "WHERE NOT COALESCE(is_bot, FALSE) GROUP BY page_url",
+};
+#define NCLICK_VIEWS (sizeof click_views / sizeof *click_views)
+
+/* The click views' defs (into defs) and their set. */
+static cf_sqlx_set *click_set(cf_sqlx_def *defs[NCLICK_VIEWS])
+{
+    sql_catalog *c = sql_catalog_new();
+    assert_non_null(c);
+    assert_int_equal(sql_catalog_add_clicks(c), 0);
+    for (size_t i = 0; i < NCLICK_VIEWS; i++) {
+        defs[i] = cf_sqlx_def_new(plan_one(c, click_views[i], false), true, 0, 0);
+        assert_non_null(defs[i]);
+        assert_true(cf_sqlx_def_runnable(defs[i]));
+    }
+    sql_catalog_free(c);
+    cf_sqlx_set *set = cf_sqlx_set_new(defs, NCLICK_VIEWS);
+    assert_non_null(set);
+    return set;
+}
+
+/* Click i of a seeded trace: few pages, users and referrers, some bots. */
+static void click_of(uint64_t i, unsigned *seed, cf_event *ev)
+{
+    static const char *const pages[] = {"/", "/a", "/b", "/cart"};
+    static const char *const users[] = {"u1", "u2", "u3", "u4", "u5"};
+    static const char *const refs[] = {"x.example", "y.example", NULL};
+    *seed = *seed * 1103515245u + 12345u;
+    memset(ev, 0, sizeof *ev);
+    ev->ts = 1000000 + (int64_t)i * 700;
+    ev->page_url = pages[(*seed >> 8) % 4];
+    ev->page_url_len = strlen(ev->page_url);
+    ev->user_id = users[(*seed >> 12) % 5];
+    ev->user_id_len = strlen(ev->user_id);
+    ev->enrich.is_bot = (*seed >> 16) % 7 == 0;
+    const char *r = refs[(*seed >> 20) % 3];
+    for (int c = 0; r && c < CF_COL_COUNT; c++)
+        if (strcmp(cf_enrich_col_name(c), "referrer_host") == 0) {
+            ev->enrich.col[c] = r;
+            ev->enrich.len[c] = (uint16_t)strlen(r);
+        }
+}
+
+/* The user views given the shard's decoded row and the hashes its
+ * built-ins took (one view of the same seed as the user views, one of
+ * another: only hashes of equal seed may be shared) keep the same rows and
+ * byte-identical state as the generic path decoding the click itself. */
+static void test_event_row_matches_generic(void **state)
+{
+    (void)state;
+    cf_sqlx_def *defs[NCLICK_VIEWS];
+    cf_sqlx_set *set = click_set(defs);
+    sql_view_config cb = *cf_sqlx_def_view_config(defs[1]), cc = *cf_sqlx_def_view_config(defs[2]);
+    cc.hash_seed = 0x5eedull;   /* a built-in's own seed */
+    sql_view *vb = sql_view_new(&cb), *vc = sql_view_new(&cc);
+    assert_non_null(vb);
+    assert_non_null(vc);
+    for (unsigned n = 1; n <= 2; n++)
+        for (unsigned idx = 0; idx < n; idx++) {
+            cf_sqlx *fast = cf_sqlx_new(idx, n, 100), *slow = cf_sqlx_new(idx, n, 100);
+            assert_non_null(fast);
+            assert_non_null(slow);
+            cf_sqlx_set_generic(slow, true);
+            cf_sqlx_install(fast, cf_sqlx_set_ref(set));
+            cf_sqlx_install(slow, cf_sqlx_set_ref(set));
+            unsigned seed = 3 + n;
+            for (uint64_t i = 1; i <= 400; i++) {
+                cf_event ev;
+                click_of(i, &seed, &ev);
+                sql_value cols[CF_SQLX_CLICK_COLUMNS];
+                cf_sqlx_click_row(&ev, cols);
+                cf_sqlx_memo memo;
+                cf_sqlx_memo_reset(&memo);
+                uint64_t kh, ah[CF_SQLX_AHEAD_AGGS];
+                assert_true(cf_sqlx_def_ahead(defs[1], vb, cols, &memo, &kh, ah));
+                assert_true(cf_sqlx_def_ahead(defs[2], vc, cols, &memo, &kh, ah));
+                cf_sqlx_event_row(fast, cols, ev.ts, &memo, i, ev.ts - 1000, ev.ts,
+                                  CF_SQLX_ALL_VIEWS);
+                cf_sqlx_event(slow, &ev, i, ev.ts - 1000, ev.ts, CF_SQLX_ALL_VIEWS);
+            }
+            assert_int_equal(cf_sqlx_errors(fast), 0);
+            assert_int_equal(cf_sqlx_errors(slow), 0);
+            long total = 0;
+            for (size_t i = 0; i < NCLICK_VIEWS; i++) {
+                char name[2] = {(char)('a' + i), '\0'};
+                cf_buf rf = {0}, rs = {0};
+                long nf = cf_sqlx_rows(fast, name, &rf), ns = cf_sqlx_rows(slow, name, &rs);
+                assert_int_equal(nf, ns);
+                assert_int_equal(rf.len, rs.len);
+                assert_memory_equal(rf.data, rs.data, rf.len);
+                total += nf;
+                cf_buf_free(&rf);
+                cf_buf_free(&rs);
+            }
+            assert_true(total > 0);
+            cf_buf sf = {0}, ss = {0};
+            assert_int_equal(cf_sqlx_save(fast, &sf), 0);
+            assert_int_equal(cf_sqlx_save(slow, &ss), 0);
+            assert_int_equal(sf.len, ss.len);
+            assert_memory_equal(sf.data, ss.data, sf.len);
+            cf_buf_free(&sf);
+            cf_buf_free(&ss);
+            cf_sqlx_free(fast);
+            cf_sqlx_free(slow);
+        }
+    sql_view_free(vb);
+    sql_view_free(vc);
+    for (size_t i = 0; i < NCLICK_VIEWS; i++)
+        cf_sqlx_def_unref(defs[i]);
+    cf_sqlx_set_unref(set);
+}
+
+/* cf_sqlx_click_row writes each column once, NULLs too: over a buffer full
+ * of stale values, a click without optional fields or enrichment gives a
+ * row of its five values and NULLs (is_bot FALSE), and an enriched one its
+ * enrichment by column name. */
+static void test_click_row_every_column(void **state)
+{
+    (void)state;
+    sql_catalog *c = sql_catalog_new();
+    assert_non_null(c);
+    assert_int_equal(sql_catalog_add_clicks(c), 0);
+    const sql_object *o = sql_catalog_find(c, "clicks");
+    assert_non_null(o);
+    assert_int_equal(o->ncolumns, CF_SQLX_CLICK_COLUMNS);
+    cf_event ev = {.ts = 1234, .user_id = "u", .user_id_len = 1, .page_url = "/p",
+                   .page_url_len = 2};
+    sql_value cols[CF_SQLX_CLICK_COLUMNS];
+    for (int i = 0; i < CF_SQLX_CLICK_COLUMNS; i++)
+        cols[i] = sql_bigint(77);   /* stale */
+    cf_sqlx_click_row(&ev, cols);
+    for (uint32_t i = 0; i < o->ncolumns; i++) {
+        const char *name = o->columns[i].name;
+        if (strcmp(name, "user_id") == 0 || strcmp(name, "page_url") == 0 ||
+            strcmp(name, "name") == 0)
+            assert_int_equal(cols[i].type, SQL_STRING);
+        else if (strcmp(name, "timestamp") == 0)
+            assert_int_equal(cols[i].u.i, 1234);
+        else if (strcmp(name, "is_bot") == 0)
+            assert_true(cols[i].type == SQL_BOOLEAN && !cols[i].u.b);
+        else if (cols[i].type != SQL_NULL)
+            fail_msg("column %s is not NULL", name);
+    }
+    ev.enrich.is_bot = true;
+    for (int k = 0; k < CF_COL_COUNT; k++) {
+        ev.enrich.col[k] = cf_enrich_col_name(k);   /* its own name as its value */
+        ev.enrich.len[k] = (uint16_t)strlen(cf_enrich_col_name(k));
+    }
+    cf_sqlx_click_row(&ev, cols);
+    for (uint32_t i = 0; i < o->ncolumns; i++)
+        for (int k = 0; k < CF_COL_COUNT; k++)
+            if (strcmp(o->columns[i].name, cf_enrich_col_name(k)) == 0)
+                assert_true(cols[i].type == SQL_STRING && cols[i].len == ev.enrich.len[k] &&
+                            memcmp(cols[i].u.s, ev.enrich.col[k], cols[i].len) == 0);
+    sql_catalog_free(c);
+}
+
+/* The bot filter NOT COALESCE(b, FALSE) of a BOOLEAN column is recognised
+ * (and read off the row), other shapes are not; either way a click's
+ * verdict is the program's, for is_bot NULL, TRUE and FALSE. */
+static void test_bot_filter_inline(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *where;
+        bool inline_;
+    } cases[] = {
+        {"NOT COALESCE(is_bot, FALSE)", true},
+        {"NOT COALESCE(is_bot, TRUE)", false},
+        {"COALESCE(is_bot, FALSE)", false},
+        {"NOT is_bot", false},
+        {"NOT COALESCE(is_bot, FALSE) AND page_url <> '/a'", false},
+    };
+    sql_catalog *c = sql_catalog_new();
+    assert_non_null(c);
+    assert_int_equal(sql_catalog_add_clicks(c), 0);
+    cf_sqlx *x = cf_sqlx_new(0, 1, 10);
+    assert_non_null(x);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char sql[256];
+        snprintf(sql, sizeof sql,
+                 "CREATE VIEW v AS SELECT page_url, COUNT(*) AS n FROM clicks WHERE %s "
+                 "GROUP BY page_url", cases[i].where);
+        sql_plan *p = plan_one(c, sql, false);
+        const sql_prog *filter = sql_plan_get(p)->filter;
+        cf_sqlx_def *d = cf_sqlx_def_new(p, true, 0, 0);
+        assert_non_null(d);
+        assert_int_equal(cf_sqlx_def_where_inline(d), cases[i].inline_);
+        for (int bot = 0; bot < 3; bot++) {   /* NULL (not enriched), FALSE, TRUE */
+            cf_event ev = {.ts = 5, .user_id = "u", .user_id_len = 1, .page_url = "/b",
+                           .page_url_len = 2};
+            ev.enrich.is_bot = bot == 2;
+            sql_value cols[CF_SQLX_CLICK_COLUMNS];
+            cf_sqlx_click_row(&ev, cols);
+            if (bot == 0)
+                for (uint32_t k = 0; k < CF_SQLX_CLICK_COLUMNS; k++)
+                    if (strcmp(sql_catalog_find(c, "clicks")->columns[k].name, "is_bot") == 0)
+                        cols[k] = sql_null();
+            char buf[256];
+            sql_scratch sc = {.buf = buf, .cap = sizeof buf};
+            sql_row row = {.v = cols, .n = CF_SQLX_CLICK_COLUMNS, .rowtime = 5};
+            sql_value f;
+            assert_int_equal(sql_prog_eval(filter, &row, &sc, &f), 0);
+            assert_int_equal(cf_sqlx_def_where(x, d, cols, 5), sql_value_is_true(f));
+        }
+        cf_sqlx_def_unref(d);
+    }
+    cf_sqlx_free(x);
+    sql_catalog_free(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -351,6 +573,9 @@ int main(void)
         cmocka_unit_test(test_buffers_survive_a_snapshot_part),
         cmocka_unit_test(test_fast_view_row_matches_generic),
         cmocka_unit_test(test_fast_probe_matches_generic),
+        cmocka_unit_test(test_event_row_matches_generic),
+        cmocka_unit_test(test_click_row_every_column),
+        cmocka_unit_test(test_bot_filter_inline),
     };
     return cmocka_run_group_tests_name("sql_exec", tests, NULL, NULL);
 }

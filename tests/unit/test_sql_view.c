@@ -1420,6 +1420,42 @@ static void test_multi_key_and_nulls(void **state)
     sql_view_free(v);
 }
 
+/* pane_of keeps its last answer: events that go back and forth across
+ * pane edges (both sides of each edge, before zero too) must each land in
+ * their own pane, whatever pane the event before fell in. */
+static void count_open(void *ctx, const sql_view_result *r)
+{
+    int64_t *counts = ctx;  /* windows [-3000, 3000) by 1000: index (start + 3000) / 1000 */
+    int64_t i = (r->start + 3000) / 1000;
+    assert_true(i >= 0 && i < 6);
+    counts[i] += r->aggs[0].u.i;
+}
+
+static void test_pane_edges_in_any_order(void **state)
+{
+    (void)state;
+    static const sql_agg_spec aggs[] = {{SQL_AGG_COUNT_STAR, 0}};
+    sql_view_config c = {.nkeys = 1, .aggs = aggs, .naggs = 1, .window = SQL_WINDOW_TUMBLING,
+                         .size_ms = 1000, .advance_ms = 1000, .grace_ms = 100000};
+    sql_view *v = sql_view_new(&c);
+    assert_non_null(v);
+    static const int64_t ts[] = {1500, 1999, 2000, 999, 1000, -1, 0, -1000, -1001, 2999, 1999,
+                                 -2999, -3000, -2001, 0, 1};
+    sql_value k = sql_string("p", 1);
+    for (size_t i = 0; i < sizeof ts / sizeof ts[0]; i++)
+        assert_int_equal(sql_view_apply(v, &k, NULL, ts[i], i, CF_TIME_NONE, NULL, NULL),
+                         SQL_VIEW_APPLIED);
+    int64_t counts[6] = {0};
+    sql_view_foreach_open(v, 0, count_open, counts);
+    /* [-3000,-2000): -2999 -3000 -2001; [-2000,-1000): -1001; [-1000,0): -1 -1000;
+     * [0,1000): 999 0 0 1; [1000,2000): 1500 1999 1000 1999; [2000,3000): 2000 2999 */
+    static const int64_t want[6] = {3, 1, 2, 4, 4, 2};
+    assert_int_equal(sql_view_groups(v), 1);
+    for (int i = 0; i < 6; i++)
+        assert_int_equal(counts[i], want[i]);
+    sql_view_free(v);
+}
+
 static void test_config_rejected(void **state)
 {
     (void)state;
@@ -1480,6 +1516,7 @@ int main(void)
         cmocka_unit_test(test_seed_is_not_state),
         cmocka_unit_test(test_prefetch_changes_nothing),
         cmocka_unit_test(test_hashed_apply_matches_plain),
+        cmocka_unit_test(test_pane_edges_in_any_order),
         cmocka_unit_test(test_save_load_split),
         cmocka_unit_test(test_load_rejects_other_config),
         cmocka_unit_test(test_load_corrupted),
