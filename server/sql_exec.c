@@ -10,6 +10,7 @@
 #include <sys/random.h>
 
 #include "cf_hash.h"
+#include "cf_jsonnum.h"
 #include "cf_time.h"
 #include "log.h"
 
@@ -220,18 +221,21 @@ static bool element_value(cf_sqlx *x, const cJSON *el, sql_type et, sql_value *r
     if (cJSON_IsNull(el))
         return true;
     if (et == SQL_JSON || cJSON_IsArray(el) || cJSON_IsObject(el)) {
-        char *t = cJSON_PrintUnformatted(el);
-        if (!t)
+        /* Exact numbers (cJSON's own printer keeps 15 digits). */
+        cf_buf t = {0};
+        if (cf_json_print_exact_to(el, &t) < 0) {
+            cf_buf_free(&t);
             return false;
-        size_t n = strlen(t);
+        }
+        size_t n = t.len;
         bool ok = x->scratch.used + n <= x->scratch.cap;
         if (ok) {
-            memcpy(x->scratch.buf + x->scratch.used, t, n);
+            memcpy(x->scratch.buf + x->scratch.used, t.data, n);
             *ret = sql_string(x->scratch.buf + x->scratch.used, (uint32_t)n);
             ret->type = SQL_JSON;
             x->scratch.used += n;
         }
-        cJSON_free(t);
+        cf_buf_free(&t);
         return ok;
     }
     if (cJSON_IsString(el)) {
