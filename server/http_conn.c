@@ -75,6 +75,23 @@ const char *http_framing_error(struct MHD_Connection *c)
     return NULL;
 }
 
+static enum MHD_Result head_bytes(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+{
+    (void)kind;
+    size_t *n = cls;
+    *n += strlen(key) + (value ? strlen(value) : 0) + 4;   /* ": " and CRLF */
+    return MHD_YES;
+}
+
+/* The size of the request head as sent (request line, header lines and the
+ * blank line; whitespace around values aside). O(headers). */
+size_t http_head_size(struct MHD_Connection *c, const char *method, const char *raw_uri, const char *version)
+{
+    size_t n = strlen(method) + 1 + strlen(raw_uri) + 1 + strlen(version) + 2 + 2;
+    MHD_get_connection_values(c, MHD_HEADER_KIND, head_bytes, &n);
+    return n;
+}
+
 /* True when the raw request target holds no percent-encoded NUL and no raw
  * control byte. libmicrohttpd decodes %00 into a NUL that silently cuts the
  * decoded path and query values (so "/index.html%00.js" would be served as
