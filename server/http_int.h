@@ -116,6 +116,7 @@ struct cf_http {
     pthread_cond_t accept_cv;       /* (reaper_mu) a connection closed */
     unsigned n_handed;              /* (reaper_mu) handed to MHD, not started yet */
     bool accept_started;
+    bool accept_warned;             /* (acceptor) a retried accept error was logged */
     atomic_bool accept_stopping;
     pthread_t acceptor;
     /* The Segment, Plausible and Umami endpoints and the site keys. */

@@ -1,8 +1,10 @@
 """Connection hygiene: the absolute request deadline closes a client that
 trickles its body, and the per-IP connection limit holds."""
 import json
+import os
 import re
 import socket
+import tempfile
 import time
 
 from harness import Server, run_tests
@@ -182,8 +184,35 @@ def test_no_event_is_accepted_without_an_answer_near_the_head_limit():
         assert _raw_post_with_head(srv.http_port, 7168, "edge", True).startswith(b"HTTP/1.1 202")
 
 
+def test_a_network_error_on_accept_does_not_stop_accepting():
+    """Linux's accept reports a new connection's pending network error
+    (EPROTO, ENETUNREACH, ...) as its own failure; the accept thread took
+    any error but a few as fatal and never accepted again, so one client's
+    bad network left the server up but deaf. The shim (accept_fault.c)
+    injects one such error."""
+    trigger = os.path.join(tempfile.mkdtemp(prefix="clickflow-it-"), "fault")
+    env = {"LD_PRELOAD": os.environ["CF_TEST_ACCEPT_FAULT_SO"], "CF_TEST_ACCEPT_FAULT": trigger,
+           "ASAN_OPTIONS": os.environ.get("ASAN_OPTIONS", "") + ":verify_asan_link_order=0"}
+    with Server(["--http-threads", "2"], env=env) as srv:
+        open(trigger, "w").close()
+        s = socket.create_connection(("127.0.0.1", srv.http_port))
+        s.settimeout(10.0)
+        try:
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert s.recv(4096) == b""   # the faulted connection is closed
+        except ConnectionResetError:
+            pass
+        finally:
+            s.close()
+        assert not os.path.exists(trigger), "the fault was not injected"
+        for _ in range(3):
+            assert srv.request("GET", "/healthz", timeout=10.0)[0] == 200
+        assert "no more connections are accepted" not in srv.read_log()
+
+
 if __name__ == "__main__":
     run_tests([test_request_deadline_closes_a_trickling_upload, test_request_deadline_closes_trickling_headers,
                test_deadline_does_not_cut_idle_keep_alive_or_normal_requests,
                test_per_ip_connection_limit, test_request_head_limit,
-               test_no_event_is_accepted_without_an_answer_near_the_head_limit])
+               test_no_event_is_accepted_without_an_answer_near_the_head_limit,
+               test_a_network_error_on_accept_does_not_stop_accepting])
