@@ -278,7 +278,7 @@ bool http_budget_take(cf_http *h, request *rq, size_t n);
 void http_budget_release(cf_http *h, request *rq);
 unsigned http_connection_stripe(struct MHD_Connection *c);
 const char *http_framing_error(struct MHD_Connection *c);
-size_t http_head_size(struct MHD_Connection *c, const char *method, const char *raw_uri, const char *version);
+size_t http_head_cost(struct MHD_Connection *c);
 bool http_target_clean(const char *uri);
 enum MHD_Result http_send_bad_framing(request *rq, struct MHD_Connection *c, const char *msg);
 void http_apply_deadline(request *rq, struct MHD_Connection *c, int64_t left_ms);
