@@ -200,14 +200,16 @@ static int parse_timestamp(const cJSON *item, int64_t *ret_ts, const char **ret_
 
 /* Prints obj compactly at the end of scratch, every number exact
  * (cf_jsonnum.h: cJSON's own printer writes 9007199254740991 as
- * 9.00719925474099e+15). Returns 0 or -ENOMEM. */
+ * 9.00719925474099e+15). Returns 0, -ERANGE for a number beyond the range
+ * of a double, or -ENOMEM. */
 static int print_properties(const cJSON *obj, cf_buf *scratch, const char **ret_s,
                             size_t *ret_n)
 {
     size_t start = scratch->len;
-    if (cf_json_print_exact_to(obj, scratch) < 0) {
+    int rc = cf_json_print_exact_to(obj, scratch);
+    if (rc < 0) {
         scratch->len = start;
-        return -ENOMEM;
+        return rc == -ERANGE ? -ERANGE : -ENOMEM;
     }
     *ret_s = (const char *)scratch->data + start;
     *ret_n = scratch->len - start;
@@ -326,7 +328,13 @@ int cf_event_from_json(const cJSON *obj, const cf_event_limits *lim, int64_t now
             *ret_reason = "properties must be an object";
             return -EINVAL;
         }
-        if (print_properties(f_props, scratch, &ev.properties, &ev.properties_len) < 0) {
+        int rc = print_properties(f_props, scratch, &ev.properties, &ev.properties_len);
+        if (rc == -ERANGE) {
+            /* Kept as null it would change what the sender wrote. */
+            *ret_reason = "properties must not hold a number beyond the range of a double (such as 1e400)";
+            return -EINVAL;
+        }
+        if (rc < 0) {
             *ret_reason = "out of memory";
             return -ENOMEM;
         }

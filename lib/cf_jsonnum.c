@@ -289,6 +289,10 @@ static int print_item(const cJSON *item, cf_buf *out)
     case cJSON_False: cf_buf_put(out, "false", 5); break;
     case cJSON_True: cf_buf_put(out, "true", 4); break;
     case cJSON_Number: {
+        /* cJSON reads 1e400 as an infinity, which has no JSON text: say so
+         * rather than write null in its place. */
+        if (!isfinite(item->valuedouble))
+            return -ERANGE;
         char num[40];
         int n = cf_jsonnum_format(item->valuedouble, num, sizeof num);
         cf_buf_put(out, num, n > 0 ? (size_t)n : 0);

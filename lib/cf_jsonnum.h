@@ -39,8 +39,9 @@ char *cf_json_print_exact(cJSON *root);
 
 /* Appends item compactly to out, as cJSON_PrintUnformatted would but with
  * every number exact and without touching the tree (so it may be const
- * and shared). 0, or -ENOMEM (out->oom set), or -EINVAL for an item cJSON
- * could not print either. */
+ * and shared). 0, or -ENOMEM (out->oom set), -ERANGE for a number that is
+ * not finite (JSON text such as 1e400 that no double holds), or -EINVAL for
+ * an item cJSON could not print either. */
 int cf_json_print_exact_to(const cJSON *item, cf_buf *out);
 
 #endif

@@ -277,10 +277,21 @@ static int submit(cf_compat_http *ch, struct MHD_Connection *c, cf_compat_api ap
 {
     if (cJSON_GetArraySize(events) == 0)
         return reply_ok(r, api);
-    /* Numbers exact (cf_jsonnum.h): properties pass through this text. */
-    char *text = cf_json_print_exact(events);
-    if (!text)
+    /* Numbers exact (cf_jsonnum.h): properties pass through this text. A
+     * number no double holds (1e400, read as an infinity) would print as
+     * null and so change what the sender wrote: refused, as natively. */
+    cf_buf tb = {0};
+    int pr = cf_json_print_exact_to(events, &tb);
+    cf_buf_put_u8(&tb, 0);
+    if (pr == -ERANGE) {
+        cf_buf_free(&tb);
+        return reply_error(r, api, 400, "properties must not hold a number beyond the range of a double (such as 1e400)");
+    }
+    if (pr < 0 || tb.oom) {
+        cf_buf_free(&tb);
         return -ENOMEM;
+    }
+    char *text = (char *)tb.data;
     cf_ingest ig;
     memset(&ig, 0, sizeof ig);
     cf_event_limits lim = {.max_future_ms = ch->cfg.max_future_ms};
@@ -317,7 +328,7 @@ static int submit(cf_compat_http *ch, struct MHD_Connection *c, cf_compat_api ap
         }
     }
     cf_ingest_free(&ig);
-    free(text);
+    cf_buf_free(&tb);
     return rc;
 }
 

@@ -16,6 +16,15 @@
 #include "cf_compat.h"
 #include "log.h"
 
+/* The largest request head served, by http_head_cost (bytes plus 32 per
+ * parsed value). A head that libmicrohttpd could still read into a
+ * connection's 16 KiB (HTTP_CONN_MEMORY) may leave no room for the
+ * answer's headers: it then closes the connection without one, after the
+ * request (events!) was handled. That began at a cost of about 7950 in
+ * every mix of bytes and headers we measured; heads over this are refused
+ * before anything is done (test_http_limits). */
+#define HTTP_HEAD_MAX ((size_t)7424)
+
 /* CORS preflight answers may be cached this long by the browser. */
 #define CORS_MAX_AGE "600"
 /* After an over-limit body (no Content-Length, e.g. chunked) we keep
@@ -256,6 +265,8 @@ static enum MHD_Result handle_request(request *rq, struct MHD_Connection *c, con
     return http_handle_get(rq, c);
 }
 
+static const extra_header close_hdr[] = {{MHD_HTTP_HEADER_CONNECTION, "close"}};
+
 static enum MHD_Result access_handler(void *cls, struct MHD_Connection *c, const char *url, const char *method,
                                       const char *version, const char *upload, size_t *upload_size,
                                       void **con_cls)
@@ -281,6 +292,11 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *c, const
         rq->headers_done = true;
         if (left <= 0)
             return http_send_error(rq, c, MHD_HTTP_REQUEST_TIMEOUT, "request deadline exceeded");
+        if (http_head_cost(c) > HTTP_HEAD_MAX)
+            return http_send_error_h(rq, c, MHD_HTTP_REQUEST_HEADER_FIELDS_TOO_LARGE,
+                                     "the request head is too large (at most 7424 bytes, less 32 per header, "
+                                     "cookie and query argument)",
+                                     close_hdr, 1);
         const char *bad = http_framing_error(c);
         if (bad)
             return http_send_bad_framing(rq, c, bad);
@@ -456,7 +472,7 @@ static void request_completed(void *cls, struct MHD_Connection *c, void **con_cl
  * answer's headers). libmicrohttpd 0.9.75 zeroes the whole pool after every
  * request: at its default of 32 KiB that memset was 7% of the server's
  * samples under single-event POSTs (issue 15). 16 KiB still takes request
- * headers of about 8 KiB (nginx's default for one header line); a larger
+ * heads of about 8 KiB, of which we serve about 7 KiB (HTTP_HEAD_MAX); a larger
  * head is refused by libmicrohttpd (431). Bodies do not live in it: they
  * stream through into our own buffer. */
 #define HTTP_CONN_MEMORY (16u * 1024u)

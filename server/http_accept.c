@@ -69,6 +69,33 @@ static void handed_back(cf_http *h)
     pthread_mutex_unlock(&h->reaper_mu);
 }
 
+/* Errors of one connection, not of the listening socket: Linux's accept
+ * passes a new connection's pending network error on as its own (accept(2),
+ * "Error handling": to be treated like EAGAIN), and a connection reset
+ * before it was taken is ECONNABORTED. Taking them as fatal left the server
+ * running but deaf after one client's bad network (test_http_limits). */
+static bool connection_error(int e)
+{
+    switch (e) {
+    case EINTR:
+    case EAGAIN:
+    case ECONNABORTED:
+    case EPROTO:
+    case ENETDOWN:
+    case ENOPROTOOPT:
+    case EHOSTDOWN:
+    case ENONET:
+    case EHOSTUNREACH:
+    case EOPNOTSUPP:
+    case ENETUNREACH:
+    case EPERM:          /* a firewall rule refused this connection */
+    case ETIMEDOUT:
+        return true;
+    default:
+        return false;
+    }
+}
+
 static void *accept_main(void *arg)
 {
     cf_http *h = arg;
@@ -86,17 +113,25 @@ static void *accept_main(void *arg)
         if (fd < 0)
             handed_back(h);
         if (fd < 0) {
-            if (errno == EINTR || errno == ECONNABORTED || errno == EAGAIN)
-                continue;
-            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
-                /* Out of descriptors or memory: the connection waits in the
-                 * backlog; try again shortly rather than spin. */
-                struct timespec ts = {0, 10 * 1000000L};
-                nanosleep(&ts, NULL);
-                continue;
+            int e = errno;
+            if (e == EBADF || e == EINVAL || e == ENOTSOCK || e == EFAULT) {
+                /* The listening socket itself is unusable. */
+                cf_warn("http: accept failed (%s); no more connections are accepted", strerror(e));
+                break;
             }
-            cf_warn("http: accept failed (%s); no more connections are accepted", strerror(errno));
-            break;
+            if (connection_error(e))
+                continue;
+            /* Out of descriptors or memory (EMFILE, ENFILE, ENOBUFS,
+             * ENOMEM), or anything else: the connections wait in the
+             * backlog; try again shortly rather than spin, and never give
+             * up on a socket that still listens. */
+            if (!h->accept_warned) {
+                h->accept_warned = true;
+                cf_warn("http: accept failed (%s); retrying", strerror(e));
+            }
+            struct timespec ts = {0, 10 * 1000000L};
+            nanosleep(&ts, NULL);
+            continue;
         }
         /* Closes fd itself when refused (connection or per-IP limit). */
         if (MHD_add_connection(h->daemon, fd, (const struct sockaddr *)&ss, len) != MHD_YES)

@@ -75,6 +75,20 @@ const char *http_framing_error(struct MHD_Connection *c)
     return NULL;
 }
 
+/* What the request head costs in libmicrohttpd's connection memory: its
+ * bytes as read (whitespace and all), plus 32 per value it parsed out of
+ * them (header, cookie and query argument each take a record of about that
+ * much; measured on 0.9.75: the room left for the answer shrinks by 28
+ * bytes per header). O(values). */
+size_t http_head_cost(struct MHD_Connection *c)
+{
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_REQUEST_HEADER_SIZE);
+    size_t bytes = ci ? ci->header_size : 0;
+    int n = MHD_get_connection_values(c, (enum MHD_ValueKind)(MHD_HEADER_KIND | MHD_COOKIE_KIND | MHD_GET_ARGUMENT_KIND),
+                                      NULL, NULL);
+    return bytes + 32u * (size_t)(n > 0 ? n : 0);
+}
+
 /* True when the raw request target holds no percent-encoded NUL and no raw
  * control byte. libmicrohttpd decodes %00 into a NUL that silently cuts the
  * decoded path and query values (so "/index.html%00.js" would be served as

@@ -116,6 +116,7 @@ struct cf_http {
     pthread_cond_t accept_cv;       /* (reaper_mu) a connection closed */
     unsigned n_handed;              /* (reaper_mu) handed to MHD, not started yet */
     bool accept_started;
+    bool accept_warned;             /* (acceptor) a retried accept error was logged */
     atomic_bool accept_stopping;
     pthread_t acceptor;
     /* The Segment, Plausible and Umami endpoints and the site keys. */
@@ -277,6 +278,7 @@ bool http_budget_take(cf_http *h, request *rq, size_t n);
 void http_budget_release(cf_http *h, request *rq);
 unsigned http_connection_stripe(struct MHD_Connection *c);
 const char *http_framing_error(struct MHD_Connection *c);
+size_t http_head_cost(struct MHD_Connection *c);
 bool http_target_clean(const char *uri);
 enum MHD_Result http_send_bad_framing(request *rq, struct MHD_Connection *c, const char *msg);
 void http_apply_deadline(request *rq, struct MHD_Connection *c, int64_t left_ms);

@@ -121,6 +121,31 @@ def test_unnest_of_a_json_array_keeps_its_numbers():
             assert json.dumps(e, separators=(",", ":")) in text.replace(", ", ","), (e, text)
 
 
+def test_properties_numbers_beyond_a_double_are_refused():
+    """1e400 is valid JSON that no double holds (cJSON reads an infinity):
+    the event was accepted with the value turned into null. Now it is
+    rejected with its reason, natively and through Segment; numbers that
+    only lose digits (beyond 2^53, below the smallest double) still pass."""
+    with Server(ARGS + ["--site", "shop=https://shop.example"]) as srv:
+        sql(srv, "CREATE STREAM props AS SELECT user_id, properties FROM clicks")
+        raw = ('[{"user_id":"big","page_url":"/p","timestamp":%d,"event_id":"i1","properties":{"v":[1e400]}},'
+               '{"user_id":"ok","page_url":"/p","timestamp":%d,"event_id":"i2",'
+               '"properties":{"v":18446744073709551616,"t":1e-400}}]' % (BASE, BASE))
+        st, _, data = srv.raw_request("POST", "/api/v1/events", raw.encode(), {"Content-Type": "application/json"})
+        body = json.loads(data)
+        assert st == 202 and body["accepted"] == 1 and body["rejected"] == 1, body
+        assert "beyond the range of a double" in body["errors"][0]["error"], body
+        seg = ('{"batch":[{"type":"track","event":"e","userId":"seg","messageId":"s1",'
+               '"timestamp":"2026-01-01T00:00:01Z","properties":{"url":"/s","v":-1e999}}],"writeKey":"shop"}')
+        st, _, data = srv.raw_request("POST", "/v1/batch", seg.encode(), {"Content-Type": "application/json"})
+        assert st == 400 and b"beyond the range of a double" in data, (st, data)
+        rows = {r["user_id"]: r["properties"] for r in query(srv, "SELECT user_id, properties FROM props")}
+        assert set(rows) == {"ok"}, rows
+        props = json.loads(rows["ok"]) if isinstance(rows["ok"], str) else rows["ok"]
+        assert props == {"v": 18446744073709551616, "t": 0}, props
+
+
 if __name__ == "__main__":
     run_tests([test_view_doubles_and_unnest_elements_round_trip, test_properties_keep_their_numbers,
-               test_unnest_of_a_json_array_keeps_its_numbers])
+               test_unnest_of_a_json_array_keeps_its_numbers,
+               test_properties_numbers_beyond_a_double_are_refused])

@@ -1,6 +1,10 @@
 """Connection hygiene: the absolute request deadline closes a client that
 trickles its body, and the per-IP connection limit holds."""
+import json
+import os
+import re
 import socket
+import tempfile
 import time
 
 from harness import Server, run_tests
@@ -122,7 +126,107 @@ def test_request_head_limit():
         assert srv.request("GET", "/healthz")[0] == 200
 
 
+def _raw_post_with_head(port, head_len, event_id, origin, extra=b""):
+    """One POST whose head is exactly head_len bytes (a Cookie pads it,
+    after the header lines in extra); returns the raw bytes received until
+    the server closes or answers."""
+    body = json.dumps({"user_id": "u", "page_url": "/p", "event_id": event_id}).encode()
+    head = (b"POST /api/v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n" % len(body)) + extra
+    if origin:
+        head += b"Origin: http://example.com\r\n"
+    head += b"Cookie: c=" + b"x" * (head_len - len(head) - len(b"Cookie: c=\r\n\r\n")) + b"\r\n\r\n"
+    assert len(head) == head_len
+    s = socket.create_connection(("127.0.0.1", port))
+    s.settimeout(10.0)
+    data = b""
+    try:
+        s.sendall(head + body)
+        while True:
+            d = s.recv(65536)
+            if not d:
+                break
+            data += d
+            end = data.find(b"\r\n\r\n")
+            if end >= 0:
+                m = re.search(rb"content-length: *(\d+)", data[:end].lower())
+                if m and len(data) >= end + 4 + int(m.group(1)):
+                    break
+    except OSError:
+        pass   # reset: no answer, like a close
+    finally:
+        s.close()
+    return data
+
+
+def test_no_event_is_accepted_without_an_answer_near_the_head_limit():
+    """Heads just under libmicrohttpd's own 431 fit its connection memory,
+    but the answer's headers then do not: the event was accepted and the
+    connection closed without a word, so the client could only retry
+    blindly. Heads over about 7 KiB are refused by us (JSON 431) before the body
+    is read (its bytes plus 32 per header, cookie or query argument
+    count); every 202 is an accepted event and every accepted event had its
+    202."""
+    with Server(["--cors-origin", "http://example.com"]) as srv:
+        answered = 0
+        for origin in (False, True):
+            for n in range(7800, 8100, 3):
+                data = _raw_post_with_head(srv.http_port, n, "e%d-%d" % (n, origin), origin)
+                if data.startswith(b"HTTP/1.1 202"):
+                    answered += 1
+                elif data:
+                    assert data.startswith(b"HTTP/1.1 431"), data[:200]
+        # Each header (and cookie) also takes a record in that memory: many
+        # small ones reach the same point with far fewer bytes.
+        for nh in (25, 100, 200):
+            extra = b"".join(b"X%d: v\r\n" % i for i in range(nh))
+            for n in range(1800, 8100, 53):
+                if n < len(extra) + 200:
+                    continue
+                data = _raw_post_with_head(srv.http_port, n, "h%d-%d" % (nh, n), False, extra)
+                if data.startswith(b"HTTP/1.1 202"):
+                    answered += 1
+                elif data:
+                    assert data.startswith(b"HTTP/1.1 431"), data[:200]
+        st, text = srv.request("GET", "/metrics")
+        accepted = int(re.search(r"^clickflow_events_accepted_total (\d+)$", text, re.M).group(1))
+        assert accepted == answered, (accepted, answered)
+        # Our own refusal is a JSON error; a head of 7 KiB is still served.
+        data = _raw_post_with_head(srv.http_port, 7300, "big", False)
+        assert data.startswith(b"HTTP/1.1 431"), data[:200]
+        assert "too large" in json.loads(data.split(b"\r\n\r\n", 1)[1])["error"]
+        assert _raw_post_with_head(srv.http_port, 7168, "edge", True).startswith(b"HTTP/1.1 202")
+
+
+def test_a_network_error_on_accept_does_not_stop_accepting():
+    """Linux's accept reports a new connection's pending network error
+    (EPROTO, ENETUNREACH, ...) as its own failure; the accept thread took
+    any error but a few as fatal and never accepted again, so one client's
+    bad network left the server up but deaf. The shim (accept_fault.c)
+    injects one such error."""
+    trigger = os.path.join(tempfile.mkdtemp(prefix="clickflow-it-"), "fault")
+    env = {"LD_PRELOAD": os.environ["CF_TEST_ACCEPT_FAULT_SO"], "CF_TEST_ACCEPT_FAULT": trigger,
+           "ASAN_OPTIONS": os.environ.get("ASAN_OPTIONS", "") + ":verify_asan_link_order=0"}
+    with Server(["--http-threads", "2"], env=env) as srv:
+        open(trigger, "w").close()
+        s = socket.create_connection(("127.0.0.1", srv.http_port))
+        s.settimeout(10.0)
+        try:
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert s.recv(4096) == b""   # the faulted connection is closed
+        except ConnectionResetError:
+            pass
+        finally:
+            s.close()
+        assert not os.path.exists(trigger), "the fault was not injected"
+        for _ in range(3):
+            assert srv.request("GET", "/healthz", timeout=10.0)[0] == 200
+        assert "no more connections are accepted" not in srv.read_log()
+
+
 if __name__ == "__main__":
     run_tests([test_request_deadline_closes_a_trickling_upload, test_request_deadline_closes_trickling_headers,
                test_deadline_does_not_cut_idle_keep_alive_or_normal_requests,
-               test_per_ip_connection_limit, test_request_head_limit])
+               test_per_ip_connection_limit, test_request_head_limit,
+               test_no_event_is_accepted_without_an_answer_near_the_head_limit,
+               test_a_network_error_on_accept_does_not_stop_accepting])

@@ -347,6 +347,13 @@ static void properties_rules(void **state)
            "properties must be");
     accept(f, "{\"user_id\":\"u\",\"page_url\":\"/\",\"properties\":{}}");
     assert_true(field_is(f->ev.properties, f->ev.properties_len, "{}"));
+    /* 1e400 is valid JSON but no double: it must not become null silently. */
+    reject(f, "{\"user_id\":\"u\",\"page_url\":\"/\",\"properties\":{\"a\":[1,{\"b\":1e400}]}}",
+           "properties must not hold a number beyond");
+    reject(f, "{\"user_id\":\"u\",\"page_url\":\"/\",\"properties\":{\"a\":-1e999}}",
+           "properties must not hold a number beyond");
+    accept(f, "{\"user_id\":\"u\",\"page_url\":\"/\",\"properties\":{\"a\":1e-400,\"b\":1.7976931348623157e308}}");
+    assert_true(field_is(f->ev.properties, f->ev.properties_len, "{\"a\":0,\"b\":1.7976931348623157e+308}"));
 }
 
 static void properties_large_and_appended(void **state)

@@ -163,6 +163,12 @@ static void print_to_matches_cjson(void **state)
     assert_memory_equal(b.data, cj, b.len);
     free(cj);
     cJSON_Delete(k);
+    /* A number beyond a double (cJSON read it as an infinity) has no
+     * JSON text: the printer says so instead of writing null. */
+    cJSON *inf = cJSON_Parse("{\"a\":[1,1e400]}");
+    cf_buf_reset(&b);
+    assert_int_equal(cf_json_print_exact_to(inf, &b), -ERANGE);
+    cJSON_Delete(inf);
     cf_buf_free(&b);
     cJSON_Delete(j);
 }
