@@ -450,7 +450,6 @@ static int get_enrich(cf_reader *r, const char *page_url, size_t page_url_len, c
     }
     unsigned mask = (unsigned)rd16(h);
     unsigned device = (mask & EM_DEVICE_MASK) >> EM_DEVICE_SHIFT;
-    memset(ret, 0, sizeof *ret);
     if (mask == 0 || device > CF_DEVICE_BOT ||
         ((mask & EM_PATH_IS_URL) && (mask & (1u << CF_COL_PAGE_PATH)))) {
         r->bad = true;
@@ -471,6 +470,9 @@ static int get_enrich(cf_reader *r, const char *page_url, size_t page_url_len, c
         r->bad = true;
         return -EINVAL;
     }
+    /* *ret is written only now, once the block checked out (unpack fills
+     * its caller's event in place and leaves it untouched on failure). */
+    memset(ret, 0, sizeof *ret);
     const char *p = (const char *)r->p;
     for (int i = 0; i < CF_COL_COUNT; i++) {
         if (!(mask & (1u << i)))
@@ -574,36 +576,44 @@ int cf_event_unpack(cf_reader *r, cf_event *ret)
         r->bad = true;
         return -EINVAL;
     }
+    /* The event is written in place, field by field, once everything checked
+     * out: building it in a local and copying it out (*ret = ev) reloaded
+     * the narrow stores just made with wide loads, which cannot be forwarded
+     * (a store-forwarding stall per event; perf annotate under S2). */
     const char *p = (const char *)r->p;
-    cf_event ev;
-    ev.ts = (int64_t)rd64(h);
-    ev.user_id = p;
-    ev.user_id_len = ul;
-    p += ul;
-    ev.page_url = p;
-    ev.page_url_len = pl;
-    p += pl;
-    ev.element = (flags & F_ELEMENT) ? p : NULL;
-    ev.element_len = el;
-    p += el;
-    ev.event_id = (flags & F_EVENT_ID) ? p : NULL;
-    ev.event_id_len = il;
-    p += il;
-    ev.properties = (flags & F_PROPERTIES) ? p : NULL;
-    ev.properties_len = prl;
-    p += prl;
-    ev.name = (flags & F_NAME) ? p : NULL;
-    ev.name_len = nl;
-    memset(&ev.enrich, 0, sizeof ev.enrich);
-    /* The reader moves only once the whole event checked out. */
     cf_reader rest = *r;
     rest.p += body;
     rest.left -= body;
-    if ((flags & F_ENRICH) && get_enrich(&rest, ev.page_url, ev.page_url_len, &ev.enrich) < 0) {
-        r->bad = true;
-        return -EINVAL;
+    const char *url = p + ul;
+    if (flags & F_ENRICH) {
+        /* Fills ret->enrich only on success. */
+        if (get_enrich(&rest, url, pl, &ret->enrich) < 0) {
+            r->bad = true;
+            return -EINVAL;
+        }
+    } else {
+        memset(&ret->enrich, 0, sizeof ret->enrich);
     }
-    *r = rest;
-    *ret = ev;
+    ret->ts = (int64_t)rd64(h);
+    ret->user_id = p;
+    ret->user_id_len = ul;
+    p += ul;
+    ret->page_url = p;
+    ret->page_url_len = pl;
+    p += pl;
+    ret->element = (flags & F_ELEMENT) ? p : NULL;
+    ret->element_len = el;
+    p += el;
+    ret->event_id = (flags & F_EVENT_ID) ? p : NULL;
+    ret->event_id_len = il;
+    p += il;
+    ret->properties = (flags & F_PROPERTIES) ? p : NULL;
+    ret->properties_len = prl;
+    p += prl;
+    ret->name = (flags & F_NAME) ? p : NULL;
+    ret->name_len = nl;
+    /* The reader moves only once the whole event checked out. */
+    r->p = rest.p;
+    r->left = rest.left;
     return 0;
 }

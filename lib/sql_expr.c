@@ -972,11 +972,6 @@ static int tv(sql_value v)
     return v.type == SQL_BOOLEAN ? v.u.b : -1;
 }
 
-static sql_value from_tv(int t)
-{
-    return t < 0 ? sql_null() : sql_bool(t);
-}
-
 /* -- string and URL functions ------------------------------------------------------------------ */
 
 static int url_split(const char *s, size_t n, size_t *ret_hb, size_t *ret_he, size_t *ret_pb,
@@ -1259,13 +1254,57 @@ static int call(sql_func f, sql_value *args, uint32_t n, sql_scratch *scratch, s
 
 /* -- the machine ------------------------------------------------------------------------------ */
 
+/* In-place writers for the stack: field by field. Assigning a value an
+ * inline constructor returns (st[i] = sql_bool(r)) made GCC build it on the
+ * stack with narrow stores and copy it with a 16-byte load that cannot be
+ * forwarded from them: a store-forwarding stall per operation, and another
+ * when the next operation reloads the slot (as click_row's columns were,
+ * 6df63f4). The header's four stores merge into one 8-byte store. */
+static inline void vm_set(sql_value *v, uint8_t type, int64_t i)
+{
+    v->type = type;
+    v->pad_[0] = v->pad_[1] = v->pad_[2] = 0;
+    v->len = 0;
+    v->u.i = i;
+}
+
+static inline void vm_null(sql_value *v)
+{
+    vm_set(v, SQL_NULL, 0);
+}
+
+/* A BOOLEAN, its union zeroed as sql_bool's is, then the flag. */
+static inline void vm_bool(sql_value *v, bool b)
+{
+    vm_set(v, SQL_BOOLEAN, 0);
+    v->u.b = b;
+}
+
+/* A truth value (-1 unknown, 0, 1) as NULL or BOOLEAN. */
+static inline void vm_tv(sql_value *v, int t)
+{
+    if (t < 0)
+        vm_null(v);
+    else
+        vm_bool(v, t != 0);
+}
+
+/* Copies a value as two 8-byte halves, each loadable from the store that
+ * wrote it (a 16-byte load spanning two stores is not). */
+static inline void vm_copy(sql_value *dst, const sql_value *src)
+{
+    uint64_t h[2];
+    memcpy(h, src, sizeof h);
+    memcpy(dst, h, sizeof h);
+}
+
 int sql_prog_eval(const sql_prog *p, const sql_row *row, sql_scratch *scratch, sql_value *ret)
 {
     sql_value st[SQL_PROG_MAX_STACK + 1];
     uint32_t sp = 0;
     int rc = 0;
     if (!sql_prog_ready(p)) {
-        *ret = sql_null();
+        vm_null(ret);
         return -EINVAL;
     }
     for (uint32_t pc = 0; pc < p->ncode; pc++) {
@@ -1275,15 +1314,18 @@ int sql_prog_eval(const sql_prog *p, const sql_row *row, sql_scratch *scratch, s
             st[sp++] = p->consts[in.a];
             break;
         case SQL_VM_COL:
-            st[sp++] = row && in.a < row->n ? row->v[in.a] : sql_null();
+            if (row && in.a < row->n)
+                st[sp++] = row->v[in.a];
+            else
+                vm_null(&st[sp++]);
             break;
         case SQL_VM_ROWTIME:
-            st[sp++] = sql_timestamp(row ? row->rowtime : 0);
+            vm_set(&st[sp++], SQL_TIMESTAMP, row ? row->rowtime : 0);
             break;
         case SQL_VM_PATH: {
             sql_value v = st[sp - 1];
             if (v.type != SQL_JSON) {
-                st[sp - 1] = sql_null();
+                vm_null(&st[sp - 1]);
                 break;
             }
             const char *s = v.u.s;
@@ -1299,7 +1341,7 @@ int sql_prog_eval(const sql_prog *p, const sql_row *row, sql_scratch *scratch, s
                 }
             }
             if (!found)
-                st[sp - 1] = sql_null();
+                vm_null(&st[sp - 1]);
             else if ((rc = json_natural(s, n, scratch, &st[sp - 1])) < 0)
                 return rc;
             break;
@@ -1339,7 +1381,10 @@ int sql_prog_eval(const sql_prog *p, const sql_row *row, sql_scratch *scratch, s
             case SQL_VM_GT: r = c > 0; break;
             default: r = c >= 0; break;
             }
-            st[sp - 1] = c == -2 ? sql_null() : sql_bool(r);
+            if (c == -2)
+                vm_null(&st[sp - 1]);
+            else
+                vm_bool(&st[sp - 1], r);
             break;
         }
         case SQL_VM_AND:
@@ -1353,7 +1398,7 @@ int sql_prog_eval(const sql_prog *p, const sql_row *row, sql_scratch *scratch, s
                 r = (x == 0 || y == 0) ? 0 : (x < 0 || y < 0) ? -1 : 1;
             else
                 r = (x == 1 || y == 1) ? 1 : (x < 0 || y < 0) ? -1 : 0;
-            st[sp - 1] = from_tv(r);
+            vm_tv(&st[sp - 1], r);
             break;
         }
         case SQL_VM_NOT: {
@@ -1361,7 +1406,7 @@ int sql_prog_eval(const sql_prog *p, const sql_row *row, sql_scratch *scratch, s
             if ((rc = natural(st[sp - 1], scratch, &a)) < 0)
                 return rc;
             int x = tv(a);
-            st[sp - 1] = from_tv(x < 0 ? -1 : !x);
+            vm_tv(&st[sp - 1], x < 0 ? -1 : !x);
             break;
         }
         case SQL_VM_IS_NULL: {
@@ -1370,7 +1415,7 @@ int sql_prog_eval(const sql_prog *p, const sql_row *row, sql_scratch *scratch, s
             if ((rc = natural(st[sp - 1], scratch, &a)) < 0)
                 return rc;
             bool isnull = a.type == SQL_NULL;
-            st[sp - 1] = sql_bool(in.a ? !isnull : isnull);
+            vm_bool(&st[sp - 1], in.a ? !isnull : isnull);
             break;
         }
         case SQL_VM_IN: {
@@ -1391,7 +1436,7 @@ int sql_prog_eval(const sql_prog *p, const sql_row *row, sql_scratch *scratch, s
                     r = -1;
             }
             sp = base + 1;
-            st[base] = from_tv(r);
+            vm_tv(&st[base], r);
             break;
         }
         case SQL_VM_LIKE: {
@@ -1400,9 +1445,9 @@ int sql_prog_eval(const sql_prog *p, const sql_row *row, sql_scratch *scratch, s
                 return rc;
             sp--;
             if (a.type != SQL_STRING || b.type != SQL_STRING)
-                st[sp - 1] = sql_null();
+                vm_null(&st[sp - 1]);
             else
-                st[sp - 1] = sql_bool(like_match(a.u.s, a.len, b.u.s, b.len));
+                vm_bool(&st[sp - 1], like_match(a.u.s, a.len, b.u.s, b.len));
             break;
         }
         case SQL_VM_BETWEEN: {
@@ -1414,7 +1459,7 @@ int sql_prog_eval(const sql_prog *p, const sql_row *row, sql_scratch *scratch, s
             int c1 = sql_value_compare(x, lo), c2 = sql_value_compare(x, hi);
             int t1 = c1 == -2 ? -1 : c1 >= 0, t2 = c2 == -2 ? -1 : c2 <= 0;
             int r = (t1 == 0 || t2 == 0) ? 0 : (t1 < 0 || t2 < 0) ? -1 : 1;
-            st[sp - 1] = from_tv(r);
+            vm_tv(&st[sp - 1], r);
             break;
         }
         case SQL_VM_CASE: {
@@ -1447,11 +1492,11 @@ int sql_prog_eval(const sql_prog *p, const sql_row *row, sql_scratch *scratch, s
             break;
         }
         default:
-            *ret = sql_null();
+            vm_null(ret);
             return -EINVAL;
         }
     }
-    *ret = st[0];
+    vm_copy(ret, &st[0]);
     return 0;
 }
 
