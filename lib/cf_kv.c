@@ -825,20 +825,25 @@ static uint8_t *save_table(const cf_kv *kv, const uint8_t *table, uint32_t cap, 
     return p;
 }
 
-/* One reservation for the whole store, then plain stores: a snapshot saves
- * the dedup table under the sequencer lock, so its time is an ingest pause
- * (issue 15); growing the buffer by doubling copied it about twice over. */
-int cf_kv_save(const cf_kv *kv, cf_buf *out)
+/* The save's header, and room for every entry after it: an upper bound,
+ * every key inline at full length or in the arena. 0 or -ENOMEM. */
+static int save_header(const cf_kv *kv, cf_buf *out)
 {
     cf_buf_put_u32(out, KV_MAGIC);
     cf_buf_put_u32(out, KV_VERSION);
     cf_buf_put_u32(out, (uint32_t)kv->value_size);
     cf_buf_put_u64(out, kv->evictions);
     cf_buf_put_u32(out, kv->count);
-    /* An upper bound: every key inline at full length or in the arena. */
     size_t need = (size_t)kv->count * (4 + KV_INLINE_KEY + 8 + kv->value_size) +
                   (kv->arena_len - kv->arena_garbage);
-    if (cf_buf_reserve(out, need) < 0)
+    return cf_buf_reserve(out, need) < 0 ? -ENOMEM : 0;
+}
+
+/* One reservation for the whole store, then plain stores: growing the
+ * buffer by doubling copied it about twice over. */
+int cf_kv_save(const cf_kv *kv, cf_buf *out)
+{
+    if (save_header(kv, out) < 0)
         return -ENOMEM;
     uint8_t *start = out->data + out->len;
     uint8_t *p = save_table(kv, kv->slots, kv->cap, start);
@@ -1067,18 +1072,11 @@ int cf_kv_save_begin(cf_kv *kv, cf_buf *out, uint32_t put_step)
 {
     if (kv->save_out)
         return -EBUSY;
-    cf_buf_put_u32(out, KV_MAGIC);
-    cf_buf_put_u32(out, KV_VERSION);
-    cf_buf_put_u32(out, (uint32_t)kv->value_size);
-    cf_buf_put_u64(out, kv->evictions);
-    cf_buf_put_u32(out, kv->count);
-    /* The whole save's room at once (the bound of cf_kv_save): growing by
-     * doubling later copied the buffer inside a step, 10 ms for 1M ids, and
-     * a step is a hold of the sequencer's lock. A large reservation is
-     * mapped, not touched, so this costs little here. */
-    size_t need = (size_t)kv->count * (4 + KV_INLINE_KEY + 8 + kv->value_size) +
-                  (kv->arena_len - kv->arena_garbage);
-    if (out->oom || cf_buf_reserve(out, need) < 0)
+    /* The whole save's room at once: growing by doubling later copied the
+     * buffer inside a step, 10 ms for 1M ids, and a step is a hold of the
+     * sequencer's lock. A large reservation is mapped, not touched, so this
+     * costs little here. */
+    if (save_header(kv, out) < 0 || out->oom)
         return -ENOMEM;
     /* The cut: every live entry turns "not saved" at once. */
     kv->save_bit ^= KV_SAVED;

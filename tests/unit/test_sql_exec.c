@@ -269,6 +269,34 @@ static void feed_hits(cf_sqlx *x, unsigned seed)
     cf_buf_free(&buf);
 }
 
+/* The views named a, b, ... of fast and slow give the same rows (some) and
+ * byte-identical saved state; then both are freed. */
+static void assert_same_rows_and_state_then_free(cf_sqlx *fast, cf_sqlx *slow, size_t nviews)
+{
+    long total = 0;
+    for (size_t i = 0; i < nviews; i++) {
+        char name[2] = {(char)('a' + i), '\0'};
+        cf_buf rf = {0}, rs = {0};
+        long nf = cf_sqlx_rows(fast, name, &rf), ns = cf_sqlx_rows(slow, name, &rs);
+        assert_int_equal(nf, ns);
+        assert_int_equal(rf.len, rs.len);
+        assert_memory_equal(rf.data, rs.data, rf.len);
+        total += nf;
+        cf_buf_free(&rf);
+        cf_buf_free(&rs);
+    }
+    assert_true(total > 0);
+    cf_buf sf = {0}, ss = {0};
+    assert_int_equal(cf_sqlx_save(fast, &sf), 0);
+    assert_int_equal(cf_sqlx_save(slow, &ss), 0);
+    assert_int_equal(sf.len, ss.len);
+    assert_memory_equal(sf.data, ss.data, sf.len);
+    cf_buf_free(&sf);
+    cf_buf_free(&ss);
+    cf_sqlx_free(fast);
+    cf_sqlx_free(slow);
+}
+
 /* view_row's copied columns, shared hashes and shared WHERE verdicts give
  * the same rows and byte-identical saved state as running every program,
  * on one shard and on each of two (the owner check on the copied keys). */
@@ -287,28 +315,7 @@ static void test_fast_view_row_matches_generic(void **state)
             feed_hits(fast, 7 + n);
             feed_hits(slow, 7 + n);
             assert_int_equal(cf_sqlx_errors(fast), cf_sqlx_errors(slow));
-            long total = 0;
-            for (size_t i = 0; i < NVIEWS; i++) {
-                char name[2] = {(char)('a' + i), '\0'};
-                cf_buf rf = {0}, rs = {0};
-                long nf = cf_sqlx_rows(fast, name, &rf), ns = cf_sqlx_rows(slow, name, &rs);
-                assert_int_equal(nf, ns);
-                assert_int_equal(rf.len, rs.len);
-                assert_memory_equal(rf.data, rs.data, rf.len);
-                total += nf;
-                cf_buf_free(&rf);
-                cf_buf_free(&rs);
-            }
-            assert_true(total > 0);
-            cf_buf sf = {0}, ss = {0};
-            assert_int_equal(cf_sqlx_save(fast, &sf), 0);
-            assert_int_equal(cf_sqlx_save(slow, &ss), 0);
-            assert_int_equal(sf.len, ss.len);
-            assert_memory_equal(sf.data, ss.data, sf.len);
-            cf_buf_free(&sf);
-            cf_buf_free(&ss);
-            cf_sqlx_free(fast);
-            cf_sqlx_free(slow);
+            assert_same_rows_and_state_then_free(fast, slow, NVIEWS);
         }
     cf_sqlx_set_unref(set);
 }
@@ -436,28 +443,7 @@ static void test_event_row_matches_generic(void **state)
             }
             assert_int_equal(cf_sqlx_errors(fast), 0);
             assert_int_equal(cf_sqlx_errors(slow), 0);
-            long total = 0;
-            for (size_t i = 0; i < NCLICK_VIEWS; i++) {
-                char name[2] = {(char)('a' + i), '\0'};
-                cf_buf rf = {0}, rs = {0};
-                long nf = cf_sqlx_rows(fast, name, &rf), ns = cf_sqlx_rows(slow, name, &rs);
-                assert_int_equal(nf, ns);
-                assert_int_equal(rf.len, rs.len);
-                assert_memory_equal(rf.data, rs.data, rf.len);
-                total += nf;
-                cf_buf_free(&rf);
-                cf_buf_free(&rs);
-            }
-            assert_true(total > 0);
-            cf_buf sf = {0}, ss = {0};
-            assert_int_equal(cf_sqlx_save(fast, &sf), 0);
-            assert_int_equal(cf_sqlx_save(slow, &ss), 0);
-            assert_int_equal(sf.len, ss.len);
-            assert_memory_equal(sf.data, ss.data, sf.len);
-            cf_buf_free(&sf);
-            cf_buf_free(&ss);
-            cf_sqlx_free(fast);
-            cf_sqlx_free(slow);
+            assert_same_rows_and_state_then_free(fast, slow, NCLICK_VIEWS);
         }
     sql_view_free(vb);
     sql_view_free(vc);
