@@ -426,10 +426,44 @@ size_t cf_hll_memory(const cf_hll *h)
     return m;
 }
 
-static int cmp_u64(const void *a, const void *b)
+/* Sorts v[0..n) ascending (distinct values). Inline, no comparator calls:
+ * qsort's indirect compares were 8.5% of a 10M-event recovery's CPU, which
+ * saves a sketch per window result (issue 15). Quicksort on the middle
+ * element, insertion sort below 16, the smaller side first (depth log n). */
+static void sort_u64(uint64_t *v, uint32_t n)
 {
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return (x > y) - (x < y);
+    while (n > 16) {
+        uint64_t pivot = v[n / 2];
+        uint32_t i = 0, j = n - 1;
+        for (;;) {
+            while (v[i] < pivot)
+                i++;
+            while (v[j] > pivot)
+                j--;
+            if (i >= j)
+                break;
+            uint64_t t = v[i];
+            v[i++] = v[j];
+            v[j--] = t;
+        }
+        /* v[0..j] <= pivot <= v[j+1..n) */
+        uint32_t left = j + 1;
+        if (left < n - left) {
+            sort_u64(v, left);
+            v += left;
+            n -= left;
+        } else {
+            sort_u64(v + left, n - left);
+            n = left;
+        }
+    }
+    for (uint32_t i = 1; i < n; i++) {
+        uint64_t x = v[i];
+        uint32_t k = i;
+        for (; k > 0 && v[k - 1] > x; k--)
+            v[k] = v[k - 1];
+        v[k] = x;
+    }
 }
 
 /* Encoding: u8 form; sparse: u32 n, n x u64 ascending; dense: 16384 bytes. */
@@ -447,7 +481,7 @@ int cf_hll_save(const cf_hll *h, cf_buf *out)
         for (uint32_t i = 0; i < h->cap; i++)
             if (h->set[i])
                 sorted[k++] = h->set[i];
-        qsort(sorted, k, sizeof *sorted, cmp_u64);
+        sort_u64(sorted, k);
         cf_buf_put_u32(out, k);
         for (uint32_t i = 0; i < k; i++)
             cf_buf_put_u64(out, sorted[i]);
