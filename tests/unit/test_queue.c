@@ -241,19 +241,28 @@ static void await_sleeps(cf_queue *q, uint64_t n)
     }
 }
 
+/* A consumer that pops one message and then dozes in its wait, an hour
+ * long with the given batch: returns its thread once it announced that sleep. */
+static pthread_t start_dozing_consumer(doze_ctx *c, size_t batch)
+{
+    c->q = cf_queue_new(16);
+    assert_non_null(c->q);
+    cf_queue_set_doze(c->q, 3600L * 1000000000L, batch);
+    assert_true(cf_queue_push(c->q, tok(0)));
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, doze_consumer, c), 0);
+    await_sleeps(c->q, 1);
+    return t;
+}
+
 /* While the consumer dozes, pushes below the batch cost no wake-up; the
  * push that completes the batch wakes it (the doze is an hour long here, so
  * only that signal can end it). */
 static void dozing_consumer_woken_by_a_batch(void **state)
 {
     (void)state;
-    doze_ctx c = {.q = cf_queue_new(16), .pop_first = true};
-    assert_non_null(c.q);
-    cf_queue_set_doze(c.q, 3600L * 1000000000L, 4);
-    assert_true(cf_queue_push(c.q, tok(0)));
-    pthread_t t;
-    assert_int_equal(pthread_create(&t, NULL, doze_consumer, &c), 0);
-    await_sleeps(c.q, 1);
+    doze_ctx c = {.pop_first = true};
+    pthread_t t = start_dozing_consumer(&c, 4);
     uint64_t sleeps, signals;
     for (uintptr_t i = 1; i <= 3; i++)
         assert_true(cf_queue_push(c.q, tok(i)));
@@ -276,13 +285,8 @@ static void dozing_consumer_woken_by_a_batch(void **state)
 static void kick_ends_a_doze_and_idle_sleeps(void **state)
 {
     (void)state;
-    doze_ctx c = {.q = cf_queue_new(16), .pop_first = true};
-    assert_non_null(c.q);
-    cf_queue_set_doze(c.q, 3600L * 1000000000L, 8);
-    assert_true(cf_queue_push(c.q, tok(0)));
-    pthread_t t;
-    assert_int_equal(pthread_create(&t, NULL, doze_consumer, &c), 0);
-    await_sleeps(c.q, 1);
+    doze_ctx c = {.pop_first = true};
+    pthread_t t = start_dozing_consumer(&c, 8);
     cf_queue_kick(c.q);
     assert_int_equal(pthread_join(t, NULL), 0);   /* not an hour later */
     uint64_t sleeps, signals;

@@ -218,21 +218,31 @@ static sql_plan *plan_one(sql_catalog *c, const char *sql, bool apply)
     return p;
 }
 
-static cf_sqlx_set *hits_set(void)
+/* The n views of sqls as runnable defs (into defs) and their set, planned
+ * over the clicks catalog plus the statement stream_sql (NULL: none). */
+static cf_sqlx_set *views_set(const char *stream_sql, const char *const *sqls, size_t n,
+                              cf_sqlx_def **defs)
 {
     sql_catalog *c = sql_catalog_new();
     assert_non_null(c);
     assert_int_equal(sql_catalog_add_clicks(c), 0);
-    sql_plan_free(plan_one(c, hits_sql, true));
-    cf_sqlx_def *defs[NVIEWS];
-    for (size_t i = 0; i < NVIEWS; i++) {
-        defs[i] = cf_sqlx_def_new(plan_one(c, hits_views[i], false), true, 0, 0);
+    if (stream_sql)
+        sql_plan_free(plan_one(c, stream_sql, true));
+    for (size_t i = 0; i < n; i++) {
+        defs[i] = cf_sqlx_def_new(plan_one(c, sqls[i], false), true, 0, 0);
         assert_non_null(defs[i]);
         assert_true(cf_sqlx_def_runnable(defs[i]));
     }
     sql_catalog_free(c);
-    cf_sqlx_set *set = cf_sqlx_set_new(defs, NVIEWS);
+    cf_sqlx_set *set = cf_sqlx_set_new(defs, n);
     assert_non_null(set);
+    return set;
+}
+
+static cf_sqlx_set *hits_set(void)
+{
+    cf_sqlx_def *defs[NVIEWS];
+    cf_sqlx_set *set = views_set(hits_sql, hits_views, NVIEWS, defs);
     for (size_t i = 0; i < NVIEWS; i++)
         cf_sqlx_def_unref(defs[i]);
     return set;
@@ -368,18 +378,7 @@ static const char *const click_views[] = {
 /* The click views' defs (into defs) and their set. */
 static cf_sqlx_set *click_set(cf_sqlx_def *defs[NCLICK_VIEWS])
 {
-    sql_catalog *c = sql_catalog_new();
-    assert_non_null(c);
-    assert_int_equal(sql_catalog_add_clicks(c), 0);
-    for (size_t i = 0; i < NCLICK_VIEWS; i++) {
-        defs[i] = cf_sqlx_def_new(plan_one(c, click_views[i], false), true, 0, 0);
-        assert_non_null(defs[i]);
-        assert_true(cf_sqlx_def_runnable(defs[i]));
-    }
-    sql_catalog_free(c);
-    cf_sqlx_set *set = cf_sqlx_set_new(defs, NCLICK_VIEWS);
-    assert_non_null(set);
-    return set;
+    return views_set(NULL, click_views, NCLICK_VIEWS, defs);
 }
 
 /* Click i of a seeded trace: few pages, users and referrers, some bots. */
