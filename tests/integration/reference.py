@@ -472,3 +472,27 @@ class IntervalJoin:
 
     def buffered(self):
         return len(self.buf[0]), len(self.buf[1])
+
+
+def sql_window_assign(cells, key, ev, size, advance, grace, w):
+    """One event into the (window, group) cells of a windowed SQL view (SPEC 4
+    and 13), judged against the per-event watermark w (None before the first
+    event): a window takes no event once w >= end - 1 + grace; one taking an
+    event after it fired (w >= end - 1) fires again, at revision 0 if this is
+    its first row. A cell is {"rows": [...], "rev": None (not fired) or n}.
+    """
+    ts = ev["timestamp"]
+    start = (ts // advance) * advance
+    while start > ts - size:
+        end = start + size
+        if w is None or w < end - 1 + grace:
+            cell = cells.get((start, key))
+            if w is not None and w >= end - 1:
+                if cell is None:
+                    cell = cells[(start, key)] = {"rows": [], "rev": 0}
+                else:
+                    cell["rev"] = (0 if cell["rev"] is None else cell["rev"]) + 1
+            elif cell is None:
+                cell = cells[(start, key)] = {"rows": [], "rev": None}
+            cell["rows"].append(ev)
+        start -= advance

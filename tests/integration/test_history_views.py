@@ -29,6 +29,7 @@ import random
 import signal
 
 from harness import Server, run_tests
+from reference import sql_window_assign
 from history_util import history_path, open_history, wait_retention_cutoff, wait_written
 
 SEED = int(os.environ.get("HISTV_SEED", random.randrange(1 << 30)))
@@ -104,23 +105,7 @@ class Reference:
         for name, state in self.views.items():
             _, keys, (size, adv, grace), _ = self.specs[name]
             key = tuple(ev[k] for k in keys)
-            ts = ev["timestamp"]
-            start = (ts // adv) * adv
-            while start > ts - size:
-                end = start + size
-                if w is None or w < end - 1 + grace:
-                    cell = state.get((start, key))
-                    if w is not None and w >= end - 1:
-                        if cell is None:
-                            cell = state[(start, key)] = {"rows": [], "rev": 0}
-                        else:
-                            # fired already (at revision 0 if this is its
-                            # first late event): fires again
-                            cell["rev"] = (0 if cell["rev"] is None else cell["rev"]) + 1
-                    elif cell is None:
-                        cell = state[(start, key)] = {"rows": [], "rev": None}
-                    cell["rows"].append(ev)
-                start -= adv
+            sql_window_assign(state, key, ev, size, adv, grace, w)
         if self.max_ts is None or ev["timestamp"] > self.max_ts:
             self.max_ts = ev["timestamp"]
 

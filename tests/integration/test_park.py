@@ -3,6 +3,7 @@ parked (its connection suspended) instead of holding an HTTP thread, and is
 answered 202 only once the fsync covered it (issue 15, docs/DESIGN.md
 "Parked requests"). The log's writes are held with the test seam
 CLICKFLOW_TEST_WAL_GATE (writes wait while the file exists)."""
+import contextlib
 import json
 import os
 import re
@@ -64,17 +65,22 @@ def accepted(srv):
     return stats["accepted"]
 
 
-def gated_server(tmp, extra=()):
-    gate = os.path.join(tmp, "gate")
-    srv = Server(["--fsync", "always", "--http-threads", "2"] + list(extra),
-                 env={"CLICKFLOW_TEST_WAL_GATE": gate}, data_dir=tmp)
-    return srv, gate
+@contextlib.contextmanager
+def gated_server(extra=()):
+    """A server (not started) under --fsync always with two HTTP threads whose
+    log writes wait while `gate` exists; yields (srv, gate, its data dir) and
+    removes the data dir afterwards."""
+    tmp = tempfile.mkdtemp(prefix="clickflow-it-")
+    try:
+        gate = os.path.join(tmp, "gate")
+        yield (Server(["--fsync", "always", "--http-threads", "2"] + list(extra),
+                      env={"CLICKFLOW_TEST_WAL_GATE": gate}, data_dir=tmp), gate, tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def test_waiting_requests_hold_no_thread_and_202_follows_durability():
-    tmp = tempfile.mkdtemp(prefix="clickflow-it-")
-    try:
-        srv, gate = gated_server(tmp)
+    with gated_server() as (srv, gate, tmp):
         with srv:
             open(gate, "w").close()
             # Three times as many waiting requests as HTTP threads: without
@@ -93,14 +99,10 @@ def test_waiting_requests_hold_no_thread_and_202_follows_durability():
             assert all(json.loads(p.answer)["accepted"] == 1 for p in posters)
             assert parked(srv) == 0
             assert accepted(srv) == 6
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def test_deadline_while_parked_closes_without_answer_and_a_retry_is_a_duplicate():
-    tmp = tempfile.mkdtemp(prefix="clickflow-it-")
-    try:
-        srv, gate = gated_server(tmp, ["--request-deadline", "1s"])
+    with gated_server(["--request-deadline", "1s"]) as (srv, gate, tmp):
         with srv:
             open(gate, "w").close()
             p = Poster(srv, [event(1, "late")])
@@ -115,14 +117,10 @@ def test_deadline_while_parked_closes_without_answer_and_a_retry_is_a_duplicate(
             st, body = srv.request("POST", "/api/v1/events", [event(1, "late")])
             assert st == 202 and body["accepted"] == 0 and body["duplicates"] == 1, body
             assert accepted(srv) == 1
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def test_client_disconnect_while_parked():
-    tmp = tempfile.mkdtemp(prefix="clickflow-it-")
-    try:
-        srv, gate = gated_server(tmp)
+    with gated_server() as (srv, gate, tmp):
         with srv:
             open(gate, "w").close()
             body = json.dumps([event(1, "gone")]).encode()
@@ -138,14 +136,10 @@ def test_client_disconnect_while_parked():
             st, answer = srv.request("POST", "/api/v1/events", [event(2, "gone")])
             assert st == 202 and answer["accepted"] == 1
             assert accepted(srv) == 2
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def test_shutdown_with_parked_requests():
-    tmp = tempfile.mkdtemp(prefix="clickflow-it-")
-    try:
-        srv, gate = gated_server(tmp)
+    with gated_server() as (srv, gate, tmp):
         srv.start()
         open(gate, "w").close()
         posters = [Poster(srv, [event(i, "stop")]) for i in range(4)]
@@ -168,8 +162,6 @@ def test_shutdown_with_parked_requests():
             assert accepted(srv2) == 4   # all were logged and committed at stop
         finally:
             srv2.stop()
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

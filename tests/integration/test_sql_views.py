@@ -16,6 +16,7 @@ import time
 import urllib.parse
 
 from harness import Server, run_tests
+from reference import sql_window_assign
 from ws_client import WsClient
 
 BASE = 1767225600000
@@ -101,24 +102,7 @@ class Reference:
                 state.setdefault((None, key), {"rows": [], "rev": None})["rows"].append(ev)
                 continue
             size, adv, grace = spec["window"]
-            ts = ev["timestamp"]
-            start = (ts // adv) * adv
-            while start > ts - size:
-                end = start + size
-                if w is not None and w >= end - 1 + grace:
-                    pass    # purged: late for this window
-                else:
-                    cell = state.get((start, key))
-                    if w is not None and w >= end - 1:
-                        # fired: an existing group re-fires, a new one fires at revision 0
-                        if cell is None:
-                            cell = state[(start, key)] = {"rows": [], "rev": 0}
-                        else:
-                            cell["rev"] = (0 if cell["rev"] is None else cell["rev"]) + 1
-                    elif cell is None:
-                        cell = state[(start, key)] = {"rows": [], "rev": None}
-                    cell["rows"].append(ev)
-                start -= adv
+            sql_window_assign(state, key, ev, size, adv, grace, w)
         if self.max_ts is None or ev["timestamp"] > self.max_ts:
             self.max_ts = ev["timestamp"]
 
