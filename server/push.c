@@ -713,12 +713,32 @@ void cf_push_stop(cf_push *p)
     free(p);
 }
 
-void cf_push_publish(cf_push *p, cf_topic topic, const char *msg, size_t len, bool interim)
+static bool has_named(const client *c, const char *topic)
 {
-    if (!p || (unsigned)topic >= CF_TOPIC_COUNT || !msg || atomic_load(&p->stopping))
-        return;
-    if (atomic_load(&p->n_clients) == 0)
-        return;     /* nobody listens: not even a copy */
+    for (size_t at = 0; at < c->named_len; at += strlen(c->named + at) + 1)
+        if (strcmp(c->named + at, topic) == 0)
+            return true;
+    return false;
+}
+
+/* Whom one message goes to: the clients subscribed to a built-in topic
+ * (topic_bit) or to a named one (named). */
+typedef struct audience {
+    unsigned topic_bit;
+    const char *named;
+} audience;
+
+static bool listens(const client *c, const audience *to)
+{
+    if (to->named)
+        return c->named && has_named(c, to->named);
+    return (c->topics & to->topic_bit) != 0;
+}
+
+/* One copy of msg, referenced by every listening client's queue. A message
+ * nobody can take (too big, no memory) counts as dropped. */
+static void fan_out(cf_push *p, const audience *to, const char *msg, size_t len, bool interim)
+{
     if (len > CF_PUSH_MAX_MSG) {
         atomic_fetch_add(&p->dropped, 1);
         return;
@@ -728,12 +748,11 @@ void cf_push_publish(cf_push *p, cf_topic topic, const char *msg, size_t len, bo
         atomic_fetch_add(&p->dropped, 1);
         return;
     }
-    unsigned bit = 1u << topic;
     size_t queued = 0, dropped = 0;
     pthread_mutex_lock(&p->mu);
     if (!p->closing) {
         for (client *c = p->clients; c; c = c->next) {
-            if (!(c->topics & bit))
+            if (!listens(c, to))
                 continue;
             dropped += cf_push_queue_offer(c->q, m);
             queued++;
@@ -749,43 +768,20 @@ void cf_push_publish(cf_push *p, cf_topic topic, const char *msg, size_t len, bo
         atomic_fetch_add(&p->dropped, dropped);
 }
 
-static bool has_named(const client *c, const char *topic)
+void cf_push_publish(cf_push *p, cf_topic topic, const char *msg, size_t len, bool interim)
 {
-    for (size_t at = 0; at < c->named_len; at += strlen(c->named + at) + 1)
-        if (strcmp(c->named + at, topic) == 0)
-            return true;
-    return false;
+    if (!p || (unsigned)topic >= CF_TOPIC_COUNT || !msg || atomic_load(&p->stopping))
+        return;
+    if (atomic_load(&p->n_clients) == 0)
+        return;     /* nobody listens: not even a copy */
+    fan_out(p, &(audience){ .topic_bit = 1u << topic }, msg, len, interim);
 }
 
 void cf_push_publish_named(cf_push *p, const char *topic, const char *msg, size_t len, bool interim)
 {
     if (!p || !topic || !msg || atomic_load(&p->stopping) || atomic_load(&p->n_clients) == 0)
         return;
-    if (len > CF_PUSH_MAX_MSG) {
-        atomic_fetch_add(&p->dropped, 1);
-        return;
-    }
-    cf_push_msg *m = cf_push_msg_new(msg, len, LWS_PRE, interim);
-    if (!m) {
-        atomic_fetch_add(&p->dropped, 1);
-        return;
-    }
-    size_t queued = 0, dropped = 0;
-    pthread_mutex_lock(&p->mu);
-    if (!p->closing) {
-        for (client *c = p->clients; c; c = c->next) {
-            if (!c->named || !has_named(c, topic))
-                continue;
-            dropped += cf_push_queue_offer(c->q, m);
-            queued++;
-        }
-        if (queued)
-            lws_cancel_service(p->ctx);
-    }
-    pthread_mutex_unlock(&p->mu);
-    cf_push_msg_unref(m);
-    if (dropped)
-        atomic_fetch_add(&p->dropped, dropped);
+    fan_out(p, &(audience){ .named = topic }, msg, len, interim);
 }
 
 size_t cf_push_clients(const cf_push *p)
