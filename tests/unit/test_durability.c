@@ -19,15 +19,11 @@
 
 #include <cmocka.h>
 
+#include "unit_util.h"
+
 #include "config.h"
 #include "engine.h"
 #include "wal_test.h"
-
-static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st; (void)flag; (void)ftw;
-    return remove(path);
-}
 
 typedef struct submitter {
     cf_engine *e;
@@ -99,7 +95,7 @@ static void run(cf_fsync_policy policy)
     assert_int_equal(b.res.duplicates, 1);
     cf_engine_stop(e);
     cf_engine_free(e);
-    nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+    uu_remove_tree(dir);
 }
 
 static void test_duplicate_waits_for_original_always(void **state)

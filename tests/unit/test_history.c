@@ -16,18 +16,14 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+
+#include "unit_util.h"
 #include <sqlite3.h>
 
 #include "cf_buf.h"
 #include "cf_hll.h"
 #include "history.h"
 #include "history_rollup.h"
-
-static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st; (void)flag; (void)ftw;
-    return remove(path);
-}
 
 typedef struct fixture {
     char dir[64];
@@ -48,7 +44,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     fixture *f = *state;
-    nftw(f->dir, rm_one, 8, FTW_DEPTH | FTW_PHYS);
+    uu_remove_tree(f->dir);
     free(f);
     return 0;
 }

@@ -16,30 +16,10 @@
 
 #include <cmocka.h>
 
+#include "unit_util.h"
+
 #include "crc32c.h"
 #include "snapshot.h"
-
-static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st; (void)flag; (void)ftw;
-    return remove(path);
-}
-
-static int setup_dir(void **state)
-{
-    char *dir = strdup("/tmp/cf-test-snap-XXXXXX");
-    if (!dir || !mkdtemp(dir))
-        return -1;
-    *state = dir;
-    return 0;
-}
-
-static int teardown_dir(void **state)
-{
-    nftw(*state, rm_one, 16, FTW_DEPTH | FTW_PHYS);
-    free(*state);
-    return 0;
-}
 
 static void snap_path(const char *dir, int64_t lsn, char *out, size_t cap)
 {
@@ -303,7 +283,7 @@ static void test_hashkey_persists(void **state)
     assert_int_equal(st.st_size, CF_HASHKEY_LEN);
 }
 
-#define T(fn) cmocka_unit_test_setup_teardown(fn, setup_dir, teardown_dir)
+#define T(fn) cmocka_unit_test_setup_teardown(fn, uu_setup_temp_dir, uu_teardown_temp_dir)
 
 int main(void)
 {

@@ -20,33 +20,13 @@
 
 #include <cmocka.h>
 
+#include "unit_util.h"
+
 #include "crc32c.h"
 #include "wal.h"
 #include "wal_test.h"
 
 /* ---- fixtures ------------------------------------------------------------- */
-
-static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st; (void)flag; (void)ftw;
-    return remove(path);
-}
-
-static int setup_dir(void **state)
-{
-    char *dir = strdup("/tmp/cf-test-wal-XXXXXX");
-    if (!dir || !mkdtemp(dir))
-        return -1;
-    *state = dir;
-    return 0;
-}
-
-static int teardown_dir(void **state)
-{
-    nftw(*state, rm_one, 16, FTW_DEPTH | FTW_PHYS);
-    free(*state);
-    return 0;
-}
 
 /* A deterministic payload for lsn: 0..199 bytes, content derived from lsn. */
 static size_t payload_for(int64_t lsn, uint8_t *out)
@@ -759,7 +739,7 @@ static void test_open_fails_on_a_file(void **state)
     assert_non_null(strstr(err, "wal: "));
 }
 
-#define T(fn) cmocka_unit_test_setup_teardown(fn, setup_dir, teardown_dir)
+#define T(fn) cmocka_unit_test_setup_teardown(fn, uu_setup_temp_dir, uu_teardown_temp_dir)
 
 int main(void)
 {

@@ -1,4 +1,5 @@
 /* unit_util: helpers several unit tests share (unit_util.h). */
+#include <ftw.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -40,4 +41,33 @@ char *uu_read_file(const char *path, size_t *ret_len)
     fclose(f);
     *ret_len = len;
     return buf;
+}
+
+static int remove_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st; (void)flag; (void)ftw;
+    return remove(path);
+}
+
+void uu_remove_tree(const char *dir)
+{
+    nftw(dir, remove_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+int uu_setup_temp_dir(void **state)
+{
+    char *dir = strdup("/tmp/cf-test-XXXXXX");
+    if (!dir || !mkdtemp(dir)) {
+        free(dir);
+        return -1;
+    }
+    *state = dir;
+    return 0;
+}
+
+int uu_teardown_temp_dir(void **state)
+{
+    uu_remove_tree(*state);
+    free(*state);
+    return 0;
 }

@@ -23,4 +23,12 @@ void uu_expect_error(size_t i, const uu_bad_sql *c, const sql_error *err);
  * when it can't be opened. */
 char *uu_read_file(const char *path, size_t *ret_len);
 
+/* Removes dir and everything below it (a test's scratch directory). */
+void uu_remove_tree(const char *dir);
+
+/* cmocka fixtures: *state is a fresh directory under /tmp (a malloc'd
+ * path), removed with all it holds after the test. */
+int uu_setup_temp_dir(void **state);
+int uu_teardown_temp_dir(void **state);
+
 #endif
