@@ -82,3 +82,22 @@ export async function launchBrowser(chromium, executablePath) {
   page.on('dialog', (d) => { dialogs.push(d.message()); d.dismiss().catch(() => {}); });
   return { profile, context, page, consoleErrors, dialogs };
 }
+
+// Runs each { name, fn } in order, printing ok/FAIL with the stack of a
+// failure; returns { passed, failed } (every test runs even after one fails).
+export async function runTests(tests) {
+  let passed = 0;
+  let failed = 0;
+  for (const t of tests) {
+    try {
+      await t.fn();
+      passed++;
+      console.log('ok   ' + t.name);
+    } catch (e) {
+      failed++;
+      console.log('FAIL ' + t.name);
+      console.log(String(e && e.stack ? e.stack : e).split('\n').map((l) => '     ' + l).join('\n'));
+    }
+  }
+  return { passed, failed };
+}

@@ -12,7 +12,7 @@
 import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, openSync, readFileSync, closeSync, existsSync } from 'node:fs';
 import { createServer as createHttpServer } from 'node:http';
-import { freePort, loadChromium, until } from './common.mjs';
+import { freePort, loadChromium, runTests, until } from './common.mjs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve, normalize } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -216,19 +216,7 @@ test('the site key used from a foreign origin: plausible-tracker and cf.js refus
   assert.deepEqual(await pageCount(foreignBase + '/'), [0, 0]);
 });
 
-let passed = 0;
-let failed = 0;
-for (const t of tests) {
-  try {
-    await t.fn();
-    passed++;
-    console.log('ok   ' + t.name);
-  } catch (e) {
-    failed++;
-    console.log('FAIL ' + t.name);
-    console.log(String(e && e.stack ? e.stack : e).split('\n').map((l) => '     ' + l).join('\n'));
-  }
-}
+const { passed, failed } = await runTests(tests);
 await context.close().catch(() => {});
 own.close();
 foreign.close();

@@ -8,7 +8,7 @@
 // Waits are for conditions (selectors, page state) with deadlines, never sleeps.
 import { spawn } from 'node:child_process';
 import { mkdtempSync, mkdirSync, rmSync, openSync, readFileSync, closeSync } from 'node:fs';
-import { freePort, launchBrowser, loadChromium, until } from './common.mjs';
+import { freePort, launchBrowser, loadChromium, runTests, until } from './common.mjs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -461,19 +461,7 @@ test('reconnects by itself when the server is back', async () => {
     .some((td) => td.textContent === '/after-restart'), null, { timeout: 3000 });
 });
 
-let passed = 0;
-let failed = 0;
-for (const t of tests) {
-  try {
-    await t.fn();
-    passed++;
-    console.log('ok   ' + t.name);
-  } catch (e) {
-    failed++;
-    console.log('FAIL ' + t.name);
-    console.log(String(e && e.stack ? e.stack : e).split('\n').map((l) => '     ' + l).join('\n'));
-  }
-}
+const { passed, failed } = await runTests(tests);
 await context.close().catch(() => {});
 await srv.stop();
 if (failed) console.log('--- server log ---\n' + srv.log());

@@ -14,7 +14,7 @@
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync, readFileSync } from 'node:fs';
 import { request } from 'node:http';
-import { freePort, launchBrowser, loadChromium, startClickflow, until } from './common.mjs';
+import { freePort, launchBrowser, loadChromium, runTests, startClickflow, until } from './common.mjs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -222,25 +222,13 @@ test('a referrer that looks like HTML is shown as text', async () => {
   assert.deepEqual(consoleErrors, []);
 });
 
-let passed = 0;
-let failed = 0;
 let skipped = false;
 try {
   readFileSync(RULES);
 } catch (e) {
   skipped = true;   // no uap-core rules: browsers and devices are all NULL
 }
-for (const t of skipped ? [] : tests) {
-  try {
-    await t.fn();
-    passed++;
-    console.log('ok   ' + t.name);
-  } catch (e) {
-    failed++;
-    console.log('FAIL ' + t.name);
-    console.log(String(e && e.stack ? e.stack : e).split('\n').map((l) => '     ' + l).join('\n'));
-  }
-}
+const { passed, failed } = await runTests(skipped ? [] : tests);
 if (skipped) console.log('skip: no uap-core rules at ' + RULES);
 await context.close().catch(() => {});
 proc.kill('SIGTERM');

@@ -16,7 +16,7 @@
 // conditions with deadlines, never sleeps.
 import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer as createHttpServer } from 'node:http';
-import { freePort, loadChromium, startClickflow, until } from './common.mjs';
+import { freePort, loadChromium, runTests, startClickflow, until } from './common.mjs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -220,19 +220,7 @@ test('events sent as the page is hidden (visibilitychange, pagehide) go by sendB
   assert.deepEqual(consoleErrors, []);
 });
 
-let passed = 0;
-let failed = 0;
-for (const t of tests) {
-  try {
-    await t.fn();
-    passed++;
-    console.log('ok   ' + t.name);
-  } catch (e) {
-    failed++;
-    console.log('FAIL ' + t.name);
-    console.log(String(e && e.stack ? e.stack : e).split('\n').map((l) => '     ' + l).join('\n'));
-  }
-}
+const { passed, failed } = await runTests(tests);
 await context.close().catch(() => {});
 site.close();
 proc.kill('SIGTERM');
