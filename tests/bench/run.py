@@ -987,6 +987,31 @@ class Bench:
         return "\n".join(lines)
 
 
+REPORT_END = "<!-- end of the table tests/bench/run.sh writes; the sections below are kept -->"
+
+
+def write_report(path, head):
+    """Puts head (the latest run's table) at the top of path, in place of the
+    previous run's, and keeps everything below it: the dated sections that
+    explain earlier runs and changes are written by hand and stay. The old
+    head ends at REPORT_END or, in a file written before the marker existed,
+    at its first "## " section."""
+    rest = ""
+    try:
+        with open(path) as f:
+            old = f.read()
+    except FileNotFoundError:
+        old = ""
+    if REPORT_END in old:
+        rest = old.split(REPORT_END, 1)[1].lstrip("\n")
+    elif "\n## " in old:
+        rest = old[old.index("\n## ") + 1:]
+    with open(path, "w") as f:
+        f.write(head.rstrip("\n") + "\n\n" + REPORT_END + "\n")
+        if rest:
+            f.write("\n" + rest)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin", required=True)
@@ -1039,11 +1064,11 @@ def main():
                 cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
         except (OSError, StopIteration):
             pass
-        with open(a.out, "w") as f:
-            f.write("# Benchmarks\n\nLatest run of `tests/bench/run.sh` on %s: %s, %d cores, %s, %s.\n"
-                    "Each ratio compares figures measured in the same run.\n\n%s\n" % (
-                        time.strftime("%Y-%m-%d"), cpu, os.cpu_count() or 0, platform.platform(),
-                        "Python %s" % platform.python_version(), table))
+        head = ("# Benchmarks\n\nLatest run of `tests/bench/run.sh` on %s: %s, %d cores, %s, %s.\n"
+                "Each ratio compares figures measured in the same run.\n\n%s\n" % (
+                    time.strftime("%Y-%m-%d"), cpu, os.cpu_count() or 0, platform.platform(),
+                    "Python %s" % platform.python_version(), table))
+        write_report(a.out, head)
     if any(r[3] is None for r in ROWS):
         sys.exit(1)
     print("bench: %d passed, 0 failed" % len(ROWS))

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The benchmark command of the README: installs the baselines (wrk,
 # nginx-light, goaccess from Debian), builds a release tree in build-bench/,
-# runs every scenario and writes the table to BENCHMARKS.md.
+# runs every scenario and writes the table at the top of BENCHMARKS.md (the
+# dated sections below it are kept).
 #   tests/bench/run.sh            full run (about 7 minutes)
 #   tests/bench/run.sh --smoke    about a second per scenario, writes nothing
 set -euo pipefail
