@@ -197,6 +197,58 @@ class Bench:
         self.s1_off = None
         return cf["rps"]
 
+    # L1: the lib pipeline on one core -----------------------------------------
+    def l1(self):
+        """lib_bench: dedup and the built-in views on one thread, no server.
+        The baseline is the same binary with --plain (every view hashes for
+        itself, no look-ahead prefetch: the per-core engine before issue 15)."""
+        size = ["--events", "100000", "--users", "10000"] if self.a.smoke else ["--events", "1500000"]
+        lib_bench = os.path.join(self.a.tools, "lib_bench")
+
+        def per_cpu(*extra):
+            out = run([lib_bench] + size + list(extra))
+            return float(re.search(r"events_per_cpu_s=([0-9.]+)", out).group(1))
+        now, plain = per_cpu(), per_cpu("--plain")
+        row("L1", "lib pipeline (dedup + built-in views), one core, 1M users", "events per CPU-second",
+            now, "same with --plain (no shared hashes, no look-ahead)", plain, ">= 1,500,000")
+
+    # R1: recovery --------------------------------------------------------------
+    def recover(self, binary, data):
+        """Starts binary on a copy of data; seconds to /readyz and server CPU."""
+        root = os.path.join(self.tmp, "r1-copy")
+        shutil.rmtree(root, ignore_errors=True)
+        shutil.copytree(data, os.path.join(root, "data"))
+        os.environ["CLICKFLOW_BIN"] = binary
+        srv = Server(["--idle-timeout", "0", "--snapshot-interval", "1h"], data_dir=root)
+        t0 = time.monotonic()
+        srv.start(timeout=900)
+        took = time.monotonic() - t0
+        cpu = cpu_s(srv.proc.pid)
+        st, stats = srv.request("GET", "/api/v1/stats")
+        srv.stop()
+        shutil.rmtree(root, ignore_errors=True)
+        return took, cpu, stats.get("accepted") if st == 200 else None
+
+    def r1(self):
+        """A log of N events (tests/bench/wal_gen: 1,000 per record, every one
+        with an event_id) recovered from start to /readyz, no snapshot."""
+        n = 20000 if self.a.smoke else 10_000_000
+        data = os.path.join(self.tmp, "r1-log")
+        run([os.path.join(self.a.tools, "wal_gen"), data, str(n)], timeout=900)
+        took, cpu, accepted = self.recover(self.a.bin, data)
+        if accepted != n:
+            raise RuntimeError("R1: recovered %s events of %d" % (accepted, n))
+        work = "recovery of a %s-event log (start to /readyz)" % fmt(n)
+        before = self.recover(self.a.before_bin, data) if self.a.before_bin else None
+        name = self.a.before_name or "before"
+        row("R1", work, "events/s", n / took, before and "%s events/s" % name,
+            before and n / before[0], ">= 1,250,000 (10M in 8 s)")
+        row("R1", "same", "seconds", took, before and "%s seconds" % name, before and before[0],
+            "<= 8 s")
+        row("R1", "same", "events per server CPU-second", n / max(cpu, 1e-3),
+            before and "%s per CPU-second" % name, before and n / max(before[1], 1e-3), "-")
+        shutil.rmtree(data, ignore_errors=True)
+
     # S2 ----------------------------------------------------------------------
     def s2_rate(self, *args, seconds=None):
         with self.server(*args) as srv:
@@ -1041,13 +1093,14 @@ def main():
                     help="S11 at the issue's size (1M orders + 1M payments) instead of 200k + 200k")
     a = ap.parse_args()
     if a.only is None:
-        a.only = "S1,S2,S3,T1,S4,S5,S6,S7,S8,S9,S10,S11,S12" + (",S13" if a.baseline_bin else "")
+        a.only = "S1,S2,S3,T1,S4,S5,S6,S7,S8,S9,S10,S11,S12,L1,R1" + (",S13" if a.baseline_bin else "")
     a.seconds = 1 if a.smoke else 10
     b = Bench(a)
     b.s2_peak = a.s2_peak
     only = set(a.only.split(","))
     try:
-        for name in ("S1", "S2", "S3", "T1", "S4", "S5", "S6", "S7", "S8", "S9", "S10", "S11", "S12", "S13"):
+        for name in ("S1", "S2", "S3", "T1", "S4", "S5", "S6", "S7", "S8", "S9", "S10", "S11", "S12", "S13",
+                     "L1", "R1"):
             if name in only:
                 if name in ("S3", "T1") and not b.s2_peak:
                     b.s2_peak = b.s2_rate()[0]["events_per_s"]
