@@ -368,15 +368,15 @@ void engine_job_free(cf_engine *e, cf_snapjob *job)
     free(job);
 }
 
-/* Maps the pages of [p, p + len) in advance, outside the sequencer lock.
- * The dedup save's output is reserved whole at the cut but not touched, so
+/* Maps the pages of [p, p + len) in advance, outside the sequencer lock
+ * (engine_int.h). The dedup save's output is reserved whole at the cut but not touched, so
  * its pages were faulted in (zeroed by the kernel) by the save's steps,
  * inside the lock's holds: a third of a 1000-event batch's dedup time in a
  * snapshot (perf, T1). The submits may be writing into the buffer
  * meanwhile: MADV_POPULATE_WRITE only maps missing pages, it never writes,
  * so it does not race with them. A kernel without it (before 5.14) just
  * keeps the faults. */
-static void prefault(void *p, size_t len)
+void engine_prefault(void *p, size_t len)
 {
 #ifdef MADV_POPULATE_WRITE
     long page = sysconf(_SC_PAGESIZE);
@@ -447,7 +447,7 @@ int engine_snapshot_begin(cf_engine *e)
         pthread_mutex_unlock(&e->mu);
     }
     if (!rc)
-        prefault(pf_base, pf_len);
+        engine_prefault(pf_base, pf_len);
     if (msgs)
         for (unsigned s = 0; s < e->n_shards; s++)
             free(msgs[s]);
