@@ -169,6 +169,11 @@ bool cf_dedup_saving(const cf_dedup *d)
     return cf_kv_saving(d->kv);
 }
 
+bool cf_dedup_growing_table(const cf_dedup *d, void **ret_table, size_t *ret_bytes)
+{
+    return !d->rb && cf_kv_growing_table(d->kv, ret_table, ret_bytes);
+}
+
 /* The ttl saved is informational: the configured ttl_ms applies after a
  * restart, while the saved expiries (first_ts + old ttl) are kept as they
  * were, so a restart never makes a remembered id a duplicate for longer. */
@@ -481,4 +486,18 @@ static int rb_check(cf_dedup *d, const char *id, size_t len, uint64_t h, int64_t
         return 1;
     }
     return rb_insert(rb, id, len, h, exp) < 0 ? -ENOMEM : 1;
+}
+
+size_t cf_dedup_next_table(const cf_dedup *d, uint32_t *ret_cap)
+{
+    return d->rb ? 0 : cf_kv_next_table(d->kv, ret_cap);
+}
+
+void cf_dedup_offer_table(cf_dedup *d, void *table, uint32_t cap)
+{
+    if (d->rb) {
+        free(table);
+        return;
+    }
+    cf_kv_offer_table(d->kv, table, cap);
 }

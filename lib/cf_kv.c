@@ -90,6 +90,11 @@ struct cf_kv {
     uint32_t ocap;
     uint32_t mig;
     uint32_t gen;           /* 0 or KV_GEN: the current table's reference bit */
+    /* A zeroed table of spare_cap slots handed in ahead of the doubling that
+     * needs it (cf_kv_offer_table), its pages already mapped: grow() takes
+     * it instead of calloc. NULL: none. */
+    uint8_t *spare;
+    uint32_t spare_cap;
 
     /* Incremental save (cf_kv_save_begin): the tables that existed at the
      * cut, each with a cursor. Entries not yet saved never move and are
@@ -251,6 +256,7 @@ void cf_kv_free(cf_kv *kv)
         return;
     free(kv->slots);
     free(kv->old);
+    free(kv->spare);
     free(kv->heap);
     free(kv->heap_exp);
     free(kv->arena);
@@ -465,7 +471,14 @@ static int grow(cf_kv *kv)
     if (kv->cap > (UINT32_MAX >> 2))
         return -ENOMEM;
     uint32_t ncap = kv->cap * 2;
-    uint8_t *nslots = alloc_slots(ncap, kv->slot_size);
+    uint8_t *nslots;
+    if (kv->spare && kv->spare_cap == ncap) {
+        nslots = kv->spare;
+        kv->spare = NULL;
+        kv->spare_cap = 0;
+    } else {
+        nslots = alloc_slots(ncap, kv->slot_size);
+    }
     if (!nslots)
         return -ENOMEM;
     if (kv->old)
@@ -802,7 +815,7 @@ uint64_t cf_kv_evictions(const cf_kv *kv)
 
 size_t cf_kv_memory(const cf_kv *kv)
 {
-    return sizeof *kv + ((size_t)kv->cap + kv->ocap) * kv->slot_size +
+    return sizeof *kv + ((size_t)kv->cap + kv->ocap + kv->spare_cap) * kv->slot_size +
            (size_t)kv->heap_cap * (sizeof *kv->heap + sizeof *kv->heap_exp) + kv->arena_cap;
 }
 
@@ -1059,6 +1072,47 @@ uint32_t cf_kv_grows(const cf_kv *kv)
 bool cf_kv_migrating(const cf_kv *kv)
 {
     return kv->old != NULL;
+}
+
+size_t cf_kv_next_table(const cf_kv *kv, uint32_t *ret_cap)
+{
+    /* No doubling is near while one is under way (the next is due after
+     * more than cap / 2 more puts), or when the store evicts at max_keys
+     * before its load factor calls for one (cf_kv_put_hashed). */
+    if (kv->old || kv->cap > (UINT32_MAX >> 2) ||
+        (kv->max_keys && (uint64_t)kv->max_keys * 4 <= (uint64_t)kv->cap * 3))
+        return 0;
+    uint32_t ncap = kv->cap * 2;
+    if (kv->spare && kv->spare_cap == ncap)
+        return 0;
+    /* Near: past 7/8 of the count that triggers it (3/4 of cap). */
+    if ((uint64_t)kv->count * 32 < (uint64_t)kv->cap * 21)
+        return 0;
+    *ret_cap = ncap;
+    return (size_t)ncap * kv->slot_size;
+}
+
+void cf_kv_offer_table(cf_kv *kv, void *table, uint32_t cap)
+{
+    if (!table)
+        return;
+    /* A doubling that came first (or another offer) made it useless. */
+    if (kv->old || cap != kv->cap * 2 || (kv->spare && kv->spare_cap == cap)) {
+        free(table);
+        return;
+    }
+    free(kv->spare);
+    kv->spare = table;
+    kv->spare_cap = cap;
+}
+
+bool cf_kv_growing_table(const cf_kv *kv, void **ret_table, size_t *ret_bytes)
+{
+    if (!kv->old)
+        return false;
+    *ret_table = kv->slots;
+    *ret_bytes = (size_t)kv->cap * kv->slot_size;
+    return true;
 }
 
 uint32_t cf_kv_max_moved(const cf_kv *kv)

@@ -167,4 +167,24 @@ uint32_t cf_kv_grows(const cf_kv *kv);
 bool cf_kv_migrating(const cf_kv *kv);
 uint32_t cf_kv_max_moved(const cf_kv *kv);
 
+/* The new table of a doubling under way (false when none is): its memory,
+ * which comes from calloc untouched, so the entries the puts move into it
+ * fault its pages in one by one, inside the caller's lock. A caller that
+ * owns the store's lock can note the range under it and have the pages
+ * mapped after releasing it (issue 15: these faults were most of a
+ * 1000-event batch's longest holds of the sequencer lock). Pure accessor. */
+bool cf_kv_growing_table(const cf_kv *kv, void **ret_table, size_t *ret_bytes);
+
+/* The next doubling's table, ahead of time: a doubling allocates its new
+ * table inside the caller's lock, and the entries moved into it fault in
+ * thousands of pages in the hold that starts it. next_table gives the byte
+ * size (and *ret_cap, in slots) of that table once the doubling is near
+ * (past 7/8 of its trigger, none under way, no such table held), else 0.
+ * The caller allocates it zeroed (calloc) outside its lock, maps its pages,
+ * and hands it over with offer_table, which takes ownership: the table is
+ * kept for that doubling (counted in cf_kv_memory), or freed when it no
+ * longer fits (a doubling came first). Pure: no allocation of its own. */
+size_t cf_kv_next_table(const cf_kv *kv, uint32_t *ret_cap);
+void cf_kv_offer_table(cf_kv *kv, void *table, uint32_t cap);
+
 #endif

@@ -149,6 +149,10 @@ struct cf_engine {
      * (issue 15, T1). defer_wakes is set under mu by the submit; wake_due
      * has bit s set for shard s (s < 64) with a message not yet woken for. */
     bool defer_wakes;
+    /* The new dedup table of the doubling under way whose pages a submit
+     * already had mapped (engine_prefault), so only the first submit after
+     * a doubling does it. Guarded by mu. */
+    void *dedup_prefaulted;
     _Atomic uint64_t wake_due;
     atomic_bool ready;
     _Atomic uint64_t rate_x1000;    /* events/s over the last second, x1000 */
@@ -216,6 +220,15 @@ int engine_load_snapshot(cf_engine *e, const cf_buf *payload);
 void engine_job_free(cf_engine *e, cf_snapjob *job);
 int engine_snapshot_begin(cf_engine *e);
 int engine_snapshot_finish(cf_engine *e);
+/* Maps the missing pages of [p, p + len) without writing them
+ * (MADV_POPULATE_WRITE; nothing on a kernel without it): the sequencer and
+ * the snapshot call it after releasing mu for memory that the holds of mu
+ * are about to fill, so those holds do not take the page faults. Safe while
+ * other threads write into the range. */
+void engine_prefault(void *p, size_t len);
+/* sequencer.c, called by the ticker: prepares the dedup table's next
+ * doubling outside mu (cf_dedup_next_table). */
+void engine_dedup_spare(cf_engine *e);
 
 /* query.c */
 int engine_query_shards(cf_engine *e, cf_shard_query *qs, int only, bool sync, int64_t *ret_clock);

@@ -73,6 +73,7 @@ struct cf_shard {
     bool started, joined;
     atomic_int stop;
     atomic_int held;
+    size_t part_hint;               /* bytes of the last snapshot part (handle_barrier) */
 
     /* Control list: posted by query threads, drained by the shard. */
     pthread_mutex_t ctl_mu;
@@ -1060,8 +1061,14 @@ static void handle_barrier(cf_shard *s, const cf_msg *m)
     cf_snapjob *job = m->snap;
     cf_buf *part = &job->parts[s->index];
     cf_buf_reset(part);
+    /* Room for about the last part at once: grown by doubling from empty,
+     * a 1.4 MB part was copied about twice over and faulted in page by
+     * page while the shard stood still (the save is its pause). */
+    if (s->part_hint > 0)
+        (void)cf_buf_reserve(part, s->part_hint + s->part_hint / 8);
     if (shard_save(s, part) < 0)
         atomic_store(&job->failed, 1);
+    s->part_hint = part->len;
     atomic_fetch_sub_explicit(&job->remaining, 1, memory_order_release);
 }
 
@@ -1603,18 +1610,27 @@ int cf_shards_query(cf_shard *const *shards, size_t n, cf_shard_query *qs,
 
 /* ---- snapshots --------------------------------------------------------- */
 
-/* Saves one operator into out as a length-prefixed blob, so loading does
- * not depend on the operator reading exactly its own bytes. */
+/* Saves one operator into out as a length-prefixed blob (as
+ * cf_buf_put_str writes it), so loading does not depend on the operator
+ * reading exactly its own bytes. The blob is saved in place behind a
+ * length patched afterwards: no copy of it. */
 static int put_blob(cf_buf *out, int (*save)(const void *, cf_buf *), const void *obj)
 {
-    cf_buf tmp = {0};
-    int rc = save(obj, &tmp);
-    if (rc >= 0 && tmp.oom)
+    size_t at = out->len;
+    cf_buf_put_u32(out, 0);
+    int rc = save(obj, out);
+    if (rc >= 0 && out->oom)
         rc = -ENOMEM;
-    if (rc >= 0)
-        cf_buf_put_str(out, (const char *)tmp.data, tmp.len);
-    cf_buf_free(&tmp);
-    return rc < 0 ? rc : 0;
+    if (rc < 0)
+        return rc;
+    size_t n = out->len - at - 4;
+    if (n > UINT32_MAX) {
+        out->oom = true;
+        return -ENOMEM;
+    }
+    for (int i = 0; i < 4; i++)
+        out->data[at + (size_t)i] = (uint8_t)(n >> (8 * i));
+    return 0;
 }
 
 static int save_view(const void *o, cf_buf *b) { return sql_view_save(o, NULL, NULL, b); }

@@ -16,6 +16,7 @@
 #include <string.h>
 #include <sys/random.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "crc32c.h"
@@ -170,13 +171,64 @@ static int write_all(int fd, const uint8_t *p, size_t n)
     return 0;
 }
 
+/* Writes the pieces iov[0..n) in order, resuming after short writes;
+ * at most IOV_MAX pieces per call. 0 or -errno. */
+static int writev_all(int fd, const struct iovec *iov, size_t n)
+{
+    size_t i = 0, done = 0;   /* done: bytes of iov[i] already written */
+    while (i < n) {
+        struct iovec v[64];
+        size_t k = 0;
+        for (size_t j = i; j < n && k < sizeof v / sizeof *v; j++) {
+            size_t off = j == i ? done : 0;
+            if (iov[j].iov_len == off)
+                continue;
+            v[k].iov_base = (uint8_t *)iov[j].iov_base + off;
+            v[k].iov_len = iov[j].iov_len - off;
+            k++;
+        }
+        if (k == 0)
+            return 0;
+        ssize_t w = writev(fd, v, (int)k);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        size_t left = (size_t)w;
+        while (i < n && left >= iov[i].iov_len - done) {
+            left -= iov[i].iov_len - done;
+            i++;
+            done = 0;
+        }
+        done += left;
+    }
+    return 0;
+}
+
+int cf_snapshot_write(const char *dir, int64_t lsn, const void *payload, size_t len)
+{
+    if (len > 0 && !payload)
+        return -EINVAL;
+    struct iovec one = {(void *)(uintptr_t)payload, len};
+    return cf_snapshot_writev(dir, lsn, &one, 1);
+}
+
 /* Writes <name>.tmp, fsyncs it, renames it over <name>, fsyncs the
  * directory, then deletes all but the SNAP_KEEP newest snapshots. The
  * payload is not kept. O(len) I/O. */
-int cf_snapshot_write(const char *dir, int64_t lsn, const void *payload, size_t len)
+int cf_snapshot_writev(const char *dir, int64_t lsn, const struct iovec *iov, size_t niov)
 {
-    if (lsn < 0 || (len > 0 && !payload))
+    if (lsn < 0 || (niov > 0 && !iov))
         return -EINVAL;
+    size_t len = 0;
+    uint32_t crc = 0;
+    for (size_t i = 0; i < niov; i++) {
+        if (iov[i].iov_len > 0 && !iov[i].iov_base)
+            return -EINVAL;
+        len += iov[i].iov_len;
+        crc = cf_crc32c(crc, iov[i].iov_base, iov[i].iov_len);
+    }
     if (mkdir(dir, 0755) < 0 && errno != EEXIST)
         return -errno;
     int dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -188,7 +240,7 @@ int cf_snapshot_write(const char *dir, int64_t lsn, const void *payload, size_t 
     wr32(h + 8, SNAP_VERSION);
     wr64(h + 12, (uint64_t)lsn);
     wr64(h + 20, (uint64_t)len);
-    wr32(h + 28, cf_crc32c(0, payload, len));
+    wr32(h + 28, crc);
     wr32(h + 32, cf_crc32c(0, h, 32));
 
     char name[SNAP_NAME_LEN], tmp[SNAP_NAME_LEN + sizeof SNAP_TMP_SUFFIX];
@@ -200,7 +252,7 @@ int cf_snapshot_write(const char *dir, int64_t lsn, const void *payload, size_t 
         r = -errno;
         goto out;
     }
-    if ((r = write_all(fd, h, SNAP_HDR)) < 0 || (r = write_all(fd, payload, len)) < 0)
+    if ((r = write_all(fd, h, SNAP_HDR)) < 0 || (r = writev_all(fd, iov, niov)) < 0)
         goto out_tmp;
     if (fsync(fd) < 0) {
         r = -errno;

@@ -8,11 +8,18 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <sys/uio.h>
+
 #include "cf_buf.h"
 
 /* Writes payload as the snapshot covering log records <= lsn, then removes
  * older snapshots except the newest previous one (the fallback). 0 or -errno. */
 int cf_snapshot_write(const char *dir, int64_t lsn, const void *payload, size_t len);
+/* The same with the payload given as n pieces, written in order: the
+ * engine writes the parts it saved without first copying them into one
+ * buffer (a copy of the whole snapshot, tens of MB with a large dedup
+ * table). The file is the same as for their concatenation. */
+int cf_snapshot_writev(const char *dir, int64_t lsn, const struct iovec *iov, size_t n);
 
 /* Loads the newest snapshot that passes its checks into ret_payload (reset
  * first) and sets *ret_lsn; a snapshot that fails them is logged, renamed to

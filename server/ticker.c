@@ -127,6 +127,7 @@ void *engine_ticker_main(void *arg)
             cf_error("write-ahead log commit failed: no longer acknowledging events");
         sample_rate(e, mono);
         engine_check_dedup_bound(e);
+        engine_dedup_spare(e);
         /* Interim results cost the shards a pass over every open window:
          * only when someone listens. */
         bool listened = e->push && cf_push_clients(e->push) > 0;

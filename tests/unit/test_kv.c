@@ -297,6 +297,83 @@ static void assert_contents(cf_kv *kv, uint64_t n, const bool *deleted)
  * halves: keys still in the old table and keys already moved or inserted
  * into the new one are found, deleted, re-timed and expired, and a save
  * made mid-way loads into the same store. */
+/* The next doubling's table handed in ahead of time (cf_kv_next_table,
+ * cf_kv_offer_table): asked for only when a doubling is near, taken by that
+ * doubling instead of a fresh calloc, refused (freed) when it no longer
+ * fits, and the store's contents stay whole across it. */
+static void spare_table_is_used_by_the_next_doubling(void **state)
+{
+    (void)state;
+    cf_kv *kv = cf_kv_new(sizeof(uint64_t), 0);
+    char k[64];
+    uint64_t n = 0;
+    uint32_t cap = 0;
+    size_t bytes = 0;
+    /* Fill until a doubling is near (asked before every put); the
+     * expiries are assert_contents' own. */
+    for (;; n++) {
+        /* A table large enough that its doubling takes many puts. */
+        bytes = cf_kv_next_table(kv, &cap);
+        if (bytes && cap >= 1024)
+            break;
+        size_t len = make_key(k, n, n % 3 == 0 ? 15 : 0);
+        void *v;
+        assert_int_equal(cf_kv_put(kv, k, len, (int64_t)(n * 7919 % 100003), NULL, NULL, &v), 1);
+        memcpy(v, &n, 8);
+        if (cf_kv_migrating(kv)) {
+            /* Never asked during a doubling: finish it (puts). */
+            assert_int_equal(cf_kv_next_table(kv, &cap), 0);
+        }
+    }
+    assert_false(cf_kv_migrating(kv));
+    uint32_t grows = cf_kv_grows(kv);
+    /* Near: the count just passed 7/8 of the trigger (3/4 of cap / 2). */
+    assert_true(n * 32 >= (uint64_t)(cap / 2) * 21);
+    assert_true((n - 1) * 32 < (uint64_t)(cap / 2) * 21);
+    assert_int_equal(bytes % cap, 0);
+
+    /* A table of another size is refused and freed (ASan: no leak). */
+    cf_kv_offer_table(kv, calloc(1, bytes * 2), cap * 2);
+    assert_int_equal(cf_kv_next_table(kv, &cap), bytes);
+    size_t before = cf_kv_memory(kv);
+    void *spare = calloc(1, bytes);
+    assert_non_null(spare);
+    cf_kv_offer_table(kv, spare, cap);
+    assert_int_equal(cf_kv_memory(kv), before + bytes);
+    uint32_t again = 0;
+    assert_int_equal(cf_kv_next_table(kv, &again), 0);  /* held now */
+
+    /* The doubling takes it. */
+    while (cf_kv_grows(kv) == grows) {
+        size_t len = make_key(k, n, n % 3 == 0 ? 15 : 0);
+        void *v;
+        assert_int_equal(cf_kv_put(kv, k, len, (int64_t)(n * 7919 % 100003), NULL, NULL, &v), 1);
+        memcpy(v, &n, 8);
+        n++;
+    }
+    void *table = NULL;
+    size_t tbytes = 0;
+    assert_true(cf_kv_growing_table(kv, &table, &tbytes));
+    assert_ptr_equal(table, spare);
+    assert_int_equal(tbytes, bytes);
+    /* An offer that a doubling overtook is freed, not kept. */
+    size_t mem = cf_kv_memory(kv);
+    cf_kv_offer_table(kv, calloc(1, bytes), cap);
+    assert_int_equal(cf_kv_memory(kv), mem);
+    assert_int_equal(cf_kv_next_table(kv, &again), 0);
+    assert_contents(kv, n, NULL);
+    while (cf_kv_migrating(kv)) {
+        size_t len = make_key(k, n, n % 3 == 0 ? 15 : 0);
+        void *v;
+        assert_int_equal(cf_kv_put(kv, k, len, (int64_t)(n * 7919 % 100003), NULL, NULL, &v), 1);
+        memcpy(v, &n, 8);
+        n++;
+    }
+    assert_false(cf_kv_growing_table(kv, &table, &tbytes));
+    assert_contents(kv, n, NULL);
+    cf_kv_free(kv);
+}
+
 static void growth_is_incremental(void **state)
 {
     (void)state;
@@ -1048,6 +1125,7 @@ int main(void)
         cmocka_unit_test(honours_key_limit_under_10x),
         cmocka_unit_test(growth_rehash_many_keys),
         cmocka_unit_test(growth_is_incremental),
+        cmocka_unit_test(spare_table_is_used_by_the_next_doubling),
         cmocka_unit_test(randomized_against_model),
         cmocka_unit_test(save_load_roundtrip),
         cmocka_unit_test(hashed_put_and_prefetch),

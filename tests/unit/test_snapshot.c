@@ -283,6 +283,62 @@ static void test_hashkey_persists(void **state)
     assert_int_equal(st.st_size, CF_HASHKEY_LEN);
 }
 
+/* The engine writes its snapshot as pieces (checkpoint.c): the file must be
+ * byte for byte the one of their concatenation, whatever the cut, with
+ * empty pieces and more pieces than one writev call takes (64). */
+static void test_writev_equals_concatenation(void **state)
+{
+    const char *dir = *state;
+    enum { N = 300000, PIECES = 200 };
+    uint8_t *p = malloc(N);
+    assert_non_null(p);
+    fill(p, N, 9);
+    assert_int_equal(cf_snapshot_write(dir, 7, p, N), 0);
+    char path[512];
+    snap_path(dir, 7, path, sizeof path);
+    size_t whole_n;
+    uint8_t *whole = (uint8_t *)uu_read_file(path, &whole_n);
+    assert_non_null(whole);
+    assert_int_equal(whole_n, 36 + N);
+
+    struct iovec iov[PIECES];
+    size_t off = 0;
+    for (int i = 0; i < PIECES; i++) {
+        /* Uneven sizes, every fifth piece empty, the last takes the rest. */
+        size_t len = i % 5 == 0 ? 0 : (size_t)(i * 37) % 4000;
+        if (i == PIECES - 1 || off + len > N)
+            len = N - off;
+        iov[i].iov_base = p + off;
+        iov[i].iov_len = len;
+        off += len;
+    }
+    assert_int_equal(off, N);
+    assert_int_equal(cf_snapshot_writev(dir, 8, iov, PIECES), 0);
+    snap_path(dir, 8, path, sizeof path);
+    size_t pieces_n;
+    uint8_t *pieces = (uint8_t *)uu_read_file(path, &pieces_n);
+    assert_non_null(pieces);
+    assert_int_equal(pieces_n, whole_n);
+    /* Same magic, version, length, payload CRC and payload; only the LSN
+     * (offset 12) and the header's own CRC differ. */
+    assert_memory_equal(pieces, whole, 12);
+    assert_memory_equal(pieces + 20, whole + 20, 12);
+    assert_memory_equal(pieces + 36, whole + 36, N);
+    cf_buf b = {0};
+    int64_t got = -1;
+    assert_int_equal(cf_snapshot_load(dir, &got, &b), 0);
+    assert_int_equal(got, 8);
+    assert_int_equal(b.len, N);
+    assert_memory_equal(b.data, p, N);
+    cf_buf_free(&b);
+    free(pieces);
+    free(whole);
+    free(p);
+    assert_int_equal(cf_snapshot_writev(dir, 9, NULL, 1), -EINVAL);
+    struct iovec bad = {NULL, 3};
+    assert_int_equal(cf_snapshot_writev(dir, 9, &bad, 1), -EINVAL);
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, uu_setup_temp_dir, uu_teardown_temp_dir)
 
 int main(void)
@@ -299,6 +355,7 @@ int main(void)
         T(test_none_is_enoent),
         T(test_stray_temp_file_ignored_and_removed),
         T(test_hashkey_persists),
+        T(test_writev_equals_concatenation),
     };
     return cmocka_run_group_tests_name("snapshot", tests, NULL, NULL);
 }
