@@ -180,11 +180,27 @@ bool cf_kv_growing_table(const cf_kv *kv, void **ret_table, size_t *ret_bytes);
  * thousands of pages in the hold that starts it. next_table gives the byte
  * size (and *ret_cap, in slots) of that table once the doubling is near
  * (past 7/8 of its trigger, none under way, no such table held), else 0.
- * The caller allocates it zeroed (calloc) outside its lock, maps its pages,
+ * The caller allocates it with cf_kv_table_alloc outside its lock, maps its pages,
  * and hands it over with offer_table, which takes ownership: the table is
  * kept for that doubling (counted in cf_kv_memory), or freed when it no
  * longer fits (a doubling came first). Pure: no allocation of its own. */
 size_t cf_kv_next_table(const cf_kv *kv, uint32_t *ret_cap);
 void cf_kv_offer_table(cf_kv *kv, void *table, uint32_t cap);
+
+/* Zeroed memory for a large table probed at random (cf_kv's slots,
+ * sql_view's group table and session chunks): from 4 MiB on it comes from
+ * the allocator the process installed with cf_kv_set_table_mem (e.g.
+ * lib_bench --huge maps them on 2 MiB boundaries with MADV_HUGEPAGE: fewer
+ * TLB misses and page faults; lib/ makes no system call itself),
+ * else, and without one, from calloc. Free with the same byte count. NULL
+ * on OOM. */
+void *cf_kv_table_alloc(size_t bytes);
+void cf_kv_table_free(void *p, size_t bytes);
+/* Installs the allocator for tables of 4 MiB and more: alloc(bytes)
+ * returns zeroed memory or NULL, free_fn(p, bytes) takes it back. Process
+ * wide: call it once, before any store or view exists (a table is freed
+ * the way it was allocated only if the allocator has not changed since).
+ * NULL (either) restores calloc. */
+void cf_kv_set_table_mem(void *(*alloc)(size_t bytes), void (*free_fn)(void *p, size_t bytes));
 
 #endif

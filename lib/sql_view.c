@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "cf_hash.h"
+#include "cf_kv.h"
 #include "cf_time.h"
 
 /* Layout.
@@ -41,6 +42,11 @@
 #define KEY_SEED 0x6b6579735f73716cULL /* "keys_sql" */
 #define SAVE_MAGIC 0x56514c53u         /* "SLQV" */
 #define SAVE_VERSION 1u
+/* Session group blocks (blk_alloc): 16-byte size classes up to this many,
+ * carved from chunks that double from BLK_CHUNK_MIN to BLK_CHUNK_MAX. */
+#define BLK_CLASSES 64u
+#define BLK_CHUNK_MIN ((size_t)64 << 10)
+#define BLK_CHUNK_MAX ((size_t)4 << 20)
 
 /* 32 bytes before the key: what each shape needs shares the space. */
 typedef struct group {
@@ -49,6 +55,7 @@ typedef struct group {
     union {
         uint32_t heap_pos;  /* running */
         uint32_t mark;      /* windows: stamp of the last gather() that saw it */
+        uint32_t sinl;      /* SESSION: its inline session slot (SINL_*) */
     };
     union {
         struct {
@@ -88,6 +95,14 @@ typedef struct sess {
     uint32_t fired : 1;
     /* aggregate state follows (8-aligned) */
 } sess;
+
+/* A session group made by an event carries room for one session at the end
+ * of its own block (group_inline_sess), used by its first session and by a
+ * later one once that is gone: the usual group holds one session at a
+ * time, which then sits beside its key (one cache miss and one TLB miss
+ * less per click than a separately allocated record, and one malloc less
+ * per new user). Loaded groups have none. */
+enum { SINL_NONE = 0, SINL_FREE = 1, SINL_USED = 2 };
 
 typedef struct pslot {
     uint64_t hash;
@@ -137,6 +152,14 @@ struct sql_view {
     uint32_t nslabs;
     uint32_t *free_idx;     /* free cell indexes (a stack) */
     uint32_t nfree;
+
+    /* Session groups with an inline session (SINL_*) come from chunks of
+     * their own (blk_alloc), freed blocks kept per 16-byte size class. */
+    char **bchunks;
+    uint32_t nbchunks, bchunks_cap;
+    char *bcur;
+    size_t bleft;
+    void *bfree[BLK_CLASSES];
 
     /* sessions (sess *) or running groups (group *); heap_key[i] is
      * heap[i]'s placed time, so sifting compares times in the array, not
@@ -288,7 +311,7 @@ static int pmap_reserve(pmap *m, uint32_t n)
         ncap *= 2;
     if (ncap > (1u << 31))
         return -ENOMEM;
-    pslot *s = calloc((size_t)ncap, sizeof *s);
+    pslot *s = cf_kv_table_alloc((size_t)ncap * sizeof *s); /* the process's, when large */
     if (!s)
         return -ENOMEM;
     for (uint64_t i = 0; i < cap; i++)
@@ -298,7 +321,7 @@ static int pmap_reserve(pmap *m, uint32_t n)
                 j = (j + 1) & (uint32_t)(ncap - 1);
             s[j] = m->s[i];
         }
-    free(m->s);
+    cf_kv_table_free(m->s, (size_t)cap * sizeof(pslot));
     m->s = s;
     m->mask = (uint32_t)(ncap - 1);
     return 0;
@@ -365,8 +388,104 @@ static bool key_fits(const sql_view *v, const sql_value *key)
     return n <= MAX_KEY_STR;
 }
 
-/* A new group with a copy of key (running views: with an empty state). */
-static group *group_new(sql_view *v, uint64_t h, const sql_value *key)
+static inline size_t align8(size_t n)
+{
+    return (n + 7) & ~(size_t)7;
+}
+
+/* Where a session group's inline session lives: after the key strings. */
+static inline size_t group_strs(const sql_view *v, const group *g)
+{
+    size_t n = 0;
+    for (uint32_t i = 0; i < v->cfg.nkeys; i++)
+        if (is_text(g->key[i].type))
+            n += g->key[i].len;
+    return n;
+}
+
+static inline sess *group_inline_sess(const sql_view *v, const group *g)
+{
+    return (sess *)(void *)((char *)g + group_state_off(v->cfg.nkeys) +
+                            align8(group_strs(v, g)));
+}
+
+/* ---- session group blocks ------------------------------------------------------
+ * A session view's groups are its largest state (a group and its inline
+ * session per user: ~200 MB for lib_bench's 774k open sessions) and are
+ * read at random, one per click. malloc spreads them over 4 KiB pages,
+ * each a TLB miss and a page walk; here they are carved from chunks that
+ * grow to 4 MiB (cf_kv_table_alloc: the process's large-table memory from
+ * that size on, which may be huge pages), so a small view stays small and
+ * a large one packs its groups without malloc's headers. A freed block
+ * goes on its size class's list for the next group of that size. */
+
+static inline size_t blk_round(size_t n)
+{
+    return (n + 15) & ~(size_t)15;
+}
+
+static void *blk_alloc(sql_view *v, size_t n)
+{
+    n = blk_round(n);
+    if (n > BLK_CLASSES * 16)
+        return malloc(n);
+    void **head = &v->bfree[n / 16 - 1];
+    if (*head) {
+        void *p = *head;
+        memcpy(head, p, sizeof p);
+        return p;
+    }
+    if (v->bleft < n) {
+        if (v->nbchunks == v->bchunks_cap) {
+            uint32_t ncap = v->bchunks_cap ? v->bchunks_cap * 2 : 8;
+            char **c = realloc(v->bchunks, (size_t)ncap * sizeof *c);
+            if (!c)
+                return NULL;
+            v->bchunks = c;
+            v->bchunks_cap = ncap;
+        }
+        size_t size = v->nbchunks < 6 ? BLK_CHUNK_MIN << v->nbchunks : BLK_CHUNK_MAX;
+        char *chunk = cf_kv_table_alloc(size);
+        if (!chunk)
+            return NULL;
+        v->bchunks[v->nbchunks++] = chunk;
+        v->bcur = chunk;
+        v->bleft = size;
+    }
+    void *p = v->bcur;
+    v->bcur += n;
+    v->bleft -= n;
+    return p;
+}
+
+static void blk_free(sql_view *v, void *p, size_t n)
+{
+    n = blk_round(n);
+    if (n > BLK_CLASSES * 16) {
+        free(p);
+        return;
+    }
+    void **head = &v->bfree[n / 16 - 1];
+    memcpy(p, head, sizeof *head);
+    *head = p;
+}
+
+static void blk_free_all(sql_view *v)
+{
+    for (uint32_t i = 0; i < v->nbchunks; i++)
+        cf_kv_table_free(v->bchunks[i], i < 6 ? BLK_CHUNK_MIN << i : BLK_CHUNK_MAX);
+    free(v->bchunks);
+}
+
+/* The block of a group with an inline session. */
+static inline size_t group_block_size(const sql_view *v, const group *g)
+{
+    return group_state_off(v->cfg.nkeys) + align8(group_strs(v, g)) + v->sess_size;
+}
+
+/* A new group with a copy of key (running views: with an empty state;
+ * inline_sess: with room for one session, SINL_USED, see SINL_*). */
+static group *group_new(sql_view *v, uint64_t h, const sql_value *key, bool inline_sess)
 {
     uint32_t nk = v->cfg.nkeys;
     size_t strs = 0;
@@ -379,11 +498,14 @@ static group *group_new(sql_view *v, uint64_t h, const sql_value *key)
     size_t st = v->cfg.window == SQL_WINDOW_NONE ? v->state_size : 0;
     if (pmap_reserve(&v->groups, 1) < 0)
         return NULL;
-    group *g = malloc(off + st + strs);
+    group *g = inline_sess ? blk_alloc(v, off + align8(strs) + v->sess_size)
+                           : malloc(off + st + strs);
     if (!g)
         return NULL;
     memset(g, 0, offsetof(group, key));
     g->hash = h;
+    if (inline_sess)
+        g->sinl = SINL_USED;
     if (v->cfg.window == SQL_WINDOW_NONE)
         g->heap_pos = NIL_POS;
     char *p = (char *)g + off + st;
@@ -407,13 +529,27 @@ static void group_free(sql_view *v, group *g)
     pmap_del(&v->groups, g->hash, g);
     if (v->cfg.window == SQL_WINDOW_NONE)
         sql_agg_fini(v->aggs, group_state(v, g));
-    free(g);
+    if (v->cfg.window == SQL_WINDOW_SESSION && g->sinl != SINL_NONE)
+        blk_free(v, g, group_block_size(v, g));
+    else
+        free(g);
 }
 
 static void group_unref(sql_view *v, group *g)
 {
     if (--g->refs == 0)
         group_free(v, g);
+}
+
+/* Frees a session's record (its state already fini'ed), or gives its group
+ * back the inline slot; before the group's last unref. */
+static void sess_release(const sql_view *v, sess *x)
+{
+    group *g = x->g;
+    if (g->sinl == SINL_USED && x == group_inline_sess(v, g))
+        g->sinl = SINL_FREE;
+    else
+        free(x);
 }
 
 /* ---- heap (sessions or running groups) -------------------------------------- */
@@ -1096,7 +1232,7 @@ static int add_slow(sql_view *v, cell *c, int64_t p, int64_t first, uint64_t kh,
         return -ENOMEM;
     if (!grp && !key_fits(v, key))
         return -EINVAL;
-    if (!grp && !(grp = group_new(v, kh, key)))
+    if (!grp && !(grp = group_new(v, kh, key, false)))
         return -ENOMEM;
     grp->refs++; /* held while its first cell is made */
     for (uint32_t j = np; j < v->k; j++)
@@ -1217,7 +1353,7 @@ static void sess_drop(sql_view *v, sess *x)
     else
         v->n_open--;
     sql_agg_fini(v->aggs, sess_state(x));
-    free(x);
+    sess_release(v, x);
     group_unref(v, g);
 }
 
@@ -1283,20 +1419,20 @@ static int apply_session(sql_view *v, const sql_value *key, uint64_t kh, const s
         }
         if (heap_reserve(v) < 0)
             return -ENOMEM;
-        sess *x = malloc(v->sess_size);
-        if (!x)
-            return -ENOMEM;
-        if (!grp && !key_fits(v, key)) {
-            free(x);
-            return -EINVAL;
-        }
+        sess *x;
         if (!grp) {
+            if (!key_fits(v, key))
+                return -EINVAL;
             if (v->cfg.max_keys && v->groups.used >= v->cfg.max_keys)
                 evict_session_group(v, emit, ctx);
-            if (!(grp = group_new(v, kh, key))) {
-                free(x);
+            if (!(grp = group_new(v, kh, key, true)))
                 return -ENOMEM;
-            }
+            x = group_inline_sess(v, grp);
+        } else if (grp->sinl == SINL_FREE) {
+            grp->sinl = SINL_USED;
+            x = group_inline_sess(v, grp);
+        } else if (!(x = malloc(v->sess_size))) {
+            return -ENOMEM;
         }
         memset(x, 0, sizeof *x);
         x->first = x->last = ts;
@@ -1340,7 +1476,7 @@ static int apply_session(sql_view *v, const sql_value *key, uint64_t kh, const s
         else
             v->n_open--;
         sql_agg_fini(v->aggs, sess_state(o));
-        free(o);
+        sess_release(v, o);
         grp->refs--; /* a still holds the group */
     }
     int r = agg_add(v, sess_state(a), args, ts, arrival);
@@ -1416,7 +1552,7 @@ static int apply_running(sql_view *v, const sql_value *key, uint64_t kh, const s
                 v->evictions++;
             }
         }
-        if (!(g = group_new(v, kh, key)))
+        if (!(g = group_new(v, kh, key, false)))
             return -ENOMEM;
         g->refs = 1;
         g->last_ts = g->placed = ts;
@@ -1513,7 +1649,8 @@ void sql_view_free(sql_view *v)
             for (uint32_t i = 0; i < v->heap_n; i++) {
                 sess *x = v->heap[i];
                 sql_agg_fini(v->aggs, sess_state(x));
-                free(x);
+                if (!(x->g->sinl == SINL_USED && x == group_inline_sess(v, x->g)))
+                    free(x); /* an inline one goes with its group */
             }
         if (v->groups.s)
             for (uint32_t i = 0; i <= v->groups.mask; i++) {
@@ -1522,14 +1659,20 @@ void sql_view_free(sql_view *v)
                     continue;
                 if (v->cfg.window == SQL_WINDOW_NONE)
                     sql_agg_fini(v->aggs, group_state(v, g));
-                free(g);
+                if (v->cfg.window == SQL_WINDOW_SESSION && g->sinl != SINL_NONE) {
+                    if (group_block_size(v, g) > BLK_CLASSES * 16)
+                        free(g); /* else it goes with its chunk */
+                } else {
+                    free(g);
+                }
             }
     }
+    blk_free_all(v);
     for (uint32_t i = 0; i < v->nslabs; i++)
         free(v->slabs[i]);
     free(v->slabs);
     free(v->slots);
-    free(v->groups.s);
+    cf_kv_table_free(v->groups.s, pmap_bytes(&v->groups));
     free(v->cmap);
     free(v->free_idx);
     free(v->heap);
@@ -1634,12 +1777,26 @@ void sql_view_prefetch_step(const sql_view *v, uint64_t kh, const uint64_t *arg_
         if (sl->hash != kh)
             continue;
         const group *g = sl->p;
-        if (step == 1) {
+        if (step == 1 && v->cfg.window == SQL_WINDOW_SESSION) {
+            /* The group and the inline session after its key (short key
+             * strings assumed: a long key's session is loaded at step 2). */
+            const char *x = (const char *)g;
+            size_t span = group_state_off(v->cfg.nkeys) + 16 + v->sess_size;
+            for (size_t off = 0; off < span; off += 64)
+                __builtin_prefetch(x + off);
+            __builtin_prefetch(x + span - 1);
+        } else if (step == 1) {
             __builtin_prefetch(g);
             __builtin_prefetch((const char *)g + 64);
-        } else if (step == 2 && v->cfg.window == SQL_WINDOW_SESSION && g->sessions) {
-            __builtin_prefetch(g->sessions);
-            __builtin_prefetch((const char *)g->sessions + 64);
+        } else if (step == 2 && v->cfg.window == SQL_WINDOW_SESSION && g->sessions &&
+                   (g->sinl == SINL_NONE || g->sessions != group_inline_sess(v, g) ||
+                    group_strs(v, g) > 16)) {
+            /* The whole record: header, then the aggregate state (the
+             * built-in sessions' LATEST lies past the second line). */
+            const char *x = (const char *)g->sessions;
+            for (size_t off = 0; off < v->sess_size; off += 64)
+                __builtin_prefetch(x + off);
+            __builtin_prefetch(x + v->sess_size - 1);
         }
         return;
     }
@@ -1858,9 +2015,13 @@ void sql_view_stats_get(const sql_view *v, sql_view_stats *ret)
                     b += g->key[k].len;
             if (v->cfg.window == SQL_WINDOW_NONE)
                 b += v->state_size + sql_agg_bytes(v->aggs, group_state(v, g));
-            if (v->cfg.window == SQL_WINDOW_SESSION)
+            if (v->cfg.window == SQL_WINDOW_SESSION) {
+                const sess *in = g->sinl != SINL_NONE ? group_inline_sess(v, g) : NULL;
+                if (in) /* the block's slot, used or not */
+                    b += align8(group_strs(v, g)) - group_strs(v, g) + v->sess_size;
                 for (const sess *x = g->sessions; x; x = x->next)
-                    b += v->sess_size + sql_agg_bytes(v->aggs, sess_state(x));
+                    b += (x == in ? 0 : v->sess_size) + sql_agg_bytes(v->aggs, sess_state(x));
+            }
         }
     for (uint32_t i = 0; i < v->nslots; i++)
         for (const cell *c = v->slots[i].head; c; c = c->next)
@@ -2118,7 +2279,7 @@ int sql_view_load(sql_view *v, cf_reader *in)
             return -EINVAL; /* a group seen twice */
         if (!g && !key_fits(v, key))
             return -EINVAL;
-        if (!g && !(g = group_new(v, kh, key)))
+        if (!g && !(g = group_new(v, kh, key, false)))
             return -ENOMEM;
         g->refs++; /* held while loading */
         int rc;

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "cf_dedup.h"
+#include "cf_kv.h"
 #include "cf_time.h"
 #include "cf_watermark.h"
 #include "engine_int.h"
@@ -554,7 +555,7 @@ void engine_dedup_spare(cf_engine *e)
     pthread_mutex_unlock(&e->mu);
     if (bytes == 0)
         return;
-    void *t = calloc(1, bytes);
+    void *t = cf_kv_table_alloc(bytes);
     if (!t)
         return;     /* the doubling allocates its own, as before */
     engine_prefault(t, bytes);

@@ -6,7 +6,7 @@
  * before the clock starts, so only the library is timed.
  *
  *   lib_bench [--events N] [--users N] [--pages N] [--disorder-ms N]
- *             [--rate N (event-time events/s)] [--seed N] [--plain]
+ *             [--rate N (event-time events/s)] [--seed N] [--plain] [--huge]
  *
  * The shards hash each click's page and user once for all the views
  * (sql_view_apply_hashed) and walk the lookups of the next four clicks a
@@ -25,9 +25,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
 #include <time.h>
 
 #include "cf_dedup.h"
+#include "cf_kv.h"
 #include "sql_view.h"
 
 typedef struct gen_event {
@@ -68,6 +71,18 @@ static double cpu_s(void)
     struct timespec t;
     clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
     return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
+}
+
+/* User and system CPU seconds of this process: the system part is mostly
+ * the kernel zeroing the pages the state grows into, which on this
+ * shared virtual machine swings by 2-20x between runs; the user part is
+ * the library's own cost. */
+static void cpu_split(double *user, double *sys)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    *user = (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6;
+    *sys = (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
 }
 
 static long rss_kib(void)
@@ -135,6 +150,40 @@ static inline void set_null(sql_value *v)
     v->u.i = 0;
 }
 
+/* --huge: the large tables' memory (cf_kv_set_table_mem) as 2 MiB-aligned
+ * anonymous mappings marked MADV_HUGEPAGE, zeroed lazily by the kernel.
+ * Off by default, as in the server: on this shared VM it cut the user CPU
+ * per event by ~15% but the kernel's zeroing of huge pages cost more system
+ * CPU than that (BENCHMARKS.md, "Per-core engine, second round"). */
+#define HUGE_PAGE ((size_t)2 << 20)
+
+static size_t huge_span(size_t bytes)
+{
+    return (bytes + HUGE_PAGE - 1) & ~(HUGE_PAGE - 1);
+}
+
+static void *huge_alloc(size_t bytes)
+{
+    size_t span = huge_span(bytes);
+    char *p = mmap(NULL, span + HUGE_PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                   -1, 0);
+    if (p == MAP_FAILED)
+        return NULL;
+    size_t head = (HUGE_PAGE - ((uintptr_t)p & (HUGE_PAGE - 1))) & (HUGE_PAGE - 1);
+    if (head)
+        munmap(p, head);
+    if (HUGE_PAGE - head)
+        munmap(p + head + span, HUGE_PAGE - head);
+    p += head;
+    (void)madvise(p, span, MADV_HUGEPAGE);
+    return p;
+}
+
+static void huge_free(void *p, size_t bytes)
+{
+    munmap(p, huge_span(bytes));
+}
+
 static long arg_long(int argc, char **argv, const char *name, long def)
 {
     for (int i = 1; i + 1 < argc; i++)
@@ -151,9 +200,13 @@ int main(int argc, char **argv)
     int64_t disorder = arg_long(argc, argv, "--disorder-ms", 5000);
     int64_t rate = arg_long(argc, argv, "--rate", 10000);
     rng_state = (uint64_t)arg_long(argc, argv, "--seed", 42);
-    bool plain = false;
-    for (int i = 1; i < argc; i++)
+    bool plain = false, huge = false;
+    for (int i = 1; i < argc; i++) {
         plain |= strcmp(argv[i], "--plain") == 0;
+        huge |= strcmp(argv[i], "--huge") == 0;
+    }
+    if (huge)
+        cf_kv_set_table_mem(huge_alloc, huge_free);
 
     /* Keys, pre-formatted. */
     char (*users)[16] = malloc((size_t)n_users * 16);
@@ -235,6 +288,8 @@ int main(int argc, char **argv)
     uint64_t windows_out = 0, sessions_out = 0, dups = 0, late = 0;
     int64_t max_ts = INT64_MIN, wm = INT64_MIN;
     long rss_before = rss_kib();
+    double user0, sys0;
+    cpu_split(&user0, &sys0);
     double start = now_s(), cpu_start = cpu_s();
     for (size_t i = 0; i < n_events; i++) {
         const gen_event *e = &evs[i];
@@ -312,6 +367,8 @@ int main(int argc, char **argv)
         }
     }
     double secs = now_s() - start, cpu_secs = cpu_s() - cpu_start;
+    double user1, sys1;
+    cpu_split(&user1, &sys1);
     long rss_after = rss_kib();
 
     sql_view_stats st_t, st_s, st_e, st_r;
@@ -322,12 +379,14 @@ int main(int argc, char **argv)
     size_t open_sessions = st_e.open;
     size_t window_keys = st_t.open + st_t.kept + st_s.open + st_s.kept;
     size_t window_bytes = st_t.bytes + st_s.bytes;
-    printf("lib_bench%s: events=%zu users=%" PRIu32 " pages=%" PRIu32 " disorder_ms=%" PRId64 "\n",
-           plain ? " --plain" : "", n_events, n_users, n_pages, disorder);
+    printf("lib_bench%s%s: events=%zu users=%" PRIu32 " pages=%" PRIu32 " disorder_ms=%" PRId64 "\n",
+           plain ? " --plain" : "", huge ? " --huge" : "", n_events, n_users, n_pages, disorder);
     printf("events_per_s=%.0f seconds=%.3f duplicates=%" PRIu64 " late=%" PRIu64
            " window_results=%" PRIu64 " session_ends=%" PRIu64 "\n",
            (double)n_events / secs, secs, dups, late, windows_out, sessions_out);
     printf("events_per_cpu_s=%.0f cpu_seconds=%.3f\n", (double)n_events / cpu_secs, cpu_secs);
+    printf("events_per_user_cpu_s=%.0f user_seconds=%.3f sys_seconds=%.3f\n",
+           (double)n_events / (user1 - user0), user1 - user0, sys1 - sys0);
     printf("open_sessions=%zu bytes_per_open_session=%.1f\n", open_sessions,
            open_sessions ? (double)st_e.bytes / (double)open_sessions : 0.0);
     printf("window_keys=%zu bytes_per_window_key=%.1f\n", window_keys,

@@ -333,10 +333,10 @@ static void spare_table_is_used_by_the_next_doubling(void **state)
     assert_int_equal(bytes % cap, 0);
 
     /* A table of another size is refused and freed (ASan: no leak). */
-    cf_kv_offer_table(kv, calloc(1, bytes * 2), cap * 2);
+    cf_kv_offer_table(kv, cf_kv_table_alloc(bytes * 2), cap * 2);
     assert_int_equal(cf_kv_next_table(kv, &cap), bytes);
     size_t before = cf_kv_memory(kv);
-    void *spare = calloc(1, bytes);
+    void *spare = cf_kv_table_alloc(bytes);
     assert_non_null(spare);
     cf_kv_offer_table(kv, spare, cap);
     assert_int_equal(cf_kv_memory(kv), before + bytes);
@@ -1115,10 +1115,74 @@ static void incremental_save_randomized(void **state)
     }
 }
 
+/* Tables of 4 MiB and more come from the allocator the process installed
+ * (the server's and lib_bench's map huge pages), smaller ones and all of
+ * them without one from calloc; each goes back the way it came, with its
+ * byte count, and a store on the installed memory works as on calloc's. */
+static size_t hook_allocs, hook_frees, hook_live_bytes;
+
+static void *hook_alloc(size_t bytes)
+{
+    hook_allocs++;
+    hook_live_bytes += bytes;
+    return calloc(1, bytes);
+}
+
+static void hook_free(void *p, size_t bytes)
+{
+    hook_frees++;
+    assert_true(hook_live_bytes >= bytes);
+    hook_live_bytes -= bytes;
+    free(p);
+}
+
+static void table_mem_hook(void **state)
+{
+    (void)state;
+    const size_t big = (size_t)4 << 20;
+    unsigned char *p = cf_kv_table_alloc(big - 1), *q;
+    assert_int_equal(hook_allocs, 0);
+    cf_kv_table_free(p, big - 1);
+    cf_kv_set_table_mem(hook_alloc, hook_free);
+    p = cf_kv_table_alloc(big - 1); /* below the threshold: calloc */
+    q = cf_kv_table_alloc(big);
+    assert_non_null(p);
+    assert_non_null(q);
+    assert_int_equal(hook_allocs, 1);
+    assert_int_equal(p[big - 2] | q[0] | q[big - 1], 0);
+    cf_kv_table_free(p, big - 1);
+    cf_kv_table_free(q, big);
+    assert_int_equal(hook_frees, 1);
+    assert_int_equal(hook_live_bytes, 0);
+    /* a store that grows past 4 MiB of slots (131072 slots of 32 bytes) */
+    cf_kv *kv = cf_kv_new(0, 0);
+    assert_non_null(kv);
+    char key[16];
+    for (int i = 0; i < 200000; i++) {
+        int n = snprintf(key, sizeof key, "k%d", i);
+        assert_int_equal(cf_kv_put(kv, key, (size_t)n, i, NULL, NULL, NULL), 1);
+    }
+    assert_true(hook_allocs >= 2); /* the 4 MiB and 8 MiB tables */
+    for (int i = 0; i < 200000; i += 997) {
+        int n = snprintf(key, sizeof key, "k%d", i);
+        int64_t exp;
+        assert_non_null(cf_kv_get(kv, key, (size_t)n, &exp));
+        assert_int_equal(exp, i);
+    }
+    cf_kv_free(kv);
+    assert_int_equal(hook_allocs, hook_frees);
+    assert_int_equal(hook_live_bytes, 0);
+    cf_kv_set_table_mem(NULL, NULL);
+    p = cf_kv_table_alloc(big);
+    assert_int_equal(hook_allocs, hook_frees); /* calloc again */
+    cf_kv_table_free(p, big);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(put_get_delete),
+        cmocka_unit_test(table_mem_hook),
         cmocka_unit_test(rejects_overlong_key),
         cmocka_unit_test(expiry_boundaries_and_order),
         cmocka_unit_test(expiry_order_is_independent_of_history),

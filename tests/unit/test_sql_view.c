@@ -1268,6 +1268,124 @@ static void run_save_load(sql_window_kind kind, uint64_t seed)
     trace_free(&t);
 }
 
+/* A session group made by an event keeps one session inside its own block
+ * (sql_view.c, SINL_*): the slot is used by the first session, given back
+ * when that session is purged or merged away, and taken again by a later
+ * one, while other sessions of the group are separate records. Every
+ * transition here, against a loaded copy of the view (loaded groups have
+ * no inline slot), event by event; the ASan build checks the frees. */
+static void test_session_inline_slot(void **state)
+{
+    (void)state;
+    /* gap 50, grace 20 */
+    const tevent evs[] = {
+        ev("u", "a", 1, 100, 0),  /* S1: the inline slot */
+        ev("u", "b", 2, 200, 1),  /* S2: a record of its own */
+        ev("u", "c", 3, 150, 2),  /* joins both: S2 merged into S1 (the inline one stays) */
+        ev("u", "d", 4, 300, 3),  /* S3: a record */
+        ev("u", "e", 5, 310, 4),  /* joins S3; S1 fired and purged first: the slot is free */
+        ev("u", "f", 6, 400, 5),  /* S4: the slot again */
+        ev("u", "g", 7, 355, 6),  /* joins S3 and S4: the inline S4 merged into S3 */
+        ev("u", "h", 8, 600, 7),  /* S5: the slot once more */
+        ev("v", "i", 9, 605, 8),  /* another group */
+    };
+    const int64_t wms[] = {CF_TIME_NONE, 120, 140, 150, 270, 280, 290, 300, 350};
+    sql_view *v = make_view(SQL_WINDOW_SESSION, 0, 0, 50, 20);
+    sql_view_config c = *sql_view_get_config(v);
+    lines out = {0}, out2 = {0};
+    sql_view *w = NULL;
+    for (size_t i = 0; i < sizeof evs / sizeof evs[0]; i++) {
+        if (i == 1) /* u's only session is in its block; w's is not */
+            w = reload(v, NULL, NULL, &c);
+        int a = view_apply(v, &evs[i], wms[i], &out);
+        assert_int_equal(a, SQL_VIEW_APPLIED);
+        if (!w)
+            continue;
+        assert_int_equal(view_apply(w, &evs[i], wms[i], &out2), a);
+        assert_int_equal(out.n, out2.n);
+        for (size_t k = 0; k < out.n; k++)
+            assert_string_equal(out.s[k], out2.s[k]);
+        sql_view_stats sa, sb;
+        sql_view_stats_get(v, &sa);
+        sql_view_stats_get(w, &sb);
+        assert_int_equal(sa.open, sb.open);
+        assert_int_equal(sa.kept, sb.kept);
+        assert_int_equal(sa.groups, sb.groups);
+    }
+    sql_view_stats st;
+    sql_view_stats_get(v, &st);
+    assert_int_equal(st.open, 3); /* S3 (with S4), S5, v's */
+    assert_int_equal(out.n, 1);   /* S1 [100,200] fired */
+    assert_non_null(strstr(out.s[0], "[100,200) 'u' | 3 "));
+    sql_view_advance(v, 2000, collect, &out);
+    sql_view_advance(w, 2000, collect, &out2);
+    assert_int_equal(out.n, 4);
+    assert_int_equal(out.n, out2.n);
+    for (size_t k = 0; k < out.n; k++)
+        assert_string_equal(out.s[k], out2.s[k]);
+    assert_non_null(strstr(out.s[1], "[300,400) 'u' | 4 "));
+    sql_view_stats_get(v, &st);
+    assert_int_equal(st.groups, 0);
+    lines_free(&out);
+    lines_free(&out2);
+    sql_view_free(v);
+    sql_view_free(w);
+}
+
+/* Session groups come from the view's own chunks (sql_view.c, blk_alloc):
+ * two waves of thousands of users, keys of many lengths (several size
+ * classes, and keys past the largest class, which are malloc'ed), each
+ * wave fired and purged before the next takes the freed blocks. Every
+ * session ends once with its own key and count, and nothing is left. */
+static void count_by_key(void *ctx, const sql_view_result *r)
+{
+    uint64_t *sum = ctx;
+    assert_true(r->final);
+    assert_int_equal(r->aggs[0].u.i, 1 + (int64_t)(r->key[0].len % 3));
+    sum[0]++;
+    sum[1] += r->key[0].len;
+}
+
+static void test_session_blocks_churn(void **state)
+{
+    (void)state;
+    static const sql_agg_spec aggs[] = {{SQL_AGG_COUNT_STAR, 0}};
+    sql_view_config c = {.nkeys = 1, .aggs = aggs, .naggs = 1, .window = SQL_WINDOW_SESSION,
+                         .gap_ms = 100, .grace_ms = 10};
+    sql_view *v = sql_view_new(&c);
+    assert_non_null(v);
+    static char key[3000];
+    memset(key, 'k', sizeof key);
+    enum { USERS = 20000 };
+    for (int wave = 0; wave < 2; wave++) {
+        int64_t t0 = 1000000 * (int64_t)(wave + 1);
+        uint64_t want[2] = {0, 0}, got[2] = {0, 0};
+        for (int u = 0; u < USERS; u++) {
+            /* lengths 8..263, and every 997th far past the classes */
+            uint32_t len = u % 997 == 0 ? 2000 + (uint32_t)u % 500 : 8 + (uint32_t)(u * 7) % 256;
+            snprintf(key, 9, "%08d", u);
+            key[8] = 'k';
+            sql_value k = sql_string(key, len);
+            for (uint32_t e = 0; e <= len % 3; e++)
+                assert_int_equal(sql_view_apply(v, &k, NULL, t0 + u % 50 + (int64_t)e, 0,
+                                                CF_TIME_NONE, NULL, NULL),
+                                 SQL_VIEW_APPLIED);
+            want[0]++;
+            want[1] += len;
+        }
+        sql_view_stats st;
+        sql_view_stats_get(v, &st);
+        assert_int_equal(st.groups, USERS);
+        assert_int_equal(st.open, USERS);
+        sql_view_advance(v, t0 + 1000, count_by_key, got);
+        assert_int_equal(got[0], want[0]);
+        assert_int_equal(got[1], want[1]);
+        sql_view_stats_get(v, &st);
+        assert_int_equal(st.groups, 0);
+    }
+    sql_view_free(v);
+}
+
 static void test_save_load_split(void **state)
 {
     (void)state;
@@ -1504,6 +1622,8 @@ int main(void)
         cmocka_unit_test(test_config_rejected),
         cmocka_unit_test(test_window_end_and_grace_bounds),
         cmocka_unit_test(test_session_gap_bounds),
+        cmocka_unit_test(test_session_inline_slot),
+        cmocka_unit_test(test_session_blocks_churn),
         cmocka_unit_test(test_running_ttl_exact),
         cmocka_unit_test(test_multi_key_and_nulls),
         cmocka_unit_test(test_max_keys),
