@@ -68,6 +68,7 @@ typedef struct cf_ingest {
     /* Owned storage the events borrow from. */
     cJSON **trees;
     size_t n_trees;
+    cJSON *tree1;           /* trees of a JSON body: its one tree needs no allocation */
     cf_buf scratch;         /* properties text */
     cf_buf enrich;          /* enrichment strings (cf_ingest_enrich) */
     bool arena;             /* the trees live in this thread's JSON arena */
