@@ -78,6 +78,7 @@ struct cf_wal {
     bool replayed;
     bool stopping;
     int err;                 /* sticky -EIO */
+    atomic_bool failed;      /* err is set: read without mu on the mapped append path */
     struct timespec unsynced_since; /* monotonic; valid while written > synced */
 
     /* Segment first-LSNs, ascending; the last one is the newest segment. */
@@ -221,6 +222,7 @@ static void set_failed(cf_wal *w, const char *what, int err)
         cf_error("wal: %s failed: %s; no more records will be acknowledged", what,
                  strerror(-err));
     w->err = -EIO;
+    atomic_store(&w->failed, true);
     pthread_cond_broadcast(&w->done_cv);
     pthread_cond_broadcast(&w->flush_cv);
 }
@@ -952,11 +954,8 @@ static int mapped_room(cf_wal *w, int64_t lsn, size_t rec)
 static int64_t append_mapped(cf_wal *w, const uint8_t h[REC_HDR], const void *payload, size_t len,
                              int64_t lsn)
 {
-    pthread_mutex_lock(&w->mu);
-    int e = w->err;
-    pthread_mutex_unlock(&w->mu);
-    if (e)
-        return e;
+    if (atomic_load(&w->failed))
+        return -EIO;
     int r = mapped_room(w, lsn, REC_HDR + len);
     if (r < 0) {
         pthread_mutex_lock(&w->mu);
@@ -1024,6 +1023,13 @@ int64_t cf_wal_append(cf_wal *w, uint8_t type, const void *payload, size_t len)
  * their record came after its batch, one of them runs the next round). */
 int cf_wal_commit(cf_wal *w, int64_t lsn)
 {
+    if (w->mapped && w->policy != CF_FSYNC_ALWAYS) {
+        /* Appended is written (append_mapped), and batch and off wait for
+         * nothing more: no lock per request. */
+        if (atomic_load(&w->failed))
+            return -EIO;
+        return lsn < atomic_load(&w->next_lsn) ? 0 : -EINVAL;
+    }
     int r;
     pthread_mutex_lock(&w->mu);
     for (;;) {
