@@ -887,6 +887,46 @@ static void test_zero_tail_of_earlier_segment(void **state)
     assert_int_equal(list_segs(dir, segs, 64), 1);
 }
 
+/* Records of any size go through a mapped segment in order: small ones
+ * copied into the mapping, large ones (over 4 KiB) pwrite()n into the same
+ * file, past the preallocation step and the mapped length too. */
+static int check_big(void *ctx, int64_t lsn, uint8_t type, const uint8_t *p, size_t len)
+{
+    int *bad = ctx;
+    size_t want = lsn % 3 == 0 ? (size_t)lsn * 9000 : (size_t)lsn;
+    if (type != 1 || len != want)
+        (*bad)++;
+    for (size_t i = 0; i < len && i < want; i++)
+        if (p[i] != (uint8_t)(lsn + (int64_t)i)) {
+            (*bad)++;
+            break;
+        }
+    return 0;
+}
+
+static void test_large_and_small_records_mixed(void **state)
+{
+    const char *dir = *state;
+    cf_wal *w = open_wal(dir, CF_FSYNC_BATCH, 1 << 20);
+    assert_int_equal(cf_wal_replay(w, 0, NULL, NULL), 0);
+    static uint8_t buf[40 * 9000];
+    for (int64_t lsn = 1; lsn <= 40; lsn++) {
+        size_t n = lsn % 3 == 0 ? (size_t)lsn * 9000 : (size_t)lsn;
+        for (size_t i = 0; i < n; i++)
+            buf[i] = (uint8_t)(lsn + (int64_t)i);
+        assert_int_equal(cf_wal_append(w, 1, buf, n), lsn);
+        assert_int_equal(cf_wal_commit(w, lsn), 0);
+    }
+    cf_wal_close(w);
+    int64_t segs[16];
+    assert_true(list_segs(dir, segs, 16) >= 2);   /* rotated past 1 MiB */
+    w = open_wal(dir, CF_FSYNC_BATCH, 1 << 20);
+    int bad = 0;
+    assert_int_equal(cf_wal_replay(w, 0, check_big, &bad), 40);
+    assert_int_equal(bad, 0);
+    cf_wal_close(w);
+}
+
 /* The write() path (file systems without fallocate) keeps its own
  * behaviour: the file ends at the last record written. */
 static void test_write_path_round_trip(void **state)
@@ -953,6 +993,7 @@ int main(void)
         T(test_crash_leaves_mapped_tail_that_recovers_exactly),
         T(test_zero_tail_of_earlier_segment),
         T(test_write_path_round_trip),
+        T(test_large_and_small_records_mixed),
         T(test_concurrent_committers_batch_write_path),
     };
     return cmocka_run_group_tests_name("wal", tests, NULL, NULL);
