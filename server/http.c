@@ -424,6 +424,8 @@ static void *uri_logger(void *cls, const char *uri, struct MHD_Connection *c)
     const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
     rq->conn = ci ? ci->socket_context : NULL;
     if (rq->conn) {
+        rq->body = rq->conn->spare_body;   /* empty; storage kept from the last request */
+        memset(&rq->conn->spare_body, 0, sizeof rq->conn->spare_body);
         rq->stripe = rq->conn->stripe;
         /* The headers must follow within --header-timeout (never later
          * than the header deadline the connection already has, nor than
@@ -457,7 +459,13 @@ static void request_completed(void *cls, struct MHD_Connection *c, void **con_cl
             conn_set(&rq->conn->deadline_ms, now + h->cfg.connection_timeout_ms + h->cfg.header_timeout_ms);
         }
         free(rq->park_answer);
-        cf_buf_free(&rq->body);
+        if (rq->conn && !rq->body.oom && rq->body.cap <= HTTP_BODY_KEEP) {
+            cf_buf_reset(&rq->body);
+            cf_buf_free(&rq->conn->spare_body);   /* none, unless a request never completed */
+            rq->conn->spare_body = rq->body;
+        } else {
+            cf_buf_free(&rq->body);
+        }
         free(rq);   /* and raw_uri with it (uri_logger) */
     }
     /* A kept-alive connection waits for its next request with the full

@@ -1,6 +1,7 @@
 #include "ingest.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,6 +37,8 @@ int cf_ingest_content_type(const char *ct, cf_body_format *ret)
     return -EPROTONOSUPPORT;
 }
 
+void cf_ingest_init(cf_ingest *ig) { memset(ig, 0, offsetof(cf_ingest, errors)); }
+
 void cf_ingest_free(cf_ingest *ig)
 {
     if (!ig)
@@ -50,7 +53,7 @@ void cf_ingest_free(cf_ingest *ig)
     free(ig->events);   /* one block with src and event_index (reserve_events) */
     cf_buf_free(&ig->scratch);
     cf_buf_free(&ig->enrich);
-    memset(ig, 0, sizeof *ig);
+    cf_ingest_init(ig);
 }
 
 static bool is_ws(char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; }
