@@ -14,9 +14,9 @@
  * rotation so the flusher can dup() a stable descriptor under mu.
  *
  * Mapped segments (the default where the file system can preallocate): a
- * segment is mapped MAP_SHARED and fallocate'd in 64 KiB steps ahead of its
- * records, and an append copies its record straight into the mapping, i.e. into the file's
- * page cache, where a process crash cannot lose it: the record is "written
+ * segment is mapped MAP_SHARED and fallocate'd in steps ahead of its
+ * records, and an append copies its record (pwrite()s a large one) into the
+ * file's page cache, where a process crash cannot lose it: the record is "written
  * to the log file" (SPEC 10) when cf_wal_append returns, with no write()
  * per request (8-10% of the server's time under single-event POSTs, issue
  * 15). Appends are serialized by the caller, so then the appender owns
