@@ -410,20 +410,22 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *c, const
 
 static void *uri_logger(void *cls, const char *uri, struct MHD_Connection *c)
 {
-    request *rq = calloc(1, sizeof *rq);
+    /* The raw URI right after the state, in one allocation (a strdup of
+     * its own was one more malloc and free per request, issue 15). */
+    size_t ulen = strlen(uri);
+    request *rq = calloc(1, sizeof *rq + ulen + 1);
     if (!rq)
         return NULL;
-    rq->raw_uri = strdup(uri);
-    if (!rq->raw_uri) {
-        free(rq);
-        return NULL;
-    }
+    rq->raw_uri = (char *)(rq + 1);
+    memcpy(rq->raw_uri, uri, ulen + 1);
     cf_http *h = cls;
     rq->h = h;
     rq->start_ms = mono_ms();
     const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
     rq->conn = ci ? ci->socket_context : NULL;
     if (rq->conn) {
+        rq->body = rq->conn->spare_body;   /* empty; storage kept from the last request */
+        memset(&rq->conn->spare_body, 0, sizeof rq->conn->spare_body);
         rq->stripe = rq->conn->stripe;
         /* The headers must follow within --header-timeout (never later
          * than the header deadline the connection already has, nor than
@@ -457,9 +459,14 @@ static void request_completed(void *cls, struct MHD_Connection *c, void **con_cl
             conn_set(&rq->conn->deadline_ms, now + h->cfg.connection_timeout_ms + h->cfg.header_timeout_ms);
         }
         free(rq->park_answer);
-        cf_buf_free(&rq->body);
-        free(rq->raw_uri);
-        free(rq);
+        if (rq->conn && !rq->body.oom && rq->body.cap <= HTTP_BODY_KEEP) {
+            cf_buf_reset(&rq->body);
+            cf_buf_free(&rq->conn->spare_body);   /* none, unless a request never completed */
+            rq->conn->spare_body = rq->body;
+        } else {
+            cf_buf_free(&rq->body);
+        }
+        free(rq);   /* and raw_uri with it (uri_logger) */
     }
     /* A kept-alive connection waits for its next request with the full
      * inactivity timeout again. */

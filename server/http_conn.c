@@ -232,6 +232,7 @@ void http_notify_connection(void *cls, struct MHD_Connection *c, void **socket_c
         atomic_store(&h->live_conns, h->n_conns - h->n_cut);
         pthread_cond_signal(&h->accept_cv);   /* a slot for a waiting accept */
         pthread_mutex_unlock(&h->reaper_mu);
+        cf_buf_free(&e->spare_body);
         free(e);
         *socket_context = NULL;
     }

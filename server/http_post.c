@@ -176,7 +176,7 @@ enum MHD_Result http_finish_events(request *rq, struct MHD_Connection *c, char *
 {
     const cf_config *cfg = &rq->h->cfg;
     cf_ingest ig;
-    memset(&ig, 0, sizeof ig);
+    cf_ingest_init(&ig);
     cf_event_limits lim = {.max_future_ms = cfg->max_future_ms};
     const char *why = NULL;
     enum MHD_Result ret;

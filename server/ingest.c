@@ -1,6 +1,7 @@
 #include "ingest.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,6 +37,8 @@ int cf_ingest_content_type(const char *ct, cf_body_format *ret)
     return -EPROTONOSUPPORT;
 }
 
+void cf_ingest_init(cf_ingest *ig) { memset(ig, 0, offsetof(cf_ingest, errors)); }
+
 void cf_ingest_free(cf_ingest *ig)
 {
     if (!ig)
@@ -45,13 +48,12 @@ void cf_ingest_free(cf_ingest *ig)
     else
         for (size_t i = 0; i < ig->n_trees; i++)
             cJSON_Delete(ig->trees[i]);
-    free(ig->trees);
-    free(ig->events);
-    free(ig->src);
-    free(ig->event_index);
+    if (ig->trees != &ig->tree1)
+        free(ig->trees);
+    free(ig->events);   /* one block with src and event_index (reserve_events) */
     cf_buf_free(&ig->scratch);
     cf_buf_free(&ig->enrich);
-    memset(ig, 0, sizeof *ig);
+    cf_ingest_init(ig);
 }
 
 static bool is_ws(char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; }
@@ -80,16 +82,23 @@ static cJSON *parse_exact(const char *p, size_t n)
     return v;
 }
 
-/* Room for up to n events (n <= max_batch). */
+/* Room for up to n events (n <= max_batch): events, src, event_index and
+ * the properties offsets in one zeroed block owned by ig->events (four
+ * callocs per request before, issue 15). *ret_prop_off lives in it too:
+ * it is never freed on its own. */
 static int reserve_events(cf_ingest *ig, size_t n, size_t **ret_prop_off)
 {
     size_t cap = n ? n : 1;
-    ig->events = calloc(cap, sizeof *ig->events);
-    ig->src = calloc(cap, sizeof *ig->src);
-    ig->event_index = calloc(cap, sizeof *ig->event_index);
-    *ret_prop_off = calloc(cap, sizeof **ret_prop_off);
-    if (!ig->events || !ig->src || !ig->event_index || !*ret_prop_off)
+    size_t o_src = cap * sizeof *ig->events;
+    size_t o_index = o_src + cap * sizeof *ig->src;
+    size_t o_prop = o_index + cap * sizeof *ig->event_index;
+    uint8_t *block = calloc(1, o_prop + cap * sizeof **ret_prop_off);
+    if (!block)
         return -ENOMEM;
+    ig->events = (cf_event *)(void *)block;
+    ig->src = (cf_ingest_src *)(void *)(block + o_src);
+    ig->event_index = (size_t *)(void *)(block + o_index);
+    *ret_prop_off = (size_t *)(void *)(block + o_prop);
     return 0;
 }
 
@@ -173,7 +182,6 @@ static int finish(cf_ingest *ig, size_t *prop_off)
             if (prop_off[i] != SIZE_MAX)
                 ig->events[i].properties = (const char *)ig->scratch.data + prop_off[i];
     }
-    free(prop_off);
     return r;
 }
 
@@ -210,11 +218,7 @@ static int parse_json(cf_ingest *ig, char *body, size_t len, size_t max_batch, c
         *ret_error = "body is not valid JSON";
         return -EBADMSG;
     }
-    ig->trees = malloc(sizeof *ig->trees);
-    if (!ig->trees) {
-        cJSON_Delete(root);
-        return -ENOMEM;
-    }
+    ig->trees = &ig->tree1;
     ig->trees[0] = root;
     ig->n_trees = 1;
 
@@ -245,7 +249,6 @@ static int parse_json(cf_ingest *ig, char *body, size_t len, size_t max_batch, c
     }
     size_t *prop_off = NULL;
     if (reserve_events(ig, n, &prop_off) < 0) {
-        free(prop_off);
         free(sr.kinds);
         return -ENOMEM;
     }
@@ -285,10 +288,8 @@ static int parse_ndjson(cf_ingest *ig, char *body, size_t len, size_t max_batch,
     }
     ig->trees = calloc(lines, sizeof *ig->trees);
     size_t *prop_off = NULL;
-    if (!ig->trees || reserve_events(ig, lines, &prop_off) < 0) {
-        free(prop_off);
+    if (!ig->trees || reserve_events(ig, lines, &prop_off) < 0)
         return -ENOMEM;
-    }
     size_t index = 0, parsed = 0;
     for (size_t i = 0; i < len;) {
         size_t j = i;
@@ -312,10 +313,8 @@ static int parse_ndjson(cf_ingest *ig, char *body, size_t len, size_t max_batch,
         ig->trees[ig->n_trees++] = v;
         scan_result sr = {.n = 1};
         cf_jsonscan(body + a, b - a, on_finding, &sr);
-        if (sr.oom) {
-            free(prop_off);
+        if (sr.oom)
             return -ENOMEM;
-        }
         if (sr.outside || sr.kinds) {
             /* One line is one event: whatever the finding, it is isolated. */
             add_error(ig, index++, cf_jsonscan_reason(sr.kinds ? (cf_jsonscan_kind)sr.kinds[0]
@@ -326,7 +325,6 @@ static int parse_ndjson(cf_ingest *ig, char *body, size_t len, size_t max_batch,
         take_event(ig, v, index++, lim, now_ms, prop_off);
     }
     if (parsed == 0) {
-        free(prop_off);
         *ret_error = "no line of the body is valid JSON";
         return -EBADMSG;
     }
@@ -455,8 +453,11 @@ int cf_ingest_enrich(cf_ingest *ig, const cf_ingest_context *ctx)
     if (n == 0)
         return 0;
     /* The strings go into one buffer that grows: offsets first, pointers
-     * once it stops moving. */
-    uint32_t *off = malloc(n * CF_COL_COUNT * sizeof *off);
+     * once it stops moving. A few events' offsets fit on the stack (one
+     * malloc less per single-event request, issue 15). */
+    uint32_t small[4 * CF_COL_COUNT];
+    uint32_t *off = n * CF_COL_COUNT <= sizeof small / sizeof small[0] ? small
+                                                                         : malloc(n * CF_COL_COUNT * sizeof *off);
     if (!off)
         return -ENOMEM;
     const char *hdr_ua = ctx->user_agent && ctx->user_agent[0] ? ctx->user_agent : NULL;
@@ -543,6 +544,7 @@ int cf_ingest_enrich(cf_ingest *ig, const cf_ingest_context *ctx)
         }
     }
     free(memo);
-    free(off);
+    if (off != small)
+        free(off);
     return rc;
 }

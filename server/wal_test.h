@@ -14,5 +14,9 @@ unsigned cf_wal_test_waiting(void);
 /* Times any log's --fsync batch flusher returned from a wait (signalled,
  * timed out or spurious). Process-wide, only ever grows. */
 unsigned long cf_wal_test_flusher_wakeups(void);
+/* on = true: logs opened from now on write() their records instead of
+ * mapping their segments (wal.c), as on a file system without fallocate.
+ * Process-wide. */
+void cf_wal_test_force_write(bool on);
 
 #endif

@@ -140,8 +140,41 @@ def test_single_event_answers_are_exact_under_every_policy():
             assert 'clickflow_http_responses_total{code="202"} 3' in text.decode(), text
 
 
+def test_keep_alive_bodies_of_every_size_are_read_whole():
+    """One keep-alive connection reuses its body buffer from request to
+    request (server/http.c): a shorter body after a longer one, NDJSON (whose
+    parse writes into the buffer) and a refused body leave nothing behind
+    for the next request."""
+    import http.client
+    with Server(["--idle-timeout", "0"]) as srv:
+        conn = http.client.HTTPConnection("127.0.0.1", srv.http_port, timeout=10)
+        sock = None
+        big = [dict(EV, page_url="/p%d" % i, element="e" * 20) for i in range(150)]
+        steps = [
+            ("application/json", json.dumps(dict(EV, page_url="/long/" + "x" * 300)), 202, 1),
+            ("application/json", json.dumps(EV), 202, 1),
+            ("application/json", json.dumps(big), 202, 150),   # over 4 KiB: not kept
+            ("application/x-ndjson", json.dumps(EV) + "\n" + json.dumps(dict(EV, user_id="u2")), 202, 2),
+            ("application/json", "{", 400, 0),
+            ("application/json", json.dumps([EV]), 202, 1),
+        ]
+        for ctype, body, want, accepted in steps:
+            conn.request("POST", "/api/v1/events", body, {"Content-Type": ctype})
+            r = conn.getresponse()
+            data = r.read()
+            assert r.status == want, (ctype, body[:40], r.status, data)
+            if want == 202:
+                assert json.loads(data)["accepted"] == accepted, (body[:40], data)
+            sock = sock or conn.sock
+            assert conn.sock is sock, "the connection was not kept alive"
+        conn.close()
+        st, stats = srv.request("GET", "/api/v1/stats")
+        assert stats["accepted"] == 155, stats
+
+
 if __name__ == "__main__":
     run_tests([test_single_object_array_and_exact_body, test_invalid_event_reasons_are_listed_with_index,
                test_text_plain_and_charset_parameters, test_ndjson_lines_and_per_line_errors,
                test_not_json_is_400_and_nothing_is_accepted, test_errors_list_is_capped_at_100,
-               test_untrusted_text_is_escaped_in_json, test_single_event_answers_are_exact_under_every_policy])
+               test_untrusted_text_is_escaped_in_json, test_single_event_answers_are_exact_under_every_policy,
+               test_keep_alive_bodies_of_every_size_are_read_whole])

@@ -104,10 +104,15 @@ static void test_duplicate_waits_for_original_always(void **state)
     run(CF_FSYNC_ALWAYS);
 }
 
+/* Under --fsync batch a mapped log has the original's record in the file
+ * once it is appended (wal.c): there is no unwritten moment to hold. The
+ * write() path of file systems without fallocate has one. */
 static void test_duplicate_waits_for_original_batch(void **state)
 {
     (void)state;
+    cf_wal_test_force_write(true);
     run(CF_FSYNC_BATCH);
+    cf_wal_test_force_write(false);
 }
 
 int main(void)

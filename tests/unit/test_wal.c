@@ -1,6 +1,9 @@
 /* Unit tests of server/wal.c: record round trip across rotation, the three
  * fsync policies, torn and corrupt tails, drop_through, sticky write errors
- * and concurrent group commit. Every test works in its own mkdtemp dir. */
+ * and concurrent group commit; mapped segments (the default) and their
+ * preallocated tails after a crash, and the write() path of file systems
+ * without fallocate (cf_wal_test_force_write). Every test works in its own
+ * mkdtemp dir. */
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -15,6 +18,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include <dirent.h>
 
@@ -134,6 +138,28 @@ static off_t record_offset(int64_t first, int64_t lsn)
     return off;
 }
 
+/* Where the whole, CRC-valid records at the start of a segment end: what
+ * is in the file, whatever its size (a mapped segment is preallocated). */
+static off_t records_end(const char *path)
+{
+    int fd = open(path, O_RDONLY);
+    assert_true(fd >= 0);
+    off_t off = 0;
+    for (;;) {
+        uint8_t h[17], body[256];
+        if (pread(fd, h, sizeof h, off) != (ssize_t)sizeof h)
+            break;
+        uint32_t len = (uint32_t)h[0] | (uint32_t)h[1] << 8 | (uint32_t)h[2] << 16 | (uint32_t)h[3] << 24;
+        uint32_t crc = (uint32_t)h[4] | (uint32_t)h[5] << 8 | (uint32_t)h[6] << 16 | (uint32_t)h[7] << 24;
+        if (len > sizeof body || pread(fd, body, len, off + 17) != (ssize_t)len ||
+            cf_crc32c(cf_crc32c(0, h + 8, 9), body, len) != crc)
+            break;
+        off += 17 + (off_t)len;
+    }
+    close(fd);
+    return off;
+}
+
 static void flip_byte(const char *path, off_t off)
 {
     int fd = open(path, O_RDWR);
@@ -241,7 +267,7 @@ static void test_policy_always_fsyncs_each_commit(void **state)
         assert_int_equal(cf_wal_fsyncs(w), (uint64_t)i);
         char p[512];
         seg_path(dir, 1, p, sizeof p);
-        assert_int_equal(file_size(p), record_offset(1, i + 1));
+        assert_int_equal(records_end(p), record_offset(1, i + 1));
     }
     /* A commit of an already durable record does no I/O. */
     assert_int_equal(cf_wal_commit(w, 3), 0);
@@ -258,10 +284,10 @@ static void test_policy_batch_flusher_syncs(void **state)
     cf_wal *w = open_wal(dir, CF_FSYNC_BATCH, 0);
     assert_int_equal(cf_wal_replay(w, 0, NULL, NULL), 0);
     append_range(w, 1, 20);
-    /* The commit returned after write(): the bytes are in the file. */
+    /* The commit returned once the bytes were in the file. */
     char p[512];
     seg_path(dir, 1, p, sizeof p);
-    assert_int_equal(file_size(p), record_offset(1, 21));
+    assert_int_equal(records_end(p), record_offset(1, 21));
     /* The flusher thread fsyncs them soon after (bounded wait, not a timing
      * assertion: the contract's 10 ms is a property of the disk too). */
     for (int i = 0; i < 5000 && cf_wal_fsyncs(w) == 0; i++)
@@ -362,7 +388,7 @@ static void test_corrupt_byte_in_last_segment_cuts_tail(void **state)
     seen s = replay_all(w, 0, bad - 1);
     assert_int_equal(s.last, bad - 1);
     assert_int_equal(cf_wal_last_lsn(w), bad - 1);
-    assert_int_equal(file_size(p), record_offset(first, bad)); /* cut at the record */
+    assert_int_equal(records_end(p), record_offset(first, bad)); /* cut at the record */
     /* Appends continue after the last good record, in the same segment. */
     append_range(w, bad, bad + 9);
     cf_wal_close(w);
@@ -414,7 +440,7 @@ static void test_truncated_tail(void **state)
     assert_int_equal(truncate(p, end30 - 3), 0);
     w = open_wal(dir, CF_FSYNC_BATCH, 0);
     replay_all(w, 0, 29);
-    assert_int_equal(file_size(p), record_offset(1, 30));
+    assert_int_equal(records_end(p), record_offset(1, 30));
     cf_wal_close(w);
     /* ...and inside a record header (fewer than 17 bytes left). */
     assert_int_equal(truncate(p, record_offset(1, 29) + 5), 0);
@@ -597,17 +623,21 @@ static void test_write_failure_is_sticky(void **state)
     struct rlimit old, lim;
     assert_int_equal(getrlimit(RLIMIT_FSIZE, &old), 0);
     void (*prev)(int) = signal(SIGXFSZ, SIG_IGN);
-    cf_wal *w = open_wal(dir, CF_FSYNC_BATCH, 0);
+    /* 1 KiB segments: a mapped log preallocates 64 KiB of it at first. */
+    cf_wal *w = open_wal(dir, CF_FSYNC_BATCH, 1024);
     assert_int_equal(cf_wal_replay(w, 0, NULL, NULL), 0);
     append_range(w, 1, 3);
-    /* Files may not grow past 4 KiB now: the next write fails (EFBIG). */
+    /* Files may not grow past 4 KiB now: the next write, or a mapped
+     * log's preallocation past its 64 KiB, fails (EFBIG). */
     lim = old;
     lim.rlim_cur = 4096;
     assert_int_equal(setrlimit(RLIMIT_FSIZE, &lim), 0);
-    static uint8_t big[8192];
+    static uint8_t big[1 << 17];
     int64_t lsn = cf_wal_append(w, 1, big, sizeof big);
-    assert_int_equal(lsn, 4);
-    int r = cf_wal_commit(w, lsn);
+    /* The write() path fails at the commit, the mapped one at the append. */
+    int r = lsn < 0 ? (int)lsn : cf_wal_commit(w, lsn);
+    if (lsn >= 0)
+        assert_int_equal(lsn, 4);
     assert_int_equal(setrlimit(RLIMIT_FSIZE, &old), 0);
     signal(SIGXFSZ, prev);
     assert_int_equal(r, -EIO);
@@ -739,6 +769,182 @@ static void test_open_fails_on_a_file(void **state)
     assert_non_null(strstr(err, "wal: "));
 }
 
+/* A process that dies after its appends returned, without closing the log
+ * (a crash): a mapped segment keeps every appended record (they were in the
+ * page cache) and its preallocated, zero tail. Replay takes exactly those
+ * records, cuts the zeros quietly, and appends continue. */
+static void test_crash_leaves_mapped_tail_that_recovers_exactly(void **state)
+{
+    const char *dir = *state;
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        cf_wal *w = cf_wal_open(dir, CF_FSYNC_OFF, 0, NULL, 0);
+        if (!w || cf_wal_replay(w, 0, NULL, NULL) != 0)
+            _exit(1);
+        uint8_t buf[256];
+        for (int64_t lsn = 1; lsn <= 40; lsn++)
+            if (cf_wal_append(w, (uint8_t)(1 + lsn % 2), buf, payload_for(lsn, buf)) != lsn ||
+                cf_wal_commit(w, lsn) != 0)
+                _exit(2);
+        _exit(0);   /* no cf_wal_close: nothing flushed or cut */
+    }
+    int st = 0;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    assert_true(WIFEXITED(st));
+    assert_int_equal(WEXITSTATUS(st), 0);
+    char p[512];
+    seg_path(dir, 1, p, sizeof p);
+    assert_int_equal(records_end(p), record_offset(1, 41));
+    /* Mapped: the segment is preallocated past its records (the write()
+     * path's file would end at them). */
+    assert_true(file_size(p) > record_offset(1, 41));
+
+    /* A record torn by the crash mid-copy: its header and part of its
+     * payload, zeros after. */
+    uint8_t buf[256], h[17] = {0};
+    size_t n = payload_for(41, buf);
+    h[0] = (uint8_t)n;
+    h[8] = 2;
+    h[9] = 41;
+    uint32_t crc = cf_crc32c(cf_crc32c(0, h + 8, 9), buf, n);
+    for (int i = 0; i < 4; i++)
+        h[4 + i] = (uint8_t)(crc >> (8 * i));
+    int fd = open(p, O_WRONLY);
+    assert_true(fd >= 0);
+    off_t at = record_offset(1, 41);
+    assert_int_equal(pwrite(fd, h, sizeof h, at), (ssize_t)sizeof h);
+    assert_int_equal(pwrite(fd, buf, n / 2, at + 17), (ssize_t)(n / 2));
+    close(fd);
+
+    cf_wal *w = open_wal(dir, CF_FSYNC_BATCH, 0);
+    seen s = replay_all(w, 0, 40);
+    assert_int_equal(s.last, 40);
+    assert_int_equal(cf_wal_last_lsn(w), 40);
+    append_range(w, 41, 45);
+    cf_wal_close(w);
+    /* Closed: the file ends at its last record. */
+    assert_int_equal(file_size(p), record_offset(1, 46));
+    w = open_wal(dir, CF_FSYNC_BATCH, 0);
+    replay_all(w, 0, 45);
+    cf_wal_close(w);
+}
+
+/* A zero tail on an earlier segment (a power loss under --fsync off, before
+ * the rotation's cut reached the disk) ends that segment when the next one
+ * continues its LSNs; when it does not, the records after the gap are
+ * dropped as after any damage, never skipped over. */
+static void test_zero_tail_of_earlier_segment(void **state)
+{
+    const char *dir = *state;
+    cf_wal *w = open_wal(dir, CF_FSYNC_OFF, 1024);
+    append_range(w, 1, 100);
+    cf_wal_close(w);
+    int64_t segs[64];
+    size_t n = list_segs(dir, segs, 64);
+    assert_true(n >= 3);
+    char p[512];
+    seg_path(dir, segs[0], p, sizeof p);
+    off_t end0 = file_size(p);
+    assert_int_equal(truncate(p, end0 + 5000), 0);   /* zeros after the records */
+    w = open_wal(dir, CF_FSYNC_OFF, 1024);
+    replay_all(w, 0, 100);
+    cf_wal_close(w);
+    assert_int_equal(file_size(p), end0);
+    assert_int_equal(list_segs(dir, segs, 64), n);
+
+    /* Segment 0 loses its last record to zeros: segment 1 no longer
+     * continues it. */
+    uint8_t zeros[256] = {0};
+    off_t last0 = record_offset(1, segs[1] - 1);
+    int fd = open(p, O_WRONLY);
+    assert_true(fd >= 0);
+    assert_int_equal(pwrite(fd, zeros, (size_t)(end0 - last0), last0), (ssize_t)(end0 - last0));
+    close(fd);
+    w = open_wal(dir, CF_FSYNC_OFF, 1024);
+    replay_all(w, 0, segs[1] - 2);
+    cf_wal_close(w);
+    assert_int_equal(list_segs(dir, segs, 64), 1);
+}
+
+/* Records of any size go through a mapped segment in order: small ones
+ * copied into the mapping, large ones (over 4 KiB) pwrite()n into the same
+ * file, past the preallocation step and the mapped length too. */
+static int check_big(void *ctx, int64_t lsn, uint8_t type, const uint8_t *p, size_t len)
+{
+    int *bad = ctx;
+    size_t want = lsn % 3 == 0 ? (size_t)lsn * 9000 : (size_t)lsn;
+    if (type != 1 || len != want)
+        (*bad)++;
+    for (size_t i = 0; i < len && i < want; i++)
+        if (p[i] != (uint8_t)(lsn + (int64_t)i)) {
+            (*bad)++;
+            break;
+        }
+    return 0;
+}
+
+static void test_large_and_small_records_mixed(void **state)
+{
+    const char *dir = *state;
+    cf_wal *w = open_wal(dir, CF_FSYNC_BATCH, 1 << 20);
+    assert_int_equal(cf_wal_replay(w, 0, NULL, NULL), 0);
+    static uint8_t buf[40 * 9000];
+    for (int64_t lsn = 1; lsn <= 40; lsn++) {
+        size_t n = lsn % 3 == 0 ? (size_t)lsn * 9000 : (size_t)lsn;
+        for (size_t i = 0; i < n; i++)
+            buf[i] = (uint8_t)(lsn + (int64_t)i);
+        assert_int_equal(cf_wal_append(w, 1, buf, n), lsn);
+        assert_int_equal(cf_wal_commit(w, lsn), 0);
+    }
+    cf_wal_close(w);
+    int64_t segs[16];
+    assert_true(list_segs(dir, segs, 16) >= 2);   /* rotated past 1 MiB */
+    w = open_wal(dir, CF_FSYNC_BATCH, 1 << 20);
+    int bad = 0;
+    assert_int_equal(cf_wal_replay(w, 0, check_big, &bad), 40);
+    assert_int_equal(bad, 0);
+    cf_wal_close(w);
+}
+
+/* The write() path (file systems without fallocate) keeps its own
+ * behaviour: the file ends at the last record written. */
+static void test_write_path_round_trip(void **state)
+{
+    const char *dir = *state;
+    cf_wal_test_force_write(true);
+    cf_wal *w = open_wal(dir, CF_FSYNC_ALWAYS, 1024);
+    cf_wal_test_force_write(false);
+    append_range(w, 1, 50);
+    int64_t segs[64];
+    size_t n = list_segs(dir, segs, 64);
+    assert_true(n >= 2);
+    char p[512];
+    seg_path(dir, segs[n - 1], p, sizeof p);
+    assert_int_equal(file_size(p), record_offset(segs[n - 1], 51));
+    cf_wal_close(w);
+    w = open_wal(dir, CF_FSYNC_BATCH, 1024);
+    replay_all(w, 0, 50);
+    append_range(w, 51, 60);
+    cf_wal_close(w);
+    cf_wal_test_force_write(true);
+    w = open_wal(dir, CF_FSYNC_OFF, 1024);
+    cf_wal_test_force_write(false);
+    replay_all(w, 0, 60);
+    append_range(w, 61, 70);
+    cf_wal_close(w);
+    w = open_wal(dir, CF_FSYNC_OFF, 1024);
+    replay_all(w, 0, 70);
+    cf_wal_close(w);
+}
+
+static void test_concurrent_committers_batch_write_path(void **state)
+{
+    cf_wal_test_force_write(true);
+    run_concurrent(*state, CF_FSYNC_BATCH);
+    cf_wal_test_force_write(false);
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, uu_setup_temp_dir, uu_teardown_temp_dir)
 
 int main(void)
@@ -764,6 +970,11 @@ int main(void)
         T(test_concurrent_committers_batch),
         T(test_replay_twice_is_refused),
         T(test_open_fails_on_a_file),
+        T(test_crash_leaves_mapped_tail_that_recovers_exactly),
+        T(test_zero_tail_of_earlier_segment),
+        T(test_write_path_round_trip),
+        T(test_large_and_small_records_mixed),
+        T(test_concurrent_committers_batch_write_path),
     };
     return cmocka_run_group_tests_name("wal", tests, NULL, NULL);
 }
