@@ -33,6 +33,10 @@
 
 #define CF_HISTORY_SCHEMA_VERSION 3
 #define CF_HISTORY_SCHEMA_VERSION_STR "3"
+/* The page size of a history.db this build creates (an older file keeps
+ * the one it was made with). */
+#define CF_HISTORY_PAGE_SIZE 16384
+#define CF_HISTORY_PAGE_SIZE_STR "16384"
 #define CF_HISTORY_VIEW_MAX 64      /* bytes of a view name */
 
 typedef struct cf_history cf_history;

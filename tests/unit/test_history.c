@@ -96,6 +96,53 @@ static long count_rows(const fixture *f)
     return n;
 }
 
+static long page_size(const fixture *f)
+{
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+    sqlite3_stmt *st = NULL;
+    assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA page_size", -1, &st, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    long n = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return n;
+}
+
+/* A new history.db has CF_HISTORY_PAGE_SIZE pages (rows with sketches fit
+ * a page instead of overflow chains); a file made with 4 KiB pages keeps
+ * them (SQLite cannot change a WAL file's page size) and takes rows as
+ * before. */
+static void a_new_file_has_large_pages_an_old_one_keeps_its_own(void **state)
+{
+    fixture *f = *state;
+    cf_history *h = open_h(f, 0, 1 << 20);
+    assert_int_equal(cf_history_start(h), 0);
+    offer(h, 0, "/a", 0, 5, 0, 300);
+    cf_history_close(h);
+    assert_int_equal(page_size(f), CF_HISTORY_PAGE_SIZE);
+    assert_int_equal(count_rows(f), 1);
+
+    char side[160];
+    unlink(f->path);
+    snprintf(side, sizeof side, "%s-wal", f->path);
+    unlink(side);
+    snprintf(side, sizeof side, "%s-shm", f->path);
+    unlink(side);
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, "PRAGMA page_size=4096; CREATE TABLE t(x); DROP TABLE t;", NULL,
+                                  NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+    h = open_h(f, 0, 1 << 20);
+    assert_int_equal(cf_history_start(h), 0);
+    offer(h, 0, "/a", 0, 5, 0, 300);
+    offer(h, 1000, "/b", 0, 1, 0, 1);
+    cf_history_close(h);
+    assert_int_equal(page_size(f), 4096);
+    assert_int_equal(count_rows(f), 2);
+}
+
 typedef struct seen {
     char items[16][64];
     size_t n;
@@ -664,6 +711,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(user_views_are_declared_while_running, setup, teardown),
         cmocka_unit_test_setup_teardown(a_v2_database_is_upgraded, setup, teardown),
         cmocka_unit_test_setup_teardown(two_sketch_columns_roll_up_separately, setup, teardown),
+        cmocka_unit_test_setup_teardown(a_new_file_has_large_pages_an_old_one_keeps_its_own, setup,
+                                        teardown),
     };
     return cmocka_run_group_tests_name("history", tests, NULL, NULL);
 }
