@@ -73,7 +73,7 @@ recover() {
   cpu=$(awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15) / hz}' "/proc/$pid/stat")
   s=$(echo "$t1 - $t0" | bc)
   echo "recovery ($label): $n events replayed, ready after $s s (start to /readyz), $(echo "$n / $s" | bc) events/s; server CPU $cpu s, $(echo "$n / $cpu" | bc) events per CPU-second"
-  grep -iE "recover|replay" "$work/server.log" || true
+  grep -E "info: (recovery|wal):" "$work/server.log" || true
   curl -fsS "http://127.0.0.1:$port/api/v1/stats" | python3 -c \
     'import json,sys; s=json.load(sys.stdin); print("stats: accepted=%s watermark=%s" % (s.get("accepted"), s.get("watermark")))'
   if [ "$how" = kill ]; then
