@@ -542,8 +542,6 @@ static size_t item_bytes(const cf_history_row *r, size_t vlen)
     return sizeof(item) + vlen + 1 + r->group_len + 1 + r->cols_len + 1 + r->sketch_len;
 }
 
-/* Writes a list in one transaction. Returns rows newly inserted, or -EIO
- * (the transaction is rolled back). */
 /* Stores pos_due (in the caller's transaction). 0 or -EIO. */
 static int put_positions(cf_history *h)
 {
@@ -575,6 +573,8 @@ static int write_positions(cf_history *h)
     return 0;
 }
 
+/* Writes a list in one transaction (with the positions due). Returns rows
+ * newly inserted, or -EIO (the transaction is rolled back). */
 static long write_items(cf_history *h, const item *list)
 {
     if (exec(h->db, "BEGIN") < 0)
