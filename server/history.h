@@ -33,6 +33,10 @@
 
 #define CF_HISTORY_SCHEMA_VERSION 3
 #define CF_HISTORY_SCHEMA_VERSION_STR "3"
+/* The page size of a history.db this build creates (an older file keeps
+ * the one it was made with). */
+#define CF_HISTORY_PAGE_SIZE 16384
+#define CF_HISTORY_PAGE_SIZE_STR "16384"
 #define CF_HISTORY_VIEW_MAX 64      /* bytes of a view name */
 
 typedef struct cf_history cf_history;
@@ -48,6 +52,11 @@ typedef struct cf_history_row {
     size_t cols_len;
     const uint8_t *sketch;          /* cf_hll_save encoding, or NULL */
     size_t sketch_len;
+    /* Where the row was fired (cf_history_positions): by shard `shard`,
+     * at that shard's watermark `fired_w`. Only when positioned. */
+    bool positioned;
+    uint32_t shard;
+    int64_t fired_w;
 } cf_history_row;
 
 typedef struct cf_history_stats {
@@ -61,6 +70,7 @@ typedef struct cf_history_stats {
     int64_t retention_cutoff;       /* rows with end < this were deleted (0: none yet) */
     size_t queued_bytes;            /* in the hand-off queue now */
     int64_t rollup_dirty;           /* rollup hours waiting for a rebuild (-1: not known yet) */
+    uint64_t replay_skipped;        /* rows a replay did not offer: stored before (positions) */
 } cf_history_stats;
 
 /* Opens (creating if needed) the database at path, WAL journal mode, schema
@@ -132,6 +142,27 @@ void cf_history_close(cf_history *h);
  * malformed row, -ENOMEM. Never waits for the writer (except while
  * blocking is set). Thread-safe. */
 int cf_history_offer(cf_history *h, const cf_history_row *r);
+
+/* Replay positions (issue 15). A shard fires its rows in the order of its
+ * watermark, which never goes back, and replay fires the same rows at the
+ * same watermarks (given the same shard count and hash key). The writer
+ * stores, per shard, the largest watermark W among the positioned rows it
+ * has committed, but only at points where every row offered before is
+ * committed (no spill file being read back, no failed transaction and no
+ * lost row since the start), and one transaction late (so the sink's
+ * backlog, appended after a commit, has the rows too). So every row shard
+ * s fired at a watermark below its stored W is in the database, and a
+ * replay need not fire it again.
+ * Call before cf_history_start: loads into ret_w[0..n_shards-1] the stored
+ * W of each shard for this shard count and hash key (INT64_MIN where there
+ * is none, or when the stored ones were made with another count or key:
+ * those are dropped), and makes the writer keep them for these from now
+ * on. 0 or -EIO. */
+int cf_history_positions(cf_history *h, unsigned n_shards, const uint8_t hashkey[16],
+                         int64_t *ret_w);
+
+/* Counts a row a replay did not offer (stats.replay_skipped). Thread-safe. */
+void cf_history_count_skipped(cf_history *h);
 
 /* While true, cf_history_offer waits for room instead of refusing (used
  * during recovery, when no ingest can be slowed). */

@@ -453,7 +453,7 @@ out:
 /* Opens history.db in the data directory (created by the WAL), declares
  * the built-in views and attaches the writer to every shard. During replay
  * an offer waits for room rather than overflow: nothing is ingested yet. */
-static int history_open(cf_engine *e)
+static int history_open(cf_engine *e, int64_t *skip)
 {
     char path[sizeof e->cfg.data_dir + 16];
     snprintf(path, sizeof path, "%s/history.db", e->cfg.data_dir);
@@ -488,16 +488,24 @@ static int history_open(cf_engine *e)
     if (getenv("CLICKFLOW_BENCH_ROLLUP_SCAN"))
         cf_history_set_rollup_scan(e->history, true);
     cf_history_set_blocking(e->history, true);
+    /* Results the replay would fire again that history.db holds already
+     * are not offered again (cf_history_positions): their sketches are not
+     * saved and the writer does not look them up. Without positions every
+     * result is offered, as before, and INSERT OR IGNORE keeps one. */
+    (void)cf_history_positions(e->history, e->n_shards, e->hashkey, skip);
     int rc = cf_history_start(e->history);
     if (rc)
         return rc;
-    for (unsigned s = 0; s < e->n_shards; s++)
+    for (unsigned s = 0; s < e->n_shards; s++) {
         cf_shard_set_history(e->shards[s], e->history);
+        cf_shard_set_history_skip(e->shards[s], skip[s]);
+    }
     cf_info("history: %s (retention %" PRId64 " ms, 0 = forever)", path, e->cfg.history_retention_ms);
     return 0;
 }
 
-int engine_recover(cf_engine *e)
+/* skip: the shards' replay positions (history_open), INT64_MIN each. */
+static int recover(cf_engine *e, int64_t *skip)
 {
     char err[256] = "";
     e->wal = cf_wal_open(e->cfg.data_dir, e->cfg.fsync,
@@ -507,19 +515,20 @@ int engine_recover(cf_engine *e)
         cf_error("cannot open the write-ahead log in %s: %s", e->cfg.data_dir, err);
         return -EIO;
     }
-    if (e->cfg.history) {
-        int hrc = history_open(e);
-        if (hrc)
-            return hrc;
-    }
     int64_t t0 = mono_ms();
     /* The dedup hash key of this data directory (made at its first start),
-     * so every restart hashes ids alike. */
+     * so every restart hashes ids alike. History's replay positions are
+     * kept for this key (history_open). */
     int krc = cf_hashkey_load(e->cfg.data_dir, e->hashkey);
     if (krc < 0) {
         cf_error("cannot read or create the hash key in %s: %s", e->cfg.data_dir,
                  strerror(-krc));
         return krc;
+    }
+    if (e->cfg.history) {
+        int hrc = history_open(e, skip);
+        if (hrc)
+            return hrc;
     }
     cf_dedup *fresh = cf_dedup_new_keyed(e->cfg.dedup_ttl_ms > 0 ? e->cfg.dedup_ttl_ms : 1,
                                          e->cfg.max_keys, e->hashkey);
@@ -579,8 +588,20 @@ int engine_recover(cf_engine *e)
     pthread_mutex_lock(&e->mu);
     e->recovered = true;
     pthread_mutex_unlock(&e->mu);
-    if (e->history)
+    if (e->history) {
         cf_history_set_blocking(e->history, false);
+        /* The shards still work through the replay's queued messages, whose
+         * results fire at watermarks up to the one the log ended at; new
+         * events are stamped at or above it. A result fired below it and
+         * below a position was stored; one at or above it is offered, so
+         * even if the log lost a tail (power loss, fsync off) whose results
+         * reached history.db, a result of a new event is never skipped. */
+        pthread_mutex_lock(&e->mu);
+        int64_t w_end = cf_watermark_of_events(e->wm, e->sent_wm);
+        pthread_mutex_unlock(&e->mu);
+        for (unsigned s = 0; s < e->n_shards; s++)
+            cf_shard_set_history_skip(e->shards[s], skip[s] < w_end ? skip[s] : w_end);
+    }
     int64_t took = mono_ms() - t0;
     atomic_store(&e->replayed, n);
     atomic_store(&e->recovery_ms, took);
@@ -588,4 +609,16 @@ int engine_recover(cf_engine *e)
             " ms; %" PRIu64 " events accepted so far", n, lsn, took,
             (uint64_t)atomic_load(&e->accepted));
     return 0;
+}
+
+int engine_recover(cf_engine *e)
+{
+    int64_t *skip = malloc(e->n_shards * sizeof *skip);
+    if (!skip)
+        return -ENOMEM;
+    for (unsigned s = 0; s < e->n_shards; s++)
+        skip[s] = INT64_MIN;
+    int rc = recover(e, skip);
+    free(skip);
+    return rc;
 }

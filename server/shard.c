@@ -67,6 +67,10 @@ struct cf_shard {
     cf_push *push;
     cf_history *history;            /* NULL: history off */
     cf_buf hist_buf;                /* scratch: a row's columns and sketch */
+    /* The watermark results fire at: advance_to's target while it moves
+     * the views, st.watermark otherwise (history_fired_w). */
+    int64_t fire_w;
+    atomic_int_least64_t hist_skip_below;   /* cf_shard_set_history_skip */
     atomic_size_t *inflight;
     cf_queue *q;
     pthread_t thread;
@@ -274,6 +278,8 @@ cf_shard *cf_shard_new(const cf_config *cfg, unsigned index, size_t queue_slots,
     pthread_mutex_init(&s->ctl_mu, NULL);
     s->ctl_tail = &s->ctl_head;
     s->st.watermark = CF_TIME_NONE;
+    s->fire_w = CF_TIME_NONE;
+    atomic_init(&s->hist_skip_below, INT64_MIN);
     s->prune_at = PRUNE_MIN_PAGES;
     int brc = builtins_new(cfg, 0, s->bdef, s->bview);
     size_t keep = cfg->retain_results ? cfg->retain_results : 1;
@@ -408,6 +414,25 @@ void cf_shard_set_history(cf_shard *s, cf_history *h)
     cf_sqlx_set_history(s->sqlx, h);
 }
 
+void cf_shard_set_history_skip(cf_shard *s, int64_t w) { atomic_store(&s->hist_skip_below, w); }
+
+/* The watermark a result fired now fires at (never goes back: both are
+ * raised only). */
+static int64_t history_fired_w(const cf_shard *s)
+{
+    return s->fire_w > s->st.watermark ? s->fire_w : s->st.watermark;    /* NONE is INT64_MIN */
+}
+
+/* A replay meets a result the history holds already (cf_history_positions):
+ * counted, not offered. */
+static bool history_skip(cf_shard *s, int64_t fired_w)
+{
+    if (fired_w >= atomic_load_explicit(&s->hist_skip_below, memory_order_relaxed))
+        return false;
+    cf_history_count_skipped(s->history);
+    return true;
+}
+
 void cf_shard_hold(cf_shard *s, bool hold)
 {
     atomic_store(&s->held, hold);
@@ -498,6 +523,9 @@ static void index_ring(cf_shard *s, int t)
  * the distinct-user sketch beside them. Never waits (cf_history_offer). */
 static void history_window(cf_shard *s, const cf_window_result *r, const sql_view_result *vr)
 {
+    int64_t fired_w = history_fired_w(s);
+    if (history_skip(s, fired_w))
+        return;
     cf_buf *b = &s->hist_buf;
     b->len = 0;
     char cols[64];
@@ -520,6 +548,9 @@ static void history_window(cf_shard *s, const cf_window_result *r, const sql_vie
         .cols_len = (size_t)n,
         .sketch = b->data,
         .sketch_len = b->len,
+        .positioned = true,
+        .shard = s->index,
+        .fired_w = fired_w,
     };
     (void)cf_history_offer(s->history, &row);   /* a refusal is counted there */
 }
@@ -527,6 +558,9 @@ static void history_window(cf_shard *s, const cf_window_result *r, const sql_vie
 /* The same for a session_end record (view "sessions", group user_id). */
 static void history_session(cf_shard *s, const cf_session_record *r)
 {
+    int64_t fired_w = history_fired_w(s);
+    if (history_skip(s, fired_w))
+        return;
     cJSON *o = cJSON_CreateObject();
     char *text = NULL;
     if (o && cJSON_AddNumberToObject(o, "duration_ms", (double)r->duration_ms) &&
@@ -555,6 +589,9 @@ static void history_session(cf_shard *s, const cf_session_record *r)
         .revision = r->revision,
         .cols = text,
         .cols_len = strlen(text),
+        .positioned = true,
+        .shard = s->index,
+        .fired_w = fired_w,
     };
     (void)cf_history_offer(s->history, &row);
     cJSON_free(text);
@@ -827,6 +864,7 @@ static void advance_to(cf_shard *s, int64_t wm)
 {
     if (wm == CF_TIME_NONE || (s->st.watermark != CF_TIME_NONE && wm <= s->st.watermark))
         return;
+    s->fire_w = wm;
     sql_view_advance(s->bview[CF_BUILTIN_TUMBLING], wm, on_tumbling, s);
     sql_view_advance(s->bview[CF_BUILTIN_SLIDING], wm, on_sliding, s);
     sql_view_advance(s->bview[CF_BUILTIN_SESSIONS], wm, on_session, s);

@@ -161,6 +161,12 @@ void cf_shard_free(cf_shard *s);
  * (history.h), every revision. Call before start; h may be NULL. */
 void cf_shard_set_history(cf_shard *s, cf_history *h);
 
+/* Replay (cf_history_positions): results this shard fires at a watermark
+ * below w are already stored, so they are not offered to the history
+ * writer again (nor their sketches saved); INT64_MIN offers every result.
+ * Any thread (recovery clears it when the replay is over). */
+void cf_shard_set_history_skip(cf_shard *s, int64_t w);
+
 cf_queue *cf_shard_queue(cf_shard *s);
 /* Before start (snapshot loading): installs the user views directly, so
  * the shard's part of the snapshot can fill their state. Takes set's

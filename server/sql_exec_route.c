@@ -69,6 +69,25 @@ int cf_sqlx_def_partition(const cf_sqlx_def *d, const char *source, size_t sourc
     return 0;
 }
 
+/* Whether a and b encode alike (cf_sqlx_put_value), so own one shard. */
+static bool same_key(const sql_value *a, const sql_value *b)
+{
+    if (a->type != b->type)
+        return false;
+    switch ((sql_type)a->type) {
+    case SQL_NULL: return true;
+    case SQL_BOOLEAN: return a->u.b == b->u.b;
+    case SQL_BIGINT:
+    case SQL_TIMESTAMP: return a->u.i == b->u.i;
+    case SQL_DOUBLE: return memcmp(&a->u.d, &b->u.d, sizeof a->u.d) == 0;   /* the bits put */
+    case SQL_STRING:
+    case SQL_ARRAY:
+    case SQL_JSON:
+        return a->len == b->len && (a->len == 0 || memcmp(a->u.s, b->u.s, a->len) == 0);
+    }
+    return false;
+}
+
 /* The probe's half of sqlx_apply_row: for each view reading `source`, the shard
  * that owns the row's partition key (cf_sqlx_def_partition: the filter and
  * key programs evaluated once, here) gets the view's bit and the bits of
@@ -82,7 +101,7 @@ void sqlx_route_views(cf_sqlx *x, const char *source, size_t source_len, const s
      * -1 failed; by the set index of the first of equal filters) and the
      * owner of each plain key column's value. */
     struct { uint32_t def; int verdict; } wv[8];
-    struct { int col; unsigned shard; } own[8];
+    struct { int col; sql_value key; unsigned shard; } own[8];
     uint32_t nwv = 0, nown = 0;
     for (size_t j = 0; x->set && j < 2 * x->set->n; j++) {
         size_t i = j / 2;   /* each view twice: a self-join's row is on both sides */
@@ -91,6 +110,10 @@ void sqlx_route_views(cf_sqlx *x, const char *source, size_t source_len, const s
         const sql_prog *const *kp = NULL;
         uint32_t nk = 0;
         if (!d->runnable)
+            continue;
+        /* The second side is an interval join's only (what
+         * cf_sqlx_def_partition answers, without its source compares). */
+        if (j % 2 && (d->is_stream || d->pi->join == SQL_JOIN_NONE || d->pi->join_table))
             continue;
         int part = cf_sqlx_def_partition(d, source, source_len, (int)(j % 2), &filter, &kp, &nk);
         if (part < 0)
@@ -137,15 +160,19 @@ void sqlx_route_views(cf_sqlx *x, const char *source, size_t source_len, const s
                 x->masks[s] |= bits;
             continue;
         }
+        /* One key column: its owner is known if an earlier view keyed by
+         * the same column or by an equal value asked (the panels' NULL
+         * referrers, UTM sources and countries hash to one shard). */
         int c = fast && nk == 1 ? d->key_col[0] : -1;
         unsigned shard = x->n_shards;
         for (uint32_t o = 0; c >= 0 && o < nown && shard == x->n_shards; o++)
-            if (own[o].col == c)
+            if (own[o].col == c || same_key(&own[o].key, &keys[0]))
                 shard = own[o].shard;
         if (shard == x->n_shards) {
             shard = sqlx_owner(x, keys, nk);
             if (c >= 0 && nown < 8) {
                 own[nown].col = c;
+                own[nown].key = keys[0];
                 own[nown++].shard = shard;
             }
         }

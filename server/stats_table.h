@@ -150,6 +150,9 @@
     X(CF_STAT_NUM, "history.rollup_dirty", "history_rollup_dirty_hours", "gauge", \
       "Rollup hours waiting to be rebuilt from their rows (-1 until first known).", \
       e->history != NULL, st->hist.rollup_dirty) \
+    X(CF_STAT_NUM, "history.replay_skipped", "history_replay_skipped_total", "counter", \
+      "Results a recovery did not write again: history.db held them (replay positions).", \
+      e->history != NULL, st->hist.replay_skipped) \
     X(CF_STAT_BOOL, "sink.connected", "sink_connected", "gauge", \
       "1 while the PostgreSQL sink is connected.", e->sink != NULL, st->sink.connected) \
     X(CF_STAT_NUM, "sink.sent", "sink_rows_sent_total", "counter", \

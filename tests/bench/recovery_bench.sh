@@ -6,24 +6,30 @@
 # the time the log's replay takes without the engine. With BASELINE_BIN (a
 # clickflow binary of another commit), the same log is recovered by it too,
 # on a copy, in the same run (before/after figures).
-#   tests/bench/recovery_bench.sh [BUILD_DIR=build] [N=10000000] [BASELINE_BIN]
+#   tests/bench/recovery_bench.sh [BUILD_DIR=build] [N=10000000] [BASELINE_BIN] [CRASH=1]
 # Arguments by position, or by name (BUILD_DIR=build-rel N=1000000
 # BASELINE_BIN=/tmp/old/clickflow), in any order. Besides the wall time it
 # reports the server's CPU seconds until ready (utime + stime of the
 # process): on a machine shared with other work, the wall time follows the
 # load, the CPU time much less.
+# CRASH=1 also times a recovery after a crash (issue 15): once the first
+# recovery is ready and history.db holds every result it fired, the server
+# is killed with SIGKILL (no shutdown snapshot) and started again, so the
+# whole log is replayed onto a history.db that holds its results.
 # Needs a configured build dir (meson setup build && meson compile -C build).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 build=build
 n=10000000
 baseline=
+crash=
 pos=0
 for arg in "$@"; do
   case $arg in
     BUILD_DIR=*) build=${arg#BUILD_DIR=} ;;
     N=*) n=${arg#N=} ;;
     BASELINE_BIN=*) baseline=${arg#BASELINE_BIN=} ;;
+    CRASH=*) crash=${arg#CRASH=} ;;
     *)
       pos=$((pos + 1))
       case $pos in 1) build=$arg ;; 2) n=$arg ;; 3) baseline=$arg ;; esac ;;
@@ -46,10 +52,12 @@ du -sh "$work/data" | sed 's/^/log on disk: /'
 # The log's own share: read + CRC + sequence checks, no engine (page cache warm).
 "$work/wal_replay" "$work/data" 2>/dev/null
 
-# recover BIN DIR LABEL: starts BIN on DIR, times it to /readyz, prints the
-# events/s of recovery and the recovered stats, stops it.
+# recover BIN DIR LABEL [kill]: starts BIN on DIR, times it to /readyz,
+# prints the events/s of recovery and the recovered stats, stops it (with
+# kill: waits until the history writer has stored every result and its
+# replay positions, then SIGKILL).
 recover() {
-  local bin=$1 dir=$2 label=$3
+  local bin=$1 dir=$2 label=$3 how=${4:-}
   port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
   wsport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
   t0=$(date +%s.%N)
@@ -65,15 +73,48 @@ recover() {
   cpu=$(awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15) / hz}' "/proc/$pid/stat")
   s=$(echo "$t1 - $t0" | bc)
   echo "recovery ($label): $n events replayed, ready after $s s (start to /readyz), $(echo "$n / $s" | bc) events/s; server CPU $cpu s, $(echo "$n / $cpu" | bc) events per CPU-second"
-  grep -iE "recover|replay" "$work/server.log" || true
+  grep -E "info: (recovery|wal):" "$work/server.log" || true
   curl -fsS "http://127.0.0.1:$port/api/v1/stats" | python3 -c \
     'import json,sys; s=json.load(sys.stdin); print("stats: accepted=%s watermark=%s" % (s.get("accepted"), s.get("watermark")))'
-  kill "$pid"; wait "$pid" || true
+  if [ "$how" = kill ]; then
+    until curl -fsS "http://127.0.0.1:$port/api/v1/stats" | python3 -c \
+        'import json,sys; h=json.load(sys.stdin)["history"]; sys.exit(0 if h and h["pending"] == 0 else 1)'; do
+      sleep 0.2
+    done
+    # Replay positions (a build that has them): stored by the writer after
+    # an idle wait; a build without the table has none to wait for.
+    until python3 - "$dir/history.db" <<'PY'
+import sqlite3, sys
+db = sqlite3.connect("file:%s?mode=ro" % sys.argv[1], uri=True)
+try:
+    rows = db.execute("SELECT n_shards FROM positions WHERE w > %d" % -(1 << 63)).fetchall()
+except sqlite3.OperationalError:
+    sys.exit(0)
+sys.exit(0 if rows and len(rows) == rows[0][0] else 1)
+PY
+    do
+      sleep 0.2
+    done
+    kill -9 "$pid"
+  else
+    kill "$pid"
+  fi
+  wait "$pid" || true
   pid=
 }
 if [ -n "$baseline" ]; then
   cp -r "$work/data" "$work/data-baseline"
-  recover "$baseline" "$work/data-baseline" "baseline $baseline"
+  if [ -n "$crash" ]; then
+    recover "$baseline" "$work/data-baseline" "baseline $baseline" kill
+    recover "$baseline" "$work/data-baseline" "baseline $baseline, after kill -9"
+  else
+    recover "$baseline" "$work/data-baseline" "baseline $baseline"
+  fi
   rm -rf "$work/data-baseline"
 fi
-recover "$build/server/clickflow" "$work/data" "$build"
+if [ -n "$crash" ]; then
+  recover "$build/server/clickflow" "$work/data" "$build" kill
+  recover "$build/server/clickflow" "$work/data" "$build, after kill -9"
+else
+  recover "$build/server/clickflow" "$work/data" "$build"
+fi

@@ -392,8 +392,9 @@ def test_log_write_failure_stops_acknowledging():
     limited = os.path.join(root, "limited.sh")
     with open(limited, "w") as f:
         # SIGXFSZ ignored (inherited across exec), so write() fails with EFBIG;
-        # ulimit -f counts 512-byte blocks in dash.
-        f.write('#!/bin/sh\ntrap "" XFSZ\nulimit -f 256\nexec "%s" "$@"\n'
+        # ulimit -f counts 512-byte blocks in dash. 512 KiB: history.db's
+        # first transactions (16 KiB pages) need more than 128 KiB.
+        f.write('#!/bin/sh\ntrap "" XFSZ\nulimit -f 1024\nexec "%s" "$@"\n'
                 % os.environ.get("CLICKFLOW_BIN", "build/server/clickflow"))
     os.chmod(limited, 0o755)
     args = SERVER_ARGS + ["--snapshot-interval", "1h", "--fsync", "always",

@@ -92,6 +92,140 @@ static long count_rows(const fixture *f)
     return n;
 }
 
+static long page_size(const fixture *f)
+{
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+    sqlite3_stmt *st = NULL;
+    assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA page_size", -1, &st, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    long n = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return n;
+}
+
+/* A new history.db has CF_HISTORY_PAGE_SIZE pages (rows with sketches fit
+ * a page instead of overflow chains); a file made with 4 KiB pages keeps
+ * them (SQLite cannot change a WAL file's page size) and takes rows as
+ * before. */
+static void a_new_file_has_large_pages_an_old_one_keeps_its_own(void **state)
+{
+    fixture *f = *state;
+    cf_history *h = open_h(f, 0, 1 << 20);
+    assert_int_equal(cf_history_start(h), 0);
+    offer(h, 0, "/a", 0, 5, 0, 300);
+    cf_history_close(h);
+    assert_int_equal(page_size(f), CF_HISTORY_PAGE_SIZE);
+    assert_int_equal(count_rows(f), 1);
+
+    char side[160];
+    unlink(f->path);
+    snprintf(side, sizeof side, "%s-wal", f->path);
+    unlink(side);
+    snprintf(side, sizeof side, "%s-shm", f->path);
+    unlink(side);
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, "PRAGMA page_size=4096; CREATE TABLE t(x); DROP TABLE t;", NULL,
+                                  NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+    h = open_h(f, 0, 1 << 20);
+    assert_int_equal(cf_history_start(h), 0);
+    offer(h, 0, "/a", 0, 5, 0, 300);
+    offer(h, 1000, "/b", 0, 1, 0, 1);
+    cf_history_close(h);
+    assert_int_equal(page_size(f), 4096);
+    assert_int_equal(count_rows(f), 2);
+}
+
+/* Offers a positioned tumbling row (no sketch): fired by shard at fired_w. */
+static void offer_at(cf_history *h, int64_t start, unsigned shard, int64_t fired_w)
+{
+    char page[32];
+    snprintf(page, sizeof page, "/p%lld", (long long)start);
+    const char *cols = "{\"count\":1,\"unique_users\":1}";
+    cf_history_row r = {.view = "tumbling", .start = start, .end = start + 1000, .group = page,
+                        .group_len = strlen(page), .cols = cols, .cols_len = strlen(cols),
+                        .positioned = true, .shard = shard, .fired_w = fired_w};
+    assert_int_equal(cf_history_offer(h, &r), 0);
+}
+
+/* The stored positions: the number of rows with a known W; w0 and w1 the W
+ * of shards 0 and 1 (INT64_MIN when absent). */
+static int stored_positions(const fixture *f, int64_t *w0, int64_t *w1)
+{
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+    sqlite3_stmt *st = NULL;
+    *w0 = *w1 = INT64_MIN;
+    int n = 0;
+    if (sqlite3_prepare_v2(db, "SELECT shard, w FROM positions", -1, &st, NULL) == SQLITE_OK) {
+        while (sqlite3_step(st) == SQLITE_ROW) {
+            int64_t w = sqlite3_column_int64(st, 1);
+            if (sqlite3_column_int(st, 0) == 0)
+                *w0 = w;
+            else
+                *w1 = w;
+            n += w != INT64_MIN;
+        }
+    }
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return n;
+}
+
+/* Replay positions: the writer stores per shard the largest W of the
+ * positioned rows it committed (after a transaction, once idle), a later
+ * open with the same shard count and key reads them back, and one with
+ * another count or key gets none and drops them. */
+static void positions_are_stored_and_kept_for_their_shards_and_key(void **state)
+{
+    fixture *f = *state;
+    uint8_t key[16], other[16];
+    memset(key, 7, sizeof key);
+    memset(other, 8, sizeof other);
+    int64_t w[3];
+    cf_history *h = open_h(f, 0, 1 << 20);
+    assert_int_equal(cf_history_positions(h, 2, key, w), 0);
+    assert_true(w[0] == INT64_MIN && w[1] == INT64_MIN);
+    assert_int_equal(cf_history_start(h), 0);
+    offer_at(h, 0, 0, 5000);
+    offer_at(h, 1000, 1, 7000);
+    offer_at(h, 2000, 0, 9000);
+    int64_t w0, w1;
+    while (stored_positions(f, &w0, &w1) < 2)
+        usleep(10000);  /* waiting for the writer, not asserting time */
+    assert_true(w0 == 9000 && w1 == 7000);
+    cf_history_close(h);
+
+    h = open_h(f, 0, 1 << 20);
+    assert_int_equal(cf_history_positions(h, 2, key, w), 0);
+    assert_true(w[0] == 9000 && w[1] == 7000);
+    cf_history_close(h);
+
+    h = open_h(f, 0, 1 << 20);
+    assert_int_equal(cf_history_positions(h, 2, other, w), 0);     /* another data dir */
+    assert_true(w[0] == INT64_MIN && w[1] == INT64_MIN);
+    cf_history_close(h);
+    assert_int_equal(stored_positions(f, &w0, &w1), 0);
+
+    h = open_h(f, 0, 1 << 20);
+    assert_int_equal(cf_history_positions(h, 2, key, w), 0);
+    assert_int_equal(cf_history_start(h), 0);
+    offer_at(h, 3000, 1, 11000);
+    while (stored_positions(f, &w0, &w1) < 1)
+        usleep(10000);  /* waiting for the writer, not asserting time */
+    assert_true(w0 == INT64_MIN && w1 == 11000);    /* this run's own maxima only */
+    cf_history_close(h);
+    h = open_h(f, 0, 1 << 20);
+    assert_int_equal(cf_history_positions(h, 3, key, w), 0);       /* another shard count */
+    assert_true(w[0] == INT64_MIN && w[1] == INT64_MIN && w[2] == INT64_MIN);
+    cf_history_close(h);
+    assert_int_equal(stored_positions(f, &w0, &w1), 0);
+    assert_int_equal(count_rows(f), 4);
+}
+
 typedef struct seen {
     char items[16][64];
     size_t n;
@@ -660,6 +794,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(user_views_are_declared_while_running, setup, teardown),
         cmocka_unit_test_setup_teardown(a_v2_database_is_upgraded, setup, teardown),
         cmocka_unit_test_setup_teardown(two_sketch_columns_roll_up_separately, setup, teardown),
+        cmocka_unit_test_setup_teardown(a_new_file_has_large_pages_an_old_one_keeps_its_own, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(positions_are_stored_and_kept_for_their_shards_and_key,
+                                        setup, teardown),
     };
     return cmocka_run_group_tests_name("history", tests, NULL, NULL);
 }

@@ -247,6 +247,61 @@ static void grouped_and_table_join_partitions(void **state)
                                            &keys, &n), -ENOENT);
 }
 
+/* The probe remembers a key's owner within a row by column and by value
+ * (views keyed by different columns holding equal values, NULLs above
+ * all, share one hash) and skips the second side of views that are not
+ * interval joins: every view lands where it lands when routed alone. */
+static void shared_owners_route_as_each_view_alone(void **state)
+{
+    (void)state;
+    static const char *const views[] = {
+        "CREATE VIEW v_el AS SELECT element, COUNT(*) AS n FROM clicks GROUP BY element",
+        "CREATE VIEW v_page AS SELECT page_url, COUNT(*) AS n FROM clicks GROUP BY page_url",
+        "CREATE VIEW v_ref AS SELECT referrer_host, COUNT(*) AS n FROM clicks GROUP BY referrer_host",
+        "CREATE VIEW v_utm AS SELECT utm_source, COUNT(*) AS n FROM clicks GROUP BY utm_source",
+        "CREATE VIEW v_user AS SELECT user_id, COUNT(*) AS n FROM clicks GROUP BY user_id",
+        "CREATE VIEW v_pairs AS SELECT a.user_id, COUNT(*) AS n FROM clicks a "
+        "JOIN clicks b WITHIN 1 MINUTE ON a.user_id = b.page_url GROUP BY a.user_id",
+    };
+    enum { NV = sizeof views / sizeof views[0] };
+    sql_catalog *c = sql_catalog_new();
+    assert_int_equal(sql_catalog_add_clicks(c), 0);
+    cf_sqlx_def *defs[NV];
+    cf_sqlx_set *alone[NV];
+    for (int i = 0; i < NV; i++) {
+        defs[i] = cf_sqlx_def_new(plan(c, views[i], false), true, 0, 0);
+        assert_non_null(defs[i]);
+        alone[i] = cf_sqlx_set_new(&defs[i], 1);
+        assert_non_null(alone[i]);
+    }
+    cf_sqlx_set *all = cf_sqlx_set_new(defs, NV);
+    assert_non_null(all);
+    /* Equal values in two key columns, a key equal to another view's NULL-
+     * free value, NULL keys, and plain distinct ones. */
+    const char *rows[][3] = {{"/x", "/x", "/x"}, {"u1", "/y", NULL}, {"/z", "/z", "e"},
+                             {"u2", "/a", "/b"}};
+    for (size_t r = 0; r < sizeof rows / sizeof rows[0]; r++) {
+        cf_event ev = click(rows[r][0], rows[r][1], rows[r][2]);
+        uint64_t m_all[SHARDS] = {0};
+        cf_route_event(all, SHARDS, &ev, m_all);
+        for (int i = 0; i < NV; i++) {
+            uint64_t m_one[SHARDS] = {0};
+            cf_route_event(alone[i], SHARDS, &ev, m_one);
+            for (int s = 0; s < SHARDS; s++)
+                assert_int_equal(!!(m_all[s] & cf_sqlx_view_bit((size_t)i)),
+                                 !!(m_one[s] & cf_sqlx_view_bit(0)));
+        }
+        int at;
+        assert_int_equal(shards_with(m_all, NV - 1, &at), SHARDS);  /* the join: everywhere */
+    }
+    for (int i = 0; i < NV; i++) {
+        cf_sqlx_set_unref(alone[i]);
+        cf_sqlx_def_unref(defs[i]);
+    }
+    cf_sqlx_set_unref(all);
+    sql_catalog_free(c);
+}
+
 static void view_bits_saturate_at_63(void **state)
 {
     (void)state;
@@ -266,6 +321,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(grouped_and_table_join_partitions, setup, teardown),
         cmocka_unit_test(interval_join_partitions_by_the_join_key),
         cmocka_unit_test(view_bits_saturate_at_63),
+        cmocka_unit_test(shared_owners_route_as_each_view_alone),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
