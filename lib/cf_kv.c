@@ -147,18 +147,6 @@ static inline uint32_t slot_home(const cf_kv *kv, const struct kv_slot *s)
     return slot_hash_lo(kv, s) & (kv->cap - 1);
 }
 
-bool cf_kv_slot_matches(const cf_kv *kv, const struct kv_slot *s, uint64_t h,
-                        const void *key, size_t len)
-{
-    if (s->tag != tag_of(h) || s->klen != len)
-        return false;
-    /* An arena key's stored hash bits reject most tag collisions without
-     * reading the arena. */
-    if (len > KV_INLINE_KEY && arena_hash(s) != (uint32_t)h)
-        return false;
-    return len == 0 || memcmp(slot_key(kv, s), key, len) == 0;
-}
-
 /* Where the old table's probe for hash h begins. Migration empties it from
  * slot 0 up to kv->mig (exclusive), so a home slot below mig starts a run of
  * KV_MOVED slots: an entry still there sits at mig or above, on the same
@@ -181,7 +169,7 @@ static uint32_t find(const cf_kv *kv, uint64_t h, const void *key, size_t len)
         const struct kv_slot *s = raw_slot(kv->slots, kv->slot_size, i);
         if (s->hp == KV_HP_EMPTY)
             break;
-        if (cf_kv_slot_matches(kv, s, h, key, len))
+        if (slot_matches(kv, s, h, key, len))
             return cur_ref(kv, i);
     }
     if (!kv->old)
@@ -193,7 +181,7 @@ static uint32_t find(const cf_kv *kv, uint64_t h, const void *key, size_t len)
         const struct kv_slot *s = raw_slot(kv->old, kv->slot_size, i);
         if (s->hp == KV_HP_EMPTY)
             return KV_EMPTY;
-        if (s->hp != KV_MOVED && cf_kv_slot_matches(kv, s, h, key, len))
+        if (s->hp != KV_MOVED && slot_matches(kv, s, h, key, len))
             return i | (kv->gen ^ KV_GEN);
     }
 }

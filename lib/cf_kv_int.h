@@ -127,11 +127,6 @@ struct cf_kv {
 /* Sifts heap[pos] down; its expiry is read from heap_exp[pos]. */
 void cf_kv_heap_down(cf_kv *kv, uint32_t pos);
 
-/* Whether slot s holds the key of hash h (tag, length, stored hash bits,
- * then the bytes). */
-bool cf_kv_slot_matches(const cf_kv *kv, const struct kv_slot *s, uint64_t h,
-                        const void *key, size_t len);
-
 /* Room for need heap entries in both arrays: 0 or -ENOMEM. */
 int cf_kv_heap_reserve(cf_kv *kv, uint32_t need);
 
@@ -233,6 +228,20 @@ static inline uint32_t arena_hash(const struct kv_slot *s)
     uint32_t h;
     memcpy(&h, s->key + sizeof(uint32_t), sizeof h);
     return h;
+}
+
+/* Whether slot s holds the key of hash h. Inline here: find() runs it on
+ * every probe (the compiler inlined it there before the split). */
+static inline bool slot_matches(const cf_kv *kv, const struct kv_slot *s, uint64_t h,
+                                const void *key, size_t len)
+{
+    if (s->tag != tag_of(h) || s->klen != len)
+        return false;
+    /* An arena key's stored hash bits reject most tag collisions without
+     * reading the arena. */
+    if (len > KV_INLINE_KEY && arena_hash(s) != (uint32_t)h)
+        return false;
+    return len == 0 || memcmp(slot_key(kv, s), key, len) == 0;
 }
 
 #endif

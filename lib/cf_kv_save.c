@@ -127,7 +127,7 @@ static int load_insert(cf_kv *kv, const void *key, size_t len, int64_t expiry, v
         const struct kv_slot *t = raw_slot(kv->slots, kv->slot_size, i);
         if (t->hp == KV_HP_EMPTY)
             break;
-        if (cf_kv_slot_matches(kv, t, h, key, len))
+        if (slot_matches(kv, t, h, key, len))
             return -1;
     }
     if (len > KV_INLINE_KEY && cf_kv_arena_reserve(kv, len) < 0)

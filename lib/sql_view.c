@@ -28,7 +28,7 @@ static int apply_running(sql_view *v, const sql_value *key, uint64_t kh, const s
 {
     group *g = sql_view_group_find(v, kh, key);
     if (!g) {
-        if (!sql_view_key_fits(v, key))
+        if (!key_fits(v, key))
             return -EINVAL;
         if (sql_view_heap_reserve(v) < 0)
             return -ENOMEM;

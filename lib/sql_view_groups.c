@@ -35,32 +35,6 @@ uint64_t sql_view_value_hash(uint64_t base, sql_value x)
     return cf_hash64(b, 8, seed);
 }
 
-bool sql_view_value_eq(sql_value a, sql_value b)
-{
-    if (a.type != b.type)
-        return false;
-    switch (a.type) {
-    case SQL_NULL: return true;
-    case SQL_BOOLEAN: return a.u.b == b.u.b;
-    case SQL_DOUBLE: return a.u.d == b.u.d;
-    case SQL_BIGINT:
-    case SQL_TIMESTAMP: return a.u.i == b.u.i;
-    default: return a.len == b.len && (a.len == 0 || memcmp(a.u.s, b.u.s, a.len) == 0);
-    }
-}
-
-int sql_view_key_cmp(const sql_value *a, const sql_value *b, uint32_t n)
-{
-    for (uint32_t i = 0; i < n; i++) {
-        int c = sql_agg_value_cmp(a[i], b[i]);
-        if (c)
-            return c;
-        if (a[i].type != b[i].type) /* e.g. 1 vs 1.0: apart, in type order */
-            return a[i].type < b[i].type ? -1 : 1;
-    }
-    return 0;
-}
-
 /* ---- (hash, pointer) table: linear probing, backward-shift deletion -------- */
 
 static int pmap_reserve(pmap *m, uint32_t n)
@@ -139,16 +113,6 @@ group *sql_view_group_find(const sql_view *v, uint64_t h, const sql_value *key)
         if (s->hash == h && key_eq(s->p, key, v->cfg.nkeys))
             return s->p;
     }
-}
-
-/* Whether a key's string bytes fit a group (MAX_KEY_STR). */
-bool sql_view_key_fits(const sql_view *v, const sql_value *key)
-{
-    size_t n = 0;
-    for (uint32_t i = 0; i < v->cfg.nkeys; i++)
-        if (is_text(key[i].type))
-            n += key[i].len;
-    return n <= MAX_KEY_STR;
 }
 
 /* ---- session group blocks ------------------------------------------------------
@@ -326,13 +290,13 @@ static bool node_less(const sql_view *v, const void *a, int64_t ka, const void *
     if (v->cfg.window == SQL_WINDOW_SESSION) {
         const sess *sa = a, *sb = b;
         if (sa->g != sb->g) {
-            int c = sql_view_key_cmp(sa->g->key, sb->g->key, v->cfg.nkeys);
+            int c = key_cmp(sa->g->key, sb->g->key, v->cfg.nkeys);
             if (c)
                 return c < 0;
         }
         return sa->first < sb->first;
     }
-    return sql_view_key_cmp(((const group *)a)->key, ((const group *)b)->key, v->cfg.nkeys) < 0;
+    return key_cmp(((const group *)a)->key, ((const group *)b)->key, v->cfg.nkeys) < 0;
 }
 
 static inline void heap_set(sql_view *v, uint32_t pos, void *p, int64_t key)

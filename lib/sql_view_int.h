@@ -208,15 +208,9 @@ typedef struct merger {
 
 uint64_t sql_view_value_hash(uint64_t base, sql_value x);
 
-bool sql_view_value_eq(sql_value a, sql_value b);
-
-int sql_view_key_cmp(const sql_value *a, const sql_value *b, uint32_t n);
-
 size_t sql_view_pmap_bytes(const pmap *m);
 
 group *sql_view_group_find(const sql_view *v, uint64_t h, const sql_value *key);
-
-bool sql_view_key_fits(const sql_view *v, const sql_value *key);
 
 void sql_view_blk_free_all(sql_view *v);
 
@@ -334,6 +328,44 @@ static inline bool is_text(uint8_t t)
     return t == SQL_STRING || t == SQL_ARRAY || t == SQL_JSON;
 }
 
+/* value_eq, key_cmp and key_fits are inline here: they run per event from
+ * several files (the compiler inlined them before the split). */
+static inline bool value_eq(sql_value a, sql_value b)
+{
+    if (a.type != b.type)
+        return false;
+    switch (a.type) {
+    case SQL_NULL: return true;
+    case SQL_BOOLEAN: return a.u.b == b.u.b;
+    case SQL_DOUBLE: return a.u.d == b.u.d;
+    case SQL_BIGINT:
+    case SQL_TIMESTAMP: return a.u.i == b.u.i;
+    default: return a.len == b.len && (a.len == 0 || memcmp(a.u.s, b.u.s, a.len) == 0);
+    }
+}
+
+static inline int key_cmp(const sql_value *a, const sql_value *b, uint32_t n)
+{
+    for (uint32_t i = 0; i < n; i++) {
+        int c = sql_agg_value_cmp(a[i], b[i]);
+        if (c)
+            return c;
+        if (a[i].type != b[i].type) /* e.g. 1 vs 1.0: apart, in type order */
+            return a[i].type < b[i].type ? -1 : 1;
+    }
+    return 0;
+}
+
+/* Whether a key's string bytes fit a group (MAX_KEY_STR). */
+static inline bool key_fits(const sql_view *v, const sql_value *key)
+{
+    size_t n = 0;
+    for (uint32_t i = 0; i < v->cfg.nkeys; i++)
+        if (is_text(key[i].type))
+            n += key[i].len;
+    return n <= MAX_KEY_STR;
+}
+
 static inline uint64_t key_hash(const sql_view *v, const sql_value *key)
 {
     uint32_t n = v->cfg.nkeys;
@@ -355,7 +387,7 @@ static inline bool key_eq(const group *g, const sql_value *key, uint32_t n)
         return g->key[0].type == SQL_STRING && g->key[0].len == key[0].len &&
                memcmp(g->key[0].u.s, key[0].u.s, key[0].len) == 0;
     for (uint32_t i = 0; i < n; i++)
-        if (!sql_view_value_eq(g->key[i], key[i]))
+        if (!value_eq(g->key[i], key[i]))
             return false;
     return true;
 }

@@ -88,7 +88,7 @@ void sql_view_sort_ptrs(const sql_view *v, void **a, size_t n, ptr_cmp_fn cmp)
 int sql_view_cmp_group_key(const sql_view *v, const void *a, const void *b)
 {
     const group *x = a, *y = b;
-    return sql_view_key_cmp(x->key, y->key, v->cfg.nkeys);
+    return key_cmp(x->key, y->key, v->cfg.nkeys);
 }
 
 static int cmp_sess_fire(const sql_view *v, const void *a, const void *b)
@@ -99,7 +99,7 @@ static int cmp_sess_fire(const sql_view *v, const void *a, const void *b)
     if (s != t)
         return s < t ? -1 : 1;
     if (x->g != y->g) {
-        int c = sql_view_key_cmp(x->g->key, y->g->key, v->cfg.nkeys);
+        int c = key_cmp(x->g->key, y->g->key, v->cfg.nkeys);
         if (c)
             return c;
     }

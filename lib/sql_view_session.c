@@ -91,7 +91,7 @@ int sql_view_apply_session(sql_view *v, const sql_value *key, uint64_t kh, const
             return -ENOMEM;
         sess *x;
         if (!grp) {
-            if (!sql_view_key_fits(v, key))
+            if (!key_fits(v, key))
                 return -EINVAL;
             if (v->cfg.max_keys && v->groups.used >= v->cfg.max_keys)
                 evict_session_group(v, emit, ctx);

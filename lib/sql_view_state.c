@@ -220,7 +220,7 @@ int sql_view_load(sql_view *v, cf_reader *in)
         bool windowed = v->cfg.window == SQL_WINDOW_TUMBLING || v->cfg.window == SQL_WINDOW_HOPPING;
         if (g && !windowed)
             return -EINVAL; /* a group seen twice */
-        if (!g && !sql_view_key_fits(v, key))
+        if (!g && !key_fits(v, key))
             return -EINVAL;
         if (!g && !(g = sql_view_group_new(v, kh, key, false)))
             return -ENOMEM;

@@ -389,7 +389,7 @@ static int add_slow(sql_view *v, cell *c, int64_t p, int64_t first, uint64_t kh,
      * data and a record per fired window. */
     if (sql_view_slots_reserve(v, v->k - np) < 0 || sql_view_cells_reserve(v, 1 + (nf - np)) < 0)
         return -ENOMEM;
-    if (!grp && !sql_view_key_fits(v, key))
+    if (!grp && !key_fits(v, key))
         return -EINVAL;
     if (!grp && !(grp = sql_view_group_new(v, kh, key, false)))
         return -ENOMEM;
