@@ -356,29 +356,6 @@ static void backward_shift(cf_kv *kv, uint32_t i)
     raw_slot(kv->slots, kv->slot_size, i)->hp = KV_HP_EMPTY;
 }
 
-int cf_kv_heap_reserve(cf_kv *kv, uint32_t need)
-{
-    if (need <= kv->heap_cap)
-        return 0;
-    /* 1.5x growth: with the expiry beside each reference a heap entry is 12
-     * bytes, and doubling's slack (a quarter of the entries on average) put
-     * the store over its 100 bytes of overhead per key (test_kv
-     * overhead_per_key). Large blocks are mremap'ed by realloc, not copied. */
-    uint32_t ncap = kv->heap_cap > 16 ? kv->heap_cap : 16; /* bulk_begin may leave 1 */
-    while (ncap < need)
-        ncap += ncap / 2;
-    uint32_t *nh = realloc(kv->heap, (size_t)ncap * sizeof *nh);
-    if (!nh)
-        return -ENOMEM;
-    kv->heap = nh;
-    int64_t *ne = realloc(kv->heap_exp, (size_t)ncap * sizeof *ne);
-    if (!ne)
-        return -ENOMEM; /* heap_cap unchanged: the next call grows both again */
-    kv->heap_exp = ne;
-    kv->heap_cap = ncap;
-    return 0;
-}
-
 int cf_kv_arena_reserve(cf_kv *kv, size_t extra)
 {
     if (kv->arena_len + extra > UINT32_MAX)
@@ -484,7 +461,7 @@ int cf_kv_put_hashed(cf_kv *kv, const void *key, size_t key_len, uint64_t h, int
         arena_compact(kv);
     /* Reserve everything that can fail before evicting, so a failed put
      * leaves the store unchanged. */
-    if (cf_kv_heap_reserve(kv, kv->count + 1) < 0)
+    if (heap_reserve(kv, kv->count + 1) < 0)
         return -ENOMEM;
     if (key_len > KV_INLINE_KEY && cf_kv_arena_reserve(kv, key_len) < 0)
         return -ENOMEM;

@@ -11,6 +11,8 @@
 
 #include "cf_kv.h"
 
+#include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cf_hash.h"
@@ -127,9 +129,6 @@ struct cf_kv {
 /* Sifts heap[pos] down; its expiry is read from heap_exp[pos]. */
 void cf_kv_heap_down(cf_kv *kv, uint32_t pos);
 
-/* Room for need heap entries in both arrays: 0 or -ENOMEM. */
-int cf_kv_heap_reserve(cf_kv *kv, uint32_t need);
-
 /* Room for extra more key bytes in the arena: 0 or -ENOMEM. */
 int cf_kv_arena_reserve(cf_kv *kv, size_t extra);
 
@@ -242,6 +241,32 @@ static inline bool slot_matches(const cf_kv *kv, const struct kv_slot *s, uint64
     if (len > KV_INLINE_KEY && arena_hash(s) != (uint32_t)h)
         return false;
     return len == 0 || memcmp(slot_key(kv, s), key, len) == 0;
+}
+
+/* Room for need heap entries in both arrays: 0 or -ENOMEM. Inline here:
+ * every insert asks (the compiler inlined it into cf_kv_put_hashed before
+ * the split). */
+static inline int heap_reserve(cf_kv *kv, uint32_t need)
+{
+    if (need <= kv->heap_cap)
+        return 0;
+    /* 1.5x growth: with the expiry beside each reference a heap entry is 12
+     * bytes, and doubling's slack (a quarter of the entries on average) put
+     * the store over its 100 bytes of overhead per key (test_kv
+     * overhead_per_key). Large blocks are mremap'ed by realloc, not copied. */
+    uint32_t ncap = kv->heap_cap > 16 ? kv->heap_cap : 16; /* bulk_begin may leave 1 */
+    while (ncap < need)
+        ncap += ncap / 2;
+    uint32_t *nh = realloc(kv->heap, (size_t)ncap * sizeof *nh);
+    if (!nh)
+        return -ENOMEM;
+    kv->heap = nh;
+    int64_t *ne = realloc(kv->heap_exp, (size_t)ncap * sizeof *ne);
+    if (!ne)
+        return -ENOMEM; /* heap_cap unchanged: the next call grows both again */
+    kv->heap_exp = ne;
+    kv->heap_cap = ncap;
+    return 0;
 }
 
 #endif

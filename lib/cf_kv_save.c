@@ -109,7 +109,7 @@ static int presize(cf_kv *kv, uint32_t n)
         kv->slots = slots;
         kv->cap = cap;
     }
-    return cf_kv_heap_reserve(kv, n ? n : 1);
+    return heap_reserve(kv, n ? n : 1);
 }
 
 /* Bulk insert while loading: the table is presized and the heap is built

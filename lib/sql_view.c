@@ -1,7 +1,7 @@
 /* sql_view.c: the API of a keyed view: configuration, the per-event apply
- * and its prefetch, the watermark's advance, running rows (no window),
- * forgetting and statistics. The other jobs live beside it
- * (sql_view_int.h lists them). */
+ * and its prefetch, the watermark's advance, running rows (no window), the
+ * readers (open rows, scan, lookup), forgetting and statistics. The other
+ * jobs live beside it (sql_view_int.h lists them). */
 #include "sql_view_int.h"
 
 #include <errno.h>
@@ -322,6 +322,105 @@ int sql_view_apply_hashed(sql_view *v, const sql_value *key, uint64_t kh, const 
     }
     v->arg_hash = NULL;
     return rc;
+}
+
+static int cmp_sess_fire(const sql_view *v, const void *a, const void *b)
+{
+    const sess *x = a, *y = b;
+    /* open sessions only: the action is firing */
+    int64_t s = x->last, t = y->last;
+    if (s != t)
+        return s < t ? -1 : 1;
+    if (x->g != y->g) {
+        int c = key_cmp(x->g->key, y->g->key, v->cfg.nkeys);
+        if (c)
+            return c;
+    }
+    return (x->first > y->first) - (x->first < y->first);
+}
+
+size_t sql_view_foreach_open(const sql_view *v, int64_t now, sql_view_emit_fn emit, void *ctx)
+{
+    size_t n = 0;
+    if (v->cfg.window == SQL_WINDOW_TUMBLING || v->cfg.window == SQL_WINDOW_HOPPING) {
+        for (uint32_t i = 0; i < v->nslots; i++) {
+            if (fire_due(v, v->slots[i].start + v->cfg.size_ms))
+                continue;
+            n += sql_view_emit_window(v, i, false, now, emit, ctx);
+        }
+        return n;
+    }
+    if (sql_view_sort_reserve(v, v->heap_n) < 0)
+        return 0;
+    for (uint32_t i = 0; i < v->heap_n; i++)
+        if (v->cfg.window == SQL_WINDOW_NONE || !((sess *)v->heap[i])->fired)
+            v->sort[n++] = v->heap[i];
+    if (v->cfg.window == SQL_WINDOW_SESSION) {
+        sql_view_sort_ptrs(v, v->sort, n, cmp_sess_fire);
+        for (size_t i = 0; i < n; i++)
+            sql_view_emit_sess(v, v->sort[i], false, emit, ctx);
+    } else {
+        sql_view_sort_ptrs(v, v->sort, n, sql_view_cmp_group_key);
+        for (size_t i = 0; i < n; i++) {
+            const group *g = v->sort[i];
+            sql_view_emit_row(v, g, group_state(v, g), g->last_ts, g->last_ts, 0, false, now,
+                              emit, ctx);
+        }
+    }
+    return n;
+}
+
+size_t sql_view_scan(const sql_view *v, int64_t now, sql_view_emit_fn emit, void *ctx)
+{
+    if (v->cfg.window != SQL_WINDOW_NONE || !v->groups.s)
+        return 0;
+    size_t n = 0;
+    for (uint32_t i = 0; i <= v->groups.mask; i++) {
+        const group *g = v->groups.s[i].p;
+        if (!g)
+            continue;
+        sql_view_emit_row(v, g, group_state(v, g), g->last_ts, g->last_ts, 0, false, now, emit,
+                          ctx);
+        n++;
+    }
+    return n;
+}
+
+size_t sql_view_lookup(const sql_view *v, const sql_value *key, int64_t now,
+                       sql_view_emit_fn emit, void *ctx)
+{
+    group *g = sql_view_group_find(v, key_hash(v, key), key);
+    if (!g)
+        return 0;
+    size_t n = 0;
+    switch (v->cfg.window) {
+    case SQL_WINDOW_NONE:
+        sql_view_emit_row(v, g, group_state(v, g), g->last_ts, g->last_ts, 0, false, now, emit,
+                          ctx);
+        return 1;
+    case SQL_WINDOW_SESSION:
+        for (const sess *x = g->sessions; x; x = x->next)
+            if (!x->fired) {
+                sql_view_emit_sess(v, x, false, emit, ctx);
+                n++;
+            }
+        return n;
+    default:
+        for (uint32_t i = 0; i < v->nslots; i++) {
+            int64_t w = v->slots[i].start;
+            if (fire_due(v, w + v->cfg.size_ms))
+                continue;
+            merger mg = {0};
+            bool prior;
+            sql_view_merge_group(v, w, g, &mg, &prior);
+            if (mg.n) {
+                sql_view_emit_row(v, g, sql_view_merged_state(v, &mg), w, w + v->cfg.size_ms, 0,
+                                  false, now, emit, ctx);
+                n++;
+            }
+        }
+        return n;
+    }
 }
 
 typedef struct forget_ctx {

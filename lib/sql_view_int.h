@@ -2,12 +2,12 @@
  * callers of sql_view.h). The view is split by job:
  *   sql_view.c          the API: configuration, the per-event apply and its
  *                       prefetch, the watermark's advance, running rows
- *                       (no window), forgetting, statistics
+ *                       (no window), the readers, forgetting, statistics
  *   sql_view_groups.c   keys, the group table and the session groups'
  *                       blocks, the heap of sessions or running groups
  *   sql_view_window.c   TUMBLING and HOPPING: panes, slots and cells
  *   sql_view_session.c  SESSION: sessions, joining, firing, purging
- *   sql_view_result.c   result rows, sorted; open windows, scan, lookup
+ *   sql_view_result.c   result rows out of states, and their order
  *   sql_view_state.c    save and load
  * Helpers called per event across these files are static inline here, so
  * the split costs the hot path no call. */
