@@ -318,7 +318,7 @@ int sql_view_apply_hashed(sql_view *v, const sql_value *key, uint64_t kh, const 
     case SQL_WINDOW_SESSION:
         rc = sql_view_apply_session(v, key, kh, args, rowtime, arrival, emit, ctx);
         break;
-    default: rc = sql_view_apply_window(v, key, kh, args, rowtime, arrival, emit, ctx); break;
+    default: rc = apply_window(v, key, kh, args, rowtime, arrival, emit, ctx); break;
     }
     v->arg_hash = NULL;
     return rc;

@@ -269,8 +269,11 @@ int sql_view_gather(const sql_view *cv, uint32_t wi);
 size_t sql_view_emit_window(const sql_view *v, uint32_t wi, bool final, int64_t now,
                             sql_view_emit_fn emit, void *ctx);
 
-int sql_view_apply_window(sql_view *v, const sql_value *key, uint64_t kh, const sql_value *args,
-                          int64_t ts, uint64_t arrival, sql_view_emit_fn emit, void *ctx);
+/* apply_window's slow path (below): a group's first event in a pane, or an
+ * event in a pane some of whose windows have fired. */
+int sql_view_add_slow(sql_view *v, cell *c, int64_t p, int64_t first, uint64_t kh,
+                      const sql_value *key, const sql_value *args, int64_t ts, uint64_t arrival,
+                      sql_view_emit_fn emit, void *ctx);
 
 void sql_view_advance_windows(sql_view *v, int64_t old, sql_view_emit_fn emit, void *ctx);
 
@@ -491,6 +494,49 @@ static inline bool pane_of(const sql_view *cv, int64_t ts, int64_t *ret_pane, in
     *ret_pane = p;
     *ret_first = first;
     return true;
+}
+
+/* -- the windows' per-event path (the rest in sql_view_window.c) ---------- */
+
+/* Hot path: cell (g, key) without a group lookup. */
+static inline cell *cell_lookup_key(const sql_view *v, int64_t g, uint64_t kh, const sql_value *key)
+{
+    if (!v->cmap)
+        return NULL;
+    uint64_t h = cell_hash(g, kh);
+    uint32_t tag = (uint32_t)(h >> 32);
+    for (uint32_t i = (uint32_t)h & v->cmask;; i = (i + 1) & v->cmask) {
+        const cslot *s = &v->cmap[i];
+        if (s->idx == NIL_IDX)
+            return NULL;
+        if (s->tag == tag) {
+            cell *c = cell_at(v, s->idx);
+            if (c->start == g && c->g->hash == kh && key_eq(c->g, key, v->cfg.nkeys))
+                return c;
+        }
+    }
+}
+
+/* One event into a TUMBLING or HOPPING view. Inline here: sql_view.c's
+ * apply calls it per event (the compiler inlined it there before the
+ * split). */
+static inline int apply_window(sql_view *v, const sql_value *key, uint64_t kh,
+                               const sql_value *args, int64_t ts, uint64_t arrival,
+                               sql_view_emit_fn emit, void *ctx)
+{
+    int64_t p, first;
+    if (!pane_of(v, ts, &p, &first) || purge_due(v, p + v->cfg.size_ms)) {
+        v->late_dropped++;
+        return SQL_VIEW_LATE;
+    }
+    cell *c = cell_lookup_key(v, p, kh, key);
+    /* Hot path: the group has data in the pane and all its windows are open. */
+    if (c && c->has_data && !fire_due(v, first + v->cfg.size_ms)) {
+        v->applied++;
+        int rc = agg_add(v, cell_state(c), args, ts, arrival);
+        return rc < 0 ? rc : SQL_VIEW_APPLIED;
+    }
+    return sql_view_add_slow(v, c, p, first, kh, key, args, ts, arrival, emit, ctx);
 }
 
 #endif

@@ -1,5 +1,6 @@
 /* sql_view_window.c: TUMBLING and HOPPING views: panes, slots and cells,
- * late events and firing. */
+ * late events and firing. An event's hot case (its cell has pane data and
+ * no window of the pane fired) is apply_window in sql_view_int.h. */
 #include "sql_view_int.h"
 
 #include <errno.h>
@@ -61,25 +62,6 @@ wslot *sql_view_slot_get(sql_view *v, int64_t g)
     v->nslots++;
     v->slots[i] = (wslot){.start = g};
     return &v->slots[i];
-}
-
-/* Hot path: cell (g, key) without a group lookup. */
-static inline cell *cell_lookup_key(const sql_view *v, int64_t g, uint64_t kh, const sql_value *key)
-{
-    if (!v->cmap)
-        return NULL;
-    uint64_t h = cell_hash(g, kh);
-    uint32_t tag = (uint32_t)(h >> 32);
-    for (uint32_t i = (uint32_t)h & v->cmask;; i = (i + 1) & v->cmask) {
-        const cslot *s = &v->cmap[i];
-        if (s->idx == NIL_IDX)
-            return NULL;
-        if (s->tag == tag) {
-            cell *c = cell_at(v, s->idx);
-            if (c->start == g && c->g->hash == kh && key_eq(c->g, key, v->cfg.nkeys))
-                return c;
-        }
-    }
 }
 
 cell *sql_view_cell_find(const sql_view *v, int64_t g, const group *grp)
@@ -370,9 +352,9 @@ size_t sql_view_emit_window(const sql_view *v, uint32_t wi, bool final, int64_t 
 
 /* Everything but the hot case: a group's first event in a pane, or an
  * event in a pane some of whose windows have fired. */
-static int add_slow(sql_view *v, cell *c, int64_t p, int64_t first, uint64_t kh,
-                    const sql_value *key, const sql_value *args, int64_t ts, uint64_t arrival,
-                    sql_view_emit_fn emit, void *ctx)
+int sql_view_add_slow(sql_view *v, cell *c, int64_t p, int64_t first, uint64_t kh,
+                      const sql_value *key, const sql_value *args, int64_t ts, uint64_t arrival,
+                      sql_view_emit_fn emit, void *ctx)
 {
     const int64_t s = v->cfg.advance_ms, size = v->cfg.size_ms;
     uint32_t np = 0, nf;
@@ -427,24 +409,6 @@ static int add_slow(sql_view *v, cell *c, int64_t p, int64_t first, uint64_t kh,
     sql_view_group_unref(v, grp);
     v->applied++;
     return rc < 0 ? rc : SQL_VIEW_APPLIED;
-}
-
-int sql_view_apply_window(sql_view *v, const sql_value *key, uint64_t kh, const sql_value *args,
-                          int64_t ts, uint64_t arrival, sql_view_emit_fn emit, void *ctx)
-{
-    int64_t p, first;
-    if (!pane_of(v, ts, &p, &first) || purge_due(v, p + v->cfg.size_ms)) {
-        v->late_dropped++;
-        return SQL_VIEW_LATE;
-    }
-    cell *c = cell_lookup_key(v, p, kh, key);
-    /* Hot path: the group has data in the pane and all its windows are open. */
-    if (c && c->has_data && !fire_due(v, first + v->cfg.size_ms)) {
-        v->applied++;
-        int rc = agg_add(v, cell_state(c), args, ts, arrival);
-        return rc < 0 ? rc : SQL_VIEW_APPLIED;
-    }
-    return add_slow(v, c, p, first, kh, key, args, ts, arrival, emit, ctx);
 }
 
 void sql_view_advance_windows(sql_view *v, int64_t old, sql_view_emit_fn emit, void *ctx)
