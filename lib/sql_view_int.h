@@ -196,7 +196,6 @@ struct sql_view {
  * O(n log n), not stable, which is fine: the orders used are total. */
 typedef int (*ptr_cmp_fn)(const sql_view *v, const void *a, const void *b);
 
-
 /* Sums one group's pane states over a window: one cell is read in place,
  * more are merged into the view's scratch state. */
 typedef struct merger {
@@ -206,20 +205,30 @@ typedef struct merger {
 
 /* -- keys, groups, heap (sql_view_groups.c) -------------------------------- */
 
+/* One key value's hash under base (key_hash combines them). */
 uint64_t sql_view_value_hash(uint64_t base, sql_value x);
 
+/* Bytes of the group table's slots. */
 size_t sql_view_pmap_bytes(const pmap *m);
 
+/* The group of key (hash h), or NULL. */
 group *sql_view_group_find(const sql_view *v, uint64_t h, const sql_value *key);
 
+/* Frees the session group blocks' chunks (sql_view_free). */
 void sql_view_blk_free_all(sql_view *v);
 
+/* A new group with a copy of key, in the table; NULL on OOM or a key over
+ * MAX_KEY_STR. refs is 0: the caller takes its references. */
 group *sql_view_group_new(sql_view *v, uint64_t h, const sql_value *key, bool inline_sess);
 
+/* Drops a reference; the last one frees the group. */
 void sql_view_group_unref(sql_view *v, group *g);
 
+/* Frees a session's record or gives its group back the inline slot. */
 void sql_view_sess_release(const sql_view *v, sess *x);
 
+/* The heap of sessions (SESSION) or running groups (NONE), lazy about
+ * keys that move later (heap_settle_top). All need room (heap_reserve). */
 void sql_view_heap_up(sql_view *v, uint32_t pos);
 
 void sql_view_heap_down(sql_view *v, uint32_t pos);
@@ -230,25 +239,32 @@ void sql_view_heap_push(sql_view *v, void *p);
 
 void sql_view_heap_remove(sql_view *v, void *p);
 
+/* The true minimum of the heap after re-placing stale tops, or NULL. */
 void *sql_view_heap_settle_top(sql_view *v);
 
 /* -- results (sql_view_result.c) ------------------------------------------- */
 
+/* Hands one result row (group g, state st) to emit (NULL: nothing). */
 void sql_view_emit_row(const sql_view *cv, const group *g, const void *st, int64_t start,
                        int64_t end, uint32_t rev, bool final, int64_t now, sql_view_emit_fn emit,
                        void *ctx);
 
+/* emit_row of one session. */
 void sql_view_emit_sess(const sql_view *v, const sess *x, bool final, sql_view_emit_fn emit,
                         void *ctx);
 
+/* Room for n pointers in v->sort; 0 or -ENOMEM. */
 int sql_view_sort_reserve(const sql_view *cv, size_t n);
 
+/* Heapsort of n pointers by cmp; the comparators: */
 void sql_view_sort_ptrs(const sql_view *v, void **a, size_t n, ptr_cmp_fn cmp);
 
 int sql_view_cmp_group_key(const sql_view *v, const void *a, const void *b);
 
 /* -- windows (sql_view_window.c) ------------------------------------------- */
 
+/* Slots (one per grid position) and cells (one per pane and group); the
+ * *_reserve calls make room so that slot_get and cell_new cannot fail. */
 int sql_view_slots_reserve(sql_view *v, uint32_t n);
 
 wslot *sql_view_slot_get(sql_view *v, int64_t g);
@@ -259,13 +275,17 @@ int sql_view_cells_reserve(sql_view *v, uint32_t n);
 
 cell *sql_view_cell_new(sql_view *v, wslot *sl, group *grp);
 
+/* A window's state for one group, merged from its panes (merger). */
 const void *sql_view_merged_state(const sql_view *v, const merger *mg);
 
 void sql_view_merge_group(const sql_view *v, int64_t g, const group *grp, merger *mg,
                           bool *ret_prior);
 
+/* The groups with data in window wi, in key order, into v->sort: how many,
+ * or -ENOMEM. */
 int sql_view_gather(const sql_view *cv, uint32_t wi);
 
+/* Emits window wi's rows in key order; how many. */
 size_t sql_view_emit_window(const sql_view *v, uint32_t wi, bool final, int64_t now,
                             sql_view_emit_fn emit, void *ctx);
 
@@ -275,17 +295,19 @@ int sql_view_add_slow(sql_view *v, cell *c, int64_t p, int64_t first, uint64_t k
                       const sql_value *key, const sql_value *args, int64_t ts, uint64_t arrival,
                       sql_view_emit_fn emit, void *ctx);
 
+/* Fires the windows the watermark passed, purges the ones past grace. */
 void sql_view_advance_windows(sql_view *v, int64_t old, sql_view_emit_fn emit, void *ctx);
 
 /* -- sessions (sql_view_session.c) ----------------------------------------- */
 
+/* One event into a SESSION view (a session the watermark has passed fires
+ * at once); advance_sessions fires and purges as the watermark rises. */
 int sql_view_apply_session(sql_view *v, const sql_value *key, uint64_t kh, const sql_value *args,
                            int64_t ts, uint64_t arrival, sql_view_emit_fn emit, void *ctx);
 
 void sql_view_advance_sessions(sql_view *v, sql_view_emit_fn emit, void *ctx);
 
 /* -- inline helpers ------------------------------------------------------- */
-
 
 static inline uint64_t mix64(uint64_t x)
 {
