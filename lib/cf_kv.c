@@ -1,262 +1,16 @@
-#include "cf_kv.h"
+/* cf_kv.c: the store itself: the hash table and its probes, the expiry
+ * heap, the key arena, incremental growth (doubling) and the public
+ * operations. Saving and loading live in cf_kv_save.c, table memory in
+ * cf_kv_table.c (cf_kv_int.h lists them). */
+#include "cf_kv_int.h"
 
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "cf_hash.h"
-
-#define KV_SEED 0x6b765f73746f7265ULL /* "kv_store" */
-#define KV_INLINE_KEY 17u
 /* find() result for an absent key; never a slot reference (indices are
  * below 2^30, so even an old-table reference is below it). */
 #define KV_EMPTY UINT32_MAX
-/* Slot states in kv_slot.hp: 0 is empty (so a table from calloc is all
- * empty without being written: a big table's pages are then touched only
- * as entries land in them, not all at once at the doubling), KV_MOVED is a
- * slot of the old table whose entry moved to the new table or was removed,
- * anything else is heap position + 1. */
-#define KV_HP_EMPTY 0u
-#define KV_MOVED 0x7fffffffu
-/* The top bit of a live slot's hp is its "saved in this save epoch" bit
- * (incremental save, cf_kv_save_begin): heap positions are below 2^30, so
- * 31 bits hold position + 1. An empty or KV_MOVED slot has the bit clear, so
- * both are still plain compares. The bit means "saved" when it equals
- * kv->save_bit, which a save's cut flips: outside a save every live entry
- * has it equal (inserts take it, the save gives it to the rest). */
-#define KV_SAVED 0x80000000u
-#define KV_HP_MASK 0x7fffffffu
-/* A slot reference (what the heap holds) is a slot index plus a generation
- * bit: references whose bit equals kv->gen name the current table, the
- * others the old table of a doubling under way. A doubling flips kv->gen,
- * so every reference turns into an old-table one without being rewritten
- * (rewriting them would be a pass over the heap per doubling). */
-#define KV_GEN 0x80000000u
-#define KV_MIN_CAP 16u
-#define KV_MAGIC 0x564b4643u /* "CFKV" */
-#define KV_VERSION 1u
-
-/* Slot header; the value (value_size bytes, rounded up to 8) follows it. */
-/* The full hash is not stored for inline keys: an 8-bit tag filters probes,
- * and the home slot is recomputed from the key when an entry moves (growth,
- * backward shift), which buys 17 inline key bytes (most user ids). An arena
- * key needs only 4 of those bytes for its offset, so the low 32 bits of its
- * hash ride in the next 4 for free: moving it then neither rehashes it nor
- * reads the arena (a cache miss per entry when a large store grows). */
-struct kv_slot {
-    int64_t expiry;
-    uint32_t hp;        /* KV_HP_EMPTY, KV_MOVED, or heap position + 1 */
-    uint16_t klen;
-    uint8_t tag;        /* top 8 bits of cf_hash64 */
-    uint8_t key[KV_INLINE_KEY]; /* the key, or its arena offset (u32) and
-                                 * the low 32 bits of its hash (u32) */
-};
-
-_Static_assert(sizeof(struct kv_slot) == 32, "slot header is 32 bytes");
-_Static_assert(CF_KV_MAX_KEY <= UINT16_MAX, "klen is 16 bits");
-_Static_assert(KV_INLINE_KEY >= 2 * sizeof(uint32_t), "arena offset and hash fit inline");
-
-struct cf_kv {
-    uint8_t *slots;
-    uint32_t cap;           /* power of two */
-    uint32_t count;
-    size_t slot_size;
-    size_t value_size;
-    size_t max_keys;
-    uint64_t evictions;
-
-    uint32_t *heap;         /* slot references, min-heap by (expiry, key) */
-    /* heap_exp[i] is heap[i]'s expiry: sifting compares expiries in this
-     * array instead of loading the cold slot of each parent or child (a
-     * cache miss per level; heap_up was 3.8% of lib_bench). The slots stay
-     * the truth: set_expiry writes both, ties still compare the keys. */
-    int64_t *heap_exp;
-    uint32_t heap_cap;      /* both arrays hold at least this many */
-
-    bool keyed;             /* SipHash-1-3 under `key` instead of cf_hash64 */
-    uint8_t key[16];
-    uint64_t load_probes;   /* slots examined by the last cf_kv_load* */
-    uint32_t grows;         /* table doublings so far */
-    uint32_t max_moved;     /* most entries one put moved (migration) */
-
-    /* Incremental doubling: while old is set, entries live in both tables.
-     * Each put moves the entries of the next CF_KV_MIGRATE_STEP old slots
-     * (from index mig up) into slots, so no put pays for a whole rehash
-     * (a multi-second pause under the sequencer lock for a large dedup
-     * table). Lookups try the new table, then the old one, where moved and
-     * removed entries leave KV_MOVED so probe sequences stay unbroken; the
-     * old table gets no inserts. */
-    uint8_t *old;
-    uint32_t ocap;
-    uint32_t mig;
-    uint32_t gen;           /* 0 or KV_GEN: the current table's reference bit */
-    /* A zeroed table of spare_cap slots handed in ahead of the doubling that
-     * needs it (cf_kv_offer_table), its pages already mapped: grow() takes
-     * it instead of calloc. NULL: none. */
-    uint8_t *spare;
-    uint32_t spare_cap;
-
-    /* Incremental save (cf_kv_save_begin): the tables that existed at the
-     * cut, each with a cursor. Entries not yet saved never move and are
-     * never removed or changed (they are written out first), so scanning
-     * these tables once finds every one of them; a table the cut did not
-     * see holds saved or new entries only. A table freed by the end of a
-     * doubling is dropped from the scan (all its entries moved, saved). */
-    cf_buf *save_out;       /* NULL: no save under way */
-    uint32_t save_bit;      /* 0 or KV_SAVED: the bit value meaning "saved" */
-    uint32_t save_left;     /* entries of the cut not yet written */
-    int save_rc;            /* how the last save ended (cf_kv_save_step) */
-    uint32_t save_put_step; /* slots each put saves (cf_kv_save_begin) */
-    struct {
-        const uint8_t *table;
-        uint32_t cap, cur;
-    } save_scan[2];
-
-    uint8_t *arena;         /* keys longer than KV_INLINE_KEY */
-    size_t arena_len;
-    size_t arena_cap;
-    size_t arena_garbage;   /* bytes of deleted keys still in the arena */
-};
-
-static inline struct kv_slot *raw_slot(const uint8_t *table, size_t slot_size, uint32_t i)
-{
-    return (struct kv_slot *)(void *)(table + (size_t)i * slot_size);
-}
-
-static inline bool ref_is_old(const cf_kv *kv, uint32_t ref)
-{
-    return (ref & KV_GEN) != kv->gen;
-}
-
-/* The slot a reference names, in the current or the old table. */
-static inline struct kv_slot *slot_at(const cf_kv *kv, uint32_t ref)
-{
-    return raw_slot(ref_is_old(kv, ref) ? kv->old : kv->slots, kv->slot_size, ref & ~KV_GEN);
-}
-
-/* Reference of slot i of the current table. */
-static inline uint32_t cur_ref(const cf_kv *kv, uint32_t i)
-{
-    return i | kv->gen;
-}
-
-static inline bool slot_live(const struct kv_slot *s)
-{
-    uint32_t st = s->hp & KV_HP_MASK;
-    return st != KV_HP_EMPTY && st != KV_MOVED;
-}
-
-static inline uint32_t slot_pos(const struct kv_slot *s)
-{
-    return (s->hp & KV_HP_MASK) - 1;
-}
-
-static inline void *slot_value(struct kv_slot *s)
-{
-    return (uint8_t *)s + sizeof(struct kv_slot);
-}
-
-static inline uint32_t arena_off(const struct kv_slot *s)
-{
-    uint32_t off;
-    memcpy(&off, s->key, sizeof off);
-    return off;
-}
-
-static inline const uint8_t *slot_key(const cf_kv *kv, const struct kv_slot *s)
-{
-    return s->klen <= KV_INLINE_KEY ? s->key : kv->arena + arena_off(s);
-}
-
-static inline uint8_t *put_le32(uint8_t *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-    return p + 4;
-}
-
-static inline uint8_t *put_le64(uint8_t *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-    return p + 8;
-}
-
-/* Appends one entry in the layout of cf_kv_save (the load reads entries in
- * any order): what cf_buf_put_str(key), cf_buf_put_i64(expiry),
- * cf_buf_put(value) would append, with one capacity check (the room is
- * reserved at the start of a save, so that check is all it costs). */
-static void write_entry(const cf_kv *kv, const struct kv_slot *s, cf_buf *out)
-{
-    if (cf_buf_reserve(out, 4 + (size_t)s->klen + 8 + kv->value_size) < 0)
-        return; /* out->oom is set: the save ends in -ENOMEM */
-    uint8_t *p = out->data + out->len, *start = p;
-    p = put_le32(p, s->klen);
-    memcpy(p, slot_key(kv, s), s->klen);
-    p += s->klen;
-    p = put_le64(p, (uint64_t)s->expiry);
-    if (kv->value_size)
-        memcpy(p, (const uint8_t *)s + sizeof(struct kv_slot), kv->value_size);
-    p += kv->value_size;
-    out->len += (size_t)(p - start);
-}
-
-/* Save-before-change: while an incremental save is under way, a live entry
- * of the cut that is not yet written is written now, as it is, before
- * anything moves, removes or changes it. O(1) (plus the key's bytes). */
-static inline void save_pending(cf_kv *kv, struct kv_slot *s)
-{
-    if (!kv->save_out || (s->hp & KV_SAVED) == kv->save_bit || !slot_live(s))
-        return;
-    write_entry(kv, s, kv->save_out);
-    s->hp ^= KV_SAVED;
-    kv->save_left--;
-}
-
-/* Large tables on memory the process chooses (cf_kv_set_table_mem), e.g.
- * transparent huge pages (lib_bench --huge). A random probe
- * of a table of tens of MB misses the TLB on 4 KiB pages nearly every
- * time, and the page walk stalls even a prefetch (cf_kv_prefetch's
- * prefetch instruction held 95% of its samples in lib_bench's profile).
- * lib/ makes no system call itself: without an allocator, calloc. */
-#define TABLE_BIG ((size_t)4 << 20)
-
-static void *(*table_alloc_fn)(size_t bytes);
-static void (*table_free_fn)(void *p, size_t bytes);
-
-void cf_kv_set_table_mem(void *(*alloc)(size_t bytes), void (*free_fn)(void *p, size_t bytes))
-{
-    table_alloc_fn = alloc && free_fn ? alloc : NULL;
-    table_free_fn = alloc && free_fn ? free_fn : NULL;
-}
-
-void *cf_kv_table_alloc(size_t bytes)
-{
-    if (bytes >= TABLE_BIG && table_alloc_fn)
-        return table_alloc_fn(bytes);
-    return calloc(1, bytes ? bytes : 1);
-}
-
-void cf_kv_table_free(void *p, size_t bytes)
-{
-    if (!p)
-        return;
-    if (bytes >= TABLE_BIG && table_free_fn)
-        table_free_fn(p, bytes);
-    else
-        free(p);
-}
-
-/* All slots empty (hp 0). */
-static uint8_t *alloc_slots(uint32_t cap, size_t slot_size)
-{
-    return cf_kv_table_alloc((size_t)cap * slot_size);
-}
-
-static void free_slots(uint8_t *t, uint32_t cap, size_t slot_size)
-{
-    cf_kv_table_free(t, (size_t)cap * slot_size);
-}
 
 cf_kv *cf_kv_new_keyed(size_t value_size, size_t max_keys, const uint8_t key[16])
 {
@@ -280,7 +34,7 @@ cf_kv *cf_kv_new(size_t value_size, size_t max_keys)
     kv->max_keys = max_keys;
     kv->save_rc = 1;
     kv->cap = KV_MIN_CAP;
-    kv->slots = alloc_slots(kv->cap, kv->slot_size);
+    kv->slots = cf_kv_alloc_slots(kv->cap, kv->slot_size);
     if (!kv->slots) {
         free(kv);
         return NULL;
@@ -292,9 +46,9 @@ void cf_kv_free(cf_kv *kv)
 {
     if (!kv)
         return;
-    free_slots(kv->slots, kv->cap, kv->slot_size);
-    free_slots(kv->old, kv->ocap, kv->slot_size);
-    free_slots(kv->spare, kv->spare_cap, kv->slot_size);
+    cf_kv_free_slots(kv->slots, kv->cap, kv->slot_size);
+    cf_kv_free_slots(kv->old, kv->ocap, kv->slot_size);
+    cf_kv_free_slots(kv->spare, kv->spare_cap, kv->slot_size);
     free(kv->heap);
     free(kv->heap_exp);
     free(kv->arena);
@@ -346,7 +100,7 @@ static void heap_up(cf_kv *kv, uint32_t pos)
     heap_set(kv, pos, idx, e);
 }
 
-static void heap_down(cf_kv *kv, uint32_t pos)
+void cf_kv_heap_down(cf_kv *kv, uint32_t pos)
 {
     uint32_t n = kv->count;
     uint32_t idx = kv->heap[pos];
@@ -373,27 +127,10 @@ static void heap_fix(cf_kv *kv, uint32_t pos)
         slot_less(kv, kv->heap[pos], kv->heap_exp[pos], kv->heap[up], kv->heap_exp[up]))
         heap_up(kv, pos);
     else
-        heap_down(kv, pos);
+        cf_kv_heap_down(kv, pos);
 }
 
 /* ---- probing ------------------------------------------------------------- */
-
-static inline uint64_t key_hash(const cf_kv *kv, const void *key, size_t len)
-{
-    return kv->keyed ? cf_siphash13(kv->key, key, len) : cf_hash64(key, len, KV_SEED);
-}
-
-static inline uint8_t tag_of(uint64_t h)
-{
-    return (uint8_t)(h >> 56);
-}
-
-static inline uint32_t arena_hash(const struct kv_slot *s)
-{
-    uint32_t h;
-    memcpy(&h, s->key + sizeof(uint32_t), sizeof h);
-    return h;
-}
 
 /* The low 32 bits of the hash of an entry in the table (the home slot's
  * bits): stored for arena keys, recomputed from the inline bytes otherwise. */
@@ -408,18 +145,6 @@ static inline uint32_t slot_hash_lo(const cf_kv *kv, const struct kv_slot *s)
 static inline uint32_t slot_home(const cf_kv *kv, const struct kv_slot *s)
 {
     return slot_hash_lo(kv, s) & (kv->cap - 1);
-}
-
-static bool slot_matches(const cf_kv *kv, const struct kv_slot *s, uint64_t h,
-                         const void *key, size_t len)
-{
-    if (s->tag != tag_of(h) || s->klen != len)
-        return false;
-    /* An arena key's stored hash bits reject most tag collisions without
-     * reading the arena. */
-    if (len > KV_INLINE_KEY && arena_hash(s) != (uint32_t)h)
-        return false;
-    return len == 0 || memcmp(slot_key(kv, s), key, len) == 0;
 }
 
 /* Where the old table's probe for hash h begins. Migration empties it from
@@ -511,7 +236,7 @@ static uint32_t migrate(cf_kv *kv, uint32_t budget)
             for (int k = 0; k < 2; k++)
                 if (kv->save_scan[k].table == kv->old)
                     kv->save_scan[k].table = NULL;
-            free_slots(kv->old, kv->ocap, kv->slot_size);
+            cf_kv_free_slots(kv->old, kv->ocap, kv->slot_size);
             kv->old = NULL;
             kv->ocap = kv->mig = 0;
         }
@@ -535,7 +260,7 @@ static int grow(cf_kv *kv)
         kv->spare = NULL;
         kv->spare_cap = 0;
     } else {
-        nslots = alloc_slots(ncap, kv->slot_size);
+        nslots = cf_kv_alloc_slots(ncap, kv->slot_size);
     }
     if (!nslots)
         return -ENOMEM;
@@ -631,30 +356,7 @@ static void backward_shift(cf_kv *kv, uint32_t i)
     raw_slot(kv->slots, kv->slot_size, i)->hp = KV_HP_EMPTY;
 }
 
-static int heap_reserve(cf_kv *kv, uint32_t need)
-{
-    if (need <= kv->heap_cap)
-        return 0;
-    /* 1.5x growth: with the expiry beside each reference a heap entry is 12
-     * bytes, and doubling's slack (a quarter of the entries on average) put
-     * the store over its 100 bytes of overhead per key (test_kv
-     * overhead_per_key). Large blocks are mremap'ed by realloc, not copied. */
-    uint32_t ncap = kv->heap_cap > 16 ? kv->heap_cap : 16; /* bulk_begin may leave 1 */
-    while (ncap < need)
-        ncap += ncap / 2;
-    uint32_t *nh = realloc(kv->heap, (size_t)ncap * sizeof *nh);
-    if (!nh)
-        return -ENOMEM;
-    kv->heap = nh;
-    int64_t *ne = realloc(kv->heap_exp, (size_t)ncap * sizeof *ne);
-    if (!ne)
-        return -ENOMEM; /* heap_cap unchanged: the next call grows both again */
-    kv->heap_exp = ne;
-    kv->heap_cap = ncap;
-    return 0;
-}
-
-static int arena_reserve(cf_kv *kv, size_t extra)
+int cf_kv_arena_reserve(cf_kv *kv, size_t extra)
 {
     if (kv->arena_len + extra > UINT32_MAX)
         return -ENOMEM;
@@ -761,7 +463,7 @@ int cf_kv_put_hashed(cf_kv *kv, const void *key, size_t key_len, uint64_t h, int
      * leaves the store unchanged. */
     if (heap_reserve(kv, kv->count + 1) < 0)
         return -ENOMEM;
-    if (key_len > KV_INLINE_KEY && arena_reserve(kv, key_len) < 0)
+    if (key_len > KV_INLINE_KEY && cf_kv_arena_reserve(kv, key_len) < 0)
         return -ENOMEM;
     bool evict = kv->max_keys && kv->count >= kv->max_keys;
     if (!evict && (uint64_t)(kv->count + 1) * 4 > (uint64_t)kv->cap * 3 && grow(kv) < 0)
@@ -883,241 +585,6 @@ size_t cf_kv_memory(const cf_kv *kv)
            (size_t)kv->heap_cap * (sizeof *kv->heap + sizeof *kv->heap_exp) + kv->arena_cap;
 }
 
-/* Writes the live entries of one table at p (room reserved by the caller):
- * what cf_buf_put_str(key), cf_buf_put_i64(expiry), cf_buf_put(value) would
- * append, without a capacity check and call per field. */
-static uint8_t *save_table(const cf_kv *kv, const uint8_t *table, uint32_t cap, uint8_t *p)
-{
-    for (uint32_t i = 0; table && i < cap; i++) {
-        const struct kv_slot *s = raw_slot(table, kv->slot_size, i);
-        if (!slot_live(s))
-            continue;
-        p = put_le32(p, s->klen);
-        memcpy(p, slot_key(kv, s), s->klen);
-        p += s->klen;
-        p = put_le64(p, (uint64_t)s->expiry);
-        memcpy(p, slot_value((struct kv_slot *)(uintptr_t)s), kv->value_size);
-        p += kv->value_size;
-    }
-    return p;
-}
-
-/* The save's header, and room for every entry after it: an upper bound,
- * every key inline at full length or in the arena. 0 or -ENOMEM. */
-static int save_header(const cf_kv *kv, cf_buf *out)
-{
-    cf_buf_put_u32(out, KV_MAGIC);
-    cf_buf_put_u32(out, KV_VERSION);
-    cf_buf_put_u32(out, (uint32_t)kv->value_size);
-    cf_buf_put_u64(out, kv->evictions);
-    cf_buf_put_u32(out, kv->count);
-    size_t need = (size_t)kv->count * (4 + KV_INLINE_KEY + 8 + kv->value_size) +
-                  (kv->arena_len - kv->arena_garbage);
-    return cf_buf_reserve(out, need) < 0 ? -ENOMEM : 0;
-}
-
-/* One reservation for the whole store, then plain stores: growing the
- * buffer by doubling copied it about twice over. */
-int cf_kv_save(const cf_kv *kv, cf_buf *out)
-{
-    if (save_header(kv, out) < 0)
-        return -ENOMEM;
-    uint8_t *start = out->data + out->len;
-    uint8_t *p = save_table(kv, kv->slots, kv->cap, start);
-    p = save_table(kv, kv->old, kv->ocap, p);
-    out->len += (size_t)(p - start);
-    return out->oom ? -ENOMEM : 0;
-}
-
-/* Sizes the table for n keys at once: the smallest power of two that holds
- * them without growing (the load factor bound of cf_kv_put_hashed). */
-static int presize(cf_kv *kv, uint32_t n)
-{
-    uint32_t cap = KV_MIN_CAP;
-    while ((uint64_t)n * 4 > (uint64_t)cap * 3) {
-        if (cap > (UINT32_MAX >> 2))
-            return -ENOMEM;
-        cap *= 2;
-    }
-    if (cap > kv->cap) {
-        uint8_t *slots = alloc_slots(cap, kv->slot_size);
-        if (!slots)
-            return -ENOMEM;
-        free_slots(kv->slots, kv->cap, kv->slot_size);
-        kv->slots = slots;
-        kv->cap = cap;
-    }
-    return heap_reserve(kv, n ? n : 1);
-}
-
-/* Bulk insert while loading: the table is presized and the heap is built
- * once at the end, so this is one probe sequence per key. Returns 1, or -1
- * for a key already present (malformed input) or -ENOMEM. */
-static int load_insert(cf_kv *kv, const void *key, size_t len, int64_t expiry, void **ret_value)
-{
-    if (len > CF_KV_MAX_KEY)
-        return -1;
-    uint64_t h = key_hash(kv, key, len);
-    uint32_t mask = kv->cap - 1;
-    uint32_t i = (uint32_t)h & mask;
-    for (;; i = (i + 1) & mask) {
-        kv->load_probes++;
-        const struct kv_slot *t = raw_slot(kv->slots, kv->slot_size, i);
-        if (t->hp == KV_HP_EMPTY)
-            break;
-        if (slot_matches(kv, t, h, key, len))
-            return -1;
-    }
-    if (len > KV_INLINE_KEY && arena_reserve(kv, len) < 0)
-        return -ENOMEM;
-    struct kv_slot *s = raw_slot(kv->slots, kv->slot_size, i);
-    s->tag = tag_of(h);
-    s->klen = (uint16_t)len;
-    s->expiry = expiry;
-    memset(s->key, 0, sizeof s->key);
-    if (len <= KV_INLINE_KEY) {
-        if (len)
-            memcpy(s->key, key, len);
-    } else {
-        uint32_t off = (uint32_t)kv->arena_len;
-        memcpy(kv->arena + off, key, len);
-        kv->arena_len += len;
-        memcpy(s->key, &off, sizeof off);
-        uint32_t lo = (uint32_t)h;
-        memcpy(s->key + sizeof off, &lo, sizeof lo);
-    }
-    memset(slot_value(s), 0, kv->slot_size - sizeof(struct kv_slot));
-    kv->heap[kv->count] = cur_ref(kv, i);
-    kv->heap_exp[kv->count] = expiry;
-    /* Born saved, as a put's entry is: a bulk rebuild may fill a store
-     * whose save_bit earlier saves flipped. */
-    s->hp = (kv->count + 1) | kv->save_bit;
-    kv->count++;
-    *ret_value = slot_value(s);
-    return 1;
-}
-
-cf_kv *cf_kv_load(size_t value_size, size_t max_keys, cf_reader *in)
-{
-    return cf_kv_load_keyed(value_size, max_keys, NULL, in);
-}
-
-/* Linear time: the table is sized for every saved key before the first
- * insert. Inserting keys in the saved table's slot order into a smaller,
- * growing table is quadratic under linear probing (each pass over the
- * smaller table lays its keys onto the clusters of the previous one), which
- * made a 2.4M-id restart take over a minute. */
-cf_kv *cf_kv_load_keyed(size_t value_size, size_t max_keys, const uint8_t key[16],
-                        cf_reader *in)
-{
-    uint32_t magic, version, vsize, count;
-    uint64_t evictions;
-    if (!cf_get_u32(in, &magic) || !cf_get_u32(in, &version) || !cf_get_u32(in, &vsize) ||
-        !cf_get_u64(in, &evictions) || !cf_get_u32(in, &count))
-        return NULL;
-    if (magic != KV_MAGIC || version != KV_VERSION || vsize != value_size)
-        return NULL;
-    /* Each entry takes at least 12 bytes (length, expiry): a count the input
-     * cannot hold is malformed, not a reason to allocate. */
-    if ((uint64_t)count * 12 > in->left)
-        return NULL;
-    cf_kv *kv = cf_kv_new_keyed(value_size, max_keys, key);
-    if (!kv)
-        return NULL;
-    /* More keys than the bound: they go through put, which evicts (rare: the
-     * bound was lowered between runs). */
-    bool bulk = !max_keys || count <= max_keys;
-    if (presize(kv, bulk ? count : (uint32_t)max_keys) < 0)
-        goto fail;
-    for (uint32_t k = 0; k < count; k++) {
-        const char *kb;
-        size_t klen;
-        int64_t expiry;
-        const uint8_t *val = NULL;
-        if (!cf_get_str(in, &kb, &klen) || !cf_get_i64(in, &expiry))
-            goto fail;
-        if (value_size) {
-            if (in->left < value_size) {
-                in->bad = true;
-                goto fail;
-            }
-            val = in->p;
-            in->p += value_size;
-            in->left -= value_size;
-        }
-        void *v;
-        int r = bulk ? load_insert(kv, kb, klen, expiry, &v)
-                     : cf_kv_put(kv, kb, klen, expiry, NULL, NULL, &v);
-        if (r != 1)
-            goto fail; /* OOM, bad key, or a duplicate key: malformed */
-        if (value_size)
-            memcpy(v, val, value_size);
-    }
-    /* Bottom-up heap construction: O(n) instead of n sift-ups. */
-    if (bulk)
-        for (uint32_t pos = kv->count / 2; pos-- > 0;)
-            heap_down(kv, pos);
-    /* Evictions made while loading into a smaller bound are counted too. */
-    kv->evictions += evictions;
-    return kv;
-fail:
-    cf_kv_free(kv);
-    return NULL;
-}
-
-int cf_kv_bulk_begin(cf_kv *kv, size_t n)
-{
-    if (kv->save_out)
-        return -EBUSY;  /* a save under way refers to the slots freed here */
-    uint8_t *slots = alloc_slots(KV_MIN_CAP, kv->slot_size);
-    if (!slots)
-        return -ENOMEM;
-    free_slots(kv->slots, kv->cap, kv->slot_size);
-    free_slots(kv->old, kv->ocap, kv->slot_size);
-    free(kv->heap);
-    free(kv->heap_exp);
-    free(kv->arena);
-    kv->old = kv->arena = NULL;
-    kv->heap = NULL;
-    kv->heap_exp = NULL;
-    kv->count = kv->heap_cap = kv->ocap = kv->mig = 0;
-    kv->arena_len = kv->arena_cap = kv->arena_garbage = 0;
-    kv->slots = slots;
-    kv->cap = KV_MIN_CAP;
-    if (n == 0)
-        return 0;
-    if (n > UINT32_MAX >> 2 || presize(kv, (uint32_t)n) < 0)
-        return -ENOMEM;
-    /* Exactly n heap entries: cf_kv_bulk_add refuses the (n+1)th. presize
-     * reserved at least n in both arrays, so a shrink that fails leaves
-     * them larger and heap_cap = n is still within both. */
-    uint32_t *heap = realloc(kv->heap, n * sizeof *heap);
-    if (heap)
-        kv->heap = heap;
-    int64_t *exp = realloc(kv->heap_exp, n * sizeof *exp);
-    if (exp)
-        kv->heap_exp = exp;
-    kv->heap_cap = (uint32_t)n;
-    return 0;
-}
-
-int cf_kv_bulk_add(cf_kv *kv, const void *key, size_t key_len, int64_t expiry)
-{
-    /* Within the heap presize reserved and the table's load bound: the
-     * probe below always finds an empty slot. */
-    if (kv->count >= kv->heap_cap || (uint64_t)(kv->count + 1) * 4 > (uint64_t)kv->cap * 3)
-        return -EINVAL;
-    void *v;
-    int r = load_insert(kv, key, key_len, expiry, &v);
-    return r == -1 ? -EINVAL : r;
-}
-
-void cf_kv_bulk_end(cf_kv *kv)
-{
-    for (uint32_t pos = kv->count / 2; pos-- > 0;)
-        heap_down(kv, pos);
-}
-
 size_t cf_kv_max_keys(const cf_kv *kv)
 {
     return kv->max_keys;
@@ -1138,120 +605,7 @@ bool cf_kv_migrating(const cf_kv *kv)
     return kv->old != NULL;
 }
 
-size_t cf_kv_next_table(const cf_kv *kv, uint32_t *ret_cap)
-{
-    /* No doubling is near while one is under way (the next is due after
-     * more than cap / 2 more puts), or when the store evicts at max_keys
-     * before its load factor calls for one (cf_kv_put_hashed). */
-    if (kv->old || kv->cap > (UINT32_MAX >> 2) ||
-        (kv->max_keys && (uint64_t)kv->max_keys * 4 <= (uint64_t)kv->cap * 3))
-        return 0;
-    uint32_t ncap = kv->cap * 2;
-    if (kv->spare && kv->spare_cap == ncap)
-        return 0;
-    /* Near: past 7/8 of the count that triggers it (3/4 of cap). */
-    if ((uint64_t)kv->count * 32 < (uint64_t)kv->cap * 21)
-        return 0;
-    *ret_cap = ncap;
-    return (size_t)ncap * kv->slot_size;
-}
-
-void cf_kv_offer_table(cf_kv *kv, void *table, uint32_t cap)
-{
-    if (!table)
-        return;
-    /* A doubling that came first (or another offer) made it useless. */
-    if (kv->old || cap != kv->cap * 2 || (kv->spare && kv->spare_cap == cap)) {
-        free_slots(table, cap, kv->slot_size);
-        return;
-    }
-    free_slots(kv->spare, kv->spare_cap, kv->slot_size);
-    kv->spare = table;
-    kv->spare_cap = cap;
-}
-
-bool cf_kv_growing_table(const cf_kv *kv, void **ret_table, size_t *ret_bytes)
-{
-    if (!kv->old)
-        return false;
-    *ret_table = kv->slots;
-    *ret_bytes = (size_t)kv->cap * kv->slot_size;
-    return true;
-}
-
 uint32_t cf_kv_max_moved(const cf_kv *kv)
 {
     return kv->max_moved;
-}
-
-/* ---- incremental save ---------------------------------------------------- */
-
-int cf_kv_save_begin(cf_kv *kv, cf_buf *out, uint32_t put_step)
-{
-    if (kv->save_out)
-        return -EBUSY;
-    /* The whole save's room at once: growing by doubling later copied the
-     * buffer inside a step, 10 ms for 1M ids, and a step is a hold of the
-     * sequencer's lock. A large reservation is mapped, not touched, so this
-     * costs little here. */
-    if (save_header(kv, out) < 0 || out->oom)
-        return -ENOMEM;
-    /* The cut: every live entry turns "not saved" at once. */
-    kv->save_bit ^= KV_SAVED;
-    kv->save_out = out;
-    kv->save_put_step = put_step;
-    kv->save_left = kv->count;
-    kv->save_scan[0].table = kv->slots;
-    kv->save_scan[0].cap = kv->cap;
-    kv->save_scan[0].cur = 0;
-    kv->save_scan[1].table = kv->old;
-    kv->save_scan[1].cap = kv->ocap;
-    kv->save_scan[1].cur = 0;
-    return 0;
-}
-
-int cf_kv_save_step(cf_kv *kv, size_t budget)
-{
-    if (!kv->save_out)
-        return kv->save_rc;
-    for (int k = 0; k < 2 && kv->save_left > 0; k++) {
-        while (budget > 0 && kv->save_scan[k].table &&
-               kv->save_scan[k].cur < kv->save_scan[k].cap) {
-            struct kv_slot *s = raw_slot(kv->save_scan[k].table, kv->slot_size,
-                                         kv->save_scan[k].cur++);
-            save_pending(kv, s);
-            budget--;
-        }
-        if (budget == 0)
-            break;
-    }
-    bool done = kv->save_left == 0;
-    if (!done) {
-        done = true;
-        for (int k = 0; k < 2; k++)
-            if (kv->save_scan[k].table && kv->save_scan[k].cur < kv->save_scan[k].cap)
-                done = false;
-    }
-    if (!done)
-        return 0;
-    cf_buf *out = kv->save_out;
-    kv->save_out = NULL;
-    kv->save_scan[0].table = kv->save_scan[1].table = NULL;
-    /* Every entry of the cut is written (save_left counts them down; a
-     * scan that ended short of that would be a broken invariant). */
-    kv->save_rc = kv->save_left != 0 ? -EIO : out->oom ? -ENOMEM : 1;
-    return kv->save_rc;
-}
-
-int cf_kv_save_finish(cf_kv *kv)
-{
-    int rc;
-    while ((rc = cf_kv_save_step(kv, SIZE_MAX)) == 0)
-        ;
-    return rc;
-}
-
-bool cf_kv_saving(const cf_kv *kv)
-{
-    return kv->save_out != NULL;
 }

@@ -1269,7 +1269,7 @@ static void run_save_load(sql_window_kind kind, uint64_t seed)
 }
 
 /* A session group made by an event keeps one session inside its own block
- * (sql_view.c, SINL_*): the slot is used by the first session, given back
+ * (sql_view_int.h, SINL_*): the slot is used by the first session, given back
  * when that session is purged or merged away, and taken again by a later
  * one, while other sessions of the group are separate records. Every
  * transition here, against a loaded copy of the view (loaded groups have
@@ -1332,7 +1332,7 @@ static void test_session_inline_slot(void **state)
     sql_view_free(w);
 }
 
-/* Session groups come from the view's own chunks (sql_view.c, blk_alloc):
+/* Session groups come from the view's own chunks (sql_view_groups.c, blk_alloc):
  * two waves of thousands of users, keys of many lengths (several size
  * classes, and keys past the largest class, which are malloc'ed), each
  * wave fired and purged before the next takes the freed blocks. Every

@@ -1,0 +1,564 @@
+/* sql_view_int.h: what the view's files share (not installed, not for
+ * callers of sql_view.h). The view is split by job:
+ *   sql_view.c          the API: configuration, the per-event apply and its
+ *                       prefetch, the watermark's advance, running rows
+ *                       (no window), the readers, forgetting, statistics
+ *   sql_view_groups.c   keys, the group table and the session groups'
+ *                       blocks, the heap of sessions or running groups
+ *   sql_view_window.c   TUMBLING and HOPPING: panes, slots and cells
+ *   sql_view_session.c  SESSION: sessions, joining, firing, purging
+ *   sql_view_result.c   result rows out of states, and their order
+ *   sql_view_state.c    save and load
+ * Helpers called per event across these files are static inline here, so
+ * the split costs the hot path no call. */
+#ifndef SQL_VIEW_INT_H
+#define SQL_VIEW_INT_H
+
+#include "sql_view.h"
+
+#include <stddef.h>
+#include <string.h>
+
+#include "cf_hash.h"
+#include "cf_time.h"
+
+/* Layout.
+ * - Groups: one malloc'd record per distinct key (a 32-byte header, the key
+ *   values, for running views the aggregate state, then the key's string
+ *   bytes), in an open-addressing table of (hash, pointer) slots,
+ *   refcounted by the cells/sessions that use them.
+ * - Windows (TUMBLING, HOPPING): panes (see "windows: panes"
+ *   in sql_view_window.c): a cell per (pane, group) holds the pane's aggregate state, so
+ *   an event updates one state whatever size / advance is, and a window's
+ *   result is merged from its panes when emitted. Cells come from
+ *   fixed-size slabs with a free list (no allocation per event once warm),
+ *   are found through one (hash, pointer) table keyed by (start, key), and
+ *   are listed per grid position in a start-sorted slot array. Whether a
+ *   window fired is a function of the watermark (W >= end - 1).
+ * - Sessions: per group a list sorted by first event time; one heap of all
+ *   sessions ordered by (action time, key, first), the action being firing
+ *   (last + gap - 1) for an open session and purging (that + grace) for a
+ *   fired one, lazy about keys that move later (a session is re-placed
+ *   only when it surfaces), so a join costs O(1).
+ * - Running rows (NONE): the TTL/eviction heap orders groups by (newest
+ *   event time, key), lazily in the same way.
+ * Counters are statistics, not state: save/load does not carry them. */
+
+#define NIL_POS 0x7fffffffu
+#define NIL_IDX UINT32_MAX
+#define MAX_KEYS 16u
+/* Key bytes per group; a longer key is refused (-EINVAL). */
+#define MAX_KEY_STR (1u << 20)
+#define SLAB 256u
+#define KEY_SEED 0x6b6579735f73716cULL /* "keys_sql" */
+/* Session group blocks (blk_alloc, sql_view_groups.c): 16-byte size
+ * classes up to this many, carved from chunks that double from
+ * BLK_CHUNK_MIN to BLK_CHUNK_MAX. */
+#define BLK_CLASSES 64u
+
+/* 32 bytes before the key: what each shape needs shares the space. */
+typedef struct group {
+    uint64_t hash;
+    uint32_t refs;          /* cells or sessions using it (running: 1) */
+    union {
+        uint32_t heap_pos;  /* running */
+        uint32_t mark;      /* windows: stamp of the last sql_view_gather() that saw it */
+        uint32_t sinl;      /* SESSION: its inline session slot (SINL_*) */
+    };
+    union {
+        struct {
+            int64_t last_ts;    /* running: newest event time */
+            int64_t placed;     /* running: heap key as placed (<= last_ts) */
+        };
+        struct sess *sessions;  /* SESSION: sorted by first */
+        uint32_t ghead;         /* windows: first of its cells in v->gcell */
+    };
+    sql_value key[];        /* nkeys values; then the state (running), then strings */
+} group;
+
+typedef struct cell {
+    int64_t start;          /* grid position: pane start and window start */
+    group *g;
+    struct cell *next;      /* same slot, or the free list */
+    uint32_t revision;      /* window start's revision for g, with rec */
+    uint16_t born;          /* windows of the pane already fired at its first event */
+    uint8_t has_data;       /* the state holds pane data */
+    uint8_t rec;            /* revision is a record for (window start, g) */
+    /* aggregate state follows (8-aligned) */
+} cell;
+
+typedef struct wslot {
+    int64_t start;
+    cell *head;
+    uint32_t n;
+} wslot;
+
+typedef struct sess {
+    int64_t first, last;
+    int64_t placed;         /* heap key as placed (<= the true one) */
+    struct sess *next;
+    group *g;
+    uint32_t revision;
+    uint32_t heap_pos : 31; /* the heap holds fewer than 2^30 (sql_view_heap_reserve) */
+    uint32_t fired : 1;
+    /* aggregate state follows (8-aligned) */
+} sess;
+
+/* A session group made by an event carries room for one session at the end
+ * of its own block (group_inline_sess), used by its first session and by a
+ * later one once that is gone: the usual group holds one session at a
+ * time, which then sits beside its key (one cache miss and one TLB miss
+ * less per click than a separately allocated record, and one malloc less
+ * per new user). Loaded groups have none. */
+enum { SINL_NONE = 0, SINL_FREE = 1, SINL_USED = 2 };
+
+typedef struct pslot {
+    uint64_t hash;
+    void *p;                /* NULL: empty */
+} pslot;
+
+/* A cell table slot: the cell's index and the high half of its hash. */
+typedef struct cslot {
+    uint32_t idx;           /* NIL_IDX: empty */
+    uint32_t tag;
+} cslot;
+
+typedef struct pmap {
+    pslot *s;
+    uint32_t mask;          /* capacity - 1 */
+    uint32_t used;
+} pmap;
+
+struct sql_view {
+    sql_view_config cfg;
+    sql_agg_spec specs[64];
+    sql_agg_set *aggs;
+    size_t state_size;
+    size_t cell_size, sess_size;
+    int64_t wm;
+    uint32_t k;             /* panes per window (size / advance) */
+    void *scratch;          /* a state that panes are merged into */
+
+    /* During an apply: the caller's distinct hashes (sql_view_apply_hashed)
+     * or NULL. */
+    const uint64_t *arg_hash;
+
+    /* pane_of's last answer (windows): events come in near time order, so
+     * most fall in the pane of the one before, and an apply and its
+     * look-ahead steps skip a 64-bit division each. A cache, not state. */
+    int64_t pane_p, pane_first;
+    bool pane_ok;
+
+    pmap groups;
+    cslot *cmap;            /* cells by (start, key) */
+    uint32_t cmask, cused;
+
+    /* windows */
+    wslot *slots;
+    uint32_t nslots, slots_cap;
+    char **slabs;
+    uint32_t nslabs;
+    uint32_t *free_idx;     /* free cell indexes (a stack) */
+    uint32_t nfree;
+
+    /* Session groups with an inline session (SINL_*) come from chunks of
+     * their own (blk_alloc), freed blocks kept per 16-byte size class. */
+    char **bchunks;
+    uint32_t nbchunks, bchunks_cap;
+    char *bcur;
+    size_t bleft;
+    void *bfree[BLK_CLASSES];
+
+    /* sessions (sess *) or running groups (group *); heap_key[i] is
+     * heap[i]'s placed time, so sifting compares times in the array, not
+     * through a pointer to a node that is cold (a cache miss per level:
+     * 4% of lib_bench's samples were sql_view_heap_up on new sessions). */
+    void **heap;
+    int64_t *heap_key;
+    uint32_t heap_n, heap_cap;
+
+    size_t n_open, n_kept;
+    uint64_t applied, late_dropped, late_updates, evictions, refusals, expired;
+
+    /* scratch for emitting results: the view's own working memory */
+    sql_value *res;
+    cf_buf text;
+    void **sort;
+    size_t sort_cap;
+    uint32_t stamp;
+    const cell **gcell;
+    uint32_t *gnext;
+    uint32_t gcap;
+};
+
+/* Sorts n pointers with a comparator that sees the view (qsort has no
+ * context argument, and lib/ keeps no mutable globals). Heapsort: in place,
+ * O(n log n), not stable, which is fine: the orders used are total. */
+typedef int (*ptr_cmp_fn)(const sql_view *v, const void *a, const void *b);
+
+/* Sums one group's pane states over a window: one cell is read in place,
+ * more are merged into the view's scratch state. */
+typedef struct merger {
+    const cell *one;
+    uint32_t n;
+} merger;
+
+/* -- keys, groups, heap (sql_view_groups.c) -------------------------------- */
+
+/* One key value's hash under base (key_hash combines them). */
+uint64_t sql_view_value_hash(uint64_t base, sql_value x);
+
+/* Bytes of the group table's slots. */
+size_t sql_view_pmap_bytes(const pmap *m);
+
+/* The group of key (hash h), or NULL. */
+group *sql_view_group_find(const sql_view *v, uint64_t h, const sql_value *key);
+
+/* Frees the session group blocks' chunks (sql_view_free). */
+void sql_view_blk_free_all(sql_view *v);
+
+/* A new group with a copy of key, in the table; NULL on OOM or a key over
+ * MAX_KEY_STR. refs is 0: the caller takes its references. */
+group *sql_view_group_new(sql_view *v, uint64_t h, const sql_value *key, bool inline_sess);
+
+/* Drops a reference; the last one frees the group. */
+void sql_view_group_unref(sql_view *v, group *g);
+
+/* Frees a session's record or gives its group back the inline slot. */
+void sql_view_sess_release(const sql_view *v, sess *x);
+
+/* The heap of sessions (SESSION) or running groups (NONE), lazy about
+ * keys that move later (heap_settle_top). All need room (heap_reserve). */
+void sql_view_heap_up(sql_view *v, uint32_t pos);
+
+void sql_view_heap_down(sql_view *v, uint32_t pos);
+
+int sql_view_heap_reserve(sql_view *v);
+
+void sql_view_heap_push(sql_view *v, void *p);
+
+void sql_view_heap_remove(sql_view *v, void *p);
+
+/* The true minimum of the heap after re-placing stale tops, or NULL. */
+void *sql_view_heap_settle_top(sql_view *v);
+
+/* -- results (sql_view_result.c) ------------------------------------------- */
+
+/* Hands one result row (group g, state st) to emit (NULL: nothing). */
+void sql_view_emit_row(const sql_view *cv, const group *g, const void *st, int64_t start,
+                       int64_t end, uint32_t rev, bool final, int64_t now, sql_view_emit_fn emit,
+                       void *ctx);
+
+/* emit_row of one session. */
+void sql_view_emit_sess(const sql_view *v, const sess *x, bool final, sql_view_emit_fn emit,
+                        void *ctx);
+
+/* Room for n pointers in v->sort; 0 or -ENOMEM. */
+int sql_view_sort_reserve(const sql_view *cv, size_t n);
+
+/* Heapsort of n pointers by cmp; the comparators: */
+void sql_view_sort_ptrs(const sql_view *v, void **a, size_t n, ptr_cmp_fn cmp);
+
+int sql_view_cmp_group_key(const sql_view *v, const void *a, const void *b);
+
+/* -- windows (sql_view_window.c) ------------------------------------------- */
+
+/* Slots (one per grid position) and cells (one per pane and group); the
+ * *_reserve calls make room so that slot_get and cell_new cannot fail. */
+int sql_view_slots_reserve(sql_view *v, uint32_t n);
+
+wslot *sql_view_slot_get(sql_view *v, int64_t g);
+
+cell *sql_view_cell_find(const sql_view *v, int64_t g, const group *grp);
+
+int sql_view_cells_reserve(sql_view *v, uint32_t n);
+
+cell *sql_view_cell_new(sql_view *v, wslot *sl, group *grp);
+
+/* A window's state for one group, merged from its panes (merger). */
+const void *sql_view_merged_state(const sql_view *v, const merger *mg);
+
+void sql_view_merge_group(const sql_view *v, int64_t g, const group *grp, merger *mg,
+                          bool *ret_prior);
+
+/* The groups with data in window wi, in key order, into v->sort: how many,
+ * or -ENOMEM. */
+int sql_view_gather(const sql_view *cv, uint32_t wi);
+
+/* Emits window wi's rows in key order; how many. */
+size_t sql_view_emit_window(const sql_view *v, uint32_t wi, bool final, int64_t now,
+                            sql_view_emit_fn emit, void *ctx);
+
+/* apply_window's slow path (below): a group's first event in a pane, or an
+ * event in a pane some of whose windows have fired. */
+int sql_view_add_slow(sql_view *v, cell *c, int64_t p, int64_t first, uint64_t kh,
+                      const sql_value *key, const sql_value *args, int64_t ts, uint64_t arrival,
+                      sql_view_emit_fn emit, void *ctx);
+
+/* Fires the windows the watermark passed, purges the ones past grace. */
+void sql_view_advance_windows(sql_view *v, int64_t old, sql_view_emit_fn emit, void *ctx);
+
+/* -- sessions (sql_view_session.c) ----------------------------------------- */
+
+/* One event into a SESSION view (a session the watermark has passed fires
+ * at once); advance_sessions fires and purges as the watermark rises. */
+int sql_view_apply_session(sql_view *v, const sql_value *key, uint64_t kh, const sql_value *args,
+                           int64_t ts, uint64_t arrival, sql_view_emit_fn emit, void *ctx);
+
+void sql_view_advance_sessions(sql_view *v, sql_view_emit_fn emit, void *ctx);
+
+/* -- inline helpers ------------------------------------------------------- */
+
+static inline uint64_t mix64(uint64_t x)
+{
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdULL;
+    x ^= x >> 33;
+    x *= 0xc4ceb9fe1a85ec53ULL;
+    x ^= x >> 33;
+    return x;
+}
+
+static inline void *cell_state(const cell *c)
+{
+    return (char *)c + sizeof(cell);
+}
+
+static inline void *sess_state(const sess *x)
+{
+    return (char *)x + ((sizeof(sess) + 7) & ~(size_t)7);
+}
+
+static inline size_t group_state_off(uint32_t nkeys)
+{
+    return offsetof(group, key) + (size_t)nkeys * sizeof(sql_value);
+}
+
+static inline void *group_state(const sql_view *v, const group *g)
+{
+    return (char *)g + group_state_off(v->cfg.nkeys);
+}
+
+/* One event into an aggregate state, with the caller's distinct hashes. */
+static inline int agg_add(const sql_view *v, void *st, const sql_value *args, int64_t ts,
+                          uint64_t arrival)
+{
+    return sql_agg_add_hashed(v->aggs, st, args, v->arg_hash, ts, arrival);
+}
+
+/* keys (the rest of them in sql_view_groups.c) */
+
+static inline bool is_text(uint8_t t)
+{
+    return t == SQL_STRING || t == SQL_ARRAY || t == SQL_JSON;
+}
+
+/* value_eq, key_cmp and key_fits are inline here: they run per event from
+ * several files (the compiler inlined them before the split). */
+static inline bool value_eq(sql_value a, sql_value b)
+{
+    if (a.type != b.type)
+        return false;
+    switch (a.type) {
+    case SQL_NULL: return true;
+    case SQL_BOOLEAN: return a.u.b == b.u.b;
+    case SQL_DOUBLE: return a.u.d == b.u.d;
+    case SQL_BIGINT:
+    case SQL_TIMESTAMP: return a.u.i == b.u.i;
+    default: return a.len == b.len && (a.len == 0 || memcmp(a.u.s, b.u.s, a.len) == 0);
+    }
+}
+
+static inline int key_cmp(const sql_value *a, const sql_value *b, uint32_t n)
+{
+    for (uint32_t i = 0; i < n; i++) {
+        int c = sql_agg_value_cmp(a[i], b[i]);
+        if (c)
+            return c;
+        if (a[i].type != b[i].type) /* e.g. 1 vs 1.0: apart, in type order */
+            return a[i].type < b[i].type ? -1 : 1;
+    }
+    return 0;
+}
+
+/* Whether a key's string bytes fit a group (MAX_KEY_STR). */
+static inline bool key_fits(const sql_view *v, const sql_value *key)
+{
+    size_t n = 0;
+    for (uint32_t i = 0; i < v->cfg.nkeys; i++)
+        if (is_text(key[i].type))
+            n += key[i].len;
+    return n <= MAX_KEY_STR;
+}
+
+static inline uint64_t key_hash(const sql_view *v, const sql_value *key)
+{
+    uint32_t n = v->cfg.nkeys;
+    uint64_t base = KEY_SEED ^ v->cfg.hash_seed;
+    /* The common GROUP BY of one string column, without the dispatch. */
+    if (n == 1 && key[0].type == SQL_STRING)
+        return cf_hash64(key[0].u.s, key[0].len, base ^ SQL_STRING);
+    if (n == 1)
+        return sql_view_value_hash(base, key[0]);
+    uint64_t h = base;
+    for (uint32_t i = 0; i < n; i++)
+        h = mix64(h ^ sql_view_value_hash(base, key[i])) + i;
+    return h;
+}
+
+static inline bool key_eq(const group *g, const sql_value *key, uint32_t n)
+{
+    if (n == 1 && key[0].type == SQL_STRING)
+        return g->key[0].type == SQL_STRING && g->key[0].len == key[0].len &&
+               memcmp(g->key[0].u.s, key[0].u.s, key[0].len) == 0;
+    for (uint32_t i = 0; i < n; i++)
+        if (!value_eq(g->key[i], key[i]))
+            return false;
+    return true;
+}
+
+static inline size_t align8(size_t n)
+{
+    return (n + 7) & ~(size_t)7;
+}
+
+/* Where a session group's inline session lives: after the key strings. */
+static inline size_t group_strs(const sql_view *v, const group *g)
+{
+    size_t n = 0;
+    for (uint32_t i = 0; i < v->cfg.nkeys; i++)
+        if (is_text(g->key[i].type))
+            n += g->key[i].len;
+    return n;
+}
+
+static inline sess *group_inline_sess(const sql_view *v, const group *g)
+{
+    return (sess *)(void *)((char *)g + group_state_off(v->cfg.nkeys) +
+                            align8(group_strs(v, g)));
+}
+
+/* The block of a group with an inline session. */
+static inline size_t group_block_size(const sql_view *v, const group *g)
+{
+    return group_state_off(v->cfg.nkeys) + align8(group_strs(v, g)) + v->sess_size;
+}
+
+/* ---- time rules --------------------------------------------------------------- */
+
+static inline int64_t sat_add(int64_t a, int64_t b)
+{
+    /* b >= 0 at every call site */
+    return a > INT64_MAX - b ? INT64_MAX : a + b;
+}
+
+static inline bool reached(const sql_view *v, int64_t t)
+{
+    return v->wm != CF_TIME_NONE && t <= v->wm;
+}
+
+/* Window [start, end): fires at W >= end - 1. */
+static inline bool fire_due(const sql_view *v, int64_t end)
+{
+    return reached(v, end - 1);
+}
+
+static inline bool purge_due(const sql_view *v, int64_t end)
+{
+    return reached(v, sat_add(end - 1, v->cfg.grace_ms));
+}
+
+static inline int64_t sess_fire_at(const sql_view *v, int64_t last)
+{
+    return sat_add(last, v->cfg.gap_ms - 1);
+}
+
+static inline int64_t sess_purge_at(const sql_view *v, int64_t last)
+{
+    return sat_add(sess_fire_at(v, last), v->cfg.grace_ms);
+}
+
+static inline int64_t sess_action_at(const sql_view *v, const sess *x)
+{
+    return x->fired ? sess_purge_at(v, x->last) : sess_fire_at(v, x->last);
+}
+
+static inline uint64_t cell_hash(int64_t start, uint64_t kh)
+{
+    return mix64(kh ^ ((uint64_t)start * 0x9e3779b97f4a7c15ULL));
+}
+
+/* Cells are numbered by slab and position, so the table holds 8-byte
+ * (index, hash tag) slots, half of a (hash, pointer) slot: the table of a
+ * large window state stays twice as long in cache. */
+static inline cell *cell_at(const sql_view *v, uint32_t idx)
+{
+    return (cell *)(v->slabs[idx / SLAB] + (size_t)(idx % SLAB) * v->cell_size);
+}
+
+/* Pane of ts and the first window holding it. False when some window of
+ * ts does not fit int64 ms (the event is then in no window). */
+static inline bool pane_of(const sql_view *cv, int64_t ts, int64_t *ret_pane, int64_t *ret_first)
+{
+    sql_view *v = (sql_view *)cv; /* the cache is the view's working memory */
+    int64_t s = v->cfg.advance_ms, size = v->cfg.size_ms, p, first, end;
+    if (v->pane_ok && ts >= v->pane_p && (uint64_t)ts - (uint64_t)v->pane_p < (uint64_t)s) {
+        *ret_pane = v->pane_p;
+        *ret_first = v->pane_first;
+        return true;
+    }
+    if (__builtin_mul_overflow(cf_floor_div(ts, s), s, &p) ||
+        __builtin_sub_overflow(p, size - s, &first) || __builtin_add_overflow(p, size, &end))
+        return false;
+    v->pane_p = p;
+    v->pane_first = first;
+    v->pane_ok = true;
+    *ret_pane = p;
+    *ret_first = first;
+    return true;
+}
+
+/* -- the windows' per-event path (the rest in sql_view_window.c) ---------- */
+
+/* Hot path: cell (g, key) without a group lookup. */
+static inline cell *cell_lookup_key(const sql_view *v, int64_t g, uint64_t kh, const sql_value *key)
+{
+    if (!v->cmap)
+        return NULL;
+    uint64_t h = cell_hash(g, kh);
+    uint32_t tag = (uint32_t)(h >> 32);
+    for (uint32_t i = (uint32_t)h & v->cmask;; i = (i + 1) & v->cmask) {
+        const cslot *s = &v->cmap[i];
+        if (s->idx == NIL_IDX)
+            return NULL;
+        if (s->tag == tag) {
+            cell *c = cell_at(v, s->idx);
+            if (c->start == g && c->g->hash == kh && key_eq(c->g, key, v->cfg.nkeys))
+                return c;
+        }
+    }
+}
+
+/* One event into a TUMBLING or HOPPING view. Inline here: sql_view.c's
+ * apply calls it per event (the compiler inlined it there before the
+ * split). */
+static inline int apply_window(sql_view *v, const sql_value *key, uint64_t kh,
+                               const sql_value *args, int64_t ts, uint64_t arrival,
+                               sql_view_emit_fn emit, void *ctx)
+{
+    int64_t p, first;
+    if (!pane_of(v, ts, &p, &first) || purge_due(v, p + v->cfg.size_ms)) {
+        v->late_dropped++;
+        return SQL_VIEW_LATE;
+    }
+    cell *c = cell_lookup_key(v, p, kh, key);
+    /* Hot path: the group has data in the pane and all its windows are open. */
+    if (c && c->has_data && !fire_due(v, first + v->cfg.size_ms)) {
+        v->applied++;
+        int rc = agg_add(v, cell_state(c), args, ts, arrival);
+        return rc < 0 ? rc : SQL_VIEW_APPLIED;
+    }
+    return sql_view_add_slow(v, c, p, first, kh, key, args, ts, arrival, emit, ctx);
+}
+
+#endif

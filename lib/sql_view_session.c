@@ -1,0 +1,198 @@
+/* sql_view_session.c: SESSION views: sessions per group, joining, firing
+ * and purging. */
+#include "sql_view_int.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- sessions ------------------------------------------------------------------- */
+
+static inline bool joins(const sql_view *v, const sess *x, int64_t ts)
+{
+    /* [ts, ts + gap) and [first, last + gap) overlap or touch */
+    return sat_add(ts, v->cfg.gap_ms) >= x->first && ts <= sat_add(x->last, v->cfg.gap_ms);
+}
+
+static inline uint64_t next_revision(const sess *x)
+{
+    return (uint64_t)x->revision + x->fired;
+}
+
+static void sess_fire(sql_view *v, sess *x, sql_view_emit_fn emit, void *ctx)
+{
+    if (!x->fired) {
+        x->fired = 1;
+        v->n_open--;
+        v->n_kept++;
+    }
+    sql_view_emit_sess(v, x, true, emit, ctx);
+}
+
+/* Unlinks x from its group and the heap and frees it (and the group with
+ * its last session). */
+static void sess_drop(sql_view *v, sess *x)
+{
+    group *g = x->g;
+    if (x->heap_pos != NIL_POS)
+        sql_view_heap_remove(v, x);
+    sess **pp = &g->sessions;
+    while (*pp != x)
+        pp = &(*pp)->next;
+    *pp = x->next;
+    if (x->fired)
+        v->n_kept--;
+    else
+        v->n_open--;
+    sql_agg_fini(v->aggs, sess_state(x));
+    sql_view_sess_release(v, x);
+    sql_view_group_unref(v, g);
+}
+
+/* max_keys reached: closes every session of the group whose next action
+ * comes first (open ones fire as final, oldest first) and drops them. */
+static void evict_session_group(sql_view *v, sql_view_emit_fn emit, void *ctx)
+{
+    sess *top = sql_view_heap_settle_top(v);
+    if (!top)
+        return;
+    group *g = top->g;
+    g->refs++;
+    while (g->sessions) {
+        sess *x = g->sessions;
+        if (!x->fired)
+            sess_fire(v, x, emit, ctx);
+        sess_drop(v, x);
+    }
+    v->evictions++;
+    sql_view_group_unref(v, g);
+}
+
+int sql_view_apply_session(sql_view *v, const sql_value *key, uint64_t kh, const sql_value *args,
+                           int64_t ts, uint64_t arrival, sql_view_emit_fn emit, void *ctx)
+{
+    group *grp = sql_view_group_find(v, kh, key);
+    sess *a = NULL, *z = NULL;
+    for (sess *x = grp ? grp->sessions : NULL; x; x = x->next) {
+        if (joins(v, x, ts)) {
+            if (!a)
+                a = x;
+            z = x;
+        } else if (a) {
+            break;
+        }
+    }
+    if (!a) {
+        if (reached(v, sess_purge_at(v, ts))) {
+            v->late_dropped++;
+            return SQL_VIEW_LATE;
+        }
+        if (sql_view_heap_reserve(v) < 0)
+            return -ENOMEM;
+        sess *x;
+        if (!grp) {
+            if (!key_fits(v, key))
+                return -EINVAL;
+            if (v->cfg.max_keys && v->groups.used >= v->cfg.max_keys)
+                evict_session_group(v, emit, ctx);
+            if (!(grp = sql_view_group_new(v, kh, key, true)))
+                return -ENOMEM;
+            x = group_inline_sess(v, grp);
+        } else if (grp->sinl == SINL_FREE) {
+            grp->sinl = SINL_USED;
+            x = group_inline_sess(v, grp);
+        } else if (!(x = malloc(v->sess_size))) {
+            return -ENOMEM;
+        }
+        memset(x, 0, sizeof *x);
+        x->first = x->last = ts;
+        x->g = grp;
+        grp->refs++;
+        sql_agg_init(v->aggs, sess_state(x));
+        int rc = agg_add(v, sess_state(x), args, ts, arrival);
+        sess **pp = &grp->sessions;
+        while (*pp && (*pp)->first < ts)
+            pp = &(*pp)->next;
+        x->next = *pp;
+        *pp = x;
+        x->placed = sess_fire_at(v, ts);
+        v->n_open++;
+        sql_view_heap_push(v, x);
+        if (reached(v, sess_fire_at(v, ts)))
+            sess_fire(v, x, emit, ctx); /* placed stays earlier than purging: lazy */
+        v->applied++;
+        return rc < 0 ? rc : SQL_VIEW_APPLIED;
+    }
+    /* Merge the run [a, z] into a: the others leave the heap first. */
+    bool was_fired = false;
+    uint64_t rev = next_revision(a);
+    was_fired |= a->fired;
+    int rc = 0;
+    while (a != z) {
+        sess *o = a->next;
+        if (next_revision(o) > rev)
+            rev = next_revision(o);
+        was_fired |= o->fired;
+        sql_view_heap_remove(v, o);
+        int r = sql_agg_merge(v->aggs, sess_state(a), sess_state(o));
+        if (r < 0)
+            rc = r;
+        a->last = o->last;
+        a->next = o->next;
+        if (o == z)
+            z = a;
+        if (o->fired)
+            v->n_kept--;
+        else
+            v->n_open--;
+        sql_agg_fini(v->aggs, sess_state(o));
+        sql_view_sess_release(v, o);
+        grp->refs--; /* a still holds the group */
+    }
+    int r = agg_add(v, sess_state(a), args, ts, arrival);
+    if (r < 0)
+        rc = r;
+    if (ts < a->first)
+        a->first = ts;
+    if (ts > a->last)
+        a->last = ts;
+    a->revision = rev > UINT32_MAX ? UINT32_MAX : (uint32_t)rev;
+    if (a->fired) {
+        a->fired = 0;
+        v->n_kept--;
+        v->n_open++;
+    }
+    if (was_fired)
+        v->late_updates++;
+    int64_t t = sess_fire_at(v, a->last);
+    if (t < a->placed) {
+        a->placed = t;
+        sql_view_heap_up(v, a->heap_pos);
+    }
+    if (reached(v, t))
+        sess_fire(v, a, emit, ctx);
+    v->applied++;
+    return rc < 0 ? rc : SQL_VIEW_APPLIED;
+}
+
+void sql_view_advance_sessions(sql_view *v, sql_view_emit_fn emit, void *ctx)
+{
+    while (v->heap_n) {
+        sess *x = v->heap[0];
+        if (x->placed > v->wm)
+            break;
+        int64_t t = sess_action_at(v, x);
+        if (t != x->placed) { /* placed early: its true time may still be ahead */
+            x->placed = t;
+            sql_view_heap_down(v, 0);
+            continue;
+        }
+        if (!x->fired) {
+            sess_fire(v, x, emit, ctx);
+            x->placed = sess_purge_at(v, x->last);
+            sql_view_heap_down(v, 0);
+        } else {
+            sess_drop(v, x);
+        }
+    }
+}

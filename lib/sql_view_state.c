@@ -1,0 +1,253 @@
+/* sql_view_state.c: a view's state saved and loaded (format below and in
+ * docs/FORMATS.md). */
+#include "sql_view_int.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define SAVE_MAGIC 0x56514c53u         /* "SLQV" */
+#define SAVE_VERSION 1u
+
+/* ---- save / load --------------------------------------------------------------------
+ * u32 magic, u8 version, u8 window, i64 size, advance, gap, grace, ttl,
+ * u32 nkeys, u32 naggs, naggs x (u8 kind, i64 param), i64 watermark,
+ * u32 records, then per record the key (nkeys values, u8 type + payload)
+ * and:  running: i64 last_ts, agg state;  window: one record per cell,
+ * i64 start, u32 revision, u8 flags (1 pane data, 2 revision record),
+ * u16 born, agg state;  session: u32 sessions, each i64
+ * first, i64 last, u32 revision, u8 fired, agg state. */
+
+
+static void put_header(const sql_view *v, cf_buf *out)
+{
+    cf_buf_put_u32(out, SAVE_MAGIC);
+    cf_buf_put_u8(out, SAVE_VERSION);
+    cf_buf_put_u8(out, (uint8_t)v->cfg.window);
+    cf_buf_put_i64(out, v->cfg.size_ms);
+    cf_buf_put_i64(out, v->cfg.advance_ms);
+    cf_buf_put_i64(out, v->cfg.gap_ms);
+    cf_buf_put_i64(out, v->cfg.grace_ms);
+    cf_buf_put_i64(out, v->cfg.state_ttl_ms);
+    cf_buf_put_u32(out, v->cfg.nkeys);
+    cf_buf_put_u32(out, v->cfg.naggs);
+    for (uint32_t i = 0; i < v->cfg.naggs; i++) {
+        cf_buf_put_u8(out, (uint8_t)v->specs[i].kind);
+        cf_buf_put_i64(out, v->specs[i].param);
+    }
+    cf_buf_put_i64(out, v->wm);
+}
+
+static void put_key(const sql_view *v, const group *g, cf_buf *out)
+{
+    for (uint32_t i = 0; i < v->cfg.nkeys; i++)
+        sql_value_save(out, g->key[i]);
+}
+
+int sql_view_save(const sql_view *v, sql_view_keep_fn keep, void *ctx, cf_buf *out)
+{
+    put_header(v, out);
+    size_t count_at = out->len;
+    cf_buf_put_u32(out, 0);
+    uint32_t records = 0;
+    if (v->cfg.window == SQL_WINDOW_TUMBLING || v->cfg.window == SQL_WINDOW_HOPPING) {
+        for (uint32_t i = 0; i < v->nslots; i++)
+            for (const cell *c = v->slots[i].head; c; c = c->next) {
+                if (keep && !keep(ctx, c->g->key, v->cfg.nkeys))
+                    continue;
+                put_key(v, c->g, out);
+                cf_buf_put_i64(out, c->start);
+                cf_buf_put_u32(out, c->revision);
+                cf_buf_put_u8(out, (uint8_t)(c->has_data | c->rec << 1));
+                cf_buf_put_u16(out, c->born);
+                sql_agg_save(v->aggs, cell_state(c), out);
+                records++;
+            }
+    } else if (v->groups.s) {
+        for (uint32_t i = 0; i <= v->groups.mask; i++) {
+            const group *g = v->groups.s[i].p;
+            if (!g || (keep && !keep(ctx, g->key, v->cfg.nkeys)))
+                continue;
+            put_key(v, g, out);
+            if (v->cfg.window == SQL_WINDOW_NONE) {
+                cf_buf_put_i64(out, g->last_ts);
+                sql_agg_save(v->aggs, group_state(v, g), out);
+            } else {
+                uint32_t n = 0;
+                for (const sess *x = g->sessions; x; x = x->next)
+                    n++;
+                cf_buf_put_u32(out, n);
+                for (const sess *x = g->sessions; x; x = x->next) {
+                    cf_buf_put_i64(out, x->first);
+                    cf_buf_put_i64(out, x->last);
+                    cf_buf_put_u32(out, x->revision);
+                    cf_buf_put_u8(out, x->fired);
+                    sql_agg_save(v->aggs, sess_state(x), out);
+                }
+            }
+            records++;
+        }
+    }
+    if (out->oom)
+        return -ENOMEM;
+    for (int b = 0; b < 4; b++)
+        out->data[count_at + (size_t)b] = (uint8_t)(records >> (8 * b));
+    return 0;
+}
+
+/* Windows of a pane at q that have fired under the current watermark. */
+static uint32_t fired_windows(const sql_view *v, int64_t q)
+{
+    int64_t first = q - (v->cfg.size_ms - v->cfg.advance_ms);
+    uint32_t nf = 0;
+    while (nf < v->k && fire_due(v, first + (int64_t)nf * v->cfg.advance_ms + v->cfg.size_ms))
+        nf++;
+    return nf;
+}
+
+/* One cell: rejects a cell with neither data nor record, a record on a
+ * window that has not fired, a birth after the present, a position off
+ * the grid or past purging, and a cell seen twice. A data cell gets the
+ * slots of every live window holding its pane. */
+static int load_cell(sql_view *v, group *g, cf_reader *in)
+{
+    int64_t start, end, p = 0, first = 0;
+    uint32_t rev;
+    uint8_t flags;
+    uint16_t born;
+    int64_t adv = v->cfg.advance_ms;
+    if (!cf_get_i64(in, &start) || !cf_get_u32(in, &rev) || !cf_get_u8(in, &flags) ||
+        !cf_get_u16(in, &born) || flags == 0 || flags > 3 ||
+        __builtin_add_overflow(start, v->cfg.size_ms, &end) ||
+        __builtin_mul_overflow(cf_floor_div(start, adv), adv, &p) || p != start ||
+        purge_due(v, end) ||
+        ((flags & 2) && !fire_due(v, end)) || (!(flags & 2) && rev) ||
+        (!(flags & 1) && born) || sql_view_cell_find(v, start, g))
+        return -EINVAL;
+    bool data = flags & 1;
+    if (data && (!pane_of(v, start, &p, &first) || born > fired_windows(v, start)))
+        return -EINVAL;
+    if (sql_view_slots_reserve(v, v->k + 1) < 0 || sql_view_cells_reserve(v, 1) < 0)
+        return -ENOMEM;
+    if (data)
+        for (uint32_t j = 0; j < v->k; j++)
+            if (!purge_due(v, first + (int64_t)j * adv + v->cfg.size_ms))
+                sql_view_slot_get(v, first + (int64_t)j * adv);
+    cell *c = sql_view_cell_new(v, sql_view_slot_get(v, start), g);
+    c->revision = rev;
+    c->has_data = data;
+    c->rec = (flags & 2) != 0;
+    c->born = born;
+    sql_agg_fini(v->aggs, cell_state(c));
+    return sql_agg_load(v->aggs, cell_state(c), in);
+}
+
+static int load_sessions(sql_view *v, group *g, cf_reader *in)
+{
+    uint32_t n;
+    if (!cf_get_u32(in, &n) || n == 0 || g->sessions)
+        return -EINVAL;
+    sess **tail = &g->sessions;
+    const sess *prev = NULL;
+    for (uint32_t i = 0; i < n; i++) {
+        int64_t first, last;
+        uint32_t rev;
+        uint8_t fired;
+        if (!cf_get_i64(in, &first) || !cf_get_i64(in, &last) || !cf_get_u32(in, &rev) ||
+            !cf_get_u8(in, &fired) || fired > 1 || first > last ||
+            (prev && sat_add(prev->last, v->cfg.gap_ms) >= first) ||
+            (!fired && reached(v, sess_fire_at(v, last))) ||
+            (fired && reached(v, sess_purge_at(v, last))))
+            return -EINVAL;
+        if (sql_view_heap_reserve(v) < 0)
+            return -ENOMEM;
+        sess *x = malloc(v->sess_size);
+        if (!x)
+            return -ENOMEM;
+        memset(x, 0, sizeof *x);
+        x->first = first;
+        x->last = last;
+        x->revision = rev;
+        x->fired = fired;
+        x->g = g;
+        g->refs++;
+        *tail = x;
+        tail = &x->next;
+        x->placed = sess_action_at(v, x);
+        sql_view_heap_push(v, x);
+        if (fired)
+            v->n_kept++;
+        else
+            v->n_open++;
+        int rc = sql_agg_load(v->aggs, sess_state(x), in);
+        if (rc < 0)
+            return rc;
+        prev = x;
+    }
+    return 0;
+}
+
+int sql_view_load(sql_view *v, cf_reader *in)
+{
+    cf_buf want = {0};
+    put_header(v, &want);
+    if (want.oom) {
+        cf_buf_free(&want);
+        return -ENOMEM;
+    }
+    /* The header must match byte for byte, except the watermark (last 8). */
+    size_t cfg_len = want.len - 8;
+    const uint8_t *p = in->p;
+    bool same = in->left >= want.len && memcmp(p, want.data, cfg_len) == 0;
+    cf_buf_free(&want);
+    if (!same)
+        return -EINVAL;
+    cf_reader_init(in, p + cfg_len, in->left - cfg_len);
+    int64_t wm;
+    uint32_t records;
+    if (!cf_get_i64(in, &wm) || !cf_get_u32(in, &records))
+        return -EINVAL;
+    if (v->wm != CF_TIME_NONE && v->wm != wm)
+        return -EINVAL;
+    v->wm = wm;
+    sql_value key[MAX_KEYS];
+    for (uint32_t r = 0; r < records; r++) {
+        for (uint32_t i = 0; i < v->cfg.nkeys; i++)
+            if (!sql_value_load(in, MAX_KEY_STR, &key[i]))
+                return -EINVAL;
+        uint64_t kh = key_hash(v, key);
+        group *g = sql_view_group_find(v, kh, key);
+        bool windowed = v->cfg.window == SQL_WINDOW_TUMBLING || v->cfg.window == SQL_WINDOW_HOPPING;
+        if (g && !windowed)
+            return -EINVAL; /* a group seen twice */
+        if (!g && !key_fits(v, key))
+            return -EINVAL;
+        if (!g && !(g = sql_view_group_new(v, kh, key, false)))
+            return -ENOMEM;
+        g->refs++; /* held while loading */
+        int rc;
+        if (windowed) {
+            rc = load_cell(v, g, in);
+        } else if (v->cfg.window == SQL_WINDOW_SESSION) {
+            rc = load_sessions(v, g, in);
+        } else {
+            rc = cf_get_i64(in, &g->last_ts) ? 0 : -EINVAL;
+            if (rc == 0) {
+                g->placed = g->last_ts;
+                sql_agg_fini(v->aggs, group_state(v, g));
+                rc = sql_agg_load(v->aggs, group_state(v, g), in);
+            }
+            if (rc == 0 && sql_view_heap_reserve(v) == 0) {
+                sql_view_heap_push(v, g);
+                v->n_open++;
+                g->refs++;
+            } else if (rc == 0) {
+                rc = -ENOMEM;
+            }
+        }
+        sql_view_group_unref(v, g);
+        if (rc < 0)
+            return rc;
+    }
+    return 0;
+}
