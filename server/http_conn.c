@@ -234,6 +234,7 @@ void http_notify_connection(void *cls, struct MHD_Connection *c, void **socket_c
         pthread_mutex_unlock(&h->reaper_mu);
         cf_buf_free(&e->spare_body);
         free(e->spare_rq);
+        cf_buf_free(&e->spare_enrich);
         free(e);
         *socket_context = NULL;
     }

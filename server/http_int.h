@@ -102,6 +102,9 @@ typedef struct conn_entry {
      * free (issue 15); at most HTTP_RQ_KEEP bytes. */
     void *spare_rq;
     size_t spare_rq_cap;
+    /* (the connection's thread) the last POST /api/v1/events' enrichment
+     * buffer (cf_ingest.enrich), emptied, up to HTTP_BODY_KEEP bytes. */
+    cf_buf spare_enrich;
 } conn_entry;
 
 #define HTTP_BODY_KEEP ((size_t)4096)
