@@ -277,12 +277,17 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *c, const
     if (!rq)
         return MHD_NO;   /* uri_logger ran out of memory */
     cf_http *h = rq->h;
-    int64_t now = mono_ms();
-    int64_t left = h->cfg.request_deadline_ms - (now - rq->start_ms);
     if (rq->park_state == PARK_DONE)
         return http_finish_parked(rq, c);   /* resumed by http_park.c */
     if (rq->park_state == PARK_WAITING)
         return MHD_YES;                /* not expected while suspended */
+    /* The clock only where a deadline is checked or set: with the headers
+     * and with each piece of body, not at the final call. */
+    int64_t now = 0, left = 0;
+    if (!rq->headers_done || (rq->reading_body && *upload_size > 0)) {
+        now = http_now_ms();
+        left = h->cfg.request_deadline_ms - (now - rq->start_ms);
+    }
 
     if (!rq->headers_done) {
         /* Headers are in. Only a POST is answered right away, when it is
@@ -413,16 +418,28 @@ static void *uri_logger(void *cls, const char *uri, struct MHD_Connection *c)
     /* The raw URI right after the state, in one allocation (a strdup of
      * its own was one more malloc and free per request, issue 15). */
     size_t ulen = strlen(uri);
-    request *rq = calloc(1, sizeof *rq + ulen + 1);
-    if (!rq)
-        return NULL;
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    conn_entry *ce = ci ? ci->socket_context : NULL;
+    size_t need = sizeof(request) + ulen + 1;
+    request *rq;
+    if (ce && ce->spare_rq && ce->spare_rq_cap >= need) {
+        /* The block of the connection's last request (request_completed). */
+        rq = ce->spare_rq;
+        ce->spare_rq = NULL;
+        memset(rq, 0, sizeof *rq);
+        rq->cap = ce->spare_rq_cap;
+    } else {
+        size_t cap = ce && need < HTTP_RQ_KEEP ? HTTP_RQ_KEEP : need;
+        if (!(rq = calloc(1, cap)))
+            return NULL;
+        rq->cap = cap;
+    }
     rq->raw_uri = (char *)(rq + 1);
     memcpy(rq->raw_uri, uri, ulen + 1);
     cf_http *h = cls;
     rq->h = h;
-    rq->start_ms = mono_ms();
-    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
-    rq->conn = ci ? ci->socket_context : NULL;
+    rq->start_ms = http_now_ms();
+    rq->conn = ce;
     if (rq->conn) {
         rq->body = rq->conn->spare_body;   /* empty; storage kept from the last request */
         memset(&rq->conn->spare_body, 0, sizeof rq->conn->spare_body);
@@ -452,7 +469,7 @@ static void request_completed(void *cls, struct MHD_Connection *c, void **con_cl
         /* Until the next request line: the idle timeout, then the header
          * timeout. */
         if (rq->conn) {
-            int64_t now = mono_ms();
+            int64_t now = http_now_ms();
             conn_set(&rq->conn->served, atomic_load_explicit(&rq->conn->served, memory_order_relaxed) + 1);
             conn_set(&rq->conn->since_ms, now);
             conn_set(&rq->conn->phase, PHASE_WAITING);
@@ -466,7 +483,12 @@ static void request_completed(void *cls, struct MHD_Connection *c, void **con_cl
         } else {
             cf_buf_free(&rq->body);
         }
-        free(rq);   /* and raw_uri with it (uri_logger) */
+        if (rq->conn && !rq->conn->spare_rq && rq->cap <= HTTP_RQ_KEEP) {
+            rq->conn->spare_rq = rq;   /* for the next request (uri_logger) */
+            rq->conn->spare_rq_cap = rq->cap;
+        } else {
+            free(rq);   /* and raw_uri with it (uri_logger) */
+        }
     }
     /* A kept-alive connection waits for its next request with the full
      * inactivity timeout again. */

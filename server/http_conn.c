@@ -182,7 +182,7 @@ void http_notify_connection(void *cls, struct MHD_Connection *c, void **socket_c
             return;   /* not watched: MHD's inactivity timeout still applies */
         e->fd = ci->connect_fd;
         e->stripe = http_connection_stripe(c);
-        int64_t now = mono_ms();
+        int64_t now = http_now_ms();
         atomic_store(&e->since_ms, now);
         atomic_store(&e->phase, PHASE_WAITING);
         /* The request headers must be in within the header timeout (nginx's
@@ -233,6 +233,8 @@ void http_notify_connection(void *cls, struct MHD_Connection *c, void **socket_c
         pthread_cond_signal(&h->accept_cv);   /* a slot for a waiting accept */
         pthread_mutex_unlock(&h->reaper_mu);
         cf_buf_free(&e->spare_body);
+        free(e->spare_rq);
+        cf_buf_free(&e->spare_enrich);
         free(e);
         *socket_context = NULL;
     }
@@ -245,7 +247,7 @@ void *http_reaper_main(void *arg)
     cf_http *h = arg;
     pthread_mutex_lock(&h->reaper_mu);
     while (!h->reaper_stop) {
-        int64_t now = mono_ms();
+        int64_t now = http_now_ms();
         for (conn_entry *e = h->conns; e; e = e->next) {
             int64_t d = atomic_load(&e->deadline_ms);
             if (d != 0 && now >= d && !e->cut) {

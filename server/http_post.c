@@ -177,6 +177,11 @@ enum MHD_Result http_finish_events(request *rq, struct MHD_Connection *c, char *
     const cf_config *cfg = &rq->h->cfg;
     cf_ingest ig;
     cf_ingest_init(&ig);
+    if (rq->conn) {
+        /* Enrichment strings into the last request's buffer (below). */
+        ig.enrich = rq->conn->spare_enrich;
+        memset(&rq->conn->spare_enrich, 0, sizeof rq->conn->spare_enrich);
+    }
     cf_event_limits lim = {.max_future_ms = cfg->max_future_ms};
     const char *why = NULL;
     enum MHD_Result ret;
@@ -286,6 +291,14 @@ enum MHD_Result http_finish_events(request *rq, struct MHD_Connection *c, char *
     ret = shared ? http_send_shared(rq, c, MHD_HTTP_ACCEPTED, shared)
                  : http_send_json_text(rq, c, MHD_HTTP_ACCEPTED, answer, alen, gh, ngh);
 out:
+    if (rq->conn && !ig.enrich.oom && ig.enrich.cap <= HTTP_BODY_KEEP) {
+        /* Kept for the connection's next request: one malloc and free
+         * less per request (the events were copied by the engine). */
+        cf_buf_reset(&ig.enrich);
+        cf_buf_free(&rq->conn->spare_enrich);   /* none: taken above */
+        rq->conn->spare_enrich = ig.enrich;
+        memset(&ig.enrich, 0, sizeof ig.enrich);
+    }
     cf_ingest_free(&ig);
     free(gate.body);
     return ret;

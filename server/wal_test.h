@@ -4,6 +4,8 @@
 
 #include <stdbool.h>
 
+#include "wal.h"
+
 /* hold = true: every log's writer stops before its write() until released,
  * so a test can keep records appended but unwritten. Process-wide. */
 void cf_wal_test_hold(bool hold);
@@ -18,5 +20,12 @@ unsigned long cf_wal_test_flusher_wakeups(void);
  * mapping their segments (wal.c), as on a file system without fallocate.
  * Process-wide. */
 void cf_wal_test_force_write(bool on);
+
+/* Rotations that swapped in a segment prepared ahead by the flusher
+ * (wal.c). Process-wide, only ever grows. */
+unsigned long cf_wal_test_prepared_rotations(void);
+/* Once w's current segment is half full, the flusher prepares the next
+ * one: waits until it is ready (true) or preparation failed (false). */
+bool cf_wal_test_wait_prepared(cf_wal *w);
 
 #endif

@@ -113,6 +113,44 @@ def test_url_and_referrer_columns():
                                                          "referrer must be a string"], body
 
 
+def test_keep_alive_requests_enrich_each_event_afresh():
+    """A keep-alive connection reuses the enrichment buffer of its last
+    request (server/http_post.c): each request's columns are its own, after
+    a request with longer strings, with none, or with too many to keep."""
+    import http.client
+    import json
+    with Server(REPLAY) as srv:
+        conn = http.client.HTTPConnection("127.0.0.1", srv.http_port, timeout=10)
+        many = [{"user_id": "m%d" % i, "page_url": "/m?utm_source=" + "s" * 200, "timestamp": BASE}
+                for i in range(40)]   # over 4 KiB of strings: not kept
+        steps = [
+            ([{"user_id": "a", "page_url": "/long/" + "p" * 300 + "?utm_source=" + "x" * 200,
+               "timestamp": BASE}], {"Referer": "https://ref.example/" + "r" * 200}),
+            ([{"user_id": "b", "page_url": "/b", "timestamp": BASE}], {}),
+            (many, {}),
+            ([{"user_id": "c", "page_url": "/c?utm_source=cc", "timestamp": BASE}], {"User-Agent": CHROME}),
+            ([{"user_id": "d", "page_url": "/d", "timestamp": BASE}], {}),
+        ]
+        sock = None
+        for events, headers in steps:
+            conn.request("POST", "/api/v1/events", json.dumps(events),
+                         dict(headers, **{"Content-Type": "application/json"}))
+            r = conn.getresponse()
+            body = json.loads(r.read())
+            assert r.status == 202 and body["accepted"] == len(events), body
+            sock = sock or conn.sock
+            assert conn.sock is sock, "the connection was not kept alive"
+        conn.close()
+        got = by_user(recent(srv))
+        a, b, c, d = got["a"], got["b"], got["c"], got["d"]
+        assert a["page_path"] == "/long/" + "p" * 300 and a["utm_source"] == "x" * 200, a
+        assert a["referrer_host"] == "ref.example", a
+        assert (b["page_path"], b["utm_source"], b["referrer"], b["browser"]) == ("/b", None, None, None), b
+        assert got["m7"]["utm_source"] == "s" * 200
+        assert (c["page_path"], c["utm_source"], c["browser"]) == ("/c", "cc", "Chrome"), c
+        assert (d["page_path"], d["utm_source"], d["referrer"], d["browser"]) == ("/d", None, None, None), d
+
+
 def test_bots_are_counted_but_skipped_by_the_builtin_views():
     if not os.path.exists(RULES):
         print("skip: no uap-core rules")
@@ -318,6 +356,7 @@ if __name__ == "__main__":
     run_tests([
         test_user_agent_columns,
         test_url_and_referrer_columns,
+        test_keep_alive_requests_enrich_each_event_afresh,
         test_bots_are_counted_but_skipped_by_the_builtin_views,
         test_kill9_keeps_bots_and_the_enrichment_of_replayed_events,
         test_country_from_geoip,

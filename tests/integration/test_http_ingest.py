@@ -172,9 +172,44 @@ def test_keep_alive_bodies_of_every_size_are_read_whole():
         assert stats["accepted"] == 155, stats
 
 
+
+def test_keep_alive_request_state_is_fresh_for_every_uri():
+    """One keep-alive connection reuses its request block (the state and the
+    raw URI, server/http.c uri_logger) up to a URI of about 1 KiB: each
+    request is routed by its own URI and starts from clean state, whether
+    the one before had a longer URI, a shorter one, or one too long to
+    keep."""
+    import http.client
+    with Server(["--idle-timeout", "0"]) as srv:
+        conn = http.client.HTTPConnection("127.0.0.1", srv.http_port, timeout=10)
+        sock = None
+        steps = [
+            ("POST", "/api/v1/events?pad=" + "x" * 1500, json.dumps(EV), 202),   # not kept
+            ("GET", "/api/v1/stats", None, 200),
+            ("POST", "/api/v1/events?pad=" + "y" * 900, json.dumps([EV, EV]), 202),  # kept
+            ("GET", "/api/v1/no-such-thing", None, 404),
+            ("POST", "/api/v1/events", "{", 400),
+            ("GET", "/api/v1/stats?pad=" + "z" * 600, None, 200),
+            ("POST", "/api/v1/events", json.dumps(dict(EV, user_id="u2")), 202),
+        ]
+        for method, path, body, want in steps:
+            conn.request(method, path, body, JSON if body else {})
+            r = conn.getresponse()
+            data = r.read()
+            assert r.status == want, (method, path[:40], r.status, data)
+            if path.startswith("/api/v1/stats"):
+                assert "accepted" in json.loads(data), data
+            sock = sock or conn.sock
+            assert conn.sock is sock, "the connection was not kept alive"
+        conn.close()
+        st, stats = srv.request("GET", "/api/v1/stats")
+        assert stats["accepted"] == 4, stats
+
+
 if __name__ == "__main__":
     run_tests([test_single_object_array_and_exact_body, test_invalid_event_reasons_are_listed_with_index,
                test_text_plain_and_charset_parameters, test_ndjson_lines_and_per_line_errors,
                test_not_json_is_400_and_nothing_is_accepted, test_errors_list_is_capped_at_100,
                test_untrusted_text_is_escaped_in_json, test_single_event_answers_are_exact_under_every_policy,
-               test_keep_alive_bodies_of_every_size_are_read_whole])
+               test_keep_alive_bodies_of_every_size_are_read_whole,
+               test_keep_alive_request_state_is_fresh_for_every_uri])
