@@ -658,6 +658,29 @@ static void written_locked(cf_wal *w, int64_t upto)
         pthread_cond_signal(&w->flush_cv);
 }
 
+/* Called with mu held: fdatasyncs the open segment through a dup()ed
+ * descriptor with mu released (appends and a rotation may go on meanwhile;
+ * a rotation syncs the segments before it itself), then takes mu again.
+ * hold: stop at the test seam first (the committer's, not the flusher's).
+ * 0, or -errno of the dup or the fdatasync. */
+static int sync_segment_unlocked(cf_wal *w, bool hold)
+{
+    int fd = w->fd >= 0 ? dup(w->fd) : -2;
+    int r = fd == -1 ? -errno : 0;
+    pthread_mutex_unlock(&w->mu);
+    if (hold)
+        test_hold_point();
+    if (fd >= 0) {
+        if (fdatasync(fd) < 0)
+            r = -errno;
+        else
+            atomic_fetch_add(&w->fsyncs, 1);
+        close(fd);
+    }
+    pthread_mutex_lock(&w->mu);
+    return r;
+}
+
 /* One round of a mapped log's committer (--fsync always; under batch and
  * off an appended record is already committed): fdatasyncs what is written
  * so far. The descriptor is dup()ed under mu, as the flusher's: a rotation
@@ -670,18 +693,7 @@ static void sync_round(cf_wal *w)
         return;
     }
     int64_t upto = w->written_lsn;
-    int fd = w->fd >= 0 ? dup(w->fd) : -2;
-    int r = fd == -1 ? -errno : 0;
-    pthread_mutex_unlock(&w->mu);
-    test_hold_point();
-    if (fd >= 0) {
-        if (fdatasync(fd) < 0)
-            r = -errno;
-        else
-            atomic_fetch_add(&w->fsyncs, 1);
-        close(fd);
-    }
-    pthread_mutex_lock(&w->mu);
+    int r = sync_segment_unlocked(w, true);
     w->writing = false;
     if (r < 0) {
         set_failed(w, "fdatasync", r);
@@ -772,17 +784,7 @@ static void *flusher_main(void *arg)
         if (settle_all_locked(w) < 0)
             break;
         int64_t target = w->written_lsn;
-        int fd = w->fd >= 0 ? dup(w->fd) : -2;
-        int e = fd == -1 ? -errno : 0;
-        pthread_mutex_unlock(&w->mu);
-        if (fd >= 0) {
-            if (fdatasync(fd) < 0)
-                e = -errno;
-            else
-                atomic_fetch_add(&w->fsyncs, 1);
-            close(fd);
-        }
-        pthread_mutex_lock(&w->mu);
+        int e = sync_segment_unlocked(w, false);
         if (e < 0) {
             set_failed(w, "fdatasync", e);
             break;

@@ -79,12 +79,13 @@ static void offer(cf_history *h, int64_t start, const char *page, uint32_t rev, 
     cf_hll_free(s);
 }
 
-static long count_rows(const fixture *f)
+/* The one integer a query on history.db answers (its first row, first column). */
+static long sql_long(const fixture *f, const char *sql)
 {
     sqlite3 *db = NULL;
     assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
     sqlite3_stmt *st = NULL;
-    assert_int_equal(sqlite3_prepare_v2(db, "SELECT count(*) FROM results", -1, &st, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
     assert_int_equal(sqlite3_step(st), SQLITE_ROW);
     long n = sqlite3_column_int64(st, 0);
     sqlite3_finalize(st);
@@ -92,17 +93,14 @@ static long count_rows(const fixture *f)
     return n;
 }
 
+static long count_rows(const fixture *f)
+{
+    return sql_long(f, "SELECT count(*) FROM results");
+}
+
 static long page_size(const fixture *f)
 {
-    sqlite3 *db = NULL;
-    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
-    sqlite3_stmt *st = NULL;
-    assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA page_size", -1, &st, NULL), SQLITE_OK);
-    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
-    long n = sqlite3_column_int64(st, 0);
-    sqlite3_finalize(st);
-    sqlite3_close(db);
-    return n;
+    return sql_long(f, "PRAGMA page_size");
 }
 
 /* A new history.db has CF_HISTORY_PAGE_SIZE pages (rows with sketches fit
@@ -434,19 +432,6 @@ static void assert_rollups_exact(cf_history *h, int64_t lo, int64_t hi)
     assert_string_equal(got, want);
     free(want);
     free(got);
-}
-
-static long sql_long(const fixture *f, const char *sql)
-{
-    sqlite3 *db = NULL;
-    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
-    sqlite3_stmt *st = NULL;
-    assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
-    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
-    long n = sqlite3_column_int64(st, 0);
-    sqlite3_finalize(st);
-    sqlite3_close(db);
-    return n;
 }
 
 /* A late revision replaces revision 0 of a window in an hour that is
