@@ -174,29 +174,13 @@ static int cmp_i64(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-/* Writes all n bytes (retrying short writes and EINTR). 0 or -errno. */
-static int write_all(int fd, const uint8_t *p, size_t n)
-{
-    while (n > 0) {
-        ssize_t k = write(fd, p, n);
-        if (k < 0) {
-            if (errno == EINTR)
-                continue;
-            return -errno;
-        }
-        p += k;
-        n -= (size_t)k;
-    }
-    return 0;
-}
-
-/* pwrite()s all n bytes at off (retrying short writes and EINTR). 0 or
- * -errno. */
-static int pwrite_all(int fd, const void *buf, size_t n, off_t off)
+/* Writes all n bytes, at the file's position when off < 0 (write), else at
+ * off (pwrite), retrying short writes and EINTR. 0 or -errno. */
+static int write_all(int fd, const void *buf, size_t n, off_t off)
 {
     const uint8_t *p = buf;
     while (n > 0) {
-        ssize_t k = pwrite(fd, p, n, off);
+        ssize_t k = off < 0 ? write(fd, p, n) : pwrite(fd, p, n, off);
         if (k < 0) {
             if (errno == EINTR)
                 continue;
@@ -204,7 +188,8 @@ static int pwrite_all(int fd, const void *buf, size_t n, off_t off)
         }
         p += k;
         n -= (size_t)k;
-        off += k;
+        if (off >= 0)
+            off += k;
     }
     return 0;
 }
@@ -625,7 +610,7 @@ static int write_records(cf_wal *w, const uint8_t *p, size_t n)
             if (w->seg_size + chunk >= w->segment_bytes)
                 break;
         }
-        int r = write_all(w->fd, p, chunk);
+        int r = write_all(w->fd, p, chunk, -1);
         if (r < 0)
             return r;
         w->seg_size += chunk;
@@ -1228,8 +1213,8 @@ static int64_t append_mapped(cf_wal *w, const uint8_t h[REC_HDR], const void *pa
         memcpy(at, h, REC_HDR);
         if (len)
             memcpy(at + REC_HDR, payload, len);
-    } else if ((r = pwrite_all(w->fd, h, REC_HDR, (off_t)w->seg_size)) < 0 ||
-               (r = pwrite_all(w->fd, payload, len, (off_t)(w->seg_size + REC_HDR))) < 0) {
+    } else if ((r = write_all(w->fd, h, REC_HDR, (off_t)w->seg_size)) < 0 ||
+               (r = write_all(w->fd, payload, len, (off_t)(w->seg_size + REC_HDR))) < 0) {
         pthread_mutex_lock(&w->mu);
         set_failed(w, "write", r);
         pthread_mutex_unlock(&w->mu);

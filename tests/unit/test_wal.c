@@ -368,15 +368,25 @@ static void test_close_writes_uncommitted_appends(void **state)
     cf_wal_close(w);
 }
 
+/* Logs records 1..100 under policy in 1 KiB segments and closes the log;
+ * segs gets the segments' first LSNs (at least three), their count is
+ * returned. */
+static size_t hundred_records_in_segments(const char *dir, cf_fsync_policy policy, int64_t segs[64])
+{
+    cf_wal *w = open_wal(dir, policy, 1024);
+    append_range(w, 1, 100);
+    cf_wal_close(w);
+    size_t n = list_segs(dir, segs, 64);
+    assert_true(n >= 3);
+    return n;
+}
+
 static void test_corrupt_byte_in_last_segment_cuts_tail(void **state)
 {
     const char *dir = *state;
-    cf_wal *w = open_wal(dir, CF_FSYNC_ALWAYS, 1024);
-    append_range(w, 1, 100);
-    cf_wal_close(w);
     int64_t segs[64];
-    size_t n = list_segs(dir, segs, 64);
-    assert_true(n >= 3);
+    size_t n = hundred_records_in_segments(dir, CF_FSYNC_ALWAYS, segs);
+    cf_wal *w;
     int64_t first = segs[n - 1];
     assert_true(first + 3 <= 100);
     char p[512];
@@ -404,12 +414,9 @@ static void test_corrupt_byte_in_last_segment_cuts_tail(void **state)
 static void test_corrupt_header_in_earlier_segment_drops_later_ones(void **state)
 {
     const char *dir = *state;
-    cf_wal *w = open_wal(dir, CF_FSYNC_OFF, 1024);
-    append_range(w, 1, 100);
-    cf_wal_close(w);
     int64_t segs[64];
-    size_t n = list_segs(dir, segs, 64);
-    assert_true(n >= 3);
+    hundred_records_in_segments(dir, CF_FSYNC_OFF, segs);
+    cf_wal *w;
     char p[512];
     seg_path(dir, segs[1], p, sizeof p);
     /* The LSN field of the second segment's first record. */
@@ -838,12 +845,9 @@ static void test_crash_leaves_mapped_tail_that_recovers_exactly(void **state)
 static void test_zero_tail_of_earlier_segment(void **state)
 {
     const char *dir = *state;
-    cf_wal *w = open_wal(dir, CF_FSYNC_OFF, 1024);
-    append_range(w, 1, 100);
-    cf_wal_close(w);
     int64_t segs[64];
-    size_t n = list_segs(dir, segs, 64);
-    assert_true(n >= 3);
+    size_t n = hundred_records_in_segments(dir, CF_FSYNC_OFF, segs);
+    cf_wal *w;
     char p[512];
     seg_path(dir, segs[0], p, sizeof p);
     off_t end0 = file_size(p);
