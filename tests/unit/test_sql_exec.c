@@ -279,6 +279,21 @@ static void feed_hits(cf_sqlx *x, unsigned seed)
     cf_buf_free(&buf);
 }
 
+/* Shard idx of n running set twice: on the fast paths and on the generic
+ * ones (cf_sqlx_set_generic), to be fed the same rows and compared. */
+static void fast_and_generic(cf_sqlx_set *set, unsigned idx, unsigned n, cf_sqlx **ret_fast,
+                             cf_sqlx **ret_slow)
+{
+    cf_sqlx *fast = cf_sqlx_new(idx, n, 100), *slow = cf_sqlx_new(idx, n, 100);
+    assert_non_null(fast);
+    assert_non_null(slow);
+    cf_sqlx_set_generic(slow, true);
+    cf_sqlx_install(fast, cf_sqlx_set_ref(set));
+    cf_sqlx_install(slow, cf_sqlx_set_ref(set));
+    *ret_fast = fast;
+    *ret_slow = slow;
+}
+
 /* The views named a, b, ... of fast and slow give the same rows (some) and
  * byte-identical saved state; then both are freed. */
 static void assert_same_rows_and_state_then_free(cf_sqlx *fast, cf_sqlx *slow, size_t nviews)
@@ -316,12 +331,8 @@ static void test_fast_view_row_matches_generic(void **state)
     cf_sqlx_set *set = hits_set();
     for (unsigned n = 1; n <= 2; n++)
         for (unsigned idx = 0; idx < n; idx++) {
-            cf_sqlx *fast = cf_sqlx_new(idx, n, 100), *slow = cf_sqlx_new(idx, n, 100);
-            assert_non_null(fast);
-            assert_non_null(slow);
-            cf_sqlx_set_generic(slow, true);
-            cf_sqlx_install(fast, cf_sqlx_set_ref(set));
-            cf_sqlx_install(slow, cf_sqlx_set_ref(set));
+            cf_sqlx *fast, *slow;
+            fast_and_generic(set, idx, n, &fast, &slow);
             feed_hits(fast, 7 + n);
             feed_hits(slow, 7 + n);
             assert_int_equal(cf_sqlx_errors(fast), cf_sqlx_errors(slow));
@@ -419,12 +430,8 @@ static void test_event_row_matches_generic(void **state)
     assert_non_null(vc);
     for (unsigned n = 1; n <= 2; n++)
         for (unsigned idx = 0; idx < n; idx++) {
-            cf_sqlx *fast = cf_sqlx_new(idx, n, 100), *slow = cf_sqlx_new(idx, n, 100);
-            assert_non_null(fast);
-            assert_non_null(slow);
-            cf_sqlx_set_generic(slow, true);
-            cf_sqlx_install(fast, cf_sqlx_set_ref(set));
-            cf_sqlx_install(slow, cf_sqlx_set_ref(set));
+            cf_sqlx *fast, *slow;
+            fast_and_generic(set, idx, n, &fast, &slow);
             unsigned seed = 3 + n;
             for (uint64_t i = 1; i <= 400; i++) {
                 cf_event ev;
