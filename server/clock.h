@@ -7,21 +7,25 @@
 #include <stdint.h>
 #include <time.h>
 
+/* Clock id's time in milliseconds. */
+static inline int64_t clock_ms(clockid_t id)
+{
+    struct timespec ts;
+    clock_gettime(id, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 /* Wall-clock time (CLOCK_REALTIME): event timestamps, "now" in answers. */
 static inline int64_t wall_ms(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    return clock_ms(CLOCK_REALTIME);
 }
 
 /* Monotonic time (CLOCK_MONOTONIC): intervals, timeouts and rates, which a
  * wall-clock step must not stretch or shrink. */
 static inline int64_t mono_ms(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    return clock_ms(CLOCK_MONOTONIC);
 }
 
 #endif

@@ -54,9 +54,7 @@
  * not need better. Every deadline of http*.c is set and checked with it. */
 static inline int64_t http_now_ms(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    return clock_ms(CLOCK_MONOTONIC_COARSE);
 }
 
 /* The reaper enforces our deadlines even while MHD is still collecting

@@ -3,9 +3,9 @@
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
-#include <time.h>
 
 #include "cf_time.h"
+#include "clock.h"
 
 static _Atomic int min_level = CF_LOG_INFO;
 
@@ -16,10 +16,8 @@ void cf_log(cf_log_level level, const char *fmt, ...)
     if ((int)level < atomic_load(&min_level))
         return;
     static const char *const names[] = {"debug", "info", "warn", "error"};
-    struct timespec now;
-    clock_gettime(CLOCK_REALTIME, &now);
     char ts[32];
-    if (cf_rfc3339_format((int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000, ts, sizeof ts) < 0)
+    if (cf_rfc3339_format(wall_ms(), ts, sizeof ts) < 0)
         ts[0] = '\0';
     char msg[2048];
     va_list ap;
