@@ -47,89 +47,10 @@
 #include "cf_buf.h"
 #include "crc32c.h"
 #include "log.h"
+#include "wal_int.h"
 #include "wal_test.h"
 
-/* u32 payload length, u32 CRC32C, u8 type, u64 lsn. */
-#define REC_HDR 17u
-/* A record larger than this is rejected by append and treated as corrupt by
- * replay, so a torn length field cannot make replay allocate gigabytes. */
-#define REC_MAX (256u << 20)
-/* Under --fsync batch the flusher waits this long after the first unsynced
- * write before it fsyncs, to gather writes into one fsync; with the fsync
- * itself it stays within the 10 ms the contract promises on a healthy disk. */
-#define FLUSH_DELAY_NS 4000000L
-#define DEFAULT_SEGMENT_BYTES ((size_t)64 << 20)
-/* "wal-" + 20 digits + ".log" + NUL */
-#define SEG_NAME_LEN 29
-
-struct cf_wal {
-    char *dir;
-    int dirfd;
-    cf_fsync_policy policy;
-    size_t segment_bytes;
-
-    pthread_mutex_t mu;
-    pthread_cond_t done_cv;  /* committers: written/synced advanced, or error */
-    pthread_cond_t flush_cv; /* flusher: unsynced bytes, or stopping */
-    cf_buf pending;          /* appended, not yet taken by a writer */
-    cf_buf spare;            /* the writer's batch (swapped with pending) */
-    _Atomic int64_t next_lsn;
-    int64_t written_lsn;     /* records <= this are in the file */
-    int64_t synced_lsn;      /* records <= this are fdatasynced */
-    bool writing;
-    bool replayed;
-    bool stopping;
-    int err;                 /* sticky -EIO */
-    atomic_bool failed;      /* err is set: read without mu on the mapped append path */
-    struct timespec unsynced_since; /* monotonic; valid while written > synced */
-
-    /* Segment first-LSNs, ascending; the last one is the newest segment. */
-    int64_t *segs;
-    size_t nsegs, segcap;
-
-    /* Writer-owned (fd is also swapped under mu, see above); with mapped
-     * segments the appender is the writer. */
-    int fd;                  /* current segment, -1 = create at next write */
-    uint64_t seg_size;       /* bytes of records in it */
-    bool mapped;             /* segments are preallocated and mapped (see top) */
-    uint8_t *map;            /* the current segment's mapping, or NULL */
-    size_t map_len;          /* its length (address space; may pass the file's end) */
-    size_t alloc;            /* the file's preallocated size: appends stay below */
-
-    /* Rotation off the appender's path (mapped segments): the flusher
-     * thread prepares the next segment ahead (PREP_NAME: created,
-     * preallocated, mapped) once the current one is half full, so that a
-     * rotation under the caller's (sequencer's) lock only renames and
-     * swaps. The segment it closed is "retired" (unmapped, cut to its
-     * records, fdatasynced, closed) and the directory fsynced afterwards,
-     * by the flusher or by the next --fsync always committer, before
-     * synced_lsn passes it: the fsyncs that used to run inside the lock.
-     * All under mu. */
-    enum { PREP_NONE, PREP_WANTED, PREP_BUSY, PREP_READY, PREP_OFF } prep;
-    int prep_fd;
-    uint8_t *prep_map;
-    size_t prep_map_len, prep_alloc;
-    int ret_fd;              /* the rotated-out segment, -1 = none */
-    uint8_t *ret_map;
-    size_t ret_map_len;
-    uint64_t ret_size;
-    bool dir_dirty;          /* a renamed segment's entry is not yet fsynced */
-    bool settling;           /* a thread is retiring / fsyncing the directory */
-
-    bool has_flusher;
-    pthread_t flusher;
-    _Atomic uint64_t fsyncs;
-    _Atomic uint64_t bytes;
-};
-
 /* ---- small helpers -------------------------------------------------------- */
-
-static uint32_t rd32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-static uint64_t rd64(const uint8_t *p) { return (uint64_t)rd32(p) | (uint64_t)rd32(p + 4) << 32; }
 
 static void wr32(uint8_t *p, uint32_t v)
 {
@@ -141,11 +62,6 @@ static void wr64(uint8_t *p, uint64_t v)
 {
     wr32(p, (uint32_t)v);
     wr32(p + 4, (uint32_t)(v >> 32));
-}
-
-static void seg_name(char out[SEG_NAME_LEN], int64_t first_lsn)
-{
-    snprintf(out, SEG_NAME_LEN, "wal-%020" PRId64 ".log", first_lsn);
 }
 
 /* Parses "wal-<20 digits>.log"; false for any other name. */
@@ -330,7 +246,7 @@ static size_t round_up(size_t n, size_t to) { return (n + to - 1) / to * to; }
 /* Maps len bytes of the current segment, or remaps to len (a record past
  * the mapped length: rare). The mapping may pass the file's end; appends
  * stay within the preallocated part. Writer only. 0 or -errno. */
-static int map_to(cf_wal *w, size_t len)
+int wal_map_to(cf_wal *w, size_t len)
 {
     len = round_up(len, ALLOC_STEP);
     void *m = w->map ? mremap(w->map, w->map_len, len, MREMAP_MAYMOVE)
@@ -395,7 +311,7 @@ static int open_new_segment(cf_wal *w, int64_t first_lsn)
         /* The directory entry is durable, so an unmappable segment stays
          * (empty) with the log failed: replay removes it. */
         w->alloc = 0;
-        r = map_to(w, w->segment_bytes);
+        r = wal_map_to(w, w->segment_bytes);
         if (r < 0)
             return r;
     }
@@ -935,239 +851,6 @@ void cf_wal_close(cf_wal *w)
     free(w);
 }
 
-/* ---- replay --------------------------------------------------------------- */
-
-/* Reads a whole segment into *ret (malloc'd; caller frees). */
-static int read_segment(cf_wal *w, const char *name, uint8_t **ret, size_t *ret_len)
-{
-    int fd = openat(w->dirfd, name, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return -errno;
-    struct stat st;
-    if (fstat(fd, &st) < 0) {
-        int e = -errno;
-        close(fd);
-        return e;
-    }
-    size_t n = (size_t)st.st_size;
-    uint8_t *p = malloc(n ? n : 1);
-    if (!p) {
-        close(fd);
-        return -ENOMEM;
-    }
-    size_t got = 0;
-    while (got < n) {
-        ssize_t k = read(fd, p + got, n - got);
-        if (k < 0 && errno == EINTR)
-            continue;
-        if (k <= 0)
-            break;
-        got += (size_t)k;
-    }
-    close(fd);
-    *ret = p;
-    *ret_len = got;
-    return 0;
-}
-
-/* Cuts segment segs[i] at byte off and deletes every later segment, so the
- * log ends with the last whole, valid record. */
-static int cut_tail(cf_wal *w, size_t i, size_t off, size_t size, const char *why)
-{
-    char name[SEG_NAME_LEN];
-    seg_name(name, w->segs[i]);
-    cf_warn("wal: %s/%s: %s at byte %zu; cutting the log there (%zu bytes dropped)", w->dir,
-            name, why, off, size - off);
-    int fd = openat(w->dirfd, name, O_WRONLY | O_CLOEXEC);
-    if (fd < 0)
-        return -errno;
-    int r = 0;
-    if (ftruncate(fd, (off_t)off) < 0 || fsync(fd) < 0)
-        r = -errno;
-    close(fd);
-    if (r < 0)
-        return r;
-    for (size_t j = i + 1; j < w->nsegs; j++) {
-        seg_name(name, w->segs[j]);
-        cf_warn("wal: %s/%s: after the cut; deleting the segment", w->dir, name);
-        if (unlinkat(w->dirfd, name, 0) < 0 && errno != ENOENT)
-            return -errno;
-    }
-    w->nsegs = i + 1;
-    if (fsync(w->dirfd) < 0)
-        return -errno;
-    return 0;
-}
-
-static bool all_zero(const uint8_t *p, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        if (p[i])
-            return false;
-    return true;
-}
-
-/* Cuts segment segs[i] at byte off, quietly: what goes is the never-written,
- * preallocated rest of a mapped segment (zeros), not damage. */
-static int trim_segment(cf_wal *w, size_t i, size_t off)
-{
-    char name[SEG_NAME_LEN];
-    seg_name(name, w->segs[i]);
-    int fd = openat(w->dirfd, name, O_WRONLY | O_CLOEXEC);
-    if (fd < 0)
-        return -errno;
-    int r = 0;
-    if (ftruncate(fd, (off_t)off) < 0 || fsync(fd) < 0)
-        r = -errno;
-    close(fd);
-    return r;
-}
-
-/* Opens the newest segment for appending when the next LSN continues it;
- * otherwise the next write starts a segment named after the next LSN (an
- * empty newest segment is removed first). */
-static int position_appends(cf_wal *w, int64_t last_in_log, bool last_seg_empty, size_t last_size)
-{
-    if (w->nsegs == 0)
-        return 0;
-    char name[SEG_NAME_LEN];
-    seg_name(name, w->segs[w->nsegs - 1]);
-    if (last_seg_empty) {
-        if (unlinkat(w->dirfd, name, 0) < 0 && errno != ENOENT)
-            return -errno;
-        w->nsegs--;
-        return 0;
-    }
-    if (last_in_log != atomic_load(&w->next_lsn) - 1 || last_size >= w->segment_bytes)
-        return 0;
-    int fd = openat(w->dirfd, name, (w->mapped ? O_RDWR : O_WRONLY) | O_CLOEXEC);
-    if (fd < 0)
-        return -errno;
-    if (lseek(fd, (off_t)last_size, SEEK_SET) < 0) {
-        int e = -errno;
-        close(fd);
-        return e;
-    }
-    w->fd = fd;
-    w->seg_size = last_size;
-    if (w->mapped) {
-        w->alloc = last_size;
-        return map_to(w, w->segment_bytes > last_size ? w->segment_bytes : last_size + 1);
-    }
-    return 0;
-}
-
-/* Validates every segment in order (length, CRC, LSN continuity), calls fn
- * for records with lsn > after, cuts the log at the first torn or corrupt
- * record and positions appends after max(last good lsn, after): a snapshot
- * may cover records that never reached the log. A missing range of LSNs that
- * the snapshot does not cover (a deleted segment) is -ENODATA: replaying
- * past it would silently lose acknowledged events. O(log size) I/O; holds
- * one segment in memory at a time. */
-int64_t cf_wal_replay(cf_wal *w, int64_t after, cf_wal_record_fn fn, void *ctx)
-{
-    if (w->replayed)
-        return -EALREADY;
-    if (after < 0)
-        after = 0;
-    int64_t last = 0, count = 0;
-    bool last_seg_empty = false;
-    size_t last_size = 0;
-    for (size_t i = 0; i < w->nsegs; i++) {
-        int64_t first = w->segs[i];
-        int64_t covered = last > after ? last : after;
-        char name[SEG_NAME_LEN];
-        seg_name(name, first);
-        if (first > covered + 1) {
-            cf_error("wal: %s/%s: records %" PRId64 "..%" PRId64
-                     " are missing from the log and not covered by the snapshot",
-                     w->dir, name, covered + 1, first - 1);
-            return -ENODATA;
-        }
-        uint8_t *data = NULL;
-        size_t size = 0;
-        int r = read_segment(w, name, &data, &size);
-        if (r < 0)
-            return r;
-        size_t off = 0;
-        const char *why = NULL;
-        int64_t expect = first;
-        bool overlaps = last > 0 && first <= last;
-        if (overlaps)
-            why = "segment overlaps the previous one";
-        while (!why && off < size) {
-            if (size - off < REC_HDR) {
-                why = "torn record header";
-                break;
-            }
-            const uint8_t *h = data + off;
-            uint32_t len = rd32(h);
-            if (len > REC_MAX || size - off - REC_HDR < len) {
-                why = "torn record";
-                break;
-            }
-            if (cf_crc32c(0, h + 8, 9 + (size_t)len) != rd32(h + 4)) {
-                why = "CRC mismatch";
-                break;
-            }
-            int64_t lsn = (int64_t)rd64(h + 9);
-            if (lsn != expect) {
-                why = "LSN out of sequence";
-                break;
-            }
-            if (lsn > after && fn) {
-                int fr = fn(ctx, lsn, h[8], h + REC_HDR, len);
-                if (fr < 0) {
-                    free(data);
-                    return fr;
-                }
-            }
-            if (lsn > after)
-                count++;
-            last = lsn;
-            expect = lsn + 1;
-            off += REC_HDR + len;
-        }
-        /* Zeros from a record boundary to the end: a mapped segment's
-         * preallocated rest, left by a crash before the segment was cut to
-         * its records (or by a power loss before its last pages reached the
-         * disk, then like any lost tail). The segment ends there, unless a
-         * later segment does not continue it: then the later ones go, as
-         * after any damage. */
-        if (why && !overlaps && all_zero(data + off, size - off) &&
-            (i + 1 == w->nsegs || w->segs[i + 1] == expect)) {
-            why = NULL;
-            if ((r = trim_segment(w, i, off)) < 0) {
-                free(data);
-                return r;
-            }
-            size = off;
-        }
-        free(data);
-        if (why) {
-            if ((r = cut_tail(w, i, off, size, why)) < 0)
-                return r;
-            size = off;
-        }
-        last_seg_empty = off == 0;
-        last_size = size;
-        if (why)
-            break;
-    }
-    atomic_store(&w->next_lsn, (last > after ? last : after) + 1);
-    int r = position_appends(w, last, last_seg_empty, last_size);
-    if (r < 0)
-        return r;
-    pthread_mutex_lock(&w->mu);
-    w->written_lsn = w->synced_lsn = atomic_load(&w->next_lsn) - 1;
-    w->replayed = true;
-    pthread_mutex_unlock(&w->mu);
-    if (last > 0 || count > 0)
-        cf_info("wal: %s: replayed %" PRId64 " records after lsn %" PRId64
-                "; next lsn %" PRId64, w->dir, count, after, atomic_load(&w->next_lsn));
-    return count;
-}
-
 /* ---- append / commit ------------------------------------------------------ */
 
 /* Room for rec more bytes in the current mapped segment: a new segment
@@ -1186,7 +869,7 @@ static int mapped_room(cf_wal *w, int64_t lsn, size_t rec)
     if (w->fd < 0 && (r = open_new_segment(w, lsn)) < 0)
         return r;
     size_t need = w->seg_size + rec;
-    if (need > w->map_len && (r = map_to(w, need)) < 0)
+    if (need > w->map_len && (r = wal_map_to(w, need)) < 0)
         return r;
     if (need > w->alloc)
         r = alloc_to(w, need);

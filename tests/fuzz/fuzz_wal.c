@@ -1,9 +1,9 @@
-/* Fuzz harness for write-ahead log replay (server/wal.c): any bytes as the
+/* Fuzz harness for write-ahead log replay (server/wal_replay.c): any bytes as the
  * log's only segment replay without crashing into a gap-free run of LSNs
  * from 1, the tail after it is cut, and an append after the replay is read
  * back by the next replay right after that run.
  *
- * Input: the segment file's bytes. Build note: compile with server/wal.c,
+ * Input: the segment file's bytes. Build note: compile with server/wal.c, server/wal_replay.c,
  * server/crc32c.c and server/log.c (they need only lib/ and libc). The
  * harness works in one temp dir per process. */
 #include <errno.h>

@@ -1,0 +1,115 @@
+/* wal_int: what the log's two modules share (private to server/wal*.c):
+ *   wal.c         open, append, commit, segments (mapped or written), close
+ *   wal_replay.c  replay at start: read, check and cut the segments, then
+ *                 position the appends after the last valid record */
+#ifndef CF_WAL_INT_H
+#define CF_WAL_INT_H
+
+#include "wal.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <time.h>
+
+#include "cf_buf.h"
+
+/* u32 payload length, u32 CRC32C, u8 type, u64 lsn. */
+#define REC_HDR 17u
+/* A record larger than this is rejected by append and treated as corrupt by
+ * replay, so a torn length field cannot make replay allocate gigabytes. */
+#define REC_MAX (256u << 20)
+/* Under --fsync batch the flusher waits this long after the first unsynced
+ * write before it fsyncs, to gather writes into one fsync; with the fsync
+ * itself it stays within the 10 ms the contract promises on a healthy disk. */
+#define FLUSH_DELAY_NS 4000000L
+#define DEFAULT_SEGMENT_BYTES ((size_t)64 << 20)
+/* "wal-" + 20 digits + ".log" + NUL */
+#define SEG_NAME_LEN 29
+
+struct cf_wal {
+    char *dir;
+    int dirfd;
+    cf_fsync_policy policy;
+    size_t segment_bytes;
+
+    pthread_mutex_t mu;
+    pthread_cond_t done_cv;  /* committers: written/synced advanced, or error */
+    pthread_cond_t flush_cv; /* flusher: unsynced bytes, or stopping */
+    cf_buf pending;          /* appended, not yet taken by a writer */
+    cf_buf spare;            /* the writer's batch (swapped with pending) */
+    _Atomic int64_t next_lsn;
+    int64_t written_lsn;     /* records <= this are in the file */
+    int64_t synced_lsn;      /* records <= this are fdatasynced */
+    bool writing;
+    bool replayed;
+    bool stopping;
+    int err;                 /* sticky -EIO */
+    atomic_bool failed;      /* err is set: read without mu on the mapped append path */
+    struct timespec unsynced_since; /* monotonic; valid while written > synced */
+
+    /* Segment first-LSNs, ascending; the last one is the newest segment. */
+    int64_t *segs;
+    size_t nsegs, segcap;
+
+    /* Writer-owned (fd is also swapped under mu, see above); with mapped
+     * segments the appender is the writer. */
+    int fd;                  /* current segment, -1 = create at next write */
+    uint64_t seg_size;       /* bytes of records in it */
+    bool mapped;             /* segments are preallocated and mapped (see top) */
+    uint8_t *map;            /* the current segment's mapping, or NULL */
+    size_t map_len;          /* its length (address space; may pass the file's end) */
+    size_t alloc;            /* the file's preallocated size: appends stay below */
+
+    /* Rotation off the appender's path (mapped segments): the flusher
+     * thread prepares the next segment ahead (PREP_NAME: created,
+     * preallocated, mapped) once the current one is half full, so that a
+     * rotation under the caller's (sequencer's) lock only renames and
+     * swaps. The segment it closed is "retired" (unmapped, cut to its
+     * records, fdatasynced, closed) and the directory fsynced afterwards,
+     * by the flusher or by the next --fsync always committer, before
+     * synced_lsn passes it: the fsyncs that used to run inside the lock.
+     * All under mu. */
+    enum { PREP_NONE, PREP_WANTED, PREP_BUSY, PREP_READY, PREP_OFF } prep;
+    int prep_fd;
+    uint8_t *prep_map;
+    size_t prep_map_len, prep_alloc;
+    int ret_fd;              /* the rotated-out segment, -1 = none */
+    uint8_t *ret_map;
+    size_t ret_map_len;
+    uint64_t ret_size;
+    bool dir_dirty;          /* a renamed segment's entry is not yet fsynced */
+    bool settling;           /* a thread is retiring / fsyncing the directory */
+
+    bool has_flusher;
+    pthread_t flusher;
+    _Atomic uint64_t fsyncs;
+    _Atomic uint64_t bytes;
+};
+
+/* Little-endian fields of a record header. */
+static inline uint32_t rd32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static inline uint64_t rd64(const uint8_t *p) { return (uint64_t)rd32(p) | (uint64_t)rd32(p + 4) << 32; }
+
+/* A segment's file name: "wal-<first LSN, 20 digits>.log". */
+static inline void seg_name(char out[SEG_NAME_LEN], int64_t first_lsn)
+{
+    snprintf(out, SEG_NAME_LEN, "wal-%020" PRId64 ".log", first_lsn);
+}
+
+/* ---- wal.c, for wal_replay.c ---- */
+
+/* Maps len bytes of the current segment, or remaps to len (a record past
+ * the mapped length: rare). The mapping may pass the file's end; appends
+ * stay within the preallocated part. Writer only. 0 or -errno. */
+int wal_map_to(cf_wal *w, size_t len);
+
+#endif

@@ -1,0 +1,247 @@
+/* wal_replay: the log's replay at start (docs/FORMATS.md "Replay"): reads
+ * each segment, checks its records, cuts a torn or zero tail, and positions
+ * the appends after the last valid record. */
+#include "wal_int.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "crc32c.h"
+#include "log.h"
+
+/* ---- replay --------------------------------------------------------------- */
+
+/* Reads a whole segment into *ret (malloc'd; caller frees). */
+static int read_segment(cf_wal *w, const char *name, uint8_t **ret, size_t *ret_len)
+{
+    int fd = openat(w->dirfd, name, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    struct stat st;
+    if (fstat(fd, &st) < 0) {
+        int e = -errno;
+        close(fd);
+        return e;
+    }
+    size_t n = (size_t)st.st_size;
+    uint8_t *p = malloc(n ? n : 1);
+    if (!p) {
+        close(fd);
+        return -ENOMEM;
+    }
+    size_t got = 0;
+    while (got < n) {
+        ssize_t k = read(fd, p + got, n - got);
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k <= 0)
+            break;
+        got += (size_t)k;
+    }
+    close(fd);
+    *ret = p;
+    *ret_len = got;
+    return 0;
+}
+
+/* Cuts segment segs[i] at byte off and deletes every later segment, so the
+ * log ends with the last whole, valid record. */
+static int cut_tail(cf_wal *w, size_t i, size_t off, size_t size, const char *why)
+{
+    char name[SEG_NAME_LEN];
+    seg_name(name, w->segs[i]);
+    cf_warn("wal: %s/%s: %s at byte %zu; cutting the log there (%zu bytes dropped)", w->dir,
+            name, why, off, size - off);
+    int fd = openat(w->dirfd, name, O_WRONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    int r = 0;
+    if (ftruncate(fd, (off_t)off) < 0 || fsync(fd) < 0)
+        r = -errno;
+    close(fd);
+    if (r < 0)
+        return r;
+    for (size_t j = i + 1; j < w->nsegs; j++) {
+        seg_name(name, w->segs[j]);
+        cf_warn("wal: %s/%s: after the cut; deleting the segment", w->dir, name);
+        if (unlinkat(w->dirfd, name, 0) < 0 && errno != ENOENT)
+            return -errno;
+    }
+    w->nsegs = i + 1;
+    if (fsync(w->dirfd) < 0)
+        return -errno;
+    return 0;
+}
+
+static bool all_zero(const uint8_t *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (p[i])
+            return false;
+    return true;
+}
+
+/* Cuts segment segs[i] at byte off, quietly: what goes is the never-written,
+ * preallocated rest of a mapped segment (zeros), not damage. */
+static int trim_segment(cf_wal *w, size_t i, size_t off)
+{
+    char name[SEG_NAME_LEN];
+    seg_name(name, w->segs[i]);
+    int fd = openat(w->dirfd, name, O_WRONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    int r = 0;
+    if (ftruncate(fd, (off_t)off) < 0 || fsync(fd) < 0)
+        r = -errno;
+    close(fd);
+    return r;
+}
+
+/* Opens the newest segment for appending when the next LSN continues it;
+ * otherwise the next write starts a segment named after the next LSN (an
+ * empty newest segment is removed first). */
+static int position_appends(cf_wal *w, int64_t last_in_log, bool last_seg_empty, size_t last_size)
+{
+    if (w->nsegs == 0)
+        return 0;
+    char name[SEG_NAME_LEN];
+    seg_name(name, w->segs[w->nsegs - 1]);
+    if (last_seg_empty) {
+        if (unlinkat(w->dirfd, name, 0) < 0 && errno != ENOENT)
+            return -errno;
+        w->nsegs--;
+        return 0;
+    }
+    if (last_in_log != atomic_load(&w->next_lsn) - 1 || last_size >= w->segment_bytes)
+        return 0;
+    int fd = openat(w->dirfd, name, (w->mapped ? O_RDWR : O_WRONLY) | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    if (lseek(fd, (off_t)last_size, SEEK_SET) < 0) {
+        int e = -errno;
+        close(fd);
+        return e;
+    }
+    w->fd = fd;
+    w->seg_size = last_size;
+    if (w->mapped) {
+        w->alloc = last_size;
+        return wal_map_to(w, w->segment_bytes > last_size ? w->segment_bytes : last_size + 1);
+    }
+    return 0;
+}
+
+/* Validates every segment in order (length, CRC, LSN continuity), calls fn
+ * for records with lsn > after, cuts the log at the first torn or corrupt
+ * record and positions appends after max(last good lsn, after): a snapshot
+ * may cover records that never reached the log. A missing range of LSNs that
+ * the snapshot does not cover (a deleted segment) is -ENODATA: replaying
+ * past it would silently lose acknowledged events. O(log size) I/O; holds
+ * one segment in memory at a time. */
+int64_t cf_wal_replay(cf_wal *w, int64_t after, cf_wal_record_fn fn, void *ctx)
+{
+    if (w->replayed)
+        return -EALREADY;
+    if (after < 0)
+        after = 0;
+    int64_t last = 0, count = 0;
+    bool last_seg_empty = false;
+    size_t last_size = 0;
+    for (size_t i = 0; i < w->nsegs; i++) {
+        int64_t first = w->segs[i];
+        int64_t covered = last > after ? last : after;
+        char name[SEG_NAME_LEN];
+        seg_name(name, first);
+        if (first > covered + 1) {
+            cf_error("wal: %s/%s: records %" PRId64 "..%" PRId64
+                     " are missing from the log and not covered by the snapshot",
+                     w->dir, name, covered + 1, first - 1);
+            return -ENODATA;
+        }
+        uint8_t *data = NULL;
+        size_t size = 0;
+        int r = read_segment(w, name, &data, &size);
+        if (r < 0)
+            return r;
+        size_t off = 0;
+        const char *why = NULL;
+        int64_t expect = first;
+        bool overlaps = last > 0 && first <= last;
+        if (overlaps)
+            why = "segment overlaps the previous one";
+        while (!why && off < size) {
+            if (size - off < REC_HDR) {
+                why = "torn record header";
+                break;
+            }
+            const uint8_t *h = data + off;
+            uint32_t len = rd32(h);
+            if (len > REC_MAX || size - off - REC_HDR < len) {
+                why = "torn record";
+                break;
+            }
+            if (cf_crc32c(0, h + 8, 9 + (size_t)len) != rd32(h + 4)) {
+                why = "CRC mismatch";
+                break;
+            }
+            int64_t lsn = (int64_t)rd64(h + 9);
+            if (lsn != expect) {
+                why = "LSN out of sequence";
+                break;
+            }
+            if (lsn > after && fn) {
+                int fr = fn(ctx, lsn, h[8], h + REC_HDR, len);
+                if (fr < 0) {
+                    free(data);
+                    return fr;
+                }
+            }
+            if (lsn > after)
+                count++;
+            last = lsn;
+            expect = lsn + 1;
+            off += REC_HDR + len;
+        }
+        /* Zeros from a record boundary to the end: a mapped segment's
+         * preallocated rest, left by a crash before the segment was cut to
+         * its records (or by a power loss before its last pages reached the
+         * disk, then like any lost tail). The segment ends there, unless a
+         * later segment does not continue it: then the later ones go, as
+         * after any damage. */
+        if (why && !overlaps && all_zero(data + off, size - off) &&
+            (i + 1 == w->nsegs || w->segs[i + 1] == expect)) {
+            why = NULL;
+            if ((r = trim_segment(w, i, off)) < 0) {
+                free(data);
+                return r;
+            }
+            size = off;
+        }
+        free(data);
+        if (why) {
+            if ((r = cut_tail(w, i, off, size, why)) < 0)
+                return r;
+            size = off;
+        }
+        last_seg_empty = off == 0;
+        last_size = size;
+        if (why)
+            break;
+    }
+    atomic_store(&w->next_lsn, (last > after ? last : after) + 1);
+    int r = position_appends(w, last, last_seg_empty, last_size);
+    if (r < 0)
+        return r;
+    pthread_mutex_lock(&w->mu);
+    w->written_lsn = w->synced_lsn = atomic_load(&w->next_lsn) - 1;
+    w->replayed = true;
+    pthread_mutex_unlock(&w->mu);
+    if (last > 0 || count > 0)
+        cf_info("wal: %s: replayed %" PRId64 " records after lsn %" PRId64
+                "; next lsn %" PRId64, w->dir, count, after, atomic_load(&w->next_lsn));
+    return count;
+}
+
