@@ -14,7 +14,7 @@
  * instead of trusting its row. Answers are thus always those of a full
  * scan of the newest revisions.
  *
- * Internal to history.c: the writer-side state is used only by the writer
+ * Internal to history*.c: the writer-side state is used only by the writer
  * thread (its connection), cf_hroll_query by any reader connection. */
 #ifndef CF_HISTORY_ROLLUP_H
 #define CF_HISTORY_ROLLUP_H

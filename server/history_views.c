@@ -11,7 +11,7 @@
 #include "sql_agg.h"
 #include "sql_expr.h"
 
-#define ADDITIVE_MAX 32                 /* history.c's MAX_ADDITIVE */
+#define ADDITIVE_MAX 32                 /* history_int.h's MAX_ADDITIVE */
 
 static bool ident(const char *s);
 

@@ -1,4 +1,4 @@
-/* Unit tests of server/history.c: idempotent writes (the same row twice is
+/* Unit tests of server/history*.c: idempotent writes (the same row twice is
  * stored once), scans keep the newest revision in the windows query order,
  * rollups sum additive columns and merge sketches per step, retention
  * follows the clock it is given, rows that find the queue full go through
