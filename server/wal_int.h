@@ -1,12 +1,16 @@
-/* wal_int: what the log's two modules share (private to server/wal*.c):
- *   wal.c         open, append, commit, segments (mapped or written), close
- *   wal_replay.c  replay at start: read, check and cut the segments, then
- *                 position the appends after the last valid record */
+/* wal_int: what the log's modules share (private to server/wal*.c):
+ *   wal.c          open, append, close (and the threads and locks, on top)
+ *   wal_segment.c  segment files: list, create, map and preallocate, rotate
+ *                  (the next one prepared ahead, the closed one retired), drop
+ *   wal_flush.c    group commit and the flusher thread
+ *   wal_replay.c   replay at start: read, check and cut the segments, then
+ *                  position the appends after the last valid record */
 #ifndef CF_WAL_INT_H
 #define CF_WAL_INT_H
 
 #include "wal.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -14,9 +18,12 @@
 #include <stdint.h>
 #include <inttypes.h>
 #include <stdio.h>
+#include <string.h>
 #include <time.h>
+#include <sys/types.h>
 
 #include "cf_buf.h"
+#include "log.h"
 
 /* u32 payload length, u32 CRC32C, u8 type, u64 lsn. */
 #define REC_HDR 17u
@@ -30,6 +37,11 @@
 #define DEFAULT_SEGMENT_BYTES ((size_t)64 << 20)
 /* "wal-" + 20 digits + ".log" + NUL */
 #define SEG_NAME_LEN 29
+
+/* The prepared next segment's name: not a segment name, so replay never
+ * reads it. A crash before it is used leaves it behind (zeros) and the next
+ * open removes it; once used it was renamed to its segment's name first. */
+#define PREP_NAME "wal-next.tmp"
 
 struct cf_wal {
     char *dir;
@@ -105,11 +117,72 @@ static inline void seg_name(char out[SEG_NAME_LEN], int64_t first_lsn)
     snprintf(out, SEG_NAME_LEN, "wal-%020" PRId64 ".log", first_lsn);
 }
 
-/* ---- wal.c, for wal_replay.c ---- */
+/* Called with mu held: records the first failure and wakes everyone. */
+static inline void wal_set_failed(cf_wal *w, const char *what, int err)
+{
+    if (!w->err)
+        cf_error("wal: %s failed: %s; no more records will be acknowledged", what,
+                 strerror(-err));
+    w->err = -EIO;
+    atomic_store(&w->failed, true);
+    pthread_cond_broadcast(&w->done_cv);
+    pthread_cond_broadcast(&w->flush_cv);
+}
+
+/* ---- wal_segment.c ---- */
+
+/* Writes all n bytes, at the file's position when off < 0 (write), else at
+ * off (pwrite), retrying short writes and EINTR. 0 or -errno. */
+int wal_write_all(int fd, const void *buf, size_t n, off_t off);
 
 /* Maps len bytes of the current segment, or remaps to len (a record past
  * the mapped length: rare). The mapping may pass the file's end; appends
  * stay within the preallocated part. Writer only. 0 or -errno. */
 int wal_map_to(cf_wal *w, size_t len);
+
+/* Unmaps the current segment and cuts its file to its records (the
+ * preallocated rest is zeros). Writer only. 0 or -errno. */
+int wal_unmap_segment(cf_wal *w);
+
+/* Creates the segment file for first_lsn and makes its directory entry
+ * durable; maps it when segments are mapped. Writer only. */
+int wal_open_new_segment(cf_wal *w, int64_t first_lsn);
+
+/* Closes the full current segment, fsyncing it first (except under
+ * --fsync off). Writer only. 0 or -errno. */
+int wal_rotate(cf_wal *w);
+
+/* Called with mu held and no one settling: retires the rotated-out segment
+ * and fsyncs the directory (the new segment's name), outside mu. Returns
+ * with mu held. */
+void wal_settle_locked(cf_wal *w);
+
+/* With mu held, before syncing the current segment: every earlier segment
+ * is synced and the current one's name durable once this returns 0.
+ * Returns w->err. */
+int wal_settle_all_locked(cf_wal *w);
+
+/* Flusher thread, mu held and prep == PREP_WANTED: prepares the next
+ * segment (PREP_NAME) outside mu. Returns with mu held. */
+void wal_prepare_locked(cf_wal *w);
+
+/* The segments in the directory, into w->segs (ascending). 0 or -errno. */
+int wal_list_segments(cf_wal *w);
+
+/* Whether the log's file system can preallocate and map a file. */
+bool wal_can_map(cf_wal *w);
+
+/* Room for rec more bytes in the current mapped segment (rotating, opening,
+ * mapping further, preallocating as needed). Appender only. 0 or -errno. */
+int wal_mapped_room(cf_wal *w, int64_t lsn, size_t rec);
+
+/* ---- wal_flush.c ---- */
+
+/* Called with mu held: records <= upto are in the file (wakes the --fsync
+ * batch flusher when they are the first unsynced ones). */
+void wal_written_locked(cf_wal *w, int64_t upto);
+
+/* The flusher thread (--fsync batch, or mapped segments): arg is the log. */
+void *wal_flusher_main(void *arg);
 
 #endif

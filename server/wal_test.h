@@ -22,7 +22,7 @@ unsigned long cf_wal_test_flusher_wakeups(void);
 void cf_wal_test_force_write(bool on);
 
 /* Rotations that swapped in a segment prepared ahead by the flusher
- * (wal.c). Process-wide, only ever grows. */
+ * (wal_segment.c). Process-wide, only ever grows. */
 unsigned long cf_wal_test_prepared_rotations(void);
 /* Once w's current segment is half full, the flusher prepares the next
  * one: waits until it is ready (true) or preparation failed (false). */

@@ -1,0 +1,317 @@
+/* wal_flush: the group commit (cf_wal_commit: one committer at a time
+ * writes, and under --fsync always fdatasyncs, everything appended so far)
+ * and the flusher thread (--fsync batch: fdatasync shortly after a write;
+ * mapped segments: it also prepares the next segment and retires the
+ * closed one, wal_segment.c). */
+#include "wal.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cf_buf.h"
+#include "wal_int.h"
+#include "wal_test.h"
+
+static void add_ns(struct timespec *t, long ns)
+{
+    t->tv_nsec += ns;
+    while (t->tv_nsec >= 1000000000L) {
+        t->tv_nsec -= 1000000000L;
+        t->tv_sec++;
+    }
+}
+
+static bool ts_before(const struct timespec *a, const struct timespec *b)
+{
+    return a->tv_sec < b->tv_sec || (a->tv_sec == b->tv_sec && a->tv_nsec < b->tv_nsec);
+}
+
+/* ---- test seams (wal_test.h) ---------------------------------------------- */
+
+/* Process-wide by design: tests reach logs owned by the engine this way. In
+ * the daemon the hold is never set and costs one relaxed load per write. */
+static atomic_bool test_hold_on;
+static atomic_uint test_held, test_waiting;
+static atomic_ulong test_flusher_wakeups;
+static pthread_mutex_t test_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t test_cv = PTHREAD_COND_INITIALIZER;
+
+void cf_wal_test_hold(bool hold)
+{
+    pthread_mutex_lock(&test_mu);
+    atomic_store(&test_hold_on, hold);
+    pthread_cond_broadcast(&test_cv);
+    pthread_mutex_unlock(&test_mu);
+}
+
+unsigned cf_wal_test_held(void) { return atomic_load(&test_held); }
+
+unsigned cf_wal_test_waiting(void) { return atomic_load(&test_waiting); }
+
+unsigned long cf_wal_test_flusher_wakeups(void) { return atomic_load(&test_flusher_wakeups); }
+
+/* Integration-test seam: CLICKFLOW_TEST_WAL_GATE=FILE holds every write
+ * while FILE exists, so a test can keep requests logged but not durable
+ * (tests/integration/test_park.py). Read once at the first write. */
+static void test_gate_point(void)
+{
+    static const char *gate;
+    static atomic_int gate_known;
+    if (!atomic_load_explicit(&gate_known, memory_order_acquire)) {
+        gate = getenv("CLICKFLOW_TEST_WAL_GATE");
+        atomic_store_explicit(&gate_known, 1, memory_order_release);
+    }
+    if (!gate || !gate[0])
+        return;
+    struct timespec ts = {0, 5 * 1000000L};
+    while (access(gate, F_OK) == 0)
+        nanosleep(&ts, NULL);
+}
+
+static void test_hold_point(void)
+{
+    test_gate_point();
+    if (!atomic_load_explicit(&test_hold_on, memory_order_relaxed))
+        return;
+    pthread_mutex_lock(&test_mu);
+    atomic_fetch_add(&test_held, 1);
+    while (atomic_load(&test_hold_on))
+        pthread_cond_wait(&test_cv, &test_mu);
+    atomic_fetch_sub(&test_held, 1);
+    pthread_mutex_unlock(&test_mu);
+}
+
+/* Writes a batch of whole records, rotating at record boundaries once a
+ * segment reaches segment_bytes. Writer only. 0 or -errno. */
+static int write_records(cf_wal *w, const uint8_t *p, size_t n)
+{
+    while (n > 0) {
+        if (w->fd < 0) {
+            int r = wal_open_new_segment(w, (int64_t)rd64(p + 9));
+            if (r < 0)
+                return r;
+        }
+        size_t chunk = 0;
+        while (chunk < n) {
+            chunk += REC_HDR + rd32(p + chunk);
+            if (w->seg_size + chunk >= w->segment_bytes)
+                break;
+        }
+        int r = wal_write_all(w->fd, p, chunk, -1);
+        if (r < 0)
+            return r;
+        w->seg_size += chunk;
+        atomic_fetch_add(&w->bytes, chunk);
+        p += chunk;
+        n -= chunk;
+        if (w->seg_size >= w->segment_bytes && (r = wal_rotate(w)) < 0)
+            return r;
+    }
+    return 0;
+}
+
+/* Called with mu held: records <= upto are in the file. Under --fsync
+ * batch the flusher sleeps without a deadline only when everything written
+ * is synced; otherwise it is already timed for the first unsynced write and
+ * needs no wake-up. (Signalling it on every round woke it once per request
+ * under single-event POSTs, only for it to find its deadline not due and
+ * sleep again, issue 15.) */
+void wal_written_locked(cf_wal *w, int64_t upto)
+{
+    if (w->written_lsn >= upto)
+        return;
+    bool wake_flusher = false;
+    if (w->written_lsn <= w->synced_lsn) {
+        clock_gettime(CLOCK_MONOTONIC, &w->unsynced_since);
+        wake_flusher = true;
+    }
+    w->written_lsn = upto;
+    if (w->policy == CF_FSYNC_BATCH && wake_flusher)
+        pthread_cond_signal(&w->flush_cv);
+}
+
+/* Called with mu held: fdatasyncs the open segment through a dup()ed
+ * descriptor with mu released (appends and a rotation may go on meanwhile;
+ * a rotation syncs the segments before it itself), then takes mu again.
+ * hold: stop at the test seam first (the committer's, not the flusher's).
+ * 0, or -errno of the dup or the fdatasync. */
+static int sync_segment_unlocked(cf_wal *w, bool hold)
+{
+    int fd = w->fd >= 0 ? dup(w->fd) : -2;
+    int r = fd == -1 ? -errno : 0;
+    pthread_mutex_unlock(&w->mu);
+    if (hold)
+        test_hold_point();
+    if (fd >= 0) {
+        if (fdatasync(fd) < 0)
+            r = -errno;
+        else
+            atomic_fetch_add(&w->fsyncs, 1);
+        close(fd);
+    }
+    pthread_mutex_lock(&w->mu);
+    return r;
+}
+
+/* One round of a mapped log's committer (--fsync always; under batch and
+ * off an appended record is already committed): fdatasyncs what is written
+ * so far. The descriptor is dup()ed under mu, as the flusher's: a rotation
+ * by the appender synced the segments before it. */
+static void sync_round(cf_wal *w)
+{
+    w->writing = true;
+    if (wal_settle_all_locked(w) < 0) {
+        w->writing = false;
+        return;
+    }
+    int64_t upto = w->written_lsn;
+    int r = sync_segment_unlocked(w, true);
+    w->writing = false;
+    if (r < 0) {
+        wal_set_failed(w, "fdatasync", r);
+        return;
+    }
+    if (w->synced_lsn < upto)
+        w->synced_lsn = upto;
+    pthread_cond_broadcast(&w->done_cv);
+}
+
+/* One group-commit round. Called with mu held and no writer running;
+ * returns with mu held. Takes everything appended so far. */
+static void writer_round(cf_wal *w)
+{
+    if (w->mapped) {
+        sync_round(w);
+        return;
+    }
+    w->writing = true;
+    cf_buf batch = w->pending;
+    w->pending = w->spare;
+    w->spare = batch;
+    int64_t upto = atomic_load(&w->next_lsn) - 1;
+    pthread_mutex_unlock(&w->mu);
+    test_hold_point();
+
+    int r = write_records(w, w->spare.data, w->spare.len);
+    const char *what = "write";
+    if (r == 0 && w->policy == CF_FSYNC_ALWAYS && w->fd >= 0) {
+        what = "fdatasync";
+        if (fdatasync(w->fd) < 0)
+            r = -errno;
+        else
+            atomic_fetch_add(&w->fsyncs, 1);
+    }
+    cf_buf_reset(&w->spare);
+
+    pthread_mutex_lock(&w->mu);
+    w->writing = false;
+    if (r < 0) {
+        wal_set_failed(w, what, r);
+        return;
+    }
+    wal_written_locked(w, upto);
+    if (w->policy == CF_FSYNC_ALWAYS)
+        w->synced_lsn = upto;
+    pthread_cond_broadcast(&w->done_cv);
+}
+
+/* --fsync batch: fdatasyncs the current segment FLUSH_DELAY_NS after the
+ * first unsynced write (at once when stopping). It syncs a dup() of the
+ * descriptor taken under mu, so a concurrent rotation cannot pull the file
+ * away; segments closed by a rotation were synced by it. */
+void *wal_flusher_main(void *arg)
+{
+    cf_wal *w = arg;
+    pthread_mutex_lock(&w->mu);
+    for (;;) {
+        if (w->err)
+            break;
+        /* A rotated-out segment first (it must be synced before anything
+         * after it), then the next segment's preparation. */
+        if ((w->ret_fd >= 0 || w->dir_dirty) && !w->settling) {
+            wal_settle_locked(w);
+            continue;
+        }
+        if (w->prep == PREP_WANTED && !w->stopping) {
+            wal_prepare_locked(w);
+            continue;
+        }
+        if (w->policy != CF_FSYNC_BATCH || w->written_lsn <= w->synced_lsn) {
+            if (w->stopping)
+                break;
+            pthread_cond_wait(&w->flush_cv, &w->mu);
+            atomic_fetch_add_explicit(&test_flusher_wakeups, 1, memory_order_relaxed);
+            continue;
+        }
+        if (!w->stopping) {
+            struct timespec due = w->unsynced_since, now;
+            add_ns(&due, FLUSH_DELAY_NS);
+            clock_gettime(CLOCK_MONOTONIC, &now);
+            if (ts_before(&now, &due)) {
+                pthread_cond_timedwait(&w->flush_cv, &w->mu, &due);
+                atomic_fetch_add_explicit(&test_flusher_wakeups, 1, memory_order_relaxed);
+                continue;
+            }
+        }
+        if (wal_settle_all_locked(w) < 0)
+            break;
+        int64_t target = w->written_lsn;
+        int e = sync_segment_unlocked(w, false);
+        if (e < 0) {
+            wal_set_failed(w, "fdatasync", e);
+            break;
+        }
+        if (w->synced_lsn < target)
+            w->synced_lsn = target;
+        if (w->written_lsn > w->synced_lsn)
+            clock_gettime(CLOCK_MONOTONIC, &w->unsynced_since);
+        pthread_cond_broadcast(&w->done_cv);
+    }
+    pthread_mutex_unlock(&w->mu);
+    return NULL;
+}
+
+/* Group commit: the first committer that finds no writer running becomes the
+ * writer for everything appended so far; the others wait for it (and, if
+ * their record came after its batch, one of them runs the next round). */
+int cf_wal_commit(cf_wal *w, int64_t lsn)
+{
+    if (w->mapped && w->policy != CF_FSYNC_ALWAYS) {
+        /* Appended is written (append_mapped), and batch and off wait for
+         * nothing more: no lock per request. */
+        if (atomic_load(&w->failed))
+            return -EIO;
+        return lsn < atomic_load(&w->next_lsn) ? 0 : -EINVAL;
+    }
+    int r;
+    pthread_mutex_lock(&w->mu);
+    for (;;) {
+        if (w->err) {
+            r = w->err;
+            break;
+        }
+        int64_t have = w->policy == CF_FSYNC_ALWAYS ? w->synced_lsn : w->written_lsn;
+        if (have >= lsn) {
+            r = 0;
+            break;
+        }
+        if (lsn >= atomic_load(&w->next_lsn)) {
+            r = -EINVAL; /* never appended */
+            break;
+        }
+        if (!w->writing) {
+            writer_round(w);
+        } else {
+            atomic_fetch_add(&test_waiting, 1);
+            pthread_cond_wait(&w->done_cv, &w->mu);
+            atomic_fetch_sub(&test_waiting, 1);
+        }
+    }
+    pthread_mutex_unlock(&w->mu);
+    return r;
+}
