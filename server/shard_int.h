@@ -3,7 +3,8 @@
  *   shard.c          life cycle, the consumer loop, events and markers
  *   shard_results.c  what a fired result does: retained rings, history, push
  *   shard_query.c    the REST queries, answered on the shard thread
- *   shard_state.c    the shard's part of a snapshot: save and load */
+ *   shard_state.c    the shard's part of a snapshot: save and load
+ *   shard_views.c    its built-in views and their settings, its rings' sizes */
 #ifndef CF_SHARD_INT_H
 #define CF_SHARD_INT_H
 
@@ -193,7 +194,11 @@ void shard_run_query(cf_shard *s, cf_shard_query *q);
  * views and the interval joins (cf_sqlx_save). */
 int shard_save(const cf_shard *s, cf_buf *out);
 
-/* ---- shard.c ---- */
+/* ---- shard_views.c ---- */
+
+/* An empty view of def d whose group table is hashed with seed (NULL on
+ * OOM). */
+sql_view *shard_view_new(const cf_sqlx_def *d, uint64_t seed);
 
 /* Makes the shard run the views with the settings vs (before its operators
  * are built, or when they are reset). */
