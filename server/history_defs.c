@@ -50,16 +50,8 @@ static bool def_valid(const char *view, const char *additive, const char *sketch
         (sketch_col && !ident_list(sketch_col, CF_HROLL_SKETCH_MAX)))
         return false;
     /* Every additive column must be an identifier: they are spliced into the
-     * rollup's SQL (json_extract paths). */
-    size_t n = 0;
-    for (const char *p = additive; p && *p;) {
-        const char *c = strchr(p, ',');
-        size_t len = c ? (size_t)(c - p) : strlen(p);
-        if (!cf_history_is_ident(p, len) || ++n > MAX_ADDITIVE)
-            return false;
-        p = c ? c + 1 : p + len;
-    }
-    return true;
+     * rollup's SQL (json_extract paths). The list may be empty. */
+    return !additive || !*additive || ident_list(additive, MAX_ADDITIVE);
 }
 
 /* True when a user view named like an earlier one (dropped and created
@@ -112,7 +104,7 @@ static int forget_rows(sqlite3 *db, const char *view)
 static int store_def(cf_history *h, const char *view, const char *additive, const char *sketch_col,
                      const char *meta)
 {
-    char old_a[MAX_ADDITIVE * (NAME_MAX_LEN + 1) + 1], old_s[CF_HROLL_SKETCH_LIST_MAX];
+    char old_a[ADDITIVE_LIST_MAX], old_s[CF_HROLL_SKETCH_LIST_MAX];
     int old = history_def_read(h->db, view, old_a, sizeof old_a, old_s, sizeof old_s);
     if (old == -EIO)
         return -EIO;

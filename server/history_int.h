@@ -28,6 +28,8 @@
 #define MAX_VIEWS 256
 #define MAX_ADDITIVE 32
 #define NAME_MAX_LEN 64
+/* A view's additive column list as stored: MAX_ADDITIVE names and commas. */
+#define ADDITIVE_LIST_MAX (MAX_ADDITIVE * (NAME_MAX_LEN + 1) + 1)
 
 /* A queued row (history_writer.c). */
 typedef struct item item;

@@ -158,7 +158,7 @@ long cf_history_scan(cf_history *h, const char *view, const char *group, size_t 
     sqlite3 *db = open_reader(h);
     if (!db)
         return -EIO;
-    char a[MAX_ADDITIVE * (NAME_MAX_LEN + 1) + 1], s[CF_HROLL_SKETCH_LIST_MAX];
+    char a[ADDITIVE_LIST_MAX], s[CF_HROLL_SKETCH_LIST_MAX];
     long rc = history_def_read(db, view, a, sizeof a, s, sizeof s);
     sqlite3_stmt *st = NULL;
     /* The newest revision of each key: SQLite takes the bare columns of
@@ -224,7 +224,7 @@ int cf_history_rollup(cf_history *h, const char *view, int64_t from, int64_t to,
     sqlite3 *db = open_reader(h);
     if (!db)
         return -EIO;
-    char additive[MAX_ADDITIVE * (NAME_MAX_LEN + 1) + 1], sketch[CF_HROLL_SKETCH_LIST_MAX];
+    char additive[ADDITIVE_LIST_MAX], sketch[CF_HROLL_SKETCH_LIST_MAX];
     int rc = history_def_read(db, view, additive, sizeof additive, sketch, sizeof sketch);
     /* A user view's rollup rules (meta): refused, or AVG columns derived. */
     char *meta_text = NULL;

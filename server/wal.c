@@ -182,8 +182,8 @@ void cf_wal_close(cf_wal *w)
         int r = wal_unmap_segment(w);
         if (r < 0)
             cf_warn("wal: %s: cannot cut the segment to its records: %s", w->dir, strerror(-r));
-        if (w->policy != CF_FSYNC_OFF && !w->err && fdatasync(w->fd) == 0)
-            atomic_fetch_add(&w->fsyncs, 1);
+        if (w->policy != CF_FSYNC_OFF && !w->err)
+            (void)wal_datasync(w, w->fd);
         close(w->fd);
     }
     if (w->dirfd >= 0)

@@ -148,10 +148,7 @@ static int sync_segment_unlocked(cf_wal *w, bool hold)
     if (hold)
         test_hold_point();
     if (fd >= 0) {
-        if (fdatasync(fd) < 0)
-            r = -errno;
-        else
-            atomic_fetch_add(&w->fsyncs, 1);
+        r = wal_datasync(w, fd);
         close(fd);
     }
     pthread_mutex_lock(&w->mu);
@@ -201,10 +198,7 @@ static void writer_round(cf_wal *w)
     const char *what = "write";
     if (r == 0 && w->policy == CF_FSYNC_ALWAYS && w->fd >= 0) {
         what = "fdatasync";
-        if (fdatasync(w->fd) < 0)
-            r = -errno;
-        else
-            atomic_fetch_add(&w->fsyncs, 1);
+        r = wal_datasync(w, w->fd);
     }
     cf_buf_reset(&w->spare);
 

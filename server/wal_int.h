@@ -21,6 +21,7 @@
 #include <string.h>
 #include <time.h>
 #include <sys/types.h>
+#include <unistd.h>
 
 #include "cf_buf.h"
 #include "log.h"
@@ -127,6 +128,15 @@ static inline void wal_set_failed(cf_wal *w, const char *what, int err)
     atomic_store(&w->failed, true);
     pthread_cond_broadcast(&w->done_cv);
     pthread_cond_broadcast(&w->flush_cv);
+}
+
+/* fdatasyncs fd, counted in w->fsyncs (stats). 0 or -errno. */
+static inline int wal_datasync(cf_wal *w, int fd)
+{
+    if (fdatasync(fd) < 0)
+        return -errno;
+    atomic_fetch_add(&w->fsyncs, 1);
+    return 0;
 }
 
 /* ---- wal_segment.c ---- */

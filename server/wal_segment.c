@@ -168,11 +168,8 @@ int wal_rotate(cf_wal *w)
     int r = wal_unmap_segment(w);
     if (r < 0)
         return r;
-    if (w->policy != CF_FSYNC_OFF) {
-        if (fdatasync(w->fd) < 0)
-            return -errno;
-        atomic_fetch_add(&w->fsyncs, 1);
-    }
+    if (w->policy != CF_FSYNC_OFF && (r = wal_datasync(w, w->fd)) < 0)
+        return r;
     pthread_mutex_lock(&w->mu);
     int old = w->fd;
     w->fd = -1;
@@ -206,10 +203,7 @@ static int retire_segment(cf_wal *w, int fd, uint8_t *map, size_t map_len, uint6
     if (ftruncate(fd, (off_t)size) < 0) {
         r = -errno;
     } else if (w->policy != CF_FSYNC_OFF) {
-        if (fdatasync(fd) < 0)
-            r = -errno;
-        else
-            atomic_fetch_add(&w->fsyncs, 1);
+        r = wal_datasync(w, fd);
     }
     close(fd);
     return r;

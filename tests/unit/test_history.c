@@ -764,6 +764,35 @@ static void a_newer_schema_is_refused(void **state)
     assert_non_null(strstr(err, "newer schema"));
 }
 
+/* A definition's additive columns are a comma-separated list of up to 32
+ * identifiers (spliced into the rollup's json paths), which may be empty;
+ * anything else is refused before it reaches the database. */
+static void additive_lists_are_checked(void **state)
+{
+    fixture *f = *state;
+    cf_history *h = open_h(f, 0, 1 << 20);
+    assert_int_equal(cf_history_define_view(h, "v_none", NULL, NULL, NULL, false), 0);
+    assert_int_equal(cf_history_define_view(h, "v_empty", "", NULL, NULL, false), 0);
+    assert_int_equal(cf_history_define_view(h, "v_two", "a,b_2", NULL, NULL, false), 0);
+    assert_int_equal(cf_history_define_view(h, "v_space", "a b", NULL, NULL, false), -EINVAL);
+    assert_int_equal(cf_history_define_view(h, "v_gap", "a,,b", NULL, NULL, false), -EINVAL);
+    assert_int_equal(cf_history_define_view(h, "v_digit", "1a", NULL, NULL, false), -EINVAL);
+    char list[33 * 4] = "";
+    for (int i = 0; i < 33; i++)
+        snprintf(list + strlen(list), sizeof list - strlen(list), "%sc%d", i ? "," : "", i);
+    assert_int_equal(cf_history_define_view(h, "v_33", list, NULL, NULL, false), -EINVAL);
+    *strrchr(list, ',') = '\0';   /* 32 columns */
+    assert_int_equal(cf_history_define_view(h, "v_32", list, NULL, NULL, false), 0);
+    /* Only the accepted ones are stored. */
+    char *meta = NULL;
+    assert_int_equal(cf_history_view_meta(h, "v_32", &meta), 0);
+    assert_int_equal(cf_history_view_meta(h, "v_none", &meta), 0);
+    assert_int_equal(cf_history_view_meta(h, "v_33", &meta), -ENOENT);
+    assert_int_equal(cf_history_view_meta(h, "v_gap", &meta), -ENOENT);
+    assert_null(meta);
+    cf_history_close(h);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -783,6 +812,7 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(positions_are_stored_and_kept_for_their_shards_and_key,
                                         setup, teardown),
+        cmocka_unit_test_setup_teardown(additive_lists_are_checked, setup, teardown),
     };
     return cmocka_run_group_tests_name("history", tests, NULL, NULL);
 }
