@@ -3,9 +3,9 @@
  * from 1, the tail after it is cut, and an append after the replay is read
  * back by the next replay right after that run.
  *
- * Input: the segment file's bytes. Build note: compile with server/wal.c, server/wal_replay.c,
- * server/crc32c.c and server/log.c (they need only lib/ and libc). The
- * harness works in one temp dir per process. */
+ * Input: the segment file's bytes. Build note: compile with server/wal.c, server/wal_segment.c,
+ * server/wal_flush.c, server/wal_replay.c, server/crc32c.c and server/log.c (they need only
+ * lib/ and libc). The harness works in one temp dir per process. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdbool.h>

@@ -1,4 +1,4 @@
-/* Unit tests of server/wal.c: record round trip across rotation, the three
+/* Unit tests of server/wal*.c: record round trip across rotation, the three
  * fsync policies, torn and corrupt tails, drop_through, sticky write errors
  * and concurrent group commit; mapped segments (the default) and their
  * preallocated tails after a crash, and the write() path of file systems
