@@ -206,6 +206,29 @@ void cf_wal_close(cf_wal *w)
  * single event saves. The page cache is the same, so both are as written. */
 #define MAP_COPY_MAX ((size_t)4096)
 
+/* Room for rec more bytes in the current mapped segment: a new segment
+ * once this one holds segment_bytes (as a written log rotates), a larger
+ * mapping for a record past the preallocated end. Appender only. */
+static int mapped_room(cf_wal *w, int64_t lsn, size_t rec)
+{
+    int r = 0;
+    if (w->fd >= 0 && w->seg_size >= w->segment_bytes) {
+        r = wal_rotate_prepared(w, lsn);
+        if (r == 0)
+            r = wal_rotate(w);
+        if (r < 0)
+            return r;
+    }
+    if (w->fd < 0 && (r = wal_open_new_segment(w, lsn)) < 0)
+        return r;
+    size_t need = w->seg_size + rec;
+    if (need > w->map_len && (r = wal_map_to(w, need)) < 0)
+        return r;
+    if (need > w->alloc)
+        r = wal_alloc_to(w, need);
+    return r;
+}
+
 /* cf_wal_append of a mapped log: the record goes straight into the
  * segment's page cache (see the top of this file), so it is written, and
  * under --fsync batch and off committed, when this returns. */
@@ -214,7 +237,7 @@ static int64_t append_mapped(cf_wal *w, const uint8_t h[REC_HDR], const void *pa
 {
     if (atomic_load(&w->failed))
         return -EIO;
-    int r = wal_mapped_room(w, lsn, REC_HDR + len);
+    int r = mapped_room(w, lsn, REC_HDR + len);
     if (r < 0) {
         pthread_mutex_lock(&w->mu);
         wal_set_failed(w, "segment preallocation", r);

@@ -115,26 +115,6 @@ static int write_records(cf_wal *w, const uint8_t *p, size_t n)
     return 0;
 }
 
-/* Called with mu held: records <= upto are in the file. Under --fsync
- * batch the flusher sleeps without a deadline only when everything written
- * is synced; otherwise it is already timed for the first unsynced write and
- * needs no wake-up. (Signalling it on every round woke it once per request
- * under single-event POSTs, only for it to find its deadline not due and
- * sleep again, issue 15.) */
-void wal_written_locked(cf_wal *w, int64_t upto)
-{
-    if (w->written_lsn >= upto)
-        return;
-    bool wake_flusher = false;
-    if (w->written_lsn <= w->synced_lsn) {
-        clock_gettime(CLOCK_MONOTONIC, &w->unsynced_since);
-        wake_flusher = true;
-    }
-    w->written_lsn = upto;
-    if (w->policy == CF_FSYNC_BATCH && wake_flusher)
-        pthread_cond_signal(&w->flush_cv);
-}
-
 /* Called with mu held: fdatasyncs the open segment through a dup()ed
  * descriptor with mu released (appends and a rotation may go on meanwhile;
  * a rotation syncs the segments before it itself), then takes mu again.

@@ -130,6 +130,27 @@ static inline void wal_set_failed(cf_wal *w, const char *what, int err)
     pthread_cond_broadcast(&w->flush_cv);
 }
 
+/* Called with mu held: records <= upto are in the file. Under --fsync
+ * batch the flusher sleeps without a deadline only when everything written
+ * is synced; otherwise it is already timed for the first unsynced write and
+ * needs no wake-up. (Signalling it on every round woke it once per request
+ * under single-event POSTs, only for it to find its deadline not due and
+ * sleep again, issue 15.) Inline: every append of a mapped log calls it
+ * (wal.c), as does the group commit (wal_flush.c). */
+static inline void wal_written_locked(cf_wal *w, int64_t upto)
+{
+    if (w->written_lsn >= upto)
+        return;
+    bool wake_flusher = false;
+    if (w->written_lsn <= w->synced_lsn) {
+        clock_gettime(CLOCK_MONOTONIC, &w->unsynced_since);
+        wake_flusher = true;
+    }
+    w->written_lsn = upto;
+    if (w->policy == CF_FSYNC_BATCH && wake_flusher)
+        pthread_cond_signal(&w->flush_cv);
+}
+
 /* fdatasyncs fd, counted in w->fsyncs (stats). 0 or -errno. */
 static inline int wal_datasync(cf_wal *w, int fd)
 {
@@ -182,15 +203,17 @@ int wal_list_segments(cf_wal *w);
 /* Whether the log's file system can preallocate and map a file. */
 bool wal_can_map(cf_wal *w);
 
-/* Room for rec more bytes in the current mapped segment (rotating, opening,
- * mapping further, preallocating as needed). Appender only. 0 or -errno. */
-int wal_mapped_room(cf_wal *w, int64_t lsn, size_t rec);
+/* Preallocates the current segment to at least need bytes. Writer only.
+ * 0 or -errno. */
+int wal_alloc_to(cf_wal *w, size_t need);
+
+/* A mapped rotation with the prepared segment (renamed to lsn's name and
+ * swapped in; the closed one is retired later). 1 done, 0 none prepared:
+ * rotate inline. Appender only. */
+int wal_rotate_prepared(cf_wal *w, int64_t lsn);
 
 /* ---- wal_flush.c ---- */
 
-/* Called with mu held: records <= upto are in the file (wakes the --fsync
- * batch flusher when they are the first unsynced ones). */
-void wal_written_locked(cf_wal *w, int64_t upto);
 
 /* The flusher thread (--fsync batch, or mapped segments): arg is the log. */
 void *wal_flusher_main(void *arg);

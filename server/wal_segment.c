@@ -103,7 +103,7 @@ int wal_map_to(cf_wal *w, size_t len)
 /* Preallocates the current segment to at least need bytes: the blocks are
  * reserved, so no ENOSPC can come later from a page fault or a writeback
  * (which would be a SIGBUS or a lost record). Writer only. 0 or -errno. */
-static int alloc_to(cf_wal *w, size_t need)
+int wal_alloc_to(cf_wal *w, size_t need)
 {
     size_t len = round_up(need, need > ALLOC_STEP_BIG ? ALLOC_STEP_BIG : ALLOC_STEP);
     if (fallocate(w->fd, 0, 0, (off_t)len) < 0)
@@ -294,7 +294,7 @@ void wal_prepare_locked(cf_wal *w)
  * lsn and swaps it in; the closed segment is retired later (see struct
  * cf_wal). 1 done, 0 none prepared (or the last one not yet retired, or
  * the rename failed): rotate inline. Appender only. */
-static int rotate_prepared(cf_wal *w, int64_t lsn)
+int wal_rotate_prepared(cf_wal *w, int64_t lsn)
 {
     pthread_mutex_lock(&w->mu);
     if (w->prep != PREP_READY || w->ret_fd >= 0) {
@@ -382,29 +382,6 @@ bool wal_can_map(cf_wal *w)
     close(fd);
     unlinkat(w->dirfd, probe, 0);
     return ok;
-}
-
-/* Room for rec more bytes in the current mapped segment: a new segment
- * once this one holds segment_bytes (as a written log rotates), a larger
- * mapping for a record past the preallocated end. Appender only. */
-int wal_mapped_room(cf_wal *w, int64_t lsn, size_t rec)
-{
-    int r = 0;
-    if (w->fd >= 0 && w->seg_size >= w->segment_bytes) {
-        r = rotate_prepared(w, lsn);
-        if (r == 0)
-            r = wal_rotate(w);
-        if (r < 0)
-            return r;
-    }
-    if (w->fd < 0 && (r = wal_open_new_segment(w, lsn)) < 0)
-        return r;
-    size_t need = w->seg_size + rec;
-    if (need > w->map_len && (r = wal_map_to(w, need)) < 0)
-        return r;
-    if (need > w->alloc)
-        r = alloc_to(w, need);
-    return r;
 }
 
 /* ---- maintenance ---------------------------------------------------------- */

@@ -67,7 +67,7 @@ int main(int argc, char **argv)
             ;
         memcpy(payload, &i, sizeof i < rec ? sizeof i : rec);
         /* Rotation happens at the append after the segment reached its
-         * size (wal_segment.c, wal_mapped_room). */
+         * size (wal.c, mapped_room). */
         bool rotates = in_seg >= seg;
         if (rotates)
             in_seg = 0;
