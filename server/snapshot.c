@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "crc32c.h"
+#include "dirstream.h"
 #include "log.h"
 
 #define SNAP_MAGIC "CFSNAP01"
@@ -103,20 +104,12 @@ static int cmp_desc(const void *a, const void *b)
  * snapshots older than remove_below are deleted on the way. */
 static int list_snapshots(int dirfd, int64_t remove_below, int64_t **ret, size_t *ret_n)
 {
-    int fd = dup(dirfd);
-    if (fd < 0)
-        return -errno;
-    DIR *d = fdopendir(fd);
-    if (!d) {
-        int e = -errno;
-        close(fd);
-        return e;
-    }
-    /* The dup shares its file offset with dirfd: start from the top. */
-    rewinddir(d);
+    int r = 0;
+    DIR *d = dirstream_at(dirfd, &r);
+    if (!d)
+        return r;
     int64_t *v = NULL;
     size_t n = 0, cap = 0;
-    int r = 0;
     struct dirent *de;
     while ((de = readdir(d)) != NULL) {
         int64_t lsn;

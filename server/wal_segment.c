@@ -13,6 +13,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "dirstream.h"
 #include "log.h"
 #include "wal_int.h"
 #include "wal_test.h"
@@ -343,18 +344,11 @@ int wal_rotate_prepared(cf_wal *w, int64_t lsn)
 
 int wal_list_segments(cf_wal *w)
 {
-    int fd = dup(w->dirfd);
-    if (fd < 0)
-        return -errno;
-    DIR *d = fdopendir(fd);
-    if (!d) {
-        int e = -errno;
-        close(fd);
-        return e;
-    }
-    rewinddir(d);
-    struct dirent *de;
     int r = 0;
+    DIR *d = dirstream_at(w->dirfd, &r);
+    if (!d)
+        return r;
+    struct dirent *de;
     while ((de = readdir(d)) != NULL) {
         int64_t lsn;
         if (parse_seg_name(de->d_name, &lsn) && (r = segs_push(w, lsn)) < 0)
