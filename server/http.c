@@ -470,6 +470,7 @@ static void request_completed(void *cls, struct MHD_Connection *c, void **con_cl
     cf_http *h = cls;
     request *rq = *con_cls;
     *con_cls = NULL;
+    conn_entry *ce = rq ? rq->conn : NULL;
     if (rq) {
         http_budget_release(h, rq);
         /* Until the next request line: the idle timeout, then the header
@@ -499,8 +500,7 @@ static void request_completed(void *cls, struct MHD_Connection *c, void **con_cl
     /* A kept-alive connection waits for its next request with the full
      * inactivity timeout again. */
     if (toe == MHD_REQUEST_TERMINATED_COMPLETED_OK)
-        MHD_set_connection_option(c, MHD_CONNECTION_OPTION_TIMEOUT,
-                                  (unsigned)((h->cfg.connection_timeout_ms + 999) / 1000));
+        http_set_timeout(ce, c, http_idle_timeout_s(h));
 }
 
 /* Each connection's memory pool (request line, headers, read buffer, the
@@ -607,7 +607,7 @@ cf_http *cf_http_start(const cf_config *cfg, cf_engine *engine, const char **ret
         *ret_err = "cannot start the HTTP server (is the port in use?)";
         return NULL;
     }
-    unsigned timeout_s = (unsigned)((cfg->connection_timeout_ms + 999) / 1000);
+    unsigned timeout_s = http_idle_timeout_s(h);
     errno = 0;
     h->daemon = MHD_start_daemon(
         flags, cfg->http_port, NULL, NULL, access_handler, h,
