@@ -129,8 +129,8 @@ void http_apply_deadline(request *rq, struct MHD_Connection *c, int64_t left_ms)
 /* Each MHD_set_connection_option(TIMEOUT) takes libmicrohttpd's cleanup
  * mutex and moves the connection between its timeout lists; a request set
  * it twice, to the same value nearly always (the request deadline is
- * longer than the idle timeout), which was 0.3-0.5% of the server under
- * single-event POSTs (issue 15). Setting the value it holds changes
+ * longer than the idle timeout), which was 0.1-0.3% of the server under
+ * single-event POSTs plus its mutex (issue 15). Setting the value it holds changes
  * nothing: its inactivity clock restarts with every read and write
  * anyway. */
 void http_set_timeout(conn_entry *ce, struct MHD_Connection *c, unsigned secs)
