@@ -675,7 +675,7 @@ void cf_config_describe(const cf_config *cfg, char *buf, size_t cap)
              "ms ws-max-clients=%zu ws-queue=%zu ws-queue-bytes=%zu data-dir=%s fsync=%s snapshot-interval=%" PRId64
              "ms segment-size=%zu ingest-token=%s read-token=%s cors-origin=%s allowed-host=%s connection-timeout=%" PRId64
              "ms request-deadline=%" PRId64 "ms max-connections=%u max-connections-per-ip=%u site=%s ip-rate=%u header-timeout=%" PRId64
-             "ms body-stall-timeout=%" PRId64 "ms body-budget=%zu body-budget-per-ip=%zu"
+             "ms max-request-head=%zu body-stall-timeout=%" PRId64 "ms body-budget=%zu body-budget-per-ip=%zu"
              " history=%s history-retention=%" PRId64 "ms history-queue=%zu sink=%s sink-backlog=%zu"
              " enrich=%s panels=%s ua-regexes=%s geoip=%s%s",
              cfg->bind, (unsigned)cfg->http_port, (unsigned)cfg->ws_port, cfg->shards, cfg->http_threads,
@@ -688,7 +688,7 @@ void cf_config_describe(const cf_config *cfg, char *buf, size_t cap)
              cfg->n_cors_origins ? origins : "none", cfg->allowed_hosts[0] ? cfg->allowed_hosts : "none",
              cfg->connection_timeout_ms, cfg->request_deadline_ms,
              cfg->max_connections, cfg->max_connections_per_ip, sites, cfg->ip_rate, cfg->header_timeout_ms,
-             cfg->body_stall_timeout_ms, cfg->body_budget, cfg->body_budget_per_ip, cfg->history ? "on" : "off",
+             cfg->max_request_head, cfg->body_stall_timeout_ms, cfg->body_budget, cfg->body_budget_per_ip, cfg->history ? "on" : "off",
              cfg->history_retention_ms, cfg->history_queue_bytes,
              cfg->sink[0] ? "set" : "unset", cfg->sink_backlog_bytes, cfg->enrich ? "on" : "off",
              cfg->panels ? "on" : "off", cfg->ua_regexes, cfg->geoip[0] ? cfg->geoip : "none", capped);

@@ -82,6 +82,7 @@ typedef struct cf_config {
     unsigned max_connections;       /* --max-connections */
     unsigned max_connections_per_ip;/* --max-connections-per-ip */
     int64_t header_timeout_ms;      /* --header-timeout (request line + headers) */
+    size_t max_request_head;        /* --max-request-head (bytes; 431 beyond) */
     int64_t body_stall_timeout_ms;  /* --body-stall-timeout (no body byte arrived) */
     size_t body_budget;             /* --body-budget: bytes of bodies in flight, all clients */
     size_t body_budget_per_ip;      /* --body-budget-per-ip: the same for one client address */

@@ -16,14 +16,17 @@
 #include "cf_compat.h"
 #include "log.h"
 
-/* The largest request head served, by http_head_cost (bytes plus 32 per
- * parsed value). A head that libmicrohttpd could still read into a
- * connection's 16 KiB (HTTP_CONN_MEMORY) may leave no room for the
- * answer's headers: it then closes the connection without one, after the
- * request (events!) was handled. That began at a cost of about 7950 in
- * every mix of bytes and headers we measured; heads over this are refused
- * before anything is done (test_http_limits). */
-#define HTTP_HEAD_MAX ((size_t)7424)
+/* The largest request head served is --max-request-head, by
+ * http_head_cost (bytes plus 32 per parsed value). A head that
+ * libmicrohttpd could still read into a connection's memory may leave no
+ * room for the answer's headers: it then closes the connection without
+ * one, after the request (events!) was handled. With a pool of P bytes
+ * (http_conn_memory) that began at a cost of about P/2 - 240 in every mix
+ * of bytes and headers we measured (7950 at 16 KiB, 3856 at 8 KiB, with a
+ * CORS origin); heads over the limit are refused before anything is done
+ * (test_http_limits), which leaves about 500 bytes for the answer's
+ * headers. */
+#define HTTP_HEAD_ROOM ((size_t)768)
 
 /* CORS preflight answers may be cached this long by the browser. */
 #define CORS_MAX_AGE "600"
@@ -297,11 +300,14 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *c, const
         rq->headers_done = true;
         if (left <= 0)
             return http_send_error(rq, c, MHD_HTTP_REQUEST_TIMEOUT, "request deadline exceeded");
-        if (http_head_cost(c) > HTTP_HEAD_MAX)
-            return http_send_error_h(rq, c, MHD_HTTP_REQUEST_HEADER_FIELDS_TOO_LARGE,
-                                     "the request head is too large (at most 7424 bytes, less 32 per header, "
-                                     "cookie and query argument)",
-                                     close_hdr, 1);
+        if (http_head_cost(c) > h->cfg.max_request_head) {
+            char msg[160];
+            snprintf(msg, sizeof msg,
+                     "the request head is too large (at most %zu bytes, less 32 per header, cookie and "
+                     "query argument: --max-request-head)",
+                     h->cfg.max_request_head);
+            return http_send_error_h(rq, c, MHD_HTTP_REQUEST_HEADER_FIELDS_TOO_LARGE, msg, close_hdr, 1);
+        }
         const char *bad = http_framing_error(c);
         if (bad)
             return http_send_bad_framing(rq, c, bad);
@@ -464,6 +470,7 @@ static void request_completed(void *cls, struct MHD_Connection *c, void **con_cl
     cf_http *h = cls;
     request *rq = *con_cls;
     *con_cls = NULL;
+    conn_entry *ce = rq ? rq->conn : NULL;
     if (rq) {
         http_budget_release(h, rq);
         /* Until the next request line: the idle timeout, then the header
@@ -493,18 +500,22 @@ static void request_completed(void *cls, struct MHD_Connection *c, void **con_cl
     /* A kept-alive connection waits for its next request with the full
      * inactivity timeout again. */
     if (toe == MHD_REQUEST_TERMINATED_COMPLETED_OK)
-        MHD_set_connection_option(c, MHD_CONNECTION_OPTION_TIMEOUT,
-                                  (unsigned)((h->cfg.connection_timeout_ms + 999) / 1000));
+        http_set_timeout(ce, c, http_idle_timeout_s(h));
 }
 
 /* Each connection's memory pool (request line, headers, read buffer, the
- * answer's headers). libmicrohttpd 0.9.75 zeroes the whole pool after every
- * request: at its default of 32 KiB that memset was 7% of the server's
- * samples under single-event POSTs (issue 15). 16 KiB still takes request
- * heads of about 8 KiB, of which we serve about 7 KiB (HTTP_HEAD_MAX); a larger
- * head is refused by libmicrohttpd (431). Bodies do not live in it: they
- * stream through into our own buffer. */
-#define HTTP_CONN_MEMORY (16u * 1024u)
+ * answer's headers): twice --max-request-head plus HTTP_HEAD_ROOM each
+ * (8 KiB by default). libmicrohttpd 0.9.75 zeroes the whole pool after
+ * every request, and half of it again when it shrinks the read buffer
+ * for the answer: at its default of 32 KiB those memsets were 7% of the
+ * server's samples under single-event POSTs, at 16 KiB 3.3% (issue 15).
+ * A head larger than the pool takes is refused by libmicrohttpd (431).
+ * Bodies do not live in it: they stream through into our own buffer, in
+ * reads of what is left of the pool. */
+static size_t http_conn_memory(const cf_config *cfg)
+{
+    return 2 * (cfg->max_request_head + HTTP_HEAD_ROOM);
+}
 
 static void mhd_logger(void *cls, const char *fmt, va_list ap)
 {
@@ -596,7 +607,7 @@ cf_http *cf_http_start(const cf_config *cfg, cf_engine *engine, const char **ret
         *ret_err = "cannot start the HTTP server (is the port in use?)";
         return NULL;
     }
-    unsigned timeout_s = (unsigned)((cfg->connection_timeout_ms + 999) / 1000);
+    unsigned timeout_s = http_idle_timeout_s(h);
     errno = 0;
     h->daemon = MHD_start_daemon(
         flags, cfg->http_port, NULL, NULL, access_handler, h,
@@ -609,7 +620,7 @@ cf_http *cf_http_start(const cf_config *cfg, cf_engine *engine, const char **ret
          * refusing one in that moment would reset it instead of leaving it
          * in the backlog. */
         MHD_OPTION_CONNECTION_LIMIT, cfg->max_connections * 2,
-        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)HTTP_CONN_MEMORY,
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, http_conn_memory(cfg),
         MHD_OPTION_PER_IP_CONNECTION_LIMIT, cfg->max_connections_per_ip,
         MHD_OPTION_URI_LOG_CALLBACK, uri_logger, h,
         MHD_OPTION_NOTIFY_COMPLETED, request_completed, h,

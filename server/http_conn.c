@@ -123,7 +123,23 @@ void http_apply_deadline(request *rq, struct MHD_Connection *c, int64_t left_ms)
     unsigned secs = (unsigned)((t + 999) / 1000);
     if (secs == 0)
         secs = 1;
+    http_set_timeout(rq->conn, c, secs);
+}
+
+/* Each MHD_set_connection_option(TIMEOUT) takes libmicrohttpd's cleanup
+ * mutex and moves the connection between its timeout lists; a request set
+ * it twice, to the same value nearly always (the request deadline is
+ * longer than the idle timeout), which was 0.1-0.3% of the server under
+ * single-event POSTs plus its mutex (issue 15). Setting the value it holds changes
+ * nothing: its inactivity clock restarts with every read and write
+ * anyway. */
+void http_set_timeout(conn_entry *ce, struct MHD_Connection *c, unsigned secs)
+{
+    if (ce && ce->mhd_timeout_s == secs)
+        return;
     MHD_set_connection_option(c, MHD_CONNECTION_OPTION_TIMEOUT, secs);
+    if (ce)
+        ce->mhd_timeout_s = secs;
 }
 
 /* Picks the connection to shed when the table is nearly full: never one
@@ -182,6 +198,7 @@ void http_notify_connection(void *cls, struct MHD_Connection *c, void **socket_c
             return;   /* not watched: MHD's inactivity timeout still applies */
         e->fd = ci->connect_fd;
         e->stripe = http_connection_stripe(c);
+        e->mhd_timeout_s = http_idle_timeout_s(h);   /* the daemon's (cf_http_start) */
         int64_t now = http_now_ms();
         atomic_store(&e->since_ms, now);
         atomic_store(&e->phase, PHASE_WAITING);

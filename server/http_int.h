@@ -90,6 +90,9 @@ typedef struct conn_entry {
     _Atomic int64_t since_ms;       /* monotonic: opened, or last request completed */
     _Atomic size_t body_bytes;      /* body bytes of the current request so far */
     bool cut;                       /* (reaper_mu) shut down, CLOSED not seen yet */
+    /* (the connection's thread) the inactivity timeout libmicrohttpd holds
+     * for it, in seconds: http_set_timeout skips setting the same again. */
+    unsigned mhd_timeout_s;
     /* (the connection's thread) the last request's body buffer, emptied,
      * for the next request: one malloc and free less per request (issue
      * 15). Kept only up to HTTP_BODY_KEEP bytes (16 MiB for 4096 idle
@@ -310,6 +313,15 @@ size_t http_head_cost(struct MHD_Connection *c);
 bool http_target_clean(const char *uri);
 enum MHD_Result http_send_bad_framing(request *rq, struct MHD_Connection *c, const char *msg);
 void http_apply_deadline(request *rq, struct MHD_Connection *c, int64_t left_ms);
+/* Gives libmicrohttpd the connection's inactivity timeout, unless ce (may be
+ * NULL) shows it holds that value already. */
+void http_set_timeout(conn_entry *ce, struct MHD_Connection *c, unsigned secs);
+/* libmicrohttpd's inactivity timeout of a connection between requests
+ * (--connection-timeout in whole seconds, rounded up). */
+static inline unsigned http_idle_timeout_s(const cf_http *h)
+{
+    return (unsigned)((h->cfg.connection_timeout_ms + 999) / 1000);
+}
 void http_notify_connection(void *cls, struct MHD_Connection *c, void **socket_context,
                        enum MHD_ConnectionNotificationCode code);
 void *http_reaper_main(void *arg);

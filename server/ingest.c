@@ -10,6 +10,7 @@
 #include "cf_enrich.h"
 #include "cf_jsonscan.h"
 #include "json_arena.h"
+#include "zalloc.h"
 
 int cf_ingest_content_type(const char *ct, cf_body_format *ret)
 {
@@ -85,14 +86,15 @@ static cJSON *parse_exact(const char *p, size_t n)
 /* Room for up to n events (n <= max_batch): events, src, event_index and
  * the properties offsets in one zeroed block owned by ig->events (four
  * callocs per request before, issue 15). *ret_prop_off lives in it too:
- * it is never freed on its own. */
+ * it is never freed on its own. cf_zalloc: glibc's calloc skips the
+ * thread cache (zalloc.h). */
 static int reserve_events(cf_ingest *ig, size_t n, size_t **ret_prop_off)
 {
     size_t cap = n ? n : 1;
     size_t o_src = cap * sizeof *ig->events;
     size_t o_index = o_src + cap * sizeof *ig->src;
     size_t o_prop = o_index + cap * sizeof *ig->event_index;
-    uint8_t *block = calloc(1, o_prop + cap * sizeof **ret_prop_off);
+    uint8_t *block = cf_zalloc(o_prop + cap * sizeof **ret_prop_off);
     if (!block)
         return -ENOMEM;
     ig->events = (cf_event *)(void *)block;

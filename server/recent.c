@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "cf_buf.h"
+#include "zalloc.h"
 
 struct cf_recent_chunk {
     atomic_uint refs;
@@ -57,7 +58,9 @@ void cf_recent_free(cf_recent *r)
     free(r);
 }
 
-cf_recent_chunk *cf_recent_chunk_new(void) { return calloc(1, sizeof(cf_recent_chunk)); }
+/* One per request: cf_zalloc, since glibc's calloc skips the thread
+ * cache (zalloc.h). */
+cf_recent_chunk *cf_recent_chunk_new(void) { return cf_zalloc(sizeof(cf_recent_chunk)); }
 
 void cf_recent_chunk_discard(cf_recent_chunk *c) { free(c); }
 

@@ -22,6 +22,7 @@
 #include "sql_exec.h"
 #include "sql_route.h"
 #include "wal.h"
+#include "zalloc.h"
 
 #define DEDUP_PREFETCH 8                /* ids ahead whose dedup slot is prefetched */
 
@@ -84,7 +85,8 @@ int engine_prepare(cf_engine *e, const cf_event *evs, size_t n, prepared *p)
     /* The per-event and per-shard arrays, and the fill counters, in one
      * zeroed block: seven callocs per request were a visible part of the
      * malloc time under single-event POSTs (issue 15). Largest alignment
-     * first; p->rt owns the block. */
+     * first; p->rt owns the block. cf_zalloc, not calloc: glibc's calloc
+     * skips the thread cache (zalloc.h). */
     size_t ne = n ? n : 1;
     size_t cells = routed ? ne * ns : 0;
     size_t o_vmask = ne * sizeof *p->rt;
@@ -93,7 +95,7 @@ int engine_prepare(cf_engine *e, const cf_event *evs, size_t n, prepared *p)
     size_t o_msgs = o_size + ns * sizeof(size_t);
     size_t o_acc = o_msgs + ns * sizeof *p->msgs;
     size_t o_count = o_acc + ns * sizeof *p->accepted;
-    uint8_t *block = calloc(1, o_count + ns * sizeof(uint32_t));
+    uint8_t *block = cf_zalloc(o_count + ns * sizeof(uint32_t));
     int rc = -ENOMEM;
     if (!block) {
         engine_prepared_free(e, p);

@@ -111,17 +111,27 @@ def test_per_ip_connection_limit():
 
 
 def test_request_head_limit():
-    """A connection's memory pool is 16 KiB (server/http.c: libmicrohttpd
-    zeroes it after every request, so its size is paid per request): a head
-    of about 7 KiB (a large cookie) is served, one of 12 KiB is refused with
-    431 (it was served with libmicrohttpd's default pool of 32 KiB)."""
+    """libmicrohttpd zeroes a connection's memory after every request, so
+    its size is paid per request (server/http.c): it is twice
+    --max-request-head (3328 bytes by default) plus 1.5 KiB. A head over
+    the limit (a large cookie) gets a JSON 431 that names the option, and
+    the server keeps serving; with the option raised, the same head is
+    served."""
     body = b'{"user_id": "u1", "page_url": "/p"}'
+    hdrs = {"Content-Type": "application/json"}
     with Server() as srv:
-        st, _, data = srv.raw_request("POST", "/api/v1/events", body,
-                                      {"Content-Type": "application/json", "Cookie": "c=" + "x" * 7000})
+        st, _, data = srv.raw_request("POST", "/api/v1/events", body, dict(hdrs, Cookie="c=" + "x" * 2800))
         assert st == 202, (st, data)
-        st, _, data = srv.raw_request("POST", "/api/v1/events", body,
-                                      {"Content-Type": "application/json", "Cookie": "c=" + "x" * 12000})
+        st, _, data = srv.raw_request("POST", "/api/v1/events", body, dict(hdrs, Cookie="c=" + "x" * 3400))
+        assert st == 431, (st, data)
+        assert "--max-request-head" in json.loads(data)["error"], data
+        assert srv.request("GET", "/healthz")[0] == 200
+        st, _, data = srv.raw_request("POST", "/api/v1/events", body, dict(hdrs, Cookie="c=" + "x" * 2800))
+        assert st == 202, (st, data)
+    with Server(["--max-request-head", "7424"]) as srv:
+        st, _, data = srv.raw_request("POST", "/api/v1/events", body, dict(hdrs, Cookie="c=" + "x" * 7000))
+        assert st == 202, (st, data)
+        st, _, data = srv.raw_request("POST", "/api/v1/events", body, dict(hdrs, Cookie="c=" + "x" * 12000))
         assert st == 431, (st, data)
         assert srv.request("GET", "/healthz")[0] == 200
 
@@ -159,18 +169,19 @@ def _raw_post_with_head(port, head_len, event_id, origin, extra=b""):
     return data
 
 
-def test_no_event_is_accepted_without_an_answer_near_the_head_limit():
-    """Heads just under libmicrohttpd's own 431 fit its connection memory,
-    but the answer's headers then do not: the event was accepted and the
-    connection closed without a word, so the client could only retry
-    blindly. Heads over about 7 KiB are refused by us (JSON 431) before the body
-    is read (its bytes plus 32 per header, cookie or query argument
-    count); every 202 is an accepted event and every accepted event had its
-    202."""
-    with Server(["--cors-origin", "http://example.com"]) as srv:
+def _no_event_unanswered_near(limit, mhd_edge, refused, served):
+    """Heads just under libmicrohttpd's own 431 (at about mhd_edge) fit its
+    connection memory, but the answer's headers then do not: the event
+    was accepted and the connection closed without a word, so the client
+    could only retry blindly. Heads over --max-request-head (limit) are
+    refused by us (JSON 431) before the body is read (its bytes plus 32
+    per header, cookie or query argument count); every 202 is an accepted
+    event and every accepted event had its 202."""
+    args = ["--cors-origin", "http://example.com"] + (["--max-request-head", str(limit)] if limit else [])
+    with Server(args) as srv:
         answered = 0
         for origin in (False, True):
-            for n in range(7800, 8100, 3):
+            for n in range(mhd_edge - 150, mhd_edge + 150, 3):
                 data = _raw_post_with_head(srv.http_port, n, "e%d-%d" % (n, origin), origin)
                 if data.startswith(b"HTTP/1.1 202"):
                     answered += 1
@@ -180,7 +191,7 @@ def test_no_event_is_accepted_without_an_answer_near_the_head_limit():
         # small ones reach the same point with far fewer bytes.
         for nh in (25, 100, 200):
             extra = b"".join(b"X%d: v\r\n" % i for i in range(nh))
-            for n in range(1800, 8100, 53):
+            for n in range(1800, mhd_edge + 150, 53):
                 if n < len(extra) + 200:
                     continue
                 data = _raw_post_with_head(srv.http_port, n, "h%d-%d" % (nh, n), False, extra)
@@ -191,11 +202,22 @@ def test_no_event_is_accepted_without_an_answer_near_the_head_limit():
         st, text = srv.request("GET", "/metrics")
         accepted = int(re.search(r"^clickflow_events_accepted_total (\d+)$", text, re.M).group(1))
         assert accepted == answered, (accepted, answered)
-        # Our own refusal is a JSON error; a head of 7 KiB is still served.
-        data = _raw_post_with_head(srv.http_port, 7300, "big", False)
+        # Our own refusal is a JSON error; a head under the limit is served.
+        data = _raw_post_with_head(srv.http_port, refused, "big", False)
         assert data.startswith(b"HTTP/1.1 431"), data[:200]
         assert "too large" in json.loads(data.split(b"\r\n\r\n", 1)[1])["error"]
-        assert _raw_post_with_head(srv.http_port, 7168, "edge", True).startswith(b"HTTP/1.1 202")
+        assert _raw_post_with_head(srv.http_port, served, "edge", True).startswith(b"HTTP/1.1 202")
+
+
+def test_no_event_is_accepted_without_an_answer_near_the_head_limit():
+    """The default --max-request-head (8 KiB of connection memory)."""
+    _no_event_unanswered_near(None, 3950, 3250, 3072)
+
+
+def test_no_event_is_accepted_without_an_answer_near_a_raised_head_limit():
+    """--max-request-head 7424 (16 KiB of connection memory, the fixed size
+    before the option)."""
+    _no_event_unanswered_near(7424, 7950, 7300, 7168)
 
 
 def test_a_network_error_on_accept_does_not_stop_accepting():
@@ -229,4 +251,5 @@ if __name__ == "__main__":
                test_deadline_does_not_cut_idle_keep_alive_or_normal_requests,
                test_per_ip_connection_limit, test_request_head_limit,
                test_no_event_is_accepted_without_an_answer_near_the_head_limit,
+               test_no_event_is_accepted_without_an_answer_near_a_raised_head_limit,
                test_a_network_error_on_accept_does_not_stop_accepting])

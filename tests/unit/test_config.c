@@ -136,7 +136,7 @@ static void help_lists_every_option_with_env_and_default(void **state)
         "push-interval", "ws-max-clients", "ws-queue", "data-dir", "fsync", "snapshot-interval",
         "segment-size", "ingest-token", "read-token", "cors-origin", "connection-timeout",
         "request-deadline", "site", "ip-rate", "max-connections", "max-connections-per-ip", "ws-queue-bytes",
-        "header-timeout", "body-stall-timeout", "body-budget", "body-budget-per-ip", "history",
+        "header-timeout", "max-request-head", "body-stall-timeout", "body-budget", "body-budget-per-ip", "history",
         "history-retention", "history-queue", "sink", "sink-backlog", "enrich", "panels", "ua-regexes", "geoip",
         "admin-token", "sql", "max-queries", "allowed-host"};
     size_t n_env = 0;
@@ -201,7 +201,7 @@ static void help_defaults_round_trip(void **state)
     }
     /* all but shards, http-threads, three tokens, --sql, cors-origin, site, the two body
      * budgets, sink and geoip */
-    assert_int_equal(checked, 41);
+    assert_int_equal(checked, 42);
     run_free(&h);
     run_free(&d);
 }
