@@ -113,7 +113,7 @@
       "concurrent HTTP connections per client IP at most", false) \
     X("header-timeout", OPT_DURATION, header_timeout_ms, 100, CF_CONFIG_DAY_MS, "10s", \
       "time from a connection (or request line) to the end of the request headers", false) \
-    X("max-request-head", OPT_BYTES, max_request_head, 1024, 65536, "3328", \
+    X("max-request-head", OPT_BYTES, max_request_head, 1024, 65536, "7424", \
       "largest request head served (request line and headers, less 32 bytes per header, cookie and query " \
       "argument), 431 beyond; each connection holds twice this plus 1.5k, zeroed after every request", false) \
     X("body-stall-timeout", OPT_DURATION, body_stall_timeout_ms, 100, CF_CONFIG_DAY_MS, "5s", \

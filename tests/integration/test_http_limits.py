@@ -113,25 +113,25 @@ def test_per_ip_connection_limit():
 def test_request_head_limit():
     """libmicrohttpd zeroes a connection's memory after every request, so
     its size is paid per request (server/http.c): it is twice
-    --max-request-head (3328 bytes by default) plus 1.5 KiB. A head over
+    --max-request-head (7424 bytes by default) plus 1.5 KiB. A head over
     the limit (a large cookie) gets a JSON 431 that names the option, and
-    the server keeps serving; with the option raised, the same head is
-    served."""
+    the server keeps serving; with the option lowered (3328), a smaller
+    head is refused the same way."""
     body = b'{"user_id": "u1", "page_url": "/p"}'
     hdrs = {"Content-Type": "application/json"}
     with Server() as srv:
-        st, _, data = srv.raw_request("POST", "/api/v1/events", body, dict(hdrs, Cookie="c=" + "x" * 2800))
+        st, _, data = srv.raw_request("POST", "/api/v1/events", body, dict(hdrs, Cookie="c=" + "x" * 7000))
         assert st == 202, (st, data)
-        st, _, data = srv.raw_request("POST", "/api/v1/events", body, dict(hdrs, Cookie="c=" + "x" * 3400))
+        st, _, data = srv.raw_request("POST", "/api/v1/events", body, dict(hdrs, Cookie="c=" + "x" * 7600))
         assert st == 431, (st, data)
         assert "--max-request-head" in json.loads(data)["error"], data
         assert srv.request("GET", "/healthz")[0] == 200
-        st, _, data = srv.raw_request("POST", "/api/v1/events", body, dict(hdrs, Cookie="c=" + "x" * 2800))
-        assert st == 202, (st, data)
-    with Server(["--max-request-head", "7424"]) as srv:
         st, _, data = srv.raw_request("POST", "/api/v1/events", body, dict(hdrs, Cookie="c=" + "x" * 7000))
         assert st == 202, (st, data)
-        st, _, data = srv.raw_request("POST", "/api/v1/events", body, dict(hdrs, Cookie="c=" + "x" * 12000))
+    with Server(["--max-request-head", "3328"]) as srv:
+        st, _, data = srv.raw_request("POST", "/api/v1/events", body, dict(hdrs, Cookie="c=" + "x" * 2800))
+        assert st == 202, (st, data)
+        st, _, data = srv.raw_request("POST", "/api/v1/events", body, dict(hdrs, Cookie="c=" + "x" * 3400))
         assert st == 431, (st, data)
         assert srv.request("GET", "/healthz")[0] == 200
 
@@ -210,14 +210,13 @@ def _no_event_unanswered_near(limit, mhd_edge, refused, served):
 
 
 def test_no_event_is_accepted_without_an_answer_near_the_head_limit():
-    """The default --max-request-head (8 KiB of connection memory)."""
-    _no_event_unanswered_near(None, 3950, 3250, 3072)
+    """The default --max-request-head 7424 (16 KiB of connection memory)."""
+    _no_event_unanswered_near(None, 7950, 7300, 7168)
 
 
-def test_no_event_is_accepted_without_an_answer_near_a_raised_head_limit():
-    """--max-request-head 7424 (16 KiB of connection memory, the fixed size
-    before the option)."""
-    _no_event_unanswered_near(7424, 7950, 7300, 7168)
+def test_no_event_is_accepted_without_an_answer_near_a_lowered_head_limit():
+    """--max-request-head 3328 (8 KiB of connection memory)."""
+    _no_event_unanswered_near(3328, 3950, 3250, 3072)
 
 
 def test_a_network_error_on_accept_does_not_stop_accepting():
@@ -251,5 +250,5 @@ if __name__ == "__main__":
                test_deadline_does_not_cut_idle_keep_alive_or_normal_requests,
                test_per_ip_connection_limit, test_request_head_limit,
                test_no_event_is_accepted_without_an_answer_near_the_head_limit,
-               test_no_event_is_accepted_without_an_answer_near_a_raised_head_limit,
+               test_no_event_is_accepted_without_an_answer_near_a_lowered_head_limit,
                test_a_network_error_on_accept_does_not_stop_accepting])
