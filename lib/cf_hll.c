@@ -466,6 +466,35 @@ static void sort_u64(uint64_t *v, uint32_t n)
     }
 }
 
+/* Sorts v[0..n) ascending (distinct values, n <= CF_HLL_SPARSE_MAX) by
+ * their top byte first (one counting pass), then each of the 256 buckets
+ * with sort_u64. The values are hashes, so a bucket holds n / 256 of them
+ * (1-2 for a sketch's 300-512) and the buckets' sorts are a few moves: a
+ * recovery saves a sketch per history row, and the quicksort's
+ * mispredicted compares were 4% of its CPU (issue 15). Skewed values
+ * (one bucket) cost sort_u64 as before. */
+static void sort_hashes(uint64_t *v, uint32_t n)
+{
+    if (n <= 32) {
+        sort_u64(v, n);
+        return;
+    }
+    uint32_t start[257] = {0}, at[256];
+    uint64_t tmp[CF_HLL_SPARSE_MAX];
+    for (uint32_t i = 0; i < n; i++)
+        start[(v[i] >> 56) + 1]++;
+    for (uint32_t b = 0; b < 256; b++) {
+        start[b + 1] += start[b];
+        at[b] = start[b];
+    }
+    for (uint32_t i = 0; i < n; i++)
+        tmp[at[v[i] >> 56]++] = v[i];
+    for (uint32_t b = 0; b < 256; b++)
+        if (start[b + 1] - start[b] > 1)
+            sort_u64(tmp + start[b], start[b + 1] - start[b]);
+    memcpy(v, tmp, (size_t)n * sizeof *v);
+}
+
 /* Encoding: u8 form; sparse: u32 n, n x u64 ascending; dense: 16384 bytes. */
 int cf_hll_save(const cf_hll *h, cf_buf *out)
 {
@@ -481,10 +510,17 @@ int cf_hll_save(const cf_hll *h, cf_buf *out)
         for (uint32_t i = 0; i < h->cap; i++)
             if (h->set[i])
                 sorted[k++] = h->set[i];
-        sort_u64(sorted, k);
+        sort_hashes(sorted, k);
         cf_buf_put_u32(out, k);
-        for (uint32_t i = 0; i < k; i++)
-            cf_buf_put_u64(out, sorted[i]);
+        /* Little-endian in place, one reserve (a put per value was a
+         * quarter of the save). */
+        if (cf_buf_reserve(out, (size_t)k * 8) == 0) {
+            uint8_t *p = out->data + out->len;
+            for (uint32_t i = 0; i < k; i++)
+                for (int j = 0; j < 8; j++)
+                    *p++ = (uint8_t)(sorted[i] >> (8 * j));
+            out->len += (size_t)k * 8;
+        }
     }
     return out->oom ? -ENOMEM : 0;
 }

@@ -372,6 +372,7 @@ static int rp_decode(void *ctx, int64_t lsn, uint8_t type, const uint8_t *payloa
 static void *rp_decoder_main(void *arg)
 {
     rp_pipe *pp = arg;
+    (void)pthread_setname_np(pthread_self(), "cf-replay-dec");   /* per-thread figures */
     int64_t n = cf_wal_replay(pp->e->wal, pp->after, rp_decode, pp);
     pthread_mutex_lock(&pp->mu);
     pp->result = n;

@@ -32,8 +32,12 @@
 /* 2: the user SQL views after the rings. 3: the built-in views' state is
  * sql_view state (the views of builtin_sql.h) in place of the hard-wired
  * operators' blobs; older parts are refused (docs/FORMATS.md).
- * 4: then the interval joins (version 3 still loads: none). */
-#define SHARD_VERSION 4u
+ * 4: then the interval joins (version 3 still loads: none).
+ * 5: the same layout; the user views' groups are placed by a per-view seed
+ * (sqlx_place). Parts of 3 and 4 load as a rescale to the same shard count:
+ * every part read, each group kept by the shard that owns it now. */
+#define SHARD_VERSION 5u
+#define SHARD_VERSION_PLACED 5u
 #define SHARD_VERSION_SQL_BUILTINS 3u
 #define PRUNE_MIN_PAGES 1024        /* no trending prune below this many pages */
 #define TRENDING_MIN_SCORE 0.01     /* SPEC 7 */

@@ -203,6 +203,16 @@ typedef struct part_head {
     cf_reader ops[CF_BUILTIN_COUNT];
 } part_head;
 
+/* The version of a part, read from a copy of its reader (0: unreadable). */
+static uint32_t part_version(const cf_reader *in)
+{
+    cf_reader r = *in;
+    uint32_t magic = 0, version = 0;
+    cf_get_u32(&r, &magic);
+    cf_get_u32(&r, &version);
+    return r.bad || magic != SHARD_MAGIC ? 0 : version;
+}
+
 static int read_head(cf_reader *in, part_head *h)
 {
     uint32_t magic = 0, version = 0;
@@ -277,8 +287,14 @@ static int load_view_part(sql_view *v, cf_reader *blob, const route_ctx *rc)
 int cf_shard_load(cf_shard *s, cf_reader *parts, size_t n_parts, unsigned n_shards,
                   const cf_view_settings *vs)
 {
-    bool rescale = n_parts != n_shards;
-    if (n_parts == 0 || (!rescale && s->index >= n_parts))
+    if (n_parts == 0)
+        return -EINVAL;
+    /* Parts written before the per-view placement (SHARD_VERSION_PLACED)
+     * hold user views' groups where the old owner hash put them: read like
+     * a rescale, so each group lands on its owner now. */
+    bool rescale = n_parts != n_shards ||
+                   (n_shards > 1 && part_version(&parts[0]) < SHARD_VERSION_PLACED);
+    if (!rescale && s->index >= n_parts)
         return -EINVAL;
     cf_reader *in = rescale ? parts : &parts[s->index];
     size_t n = rescale ? n_parts : 1;

@@ -194,21 +194,25 @@ void cf_sqlx_install(cf_sqlx *x, cf_sqlx_set *set)
     x->set = set;
 }
 
-unsigned sqlx_owner_of_bytes(const cf_sqlx *x, const void *p, size_t n)
+unsigned sqlx_owner_of_bytes(const cf_sqlx *x, const cf_sqlx_def *d, const void *p, size_t n)
 {
-    return (unsigned)(cf_hash64(n ? p : "", n, OWNER_SEED) % x->n_shards);
+    return sqlx_place(cf_hash64(n ? p : "", n, OWNER_SEED), d->place_seed, x->n_shards);
 }
 
-/* The shard owning a group: a hash of its encoded key values (type and
- * bytes), the same bytes a result's identity holds after its start. */
-unsigned sqlx_owner(cf_sqlx *x, const sql_value *keys, uint32_t n)
+uint64_t sqlx_key_hash(cf_sqlx *x, const sql_value *keys, uint32_t n)
 {
-    if (x->n_shards == 1)
-        return 0;
     cf_buf_reset(&x->keybuf);
     for (uint32_t i = 0; i < n; i++)
         cf_sqlx_put_value(&x->keybuf, keys[i]);
-    return sqlx_owner_of_bytes(x, x->keybuf.data, x->keybuf.len);
+    return cf_hash64(x->keybuf.len ? (const void *)x->keybuf.data : "", x->keybuf.len, OWNER_SEED);
+}
+
+/* The shard owning a group of d (sql_exec_int.h). */
+unsigned sqlx_owner(cf_sqlx *x, const cf_sqlx_def *d, const sql_value *keys, uint32_t n)
+{
+    if (x->n_shards == 1)
+        return 0;
+    return sqlx_place(sqlx_key_hash(x, keys, n), d->place_seed, x->n_shards);
 }
 
 
@@ -610,7 +614,7 @@ static void view_row(cf_sqlx *x, xview *xv, const sql_row *rowp, uint64_t seq, i
             take = false;
         }
     }
-    if (take && !routed && sqlx_owner(x, keys, pi->ngroup_keys) != x->index)
+    if (take && !routed && sqlx_owner(x, d, keys, pi->ngroup_keys) != x->index)
         take = false;
     if (!take) {
         /* Not this shard's row: the view still sees the event's W. */

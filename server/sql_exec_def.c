@@ -8,6 +8,8 @@
 #include <string.h>
 #include <sys/random.h>
 
+#include "cf_hash.h"
+
 /* d and e filter the same rows alike (one verdict serves both). */
 bool sqlx_same_filtered_source(const cf_sqlx_def *d, const cf_sqlx_def *e)
 {
@@ -103,6 +105,7 @@ cf_sqlx_def *cf_sqlx_def_new(sql_plan *plan, bool source_runs, int64_t allowed_l
     for (uint32_t a = 0; a < 64; a++)
         d->arg_col[a] = a < pi->naggs ? prog_column(pi->aggs[a].arg, pi->ninput) : -1;
     d->not_col = not_coalesce_column(pi->filter, pi);
+    d->place_seed = cf_hash64(d->name, strlen(d->name), 0);
     d->windowed = pi->window != SQL_WINDOW_NONE;
     d->ncols = pi->ncolumns + (d->windowed ? 4 : 0);
     d->vcfg = (sql_view_config){

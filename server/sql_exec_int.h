@@ -18,6 +18,7 @@
 #include <stdatomic.h>
 #include <string.h>
 
+#include "cf_hash.h"
 #include "cf_time.h"
 #include "retain.h"
 #include "sql_exec.h"
@@ -49,6 +50,11 @@ struct cf_sqlx_def {
     bool interval;              /* a stream-stream (interval) join runs before the rest */
     sql_join_config jcfg;       /* its operator's configuration */
     size_t source_len, join_source_len; /* strlen of pi's, once (compared per row) */
+    /* Mixed into the owner hash of every group of this view (a hash of its
+     * name): a key many rows share (NULL: no referrer, no UTM, no country;
+     * or the one group of a view without GROUP BY) lands on a shard of its
+     * own per view, not on one shard for every view (issue 15). */
+    uint64_t place_seed;
 };
 
 struct cf_sqlx_set {
@@ -187,10 +193,23 @@ static inline bool sqlx_is_source(const char *name, size_t len, const char *sour
 }
 
 /* -- sql_exec.c -- */
-/* The shard owning a group: a hash of its encoded key values (type and
- * bytes), the same bytes a result's identity holds after its start. */
-unsigned sqlx_owner_of_bytes(const cf_sqlx *x, const void *p, size_t n);
-unsigned sqlx_owner(cf_sqlx *x, const sql_value *keys, uint32_t n);
+/* The shard owning a group of view d: a hash of its encoded key values
+ * (type and bytes, the same bytes a result's identity holds after its
+ * start), mixed with d's place_seed. sqlx_key_hash is the first half, alike
+ * for every view (the probe computes it once per key value), sqlx_place the
+ * second. */
+uint64_t sqlx_key_hash(cf_sqlx *x, const sql_value *keys, uint32_t n);
+static inline unsigned sqlx_place(uint64_t key_hash, uint64_t place_seed, unsigned n_shards)
+{
+    /* splitmix64's finalizer: every bit of the seed moves every bit. */
+    uint64_t z = key_hash ^ place_seed;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    z ^= z >> 31;
+    return cf_hash_shard(z, n_shards);  /* a multiply, not a 64-bit divide (the probe's hot spot) */
+}
+unsigned sqlx_owner_of_bytes(const cf_sqlx *x, const cf_sqlx_def *d, const void *p, size_t n);
+unsigned sqlx_owner(cf_sqlx *x, const cf_sqlx_def *d, const sql_value *keys, uint32_t n);
 /* One row of `source` through every view and derived stream that reads it
  * (on the probe: the shards that own its keys). */
 void sqlx_apply_row(cf_sqlx *x, const char *source, size_t source_len, const sql_row *rowp,

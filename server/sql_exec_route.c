@@ -99,9 +99,9 @@ void sqlx_route_views(cf_sqlx *x, const char *source, size_t source_len, const s
 {
     /* What the row's views share: their WHERE verdicts (1 pass, 0 not,
      * -1 failed; by the set index of the first of equal filters) and the
-     * owner of each plain key column's value. */
+     * key hash of each plain key column's value. */
     struct { uint32_t def; int verdict; } wv[8];
-    struct { int col; sql_value key; unsigned shard; } own[8];
+    struct { int col; sql_value key; uint64_t hash; } own[8];
     uint32_t nwv = 0, nown = 0;
     for (size_t j = 0; x->set && j < 2 * x->set->n; j++) {
         size_t i = j / 2;   /* each view twice: a self-join's row is on both sides */
@@ -160,22 +160,27 @@ void sqlx_route_views(cf_sqlx *x, const char *source, size_t source_len, const s
                 x->masks[s] |= bits;
             continue;
         }
-        /* One key column: its owner is known if an earlier view keyed by
-         * the same column or by an equal value asked (the panels' NULL
-         * referrers, UTM sources and countries hash to one shard). */
+        /* One key column: its key hash is known if an earlier view keyed
+         * by the same column or by an equal value asked (the panels' NULL
+         * referrers, UTM sources and countries); each view places it by
+         * its own seed (sqlx_place), so those NULL groups spread. */
         int c = fast && nk == 1 ? d->key_col[0] : -1;
-        unsigned shard = x->n_shards;
-        for (uint32_t o = 0; c >= 0 && o < nown && shard == x->n_shards; o++)
-            if (own[o].col == c || same_key(&own[o].key, &keys[0]))
-                shard = own[o].shard;
-        if (shard == x->n_shards) {
-            shard = sqlx_owner(x, keys, nk);
+        bool known = false;
+        uint64_t kh = 0;
+        for (uint32_t o = 0; c >= 0 && o < nown && !known; o++)
+            if (own[o].col == c || same_key(&own[o].key, &keys[0])) {
+                kh = own[o].hash;
+                known = true;
+            }
+        if (!known) {
+            kh = sqlx_key_hash(x, keys, nk);
             if (c >= 0 && nown < 8) {
                 own[nown].col = c;
                 own[nown].key = keys[0];
-                own[nown++].shard = shard;
+                own[nown++].hash = kh;
             }
         }
+        unsigned shard = x->n_shards == 1 ? 0 : sqlx_place(kh, d->place_seed, x->n_shards);
         x->masks[shard] |= bits;
     }
     x->scratch.used = base;

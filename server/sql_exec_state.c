@@ -43,12 +43,13 @@ int cf_sqlx_save(const cf_sqlx *x, cf_buf *out)
 
 typedef struct keep_ctx {
     cf_sqlx *x;
+    const cf_sqlx_def *d;
 } keep_ctx;
 
 static bool keep_mine(void *ctx, const sql_value *key, uint32_t nkeys)
 {
     keep_ctx *k = ctx;
-    return sqlx_owner(k->x, key, nkeys) == k->x->index;
+    return sqlx_owner(k->x, k->d, key, nkeys) == k->x->index;
 }
 
 /* A part saved under another shard count: load it whole into a scratch
@@ -60,7 +61,7 @@ static int load_rescaled(cf_sqlx *x, xview *xv, cf_reader *blob)
         return -ENOMEM;
     int rc = sql_view_load(tmp, blob);
     cf_buf mine = {0};
-    keep_ctx kc = {x};
+    keep_ctx kc = {x, xv->def};
     if (rc == 0)
         rc = sql_view_save(tmp, keep_mine, &kc, &mine);
     sql_view_free(tmp);
@@ -136,7 +137,7 @@ int cf_sqlx_load(cf_sqlx *x, cf_reader *in, bool rescale, bool joins)
             if (!cf_get_u32(in, &rev) || !cf_get_str(in, &id, &id_len) ||
                 !cf_get_str(in, &row, &row_len) || id_len < 8)
                 return -EINVAL;
-            if (!xv || (rescale && sqlx_owner_of_bytes(x, id + 8, id_len - 8) != x->index))
+            if (!xv || (rescale && sqlx_owner_of_bytes(x, xv->def, id + 8, id_len - 8) != x->index))
                 continue;
             kept_row *r = malloc(sizeof *r + id_len + row_len);
             if (!r)

@@ -12,6 +12,11 @@
 # reports the server's CPU seconds until ready (utime + stime of the
 # process): on a machine shared with other work, the wall time follows the
 # load, the CPU time much less.
+# Then, once the server's CPU time stops growing (the shards and the
+# history writer have done the log's work), the settled CPU seconds, total
+# and per thread by name (cf-shardN, cf-replay-dec: the decoder, gone by
+# then, so the total minus the others; clickflow: the main (recovering)
+# thread and the history writer, by thread id).
 # CRASH=1 also times a recovery after a crash (issue 15): once the first
 # recovery is ready and history.db holds every result it fired, the server
 # is killed with SIGKILL (no shutdown snapshot) and started again, so the
@@ -52,6 +57,31 @@ du -sh "$work/data" | sed 's/^/log on disk: /'
 # The log's own share: read + CRC + sequence checks, no engine (page cache warm).
 "$work/wal_replay" "$work/data" 2>/dev/null
 
+# settled PID: waits until the process's CPU time stops growing (0.5 s
+# apart), then prints it, total and per thread (utime + stime).
+settled() {
+  local p=$1 prev=-1 c
+  while c=$(awk '{print $14 + $15}' "/proc/$p/stat") && [ "$c" != "$prev" ]; do
+    prev=$c
+    sleep 0.5
+  done
+  awk -v hz="$(getconf CLK_TCK)" '
+    FNR == 1 && FILENAME ~ /\/stat$/ {
+      # comm may hold spaces: the fields after the closing parenthesis.
+      line = $0; sub(/^.*\) /, "", line); split(line, f, " ")
+      cpu = (f[12] + f[13]) / hz
+      if (FILENAME ~ /task/) {
+        n = FILENAME; sub(/\/stat$/, "", n); sub(/^.*\//, "", n)
+        name = names[n] ? names[n] : n
+        if (cpu >= 0.01) { per = per sprintf(" %s %.2f", name, cpu); sum += cpu }
+      } else total = cpu
+      next
+    }
+    FNR == 1 { n = FILENAME; sub(/\/comm$/, "", n); sub(/^.*\//, "", n); names[n] = $0 "[" n "]" }
+    END { printf "settled: server CPU %.2f s; per thread:%s; exited threads (decoder) %.2f\n", total, per, total - sum }
+  ' /proc/"$p"/task/*/comm /proc/"$p"/task/*/stat /proc/"$p"/stat
+}
+
 # recover BIN DIR LABEL [kill]: starts BIN on DIR, times it to /readyz,
 # prints the events/s of recovery and the recovered stats, stops it (with
 # kill: waits until the history writer has stored every result and its
@@ -74,6 +104,7 @@ recover() {
   s=$(echo "$t1 - $t0" | bc)
   echo "recovery ($label): $n events replayed, ready after $s s (start to /readyz), $(echo "$n / $s" | bc) events/s; server CPU $cpu s, $(echo "$n / $cpu" | bc) events per CPU-second"
   grep -E "info: (recovery|wal):" "$work/server.log" || true
+  settled "$pid"
   curl -fsS "http://127.0.0.1:$port/api/v1/stats" | python3 -c \
     'import json,sys; s=json.load(sys.stdin); print("stats: accepted=%s watermark=%s" % (s.get("accepted"), s.get("watermark")))'
   if [ "$how" = kill ]; then

@@ -12,6 +12,7 @@ import http.client
 import json
 import os
 import random
+import shutil
 import signal
 import tempfile
 
@@ -201,6 +202,86 @@ def test_panels_survive_kill9_and_snapshots():
             srv.stop()
 
 
+# A data directory written by d77dcb6 with --shards 2 (hash key and the
+# shutdown snapshot, shard parts of version 4): the panels' groups where the
+# owner hash before the per-view placement put them, every NULL group on one
+# shard. Its 120 events are plain_events(0, 120).
+OLD_PLACEMENT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures",
+                             "panels-v4-2shards")
+
+
+def plain_events(first, n):
+    """Events without user agent, GeoIP or (mostly) referrer and UTM: the
+    panels' NULL groups take most of them, as direct visits do."""
+    out = []
+    for i in range(first, first + n):
+        ev = {"user_id": "u%d" % (i % 7), "timestamp": BASE + i, "event_id": "o%d" % i,
+              "page_url": "https://shop.example/p/%d" % (i % 3) + ("?utm_source=news" if i % 5 == 0 else "")}
+        if i % 4 == 0:
+            ev["referrer"] = "https://news.example/story"
+        out.append(ev)
+    return out
+
+
+def plain_expected(events):
+    """{panel: {value: count}} for plain_events (no user agent: "(none)")."""
+    want = {p: {} for p in PANELS}
+    for ev in events:
+        url = ev["page_url"]
+        dims = {"panel_referrers": "news.example" if "referrer" in ev else "Direct",
+                "panel_utm_sources": url.split("utm_source=")[1] if "utm_source=" in url else "(none)",
+                "panel_browsers": "(none)", "panel_devices": "(none)", "panel_countries": "(none)"}
+        for p, v in dims.items():
+            want[p][v] = want[p].get(v, 0) + 1
+    return want
+
+
+def check_plain(srv, events):
+    """Each panel's rows count every event once, and each group is held by
+    one shard (the groups summed over the shards equal the rows)."""
+    want = plain_expected(events)
+    _, views = srv.request("GET", "/api/v1/views")
+    groups = {v["name"]: v.get("groups") for v in views["items"]}
+    for view in PANELS:
+        got = {k: c for k, (c, _) in pull(srv, view).items()}
+        assert got == want[view], (view, got, want[view])
+        assert groups[view] == len(want[view]), (view, groups[view], want[view])
+
+
+def test_panels_placed_per_view_across_restarts_and_rescales():
+    """Issue 15: each view places its groups by a seed of its own, so the
+    panels' NULL groups do not all load one shard (test_sql_route checks
+    where they go). A snapshot of the old placement (version 4 parts) is
+    re-placed on load, so a group the new placement puts on the other shard
+    is not split in two by the events after it; the state stays exact
+    across a restart, a rescale 2 -> 3 and back to 2."""
+    root = tempfile.mkdtemp(prefix="clickflow-placed-")
+    shutil.copytree(OLD_PLACEMENT, os.path.join(root, "data"))
+    args = ["--idle-timeout", "0", "--shards", "2"]
+    srv = Server(args, data_dir=root)
+    srv.start()
+    try:
+        sent = plain_events(0, 120)
+        check_plain(srv, sent)
+        more = plain_events(120, 80)
+        srv.request("POST", "/api/v1/events", more)
+        sent += more
+        check_plain(srv, sent)
+        for shards in ("2", "3", "2"):
+            srv.stop()              # a shutdown snapshot of the new placement
+            srv.args = ["--idle-timeout", "0", "--shards", shards]
+            srv.start()
+            check_plain(srv, sent)
+            more = plain_events(len(sent), 40)
+            status, body = srv.request("POST", "/api/v1/events", more)
+            assert status == 202 and body["rejected"] == 0, (status, body)
+            sent += more
+            check_plain(srv, sent)
+    finally:
+        srv.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
 def test_panels_are_builtin():
     with Server(["--idle-timeout", "0", "--max-queries", "1"]) as srv:
         status, body = srv.request("GET", "/api/v1/views")
@@ -246,4 +327,5 @@ def test_panels_off():
 
 if __name__ == "__main__":
     run_tests([test_panels_equal_a_python_count, test_panels_survive_kill9_and_snapshots,
+               test_panels_placed_per_view_across_restarts_and_rescales,
                test_panels_are_builtin, test_panels_off])

@@ -302,6 +302,35 @@ static void sparse_save_is_ascending(void **state)
     }
 }
 
+/* Skewed values (small integers: every one in the same top-byte bucket of
+ * the save's sort, or two buckets) are saved ascending too. */
+static void sparse_save_of_skewed_values_is_ascending(void **state)
+{
+    (void)state;
+    cf_hll *h = cf_hll_new();
+    assert_non_null(h);
+    for (uint64_t i = 300; i > 0; i--)
+        assert_true(cf_hll_add(h, i % 2 ? i : i | (0xffull << 56)) >= 0);
+    cf_buf b = {0};
+    assert_int_equal(cf_hll_save(h, &b), 0);
+    cf_reader r;
+    cf_reader_init(&r, b.data, b.len);
+    uint8_t form;
+    uint32_t k;
+    assert_true(cf_get_u8(&r, &form));
+    assert_true(cf_get_u32(&r, &k));
+    assert_int_equal(k, 300);
+    uint64_t prev = 0;
+    for (uint32_t i = 0; i < k; i++) {
+        uint64_t v;
+        assert_true(cf_get_u64(&r, &v));
+        assert_true(i == 0 || v > prev);
+        prev = v;
+    }
+    cf_buf_free(&b);
+    cf_hll_free(h);
+}
+
 static void load_rejects_malformed(void **state)
 {
     (void)state;
@@ -472,6 +501,7 @@ int main(void)
         cmocka_unit_test(merge_of_shards_matches_single_sketch),
         cmocka_unit_test(save_load_roundtrip),
         cmocka_unit_test(sparse_save_is_ascending),
+        cmocka_unit_test(sparse_save_of_skewed_values_is_ascending),
         cmocka_unit_test(load_rejects_malformed),
         cmocka_unit_test(memory_accounting),
         cmocka_unit_test(clear_keeps_storage),

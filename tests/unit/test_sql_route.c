@@ -16,6 +16,7 @@
 
 #include <cmocka.h>
 
+#include "builtin_panels.h"
 #include "cf_event.h"
 #include "sql_exec.h"
 #include "sql_expr.h"
@@ -302,6 +303,58 @@ static void shared_owners_route_as_each_view_alone(void **state)
     sql_catalog_free(c);
 }
 
+/* The dashboard panels (builtin_panels.c) over a click that leaves every
+ * panel's column NULL (a direct visit: no referrer, UTM, user agent or
+ * GeoIP): each panel's NULL group is one group on one shard, placed by a
+ * per-view seed, so with two shards they are not all on one (issue 15:
+ * the busiest shard did every panel's work). Each view's shard is the same
+ * routed alone or among the others. */
+static void panels_null_groups_spread_over_shards(void **state)
+{
+    (void)state;
+    sql_catalog *c = sql_catalog_new();
+    assert_int_equal(sql_catalog_add_clicks(c), 0);
+    char *text = strdup(cf_builtin_panels_sql());
+    assert_non_null(text);
+    cf_sqlx_def *defs[8];
+    int n = 0;
+    for (char *st = text, *end; (end = strchr(st, ';')) != NULL; st = end + 1) {
+        *end = '\0';
+        assert_true(n < 8);
+        defs[n] = cf_sqlx_def_new(plan(c, st, false), true, 0, 0);
+        assert_non_null(defs[n]);
+        n++;
+    }
+    assert_int_equal(n, 5);
+    cf_sqlx_set *all = cf_sqlx_set_new(defs, (size_t)n);
+    assert_non_null(all);
+    cf_event ev = click("u1", "/", NULL);
+    uint64_t m[2] = {0};
+    cf_route_event(all, 2, &ev, m);
+    int on[2] = {0};
+    for (int i = 0; i < n; i++) {
+        int at = -1;
+        for (int s = 0; s < 2; s++)
+            if (m[s] & cf_sqlx_view_bit((size_t)i)) {
+                assert_int_equal(at, -1);   /* one shard per view */
+                at = s;
+            }
+        assert_true(at >= 0);
+        on[at]++;
+        cf_sqlx_set *one = cf_sqlx_set_new(&defs[i], 1);
+        uint64_t m1[2] = {0};
+        cf_route_event(one, 2, &ev, m1);
+        assert_true(m1[at] & cf_sqlx_view_bit(0));
+        cf_sqlx_set_unref(one);
+    }
+    assert_true(on[0] > 0 && on[1] > 0);
+    cf_sqlx_set_unref(all);
+    for (int i = 0; i < n; i++)
+        cf_sqlx_def_unref(defs[i]);
+    free(text);
+    sql_catalog_free(c);
+}
+
 static void view_bits_saturate_at_63(void **state)
 {
     (void)state;
@@ -322,6 +375,7 @@ int main(void)
         cmocka_unit_test(interval_join_partitions_by_the_join_key),
         cmocka_unit_test(view_bits_saturate_at_63),
         cmocka_unit_test(shared_owners_route_as_each_view_alone),
+        cmocka_unit_test(panels_null_groups_spread_over_shards),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
