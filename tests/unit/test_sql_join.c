@@ -144,7 +144,9 @@ static bool reached(int64_t t, int64_t off, int64_t w) { return w != CF_TIME_NON
 
 static void ref_emit(ref *r, const ev *l, const ev *rt, int64_t t)
 {
-    sql_value v[NL + NR];
+    /* NL slots for the right row too: ev_row writes by the event's side,
+     * which the compiler cannot see is the right one here. */
+    sql_value v[NL + NL];
     sql_row lr, rr;
     ev_row(l, v, &lr);
     if (rt) {
