@@ -22,6 +22,7 @@
 #include "clock.h"
 #include "history_rollup.h"
 #include "log.h"
+#include "thread_role.h"
 
 #define MAX_VIEWS 256
 #define MAX_ADDITIVE 32
@@ -847,6 +848,7 @@ static bool retention_due_locked(const cf_history *h)
 static void *writer_main(void *arg)
 {
     cf_history *h = arg;
+    (void)cf_thread_role_throughput("cf-history");
     /* The spill file being read back (writer-only state). */
     bool taking = false;
     uint64_t take_off = 0, take_size = 0, take_rows = 0;

@@ -67,6 +67,7 @@
 #include "host_name.h"
 #include "log.h"
 #include "push_queue.h"
+#include "thread_role.h"
 
 /* Largest client message we accept (a subscribe list is tiny). */
 #define CF_PUSH_MAX_RX 4096
@@ -577,6 +578,7 @@ static void lws_log(int level, const char *line)
 static void *service_main(void *arg)
 {
     cf_push *p = arg;
+    (void)cf_thread_role_throughput("cf-push");
     while (!atomic_load(&p->stopping))
         if (lws_service(p->ctx, 0) < 0)
             break;

@@ -14,6 +14,7 @@
 #include "cf_time.h"
 #include "log.h"
 #include "shard_int.h"
+#include "thread_role.h"
 
 /* ---- construction ------------------------------------------------------ */
 
@@ -770,6 +771,9 @@ static void run_ctls(cf_shard *s, bool closing)
 static void *shard_main(void *arg)
 {
     cf_shard *s = arg;
+    char name[16];
+    snprintf(name, sizeof name, "cf-shard-%u", s->index);
+    (void)cf_thread_role_throughput(name);
     for (;;) {
         cf_msg *m = atomic_load(&s->held) && !atomic_load(&s->stop) ? NULL : cf_queue_pop(s->q);
         if (m) {
