@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <sched.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -14,6 +15,7 @@
 /* Written once by cf_thread_role_configure() before any other thread
  * exists; pthread_create orders the write before every reader. */
 static int throughput_nice;
+static bool request_slice;
 
 /* struct sched_attr of sched_setattr(2), SCHED_ATTR_SIZE_VER0: glibc 2.36
  * has neither the wrapper nor the type, and <linux/sched/types.h> clashes
@@ -61,6 +63,7 @@ static int own_nice(void)
 int cf_thread_role_configure(int nice, unsigned request_slice_us)
 {
     throughput_nice = nice < 0 ? 0 : nice > 19 ? 19 : nice;
+    request_slice = request_slice_us > 0;
     if (request_slice_us == 0)
         return 0;
     /* Kernels before EEVDF's custom slices accept and ignore the runtime of
@@ -82,14 +85,16 @@ void cf_thread_role_name(const char *name)
 int cf_thread_role_throughput(const char *name)
 {
     cf_thread_role_name(name);
-    if (throughput_nice == 0)
+    if (throughput_nice == 0 && !request_slice)
         return 0;
     int cur = own_nice();
     int nice = throughput_nice > cur ? throughput_nice : cur;
-    /* Runtime 0 drops the request slice inherited from main. */
-    int rc = set_attr(SCHED_BATCH, nice, 0);
-    if (rc == 0)
-        return 0;
+    /* Runtime 0 drops the request slice inherited from main (also with
+     * --shard-nice 0: a throughput thread with the short slice would take
+     * the request threads' advantage). */
+    int rc = set_attr(throughput_nice ? SCHED_BATCH : SCHED_OTHER, nice, 0);
+    if (rc == 0 || throughput_nice == 0)
+        return rc;
     /* Without sched_setattr: the same in two calls. */
     struct sched_param sp = {.sched_priority = 0};
     rc = pthread_setschedparam(pthread_self(), SCHED_BATCH, &sp);

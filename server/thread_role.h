@@ -37,8 +37,9 @@ void cf_thread_role_name(const char *name);
 
 /* Names the calling thread and moves it to the throughput class:
  * SCHED_BATCH, the kernel's default slice, nice = the configured value (or
- * the thread's own, if higher). A no-op beyond the name when the configured
- * nice is 0. Returns 0 or a negative errno (the thread runs on unchanged). */
+ * the thread's own, if higher). With a configured nice of 0 it only drops
+ * the request slice (if any), keeping SCHED_OTHER and the thread's nice.
+ * Returns 0 or a negative errno (the thread runs on unchanged). */
 int cf_thread_role_throughput(const char *name);
 
 #endif

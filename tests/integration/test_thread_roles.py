@@ -102,6 +102,18 @@ def test_zero_leaves_every_thread_as_started():
     assert len({t[3] for t in ts.values()}) == 1, ts
 
 
+def test_nice_zero_still_keeps_the_slice_to_request_threads():
+    base = own_nice()
+    with Server(["--shard-nice", "0", "--request-slice-us", "300"]) as srv:
+        ts = threads(srv.proc.pid)
+    thr, req = by_role(ts)
+    assert thr and req, ts
+    assert {(t[1], t[2]) for t in ts.values()} == {(base, SCHED_OTHER)}, ts
+    if custom_slices():
+        assert {t[3] for t in req} == {300000}, req
+        assert all(t[3] != 300000 for t in thr), thr
+
+
 def test_bad_values_exit_two_with_the_option_named():
     cases = [(["--shard-nice", "20"], "--shard-nice", "0..19"),
              (["--shard-nice", "-1"], "--shard-nice", "non-negative"),
@@ -119,4 +131,5 @@ def test_bad_values_exit_two_with_the_option_named():
 
 if __name__ == "__main__":
     run_tests([test_default_shards_batch_and_niced_request_threads_not, test_options_set_the_nice_and_the_slice,
-               test_zero_leaves_every_thread_as_started, test_bad_values_exit_two_with_the_option_named])
+               test_zero_leaves_every_thread_as_started, test_nice_zero_still_keeps_the_slice_to_request_threads,
+               test_bad_values_exit_two_with_the_option_named])
