@@ -667,7 +667,8 @@ void cf_config_describe(const cf_config *cfg, char *buf, size_t cap)
         strcpy(sites, "none");
     /* Tokens are secrets: say only whether they are set. */
     snprintf(buf, cap,
-             "bind=%s http-port=%u ws-port=%u shards=%u http-threads=%u out-of-orderness=%" PRId64
+             "bind=%s http-port=%u ws-port=%u shards=%u http-threads=%u shard-nice=%u request-slice-us=%u"
+             " out-of-orderness=%" PRId64
              "ms idle-timeout=%" PRId64 "ms allowed-lateness=%" PRId64 "ms max-future=%" PRId64
              "ms window=%" PRId64 "ms slide-size=%" PRId64 "ms slide=%" PRId64 "ms session-gap=%" PRId64
              "ms dedup-ttl=%" PRId64 "ms half-life=%" PRId64 "ms retain-results=%zu max-keys=%zu "
@@ -679,6 +680,7 @@ void cf_config_describe(const cf_config *cfg, char *buf, size_t cap)
              " history=%s history-retention=%" PRId64 "ms history-queue=%zu sink=%s sink-backlog=%zu"
              " enrich=%s panels=%s ua-regexes=%s geoip=%s%s",
              cfg->bind, (unsigned)cfg->http_port, (unsigned)cfg->ws_port, cfg->shards, cfg->http_threads,
+             cfg->shard_nice, cfg->request_slice_us,
              cfg->out_of_orderness_ms, cfg->idle_timeout_ms, cfg->allowed_lateness_ms, cfg->max_future_ms,
              cfg->window_ms, cfg->slide_size_ms, cfg->slide_ms, cfg->session_gap_ms, cfg->dedup_ttl_ms,
              cfg->half_life_ms, cfg->retain_results, cfg->max_keys, cfg->max_batch, cfg->max_body,

@@ -31,6 +31,8 @@ typedef struct cf_config {
     uint16_t ws_port;               /* --ws-port */
     unsigned shards;                /* --shards */
     unsigned http_threads;          /* --http-threads */
+    unsigned shard_nice;            /* --shard-nice: throughput threads (thread_role.h) */
+    unsigned request_slice_us;      /* --request-slice-us: request threads' slice; 0 = default */
     /* event time (SPEC 1, 2) */
     int64_t out_of_orderness_ms;    /* --out-of-orderness */
     int64_t idle_timeout_ms;        /* --idle-timeout; 0 = replay mode */

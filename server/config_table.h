@@ -34,6 +34,12 @@
     X("shards", OPT_UNSIGNED, shards, 1, 1024, "online cores", "worker shard threads", true) \
     X("http-threads", OPT_UNSIGNED, http_threads, 1, 1024, "online cores", \
       "HTTP worker threads (epoll each); at most --max-connections", true) \
+    X("shard-nice", OPT_UNSIGNED, shard_nice, 0, 19, "10", \
+      "nice value of the shard, history, push and sink threads (SCHED_BATCH), so that request threads " \
+      "get a CPU first; 0 = keep their nice and policy", false) \
+    X("request-slice-us", OPT_UNSIGNED, request_slice_us, 0, 100000, "100", \
+      "scheduler slice of the request threads in microseconds (Linux >= 6.12, EEVDF; 100 at least): " \
+      "a waking request preempts sooner; 0 = the kernel's default", false) \
     X("out-of-orderness", OPT_DURATION, out_of_orderness_ms, 0, CF_CONFIG_YEAR_MS, "5s", \
       "watermark = event clock - this", false) \
     X("idle-timeout", OPT_DURATION, idle_timeout_ms, 0, CF_CONFIG_YEAR_MS, "10s", \

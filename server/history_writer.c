@@ -23,6 +23,7 @@
 #include "history_int.h"
 #include "history_rollup.h"
 #include "log.h"
+#include "thread_role.h"
 
 #define WRITER_WAIT_MS 200          /* retention is checked at least this often */
 #define RETENTION_EVERY_MS 1000
@@ -369,6 +370,7 @@ static bool retention_due_locked(const cf_history *h)
 void *history_writer_main(void *arg)
 {
     cf_history *h = arg;
+    (void)cf_thread_role_throughput("cf-history");
     /* The spill file being read back (writer-only state). */
     bool taking = false;
     uint64_t take_off = 0, take_size = 0, take_rows = 0;

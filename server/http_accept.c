@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "thread_role.h"
 
 /* Pending connections the kernel queues for us (libmicrohttpd's default). */
 #define ACCEPT_BACKLOG SOMAXCONN
@@ -99,6 +100,7 @@ static bool connection_error(int e)
 static void *accept_main(void *arg)
 {
     cf_http *h = arg;
+    cf_thread_role_name("cf-http-accept");
     for (;;) {
         if (!wait_for_room(h))
             break;

@@ -2,6 +2,7 @@
  * reaper and its deadlines, shedding before the table fills, the body
  * budget, and the checks of a request's framing and target. */
 #include "http_int.h"
+#include "thread_role.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -262,6 +263,7 @@ void http_notify_connection(void *cls, struct MHD_Connection *c, void **socket_c
 void *http_reaper_main(void *arg)
 {
     cf_http *h = arg;
+    cf_thread_role_name("cf-http-reaper");
     pthread_mutex_lock(&h->reaper_mu);
     while (!h->reaper_stop) {
         int64_t now = http_now_ms();

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 
 #include "engine.h"
+#include "thread_role.h"
 
 /* Unlinks rq from the parked list (park_mu held); prev is its predecessor
  * or NULL. */
@@ -38,6 +39,7 @@ static void resume_locked(cf_http *h, request *rq, int rc)
 static void *park_main(void *arg)
 {
     cf_http *h = arg;
+    cf_thread_role_name("cf-http-park");
     pthread_mutex_lock(&h->park_mu);
     for (;;) {
         while (!h->parked && !h->http_park_stop)

@@ -19,6 +19,7 @@
 #include "log.h"
 #include "push.h"
 #include "sink_pg.h"
+#include "thread_role.h"
 
 extern char **environ;
 
@@ -166,6 +167,11 @@ int main(int argc, char **argv)
     uint64_t nofile = raise_nofile();
     if (nofile)
         cf_config_fit_fd_limit(&cfg, nofile);
+
+    /* Before the first thread: they inherit the request class (thread_role.h). */
+    r = cf_thread_role_configure((int)cfg.shard_nice, cfg.request_slice_us);
+    if (r < 0)
+        cf_warn("request threads keep the default scheduler slice: %s", strerror(-r));
 
     cf_buf sql_text = {0};
     if (cfg.sql_file[0]) {

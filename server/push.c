@@ -67,6 +67,7 @@
 #include "host_name.h"
 #include "log.h"
 #include "push_queue.h"
+#include "thread_role.h"
 
 /* Largest client message we accept (a subscribe list is tiny). */
 #define CF_PUSH_MAX_RX 4096
@@ -577,6 +578,10 @@ static void lws_log(int level, const char *line)
 static void *service_main(void *arg)
 {
     cf_push *p = arg;
+    /* A request thread, not a throughput one: it answers subscriptions and
+     * pushes the live results, which a client waits for. At nice 10 under
+     * load, a subscribe was taken late and its first pushes missed. */
+    cf_thread_role_name("cf-push");
     while (!atomic_load(&p->stopping))
         if (lws_service(p->ctx, 0) < 0)
             break;

@@ -15,6 +15,7 @@
 #include "cf_time.h"
 #include "log.h"
 #include "shard_int.h"
+#include "thread_role.h"
 
 /* ---- construction ------------------------------------------------------ */
 
@@ -672,8 +673,8 @@ static void *shard_main(void *arg)
     /* Named, so per-thread figures (top -H, perf report -s comm,
      * recovery_bench.sh) tell the shards apart. */
     char name[16];
-    snprintf(name, sizeof name, "cf-shard%u", s->index % 1000000u);
-    (void)pthread_setname_np(pthread_self(), name);
+    snprintf(name, sizeof name, "cf-shard-%u", s->index);
+    (void)cf_thread_role_throughput(name);
     for (;;) {
         cf_msg *m = atomic_load(&s->held) && !atomic_load(&s->stop) ? NULL : cf_queue_pop(s->q);
         if (m) {

@@ -18,6 +18,7 @@
 #include "cf_buf.h"
 #include "history.h"
 #include "log.h"
+#include "thread_role.h"
 
 #define CHUNK_BYTES (1u << 20)      /* backlog bytes read per batch (grows for a huge row) */
 #define BATCH_ROWS 1000             /* rows per INSERT (6 parameters each; libpq allows 65535) */
@@ -372,6 +373,7 @@ static size_t read_at(const char *path, uint64_t off, uint8_t *buf, size_t cap)
 static void *sender_main(void *arg)
 {
     cf_sink *s = arg;
+    (void)cf_thread_role_throughput("cf-sink");
     size_t cap = CHUNK_BYTES;
     uint8_t *buf = malloc(cap);
     pthread_mutex_lock(&s->mu);

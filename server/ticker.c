@@ -14,6 +14,7 @@
 #include "log.h"
 #include "publish.h"
 #include "push.h"
+#include "thread_role.h"
 #include "wal.h"
 
 #define TICK_MS 100
@@ -87,6 +88,9 @@ static void sample_rate(cf_engine *e, int64_t now)
 void *engine_ticker_main(void *arg)
 {
     cf_engine *e = arg;
+    /* Request class (inherited): it holds the sequencer lock for the dedup
+     * save's steps, and a niced holder would keep every submit waiting. */
+    cf_thread_role_name("cf-ticker");
     int64_t next_push = mono_ms() + e->cfg.push_interval_ms;
     int64_t next_stats = mono_ms() + 1000;
     e->snap_due = mono_ms() + e->cfg.snapshot_interval_ms;

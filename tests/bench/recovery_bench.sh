@@ -14,7 +14,7 @@
 # load, the CPU time much less.
 # Then, once the server's CPU time stops growing (the shards and the
 # history writer have done the log's work), the settled CPU seconds, total
-# and per thread by name (cf-shardN, cf-replay-dec: the decoder, gone by
+# and per thread by name (cf-shard-N, cf-replay-dec: the decoder, gone by
 # then, so the total minus the others; clickflow: the main (recovering)
 # thread and the history writer, by thread id).
 # CRASH=1 also times a recovery after a crash (issue 15): once the first

@@ -118,6 +118,8 @@ static void defaults_follow_spec(void **state)
     assert_int_equal(c->n_cors_origins, 0);
     assert_string_equal(c->sites, "");
     assert_int_equal(c->ip_rate, 100);
+    assert_int_equal(c->shard_nice, 10);
+    assert_int_equal(c->request_slice_us, 100);
     assert_true(c->enrich);
     assert_string_equal(c->ua_regexes, "/usr/share/uap-core/regexes.yaml");
     assert_string_equal(c->geoip, "");
@@ -138,7 +140,7 @@ static void help_lists_every_option_with_env_and_default(void **state)
         "request-deadline", "site", "ip-rate", "max-connections", "max-connections-per-ip", "ws-queue-bytes",
         "header-timeout", "max-request-head", "body-stall-timeout", "body-budget", "body-budget-per-ip", "history",
         "history-retention", "history-queue", "sink", "sink-backlog", "enrich", "panels", "ua-regexes", "geoip",
-        "admin-token", "sql", "max-queries", "allowed-host"};
+        "admin-token", "sql", "max-queries", "allowed-host", "shard-nice", "request-slice-us"};
     size_t n_env = 0;
     for (const char *p = r.out; (p = strstr(p, "[env: CLICKFLOW_")) != NULL; p++)
         n_env++;
@@ -201,7 +203,7 @@ static void help_defaults_round_trip(void **state)
     }
     /* all but shards, http-threads, three tokens, --sql, cors-origin, site, the two body
      * budgets, sink and geoip */
-    assert_int_equal(checked, 42);
+    assert_int_equal(checked, 44);
     run_free(&h);
     run_free(&d);
 }
