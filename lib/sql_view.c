@@ -42,8 +42,8 @@ static int apply_running(sql_view *v, const sql_value *key, uint64_t kh, const s
         if (!(g = sql_view_group_new(v, kh, key, false)))
             return -ENOMEM;
         g->refs = 1;
-        g->last_ts = g->placed = ts;
-        sql_view_heap_push(v, g);
+        g->last_ts = ts;
+        sql_view_heap_push(v, g, ts);
         v->n_open++;
     } else if (ts > g->last_ts) {
         g->last_ts = ts; /* lazy: re-placed when it surfaces */
@@ -61,10 +61,10 @@ static void advance_running(sql_view *v)
     int64_t limit = v->wm - ttl; /* forget when last_ts + ttl <= W */
     while (v->heap_n) {
         group *g = v->heap[0];
-        if (g->placed > limit)
+        if (v->heap_key[0] > limit)
             break;
-        if (g->last_ts != g->placed) {
-            g->placed = g->last_ts;
+        if (g->last_ts != v->heap_key[0]) {
+            v->heap_key[0] = g->last_ts;
             sql_view_heap_down(v, 0);
             continue;
         }

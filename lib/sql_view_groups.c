@@ -260,12 +260,6 @@ void sql_view_sess_release(const sql_view *v, sess *x)
  * 1M events, 300k users: 1.11M vs 1.23M events/cpu-s) and about 8% on
  * trending (11.5M vs 12.6M), so this copy stays. */
 
-static inline int64_t node_placed(const sql_view *v, const void *p)
-{
-    return v->cfg.window == SQL_WINDOW_SESSION ? ((const sess *)p)->placed
-                                               : ((const group *)p)->placed;
-}
-
 static inline void node_setpos(const sql_view *v, void *p, uint32_t pos)
 {
     if (v->cfg.window == SQL_WINDOW_SESSION)
@@ -281,7 +275,7 @@ static inline uint32_t node_pos(const sql_view *v, const void *p)
 }
 
 /* (placed time, key, first) for sessions; (placed, key) for groups, with
- * the placed times given (ka, kb: heap_key's or the node's own). The
+ * the placed times given (ka, kb: from heap_key). The
  * tie-breaks are read live: only the time is lazy. */
 static bool node_less(const sql_view *v, const void *a, int64_t ka, const void *b, int64_t kb)
 {
@@ -306,12 +300,12 @@ static inline void heap_set(sql_view *v, uint32_t pos, void *p, int64_t key)
     node_setpos(v, p, pos);
 }
 
-/* Sifts heap[pos] up; its placed time is read from the node (the caller
- * may just have changed it). */
+/* Sifts heap[pos] up; its placed time is heap_key[pos] (the caller may
+ * just have changed it). */
 void sql_view_heap_up(sql_view *v, uint32_t pos)
 {
     void *p = v->heap[pos];
-    int64_t k = node_placed(v, p);
+    int64_t k = v->heap_key[pos];
     while (pos > 0) {
         uint32_t parent = (pos - 1) / 2;
         if (!node_less(v, p, k, v->heap[parent], v->heap_key[parent]))
@@ -325,7 +319,7 @@ void sql_view_heap_up(sql_view *v, uint32_t pos)
 void sql_view_heap_down(sql_view *v, uint32_t pos)
 {
     void *p = v->heap[pos];
-    int64_t k = node_placed(v, p);
+    int64_t k = v->heap_key[pos];
     for (;;) {
         uint32_t l = 2 * pos + 1, best = l;
         if (l >= v->heap_n)
@@ -361,9 +355,10 @@ int sql_view_heap_reserve(sql_view *v)
 }
 
 /* Needs room (sql_view_heap_reserve). */
-void sql_view_heap_push(sql_view *v, void *p)
+void sql_view_heap_push(sql_view *v, void *p, int64_t key)
 {
     v->heap[v->heap_n] = p;
+    v->heap_key[v->heap_n] = key;
     node_setpos(v, p, v->heap_n);
     sql_view_heap_up(v, v->heap_n++);
 }
@@ -391,12 +386,9 @@ void *sql_view_heap_settle_top(sql_view *v)
             t = sess_action_at(v, top);
         else
             t = ((group *)top)->last_ts;
-        if (t == node_placed(v, top))
+        if (t == v->heap_key[0])
             return top;
-        if (v->cfg.window == SQL_WINDOW_SESSION)
-            ((sess *)top)->placed = t;
-        else
-            ((group *)top)->placed = t;
+        v->heap_key[0] = t;
         sql_view_heap_down(v, 0);
     }
     return NULL;

@@ -115,16 +115,15 @@ int sql_view_apply_session(sql_view *v, const sql_value *key, uint64_t kh, const
             pp = &(*pp)->next;
         x->next = *pp;
         *pp = x;
-        x->placed = sess_fire_at(v, ts);
         v->n_open++;
-        sql_view_heap_push(v, x);
+        sql_view_heap_push(v, x, sess_fire_at(v, ts));
         if (reached(v, sess_fire_at(v, ts)))
             sess_fire(v, x, emit, ctx); /* placed stays earlier than purging: lazy */
         v->applied++;
         return rc < 0 ? rc : SQL_VIEW_APPLIED;
     }
     /* Merge the run [a, z] into a: the others leave the heap first. */
-    bool was_fired = false;
+    bool was_fired = false, a_fired = a->fired;
     uint64_t rev = next_revision(a);
     was_fired |= a->fired;
     int rc = 0;
@@ -165,8 +164,12 @@ int sql_view_apply_session(sql_view *v, const sql_value *key, uint64_t kh, const
     if (was_fired)
         v->late_updates++;
     int64_t t = sess_fire_at(v, a->last);
-    if (t < a->placed) {
-        a->placed = t;
+    /* Only a fired session can be placed later than t (at its purge time):
+     * an open one was placed at the firing time of a last that has only
+     * grown since (merged sessions come after a, so end after it). Not
+     * reading heap_key otherwise saves a miss per click. */
+    if (a_fired && t < v->heap_key[a->heap_pos]) {
+        v->heap_key[a->heap_pos] = t;
         sql_view_heap_up(v, a->heap_pos);
     }
     if (reached(v, t))
@@ -179,17 +182,17 @@ void sql_view_advance_sessions(sql_view *v, sql_view_emit_fn emit, void *ctx)
 {
     while (v->heap_n) {
         sess *x = v->heap[0];
-        if (x->placed > v->wm)
+        if (v->heap_key[0] > v->wm)
             break;
         int64_t t = sess_action_at(v, x);
-        if (t != x->placed) { /* placed early: its true time may still be ahead */
-            x->placed = t;
+        if (t != v->heap_key[0]) { /* placed early: its true time may still be ahead */
+            v->heap_key[0] = t;
             sql_view_heap_down(v, 0);
             continue;
         }
         if (!x->fired) {
             sess_fire(v, x, emit, ctx);
-            x->placed = sess_purge_at(v, x->last);
+            v->heap_key[0] = sess_purge_at(v, x->last);
             sql_view_heap_down(v, 0);
         } else {
             sess_drop(v, x);

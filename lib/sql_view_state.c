@@ -173,8 +173,7 @@ static int load_sessions(sql_view *v, group *g, cf_reader *in)
         g->refs++;
         *tail = x;
         tail = &x->next;
-        x->placed = sess_action_at(v, x);
-        sql_view_heap_push(v, x);
+        sql_view_heap_push(v, x, sess_action_at(v, x));
         if (fired)
             v->n_kept++;
         else
@@ -233,12 +232,11 @@ int sql_view_load(sql_view *v, cf_reader *in)
         } else {
             rc = cf_get_i64(in, &g->last_ts) ? 0 : -EINVAL;
             if (rc == 0) {
-                g->placed = g->last_ts;
                 sql_agg_fini(v->aggs, group_state(v, g));
                 rc = sql_agg_load(v->aggs, group_state(v, g), in);
             }
             if (rc == 0 && sql_view_heap_reserve(v) == 0) {
-                sql_view_heap_push(v, g);
+                sql_view_heap_push(v, g, g->last_ts);
                 v->n_open++;
                 g->refs++;
             } else if (rc == 0) {
