@@ -99,6 +99,8 @@ typedef struct prepared {
     uint64_t *vmask;        /* routed: VMASK */
     size_t *xoff;           /* routed: XOFF */
     cf_recent_chunk *chunk; /* for the recent-events ring, allocated before the lock */
+    cf_recent_chunk *dropped[4]; /* the ring's chunks it dropped: released after the lock */
+    size_t ndropped;
 } prepared;
 
 struct cf_engine {

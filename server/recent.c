@@ -17,9 +17,17 @@ struct cf_recent_chunk {
     uint64_t first_seq;
 };
 
+/* A ring slot keeps its chunk's event count and size beside the pointer:
+ * the oldest chunk, dropped under the sequencer lock, was written thousands
+ * of requests ago and is cold (cf_recent_add was 1% of S1's samples). */
+typedef struct slot {
+    cf_recent_chunk *c;
+    size_t n, cap;
+} slot;
+
 struct cf_recent {
     size_t capacity, max_bytes;
-    cf_recent_chunk **ring;     /* circular, oldest at head */
+    slot *ring;                 /* circular, oldest at head */
     size_t slots, head, used;
     size_t events, bytes;
 };
@@ -53,7 +61,7 @@ void cf_recent_free(cf_recent *r)
     if (!r)
         return;
     for (size_t i = 0; i < r->used; i++)
-        unref(r->ring[(r->head + i) % r->slots]);
+        unref(r->ring[(r->head + i) % r->slots].c);
     free(r->ring);
     free(r);
 }
@@ -64,20 +72,34 @@ cf_recent_chunk *cf_recent_chunk_new(void) { return cf_zalloc(sizeof(cf_recent_c
 
 void cf_recent_chunk_discard(cf_recent_chunk *c) { free(c); }
 
-static void drop_oldest(cf_recent *r)
+void cf_recent_unref(cf_recent_chunk *c) { unref(c); }
+
+/* Drops the oldest chunk: into out[*nout] while *nout < cap (the caller
+ * releases it later, outside its lock), else released here. */
+static void drop_oldest(cf_recent *r, cf_recent_chunk **out, size_t cap, size_t *nout)
 {
-    cf_recent_chunk *c = r->ring[r->head];
-    r->ring[r->head] = NULL;
+    slot s = r->ring[r->head];
+    r->ring[r->head].c = NULL;
     r->head = (r->head + 1) % r->slots;
     r->used--;
-    r->events -= c->n;
-    r->bytes -= c->cap;
-    unref(c);
+    r->events -= s.n;
+    r->bytes -= s.cap;
+    if (*nout < cap)
+        out[(*nout)++] = s.c;
+    else
+        unref(s.c);
 }
 
 void cf_recent_add(cf_recent *r, cf_recent_chunk *c, uint8_t *bytes, size_t len, size_t cap, size_t n,
                    uint64_t first_seq)
 {
+    (void)cf_recent_add_deferred(r, c, bytes, len, cap, n, first_seq, NULL, 0);
+}
+
+size_t cf_recent_add_deferred(cf_recent *r, cf_recent_chunk *c, uint8_t *bytes, size_t len, size_t cap,
+                              size_t n, uint64_t first_seq, cf_recent_chunk **dropped, size_t dropped_cap)
+{
+    size_t nd = 0;
     atomic_init(&c->refs, 1);
     c->bytes = bytes;
     c->len = len;
@@ -87,7 +109,7 @@ void cf_recent_add(cf_recent *r, cf_recent_chunk *c, uint8_t *bytes, size_t len,
     if (r->used == r->slots) {
         /* Grow (rare: the ring settles at the chunk count its bounds
          * allow); without memory, drop the oldest instead. */
-        cf_recent_chunk **bigger = calloc(2 * r->slots, sizeof *bigger);
+        slot *bigger = calloc(2 * r->slots, sizeof *bigger);
         if (bigger) {
             for (size_t i = 0; i < r->used; i++)
                 bigger[i] = r->ring[(r->head + i) % r->slots];
@@ -96,15 +118,16 @@ void cf_recent_add(cf_recent *r, cf_recent_chunk *c, uint8_t *bytes, size_t len,
             r->slots *= 2;
             r->head = 0;
         } else {
-            drop_oldest(r);
+            drop_oldest(r, dropped, dropped_cap, &nd);
         }
     }
-    r->ring[(r->head + r->used) % r->slots] = c;
+    r->ring[(r->head + r->used) % r->slots] = (slot){c, n, cap};
     r->used++;
     r->events += n;
     r->bytes += cap;
-    while (r->used > 1 && (r->events - r->ring[r->head]->n >= r->capacity || r->bytes > r->max_bytes))
-        drop_oldest(r);
+    while (r->used > 1 && (r->events - r->ring[r->head].n >= r->capacity || r->bytes > r->max_bytes))
+        drop_oldest(r, dropped, dropped_cap, &nd);
+    return nd;
 }
 
 size_t cf_recent_count(const cf_recent *r) { return r->events; }
@@ -113,12 +136,12 @@ int cf_recent_take(cf_recent *r, size_t limit, cf_recent_chunk ***ret, size_t *r
 {
     size_t k = 0, got = 0;
     while (k < r->used && got < limit)
-        got += r->ring[(r->head + r->used - 1 - k++) % r->slots]->n;
+        got += r->ring[(r->head + r->used - 1 - k++) % r->slots].n;
     cf_recent_chunk **out = malloc((k ? k : 1) * sizeof *out);
     if (!out)
         return -ENOMEM;
     for (size_t i = 0; i < k; i++) {
-        out[i] = r->ring[(r->head + r->used - 1 - i) % r->slots];
+        out[i] = r->ring[(r->head + r->used - 1 - i) % r->slots].c;
         atomic_fetch_add_explicit(&out[i]->refs, 1, memory_order_relaxed);
     }
     *ret = out;

@@ -43,6 +43,14 @@ void cf_recent_chunk_discard(cf_recent_chunk *c);
  * chunks it drops. */
 void cf_recent_add(cf_recent *r, cf_recent_chunk *c, uint8_t *bytes, size_t len, size_t cap, size_t n,
                    uint64_t first_seq);
+/* cf_recent_add for a caller under a lock: the chunks it drops, up to
+ * dropped_cap of them, are not released but stored in dropped[] (the count
+ * is returned), for the caller to cf_recent_unref after its lock (freeing
+ * them was most of the add's cost). Any more are released here. */
+size_t cf_recent_add_deferred(cf_recent *r, cf_recent_chunk *c, uint8_t *bytes, size_t len, size_t cap,
+                              size_t n, uint64_t first_seq, cf_recent_chunk **dropped, size_t dropped_cap);
+/* Releases a chunk cf_recent_add_deferred dropped. Accepts NULL. */
+void cf_recent_unref(cf_recent_chunk *c);
 
 /* Events held now, and their bytes. */
 size_t cf_recent_count(const cf_recent *r);

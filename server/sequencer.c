@@ -35,6 +35,9 @@ void engine_prepared_free(cf_engine *e, prepared *p)
     cf_sqlx_set_unref(p->set);
     cf_buf_free(&p->packed);
     cf_recent_chunk_discard(p->chunk);
+    for (size_t i = 0; i < p->ndropped; i++)
+        cf_recent_unref(p->dropped[i]);
+    p->ndropped = 0;
 }
 
 static void put_le64(uint8_t *p, uint64_t v)
@@ -349,7 +352,8 @@ static void keep_recent_locked(cf_engine *e, prepared *p, const uint8_t *is_dup,
         len = b.len;
         cap = b.cap;
     }
-    cf_recent_add(e->recent, p->chunk, bytes, len, cap, accepted, first_seq);
+    p->ndropped = cf_recent_add_deferred(e->recent, p->chunk, bytes, len, cap, accepted, first_seq, p->dropped,
+                                         sizeof p->dropped / sizeof *p->dropped);
     p->chunk = NULL;
 }
 

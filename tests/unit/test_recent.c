@@ -14,7 +14,18 @@
 #include "recent.h"
 
 /* Packs n events u<first>.. into a malloc'd buffer handed to the ring. */
+static cf_recent_chunk *pack(int first, int n, uint8_t **data, size_t *len, size_t *cap);
+
 static void add(cf_recent *r, int first, int n, uint64_t seq)
+{
+    uint8_t *data;
+    size_t len, cap;
+    cf_recent_chunk *c = pack(first, n, &data, &len, &cap);
+    cf_recent_add(r, c, data, len, cap, (size_t)n, seq);
+}
+
+/* A new chunk and n packed events u<first>.. in a malloc'd buffer. */
+static cf_recent_chunk *pack(int first, int n, uint8_t **data, size_t *len, size_t *cap)
 {
     cf_buf b = {0};
     for (int i = 0; i < n; i++) {
@@ -29,7 +40,10 @@ static void add(cf_recent *r, int first, int n, uint64_t seq)
     }
     cf_recent_chunk *c = cf_recent_chunk_new();
     assert_non_null(c);
-    cf_recent_add(r, c, b.data, b.len, b.cap, (size_t)n, seq);
+    *data = b.data;
+    *len = b.len;
+    *cap = b.cap;
+    return c;
 }
 
 static cJSON *read_json(cf_recent *r, size_t limit)
@@ -117,12 +131,52 @@ static void references_outlive_the_ring(void **state)
     cJSON_Delete(j);
 }
 
+/* The sequencer adds under its lock and releases the chunks the add dropped
+ * after it (cf_recent_add_deferred): they leave the ring at once, stay
+ * readable until released, and any past the caller's room are released by
+ * the add itself (the sanitizer build checks both). */
+static void dropped_chunks_are_handed_back(void **state)
+{
+    (void)state;
+    cf_recent *r = cf_recent_new(4, 1 << 20);
+    assert_non_null(r);
+    add(r, 0, 2, 1);
+    add(r, 2, 2, 3);
+    uint8_t *data;
+    size_t len, cap;
+    cf_recent_chunk *c = pack(4, 4, &data, &len, &cap);
+    cf_recent_chunk *dropped[1];
+    /* Four events fit: both older chunks go, one into dropped[], one
+     * released by the add. */
+    assert_int_equal(cf_recent_add_deferred(r, c, data, len, cap, 4, 5, dropped, 1), 1);
+    assert_int_equal(cf_recent_count(r), 4);
+    const uint8_t *b;
+    size_t blen, bn;
+    uint64_t first;
+    cf_recent_chunk_get(dropped[0], &b, &blen, &bn, &first);
+    assert_int_equal(bn, 2);
+    assert_int_equal(first, 1);
+    cf_event ev;
+    cf_reader rd;
+    cf_reader_init(&rd, b, blen);
+    assert_int_equal(cf_event_unpack(&rd, &ev), 0);
+    assert_int_equal(ev.user_id_len, 2);
+    assert_memory_equal(ev.user_id, "u0", 2);
+    cf_recent_unref(dropped[0]);
+    cJSON *j = read_json(r, 10);
+    assert_string_equal(user_at(j, 0), "u7");
+    assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(j, "items")), 4);
+    cJSON_Delete(j);
+    cf_recent_free(r);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(newest_first_within_the_count),
         cmocka_unit_test(byte_bound_keeps_the_newest_chunk),
         cmocka_unit_test(references_outlive_the_ring),
+        cmocka_unit_test(dropped_chunks_are_handed_back),
     };
     return cmocka_run_group_tests_name("recent", tests, NULL, NULL);
 }
