@@ -7,15 +7,18 @@
  * queue of every subscribed client, then wake the service thread with
  * lws_cancel_service(). The service thread answers
  * LWS_CALLBACK_EVENT_WAIT_CANCELLED by asking for a writeable callback on
- * every client with queued messages, and writes one message per
- * LWS_CALLBACK_SERVER_WRITEABLE, as libwebsockets requires.
+ * every client with queued messages, and makes one lws_write per
+ * LWS_CALLBACK_SERVER_WRITEABLE, as libwebsockets requires: of every
+ * message the client has queued, up to CF_PUSH_BATCH_BYTES, framed here
+ * back to back (one send per client per burst of results, not one per
+ * message).
  *
  * Slow clients. A client queue holds at most cfg->ws_queue messages and
  * cfg->ws_queue_bytes payload bytes; when it is full, interim updates are
  * dropped first (push_queue.h has the exact policy) and counted in
  * cf_push_dropped(). Beyond the queue, a client that does not read pins at
- * most one more message (no larger than the queue bound): the part lws
- * could not send yet. A client that stops reading only
+ * most one more write (one message, or queued messages sent together; no
+ * larger than the queue bound either way): the part lws could not send yet. A client that stops reading only
  * fills its own kernel buffer and its own queue, so publishing stays O(clients)
  * with no waiting, and other clients are served as before.
  *
