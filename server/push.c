@@ -18,9 +18,10 @@
  * dropped first (push_queue.h has the exact policy) and counted in
  * cf_push_dropped(). Beyond the queue, a client that does not read pins at
  * most one more write (one message, or queued messages sent together; no
- * larger than the queue bound either way): the part lws could not send yet. A client that stops reading only
- * fills its own kernel buffer and its own queue, so publishing stays O(clients)
- * with no waiting, and other clients are served as before.
+ * larger than the queue bound either way): the part lws could not send
+ * yet. A client that stops reading only fills its own kernel buffer and its
+ * own queue, so publishing stays O(clients) with no waiting, and other
+ * clients are served as before.
  *
  * Handshake checks (LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION, headers read
  * with lws_hdr_copy):
