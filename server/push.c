@@ -7,17 +7,21 @@
  * queue of every subscribed client, then wake the service thread with
  * lws_cancel_service(). The service thread answers
  * LWS_CALLBACK_EVENT_WAIT_CANCELLED by asking for a writeable callback on
- * every client with queued messages, and writes one message per
- * LWS_CALLBACK_SERVER_WRITEABLE, as libwebsockets requires.
+ * every client with queued messages, and makes one lws_write per
+ * LWS_CALLBACK_SERVER_WRITEABLE, as libwebsockets requires: of every
+ * message the client has queued, up to CF_PUSH_BATCH_BYTES, framed here
+ * back to back (one send per client per burst of results, not one per
+ * message).
  *
  * Slow clients. A client queue holds at most cfg->ws_queue messages and
  * cfg->ws_queue_bytes payload bytes; when it is full, interim updates are
  * dropped first (push_queue.h has the exact policy) and counted in
  * cf_push_dropped(). Beyond the queue, a client that does not read pins at
- * most one more message (no larger than the queue bound): the part lws
- * could not send yet. A client that stops reading only
- * fills its own kernel buffer and its own queue, so publishing stays O(clients)
- * with no waiting, and other clients are served as before.
+ * most one more write (one message, or queued messages sent together; no
+ * larger than the queue bound either way): the part lws could not send
+ * yet. A client that stops reading only fills its own kernel buffer and its
+ * own queue, so publishing stays O(clients) with no waiting, and other
+ * clients are served as before.
  *
  * Handshake checks (LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION, headers read
  * with lws_hdr_copy):
@@ -73,6 +77,12 @@
 #define CF_PUSH_MAX_RX 4096
 /* Largest message we publish: lws_write takes an int length. */
 #define CF_PUSH_MAX_MSG ((size_t)INT_MAX / 2)
+/* One write to a client carries at most this many queued messages and
+ * (when it carries more than one) this many bytes of frames, or the queue's
+ * byte bound when that is smaller: the part of a write lws must copy when
+ * the client's socket is full stays within the bound a slow client had. */
+#define CF_PUSH_BATCH_MAX 64
+#define CF_PUSH_BATCH_BYTES ((size_t)256 << 10)
 
 static const char *const topic_names[CF_TOPIC_COUNT] = {
     [CF_TOPIC_WINDOWS] = "windows",
@@ -116,6 +126,8 @@ struct cf_push {
 
     size_t queue_cap;
     size_t queue_bytes;
+    size_t batch_bytes;         /* min(CF_PUSH_BATCH_BYTES, queue_bytes) */
+    unsigned char *wbuf;        /* batch_bytes: a coalesced write (service thread) */
     uint64_t fd_ceiling;        /* cf_config_fd_ceiling() */
     size_t max_clients;
     char read_token[sizeof ((cf_config *)0)->read_token];
@@ -459,7 +471,9 @@ static void unlink_client(cf_push *p, client *c)
     cf_push_queue_free(q);
 }
 
-/* Writes the oldest queued message of c: one lws_write per callback. */
+/* Writes what c has queued: one lws_write per callback, as libwebsockets
+ * requires, but of every queued message that fits in p->batch_bytes (see
+ * cf_push_queue_pop_batch), as back-to-back frames. */
 static int on_writeable(cf_push *p, client *c, struct lws *wsi)
 {
     if (c->close_code) {
@@ -468,22 +482,41 @@ static int on_writeable(cf_push *p, client *c, struct lws *wsi)
                          sizeof why - 1);
         return -1;
     }
+    cf_push_msg *ms[CF_PUSH_BATCH_MAX];
     pthread_mutex_lock(&p->mu);
-    cf_push_msg *m = c->q ? cf_push_queue_pop(c->q) : NULL;
+    size_t n_msgs = c->q ? cf_push_queue_pop_batch(c->q, ms, CF_PUSH_BATCH_MAX, p->batch_bytes) : 0;
     bool more = c->q && cf_push_queue_len(c->q) > 0;
     pthread_mutex_unlock(&p->mu);
-    if (!m)
+    if (n_msgs == 0)
         return 0;
-    /* lws writes the frame header into the LWS_PRE bytes before the payload;
-     * the message is shared, but only this thread writes, one at a time. A
-     * partial send is buffered inside lws, which then holds back the next
+    int n;
+    size_t len;
+    if (n_msgs == 1) {
+        /* lws writes the frame header into the LWS_PRE bytes before the
+         * payload; the message is shared, but only this thread writes, one
+         * at a time. */
+        len = ms[0]->len;
+        n = lws_write(wsi, cf_push_msg_payload(ms[0]), len, LWS_WRITE_TEXT);
+    } else {
+        /* Several: framed here into the hub's write buffer (service thread
+         * only) and written raw, whole frames only, so lws's own control
+         * frames can never land inside one of ours. */
+        len = 0;
+        for (size_t i = 0; i < n_msgs; i++) {
+            len += cf_push_frame_header(p->wbuf + len, ms[i]->len);
+            memcpy(p->wbuf + len, cf_push_msg_payload(ms[i]), ms[i]->len);
+            len += ms[i]->len;
+        }
+        n = lws_write(wsi, p->wbuf, len, LWS_WRITE_RAW);
+    }
+    /* A partial send is buffered inside lws (a copy of the rest, at most
+     * max(batch_bytes, one message) bytes), which then holds back the next
      * writeable callback until it is flushed. */
-    size_t len = m->len;
-    int n = lws_write(wsi, cf_push_msg_payload(m), len, LWS_WRITE_TEXT);
-    cf_push_msg_unref(m);
+    for (size_t i = 0; i < n_msgs; i++)
+        cf_push_msg_unref(ms[i]);
     if (n < 0 || (size_t)n < len)
         return -1;
-    atomic_fetch_add(&p->sent, 1);
+    atomic_fetch_add(&p->sent, n_msgs);
     if (more)
         lws_callback_on_writable(wsi);
     return 0;
@@ -644,6 +677,14 @@ cf_push *cf_push_start(const cf_config *cfg, const char **ret_err)
     /* A zeroed cf_config (unit tests build their own) means the default,
      * never "no byte bound". */
     p->queue_bytes = cfg->ws_queue_bytes ? cfg->ws_queue_bytes : CF_WS_QUEUE_BYTES_DEFAULT;
+    p->batch_bytes = p->queue_bytes < CF_PUSH_BATCH_BYTES ? p->queue_bytes : CF_PUSH_BATCH_BYTES;
+    p->wbuf = malloc(p->batch_bytes);
+    if (!p->wbuf) {
+        pthread_mutex_destroy(&p->mu);
+        free(p);
+        *ret_err = "out of memory";
+        return NULL;
+    }
     p->fd_ceiling = cf_config_fd_ceiling(cfg, CF_FD_KEEP_WS);
     p->max_clients = cfg->ws_max_clients;
     snprintf(p->read_token, sizeof p->read_token, "%s", cfg->read_token);
@@ -659,6 +700,11 @@ cf_push *cf_push_start(const cf_config *cfg, const char **ret_err)
         .callback = callback,
         .per_session_data_size = sizeof(client),
         .rx_buffer_size = CF_PUSH_MAX_RX,
+        /* Left 0, lws would cap each send() at rx_buffer_size + LWS_PRE + 4
+         * (4116 bytes), copy the rest of every larger write into its own
+         * buffer and send it in more such pieces, one poll round each: three
+         * sends per 12 KB message, most of the push thread's cost. */
+        .tx_packet_size = CF_PUSH_BATCH_BYTES,
     };
     /* Ping an idle client after 30 s of silence, hang up after 60 s. */
     p->retry = (lws_retry_bo_t){.secs_since_valid_ping = 30, .secs_since_valid_hangup = 60};
@@ -715,6 +761,7 @@ void cf_push_stop(cf_push *p)
     if (p->ctx)
         lws_context_destroy(p->ctx);
     pthread_mutex_destroy(&p->mu);
+    free(p->wbuf);
     free(p);
 }
 

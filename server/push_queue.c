@@ -142,3 +142,41 @@ size_t cf_push_queue_len(const cf_push_queue *q) { return q->len; }
 size_t cf_push_queue_interim(const cf_push_queue *q) { return q->n_interim; }
 
 size_t cf_push_queue_bytes(const cf_push_queue *q) { return q->bytes; }
+
+size_t cf_push_frame_header_len(size_t len)
+{
+    return len < 126 ? 2 : len <= 0xFFFF ? 4 : 10;
+}
+
+size_t cf_push_frame_header(unsigned char *out, size_t len)
+{
+    out[0] = 0x81;  /* FIN, text */
+    if (len < 126) {
+        out[1] = (unsigned char)len;
+        return 2;
+    }
+    if (len <= 0xFFFF) {
+        out[1] = 126;
+        out[2] = (unsigned char)(len >> 8);
+        out[3] = (unsigned char)len;
+        return 4;
+    }
+    out[1] = 127;
+    for (int i = 0; i < 8; i++)
+        out[2 + i] = (unsigned char)((uint64_t)len >> (56 - 8 * i));
+    return 10;
+}
+
+size_t cf_push_queue_pop_batch(cf_push_queue *q, cf_push_msg **out, size_t max, size_t budget)
+{
+    size_t n = 0, bytes = 0;
+    while (n < max && q->len > 0) {
+        const cf_push_msg *m = q->ring[q->head];
+        size_t framed = cf_push_frame_header_len(m->len) + m->len;
+        if (n > 0 && (framed > budget || bytes > budget - framed))
+            break;
+        bytes += framed;
+        out[n++] = cf_push_queue_pop(q);
+    }
+    return n;
+}

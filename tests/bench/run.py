@@ -490,40 +490,81 @@ class Bench:
 
     # S5 ----------------------------------------------------------------------
     def s5(self):
+        """S2 while n WebSocket clients subscribe to every topic. The clients
+        are tests/bench/ws_drain (C, one epoll loop: reads every byte, counts
+        frames); --s5-python-drain uses the old Python selectors thread
+        instead, which took most of a core of its own. Reports the server's
+        CPU per event and the drain's CPU, since the tool shares the 2 cores."""
         n_clients = 50 if self.a.smoke else 500
         with self.server("--ws-max-clients", str(n_clients + 10)) as srv:
-            clients = [WsClient("127.0.0.1", srv.ws_port) for _ in range(n_clients)]
-            stop = threading.Event()
-            received = [0]
-
-            def drain():
-                """One thread reads every client's bytes (the clients are not
-                what is measured: frames are counted as bytes, not parsed)."""
-                import selectors
-                sel = selectors.DefaultSelector()
-                for c in clients:
-                    c.sock.setblocking(False)
-                    sel.register(c.sock, selectors.EVENT_READ)
-                while not stop.is_set():
-                    for key, _ in sel.select(timeout=0.2):
-                        try:
-                            received[0] += len(key.fileobj.recv(1 << 20))
-                        except OSError:
-                            pass
-
-            t = threading.Thread(target=drain, daemon=True)
-            t.start()
+            if self.a.s5_python_drain:
+                drain = self.python_drain(srv.ws_port, n_clients)
+            else:
+                drain = self.c_drain(srv.ws_port, n_clients)
+            c0 = cpu_s(srv.proc.pid)
             b = self.client_run(srv.http_port, self.batches, 4, self.d, per_body=1000)
-            stop.set()
-            t.join(5)
+            srv_cpu = cpu_s(srv.proc.pid) - c0
+            got = drain()
             _, st = srv.request("GET", "/api/v1/stats")
-            for c in clients:
-                c.close()
+        events = b["events_per_s"] * self.d
         row("S5", "S2 ingest with %d WebSocket clients on all topics" % n_clients, "events/s",
             b["events_per_s"], "S2 without clients", self.s2_peak, ">= 0.9x")
-        row("S5", "same", "push MB/s to all clients", received[0] / 1e6 / self.d, None, None, "-")
+        row("S5", "same", "events per server CPU-second", events / max(srv_cpu, 1e-3),
+            None, None, "-")
+        row("S5", "same", "push MB/s to all clients", got["bytes"] / 1e6 / self.d, None, None, "-")
+        row("S5", "same", "push messages/s to all clients", got["messages"] / self.d, None, None, "-")
+        row("S5", "same", "drain (the clients, a test tool) CPU-seconds per second",
+            got["cpu_s"] / self.d, None, None, "-")
         row("S5", "same", "push messages dropped for slow clients", st.get("ws_dropped", 0),
             None, None, "-")
+
+    def c_drain(self, port, n_clients):
+        """Starts ws_drain; returns a function that stops it and returns its
+        counts (bytes, messages, cpu_s)."""
+        p = subprocess.Popen([os.path.join(self.a.tools, "ws_drain"), "--port", str(port),
+                              "--clients", str(n_clients), "--duration", str(self.d * 6 + 60)],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        if p.stdout.readline().strip() != "READY":
+            p.kill()
+            raise RuntimeError("ws_drain did not connect its clients")
+
+        def stop():
+            out, _ = p.communicate(input="", timeout=30)
+            return parse_bench(out)
+        return stop
+
+    def python_drain(self, port, n_clients):
+        """The old drain: one Python thread reads every client's bytes
+        (frames counted as bytes only). Its CPU is the thread's own."""
+        import selectors
+        clients = [WsClient("127.0.0.1", port) for _ in range(n_clients)]
+        stop = threading.Event()
+        got = {"bytes": 0.0, "messages": 0.0, "cpu_s": 0.0}
+
+        def drain():
+            sel = selectors.DefaultSelector()
+            for c in clients:
+                c.sock.setblocking(False)
+                sel.register(c.sock, selectors.EVENT_READ)
+            t0 = time.thread_time()
+            while not stop.is_set():
+                for key, _ in sel.select(timeout=0.2):
+                    try:
+                        got["bytes"] += len(key.fileobj.recv(1 << 20))
+                    except OSError:
+                        pass
+            got["cpu_s"] = time.thread_time() - t0
+
+        t = threading.Thread(target=drain, daemon=True)
+        t.start()
+
+        def finish():
+            stop.set()
+            t.join(5)
+            for c in clients:
+                c.close()
+            return got
+        return finish
 
     # S6 ----------------------------------------------------------------------
     def s6(self):
@@ -1095,6 +1136,8 @@ def main():
     ap.add_argument("--s2-peak", type=float, default=0,
                     help="S3/T1: pace the load at half of this many events/s instead of measuring "
                     "S2 first (the same rate for a before/after pair of runs)")
+    ap.add_argument("--s5-python-drain", action="store_true",
+                    help="S5: drain the WebSocket clients with the old Python thread instead of ws_drain")
     ap.add_argument("--full", action="store_true",
                     help="S11 at the issue's size (1M orders + 1M payments) instead of 200k + 200k")
     a = ap.parse_args()

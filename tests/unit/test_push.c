@@ -543,6 +543,53 @@ static void slow_client_does_not_block_others(void **state)
     cf_push_stop(p);
 }
 
+/* Messages that pile up while a client is not reading go out coalesced,
+ * several frames per write and the write cut by a small receive buffer:
+ * every one still arrives whole, in order, none dropped, lengths across
+ * the 7- and 16-bit encodings. */
+static void queued_messages_arrive_whole_and_in_order(void **state)
+{
+    (void)state;
+    cf_config cfg;
+    base_config(&cfg);
+    cfg.ws_queue = 256;
+    cf_push *p = start(&cfg);
+    wsc *c = NULL;
+    assert_int_equal(ws_connect(cfg.ws_port, "/", NULL, 4096, &c), 101);
+    wait_clients(p, 1);
+
+    enum { N = 120 };
+    static const size_t sizes[] = {20, 300, 9000};
+    char *msg = malloc(9001);
+    assert_non_null(msg);
+    for (int i = 0; i < N; i++) {
+        size_t len = sizes[i % 3];
+        memset(msg, 'a' + i % 26, len);
+        snprintf(msg, 16, "%08d", i);
+        msg[8] = ' ';
+        cf_push_publish(p, CF_TOPIC_STATS, msg, len, false);
+    }
+    for (int i = 0; i < N; i++) {
+        size_t want = sizes[i % 3], len = 0;
+        memset(msg, 'a' + i % 26, want);
+        snprintf(msg, 16, "%08d", i);
+        msg[8] = ' ';
+        int op = 0;
+        char *got = ws_recv(c, &op, &len);
+        if (!got)
+            fail_msg("message %d missing", i);
+        assert_int_equal(op, 1);
+        assert_int_equal(len, want);
+        assert_memory_equal(got, msg, want);
+        free(got);
+    }
+    free(msg);
+    wait_sent(p, N);
+    assert_int_equal(cf_push_dropped(p), 0);
+    ws_close(c);
+    cf_push_stop(p);
+}
+
 static void plain_http_and_bad_bind(void **state)
 {
     (void)state;
@@ -582,6 +629,7 @@ int main(void)
         cmocka_unit_test(read_token_required),
         cmocka_unit_test(client_limit),
         cmocka_unit_test(slow_client_does_not_block_others),
+        cmocka_unit_test(queued_messages_arrive_whole_and_in_order),
         cmocka_unit_test(plain_http_and_bad_bind),
     };
     return cmocka_run_group_tests_name("push", tests, NULL, NULL);

@@ -218,6 +218,72 @@ static void shared_reference_counting(void **state)
     cf_push_queue_free(b);  /* frees the message (ASan reports a leak otherwise) */
 }
 
+/* RFC 6455 5.2 header bytes at each length encoding's edges. */
+static void frame_headers(void **state)
+{
+    (void)state;
+    unsigned char h[CF_PUSH_FRAME_HDR_MAX];
+    static const struct {
+        size_t len;
+        size_t hlen;
+        unsigned char want[10];
+    } cases[] = {
+        {0, 2, {0x81, 0}},
+        {125, 2, {0x81, 125}},
+        {126, 4, {0x81, 126, 0, 126}},
+        {0xFFFF, 4, {0x81, 126, 0xFF, 0xFF}},
+        {0x10000, 10, {0x81, 127, 0, 0, 0, 0, 0, 1, 0, 0}},
+        {0x0102030405ULL, 10, {0x81, 127, 0, 0, 0, 1, 2, 3, 4, 5}},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        assert_int_equal(cf_push_frame_header_len(cases[i].len), cases[i].hlen);
+        memset(h, 0xEE, sizeof h);
+        assert_int_equal(cf_push_frame_header(h, cases[i].len), cases[i].hlen);
+        assert_memory_equal(h, cases[i].want, cases[i].hlen);
+    }
+}
+
+/* A batch takes the oldest messages in order while their frames fit the
+ * budget (each "fN" frame is 2 + 2 bytes), always at least one, and at
+ * most max; what is left stays queued in order, counts intact. */
+static void pop_batch_by_budget_and_count(void **state)
+{
+    (void)state;
+    cf_push_queue *q = cf_push_queue_new(8, 1 << 20);
+    cf_push_msg *out[8];
+    assert_int_equal(cf_push_queue_pop_batch(q, out, 8, 100), 0);
+    const char *names[] = {"f1", "i2", "f3", "i4", "f5", "f6"};
+    for (size_t i = 0; i < 6; i++)
+        assert_int_equal(offer(q, names[i]), 0);
+
+    /* 12 bytes: three 4-byte frames, not a fourth (budget 15). */
+    size_t n = cf_push_queue_pop_batch(q, out, 8, 15);
+    assert_int_equal(n, 3);
+    assert_string_equal((const char *)cf_push_msg_payload(out[0]), "f1");
+    assert_string_equal((const char *)cf_push_msg_payload(out[1]), "i2");
+    assert_string_equal((const char *)cf_push_msg_payload(out[2]), "f3");
+    for (size_t i = 0; i < n; i++)
+        cf_push_msg_unref(out[i]);
+    assert_int_equal(cf_push_queue_len(q), 3);
+    assert_int_equal(cf_push_queue_interim(q), 1);
+    assert_int_equal(cf_push_queue_bytes(q), 6);
+
+    /* A budget below one frame still yields the oldest message. */
+    n = cf_push_queue_pop_batch(q, out, 8, 1);
+    assert_int_equal(n, 1);
+    assert_string_equal((const char *)cf_push_msg_payload(out[0]), "i4");
+    cf_push_msg_unref(out[0]);
+    assert_int_equal(cf_push_queue_interim(q), 0);
+
+    /* max bounds the count whatever the budget. */
+    n = cf_push_queue_pop_batch(q, out, 1, 1000);
+    assert_int_equal(n, 1);
+    assert_string_equal((const char *)cf_push_msg_payload(out[0]), "f5");
+    cf_push_msg_unref(out[0]);
+    expect_contents(q, "f6");
+    cf_push_queue_free(q);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -231,6 +297,8 @@ int main(void)
         cmocka_unit_test(wraparound_keeps_order),
         cmocka_unit_test(bounded_in_bytes),
         cmocka_unit_test(shared_reference_counting),
+        cmocka_unit_test(frame_headers),
+        cmocka_unit_test(pop_batch_by_budget_and_count),
     };
     return cmocka_run_group_tests_name("push_queue", tests, NULL, NULL);
 }
