@@ -34,7 +34,7 @@
     X("shards", OPT_UNSIGNED, shards, 1, 1024, "online cores", "worker shard threads", true) \
     X("http-threads", OPT_UNSIGNED, http_threads, 1, 1024, "online cores", \
       "HTTP worker threads (epoll each); at most --max-connections", true) \
-    X("shard-nice", OPT_UNSIGNED, shard_nice, 0, 19, "10", \
+    X("shard-nice", OPT_UNSIGNED, shard_nice, 0, 19, "3", \
       "nice value of the shard, history, push and sink threads (SCHED_BATCH), so that request threads " \
       "get a CPU first; 0 = keep their nice and policy", false) \
     X("request-slice-us", OPT_UNSIGNED, request_slice_us, 0, 100000, "100", \

@@ -67,7 +67,7 @@ def test_default_shards_batch_and_niced_request_threads_not():
     assert sum(t[0] == "MHD-worker" for t in req) == 2, ts
     assert {"cf-http-accept", "cf-ticker", "cf-push"} <= {t[0] for t in req}, ts
     for comm, nice, policy, _ in thr:
-        assert (nice, policy) == (max(10, base), SCHED_BATCH), (comm, nice, policy)
+        assert (nice, policy) == (max(3, base), SCHED_BATCH), (comm, nice, policy)
     for comm, nice, policy, _ in req:
         assert (nice, policy) == (base, SCHED_OTHER), (comm, nice, policy)
     if custom_slices():
@@ -77,13 +77,13 @@ def test_default_shards_batch_and_niced_request_threads_not():
 
 def test_options_set_the_nice_and_the_slice():
     base = own_nice()
-    with Server(["--shard-nice", "3", "--request-slice-us", "500"]) as srv:
+    with Server(["--shard-nice", "7", "--request-slice-us", "500"]) as srv:
         ts = threads(srv.proc.pid)
         assert srv.request("POST", "/api/v1/events", {"user_id": "u", "page_url": "/a"})[0] == 202
     thr, req = by_role(ts)
     assert thr and req, ts
     for comm, nice, policy, _ in thr:
-        assert (nice, policy) == (max(3, base), SCHED_BATCH), (comm, nice, policy)
+        assert (nice, policy) == (max(7, base), SCHED_BATCH), (comm, nice, policy)
     for comm, nice, policy, _ in req:
         assert (nice, policy) == (base, SCHED_OTHER), (comm, nice, policy)
     if custom_slices():

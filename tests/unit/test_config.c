@@ -118,7 +118,7 @@ static void defaults_follow_spec(void **state)
     assert_int_equal(c->n_cors_origins, 0);
     assert_string_equal(c->sites, "");
     assert_int_equal(c->ip_rate, 100);
-    assert_int_equal(c->shard_nice, 10);
+    assert_int_equal(c->shard_nice, 3);
     assert_int_equal(c->request_slice_us, 100);
     assert_true(c->enrich);
     assert_string_equal(c->ua_regexes, "/usr/share/uap-core/regexes.yaml");
