@@ -65,19 +65,7 @@ static void snap_name(char out[SNAP_NAME_LEN], int64_t lsn)
  * included). */
 static bool parse_snap_name(const char *name, int64_t *ret_lsn)
 {
-    if (strlen(name) != SNAP_NAME_LEN - 1 || strncmp(name, "snapshot-", 9) != 0 ||
-        strcmp(name + 29, ".cfs") != 0)
-        return false;
-    uint64_t v = 0;
-    for (int i = 9; i < 29; i++) {
-        if (name[i] < '0' || name[i] > '9' || v > (uint64_t)INT64_MAX / 10)
-            return false;
-        v = v * 10 + (uint64_t)(name[i] - '0');
-    }
-    if (v > (uint64_t)INT64_MAX)
-        return false;
-    *ret_lsn = (int64_t)v;
-    return true;
+    return dirstream_lsn_name(name, "snapshot-", ".cfs", ret_lsn);
 }
 
 /* True for "<snapshot name>.corrupt"; sets *ret_lsn. */

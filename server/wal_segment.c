@@ -21,20 +21,10 @@
 /* Parses "wal-<20 digits>.log"; false for any other name. */
 static bool parse_seg_name(const char *name, int64_t *ret_lsn)
 {
-    if (strlen(name) != SEG_NAME_LEN - 1 || strncmp(name, "wal-", 4) != 0 ||
-        strcmp(name + 24, ".log") != 0)
+    int64_t v;
+    if (!dirstream_lsn_name(name, "wal-", ".log", &v) || v == 0)   /* LSNs start at 1 */
         return false;
-    uint64_t v = 0;
-    for (int i = 4; i < 24; i++) {
-        if (name[i] < '0' || name[i] > '9')
-            return false;
-        if (v > (uint64_t)INT64_MAX / 10)
-            return false;
-        v = v * 10 + (uint64_t)(name[i] - '0');
-    }
-    if (v > (uint64_t)INT64_MAX || v == 0)
-        return false;
-    *ret_lsn = (int64_t)v;
+    *ret_lsn = v;
     return true;
 }
 
