@@ -57,6 +57,18 @@ def own_nice():
     return os.getpriority(os.PRIO_PROCESS, 0)
 
 
+def assert_classes(thr, req, thr_nice, base, slice_ns):
+    """Throughput threads SCHED_BATCH at thr_nice, request threads at the
+    process's nice and, where the kernel has custom slices, slice_ns."""
+    for comm, nice, policy, _ in thr:
+        assert (nice, policy) == (thr_nice, SCHED_BATCH), (comm, nice, policy)
+    for comm, nice, policy, _ in req:
+        assert (nice, policy) == (base, SCHED_OTHER), (comm, nice, policy)
+    if custom_slices():
+        assert {t[3] for t in req} == {slice_ns}, req
+        assert all(t[3] != slice_ns for t in thr), thr
+
+
 def test_default_shards_batch_and_niced_request_threads_not():
     base = own_nice()
     with Server(["--shards", "2", "--http-threads", "2"]) as srv:
@@ -66,13 +78,7 @@ def test_default_shards_batch_and_niced_request_threads_not():
     assert names == ["cf-history", "cf-shard-0", "cf-shard-1"], ts
     assert sum(t[0] == "MHD-worker" for t in req) == 2, ts
     assert {"cf-http-accept", "cf-ticker", "cf-push"} <= {t[0] for t in req}, ts
-    for comm, nice, policy, _ in thr:
-        assert (nice, policy) == (max(3, base), SCHED_BATCH), (comm, nice, policy)
-    for comm, nice, policy, _ in req:
-        assert (nice, policy) == (base, SCHED_OTHER), (comm, nice, policy)
-    if custom_slices():
-        assert {t[3] for t in req} == {100000}, req
-        assert all(t[3] != 100000 for t in thr), thr
+    assert_classes(thr, req, max(3, base), base, 100000)
 
 
 def test_options_set_the_nice_and_the_slice():
@@ -82,13 +88,7 @@ def test_options_set_the_nice_and_the_slice():
         assert srv.request("POST", "/api/v1/events", {"user_id": "u", "page_url": "/a"})[0] == 202
     thr, req = by_role(ts)
     assert thr and req, ts
-    for comm, nice, policy, _ in thr:
-        assert (nice, policy) == (max(7, base), SCHED_BATCH), (comm, nice, policy)
-    for comm, nice, policy, _ in req:
-        assert (nice, policy) == (base, SCHED_OTHER), (comm, nice, policy)
-    if custom_slices():
-        assert {t[3] for t in req} == {500000}, req
-        assert all(t[3] != 500000 for t in thr), thr
+    assert_classes(thr, req, max(7, base), base, 500000)
 
 
 def test_zero_leaves_every_thread_as_started():
