@@ -47,6 +47,23 @@ static int read_segment(cf_wal *w, const char *name, uint8_t **ret, size_t *ret_
     return 0;
 }
 
+/* Cuts segment segs[i] at byte off, quietly: what goes is the never-written,
+ * preallocated rest of a mapped segment (zeros), not damage. cut_tail uses it
+ * for the damaged case, with a warning. */
+static int trim_segment(cf_wal *w, size_t i, size_t off)
+{
+    char name[SEG_NAME_LEN];
+    seg_name(name, w->segs[i]);
+    int fd = openat(w->dirfd, name, O_WRONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    int r = 0;
+    if (ftruncate(fd, (off_t)off) < 0 || fsync(fd) < 0)
+        r = -errno;
+    close(fd);
+    return r;
+}
+
 /* Cuts segment segs[i] at byte off and deletes every later segment, so the
  * log ends with the last whole, valid record. */
 static int cut_tail(cf_wal *w, size_t i, size_t off, size_t size, const char *why)
@@ -55,13 +72,7 @@ static int cut_tail(cf_wal *w, size_t i, size_t off, size_t size, const char *wh
     seg_name(name, w->segs[i]);
     cf_warn("wal: %s/%s: %s at byte %zu; cutting the log there (%zu bytes dropped)", w->dir,
             name, why, off, size - off);
-    int fd = openat(w->dirfd, name, O_WRONLY | O_CLOEXEC);
-    if (fd < 0)
-        return -errno;
-    int r = 0;
-    if (ftruncate(fd, (off_t)off) < 0 || fsync(fd) < 0)
-        r = -errno;
-    close(fd);
+    int r = trim_segment(w, i, off);
     if (r < 0)
         return r;
     for (size_t j = i + 1; j < w->nsegs; j++) {
@@ -82,22 +93,6 @@ static bool all_zero(const uint8_t *p, size_t n)
         if (p[i])
             return false;
     return true;
-}
-
-/* Cuts segment segs[i] at byte off, quietly: what goes is the never-written,
- * preallocated rest of a mapped segment (zeros), not damage. */
-static int trim_segment(cf_wal *w, size_t i, size_t off)
-{
-    char name[SEG_NAME_LEN];
-    seg_name(name, w->segs[i]);
-    int fd = openat(w->dirfd, name, O_WRONLY | O_CLOEXEC);
-    if (fd < 0)
-        return -errno;
-    int r = 0;
-    if (ftruncate(fd, (off_t)off) < 0 || fsync(fd) < 0)
-        r = -errno;
-    close(fd);
-    return r;
 }
 
 /* Opens the newest segment for appending when the next LSN continues it;
