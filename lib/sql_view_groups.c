@@ -40,13 +40,10 @@ uint64_t sql_view_value_hash(uint64_t base, sql_value x)
 static int pmap_reserve(pmap *m, uint32_t n)
 {
     uint64_t cap = m->s ? (uint64_t)m->mask + 1 : 0;
-    uint64_t want = (uint64_t)m->used + n;
-    if (want * 4 <= cap * 3)
+    uint64_t ncap = sql_view_table_cap(cap, (uint64_t)m->used + n);
+    if (ncap == cap)
         return 0;
-    uint64_t ncap = cap ? cap : 16;
-    while (want * 4 > ncap * 3)
-        ncap *= 2;
-    if (ncap > (1u << 31))
+    if (!ncap)
         return -ENOMEM;
     pslot *s = cf_kv_table_alloc((size_t)ncap * sizeof *s); /* the process's, when large */
     if (!s)

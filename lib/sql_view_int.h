@@ -313,6 +313,20 @@ void sql_view_advance_sessions(sql_view *v, sql_view_emit_fn emit, void *ctx);
 
 /* -- inline helpers ------------------------------------------------------- */
 
+/* The slots an open-addressing table of cap slots needs to hold want
+ * entries at a load of at most 3/4: cap itself when it has room, else the
+ * next power of two from 16 that does; 0 when that would pass 2^31 slots.
+ * The group table and the cell table grow by it. */
+static inline uint64_t sql_view_table_cap(uint64_t cap, uint64_t want)
+{
+    if (want * 4 <= cap * 3)
+        return cap;
+    uint64_t ncap = cap ? cap : 16;
+    while (want * 4 > ncap * 3)
+        ncap *= 2;
+    return ncap > (1u << 31) ? 0 : ncap;
+}
+
 static inline uint64_t mix64(uint64_t x)
 {
     x ^= x >> 33;

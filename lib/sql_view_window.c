@@ -108,13 +108,10 @@ static void cmap_place(cslot *m, uint32_t mask, uint64_t h, uint32_t idx)
 static int cmap_reserve(sql_view *v, uint32_t n)
 {
     uint64_t cap = v->cmap ? (uint64_t)v->cmask + 1 : 0;
-    uint64_t want = (uint64_t)v->cused + n;
-    if (want * 4 <= cap * 3)
+    uint64_t ncap = sql_view_table_cap(cap, (uint64_t)v->cused + n);
+    if (ncap == cap)
         return 0;
-    uint64_t ncap = cap ? cap : 16;
-    while (want * 4 > ncap * 3)
-        ncap *= 2;
-    if (ncap > (1u << 31))
+    if (!ncap)
         return -ENOMEM;
     cslot *m = malloc((size_t)ncap * sizeof *m);
     if (!m)
