@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "fdio.h"
 #include "log.h"
 
 /* A thread's parser, listed so that the enricher can free the parsers of
@@ -82,21 +83,6 @@ static int read_all(const char *path, char **ret, size_t *ret_len)
     return 0;
 }
 
-static int write_all(int fd, const void *p, size_t n)
-{
-    const uint8_t *b = p;
-    while (n > 0) {
-        ssize_t w = write(fd, b, n);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w < 0)
-            return -errno;
-        b += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
 /* Creates the key file with fresh random bytes: write a temporary file,
  * fsync it, rename it into place, fsync the directory, so a crash leaves
  * either no key or a whole one. */
@@ -110,7 +96,7 @@ static int create_key(const char *dir, const char *path, uint8_t out[CF_SIPHASH_
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if (fd < 0)
         return -errno;
-    int rc = write_all(fd, out, CF_SIPHASH_KEY_LEN);
+    int rc = fdio_write_full(fd, out, CF_SIPHASH_KEY_LEN, -1);
     if (rc == 0 && fsync(fd) < 0)
         rc = -errno;
     if (close(fd) < 0 && rc == 0)

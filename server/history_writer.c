@@ -20,6 +20,7 @@
 
 #include "cf_buf.h"
 #include "clock.h"
+#include "fdio.h"
 #include "history_int.h"
 #include "history_rollup.h"
 #include "log.h"
@@ -280,19 +281,12 @@ static int spill_read(cf_history *h, uint64_t *off, uint64_t size, item **tail, 
             break;
         }
         data = nd;
-        size_t got = 0;
-        while (got < want) {
-            ssize_t r = pread(fd, data + got, want - got, (off_t)(*off + got));
-            if (r < 0 && errno == EINTR)
-                continue;
-            if (r <= 0)
-                break;
-            got += (size_t)r;
-        }
-        if (got < want) {
+        ssize_t n = fdio_read_full(fd, data, want, (off_t)*off);
+        if (n < (ssize_t)want) {
             rc = -EIO;
             break;
         }
+        size_t got = (size_t)n;
         cf_reader in;
         cf_reader_init(&in, data, got);
         size_t used = 0;
@@ -541,18 +535,11 @@ static int spill_locked(cf_history *h, const cf_buf *rec)
         if (h->spill_fd < 0)
             return -errno;
     }
-    size_t off = 0;
-    while (off < rec->len) {
-        ssize_t w = write(h->spill_fd, rec->data + off, rec->len - off);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0) {
-            /* A partial record would confuse the reader: cut it off. */
-            if (ftruncate(h->spill_fd, (off_t)h->spill_bytes) < 0)
-                cf_warn("history: cannot truncate %s", h->spill_path);
-            return -EIO;
-        }
-        off += (size_t)w;
+    if (fdio_write_full(h->spill_fd, rec->data, rec->len, -1) < 0) {
+        /* A partial record would confuse the reader: cut it off. */
+        if (ftruncate(h->spill_fd, (off_t)h->spill_bytes) < 0)
+            cf_warn("history: cannot truncate %s", h->spill_path);
+        return -EIO;
     }
     h->spill_bytes += rec->len;
     h->spilled_now++;

@@ -16,6 +16,7 @@
 #include <libpq-fe.h>
 
 #include "cf_buf.h"
+#include "fdio.h"
 #include "history.h"
 #include "log.h"
 #include "thread_role.h"
@@ -150,16 +151,7 @@ void cf_sink_append(void *sink, const uint8_t *records, size_t len, size_t n)
         pthread_mutex_unlock(&s->mu);
         return;
     }
-    size_t off = 0;
-    while (off < len) {
-        ssize_t w = write(s->append_fd, records + off, len - off);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            break;
-        off += (size_t)w;
-    }
-    if (off < len) {
+    if (fdio_write_full(s->append_fd, records, len, -1) < 0) {
         /* Cut a partial batch off, so the reader never sees half a record. */
         if (ftruncate(s->append_fd, (off_t)s->backlog_bytes) < 0)
             cf_warn("sink: cannot truncate %s", s->backlog_path);
@@ -357,17 +349,9 @@ static size_t read_at(const char *path, uint64_t off, uint8_t *buf, size_t cap)
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return 0;
-    size_t got = 0;
-    while (got < cap) {
-        ssize_t r = pread(fd, buf + got, cap - got, (off_t)(off + got));
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0)
-            break;
-        got += (size_t)r;
-    }
+    ssize_t got = fdio_read_full(fd, buf, cap, (off_t)off);
     close(fd);
-    return got;
+    return got < 0 ? 0 : (size_t)got;
 }
 
 static void *sender_main(void *arg)

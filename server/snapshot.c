@@ -21,6 +21,7 @@
 
 #include "crc32c.h"
 #include "dirstream.h"
+#include "fdio.h"
 #include "log.h"
 
 #define SNAP_MAGIC "CFSNAP01"
@@ -137,21 +138,6 @@ static int list_snapshots(int dirfd, int64_t remove_below, int64_t **ret, size_t
     return 0;
 }
 
-static int write_all(int fd, const uint8_t *p, size_t n)
-{
-    while (n > 0) {
-        ssize_t k = write(fd, p, n);
-        if (k < 0) {
-            if (errno == EINTR)
-                continue;
-            return -errno;
-        }
-        p += k;
-        n -= (size_t)k;
-    }
-    return 0;
-}
-
 /* Writes the pieces iov[0..n) in order, resuming after short writes;
  * at most IOV_MAX pieces per call. 0 or -errno. */
 static int writev_all(int fd, const struct iovec *iov, size_t n)
@@ -233,7 +219,7 @@ int cf_snapshot_writev(const char *dir, int64_t lsn, const struct iovec *iov, si
         r = -errno;
         goto out;
     }
-    if ((r = write_all(fd, h, SNAP_HDR)) < 0 || (r = writev_all(fd, iov, niov)) < 0)
+    if ((r = fdio_write_full(fd, h, SNAP_HDR, -1)) < 0 || (r = writev_all(fd, iov, niov)) < 0)
         goto out_tmp;
     if (fsync(fd) < 0) {
         r = -errno;
@@ -336,17 +322,11 @@ static int load_one(int dirfd, int64_t lsn, cf_buf *out, const char **why)
         r = -ENOMEM;
         goto out;
     }
-    size_t got = 0;
-    while (got < len) {
-        ssize_t k = pread(fd, out->data + got, (size_t)len - got, (off_t)(SNAP_HDR + got));
-        if (k < 0 && errno == EINTR)
-            continue;
-        if (k <= 0) {
-            *why = k < 0 ? "read error" : "truncated payload";
-            r = k < 0 ? -errno : -EBADMSG;
-            goto out;
-        }
-        got += (size_t)k;
+    ssize_t got = fdio_read_full(fd, out->data, (size_t)len, SNAP_HDR);
+    if (got < (ssize_t)len) {
+        *why = got < 0 ? "read error" : "truncated payload";
+        r = got < 0 ? (int)got : -EBADMSG;
+        goto out;
     }
     if (cf_crc32c(0, out->data, (size_t)len) != rd32(h + 28)) {
         *why = "payload CRC mismatch";
@@ -424,7 +404,7 @@ int cf_hashkey_store(const char *dir, const uint8_t key[CF_HASHKEY_LEN])
         r = -errno;
         goto out;
     }
-    r = write_all(fd, key, CF_HASHKEY_LEN);
+    r = fdio_write_full(fd, key, CF_HASHKEY_LEN, -1);
     if (!r && fsync(fd) < 0)
         r = -errno;
     if (close(fd) < 0 && !r)
