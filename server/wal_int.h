@@ -102,6 +102,9 @@ struct cf_wal {
     pthread_t flusher;
     _Atomic uint64_t fsyncs;
     _Atomic uint64_t bytes;
+    /* Test seam (wal_test.h): when the flusher's next sync is due, as set
+     * after its last sync left writes unsynced (monotonic ns; 0: none). */
+    _Atomic int64_t test_due_after_sync_ns;
 };
 
 /* Little-endian fields of a record header. */
