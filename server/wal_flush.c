@@ -26,6 +26,20 @@ static void add_ns(struct timespec *t, long ns)
     }
 }
 
+static int64_t ts_ns(const struct timespec *t) { return (int64_t)t->tv_sec * 1000000000 + t->tv_nsec; }
+
+/* ns may be before the epoch of CLOCK_MONOTONIC only in theory (boot time):
+ * a negative value then means "due now", as it should. */
+static struct timespec ns_ts(int64_t ns)
+{
+    struct timespec t = {.tv_sec = (time_t)(ns / 1000000000), .tv_nsec = (long)(ns % 1000000000)};
+    if (t.tv_nsec < 0) {
+        t.tv_nsec += 1000000000L;
+        t.tv_sec--;
+    }
+    return t;
+}
+
 static bool ts_before(const struct timespec *a, const struct timespec *b)
 {
     return a->tv_sec < b->tv_sec || (a->tv_sec == b->tv_sec && a->tv_nsec < b->tv_nsec);
@@ -271,14 +285,21 @@ void *wal_flusher_main(void *arg)
         if (w->synced_lsn < target)
             w->synced_lsn = target;
         if (w->written_lsn > w->synced_lsn) {
-            /* Written after `started` (target was taken under mu then), at
-             * the earliest just after it: their sync is due FLUSH_DELAY_NS
-             * after that, not after this sync's end, or a slow fdatasync
-             * would add its own length to the 10 ms of --fsync batch. */
-            w->unsynced_since = started;
-            struct timespec due = started;
-            add_ns(&due, FLUSH_DELAY_NS);
-            atomic_store(&w->test_due_after_sync_ns, (int64_t)due.tv_sec * 1000000000 + due.tv_nsec);
+            /* These came after `started` (target was taken under mu then),
+             * at the earliest just after it. The next sync is due
+             * FLUSH_DELAY_NS after this one's end, which gathers the most,
+             * unless that is too late for the 10 ms of --fsync batch: it must
+             * begin by FLUSH_BOUND_NS after `started` less a sync's length
+             * (this one's), or a slow fdatasync would add its own length to
+             * the promise. */
+            struct timespec end;
+            clock_gettime(CLOCK_MONOTONIC, &end);
+            int64_t t0 = ts_ns(&started), t1 = ts_ns(&end);
+            int64_t due = t1 + FLUSH_DELAY_NS;
+            if (t0 + FLUSH_BOUND_NS - (t1 - t0) < due)
+                due = t0 + FLUSH_BOUND_NS - (t1 - t0);
+            w->unsynced_since = ns_ts(due - FLUSH_DELAY_NS);
+            atomic_store(&w->test_due_after_sync_ns, due);
         }
         pthread_cond_broadcast(&w->done_cv);
     }
