@@ -560,13 +560,16 @@ cf_http *cf_http_start(const cf_config *cfg, cf_engine *engine, const char **ret
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&h->reaper_cv, &ca);
+    pthread_cond_init(&h->park_cv, &ca);   /* the committer's gathering waits are monotonic */
     pthread_condattr_destroy(&ca);
     pthread_mutex_init(&h->park_mu, NULL);
     pthread_cond_init(&h->accept_cv, NULL);
     /* Benchmark seam (tests/bench/run.py S6): the inline commit wait of
      * before parking, to compare both in one run. */
     h->park_off = getenv("CLICKFLOW_BENCH_NO_PARK") != NULL;
-    pthread_cond_init(&h->park_cv, NULL);
+    /* Benchmark seam: the committer starts each round at once (before
+     * park_gather.h), for A/B runs of one binary. */
+    h->gather_off = getenv("CLICKFLOW_BENCH_NO_GATHER") != NULL;
     /* The shared single-event answers (http_int.h). Keys and order as
      * events_answer prints them. */
     h->answer_one = http_shared_json("{\"accepted\":1,\"duplicates\":0,\"rejected\":0,\"errors\":[]}");

@@ -270,6 +270,13 @@ static void append_http_metrics(cf_http *h, cf_buf *out)
              atomic_load(&h->n_parked), atomic_load(&h->parked_total));
     put_str(out, line);
     snprintf(line, sizeof line,
+             "# HELP clickflow_http_park_rounds_total Group commits that answered parked requests "
+             "(parked_total / rounds = requests per fsync).\n"
+             "# TYPE clickflow_http_park_rounds_total counter\n"
+             "clickflow_http_park_rounds_total %" PRIu64 "\n",
+             atomic_load(&h->park_rounds));
+    put_str(out, line);
+    snprintf(line, sizeof line,
              "# HELP clickflow_http_connections_shed_total Connections closed to make room for new ones.\n"
              "# TYPE clickflow_http_connections_shed_total counter\n"
              "clickflow_http_connections_shed_total %" PRIu64 "\n",

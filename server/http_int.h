@@ -162,7 +162,10 @@ struct cf_http {
     pthread_t park_thread;
     _Atomic unsigned n_parked;      /* gauge for /metrics */
     _Atomic uint64_t parked_total;
+    _Atomic uint64_t park_rounds;   /* commit rounds of the committer (/metrics) */
+    unsigned park_want;             /* (park_mu) wake the gathering committer at this many parked, 0 = at any */
     bool park_off;                  /* benchmark seam CLICKFLOW_BENCH_NO_PARK: the inline wait */
+    bool gather_off;                /* benchmark seam CLICKFLOW_BENCH_NO_GATHER: rounds start at once */
     /* The two 202 answers of a single-event request that carry no
      * per-request header (SPEC 3's counts: one accepted, or one duplicate),
      * built once and queued on every such request: a fresh response per

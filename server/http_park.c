@@ -9,8 +9,10 @@
 
 #include <errno.h>
 #include <stdlib.h>
+#include <time.h>
 
 #include "engine.h"
+#include "park_gather.h"
 #include "thread_role.h"
 
 /* Unlinks rq from the parked list (park_mu held); prev is its predecessor
@@ -36,23 +38,59 @@ static void resume_locked(cf_http *h, request *rq, int rc)
     MHD_resume_connection(rq->park_conn);
 }
 
+static int64_t mono_ns(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
+}
+
+/* Waits (park_mu held) while park_gather says the requests that were
+ * waiting when the last round ended are still coming back; a parker wakes
+ * it once enough are parked (park_want), not every parker. */
+static void gather(cf_http *h, const park_gather *g)
+{
+    if (h->gather_off)
+        return;
+    int64_t t0 = mono_ns(), wait;
+    h->park_want = park_gather_want(g);
+    while (!h->http_park_stop &&
+           (wait = park_gather_wait_ns(g, atomic_load(&h->n_parked), mono_ns() - t0)) > 0) {
+        struct timespec due;
+        clock_gettime(CLOCK_MONOTONIC, &due);
+        due.tv_nsec += wait;
+        due.tv_sec += due.tv_nsec / 1000000000;
+        due.tv_nsec %= 1000000000;
+        pthread_cond_timedwait(&h->park_cv, &h->park_mu, &due);
+    }
+    h->park_want = 0;
+}
+
 static void *park_main(void *arg)
 {
     cf_http *h = arg;
     cf_thread_role_name("cf-http-park");
+    park_gather g = {0};
     pthread_mutex_lock(&h->park_mu);
     for (;;) {
         while (!h->parked && !h->http_park_stop)
             pthread_cond_wait(&h->park_cv, &h->park_mu);
         if (!h->parked && h->http_park_stop)
             break;
+        gather(h, &g);
+        if (!h->parked)
+            continue;   /* the reaper took them all meanwhile */
         int64_t upto = 0;
         for (request *rq = h->parked; rq; rq = rq->park_next)
             if (rq->park_upto > upto)
                 upto = rq->park_upto;
         pthread_mutex_unlock(&h->park_mu);
+        int64_t c0 = mono_ns();
         int rc = cf_engine_commit(h->engine, upto);
+        int64_t took = mono_ns() - c0;
         pthread_mutex_lock(&h->park_mu);
+        atomic_fetch_add_explicit(&h->park_rounds, 1, memory_order_relaxed);
+        unsigned group = 0;
         /* The reaper may have taken some (deadline); the rest at or below
          * upto are durable now (or the log failed: all of them get 503). */
         request *prev = NULL;
@@ -61,11 +99,13 @@ static void *park_main(void *arg)
             if (rq->park_upto <= upto || rc < 0) {
                 unlink_locked(h, prev, rq);
                 resume_locked(h, rq, rc);
+                group++;
             } else {
                 prev = rq;
             }
             rq = next;
         }
+        park_gather_done(&g, group, atomic_load(&h->n_parked), took);
     }
     pthread_mutex_unlock(&h->park_mu);
     return NULL;
@@ -111,9 +151,12 @@ bool http_park_request(cf_http *h, request *rq, struct MHD_Connection *c, int64_
     else
         h->parked = rq;
     h->parked_tail = rq;
-    atomic_fetch_add(&h->n_parked, 1);
+    unsigned n = atomic_fetch_add(&h->n_parked, 1) + 1;
     atomic_fetch_add_explicit(&h->parked_total, 1, memory_order_relaxed);
-    pthread_cond_signal(&h->park_cv);
+    /* While the committer gathers, only the request that completes its
+     * group wakes it (one wake-up per round, not one per request). */
+    if (n >= h->park_want)
+        pthread_cond_signal(&h->park_cv);
     pthread_mutex_unlock(&h->park_mu);
     return true;
 }

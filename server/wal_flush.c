@@ -26,6 +26,20 @@ static void add_ns(struct timespec *t, long ns)
     }
 }
 
+static int64_t ts_ns(const struct timespec *t) { return (int64_t)t->tv_sec * 1000000000 + t->tv_nsec; }
+
+/* ns may be before the epoch of CLOCK_MONOTONIC only in theory (boot time):
+ * a negative value then means "due now", as it should. */
+static struct timespec ns_ts(int64_t ns)
+{
+    struct timespec t = {.tv_sec = (time_t)(ns / 1000000000), .tv_nsec = (long)(ns % 1000000000)};
+    if (t.tv_nsec < 0) {
+        t.tv_nsec += 1000000000L;
+        t.tv_sec--;
+    }
+    return t;
+}
+
 static bool ts_before(const struct timespec *a, const struct timespec *b)
 {
     return a->tv_sec < b->tv_sec || (a->tv_sec == b->tv_sec && a->tv_nsec < b->tv_nsec);
@@ -73,6 +87,33 @@ static void test_gate_point(void)
         nanosleep(&ts, NULL);
 }
 
+static atomic_bool test_flusher_hold_on;
+static atomic_uint test_flusher_held;
+
+void cf_wal_test_hold_flusher(bool hold)
+{
+    pthread_mutex_lock(&test_mu);
+    atomic_store(&test_flusher_hold_on, hold);
+    pthread_cond_broadcast(&test_cv);
+    pthread_mutex_unlock(&test_mu);
+}
+
+unsigned cf_wal_test_flusher_held(void) { return atomic_load(&test_flusher_held); }
+
+int64_t cf_wal_test_due_after_sync_ns(cf_wal *w) { return atomic_load(&w->test_due_after_sync_ns); }
+
+static void test_flusher_hold_point(void)
+{
+    if (!atomic_load_explicit(&test_flusher_hold_on, memory_order_relaxed))
+        return;
+    pthread_mutex_lock(&test_mu);
+    atomic_fetch_add(&test_flusher_held, 1);
+    while (atomic_load(&test_flusher_hold_on))
+        pthread_cond_wait(&test_cv, &test_mu);
+    atomic_fetch_sub(&test_flusher_held, 1);
+    pthread_mutex_unlock(&test_mu);
+}
+
 static void test_hold_point(void)
 {
     test_gate_point();
@@ -118,15 +159,14 @@ static int write_records(cf_wal *w, const uint8_t *p, size_t n)
 /* Called with mu held: fdatasyncs the open segment through a dup()ed
  * descriptor with mu released (appends and a rotation may go on meanwhile;
  * a rotation syncs the segments before it itself), then takes mu again.
- * hold: stop at the test seam first (the committer's, not the flusher's).
+ * hold: the test seam to stop at first (the committer's or the flusher's).
  * 0, or -errno of the dup or the fdatasync. */
-static int sync_segment_unlocked(cf_wal *w, bool hold)
+static int sync_segment_unlocked(cf_wal *w, void (*hold)(void))
 {
     int fd = w->fd >= 0 ? dup(w->fd) : -2;
     int r = fd == -1 ? -errno : 0;
     pthread_mutex_unlock(&w->mu);
-    if (hold)
-        test_hold_point();
+    hold();
     if (fd >= 0) {
         r = wal_datasync(w, fd);
         close(fd);
@@ -147,7 +187,7 @@ static void sync_round(cf_wal *w)
         return;
     }
     int64_t upto = w->written_lsn;
-    int r = sync_segment_unlocked(w, true);
+    int r = sync_segment_unlocked(w, test_hold_point);
     w->writing = false;
     if (r < 0) {
         wal_set_failed(w, "fdatasync", r);
@@ -235,15 +275,32 @@ void *wal_flusher_main(void *arg)
         if (wal_settle_all_locked(w) < 0)
             break;
         int64_t target = w->written_lsn;
-        int e = sync_segment_unlocked(w, false);
+        struct timespec started;
+        clock_gettime(CLOCK_MONOTONIC, &started);
+        int e = sync_segment_unlocked(w, test_flusher_hold_point);
         if (e < 0) {
             wal_set_failed(w, "fdatasync", e);
             break;
         }
         if (w->synced_lsn < target)
             w->synced_lsn = target;
-        if (w->written_lsn > w->synced_lsn)
-            clock_gettime(CLOCK_MONOTONIC, &w->unsynced_since);
+        if (w->written_lsn > w->synced_lsn) {
+            /* These came after `started` (target was taken under mu then),
+             * at the earliest just after it. The next sync is due
+             * FLUSH_DELAY_NS after this one's end, which gathers the most,
+             * unless that is too late for the 10 ms of --fsync batch: it must
+             * begin by FLUSH_BOUND_NS after `started` less a sync's length
+             * (this one's), or a slow fdatasync would add its own length to
+             * the promise. */
+            struct timespec end;
+            clock_gettime(CLOCK_MONOTONIC, &end);
+            int64_t t0 = ts_ns(&started), t1 = ts_ns(&end);
+            int64_t due = t1 + FLUSH_DELAY_NS;
+            if (t0 + FLUSH_BOUND_NS - (t1 - t0) < due)
+                due = t0 + FLUSH_BOUND_NS - (t1 - t0);
+            w->unsynced_since = ns_ts(due - FLUSH_DELAY_NS);
+            atomic_store(&w->test_due_after_sync_ns, due);
+        }
         pthread_cond_broadcast(&w->done_cv);
     }
     pthread_mutex_unlock(&w->mu);

@@ -13,6 +13,15 @@ void cf_wal_test_hold(bool hold);
 unsigned cf_wal_test_held(void);
 /* Committers waiting for another thread's write or fsync right now. */
 unsigned cf_wal_test_waiting(void);
+/* hold = true: every log's --fsync batch flusher stops before its
+ * fdatasync (after it chose what the sync covers) until released, as a
+ * slow disk would. Process-wide. */
+void cf_wal_test_hold_flusher(bool hold);
+/* Flushers stopped by that hold right now. */
+unsigned cf_wal_test_flusher_held(void);
+/* When w's flusher set its next sync due (CLOCK_MONOTONIC ns) after its
+ * last sync left writes unsynced; 0 if none has. */
+int64_t cf_wal_test_due_after_sync_ns(cf_wal *w);
 /* Times any log's --fsync batch flusher returned from a wait (signalled,
  * timed out or spurious). Process-wide, only ever grows. */
 unsigned long cf_wal_test_flusher_wakeups(void);

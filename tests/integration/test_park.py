@@ -101,6 +101,40 @@ def test_waiting_requests_hold_no_thread_and_202_follows_durability():
             assert accepted(srv) == 6
 
 
+def metric(srv, name):
+    st, _, text = srv.raw_request("GET", "/metrics", timeout=10.0)
+    assert st == 200
+    m = re.search(r"^%s (\d+)$" % name, text.decode(), re.M)
+    assert m, "no %s" % name
+    return int(m.group(1))
+
+
+def test_rounds_are_group_commits():
+    """clickflow_http_park_rounds_total counts the committer's rounds: a lone
+    client's requests one round each; requests parked while a round's fsync
+    was held share the next round (one fsync for the group)."""
+    with gated_server() as (srv, gate, tmp):
+        with srv:
+            for i in range(5):
+                st, body = srv.request("POST", "/api/v1/events", [event(i, "lone")])
+                assert st == 202 and body["accepted"] == 1, body
+            assert metric(srv, "clickflow_http_parked_total") == 5
+            assert metric(srv, "clickflow_http_park_rounds_total") == 5
+            open(gate, "w").close()
+            posters = [Poster(srv, [event(i, "group")]) for i in range(6)]
+            for p in posters:
+                p.start()
+            wait_parked(srv, 6)
+            os.unlink(gate)
+            for p in posters:
+                p.join(30)
+            assert [p.status for p in posters] == [202] * 6
+            # The first round held at the gate took what was parked when it
+            # began; everything parked during it went into one more round.
+            assert metric(srv, "clickflow_http_park_rounds_total") - 5 <= 2
+            assert metric(srv, "clickflow_http_parked_total") == 11
+
+
 def test_deadline_while_parked_closes_without_answer_and_a_retry_is_a_duplicate():
     with gated_server(["--request-deadline", "1s"]) as (srv, gate, tmp):
         with srv:
@@ -167,6 +201,7 @@ def test_shutdown_with_parked_requests():
 if __name__ == "__main__":
     run_tests([
         test_waiting_requests_hold_no_thread_and_202_follows_durability,
+        test_rounds_are_group_commits,
         test_deadline_while_parked_closes_without_answer_and_a_retry_is_a_duplicate,
         test_client_disconnect_while_parked,
         test_shutdown_with_parked_requests,
