@@ -185,6 +185,20 @@ static inline uint32_t engine_shard_of(const cf_engine *e, const char *key, size
     return cf_hash_shard(cf_hash64(key, len, 0), e->n_shards);
 }
 
+/* Whether the engine takes a change now (called with mu held): 0, or
+ * -ESHUTDOWN (stopping), -EIO (the log failed: nothing is acknowledged
+ * again), -EAGAIN (still recovering: the log is replayed first). */
+static inline int engine_gate_locked(cf_engine *e)
+{
+    if (e->stopping)
+        return -ESHUTDOWN;
+    if (atomic_load(&e->failed))
+        return -EIO;
+    if (!e->accepting)
+        return -EAGAIN;
+    return 0;
+}
+
 static inline void engine_sleep_ms(int ms)
 {
     struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};

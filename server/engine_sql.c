@@ -107,13 +107,8 @@ int cf_engine_sql(cf_engine *e, const char *text, size_t len, bool at_start, cJS
      * the log record between: the definitions take effect between two
      * events of the one total order, and a replay re-applies them there. */
     pthread_mutex_lock(&e->mu);
-    if (e->stopping) {
-        rc = -ESHUTDOWN;
-    } else if (atomic_load(&e->failed)) {
-        rc = -EIO;
-    } else if (!e->accepting) {
-        rc = -EAGAIN;
-    } else {
+    rc = engine_gate_locked(e);
+    if (rc == 0) {
         rc = cf_sqlrt_prepare(e->sql, text, len, at_start ? CF_SQLRT_SKIP_SAME : 0, &ch, err);
         if (rc == 0 && !change_room_locked(e, ch))
             rc = -EAGAIN;   /* the shards' queues are full: nothing applied */
@@ -511,15 +506,11 @@ int cf_engine_stream_events(cf_engine *e, const char *stream, cf_body_format fmt
     size_t acc = 0, dups = 0;
     int64_t lsn = 0, mlsn = 0, seen = 0;
     pthread_mutex_lock(&e->mu);
-    if (e->stopping)
-        rc = -ESHUTDOWN;
-    else if (atomic_load(&e->failed))
-        rc = -EIO;
-    else if (!e->accepting || !rows_room_locked(e, bytes))
+    rc = engine_gate_locked(e);
+    /* A full queue, or the stream changed since the body was checked: retry. */
+    if (rc == 0 && (!rows_room_locked(e, bytes) || cf_sqlrt_generation(e->sql) != gen))
         rc = -EAGAIN;
-    else if (cf_sqlrt_generation(e->sql) != gen)
-        rc = -EAGAIN;   /* the stream changed since the body was checked: retry */
-    else {
+    if (rc == 0) {
         lsn = submit_rows_locked(e, stream, rows, b->n, pre_set, pre, false, &acc, &dups);
         if (lsn >= 0)
             mlsn = engine_maybe_mark_locked(e, wall_ms());

@@ -150,17 +150,6 @@ static int commit_lsn(cf_engine *e, int64_t lsn)
     return 0;
 }
 
-static int gate_locked(cf_engine *e)
-{
-    if (e->stopping)
-        return -ESHUTDOWN;
-    if (atomic_load(&e->failed))
-        return -EIO;
-    if (!e->accepting)
-        return -EAGAIN;
-    return 0;
-}
-
 /* ---- POST /api/v1/tables/{name}/rows ------------------------------------ */
 
 typedef struct upsert_ctx {
@@ -219,7 +208,7 @@ int cf_engine_table_rows(cf_engine *e, const char *table, cf_body_format fmt, ch
      * table's definition cannot change in between, and the rows take their
      * place in the order of events. */
     pthread_mutex_lock(&e->mu);
-    int rc = gate_locked(e);
+    int rc = engine_gate_locked(e);
     if (rc == 0)
         rc = cf_sqlrt_with_table(e->sql, table, upsert_in_catalog, &u);
     int64_t seen = e->wal ? cf_wal_last_lsn(e->wal) : 0;
@@ -370,7 +359,7 @@ int cf_engine_table_row(cf_engine *e, const char *table, const char *key, bool d
     key_ctx k = {e, key, ret_why, del, NULL, 0};
     pthread_mutex_lock(&e->mu);
     /* A read needs no gate: it sees every acknowledged write. */
-    int rc = del ? gate_locked(e) : 0;
+    int rc = del ? engine_gate_locked(e) : 0;
     if (rc == 0)
         rc = cf_sqlrt_with_table(e->sql, table, key_in_catalog, &k);
     pthread_mutex_unlock(&e->mu);

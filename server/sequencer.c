@@ -618,15 +618,10 @@ again:
         engine_prepared_free(e, &p);
         goto again;
     }
-    if (e->stopping) {
-        rc = -ESHUTDOWN;
-    } else if (atomic_load(&e->failed)) {
-        rc = -EIO;
-    } else if (!e->accepting) {
-        rc = -EAGAIN;   /* still recovering: the log must be replayed first */
-    } else if (!engine_has_room_locked(e, &p)) {
+    rc = engine_gate_locked(e);
+    if (rc == 0 && !engine_has_room_locked(e, &p))
         rc = -EAGAIN;   /* nothing accepted, nothing changed */
-    } else {
+    if (rc == 0) {
         e->defer_wakes = true;
         lsn = engine_apply_locked(e, &p, evs, is_dup, false, &accepted);
         if (lsn >= 0)
@@ -666,13 +661,8 @@ int cf_engine_raise_watermark(cf_engine *e, int64_t wm, int64_t *ret_wm)
     int rc = 0;
     int64_t lsn = 0, w = CF_TIME_NONE;
     pthread_mutex_lock(&e->mu);
-    if (e->stopping) {
-        rc = -ESHUTDOWN;
-    } else if (atomic_load(&e->failed)) {
-        rc = -EIO;
-    } else if (!e->accepting) {
-        rc = -EAGAIN;
-    } else {
+    rc = engine_gate_locked(e);
+    if (rc == 0) {
         cf_watermark_raise(e->wm, wm);
         lsn = engine_maybe_mark_locked(e, wall_ms());
         if (lsn < 0)
