@@ -20,6 +20,7 @@ struct cf_dedup {
     int64_t ttl;
     dd_rebuild *rb;     /* non-NULL between cf_dedup_rebuild_begin and _end */
     size_t rb_tables;   /* slot tables of the rebuilds that ended */
+    void *(*table_alloc)(size_t bytes);     /* the rebuild map's tables: NULL = malloc */
 };
 
 static int rb_check(cf_dedup *d, const char *id, size_t len, uint64_t h, int64_t ts,
@@ -238,6 +239,7 @@ struct dd_rebuild {
     uint8_t *spare_arena;
     size_t spare_acap;
     size_t tables;      /* slot tables allocated (cf_dedup_rebuild_tables) */
+    void *(*alloc)(size_t bytes);   /* of the slot tables (cf_dedup_set_table_alloc) */
 };
 
 #define RB_MIN_CAP 64u
@@ -334,7 +336,7 @@ static int rb_sweep(dd_rebuild *rb)
     }
     bool new_slots = !slots, new_arena = !arena;
     if (new_slots)
-        slots = malloc((size_t)cap * sizeof *slots);
+        slots = rb->alloc((size_t)cap * sizeof *slots);
     if (new_arena)
         arena = malloc(acap);
     if (!slots || !arena) {
@@ -456,8 +458,11 @@ int cf_dedup_rebuild_begin(cf_dedup *d)
     dd_rebuild *rb = calloc(1, sizeof *rb);
     if (!rb)
         return -ENOMEM;
+    rb->alloc = d->table_alloc ? d->table_alloc : malloc;
     rb->cap = RB_MIN_CAP;
-    rb->slots = calloc(rb->cap, sizeof *rb->slots);
+    rb->slots = rb->alloc(rb->cap * sizeof *rb->slots);
+    if (rb->slots)
+        memset(rb->slots, 0, rb->cap * sizeof *rb->slots);
     rb->tables = 1;
     rb->arena_cap = 4096;   /* never NULL: offsets into it are always valid */
     rb->arena = malloc(rb->arena_cap);
@@ -484,6 +489,11 @@ int cf_dedup_rebuild_begin(cf_dedup *d)
 int cf_dedup_rebuild_end(cf_dedup *d)
 {
     return d->rb ? rb_finish(d) : 0;
+}
+
+void cf_dedup_set_table_alloc(cf_dedup *d, void *(*alloc)(size_t bytes))
+{
+    d->table_alloc = alloc;
 }
 
 size_t cf_dedup_rebuild_tables(const cf_dedup *d)

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "cf_dedup.h"
 #include "cf_watermark.h"
@@ -523,6 +524,27 @@ static int history_open(cf_engine *e, int64_t *skip)
     return 0;
 }
 
+/* The dedup rebuild's id tables (cf_dedup_set_table_alloc): tens of MB
+ * probed at random once per replayed event, so in 4 KiB pages nearly every
+ * probe missed the TLB as well as the cache (issue 15: the prefetch of the
+ * next ids' slots was the recovering thread's top symbol). Blocks of 2 MiB
+ * and more are aligned to 2 MiB and marked for transparent huge pages (THP
+ * "madvise" mode, Debian's default); the kernel may still give 4 KiB pages.
+ * free() frees them. */
+#define HUGE_PAGE ((size_t)2 << 20)
+static void *huge_table_alloc(size_t bytes)
+{
+    if (bytes < HUGE_PAGE)
+        return malloc(bytes);
+    size_t n = (bytes + HUGE_PAGE - 1) & ~(HUGE_PAGE - 1);
+    void *p = aligned_alloc(HUGE_PAGE, n);
+#ifdef MADV_HUGEPAGE
+    if (p)
+        (void)madvise(p, n, MADV_HUGEPAGE);
+#endif
+    return p;
+}
+
 /* skip: the shards' replay positions (history_open), INT64_MIN each. */
 static int recover(cf_engine *e, int64_t *skip)
 {
@@ -590,6 +612,7 @@ static int recover(cf_engine *e, int64_t *skip)
      * the per-check expiry work and built once at the end (cf_dedup.h), to
      * the same ids and expiries. Without memory for that, the checks just
      * go the normal way. */
+    cf_dedup_set_table_alloc(e->dedup, huge_table_alloc);  /* the snapshot's table too */
     (void)cf_dedup_rebuild_begin(e->dedup);
     pthread_mutex_unlock(&e->mu);
     int64_t n = replay_pipelined(e, lsn);

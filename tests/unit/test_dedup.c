@@ -414,6 +414,34 @@ static void rebuild_sweeps_reuse_tables(void **state)
     cf_dedup_free(b);
 }
 
+/* The rebuild's id tables come from the allocator the owner set. */
+static size_t counted_allocs;
+static void *counting_alloc(size_t bytes)
+{
+    counted_allocs++;
+    return malloc(bytes);
+}
+
+static void rebuild_tables_from_the_set_allocator(void **state)
+{
+    (void)state;
+    cf_dedup *d = cf_dedup_new(1000, 0);
+    assert_non_null(d);
+    cf_dedup_set_table_alloc(d, counting_alloc);
+    counted_allocs = 0;
+    assert_int_equal(cf_dedup_rebuild_begin(d), 0);
+    char id[32];
+    for (int i = 0; i < 20000; i++) {
+        int len = snprintf(id, sizeof id, "g%d", i);
+        assert_int_equal(cf_dedup_check(d, id, (size_t)len, i, i), 1);
+    }
+    assert_int_equal(cf_dedup_rebuild_end(d), 0);
+    assert_true(counted_allocs >= 2);
+    assert_int_equal(counted_allocs, cf_dedup_rebuild_tables(d));
+    assert_int_equal(cf_dedup_check(d, "g19999", 6, 19999, 19999), 0);
+    cf_dedup_free(d);
+}
+
 /* A bound that evicts: the rebuild hands over to the heap, mid-replay. */
 static void rebuild_with_evictions_equals_incremental(void **state)
 {
@@ -562,6 +590,7 @@ int main(void)
         cmocka_unit_test(rebuild_equals_incremental),
         cmocka_unit_test(rebuild_with_evictions_equals_incremental),
         cmocka_unit_test(rebuild_sweeps_reuse_tables),
+        cmocka_unit_test(rebuild_tables_from_the_set_allocator),
         cmocka_unit_test(rebuild_clock_back_equals_incremental),
         cmocka_unit_test(rebuild_rules),
         cmocka_unit_test(rebuild_without_checks),
