@@ -19,6 +19,8 @@ struct cf_dedup {
     cf_kv *kv;
     int64_t ttl;
     dd_rebuild *rb;     /* non-NULL between cf_dedup_rebuild_begin and _end */
+    size_t rb_tables;   /* slot tables of the rebuilds that ended */
+    void *(*table_alloc)(size_t bytes);     /* the rebuild map's tables: NULL = malloc */
 };
 
 static int rb_check(cf_dedup *d, const char *id, size_t len, uint64_t h, int64_t ts,
@@ -227,6 +229,17 @@ struct dd_rebuild {
     uint8_t *arena;
     size_t arena_len, arena_cap;
     int64_t clock;      /* the latest clock checked at: expiry <= clock is gone */
+    /* The table and arena the last sweep replaced, kept for the next one:
+     * once the live ids level off (a TTL shorter than the log), every sweep
+     * wants a table of the same size, and a fresh one each time was a page
+     * fault per 4 KiB and an munmap with a TLB shootdown per sweep (issue
+     * 15: 94,000 of the recovering thread's faults replaying 2M events). */
+    rb_slot *spare;
+    uint32_t spare_cap;
+    uint8_t *spare_arena;
+    size_t spare_acap;
+    size_t tables;      /* slot tables allocated (cf_dedup_rebuild_tables) */
+    void *(*alloc)(size_t bytes);   /* of the slot tables (cf_dedup_set_table_alloc) */
 };
 
 #define RB_MIN_CAP 64u
@@ -312,14 +325,33 @@ static int rb_sweep(dd_rebuild *rb)
             return -ENOMEM;
         cap *= 2;
     }
-    rb_slot *slots = malloc((size_t)cap * sizeof *slots);
+    /* The spares when they fit (their pages are in memory already), else
+     * new blocks; a spare that does not fit is dropped. */
+    rb_slot *slots = rb->spare && rb->spare_cap == cap ? rb->spare : NULL;
     size_t acap = bytes * 2 > 4096 ? bytes * 2 : 4096;
-    uint8_t *arena = malloc(acap);
+    uint8_t *arena = NULL;
+    if (rb->spare_arena && rb->spare_acap >= bytes && rb->spare_acap >= 4096) {
+        arena = rb->spare_arena;
+        acap = rb->spare_acap;
+    }
+    bool new_slots = !slots, new_arena = !arena;
+    if (new_slots)
+        slots = rb->alloc((size_t)cap * sizeof *slots);
+    if (new_arena)
+        arena = malloc(acap);
     if (!slots || !arena) {
-        free(slots);
-        free(arena);
+        if (new_slots)
+            free(slots);
+        if (new_arena)
+            free(arena);
         return -ENOMEM;
     }
+    if (new_slots) {
+        free(rb->spare);
+        rb->tables++;
+    }
+    if (new_arena)
+        free(rb->spare_arena);
     memset(slots, 0, (size_t)cap * sizeof *slots);
     size_t alen = 0;
     for (uint32_t i = 0; i < rb->cap; i++) {
@@ -334,8 +366,10 @@ static int rb_sweep(dd_rebuild *rb)
         memcpy(arena + alen, rb->arena + s->koff, s->klen - 1);
         alen += s->klen - 1;
     }
-    free(rb->slots);
-    free(rb->arena);
+    rb->spare = rb->slots;
+    rb->spare_cap = rb->cap;
+    rb->spare_arena = rb->arena;
+    rb->spare_acap = rb->arena_cap;
     rb->slots = slots;
     rb->cap = cap;
     rb->count = live;
@@ -368,6 +402,8 @@ static void rb_free(dd_rebuild *rb)
         return;
     free(rb->slots);
     free(rb->arena);
+    free(rb->spare);
+    free(rb->spare_arena);
     free(rb);
 }
 
@@ -379,6 +415,12 @@ static int rb_finish(cf_dedup *d)
 {
     dd_rebuild *rb = d->rb;
     d->rb = NULL;
+    d->rb_tables += rb->tables;
+    /* The spares first: the bulk build below allocates its table. */
+    free(rb->spare);
+    free(rb->spare_arena);
+    rb->spare = NULL;
+    rb->spare_arena = NULL;
     uint32_t live = 0;
     for (uint32_t i = 0; i < rb->cap; i++)
         if (rb_live(rb, &rb->slots[i]))
@@ -416,8 +458,12 @@ int cf_dedup_rebuild_begin(cf_dedup *d)
     dd_rebuild *rb = calloc(1, sizeof *rb);
     if (!rb)
         return -ENOMEM;
+    rb->alloc = d->table_alloc ? d->table_alloc : malloc;
     rb->cap = RB_MIN_CAP;
-    rb->slots = calloc(rb->cap, sizeof *rb->slots);
+    rb->slots = rb->alloc(rb->cap * sizeof *rb->slots);
+    if (rb->slots)
+        memset(rb->slots, 0, rb->cap * sizeof *rb->slots);
+    rb->tables = 1;
     rb->arena_cap = 4096;   /* never NULL: offsets into it are always valid */
     rb->arena = malloc(rb->arena_cap);
     if (!rb->slots || !rb->arena) {
@@ -443,6 +489,16 @@ int cf_dedup_rebuild_begin(cf_dedup *d)
 int cf_dedup_rebuild_end(cf_dedup *d)
 {
     return d->rb ? rb_finish(d) : 0;
+}
+
+void cf_dedup_set_table_alloc(cf_dedup *d, void *(*alloc)(size_t bytes))
+{
+    d->table_alloc = alloc;
+}
+
+size_t cf_dedup_rebuild_tables(const cf_dedup *d)
+{
+    return d->rb_tables + (d->rb ? d->rb->tables : 0);
 }
 
 static int rb_check(cf_dedup *d, const char *id, size_t len, uint64_t h, int64_t ts,

@@ -51,6 +51,14 @@ void cf_dedup_expire(cf_dedup *d, int64_t clock);
  * failed check forgets its id). end without begin is a no-op; free ends. */
 int cf_dedup_rebuild_begin(cf_dedup *d);
 int cf_dedup_rebuild_end(cf_dedup *d);
+/* The rebuild's id tables (the large, randomly probed blocks) come from
+ * alloc instead of malloc (NULL: malloc again); they are freed with free().
+ * For the server, which asks for huge pages there (the probes' TLB misses):
+ * the library makes no system calls. */
+void cf_dedup_set_table_alloc(cf_dedup *d, void *(*alloc)(size_t bytes));
+/* How many id tables the rebuilds of d have allocated so far (their sweeps
+ * reuse the last table when it has the size wanted): for tests. */
+size_t cf_dedup_rebuild_tables(const cf_dedup *d);
 
 size_t cf_dedup_count(const cf_dedup *d);
 uint64_t cf_dedup_evictions(const cf_dedup *d);

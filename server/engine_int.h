@@ -212,6 +212,12 @@ static inline void engine_sleep_ms(int ms)
 /* sequencer.c */
 void engine_prepared_free(cf_engine *e, prepared *p);
 int engine_prepare(cf_engine *e, const cf_event *evs, size_t n, prepared *p);
+/* engine_prepare of events unpacked back to back from src (a replayed
+ * events record): event i's packed bytes are src[offs[i] .. offs[i + 1]),
+ * and they are taken as they are instead of packed again (the same bytes:
+ * cf_event_pack of cf_event_unpack's event). src NULL: engine_prepare. */
+int engine_prepare_packed(cf_engine *e, const cf_event *evs, size_t n, const uint8_t *src,
+                          const size_t *offs, prepared *p);
 bool engine_has_room_locked(cf_engine *e, const prepared *p);
 bool engine_all_have_room_locked(cf_engine *e);
 void engine_enqueue_locked(cf_engine *e, unsigned s, cf_msg *m);

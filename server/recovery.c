@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "cf_dedup.h"
 #include "cf_watermark.h"
@@ -21,28 +22,43 @@
 #include "snapshot.h"
 #include "wal.h"
 
+/* Grows the events array and its offsets to ncap (+ 1) entries. */
+static int grow_events(cf_event **evs, size_t **offs, size_t *cap, size_t ncap)
+{
+    cf_event *bigger = realloc(*evs, ncap * sizeof **evs);
+    if (bigger)
+        *evs = bigger;
+    size_t *more = realloc(*offs, (ncap + 1) * sizeof **offs);
+    if (more)
+        *offs = more;
+    if (!bigger || !more)
+        return -ENOMEM;
+    *cap = ncap;
+    return 0;
+}
+
 /* Unpacks a WAL events record into *evs (capacity *cap events, grown by
  * realloc as needed; the caller owns and frees it; the events point into
- * payload). Sets *ret_n. 0, -EINVAL (malformed) or -ENOMEM. */
-static int unpack_events(const uint8_t *payload, size_t len, cf_event **evs, size_t *cap,
-                         size_t *ret_n)
+ * payload) and event i's byte range into (*offs)[i] .. (*offs)[i + 1] (the
+ * same capacity plus one), so the packed bytes go on as they are
+ * (engine_prepare_packed). Sets *ret_n. 0, -EINVAL (malformed) or -ENOMEM. */
+static int unpack_events(const uint8_t *payload, size_t len, cf_event **evs, size_t **offs,
+                         size_t *cap, size_t *ret_n)
 {
+    if (!*offs && grow_events(evs, offs, cap, *cap ? *cap : 64) < 0)
+        return -ENOMEM;
     size_t n = 0;
     cf_reader r;
     cf_reader_init(&r, payload, len);
     while (r.left > 0) {
-        if (n == *cap) {
-            size_t ncap = *cap ? 2 * *cap : 64;
-            cf_event *bigger = realloc(*evs, ncap * sizeof **evs);
-            if (!bigger)
-                return -ENOMEM;
-            *evs = bigger;
-            *cap = ncap;
-        }
+        if (n == *cap && grow_events(evs, offs, cap, 2 * *cap) < 0)
+            return -ENOMEM;
+        (*offs)[n] = len - r.left;
         if (cf_event_unpack(&r, &(*evs)[n]) < 0)
             return -EINVAL;
         n++;
     }
+    (*offs)[n] = len;
     *ret_n = n;
     return 0;
 }
@@ -274,8 +290,16 @@ typedef struct rp_bufs {
     uint8_t *payload;
     size_t pcap;
     cf_event *evs;
-    size_t ecap;
+    size_t *offs;           /* each event's bytes in payload (unpack_events) */
+    size_t ecap;            /* evs' capacity; offs holds one more */
 } rp_bufs;
+
+static void rp_bufs_free(rp_bufs *b)
+{
+    free(b->payload);
+    free(b->evs);
+    free(b->offs);
+}
 
 typedef struct rp_item {
     int64_t lsn;
@@ -310,8 +334,7 @@ static void rp_give_back(rp_pipe *pp, rp_bufs *b)
     if (pp->nspare < sizeof pp->spare / sizeof pp->spare[0]) {
         pp->spare[pp->nspare++] = *b;
     } else {
-        free(b->payload);
-        free(b->evs);
+        rp_bufs_free(b);
     }
     pthread_mutex_unlock(&pp->mu);
     memset(b, 0, sizeof *b);
@@ -332,8 +355,7 @@ static int rp_decode(void *ctx, int64_t lsn, uint8_t type, const uint8_t *payloa
     if (it.b.pcap < len || !it.b.payload) {
         uint8_t *bigger = realloc(it.b.payload, len ? len : 1);
         if (!bigger) {
-            free(it.b.payload);
-            free(it.b.evs);
+            rp_bufs_free(&it.b);
             return -ENOMEM;
         }
         it.b.payload = bigger;
@@ -342,12 +364,12 @@ static int rp_decode(void *ctx, int64_t lsn, uint8_t type, const uint8_t *payloa
     if (len)
         memcpy(it.b.payload, payload, len);
     if (type == CF_WAL_EVENTS) {
-        it.rc = unpack_events(it.b.payload, len, &it.b.evs, &it.b.ecap, &it.n);
+        it.rc = unpack_events(it.b.payload, len, &it.b.evs, &it.b.offs, &it.b.ecap, &it.n);
         if (it.rc == 0)
-            it.rc = engine_prepare(pp->e, it.b.evs, it.n, &it.p);
+            it.rc = engine_prepare_packed(pp->e, it.b.evs, it.n, it.b.payload, it.b.offs,
+                                          &it.p);
         if (it.rc == -ENOMEM) {
-            free(it.b.payload);
-            free(it.b.evs);
+            rp_bufs_free(&it.b);
             return -ENOMEM;
         }
     }
@@ -358,8 +380,7 @@ static int rp_decode(void *ctx, int64_t lsn, uint8_t type, const uint8_t *payloa
         pthread_mutex_unlock(&pp->mu);
         if (type == CF_WAL_EVENTS && it.rc == 0)
             engine_prepared_free(pp->e, &it.p);
-        free(it.b.evs);
-        free(it.b.payload);
+        rp_bufs_free(&it.b);
         return -ECANCELED;
     }
     pp->ring[(pp->head + pp->count) % RP_DEPTH] = it;
@@ -441,10 +462,8 @@ static int64_t replay_pipelined(cf_engine *e, int64_t after)
     pthread_mutex_unlock(&pp->mu);
     pthread_join(t, NULL);
     result = failed ? failed : pp->result;
-    for (size_t i = 0; i < pp->nspare; i++) {
-        free(pp->spare[i].payload);
-        free(pp->spare[i].evs);
-    }
+    for (size_t i = 0; i < pp->nspare; i++)
+        rp_bufs_free(&pp->spare[i]);
 out:
     pthread_cond_destroy(&pp->cv);
     pthread_mutex_destroy(&pp->mu);
@@ -503,6 +522,27 @@ static int history_open(cf_engine *e, int64_t *skip)
     }
     cf_info("history: %s (retention %" PRId64 " ms, 0 = forever)", path, e->cfg.history_retention_ms);
     return 0;
+}
+
+/* The dedup rebuild's id tables (cf_dedup_set_table_alloc): tens of MB
+ * probed at random once per replayed event, so in 4 KiB pages nearly every
+ * probe missed the TLB as well as the cache (issue 15: the prefetch of the
+ * next ids' slots was the recovering thread's top symbol). Blocks of 2 MiB
+ * and more are aligned to 2 MiB and marked for transparent huge pages (THP
+ * "madvise" mode, Debian's default); the kernel may still give 4 KiB pages.
+ * free() frees them. */
+#define HUGE_PAGE ((size_t)2 << 20)
+static void *huge_table_alloc(size_t bytes)
+{
+    if (bytes < HUGE_PAGE)
+        return malloc(bytes);
+    size_t n = (bytes + HUGE_PAGE - 1) & ~(HUGE_PAGE - 1);
+    void *p = aligned_alloc(HUGE_PAGE, n);
+#ifdef MADV_HUGEPAGE
+    if (p)
+        (void)madvise(p, n, MADV_HUGEPAGE);
+#endif
+    return p;
 }
 
 /* skip: the shards' replay positions (history_open), INT64_MIN each. */
@@ -572,6 +612,7 @@ static int recover(cf_engine *e, int64_t *skip)
      * the per-check expiry work and built once at the end (cf_dedup.h), to
      * the same ids and expiries. Without memory for that, the checks just
      * go the normal way. */
+    cf_dedup_set_table_alloc(e->dedup, huge_table_alloc);  /* the snapshot's table too */
     (void)cf_dedup_rebuild_begin(e->dedup);
     pthread_mutex_unlock(&e->mu);
     int64_t n = replay_pipelined(e, lsn);

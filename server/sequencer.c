@@ -76,6 +76,12 @@ static uint64_t views_of(const cf_engine *e, const prepared *p, size_t i, unsign
  * -ENOMEM. */
 int engine_prepare(cf_engine *e, const cf_event *evs, size_t n, prepared *p)
 {
+    return engine_prepare_packed(e, evs, n, NULL, NULL, p);
+}
+
+int engine_prepare_packed(cf_engine *e, const cf_event *evs, size_t n, const uint8_t *src,
+                          const size_t *offs, prepared *p)
+{
     memset(p, 0, sizeof *p);
     p->n = n;
     unsigned ns = e->n_shards;
@@ -116,23 +122,33 @@ int engine_prepare(cf_engine *e, const cf_event *evs, size_t n, prepared *p)
     /* One allocation for the packed events instead of a doubling series of
      * reallocs and copies: the fields plus a generous header each. */
     size_t estimate = 0;
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; !src && i < n; i++)
         estimate += 64 + evs[i].user_id_len + evs[i].page_url_len + evs[i].element_len +
                     evs[i].event_id_len + evs[i].properties_len + evs[i].name_len +
                     evs[i].enrich.len[CF_COL_REFERRER] + evs[i].enrich.len[CF_COL_BROWSER] +
                     evs[i].enrich.len[CF_COL_OS];
+    /* Already packed (a replayed log record): its bytes, copied once. */
+    if (src)
+        estimate = offs[n];
     if (cf_buf_reserve(&p->packed, estimate) < 0)
         goto out;
+    if (src)
+        cf_buf_put(&p->packed, src, offs[n]);
     for (size_t i = 0; i < n; i++) {
         route *r = &p->rt[i];
         r->page_shard = engine_shard_of(e, evs[i].page_url, evs[i].page_url_len);
         r->user_shard = engine_shard_of(e, evs[i].user_id, evs[i].user_id_len);
         if (evs[i].event_id && evs[i].event_id_len > 0)
             r->id_hash = cf_dedup_hash(e->dedup, evs[i].event_id, evs[i].event_id_len);
-        r->pack_off = p->packed.len;
-        if (cf_event_pack(&evs[i], &p->packed) < 0)
-            goto out;
-        r->pack_len = p->packed.len - r->pack_off;
+        if (src) {
+            r->pack_off = offs[i];
+            r->pack_len = offs[i + 1] - offs[i];
+        } else {
+            r->pack_off = p->packed.len;
+            if (cf_event_pack(&evs[i], &p->packed) < 0)
+                goto out;
+            r->pack_len = p->packed.len - r->pack_off;
+        }
         /* Bots are accepted and logged but the built-in views skip them
          * (SPEC 15): they go to no shard at all. */
         r->bot = evs[i].enrich.is_bot;

@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -14,9 +15,23 @@
 
 /* ---- replay --------------------------------------------------------------- */
 
-/* Reads a whole segment into *ret (malloc'd; caller frees). */
-static int read_segment(cf_wal *w, const char *name, uint8_t **ret, size_t *ret_len)
+/* A segment's bytes, as replay reads them. */
+typedef struct seg_bytes {
+    uint8_t *data;
+    size_t size;
+    bool mapped;    /* data is a read-only mapping of the file, else malloc'd */
+} seg_bytes;
+
+/* Maps a whole segment read-only (populated up front), or reads it into a
+ * malloc'd block where it cannot be mapped. Mapped, the page cache's pages
+ * are the bytes: a read() copied each 64 MiB segment into a fresh block,
+ * a page fault per 4 KiB and an munmap per segment (issue 15: 103,000 of
+ * the decoder's faults and 9% of its CPU replaying 10M events). Replay
+ * only reads the file while it is mapped; seg_release before any cut. */
+static int load_segment(cf_wal *w, const char *name, seg_bytes *ret)
 {
+    static uint8_t none[1];
+    *ret = (seg_bytes){.data = none};
     int fd = openat(w->dirfd, name, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return -errno;
@@ -27,7 +42,17 @@ static int read_segment(cf_wal *w, const char *name, uint8_t **ret, size_t *ret_
         return e;
     }
     size_t n = (size_t)st.st_size;
-    uint8_t *p = malloc(n ? n : 1);
+    if (n == 0) {
+        close(fd);
+        return 0;
+    }
+    void *m = mmap(NULL, n, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, 0);
+    if (m != MAP_FAILED) {
+        close(fd);
+        *ret = (seg_bytes){.data = m, .size = n, .mapped = true};
+        return 0;
+    }
+    uint8_t *p = malloc(n);
     if (!p) {
         close(fd);
         return -ENOMEM;
@@ -42,9 +67,18 @@ static int read_segment(cf_wal *w, const char *name, uint8_t **ret, size_t *ret_
         got += (size_t)k;
     }
     close(fd);
-    *ret = p;
-    *ret_len = got;
+    *ret = (seg_bytes){.data = p, .size = got};
     return 0;
+}
+
+static void seg_release(seg_bytes *b)
+{
+    if (b->mapped)
+        munmap(b->data, b->size);
+    else if (b->size)
+        free(b->data);
+    b->mapped = false;
+    b->size = 0;
 }
 
 /* Cuts segment segs[i] at byte off, quietly: what goes is the never-written,
@@ -156,11 +190,12 @@ int64_t cf_wal_replay(cf_wal *w, int64_t after, cf_wal_record_fn fn, void *ctx)
                      w->dir, name, covered + 1, first - 1);
             return -ENODATA;
         }
-        uint8_t *data = NULL;
-        size_t size = 0;
-        int r = read_segment(w, name, &data, &size);
+        seg_bytes seg;
+        int r = load_segment(w, name, &seg);
         if (r < 0)
             return r;
+        const uint8_t *data = seg.data;
+        size_t size = seg.size;
         size_t off = 0;
         const char *why = NULL;
         int64_t expect = first;
@@ -190,7 +225,7 @@ int64_t cf_wal_replay(cf_wal *w, int64_t after, cf_wal_record_fn fn, void *ctx)
             if (lsn > after && fn) {
                 int fr = fn(ctx, lsn, h[8], h + REC_HDR, len);
                 if (fr < 0) {
-                    free(data);
+                    seg_release(&seg);
                     return fr;
                 }
             }
@@ -206,16 +241,14 @@ int64_t cf_wal_replay(cf_wal *w, int64_t after, cf_wal_record_fn fn, void *ctx)
          * disk, then like any lost tail). The segment ends there, unless a
          * later segment does not continue it: then the later ones go, as
          * after any damage. */
-        if (why && !overlaps && all_zero(data + off, size - off) &&
-            (i + 1 == w->nsegs || w->segs[i + 1] == expect)) {
+        bool zero_tail = why && !overlaps && all_zero(data + off, size - off);
+        seg_release(&seg);  /* before any cut: the file shrinks under a mapping */
+        if (zero_tail && (i + 1 == w->nsegs || w->segs[i + 1] == expect)) {
             why = NULL;
-            if ((r = trim_segment(w, i, off)) < 0) {
-                free(data);
+            if ((r = trim_segment(w, i, off)) < 0)
                 return r;
-            }
             size = off;
         }
-        free(data);
         if (why) {
             if ((r = cut_tail(w, i, off, size, why)) < 0)
                 return r;

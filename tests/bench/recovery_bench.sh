@@ -16,7 +16,9 @@
 # history writer have done the log's work), the settled CPU seconds, total
 # and per thread by name (cf-shard-N, cf-replay-dec: the decoder, gone by
 # then, so the total minus the others; clickflow: the main (recovering)
-# thread and the history writer, by thread id).
+# thread and the history writer, by thread id), with the minor page faults
+# of the process and of each thread (minflt: memory touched for the first
+# time, or again after it was given back).
 # CRASH=1 also times a recovery after a crash (issue 15): once the first
 # recovery is ready and history.db holds every result it fired, the server
 # is killed with SIGKILL (no shutdown snapshot) and started again, so the
@@ -73,12 +75,12 @@ settled() {
       if (FILENAME ~ /task/) {
         n = FILENAME; sub(/\/stat$/, "", n); sub(/^.*\//, "", n)
         name = names[n] ? names[n] : n
-        if (cpu >= 0.01) { per = per sprintf(" %s %.2f", name, cpu); sum += cpu }
-      } else total = cpu
+        if (cpu >= 0.01) { per = per sprintf(" %s %.2f (%dk faults)", name, cpu, f[8] / 1000); sum += cpu }
+      } else { total = cpu; faults = f[8] }
       next
     }
     FNR == 1 { n = FILENAME; sub(/\/comm$/, "", n); sub(/^.*\//, "", n); names[n] = $0 "[" n "]" }
-    END { printf "settled: server CPU %.2f s; per thread:%s; exited threads (decoder) %.2f\n", total, per, total - sum }
+    END { printf "settled: server CPU %.2f s, %dk minor page faults; per thread:%s; exited threads (decoder) %.2f\n", total, faults / 1000, per, total - sum }
   ' /proc/"$p"/task/*/comm /proc/"$p"/task/*/stat /proc/"$p"/stat
 }
 

@@ -382,6 +382,66 @@ static void rebuild_equals_incremental(void **state)
     replay_both(500, 400, 20000, 8, false, false);
 }
 
+/* A log longer than the ttl (the live ids level off): the map sweeps many
+ * times, and once its size settles each sweep reuses the table the last one
+ * replaced instead of allocating (and faulting in) a new one. Same answers
+ * as the incremental checks meanwhile. */
+static void rebuild_sweeps_reuse_tables(void **state)
+{
+    (void)state;
+    cf_dedup *a = cf_dedup_new(1000, 0);
+    cf_dedup *b = cf_dedup_new(1000, 0);
+    assert_non_null(a);
+    assert_non_null(b);
+    assert_int_equal(cf_dedup_rebuild_begin(b), 0);
+    char id[32];
+    for (int i = 0; i < 200000; i++) {
+        int len = snprintf(id, sizeof id, "g%d", i);
+        assert_int_equal(cf_dedup_check(a, id, (size_t)len, i, i),
+                         cf_dedup_check(b, id, (size_t)len, i, i));
+    }
+    /* About 1000 live ids, a 2048-slot table swept every ~500 checks: some
+     * 400 sweeps. The growth from 64 slots takes ~6 tables, then at most
+     * two sizes alternate. */
+    size_t tables = cf_dedup_rebuild_tables(b);
+    assert_true(tables >= 2);
+    assert_true(tables <= 10);
+    assert_int_equal(cf_dedup_rebuild_end(b), 0);
+    assert_int_equal(cf_dedup_rebuild_tables(b), tables);
+    assert_int_equal(cf_dedup_count(a), cf_dedup_count(b));
+    assert_same_saved(a, b);
+    cf_dedup_free(a);
+    cf_dedup_free(b);
+}
+
+/* The rebuild's id tables come from the allocator the owner set. */
+static size_t counted_allocs;
+static void *counting_alloc(size_t bytes)
+{
+    counted_allocs++;
+    return malloc(bytes);
+}
+
+static void rebuild_tables_from_the_set_allocator(void **state)
+{
+    (void)state;
+    cf_dedup *d = cf_dedup_new(1000, 0);
+    assert_non_null(d);
+    cf_dedup_set_table_alloc(d, counting_alloc);
+    counted_allocs = 0;
+    assert_int_equal(cf_dedup_rebuild_begin(d), 0);
+    char id[32];
+    for (int i = 0; i < 20000; i++) {
+        int len = snprintf(id, sizeof id, "g%d", i);
+        assert_int_equal(cf_dedup_check(d, id, (size_t)len, i, i), 1);
+    }
+    assert_int_equal(cf_dedup_rebuild_end(d), 0);
+    assert_true(counted_allocs >= 2);
+    assert_int_equal(counted_allocs, cf_dedup_rebuild_tables(d));
+    assert_int_equal(cf_dedup_check(d, "g19999", 6, 19999, 19999), 0);
+    cf_dedup_free(d);
+}
+
 /* A bound that evicts: the rebuild hands over to the heap, mid-replay. */
 static void rebuild_with_evictions_equals_incremental(void **state)
 {
@@ -529,6 +589,8 @@ int main(void)
         cmocka_unit_test(duplicates_found_while_growing),
         cmocka_unit_test(rebuild_equals_incremental),
         cmocka_unit_test(rebuild_with_evictions_equals_incremental),
+        cmocka_unit_test(rebuild_sweeps_reuse_tables),
+        cmocka_unit_test(rebuild_tables_from_the_set_allocator),
         cmocka_unit_test(rebuild_clock_back_equals_incremental),
         cmocka_unit_test(rebuild_rules),
         cmocka_unit_test(rebuild_without_checks),
