@@ -254,7 +254,10 @@ void sql_view_prefetch_step(const sql_view *v, uint64_t kh, const uint64_t *arg_
         }
         return;
     }
-    if (!v->groups.s)
+    /* A running group has nothing past itself to load, a session group
+     * nothing past its session record: no probe for steps that would find
+     * the group and do nothing with it (three of trending's per click). */
+    if (!v->groups.s || (v->cfg.window == SQL_WINDOW_NONE && step > 1) || step > 2)
         return;
     uint32_t i = (uint32_t)kh & v->groups.mask;
     for (int n = 0; n < STEP_PROBES; n++, i = (i + 1) & v->groups.mask) {
