@@ -254,7 +254,10 @@ void sql_view_prefetch_step(const sql_view *v, uint64_t kh, const uint64_t *arg_
         }
         return;
     }
-    if (!v->groups.s)
+    /* A running group has nothing past itself to load, a session group
+     * nothing past its session record: no probe for steps that would find
+     * the group and do nothing with it (three of trending's per click). */
+    if (!v->groups.s || (v->cfg.window == SQL_WINDOW_NONE && step > 1) || step > 2)
         return;
     uint32_t i = (uint32_t)kh & v->groups.mask;
     for (int n = 0; n < STEP_PROBES; n++, i = (i + 1) & v->groups.mask) {
@@ -302,8 +305,10 @@ int sql_view_apply_hashed(sql_view *v, const sql_value *key, uint64_t kh, const 
 {
     /* The argument strings are usually cold (a user id from a large
      * population): ask for them now, so the misses overlap the key lookup
-     * instead of following it. */
-    if (args)
+     * instead of following it. Not when the caller passes their hashes:
+     * it read them to make those (the shards and lib_bench a few events
+     * ahead), and the loop was 2% of lib_bench's instructions. */
+    if (args && !arg_hash)
         for (uint32_t i = 0; i < v->cfg.naggs; i++)
             if (is_text(args[i].type))
                 __builtin_prefetch(args[i].u.s);
