@@ -40,14 +40,8 @@
  * LWS_CALLBACK_HTTP_CONFIRM_UPGRADE is deliberately not handled: this
  * libwebsockets version has a use-after-free behind its `in` pointer there.
  *
- * Client messages: {"subscribe": ["windows", "trending", "sessions", "stats",
- * "late"]} replaces the client's topics (default: all). Unknown topic names
- * are ignored (forward compatible); the server confirms with
- * {"type": "subscribed", "data": [topics in force]}. A text message that is
- * not JSON, or whose "subscribe" is not an array of strings, closes the
- * connection with 1008 (policy violation); binary frames close it with 1003;
- * messages over CF_PUSH_MAX_RX bytes with 1009. JSON objects without
- * "subscribe" are ignored. */
+ * Clients (push_client.h): their subscriptions, queues and messages, from
+ * connect to close. */
 #include "push.h"
 
 #include <errno.h>
@@ -64,17 +58,15 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include <cjson/cJSON.h>
 #include <libwebsockets.h>
 
 #include "clock.h"
 #include "host_name.h"
 #include "log.h"
+#include "push_client.h"
 #include "push_queue.h"
 #include "thread_role.h"
 
-/* Largest client message we accept (a subscribe list is tiny). */
-#define CF_PUSH_MAX_RX 4096
 /* Largest message we publish: lws_write takes an int length. */
 #define CF_PUSH_MAX_MSG ((size_t)INT_MAX / 2)
 /* One write to a client carries at most this many queued messages and
@@ -84,32 +76,6 @@
 #define CF_PUSH_BATCH_MAX 64
 #define CF_PUSH_BATCH_BYTES ((size_t)256 << 10)
 
-static const char *const topic_names[CF_TOPIC_COUNT] = {
-    [CF_TOPIC_WINDOWS] = "windows",
-    [CF_TOPIC_TRENDING] = "trending",
-    [CF_TOPIC_SESSIONS] = "sessions",
-    [CF_TOPIC_STATS] = "stats",
-    [CF_TOPIC_LATE] = "late",
-};
-#define ALL_TOPICS ((1u << CF_TOPIC_COUNT) - 1u)
-
-/* Per-connection state, allocated and zeroed by libwebsockets
- * (per_session_data_size). Fields marked (mu) are guarded by the hub mutex;
- * the rest belong to the service thread. */
-typedef struct client {
-    struct lws *wsi;
-    cf_push_queue *q;           /* (mu) */
-    unsigned topics;            /* (mu) bit per cf_topic */
-    char *named;                /* (mu) named topics ("view:NAME"), NUL-separated */
-    size_t named_len;
-    struct client *prev, *next; /* (mu) hub list */
-    bool linked;
-    int close_code;             /* nonzero: close with it at the next writeable */
-    size_t rx_len;
-    bool rx_overflow;
-    char rx[CF_PUSH_MAX_RX + 1];
-} client;
-
 struct cf_push {
     struct lws_context *ctx;
     pthread_t thread;
@@ -117,12 +83,14 @@ struct cf_push {
     atomic_bool stopping;
 
     pthread_mutex_t mu;
-    client *clients;            /* (mu) */
+    cf_push_client *clients;    /* (mu) */
     bool closing;               /* (mu) set by cf_push_stop: publishing ends */
 
     atomic_size_t n_clients;
     atomic_uint_fast64_t dropped;
     atomic_uint_fast64_t sent;
+    atomic_uint_fast64_t writes;        /* lws_write calls of messages */
+    atomic_uint_fast64_t wakes;         /* publishers' wake-ups of the service thread */
 
     size_t queue_cap;
     size_t queue_bytes;
@@ -310,182 +278,24 @@ static bool admit(cf_push *p, struct lws *wsi)
     return true;
 }
 
-/* ---- client messages ----------------------------------------------------- */
-
-/* Queues a message for one client from the service thread. */
-static void send_to(cf_push *p, client *c, const char *msg, size_t len)
-{
-    cf_push_msg *m = cf_push_msg_new(msg, len, LWS_PRE, false);
-    if (!m)
-        return;
-    pthread_mutex_lock(&p->mu);
-    atomic_fetch_add(&p->dropped, cf_push_queue_offer(c->q, m));
-    pthread_mutex_unlock(&p->mu);
-    cf_push_msg_unref(m);
-    lws_callback_on_writable(c->wsi);
-}
-
-/* Handles one complete text message. Returns 0, or a WebSocket close code. */
-static int handle_message(cf_push *p, client *c, const char *text, size_t len)
-{
-    const char *end = NULL;
-    cJSON *root = cJSON_ParseWithLengthOpts(text, len + 1, &end, true);
-    if (!root)
-        return LWS_CLOSE_STATUS_POLICY_VIOLATION;
-    int rc = 0;
-    const cJSON *sub = cJSON_IsObject(root) ? cJSON_GetObjectItemCaseSensitive(root, "subscribe")
-                                            : NULL;
-    if (!cJSON_IsObject(root)) {
-        rc = LWS_CLOSE_STATUS_POLICY_VIOLATION;
-    } else if (sub) {
-        if (!cJSON_IsArray(sub)) {
-            rc = LWS_CLOSE_STATUS_POLICY_VIOLATION;
-            goto out;
-        }
-        unsigned topics = 0;
-        const cJSON *it;
-        /* Named topics of continuous SQL: view:NAME and stream:NAME (a
-         * name need not exist yet: it may be created later). */
-        char *named = NULL;
-        size_t named_len = 0, n_named = 0;
-        cJSON_ArrayForEach(it, sub) {
-            if (!cJSON_IsString(it)) {
-                free(named);
-                rc = LWS_CLOSE_STATUS_POLICY_VIOLATION;
-                goto out;
-            }
-            size_t il = strlen(it->valuestring);
-            bool is_named = (strncmp(it->valuestring, "view:", 5) == 0 && il > 5) ||
-                            (strncmp(it->valuestring, "stream:", 7) == 0 && il > 7);
-            if (is_named && il <= CF_PUSH_MAX_TOPIC && n_named < CF_PUSH_MAX_NAMED) {
-                char *g = realloc(named, named_len + il + 1);
-                if (!g) {
-                    free(named);
-                    rc = LWS_CLOSE_STATUS_UNEXPECTED_CONDITION;
-                    goto out;
-                }
-                named = g;
-                memcpy(named + named_len, it->valuestring, il + 1);
-                named_len += il + 1;
-                n_named++;
-            }
-            for (unsigned t = 0; t < CF_TOPIC_COUNT; t++)
-                if (strcmp(it->valuestring, topic_names[t]) == 0)
-                    topics |= 1u << t;
-            if (strcmp(it->valuestring, "session_end") == 0)
-                topics |= 1u << CF_TOPIC_SESSIONS;
-        }
-        pthread_mutex_lock(&p->mu);
-        c->topics = topics;
-        char *old = c->named;
-        c->named = named;
-        c->named_len = named_len;
-        pthread_mutex_unlock(&p->mu);
-        free(old);
-
-        cJSON *ack = cJSON_CreateObject();
-        cJSON_AddStringToObject(ack, "type", "subscribed");
-        cJSON *data = cJSON_AddArrayToObject(ack, "data");
-        for (unsigned t = 0; data && t < CF_TOPIC_COUNT; t++)
-            if (topics & (1u << t))
-                cJSON_AddItemToArray(data, cJSON_CreateString(topic_names[t]));
-        for (size_t at = 0; data && at < named_len; at += strlen(named + at) + 1)
-            cJSON_AddItemToArray(data, cJSON_CreateString(named + at));
-        char *ack_text = data ? cJSON_PrintUnformatted(ack) : NULL;
-        cJSON_Delete(ack);
-        if (ack_text) {
-            send_to(p, c, ack_text, strlen(ack_text));
-            cJSON_free(ack_text);
-        }
-    }
-out:
-    cJSON_Delete(root);
-    return rc;
-}
-
-/* Collects a (possibly fragmented) client message; handles it once complete. */
-static int on_receive(cf_push *p, client *c, struct lws *wsi, const void *in, size_t len)
-{
-    if (c->close_code)
-        return 0;   /* closing: ignore the rest */
-    if (lws_frame_is_binary(wsi)) {
-        c->close_code = LWS_CLOSE_STATUS_UNACCEPTABLE_OPCODE;
-        return 0;
-    }
-    if (lws_is_first_fragment(wsi)) {
-        c->rx_len = 0;
-        c->rx_overflow = false;
-    }
-    if (c->rx_overflow || len > CF_PUSH_MAX_RX - c->rx_len) {
-        c->rx_overflow = true;
-    } else {
-        memcpy(c->rx + c->rx_len, in, len);
-        c->rx_len += len;
-    }
-    if (!lws_is_final_fragment(wsi) || lws_remaining_packet_payload(wsi) > 0)
-        return 0;
-    if (c->rx_overflow) {
-        c->close_code = LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE;
-        return 0;
-    }
-    c->rx[c->rx_len] = '\0';
-    c->close_code = handle_message(p, c, c->rx, c->rx_len);
-    c->rx_len = 0;
-    return 0;
-}
-
 /* ---- the protocol callback ----------------------------------------------- */
-
-static void link_client(cf_push *p, client *c)
-{
-    pthread_mutex_lock(&p->mu);
-    c->prev = NULL;
-    c->next = p->clients;
-    if (p->clients)
-        p->clients->prev = c;
-    p->clients = c;
-    c->linked = true;
-    pthread_mutex_unlock(&p->mu);
-    atomic_fetch_add(&p->n_clients, 1);
-}
-
-static void unlink_client(cf_push *p, client *c)
-{
-    if (!c->linked)
-        return;
-    pthread_mutex_lock(&p->mu);
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        p->clients = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
-    c->linked = false;
-    cf_push_queue *q = c->q;
-    c->q = NULL;
-    free(c->named);
-    c->named = NULL;
-    c->named_len = 0;
-    pthread_mutex_unlock(&p->mu);
-    atomic_fetch_sub(&p->n_clients, 1);
-    cf_push_queue_free(q);
-}
 
 /* Writes what c has queued: one lws_write per callback, as libwebsockets
  * requires, but of every queued message that fits in p->batch_bytes (see
  * cf_push_queue_pop_batch), as back-to-back frames. */
-static int on_writeable(cf_push *p, client *c, struct lws *wsi)
+static int on_writeable(cf_push *p, cf_push_client *c, struct lws *wsi)
 {
-    if (c->close_code) {
+    int close_code = cf_push_client_close_code(c);
+    if (close_code) {
         static const char why[] = "bad client message";
-        lws_close_reason(wsi, (enum lws_close_status)c->close_code, (unsigned char *)why,
+        lws_close_reason(wsi, (enum lws_close_status)close_code, (unsigned char *)why,
                          sizeof why - 1);
         return -1;
     }
     cf_push_msg *ms[CF_PUSH_BATCH_MAX];
+    bool more;
     pthread_mutex_lock(&p->mu);
-    size_t n_msgs = c->q ? cf_push_queue_pop_batch(c->q, ms, CF_PUSH_BATCH_MAX, p->batch_bytes) : 0;
-    bool more = c->q && cf_push_queue_len(c->q) > 0;
+    size_t n_msgs = cf_push_client_take(c, ms, CF_PUSH_BATCH_MAX, p->batch_bytes, &more);
     pthread_mutex_unlock(&p->mu);
     if (n_msgs == 0)
         return 0;
@@ -517,6 +327,7 @@ static int on_writeable(cf_push *p, client *c, struct lws *wsi)
     if (n < 0 || (size_t)n < len)
         return -1;
     atomic_fetch_add(&p->sent, n_msgs);
+    atomic_fetch_add(&p->writes, 1);
     if (more)
         lws_callback_on_writable(wsi);
     return 0;
@@ -526,7 +337,10 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
                     size_t len)
 {
     cf_push *p = lws_context_user(lws_get_context(wsi));
-    client *c = user;
+    /* Our per-connection data is a pointer to the client (NULL until
+     * ESTABLISHED). */
+    cf_push_client **slot = user;
+    cf_push_client *c = slot ? *slot : NULL;
 
     switch (reason) {
     case LWS_CALLBACK_FILTER_NETWORK_CONNECTION:
@@ -549,35 +363,51 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
         return admit(p, wsi) ? 0 : 1;
 
     case LWS_CALLBACK_ESTABLISHED:
-        memset(c, 0, sizeof *c);
-        c->wsi = wsi;
-        c->topics = ALL_TOPICS;
-        c->q = cf_push_queue_new(p->queue_cap, p->queue_bytes);
-        if (!c->q)
+        c = cf_push_client_new(wsi, &p->mu, p->queue_cap, p->queue_bytes, LWS_PRE);
+        if (!c)
             return -1;
-        link_client(p, c);
+        *slot = c;
+        pthread_mutex_lock(&p->mu);
+        cf_push_client_link(&p->clients, c);
+        pthread_mutex_unlock(&p->mu);
+        atomic_fetch_add(&p->n_clients, 1);
         return 0;
 
     case LWS_CALLBACK_CLOSED:
-        unlink_client(p, c);
+        if (!c)
+            return 0;
+        pthread_mutex_lock(&p->mu);
+        cf_push_client_unlink(&p->clients, c);
+        pthread_mutex_unlock(&p->mu);
+        atomic_fetch_sub(&p->n_clients, 1);
+        *slot = NULL;
+        cf_push_client_free(c);
         return 0;
 
-    case LWS_CALLBACK_RECEIVE:
-        on_receive(p, c, wsi, in, len);
-        if (c->close_code)
+    case LWS_CALLBACK_RECEIVE: {
+        if (!c)
+            return 0;
+        cf_push_rx rx = cf_push_client_receive(
+            c, in, len, lws_is_first_fragment(wsi),
+            lws_is_final_fragment(wsi) && lws_remaining_packet_payload(wsi) == 0,
+            lws_frame_is_binary(wsi));
+        if (rx.dropped)
+            atomic_fetch_add(&p->dropped, rx.dropped);
+        if (rx.close_code || rx.queued)
             lws_callback_on_writable(wsi);
         return 0;
+    }
 
     case LWS_CALLBACK_SERVER_WRITEABLE:
-        return on_writeable(p, c, wsi);
+        return c ? on_writeable(p, c, wsi) : 0;
 
     case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
         /* Publishers queued messages: ask for writeable callbacks. This
          * never calls back into us synchronously, so holding mu is fine. */
         pthread_mutex_lock(&p->mu);
-        for (client *it = p->clients; it; it = it->next)
-            if (cf_push_queue_len(it->q) > 0)
-                lws_callback_on_writable(it->wsi);
+        for (cf_push_client *it = p->clients; it; it = cf_push_client_next(it))
+            if (cf_push_client_queued(it) > 0)
+                lws_callback_on_writable(cf_push_client_conn(it));
         pthread_mutex_unlock(&p->mu);
         return 0;
 
@@ -698,8 +528,8 @@ cf_push *cf_push_start(const cf_config *cfg, const char **ret_err)
     p->protocols[0] = (struct lws_protocols){
         .name = "clickflow",
         .callback = callback,
-        .per_session_data_size = sizeof(client),
-        .rx_buffer_size = CF_PUSH_MAX_RX,
+        .per_session_data_size = sizeof(cf_push_client *),
+        .rx_buffer_size = CF_PUSH_CLIENT_MAX_RX,
         /* Left 0, lws would cap each send() at rx_buffer_size + LWS_PRE + 4
          * (4116 bytes), copy the rest of every larger write into its own
          * buffer and send it in more such pieces, one poll round each: three
@@ -765,75 +595,87 @@ void cf_push_stop(cf_push *p)
     free(p);
 }
 
-static bool has_named(const client *c, const char *topic)
+/* Queues items[i] for every client listening to to[i], one shared copy of
+ * each message (a message nobody can take, too big or no memory, counts as
+ * dropped), then wakes the service thread once for all of them: a client
+ * gets what one call queued for it in one write. n <= CF_PUSH_GROUP_MAX.
+ * O(n * clients). */
+static void fan_out(cf_push *p, const cf_push_audience *to, const cf_push_item *items, size_t n)
 {
-    for (size_t at = 0; at < c->named_len; at += strlen(c->named + at) + 1)
-        if (strcmp(c->named + at, topic) == 0)
-            return true;
-    return false;
-}
-
-/* Whom one message goes to: the clients subscribed to a built-in topic
- * (topic_bit) or to a named one (named). */
-typedef struct audience {
-    unsigned topic_bit;
-    const char *named;
-} audience;
-
-static bool listens(const client *c, const audience *to)
-{
-    if (to->named)
-        return c->named && has_named(c, to->named);
-    return (c->topics & to->topic_bit) != 0;
-}
-
-/* One copy of msg, referenced by every listening client's queue. A message
- * nobody can take (too big, no memory) counts as dropped. */
-static void fan_out(cf_push *p, const audience *to, const char *msg, size_t len, bool interim)
-{
-    if (len > CF_PUSH_MAX_MSG) {
-        atomic_fetch_add(&p->dropped, 1);
-        return;
-    }
-    cf_push_msg *m = cf_push_msg_new(msg, len, LWS_PRE, interim);
-    if (!m) {
-        atomic_fetch_add(&p->dropped, 1);
-        return;
-    }
+    cf_push_msg *ms[CF_PUSH_GROUP_MAX];
     size_t queued = 0, dropped = 0;
+    for (size_t i = 0; i < n; i++) {
+        ms[i] = items[i].len > CF_PUSH_MAX_MSG
+                    ? NULL
+                    : cf_push_msg_new(items[i].msg, items[i].len, LWS_PRE, items[i].interim);
+        dropped += ms[i] == NULL;
+    }
     pthread_mutex_lock(&p->mu);
     if (!p->closing) {
-        for (client *c = p->clients; c; c = c->next) {
-            if (!listens(c, to))
-                continue;
-            dropped += cf_push_queue_offer(c->q, m);
-            queued++;
+        for (size_t i = 0; i < n; i++) {
+            for (cf_push_client *c = p->clients; ms[i] && c; c = cf_push_client_next(c)) {
+                if (!cf_push_client_listens(c, &to[i]))
+                    continue;
+                dropped += cf_push_client_offer(c, ms[i]);
+                queued++;
+            }
         }
         /* Under mu, so cf_push_stop() cannot destroy the context meanwhile;
          * it only writes a byte to lws's wake-up pipe. */
-        if (queued)
+        if (queued) {
             lws_cancel_service(p->ctx);
+            atomic_fetch_add(&p->wakes, 1);
+        }
     }
     pthread_mutex_unlock(&p->mu);
-    cf_push_msg_unref(m);
+    for (size_t i = 0; i < n; i++)
+        cf_push_msg_unref(ms[i]);
     if (dropped)
         atomic_fetch_add(&p->dropped, dropped);
 }
 
 void cf_push_publish(cf_push *p, cf_topic topic, const char *msg, size_t len, bool interim)
 {
-    if (!p || (unsigned)topic >= CF_TOPIC_COUNT || !msg || atomic_load(&p->stopping))
+    cf_push_publish_group(p, &(cf_push_item){.topic = topic, .msg = msg, .len = len,
+                                             .interim = interim}, 1);
+}
+
+void cf_push_publish_group(cf_push *p, const cf_push_item *items, size_t n)
+{
+    if (!p || !items || atomic_load(&p->stopping))
         return;
     if (atomic_load(&p->n_clients) == 0)
         return;     /* nobody listens: not even a copy */
-    fan_out(p, &(audience){ .topic_bit = 1u << topic }, msg, len, interim);
+    while (n > 0) {
+        cf_push_audience to[CF_PUSH_GROUP_MAX];
+        size_t k = 0;
+        for (; k < n && k < CF_PUSH_GROUP_MAX; k++) {
+            if ((unsigned)items[k].topic >= CF_TOPIC_COUNT || !items[k].msg)
+                return;     /* a caller's bug: publish nothing more */
+            to[k] = (cf_push_audience){.topic = items[k].topic};
+        }
+        fan_out(p, to, items, k);
+        items += k;
+        n -= k;
+    }
 }
 
 void cf_push_publish_named(cf_push *p, const char *topic, const char *msg, size_t len, bool interim)
 {
     if (!p || !topic || !msg || atomic_load(&p->stopping) || atomic_load(&p->n_clients) == 0)
         return;
-    fan_out(p, &(audience){ .named = topic }, msg, len, interim);
+    fan_out(p, &(cf_push_audience){.named = topic},
+            &(cf_push_item){.msg = msg, .len = len, .interim = interim}, 1);
+}
+
+uint64_t cf_push_writes(const cf_push *p)
+{
+    return p ? atomic_load(&((cf_push *)p)->writes) : 0;
+}
+
+uint64_t cf_push_wakes(const cf_push *p)
+{
+    return p ? atomic_load(&((cf_push *)p)->wakes) : 0;
 }
 
 size_t cf_push_clients(const cf_push *p)
