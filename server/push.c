@@ -90,7 +90,8 @@ struct cf_push {
     atomic_uint_fast64_t dropped;
     atomic_uint_fast64_t sent;
     atomic_uint_fast64_t writes;        /* lws_write calls of messages */
-    atomic_uint_fast64_t wakes;         /* publishers' wake-ups of the service thread */
+    atomic_uint_fast64_t wakes;
+    atomic_uint_fast64_t joins;         /* clients connected or subscribed anew */         /* publishers' wake-ups of the service thread */
 
     size_t queue_cap;
     size_t queue_bytes;
@@ -371,6 +372,7 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
         cf_push_client_link(&p->clients, c);
         pthread_mutex_unlock(&p->mu);
         atomic_fetch_add(&p->n_clients, 1);
+        atomic_fetch_add(&p->joins, 1);
         return 0;
 
     case LWS_CALLBACK_CLOSED:
@@ -393,6 +395,8 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
             lws_frame_is_binary(wsi));
         if (rx.dropped)
             atomic_fetch_add(&p->dropped, rx.dropped);
+        if (rx.subscribed)
+            atomic_fetch_add(&p->joins, 1);
         if (rx.close_code || rx.queued)
             lws_callback_on_writable(wsi);
         return 0;
@@ -671,6 +675,11 @@ void cf_push_publish_named(cf_push *p, const char *topic, const char *msg, size_
 uint64_t cf_push_writes(const cf_push *p)
 {
     return p ? atomic_load(&((cf_push *)p)->writes) : 0;
+}
+
+uint64_t cf_push_joins(const cf_push *p)
+{
+    return p ? atomic_load(&((cf_push *)p)->joins) : 0;
 }
 
 uint64_t cf_push_wakes(const cf_push *p)

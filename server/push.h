@@ -66,5 +66,10 @@ uint64_t cf_push_writes(const cf_push *p);
 /* Wake-ups of the service thread by publishers (one per publishing call
  * that queued something). */
 uint64_t cf_push_wakes(const cf_push *p);
+/* Counts clients that connected or replaced their topics. A publisher that
+ * pushes only on change (the ticker's interim windows and trending) pushes
+ * its current content again when this moved, so a new subscriber gets it
+ * within one --push-interval without waiting for a change. */
+uint64_t cf_push_joins(const cf_push *p);
 
 #endif

@@ -196,6 +196,7 @@ static int subscribe(cf_push_client *c, const cJSON *sub, cf_push_rx *rx)
     c->named_len = named_len;
     pthread_mutex_unlock(c->mu);
     free(old);
+    rx->subscribed = true;
     /* named stays ours to read: only this thread replaces it. */
     confirm(c, topics, named, named_len, rx);
     return 0;

@@ -72,6 +72,7 @@ size_t cf_push_client_take(cf_push_client *c, cf_push_msg **out, size_t max, siz
 typedef struct cf_push_rx {
     int close_code;     /* nonzero: close the connection with this code */
     bool queued;        /* a reply was queued: ask for a writeable callback */
+    bool subscribed;    /* the client's topics were replaced */
     size_t dropped;     /* messages the reply's offer dropped */
 } cf_push_rx;
 

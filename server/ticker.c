@@ -27,17 +27,35 @@ typedef struct tick_msgs {
     size_t n;
 } tick_msgs;
 
-/* Renders data (consumed) as a {"type","data"} message of the tick. */
-static void stage(tick_msgs *t, cf_topic topic, const char *type, cJSON *data, bool interim)
+/* Adds a rendered message (text, owned from here on) to the tick's group. */
+static void stage_text(tick_msgs *t, cf_topic topic, char *text, size_t len, bool interim)
 {
-    size_t len = 0;
-    char *text = cf_push_message(type, data, &len);
-    if (!text || t->n == sizeof t->items / sizeof t->items[0]) {
+    if (t->n == sizeof t->items / sizeof t->items[0]) {
         cJSON_free(text);
         return;
     }
     t->items[t->n++] = (cf_push_item){.topic = topic, .msg = text, .len = len, .interim = interim};
 }
+
+/* Renders data (consumed) as a {"type","data"} message of the tick. */
+static void stage(tick_msgs *t, cf_topic topic, const char *type, cJSON *data, bool interim)
+{
+    size_t len = 0;
+    char *text = cf_push_message(type, data, &len);
+    if (text)
+        stage_text(t, topic, text, len, interim);
+}
+
+/* What the ticker pushed last. Interim windows and trending go out when
+ * they changed since (a dashboard keeps what it was sent), or to everyone
+ * when a client joined (cf_push_joins), so a new subscriber has them within
+ * one --push-interval; an idle server's clients are not sent the same
+ * top-N every interval. */
+typedef struct push_memo {
+    char *windows;          /* the last interim windows message pushed */
+    size_t windows_len;
+    uint64_t joins;         /* cf_push_joins() at the last push tick */
+} push_memo;
 
 static void publish_staged(cf_engine *e, tick_msgs *t)
 {
@@ -52,7 +70,7 @@ static void publish_staged(cf_engine *e, tick_msgs *t)
  * every client every --push-interval, so it is kept small (a dashboard shows
  * the top pages): all open windows would be megabytes per second per client
  * under load. Final results are never capped. */
-static void push_interim(cf_engine *e, tick_msgs *out)
+static void push_interim(cf_engine *e, tick_msgs *out, push_memo *memo, bool fresh)
 {
     cJSON *all = NULL;
     for (int t = CF_WINDOW_TUMBLING; t <= CF_WINDOW_SLIDING; t++) {
@@ -71,20 +89,36 @@ static void push_interim(cf_engine *e, tick_msgs *out)
             cJSON_AddItemToArray(all, it);
         cJSON_Delete(items);
     }
-    if (all && cJSON_GetArraySize(all) > 0)
-        stage(out, CF_TOPIC_WINDOWS, "windows", all, true);
-    else
+    if (!all || cJSON_GetArraySize(all) == 0) {
         cJSON_Delete(all);
+        return;
+    }
+    size_t len = 0;
+    char *text = cf_push_message("windows", all, &len);
+    if (!text)
+        return;
+    if (!fresh && memo->windows && len == memo->windows_len &&
+        memcmp(text, memo->windows, len) == 0) {
+        cJSON_free(text);   /* unchanged: nothing to push */
+        return;
+    }
+    char *copy = realloc(memo->windows, len);
+    if (copy) {
+        memcpy(copy, text, len);
+        memo->windows = copy;
+        memo->windows_len = len;
+    }
+    stage_text(out, CF_TOPIC_WINDOWS, text, len, true);
 }
 
-static void push_trending(cf_engine *e, tick_msgs *out)
+static void push_trending(cf_engine *e, tick_msgs *out, bool fresh)
 {
     cJSON *t = engine_trending(e, 10, false);
     if (!t)
         return;
     /* "When it changed": compare the ranked items, not as_of. */
     char *items = cJSON_PrintUnformatted(cJSON_GetObjectItemCaseSensitive(t, "items"));
-    if (items && (!e->last_trending || strcmp(items, e->last_trending) != 0)) {
+    if (items && (fresh || !e->last_trending || strcmp(items, e->last_trending) != 0)) {
         cJSON_free(e->last_trending);
         e->last_trending = items;
         stage(out, CF_TOPIC_TRENDING, "trending", t, false);
@@ -113,6 +147,7 @@ void *engine_ticker_main(void *arg)
     /* Request class (inherited): it holds the sequencer lock for the dedup
      * save's steps, and a niced holder would keep every submit waiting. */
     cf_thread_role_name("cf-ticker");
+    push_memo memo = {.windows = NULL};
     int64_t start = mono_ms();
     int64_t next_push = start + e->cfg.push_interval_ms;
     int64_t next_stats = start + 1000;
@@ -166,9 +201,12 @@ void *engine_ticker_main(void *arg)
             next_push += e->cfg.push_interval_ms;
             if (next_push <= mono)
                 next_push = mono + e->cfg.push_interval_ms;
-            push_interim(e, &msgs);
+            uint64_t joins = cf_push_joins(e->push);
+            bool fresh = joins != memo.joins;
+            memo.joins = joins;
+            push_interim(e, &msgs, &memo, fresh);
             engine_sql_push_interim(e);
-            push_trending(e, &msgs);
+            push_trending(e, &msgs, fresh);
         }
         if (listened && mono >= next_stats) {
             next_stats += 1000;
@@ -188,5 +226,6 @@ void *engine_ticker_main(void *arg)
         pthread_mutex_lock(&e->tick_mu);
     }
     pthread_mutex_unlock(&e->tick_mu);
+    free(memo.windows);
     return NULL;
 }
