@@ -87,6 +87,11 @@ struct cf_push {
     bool closing;               /* (mu) set by cf_push_stop: publishing ends */
 
     atomic_size_t n_clients;
+    /* Clients per built-in topic and clients naming any topic, recounted
+     * under mu whenever a client comes, goes or subscribes: publishers ask
+     * before they render (cf_push_listened). */
+    atomic_size_t listeners[CF_TOPIC_COUNT];
+    atomic_size_t named_listeners;
     atomic_uint_fast64_t dropped;
     atomic_uint_fast64_t sent;
     atomic_uint_fast64_t writes;        /* lws_write calls of messages */
@@ -279,6 +284,22 @@ static bool admit(cf_push *p, struct lws *wsi)
     return true;
 }
 
+/* Recounts the listeners of every topic. Caller holds mu; O(clients), on
+ * connect, subscribe and close only. */
+static void recount_locked(cf_push *p)
+{
+    size_t n[CF_TOPIC_COUNT] = {0}, named = 0;
+    for (cf_push_client *c = p->clients; c; c = cf_push_client_next(c)) {
+        unsigned t = cf_push_client_topics(c);
+        for (unsigned i = 0; i < CF_TOPIC_COUNT; i++)
+            n[i] += (t >> i) & 1u;
+        named += cf_push_client_names_any(c);
+    }
+    for (unsigned i = 0; i < CF_TOPIC_COUNT; i++)
+        atomic_store(&p->listeners[i], n[i]);
+    atomic_store(&p->named_listeners, named);
+}
+
 /* ---- the protocol callback ----------------------------------------------- */
 
 /* Writes what c has queued: one lws_write per callback, as libwebsockets
@@ -370,6 +391,7 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
         *slot = c;
         pthread_mutex_lock(&p->mu);
         cf_push_client_link(&p->clients, c);
+        recount_locked(p);
         pthread_mutex_unlock(&p->mu);
         atomic_fetch_add(&p->n_clients, 1);
         atomic_fetch_add(&p->joins, 1);
@@ -380,6 +402,7 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
             return 0;
         pthread_mutex_lock(&p->mu);
         cf_push_client_unlink(&p->clients, c);
+        recount_locked(p);
         pthread_mutex_unlock(&p->mu);
         atomic_fetch_sub(&p->n_clients, 1);
         *slot = NULL;
@@ -395,8 +418,12 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
             lws_frame_is_binary(wsi));
         if (rx.dropped)
             atomic_fetch_add(&p->dropped, rx.dropped);
-        if (rx.subscribed)
+        if (rx.subscribed) {
+            pthread_mutex_lock(&p->mu);
+            recount_locked(p);
+            pthread_mutex_unlock(&p->mu);
             atomic_fetch_add(&p->joins, 1);
+        }
         if (rx.close_code || rx.queued)
             lws_callback_on_writable(wsi);
         return 0;
@@ -675,6 +702,17 @@ void cf_push_publish_named(cf_push *p, const char *topic, const char *msg, size_
 uint64_t cf_push_writes(const cf_push *p)
 {
     return p ? atomic_load(&((cf_push *)p)->writes) : 0;
+}
+
+bool cf_push_listened(const cf_push *p, cf_topic topic)
+{
+    return p && (unsigned)topic < CF_TOPIC_COUNT &&
+           atomic_load(&((cf_push *)p)->listeners[topic]) > 0;
+}
+
+bool cf_push_listened_named(const cf_push *p)
+{
+    return p && atomic_load(&((cf_push *)p)->named_listeners) > 0;
 }
 
 uint64_t cf_push_joins(const cf_push *p)

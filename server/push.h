@@ -59,6 +59,12 @@ void cf_push_publish_group(cf_push *p, const cf_push_item *items, size_t n);
 #define CF_PUSH_MAX_TOPIC 300
 void cf_push_publish_named(cf_push *p, const char *topic, const char *msg, size_t len, bool interim);
 size_t cf_push_clients(const cf_push *p);
+/* Whether any client is subscribed to topic, or to any named topic. A
+ * publisher asks before it renders or computes a message: a client that
+ * took only "stats" costs the shards no window or session JSON. Accept
+ * NULL (false). */
+bool cf_push_listened(const cf_push *p, cf_topic topic);
+bool cf_push_listened_named(const cf_push *p);
 uint64_t cf_push_dropped(const cf_push *p);   /* messages dropped for slow clients */
 uint64_t cf_push_sent(const cf_push *p);     /* messages written to clients */
 /* Writes to clients (each carries one or more messages). */

@@ -102,6 +102,10 @@ bool cf_push_client_listens(const cf_push_client *c, const cf_push_audience *to)
     return (c->topics & (1u << to->topic)) != 0;
 }
 
+unsigned cf_push_client_topics(const cf_push_client *c) { return c->topics; }
+
+bool cf_push_client_names_any(const cf_push_client *c) { return c->named_len > 0; }
+
 size_t cf_push_client_offer(cf_push_client *c, cf_push_msg *m)
 {
     return cf_push_queue_offer(c->q, m);

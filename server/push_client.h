@@ -58,6 +58,10 @@ typedef struct cf_push_audience {
 
 /* (mu) True when c is subscribed to that audience. O(named topics). */
 bool cf_push_client_listens(const cf_push_client *c, const cf_push_audience *to);
+/* (mu) The built-in topics c is subscribed to, a bit per cf_topic, and
+ * whether it named any topic. */
+unsigned cf_push_client_topics(const cf_push_client *c);
+bool cf_push_client_names_any(const cf_push_client *c);
 /* (mu) Offers m to c's queue (push_queue.h's drop policy); returns the
  * number of messages dropped by it. */
 size_t cf_push_client_offer(cf_push_client *c, cf_push_msg *m);

@@ -204,15 +204,21 @@ void *engine_ticker_main(void *arg)
             uint64_t joins = cf_push_joins(e->push);
             bool fresh = joins != memo.joins;
             memo.joins = joins;
-            push_interim(e, &msgs, &memo, fresh);
-            engine_sql_push_interim(e);
-            push_trending(e, &msgs, fresh);
+            /* Each part is computed only for its listeners: the interim
+             * windows cost every shard a pass over its open windows. */
+            if (cf_push_listened(e->push, CF_TOPIC_WINDOWS))
+                push_interim(e, &msgs, &memo, fresh);
+            if (cf_push_listened_named(e->push))
+                engine_sql_push_interim(e);
+            if (cf_push_listened(e->push, CF_TOPIC_TRENDING))
+                push_trending(e, &msgs, fresh);
         }
         if (listened && mono >= next_stats) {
             next_stats += 1000;
             if (next_stats <= mono)
                 next_stats = mono + 1000;
-            cJSON *st = engine_stats_json(e, false);
+            cJSON *st = cf_push_listened(e->push, CF_TOPIC_STATS) ? engine_stats_json(e, false)
+                                                                  : NULL;
             if (st)
                 stage(&msgs, CF_TOPIC_STATS, "stats", st, true);
         }

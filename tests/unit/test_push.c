@@ -668,11 +668,48 @@ static void group_is_one_wake_and_one_write(void **state)
     cf_push_stop(p);
 }
 
+/* The hub counts the listeners of each topic as clients come, subscribe
+ * and go, so publishers render only what someone takes. */
+static void listeners_follow_subscriptions(void **state)
+{
+    (void)state;
+    cf_config cfg;
+    base_config(&cfg);
+    cf_push *p = start(&cfg);
+    assert_false(cf_push_listened(p, CF_TOPIC_STATS));
+    assert_false(cf_push_listened_named(p));
+    assert_false(cf_push_listened(NULL, CF_TOPIC_STATS));
+    wsc *a = ws_open(cfg.ws_port);
+    wait_clients(p, 1);
+    for (int t = 0; t < CF_TOPIC_COUNT; t++)
+        assert_true(cf_push_listened(p, (cf_topic)t));
+    assert_false(cf_push_listened_named(p));
+    const char *sub = "{\"subscribe\":[\"stats\",\"view:v1\"]}";
+    ws_send(a, 1, sub, strlen(sub));
+    expect_text(a, "{\"type\":\"subscribed\",\"data\":[\"stats\",\"view:v1\"]}");
+    assert_true(cf_push_listened(p, CF_TOPIC_STATS));
+    assert_false(cf_push_listened(p, CF_TOPIC_WINDOWS));
+    assert_false(cf_push_listened(p, CF_TOPIC_LATE));
+    assert_true(cf_push_listened_named(p));
+    wsc *b = ws_open(cfg.ws_port);
+    wait_clients(p, 2);
+    assert_true(cf_push_listened(p, CF_TOPIC_WINDOWS));
+    ws_close(b);
+    wait_clients(p, 1);
+    assert_false(cf_push_listened(p, CF_TOPIC_WINDOWS));
+    ws_close(a);
+    wait_clients(p, 0);
+    assert_false(cf_push_listened(p, CF_TOPIC_STATS));
+    assert_false(cf_push_listened_named(p));
+    cf_push_stop(p);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(delivers_to_every_client),
         cmocka_unit_test(group_is_one_wake_and_one_write),
+        cmocka_unit_test(listeners_follow_subscriptions),
         cmocka_unit_test(subscribe_filters_topics),
         cmocka_unit_test(bad_client_messages_close),
         cmocka_unit_test(origin_checks),
