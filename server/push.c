@@ -23,20 +23,8 @@
  * own queue, so publishing stays O(clients) with no waiting, and other
  * clients are served as before.
  *
- * Handshake checks (LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION, headers read
- * with lws_hdr_copy):
- *   - Sec-WebSocket-Version must be 13 (RFC 6455 4.2.1; libwebsockets
- *     4.1.6 itself accepts any value).
- *   - Origin (cross-site WebSocket hijacking, DNS rebinding): a request
- *     without Origin (non-browser clients) is allowed; a browser's Origin is
- *     allowed when it is this server's own page by a name that cannot be
- *     rebound (own_origin(): localhost, the --bind address, or an IP literal
- *     equal to the Host header's), when it equals one of cfg->cors_origins
- *     (scheme://host[:port], case-insensitive), or when cfg->cors_origins
- *     holds "*". Anything else is refused.
- *   - cfg->read_token, when set: "?token=<t>" in the URL (browsers cannot set
- *     headers on a WebSocket) or "Authorization: Bearer <t>".
- *   - at most cfg->ws_max_clients connected clients.
+ * Handshake checks (push_admit.h): version, Origin, read token, client
+ * bound, at LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION.
  * LWS_CALLBACK_HTTP_CONFIRM_UPGRADE is deliberately not handled: this
  * libwebsockets version has a use-after-free behind its `in` pointer there.
  *
@@ -51,7 +39,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <time.h>
 #include <arpa/inet.h>
 #include <netdb.h>
@@ -60,9 +47,8 @@
 
 #include <libwebsockets.h>
 
-#include "clock.h"
-#include "host_name.h"
 #include "log.h"
+#include "push_admit.h"
 #include "push_client.h"
 #include "push_queue.h"
 #include "thread_role.h"
@@ -95,194 +81,21 @@ struct cf_push {
     atomic_uint_fast64_t dropped;
     atomic_uint_fast64_t sent;
     atomic_uint_fast64_t writes;        /* lws_write calls of messages */
-    atomic_uint_fast64_t wakes;
-    atomic_uint_fast64_t joins;         /* clients connected or subscribed anew */         /* publishers' wake-ups of the service thread */
+    atomic_uint_fast64_t wakes;         /* publishers' wake-ups of the service thread */
+    atomic_uint_fast64_t joins;         /* clients connected or subscribed anew */
 
     size_t queue_cap;
     size_t queue_bytes;
     size_t batch_bytes;         /* min(CF_PUSH_BATCH_BYTES, queue_bytes) */
     unsigned char *wbuf;        /* batch_bytes: a coalesced write (service thread) */
     uint64_t fd_ceiling;        /* cf_config_fd_ceiling() */
-    size_t max_clients;
-    char read_token[sizeof ((cf_config *)0)->read_token];
-    char origins[CF_MAX_ORIGINS][sizeof ((cf_config *)0)->cors_origins[0]];
-    size_t n_origins;
-    bool any_origin;
-    int64_t last_refusal_log_ms;    /* service thread only */
-    uint64_t refusals_unlogged;
+    cf_push_admit *admit;       /* handshake checks (service thread) */
 
     /* Must outlive the context: libwebsockets keeps pointers to them. */
     struct lws_protocols protocols[2];
     lws_retry_bo_t retry;
     char iface[sizeof ((cf_config *)0)->bind];
 };
-
-/* ---- handshake checks ---------------------------------------------------- */
-
-/* Copies header h into buf (cap bytes incl. NUL). Returns its length, 0 when
- * absent, -1 when it does not fit (treated as a failed check by callers). */
-static int copy_header(struct lws *wsi, enum lws_token_indexes h, char *buf, int cap)
-{
-    int total = lws_hdr_total_length(wsi, h);
-    if (total <= 0) {
-        buf[0] = '\0';
-        return 0;
-    }
-    if (total >= cap)
-        return -1;
-    return lws_hdr_copy(wsi, buf, cap, h);
-}
-
-static bool host_equal(const char *a, size_t an, const char *b, size_t bn)
-{
-    return an > 0 && an == bn && strncasecmp(a, b, an) == 0;
-}
-
-/* True when the Origin (scheme://host[:port][/...]) is this server's own
- * page. Comparing Origin with Host is not enough: after DNS rebinding both
- * name the attacker's host (evil.example now resolving to us), so a name is
- * trusted only when it cannot be rebound:
- *   - "localhost", which browsers always resolve to loopback;
- *   - the --bind address itself (an IP literal);
- *   - an IP literal equal to the Host header's: a browser sends such an
- *     Origin only for a page it loaded from that address, and such a Host
- *     only when it connected to that address (this covers a wildcard bind
- *     reached by one of the machine's addresses).
- * Any other name must be listed in --cors-origin. Ports are ignored (the
- * dashboard is on the HTTP port, the WebSocket on its own). */
-static bool own_origin(const cf_push *p, const char *origin, const char *host)
-{
-    const char *sep = strstr(origin, "://");
-    if (!sep)
-        return false;
-    const char *o = sep + 3;
-    size_t olen = strcspn(o, "/?#");
-    size_t oh_len;
-    const char *oh = cf_host_part(o, olen, &oh_len);
-    if (host_equal(oh, oh_len, "localhost", 9))
-        return true;
-    if (!cf_host_is_ip_literal(oh, oh_len))
-        return false;
-    /* --bind is stored without brackets; compare inside them. */
-    const char *bare = oh;
-    size_t bare_len = oh_len;
-    if (bare_len >= 2 && bare[0] == '[') {
-        bare++;
-        bare_len -= 2;
-    }
-    if (host_equal(bare, bare_len, p->iface, strlen(p->iface)))
-        return true;
-    size_t hh_len;
-    const char *hh = cf_host_part(host, strlen(host), &hh_len);
-    return host_equal(oh, oh_len, hh, hh_len);
-}
-
-static bool origin_allowed(const cf_push *p, const char *origin, const char *host)
-{
-    if (!origin[0] || p->any_origin)
-        return true;
-    if (own_origin(p, origin, host))
-        return true;
-    size_t olen = strlen(origin);
-    while (olen > 0 && origin[olen - 1] == '/')
-        olen--;
-    for (size_t i = 0; i < p->n_origins; i++) {
-        size_t alen = strlen(p->origins[i]);
-        while (alen > 0 && p->origins[i][alen - 1] == '/')
-            alen--;
-        if (alen == olen && strncasecmp(p->origins[i], origin, olen) == 0)
-            return true;
-    }
-    return false;
-}
-
-/* Compares in time independent of where the strings differ. */
-static bool token_equal(const char *a, size_t alen, const char *b, size_t blen)
-{
-    unsigned diff = alen != blen;
-    size_t n = alen < blen ? alen : blen;
-    for (size_t i = 0; i < n; i++)
-        diff |= (unsigned char)a[i] ^ (unsigned char)b[i];
-    return diff == 0;
-}
-
-static bool token_ok(const cf_push *p, struct lws *wsi)
-{
-    const char *want = p->read_token;
-    size_t want_len = strlen(want);
-    if (want_len == 0)
-        return true;
-    char buf[sizeof p->read_token + 16];
-
-    int n = copy_header(wsi, WSI_TOKEN_HTTP_AUTHORIZATION, buf, (int)sizeof buf);
-    if (n > 7 && strncasecmp(buf, "Bearer ", 7) == 0) {
-        const char *t = buf + 7;
-        while (*t == ' ')
-            t++;
-        if (token_equal(t, strlen(t), want, want_len))
-            return true;
-    }
-    /* URL arguments arrive as fragments "name=value", already URL-decoded. */
-    for (int i = 0; i < 64; i++) {
-        int len = lws_hdr_fragment_length(wsi, WSI_TOKEN_HTTP_URI_ARGS, i);
-        if (len <= 0)
-            break;
-        if (len >= (int)sizeof buf)
-            continue;
-        if (lws_hdr_copy_fragment(wsi, buf, (int)sizeof buf, WSI_TOKEN_HTTP_URI_ARGS, i) < 0)
-            continue;
-        if (strncmp(buf, "token=", 6) == 0 &&
-            token_equal(buf + 6, strlen(buf + 6), want, want_len))
-            return true;
-    }
-    return false;
-}
-
-/* Logs a refused handshake, at most once a second (refusals are cheap for a
- * client to cause, the log must not be). Service thread only. */
-static void log_refusal(cf_push *p, const char *why, const char *detail)
-{
-    int64_t now = mono_ms();
-    if (p->last_refusal_log_ms != 0 && now - p->last_refusal_log_ms < 1000) {
-        p->refusals_unlogged++;
-        return;
-    }
-    cf_warn("push: refused a WebSocket client: %s%.200s (%llu more refused since the last report)",
-            why, detail, (unsigned long long)p->refusals_unlogged);
-    p->refusals_unlogged = 0;
-    p->last_refusal_log_ms = now;
-}
-
-/* Decides whether a WebSocket handshake may proceed (see the file comment). */
-static bool admit(cf_push *p, struct lws *wsi)
-{
-    char origin[512], host[512];
-    if (atomic_load(&p->stopping))
-        return false;
-    if (atomic_load(&p->n_clients) >= p->max_clients) {
-        log_refusal(p, "too many clients (--ws-max-clients)", "");
-        return false;
-    }
-    char version[8];
-    if (copy_header(wsi, WSI_TOKEN_VERSION, version, (int)sizeof version) < 0 || strcmp(version, "13") != 0) {
-        log_refusal(p, "Sec-WebSocket-Version is not 13", "");
-        return false;
-    }
-    if (copy_header(wsi, WSI_TOKEN_ORIGIN, origin, (int)sizeof origin) < 0 ||
-        copy_header(wsi, WSI_TOKEN_HOST, host, (int)sizeof host) < 0) {
-        log_refusal(p, "oversized Origin or Host header", "");
-        return false;
-    }
-    if (!origin_allowed(p, origin, host)) {
-        log_refusal(p, "origin not allowed (see --cors-origin): ", origin);
-        return false;
-    }
-    if (!token_ok(p, wsi)) {
-        log_refusal(p, "missing or wrong read token", "");
-        return false;
-    }
-    return true;
-}
 
 /* Recounts the listeners of every topic. Caller holds mu; O(clients), on
  * connect, subscribe and close only. */
@@ -371,7 +184,7 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
          * --ws-max-clients, so a flood of them could take every descriptor:
          * refuse any that would eat into the reserve for the log. */
         if ((uint64_t)(intptr_t)in >= p->fd_ceiling) {
-            log_refusal(p, "no descriptors to spare (open-file limit)", "");
+            cf_push_admit_refused(p->admit, "no descriptors to spare (open-file limit)", "");
             return 1;
         }
         return 0;
@@ -382,7 +195,10 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
         return 0;
 
     case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
-        return admit(p, wsi) ? 0 : 1;
+        return !atomic_load(&p->stopping) &&
+                       cf_push_admit_check(p->admit, wsi, atomic_load(&p->n_clients))
+                   ? 0
+                   : 1;
 
     case LWS_CALLBACK_ESTABLISHED:
         c = cf_push_client_new(wsi, &p->mu, p->queue_cap, p->queue_bytes, LWS_PRE);
@@ -547,12 +363,13 @@ cf_push *cf_push_start(const cf_config *cfg, const char **ret_err)
         return NULL;
     }
     p->fd_ceiling = cf_config_fd_ceiling(cfg, CF_FD_KEEP_WS);
-    p->max_clients = cfg->ws_max_clients;
-    snprintf(p->read_token, sizeof p->read_token, "%s", cfg->read_token);
-    for (size_t i = 0; i < cfg->n_cors_origins && i < CF_MAX_ORIGINS; i++) {
-        if (strcmp(cfg->cors_origins[i], "*") == 0)
-            p->any_origin = true;
-        snprintf(p->origins[p->n_origins++], sizeof p->origins[0], "%s", cfg->cors_origins[i]);
+    p->admit = cf_push_admit_new(cfg);
+    if (!p->admit) {
+        free(p->wbuf);
+        pthread_mutex_destroy(&p->mu);
+        free(p);
+        *ret_err = "out of memory";
+        return NULL;
     }
     snprintf(p->iface, sizeof p->iface, "%s", cfg->bind);
 
@@ -623,6 +440,7 @@ void cf_push_stop(cf_push *p)
         lws_context_destroy(p->ctx);
     pthread_mutex_destroy(&p->mu);
     free(p->wbuf);
+    cf_push_admit_free(p->admit);
     free(p);
 }
 

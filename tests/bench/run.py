@@ -82,6 +82,21 @@ def cpu_s(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def thread_cpu_s(pid, name):
+    """utime + stime in seconds of the threads of pid named name (comm)."""
+    total = 0.0
+    for tid in os.listdir("/proc/%d/task" % pid):
+        try:
+            with open("/proc/%d/task/%s/stat" % (pid, tid)) as f:
+                head, rest = f.read().rsplit(")", 1)
+        except OSError:
+            continue  # the thread ended meanwhile
+        if head.split("(", 1)[1] == name:
+            fields = rest.split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
 def threads_of(pid):
     with open("/proc/%d/status" % pid) as f:
         for line in f:
@@ -501,9 +516,10 @@ class Bench:
                 drain = self.python_drain(srv.ws_port, n_clients)
             else:
                 drain = self.c_drain(srv.ws_port, n_clients)
-            c0 = cpu_s(srv.proc.pid)
+            c0, p0 = cpu_s(srv.proc.pid), thread_cpu_s(srv.proc.pid, "cf-push")
             b = self.client_run(srv.http_port, self.batches, 4, self.d, per_body=1000)
             srv_cpu = cpu_s(srv.proc.pid) - c0
+            push_cpu = thread_cpu_s(srv.proc.pid, "cf-push") - p0
             got = drain()
             _, st = srv.request("GET", "/api/v1/stats")
         events = b["events_per_s"] * self.d
@@ -513,6 +529,8 @@ class Bench:
             None, None, "-")
         row("S5", "same", "push MB/s to all clients", got["bytes"] / 1e6 / self.d, None, None, "-")
         row("S5", "same", "push messages/s to all clients", got["messages"] / self.d, None, None, "-")
+        row("S5", "same", "push thread (cf-push) share of server CPU", push_cpu / max(srv_cpu, 1e-3),
+            None, None, "-")
         row("S5", "same", "drain (the clients, a test tool) CPU-seconds per second",
             got["cpu_s"] / self.d, None, None, "-")
         row("S5", "same", "push messages dropped for slow clients", st.get("ws_dropped", 0),
