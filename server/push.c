@@ -113,6 +113,38 @@ static void recount_locked(cf_push *p)
     atomic_store(&p->named_listeners, named);
 }
 
+/* A client came: listed, counted, and a join for the ticker. */
+static void client_joined(cf_push *p, cf_push_client *c)
+{
+    pthread_mutex_lock(&p->mu);
+    cf_push_client_link(&p->clients, c);
+    recount_locked(p);
+    pthread_mutex_unlock(&p->mu);
+    atomic_fetch_add(&p->n_clients, 1);
+    atomic_fetch_add(&p->joins, 1);
+}
+
+/* A client replaced its topics. */
+static void client_subscribed(cf_push *p)
+{
+    pthread_mutex_lock(&p->mu);
+    recount_locked(p);
+    pthread_mutex_unlock(&p->mu);
+    atomic_fetch_add(&p->joins, 1);
+}
+
+/* A client went: off the list (no publisher sees it after mu), then freed
+ * with what it still had queued. */
+static void client_left(cf_push *p, cf_push_client *c)
+{
+    pthread_mutex_lock(&p->mu);
+    cf_push_client_unlink(&p->clients, c);
+    recount_locked(p);
+    pthread_mutex_unlock(&p->mu);
+    atomic_fetch_sub(&p->n_clients, 1);
+    cf_push_client_free(c);
+}
+
 /* ---- the protocol callback ----------------------------------------------- */
 
 /* Writes what c has queued: one lws_write per callback, as libwebsockets
@@ -173,9 +205,10 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
 {
     cf_push *p = lws_context_user(lws_get_context(wsi));
     /* Our per-connection data is a pointer to the client (NULL until
-     * ESTABLISHED). */
+     * ESTABLISHED), read only in the cases of an established connection:
+     * elsewhere user may be no data of ours. */
     cf_push_client **slot = user;
-    cf_push_client *c = slot ? *slot : NULL;
+    cf_push_client *c = NULL;
 
     switch (reason) {
     case LWS_CALLBACK_FILTER_NETWORK_CONNECTION:
@@ -205,27 +238,18 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
         if (!c)
             return -1;
         *slot = c;
-        pthread_mutex_lock(&p->mu);
-        cf_push_client_link(&p->clients, c);
-        recount_locked(p);
-        pthread_mutex_unlock(&p->mu);
-        atomic_fetch_add(&p->n_clients, 1);
-        atomic_fetch_add(&p->joins, 1);
+        client_joined(p, c);
         return 0;
 
     case LWS_CALLBACK_CLOSED:
-        if (!c)
-            return 0;
-        pthread_mutex_lock(&p->mu);
-        cf_push_client_unlink(&p->clients, c);
-        recount_locked(p);
-        pthread_mutex_unlock(&p->mu);
-        atomic_fetch_sub(&p->n_clients, 1);
+        c = slot ? *slot : NULL;
+        if (c)
+            client_left(p, c);
         *slot = NULL;
-        cf_push_client_free(c);
         return 0;
 
     case LWS_CALLBACK_RECEIVE: {
+        c = slot ? *slot : NULL;
         if (!c)
             return 0;
         cf_push_rx rx = cf_push_client_receive(
@@ -234,18 +258,15 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
             lws_frame_is_binary(wsi));
         if (rx.dropped)
             atomic_fetch_add(&p->dropped, rx.dropped);
-        if (rx.subscribed) {
-            pthread_mutex_lock(&p->mu);
-            recount_locked(p);
-            pthread_mutex_unlock(&p->mu);
-            atomic_fetch_add(&p->joins, 1);
-        }
+        if (rx.subscribed)
+            client_subscribed(p);
         if (rx.close_code || rx.queued)
             lws_callback_on_writable(wsi);
         return 0;
     }
 
     case LWS_CALLBACK_SERVER_WRITEABLE:
+        c = slot ? *slot : NULL;
         return c ? on_writeable(p, c, wsi) : 0;
 
     case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
