@@ -23,31 +23,13 @@
  * own queue, so publishing stays O(clients) with no waiting, and other
  * clients are served as before.
  *
- * Handshake checks (LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION, headers read
- * with lws_hdr_copy):
- *   - Sec-WebSocket-Version must be 13 (RFC 6455 4.2.1; libwebsockets
- *     4.1.6 itself accepts any value).
- *   - Origin (cross-site WebSocket hijacking, DNS rebinding): a request
- *     without Origin (non-browser clients) is allowed; a browser's Origin is
- *     allowed when it is this server's own page by a name that cannot be
- *     rebound (own_origin(): localhost, the --bind address, or an IP literal
- *     equal to the Host header's), when it equals one of cfg->cors_origins
- *     (scheme://host[:port], case-insensitive), or when cfg->cors_origins
- *     holds "*". Anything else is refused.
- *   - cfg->read_token, when set: "?token=<t>" in the URL (browsers cannot set
- *     headers on a WebSocket) or "Authorization: Bearer <t>".
- *   - at most cfg->ws_max_clients connected clients.
+ * Handshake checks (push_admit.h): version, Origin, read token, client
+ * bound, at LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION.
  * LWS_CALLBACK_HTTP_CONFIRM_UPGRADE is deliberately not handled: this
  * libwebsockets version has a use-after-free behind its `in` pointer there.
  *
- * Client messages: {"subscribe": ["windows", "trending", "sessions", "stats",
- * "late"]} replaces the client's topics (default: all). Unknown topic names
- * are ignored (forward compatible); the server confirms with
- * {"type": "subscribed", "data": [topics in force]}. A text message that is
- * not JSON, or whose "subscribe" is not an array of strings, closes the
- * connection with 1008 (policy violation); binary frames close it with 1003;
- * messages over CF_PUSH_MAX_RX bytes with 1009. JSON objects without
- * "subscribe" are ignored. */
+ * Clients (push_client.h): their subscriptions, queues and messages, from
+ * connect to close. */
 #include "push.h"
 
 #include <errno.h>
@@ -57,24 +39,20 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <time.h>
 #include <arpa/inet.h>
 #include <netdb.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include <cjson/cJSON.h>
 #include <libwebsockets.h>
 
-#include "clock.h"
-#include "host_name.h"
 #include "log.h"
+#include "push_admit.h"
+#include "push_client.h"
 #include "push_queue.h"
 #include "thread_role.h"
 
-/* Largest client message we accept (a subscribe list is tiny). */
-#define CF_PUSH_MAX_RX 4096
 /* Largest message we publish: lws_write takes an int length. */
 #define CF_PUSH_MAX_MSG ((size_t)INT_MAX / 2)
 /* One write to a client carries at most this many queued messages and
@@ -84,32 +62,6 @@
 #define CF_PUSH_BATCH_MAX 64
 #define CF_PUSH_BATCH_BYTES ((size_t)256 << 10)
 
-static const char *const topic_names[CF_TOPIC_COUNT] = {
-    [CF_TOPIC_WINDOWS] = "windows",
-    [CF_TOPIC_TRENDING] = "trending",
-    [CF_TOPIC_SESSIONS] = "sessions",
-    [CF_TOPIC_STATS] = "stats",
-    [CF_TOPIC_LATE] = "late",
-};
-#define ALL_TOPICS ((1u << CF_TOPIC_COUNT) - 1u)
-
-/* Per-connection state, allocated and zeroed by libwebsockets
- * (per_session_data_size). Fields marked (mu) are guarded by the hub mutex;
- * the rest belong to the service thread. */
-typedef struct client {
-    struct lws *wsi;
-    cf_push_queue *q;           /* (mu) */
-    unsigned topics;            /* (mu) bit per cf_topic */
-    char *named;                /* (mu) named topics ("view:NAME"), NUL-separated */
-    size_t named_len;
-    struct client *prev, *next; /* (mu) hub list */
-    bool linked;
-    int close_code;             /* nonzero: close with it at the next writeable */
-    size_t rx_len;
-    bool rx_overflow;
-    char rx[CF_PUSH_MAX_RX + 1];
-} client;
-
 struct cf_push {
     struct lws_context *ctx;
     pthread_t thread;
@@ -117,25 +69,27 @@ struct cf_push {
     atomic_bool stopping;
 
     pthread_mutex_t mu;
-    client *clients;            /* (mu) */
+    cf_push_client *clients;    /* (mu) */
     bool closing;               /* (mu) set by cf_push_stop: publishing ends */
 
     atomic_size_t n_clients;
+    /* Clients per built-in topic and clients naming any topic, recounted
+     * under mu whenever a client comes, goes or subscribes: publishers ask
+     * before they render (cf_push_listened). */
+    atomic_size_t listeners[CF_TOPIC_COUNT];
+    atomic_size_t named_listeners;
     atomic_uint_fast64_t dropped;
     atomic_uint_fast64_t sent;
+    atomic_uint_fast64_t writes;        /* lws_write calls of messages */
+    atomic_uint_fast64_t wakes;         /* publishers' wake-ups of the service thread */
+    atomic_uint_fast64_t joins;         /* clients connected or subscribed anew */
 
     size_t queue_cap;
     size_t queue_bytes;
     size_t batch_bytes;         /* min(CF_PUSH_BATCH_BYTES, queue_bytes) */
     unsigned char *wbuf;        /* batch_bytes: a coalesced write (service thread) */
     uint64_t fd_ceiling;        /* cf_config_fd_ceiling() */
-    size_t max_clients;
-    char read_token[sizeof ((cf_config *)0)->read_token];
-    char origins[CF_MAX_ORIGINS][sizeof ((cf_config *)0)->cors_origins[0]];
-    size_t n_origins;
-    bool any_origin;
-    int64_t last_refusal_log_ms;    /* service thread only */
-    uint64_t refusals_unlogged;
+    cf_push_admit *admit;       /* handshake checks (service thread) */
 
     /* Must outlive the context: libwebsockets keeps pointers to them. */
     struct lws_protocols protocols[2];
@@ -143,349 +97,72 @@ struct cf_push {
     char iface[sizeof ((cf_config *)0)->bind];
 };
 
-/* ---- handshake checks ---------------------------------------------------- */
-
-/* Copies header h into buf (cap bytes incl. NUL). Returns its length, 0 when
- * absent, -1 when it does not fit (treated as a failed check by callers). */
-static int copy_header(struct lws *wsi, enum lws_token_indexes h, char *buf, int cap)
+/* Recounts the listeners of every topic. Caller holds mu; O(clients), on
+ * connect, subscribe and close only. */
+static void recount_locked(cf_push *p)
 {
-    int total = lws_hdr_total_length(wsi, h);
-    if (total <= 0) {
-        buf[0] = '\0';
-        return 0;
+    size_t n[CF_TOPIC_COUNT] = {0}, named = 0;
+    for (cf_push_client *c = p->clients; c; c = cf_push_client_next(c)) {
+        unsigned t = cf_push_client_topics(c);
+        for (unsigned i = 0; i < CF_TOPIC_COUNT; i++)
+            n[i] += (t >> i) & 1u;
+        named += cf_push_client_names_any(c);
     }
-    if (total >= cap)
-        return -1;
-    return lws_hdr_copy(wsi, buf, cap, h);
+    for (unsigned i = 0; i < CF_TOPIC_COUNT; i++)
+        atomic_store(&p->listeners[i], n[i]);
+    atomic_store(&p->named_listeners, named);
 }
 
-static bool host_equal(const char *a, size_t an, const char *b, size_t bn)
+/* A client came: listed, counted, and a join for the ticker. */
+static void client_joined(cf_push *p, cf_push_client *c)
 {
-    return an > 0 && an == bn && strncasecmp(a, b, an) == 0;
-}
-
-/* True when the Origin (scheme://host[:port][/...]) is this server's own
- * page. Comparing Origin with Host is not enough: after DNS rebinding both
- * name the attacker's host (evil.example now resolving to us), so a name is
- * trusted only when it cannot be rebound:
- *   - "localhost", which browsers always resolve to loopback;
- *   - the --bind address itself (an IP literal);
- *   - an IP literal equal to the Host header's: a browser sends such an
- *     Origin only for a page it loaded from that address, and such a Host
- *     only when it connected to that address (this covers a wildcard bind
- *     reached by one of the machine's addresses).
- * Any other name must be listed in --cors-origin. Ports are ignored (the
- * dashboard is on the HTTP port, the WebSocket on its own). */
-static bool own_origin(const cf_push *p, const char *origin, const char *host)
-{
-    const char *sep = strstr(origin, "://");
-    if (!sep)
-        return false;
-    const char *o = sep + 3;
-    size_t olen = strcspn(o, "/?#");
-    size_t oh_len;
-    const char *oh = cf_host_part(o, olen, &oh_len);
-    if (host_equal(oh, oh_len, "localhost", 9))
-        return true;
-    if (!cf_host_is_ip_literal(oh, oh_len))
-        return false;
-    /* --bind is stored without brackets; compare inside them. */
-    const char *bare = oh;
-    size_t bare_len = oh_len;
-    if (bare_len >= 2 && bare[0] == '[') {
-        bare++;
-        bare_len -= 2;
-    }
-    if (host_equal(bare, bare_len, p->iface, strlen(p->iface)))
-        return true;
-    size_t hh_len;
-    const char *hh = cf_host_part(host, strlen(host), &hh_len);
-    return host_equal(oh, oh_len, hh, hh_len);
-}
-
-static bool origin_allowed(const cf_push *p, const char *origin, const char *host)
-{
-    if (!origin[0] || p->any_origin)
-        return true;
-    if (own_origin(p, origin, host))
-        return true;
-    size_t olen = strlen(origin);
-    while (olen > 0 && origin[olen - 1] == '/')
-        olen--;
-    for (size_t i = 0; i < p->n_origins; i++) {
-        size_t alen = strlen(p->origins[i]);
-        while (alen > 0 && p->origins[i][alen - 1] == '/')
-            alen--;
-        if (alen == olen && strncasecmp(p->origins[i], origin, olen) == 0)
-            return true;
-    }
-    return false;
-}
-
-/* Compares in time independent of where the strings differ. */
-static bool token_equal(const char *a, size_t alen, const char *b, size_t blen)
-{
-    unsigned diff = alen != blen;
-    size_t n = alen < blen ? alen : blen;
-    for (size_t i = 0; i < n; i++)
-        diff |= (unsigned char)a[i] ^ (unsigned char)b[i];
-    return diff == 0;
-}
-
-static bool token_ok(const cf_push *p, struct lws *wsi)
-{
-    const char *want = p->read_token;
-    size_t want_len = strlen(want);
-    if (want_len == 0)
-        return true;
-    char buf[sizeof p->read_token + 16];
-
-    int n = copy_header(wsi, WSI_TOKEN_HTTP_AUTHORIZATION, buf, (int)sizeof buf);
-    if (n > 7 && strncasecmp(buf, "Bearer ", 7) == 0) {
-        const char *t = buf + 7;
-        while (*t == ' ')
-            t++;
-        if (token_equal(t, strlen(t), want, want_len))
-            return true;
-    }
-    /* URL arguments arrive as fragments "name=value", already URL-decoded. */
-    for (int i = 0; i < 64; i++) {
-        int len = lws_hdr_fragment_length(wsi, WSI_TOKEN_HTTP_URI_ARGS, i);
-        if (len <= 0)
-            break;
-        if (len >= (int)sizeof buf)
-            continue;
-        if (lws_hdr_copy_fragment(wsi, buf, (int)sizeof buf, WSI_TOKEN_HTTP_URI_ARGS, i) < 0)
-            continue;
-        if (strncmp(buf, "token=", 6) == 0 &&
-            token_equal(buf + 6, strlen(buf + 6), want, want_len))
-            return true;
-    }
-    return false;
-}
-
-/* Logs a refused handshake, at most once a second (refusals are cheap for a
- * client to cause, the log must not be). Service thread only. */
-static void log_refusal(cf_push *p, const char *why, const char *detail)
-{
-    int64_t now = mono_ms();
-    if (p->last_refusal_log_ms != 0 && now - p->last_refusal_log_ms < 1000) {
-        p->refusals_unlogged++;
-        return;
-    }
-    cf_warn("push: refused a WebSocket client: %s%.200s (%llu more refused since the last report)",
-            why, detail, (unsigned long long)p->refusals_unlogged);
-    p->refusals_unlogged = 0;
-    p->last_refusal_log_ms = now;
-}
-
-/* Decides whether a WebSocket handshake may proceed (see the file comment). */
-static bool admit(cf_push *p, struct lws *wsi)
-{
-    char origin[512], host[512];
-    if (atomic_load(&p->stopping))
-        return false;
-    if (atomic_load(&p->n_clients) >= p->max_clients) {
-        log_refusal(p, "too many clients (--ws-max-clients)", "");
-        return false;
-    }
-    char version[8];
-    if (copy_header(wsi, WSI_TOKEN_VERSION, version, (int)sizeof version) < 0 || strcmp(version, "13") != 0) {
-        log_refusal(p, "Sec-WebSocket-Version is not 13", "");
-        return false;
-    }
-    if (copy_header(wsi, WSI_TOKEN_ORIGIN, origin, (int)sizeof origin) < 0 ||
-        copy_header(wsi, WSI_TOKEN_HOST, host, (int)sizeof host) < 0) {
-        log_refusal(p, "oversized Origin or Host header", "");
-        return false;
-    }
-    if (!origin_allowed(p, origin, host)) {
-        log_refusal(p, "origin not allowed (see --cors-origin): ", origin);
-        return false;
-    }
-    if (!token_ok(p, wsi)) {
-        log_refusal(p, "missing or wrong read token", "");
-        return false;
-    }
-    return true;
-}
-
-/* ---- client messages ----------------------------------------------------- */
-
-/* Queues a message for one client from the service thread. */
-static void send_to(cf_push *p, client *c, const char *msg, size_t len)
-{
-    cf_push_msg *m = cf_push_msg_new(msg, len, LWS_PRE, false);
-    if (!m)
-        return;
     pthread_mutex_lock(&p->mu);
-    atomic_fetch_add(&p->dropped, cf_push_queue_offer(c->q, m));
+    cf_push_client_link(&p->clients, c);
+    recount_locked(p);
     pthread_mutex_unlock(&p->mu);
-    cf_push_msg_unref(m);
-    lws_callback_on_writable(c->wsi);
+    atomic_fetch_add(&p->n_clients, 1);
+    atomic_fetch_add(&p->joins, 1);
 }
 
-/* Handles one complete text message. Returns 0, or a WebSocket close code. */
-static int handle_message(cf_push *p, client *c, const char *text, size_t len)
+/* A client replaced its topics. */
+static void client_subscribed(cf_push *p)
 {
-    const char *end = NULL;
-    cJSON *root = cJSON_ParseWithLengthOpts(text, len + 1, &end, true);
-    if (!root)
-        return LWS_CLOSE_STATUS_POLICY_VIOLATION;
-    int rc = 0;
-    const cJSON *sub = cJSON_IsObject(root) ? cJSON_GetObjectItemCaseSensitive(root, "subscribe")
-                                            : NULL;
-    if (!cJSON_IsObject(root)) {
-        rc = LWS_CLOSE_STATUS_POLICY_VIOLATION;
-    } else if (sub) {
-        if (!cJSON_IsArray(sub)) {
-            rc = LWS_CLOSE_STATUS_POLICY_VIOLATION;
-            goto out;
-        }
-        unsigned topics = 0;
-        const cJSON *it;
-        /* Named topics of continuous SQL: view:NAME and stream:NAME (a
-         * name need not exist yet: it may be created later). */
-        char *named = NULL;
-        size_t named_len = 0, n_named = 0;
-        cJSON_ArrayForEach(it, sub) {
-            if (!cJSON_IsString(it)) {
-                free(named);
-                rc = LWS_CLOSE_STATUS_POLICY_VIOLATION;
-                goto out;
-            }
-            size_t il = strlen(it->valuestring);
-            bool is_named = (strncmp(it->valuestring, "view:", 5) == 0 && il > 5) ||
-                            (strncmp(it->valuestring, "stream:", 7) == 0 && il > 7);
-            if (is_named && il <= CF_PUSH_MAX_TOPIC && n_named < CF_PUSH_MAX_NAMED) {
-                char *g = realloc(named, named_len + il + 1);
-                if (!g) {
-                    free(named);
-                    rc = LWS_CLOSE_STATUS_UNEXPECTED_CONDITION;
-                    goto out;
-                }
-                named = g;
-                memcpy(named + named_len, it->valuestring, il + 1);
-                named_len += il + 1;
-                n_named++;
-            }
-            for (unsigned t = 0; t < CF_TOPIC_COUNT; t++)
-                if (strcmp(it->valuestring, topic_names[t]) == 0)
-                    topics |= 1u << t;
-            if (strcmp(it->valuestring, "session_end") == 0)
-                topics |= 1u << CF_TOPIC_SESSIONS;
-        }
-        pthread_mutex_lock(&p->mu);
-        c->topics = topics;
-        char *old = c->named;
-        c->named = named;
-        c->named_len = named_len;
-        pthread_mutex_unlock(&p->mu);
-        free(old);
-
-        cJSON *ack = cJSON_CreateObject();
-        cJSON_AddStringToObject(ack, "type", "subscribed");
-        cJSON *data = cJSON_AddArrayToObject(ack, "data");
-        for (unsigned t = 0; data && t < CF_TOPIC_COUNT; t++)
-            if (topics & (1u << t))
-                cJSON_AddItemToArray(data, cJSON_CreateString(topic_names[t]));
-        for (size_t at = 0; data && at < named_len; at += strlen(named + at) + 1)
-            cJSON_AddItemToArray(data, cJSON_CreateString(named + at));
-        char *ack_text = data ? cJSON_PrintUnformatted(ack) : NULL;
-        cJSON_Delete(ack);
-        if (ack_text) {
-            send_to(p, c, ack_text, strlen(ack_text));
-            cJSON_free(ack_text);
-        }
-    }
-out:
-    cJSON_Delete(root);
-    return rc;
+    pthread_mutex_lock(&p->mu);
+    recount_locked(p);
+    pthread_mutex_unlock(&p->mu);
+    atomic_fetch_add(&p->joins, 1);
 }
 
-/* Collects a (possibly fragmented) client message; handles it once complete. */
-static int on_receive(cf_push *p, client *c, struct lws *wsi, const void *in, size_t len)
+/* A client went: off the list (no publisher sees it after mu), then freed
+ * with what it still had queued. */
+static void client_left(cf_push *p, cf_push_client *c)
 {
-    if (c->close_code)
-        return 0;   /* closing: ignore the rest */
-    if (lws_frame_is_binary(wsi)) {
-        c->close_code = LWS_CLOSE_STATUS_UNACCEPTABLE_OPCODE;
-        return 0;
-    }
-    if (lws_is_first_fragment(wsi)) {
-        c->rx_len = 0;
-        c->rx_overflow = false;
-    }
-    if (c->rx_overflow || len > CF_PUSH_MAX_RX - c->rx_len) {
-        c->rx_overflow = true;
-    } else {
-        memcpy(c->rx + c->rx_len, in, len);
-        c->rx_len += len;
-    }
-    if (!lws_is_final_fragment(wsi) || lws_remaining_packet_payload(wsi) > 0)
-        return 0;
-    if (c->rx_overflow) {
-        c->close_code = LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE;
-        return 0;
-    }
-    c->rx[c->rx_len] = '\0';
-    c->close_code = handle_message(p, c, c->rx, c->rx_len);
-    c->rx_len = 0;
-    return 0;
+    pthread_mutex_lock(&p->mu);
+    cf_push_client_unlink(&p->clients, c);
+    recount_locked(p);
+    pthread_mutex_unlock(&p->mu);
+    atomic_fetch_sub(&p->n_clients, 1);
+    cf_push_client_free(c);
 }
 
 /* ---- the protocol callback ----------------------------------------------- */
 
-static void link_client(cf_push *p, client *c)
-{
-    pthread_mutex_lock(&p->mu);
-    c->prev = NULL;
-    c->next = p->clients;
-    if (p->clients)
-        p->clients->prev = c;
-    p->clients = c;
-    c->linked = true;
-    pthread_mutex_unlock(&p->mu);
-    atomic_fetch_add(&p->n_clients, 1);
-}
-
-static void unlink_client(cf_push *p, client *c)
-{
-    if (!c->linked)
-        return;
-    pthread_mutex_lock(&p->mu);
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        p->clients = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
-    c->linked = false;
-    cf_push_queue *q = c->q;
-    c->q = NULL;
-    free(c->named);
-    c->named = NULL;
-    c->named_len = 0;
-    pthread_mutex_unlock(&p->mu);
-    atomic_fetch_sub(&p->n_clients, 1);
-    cf_push_queue_free(q);
-}
-
 /* Writes what c has queued: one lws_write per callback, as libwebsockets
  * requires, but of every queued message that fits in p->batch_bytes (see
  * cf_push_queue_pop_batch), as back-to-back frames. */
-static int on_writeable(cf_push *p, client *c, struct lws *wsi)
+static int on_writeable(cf_push *p, cf_push_client *c, struct lws *wsi)
 {
-    if (c->close_code) {
+    int close_code = cf_push_client_close_code(c);
+    if (close_code) {
         static const char why[] = "bad client message";
-        lws_close_reason(wsi, (enum lws_close_status)c->close_code, (unsigned char *)why,
+        lws_close_reason(wsi, (enum lws_close_status)close_code, (unsigned char *)why,
                          sizeof why - 1);
         return -1;
     }
     cf_push_msg *ms[CF_PUSH_BATCH_MAX];
+    bool more;
     pthread_mutex_lock(&p->mu);
-    size_t n_msgs = c->q ? cf_push_queue_pop_batch(c->q, ms, CF_PUSH_BATCH_MAX, p->batch_bytes) : 0;
-    bool more = c->q && cf_push_queue_len(c->q) > 0;
+    size_t n_msgs = cf_push_client_take(c, ms, CF_PUSH_BATCH_MAX, p->batch_bytes, &more);
     pthread_mutex_unlock(&p->mu);
     if (n_msgs == 0)
         return 0;
@@ -517,6 +194,7 @@ static int on_writeable(cf_push *p, client *c, struct lws *wsi)
     if (n < 0 || (size_t)n < len)
         return -1;
     atomic_fetch_add(&p->sent, n_msgs);
+    atomic_fetch_add(&p->writes, 1);
     if (more)
         lws_callback_on_writable(wsi);
     return 0;
@@ -526,7 +204,11 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
                     size_t len)
 {
     cf_push *p = lws_context_user(lws_get_context(wsi));
-    client *c = user;
+    /* Our per-connection data is a pointer to the client (NULL until
+     * ESTABLISHED), read only in the cases of an established connection:
+     * elsewhere user may be no data of ours. */
+    cf_push_client **slot = user;
+    cf_push_client *c = NULL;
 
     switch (reason) {
     case LWS_CALLBACK_FILTER_NETWORK_CONNECTION:
@@ -535,7 +217,7 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
          * --ws-max-clients, so a flood of them could take every descriptor:
          * refuse any that would eat into the reserve for the log. */
         if ((uint64_t)(intptr_t)in >= p->fd_ceiling) {
-            log_refusal(p, "no descriptors to spare (open-file limit)", "");
+            cf_push_admit_refused(p->admit, "no descriptors to spare (open-file limit)", "");
             return 1;
         }
         return 0;
@@ -546,38 +228,54 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
         return 0;
 
     case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
-        return admit(p, wsi) ? 0 : 1;
+        return !atomic_load(&p->stopping) &&
+                       cf_push_admit_check(p->admit, wsi, atomic_load(&p->n_clients))
+                   ? 0
+                   : 1;
 
     case LWS_CALLBACK_ESTABLISHED:
-        memset(c, 0, sizeof *c);
-        c->wsi = wsi;
-        c->topics = ALL_TOPICS;
-        c->q = cf_push_queue_new(p->queue_cap, p->queue_bytes);
-        if (!c->q)
+        c = cf_push_client_new(wsi, &p->mu, p->queue_cap, p->queue_bytes, LWS_PRE);
+        if (!c)
             return -1;
-        link_client(p, c);
+        *slot = c;
+        client_joined(p, c);
         return 0;
 
     case LWS_CALLBACK_CLOSED:
-        unlink_client(p, c);
+        c = slot ? *slot : NULL;
+        if (c)
+            client_left(p, c);
+        *slot = NULL;
         return 0;
 
-    case LWS_CALLBACK_RECEIVE:
-        on_receive(p, c, wsi, in, len);
-        if (c->close_code)
+    case LWS_CALLBACK_RECEIVE: {
+        c = slot ? *slot : NULL;
+        if (!c)
+            return 0;
+        cf_push_rx rx = cf_push_client_receive(
+            c, in, len, lws_is_first_fragment(wsi),
+            lws_is_final_fragment(wsi) && lws_remaining_packet_payload(wsi) == 0,
+            lws_frame_is_binary(wsi));
+        if (rx.dropped)
+            atomic_fetch_add(&p->dropped, rx.dropped);
+        if (rx.subscribed)
+            client_subscribed(p);
+        if (rx.close_code || rx.queued)
             lws_callback_on_writable(wsi);
         return 0;
+    }
 
     case LWS_CALLBACK_SERVER_WRITEABLE:
-        return on_writeable(p, c, wsi);
+        c = slot ? *slot : NULL;
+        return c ? on_writeable(p, c, wsi) : 0;
 
     case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
         /* Publishers queued messages: ask for writeable callbacks. This
          * never calls back into us synchronously, so holding mu is fine. */
         pthread_mutex_lock(&p->mu);
-        for (client *it = p->clients; it; it = it->next)
-            if (cf_push_queue_len(it->q) > 0)
-                lws_callback_on_writable(it->wsi);
+        for (cf_push_client *it = p->clients; it; it = cf_push_client_next(it))
+            if (cf_push_client_queued(it) > 0)
+                lws_callback_on_writable(cf_push_client_conn(it));
         pthread_mutex_unlock(&p->mu);
         return 0;
 
@@ -686,20 +384,21 @@ cf_push *cf_push_start(const cf_config *cfg, const char **ret_err)
         return NULL;
     }
     p->fd_ceiling = cf_config_fd_ceiling(cfg, CF_FD_KEEP_WS);
-    p->max_clients = cfg->ws_max_clients;
-    snprintf(p->read_token, sizeof p->read_token, "%s", cfg->read_token);
-    for (size_t i = 0; i < cfg->n_cors_origins && i < CF_MAX_ORIGINS; i++) {
-        if (strcmp(cfg->cors_origins[i], "*") == 0)
-            p->any_origin = true;
-        snprintf(p->origins[p->n_origins++], sizeof p->origins[0], "%s", cfg->cors_origins[i]);
+    p->admit = cf_push_admit_new(cfg);
+    if (!p->admit) {
+        free(p->wbuf);
+        pthread_mutex_destroy(&p->mu);
+        free(p);
+        *ret_err = "out of memory";
+        return NULL;
     }
     snprintf(p->iface, sizeof p->iface, "%s", cfg->bind);
 
     p->protocols[0] = (struct lws_protocols){
         .name = "clickflow",
         .callback = callback,
-        .per_session_data_size = sizeof(client),
-        .rx_buffer_size = CF_PUSH_MAX_RX,
+        .per_session_data_size = sizeof(cf_push_client *),
+        .rx_buffer_size = CF_PUSH_CLIENT_MAX_RX,
         /* Left 0, lws would cap each send() at rx_buffer_size + LWS_PRE + 4
          * (4116 bytes), copy the rest of every larger write into its own
          * buffer and send it in more such pieces, one poll round each: three
@@ -762,78 +461,107 @@ void cf_push_stop(cf_push *p)
         lws_context_destroy(p->ctx);
     pthread_mutex_destroy(&p->mu);
     free(p->wbuf);
+    cf_push_admit_free(p->admit);
     free(p);
 }
 
-static bool has_named(const client *c, const char *topic)
+/* Queues items[i] for every client listening to to[i], one shared copy of
+ * each message (a message nobody can take, too big or no memory, counts as
+ * dropped), then wakes the service thread once for all of them: a client
+ * gets what one call queued for it in one write. n <= CF_PUSH_GROUP_MAX.
+ * O(n * clients). */
+static void fan_out(cf_push *p, const cf_push_audience *to, const cf_push_item *items, size_t n)
 {
-    for (size_t at = 0; at < c->named_len; at += strlen(c->named + at) + 1)
-        if (strcmp(c->named + at, topic) == 0)
-            return true;
-    return false;
-}
-
-/* Whom one message goes to: the clients subscribed to a built-in topic
- * (topic_bit) or to a named one (named). */
-typedef struct audience {
-    unsigned topic_bit;
-    const char *named;
-} audience;
-
-static bool listens(const client *c, const audience *to)
-{
-    if (to->named)
-        return c->named && has_named(c, to->named);
-    return (c->topics & to->topic_bit) != 0;
-}
-
-/* One copy of msg, referenced by every listening client's queue. A message
- * nobody can take (too big, no memory) counts as dropped. */
-static void fan_out(cf_push *p, const audience *to, const char *msg, size_t len, bool interim)
-{
-    if (len > CF_PUSH_MAX_MSG) {
-        atomic_fetch_add(&p->dropped, 1);
-        return;
-    }
-    cf_push_msg *m = cf_push_msg_new(msg, len, LWS_PRE, interim);
-    if (!m) {
-        atomic_fetch_add(&p->dropped, 1);
-        return;
-    }
+    cf_push_msg *ms[CF_PUSH_GROUP_MAX];
     size_t queued = 0, dropped = 0;
+    for (size_t i = 0; i < n; i++) {
+        ms[i] = items[i].len > CF_PUSH_MAX_MSG
+                    ? NULL
+                    : cf_push_msg_new(items[i].msg, items[i].len, LWS_PRE, items[i].interim);
+        dropped += ms[i] == NULL;
+    }
     pthread_mutex_lock(&p->mu);
     if (!p->closing) {
-        for (client *c = p->clients; c; c = c->next) {
-            if (!listens(c, to))
-                continue;
-            dropped += cf_push_queue_offer(c->q, m);
-            queued++;
+        for (size_t i = 0; i < n; i++) {
+            for (cf_push_client *c = p->clients; ms[i] && c; c = cf_push_client_next(c)) {
+                if (!cf_push_client_listens(c, &to[i]))
+                    continue;
+                dropped += cf_push_client_offer(c, ms[i]);
+                queued++;
+            }
         }
         /* Under mu, so cf_push_stop() cannot destroy the context meanwhile;
          * it only writes a byte to lws's wake-up pipe. */
-        if (queued)
+        if (queued) {
             lws_cancel_service(p->ctx);
+            atomic_fetch_add(&p->wakes, 1);
+        }
     }
     pthread_mutex_unlock(&p->mu);
-    cf_push_msg_unref(m);
+    for (size_t i = 0; i < n; i++)
+        cf_push_msg_unref(ms[i]);
     if (dropped)
         atomic_fetch_add(&p->dropped, dropped);
 }
 
 void cf_push_publish(cf_push *p, cf_topic topic, const char *msg, size_t len, bool interim)
 {
-    if (!p || (unsigned)topic >= CF_TOPIC_COUNT || !msg || atomic_load(&p->stopping))
+    cf_push_publish_group(p, &(cf_push_item){.topic = topic, .msg = msg, .len = len,
+                                             .interim = interim}, 1);
+}
+
+void cf_push_publish_group(cf_push *p, const cf_push_item *items, size_t n)
+{
+    if (!p || !items || atomic_load(&p->stopping))
         return;
     if (atomic_load(&p->n_clients) == 0)
         return;     /* nobody listens: not even a copy */
-    fan_out(p, &(audience){ .topic_bit = 1u << topic }, msg, len, interim);
+    while (n > 0) {
+        cf_push_audience to[CF_PUSH_GROUP_MAX];
+        size_t k = 0;
+        for (; k < n && k < CF_PUSH_GROUP_MAX; k++) {
+            if ((unsigned)items[k].topic >= CF_TOPIC_COUNT || !items[k].msg)
+                return;     /* a caller's bug: publish nothing more */
+            to[k] = (cf_push_audience){.topic = items[k].topic};
+        }
+        fan_out(p, to, items, k);
+        items += k;
+        n -= k;
+    }
 }
 
 void cf_push_publish_named(cf_push *p, const char *topic, const char *msg, size_t len, bool interim)
 {
     if (!p || !topic || !msg || atomic_load(&p->stopping) || atomic_load(&p->n_clients) == 0)
         return;
-    fan_out(p, &(audience){ .named = topic }, msg, len, interim);
+    fan_out(p, &(cf_push_audience){.named = topic},
+            &(cf_push_item){.msg = msg, .len = len, .interim = interim}, 1);
+}
+
+uint64_t cf_push_writes(const cf_push *p)
+{
+    return p ? atomic_load(&((cf_push *)p)->writes) : 0;
+}
+
+bool cf_push_listened(const cf_push *p, cf_topic topic)
+{
+    return p && (unsigned)topic < CF_TOPIC_COUNT &&
+           atomic_load(&((cf_push *)p)->listeners[topic]) > 0;
+}
+
+bool cf_push_listened_named(const cf_push *p)
+{
+    return p && atomic_load(&((cf_push *)p)->named_listeners) > 0;
+}
+
+uint64_t cf_push_joins(const cf_push *p)
+{
+    return p ? atomic_load(&((cf_push *)p)->joins) : 0;
+}
+
+uint64_t cf_push_wakes(const cf_push *p)
+{
+    return p ? atomic_load(&((cf_push *)p)->wakes) : 0;
 }
 
 size_t cf_push_clients(const cf_push *p)

@@ -36,6 +36,22 @@ void cf_push_stop(cf_push *p);
  * client's queue is full. Thread-safe, O(clients), never blocks on I/O. */
 void cf_push_publish(cf_push *p, cf_topic topic, const char *msg, size_t len, bool interim);
 
+/* One message of a group. */
+typedef struct cf_push_item {
+    cf_topic topic;
+    const char *msg;
+    size_t len;
+    bool interim;
+} cf_push_item;
+/* Publishes n messages as cf_push_publish() would, in order, with one
+ * wake-up of the service thread for the group: a client subscribed to
+ * several of them gets them in one write. The ticker's windows, trending
+ * and stats of one tick went out as three writes (three send(2)s, three
+ * poll rounds) to every client. Thread-safe, O(n * clients), never blocks
+ * on I/O; an item with a bad topic or no msg ends the group there. */
+#define CF_PUSH_GROUP_MAX 8
+void cf_push_publish_group(cf_push *p, const cf_push_item *items, size_t n);
+
 /* The same for a named topic of continuous SQL ("view:NAME",
  * "stream:NAME"): clients get it only when they subscribed to that name
  * (at most CF_PUSH_MAX_NAMED names of CF_PUSH_MAX_TOPIC bytes each). */
@@ -43,7 +59,23 @@ void cf_push_publish(cf_push *p, cf_topic topic, const char *msg, size_t len, bo
 #define CF_PUSH_MAX_TOPIC 300
 void cf_push_publish_named(cf_push *p, const char *topic, const char *msg, size_t len, bool interim);
 size_t cf_push_clients(const cf_push *p);
+/* Whether any client is subscribed to topic, or to any named topic. A
+ * publisher asks before it renders or computes a message: a client that
+ * took only "stats" costs the shards no window or session JSON. Accept
+ * NULL (false). */
+bool cf_push_listened(const cf_push *p, cf_topic topic);
+bool cf_push_listened_named(const cf_push *p);
 uint64_t cf_push_dropped(const cf_push *p);   /* messages dropped for slow clients */
-uint64_t cf_push_sent(const cf_push *p);
+uint64_t cf_push_sent(const cf_push *p);     /* messages written to clients */
+/* Writes to clients (each carries one or more messages). */
+uint64_t cf_push_writes(const cf_push *p);
+/* Wake-ups of the service thread by publishers (one per publishing call
+ * that queued something). */
+uint64_t cf_push_wakes(const cf_push *p);
+/* Counts clients that connected or replaced their topics. A publisher that
+ * pushes only on change (the ticker's interim windows and trending) pushes
+ * its current content again when this moved, so a new subscriber gets it
+ * within one --push-interval without waiting for a change. */
+uint64_t cf_push_joins(const cf_push *p);
 
 #endif

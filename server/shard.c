@@ -277,7 +277,7 @@ static void page_event(cf_shard *s, const cf_event *ev, const sql_value *row, bo
                                  ev->event_id, ev->event_id_len, ev->ts, seq,
                                  cf_late_reason_windows());
         if (l) {
-            if (s->push && cf_push_clients(s->push) > 0)
+            if (cf_push_listened(s->push, CF_TOPIC_LATE))
                 shard_batch_add(&s->batch_late, cf_lres_json(l));
             cf_retain_push(s->late, l);
         } else {
@@ -605,8 +605,9 @@ static void handle_barrier(cf_shard *s, const cf_msg *m)
 
 static void handle_msg(cf_shard *s, cf_msg *m)
 {
-    /* Fired view results are rendered only while a client listens. */
-    cf_sqlx_collect(s->sqlx, s->push && cf_push_clients(s->push) > 0);
+    /* Fired view results are rendered only while a client listens to a
+     * named topic (view:NAME, stream:NAME). */
+    cf_sqlx_collect(s->sqlx, cf_push_listened_named(s->push));
     switch (m->kind) {
     case CF_MSG_EVENTS: handle_events(s, m); break;
     case CF_MSG_MARK: handle_mark(s, m); break;

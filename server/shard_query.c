@@ -350,7 +350,7 @@ void shard_run_query(cf_shard *s, cf_shard_query *q)
             q->err = -ENOMEM;
         break;
     case CF_Q_SQL_INTERIM:
-        if (s->push && cf_push_clients(s->push) > 0)
+        if (cf_push_listened_named(s->push))
             cf_sqlx_interim(s->sqlx, SQL_INTERIM_ROWS, shard_publish_view, s);
         break;
     case CF_Q_SQL: {

@@ -233,7 +233,7 @@ static void on_window(cf_shard *s, int type, const sql_view_result *vr)
         s->st.errors++;
         return;
     }
-    if (s->push && cf_push_clients(s->push) > 0) /* format only for listeners */
+    if (cf_push_listened(s->push, CF_TOPIC_WINDOWS)) /* format only for listeners */
         shard_batch_add(&s->batch_windows, cf_wres_json(w));
     if (s->history && r->final)
         history_window(s, r, vr);
@@ -263,7 +263,7 @@ void shard_on_session(void *ctx, const sql_view_result *vr)
         s->st.errors++;
         return;
     }
-    if (s->push && cf_push_clients(s->push) > 0) /* format only for listeners */
+    if (cf_push_listened(s->push, CF_TOPIC_SESSIONS)) /* format only for listeners */
         shard_batch_add(&s->batch_sessions, cf_sres_json(rec));
     if (s->history && r->final)
         history_session(s, r);
@@ -287,7 +287,7 @@ void shard_publish_batch(cf_shard *s, cJSON **batch, cf_topic topic, const char 
     *batch = NULL;
     if (!b)
         return;
-    if (cf_push_clients(s->push) == 0) {
+    if (!cf_push_listened(s->push, topic)) {
         cJSON_Delete(b);
         return;
     }

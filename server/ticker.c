@@ -12,7 +12,6 @@
 #include "results_json.h"
 #include "engine_int.h"
 #include "log.h"
-#include "publish.h"
 #include "push.h"
 #include "thread_role.h"
 #include "wal.h"
@@ -20,9 +19,50 @@
 #define TICK_MS 100
 #define INTERIM_PER_TYPE 100           /* busiest open windows per type per interim push */
 
-static void publish(cf_engine *e, cf_topic topic, const char *type, cJSON *data, bool interim)
+/* The messages of one tick (interim windows, trending, stats), rendered and
+ * then published as one group: one wake-up of the push thread and one write
+ * per client for all of them, not one each. */
+typedef struct tick_msgs {
+    cf_push_item items[3];
+    size_t n;
+} tick_msgs;
+
+/* Adds a rendered message (text, owned from here on) to the tick's group. */
+static void stage_text(tick_msgs *t, cf_topic topic, char *text, size_t len, bool interim)
 {
-    cf_publish(e->push, topic, type, data, interim);
+    if (t->n == sizeof t->items / sizeof t->items[0]) {
+        cJSON_free(text);
+        return;
+    }
+    t->items[t->n++] = (cf_push_item){.topic = topic, .msg = text, .len = len, .interim = interim};
+}
+
+/* Renders data (consumed) as a {"type","data"} message of the tick. */
+static void stage(tick_msgs *t, cf_topic topic, const char *type, cJSON *data, bool interim)
+{
+    size_t len = 0;
+    char *text = cf_push_message(type, data, &len);
+    if (text)
+        stage_text(t, topic, text, len, interim);
+}
+
+/* What the ticker pushed last. Interim windows and trending go out when
+ * they changed since (a dashboard keeps what it was sent), or to everyone
+ * when a client joined (cf_push_joins), so a new subscriber has them within
+ * one --push-interval; an idle server's clients are not sent the same
+ * top-N every interval. */
+typedef struct push_memo {
+    char *windows;          /* the last interim windows message pushed */
+    size_t windows_len;
+    uint64_t joins;         /* cf_push_joins() at the last push tick */
+} push_memo;
+
+static void publish_staged(cf_engine *e, tick_msgs *t)
+{
+    cf_push_publish_group(e->push, t->items, t->n);
+    for (size_t i = 0; i < t->n; i++)
+        cJSON_free((char *)t->items[i].msg);
+    t->n = 0;
 }
 
 /* Interim results of open windows (final=false), newest first. */
@@ -30,7 +70,7 @@ static void publish(cf_engine *e, cf_topic topic, const char *type, cJSON *data,
  * every client every --push-interval, so it is kept small (a dashboard shows
  * the top pages): all open windows would be megabytes per second per client
  * under load. Final results are never capped. */
-static void push_interim(cf_engine *e)
+static void push_interim(cf_engine *e, tick_msgs *out, push_memo *memo, bool fresh)
 {
     cJSON *all = NULL;
     for (int t = CF_WINDOW_TUMBLING; t <= CF_WINDOW_SLIDING; t++) {
@@ -49,23 +89,39 @@ static void push_interim(cf_engine *e)
             cJSON_AddItemToArray(all, it);
         cJSON_Delete(items);
     }
-    if (all && cJSON_GetArraySize(all) > 0)
-        publish(e, CF_TOPIC_WINDOWS, "windows", all, true);
-    else
+    if (!all || cJSON_GetArraySize(all) == 0) {
         cJSON_Delete(all);
+        return;
+    }
+    size_t len = 0;
+    char *text = cf_push_message("windows", all, &len);
+    if (!text)
+        return;
+    if (!fresh && memo->windows && len == memo->windows_len &&
+        memcmp(text, memo->windows, len) == 0) {
+        cJSON_free(text);   /* unchanged: nothing to push */
+        return;
+    }
+    char *copy = realloc(memo->windows, len);
+    if (copy) {
+        memcpy(copy, text, len);
+        memo->windows = copy;
+        memo->windows_len = len;
+    }
+    stage_text(out, CF_TOPIC_WINDOWS, text, len, true);
 }
 
-static void push_trending(cf_engine *e)
+static void push_trending(cf_engine *e, tick_msgs *out, bool fresh)
 {
     cJSON *t = engine_trending(e, 10, false);
     if (!t)
         return;
     /* "When it changed": compare the ranked items, not as_of. */
     char *items = cJSON_PrintUnformatted(cJSON_GetObjectItemCaseSensitive(t, "items"));
-    if (items && (!e->last_trending || strcmp(items, e->last_trending) != 0)) {
+    if (items && (fresh || !e->last_trending || strcmp(items, e->last_trending) != 0)) {
         cJSON_free(e->last_trending);
         e->last_trending = items;
-        publish(e, CF_TOPIC_TRENDING, "trending", t, false);
+        stage(out, CF_TOPIC_TRENDING, "trending", t, false);
         return;
     }
     cJSON_free(items);
@@ -91,8 +147,10 @@ void *engine_ticker_main(void *arg)
     /* Request class (inherited): it holds the sequencer lock for the dedup
      * save's steps, and a niced holder would keep every submit waiting. */
     cf_thread_role_name("cf-ticker");
-    int64_t next_push = mono_ms() + e->cfg.push_interval_ms;
-    int64_t next_stats = mono_ms() + 1000;
+    push_memo memo = {.windows = NULL};
+    int64_t start = mono_ms();
+    int64_t next_push = start + e->cfg.push_interval_ms;
+    int64_t next_stats = start + 1000;
     e->snap_due = mono_ms() + e->cfg.snapshot_interval_ms;
     pthread_mutex_lock(&e->tick_mu);
     while (!e->tick_stop) {
@@ -135,18 +193,36 @@ void *engine_ticker_main(void *arg)
         /* Interim results cost the shards a pass over every open window:
          * only when someone listens. */
         bool listened = e->push && cf_push_clients(e->push) > 0;
+        tick_msgs msgs = {.n = 0};
+        /* Both schedules step from one start, so with the default 500 ms
+         * every other push tick carries the stats too, in the same group
+         * (one write per client). After a stall they restart from now. */
         if (listened && e->cfg.push_interval_ms > 0 && mono >= next_push) {
-            next_push = mono + e->cfg.push_interval_ms;
-            push_interim(e);
-            engine_sql_push_interim(e);
-            push_trending(e);
+            next_push += e->cfg.push_interval_ms;
+            if (next_push <= mono)
+                next_push = mono + e->cfg.push_interval_ms;
+            uint64_t joins = cf_push_joins(e->push);
+            bool fresh = joins != memo.joins;
+            memo.joins = joins;
+            /* Each part is computed only for its listeners: the interim
+             * windows cost every shard a pass over its open windows. */
+            if (cf_push_listened(e->push, CF_TOPIC_WINDOWS))
+                push_interim(e, &msgs, &memo, fresh);
+            if (cf_push_listened_named(e->push))
+                engine_sql_push_interim(e);
+            if (cf_push_listened(e->push, CF_TOPIC_TRENDING))
+                push_trending(e, &msgs, fresh);
         }
         if (listened && mono >= next_stats) {
-            next_stats = mono + 1000;
-            cJSON *st = engine_stats_json(e, false);
+            next_stats += 1000;
+            if (next_stats <= mono)
+                next_stats = mono + 1000;
+            cJSON *st = cf_push_listened(e->push, CF_TOPIC_STATS) ? engine_stats_json(e, false)
+                                                                  : NULL;
             if (st)
-                publish(e, CF_TOPIC_STATS, "stats", st, true);
+                stage(&msgs, CF_TOPIC_STATS, "stats", st, true);
         }
+        publish_staged(e, &msgs);
         if (e->wal && e->cfg.snapshot_interval_ms > 0) {
             if (e->job)
                 (void)engine_snapshot_finish(e);
@@ -156,5 +232,6 @@ void *engine_ticker_main(void *arg)
         pthread_mutex_lock(&e->tick_mu);
     }
     pthread_mutex_unlock(&e->tick_mu);
+    free(memo.windows);
     return NULL;
 }

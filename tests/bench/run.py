@@ -82,6 +82,21 @@ def cpu_s(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def thread_cpu_s(pid, name):
+    """utime + stime in seconds of the threads of pid named name (comm)."""
+    total = 0.0
+    for tid in os.listdir("/proc/%d/task" % pid):
+        try:
+            with open("/proc/%d/task/%s/stat" % (pid, tid)) as f:
+                head, rest = f.read().rsplit(")", 1)
+        except OSError:
+            continue  # the thread ended meanwhile
+        if head.split("(", 1)[1] == name:
+            fields = rest.split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
 def threads_of(pid):
     with open("/proc/%d/status" % pid) as f:
         for line in f:
@@ -496,23 +511,33 @@ class Bench:
         instead, which took most of a core of its own. Reports the server's
         CPU per event and the drain's CPU, since the tool shares the 2 cores."""
         n_clients = 50 if self.a.smoke else 500
+        # The same load without clients right before, for a ratio of server
+        # CPU per event that the other load on a shared machine moves less
+        # than the wall-clock rate (S2's run may be minutes apart).
+        with self.server("--ws-max-clients", str(n_clients + 10)) as srv:
+            c0 = cpu_s(srv.proc.pid)
+            b0 = self.client_run(srv.http_port, self.batches, 4, self.d, per_body=1000)
+            alone_per_cpu = b0["events_per_s"] * self.d / max(cpu_s(srv.proc.pid) - c0, 1e-3)
         with self.server("--ws-max-clients", str(n_clients + 10)) as srv:
             if self.a.s5_python_drain:
                 drain = self.python_drain(srv.ws_port, n_clients)
             else:
                 drain = self.c_drain(srv.ws_port, n_clients)
-            c0 = cpu_s(srv.proc.pid)
+            c0, p0 = cpu_s(srv.proc.pid), thread_cpu_s(srv.proc.pid, "cf-push")
             b = self.client_run(srv.http_port, self.batches, 4, self.d, per_body=1000)
             srv_cpu = cpu_s(srv.proc.pid) - c0
+            push_cpu = thread_cpu_s(srv.proc.pid, "cf-push") - p0
             got = drain()
             _, st = srv.request("GET", "/api/v1/stats")
         events = b["events_per_s"] * self.d
         row("S5", "S2 ingest with %d WebSocket clients on all topics" % n_clients, "events/s",
             b["events_per_s"], "S2 without clients", self.s2_peak, ">= 0.9x")
         row("S5", "same", "events per server CPU-second", events / max(srv_cpu, 1e-3),
-            None, None, "-")
+            "same without clients, run just before", alone_per_cpu, "-")
         row("S5", "same", "push MB/s to all clients", got["bytes"] / 1e6 / self.d, None, None, "-")
         row("S5", "same", "push messages/s to all clients", got["messages"] / self.d, None, None, "-")
+        row("S5", "same", "push thread (cf-push) share of server CPU", push_cpu / max(srv_cpu, 1e-3),
+            None, None, "-")
         row("S5", "same", "drain (the clients, a test tool) CPU-seconds per second",
             got["cpu_s"] / self.d, None, None, "-")
         row("S5", "same", "push messages dropped for slow clients", st.get("ws_dropped", 0),

@@ -13,7 +13,9 @@
  * JSON. It replaces a Python selectors loop that took most of a core for
  * 500 clients and so competed with the server it measured. One thread, one
  * epoll set, level-triggered reads of up to 256 KiB. Pings are answered
- * with pongs (as a browser would); nothing else is sent. */
+ * with pongs (as a browser would). --subscribe TEXT sends TEXT (at most 125
+ * bytes, e.g. {"subscribe":["stats"]}) as each client's first message:
+ * what the clients take decides what the server computes for them. */
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -87,6 +89,17 @@ static void pong(conn *c)
     (void)write_all(c->fd, frame, sizeof frame);
 }
 
+/* Sends text as one masked text frame (zero mask: the payload as is). */
+static int send_text(int fd, const char *text)
+{
+    size_t len = strlen(text);
+    if (len > 125)
+        return -1;
+    unsigned char frame[6 + 125] = {0x81, (unsigned char)(0x80 | len), 0, 0, 0, 0};
+    memcpy(frame + 6, text, len);
+    return write_all(fd, frame, 6 + len);
+}
+
 /* Feeds n received bytes through c's frame parser. */
 static void feed(conn *c, const unsigned char *p, size_t n)
 {
@@ -134,7 +147,7 @@ static void feed(conn *c, const unsigned char *p, size_t n)
 
 /* Connects and upgrades; bytes that came after the 101 response are fed to
  * the parser. Returns the fd or -1. */
-static int ws_open(conn *c, uint16_t port)
+static int ws_open(conn *c, uint16_t port, const char *subscribe)
 {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0)
@@ -172,7 +185,7 @@ static int ws_open(conn *c, uint16_t port)
             return -1;
         }
     }
-    if (strncmp(buf, "HTTP/1.1 101", 12) != 0) {
+    if (strncmp(buf, "HTTP/1.1 101", 12) != 0 || (subscribe && send_text(fd, subscribe) != 0)) {
         close(fd);
         return -1;
     }
@@ -190,6 +203,7 @@ int main(int argc, char **argv)
 {
     unsigned port = 0, n_clients = 0;
     double duration = 0;
+    const char *subscribe = NULL;
     for (int i = 1; i + 1 < argc; i += 2) {
         if (strcmp(argv[i], "--port") == 0)
             port = (unsigned)atoi(argv[i + 1]);
@@ -197,9 +211,11 @@ int main(int argc, char **argv)
             n_clients = (unsigned)atoi(argv[i + 1]);
         else if (strcmp(argv[i], "--duration") == 0)
             duration = atof(argv[i + 1]);
+        else if (strcmp(argv[i], "--subscribe") == 0)
+            subscribe = argv[i + 1];
     }
     if (port == 0 || port > 65535 || n_clients == 0) {
-        fprintf(stderr, "usage: ws_drain --port P --clients N [--duration S]\n"
+        fprintf(stderr, "usage: ws_drain --port P --clients N [--duration S] [--subscribe TEXT]\n"
                         "  drains until stdin closes (or S seconds)\n");
         return 2;
     }
@@ -208,7 +224,7 @@ int main(int argc, char **argv)
     if (!cs || ep < 0)
         return 1;
     for (unsigned i = 0; i < n_clients; i++) {
-        if (ws_open(&cs[i], (uint16_t)port) < 0) {
+        if (ws_open(&cs[i], (uint16_t)port, subscribe) < 0) {
             fprintf(stderr, "ws_drain: client %u: connect or upgrade failed\n", i);
             return 1;
         }

@@ -189,9 +189,61 @@ def test_slow_client_does_not_stop_stats():
         stuck.sock.close()
 
 
+def test_interim_windows_only_when_changed():
+    # The interim windows (a top-N snapshot) go out when they changed, or
+    # when a client joins; an idle server does not send the same snapshot
+    # every --push-interval. Stats (every second) count the time, so the
+    # test waits for messages, not for the clock.
+    with Server(["--idle-timeout", "0", "--push-interval", "100ms"]) as srv:
+        path = info_ws(srv)
+        events = [{"user_id": "u%d" % i, "page_url": "/p%d" % (i % 3), "timestamp": BASE + 10000}
+                  for i in range(30)]
+        status, _ = srv.request("POST", "/api/v1/events", events)
+        assert status == 202
+
+        def until_windows(ws, deadline=10):
+            end = time.monotonic() + deadline
+            while time.monotonic() < end:
+                msg = ws.recv_json(timeout=max(0.1, end - time.monotonic()))
+                if msg["type"] == "windows":
+                    return msg
+            raise AssertionError("no windows message")
+
+        def windows_between_stats(ws, n_stats):
+            """Windows messages seen until n_stats stats messages arrived."""
+            seen = stats = 0
+            while stats < n_stats:
+                msg = ws.recv_json(timeout=10)
+                stats += msg["type"] == "stats"
+                seen += msg["type"] == "windows"
+            return seen
+
+        with WsClient(srv.ws_port, path) as a:
+            assert subscribe(a, ["windows", "stats"]) == ["windows", "stats"]
+            first = until_windows(a)
+            assert {r["page_url"]: r["count"] for r in first["data"] if r["type"] == "tumbling"} == \
+                {"/p0": 10, "/p1": 10, "/p2": 10}, first
+            # The join's push may come twice (connect, then subscribe): let
+            # them pass, then at least two seconds (20 intervals) of nothing new.
+            windows_between_stats(a, 2)
+            assert windows_between_stats(a, 2) == 0
+            # A change goes out.
+            status, _ = srv.request("POST", "/api/v1/events",
+                                    [{"user_id": "x", "page_url": "/p0", "timestamp": BASE + 10000}])
+            assert status == 202
+            changed = until_windows(a)
+            assert {r["page_url"]: r["count"] for r in changed["data"]
+                    if r["type"] == "tumbling"}["/p0"] == 11, changed
+            # A new subscriber gets the snapshot without waiting for a change.
+            with WsClient(srv.ws_port, path) as b:
+                assert subscribe(b, ["windows"]) == ["windows"]
+                assert until_windows(b)["data"] == changed["data"]
+
+
 if __name__ == "__main__":
     run_tests([
         test_final_windows_equal_rest,
         test_subscribe_filters_and_handshake_checks,
         test_slow_client_does_not_stop_stats,
+        test_interim_windows_only_when_changed,
     ])

@@ -619,10 +619,97 @@ static void plain_http_and_bad_bind(void **state)
     cf_push_stop(p);
 }
 
+/* A group (the ticker's windows, trending and stats of one tick) wakes the
+ * service thread once and reaches a client in one write; the same messages
+ * published one by one wake it once each. */
+static void group_is_one_wake_and_one_write(void **state)
+{
+    (void)state;
+    cf_config cfg;
+    base_config(&cfg);
+    cf_push *p = start(&cfg);
+    wsc *a = ws_open(cfg.ws_port);
+    wsc *b = ws_open(cfg.ws_port);
+    wait_clients(p, 2);
+    const char *sub = "{\"subscribe\":[\"stats\"]}";
+    ws_send(b, 1, sub, strlen(sub));
+    expect_text(b, "{\"type\":\"subscribed\",\"data\":[\"stats\"]}");
+    wait_sent(p, 1);
+    const char *w = "{\"type\":\"windows\",\"data\":[]}";
+    const char *t = "{\"type\":\"trending\",\"data\":{}}";
+    const char *st = "{\"type\":\"stats\",\"data\":2}";
+    cf_push_item items[3] = {
+        {.topic = CF_TOPIC_WINDOWS, .msg = w, .len = strlen(w), .interim = true},
+        {.topic = CF_TOPIC_TRENDING, .msg = t, .len = strlen(t), .interim = false},
+        {.topic = CF_TOPIC_STATS, .msg = st, .len = strlen(st), .interim = true},
+    };
+    uint64_t wakes = cf_push_wakes(p), writes = cf_push_writes(p);
+    cf_push_publish_group(p, items, 3);
+    assert_int_equal(cf_push_wakes(p), wakes + 1);
+    expect_text(a, w);
+    expect_text(a, t);
+    expect_text(a, st);
+    expect_text(b, st);
+    wait_sent(p, 1 + 4);
+    /* Queued under one lock before the one wake-up: one write per client. */
+    assert_int_equal(cf_push_writes(p), writes + 2);
+
+    for (size_t i = 0; i < 3; i++)
+        cf_push_publish(p, items[i].topic, items[i].msg, items[i].len, items[i].interim);
+    assert_int_equal(cf_push_wakes(p), wakes + 4);
+    expect_text(a, w);
+    expect_text(a, t);
+    expect_text(a, st);
+    expect_text(b, st);
+    assert_int_equal(cf_push_dropped(p), 0);
+    ws_close(a);
+    ws_close(b);
+    wait_clients(p, 0);
+    cf_push_stop(p);
+}
+
+/* The hub counts the listeners of each topic as clients come, subscribe
+ * and go, so publishers render only what someone takes. */
+static void listeners_follow_subscriptions(void **state)
+{
+    (void)state;
+    cf_config cfg;
+    base_config(&cfg);
+    cf_push *p = start(&cfg);
+    assert_false(cf_push_listened(p, CF_TOPIC_STATS));
+    assert_false(cf_push_listened_named(p));
+    assert_false(cf_push_listened(NULL, CF_TOPIC_STATS));
+    wsc *a = ws_open(cfg.ws_port);
+    wait_clients(p, 1);
+    for (int t = 0; t < CF_TOPIC_COUNT; t++)
+        assert_true(cf_push_listened(p, (cf_topic)t));
+    assert_false(cf_push_listened_named(p));
+    const char *sub = "{\"subscribe\":[\"stats\",\"view:v1\"]}";
+    ws_send(a, 1, sub, strlen(sub));
+    expect_text(a, "{\"type\":\"subscribed\",\"data\":[\"stats\",\"view:v1\"]}");
+    assert_true(cf_push_listened(p, CF_TOPIC_STATS));
+    assert_false(cf_push_listened(p, CF_TOPIC_WINDOWS));
+    assert_false(cf_push_listened(p, CF_TOPIC_LATE));
+    assert_true(cf_push_listened_named(p));
+    wsc *b = ws_open(cfg.ws_port);
+    wait_clients(p, 2);
+    assert_true(cf_push_listened(p, CF_TOPIC_WINDOWS));
+    ws_close(b);
+    wait_clients(p, 1);
+    assert_false(cf_push_listened(p, CF_TOPIC_WINDOWS));
+    ws_close(a);
+    wait_clients(p, 0);
+    assert_false(cf_push_listened(p, CF_TOPIC_STATS));
+    assert_false(cf_push_listened_named(p));
+    cf_push_stop(p);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(delivers_to_every_client),
+        cmocka_unit_test(group_is_one_wake_and_one_write),
+        cmocka_unit_test(listeners_follow_subscriptions),
         cmocka_unit_test(subscribe_filters_topics),
         cmocka_unit_test(bad_client_messages_close),
         cmocka_unit_test(origin_checks),
