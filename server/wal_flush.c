@@ -49,21 +49,43 @@ static bool ts_before(const struct timespec *a, const struct timespec *b)
 
 /* Process-wide by design: tests reach logs owned by the engine this way. In
  * the daemon the hold is never set and costs one relaxed load per write. */
-static atomic_bool test_hold_on;
-static atomic_uint test_held, test_waiting;
+static atomic_uint test_waiting;
 static atomic_ulong test_flusher_wakeups;
 static pthread_mutex_t test_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t test_cv = PTHREAD_COND_INITIALIZER;
 
-void cf_wal_test_hold(bool hold)
+/* A point where a test can hold the log's threads: set on, and how many
+ * threads wait there now. */
+typedef struct {
+    atomic_bool on;
+    atomic_uint held;
+} test_hold;
+
+static test_hold write_hold, flusher_hold;
+
+static void test_hold_set(test_hold *t, bool hold)
 {
     pthread_mutex_lock(&test_mu);
-    atomic_store(&test_hold_on, hold);
+    atomic_store(&t->on, hold);
     pthread_cond_broadcast(&test_cv);
     pthread_mutex_unlock(&test_mu);
 }
 
-unsigned cf_wal_test_held(void) { return atomic_load(&test_held); }
+static void test_hold_wait(test_hold *t)
+{
+    if (!atomic_load_explicit(&t->on, memory_order_relaxed))
+        return;
+    pthread_mutex_lock(&test_mu);
+    atomic_fetch_add(&t->held, 1);
+    while (atomic_load(&t->on))
+        pthread_cond_wait(&test_cv, &test_mu);
+    atomic_fetch_sub(&t->held, 1);
+    pthread_mutex_unlock(&test_mu);
+}
+
+void cf_wal_test_hold(bool hold) { test_hold_set(&write_hold, hold); }
+
+unsigned cf_wal_test_held(void) { return atomic_load(&write_hold.held); }
 
 unsigned cf_wal_test_waiting(void) { return atomic_load(&test_waiting); }
 
@@ -87,45 +109,19 @@ static void test_gate_point(void)
         nanosleep(&ts, NULL);
 }
 
-static atomic_bool test_flusher_hold_on;
-static atomic_uint test_flusher_held;
+void cf_wal_test_hold_flusher(bool hold) { test_hold_set(&flusher_hold, hold); }
 
-void cf_wal_test_hold_flusher(bool hold)
-{
-    pthread_mutex_lock(&test_mu);
-    atomic_store(&test_flusher_hold_on, hold);
-    pthread_cond_broadcast(&test_cv);
-    pthread_mutex_unlock(&test_mu);
-}
-
-unsigned cf_wal_test_flusher_held(void) { return atomic_load(&test_flusher_held); }
+unsigned cf_wal_test_flusher_held(void) { return atomic_load(&flusher_hold.held); }
 
 int64_t cf_wal_test_due_after_sync_ns(cf_wal *w) { return atomic_load(&w->test_due_after_sync_ns); }
-
-static void test_flusher_hold_point(void)
-{
-    if (!atomic_load_explicit(&test_flusher_hold_on, memory_order_relaxed))
-        return;
-    pthread_mutex_lock(&test_mu);
-    atomic_fetch_add(&test_flusher_held, 1);
-    while (atomic_load(&test_flusher_hold_on))
-        pthread_cond_wait(&test_cv, &test_mu);
-    atomic_fetch_sub(&test_flusher_held, 1);
-    pthread_mutex_unlock(&test_mu);
-}
 
 static void test_hold_point(void)
 {
     test_gate_point();
-    if (!atomic_load_explicit(&test_hold_on, memory_order_relaxed))
-        return;
-    pthread_mutex_lock(&test_mu);
-    atomic_fetch_add(&test_held, 1);
-    while (atomic_load(&test_hold_on))
-        pthread_cond_wait(&test_cv, &test_mu);
-    atomic_fetch_sub(&test_held, 1);
-    pthread_mutex_unlock(&test_mu);
+    test_hold_wait(&write_hold);
 }
+
+static void test_flusher_hold_point(void) { test_hold_wait(&flusher_hold); }
 
 /* Writes a batch of whole records, rotating at record boundaries once a
  * segment reaches segment_bytes. Writer only. 0 or -errno. */
