@@ -91,12 +91,14 @@ int main(int argc, char **argv)
         payload[i] = (uint8_t)(i * 2654435761u >> 13);
     pthread_t th;
     pthread_create(&th, NULL, committer, NULL);
+    int failed = 0;
     for (int r = 0; r < rounds; r++) {
         sleep(1);
         double t0 = now_ms();
         struct iovec iov = {payload, len};
         int rc = cf_snapshot_writev(dir, 100 + r, &iov, 1);
         double t1 = now_ms();
+        failed |= rc < 0;
         int n = atomic_load(&n_lat);
         double during[MAX_LAT];
         int k = 0;
@@ -112,5 +114,5 @@ int main(int argc, char **argv)
     close(wal_fd);
     unlink(path);
     free(payload);
-    return 0;
+    return failed;
 }
