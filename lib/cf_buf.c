@@ -52,25 +52,19 @@ void cf_buf_put(cf_buf *b, const void *p, size_t n)
     b->len += n;
 }
 
-static void put_le(cf_buf *b, uint64_t v, size_t width)
+void cf_buf_put_le_slow(cf_buf *b, uint64_t v, size_t width)
 {
     uint8_t tmp[8];
-    for (size_t i = 0; i < width; i++)
+    for (size_t i = 0; i < width && i < sizeof tmp; i++)
         tmp[i] = (uint8_t)(v >> (8 * i));
-    cf_buf_put(b, tmp, width);
+    cf_buf_put(b, tmp, width < sizeof tmp ? width : sizeof tmp);
 }
-
-void cf_buf_put_u8(cf_buf *b, uint8_t v) { put_le(b, v, 1); }
-void cf_buf_put_u16(cf_buf *b, uint16_t v) { put_le(b, v, 2); }
-void cf_buf_put_u32(cf_buf *b, uint32_t v) { put_le(b, v, 4); }
-void cf_buf_put_u64(cf_buf *b, uint64_t v) { put_le(b, v, 8); }
-void cf_buf_put_i64(cf_buf *b, int64_t v) { put_le(b, (uint64_t)v, 8); }
 
 void cf_buf_put_f64(cf_buf *b, double v)
 {
     uint64_t bits;
     memcpy(&bits, &v, sizeof bits);
-    put_le(b, bits, 8);
+    cf_buf_put_le(b, bits, 8);
 }
 
 void cf_buf_put_str(cf_buf *b, const char *s, size_t n)
@@ -80,6 +74,14 @@ void cf_buf_put_str(cf_buf *b, const char *s, size_t n)
         return;
     }
     cf_buf_put_u32(b, (uint32_t)n);
+    /* Short strings (keys, pages) in place: cf_buf_put's memcpy call cost
+     * more than the copy. */
+    if (n <= 32 && !b->oom && b->cap - b->len >= n) {
+        for (size_t i = 0; i < n; i++)
+            b->data[b->len + i] = (uint8_t)s[i];
+        b->len += n;
+        return;
+    }
     cf_buf_put(b, s, n);
 }
 

@@ -31,11 +31,30 @@ void cf_buf_reset(cf_buf *b);
  * b->data, invalidating pointers into it. */
 int cf_buf_reserve(cf_buf *b, size_t extra);
 void cf_buf_put(cf_buf *b, const void *p, size_t n);
-void cf_buf_put_u8(cf_buf *b, uint8_t v);
-void cf_buf_put_u16(cf_buf *b, uint16_t v);
-void cf_buf_put_u32(cf_buf *b, uint32_t v);
-void cf_buf_put_u64(cf_buf *b, uint64_t v);
-void cf_buf_put_i64(cf_buf *b, int64_t v);
+/* The fixed-width puts are inline: a snapshot save is mostly small puts,
+ * and the call chain (put, reserve, a libc memcpy of 1-8 bytes) was about
+ * as costly as the traversal (issue 15, save_bench). When the room is
+ * there they store in place; otherwise cf_buf_put_le_slow grows the
+ * buffer (or sets oom) exactly as cf_buf_put does. */
+void cf_buf_put_le_slow(cf_buf *b, uint64_t v, size_t width);
+
+static inline void cf_buf_put_le(cf_buf *b, uint64_t v, size_t width)
+{
+    if (b->oom || b->cap - b->len < width) {
+        cf_buf_put_le_slow(b, v, width);
+        return;
+    }
+    uint8_t *p = b->data + b->len;
+    for (size_t i = 0; i < width; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+    b->len += width;
+}
+
+static inline void cf_buf_put_u8(cf_buf *b, uint8_t v) { cf_buf_put_le(b, v, 1); }
+static inline void cf_buf_put_u16(cf_buf *b, uint16_t v) { cf_buf_put_le(b, v, 2); }
+static inline void cf_buf_put_u32(cf_buf *b, uint32_t v) { cf_buf_put_le(b, v, 4); }
+static inline void cf_buf_put_u64(cf_buf *b, uint64_t v) { cf_buf_put_le(b, v, 8); }
+static inline void cf_buf_put_i64(cf_buf *b, int64_t v) { cf_buf_put_le(b, (uint64_t)v, 8); }
 void cf_buf_put_f64(cf_buf *b, double v);
 /* Length-prefixed (u32) byte string. */
 void cf_buf_put_str(cf_buf *b, const char *s, size_t n);

@@ -84,6 +84,42 @@ static void buf_grows_and_resets(void **state)
     cf_buf_free(&b);
 }
 
+/* The inline puts (in place when the room is there, through the slow
+ * path otherwise) write the same little-endian bytes whatever the room
+ * left, and write nothing once the buffer is out of memory, even with room
+ * (a record is checked once at its end). */
+static void inline_puts_match_bytes_at_every_boundary(void **state)
+{
+    (void)state;
+    for (size_t pre = 0; pre < 80; pre++) {
+        cf_buf b = {0};
+        for (size_t i = 0; i < pre; i++)
+            cf_buf_put_u8(&b, (uint8_t)i);
+        cf_buf_put_u16(&b, 0x0201);
+        cf_buf_put_u32(&b, 0x06050403u);
+        cf_buf_put_u64(&b, 0x0e0d0c0b0a090807ull);
+        cf_buf_put_i64(&b, -2);
+        cf_buf_put_str(&b, "abc", 3);
+        static const uint8_t want[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14,
+                                       0xfe, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+                                       3, 0, 0, 0, 'a', 'b', 'c'};
+        assert_false(b.oom);
+        assert_int_equal(b.len, pre + sizeof want);
+        for (size_t i = 0; i < pre; i++)
+            assert_int_equal(b.data[i], (uint8_t)i);
+        assert_memory_equal(b.data + pre, want, sizeof want);
+        cf_buf_free(&b);
+    }
+    cf_buf b = {0};
+    assert_int_equal(cf_buf_reserve(&b, 64), 0);
+    b.oom = true;
+    cf_buf_put_u64(&b, 1);
+    cf_buf_put_u8(&b, 1);
+    cf_buf_put_str(&b, "x", 1);
+    assert_int_equal(b.len, 0);
+    cf_buf_free(&b);
+}
+
 static void hash_is_stable_and_spreads(void **state)
 {
     (void)state;
@@ -114,6 +150,7 @@ int main(void)
         cmocka_unit_test(roundtrip_all_types),
         cmocka_unit_test(reader_rejects_truncated_string),
         cmocka_unit_test(buf_grows_and_resets),
+        cmocka_unit_test(inline_puts_match_bytes_at_every_boundary),
         cmocka_unit_test(hash_is_stable_and_spreads),
     };
     return cmocka_run_group_tests_name("buf_hash", tests, NULL, NULL);

@@ -286,6 +286,48 @@ static void test_hashkey_persists(void **state)
 /* The engine writes its snapshot as pieces (checkpoint.c): the file must be
  * byte for byte the one of their concatenation, whatever the cut, with
  * empty pieces and more pieces than one writev call takes (64). */
+/* A payload of several writeback chunks (512 KiB each, paced): pieces
+ * larger than a chunk are split across writes, small ones are gathered,
+ * and the file holds the same bytes as the one-piece write. */
+static void test_writev_paced_chunks_same_bytes(void **state)
+{
+    const char *dir = *state;
+    enum { N = (3 << 20) + 12345 };
+    uint8_t *p = malloc(N);
+    assert_non_null(p);
+    fill(p, N, 11);
+    assert_int_equal(cf_snapshot_write(dir, 9, p, N), 0);
+    char path[512];
+    snap_path(dir, 9, path, sizeof path);
+    size_t whole_n;
+    uint8_t *whole = (uint8_t *)uu_read_file(path, &whole_n);
+    assert_non_null(whole);
+    /* One piece of 1.5 chunks, 300 small ones across a chunk's end, one of
+     * almost two chunks, and the rest. */
+    struct iovec iov[303];
+    size_t off = 0, k = 0;
+    iov[k++] = (struct iovec){p, 786432};
+    off = 786432;
+    for (int i = 0; i < 300; i++, k++) {
+        iov[k] = (struct iovec){p + off, (size_t)(i % 7) * 150};
+        off += iov[k].iov_len;
+    }
+    iov[k++] = (struct iovec){p + off, 1048000};
+    off += 1048000;
+    iov[k++] = (struct iovec){p + off, N - off};
+    assert_int_equal(cf_snapshot_writev(dir, 10, iov, k), 0);
+    snap_path(dir, 10, path, sizeof path);
+    size_t pieces_n;
+    uint8_t *pieces = (uint8_t *)uu_read_file(path, &pieces_n);
+    assert_non_null(pieces);
+    assert_int_equal(pieces_n, whole_n);
+    assert_memory_equal(pieces + 36, whole + 36, N);
+    assert_memory_equal(pieces + 20, whole + 20, 12);
+    free(pieces);
+    free(whole);
+    free(p);
+}
+
 static void test_writev_equals_concatenation(void **state)
 {
     const char *dir = *state;
@@ -356,6 +398,7 @@ int main(void)
         T(test_stray_temp_file_ignored_and_removed),
         T(test_hashkey_persists),
         T(test_writev_equals_concatenation),
+        T(test_writev_paced_chunks_same_bytes),
     };
     return cmocka_run_group_tests_name("snapshot", tests, NULL, NULL);
 }
