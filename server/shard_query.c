@@ -118,10 +118,11 @@ static void q_windows(cf_shard *s, cf_shard_query *q)
     for (int t = CF_WINDOW_TUMBLING; t <= CF_WINDOW_SLIDING; t++) {
         if (q->wtype >= 0 && q->wtype != t)
             continue;
+        /* Unsorted: the rows are sorted below (cf_wres_cmp, a total order
+         * up to equal records), so the view's key order is not needed. */
         if (q->state != 1)
-            sql_view_foreach_open(s->bview[t], 0,
-                                  t == CF_WINDOW_TUMBLING ? collect_tumbling : collect_sliding,
-                                  &oc);
+            sql_view_walk_open(s->bview[t], 0,
+                               t == CF_WINDOW_TUMBLING ? collect_tumbling : collect_sliding, &oc);
         if (q->state != 0) {
             const cf_retain *ring = s->closed[t];
             for (size_t i = 0, n = cf_retain_len(ring); i < n; i++) {
