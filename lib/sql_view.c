@@ -344,28 +344,32 @@ static int cmp_sess_fire(const sql_view *v, const void *a, const void *b)
     return (x->first > y->first) - (x->first < y->first);
 }
 
-size_t sql_view_foreach_open(const sql_view *v, int64_t now, sql_view_emit_fn emit, void *ctx)
+size_t sql_view_foreach_open_first(const sql_view *v, int64_t now, size_t limit,
+                                  sql_view_emit_fn emit, void *ctx)
 {
     size_t n = 0;
     if (v->cfg.window == SQL_WINDOW_TUMBLING || v->cfg.window == SQL_WINDOW_HOPPING) {
-        for (uint32_t i = 0; i < v->nslots; i++) {
+        for (uint32_t i = 0; i < v->nslots && n < limit; i++) {
             if (fire_due(v, v->slots[i].start + v->cfg.size_ms))
                 continue;
-            n += sql_view_emit_window(v, i, false, now, emit, ctx);
+            n += sql_view_emit_window(v, i, false, now, limit - n, true, emit, ctx);
         }
         return n;
     }
-    if (sql_view_sort_reserve(v, v->heap_n) < 0)
+    if (limit == 0 || sql_view_sort_reserve(v, v->heap_n) < 0)
         return 0;
     for (uint32_t i = 0; i < v->heap_n; i++)
         if (v->cfg.window == SQL_WINDOW_NONE || !((sess *)v->heap[i])->fired)
             v->sort[n++] = v->heap[i];
+    /* Only the first `limit` need their order: select them, sort those. */
     if (v->cfg.window == SQL_WINDOW_SESSION) {
-        sql_view_sort_ptrs(v, v->sort, n, cmp_sess_fire);
+        sql_view_select_first(v, v->sort, n, limit, cmp_sess_fire);
+        n = n < limit ? n : limit;
         for (size_t i = 0; i < n; i++)
             sql_view_emit_sess(v, v->sort[i], false, emit, ctx);
     } else {
-        sql_view_sort_ptrs(v, v->sort, n, sql_view_cmp_group_key);
+        sql_view_select_first(v, v->sort, n, limit, sql_view_cmp_group_key);
+        n = n < limit ? n : limit;
         for (size_t i = 0; i < n; i++) {
             const group *g = v->sort[i];
             sql_view_emit_row(v, g, group_state(v, g), g->last_ts, g->last_ts, 0, false, now,
@@ -373,6 +377,34 @@ size_t sql_view_foreach_open(const sql_view *v, int64_t now, sql_view_emit_fn em
         }
     }
     return n;
+}
+
+size_t sql_view_foreach_open(const sql_view *v, int64_t now, sql_view_emit_fn emit, void *ctx)
+{
+    return sql_view_foreach_open_first(v, now, SIZE_MAX, emit, ctx);
+}
+
+size_t sql_view_walk_open(const sql_view *v, int64_t now, sql_view_emit_fn emit, void *ctx)
+{
+    size_t n = 0;
+    switch (v->cfg.window) {
+    case SQL_WINDOW_NONE: return sql_view_scan(v, now, emit, ctx);
+    case SQL_WINDOW_SESSION:
+        /* The heap holds every session, open or fired. */
+        for (uint32_t i = 0; i < v->heap_n; i++) {
+            const sess *x = v->heap[i];
+            if (!x->fired) {
+                sql_view_emit_sess(v, x, false, emit, ctx);
+                n++;
+            }
+        }
+        return n;
+    default:
+        for (uint32_t i = 0; i < v->nslots; i++)
+            if (!fire_due(v, v->slots[i].start + v->cfg.size_ms))
+                n += sql_view_emit_window(v, i, false, now, SIZE_MAX, false, emit, ctx);
+        return n;
+    }
 }
 
 size_t sql_view_scan(const sql_view *v, int64_t now, sql_view_emit_fn emit, void *ctx)
@@ -473,11 +505,11 @@ void sql_view_stats_get(const sql_view *v, sql_view_stats *ret)
     s.open = v->n_open;
     s.kept = v->n_kept;
     if (v->cfg.window == SQL_WINDOW_TUMBLING || v->cfg.window == SQL_WINDOW_HOPPING) {
-        /* (window, group) pairs, counted from the panes: O(state). */
+        /* (window, group) pairs, counted from the panes: O(state), no
+         * sort (key order does not change a count). */
         s.open = s.kept = 0;
         for (uint32_t i = 0; i < v->nslots; i++) {
-            int ng = sql_view_gather(v, i);
-            size_t n = ng > 0 ? (size_t)ng : 0;
+            size_t n = sql_view_count_window(v, i);
             if (fire_due(v, v->slots[i].start + v->cfg.size_ms))
                 s.kept += n;
             else

@@ -197,6 +197,18 @@ void sql_view_advance(sql_view *v, int64_t wm, sql_view_emit_fn emit, void *ctx)
  * is T for DECAYED_COUNT. Returns how many. O(state + groups log groups). */
 size_t sql_view_foreach_open(const sql_view *v, int64_t now, sql_view_emit_fn emit, void *ctx);
 
+/* The first `limit` rows of foreach_open's order, exactly: each window's
+ * (or the sessions', running rows') first ones are chosen with a bounded
+ * heap and only those sorted, so a capped interim push does not sort every
+ * group. Returns how many. O(state + groups log limit). */
+size_t sql_view_foreach_open_first(const sql_view *v, int64_t now, size_t limit,
+                                  sql_view_emit_fn emit, void *ctx);
+
+/* The rows of foreach_open, in no particular order, without sorting: for
+ * callers whose output does not depend on key order (a count, a top-N by
+ * count that sorts its own picks). Returns how many. O(state). */
+size_t sql_view_walk_open(const sql_view *v, int64_t now, sql_view_emit_fn emit, void *ctx);
+
 /* Running views (NONE) only: every running row, in no particular order,
  * without sorting or allocating (a top-N over a large view: trending).
  * Returns how many; 0 for other shapes. O(groups). */
@@ -215,9 +227,9 @@ size_t sql_view_forget(sql_view *v, int64_t now, sql_view_drop_fn drop, void *ct
 size_t sql_view_lookup(const sql_view *v, const sql_value *key, int64_t now,
                        sql_view_emit_fn emit, void *ctx);
 
-/* Counters and sizes. O(state): walks every group, session and cell (the
- * window pair counts are derived from the panes), so call it for stats
- * pages and metrics, not per event. */
+/* Counters and sizes. O(state), no sort: walks every group, session and
+ * cell (the window pair counts are counted from the panes), so call it for
+ * stats pages and metrics, not per event. */
 void sql_view_stats_get(const sql_view *v, sql_view_stats *ret);
 /* The counters and the group count alone (open, kept and bytes 0): O(1),
  * for a per-message check. */

@@ -263,6 +263,11 @@ int sql_view_sort_reserve(const sql_view *cv, size_t n);
 /* Heapsort of n pointers by cmp; the comparators: */
 void sql_view_sort_ptrs(const sql_view *v, void **a, size_t n, ptr_cmp_fn cmp);
 
+/* The k smallest of n pointers by cmp, ascending, into a[0..k) (k >= n:
+ * all of them sorted): a bounded max-heap of k, so O(n log k) and most
+ * candidates cost one comparison with its root. */
+void sql_view_select_first(const sql_view *v, void **a, size_t n, size_t k, ptr_cmp_fn cmp);
+
 int sql_view_cmp_group_key(const sql_view *v, const void *a, const void *b);
 
 /* -- windows (sql_view_window.c) ------------------------------------------- */
@@ -285,13 +290,17 @@ const void *sql_view_merged_state(const sql_view *v, const merger *mg);
 void sql_view_merge_group(const sql_view *v, int64_t g, const group *grp, merger *mg,
                           bool *ret_prior);
 
-/* The groups with data in window wi, in key order, into v->sort: how many,
+/* The groups with data in window wi, in no order, into v->sort: how many,
  * or -ENOMEM. */
 int sql_view_gather(const sql_view *cv, uint32_t wi);
 
-/* Emits window wi's rows in key order; how many. */
+/* How many groups have data in window wi: no sort, no allocation. */
+size_t sql_view_count_window(const sql_view *cv, uint32_t wi);
+
+/* Emits window wi's rows: sorted, the first `limit` in key order (SIZE_MAX:
+ * all); unsorted, all in no order (limit ignored). How many. */
 size_t sql_view_emit_window(const sql_view *v, uint32_t wi, bool final, int64_t now,
-                            sql_view_emit_fn emit, void *ctx);
+                            size_t limit, bool sorted, sql_view_emit_fn emit, void *ctx);
 
 /* apply_window's slow path (below): a group's first event in a pane, or an
  * event in a pane some of whose windows have fired. */

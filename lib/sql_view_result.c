@@ -85,6 +85,23 @@ void sql_view_sort_ptrs(const sql_view *v, void **a, size_t n, ptr_cmp_fn cmp)
     }
 }
 
+void sql_view_select_first(const sql_view *v, void **a, size_t n, size_t k, ptr_cmp_fn cmp)
+{
+    if (k < n) {
+        /* a[0..k) a max-heap: its root is the largest kept, the one a
+         * smaller candidate replaces. */
+        for (size_t i = k / 2; i > 0; i--)
+            sift(v, a, i - 1, k, cmp);
+        for (size_t i = k; k > 0 && i < n; i++)
+            if (cmp(v, a[i], a[0]) < 0) {
+                a[0] = a[i];
+                sift(v, a, 0, k, cmp);
+            }
+        n = k;
+    }
+    sql_view_sort_ptrs(v, a, n, cmp);
+}
+
 int sql_view_cmp_group_key(const sql_view *v, const void *a, const void *b)
 {
     const group *x = a, *y = b;

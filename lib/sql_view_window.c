@@ -269,10 +269,23 @@ static int gather_reserve(const sql_view *cv, uint32_t n)
     return sql_view_sort_reserve(v, ncap);
 }
 
+/* A fresh mark for a walk that visits each group of a window once. */
+static uint32_t next_stamp(sql_view *v)
+{
+    if (++v->stamp == 0) {
+        /* Wrapped: old marks could match again. */
+        for (uint32_t i = 0; v->groups.s && i <= v->groups.mask; i++)
+            if (v->groups.s[i].p)
+                ((group *)v->groups.s[i].p)->mark = 0;
+        v->stamp = 1;
+    }
+    return v->stamp;
+}
+
 /* Collects the distinct groups with data in the panes of the window at
- * slot index wi into v->sort, in key order, each with the chain of its
+ * slot index wi into v->sort, in no order, each with the chain of its
  * cells (group.ghead, v->gnext). Returns the number of groups or -ENOMEM.
- * O(cells + groups log groups). */
+ * O(cells). */
 int sql_view_gather(const sql_view *cv, uint32_t wi)
 {
     sql_view *v = (sql_view *)cv; /* scratch only */
@@ -282,21 +295,15 @@ int sql_view_gather(const sql_view *cv, uint32_t wi)
         total += v->slots[i].n;
     if (gather_reserve(v, total) < 0)
         return -ENOMEM;
-    if (++v->stamp == 0) {
-        /* Wrapped: old marks could match again. */
-        for (uint32_t i = 0; v->groups.s && i <= v->groups.mask; i++)
-            if (v->groups.s[i].p)
-                ((group *)v->groups.s[i].p)->mark = 0;
-        v->stamp = 1;
-    }
+    uint32_t stamp = next_stamp(v);
     uint32_t n = 0, ng = 0;
     for (uint32_t i = wi; i < v->nslots && v->slots[i].start < end; i++)
         for (const cell *c = v->slots[i].head; c; c = c->next) {
             if (!c->has_data)
                 continue;
             group *g = c->g;
-            if (g->mark != v->stamp) {
-                g->mark = v->stamp;
+            if (g->mark != stamp) {
+                g->mark = stamp;
                 g->ghead = UINT32_MAX;
                 v->sort[ng++] = g;
             }
@@ -304,23 +311,46 @@ int sql_view_gather(const sql_view *cv, uint32_t wi)
             v->gnext[n] = g->ghead;
             g->ghead = n++;
         }
-    sql_view_sort_ptrs(v, v->sort, ng, sql_view_cmp_group_key);
     return (int)ng;
 }
 
-/* Emits every group of the window at slot index wi, in key order, with
- * revision 0 (its first firing, or interim results). Returns how many. */
+size_t sql_view_count_window(const sql_view *cv, uint32_t wi)
+{
+    sql_view *v = (sql_view *)cv; /* marks only */
+    size_t n = 0;
+    if (v->k == 1) {
+        /* One pane per window, one cell per group in it: count the cells,
+         * without loading the groups. */
+        for (const cell *c = v->slots[wi].head; c; c = c->next)
+            n += c->has_data;
+        return n;
+    }
+    int64_t end = v->slots[wi].start + v->cfg.size_ms;
+    uint32_t stamp = next_stamp(v);
+    for (uint32_t i = wi; i < v->nslots && v->slots[i].start < end; i++)
+        for (const cell *c = v->slots[i].head; c; c = c->next)
+            if (c->has_data && c->g->mark != stamp) {
+                c->g->mark = stamp;
+                n++;
+            }
+    return n;
+}
+
+/* Emits the groups of the window at slot index wi with revision 0 (its
+ * first firing, or interim results): sorted, the first `limit` in key
+ * order; unsorted, all of them in the order of the panes' cell lists.
+ * Returns how many. */
 size_t sql_view_emit_window(const sql_view *v, uint32_t wi, bool final, int64_t now,
-                            sql_view_emit_fn emit, void *ctx)
+                            size_t limit, bool sorted, sql_view_emit_fn emit, void *ctx)
 {
     int64_t g = v->slots[wi].start;
     int ng = sql_view_gather(v, wi);
     if (ng < 0) {
-        /* No memory to sort: group by group through the map, unordered. */
+        /* No memory to gather: group by group through the map, unordered. */
         size_t n = 0;
         int64_t end = g + v->cfg.size_ms;
         for (uint32_t i = wi; i < v->nslots && v->slots[i].start < end; i++)
-            for (const cell *c = v->slots[i].head; c; c = c->next) {
+            for (const cell *c = v->slots[i].head; c && (!sorted || n < limit); c = c->next) {
                 if (!c->has_data)
                     continue;
                 bool first = true, prior;
@@ -335,6 +365,11 @@ size_t sql_view_emit_window(const sql_view *v, uint32_t wi, bool final, int64_t 
                 n++;
             }
         return n;
+    }
+    if (sorted) {
+        sql_view_select_first(v, v->sort, (size_t)ng, limit, sql_view_cmp_group_key);
+        if ((size_t)ng > limit)
+            ng = (int)limit;
     }
     for (int i = 0; i < ng; i++) {
         const group *grp = v->sort[i];
@@ -417,7 +452,7 @@ void sql_view_advance_windows(sql_view *v, int64_t old, sql_view_emit_fn emit, v
         if (last > v->wm)
             break;
         if (emit)
-            sql_view_emit_window(v, i, true, last, emit, ctx);
+            sql_view_emit_window(v, i, true, last, SIZE_MAX, true, emit, ctx);
     }
     uint32_t n = 0;
     while (n < v->nslots && purge_due(v, v->slots[n].start + v->cfg.size_ms)) {

@@ -111,17 +111,122 @@ static void *dup_s(const void *p) { return cf_sres_dup(p); }
 
 static void *dup_l(const void *p) { return cf_lres_dup(p); }
 
+/* The ticker's interim push asks for the `limit` busiest open windows
+ * (by_count, state 0). Open rows are one per (type, window, page), so
+ * there is nothing to deduplicate: a bounded heap keeps the best `limit`
+ * under cf_wres_cmp_count, its root the worst kept, so that a row that
+ * does not make it costs a count comparison and no allocation, and only
+ * the kept rows are sorted. The answer is the one sorting every row gives
+ * (the order is total up to equal records). */
+typedef struct top_open {
+    const cf_shard_query *q;
+    void **h;                   /* cf_wres *, as take() and ptrvec hold them */
+    size_t n, cap;
+    int type;
+    bool oom;
+} top_open;
+
+/* Is a worse than b (later in cf_wres_cmp_count order)? */
+static bool wres_worse(const void *a, const void *b)
+{
+    return cf_wres_cmp_count(&a, &b) > 0;
+}
+
+static void top_open_sift_down(void **h, size_t n, size_t i)
+{
+    for (;;) {
+        size_t l = 2 * i + 1, w = i;
+        if (l < n && wres_worse(h[l], h[w]))
+            w = l;
+        if (l + 1 < n && wres_worse(h[l + 1], h[w]))
+            w = l + 1;
+        if (w == i)
+            return;
+        void *t = h[i];
+        h[i] = h[w];
+        h[w] = t;
+        i = w;
+    }
+}
+
+static void collect_top_open(void *ctx, const sql_view_result *vr)
+{
+    top_open *c = ctx;
+    cf_window_result r = shard_window_of(c->type, vr);
+    if (c->oom || !page_matches(c->q, r.page_url, r.page_url_len) ||
+        !range_matches(c->q, r.start, r.end))
+        return;
+    /* Full: fewer clicks than the worst kept cannot make it. */
+    if (c->n == c->cap && r.count < ((const cf_wres *)c->h[0])->count)
+        return;
+    cf_wres *w = cf_wres_new(&r);
+    if (!w) {
+        c->oom = true;
+        return;
+    }
+    w->final = false;
+    if (c->n < c->cap) {
+        size_t i = c->n++;
+        c->h[i] = w;
+        while (i > 0 && wres_worse(c->h[i], c->h[(i - 1) / 2])) {
+            size_t up = (i - 1) / 2;
+            void *t = c->h[i];
+            c->h[i] = c->h[up];
+            c->h[up] = t;
+            i = up;
+        }
+    } else if (wres_worse(c->h[0], w)) {
+        free(c->h[0]);
+        c->h[0] = w;
+        top_open_sift_down(c->h, c->n, 0);
+    } else {
+        free(w);
+    }
+}
+
+static void q_windows_top_open(cf_shard *s, cf_shard_query *q)
+{
+    if (q->limit == 0)
+        return;
+    top_open c = {.q = q, .h = calloc(q->limit, sizeof *c.h), .cap = q->limit};
+    if (!c.h) {
+        q->err = -ENOMEM;
+        return;
+    }
+    for (int t = CF_WINDOW_TUMBLING; t <= CF_WINDOW_SLIDING; t++) {
+        if (q->wtype >= 0 && q->wtype != t)
+            continue;
+        c.type = t;
+        sql_view_walk_open(s->bview[t], 0, collect_top_open, &c);
+    }
+    if (c.oom) {
+        q->err = -ENOMEM;
+    } else {
+        if (c.n > 1)
+            qsort(c.h, c.n, sizeof *c.h, cf_wres_cmp_count);
+        take(q, c.h, c.n, dup_w);
+    }
+    for (size_t i = 0; i < c.n; i++)
+        free(c.h[i]);
+    free(c.h);
+}
+
 static void q_windows(cf_shard *s, cf_shard_query *q)
 {
+    if (q->by_count && q->state == 0) {
+        q_windows_top_open(s, q);
+        return;
+    }
     ptrvec owned = {0}, all = {0};
     open_ctx oc = {.q = q, .owned = &owned};
     for (int t = CF_WINDOW_TUMBLING; t <= CF_WINDOW_SLIDING; t++) {
         if (q->wtype >= 0 && q->wtype != t)
             continue;
+        /* Unsorted: the rows are sorted below (cf_wres_cmp, a total order
+         * up to equal records), so the view's key order is not needed. */
         if (q->state != 1)
-            sql_view_foreach_open(s->bview[t], 0,
-                                  t == CF_WINDOW_TUMBLING ? collect_tumbling : collect_sliding,
-                                  &oc);
+            sql_view_walk_open(s->bview[t], 0,
+                               t == CF_WINDOW_TUMBLING ? collect_tumbling : collect_sliding, &oc);
         if (q->state != 0) {
             const cf_retain *ring = s->closed[t];
             for (size_t i = 0, n = cf_retain_len(ring); i < n; i++) {

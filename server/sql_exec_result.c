@@ -303,7 +303,11 @@ void cf_sqlx_interim(cf_sqlx *x, size_t max_rows, cf_sqlx_publish_fn fn, void *c
         x->cur = xv;
         x->scratch.used = 0;
         x->interim_left = max_rows;
-        sql_view_foreach_open(xv->v, x->clock == CF_TIME_NONE ? 0 : x->clock, on_interim, x);
+        /* The first max_rows of the firing order, as a full walk's first
+         * rows would be, without sorting every open group of a large view
+         * each push interval. */
+        sql_view_foreach_open_first(xv->v, x->clock == CF_TIME_NONE ? 0 : x->clock, max_rows,
+                                    on_interim, x);
     }
     x->cur = NULL;
     cf_sqlx_flush(x, fn, ctx);

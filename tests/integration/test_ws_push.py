@@ -240,10 +240,43 @@ def test_interim_windows_only_when_changed():
                 assert until_windows(b)["data"] == changed["data"]
 
 
+def test_interim_windows_are_the_busiest():
+    # More open windows than the interim push carries (100 per type), with
+    # ties in count at the cut: the push carries exactly the busiest, ties
+    # broken by page bytes, in that order (the shards pick them with a
+    # bounded heap instead of sorting every window). One shard, so that the
+    # shard's own cut is the answer's: with more, each holds fewer pages.
+    with Server(["--idle-timeout", "0", "--push-interval", "100ms", "--shards", "1"]) as srv:
+        path = info_ws(srv)
+        pages = ["/q/%03d" % i for i in range(250)]
+        counts = {p: 1 + (i * 5) % 7 for i, p in enumerate(pages)}
+        events = [{"user_id": "u%d" % j, "page_url": p, "timestamp": BASE + 10000}
+                  for p in pages for j in range(counts[p])]
+        status, _ = srv.request("POST", "/api/v1/events", events)
+        assert status == 202
+        want = sorted(pages, key=lambda p: (-counts[p], p.encode()))[:100]
+        with WsClient(srv.ws_port, path) as ws:
+            assert subscribe(ws, ["windows"]) == ["windows"]
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                msg = ws.recv_json(timeout=max(0.1, deadline - time.monotonic()))
+                if msg["type"] != "windows":
+                    continue
+                rows = [r for r in msg["data"] if r["type"] == "tumbling"]
+                if sum(r["count"] for r in rows) < sum(counts[p] for p in want):
+                    continue  # a push from before every event was counted
+                assert [r["page_url"] for r in rows] == want, rows
+                assert [r["count"] for r in rows] == [counts[p] for p in want], rows
+                assert all(not r["final"] for r in rows), rows
+                return
+            raise AssertionError("no complete windows message")
+
+
 if __name__ == "__main__":
     run_tests([
         test_final_windows_equal_rest,
         test_subscribe_filters_and_handshake_checks,
         test_slow_client_does_not_stop_stats,
         test_interim_windows_only_when_changed,
+        test_interim_windows_are_the_busiest,
     ])
