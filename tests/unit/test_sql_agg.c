@@ -20,16 +20,11 @@
 #include "cf_hash.h"
 #include "cf_hll.h"
 #include "sql_agg.h"
+#include "unit_util.h"
 
 static uint64_t rng_state;
 
-static uint64_t rng(void)
-{
-    uint64_t z = (rng_state += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
+static uint64_t rng(void) { return uu_splitmix64(&rng_state); }
 
 typedef struct agg {
     sql_agg_set *set;

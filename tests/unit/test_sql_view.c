@@ -22,55 +22,20 @@
 #include "cf_hll.h"
 #include "cf_time.h"
 #include "sql_view.h"
+#include "unit_util.h"
 
 static uint64_t rng_state;
 
-static uint64_t rng(void)
-{
-    uint64_t z = (rng_state += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
+static uint64_t rng(void) { return uu_splitmix64(&rng_state); }
 
 /* ---- emissions as text lines ------------------------------------------------- */
-
-typedef struct lines {
-    char **s;
-    size_t n, cap;
-} lines;
-
-static void lines_add(lines *l, const char *s)
-{
-    if (l->n == l->cap) {
-        l->cap = l->cap ? l->cap * 2 : 64;
-        l->s = realloc(l->s, l->cap * sizeof *l->s);
-        assert_non_null(l->s);
-    }
-    l->s[l->n] = strdup(s);
-    assert_non_null(l->s[l->n]);
-    l->n++;
-}
-
-static void lines_free(lines *l)
-{
-    for (size_t i = 0; i < l->n; i++)
-        free(l->s[i]);
-    free(l->s);
-    memset(l, 0, sizeof *l);
-}
 
 static int cmp_key16(const void *a, const void *b)
 {
     return strcmp(a, b);
 }
 
-static int cmp_str(const void *a, const void *b)
-{
-    return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-static void assert_lines_equal(const lines *a, const lines *b)
+static void assert_lines_equal(const uu_lines *a, const uu_lines *b)
 {
     size_t n = a->n < b->n ? a->n : b->n;
     for (size_t i = 0; i < n; i++)
@@ -119,7 +84,7 @@ static void collect(void *ctx, const sql_view_result *r)
     char buf[1024];
     fmt_row(buf, sizeof buf, r->start, r->end, r->key, r->nkeys, r->aggs, r->naggs, r->revision,
             r->final);
-    lines_add(ctx, buf);
+    uu_lines_add(ctx, buf);
 }
 
 /* ---- the test's events and aggregates ---------------------------------------------- */
@@ -208,14 +173,14 @@ static void naive_aggs(const tevent *const *evs, size_t n, sql_value *out)
     out[7] = sql_bigint(cnum);
 }
 
-static void naive_emit(lines *out, int64_t start, int64_t end, const char *key,
+static void naive_emit(uu_lines *out, int64_t start, int64_t end, const char *key,
                        const tevent *const *evs, size_t n, uint32_t rev, bool final)
 {
     sql_value k = sql_string(key, (uint32_t)strlen(key)), a[NAGGS];
     naive_aggs(evs, n, a);
     char buf[1024];
     fmt_row(buf, sizeof buf, start, end, &k, 1, a, NAGGS, rev, final);
-    lines_add(out, buf);
+    uu_lines_add(out, buf);
 }
 
 /* ---- naive windows (TUMBLING, HOPPING) ----------------------------------------------- */
@@ -298,7 +263,7 @@ static size_t nwin_starts(const nwin *w, int64_t *starts)
     return n;
 }
 
-static void nwin_emit_window(nwin *w, int64_t g, bool final, lines *out, const tevent **buf,
+static void nwin_emit_window(nwin *w, int64_t g, bool final, uu_lines *out, const tevent **buf,
                              char (*keys)[16])
 {
     size_t nk = nwin_keys(w, g, keys);
@@ -309,7 +274,7 @@ static void nwin_emit_window(nwin *w, int64_t g, bool final, lines *out, const t
     }
 }
 
-static void nwin_advance(nwin *w, int64_t wm, lines *out, const tevent **buf, char (*keys)[16],
+static void nwin_advance(nwin *w, int64_t wm, uu_lines *out, const tevent **buf, char (*keys)[16],
                          int64_t *starts)
 {
     if (wm == CF_TIME_NONE || (w->wm != CF_TIME_NONE && wm <= w->wm))
@@ -343,7 +308,7 @@ static void nwin_advance(nwin *w, int64_t wm, lines *out, const tevent **buf, ch
 }
 
 /* Returns 1 applied, 0 late. */
-static int nwin_apply(nwin *w, const tevent *e, int64_t wm, lines *out, const tevent **buf,
+static int nwin_apply(nwin *w, const tevent *e, int64_t wm, uu_lines *out, const tevent **buf,
                       char (*keys)[16], int64_t *starts)
 {
     nwin_advance(w, wm, out, buf, keys, starts);
@@ -376,7 +341,7 @@ static int nwin_apply(nwin *w, const tevent *e, int64_t wm, lines *out, const te
     return 1;
 }
 
-static void nwin_open(nwin *w, lines *out, const tevent **buf, char (*keys)[16], int64_t *starts)
+static void nwin_open(nwin *w, uu_lines *out, const tevent **buf, char (*keys)[16], int64_t *starts)
 {
     size_t ns = nwin_starts(w, starts);
     for (size_t i = 0; i < ns; i++)
@@ -412,13 +377,13 @@ static int cmp_ev_arrival(const void *a, const void *b)
     return (x->arrival > y->arrival) - (x->arrival < y->arrival);
 }
 
-static void ns_emit(lines *out, nsess *x, bool final)
+static void ns_emit(uu_lines *out, nsess *x, bool final)
 {
     qsort(x->evs, x->n, sizeof *x->evs, cmp_ev_arrival);
     naive_emit(out, x->first, x->last, x->key, x->evs, x->n, x->rev, final);
 }
 
-static void nses_advance(nses *m, int64_t wm, lines *out)
+static void nses_advance(nses *m, int64_t wm, uu_lines *out)
 {
     if (wm == CF_TIME_NONE || (m->wm != CF_TIME_NONE && wm <= m->wm))
         return;
@@ -446,7 +411,7 @@ static void nses_advance(nses *m, int64_t wm, lines *out)
     }
 }
 
-static int nses_apply(nses *m, const tevent *e, int64_t wm, lines *out)
+static int nses_apply(nses *m, const tevent *e, int64_t wm, uu_lines *out)
 {
     nses_advance(m, wm, out);
     nsess *a = NULL;
@@ -572,7 +537,7 @@ static sql_view *make_view(sql_window_kind kind, int64_t size, int64_t adv, int6
     return v;
 }
 
-static int view_apply(sql_view *v, const tevent *e, int64_t wm, lines *out)
+static int view_apply(sql_view *v, const tevent *e, int64_t wm, uu_lines *out)
 {
     sql_value key[1], args[NAGGS];
     event_args(e, key, args);
@@ -592,7 +557,7 @@ static void run_window_trace(uint64_t seed, int64_t size, int64_t adv, int64_t g
     const tevent **buf = calloc(n, sizeof *buf);
     char(*keys)[16] = calloc(n, 16);
     int64_t *starts = calloc(n * 64, sizeof *starts);
-    lines got = {0}, want = {0};
+    uu_lines got = {0}, want = {0};
     size_t late = 0;
     for (size_t i = 0; i < n; i++) {
         int a = view_apply(v, &t.e[i], t.wm[i], &got);
@@ -611,8 +576,8 @@ static void run_window_trace(uint64_t seed, int64_t size, int64_t adv, int64_t g
     sql_view_stats st;
     sql_view_stats_get(v, &st);
     assert_int_equal(st.late_dropped, late);
-    lines_free(&got);
-    lines_free(&want);
+    uu_lines_free(&got);
+    uu_lines_free(&want);
     free(w.pairs);
     free(w.recs);
     free(buf);
@@ -646,7 +611,7 @@ static void test_random_sessions(void **state)
         int64_t gap = 300 + (int64_t)(seed % 4) * 200, grace = seed % 3 == 0 ? 0 : 1000;
         sql_view *v = make_view(SQL_WINDOW_SESSION, 0, 0, gap, grace);
         nses m = {.gap = gap, .grace = grace, .wm = CF_TIME_NONE, .s = calloc(n, sizeof(nsess))};
-        lines got = {0}, want = {0};
+        uu_lines got = {0}, want = {0};
         for (size_t i = 0; i < n; i++) {
             int a = view_apply(v, &t.e[i], t.wm[i], &got);
             int b = nses_apply(&m, &t.e[i], t.wm[i], &want);
@@ -661,8 +626,8 @@ static void test_random_sessions(void **state)
         assert_int_equal(st.open + st.kept, 0);
         late_updates += st.late_updates;
         late_dropped += st.late_dropped;
-        lines_free(&got);
-        lines_free(&want);
+        uu_lines_free(&got);
+        uu_lines_free(&want);
         nses_free(&m);
         sql_view_free(v);
         trace_free(&t);
@@ -685,7 +650,7 @@ static void test_window_end_and_grace_bounds(void **state)
 {
     (void)state;
     sql_view *v = make_view(SQL_WINDOW_TUMBLING, 10, 0, 0, 5);
-    lines out = {0};
+    uu_lines out = {0};
     tevent e1 = ev("p", "a", 1, 9, 0), e2 = ev("p", "b", 2, 10, 1);
     assert_int_equal(view_apply(v, &e1, CF_TIME_NONE, &out), SQL_VIEW_APPLIED); /* WINDOWEND-1 */
     assert_int_equal(view_apply(v, &e2, CF_TIME_NONE, &out), SQL_VIEW_APPLIED); /* WINDOWEND */
@@ -711,7 +676,7 @@ static void test_window_end_and_grace_bounds(void **state)
     assert_int_equal(st.late_updates, 2);
     assert_int_equal(st.open, 1); /* [10,20) 'p' */
     assert_int_equal(st.kept, 0);
-    lines_free(&out);
+    uu_lines_free(&out);
     sql_view_free(v);
 }
 
@@ -719,7 +684,7 @@ static void test_session_gap_bounds(void **state)
 {
     (void)state;
     sql_view *v = make_view(SQL_WINDOW_SESSION, 0, 0, 10, 0);
-    lines out = {0};
+    uu_lines out = {0};
     tevent a = ev("u", "x", 1, 100, 0), b = ev("u", "y", 1, 110, 1), c = ev("u", "z", 1, 121, 2);
     view_apply(v, &a, CF_TIME_NONE, &out);
     view_apply(v, &b, CF_TIME_NONE, &out); /* exactly gap apart: one session */
@@ -732,12 +697,12 @@ static void test_session_gap_bounds(void **state)
     sql_view_advance(v, 119, collect, &out); /* last + gap - 1 */
     assert_int_equal(out.n, 1);
     assert_string_equal(out.s[0], "[100,110) 'u' | 2 2 2 1 'y' 'x' 1 2 r0 final");
-    lines got = {0};
+    uu_lines got = {0};
     sql_value k = sql_string("u", 1);
     assert_int_equal(sql_view_lookup(v, &k, 0, collect, &got), 1);
     assert_string_equal(got.s[0], "[121,121) 'u' | 1 1 1 1 'z' 'z' 1 1 r0 open");
-    lines_free(&got);
-    lines_free(&out);
+    uu_lines_free(&got);
+    uu_lines_free(&out);
     sql_view_free(v);
 
     /* The same bound for an event before a session: exactly gap earlier
@@ -766,7 +731,7 @@ static void test_running_ttl_exact(void **state)
     sql_value k = sql_string("g", 1), args[2] = {sql_null(), sql_bigint(5)};
     assert_int_equal(sql_view_apply(v, &k, args, 50, 0, CF_TIME_NONE, NULL, NULL), 1);
     assert_int_equal(sql_view_apply(v, &k, args, 20, 1, 60, NULL, NULL), 1); /* older: no refresh */
-    lines out = {0};
+    uu_lines out = {0};
     sql_view_advance(v, 149, NULL, NULL); /* last + ttl - 1 */
     assert_int_equal(sql_view_lookup(v, &k, 0, collect, &out), 1);
     assert_string_equal(out.s[0], "[50,50) 'g' | 2 10 r0 open");
@@ -776,7 +741,7 @@ static void test_running_ttl_exact(void **state)
     sql_view_stats_get(v, &st);
     assert_int_equal(st.expired, 1);
     assert_int_equal(st.groups, 0);
-    lines_free(&out);
+    uu_lines_free(&out);
     sql_view_free(v);
 }
 
@@ -794,7 +759,7 @@ static void test_random_running(void **state)
         assert_int_equal(view_apply(v, &t.e[i], t.wm[i], NULL), SQL_VIEW_APPLIED);
         if (i % 50 != 49)
             continue;
-        lines got = {0}, want = {0};
+        uu_lines got = {0}, want = {0};
         sql_view_foreach_open(v, 0, collect, &got);
         /* expected: per key (in bytewise key order, as the view lists
          * them), the events since TTL last forgot it. The view expires
@@ -824,8 +789,8 @@ static void test_random_running(void **state)
                 naive_emit(&want, last, last, key, buf, n, 0, false);
         }
         assert_lines_equal(&got, &want);
-        lines_free(&got);
-        lines_free(&want);
+        uu_lines_free(&got);
+        uu_lines_free(&want);
     }
     sql_view_stats st;
     sql_view_stats_get(v, &st);
@@ -951,33 +916,33 @@ static void test_running_forget(void **state)
     assert_int_equal(b.groups, 7);
     assert_int_equal(a.applied, b.applied);
     assert_int_equal(a.evictions + a.expired, 0);
-    lines rows = {0};
+    uu_lines rows = {0};
     assert_int_equal(sql_view_foreach_open(v, 20000, collect, &rows), 7);
     for (size_t i = 0; i < rows.n; i++) {
         int page = -1;
         assert_int_equal(sscanf(rows.s[i], "[%*[^)]) '/p%d'", &page), 1);
         assert_true(page >= 14 && page <= 20);
     }
-    lines_free(&rows);
+    uu_lines_free(&rows);
     /* scan: the same rows, unsorted; nothing for other shapes. */
-    lines sorted = {0}, scanned = {0};
+    uu_lines sorted = {0}, scanned = {0};
     assert_int_equal(sql_view_foreach_open(v, 20000, collect, &sorted), 7);
     assert_int_equal(sql_view_scan(v, 20000, collect, &scanned), 7);
-    qsort(sorted.s, sorted.n, sizeof *sorted.s, cmp_str);
-    qsort(scanned.s, scanned.n, sizeof *scanned.s, cmp_str);
+    qsort(sorted.s, sorted.n, sizeof *sorted.s, uu_cmp_str);
+    qsort(scanned.s, scanned.n, sizeof *scanned.s, uu_cmp_str);
     assert_lines_equal(&sorted, &scanned);
-    lines_free(&sorted);
-    lines_free(&scanned);
+    uu_lines_free(&sorted);
+    uu_lines_free(&scanned);
     /* Page 3 comes back with only its new click. */
     sql_value key = sql_string("/p3", 3);
     assert_int_equal(sql_view_apply(v, &key, NULL, 20000, 99, CF_TIME_NONE, NULL, NULL),
                      SQL_VIEW_APPLIED);
-    lines one = {0};
+    uu_lines one = {0};
     assert_int_equal(sql_view_lookup(v, &key, 20000, collect, &one), 1);
     double score = 0;
     assert_int_equal(sscanf(one.s[0], "[%*[^)]) '/p3' | %lf", &score), 1);
     assert_true(fabs(score - 1.0) < 1e-9);
-    lines_free(&one);
+    uu_lines_free(&one);
     /* Not a running view: nothing to forget. */
     sql_view_config wc = {.nkeys = 1, .aggs = &spec, .naggs = 1, .window = SQL_WINDOW_TUMBLING,
                           .size_ms = 1000, .advance_ms = 1000};
@@ -985,7 +950,7 @@ static void test_running_forget(void **state)
     assert_non_null(w);
     assert_int_equal(sql_view_apply(w, &key, NULL, 5, 0, CF_TIME_NONE, NULL, NULL), 1);
     assert_int_equal(sql_view_forget(w, 5, score_below, &min), 0);
-    lines none = {0};
+    uu_lines none = {0};
     assert_int_equal(sql_view_scan(w, 5, collect, &none), 0);
     assert_int_equal(none.n, 0);
     sql_view_free(w);
@@ -1017,7 +982,7 @@ static void test_prefetch_changes_nothing(void **state)
         sql_view_prefetch(a, &k0, 0);   /* no table yet */
         sql_view_prefetch_step(a, 1, NULL, 0, 1);
         sql_view_prefetch_step(a, 1, NULL, 0, 2);
-        lines ra = {0}, rb = {0};
+        uu_lines ra = {0}, rb = {0};
         rng_state = 3 + k;
         for (int i = 0; i < 2000; i++) {
             char key[16];
@@ -1038,8 +1003,8 @@ static void test_prefetch_changes_nothing(void **state)
         sql_view_foreach_open(b, 0, collect, &rb);
         assert_true(ra.n > 0);
         assert_lines_equal(&ra, &rb);
-        lines_free(&ra);
-        lines_free(&rb);
+        uu_lines_free(&ra);
+        uu_lines_free(&rb);
         sql_view_free(a);
         sql_view_free(b);
     }
@@ -1076,7 +1041,7 @@ static void test_hashed_apply_matches_plain(void **state)
         assert_non_null(a);
         assert_non_null(b);
         assert_non_null(other);
-        lines ra = {0}, rb = {0};
+        uu_lines ra = {0}, rb = {0};
         rng_state = 11 + k;
         for (int i = 0; i < 3000; i++) {
             char key[16], u[16];
@@ -1111,8 +1076,8 @@ static void test_hashed_apply_matches_plain(void **state)
         assert_memory_equal(sa.data, sb.data, sa.len);
         cf_buf_free(&sa);
         cf_buf_free(&sb);
-        lines_free(&ra);
-        lines_free(&rb);
+        uu_lines_free(&ra);
+        uu_lines_free(&rb);
         sql_view_free(a);
         sql_view_free(b);
         sql_view_free(other);
@@ -1147,20 +1112,20 @@ static void test_seed_is_not_state(void **state)
     cf_reader in;
     cf_reader_init(&in, blob.data, blob.len);
     assert_int_equal(sql_view_load(vb, &in), 0);
-    lines ra = {0}, rb = {0};
+    uu_lines ra = {0}, rb = {0};
     sql_view_foreach_open(va, 0, collect, &ra);
     sql_view_foreach_open(vb, 0, collect, &rb);
     assert_true(ra.n > 50);
     assert_lines_equal(&ra, &rb);
     sql_value key = sql_string("k7", 2);
-    lines la = {0}, lb = {0};
+    uu_lines la = {0}, lb = {0};
     assert_int_equal(sql_view_lookup(va, &key, 0, collect, &la),
                      sql_view_lookup(vb, &key, 0, collect, &lb));
     assert_lines_equal(&la, &lb);
-    lines_free(&ra);
-    lines_free(&rb);
-    lines_free(&la);
-    lines_free(&lb);
+    uu_lines_free(&ra);
+    uu_lines_free(&rb);
+    uu_lines_free(&la);
+    uu_lines_free(&lb);
     cf_buf_free(&blob);
     sql_view_free(va);
     sql_view_free(vb);
@@ -1205,7 +1170,7 @@ static void run_save_load(sql_window_kind kind, uint64_t seed)
                          .size_ms = 1000, .advance_ms = kind == SQL_WINDOW_HOPPING ? 500 : 0,
                          .gap_ms = 400, .grace_ms = 1200, .state_ttl_ms = 3000};
     sql_view *v = sql_view_new(&c);
-    lines before = {0};
+    uu_lines before = {0};
     size_t half = t.n / 2;
     for (size_t i = 0; i < half; i++)
         view_apply(v, &t.e[i], t.wm[i], &before);
@@ -1228,7 +1193,7 @@ static void run_save_load(sql_window_kind kind, uint64_t seed)
     assert_int_equal(st0.open, st1.open);
     assert_int_equal(st0.kept, st1.kept);
 
-    lines a = {0}, b = {0}, p = {0};
+    uu_lines a = {0}, b = {0}, p = {0};
     for (size_t i = half; i < t.n; i++) {
         view_apply(v, &t.e[i], t.wm[i], &a);
         view_apply(whole, &t.e[i], t.wm[i], &b);
@@ -1247,20 +1212,20 @@ static void run_save_load(sql_window_kind kind, uint64_t seed)
     }
     assert_lines_equal(&b, &a);
     /* the shards together emit the same rows (in another interleaving) */
-    lines fired = {0};
+    uu_lines fired = {0};
     for (size_t i = 0; i < a.n; i++)
         if (strstr(a.s[i], " final"))
-            lines_add(&fired, a.s[i]);
+            uu_lines_add(&fired, a.s[i]);
     if (fired.n)
-        qsort(fired.s, fired.n, sizeof *fired.s, cmp_str);
+        qsort(fired.s, fired.n, sizeof *fired.s, uu_cmp_str);
     if (p.n)
-        qsort(p.s, p.n, sizeof *p.s, cmp_str);
+        qsort(p.s, p.n, sizeof *p.s, uu_cmp_str);
     assert_lines_equal(&p, &fired);
-    lines_free(&a);
-    lines_free(&b);
-    lines_free(&p);
-    lines_free(&fired);
-    lines_free(&before);
+    uu_lines_free(&a);
+    uu_lines_free(&b);
+    uu_lines_free(&p);
+    uu_lines_free(&fired);
+    uu_lines_free(&before);
     sql_view_free(v);
     sql_view_free(whole);
     sql_view_free(parts[0]);
@@ -1277,7 +1242,7 @@ static void test_session_reopened_fires_on_time(void **state)
     (void)state;
     for (int reloaded = 0; reloaded < 2; reloaded++) {
         sql_view *v = make_view(SQL_WINDOW_SESSION, 0, 0, 50, 20); /* gap 50, grace 20 */
-        lines out = {0};
+        uu_lines out = {0};
         tevent a = ev("u", "x", 1, 100, 0), late = ev("u", "y", 1, 110, 1);
         view_apply(v, &a, CF_TIME_NONE, &out);
         sql_view_advance(v, 150, collect, &out); /* fires at 149, placed at 169 */
@@ -1298,7 +1263,7 @@ static void test_session_reopened_fires_on_time(void **state)
         assert_int_equal(out.n, 2);
         assert_non_null(strstr(out.s[1], "[100,110) 'u' | 2 "));
         assert_non_null(strstr(out.s[1], " r1 final"));
-        lines_free(&out);
+        uu_lines_free(&out);
         sql_view_free(v);
     }
 }
@@ -1327,7 +1292,7 @@ static void test_session_inline_slot(void **state)
     const int64_t wms[] = {CF_TIME_NONE, 120, 140, 150, 270, 280, 290, 300, 350};
     sql_view *v = make_view(SQL_WINDOW_SESSION, 0, 0, 50, 20);
     sql_view_config c = *sql_view_get_config(v);
-    lines out = {0}, out2 = {0};
+    uu_lines out = {0}, out2 = {0};
     sql_view *w = NULL;
     for (size_t i = 0; i < sizeof evs / sizeof evs[0]; i++) {
         if (i == 1) /* u's only session is in its block; w's is not */
@@ -1361,8 +1326,8 @@ static void test_session_inline_slot(void **state)
     assert_non_null(strstr(out.s[1], "[300,400) 'u' | 4 "));
     sql_view_stats_get(v, &st);
     assert_int_equal(st.groups, 0);
-    lines_free(&out);
-    lines_free(&out2);
+    uu_lines_free(&out);
+    uu_lines_free(&out2);
     sql_view_free(v);
     sql_view_free(w);
 }
@@ -1534,7 +1499,7 @@ static void test_max_keys(void **state)
     c.window = SQL_WINDOW_SESSION;
     c.gap_ms = 100;
     v = sql_view_new(&c);
-    lines out = {0};
+    uu_lines out = {0};
     sql_view_apply(v, &a, NULL, 50, 0, CF_TIME_NONE, collect, &out);
     sql_view_apply(v, &b, NULL, 10, 1, CF_TIME_NONE, collect, &out);
     sql_view_apply(v, &k3, NULL, 60, 2, CF_TIME_NONE, collect, &out); /* b closes first */
@@ -1543,7 +1508,7 @@ static void test_max_keys(void **state)
     sql_view_stats_get(v, &st);
     assert_int_equal(st.evictions, 1);
     assert_int_equal(st.groups, 2);
-    lines_free(&out);
+    uu_lines_free(&out);
     sql_view_free(v);
 }
 
@@ -1563,13 +1528,13 @@ static void test_multi_key_and_nulls(void **state)
     sql_view_apply(v, k1, x, 2, 1, CF_TIME_NONE, NULL, NULL);
     sql_view_apply(v, k2, n, 3, 2, CF_TIME_NONE, NULL, NULL);
     sql_view_apply(v, k3, x, 4, 3, CF_TIME_NONE, NULL, NULL);
-    lines out = {0};
+    uu_lines out = {0};
     assert_int_equal(sql_view_foreach_open(v, 0, collect, &out), 3);
     /* (1, NULL) < (1, 'x') < (1.0, 'x'): NULL first, equal numbers by type */
     assert_string_equal(out.s[0], "[3,3) 1 NULL | 1 0 NULL '[]' r0 open");
     assert_string_equal(out.s[1], "[2,2) 1 'x' | 2 1 4 '[{\"value\":\"t\",\"count\":1}]' r0 open");
     assert_string_equal(out.s[2], "[4,4) 1 'x' | 1 1 4 '[{\"value\":\"t\",\"count\":1}]' r0 open");
-    lines_free(&out);
+    uu_lines_free(&out);
     sql_view_free(v);
 }
 

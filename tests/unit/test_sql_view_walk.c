@@ -19,51 +19,16 @@
 
 #include "cf_time.h"
 #include "sql_view.h"
+#include "unit_util.h"
 
 static uint64_t rng_state;
 
-static uint64_t rng(void)
-{
-    uint64_t z = (rng_state += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
+static uint64_t rng(void) { return uu_splitmix64(&rng_state); }
 
 /* ---- rows as text lines ------------------------------------------------------------ */
 
-typedef struct lines {
-    char **s;
-    size_t n, cap;
-} lines;
-
-static void lines_add(lines *l, const char *s)
-{
-    if (l->n == l->cap) {
-        l->cap = l->cap ? l->cap * 2 : 64;
-        l->s = realloc(l->s, l->cap * sizeof *l->s);
-        assert_non_null(l->s);
-    }
-    l->s[l->n] = strdup(s);
-    assert_non_null(l->s[l->n]);
-    l->n++;
-}
-
-static void lines_free(lines *l)
-{
-    for (size_t i = 0; i < l->n; i++)
-        free(l->s[i]);
-    free(l->s);
-    memset(l, 0, sizeof *l);
-}
-
-static int cmp_str(const void *a, const void *b)
-{
-    return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
 /* a's first n lines equal b's first n, in order. */
-static void assert_prefix_equal(const lines *a, const lines *b, size_t n)
+static void assert_prefix_equal(const uu_lines *a, const uu_lines *b, size_t n)
 {
     assert_true(a->n >= n && b->n >= n);
     for (size_t i = 0; i < n; i++)
@@ -84,7 +49,7 @@ static void collect(void *ctx, const sql_view_result *r)
     for (uint32_t i = 0; i < r->naggs; i++)
         n += snprintf(buf + n, sizeof buf - (size_t)n, " %lld",
                       r->aggs[i].type == SQL_NULL ? -1LL : (long long)r->aggs[i].u.i);
-    lines_add(ctx, buf);
+    uu_lines_add(ctx, buf);
 }
 
 /* ---- random views ------------------------------------------------------------------- */
@@ -141,33 +106,33 @@ static void feed(rview *r, size_t i, int nkeys, int64_t *max_ts, int64_t *wm)
 /* The walks agree with foreach_open on v as it is now. */
 static void check_walks(const sql_view *v)
 {
-    lines sorted = {0}, walked = {0};
+    uu_lines sorted = {0}, walked = {0};
     size_t n = sql_view_foreach_open(v, 0, collect, &sorted);
     assert_int_equal(n, sorted.n);
     assert_int_equal(sql_view_walk_open(v, 0, collect, &walked), n);
     assert_int_equal(walked.n, n);
     /* the same rows, whatever the order */
-    lines a = sorted;
+    uu_lines a = sorted;
     a.s = malloc((n ? n : 1) * sizeof *a.s);
     assert_non_null(a.s);
     memcpy(a.s, sorted.s, n * sizeof *a.s);
-    qsort(a.s, n, sizeof *a.s, cmp_str);
-    qsort(walked.s, n, sizeof *walked.s, cmp_str);
+    qsort(a.s, n, sizeof *a.s, uu_cmp_str);
+    qsort(walked.s, n, sizeof *walked.s, uu_cmp_str);
     assert_prefix_equal(&walked, &a, n);
     free(a.s);
 
     /* the first `limit` rows, in foreach_open's order */
     size_t limits[] = {0, 1, 2, 5, 17, n / 3, n / 2, n ? n - 1 : 0, n, n + 3, SIZE_MAX};
     for (size_t i = 0; i < sizeof limits / sizeof limits[0]; i++) {
-        lines first = {0};
+        uu_lines first = {0};
         size_t want = limits[i] < n ? limits[i] : n;
         assert_int_equal(sql_view_foreach_open_first(v, 0, limits[i], collect, &first), want);
         assert_int_equal(first.n, want);
         assert_prefix_equal(&first, &sorted, want);
-        lines_free(&first);
+        uu_lines_free(&first);
     }
-    lines_free(&sorted);
-    lines_free(&walked);
+    uu_lines_free(&sorted);
+    uu_lines_free(&walked);
 }
 
 static int cmp_pair(const void *a, const void *b)
@@ -232,10 +197,10 @@ static void run_shape(sql_window_kind kind, uint64_t seed, int64_t size, int64_t
             check_window_stats(&r, size, adv, grace);
         sql_view_stats st;
         sql_view_stats_get(r.v, &st);
-        lines all = {0};
+        uu_lines all = {0};
         assert_int_equal(sql_view_walk_open(r.v, 0, collect, &all), st.open);
         checked += all.n;
-        lines_free(&all);
+        uu_lines_free(&all);
     }
     assert_true(checked > 100); /* the views did hold open rows */
     free(r.ev);

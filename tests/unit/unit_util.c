@@ -71,3 +71,36 @@ int uu_teardown_temp_dir(void **state)
     free(*state);
     return 0;
 }
+
+uint64_t uu_splitmix64(uint64_t *state)
+{
+    uint64_t z = (*state += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+void uu_lines_add(uu_lines *l, const char *s)
+{
+    if (l->n == l->cap) {
+        l->cap = l->cap ? l->cap * 2 : 64;
+        l->s = realloc(l->s, l->cap * sizeof *l->s);
+        assert_non_null(l->s);
+    }
+    l->s[l->n] = strdup(s);
+    assert_non_null(l->s[l->n]);
+    l->n++;
+}
+
+void uu_lines_free(uu_lines *l)
+{
+    for (size_t i = 0; i < l->n; i++)
+        free(l->s[i]);
+    free(l->s);
+    memset(l, 0, sizeof *l);
+}
+
+int uu_cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}

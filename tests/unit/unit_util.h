@@ -4,6 +4,7 @@
 #define UNIT_UTIL_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "sql_str.h"
 
@@ -30,5 +31,23 @@ void uu_remove_tree(const char *dir);
  * path), removed with all it holds after the test. */
 int uu_setup_temp_dir(void **state);
 int uu_teardown_temp_dir(void **state);
+
+/* splitmix64: the next number of the repeatable stream *state seeds (the
+ * tests' seeded random traces). */
+uint64_t uu_splitmix64(uint64_t *state);
+
+/* A growing list of text lines (emitted rows rendered as text, compared
+ * between an operator and its reference model). */
+typedef struct uu_lines {
+    char **s;
+    size_t n, cap;
+} uu_lines;
+
+/* Appends a copy of s. */
+void uu_lines_add(uu_lines *l, const char *s);
+/* Frees every line and empties l. */
+void uu_lines_free(uu_lines *l);
+/* qsort comparison of two char * (uu_lines.s). */
+int uu_cmp_str(const void *a, const void *b);
 
 #endif
