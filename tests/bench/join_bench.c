@@ -22,25 +22,13 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench_util.h"
 #include "sql_join.h"
 #include "sql_table.h"
 
 static uint64_t rng_state = 1;
 
-static uint64_t rng_next(void)
-{
-    uint64_t z = (rng_state += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
-
-static double cpu_s(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
-}
+static uint64_t rng_next(void) { return bench_splitmix64(&rng_state); }
 
 static long rss_kib(void)
 {
@@ -137,7 +125,7 @@ static void interval_bench(size_t n, bool left, uint64_t seed)
     size_t peak = 0, peak_bytes = 0, peak_mem = 0, checkpoint[10] = {0}, tenth = 2 * n / 10;
     int64_t maxt = INT64_MIN;
     long rss0 = rss_kib();
-    double t0 = cpu_s();
+    double t0 = bench_cpu_s();
     for (size_t k = 0; k < 2 * n; k++) {
         const sql_value *v = vals + k * NCOLS;
         sql_row row = {.v = v, .n = NCOLS, .rowtime = g[k].ts};
@@ -164,7 +152,7 @@ static void interval_bench(size_t n, bool left, uint64_t seed)
             checkpoint[(k + 1) / tenth - 1] = st.buffered[0] + st.buffered[1];
         }
     }
-    double secs = cpu_s() - t0;
+    double secs = bench_cpu_s() - t0;
     long rss1 = rss_kib();
     sql_join_stats st;
     sql_join_stats_get(j, &st);
@@ -200,7 +188,7 @@ static void table_bench(size_t rows, size_t events)
     static const char *plans[] = {"free", "pro", "team", "enterprise"};
     for (size_t i = 0; i < rows * 2; i++)
         snprintf(keys + i * IDLEN, IDLEN, "u-%07u", (unsigned)i);
-    double t0 = cpu_s();
+    double t0 = bench_cpu_s();
     for (size_t i = 0; i < rows; i++) {
         sql_value v[3] = {sql_string(keys + i * IDLEN, 9), sql_string(plans[i % 4], (uint32_t)strlen(plans[i % 4])),
                           sql_string("FR", 2)};
@@ -210,18 +198,18 @@ static void table_bench(size_t rows, size_t events)
             exit(1);
         }
     }
-    double up = cpu_s() - t0;
+    double up = bench_cpu_s() - t0;
     uint32_t *pick = malloc(events * sizeof *pick);
     for (size_t i = 0; i < events; i++)
         pick[i] = (uint32_t)(rng_next() % (rows * 10 / 9 + 1)); /* ~90% present */
     uint64_t out = 0;
-    t0 = cpu_s();
+    t0 = bench_cpu_s();
     for (size_t i = 0; i < events; i++) {
         sql_value v[2] = {sql_string(keys + (size_t)pick[i] * IDLEN, 9), sql_string("/pricing", 8)};
         sql_row row = {.v = v, .n = 2, .rowtime = (int64_t)i};
         sql_table_join(t, false, v[0], &row, count_row, &out);
     }
-    double js = cpu_s() - t0;
+    double js = bench_cpu_s() - t0;
     sql_table_stats st;
     sql_table_stats_get(t, &st);
     printf("stream-table join (INNER): %zu-row table, %zu events\n", rows, events);

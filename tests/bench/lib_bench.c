@@ -29,6 +29,7 @@
 #include <sys/resource.h>
 #include <time.h>
 
+#include "bench_util.h"
 #include "cf_dedup.h"
 #include "cf_kv.h"
 #include "sql_view.h"
@@ -46,14 +47,7 @@ enum { DEDUP_AHEAD = 8 };
 
 static uint64_t rng_state;
 
-static uint64_t rng_next(void)
-{
-    /* splitmix64: small, seeded, reproducible. */
-    uint64_t z = (rng_state += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
+static uint64_t rng_next(void) { return bench_splitmix64(&rng_state); }
 
 static double rng_unit(void) { return (double)(rng_next() >> 11) / 9007199254740992.0; }
 
@@ -61,15 +55,6 @@ static double now_s(void)
 {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
-}
-
-/* CPU time of this (single-threaded) process: on a shared, loaded machine
- * events per CPU second is far steadier than events per wall second. */
-static double cpu_s(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
     return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
 }
 
@@ -184,22 +169,14 @@ static void huge_free(void *p, size_t bytes)
     munmap(p, huge_span(bytes));
 }
 
-static long arg_long(int argc, char **argv, const char *name, long def)
-{
-    for (int i = 1; i + 1 < argc; i++)
-        if (strcmp(argv[i], name) == 0)
-            return strtol(argv[i + 1], NULL, 10);
-    return def;
-}
-
 int main(int argc, char **argv)
 {
-    size_t n_events = (size_t)arg_long(argc, argv, "--events", 5000000);
-    uint32_t n_users = (uint32_t)arg_long(argc, argv, "--users", 1000000);
-    uint32_t n_pages = (uint32_t)arg_long(argc, argv, "--pages", 10000);
-    int64_t disorder = arg_long(argc, argv, "--disorder-ms", 5000);
-    int64_t rate = arg_long(argc, argv, "--rate", 10000);
-    rng_state = (uint64_t)arg_long(argc, argv, "--seed", 42);
+    size_t n_events = (size_t)bench_arg_long(argc, argv, "--events", 5000000);
+    uint32_t n_users = (uint32_t)bench_arg_long(argc, argv, "--users", 1000000);
+    uint32_t n_pages = (uint32_t)bench_arg_long(argc, argv, "--pages", 10000);
+    int64_t disorder = bench_arg_long(argc, argv, "--disorder-ms", 5000);
+    int64_t rate = bench_arg_long(argc, argv, "--rate", 10000);
+    rng_state = (uint64_t)bench_arg_long(argc, argv, "--seed", 42);
     bool plain = false, huge = false;
     for (int i = 1; i < argc; i++) {
         plain |= strcmp(argv[i], "--plain") == 0;
@@ -290,7 +267,7 @@ int main(int argc, char **argv)
     long rss_before = rss_kib();
     double user0, sys0;
     cpu_split(&user0, &sys0);
-    double start = now_s(), cpu_start = cpu_s();
+    double start = now_s(), cpu_start = bench_cpu_s();
     for (size_t i = 0; i < n_events; i++) {
         const gen_event *e = &evs[i];
         int64_t clock = max_ts;
@@ -366,7 +343,7 @@ int main(int argc, char **argv)
                 sql_view_forget(trending, max_ts, below_min, NULL);
         }
     }
-    double secs = now_s() - start, cpu_secs = cpu_s() - cpu_start;
+    double secs = now_s() - start, cpu_secs = bench_cpu_s() - cpu_start;
     double user1, sys1;
     cpu_split(&user1, &sys1);
     long rss_after = rss_kib();

@@ -13,33 +13,13 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench_util.h"
 #include "cf_buf.h"
 #include "sql_view.h"
 
 static uint64_t rng_state;
 
-static uint64_t rng_next(void)
-{
-    uint64_t z = (rng_state += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
-
-static double cpu_s(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
-}
-
-static long arg_long(int argc, char **argv, const char *name, long def)
-{
-    for (int i = 1; i + 1 < argc; i++)
-        if (strcmp(argv[i], name) == 0)
-            return strtol(argv[i + 1], NULL, 10);
-    return def;
-}
+static uint64_t rng_next(void) { return bench_splitmix64(&rng_state); }
 
 static void ignore(void *ctx, const sql_view_result *r) { (void)ctx; (void)r; }
 
@@ -71,12 +51,12 @@ static void measure(const char *name, const sql_view_config *c, bool key_is_user
     double best = 1e30;
     for (int r = 0; r < repeat; r++) {
         cf_buf_reset(&out);
-        double t = cpu_s();
+        double t = bench_cpu_s();
         if (sql_view_save(v, NULL, NULL, &out) < 0) {
             fprintf(stderr, "save_bench: save failed\n");
             exit(1);
         }
-        t = cpu_s() - t;
+        t = bench_cpu_s() - t;
         if (t < best)
             best = t;
     }
@@ -88,11 +68,11 @@ static void measure(const char *name, const sql_view_config *c, bool key_is_user
 
 int main(int argc, char **argv)
 {
-    long users = arg_long(argc, argv, "--users", 20000);
-    long pages = arg_long(argc, argv, "--pages", 2000);
-    long events = arg_long(argc, argv, "--events", 4 * users);
-    int repeat = (int)arg_long(argc, argv, "--repeat", 20);
-    rng_state = (uint64_t)arg_long(argc, argv, "--seed", 42);
+    long users = bench_arg_long(argc, argv, "--users", 20000);
+    long pages = bench_arg_long(argc, argv, "--pages", 2000);
+    long events = bench_arg_long(argc, argv, "--events", 4 * users);
+    int repeat = (int)bench_arg_long(argc, argv, "--repeat", 20);
+    rng_state = (uint64_t)bench_arg_long(argc, argv, "--seed", 42);
     if (users < 1 || pages < 1 || events < 1 || repeat < 1) {
         fprintf(stderr, "save_bench: --users, --pages, --events, --repeat must be >= 1\n");
         return 2;

@@ -11,15 +11,9 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench_util.h"
 #include "sql_parse.h"
 #include "sql_plan.h"
-
-static double cpu_s(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
-}
 
 static const char view_sql[] =
     "CREATE VIEW pages AS SELECT page_url, COUNT(*) AS count, COUNT(DISTINCT user_id) AS unique_users,\n"
@@ -46,7 +40,7 @@ int main(int argc, char **argv)
         return 1;
 
     /* Planning. */
-    double t0 = cpu_s();
+    double t0 = bench_cpu_s();
     for (long i = 0; i < plans; i++) {
         sql_error err;
         sql_script *s = sql_parse(view_sql, sizeof view_sql - 1, &err);
@@ -58,7 +52,7 @@ int main(int argc, char **argv)
         sql_plan_free(p);
         sql_script_free(s);
     }
-    double plan_s = cpu_s() - t0;
+    double plan_s = bench_cpu_s() - t0;
 
     /* Evaluation: the stream's WHERE, then its SELECT list for rows kept. */
     sql_error err;
@@ -79,7 +73,7 @@ int main(int argc, char **argv)
     char scratch[1024];
     long kept = 0;
     uint32_t programs = 1 + pi->ncolumns;
-    t0 = cpu_s();
+    t0 = bench_cpu_s();
     for (long i = 0; i < rows; i++) {
         memset(v, 0, sizeof v);
         const char *u = urls[i & 3], *pr = props[(i >> 2) & 3];
@@ -102,7 +96,7 @@ int main(int argc, char **argv)
             if (sql_prog_eval(pi->columns[c].prog, &row, &sc, &out) < 0)
                 return 1;
     }
-    double eval_s = cpu_s() - t0;
+    double eval_s = bench_cpu_s() - t0;
     printf("plan:  %ld view definitions in %.3f CPU s: %.0f statements/s (%.1f us each)\n", plans, plan_s,
            plans / plan_s, plan_s / plans * 1e6);
     printf("eval:  %ld rows (%ld kept) in %.3f CPU s: %.2f M rows/s, %.0f ns/row "

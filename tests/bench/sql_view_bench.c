@@ -24,6 +24,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench_util.h"
 #include "sql_view.h"
 
 typedef struct gen_event {
@@ -34,30 +35,9 @@ typedef struct gen_event {
 
 static uint64_t rng_state;
 
-static uint64_t rng_next(void)
-{
-    uint64_t z = (rng_state += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
+static uint64_t rng_next(void) { return bench_splitmix64(&rng_state); }
 
 static double rng_unit(void) { return (double)(rng_next() >> 11) / 9007199254740992.0; }
-
-static double cpu_s(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
-}
-
-static long arg_long(int argc, char **argv, const char *name, long def)
-{
-    for (int i = 1; i + 1 < argc; i++)
-        if (strcmp(argv[i], name) == 0)
-            return strtol(argv[i + 1], NULL, 10);
-    return def;
-}
 
 static const char *arg_str(int argc, char **argv, const char *name)
 {
@@ -98,7 +78,7 @@ static measure run_view(const sql_view_config *c, bool key_is_user)
     }
     emitted = 0;
     int64_t max_ts = INT64_MIN, wm = INT64_MIN;
-    double t0 = cpu_s();
+    double t0 = bench_cpu_s();
     for (size_t i = 0; i < n_events; i++) {
         const gen_event *e = &evs[i];
         if (e->ts > max_ts)
@@ -114,7 +94,7 @@ static measure run_view(const sql_view_config *c, bool key_is_user)
             wm = max_ts - 5000; /* judged from the next event on, as in the server */
     }
     sql_view_advance(v, wm, count_view, NULL);
-    double secs = cpu_s() - t0;
+    double secs = bench_cpu_s() - t0;
     sql_view_stats st;
     sql_view_stats_get(v, &st);
     measure m = {secs, emitted, st.bytes,
@@ -145,14 +125,14 @@ static void report(const char *name, const char *unit, measure s)
 
 int main(int argc, char **argv)
 {
-    n_events = (size_t)arg_long(argc, argv, "--events", 3000000);
-    uint32_t n_users = (uint32_t)arg_long(argc, argv, "--users", 1000000);
-    uint32_t n_pages = (uint32_t)arg_long(argc, argv, "--pages", 10000);
-    int64_t disorder = arg_long(argc, argv, "--disorder-ms", 5000);
-    int64_t rate = arg_long(argc, argv, "--rate", 10000);
-    rng_state = (uint64_t)arg_long(argc, argv, "--seed", 42);
+    n_events = (size_t)bench_arg_long(argc, argv, "--events", 3000000);
+    uint32_t n_users = (uint32_t)bench_arg_long(argc, argv, "--users", 1000000);
+    uint32_t n_pages = (uint32_t)bench_arg_long(argc, argv, "--pages", 10000);
+    int64_t disorder = bench_arg_long(argc, argv, "--disorder-ms", 5000);
+    int64_t rate = bench_arg_long(argc, argv, "--rate", 10000);
+    rng_state = (uint64_t)bench_arg_long(argc, argv, "--seed", 42);
     const char *only = arg_str(argc, argv, "--only");
-    repeat = (int)arg_long(argc, argv, "--repeat", 1);
+    repeat = (int)bench_arg_long(argc, argv, "--repeat", 1);
     if (repeat < 1)
         repeat = 1;
 
