@@ -30,16 +30,14 @@
 #include "sql_expr.h"
 #include "sql_join.h"
 #include "sql_pack.h"
+#include "unit_util.h"
 
 #define NL 3 /* left row: id BIGINT, k, tag STRING */
 #define NR 2 /* right row: id BIGINT, k */
 
 /* ---- output capture ------------------------------------------------------ */
 
-typedef struct outlog {
-    char **line;
-    size_t n, cap;
-} outlog;
+typedef uu_lines outlog;   /* the joined rows as text, one per line */
 
 static void fmt_value(char *buf, size_t cap, sql_value v)
 {
@@ -51,26 +49,6 @@ static void fmt_value(char *buf, size_t cap, sql_value v)
     case SQL_DOUBLE: snprintf(buf, cap, "d%.17g", v.u.d); break;
     default: snprintf(buf, cap, "s%d'%.*s'", v.type, (int)v.len, v.u.s); break;
     }
-}
-
-static void log_add(outlog *o, const char *s)
-{
-    if (o->n == o->cap) {
-        o->cap = o->cap ? o->cap * 2 : 64;
-        o->line = realloc(o->line, o->cap * sizeof *o->line);
-        assert_non_null(o->line);
-    }
-    o->line[o->n] = strdup(s);
-    assert_non_null(o->line[o->n]);
-    o->n++;
-}
-
-static void log_free(outlog *o)
-{
-    for (size_t i = 0; i < o->n; i++)
-        free(o->line[i]);
-    free(o->line);
-    memset(o, 0, sizeof *o);
 }
 
 static void fmt_result(char *line, size_t cap, bool matched, uint64_t la, uint64_t ra, int64_t t,
@@ -91,20 +69,18 @@ static void capture(void *ctx, const sql_join_result *r)
     assert_int_equal(r->row.n, NL + NR);
     fmt_result(line, sizeof line, r->matched, r->left_arrival, r->right_arrival, r->row.rowtime, r->row.v,
                r->row.n);
-    log_add(ctx, line);
+    uu_lines_add(ctx, line);
 }
-
-static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 
 static void assert_same(outlog *a, outlog *b, bool sorted)
 {
     if (sorted && a->n && b->n) {
-        qsort(a->line, a->n, sizeof *a->line, cmp_str);
-        qsort(b->line, b->n, sizeof *b->line, cmp_str);
+        qsort(a->s, a->n, sizeof *a->s, uu_cmp_str);
+        qsort(b->s, b->n, sizeof *b->s, uu_cmp_str);
     }
     for (size_t i = 0; i < a->n && i < b->n; i++) {
-        if (strcmp(a->line[i], b->line[i]) != 0)
-            fail_msg("output %zu differs:\n  got  %s\n  want %s", i, a->line[i], b->line[i]);
+        if (strcmp(a->s[i], b->s[i]) != 0)
+            fail_msg("output %zu differs:\n  got  %s\n  want %s", i, a->s[i], b->s[i]);
     }
     assert_int_equal(a->n, b->n);
 }
@@ -157,7 +133,7 @@ static void ref_emit(ref *r, const ev *l, const ev *rt, int64_t t)
     }
     char line[512];
     fmt_result(line, sizeof line, rt != NULL, l->arrival, rt ? rt->arrival : 0, t, v, NL + NR);
-    log_add(&r->out, line);
+    uu_lines_add(&r->out, line);
 }
 
 static int cmp_due(const void *a, const void *b)
@@ -297,15 +273,15 @@ static void within_d_joins_and_d_plus_one_does_not(void **state)
         assert_int_equal(push(j, all[i], T - 1000, &out), SQL_JOIN_APPLIED);
     /* Keys 1 and 3 (|dt| = d, either side first) join; 2 and 4 do not. */
     assert_int_equal(out.n, 2);
-    assert_non_null(strstr(out.line[0], "t1700000300000 | i1 i1"));
-    assert_non_null(strstr(out.line[1], "t1700000300000 | i6 i3"));
+    assert_non_null(strstr(out.s[0], "t1700000300000 | i1 i1"));
+    assert_non_null(strstr(out.s[1], "t1700000300000 | i6 i3"));
     sql_join_stats st;
     sql_join_stats_get(j, &st);
     assert_int_equal(st.pairs, 2);
     assert_int_equal(st.buffered[0], 4);
     assert_int_equal(st.buffered[1], 4);
     assert_int_equal(st.keys, 4);
-    log_free(&out);
+    uu_lines_free(&out);
     sql_join_free(j);
 }
 
@@ -349,7 +325,7 @@ static void partner_before_and_after_the_drop(void **state)
     assert_int_equal(st.buffered[0] + st.buffered[1], 0);
     assert_int_equal(st.bytes[0] + st.bytes[1], 0);
     assert_int_equal(st.keys, 0);
-    log_free(&out);
+    uu_lines_free(&out);
     sql_join_free(j);
 }
 
@@ -369,9 +345,9 @@ static void left_row_exactly_at_rowtime_plus_d(void **state)
     assert_int_equal(out.n, 1);
     sql_join_advance(j, T + d, capture, &out);
     assert_int_equal(out.n, 2);
-    assert_non_null(strstr(out.line[1], "left L"));
-    assert_non_null(strstr(out.line[1], "t5000 | i"));
-    assert_non_null(strstr(out.line[1], "null null"));
+    assert_non_null(strstr(out.s[1], "left L"));
+    assert_non_null(strstr(out.s[1], "t5000 | i"));
+    assert_non_null(strstr(out.s[1], "null null"));
     /* Once only, whatever comes next. */
     sql_join_advance(j, T + d + 1, capture, &out);
     sql_join_advance(j, T + d + grace + 5, capture, &out);
@@ -381,12 +357,12 @@ static void left_row_exactly_at_rowtime_plus_d(void **state)
     ev late_ish = mk(0, 7, T + 2000);
     assert_int_equal(push(j, &late_ish, T + 2000 + d, &out), SQL_JOIN_APPLIED);
     assert_int_equal(out.n, 3);
-    assert_non_null(strstr(out.line[2], "left L"));
+    assert_non_null(strstr(out.s[2], "left L"));
     sql_join_stats st;
     sql_join_stats_get(j, &st);
     assert_int_equal(st.unmatched, 2);
     assert_int_equal(st.pairs, 1);
-    log_free(&out);
+    uu_lines_free(&out);
     sql_join_free(j);
 }
 
@@ -404,8 +380,8 @@ static void a_partner_within_grace_after_the_left_row_still_pairs(void **state)
     ev r = mk(1, 1, 5);
     assert_int_equal(push(j, &r, 50, &out), SQL_JOIN_APPLIED);
     assert_int_equal(out.n, 2); /* and the pair: LEFT pairs = INNER pairs */
-    assert_non_null(strstr(out.line[1], "pair"));
-    log_free(&out);
+    assert_non_null(strstr(out.s[1], "pair"));
+    uu_lines_free(&out);
     sql_join_free(j);
 }
 
@@ -434,7 +410,7 @@ static void null_keys_join_nothing(void **state)
         assert_int_equal(st.buffered[0], left ? 2 : 0);
         sql_join_advance(j, 110, capture, &out);
         assert_int_equal(out.n, left ? 2 : 0);
-        log_free(&out);
+        uu_lines_free(&out);
         sql_join_free(j);
     }
 }
@@ -462,7 +438,7 @@ static void keys_compare_by_value_and_all_parts(void **state)
     assert_int_equal(out.n, 1);
     assert_int_equal(sql_join_push(j, SQL_JOIN_SIDE_RIGHT, k5, &rr, 5, 0, capture, &out), 0);
     assert_int_equal(out.n, 2);
-    log_free(&out);
+    uu_lines_free(&out);
     sql_join_free(j);
 }
 
@@ -490,7 +466,7 @@ static void bounds_refuse_whole_events(void **state)
     sql_join_advance(j, 101, capture, &out);
     ev e6 = mk(1, 3, 200);
     assert_int_equal(push(j, &e6, 101, &out), SQL_JOIN_APPLIED);
-    log_free(&out);
+    uu_lines_free(&out);
     sql_join_free(j);
 }
 
@@ -663,8 +639,8 @@ static void run_trace(uint64_t seed, bool left, mode md)
     }
     assert_same(&out, &r.out, split);
     sql_join_free(j);
-    log_free(&out);
-    log_free(&r.out);
+    uu_lines_free(&out);
+    uu_lines_free(&r.out);
     free(r.evs);
     free(evs);
 }
@@ -720,7 +696,7 @@ static void traces_exercise_every_rule(void **state)
         unmatched += st.unmatched;
         late += st.late[0] + st.late[1];
         dropped += st.dropped;
-        log_free(&out);
+        uu_lines_free(&out);
         sql_join_free(j);
     }
     assert_true(pairs > 100);
@@ -770,7 +746,7 @@ static void malformed_snapshots_are_refused(void **state)
     assert_int_equal(sql_join_load(k, &r, NULL, NULL), -EINVAL);
     sql_join_free(k);
     cf_buf_free(&b);
-    log_free(&out);
+    uu_lines_free(&out);
     sql_join_free(j);
 }
 
