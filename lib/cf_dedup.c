@@ -549,11 +549,11 @@ size_t cf_dedup_next_table(const cf_dedup *d, uint32_t *ret_cap)
     return d->rb ? 0 : cf_kv_next_table(d->kv, ret_cap);
 }
 
-void cf_dedup_offer_table(cf_dedup *d, void *table, uint32_t cap)
+bool cf_dedup_offer_table(cf_dedup *d, void *table, uint32_t cap)
 {
     if (d->rb) {
         free(table);
-        return;
+        return false;
     }
-    cf_kv_offer_table(d->kv, table, cap);
+    return cf_kv_offer_table(d->kv, table, cap);
 }

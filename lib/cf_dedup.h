@@ -80,9 +80,9 @@ bool cf_dedup_saving(const cf_dedup *d);
  * map its pages outside its lock. */
 bool cf_dedup_growing_table(const cf_dedup *d, void **ret_table, size_t *ret_bytes);
 /* cf_kv_next_table / cf_kv_offer_table of the store (0 during a rebuild;
- * an offer then is freed). */
+ * an offer then is freed, and false is returned). */
 size_t cf_dedup_next_table(const cf_dedup *d, uint32_t *ret_cap);
-void cf_dedup_offer_table(cf_dedup *d, void *table, uint32_t cap);
+bool cf_dedup_offer_table(cf_dedup *d, void *table, uint32_t cap);
 /* Reads what cf_dedup_save wrote into a store keyed with key (NULL: the
  * default key). Linear in the number of ids. */
 cf_dedup *cf_dedup_load(int64_t ttl_ms, size_t max_ids, const uint8_t key[16], cf_reader *in);

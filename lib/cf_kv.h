@@ -183,9 +183,10 @@ bool cf_kv_growing_table(const cf_kv *kv, void **ret_table, size_t *ret_bytes);
  * The caller allocates it with cf_kv_table_alloc outside its lock, maps its pages,
  * and hands it over with offer_table, which takes ownership: the table is
  * kept for that doubling (counted in cf_kv_memory), or freed when it no
- * longer fits (a doubling came first). Pure: no allocation of its own. */
+ * longer fits (a doubling came first). Pure: no allocation of its own.
+ * offer_table returns whether the table was kept. */
 size_t cf_kv_next_table(const cf_kv *kv, uint32_t *ret_cap);
-void cf_kv_offer_table(cf_kv *kv, void *table, uint32_t cap);
+bool cf_kv_offer_table(cf_kv *kv, void *table, uint32_t cap);
 
 /* Zeroed memory for a large table probed at random (cf_kv's slots,
  * sql_view's group table and session chunks): from 4 MiB on it comes from

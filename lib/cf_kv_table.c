@@ -70,18 +70,19 @@ size_t cf_kv_next_table(const cf_kv *kv, uint32_t *ret_cap)
     return (size_t)ncap * kv->slot_size;
 }
 
-void cf_kv_offer_table(cf_kv *kv, void *table, uint32_t cap)
+bool cf_kv_offer_table(cf_kv *kv, void *table, uint32_t cap)
 {
     if (!table)
-        return;
+        return false;
     /* A doubling that came first (or another offer) made it useless. */
     if (kv->old || cap != kv->cap * 2 || (kv->spare && kv->spare_cap == cap)) {
         cf_kv_free_slots(table, cap, kv->slot_size);
-        return;
+        return false;
     }
     cf_kv_free_slots(kv->spare, kv->spare_cap, kv->slot_size);
     kv->spare = table;
     kv->spare_cap = cap;
+    return true;
 }
 
 bool cf_kv_growing_table(const cf_kv *kv, void **ret_table, size_t *ret_bytes)

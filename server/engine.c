@@ -232,3 +232,13 @@ void cf_engine_test_hold(cf_engine *e, bool hold)
         if (e->shards[s])
             cf_shard_hold(e->shards[s], hold);
 }
+
+void cf_engine_test_dedup_spare(cf_engine *e) { engine_dedup_spare(e); }
+
+void cf_engine_test_dedup_tables(cf_engine *e, uint64_t *ret_prepared, uint64_t *ret_by_submit)
+{
+    pthread_mutex_lock(&e->mu);
+    *ret_prepared = e->spare_prefaults;
+    *ret_by_submit = e->submit_prefaults;
+    pthread_mutex_unlock(&e->mu);
+}

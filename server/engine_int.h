@@ -155,6 +155,8 @@ struct cf_engine {
      * already had mapped (engine_prefault), so only the first submit after
      * a doubling does it. Guarded by mu. */
     void *dedup_prefaulted;
+    uint64_t spare_prefaults;       /* tables the ticker mapped and handed over */
+    uint64_t submit_prefaults;      /* tables a submit mapped (not the ticker) */
     _Atomic uint64_t wake_due;
     atomic_bool ready;
     _Atomic uint64_t rate_x1000;    /* events/s over the last second, x1000 */

@@ -3,11 +3,20 @@
 #define CF_ENGINE_TEST_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
 #include "engine.h"
 
 /* Holds (or releases) every shard's consumer, so a test can fill the
  * queues deterministically. */
 void cf_engine_test_hold(cf_engine *e, bool hold);
+
+/* The ticker's preparation of the dedup table's next doubling, called now
+ * (a no-op unless one is near). */
+void cf_engine_test_dedup_spare(cf_engine *e);
+/* How many dedup tables the ticker's preparation mapped and handed over
+ * (*ret_prepared), and how many a submit mapped itself after the doubling
+ * had started (*ret_by_submit). */
+void cf_engine_test_dedup_tables(cf_engine *e, uint64_t *ret_prepared, uint64_t *ret_by_submit);
 
 #endif

@@ -333,12 +333,12 @@ static void spare_table_is_used_by_the_next_doubling(void **state)
     assert_int_equal(bytes % cap, 0);
 
     /* A table of another size is refused and freed (ASan: no leak). */
-    cf_kv_offer_table(kv, cf_kv_table_alloc(bytes * 2), cap * 2);
+    assert_false(cf_kv_offer_table(kv, cf_kv_table_alloc(bytes * 2), cap * 2));
     assert_int_equal(cf_kv_next_table(kv, &cap), bytes);
     size_t before = cf_kv_memory(kv);
     void *spare = cf_kv_table_alloc(bytes);
     assert_non_null(spare);
-    cf_kv_offer_table(kv, spare, cap);
+    assert_true(cf_kv_offer_table(kv, spare, cap));
     assert_int_equal(cf_kv_memory(kv), before + bytes);
     uint32_t again = 0;
     assert_int_equal(cf_kv_next_table(kv, &again), 0);  /* held now */
