@@ -283,9 +283,16 @@ static void test_hashkey_persists(void **state)
     assert_int_equal(st.st_size, CF_HASHKEY_LEN);
 }
 
-/* The engine writes its snapshot as pieces (checkpoint.c): the file must be
- * byte for byte the one of their concatenation, whatever the cut, with
- * empty pieces and more pieces than one writev call takes (64). */
+/* The snapshot file of lsn in dir, whole (malloc'd), and its length. */
+static uint8_t *read_snap(const char *dir, int64_t lsn, size_t *ret_len)
+{
+    char path[512];
+    snap_path(dir, lsn, path, sizeof path);
+    uint8_t *data = (uint8_t *)uu_read_file(path, ret_len);
+    assert_non_null(data);
+    return data;
+}
+
 /* A payload of several writeback chunks (512 KiB each, paced): pieces
  * larger than a chunk are split across writes, small ones are gathered,
  * and the file holds the same bytes as the one-piece write. */
@@ -297,11 +304,8 @@ static void test_writev_paced_chunks_same_bytes(void **state)
     assert_non_null(p);
     fill(p, N, 11);
     assert_int_equal(cf_snapshot_write(dir, 9, p, N), 0);
-    char path[512];
-    snap_path(dir, 9, path, sizeof path);
     size_t whole_n;
-    uint8_t *whole = (uint8_t *)uu_read_file(path, &whole_n);
-    assert_non_null(whole);
+    uint8_t *whole = read_snap(dir, 9, &whole_n);
     /* One piece of 1.5 chunks, 300 small ones across a chunk's end, one of
      * almost two chunks, and the rest. */
     struct iovec iov[303];
@@ -316,10 +320,8 @@ static void test_writev_paced_chunks_same_bytes(void **state)
     off += 1048000;
     iov[k++] = (struct iovec){p + off, N - off};
     assert_int_equal(cf_snapshot_writev(dir, 10, iov, k), 0);
-    snap_path(dir, 10, path, sizeof path);
     size_t pieces_n;
-    uint8_t *pieces = (uint8_t *)uu_read_file(path, &pieces_n);
-    assert_non_null(pieces);
+    uint8_t *pieces = read_snap(dir, 10, &pieces_n);
     assert_int_equal(pieces_n, whole_n);
     assert_memory_equal(pieces + 36, whole + 36, N);
     assert_memory_equal(pieces + 20, whole + 20, 12);
@@ -328,6 +330,9 @@ static void test_writev_paced_chunks_same_bytes(void **state)
     free(p);
 }
 
+/* The engine writes its snapshot as pieces (checkpoint.c): the file must be
+ * byte for byte the one of their concatenation, whatever the cut, with
+ * empty pieces and more pieces than one writev call takes (64). */
 static void test_writev_equals_concatenation(void **state)
 {
     const char *dir = *state;
@@ -336,11 +341,8 @@ static void test_writev_equals_concatenation(void **state)
     assert_non_null(p);
     fill(p, N, 9);
     assert_int_equal(cf_snapshot_write(dir, 7, p, N), 0);
-    char path[512];
-    snap_path(dir, 7, path, sizeof path);
     size_t whole_n;
-    uint8_t *whole = (uint8_t *)uu_read_file(path, &whole_n);
-    assert_non_null(whole);
+    uint8_t *whole = read_snap(dir, 7, &whole_n);
     assert_int_equal(whole_n, 36 + N);
 
     struct iovec iov[PIECES];
@@ -356,10 +358,8 @@ static void test_writev_equals_concatenation(void **state)
     }
     assert_int_equal(off, N);
     assert_int_equal(cf_snapshot_writev(dir, 8, iov, PIECES), 0);
-    snap_path(dir, 8, path, sizeof path);
     size_t pieces_n;
-    uint8_t *pieces = (uint8_t *)uu_read_file(path, &pieces_n);
-    assert_non_null(pieces);
+    uint8_t *pieces = read_snap(dir, 8, &pieces_n);
     assert_int_equal(pieces_n, whole_n);
     /* Same magic, version, length, payload CRC and payload; only the LSN
      * (offset 12) and the header's own CRC differ. */
