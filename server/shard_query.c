@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cf_heap.h"
 #include "cf_time.h"
 
 void cf_shard_query_clear(cf_shard_query *q)
@@ -113,40 +114,24 @@ static void *dup_l(const void *p) { return cf_lres_dup(p); }
 
 /* The ticker's interim push asks for the `limit` busiest open windows
  * (by_count, state 0). Open rows are one per (type, window, page), so
- * there is nothing to deduplicate: a bounded heap keeps the best `limit`
- * under cf_wres_cmp_count, its root the worst kept, so that a row that
- * does not make it costs a count comparison and no allocation, and only
- * the kept rows are sorted. The answer is the one sorting every row gives
- * (the order is total up to equal records). */
+ * there is nothing to deduplicate: a bounded heap (cf_heap) keeps the best
+ * `limit` under cf_wres_cmp_count, its top the worst kept, so that a row
+ * that does not make it costs a count comparison and no allocation. The
+ * heap gives the kept rows up worst first, so they come out in order with
+ * no sort. The answer is the one sorting every row gives (the order is
+ * total up to equal records). */
 typedef struct top_open {
     const cf_shard_query *q;
-    void **h;                   /* cf_wres *, as take() and ptrvec hold them */
-    size_t n, cap;
+    cf_heap *kept;              /* cf_wres *, by value; the worst on top */
     int type;
     bool oom;
 } top_open;
 
-/* Is a worse than b (later in cf_wres_cmp_count order)? */
-static bool wres_worse(const void *a, const void *b)
+/* Is *a worse than *b (later in cf_wres_cmp_count order)? */
+static bool wres_worse(const void *a, const void *b, void *ctx)
 {
-    return cf_wres_cmp_count(&a, &b) > 0;
-}
-
-static void top_open_sift_down(void **h, size_t n, size_t i)
-{
-    for (;;) {
-        size_t l = 2 * i + 1, w = i;
-        if (l < n && wres_worse(h[l], h[w]))
-            w = l;
-        if (l + 1 < n && wres_worse(h[l + 1], h[w]))
-            w = l + 1;
-        if (w == i)
-            return;
-        void *t = h[i];
-        h[i] = h[w];
-        h[w] = t;
-        i = w;
-    }
+    (void)ctx;
+    return cf_wres_cmp_count(a, b) > 0;
 }
 
 static void collect_top_open(void *ctx, const sql_view_result *vr)
@@ -156,8 +141,10 @@ static void collect_top_open(void *ctx, const sql_view_result *vr)
     if (c->oom || !page_matches(c->q, r.page_url, r.page_url_len) ||
         !range_matches(c->q, r.start, r.end))
         return;
+    bool full = cf_heap_len(c->kept) == c->q->limit;
+    cf_wres **worst = cf_heap_top(c->kept);
     /* Full: fewer clicks than the worst kept cannot make it. */
-    if (c->n == c->cap && r.count < ((const cf_wres *)c->h[0])->count)
+    if (full && r.count < (*worst)->count)
         return;
     cf_wres *w = cf_wres_new(&r);
     if (!w) {
@@ -165,20 +152,12 @@ static void collect_top_open(void *ctx, const sql_view_result *vr)
         return;
     }
     w->final = false;
-    if (c->n < c->cap) {
-        size_t i = c->n++;
-        c->h[i] = w;
-        while (i > 0 && wres_worse(c->h[i], c->h[(i - 1) / 2])) {
-            size_t up = (i - 1) / 2;
-            void *t = c->h[i];
-            c->h[i] = c->h[up];
-            c->h[up] = t;
-            i = up;
-        }
-    } else if (wres_worse(c->h[0], w)) {
-        free(c->h[0]);
-        c->h[0] = w;
-        top_open_sift_down(c->h, c->n, 0);
+    if (!full) {
+        (void)cf_heap_push(c->kept, &w);   /* reserved for limit rows */
+    } else if (wres_worse(worst, &w, NULL)) {
+        free(*worst);
+        *worst = w;
+        cf_heap_fix(c->kept, 0);
     } else {
         free(w);
     }
@@ -188,10 +167,11 @@ static void q_windows_top_open(cf_shard *s, cf_shard_query *q)
 {
     if (q->limit == 0)
         return;
-    top_open c = {.q = q, .h = calloc(q->limit, sizeof *c.h), .cap = q->limit};
-    if (!c.h) {
+    top_open c = {.q = q, .kept = cf_heap_new(sizeof(cf_wres *), wres_worse, NULL, NULL)};
+    void **best_first = NULL;
+    if (!c.kept || cf_heap_reserve(c.kept, q->limit) < 0) {
         q->err = -ENOMEM;
-        return;
+        goto out;
     }
     for (int t = CF_WINDOW_TUMBLING; t <= CF_WINDOW_SLIDING; t++) {
         if (q->wtype >= 0 && q->wtype != t)
@@ -199,16 +179,22 @@ static void q_windows_top_open(cf_shard *s, cf_shard_query *q)
         c.type = t;
         sql_view_walk_open(s->bview[t], 0, collect_top_open, &c);
     }
-    if (c.oom) {
+    size_t n = cf_heap_len(c.kept);
+    best_first = calloc(n ? n : 1, sizeof *best_first);
+    if (c.oom || !best_first) {
         q->err = -ENOMEM;
-    } else {
-        if (c.n > 1)
-            qsort(c.h, c.n, sizeof *c.h, cf_wres_cmp_count);
-        take(q, c.h, c.n, dup_w);
+        goto out;
     }
-    for (size_t i = 0; i < c.n; i++)
-        free(c.h[i]);
-    free(c.h);
+    for (size_t i = n; i > 0; i--)
+        cf_heap_pop(c.kept, &best_first[i - 1]);
+    take(q, best_first, n, dup_w);
+    for (size_t i = 0; i < n; i++)
+        free(best_first[i]);
+out:
+    for (cf_wres **w; c.kept && (w = cf_heap_top(c.kept)) != NULL; cf_heap_pop(c.kept, NULL))
+        free(*w);
+    cf_heap_free(c.kept);
+    free(best_first);
 }
 
 static void q_windows(cf_shard *s, cf_shard_query *q)
