@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "crc32c.h"
+#include "fdio.h"
 #include "log.h"
 
 /* ---- replay --------------------------------------------------------------- */
@@ -19,7 +20,8 @@
 typedef struct seg_bytes {
     uint8_t *data;
     size_t size;
-    bool mapped;    /* data is a read-only mapping of the file, else malloc'd */
+    bool mapped;    /* data is a read-only mapping of the file */
+    bool owned;     /* data is malloc'd (the read() fallback) */
 } seg_bytes;
 
 /* Maps a whole segment read-only (populated up front), or reads it into a
@@ -57,17 +59,15 @@ static int load_segment(cf_wal *w, const char *name, seg_bytes *ret)
         close(fd);
         return -ENOMEM;
     }
-    size_t got = 0;
-    while (got < n) {
-        ssize_t k = read(fd, p + got, n - got);
-        if (k < 0 && errno == EINTR)
-            continue;
-        if (k <= 0)
-            break;
-        got += (size_t)k;
-    }
+    /* A read error is an error, not the end of the log: replay would cut
+     * the segment there. */
+    ssize_t got = fdio_read_full(fd, p, n, 0);
     close(fd);
-    *ret = (seg_bytes){.data = p, .size = got};
+    if (got < 0) {
+        free(p);
+        return (int)got;
+    }
+    *ret = (seg_bytes){.data = p, .size = (size_t)got, .owned = true};
     return 0;
 }
 
@@ -75,9 +75,9 @@ static void seg_release(seg_bytes *b)
 {
     if (b->mapped)
         munmap(b->data, b->size);
-    else if (b->size)
+    else if (b->owned)
         free(b->data);
-    b->mapped = false;
+    b->mapped = b->owned = false;
     b->size = 0;
 }
 
