@@ -28,6 +28,23 @@ static sqlite3 *open_reader(const cf_history *h)
     return db;
 }
 
+/* A reader on the database and the registered column lists of view (its
+ * additive and sketch columns): 0 with *ret_db open, or the error of
+ * history_def_read (e.g. the view is not registered) with nothing open. */
+static int open_view(const cf_history *h, const char *view, char *additive, size_t acap,
+                     char *sketch, size_t scap, sqlite3 **ret_db)
+{
+    *ret_db = open_reader(h);
+    if (!*ret_db)
+        return -EIO;
+    int rc = history_def_read(*ret_db, view, additive, acap, sketch, scap);
+    if (rc) {
+        sqlite3_close(*ret_db);
+        *ret_db = NULL;
+    }
+    return rc;
+}
+
 int cf_history_view_meta(cf_history *h, const char *view, char **ret)
 {
     *ret = NULL;
@@ -155,21 +172,21 @@ static cf_history_row row_of(sqlite3_stmt *st, const char *view)
 long cf_history_scan(cf_history *h, const char *view, const char *group, size_t group_len,
                      int64_t from, int64_t to, size_t limit, cf_history_row_fn fn, void *ctx)
 {
-    sqlite3 *db = open_reader(h);
-    if (!db)
-        return -EIO;
     char a[ADDITIVE_LIST_MAX], s[CF_HROLL_SKETCH_LIST_MAX];
-    long rc = history_def_read(db, view, a, sizeof a, s, sizeof s);
+    sqlite3 *db;
+    long rc = open_view(h, view, a, sizeof a, s, sizeof s, &db);
+    if (rc)
+        return rc;
     sqlite3_stmt *st = NULL;
     /* The newest revision of each key: SQLite takes the bare columns of
      * the row that holds MAX(revision). */
-    if (!rc && sqlite3_prepare_v2(db,
-                                  "SELECT wstart, wend, grp, MAX(revision), cols, sketch FROM results"
-                                  " WHERE view = ?1 AND wstart >= ?2 AND wend <= ?3"
-                                  " AND (?4 IS NULL OR grp = ?4)"
-                                  " GROUP BY wstart, wend, grp"
-                                  " ORDER BY wend DESC, grp ASC LIMIT ?5",
-                                  -1, &st, NULL) != SQLITE_OK)
+    if (sqlite3_prepare_v2(db,
+                           "SELECT wstart, wend, grp, MAX(revision), cols, sketch FROM results"
+                           " WHERE view = ?1 AND wstart >= ?2 AND wend <= ?3"
+                           " AND (?4 IS NULL OR grp = ?4)"
+                           " GROUP BY wstart, wend, grp"
+                           " ORDER BY wend DESC, grp ASC LIMIT ?5",
+                           -1, &st, NULL) != SQLITE_OK)
         rc = -EIO;
     if (!rc) {
         sqlite3_bind_text(st, 1, view, -1, SQLITE_STATIC);
@@ -221,16 +238,15 @@ int cf_history_rollup(cf_history *h, const char *view, int64_t from, int64_t to,
 {
     if (step_ms <= 0 || from > to)
         return -EINVAL;
-    sqlite3 *db = open_reader(h);
-    if (!db)
-        return -EIO;
     char additive[ADDITIVE_LIST_MAX], sketch[CF_HROLL_SKETCH_LIST_MAX];
-    int rc = history_def_read(db, view, additive, sizeof additive, sketch, sizeof sketch);
+    sqlite3 *db;
+    int rc = open_view(h, view, additive, sizeof additive, sketch, sizeof sketch, &db);
+    if (rc)
+        return rc;
     /* A user view's rollup rules (meta): refused, or AVG columns derived. */
     char *meta_text = NULL;
     cJSON *meta = NULL;
-    if (!rc)
-        rc = history_meta_read(db, view, &meta_text);
+    rc = history_meta_read(db, view, &meta_text);
     if (!rc && meta_text) {
         meta = cJSON_Parse(meta_text);
         const char *refuse = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(meta, "refuse"));
