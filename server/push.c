@@ -16,7 +16,9 @@
  * Slow clients. A client queue holds at most cfg->ws_queue messages and
  * cfg->ws_queue_bytes payload bytes; when it is full, interim updates are
  * dropped first (push_queue.h has the exact policy) and counted in
- * cf_push_dropped(). Beyond the queue, a client that does not read pins at
+ * cf_push_dropped(); a queue that dropped the latest state message of a
+ * topic (cf_push_item.state) says so, and the ticker sends that state again
+ * to it alone (cf_push_item.repair). Beyond the queue, a client that does not read pins at
  * most one more write (one message, or queued messages sent together; no
  * larger than the queue bound either way): the part lws could not send
  * yet. A client that stops reading only fills its own kernel buffer and its
@@ -479,6 +481,8 @@ static void fan_out(cf_push *p, const cf_push_audience *to, const cf_push_item *
                     ? NULL
                     : cf_push_msg_new(items[i].msg, items[i].len, LWS_PRE, items[i].interim);
         dropped += ms[i] == NULL;
+        if (ms[i] && items[i].state && !to[i].named)
+            ms[i]->state = 1u << to[i].topic;
     }
     pthread_mutex_lock(&p->mu);
     if (!p->closing) {
@@ -522,7 +526,7 @@ void cf_push_publish_group(cf_push *p, const cf_push_item *items, size_t n)
         for (; k < n && k < CF_PUSH_GROUP_MAX; k++) {
             if ((unsigned)items[k].topic >= CF_TOPIC_COUNT || !items[k].msg)
                 return;     /* a caller's bug: publish nothing more */
-            to[k] = (cf_push_audience){.topic = items[k].topic};
+            to[k] = (cf_push_audience){.topic = items[k].topic, .repair = items[k].repair};
         }
         fan_out(p, to, items, k);
         items += k;

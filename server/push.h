@@ -36,12 +36,19 @@ void cf_push_stop(cf_push *p);
  * client's queue is full. Thread-safe, O(clients), never blocks on I/O. */
 void cf_push_publish(cf_push *p, cf_topic topic, const char *msg, size_t len, bool interim);
 
-/* One message of a group. */
+/* One message of a group. state: the message is the topic's whole current
+ * state (the ticker's interim windows, trending), sent only when it changed,
+ * so a client whose queue dropped it without a later one is left stale: the
+ * hub notes that (push_queue.h, lost state). repair: offer the message only
+ * to the clients so left (an unchanged state sent again, cheaply, after a
+ * drop; see cf_push_dropped). */
 typedef struct cf_push_item {
     cf_topic topic;
     const char *msg;
     size_t len;
     bool interim;
+    bool state;
+    bool repair;
 } cf_push_item;
 /* Publishes n messages as cf_push_publish() would, in order, with one
  * wake-up of the service thread for the group: a client subscribed to

@@ -99,6 +99,8 @@ bool cf_push_client_listens(const cf_push_client *c, const cf_push_audience *to)
 {
     if (to->named)
         return c->named && has_named(c, to->named);
+    if (to->repair && !(cf_push_queue_lost(c->q) & (1u << to->topic)))
+        return false;
     return (c->topics & (1u << to->topic)) != 0;
 }
 

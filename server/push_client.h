@@ -50,10 +50,13 @@ void cf_push_client_unlink(cf_push_client **head, cf_push_client *c);
 cf_push_client *cf_push_client_next(const cf_push_client *c);
 
 /* Whom one message goes to: the clients subscribed to a built-in topic
- * (named == NULL) or to a named topic ("view:NAME"). */
+ * (named == NULL) or to a named topic ("view:NAME"); with repair, only
+ * those of a built-in topic whose queue lost the topic's state
+ * (cf_push_item.repair). */
 typedef struct cf_push_audience {
     cf_topic topic;
     const char *named;
+    bool repair;
 } cf_push_audience;
 
 /* (mu) True when c is subscribed to that audience. O(named topics). */

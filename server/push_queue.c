@@ -13,6 +13,7 @@ struct cf_push_queue {
     size_t head;        /* index of the oldest message */
     size_t len;
     size_t n_interim;
+    unsigned lost;      /* state bits whose latest message was dropped */
     cf_push_msg *ring[];
 };
 
@@ -25,6 +26,7 @@ cf_push_msg *cf_push_msg_new(const char *data, size_t len, size_t headroom, bool
         return NULL;
     atomic_init(&m->refs, 1);
     m->interim = interim;
+    m->state = 0;
     m->len = len;
     m->headroom = headroom;
     if (len)
@@ -69,8 +71,9 @@ void cf_push_queue_free(cf_push_queue *q)
 static size_t slot(const cf_push_queue *q, size_t i) { return (q->head + i) % q->cap; }
 
 /* Removes the message at logical position i (0 = oldest), unrefs it and
- * closes the gap by moving the older ones up one place. O(i). */
-static void remove_at(cf_push_queue *q, size_t i)
+ * closes the gap by moving the older ones up one place; returns its state
+ * bits. O(i). */
+static unsigned remove_at(cf_push_queue *q, size_t i)
 {
     cf_push_msg *m = q->ring[slot(q, i)];
     for (size_t k = i; k > 0; k--)
@@ -81,7 +84,27 @@ static void remove_at(cf_push_queue *q, size_t i)
     q->bytes -= m->len;
     if (m->interim)
         q->n_interim--;
+    unsigned state = m->state;
     cf_push_msg_unref(m);
+    return state;
+}
+
+/* The state bits of the messages queued. O(len). */
+static unsigned held_states(const cf_push_queue *q)
+{
+    unsigned held = 0;
+    for (size_t i = 0; i < q->len; i++)
+        held |= q->ring[slot(q, i)]->state;
+    return held;
+}
+
+/* Evictions remove the oldest messages of their kind, so a message still
+ * queued with an evicted one's bit is a later state: only bits no longer
+ * held are lost. O(len) when something was evicted with a bit. */
+static void note_lost(cf_push_queue *q, unsigned evicted)
+{
+    if (evicted)
+        q->lost |= evicted & ~held_states(q);
 }
 
 /* Logical position of the oldest interim message; call only when n_interim > 0. */
@@ -102,18 +125,27 @@ static bool no_room(const cf_push_queue *q, const cf_push_msg *m)
 
 size_t cf_push_queue_offer(cf_push_queue *q, cf_push_msg *m)
 {
-    if (m->len > q->cap_bytes)
+    if (m->len > q->cap_bytes) {
+        q->lost |= m->state;
         return 1;   /* could never fit: refused, the queue left as it is */
+    }
     size_t dropped = 0;
+    unsigned evicted = 0;
     while (no_room(q, m)) {
-        if (q->n_interim > 0)
-            remove_at(q, oldest_interim(q));
-        else if (m->interim)
-            return dropped + 1;   /* only final messages queued: refuse the new interim one */
-        else
-            remove_at(q, 0);
+        if (q->n_interim > 0) {
+            evicted |= remove_at(q, oldest_interim(q));
+        } else if (m->interim) {
+            /* Only final messages queued: refuse the new interim one. */
+            note_lost(q, evicted);
+            q->lost |= m->state;
+            return dropped + 1;
+        } else {
+            evicted |= remove_at(q, 0);
+        }
         dropped++;
     }
+    note_lost(q, evicted);
+    q->lost &= ~m->state;   /* m is the latest state of its bit */
     cf_push_msg_ref(m);
     q->ring[slot(q, q->len)] = m;
     q->len++;
@@ -142,6 +174,8 @@ size_t cf_push_queue_len(const cf_push_queue *q) { return q->len; }
 size_t cf_push_queue_interim(const cf_push_queue *q) { return q->n_interim; }
 
 size_t cf_push_queue_bytes(const cf_push_queue *q) { return q->bytes; }
+
+unsigned cf_push_queue_lost(const cf_push_queue *q) { return q->lost; }
 
 size_t cf_push_frame_header_len(size_t len)
 {

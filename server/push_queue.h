@@ -23,7 +23,15 @@
  *     when none is queued, the oldest message.
  * repeated until the new message fits. Each eviction or refusal counts as
  * one drop. The queue is not thread-safe:
- * push.c guards it with the hub mutex. */
+ * push.c guards it with the hub mutex.
+ *
+ * Lost state. A publisher that sends a topic's current state only when it
+ * changed (the ticker's interim windows and trending) marks those messages
+ * with a state bit. When the queue drops such a message (evicted or
+ * refused) and holds no later message with that bit, the client no longer
+ * has the current state: the queue remembers the bit (cf_push_queue_lost)
+ * until a message with that bit is queued again. The publisher resends the
+ * unchanged state to such clients only (push.h, cf_push_item.repair). */
 #ifndef CF_PUSH_QUEUE_H
 #define CF_PUSH_QUEUE_H
 
@@ -34,6 +42,7 @@
 typedef struct cf_push_msg {
     atomic_uint refs;
     bool interim;
+    unsigned state;         /* state bit (see above), 0 for none; cf_push_msg_new sets 0 */
     size_t len;             /* payload bytes, not counting headroom or the NUL */
     size_t headroom;
     unsigned char buf[];    /* headroom spare bytes, then len payload bytes, then a NUL */
@@ -70,6 +79,8 @@ size_t cf_push_queue_len(const cf_push_queue *q);
 size_t cf_push_queue_bytes(const cf_push_queue *q);
 /* Number of interim messages queued. O(1). */
 size_t cf_push_queue_interim(const cf_push_queue *q);
+/* The state bits whose latest message this queue dropped (see above). O(1). */
+unsigned cf_push_queue_lost(const cf_push_queue *q);
 
 /* Coalesced writes. The hub sends every message a client has queued in one
  * write of back-to-back WebSocket frames rather than one write (one send(2)

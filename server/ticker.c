@@ -27,35 +27,55 @@ typedef struct tick_msgs {
     size_t n;
 } tick_msgs;
 
-/* Adds a rendered message (text, owned from here on) to the tick's group. */
-static void stage_text(tick_msgs *t, cf_topic topic, char *text, size_t len, bool interim)
+/* Adds a rendered message (it.msg, owned from here on) to the tick's group. */
+static void stage_text(tick_msgs *t, cf_push_item it)
 {
     if (t->n == sizeof t->items / sizeof t->items[0]) {
-        cJSON_free(text);
+        cJSON_free((char *)it.msg);
         return;
     }
-    t->items[t->n++] = (cf_push_item){.topic = topic, .msg = text, .len = len, .interim = interim};
+    t->items[t->n++] = it;
 }
 
-/* Renders data (consumed) as a {"type","data"} message of the tick. */
-static void stage(tick_msgs *t, cf_topic topic, const char *type, cJSON *data, bool interim)
+/* Renders data (consumed) as a {"type","data"} message of the tick, it
+ * giving the rest of the item. */
+static void stage(tick_msgs *t, cf_push_item it, const char *type, cJSON *data)
 {
-    size_t len = 0;
-    char *text = cf_push_message(type, data, &len);
-    if (text)
-        stage_text(t, topic, text, len, interim);
+    char *text = cf_push_message(type, data, &it.len);
+    if (text) {
+        it.msg = text;
+        stage_text(t, it);
+    }
 }
 
 /* What the ticker pushed last. Interim windows and trending go out when
  * they changed since (a dashboard keeps what it was sent), or to everyone
  * when a client joined (cf_push_joins), so a new subscriber has them within
  * one --push-interval; an idle server's clients are not sent the same
- * top-N every interval. */
+ * top-N every interval. When messages were dropped since the last push
+ * tick (cf_push_dropped moved), the unchanged ones go out again, but only
+ * to the clients whose queue lost the latest (cf_push_item.repair): a slow
+ * reader would otherwise keep a stale list until the next change. */
 typedef struct push_memo {
     char *windows;          /* the last interim windows message pushed */
     size_t windows_len;
     uint64_t joins;         /* cf_push_joins() at the last push tick */
+    uint64_t dropped;       /* cf_push_dropped() at the last push tick */
 } push_memo;
+
+/* Why a push tick sends the interim state: to everyone when it changed or
+ * a client joined; else, after drops, again to those that lost it. */
+typedef struct push_why {
+    bool fresh;             /* a client joined */
+    bool repair;            /* messages were dropped */
+} push_why;
+
+/* The item of a state message: to all (changed or fresh), or as a repair. */
+static cf_push_item state_item(cf_topic topic, bool interim, bool same, push_why why)
+{
+    return (cf_push_item){.topic = topic, .interim = interim, .state = true,
+                          .repair = same && !why.fresh};
+}
 
 static void publish_staged(cf_engine *e, tick_msgs *t)
 {
@@ -70,7 +90,7 @@ static void publish_staged(cf_engine *e, tick_msgs *t)
  * every client every --push-interval, so it is kept small (a dashboard shows
  * the top pages): all open windows would be megabytes per second per client
  * under load. Final results are never capped. */
-static void push_interim(cf_engine *e, tick_msgs *out, push_memo *memo, bool fresh)
+static void push_interim(cf_engine *e, tick_msgs *out, push_memo *memo, push_why why)
 {
     cJSON *all = NULL;
     for (int t = CF_WINDOW_TUMBLING; t <= CF_WINDOW_SLIDING; t++) {
@@ -97,31 +117,39 @@ static void push_interim(cf_engine *e, tick_msgs *out, push_memo *memo, bool fre
     char *text = cf_push_message("windows", all, &len);
     if (!text)
         return;
-    if (!fresh && memo->windows && len == memo->windows_len &&
-        memcmp(text, memo->windows, len) == 0) {
+    bool same = memo->windows && len == memo->windows_len && memcmp(text, memo->windows, len) == 0;
+    if (same && !why.fresh && !why.repair) {
         cJSON_free(text);   /* unchanged: nothing to push */
         return;
     }
-    char *copy = realloc(memo->windows, len);
+    char *copy = same ? NULL : realloc(memo->windows, len);
     if (copy) {
         memcpy(copy, text, len);
         memo->windows = copy;
         memo->windows_len = len;
     }
-    stage_text(out, CF_TOPIC_WINDOWS, text, len, true);
+    cf_push_item it = state_item(CF_TOPIC_WINDOWS, true, same, why);
+    it.msg = text;
+    it.len = len;
+    stage_text(out, it);
 }
 
-static void push_trending(cf_engine *e, tick_msgs *out, bool fresh)
+static void push_trending(cf_engine *e, tick_msgs *out, push_why why)
 {
     cJSON *t = engine_trending(e, 10, false);
     if (!t)
         return;
     /* "When it changed": compare the ranked items, not as_of. */
     char *items = cJSON_PrintUnformatted(cJSON_GetObjectItemCaseSensitive(t, "items"));
-    if (items && (fresh || !e->last_trending || strcmp(items, e->last_trending) != 0)) {
-        cJSON_free(e->last_trending);
-        e->last_trending = items;
-        stage(out, CF_TOPIC_TRENDING, "trending", t, false);
+    bool same = items && e->last_trending && strcmp(items, e->last_trending) == 0;
+    if (items && (!same || why.fresh || why.repair)) {
+        if (same) {
+            cJSON_free(items);
+        } else {
+            cJSON_free(e->last_trending);
+            e->last_trending = items;
+        }
+        stage(out, state_item(CF_TOPIC_TRENDING, false, same, why), "trending", t);
         return;
     }
     cJSON_free(items);
@@ -202,16 +230,18 @@ void *engine_ticker_main(void *arg)
             if (next_push <= mono)
                 next_push = mono + e->cfg.push_interval_ms;
             uint64_t joins = cf_push_joins(e->push);
-            bool fresh = joins != memo.joins;
+            uint64_t dropped = cf_push_dropped(e->push);
+            push_why why = {.fresh = joins != memo.joins, .repair = dropped != memo.dropped};
             memo.joins = joins;
+            memo.dropped = dropped;
             /* Each part is computed only for its listeners: the interim
              * windows cost every shard a pass over its open windows. */
             if (cf_push_listened(e->push, CF_TOPIC_WINDOWS))
-                push_interim(e, &msgs, &memo, fresh);
+                push_interim(e, &msgs, &memo, why);
             if (cf_push_listened_named(e->push))
                 engine_sql_push_interim(e);
             if (cf_push_listened(e->push, CF_TOPIC_TRENDING))
-                push_trending(e, &msgs, fresh);
+                push_trending(e, &msgs, why);
         }
         if (listened && mono >= next_stats) {
             next_stats += 1000;
@@ -220,7 +250,7 @@ void *engine_ticker_main(void *arg)
             cJSON *st = cf_push_listened(e->push, CF_TOPIC_STATS) ? engine_stats_json(e, false)
                                                                   : NULL;
             if (st)
-                stage(&msgs, CF_TOPIC_STATS, "stats", st, true);
+                stage(&msgs, (cf_push_item){.topic = CF_TOPIC_STATS, .interim = true}, "stats", st);
         }
         publish_staged(e, &msgs);
         if (e->wal && e->cfg.snapshot_interval_ms > 0) {

@@ -668,6 +668,59 @@ static void group_is_one_wake_and_one_write(void **state)
     cf_push_stop(p);
 }
 
+/* A state message (interim windows) that a client's queue refused leaves
+ * that client marked; a repair message goes to marked clients only, and
+ * clears the mark. */
+static void repair_goes_only_to_clients_that_lost_the_state(void **state)
+{
+    (void)state;
+    cf_config cfg;
+    base_config(&cfg);
+    cfg.ws_queue_bytes = 64;
+    cf_push *p = start(&cfg);
+    wsc *a = ws_open(cfg.ws_port);
+    wsc *b = ws_open(cfg.ws_port);
+    wait_clients(p, 2);
+    const char *sub = "{\"subscribe\":[\"stats\"]}";
+    ws_send(b, 1, sub, strlen(sub));
+    expect_text(b, "{\"type\":\"subscribed\",\"data\":[\"stats\"]}");
+    wait_sent(p, 1);
+
+    /* Over a's byte bound: refused, so a lost the windows state; b does
+     * not take windows yet. */
+    char big[100];
+    memset(big, 'x', sizeof big);
+    cf_push_item lost = {.topic = CF_TOPIC_WINDOWS, .msg = big, .len = sizeof big,
+                         .interim = true, .state = true};
+    cf_push_publish_group(p, &lost, 1);
+    assert_int_equal(cf_push_dropped(p), 1);
+    sub = "{\"subscribe\":[\"windows\",\"stats\"]}";
+    ws_send(b, 1, sub, strlen(sub));
+    expect_text(b, "{\"type\":\"subscribed\",\"data\":[\"windows\",\"stats\"]}");
+    wait_sent(p, 2);
+
+    const char *w = "{\"type\":\"windows\",\"data\":[]}";
+    const char *st = "{\"type\":\"stats\",\"data\":1}";
+    cf_push_item repair = {.topic = CF_TOPIC_WINDOWS, .msg = w, .len = strlen(w),
+                           .interim = true, .state = true, .repair = true};
+    cf_push_publish_group(p, &repair, 1);
+    publish(p, CF_TOPIC_STATS, st, true);
+    expect_text(a, w);
+    expect_text(a, st);
+    expect_text(b, st);     /* b had the state: no repair for it */
+    wait_sent(p, 2 + 3);
+
+    /* a has the state again: a second repair goes to nobody. */
+    uint64_t wakes = cf_push_wakes(p);
+    cf_push_publish_group(p, &repair, 1);
+    assert_int_equal(cf_push_wakes(p), wakes);
+    assert_int_equal(cf_push_dropped(p), 1);
+    ws_close(a);
+    ws_close(b);
+    wait_clients(p, 0);
+    cf_push_stop(p);
+}
+
 /* The hub counts the listeners of each topic as clients come, subscribe
  * and go, so publishers render only what someone takes. */
 static void listeners_follow_subscriptions(void **state)
@@ -709,6 +762,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(delivers_to_every_client),
         cmocka_unit_test(group_is_one_wake_and_one_write),
+        cmocka_unit_test(repair_goes_only_to_clients_that_lost_the_state),
         cmocka_unit_test(listeners_follow_subscriptions),
         cmocka_unit_test(subscribe_filters_topics),
         cmocka_unit_test(bad_client_messages_close),

@@ -200,6 +200,71 @@ static void bounded_in_bytes(void **state)
     cf_push_queue_free(q);
 }
 
+/* Offers a fresh message carrying state bits (push_queue.h, lost state). */
+static size_t offer_state(cf_push_queue *q, const char *name, unsigned bits)
+{
+    cf_push_msg *m = mk(name);
+    m->state = bits;
+    size_t d = cf_push_queue_offer(q, m);
+    cf_push_msg_unref(m);
+    return d;
+}
+
+/* A state message that a later one of the same bit replaced is not lost. */
+static void superseded_state_is_not_lost(void **state)
+{
+    (void)state;
+    cf_push_queue *q = cf_push_queue_new(2, SIZE_MAX);
+    offer_state(q, "iw1", 1);
+    offer_state(q, "iw2", 1);
+    assert_int_equal(offer_state(q, "iw3", 1), 1);
+    assert_int_equal(cf_push_queue_lost(q), 0);
+    expect_contents(q, "iw2 iw3");
+    /* Sent is not lost either. */
+    assert_int_equal(cf_push_queue_lost(q), 0);
+    cf_push_queue_free(q);
+}
+
+/* The latest state pushed out by other messages is lost until a message
+ * of its bit is queued again. */
+static void evicted_latest_state_is_lost(void **state)
+{
+    (void)state;
+    cf_push_queue *q = cf_push_queue_new(2, SIZE_MAX);
+    offer_state(q, "iw", 1);
+    offer(q, "is1");
+    assert_int_equal(offer(q, "is2"), 1);       /* evicts iw, the oldest interim */
+    assert_int_equal(cf_push_queue_lost(q), 1);
+    assert_int_equal(offer_state(q, "iw", 1), 1);
+    assert_int_equal(cf_push_queue_lost(q), 0);
+    expect_contents(q, "is2 iw");
+
+    /* Final state messages (trending) evicted as the oldest, by bit. */
+    offer_state(q, "ft", 2);
+    offer_state(q, "iw", 1);
+    assert_int_equal(offer(q, "f1"), 1);        /* evicts iw: lost */
+    assert_int_equal(cf_push_queue_lost(q), 1);
+    assert_int_equal(offer(q, "f2"), 1);        /* evicts ft: lost too */
+    assert_int_equal(cf_push_queue_lost(q), 3);
+    expect_contents(q, "f1 f2");
+    cf_push_queue_free(q);
+}
+
+/* A refused state message is lost: the state queued before it is old. */
+static void refused_state_is_lost(void **state)
+{
+    (void)state;
+    cf_push_queue *q = cf_push_queue_new(2, 8);
+    offer_state(q, "ft", 2);
+    offer(q, "f1");
+    assert_int_equal(offer_state(q, "iw", 1), 1);   /* only finals queued */
+    assert_int_equal(cf_push_queue_lost(q), 1);
+    expect_contents(q, "ft f1");
+    assert_int_equal(offer_state(q, "ftrending", 2), 1);    /* over the byte bound */
+    assert_int_equal(cf_push_queue_lost(q), 3);
+    cf_push_queue_free(q);
+}
+
 /* A message shared by two queues lives until both let go of it. */
 static void shared_reference_counting(void **state)
 {
@@ -296,6 +361,9 @@ int main(void)
         cmocka_unit_test(capacity_one),
         cmocka_unit_test(wraparound_keeps_order),
         cmocka_unit_test(bounded_in_bytes),
+        cmocka_unit_test(superseded_state_is_not_lost),
+        cmocka_unit_test(evicted_latest_state_is_lost),
+        cmocka_unit_test(refused_state_is_lost),
         cmocka_unit_test(shared_reference_counting),
         cmocka_unit_test(frame_headers),
         cmocka_unit_test(pop_batch_by_budget_and_count),
