@@ -619,6 +619,19 @@ static void plain_http_and_bad_bind(void **state)
     cf_push_stop(p);
 }
 
+/* Two clients: a on every built-in topic (the default), b on "stats"
+ * only, its subscription answered and sent. */
+static void open_all_and_stats(const cf_config *cfg, cf_push *p, wsc **ret_a, wsc **ret_b)
+{
+    *ret_a = ws_open(cfg->ws_port);
+    *ret_b = ws_open(cfg->ws_port);
+    wait_clients(p, 2);
+    const char *sub = "{\"subscribe\":[\"stats\"]}";
+    ws_send(*ret_b, 1, sub, strlen(sub));
+    expect_text(*ret_b, "{\"type\":\"subscribed\",\"data\":[\"stats\"]}");
+    wait_sent(p, 1);
+}
+
 /* A group (the ticker's windows, trending and stats of one tick) wakes the
  * service thread once and reaches a client in one write; the same messages
  * published one by one wake it once each. */
@@ -628,13 +641,8 @@ static void group_is_one_wake_and_one_write(void **state)
     cf_config cfg;
     base_config(&cfg);
     cf_push *p = start(&cfg);
-    wsc *a = ws_open(cfg.ws_port);
-    wsc *b = ws_open(cfg.ws_port);
-    wait_clients(p, 2);
-    const char *sub = "{\"subscribe\":[\"stats\"]}";
-    ws_send(b, 1, sub, strlen(sub));
-    expect_text(b, "{\"type\":\"subscribed\",\"data\":[\"stats\"]}");
-    wait_sent(p, 1);
+    wsc *a, *b;
+    open_all_and_stats(&cfg, p, &a, &b);
     const char *w = "{\"type\":\"windows\",\"data\":[]}";
     const char *t = "{\"type\":\"trending\",\"data\":{}}";
     const char *st = "{\"type\":\"stats\",\"data\":2}";
@@ -678,13 +686,8 @@ static void repair_goes_only_to_clients_that_lost_the_state(void **state)
     base_config(&cfg);
     cfg.ws_queue_bytes = 64;
     cf_push *p = start(&cfg);
-    wsc *a = ws_open(cfg.ws_port);
-    wsc *b = ws_open(cfg.ws_port);
-    wait_clients(p, 2);
-    const char *sub = "{\"subscribe\":[\"stats\"]}";
-    ws_send(b, 1, sub, strlen(sub));
-    expect_text(b, "{\"type\":\"subscribed\",\"data\":[\"stats\"]}");
-    wait_sent(p, 1);
+    wsc *a, *b;
+    open_all_and_stats(&cfg, p, &a, &b);
 
     /* Over a's byte bound: refused, so a lost the windows state; b does
      * not take windows yet. */
@@ -694,7 +697,7 @@ static void repair_goes_only_to_clients_that_lost_the_state(void **state)
                          .interim = true, .state = true};
     cf_push_publish_group(p, &lost, 1);
     assert_int_equal(cf_push_dropped(p), 1);
-    sub = "{\"subscribe\":[\"windows\",\"stats\"]}";
+    const char *sub = "{\"subscribe\":[\"windows\",\"stats\"]}";
     ws_send(b, 1, sub, strlen(sub));
     expect_text(b, "{\"type\":\"subscribed\",\"data\":[\"windows\",\"stats\"]}");
     wait_sent(p, 2);
