@@ -173,7 +173,7 @@ tk_entry *sql_agg_topk_find(const topk *t, uint64_t h, sql_value v)
  * a new value takes over the smallest counter (Space-Saving): its count and
  * error bound start from that counter's count. */
 int sql_agg_topk_add(st_topk *s, int64_t k, sql_value v, uint64_t h, uint64_t count, uint64_t err,
-                    bool bounded)
+                     bool bounded)
 {
     tk_entry *e = sql_agg_topk_find(s->t, h, v);
     if (e) {
