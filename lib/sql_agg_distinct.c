@@ -6,35 +6,6 @@
 
 /* ---- COUNT(DISTINCT) ---------------------------------------------------------- */
 
-int sql_agg_distinct_add(st_distinct *s, uint64_t h)
-{
-    if (d_is_hll(s)) {
-        int rc = cf_hll_add(d_hll(s), h);
-        return rc < 0 ? rc : 0;
-    }
-    uint8_t n = 0;
-    for (; n < INLINE_DISTINCT && s->w[n]; n++)
-        if (s->w[n] == h)
-            return 0;
-    if (n < INLINE_DISTINCT) {
-        s->w[n] = h;
-        return 0;
-    }
-    cf_hll *hll = cf_hll_new();
-    if (!hll)
-        return -ENOMEM;
-    for (uint8_t i = 0; i < n; i++)
-        if (cf_hll_add(hll, s->w[i]) < 0)
-            goto oom;
-    if (cf_hll_add(hll, h) < 0)
-        goto oom;
-    d_set_hll(s, hll);
-    return 0;
-oom:
-    cf_hll_free(hll);
-    return -ENOMEM;
-}
-
 int sql_agg_distinct_merge(st_distinct *d, const st_distinct *s)
 {
     if (!d_is_hll(s)) {
