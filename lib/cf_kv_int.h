@@ -240,7 +240,7 @@ static inline bool slot_matches(const cf_kv *kv, const struct kv_slot *s, uint64
      * reading the arena. */
     if (len > KV_INLINE_KEY && arena_hash(s) != (uint32_t)h)
         return false;
-    return len == 0 || memcmp(slot_key(kv, s), key, len) == 0;
+    return cf_hash_key_eq(slot_key(kv, s), key, len);
 }
 
 /* Room for need heap entries in both arrays: 0 or -ENOMEM. Inline here:

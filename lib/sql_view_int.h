@@ -392,7 +392,7 @@ static inline bool value_eq(sql_value a, sql_value b)
     case SQL_DOUBLE: return a.u.d == b.u.d;
     case SQL_BIGINT:
     case SQL_TIMESTAMP: return a.u.i == b.u.i;
-    default: return a.len == b.len && (a.len == 0 || memcmp(a.u.s, b.u.s, a.len) == 0);
+    default: return a.len == b.len && cf_hash_key_eq(a.u.s, b.u.s, a.len);
     }
 }
 
@@ -437,7 +437,7 @@ static inline bool key_eq(const group *g, const sql_value *key, uint32_t n)
 {
     if (n == 1 && key[0].type == SQL_STRING)
         return g->key[0].type == SQL_STRING && g->key[0].len == key[0].len &&
-               memcmp(g->key[0].u.s, key[0].u.s, key[0].len) == 0;
+               cf_hash_key_eq(g->key[0].u.s, key[0].u.s, key[0].len);
     for (uint32_t i = 0; i < n; i++)
         if (!value_eq(g->key[i], key[i]))
             return false;
