@@ -161,15 +161,15 @@ static char *events_answer(const cf_submit_result *res, const cf_ingest *ig, siz
 /* The answer of a single-event request when it is one of the two shared,
  * pre-built ones (http.c: one event accepted, or one duplicate; no
  * per-request headers), else NULL. */
-static struct MHD_Response *shared_answer(const cf_http *h, const cf_submit_result *res, const cf_ingest *ig)
+static struct MHD_Response *shared_answer(cf_http *h, const cf_submit_result *res, const cf_ingest *ig)
 {
     if (h->cfg.n_cors_origins > 0 || ig->rejected > 0 || ig->n_errors > 0)
         return NULL;   /* CORS answers vary with the request's Origin */
-    if (res->accepted == 1 && res->duplicates == 0)
-        return h->answer_one;
-    if (res->accepted == 0 && res->duplicates == 1)
-        return h->answer_dup;
-    return NULL;
+    bool one = res->accepted == 1 && res->duplicates == 0;
+    if (!one && !(res->accepted == 0 && res->duplicates == 1))
+        return NULL;
+    const http_answers *a = http_answers_get(h);
+    return !a ? NULL : one ? a->one : a->dup;
 }
 
 enum MHD_Result http_finish_events(request *rq, struct MHD_Connection *c, char *body, size_t len)

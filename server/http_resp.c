@@ -4,6 +4,7 @@
  * /metrics. */
 #include "http_int.h"
 
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -31,13 +32,83 @@ const char *http_cors_allow(const cf_http *h, struct MHD_Connection *c)
     return NULL;
 }
 
-/* Counts an answer by status for /metrics. */
+/* The calling thread's stripe (http_int.h): given out in turn at a
+ * thread's first answer, so the HTTP workers get rows of their own. */
+static unsigned http_stripe(void)
+{
+    static atomic_uint next;
+    static _Thread_local unsigned mine = UINT_MAX;
+    if (mine == UINT_MAX)
+        mine = atomic_fetch_add_explicit(&next, 1, memory_order_relaxed) % HTTP_STRIPES;
+    return mine;
+}
+
+/* Counts an answer by status for /metrics, in this thread's row. */
 static void count_status(cf_http *h, unsigned status)
 {
     size_t k = 0;
     while (k < N_COUNTED && counted_status[k] != status)
         k++;
-    atomic_fetch_add_explicit(&h->responses[k], 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&h->responses[http_stripe()].n[k], 1, memory_order_relaxed);
+}
+
+uint64_t http_responses_counted(cf_http *h, size_t k)
+{
+    uint64_t v = 0;
+    for (size_t i = 0; i < HTTP_STRIPES; i++)
+        v += atomic_load_explicit(&h->responses[i].n[k], memory_order_relaxed);
+    return v;
+}
+
+/* Each server gets its own mark, so a thread's pointer to an earlier
+ * server's answers (freed at its stop; a test may start several servers
+ * in one process, even at the same address) is never taken for this
+ * one's. */
+uint64_t http_answers_new_gen(void)
+{
+    static _Atomic uint64_t gen;
+    return atomic_fetch_add_explicit(&gen, 1, memory_order_relaxed) + 1;
+}
+
+const http_answers *http_answers_get(cf_http *h)
+{
+    static _Thread_local uint64_t tl_gen;
+    static _Thread_local http_answers *tl_answers;
+    if (tl_gen == h->answers_gen)
+        return tl_answers;
+    http_answers *a = calloc(1, sizeof *a);
+    if (a) {
+        a->one = http_shared_json("{\"accepted\":1,\"duplicates\":0,\"rejected\":0,\"errors\":[]}");
+        a->dup = http_shared_json("{\"accepted\":0,\"duplicates\":1,\"rejected\":0,\"errors\":[]}");
+    }
+    if (!a || !a->one || !a->dup) {
+        /* Out of memory: answered the slow way this time, tried again at
+         * the next request. */
+        if (a && a->one)
+            MHD_destroy_response(a->one);
+        if (a && a->dup)
+            MHD_destroy_response(a->dup);
+        free(a);
+        return NULL;
+    }
+    pthread_mutex_lock(&h->answers_mu);
+    a->next = h->answers;
+    h->answers = a;
+    pthread_mutex_unlock(&h->answers_mu);
+    tl_gen = h->answers_gen;
+    tl_answers = a;
+    return a;
+}
+
+void http_answers_free(cf_http *h)
+{
+    for (http_answers *a = h->answers, *next; a; a = next) {
+        next = a->next;
+        MHD_destroy_response(a->one);
+        MHD_destroy_response(a->dup);
+        free(a);
+    }
+    h->answers = NULL;
 }
 
 /* Queues resp with the headers every answer carries, then drops our

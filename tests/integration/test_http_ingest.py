@@ -140,6 +140,37 @@ def test_single_event_answers_are_exact_under_every_policy():
             assert 'clickflow_http_responses_total{code="202"} 3' in text.decode(), text
 
 
+def test_shared_answers_and_counts_on_every_http_thread():
+    """Each HTTP thread builds its own pair of shared one-event answers and
+    counts its answers in its own /metrics row (server/http_resp.c): over
+    connections spread on both workers (libmicrohttpd places a connection
+    by its descriptor, fd mod workers), every one-event answer is exact,
+    accepted and duplicate alike, parked (--fsync always) or not, and
+    /metrics sums every thread's count."""
+    import http.client
+    one = b'{"accepted":1,"duplicates":0,"rejected":0,"errors":[]}'
+    dup = b'{"accepted":0,"duplicates":1,"rejected":0,"errors":[]}'
+    for policy in ("batch", "always"):
+        with Server(["--http-threads", "2", "--fsync", policy, "--idle-timeout", "0"]) as srv:
+            conns = [http.client.HTTPConnection("127.0.0.1", srv.http_port, timeout=10) for _ in range(6)]
+            for c in conns:
+                c.connect()
+            sent = 0
+            for rnd in range(3):
+                for i, c in enumerate(conns):
+                    eid = "t%d-%d" % (i, rnd)
+                    for want in (one, dup):
+                        c.request("POST", "/api/v1/events", json.dumps(dict(EV, event_id=eid)), JSON)
+                        r = c.getresponse()
+                        data = r.read()
+                        sent += 1
+                        assert r.status == 202 and data == want, (policy, i, rnd, r.status, data)
+            for c in conns:
+                c.close()
+            st, _, text = srv.raw_request("GET", "/metrics")
+            assert 'clickflow_http_responses_total{code="202"} %d\n' % sent in text.decode(), (sent, text)
+
+
 def test_keep_alive_bodies_of_every_size_are_read_whole():
     """One keep-alive connection reuses its body buffer from request to
     request (server/http.c): a shorter body after a longer one, NDJSON (whose
