@@ -132,11 +132,23 @@ typedef struct http_status_row {
     _Alignas(64) _Atomic uint64_t n[N_COUNTED + 1];
 } http_status_row;
 
-/* A thread's pre-built single-event answers (http_answers_get). */
+/* The pre-built single-event answers (http_answers_get). */
+typedef enum http_answer_kind {
+    HTTP_ANSWER_NONE = 0,
+    HTTP_ANSWER_ONE,    /* {"accepted":1,"duplicates":0,...} */
+    HTTP_ANSWER_DUP,    /* {"accepted":0,"duplicates":1,...} */
+} http_answer_kind;
+
+/* A thread's pair, with its own Date header: libmicrohttpd 0.9.75 adds no
+ * Date of its own to a response that has one, and its own costs a gmtime_r
+ * per answer, which takes glibc's process-wide tzset lock (both workers
+ * wrote that lock's line at every request, issue 15). The pair is built
+ * again when the second changes; a connection still sending the last one
+ * holds its own reference. */
 typedef struct http_answers {
-    struct http_answers *next;
-    struct MHD_Response *one;   /* {"accepted":1,...} */
-    struct MHD_Response *dup;   /* {"accepted":0,"duplicates":1,...} */
+    struct http_answers *next;  /* (answers_mu) */
+    int64_t second;             /* of the Date header; -1: not built */
+    struct MHD_Response *one, *dup;
 } http_answers;
 
 struct cf_http {
@@ -264,7 +276,7 @@ typedef struct request {
     int64_t park_deadline_ms;   /* monotonic: the request deadline */
     char *park_answer;          /* the 202 body (JSON text), sent once durable */
     size_t park_answer_len;
-    struct MHD_Response *park_shared;   /* or this shared answer (not owned) */
+    http_answer_kind park_shared;       /* or this shared answer (taken when sent) */
     unsigned park_retry_after;  /* site_headers() inputs, kept for the answer */
     bool park_allow_origin;
     /* Last: uri_logger zeroes a request up to here only (HTTP_RQ_ZERO), and
@@ -311,10 +323,12 @@ enum MHD_Result http_send_json(request *rq, struct MHD_Connection *c, unsigned s
 /* Queues a shared, pre-built response (kept: not destroyed here) and
  * counts its status. */
 enum MHD_Result http_send_shared(request *rq, struct MHD_Connection *c, unsigned status, struct MHD_Response *resp);
-/* This thread's single-event answers for h (built at its first call;
- * NULL when out of memory: answer the request the general way). Keys and
- * order as http_post.c's events_answer prints them. */
-const http_answers *http_answers_get(cf_http *h);
+/* This thread's shared answer of that kind for h, with the current Date
+ * (built at its first call and again each second; NULL when out of memory:
+ * answer the request the general way). Keys and order as http_post.c's
+ * events_answer prints them. Not owned: queue it with http_send_shared
+ * before this thread asks again (the next second's call drops it). */
+struct MHD_Response *http_answers_get(cf_http *h, http_answer_kind kind);
 /* A mark for a new server's answers_gen. */
 uint64_t http_answers_new_gen(void);
 /* Frees every thread's answers; after the daemon stopped (no connection

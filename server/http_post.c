@@ -158,18 +158,32 @@ static char *events_answer(const cf_submit_result *res, const cf_ingest *ig, siz
     return text;
 }
 
-/* The answer of a single-event request when it is one of the two shared,
- * pre-built ones (http.c: one event accepted, or one duplicate; no
- * per-request headers), else NULL. */
-static struct MHD_Response *shared_answer(cf_http *h, const cf_submit_result *res, const cf_ingest *ig)
+/* Which of the two shared, pre-built answers a single-event request gets
+ * (http_int.h: one event accepted, or one duplicate; no per-request
+ * headers), if any. */
+static http_answer_kind shared_answer(const cf_http *h, const cf_submit_result *res, const cf_ingest *ig)
 {
     if (h->cfg.n_cors_origins > 0 || ig->rejected > 0 || ig->n_errors > 0)
-        return NULL;   /* CORS answers vary with the request's Origin */
-    bool one = res->accepted == 1 && res->duplicates == 0;
-    if (!one && !(res->accepted == 0 && res->duplicates == 1))
-        return NULL;
-    const http_answers *a = http_answers_get(h);
-    return !a ? NULL : one ? a->one : a->dup;
+        return HTTP_ANSWER_NONE;   /* CORS answers vary with the request's Origin */
+    if (res->accepted == 1 && res->duplicates == 0)
+        return HTTP_ANSWER_ONE;
+    if (res->accepted == 0 && res->duplicates == 1)
+        return HTTP_ANSWER_DUP;
+    return HTTP_ANSWER_NONE;
+}
+
+/* Sends the shared answer of that kind; built for this request when the
+ * thread's could not be (out of memory). */
+static enum MHD_Result send_answer(request *rq, struct MHD_Connection *c, http_answer_kind kind)
+{
+    struct MHD_Response *resp = http_answers_get(rq->h, kind);
+    if (resp)
+        return http_send_shared(rq, c, MHD_HTTP_ACCEPTED, resp);
+    char *text = strdup(kind == HTTP_ANSWER_ONE ? "{\"accepted\":1,\"duplicates\":0,\"rejected\":0,\"errors\":[]}"
+                                               : "{\"accepted\":0,\"duplicates\":1,\"rejected\":0,\"errors\":[]}");
+    if (!text)
+        return MHD_NO;
+    return http_send_json_text(rq, c, MHD_HTTP_ACCEPTED, text, strlen(text), NULL, 0);
 }
 
 enum MHD_Result http_finish_events(request *rq, struct MHD_Connection *c, char *body, size_t len)
@@ -263,7 +277,7 @@ enum MHD_Result http_finish_events(request *rq, struct MHD_Connection *c, char *
     if (ig.rejected > 0)
         cf_engine_count_rejected(rq->h->engine, ig.rejected);
     size_t alen = 0;
-    struct MHD_Response *shared = ngh == 0 ? shared_answer(rq->h, &res, &ig) : NULL;
+    http_answer_kind shared = ngh == 0 ? shared_answer(rq->h, &res, &ig) : HTTP_ANSWER_NONE;
     char *answer = shared ? NULL : events_answer(&res, &ig, &alen);
     if (!shared && !answer) {
         /* The events are accepted; only the report failed. */
@@ -288,8 +302,7 @@ enum MHD_Result http_finish_events(request *rq, struct MHD_Connection *c, char *
             goto out;
         }
     }
-    ret = shared ? http_send_shared(rq, c, MHD_HTTP_ACCEPTED, shared)
-                 : http_send_json_text(rq, c, MHD_HTTP_ACCEPTED, answer, alen, gh, ngh);
+    ret = shared ? send_answer(rq, c, shared) : http_send_json_text(rq, c, MHD_HTTP_ACCEPTED, answer, alen, gh, ngh);
 out:
     if (rq->conn && !ig.enrich.oom && ig.enrich.cap <= HTTP_BODY_KEEP) {
         /* Kept for the connection's next request: one malloc and free
@@ -323,7 +336,7 @@ enum MHD_Result http_finish_parked(request *rq, struct MHD_Connection *c)
         return http_send_unavailable(rq, c, "storage failure: events not accepted");
     }
     if (rq->park_shared)
-        return http_send_shared(rq, c, MHD_HTTP_ACCEPTED, rq->park_shared);
+        return send_answer(rq, c, rq->park_shared);   /* this thread's, dated now */
     char retry[24];
     extra_header gh[3];
     size_t ngh = site_headers(rq, c, rq->park_retry_after, rq->park_allow_origin, retry, gh);

@@ -1,6 +1,7 @@
 """POST /api/v1/events: the body formats, per-event errors and the exact
 response body (SPEC section 3, docs/API.md)."""
 import json
+import re
 
 from harness import Server, run_tests
 
@@ -171,6 +172,52 @@ def test_shared_answers_and_counts_on_every_http_thread():
             assert 'clickflow_http_responses_total{code="202"} %d\n' % sent in text.decode(), (sent, text)
 
 
+def test_shared_answers_carry_one_current_date():
+    """The shared one-event answers carry their own Date header, built again
+    each second (server/http_resp.c; libmicrohttpd then adds none): every
+    answer has exactly one Date, it names the second the answer was sent in
+    (within the client's clock reading before and after, one second of
+    slack), and it moves on with the clock on a kept-alive connection,
+    parked (--fsync always) or not."""
+    import email.utils
+    import socket
+    import time
+    for policy in ("batch", "always"):
+        with Server(["--fsync", policy, "--idle-timeout", "0"]) as srv:
+            s = socket.create_connection(("127.0.0.1", srv.http_port))
+            s.settimeout(10.0)
+            buf = b""
+            seen = set()
+            deadline = time.monotonic() + 10
+            n = 0
+            try:
+                while len(seen) < 2:
+                    assert time.monotonic() < deadline, ("the Date never changed", policy, seen)
+                    body = json.dumps(dict(EV, event_id="d%d" % (n // 2))).encode()
+                    n += 1
+                    t0 = time.time()
+                    s.sendall(b"POST /api/v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                              b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+                    while b"\r\n\r\n" not in buf:
+                        buf += s.recv(4096)
+                    head, buf = buf.split(b"\r\n\r\n", 1)
+                    length = int(re.search(rb"(?im)^content-length: *(\d+)", head).group(1))
+                    while len(buf) < length:
+                        buf += s.recv(4096)
+                    data, buf = buf[:length], buf[length:]
+                    t1 = time.time()
+                    assert head.startswith(b"HTTP/1.1 202"), head
+                    assert data in (b'{"accepted":1,"duplicates":0,"rejected":0,"errors":[]}',
+                                    b'{"accepted":0,"duplicates":1,"rejected":0,"errors":[]}'), data
+                    dates = re.findall(rb"(?im)^date: *(.*?)\r?$", head)
+                    assert len(dates) == 1, (policy, head)
+                    when = email.utils.parsedate_to_datetime(dates[0].decode()).timestamp()
+                    assert int(t0) - 1 <= when <= t1 + 1, (policy, dates[0], t0, t1)
+                    seen.add(dates[0])
+            finally:
+                s.close()
+
+
 def test_keep_alive_bodies_of_every_size_are_read_whole():
     """One keep-alive connection reuses its body buffer from request to
     request (server/http.c): a shorter body after a longer one, NDJSON (whose
@@ -242,5 +289,6 @@ if __name__ == "__main__":
                test_text_plain_and_charset_parameters, test_ndjson_lines_and_per_line_errors,
                test_not_json_is_400_and_nothing_is_accepted, test_errors_list_is_capped_at_100,
                test_untrusted_text_is_escaped_in_json, test_single_event_answers_are_exact_under_every_policy,
+               test_shared_answers_and_counts_on_every_http_thread, test_shared_answers_carry_one_current_date,
                test_keep_alive_bodies_of_every_size_are_read_whole,
                test_keep_alive_request_state_is_fresh_for_every_uri])
