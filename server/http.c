@@ -17,7 +17,7 @@
 #include "log.h"
 
 /* The largest request head served is --max-request-head, by
- * http_head_cost (bytes plus 32 per parsed value). A head that
+ * http_head_scan's cost (bytes plus 32 per parsed value). A head that
  * libmicrohttpd could still read into a connection's memory may leave no
  * room for the answer's headers: it then closes the connection without
  * one, after the request (events!) was handled. With a pool of P bytes
@@ -300,7 +300,8 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *c, const
         rq->headers_done = true;
         if (left <= 0)
             return http_send_error(rq, c, MHD_HTTP_REQUEST_TIMEOUT, "request deadline exceeded");
-        if (http_head_cost(c) > h->cfg.max_request_head) {
+        http_head_scan(c, &rq->head);
+        if (rq->head.cost > h->cfg.max_request_head) {
             char msg[160];
             snprintf(msg, sizeof msg,
                      "the request head is too large (at most %zu bytes, less 32 per header, cookie and "
@@ -308,9 +309,8 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *c, const
                      h->cfg.max_request_head);
             return http_send_error_h(rq, c, MHD_HTTP_REQUEST_HEADER_FIELDS_TOO_LARGE, msg, close_hdr, 1);
         }
-        const char *bad = http_framing_error(c);
-        if (bad)
-            return http_send_bad_framing(rq, c, bad);
+        if (rq->head.framing_error)
+            return http_send_bad_framing(rq, c, rq->head.framing_error);
         if (!http_target_clean(rq->raw_uri))
             return http_send_error(rq, c, MHD_HTTP_BAD_REQUEST,
                               "the URL must not contain %00 (NUL) or control characters");

@@ -47,7 +47,7 @@ enum MHD_Result http_begin_post(request *rq, struct MHD_Connection *c)
                                                   : cfg->ingest_token;
         if (!http_authorized(c, token))
             return http_send_unauthorized(rq, c, http_header(c, MHD_HTTP_HEADER_AUTHORIZATION) != NULL);
-        const char *ct = http_header(c, MHD_HTTP_HEADER_CONTENT_TYPE);
+        const char *ct = rq->head.content_type;
         rq->query_json = rq->rt == R_QUERY && ct && strncasecmp(ct, "application/json", 16) == 0;
         if (!rq->query_json && !sql_content_type(ct))
             return http_send_error(rq, c, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE,
@@ -72,7 +72,7 @@ enum MHD_Result http_begin_post(request *rq, struct MHD_Connection *c)
         } else if (!authed) {
             return http_send_unauthorized(rq, c, http_header(c, MHD_HTTP_HEADER_AUTHORIZATION) != NULL);
         } else if (rq->rt == R_EVENTS || rq->rt == R_STREAM_EVENTS || rq->rt == R_TABLE_ROWS) {
-            if (cf_ingest_content_type(http_header(c, MHD_HTTP_HEADER_CONTENT_TYPE), &rq->fmt) < 0)
+            if (cf_ingest_content_type(rq->head.content_type, &rq->fmt) < 0)
                 return http_send_error(rq, c, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE,
                                   "Content-Type must be application/json, text/plain or application/x-ndjson");
             rq->body_limit = cfg->max_body;
@@ -80,7 +80,7 @@ enum MHD_Result http_begin_post(request *rq, struct MHD_Connection *c)
             rq->body_limit = WATERMARK_MAX_BODY;
         }
     }
-    const char *cl = http_header(c, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    const char *cl = rq->head.content_length;
     if (cl) {
         char *end;
         errno = 0;
@@ -230,8 +230,7 @@ enum MHD_Result http_finish_events(request *rq, struct MHD_Connection *c, char *
         goto out;
     }
     const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
-    if (cf_annotate_apply(rq->h->annotate, &ig, http_header(c, MHD_HTTP_HEADER_USER_AGENT),
-                          http_header(c, MHD_HTTP_HEADER_REFERER), ci ? ci->client_addr : NULL) < 0) {
+    if (cf_annotate_apply(rq->h->annotate, &ig, rq->head.user_agent, rq->head.referer, ci ? ci->client_addr : NULL) < 0) {
         ret = http_send_unavailable(rq, c, "out of memory");
         goto out;
     }

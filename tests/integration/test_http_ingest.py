@@ -218,6 +218,52 @@ def test_shared_answers_carry_one_current_date():
                 s.close()
 
 
+def test_repeated_headers_count_by_their_first_value():
+    """The request head is read in one walk (server/http_conn.c,
+    http_head_scan) that keeps the first value of each header the POST path
+    uses, as a lookup by name answers: with two Content-Type headers the
+    first decides the body format, with two User-Agent and two Referer
+    headers the first is enriched."""
+    import os
+    import socket
+
+    def raw(port, head_lines, body):
+        s = socket.create_connection(("127.0.0.1", port))
+        s.settimeout(10.0)
+        try:
+            s.sendall(b"POST /api/v1/events HTTP/1.1\r\nHost: x\r\nConnection: close\r\n" +
+                      b"".join(h + b"\r\n" for h in head_lines) +
+                      b"Content-Length: %d\r\n\r\n" % len(body) + body)
+            data = b""
+            while True:
+                d = s.recv(65536)
+                if not d:
+                    return data
+                data += d
+        finally:
+            s.close()
+
+    bot = b"Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"
+    chrome = (b"Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+              b"Chrome/120.0.0.0 Safari/537.36")
+    with Server(["--idle-timeout", "0"]) as srv:
+        nd = b'{"user_id": "n1", "page_url": "/a"}\n{"user_id": "n2", "page_url": "/b"}\n'
+        data = raw(srv.http_port, [b"Content-Type: application/x-ndjson", b"Content-Type: application/json"], nd)
+        assert data.startswith(b"HTTP/1.1 202") and b'"accepted":2' in data, data
+        data = raw(srv.http_port, [b"Content-Type: application/json", b"Content-Type: application/x-ndjson"], nd)
+        assert data.startswith(b"HTTP/1.1 400"), data
+        ev = json.dumps({"user_id": "ua1", "page_url": "/c"}).encode()
+        data = raw(srv.http_port, [b"Content-Type: application/json", b"User-Agent: " + bot, b"User-Agent: " + chrome,
+                                   b"Referer: https://first.example/x", b"Referer: https://second.example/y"], ev)
+        assert data.startswith(b"HTTP/1.1 202"), data
+        st, body = srv.request("GET", "/api/v1/streams/clicks/events?limit=10")
+        assert st == 200, (st, body)
+        item = [it for it in body["items"] if it["user_id"] == "ua1"][0]
+        assert item["referrer_host"] == "first.example", item
+        if os.path.exists("/usr/share/uap-core/regexes.yaml"):
+            assert item["browser"] == "Googlebot" and item["is_bot"] is True, item
+
+
 def test_keep_alive_bodies_of_every_size_are_read_whole():
     """One keep-alive connection reuses its body buffer from request to
     request (server/http.c): a shorter body after a longer one, NDJSON (whose
@@ -290,5 +336,6 @@ if __name__ == "__main__":
                test_not_json_is_400_and_nothing_is_accepted, test_errors_list_is_capped_at_100,
                test_untrusted_text_is_escaped_in_json, test_single_event_answers_are_exact_under_every_policy,
                test_shared_answers_and_counts_on_every_http_thread, test_shared_answers_carry_one_current_date,
+               test_repeated_headers_count_by_their_first_value,
                test_keep_alive_bodies_of_every_size_are_read_whole,
                test_keep_alive_request_state_is_fresh_for_every_uri])
