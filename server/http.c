@@ -17,7 +17,7 @@
 #include "log.h"
 
 /* The largest request head served is --max-request-head, by
- * http_head_cost (bytes plus 32 per parsed value). A head that
+ * http_head_scan's cost (bytes plus 32 per parsed value). A head that
  * libmicrohttpd could still read into a connection's memory may leave no
  * room for the answer's headers: it then closes the connection without
  * one, after the request (events!) was handled. With a pool of P bytes
@@ -300,7 +300,8 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *c, const
         rq->headers_done = true;
         if (left <= 0)
             return http_send_error(rq, c, MHD_HTTP_REQUEST_TIMEOUT, "request deadline exceeded");
-        if (http_head_cost(c) > h->cfg.max_request_head) {
+        http_head_scan(c, &rq->head);
+        if (rq->head.cost > h->cfg.max_request_head) {
             char msg[160];
             snprintf(msg, sizeof msg,
                      "the request head is too large (at most %zu bytes, less 32 per header, cookie and "
@@ -308,9 +309,8 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *c, const
                      h->cfg.max_request_head);
             return http_send_error_h(rq, c, MHD_HTTP_REQUEST_HEADER_FIELDS_TOO_LARGE, msg, close_hdr, 1);
         }
-        const char *bad = http_framing_error(c);
-        if (bad)
-            return http_send_bad_framing(rq, c, bad);
+        if (rq->head.framing_error)
+            return http_send_bad_framing(rq, c, rq->head.framing_error);
         if (!http_target_clean(rq->raw_uri))
             return http_send_error(rq, c, MHD_HTTP_BAD_REQUEST,
                               "the URL must not contain %00 (NUL) or control characters");
@@ -432,7 +432,8 @@ static void *uri_logger(void *cls, const char *uri, struct MHD_Connection *c)
         /* The block of the connection's last request (request_completed). */
         rq = ce->spare_rq;
         ce->spare_rq = NULL;
-        memset(rq, 0, sizeof *rq);
+        memset(rq, 0, HTTP_RQ_ZERO);
+        rq->stream[0] = rq->key[0] = '\0';
         rq->cap = ce->spare_rq_cap;
     } else {
         size_t cap = ce && need < HTTP_RQ_KEEP ? HTTP_RQ_KEEP : need;
@@ -530,7 +531,10 @@ static void mhd_logger(void *cls, const char *fmt, va_list ap)
 
 cf_http *cf_http_start(const cf_config *cfg, cf_engine *engine, const char **ret_err)
 {
-    cf_http *h = calloc(1, sizeof *h);
+    /* Aligned for the status rows' cache lines (http_status_row). */
+    cf_http *h = aligned_alloc(_Alignof(cf_http), sizeof *h);
+    if (h)
+        memset(h, 0, sizeof *h);
     if (!h) {
         *ret_err = "out of memory";
         return NULL;
@@ -570,10 +574,9 @@ cf_http *cf_http_start(const cf_config *cfg, cf_engine *engine, const char **ret
     /* Benchmark seam: the committer starts each round at once (before
      * park_gather.h), for A/B runs of one binary. */
     h->gather_off = getenv("CLICKFLOW_BENCH_NO_GATHER") != NULL;
-    /* The shared single-event answers (http_int.h). Keys and order as
-     * events_answer prints them. */
-    h->answer_one = http_shared_json("{\"accepted\":1,\"duplicates\":0,\"rejected\":0,\"errors\":[]}");
-    h->answer_dup = http_shared_json("{\"accepted\":0,\"duplicates\":1,\"rejected\":0,\"errors\":[]}");
+    /* The shared single-event answers, built per thread (http_int.h). */
+    pthread_mutex_init(&h->answers_mu, NULL);
+    h->answers_gen = http_answers_new_gen();
 
     struct sockaddr_in sin;
     struct sockaddr_in6 sin6;
@@ -678,10 +681,8 @@ void cf_http_stop(cf_http *h)
     pthread_cond_destroy(&h->park_cv);
     pthread_mutex_destroy(&h->park_mu);
     pthread_cond_destroy(&h->accept_cv);
-    if (h->answer_one)
-        MHD_destroy_response(h->answer_one);   /* after the daemon: no connection holds it */
-    if (h->answer_dup)
-        MHD_destroy_response(h->answer_dup);
+    http_answers_free(h);   /* after the daemon: no connection holds one */
+    pthread_mutex_destroy(&h->answers_mu);
     cf_body_budget_free(h->budget);
     cf_compat_http_free(h->compat);
     cf_annotate_free(h->annotate);

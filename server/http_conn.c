@@ -37,57 +37,78 @@ unsigned http_connection_stripe(struct MHD_Connection *c)
 
 /* ---- request hygiene ---------------------------------------------------- */
 
-typedef struct framing {
+typedef struct head_walk {
+    http_head *out;
     unsigned n_length;          /* Content-Length headers */
     bool lengths_differ;
     bool transfer_encoding;
-    const char *first_length;
-} framing;
+} head_walk;
 
-static enum MHD_Result framing_header(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+/* The first value of each header the POST path reads (first, as
+ * MHD_lookup_connection_value answers). */
+static void keep_first(const char **slot, const char *value)
 {
-    (void)kind;
-    framing *f = cls;
-    if (strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0) {
-        if (f->n_length++ == 0)
-            f->first_length = value ? value : "";
-        else if (strcmp(f->first_length, value ? value : "") != 0)
-            f->lengths_differ = true;
-    } else if (strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING) == 0) {
-        f->transfer_encoding = true;
+    if (!*slot)
+        *slot = value ? value : "";
+}
+
+static enum MHD_Result head_value(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+{
+    head_walk *w = cls;
+    if (kind != MHD_HEADER_KIND)
+        return MHD_YES;   /* a cookie or query argument: counted only */
+    /* Most headers are none of these: the first letter decides cheaply. */
+    switch (key[0] | 0x20) {
+    case 'c':
+        if (strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0) {
+            if (w->n_length++ == 0)
+                w->out->content_length = value ? value : "";
+            else if (strcmp(w->out->content_length, value ? value : "") != 0)
+                w->lengths_differ = true;
+        } else if (strcasecmp(key, MHD_HTTP_HEADER_CONTENT_TYPE) == 0) {
+            keep_first(&w->out->content_type, value);
+        }
+        break;
+    case 't':
+        if (strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING) == 0)
+            w->transfer_encoding = true;
+        break;
+    case 'u':
+        if (strcasecmp(key, MHD_HTTP_HEADER_USER_AGENT) == 0)
+            keep_first(&w->out->user_agent, value);
+        break;
+    case 'r':
+        if (strcasecmp(key, MHD_HTTP_HEADER_REFERER) == 0)
+            keep_first(&w->out->referer, value);
+        break;
+    default:
+        break;
     }
     return MHD_YES;
 }
 
-/* RFC 9112 6.3: a request with both Transfer-Encoding and Content-Length,
- * or with differing Content-Length values, has no trustworthy end, so a
- * proxy in front of us may see a different request boundary than we do
- * (request smuggling). libmicrohttpd 0.9.75 accepts both; we refuse them
- * and close the connection. Returns the reason, or NULL when the framing is
- * sound. O(headers). */
-const char *http_framing_error(struct MHD_Connection *c)
+/* The cost is the head's bytes as read (whitespace and all), plus 32 per
+ * value libmicrohttpd parsed out of them (header, cookie and query argument
+ * each take a record of about that much; measured on 0.9.75: the room left
+ * for the answer shrinks by 28 bytes per header).
+ *
+ * Framing, RFC 9112 6.3: a request with both Transfer-Encoding and
+ * Content-Length, or with differing Content-Length values, has no
+ * trustworthy end, so a proxy in front of us may see a different request
+ * boundary than we do (request smuggling). libmicrohttpd 0.9.75 accepts
+ * both; we refuse them and close the connection. O(values). */
+void http_head_scan(struct MHD_Connection *c, http_head *out)
 {
-    framing f = {0, false, false, NULL};
-    MHD_get_connection_values(c, MHD_HEADER_KIND, framing_header, &f);
-    if (f.transfer_encoding && f.n_length > 0)
-        return "a request must not carry both Content-Length and Transfer-Encoding";
-    if (f.lengths_differ)
-        return "conflicting Content-Length headers";
-    return NULL;
-}
-
-/* What the request head costs in libmicrohttpd's connection memory: its
- * bytes as read (whitespace and all), plus 32 per value it parsed out of
- * them (header, cookie and query argument each take a record of about that
- * much; measured on 0.9.75: the room left for the answer shrinks by 28
- * bytes per header). O(values). */
-size_t http_head_cost(struct MHD_Connection *c)
-{
+    memset(out, 0, sizeof *out);
+    head_walk w = {out, 0, false, false};
     const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_REQUEST_HEADER_SIZE);
-    size_t bytes = ci ? ci->header_size : 0;
     int n = MHD_get_connection_values(c, (enum MHD_ValueKind)(MHD_HEADER_KIND | MHD_COOKIE_KIND | MHD_GET_ARGUMENT_KIND),
-                                      NULL, NULL);
-    return bytes + 32u * (size_t)(n > 0 ? n : 0);
+                                      head_value, &w);
+    out->cost = (ci ? ci->header_size : 0) + 32u * (size_t)(n > 0 ? n : 0);
+    if (w.transfer_encoding && w.n_length > 0)
+        out->framing_error = "a request must not carry both Content-Length and Transfer-Encoding";
+    else if (w.lengths_differ)
+        out->framing_error = "conflicting Content-Length headers";
 }
 
 /* True when the raw request target holds no percent-encoded NUL and no raw

@@ -234,7 +234,7 @@ static void append_http_metrics(cf_http *h, cf_buf *out)
     put_str(out, "# HELP clickflow_http_responses_total HTTP responses sent, by status code.\n"
                  "# TYPE clickflow_http_responses_total counter\n");
     for (size_t k = 0; k <= N_COUNTED; k++) {
-        uint64_t v = atomic_load_explicit(&h->responses[k], memory_order_relaxed);
+        uint64_t v = http_responses_counted(h, k);
         if (k < N_COUNTED)
             snprintf(line, sizeof line, "clickflow_http_responses_total{code=\"%u\"} %" PRIu64 "\n",
                      counted_status[k], v);

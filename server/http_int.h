@@ -118,6 +118,39 @@ typedef struct conn_entry {
  * fences. */
 #define conn_set(field, v) atomic_store_explicit((field), (v), memory_order_relaxed)
 
+/* The status codes counted one by one; anything else is "other". */
+static const unsigned counted_status[] = {200, 202, 204, 400, 401, 403, 404, 405, 408, 413, 415, 429, 503};
+#define N_COUNTED (sizeof counted_status / sizeof counted_status[0])
+
+/* Rows of per-thread counters (http_stripe): at least the HTTP threads of
+ * a 2-4 core machine each on their own; more threads share rows, which is
+ * still correct (the adds are atomic). */
+#define HTTP_STRIPES 8
+
+/* One stripe's counters, alone on its cache lines. */
+typedef struct http_status_row {
+    _Alignas(64) _Atomic uint64_t n[N_COUNTED + 1];
+} http_status_row;
+
+/* The pre-built single-event answers (http_answers_get). */
+typedef enum http_answer_kind {
+    HTTP_ANSWER_NONE = 0,
+    HTTP_ANSWER_ONE,    /* {"accepted":1,"duplicates":0,...} */
+    HTTP_ANSWER_DUP,    /* {"accepted":0,"duplicates":1,...} */
+} http_answer_kind;
+
+/* A thread's pair, with its own Date header: libmicrohttpd 0.9.75 adds no
+ * Date of its own to a response that has one, and its own costs a gmtime_r
+ * per answer, which takes glibc's process-wide tzset lock (both workers
+ * wrote that lock's line at every request, issue 15). The pair is built
+ * again when the second changes; a connection still sending the last one
+ * holds its own reference. */
+typedef struct http_answers {
+    struct http_answers *next;  /* (answers_mu) */
+    int64_t second;             /* of the Date header; -1: not built */
+    struct MHD_Response *one, *dup;
+} http_answers;
+
 struct cf_http {
     cf_config cfg;
     cf_engine *engine;
@@ -168,21 +201,21 @@ struct cf_http {
     bool gather_off;                /* benchmark seam CLICKFLOW_BENCH_NO_GATHER: rounds start at once */
     /* The two 202 answers of a single-event request that carry no
      * per-request header (SPEC 3's counts: one accepted, or one duplicate),
-     * built once and queued on every such request: a fresh response per
-     * request (text, response object, four header copies, their frees) was
-     * about 5% of the server's samples under S1 (issue 15). NULL when out
-     * of memory at start (then built per request as any other). */
-    struct MHD_Response *answer_one;
-    struct MHD_Response *answer_dup;
-    /* Responses by status code, for /metrics. */
-    _Atomic uint64_t responses[14];   /* N_COUNTED + 1 */
+     * built once per HTTP thread (http_answers_get) and queued on every
+     * such request: a fresh response per request (text, response object,
+     * four header copies, their frees) was about 5% of the server's samples
+     * under S1 (issue 15). One pair per thread, not one for the server:
+     * libmicrohttpd takes and drops a reference under the response's own
+     * mutex at every queue and destroy, and with one pair both workers
+     * wrote that mutex's cache line at every request. */
+    pthread_mutex_t answers_mu;
+    struct http_answers *answers;   /* (answers_mu) every thread's pair, freed at stop */
+    uint64_t answers_gen;           /* this server's mark in the threads' pointers */
+    /* Responses by status code, for /metrics: one row per stripe, a thread
+     * adds to its own (http_stripe), so the two workers do not write one
+     * cache line at every request; /metrics sums them. */
+    http_status_row responses[HTTP_STRIPES];
 };
-
-/* The status codes counted one by one; anything else is "other". */
-static const unsigned counted_status[] = {200, 202, 204, 400, 401, 403, 404, 405, 408, 413, 415, 429, 503};
-#define N_COUNTED (sizeof counted_status / sizeof counted_status[0])
-_Static_assert(sizeof ((cf_http *)0)->responses / sizeof ((cf_http *)0)->responses[0] == N_COUNTED + 1,
-               "one counter per counted status plus other");
 
 typedef enum route {
     R_NONE = 0,     /* not an API path: dashboard asset or 404 */
@@ -212,6 +245,18 @@ typedef enum route {
     R_TABLE_ROW,    /* GET, DELETE /api/v1/tables/{name}/rows/{key} */
 } route;
 
+/* One walk over the request head when the headers are in (http_head_scan):
+ * its cost against --max-request-head, its framing, and the headers the
+ * POST path reads, each the first of its name as MHD_lookup_connection_value
+ * gives it. The four lookups and two walks it replaces were about 1,000
+ * instructions per single-event request (issue 15). Values live in
+ * libmicrohttpd's connection memory until the request completes. */
+typedef struct http_head {
+    size_t cost;                /* bytes plus 32 per header, cookie and query argument */
+    const char *framing_error;  /* NULL: Content-Length / Transfer-Encoding are sound */
+    const char *content_type, *content_length, *user_agent, *referer;
+} http_head;
+
 typedef struct request {
     cf_http *h;
     int64_t start_ms;       /* monotonic; the absolute deadline counts from here */
@@ -219,8 +264,6 @@ typedef struct request {
     size_t cap;             /* bytes of this block (the URI follows the struct) */
     bool headers_done;      /* access() saw the headers */
     bool query_json;        /* POST /api/v1/query: the body is {"sql": ...} */
-    char stream[128];       /* R_STREAM_EVENTS: the stream's name; R_TABLE_*: the table's */
-    char key[256];          /* R_TABLE_ROW: the key, percent-decoded */
     route rt;
     cf_compat_endpoint compat_ep;   /* for R_COMPAT */
     cf_body_format fmt;
@@ -245,10 +288,20 @@ typedef struct request {
     int64_t park_deadline_ms;   /* monotonic: the request deadline */
     char *park_answer;          /* the 202 body (JSON text), sent once durable */
     size_t park_answer_len;
-    struct MHD_Response *park_shared;   /* or this shared answer (not owned) */
+    http_answer_kind park_shared;       /* or this shared answer (taken when sent) */
     unsigned park_retry_after;  /* site_headers() inputs, kept for the answer */
     bool park_allow_origin;
+    http_head head;         /* http_head_scan, with the headers */
+    /* Last: uri_logger zeroes a request up to here only (HTTP_RQ_ZERO), and
+     * these are written by the routes that read them (find_route's
+     * callers); they were two thirds of its 584 bytes of memset per
+     * request. */
+    char stream[128];       /* R_STREAM_EVENTS: the stream's name; R_TABLE_*: the table's */
+    char key[256];          /* R_TABLE_ROW: the key, percent-decoded */
 } request;
+
+/* The bytes of a request that start zeroed (all but stream and key). */
+#define HTTP_RQ_ZERO offsetof(request, stream)
 
 enum { PARK_NONE = 0, PARK_WAITING, PARK_DONE };
 
@@ -283,6 +336,19 @@ enum MHD_Result http_send_json(request *rq, struct MHD_Connection *c, unsigned s
 /* Queues a shared, pre-built response (kept: not destroyed here) and
  * counts its status. */
 enum MHD_Result http_send_shared(request *rq, struct MHD_Connection *c, unsigned status, struct MHD_Response *resp);
+/* This thread's shared answer of that kind for h, with the current Date
+ * (built at its first call and again each second; NULL when out of memory:
+ * answer the request the general way). Keys and order as http_post.c's
+ * events_answer prints them. Not owned: queue it with http_send_shared
+ * before this thread asks again (the next second's call drops it). */
+struct MHD_Response *http_answers_get(cf_http *h, http_answer_kind kind);
+/* A mark for a new server's answers_gen. */
+uint64_t http_answers_new_gen(void);
+/* Frees every thread's answers; after the daemon stopped (no connection
+ * holds one). */
+void http_answers_free(cf_http *h);
+/* Responses counted for status slot k (counted_status, N_COUNTED = other). */
+uint64_t http_responses_counted(cf_http *h, size_t k);
 /* A pre-built application/json response of static text, with the headers
  * http_send_response adds when no CORS origin is configured; NULL on OOM. */
 struct MHD_Response *http_shared_json(const char *text);
@@ -311,8 +377,7 @@ enum MHD_Result http_send_unauthorized(request *rq, struct MHD_Connection *c, bo
 bool http_budget_take(cf_http *h, request *rq, size_t n);
 void http_budget_release(cf_http *h, request *rq);
 unsigned http_connection_stripe(struct MHD_Connection *c);
-const char *http_framing_error(struct MHD_Connection *c);
-size_t http_head_cost(struct MHD_Connection *c);
+void http_head_scan(struct MHD_Connection *c, http_head *out);
 bool http_target_clean(const char *uri);
 enum MHD_Result http_send_bad_framing(request *rq, struct MHD_Connection *c, const char *msg);
 void http_apply_deadline(request *rq, struct MHD_Connection *c, int64_t left_ms);

@@ -47,7 +47,7 @@ enum MHD_Result http_begin_post(request *rq, struct MHD_Connection *c)
                                                   : cfg->ingest_token;
         if (!http_authorized(c, token))
             return http_send_unauthorized(rq, c, http_header(c, MHD_HTTP_HEADER_AUTHORIZATION) != NULL);
-        const char *ct = http_header(c, MHD_HTTP_HEADER_CONTENT_TYPE);
+        const char *ct = rq->head.content_type;
         rq->query_json = rq->rt == R_QUERY && ct && strncasecmp(ct, "application/json", 16) == 0;
         if (!rq->query_json && !sql_content_type(ct))
             return http_send_error(rq, c, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE,
@@ -72,7 +72,7 @@ enum MHD_Result http_begin_post(request *rq, struct MHD_Connection *c)
         } else if (!authed) {
             return http_send_unauthorized(rq, c, http_header(c, MHD_HTTP_HEADER_AUTHORIZATION) != NULL);
         } else if (rq->rt == R_EVENTS || rq->rt == R_STREAM_EVENTS || rq->rt == R_TABLE_ROWS) {
-            if (cf_ingest_content_type(http_header(c, MHD_HTTP_HEADER_CONTENT_TYPE), &rq->fmt) < 0)
+            if (cf_ingest_content_type(rq->head.content_type, &rq->fmt) < 0)
                 return http_send_error(rq, c, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE,
                                   "Content-Type must be application/json, text/plain or application/x-ndjson");
             rq->body_limit = cfg->max_body;
@@ -80,7 +80,7 @@ enum MHD_Result http_begin_post(request *rq, struct MHD_Connection *c)
             rq->body_limit = WATERMARK_MAX_BODY;
         }
     }
-    const char *cl = http_header(c, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    const char *cl = rq->head.content_length;
     if (cl) {
         char *end;
         errno = 0;
@@ -158,18 +158,32 @@ static char *events_answer(const cf_submit_result *res, const cf_ingest *ig, siz
     return text;
 }
 
-/* The answer of a single-event request when it is one of the two shared,
- * pre-built ones (http.c: one event accepted, or one duplicate; no
- * per-request headers), else NULL. */
-static struct MHD_Response *shared_answer(const cf_http *h, const cf_submit_result *res, const cf_ingest *ig)
+/* Which of the two shared, pre-built answers a single-event request gets
+ * (http_int.h: one event accepted, or one duplicate; no per-request
+ * headers), if any. */
+static http_answer_kind shared_answer(const cf_http *h, const cf_submit_result *res, const cf_ingest *ig)
 {
     if (h->cfg.n_cors_origins > 0 || ig->rejected > 0 || ig->n_errors > 0)
-        return NULL;   /* CORS answers vary with the request's Origin */
+        return HTTP_ANSWER_NONE;   /* CORS answers vary with the request's Origin */
     if (res->accepted == 1 && res->duplicates == 0)
-        return h->answer_one;
+        return HTTP_ANSWER_ONE;
     if (res->accepted == 0 && res->duplicates == 1)
-        return h->answer_dup;
-    return NULL;
+        return HTTP_ANSWER_DUP;
+    return HTTP_ANSWER_NONE;
+}
+
+/* Sends the shared answer of that kind; built for this request when the
+ * thread's could not be (out of memory). */
+static enum MHD_Result send_answer(request *rq, struct MHD_Connection *c, http_answer_kind kind)
+{
+    struct MHD_Response *resp = http_answers_get(rq->h, kind);
+    if (resp)
+        return http_send_shared(rq, c, MHD_HTTP_ACCEPTED, resp);
+    char *text = strdup(kind == HTTP_ANSWER_ONE ? "{\"accepted\":1,\"duplicates\":0,\"rejected\":0,\"errors\":[]}"
+                                               : "{\"accepted\":0,\"duplicates\":1,\"rejected\":0,\"errors\":[]}");
+    if (!text)
+        return MHD_NO;
+    return http_send_json_text(rq, c, MHD_HTTP_ACCEPTED, text, strlen(text), NULL, 0);
 }
 
 enum MHD_Result http_finish_events(request *rq, struct MHD_Connection *c, char *body, size_t len)
@@ -216,8 +230,7 @@ enum MHD_Result http_finish_events(request *rq, struct MHD_Connection *c, char *
         goto out;
     }
     const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
-    if (cf_annotate_apply(rq->h->annotate, &ig, http_header(c, MHD_HTTP_HEADER_USER_AGENT),
-                          http_header(c, MHD_HTTP_HEADER_REFERER), ci ? ci->client_addr : NULL) < 0) {
+    if (cf_annotate_apply(rq->h->annotate, &ig, rq->head.user_agent, rq->head.referer, ci ? ci->client_addr : NULL) < 0) {
         ret = http_send_unavailable(rq, c, "out of memory");
         goto out;
     }
@@ -263,7 +276,7 @@ enum MHD_Result http_finish_events(request *rq, struct MHD_Connection *c, char *
     if (ig.rejected > 0)
         cf_engine_count_rejected(rq->h->engine, ig.rejected);
     size_t alen = 0;
-    struct MHD_Response *shared = ngh == 0 ? shared_answer(rq->h, &res, &ig) : NULL;
+    http_answer_kind shared = ngh == 0 ? shared_answer(rq->h, &res, &ig) : HTTP_ANSWER_NONE;
     char *answer = shared ? NULL : events_answer(&res, &ig, &alen);
     if (!shared && !answer) {
         /* The events are accepted; only the report failed. */
@@ -288,8 +301,7 @@ enum MHD_Result http_finish_events(request *rq, struct MHD_Connection *c, char *
             goto out;
         }
     }
-    ret = shared ? http_send_shared(rq, c, MHD_HTTP_ACCEPTED, shared)
-                 : http_send_json_text(rq, c, MHD_HTTP_ACCEPTED, answer, alen, gh, ngh);
+    ret = shared ? send_answer(rq, c, shared) : http_send_json_text(rq, c, MHD_HTTP_ACCEPTED, answer, alen, gh, ngh);
 out:
     if (rq->conn && !ig.enrich.oom && ig.enrich.cap <= HTTP_BODY_KEEP) {
         /* Kept for the connection's next request: one malloc and free
@@ -323,7 +335,7 @@ enum MHD_Result http_finish_parked(request *rq, struct MHD_Connection *c)
         return http_send_unavailable(rq, c, "storage failure: events not accepted");
     }
     if (rq->park_shared)
-        return http_send_shared(rq, c, MHD_HTTP_ACCEPTED, rq->park_shared);
+        return send_answer(rq, c, rq->park_shared);   /* this thread's, dated now */
     char retry[24];
     extra_header gh[3];
     size_t ngh = site_headers(rq, c, rq->park_retry_after, rq->park_allow_origin, retry, gh);

@@ -1,6 +1,7 @@
 """POST /api/v1/events: the body formats, per-event errors and the exact
 response body (SPEC section 3, docs/API.md)."""
 import json
+import re
 
 from harness import Server, run_tests
 
@@ -140,6 +141,129 @@ def test_single_event_answers_are_exact_under_every_policy():
             assert 'clickflow_http_responses_total{code="202"} 3' in text.decode(), text
 
 
+def test_shared_answers_and_counts_on_every_http_thread():
+    """Each HTTP thread builds its own pair of shared one-event answers and
+    counts its answers in its own /metrics row (server/http_resp.c): over
+    connections spread on both workers (libmicrohttpd places a connection
+    by its descriptor, fd mod workers), every one-event answer is exact,
+    accepted and duplicate alike, parked (--fsync always) or not, and
+    /metrics sums every thread's count."""
+    import http.client
+    one = b'{"accepted":1,"duplicates":0,"rejected":0,"errors":[]}'
+    dup = b'{"accepted":0,"duplicates":1,"rejected":0,"errors":[]}'
+    for policy in ("batch", "always"):
+        with Server(["--http-threads", "2", "--fsync", policy, "--idle-timeout", "0"]) as srv:
+            conns = [http.client.HTTPConnection("127.0.0.1", srv.http_port, timeout=10) for _ in range(6)]
+            for c in conns:
+                c.connect()
+            sent = 0
+            for rnd in range(3):
+                for i, c in enumerate(conns):
+                    eid = "t%d-%d" % (i, rnd)
+                    for want in (one, dup):
+                        c.request("POST", "/api/v1/events", json.dumps(dict(EV, event_id=eid)), JSON)
+                        r = c.getresponse()
+                        data = r.read()
+                        sent += 1
+                        assert r.status == 202 and data == want, (policy, i, rnd, r.status, data)
+            for c in conns:
+                c.close()
+            st, _, text = srv.raw_request("GET", "/metrics")
+            assert 'clickflow_http_responses_total{code="202"} %d\n' % sent in text.decode(), (sent, text)
+
+
+def test_shared_answers_carry_one_current_date():
+    """The shared one-event answers carry their own Date header, built again
+    each second (server/http_resp.c; libmicrohttpd then adds none): every
+    answer has exactly one Date, it names the second the answer was sent in
+    (within the client's clock reading before and after, one second of
+    slack), and it moves on with the clock on a kept-alive connection,
+    parked (--fsync always) or not."""
+    import email.utils
+    import socket
+    import time
+    for policy in ("batch", "always"):
+        with Server(["--fsync", policy, "--idle-timeout", "0"]) as srv:
+            s = socket.create_connection(("127.0.0.1", srv.http_port))
+            s.settimeout(10.0)
+            buf = b""
+            seen = set()
+            deadline = time.monotonic() + 10
+            n = 0
+            try:
+                while len(seen) < 2:
+                    assert time.monotonic() < deadline, ("the Date never changed", policy, seen)
+                    body = json.dumps(dict(EV, event_id="d%d" % (n // 2))).encode()
+                    n += 1
+                    t0 = time.time()
+                    s.sendall(b"POST /api/v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                              b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+                    while b"\r\n\r\n" not in buf:
+                        buf += s.recv(4096)
+                    head, buf = buf.split(b"\r\n\r\n", 1)
+                    length = int(re.search(rb"(?im)^content-length: *(\d+)", head).group(1))
+                    while len(buf) < length:
+                        buf += s.recv(4096)
+                    data, buf = buf[:length], buf[length:]
+                    t1 = time.time()
+                    assert head.startswith(b"HTTP/1.1 202"), head
+                    assert data in (b'{"accepted":1,"duplicates":0,"rejected":0,"errors":[]}',
+                                    b'{"accepted":0,"duplicates":1,"rejected":0,"errors":[]}'), data
+                    dates = re.findall(rb"(?im)^date: *(.*?)\r?$", head)
+                    assert len(dates) == 1, (policy, head)
+                    when = email.utils.parsedate_to_datetime(dates[0].decode()).timestamp()
+                    assert int(t0) - 1 <= when <= t1 + 1, (policy, dates[0], t0, t1)
+                    seen.add(dates[0])
+            finally:
+                s.close()
+
+
+def test_repeated_headers_count_by_their_first_value():
+    """The request head is read in one walk (server/http_conn.c,
+    http_head_scan) that keeps the first value of each header the POST path
+    uses, as a lookup by name answers: with two Content-Type headers the
+    first decides the body format, with two User-Agent and two Referer
+    headers the first is enriched."""
+    import os
+    import socket
+
+    def raw(port, head_lines, body):
+        s = socket.create_connection(("127.0.0.1", port))
+        s.settimeout(10.0)
+        try:
+            s.sendall(b"POST /api/v1/events HTTP/1.1\r\nHost: x\r\nConnection: close\r\n" +
+                      b"".join(h + b"\r\n" for h in head_lines) +
+                      b"Content-Length: %d\r\n\r\n" % len(body) + body)
+            data = b""
+            while True:
+                d = s.recv(65536)
+                if not d:
+                    return data
+                data += d
+        finally:
+            s.close()
+
+    bot = b"Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"
+    chrome = (b"Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+              b"Chrome/120.0.0.0 Safari/537.36")
+    with Server(["--idle-timeout", "0"]) as srv:
+        nd = b'{"user_id": "n1", "page_url": "/a"}\n{"user_id": "n2", "page_url": "/b"}\n'
+        data = raw(srv.http_port, [b"Content-Type: application/x-ndjson", b"Content-Type: application/json"], nd)
+        assert data.startswith(b"HTTP/1.1 202") and b'"accepted":2' in data, data
+        data = raw(srv.http_port, [b"Content-Type: application/json", b"Content-Type: application/x-ndjson"], nd)
+        assert data.startswith(b"HTTP/1.1 400"), data
+        ev = json.dumps({"user_id": "ua1", "page_url": "/c"}).encode()
+        data = raw(srv.http_port, [b"Content-Type: application/json", b"User-Agent: " + bot, b"User-Agent: " + chrome,
+                                   b"Referer: https://first.example/x", b"Referer: https://second.example/y"], ev)
+        assert data.startswith(b"HTTP/1.1 202"), data
+        st, body = srv.request("GET", "/api/v1/streams/clicks/events?limit=10")
+        assert st == 200, (st, body)
+        item = [it for it in body["items"] if it["user_id"] == "ua1"][0]
+        assert item["referrer_host"] == "first.example", item
+        if os.path.exists("/usr/share/uap-core/regexes.yaml"):
+            assert item["browser"] == "Googlebot" and item["is_bot"] is True, item
+
+
 def test_keep_alive_bodies_of_every_size_are_read_whole():
     """One keep-alive connection reuses its body buffer from request to
     request (server/http.c): a shorter body after a longer one, NDJSON (whose
@@ -211,5 +335,7 @@ if __name__ == "__main__":
                test_text_plain_and_charset_parameters, test_ndjson_lines_and_per_line_errors,
                test_not_json_is_400_and_nothing_is_accepted, test_errors_list_is_capped_at_100,
                test_untrusted_text_is_escaped_in_json, test_single_event_answers_are_exact_under_every_policy,
+               test_shared_answers_and_counts_on_every_http_thread, test_shared_answers_carry_one_current_date,
+               test_repeated_headers_count_by_their_first_value,
                test_keep_alive_bodies_of_every_size_are_read_whole,
                test_keep_alive_request_state_is_fresh_for_every_uri])
