@@ -368,6 +368,15 @@ def test_long_sessions_recover_exactly():
             "--window", "10s", "--slide-size", "20s", "--slide", "5s",
             "--snapshot-interval", "1h", "--fsync", "always"]
     srv = Server(args, data_dir=root, ready_path="/readyz").start()
+    try:
+        long_sessions_round(srv, rng)
+    finally:
+        srv.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def long_sessions_round(srv, rng):
+    """Posts the long sessions, kills, recovers and compares."""
     ts, n = BASE_TS, 0
     for _ in range(30):
         evs = []
@@ -379,6 +388,7 @@ def test_long_sessions_recover_exactly():
             n += 1
         st, body = post_events(srv, evs)
         assert st == 202 and body["accepted"] == len(evs), (st, body)
+
     def open_sessions():
         out = {}
         for u in range(40):
@@ -397,8 +407,6 @@ def test_long_sessions_recover_exactly():
     after = snapshot_results(srv)
     assert_same_results(after, before, "after the replay")
     assert open_sessions() == open_before
-    srv.stop()
-    shutil.rmtree(root, ignore_errors=True)
 
 
 def test_truncated_newest_snapshot_falls_back_and_is_logged():
