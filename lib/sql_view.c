@@ -262,10 +262,13 @@ void sql_view_prefetch_step(const sql_view *v, uint64_t kh, const uint64_t *arg_
         }
         return;
     }
-    /* A running group has nothing past itself to load, a session group
-     * nothing past its session record: no probe for steps that would find
-     * the group and do nothing with it (three of trending's per click). */
-    if (!v->groups.s || (v->cfg.window == SQL_WINDOW_NONE && step > 1) || step > 2)
+    /* A running group has nothing past itself to load: no probe for steps
+     * that would find the group and do nothing with it (three of
+     * trending's per click). A session group has its session and that
+     * session's sketches (steps 2 and 3). */
+    bool session = v->cfg.window == SQL_WINDOW_SESSION;
+    if (!v->groups.s || (v->cfg.window == SQL_WINDOW_NONE && step > 1) ||
+        step > (session ? 3u : 2u))
         return;
     uint32_t i = (uint32_t)kh & v->groups.mask;
     for (int n = 0; n < STEP_PROBES; n++, i = (i + 1) & v->groups.mask) {
@@ -275,7 +278,7 @@ void sql_view_prefetch_step(const sql_view *v, uint64_t kh, const uint64_t *arg_
         if (sl->hash != kh)
             continue;
         const group *g = sl->p;
-        if (step == 1 && v->cfg.window == SQL_WINDOW_SESSION) {
+        if (step == 1 && session) {
             /* The group and the inline session after its key (short key
              * strings assumed: a long key's session is loaded at step 2). */
             const char *x = (const char *)g;
@@ -286,15 +289,27 @@ void sql_view_prefetch_step(const sql_view *v, uint64_t kh, const uint64_t *arg_
         } else if (step == 1) {
             __builtin_prefetch(g);
             __builtin_prefetch((const char *)g + 64);
-        } else if (step == 2 && v->cfg.window == SQL_WINDOW_SESSION && g->sessions &&
-                   (g->sinl == SINL_NONE || g->sessions != group_inline_sess(v, g) ||
-                    group_strs(v, g) > 16)) {
-            /* The whole record: header, then the aggregate state (the
-             * built-in sessions' LATEST lies past the second line). */
-            const char *x = (const char *)g->sessions;
-            for (size_t off = 0; off < v->sess_size; off += 64)
-                __builtin_prefetch(x + off);
-            __builtin_prefetch(x + v->sess_size - 1);
+        } else if (session && g->sessions) {
+            /* Loaded at step 1: the inline session of a group with short
+             * keys (the usual one); any other record is loaded at step 2. */
+            bool near = g->sinl != SINL_NONE && g->sessions == group_inline_sess(v, g) &&
+                        group_strs(v, g) <= 16;
+            if (step == 2 && !near) {
+                /* The whole record: header, then the aggregate state (the
+                 * built-in sessions' LATEST lies past the second line). */
+                const char *x = (const char *)g->sessions;
+                for (size_t off = 0; off < v->sess_size; off += 64)
+                    __builtin_prefetch(x + off);
+                __builtin_prefetch(x + v->sess_size - 1);
+            } else if (near) {
+                /* Step 2 its distinct-count sketches, step 3 where arg_hash
+                 * goes in them (issue 15: without these the built-in
+                 * sessions' COUNT(DISTINCT page_url) missed the cache twice
+                 * per click, on the sketch and on its slot). A user
+                 * has one open session as a rule: the one the click extends. */
+                sql_agg_prefetch(v->aggs, sess_state(g->sessions), step == 3 ? arg_hash : NULL,
+                                 step == 3 ? 1 : 0);
+            }
         }
         return;
     }

@@ -178,13 +178,14 @@ void sql_view_prefetch(const sql_view *v, const sql_value *key, int64_t rowtime)
 void sql_view_prefetch_hashed(const sql_view *v, uint64_t key_hash, int64_t rowtime);
 /* A hint in steps, for a caller that looks ahead over the events to come:
  * step 0 is sql_view_prefetch_hashed (the table slot); step 1 reads that
- * slot and loads the cell (windows) or group record it points to; step 2
- * reads that and loads the group record behind a cell and the cell's
- * distinct-count sketches, or a group's first session; step 3 (windows)
- * loads where arg_hash (NULL, or as sql_view_apply_hashed takes it) goes
- * in those sketches. Each step is worth it only once the previous one's
- * loads have landed: feed event i + 4 step 0, i + 3 step 1, and so on,
- * then apply event i. Other steps do nothing. No effect on results. */
+ * slot and loads the cell (windows) or group record it points to (with a
+ * session group's inline session); step 2 reads that and loads the group
+ * record behind a cell and the cell's distinct-count sketches, a group's
+ * first session when not inline, or the inline session's sketches; step 3
+ * (windows, sessions) loads where arg_hash (NULL, or as
+ * sql_view_apply_hashed takes it) goes in those sketches. Each step is
+ * worth it only once the previous one's loads have landed: feed event
+ * i + 4 step 0, i + 3 step 1, and so on, then apply event i. Other steps do nothing. No effect on results. */
 void sql_view_prefetch_step(const sql_view *v, uint64_t key_hash, const uint64_t *arg_hash,
                             int64_t rowtime, unsigned step);
 

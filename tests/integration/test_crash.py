@@ -355,6 +355,60 @@ def test_corrupt_byte_in_last_segment_is_cut_and_logged():
     shutil.rmtree(root, ignore_errors=True)
 
 
+def test_long_sessions_recover_exactly():
+    """Sessions of ~150 clicks over 400 pages each (the shape of R1's
+    benchmark log: a user's distinct pages fill a sketch that outgrows its
+    first tables, and the shards' look-ahead loads it and its slots, issue
+    15) come back from a kill -9 and a replay of the whole log (no snapshot)
+    exactly as the live run answered: sessions with their distinct pages,
+    windows, stats."""
+    rng = random.Random(23)
+    root = tempfile.mkdtemp(prefix="clickflow-long-sessions-")
+    args = ["--idle-timeout", "0", "--shards", "2", "--session-gap", "10m",
+            "--window", "10s", "--slide-size", "20s", "--slide", "5s",
+            "--snapshot-interval", "1h", "--fsync", "always"]
+    srv = Server(args, data_dir=root, ready_path="/readyz").start()
+    try:
+        long_sessions_round(srv, rng)
+    finally:
+        srv.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def long_sessions_round(srv, rng):
+    """Posts the long sessions, kills, recovers and compares."""
+    ts, n = BASE_TS, 0
+    for _ in range(30):
+        evs = []
+        for _ in range(200):
+            ts += rng.randint(1, 20)
+            evs.append({"user_id": "u%d" % rng.randint(0, 39),
+                        "page_url": "/p/%d" % rng.randint(0, 399),
+                        "timestamp": ts - rng.randint(0, 1000), "event_id": "l%d" % n})
+            n += 1
+        st, body = post_events(srv, evs)
+        assert st == 202 and body["accepted"] == len(evs), (st, body)
+
+    def open_sessions():
+        out = {}
+        for u in range(40):
+            st, body = srv.request("GET", "/api/v1/sessions/u%d" % u)
+            assert st == 200, (st, body)
+            out[u] = sorted((x["start"], x["end"], x["page_views"], x["distinct_pages"],
+                             x["entry_page"], x["exit_page"]) for x in body["items"])
+        return out
+
+    before, open_before = snapshot_results(srv), open_sessions()
+    assert before["stats"]["accepted"] == n
+    longest = max(x[3] for items in open_before.values() for x in items)
+    assert longest > 100, longest   # distinct pages: past a small sketch
+    srv.stop(sig=signal.SIGKILL)    # no shutdown snapshot: the log is all there is
+    srv.start()
+    after = snapshot_results(srv)
+    assert_same_results(after, before, "after the replay")
+    assert open_sessions() == open_before
+
+
 def test_truncated_newest_snapshot_falls_back_and_is_logged():
     rng, state = random.Random(11), {"ts": BASE_TS}
     root = tempfile.mkdtemp(prefix="clickflow-damage-")
@@ -438,5 +492,6 @@ if __name__ == "__main__":
     run_tests([test_sigkill_loop_loses_nothing_counts_nothing_twice,
                test_sigkill_loop_with_other_shard_counts,
                test_corrupt_byte_in_last_segment_is_cut_and_logged,
+               test_long_sessions_recover_exactly,
                test_truncated_newest_snapshot_falls_back_and_is_logged,
                test_log_write_failure_stops_acknowledging])
