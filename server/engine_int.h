@@ -167,6 +167,16 @@ struct cf_engine {
     _Atomic int64_t recovery_ms;    /* atomics: metrics may be read during recovery */
     _Atomic int64_t replayed;
     int64_t snapshot_lsn;
+    /* Incremental dedup snapshots (checkpoint.c; the ticker's, and the
+     * loader's): the LSN of the whole save the newest snapshot's chain of
+     * deltas starts at (-1: that snapshot is whole), the deltas since and
+     * their bytes, the whole save's bytes, whether the journal runs from
+     * the newest snapshot's cut (false after a failed snapshot: the next
+     * is whole) and the last journal's size (the next spare's). */
+    int64_t dd_chain_base;
+    unsigned dd_chain_len;
+    size_t dd_chain_bytes, dd_base_bytes, dd_last_ops;
+    bool dd_delta_ok;
     _Atomic uint64_t snapshots, snapshot_failures;
 
     /* Ticker. */
