@@ -107,14 +107,19 @@ static void put_fingerprint(const cf_engine *e, cf_buf *b)
 /* Whether the dedup table of the snapshot cut now, at lsn, is saved as a
  * delta of the newest snapshot's table: the journal runs from that
  * snapshot's cut, the new one has a larger LSN (one at the same LSN would
- * replace the file of its own base), the chain is short, and the deltas
- * stay smaller than a whole save. */
+ * replace the file of its own base), the chain is short, and its deltas
+ * with this one stay within what a whole save would write now (the whole
+ * save's bytes per id at its cut, times the ids now): a restart then reads
+ * at most about twice a whole save. A table that only grows (T1) stays on
+ * deltas; one whose ids turn over saves whole once the deltas add up. */
 static bool dedup_delta_due(const cf_engine *e, int64_t lsn)
 {
     size_t j = cf_dedup_journal_bytes(e->dedup);
-    return e->dd_delta_ok && e->snapshot_lsn > 0 && lsn > e->snapshot_lsn &&
-           e->dd_chain_len < SNAP_DEDUP_CHAIN_MAX && j != SIZE_MAX &&
-           e->dd_chain_bytes + j <= e->dd_base_bytes;
+    if (!e->dd_delta_ok || e->snapshot_lsn <= 0 || lsn <= e->snapshot_lsn ||
+        e->dd_chain_len >= SNAP_DEDUP_CHAIN_MAX || j == SIZE_MAX)
+        return false;
+    double per_id = e->dd_base_ids ? (double)e->dd_base_bytes / (double)e->dd_base_ids : 64.0;
+    return (double)(e->dd_chain_bytes + j) <= per_id * (double)cf_dedup_count(e->dedup);
 }
 
 /* Sequencer part of a snapshot (under mu): the fields into out, the SQL
@@ -154,6 +159,7 @@ static int save_sequencer_locked(cf_engine *e, cf_snapjob *job, int64_t lsn, cf_
             e->dd_last_ops = job->dedup_ops.len;
         } else {
             cf_buf_reset(&job->dedup);
+            job->dedup_ids = cf_dedup_count(e->dedup);
             rc = cf_dedup_save_begin(e->dedup, &job->dedup, SNAP_DEDUP_PUT_STEP);
             /* Failing, the next snapshot is whole again. */
             if (rc >= 0)
@@ -796,6 +802,7 @@ int engine_snapshot_finish(cf_engine *e)
             e->dd_chain_len = 0;
             e->dd_chain_bytes = 0;
             e->dd_base_bytes = dedup_len;
+            e->dd_base_ids = job->dedup_ids;
         }
         e->dd_delta_ok = true;
         atomic_fetch_add(&e->snapshots, 1);

@@ -170,12 +170,12 @@ struct cf_engine {
     /* Incremental dedup snapshots (checkpoint.c; the ticker's, and the
      * loader's): the LSN of the whole save the newest snapshot's chain of
      * deltas starts at (-1: that snapshot is whole), the deltas since and
-     * their bytes, the whole save's bytes, whether the journal runs from
+     * their bytes, the whole save's bytes and ids, whether the journal runs from
      * the newest snapshot's cut (false after a failed snapshot: the next
      * is whole) and the last journal's size (the next spare's). */
     int64_t dd_chain_base;
     unsigned dd_chain_len;
-    size_t dd_chain_bytes, dd_base_bytes, dd_last_ops;
+    size_t dd_chain_bytes, dd_base_bytes, dd_base_ids, dd_last_ops;
     bool dd_delta_ok;
     _Atomic uint64_t snapshots, snapshot_failures;
 

@@ -59,6 +59,7 @@ typedef struct cf_snapjob {
      * snapshot it applies to (0: dedup is the whole table). */
     int64_t dedup_base;
     cf_buf dedup_ops;
+    size_t dedup_ids;       /* a whole save: the ids at the cut */
 } cf_snapjob;
 
 /* Counters and gauges of one shard. */
