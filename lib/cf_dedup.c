@@ -56,14 +56,25 @@ static void jr_note(cf_dedup *d, uint8_t op, const void *id, size_t len, int64_t
         jr_drop(d);
         return;
     }
-    cf_buf_put_u8(&d->jr, op);
-    cf_buf_put_str(&d->jr, id, len);
-    if (op == JR_ADD)
-        cf_buf_put_i64(&d->jr, exp);
-    if (d->jr.oom)
+    /* One capacity check, then plain stores: what cf_buf_put_u8, _str and
+     * _i64 would append (this runs for every new id, under the caller's lock). */
+    if (cf_buf_reserve(&d->jr, 1 + 4 + len + 8) < 0) {
         jr_drop(d);
-    else
-        d->jr_ops++;
+        return;
+    }
+    uint8_t *p = d->jr.data + d->jr.len;
+    p[0] = op;
+    for (int i = 0; i < 4; i++)
+        p[1 + i] = (uint8_t)((uint32_t)len >> (8 * i));
+    memcpy(p + 5, id, len);
+    size_t n = 5 + len;
+    if (op == JR_ADD) {
+        for (int i = 0; i < 8; i++)
+            p[n + (size_t)i] = (uint8_t)((uint64_t)exp >> (8 * i));
+        n += 8;
+    }
+    d->jr.len += n;
+    d->jr_ops++;
 }
 
 /* cf_kv's callback for an entry it drops (expiry, eviction). */
