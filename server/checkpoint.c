@@ -19,6 +19,7 @@
 #include "cf_dedup.h"
 #include "cf_watermark.h"
 #include "engine_int.h"
+#include "engine_test.h"
 #include "log.h"
 #include "shard_msg.h"
 #include "snapshot.h"
@@ -523,21 +524,40 @@ void engine_job_free(cf_engine *e, cf_snapjob *job)
  * snapshot (perf, T1). The submits may be writing into the buffer
  * meanwhile: MADV_POPULATE_WRITE only maps missing pages, it never writes,
  * so it does not race with them. A kernel without it (before 5.14) just
- * keeps the faults. */
-void engine_prefault(void *p, size_t len)
+ * keeps the faults.
+ *
+ * In pieces of PREFAULT_PIECE: the call holds the process's mmap lock for
+ * reading while it maps, and an mmap or mremap of another thread (a
+ * malloc or realloc of a large block, the log's next segment) waits for
+ * the write side; every page fault of every other thread then queues
+ * behind that writer. Over a 100 MB range in one call that was a stall of
+ * tens of ms for everyone (a trace of T1: an mmap waited 66 ms). */
+#define PREFAULT_PIECE ((uintptr_t)2 << 20)
+size_t engine_prefault(void *p, size_t len)
 {
+    size_t calls = 0;
 #ifdef MADV_POPULATE_WRITE
     long page = sysconf(_SC_PAGESIZE);
     if (!p || page <= 0 || len < (size_t)page)
-        return;
+        return 0;
     uintptr_t lo = ((uintptr_t)p + (uintptr_t)page - 1) & ~((uintptr_t)page - 1);
     uintptr_t hi = ((uintptr_t)p + len) & ~((uintptr_t)page - 1);
-    if (hi > lo)
-        (void)madvise((void *)lo, hi - lo, MADV_POPULATE_WRITE);
+    for (uintptr_t at = lo; at < hi; at += PREFAULT_PIECE) {
+        uintptr_t end = hi - at > PREFAULT_PIECE ? at + PREFAULT_PIECE : hi;
+        calls++;
+        if (madvise((void *)at, end - at, MADV_POPULATE_WRITE) < 0)
+            break;
+    }
 #else
     (void)p;
     (void)len;
 #endif
+    return calls;
+}
+
+size_t cf_engine_test_prefault(void *p, size_t len)
+{
+    return engine_prefault(p, len);
 }
 
 /* Starts a snapshot: under the sequencer lock notes the last LSN, saves the

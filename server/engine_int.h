@@ -258,8 +258,9 @@ int engine_snapshot_finish(cf_engine *e);
  * (MADV_POPULATE_WRITE; nothing on a kernel without it): the sequencer and
  * the snapshot call it after releasing mu for memory that the holds of mu
  * are about to fill, so those holds do not take the page faults. Safe while
- * other threads write into the range. */
-void engine_prefault(void *p, size_t len);
+ * other threads write into the range. In pieces of 2 MiB (checkpoint.c);
+ * returns the madvise calls made. */
+size_t engine_prefault(void *p, size_t len);
 /* sequencer.c, called by the ticker: prepares the dedup table's next
  * doubling outside mu (cf_dedup_next_table). */
 void engine_dedup_spare(cf_engine *e);
