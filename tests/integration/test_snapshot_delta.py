@@ -128,6 +128,52 @@ def test_delta_chain_with_evicting_bound_recovers_dedup():
     assert st["evicted"] > 0, st
 
 
+def test_missing_chain_base_fails_the_start():
+    """A delta loads only with every file of its chain: with the chain's
+    whole save gone, the start fails with an error naming it (the log
+    before the previous snapshot is dropped, so nothing else could rebuild
+    the table), instead of starting with ids forgotten."""
+    rng, state = random.Random(43), {"ts": BASE_TS, "next": 0}
+    srv = Server(BASE + ["--snapshot-interval", "50ms"])
+    srv.start()
+    try:
+        # Until the newest file is a delta on a delta when the server dies (a
+        # whole snapshot may land between the log line and the kill).
+        for attempt in range(5):
+            for _ in range(40):
+                post_both([srv], batch(rng, state, 20))
+                wait_snapshot_after(srv, len(snapshots_written(srv)))
+                snaps = snapshots_written(srv)
+                if snaps[-1][1] is not None and snaps[-2][1] is not None:
+                    break
+            srv.stop(sig=signal.SIGKILL)
+            if newest_is_delta(srv):
+                break
+            srv.start()
+        else:
+            raise AssertionError("no delta snapshot at the kill: %s" % snapshots_written(srv))
+        # The chain of the newest snapshot: walk its bases back to a whole one.
+        chain = {lsn: base for lsn, base in snapshots_written(srv)}
+        lsn = snapshot_files(srv)[-1]
+        lsn = int(lsn[len("snapshot-"):-len(".cfs")])
+        while chain.get(lsn) is not None:
+            lsn = chain[lsn]
+        whole = os.path.join(srv.data_dir, "data", "snapshot-%020d.cfs" % lsn)
+        assert os.path.exists(whole), whole
+        os.unlink(whole)
+        try:
+            srv.start(timeout=10)
+        except RuntimeError as e:
+            assert ("delta on the snapshot at LSN" in str(e) and
+                    "cannot be applied" in str(e)), str(e)[-2000:]
+        else:
+            raise AssertionError("started without its chain's whole save")
+    finally:
+        if srv.proc and srv.proc.poll() is None:
+            srv.stop()
+
+
 if __name__ == "__main__":
     run_tests([test_delta_chain_recovers_dedup,
-               test_delta_chain_with_evicting_bound_recovers_dedup])
+               test_delta_chain_with_evicting_bound_recovers_dedup,
+               test_missing_chain_base_fails_the_start])
