@@ -590,18 +590,24 @@ int engine_snapshot_begin(cf_engine *e)
             msgs[s]->snap = job;
     }
     /* The dedup journal's next buffer, allocated and mapped here, outside
-     * the lock whose holds will fill it. */
-    cf_buf spare = {0};
+     * the lock whose holds will fill it; kept for the next try when there
+     * is no room now (under overload the ticker tries every tick). */
+    cf_buf *spare = &e->dd_spare;
     size_t want = e->dd_last_ops + e->dd_last_ops / 4;
-    if (!rc && cf_buf_reserve(&spare, want > SNAP_DEDUP_SPARE_MIN ? want : SNAP_DEDUP_SPARE_MIN) == 0)
-        engine_prefault(spare.data, spare.cap);
+    if (want < SNAP_DEDUP_SPARE_MIN)
+        want = SNAP_DEDUP_SPARE_MIN;
+    if (!rc && spare->cap < want) {
+        cf_buf_free(spare);
+        if (cf_buf_reserve(spare, want) == 0)
+            engine_prefault(spare->data, spare->cap);
+    }
     if (!rc) {
         pthread_mutex_lock(&e->mu);
         int64_t lsn = e->wal ? cf_wal_last_lsn(e->wal) : 0;
         if (!engine_all_have_room_locked(e))
             rc = -EAGAIN;
         else
-            rc = save_sequencer_locked(e, job, lsn, &spare);
+            rc = save_sequencer_locked(e, job, lsn, spare);
         job->dedup_saving = rc == 0 && job->dedup_base == 0;
         if (job->dedup_saving) {
             pf_base = job->dedup.data;
@@ -620,7 +626,6 @@ int engine_snapshot_begin(cf_engine *e)
         }
         pthread_mutex_unlock(&e->mu);
     }
-    cf_buf_free(&spare);
     if (!rc)
         engine_prefault(pf_base, pf_len);
     if (msgs)

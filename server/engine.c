@@ -210,6 +210,7 @@ void cf_engine_free(cf_engine *e)
     if (e->wal)
         cf_wal_close(e->wal);
     cf_dedup_free(e->dedup);
+    cf_buf_free(&e->dd_spare);
     cf_watermark_free(e->wm);
     cf_sqlrt_free(e->sql);
     cJSON_Delete(e->builtin_views);

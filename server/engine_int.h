@@ -177,6 +177,7 @@ struct cf_engine {
     unsigned dd_chain_len;
     size_t dd_chain_bytes, dd_base_bytes, dd_base_ids, dd_last_ops;
     bool dd_delta_ok;
+    cf_buf dd_spare;    /* the journal's next buffer, kept while a begin waits for room */
     _Atomic uint64_t snapshots, snapshot_failures;
 
     /* Ticker. */
