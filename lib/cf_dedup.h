@@ -83,6 +83,30 @@ bool cf_dedup_growing_table(const cf_dedup *d, void **ret_table, size_t *ret_byt
  * an offer then is freed, and false is returned). */
 size_t cf_dedup_next_table(const cf_dedup *d, uint32_t *ret_cap);
 bool cf_dedup_offer_table(cf_dedup *d, void *table, uint32_t cap);
+/* Incremental snapshots: a change journal and deltas. journal_start
+ * (typically at a whole save's cut) starts recording every id recorded and
+ * every id dropped (expired, evicted), in order; delta_cut writes a delta's
+ * header into hdr and moves the operations recorded since the start or the
+ * last cut into ops (empty), O(1): hdr's bytes followed by ops' are the
+ * delta, which cf_dedup_apply_delta applies to the table as of that start
+ * or last cut, giving the table as of this cut. A journal grown past
+ * max_bytes is dropped (and its memory freed), as is one when a rebuild
+ * begins: delta_cut then returns -ESTALE until the next start. 0, -EBUSY
+ * (rebuild), -ESTALE, -ENOMEM (nothing taken). Both take spare's memory
+ * (if not NULL and larger than the journal's) for the journal that starts:
+ * a buffer the caller reserved and mapped outside its lock, so the
+ * journal's appends under the lock neither copy nor fault. journal_bytes:
+ * the journal's size, SIZE_MAX when there is none. */
+int cf_dedup_journal_start(cf_dedup *d, size_t max_bytes, cf_buf *spare);
+void cf_dedup_journal_stop(cf_dedup *d);
+size_t cf_dedup_journal_bytes(const cf_dedup *d);
+int cf_dedup_delta_cut(cf_dedup *d, cf_buf *hdr, cf_buf *ops, cf_buf *spare);
+/* True when blob starts like a delta (not like cf_dedup_save's bytes). */
+bool cf_dedup_is_delta(const void *blob, size_t len);
+/* Applies a delta read from in. 0, -EINVAL (malformed, or not a delta of
+ * this table: the count it ends with differs), -EBUSY, -ENOMEM; on an error
+ * the table is partly changed (free it). */
+int cf_dedup_apply_delta(cf_dedup *d, cf_reader *in);
 /* Reads what cf_dedup_save wrote into a store keyed with key (NULL: the
  * default key). Linear in the number of ids. */
 cf_dedup *cf_dedup_load(int64_t ttl_ms, size_t max_ids, const uint8_t key[16], cf_reader *in);

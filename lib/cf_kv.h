@@ -100,6 +100,9 @@ void cf_kv_foreach(const cf_kv *kv, cf_kv_entry_fn fn, void *ctx);
 
 size_t cf_kv_count(const cf_kv *kv);
 uint64_t cf_kv_evictions(const cf_kv *kv);
+/* Adds n to the eviction count: a loader applying a saved delta (cf_dedup)
+ * restores the count the saved store had. */
+void cf_kv_add_evictions(cf_kv *kv, uint64_t n);
 /* Bytes allocated by the store (table, heap, key arena, the struct). */
 size_t cf_kv_memory(const cf_kv *kv);
 

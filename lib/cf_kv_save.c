@@ -227,6 +227,11 @@ fail:
     return NULL;
 }
 
+void cf_kv_add_evictions(cf_kv *kv, uint64_t n)
+{
+    kv->evictions += n;
+}
+
 int cf_kv_bulk_begin(cf_kv *kv, size_t n)
 {
     if (kv->save_out)

@@ -19,6 +19,7 @@
 #include "cf_dedup.h"
 #include "cf_watermark.h"
 #include "engine_int.h"
+#include "engine_test.h"
 #include "log.h"
 #include "shard_msg.h"
 #include "snapshot.h"
@@ -30,8 +31,10 @@
 /* 2: pane-based window state (cf_winop CFW2); 3: the hash key in the
  * sequencer part; 4: the SQL definitions after the dedup table (a version 3
  * snapshot still loads: it had none). */
-/* 5: the SQL tables' rows after the definitions (tables.h). */
-#define SNAP_VERSION 5u
+/* 5: the SQL tables' rows after the definitions (tables.h). 6: the dedup
+ * table may be a delta of an earlier snapshot's (i64 dedup_base before it:
+ * 0, or the LSN of the snapshot it applies to; older versions are whole). */
+#define SNAP_VERSION 6u
 
 /* The view settings record: the snapshot's fingerprint below and the
  * CF_WAL_SETTINGS payload (recovery.c) alike. */
@@ -84,12 +87,51 @@ static void put_fingerprint(const cf_engine *e, cf_buf *b)
  * events carry no event_id, in few enough short holds not to starve. */
 #define SNAP_DEDUP_TICK_STEPS 8u
 
-/* Sequencer part of a snapshot (under mu): the fields into out, the SQL
- * definitions and tables into tail, and the cut of the dedup table, whose
- * entries are written into dedup later (snapshot_step_dedup): writing them
- * here stopped ingest for as long as the table took (0.7 s for 1M ids). */
-static int save_sequencer_locked(cf_engine *e, cf_buf *out, cf_buf *dedup, cf_buf *tail)
+/* Incremental dedup snapshots (issue 15, T1): a whole save wrote every id
+ * into every snapshot (30-110 MB every 2 s in T1, through the sequencer
+ * lock's holds and the disk), though most were in the snapshot before. The
+ * table's change journal (cf_dedup_journal_start) gives a delta at the cut
+ * instead: the ids recorded and dropped since the last snapshot, taken in
+ * O(1) under the lock. A restart folds the chain: the whole save, then each
+ * delta in order (each read from its own snapshot file, which the
+ * retention keeps, see cf_snapshot_writev_keep). A whole save again after
+ * SNAP_DEDUP_CHAIN_MAX deltas, when the deltas together would outgrow it,
+ * and after any failed snapshot. */
+#define SNAP_DEDUP_CHAIN_MAX 8u
+/* The journal's own bound: past the whole save's size it is dropped (a
+ * whole save is due then anyway). */
+#define SNAP_DEDUP_JOURNAL_MIN ((size_t)16 << 20)
+/* The spare buffer handed to the journal at a cut: the last delta's size
+ * and a quarter, at least this (allocated and mapped outside the lock). */
+#define SNAP_DEDUP_SPARE_MIN ((size_t)1 << 20)
+
+/* Whether the dedup table of the snapshot cut now, at lsn, is saved as a
+ * delta of the newest snapshot's table: the journal runs from that
+ * snapshot's cut, the new one has a larger LSN (one at the same LSN would
+ * replace the file of its own base), the chain is short, and its deltas
+ * with this one stay within what a whole save would write now (the whole
+ * save's bytes per id at its cut, times the ids now): a restart then reads
+ * at most about twice a whole save. A table that only grows (T1) stays on
+ * deltas; one whose ids turn over saves whole once the deltas add up. */
+static bool dedup_delta_due(const cf_engine *e, int64_t lsn)
 {
+    size_t j = cf_dedup_journal_bytes(e->dedup);
+    if (!e->dd_delta_ok || e->snapshot_lsn <= 0 || lsn <= e->snapshot_lsn ||
+        e->dd_chain_len >= SNAP_DEDUP_CHAIN_MAX || j == SIZE_MAX)
+        return false;
+    double per_id = e->dd_base_ids ? (double)e->dd_base_bytes / (double)e->dd_base_ids : 64.0;
+    return (double)(e->dd_chain_bytes + j) <= per_id * (double)cf_dedup_count(e->dedup);
+}
+
+/* Sequencer part of a snapshot (under mu): the fields into out, the SQL
+ * definitions and tables into tail, and the cut of the dedup table: a
+ * delta (dedup_delta_due), or a whole save whose entries are written into
+ * dedup later (snapshot_step_dedup: writing them here stopped ingest for as
+ * long as the table took, 0.7 s for 1M ids), from whose cut the journal
+ * starts. spare: the journal's next buffer. */
+static int save_sequencer_locked(cf_engine *e, cf_snapjob *job, int64_t lsn, cf_buf *spare)
+{
+    cf_buf *out = &job->parts[e->n_shards], *tail = &job->seq_tail;
     cf_buf_put_i64(out, cf_watermark_max_ts(e->wm));
     cf_buf_put_i64(out, e->sent_wm);
     cf_buf_put_i64(out, e->mark_clock);
@@ -108,9 +150,27 @@ static int save_sequencer_locked(cf_engine *e, cf_buf *out, cf_buf *dedup, cf_bu
     }
     if (rc >= 0 && (out->oom || tail->oom))
         rc = -ENOMEM;
-    /* Last, as it cannot be undone: from here on the store refers to dedup. */
-    if (rc >= 0)
-        rc = cf_dedup_save_begin(e->dedup, dedup, SNAP_DEDUP_PUT_STEP);
+    /* Last, as it cannot be undone: from here on the store refers to dedup,
+     * or the journal's operations are the job's. */
+    if (rc >= 0) {
+        job->dedup_base = 0;
+        if (dedup_delta_due(e, lsn) &&
+            cf_dedup_delta_cut(e->dedup, &job->dedup, &job->dedup_ops, spare) == 0) {
+            job->dedup_base = e->snapshot_lsn;
+            e->dd_last_ops = job->dedup_ops.len;
+        } else {
+            cf_buf_reset(&job->dedup);
+            job->dedup_ids = cf_dedup_count(e->dedup);
+            rc = cf_dedup_save_begin(e->dedup, &job->dedup, SNAP_DEDUP_PUT_STEP);
+            /* Failing, the next snapshot is whole again. */
+            if (rc >= 0)
+                (void)cf_dedup_journal_start(
+                    e->dedup, SNAP_DEDUP_JOURNAL_MIN + cf_dedup_count(e->dedup) * 48, spare);
+        }
+        /* Until this snapshot is written, the journal runs from a cut that
+         * no snapshot holds. */
+        e->dd_delta_ok = false;
+    }
     return rc < 0 ? rc : 0;
 }
 
@@ -179,45 +239,122 @@ static int load_recent(cf_engine *e, cf_reader *r)
     return r->bad ? -EINVAL : 0;
 }
 
+/* The fields of a payload up to its dedup table (docs/DESIGN.md,
+ * "Snapshot payload"); the dedup table's bytes are borrowed from the
+ * payload. */
+typedef struct snap_head {
+    uint32_t version, shards;
+    cf_view_settings vs;
+    int64_t max_ts, sent, clock;
+    uint64_t next_seq, acc, dup, rej;
+    uint8_t key[CF_HASHKEY_LEN];
+    int64_t dedup_base;     /* version 6: 0, or the LSN the delta applies to */
+    const char *dedup;
+    size_t dedup_len;
+} snap_head;
+
+/* Reads a payload's fields up to and with the dedup table. 0 or -EINVAL
+ * (logged). */
+static int read_head(cf_reader *r, snap_head *h)
+{
+    uint64_t magic = 0;
+    h->version = 0;
+    cf_get_u64(r, &magic);
+    cf_get_u32(r, &h->version);
+    if (r->bad || magic != SNAP_MAGIC || (h->version < 3 || h->version > SNAP_VERSION)) {
+        cf_error("snapshot: unknown format (magic %" PRIx64 ", version %u)", magic, h->version);
+        return -EINVAL;
+    }
+    h->shards = 0;
+    cf_get_u32(r, &h->shards);
+    if (!engine_get_settings(r, &h->vs) || h->shards == 0) {
+        cf_error("snapshot: malformed settings fingerprint");
+        return -EINVAL;
+    }
+    cf_get_i64(r, &h->max_ts);
+    cf_get_i64(r, &h->sent);
+    cf_get_i64(r, &h->clock);
+    cf_get_u64(r, &h->next_seq);
+    cf_get_u64(r, &h->acc);
+    cf_get_u64(r, &h->dup);
+    cf_get_u64(r, &h->rej);
+    if (r->left < sizeof h->key)
+        return -EINVAL;
+    memcpy(h->key, r->p, sizeof h->key);
+    r->p += sizeof h->key;
+    r->left -= sizeof h->key;
+    h->dedup_base = 0;
+    if (h->version >= 6 && (!cf_get_i64(r, &h->dedup_base) || h->dedup_base < 0))
+        return -EINVAL;
+    return cf_get_str(r, &h->dedup, &h->dedup_len) ? 0 : -EINVAL;
+}
+
+/* Deltas a load follows at most (SNAP_DEDUP_CHAIN_MAX is what a writer
+ * makes; more would be a loop of malformed files). */
+#define SNAP_DEDUP_CHAIN_LOAD_MAX 64u
+
+/* The dedup table of a snapshot whose table is a delta of the one of the
+ * snapshot at base: that table (read from its file, itself a whole save or
+ * a delta of an earlier one), with the delta applied. *ret_whole: the LSN
+ * of the whole save the chain starts at. NULL (logged) when a file of the
+ * chain is missing or fails a check, or the delta does not apply. */
+static cf_dedup *load_dedup_chain(cf_engine *e, int64_t base, const char *delta, size_t len,
+                                  const uint8_t key[CF_HASHKEY_LEN], unsigned depth,
+                                  int64_t *ret_whole, unsigned *ret_deltas)
+{
+    if (depth >= SNAP_DEDUP_CHAIN_LOAD_MAX) {
+        cf_error("snapshot: the dedup table's chain of deltas is longer than %u",
+                 SNAP_DEDUP_CHAIN_LOAD_MAX);
+        return NULL;
+    }
+    int64_t ttl = e->cfg.dedup_ttl_ms > 0 ? e->cfg.dedup_ttl_ms : 1;
+    cf_buf payload = {0};
+    cf_dedup *d = NULL;
+    if (cf_snapshot_read(e->cfg.data_dir, base, &payload) == 0) {
+        cf_reader r;
+        snap_head h;
+        cf_reader_init(&r, payload.data, payload.len);
+        if (read_head(&r, &h) == 0) {
+            cf_reader dr;
+            cf_reader_init(&dr, h.dedup, h.dedup_len);
+            /* Each link goes back to an earlier snapshot. */
+            if (h.dedup_base > 0 && h.dedup_base < base) {
+                d = load_dedup_chain(e, h.dedup_base, h.dedup, h.dedup_len, key, depth + 1,
+                                     ret_whole, ret_deltas);
+            } else if (h.dedup_base == 0 && !cf_dedup_is_delta(h.dedup, h.dedup_len)) {
+                d = cf_dedup_load(ttl, e->cfg.max_keys, key, &dr);
+                *ret_whole = base;
+                *ret_deltas = 0;
+            }
+        }
+    }
+    cf_buf_free(&payload);
+    cf_reader dr;
+    cf_reader_init(&dr, delta, len);
+    if (d && (cf_dedup_apply_delta(d, &dr) < 0 || dr.left != 0)) {
+        cf_dedup_free(d);
+        d = NULL;
+    }
+    if (d)
+        (*ret_deltas)++;
+    if (!d)
+        cf_error("snapshot: the dedup table's delta on the snapshot at LSN %" PRId64
+                 " cannot be applied (that snapshot is missing, damaged or not its base)", base);
+    return d;
+}
+
 /* Restores a snapshot payload into the (not yet started) engine. */
 int engine_load_snapshot(cf_engine *e, const cf_buf *payload)
 {
     cf_reader r;
     cf_reader_init(&r, payload->data, payload->len);
-    uint64_t magic = 0;
-    uint32_t version = 0;
-    cf_get_u64(&r, &magic);
-    cf_get_u32(&r, &version);
-    if (r.bad || magic != SNAP_MAGIC || (version < 3 || version > SNAP_VERSION)) {
-        cf_error("snapshot: unknown format (magic %" PRIx64 ", version %u)", magic, version);
+    snap_head h;
+    if (read_head(&r, &h) < 0)
         return -EINVAL;
-    }
-    uint32_t old_shards = 0;
-    cf_view_settings vs;
-    cf_get_u32(&r, &old_shards);
-    if (!engine_get_settings(&r, &vs) || old_shards == 0) {
-        cf_error("snapshot: malformed settings fingerprint");
-        return -EINVAL;
-    }
-    int64_t max_ts = 0, sent = 0, clock = 0;
-    uint64_t next_seq = 0, acc = 0, dup = 0, rej = 0;
+    uint32_t version = h.version, old_shards = h.shards;
+    cf_view_settings vs = h.vs;
     const char *blob = NULL;
     size_t blob_len = 0;
-    cf_get_i64(&r, &max_ts);
-    cf_get_i64(&r, &sent);
-    cf_get_i64(&r, &clock);
-    cf_get_u64(&r, &next_seq);
-    cf_get_u64(&r, &acc);
-    cf_get_u64(&r, &dup);
-    cf_get_u64(&r, &rej);
-    uint8_t key[CF_HASHKEY_LEN];
-    if (r.left < sizeof key)
-        return -EINVAL;
-    memcpy(key, r.p, sizeof key);
-    r.p += sizeof key;
-    r.left -= sizeof key;
-    if (!cf_get_str(&r, &blob, &blob_len))
-        return -EINVAL;
     const char *defs = NULL;
     size_t defs_len = 0;
     if (version >= 4 && !cf_get_str(&r, &defs, &defs_len))
@@ -226,11 +363,12 @@ int engine_load_snapshot(cf_engine *e, const cf_buf *payload)
     size_t rows_len = 0;
     if (version >= 5 && !cf_get_str(&r, &rows, &rows_len))
         return -EINVAL;
+    uint8_t *key = h.key;
     /* The snapshot's key is the one its state was made with; a key file
      * that says otherwise (replaced, restored from elsewhere) is rewritten. */
-    if (memcmp(key, e->hashkey, sizeof key) != 0) {
+    if (memcmp(key, e->hashkey, sizeof h.key) != 0) {
         cf_warn("snapshot: the hash key file differs from the snapshot's; using the snapshot's");
-        memcpy(e->hashkey, key, sizeof key);
+        memcpy(e->hashkey, key, sizeof h.key);
         int krc = engine_key_shards(e);
         if (krc == 0)
             krc = cf_hashkey_store(e->cfg.data_dir, key);
@@ -240,11 +378,19 @@ int engine_load_snapshot(cf_engine *e, const cf_buf *payload)
         }
     }
     cf_reader dr;
-    cf_reader_init(&dr, blob, blob_len);
-    cf_dedup *d = cf_dedup_load(e->cfg.dedup_ttl_ms > 0 ? e->cfg.dedup_ttl_ms : 1,
-                                e->cfg.max_keys, key, &dr);
+    cf_reader_init(&dr, h.dedup, h.dedup_len);
+    int64_t whole = -1;
+    unsigned chain_len = 0;
+    cf_dedup *d = h.dedup_base > 0
+                      ? load_dedup_chain(e, h.dedup_base, h.dedup, h.dedup_len, key, 0, &whole,
+                                         &chain_len)
+                      : cf_dedup_load(e->cfg.dedup_ttl_ms > 0 ? e->cfg.dedup_ttl_ms : 1,
+                                      e->cfg.max_keys, key, &dr);
     if (!d)
         return -EINVAL;
+    if (h.dedup_base > 0)
+        cf_info("snapshot: dedup table from the whole save at LSN %" PRId64 " and %u deltas",
+                whole, chain_len);
     uint32_t parts = 0;
     cf_get_u32(&r, &parts);
     cf_reader *pr = parts == old_shards ? calloc(parts, sizeof *pr) : NULL;
@@ -338,13 +484,15 @@ int engine_load_snapshot(cf_engine *e, const cf_buf *payload)
     e->vs_known = true;
     cf_dedup_free(e->dedup);
     e->dedup = d;
-    cf_watermark_restore(e->wm, max_ts, sent);
-    e->sent_wm = sent;
-    e->mark_clock = clock;
-    e->next_seq = next_seq;
-    atomic_store(&e->accepted, acc);
-    atomic_store(&e->duplicates, dup);
-    atomic_store(&e->rejected, rej);
+    /* The retention keeps this chain until the next snapshots replace it. */
+    e->dd_chain_base = whole;
+    cf_watermark_restore(e->wm, h.max_ts, h.sent);
+    e->sent_wm = h.sent;
+    e->mark_clock = h.clock;
+    e->next_seq = h.next_seq;
+    atomic_store(&e->accepted, h.acc);
+    atomic_store(&e->duplicates, h.dup);
+    atomic_store(&e->rejected, h.rej);
     atomic_store(&e->bots, bots);
     return 0;
 }
@@ -360,6 +508,7 @@ void engine_job_free(cf_engine *e, cf_snapjob *job)
         pthread_mutex_unlock(&e->mu);
     }
     cf_buf_free(&job->dedup);
+    cf_buf_free(&job->dedup_ops);
     cf_buf_free(&job->seq_tail);
     for (unsigned s = 0; s < e->n_shards + 1; s++)
         cf_buf_free(&job->parts[s]);
@@ -375,21 +524,40 @@ void engine_job_free(cf_engine *e, cf_snapjob *job)
  * snapshot (perf, T1). The submits may be writing into the buffer
  * meanwhile: MADV_POPULATE_WRITE only maps missing pages, it never writes,
  * so it does not race with them. A kernel without it (before 5.14) just
- * keeps the faults. */
-void engine_prefault(void *p, size_t len)
+ * keeps the faults.
+ *
+ * In pieces of PREFAULT_PIECE: the call holds the process's mmap lock for
+ * reading while it maps, and an mmap or mremap of another thread (a
+ * malloc or realloc of a large block, the log's next segment) waits for
+ * the write side; every page fault of every other thread then queues
+ * behind that writer. Over a 100 MB range in one call that was a stall of
+ * tens of ms for everyone (a trace of T1: an mmap waited 66 ms). */
+#define PREFAULT_PIECE ((uintptr_t)2 << 20)
+size_t engine_prefault(void *p, size_t len)
 {
+    size_t calls = 0;
 #ifdef MADV_POPULATE_WRITE
     long page = sysconf(_SC_PAGESIZE);
     if (!p || page <= 0 || len < (size_t)page)
-        return;
+        return 0;
     uintptr_t lo = ((uintptr_t)p + (uintptr_t)page - 1) & ~((uintptr_t)page - 1);
     uintptr_t hi = ((uintptr_t)p + len) & ~((uintptr_t)page - 1);
-    if (hi > lo)
-        (void)madvise((void *)lo, hi - lo, MADV_POPULATE_WRITE);
+    for (uintptr_t at = lo; at < hi; at += PREFAULT_PIECE) {
+        uintptr_t end = hi - at > PREFAULT_PIECE ? at + PREFAULT_PIECE : hi;
+        calls++;
+        if (madvise((void *)at, end - at, MADV_POPULATE_WRITE) < 0)
+            break;
+    }
 #else
     (void)p;
     (void)len;
 #endif
+    return calls;
+}
+
+size_t cf_engine_test_prefault(void *p, size_t len)
+{
+    return engine_prefault(p, len);
 }
 
 /* Starts a snapshot: under the sequencer lock notes the last LSN, saves the
@@ -421,15 +589,27 @@ int engine_snapshot_begin(cf_engine *e)
         else
             msgs[s]->snap = job;
     }
+    /* The dedup journal's next buffer, allocated and mapped here, outside
+     * the lock whose holds will fill it; kept for the next try when there
+     * is no room now (under overload the ticker tries every tick). */
+    cf_buf *spare = &e->dd_spare;
+    size_t want = e->dd_last_ops + e->dd_last_ops / 4;
+    if (want < SNAP_DEDUP_SPARE_MIN)
+        want = SNAP_DEDUP_SPARE_MIN;
+    if (!rc && spare->cap < want) {
+        cf_buf_free(spare);
+        if (cf_buf_reserve(spare, want) == 0)
+            engine_prefault(spare->data, spare->cap);
+    }
     if (!rc) {
         pthread_mutex_lock(&e->mu);
+        int64_t lsn = e->wal ? cf_wal_last_lsn(e->wal) : 0;
         if (!engine_all_have_room_locked(e))
             rc = -EAGAIN;
         else
-            rc = save_sequencer_locked(e, &job->parts[e->n_shards], &job->dedup,
-                                       &job->seq_tail);
-        job->dedup_saving = rc == 0;
-        if (!rc) {
+            rc = save_sequencer_locked(e, job, lsn, spare);
+        job->dedup_saving = rc == 0 && job->dedup_base == 0;
+        if (job->dedup_saving) {
             pf_base = job->dedup.data;
             pf_len = job->dedup.cap;
         }
@@ -437,7 +617,7 @@ int engine_snapshot_begin(cf_engine *e)
         if (!rc && cf_recent_take(e->recent, SIZE_MAX, &job->recent, &job->n_recent) < 0)
             rc = -ENOMEM;
         if (!rc) {
-            job->lsn = e->wal ? cf_wal_last_lsn(e->wal) : 0;
+            job->lsn = lsn;
             job->bots = atomic_load(&e->bots);
             for (unsigned s = 0; s < e->n_shards; s++) {
                 engine_enqueue_locked(e, s, msgs[s]);
@@ -584,7 +764,17 @@ int engine_snapshot_finish(cf_engine *e)
         cf_buf_put_u32(&ps.frame, SNAP_VERSION);
         put_fingerprint(e, &ps.frame);
         pieces_add(&ps, job->parts[e->n_shards].data, job->parts[e->n_shards].len);
-        pieces_add_str(&ps, job->dedup.data, job->dedup.len);
+        cf_buf_put_i64(&ps.frame, job->dedup_base);
+        if (job->dedup_base == 0) {
+            pieces_add_str(&ps, job->dedup.data, job->dedup.len);
+        } else if (job->dedup.len + job->dedup_ops.len > UINT32_MAX) {
+            ps.oom = true;
+        } else {
+            /* One string: the delta's header, then its operations. */
+            cf_buf_put_u32(&ps.frame, (uint32_t)(job->dedup.len + job->dedup_ops.len));
+            pieces_add(&ps, job->dedup.data, job->dedup.len);
+            pieces_add(&ps, job->dedup_ops.data, job->dedup_ops.len);
+        }
         pieces_add(&ps, job->seq_tail.data, job->seq_tail.len);
         cf_buf_put_u32(&ps.frame, e->n_shards);
         for (unsigned s = 0; s < e->n_shards; s++)
@@ -611,8 +801,12 @@ int engine_snapshot_finish(cf_engine *e)
     /* The snapshot must not cover records that might still be lost. */
     if (!rc && job->lsn > 0 && cf_wal_commit(e->wal, job->lsn) < 0)
         rc = -EIO;
+    /* Kept besides the two newest: the chain of the previous one (the
+     * fallback), which the new one's chain is part of if it is a delta. */
+    int64_t keep_from = e->dd_chain_base >= 0 ? e->dd_chain_base : e->snapshot_lsn;
     if (!rc)
-        rc = cf_snapshot_writev(e->cfg.data_dir, job->lsn, ps.iov, ps.n);
+        rc = cf_snapshot_writev_keep(e->cfg.data_dir, job->lsn, ps.iov, ps.n,
+                                     keep_from >= 0 ? keep_from : INT64_MAX);
     /* cf_snapshot_load falls back to the previous snapshot when the newest
      * is damaged, so the log is kept from that one on: drop only what the
      * previous snapshot covers. */
@@ -622,9 +816,28 @@ int engine_snapshot_finish(cf_engine *e)
         atomic_fetch_add(&e->snapshot_failures, 1);
         cf_warn("snapshot at LSN %" PRId64 " failed: %s", job->lsn, strerror(-rc));
     } else {
+        size_t dedup_len = job->dedup.len + job->dedup_ops.len;
+        if (job->dedup_base > 0) {
+            if (e->dd_chain_base < 0)
+                e->dd_chain_base = job->dedup_base;
+            e->dd_chain_len++;
+            e->dd_chain_bytes += dedup_len;
+        } else {
+            e->dd_chain_base = -1;
+            e->dd_chain_len = 0;
+            e->dd_chain_bytes = 0;
+            e->dd_base_bytes = dedup_len;
+            e->dd_base_ids = job->dedup_ids;
+        }
+        e->dd_delta_ok = true;
         atomic_fetch_add(&e->snapshots, 1);
         e->snapshot_lsn = job->lsn;
-        cf_info("snapshot at LSN %" PRId64 " written (%zu bytes)", job->lsn, out_len);
+        if (job->dedup_base > 0)
+            cf_info("snapshot at LSN %" PRId64 " written (%zu bytes; dedup table: a delta of "
+                    "%zu bytes on LSN %" PRId64 ")", job->lsn, out_len, dedup_len,
+                    job->dedup_base);
+        else
+            cf_info("snapshot at LSN %" PRId64 " written (%zu bytes)", job->lsn, out_len);
     }
     pieces_free(&ps);
     engine_job_free(e, job);

@@ -55,6 +55,7 @@ cf_engine *cf_engine_new(const cf_config *cfg)
     e->sent_wm = CF_TIME_NONE;
     e->mark_clock = CF_TIME_NONE;
     e->snapshot_lsn = -1;
+    e->dd_chain_base = -1;
     cf_view_settings_of(cfg, &e->shard_vs);
     /* Without a data dir the dedup key only has to be secret; with one,
      * recovery replaces it by the directory's key. */
@@ -209,6 +210,7 @@ void cf_engine_free(cf_engine *e)
     if (e->wal)
         cf_wal_close(e->wal);
     cf_dedup_free(e->dedup);
+    cf_buf_free(&e->dd_spare);
     cf_watermark_free(e->wm);
     cf_sqlrt_free(e->sql);
     cJSON_Delete(e->builtin_views);

@@ -167,6 +167,17 @@ struct cf_engine {
     _Atomic int64_t recovery_ms;    /* atomics: metrics may be read during recovery */
     _Atomic int64_t replayed;
     int64_t snapshot_lsn;
+    /* Incremental dedup snapshots (checkpoint.c; the ticker's, and the
+     * loader's): the LSN of the whole save the newest snapshot's chain of
+     * deltas starts at (-1: that snapshot is whole), the deltas since and
+     * their bytes, the whole save's bytes and ids, whether the journal runs from
+     * the newest snapshot's cut (false after a failed snapshot: the next
+     * is whole) and the last journal's size (the next spare's). */
+    int64_t dd_chain_base;
+    unsigned dd_chain_len;
+    size_t dd_chain_bytes, dd_base_bytes, dd_base_ids, dd_last_ops;
+    bool dd_delta_ok;
+    cf_buf dd_spare;    /* the journal's next buffer, kept while a begin waits for room */
     _Atomic uint64_t snapshots, snapshot_failures;
 
     /* Ticker. */
@@ -248,8 +259,9 @@ int engine_snapshot_finish(cf_engine *e);
  * (MADV_POPULATE_WRITE; nothing on a kernel without it): the sequencer and
  * the snapshot call it after releasing mu for memory that the holds of mu
  * are about to fill, so those holds do not take the page faults. Safe while
- * other threads write into the range. */
-void engine_prefault(void *p, size_t len);
+ * other threads write into the range. In pieces of 2 MiB (checkpoint.c);
+ * returns the madvise calls made. */
+size_t engine_prefault(void *p, size_t len);
 /* sequencer.c, called by the ticker: prepares the dedup table's next
  * doubling outside mu (cf_dedup_next_table). */
 void engine_dedup_spare(cf_engine *e);

@@ -19,4 +19,9 @@ void cf_engine_test_dedup_spare(cf_engine *e);
  * had started (*ret_by_submit). */
 void cf_engine_test_dedup_tables(cf_engine *e, uint64_t *ret_prepared, uint64_t *ret_by_submit);
 
+/* engine_prefault(p, len): maps [p, p + len) in pieces; returns the
+ * madvise calls it made (0 without MADV_POPULATE_WRITE). */
+#include <stddef.h>
+size_t cf_engine_test_prefault(void *p, size_t len);
+
 #endif

@@ -54,6 +54,12 @@ typedef struct cf_snapjob {
     cf_buf dedup;
     cf_buf seq_tail;
     bool dedup_saving;      /* the dedup store still refers to dedup */
+    /* A delta of the dedup table instead (checkpoint.c): dedup holds its
+     * header, dedup_ops its operations, and dedup_base is the LSN of the
+     * snapshot it applies to (0: dedup is the whole table). */
+    int64_t dedup_base;
+    cf_buf dedup_ops;
+    size_t dedup_ids;       /* a whole save: the ids at the cut */
 } cf_snapjob;
 
 /* Counters and gauges of one shard. */

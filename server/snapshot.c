@@ -219,9 +219,15 @@ int cf_snapshot_write(const char *dir, int64_t lsn, const void *payload, size_t 
 }
 
 /* Writes <name>.tmp, fsyncs it, renames it over <name>, fsyncs the
- * directory, then deletes all but the SNAP_KEEP newest snapshots. The
- * payload is not kept. O(len) I/O. */
+ * directory, then deletes all but the SNAP_KEEP newest snapshots and those
+ * at or after keep_from. The payload is not kept. O(len) I/O. */
 int cf_snapshot_writev(const char *dir, int64_t lsn, const struct iovec *iov, size_t niov)
+{
+    return cf_snapshot_writev_keep(dir, lsn, iov, niov, INT64_MAX);
+}
+
+int cf_snapshot_writev_keep(const char *dir, int64_t lsn, const struct iovec *iov, size_t niov,
+                            int64_t keep_from)
 {
     if (lsn < 0 || (niov > 0 && !iov))
         return -EINVAL;
@@ -285,6 +291,10 @@ int cf_snapshot_writev(const char *dir, int64_t lsn, const struct iovec *iov, si
     if (list_snapshots(dirfd, -1, &lsns, &n) == 0) {
         int64_t oldest_kept = n == 0 ? lsn : lsns[(n < SNAP_KEEP ? n : SNAP_KEEP) - 1];
         for (size_t i = SNAP_KEEP; i < n; i++) {
+            if (lsns[i] >= keep_from) {
+                oldest_kept = lsns[i];  /* a base the kept ones need */
+                continue;
+            }
             char old[SNAP_NAME_LEN];
             snap_name(old, lsns[i]);
             (void)unlinkat(dirfd, old, 0);
@@ -374,6 +384,23 @@ static int load_one(int dirfd, int64_t lsn, cf_buf *out, const char **why)
     r = 0;
 out:
     close(fd);
+    return r;
+}
+
+int cf_snapshot_read(const char *dir, int64_t lsn, cf_buf *ret_payload)
+{
+    int dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dirfd < 0)
+        return -errno;
+    const char *why = "";
+    int r = load_one(dirfd, lsn, ret_payload, &why);
+    if (r < 0) {
+        char name[SNAP_NAME_LEN];
+        snap_name(name, lsn);
+        cf_warn("snapshot: %s/%s: %s (%s)", dir, name, why, strerror(-r));
+        cf_buf_reset(ret_payload);
+    }
+    close(dirfd);
     return r;
 }
 

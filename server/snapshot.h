@@ -20,6 +20,15 @@ int cf_snapshot_write(const char *dir, int64_t lsn, const void *payload, size_t 
  * buffer (a copy of the whole snapshot, tens of MB with a large dedup
  * table). The file is the same as for their concatenation. */
 int cf_snapshot_writev(const char *dir, int64_t lsn, const struct iovec *iov, size_t n);
+/* The same, keeping also every snapshot at or after keep_from (besides the
+ * two newest): the earlier snapshots whose dedup tables the kept ones'
+ * deltas apply to (docs/DESIGN.md, "incremental dedup snapshots"). */
+int cf_snapshot_writev_keep(const char *dir, int64_t lsn, const struct iovec *iov, size_t n,
+                            int64_t keep_from);
+/* Reads the snapshot covering exactly lsn into ret_payload, with the checks
+ * of cf_snapshot_load (a file failing one is left where it is). 0 or
+ * -errno (-ENOENT: no such snapshot, -EBADMSG: it fails a check). */
+int cf_snapshot_read(const char *dir, int64_t lsn, cf_buf *ret_payload);
 
 /* Loads the newest snapshot that passes its checks into ret_payload (reset
  * first) and sets *ret_lsn; a snapshot that fails them is logged, renamed to

@@ -575,6 +575,202 @@ static void incremental_save_is_the_cut(void **state)
     cf_dedup_free(d);
 }
 
+/* A delta as one blob: its header's bytes, then its operations'. */
+static void delta_blob(cf_dedup *d, cf_buf *out, cf_buf *spare)
+{
+    cf_buf hdr = {0}, ops = {0};
+    assert_int_equal(cf_dedup_delta_cut(d, &hdr, &ops, spare), 0);
+    cf_buf_reset(out);
+    cf_buf_put(out, hdr.data, hdr.len);
+    cf_buf_put(out, ops.data, ops.len);
+    assert_false(out->oom);
+    assert_true(cf_dedup_is_delta(out->data, out->len));
+    cf_buf_free(&hdr);
+    cf_buf_free(&ops);
+}
+
+/* Loads base and applies deltas[0..n) in order. */
+static cf_dedup *fold(int64_t ttl, size_t max_ids, const cf_buf *base, const cf_buf *deltas,
+                      int n)
+{
+    cf_reader r;
+    cf_reader_init(&r, base->data, base->len);
+    assert_false(cf_dedup_is_delta(base->data, base->len));
+    cf_dedup *f = cf_dedup_load(ttl, max_ids, NULL, &r);
+    assert_non_null(f);
+    for (int k = 0; k < n; k++) {
+        cf_reader_init(&r, deltas[k].data, deltas[k].len);
+        assert_int_equal(cf_dedup_apply_delta(f, &r), 0);
+        assert_int_equal(r.left, 0);
+    }
+    return f;
+}
+
+/* Incremental snapshots of the table (seeded random traces): a base (a
+ * whole save, or the incremental save of the snapshots, stepped while the
+ * checks go on) and the deltas cut after it fold into exactly the table a
+ * whole save at each cut holds (the model): the same ids with the same
+ * expiries, count and evictions, through repeats, ids expired and recorded
+ * again, expiry passes, evictions by the bound, long (arena) ids and
+ * doublings. With a ttl longer than the trace (the table only grows, as in
+ * T1), each delta is also the size of the ids added since the last cut. */
+static void delta_chain_run(int64_t ttl, size_t max_ids, unsigned seed, bool incremental_base)
+{
+    enum { CUTS = 6, PER_CUT = 700 };
+    cf_dedup *d = cf_dedup_new(ttl, max_ids);
+    assert_non_null(d);
+    char id[64];
+    uint64_t x = seed * 0x9E3779B97F4A7C15ull + 7;
+    int64_t clock = 0, maxts = 0;
+    cf_buf base = {0}, deltas[CUTS] = {{0}}, spare = {0};
+    for (int i = 0; i < 300; i++) {
+        int len = snprintf(id, sizeof id, "pre-%d", i);
+        assert_int_equal(cf_dedup_check(d, id, (size_t)len, i, i), 1);
+    }
+    clock = maxts = 299;
+    if (incremental_base) {
+        assert_int_equal(cf_dedup_save_begin(d, &base, 4), 0);
+    } else {
+        assert_int_equal(cf_dedup_save(d, &base), 0);
+    }
+    assert_int_equal(cf_buf_reserve(&spare, 1 << 16), 0);
+    assert_int_equal(cf_dedup_journal_start(d, SIZE_MAX, &spare), 0);
+    assert_int_equal(spare.cap, 0); /* taken */
+    int n = 0;
+    for (int k = 0; k < CUTS; k++) {
+        for (int i = 0; i < PER_CUT; i++, n++) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            int pick = (int)(x % 100);
+            int which = pick < 25 ? (int)((x >> 8) % (unsigned)(n + 1)) : n; /* repeats */
+            int len = snprintf(id, sizeof id,
+                               pick % 7 == 0 ? "a-long-event-id-0000-%08d" : "e%d", which);
+            if (pick == 99)
+                len = snprintf(id, sizeof id, "pre-%d", (int)((x >> 16) % 300));
+            int64_t ts = 300 + n - (int64_t)((x >> 24) % (uint64_t)(ttl + ttl / 3));
+            if (ts > maxts)
+                maxts = ts;
+            if (maxts > clock)
+                clock = maxts;
+            if ((x >> 50) % 61 == 0)
+                cf_dedup_expire(d, clock);
+            int r = cf_dedup_check(d, id, (size_t)len, ts, clock);
+            assert_true(r == 0 || r == 1);
+        }
+        if (incremental_base && k == 0) {
+            int rc;
+            while ((rc = cf_dedup_save_step(d, 64)) == 0)
+                ;
+            assert_int_equal(rc, 1);
+        }
+        /* Every other cut hands the journal a spare, as the engine does. */
+        if (k % 2)
+            assert_int_equal(cf_buf_reserve(&spare, 1 << 12), 0);
+        delta_blob(d, &deltas[k], k % 2 ? &spare : NULL);
+        cf_buf whole = {0};
+        assert_int_equal(cf_dedup_save(d, &whole), 0);
+        /* Growth only (a long ttl): a delta holds the new ids, not all. */
+        if (ttl > PER_CUT * CUTS)
+            assert_true(deltas[k].len * (size_t)(k + 1) < whole.len * 2);
+        cf_buf_free(&whole);
+        cf_dedup *f = fold(ttl, max_ids, &base, deltas, k + 1);
+        assert_int_equal(cf_dedup_count(f), cf_dedup_count(d));
+        assert_int_equal(cf_dedup_evictions(f), cf_dedup_evictions(d));
+        assert_same_saved(f, d);
+        /* And the folded table answers as the live one does. */
+        for (int i = 0; i < 200; i++) {
+            int len = snprintf(id, sizeof id, "e%d", n - 400 + i);
+            assert_int_equal(cf_dedup_check(f, id, (size_t)len, clock, clock),
+                             cf_dedup_check(d, id, (size_t)len, clock, clock));
+        }
+        assert_int_equal(cf_dedup_check(f, "pre-1", 5, clock, clock),
+                         cf_dedup_check(d, "pre-1", 5, clock, clock));
+        cf_dedup_free(f);
+        /* The checks just made are in the journal too: the next delta has
+         * them, so the next fold still matches. */
+    }
+    assert_int_equal(cf_dedup_evictions(d) > 0, max_ids > 0);
+    cf_buf_free(&base);
+    cf_buf_free(&spare);
+    for (int k = 0; k < CUTS; k++)
+        cf_buf_free(&deltas[k]);
+    cf_dedup_free(d);
+}
+
+static void delta_chain_equals_whole_save(void **state)
+{
+    (void)state;
+    for (unsigned seed = 1; seed <= 12; seed++) {
+        delta_chain_run(400, 0, seed, seed % 2 == 0);      /* expiries, no bound */
+        delta_chain_run(400, 350, seed, seed % 3 == 0);    /* and evictions */
+        delta_chain_run(100000, 0, seed, seed % 2 == 1);   /* growth only (T1) */
+    }
+}
+
+/* When there is no delta to take: never started, over its bound (dropped,
+ * memory freed), a rebuild began; a new start resumes. A delta applied to
+ * a table it was not cut from is refused (the count it ends with differs),
+ * as is a whole save given as a delta. */
+static void delta_journal_rules(void **state)
+{
+    (void)state;
+    cf_dedup *d = cf_dedup_new(1000, 0);
+    cf_buf hdr = {0}, ops = {0}, blob = {0};
+    assert_int_equal(cf_dedup_delta_cut(d, &hdr, &ops, NULL), -ESTALE);
+    assert_int_equal(cf_dedup_journal_bytes(d), SIZE_MAX);
+    assert_int_equal(cf_dedup_journal_start(d, 200, NULL), 0);
+    assert_int_equal(cf_dedup_journal_bytes(d), 0);
+    char id[32];
+    for (int i = 0; i < 20; i++) {
+        int len = snprintf(id, sizeof id, "id-%d", i);
+        assert_int_equal(cf_dedup_check(d, id, (size_t)len, i, i), 1);
+    }
+    assert_int_equal(cf_dedup_journal_bytes(d), SIZE_MAX); /* over 200 bytes: dropped */
+    assert_int_equal(cf_dedup_delta_cut(d, &hdr, &ops, NULL), -ESTALE);
+    assert_int_equal(hdr.len, 0);
+    assert_int_equal(cf_dedup_journal_start(d, SIZE_MAX, NULL), 0);
+    cf_buf base = {0};
+    assert_int_equal(cf_dedup_save(d, &base), 0);
+    assert_int_equal(cf_dedup_check(d, "x", 1, 30, 30), 1);
+    assert_int_equal(cf_dedup_check(d, "x", 1, 30, 30), 0); /* a duplicate changes nothing */
+    delta_blob(d, &blob, NULL);
+    /* To its own base: one id more. */
+    cf_reader r;
+    cf_reader_init(&r, base.data, base.len);
+    cf_dedup *f = cf_dedup_load(1000, 0, NULL, &r);
+    cf_reader_init(&r, blob.data, blob.len);
+    assert_int_equal(cf_dedup_apply_delta(f, &r), 0);
+    assert_same_saved(f, d);
+    cf_dedup_free(f);
+    /* To another table: refused. */
+    cf_dedup *other = cf_dedup_new(1000, 0);
+    assert_int_equal(cf_dedup_check(other, "y", 1, 30, 30), 1);
+    cf_reader_init(&r, blob.data, blob.len);
+    assert_int_equal(cf_dedup_apply_delta(other, &r), -EINVAL);
+    cf_dedup_free(other);
+    /* A whole save is not a delta. */
+    assert_false(cf_dedup_is_delta(base.data, base.len));
+    other = cf_dedup_new(1000, 0);
+    cf_reader_init(&r, base.data, base.len);
+    assert_int_equal(cf_dedup_apply_delta(other, &r), -EINVAL);
+    cf_dedup_free(other);
+    /* A rebuild drops the journal. */
+    assert_int_equal(cf_dedup_rebuild_begin(d), 0);
+    assert_int_equal(cf_dedup_journal_start(d, SIZE_MAX, NULL), -EBUSY);
+    assert_int_equal(cf_dedup_rebuild_end(d), 0);
+    cf_buf_free(&hdr);
+    cf_buf_free(&ops);
+    assert_int_equal(cf_dedup_delta_cut(d, &hdr, &ops, NULL), -ESTALE);
+    cf_dedup_journal_stop(d);
+    assert_int_equal(cf_dedup_journal_bytes(d), SIZE_MAX);
+    cf_buf_free(&hdr);
+    cf_buf_free(&ops);
+    cf_buf_free(&base);
+    cf_buf_free(&blob);
+    cf_dedup_free(d);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -596,6 +792,8 @@ int main(void)
         cmocka_unit_test(rebuild_without_checks),
         cmocka_unit_test(rebuild_and_incremental_save_exclude),
         cmocka_unit_test(incremental_save_is_the_cut),
+        cmocka_unit_test(delta_chain_equals_whole_save),
+        cmocka_unit_test(delta_journal_rules),
     };
     return cmocka_run_group_tests_name("dedup", tests, NULL, NULL);
 }

@@ -24,6 +24,7 @@
 #include <unistd.h>
 #include <pthread.h>
 #include <sched.h>
+#include <sys/mman.h>
 
 #include "cf_time.h"
 #include "results_json.h"
@@ -1236,6 +1237,35 @@ static void prepared_dedup_tables_are_not_mapped_again(void **state)
     cf_engine_free(e);
 }
 
+/* engine_prefault maps a range in pieces of at most 2 MiB (one call over
+ * 100 MB held the mmap lock long enough to stall every other thread's
+ * faults behind a waiting mmap), and maps all of it. */
+static void prefault_maps_in_pieces(void **state)
+{
+    (void)state;
+    size_t len = (size_t)9 << 20;
+    uint8_t *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    assert_true(p != MAP_FAILED);
+    size_t calls = cf_engine_test_prefault(p, len);
+#ifdef MADV_POPULATE_WRITE
+    long page = sysconf(_SC_PAGESIZE);
+    size_t pages = len / (size_t)page;
+    unsigned char *vec = malloc(pages);
+    assert_non_null(vec);
+    if (calls > 0 && mincore(p, len, vec) == 0) {
+        assert_int_equal(calls, 5); /* 9 MiB in 2 MiB pieces */
+        size_t resident = 0;
+        for (size_t i = 0; i < pages; i++)
+            resident += vec[i] & 1;
+        assert_int_equal(resident, pages);
+    }
+    free(vec);
+#else
+    assert_int_equal(calls, 0);
+#endif
+    munmap(p, len);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1246,6 +1276,7 @@ int main(void)
         cmocka_unit_test(nothing_accepted_before_start),
         cmocka_unit_test(full_queue_accepts_nothing),
         cmocka_unit_test(prepared_dedup_tables_are_not_mapped_again),
+        cmocka_unit_test(prefault_maps_in_pieces),
         cmocka_unit_test(recovery_gives_the_same_answers),
         cmocka_unit_test(idle_clock_fires_and_snapshots_are_periodic),
         cmocka_unit_test(results_are_pushed),

@@ -112,6 +112,50 @@ static void test_keeps_newest_two(void **state)
     expect_load(dir, 8, 64);
 }
 
+/* Writes snapshot lsn (payload as write_snap's) keeping those >= keep_from. */
+static void write_snap_keep(const char *dir, int64_t lsn, int64_t keep_from)
+{
+    uint8_t p[64];
+    fill(p, sizeof p, (int)lsn);
+    struct iovec one = {p, sizeof p};
+    assert_int_equal(cf_snapshot_writev_keep(dir, lsn, &one, 1, keep_from), 0);
+}
+
+/* A chain of dedup deltas (checkpoint.c) needs the snapshots back to its
+ * whole save: those at or after keep_from stay besides the two newest,
+ * and go once a later write no longer keeps them. cf_snapshot_read reads
+ * any one of them by LSN, with the checks of a load. */
+static void test_keeps_chain_from(void **state)
+{
+    const char *dir = *state;
+    char p[512];
+    for (int64_t l = 3; l <= 8; l++)
+        write_snap_keep(dir, l, 4);
+    for (int64_t l = 3; l <= 8; l++) {
+        snap_path(dir, l, p, sizeof p);
+        assert_int_equal(exists(p), l >= 4);
+    }
+    cf_buf b = {0};
+    assert_int_equal(cf_snapshot_read(dir, 5, &b), 0);
+    uint8_t want[64];
+    fill(want, sizeof want, 5);
+    assert_int_equal(b.len, sizeof want);
+    assert_memory_equal(b.data, want, sizeof want);
+    assert_int_equal(cf_snapshot_read(dir, 3, &b), -ENOENT);
+    assert_int_equal(b.len, 0);
+    snap_path(dir, 6, p, sizeof p);
+    flip(p, 40);
+    assert_int_equal(cf_snapshot_read(dir, 6, &b), -EBADMSG);
+    assert_true(exists(p)); /* left where it is */
+    /* A new chain from 9: the old one goes, but for the two newest. */
+    write_snap_keep(dir, 9, 8);
+    for (int64_t l = 4; l <= 9; l++) {
+        snap_path(dir, l, p, sizeof p);
+        assert_int_equal(exists(p), l >= 8);
+    }
+    cf_buf_free(&b);
+}
+
 static void test_truncated_newest_falls_back(void **state)
 {
     const char *dir = *state;
@@ -389,6 +433,7 @@ int main(void)
         T(test_round_trip),
         T(test_empty_payload_and_lsn_zero),
         T(test_keeps_newest_two),
+        T(test_keeps_chain_from),
         T(test_truncated_newest_falls_back),
         T(test_crc_mismatch_skipped),
         T(test_wrong_version_skipped),
