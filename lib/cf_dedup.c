@@ -645,12 +645,20 @@ int cf_dedup_rebuild_begin(cf_dedup *d)
     if (!rb)
         return -ENOMEM;
     rb->alloc = d->table_alloc ? d->table_alloc : malloc;
+    /* Sized for the ids the table holds now (a snapshot's, millions after a
+     * restart), at most half full as rb_sweep sizes it: taking them over
+     * from 64 slots up rewrote the map some twenty times. The arena guesses
+     * 16 bytes an id and grows by doubling if the ids are longer. */
+    size_t have = cf_kv_count(d->kv);
     rb->cap = RB_MIN_CAP;
+    while ((uint64_t)rb->cap < (uint64_t)have * 2 && rb->cap <= UINT32_MAX >> 2)
+        rb->cap *= 2;
     rb->slots = rb->alloc(rb->cap * sizeof *rb->slots);
     if (rb->slots)
         memset(rb->slots, 0, rb->cap * sizeof *rb->slots);
     rb->tables = 1;
-    rb->arena_cap = 4096;   /* never NULL: offsets into it are always valid */
+    /* never under 4096, so never NULL: offsets into it are always valid */
+    rb->arena_cap = have > 256 ? have * 16 : 4096;
     rb->arena = malloc(rb->arena_cap);
     if (!rb->slots || !rb->arena) {
         rb_free(rb);

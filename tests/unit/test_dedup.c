@@ -442,6 +442,32 @@ static void rebuild_tables_from_the_set_allocator(void **state)
     cf_dedup_free(d);
 }
 
+/* A restart's rebuild takes over the ids a snapshot loaded into one table
+ * sized for them, not through a doubling per power of two from 64 slots; the
+ * checks after it answer as the table did. */
+static void rebuild_takes_loaded_ids_into_one_table(void **state)
+{
+    (void)state;
+    cf_dedup *d = cf_dedup_new(1000000, 0);   /* no id expires in the test */
+    assert_non_null(d);
+    char id[32];
+    for (int i = 0; i < 50000; i++) {
+        int len = snprintf(id, sizeof id, "loaded-%d", i);
+        assert_int_equal(cf_dedup_check(d, id, (size_t)len, i, i), 1);
+    }
+    assert_int_equal(cf_dedup_rebuild_begin(d), 0);
+    assert_int_equal(cf_dedup_rebuild_tables(d), 1);
+    for (int i = 0; i < 50000; i += 7) {
+        int len = snprintf(id, sizeof id, "loaded-%d", i);
+        assert_int_equal(cf_dedup_check(d, id, (size_t)len, 50000, 50000), 0);
+    }
+    assert_int_equal(cf_dedup_check(d, "fresh", 5, 50000, 50000), 1);
+    assert_int_equal(cf_dedup_rebuild_tables(d), 1);
+    assert_int_equal(cf_dedup_rebuild_end(d), 0);
+    assert_int_equal(cf_dedup_count(d), 50001);
+    cf_dedup_free(d);
+}
+
 /* A bound that evicts: the rebuild hands over to the heap, mid-replay. */
 static void rebuild_with_evictions_equals_incremental(void **state)
 {
@@ -787,6 +813,7 @@ int main(void)
         cmocka_unit_test(rebuild_with_evictions_equals_incremental),
         cmocka_unit_test(rebuild_sweeps_reuse_tables),
         cmocka_unit_test(rebuild_tables_from_the_set_allocator),
+        cmocka_unit_test(rebuild_takes_loaded_ids_into_one_table),
         cmocka_unit_test(rebuild_clock_back_equals_incremental),
         cmocka_unit_test(rebuild_rules),
         cmocka_unit_test(rebuild_without_checks),
