@@ -54,6 +54,17 @@ def dedup_state(srv):
             "duplicates": stats["duplicates"]}
 
 
+def probe_run_ids(ref, crashed, state):
+    """Ids of the whole run once more, newest first (a bound evicts the
+    oldest), at the run's last timestamp: the recent ones are duplicates,
+    the expired or evicted ones new; both servers answer and end alike."""
+    probe = [{"user_id": "u1", "page_url": "/p/1", "timestamp": state["ts"],
+              "event_id": "e%d" % i} for i in range(state["next"] - 1, -1, -3)]
+    got = post_both([ref, crashed], probe)
+    assert got["duplicates"] > 0 and got["accepted"] > 0, got
+    assert dedup_state(crashed) == dedup_state(ref)
+
+
 def recovered_equals_uninterrupted(extra, seed):
     rng, state = random.Random(seed), {"ts": BASE_TS, "next": 0}
     ref = Server(ARGS + extra).start()
@@ -68,14 +79,7 @@ def recovered_equals_uninterrupted(extra, seed):
         crashed.stop(sig=signal.SIGKILL)
         crashed.start()    # no snapshot: every id comes from the log
         assert dedup_state(crashed) == before, (dedup_state(crashed), before)
-        # Ids of the whole run once more, newest first (a bound evicts the
-        # oldest), at the run's last timestamp: the recent ones are
-        # duplicates, the expired or evicted ones new.
-        probe = [{"user_id": "u1", "page_url": "/p/1", "timestamp": state["ts"],
-                  "event_id": "e%d" % i} for i in range(state["next"] - 1, -1, -3)]
-        got = post_both([ref, crashed], probe)
-        assert got["duplicates"] > 0 and got["accepted"] > 0, got
-        assert dedup_state(crashed) == dedup_state(ref)
+        probe_run_ids(ref, crashed, state)
         return before
     finally:
         ref.stop()

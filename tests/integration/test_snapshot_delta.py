@@ -13,7 +13,7 @@ import signal
 import time
 
 from harness import Server, run_tests
-from test_recovery_dedup import batch, dedup_state, post_both
+from test_recovery_dedup import batch, dedup_state, post_both, probe_run_ids
 
 import random
 
@@ -90,11 +90,7 @@ def delta_chain_recovers(extra, seed):
                                  r"deltas", log), log[-2000:]
                 folded += 1
             assert dedup_state(crashed) == before, (dedup_state(crashed), before)
-            probe = [{"user_id": "u1", "page_url": "/p/1", "timestamp": state["ts"],
-                      "event_id": "e%d" % i} for i in range(state["next"] - 1, -1, -3)]
-            got = post_both([ref, crashed], probe)
-            assert got["duplicates"] > 0 and got["accepted"] > 0, got
-            assert dedup_state(crashed) == dedup_state(ref)
+            probe_run_ids(ref, crashed, state)
         # The kill lands after a delta's line; a whole snapshot in the
         # millisecond between would make a cycle fold nothing (each still
         # compares the tables): at least one of three folded.
