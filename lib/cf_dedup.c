@@ -354,6 +354,11 @@ int cf_dedup_apply_delta(cf_dedup *d, cf_reader *in)
     return 0;
 }
 
+bool cf_dedup_take_retired(cf_dedup *d, void **ret_table, size_t *ret_bytes)
+{
+    return cf_kv_take_retired(d->kv, ret_table, ret_bytes);
+}
+
 bool cf_dedup_growing_table(const cf_dedup *d, void **ret_table, size_t *ret_bytes)
 {
     return !d->rb && cf_kv_growing_table(d->kv, ret_table, ret_bytes);

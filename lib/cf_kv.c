@@ -49,6 +49,7 @@ void cf_kv_free(cf_kv *kv)
     cf_kv_free_slots(kv->slots, kv->cap, kv->slot_size);
     cf_kv_free_slots(kv->old, kv->ocap, kv->slot_size);
     cf_kv_free_slots(kv->spare, kv->spare_cap, kv->slot_size);
+    cf_kv_free_slots(kv->retired, kv->retired_cap, kv->slot_size);
     free(kv->heap);
     free(kv->heap_exp);
     free(kv->arena);
@@ -196,8 +197,19 @@ static uint32_t find_empty(const cf_kv *kv, uint64_t h)
     return i;
 }
 
+/* The old table once its last entry moved: kept for the caller to free
+ * (cf_kv_take_retired). One not taken by then is freed here: a caller that
+ * never takes them (a test, a replay) frees each at the next doubling's
+ * end instead of at its own. */
+static void retire(cf_kv *kv)
+{
+    cf_kv_free_slots(kv->retired, kv->retired_cap, kv->slot_size);
+    kv->retired = kv->old;
+    kv->retired_cap = kv->ocap;
+}
+
 /* Moves the entries of the next `budget` old slots to the new table (their
- * heap references follow) and frees the old table after its last slot.
+ * heap references follow) and retires the old table after its last slot.
  * Returns how many entries moved. */
 static uint32_t migrate(cf_kv *kv, uint32_t budget)
 {
@@ -236,7 +248,7 @@ static uint32_t migrate(cf_kv *kv, uint32_t budget)
             for (int k = 0; k < 2; k++)
                 if (kv->save_scan[k].table == kv->old)
                     kv->save_scan[k].table = NULL;
-            cf_kv_free_slots(kv->old, kv->ocap, kv->slot_size);
+            retire(kv);
             kv->old = NULL;
             kv->ocap = kv->mig = 0;
         }
@@ -586,7 +598,8 @@ uint64_t cf_kv_evictions(const cf_kv *kv)
 
 size_t cf_kv_memory(const cf_kv *kv)
 {
-    return sizeof *kv + ((size_t)kv->cap + kv->ocap + kv->spare_cap) * kv->slot_size +
+    return sizeof *kv +
+           ((size_t)kv->cap + kv->ocap + kv->spare_cap + kv->retired_cap) * kv->slot_size +
            (size_t)kv->heap_cap * (sizeof *kv->heap + sizeof *kv->heap_exp) + kv->arena_cap;
 }
 

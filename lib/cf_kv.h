@@ -191,6 +191,15 @@ bool cf_kv_growing_table(const cf_kv *kv, void **ret_table, size_t *ret_bytes);
 size_t cf_kv_next_table(const cf_kv *kv, uint32_t *ret_cap);
 bool cf_kv_offer_table(cf_kv *kv, void *table, uint32_t cap);
 
+/* The old table of the doubling that ended last, handed to the caller to
+ * free with cf_kv_table_free(*ret_table, *ret_bytes) outside its lock:
+ * freeing it in the put that moved its last entry unmapped tens of MB
+ * inside the caller's lock (3-9 ms of CPU in a 1000-event batch's hold of
+ * the sequencer lock, issue 15). False when there is none. A table not
+ * taken is freed at the next doubling's end or by cf_kv_free, and counts
+ * in cf_kv_memory until then. */
+bool cf_kv_take_retired(cf_kv *kv, void **ret_table, size_t *ret_bytes);
+
 /* Zeroed memory for a large table probed at random (cf_kv's slots,
  * sql_view's group table and session chunks): from 4 MiB on it comes from
  * the allocator the process installed with cf_kv_set_table_mem (e.g.

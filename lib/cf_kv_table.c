@@ -1,6 +1,7 @@
 /* cf_kv_table.c: the memory of the stores' tables: the allocator a process
- * may install for large ones, and the spare table handed in ahead of a
- * doubling (cf_kv_next_table, cf_kv_offer_table). */
+ * may install for large ones, the spare table handed in ahead of a
+ * doubling (cf_kv_next_table, cf_kv_offer_table), and the old table handed
+ * out after one (cf_kv_take_retired). */
 #include "cf_kv_int.h"
 
 #include <stdlib.h>
@@ -82,6 +83,17 @@ bool cf_kv_offer_table(cf_kv *kv, void *table, uint32_t cap)
     cf_kv_free_slots(kv->spare, kv->spare_cap, kv->slot_size);
     kv->spare = table;
     kv->spare_cap = cap;
+    return true;
+}
+
+bool cf_kv_take_retired(cf_kv *kv, void **ret_table, size_t *ret_bytes)
+{
+    if (!kv->retired)
+        return false;
+    *ret_table = kv->retired;
+    *ret_bytes = (size_t)kv->retired_cap * kv->slot_size;
+    kv->retired = NULL;
+    kv->retired_cap = 0;
     return true;
 }
 

@@ -263,7 +263,8 @@ int engine_snapshot_finish(cf_engine *e);
  * returns the madvise calls made. */
 size_t engine_prefault(void *p, size_t len);
 /* sequencer.c, called by the ticker: prepares the dedup table's next
- * doubling outside mu (cf_dedup_next_table). */
+ * doubling outside mu (cf_dedup_next_table), and frees the old table of
+ * one that ended (cf_dedup_take_retired), also outside mu. */
 void engine_dedup_spare(cf_engine *e);
 
 /* query.c */

@@ -17,6 +17,7 @@
 #include "http.h"
 #include "json_arena.h"
 #include "log.h"
+#include "mem_tune.h"
 #include "push.h"
 #include "sink_pg.h"
 #include "thread_role.h"
@@ -156,6 +157,10 @@ int main(int argc, char **argv)
      * them (OOM) ingest parses with malloc, just slower. */
     if (cf_json_arena_install() < 0)
         cf_warn("cannot install the JSON arena; parsing with malloc");
+    /* Before any thread: large arrays grown under the sequencer lock must
+     * grow by mremap, not by copy (mem_tune.c). Without glibc (or under a
+     * sanitizer) nothing changes but speed. */
+    (void)cf_mem_tune();
     if (install_signals() < 0) {
         cf_error("cannot install signal handlers: %s", strerror(errno));
         return 1;

@@ -613,6 +613,12 @@ static void overhead_per_key(void **state)
                 size_t n = make_key(k, i, pads[pi]);
                 keybytes += n;
                 assert_int_equal(cf_kv_put(kv, k, n, 0, NULL, NULL, NULL), 1);
+                /* The old table of a finished doubling is the caller's to
+                 * free (the server's ticker does within 100 ms). */
+                void *old;
+                size_t old_bytes;
+                if (cf_kv_take_retired(kv, &old, &old_bytes))
+                    cf_kv_table_free(old, old_bytes);
                 if ((i + 1) % 10000 == 0) {
                     size_t cnt = i + 1;
                     double ov = ((double)cf_kv_memory(kv) - (double)keybytes -
@@ -1178,6 +1184,131 @@ static void table_mem_hook(void **state)
     cf_kv_table_free(p, big);
 }
 
+/* The old table of a finished doubling is handed out (cf_kv_take_retired),
+ * not freed by the put that moved its last entry (issue 15: unmapping it
+ * there held the sequencer lock 3-9 ms). Seeded random traces of puts,
+ * deletes, re-timings and expiries over a growing key space, taking the
+ * retired table at random moments or leaving it: the store answers exactly
+ * as a plain map (the model) throughout, each doubling's end leaves exactly
+ * one table to take, of the old table's size (the memory it counted), and a
+ * table left untaken is freed by the next doubling's end or cf_kv_free
+ * (ASan: no leak). */
+#define RT_KEYS 40000
+static void retired_tables_are_handed_out(void **state)
+{
+    (void)state;
+    static struct {
+        bool present[RT_KEYS];
+        int64_t exp[RT_KEYS];
+        uint64_t val[RT_KEYS];
+    } m;
+    char k[64];
+    for (uint64_t seed = 1; seed <= 6; seed++) {
+        rng_state = seed * 0x9e3779b97f4a7c15ULL;
+        memset(&m, 0, sizeof m);
+        cf_kv *kv = cf_kv_new(sizeof(uint64_t), 0);
+        assert_non_null(kv);
+        int64_t now = 0;
+        uint64_t span = 64;    /* key ids in play: grows, so the table does */
+        unsigned ends = 0, taken = 0, last_end = 0;
+        size_t last_bytes = 0;
+        bool was_migrating = false;
+        void *t;
+        size_t tbytes;
+        assert_false(cf_kv_take_retired(kv, &t, &tbytes));
+        for (int step = 0; step < 120000; step++) {
+            if (span < RT_KEYS && rnd() % 3 == 0)
+                span++;
+            uint64_t id = rnd() % span;
+            size_t n = make_key(k, id, id % 3 == 0 ? 15 : 0);
+            unsigned op = (unsigned)(rnd() % 64);
+            if (op < 44) {
+                int64_t exp = now + 50 + (int64_t)(rnd() % 5000);
+                void *v;
+                int r = cf_kv_put(kv, k, n, exp, NULL, NULL, &v);
+                assert_int_equal(r, m.present[id] ? 0 : 1);
+                if (r == 1) {
+                    m.present[id] = true;
+                    m.exp[id] = exp;
+                    m.val[id] = rnd();
+                    memcpy(v, &m.val[id], 8);
+                }
+            } else if (op < 52) {
+                assert_int_equal(cf_kv_delete(kv, k, n), m.present[id] ? 0 : -ENOENT);
+                m.present[id] = false;
+            } else if (op < 60) {
+                int64_t exp = now + 50 + (int64_t)(rnd() % 5000);
+                assert_int_equal(cf_kv_set_expiry(kv, k, n, exp), m.present[id] ? 0 : -ENOENT);
+                if (m.present[id])
+                    m.exp[id] = exp;
+            } else if (op < 63) {
+                int64_t exp;
+                uint64_t *v = cf_kv_get(kv, k, n, &exp);
+                assert_true((v != NULL) == m.present[id]);
+                if (v) {
+                    assert_true(*v == m.val[id]);
+                    assert_true(exp == m.exp[id]);
+                }
+            } else {
+                now += (int64_t)(rnd() % 64);
+                size_t want = 0;
+                for (uint64_t i = 0; i < span; i++)
+                    if (m.present[i] && m.exp[i] <= now) {
+                        m.present[i] = false;
+                        want++;
+                    }
+                assert_int_equal(cf_kv_expire(kv, now, NULL, NULL), want);
+            }
+            bool migrating = cf_kv_migrating(kv);
+            if (was_migrating && !migrating) {
+                /* A doubling ended in this operation: its old table (half
+                 * the current one) waits, counted in the memory. */
+                ends++;
+                if (rnd() % 4 != 0) {
+                    size_t mem = cf_kv_memory(kv);
+                    assert_true(cf_kv_take_retired(kv, &t, &tbytes));
+                    assert_non_null(t);
+                    assert_int_equal(cf_kv_memory(kv), mem - tbytes);
+                    /* Each doubling's old table is twice the last one's:
+                     * one left untaken was replaced by the newer. */
+                    if (last_bytes)
+                        assert_int_equal(tbytes, last_bytes << (ends - last_end));
+                    last_bytes = tbytes;
+                    last_end = ends;
+                    cf_kv_table_free(t, tbytes);
+                    taken++;
+                    /* only one, and it is gone now */
+                    void *again;
+                    size_t again_bytes;
+                    assert_false(cf_kv_take_retired(kv, &again, &again_bytes));
+                }
+            }
+            was_migrating = migrating;
+            if (step % 1499 == 0 || step == 119999) {
+                size_t cnt = 0;
+                for (uint64_t i = 0; i < span; i++) {
+                    size_t kn = make_key(k, i, i % 3 == 0 ? 15 : 0);
+                    int64_t exp;
+                    uint64_t *v = cf_kv_get(kv, k, kn, &exp);
+                    assert_true((v != NULL) == m.present[i]);
+                    if (v) {
+                        cnt++;
+                        assert_true(*v == m.val[i]);
+                        assert_true(exp == m.exp[i]);
+                    }
+                }
+                assert_int_equal(cf_kv_count(kv), cnt);
+            }
+        }
+        /* The traces grew the table through several doublings, and some
+         * retired tables were left for the next end or cf_kv_free. */
+        assert_true(ends >= 4);
+        assert_true(taken >= 1);
+        assert_true(taken <= ends);
+        cf_kv_free(kv);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1190,6 +1321,7 @@ int main(void)
         cmocka_unit_test(growth_rehash_many_keys),
         cmocka_unit_test(growth_is_incremental),
         cmocka_unit_test(spare_table_is_used_by_the_next_doubling),
+        cmocka_unit_test(retired_tables_are_handed_out),
         cmocka_unit_test(randomized_against_model),
         cmocka_unit_test(save_load_roundtrip),
         cmocka_unit_test(hashed_put_and_prefetch),
