@@ -182,12 +182,14 @@ bool cf_kv_growing_table(const cf_kv *kv, void **ret_table, size_t *ret_bytes);
  * table inside the caller's lock, and the entries moved into it fault in
  * thousands of pages in the hold that starts it. next_table gives the byte
  * size (and *ret_cap, in slots) of that table once the doubling is near
- * (past 7/8 of its trigger, none under way, no such table held), else 0.
+ * (past 2/3 of its trigger, or at any count for a next table of at most
+ * CF_KV_SPARE_EARLY bytes; none under way, no such table held), else 0.
  * The caller allocates it with cf_kv_table_alloc outside its lock, maps its pages,
  * and hands it over with offer_table, which takes ownership: the table is
  * kept for that doubling (counted in cf_kv_memory), or freed when it no
  * longer fits (a doubling came first). Pure: no allocation of its own.
  * offer_table returns whether the table was kept. */
+#define CF_KV_SPARE_EARLY ((size_t)16 << 20)
 size_t cf_kv_next_table(const cf_kv *kv, uint32_t *ret_cap);
 bool cf_kv_offer_table(cf_kv *kv, void *table, uint32_t cap);
 

@@ -297,6 +297,35 @@ static void assert_contents(cf_kv *kv, uint64_t n, const bool *deleted)
  * halves: keys still in the old table and keys already moved or inserted
  * into the new one are found, deleted, re-timed and expired, and a save
  * made mid-way loads into the same store. */
+/* When the next table is asked for: a small one (up to CF_KV_SPARE_EARLY
+ * bytes) whenever no doubling is under way, a large one from half of cap
+ * (2/3 of the doubling's trigger at 3/4) on, not before. */
+static void next_table_window(void **state)
+{
+    (void)state;
+    cf_kv *kv = cf_kv_new(0, 0);
+    char k[64];
+    uint32_t cap = 0;
+    size_t small_asks = 0;
+    for (uint64_t n = 0;; n++) {
+        size_t bytes = cf_kv_next_table(kv, &cap);
+        if (cf_kv_migrating(kv))
+            assert_int_equal(bytes, 0);
+        else if (bytes > CF_KV_SPARE_EARLY) {
+            /* the first large ask (asked before every put, so not one put
+             * late or early): exactly at half of the current cap */
+            assert_int_equal((uint64_t)cf_kv_count(kv) * 4, (uint64_t)cap);
+            break;
+        } else if (bytes) {
+            small_asks++;
+        }
+        size_t len = make_key(k, n, 0);
+        assert_int_equal(cf_kv_put(kv, k, len, 0, NULL, NULL, NULL), 1);
+    }
+    assert_true(small_asks > 1000);
+    cf_kv_free(kv);
+}
+
 /* The next doubling's table handed in ahead of time (cf_kv_next_table,
  * cf_kv_offer_table): asked for only when a doubling is near, taken by that
  * doubling instead of a fresh calloc, refused (freed) when it no longer
@@ -327,9 +356,9 @@ static void spare_table_is_used_by_the_next_doubling(void **state)
     }
     assert_false(cf_kv_migrating(kv));
     uint32_t grows = cf_kv_grows(kv);
-    /* Near: the count just passed 7/8 of the trigger (3/4 of cap / 2). */
-    assert_true(n * 32 >= (uint64_t)(cap / 2) * 21);
-    assert_true((n - 1) * 32 < (uint64_t)(cap / 2) * 21);
+    /* A small next table is asked for at any count (the first ask at a
+     * new size comes right after a doubling ended). */
+    assert_true(bytes <= CF_KV_SPARE_EARLY);
     assert_int_equal(bytes % cap, 0);
 
     /* A table of another size is refused and freed (ASan: no leak). */
@@ -1321,6 +1350,7 @@ int main(void)
         cmocka_unit_test(growth_rehash_many_keys),
         cmocka_unit_test(growth_is_incremental),
         cmocka_unit_test(spare_table_is_used_by_the_next_doubling),
+        cmocka_unit_test(next_table_window),
         cmocka_unit_test(retired_tables_are_handed_out),
         cmocka_unit_test(randomized_against_model),
         cmocka_unit_test(save_load_roundtrip),
