@@ -157,6 +157,7 @@ struct cf_engine {
     void *dedup_prefaulted;
     uint64_t spare_prefaults;       /* tables the ticker mapped and handed over */
     uint64_t submit_prefaults;      /* tables a submit mapped (not the ticker) */
+    uint64_t retired_frees;         /* doublings' old tables the ticker freed */
     _Atomic uint64_t wake_due;
     atomic_bool ready;
     _Atomic uint64_t rate_x1000;    /* events/s over the last second, x1000 */

@@ -18,6 +18,9 @@ void cf_engine_test_dedup_spare(cf_engine *e);
  * (*ret_prepared), and how many a submit mapped itself after the doubling
  * had started (*ret_by_submit). */
 void cf_engine_test_dedup_tables(cf_engine *e, uint64_t *ret_prepared, uint64_t *ret_by_submit);
+/* Old dedup tables of finished doublings that the ticker's preparation
+ * freed after unlocking (cf_dedup_take_retired). */
+uint64_t cf_engine_test_retired_frees(cf_engine *e);
 
 /* engine_prefault(p, len): maps [p, p + len) in pieces; returns the
  * madvise calls it made (0 without MADV_POPULATE_WRITE). */

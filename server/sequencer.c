@@ -17,6 +17,7 @@
 #include "cf_time.h"
 #include "cf_watermark.h"
 #include "engine_int.h"
+#include "engine_test.h"
 #include "log.h"
 #include "shard_msg.h"
 #include "sql_exec.h"
@@ -589,8 +590,8 @@ void engine_dedup_spare(cf_engine *e)
      * the put that moved its last entry unmapped 32-128 MB inside its hold
      * (3-9 ms of CPU at T1's load), and a request thread freeing it after
      * its own hold would add that to its request's latency. */
-    if (e->dedup)
-        (void)cf_dedup_take_retired(e->dedup, &retired, &retired_len);
+    if (e->dedup && cf_dedup_take_retired(e->dedup, &retired, &retired_len))
+        e->retired_frees++;
     pthread_mutex_unlock(&e->mu);
     cf_kv_table_free(retired, retired_len);
     if (bytes == 0)
@@ -609,6 +610,14 @@ void engine_dedup_spare(cf_engine *e)
         e->spare_prefaults++;
     }
     pthread_mutex_unlock(&e->mu);
+}
+
+uint64_t cf_engine_test_retired_frees(cf_engine *e)
+{
+    pthread_mutex_lock(&e->mu);
+    uint64_t n = e->retired_frees;
+    pthread_mutex_unlock(&e->mu);
+    return n;
 }
 
 /* The submit without the commit wait (engine.h): the HTTP server parks the
