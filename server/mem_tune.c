@@ -10,8 +10,8 @@
  * journal's cut, old tables), so within seconds every array under 32 MiB
  * grew by copy: the dedup store's heap arrays (12 bytes per id) and key
  * arena, and the journal, each realloc'ed under the sequencer lock. At
- * T1's load a 1000-event batch then held the lock 7-12 ms of CPU, copying
- * 10-33 MB into new pages and faulting every one of them in (2,600-4,100
+ * T1's load a 1000-event batch then held the lock 6-33 ms of CPU, copying
+ * 10-54 MB into new pages and faulting every one of them in (1,800-8,900
  * minor faults in the hold; BENCHMARKS.md, "tail6"). A fixed threshold
  * keeps large blocks mapped, so each of those growths is an mremap. */
 #include "mem_tune.h"
