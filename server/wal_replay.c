@@ -163,7 +163,8 @@ static int position_appends(cf_wal *w, int64_t last_in_log, bool last_seg_empty,
     return 0;
 }
 
-/* Validates every segment in order (length, CRC, LSN continuity), calls fn
+/* Validates every segment in order (length, CRC, LSN continuity) but those
+ * whose records are all <= after (skipped unread), calls fn
  * for records with lsn > after, cuts the log at the first torn or corrupt
  * record and positions appends after max(last good lsn, after): a snapshot
  * may cover records that never reached the log. A missing range of LSNs that
@@ -189,6 +190,15 @@ int64_t cf_wal_replay(cf_wal *w, int64_t after, cf_wal_record_fn fn, void *ctx)
                      " are missing from the log and not covered by the snapshot",
                      w->dir, name, covered + 1, first - 1);
             return -ENODATA;
+        }
+        /* Every record of a segment before the one holding after + 1 is
+         * covered by the snapshot: not read. The log is kept from the
+         * fallback snapshot on (docs/FORMATS.md), so a restart onto the
+         * newest one would read up to 9 snapshot intervals of log it does
+         * not need, and damage there would cut the log it does need. */
+        if (i + 1 < w->nsegs && w->segs[i + 1] - 1 <= after) {
+            last = w->segs[i + 1] - 1;
+            continue;
         }
         seg_bytes seg;
         int r = load_segment(w, name, &seg);

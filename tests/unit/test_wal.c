@@ -474,6 +474,32 @@ static void test_corrupt_header_in_earlier_segment_drops_later_ones(void **state
     cf_wal_close(w);
 }
 
+static void test_replay_skips_segments_the_snapshot_covers(void **state)
+{
+    const char *dir = *state;
+    int64_t segs[64];
+    size_t n = hundred_records_in_segments(dir, CF_FSYNC_OFF, segs);
+    assert_true(n > 3);
+    char p[512];
+    seg_path(dir, segs[0], p, sizeof p);
+    /* Damage in a segment the snapshot covers (the log is kept from an
+     * older snapshot, the fallback): the replay after the newest does not
+     * read it, so it neither costs a read nor cuts the log it needs. */
+    flip_byte(p, 9);
+    cf_wal *w = open_wal(dir, CF_FSYNC_OFF, 1024);
+    seen s = replay_all(w, segs[2] - 1, 100 - (segs[2] - 1));
+    assert_int_equal(s.first, segs[2]);
+    assert_int_equal(cf_wal_last_lsn(w), 100);
+    int64_t now[64];
+    assert_int_equal(list_segs(dir, now, 64), n);
+    cf_wal_close(w);
+    /* From before the damage (a fallback to an older snapshot) it is read
+     * and cut as any damage is. */
+    w = open_wal(dir, CF_FSYNC_OFF, 1024);
+    replay_all(w, 0, 0);
+    cf_wal_close(w);
+}
+
 static void test_truncated_tail(void **state)
 {
     const char *dir = *state;
@@ -1114,6 +1140,7 @@ int main(void)
         T(test_random_damage_yields_a_prefix),
         T(test_reopen_with_full_newest_segment),
         T(test_drop_through),
+        T(test_replay_skips_segments_the_snapshot_covers),
         T(test_snapshot_ahead_of_log),
         T(test_write_failure_is_sticky),
         T(test_concurrent_committers_always),
