@@ -113,6 +113,24 @@ def rss_kib(pid):
     return 0
 
 
+def round_ratios(a, b, key):
+    """The ratios a[i][key] / b[i][key] of rounds measured side by side,
+    sorted (lowest first)."""
+    return sorted(x[key] / y[key] for x, y in zip(a, b))
+
+
+def spread(ratios):
+    """'low-highx over n rounds' of sorted ratios."""
+    return "%.2f-%.2fx over %d rounds" % (ratios[0], ratios[-1], len(ratios))
+
+
+def median_round(a, b, key):
+    """The index of the round whose ratio a/b is the median one (the upper
+    median for an even count)."""
+    order = sorted(range(len(a)), key=lambda k: a[k][key] / b[k][key])
+    return order[len(order) // 2]
+
+
 class Bench:
     def __init__(self, a):
         self.a = a
@@ -254,8 +272,11 @@ class Bench:
                  "small": cf_side("--max-request-head", "3328")}
         if self.a.before_bin:
             sides["before"] = cf_side(binary=self.a.before_bin)
-        rounds = 1 if self.a.smoke else 5
-        seconds = 1 if self.a.smoke else max(1, self.d // 2)
+        # Short rounds pair the sides at nearer moments: on the shared
+        # machine the load moves within seconds (5 s rounds at load 15 read
+        # 0.36-1.08x req/s, the same binary against itself 0.83-1.34x).
+        rounds = 1 if self.a.smoke else 7
+        seconds = 1 if self.a.smoke else max(1, self.d * 3 // 10)
         try:
             res = self.s1_rounds(sides, rounds, seconds)
         finally:
@@ -266,10 +287,7 @@ class Bench:
             return statistics.median(r[key] for r in res[name])
 
         def ratios(name, base, key):
-            return sorted(a[key] / b[key] for a, b in zip(res[name], res[base]))
-
-        def spread(rs):
-            return "%.2f-%.2fx over %d rounds" % (rs[0], rs[-1], len(rs))
+            return round_ratios(res[name], res[base], key)
 
         what = "single-event POSTs, wrk 2 threads x 64 keep-alive conns, %d alternated %d s rounds" % (
             rounds, seconds)
@@ -282,8 +300,7 @@ class Bench:
             "nginx (master + workers)", med("nginx", "per_cpu_s"), "-", statistics.median(cpu))
         row("S1", "same", "per CPU-second ratio, lowest-highest round", spread(cpu), "-", None, "-")
         # Latency from the round whose req/s ratio is the median one.
-        by_ratio = sorted(range(rounds), key=lambda k: res["cf"][k]["rps"] / res["nginx"][k]["rps"])
-        k = by_ratio[len(by_ratio) // 2]
+        k = median_round(res["cf"], res["nginx"], "rps")
         self.histogram("S1", "same, latency (wrk, the median round)", res["cf"][k], "nginx", res["nginx"][k])
         row("S1", "same, --max-request-head 3328 (8 KiB per connection)", "requests per server CPU-second",
             med("small", "per_cpu_s"), "default 7424 (16 KiB per connection)", med("cf", "per_cpu_s"), "-",
