@@ -243,6 +243,9 @@ class Bench:
                 with sides[n]() as (pid, port, pids):
                     self.wrk(port, self.single, 1)
                     res[n].append(self.wrk_cpu(pid, port, self.single, seconds, pids))
+            print("S1 round %d: %s" % (i + 1, ", ".join(
+                "%s %s req/s %s per CPU-s" % (n, fmt(res[n][-1]["rps"]), fmt(res[n][-1]["per_cpu_s"]))
+                for n in names)), flush=True)
         return res
 
     def s1(self):
