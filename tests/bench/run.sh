@@ -3,7 +3,7 @@
 # nginx-light, goaccess from Debian), builds a release tree in build-bench/,
 # runs every scenario and writes the table at the top of BENCHMARKS.md (the
 # dated sections below it are kept).
-#   tests/bench/run.sh            full run (about 13 minutes on 2 cores)
+#   tests/bench/run.sh            full run (about 16 minutes on 2 cores)
 #   tests/bench/run.sh --smoke    about a second per scenario, writes nothing
 set -euo pipefail
 cd "$(dirname "$0")/../.."
