@@ -55,9 +55,9 @@ cf_history *cf_history_open(const char *path, int64_t retention_ms, size_t queue
     sqlite3_busy_timeout(h->db, 5000);
     if (history_schema_setup(h->db, path, err, err_cap) < 0)
         goto fail;
-    /* The writer's page cache holds a whole transaction: with SQLite's
-     * default (2 MB, 125 of our 16 KiB pages) a transaction of the 8 MiB
-     * queue spilled its dirty pages into the WAL halfway and wrote them
+    /* The writer's page cache holds a whole transaction (of the 32 MiB
+     * recovery queue): with SQLite's default (2 MB, 125 of our 16 KiB
+     * pages) a transaction of the 8 MiB queue spilled its dirty pages into the WAL halfway and wrote them
      * again at the commit (5% of the writer in a 10M-event recovery).
      * journal_size_limit: the WAL a recovery grows (its checkpoints are
      * deferred, cf_history_set_blocking) is cut back once it restarts. */

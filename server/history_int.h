@@ -94,12 +94,15 @@ struct cf_history {
     /* Writer only: whether checkpoints are deferred (blocking, applied by
      * the writer: the connection is its own). Test counters beside. */
     bool bulk;
-    atomic_uint_least64_t cache_spills, checkpoints;
+    atomic_uint_least64_t cache_spills, checkpoints, transactions;
 };
 
 /* The writer connection's page cache (KiB) and the size its WAL file is
  * cut back to after a checkpoint (bytes). */
-#define HISTORY_CACHE_KIB "32768"
+#define HISTORY_CACHE_KIB "65536"
+/* The queue's byte budget during recovery, when it is larger than the
+ * configured one (cf_history_offer). */
+#define HISTORY_RECOVERY_QUEUE ((size_t)32 << 20)
 #define HISTORY_WAL_LIMIT "67108864"
 /* WAL pages after which a commit checkpoints (SQLite's own default). */
 #define HISTORY_CHECKPOINT_PAGES 1000

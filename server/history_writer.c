@@ -141,6 +141,8 @@ uint64_t cf_history_test_cache_spills(cf_history *h) { return atomic_load(&h->ca
 
 uint64_t cf_history_test_checkpoints(cf_history *h) { return atomic_load(&h->checkpoints); }
 
+uint64_t cf_history_test_transactions(cf_history *h) { return atomic_load(&h->transactions); }
+
 /* Writes a list in one transaction (with the positions due). Returns rows
  * newly inserted, or -EIO (the transaction is rolled back). */
 static long write_items(cf_history *h, const item *list)
@@ -189,6 +191,7 @@ static long write_items(cf_history *h, const item *list)
         (void)history_exec(h->db, "ROLLBACK");
         return -EIO;
     }
+    atomic_fetch_add(&h->transactions, 1);
     return ins;
 }
 
@@ -606,12 +609,19 @@ int cf_history_offer(cf_history *h, const cf_history_row *r)
         return -EINVAL;
     size_t bytes = item_bytes(r, vlen);
     pthread_mutex_lock(&h->mu);
-    while (h->blocking && h->queued_bytes > 0 && h->queued_bytes + bytes > h->queue_cap && !h->stop)
+    /* During recovery the queue may hold HISTORY_RECOVERY_QUEUE: the
+     * writer takes it whole, so its transactions are that much larger and
+     * the pages every transaction rewrites (the touched rollup hours' rows
+     * with their sketches, the B-tree's right edge) are written fewer
+     * times. What is queued when recovery ends is written after /readyz. */
+    size_t cap = h->blocking && h->queue_cap < HISTORY_RECOVERY_QUEUE ? HISTORY_RECOVERY_QUEUE
+                                                                      : h->queue_cap;
+    while (h->blocking && h->queued_bytes > 0 && h->queued_bytes + bytes > cap && !h->stop)
         pthread_cond_wait(&h->room, &h->mu);
     /* One row larger than the whole budget still goes in on an empty queue;
      * once the queue is full (or rows already wait in the spill file, so
      * that the file is drained before the queue overtakes it) rows spill. */
-    bool full = h->spilled_now > 0 || (h->queued_bytes > 0 && h->queued_bytes + bytes > h->queue_cap);
+    bool full = h->spilled_now > 0 || (h->queued_bytes > 0 && h->queued_bytes + bytes > cap);
     if (full) {
         pthread_mutex_unlock(&h->mu);
         cf_buf rec = {0};

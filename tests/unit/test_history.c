@@ -452,6 +452,29 @@ static void a_full_queue_commits_without_cache_spills(void **state)
     assert_int_equal(count_rows(f), 4000);
 }
 
+/* During recovery the queue takes 32 MiB whatever the configured budget
+ * (1 MiB here), so the writer, stalled while 8 MB of rows arrive, writes
+ * them in one or two transactions, not eight or more; live offers keep the
+ * configured budget (they spill beyond it). */
+static void recovery_writes_in_large_transactions(void **state)
+{
+    fixture *f = *state;
+    cf_history *h = open_h(f, 0, (size_t)1 << 20);
+    cf_history_set_blocking(h, true);
+    cf_history_test_stall(h, 200);
+    assert_int_equal(cf_history_start(h), 0);
+    offer_padded(h, 0, 2000);
+    wait_written(h);
+    assert_true(cf_history_test_transactions(h) <= 3);
+    cf_history_set_blocking(h, false);
+    offer_padded(h, 2000, 2000);
+    cf_history_stats st;
+    cf_history_get_stats(h, &st);
+    assert_true(st.spilled > 0);
+    cf_history_close(h);
+    assert_int_equal(count_rows(f), 4000);
+}
+
 /* ---- the hourly pre-aggregates (schema v2) ------------------------------ */
 
 #define HOUR 3600000LL
@@ -889,6 +912,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(additive_lists_are_checked, setup, teardown),
         cmocka_unit_test_setup_teardown(recovery_defers_checkpoints_until_it_ends, setup, teardown),
         cmocka_unit_test_setup_teardown(a_full_queue_commits_without_cache_spills, setup, teardown),
+        cmocka_unit_test_setup_teardown(recovery_writes_in_large_transactions, setup, teardown),
     };
     return cmocka_run_group_tests_name("history", tests, NULL, NULL);
 }
