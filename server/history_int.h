@@ -104,8 +104,10 @@ struct cf_history {
  * configured one (cf_history_offer). */
 #define HISTORY_RECOVERY_QUEUE ((size_t)32 << 20)
 #define HISTORY_WAL_LIMIT "67108864"
-/* WAL pages after which a commit checkpoints (SQLite's own default). */
+/* WAL pages after which a commit checkpoints (SQLite's own default), and
+ * during recovery (2 GiB of 16 KiB pages). */
 #define HISTORY_CHECKPOINT_PAGES 1000
+#define HISTORY_RECOVERY_CHECKPOINT_PAGES 131072
 
 /* ---- history_writer.c ---- */
 /* Takes over SQLite's automatic checkpoints (sqlite3_wal_hook): the same
