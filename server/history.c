@@ -55,6 +55,18 @@ cf_history *cf_history_open(const char *path, int64_t retention_ms, size_t queue
     sqlite3_busy_timeout(h->db, 5000);
     if (history_schema_setup(h->db, path, err, err_cap) < 0)
         goto fail;
+    /* The writer's page cache holds a whole transaction (of the 32 MiB
+     * recovery queue): with SQLite's default (2 MB, 125 of our 16 KiB
+     * pages) a transaction of the 8 MiB queue spilled its dirty pages into the WAL halfway and wrote them
+     * again at the commit (5% of the writer in a 10M-event recovery).
+     * journal_size_limit: the WAL a recovery grows (its checkpoints are
+     * deferred, cf_history_set_blocking) is cut back once it restarts. */
+    if (history_exec(h->db, "PRAGMA cache_size=-" HISTORY_CACHE_KIB) < 0 ||
+        history_exec(h->db, "PRAGMA journal_size_limit=" HISTORY_WAL_LIMIT) < 0) {
+        cf_set_err(err, err_cap, "cannot set up %s: %s", path, sqlite3_errmsg(h->db));
+        goto fail;
+    }
+    history_wal_hook_install(h);
     h->rollup_dirty = -1;
     if (!(h->roll = cf_hroll_new(h->db))) {
         cf_set_err(err, err_cap, "cannot prepare the rollup upkeep in %s: %s", path, sqlite3_errmsg(h->db));

@@ -165,8 +165,21 @@ int cf_history_positions(cf_history *h, unsigned n_shards, const uint8_t hashkey
 void cf_history_count_skipped(cf_history *h);
 
 /* While true, cf_history_offer waits for room instead of refusing (used
- * during recovery, when no ingest can be slowed). */
+ * during recovery, when no ingest can be slowed), the queue holds at least
+ * 32 MiB (one transaction of the writer each time), and the writer defers
+ * SQLite's WAL checkpoints: they run once when it is set back to false
+ * (after /readyz), so a replay's rows are copied into history.db once,
+ * not at every 1000 pages of log (docs/DESIGN.md "History"). */
 void cf_history_set_blocking(cf_history *h, bool block);
+
+/* Test seam: times the writer's page cache spilled dirty pages in the
+ * middle of a transaction (SQLITE_DBSTATUS_CACHE_SPILL), and times it ran
+ * a WAL checkpoint of its own accord (the automatic ones included).
+ * Thread-safe. */
+uint64_t cf_history_test_cache_spills(cf_history *h);
+uint64_t cf_history_test_checkpoints(cf_history *h);
+/* Test seam: row transactions the writer committed. Thread-safe. */
+uint64_t cf_history_test_transactions(cf_history *h);
 
 /* The retention clock (event time: the engine passes its watermark). Rows
  * with end < now - retention are deleted by the writer. Never moves back. */

@@ -91,7 +91,28 @@ struct cf_history {
     bool pos_broken;                /* (mu) a row was lost or a transaction failed */
     sqlite3_stmt *pos_put;
     atomic_uint_least64_t replay_skipped;
+    /* Writer only: whether checkpoints are deferred (blocking, applied by
+     * the writer: the connection is its own). Test counters beside. */
+    bool bulk;
+    atomic_uint_least64_t cache_spills, checkpoints, transactions;
 };
+
+/* The writer connection's page cache (KiB) and the size its WAL file is
+ * cut back to after a checkpoint (bytes). */
+#define HISTORY_CACHE_KIB "65536"
+/* The queue's byte budget during recovery, when it is larger than the
+ * configured one (cf_history_offer). */
+#define HISTORY_RECOVERY_QUEUE ((size_t)32 << 20)
+#define HISTORY_WAL_LIMIT "67108864"
+/* WAL pages after which a commit checkpoints (SQLite's own default), and
+ * during recovery (2 GiB of 16 KiB pages). */
+#define HISTORY_CHECKPOINT_PAGES 1000
+#define HISTORY_RECOVERY_CHECKPOINT_PAGES 131072
+
+/* ---- history_writer.c ---- */
+/* Takes over SQLite's automatic checkpoints (sqlite3_wal_hook): the same
+ * rule, skipped while h->bulk. */
+void history_wal_hook_install(cf_history *h);
 
 /* Runs sql on db; logs and returns -EIO on failure (every module writes
  * with it: inline here, so no module depends on another for it). */

@@ -378,6 +378,103 @@ static void a_large_spill_is_read_back_in_chunks(void **state)
     assert_int_equal(count_rows(f), 400);
 }
 
+/* Offers n tumbling rows of about 4 KB each (start i * 1000 from first). */
+static void offer_padded(cf_history *h, int first, int n)
+{
+    char cols[4200];
+    int k = snprintf(cols, sizeof cols, "{\"count\":1,\"pad\":\"");
+    memset(cols + k, 'x', 4000);
+    memcpy(cols + k + 4000, "\"}", 3);
+    for (int i = first; i < first + n; i++) {
+        cf_history_row r = {.view = "tumbling", .start = (int64_t)i * 1000,
+                            .end = (int64_t)i * 1000 + 1000, .group = "/p", .group_len = 2,
+                            .cols = cols, .cols_len = strlen(cols)};
+        assert_int_equal(cf_history_offer(h, &r), 0);
+    }
+}
+
+static void wait_written(cf_history *h)
+{
+    uint64_t n = cf_history_offered(h);
+    while (!cf_history_written(h, n))
+        usleep(1000);
+}
+
+static long file_size(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 ? (long)st.st_size : -1;
+}
+
+/* During recovery (blocking offers) the writer leaves its rows in the WAL:
+ * 24 MB of rows, more than the 1000 pages (16 MB) after which a commit
+ * checkpoints, reach no page of history.db itself; once recovery ends one
+ * checkpoint copies them, and live writes checkpoint as before. Readers see
+ * every row either way. */
+static void recovery_defers_checkpoints_until_it_ends(void **state)
+{
+    fixture *f = *state;
+    cf_history *h = open_h(f, 0, (size_t)8 << 20);
+    cf_history_set_blocking(h, true);
+    assert_int_equal(cf_history_start(h), 0);
+    offer_padded(h, 0, 6000);
+    wait_written(h);
+    assert_int_equal(count_rows(f), 6000);
+    assert_int_equal(cf_history_test_checkpoints(h), 0);
+    assert_true(file_size(f->path) < (1L << 20));
+    cf_history_set_blocking(h, false);
+    while (cf_history_test_checkpoints(h) == 0)
+        usleep(1000);
+    assert_true(file_size(f->path) > (20L << 20));
+    /* Live writes: the automatic rule again (another 24 MB of WAL). */
+    offer_padded(h, 6000, 6000);
+    wait_written(h);
+    assert_true(cf_history_test_checkpoints(h) >= 2);
+    cf_history_close(h);
+    assert_int_equal(count_rows(f), 12000);
+}
+
+/* The writer's page cache holds a whole transaction of the default queue
+ * (8 MiB): SQLite's default 2 MB cache spilled dirty pages mid-transaction,
+ * writing them twice. The stall lets the queue fill, so transactions are
+ * queue-sized. */
+static void a_full_queue_commits_without_cache_spills(void **state)
+{
+    fixture *f = *state;
+    cf_history *h = open_h(f, 0, (size_t)8 << 20);
+    cf_history_set_blocking(h, true);
+    cf_history_test_stall(h, 100);
+    assert_int_equal(cf_history_start(h), 0);
+    offer_padded(h, 0, 4000);
+    wait_written(h);
+    assert_int_equal(cf_history_test_cache_spills(h), 0);
+    cf_history_close(h);
+    assert_int_equal(count_rows(f), 4000);
+}
+
+/* During recovery the queue takes 32 MiB whatever the configured budget
+ * (1 MiB here), so the writer, stalled while 8 MB of rows arrive, writes
+ * them in one or two transactions, not eight or more; live offers keep the
+ * configured budget (they spill beyond it). */
+static void recovery_writes_in_large_transactions(void **state)
+{
+    fixture *f = *state;
+    cf_history *h = open_h(f, 0, (size_t)1 << 20);
+    cf_history_set_blocking(h, true);
+    cf_history_test_stall(h, 200);
+    assert_int_equal(cf_history_start(h), 0);
+    offer_padded(h, 0, 2000);
+    wait_written(h);
+    assert_true(cf_history_test_transactions(h) <= 3);
+    cf_history_set_blocking(h, false);
+    offer_padded(h, 2000, 2000);
+    cf_history_stats st;
+    cf_history_get_stats(h, &st);
+    assert_true(st.spilled > 0);
+    cf_history_close(h);
+    assert_int_equal(count_rows(f), 4000);
+}
+
 /* ---- the hourly pre-aggregates (schema v2) ------------------------------ */
 
 #define HOUR 3600000LL
@@ -813,6 +910,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(positions_are_stored_and_kept_for_their_shards_and_key,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(additive_lists_are_checked, setup, teardown),
+        cmocka_unit_test_setup_teardown(recovery_defers_checkpoints_until_it_ends, setup, teardown),
+        cmocka_unit_test_setup_teardown(a_full_queue_commits_without_cache_spills, setup, teardown),
+        cmocka_unit_test_setup_teardown(recovery_writes_in_large_transactions, setup, teardown),
     };
     return cmocka_run_group_tests_name("history", tests, NULL, NULL);
 }
