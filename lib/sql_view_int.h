@@ -114,10 +114,33 @@ typedef struct sess {
  * per new user). Loaded groups have none. */
 enum { SINL_NONE = 0, SINL_FREE = 1, SINL_USED = 2 };
 
+/* A group table slot, 8 bytes: the group's address in the low 48 bits
+ * (user-space addresses on x86-64 and arm64 fit; sql_view_group_new
+ * refuses one that does not) and the top 16 bits of its key hash as a tag
+ * (the probe starts at the low bits, so the tag is independent of the
+ * home). 0: empty. Half of a (hash, pointer) pair: a line holds 8 slots,
+ * so the probe of a new key (8 slots at the 3/4 load the table grows at)
+ * mostly stays in the two lines the look-ahead loads, and a session view's
+ * table is 8 bytes a slot smaller. Rehashing and deletion read a group's
+ * full hash from the group (sql_view_groups.c). */
 typedef struct pslot {
-    uint64_t hash;
-    void *p;                /* NULL: empty */
+    uint64_t w;
 } pslot;
+
+#define PSLOT_ADDR_BITS 48
+#define PSLOT_ADDR_MASK ((UINT64_C(1) << PSLOT_ADDR_BITS) - 1)
+
+static inline group *pslot_group(pslot s)
+{
+    return (group *)(uintptr_t)(s.w & PSLOT_ADDR_MASK);
+}
+
+/* Whether s may hold the group of hash h (its tag matches): the caller
+ * compares the group's hash and key. False for an empty slot. */
+static inline bool pslot_may_be(pslot s, uint64_t h)
+{
+    return s.w && (s.w >> PSLOT_ADDR_BITS) == (h >> PSLOT_ADDR_BITS);
+}
 
 /* A cell table slot: the cell's index and the high half of its hash. */
 typedef struct cslot {
