@@ -25,8 +25,8 @@
 /* Layout.
  * - Groups: one malloc'd record per distinct key (a 24-byte header, the key
  *   values, for running views the aggregate state, then the key's string
- *   bytes), in an open-addressing table of (hash, pointer) slots,
- *   refcounted by the cells/sessions that use them.
+ *   bytes), in an open-addressing table of 8-byte (tag, address) slots
+ *   (pslot), refcounted by the cells/sessions that use them.
  * - Windows (TUMBLING, HOPPING): panes (see "windows: panes"
  *   in sql_view_window.c): a cell per (pane, group) holds the pane's aggregate state, so
  *   an event updates one state whatever size / advance is, and a window's
