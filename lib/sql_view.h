@@ -47,7 +47,7 @@
  *   (indirect less and moved callbacks), sql_view_bench lost about 10% on
  *   sessions (1.11M vs 1.23M events per CPU-second, best of 4 alternating
  *   runs) and about 8% on trending (11.5M vs 12.6M);
- * - the group table keeps 16 bits of each key's hash beside the group's
+ * - the group table keeps 11 bits of each key's hash beside the group's
  *   address in an 8-byte slot, so a probe skips other keys without
  *   loading their group records, and the cell table holds 8-byte (cell
  *   index, hash tag) slots, half of a (hash, pointer) slot, so both stay

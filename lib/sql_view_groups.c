@@ -36,16 +36,21 @@ uint64_t sql_view_value_hash(uint64_t base, sql_value x)
 }
 
 /* ---- the group table: linear probing, backward-shift deletion ------------
- * Slots hold (tag, address) (pslot, sql_view_int.h); a slot's home comes
- * from its group's hash, read from the group. */
+ * Slots hold (tag, distance from home, address) (pslot, sql_view_int.h). */
 
-static inline uint32_t slot_home(pslot s, uint32_t mask)
+/* Distance of slot i's entry from its home: from the slot, or from the
+ * group's hash when the slot says PSLOT_FAR. */
+static inline uint32_t slot_dist(const pmap *m, uint32_t i)
 {
-    return (uint32_t)pslot_group(s)->hash & mask;
+    uint32_t d = pslot_dist(m->s[i]);
+    if (d < PSLOT_FAR)
+        return d;
+    return (i - (uint32_t)pslot_group(m->s[i])->hash) & m->mask;
 }
 
 /* Prefetch distance of a rehash: it reads every group in slot order (in
- * memory, at random), so the reads are issued ahead and overlap. */
+ * memory, at random) for its hash, so the reads are issued ahead and
+ * overlap. */
 enum { REHASH_AHEAD = 8 };
 
 static int pmap_reserve(pmap *m, uint32_t n)
@@ -59,29 +64,31 @@ static int pmap_reserve(pmap *m, uint32_t n)
     pslot *s = cf_kv_table_alloc((size_t)ncap * sizeof *s); /* the process's, when large */
     if (!s)
         return -ENOMEM;
+    uint32_t nmask = (uint32_t)(ncap - 1);
     for (uint64_t i = 0; i < cap; i++) {
         if (i + REHASH_AHEAD < cap && m->s[i + REHASH_AHEAD].w)
             __builtin_prefetch(pslot_group(m->s[i + REHASH_AHEAD]));
         if (m->s[i].w) {
-            uint32_t j = slot_home(m->s[i], (uint32_t)(ncap - 1));
+            const group *g = pslot_group(m->s[i]);
+            uint32_t home = (uint32_t)g->hash & nmask, j = home;
             while (s[j].w)
-                j = (j + 1) & (uint32_t)(ncap - 1);
-            s[j] = m->s[i];
+                j = (j + 1) & nmask;
+            s[j] = pslot_make(g, g->hash, (j - home) & nmask);
         }
     }
     cf_kv_table_free(m->s, (size_t)cap * sizeof(pslot));
     m->s = s;
-    m->mask = (uint32_t)(ncap - 1);
+    m->mask = nmask;
     return 0;
 }
 
 /* Needs room (pmap_reserve) and an address that fits a slot. */
-static void pmap_put(pmap *m, uint64_t h, group *g)
+static void pmap_put(pmap *m, uint64_t h, const group *g)
 {
-    uint32_t i = (uint32_t)h & m->mask;
+    uint32_t home = (uint32_t)h & m->mask, i = home;
     while (m->s[i].w)
         i = (i + 1) & m->mask;
-    m->s[i].w = (h >> PSLOT_ADDR_BITS) << PSLOT_ADDR_BITS | (uint64_t)(uintptr_t)g;
+    m->s[i] = pslot_make(g, h, (i - home) & m->mask);
     m->used++;
 }
 
@@ -90,18 +97,16 @@ static void pmap_del(pmap *m, uint64_t h, const group *g)
     uint32_t i = (uint32_t)h & m->mask;
     while (pslot_group(m->s[i]) != g)
         i = (i + 1) & m->mask;
-    /* The groups after it up to the next empty slot may move back: their
-     * homes are in the groups, so ask for those lines together. */
-    for (uint32_t j = (i + 1) & m->mask, n = 0; m->s[j].w && n < 8; j = (j + 1) & m->mask, n++)
-        __builtin_prefetch(pslot_group(m->s[j]));
     uint32_t j = i;
     for (;;) {
         j = (j + 1) & m->mask;
         if (!m->s[j].w)
             break;
-        uint32_t home = slot_home(m->s[j], m->mask);
-        if (((j - home) & m->mask) >= ((j - i) & m->mask)) {
-            m->s[i] = m->s[j];
+        uint32_t dj = slot_dist(m, j), gap = (j - i) & m->mask;
+        if (dj >= gap) {
+            const group *x = pslot_group(m->s[j]);
+            /* The tag's bits are the slot's own: the hash is not needed. */
+            m->s[i] = pslot_make(x, m->s[j].w, dj - gap);
             i = j;
         }
     }
@@ -219,10 +224,10 @@ group *sql_view_group_new(sql_view *v, uint64_t h, const sql_value *key, bool in
                            : malloc(off + st + strs);
     if (!g)
         return NULL;
-    if ((uint64_t)(uintptr_t)g >> PSLOT_ADDR_BITS) {
-        /* An address past 48 bits does not fit a table slot (pslot): not
-         * seen on Linux, where user space stays below 2^47 unless mmap is
-         * asked for more. */
+    if (!pslot_fits(g)) {
+        /* An address past 48 bits or not 8-aligned does not fit a table
+         * slot (pslot): not seen on Linux, where user space stays below
+         * 2^47 unless mmap is asked for more, and malloc aligns to 16. */
         if (inline_sess)
             blk_free(v, g, off + align8(strs) + v->sess_size);
         else

@@ -114,32 +114,59 @@ typedef struct sess {
  * per new user). Loaded groups have none. */
 enum { SINL_NONE = 0, SINL_FREE = 1, SINL_USED = 2 };
 
-/* A group table slot, 8 bytes: the group's address in the low 48 bits
- * (user-space addresses on x86-64 and arm64 fit; sql_view_group_new
- * refuses one that does not) and the top 16 bits of its key hash as a tag
- * (the probe starts at the low bits, so the tag is independent of the
- * home). 0: empty. Half of a (hash, pointer) pair: a line holds 8 slots,
- * so the probe of a new key (8 slots at the 3/4 load the table grows at)
- * mostly stays in the two lines the look-ahead loads, and a session view's
- * table is 8 bytes a slot smaller. Rehashing and deletion read a group's
- * full hash from the group (sql_view_groups.c). */
+/* A group table slot, 8 bytes (0: empty):
+ * - bits 0-44: the group's address / 8 (groups are 8-aligned and below
+ *   2^48, as user-space addresses on x86-64 and arm64 are;
+ *   sql_view_group_new refuses one that is not);
+ * - bits 45-52: its distance from its home slot (PSLOT_FAR: that far or
+ *   farther, read the group's hash), so that a deletion's backward shift
+ *   needs no group's hash (reading them was +4% of lib_bench's loop once
+ *   sessions purge);
+ * - bits 53-63: the top 11 bits of its key hash as a tag (the home comes
+ *   from the low bits, so the tag is independent of it).
+ * Half of a (hash, pointer) pair: a line holds 8 slots, so the probe of a
+ * new key (8 slots at the 3/4 load the table grows at) mostly stays in the
+ * two lines the look-ahead loads, and a session view's table is 8 bytes a
+ * slot smaller. A doubling reads each group's hash from the group
+ * (sql_view_groups.c). */
 typedef struct pslot {
     uint64_t w;
 } pslot;
 
-#define PSLOT_ADDR_BITS 48
-#define PSLOT_ADDR_MASK ((UINT64_C(1) << PSLOT_ADDR_BITS) - 1)
+#define PSLOT_ADDR_BITS 45
+#define PSLOT_DIST_SHIFT 45
+#define PSLOT_TAG_SHIFT 53
+#define PSLOT_FAR 255u
 
 static inline group *pslot_group(pslot s)
 {
-    return (group *)(uintptr_t)(s.w & PSLOT_ADDR_MASK);
+    return (group *)(uintptr_t)((s.w & ((UINT64_C(1) << PSLOT_ADDR_BITS) - 1)) << 3);
+}
+
+static inline uint32_t pslot_dist(pslot s)
+{
+    return (uint32_t)(s.w >> PSLOT_DIST_SHIFT) & 0xff;
+}
+
+static inline pslot pslot_make(const group *g, uint64_t h, uint32_t dist)
+{
+    uint64_t d = dist < PSLOT_FAR ? dist : PSLOT_FAR;
+    return (pslot){(h >> PSLOT_TAG_SHIFT) << PSLOT_TAG_SHIFT | d << PSLOT_DIST_SHIFT |
+                   (uint64_t)(uintptr_t)g >> 3};
+}
+
+/* Whether an address fits a slot. */
+static inline bool pslot_fits(const void *p)
+{
+    uint64_t a = (uint64_t)(uintptr_t)p;
+    return (a & 7) == 0 && a >> (PSLOT_ADDR_BITS + 3) == 0;
 }
 
 /* Whether s may hold the group of hash h (its tag matches): the caller
  * compares the group's hash and key. False for an empty slot. */
 static inline bool pslot_may_be(pslot s, uint64_t h)
 {
-    return s.w && (s.w >> PSLOT_ADDR_BITS) == (h >> PSLOT_ADDR_BITS);
+    return s.w && (s.w >> PSLOT_TAG_SHIFT) == (h >> PSLOT_TAG_SHIFT);
 }
 
 /* A cell table slot: the cell's index and the high half of its hash. */

@@ -1,11 +1,11 @@
-/* Unit tests for sql_view's group table (8-byte slots: a group's address
- * and a 16-bit tag of its hash, homes and rehashing from the groups'
- * hashes; sql_view_int.h, pslot): seeded random traces of inserts,
+/* Unit tests for sql_view's group table (8-byte slots: a group's address,
+ * its distance from its home slot, saturating at 255, and an 11-bit tag of
+ * its hash; sql_view_int.h, pslot): seeded random traces of inserts,
  * lookups and deletes against a brute-force model, on a running view
- * (groups deleted by sql_view_forget) and a session view (groups deleted
- * when their sessions purge). Tens of thousands of keys, so the table
- * doubles many times, deletions shift long clusters back, and different
- * keys share a tag. */
+ * (groups deleted by sql_view_forget), a session view (groups deleted
+ * when their sessions purge), and keys that share one home slot (distances
+ * past 255). Tens of thousands of keys, so the table doubles many times,
+ * deletions shift long clusters back, and different keys share a tag. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -176,11 +176,74 @@ static void test_session_groups_match_model(void **state)
     sql_view_free(v);
 }
 
+/* 300 keys that share their home slot (the same low 12 hash bits: one
+ * home in any table up to 4096 slots) probe up to 300 slots from it, past
+ * the 255 a slot's distance field holds (PSLOT_FAR: the group's hash is
+ * read then): inserts, forgets that shift those clusters back, and
+ * lookups against the model. */
+static void test_far_probes_match_model(void **state)
+{
+    (void)state;
+    rng_state = 0xfa4;
+    sql_view_config c = {.nkeys = 1, .aggs = count_star, .naggs = 1,
+                         .window = SQL_WINDOW_NONE, .hash_seed = rng()};
+    sql_view *v = sql_view_new(&c);
+    assert_non_null(v);
+    enum { SAME = 300, OTHERS = 600 };
+    const uint32_t nkeys = 1u << 22;
+    uint32_t *ids = malloc((SAME + OTHERS) * sizeof *ids);
+    int64_t *model = calloc(nkeys, sizeof *model);
+    assert_non_null(ids);
+    assert_non_null(model);
+    uint32_t n_same = 0, n_other = 0;
+    for (uint32_t i = 0; i < nkeys && n_same < SAME; i++) {
+        char buf[64];
+        sql_value k = sql_string(buf, key_text(buf, i));
+        if ((sql_view_key_hash(v, &k) & 4095) == 0x5a5)
+            ids[n_same++] = i;
+        else if (n_other < OTHERS && i % 97 == 0)
+            ids[SAME + n_other++] = i;
+    }
+    assert_int_equal(n_same, SAME);
+    int64_t ts = 1000;
+    for (uint32_t round = 0; round < 4; round++) {
+        for (uint32_t e = 0; e < 3000; e++) {
+            uint32_t i = ids[rng() % (e & 1 ? SAME : SAME + n_other)];
+            char buf[64];
+            sql_value k = sql_string(buf, key_text(buf, i));
+            assert_int_equal(sql_view_apply(v, &k, NULL, ++ts, e, CF_TIME_NONE, NULL, NULL),
+                             SQL_VIEW_APPLIED);
+            model[i]++;
+        }
+        drop_rule d = {round};
+        size_t want = 0;
+        for (uint32_t x = 0; x < SAME + n_other; x++)
+            if (model[ids[x]] > 0 && drop_bit(ids[x], round)) {
+                model[ids[x]] = 0;
+                want++;
+            }
+        assert_int_equal(sql_view_forget(v, ts, drop_key, &d), want);
+        for (uint32_t x = 0; x < SAME + n_other; x++) {
+            char buf[64];
+            sql_value k = sql_string(buf, key_text(buf, ids[x]));
+            got g = {0};
+            sql_view_lookup(v, &k, ts, take_count, &g);
+            assert_int_equal(g.rows, model[ids[x]] > 0);
+            if (g.rows)
+                assert_int_equal(g.count, model[ids[x]]);
+        }
+    }
+    free(model);
+    free(ids);
+    sql_view_free(v);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_running_groups_match_model),
         cmocka_unit_test(test_session_groups_match_model),
+        cmocka_unit_test(test_far_probes_match_model),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
