@@ -141,7 +141,7 @@ void sql_view_free(sql_view *v)
             }
         if (v->groups.s)
             for (uint32_t i = 0; i <= v->groups.mask; i++) {
-                group *g = v->groups.s[i].p;
+                group *g = pslot_group(v->groups.s[i]);
                 if (!g)
                     continue;
                 if (v->cfg.window == SQL_WINDOW_NONE)
@@ -207,15 +207,15 @@ void sql_view_prefetch_hashed(const sql_view *v, uint64_t kh, int64_t rowtime)
         if (v->cmap && pane_of(v, rowtime, &p, &first))
             __builtin_prefetch(&v->cmap[(uint32_t)cell_hash(p, kh) & v->cmask]);
     } else if (v->groups.s) {
-        /* Three lines from the home slot: a key not in the table (a new
+        /* Two lines from the home slot: a key not in the table (a new
          * user: half of lib_bench's session clicks) probes on to an empty
-         * slot, 1/2 (1 + 1/(1 - a)^2) slots of 16 bytes at load a: 3.6 at
-         * 0.6, 8 at the 3/4 the table grows at. The next line alone gave
-         * +8% events per CPU-second in lib_bench, the third about 4% more. */
+         * slot, 1/2 (1 + 1/(1 - a)^2) slots at load a: 3.6 at 0.6, 8 at
+         * the 3/4 the table grows at. With 8-byte slots (pslot) two lines
+         * hold 9-16 slots from the home on; with 16-byte ones the third
+         * line had paid (engine5, BENCHMARKS.md). */
         const pslot *sl = &v->groups.s[(uint32_t)kh & v->groups.mask];
         __builtin_prefetch(sl);
         __builtin_prefetch((const char *)sl + 64);
-        __builtin_prefetch((const char *)sl + 128);
     }
 }
 
@@ -273,11 +273,11 @@ void sql_view_prefetch_step(const sql_view *v, uint64_t kh, const uint64_t *arg_
     uint32_t i = (uint32_t)kh & v->groups.mask;
     for (int n = 0; n < STEP_PROBES; n++, i = (i + 1) & v->groups.mask) {
         const pslot *sl = &v->groups.s[i];
-        if (!sl->p)
+        if (!sl->w)
             return;
-        if (sl->hash != kh)
+        if (!pslot_may_be(*sl, kh))
             continue;
-        const group *g = sl->p;
+        const group *g = pslot_group(*sl);
         if (step == 1 && session) {
             /* The group and the inline session after its key (short key
              * strings assumed: a long key's session is loaded at step 2). */
@@ -436,7 +436,7 @@ size_t sql_view_scan(const sql_view *v, int64_t now, sql_view_emit_fn emit, void
         return 0;
     size_t n = 0;
     for (uint32_t i = 0; i <= v->groups.mask; i++) {
-        const group *g = v->groups.s[i].p;
+        const group *g = pslot_group(v->groups.s[i]);
         if (!g)
             continue;
         sql_view_emit_row(v, g, group_state(v, g), g->last_ts, g->last_ts, 0, false, now, emit,
@@ -506,7 +506,7 @@ size_t sql_view_forget(sql_view *v, int64_t now, sql_view_drop_fn drop, void *ct
     size_t k = 0;
     forget_ctx f = {drop, ctx, false};
     for (uint32_t i = 0; i <= v->groups.mask; i++) {
-        group *g = v->groups.s[i].p;
+        group *g = pslot_group(v->groups.s[i]);
         if (!g)
             continue;
         f.verdict = false;
@@ -557,7 +557,7 @@ void sql_view_stats_get(const sql_view *v, sql_view_stats *ret)
     b += v->state_size + sql_agg_bytes(v->aggs, v->scratch);
     if (v->groups.s)
         for (uint32_t i = 0; i <= v->groups.mask; i++) {
-            const group *g = v->groups.s[i].p;
+            const group *g = pslot_group(v->groups.s[i]);
             if (!g)
                 continue;
             b += group_state_off(v->cfg.nkeys);

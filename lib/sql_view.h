@@ -47,11 +47,11 @@
  *   (indirect less and moved callbacks), sql_view_bench lost about 10% on
  *   sessions (1.11M vs 1.23M events per CPU-second, best of 4 alternating
  *   runs) and about 8% on trending (11.5M vs 12.6M);
- * - the group table keeps each key's hash in its (hash, pointer) slot, so
- *   a probe skips other keys without loading their group records, and the
- *   cell table holds 8-byte (cell index, hash tag) slots, half of a
- *   (hash, pointer) slot, so a large window state's table stays in cache
- *   twice as long; both are walked a step at a time by the shard's
+ * - the group table keeps 11 bits of each key's hash beside the group's
+ *   address in an 8-byte slot, so a probe skips other keys without
+ *   loading their group records, and the cell table holds 8-byte (cell
+ *   index, hash tag) slots, half of a (hash, pointer) slot, so both stay
+ *   in cache twice as long; both are walked a step at a time by the shard's
  *   look-ahead (sql_view_prefetch_step), which a generic table's API does
  *   not offer. (Not measured against cf_kv on its own.)
  *

@@ -35,7 +35,23 @@ uint64_t sql_view_value_hash(uint64_t base, sql_value x)
     return cf_hash64(b, 8, seed);
 }
 
-/* ---- (hash, pointer) table: linear probing, backward-shift deletion -------- */
+/* ---- the group table: linear probing, backward-shift deletion ------------
+ * Slots hold (tag, distance from home, address) (pslot, sql_view_int.h). */
+
+/* Distance of slot i's entry from its home: from the slot, or from the
+ * group's hash when the slot says PSLOT_FAR. */
+static inline uint32_t slot_dist(const pmap *m, uint32_t i)
+{
+    uint32_t d = pslot_dist(m->s[i]);
+    if (d < PSLOT_FAR)
+        return d;
+    return (i - (uint32_t)pslot_group(m->s[i])->hash) & m->mask;
+}
+
+/* Prefetch distance of a rehash: it reads every group in slot order (in
+ * memory, at random) for its hash, so the reads are issued ahead and
+ * overlap. */
+enum { REHASH_AHEAD = 8 };
 
 static int pmap_reserve(pmap *m, uint32_t n)
 {
@@ -48,47 +64,53 @@ static int pmap_reserve(pmap *m, uint32_t n)
     pslot *s = cf_kv_table_alloc((size_t)ncap * sizeof *s); /* the process's, when large */
     if (!s)
         return -ENOMEM;
-    for (uint64_t i = 0; i < cap; i++)
-        if (m->s[i].p) {
-            uint32_t j = (uint32_t)m->s[i].hash & (uint32_t)(ncap - 1);
-            while (s[j].p)
-                j = (j + 1) & (uint32_t)(ncap - 1);
-            s[j] = m->s[i];
+    uint32_t nmask = (uint32_t)(ncap - 1);
+    for (uint64_t i = 0; i < cap; i++) {
+        if (i + REHASH_AHEAD < cap && m->s[i + REHASH_AHEAD].w)
+            __builtin_prefetch(pslot_group(m->s[i + REHASH_AHEAD]));
+        if (m->s[i].w) {
+            const group *g = pslot_group(m->s[i]);
+            uint32_t home = (uint32_t)g->hash & nmask, j = home;
+            while (s[j].w)
+                j = (j + 1) & nmask;
+            s[j] = pslot_make(g, g->hash, (j - home) & nmask);
         }
+    }
     cf_kv_table_free(m->s, (size_t)cap * sizeof(pslot));
     m->s = s;
-    m->mask = (uint32_t)(ncap - 1);
+    m->mask = nmask;
     return 0;
 }
 
-/* Needs room (pmap_reserve). */
-static void pmap_put(pmap *m, uint64_t h, void *p)
+/* Needs room (pmap_reserve) and an address that fits a slot. */
+static void pmap_put(pmap *m, uint64_t h, const group *g)
 {
-    uint32_t i = (uint32_t)h & m->mask;
-    while (m->s[i].p)
+    uint32_t home = (uint32_t)h & m->mask, i = home;
+    while (m->s[i].w)
         i = (i + 1) & m->mask;
-    m->s[i].hash = h;
-    m->s[i].p = p;
+    m->s[i] = pslot_make(g, h, (i - home) & m->mask);
     m->used++;
 }
 
-static void pmap_del(pmap *m, uint64_t h, const void *p)
+static void pmap_del(pmap *m, uint64_t h, const group *g)
 {
     uint32_t i = (uint32_t)h & m->mask;
-    while (m->s[i].p != p)
+    while (pslot_group(m->s[i]) != g)
         i = (i + 1) & m->mask;
     uint32_t j = i;
     for (;;) {
         j = (j + 1) & m->mask;
-        if (!m->s[j].p)
+        if (!m->s[j].w)
             break;
-        uint32_t home = (uint32_t)m->s[j].hash & m->mask;
-        if (((j - home) & m->mask) >= ((j - i) & m->mask)) {
-            m->s[i] = m->s[j];
+        uint32_t dj = slot_dist(m, j), gap = (j - i) & m->mask;
+        if (dj >= gap) {
+            const group *x = pslot_group(m->s[j]);
+            /* The tag's bits are the slot's own: the hash is not needed. */
+            m->s[i] = pslot_make(x, m->s[j].w, dj - gap);
             i = j;
         }
     }
-    m->s[i].p = NULL;
+    m->s[i].w = 0;
     m->used--;
 }
 
@@ -104,11 +126,14 @@ group *sql_view_group_find(const sql_view *v, uint64_t h, const sql_value *key)
     if (!v->groups.s)
         return NULL;
     for (uint32_t i = (uint32_t)h & v->groups.mask;; i = (i + 1) & v->groups.mask) {
-        const pslot *s = &v->groups.s[i];
-        if (!s->p)
+        pslot s = v->groups.s[i];
+        if (!s.w)
             return NULL;
-        if (s->hash == h && key_eq(s->p, key, v->cfg.nkeys))
-            return s->p;
+        if (pslot_may_be(s, h)) {
+            group *g = pslot_group(s);
+            if (g->hash == h && key_eq(g, key, v->cfg.nkeys))
+                return g;
+        }
     }
 }
 
@@ -199,6 +224,16 @@ group *sql_view_group_new(sql_view *v, uint64_t h, const sql_value *key, bool in
                            : malloc(off + st + strs);
     if (!g)
         return NULL;
+    if (!pslot_fits(g)) {
+        /* An address past 48 bits or not 8-aligned does not fit a table
+         * slot (pslot): not seen on Linux, where user space stays below
+         * 2^47 unless mmap is asked for more, and malloc aligns to 16. */
+        if (inline_sess)
+            blk_free(v, g, off + align8(strs) + v->sess_size);
+        else
+            free(g);
+        return NULL;
+    }
     memset(g, 0, offsetof(group, key));
     g->hash = h;
     if (inline_sess)

@@ -55,7 +55,7 @@ enum { SAVE_PF_FAR = 16, SAVE_PF_NEAR = 8 };
 
 static void save_prefetch_group(const sql_view *v, uint32_t i)
 {
-    const group *g = v->groups.s[i & v->groups.mask].p;
+    const group *g = pslot_group(v->groups.s[i & v->groups.mask]);
     if (!g)
         return;
     const char *x = (const char *)g;
@@ -67,7 +67,7 @@ static void save_prefetch_group(const sql_view *v, uint32_t i)
 
 static void save_prefetch_refs(const sql_view *v, uint32_t i)
 {
-    const group *g = v->groups.s[i & v->groups.mask].p;
+    const group *g = pslot_group(v->groups.s[i & v->groups.mask]);
     if (!g)
         return;
     if (v->cfg.window == SQL_WINDOW_NONE) {
@@ -110,7 +110,7 @@ int sql_view_save(const sql_view *v, sql_view_keep_fn keep, void *ctx, cf_buf *o
                 save_prefetch_group(v, i + SAVE_PF_FAR);
             if (i + SAVE_PF_NEAR <= v->groups.mask)
                 save_prefetch_refs(v, i + SAVE_PF_NEAR);
-            const group *g = v->groups.s[i].p;
+            const group *g = pslot_group(v->groups.s[i]);
             if (!g || (keep && !keep(ctx, g->key, v->cfg.nkeys)))
                 continue;
             put_key(v, g, out);

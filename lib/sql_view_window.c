@@ -275,8 +275,8 @@ static uint32_t next_stamp(sql_view *v)
     if (++v->stamp == 0) {
         /* Wrapped: old marks could match again. */
         for (uint32_t i = 0; v->groups.s && i <= v->groups.mask; i++)
-            if (v->groups.s[i].p)
-                ((group *)v->groups.s[i].p)->mark = 0;
+            if (v->groups.s[i].w)
+                pslot_group(v->groups.s[i])->mark = 0;
         v->stamp = 1;
     }
     return v->stamp;
