@@ -55,11 +55,8 @@ cf_history *cf_history_open(const char *path, int64_t retention_ms, size_t queue
     sqlite3_busy_timeout(h->db, 5000);
     if (history_schema_setup(h->db, path, err, err_cap) < 0)
         goto fail;
-    /* The writer's page cache holds a whole transaction (of the 32 MiB
-     * recovery queue): with SQLite's default (2 MB, 125 of our 16 KiB
-     * pages) a transaction of the 8 MiB queue spilled its dirty pages into the WAL halfway and wrote them
-     * again at the commit (5% of the writer in a 10M-event recovery).
-     * journal_size_limit: the WAL a recovery grows (its checkpoints are
+    /* The page cache is the live size here; a recovery raises it while it
+     * writes in bulk (set_bulk in history_writer.c). journal_size_limit: the WAL a recovery grows (its checkpoints are
      * deferred, cf_history_set_blocking) is cut back once it restarts. */
     if (history_exec(h->db, "PRAGMA cache_size=-" HISTORY_CACHE_KIB) < 0 ||
         history_exec(h->db, "PRAGMA journal_size_limit=" HISTORY_WAL_LIMIT) < 0) {

@@ -97,9 +97,13 @@ struct cf_history {
     atomic_uint_least64_t cache_spills, checkpoints, transactions;
 };
 
-/* The writer connection's page cache (KiB) and the size its WAL file is
- * cut back to after a checkpoint (bytes). */
-#define HISTORY_CACHE_KIB "65536"
+/* The writer connection's page cache (KiB) while a recovery writes in bulk
+ * and when it writes live rows (SQLite's default, about 2 MB: live
+ * transactions are small, and the memory stays bounded under load,
+ * test_overload), and the size its WAL file is cut back to after a
+ * checkpoint (bytes). */
+#define HISTORY_RECOVERY_CACHE_KIB "65536"
+#define HISTORY_CACHE_KIB "2000"
 /* The queue's byte budget during recovery, when it is larger than the
  * configured one (cf_history_offer). */
 #define HISTORY_RECOVERY_QUEUE ((size_t)32 << 20)

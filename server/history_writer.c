@@ -128,6 +128,14 @@ static void set_bulk(cf_history *h, bool bulk)
     if (h->bulk == bulk)
         return;
     h->bulk = bulk;
+    /* In bulk the page cache holds a whole transaction of the 32 MiB
+     * recovery queue: with SQLite's default (2 MB, 125 of our 16 KiB
+     * pages) a queue-sized transaction spilled its dirty pages into the WAL
+     * halfway and wrote them again at the commit (5% of the writer in a
+     * 10M-event recovery). Leaving bulk gives the memory back: shrinking
+     * the cache frees its unpinned pages. */
+    (void)history_exec(h->db, bulk ? "PRAGMA cache_size=-" HISTORY_RECOVERY_CACHE_KIB
+                                   : "PRAGMA cache_size=-" HISTORY_CACHE_KIB);
     if (!bulk) {
         (void)sqlite3_wal_checkpoint_v2(h->db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
         atomic_fetch_add(&h->checkpoints, 1);
