@@ -422,32 +422,6 @@ static void pieces_free(snap_pieces *ps)
     free(ps->run_end);
 }
 
-/* What a snapshot about to be written keeps (docs/DESIGN.md, "Incremental
- * dedup snapshots"). A delta loads only with its whole chain, so a damaged
- * whole save makes every snapshot of its chain unloadable: the fallback is
- * the newest snapshot before the new one's chain (*ret_fb_lsn, with its own
- * chain from *ret_fb_from; -1 when there is none yet: the log alone). A
- * whole save makes the newest snapshot so far that fallback; a delta keeps
- * the fallback its chain had. Returns the LSN from which every snapshot is
- * kept: the fallback's chain and the new chain after it. */
-static int64_t snapshot_retention(const cf_engine *e, const cf_snapjob *job,
-                                  int64_t *ret_fb_lsn, int64_t *ret_fb_from)
-{
-    int64_t newest = e->snapshot_lsn;
-    int64_t chain = e->dd_chain_base >= 0 ? e->dd_chain_base : newest;
-    *ret_fb_lsn = e->dd_fallback_lsn;
-    *ret_fb_from = e->dd_fallback_from;
-    /* A whole save at the newest's LSN replaces its file: the fallback
-     * stays the one before. */
-    if (job->dedup_base == 0 && newest >= 0 && job->lsn > newest) {
-        *ret_fb_lsn = newest;
-        *ret_fb_from = chain;
-    }
-    if (*ret_fb_from >= 0)
-        return *ret_fb_from;
-    return chain >= 0 ? chain : INT64_MAX;
-}
-
 /* Finishes the snapshot once every shard answered: concatenates the parts
  * behind a versioned header, writes it and drops the log it covers. Returns
  * 1 when written, 0 when shards are still saving, or -errno. */
@@ -526,19 +500,17 @@ int engine_snapshot_finish(cf_engine *e)
     /* The snapshot must not cover records that might still be lost. */
     if (!rc && job->lsn > 0 && cf_wal_commit(e->wal, job->lsn) < 0)
         rc = -EIO;
-    int64_t fb_lsn, fb_from;
-    int64_t keep_from = snapshot_retention(e, job, &fb_lsn, &fb_from);
+    /* Kept besides the two newest: the chain of the previous one (the
+     * fallback), which the new one's chain is part of if it is a delta. */
+    int64_t keep_from = e->dd_chain_base >= 0 ? e->dd_chain_base : e->snapshot_lsn;
     if (!rc)
-        rc = cf_snapshot_writev_keep(e->cfg.data_dir, job->lsn, ps.iov, ps.n, keep_from);
-    /* The loader falls back to an older snapshot when the newest cannot
-     * load, at worst to fb_lsn (or to none: the whole log), so the log is
-     * kept from there on. */
-    if (!rc && fb_lsn > 0)
-        rc = cf_wal_drop_through(e->wal, fb_lsn);
-    if (!rc) {
-        e->dd_fallback_lsn = fb_lsn;
-        e->dd_fallback_from = fb_from;
-    }
+        rc = cf_snapshot_writev_keep(e->cfg.data_dir, job->lsn, ps.iov, ps.n,
+                                     keep_from >= 0 ? keep_from : INT64_MAX);
+    /* cf_snapshot_load falls back to the previous snapshot when the newest
+     * is damaged, so the log is kept from that one on: drop only what the
+     * previous snapshot covers. */
+    if (!rc && e->snapshot_lsn > 0)
+        rc = cf_wal_drop_through(e->wal, e->snapshot_lsn);
     if (rc) {
         atomic_fetch_add(&e->snapshot_failures, 1);
         cf_warn("snapshot at LSN %" PRId64 " failed: %s", job->lsn, strerror(-rc));

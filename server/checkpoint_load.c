@@ -115,12 +115,10 @@ static int read_head(cf_reader *r, snap_head *h)
  * snapshot at base: that table (read from its file, itself a whole save or
  * a delta of an earlier one), with the delta applied. *ret_whole: the LSN
  * of the whole save the chain starts at. NULL (logged) when a file of the
- * chain is missing or fails a check, or the delta does not apply; then
- * *ret_broken (-1 before the call) is the LSN of the link the fold stopped
- * at: no snapshot above it can load, it and those below may. */
+ * chain is missing or fails a check, or the delta does not apply. */
 static cf_dedup *load_dedup_chain(cf_engine *e, int64_t base, const char *delta, size_t len,
                                   const uint8_t key[CF_HASHKEY_LEN], unsigned depth,
-                                  int64_t *ret_whole, unsigned *ret_deltas, int64_t *ret_broken)
+                                  int64_t *ret_whole, unsigned *ret_deltas)
 {
     if (depth >= SNAP_DEDUP_CHAIN_LOAD_MAX) {
         cf_error("snapshot: the dedup table's chain of deltas is longer than %u",
@@ -140,7 +138,7 @@ static cf_dedup *load_dedup_chain(cf_engine *e, int64_t base, const char *delta,
             /* Each link goes back to an earlier snapshot. */
             if (h.dedup_base > 0 && h.dedup_base < base) {
                 d = load_dedup_chain(e, h.dedup_base, h.dedup, h.dedup_len, key, depth + 1,
-                                     ret_whole, ret_deltas, ret_broken);
+                                     ret_whole, ret_deltas);
             } else if (h.dedup_base == 0 && !cf_dedup_is_delta(h.dedup, h.dedup_len)) {
                 d = cf_dedup_load(ttl, e->cfg.max_keys, key, &dr);
                 *ret_whole = base;
@@ -157,20 +155,14 @@ static cf_dedup *load_dedup_chain(cf_engine *e, int64_t base, const char *delta,
     }
     if (d)
         (*ret_deltas)++;
-    if (!d && *ret_broken < 0)
-        *ret_broken = base;
     if (!d)
         cf_error("snapshot: the dedup table's delta on the snapshot at LSN %" PRId64
                  " cannot be applied (that snapshot is missing, damaged or not its base)", base);
     return d;
 }
 
-/* Restores a snapshot payload into the (not yet started) engine. -ENOLINK
- * when its dedup table is a delta whose chain cannot be folded, with
- * *ret_broken set as load_dedup_chain sets it; the engine is then
- * untouched (the chain is folded before anything is installed), so an
- * older snapshot can be loaded instead. Other failures are -errno. */
-static int load_payload(cf_engine *e, const cf_buf *payload, int64_t *ret_broken)
+/* Restores a snapshot payload into the (not yet started) engine. */
+int engine_load_snapshot(cf_engine *e, const cf_buf *payload)
 {
     cf_reader r;
     cf_reader_init(&r, payload->data, payload->len);
@@ -190,21 +182,8 @@ static int load_payload(cf_engine *e, const cf_buf *payload, int64_t *ret_broken
     if (version >= 5 && !cf_get_str(&r, &rows, &rows_len))
         return -EINVAL;
     uint8_t *key = h.key;
-    cf_reader dr;
-    cf_reader_init(&dr, h.dedup, h.dedup_len);
-    int64_t whole = -1;
-    unsigned chain_len = 0;
-    *ret_broken = -1;
-    cf_dedup *d = h.dedup_base > 0
-                      ? load_dedup_chain(e, h.dedup_base, h.dedup, h.dedup_len, key, 0, &whole,
-                                         &chain_len, ret_broken)
-                      : cf_dedup_load(e->cfg.dedup_ttl_ms > 0 ? e->cfg.dedup_ttl_ms : 1,
-                                      e->cfg.max_keys, key, &dr);
-    if (!d)
-        return h.dedup_base > 0 ? -ENOLINK : -EINVAL;
     /* The snapshot's key is the one its state was made with; a key file
-     * that says otherwise (replaced, restored from elsewhere) is rewritten.
-     * After the chain's fold: a snapshot that cannot load changes nothing. */
+     * that says otherwise (replaced, restored from elsewhere) is rewritten. */
     if (memcmp(key, e->hashkey, sizeof h.key) != 0) {
         cf_warn("snapshot: the hash key file differs from the snapshot's; using the snapshot's");
         memcpy(e->hashkey, key, sizeof h.key);
@@ -213,10 +192,20 @@ static int load_payload(cf_engine *e, const cf_buf *payload, int64_t *ret_broken
             krc = cf_hashkey_store(e->cfg.data_dir, key);
         if (krc < 0) {
             cf_error("cannot store the hash key in %s: %s", e->cfg.data_dir, strerror(-krc));
-            cf_dedup_free(d);
             return krc;
         }
     }
+    cf_reader dr;
+    cf_reader_init(&dr, h.dedup, h.dedup_len);
+    int64_t whole = -1;
+    unsigned chain_len = 0;
+    cf_dedup *d = h.dedup_base > 0
+                      ? load_dedup_chain(e, h.dedup_base, h.dedup, h.dedup_len, key, 0, &whole,
+                                         &chain_len)
+                      : cf_dedup_load(e->cfg.dedup_ttl_ms > 0 ? e->cfg.dedup_ttl_ms : 1,
+                                      e->cfg.max_keys, key, &dr);
+    if (!d)
+        return -EINVAL;
     if (h.dedup_base > 0)
         cf_info("snapshot: dedup table from the whole save at LSN %" PRId64 " and %u deltas",
                 whole, chain_len);
@@ -324,47 +313,4 @@ static int load_payload(cf_engine *e, const cf_buf *payload, int64_t *ret_broken
     atomic_store(&e->rejected, h.rej);
     atomic_store(&e->bots, bots);
     return 0;
-}
-
-/* Loads the newest snapshot that can be loaded: one failing its file checks
- * is set aside by cf_snapshot_load_below, and one whose dedup chain cannot
- * be folded (a damaged or missing link) is skipped with every snapshot
- * above the broken link, for an older one (the retention keeps the chain
- * before the newest one's, and the log from it on: docs/DESIGN.md,
- * "Incremental dedup snapshots"). *ret_lsn: the LSN loaded, -1 when none
- * could be (the whole log is replayed then). 0 or -errno. */
-int engine_load_newest_snapshot(cf_engine *e, int64_t *ret_lsn)
-{
-    cf_buf payload = {0};
-    int64_t below = INT64_MAX, lsn = 0;
-    int rc;
-    for (;;) {
-        rc = cf_snapshot_load_below(e->cfg.data_dir, below, &lsn, &payload);
-        if (rc < 0)
-            break;
-        int64_t broken = -1;
-        rc = load_payload(e, &payload, &broken);
-        if (rc != -ENOLINK)
-            break;
-        below = broken >= 0 && broken < lsn ? broken + 1 : lsn;
-        cf_warn("snapshot: the one at LSN %" PRId64 " cannot be loaded without its chain; "
-                "falling back to an older snapshot (below LSN %" PRId64 ") and the log after it",
-                lsn, below);
-    }
-    cf_buf_free(&payload);
-    if (rc == -ENOENT) {
-        *ret_lsn = -1;
-        return 0;
-    }
-    if (rc == 0) {
-        *ret_lsn = lsn;
-        /* The retention's fallback before this start is not known here;
-         * the next whole save names one (engine_snapshot_finish). */
-        e->dd_fallback_lsn = -1;
-        e->dd_fallback_from = -1;
-    } else {
-        cf_error("recovery: cannot load a snapshot from %s: %s", e->cfg.data_dir,
-                 strerror(-rc));
-    }
-    return rc;
 }

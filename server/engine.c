@@ -56,8 +56,6 @@ cf_engine *cf_engine_new(const cf_config *cfg)
     e->mark_clock = CF_TIME_NONE;
     e->snapshot_lsn = -1;
     e->dd_chain_base = -1;
-    e->dd_fallback_lsn = -1;
-    e->dd_fallback_from = -1;
     cf_view_settings_of(cfg, &e->shard_vs);
     /* Without a data dir the dedup key only has to be secret; with one,
      * recovery replaces it by the directory's key. */

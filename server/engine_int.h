@@ -175,11 +175,6 @@ struct cf_engine {
      * the newest snapshot's cut (false after a failed snapshot: the next
      * is whole) and the last journal's size (the next spare's). */
     int64_t dd_chain_base;
-    /* The fallback the retention keeps for it (checkpoint.c): the newest
-     * snapshot before that chain's whole save, and the whole save of its
-     * own chain; -1 when none is known (the first chain of a data
-     * directory, or since a start): the log is then kept whole. */
-    int64_t dd_fallback_lsn, dd_fallback_from;
     unsigned dd_chain_len;
     size_t dd_chain_bytes, dd_base_bytes, dd_base_ids, dd_last_ops;
     bool dd_delta_ok;
@@ -257,11 +252,10 @@ int engine_recover(cf_engine *e);
 /* checkpoint.c */
 void engine_put_settings(cf_buf *b, const cf_view_settings *vs);
 bool engine_get_settings(cf_reader *r, cf_view_settings *vs);
+int engine_load_snapshot(cf_engine *e, const cf_buf *payload);
 void engine_job_free(cf_engine *e, cf_snapjob *job);
 int engine_snapshot_begin(cf_engine *e);
 int engine_snapshot_finish(cf_engine *e);
-/* checkpoint_load.c */
-int engine_load_newest_snapshot(cf_engine *e, int64_t *ret_lsn);
 /* Maps the missing pages of [p, p + len) without writing them
  * (MADV_POPULATE_WRITE; nothing on a kernel without it): the sequencer and
  * the snapshot call it after releasing mu for memory that the holds of mu

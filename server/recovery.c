@@ -580,16 +580,25 @@ static int recover(cf_engine *e, int64_t *skip)
     krc = engine_key_shards(e);
     if (krc < 0)
         return krc;
+    cf_buf payload = {0};
     int64_t lsn = 0;
-    int rc = engine_load_newest_snapshot(e, &lsn);
+    int rc = cf_snapshot_load(e->cfg.data_dir, &lsn, &payload);
+    if (rc == 0) {
+        rc = engine_load_snapshot(e, &payload);
+        if (rc == 0) {
+            e->snapshot_lsn = lsn;
+            cf_info("recovery: loaded snapshot at LSN %" PRId64, lsn);
+        }
+    } else if (rc == -ENOENT) {
+        lsn = 0;
+        rc = 0;
+    } else {
+        cf_error("recovery: cannot load a snapshot from %s: %s", e->cfg.data_dir,
+                 strerror(-rc));
+    }
+    cf_buf_free(&payload);
     if (rc)
         return rc;
-    if (lsn >= 0) {
-        e->snapshot_lsn = lsn;
-        cf_info("recovery: loaded snapshot at LSN %" PRId64, lsn);
-    } else {
-        lsn = 0;    /* none: the whole log */
-    }
     /* Shards run during replay, so replayed events flow through them while
      * the log is read. */
     for (unsigned s = 0; s < e->n_shards; s++) {

@@ -404,17 +404,11 @@ int cf_snapshot_read(const char *dir, int64_t lsn, cf_buf *ret_payload)
     return r;
 }
 
-int cf_snapshot_load(const char *dir, int64_t *ret_lsn, cf_buf *ret_payload)
-{
-    return cf_snapshot_load_below(dir, INT64_MAX, ret_lsn, ret_payload);
-}
-
-/* Tries the snapshots below `below` newest first; each one that fails a
- * check is logged, renamed to <name>.corrupt and skipped. ret_payload is
- * reset first and holds the accepted payload.
+/* Tries snapshots newest first; each one that fails a check is logged,
+ * renamed to <name>.corrupt and skipped. ret_payload is reset first and holds
+ * the accepted payload.
  * O(size of the snapshots tried). */
-int cf_snapshot_load_below(const char *dir, int64_t below, int64_t *ret_lsn,
-                           cf_buf *ret_payload)
+int cf_snapshot_load(const char *dir, int64_t *ret_lsn, cf_buf *ret_payload)
 {
     int dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (dirfd < 0)
@@ -429,8 +423,6 @@ int cf_snapshot_load_below(const char *dir, int64_t below, int64_t *ret_lsn,
     cf_buf_reset(ret_payload);
     r = -ENOENT;
     for (size_t i = 0; i < n; i++) {
-        if (lsns[i] >= below)
-            continue;
         const char *why = "";
         int e = load_one(dirfd, lsns[i], ret_payload, &why);
         if (e == 0) {

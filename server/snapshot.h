@@ -35,11 +35,6 @@ int cf_snapshot_read(const char *dir, int64_t lsn, cf_buf *ret_payload);
  * <name>.corrupt (no longer loaded or kept as a fallback) and skipped for the
  * previous one. Returns 0, -ENOENT when there is none, or -errno. */
 int cf_snapshot_load(const char *dir, int64_t *ret_lsn, cf_buf *ret_payload);
-/* The same among the snapshots with an LSN below `below` only: a loader
- * whose newest snapshot passed these checks but cannot be used (a dedup
- * delta whose chain is damaged) goes on with the older ones. */
-int cf_snapshot_load_below(const char *dir, int64_t below, int64_t *ret_lsn,
-                           cf_buf *ret_payload);
 
 /* The data directory's secret hash key (file `hashkey`, 16 bytes): keys
  * the hash of client-chosen ids (dedup) so colliding ids cannot be computed

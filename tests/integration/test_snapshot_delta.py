@@ -5,10 +5,7 @@ restart folds the chain: the whole save, then each delta in order, each read
 from its own snapshot file. After kill -9 the recovered table must equal that
 of a server that never stopped (same ids, evictions and counters, and the
 same answers afterwards), with expiries (a 5 s ttl) and, in the second test,
-evictions by a --max-keys bound among the deltas' operations. A damaged
-(flipped, truncated or deleted) whole save under the newest chain makes the
-start fall back past that chain, to the chain before it or to the log alone,
-and the server still answers as one that never stopped.
+evictions by a --max-keys bound among the deltas' operations.
 """
 import os
 import re
@@ -16,7 +13,6 @@ import signal
 import time
 
 from harness import Server, run_tests
-from test_crash import assert_same_results, snapshot_results
 from test_recovery_dedup import batch, dedup_state, post_both, probe_run_ids
 
 import random
@@ -109,9 +105,9 @@ def delta_chain_recovers(extra, seed):
             assert base is None or (base == prev and cur > prev), (prev, cur, base)
             run = run + 1 if base is not None else 0
             assert run <= 8, snaps
-        # The files kept stay bounded: the newest chain and the one before
-        # it (the fallback), at most 9 files each.
-        assert most_files <= 18, most_files
+        # The files kept stay bounded: the two newest snapshots and the
+        # chain the previous one needs.
+        assert most_files <= 10, most_files
         return before
     finally:
         ref.stop()
@@ -128,131 +124,52 @@ def test_delta_chain_with_evicting_bound_recovers_dedup():
     assert st["evicted"] > 0, st
 
 
-def chain_of_newest(srv):
-    """The newest snapshot file's chain, oldest first: its whole save, then
-    each delta (from the bases the log lines name)."""
-    bases = {lsn: base for lsn, base in snapshots_written(srv)}
-    lsn = int(snapshot_files(srv)[-1][len("snapshot-"):-len(".cfs")])
-    chain = [lsn]
-    while bases.get(lsn) is not None:
-        lsn = bases[lsn]
-        chain.append(lsn)
-    return chain[::-1]
-
-
-def damage(path, how):
-    if how == "truncate":
-        with open(path, "r+b") as f:
-            f.truncate(os.path.getsize(path) - 7)
-    elif how == "flip":
-        with open(path, "r+b") as f:
-            f.seek(os.path.getsize(path) // 2)
-            b = f.read(1)
-            f.seek(-1, os.SEEK_CUR)
-            f.write(bytes([b[0] ^ 0x40]))
-    else:
-        os.unlink(path)
-
-
-def wholes_written(srv):
-    """Distinct whole saves: one at an unchanged LSN replaces the file of
-    the one before (the same state), it starts no new chain of its own."""
-    return len({lsn for lsn, base in snapshots_written(srv) if base is None})
-
-
-def enough_wholes(srv, wholes_before):
-    """Whether the whole saves written number wholes_before + 1 (0: exactly
-    one, the first chain), or more."""
-    wholes = wholes_written(srv)
-    return wholes == 1 if wholes_before == 0 else wholes > wholes_before
-
-
-def damaged_base_round(seed, how, wholes_before):
-    """Feeds a reference server (no snapshot) and one snapshotting every
-    50 ms alike until the newest snapshot is a delta on a whole save after
-    wholes_before others (its fallback before: that whole save itself),
-    kills the second with -9, damages that whole save and restarts it: it
-    must start, fall back past the chain (to the chain before, or to the
-    log alone when there is none) and answer as the reference does. None
-    when the kill landed after a whole snapshot or the first chain ended
-    (the caller retries with another seed)."""
-    rng, state = random.Random(seed), {"ts": BASE_TS, "next": 0}
-    ref = Server(BASE + ["--snapshot-interval", "1h"]).start()
-    crashed = Server(BASE + ["--snapshot-interval", "50ms"]).start()
+def test_missing_chain_base_fails_the_start():
+    """A delta loads only with every file of its chain: with the chain's
+    whole save gone, the start fails with an error naming it (the log
+    before the previous snapshot is dropped, so nothing else could rebuild
+    the table), instead of starting with ids forgotten."""
+    rng, state = random.Random(43), {"ts": BASE_TS, "next": 0}
+    srv = Server(BASE + ["--snapshot-interval", "50ms"])
+    srv.start()
     try:
-        for _ in range(60):
-            post_both([ref, crashed], batch(rng, state, 20))
-            wait_snapshot_after(crashed, len(snapshots_written(crashed)))
-            if enough_wholes(crashed, wholes_before) and snapshots_written(crashed)[-1][1]:
+        # Until the newest file is a delta on a delta when the server dies (a
+        # whole snapshot may land between the log line and the kill).
+        for attempt in range(5):
+            for _ in range(40):
+                post_both([srv], batch(rng, state, 20))
+                wait_snapshot_after(srv, len(snapshots_written(srv)))
+                snaps = snapshots_written(srv)
+                if snaps[-1][1] is not None and snaps[-2][1] is not None:
+                    break
+            srv.stop(sig=signal.SIGKILL)
+            if newest_is_delta(srv):
                 break
-            if wholes_before == 0 and wholes_written(crashed) > 1:
-                return None     # past the first chain: another seed
+            srv.start()
         else:
-            raise AssertionError("no delta on a whole save: %s" % snapshots_written(crashed))
-        crashed.stop(sig=signal.SIGKILL)
-        chain = chain_of_newest(crashed)
-        if len(chain) < 2 or not enough_wholes(crashed, wholes_before):
-            return None
-        base = os.path.join(crashed.data_dir, "data", "snapshot-%020d.cfs" % chain[0])
-        damage(base, how)
-        log_at = len(crashed.read_log())
-        crashed.start()
-        log = crashed.read_log()[log_at:]
-        assert "cannot be loaded without its chain; falling back" in log, log[-3000:]
-        loaded = re.search(r"recovery: loaded snapshot at LSN (\d+)", log)
-        if wholes_before == 0:
-            # The first chain of the directory: no older snapshot, the whole
-            # log is still there.
-            assert loaded is None, log[-3000:]
-            assert "replayed after LSN 0" in log, log[-3000:]
+            raise AssertionError("no delta snapshot at the kill: %s" % snapshots_written(srv))
+        # The chain of the newest snapshot: walk its bases back to a whole one.
+        chain = {lsn: base for lsn, base in snapshots_written(srv)}
+        lsn = snapshot_files(srv)[-1]
+        lsn = int(lsn[len("snapshot-"):-len(".cfs")])
+        while chain.get(lsn) is not None:
+            lsn = chain[lsn]
+        whole = os.path.join(srv.data_dir, "data", "snapshot-%020d.cfs" % lsn)
+        assert os.path.exists(whole), whole
+        os.unlink(whole)
+        try:
+            srv.start(timeout=10)
+        except RuntimeError as e:
+            assert ("delta on the snapshot at LSN" in str(e) and
+                    "cannot be applied" in str(e)), str(e)[-2000:]
         else:
-            # The newest snapshot before the damaged chain; or none, with the
-            # whole log kept, when a whole save at an unchanged LSN had
-            # replaced the first chain's newest file (it named no fallback).
-            assert ((loaded and int(loaded.group(1)) < chain[0]) or
-                    (loaded is None and "replayed after LSN 0" in log)), log[-3000:]
-        assert_same_results(snapshot_results(crashed), snapshot_results(ref),
-                            "after falling back past a damaged chain base")
-        # The dedup tables are compared by their answers and then their
-        # sizes (probe_run_ids). Not before the probe: right after a replay
-        # the table may still hold a few ids that the uninterrupted server
-        # dropped as expired at its last check, and drops them at the next
-        # one (the log-alone replay of 6f5bbea does the same; only the
-        # `keys` gauge differs, never an answer).
-        probe_run_ids(ref, crashed, state)
-        return True
+            raise AssertionError("started without its chain's whole save")
     finally:
-        ref.stop()
-        crashed.stop()
-
-
-def damaged_base_recovers(seed, how, wholes_before):
-    for attempt in range(6):
-        if damaged_base_round(seed + attempt, how, wholes_before):
-            return
-    raise AssertionError("every kill landed after a whole snapshot, or past the first chain")
-
-
-def test_damaged_first_chain_base_replays_the_whole_log():
-    """Until a second whole save exists, the log is kept whole: a damaged
-    (a byte flipped) base of the first chain falls back to the log alone."""
-    damaged_base_recovers(43, "flip", 0)
-
-
-def test_truncated_chain_base_falls_back_to_the_chain_before():
-    """A truncated whole save under the newest chain: the start falls back
-    to the newest snapshot before that chain (kept with its own chain) and
-    replays the log from it (kept from it on)."""
-    damaged_base_recovers(44, "truncate", 1)
-
-
-def test_missing_chain_base_falls_back_to_the_chain_before():
-    damaged_base_recovers(45, "delete", 2)
+        if srv.proc and srv.proc.poll() is None:
+            srv.stop()
 
 
 if __name__ == "__main__":
     run_tests([test_delta_chain_recovers_dedup,
                test_delta_chain_with_evicting_bound_recovers_dedup,
-               test_damaged_first_chain_base_replays_the_whole_log,
-               test_truncated_chain_base_falls_back_to_the_chain_before,
-               test_missing_chain_base_falls_back_to_the_chain_before])
+               test_missing_chain_base_fails_the_start])
