@@ -44,13 +44,5 @@ def test_rewriting_twice_is_stable():
 
 
 if __name__ == "__main__":
-    failed = 0
-    for name, fn in sorted(globals().items()):
-        if name.startswith("test_"):
-            try:
-                fn()
-                print("ok   " + name)
-            except AssertionError as e:
-                failed += 1
-                print("FAIL %s: %s" % (name, e))
-    sys.exit(1 if failed else 0)
+    import selftest
+    selftest.main(globals())

@@ -83,13 +83,5 @@ def test_ratios_pair_the_rounds_and_take_the_median():
 
 
 if __name__ == "__main__":
-    failed = 0
-    for name, fn in sorted(globals().items()):
-        if name.startswith("test_"):
-            try:
-                fn()
-                print("ok   " + name)
-            except AssertionError as e:
-                failed += 1
-                print("FAIL %s: %s" % (name, e))
-    sys.exit(1 if failed else 0)
+    import selftest
+    selftest.main(globals())

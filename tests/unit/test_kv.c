@@ -504,6 +504,28 @@ struct model {
     uint64_t val[MODEL_KEYS];
 };
 
+/* Every key id below n answers as the model's arrays say, and the table
+ * counts exactly the present ones. Every long_every-th id is padded by
+ * pad bytes (make_key), as the trace that filled the table made it. */
+static void assert_kv_matches(cf_kv *kv, const bool *present, const int64_t *exps,
+                              const uint64_t *vals, uint64_t n, uint64_t long_every, size_t pad)
+{
+    char k[64];
+    size_t cnt = 0;
+    for (uint64_t i = 0; i < n; i++) {
+        size_t kn = make_key(k, i, i % long_every == 0 ? pad : 0);
+        int64_t exp;
+        uint64_t *v = cf_kv_get(kv, k, kn, &exp);
+        assert_true((v != NULL) == present[i]);
+        if (v) {
+            cnt++;
+            assert_true(*v == vals[i]);
+            assert_true(exp == exps[i]);
+        }
+    }
+    assert_int_equal(cf_kv_count(kv), cnt);
+}
+
 static void randomized_against_model(void **state)
 {
     (void)state;
@@ -554,21 +576,8 @@ static void randomized_against_model(void **state)
             break;
         }
         }
-        if (step % 997 == 0) {
-            size_t cnt = 0;
-            for (uint64_t i = 0; i < MODEL_KEYS; i++) {
-                size_t kn = make_key(k, i, i % 4 == 0 ? 14 : 0);
-                int64_t exp;
-                uint64_t *v = cf_kv_get(kv, k, kn, &exp);
-                assert_true((v != NULL) == m.present[i]);
-                if (v) {
-                    cnt++;
-                    assert_true(*v == m.val[i]);
-                    assert_true(exp == m.exp[i]);
-                }
-            }
-            assert_int_equal(cf_kv_count(kv), cnt);
-        }
+        if (step % 997 == 0)
+            assert_kv_matches(kv, m.present, m.exp, m.val, MODEL_KEYS, 4, 14);
     }
     cf_kv_free(kv);
 }
@@ -1313,21 +1322,8 @@ static void retired_tables_are_handed_out(void **state)
                 }
             }
             was_migrating = migrating;
-            if (step % 1499 == 0 || step == 119999) {
-                size_t cnt = 0;
-                for (uint64_t i = 0; i < span; i++) {
-                    size_t kn = make_key(k, i, i % 3 == 0 ? 15 : 0);
-                    int64_t exp;
-                    uint64_t *v = cf_kv_get(kv, k, kn, &exp);
-                    assert_true((v != NULL) == m.present[i]);
-                    if (v) {
-                        cnt++;
-                        assert_true(*v == m.val[i]);
-                        assert_true(exp == m.exp[i]);
-                    }
-                }
-                assert_int_equal(cf_kv_count(kv), cnt);
-            }
+            if (step % 1499 == 0 || step == 119999)
+                assert_kv_matches(kv, m.present, m.exp, m.val, span, 3, 15);
         }
         /* The traces grew the table through several doublings, and some
          * retired tables were left for the next end or cf_kv_free. */
