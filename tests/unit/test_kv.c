@@ -504,11 +504,58 @@ struct model {
     uint64_t val[MODEL_KEYS];
 };
 
-/* Every key id below n answers as the model's arrays say, and the table
- * counts exactly the present ones. Every long_every-th id is padded by
- * pad bytes (make_key), as the trace that filled the table made it. */
-static void assert_kv_matches(cf_kv *kv, const bool *present, const int64_t *exps,
-                              const uint64_t *vals, uint64_t n, uint64_t long_every, size_t pad)
+/* The model's arrays as the steps below see them (either test's model). */
+typedef struct kv_model {
+    bool *present;
+    int64_t *exp;
+    uint64_t *val;
+} kv_model;
+
+/* One step of a trace on both the table and the model, asserting that the
+ * table answers as the model says. */
+static void model_put(cf_kv *kv, const kv_model *m, const char *k, size_t n, uint64_t id, int64_t exp)
+{
+    void *v;
+    int r = cf_kv_put(kv, k, n, exp, NULL, NULL, &v);
+    assert_int_equal(r, m->present[id] ? 0 : 1);
+    if (r == 1) {
+        m->present[id] = true;
+        m->exp[id] = exp;
+        m->val[id] = rnd();
+        memcpy(v, &m->val[id], 8);
+    }
+}
+
+static void model_delete(cf_kv *kv, const kv_model *m, const char *k, size_t n, uint64_t id)
+{
+    assert_int_equal(cf_kv_delete(kv, k, n), m->present[id] ? 0 : -ENOENT);
+    m->present[id] = false;
+}
+
+static void model_set_expiry(cf_kv *kv, const kv_model *m, const char *k, size_t n, uint64_t id, int64_t exp)
+{
+    assert_int_equal(cf_kv_set_expiry(kv, k, n, exp), m->present[id] ? 0 : -ENOENT);
+    if (m->present[id])
+        m->exp[id] = exp;
+}
+
+/* Expires the model's ids below nkeys that are due at now, and the table
+ * must expire exactly as many. */
+static void model_expire(cf_kv *kv, const kv_model *m, uint64_t nkeys, int64_t now)
+{
+    size_t want = 0;
+    for (uint64_t i = 0; i < nkeys; i++)
+        if (m->present[i] && m->exp[i] <= now) {
+            m->present[i] = false;
+            want++;
+        }
+    assert_int_equal(cf_kv_expire(kv, now, NULL, NULL), want);
+}
+
+/* Every key id below n answers as the model says, and the table counts
+ * exactly the present ones. Every long_every-th id is padded by pad bytes
+ * (make_key), as the trace that filled the table made it. */
+static void assert_kv_matches(cf_kv *kv, const kv_model *m, uint64_t n, uint64_t long_every, size_t pad)
 {
     char k[64];
     size_t cnt = 0;
@@ -516,11 +563,11 @@ static void assert_kv_matches(cf_kv *kv, const bool *present, const int64_t *exp
         size_t kn = make_key(k, i, i % long_every == 0 ? pad : 0);
         int64_t exp;
         uint64_t *v = cf_kv_get(kv, k, kn, &exp);
-        assert_true((v != NULL) == present[i]);
+        assert_true((v != NULL) == m->present[i]);
         if (v) {
             cnt++;
-            assert_true(*v == vals[i]);
-            assert_true(exp == exps[i]);
+            assert_true(*v == m->val[i]);
+            assert_true(exp == m->exp[i]);
         }
     }
     assert_int_equal(cf_kv_count(kv), cnt);
@@ -532,6 +579,7 @@ static void randomized_against_model(void **state)
     rng_state = 0x1234567ULL;
     struct model m;
     memset(&m, 0, sizeof m);
+    kv_model mm = {m.present, m.exp, m.val};
     cf_kv *kv = cf_kv_new(sizeof(uint64_t), 0);
     char k[64];
     int64_t now = 0;
@@ -540,44 +588,22 @@ static void randomized_against_model(void **state)
         size_t n = make_key(k, id, id % 4 == 0 ? 14 : 0);
         switch (rnd() % 5) {
         case 0:
-        case 1: {
-            int64_t exp = now + (int64_t)(rnd() % 100);
-            void *v;
-            int r = cf_kv_put(kv, k, n, exp, NULL, NULL, &v);
-            assert_int_equal(r, m.present[id] ? 0 : 1);
-            if (r == 1) {
-                m.present[id] = true;
-                m.exp[id] = exp;
-                m.val[id] = rnd();
-                memcpy(v, &m.val[id], 8);
-            }
+        case 1:
+            model_put(kv, &mm, k, n, id, now + (int64_t)(rnd() % 100));
             break;
-        }
         case 2:
-            assert_int_equal(cf_kv_delete(kv, k, n), m.present[id] ? 0 : -ENOENT);
-            m.present[id] = false;
+            model_delete(kv, &mm, k, n, id);
             break;
-        case 3: {
-            int64_t exp = now + (int64_t)(rnd() % 100);
-            assert_int_equal(cf_kv_set_expiry(kv, k, n, exp), m.present[id] ? 0 : -ENOENT);
-            if (m.present[id])
-                m.exp[id] = exp;
+        case 3:
+            model_set_expiry(kv, &mm, k, n, id, now + (int64_t)(rnd() % 100));
             break;
-        }
-        default: {
+        default:
             now += (int64_t)(rnd() % 5);
-            size_t want = 0;
-            for (int i = 0; i < MODEL_KEYS; i++)
-                if (m.present[i] && m.exp[i] <= now) {
-                    m.present[i] = false;
-                    want++;
-                }
-            assert_int_equal(cf_kv_expire(kv, now, NULL, NULL), want);
+            model_expire(kv, &mm, MODEL_KEYS, now);
             break;
-        }
         }
         if (step % 997 == 0)
-            assert_kv_matches(kv, m.present, m.exp, m.val, MODEL_KEYS, 4, 14);
+            assert_kv_matches(kv, &mm, MODEL_KEYS, 4, 14);
     }
     cf_kv_free(kv);
 }
@@ -1240,6 +1266,7 @@ static void retired_tables_are_handed_out(void **state)
         int64_t exp[RT_KEYS];
         uint64_t val[RT_KEYS];
     } m;
+    kv_model mm = {m.present, m.exp, m.val};
     char k[64];
     for (uint64_t seed = 1; seed <= 6; seed++) {
         rng_state = seed * 0x9e3779b97f4a7c15ULL;
@@ -1261,24 +1288,11 @@ static void retired_tables_are_handed_out(void **state)
             size_t n = make_key(k, id, id % 3 == 0 ? 15 : 0);
             unsigned op = (unsigned)(rnd() % 64);
             if (op < 44) {
-                int64_t exp = now + 50 + (int64_t)(rnd() % 5000);
-                void *v;
-                int r = cf_kv_put(kv, k, n, exp, NULL, NULL, &v);
-                assert_int_equal(r, m.present[id] ? 0 : 1);
-                if (r == 1) {
-                    m.present[id] = true;
-                    m.exp[id] = exp;
-                    m.val[id] = rnd();
-                    memcpy(v, &m.val[id], 8);
-                }
+                model_put(kv, &mm, k, n, id, now + 50 + (int64_t)(rnd() % 5000));
             } else if (op < 52) {
-                assert_int_equal(cf_kv_delete(kv, k, n), m.present[id] ? 0 : -ENOENT);
-                m.present[id] = false;
+                model_delete(kv, &mm, k, n, id);
             } else if (op < 60) {
-                int64_t exp = now + 50 + (int64_t)(rnd() % 5000);
-                assert_int_equal(cf_kv_set_expiry(kv, k, n, exp), m.present[id] ? 0 : -ENOENT);
-                if (m.present[id])
-                    m.exp[id] = exp;
+                model_set_expiry(kv, &mm, k, n, id, now + 50 + (int64_t)(rnd() % 5000));
             } else if (op < 63) {
                 int64_t exp;
                 uint64_t *v = cf_kv_get(kv, k, n, &exp);
@@ -1289,13 +1303,7 @@ static void retired_tables_are_handed_out(void **state)
                 }
             } else {
                 now += (int64_t)(rnd() % 64);
-                size_t want = 0;
-                for (uint64_t i = 0; i < span; i++)
-                    if (m.present[i] && m.exp[i] <= now) {
-                        m.present[i] = false;
-                        want++;
-                    }
-                assert_int_equal(cf_kv_expire(kv, now, NULL, NULL), want);
+                model_expire(kv, &mm, span, now);
             }
             bool migrating = cf_kv_migrating(kv);
             if (was_migrating && !migrating) {
@@ -1323,7 +1331,7 @@ static void retired_tables_are_handed_out(void **state)
             }
             was_migrating = migrating;
             if (step % 1499 == 0 || step == 119999)
-                assert_kv_matches(kv, m.present, m.exp, m.val, span, 3, 15);
+                assert_kv_matches(kv, &mm, span, 3, 15);
         }
         /* The traces grew the table through several doublings, and some
          * retired tables were left for the next end or cf_kv_free. */
