@@ -193,9 +193,10 @@ int64_t cf_wal_replay(cf_wal *w, int64_t after, cf_wal_record_fn fn, void *ctx)
         }
         /* Every record of a segment before the one holding after + 1 is
          * covered by the snapshot: not read. The log is kept from the
-         * fallback snapshot on (docs/FORMATS.md), so a restart onto the
-         * newest one would read up to 9 snapshot intervals of log it does
-         * not need, and damage there would cut the log it does need. */
+         * previous snapshot on (the fallback, docs/FORMATS.md), so a
+         * restart onto the newest one would read a snapshot interval of
+         * log it does not need, and damage there would cut the log it
+         * does need. */
         if (i + 1 < w->nsegs && w->segs[i + 1] - 1 <= after) {
             last = w->segs[i + 1] - 1;
             continue;
