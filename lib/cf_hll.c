@@ -503,13 +503,21 @@ int cf_hll_save(const cf_hll *h, cf_buf *out)
         cf_buf_put(out, h->regs, CF_HLL_REGISTERS);
     } else {
         /* Ascending, so that equal sets give equal bytes. */
-        uint64_t sorted[CF_HLL_SPARSE_MAX];
+        uint64_t sorted[CF_HLL_SPARSE_MAX + 1];
         uint32_t k = 0;
         if (h->has_zero)
             sorted[k++] = 0;
-        for (uint32_t i = 0; i < h->cap; i++)
-            if (h->set[i])
-                sorted[k++] = h->set[i];
+        /* Branch-free gather: the table is 3/8 to 3/4 full, so a test per
+         * slot was mispredicted about every other slot (half of this
+         * function's samples when a recovery saves a history row's sketch
+         * per window, issue 15). Every slot is stored and kept only if
+         * set: with CF_HLL_SPARSE_MAX hashes held, an empty slot after the
+         * last one is written one past them, into sorted's spare slot. */
+        for (uint32_t i = 0; i < h->cap; i++) {
+            uint64_t v = h->set[i];
+            sorted[k] = v;
+            k += v != 0;
+        }
         sort_hashes(sorted, k);
         cf_buf_put_u32(out, k);
         /* Little-endian in place, one reserve (a put per value was a

@@ -302,6 +302,47 @@ static void sparse_save_is_ascending(void **state)
     }
 }
 
+/* A full sparse set (CF_HLL_SPARSE_MAX hashes, with and without the zero
+ * hash) saves every hash once, ascending, and loads back equal: the save
+ * gathers the table's slots without a test per slot and writes one past the
+ * last hash (ASan checks that bound). */
+static void full_sparse_set_saves_every_hash(void **state)
+{
+    (void)state;
+    for (int zero = 0; zero < 2; zero++) {
+        cf_hll *h = cf_hll_new();
+        assert_non_null(h);
+        if (zero)
+            assert_int_equal(cf_hll_add(h, 0), 1);
+        add_range(h, 0, CF_HLL_SPARSE_MAX - (uint64_t)zero, 5);
+        assert_false(cf_hll_is_dense(h));
+        assert_int_equal(cf_hll_count(h), CF_HLL_SPARSE_MAX);
+        cf_buf b = {0};
+        assert_int_equal(cf_hll_save(h, &b), 0);
+        assert_int_equal(b.len, 1 + 4 + 8 * CF_HLL_SPARSE_MAX);
+        cf_reader r;
+        cf_reader_init(&r, b.data, b.len);
+        uint8_t form;
+        uint32_t k;
+        assert_true(cf_get_u8(&r, &form));
+        assert_true(cf_get_u32(&r, &k));
+        assert_int_equal(k, CF_HLL_SPARSE_MAX);
+        uint64_t prev = 0;
+        for (uint32_t i = 0; i < k; i++) {
+            uint64_t v;
+            assert_true(cf_get_u64(&r, &v));
+            assert_true(i == 0 ? (v == 0) == (zero == 1) : v > prev);
+            prev = v;
+        }
+        cf_hll *back = load_bytes(&b);
+        assert_non_null(back);
+        assert_true(cf_hll_equal(h, back));
+        cf_hll_free(back);
+        cf_buf_free(&b);
+        cf_hll_free(h);
+    }
+}
+
 /* Skewed values (small integers: every one in the same top-byte bucket of
  * the save's sort, or two buckets) are saved ascending too. */
 static void sparse_save_of_skewed_values_is_ascending(void **state)
@@ -501,6 +542,7 @@ int main(void)
         cmocka_unit_test(merge_of_shards_matches_single_sketch),
         cmocka_unit_test(save_load_roundtrip),
         cmocka_unit_test(sparse_save_is_ascending),
+        cmocka_unit_test(full_sparse_set_saves_every_hash),
         cmocka_unit_test(sparse_save_of_skewed_values_is_ascending),
         cmocka_unit_test(load_rejects_malformed),
         cmocka_unit_test(memory_accounting),
