@@ -40,15 +40,31 @@ void cf_entry_stamp(uint8_t *at, const cf_entry_head *h)
     put_le64(at + 17, (uint64_t)h->clock);
 }
 
+static inline uint64_t get_le64(const uint8_t *p)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v |= (uint64_t)p[i] << (8 * i);
+    return v;
+}
+
+/* The head in one bounds check and four inline loads: five cf_get_* calls
+ * per entry were 1.5% of a 10M-event recovery's samples (the shards read
+ * every entry's head, issue 15). A short or bad reader reads nothing. */
 int cf_entry_get(cf_reader *r, cf_entry_head *ret_head, cf_event *ret_ev)
 {
-    cf_get_u8(r, &ret_head->role);
-    cf_get_u64(r, &ret_head->seq);
-    cf_get_i64(r, &ret_head->wm);
-    cf_get_i64(r, &ret_head->clock);
-    cf_get_u64(r, &ret_head->views);
-    if (r->bad)
+    if (r->bad || r->left < CF_ENTRY_HEAD) {
+        r->bad = true;
         return -EINVAL;
+    }
+    const uint8_t *p = r->p;
+    ret_head->role = p[0];
+    ret_head->seq = get_le64(p + 1);
+    ret_head->wm = (int64_t)get_le64(p + 9);
+    ret_head->clock = (int64_t)get_le64(p + 17);
+    ret_head->views = get_le64(p + 25);
+    r->p += CF_ENTRY_HEAD;
+    r->left -= CF_ENTRY_HEAD;
     return cf_event_unpack(r, ret_ev);
 }
 
