@@ -554,9 +554,16 @@ int cf_event_unpack(cf_reader *r, cf_event *ret)
 {
     if (!r || !ret)
         return -EINVAL;
-    uint8_t h[PACK_HEADER];
-    if (!cf_get(r, h, sizeof h))
+    /* The header read in place: a 21-byte cf_get was a memcpy call per
+     * event, and the shards and the replay's decoder unpack every event
+     * (issue 15, R1). */
+    if (r->bad || r->left < PACK_HEADER) {
+        r->bad = true;
         return -EINVAL;
+    }
+    const uint8_t *h = r->p;
+    r->p += PACK_HEADER;
+    r->left -= PACK_HEADER;
     unsigned flags = h[8];
     size_t ul = rd16(h + 9), pl = rd16(h + 11), el = rd16(h + 13), il = rd16(h + 15);
     size_t prl = rd32(h + 17);
