@@ -495,6 +495,14 @@ static void sort_hashes(uint64_t *v, uint32_t n)
     memcpy(v, tmp, (size_t)n * sizeof *v);
 }
 
+static inline uint64_t load_le64(const uint8_t *p)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v |= (uint64_t)p[i] << (8 * i);
+    return v;
+}
+
 /* Encoding: u8 form; sparse: u32 n, n x u64 ascending; dense: 16384 bytes. */
 int cf_hll_save(const cf_hll *h, cf_buf *out)
 {
@@ -561,22 +569,24 @@ int cf_hll_merge_encoded(cf_hll *dst, cf_reader *in)
     uint32_t n;
     if (!cf_get_u32(in, &n) || n > CF_HLL_SPARSE_MAX || in->left < (size_t)n * 8)
         return -EINVAL;
-    /* Validate first (ascending, as cf_hll_save writes), then add. */
-    cf_reader chk = *in;
+    /* Validate first (ascending, as cf_hll_save writes), then add; the
+     * values are read in place (two cf_get_u64 calls per value were a
+     * quarter of history.db's rollup merges in a recovery, issue 15). */
+    const uint8_t *p = in->p;
     uint64_t prev = 0;
     for (uint32_t i = 0; i < n; i++) {
-        uint64_t v;
-        if (!cf_get_u64(&chk, &v) || (i > 0 && v <= prev))
+        uint64_t v = load_le64(p + 8 * (size_t)i);
+        if (i > 0 && v <= prev)
             return -EINVAL;
         prev = v;
     }
     for (uint32_t i = 0; i < n; i++) {
-        uint64_t v;
-        (void)cf_get_u64(in, &v);
-        int rc = cf_hll_add(dst, v);
+        int rc = cf_hll_add(dst, load_le64(p + 8 * (size_t)i));
         if (rc < 0)
             return rc;
     }
+    in->p += 8 * (size_t)n;
+    in->left -= 8 * (size_t)n;
     return 0;
 }
 

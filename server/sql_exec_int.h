@@ -244,12 +244,19 @@ void sqlx_render_stream_row(cf_sqlx *x, const cf_sqlx_def *d, xstream *xs, const
 /* -- the per-row hash memo (sql_exec.c's view_row and sql_exec_click.c's
  * cf_sqlx_def_apply; inline: once per view and row on the hot path) -- */
 
+#define SQLX_MEMO_NULL (-2)    /* a memo entry's col for a NULL key (no column is) */
+
 /* v's hash of a one-column key (column c of the row), through the memo:
  * views of one seed hash a key alike (sql_view_key_hash). */
 static inline uint64_t sqlx_memo_key_hash(cf_sqlx_memo *m, const sql_view *v, int c,
                                           const sql_value *key)
 {
     uint64_t seed = sql_view_get_config(v)->hash_seed;
+    /* NULL hashes alike whatever its column: the five panels' keys are
+     * different columns, all NULL on most clicks (no referrer, no UTM, no
+     * enrichment), hashed once a row instead of five times. */
+    if (key->type == SQL_NULL)
+        c = SQLX_MEMO_NULL;
     for (uint32_t i = 0; i < m->nkey; i++)
         if (m->key[i].col == c && m->key[i].seed == seed)
             return m->key[i].hash;

@@ -516,6 +516,17 @@ static void merge_encoded_matches_merge(void **state)
                 assert_int_equal(cf_hll_merge_encoded(a, &in), -EINVAL);
                 assert_true(cf_hll_equal(a, a2));
             }
+            if (!cf_hll_is_dense(b) && sizes[j] >= 2) {
+                /* Not ascending (the last two values swapped): -EINVAL
+                 * before anything is added. */
+                uint8_t t[8], *last = enc.data + enc.len - 8;
+                memcpy(t, last, 8);
+                memcpy(last, last - 8, 8);
+                memcpy(last - 8, t, 8);
+                cf_reader_init(&in, enc.data, enc.len);
+                assert_int_equal(cf_hll_merge_encoded(a, &in), -EINVAL);
+                assert_true(cf_hll_equal(a, a2));
+            }
             if (cf_hll_is_dense(b)) {
                 enc.data[1] = 200;
                 cf_reader_init(&in, enc.data, enc.len);

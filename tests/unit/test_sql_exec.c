@@ -383,6 +383,10 @@ static const char *const click_views[] = {
     "WINDOW TUMBLING (SIZE 1 MINUTE) GROUP BY user_id",
     "CREATE VIEW c AS SELECT page_url, COUNT(*) AS c, COUNT(DISTINCT user_id) AS u FROM clicks "
     "WHERE NOT COALESCE(is_bot, FALSE) GROUP BY page_url",
+    /* Keyed by another column, NULL on most clicks: its NULL key shares
+     * the memo's hash of a's NULL referrer (sqlx_memo_key_hash). */
+    "CREATE VIEW d AS SELECT COALESCE(utm_source, '(none)') AS s, COUNT(*) AS c, "
+    "COUNT(DISTINCT user_id) AS v FROM clicks GROUP BY utm_source",
 };
 #define NCLICK_VIEWS (sizeof click_views / sizeof *click_views)
 
@@ -407,11 +411,16 @@ static void click_of(uint64_t i, unsigned *seed, cf_event *ev)
     ev->user_id_len = strlen(ev->user_id);
     ev->enrich.is_bot = (*seed >> 16) % 7 == 0;
     const char *r = refs[(*seed >> 20) % 3];
-    for (int c = 0; r && c < CF_COL_COUNT; c++)
-        if (strcmp(cf_enrich_col_name(c), "referrer_host") == 0) {
-            ev->enrich.col[c] = r;
-            ev->enrich.len[c] = (uint16_t)strlen(r);
+    const char *utm = (*seed >> 24) % 4 == 0 ? "news" : NULL;
+    for (int c = 0; c < CF_COL_COUNT; c++) {
+        const char *v = strcmp(cf_enrich_col_name(c), "referrer_host") == 0 ? r
+                        : strcmp(cf_enrich_col_name(c), "utm_source") == 0  ? utm
+                                                                           : NULL;
+        if (v) {
+            ev->enrich.col[c] = v;
+            ev->enrich.len[c] = (uint16_t)strlen(v);
         }
+    }
 }
 
 /* The user views given the shard's decoded row and the hashes its
