@@ -132,13 +132,6 @@ void sql_view_free(sql_view *v)
         for (uint32_t i = 0; i < v->nslots; i++)
             for (cell *c = v->slots[i].head; c; c = c->next)
                 sql_agg_fini(v->aggs, cell_state(c));
-        if (v->cfg.window == SQL_WINDOW_SESSION)
-            for (uint32_t i = 0; i < v->heap_n; i++) {
-                sess *x = v->heap[i];
-                sql_agg_fini(v->aggs, sess_state(x));
-                if (!(x->g->sinl == SINL_USED && x == group_inline_sess(v, x->g)))
-                    free(x); /* an inline one goes with its group */
-            }
         if (v->groups.s)
             for (uint32_t i = 0; i <= v->groups.mask; i++) {
                 group *g = pslot_group(v->groups.s[i]);
@@ -146,8 +139,18 @@ void sql_view_free(sql_view *v)
                     continue;
                 if (v->cfg.window == SQL_WINDOW_NONE)
                     sql_agg_fini(v->aggs, group_state(v, g));
+                /* By its group's list, not the heap: a record does not
+                 * know its group, and freeing in heap order would walk
+                 * lists through records already freed. */
+                for (sess *x = v->cfg.window == SQL_WINDOW_SESSION ? g->sessions : NULL, *nx; x;
+                     x = nx) {
+                    nx = sess_next(x);
+                    sql_agg_fini(v->aggs, sess_state(x));
+                    if (!(g->sinl == SINL_USED && x == group_inline_sess(v, g)))
+                        free(x); /* an inline one goes with its group */
+                }
                 if (v->cfg.window == SQL_WINDOW_SESSION && g->sinl != SINL_NONE) {
-                    if (group_block_size(v, g) > BLK_CLASSES * 16)
+                    if (group_block_size(v, g) > BLK_MAX)
                         free(g); /* else it goes with its chunk */
                 } else {
                     free(g);
@@ -359,8 +362,9 @@ static int cmp_sess_fire(const sql_view *v, const void *a, const void *b)
     int64_t s = x->last, t = y->last;
     if (s != t)
         return s < t ? -1 : 1;
-    if (x->g != y->g) {
-        int c = key_cmp(x->g->key, y->g->key, v->cfg.nkeys);
+    const group *gx = sess_group(x), *gy = sess_group(y);
+    if (gx != gy) {
+        int c = key_cmp(gx->key, gy->key, v->cfg.nkeys);
         if (c)
             return c;
     }
@@ -459,7 +463,7 @@ size_t sql_view_lookup(const sql_view *v, const sql_value *key, int64_t now,
                           ctx);
         return 1;
     case SQL_WINDOW_SESSION:
-        for (const sess *x = g->sessions; x; x = x->next)
+        for (const sess *x = g->sessions; x; x = sess_next(x))
             if (!x->fired) {
                 sql_view_emit_sess(v, x, false, emit, ctx);
                 n++;
@@ -570,7 +574,7 @@ void sql_view_stats_get(const sql_view *v, sql_view_stats *ret)
                 const sess *in = g->sinl != SINL_NONE ? group_inline_sess(v, g) : NULL;
                 if (in) /* the block's slot, used or not */
                     b += align8(group_strs(v, g)) - group_strs(v, g) + v->sess_size;
-                for (const sess *x = g->sessions; x; x = x->next)
+                for (const sess *x = g->sessions; x; x = sess_next(x))
                     b += (x == in ? 0 : v->sess_size) + sql_agg_bytes(v->aggs, sess_state(x));
             }
         }

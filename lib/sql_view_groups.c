@@ -10,7 +10,7 @@
 #include "cf_kv.h"
 
 /* Session group blocks (blk_alloc): chunks double from BLK_CHUNK_MIN to
- * BLK_CHUNK_MAX (size classes: BLK_CLASSES, sql_view_int.h). */
+ * BLK_CHUNK_MAX (size classes: BLK_GRAIN, BLK_CLASSES, sql_view_int.h). */
 #define BLK_CHUNK_MIN ((size_t)64 << 10)
 #define BLK_CHUNK_MAX ((size_t)4 << 20)
 
@@ -149,15 +149,15 @@ group *sql_view_group_find(const sql_view *v, uint64_t h, const sql_value *key)
 
 static inline size_t blk_round(size_t n)
 {
-    return (n + 15) & ~(size_t)15;
+    return (n + BLK_GRAIN - 1) & ~(size_t)(BLK_GRAIN - 1);
 }
 
 static void *blk_alloc(sql_view *v, size_t n)
 {
     n = blk_round(n);
-    if (n > BLK_CLASSES * 16)
+    if (n > BLK_MAX)
         return malloc(n);
-    void **head = &v->bfree[n / 16 - 1];
+    void **head = &v->bfree[n / BLK_GRAIN - 1];
     if (*head) {
         void *p = *head;
         memcpy(head, p, sizeof p);
@@ -189,11 +189,11 @@ static void *blk_alloc(sql_view *v, size_t n)
 static void blk_free(sql_view *v, void *p, size_t n)
 {
     n = blk_round(n);
-    if (n > BLK_CLASSES * 16) {
+    if (n > BLK_MAX) {
         free(p);
         return;
     }
-    void **head = &v->bfree[n / 16 - 1];
+    void **head = &v->bfree[n / BLK_GRAIN - 1];
     memcpy(p, head, sizeof *head);
     *head = p;
 }
@@ -273,11 +273,11 @@ void sql_view_group_unref(sql_view *v, group *g)
         group_free(v, g);
 }
 
-/* Frees a session's record (its state already fini'ed), or gives its group
- * back the inline slot; before the group's last unref. */
-void sql_view_sess_release(const sql_view *v, sess *x)
+/* Frees a session's record (its state already fini'ed, out of its
+ * group's list), or gives its group back the inline slot; before the
+ * group's last unref. */
+void sql_view_sess_release(const sql_view *v, group *g, sess *x)
 {
-    group *g = x->g;
     if (g->sinl == SINL_USED && x == group_inline_sess(v, g))
         g->sinl = SINL_FREE;
     else
@@ -315,8 +315,9 @@ static bool node_less(const sql_view *v, const void *a, int64_t ka, const void *
         return ka < kb;
     if (v->cfg.window == SQL_WINDOW_SESSION) {
         const sess *sa = a, *sb = b;
-        if (sa->g != sb->g) {
-            int c = key_cmp(sa->g->key, sb->g->key, v->cfg.nkeys);
+        const group *ga = sess_group(sa), *gb = sess_group(sb);
+        if (ga != gb) {
+            int c = key_cmp(ga->key, gb->key, v->cfg.nkeys);
             if (c)
                 return c < 0;
         }
@@ -371,9 +372,15 @@ int sql_view_heap_reserve(sql_view *v)
 {
     if (v->heap_n < v->heap_cap)
         return 0;
-    uint32_t ncap = v->heap_cap ? v->heap_cap * 2 : 64;
-    if (ncap > (1u << 30))
+    /* Grows by half, not double: the heap is 16 bytes per session, and a
+     * doubling left up to half of it unused (S4 counts it per open
+     * session). In the server a large array's realloc is an mremap, not a
+     * copy (server/mem_tune.c). */
+    if (v->heap_cap >= (1u << 30))
         return -ENOMEM;
+    uint32_t ncap = v->heap_cap ? v->heap_cap + v->heap_cap / 2 : 64;
+    if (ncap > (1u << 30))
+        ncap = 1u << 30;
     void **h = realloc(v->heap, (size_t)ncap * sizeof *h);
     if (!h)
         return -ENOMEM;

@@ -51,10 +51,14 @@
 #define MAX_KEY_STR (1u << 20)
 #define SLAB 256u
 #define KEY_SEED 0x6b6579735f73716cULL /* "keys_sql" */
-/* Session group blocks (blk_alloc, sql_view_groups.c): 16-byte size
- * classes up to this many, carved from chunks that double from
- * BLK_CHUNK_MIN to BLK_CHUNK_MAX. */
-#define BLK_CLASSES 64u
+/* Session group blocks (blk_alloc, sql_view_groups.c): size classes of
+ * BLK_GRAIN bytes up to BLK_CLASSES of them (larger blocks are malloc'd),
+ * carved from chunks that double from BLK_CHUNK_MIN to BLK_CHUNK_MAX. An
+ * 8-byte grain, not 16: a block is 8-aligned (all its fields are), and a
+ * 16-byte grain wasted 8 bytes on half the blocks. */
+#define BLK_GRAIN 8u
+#define BLK_CLASSES 128u
+#define BLK_MAX (BLK_CLASSES * BLK_GRAIN)
 
 /* 24 bytes before the key: what each shape needs shares the space. A
  * running group's or a session's placed time (its heap key as placed) is
@@ -95,16 +99,56 @@ typedef struct wslot {
     uint32_t n;
 } wslot;
 
-/* Its heap key as placed (<= the true one) is heap_key[heap_pos]. */
+/* Its heap key as placed (<= the true one) is heap_key[heap_pos]. 32
+ * bytes: the record holds no pointer to its group. A group's sessions are
+ * a list sorted by first whose last record links to the group itself (link
+ * with its low bit set; groups are 8-aligned), so sess_group walks to the
+ * end of the list: one step for the usual group of one session, and the
+ * time rules keep a group's list short (a session is purged gap + grace
+ * after its last event). 8 bytes less per open session (S4). */
 typedef struct sess {
     int64_t first, last;
-    struct sess *next;
-    group *g;
+    uintptr_t link;         /* the next session, or (its group | 1) after the last */
     uint32_t revision;
     uint32_t heap_pos : 31; /* the heap holds fewer than 2^30 (sql_view_heap_reserve) */
     uint32_t fired : 1;
     /* aggregate state follows (8-aligned) */
 } sess;
+_Static_assert(sizeof(sess) == 32, "a session record's header is 32 bytes");
+
+/* The session after x in its group's list, or NULL. */
+static inline sess *sess_next(const sess *x)
+{
+    return x->link & 1 ? NULL : (sess *)x->link;
+}
+
+/* The group of x: at the end of its list. */
+static inline group *sess_group(const sess *x)
+{
+    while (!(x->link & 1))
+        x = (const sess *)x->link;
+    return (group *)(x->link & ~(uintptr_t)1);
+}
+
+/* Links x into g's list after prev (NULL: first), before what followed. */
+static inline void sess_link(group *g, sess *prev, sess *x)
+{
+    sess *nx = prev ? sess_next(prev) : g->sessions;
+    x->link = nx ? (uintptr_t)nx : (uintptr_t)g | 1;
+    if (prev)
+        prev->link = (uintptr_t)x;
+    else
+        g->sessions = x;
+}
+
+/* Unlinks x from g's list; prev is the session before it (NULL: first). */
+static inline void sess_unlink(group *g, sess *prev, sess *x)
+{
+    if (prev)
+        prev->link = x->link;
+    else
+        g->sessions = sess_next(x);
+}
 
 /* A session group made by an event carries room for one session at the end
  * of its own block (group_inline_sess), used by its first session and by a
@@ -276,8 +320,8 @@ group *sql_view_group_new(sql_view *v, uint64_t h, const sql_value *key, bool in
 /* Drops a reference; the last one frees the group. */
 void sql_view_group_unref(sql_view *v, group *g);
 
-/* Frees a session's record or gives its group back the inline slot. */
-void sql_view_sess_release(const sql_view *v, sess *x);
+/* Frees a session's record or gives its group g back the inline slot. */
+void sql_view_sess_release(const sql_view *v, group *g, sess *x);
 
 /* The heap of sessions (SESSION) or running groups (NONE), lazy about
  * keys that move later (heap_settle_top). All need room (heap_reserve).

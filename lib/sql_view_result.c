@@ -37,7 +37,7 @@ void sql_view_emit_row(const sql_view *cv, const group *g, const void *st, int64
 void sql_view_emit_sess(const sql_view *v, const sess *x, bool final, sql_view_emit_fn emit,
                         void *ctx)
 {
-    sql_view_emit_row(v, x->g, sess_state(x), x->first, x->last, x->revision, final, x->last,
+    sql_view_emit_row(v, sess_group(x), sess_state(x), x->first, x->last, x->revision, final, x->last,
                       emit, ctx);
 }
 

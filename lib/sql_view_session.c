@@ -33,19 +33,19 @@ static void sess_fire(sql_view *v, sess *x, sql_view_emit_fn emit, void *ctx)
  * its last session). */
 static void sess_drop(sql_view *v, sess *x)
 {
-    group *g = x->g;
     if (x->heap_pos != NIL_POS)
         sql_view_heap_remove(v, x);
-    sess **pp = &g->sessions;
-    while (*pp != x)
-        pp = &(*pp)->next;
-    *pp = x->next;
+    group *g = sess_group(x);
+    sess *prev = NULL;
+    for (sess *cur = g->sessions; cur != x; cur = sess_next(cur))
+        prev = cur;
+    sess_unlink(g, prev, x);
     if (x->fired)
         v->n_kept--;
     else
         v->n_open--;
     sql_agg_fini(v->aggs, sess_state(x));
-    sql_view_sess_release(v, x);
+    sql_view_sess_release(v, g, x);
     sql_view_group_unref(v, g);
 }
 
@@ -56,7 +56,7 @@ static void evict_session_group(sql_view *v, sql_view_emit_fn emit, void *ctx)
     sess *top = sql_view_heap_settle_top(v);
     if (!top)
         return;
-    group *g = top->g;
+    group *g = sess_group(top);
     g->refs++;
     while (g->sessions) {
         sess *x = g->sessions;
@@ -73,7 +73,7 @@ int sql_view_apply_session(sql_view *v, const sql_value *key, uint64_t kh, const
 {
     group *grp = sql_view_group_find(v, kh, key);
     sess *a = NULL, *z = NULL;
-    for (sess *x = grp ? grp->sessions : NULL; x; x = x->next) {
+    for (sess *x = grp ? grp->sessions : NULL; x; x = sess_next(x)) {
         if (joins(v, x, ts)) {
             if (!a)
                 a = x;
@@ -106,15 +106,13 @@ int sql_view_apply_session(sql_view *v, const sql_value *key, uint64_t kh, const
         }
         memset(x, 0, sizeof *x);
         x->first = x->last = ts;
-        x->g = grp;
         grp->refs++;
         sql_agg_init(v->aggs, sess_state(x));
         int rc = agg_add(v, sess_state(x), args, ts, arrival);
-        sess **pp = &grp->sessions;
-        while (*pp && (*pp)->first < ts)
-            pp = &(*pp)->next;
-        x->next = *pp;
-        *pp = x;
+        sess *prev = NULL;
+        for (sess *y = grp->sessions; y && y->first < ts; y = sess_next(y))
+            prev = y;
+        sess_link(grp, prev, x);
         v->n_open++;
         sql_view_heap_push(v, x, sess_fire_at(v, ts));
         if (reached(v, sess_fire_at(v, ts)))
@@ -128,7 +126,7 @@ int sql_view_apply_session(sql_view *v, const sql_value *key, uint64_t kh, const
     was_fired |= a->fired;
     int rc = 0;
     while (a != z) {
-        sess *o = a->next;
+        sess *o = sess_next(a);
         if (next_revision(o) > rev)
             rev = next_revision(o);
         was_fired |= o->fired;
@@ -137,7 +135,7 @@ int sql_view_apply_session(sql_view *v, const sql_value *key, uint64_t kh, const
         if (r < 0)
             rc = r;
         a->last = o->last;
-        a->next = o->next;
+        a->link = o->link;
         if (o == z)
             z = a;
         if (o->fired)
@@ -145,7 +143,7 @@ int sql_view_apply_session(sql_view *v, const sql_value *key, uint64_t kh, const
         else
             v->n_open--;
         sql_agg_fini(v->aggs, sess_state(o));
-        sql_view_sess_release(v, o);
+        sql_view_sess_release(v, grp, o);
         grp->refs--; /* a still holds the group */
     }
     int r = agg_add(v, sess_state(a), args, ts, arrival);
