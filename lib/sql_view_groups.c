@@ -114,6 +114,15 @@ static void pmap_del(pmap *m, uint64_t h, const group *g)
     m->used--;
 }
 
+/* The slot of g (hash h) now holds n, at the same place. */
+static void pmap_repoint(pmap *m, uint64_t h, const group *g, const group *n)
+{
+    uint32_t i = (uint32_t)h & m->mask;
+    while (pslot_group(m->s[i]) != g)
+        i = (i + 1) & m->mask;
+    m->s[i].w = (m->s[i].w & ~((UINT64_C(1) << PSLOT_ADDR_BITS) - 1)) | (uint64_t)(uintptr_t)n >> 3;
+}
+
 size_t sql_view_pmap_bytes(const pmap *m)
 {
     return m->s ? ((size_t)m->mask + 1) * sizeof(pslot) : 0;
@@ -207,7 +216,7 @@ void sql_view_blk_free_all(sql_view *v)
 
 /* A new group with a copy of key (running views: with an empty state;
  * inline_sess: with room for one session, SINL_USED, see SINL_*). */
-group *sql_view_group_new(sql_view *v, uint64_t h, const sql_value *key, bool inline_sess)
+group *sql_view_group_new(sql_view *v, uint64_t h, const sql_value *key, int inline_sess)
 {
     uint32_t nk = v->cfg.nkeys;
     size_t strs = 0;
@@ -220,8 +229,8 @@ group *sql_view_group_new(sql_view *v, uint64_t h, const sql_value *key, bool in
     size_t st = v->cfg.window == SQL_WINDOW_NONE ? v->state_size : 0;
     if (pmap_reserve(&v->groups, 1) < 0)
         return NULL;
-    group *g = inline_sess ? blk_alloc(v, off + align8(strs) + v->sess_size)
-                           : malloc(off + st + strs);
+    size_t blk = off + align8(strs) + (inline_sess == GROUP_SESS_ONE ? SESS_ONE_SIZE : v->sess_size);
+    group *g = inline_sess ? blk_alloc(v, blk) : malloc(off + st + strs);
     if (!g)
         return NULL;
     if (!pslot_fits(g)) {
@@ -229,7 +238,7 @@ group *sql_view_group_new(sql_view *v, uint64_t h, const sql_value *key, bool in
          * slot (pslot): not seen on Linux, where user space stays below
          * 2^47 unless mmap is asked for more, and malloc aligns to 16. */
         if (inline_sess)
-            blk_free(v, g, off + align8(strs) + v->sess_size);
+            blk_free(v, g, blk);
         else
             free(g);
         return NULL;
@@ -238,6 +247,7 @@ group *sql_view_group_new(sql_view *v, uint64_t h, const sql_value *key, bool in
     g->hash = h;
     if (inline_sess)
         g->sinl = SINL_USED;
+    g->sinl_one = inline_sess == GROUP_SESS_ONE;
     if (v->cfg.window == SQL_WINDOW_NONE)
         g->heap_pos = NIL_POS;
     char *p = (char *)g + off + st;
@@ -282,6 +292,57 @@ void sql_view_sess_release(const sql_view *v, group *g, sess *x)
         g->sinl = SINL_FREE;
     else
         free(x);
+}
+
+/* Moves g, whose inline session is a one-event record in use, to a full
+ * block: the header, keys and strings are copied, the key values re-pointed
+ * at the new strings, the table slot, the list (its head or the link to
+ * the record, and the last record's link to the group) and the heap entry
+ * moved over, and the event turned into states in the new block. */
+group *sql_view_group_grow(sql_view *v, group *g)
+{
+    uint32_t nk = v->cfg.nkeys;
+    size_t off = group_state_off(nk), strs = group_strs(v, g);
+    size_t old_size = group_block_size(v, g);
+    group *n = blk_alloc(v, off + align8(strs) + v->sess_size);
+    if (!n)
+        return NULL;
+    if (!pslot_fits(n)) {
+        blk_free(v, n, off + align8(strs) + v->sess_size);
+        return NULL;
+    }
+    sess *oi = group_inline_sess(v, g);
+    memcpy(n, g, off + align8(strs) + sizeof(sess));
+    n->sinl_one = 0;
+    sess *ni = group_inline_sess(v, n);
+    if (sql_view_sess_one_expand(v, oi, sess_state(ni)) < 0) {
+        sql_agg_fini(v->aggs, sess_state(ni));
+        blk_free(v, n, off + align8(strs) + v->sess_size);
+        return NULL;
+    }
+    sql_view_sess_fini(v, g, oi);
+    char *p = (char *)n + off;
+    for (uint32_t i = 0; i < nk; i++)
+        if (is_text(n->key[i].type)) {
+            n->key[i].u.s = p;
+            p += n->key[i].len;
+        }
+    pmap_repoint(&v->groups, g->hash, g, n);
+    if (n->sessions == oi)
+        n->sessions = ni;
+    for (sess *x = n->sessions;;) {
+        if (x->link & 1) {
+            x->link = (uintptr_t)n | 1;
+            break;
+        }
+        if ((sess *)x->link == oi)
+            x->link = (uintptr_t)ni;
+        x = (sess *)x->link;
+    }
+    if (ni->heap_pos != NIL_POS)
+        v->heap[ni->heap_pos] = ni;
+    blk_free(v, g, old_size);
+    return n;
 }
 
 /* ---- heap (sessions or running groups) -------------------------------------- */

@@ -71,7 +71,10 @@ typedef struct group {
     union {
         uint32_t heap_pos;  /* running */
         uint32_t mark;      /* windows: stamp of the last sql_view_gather() that saw it */
-        uint32_t sinl;      /* SESSION: its inline session slot (SINL_*) */
+        struct {            /* SESSION: */
+            uint16_t sinl;       /* its inline session slot (SINL_*) */
+            uint16_t sinl_one;   /* the slot is a one-event record's (SESS_ONE_SIZE) */
+        };
     };
     union {
         int64_t last_ts;        /* running: newest event time (>= its heap key) */
@@ -158,6 +161,20 @@ static inline void sess_unlink(group *g, sess *prev, sess *x)
  * per new user). Loaded groups have none. */
 enum { SINL_NONE = 0, SINL_FREE = 1, SINL_USED = 2 };
 
+/* A one-event session (sql_view_session.c, sess_one): a group made by an
+ * event whose aggregates are COUNT, COUNT(DISTINCT), MIN/MAX or
+ * EARLIEST/LATEST and whose arguments are one value (or NULL) keeps that
+ * event, not the aggregates' states: the record's header, then the value
+ * (24 bytes), which aggregates got it (8) and its arrival number (8). Its
+ * group's block has room for that much only (sinl_one); the session's
+ * second event moves the group to a full block (sql_view_group_grow) and
+ * turns the event into states. The built-in sessions view's state is 120
+ * bytes, so a user with one click costs 80 bytes less (S4: every user;
+ * lib_bench: half the clicks are a user's first). Readers of a session's
+ * state go through sql_view_sess_read, which builds it in the scratch. */
+#define SESS_ONE_BYTES 40u
+#define SESS_ONE_SIZE (sizeof(sess) + SESS_ONE_BYTES)
+
 /* A group table slot, 8 bytes (0: empty):
  * - bits 0-44: the group's address / 8 (groups are 8-aligned and below
  *   2^48, as user-space addresses on x86-64 and arm64 are;
@@ -231,6 +248,7 @@ struct sql_view {
     sql_agg_set *aggs;
     size_t state_size;
     size_t cell_size, sess_size;
+    bool sess_one_ok;       /* every aggregate a one-event record can hold (sess_one) */
     int64_t wm;
     uint32_t k;             /* panes per window (size / advance) */
     void *scratch;          /* a state that panes are merged into */
@@ -315,13 +333,22 @@ void sql_view_blk_free_all(sql_view *v);
 
 /* A new group with a copy of key, in the table; NULL on OOM or a key over
  * MAX_KEY_STR. refs is 0: the caller takes its references. */
-group *sql_view_group_new(sql_view *v, uint64_t h, const sql_value *key, bool inline_sess);
+group *sql_view_group_new(sql_view *v, uint64_t h, const sql_value *key, int inline_sess);
+
+/* sql_view_group_new's inline_sess: none, a full session, a one-event
+ * record (SESS_ONE_SIZE). */
+enum { GROUP_PLAIN = 0, GROUP_SESS = 1, GROUP_SESS_ONE = 2 };
 
 /* Drops a reference; the last one frees the group. */
 void sql_view_group_unref(sql_view *v, group *g);
 
 /* Frees a session's record or gives its group g back the inline slot. */
 void sql_view_sess_release(const sql_view *v, group *g, sess *x);
+
+/* g (a one-event block whose inline session is in use) moved to a full
+ * block, its session's event turned into states; the new group, or NULL
+ * on OOM (g unchanged). */
+group *sql_view_group_grow(sql_view *v, group *g);
 
 /* The heap of sessions (SESSION) or running groups (NONE), lazy about
  * keys that move later (heap_settle_top). All need room (heap_reserve).
@@ -413,6 +440,20 @@ int sql_view_apply_session(sql_view *v, const sql_value *key, uint64_t kh, const
                            int64_t ts, uint64_t arrival, sql_view_emit_fn emit, void *ctx);
 
 void sql_view_advance_sessions(sql_view *v, sql_view_emit_fn emit, void *ctx);
+
+/* Whether x is its group g's one-event record. */
+static inline bool sess_is_one(const sql_view *v, const group *g, const sess *x);
+
+/* x's aggregate state: in place, or a one-event record's built in the
+ * view's scratch (valid until the next call). */
+const void *sql_view_sess_read(const sql_view *v, const group *g, const sess *x);
+
+/* Frees what x's state holds; its heap bytes (statistics). */
+void sql_view_sess_fini(const sql_view *v, const group *g, sess *x);
+size_t sql_view_sess_bytes(const sql_view *v, const group *g, const sess *x);
+
+/* A one-event record's event as states into st (initialized here). */
+int sql_view_sess_one_expand(const sql_view *v, const sess *x, void *st);
 
 /* -- inline helpers ------------------------------------------------------- */
 
@@ -562,7 +603,13 @@ static inline sess *group_inline_sess(const sql_view *v, const group *g)
 /* The block of a group with an inline session. */
 static inline size_t group_block_size(const sql_view *v, const group *g)
 {
-    return group_state_off(v->cfg.nkeys) + align8(group_strs(v, g)) + v->sess_size;
+    return group_state_off(v->cfg.nkeys) + align8(group_strs(v, g)) +
+           (g->sinl_one ? SESS_ONE_SIZE : v->sess_size);
+}
+
+static inline bool sess_is_one(const sql_view *v, const group *g, const sess *x)
+{
+    return g->sinl_one && g->sinl == SINL_USED && x == group_inline_sess(v, g);
 }
 
 /* ---- time rules --------------------------------------------------------------- */

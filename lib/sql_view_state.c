@@ -81,7 +81,7 @@ static void save_prefetch_refs(const sql_view *v, uint32_t i)
         __builtin_prefetch((const char *)x + off);
     /* The sketch pointer is in the record: only an inline session's is
      * in cache already. */
-    if (g->sinl != SINL_NONE && x == group_inline_sess(v, g))
+    if (g->sinl != SINL_NONE && !g->sinl_one && x == group_inline_sess(v, g))
         sql_agg_prefetch(v->aggs, sess_state(x), NULL, 0);
 }
 
@@ -127,7 +127,7 @@ int sql_view_save(const sql_view *v, sql_view_keep_fn keep, void *ctx, cf_buf *o
                     cf_buf_put_i64(out, x->last);
                     cf_buf_put_u32(out, x->revision);
                     cf_buf_put_u8(out, x->fired);
-                    sql_agg_save(v->aggs, sess_state(x), out);
+                    sql_agg_save(v->aggs, sql_view_sess_read(v, g, x), out);
                 }
             }
             records++;
