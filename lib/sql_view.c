@@ -115,6 +115,21 @@ sql_view *sql_view_new(const sql_view_config *cfg)
     v->state_size = sql_agg_state_size(v->aggs);
     v->cell_size = sizeof(cell) + v->state_size;
     v->sess_size = ((sizeof(sess) + 7) & ~(size_t)7) + v->state_size;
+    /* One-event records (sess_one): for aggregates whose state after one
+     * event is a function of that event's value alone and never fails to
+     * be made (strings aside), and only where they are smaller. */
+    v->sess_one_ok = cfg->window == SQL_WINDOW_SESSION && SESS_ONE_SIZE < v->sess_size;
+    for (uint32_t i = 0; i < cfg->naggs; i++)
+        switch (cfg->aggs[i].kind) {
+        case SQL_AGG_COUNT_STAR:
+        case SQL_AGG_COUNT:
+        case SQL_AGG_COUNT_DISTINCT:
+        case SQL_AGG_MIN:
+        case SQL_AGG_MAX:
+        case SQL_AGG_EARLIEST:
+        case SQL_AGG_LATEST: break;
+        default: v->sess_one_ok = false; break;
+        }
     v->k = cfg->window == SQL_WINDOW_HOPPING ? (uint32_t)(cfg->size_ms / cfg->advance_ms) : 1;
     if (!(v->scratch = malloc(v->state_size ? v->state_size : 8))) {
         sql_view_free(v);
@@ -132,13 +147,6 @@ void sql_view_free(sql_view *v)
         for (uint32_t i = 0; i < v->nslots; i++)
             for (cell *c = v->slots[i].head; c; c = c->next)
                 sql_agg_fini(v->aggs, cell_state(c));
-        if (v->cfg.window == SQL_WINDOW_SESSION)
-            for (uint32_t i = 0; i < v->heap_n; i++) {
-                sess *x = v->heap[i];
-                sql_agg_fini(v->aggs, sess_state(x));
-                if (!(x->g->sinl == SINL_USED && x == group_inline_sess(v, x->g)))
-                    free(x); /* an inline one goes with its group */
-            }
         if (v->groups.s)
             for (uint32_t i = 0; i <= v->groups.mask; i++) {
                 group *g = pslot_group(v->groups.s[i]);
@@ -146,8 +154,18 @@ void sql_view_free(sql_view *v)
                     continue;
                 if (v->cfg.window == SQL_WINDOW_NONE)
                     sql_agg_fini(v->aggs, group_state(v, g));
+                /* By its group's list, not the heap: a record does not
+                 * know its group, and freeing in heap order would walk
+                 * lists through records already freed. */
+                for (sess *x = v->cfg.window == SQL_WINDOW_SESSION ? g->sessions : NULL, *nx; x;
+                     x = nx) {
+                    nx = sess_next(x);
+                    sql_view_sess_fini(v, g, x);
+                    if (!(g->sinl == SINL_USED && x == group_inline_sess(v, g)))
+                        free(x); /* an inline one goes with its group */
+                }
                 if (v->cfg.window == SQL_WINDOW_SESSION && g->sinl != SINL_NONE) {
-                    if (group_block_size(v, g) > BLK_CLASSES * 16)
+                    if (group_block_size(v, g) > BLK_MAX)
                         free(g); /* else it goes with its chunk */
                 } else {
                     free(g);
@@ -292,8 +310,8 @@ void sql_view_prefetch_step(const sql_view *v, uint64_t kh, const uint64_t *arg_
         } else if (session && g->sessions) {
             /* Loaded at step 1: the inline session of a group with short
              * keys (the usual one); any other record is loaded at step 2. */
-            bool near = g->sinl != SINL_NONE && g->sessions == group_inline_sess(v, g) &&
-                        group_strs(v, g) <= 16;
+            bool near = g->sinl != SINL_NONE && !g->sinl_one &&
+                        g->sessions == group_inline_sess(v, g) && group_strs(v, g) <= 16;
             if (step == 2 && !near) {
                 /* The whole record: header, then the aggregate state (the
                  * built-in sessions' LATEST lies past the second line). */
@@ -359,8 +377,9 @@ static int cmp_sess_fire(const sql_view *v, const void *a, const void *b)
     int64_t s = x->last, t = y->last;
     if (s != t)
         return s < t ? -1 : 1;
-    if (x->g != y->g) {
-        int c = key_cmp(x->g->key, y->g->key, v->cfg.nkeys);
+    const group *gx = sess_group(x), *gy = sess_group(y);
+    if (gx != gy) {
+        int c = key_cmp(gx->key, gy->key, v->cfg.nkeys);
         if (c)
             return c;
     }
@@ -459,7 +478,7 @@ size_t sql_view_lookup(const sql_view *v, const sql_value *key, int64_t now,
                           ctx);
         return 1;
     case SQL_WINDOW_SESSION:
-        for (const sess *x = g->sessions; x; x = x->next)
+        for (const sess *x = g->sessions; x; x = sess_next(x))
             if (!x->fired) {
                 sql_view_emit_sess(v, x, false, emit, ctx);
                 n++;
@@ -569,9 +588,10 @@ void sql_view_stats_get(const sql_view *v, sql_view_stats *ret)
             if (v->cfg.window == SQL_WINDOW_SESSION) {
                 const sess *in = g->sinl != SINL_NONE ? group_inline_sess(v, g) : NULL;
                 if (in) /* the block's slot, used or not */
-                    b += align8(group_strs(v, g)) - group_strs(v, g) + v->sess_size;
-                for (const sess *x = g->sessions; x; x = x->next)
-                    b += (x == in ? 0 : v->sess_size) + sql_agg_bytes(v->aggs, sess_state(x));
+                    b += align8(group_strs(v, g)) - group_strs(v, g) +
+                         (g->sinl_one ? SESS_ONE_SIZE : v->sess_size);
+                for (const sess *x = g->sessions; x; x = sess_next(x))
+                    b += (x == in ? 0 : v->sess_size) + sql_view_sess_bytes(v, g, x);
             }
         }
     for (uint32_t i = 0; i < v->nslots; i++)

@@ -10,7 +10,7 @@
 #include "cf_kv.h"
 
 /* Session group blocks (blk_alloc): chunks double from BLK_CHUNK_MIN to
- * BLK_CHUNK_MAX (size classes: BLK_CLASSES, sql_view_int.h). */
+ * BLK_CHUNK_MAX (size classes: BLK_GRAIN, BLK_CLASSES, sql_view_int.h). */
 #define BLK_CHUNK_MIN ((size_t)64 << 10)
 #define BLK_CHUNK_MAX ((size_t)4 << 20)
 
@@ -114,6 +114,15 @@ static void pmap_del(pmap *m, uint64_t h, const group *g)
     m->used--;
 }
 
+/* The slot of g (hash h) now holds n, at the same place. */
+static void pmap_repoint(pmap *m, uint64_t h, const group *g, const group *n)
+{
+    uint32_t i = (uint32_t)h & m->mask;
+    while (pslot_group(m->s[i]) != g)
+        i = (i + 1) & m->mask;
+    m->s[i].w = (m->s[i].w & ~((UINT64_C(1) << PSLOT_ADDR_BITS) - 1)) | (uint64_t)(uintptr_t)n >> 3;
+}
+
 size_t sql_view_pmap_bytes(const pmap *m)
 {
     return m->s ? ((size_t)m->mask + 1) * sizeof(pslot) : 0;
@@ -149,15 +158,15 @@ group *sql_view_group_find(const sql_view *v, uint64_t h, const sql_value *key)
 
 static inline size_t blk_round(size_t n)
 {
-    return (n + 15) & ~(size_t)15;
+    return (n + BLK_GRAIN - 1) & ~(size_t)(BLK_GRAIN - 1);
 }
 
 static void *blk_alloc(sql_view *v, size_t n)
 {
     n = blk_round(n);
-    if (n > BLK_CLASSES * 16)
+    if (n > BLK_MAX)
         return malloc(n);
-    void **head = &v->bfree[n / 16 - 1];
+    void **head = &v->bfree[n / BLK_GRAIN - 1];
     if (*head) {
         void *p = *head;
         memcpy(head, p, sizeof p);
@@ -189,11 +198,11 @@ static void *blk_alloc(sql_view *v, size_t n)
 static void blk_free(sql_view *v, void *p, size_t n)
 {
     n = blk_round(n);
-    if (n > BLK_CLASSES * 16) {
+    if (n > BLK_MAX) {
         free(p);
         return;
     }
-    void **head = &v->bfree[n / 16 - 1];
+    void **head = &v->bfree[n / BLK_GRAIN - 1];
     memcpy(p, head, sizeof *head);
     *head = p;
 }
@@ -207,7 +216,7 @@ void sql_view_blk_free_all(sql_view *v)
 
 /* A new group with a copy of key (running views: with an empty state;
  * inline_sess: with room for one session, SINL_USED, see SINL_*). */
-group *sql_view_group_new(sql_view *v, uint64_t h, const sql_value *key, bool inline_sess)
+group *sql_view_group_new(sql_view *v, uint64_t h, const sql_value *key, int inline_sess)
 {
     uint32_t nk = v->cfg.nkeys;
     size_t strs = 0;
@@ -220,8 +229,8 @@ group *sql_view_group_new(sql_view *v, uint64_t h, const sql_value *key, bool in
     size_t st = v->cfg.window == SQL_WINDOW_NONE ? v->state_size : 0;
     if (pmap_reserve(&v->groups, 1) < 0)
         return NULL;
-    group *g = inline_sess ? blk_alloc(v, off + align8(strs) + v->sess_size)
-                           : malloc(off + st + strs);
+    size_t blk = off + align8(strs) + (inline_sess == GROUP_SESS_ONE ? SESS_ONE_SIZE : v->sess_size);
+    group *g = inline_sess ? blk_alloc(v, blk) : malloc(off + st + strs);
     if (!g)
         return NULL;
     if (!pslot_fits(g)) {
@@ -229,7 +238,7 @@ group *sql_view_group_new(sql_view *v, uint64_t h, const sql_value *key, bool in
          * slot (pslot): not seen on Linux, where user space stays below
          * 2^47 unless mmap is asked for more, and malloc aligns to 16. */
         if (inline_sess)
-            blk_free(v, g, off + align8(strs) + v->sess_size);
+            blk_free(v, g, blk);
         else
             free(g);
         return NULL;
@@ -238,6 +247,7 @@ group *sql_view_group_new(sql_view *v, uint64_t h, const sql_value *key, bool in
     g->hash = h;
     if (inline_sess)
         g->sinl = SINL_USED;
+    g->sinl_one = inline_sess == GROUP_SESS_ONE;
     if (v->cfg.window == SQL_WINDOW_NONE)
         g->heap_pos = NIL_POS;
     char *p = (char *)g + off + st;
@@ -273,15 +283,66 @@ void sql_view_group_unref(sql_view *v, group *g)
         group_free(v, g);
 }
 
-/* Frees a session's record (its state already fini'ed), or gives its group
- * back the inline slot; before the group's last unref. */
-void sql_view_sess_release(const sql_view *v, sess *x)
+/* Frees a session's record (its state already fini'ed, out of its
+ * group's list), or gives its group back the inline slot; before the
+ * group's last unref. */
+void sql_view_sess_release(const sql_view *v, group *g, sess *x)
 {
-    group *g = x->g;
     if (g->sinl == SINL_USED && x == group_inline_sess(v, g))
         g->sinl = SINL_FREE;
     else
         free(x);
+}
+
+/* Moves g, whose inline session is a one-event record in use, to a full
+ * block: the header, keys and strings are copied, the key values re-pointed
+ * at the new strings, the table slot, the list (its head or the link to
+ * the record, and the last record's link to the group) and the heap entry
+ * moved over, and the event turned into states in the new block. */
+group *sql_view_group_grow(sql_view *v, group *g)
+{
+    uint32_t nk = v->cfg.nkeys;
+    size_t off = group_state_off(nk), strs = group_strs(v, g);
+    size_t old_size = group_block_size(v, g);
+    group *n = blk_alloc(v, off + align8(strs) + v->sess_size);
+    if (!n)
+        return NULL;
+    if (!pslot_fits(n)) {
+        blk_free(v, n, off + align8(strs) + v->sess_size);
+        return NULL;
+    }
+    sess *oi = group_inline_sess(v, g);
+    memcpy(n, g, off + align8(strs) + sizeof(sess));
+    n->sinl_one = 0;
+    sess *ni = group_inline_sess(v, n);
+    if (sql_view_sess_one_expand(v, oi, sess_state(ni)) < 0) {
+        sql_agg_fini(v->aggs, sess_state(ni));
+        blk_free(v, n, off + align8(strs) + v->sess_size);
+        return NULL;
+    }
+    sql_view_sess_fini(v, g, oi);
+    char *p = (char *)n + off;
+    for (uint32_t i = 0; i < nk; i++)
+        if (is_text(n->key[i].type)) {
+            n->key[i].u.s = p;
+            p += n->key[i].len;
+        }
+    pmap_repoint(&v->groups, g->hash, g, n);
+    if (n->sessions == oi)
+        n->sessions = ni;
+    for (sess *x = n->sessions;;) {
+        if (x->link & 1) {
+            x->link = (uintptr_t)n | 1;
+            break;
+        }
+        if ((sess *)x->link == oi)
+            x->link = (uintptr_t)ni;
+        x = (sess *)x->link;
+    }
+    if (ni->heap_pos != NIL_POS)
+        v->heap[ni->heap_pos] = ni;
+    blk_free(v, g, old_size);
+    return n;
 }
 
 /* ---- heap (sessions or running groups) -------------------------------------- */
@@ -315,8 +376,9 @@ static bool node_less(const sql_view *v, const void *a, int64_t ka, const void *
         return ka < kb;
     if (v->cfg.window == SQL_WINDOW_SESSION) {
         const sess *sa = a, *sb = b;
-        if (sa->g != sb->g) {
-            int c = key_cmp(sa->g->key, sb->g->key, v->cfg.nkeys);
+        const group *ga = sess_group(sa), *gb = sess_group(sb);
+        if (ga != gb) {
+            int c = key_cmp(ga->key, gb->key, v->cfg.nkeys);
             if (c)
                 return c < 0;
         }
@@ -371,9 +433,15 @@ int sql_view_heap_reserve(sql_view *v)
 {
     if (v->heap_n < v->heap_cap)
         return 0;
-    uint32_t ncap = v->heap_cap ? v->heap_cap * 2 : 64;
-    if (ncap > (1u << 30))
+    /* Grows by half, not double: the heap is 16 bytes per session, and a
+     * doubling left up to half of it unused (S4 counts it per open
+     * session). In the server a large array's realloc is an mremap, not a
+     * copy (server/mem_tune.c). */
+    if (v->heap_cap >= (1u << 30))
         return -ENOMEM;
+    uint32_t ncap = v->heap_cap ? v->heap_cap + v->heap_cap / 2 : 64;
+    if (ncap > (1u << 30))
+        ncap = 1u << 30;
     void **h = realloc(v->heap, (size_t)ncap * sizeof *h);
     if (!h)
         return -ENOMEM;

@@ -51,10 +51,14 @@
 #define MAX_KEY_STR (1u << 20)
 #define SLAB 256u
 #define KEY_SEED 0x6b6579735f73716cULL /* "keys_sql" */
-/* Session group blocks (blk_alloc, sql_view_groups.c): 16-byte size
- * classes up to this many, carved from chunks that double from
- * BLK_CHUNK_MIN to BLK_CHUNK_MAX. */
-#define BLK_CLASSES 64u
+/* Session group blocks (blk_alloc, sql_view_groups.c): size classes of
+ * BLK_GRAIN bytes up to BLK_CLASSES of them (larger blocks are malloc'd),
+ * carved from chunks that double from BLK_CHUNK_MIN to BLK_CHUNK_MAX. An
+ * 8-byte grain, not 16: a block is 8-aligned (all its fields are), and a
+ * 16-byte grain wasted 8 bytes on half the blocks. */
+#define BLK_GRAIN 8u
+#define BLK_CLASSES 128u
+#define BLK_MAX (BLK_CLASSES * BLK_GRAIN)
 
 /* 24 bytes before the key: what each shape needs shares the space. A
  * running group's or a session's placed time (its heap key as placed) is
@@ -67,7 +71,10 @@ typedef struct group {
     union {
         uint32_t heap_pos;  /* running */
         uint32_t mark;      /* windows: stamp of the last sql_view_gather() that saw it */
-        uint32_t sinl;      /* SESSION: its inline session slot (SINL_*) */
+        struct {            /* SESSION: */
+            uint16_t sinl;       /* its inline session slot (SINL_*) */
+            uint16_t sinl_one;   /* the slot is a one-event record's (SESS_ONE_SIZE) */
+        };
     };
     union {
         int64_t last_ts;        /* running: newest event time (>= its heap key) */
@@ -95,16 +102,56 @@ typedef struct wslot {
     uint32_t n;
 } wslot;
 
-/* Its heap key as placed (<= the true one) is heap_key[heap_pos]. */
+/* Its heap key as placed (<= the true one) is heap_key[heap_pos]. 32
+ * bytes: the record holds no pointer to its group. A group's sessions are
+ * a list sorted by first whose last record links to the group itself (link
+ * with its low bit set; groups are 8-aligned), so sess_group walks to the
+ * end of the list: one step for the usual group of one session, and the
+ * time rules keep a group's list short (a session is purged gap + grace
+ * after its last event). 8 bytes less per open session (S4). */
 typedef struct sess {
     int64_t first, last;
-    struct sess *next;
-    group *g;
+    uintptr_t link;         /* the next session, or (its group | 1) after the last */
     uint32_t revision;
     uint32_t heap_pos : 31; /* the heap holds fewer than 2^30 (sql_view_heap_reserve) */
     uint32_t fired : 1;
     /* aggregate state follows (8-aligned) */
 } sess;
+_Static_assert(sizeof(sess) == 32, "a session record's header is 32 bytes");
+
+/* The session after x in its group's list, or NULL. */
+static inline sess *sess_next(const sess *x)
+{
+    return x->link & 1 ? NULL : (sess *)x->link;
+}
+
+/* The group of x: at the end of its list. */
+static inline group *sess_group(const sess *x)
+{
+    while (!(x->link & 1))
+        x = (const sess *)x->link;
+    return (group *)(x->link & ~(uintptr_t)1);
+}
+
+/* Links x into g's list after prev (NULL: first), before what followed. */
+static inline void sess_link(group *g, sess *prev, sess *x)
+{
+    sess *nx = prev ? sess_next(prev) : g->sessions;
+    x->link = nx ? (uintptr_t)nx : (uintptr_t)g | 1;
+    if (prev)
+        prev->link = (uintptr_t)x;
+    else
+        g->sessions = x;
+}
+
+/* Unlinks x from g's list; prev is the session before it (NULL: first). */
+static inline void sess_unlink(group *g, sess *prev, sess *x)
+{
+    if (prev)
+        prev->link = x->link;
+    else
+        g->sessions = sess_next(x);
+}
 
 /* A session group made by an event carries room for one session at the end
  * of its own block (group_inline_sess), used by its first session and by a
@@ -113,6 +160,20 @@ typedef struct sess {
  * less per click than a separately allocated record, and one malloc less
  * per new user). Loaded groups have none. */
 enum { SINL_NONE = 0, SINL_FREE = 1, SINL_USED = 2 };
+
+/* A one-event session (sql_view_session.c, sess_one): a group made by an
+ * event whose aggregates are COUNT, COUNT(DISTINCT), MIN/MAX or
+ * EARLIEST/LATEST and whose arguments are one value (or NULL) keeps that
+ * event, not the aggregates' states: the record's header, then the value
+ * (24 bytes), which aggregates got it (8) and its arrival number (8). Its
+ * group's block has room for that much only (sinl_one); the session's
+ * second event moves the group to a full block (sql_view_group_grow) and
+ * turns the event into states. The built-in sessions view's state is 120
+ * bytes, so a user with one click costs 80 bytes less (S4: every user;
+ * lib_bench: half the clicks are a user's first). Readers of a session's
+ * state go through sql_view_sess_read, which builds it in the scratch. */
+#define SESS_ONE_BYTES 40u
+#define SESS_ONE_SIZE (sizeof(sess) + SESS_ONE_BYTES)
 
 /* A group table slot, 8 bytes (0: empty):
  * - bits 0-44: the group's address / 8 (groups are 8-aligned and below
@@ -187,6 +248,7 @@ struct sql_view {
     sql_agg_set *aggs;
     size_t state_size;
     size_t cell_size, sess_size;
+    bool sess_one_ok;       /* every aggregate a one-event record can hold (sess_one) */
     int64_t wm;
     uint32_t k;             /* panes per window (size / advance) */
     void *scratch;          /* a state that panes are merged into */
@@ -271,13 +333,22 @@ void sql_view_blk_free_all(sql_view *v);
 
 /* A new group with a copy of key, in the table; NULL on OOM or a key over
  * MAX_KEY_STR. refs is 0: the caller takes its references. */
-group *sql_view_group_new(sql_view *v, uint64_t h, const sql_value *key, bool inline_sess);
+group *sql_view_group_new(sql_view *v, uint64_t h, const sql_value *key, int inline_sess);
+
+/* sql_view_group_new's inline_sess: none, a full session, a one-event
+ * record (SESS_ONE_SIZE). */
+enum { GROUP_PLAIN = 0, GROUP_SESS = 1, GROUP_SESS_ONE = 2 };
 
 /* Drops a reference; the last one frees the group. */
 void sql_view_group_unref(sql_view *v, group *g);
 
-/* Frees a session's record or gives its group back the inline slot. */
-void sql_view_sess_release(const sql_view *v, sess *x);
+/* Frees a session's record or gives its group g back the inline slot. */
+void sql_view_sess_release(const sql_view *v, group *g, sess *x);
+
+/* g (a one-event block whose inline session is in use) moved to a full
+ * block, its session's event turned into states; the new group, or NULL
+ * on OOM (g unchanged). */
+group *sql_view_group_grow(sql_view *v, group *g);
 
 /* The heap of sessions (SESSION) or running groups (NONE), lazy about
  * keys that move later (heap_settle_top). All need room (heap_reserve).
@@ -369,6 +440,20 @@ int sql_view_apply_session(sql_view *v, const sql_value *key, uint64_t kh, const
                            int64_t ts, uint64_t arrival, sql_view_emit_fn emit, void *ctx);
 
 void sql_view_advance_sessions(sql_view *v, sql_view_emit_fn emit, void *ctx);
+
+/* Whether x is its group g's one-event record. */
+static inline bool sess_is_one(const sql_view *v, const group *g, const sess *x);
+
+/* x's aggregate state: in place, or a one-event record's built in the
+ * view's scratch (valid until the next call). */
+const void *sql_view_sess_read(const sql_view *v, const group *g, const sess *x);
+
+/* Frees what x's state holds; its heap bytes (statistics). */
+void sql_view_sess_fini(const sql_view *v, const group *g, sess *x);
+size_t sql_view_sess_bytes(const sql_view *v, const group *g, const sess *x);
+
+/* A one-event record's event as states into st (initialized here). */
+int sql_view_sess_one_expand(const sql_view *v, const sess *x, void *st);
 
 /* -- inline helpers ------------------------------------------------------- */
 
@@ -518,7 +603,13 @@ static inline sess *group_inline_sess(const sql_view *v, const group *g)
 /* The block of a group with an inline session. */
 static inline size_t group_block_size(const sql_view *v, const group *g)
 {
-    return group_state_off(v->cfg.nkeys) + align8(group_strs(v, g)) + v->sess_size;
+    return group_state_off(v->cfg.nkeys) + align8(group_strs(v, g)) +
+           (g->sinl_one ? SESS_ONE_SIZE : v->sess_size);
+}
+
+static inline bool sess_is_one(const sql_view *v, const group *g, const sess *x)
+{
+    return g->sinl_one && g->sinl == SINL_USED && x == group_inline_sess(v, g);
 }
 
 /* ---- time rules --------------------------------------------------------------- */

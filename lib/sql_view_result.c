@@ -37,8 +37,9 @@ void sql_view_emit_row(const sql_view *cv, const group *g, const void *st, int64
 void sql_view_emit_sess(const sql_view *v, const sess *x, bool final, sql_view_emit_fn emit,
                         void *ctx)
 {
-    sql_view_emit_row(v, x->g, sess_state(x), x->first, x->last, x->revision, final, x->last,
-                      emit, ctx);
+    const group *g = sess_group(x);
+    sql_view_emit_row(v, g, sql_view_sess_read(v, g, x), x->first, x->last, x->revision, final,
+                      x->last, emit, ctx);
 }
 
 int sql_view_sort_reserve(const sql_view *cv, size_t n)

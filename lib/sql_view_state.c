@@ -81,7 +81,7 @@ static void save_prefetch_refs(const sql_view *v, uint32_t i)
         __builtin_prefetch((const char *)x + off);
     /* The sketch pointer is in the record: only an inline session's is
      * in cache already. */
-    if (g->sinl != SINL_NONE && x == group_inline_sess(v, g))
+    if (g->sinl != SINL_NONE && !g->sinl_one && x == group_inline_sess(v, g))
         sql_agg_prefetch(v->aggs, sess_state(x), NULL, 0);
 }
 
@@ -119,15 +119,15 @@ int sql_view_save(const sql_view *v, sql_view_keep_fn keep, void *ctx, cf_buf *o
                 sql_agg_save(v->aggs, group_state(v, g), out);
             } else {
                 uint32_t n = 0;
-                for (const sess *x = g->sessions; x; x = x->next)
+                for (const sess *x = g->sessions; x; x = sess_next(x))
                     n++;
                 cf_buf_put_u32(out, n);
-                for (const sess *x = g->sessions; x; x = x->next) {
+                for (const sess *x = g->sessions; x; x = sess_next(x)) {
                     cf_buf_put_i64(out, x->first);
                     cf_buf_put_i64(out, x->last);
                     cf_buf_put_u32(out, x->revision);
                     cf_buf_put_u8(out, x->fired);
-                    sql_agg_save(v->aggs, sess_state(x), out);
+                    sql_agg_save(v->aggs, sql_view_sess_read(v, g, x), out);
                 }
             }
             records++;
@@ -192,8 +192,7 @@ static int load_sessions(sql_view *v, group *g, cf_reader *in)
     uint32_t n;
     if (!cf_get_u32(in, &n) || n == 0 || g->sessions)
         return -EINVAL;
-    sess **tail = &g->sessions;
-    const sess *prev = NULL;
+    sess *prev = NULL;
     for (uint32_t i = 0; i < n; i++) {
         int64_t first, last;
         uint32_t rev;
@@ -214,10 +213,8 @@ static int load_sessions(sql_view *v, group *g, cf_reader *in)
         x->last = last;
         x->revision = rev;
         x->fired = fired;
-        x->g = g;
         g->refs++;
-        *tail = x;
-        tail = &x->next;
+        sess_link(g, prev, x);
         sql_view_heap_push(v, x, sess_action_at(v, x));
         if (fired)
             v->n_kept++;

@@ -176,6 +176,38 @@ static void test_session_groups_match_model(void **state)
     sql_view_free(v);
 }
 
+/* The session heap (16 bytes a session) grows by half, not by doubling
+ * (sql_view_heap_reserve): the 2^16+1-th open session, one past a
+ * doubling's step, costs its block and slot and no jump of 2^16 * 16 bytes
+ * (the group table does not grow there either: it doubled at 3/4 of 2^16). */
+static void test_session_heap_grows_by_half(void **state)
+{
+    (void)state;
+    sql_view_config c = {.nkeys = 1, .aggs = count_star, .naggs = 1,
+                         .window = SQL_WINDOW_SESSION, .gap_ms = 1000, .grace_ms = 0};
+    sql_view *v = sql_view_new(&c);
+    assert_non_null(v);
+    const uint32_t n = 1u << 16;
+    sql_view_stats st;
+    size_t before = 0;
+    for (uint32_t i = 0; i <= n; i++) {
+        if (i == n) {
+            sql_view_stats_get(v, &st);
+            assert_int_equal(st.open, n);
+            before = st.bytes;
+        }
+        char buf[64];
+        sql_value k = sql_string(buf, key_text(buf, i));
+        assert_int_equal(sql_view_apply(v, &k, NULL, 1000, i, CF_TIME_NONE, NULL, NULL),
+                         SQL_VIEW_APPLIED);
+    }
+    sql_view_stats_get(v, &st);
+    assert_int_equal(st.open, n + 1);
+    assert_true(st.bytes > before);
+    assert_true(st.bytes - before < 4096);
+    sql_view_free(v);
+}
+
 /* 300 keys that share their home slot (the same low 12 hash bits: one
  * home in any table up to 4096 slots) probe up to 300 slots from it, past
  * the 255 a slot's distance field holds (PSLOT_FAR: the group's hash is
@@ -243,6 +275,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_running_groups_match_model),
         cmocka_unit_test(test_session_groups_match_model),
+        cmocka_unit_test(test_session_heap_grows_by_half),
         cmocka_unit_test(test_far_probes_match_model),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
