@@ -93,10 +93,10 @@ static void drop_oldest(cf_recent *r, cf_recent_chunk **out, size_t cap, size_t 
          * that cf_recent_unref stalled on (1.1% of S1's samples). Loading
          * them now overlaps the misses with the rest of the request. */
         __builtin_prefetch(s.c, 1);
-        __builtin_prefetch((uint8_t *)s.c - 16, 1);
+        __builtin_prefetch((const void *)((uintptr_t)s.c - 16), 1);
         if (s.bytes) {
             __builtin_prefetch(s.bytes, 1);
-            __builtin_prefetch(s.bytes - 16, 1);
+            __builtin_prefetch((const void *)((uintptr_t)s.bytes - 16), 1);
         }
         out[(*nout)++] = s.c;
     } else {
