@@ -114,6 +114,7 @@ struct cf_engine {
      * written under mu and route_mu, read under either. */
     pthread_mutex_t route_mu;
     cf_sqlx_set *route_set;
+    bool route_reads_clicks;        /* cf_sqlx_set_reads(route_set, "clicks"), kept with it */
     unsigned n_shards;
     cf_shard **shards;
     atomic_size_t inflight;         /* bytes in queued messages */

@@ -51,12 +51,14 @@ int engine_send_views_locked(cf_engine *e, cf_sqlx_set *set)
 void engine_route_views_locked(cf_engine *e, cf_sqlx_set *set)
 {
     cf_sqlx_set *ref = set ? cf_sqlx_set_ref(set) : NULL;
+    bool reads = cf_sqlx_set_reads(set, "clicks");
     pthread_mutex_lock(&e->route_mu);
     cf_sqlx_set *old = e->route_set;
     e->route_set = ref;
+    e->route_reads_clicks = reads;  /* with the set: every request asked (issue 15) */
     pthread_mutex_unlock(&e->route_mu);
     cf_sqlx_set_unref(old);
-    atomic_store(&e->sql_runs, cf_sqlx_set_reads(set, "clicks"));
+    atomic_store(&e->sql_runs, reads);
 }
 
 /* Whether every shard queue has room for the messages committing ch sends

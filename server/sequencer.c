@@ -86,12 +86,15 @@ int engine_prepare_packed(cf_engine *e, const cf_event *evs, size_t n, const uin
     memset(p, 0, sizeof *p);
     p->n = n;
     unsigned ns = e->n_shards;
+    bool routed = false;
     if (ns > 1) {
+        /* Whether the set reads clicks is kept with it: a strcmp per view
+         * per request otherwise (0.4% of S1's samples). */
         pthread_mutex_lock(&e->route_mu);
         p->set = e->route_set ? cf_sqlx_set_ref(e->route_set) : NULL;
+        routed = p->set && e->route_reads_clicks;
         pthread_mutex_unlock(&e->route_mu);
     }
-    bool routed = p->set && cf_sqlx_set_reads(p->set, "clicks");
     /* The per-event and per-shard arrays, and the fill counters, in one
      * zeroed block: seven callocs per request were a visible part of the
      * malloc time under single-event POSTs (issue 15). Largest alignment

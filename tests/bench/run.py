@@ -272,7 +272,11 @@ class Bench:
         sides = {"nginx": nginx_side, "cf": cf_side(),
                  # libmicrohttpd zeroes the connection's memory after every
                  # request: 16 KiB by default, 8 KiB with this (issue 15).
-                 "small": cf_side("--max-request-head", "3328")}
+                 "small": cf_side("--max-request-head", "3328"),
+                 # Two request threads pass the sequencer's lines (its lock,
+                 # the log's tail, the queues) between the cores at every
+                 # request; one keeps them in one cache (issue 15).
+                 "one": cf_side("--http-threads", "1")}
         if self.a.before_bin:
             sides["before"] = cf_side(binary=self.a.before_bin)
         # Short rounds pair the sides at nearer moments: on the shared
@@ -308,6 +312,12 @@ class Bench:
         row("S1", "same, --max-request-head 3328 (8 KiB per connection)", "requests per server CPU-second",
             med("small", "per_cpu_s"), "default 7424 (16 KiB per connection)", med("cf", "per_cpu_s"), "-",
             statistics.median(ratios("small", "cf", "per_cpu_s")))
+        row("S1", "same, --http-threads 1 (one request thread)", "requests/s", med("one", "rps"),
+            "default (a thread per core) requests/s", med("cf", "rps"), "-",
+            statistics.median(ratios("one", "cf", "rps")))
+        row("S1", "same", "requests per server CPU-second", med("one", "per_cpu_s"),
+            "default per CPU-second", med("cf", "per_cpu_s"), "-",
+            statistics.median(ratios("one", "cf", "per_cpu_s")))
         if self.a.before_bin:
             # The same S1 against an older build (e.g. the branch point), in
             # the same rounds: before/after without the day's load in between.
