@@ -24,6 +24,7 @@
 #include "recent.h"
 #include "shard.h"
 #include "sql_exec.h"
+#include "thread_role.h"
 #include "wal.h"
 
 cf_engine *cf_engine_new(const cf_config *cfg)
@@ -148,6 +149,7 @@ int cf_engine_start(cf_engine *e)
     if (rc)
         return -rc;
     e->ticker_started = true;
+    cf_thread_role_name_thread(e->ticker, "cf-ticker");
     atomic_store(&e->ready, true);
     return 0;
 }

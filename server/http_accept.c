@@ -147,6 +147,7 @@ int http_accept_start(cf_http *h)
     if (pthread_create(&h->acceptor, NULL, accept_main, h) != 0)
         return -EAGAIN;
     h->accept_started = true;
+    cf_thread_role_name_thread(h->acceptor, "cf-http-accept");
     return 0;
 }
 

@@ -437,6 +437,7 @@ cf_push *cf_push_start(const cf_config *cfg, const char **ret_err)
         goto fail;
     }
     p->thread_started = true;
+    cf_thread_role_name_thread(p->thread, "cf-push");
     return p;
 fail:
     cf_push_stop(p);

@@ -71,7 +71,7 @@ int cf_thread_role_configure(int nice, unsigned request_slice_us)
     return set_attr(SCHED_OTHER, own_nice(), (uint64_t)request_slice_us * 1000u);
 }
 
-void cf_thread_role_name(const char *name)
+void cf_thread_role_name_thread(pthread_t t, const char *name)
 {
     char n[16];
     size_t len = strlen(name);
@@ -79,7 +79,12 @@ void cf_thread_role_name(const char *name)
         len = sizeof n - 1;
     memcpy(n, name, len);
     n[len] = '\0';
-    (void)pthread_setname_np(pthread_self(), n);
+    (void)pthread_setname_np(t, n);
+}
+
+void cf_thread_role_name(const char *name)
+{
+    cf_thread_role_name_thread(pthread_self(), name);
 }
 
 int cf_thread_role_throughput(const char *name)

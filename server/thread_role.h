@@ -23,6 +23,8 @@
 #ifndef CF_THREAD_ROLE_H
 #define CF_THREAD_ROLE_H
 
+#include <pthread.h>
+
 /* Sets the calling (main) thread's request class and remembers the
  * throughput class's nice for cf_thread_role_throughput(). Call once, before
  * any other thread starts (the settings are read without a lock).
@@ -34,6 +36,12 @@ int cf_thread_role_configure(int throughput_nice, unsigned request_slice_us);
 /* Names the calling thread (15 characters at most; visible in top -H, perf
  * and /proc/PID/task/TID/comm). */
 void cf_thread_role_name(const char *name);
+
+/* Names thread t from its creator, right after pthread_create: a request
+ * thread keeps its creator's class, so naming it here is all it needs, and
+ * the name is in place before the server reports ready (the thread's own
+ * cf_thread_role_name may run later). */
+void cf_thread_role_name_thread(pthread_t t, const char *name);
 
 /* Names the calling thread and moves it to the throughput class:
  * SCHED_BATCH, the kernel's default slice, nice = the configured value (or
