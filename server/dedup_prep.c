@@ -13,7 +13,8 @@
  * the table's ids later (cf_kv_next_table's window): 2.7 s at 387k new
  * ids/s. A table not ready by then is no harm to correctness: the offer is
  * refused and freed, and the doubling allocates its own, as without one.
- * The thread runs at nice PREP_NICE, below the shards (a table is the
+ * The thread runs at nice 19 (cf_thread_role_background), below the
+ * shards (a table is the
  * least urgent work there is: it only has to beat a doubling seconds
  * away), and maps PREP_PIECE at a time with a PREP_PAUSE_NS sleep between
  * pieces, so the burst is spread out even where no other thread wants the
@@ -28,7 +29,6 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdint.h>
-#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -37,7 +37,6 @@
 #include "engine_int.h"
 #include "thread_role.h"
 
-#define PREP_NICE 19
 #define PREP_PIECE ((size_t)2 << 20)
 #define PREP_PAUSE_NS 1000000L
 
@@ -83,14 +82,7 @@ static void prepare(cf_engine *e, size_t bytes, uint32_t cap)
 static void *prep_main(void *arg)
 {
     cf_engine *e = arg;
-    (void)cf_thread_role_throughput("cf-dedup-prep");
-    /* Best effort, and never taken back (raising a nice needs no
-     * privilege, lowering it does). */
-    (void)setpriority(PRIO_PROCESS, (id_t)gettid(), PREP_NICE);
-    pthread_mutex_lock(&e->prep_mu);
-    e->prep_nice = getpriority(PRIO_PROCESS, (id_t)gettid());
-    pthread_cond_broadcast(&e->prep_cond);
-    pthread_mutex_unlock(&e->prep_mu);
+    (void)cf_thread_role_background("cf-dedup-prep");
     pthread_mutex_lock(&e->prep_mu);
     for (;;) {
         while (!e->prep_stop && (e->prep_bytes == 0 || e->prep_hold))

@@ -6,7 +6,6 @@
 #include "engine_test.h"
 
 #include <errno.h>
-#include <limits.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -44,7 +43,6 @@ cf_engine *cf_engine_new(const cf_config *cfg)
     pthread_mutex_init(&e->tick_mu, NULL);
     pthread_mutex_init(&e->route_mu, NULL);
     pthread_mutex_init(&e->prep_mu, NULL);
-    e->prep_nice = INT_MIN; /* not set yet */
     pthread_cond_init(&e->prep_cond, NULL);
     /* The ticker waits with CLOCK_MONOTONIC deadlines: the condition
      * variable must use that clock (the default is CLOCK_REALTIME). */
@@ -253,16 +251,6 @@ void cf_engine_test_dedup_spare(cf_engine *e)
 }
 
 void cf_engine_test_dedup_prep_hold(cf_engine *e, bool hold) { engine_dedup_prep_hold(e, hold); }
-
-int cf_engine_test_dedup_prep_nice(cf_engine *e)
-{
-    pthread_mutex_lock(&e->prep_mu);
-    while (e->prep_started && e->prep_nice == INT_MIN)
-        pthread_cond_wait(&e->prep_cond, &e->prep_mu);
-    int nice = e->prep_nice;
-    pthread_mutex_unlock(&e->prep_mu);
-    return nice;
-}
 
 bool cf_engine_test_dedup_prep_posted(cf_engine *e)
 {

@@ -204,7 +204,6 @@ struct cf_engine {
     uint32_t prep_cap;
     bool prep_stop;
     bool prep_hold;                 /* test seam: posted tables wait */
-    int prep_nice;                  /* the thread's nice once it set it (tests) */
 };
 
 static inline uint32_t engine_shard_of(const cf_engine *e, const char *key, size_t len)

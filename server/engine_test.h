@@ -19,9 +19,6 @@ void cf_engine_test_dedup_spare(cf_engine *e);
 void cf_engine_test_dedup_prep_hold(cf_engine *e, bool hold);
 /* Whether a table is posted to the cf-dedup-prep thread and not yet done. */
 bool cf_engine_test_dedup_prep_posted(cf_engine *e);
-/* The cf-dedup-prep thread's nice value, once it has set it (INT_MIN when
- * the thread does not run). */
-int cf_engine_test_dedup_prep_nice(cf_engine *e);
 /* How many dedup tables the ticker's preparation mapped and handed over
  * (*ret_prepared), and how many a submit mapped itself after the doubling
  * had started (*ret_by_submit). */
