@@ -29,6 +29,7 @@
  * fault holds only its own mapping's lock. */
 #include <errno.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <time.h>
 #include <unistd.h>
@@ -43,13 +44,20 @@
 
 /* Maps every page of [p, p + len) by writing a zero into it, a piece at a
  * time. The memory is zeroed and not yet shared, so the writes change
- * nothing. */
-static void touch_pages(uint8_t *p, size_t len)
+ * nothing. Stops early when the engine stops (a nice-19 thread on a busy
+ * machine can take seconds over a large table, and cf_engine_stop waits
+ * for it). Returns the bytes mapped: len, or less when stopped. */
+size_t engine_dedup_prep_touch(cf_engine *e, uint8_t *p, size_t len)
 {
     long page = sysconf(_SC_PAGESIZE);
     if (page <= 0)
         page = 4096;
     for (size_t at = 0; at < len; at += PREP_PIECE) {
+        pthread_mutex_lock(&e->prep_mu);
+        bool stop = e->prep_stop;
+        pthread_mutex_unlock(&e->prep_mu);
+        if (stop)
+            return at;
         size_t end = len - at > PREP_PIECE ? at + PREP_PIECE : len;
         for (size_t off = at; off < end; off += (size_t)page)
             ((volatile uint8_t *)p)[off] = 0;
@@ -58,6 +66,7 @@ static void touch_pages(uint8_t *p, size_t len)
             nanosleep(&pause, NULL);
         }
     }
+    return len;
 }
 
 /* Allocates, maps and offers one table (what the ticker did inline). */
@@ -66,7 +75,10 @@ static void prepare(cf_engine *e, size_t bytes, uint32_t cap)
     void *t = cf_kv_table_alloc(bytes);
     if (!t)
         return;     /* the doubling allocates its own, as before */
-    touch_pages(t, bytes);
+    if (engine_dedup_prep_touch(e, t, bytes) < bytes) {
+        cf_kv_table_free(t, bytes); /* stopping */
+        return;
+    }
     pthread_mutex_lock(&e->mu);
     /* Kept: its pages are mapped, so the submit whose put starts the
      * doubling must not map them again. MADV_POPULATE_WRITE over a table

@@ -252,6 +252,11 @@ void cf_engine_test_dedup_spare(cf_engine *e)
 
 void cf_engine_test_dedup_prep_hold(cf_engine *e, bool hold) { engine_dedup_prep_hold(e, hold); }
 
+size_t cf_engine_test_dedup_prep_touch(cf_engine *e, void *p, size_t len)
+{
+    return engine_dedup_prep_touch(e, p, len);
+}
+
 bool cf_engine_test_dedup_prep_posted(cf_engine *e)
 {
     pthread_mutex_lock(&e->prep_mu);

@@ -292,6 +292,9 @@ void engine_dedup_prep_stop(cf_engine *e);
 void engine_dedup_prep_post(cf_engine *e, size_t bytes, uint32_t cap);
 void engine_dedup_prep_idle(cf_engine *e);
 void engine_dedup_prep_hold(cf_engine *e, bool hold);
+/* Maps [p, p + len) a piece at a time unless the thread is stopping;
+ * returns the bytes mapped (len, or less when stopped). */
+size_t engine_dedup_prep_touch(cf_engine *e, uint8_t *p, size_t len);
 
 /* query.c */
 int engine_query_shards(cf_engine *e, cf_shard_query *qs, int only, bool sync, int64_t *ret_clock);

@@ -1289,6 +1289,23 @@ static void dedup_tables_are_mapped_off_the_ticker(void **state)
     cf_engine_free(e);
 }
 
+/* A stopping engine does not wait for the cf-dedup-prep thread to map a
+ * whole table (at nice 19 on a busy machine a large one takes seconds):
+ * the mapping checks for the stop before each piece. */
+static void dedup_prep_stops_between_pieces(void **state)
+{
+    (void)state;
+    cf_engine *e = start(1, NULL, 0);
+    size_t len = (size_t)6 << 20; /* three pieces */
+    uint8_t *p = calloc(1, len);
+    assert_non_null(p);
+    assert_int_equal(cf_engine_test_dedup_prep_touch(e, p, len), len);
+    cf_engine_stop(e);
+    assert_int_equal(cf_engine_test_dedup_prep_touch(e, p, len), 0);
+    free(p);
+    cf_engine_free(e);
+}
+
 /* engine_prefault maps a range in pieces of at most 2 MiB (one call over
  * 100 MB held the mmap lock long enough to stall every other thread's
  * faults behind a waiting mmap), and maps all of it. */
@@ -1329,6 +1346,7 @@ int main(void)
         cmocka_unit_test(full_queue_accepts_nothing),
         cmocka_unit_test(prepared_dedup_tables_are_not_mapped_again),
         cmocka_unit_test(dedup_tables_are_mapped_off_the_ticker),
+        cmocka_unit_test(dedup_prep_stops_between_pieces),
         cmocka_unit_test(prefault_maps_in_pieces),
         cmocka_unit_test(recovery_gives_the_same_answers),
         cmocka_unit_test(idle_clock_fires_and_snapshots_are_periodic),
