@@ -120,6 +120,10 @@ cf_dedup *cf_dedup_new_keyed(int64_t ttl_ms, size_t max_ids, const uint8_t key[1
         free(d);
         return NULL;
     }
+    /* Every cf_dedup's store hands its old tables out: the sequencer's
+     * ticker frees them outside the lock (cf_dedup_take_retired). Here, not
+     * in each caller, so no constructor of the engine's table can miss it. */
+    cf_kv_hand_out_retired(d->kv);
     return d;
 }
 
@@ -381,6 +385,7 @@ cf_dedup *cf_dedup_load(int64_t ttl_ms, size_t max_ids, const uint8_t key[16], c
         free(d);
         return NULL;
     }
+    cf_kv_hand_out_retired(d->kv); /* as cf_dedup_new_keyed */
     return d;
 }
 

@@ -79,9 +79,9 @@ bool cf_dedup_saving(const cf_dedup *d);
  * not the store): the new table of a doubling under way, for the caller to
  * map its pages outside its lock. */
 bool cf_dedup_growing_table(const cf_dedup *d, void **ret_table, size_t *ret_bytes);
-/* cf_kv_take_retired of the store: the old table of the doubling that
- * ended last, for the caller to free with cf_kv_table_free outside its
- * lock. False when there is none. */
+/* cf_kv_take_retired of the store (every cf_dedup's store opts in to the
+ * hand-out): the old table of the doubling that ended last, for the caller
+ * to free with cf_kv_table_free outside its lock. False when there is none. */
 bool cf_dedup_take_retired(cf_dedup *d, void **ret_table, size_t *ret_bytes);
 /* cf_kv_next_table / cf_kv_offer_table of the store (0 during a rebuild;
  * an offer then is freed, and false is returned). */

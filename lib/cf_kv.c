@@ -197,12 +197,17 @@ static uint32_t find_empty(const cf_kv *kv, uint64_t h)
     return i;
 }
 
-/* The old table once its last entry moved: kept for the caller to free
- * (cf_kv_take_retired). One not taken by then is freed here: a caller that
- * never takes them (a test, a replay) frees each at the next doubling's
- * end instead of at its own. */
+/* The old table once its last entry moved: freed now, unless the owner
+ * opted in to free it outside its lock (cf_kv_hand_out_retired), then kept
+ * for it (cf_kv_take_retired). One not taken by then is freed here: an
+ * owner that does not take them (a replay) frees each at the next
+ * doubling's end instead of at its own. */
 static void retire(cf_kv *kv)
 {
+    if (!kv->hand_out) {
+        cf_kv_free_slots(kv->old, kv->ocap, kv->slot_size);
+        return;
+    }
     cf_kv_free_slots(kv->retired, kv->retired_cap, kv->slot_size);
     kv->retired = kv->old;
     kv->retired_cap = kv->ocap;

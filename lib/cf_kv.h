@@ -201,6 +201,13 @@ bool cf_kv_offer_table(cf_kv *kv, void *table, uint32_t cap);
  * taken is freed at the next doubling's end or by cf_kv_free, and counts
  * in cf_kv_memory until then. */
 bool cf_kv_take_retired(cf_kv *kv, void **ret_table, size_t *ret_bytes);
+/* Opts kv in to the hand-out above. Without it (the default) the put that
+ * ends a doubling frees the old table at once: a store whose owner never
+ * calls cf_kv_take_retired (the shards' small indexes) would otherwise hold
+ * its previous table until its next doubling. Only an owner that frees the
+ * tables outside a lock (cf_dedup, for the sequencer's ticker) opts in.
+ * Call it once, before the first doubling ends; it survives bulk rebuilds. */
+void cf_kv_hand_out_retired(cf_kv *kv);
 
 /* Zeroed memory for a large table probed at random (cf_kv's slots,
  * sql_view's group table and session chunks): from 4 MiB on it comes from

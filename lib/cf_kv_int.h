@@ -106,6 +106,7 @@ struct cf_kv {
      * took 3-9 ms of CPU in the put that moved the last entry. NULL: none. */
     uint8_t *retired;
     uint32_t retired_cap;
+    bool hand_out;          /* cf_kv_hand_out_retired: keep it for the owner */
 
     /* Incremental save (cf_kv_save_begin): the tables that existed at the
      * cut, each with a cursor. Entries not yet saved never move and are

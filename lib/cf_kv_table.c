@@ -104,6 +104,11 @@ bool cf_kv_take_retired(cf_kv *kv, void **ret_table, size_t *ret_bytes)
     return true;
 }
 
+void cf_kv_hand_out_retired(cf_kv *kv)
+{
+    kv->hand_out = true;
+}
+
 bool cf_kv_growing_table(const cf_kv *kv, void **ret_table, size_t *ret_bytes)
 {
     if (!kv->old)

@@ -43,6 +43,8 @@ cf_engine *cf_engine_new(const cf_config *cfg)
     pthread_mutex_init(&e->mu, NULL);
     pthread_mutex_init(&e->tick_mu, NULL);
     pthread_mutex_init(&e->route_mu, NULL);
+    pthread_mutex_init(&e->prep_mu, NULL);
+    pthread_cond_init(&e->prep_cond, NULL);
     /* The ticker waits with CLOCK_MONOTONIC deadlines: the condition
      * variable must use that clock (the default is CLOCK_REALTIME). */
     pthread_condattr_t ca;
@@ -145,6 +147,10 @@ int cf_engine_start(cf_engine *e)
     pthread_mutex_unlock(&e->mu);
     if (mlsn < 0)
         return -EIO;
+    /* Before the ticker, which posts to it. Without it the ticker maps
+     * the tables itself (engine_dedup_prep_post), as before. */
+    if (engine_dedup_prep_start(e) < 0)
+        cf_warn("no dedup table thread: the ticker maps the dedup tables");
     rc = pthread_create(&e->ticker, NULL, engine_ticker_main, e);
     if (rc)
         return -rc;
@@ -173,6 +179,7 @@ void cf_engine_stop(cf_engine *e)
         pthread_join(e->ticker, NULL);
         e->ticker_started = false;
     }
+    engine_dedup_prep_stop(e); /* after the ticker, which posts to it */
     /* A last snapshot makes the next start fast: the shards save their
      * state behind every queued message, then stop. */
     if (e->wal && e->started && e->recovered && e->cfg.snapshot_interval_ms > 0 &&
@@ -225,6 +232,8 @@ void cf_engine_free(cf_engine *e)
     pthread_mutex_destroy(&e->tick_mu);
     pthread_mutex_destroy(&e->route_mu);
     pthread_cond_destroy(&e->tick_cond);
+    pthread_mutex_destroy(&e->prep_mu);
+    pthread_cond_destroy(&e->prep_cond);
     free(e);
 }
 
@@ -237,7 +246,26 @@ void cf_engine_test_hold(cf_engine *e, bool hold)
             cf_shard_hold(e->shards[s], hold);
 }
 
-void cf_engine_test_dedup_spare(cf_engine *e) { engine_dedup_spare(e); }
+void cf_engine_test_dedup_spare(cf_engine *e)
+{
+    engine_dedup_spare(e);
+    engine_dedup_prep_idle(e);
+}
+
+void cf_engine_test_dedup_prep_hold(cf_engine *e, bool hold) { engine_dedup_prep_hold(e, hold); }
+
+size_t cf_engine_test_dedup_prep_touch(cf_engine *e, void *p, size_t len)
+{
+    return engine_dedup_prep_touch(e, p, len);
+}
+
+bool cf_engine_test_dedup_prep_posted(cf_engine *e)
+{
+    pthread_mutex_lock(&e->prep_mu);
+    bool posted = e->prep_bytes != 0;
+    pthread_mutex_unlock(&e->prep_mu);
+    return posted;
+}
 
 void cf_engine_test_dedup_tables(cf_engine *e, uint64_t *ret_prepared, uint64_t *ret_by_submit)
 {

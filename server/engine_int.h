@@ -10,6 +10,7 @@
  *   query.c       query fan-out to the shards, merges and their JSON
  *   stats.c       stats JSON and /metrics, from one table (stats_table.h)
  *   ticker.c      the 100 ms clock: idle watermark, pushes, snapshots
+ *   dedup_prep.c  the dedup table's next table, mapped on a thread of its own
  *
  * The pipeline (docs/DESIGN.md):
  *
@@ -193,6 +194,17 @@ struct cf_engine {
     size_t rate_i;
     char *last_trending;            /* last trending push, to publish on change */
     bool dedup_bound_logged;        /* the first dedup eviction was logged (ticker) */
+
+    /* The dedup table's next table, mapped off the ticker (dedup_prep.c).
+     * prep_bytes/prep_cap: the table posted (0: idle); guarded by prep_mu. */
+    pthread_t prep;
+    bool prep_started;
+    pthread_mutex_t prep_mu;
+    pthread_cond_t prep_cond;
+    size_t prep_bytes;
+    uint32_t prep_cap;
+    bool prep_stop;
+    bool prep_hold;                 /* test seam: posted tables wait */
 };
 
 static inline uint32_t engine_shard_of(const cf_engine *e, const char *key, size_t len)
@@ -264,10 +276,26 @@ int engine_snapshot_finish(cf_engine *e);
  * other threads write into the range. In pieces of 2 MiB (checkpoint.c);
  * returns the madvise calls made. */
 size_t engine_prefault(void *p, size_t len);
-/* sequencer.c, called by the ticker: prepares the dedup table's next
- * doubling outside mu (cf_dedup_next_table), and frees the old table of
- * one that ended (cf_dedup_take_retired), also outside mu. */
+/* sequencer.c, called by the ticker: has the dedup table's next doubling
+ * prepared outside mu (cf_dedup_next_table, posted to dedup_prep.c), and
+ * frees the old table of one that ended (cf_dedup_take_retired), also
+ * outside mu. */
 void engine_dedup_spare(cf_engine *e);
+
+/* dedup_prep.c: the thread that allocates and maps the next dedup table
+ * and offers it to the store. start/stop with the ticker (start: 0 or
+ * -errno); post hands it a table of bytes/cap slots (ignored while one is
+ * in hand; done inline when the thread is not running); idle waits until
+ * nothing is posted (or the thread is held); hold (tests) keeps posted
+ * tables waiting. */
+int engine_dedup_prep_start(cf_engine *e);
+void engine_dedup_prep_stop(cf_engine *e);
+void engine_dedup_prep_post(cf_engine *e, size_t bytes, uint32_t cap);
+void engine_dedup_prep_idle(cf_engine *e);
+void engine_dedup_prep_hold(cf_engine *e, bool hold);
+/* Maps [p, p + len) a piece at a time unless the thread is stopping;
+ * returns the bytes mapped (len, or less when stopped). */
+size_t engine_dedup_prep_touch(cf_engine *e, uint8_t *p, size_t len);
 
 /* query.c */
 int engine_query_shards(cf_engine *e, cf_shard_query *qs, int only, bool sync, int64_t *ret_clock);

@@ -12,8 +12,16 @@
 void cf_engine_test_hold(cf_engine *e, bool hold);
 
 /* The ticker's preparation of the dedup table's next doubling, called now
- * (a no-op unless one is near). */
+ * (a no-op unless one is near), and waited for (the table is mapped on
+ * the cf-dedup-prep thread) unless that thread is held. */
 void cf_engine_test_dedup_spare(cf_engine *e);
+/* Holds (or releases) the cf-dedup-prep thread: tables posted to it wait. */
+void cf_engine_test_dedup_prep_hold(cf_engine *e, bool hold);
+/* Whether a table is posted to the cf-dedup-prep thread and not yet done. */
+bool cf_engine_test_dedup_prep_posted(cf_engine *e);
+/* The cf-dedup-prep thread's page mapping over [p, p + len): the bytes it
+ * mapped (all, or none once the engine has stopped). */
+size_t cf_engine_test_dedup_prep_touch(cf_engine *e, void *p, size_t len);
 /* How many dedup tables the ticker's preparation mapped and handed over
  * (*ret_prepared), and how many a submit mapped itself after the doubling
  * had started (*ret_by_submit). */

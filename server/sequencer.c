@@ -577,11 +577,12 @@ static void grow_table_locked(cf_engine *e, void **ret, size_t *ret_len)
 }
 
 /* The ticker's part of the dedup table's growth (engine_int.h): when a
- * doubling is near, the next table is allocated and its pages mapped here,
- * on the ticker, and handed to the store for that doubling. Allocated at
- * the doubling itself, inside the submit that triggers it, the table's
- * first thousands of moved entries faulted its pages in inside that hold
- * of the lock (a 1000-event batch moves up to 16000 entries). */
+ * doubling is near, the next table is allocated and its pages mapped
+ * ahead, off the lock (on the cf-dedup-prep thread, dedup_prep.c), and
+ * handed to the store for that doubling. Allocated at the doubling itself,
+ * inside the submit that triggers it, the table's first thousands of moved
+ * entries faulted its pages in inside that hold of the lock (a 1000-event
+ * batch moves up to 16000 entries). */
 void engine_dedup_spare(cf_engine *e)
 {
     uint32_t cap = 0;
@@ -597,22 +598,7 @@ void engine_dedup_spare(cf_engine *e)
         e->retired_frees++;
     pthread_mutex_unlock(&e->mu);
     cf_kv_table_free(retired, retired_len);
-    if (bytes == 0)
-        return;
-    void *t = cf_kv_table_alloc(bytes);
-    if (!t)
-        return;     /* the doubling allocates its own, as before */
-    engine_prefault(t, bytes);
-    pthread_mutex_lock(&e->mu);
-    /* Kept: its pages are mapped, so the submit whose put starts the
-     * doubling must not map them again. MADV_POPULATE_WRITE over a table
-     * already mapped still walks all of it: 1.5-23 ms for 16-256 MB on an
-     * HTTP thread, a stall of every request behind it (S3 at half peak). */
-    if (cf_dedup_offer_table(e->dedup, t, cap)) {
-        e->dedup_prefaulted = t;
-        e->spare_prefaults++;
-    }
-    pthread_mutex_unlock(&e->mu);
+    engine_dedup_prep_post(e, bytes, cap);
 }
 
 uint64_t cf_engine_test_retired_frees(cf_engine *e)

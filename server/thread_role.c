@@ -107,3 +107,13 @@ int cf_thread_role_throughput(const char *name)
         return -errno;
     return -rc;
 }
+
+int cf_thread_role_background(const char *name)
+{
+    int rc = cf_thread_role_throughput(name);
+    if (throughput_nice == 0)
+        return rc;  /* --shard-nice 0: every thread keeps the nice it started with */
+    if (setpriority(PRIO_PROCESS, (id_t)gettid(), CF_THREAD_BACKGROUND_NICE) < 0)
+        return -errno;
+    return rc;
+}

@@ -50,4 +50,11 @@ void cf_thread_role_name_thread(pthread_t t, const char *name);
  * Returns 0 or a negative errno (the thread runs on unchanged). */
 int cf_thread_role_throughput(const char *name);
 
+/* cf_thread_role_throughput, then nice CF_THREAD_BACKGROUND_NICE (unless the
+ * throughput class is off, --shard-nice 0): for work that only has to be
+ * done some seconds from now (the dedup table's next table, dedup_prep.c),
+ * below the shards. 0 or a negative errno (the thread runs on). */
+#define CF_THREAD_BACKGROUND_NICE 19
+int cf_thread_role_background(const char *name);
+
 #endif

@@ -79,6 +79,10 @@ def test_default_shards_batch_and_niced_request_threads_not():
     assert sum(t[0] == "MHD-worker" for t in req) == 2, ts
     assert {"cf-http-accept", "cf-ticker", "cf-push"} <= {t[0] for t in req}, ts
     assert_classes(thr, req, max(3, base), base, 100000)
+    # The dedup table's next table is mapped below the shards: it only has
+    # to be ready before a doubling some seconds away (dedup_prep.c).
+    prep = [t for t in ts.values() if t[0] == "cf-dedup-prep"]
+    assert [(t[1], t[2]) for t in prep] == [(19, SCHED_BATCH)], ts
 
 
 def test_options_set_the_nice_and_the_slice():

@@ -13,6 +13,7 @@
 #include <cmocka.h>
 
 #include "cf_dedup.h"
+#include "cf_kv.h"
 #include "cf_time.h"
 
 static void duplicate_until_exactly_ttl(void **state)
@@ -193,6 +194,48 @@ static void duplicates_found_while_growing(void **state)
         assert_int_equal(cf_dedup_check(d, id, (size_t)len, 2000000, 1000000 + n / 2),
                          i <= n / 2 ? 1 : 0);
     }
+    cf_dedup_free(d);
+}
+
+/* Every cf_dedup's store opts in to the hand-out of finished doublings'
+ * old tables (the server's ticker frees them outside the sequencer lock),
+ * whichever constructor made it: new and load. A plain cf_kv keeps none
+ * (test_kv retired_tables_kept_only_on_opt_in), so a constructor that
+ * missed the opt-in would fail here. */
+static size_t grow_until_retired(cf_dedup *d, int first)
+{
+    char id[48];
+    void *t;
+    size_t bytes;
+    for (int i = first; i < first + 20000; i++) {
+        int len = snprintf(id, sizeof id, "e-%d", i);
+        assert_int_equal(cf_dedup_check(d, id, (size_t)len, 10, 10), 1);
+        if (cf_dedup_take_retired(d, &t, &bytes)) {
+            assert_non_null(t);
+            cf_kv_table_free(t, bytes);
+            return bytes;
+        }
+    }
+    return 0;
+}
+
+static void every_constructor_hands_out_old_tables(void **state)
+{
+    (void)state;
+    cf_dedup *d = cf_dedup_new(1000000, 0);
+    assert_true(grow_until_retired(d, 0) > 0);
+    cf_buf b = {0};
+    assert_int_equal(cf_dedup_save(d, &b), 0);
+    cf_reader r;
+    cf_reader_init(&r, b.data, b.len);
+    cf_dedup *c = cf_dedup_load(1000000, 0, NULL, &r);
+    assert_non_null(c);
+    assert_true(grow_until_retired(c, 1000000) > 0);
+    cf_buf_free(&b);
+    cf_dedup_free(c);
+    cf_dedup *k = cf_dedup_new_keyed(1000000, 0, (const uint8_t *)"0123456789abcdef");
+    assert_true(grow_until_retired(k, 0) > 0);
+    cf_dedup_free(k);
     cf_dedup_free(d);
 }
 
@@ -807,6 +850,7 @@ int main(void)
         cmocka_unit_test(expire_drops_count),
         cmocka_unit_test(bounded_with_evictions),
         cmocka_unit_test(save_load),
+        cmocka_unit_test(every_constructor_hands_out_old_tables),
         cmocka_unit_test(hashed_matches_plain),
         cmocka_unit_test(duplicates_found_while_growing),
         cmocka_unit_test(rebuild_equals_incremental),

@@ -1242,6 +1242,70 @@ static void prepared_dedup_tables_are_not_mapped_again(void **state)
     cf_engine_free(e);
 }
 
+/* The next dedup table is allocated and mapped on the cf-dedup-prep
+ * thread, not on the ticker (a request-class thread: mapping a 256 MB
+ * table there took ~100 ms of one of two CPUs from the request threads,
+ * S3's stall): with that thread held, the ticker's preparation posts the
+ * table and returns without mapping it, ingest goes on, and the table
+ * arrives once the thread is released; the doubling then uses it. */
+static void dedup_tables_are_mapped_off_the_ticker(void **state)
+{
+    (void)state;
+    cf_engine *e = start(1, NULL, 0);
+    char id[24];
+    uint64_t prepared = 0, by_submit = 0, before = 0;
+    int i = 0;
+    /* Up to the first moment a table is wanted (its doubling is near). */
+    cf_engine_test_dedup_prep_hold(e, true);
+    bool posted = false;
+    for (; i < 40000 && !posted; i++) {
+        snprintf(id, sizeof id, "grow-%d", i);
+        cf_event ev = {.ts = BASE + i, .user_id = "u", .user_id_len = 1, .page_url = "/p",
+                       .page_url_len = 2, .event_id = id, .event_id_len = strlen(id)};
+        int rc;
+        while ((rc = cf_engine_submit(e, &ev, 1, NULL, NULL)) == -EAGAIN)
+            sched_yield();
+        assert_int_equal(rc, 0);
+        cf_engine_test_dedup_spare(e);  /* returns at once: the thread is held */
+        cf_engine_test_dedup_tables(e, &prepared, &by_submit);
+        assert_int_equal(prepared, 0);
+        posted = cf_engine_test_dedup_prep_posted(e);
+    }
+    assert_true(posted);
+    /* More ids while the table waits: the submits do not wait for it. */
+    for (int k = 0; k < 8; k++, i++) {
+        snprintf(id, sizeof id, "grow-%d", i);
+        cf_event ev = {.ts = BASE + i, .user_id = "u", .user_id_len = 1, .page_url = "/p",
+                       .page_url_len = 2, .event_id = id, .event_id_len = strlen(id)};
+        assert_int_equal(cf_engine_submit(e, &ev, 1, NULL, NULL), 0);
+    }
+    cf_engine_test_dedup_tables(e, &before, &by_submit);
+    assert_int_equal(before, 0);
+    cf_engine_test_dedup_prep_hold(e, false);
+    cf_engine_test_dedup_spare(e);      /* waits for the thread */
+    cf_engine_test_dedup_tables(e, &prepared, &by_submit);
+    assert_int_equal(prepared, 1);
+    assert_false(cf_engine_test_dedup_prep_posted(e));
+    cf_engine_free(e);
+}
+
+/* A stopping engine does not wait for the cf-dedup-prep thread to map a
+ * whole table (at nice 19 on a busy machine a large one takes seconds):
+ * the mapping checks for the stop before each piece. */
+static void dedup_prep_stops_between_pieces(void **state)
+{
+    (void)state;
+    cf_engine *e = start(1, NULL, 0);
+    size_t len = (size_t)6 << 20; /* three pieces */
+    uint8_t *p = calloc(1, len);
+    assert_non_null(p);
+    assert_int_equal(cf_engine_test_dedup_prep_touch(e, p, len), len);
+    cf_engine_stop(e);
+    assert_int_equal(cf_engine_test_dedup_prep_touch(e, p, len), 0);
+    free(p);
+    cf_engine_free(e);
+}
+
 /* engine_prefault maps a range in pieces of at most 2 MiB (one call over
  * 100 MB held the mmap lock long enough to stall every other thread's
  * faults behind a waiting mmap), and maps all of it. */
@@ -1281,6 +1345,8 @@ int main(void)
         cmocka_unit_test(nothing_accepted_before_start),
         cmocka_unit_test(full_queue_accepts_nothing),
         cmocka_unit_test(prepared_dedup_tables_are_not_mapped_again),
+        cmocka_unit_test(dedup_tables_are_mapped_off_the_ticker),
+        cmocka_unit_test(dedup_prep_stops_between_pieces),
         cmocka_unit_test(prefault_maps_in_pieces),
         cmocka_unit_test(recovery_gives_the_same_answers),
         cmocka_unit_test(idle_clock_fires_and_snapshots_are_periodic),

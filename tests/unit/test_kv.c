@@ -670,6 +670,7 @@ static void overhead_per_key(void **state)
     for (int vi = 0; vi < 2; vi++) {
         for (int pi = 0; pi < 2; pi++) {
             cf_kv *kv = cf_kv_new(vsizes[vi], 0);
+            cf_kv_hand_out_retired(kv); /* as the dedup table's store */
             double worst = 0, sum = 0;
             int samples = 0;
             size_t keybytes = 0;
@@ -1273,6 +1274,7 @@ static void retired_tables_are_handed_out(void **state)
         memset(&m, 0, sizeof m);
         cf_kv *kv = cf_kv_new(sizeof(uint64_t), 0);
         assert_non_null(kv);
+        cf_kv_hand_out_retired(kv);
         int64_t now = 0;
         uint64_t span = 64;    /* key ids in play: grows, so the table does */
         unsigned ends = 0, taken = 0, last_end = 0;
@@ -1342,6 +1344,73 @@ static void retired_tables_are_handed_out(void **state)
     }
 }
 
+/* The hand-out is opt-in (cf_kv_hand_out_retired): a store without it
+ * frees each old table in the put that ends its doubling and keeps
+ * nothing (the shards' small indexes, whose owners never take one), also
+ * after a bulk rebuild. Two stores fed the same puts, deletes and expiries,
+ * one opted in: they answer alike, and at every doubling's end the plain
+ * one holds exactly the opted-in one's memory less the table waiting there,
+ * and has none to hand out. */
+static void retired_tables_kept_only_on_opt_in(void **state)
+{
+    (void)state;
+    char k[64];
+    for (uint64_t seed = 1; seed <= 3; seed++) {
+        rng_state = seed * 0x9e3779b97f4a7c15ULL;
+        cf_kv *plain = cf_kv_new(sizeof(uint64_t), 0);
+        cf_kv *opted = cf_kv_new(sizeof(uint64_t), 0);
+        assert_non_null(plain);
+        assert_non_null(opted);
+        cf_kv_hand_out_retired(opted);
+        unsigned ends = 0;
+        void *t;
+        size_t tbytes;
+        int64_t now = 0;
+        for (uint64_t i = 0; i < 60000; i++) {
+            if (i == 30000) {
+                /* A bulk rebuild keeps the choice (cf_kv_bulk_begin empties
+                 * the store, not its settings). */
+                assert_int_equal(cf_kv_bulk_begin(plain, 8), 0);
+                assert_int_equal(cf_kv_bulk_begin(opted, 8), 0);
+                cf_kv_bulk_end(plain);
+                cf_kv_bulk_end(opted);
+            }
+            uint64_t id = rnd() % (i + 1);
+            size_t n = make_key(k, id, id % 3 == 0 ? 20 : 0);
+            unsigned op = (unsigned)(rnd() % 16);
+            if (op < 12) {
+                int64_t exp = now + 1 + (int64_t)(rnd() % 40000);
+                int a = cf_kv_put(plain, k, n, exp, NULL, NULL, NULL);
+                assert_int_equal(cf_kv_put(opted, k, n, exp, NULL, NULL, NULL), a);
+            } else if (op < 15) {
+                int a = cf_kv_delete(plain, k, n);
+                assert_int_equal(cf_kv_delete(opted, k, n), a);
+            } else {
+                now += (int64_t)(rnd() % 50);
+                size_t a = cf_kv_expire(plain, now, NULL, NULL);
+                assert_int_equal(cf_kv_expire(opted, now, NULL, NULL), a);
+            }
+            assert_int_equal(cf_kv_count(plain), cf_kv_count(opted));
+            assert_int_equal(cf_kv_migrating(plain), cf_kv_migrating(opted));
+            assert_false(cf_kv_take_retired(plain, &t, &tbytes));
+            /* A small table's doubling can start and end in one put, so
+             * the hand-out is checked after every operation: at most one
+             * table, and only when a doubling ended. */
+            size_t mem = cf_kv_memory(opted);
+            if (cf_kv_take_retired(opted, &t, &tbytes)) {
+                ends++;
+                assert_false(cf_kv_migrating(opted));
+                assert_int_equal(cf_kv_memory(plain), mem - tbytes);
+                cf_kv_table_free(t, tbytes);
+            }
+            assert_int_equal(cf_kv_memory(plain), cf_kv_memory(opted));
+        }
+        assert_true(ends >= 6); /* doublings ended before and after the rebuild */
+        cf_kv_free(plain);
+        cf_kv_free(opted);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1356,6 +1425,7 @@ int main(void)
         cmocka_unit_test(spare_table_is_used_by_the_next_doubling),
         cmocka_unit_test(next_table_window),
         cmocka_unit_test(retired_tables_are_handed_out),
+        cmocka_unit_test(retired_tables_kept_only_on_opt_in),
         cmocka_unit_test(randomized_against_model),
         cmocka_unit_test(save_load_roundtrip),
         cmocka_unit_test(hashed_put_and_prefetch),
