@@ -97,6 +97,8 @@ static void *prep_main(void *arg)
     cf_engine *e = arg;
     (void)cf_thread_role_background("cf-dedup-prep");
     pthread_mutex_lock(&e->prep_mu);
+    e->prep_classed = true;
+    pthread_cond_broadcast(&e->prep_cond); /* engine_dedup_prep_start */
     for (;;) {
         while (!e->prep_stop && (e->prep_bytes == 0 || e->prep_hold))
             pthread_cond_wait(&e->prep_cond, &e->prep_mu);
@@ -117,10 +119,18 @@ static void *prep_main(void *arg)
 int engine_dedup_prep_start(cf_engine *e)
 {
     e->prep_stop = false;
+    e->prep_classed = false;
     int rc = pthread_create(&e->prep, NULL, prep_main, e);
     if (rc)
         return -rc;
     e->prep_started = true;
+    /* Wait until the thread runs in its class: the server reports ready
+     * after this, and whoever lists its threads then sees each one's class,
+     * not the one it inherited for its first moments. */
+    pthread_mutex_lock(&e->prep_mu);
+    while (!e->prep_classed)
+        pthread_cond_wait(&e->prep_cond, &e->prep_mu);
+    pthread_mutex_unlock(&e->prep_mu);
     return 0;
 }
 

@@ -204,6 +204,7 @@ struct cf_engine {
     size_t prep_bytes;
     uint32_t prep_cap;
     bool prep_stop;
+    bool prep_classed;              /* the thread took its class: start returns */
     bool prep_hold;                 /* test seam: posted tables wait */
 };
 
