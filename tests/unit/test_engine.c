@@ -1210,6 +1210,19 @@ static void key_bound_is_the_total_over_shards(void **state)
     cf_engine_free(e);
 }
 
+/* Submits one event with the new id "grow-<i>", waiting out back-pressure. */
+static void submit_new_id(cf_engine *e, int i)
+{
+    char id[24];
+    snprintf(id, sizeof id, "grow-%d", i);
+    cf_event ev = {.ts = BASE + i, .user_id = "u", .user_id_len = 1, .page_url = "/p",
+                   .page_url_len = 2, .event_id = id, .event_id_len = strlen(id)};
+    int rc;
+    while ((rc = cf_engine_submit(e, &ev, 1, NULL, NULL)) == -EAGAIN)
+        sched_yield();
+    assert_int_equal(rc, 0);
+}
+
 /* The dedup table's doublings: a table the ticker's preparation mapped
  * ahead is not mapped again by the submit whose put starts the doubling
  * (that second MADV_POPULATE_WRITE walked the whole table on an HTTP
@@ -1220,15 +1233,8 @@ static void prepared_dedup_tables_are_not_mapped_again(void **state)
 {
     (void)state;
     cf_engine *e = start(1, NULL, 0);
-    char id[24];
     for (int i = 0; i < 40000; i++) {
-        snprintf(id, sizeof id, "grow-%d", i);
-        cf_event ev = {.ts = BASE + i, .user_id = "u", .user_id_len = 1, .page_url = "/p",
-                       .page_url_len = 2, .event_id = id, .event_id_len = strlen(id)};
-        int rc;
-        while ((rc = cf_engine_submit(e, &ev, 1, NULL, NULL)) == -EAGAIN)
-            sched_yield();
-        assert_int_equal(rc, 0);
+        submit_new_id(e, i);
         cf_engine_test_dedup_spare(e);
     }
     uint64_t prepared = 0, by_submit = 0;
@@ -1259,13 +1265,7 @@ static void dedup_tables_are_mapped_off_the_ticker(void **state)
     cf_engine_test_dedup_prep_hold(e, true);
     bool posted = false;
     for (; i < 40000 && !posted; i++) {
-        snprintf(id, sizeof id, "grow-%d", i);
-        cf_event ev = {.ts = BASE + i, .user_id = "u", .user_id_len = 1, .page_url = "/p",
-                       .page_url_len = 2, .event_id = id, .event_id_len = strlen(id)};
-        int rc;
-        while ((rc = cf_engine_submit(e, &ev, 1, NULL, NULL)) == -EAGAIN)
-            sched_yield();
-        assert_int_equal(rc, 0);
+        submit_new_id(e, i);
         cf_engine_test_dedup_spare(e);  /* returns at once: the thread is held */
         cf_engine_test_dedup_tables(e, &prepared, &by_submit);
         assert_int_equal(prepared, 0);

@@ -302,6 +302,29 @@ static void sparse_save_is_ascending(void **state)
     }
 }
 
+/* Reads a sparse save (form, count, hashes) and checks that it holds
+ * want_k hashes, strictly ascending. Returns the first hash. */
+static uint64_t assert_sparse_save_ascending(const cf_buf *b, uint32_t want_k)
+{
+    cf_reader r;
+    cf_reader_init(&r, b->data, b->len);
+    uint8_t form;
+    uint32_t k;
+    assert_true(cf_get_u8(&r, &form));
+    assert_true(cf_get_u32(&r, &k));
+    assert_int_equal(k, want_k);
+    uint64_t first = 0, prev = 0;
+    for (uint32_t i = 0; i < k; i++) {
+        uint64_t v;
+        assert_true(cf_get_u64(&r, &v));
+        assert_true(i == 0 || v > prev);
+        if (i == 0)
+            first = v;
+        prev = v;
+    }
+    return first;
+}
+
 /* A full sparse set (CF_HLL_SPARSE_MAX hashes, with and without the zero
  * hash) saves every hash once, ascending, and loads back equal: the save
  * gathers the table's slots without a test per slot and writes one past the
@@ -320,20 +343,8 @@ static void full_sparse_set_saves_every_hash(void **state)
         cf_buf b = {0};
         assert_int_equal(cf_hll_save(h, &b), 0);
         assert_int_equal(b.len, 1 + 4 + 8 * CF_HLL_SPARSE_MAX);
-        cf_reader r;
-        cf_reader_init(&r, b.data, b.len);
-        uint8_t form;
-        uint32_t k;
-        assert_true(cf_get_u8(&r, &form));
-        assert_true(cf_get_u32(&r, &k));
-        assert_int_equal(k, CF_HLL_SPARSE_MAX);
-        uint64_t prev = 0;
-        for (uint32_t i = 0; i < k; i++) {
-            uint64_t v;
-            assert_true(cf_get_u64(&r, &v));
-            assert_true(i == 0 ? (v == 0) == (zero == 1) : v > prev);
-            prev = v;
-        }
+        /* The zero hash, when added, is the first. */
+        assert_true((assert_sparse_save_ascending(&b, CF_HLL_SPARSE_MAX) == 0) == (zero == 1));
         cf_hll *back = load_bytes(&b);
         assert_non_null(back);
         assert_true(cf_hll_equal(h, back));
@@ -354,20 +365,7 @@ static void sparse_save_of_skewed_values_is_ascending(void **state)
         assert_true(cf_hll_add(h, i % 2 ? i : i | (0xffull << 56)) >= 0);
     cf_buf b = {0};
     assert_int_equal(cf_hll_save(h, &b), 0);
-    cf_reader r;
-    cf_reader_init(&r, b.data, b.len);
-    uint8_t form;
-    uint32_t k;
-    assert_true(cf_get_u8(&r, &form));
-    assert_true(cf_get_u32(&r, &k));
-    assert_int_equal(k, 300);
-    uint64_t prev = 0;
-    for (uint32_t i = 0; i < k; i++) {
-        uint64_t v;
-        assert_true(cf_get_u64(&r, &v));
-        assert_true(i == 0 || v > prev);
-        prev = v;
-    }
+    (void)assert_sparse_save_ascending(&b, 300);
     cf_buf_free(&b);
     cf_hll_free(h);
 }

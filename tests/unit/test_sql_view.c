@@ -601,39 +601,76 @@ static void test_random_hopping(void **state)
         run_window_trace(seed, 3000, seed % 2 ? 1000 : 750, seed % 3 == 0 ? 0 : 800, 600);
 }
 
+/* What the session traces exercised, summed over seeds. */
+typedef struct {
+    uint64_t late_updates, late_dropped;
+    size_t max_live, reloads;
+} session_trace_seen;
+
+static sql_view *reload(sql_view *v, sql_view_keep_fn keep, void *ctx, const sql_view_config *c);
+
+/* One seeded session trace against the naive model: every apply's answer
+ * and open count, the rows at the end, and an empty view after. With
+ * reload_every > 0 the view is saved and loaded into a new one every
+ * reload_every events. */
+static void session_trace(uint64_t seed, size_t n, int keys, int64_t step, int64_t disorder,
+                          int64_t gap, int64_t grace, size_t reload_every,
+                          session_trace_seen *seen)
+{
+    trace t = make_trace(seed, n, keys, 9, step, disorder);
+    sql_view_config c = {.nkeys = 1, .aggs = test_aggs, .naggs = NAGGS,
+                         .window = SQL_WINDOW_SESSION, .gap_ms = gap, .grace_ms = grace};
+    sql_view *v = sql_view_new(&c);
+    assert_non_null(v);
+    nses m = {.gap = gap, .grace = grace, .wm = CF_TIME_NONE, .s = calloc(n, sizeof(nsess))};
+    uu_lines got = {0}, want = {0};
+    sql_view_stats st;
+    for (size_t i = 0; i < n; i++) {
+        int a = view_apply(v, &t.e[i], t.wm[i], &got);
+        int b = nses_apply(&m, &t.e[i], t.wm[i], &want);
+        assert_int_equal(a, b ? SQL_VIEW_APPLIED : SQL_VIEW_LATE);
+        size_t live = 0, open = 0;
+        for (size_t j = 0; j < m.n; j++) {
+            live += m.s[j].live && strcmp(m.s[j].key, t.e[i].key) == 0;
+            open += m.s[j].live && !m.s[j].fired;
+        }
+        if (live > seen->max_live)
+            seen->max_live = live;
+        sql_view_stats_get(v, &st);
+        assert_int_equal(st.open, open);
+        if (reload_every && i % reload_every == reload_every - 1) {
+            seen->late_updates += st.late_updates;
+            seen->late_dropped += st.late_dropped;
+            sql_view *w = reload(v, NULL, NULL, &c);
+            sql_view_free(v);
+            v = w;
+            seen->reloads++;
+        }
+    }
+    sql_view_advance(v, t.wm[n - 1] + 100000, collect, &got);
+    nses_advance(&m, t.wm[n - 1] + 100000, &want);
+    assert_lines_equal(&got, &want);
+    sql_view_stats_get(v, &st);
+    assert_int_equal(st.groups, 0);
+    assert_int_equal(st.open + st.kept, 0);
+    seen->late_updates += st.late_updates;
+    seen->late_dropped += st.late_dropped;
+    uu_lines_free(&got);
+    uu_lines_free(&want);
+    nses_free(&m);
+    sql_view_free(v);
+    trace_free(&t);
+}
+
 static void test_random_sessions(void **state)
 {
     (void)state;
-    uint64_t late_updates = 0, late_dropped = 0;
-    for (uint64_t seed = 21; seed <= 30; seed++) {
-        size_t n = 700;
-        trace t = make_trace(seed, n, 3 + (int)(seed % 8), 9, 90, 1200);
-        int64_t gap = 300 + (int64_t)(seed % 4) * 200, grace = seed % 3 == 0 ? 0 : 1000;
-        sql_view *v = make_view(SQL_WINDOW_SESSION, 0, 0, gap, grace);
-        nses m = {.gap = gap, .grace = grace, .wm = CF_TIME_NONE, .s = calloc(n, sizeof(nsess))};
-        uu_lines got = {0}, want = {0};
-        for (size_t i = 0; i < n; i++) {
-            int a = view_apply(v, &t.e[i], t.wm[i], &got);
-            int b = nses_apply(&m, &t.e[i], t.wm[i], &want);
-            assert_int_equal(a, b ? SQL_VIEW_APPLIED : SQL_VIEW_LATE);
-        }
-        sql_view_advance(v, t.wm[n - 1] + 100000, collect, &got);
-        nses_advance(&m, t.wm[n - 1] + 100000, &want);
-        assert_lines_equal(&got, &want);
-        sql_view_stats st;
-        sql_view_stats_get(v, &st);
-        assert_int_equal(st.groups, 0);
-        assert_int_equal(st.open + st.kept, 0);
-        late_updates += st.late_updates;
-        late_dropped += st.late_dropped;
-        uu_lines_free(&got);
-        uu_lines_free(&want);
-        nses_free(&m);
-        sql_view_free(v);
-        trace_free(&t);
-    }
+    session_trace_seen seen = {0};
+    for (uint64_t seed = 21; seed <= 30; seed++)
+        session_trace(seed, 700, 3 + (int)(seed % 8), 90, 1200, 300 + (int64_t)(seed % 4) * 200,
+                      seed % 3 == 0 ? 0 : 1000, 0, &seen);
     /* the traces do exercise re-firing and late-dropping */
-    assert_true(late_updates > 0 && late_dropped > 0);
+    assert_true(seen.late_updates > 0 && seen.late_dropped > 0);
 }
 
 /* Sessions against the naive model with the view saved and loaded into a
@@ -644,65 +681,17 @@ static void test_random_sessions(void **state)
  * late events, and purged. The records hold no group pointer: the list's
  * last links to its group (sql_view_int.h), which firing, emitting,
  * merging and dropping all walk to. */
-static sql_view *reload(sql_view *v, sql_view_keep_fn keep, void *ctx, const sql_view_config *c);
-
 static void test_random_sessions_restored(void **state)
 {
     (void)state;
-    size_t max_live = 0, reloads = 0;
-    uint64_t late_updates = 0;
-    for (uint64_t seed = 71; seed <= 78; seed++) {
-        size_t n = 600;
-        trace t = make_trace(seed, n, 2 + (int)(seed % 3), 9, 120, 1500);
-        int64_t gap = 150 + (int64_t)(seed % 3) * 100, grace = 2500;
-        sql_view_config c = {.nkeys = 1, .aggs = test_aggs, .naggs = NAGGS,
-                             .window = SQL_WINDOW_SESSION, .gap_ms = gap, .grace_ms = grace};
-        sql_view *v = sql_view_new(&c);
-        assert_non_null(v);
-        nses m = {.gap = gap, .grace = grace, .wm = CF_TIME_NONE, .s = calloc(n, sizeof(nsess))};
-        uu_lines got = {0}, want = {0};
-        for (size_t i = 0; i < n; i++) {
-            int a = view_apply(v, &t.e[i], t.wm[i], &got);
-            int b = nses_apply(&m, &t.e[i], t.wm[i], &want);
-            assert_int_equal(a, b ? SQL_VIEW_APPLIED : SQL_VIEW_LATE);
-            size_t live = 0, open = 0;
-            for (size_t j = 0; j < m.n; j++)
-                if (m.s[j].live && strcmp(m.s[j].key, t.e[i].key) == 0)
-                    live++;
-            for (size_t j = 0; j < m.n; j++)
-                open += m.s[j].live && !m.s[j].fired;
-            if (live > max_live)
-                max_live = live;
-            sql_view_stats st;
-            sql_view_stats_get(v, &st);
-            assert_int_equal(st.open, open);
-            if (i % 97 == 96) {
-                sql_view_stats_get(v, &st);
-                late_updates += st.late_updates;
-                sql_view *w = reload(v, NULL, NULL, &c);
-                sql_view_free(v);
-                v = w;
-                reloads++;
-            }
-        }
-        sql_view_advance(v, t.wm[n - 1] + 100000, collect, &got);
-        nses_advance(&m, t.wm[n - 1] + 100000, &want);
-        assert_lines_equal(&got, &want);
-        sql_view_stats st;
-        sql_view_stats_get(v, &st);
-        assert_int_equal(st.groups, 0);
-        assert_int_equal(st.open + st.kept, 0);
-        late_updates += st.late_updates;
-        uu_lines_free(&got);
-        uu_lines_free(&want);
-        nses_free(&m);
-        sql_view_free(v);
-        trace_free(&t);
-    }
+    session_trace_seen seen = {0};
+    for (uint64_t seed = 71; seed <= 78; seed++)
+        session_trace(seed, 600, 2 + (int)(seed % 3), 120, 1500, 150 + (int64_t)(seed % 3) * 100,
+                      2500, 97, &seen);
     /* the traces do keep several sessions per key and re-fire them */
-    assert_true(max_live >= 3);
-    assert_true(late_updates > 0);
-    assert_true(reloads >= 8 * 6);
+    assert_true(seen.max_live >= 3);
+    assert_true(seen.late_updates > 0);
+    assert_true(seen.reloads >= 8 * 6);
 }
 
 /* One-event records (sess_one, sql_view_int.h) against full states: the
