@@ -139,7 +139,31 @@ int sql_view_result_sketch(const sql_view *v, const sql_view_result *r, uint32_t
 
 /* NULL on OOM or an invalid config. */
 sql_view *sql_view_new(const sql_view_config *cfg);
+/* Frees v; a view sharing panes leaves them to the other (sql_view_unshare). */
 void sql_view_free(sql_view *v);
+
+/* Shared panes (issue 15). Two TUMBLING/HOPPING views over the same pane
+ * grid (equal pane size: a tumbling size or a hopping advance), keys,
+ * aggregates and hash seed, both without max_keys, can keep one set of
+ * panes: an event is added once, and each view fires, revises, drops late
+ * events, counts and saves exactly as it would alone.
+ * sql_view_can_share() says whether two configs qualify. sql_view_share()
+ * links two empty views (nothing applied or loaded, no watermark): the
+ * owner holds the panes; the follower reads them. Then:
+ * - apply each event to the owner first, then to the follower with the
+ *   same arrival: the owner's apply does the follower's part too (its
+ *   late re-firings go to femit(fctx), as do the follower's firings when
+ *   the owner's watermark moves), and the follower's apply only returns
+ *   what that part gave (-EINVAL if the owner did not apply it last);
+ * - advance and read either as before; save each as before (the same
+ *   format); load the owner's blob before the follower's;
+ * - freeing either leaves the other whole (the owner's panes pass to its
+ *   follower). 0 or -EINVAL (configs do not qualify, a view not empty or
+ *   already sharing). */
+bool sql_view_can_share(const sql_view_config *a, const sql_view_config *b);
+int sql_view_share(sql_view *owner, sql_view *follower, sql_view_emit_fn femit, void *fctx);
+/* Ends v's sharing: each view keeps its own panes from then on. */
+void sql_view_unshare(sql_view *v);
 
 /* One event: key (nkeys values), args (one per aggregate, see sql_agg_add;
  * may be NULL when no aggregate takes one), its event time and arrival
