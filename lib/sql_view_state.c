@@ -205,11 +205,10 @@ static int load_cell(sql_view *v, group *g, cf_reader *in)
     cell *c = sql_view_cell_find(st, start, g);
     if (c && !v->owner)
         return -EINVAL; /* seen twice */
-    if (c)
-        return load_follower_cell(v, c, data, flags, rev, born, in);
-    /* A follower's cell the owner lacks lies past the owner's grace
-     * (where the follower keeps panes longer), else the blobs disagree. */
-    if (v->owner && !purge_due(st, start + st->cfg.size_ms))
+    /* Pane data of a follower's that the owner lacks lies past the owner's
+     * grace (where the follower keeps panes longer), else the blobs
+     * disagree. (A follower's record alone may be anywhere.) */
+    if (!c && data && v->owner && !purge_due(st, start + st->cfg.size_ms))
         return -EINVAL;
     if (sql_view_slots_reserve(st, v->k + 1) < 0 || sql_view_cells_reserve(st, 1) < 0)
         return -ENOMEM;
@@ -217,6 +216,8 @@ static int load_cell(sql_view *v, group *g, cf_reader *in)
         for (uint32_t j = 0; j < v->k; j++)
             if (!purge_due(v, first + (int64_t)j * adv + v->cfg.size_ms))
                 sql_view_slot_get(st, first + (int64_t)j * adv);
+    if (c)
+        return load_follower_cell(v, c, data, flags, rev, born, in);
     c = sql_view_cell_new(st, sql_view_slot_get(st, start), g);
     c->has_data = data;
     *cell_revp(v, c) = rev;
