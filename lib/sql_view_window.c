@@ -527,7 +527,7 @@ int sql_view_add_shared(sql_view *v, cell *c, uint64_t kh, const sql_value *key,
     for (int i = 0; i < 2; i++)
         for (uint32_t j = np[i]; acc[i] && j < views[i]->k; j++)
             sql_view_slot_get(v, first[i] + (int64_t)j * v->cfg.advance_ms);
-    if (!c)
+    if (!c) /* the owner's lookup is skipped when the owner drops the event */
         c = sql_view_cell_find(v, p, grp);
     if (!c)
         c = sql_view_cell_new(v, sql_view_slot_get(v, p), grp);
