@@ -203,10 +203,9 @@ void sql_view_prefetch(const sql_view *v, const sql_value *key, int64_t rowtime)
 
 void sql_view_prefetch_hashed(const sql_view *v, uint64_t kh, int64_t rowtime)
 {
-    if (v->owner)
-        return; /* a follower's apply reads nothing */
     if (v->cfg.window == SQL_WINDOW_TUMBLING || v->cfg.window == SQL_WINDOW_HOPPING) {
         int64_t p, first;
+        /* a follower's cmap is NULL: its apply reads nothing */
         if (v->cmap && pane_of(v, rowtime, &p, &first))
             __builtin_prefetch(&v->cmap[(uint32_t)cell_hash(p, kh) & v->cmask]);
     } else if (v->groups.s) {
@@ -233,10 +232,11 @@ void sql_view_prefetch_step(const sql_view *v, uint64_t kh, const uint64_t *arg_
         sql_view_prefetch_hashed(v, kh, rowtime);
         return;
     }
-    if (step > 3 || v->owner)
+    if (step > 3)
         return;
     if (v->cfg.window == SQL_WINDOW_TUMBLING || v->cfg.window == SQL_WINDOW_HOPPING) {
         int64_t p, first;
+        /* a follower's cmap is NULL: its apply reads nothing */
         if (!v->cmap || !pane_of(v, rowtime, &p, &first))
             return;
         uint64_t h = cell_hash(p, kh);
@@ -329,7 +329,7 @@ int sql_view_apply_hashed(sql_view *v, const sql_value *key, uint64_t kh, const 
                           const uint64_t *arg_hash, int64_t rowtime, uint64_t arrival,
                           int64_t wm, sql_view_emit_fn emit, void *ctx)
 {
-    if (v->owner) {
+    if (__builtin_expect(v->owner != NULL, 0)) {
         /* The owner's apply of this event did our part. */
         if (!v->shared_seen || v->shared_arrival != arrival)
             return -EINVAL;
@@ -357,13 +357,13 @@ int sql_view_apply_hashed(sql_view *v, const sql_value *key, uint64_t kh, const 
         rc = sql_view_apply_session(v, key, kh, args, rowtime, arrival, emit, ctx);
         break;
     default:
-        if (v->follower) {
+        if (__builtin_expect(v->follower != NULL, 0)) {
             v->follower->shared_rc = INT32_MIN;
             v->follower->shared_arrival = arrival;
             v->follower->shared_seen = true;
         }
         rc = apply_window(v, key, kh, args, rowtime, arrival, emit, ctx);
-        if (v->follower && v->follower->shared_rc == INT32_MIN)
+        if (__builtin_expect(v->follower != NULL, 0) && v->follower->shared_rc == INT32_MIN)
             v->follower->shared_rc = rc; /* a failure before the views' parts */
         break;
     }

@@ -190,17 +190,6 @@ typedef struct pmap {
 
 struct sql_view {
     sql_view_config cfg;
-    /* Pane sharing (sql_view_share, sql_view_window.c's "shared panes"):
-     * an owner holds the panes (groups, cells, slots) for itself and its
-     * follower; a follower holds none and reads its owner's. The owner's
-     * apply runs the follower's part of each event (femit, fctx), and
-     * leaves what the follower's own apply of that event returns. */
-    struct sql_view *owner, *follower;
-    sql_view_emit_fn femit;
-    void *fctx;
-    uint64_t shared_arrival;
-    int shared_rc;
-    bool shared_seen;
     sql_agg_spec specs[64];
     sql_agg_set *aggs;
     size_t state_size;
@@ -259,6 +248,19 @@ struct sql_view {
     const cell **gcell;
     uint32_t *gnext;
     uint32_t gcap;
+
+    /* Pane sharing (sql_view_share, sql_view_window.c's "shared panes"):
+     * an owner holds the panes (groups, cells, slots) for itself and its
+     * follower; a follower holds none (its cmap stays NULL) and reads its
+     * owner's. The owner's apply runs the follower's part of each event
+     * (femit, fctx), and leaves what the follower's own apply of that
+     * event returns. Last in the struct: the hot fields keep their lines. */
+    struct sql_view *owner, *follower;
+    sql_view_emit_fn femit;
+    void *fctx;
+    uint64_t shared_arrival;
+    int shared_rc;
+    bool shared_seen;
 };
 
 /* Sorts n pointers with a comparator that sees the view (qsort has no
@@ -676,7 +678,7 @@ static inline int apply_window(sql_view *v, const sql_value *key, uint64_t kh,
     int64_t p, first;
     sql_view *f = v->follower;
     if (!pane_of(v, ts, &p, &first) || purge_due(v, p + v->cfg.size_ms)) {
-        if (f) /* the follower may keep the pane longer */
+        if (__builtin_expect(f != NULL, 0)) /* the follower may keep the pane longer */
             return sql_view_add_shared(v, NULL, kh, key, args, ts, arrival, emit, ctx);
         v->late_dropped++;
         return SQL_VIEW_LATE;
@@ -686,10 +688,11 @@ static inline int apply_window(sql_view *v, const sql_value *key, uint64_t kh,
      * open (a follower's too: then its part is a count). */
     if (c && c->has_data && !fire_due(v, first + v->cfg.size_ms)) {
         int64_t fp, ffirst;
-        if (!f || (pane_of(f, ts, &fp, &ffirst) && !fire_due(f, ffirst + f->cfg.size_ms))) {
+        if (__builtin_expect(f == NULL, 1) ||
+            (pane_of(f, ts, &fp, &ffirst) && !fire_due(f, ffirst + f->cfg.size_ms))) {
             v->applied++;
             int rc = agg_add(v, cell_state(c), args, ts, arrival);
-            if (f) {
+            if (__builtin_expect(f != NULL, 0)) {
                 f->applied++;
                 f->shared_rc = rc < 0 ? rc : SQL_VIEW_APPLIED;
             }
