@@ -155,8 +155,9 @@ void sql_view_free(sql_view *v);
  *   late re-firings go to femit(fctx), as do the follower's firings when
  *   the owner's watermark moves), and the follower's apply only returns
  *   what that part gave (-EINVAL if the owner did not apply it last);
- * - advance and read either as before; save each as before (the same
- *   format); load the owner's blob before the follower's;
+ * - advance and read either as before (statistics: `groups` is the shared
+ *   table's, `bytes` the owner's); save each as before (the same format);
+ *   load the owner's blob before the follower's;
  * - freeing either leaves the other whole (the owner's panes pass to its
  *   follower). 0 or -EINVAL (configs do not qualify, a view not empty or
  *   already sharing). */
