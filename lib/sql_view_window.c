@@ -517,6 +517,18 @@ int sql_view_add_shared(sql_view *v, cell *c, uint64_t kh, const sql_value *key,
     if (!acc[0] && !acc[1])
         return SQL_VIEW_LATE;
     group *grp = c ? c->g : sql_view_group_find(v, kh, key);
+    /* One key budget for the pair (the owner's max_keys, equal to the
+     * follower's): a new group is refused for both views together, counted
+     * by each view that would have taken the event. */
+    if (!grp && v->cfg.max_keys && v->groups.used >= v->cfg.max_keys) {
+        if (acc[0])
+            v->refusals++;
+        if (acc[1]) {
+            f->refusals++;
+            f->shared_rc = SQL_VIEW_REFUSED;
+        }
+        return acc[0] ? SQL_VIEW_REFUSED : SQL_VIEW_LATE;
+    }
     if (sql_view_slots_reserve(v, nslots) < 0 || sql_view_cells_reserve(v, ncells) < 0)
         return f->shared_rc = -ENOMEM;
     if (!grp && !key_fits(v, key))
@@ -644,7 +656,7 @@ bool sql_view_can_share(const sql_view_config *a, const sql_view_config *b)
     bool wa = a->window == SQL_WINDOW_TUMBLING || a->window == SQL_WINDOW_HOPPING;
     bool wb = b->window == SQL_WINDOW_TUMBLING || b->window == SQL_WINDOW_HOPPING;
     if (!wa || !wb || a->nkeys != b->nkeys || a->naggs != b->naggs ||
-        a->hash_seed != b->hash_seed || a->max_keys || b->max_keys)
+        a->hash_seed != b->hash_seed || a->max_keys != b->max_keys)
         return false;
     int64_t pa = a->window == SQL_WINDOW_TUMBLING ? a->size_ms : a->advance_ms;
     int64_t pb = b->window == SQL_WINDOW_TUMBLING ? b->size_ms : b->advance_ms;
