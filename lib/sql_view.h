@@ -144,9 +144,13 @@ void sql_view_free(sql_view *v);
 
 /* Shared panes (issue 15). Two TUMBLING/HOPPING views over the same pane
  * grid (equal pane size: a tumbling size or a hopping advance), keys,
- * aggregates and hash seed, both without max_keys, can keep one set of
- * panes: an event is added once, and each view fires, revises, drops late
- * events, counts and saves exactly as it would alone.
+ * aggregates, hash seed and max_keys can keep one set of panes: an event
+ * is added once, and each view fires, revises, drops late events, counts
+ * and saves exactly as it would alone, except for the key bound: the pair
+ * has one budget of max_keys groups, counted over the shared store (a
+ * group lives while either view keeps one of its panes), and a new
+ * group's event is refused (SQL_VIEW_REFUSED, counted in `refusals`) by
+ * each view that would have taken it.
  * sql_view_can_share() says whether two configs qualify. sql_view_share()
  * links two empty views (nothing applied or loaded, no watermark): the
  * owner holds the panes; the follower reads them. Then:
