@@ -15,8 +15,9 @@
  * --share makes tumbling and sliding (one pane grid: the tumbling size is
  * the sliding advance) keep one pane store (sql_view_share): each click
  * goes into its pane once, and sliding's apply returns what tumbling's did
- * for it. The shards do not share yet (their views carry --max-keys, which
- * sharing does not support).
+ * for it, as in the shards (shard_share_panes). Both windows carry the
+ * server's default key bound (--max-keys 10M, one shard), which a shared
+ * pair counts as one budget.
  *
  * The shards hash each click's page and user once for all the views
  * (sql_view_apply_hashed) and walk the lookups of the next four clicks a
@@ -251,7 +252,8 @@ int main(int argc, char **argv)
     static const sql_agg_spec trend_aggs[] = {{SQL_AGG_DECAYED_COUNT, 60000}};
     sql_view_config tcfg = {.nkeys = 1, .aggs = win_aggs, .naggs = 2,
                             .window = SQL_WINDOW_TUMBLING, .size_ms = 60000,
-                            .advance_ms = 60000, .grace_ms = 60000};
+                            .advance_ms = 60000, .grace_ms = 60000,
+                            .max_keys = 10000000};
     sql_view_config scfg = tcfg;
     scfg.window = SQL_WINDOW_HOPPING;
     scfg.size_ms = 300000;
