@@ -281,5 +281,10 @@ const sql_view_config *sql_view_get_config(const sql_view *v);
 typedef bool (*sql_view_keep_fn)(void *ctx, const sql_value *key, uint32_t nkeys);
 int sql_view_save(const sql_view *v, sql_view_keep_fn keep, void *ctx, cf_buf *out);
 int sql_view_load(sql_view *v, cf_reader *in);
+/* After a follower of shared panes has loaded all its blobs: whether they
+ * held every pane of the owner's that the follower reads (false: the two
+ * were saved unshared and hold different keys, e.g. at the key bound; the
+ * follower would read data it never took, so load them unshared). */
+bool sql_view_share_covers(const sql_view *follower);
 
 #endif

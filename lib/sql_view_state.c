@@ -275,6 +275,22 @@ static int load_sessions(sql_view *v, group *g, cf_reader *in)
     return 0;
 }
 
+bool sql_view_share_covers(const sql_view *f)
+{
+    const sql_view *st = pane_store(f);
+    if (st == f)
+        return true;
+    /* load_cell marks each cell the follower's blobs named (spare). */
+    for (uint32_t i = 0; i < st->nslots; i++) {
+        if (purge_due(f, st->slots[i].start + f->cfg.size_ms))
+            continue;
+        for (const cell *c = st->slots[i].head; c; c = c->next)
+            if (c->has_data && !c->spare)
+                return false;
+    }
+    return true;
+}
+
 int sql_view_load(sql_view *v, cf_reader *in)
 {
     cf_buf want = {0};

@@ -353,6 +353,8 @@ int cf_shard_load(cf_shard *s, cf_reader *parts, size_t n_parts, unsigned n_shar
                 cf_reader blob = heads[i].ops[k]; /* a copy: a retry reads it again */
                 ok = load_view_part(views[k], &blob, filter) == 0;
             }
+        if (ok && shared && !sql_view_share_covers(views[CF_BUILTIN_SLIDING]))
+            ok = false; /* loaded, but sliding would read panes it never took */
     }
     size_t keep = cfg.retain_results ? cfg.retain_results : 1;
     cf_retain *c0 = cf_retain_new(keep, free), *c1 = cf_retain_new(keep, free);

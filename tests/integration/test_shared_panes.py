@@ -87,15 +87,27 @@ def test_one_key_budget_for_the_pair():
         assert ks["tumbling"]["refused"] == 1 and ks["sliding"]["refused"] == 1, ks
         assert ks["tumbling"]["keys"] == 2 and ks["sliding"]["keys"] == 2, ks
         assert "/c" not in windows(srv, "tumbling") and "/c" not in windows(srv, "sliding")
-    with Server(args + ["--share-panes", "off"]) as srv:
-        assert stats(srv)["window_panes_shared"] == 0
-        post(srv, [{"user_id": "u", "page_url": p, "timestamp": T0 + 1} for p in ("/a", "/b")])
-        st, body = srv.request("POST", "/api/v1/watermark", {"watermark": wm})
-        assert st == 200, body
-        post(srv, [{"user_id": "u", "page_url": "/c", "timestamp": wm + 1}])
-        ks = stats(srv)["keyed_state"]
-        assert ks["tumbling"]["refused"] == 0 and ks["sliding"]["refused"] == 1, ks
-        assert "/c" in windows(srv, "tumbling")
+    d = tempfile.mkdtemp(prefix="clickflow-it-")
+    try:
+        with Server(args + ["--share-panes", "off"], data_dir=d) as srv:
+            assert stats(srv)["window_panes_shared"] == 0
+            post(srv, [{"user_id": "u", "page_url": p, "timestamp": T0 + 1}
+                       for p in ("/a", "/b")])
+            st, body = srv.request("POST", "/api/v1/watermark", {"watermark": wm})
+            assert st == 200, body
+            post(srv, [{"user_id": "u", "page_url": "/c", "timestamp": wm + 1}])
+            ks = stats(srv)["keyed_state"]
+            assert ks["tumbling"]["refused"] == 0 and ks["sliding"]["refused"] == 1, ks
+            assert "/c" in windows(srv, "tumbling") and "/c" not in windows(srv, "sliding")
+            before = {t: windows(srv, t) for t in ("tumbling", "sliding")}
+        # Its snapshot holds /c in tumbling's panes only: restarted with
+        # sharing on, the pair cannot share that store (sliding would read
+        # /c), so the two load unshared and answer as before.
+        with Server(args, data_dir=d) as srv:
+            assert stats(srv)["window_panes_shared"] == 0
+            assert {t: windows(srv, t) for t in ("tumbling", "sliding")} == before
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
 
 
 if __name__ == "__main__":
