@@ -27,6 +27,40 @@ const sql_plan_info *sql_plan_get(const sql_plan *p)
     return &p->info;
 }
 
+static bool same_text(const char *a, const char *b)
+{
+    return a == b || (a && b && strcmp(a, b) == 0);
+}
+
+static int64_t pane_ms(const sql_plan_info *pi)
+{
+    return pi->window == SQL_WINDOW_TUMBLING ? pi->window_size_ms : pi->window_advance_ms;
+}
+
+bool sql_plan_panes_shareable(const sql_plan_info *a, const sql_plan_info *b)
+{
+    const sql_plan_info *v[2] = {a, b};
+    for (int i = 0; i < 2; i++)
+        if (v[i]->kind != SQL_PLAN_VIEW || !v[i]->aggregate || v[i]->join != SQL_JOIN_NONE ||
+            v[i]->unnest || (v[i]->window != SQL_WINDOW_TUMBLING && v[i]->window != SQL_WINDOW_HOPPING))
+            return false;
+    if (pane_ms(a) != pane_ms(b) || !same_text(a->source, b->source) ||
+        !same_text(a->filter_text, b->filter_text) || !same_text(a->partition, b->partition) ||
+        a->reroute != b->reroute || a->ngroup_keys != b->ngroup_keys || a->naggs != b->naggs)
+        return false;
+    for (uint32_t i = 0; i < a->ngroup_keys; i++)
+        if (!same_text(a->group_key_texts[i], b->group_key_texts[i]))
+            return false;
+    for (uint32_t i = 0; i < a->naggs; i++) {
+        const sql_plan_agg *x = &a->aggs[i], *y = &b->aggs[i];
+        if (x->kind != y->kind || x->star != y->star || x->distinct != y->distinct ||
+            x->arg_type != y->arg_type ||
+            x->param != y->param || !same_text(x->text, y->text))
+            return false;
+    }
+    return true;
+}
+
 sql_prog *sql_plan_new_prog(sql_plan *p)
 {
     if (p->nprogs == p->capprogs) {

@@ -197,6 +197,15 @@ sql_plan *sql_plan_new(const sql_catalog *cat, const sql_stmt *st, sql_error *re
 void sql_plan_free(sql_plan *p);
 const sql_plan_info *sql_plan_get(const sql_plan *p);
 
+/* Whether two VIEW plans can keep one pane store (sql_view_share): both
+ * aggregate one source (no join, no UNNEST) over TUMBLING or HOPPING
+ * windows on the same pane grid (a tumbling size or a hopping advance),
+ * with the same WHERE, partition, GROUP BY keys and aggregates, compared
+ * by their canonical SQL (expressions are functions of the row). Window
+ * size, grace and EMIT may differ. The views' runtime configs must also
+ * pass sql_view_can_share (seed, key bound). */
+bool sql_plan_panes_shareable(const sql_plan_info *a, const sql_plan_info *b);
+
 /* Applies a CREATE or DROP plan to the catalog (no-op for queries).
  * Returns 0, or a negative errno with *ret_err (e.g. a name taken since
  * the plan was made). */

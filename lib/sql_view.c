@@ -143,6 +143,7 @@ void sql_view_free(sql_view *v)
 {
     if (!v)
         return;
+    sql_view_unshare(v);
     if (v->aggs) {
         for (uint32_t i = 0; i < v->nslots; i++)
             for (cell *c = v->slots[i].head; c; c = c->next)
@@ -222,6 +223,7 @@ void sql_view_prefetch_hashed(const sql_view *v, uint64_t kh, int64_t rowtime)
 {
     if (v->cfg.window == SQL_WINDOW_TUMBLING || v->cfg.window == SQL_WINDOW_HOPPING) {
         int64_t p, first;
+        /* a follower's cmap is NULL: its apply reads nothing */
         if (v->cmap && pane_of(v, rowtime, &p, &first))
             __builtin_prefetch(&v->cmap[(uint32_t)cell_hash(p, kh) & v->cmask]);
     } else if (v->groups.s) {
@@ -252,6 +254,7 @@ void sql_view_prefetch_step(const sql_view *v, uint64_t kh, const uint64_t *arg_
         return;
     if (v->cfg.window == SQL_WINDOW_TUMBLING || v->cfg.window == SQL_WINDOW_HOPPING) {
         int64_t p, first;
+        /* a follower's cmap is NULL: its apply reads nothing */
         if (!v->cmap || !pane_of(v, rowtime, &p, &first))
             return;
         uint64_t h = cell_hash(p, kh);
@@ -344,6 +347,13 @@ int sql_view_apply_hashed(sql_view *v, const sql_value *key, uint64_t kh, const 
                           const uint64_t *arg_hash, int64_t rowtime, uint64_t arrival,
                           int64_t wm, sql_view_emit_fn emit, void *ctx)
 {
+    if (__builtin_expect(v->owner != NULL, 0)) {
+        /* The owner's apply of this event did our part. */
+        if (!v->shared_seen || v->shared_arrival != arrival)
+            return -EINVAL;
+        v->shared_seen = false;
+        return v->shared_rc;
+    }
     /* The argument strings are usually cold (a user id from a large
      * population): ask for them now, so the misses overlap the key lookup
      * instead of following it. Not when the caller passes their hashes:
@@ -364,7 +374,16 @@ int sql_view_apply_hashed(sql_view *v, const sql_value *key, uint64_t kh, const 
     case SQL_WINDOW_SESSION:
         rc = sql_view_apply_session(v, key, kh, args, rowtime, arrival, emit, ctx);
         break;
-    default: rc = apply_window(v, key, kh, args, rowtime, arrival, emit, ctx); break;
+    default:
+        if (__builtin_expect(v->follower != NULL, 0)) {
+            v->follower->shared_rc = INT32_MIN;
+            v->follower->shared_arrival = arrival;
+            v->follower->shared_seen = true;
+        }
+        rc = apply_window(v, key, kh, args, rowtime, arrival, emit, ctx);
+        if (__builtin_expect(v->follower != NULL, 0) && v->follower->shared_rc == INT32_MIN)
+            v->follower->shared_rc = rc; /* a failure before the views' parts */
+        break;
     }
     v->arg_hash = NULL;
     return rc;
@@ -391,8 +410,9 @@ size_t sql_view_foreach_open_first(const sql_view *v, int64_t now, size_t limit,
 {
     size_t n = 0;
     if (v->cfg.window == SQL_WINDOW_TUMBLING || v->cfg.window == SQL_WINDOW_HOPPING) {
-        for (uint32_t i = 0; i < v->nslots && n < limit; i++) {
-            if (fire_due(v, v->slots[i].start + v->cfg.size_ms))
+        const sql_view *st = pane_store(v);
+        for (uint32_t i = 0; i < st->nslots && n < limit; i++) {
+            if (fire_due(v, st->slots[i].start + v->cfg.size_ms))
                 continue;
             n += sql_view_emit_window(v, i, false, now, limit - n, true, emit, ctx);
         }
@@ -442,8 +462,8 @@ size_t sql_view_walk_open(const sql_view *v, int64_t now, sql_view_emit_fn emit,
         }
         return n;
     default:
-        for (uint32_t i = 0; i < v->nslots; i++)
-            if (!fire_due(v, v->slots[i].start + v->cfg.size_ms))
+        for (uint32_t i = 0; i < pane_store(v)->nslots; i++)
+            if (!fire_due(v, pane_store(v)->slots[i].start + v->cfg.size_ms))
                 n += sql_view_emit_window(v, i, false, now, SIZE_MAX, false, emit, ctx);
         return n;
     }
@@ -468,7 +488,8 @@ size_t sql_view_scan(const sql_view *v, int64_t now, sql_view_emit_fn emit, void
 size_t sql_view_lookup(const sql_view *v, const sql_value *key, int64_t now,
                        sql_view_emit_fn emit, void *ctx)
 {
-    group *g = sql_view_group_find(v, key_hash(v, key), key);
+    const sql_view *st = pane_store(v);
+    group *g = sql_view_group_find(st, key_hash(v, key), key);
     if (!g)
         return 0;
     size_t n = 0;
@@ -485,8 +506,8 @@ size_t sql_view_lookup(const sql_view *v, const sql_value *key, int64_t now,
             }
         return n;
     default:
-        for (uint32_t i = 0; i < v->nslots; i++) {
-            int64_t w = v->slots[i].start;
+        for (uint32_t i = 0; i < st->nslots; i++) {
+            int64_t w = st->slots[i].start;
             if (fire_due(v, w + v->cfg.size_ms))
                 continue;
             merger mg = {0};
@@ -543,16 +564,20 @@ size_t sql_view_forget(sql_view *v, int64_t now, sql_view_drop_fn drop, void *ct
 void sql_view_stats_get(const sql_view *v, sql_view_stats *ret)
 {
     sql_view_stats s = {0};
-    s.groups = v->groups.used;
+    const sql_view *st = pane_store(v);
+    s.groups = st->groups.used;
     s.open = v->n_open;
     s.kept = v->n_kept;
     if (v->cfg.window == SQL_WINDOW_TUMBLING || v->cfg.window == SQL_WINDOW_HOPPING) {
         /* (window, group) pairs, counted from the panes: O(state), no
-         * sort (key order does not change a count). */
+         * sort (key order does not change a count). Shared panes: the
+         * other view's slots past our grace are not ours. */
         s.open = s.kept = 0;
-        for (uint32_t i = 0; i < v->nslots; i++) {
+        for (uint32_t i = 0; i < st->nslots; i++) {
+            if (purge_due(v, st->slots[i].start + v->cfg.size_ms))
+                continue;
             size_t n = sql_view_count_window(v, i);
-            if (fire_due(v, v->slots[i].start + v->cfg.size_ms))
+            if (fire_due(v, st->slots[i].start + v->cfg.size_ms))
                 s.kept += n;
             else
                 s.open += n;
@@ -604,7 +629,7 @@ void sql_view_stats_get(const sql_view *v, sql_view_stats *ret)
 void sql_view_counters(const sql_view *v, sql_view_stats *ret)
 {
     *ret = (sql_view_stats){
-        .groups = v->groups.used,
+        .groups = pane_store(v)->groups.used,
         .applied = v->applied,
         .late_dropped = v->late_dropped,
         .late_updates = v->late_updates,
@@ -616,7 +641,7 @@ void sql_view_counters(const sql_view *v, sql_view_stats *ret)
 
 size_t sql_view_groups(const sql_view *v)
 {
-    return v->groups.used;
+    return pane_store(v)->groups.used;
 }
 
 int sql_view_result_sketch(const sql_view *v, const sql_view_result *r, uint32_t agg,

@@ -139,7 +139,36 @@ int sql_view_result_sketch(const sql_view *v, const sql_view_result *r, uint32_t
 
 /* NULL on OOM or an invalid config. */
 sql_view *sql_view_new(const sql_view_config *cfg);
+/* Frees v; a view sharing panes leaves them to the other (sql_view_unshare). */
 void sql_view_free(sql_view *v);
+
+/* Shared panes (issue 15). Two TUMBLING/HOPPING views over the same pane
+ * grid (equal pane size: a tumbling size or a hopping advance), keys,
+ * aggregates, hash seed and max_keys can keep one set of panes: an event
+ * is added once, and each view fires, revises, drops late events, counts
+ * and saves exactly as it would alone, except for the key bound: the pair
+ * has one budget of max_keys groups, counted over the shared store (a
+ * group lives while either view keeps one of its panes), and a new
+ * group's event is refused (SQL_VIEW_REFUSED, counted in `refusals`) by
+ * each view that would have taken it.
+ * sql_view_can_share() says whether two configs qualify. sql_view_share()
+ * links two empty views (nothing applied or loaded, no watermark): the
+ * owner holds the panes; the follower reads them. Then:
+ * - apply each event to the owner first, then to the follower with the
+ *   same arrival: the owner's apply does the follower's part too (its
+ *   late re-firings go to femit(fctx), as do the follower's firings when
+ *   the owner's watermark moves), and the follower's apply only returns
+ *   what that part gave (-EINVAL if the owner did not apply it last);
+ * - advance and read either as before (statistics: `groups` is the shared
+ *   table's, `bytes` the owner's); save each as before (the same format);
+ *   load the owner's blob before the follower's;
+ * - freeing either leaves the other whole (the owner's panes pass to its
+ *   follower). 0 or -EINVAL (configs do not qualify, a view not empty or
+ *   already sharing). */
+bool sql_view_can_share(const sql_view_config *a, const sql_view_config *b);
+int sql_view_share(sql_view *owner, sql_view *follower, sql_view_emit_fn femit, void *fctx);
+/* Ends v's sharing: each view keeps its own panes from then on. */
+void sql_view_unshare(sql_view *v);
 
 /* One event: key (nkeys values), args (one per aggregate, see sql_agg_add;
  * may be NULL when no aggregate takes one), its event time and arrival
@@ -252,5 +281,10 @@ const sql_view_config *sql_view_get_config(const sql_view *v);
 typedef bool (*sql_view_keep_fn)(void *ctx, const sql_value *key, uint32_t nkeys);
 int sql_view_save(const sql_view *v, sql_view_keep_fn keep, void *ctx, cf_buf *out);
 int sql_view_load(sql_view *v, cf_reader *in);
+/* After a follower of shared panes has loaded all its blobs: whether they
+ * held every pane of the owner's that the follower reads (false: the two
+ * were saved unshared and hold different keys, e.g. at the key bound; the
+ * follower would read data it never took, so load them unshared). */
+bool sql_view_share_covers(const sql_view *follower);
 
 #endif

@@ -93,8 +93,15 @@ typedef struct cell {
     uint16_t born;          /* windows of the pane already fired at its first event */
     uint8_t has_data;       /* the state holds pane data */
     uint8_t rec;            /* revision is a record for (window start, g) */
+    /* The same three for a follower sharing the panes (sql_view_share):
+     * the pane data is one, each view's firing history its own. */
+    uint32_t revision2;
+    uint16_t born2;
+    uint8_t rec2;
+    uint8_t spare;
     /* aggregate state follows (8-aligned) */
 } cell;
+_Static_assert(sizeof(cell) == 40, "a cell's header is 40 bytes");
 
 typedef struct wslot {
     int64_t start;
@@ -303,6 +310,19 @@ struct sql_view {
     const cell **gcell;
     uint32_t *gnext;
     uint32_t gcap;
+
+    /* Pane sharing (sql_view_share, sql_view_window.c's "shared panes"):
+     * an owner holds the panes (groups, cells, slots) for itself and its
+     * follower; a follower holds none (its cmap stays NULL) and reads its
+     * owner's. The owner's apply runs the follower's part of each event
+     * (femit, fctx), and leaves what the follower's own apply of that
+     * event returns. Last in the struct: the hot fields keep their lines. */
+    struct sql_view *owner, *follower;
+    sql_view_emit_fn femit;
+    void *fctx;
+    uint64_t shared_arrival;
+    int shared_rc;
+    bool shared_seen;
 };
 
 /* Sorts n pointers with a comparator that sees the view (qsort has no
@@ -429,7 +449,15 @@ int sql_view_add_slow(sql_view *v, cell *c, int64_t p, int64_t first, uint64_t k
                       const sql_value *key, const sql_value *args, int64_t ts, uint64_t arrival,
                       sql_view_emit_fn emit, void *ctx);
 
-/* Fires the windows the watermark passed, purges the ones past grace. */
+/* apply_window's path for an owner of shared panes when the hot case
+ * does not hold for both views: the event goes into the panes once, then
+ * each view takes it (or drops it as late) by its own rules. */
+int sql_view_add_shared(sql_view *v, cell *c, uint64_t kh, const sql_value *key,
+                        const sql_value *args, int64_t ts, uint64_t arrival,
+                        sql_view_emit_fn emit, void *ctx);
+
+/* Fires the windows the watermark passed, purges the ones past grace (an
+ * owner: past both views' grace; a follower purges nothing). */
 void sql_view_advance_windows(sql_view *v, int64_t old, sql_view_emit_fn emit, void *ctx);
 
 /* -- sessions (sql_view_session.c) ----------------------------------------- */
@@ -484,6 +512,30 @@ static inline uint64_t mix64(uint64_t x)
 static inline void *cell_state(const cell *c)
 {
     return (char *)c + sizeof(cell);
+}
+
+/* The view holding v's panes (groups, cells, slots): its owner when it
+ * follows one (sql_view_share), else v itself. */
+static inline sql_view *pane_store(const sql_view *v)
+{
+    return v->owner ? v->owner : (sql_view *)v;
+}
+
+/* v's own firing record in a cell of its store: a follower's is the *2
+ * fields, an owner's (or an unshared view's) the first ones. */
+static inline uint16_t cell_born(const sql_view *v, const cell *c)
+{
+    return v->owner ? c->born2 : c->born;
+}
+
+static inline uint8_t *cell_recp(const sql_view *v, cell *c)
+{
+    return v->owner ? &c->rec2 : &c->rec;
+}
+
+static inline uint32_t *cell_revp(const sql_view *v, cell *c)
+{
+    return v->owner ? &c->revision2 : &c->revision;
 }
 
 static inline void *sess_state(const sess *x)
@@ -715,17 +767,31 @@ static inline int apply_window(sql_view *v, const sql_value *key, uint64_t kh,
                                sql_view_emit_fn emit, void *ctx)
 {
     int64_t p, first;
+    sql_view *f = v->follower;
     if (!pane_of(v, ts, &p, &first) || purge_due(v, p + v->cfg.size_ms)) {
+        if (__builtin_expect(f != NULL, 0)) /* the follower may keep the pane longer */
+            return sql_view_add_shared(v, NULL, kh, key, args, ts, arrival, emit, ctx);
         v->late_dropped++;
         return SQL_VIEW_LATE;
     }
     cell *c = cell_lookup_key(v, p, kh, key);
-    /* Hot path: the group has data in the pane and all its windows are open. */
+    /* Hot path: the group has data in the pane and all its windows are
+     * open (a follower's too: then its part is a count). */
     if (c && c->has_data && !fire_due(v, first + v->cfg.size_ms)) {
-        v->applied++;
-        int rc = agg_add(v, cell_state(c), args, ts, arrival);
-        return rc < 0 ? rc : SQL_VIEW_APPLIED;
+        int64_t fp, ffirst;
+        if (__builtin_expect(f == NULL, 1) ||
+            (pane_of(f, ts, &fp, &ffirst) && !fire_due(f, ffirst + f->cfg.size_ms))) {
+            v->applied++;
+            int rc = agg_add(v, cell_state(c), args, ts, arrival);
+            if (__builtin_expect(f != NULL, 0)) {
+                f->applied++;
+                f->shared_rc = rc < 0 ? rc : SQL_VIEW_APPLIED;
+            }
+            return rc < 0 ? rc : SQL_VIEW_APPLIED;
+        }
     }
+    if (f)
+        return sql_view_add_shared(v, c, kh, key, args, ts, arrival, emit, ctx);
     return sql_view_add_slow(v, c, p, first, kh, key, args, ts, arrival, emit, ctx);
 }
 

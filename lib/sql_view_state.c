@@ -92,18 +92,26 @@ int sql_view_save(const sql_view *v, sql_view_keep_fn keep, void *ctx, cf_buf *o
     cf_buf_put_u32(out, 0);
     uint32_t records = 0;
     if (v->cfg.window == SQL_WINDOW_TUMBLING || v->cfg.window == SQL_WINDOW_HOPPING) {
-        for (uint32_t i = 0; i < v->nslots; i++)
-            for (const cell *c = v->slots[i].head; c; c = c->next) {
-                if (keep && !keep(ctx, c->g->key, v->cfg.nkeys))
+        /* Shared panes (sql_view_share): only v's own, in the format of an
+         * unshared view: slots within v's grace, cells with pane data or
+         * a record of v's, v's record. */
+        const sql_view *st = pane_store(v);
+        for (uint32_t i = 0; i < st->nslots; i++) {
+            if (purge_due(v, st->slots[i].start + v->cfg.size_ms))
+                continue;
+            for (cell *c = st->slots[i].head; c; c = c->next) {
+                uint8_t rec = *cell_recp(v, c);
+                if ((!c->has_data && !rec) || (keep && !keep(ctx, c->g->key, v->cfg.nkeys)))
                     continue;
                 put_key(v, c->g, out);
                 cf_buf_put_i64(out, c->start);
-                cf_buf_put_u32(out, c->revision);
-                cf_buf_put_u8(out, (uint8_t)(c->has_data | c->rec << 1));
-                cf_buf_put_u16(out, c->born);
+                cf_buf_put_u32(out, *cell_revp(v, c));
+                cf_buf_put_u8(out, (uint8_t)(c->has_data | rec << 1));
+                cf_buf_put_u16(out, cell_born(v, c));
                 sql_agg_save(v->aggs, cell_state(c), out);
                 records++;
             }
+        }
     } else if (v->groups.s) {
         for (uint32_t i = 0; i <= v->groups.mask; i++) {
             if (i + SAVE_PF_FAR <= v->groups.mask)
@@ -150,6 +158,27 @@ static uint32_t fired_windows(const sql_view *v, int64_t q)
     return nf;
 }
 
+/* A follower's record of a cell its owner loaded: the pane data is the
+ * owner's already (the saved bytes are read and dropped), the record and
+ * birth count are the follower's. */
+static int load_follower_cell(sql_view *v, cell *c, bool data, uint8_t flags, uint32_t rev,
+                              uint16_t born, cf_reader *in)
+{
+    if (c->spare || data != (c->has_data != 0))
+        return -EINVAL; /* seen twice, or the blobs disagree */
+    c->spare = 1;
+    c->rec2 = (flags & 2) != 0;
+    c->revision2 = rev;
+    c->born2 = born;
+    void *tmp = malloc(v->state_size ? v->state_size : 8);
+    if (!tmp)
+        return -ENOMEM;
+    int rc = sql_agg_load(v->aggs, tmp, in);
+    sql_agg_fini(v->aggs, tmp);
+    free(tmp);
+    return rc;
+}
+
 /* One cell: rejects a cell with neither data nor record, a record on a
  * window that has not fired, a birth after the present, a position off
  * the grid or past purging, and a cell seen twice. A data cell gets the
@@ -167,22 +196,37 @@ static int load_cell(sql_view *v, group *g, cf_reader *in)
         __builtin_mul_overflow(cf_floor_div(start, adv), adv, &p) || p != start ||
         purge_due(v, end) ||
         ((flags & 2) && !fire_due(v, end)) || (!(flags & 2) && rev) ||
-        (!(flags & 1) && born) || sql_view_cell_find(v, start, g))
+        (!(flags & 1) && born))
         return -EINVAL;
     bool data = flags & 1;
     if (data && (!pane_of(v, start, &p, &first) || born > fired_windows(v, start)))
         return -EINVAL;
-    if (sql_view_slots_reserve(v, v->k + 1) < 0 || sql_view_cells_reserve(v, 1) < 0)
+    sql_view *st = pane_store(v);
+    cell *c = sql_view_cell_find(st, start, g);
+    if (c && !v->owner)
+        return -EINVAL; /* seen twice */
+    /* Pane data of a follower's that the owner lacks lies past the owner's
+     * grace (where the follower keeps panes longer), else the blobs
+     * disagree. (A follower's record alone may be anywhere.) */
+    if (!c && data && v->owner && !purge_due(st, start + st->cfg.size_ms))
+        return -EINVAL;
+    if (sql_view_slots_reserve(st, v->k + 1) < 0 || sql_view_cells_reserve(st, 1) < 0)
         return -ENOMEM;
     if (data)
         for (uint32_t j = 0; j < v->k; j++)
             if (!purge_due(v, first + (int64_t)j * adv + v->cfg.size_ms))
-                sql_view_slot_get(v, first + (int64_t)j * adv);
-    cell *c = sql_view_cell_new(v, sql_view_slot_get(v, start), g);
-    c->revision = rev;
+                sql_view_slot_get(st, first + (int64_t)j * adv);
+    if (c)
+        return load_follower_cell(v, c, data, flags, rev, born, in);
+    c = sql_view_cell_new(st, sql_view_slot_get(st, start), g);
     c->has_data = data;
-    c->rec = (flags & 2) != 0;
-    c->born = born;
+    *cell_revp(v, c) = rev;
+    *cell_recp(v, c) = (flags & 2) != 0;
+    if (v->owner)
+        c->born2 = born;
+    else
+        c->born = born;
+    c->spare = v->owner != NULL; /* loaded by the follower */
     sql_agg_fini(v->aggs, cell_state(c));
     return sql_agg_load(v->aggs, cell_state(c), in);
 }
@@ -228,6 +272,22 @@ static int load_sessions(sql_view *v, group *g, cf_reader *in)
     return 0;
 }
 
+bool sql_view_share_covers(const sql_view *f)
+{
+    const sql_view *st = pane_store(f);
+    if (st == f)
+        return true;
+    /* load_cell marks each cell the follower's blobs named (spare). */
+    for (uint32_t i = 0; i < st->nslots; i++) {
+        if (purge_due(f, st->slots[i].start + f->cfg.size_ms))
+            continue;
+        for (const cell *c = st->slots[i].head; c; c = c->next)
+            if (c->has_data && !c->spare)
+                return false;
+    }
+    return true;
+}
+
 int sql_view_load(sql_view *v, cf_reader *in)
 {
     cf_buf want = {0};
@@ -250,20 +310,24 @@ int sql_view_load(sql_view *v, cf_reader *in)
         return -EINVAL;
     if (v->wm != CF_TIME_NONE && v->wm != wm)
         return -EINVAL;
+    /* A follower loads after its owner, at the same watermark. */
+    if (v->owner && v->owner->wm != wm)
+        return -EINVAL;
     v->wm = wm;
+    sql_view *st = pane_store(v);
     sql_value key[MAX_KEYS];
     for (uint32_t r = 0; r < records; r++) {
         for (uint32_t i = 0; i < v->cfg.nkeys; i++)
             if (!sql_value_load(in, MAX_KEY_STR, &key[i]))
                 return -EINVAL;
         uint64_t kh = key_hash(v, key);
-        group *g = sql_view_group_find(v, kh, key);
+        group *g = sql_view_group_find(st, kh, key);
         bool windowed = v->cfg.window == SQL_WINDOW_TUMBLING || v->cfg.window == SQL_WINDOW_HOPPING;
         if (g && !windowed)
             return -EINVAL; /* a group seen twice */
         if (!g && !key_fits(v, key))
             return -EINVAL;
-        if (!g && !(g = sql_view_group_new(v, kh, key, false)))
+        if (!g && !(g = sql_view_group_new(st, kh, key, false)))
             return -ENOMEM;
         g->refs++; /* held while loading */
         int rc;
@@ -285,7 +349,7 @@ int sql_view_load(sql_view *v, cf_reader *in)
                 rc = -ENOMEM;
             }
         }
-        sql_view_group_unref(v, g);
+        sql_view_group_unref(st, g);
         if (rc < 0)
             return rc;
     }

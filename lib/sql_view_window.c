@@ -64,8 +64,9 @@ wslot *sql_view_slot_get(sql_view *v, int64_t g)
     return &v->slots[i];
 }
 
-cell *sql_view_cell_find(const sql_view *v, int64_t g, const group *grp)
+cell *sql_view_cell_find(const sql_view *cv, int64_t g, const group *grp)
 {
+    const sql_view *v = pane_store(cv);
     if (!v->cmap)
         return NULL;
     uint64_t h = cell_hash(g, grp->hash);
@@ -192,6 +193,10 @@ cell *sql_view_cell_new(sql_view *v, wslot *sl, group *grp)
     c->born = 0;
     c->has_data = 0;
     c->rec = 0;
+    c->revision2 = 0;
+    c->born2 = 0;
+    c->rec2 = 0;
+    c->spare = 0;
     c->next = sl->head;
     sl->head = c;
     sl->n++;
@@ -242,7 +247,7 @@ void sql_view_merge_group(const sql_view *v, int64_t g, const group *grp, merger
         if (!c)
             continue;
         /* Window g is window number k - 1 - j of pane g + j advances. */
-        if (v->k - 1 - j >= c->born)
+        if (v->k - 1 - j >= cell_born(v, c))
             prior = true;
         merge_cell(v, mg, c);
     }
@@ -289,16 +294,17 @@ static uint32_t next_stamp(sql_view *v)
 int sql_view_gather(const sql_view *cv, uint32_t wi)
 {
     sql_view *v = (sql_view *)cv; /* scratch only */
-    int64_t end = v->slots[wi].start + v->cfg.size_ms;
+    sql_view *st = pane_store(v); /* its groups' marks are the store's */
+    int64_t end = st->slots[wi].start + v->cfg.size_ms;
     uint32_t total = 0;
-    for (uint32_t i = wi; i < v->nslots && v->slots[i].start < end; i++)
-        total += v->slots[i].n;
+    for (uint32_t i = wi; i < st->nslots && st->slots[i].start < end; i++)
+        total += st->slots[i].n;
     if (gather_reserve(v, total) < 0)
         return -ENOMEM;
-    uint32_t stamp = next_stamp(v);
+    uint32_t stamp = next_stamp(st);
     uint32_t n = 0, ng = 0;
-    for (uint32_t i = wi; i < v->nslots && v->slots[i].start < end; i++)
-        for (const cell *c = v->slots[i].head; c; c = c->next) {
+    for (uint32_t i = wi; i < st->nslots && st->slots[i].start < end; i++)
+        for (const cell *c = st->slots[i].head; c; c = c->next) {
             if (!c->has_data)
                 continue;
             group *g = c->g;
@@ -317,18 +323,19 @@ int sql_view_gather(const sql_view *cv, uint32_t wi)
 size_t sql_view_count_window(const sql_view *cv, uint32_t wi)
 {
     sql_view *v = (sql_view *)cv; /* marks only */
+    sql_view *st = pane_store(v);
     size_t n = 0;
     if (v->k == 1) {
         /* One pane per window, one cell per group in it: count the cells,
          * without loading the groups. */
-        for (const cell *c = v->slots[wi].head; c; c = c->next)
+        for (const cell *c = st->slots[wi].head; c; c = c->next)
             n += c->has_data;
         return n;
     }
-    int64_t end = v->slots[wi].start + v->cfg.size_ms;
-    uint32_t stamp = next_stamp(v);
-    for (uint32_t i = wi; i < v->nslots && v->slots[i].start < end; i++)
-        for (const cell *c = v->slots[i].head; c; c = c->next)
+    int64_t end = st->slots[wi].start + v->cfg.size_ms;
+    uint32_t stamp = next_stamp(st);
+    for (uint32_t i = wi; i < st->nslots && st->slots[i].start < end; i++)
+        for (const cell *c = st->slots[i].head; c; c = c->next)
             if (c->has_data && c->g->mark != stamp) {
                 c->g->mark = stamp;
                 n++;
@@ -343,14 +350,15 @@ size_t sql_view_count_window(const sql_view *cv, uint32_t wi)
 size_t sql_view_emit_window(const sql_view *v, uint32_t wi, bool final, int64_t now,
                             size_t limit, bool sorted, sql_view_emit_fn emit, void *ctx)
 {
-    int64_t g = v->slots[wi].start;
+    const sql_view *st = pane_store(v);
+    int64_t g = st->slots[wi].start;
     int ng = sql_view_gather(v, wi);
     if (ng < 0) {
         /* No memory to gather: group by group through the map, unordered. */
         size_t n = 0;
         int64_t end = g + v->cfg.size_ms;
-        for (uint32_t i = wi; i < v->nslots && v->slots[i].start < end; i++)
-            for (const cell *c = v->slots[i].head; c && (!sorted || n < limit); c = c->next) {
+        for (uint32_t i = wi; i < st->nslots && st->slots[i].start < end; i++)
+            for (const cell *c = st->slots[i].head; c && (!sorted || n < limit); c = c->next) {
                 if (!c->has_data)
                     continue;
                 bool first = true, prior;
@@ -382,18 +390,62 @@ size_t sql_view_emit_window(const sql_view *v, uint32_t wi, bool final, int64_t 
     return (size_t)ng;
 }
 
+/* Windows of the pane whose first window starts at `first` that view x
+ * has purged (*np) and fired (*nf, purged ones included). */
+static void pane_windows(const sql_view *x, int64_t first, uint32_t *np, uint32_t *nf)
+{
+    const int64_t s = x->cfg.advance_ms, size = x->cfg.size_ms;
+    uint32_t p = 0, f;
+    while (p < x->k && purge_due(x, first + (int64_t)p * s + size))
+        p++;
+    for (f = p; f < x->k && fire_due(x, first + (int64_t)f * s + size); f++)
+        ;
+    *np = p;
+    *nf = f;
+}
+
+/* View x's part of a late event in pane p (cell c, group grp, already
+ * added): re-fires x's fired windows np..nf of the pane, ascending, from
+ * x's store, with x's own revision records. Needs the record cells'
+ * room (sql_view_cells_reserve on the store). */
+static void refire(sql_view *x, cell *c, group *grp, int64_t p, int64_t first, uint32_t np,
+                   uint32_t nf, int64_t ts, sql_view_emit_fn emit, void *ctx)
+{
+    sql_view *st = pane_store(x);
+    const int64_t s = x->cfg.advance_ms, size = x->cfg.size_ms;
+    for (uint32_t j = np; j < nf; j++) {
+        int64_t g = first + (int64_t)j * s;
+        cell *r = g == p ? c : sql_view_cell_find(st, g, grp);
+        if (!r)
+            r = sql_view_cell_new(st, sql_view_slot_get(st, g), grp);
+        merger mg = {0};
+        bool prior;
+        sql_view_merge_group(x, g, grp, &mg, &prior);
+        uint8_t *rec = cell_recp(x, r);
+        uint32_t *rev = cell_revp(x, r);
+        if (!*rec) {
+            /* A group that was in the window when it fired had revision 0
+             * then; one new to the fired window fires at revision 0. */
+            *rec = 1;
+            *rev = prior ? 1 : 0;
+        } else {
+            (*rev)++;
+        }
+        x->late_updates++;
+        sql_view_emit_row(x, grp, sql_view_merged_state(x, &mg), g, g + size, *rev, true, ts,
+                          emit, ctx);
+    }
+}
+
 /* Everything but the hot case: a group's first event in a pane, or an
  * event in a pane some of whose windows have fired. */
 int sql_view_add_slow(sql_view *v, cell *c, int64_t p, int64_t first, uint64_t kh,
                       const sql_value *key, const sql_value *args, int64_t ts, uint64_t arrival,
                       sql_view_emit_fn emit, void *ctx)
 {
-    const int64_t s = v->cfg.advance_ms, size = v->cfg.size_ms;
-    uint32_t np = 0, nf;
-    while (np < v->k && purge_due(v, first + (int64_t)np * s + size))
-        np++;
-    for (nf = np; nf < v->k && fire_due(v, first + (int64_t)nf * s + size); nf++)
-        ;
+    const int64_t s = v->cfg.advance_ms;
+    uint32_t np, nf;
+    pane_windows(v, first, &np, &nf);
     group *grp = c ? c->g : sql_view_group_find(v, kh, key);
     if (!grp && v->cfg.max_keys && v->groups.used >= v->cfg.max_keys) {
         v->refusals++;
@@ -417,36 +469,108 @@ int sql_view_add_slow(sql_view *v, cell *c, int64_t p, int64_t first, uint64_t k
         c->born = (uint16_t)nf;
     }
     int rc = agg_add(v, cell_state(c), args, ts, arrival);
-    /* Re-fire the fired windows, ascending. */
-    for (uint32_t j = np; j < nf; j++) {
-        int64_t g = first + (int64_t)j * s;
-        cell *r = g == p ? c : sql_view_cell_find(v, g, grp);
-        if (!r)
-            r = sql_view_cell_new(v, sql_view_slot_get(v, g), grp);
-        merger mg = {0};
-        bool prior;
-        sql_view_merge_group(v, g, grp, &mg, &prior);
-        if (!r->rec) {
-            /* A group that was in the window when it fired had revision 0
-             * then; one new to the fired window fires at revision 0. */
-            r->rec = 1;
-            r->revision = prior ? 1 : 0;
-        } else {
-            r->revision++;
-        }
-        v->late_updates++;
-        sql_view_emit_row(v, grp, sql_view_merged_state(v, &mg), g, g + size, r->revision, true,
-                          ts, emit, ctx);
-    }
+    refire(v, c, grp, p, first, np, nf, ts, emit, ctx);
     sql_view_group_unref(v, grp);
     v->applied++;
     return rc < 0 ? rc : SQL_VIEW_APPLIED;
 }
 
+/* ---- shared panes ----------------------------------------------------------------
+ * sql_view_share: two views of one grid of panes (equal pane size, keys
+ * and aggregates) keep one set of cells, the owner's. The owner's apply
+ * adds an event to its pane once, then runs each view's own rules: a view
+ * to which the pane is past grace drops the event as late (its windows of
+ * that pane are gone, and it never reads the pane again: a purge is for
+ * good); a view with fired windows of the pane re-fires them with its own
+ * revision records (cell.rec/revision for the owner, rec2/revision2 for
+ * the follower) and its own birth count (born, born2). Slots are the union
+ * of both views' live windows; a view reads only its own: it skips slots
+ * past its grace, and a window start that is not one of its windows holds
+ * no data of its own (its panes are the same grid). Cells go when both
+ * views are past grace. So each view's rows, revisions, statistics and
+ * saved records are what it would have alone (tests/unit/test_sql_view_share.c). */
+int sql_view_add_shared(sql_view *v, cell *c, uint64_t kh, const sql_value *key,
+                        const sql_value *args, int64_t ts, uint64_t arrival,
+                        sql_view_emit_fn emit, void *ctx)
+{
+    sql_view *f = v->follower;
+    sql_view *views[2] = {v, f};
+    sql_view_emit_fn emits[2] = {emit, v->femit};
+    void *ctxs[2] = {ctx, v->fctx};
+    int64_t p = 0, first[2] = {0, 0};
+    uint32_t np[2] = {0, 0}, nf[2] = {0, 0}, nslots = 0, ncells = 1;
+    bool acc[2];
+    for (int i = 0; i < 2; i++) {
+        sql_view *x = views[i];
+        int64_t px;
+        acc[i] = pane_of(x, ts, &px, &first[i]) && !purge_due(x, px + x->cfg.size_ms);
+        if (!acc[i]) {
+            x->late_dropped++;
+            continue;
+        }
+        p = px; /* the same grid: the same pane for both */
+        pane_windows(x, first[i], &np[i], &nf[i]);
+        nslots += x->k - np[i];
+        ncells += nf[i] - np[i];
+    }
+    f->shared_rc = SQL_VIEW_LATE;
+    if (!acc[0] && !acc[1])
+        return SQL_VIEW_LATE;
+    group *grp = c ? c->g : sql_view_group_find(v, kh, key);
+    /* One key budget for the pair (the owner's max_keys, equal to the
+     * follower's): a new group is refused for both views together, counted
+     * by each view that would have taken the event. */
+    if (!grp && v->cfg.max_keys && v->groups.used >= v->cfg.max_keys) {
+        if (acc[0])
+            v->refusals++;
+        if (acc[1]) {
+            f->refusals++;
+            f->shared_rc = SQL_VIEW_REFUSED;
+        }
+        return acc[0] ? SQL_VIEW_REFUSED : SQL_VIEW_LATE;
+    }
+    if (sql_view_slots_reserve(v, nslots) < 0 || sql_view_cells_reserve(v, ncells) < 0)
+        return f->shared_rc = -ENOMEM;
+    if (!grp && !key_fits(v, key))
+        return f->shared_rc = -EINVAL;
+    if (!grp && !(grp = sql_view_group_new(v, kh, key, false)))
+        return f->shared_rc = -ENOMEM;
+    grp->refs++; /* held while its first cell is made */
+    for (int i = 0; i < 2; i++)
+        for (uint32_t j = np[i]; acc[i] && j < views[i]->k; j++)
+            sql_view_slot_get(v, first[i] + (int64_t)j * v->cfg.advance_ms);
+    if (!c) /* the owner's lookup is skipped when the owner drops the event */
+        c = sql_view_cell_find(v, p, grp);
+    if (!c)
+        c = sql_view_cell_new(v, sql_view_slot_get(v, p), grp);
+    if (!c->has_data) {
+        /* A view that dropped this event never reads the pane: its count
+         * is moot. */
+        c->has_data = 1;
+        c->born = (uint16_t)(acc[0] ? nf[0] : 0);
+        c->born2 = (uint16_t)(acc[1] ? nf[1] : 0);
+    }
+    int rc = agg_add(v, cell_state(c), args, ts, arrival);
+    int ret = SQL_VIEW_LATE;
+    for (int i = 0; i < 2; i++) {
+        if (!acc[i])
+            continue;
+        refire(views[i], c, grp, p, first[i], np[i], nf[i], ts, emits[i], ctxs[i]);
+        views[i]->applied++;
+        if (i == 0)
+            ret = rc < 0 ? rc : SQL_VIEW_APPLIED;
+        else
+            f->shared_rc = rc < 0 ? rc : SQL_VIEW_APPLIED;
+    }
+    sql_view_group_unref(v, grp);
+    return ret;
+}
+
 void sql_view_advance_windows(sql_view *v, int64_t old, sql_view_emit_fn emit, void *ctx)
 {
-    for (uint32_t i = 0; i < v->nslots; i++) {
-        int64_t last = v->slots[i].start + v->cfg.size_ms - 1;
+    sql_view *st = pane_store(v);
+    for (uint32_t i = 0; i < st->nslots; i++) {
+        int64_t last = st->slots[i].start + v->cfg.size_ms - 1;
         if (old != CF_TIME_NONE && last <= old)
             continue; /* fired before */
         if (last > v->wm)
@@ -454,8 +578,14 @@ void sql_view_advance_windows(sql_view *v, int64_t old, sql_view_emit_fn emit, v
         if (emit)
             sql_view_emit_window(v, i, true, last, SIZE_MAX, true, emit, ctx);
     }
+    if (v->owner)
+        return; /* the owner purges, when both are past grace */
+    sql_view *f = v->follower;
+    if (f)
+        sql_view_advance(f, v->wm, v->femit, v->fctx); /* fires before the panes go */
     uint32_t n = 0;
-    while (n < v->nslots && purge_due(v, v->slots[n].start + v->cfg.size_ms)) {
+    while (n < v->nslots && purge_due(v, v->slots[n].start + v->cfg.size_ms) &&
+           (!f || purge_due(f, v->slots[n].start + f->cfg.size_ms))) {
         wslot *sl = &v->slots[n];
         for (cell *c = sl->head; c;) {
             cell *next = c->next;
@@ -468,4 +598,88 @@ void sql_view_advance_windows(sql_view *v, int64_t old, sql_view_emit_fn emit, v
         memmove(v->slots, &v->slots[n], (size_t)(v->nslots - n) * sizeof *v->slots);
         v->nslots -= n;
     }
+}
+
+/* The owner's panes become f's own (sql_view_free of an owner): its
+ * tables move over, each cell's record becomes the follower's, and f
+ * purges what only the owner kept at its next advance (until then it
+ * skips those slots, as it did). */
+static void promote(sql_view *v, sql_view *f)
+{
+    f->groups = v->groups;
+    f->cmap = v->cmap;
+    f->cmask = v->cmask;
+    f->cused = v->cused;
+    f->slots = v->slots;
+    f->nslots = v->nslots;
+    f->slots_cap = v->slots_cap;
+    f->slabs = v->slabs;
+    f->nslabs = v->nslabs;
+    f->free_idx = v->free_idx;
+    f->nfree = v->nfree;
+    f->stamp = v->stamp;
+    for (uint32_t i = 0; i < f->nslots; i++)
+        for (cell *c = f->slots[i].head; c; c = c->next) {
+            c->revision = c->revision2;
+            c->born = c->born2;
+            c->rec = c->rec2;
+            c->revision2 = 0;
+            c->born2 = 0;
+            c->rec2 = 0;
+            c->spare = 0;
+        }
+    memset(&v->groups, 0, sizeof v->groups);
+    v->cmap = NULL;
+    v->cmask = v->cused = 0;
+    v->slots = NULL;
+    v->nslots = v->slots_cap = 0;
+    v->slabs = NULL;
+    v->nslabs = 0;
+    v->free_idx = NULL;
+    v->nfree = 0;
+    f->owner = NULL;
+    v->follower = NULL;
+}
+
+void sql_view_unshare(sql_view *v)
+{
+    if (v->owner) {
+        v->owner->follower = NULL;
+        v->owner = NULL;
+    } else if (v->follower) {
+        promote(v, v->follower);
+    }
+}
+
+bool sql_view_can_share(const sql_view_config *a, const sql_view_config *b)
+{
+    bool wa = a->window == SQL_WINDOW_TUMBLING || a->window == SQL_WINDOW_HOPPING;
+    bool wb = b->window == SQL_WINDOW_TUMBLING || b->window == SQL_WINDOW_HOPPING;
+    if (!wa || !wb || a->nkeys != b->nkeys || a->naggs != b->naggs ||
+        a->hash_seed != b->hash_seed || a->max_keys != b->max_keys)
+        return false;
+    int64_t pa = a->window == SQL_WINDOW_TUMBLING ? a->size_ms : a->advance_ms;
+    int64_t pb = b->window == SQL_WINDOW_TUMBLING ? b->size_ms : b->advance_ms;
+    if (pa != pb)
+        return false;
+    for (uint32_t i = 0; i < a->naggs; i++)
+        if (a->aggs[i].kind != b->aggs[i].kind || a->aggs[i].param != b->aggs[i].param)
+            return false;
+    return true;
+}
+
+int sql_view_share(sql_view *owner, sql_view *f, sql_view_emit_fn femit, void *fctx)
+{
+    if (owner == f || !sql_view_can_share(&owner->cfg, &f->cfg) || owner->owner ||
+        owner->follower || f->owner || f->follower)
+        return -EINVAL;
+    /* Both empty: neither may hold panes the other never saw. */
+    if (owner->wm != CF_TIME_NONE || f->wm != CF_TIME_NONE || owner->nslots || f->nslots ||
+        owner->groups.used || f->groups.used)
+        return -EINVAL;
+    owner->follower = f;
+    owner->femit = femit;
+    owner->fctx = fctx;
+    f->owner = owner;
+    return 0;
 }

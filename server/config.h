@@ -48,6 +48,8 @@ typedef struct cf_config {
     size_t retain_results;          /* --retain-results (per type) */
     size_t max_keys;                /* --max-keys: keys per keyed operator, in
                                      * total over the shards (each holds a share) */
+    bool share_panes;               /* --share-panes: tumbling and sliding keep one
+                                     * pane store (one key budget) */
     /* ingest (SPEC 3) */
     size_t max_batch;               /* --max-batch */
     size_t max_body;                /* --max-body (bytes; k/M/G suffixes) */

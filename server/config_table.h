@@ -62,6 +62,9 @@
       "closed window results kept for queries, per type", false) \
     X("max-keys", OPT_COUNT, max_keys, 1, INT64_C(1000000000), "10000000", \
       "total keys per keyed operator (dedup, sessions, windows, trending), split across shards", false) \
+    X("share-panes", OPT_SWITCH, share_panes, 0, 0, "on", \
+      "keep the built-in tumbling and sliding windows' panes in one store when their grids agree " \
+      "(the pair then shares one --max-keys budget): on or off", false) \
     X("max-batch", OPT_COUNT, max_batch, 1, 10000000, "10000", "events per ingest request", false) \
     X("max-body", OPT_BYTES, max_body, 1, INT64_C(1) << 30, "4M", \
       "bytes per ingest request body (k, M, G suffixes)", false) \

@@ -48,8 +48,10 @@ cf_shard *cf_shard_new(const cf_config *cfg, unsigned index, size_t queue_slots,
     s->closed_sessions = cf_retain_new(shard_sessions_keep(cfg), free);
     s->late = cf_retain_new(LATE_KEEP, free);
     s->sqlx = cf_sqlx_new(index, cfg->shards ? cfg->shards : 1, keep);
-    if (brc == 0)
+    if (brc == 0) {
         shard_note_wheres(s);
+        s->panes_shared = shard_share_panes(s, cfg, s->bdef, s->bview);
+    }
     if (!s->q || !s->sqlx || brc < 0 ||
         !s->closed[0] || !s->closed[1] || !s->closed_idx[0] || !s->closed_idx[1] ||
         !s->closed_sessions || !s->late) {
@@ -143,6 +145,7 @@ int cf_shard_set_hashkey(cf_shard *s, const uint8_t key[16])
     }
     if (!rc && (!empty || cf_kv_count(s->closed_idx[0]) || cf_kv_count(s->closed_idx[1])))
         rc = -EBUSY;
+    bool shared = !rc && shard_share_panes(s, &s->cfg, s->bdef, nv);
     if (rc) {
         for (int i = 0; i < CF_BUILTIN_COUNT; i++)
             sql_view_free(nv[i]);
@@ -162,6 +165,7 @@ int cf_shard_set_hashkey(cf_shard *s, const uint8_t key[16])
         sql_view_free(s->bview[i]);
         s->bview[i] = nv[i];
     }
+    s->panes_shared = shared;
     return 0;
 }
 
@@ -552,6 +556,12 @@ static void handle_reset(cf_shard *s, const cf_msg *m)
         return;
     }
     s->cfg = cfg;
+    /* Both new: they may share again (before the advance below: only
+     * empty views share). One new: the old pair is split (freeing either
+     * of it leaves the other whole) and stays so until a restart. */
+    bool both = (views & CF_VIEW_TUMBLING) && (views & CF_VIEW_SLIDING);
+    bool shared = both ? shard_share_panes(s, &cfg, defs, nv)
+                       : s->panes_shared && !(views & (CF_VIEW_TUMBLING | CF_VIEW_SLIDING));
     for (int i = 0; i < CF_BUILTIN_COUNT; i++) {
         if (!(views & (1u << i))) {
             shard_builtin_free(defs[i], nv[i]);
@@ -566,6 +576,7 @@ static void handle_reset(cf_shard *s, const cf_msg *m)
         s->bdef[i] = defs[i];
         s->bview[i] = nv[i];
     }
+    s->panes_shared = shared;
     shard_note_wheres(s);
     if (ct) {
         cf_retain_free(s->closed[CF_WINDOW_TUMBLING]);

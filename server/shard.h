@@ -81,6 +81,7 @@ typedef struct cf_shard_stats {
     size_t open_sessions;
     size_t trending_pages;
     size_t window_pages[2];         /* by cf_window_type: distinct pages with state */
+    size_t panes_shared;            /* 1: tumbling and sliding keep one pane store */
     size_t session_users;           /* users with sessions held */
     size_t max_keys;                /* this shard's share of --max-keys (0: none) */
     size_t memory;                  /* approximate state bytes */

@@ -110,6 +110,9 @@ struct cf_shard {
     /* Whether view i has view 0's WHERE (all four do: bots out), so one
      * verdict per event serves them (builtin_apply). */
     bool bwhere_shared[CF_BUILTIN_COUNT];
+    /* bview[TUMBLING] owns the panes bview[SLIDING] reads (sql_view_share,
+     * shard_share_panes): tumbling is applied first on every path. */
+    bool panes_shared;
     /* The current click's column hashes, shared by the built-in views it
      * goes to (page and user hashed once each): set by handle_events while
      * it applies a click, NULL otherwise. */
@@ -219,6 +222,13 @@ int shard_builtins_new(const cf_config *cfg, uint64_t seed, cf_sqlx_def *defs[CF
 /* An empty closed-result index for a ring of keep records, hashed like
  * the shard's tables (cf_shard_set_hashkey). */
 cf_kv *shard_new_index(const cf_shard *s, size_t keep);
+
+/* Makes the empty built-in tumbling views[] own the panes of the sliding
+ * one when --share-panes is on and the planner and the view configs allow
+ * it (the sliding view's firings under tumbling's watermark go to
+ * shard_on_sliding(s)). Returns whether they share. */
+bool shard_share_panes(cf_shard *s, const cf_config *cfg, cf_sqlx_def *const defs[CF_BUILTIN_COUNT],
+                       sql_view *const views[CF_BUILTIN_COUNT]);
 
 /* Notes which built-in views share view 0's WHERE (bwhere_shared). */
 void shard_note_wheres(cf_shard *s);

@@ -418,6 +418,7 @@ static void q_stats(cf_shard *s, cf_shard_query *q)
     q->stats.window_pages[CF_WINDOW_TUMBLING] = tu->groups;
     q->stats.window_pages[CF_WINDOW_SLIDING] = sl->groups;
     q->stats.session_users = se->groups;
+    q->stats.panes_shared = s->panes_shared;
     q->stats.max_keys = cf_shard_max_keys(&s->cfg);
     q->stats.trending_pages = tr->groups;
     q->stats.session_memory = se->bytes;

@@ -333,10 +333,29 @@ int cf_shard_load(cf_shard *s, cf_reader *parts, size_t n_parts, unsigned n_shar
     }
     cf_sqlx_def *defs[CF_BUILTIN_COUNT];
     sql_view *views[CF_BUILTIN_COUNT];
-    bool ok = shard_builtins_new(&cfg, s->seed, defs, views) == 0;
-    for (int k = 0; ok && k < CF_BUILTIN_COUNT; k++)
-        for (size_t i = 0; ok && i < n; i++)
-            ok = load_view_part(views[k], &heads[i].ops[k], filter) == 0;
+    bool ok = false, shared = false;
+    /* Shared panes: the owner (tumbling, k = 0) loads every part before
+     * its follower (sliding) does. A snapshot whose two blobs disagree on
+     * a pane (written by an unshared server once the key bound was
+     * reached) does not load shared: then the views load unshared. */
+    for (int attempt = 0; attempt < 2 && !ok; attempt++) {
+        if (attempt)
+            for (int k = 0; k < CF_BUILTIN_COUNT; k++)
+                shard_builtin_free(defs[k], views[k]);
+        ok = shard_builtins_new(&cfg, s->seed, defs, views) == 0;
+        if (!ok)
+            break;
+        shared = attempt == 0 && shard_share_panes(s, &cfg, defs, views);
+        if (attempt == 0 && !shared)
+            attempt++; /* nothing to retry unshared */
+        for (int k = 0; ok && k < CF_BUILTIN_COUNT; k++)
+            for (size_t i = 0; ok && i < n; i++) {
+                cf_reader blob = heads[i].ops[k]; /* a copy: a retry reads it again */
+                ok = load_view_part(views[k], &blob, filter) == 0;
+            }
+        if (ok && shared && !sql_view_share_covers(views[CF_BUILTIN_SLIDING]))
+            ok = false; /* loaded, but sliding would read panes it never took */
+    }
     size_t keep = cfg.retain_results ? cfg.retain_results : 1;
     cf_retain *c0 = cf_retain_new(keep, free), *c1 = cf_retain_new(keep, free);
     cf_kv *i0 = shard_new_index(s, keep), *i1 = shard_new_index(s, keep);
@@ -379,6 +398,7 @@ int cf_shard_load(cf_shard *s, cf_reader *parts, size_t n_parts, unsigned n_shar
         s->bdef[k] = defs[k];
         s->bview[k] = views[k];
     }
+    s->panes_shared = shared;
     shard_note_wheres(s);
     cf_retain_free(s->closed[0]);
     cf_retain_free(s->closed[1]);

@@ -8,6 +8,7 @@
 #include <errno.h>
 
 #include "cf_keycap.h"
+#include "sql_plan.h"
 
 size_t cf_shard_max_keys(const cf_config *cfg)
 {
@@ -47,6 +48,21 @@ int shard_builtins_new(const cf_config *cfg, uint64_t seed, cf_sqlx_def *defs[CF
             defs[i] = NULL;
         }
     return rc;
+}
+
+bool shard_share_panes(cf_shard *s, const cf_config *cfg, cf_sqlx_def *const defs[CF_BUILTIN_COUNT],
+                       sql_view *const views[CF_BUILTIN_COUNT])
+{
+    /* Tumbling owns (it is applied and advanced first: shard.c's
+     * page_event and advance_to); the planner checks the SQL (one grid,
+     * WHERE, keys, aggregates), sql_view_share the runtime configs (seed,
+     * the one key budget) and that both are empty. */
+    const int t = CF_BUILTIN_TUMBLING, l = CF_BUILTIN_SLIDING;
+    _Static_assert(CF_BUILTIN_TUMBLING < CF_BUILTIN_SLIDING, "the owner loads first");
+    if (!cfg->share_panes || !defs[t] || !defs[l] || !views[t] || !views[l] ||
+        !sql_plan_panes_shareable(cf_sqlx_def_info(defs[t]), cf_sqlx_def_info(defs[l])))
+        return false;
+    return sql_view_share(views[t], views[l], shard_on_sliding, s) == 0;
 }
 
 void shard_note_wheres(cf_shard *s)

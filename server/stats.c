@@ -181,6 +181,7 @@ static int gather(cf_engine *e, engine_stats *st, bool sync)
                 y->window_pages[t] += x->window_pages[t];
             }
             y->session_users += x->session_users;
+            y->panes_shared += x->panes_shared;
             y->max_keys += x->max_keys;     /* the shares' sum: the real total bound */
             y->errors += x->errors;
             y->open_windows += x->open_windows;

@@ -72,6 +72,9 @@
       true, st->sum.memory) \
     X(CF_STAT_NUM, "session_state_bytes", "session_state_bytes", "gauge", \
       "Approximate bytes of session state.", true, st->sum.session_memory) \
+    X(CF_STAT_NUM, "window_panes_shared", "window_panes_shared", "gauge", \
+      "Shards whose tumbling and sliding windows keep one pane store (--share-panes).", true, \
+      st->sum.panes_shared) \
     X(CF_STAT_NUM, "trending_pages", "trending_pages", "gauge", \
       "Pages in the trending tables.", true, st->sum.trending_pages) \
     X(CF_STAT_NUM, NULL, "dedup_ids", "gauge", "event_ids remembered for deduplication.", true, \

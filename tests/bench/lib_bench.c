@@ -7,10 +7,17 @@
  *
  *   lib_bench [--events N] [--users N] [--pages N] [--disorder-ms N]
  *             [--rate N (event-time events/s)] [--seed N] [--plain] [--huge]
- *             [--skip tumbling,sliding,sessions,trending]
+ *             [--skip tumbling,sliding,sessions,trending] [--share]
  *
  * --skip leaves the named views out (not applied, not prefetched), so a
  * view's share of the loop is the difference of two runs.
+ *
+ * --share makes tumbling and sliding (one pane grid: the tumbling size is
+ * the sliding advance) keep one pane store (sql_view_share): each click
+ * goes into its pane once, and sliding's apply returns what tumbling's did
+ * for it, as in the shards (shard_share_panes). Both windows carry the
+ * server's default key bound (--max-keys 10M, one shard), which a shared
+ * pair counts as one budget.
  *
  * The shards hash each click's page and user once for all the views
  * (sql_view_apply_hashed) and walk the lookups of the next four clicks a
@@ -183,11 +190,12 @@ int main(int argc, char **argv)
     int64_t disorder = bench_arg_long(argc, argv, "--disorder-ms", 5000);
     int64_t rate = bench_arg_long(argc, argv, "--rate", 10000);
     rng_state = (uint64_t)bench_arg_long(argc, argv, "--seed", 42);
-    bool plain = false, huge = false;
+    bool plain = false, huge = false, share = false;
     const char *skip = "";
     for (int i = 1; i < argc; i++) {
         plain |= strcmp(argv[i], "--plain") == 0;
         huge |= strcmp(argv[i], "--huge") == 0;
+        share |= strcmp(argv[i], "--share") == 0;
         if (strcmp(argv[i], "--skip") == 0 && i + 1 < argc)
             skip = argv[i + 1];
     }
@@ -244,7 +252,8 @@ int main(int argc, char **argv)
     static const sql_agg_spec trend_aggs[] = {{SQL_AGG_DECAYED_COUNT, 60000}};
     sql_view_config tcfg = {.nkeys = 1, .aggs = win_aggs, .naggs = 2,
                             .window = SQL_WINDOW_TUMBLING, .size_ms = 60000,
-                            .advance_ms = 60000, .grace_ms = 60000};
+                            .advance_ms = 60000, .grace_ms = 60000,
+                            .max_keys = 10000000};
     sql_view_config scfg = tcfg;
     scfg.window = SQL_WINDOW_HOPPING;
     scfg.size_ms = 300000;
@@ -261,6 +270,12 @@ int main(int argc, char **argv)
         fprintf(stderr, "lib_bench: cannot create operators\n");
         return 1;
     }
+    uint64_t windows_out = 0, sessions_out = 0, dups = 0, late = 0;
+    share = share && on[0] && on[1];
+    if (share && sql_view_share(tumbling, sliding, count_emit, &windows_out) < 0) {
+        fprintf(stderr, "lib_bench: tumbling and sliding cannot share panes\n");
+        return 1;
+    }
 
     for (size_t i = 0; i < n_events; i++) {
         gen_event *e = &evs[i];
@@ -274,7 +289,6 @@ int main(int argc, char **argv)
     struct ahead ring[AHEAD + 1];
     sql_view *pviews[3] = {tumbling, sliding, trending};
 
-    uint64_t windows_out = 0, sessions_out = 0, dups = 0, late = 0;
     int64_t max_ts = INT64_MIN, wm = INT64_MIN;
     long rss_before = rss_kib();
     double user0, sys0;
@@ -380,8 +394,8 @@ int main(int argc, char **argv)
     size_t open_sessions = st_e.open;
     size_t window_keys = st_t.open + st_t.kept + st_s.open + st_s.kept;
     size_t window_bytes = st_t.bytes + st_s.bytes;
-    printf("lib_bench%s%s: events=%zu users=%" PRIu32 " pages=%" PRIu32 " disorder_ms=%" PRId64 "\n",
-           plain ? " --plain" : "", huge ? " --huge" : "", n_events, n_users, n_pages, disorder);
+    printf("lib_bench%s%s%s: events=%zu users=%" PRIu32 " pages=%" PRIu32 " disorder_ms=%" PRId64 "\n",
+           plain ? " --plain" : "", huge ? " --huge" : "", share ? " --share" : "", n_events, n_users, n_pages, disorder);
     printf("events_per_s=%.0f seconds=%.3f duplicates=%" PRIu64 " late=%" PRIu64
            " window_results=%" PRIu64 " session_ends=%" PRIu64 "\n",
            (double)n_events / secs, secs, dups, late, windows_out, sessions_out);

@@ -134,7 +134,7 @@ static void help_lists_every_option_with_env_and_default(void **state)
     static const char *const names[] = {
         "bind", "http-port", "ws-port", "shards", "http-threads", "out-of-orderness", "idle-timeout",
         "allowed-lateness", "max-future", "window", "slide-size", "slide", "session-gap", "dedup-ttl",
-        "half-life", "retain-results", "max-keys", "max-batch", "max-body", "queue-capacity",
+        "half-life", "retain-results", "max-keys", "share-panes", "max-batch", "max-body", "queue-capacity",
         "push-interval", "ws-max-clients", "ws-queue", "data-dir", "fsync", "snapshot-interval",
         "segment-size", "ingest-token", "read-token", "cors-origin", "connection-timeout",
         "request-deadline", "site", "ip-rate", "max-connections", "max-connections-per-ip", "ws-queue-bytes",
@@ -203,7 +203,7 @@ static void help_defaults_round_trip(void **state)
     }
     /* all but shards, http-threads, three tokens, --sql, cors-origin, site, the two body
      * budgets, sink and geoip */
-    assert_int_equal(checked, 44);
+    assert_int_equal(checked, 45);
     run_free(&h);
     run_free(&d);
 }

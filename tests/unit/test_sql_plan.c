@@ -8,6 +8,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -657,6 +658,61 @@ static void compile_expr_api(void **state)
     assert_int_equal(err.column, 4);
 }
 
+/* Which view pairs may keep one pane store: the built-ins' tumbling and
+ * sliding (tumbling size = hopping advance), and nothing that differs in
+ * grid, WHERE, keys, aggregates or source. */
+static void panes_shareable(void **state)
+{
+    (void)state;
+    sql_catalog *c = catalog();
+    static const char head[] = "CREATE VIEW v AS SELECT page_url, COUNT(*) AS n, "
+                               "COUNT(DISTINCT user_id) AS u FROM clicks ";
+    static const char tail[] = " GROUP BY page_url";
+    static const struct {
+        const char *middle;  /* between head and tail */
+        bool shares;         /* with the first */
+    } cases[] = {
+        {"WHERE NOT COALESCE(is_bot, FALSE) WINDOW TUMBLING (SIZE 1 MINUTE) GRACE PERIOD 1 MINUTE", true},
+        {"WHERE NOT COALESCE(is_bot, FALSE) WINDOW HOPPING (SIZE 5 MINUTES, ADVANCE BY 1 MINUTE)", true},
+        {"WHERE NOT COALESCE(is_bot, FALSE) WINDOW HOPPING (SIZE 2 MINUTES, ADVANCE BY 1 MINUTE) "
+         "GRACE PERIOD 0 SECONDS", true},
+        {"WHERE NOT COALESCE(is_bot, FALSE) WINDOW HOPPING (SIZE 4 MINUTES, ADVANCE BY 2 MINUTES)", false},
+        {"WHERE NOT COALESCE(is_bot, FALSE) WINDOW TUMBLING (SIZE 2 MINUTES)", false},
+        {"WHERE is_bot WINDOW TUMBLING (SIZE 1 MINUTE)", false},
+        {"WINDOW TUMBLING (SIZE 1 MINUTE)", false},
+        {"WHERE NOT COALESCE(is_bot, FALSE) WINDOW SESSION (1 MINUTE)", false},
+    };
+    sql_plan *first = NULL;
+    char sql[512];
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        snprintf(sql, sizeof sql, "%s%s%s", head, cases[i].middle, tail);
+        sql_plan *p = plan1(c, sql);
+        if (!first) {
+            first = p;
+            assert_true(sql_plan_panes_shareable(sql_plan_get(p), sql_plan_get(p)));
+            continue;
+        }
+        if (sql_plan_panes_shareable(sql_plan_get(first), sql_plan_get(p)) != cases[i].shares)
+            fail_msg("case %zu: %s", i, cases[i].middle);
+        assert_int_equal(sql_plan_panes_shareable(sql_plan_get(p), sql_plan_get(first)),
+                         cases[i].shares);
+        sql_plan_free(p);
+    }
+    /* other keys, other aggregates */
+    sql_plan *keys = plan1(c, "CREATE VIEW v AS SELECT user_id, COUNT(*) AS n, "
+                              "COUNT(DISTINCT user_id) AS u FROM clicks WHERE NOT COALESCE(is_bot, FALSE) "
+                              "WINDOW TUMBLING (SIZE 1 MINUTE) GROUP BY user_id");
+    sql_plan *aggs = plan1(c, "CREATE VIEW v AS SELECT page_url, COUNT(*) AS n, "
+                              "COUNT(DISTINCT country) AS u FROM clicks WHERE NOT COALESCE(is_bot, FALSE) "
+                              "WINDOW TUMBLING (SIZE 1 MINUTE) GROUP BY page_url");
+    assert_false(sql_plan_panes_shareable(sql_plan_get(first), sql_plan_get(keys)));
+    assert_false(sql_plan_panes_shareable(sql_plan_get(first), sql_plan_get(aggs)));
+    sql_plan_free(keys);
+    sql_plan_free(aggs);
+    sql_plan_free(first);
+    sql_catalog_free(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -674,6 +730,7 @@ int main(void)
         cmocka_unit_test(bad_statements),
         cmocka_unit_test(plan_outlives_catalog),
         cmocka_unit_test(compile_expr_api),
+        cmocka_unit_test(panes_shareable),
     };
     return cmocka_run_group_tests_name("sql_plan", tests, NULL, NULL);
 }
