@@ -26,10 +26,23 @@
  * mmap lock for reading over its range, and a low-priority thread
  * preempted inside it would keep every mmap and mremap of a request thread
  * (a growing heap array in the sequencer's hold) waiting for it. A page
- * fault holds only its own mapping's lock. */
+ * fault holds only its own mapping's lock.
+ *
+ * The thread also frees the old table of each doubling that ended (the
+ * ticker takes it, engine_dedup_spare). On the ticker, a request-class
+ * thread, the free of a 64 or 128 MB table took 15-33 ms of wall and 9-20
+ * ms of CPU (probe build, S3 at half peak, where the server already uses
+ * ~1.6 of this machine's 2 CPUs), at the moment the request threads were
+ * queueing behind the doubling. Here its pages are given back a piece at a
+ * time with MADV_DONTNEED and the same pauses (release_pages), so the
+ * final free() unmaps an empty range: one munmap of the whole table would
+ * hold the process's mmap lock across all of its pages, and a nice-19
+ * thread preempted inside it would keep a request thread's mremap (a heap
+ * array growing in the sequencer's hold) waiting. */
 #include <errno.h>
 #include <pthread.h>
 #include <stdbool.h>
+#include <sys/mman.h>
 #include <stdint.h>
 #include <time.h>
 #include <unistd.h>
@@ -69,6 +82,34 @@ size_t engine_dedup_prep_touch(cf_engine *e, uint8_t *p, size_t len)
     return len;
 }
 
+/* Gives the pages of a table to be freed back to the kernel, PREP_PIECE at
+ * a time with a pause between pieces (see the top). Only whole pages
+ * inside [p, p + len): the first partial page holds malloc's header of a
+ * calloc'ed table, which free() still reads. The table's contents are
+ * garbage afterwards; it must be freed next. */
+static void release_pages(uint8_t *p, size_t len)
+{
+    long pg = sysconf(_SC_PAGESIZE);
+    uintptr_t page = pg > 0 ? (uintptr_t)pg : 4096;
+    uintptr_t lo = ((uintptr_t)p + page - 1) & ~(page - 1);
+    uintptr_t hi = ((uintptr_t)p + len) & ~(page - 1);
+    for (uintptr_t at = lo; at < hi; at += PREP_PIECE) {
+        uintptr_t end = hi - at > PREP_PIECE ? at + PREP_PIECE : hi;
+        (void)madvise((void *)at, end - at, MADV_DONTNEED);
+        if (end < hi) {
+            struct timespec pause = {0, PREP_PAUSE_NS};
+            nanosleep(&pause, NULL);
+        }
+    }
+}
+
+static void free_retired(void *t, size_t bytes)
+{
+    if (bytes >= PREP_PIECE)   /* smaller ones: a single short free */
+        release_pages(t, bytes);
+    cf_kv_table_free(t, bytes);
+}
+
 /* Allocates, maps and offers one table (what the ticker did inline). */
 static void prepare(cf_engine *e, size_t bytes, uint32_t cap)
 {
@@ -100,10 +141,21 @@ static void *prep_main(void *arg)
     e->prep_classed = true;
     pthread_cond_broadcast(&e->prep_cond); /* engine_dedup_prep_start */
     for (;;) {
-        while (!e->prep_stop && (e->prep_bytes == 0 || e->prep_hold))
+        while (!e->prep_stop && (e->prep_hold || (e->prep_bytes == 0 && !e->prep_retired)))
             pthread_cond_wait(&e->prep_cond, &e->prep_mu);
         if (e->prep_stop)
             break;
+        if (e->prep_retired) {
+            void *t = e->prep_retired;
+            size_t len = e->prep_retired_len;
+            e->prep_retired = NULL;
+            pthread_mutex_unlock(&e->prep_mu);
+            free_retired(t, len);
+            pthread_mutex_lock(&e->prep_mu);
+            e->prep_retired_frees++;
+            pthread_cond_broadcast(&e->prep_cond); /* engine_dedup_prep_idle */
+            continue;
+        }
         size_t bytes = e->prep_bytes;
         uint32_t cap = e->prep_cap;
         pthread_mutex_unlock(&e->prep_mu);
@@ -144,6 +196,9 @@ void engine_dedup_prep_stop(cf_engine *e)
     pthread_mutex_unlock(&e->prep_mu);
     pthread_join(e->prep, NULL);
     e->prep_started = false;
+    if (e->prep_retired)
+        cf_kv_table_free(e->prep_retired, e->prep_retired_len); /* posted, not yet freed */
+    e->prep_retired = NULL;
 }
 
 void engine_dedup_prep_post(cf_engine *e, size_t bytes, uint32_t cap)
@@ -168,7 +223,8 @@ void engine_dedup_prep_post(cf_engine *e, size_t bytes, uint32_t cap)
 void engine_dedup_prep_idle(cf_engine *e)
 {
     pthread_mutex_lock(&e->prep_mu);
-    while (e->prep_started && !e->prep_stop && e->prep_bytes != 0 && !e->prep_hold)
+    while (e->prep_started && !e->prep_stop && (e->prep_bytes != 0 || e->prep_retired) &&
+           !e->prep_hold)
         pthread_cond_wait(&e->prep_cond, &e->prep_mu);
     pthread_mutex_unlock(&e->prep_mu);
 }
@@ -179,4 +235,32 @@ void engine_dedup_prep_hold(cf_engine *e, bool hold)
     e->prep_hold = hold;
     pthread_cond_broadcast(&e->prep_cond);
     pthread_mutex_unlock(&e->prep_mu);
+}
+
+void engine_dedup_prep_retire(cf_engine *e, void *table, size_t bytes)
+{
+    if (!e->prep_started) {
+        cf_kv_table_free(table, bytes); /* no thread: as the ticker did */
+        return;
+    }
+    pthread_mutex_lock(&e->prep_mu);
+    /* Doublings end seconds apart; should a second old table come while
+     * the first still waits (the thread held or starved), the first is
+     * freed here rather than lost. */
+    void *older = e->prep_retired;
+    size_t older_len = e->prep_retired_len;
+    e->prep_retired = table;
+    e->prep_retired_len = bytes;
+    pthread_cond_broadcast(&e->prep_cond);
+    pthread_mutex_unlock(&e->prep_mu);
+    cf_kv_table_free(older, older_len);
+}
+
+uint64_t engine_dedup_prep_retired_frees(cf_engine *e, bool *ret_pending)
+{
+    pthread_mutex_lock(&e->prep_mu);
+    uint64_t n = e->prep_retired_frees;
+    *ret_pending = e->prep_retired != NULL;
+    pthread_mutex_unlock(&e->prep_mu);
+    return n;
 }

@@ -254,6 +254,11 @@ void cf_engine_test_dedup_spare(cf_engine *e)
 
 void cf_engine_test_dedup_prep_hold(cf_engine *e, bool hold) { engine_dedup_prep_hold(e, hold); }
 
+uint64_t cf_engine_test_retired_freed_by_prep(cf_engine *e, bool *ret_pending)
+{
+    return engine_dedup_prep_retired_frees(e, ret_pending);
+}
+
 size_t cf_engine_test_dedup_prep_touch(cf_engine *e, void *p, size_t len)
 {
     return engine_dedup_prep_touch(e, p, len);

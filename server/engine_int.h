@@ -159,7 +159,7 @@ struct cf_engine {
     void *dedup_prefaulted;
     uint64_t spare_prefaults;       /* tables the ticker mapped and handed over */
     uint64_t submit_prefaults;      /* tables a submit mapped (not the ticker) */
-    uint64_t retired_frees;         /* doublings' old tables the ticker freed */
+    uint64_t retired_frees;         /* doublings' old tables the ticker took */
     _Atomic uint64_t wake_due;
     atomic_bool ready;
     _Atomic uint64_t rate_x1000;    /* events/s over the last second, x1000 */
@@ -206,6 +206,11 @@ struct cf_engine {
     bool prep_stop;
     bool prep_classed;              /* the thread took its class: start returns */
     bool prep_hold;                 /* test seam: posted tables wait */
+    /* A finished doubling's old table the ticker took (engine_dedup_spare)
+     * for the thread to free, and how many it freed; guarded by prep_mu. */
+    void *prep_retired;
+    size_t prep_retired_len;
+    uint64_t prep_retired_frees;
 };
 
 static inline uint32_t engine_shard_of(const cf_engine *e, const char *key, size_t len)
@@ -294,6 +299,11 @@ void engine_dedup_prep_stop(cf_engine *e);
 void engine_dedup_prep_post(cf_engine *e, size_t bytes, uint32_t cap);
 void engine_dedup_prep_idle(cf_engine *e);
 void engine_dedup_prep_hold(cf_engine *e, bool hold);
+/* Hands the thread an old dedup table to free (freed inline when the
+ * thread is not running). */
+void engine_dedup_prep_retire(cf_engine *e, void *table, size_t bytes);
+/* Old tables the thread freed; *ret_pending: one waits for it. */
+uint64_t engine_dedup_prep_retired_frees(cf_engine *e, bool *ret_pending);
 /* Maps [p, p + len) a piece at a time unless the thread is stopping;
  * returns the bytes mapped (len, or less when stopped). */
 size_t engine_dedup_prep_touch(cf_engine *e, uint8_t *p, size_t len);

@@ -29,6 +29,9 @@ void cf_engine_test_dedup_tables(cf_engine *e, uint64_t *ret_prepared, uint64_t 
 /* Old dedup tables of finished doublings that the ticker's preparation
  * freed after unlocking (cf_dedup_take_retired). */
 uint64_t cf_engine_test_retired_frees(cf_engine *e);
+/* Of those, how many the cf-dedup-prep thread has freed, and whether one
+ * is waiting for it (*ret_pending). */
+uint64_t cf_engine_test_retired_freed_by_prep(cf_engine *e, bool *ret_pending);
 
 /* engine_prefault(p, len): maps [p, p + len) in pieces; returns the
  * madvise calls it made (0 without MADV_POPULATE_WRITE). */

@@ -590,14 +590,16 @@ void engine_dedup_spare(cf_engine *e)
     size_t retired_len = 0;
     pthread_mutex_lock(&e->mu);
     size_t bytes = e->dedup ? cf_dedup_next_table(e->dedup, &cap) : 0;
-    /* The old table of a doubling that ended, freed here after unlocking:
-     * the put that moved its last entry unmapped 32-128 MB inside its hold
-     * (3-9 ms of CPU at T1's load), and a request thread freeing it after
-     * its own hold would add that to its request's latency. */
+    /* The old table of a doubling that ended, taken here and freed on the
+     * cf-dedup-prep thread: the put that moved its last entry unmapped
+     * 32-128 MB inside its hold (3-9 ms of CPU at T1's load), and a request
+     * thread freeing it after its own hold would add that to its request's
+     * latency. Not freed on the ticker either (dedup_prep.c says why). */
     if (e->dedup && cf_dedup_take_retired(e->dedup, &retired, &retired_len))
         e->retired_frees++;
     pthread_mutex_unlock(&e->mu);
-    cf_kv_table_free(retired, retired_len);
+    if (retired)
+        engine_dedup_prep_retire(e, retired, retired_len);
     engine_dedup_prep_post(e, bytes, cap);
 }
 

@@ -1248,6 +1248,31 @@ static void prepared_dedup_tables_are_not_mapped_again(void **state)
     cf_engine_free(e);
 }
 
+/* The old table of a finished dedup doubling (64-128 MB at S3's load) is
+ * freed on the cf-dedup-prep thread, not on the ticker (a request-class
+ * thread, where its free took 15-33 ms while requests queued behind the
+ * doubling): with that thread held the ticker only hands it over, and it
+ * is freed once the thread is released. */
+static void retired_dedup_tables_are_freed_off_the_ticker(void **state)
+{
+    (void)state;
+    cf_engine *e = start(1, NULL, 0);
+    cf_engine_test_dedup_prep_hold(e, true);
+    bool pending = false;
+    for (int i = 0; i < 40000 && !pending; i++) {
+        submit_new_id(e, i);
+        cf_engine_test_dedup_spare(e);  /* returns at once: the thread is held */
+        assert_int_equal(cf_engine_test_retired_freed_by_prep(e, &pending), 0);
+    }
+    assert_true(pending);   /* a doubling ended; its table waits for the thread */
+    assert_int_equal(cf_engine_test_retired_frees(e), 1);
+    cf_engine_test_dedup_prep_hold(e, false);
+    cf_engine_test_dedup_spare(e);      /* waits for the thread */
+    assert_int_equal(cf_engine_test_retired_freed_by_prep(e, &pending), 1);
+    assert_false(pending);
+    cf_engine_free(e);
+}
+
 /* The next dedup table is allocated and mapped on the cf-dedup-prep
  * thread, not on the ticker (a request-class thread: mapping a 256 MB
  * table there took ~100 ms of one of two CPUs from the request threads,
@@ -1346,6 +1371,7 @@ int main(void)
         cmocka_unit_test(full_queue_accepts_nothing),
         cmocka_unit_test(prepared_dedup_tables_are_not_mapped_again),
         cmocka_unit_test(dedup_tables_are_mapped_off_the_ticker),
+        cmocka_unit_test(retired_dedup_tables_are_freed_off_the_ticker),
         cmocka_unit_test(dedup_prep_stops_between_pieces),
         cmocka_unit_test(prefault_maps_in_pieces),
         cmocka_unit_test(recovery_gives_the_same_answers),
