@@ -443,14 +443,16 @@ def trace_is_meaningful(seed):
     assert ref.min_trending_score > 0.01, ref.min_trending_score
 
 
-def with_servers(shard_counts, fn, extra=(), settings=SETTINGS):
-    """Starts one server per shard count, runs fn(servers), stops them and
-    deletes their data dirs (kept, with the log printed, on failure)."""
+def with_servers(shard_counts, fn, extra=(), settings=SETTINGS, extras=None):
+    """Starts one server per shard count (with extras[i], if given, added to
+    the i-th one's arguments), runs fn(servers), stops them and deletes
+    their data dirs (kept, with the log printed, on failure)."""
     servers = []
     ok = False
     try:
-        for n in shard_counts:
-            servers.append(Server(server_args(settings, n) + list(extra)).start())
+        for i, n in enumerate(shard_counts):
+            more = list(extras[i]) if extras else []
+            servers.append(Server(server_args(settings, n) + list(extra) + more).start())
         result = fn(servers)
         ok = True
         return result
@@ -663,22 +665,9 @@ def test_restarts_mid_trace_change_nothing():
     without a crash (duplicates/rejected counters aside after the kill)."""
     steps = make_trace(SEED + 3)
     n = len(steps)
-    dirs = [tempfile.mkdtemp(prefix="clickflow-it-") for _ in range(2)]
-    servers = []
-    try:
-        for d, shards in zip(dirs, (1, 4)):
-            servers.append(Server(server_args(SETTINGS, shards), data_dir=d).start())
-        run_trace(servers, steps, SETTINGS, USERS, PAGES,
-                  restarts={n // 3: signal.SIGKILL, 2 * n // 3: signal.SIGTERM})
-    except Exception:
-        for srv in servers:
-            print("---- server log (%s):\n%s" % (" ".join(srv.args), srv.read_log()[-3000:]))
-        raise
-    finally:
-        for srv in servers:
-            srv.stop()
-        for d in dirs:
-            shutil.rmtree(d, ignore_errors=True)
+    with_servers([1, 4], lambda servers: run_trace(
+        servers, steps, SETTINGS, USERS, PAGES,
+        restarts={n // 3: signal.SIGKILL, 2 * n // 3: signal.SIGTERM}))
 
 
 def test_retention_counts_windows_not_firings():

@@ -27,12 +27,8 @@ def stats(srv):
 def test_shared_pair_matches_reference_across_restarts():
     steps = sem.make_trace(sem.SEED + 5)
     n = len(steps)
-    dirs = [tempfile.mkdtemp(prefix="clickflow-it-") for _ in range(3)]
-    servers = []
-    try:
-        for d, shards, extra in zip(dirs, (1, 4, 2), ([], [], ["--share-panes", "off"])):
-            servers.append(Server(sem.server_args(sem.SETTINGS, shards) + extra,
-                                  data_dir=d).start())
+
+    def body(servers):
         want = [1, 4, 0]
         for srv, w in zip(servers, want):
             assert stats(srv)["window_panes_shared"] == w, srv.args
@@ -43,15 +39,8 @@ def test_shared_pair_matches_reference_across_restarts():
             assert stats(srv)["window_panes_shared"] == w, srv.args
         st, _, text = servers[1].raw_request("GET", "/metrics")
         assert st == 200 and "clickflow_window_panes_shared 4" in text.decode()
-    except Exception:
-        for srv in servers:
-            print("---- server log (%s):\n%s" % (" ".join(srv.args), srv.read_log()[-3000:]))
-        raise
-    finally:
-        for srv in servers:
-            srv.stop()
-        for d in dirs:
-            shutil.rmtree(d, ignore_errors=True)
+
+    sem.with_servers([1, 4, 2], body, extras=[[], [], ["--share-panes", "off"]])
 
 
 def post(srv, evs):

@@ -35,20 +35,6 @@ static const sql_agg_spec aggs[] = {
 #define NAGGS 3
 #define NKEYS 5
 
-static void collect(void *ctx, const sql_view_result *r)
-{
-    char buf[512];
-    int n = snprintf(buf, sizeof buf, "[%lld,%lld) r%u %s", (long long)r->start,
-                     (long long)r->end, r->revision, r->final ? "final" : "open");
-    for (uint32_t i = 0; i < r->nkeys; i++)
-        n += snprintf(buf + n, sizeof buf - (size_t)n, " '%.*s'", (int)r->key[i].len,
-                      r->key[i].u.s);
-    for (uint32_t i = 0; i < r->naggs; i++)
-        n += snprintf(buf + n, sizeof buf - (size_t)n, " %lld",
-                      r->aggs[i].type == SQL_NULL ? -1LL : (long long)r->aggs[i].u.i);
-    uu_lines_add(ctx, buf);
-}
-
 typedef struct ev {
     int64_t ts;
     int key;
@@ -63,6 +49,32 @@ typedef struct side {
     ev *took;
     size_t ntook;
 } side;
+
+/* The traces' watermark after an event at ts: the latest time so far
+ * minus up to 119, never backwards. One event in 29 also moves it outside
+ * an apply, through either view first (and the unshared copies, with_u). */
+static int64_t next_watermark(int64_t wm, int64_t *max_ts, int64_t ts, side sd[2],
+                              const bool alive[2], bool with_u)
+{
+    if (ts > *max_ts)
+        *max_ts = ts;
+    int64_t cand = *max_ts - (int64_t)(rng() % 120);
+    if (wm == CF_TIME_NONE || cand > wm)
+        wm = cand;
+    if (rng() % 29 != 0)
+        return wm;
+    int64_t w2 = wm + (int64_t)(rng() % 60);
+    int first = (int)(rng() % 2);
+    for (int t = 0; t < 2; t++) {
+        int j = t ? 1 - first : first;
+        if (!alive[j])
+            continue;
+        sql_view_advance(sd[j].s, w2, uu_lines_add_view_row, &sd[j].out_s);
+        if (with_u)
+            sql_view_advance(sd[j].u, w2, uu_lines_add_view_row, &sd[j].out_u);
+    }
+    return w2;
+}
 
 static void lines_equal(const uu_lines *a, const uu_lines *b)
 {
@@ -101,7 +113,7 @@ static void check_model(const side *sd)
     const sql_view *v = sd->s;
     int64_t w = sql_view_watermark(v), size = sd->cfg.size_ms, adv = sd->cfg.advance_ms;
     uu_lines got = {0}, want = {0};
-    sql_view_foreach_open(v, 0, collect, &got);
+    sql_view_foreach_open(v, 0, uu_lines_add_view_row, &got);
     /* Brute force: windows in start order, keys in order. */
     int64_t lo = INT64_MAX, hi = INT64_MIN;
     for (size_t i = 0; i < sd->ntook; i++) {
@@ -144,8 +156,8 @@ static void check_side(side *sd)
 {
     lines_equal(&sd->out_s, &sd->out_u);
     uu_lines a = {0}, b = {0};
-    sql_view_foreach_open(sd->s, 0, collect, &a);
-    sql_view_foreach_open(sd->u, 0, collect, &b);
+    sql_view_foreach_open(sd->s, 0, uu_lines_add_view_row, &a);
+    sql_view_foreach_open(sd->u, 0, uu_lines_add_view_row, &b);
     lines_equal(&a, &b);
     uu_lines_free(&a);
     uu_lines_free(&b);
@@ -181,7 +193,7 @@ static void snapshot_across(side sd[2])
     sql_view *s0 = sql_view_new(&sd[0].cfg), *s1 = sql_view_new(&sd[1].cfg);
     assert_non_null(s0);
     assert_non_null(s1);
-    assert_int_equal(sql_view_share(s0, s1, collect, &sd[1].out_s), 0);
+    assert_int_equal(sql_view_share(s0, s1, uu_lines_add_view_row, &sd[1].out_s), 0);
     /* the follower's blob needs its owner's first */
     {
         cf_buf b = {0};
@@ -230,7 +242,7 @@ static void run_trace(uint64_t seed)
         assert_non_null(sd[i].u);
         assert_non_null(sd[i].took);
     }
-    assert_int_equal(sql_view_share(sd[0].s, sd[1].s, collect, &sd[1].out_s), 0);
+    assert_int_equal(sql_view_share(sd[0].s, sd[1].s, uu_lines_add_view_row, &sd[1].out_s), 0);
     int64_t disorder = 1 + (int64_t)(rng() % 300), max_ts = CF_TIME_NONE, wm = CF_TIME_NONE;
     int drop = (int)(rng() % 3) - 1; /* -1: none; else the side freed at 3/4 */
     bool alive[2] = {true, true};
@@ -248,31 +260,16 @@ static void run_trace(uint64_t seed)
         for (int j = 0; j < 2; j++) {
             if (!alive[j])
                 continue;
-            int rs = sql_view_apply(sd[j].s, &kv, args, ts, i, wm, collect, &sd[j].out_s);
-            int ru = sql_view_apply(sd[j].u, &kv, args, ts, i, wm, collect, &sd[j].out_u);
+            int rs = sql_view_apply(sd[j].s, &kv, args, ts, i, wm,
+                                    uu_lines_add_view_row, &sd[j].out_s);
+            int ru = sql_view_apply(sd[j].u, &kv, args, ts, i, wm,
+                                    uu_lines_add_view_row, &sd[j].out_u);
             assert_int_equal(rs, ru);
             assert_true(ru == SQL_VIEW_APPLIED || ru == SQL_VIEW_LATE);
             if (ru == SQL_VIEW_APPLIED)
                 sd[j].took[sd[j].ntook++] = (ev){ts, key, num};
         }
-        if (ts > max_ts)
-            max_ts = ts;
-        int64_t cand = max_ts - (int64_t)(rng() % 120);
-        if (wm == CF_TIME_NONE || cand > wm)
-            wm = cand;
-        if (rng() % 29 == 0) {
-            /* the watermark moves outside an apply, through either view first */
-            int64_t w2 = wm + (int64_t)(rng() % 60);
-            int first = (int)(rng() % 2);
-            for (int t = 0; t < 2; t++) {
-                int j = t ? 1 - first : first;
-                if (!alive[j])
-                    continue;
-                sql_view_advance(sd[j].s, w2, collect, &sd[j].out_s);
-                sql_view_advance(sd[j].u, w2, collect, &sd[j].out_u);
-            }
-            wm = w2;
-        }
+        wm = next_watermark(wm, &max_ts, ts, sd, alive, true);
         if (i % 50 == 49)
             for (int j = 0; j < 2; j++)
                 if (alive[j])
@@ -288,8 +285,8 @@ static void run_trace(uint64_t seed)
     }
     for (int j = 0; j < 2; j++) {
         if (alive[j]) {
-            sql_view_advance(sd[j].s, INT64_MAX - 1, collect, &sd[j].out_s);
-            sql_view_advance(sd[j].u, INT64_MAX - 1, collect, &sd[j].out_u);
+            sql_view_advance(sd[j].s, INT64_MAX - 1, uu_lines_add_view_row, &sd[j].out_s);
+            sql_view_advance(sd[j].u, INT64_MAX - 1, uu_lines_add_view_row, &sd[j].out_u);
             check_side(&sd[j]);
         }
         sql_view_free(sd[j].s);
@@ -351,7 +348,7 @@ static uint64_t run_capped_trace(uint64_t seed)
         assert_non_null(sd[i].s);
         assert_non_null(sd[i].took);
     }
-    assert_int_equal(sql_view_share(sd[0].s, sd[1].s, collect, &sd[1].out_s), 0);
+    assert_int_equal(sql_view_share(sd[0].s, sd[1].s, uu_lines_add_view_row, &sd[1].out_s), 0);
     int64_t disorder = 1 + (int64_t)(rng() % 300), max_ts = CF_TIME_NONE, wm = CF_TIME_NONE;
     uint64_t refused[2] = {0, 0}, nrefused = 0;
     for (size_t i = 0; i < n; i++) {
@@ -379,7 +376,8 @@ static uint64_t run_capped_trace(uint64_t seed)
                 want[j] = SQL_VIEW_APPLIED;
         }
         for (int j = 0; j < 2; j++) {
-            int rs = sql_view_apply(sd[j].s, &kv, args, ts, i, wm, collect, &sd[j].out_s);
+            int rs = sql_view_apply(sd[j].s, &kv, args, ts, i, wm,
+                                    uu_lines_add_view_row, &sd[j].out_s);
             assert_int_equal(rs, want[j]);
             if (rs == SQL_VIEW_APPLIED)
                 sd[j].took[sd[j].ntook++] = (ev){ts, key, num};
@@ -387,20 +385,7 @@ static uint64_t run_capped_trace(uint64_t seed)
                 refused[j]++;
         }
         nrefused += want[0] == SQL_VIEW_REFUSED || want[1] == SQL_VIEW_REFUSED;
-        if (ts > max_ts)
-            max_ts = ts;
-        int64_t cand = max_ts - (int64_t)(rng() % 120);
-        if (wm == CF_TIME_NONE || cand > wm)
-            wm = cand;
-        if (rng() % 29 == 0) {
-            int64_t w2 = wm + (int64_t)(rng() % 60);
-            int first = (int)(rng() % 2);
-            for (int t = 0; t < 2; t++) {
-                int j = t ? 1 - first : first;
-                sql_view_advance(sd[j].s, w2, collect, &sd[j].out_s);
-            }
-            wm = w2;
-        }
+        wm = next_watermark(wm, &max_ts, ts, sd, (const bool[2]){true, true}, false);
         if (i % 50 == 49) {
             for (int j = 0; j < 2; j++) {
                 sql_view_stats c;
@@ -418,7 +403,7 @@ static uint64_t run_capped_trace(uint64_t seed)
             sql_view *s0 = sql_view_new(&sd[0].cfg), *s1 = sql_view_new(&sd[1].cfg);
             assert_non_null(s0);
             assert_non_null(s1);
-            assert_int_equal(sql_view_share(s0, s1, collect, &sd[1].out_s), 0);
+            assert_int_equal(sql_view_share(s0, s1, uu_lines_add_view_row, &sd[1].out_s), 0);
             reload(&sd[0].cfg, sd[0].s, s0);
             reload(&sd[1].cfg, sd[1].s, s1);
             assert_true(sql_view_share_covers(s1));

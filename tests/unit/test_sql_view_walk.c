@@ -38,20 +38,6 @@ static void assert_prefix_equal(const uu_lines *a, const uu_lines *b, size_t n)
         }
 }
 
-static void collect(void *ctx, const sql_view_result *r)
-{
-    char buf[512];
-    int n = snprintf(buf, sizeof buf, "[%lld,%lld) r%u %s", (long long)r->start,
-                     (long long)r->end, r->revision, r->final ? "final" : "open");
-    for (uint32_t i = 0; i < r->nkeys; i++)
-        n += snprintf(buf + n, sizeof buf - (size_t)n, " '%.*s'", (int)r->key[i].len,
-                      r->key[i].u.s);
-    for (uint32_t i = 0; i < r->naggs; i++)
-        n += snprintf(buf + n, sizeof buf - (size_t)n, " %lld",
-                      r->aggs[i].type == SQL_NULL ? -1LL : (long long)r->aggs[i].u.i);
-    uu_lines_add(ctx, buf);
-}
-
 /* ---- random views ------------------------------------------------------------------- */
 
 /* COUNT(*), SUM(n), MAX(n): a row's numbers tell whether the walk and the
@@ -107,9 +93,9 @@ static void feed(rview *r, size_t i, int nkeys, int64_t *max_ts, int64_t *wm)
 static void check_walks(const sql_view *v)
 {
     uu_lines sorted = {0}, walked = {0};
-    size_t n = sql_view_foreach_open(v, 0, collect, &sorted);
+    size_t n = sql_view_foreach_open(v, 0, uu_lines_add_view_row, &sorted);
     assert_int_equal(n, sorted.n);
-    assert_int_equal(sql_view_walk_open(v, 0, collect, &walked), n);
+    assert_int_equal(sql_view_walk_open(v, 0, uu_lines_add_view_row, &walked), n);
     assert_int_equal(walked.n, n);
     /* the same rows, whatever the order */
     uu_lines a = sorted;
@@ -126,7 +112,8 @@ static void check_walks(const sql_view *v)
     for (size_t i = 0; i < sizeof limits / sizeof limits[0]; i++) {
         uu_lines first = {0};
         size_t want = limits[i] < n ? limits[i] : n;
-        assert_int_equal(sql_view_foreach_open_first(v, 0, limits[i], collect, &first), want);
+        assert_int_equal(
+            sql_view_foreach_open_first(v, 0, limits[i], uu_lines_add_view_row, &first), want);
         assert_int_equal(first.n, want);
         assert_prefix_equal(&first, &sorted, want);
         uu_lines_free(&first);
@@ -198,7 +185,7 @@ static void run_shape(sql_window_kind kind, uint64_t seed, int64_t size, int64_t
         sql_view_stats st;
         sql_view_stats_get(r.v, &st);
         uu_lines all = {0};
-        assert_int_equal(sql_view_walk_open(r.v, 0, collect, &all), st.open);
+        assert_int_equal(sql_view_walk_open(r.v, 0, uu_lines_add_view_row, &all), st.open);
         checked += all.n;
         uu_lines_free(&all);
     }

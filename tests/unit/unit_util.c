@@ -104,3 +104,17 @@ int uu_cmp_str(const void *a, const void *b)
 {
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
+
+void uu_lines_add_view_row(void *ctx, const sql_view_result *r)
+{
+    char buf[512];
+    int n = snprintf(buf, sizeof buf, "[%lld,%lld) r%u %s", (long long)r->start,
+                     (long long)r->end, r->revision, r->final ? "final" : "open");
+    for (uint32_t i = 0; i < r->nkeys; i++)
+        n += snprintf(buf + n, sizeof buf - (size_t)n, " '%.*s'", (int)r->key[i].len,
+                      r->key[i].u.s);
+    for (uint32_t i = 0; i < r->naggs; i++)
+        n += snprintf(buf + n, sizeof buf - (size_t)n, " %lld",
+                      r->aggs[i].type == SQL_NULL ? -1LL : (long long)r->aggs[i].u.i);
+    uu_lines_add(ctx, buf);
+}

@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "sql_str.h"
+#include "sql_view.h"
 
 /* A statement (or token stream) that must fail: the message and the
  * 1-based line and column it names. */
@@ -47,6 +48,10 @@ typedef struct uu_lines {
 void uu_lines_add(uu_lines *l, const char *s);
 /* Frees every line and empties l. */
 void uu_lines_free(uu_lines *l);
+/* A sql_view emit callback: appends r to the uu_lines ctx as
+ * "[start,end) rREV final|open 'key'... agg..." with text keys and integer
+ * aggregates (NULL as -1). */
+void uu_lines_add_view_row(void *ctx, const sql_view_result *r);
 /* qsort comparison of two char * (uu_lines.s). */
 int uu_cmp_str(const void *a, const void *b);
 
