@@ -50,6 +50,19 @@ typedef struct side {
     size_t ntook;
 } side;
 
+/* The traces' i-th event: one of NKEYS keys (k) and of 40 users (u), at
+ * i * 3 minus up to disorder; one in 25 goes back past some grace. */
+static int64_t trace_event(size_t i, int64_t disorder, int *key, char k[8], char u[8])
+{
+    *key = (int)(rng() % NKEYS);
+    snprintf(k, 8, "p%d", *key);
+    snprintf(u, 8, "u%d", (int)(rng() % 40));
+    int64_t ts = 1000 + (int64_t)i * 3 - (int64_t)(rng() % (uint64_t)disorder);
+    if (rng() % 25 == 0)
+        ts -= 300 + (int64_t)(rng() % 400);
+    return ts;
+}
+
 /* The traces' watermark after an event at ts: the latest time so far
  * minus up to 119, never backwards. One event in 29 also moves it outside
  * an apply, through either view first (and the unshared copies, with_u). */
@@ -247,13 +260,9 @@ static void run_trace(uint64_t seed)
     int drop = (int)(rng() % 3) - 1; /* -1: none; else the side freed at 3/4 */
     bool alive[2] = {true, true};
     for (size_t i = 0; i < n; i++) {
-        int key = (int)(rng() % NKEYS);
+        int key;
         char k[8], u[8];
-        snprintf(k, sizeof k, "p%d", key);
-        snprintf(u, sizeof u, "u%d", (int)(rng() % 40));
-        int64_t ts = 1000 + (int64_t)i * 3 - (int64_t)(rng() % (uint64_t)disorder);
-        if (rng() % 25 == 0)
-            ts -= 300 + (int64_t)(rng() % 400); /* past some grace */
+        int64_t ts = trace_event(i, disorder, &key, k, u);
         int64_t num = (int64_t)(rng() % 100);
         sql_value kv = sql_string(k, (uint32_t)strlen(k));
         sql_value args[NAGGS] = {sql_null(), sql_bigint(num), sql_string(u, (uint32_t)strlen(u))};
@@ -352,13 +361,9 @@ static uint64_t run_capped_trace(uint64_t seed)
     int64_t disorder = 1 + (int64_t)(rng() % 300), max_ts = CF_TIME_NONE, wm = CF_TIME_NONE;
     uint64_t refused[2] = {0, 0}, nrefused = 0;
     for (size_t i = 0; i < n; i++) {
-        int key = (int)(rng() % NKEYS);
+        int key;
         char k[8], u[8];
-        snprintf(k, sizeof k, "p%d", key);
-        snprintf(u, sizeof u, "u%d", (int)(rng() % 40));
-        int64_t ts = 1000 + (int64_t)i * 3 - (int64_t)(rng() % (uint64_t)disorder);
-        if (rng() % 25 == 0)
-            ts -= 300 + (int64_t)(rng() % 400);
+        int64_t ts = trace_event(i, disorder, &key, k, u);
         int64_t num = (int64_t)(rng() % 100);
         sql_value kv = sql_string(k, (uint32_t)strlen(k));
         sql_value args[NAGGS] = {sql_null(), sql_bigint(num), sql_string(u, (uint32_t)strlen(u))};
