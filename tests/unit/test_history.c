@@ -59,6 +59,19 @@ static cf_history *open_h(const fixture *f, int64_t retention, size_t queue)
     return h;
 }
 
+/* Opens and starts a writer whose every transaction waits stall_ms first,
+ * so that the queue fills; recovering: in the bulk mode of a recovery
+ * (cf_history_set_blocking). */
+static cf_history *start_stalled(const fixture *f, size_t queue, bool recovering, int stall_ms)
+{
+    cf_history *h = open_h(f, 0, queue);
+    if (recovering)
+        cf_history_set_blocking(h, true);
+    cf_history_test_stall(h, stall_ms);
+    assert_int_equal(cf_history_start(h), 0);
+    return h;
+}
+
 /* Offers one tumbling row: users u0..u0+nu-1 (hashes), count c. */
 static void offer(cf_history *h, int64_t start, const char *page, uint32_t rev, uint64_t c, int u0,
                   int nu)
@@ -337,9 +350,7 @@ static void a_full_queue_spills_and_loses_nothing(void **state)
 {
     fixture *f = *state;
     /* A one-byte budget: every row but the first of a batch spills. */
-    cf_history *h = open_h(f, 0, 1);
-    cf_history_test_stall(h, 20);
-    assert_int_equal(cf_history_start(h), 0);
+    cf_history *h = start_stalled(f, 1, false, 20);
     for (int i = 0; i < 50; i++)
         offer(h, (int64_t)i * 1000, "/a", 0, 1, i, 1);
     cf_history_close(h);
@@ -354,9 +365,7 @@ static void a_full_queue_spills_and_loses_nothing(void **state)
 static void a_large_spill_is_read_back_in_chunks(void **state)
 {
     fixture *f = *state;
-    cf_history *h = open_h(f, 0, 1);
-    cf_history_test_stall(h, 50);
-    assert_int_equal(cf_history_start(h), 0);
+    cf_history *h = start_stalled(f, 1, false, 50);
     size_t big = (size_t)3 << 19;   /* 1.5 MiB */
     char *cols = malloc(big + 64);
     assert_non_null(cols);
@@ -441,10 +450,7 @@ static void recovery_defers_checkpoints_until_it_ends(void **state)
 static void a_full_queue_commits_without_cache_spills(void **state)
 {
     fixture *f = *state;
-    cf_history *h = open_h(f, 0, (size_t)8 << 20);
-    cf_history_set_blocking(h, true);
-    cf_history_test_stall(h, 100);
-    assert_int_equal(cf_history_start(h), 0);
+    cf_history *h = start_stalled(f, (size_t)8 << 20, true, 100);
     offer_padded(h, 0, 4000);
     wait_written(h);
     assert_int_equal(cf_history_test_cache_spills(h), 0);
@@ -459,10 +465,7 @@ static void a_full_queue_commits_without_cache_spills(void **state)
 static void recovery_writes_in_large_transactions(void **state)
 {
     fixture *f = *state;
-    cf_history *h = open_h(f, 0, (size_t)1 << 20);
-    cf_history_set_blocking(h, true);
-    cf_history_test_stall(h, 200);
-    assert_int_equal(cf_history_start(h), 0);
+    cf_history *h = start_stalled(f, (size_t)1 << 20, true, 200);
     offer_padded(h, 0, 2000);
     wait_written(h);
     assert_true(cf_history_test_transactions(h) <= 3);
