@@ -55,6 +55,19 @@
 #define PREP_PIECE ((size_t)2 << 20)
 #define PREP_PAUSE_NS 1000000L
 
+static size_t page_bytes(void)
+{
+    long pg = sysconf(_SC_PAGESIZE);
+    return pg > 0 ? (size_t)pg : 4096;
+}
+
+/* The pause between two pieces (see the top). */
+static void pause_between_pieces(void)
+{
+    struct timespec pause = {0, PREP_PAUSE_NS};
+    nanosleep(&pause, NULL);
+}
+
 /* Maps every page of [p, p + len) by writing a zero into it, a piece at a
  * time. The memory is zeroed and not yet shared, so the writes change
  * nothing. Stops early when the engine stops (a nice-19 thread on a busy
@@ -62,9 +75,7 @@
  * for it). Returns the bytes mapped: len, or less when stopped. */
 size_t engine_dedup_prep_touch(cf_engine *e, uint8_t *p, size_t len)
 {
-    long page = sysconf(_SC_PAGESIZE);
-    if (page <= 0)
-        page = 4096;
+    size_t page = page_bytes();
     for (size_t at = 0; at < len; at += PREP_PIECE) {
         pthread_mutex_lock(&e->prep_mu);
         bool stop = e->prep_stop;
@@ -72,12 +83,10 @@ size_t engine_dedup_prep_touch(cf_engine *e, uint8_t *p, size_t len)
         if (stop)
             return at;
         size_t end = len - at > PREP_PIECE ? at + PREP_PIECE : len;
-        for (size_t off = at; off < end; off += (size_t)page)
+        for (size_t off = at; off < end; off += page)
             ((volatile uint8_t *)p)[off] = 0;
-        if (end < len) {
-            struct timespec pause = {0, PREP_PAUSE_NS};
-            nanosleep(&pause, NULL);
-        }
+        if (end < len)
+            pause_between_pieces();
     }
     return len;
 }
@@ -89,17 +98,14 @@ size_t engine_dedup_prep_touch(cf_engine *e, uint8_t *p, size_t len)
  * garbage afterwards; it must be freed next. */
 static void release_pages(uint8_t *p, size_t len)
 {
-    long pg = sysconf(_SC_PAGESIZE);
-    uintptr_t page = pg > 0 ? (uintptr_t)pg : 4096;
+    uintptr_t page = page_bytes();
     uintptr_t lo = ((uintptr_t)p + page - 1) & ~(page - 1);
     uintptr_t hi = ((uintptr_t)p + len) & ~(page - 1);
     for (uintptr_t at = lo; at < hi; at += PREP_PIECE) {
         uintptr_t end = hi - at > PREP_PIECE ? at + PREP_PIECE : hi;
         (void)madvise((void *)at, end - at, MADV_DONTNEED);
-        if (end < hi) {
-            struct timespec pause = {0, PREP_PAUSE_NS};
-            nanosleep(&pause, NULL);
-        }
+        if (end < hi)
+            pause_between_pieces();
     }
 }
 

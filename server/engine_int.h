@@ -153,11 +153,11 @@ struct cf_engine {
      * (issue 15, T1). defer_wakes is set under mu by the submit; wake_due
      * has bit s set for shard s (s < 64) with a message not yet woken for. */
     bool defer_wakes;
-    /* The new dedup table of the doubling under way whose pages a submit
-     * already had mapped (engine_prefault), so only the first submit after
-     * a doubling does it. Guarded by mu. */
+    /* The new dedup table of the doubling under way whose pages are mapped
+     * already (by cf-dedup-prep, or by a submit's engine_prefault), so only
+     * the first submit after a doubling without one maps them. Guarded by mu. */
     void *dedup_prefaulted;
-    uint64_t spare_prefaults;       /* tables the ticker mapped and handed over */
+    uint64_t spare_prefaults;       /* tables mapped ahead (dedup_prep.c) and handed over */
     uint64_t submit_prefaults;      /* tables a submit mapped (not the ticker) */
     uint64_t retired_frees;         /* doublings' old tables the ticker took */
     _Atomic uint64_t wake_due;
